@@ -1,0 +1,13 @@
+"""Type stubs for the compiled kernel module orochi_fdw.kernels.codecs_float."""
+
+from typing import Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Buffer = Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]]
+_Bits = Union[npt.NDArray[np.uint32], npt.NDArray[np.uint64]]
+
+def gorilla_max_size(n: int, width: int) -> int: ...
+def gorilla_encode(bits: _Bits, out: npt.NDArray[np.uint8]) -> int: ...
+def gorilla_decode(buf: _Buffer, out: _Bits) -> int: ...
