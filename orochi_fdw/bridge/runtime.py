@@ -1,0 +1,410 @@
+"""The entry points the C bridge calls.
+
+C does plumbing only: it passes plain values (options as dicts, columns and
+quals as tuples, batches as buffers) to the functions here, and these build
+the objects a wrapper sees (:class:`Qual`, :class:`SortKey`,
+:class:`ColumnDefinition`, :class:`Batch`), pick and cache the wrapper
+instance of each table, and dispatch transaction events to the instances
+that took part in the transaction.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from orochi_fdw.bridge import sqlfunc
+from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.bridge.batch import WIRE_DTYPES, Batch, Column, WireKind, to_column, wire_kind_for_type
+from orochi_fdw.errors import InvalidOptionError, OrochiError, SPIError, WrapperError
+
+#: the wrapper of tables whose server and table name none
+DEFAULT_WRAPPER = "orochi_fdw.columnar.ColumnarTable"
+
+#: a plan-time qual value that is only known when the scan starts
+UNKNOWN = type("UnknownValue", (), {"__repr__": lambda self: "<unknown until execution>"})()
+
+#: options the bridge itself reads, at server and table level
+BRIDGE_OPTIONS = ("wrapper",)
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+def describe_exception(exc: BaseException) -> tuple[str | None, str, str | None, str | None]:
+    """(sqlstate, message, detail, hint) of an exception reaching C.
+
+    Orochi's own errors carry their SQLSTATE and a message for users; any other
+    exception is a bug or a wrapper's failure: its message names the Python
+    error and the traceback goes in DETAIL.
+    """
+    if isinstance(exc, SPIError):
+        return (exc.sqlstate, exc.message, exc.detail, exc.hint)
+    if isinstance(exc, OrochiError):
+        return (
+            getattr(exc, "sqlstate", "XX000"),
+            str(exc),
+            getattr(exc, "detail", None),
+            getattr(exc, "hint", None),
+        )
+    name = type(exc).__qualname__
+    module = type(exc).__module__
+    if module not in ("builtins", "__main__"):
+        name = f"{module}.{name}"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return ("38000", f"{name}: {exc}", tb, None)
+
+
+# ---------------------------------------------------------------------------
+# tables and their wrapper instances
+
+
+@dataclass
+class TableHandle:
+    """A foreign table's wrapper instance and what the bridge needs of it."""
+
+    relid: int
+    relname: str
+    instance: Any
+    columns: dict[str, ColumnDefinition]
+    natts: int
+    key: tuple
+    kinds: dict[str, WireKind] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kinds = {name: wire_kind_for_type(c.type_oid) for name, c in self.columns.items()}
+
+
+_handles: dict[int, TableHandle] = {}
+
+
+def load_wrapper_class(path: str) -> type:
+    """Import ``package.module.Class``."""
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name:
+        raise WrapperError(f'wrapper "{path}" must be a dotted path: package.module.Class')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise WrapperError(f'could not import the module of wrapper "{path}": {exc}') from None
+    cls = getattr(module, class_name, None)
+    if cls is None or not isinstance(cls, type):
+        raise WrapperError(f'module {module_name} has no class "{class_name}"')
+    if not callable(getattr(cls, "execute", None)):
+        raise WrapperError(f'wrapper "{path}" has no execute method')
+    return cls
+
+
+def instance_for(relid: int, server_name: str, server_options: dict, table_options: dict,
+                 columns: list[tuple], relname: str, natts: int) -> TableHandle:
+    """The wrapper instance of a table, made once and kept while its options
+    and columns stay the same."""
+    key = (server_name, tuple(sorted(server_options.items())), tuple(sorted(table_options.items())),
+           tuple((c[0], c[1], c[2], c[4], tuple(sorted(c[6].items()))) for c in columns))
+    handle = _handles.get(relid)
+    if handle is None or handle.key != key:
+        path = table_options.get("wrapper") or server_options.get("wrapper") or DEFAULT_WRAPPER
+        cls = load_wrapper_class(path)
+        coldefs = {
+            c[0]: ColumnDefinition(column_name=c[0], type_oid=c[1], typmod=c[2], type_name=c[3],
+                                   attnum=c[4], not_null=c[5], options=c[6])
+            for c in columns
+        }
+        validate = getattr(cls, "validate_options", None)
+        if validate is not None:
+            for col in coldefs.values():
+                if col.options:
+                    validate("column", col.options)
+        options = {k: v for k, v in {**server_options, **table_options}.items() if k not in BRIDGE_OPTIONS}
+        options.setdefault("table_name", relname)
+        options.setdefault("table_oid", str(relid))
+        instance = cls(options, coldefs)
+        handle = TableHandle(relid, relname, instance, coldefs, natts, key)
+        _handles[relid] = handle
+    _transaction.join(handle)
+    return handle
+
+
+def forget(relid: int) -> None:
+    """Drop a table's cached instance (after DROP or ALTER)."""
+    _handles.pop(relid, None)
+
+
+# ---------------------------------------------------------------------------
+# planning
+
+
+def _quals(raw: list[tuple]) -> list[Qual]:
+    quals = []
+    for attname, op, is_list, use_or, value, known, collation in raw:
+        quals.append(Qual(attname, (op, bool(use_or)) if is_list else op, value if known else UNKNOWN, collation))
+    return quals
+
+
+def _sortkeys(raw: list[tuple]) -> list[SortKey]:
+    return [SortKey(name, attnum, bool(rev), bool(nf), coll) for name, attnum, rev, nf, coll in raw]
+
+
+def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str]) -> tuple[float, float, float, float]:
+    """(rows, width, startup_cost, total_cost) of a scan."""
+    q = _quals(quals)
+    rows, width = handle.instance.get_rel_size(q, columns)
+    get_costs = getattr(handle.instance, "get_costs", None)
+    if get_costs is not None:
+        startup, total = get_costs(q, columns, rows, width)
+    else:
+        startup, total = ForeignDataWrapper.get_costs(handle.instance, q, columns, rows, width)
+    return (float(rows), float(width), float(startup), float(total))
+
+
+def can_sort(handle: TableHandle, sortkeys: list[tuple]) -> int:
+    """How many of the leading sort keys the wrapper produces in order."""
+    keys = _sortkeys(sortkeys)
+    method = getattr(handle.instance, "can_sort", None)
+    handled = list(method(keys) or []) if method else []
+    n = 0
+    for key in keys:
+        if key not in handled:
+            break
+        n += 1
+    return n
+
+
+def exact_quals(handle: TableHandle, quals: list[tuple]) -> list[bool]:
+    method = getattr(handle.instance, "exact_quals", None)
+    if method is None:
+        return [False] * len(quals)
+    answer = [bool(x) for x in method(_quals(quals))]
+    if len(answer) != len(quals):
+        raise WrapperError("exact_quals must return one answer per qual")
+    return answer
+
+
+# ---------------------------------------------------------------------------
+# scanning
+
+
+def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple]) -> Iterator:
+    result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None)
+    return iter(result if result is not None else ())
+
+
+def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:
+    """A yielded Batch as (nrows, per-attribute wire tuples, rowids)."""
+    if not isinstance(item, Batch):
+        raise WrapperError(
+            f"{type(handle.instance).__name__}.execute yielded a {type(item).__name__}; "
+            "expected a dict, tuple or list (one row) or a Batch"
+        )
+    wire: list[Any] = [None] * handle.natts
+    for name, data in item.columns.items():
+        coldef = handle.columns.get(name)
+        if coldef is None:
+            raise WrapperError(f'a batch has column "{name}", which table {handle.relname} does not have')
+        col = to_column(handle.kinds[name], data)
+        if len(col) != item.nrows:
+            raise WrapperError(f'batch column "{name}" has {len(col)} values for {item.nrows} rows')
+        wire[coldef.attnum - 1] = (int(col.kind), col.values, col.validity, col.offsets)
+    rowids = item.rowids
+    if rowids is not None:
+        rowids = np.ascontiguousarray(rowids, dtype=np.int64)
+    return (item.nrows, wire, rowids)
+
+
+def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple],
+            verbose: bool, analyze: bool, iterator: Any, rows: int) -> list[str]:
+    lines = list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
+                                         verbose=bool(verbose)) or [])
+    if analyze and iterator is not None:
+        more = getattr(iterator, "explain_analyze", None)
+        if more is not None:
+            lines.extend(more())
+    return [str(line) for line in lines]
+
+
+# ---------------------------------------------------------------------------
+# modifying
+
+
+def rowid_column(handle: TableHandle) -> str | None:
+    return getattr(handle.instance, "rowid_column", None)
+
+
+def insert_batch_size(handle: TableHandle) -> int:
+    """Rows per insert_batch call, or 0 if the wrapper takes rows one by one."""
+    method = getattr(type(handle.instance), "insert_batch", None)
+    if method is None or method is ForeignDataWrapper.insert_batch:
+        return 0
+    return int(getattr(handle.instance, "insert_batch_size", 10_000))
+
+
+def _wire_to_column(kind: int, values: bytes, validity: bytes | None, offsets: bytes | None) -> Column:
+    k = WireKind(kind)
+    dtype = np.uint8 if k.is_variable_width else WIRE_DTYPES[k]
+    valid = None
+    if validity is not None:
+        valid = np.frombuffer(validity, dtype=np.uint8)
+        if valid.all():
+            valid = None
+    return Column(k, np.frombuffer(values, dtype=dtype), valid,
+                  np.frombuffer(offsets, dtype=np.int64) if offsets is not None else None)
+
+
+def insert_batch(handle: TableHandle, wire: tuple) -> None:
+    nrows, cols, _ = wire
+    columns = {}
+    for coldef in handle.columns.values():
+        raw = cols[coldef.attnum - 1]
+        if raw is not None:
+            columns[coldef.column_name] = _wire_to_column(*raw)
+    handle.instance.insert_batch(Batch(nrows, columns))
+
+
+def insert(handle: TableHandle, values: dict) -> Any:
+    return handle.instance.insert(values)
+
+
+def update(handle: TableHandle, rowid: Any, values: dict) -> Any:
+    return handle.instance.update(rowid, values)
+
+
+def delete(handle: TableHandle, rowid: Any) -> None:
+    handle.instance.delete(rowid)
+
+
+def end_modify(handle: TableHandle) -> None:
+    method = getattr(handle.instance, "end_modify", None)
+    if method is not None:
+        method()
+
+
+# ---------------------------------------------------------------------------
+# transactions
+
+
+class _Transaction:
+    """The wrapper instances that took part in the current transaction, and
+    the savepoints opened since they joined."""
+
+    def __init__(self) -> None:
+        self.participants: list[Any] = []
+        self.savepoints: list[int] = []
+
+    def join(self, handle: TableHandle) -> None:
+        instance = handle.instance
+        if any(p is instance for p in self.participants):
+            return
+        self.participants.append(instance)
+        begin = getattr(instance, "begin", None)
+        if begin is not None:
+            begin(_serializable())
+
+    def each(self, hook: str, *args: Any) -> None:
+        for instance in list(self.participants):
+            method = getattr(instance, hook, None)
+            if method is not None:
+                method(*args)
+
+    def end(self) -> None:
+        self.participants.clear()
+        self.savepoints.clear()
+
+
+def _serializable() -> bool:
+    try:
+        import _orochi_pg
+
+        return bool(_orochi_pg.uses_transaction_snapshot())
+    except (ImportError, AttributeError):
+        return False
+
+
+_transaction = _Transaction()
+
+
+def xact_event(event: str) -> None:
+    """pre_commit, pre_prepare, commit, prepare or rollback of the transaction."""
+    try:
+        if event in ("pre_commit", "pre_prepare"):
+            _transaction.each("pre_commit")
+        elif event in ("commit", "prepare"):
+            _transaction.each("commit")
+        elif event == "rollback":
+            _transaction.each("rollback")
+    finally:
+        if event in ("commit", "prepare", "rollback"):
+            _transaction.end()
+
+
+def subxact_event(event: str, subid: int, parent: int) -> None:
+    """sub_begin, sub_pre_commit, sub_commit or sub_rollback of a savepoint."""
+    sp = _transaction.savepoints
+    if event == "sub_begin":
+        sp.append(subid)
+        _transaction.each("sub_begin", len(sp))
+    elif event in ("sub_commit", "sub_rollback") and subid in sp:
+        level = sp.index(subid) + 1
+        del sp[level - 1:]
+        _transaction.each(event, level)
+
+
+# ---------------------------------------------------------------------------
+# options, schema import, SQL functions
+
+
+def validate_options(kind: str, options: dict) -> None:
+    """Reject unknown options and values of the wrong type at CREATE/ALTER time.
+
+    Column options are checked when the table is first used, against the
+    table's own wrapper (a column's validator cannot see the table).
+    """
+    if kind in ("wrapper", "user_mapping"):
+        if options:
+            name = next(iter(options))
+            raise InvalidOptionError(f'invalid option "{name}" for the orochi {kind.replace("_", " ")}',
+                                     hint="Options of the orochi foreign-data wrapper go on servers and tables.")
+        return
+    if kind == "column":
+        return
+    rest = {k: v for k, v in options.items() if k not in BRIDGE_OPTIONS}
+    cls = load_wrapper_class(options.get("wrapper") or DEFAULT_WRAPPER)
+    validate = getattr(cls, "validate_options", None)
+    if validate is not None:
+        validate(kind, rest)
+
+
+def import_schema(server_name: str, server_options: dict, remote_schema: str, local_schema: str,
+                  restriction: tuple[str, list[str]], options: dict) -> list[str]:
+    """CREATE FOREIGN TABLE statements for IMPORT FOREIGN SCHEMA."""
+    from orochi_fdw.bridge.spi import quote_ident
+
+    list_type, tables = restriction
+    cls = load_wrapper_class(server_options.get("wrapper") or DEFAULT_WRAPPER)
+    definitions = cls.import_schema(remote_schema, server_options, options,
+                                    None if list_type == "all" else list_type, tables)
+    statements = []
+    for table in definitions or []:
+        cols = ", ".join(f"{quote_ident(c.column_name)} {c.type_name}" for c in table.columns)
+        opts = ""
+        if table.options:
+            opts = " OPTIONS (" + ", ".join(
+                f"{quote_ident(k)} {_quote_literal(str(v))}" for k, v in table.options.items()) + ")"
+        statements.append(
+            f"CREATE FOREIGN TABLE {quote_ident(local_schema)}.{quote_ident(table.table_name)} ({cols}) "
+            f"SERVER {quote_ident(server_name)}{opts}"
+        )
+    return statements
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def call_sql_function(name: str, *args: Any) -> Any:
+    """orochi.<name>(args...)"""
+    return sqlfunc.call(name, *args)

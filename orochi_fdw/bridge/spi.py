@@ -1,0 +1,134 @@
+"""SQL from Python, in the backend's current transaction.
+
+Only usable inside a Postgres backend (the bridge provides ``_orochi_pg``).
+Every statement runs in an internal sub-transaction: a Postgres error arrives
+as :class:`~orochi_fdw.errors.SPIError` and may be caught; an uncaught one
+reaches the client exactly as Postgres reported it.
+
+Values are always passed as parameters, never pasted into SQL text::
+
+    rows = execute("SELECT id, name FROM orochi.tables WHERE relid = $1", [relid])
+
+Parameter types are taken from the Python values where unambiguous (int is
+int8, float is float8, datetime is timestamp[tz] ...) and otherwise inferred
+from the statement, as for untyped libpq parameters; ``types`` names them
+explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+try:
+    import _orochi_pg
+except ImportError:  # outside a backend
+    _orochi_pg = None
+
+
+def _pg():
+    if _orochi_pg is None:
+        raise RuntimeError("orochi_fdw.bridge.spi is only available inside a Postgres backend")
+    return _orochi_pg
+
+
+def available() -> bool:
+    """Whether this code runs inside a backend (SPI usable)."""
+    return _orochi_pg is not None
+
+
+@dataclass
+class Result:
+    """Rows of a statement (tuples), how many rows it processed, and the
+    names of its result columns."""
+
+    rows: list[tuple]
+    rowcount: int
+    columns: list[str]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.rows[i]
+
+    def scalar(self) -> Any:
+        """The first column of the first row, or None if there is no row."""
+        return self.rows[0][0] if self.rows else None
+
+
+class Plan:
+    """A prepared statement, kept for the life of the backend."""
+
+    __slots__ = ("query", "_plan")
+
+    def __init__(self, query: str, types: Sequence[str] | None = None):
+        self.query = query
+        self._plan = _pg().prepare(query, types)
+
+    def execute(self, params: Sequence[Any] | None = None, limit: int = 0) -> Result:
+        return Result(*_pg().execute(self._plan, params, limit))
+
+
+_plans: dict[tuple[str, tuple | None], Plan] = {}
+
+
+def execute(query: str, params: Sequence[Any] | None = None, limit: int = 0,
+            types: Sequence[str] | None = None) -> Result:
+    """Run one statement with parameters ($1, $2 ...)."""
+    return Result(*_pg().execute(query, params, limit, types))
+
+
+def prepared(query: str, types: Sequence[str] | None = None) -> Plan:
+    """A plan for query, prepared once per backend and reused."""
+    key = (query, tuple(types) if types is not None else None)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = Plan(query, types)
+    return plan
+
+
+@contextlib.contextmanager
+def subtransaction() -> Iterator[None]:
+    """A savepoint around a block: an exception rolls the block's SQL back
+    and propagates; normal exit keeps it."""
+    pg = _pg()
+    pg.subxact_begin()
+    try:
+        yield
+    except BaseException:
+        pg.subxact_end(False)
+        raise
+    pg.subxact_end(True)
+
+
+def log(level: str, message: str) -> None:
+    """Log at debug, log, info, notice or warning."""
+    _pg().log(level, message)
+
+
+def notice(message: str) -> None:
+    _pg().log("notice", message)
+
+
+def quote_ident(name: str) -> str:
+    """An identifier quoted the way Postgres's quote_ident does."""
+    if _orochi_pg is not None:
+        return _orochi_pg.quote_ident(name)
+    if name.isidentifier() and name == name.lower() and name.isascii():
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def backend_info() -> dict[str, Any]:
+    """data_directory, pid, database_encoding, database_oid, server_version_num."""
+    return _pg().backend_info()
+
+
+def transaction_id() -> int:
+    """The current top-level transaction id (assigned if need be)."""
+    return _pg().transaction_id()

@@ -1,0 +1,53 @@
+"""SQL functions written in Python.
+
+Each ``orochi.<name>(...)`` created in sql/ with ``AS 'MODULE_PATHNAME',
+'orochi_py_call'`` lands here: the bridge passes the function's name and its
+arguments (converted to Python), and the registered handler's return value
+goes back converted to the declared result type (rows of tuples or dicts for
+``RETURNS TABLE`` / ``SETOF record``).
+
+    @sql_function("python_info")
+    def python_info():
+        yield ("python", sys.version)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from orochi_fdw.errors import WrapperError
+
+_registry: dict[str, Callable[..., Any]] = {}
+
+#: modules whose import registers the SQL API's functions
+SQL_API_MODULES: list[str] = ["orochi_fdw.bridge.info"]
+_loaded = False
+
+
+def sql_function(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a handler for ``orochi.<name>``."""
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        _registry[name] = func
+        return func
+
+    return register
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for module in SQL_API_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def call(name: str, *args: Any) -> Any:
+    """Dispatch a call of orochi.<name>."""
+    _load()
+    try:
+        func = _registry[name]
+    except KeyError:
+        raise WrapperError(f"no Python handler is registered for SQL function orochi.{name}") from None
+    return func(*args)

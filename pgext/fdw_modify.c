@@ -1,0 +1,530 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw_modify.c
+ *		  INSERT (row by row or in column batches, also for COPY FROM),
+ *		  UPDATE and DELETE through a row id, IMPORT FOREIGN SCHEMA, and the
+ *		  lookup of a table's wrapper instance.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "orochi.h"
+
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "foreign/foreign.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/appendinfo.h"
+#include "parser/parsetree.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+/* a batch is handed to Python when it has this many bytes buffered */
+#define BATCH_FLUSH_BYTES (64 * 1024 * 1024)
+
+#define ROWID_JUNK_NAME "orochi_rowid"
+
+typedef struct OrochiModifyState
+{
+	Relation	rel;
+	TupleDesc	tupdesc;
+	CmdType		operation;
+	PyObject   *instance;
+	OrochiTypeConv *convs;
+	PyObject  **attnames;
+	AttrNumber	rowid_attno;	/* junk attribute in the plan's output */
+	bool		rowid_is_ctid;
+	OrochiTypeConv rowid_conv;
+	bool		batch_mode;		/* wrapper has insert_batch */
+	int			batch_size;
+	OrochiBatchWriter writer;
+	bool		released;
+} OrochiModifyState;
+
+/*
+ * orochi_instance_for_relid
+ *		The wrapper instance of a foreign table, from runtime.instance_for
+ *		(which caches it while the options and columns stay the same).
+ */
+PyObject *
+orochi_instance_for_relid(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	PyObject   *instance;
+
+	PG_TRY();
+	{
+		instance = orochi_instance_for_relation(rel);
+	}
+	PG_FINALLY();
+	{
+		table_close(rel, AccessShareLock);
+	}
+	PG_END_TRY();
+	return instance;
+}
+
+PyObject *
+orochi_instance_for_relation(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	ForeignTable *table = GetForeignTable(relid);
+	ForeignServer *server = GetForeignServer(table->serverid);
+	PyObject   *func = orochi_runtime_func("instance_for");
+	PyObject   *args;
+	PyObject   *instance;
+
+	args = Py_BuildValue("(IsNNNsi)", (unsigned int) relid, server->servername,
+						 orochi_options_to_dict(server->options),
+						 orochi_options_to_dict(table->options),
+						 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
+						 RelationGetRelationName(rel),
+						 RelationGetDescr(rel)->natts);
+	if (args == NULL)
+		orochi_py_raise("instance_for");
+	instance = orochi_call(func, args, NULL);
+	Py_DECREF(func);
+	Py_DECREF(args);
+	orochi_mark_xact_touched();
+	return instance;
+}
+
+/* Call runtime.<name>(*args) and return the result (new reference) */
+static PyObject *
+runtime_call(const char *name, PyObject *args)
+{
+	PyObject   *func = orochi_runtime_func(name);
+	PyObject   *res;
+
+	if (args == NULL)
+	{
+		Py_DECREF(func);
+		orochi_py_raise(name);
+	}
+	res = orochi_call(func, args, NULL);
+	Py_DECREF(func);
+	Py_DECREF(args);
+	return res;
+}
+
+/*
+ * orochiAddForeignUpdateTargets
+ *		Add the row id the wrapper names (rowid_column): one of the table's
+ *		columns, or "ctid" for row ids the wrapper delivers with its batches.
+ */
+static void
+orochiAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *target_rte,
+							  Relation target_relation)
+{
+	PyObject   *res = runtime_call("rowid_column",
+								   Py_BuildValue("(N)", orochi_instance_for_relation(target_relation)));
+	const char *name;
+	Var		   *var;
+
+	if (res == Py_None || !PyUnicode_Check(res))
+	{
+		Py_DECREF(res);
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION),
+				 errmsg("foreign table \"%s\" does not support UPDATE or DELETE",
+						RelationGetRelationName(target_relation)),
+				 errdetail("Its wrapper names no rowid_column.")));
+	}
+	name = pstrdup(PyUnicode_AsUTF8(res));
+	Py_DECREF(res);
+	if (strcmp(name, "ctid") == 0)
+		var = makeVar(rtindex, SelfItemPointerAttributeNumber, TIDOID, -1, InvalidOid, 0);
+	else
+	{
+		TupleDesc	tupdesc = RelationGetDescr(target_relation);
+		Form_pg_attribute att = NULL;
+
+		for (int i = 0; i < tupdesc->natts; i++)
+		{
+			Form_pg_attribute a = TupleDescAttr(tupdesc, i);
+
+			if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+				att = a;
+		}
+		if (att == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("rowid_column \"%s\" is not a column of foreign table \"%s\"",
+							name, RelationGetRelationName(target_relation))));
+		var = makeVar(rtindex, att->attnum, att->atttypid, att->atttypmod, att->attcollation, 0);
+	}
+	add_row_identity_var(root, var, rtindex, ROWID_JUNK_NAME);
+}
+
+static List *
+orochiPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
+						int subplan_index)
+{
+	if (plan->onConflictAction != ONCONFLICT_NONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("INSERT with ON CONFLICT is not supported on orochi foreign tables"),
+				 errdetail("Foreign tables have no unique indexes to detect a conflict with.")));
+	return NIL;
+}
+
+static void
+modify_state_reset_callback(void *arg)
+{
+	OrochiModifyState *state = (OrochiModifyState *) arg;
+
+	if (state->released)
+		return;
+	state->released = true;
+	for (int i = 0; i < state->tupdesc->natts; i++)
+		Py_CLEAR(state->attnames[i]);
+	Py_CLEAR(state->instance);
+}
+
+static OrochiModifyState *
+modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
+{
+	OrochiModifyState *state = palloc0(sizeof(OrochiModifyState));
+	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	PyObject   *res;
+	long		batch_size;
+
+	state->rel = rel;
+	state->tupdesc = tupdesc;
+	state->operation = operation;
+	state->convs = palloc0(sizeof(OrochiTypeConv) * tupdesc->natts);
+	state->attnames = palloc0(sizeof(PyObject *) * tupdesc->natts);
+	cb->func = modify_state_reset_callback;
+	cb->arg = state;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		orochi_type_conv_init(&state->convs[i], att->atttypid, att->atttypmod,
+							  NameStr(att->attname));
+		state->attnames[i] = orochi_cstring_to_py(NameStr(att->attname));
+	}
+	state->instance = orochi_instance_for_relation(rel);
+
+	if (operation == CMD_INSERT)
+	{
+		res = runtime_call("insert_batch_size", Py_BuildValue("(O)", state->instance));
+		batch_size = PyLong_AsLong(res);
+		Py_DECREF(res);
+		if (batch_size == -1 && PyErr_Occurred())
+			orochi_py_raise("insert_batch_size must return an int");
+		state->batch_mode = batch_size > 0;
+		state->batch_size = (int) Min(Max(batch_size, 1), 1000000);
+		if (state->batch_mode)
+			orochi_batch_writer_init(&state->writer, tupdesc, state->convs,
+									 AllocSetContextCreate(CurrentMemoryContext,
+														   "orochi insert batch",
+														   ALLOCSET_DEFAULT_SIZES));
+	}
+	else if (mtstate != NULL)
+	{
+		Plan	   *subplan = outerPlanState(mtstate)->plan;
+
+		state->rowid_attno = ExecFindJunkAttributeInTlist(subplan->targetlist, ROWID_JUNK_NAME);
+		if (!AttributeNumberIsValid(state->rowid_attno))
+			elog(ERROR, "orochi: could not find the row id junk column");
+		{
+			TargetEntry *tle = list_nth(subplan->targetlist, state->rowid_attno - 1);
+			Oid			type = exprType((Node *) tle->expr);
+
+			state->rowid_is_ctid = (type == TIDOID);
+			orochi_type_conv_init(&state->rowid_conv, type, exprTypmod((Node *) tle->expr), "row id");
+		}
+	}
+	orochi_mark_xact_touched();
+	return state;
+}
+
+static void
+orochiBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *fdw_private,
+						 int subplan_index, int eflags)
+{
+	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
+		return;
+	rinfo->ri_FdwState = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
+}
+
+/* COPY FROM and tuple routing into a foreign partition */
+static void
+orochiBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
+{
+	rinfo->ri_FdwState = modify_state_create(rinfo->ri_RelationDesc, CMD_INSERT, NULL);
+}
+
+static void
+flush_batch(OrochiModifyState *state)
+{
+	PyObject   *wire;
+	PyObject   *res;
+
+	if (!state->batch_mode || state->writer.nrows == 0)
+		return;
+	wire = orochi_batch_writer_take(&state->writer, state->tupdesc);
+	res = runtime_call("insert_batch", Py_BuildValue("(ON)", state->instance, wire));
+	Py_DECREF(res);
+}
+
+static void
+buffer_row(OrochiModifyState *state, TupleTableSlot *slot)
+{
+	int64		bytes = 0;
+
+	orochi_batch_writer_add(&state->writer, slot, state->convs);
+	for (int i = 0; i < state->writer.ncols; i++)
+		if (state->writer.kinds[i] != WIRE_NONE)
+			bytes += state->writer.values[i].len;
+	if (state->writer.nrows >= state->batch_size || bytes >= BATCH_FLUSH_BYTES)
+		flush_batch(state);
+}
+
+/* The slot's values as a dict keyed by column name */
+static PyObject *
+slot_to_dict(OrochiModifyState *state, TupleTableSlot *slot)
+{
+	PyObject   *dict = PyDict_New();
+
+	if (dict == NULL)
+		orochi_py_raise("building a row");
+	slot_getallattrs(slot);
+	PG_TRY();
+	{
+		for (int i = 0; i < state->tupdesc->natts; i++)
+		{
+			PyObject   *v;
+
+			if (TupleDescAttr(state->tupdesc, i)->attisdropped)
+				continue;
+			v = orochi_datum_to_py(slot->tts_values[i], slot->tts_isnull[i], &state->convs[i]);
+			if (PyDict_SetItem(dict, state->attnames[i], v) < 0)
+			{
+				Py_DECREF(v);
+				orochi_py_raise("building a row");
+			}
+			Py_DECREF(v);
+		}
+	}
+	PG_CATCH();
+	{
+		Py_DECREF(dict);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return dict;
+}
+
+/* A row returned by insert/update (for RETURNING) replaces the slot's values */
+static void
+store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot)
+{
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	PG_TRY();
+	{
+		slot_getallattrs(slot);
+		ExecClearTuple(slot);
+		orochi_row_store(res, slot, state->convs, state->attnames);
+		ExecStoreVirtualTuple(slot);
+	}
+	PG_FINALLY();
+	{
+		Py_DECREF(res);
+	}
+	PG_END_TRY();
+}
+
+static TupleTableSlot *
+orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
+						TupleTableSlot *planSlot)
+{
+	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
+
+	if (state->batch_mode)
+		buffer_row(state, slot);
+	else
+		store_returned_row(state,
+						   runtime_call("insert", Py_BuildValue("(ON)", state->instance,
+																slot_to_dict(state, slot))),
+						   slot);
+	return slot;
+}
+
+static TupleTableSlot **
+orochiExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
+							 TupleTableSlot **planSlots, int *numSlots)
+{
+	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
+
+	for (int i = 0; i < *numSlots; i++)
+		buffer_row(state, slots[i]);
+	return slots;
+}
+
+/*
+ * orochiGetForeignModifyBatchSize
+ *		Batches only where the executor allows them (no RETURNING, no row
+ *		triggers); rows are buffered in column form in either case.
+ */
+static int
+orochiGetForeignModifyBatchSize(ResultRelInfo *rinfo)
+{
+	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
+
+	if (state == NULL || !state->batch_mode || rinfo->ri_projectReturning != NULL ||
+		(rinfo->ri_TrigDesc &&
+		 (rinfo->ri_TrigDesc->trig_insert_before_row || rinfo->ri_TrigDesc->trig_insert_after_row)))
+		return 1;
+	return Min(state->batch_size, 1000);
+}
+
+static PyObject *
+rowid_from_plan_slot(OrochiModifyState *state, TupleTableSlot *planSlot)
+{
+	bool		isnull;
+	Datum		d = ExecGetJunkAttribute(planSlot, state->rowid_attno, &isnull);
+
+	if (isnull)
+		elog(ERROR, "orochi: row id is NULL");
+	if (state->rowid_is_ctid)
+		return PyLong_FromLongLong(orochi_tid_to_rowid((ItemPointer) DatumGetPointer(d)));
+	return orochi_datum_to_py(d, false, &state->rowid_conv);
+}
+
+static TupleTableSlot *
+orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
+						TupleTableSlot *planSlot)
+{
+	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
+	PyObject   *rowid = rowid_from_plan_slot(state, planSlot);
+	PyObject   *values;
+
+	PG_TRY();
+	{
+		values = slot_to_dict(state, slot);
+	}
+	PG_CATCH();
+	{
+		Py_DECREF(rowid);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	store_returned_row(state,
+					   runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
+					   slot);
+	return slot;
+}
+
+static TupleTableSlot *
+orochiExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
+						TupleTableSlot *planSlot)
+{
+	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
+	PyObject   *res;
+
+	res = runtime_call("delete", Py_BuildValue("(ON)", state->instance,
+											   rowid_from_plan_slot(state, planSlot)));
+	Py_DECREF(res);
+	return slot;
+}
+
+static void
+orochiEndForeignModify(EState *estate, ResultRelInfo *rinfo)
+{
+	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
+	PyObject   *res;
+
+	if (state == NULL || state->released)
+		return;
+	flush_batch(state);
+	res = runtime_call("end_modify", Py_BuildValue("(O)", state->instance));
+	Py_DECREF(res);
+	modify_state_reset_callback(state);
+}
+
+static void
+orochiEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
+{
+	orochiEndForeignModify(estate, rinfo);
+}
+
+/*
+ * orochiImportForeignSchema
+ *		The wrapper returns the CREATE FOREIGN TABLE statements.
+ */
+static List *
+orochiImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
+{
+	ForeignServer *server = GetForeignServer(serverOid);
+	PyObject   *tables = PyList_New(0);
+	PyObject   *res;
+	List	   *commands = NIL;
+	ListCell   *lc;
+	const char *list_type = stmt->list_type == FDW_IMPORT_SCHEMA_LIMIT_TO ? "limit" :
+	stmt->list_type == FDW_IMPORT_SCHEMA_EXCEPT ? "except" : "all";
+
+	foreach(lc, stmt->table_list)
+	{
+		RangeVar   *rv = (RangeVar *) lfirst(lc);
+		PyObject   *name = orochi_cstring_to_py(rv->relname);
+
+		PyList_Append(tables, name);
+		Py_DECREF(name);
+	}
+	res = runtime_call("import_schema",
+					   Py_BuildValue("(sNssNN)", server->servername,
+									 orochi_options_to_dict(server->options),
+									 stmt->remote_schema, stmt->local_schema ? stmt->local_schema : "",
+									 Py_BuildValue("(sN)", list_type, tables),
+									 orochi_options_to_dict(stmt->options)));
+	if (!PyList_Check(res))
+	{
+		Py_DECREF(res);
+		elog(ERROR, "orochi: import_schema must return a list of statements");
+	}
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(res); i++)
+	{
+		PyObject   *s = PyList_GET_ITEM(res, i);
+
+		if (!PyUnicode_Check(s))
+			continue;
+		commands = lappend(commands, orochi_py_to_cstring(s));
+	}
+	Py_DECREF(res);
+	return commands;
+}
+
+void
+orochi_fill_modify_routine(FdwRoutine *routine)
+{
+	/* updating */
+	routine->AddForeignUpdateTargets = orochiAddForeignUpdateTargets;
+	routine->PlanForeignModify = orochiPlanForeignModify;
+	routine->BeginForeignModify = orochiBeginForeignModify;
+	routine->ExecForeignInsert = orochiExecForeignInsert;
+	routine->ExecForeignBatchInsert = orochiExecForeignBatchInsert;
+	routine->GetForeignModifyBatchSize = orochiGetForeignModifyBatchSize;
+	routine->ExecForeignUpdate = orochiExecForeignUpdate;
+	routine->ExecForeignDelete = orochiExecForeignDelete;
+	routine->EndForeignModify = orochiEndForeignModify;
+	routine->BeginForeignInsert = orochiBeginForeignInsert;
+	routine->EndForeignInsert = orochiEndForeignInsert;
+
+	/* IMPORT FOREIGN SCHEMA */
+	routine->ImportForeignSchema = orochiImportForeignSchema;
+}

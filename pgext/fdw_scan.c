@@ -1,0 +1,886 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw_scan.c
+ *		  Planning and scanning callbacks: quals handed to Python, sorted
+ *		  paths, the batch and per-row scan loops, EXPLAIN.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "orochi.h"
+
+#include "access/table.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_type.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "foreign/foreign.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/pathnode.h"
+#include "optimizer/paths.h"
+#include "optimizer/planmain.h"
+#include "optimizer/restrictinfo.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+/*
+ * Indexes of the items of ForeignScan.fdw_private.
+ */
+enum FdwScanPrivateIndex
+{
+	/* List of Integer: attribute numbers the query needs */
+	FdwScanPrivateNeededAttrs,
+	/* List of per-qual Lists: see QualMetaIndex; values are in fdw_exprs */
+	FdwScanPrivateQuals,
+	/* List of per-sortkey Lists (attnum, reversed, nulls_first, collation) */
+	FdwScanPrivateSortKeys
+};
+
+enum QualMetaIndex
+{
+	QualMetaAttno,				/* Integer */
+	QualMetaOperator,			/* String: operator name */
+	QualMetaIsArray,			/* Integer: 1 for = ANY / <> ALL (value is a list) */
+	QualMetaUseOr,				/* Integer: 1 for ANY, 0 for ALL */
+	QualMetaNullTest,			/* Integer: 1 for IS [NOT] NULL */
+	QualMetaCollation			/* Integer: input collation oid */
+};
+
+/* One qual found in baserestrictinfo that Python may use */
+typedef struct OrochiQual
+{
+	RestrictInfo *rinfo;
+	AttrNumber	attno;
+	char	   *opname;
+	bool		is_array;
+	bool		use_or;
+	bool		is_nulltest;
+	Oid			collation;
+	Expr	   *value;			/* pseudo-constant: Const, Param or stable expression */
+} OrochiQual;
+
+/* Planner state kept in baserel->fdw_private */
+typedef struct OrochiPlanState
+{
+	Bitmapset  *needed;			/* attnos offset by FirstLowInvalidHeapAttributeNumber */
+	List	   *quals;			/* OrochiQual * */
+	Cost		startup_cost;
+	Cost		total_cost;
+} OrochiPlanState;
+
+/* Executor state of one scan */
+typedef struct OrochiScanState
+{
+	Relation	rel;
+	TupleDesc	tupdesc;
+	OrochiTypeConv *convs;
+	PyObject  **attnames;		/* interned column names, by attribute index */
+	PyObject   *instance;
+	PyObject   *columns;		/* list of needed column names */
+	PyObject   *sortkeys;		/* list of (attname, attnum, reversed, nulls_first, collation) */
+	List	   *qual_meta;
+	List	   *qual_exprs;		/* ExprState * per qual */
+	OrochiTypeConv *qual_convs;
+	PyObject   *iterator;
+	PyObject   *row;			/* per-row path: the row being converted */
+	OrochiBatchReader batch;
+	bool		done;
+	bool		released;
+	MemoryContext rowcxt;
+	int64		rows_returned;
+} OrochiScanState;
+
+static const char *const pushable_operators[] = {
+	"=", "<>", "<", "<=", ">", ">=", "~~", "~~*", "!~~", "!~~*", NULL
+};
+
+static bool
+operator_is_pushable(const char *name)
+{
+	for (int i = 0; pushable_operators[i]; i++)
+		if (strcmp(pushable_operators[i], name) == 0)
+			return true;
+	return false;
+}
+
+static Node *
+strip_relabel(Node *node)
+{
+	while (node && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	return node;
+}
+
+static bool
+is_column_of(Node *node, Index relid)
+{
+	node = strip_relabel(node);
+	return node && IsA(node, Var) && ((Var *) node)->varno == relid &&
+		((Var *) node)->varlevelsup == 0 && ((Var *) node)->varattno > 0;
+}
+
+/*
+ * extract_qual
+ *		If the clause is "column op pseudo-constant" (either way round),
+ *		"column op ANY/ALL (array)", "column IS [NOT] NULL", "boolcol" or
+ *		"NOT boolcol", describe it; else NULL.
+ */
+static OrochiQual *
+extract_qual(RestrictInfo *rinfo, Index relid)
+{
+	Expr	   *clause = rinfo->clause;
+	OrochiQual *q;
+
+	if (IsA(clause, OpExpr) && list_length(((OpExpr *) clause)->args) == 2)
+	{
+		OpExpr	   *op = (OpExpr *) clause;
+		Node	   *left = linitial(op->args);
+		Node	   *right = lsecond(op->args);
+		Oid			opno = op->opno;
+		char	   *opname;
+
+		if (is_column_of(left, relid) && is_pseudo_constant_clause(right))
+			 /* column on the left: as written */ ;
+		else if (is_column_of(right, relid) && is_pseudo_constant_clause(left))
+		{
+			Node	   *tmp = left;
+
+			opno = get_commutator(opno);
+			if (!OidIsValid(opno))
+				return NULL;
+			left = right;
+			right = tmp;
+		}
+		else
+			return NULL;
+		opname = get_opname(opno);
+		if (opname == NULL || !operator_is_pushable(opname))
+			return NULL;
+		q = palloc0(sizeof(OrochiQual));
+		q->rinfo = rinfo;
+		q->attno = ((Var *) strip_relabel(left))->varattno;
+		q->opname = opname;
+		q->collation = op->inputcollid;
+		q->value = (Expr *) right;
+		return q;
+	}
+	if (IsA(clause, ScalarArrayOpExpr))
+	{
+		ScalarArrayOpExpr *saop = (ScalarArrayOpExpr *) clause;
+		Node	   *left = linitial(saop->args);
+		Node	   *right = lsecond(saop->args);
+		char	   *opname;
+
+		if (!is_column_of(left, relid) || !is_pseudo_constant_clause(right))
+			return NULL;
+		opname = get_opname(saop->opno);
+		if (opname == NULL || !operator_is_pushable(opname))
+			return NULL;
+		q = palloc0(sizeof(OrochiQual));
+		q->rinfo = rinfo;
+		q->attno = ((Var *) strip_relabel(left))->varattno;
+		q->opname = opname;
+		q->is_array = true;
+		q->use_or = saop->useOr;
+		q->collation = saop->inputcollid;
+		q->value = (Expr *) right;
+		return q;
+	}
+	if (IsA(clause, NullTest))
+	{
+		NullTest   *nt = (NullTest *) clause;
+
+		if (nt->argisrow || !is_column_of((Node *) nt->arg, relid))
+			return NULL;
+		q = palloc0(sizeof(OrochiQual));
+		q->rinfo = rinfo;
+		q->attno = ((Var *) strip_relabel((Node *) nt->arg))->varattno;
+		q->opname = pstrdup(nt->nulltesttype == IS_NULL ? "=" : "<>");
+		q->is_nulltest = true;
+		q->value = (Expr *) makeNullConst(BOOLOID, -1, InvalidOid);
+		return q;
+	}
+	if (is_column_of((Node *) clause, relid) && exprType((Node *) clause) == BOOLOID)
+	{
+		q = palloc0(sizeof(OrochiQual));
+		q->rinfo = rinfo;
+		q->attno = ((Var *) strip_relabel((Node *) clause))->varattno;
+		q->opname = pstrdup("=");
+		q->value = (Expr *) makeBoolConst(true, false);
+		return q;
+	}
+	if (is_notclause((Node *) clause) &&
+		is_column_of((Node *) get_notclausearg(clause), relid) &&
+		exprType((Node *) get_notclausearg(clause)) == BOOLOID)
+	{
+		q = palloc0(sizeof(OrochiQual));
+		q->rinfo = rinfo;
+		q->attno = ((Var *) strip_relabel((Node *) get_notclausearg(clause)))->varattno;
+		q->opname = pstrdup("=");
+		q->value = (Expr *) makeBoolConst(false, false);
+		return q;
+	}
+	return NULL;
+}
+
+static PyObject *
+collation_name(Oid collation)
+{
+	char	   *name;
+
+	if (!OidIsValid(collation))
+		Py_RETURN_NONE;
+	name = get_collation_name(collation);
+	if (name == NULL)
+		Py_RETURN_NONE;
+	return orochi_cstring_to_py(name);
+}
+
+/*
+ * A qual as the runtime receives it:
+ * (attname, operator, is_list, use_or, value, value_known, collation)
+ */
+static PyObject *
+qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
+		   PyObject *value, bool known, Oid collation)
+{
+	PyObject   *coll = collation_name(collation);
+	PyObject   *t = Py_BuildValue("(ssiiNiN)", attname, opname, (int) is_array, (int) use_or,
+								  value, (int) known, coll);
+
+	if (t == NULL)
+		orochi_py_raise("building a qual");
+	return t;
+}
+
+/* Plan-time quals: constants converted, other values marked unknown */
+static PyObject *
+plan_quals_to_py(List *quals, Relation rel)
+{
+	PyObject   *list = PyList_New(0);
+	ListCell   *lc;
+
+	if (list == NULL)
+		orochi_py_raise("building quals");
+	foreach(lc, quals)
+	{
+		OrochiQual *q = (OrochiQual *) lfirst(lc);
+		const char *attname = NameStr(TupleDescAttr(RelationGetDescr(rel), q->attno - 1)->attname);
+		PyObject   *value;
+		bool		known = false;
+		PyObject   *t;
+
+		if (IsA(q->value, Const))
+		{
+			Const	   *c = (Const *) q->value;
+			OrochiTypeConv conv;
+
+			orochi_type_conv_init(&conv, c->consttype, c->consttypmod, attname);
+			value = orochi_datum_to_py(c->constvalue, c->constisnull, &conv);
+			known = true;
+		}
+		else
+			value = (Py_INCREF(Py_None), Py_None);
+		t = qual_tuple(attname, q->opname, q->is_array, q->use_or, value, known, q->collation);
+		PyList_Append(list, t);
+		Py_DECREF(t);
+	}
+	return list;
+}
+
+static PyObject *
+needed_columns_to_py(Bitmapset *needed, TupleDesc tupdesc)
+{
+	PyObject   *list = PyList_New(0);
+	bool		whole_row = bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, needed);
+
+	if (list == NULL)
+		orochi_py_raise("building columns");
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (whole_row || bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, needed))
+		{
+			PyObject   *name = orochi_cstring_to_py(NameStr(att->attname));
+
+			PyList_Append(list, name);
+			Py_DECREF(name);
+		}
+	}
+	return list;
+}
+
+static PyObject *
+sortkeys_to_py(List *sortkeys, TupleDesc tupdesc)
+{
+	PyObject   *list = PyList_New(0);
+	ListCell   *lc;
+
+	foreach(lc, sortkeys)
+	{
+		List	   *sk = (List *) lfirst(lc);
+		AttrNumber	attno = intVal(linitial(sk));
+		PyObject   *t;
+
+		t = Py_BuildValue("(siiiN)", NameStr(TupleDescAttr(tupdesc, attno - 1)->attname),
+						  (int) attno, intVal(lsecond(sk)), intVal(lthird(sk)),
+						  collation_name((Oid) intVal(lfourth(sk))));
+		if (t == NULL)
+			orochi_py_raise("building sort keys");
+		PyList_Append(list, t);
+		Py_DECREF(t);
+	}
+	return list;
+}
+
+/*
+ * orochiGetForeignRelSize
+ *		Find the columns and quals of the scan and ask Python for the size.
+ */
+static void
+orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
+{
+	OrochiPlanState *state = palloc0(sizeof(OrochiPlanState));
+	Relation	rel = table_open(foreigntableid, NoLock);
+	PyObject   *instance;
+	PyObject   *func;
+	PyObject   *args;
+	PyObject   *res;
+	ListCell   *lc;
+
+	baserel->fdw_private = state;
+	pull_varattnos((Node *) baserel->reltarget->exprs, baserel->relid, &state->needed);
+	foreach(lc, baserel->baserestrictinfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+		OrochiQual *q;
+
+		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
+		q = extract_qual(rinfo, baserel->relid);
+		if (q)
+			state->quals = lappend(state->quals, q);
+	}
+
+	instance = orochi_instance_for_relation(rel);
+	func = orochi_runtime_func("get_rel_size");
+	args = Py_BuildValue("(NNN)", instance, plan_quals_to_py(state->quals, rel),
+						 needed_columns_to_py(state->needed, RelationGetDescr(rel)));
+	table_close(rel, NoLock);
+	res = orochi_call(func, args, NULL);
+	Py_DECREF(func);
+	Py_DECREF(args);
+	{
+		double		rows,
+					width,
+					startup,
+					total;
+		bool		ok = PyArg_ParseTuple(res, "dddd", &rows, &width, &startup, &total);
+
+		Py_DECREF(res);
+		if (!ok)
+			orochi_py_raise("get_rel_size must return (rows, width, startup_cost, total_cost)");
+		baserel->rows = clamp_row_est(rows);
+		baserel->reltarget->width = (int) Max(width, 1);
+		state->startup_cost = startup;
+		state->total_cost = Max(total, startup);
+	}
+}
+
+/*
+ * A pathkey's column of this relation, as (attnum, reversed, nulls_first,
+ * collation), or NIL if the pathkey is not a plain column of the relation.
+ */
+static List *
+pathkey_to_sortkey(PathKey *pathkey, RelOptInfo *baserel)
+{
+	EquivalenceClass *ec = pathkey->pk_eclass;
+	ListCell   *lc;
+
+	if (ec->ec_has_volatile)
+		return NIL;
+	foreach(lc, ec->ec_members)
+	{
+		EquivalenceMember *em = (EquivalenceMember *) lfirst(lc);
+		Node	   *expr = strip_relabel((Node *) em->em_expr);
+
+		if (bms_equal(em->em_relids, baserel->relids) && is_column_of(expr, baserel->relid))
+			return list_make4(makeInteger(((Var *) expr)->varattno),
+							  makeInteger(pathkey->pk_strategy == BTGreaterStrategyNumber),
+							  makeInteger(pathkey->pk_nulls_first),
+							  makeInteger((int) ec->ec_collation));
+	}
+	return NIL;
+}
+
+/*
+ * orochiGetForeignPaths
+ *		One unsorted path; and, if the query wants an order that the wrapper
+ *		says it can produce (can_sort), a sorted path with those pathkeys.
+ */
+static void
+orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
+{
+	OrochiPlanState *state = (OrochiPlanState *) baserel->fdw_private;
+	List	   *sortkeys = NIL;
+	List	   *pathkeys = NIL;
+	ListCell   *lc;
+
+	add_path(baserel, (Path *)
+			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
+									 state->startup_cost, state->total_cost,
+									 NIL, NULL, NULL, NIL));
+
+	foreach(lc, root->query_pathkeys)
+	{
+		List	   *sk = pathkey_to_sortkey((PathKey *) lfirst(lc), baserel);
+
+		if (sk == NIL)
+			break;
+		sortkeys = lappend(sortkeys, sk);
+		pathkeys = lappend(pathkeys, lfirst(lc));
+	}
+	if (sortkeys != NIL)
+	{
+		Relation	rel = table_open(foreigntableid, NoLock);
+		PyObject   *func = orochi_runtime_func("can_sort");
+		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
+										 sortkeys_to_py(sortkeys, RelationGetDescr(rel)));
+		PyObject   *res;
+		long		n;
+
+		table_close(rel, NoLock);
+		res = orochi_call(func, args, NULL);
+		Py_DECREF(func);
+		Py_DECREF(args);
+		n = PyLong_AsLong(res);
+		Py_DECREF(res);
+		if (n == -1 && PyErr_Occurred())
+			orochi_py_raise("can_sort must return the number of sort keys handled");
+		if (n > 0 && n <= list_length(sortkeys))
+		{
+			sortkeys = list_truncate(sortkeys, n);
+			pathkeys = list_truncate(list_copy(pathkeys), n);
+			add_path(baserel, (Path *)
+					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
+											 state->startup_cost,
+											 state->total_cost + baserel->rows * cpu_operator_cost,
+											 pathkeys, NULL, NULL,
+											 list_make1(sortkeys)));
+		}
+	}
+}
+
+/*
+ * orochiGetForeignPlan
+ *		Keep every qual for Postgres to recheck, except those the wrapper
+ *		says it handles exactly (exact_quals).
+ */
+static ForeignScan *
+orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
+					 ForeignPath *best_path, List *tlist, List *scan_clauses, Plan *outer_plan)
+{
+	OrochiPlanState *state = (OrochiPlanState *) baserel->fdw_private;
+	List	   *local_clauses = NIL;
+	List	   *exact = NIL;
+	List	   *qual_meta = NIL;
+	List	   *qual_exprs = NIL;
+	List	   *needed = NIL;
+	List	   *sortkeys = best_path->fdw_private ? linitial(best_path->fdw_private) : NIL;
+	ListCell   *lc;
+	int			x;
+
+	if (state->quals != NIL)
+	{
+		Relation	rel = table_open(foreigntableid, NoLock);
+		PyObject   *func = orochi_runtime_func("exact_quals");
+		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
+										 plan_quals_to_py(state->quals, rel));
+		PyObject   *res;
+		int			i = 0;
+
+		table_close(rel, NoLock);
+		res = orochi_call(func, args, NULL);
+		Py_DECREF(func);
+		Py_DECREF(args);
+		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(state->quals))
+		{
+			Py_DECREF(res);
+			elog(ERROR, "orochi: exact_quals must return one bool per qual");
+		}
+		foreach(lc, state->quals)
+		{
+			OrochiQual *q = (OrochiQual *) lfirst(lc);
+
+			if (PyObject_IsTrue(PyList_GET_ITEM(res, i)) == 1)
+				exact = lappend(exact, q->rinfo);
+			qual_meta = lappend(qual_meta,
+								lappend(list_make5(makeInteger(q->attno), makeString(q->opname),
+												   makeInteger(q->is_array), makeInteger(q->use_or),
+												   makeInteger(q->is_nulltest)),
+										makeInteger((int) q->collation)));
+			qual_exprs = lappend(qual_exprs, q->value);
+			i++;
+		}
+		Py_DECREF(res);
+	}
+
+	foreach(lc, scan_clauses)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (rinfo->pseudoconstant)
+			continue;
+		if (list_member_ptr(exact, rinfo))
+			continue;
+		local_clauses = lappend(local_clauses, rinfo->clause);
+	}
+
+	x = -1;
+	while ((x = bms_next_member(state->needed, x)) >= 0)
+		needed = lappend(needed, makeInteger(x + FirstLowInvalidHeapAttributeNumber));
+
+	return make_foreignscan(tlist, local_clauses, baserel->relid, qual_exprs,
+							list_make3(needed, qual_meta, sortkeys),
+							NIL, NIL, outer_plan);
+}
+
+/* ---------------------------------------------------------------------
+ * Execution
+ * ---------------------------------------------------------------------
+ */
+static void
+scan_release(OrochiScanState *state)
+{
+	orochi_batch_close(&state->batch);
+	Py_CLEAR(state->row);
+	Py_CLEAR(state->iterator);
+}
+
+/* Memory-context reset callback: EndForeignScan is not called on abort */
+static void
+scan_state_reset_callback(void *arg)
+{
+	OrochiScanState *state = (OrochiScanState *) arg;
+
+	if (state->released)
+		return;
+	state->released = true;
+	scan_release(state);
+	if (state->attnames)
+	{
+		for (int i = 0; i < state->tupdesc->natts; i++)
+			Py_CLEAR(state->attnames[i]);
+	}
+	Py_CLEAR(state->instance);
+	Py_CLEAR(state->columns);
+	Py_CLEAR(state->sortkeys);
+}
+
+static void
+orochiBeginForeignScan(ForeignScanState *node, int eflags)
+{
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	OrochiScanState *state = palloc0(sizeof(OrochiScanState));
+	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+	List	   *needed_list = list_nth(plan->fdw_private, FdwScanPrivateNeededAttrs);
+	Bitmapset  *needed = NULL;
+	ListCell   *lc;
+	int			natts;
+
+	node->fdw_state = state;
+	state->rel = node->ss.ss_currentRelation;
+	state->tupdesc = RelationGetDescr(state->rel);
+	natts = state->tupdesc->natts;
+	state->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "orochi scan row",
+										  ALLOCSET_DEFAULT_SIZES);
+
+	cb->func = scan_state_reset_callback;
+	cb->arg = state;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+
+	orochi_mark_xact_touched();
+	state->convs = palloc0(sizeof(OrochiTypeConv) * natts);
+	state->attnames = palloc0(sizeof(PyObject *) * natts);
+	for (int i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(state->tupdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		orochi_type_conv_init(&state->convs[i], att->atttypid, att->atttypmod,
+							  NameStr(att->attname));
+		state->attnames[i] = orochi_cstring_to_py(NameStr(att->attname));
+		PyUnicode_InternInPlace(&state->attnames[i]);
+	}
+	state->instance = orochi_instance_for_relation(state->rel);
+
+	foreach(lc, needed_list)
+		needed = bms_add_member(needed, intVal(lfirst(lc)) - FirstLowInvalidHeapAttributeNumber);
+	state->columns = needed_columns_to_py(needed, state->tupdesc);
+	state->sortkeys = sortkeys_to_py(list_nth(plan->fdw_private, FdwScanPrivateSortKeys),
+									 state->tupdesc);
+
+	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
+	state->qual_exprs = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+	state->qual_convs = palloc0(sizeof(OrochiTypeConv) * Max(list_length(plan->fdw_exprs), 1));
+	foreach(lc, plan->fdw_exprs)
+	{
+		Node	   *e = (Node *) lfirst(lc);
+
+		orochi_type_conv_init(&state->qual_convs[foreach_current_index(lc)],
+							  exprType(e), exprTypmod(e), NULL);
+	}
+}
+
+/*
+ * Evaluate the quals' values for this scan (parameters and stable
+ * expressions are fixed for its duration).  Returns NULL if a strict
+ * comparison got a NULL value: no row can then pass, so nothing is read.
+ */
+static PyObject *
+scan_quals_to_py(ForeignScanState *node, OrochiScanState *state)
+{
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	PyObject   *list = PyList_New(0);
+	ListCell   *lm,
+			   *le;
+	int			i = 0;
+
+	if (list == NULL)
+		orochi_py_raise("building quals");
+	forboth(lm, state->qual_meta, le, state->qual_exprs)
+	{
+		List	   *meta = (List *) lfirst(lm);
+		AttrNumber	attno = intVal(list_nth(meta, QualMetaAttno));
+		bool		is_nulltest = intVal(list_nth(meta, QualMetaNullTest)) != 0;
+		Datum		value;
+		bool		isnull;
+		PyObject   *pyvalue;
+		PyObject   *t;
+
+		value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+		if (isnull && !is_nulltest)
+		{
+			Py_DECREF(list);
+			return NULL;
+		}
+		PG_TRY();
+		{
+			pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[i]);
+		}
+		PG_CATCH();
+		{
+			Py_DECREF(list);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		t = qual_tuple(NameStr(TupleDescAttr(state->tupdesc, attno - 1)->attname),
+					   strVal(list_nth(meta, QualMetaOperator)),
+					   intVal(list_nth(meta, QualMetaIsArray)) != 0,
+					   intVal(list_nth(meta, QualMetaUseOr)) != 0,
+					   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)));
+		PyList_Append(list, t);
+		Py_DECREF(t);
+		i++;
+	}
+	return list;
+}
+
+static void
+scan_start(ForeignScanState *node, OrochiScanState *state)
+{
+	PyObject   *quals = scan_quals_to_py(node, state);
+	PyObject   *func;
+	PyObject   *args;
+
+	if (quals == NULL)
+	{
+		state->done = true;
+		return;
+	}
+	func = orochi_runtime_func("execute");
+	args = Py_BuildValue("(ONOO)", state->instance, quals, state->columns, state->sortkeys);
+	if (args == NULL)
+		orochi_py_raise("execute");
+	state->iterator = orochi_call(func, args, NULL);
+	Py_DECREF(func);
+	Py_DECREF(args);
+}
+
+/*
+ * orochiIterateForeignScan
+ *		Next row: from the current batch if one is open, else from the next
+ *		item the wrapper yields (a batch, or one row).
+ */
+static TupleTableSlot *
+orochiIterateForeignScan(ForeignScanState *node)
+{
+	OrochiScanState *state = (OrochiScanState *) node->fdw_state;
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+	MemoryContext old;
+
+	ExecClearTuple(slot);
+	if (state->done)
+		return slot;
+	if (state->iterator == NULL)
+	{
+		scan_start(node, state);
+		if (state->done)
+			return slot;
+	}
+
+	MemoryContextReset(state->rowcxt);
+	for (;;)
+	{
+		PyObject   *item;
+
+		if (state->batch.owner != NULL && state->batch.next < state->batch.nrows)
+		{
+			old = MemoryContextSwitchTo(state->rowcxt);
+			orochi_batch_store_row(&state->batch, slot, state->convs);
+			MemoryContextSwitchTo(old);
+			ExecStoreVirtualTuple(slot);
+			state->rows_returned++;
+			return slot;
+		}
+		orochi_batch_close(&state->batch);
+
+		CHECK_FOR_INTERRUPTS();
+		orochi_py_enter();
+		item = PyIter_Next(state->iterator);
+		orochi_py_leave();
+		if (item == NULL)
+		{
+			if (PyErr_Occurred())
+				orochi_py_raise("iterating a scan");
+			state->done = true;
+			return slot;
+		}
+		if (PyDict_Check(item) || PyTuple_Check(item) || PyList_Check(item))
+		{
+			state->row = item;
+			old = MemoryContextSwitchTo(state->rowcxt);
+			orochi_row_store(item, slot, state->convs, state->attnames);
+			MemoryContextSwitchTo(old);
+			Py_CLEAR(state->row);
+			ExecStoreVirtualTuple(slot);
+			state->rows_returned++;
+			return slot;
+		}
+		else
+		{
+			PyObject   *func = orochi_runtime_func("batch_to_wire");
+			PyObject   *args = Py_BuildValue("(ON)", state->instance, item);
+			PyObject   *wire;
+
+			if (args == NULL)
+				orochi_py_raise("batch_to_wire");
+			wire = orochi_call(func, args, NULL);
+			Py_DECREF(func);
+			Py_DECREF(args);
+			state->row = wire;
+			orochi_batch_open(&state->batch, wire, state->tupdesc, state->convs);
+			Py_CLEAR(state->row);
+		}
+	}
+}
+
+static void
+orochiReScanForeignScan(ForeignScanState *node)
+{
+	OrochiScanState *state = (OrochiScanState *) node->fdw_state;
+
+	scan_release(state);
+	state->done = false;
+}
+
+static void
+orochiEndForeignScan(ForeignScanState *node)
+{
+	OrochiScanState *state = (OrochiScanState *) node->fdw_state;
+
+	if (state)
+		scan_state_reset_callback(state);
+}
+
+/*
+ * orochiExplainForeignScan
+ *		Lines from the wrapper's explain(); "Label: text" lines become
+ *		properties of that label (so that every EXPLAIN format shows them).
+ */
+static void
+orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
+{
+	OrochiScanState *state = (OrochiScanState *) node->fdw_state;
+	PyObject   *func;
+	PyObject   *args;
+	PyObject   *res;
+	PyObject   *quals = NULL;
+	Py_ssize_t	n;
+
+	if (state == NULL || state->instance == NULL)
+		return;
+	/* evaluating quals may need parameters that EXPLAIN alone does not have */
+	if (es->analyze)
+		quals = scan_quals_to_py(node, state);
+	if (quals == NULL)
+		quals = PyList_New(0);
+	func = orochi_runtime_func("explain");
+	args = Py_BuildValue("(ONOOiiOL)", state->instance, quals, state->columns, state->sortkeys,
+						 (int) es->verbose, (int) es->analyze,
+						 state->iterator ? state->iterator : Py_None,
+						 (long long) state->rows_returned);
+	if (args == NULL)
+		orochi_py_raise("explain");
+	res = orochi_call(func, args, NULL);
+	Py_DECREF(func);
+	Py_DECREF(args);
+	if (!PyList_Check(res))
+	{
+		Py_DECREF(res);
+		elog(ERROR, "orochi: explain must return a list of strings");
+	}
+	n = PyList_GET_SIZE(res);
+	for (Py_ssize_t i = 0; i < n; i++)
+	{
+		PyObject   *line = PyList_GET_ITEM(res, i);
+		const char *s = PyUnicode_Check(line) ? PyUnicode_AsUTF8(line) : NULL;
+		const char *colon;
+
+		if (s == NULL)
+		{
+			PyErr_Clear();
+			continue;
+		}
+		colon = strstr(s, ": ");
+		if (colon && colon != s)
+			ExplainPropertyText(pnstrdup(s, colon - s), colon + 2, es);
+		else
+			ExplainPropertyText("Orochi", s, es);
+	}
+	Py_DECREF(res);
+}
+
+void
+orochi_fill_scan_routine(FdwRoutine *routine)
+{
+	/* scanning */
+	routine->GetForeignRelSize = orochiGetForeignRelSize;
+	routine->GetForeignPaths = orochiGetForeignPaths;
+	routine->GetForeignPlan = orochiGetForeignPlan;
+	routine->BeginForeignScan = orochiBeginForeignScan;
+	routine->IterateForeignScan = orochiIterateForeignScan;
+	routine->ReScanForeignScan = orochiReScanForeignScan;
+	routine->EndForeignScan = orochiEndForeignScan;
+
+	/* EXPLAIN */
+	routine->ExplainForeignScan = orochiExplainForeignScan;
+}

@@ -1,0 +1,104 @@
+/*-------------------------------------------------------------------------
+ *
+ * orochi.c
+ *		  Module start-up, settings, and the foreign-data wrapper's handler
+ *		  and option validator.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "orochi.h"
+
+#include "access/reloptions.h"
+#include "catalog/pg_foreign_data_wrapper.h"
+#include "catalog/pg_foreign_server.h"
+#include "catalog/pg_foreign_table.h"
+#include "catalog/pg_attribute.h"
+#include "catalog/pg_user_mapping.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("orochi.python_venv",
+							   "Virtualenv whose Python the backends embed.",
+							   "It must be made from the system python3.11 with the orochi "
+							   "package installed. Takes effect in backends that have not "
+							   "started Python yet.",
+							   &orochi_python_venv,
+							   OROCHI_DEFAULT_VENV,
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+	MarkGUCPrefixReserved("orochi");
+	orochi_register_callbacks();
+}
+
+PG_FUNCTION_INFO_V1(orochi_fdw_handler);
+PG_FUNCTION_INFO_V1(orochi_fdw_validator);
+
+/*
+ * orochi_fdw_handler
+ *		The FdwRoutine; every callback hands over to Python.
+ */
+Datum
+orochi_fdw_handler(PG_FUNCTION_ARGS)
+{
+	FdwRoutine *routine = makeNode(FdwRoutine);
+
+	orochi_fill_scan_routine(routine);
+	orochi_fill_modify_routine(routine);
+	PG_RETURN_POINTER(routine);
+}
+
+/*
+ * orochi_fdw_validator
+ *		Options are checked by Python (runtime.validate_options), which knows
+ *		what each wrapper accepts; an unknown option or a value of the wrong
+ *		type is rejected at CREATE / ALTER time.
+ */
+Datum
+orochi_fdw_validator(PG_FUNCTION_ARGS)
+{
+	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
+	Oid			catalog = PG_GETARG_OID(1);
+	const char *kind;
+	PyObject   *func;
+	PyObject   *args;
+	PyObject   *res;
+
+	switch (catalog)
+	{
+		case ForeignDataWrapperRelationId:
+			kind = "wrapper";
+			break;
+		case ForeignServerRelationId:
+			kind = "server";
+			break;
+		case ForeignTableRelationId:
+			kind = "table";
+			break;
+		case AttributeRelationId:
+			kind = "column";
+			break;
+		case UserMappingRelationId:
+			kind = "user_mapping";
+			break;
+		default:
+			kind = "unknown";
+			break;
+	}
+	func = orochi_runtime_func("validate_options");
+	args = Py_BuildValue("(sN)", kind, orochi_options_to_dict(options));
+	if (args == NULL)
+		orochi_py_raise("validate_options");
+	res = orochi_call(func, args, NULL);
+	Py_DECREF(func);
+	Py_DECREF(args);
+	Py_DECREF(res);
+	PG_RETURN_VOID();
+}
