@@ -952,6 +952,12 @@ def decode_chunk(header, payload, kind: str | Kind) -> ColumnData:
             raise CorruptDataError(
                 f"validity bitmap has {rows - ones} NULLs, header says {nulls}")
         validity = valid.view(np.bool_)
-    compact = spec.decode(buf, rows - nulls, k)
-    buf.done()
+    if nulls == rows:
+        # No values: the values section is empty whatever the codec.
+        buf.done()
+        compact = (VarBytes(np.zeros(1, np.int64), np.zeros(0, np.uint8))
+                   if k.physical == "var" else np.zeros(0, dtype=k.dtype))
+    else:
+        compact = spec.decode(buf, rows - nulls, k)
+        buf.done()
     return ColumnData(_expand(compact, validity, k, rows), validity)

@@ -724,16 +724,19 @@ class StripeReader:
         size = os.fstat(self._fd).st_size
         if size < HEADER.size + TRAILER.size:
             raise CorruptDataError(f"{path}: file too short for a stripe ({size} bytes)")
-        magic, version, flags, _ = HEADER.unpack(_read_exact(self._fd, HEADER.size, 0, path))
+        magic, version, flags, reserved = HEADER.unpack(
+            _read_exact(self._fd, HEADER.size, 0, path))
         if magic != MAGIC:
             raise CorruptDataError(f"{path}: not a stripe file (bad magic {magic!r})")
-        if version != FORMAT_VERSION or flags != 0:
+        if version != FORMAT_VERSION:
             raise CorruptDataError(f"{path}: unsupported stripe format version {version}")
-        flen, fcrc, tversion, tflags, _, tmagic = TRAILER.unpack(
+        if flags != 0 or reserved != 0:
+            raise CorruptDataError(f"{path}: unknown header flags {flags:#x}/{reserved:#x}")
+        flen, fcrc, tversion, tflags, treserved, tmagic = TRAILER.unpack(
             _read_exact(self._fd, TRAILER.size, size - TRAILER.size, path))
         if tmagic != MAGIC:
             raise CorruptDataError(f"{path}: bad trailer magic (truncated file?)")
-        if tversion != version or tflags != 0:
+        if tversion != version or tflags != 0 or treserved != 0:
             raise CorruptDataError(f"{path}: trailer version {tversion} differs from header")
         footer_start = size - TRAILER.size - flen
         if flen > MAX_FOOTER_BYTES or footer_start < HEADER.size:
