@@ -91,7 +91,8 @@ typedef struct OrochiScanState
 	OrochiBatchReader batch;
 	bool		done;
 	bool		released;
-	MemoryContext rowcxt;
+	MemoryContext rowcxt;		/* the current row's Datums; reset per row */
+	MemoryContext scancxt;		/* lives as long as the scan */
 	int64		rows_returned;
 } OrochiScanState;
 
@@ -599,6 +600,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	state->rel = node->ss.ss_currentRelation;
 	state->tupdesc = RelationGetDescr(state->rel);
 	natts = state->tupdesc->natts;
+	state->scancxt = CurrentMemoryContext;
 	state->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "orochi scan row",
 										  ALLOCSET_DEFAULT_SIZES);
 
@@ -646,7 +648,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
  * comparison got a NULL value: no row can then pass, so nothing is read.
  */
 static PyObject *
-scan_quals_to_py(ForeignScanState *node, OrochiScanState *state)
+scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	PyObject   *list = PyList_New(0);
@@ -666,6 +668,20 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state)
 		PyObject   *pyvalue;
 		PyObject   *t;
 
+		if (consts_only && !IsA(((ExprState *) lfirst(le))->expr, Const))
+		{
+			/* EXPLAIN without ANALYZE: parameters have no values yet */
+			t = qual_tuple(NameStr(TupleDescAttr(state->tupdesc, attno - 1)->attname),
+						   strVal(list_nth(meta, QualMetaOperator)),
+						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
+						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
+						   (Py_INCREF(Py_None), Py_None), false,
+						   (Oid) intVal(list_nth(meta, QualMetaCollation)));
+			PyList_Append(list, t);
+			Py_DECREF(t);
+			i++;
+			continue;
+		}
 		value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
 		if (isnull && !is_nulltest)
 		{
@@ -697,7 +713,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state)
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
-	PyObject   *quals = scan_quals_to_py(node, state);
+	PyObject   *quals = scan_quals_to_py(node, state, false);
 	PyObject   *func;
 	PyObject   *args;
 
@@ -787,7 +803,9 @@ orochiIterateForeignScan(ForeignScanState *node)
 			Py_DECREF(func);
 			Py_DECREF(args);
 			state->row = wire;
+			old = MemoryContextSwitchTo(state->scancxt);
 			orochi_batch_open(&state->batch, wire, state->tupdesc, state->convs);
+			MemoryContextSwitchTo(old);
 			Py_CLEAR(state->row);
 		}
 	}
@@ -828,9 +846,8 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	if (state == NULL || state->instance == NULL)
 		return;
-	/* evaluating quals may need parameters that EXPLAIN alone does not have */
-	if (es->analyze)
-		quals = scan_quals_to_py(node, state);
+	/* without ANALYZE, only constants have values */
+	quals = scan_quals_to_py(node, state, !es->analyze);
 	if (quals == NULL)
 		quals = PyList_New(0);
 	func = orochi_runtime_func("explain");

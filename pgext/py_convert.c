@@ -1083,6 +1083,15 @@ orochi_batch_close(OrochiBatchReader *reader)
 	}
 	if (reader->has_rowids && reader->rowids.obj)
 		PyBuffer_Release(&reader->rowids);
+	pfree(reader->kinds);
+	pfree(reader->values);
+	pfree(reader->validity);
+	pfree(reader->offsets);
+	pfree(reader->present);
+	reader->kinds = NULL;
+	reader->values = reader->validity = reader->offsets = NULL;
+	reader->present = NULL;
+	reader->ncols = 0;
 	Py_CLEAR(reader->owner);
 	reader->nrows = 0;
 	reader->next = 0;

@@ -372,6 +372,8 @@ def validate_options(kind: str, options: dict) -> None:
     if kind == "column":
         return
     rest = {k: v for k, v in options.items() if k not in BRIDGE_OPTIONS}
+    if not rest and "wrapper" not in options:
+        return
     cls = load_wrapper_class(options.get("wrapper") or DEFAULT_WRAPPER)
     validate = getattr(cls, "validate_options", None)
     if validate is not None:

@@ -1,0 +1,380 @@
+"""Small wrappers the bridge's tests and benchmarks use.
+
+They exercise every path of the bridge (per-row and batch scans, inserts in
+both forms, row ids, transaction hooks, errors, long-running Python) without
+depending on the storage engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from orochi_fdw.bridge import Batch, Column, ForeignDataWrapper, OptionSpec, Qual, WireKind, parse_bool
+from orochi_fdw.bridge import spi
+
+
+class SeriesWrapper(ForeignDataWrapper):
+    """``rows`` rows of generated data, per row or in batches.
+
+    Columns are filled by name: ``id`` (0..rows-1), ``v`` (id * 0.5), ``t``
+    (text ``'row-<id>'``), anything else NULL.  Options: rows, mode
+    (row | batch | tuple), batch_size, nulls (every 7th value NULL).
+    """
+
+    options_spec = {
+        "table": {
+            "rows": OptionSpec(int, "rows to generate"),
+            "mode": OptionSpec(str, "row, tuple or batch", choices=("row", "tuple", "batch")),
+            "batch_size": OptionSpec(int, "rows per batch"),
+            "nulls": OptionSpec(parse_bool, "make every 7th value NULL"),
+        },
+        "server": {},
+    }
+
+    def __init__(self, options, columns):
+        super().__init__(options, columns)
+        self.rows = int(options.get("rows", 10))
+        self.mode = options.get("mode", "row")
+        self.batch_size = int(options.get("batch_size", 10_000))
+        self.nulls = parse_bool(options.get("nulls", "false"))
+        self.last_quals: list[Qual] = []
+
+    def get_rel_size(self, quals, columns):
+        return (self.rows, 24)
+
+    def _value(self, name: str, i: int) -> Any:
+        if self.nulls and i % 7 == 3:
+            return None
+        if name == "id":
+            return i
+        if name == "v":
+            return i * 0.5
+        if name == "t":
+            return f"row-{i}"
+        return None
+
+    def execute(self, quals, columns, sortkeys=None):
+        self.last_quals = quals
+        if self.mode == "batch":
+            yield from self._batches(columns)
+            return
+        for i in range(self.rows):
+            if self.mode == "tuple":
+                yield tuple(self._value(name, i) for name in self.columns)
+            else:
+                yield {name: self._value(name, i) for name in columns}
+
+    def _batches(self, columns):
+        for start in range(0, self.rows, self.batch_size):
+            n = min(self.batch_size, self.rows - start)
+            ids = np.arange(start, start + n, dtype=np.int64)
+            cols = {}
+            mask = (ids % 7 == 3) if self.nulls else None
+            for name in columns:
+                if name == "id":
+                    data = ids
+                elif name == "v":
+                    data = ids * 0.5
+                elif name == "t":
+                    data = [f"row-{i}" for i in ids.tolist()]
+                    if mask is not None:
+                        data = [None if m else s for s, m in zip(data, mask.tolist())]
+                    cols[name] = data
+                    continue
+                else:
+                    continue
+                cols[name] = np.ma.MaskedArray(data, mask=mask) if mask is not None else data
+            yield Batch(n, cols)
+
+    def explain(self, quals, columns, sortkeys=None, verbose=False):
+        lines = [f"Wrapper: series of {self.rows} rows ({self.mode})"]
+        if verbose:
+            lines.append("Quals: " + ", ".join(repr(q) for q in quals))
+            lines.append("Columns: " + ", ".join(columns))
+        return lines
+
+
+class QualsEchoWrapper(ForeignDataWrapper):
+    """One row per qual it receives: (field, operator, value as text, value's
+    Python type, collation), so tests can see exactly what crossed."""
+
+    def execute(self, quals, columns, sortkeys=None):
+        for q in quals:
+            op = q.operator if isinstance(q.operator, str) else f"{q.operator[0]} {'ANY' if q.operator[1] else 'ALL'}"
+            yield {
+                "field": q.field_name,
+                "operator": op,
+                "value": repr(q.value),
+                "pytype": type(q.value).__name__,
+                "coll": q.collation,
+            }
+        if sortkeys:
+            for k in sortkeys:
+                yield {"field": k.attname, "operator": "ORDER BY", "value": repr(k), "pytype": "SortKey"}
+
+
+class SortedWrapper(SeriesWrapper):
+    """A series that can produce rows ordered by id (descending if asked)."""
+
+    def can_sort(self, sortkeys):
+        return [k for k in sortkeys[:1] if k.attname == "id"]
+
+    def execute(self, quals, columns, sortkeys=None):
+        order = range(self.rows)
+        if sortkeys and sortkeys[0].is_reversed:
+            order = reversed(order)
+        for i in order:
+            yield {name: self._value(name, i) for name in columns}
+
+
+class ExactWrapper(SeriesWrapper):
+    """Applies ``id`` comparisons itself and says so (no recheck); to prove
+    that exact quals are really left to the wrapper, it can be told to lie."""
+
+    options_spec = {
+        "table": {**SeriesWrapper.options_spec["table"], "lie": OptionSpec(parse_bool, "ignore the quals")},
+        "server": {},
+    }
+
+    def exact_quals(self, quals):
+        return [q.field_name == "id" and q.operator in ("=", "<", ">") for q in quals]
+
+    def execute(self, quals, columns, sortkeys=None):
+        lie = parse_bool(self.options.get("lie", "false"))
+        for i in range(self.rows):
+            ok = True
+            for q in quals:
+                if lie or q.field_name != "id":
+                    continue
+                if q.operator == "=" and i != q.value or q.operator == "<" and not i < q.value \
+                        or q.operator == ">" and not i > q.value:
+                    ok = False
+            if ok:
+                yield {name: self._value(name, i) for name in columns}
+
+
+class ErrorWrapper(ForeignDataWrapper):
+    """Fails where its ``fail_in`` option says: init, execute, iterate,
+    insert, or returns what its ``bad`` option says (wrong shapes)."""
+
+    options_spec = {
+        "table": {
+            "fail_in": OptionSpec(str, "where to raise"),
+            "bad": OptionSpec(str, "what wrong thing to yield"),
+        },
+    }
+
+    def __init__(self, options, columns):
+        super().__init__(options, columns)
+        if options.get("fail_in") == "init":
+            raise ValueError("failing in __init__ on purpose")
+
+    def execute(self, quals, columns, sortkeys=None):
+        where = self.options.get("fail_in")
+        if where == "execute":
+            raise ZeroDivisionError("failing in execute on purpose")
+        bad = self.options.get("bad")
+        if bad == "scalar":
+            yield 42
+            return
+        if bad == "short_tuple":
+            yield (1,)
+            return
+        if bad == "wrong_type":
+            yield {name: object() for name in self.columns}
+            return
+        if bad == "bad_batch_length":
+            yield Batch(5, {"id": np.arange(3)})
+            return
+        if bad == "bad_offsets":
+            yield Batch(2, {"t": Column(WireKind.TEXT, np.frombuffer(b"abc", np.uint8), None,
+                                        np.array([0, 5, 2], dtype=np.int64))})
+            return
+        if bad == "bad_utf8":
+            yield Batch(1, {"t": Column(WireKind.TEXT, np.frombuffer(b"\xff\xfe", np.uint8), None,
+                                        np.array([0, 2], dtype=np.int64))})
+            return
+        if bad == "wrong_kind":
+            yield Batch(2, {"id": Column(WireKind.FLOAT64, np.zeros(2), None, None)})
+            return
+        yield {"id": 1}
+        if where == "iterate":
+            raise KeyError("failing while iterating on purpose")
+
+    def insert(self, values):
+        raise RuntimeError("failing in insert on purpose")
+
+
+class SlowWrapper(ForeignDataWrapper):
+    """A Python loop that never ends by itself (for cancel and timeout tests)."""
+
+    def execute(self, quals, columns, sortkeys=None):
+        x = 0
+        while True:
+            x += 1
+
+
+class SleepWrapper(ForeignDataWrapper):
+    """Python sleeping in a C call (time.sleep): interrupted by signals too."""
+
+    def execute(self, quals, columns, sortkeys=None):
+        while True:
+            time.sleep(0.05)
+
+
+class HooksWrapper(ForeignDataWrapper):
+    """Appends every transaction hook it receives to the file named by its
+    ``log`` option, one JSON line each; yields one row."""
+
+    options_spec = {"table": {"log": OptionSpec(str, "file to append hook calls to")}}
+
+    def _record(self, *event: Any) -> None:
+        with open(self.options["log"], "a") as f:
+            f.write(json.dumps(list(event)) + "\n")
+
+    def execute(self, quals, columns, sortkeys=None):
+        yield {name: 1 for name in columns}
+
+    def begin(self, serializable):
+        self._record("begin", serializable)
+
+    def pre_commit(self):
+        self._record("pre_commit")
+
+    def commit(self):
+        self._record("commit")
+
+    def rollback(self):
+        self._record("rollback")
+
+    def sub_begin(self, level):
+        self._record("sub_begin", level)
+
+    def sub_commit(self, level):
+        self._record("sub_commit", level)
+
+    def sub_rollback(self, level):
+        self._record("sub_rollback", level)
+
+
+class SpiTableWrapper(ForeignDataWrapper):
+    """A table kept in a heap table through SPI, in the caller's
+    transaction: the bridge's SPI, row ids, RETURNING and both insert paths.
+
+    Options: ``target`` (the heap table, schema-qualified, with a bigserial
+    ``id`` and the same other columns), ``batch`` (use insert_batch).
+    """
+
+    options_spec = {
+        "table": {
+            "target": OptionSpec(str, "heap table holding the rows"),
+            "batch": OptionSpec(parse_bool, "receive inserts in batches"),
+        },
+    }
+
+    def __init__(self, options, columns):
+        super().__init__(options, columns)
+        schema, _, name = options["target"].rpartition(".")
+        self.target = (spi.quote_ident(schema) + "." if schema else "") + spi.quote_ident(name)
+        self.use_batches = parse_bool(options.get("batch", "false"))
+        self.insert_batch_size = 1000 if self.use_batches else 0
+        self.batches_received = 0
+
+    @property
+    def rowid_column(self):
+        return "id"
+
+    def _cols(self, names):
+        return ", ".join(spi.quote_ident(n) for n in names)
+
+    def execute(self, quals, columns, sortkeys=None):
+        names = list(self.columns)
+        rows = spi.execute(f"SELECT {self._cols(names)} FROM {self.target} ORDER BY id")
+        for row in rows:
+            yield dict(zip(names, row))
+
+    def insert(self, values):
+        names = [n for n in self.columns if n != "id"]
+        params = ", ".join(f"${i + 1}" for i in range(len(names)))
+        res = spi.execute(
+            f"INSERT INTO {self.target} ({self._cols(names)}) VALUES ({params}) RETURNING {self._cols(self.columns)}",
+            [values.get(n) for n in names],
+        )
+        return dict(zip(self.columns, res.rows[0]))
+
+    def insert_batch(self, batch):
+        if not self.use_batches:
+            for row in batch.to_pylist():
+                self.insert(row)
+            return
+        self.batches_received += 1
+        for row in batch.to_pylist():
+            self.insert(row)
+
+    def update(self, rowid, newvalues):
+        names = [n for n in self.columns if n != "id"]
+        sets = ", ".join(f"{spi.quote_ident(n)} = ${i + 2}" for i, n in enumerate(names))
+        res = spi.execute(
+            f"UPDATE {self.target} SET {sets} WHERE id = $1 RETURNING {self._cols(self.columns)}",
+            [rowid] + [newvalues.get(n) for n in names],
+        )
+        return dict(zip(self.columns, res.rows[0])) if res.rows else None
+
+    def delete(self, rowid):
+        spi.execute(f"DELETE FROM {self.target} WHERE id = $1", [rowid])
+
+
+class EchoTypesWrapper(ForeignDataWrapper):
+    """Returns the rows most recently inserted into it in this backend, in
+    whichever form they arrived; ``mode`` batch makes it take batches and
+    give batches back (a round trip through both wire directions)."""
+
+    options_spec = {"table": {"mode": OptionSpec(str, "row or batch", choices=("row", "batch"))}}
+    _stored: dict[str, list] = {}
+
+    def __init__(self, options, columns):
+        super().__init__(options, columns)
+        self.key = options["table_oid"]
+        self.batch_mode = options.get("mode", "row") == "batch"
+        self.insert_batch_size = 10_000 if self.batch_mode else 0
+
+    def insert(self, values):
+        self._stored.setdefault(self.key, []).append(("row", values))
+
+    def insert_batch(self, batch):
+        if not self.batch_mode:
+            for row in batch.to_pylist():
+                self.insert(row)
+            return
+        self._stored.setdefault(self.key, []).append(("batch", batch))
+
+    def execute(self, quals, columns, sortkeys=None):
+        for kind, item in self._stored.get(self.key, []):
+            yield item
+
+    def end_modify(self):
+        pass
+
+
+def pid() -> int:
+    """The process id (to check which backend ran a wrapper)."""
+    return os.getpid()
+
+
+__all__ = [
+    "EchoTypesWrapper",
+    "ErrorWrapper",
+    "ExactWrapper",
+    "HooksWrapper",
+    "QualsEchoWrapper",
+    "SeriesWrapper",
+    "SleepWrapper",
+    "SlowWrapper",
+    "SortedWrapper",
+    "SpiTableWrapper",
+]
