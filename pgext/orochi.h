@@ -17,6 +17,7 @@
 
 /* postgres.h must come first; plpython_system.h then tidies macros for Python.h */
 #include "postgres.h"
+#define PY_SSIZE_T_CLEAN
 #include "plpython_system.h"
 #include "mb/pg_wchar.h"
 

@@ -770,6 +770,25 @@ orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 				return py_to_array(obj, conv);
 			break;
 	}
+	if (PyObject_IsInstance(obj, special_type) == 1)
+	{
+		/* infinity and dates Python cannot hold: their text form */
+		PyObject   *text = PyObject_GetAttrString(obj, "text");
+		Datum		d;
+
+		if (text == NULL)
+			orochi_py_raise("SpecialValue.text");
+		PG_TRY();
+		{
+			d = via_input_function(text, conv);
+		}
+		PG_FINALLY();
+		{
+			Py_DECREF(text);
+		}
+		PG_END_TRY();
+		return d;
+	}
 	if (PyBytes_Check(obj) && conv->typoid != BYTEAOID)
 	{
 		/* bytes holding text */
