@@ -877,6 +877,16 @@ def encode_chunk(values, validity, kind: str | Kind, *, compression: str | None 
         raise InvalidParameterError(
             f"column chunk of {len(raw)} bytes exceeds {MAX_RAW_CHUNK_BYTES}; use fewer rows")
     comp, stored = _compress(raw, setting, level)
+    if (codec is None and setting != "none" and chosen != Codec.PLAIN
+            and k.physical not in ("var", "bool")
+            and 10 * len(body) >= 4 * (n - nulls) * k.width):
+        # The light codec saved little: a general layer over plain values may
+        # beat it (decimal-looking floats under zstd, for example). Keep
+        # whichever stored form is smaller.
+        plain_raw = bitmap + _plain_encode(compact, k, ctx)
+        plain_comp, plain_stored = _compress(plain_raw, setting, level)
+        if len(plain_stored) < len(stored):
+            chosen, raw, comp, stored = Codec.PLAIN, plain_raw, plain_comp, plain_stored
     header = ChunkHeader(int(chosen), int(comp), n, nulls, len(raw), len(stored), stats)
     return header, stored
 
@@ -895,7 +905,9 @@ def choose_codec(values, validity, kind: str | Kind, *, compression: str | None 
     * uuid and interval: plain or run-length;
     * variable width: dictionary when the distinct count is at most half the
       values and the dictionary encoding is smaller, else plain;
-    * then the general layer per ``compression``.
+    * then the general layer per ``compression``; for fixed-width kinds where
+      the light codec saved less than 60%, plain values under the general
+      layer are tried as well and the smaller stored form wins.
     """
     setting, level = resolve_compression(compression, compression_level)
     header, _ = encode_chunk(values, validity, kind, compression=setting,
