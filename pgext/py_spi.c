@@ -135,7 +135,23 @@ prepare_plan(const char *sql, PyObject *types, PyObject *params)
 			Py_XDECREF(v);
 		}
 	}
-	plan = SPI_prepare_params(sql, param_parser_setup, &ps, 0);
+	for (Py_ssize_t i = 0; i < n; i++)
+	{
+		if (OidIsValid(ps.types[i]))
+			continue;
+
+		/*
+		 * Some types are unknown: let the parser infer them from the query,
+		 * then plan with the types it found.  (A plan keeping the parser hook
+		 * would need its state for every later re-plan.)
+		 */
+		plan = SPI_prepare_params(sql, param_parser_setup, &ps, 0);
+		if (plan == NULL)
+			elog(ERROR, "orochi: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_freeplan(plan);
+		break;
+	}
+	plan = SPI_prepare(sql, ps.ntypes, ps.types);
 	if (plan == NULL)
 		elog(ERROR, "orochi: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	return plan;

@@ -378,3 +378,37 @@ __all__ = [
     "SortedWrapper",
     "SpiTableWrapper",
 ]
+
+
+class SpiProbeWrapper(ForeignDataWrapper):
+    """Runs SQL through SPI while scanning and reports what happened, one row
+    per step: (step, outcome).  Exercises parameters, errors caught in
+    sub-transactions, and work that survives a caught error."""
+
+    options_spec = {"table": {"target": OptionSpec(str, "a heap table with an int column x")}}
+
+    def execute(self, quals, columns, sortkeys=None):
+        from orochi_fdw.errors import SPIError
+
+        target = self.options["target"]
+        res = spi.execute("SELECT $1::int + $2, $3::text || 'y', $4", [40, 2, "x", None])
+        yield ("params", repr(res.rows[0]))
+        try:
+            spi.execute("SELECT 1 / 0")
+        except SPIError as exc:
+            yield ("caught", f"{exc.sqlstate} {exc.message}")
+        with spi.subtransaction():
+            spi.execute(f"INSERT INTO {spi.quote_ident(target)} VALUES ($1)", [1])
+        try:
+            with spi.subtransaction():
+                spi.execute(f"INSERT INTO {spi.quote_ident(target)} VALUES ($1)", [2])
+                spi.execute("SELECT 1 / 0")
+        except SPIError:
+            pass
+        n = spi.execute(f"SELECT count(*), min(x) FROM {spi.quote_ident(target)}").rows[0]
+        yield ("after_subxacts", repr(n))
+        plan = spi.prepared("SELECT $1::int8 * 2")
+        yield ("prepared", repr([plan.execute([i]).scalar() for i in range(3)]))
+        yield ("typed", repr(spi.execute("SELECT $1", ["5"], types=["int4"]).scalar()))
+        if self.options.get("raise_uncaught", "false") == "true":
+            spi.execute(f"INSERT INTO {spi.quote_ident(target)} VALUES ($1)", [None])

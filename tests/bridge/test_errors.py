@@ -1,0 +1,91 @@
+"""Python errors become clean Postgres ERRORs; bad data from Python never
+crashes a backend; failing queries do not leak."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+
+def test_exception_names_python_error_with_traceback(db, foreign_table):
+    foreign_table("f", "id int8", "ErrorWrapper", fail_in="execute")
+    with pytest.raises(psycopg.errors.ExternalRoutineException) as exc:
+        db.execute("SELECT * FROM f")
+    diag = exc.value.diag
+    assert diag.message_primary == "ZeroDivisionError: failing in execute on purpose"
+    assert "Traceback (most recent call last)" in diag.message_detail
+    assert "wrappers.py" in diag.message_detail and "in execute" in diag.message_detail
+    assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("where,exc_name", [("init", "ValueError"), ("iterate", "KeyError")])
+def test_exceptions_elsewhere(db, foreign_table, where, exc_name):
+    foreign_table("f", "id int8", "ErrorWrapper", fail_in=where)
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT * FROM f")
+    assert exc.value.diag.message_primary.startswith(exc_name)
+
+
+def test_error_in_insert(db, foreign_table):
+    foreign_table("f", "id int8", "ErrorWrapper")
+    with pytest.raises(psycopg.errors.ExternalRoutineException, match="failing in insert"):
+        db.execute("INSERT INTO f VALUES (1)")
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("scalar", "yielded a int"),
+        ("short_tuple", "row of 1 values for a table of 2 columns"),
+        ("bad_batch_length", 'batch column "id" has 3 values for 5 rows'),
+        ("bad_offsets", "offsets"),
+        ("bad_utf8", "invalid byte sequence"),
+        ("wrong_kind", "wire kind 6"),
+    ],
+)
+def test_wrong_shapes_are_errors_not_crashes(db, foreign_table, bad, message):
+    foreign_table("f", "id int8, t text", "ErrorWrapper", bad=bad)
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT * FROM f")
+    assert message in str(exc.value)
+    assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_wrong_value_type_names_the_column(db, foreign_table):
+    foreign_table("f", "id int8, t text", "ErrorWrapper", bad="wrong_type")
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT * FROM f")
+    assert 'column "id"' in (exc.value.diag.context or "")
+
+
+def test_missing_wrapper_class(db):
+    with pytest.raises(psycopg.errors.FdwError, match="no class"):
+        db.execute("CREATE FOREIGN TABLE f (id int) SERVER orochi "
+                   "OPTIONS (wrapper 'orochi_fdw.testing.wrappers.NoSuchWrapper')")
+    with pytest.raises(psycopg.errors.FdwError, match="could not import"):
+        db.execute("CREATE FOREIGN TABLE f (id int) SERVER orochi OPTIONS (wrapper 'no_such_module.X')")
+
+
+def _backend_memory_kb(db, pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_failing_queries_keep_memory_flat(db, foreign_table):
+    foreign_table("f", "id int8", "ErrorWrapper", fail_in="execute")
+    foreign_table("g", "id int8, t text", "ErrorWrapper", bad="bad_batch_length")
+    pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def fail(n):
+        for i in range(n):
+            with pytest.raises(psycopg.Error):
+                db.execute("SELECT * FROM f" if i % 2 else "SELECT * FROM g")
+
+    fail(200)  # warm up: caches, allocator high-water marks
+    before = _backend_memory_kb(db, pid)
+    fail(1000)
+    after = _backend_memory_kb(db, pid)
+    assert after - before < 2048, f"backend grew by {after - before} kB over 1,000 failing queries"

@@ -1,0 +1,161 @@
+"""SPI from Python, SQL functions, transaction and sub-transaction hooks, options."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+
+def test_spi_from_python(db, foreign_table):
+    db.execute("CREATE TABLE target (x int)")
+    foreign_table("probe", "step text, outcome text", "SpiProbeWrapper", target="target")
+    rows = dict(db.execute("SELECT * FROM probe").fetchall())
+    assert rows["params"] == "(42, 'xy', None)"
+    assert rows["caught"] == "22012 division by zero"
+    assert rows["after_subxacts"] == "(1, 1)"  # the rolled-back sub-transaction left nothing
+    assert rows["prepared"] == "[0, 2, 4]"
+    assert rows["typed"] == "5"
+    assert db.execute("SELECT x FROM target").fetchall() == [(1,)]
+
+
+
+def test_spi_table_wrapper_dml(db, foreign_table):
+    db.execute("CREATE TABLE store (id bigserial PRIMARY KEY, name text, qty int CHECK (qty >= 0))")
+    foreign_table("items", "id int8, name text, qty int", "SpiTableWrapper", target="public.store")
+    assert db.execute("INSERT INTO items (name, qty) VALUES ('a', 1) RETURNING id, name, qty").fetchone() == (1, "a", 1)
+    db.execute("INSERT INTO items (name, qty) SELECT 'n' || i, i FROM generate_series(1, 5) i")
+    assert db.execute("UPDATE items SET qty = qty + 10 WHERE name = 'n3' RETURNING qty").fetchone() == (13,)
+    assert db.execute("DELETE FROM items WHERE qty > 4").rowcount == 2
+    assert db.execute("SELECT name, qty FROM items ORDER BY id").fetchall() == [
+        ("a", 1), ("n1", 1), ("n2", 2), ("n4", 4)]
+    # a Postgres error raised by SQL the wrapper ran keeps its SQLSTATE
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("INSERT INTO items (name, qty) VALUES ('bad', -1)")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("UPDATE items SET qty = -5 WHERE name = 'a'")
+    assert db.execute("SELECT count(*) FROM store").fetchone() == (4,)
+
+
+def test_insert_batches_and_transactions(db, foreign_table):
+    db.execute("CREATE TABLE store (id bigserial PRIMARY KEY, name text, qty int)")
+    foreign_table("items", "id int8, name text, qty int", "SpiTableWrapper", target="public.store", batch="true")
+    db.execute("INSERT INTO items (name, qty) SELECT 'n' || i, i FROM generate_series(1, 2500) i")
+    assert db.execute("SELECT count(*), sum(qty) FROM store").fetchone() == (2500, 3126250)
+    db.execute("BEGIN")
+    db.execute("INSERT INTO items (name, qty) SELECT 'r', 1 FROM generate_series(1, 10)")
+    db.execute("ROLLBACK")
+    assert db.execute("SELECT count(*) FROM store").fetchone() == (2500,)
+
+
+def test_on_conflict_is_refused(db, foreign_table):
+    db.execute("CREATE TABLE store (id bigserial PRIMARY KEY, name text, qty int)")
+    foreign_table("items", "id int8, name text, qty int", "SpiTableWrapper", target="public.store")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="ON CONFLICT"):
+        db.execute("INSERT INTO items VALUES (1, 'a', 1) ON CONFLICT DO NOTHING")
+
+
+def test_read_only_wrapper_refuses_update(db, foreign_table):
+    foreign_table("s", "id int8", "SeriesWrapper", rows=3)
+    with pytest.raises(psycopg.Error, match="does not support UPDATE or DELETE"):
+        db.execute("DELETE FROM s")
+
+
+def _hooks(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def hooks_table(db, foreign_table, tmp_path_factory):
+    import os
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="orochi-hooks-", dir="/tmp")
+    os.chmod(d, 0o777)
+    path = os.path.join(d, "hooks.jsonl")
+    foreign_table("h", "x int", "HooksWrapper", log=path)
+    return path
+
+
+def test_commit_and_rollback_hooks(db, hooks_table):
+    db.execute("SELECT * FROM h")
+    assert _hooks(hooks_table) == [["begin", False], ["pre_commit"], ["commit"]]
+    open(hooks_table, "w").close()
+    db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    db.execute("SELECT * FROM h")
+    db.execute("ROLLBACK")
+    assert _hooks(hooks_table) == [["begin", True], ["rollback"]]
+    open(hooks_table, "w").close()
+    db.execute("BEGIN")
+    db.execute("SELECT * FROM h")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        db.execute("SELECT 1/0")
+    db.execute("ROLLBACK")
+    assert _hooks(hooks_table) == [["begin", False], ["rollback"]]
+
+
+def test_savepoint_hooks(db, hooks_table):
+    db.execute("BEGIN")
+    db.execute("SELECT * FROM h")
+    db.execute("SAVEPOINT a")
+    db.execute("SAVEPOINT b")
+    db.execute("ROLLBACK TO SAVEPOINT b")
+    db.execute("RELEASE SAVEPOINT a")
+    db.execute("COMMIT")
+    events = _hooks(hooks_table)
+    assert events[0] == ["begin", False]
+    assert ["sub_begin", 1] in events and ["sub_begin", 2] in events
+    assert ["sub_rollback", 2] in events
+    assert ["sub_commit", 1] in events
+    assert events[-2:] == [["pre_commit"], ["commit"]]
+
+
+def test_no_hooks_without_use(db, hooks_table):
+    import os
+
+    db.execute("SELECT 1")
+    db.execute("BEGIN; SAVEPOINT s; RELEASE s; COMMIT")
+    assert not os.path.exists(hooks_table)
+
+
+@pytest.mark.parametrize(
+    "ddl,error,message",
+    [
+        ("CREATE FOREIGN TABLE t (x int) SERVER orochi OPTIONS (wrapper 'orochi_fdw.testing.wrappers.SeriesWrapper', "
+         "rows 'many')", psycopg.errors.FdwInvalidAttributeValue, 'invalid value for option "rows": "many"'),
+        ("CREATE FOREIGN TABLE t (x int) SERVER orochi OPTIONS (wrapper 'orochi_fdw.testing.wrappers.SeriesWrapper', "
+         "colour 'red')", psycopg.errors.FdwInvalidOptionName, 'invalid option "colour"'),
+        ("CREATE FOREIGN TABLE t (x int) SERVER orochi OPTIONS (wrapper 'orochi_fdw.testing.wrappers.SeriesWrapper', "
+         "mode 'sideways')", psycopg.errors.FdwInvalidAttributeValue, 'expected one of row, tuple, batch'),
+        ("CREATE SERVER s2 FOREIGN DATA WRAPPER orochi OPTIONS (wrapper 'orochi_fdw.testing.wrappers.SeriesWrapper', "
+         "rows '5')", psycopg.errors.FdwInvalidOptionName, 'invalid option "rows" for server'),
+        ("ALTER FOREIGN DATA WRAPPER orochi OPTIONS (ADD x 'y')", psycopg.errors.FdwInvalidOptionName,
+         'invalid option "x"'),
+    ],
+)
+def test_bad_options_rejected_at_create(db, ddl, error, message):
+    with pytest.raises(error) as exc:
+        db.execute(ddl)
+    assert message in str(exc.value)
+
+
+def test_unknown_option_hint_lists_valid_ones(db):
+    with pytest.raises(psycopg.errors.FdwInvalidOptionName) as exc:
+        db.execute("CREATE FOREIGN TABLE t (x int) SERVER orochi OPTIONS "
+                   "(wrapper 'orochi_fdw.testing.wrappers.SeriesWrapper', colour 'red')")
+    assert exc.value.diag.message_hint == "Valid options in this context are: batch_size, mode, nulls, rows"
+
+
+def test_alter_options_takes_effect(db, foreign_table):
+    foreign_table("s", "id int8", "SeriesWrapper", rows=3)
+    assert db.execute("SELECT count(*) FROM s").fetchone() == (3,)
+    db.execute("ALTER FOREIGN TABLE s OPTIONS (SET rows '5')")
+    assert db.execute("SELECT count(*) FROM s").fetchone() == (5,)
+
+
+def test_python_info(db):
+    info = dict(db.execute("SELECT * FROM orochi.python_info()").fetchall())
+    assert info["python_version"].startswith("3.11")
+    assert info["orochi_version"]
