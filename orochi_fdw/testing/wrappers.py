@@ -366,19 +366,6 @@ def pid() -> int:
     return os.getpid()
 
 
-__all__ = [
-    "EchoTypesWrapper",
-    "ErrorWrapper",
-    "ExactWrapper",
-    "HooksWrapper",
-    "QualsEchoWrapper",
-    "SeriesWrapper",
-    "SleepWrapper",
-    "SlowWrapper",
-    "SortedWrapper",
-    "SpiTableWrapper",
-]
-
 
 class SpiProbeWrapper(ForeignDataWrapper):
     """Runs SQL through SPI while scanning and reports what happened, one row
@@ -412,3 +399,28 @@ class SpiProbeWrapper(ForeignDataWrapper):
         yield ("typed", repr(spi.execute("SELECT $1", ["5"], types=["int4"]).scalar()))
         if self.options.get("raise_uncaught", "false") == "true":
             spi.execute(f"INSERT INTO {spi.quote_ident(target)} VALUES ($1)", [None])
+
+
+class RowidBatchWrapper(ForeignDataWrapper):
+    """A series delivered in batches with row ids (``rowid_column`` "ctid");
+    UPDATE and DELETE report the row ids they receive as NOTICEs, so tests
+    see the ids round-trip through Postgres."""
+
+    options_spec = {"table": {"rows": OptionSpec(int, "rows")}}
+
+    @property
+    def rowid_column(self):
+        return "ctid"
+
+    def execute(self, quals, columns, sortkeys=None):
+        n = int(self.options.get("rows", 10))
+        ids = np.arange(n, dtype=np.int64)
+        # row ids far apart, to exercise the whole 47-bit range
+        yield Batch(n, {"id": ids}, rowids=ids * 3_000_000_007)
+
+    def delete(self, rowid):
+        spi.notice(f"delete {rowid}")
+
+    def update(self, rowid, newvalues):
+        spi.notice(f"update {rowid} {newvalues['id']}")
+        return None

@@ -159,3 +159,14 @@ def test_python_info(db):
     info = dict(db.execute("SELECT * FROM orochi.python_info()").fetchall())
     assert info["python_version"].startswith("3.11")
     assert info["orochi_version"]
+
+
+def test_row_ids_from_batches(db, foreign_table):
+    foreign_table("r", "id int8", "RowidBatchWrapper", rows=50)
+    notices = []
+    db.add_notice_handler(lambda d: notices.append(d.message_primary))
+    assert db.execute("DELETE FROM r WHERE id IN (0, 7, 49)").rowcount == 3
+    assert sorted(notices) == sorted(f"delete {i * 3_000_000_007}" for i in (0, 7, 49))
+    notices.clear()
+    db.execute("UPDATE r SET id = id + 1000 WHERE id = 11")
+    assert notices == [f"update {11 * 3_000_000_007} 1011"]
