@@ -1,0 +1,67 @@
+# Orochi: build, install, test, demo, bench.
+#
+#   make deps      system packages (PostgreSQL 15 + server headers, Python 3.11, compilers)
+#   make venv      the virtualenv backends and tests use, $(OROCHI_PREFIX)/venv
+#   make build     Cython kernels + Python package into the venv, then the C bridge
+#   make install   install the bridge into PostgreSQL (sudo when not root)
+#   make test      run the test suite against real PostgreSQL 15 clusters
+#   make demo      run the demo
+#   make bench     run the benchmarks
+#   make clean     remove build products (not the venv)
+#
+# PYTEST_ARGS is passed to pytest (e.g. make test PYTEST_ARGS="-k columnar -x").
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+OROCHI_PREFIX ?= /opt/orochi
+VENV = $(OROCHI_PREFIX)/venv
+PYTHON = $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+export OROCHI_PREFIX
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Rebuilt when the requirements or the script change; lives in the venv so that a
+# deleted venv is rebuilt.
+VENV_STAMP = $(VENV)/.orochi-venv-stamp
+
+PGEXT_VARS = PG_CONFIG=$(PG_CONFIG) OROCHI_VENV=$(VENV)
+
+PYTEST_FLAGS =
+ifeq ($(CI),true)
+PYTEST_FLAGS += -ra
+endif
+
+.PHONY: deps venv build install test demo bench clean
+
+deps:
+	ci/install-system-deps.sh
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt ci/make-venv.sh | deps
+	ci/make-venv.sh
+	touch $@
+
+venv: deps $(VENV_STAMP)
+
+build: venv
+	$(VENV)/bin/pip install --no-deps --no-build-isolation .
+	chmod -R a+rX $(VENV)
+	$(MAKE) -C pgext $(PGEXT_VARS)
+
+install: build
+	$(SUDO) $(MAKE) -C pgext install $(PGEXT_VARS)
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
+
+demo: install
+	$(PYTHON) -m orochi_fdw.demo
+
+bench: install
+	$(PYTHON) bench/run_all.py
+
+clean:
+	if [ -f pgext/Makefile ]; then $(MAKE) -C pgext clean $(PGEXT_VARS); fi
+	rm -rf build dist *.egg-info
+	rm -f cython_kernels/*.c cython_kernels/*.html
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
