@@ -36,7 +36,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from typing import Any, Iterable, Mapping
 
 import psycopg
@@ -191,12 +190,16 @@ def _processes_in(directory: str) -> list[int]:
     return pids
 
 
-_live_clusters: "weakref.WeakSet[PostgresCluster]" = weakref.WeakSet()
+# Clusters not cleaned up yet, stopped and removed at interpreter exit as a safety net
+# (only by the process that made them, not by a forked child).
+_live_clusters: "set[PostgresCluster]" = set()
 
 
 @atexit.register
 def _cleanup_at_exit() -> None:  # pragma: no cover - safety net
     for cluster in list(_live_clusters):
+        if cluster._owner_pid != os.getpid():
+            continue
         try:
             cluster.cleanup()
         except Exception:
@@ -284,6 +287,7 @@ class PostgresCluster:
                 os.chown(path, self._uid, self._gid)
         self.initialized = False
         self._cleaned = False
+        self._owner_pid = os.getpid()
         _live_clusters.add(self)
 
     # ------------------------------------------------------------------ plumbing

@@ -401,3 +401,20 @@ def test_run_slow_option_and_env(tmp_path):
     shutil.rmtree(tmp_path / "tests")
     proc = _run_inner_pytest(tmp_path, "-k", "soak", env={"OROCHI_RUN_SLOW": "1"})
     assert "1 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_forgotten_cluster_is_removed_at_exit():
+    script = textwrap.dedent(
+        """
+        from orochi_fdw.testing.cluster import PostgresCluster
+        pg = PostgresCluster("forgotten").start()
+        print(pg.base, pg.postmaster_pid(), flush=True)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        check=True,
+    ).stdout.split()
+    base, pid = out[0], int(out[1])
+    assert not os.path.exists(base)
+    assert not _process_alive(pid)
