@@ -2,7 +2,7 @@
  *
  * fdw_modify.c
  *		  INSERT (row by row or in column batches, also for COPY FROM),
- *		  UPDATE and DELETE through a row id, IMPORT FOREIGN SCHEMA, and the
+ *		  UPDATE and DELETE through a row id, TRUNCATE, IMPORT FOREIGN SCHEMA, and the
  *		  lookup of a table's wrapper instance.
  *
  *-------------------------------------------------------------------------
@@ -464,6 +464,46 @@ orochiEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 }
 
 /*
+ * orochiExecForeignTruncate
+ *		TRUNCATE of one or more foreign tables of this wrapper: the runtime's
+ *		truncate(handles, behavior, restart_seqs) calls each wrapper's
+ *		truncate().  Relations arrive locked by the executor.
+ */
+static void
+orochiExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
+{
+	PyObject   *handles = PyList_New(0);
+	PyObject   *res;
+	ListCell   *lc;
+
+	if (handles == NULL)
+		orochi_py_raise("truncate");
+	PG_TRY();
+	{
+		foreach(lc, rels)
+		{
+			PyObject   *handle = orochi_instance_for_relation((Relation) lfirst(lc));
+			int			rc = PyList_Append(handles, handle);
+
+			Py_DECREF(handle);
+			if (rc < 0)
+				orochi_py_raise("truncate");
+		}
+	}
+	PG_CATCH();
+	{
+		Py_DECREF(handles);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	res = runtime_call("truncate",
+					   Py_BuildValue("(Nsi)", handles,
+									 behavior == DROP_CASCADE ? "cascade" : "restrict",
+									 (int) restart_seqs));
+	Py_DECREF(res);
+}
+
+/*
  * orochiImportForeignSchema
  *		The wrapper returns the CREATE FOREIGN TABLE statements.
  */
@@ -524,6 +564,9 @@ orochi_fill_modify_routine(FdwRoutine *routine)
 	routine->EndForeignModify = orochiEndForeignModify;
 	routine->BeginForeignInsert = orochiBeginForeignInsert;
 	routine->EndForeignInsert = orochiEndForeignInsert;
+
+	/* TRUNCATE */
+	routine->ExecForeignTruncate = orochiExecForeignTruncate;
 
 	/* IMPORT FOREIGN SCHEMA */
 	routine->ImportForeignSchema = orochiImportForeignSchema;

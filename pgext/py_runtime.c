@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 
 char	   *orochi_python_venv = NULL;
 int			orochi_python_depth = 0;
@@ -466,7 +467,19 @@ orochi_xact_callback(XactEvent event, void *arg)
 	}
 	if (ends)
 		xact_touched = false;
-	if (name != NULL)
+	if (name == NULL)
+		return;
+	if (may_error && !ActiveSnapshotSet())
+	{
+		/*
+		 * Portals are gone by pre-commit: give SPI in pre_commit hooks a
+		 * snapshot of its own (an error aborts the transaction, which pops it).
+		 */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		call_xact_hook("xact_event", Py_BuildValue("(s)", name), may_error);
+		PopActiveSnapshot();
+	}
+	else
 		call_xact_hook("xact_event", Py_BuildValue("(s)", name), may_error);
 }
 

@@ -20,7 +20,7 @@ import numpy as np
 from orochi_fdw.bridge import sqlfunc
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.batch import WIRE_DTYPES, Batch, Column, WireKind, to_column, wire_kind_for_type
-from orochi_fdw.errors import InvalidOptionError, OrochiError, SPIError, WrapperError
+from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError, WrapperError
 
 #: the wrapper of tables whose server and table name none
 DEFAULT_WRAPPER = "orochi_fdw.columnar.ColumnarTable"
@@ -283,6 +283,16 @@ def end_modify(handle: TableHandle) -> None:
         method()
 
 
+def truncate(handles: list[TableHandle], behavior: str, restart_seqs: bool) -> None:
+    """TRUNCATE of foreign tables: each wrapper's truncate(behavior,
+    restart_seqs), behavior being "restrict" or "cascade"."""
+    for handle in handles:
+        method = getattr(handle.instance, "truncate", None)
+        if method is None:
+            raise FeatureNotSupportedError(f'foreign table "{handle.relname}" does not support TRUNCATE')
+        method(behavior, bool(restart_seqs))
+
+
 # ---------------------------------------------------------------------------
 # transactions
 
@@ -296,7 +306,9 @@ class _Transaction:
         self.savepoints: list[int] = []
 
     def join(self, handle: TableHandle) -> None:
-        instance = handle.instance
+        self.add(handle.instance)
+
+    def add(self, instance: Any) -> None:
         if any(p is instance for p in self.participants):
             return
         self.participants.append(instance)
@@ -309,6 +321,13 @@ class _Transaction:
             method = getattr(instance, hook, None)
             if method is not None:
                 method(*args)
+
+    def each_preferring(self, hook: str, fallback: str) -> None:
+        """Call ``hook`` on the participants that have it, ``fallback`` on the others."""
+        for instance in list(self.participants):
+            method = getattr(instance, hook, None) or getattr(instance, fallback, None)
+            if method is not None:
+                method()
 
     def end(self) -> None:
         self.participants.clear()
@@ -327,13 +346,25 @@ def _serializable() -> bool:
 _transaction = _Transaction()
 
 
+def join_transaction(participant: Any) -> None:
+    """Have ``participant``'s hooks (begin, pre_commit, commit, rollback,
+    pre_prepare / prepare if it has them, sub_*) called for the current
+    transaction, as a wrapper instance's are.  For state that is not one
+    table's, e.g. files to remove when the transaction ends."""
+    _transaction.add(participant)
+
+
 def xact_event(event: str) -> None:
     """pre_commit, pre_prepare, commit, prepare or rollback of the transaction."""
     try:
-        if event in ("pre_commit", "pre_prepare"):
+        if event == "pre_commit":
             _transaction.each("pre_commit")
-        elif event in ("commit", "prepare"):
+        elif event == "pre_prepare":
+            _transaction.each_preferring("pre_prepare", "pre_commit")
+        elif event == "commit":
             _transaction.each("commit")
+        elif event == "prepare":
+            _transaction.each_preferring("prepare", "commit")
         elif event == "rollback":
             _transaction.each("rollback")
     finally:
