@@ -1,0 +1,154 @@
+"""What happens to stripe files when the transaction ends.
+
+A writer registers each stripe file *before* it exists (so a failure in the
+middle of writing still finds it), then inserts the stripe's catalog rows.
+DROP and TRUNCATE delete catalog rows and register the files those rows
+named. When the transaction ends:
+
+- ROLLBACK (or a failed commit): every file it created is removed; the files
+  of deleted rows stay, since the rows are back.
+- COMMIT: just before, the catalog says which created files still have their
+  row (a ROLLBACK TO SAVEPOINT may have undone some) and which deleted rows
+  are still gone; created files without a row are removed then, the files of
+  deleted rows right after the commit.
+- PREPARE TRANSACTION: nothing is removed; whichever way the prepared
+  transaction ends, the files left without a row are orphans that
+  ``orochi.vacuum()`` collects, as are files left by a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.catalog import files, store
+from orochi_fdw.errors import SPIError
+
+
+class FileLedger:
+    """The stripe files the current transaction created or doomed; one per
+    backend, joined to the transaction on first use."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.created: dict[int, str] = {}
+        self.doomed: dict[int, str] = {}
+        self.doomed_dirs: set[str] = set()
+        self.remove_at_commit: list[str] = []
+        self.drop_extension_dirs: list[str] | None = None
+        self.xid: int | None = None
+        self.joined = False
+
+    def _join(self) -> None:
+        if not self.joined:
+            runtime.join_transaction(self)
+            self.joined = True
+
+    # -- what writers and DDL register ------------------------------------
+
+    def transaction_id(self) -> int:
+        """The top-level transaction's full id (cached for the transaction)."""
+        self._join()
+        if self.xid is None:
+            self.xid = store.current_xid()
+        return self.xid
+
+    def file_created(self, stripe_id: int, path: str) -> None:
+        """A stripe file is about to be written by this transaction."""
+        self._join()
+        self.created[stripe_id] = path
+
+    def rows_deleted(self, stripes: list[tuple[int, str]], table_dirs: list[str] = ()) -> None:
+        """Catalog rows of these stripes were deleted: remove their files
+        (and the emptied table folders) if that commits."""
+        self._join()
+        for stripe_id, path in stripes:
+            self.doomed[stripe_id] = path
+        self.doomed_dirs.update(table_dirs)
+
+    def extension_dropping(self, dirs: list[str]) -> None:
+        """DROP EXTENSION is starting: if the extension is gone at commit,
+        remove the database's folders under each data directory."""
+        self._join()
+        self.drop_extension_dirs = list(dirs)
+
+    # -- transaction hooks (called by the bridge's runtime) ----------------
+
+    def pre_commit(self) -> None:
+        remove_now: list[str] = []
+        remove_later: list[str] = []
+        if self.drop_extension_dirs is not None and not _extension_exists():
+            remove_now = list(self.created.values())
+            remove_later = list(self.doomed.values())
+            self.remove_at_commit = remove_later + [("dir", d) for d in self.drop_extension_dirs]
+            for path in remove_now:
+                files.remove_file(path)
+            return
+        ids = list(self.created) + list(self.doomed)
+        if ids:
+            visible = store.visible_stripe_ids(ids)
+            for stripe_id, path in self.created.items():
+                if stripe_id not in visible:       # undone by ROLLBACK TO SAVEPOINT
+                    files.remove_file(path)
+            for stripe_id, path in self.doomed.items():
+                if stripe_id not in visible and stripe_id not in self.created:
+                    remove_later.append(path)
+        self.remove_at_commit = remove_later + [("rmdir", d) for d in self.doomed_dirs]
+
+    def pre_prepare(self) -> None:
+        """Keep everything: the prepared transaction owns its files now."""
+
+    def commit(self) -> None:
+        try:
+            for item in self.remove_at_commit:
+                try:
+                    if isinstance(item, tuple):
+                        action, path = item
+                        if action == "dir":
+                            shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            files.remove_dir_if_empty(path)
+                    else:
+                        files.remove_file(item)
+                except OSError as exc:  # the commit has happened: only warn
+                    _warn(f"could not remove {item!r}: {exc}")
+        finally:
+            self._reset()
+
+    def prepare(self) -> None:
+        self._reset()
+
+    def rollback(self) -> None:
+        try:
+            for path in self.created.values():
+                try:
+                    files.remove_file(path)
+                except OSError as exc:
+                    _warn(f'could not remove stripe file "{path}": {exc}')
+        finally:
+            self._reset()
+
+
+def _extension_exists() -> bool:
+    try:
+        return bool(spi.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'orochi'").rows)
+    except SPIError:
+        return True
+
+
+def _warn(message: str) -> None:
+    try:
+        spi.log("warning", message)
+    except Exception:  # noqa: BLE001 - logging must never fail a commit
+        pass
+
+
+#: the backend's ledger
+ledger = FileLedger()
+
+
+def table_dir_of(path: str) -> str:
+    return os.path.dirname(path)

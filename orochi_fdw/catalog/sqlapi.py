@@ -1,0 +1,55 @@
+"""SQL functions of the catalog: ``orochi.table_size``, ``orochi.vacuum``,
+and the internal ones the event triggers of sql/10_columnar.sql call."""
+
+from __future__ import annotations
+
+import os
+
+from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge.sqlfunc import sql_function
+from orochi_fdw.catalog import files, store, vacuum
+from orochi_fdw.catalog.ledger import ledger
+
+
+def _relid(value) -> int:
+    """A regclass argument (the bridge passes it in its text form)."""
+    if isinstance(value, int):
+        return value
+    return int(spi.execute("SELECT $1::regclass::oid", [str(value)], types=["text"]).scalar())
+
+
+@sql_function("table_size")
+def table_size(rel) -> int:
+    """Bytes a table takes: its stripe files for an orochi table, else
+    what pg_total_relation_size says."""
+    relid = _relid(rel)
+    relkind = spi.execute("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
+                          [relid], types=["oid"]).scalar()
+    if relkind != "f":
+        return int(spi.execute("SELECT pg_total_relation_size($1)", [relid], types=["oid"]).scalar() or 0)
+    return store.table_totals(relid)[2]
+
+
+@sql_function("vacuum")
+def vacuum_() -> tuple[int, int]:
+    result = vacuum.collect_orphans()
+    return (result.removed_files, result.removed_bytes)
+
+
+@sql_function("columnar_drop_tables")
+def columnar_drop_tables(relids: list[int]) -> None:
+    """sql_drop: forget the dropped tables' stripes; their files go when the
+    dropping transaction commits."""
+    relids = [int(r) for r in relids if r is not None]
+    stripes = store.delete_tables(relids)
+    table_dirs = sorted({os.path.dirname(path) for _, path in stripes})
+    ledger.rows_deleted(stripes, table_dirs)
+    for relid in relids:
+        runtime.forget(relid)
+
+
+@sql_function("columnar_before_drop_extension")
+def columnar_before_drop_extension() -> None:
+    """ddl_command_start of DROP EXTENSION: remember this database's folders;
+    they are removed at commit if orochi is gone by then."""
+    ledger.extension_dropping([files.database_dir(root) for root in vacuum.known_data_dirs()])

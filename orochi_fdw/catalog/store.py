@@ -1,0 +1,230 @@
+"""The stripe catalog: rows in ``orochi.columnar_stripes`` and
+``orochi.columnar_stripe_columns``, read and written through SPI in the
+current transaction.
+
+Per chunk group statistics stay in each stripe file's footer; the catalog
+keeps, per stripe and column, the bounds over the whole stripe, so that a
+scan skips stripes without opening their files and then chunk groups from
+the footer of the files it does open.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from orochi_fdw.bridge import spi
+from orochi_fdw.storage.kinds import get_kind
+
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+
+
+# ---------------------------------------------------------------- bounds
+
+def encode_bound(kind: str, value: Any) -> bytes | None:
+    """A min / max statistic as stored in the catalog (bytea)."""
+    if value is None:
+        return None
+    k = get_kind(kind)
+    if k.physical == "int":
+        return _I64.pack(int(value))
+    if k.physical == "float":
+        return _F64.pack(float(value))
+    if k.physical == "bool":
+        return b"\x01" if value else b"\x00"
+    return bytes(value)
+
+
+def decode_bound(kind: str, raw: bytes | None) -> Any:
+    """The inverse of :func:`encode_bound`."""
+    if raw is None:
+        return None
+    k = get_kind(kind)
+    raw = bytes(raw)
+    if k.physical == "int":
+        return _I64.unpack(raw)[0]
+    if k.physical == "float":
+        return _F64.unpack(raw)[0]
+    if k.physical == "bool":
+        return raw != b"\x00"
+    return raw
+
+
+# ---------------------------------------------------------------- records
+
+@dataclass
+class ColumnRecord:
+    """One column of one stripe, as the catalog keeps it."""
+
+    attnum: int
+    column_name: str
+    kind: str
+    type_name: str
+    null_count: int
+    min_value: Any = None
+    max_value: Any = None
+    has_nan: bool = False
+    compressed_bytes: int = 0
+    raw_bytes: int = 0
+    codecs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StripeRecord:
+    """One stripe, as the catalog keeps it."""
+
+    stripe_id: int
+    relid: int
+    file_path: str
+    row_count: int
+    chunk_group_count: int
+    chunk_group_size: int
+    file_bytes: int
+    raw_bytes: int
+    compression: str
+    compression_level: int | None
+    created_xid: int
+    columns: dict[int, ColumnRecord] = field(default_factory=dict)  # by attnum
+
+
+# ---------------------------------------------------------------- writing
+
+_NEXT_ID = "SELECT nextval('orochi.columnar_stripe_id_seq')"
+_CURRENT_XID = "SELECT pg_current_xact_id()::text"
+
+_INSERT_STRIPE = """
+INSERT INTO orochi.columnar_stripes
+    (stripe_id, relid, file_path, row_count, chunk_group_count, chunk_group_size,
+     file_bytes, raw_bytes, compression, compression_level, created_xid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::xid8)
+"""
+_INSERT_STRIPE_TYPES = ["bigint", "oid", "text", "bigint", "integer", "integer", "bigint",
+                        "bigint", "text", "integer", "text"]
+
+_INSERT_COLUMN = """
+INSERT INTO orochi.columnar_stripe_columns
+    (stripe_id, relid, attnum, column_name, kind, type_name, null_count, min_value,
+     max_value, has_nan, compressed_bytes, raw_bytes, codecs)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, string_to_array($13, ','))
+"""
+_INSERT_COLUMN_TYPES = ["bigint", "oid", "smallint", "text", "text", "text", "bigint", "bytea",
+                        "bytea", "boolean", "bigint", "bigint", "text"]
+
+
+def next_stripe_id() -> int:
+    return int(spi.prepared(_NEXT_ID).execute().scalar())
+
+
+def current_xid() -> int:
+    """The top-level transaction's full id (assigned now if need be)."""
+    return int(spi.prepared(_CURRENT_XID).execute().scalar())
+
+
+def insert_stripe(stripe: StripeRecord) -> None:
+    """Insert a stripe's rows (its file must already be complete)."""
+    spi.prepared(_INSERT_STRIPE, _INSERT_STRIPE_TYPES).execute([
+        stripe.stripe_id, stripe.relid, stripe.file_path, stripe.row_count,
+        stripe.chunk_group_count, stripe.chunk_group_size, stripe.file_bytes,
+        stripe.raw_bytes, stripe.compression, stripe.compression_level,
+        str(stripe.created_xid),
+    ])
+    plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES)
+    for col in stripe.columns.values():
+        plan.execute([
+            stripe.stripe_id, stripe.relid, col.attnum, col.column_name, col.kind,
+            col.type_name, col.null_count, encode_bound(col.kind, col.min_value),
+            encode_bound(col.kind, col.max_value), col.has_nan, col.compressed_bytes,
+            col.raw_bytes, ",".join(col.codecs),
+        ])
+
+
+def delete_tables(relids: Sequence[int]) -> list[tuple[int, str]]:
+    """Delete every stripe row of the tables; returns (stripe id, file path)
+    of each."""
+    relids = [int(r) for r in relids]
+    spi.prepared("DELETE FROM orochi.columnar_stripe_columns WHERE relid = ANY ($1)",
+                 ["oid[]"]).execute([relids])
+    res = spi.prepared(
+        "DELETE FROM orochi.columnar_stripes WHERE relid = ANY ($1) RETURNING stripe_id, file_path",
+        ["oid[]"]).execute([relids])
+    return [(int(r[0]), r[1]) for r in res.rows]
+
+
+# ---------------------------------------------------------------- reading
+
+_TABLE_STRIPES = """
+SELECT stripe_id, file_path, row_count, chunk_group_count, file_bytes
+  FROM orochi.columnar_stripes
+ WHERE relid = $1
+ ORDER BY stripe_id
+"""
+
+_TABLE_COLUMNS = """
+SELECT stripe_id, attnum, column_name, kind, type_name, null_count, min_value, max_value,
+       has_nan, compressed_bytes, raw_bytes
+  FROM orochi.columnar_stripe_columns
+ WHERE relid = $1 AND attnum = ANY ($2)
+"""
+
+
+def table_stripes(relid: int, attnums: Iterable[int] = ()) -> list[StripeRecord]:
+    """The table's stripes visible to this transaction, in stripe id order,
+    with the catalog rows of the columns ``attnums`` (a column a stripe does
+    not have is absent from its ``columns``)."""
+    rows = spi.prepared(_TABLE_STRIPES, ["oid"]).execute([relid]).rows
+    stripes = {}
+    out = []
+    for stripe_id, path, nrows, ngroups, file_bytes in rows:
+        s = StripeRecord(int(stripe_id), relid, path, int(nrows), int(ngroups), 0,
+                         int(file_bytes), 0, "", None, 0)
+        stripes[s.stripe_id] = s
+        out.append(s)
+    attnums = sorted({int(a) for a in attnums})
+    if out and attnums:
+        for (stripe_id, attnum, name, kind, type_name, nulls, mn, mx, has_nan, cbytes,
+             rbytes) in spi.prepared(_TABLE_COLUMNS, ["oid", "smallint[]"]).execute(
+                [relid, attnums]).rows:
+            s = stripes.get(int(stripe_id))
+            if s is None:
+                continue
+            s.columns[int(attnum)] = ColumnRecord(
+                int(attnum), name, kind, type_name, int(nulls), decode_bound(kind, mn),
+                decode_bound(kind, mx), bool(has_nan), int(cbytes), int(rbytes))
+    return out
+
+
+def table_totals(relid: int) -> tuple[int, int, int]:
+    """(stripes, rows, file bytes) of a table."""
+    row = spi.prepared(
+        "SELECT count(*), coalesce(sum(row_count), 0), coalesce(sum(file_bytes), 0)"
+        "  FROM orochi.columnar_stripes WHERE relid = $1", ["oid"]).execute([relid]).rows[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def column_raw_bytes(relid: int) -> dict[int, int]:
+    """Raw bytes stored per column (attnum) over all of a table's stripes."""
+    res = spi.prepared(
+        "SELECT attnum, sum(raw_bytes) FROM orochi.columnar_stripe_columns"
+        " WHERE relid = $1 GROUP BY attnum", ["oid"]).execute([relid])
+    return {int(a): int(b) for a, b in res.rows}
+
+
+def visible_stripe_ids(stripe_ids: Sequence[int]) -> set[int]:
+    """Which of ``stripe_ids`` have a row this transaction sees."""
+    if not stripe_ids:
+        return set()
+    res = spi.prepared("SELECT stripe_id FROM orochi.columnar_stripes WHERE stripe_id = ANY ($1)",
+                       ["bigint[]"]).execute([list(stripe_ids)])
+    return {int(r[0]) for r in res.rows}
+
+
+def data_dirs_in_use() -> set[str]:
+    """Data directories that hold this database's stripes: the folder three
+    levels above each stripe file (``<data_dir>/<db>/<table>/<file>``)."""
+    import os
+
+    res = spi.execute("SELECT DISTINCT regexp_replace(file_path, '/[^/]*/[^/]*/[^/]*$', '')"
+                      "  FROM orochi.columnar_stripes")
+    return {os.path.normpath(r[0]) for r in res.rows if r[0]}

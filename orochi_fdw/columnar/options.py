@@ -1,0 +1,158 @@
+"""Options of columnar tables: what each accepts, and the settings they
+resolve to.
+
+=====================  ==================  ============================================
+option                 where               meaning
+=====================  ==================  ============================================
+``compression``        server, table,      ``auto`` (a light-weight codec chosen from
+                       column              the data, then lz4 when it pays), ``none``,
+                                           ``lz4`` or ``zstd``; default ``auto``
+``compression_level``  server, table,      lz4: 1..12 (high-compression mode), zstd:
+                       column              -7..22; default: the codec's own
+``stripe_row_limit``   server, table       rows per stripe file, at most 1,000,000
+                                           (the default)
+``chunk_group_size``   server, table       rows per chunk group, default 10,000
+``data_dir``           server              absolute path of the folder holding the
+                                           stripe files; default ``orochi`` inside
+                                           the PostgreSQL data directory
+=====================  ==================  ============================================
+
+A table option overrides the server's, a column option the table's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from orochi_fdw.bridge.api import ColumnDefinition, OptionSpec
+from orochi_fdw.errors import InvalidOptionValueError, InvalidParameterError
+from orochi_fdw.storage.codecs import COMPRESSION_SETTINGS, resolve_compression
+
+DEFAULT_STRIPE_ROW_LIMIT = 1_000_000
+MAX_STRIPE_ROW_LIMIT = 1_000_000
+DEFAULT_CHUNK_GROUP_SIZE = 10_000
+MAX_CHUNK_GROUP_SIZE = 1_000_000
+
+
+def _bounded_int(low: int, high: int):
+    def parse(value: str) -> int:
+        try:
+            n = int(value.strip())
+        except ValueError:
+            raise ValueError("not an integer") from None
+        if not low <= n <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return n
+
+    return parse
+
+
+def _level(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _absolute_path(value: str) -> str:
+    if not os.path.isabs(value):
+        raise ValueError("must be an absolute path")
+    return os.path.normpath(value)
+
+
+_COMPRESSION = OptionSpec(str, "auto, none, lz4 or zstd", choices=COMPRESSION_SETTINGS)
+_LEVEL = OptionSpec(_level, "level of the lz4 (1..12) or zstd (-7..22) compression")
+_STRIPE_ROWS = OptionSpec(_bounded_int(1, MAX_STRIPE_ROW_LIMIT), "rows per stripe file")
+_CHUNK_ROWS = OptionSpec(_bounded_int(1, MAX_CHUNK_GROUP_SIZE), "rows per chunk group")
+
+_TABLE_OPTIONS = {
+    "compression": _COMPRESSION,
+    "compression_level": _LEVEL,
+    "stripe_row_limit": _STRIPE_ROWS,
+    "chunk_group_size": _CHUNK_ROWS,
+}
+
+OPTIONS_SPEC: Mapping[str, Mapping[str, OptionSpec]] = {
+    "server": {**_TABLE_OPTIONS, "data_dir": OptionSpec(_absolute_path, "folder of the stripe files")},
+    "table": dict(_TABLE_OPTIONS),
+    "column": {"compression": _COMPRESSION, "compression_level": _LEVEL},
+}
+
+
+@dataclass(frozen=True)
+class ColumnSettings:
+    """Compression of one column, or None to inherit the table's."""
+
+    compression: str | None = None
+    compression_level: int | None = None
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """The settings a columnar table's options resolve to."""
+
+    compression: str = "auto"
+    compression_level: int | None = None
+    stripe_row_limit: int = DEFAULT_STRIPE_ROW_LIMIT
+    chunk_group_size: int = DEFAULT_CHUNK_GROUP_SIZE
+    data_dir: str | None = None
+    columns: Mapping[str, ColumnSettings] = None  # type: ignore[assignment]
+
+
+def _parse(kind: str, options: Mapping[str, str]) -> dict[str, Any]:
+    spec = OPTIONS_SPEC[kind]
+    out = {}
+    for name, value in options.items():
+        if name in spec:
+            out[name] = spec[name].parse(value)
+    return out
+
+
+def _check_compression(compression: str, level: int | None, where: str) -> None:
+    try:
+        resolve_compression(compression, level)
+    except InvalidParameterError as exc:
+        raise InvalidOptionValueError(f"invalid compression options {where}: {exc}") from None
+
+
+def resolve(options: Mapping[str, str], columns: Mapping[str, ColumnDefinition]) -> TableSettings:
+    """Settings from a table's merged server and table options (table wins)
+    and its columns' options, checked together.
+
+    Raises:
+        InvalidOptionValueError: a value of the wrong type or out of range, or
+            a compression_level that does not fit its compression.
+    """
+    try:
+        parsed = _parse("server", options)
+    except ValueError as exc:
+        raise InvalidOptionValueError(f"invalid columnar table option: {exc}") from None
+    compression = parsed.get("compression", "auto")
+    level = parsed.get("compression_level")
+    _check_compression(compression, level, "of the table")
+    cols = {}
+    for name, col in columns.items():
+        if not col.options:
+            continue
+        try:
+            c = {k: OPTIONS_SPEC["column"][k].parse(v) for k, v in col.options.items()
+                 if k in OPTIONS_SPEC["column"]}
+        except ValueError as exc:
+            raise InvalidOptionValueError(f'invalid option of column "{name}": {exc}') from None
+        settings = ColumnSettings(c.get("compression"), c.get("compression_level"))
+        if settings.compression is not None or settings.compression_level is not None:
+            effective = settings.compression or compression
+            eff_level = settings.compression_level if settings.compression_level is not None else (
+                level if settings.compression is None else None)
+            _check_compression(effective, eff_level, f'of column "{name}"')
+        cols[name] = settings
+    return TableSettings(
+        compression=compression,
+        compression_level=level,
+        stripe_row_limit=parsed.get("stripe_row_limit", DEFAULT_STRIPE_ROW_LIMIT),
+        chunk_group_size=parsed.get("chunk_group_size", DEFAULT_CHUNK_GROUP_SIZE),
+        data_dir=parsed.get("data_dir"),
+        columns=cols,
+    )

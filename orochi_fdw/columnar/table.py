@@ -1,0 +1,295 @@
+"""``ColumnarTable``: the default wrapper of ``SERVER orochi``.
+
+Rows of INSERT, INSERT ... SELECT and COPY FROM reach :meth:`insert_batch`
+in column batches of up to ``stripe_row_limit`` rows (the bridge cuts a
+batch early when it holds 64 MB); each batch becomes one stripe file (more
+if it is larger than the limit), written, fsynced and linked into place
+before its catalog rows are inserted in the statement's transaction.
+Scans read the catalog, skip stripes and chunk groups whose min / max rule
+the quals out, and decode only the columns the query needs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.bridge.batch import Batch
+from orochi_fdw.catalog import files, store
+from orochi_fdw.catalog.errors import StorageIOError
+from orochi_fdw.catalog.ledger import ledger
+from orochi_fdw.columnar import options as opts
+from orochi_fdw.columnar.pruning import CollationInfo, bind
+from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
+from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
+from orochi_fdw.storage.codecs import Codec, Compression
+from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
+
+#: bytes per value assumed for planning when nothing is stored yet
+_DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "float64": 8,
+                  "date": 4, "timestamp": 8, "timestamptz": 8, "time": 8, "interval": 16,
+                  "uuid": 16}
+
+
+class ColumnarTable(ForeignDataWrapper):
+    """A compressed columnar table.
+
+    Args:
+        options: the server's and table's options (see
+            :mod:`orochi_fdw.columnar.options`), plus ``table_oid`` and
+            ``table_name`` from the bridge.
+        columns: the table's columns.
+
+    Raises:
+        InvalidOptionValueError: options that do not fit together.
+    """
+
+    options_spec = opts.OPTIONS_SPEC
+
+    def __init__(self, options: Mapping[str, Any], columns: Mapping[str, ColumnDefinition]):
+        super().__init__(options, columns)
+        self.relid = int(options["table_oid"])
+        self.relname = str(options.get("table_name", self.relid))
+        self.settings = opts.resolve(options, self.columns)
+        self.kinds = {name: storage_kind(c) for name, c in self.columns.items()}
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def insert_batch_size(self) -> int:  # type: ignore[override]
+        return self.settings.stripe_row_limit
+
+    def insert_batch(self, batch: Batch) -> None:
+        limit = self.settings.stripe_row_limit
+        for start in range(0, batch.nrows, limit):
+            end = min(start + limit, batch.nrows)
+            self._write_stripe(batch, start, end)
+
+    def _schema(self) -> list[ColumnSpec]:
+        out = []
+        for name, col in self.columns.items():
+            cs = self.settings.columns.get(name) if self.settings.columns else None
+            out.append(ColumnSpec(name, self.kinds[name], col.type_name or None,
+                                  cs.compression if cs else None,
+                                  cs.compression_level if cs else None))
+        return out
+
+    def _data_dir(self) -> str:
+        return self.settings.data_dir or files.default_data_dir()
+
+    def _write_stripe(self, batch: Batch, start: int, end: int) -> None:
+        nrows = end - start
+        if nrows <= 0:
+            return
+        columns = {}
+        raw = {}
+        for name, col in self.columns.items():
+            kind = self.kinds[name]
+            wire = batch.columns.get(name)
+            if wire is None:
+                values, validity = _all_null(kind, nrows)
+            else:
+                values, validity = from_wire(wire, kind)
+                values, validity = _slice(values, validity, kind, start, end, len(wire))
+            columns[name] = (values, validity)
+            raw[name] = raw_size(values, validity, kind)
+
+        xid = ledger.transaction_id()
+        directory = files.table_dir(self._data_dir(), self.relid)
+        files.ensure_dir(directory)
+        writer = None
+        for attempt in range(8):
+            stripe_id = store.next_stripe_id()
+            path = os.path.join(directory, files.stripe_file_name(stripe_id, xid))
+            ledger.file_created(stripe_id, path)
+            try:
+                writer = StripeWriter(
+                    path, self._schema(), chunk_group_rows=self.settings.chunk_group_size,
+                    compression=self.settings.compression,
+                    compression_level=self.settings.compression_level,
+                    properties={"relid": str(self.relid), "stripe_id": str(stripe_id), "xid": str(xid),
+                                "attnums": ",".join(str(c.attnum) for c in self.columns.values())})
+                break
+            except FileExistsError:
+                continue  # a file left by a crash under a reused id: take the next id
+            except FileNotFoundError:
+                files.ensure_dir(directory)  # removed by a concurrent vacuum: once more
+        if writer is None:
+            raise StorageIOError(f'could not find a free stripe file name in "{directory}"')
+        with writer:
+            writer.write_batch(columns)
+        meta = writer.metadata
+
+        record = store.StripeRecord(
+            stripe_id=stripe_id, relid=self.relid, file_path=path, row_count=meta.row_count,
+            chunk_group_count=len(meta.chunk_groups), chunk_group_size=self.settings.chunk_group_size,
+            file_bytes=meta.file_size, raw_bytes=sum(raw.values()),
+            compression=self.settings.compression, compression_level=self.settings.compression_level,
+            created_xid=xid)
+        for ci, (name, col) in enumerate(self.columns.items()):
+            chunks = [group[ci] for group in meta.chunks]
+            record.columns[col.attnum] = _column_record(col, self.kinds[name], chunks, raw[name])
+        store.insert_stripe(record)
+
+    def truncate(self, behavior: str, restart_seqs: bool) -> None:
+        """TRUNCATE: the table's stripes leave the catalog now, their files
+        when the transaction commits."""
+        stripes = store.delete_tables([self.relid])
+        ledger.rows_deleted(stripes, sorted({os.path.dirname(p) for _, p in stripes}))
+
+    # ------------------------------------------------------------------ reading
+
+    def _collations(self) -> CollationInfo:
+        return _collation_info()
+
+    def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None):
+        needed = [c for c in columns if c in self.columns]
+        bound = bind(quals, self.columns, self._collations(), runtime.UNKNOWN)
+        attnums = {self.columns[c].attnum for c in needed} | {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        return ColumnarScan(self.relname, self.columns, stripes, needed, bound)
+
+    def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
+        bound = bind(quals, self.columns, self._collations(), runtime.UNKNOWN)
+        attnums = {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        total = sum(s.row_count for s in stripes)
+        rows = sum(s.row_count for s in prune_stripes(stripes, bound, self.columns)) if bound else total
+        stored = store.column_raw_bytes(self.relid) if total else {}
+        width = 0
+        for name in columns:
+            col = self.columns.get(name)
+            if col is None:
+                continue
+            if col.attnum in stored and total:
+                width += max(1, stored[col.attnum] // total)
+            else:
+                width += _DEFAULT_WIDTH.get(self.kinds[name], 32)
+        return (float(rows), max(width, 1))
+
+    def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
+                verbose: bool = False) -> list[str]:
+        bound = bind(quals, self.columns, self._collations(), runtime.UNKNOWN)
+        attnums = {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        kept = prune_stripes(stripes, bound, self.columns)
+        line = f"Stripes: {len(stripes)}"
+        if len(kept) < len(stripes):
+            line += f" ({len(stripes) - len(kept)} skipped by min/max)"
+        lines = [line]
+        if bound:
+            lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in quals
+                                                          if q.field_name in {b.column for b in bound}))
+        if verbose:
+            lines.append(f"Compression: {self.settings.compression}"
+                         + (f" level {self.settings.compression_level}"
+                            if self.settings.compression_level is not None else ""))
+        return lines
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _describe(q: Qual) -> str:
+    if q.value is None:
+        return f"{q.field_name} IS {'NOT ' if q.operator == '<>' else ''}NULL"
+    if q.is_list_operator:
+        return f"{q.field_name} {q.operator[0]} ANY (...)"
+    return f"{q.field_name} {q.operator} ..."
+
+
+def _all_null(kind: str, n: int):
+    from orochi_fdw.storage.kinds import get_kind
+
+    k = get_kind(kind)
+    validity = np.zeros(n, dtype=bool)
+    if k.physical == "var":
+        return (np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8)), validity
+    return np.zeros(n, dtype=k.dtype), validity
+
+
+def _slice(values, validity, kind: str, start: int, end: int, n: int):
+    if start == 0 and end == n:
+        return values, validity
+    from orochi_fdw.storage.kinds import get_kind
+
+    v = None if validity is None else validity[start:end]
+    if get_kind(kind).physical == "var":
+        offsets, data = values
+        return (offsets[start:end + 1], data), v
+    return values[start:end], v
+
+
+def _codec_name(codec: int, compression: int) -> str:
+    try:
+        name = Codec(codec).name.lower()
+    except ValueError:
+        name = str(codec)
+    if compression:
+        try:
+            name += "+" + Compression(compression).name.lower()
+        except ValueError:
+            name += f"+{compression}"
+    return name
+
+
+def _column_record(col: ColumnDefinition, kind: str, chunks, raw_bytes: int) -> store.ColumnRecord:
+    """A column's catalog row from its chunks' footer entries: the bounds
+    over the stripe (a chunk with values but no bound leaves that bound
+    unknown; a float chunk of only NaN counts through has_nan)."""
+    nulls = sum(c.null_count for c in chunks)
+    lo = hi = None
+    lo_known = hi_known = True
+    has_nan = False
+    for c in chunks:
+        st = c.stats
+        has_nan = has_nan or st.has_nan
+        if st.null_count >= st.row_count:
+            continue
+        if st.min is None and st.max is None and st.has_nan:
+            continue  # only NaN
+        if st.min is None:
+            lo_known = False
+        elif lo is None or st.min < lo:
+            lo = st.min
+        if st.max is None:
+            hi_known = False
+        elif hi is None or st.max > hi:
+            hi = st.max
+    return store.ColumnRecord(
+        attnum=col.attnum, column_name=col.column_name, kind=kind, type_name=col.type_name or kind,
+        null_count=nulls, min_value=lo if lo_known else None, max_value=hi if hi_known else None,
+        has_nan=has_nan, compressed_bytes=sum(c.length for c in chunks), raw_bytes=raw_bytes,
+        codecs=sorted({_codec_name(c.codec, c.compression) for c in chunks}))
+
+
+_collation_cache: CollationInfo | None = None
+
+
+def _collation_info() -> CollationInfo:
+    """The database's encoding and default collation, read once per backend."""
+    global _collation_cache
+    if _collation_cache is None:
+        row = spi.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datlocprovider::text"
+            "  FROM pg_catalog.pg_database WHERE datname = current_database()").rows[0]
+        deterministic: dict[str, bool] = {}
+
+        def is_deterministic(name: str) -> bool:
+            if name == "default":
+                return True
+            if name not in deterministic:
+                res = spi.execute("SELECT coalesce(bool_and(collisdeterministic), false)"
+                                  "  FROM pg_catalog.pg_collation WHERE collname = $1", [name],
+                                  types=["text"])
+                deterministic[name] = bool(res.scalar())
+            return deterministic[name]
+
+        _collation_cache = CollationInfo(
+            utf8=row[0] == "UTF8", default_is_c=row[1] in ("C", "POSIX") and row[2] == "c",
+            deterministic=is_deterministic)
+    return _collation_cache
+
