@@ -30,3 +30,8 @@ ctypedef fused fbits_t:
 
 # Offsets into variable-width data buffers.
 ctypedef int64_t offset_t
+
+# Floating-point columns, as values (for the decimal codec).
+ctypedef fused float_t:
+    float
+    double

@@ -1,4 +1,4 @@
-# Floating-point codec kernels: Gorilla XOR compression.
+# Floating-point codec kernels: Gorilla XOR compression and decimal scaling.
 #
 # Values are handled as their raw bit patterns (uint32 for float32, uint64 for
 # float64), so every value round-trips bit for bit: NaN payloads, -0.0 and
@@ -15,9 +15,11 @@
 # "lead"/"trail" count leading/trailing zero bits of x within W bits and
 # sig = W - lead - trail. A window is the (lead, trail) pair last written.
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.math cimport rint, fabs
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
-from _typedefs cimport fbits_t
+from _typedefs cimport fbits_t, float_t
 from _bitio cimport (BitWriter, BitReader, bw_init, bw_write, bw_finish,
                      br_init, br_read, br_read1, orochi_clz64, orochi_ctz64)
 
@@ -162,3 +164,90 @@ def gorilla_decode(const uint8_t[::1] buf, fbits_t[::1] out):
     if err == 4:
         raise CorruptDataError("gorilla stream has non-zero padding bits")
     return (r.bitpos + 7) >> 3
+
+
+# ------------------------------------------------------------- decimal scaling
+#
+# Many float columns hold decimal numbers (21.37, 0.5, 1234.125). Scaled by
+# 10**e they become integers that the integer codecs store in a few bits. A
+# value is representable with exponent e when, with i = rint(v * 10**e) and
+# |i| <= 2**53, the decoder's exact computation (float_t)((double)i / 10**e)
+# gives back v bit for bit; -0.0, NaN and infinities never are.
+
+cdef double _POW10[23]
+
+cdef void _init_pow10() noexcept:
+    cdef int e
+    cdef double p = 1.0
+    for e in range(23):
+        _POW10[e] = p          # 10**e is exact in binary64 up to 10**22
+        p *= 10.0
+
+_init_pow10()
+
+DECIMAL_MAX_EXPONENT = 18
+
+
+def decimal_encode(const float_t[::1] values, int exponent, int64_t[::1] out):
+    """Scale values by 10**exponent into integers.
+
+    Returns -1 when every value round-trips exactly, else the index of the
+    first one that does not (out is then incomplete).
+    """
+    cdef Py_ssize_t n = values.shape[0], i, bad = -1
+    cdef double p, x, r, back
+    cdef int64_t ir
+    cdef float fb
+    if exponent < 0 or exponent > DECIMAL_MAX_EXPONENT:
+        raise ValueError("exponent out of range")
+    if out.shape[0] < n:
+        raise ValueError("out too small")
+    p = _POW10[exponent]
+    with nogil:
+        for i in range(n):
+            x = <double>values[i] * p
+            r = rint(x)
+            if not (fabs(r) <= 9007199254740992.0):      # also rejects NaN
+                bad = i
+                break
+            ir = <int64_t>r
+            back = <double>ir / p
+            if float_t is float:
+                fb = <float>back
+                if _bits_differ32(&fb, &values[i]):
+                    bad = i
+                    break
+            else:
+                if _bits_differ64(&back, &values[i]):
+                    bad = i
+                    break
+            out[i] = ir
+    return bad
+
+
+cdef inline bint _bits_differ32(const float* a, const float* b) noexcept nogil:
+    cdef uint32_t x, y
+    memcpy(&x, a, 4)
+    memcpy(&y, b, 4)
+    return x != y
+
+
+cdef inline bint _bits_differ64(const double* a, const double* b) noexcept nogil:
+    cdef uint64_t x, y
+    memcpy(&x, a, 8)
+    memcpy(&y, b, 8)
+    return x != y
+
+
+def decimal_decode(const int64_t[::1] ints, int exponent, float_t[::1] out):
+    """out[i] = (float_t)((double)ints[i] / 10**exponent)."""
+    cdef Py_ssize_t n = ints.shape[0], i
+    cdef double p
+    if exponent < 0 or exponent > DECIMAL_MAX_EXPONENT:
+        raise CorruptDataError(f"decimal exponent {exponent} out of range")
+    if out.shape[0] != n:
+        raise ValueError("out must have len(ints) entries")
+    p = _POW10[exponent]
+    with nogil:
+        for i in range(n):
+            out[i] = <float_t>(<double>ints[i] / p)

@@ -79,6 +79,7 @@ class Codec(IntEnum):
     DICTIONARY = 5     # distinct values + bit-packed or run-length codes
     GORILLA = 6        # XOR floating-point compression
     BITMAP = 7         # booleans, one bit each
+    DECIMAL = 8        # floats scaled by 10**e to integers, then an integer codec
 
 
 class Compression(IntEnum):
@@ -403,6 +404,43 @@ def _gorilla_decode(buf: _Buf, count: int, k: Kind):
     return out.view(k.dtype)
 
 
+_INT64 = get_kind("int64")
+_DECIMAL_HEAD = struct.Struct("<BB")   # exponent, integer codec
+
+
+def _decimal_scale(values: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """Smallest exponent e (0..18) at which every value is an exact decimal,
+    and the scaled integers; None if there is none."""
+    ints = np.empty(len(values), dtype=np.int64)
+    for e in range(_cf.DECIMAL_MAX_EXPONENT + 1):
+        if _cf.decimal_encode(values, e, ints) < 0:
+            return e, ints
+    return None
+
+
+def _decimal_encode(values, k: Kind, ctx: dict) -> bytes:
+    scaled = ctx.get("decimal", False)
+    if scaled is False:
+        scaled = _decimal_scale(values)
+    if scaled is None:
+        raise InvalidParameterError("values are not all exact decimals; DECIMAL does not apply")
+    e, ints = scaled
+    if len(ints) == 0:
+        return _DECIMAL_HEAD.pack(e, Codec.PLAIN)
+    sub, body = _select_int(ints, _INT64, {})
+    return _DECIMAL_HEAD.pack(e, sub) + body
+
+
+def _decimal_decode(buf: _Buf, count: int, k: Kind):
+    e, sub = buf.unpack(_DECIMAL_HEAD)
+    if e > _cf.DECIMAL_MAX_EXPONENT or sub not in _INT_CODECS:
+        raise CorruptDataError(f"invalid decimal header (exponent {e}, codec {sub})")
+    ints = CODECS[sub].decode(buf, count, _INT64)
+    out = np.empty(count, dtype=k.dtype)
+    _cf.decimal_decode(ints, e, out)
+    return out
+
+
 def _bitmap_encode(values, k: Kind, ctx: dict) -> bytes:
     out = np.empty((len(values) + 7) // 8, dtype=np.uint8)
     _ci.bitmap_pack(values.view(np.uint8), out)
@@ -501,8 +539,11 @@ CODECS: dict[int, CodecSpec] = {
         CodecSpec(Codec.DICTIONARY, frozenset({"var"}), _dictionary_encode, _dictionary_decode),
         CodecSpec(Codec.GORILLA, frozenset({"float"}), _gorilla_encode, _gorilla_decode),
         CodecSpec(Codec.BITMAP, frozenset({"bool"}), _bitmap_encode, _bitmap_decode),
+        CodecSpec(Codec.DECIMAL, frozenset({"float"}), _decimal_encode, _decimal_decode),
     )
 }
+
+_INT_CODECS = (Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA, Codec.RLE)
 
 
 def _spec_for(codec: int, k: Kind, error=CorruptDataError) -> CodecSpec:
@@ -780,21 +821,28 @@ def _bitwidth_size(count: int, span: int) -> int:
     return _packed_len(count, span.bit_length())
 
 
+def _select_int(values: np.ndarray, k: Kind, ctx: dict) -> tuple[Codec, bytes]:
+    """Smallest integer codec for non-empty values, sized exactly from one
+    statistics pass (ties go to the lower codec id)."""
+    m = len(values)
+    vmin, vmax, dmin, dmax, ddmin, ddmax, runs, rmin, rmax = _int_stats(values, ctx)
+    w = k.width
+    sizes = {
+        Codec.PLAIN: m * w,
+        Codec.BITPACK: 9 + _bitwidth_size(m, vmax - vmin),
+        Codec.DELTA: 8 + 9 + _bitwidth_size(m - 1, dmax - dmin),
+        Codec.DELTA_DELTA: 16 + 9 + _bitwidth_size(max(m - 2, 0), ddmax - ddmin),
+        Codec.RLE: 4 + runs * w + 9 + _bitwidth_size(runs, rmax - rmin),
+    }
+    best = min(sizes, key=lambda c: (sizes[c], c))
+    return best, CODECS[best].encode(values, k, ctx)
+
+
 def _select(compact, k: Kind, ctx: dict) -> tuple[Codec, bytes]:
     """Pick the smallest light-weight encoding of non-empty compacted values."""
     m = len(compact.offsets) - 1 if k.physical == "var" else len(compact)
     if k.physical == "int":
-        vmin, vmax, dmin, dmax, ddmin, ddmax, runs, rmin, rmax = _int_stats(compact, ctx)
-        w = k.width
-        sizes = {
-            Codec.PLAIN: m * w,
-            Codec.BITPACK: 9 + _bitwidth_size(m, vmax - vmin),
-            Codec.DELTA: 8 + 9 + _bitwidth_size(m - 1, dmax - dmin),
-            Codec.DELTA_DELTA: 16 + 9 + _bitwidth_size(max(m - 2, 0), ddmax - ddmin),
-            Codec.RLE: 4 + runs * w + 9 + _bitwidth_size(runs, rmax - rmin),
-        }
-        best = min(sizes, key=lambda c: (sizes[c], c))
-        return best, CODECS[best].encode(compact, k, ctx)
+        return _select_int(compact, k, ctx)
     if k.physical == "var":
         plain = _plain_encode(compact, k, ctx)
         if m >= 2:
@@ -810,10 +858,16 @@ def _select(compact, k: Kind, ctx: dict) -> tuple[Codec, bytes]:
         best, body = Codec.BITMAP, _bitmap_encode(compact, k, ctx)
     else:
         best, body = Codec.PLAIN, _plain_encode(compact, k, ctx)
-        if k.physical == "float" and m > 1:
-            g = _gorilla_encode(compact, k, ctx)
-            if len(g) < len(body):
-                best, body = Codec.GORILLA, g
+        if k.physical == "float":
+            scaled = ctx["decimal"] = _decimal_scale(compact)
+            if scaled is not None:
+                d = _decimal_encode(compact, k, ctx)
+                if len(d) < len(body):
+                    best, body = Codec.DECIMAL, d
+            if m > 1:
+                g = _gorilla_encode(compact, k, ctx)
+                if len(g) < len(body):
+                    best, body = Codec.GORILLA, g
     u = _uint_view(compact, k)
     runs = _ci.rle_count_wide(u) if u.ndim == 2 else _ci.rle_count(u)
     if 4 + runs * k.width + 9 < len(body):
@@ -900,7 +954,8 @@ def choose_codec(values, validity, kind: str | Kind, *, compression: str | None 
     * integers, dates, times, timestamps: the smallest of plain, bit-packing
       (frame of reference), delta, delta-of-delta (regular timestamps) and
       run-length, computed exactly from one statistics pass;
-    * floats: the smallest of plain, Gorilla XOR and run-length;
+    * floats: the smallest of plain, decimal scaling (when every value is an
+      exact decimal), Gorilla XOR and run-length;
     * booleans: bitmap, or run-length when runs are long;
     * uuid and interval: plain or run-length;
     * variable width: dictionary when the distinct count is at most half the

@@ -17,7 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 # Codec ids, restated from docs/FORMAT.md.
-PLAIN, BITPACK, DELTA, DELTA_DELTA, RLE, DICTIONARY, GORILLA, BITMAP = range(8)
+PLAIN, BITPACK, DELTA, DELTA_DELTA, RLE, DICTIONARY, GORILLA, BITMAP, DECIMAL = range(9)
+DECIMAL_MAX_EXPONENT = 18
+
+
+class NotDecimal(ValueError):
+    """DECIMAL does not apply: some value is not an exact decimal."""
 
 # kind -> (physical class, numpy dtype string or None for variable width)
 KINDS = {
@@ -163,6 +168,8 @@ def encode_values(values, kind: str, codec: int) -> bytes:
         w = _dtype(kind).itemsize * 8
         ints = [int.from_bytes(b, "little") for b in _items(values, kind)]
         return _gorilla_encode(ints, w)
+    if codec == DECIMAL:
+        return _decimal_encode(values, kind)
     ints = [int(v) for v in values.tolist()]
     if codec == BITPACK:
         return packed_block(ints)
@@ -204,6 +211,11 @@ def decode_values(data: bytes, count: int, kind: str, codec: int):
     elif codec == GORILLA:
         ints = _gorilla_decode(r, count, w * 8)
         out = _to_array([v.to_bytes(w, "little") for v in ints], kind)
+    elif codec == DECIMAL:
+        e = r.int(1)
+        sub = r.int(1)
+        ints = decode_values(r.rest(), count, "int64", sub).tolist()
+        out = np.array([i / 10.0 ** e for i in ints], dtype=np.float64).astype(_dtype(kind))
     else:
         if codec == BITPACK:
             ints = read_packed_block(r, count)
@@ -226,6 +238,60 @@ def decode_values(data: bytes, count: int, kind: str, codec: int):
         out = np.array(ints, dtype=_dtype(kind))
     assert r.pos == len(r.data), "trailing bytes"
     return out
+
+
+def _decimal_ints(values: np.ndarray, kind: str, e: int) -> list[int] | None:
+    scale = 10.0 ** e
+    wanted = np.ascontiguousarray(values, dtype=_dtype(kind)).tobytes()
+    ints = []
+    for v in values.tolist():
+        x = float(v) * scale
+        if x != x or abs(x) == float("inf"):
+            return None
+        i = round(x)                                # ties to even, like rint
+        if abs(i) > 2 ** 53:
+            return None
+        ints.append(i)
+    back = np.array([i / scale for i in ints], dtype=np.float64).astype(_dtype(kind))
+    return ints if back.tobytes() == wanted else None
+
+
+def _int_choice(ints: list[int]) -> int:
+    """The integer codec with the smallest size (ties: lowest id)."""
+    m = len(ints)
+    if m == 0:
+        return PLAIN
+
+    def bits(count: int, span: int) -> int:
+        return (count * span.bit_length() + 7) // 8
+
+    deltas = [_wrap(b - a) for a, b in zip(ints, ints[1:])]
+    dods = [_wrap(b - a) for a, b in zip(deltas, deltas[1:])]
+    runs = []
+    for v in ints:
+        if runs and runs[-1][0] == v:
+            runs[-1][1] += 1
+        else:
+            runs.append([v, 1])
+    lengths = [n for _, n in runs]
+    sizes = {
+        PLAIN: 8 * m,
+        BITPACK: 9 + bits(m, max(ints) - min(ints)),
+        DELTA: 17 + bits(m - 1, (max(deltas) - min(deltas)) if deltas else 0),
+        DELTA_DELTA: 25 + bits(max(m - 2, 0), (max(dods) - min(dods)) if dods else 0),
+        RLE: 4 + 8 * len(runs) + 9 + bits(len(runs), max(lengths) - min(lengths)),
+    }
+    return min(sizes, key=lambda c: (sizes[c], c))
+
+
+def _decimal_encode(values: np.ndarray, kind: str) -> bytes:
+    for e in range(DECIMAL_MAX_EXPONENT + 1):
+        ints = _decimal_ints(values, kind, e)
+        if ints is not None:
+            sub = _int_choice(ints)
+            body = encode_values(np.array(ints, dtype=np.int64), "int64", sub) if ints else b""
+            return bytes([e, sub]) + body
+    raise NotDecimal("values are not all exact decimals")
 
 
 def _rle_encode(items: list[bytes]) -> bytes:

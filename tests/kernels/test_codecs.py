@@ -35,7 +35,7 @@ ALL_KINDS = list(KINDS)
 EXPECTED_CODECS = {
     "bool": {Codec.PLAIN, Codec.RLE, Codec.BITMAP},
     "int": {Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA, Codec.RLE},
-    "float": {Codec.PLAIN, Codec.RLE, Codec.GORILLA},
+    "float": {Codec.PLAIN, Codec.RLE, Codec.GORILLA, Codec.DECIMAL},
     "fixed": {Codec.PLAIN, Codec.RLE},
     "var": {Codec.PLAIN, Codec.DICTIONARY},
 }
@@ -140,13 +140,25 @@ def to_glue(values, kind):
     return to_var(values) if KINDS[kind].physical == "var" else values
 
 
+def encode_both(values, kind, codec):
+    """(kernel bytes, reference bytes), or (None, None) when DECIMAL does not
+    apply to these values (both implementations must then refuse)."""
+    try:
+        ref = R.encode_values(values, kind, codec)
+    except R.NotDecimal:
+        with pytest.raises(InvalidParameterError):
+            C.encode_values(to_glue(values, kind), kind, codec)
+        return None, None
+    return C.encode_values(to_glue(values, kind), kind, codec), ref
+
+
 # -------------------------------------------------------- registry & basics
 
 def test_registry_lists_codecs_per_physical_kind():
     for phys, expected in EXPECTED_CODECS.items():
         got = {c for c, spec in C.CODECS.items() if phys in spec.physicals}
         assert got == expected, f"codecs for {phys}"
-    assert [int(c) for c in Codec] == list(range(8)), "codec ids are part of the format"
+    assert [int(c) for c in Codec] == list(range(9)), "codec ids are part of the format"
     assert [int(c) for c in C.Compression] == [0, 1, 2]
 
 
@@ -154,8 +166,10 @@ def test_registry_lists_codecs_per_physical_kind():
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_codec_matches_reference(kind, codec, pattern):
     values = sample(kind, pattern, 517, seed=hash((kind, pattern)) & 0xFFFF)
-    enc = C.encode_values(to_glue(values, kind), kind, codec)
-    ref = R.encode_values(values, kind, codec)
+    enc, ref = encode_both(values, kind, codec)
+    if enc is None:
+        assert codec == Codec.DECIMAL and pattern in ("random", "extremes")
+        return
     assert enc == ref, "kernel bytes should equal reference bytes"
     assert same(C.decode_values(enc, len(values), kind, codec), values)
     assert same(R.decode_values(enc, len(values), kind, codec), values)
@@ -164,9 +178,9 @@ def test_codec_matches_reference(kind, codec, pattern):
 @pytest.mark.parametrize("kind,codec", KIND_CODECS)
 @pytest.mark.parametrize("n", [0, 1, 2, 3])
 def test_tiny_inputs(kind, codec, n):
-    values = sample(kind, "random", n, seed=n)
-    enc = C.encode_values(to_glue(values, kind), kind, codec)
-    assert enc == R.encode_values(values, kind, codec)
+    values = sample(kind, "regular", n, seed=n)
+    enc, ref = encode_both(values, kind, codec)
+    assert enc == ref
     assert same(C.decode_values(enc, n, kind, codec), values)
 
 
@@ -257,8 +271,10 @@ def test_float_codecs_hypothesis(kind, data):
     validity = data.draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=len(raw),
                                                           max_size=len(raw))))
     for codec in codecs_for(kind):
-        enc = C.encode_values(values, kind, codec)
-        assert enc == R.encode_values(values, kind, codec)
+        enc, ref = encode_both(values, kind, codec)
+        if enc is None:
+            continue
+        assert enc == ref
         assert same(C.decode_values(enc, len(values), kind, codec), values)
     valid = None if validity is None else np.array(validity, dtype=bool)
     header, stored = C.encode_chunk(values, valid, kind)
@@ -359,7 +375,11 @@ def test_choice_per_data_shape():
     unique = to_var([str(i).encode() * 3 for i in range(n)])
     assert C.choose_codec(unique, None, "text").codec == Codec.PLAIN
     smooth = np.full(n, 21.5) + np.repeat(np.arange(n // 20), 20) * 0.5
-    assert C.choose_codec(smooth, None, "float64").codec in (Codec.GORILLA, Codec.RLE)
+    assert C.choose_codec(smooth, None, "float64").codec in (
+        Codec.GORILLA, Codec.RLE, Codec.DECIMAL)
+    noisy = rng.normal(0, 1, n)
+    assert C.choose_codec(np.repeat(noisy[:50], 200), None,
+                          "float64").codec in (Codec.GORILLA, Codec.RLE)
     assert C.choose_codec(np.round(rng.normal(20, 1, n), 2), None,
                           "float64", compression="none").codec == Codec.PLAIN
     assert C.choose_codec(rng.random(n) < 0.5, None, "bool").codec == Codec.BITMAP
@@ -538,3 +558,43 @@ def test_narrow_int_decoders_reject_out_of_range_values():
     enc[0:8] = struct.pack("<q", 40000)             # first value beyond int16
     with pytest.raises(CorruptDataError):
         C.decode_values(bytes(enc), 2, "int16", Codec.DELTA)
+
+
+# ---------------------------------------------------------------- decimals
+
+@pytest.mark.parametrize("kind", FLOAT_KINDS)
+@HYPO
+@given(data=st.data())
+def test_decimal_codec_hypothesis(kind, data):
+    digits = data.draw(st.integers(0, 6))
+    ints = data.draw(st.lists(st.integers(-10**9, 10**9), max_size=120))
+    values = (np.array(ints, dtype=np.float64) / 10.0 ** digits).astype(KINDS[kind].dtype)
+    enc, ref = encode_both(values, kind, Codec.DECIMAL)
+    if enc is None:
+        return          # float32 cannot hold every such decimal exactly
+    assert enc == ref
+    assert enc[0] <= digits, "smallest exponent that works"
+    assert same(C.decode_values(enc, len(values), kind, Codec.DECIMAL), values)
+
+
+def test_decimal_codec_rejects_what_it_cannot_restore():
+    for bad in ([0.1, -0.0], [1.0, np.nan], [np.inf], [2.0 ** 60]):
+        with pytest.raises(InvalidParameterError):
+            C.encode_values(np.array(bad), "float64", Codec.DECIMAL)
+    third = np.array([1 / 3, 0.25])             # exact at 16 digits, within 2**53
+    enc = C.encode_values(third, "float64", Codec.DECIMAL)
+    assert enc[0] == 16 and same(C.decode_values(enc, 2, "float64", Codec.DECIMAL), third)
+
+
+def test_decimal_metrics_choose_decimal():
+    rng = np.random.default_rng(8)
+    metric = np.round(50 + np.cumsum(rng.normal(0, 0.05, 10_000)), 2)
+    header, stored = C.encode_chunk(metric, None, "float64")
+    assert header.codec == Codec.DECIMAL
+    assert len(stored) < metric.nbytes / 6
+    assert same(C.decode_chunk(header, stored, "float64").values, metric)
+    f32 = np.round(rng.normal(20, 3, 10_000), 1).astype(np.float32)
+    assert C.choose_codec(f32, None, "float32").codec == Codec.DECIMAL
+    with_nan = metric.copy()
+    with_nan[5] = np.nan
+    assert C.choose_codec(with_nan, None, "float64").codec != Codec.DECIMAL
