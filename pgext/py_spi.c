@@ -104,10 +104,14 @@ prepare_plan(const char *sql, PyObject *types, PyObject *params)
 	Py_ssize_t	n = 0;
 	SPIPlanPtr	plan;
 
+	bool		infer = false;
+
 	if (types != NULL && types != Py_None)
 		n = PySequence_Length(types);
 	else if (params != NULL && params != Py_None)
 		n = PySequence_Length(params);
+	else
+		infer = true;			/* prepare() without types: find them all */
 	ps.ntypes = (int) n;
 	ps.types = palloc0(sizeof(Oid) * Max(n, 1));
 	for (Py_ssize_t i = 0; i < n; i++)
@@ -136,10 +140,10 @@ prepare_plan(const char *sql, PyObject *types, PyObject *params)
 		}
 	}
 	for (Py_ssize_t i = 0; i < n; i++)
+		if (!OidIsValid(ps.types[i]))
+			infer = true;
+	if (infer)
 	{
-		if (OidIsValid(ps.types[i]))
-			continue;
-
 		/*
 		 * Some types are unknown: let the parser infer them from the query,
 		 * then plan with the types it found.  (A plan keeping the parser hook
@@ -149,7 +153,6 @@ prepare_plan(const char *sql, PyObject *types, PyObject *params)
 		if (plan == NULL)
 			elog(ERROR, "orochi: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_freeplan(plan);
-		break;
 	}
 	plan = SPI_prepare(sql, ps.ntypes, ps.types);
 	if (plan == NULL)

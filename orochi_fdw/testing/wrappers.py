@@ -179,6 +179,9 @@ class ErrorWrapper(ForeignDataWrapper):
         if where == "execute":
             raise ZeroDivisionError("failing in execute on purpose")
         bad = self.options.get("bad")
+        if bad == "euro":
+            yield {"t": "price in \u20ac"}
+            return
         if bad == "scalar":
             yield 42
             return
