@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -121,6 +122,13 @@ orochi_python_ensure(void)
 
 		executable = psprintf("%s/bin/python3",
 							  orochi_python_venv ? orochi_python_venv : OROCHI_DEFAULT_VENV);
+		if (access(executable, X_OK) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("orochi cannot start Python: \"%s\" is not an executable this server can run: %m",
+							executable),
+					 errhint("Set orochi.python_venv to a virtualenv made from the system python3.11 "
+							 "with orochi installed, readable by the server's user.")));
 		status = PyConfig_SetBytesString(&config, &config.executable, executable);
 		if (PyStatus_Exception(status))
 		{

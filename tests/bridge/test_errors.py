@@ -89,3 +89,16 @@ def test_failing_queries_keep_memory_flat(db, foreign_table):
     fail(1000)
     after = _backend_memory_kb(db, pid)
     assert after - before < 2048, f"backend grew by {after - before} kB over 1,000 failing queries"
+
+
+def test_missing_virtualenv_is_a_clear_error(db, new_connection, foreign_table):
+    foreign_table("s", "id int8", "SeriesWrapper", rows=3)
+    fresh = new_connection()
+    fresh.execute("SET orochi.python_venv = '/nonexistent/venv'")
+    with pytest.raises(psycopg.errors.ExternalRoutineException) as exc:
+        fresh.execute("SELECT * FROM s")
+    assert "/nonexistent/venv/bin/python3" in exc.value.diag.message_primary
+    assert "orochi.python_venv" in exc.value.diag.message_hint
+    assert fresh.execute("SELECT 1").fetchone() == (1,)
+    fresh.execute("RESET orochi.python_venv")
+    assert fresh.execute("SELECT count(*) FROM s").fetchone() == (3,)
