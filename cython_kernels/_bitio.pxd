@@ -156,3 +156,22 @@ cdef inline int br_read1(BitReader* r) noexcept nogil:
     b = (r.buf[r.bitpos >> 3] >> (r.bitpos & 7)) & 1
     r.bitpos += 1
     return b
+
+
+cdef inline Py_ssize_t fast_count(Py_ssize_t n, Py_ssize_t nbytes, int width) noexcept nogil:
+    """How many leading fields (of n) get_packed_fast may read: those whose
+    8-byte window lies inside the buffer, for widths 1..56."""
+    cdef Py_ssize_t k
+    if width <= 0 or width > 56 or nbytes < 8:
+        return 0
+    k = ((nbytes - 8) * 8) // width + 1
+    return k if k < n else n
+
+
+cdef inline uint64_t get_packed_fast(const uint8_t* p, Py_ssize_t i, int width,
+                                     uint64_t mask) noexcept nogil:
+    """get_packed for i < fast_count(...): one unaligned 8-byte load."""
+    cdef Py_ssize_t bit = i * width
+    cdef uint64_t v
+    memcpy(&v, p + (bit >> 3), 8)
+    return (v >> (bit & 7)) & mask

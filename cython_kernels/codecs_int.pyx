@@ -18,7 +18,8 @@ from libc.string cimport memcmp, memcpy, memset
 
 from _typedefs cimport int_t, uint_t
 from _bitio cimport (BitWriter, bw_init, bw_write, bw_finish, get_packed,
-                     width_mask, orochi_popcount64, load_le64)
+                     get_packed_fast, fast_count, width_mask, orochi_popcount64,
+                     load_le64)
 
 from orochi_fdw.errors import CorruptDataError
 
@@ -152,7 +153,7 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
     Raises CorruptDataError if the block is too short or a decoded value does
     not fit the output dtype.
     """
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast
     cdef uint64_t mask = width_mask(width)
     cdef const uint8_t* p = _ptr(packed)
     cdef int64_t v, lo = 0, hi = 0
@@ -163,9 +164,12 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
     elif int_t is int32_t:
         lo = INT32_MIN
         hi = INT32_MAX
+    fast = fast_count(n, nb, width)
     with nogil:
         for i in range(n):
-            if width == 0:
+            if i < fast:
+                v = <int64_t>(<uint64_t>base + get_packed_fast(p, i, width, mask))
+            elif width == 0:
                 v = base
             else:
                 v = <int64_t>(<uint64_t>base + get_packed(p, nb, i, width, mask))
@@ -209,7 +213,7 @@ def delta_pack(const int_t[::1] values, int64_t base, int width, uint8_t[::1] ou
 def delta_unpack(const uint8_t[::1] packed, int64_t first, int64_t base, int width,
                  int_t[::1] out):
     """out[0] = first; out[i] = out[i-1] + base + field (i-1), mod 2**64."""
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast
     cdef uint64_t mask = width_mask(width), acc, ubase = <uint64_t>base
     cdef const uint8_t* p = _ptr(packed)
     cdef int64_t v, lo = 0, hi = 0
@@ -222,11 +226,14 @@ def delta_unpack(const uint8_t[::1] packed, int64_t first, int64_t base, int wid
     elif int_t is int32_t:
         lo = INT32_MIN
         hi = INT32_MAX
+    fast = fast_count(n - 1, nb, width) + 1
     with nogil:
         acc = <uint64_t>first
         for i in range(n):
             if i > 0:
-                if width == 0:
+                if i < fast:
+                    acc += ubase + get_packed_fast(p, i - 1, width, mask)
+                elif width == 0:
                     acc += ubase
                 else:
                     acc += ubase + get_packed(p, nb, i - 1, width, mask)
@@ -272,13 +279,15 @@ def dod_pack(const int_t[::1] values, int64_t base, int width, uint8_t[::1] out)
 def dod_unpack(const uint8_t[::1] packed, int64_t first, int64_t first_delta,
                int64_t base, int width, int_t[::1] out):
     """Inverse of dod_pack given the first value and the first delta."""
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast = 0
     cdef uint64_t mask = width_mask(width), acc, d, ubase = <uint64_t>base
     cdef const uint8_t* p = _ptr(packed)
     cdef int64_t v, lo = 0, hi = 0
     if n == 0:
         return
     _check_unpack_args(n - 2 if n > 2 else 0, width, nb)
+    if n > 2:
+        fast = fast_count(n - 2, nb, width) + 2
     if int_t is int16_t:
         lo = INT16_MIN
         hi = INT16_MAX
@@ -292,7 +301,9 @@ def dod_unpack(const uint8_t[::1] packed, int64_t first, int64_t first_delta,
             if i == 1:
                 acc += d
             elif i > 1:
-                if width == 0:
+                if i < fast:
+                    d += ubase + get_packed_fast(p, i - 2, width, mask)
+                elif width == 0:
                     d += ubase
                 else:
                     d += ubase + get_packed(p, nb, i - 2, width, mask)
