@@ -9,8 +9,10 @@ an orphan once its writer (the transaction id in its name) has finished:
   the file: a later DROP or TRUNCATE deleted the row and did not get to
   remove the file (a crash between its commit and the unlink), or a
   ROLLBACK TO SAVEPOINT undid the row;
-- the writer's id is beyond any id handed out yet: it was assigned before a
-  crash and never reached the WAL, so nothing running can own the file.
+- the writer's id is beyond any id handed out yet, or is this very
+  transaction's id but this transaction did not write the file: the id was
+  assigned before a crash and never reached the WAL, so it is handed out
+  again after restart, and the file's writer is gone.
 
 Files of transactions still in progress (including prepared ones) are kept,
 whatever their age, as are files whose writer committed after this
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from orochi_fdw.bridge import spi
 from orochi_fdw.catalog import files, store
+from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.errors import SPIError
 
 _DECIDE = """
@@ -78,10 +81,16 @@ def _is_orphan(status: str | None, visible: bool, referenced: bool) -> bool:
     return status in ("committed", None) and bool(visible)
 
 
-def _decide(candidates: list[tuple[str, int]]) -> list[str]:
+def _decide(candidates: list[tuple[str, int]], own_xid: int) -> list[str]:
     """The orphans among (path, writer xid) pairs."""
+    # A file named with this very transaction's id that this transaction did
+    # not create was written under the same id before a crash (an id that
+    # never reached the WAL is handed out again after restart).
+    own = set(ledger.created.values())
+    orphans = [p for p, x in candidates if x == own_xid and p not in own]
+    candidates = [(p, x) for p, x in candidates if x != own_xid]
     if not candidates:
-        return []
+        return orphans
     plan = spi.prepared(_DECIDE, ["text[]", "text[]"])
     try:
         rows = plan.execute([[p for p, _ in candidates], [str(x) for _, x in candidates]]).rows
@@ -95,7 +104,8 @@ def _decide(candidates: list[tuple[str, int]]) -> list[str]:
                 if "in the future" not in exc.message:
                     raise
                 rows.append((path, "aborted", False, False))
-    return [path for path, status, visible, referenced in rows if _is_orphan(status, visible, referenced)]
+    return orphans + [path for path, status, visible, referenced in rows
+                      if _is_orphan(status, visible, referenced)]
 
 
 def _tree_size(path: str) -> tuple[int, int]:
@@ -115,7 +125,7 @@ def collect_orphans() -> VacuumResult:
     dropped databases, under every known data directory."""
     result = VacuumResult()
     dboid = files.database_oid()
-    store.current_xid()  # take an id: everything older is decidable below
+    own_xid = ledger.transaction_id()  # everything older is decidable below
     databases = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_database").rows}
     relations = None
     for root in known_data_dirs():
@@ -142,12 +152,17 @@ def collect_orphans() -> VacuumResult:
                 parsed = files.parse_file_name(name)
                 if parsed is not None:
                     candidates.append((os.path.join(tdir, name), parsed.xid))
-        for path in _decide(candidates):
-            size = files.remove_file(path)
-            result.add(size)
+        for path in _decide(candidates, own_xid):
+            try:
+                result.add(files.remove_file(path))
+            except OSError as exc:
+                spi.log("warning", f'could not remove orphan stripe file "{path}": {exc.strerror}')
         if relations is None:
             relations = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_class").rows}
         for relid, tdir in table_dirs:
             if relid not in relations:
-                files.remove_dir_if_empty(tdir)
+                try:
+                    files.remove_dir_if_empty(tdir)
+                except OSError as exc:
+                    spi.log("warning", f'could not remove folder "{tdir}": {exc.strerror}')
     return result

@@ -101,12 +101,25 @@ class TableSettings:
     columns: Mapping[str, ColumnSettings] = None  # type: ignore[assignment]
 
 
-def _parse(kind: str, options: Mapping[str, str]) -> dict[str, Any]:
+def _parse(kind: str, options: Mapping[str, str], where: str = "") -> dict[str, Any]:
+    """Options known at ``kind`` parsed (others are ignored).
+
+    Raises:
+        InvalidOptionValueError: a value of the wrong type or not allowed.
+    """
     spec = OPTIONS_SPEC[kind]
     out = {}
     for name, value in options.items():
-        if name in spec:
-            out[name] = spec[name].parse(value)
+        option = spec.get(name)
+        if option is None:
+            continue
+        if option.choices is not None and value not in option.choices:
+            raise InvalidOptionValueError(
+                f'invalid value for option "{name}"{where}: "{value}" (expected one of {", ".join(option.choices)})')
+        try:
+            out[name] = option.parse(value)
+        except ValueError as exc:
+            raise InvalidOptionValueError(f'invalid value for option "{name}"{where}: "{value}" ({exc})') from None
     return out
 
 
@@ -125,10 +138,7 @@ def resolve(options: Mapping[str, str], columns: Mapping[str, ColumnDefinition])
         InvalidOptionValueError: a value of the wrong type or out of range, or
             a compression_level that does not fit its compression.
     """
-    try:
-        parsed = _parse("server", options)
-    except ValueError as exc:
-        raise InvalidOptionValueError(f"invalid columnar table option: {exc}") from None
+    parsed = _parse("server", options)
     compression = parsed.get("compression", "auto")
     level = parsed.get("compression_level")
     _check_compression(compression, level, "of the table")
@@ -136,11 +146,7 @@ def resolve(options: Mapping[str, str], columns: Mapping[str, ColumnDefinition])
     for name, col in columns.items():
         if not col.options:
             continue
-        try:
-            c = {k: OPTIONS_SPEC["column"][k].parse(v) for k, v in col.options.items()
-                 if k in OPTIONS_SPEC["column"]}
-        except ValueError as exc:
-            raise InvalidOptionValueError(f'invalid option of column "{name}": {exc}') from None
+        c = _parse("column", col.options, f' of column "{name}"')
         settings = ColumnSettings(c.get("compression"), c.get("compression_level"))
         if settings.compression is not None or settings.compression_level is not None:
             effective = settings.compression or compression

@@ -21,6 +21,7 @@ from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, So
 from orochi_fdw.bridge.batch import Batch
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
+from orochi_fdw.errors import InvalidOptionError
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import options as opts
 from orochi_fdw.columnar.pruning import CollationInfo, bind
@@ -49,6 +50,19 @@ class ColumnarTable(ForeignDataWrapper):
     """
 
     options_spec = opts.OPTIONS_SPEC
+
+    @classmethod
+    def validate_options(cls, kind: str, options: Mapping[str, str]) -> dict[str, Any]:
+        """Check the options given on a server, table or column (CREATE /
+        ALTER); combinations are checked once the table exists, by the DDL
+        event trigger and when the table is opened."""
+        spec = cls.options_spec.get(kind, {})
+        for name in options:
+            if name not in spec:
+                raise InvalidOptionError(
+                    f'invalid option "{name}" for a columnar {kind}',
+                    hint=f"Valid options in this context are: {', '.join(sorted(spec)) or '(none)'}")
+        return super().validate_options(kind, options)
 
     def __init__(self, options: Mapping[str, Any], columns: Mapping[str, ColumnDefinition]):
         super().__init__(options, columns)
@@ -193,12 +207,23 @@ class ColumnarTable(ForeignDataWrapper):
 
 # ---------------------------------------------------------------------- helpers
 
+def _literal(v: Any) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "'\\x" + bytes(v).hex() + "'"
+    if isinstance(v, (list, tuple)):
+        return "{" + ",".join("NULL" if x is None else _literal(x) for x in v) + "}"
+    text = getattr(v, "text", None)  # SpecialValue
+    return "'" + text + "'" if isinstance(text, str) else str(v)
+
+
 def _describe(q: Qual) -> str:
     if q.value is None:
         return f"{q.field_name} IS {'NOT ' if q.operator == '<>' else ''}NULL"
     if q.is_list_operator:
-        return f"{q.field_name} {q.operator[0]} ANY (...)"
-    return f"{q.field_name} {q.operator} ..."
+        return f"{q.field_name} {q.operator[0]} ANY ({_literal(q.value)})"
+    return f"{q.field_name} {q.operator} {_literal(q.value)}"
 
 
 def _all_null(kind: str, n: int):

@@ -1,0 +1,65 @@
+"""kill -9 of the postmaster during a long COPY: committed data survives,
+nothing of the COPY is visible after restart, its files are orphans that
+orochi.vacuum() collects."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from columnar_helpers import catalog_files, files_on_disk
+
+
+def test_kill9_during_long_copy(make_cluster):
+    pg = make_cluster("crash")
+    pg.create_database("c")
+    conn = pg.connect("c", autocommit=True)
+    conn.execute("CREATE FOREIGN TABLE t (id int8, v text) SERVER orochi OPTIONS (stripe_row_limit '20000')")
+    conn.execute("CREATE FOREIGN TABLE other (id int8) SERVER orochi")
+    conn.execute("INSERT INTO t SELECT g, 'committed' FROM generate_series(1, 50000) g")
+    conn.execute("INSERT INTO other SELECT generate_series(1, 10)")
+    committed = files_on_disk(conn)
+    assert committed == catalog_files(conn) and len(committed) == 4
+
+    stop = threading.Event()
+    started = threading.Event()
+
+    def copier() -> None:
+        try:
+            with pg.connect("c", autocommit=True) as c2:
+                with c2.cursor().copy("COPY t FROM STDIN") as cp:
+                    started.set()
+                    i = 0
+                    while not stop.is_set():
+                        cp.write("".join(f"{j}\tcopied\n" for j in range(i, i + 5000)))
+                        i += 5000
+        except Exception:  # the server goes away under it
+            pass
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=copier, daemon=True)
+    thread.start()
+    started.wait(30)
+    deadline = time.monotonic() + 90
+    while len(files_on_disk(conn) - committed) < 3:  # the COPY has written several stripes
+        assert time.monotonic() < deadline, "the COPY wrote no stripes"
+        time.sleep(0.05)
+    conn.close()
+    pg.kill9(kill_children=True)
+    stop.set()
+    thread.join(30)
+
+    pg.start()
+    with pg.connect("c", autocommit=True) as conn:
+        assert conn.execute("SELECT count(*), min(id), max(id), count(DISTINCT v) FROM t").fetchone() == \
+            (50000, 1, 50000, 1), "committed data intact, nothing of the interrupted COPY"
+        assert conn.execute("SELECT sum(id) FROM other").fetchone()[0] == 55
+        leftovers = files_on_disk(conn) - catalog_files(conn)
+        assert len(leftovers) >= 3
+        removed_files, removed_bytes = conn.execute("SELECT * FROM orochi.vacuum()").fetchone()
+        assert removed_files == len(leftovers) and removed_bytes > 0
+        assert files_on_disk(conn) == catalog_files(conn) == committed
+        # the table takes writes again
+        conn.execute("INSERT INTO t VALUES (0, 'after')")
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 50001
