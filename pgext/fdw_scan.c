@@ -24,6 +24,10 @@
 #include "optimizer/paths.h"
 #include "optimizer/planmain.h"
 #include "optimizer/restrictinfo.h"
+#include "catalog/pg_aggregate.h"
+#include "parser/parsetree.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -73,11 +77,19 @@ typedef struct OrochiPlanState
 	Cost		total_cost;
 } OrochiPlanState;
 
+/* Planner state of a pushed-down aggregation, in output_rel->fdw_private */
+typedef struct OrochiUpperState
+{
+	RelOptInfo *input_rel;		/* the orochi table */
+	List	   *tlist;			/* fdw_scan_tlist: group keys g<i>, aggregates a<j> */
+} OrochiUpperState;
+
 /* Executor state of one scan */
 typedef struct OrochiScanState
 {
 	Relation	rel;
-	TupleDesc	tupdesc;
+	TupleDesc	tupdesc;		/* of the rows produced: the table's, or g<i>/a<j> */
+	TupleDesc	rel_tupdesc;	/* of the table (names of qual columns) */
 	OrochiTypeConv *convs;
 	PyObject  **attnames;		/* interned column names, by attribute index */
 	PyObject   *instance;
@@ -488,7 +500,9 @@ static ForeignScan *
 orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 					 ForeignPath *best_path, List *tlist, List *scan_clauses, Plan *outer_plan)
 {
-	OrochiPlanState *state = (OrochiPlanState *) baserel->fdw_private;
+	OrochiUpperState *upper = IS_UPPER_REL(baserel) ? (OrochiUpperState *) baserel->fdw_private : NULL;
+	OrochiPlanState *state = upper ? (OrochiPlanState *) upper->input_rel->fdw_private :
+	(OrochiPlanState *) baserel->fdw_private;
 	List	   *local_clauses = NIL;
 	List	   *exact = NIL;
 	List	   *qual_meta = NIL;
@@ -498,6 +512,8 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	ListCell   *lc;
 	int			x;
 
+	if (upper)
+		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
 	if (state->quals != NIL)
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
@@ -548,9 +564,281 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	while ((x = bms_next_member(state->needed, x)) >= 0)
 		needed = lappend(needed, makeInteger(x + FirstLowInvalidHeapAttributeNumber));
 
+	if (upper)
+	{
+		/* the wrapper applies every qual (it accepted the aggregation) */
+		/*
+		 * fdw_scan_tlist names the outputs g<i> / a<i> (the rows Python
+		 * yields); it must not be the plan's own tlist, whose names the
+		 * planner overwrites with the query's.
+		 */
+		return make_foreignscan(tlist, NIL, 0, qual_exprs,
+								list_make3(needed, qual_meta, NIL),
+								copyObject(upper->tlist), NIL, outer_plan);
+	}
 	return make_foreignscan(tlist, local_clauses, baserel->relid, qual_exprs,
 							list_make3(needed, qual_meta, sortkeys),
 							NIL, NIL, outer_plan);
+}
+
+/* ---------------------------------------------------------------------
+ * Aggregate pushdown (docs/aggregate-pushdown.md)
+ * ---------------------------------------------------------------------
+ */
+
+/* The column a group key or aggregate argument names, or NULL */
+static const char *
+plain_column(Node *node, TupleDesc rel_tupdesc)
+{
+	node = strip_relabel(node);
+	if (node == NULL || !IsA(node, Var) || ((Var *) node)->varlevelsup != 0 ||
+		((Var *) node)->varattno <= 0 || ((Var *) node)->varattno > rel_tupdesc->natts)
+		return NULL;
+	return NameStr(TupleDescAttr(rel_tupdesc, ((Var *) node)->varattno - 1)->attname);
+}
+
+static PyObject *
+const_to_py(Node *node)
+{
+	Const	   *c = (Const *) node;
+	OrochiTypeConv conv;
+
+	orochi_type_conv_init(&conv, c->consttype, c->consttypmod, NULL);
+	return orochi_datum_to_py(c->constvalue, c->constisnull, &conv);
+}
+
+static PyObject *
+describe_group_key(Expr *expr, TupleDesc rel_tupdesc)
+{
+	const char *column = plain_column((Node *) expr, rel_tupdesc);
+	Oid			type = exprType((Node *) expr);
+
+	if (column)
+		return Py_BuildValue("{s:s,s:s,s:s,s:I}", "kind", "column", "column", column,
+							 "type", format_type_be(type), "type_oid", (unsigned int) type);
+	if (IsA(expr, FuncExpr))
+	{
+		FuncExpr   *f = (FuncExpr *) expr;
+		char	   *name = get_func_name(f->funcid);
+		char	   *nsp = get_namespace_name(get_func_namespace(f->funcid));
+		int			nargs = list_length(f->args);
+
+		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
+			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
+			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
+			return Py_BuildValue("{s:s,s:N,s:s,s:s,s:I,s:s}", "kind", "date_trunc",
+								 "unit", const_to_py(linitial(f->args)), "column", column,
+								 "type", format_type_be(type), "type_oid", (unsigned int) type,
+								 "time_zone", pg_get_timezone_name(session_timezone));
+		if (name && nsp && strcmp(nsp, "orochi") == 0 && strcmp(name, "time_bucket") == 0 &&
+			(nargs == 2 || nargs == 3) && IsA(linitial(f->args), Const) &&
+			!((Const *) linitial(f->args))->constisnull &&
+			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL &&
+			(nargs == 2 || IsA(lthird(f->args), Const)))
+			return Py_BuildValue("{s:s,s:N,s:s,s:N,s:s,s:I,s:s}", "kind", "time_bucket",
+								 "width", const_to_py(linitial(f->args)), "column", column,
+								 "origin", nargs == 3 ? const_to_py(lthird(f->args)) : (Py_INCREF(Py_None), Py_None),
+								 "type", format_type_be(type), "type_oid", (unsigned int) type,
+								 "time_zone", pg_get_timezone_name(session_timezone));
+	}
+	return NULL;
+}
+
+static PyObject *
+describe_aggregate(Aggref *agg, TupleDesc rel_tupdesc)
+{
+	char	   *name = get_func_name(agg->aggfnoid);
+	char	   *nsp = get_namespace_name(get_func_namespace(agg->aggfnoid));
+	const char *column = NULL;
+	Oid			argtype = InvalidOid;
+	PyObject   *extra;
+	ListCell   *lc;
+
+	if (agg->aggorder != NIL || agg->aggfilter != NULL || agg->aggkind != AGGKIND_NORMAL ||
+		agg->agglevelsup != 0 || agg->aggsplit != AGGSPLIT_SIMPLE || name == NULL || nsp == NULL)
+		return NULL;
+	extra = PyList_New(0);
+	foreach(lc, agg->args)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+		if (foreach_current_index(lc) == 0)
+		{
+			column = plain_column((Node *) tle->expr, rel_tupdesc);
+			argtype = exprType((Node *) tle->expr);
+			if (column == NULL)
+			{
+				Py_DECREF(extra);
+				return NULL;
+			}
+		}
+		else if (IsA(tle->expr, Const))
+		{
+			PyObject   *v = const_to_py((Node *) tle->expr);
+
+			PyList_Append(extra, v);
+			Py_DECREF(v);
+		}
+		else
+		{
+			Py_DECREF(extra);
+			return NULL;
+		}
+	}
+	return Py_BuildValue("{s:s,s:s,s:O,s:O,s:s,s:s,s:I,s:s,s:I,s:N}",
+						 "func", name, "schema", nsp,
+						 "star", agg->aggstar ? Py_True : Py_False,
+						 "distinct", agg->aggdistinct != NIL ? Py_True : Py_False,
+						 "column", column ? column : "",
+						 "arg_type", OidIsValid(argtype) ? format_type_be(argtype) : "",
+						 "arg_type_oid", (unsigned int) argtype,
+						 "result_type", format_type_be(agg->aggtype),
+						 "result_type_oid", (unsigned int) agg->aggtype,
+						 "args", extra);
+}
+
+/*
+ * agg_request
+ *		Describe an aggregation over one table for Python: a target list of
+ *		group keys (non-aggregates with a sort/group ref) and aggregates.
+ *		Returns NULL if it is not of a shape the protocol carries.
+ */
+static PyObject *
+agg_request(List *tlist, TupleDesc rel_tupdesc)
+{
+	PyObject   *group_by = PyList_New(0);
+	PyObject   *aggregates = PyList_New(0);
+	PyObject   *outputs = PyList_New(0);
+	ListCell   *lc;
+
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		PyObject   *item = NULL;
+		PyObject   *out;
+		bool		is_agg = IsA(tle->expr, Aggref);
+
+		if (is_agg)
+			item = describe_aggregate((Aggref *) tle->expr, rel_tupdesc);
+		else if (tle->ressortgroupref > 0)
+			item = describe_group_key(tle->expr, rel_tupdesc);
+		if (item == NULL)
+		{
+			Py_DECREF(group_by);
+			Py_DECREF(aggregates);
+			Py_DECREF(outputs);
+			return NULL;
+		}
+		PyList_Append(is_agg ? aggregates : group_by, item);
+		Py_DECREF(item);
+		out = Py_BuildValue("(sn)", is_agg ? "a" : "g",
+							PyList_GET_SIZE(is_agg ? aggregates : group_by) - 1);
+		PyList_Append(outputs, out);
+		Py_DECREF(out);
+	}
+	return Py_BuildValue("{s:N,s:N,s:N}", "group_by", group_by, "aggregates", aggregates,
+						 "outputs", outputs);
+}
+
+/*
+ * orochiGetForeignUpperPaths
+ *		Offer GROUP BY / aggregates over one orochi table to Python
+ *		(can_aggregate); if it accepts, a scan of the groups replaces the Agg.
+ */
+static void
+orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
+						   RelOptInfo *output_rel, void *extra)
+{
+	OrochiPlanState *istate = (OrochiPlanState *) input_rel->fdw_private;
+	Query	   *parse = root->parse;
+	PathTarget *target;
+	List	   *tlist = NIL;
+	ListCell   *lc;
+	Relation	rel;
+	PyObject   *request;
+	PyObject   *res;
+	OrochiUpperState *upper;
+	double		rows,
+				startup,
+				total;
+	int			i = 0;
+
+	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
+		return;
+	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL)
+		return;
+	if (parse->groupingSets != NIL || parse->havingQual != NULL || parse->hasWindowFuncs ||
+		parse->hasTargetSRFs)
+		return;
+	/* every WHERE clause must reach the wrapper */
+	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
+		return;
+
+	target = root->upper_targets[UPPERREL_GROUP_AGG];
+	foreach(lc, target->exprs)
+	{
+		Expr	   *e = (Expr *) lfirst(lc);
+		Index		sgref = get_pathtarget_sortgroupref(target, i);
+		TargetEntry *tle;
+
+		tle = makeTargetEntry(copyObject(e), i + 1,
+							  psprintf("%c%d", IsA(e, Aggref) ? 'a' : 'g', i), false);
+		tle->ressortgroupref = sgref;
+		tlist = lappend(tlist, tle);
+		i++;
+	}
+	foreach(lc, parse->groupClause)
+	{
+		SortGroupClause *sgc = lfirst_node(SortGroupClause, lc);
+		bool		found = false;
+		ListCell   *lt;
+
+		foreach(lt, tlist)
+			if (((TargetEntry *) lfirst(lt))->ressortgroupref == sgc->tleSortGroupRef &&
+				!IsA(((TargetEntry *) lfirst(lt))->expr, Aggref))
+				found = true;
+		if (!found)
+			return;
+	}
+
+	rel = table_open(planner_rt_fetch(input_rel->relid, root)->relid, NoLock);
+	request = agg_request(tlist, RelationGetDescr(rel));
+	if (request == NULL)
+	{
+		table_close(rel, NoLock);
+		return;
+	}
+	{
+		PyObject   *func = orochi_runtime_func("can_aggregate");
+		PyObject   *args = Py_BuildValue("(NNN)", orochi_instance_for_relation(rel), request,
+										 plan_quals_to_py(istate->quals, rel));
+
+		table_close(rel, NoLock);
+		if (args == NULL)
+			orochi_py_raise("can_aggregate");
+		res = orochi_call(func, args, NULL);
+		Py_DECREF(func);
+		Py_DECREF(args);
+	}
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	if (!PyArg_ParseTuple(res, "ddd", &rows, &startup, &total))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("can_aggregate must return None or (rows, startup_cost, total_cost)");
+	}
+	Py_DECREF(res);
+
+	upper = palloc0(sizeof(OrochiUpperState));
+	upper->input_rel = input_rel;
+	upper->tlist = tlist;
+	output_rel->fdw_private = upper;
+	add_path(output_rel, (Path *)
+			 create_foreign_upper_path(root, output_rel, target, clamp_row_est(rows),
+									   startup, Max(total, startup), NIL, NULL, NIL));
 }
 
 /* ---------------------------------------------------------------------
@@ -597,8 +885,20 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	int			natts;
 
 	node->fdw_state = state;
-	state->rel = node->ss.ss_currentRelation;
-	state->tupdesc = RelationGetDescr(state->rel);
+	if (plan->scan.scanrelid > 0)
+	{
+		state->rel = node->ss.ss_currentRelation;
+		state->tupdesc = RelationGetDescr(state->rel);
+	}
+	else
+	{
+		/* a pushed-down aggregation: rows are the groups, g<i> and a<j> */
+		Index		rtindex = bms_next_member(plan->fs_relids, -1);
+
+		state->rel = ExecGetRangeTableRelation(node->ss.ps.state, rtindex);
+		state->tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
+	}
+	state->rel_tupdesc = RelationGetDescr(state->rel);
 	natts = state->tupdesc->natts;
 	state->scancxt = CurrentMemoryContext;
 	state->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "orochi scan row",
@@ -623,12 +923,25 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		PyUnicode_InternInPlace(&state->attnames[i]);
 	}
 	state->instance = orochi_instance_for_relation(state->rel);
+	if (plan->scan.scanrelid == 0)
+	{
+		PyObject   *func = orochi_runtime_func("aggregate_handle");
+		PyObject   *args = Py_BuildValue("(NN)", state->instance,
+										 agg_request(plan->fdw_scan_tlist, state->rel_tupdesc));
+
+		state->instance = NULL;
+		if (args == NULL)
+			orochi_py_raise("aggregate_handle");
+		state->instance = orochi_call(func, args, NULL);
+		Py_DECREF(func);
+		Py_DECREF(args);
+	}
 
 	foreach(lc, needed_list)
 		needed = bms_add_member(needed, intVal(lfirst(lc)) - FirstLowInvalidHeapAttributeNumber);
-	state->columns = needed_columns_to_py(needed, state->tupdesc);
+	state->columns = needed_columns_to_py(needed, state->rel_tupdesc);
 	state->sortkeys = sortkeys_to_py(list_nth(plan->fdw_private, FdwScanPrivateSortKeys),
-									 state->tupdesc);
+									 state->rel_tupdesc);
 
 	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
 	state->qual_exprs = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
@@ -671,7 +984,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 		if (consts_only && !IsA(((ExprState *) lfirst(le))->expr, Const))
 		{
 			/* EXPLAIN without ANALYZE: parameters have no values yet */
-			t = qual_tuple(NameStr(TupleDescAttr(state->tupdesc, attno - 1)->attname),
+			t = qual_tuple(NameStr(TupleDescAttr(state->rel_tupdesc, attno - 1)->attname),
 						   strVal(list_nth(meta, QualMetaOperator)),
 						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
 						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
@@ -698,7 +1011,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		t = qual_tuple(NameStr(TupleDescAttr(state->tupdesc, attno - 1)->attname),
+		t = qual_tuple(NameStr(TupleDescAttr(state->rel_tupdesc, attno - 1)->attname),
 					   strVal(list_nth(meta, QualMetaOperator)),
 					   intVal(list_nth(meta, QualMetaIsArray)) != 0,
 					   intVal(list_nth(meta, QualMetaUseOr)) != 0,
@@ -900,4 +1213,7 @@ orochi_fill_scan_routine(FdwRoutine *routine)
 
 	/* EXPLAIN */
 	routine->ExplainForeignScan = orochiExplainForeignScan;
+
+	/* aggregate pushdown */
+	routine->GetForeignUpperPaths = orochiGetForeignUpperPaths;
 }

@@ -80,6 +80,43 @@ class TableHandle:
         self.kinds = {name: wire_kind_for_type(c.type_oid) for name, c in self.columns.items()}
 
 
+@dataclass
+class AggregateHandle(TableHandle):
+    """A pushed-down aggregation over a table: its "columns" are the outputs
+    (group keys ``g<i>`` and aggregates ``a<i>``, i their position)."""
+
+    request: dict = field(default_factory=dict)
+
+
+def _describe_output(request: dict, kind: str, index: int) -> str:
+    if kind == "g":
+        g = request["group_by"][index]
+        if g["kind"] == "column":
+            return g["column"]
+        if g["kind"] == "date_trunc":
+            return f"date_trunc('{g['unit']}', {g['column']})"
+        return f"time_bucket({g['width']!r}, {g['column']})"
+    a = request["aggregates"][index]
+    if a["star"]:
+        return f"{a['func']}(*)"
+    return f"{a['func']}({'DISTINCT ' if a['distinct'] else ''}{a['column']})"
+
+
+def _prepare_request(request: dict) -> dict:
+    """Name the outputs (position order) and give each its type."""
+    outputs = []
+    for i, (kind, index) in enumerate(request["outputs"]):
+        item = (request["group_by"] if kind == "g" else request["aggregates"])[index]
+        outputs.append({
+            "name": f"{kind}{i}",
+            "kind": "group" if kind == "g" else "aggregate",
+            "index": index,
+            "type_oid": item["type_oid"] if kind == "g" else item["result_type_oid"],
+            "text": _describe_output(request, kind, index),
+        })
+    return {**request, "outputs": outputs}
+
+
 _handles: dict[int, TableHandle] = {}
 
 
@@ -185,12 +222,38 @@ def exact_quals(handle: TableHandle, quals: list[tuple]) -> list[bool]:
     return answer
 
 
+def can_aggregate(handle: TableHandle, request: dict, quals: list[tuple]) -> tuple[float, float, float] | None:
+    """Whether the wrapper computes this aggregation itself (its
+    ``can_aggregate(request, quals)``); (rows, startup_cost, total_cost) if so."""
+    method = getattr(handle.instance, "can_aggregate", None)
+    if method is None or not callable(getattr(handle.instance, "aggregate", None)):
+        return None
+    answer = method(_prepare_request(request), _quals(quals))
+    if not answer:
+        return None
+    return (float(answer["rows"]), float(answer["startup_cost"]), float(answer["total_cost"]))
+
+
+def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
+    """The handle an aggregate scan works through."""
+    request = _prepare_request(request)
+    columns = {
+        out["name"]: ColumnDefinition(column_name=out["name"], type_oid=out["type_oid"], attnum=i + 1)
+        for i, out in enumerate(request["outputs"])
+    }
+    return AggregateHandle(handle.relid, handle.relname, handle.instance, columns, len(columns),
+                           handle.key, request=request)
+
+
 # ---------------------------------------------------------------------------
 # scanning
 
 
 def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple]) -> Iterator:
-    result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None)
+    if isinstance(handle, AggregateHandle):
+        result = handle.instance.aggregate(handle.request, _quals(quals))
+    else:
+        result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None)
     return iter(result if result is not None else ())
 
 
@@ -218,8 +281,15 @@ def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:
 
 def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple],
             verbose: bool, analyze: bool, iterator: Any, rows: int) -> list[str]:
-    lines = list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
-                                         verbose=bool(verbose)) or [])
+    lines = []
+    if isinstance(handle, AggregateHandle):
+        outs = handle.request["outputs"]
+        lines.append("Aggregates: " + ", ".join(o["text"] for o in outs if o["kind"] == "aggregate"))
+        groups = [o["text"] for o in outs if o["kind"] == "group"]
+        if groups:
+            lines.append("Group by: " + ", ".join(groups))
+    lines += list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
+                                          verbose=bool(verbose)) or [])
     if analyze and iterator is not None:
         more = getattr(iterator, "explain_analyze", None)
         if more is not None:

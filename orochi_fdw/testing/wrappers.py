@@ -56,6 +56,8 @@ class SeriesWrapper(ForeignDataWrapper):
             return i * 0.5
         if name == "t":
             return f"row-{i}"
+        if name == "g":
+            return i % 5
         return None
 
     def execute(self, quals, columns, sortkeys=None):
@@ -427,3 +429,40 @@ class RowidBatchWrapper(ForeignDataWrapper):
     def update(self, rowid, newvalues):
         spi.notice(f"update {rowid} {newvalues['id']}")
         return None
+
+
+class AggregatingWrapper(SeriesWrapper):
+    """A series that computes count, sum, min and max grouped by plain
+    columns itself (aggregate pushdown), in plain Python."""
+
+    FUNCS = {"count", "sum", "min", "max"}
+
+    def can_aggregate(self, request, quals):
+        if quals or any(g["kind"] != "column" for g in request["group_by"]):
+            return None
+        if any(a["func"] not in self.FUNCS or a["distinct"] for a in request["aggregates"]):
+            return None
+        return {"rows": 5, "startup_cost": 1.0, "total_cost": 2.0}
+
+    def aggregate(self, request, quals):
+        groups: dict[tuple, list[dict]] = {}
+        for i in range(self.rows):
+            row = {n: self._value(n, i) for n in ("id", "v", "t", "g")}
+            groups.setdefault(tuple(row[g["column"]] for g in request["group_by"]), []).append(row)
+        if not request["group_by"] and not groups:
+            groups[()] = []
+        for key, rows in groups.items():
+            out = {}
+            for o in request["outputs"]:
+                if o["kind"] == "group":
+                    out[o["name"]] = key[o["index"]]
+                    continue
+                a = request["aggregates"][o["index"]]
+                vals = rows if a["star"] else [r[a["column"]] for r in rows if r[a["column"]] is not None]
+                if a["func"] == "count":
+                    out[o["name"]] = len(vals)
+                elif a["func"] == "sum":
+                    out[o["name"]] = sum(vals) if vals else None
+                else:
+                    out[o["name"]] = (min if a["func"] == "min" else max)(vals, default=None)
+            yield out
