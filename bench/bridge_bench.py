@@ -13,8 +13,10 @@ are served by
 and three queries run on each: ``count(*), sum(v)``; ``COPY (SELECT *) TO
 '/dev/null'`` (server-side); an aggregate over every column.  The wrappers
 generate their data once per backend; every table is warmed up before timing;
-figures are the median wall time of several runs, measured at the client.
-Results are checked to be equal on all four tables.
+figures are medians of several runs: the wall-clock time measured at the
+client, and the backend's own CPU time (from /proc/<pid>/schedstat), which
+other work on the machine does not inflate.  Results are checked to be equal
+on all four tables.
 
 Server settings: shared_buffers 2GB (the heap table is well under a quarter
 of it, so sequential scans read it from shared buffers rather than through a
@@ -25,8 +27,8 @@ Targets (issue 2): the batch path at least as fast as the heap table on all
 three queries; the per-row path at least 4x faster than the Multicorn-style
 text round trip.
 
-Prints a table and writes bench/results/bridge.md, keeping the figures of the
-previous run alongside for comparison.
+Prints the tables and writes bench/results/bridge.md, keeping the figures of
+the previous run alongside for comparison.
 
     python bench/bridge_bench.py [--rows N] [--runs N] [--slow-runs N] [--no-write]
 """
@@ -89,12 +91,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+def backend_cpu_seconds(pid: int) -> float | None:
+    """CPU time the backend has used so far (first field of /proc/<pid>/schedstat,
+    in ns), or None where the kernel does not provide it."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_query(conn, sql: str):
-    """Run sql; return (seconds, result) where result is the rows or the COPY row count."""
+    """Run sql; return (wall seconds, backend CPU seconds or None, result), the
+    result being the rows or the COPY row count."""
+    pid = conn.info.backend_pid
+    cpu_start = backend_cpu_seconds(pid)
     start = time.perf_counter()
     cur = conn.execute(sql)
     result = cur.fetchall() if cur.description else cur.rowcount
-    return time.perf_counter() - start, result
+    wall = time.perf_counter() - start
+    cpu_end = backend_cpu_seconds(pid)
+    cpu = cpu_end - cpu_start if cpu_start is not None and cpu_end is not None else None
+    return wall, cpu, result
 
 
 def setup(conn, rows: int, batch_size: int) -> None:
@@ -114,34 +132,44 @@ def setup(conn, rows: int, batch_size: int) -> None:
         )
 
 
-def measure(conn, runs: int, slow_runs: int, slow_seconds: float) -> dict:
-    """Median milliseconds per (query, path), results checked equal across paths."""
+def measure(conn, runs: int, slow_runs: int, slow_seconds: float) -> tuple[dict, dict | None]:
+    """Median wall-clock and backend-CPU milliseconds per (query, path), with
+    the results checked equal across paths."""
     log("warming up (the wrappers build their data in the backend) ...")
     for _key, label, table, _w in PATHS:
-        elapsed, _ = run_query(conn, f"SELECT count(*) FROM {table}")
+        elapsed, _cpu, _ = run_query(conn, f"SELECT count(*) FROM {table}")
         log(f"  {label}: {elapsed * 1000:.0f} ms")
     for _label, sql in QUERIES:
         run_query(conn, sql.format(t="bench_heap"))
 
-    figures: dict[str, dict[str, float]] = {}
+    wall: dict[str, dict[str, float]] = {}
+    cpu: dict[str, dict[str, float]] | None = {}
     for qlabel, sql in QUERIES:
-        figures[qlabel] = {}
+        wall[qlabel] = {}
+        if cpu is not None:
+            cpu[qlabel] = {}
         expected = None
         for key, label, table, _w in PATHS:
-            times = []
-            elapsed, result = run_query(conn, sql.format(t=table))
-            times.append(elapsed)
+            elapsed, used, result = run_query(conn, sql.format(t=table))
+            times, cpus = [elapsed], [used]
             if expected is None:
                 expected = result
             elif result != expected:
                 raise SystemExit(f"{label} returned {result!r} for {qlabel!r}; the heap table returned {expected!r}")
             n = slow_runs if elapsed > slow_seconds else runs
             while len(times) < n:
-                times.append(run_query(conn, sql.format(t=table))[0])
-            figures[qlabel][key] = statistics.median(times) * 1000
-            log(f"  {qlabel:<32} {label:<16} {figures[qlabel][key]:9.0f} ms  "
-                f"(runs: {', '.join(f'{t * 1000:.0f}' for t in times)})")
-    return figures
+                elapsed, used, _ = run_query(conn, sql.format(t=table))
+                times.append(elapsed)
+                cpus.append(used)
+            wall[qlabel][key] = statistics.median(times) * 1000
+            if cpu is not None and None not in cpus:
+                cpu[qlabel][key] = statistics.median(cpus) * 1000
+            else:
+                cpu = None
+            log(f"  {qlabel:<32} {label:<16} {wall[qlabel][key]:9.0f} ms"
+                + (f" (backend CPU {cpu[qlabel][key]:.0f} ms)" if cpu is not None else "")
+                + f"  runs: {', '.join(f'{t * 1000:.0f}' for t in times)}")
+    return wall, cpu
 
 
 def ratios(f: dict[str, float]) -> tuple[float, float]:
@@ -200,14 +228,46 @@ def read_previous(path: str) -> dict | None:
         return None
 
 
+def _md_table(figures: dict) -> list[str]:
+    out = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|"]
+    for r in table_rows(figures):
+        out.append("| " + " | ".join(r) + " |")
+    return out
+
+
+def _md_previous(title: str, figures: dict, prev: dict | None) -> list[str]:
+    out = [f"### {title}", ""]
+    if not prev:
+        return out + ["Not recorded in the previous run.", ""]
+    out.append("| query | path | ms | previous ms | change |")
+    out.append("|---|---|---:|---:|---:|")
+    for qlabel, _sql in QUERIES:
+        for key, label, _t, _w in PATHS:
+            now = figures[qlabel][key]
+            before = prev.get(qlabel, {}).get(key)
+            if before:
+                out.append(f"| {qlabel} | {label} | {now:.0f} | {before:.0f} | {(now / before - 1) * 100:+.0f}% |")
+            else:
+                out.append(f"| {qlabel} | {label} | {now:.0f} | – | – |")
+    out += ["", "| query | batch/heap | previous | per-row vs mc | previous |", "|---|---:|---:|---:|---:|"]
+    for qlabel, _sql in QUERIES:
+        b, r = ratios(figures[qlabel])
+        if qlabel in prev and all(k in prev[qlabel] for k in ("heap", "batch", "row", "text")):
+            pb, pr = ratios(prev[qlabel])
+            out.append(f"| {qlabel} | {b:.2f}x | {pb:.2f}x | {r:.1f}x | {pr:.1f}x |")
+        else:
+            out.append(f"| {qlabel} | {b:.2f}x | – | {r:.1f}x | – |")
+    return out + [""]
+
+
 def write_markdown(path: str, data: dict, previous: dict | None) -> None:
-    figures = data["figures"]
+    wall, cpu = data["figures"], data.get("cpu")
     out = [
         "# Bridge benchmark",
         "",
         "Written by `bench/bridge_bench.py` (`make bench`); do not edit by hand.",
         "",
-        f"- run: {data['date']}, commit {data['commit']}",
+        f"- run: {data['date']}, commit {data['commit']}; load average {data['load']}",
         f"- {data['rows']:,} rows (int8, float8, text); median of {data['runs']} runs "
         f"({data['slow_runs']} for paths slower than {data['slow_seconds']:.0f} s a run); warm; one session",
         f"- server: PostgreSQL {data['server_version']}, "
@@ -216,47 +276,42 @@ def write_markdown(path: str, data: dict, previous: dict | None) -> None:
         "- batch/heap = heap time / batch time (above 1: the batch path is faster);"
         " per-row vs mc = multicorn-style time / per-row time",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
+        "## Wall-clock time (what the client waits)",
+        "",
     ]
-    for r in table_rows(figures):
-        out.append("| " + " | ".join(r) + " |")
-    out += ["", "Targets:", ""] + [f"- {t}" for t in targets(figures)]
+    out += _md_table(wall)
+    out += ["", "Targets:", ""] + [f"- {t}" for t in targets(wall)]
+    if cpu:
+        out += ["", "## Backend CPU time", "",
+                "The server process's own CPU time (`/proc/<pid>/schedstat`); unlike wall-clock time it does",
+                "not grow when other work competes for the cores.", ""]
+        out += _md_table(cpu)
+        out += ["", "Targets:", ""] + [f"- {t}" for t in targets(cpu)]
 
     out += ["", "## Against the previous run", ""]
     if previous and previous.get("figures"):
-        prev = previous["figures"]
         out.append(f"Previous run: {previous.get('date', '?')}, commit {previous.get('commit', '?')}, "
-                   f"{previous.get('rows', 0):,} rows.")
+                   f"{previous.get('rows', 0):,} rows, load average {previous.get('load', '?')}.")
         out.append("")
-        out.append("| query | path | ms | previous ms | change |")
-        out.append("|---|---|---:|---:|---:|")
-        for qlabel, _sql in QUERIES:
-            for key, label, _t, _w in PATHS:
-                now = figures[qlabel][key]
-                before = prev.get(qlabel, {}).get(key)
-                if before:
-                    out.append(f"| {qlabel} | {label} | {now:.0f} | {before:.0f} | {(now / before - 1) * 100:+.0f}% |")
-                else:
-                    out.append(f"| {qlabel} | {label} | {now:.0f} | – | – |")
-        out.append("")
-        out.append("| query | batch/heap | previous | per-row vs mc | previous |")
-        out.append("|---|---:|---:|---:|---:|")
-        for qlabel, _sql in QUERIES:
-            b, r = ratios(figures[qlabel])
-            if qlabel in prev and all(k in prev[qlabel] for k in ("heap", "batch", "row", "text")):
-                pb, pr = ratios(prev[qlabel])
-                out.append(f"| {qlabel} | {b:.2f}x | {pb:.2f}x | {r:.1f}x | {pr:.1f}x |")
-            else:
-                out.append(f"| {qlabel} | {b:.2f}x | – | {r:.1f}x | – |")
+        out += _md_previous("Wall-clock ms", wall, previous.get("figures"))
+        if cpu:
+            out += _md_previous("Backend CPU ms", cpu, previous.get("cpu"))
     else:
         out.append("No previous run recorded.")
-    out += ["", f"<!-- {DATA_MARKER} {json.dumps(data, sort_keys=True)} -->", ""]
+        out.append("")
+    out += [f"<!-- {DATA_MARKER} {json.dumps(data, sort_keys=True)} -->", ""]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(out))
     os.replace(tmp, path)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,13 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    load_before = load_average()
     with PostgresCluster("bench-bridge", settings=SETTINGS) as pg:
         pg.create_database("bench")
         with pg.connect("bench", autocommit=True) as conn:
             setup(conn, args.rows, args.batch_size)
             heap_size = conn.execute("SELECT pg_size_pretty(pg_table_size('bench_heap'))").fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
-            figures = measure(conn, args.runs, args.slow_runs, args.slow_seconds)
+            wall, cpu = measure(conn, args.runs, args.slow_runs, args.slow_seconds)
+    load = f"{load_before} at the start, {load_average()} at the end (1, 5, 15 min)"
 
     data = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -291,16 +348,27 @@ def main(argv: list[str] | None = None) -> int:
         "settings": SETTINGS,
         "server_version": version,
         "heap_size": heap_size,
-        "figures": figures,
+        "load": load,
+        "figures": wall,
+        "cpu": cpu,
     }
     print()
-    print(f"Bridge benchmark: {args.rows:,} rows (int8, float8, text), median ms, warm, one session")
-    print(format_text_table(figures))
+    print(f"Bridge benchmark: {args.rows:,} rows (int8, float8, text); median of {args.runs} runs "
+          f"({args.slow_runs} when a run takes over {args.slow_seconds:.0f} s); warm; one session")
     print()
-    for line in targets(figures):
-        print(line)
-    print(f"(batch/heap = heap ms / batch ms; per-row vs mc = multicorn-style ms / per-row ms; "
-          f"total {time.perf_counter() - started:.0f} s)")
+    print("Wall-clock ms")
+    print(format_text_table(wall))
+    for line in targets(wall):
+        print("  " + line)
+    if cpu:
+        print()
+        print("Backend CPU ms (not inflated by other load on the machine)")
+        print(format_text_table(cpu))
+        for line in targets(cpu):
+            print("  " + line)
+    print()
+    print("batch/heap = heap ms / batch ms; per-row vs mc = multicorn-style ms / per-row ms")
+    print(f"load average: {load}; total {time.perf_counter() - started:.0f} s")
     if not args.no_write:
         previous = read_previous(args.results)
         write_markdown(args.results, data, previous)
