@@ -105,6 +105,7 @@ typedef struct OrochiScanState
 	bool		released;
 	MemoryContext rowcxt;		/* the current row's Datums; reset per row */
 	MemoryContext scancxt;		/* lives as long as the scan */
+	bool		row_allocated;	/* the current row's Datums are in rowcxt */
 	int64		rows_returned;
 } OrochiScanState;
 
@@ -1066,13 +1067,16 @@ orochiIterateForeignScan(ForeignScanState *node)
 			return slot;
 	}
 
-	MemoryContextReset(state->rowcxt);
+	if (state->row_allocated)
+		MemoryContextReset(state->rowcxt);
+	state->row_allocated = false;
 	for (;;)
 	{
 		PyObject   *item;
 
 		if (state->batch.owner != NULL && state->batch.next < state->batch.nrows)
 		{
+			state->row_allocated = state->batch.allocates;
 			old = MemoryContextSwitchTo(state->rowcxt);
 			orochi_batch_store_row(&state->batch, slot, state->convs);
 			MemoryContextSwitchTo(old);
@@ -1096,6 +1100,7 @@ orochiIterateForeignScan(ForeignScanState *node)
 		if (PyDict_Check(item) || PyTuple_Check(item) || PyList_Check(item))
 		{
 			state->row = item;
+			state->row_allocated = true;
 			old = MemoryContextSwitchTo(state->rowcxt);
 			orochi_row_store(item, slot, state->convs, state->attnames);
 			MemoryContextSwitchTo(old);

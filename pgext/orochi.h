@@ -114,6 +114,11 @@ typedef struct OrochiBatchReader
 	Py_buffer  *validity;
 	Py_buffer  *offsets;
 	bool	   *present;
+	/* variable-width columns built as varlenas once per batch (or NULL) */
+	Datum	  **datums;
+	char	  **varlenas;
+	/* whether storing a row allocates (the caller then resets per row) */
+	bool		allocates;
 	/* row ids (int64 per row) if the wrapper delivered them */
 	Py_buffer	rowids;
 	bool		has_rowids;

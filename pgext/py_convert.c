@@ -964,6 +964,80 @@ get_buffer(PyObject *obj, Py_buffer *view, const char *what, const char *attname
 	}
 }
 
+/* a batch's varlenas are built in one piece up to this size, else per row */
+#define BATCH_VARLENA_LIMIT ((Size) 256 * 1024 * 1024)
+
+/*
+ * build_varlenas
+ *		Make every value of a text or bytea column a varlena in one buffer
+ *		(short headers where they fit, as heap tuples have them), so rows cost
+ *		no allocation.  UTF-8 is checked once for the whole buffer, and every
+ *		value must start on a character boundary.  Returns false where the
+ *		column needs per-row conversion instead (another database encoding,
+ *		the type's input function, or a very large batch).
+ */
+static bool
+build_varlenas(OrochiBatchReader *reader, int i, OrochiTypeConv *conv)
+{
+	const int64 *off = (const int64 *) reader->offsets[i].buf;
+	const unsigned char *data = (const unsigned char *) reader->values[i].buf;
+	OrochiWireKind kind = reader->kinds[i];
+	bool		is_text = (kind == WIRE_TEXT);
+	Size		total = 0;
+	char	   *buf;
+	char	   *p;
+	Datum	   *datums;
+
+	if (!(kind == WIRE_BYTEA || (is_text && conv->wire == WIRE_TEXT && GetDatabaseEncoding() == PG_UTF8)))
+		return false;
+	for (int64 r = 0; r < reader->nrows; r++)
+	{
+		int64		len = off[r + 1] - off[r];
+
+		total += (len + VARHDRSZ_SHORT <= VARATT_SHORT_MAX) ? len + VARHDRSZ_SHORT : len + VARHDRSZ + 3;
+	}
+	if (total > BATCH_VARLENA_LIMIT)
+		return false;
+	if (is_text)
+	{
+		int64		n = off[reader->nrows] - off[0];
+
+		if (n > PG_INT32_MAX ||
+			!pg_verify_mbstr(PG_UTF8, (const char *) data + off[0], (int) n, true))
+			return false;		/* per row, where the error names the bad bytes */
+		for (int64 r = 0; r < reader->nrows; r++)
+			if (off[r + 1] > off[r] && (data[off[r]] & 0xC0) == 0x80)
+				return false;
+	}
+
+	buf = MemoryContextAllocHuge(CurrentMemoryContext, Max(total, 1));
+	datums = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(Datum) * Max(reader->nrows, 1));
+	p = buf;
+	for (int64 r = 0; r < reader->nrows; r++)
+	{
+		int64		len = off[r + 1] - off[r];
+
+		if (len + VARHDRSZ_SHORT <= VARATT_SHORT_MAX)
+		{
+			SET_VARSIZE_SHORT(p, len + VARHDRSZ_SHORT);
+			memcpy(p + VARHDRSZ_SHORT, data + off[r], len);
+			datums[r] = PointerGetDatum(p);
+			p += len + VARHDRSZ_SHORT;
+		}
+		else
+		{
+			p = (char *) INTALIGN(p);
+			SET_VARSIZE(p, len + VARHDRSZ);
+			memcpy(p + VARHDRSZ, data + off[r], len);
+			datums[r] = PointerGetDatum(p);
+			p += len + VARHDRSZ;
+		}
+	}
+	reader->varlenas[i] = buf;
+	reader->datums[i] = datums;
+	return true;
+}
+
 void
 orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 				  OrochiTypeConv *convs)
@@ -1002,6 +1076,8 @@ orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 	reader->validity = palloc0(sizeof(Py_buffer) * natts);
 	reader->offsets = palloc0(sizeof(Py_buffer) * natts);
 	reader->present = palloc0(sizeof(bool) * natts);
+	reader->datums = palloc0(sizeof(Datum *) * natts);
+	reader->varlenas = palloc0(sizeof(char *) * natts);
 
 	for (int i = 0; i < natts; i++)
 	{
@@ -1074,6 +1150,10 @@ orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 						 errmsg("batch column \"%s\": validity must hold one byte per row", attname)));
 		}
+		if (width == 0 && !build_varlenas(reader, i, conv))
+			reader->allocates = true;
+		if (reader->kinds[i] == WIRE_INTERVAL && ((uintptr_t) reader->values[i].buf % MAXIMUM_ALIGNOF) != 0)
+			reader->allocates = true;
 	}
 	if (rowids != Py_None)
 	{
@@ -1102,6 +1182,18 @@ orochi_batch_close(OrochiBatchReader *reader)
 	}
 	if (reader->has_rowids && reader->rowids.obj)
 		PyBuffer_Release(&reader->rowids);
+	for (int i = 0; i < reader->ncols; i++)
+	{
+		if (reader->varlenas[i])
+			pfree(reader->varlenas[i]);
+		if (reader->datums[i])
+			pfree(reader->datums[i]);
+	}
+	pfree(reader->varlenas);
+	pfree(reader->datums);
+	reader->varlenas = NULL;
+	reader->datums = NULL;
+	reader->allocates = false;
 	pfree(reader->kinds);
 	pfree(reader->values);
 	pfree(reader->validity);
@@ -1247,25 +1339,26 @@ orochi_batch_store_row(OrochiBatchReader *reader, TupleTableSlot *slot, OrochiTy
 					break;
 				}
 			case WIRE_INTERVAL:
+				if (((uintptr_t) buf % MAXIMUM_ALIGNOF) == 0)
+					values[i] = PointerGetDatum(buf + r * 16);	/* lives with the batch */
+				else
 				{
 					Interval   *iv = palloc(sizeof(Interval));
 
 					memcpy(iv, buf + r * 16, 16);
 					values[i] = IntervalPGetDatum(iv);
-					break;
 				}
+				break;
 			case WIRE_UUID:
-				{
-					pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
-
-					memcpy(u->data, buf + r * 16, UUID_LEN);
-					values[i] = UUIDPGetDatum(u);
-					break;
-				}
+				values[i] = PointerGetDatum(buf + r * 16);	/* no alignment needed */
+				break;
 			case WIRE_TEXT:
 			case WIRE_BYTEA:
 			case WIRE_CSTRING:
-				values[i] = varwidth_to_datum(reader, i, r, &convs[i]);
+				if (reader->datums[i])
+					values[i] = reader->datums[i][r];
+				else
+					values[i] = varwidth_to_datum(reader, i, r, &convs[i]);
 				break;
 			default:
 				elog(ERROR, "orochi: unexpected wire kind %d", reader->kinds[i]);
