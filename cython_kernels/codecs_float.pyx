@@ -172,7 +172,8 @@ def gorilla_decode(const uint8_t[::1] buf, fbits_t[::1] out):
 # 10**e they become integers that the integer codecs store in a few bits. A
 # value is representable with exponent e when, with i = rint(v * 10**e) and
 # |i| <= 2**53, the decoder's exact computation (float_t)((double)i / 10**e)
-# gives back v bit for bit; -0.0, NaN and infinities never are.
+# gives back v bit for bit; -0.0, NaN and infinities never are and are kept
+# aside as exceptions.
 
 cdef double _POW10[23]
 
@@ -188,16 +189,20 @@ _init_pow10()
 DECIMAL_MAX_EXPONENT = 18
 
 
-def decimal_encode(const float_t[::1] values, int exponent, int64_t[::1] out):
+def decimal_encode(const float_t[::1] values, int exponent, int64_t[::1] out,
+                   int64_t[::1] exceptions):
     """Scale values by 10**exponent into integers.
 
-    Returns -1 when every value round-trips exactly, else the index of the
-    first one that does not (out is then incomplete).
+    A value that does not round-trip exactly is an *exception*: its index is
+    appended to `exceptions` and out[i] repeats the previous integer (0 at the
+    start) so that deltas stay small. Returns the number of exceptions, or -1
+    as soon as there are more than len(exceptions).
     """
-    cdef Py_ssize_t n = values.shape[0], i, bad = -1
+    cdef Py_ssize_t n = values.shape[0], i, nx = 0, cap = exceptions.shape[0]
     cdef double p, x, r, back
-    cdef int64_t ir
+    cdef int64_t ir, last = 0
     cdef float fb
+    cdef bint bad
     if exponent < 0 or exponent > DECIMAL_MAX_EXPONENT:
         raise ValueError("exponent out of range")
     if out.shape[0] < n:
@@ -207,22 +212,26 @@ def decimal_encode(const float_t[::1] values, int exponent, int64_t[::1] out):
         for i in range(n):
             x = <double>values[i] * p
             r = rint(x)
-            if not (fabs(r) <= 9007199254740992.0):      # also rejects NaN
-                bad = i
-                break
-            ir = <int64_t>r
-            back = <double>ir / p
-            if float_t is float:
-                fb = <float>back
-                if _bits_differ32(&fb, &values[i]):
-                    bad = i
+            bad = not (fabs(r) <= 9007199254740992.0)      # also rejects NaN
+            if not bad:
+                ir = <int64_t>r
+                back = <double>ir / p
+                if float_t is float:
+                    fb = <float>back
+                    bad = _bits_differ32(&fb, &values[i])
+                else:
+                    bad = _bits_differ64(&back, &values[i])
+            if bad:
+                if nx >= cap:
+                    nx = -1
                     break
+                exceptions[nx] = i
+                nx += 1
+                out[i] = last
             else:
-                if _bits_differ64(&back, &values[i]):
-                    bad = i
-                    break
-            out[i] = ir
-    return bad
+                out[i] = ir
+                last = ir
+    return nx
 
 
 cdef inline bint _bits_differ32(const float* a, const float* b) noexcept nogil:

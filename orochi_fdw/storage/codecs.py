@@ -405,16 +405,19 @@ def _gorilla_decode(buf: _Buf, count: int, k: Kind):
 
 
 _INT64 = get_kind("int64")
-_DECIMAL_HEAD = struct.Struct("<BB")   # exponent, integer codec
+_DECIMAL_HEAD = struct.Struct("<BBI")   # exponent, integer codec, exception count
 
 
-def _decimal_scale(values: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """Smallest exponent e (0..18) at which every value is an exact decimal,
-    and the scaled integers; None if there is none."""
-    ints = np.empty(len(values), dtype=np.int64)
+def _decimal_scale(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Smallest exponent e (0..18) at which all but at most 1/16 of the values
+    are exact decimals; returns (e, scaled integers, exception positions)."""
+    m = len(values)
+    ints = np.empty(m, dtype=np.int64)
+    exceptions = np.empty(m // 16, dtype=np.int64)
     for e in range(_cf.DECIMAL_MAX_EXPONENT + 1):
-        if _cf.decimal_encode(values, e, ints) < 0:
-            return e, ints
+        nx = _cf.decimal_encode(values, e, ints, exceptions)
+        if nx >= 0:
+            return e, ints, exceptions[:nx].copy()
     return None
 
 
@@ -423,21 +426,34 @@ def _decimal_encode(values, k: Kind, ctx: dict) -> bytes:
     if scaled is False:
         scaled = _decimal_scale(values)
     if scaled is None:
-        raise InvalidParameterError("values are not all exact decimals; DECIMAL does not apply")
-    e, ints = scaled
+        raise InvalidParameterError(
+            "too many values are not exact decimals; DECIMAL does not apply")
+    e, ints, exceptions = scaled
     if len(ints) == 0:
-        return _DECIMAL_HEAD.pack(e, Codec.PLAIN)
+        return _DECIMAL_HEAD.pack(e, Codec.PLAIN, 0)
     sub, body = _select_int(ints, _INT64, {})
-    return _DECIMAL_HEAD.pack(e, sub) + body
+    head = _DECIMAL_HEAD.pack(e, sub, len(exceptions))
+    if len(exceptions):
+        head += _packed_ints(exceptions) + values[exceptions].tobytes()
+    return head + body
 
 
 def _decimal_decode(buf: _Buf, count: int, k: Kind):
-    e, sub = buf.unpack(_DECIMAL_HEAD)
-    if e > _cf.DECIMAL_MAX_EXPONENT or sub not in _INT_CODECS:
-        raise CorruptDataError(f"invalid decimal header (exponent {e}, codec {sub})")
+    e, sub, nx = buf.unpack(_DECIMAL_HEAD)
+    if e > _cf.DECIMAL_MAX_EXPONENT or sub not in _INT_CODECS or nx > count:
+        raise CorruptDataError(
+            f"invalid decimal header (exponent {e}, codec {sub}, {nx} exceptions)")
+    if nx:
+        positions = _read_packed_ints(buf, nx, np.int64)
+        if (int(positions[0]) < 0 or int(positions[-1]) >= count
+                or (nx > 1 and not (np.diff(positions) > 0).all())):
+            raise CorruptDataError("decimal exception positions out of order or range")
+        raw = np.frombuffer(buf.take(nx * k.width), dtype=k.dtype)
     ints = CODECS[sub].decode(buf, count, _INT64)
     out = np.empty(count, dtype=k.dtype)
     _cf.decimal_decode(ints, e, out)
+    if nx:
+        out[positions] = raw
     return out
 
 

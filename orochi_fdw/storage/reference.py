@@ -214,8 +214,14 @@ def decode_values(data: bytes, count: int, kind: str, codec: int):
     elif codec == DECIMAL:
         e = r.int(1)
         sub = r.int(1)
+        nx = r.int(4)
+        positions = read_packed_block(r, nx) if nx else []
+        raw = [r.read(w) for _ in range(nx)]
         ints = decode_values(r.rest(), count, "int64", sub).tolist()
-        out = np.array([i / 10.0 ** e for i in ints], dtype=np.float64).astype(_dtype(kind))
+        items = _items(np.array([i / 10.0 ** e for i in ints]), kind)
+        for pos, b in zip(positions, raw):
+            items[pos] = b
+        out = _to_array(items, kind)
     else:
         if codec == BITPACK:
             ints = read_packed_block(r, count)
@@ -240,20 +246,27 @@ def decode_values(data: bytes, count: int, kind: str, codec: int):
     return out
 
 
-def _decimal_ints(values: np.ndarray, kind: str, e: int) -> list[int] | None:
+def _decimal_ints(values: np.ndarray, kind: str, e: int) -> tuple[list[int], list[int]]:
+    """Scaled integers and exception positions at exponent e; an exception's
+    integer repeats the previous integer (0 at the start)."""
     scale = 10.0 ** e
-    wanted = np.ascontiguousarray(values, dtype=_dtype(kind)).tobytes()
-    ints = []
-    for v in values.tolist():
+    ints: list[int] = []
+    exceptions: list[int] = []
+    last = 0
+    for pos, (v, raw) in enumerate(zip(values.tolist(), _items(values, kind))):
         x = float(v) * scale
-        if x != x or abs(x) == float("inf"):
-            return None
-        i = round(x)                                # ties to even, like rint
-        if abs(i) > 2 ** 53:
-            return None
-        ints.append(i)
-    back = np.array([i / scale for i in ints], dtype=np.float64).astype(_dtype(kind))
-    return ints if back.tobytes() == wanted else None
+        ok = x == x and abs(x) != float("inf")
+        if ok:
+            i = round(x)                            # ties to even, like rint
+            back = np.array([i / scale]).astype(_dtype(kind)).tobytes()
+            ok = abs(i) <= 2 ** 53 and back == raw
+        if ok:
+            ints.append(i)
+            last = i
+        else:
+            ints.append(last)
+            exceptions.append(pos)
+    return ints, exceptions
 
 
 def _int_choice(ints: list[int]) -> int:
@@ -285,13 +298,17 @@ def _int_choice(ints: list[int]) -> int:
 
 
 def _decimal_encode(values: np.ndarray, kind: str) -> bytes:
+    items = _items(values, kind)
     for e in range(DECIMAL_MAX_EXPONENT + 1):
-        ints = _decimal_ints(values, kind, e)
-        if ints is not None:
+        ints, exceptions = _decimal_ints(values, kind, e)
+        if len(exceptions) <= len(ints) // 16:
             sub = _int_choice(ints)
             body = encode_values(np.array(ints, dtype=np.int64), "int64", sub) if ints else b""
-            return bytes([e, sub]) + body
-    raise NotDecimal("values are not all exact decimals")
+            head = bytes([e, sub]) + _le(len(exceptions), 4)
+            if exceptions:
+                head += packed_block(exceptions) + b"".join(items[p] for p in exceptions)
+            return head + body
+    raise NotDecimal("too many values are not exact decimals")
 
 
 def _rle_encode(items: list[bytes]) -> bytes:

@@ -595,6 +595,29 @@ def test_decimal_metrics_choose_decimal():
     assert same(C.decode_chunk(header, stored, "float64").values, metric)
     f32 = np.round(rng.normal(20, 3, 10_000), 1).astype(np.float32)
     assert C.choose_codec(f32, None, "float32").codec == Codec.DECIMAL
-    with_nan = metric.copy()
-    with_nan[5] = np.nan
-    assert C.choose_codec(with_nan, None, "float64").codec != Codec.DECIMAL
+    gappy = metric.copy()
+    gappy[5], gappy[77], gappy[78] = np.nan, -0.0, np.inf       # kept as exceptions
+    header, stored = C.encode_chunk(gappy, None, "float64")
+    assert header.codec == Codec.DECIMAL and len(stored) < metric.nbytes / 6
+    assert same(C.decode_chunk(header, stored, "float64").values, gappy)
+    noise = rng.normal(0, 1, 10_000)
+    assert C.choose_codec(noise, None, "float64").codec != Codec.DECIMAL
+
+
+@pytest.mark.parametrize("kind", FLOAT_KINDS)
+def test_decimal_exceptions_match_reference(kind):
+    values = np.round(np.linspace(-3, 3, 200), 2).astype(KINDS[kind].dtype)
+    bits = values.view(np.uint32 if kind == "float32" else np.uint64)
+    values[0] = np.nan
+    values[50] = np.nan
+    bits[50] = bits[50] | np.array(1, dtype=bits.dtype)         # a NaN with a payload
+    values[51] = -0.0
+    values[199] = -np.inf
+    enc, ref = encode_both(values, kind, Codec.DECIMAL)
+    assert enc == ref
+    assert int.from_bytes(enc[2:6], "little") == 4, "four exceptions"
+    assert same(C.decode_values(enc, len(values), kind, Codec.DECIMAL), values)
+    assert same(R.decode_values(enc, len(values), kind, Codec.DECIMAL), values)
+    too_many = values.copy()
+    too_many[::10] = np.nan                                      # 1/10 > 1/16
+    assert encode_both(too_many, kind, Codec.DECIMAL) == (None, None)
