@@ -28,7 +28,10 @@
 #include "parser/parsetree.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
+#include "access/htup_details.h"
+#include "commands/vacuum.h"
 #include "utils/lsyscache.h"
+#include "utils/sampling.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
@@ -1204,6 +1207,162 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	Py_DECREF(res);
 }
 
+/* ---------------------------------------------------------------------
+ * ANALYZE
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * orochiAcquireSampleRows
+ *		Rows for ANALYZE: the wrapper's analyze_sample(targrows) if it has one
+ *		(it may yield a sample and say how many rows the table holds), else
+ *		a full scan; a reservoir keeps targrows of what arrives.
+ */
+static int
+orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targrows,
+						double *totalrows, double *totaldeadrows)
+{
+	TupleDesc	tupdesc = RelationGetDescr(relation);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsVirtual);
+	OrochiTypeConv *convs = palloc0(sizeof(OrochiTypeConv) * tupdesc->natts);
+	PyObject  **attnames = palloc0(sizeof(PyObject *) * tupdesc->natts);
+	PyObject   *instance = orochi_instance_for_relation(relation);
+	PyObject   *volatile iterator = NULL;
+	PyObject   *volatile item = NULL;
+	OrochiBatchReader reader;
+	ReservoirStateData rstate;
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "orochi analyze row",
+												 ALLOCSET_DEFAULT_SIZES);
+	double		seen = 0;
+	double		rowstoskip = -1;
+	double		reported = -1;
+	int			numrows = 0;
+
+	memset(&reader, 0, sizeof(reader));
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		orochi_type_conv_init(&convs[i], att->atttypid, att->atttypmod, NameStr(att->attname));
+		attnames[i] = orochi_cstring_to_py(NameStr(att->attname));
+	}
+	reservoir_init_selection_state(&rstate, targrows);
+
+	PG_TRY();
+	{
+		PyObject   *func = orochi_runtime_func("analyze_sample");
+		PyObject   *args = Py_BuildValue("(Oi)", instance, targrows);
+		PyObject   *res = orochi_call(func, args, NULL);
+
+		Py_DECREF(func);
+		Py_DECREF(args);
+		if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2)
+		{
+			Py_DECREF(res);
+			elog(ERROR, "orochi: analyze_sample must return (rows, total_rows)");
+		}
+		iterator = PyObject_GetIter(PyTuple_GET_ITEM(res, 0));
+		if (PyTuple_GET_ITEM(res, 1) != Py_None)
+			reported = PyFloat_AsDouble(PyTuple_GET_ITEM(res, 1));
+		Py_DECREF(res);
+		if (iterator == NULL)
+			orochi_py_raise("analyze_sample");
+
+		for (;;)
+		{
+			bool		from_batch = reader.owner != NULL && reader.next < reader.nrows;
+
+			if (!from_batch)
+			{
+				orochi_batch_close(&reader);
+				Py_CLEAR(item);
+				vacuum_delay_point();
+				orochi_py_enter();
+				item = PyIter_Next(iterator);
+				orochi_py_leave();
+				if (item == NULL)
+				{
+					if (PyErr_Occurred())
+						orochi_py_raise("analyze_sample");
+					break;
+				}
+				if (!(PyDict_Check(item) || PyTuple_Check(item) || PyList_Check(item)))
+				{
+					PyObject   *wfunc = orochi_runtime_func("batch_to_wire");
+					PyObject   *wargs = Py_BuildValue("(OO)", instance, item);
+					PyObject   *wire = orochi_call(wfunc, wargs, NULL);
+
+					Py_DECREF(wfunc);
+					Py_DECREF(wargs);
+					Py_CLEAR(item);
+					item = wire;
+					orochi_batch_open(&reader, wire, tupdesc, convs);
+					continue;
+				}
+			}
+
+			MemoryContextReset(rowcxt);
+			ExecClearTuple(slot);
+			{
+				MemoryContext old = MemoryContextSwitchTo(rowcxt);
+
+				if (from_batch)
+					orochi_batch_store_row(&reader, slot, convs);
+				else
+					orochi_row_store(item, slot, convs, attnames);
+				MemoryContextSwitchTo(old);
+			}
+			ExecStoreVirtualTuple(slot);
+			seen += 1;
+
+			if (numrows < targrows)
+				rows[numrows++] = heap_form_tuple(tupdesc, slot->tts_values, slot->tts_isnull);
+			else
+			{
+				if (rowstoskip < 0)
+					rowstoskip = reservoir_get_next_S(&rstate, seen, targrows);
+				if (rowstoskip <= 0)
+				{
+					int			k = (int) (targrows * sampler_random_fract(&rstate.randstate));
+
+					heap_freetuple(rows[k]);
+					rows[k] = heap_form_tuple(tupdesc, slot->tts_values, slot->tts_isnull);
+				}
+				rowstoskip -= 1;
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		orochi_batch_close(&reader);
+		Py_XDECREF(item);
+		Py_XDECREF(iterator);
+		Py_DECREF(instance);
+		for (int i = 0; i < tupdesc->natts; i++)
+			Py_XDECREF(attnames[i]);
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	PG_END_TRY();
+	MemoryContextDelete(rowcxt);
+
+	*totalrows = reported >= 0 ? reported : seen;
+	*totaldeadrows = 0;
+	ereport(elevel,
+			(errmsg("\"%s\": sampled %d of %.0f rows",
+					RelationGetRelationName(relation), numrows, *totalrows)));
+	return numrows;
+}
+
+static bool
+orochiAnalyzeForeignTable(Relation relation, AcquireSampleRowsFunc *func, BlockNumber *totalpages)
+{
+	*func = orochiAcquireSampleRows;
+	*totalpages = 1;
+	return true;
+}
+
 void
 orochi_fill_scan_routine(FdwRoutine *routine)
 {
@@ -1221,4 +1380,7 @@ orochi_fill_scan_routine(FdwRoutine *routine)
 
 	/* aggregate pushdown */
 	routine->GetForeignUpperPaths = orochiGetForeignUpperPaths;
+
+	/* ANALYZE */
+	routine->AnalyzeForeignTable = orochiAnalyzeForeignTable;
 }

@@ -297,6 +297,17 @@ def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
     return [str(line) for line in lines]
 
 
+def analyze_sample(handle: TableHandle, targrows: int) -> tuple[Any, float | None]:
+    """Rows for ANALYZE and the table's row count: the wrapper's
+    ``analyze_sample(targrows)`` if it has one, else a scan of every column
+    (the bridge keeps a uniform sample of targrows and counts the rows)."""
+    method = getattr(handle.instance, "analyze_sample", None)
+    if method is not None:
+        rows, total = method(targrows)
+        return (rows, None if total is None else float(total))
+    return (handle.instance.execute([], list(handle.columns), None) or (), None)
+
+
 # ---------------------------------------------------------------------------
 # modifying
 

@@ -137,3 +137,16 @@ def test_dropped_column(db, foreign_table):
     foreign_table("b", "id int8, junk int4, v float8", "SeriesWrapper", rows=3, mode="batch")
     db.execute("ALTER FOREIGN TABLE b DROP COLUMN junk")
     assert db.execute("SELECT sum(id), sum(v) FROM b").fetchone() == (3, 1.5)
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_analyze(db, foreign_table, mode):
+    foreign_table("s", "id int8, v float8, t text", "SeriesWrapper", rows=50_000, mode=mode, nulls="true")
+    db.execute("ANALYZE s")
+    stats = dict(db.execute(
+        "SELECT attname, null_frac FROM pg_stats WHERE tablename = 's'").fetchall())
+    assert set(stats) == {"id", "v", "t"}
+    assert abs(stats["id"] - 1 / 7) < 0.03  # every 7th value is NULL
+    assert db.execute("SELECT reltuples FROM pg_class WHERE relname = 's'").fetchone()[0] == 50_000
+    n_distinct = db.execute("SELECT n_distinct FROM pg_stats WHERE tablename = 's' AND attname = 'id'").fetchone()[0]
+    assert n_distinct < -0.5  # unique-ish: a fraction of the rows
