@@ -45,7 +45,9 @@ enum FdwScanPrivateIndex
 	/* List of per-qual Lists: see QualMetaIndex; values are in fdw_exprs */
 	FdwScanPrivateQuals,
 	/* List of per-sortkey Lists (attnum, reversed, nulls_first, collation) */
-	FdwScanPrivateSortKeys
+	FdwScanPrivateSortKeys,
+	/* Integer: rows the query can need at most (LIMIT + OFFSET), or -1 */
+	FdwScanPrivateLimit
 };
 
 enum QualMetaIndex
@@ -109,6 +111,7 @@ typedef struct OrochiScanState
 	MemoryContext rowcxt;		/* the current row's Datums; reset per row */
 	MemoryContext scancxt;		/* lives as long as the scan */
 	bool		row_allocated;	/* the current row's Datums are in rowcxt */
+	int			limit;			/* rows the query needs at most, or -1 */
 	int64		rows_returned;
 } OrochiScanState;
 
@@ -515,6 +518,7 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	List	   *sortkeys = best_path->fdw_private ? linitial(best_path->fdw_private) : NIL;
 	ListCell   *lc;
 	int			x;
+	int			limit = -1;
 
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
@@ -568,6 +572,16 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	while ((x = bms_next_member(state->needed, x)) >= 0)
 		needed = lappend(needed, makeInteger(x + FirstLowInvalidHeapAttributeNumber));
 
+	/*
+	 * A LIMIT the wrapper may stop at: only if this scan is the whole query
+	 * (one table, no grouping: the planner sets limit_tuples then), nothing
+	 * is filtered above it, and no Sort above it needs every row.
+	 */
+	if (!upper && root->limit_tuples > 0 && root->limit_tuples < PG_INT32_MAX &&
+		bms_membership(root->all_baserels) == BMS_SINGLETON && local_clauses == NIL &&
+		pathkeys_contained_in(root->query_pathkeys, best_path->path.pathkeys))
+		limit = (int) root->limit_tuples;
+
 	if (upper)
 	{
 		/* the wrapper applies every qual (it accepted the aggregation) */
@@ -577,11 +591,11 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 		 * planner overwrites with the query's.
 		 */
 		return make_foreignscan(tlist, NIL, 0, qual_exprs,
-								list_make3(needed, qual_meta, NIL),
+								list_make4(needed, qual_meta, NIL, makeInteger(-1)),
 								copyObject(upper->tlist), NIL, outer_plan);
 	}
 	return make_foreignscan(tlist, local_clauses, baserel->relid, qual_exprs,
-							list_make3(needed, qual_meta, sortkeys),
+							list_make4(needed, qual_meta, sortkeys, makeInteger(limit)),
 							NIL, NIL, outer_plan);
 }
 
@@ -948,6 +962,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 									 state->rel_tupdesc);
 
 	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
+	state->limit = intVal(list_nth(plan->fdw_private, FdwScanPrivateLimit));
 	state->qual_exprs = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
 	state->qual_convs = palloc0(sizeof(OrochiTypeConv) * Max(list_length(plan->fdw_exprs), 1));
 	foreach(lc, plan->fdw_exprs)
@@ -1040,7 +1055,8 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 		return;
 	}
 	func = orochi_runtime_func("execute");
-	args = Py_BuildValue("(ONOO)", state->instance, quals, state->columns, state->sortkeys);
+	args = Py_BuildValue("(ONOOi)", state->instance, quals, state->columns, state->sortkeys,
+						 state->limit);
 	if (args == NULL)
 		orochi_py_raise("execute");
 	state->iterator = orochi_call(func, args, NULL);

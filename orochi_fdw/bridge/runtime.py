@@ -11,6 +11,7 @@ that took part in the transaction.
 from __future__ import annotations
 
 import importlib
+import inspect
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -249,9 +250,33 @@ def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
 # scanning
 
 
-def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple]) -> Iterator:
+_takes_limit: dict[type, bool] = {}
+
+
+def _execute_takes_limit(instance: Any) -> bool:
+    """Whether the wrapper's execute() has a ``limit`` parameter (an Orochi
+    addition to Multicorn's signature)."""
+    cls = type(instance)
+    known = _takes_limit.get(cls)
+    if known is None:
+        try:
+            params = inspect.signature(instance.execute).parameters
+        except (TypeError, ValueError):
+            params = {}
+        known = _takes_limit[cls] = "limit" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return known
+
+
+def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple],
+            limit: int = -1) -> Iterator:
+    """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
+    use: the scan is the whole query and nothing above it filters or sorts,
+    so a wrapper may stop after that many rows (in ``sortkeys`` order)."""
     if isinstance(handle, AggregateHandle):
         result = handle.instance.aggregate(handle.request, _quals(quals))
+    elif limit >= 0 and _execute_takes_limit(handle.instance):
+        result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, limit=limit)
     else:
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None)
     return iter(result if result is not None else ())

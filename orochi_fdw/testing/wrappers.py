@@ -126,10 +126,13 @@ class SortedWrapper(SeriesWrapper):
     def can_sort(self, sortkeys):
         return [k for k in sortkeys[:1] if k.attname == "id"]
 
-    def execute(self, quals, columns, sortkeys=None):
+    def execute(self, quals, columns, sortkeys=None, limit=None):
         order = range(self.rows)
         if sortkeys and sortkeys[0].is_reversed:
             order = reversed(order)
+        if limit is not None:
+            spi.notice(f"limit {limit}")
+            order = list(order)[:limit]
         for i in order:
             yield {name: self._value(name, i) for name in columns}
 

@@ -150,3 +150,25 @@ def test_analyze(db, foreign_table, mode):
     assert db.execute("SELECT reltuples FROM pg_class WHERE relname = 's'").fetchone()[0] == 50_000
     n_distinct = db.execute("SELECT n_distinct FROM pg_stats WHERE tablename = 's' AND attname = 'id'").fetchone()[0]
     assert n_distinct < -0.5  # unique-ish: a fraction of the rows
+
+
+def test_limit_reaches_the_wrapper_only_when_safe(db, foreign_table):
+    foreign_table("s", "id int8, v float8, t text", "SortedWrapper", rows=1000)
+    notices = []
+    db.add_notice_handler(lambda d: notices.append(d.message_primary))
+    assert db.execute("SELECT id FROM s ORDER BY id DESC LIMIT 3 OFFSET 1").fetchall() == [(998,), (997,), (996,)]
+    assert notices == ["limit 4"]
+    notices.clear()
+    # a qual Postgres rechecks: the wrapper must not stop early
+    assert db.execute("SELECT id FROM s WHERE t <> 'row-999' ORDER BY id DESC LIMIT 3").fetchall() == [
+        (998,), (997,), (996,)]
+    # an order the wrapper cannot give: Postgres sorts everything
+    assert db.execute("SELECT t FROM s ORDER BY t LIMIT 2").fetchall() == [("row-0",), ("row-1",)]
+    # a join: the limit is the join's, not the scan's
+    assert db.execute("SELECT s.id FROM s JOIN generate_series(995, 999) g ON g = s.id "
+                      "ORDER BY s.id DESC LIMIT 2").fetchall() == [(999,), (998,)]
+    # grouping: no limit for the scan
+    assert db.execute("SELECT count(*) FROM s LIMIT 1").fetchone() == (1000,)
+    assert notices == []
+    assert db.execute("SELECT id FROM s LIMIT 2").fetchall() == [(0,), (1,)]
+    assert notices == ["limit 2"]
