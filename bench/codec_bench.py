@@ -4,7 +4,8 @@ Prints one table per realistic column (regular timestamps with jitter, device
 ids, float metrics, low-cardinality status text, booleans): every applicable
 light-weight codec alone, the automatic choice, the automatic choice cut into
 10,000-row chunks as the stripe writer does, and lz4 / zstd alone on the plain
-bytes for comparison.
+bytes for comparison; then the same columns written as one stripe file and
+read back.
 
 GB/s is uncompressed in-memory bytes (values, plus int64 offsets for text)
 per second on one core, best of --repeat runs; ratio is uncompressed bytes /
@@ -16,6 +17,8 @@ stored bytes.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import lz4.block
@@ -25,6 +28,7 @@ import zstandard
 from orochi_fdw.errors import InvalidParameterError
 from orochi_fdw.storage import codecs as C
 from orochi_fdw.storage.kinds import KINDS, VarBytes
+from orochi_fdw.storage.stripe_format import StripeReader, write_stripe
 
 
 def make_columns(n: int, seed: int = 7) -> dict:
@@ -115,6 +119,37 @@ def bench_general(raw: bytes, which: str, repeat: int):
     return t_enc, t_dec, len(c)
 
 
+def bench_stripe(cols: dict, repeat: int) -> None:
+    """Write all columns as one stripe (10k-row chunk groups), read it back."""
+    schema = {f"c{i}": kind for i, (kind, _) in enumerate(cols.values())}
+    batch = {f"c{i}": (values, None) for i, (_, values) in enumerate(cols.values())}
+    size = sum(nbytes(v) for _, v in cols.values())
+    with tempfile.TemporaryDirectory() as d:
+        paths = iter(os.path.join(d, f"s{i}") for i in range(repeat))
+        t_write, meta = best(lambda: write_stripe(next(paths), schema, batch), repeat)
+        path = meta.path
+        file_size = os.path.getsize(path)
+
+        def read_all():
+            with StripeReader(path) as r:
+                return r.read()
+
+        def read_one():
+            with StripeReader(path) as r:
+                return r.read(["c0"])
+
+        t_read, _ = best(read_all, repeat)
+        t_one, _ = best(read_one, repeat)
+    print(f"== stripe file: {meta.row_count:,} rows x {len(schema)} columns, "
+          f"{len(meta.chunk_groups)} chunk groups, {size / 1e6:.1f} MB in memory, "
+          f"{file_size / 1e6:.2f} MB on disk ({size / file_size:.1f}x)")
+    print(f"write (encode, checksum, fsync, link)  {t_write * 1e3:8.1f} ms  "
+          f"{size / t_write / 1e9:.2f} GB/s")
+    print(f"read all columns (verify + decode)     {t_read * 1e3:8.1f} ms  "
+          f"{size / t_read / 1e9:.2f} GB/s")
+    print(f"read one column (ts)                   {t_one * 1e3:8.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -154,6 +189,7 @@ def main() -> None:
             print(f"{name:<34}{size / t_enc / 1e9:>12.2f}{size / t_dec / 1e9:>12.2f}"
                   f"{size / stored:>9.1f}  {chosen}")
         print()
+    bench_stripe(cols, args.repeat)
 
 
 if __name__ == "__main__":
