@@ -621,3 +621,27 @@ def test_decimal_exceptions_match_reference(kind):
     too_many = values.copy()
     too_many[::10] = np.nan                                      # 1/10 > 1/16
     assert encode_both(too_many, kind, Codec.DECIMAL) == (None, None)
+
+
+@pytest.mark.parametrize("kind,codec", KIND_CODECS)
+def test_decoded_arrays_are_owned_and_writable(kind, codec):
+    values = sample(kind, "regular", 64, seed=1)
+    validity = np.arange(64) % 5 != 0
+    header, stored = C.encode_chunk(to_glue(values, kind), validity, kind, codec=codec,
+                                    compression="none")
+    out = C.decode_chunk(header, stored, kind)
+    arrays = [out.validity] + (list(out.values) if isinstance(out.values, VarBytes)
+                               else [out.values])
+    for a in arrays:
+        assert a.flags.writeable, "callers may modify decoded columns in place"
+        assert not np.shares_memory(a, np.frombuffer(stored, np.uint8))
+
+
+def test_regression_random_walk_rounding_to_negative_zero():
+    # np.round of a value just below zero gives -0.0, which no scaled integer
+    # restores; it once made DECIMAL refuse a whole million-row metric column.
+    walk = np.round(np.cumsum(np.r_[0.004, -0.008, np.full(98, 0.01)]), 2)
+    assert np.signbit(walk[1]) and walk[1] == 0
+    header, stored = C.encode_chunk(walk, None, "float64")
+    assert header.codec == Codec.DECIMAL
+    assert same(C.decode_chunk(header, stored, "float64").values, walk)

@@ -362,3 +362,13 @@ def test_file_matches_documented_layout(stripe):
                 assert struct.unpack("<q", mn[:8])[0] == meta.chunks[g][c].stats.min
     (blob_len,) = struct.unpack_from("<I", footer, pos)
     assert pos + 4 + blob_len == len(footer)
+
+
+def test_regression_reserved_header_field_is_checked(stripe):
+    # A flipped bit in the header's reserved word once went unnoticed.
+    path, _, _ = stripe
+    data = bytearray(path.read_bytes())
+    data[12] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="header flags"):
+        StripeReader(path)
