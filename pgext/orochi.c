@@ -15,6 +15,7 @@
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_user_mapping.h"
 #include "utils/builtins.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -36,6 +37,8 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
+	if (process_shared_preload_libraries_in_progress)
+		orochi_python_preload();
 }
 
 PG_FUNCTION_INFO_V1(orochi_fdw_handler);

@@ -80,6 +80,7 @@ typedef struct OrochiTypeConv
 extern char *orochi_python_venv;
 extern int	orochi_python_depth;
 extern void orochi_python_ensure(void);
+extern void orochi_python_preload(void);
 extern PyObject *orochi_runtime_func(const char *name);
 extern void orochi_py_raise(const char *context) pg_attribute_noreturn();
 extern void orochi_py_enter(void);
