@@ -71,7 +71,10 @@ SELECT s.relid::regclass                     AS table_name,
   LEFT JOIN pg_attribute a
          ON a.attrelid = s.relid AND a.attnum = c.attnum AND NOT a.attisdropped;
 
-GRANT SELECT ON orochi.columnar_stripes, orochi.columnar_stripe_columns, orochi.stripes TO PUBLIC;
+-- The per column bounds (min_value, max_value) are values of the tables'
+-- data: like pg_statistic, orochi.columnar_stripe_columns is not readable
+-- by everyone.
+GRANT SELECT ON orochi.columnar_stripes, orochi.stripes TO PUBLIC;
 
 -- Bytes a columnar table takes on disk: its stripe files (the delta store,
 -- once there is one, will count too), like pg_total_relation_size.

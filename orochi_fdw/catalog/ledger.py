@@ -65,9 +65,11 @@ class FileLedger:
         """Catalog rows of these stripes were deleted: remove their files
         (and the emptied table folders) if that commits."""
         self._join()
+        mine = str(files.database_oid())
         for stripe_id, path in stripes:
-            self.doomed[stripe_id] = path
-        self.doomed_dirs.update(table_dirs)
+            if _database_of(path) == mine:
+                self.doomed[stripe_id] = path
+        self.doomed_dirs.update(d for d in table_dirs if _database_of(os.path.join(d, "x")) == mine)
 
     def extension_dropping(self, dirs: list[str]) -> None:
         """DROP EXTENSION is starting: if the extension is gone at commit,
@@ -132,6 +134,13 @@ class FileLedger:
             self._reset()
 
 
+def _database_of(path: str) -> str:
+    """The database folder a stripe file is in (``<data_dir>/<db>/<table>/<file>``).
+    A database made from a template shares the template's files: only files
+    of this database's own folder are ever removed by it."""
+    return os.path.basename(os.path.dirname(os.path.dirname(path)))
+
+
 def _extension_exists() -> bool:
     try:
         return bool(spi.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'orochi'").rows)
@@ -149,6 +158,3 @@ def _warn(message: str) -> None:
 #: the backend's ledger
 ledger = FileLedger()
 
-
-def table_dir_of(path: str) -> str:
-    return os.path.dirname(path)

@@ -265,3 +265,31 @@ def test_table_size_and_stripes_view(db):
         assert 0 < compressed < raw and codecs
     assert any("delta" in c for r in rows if r[3] == "ts" for c in r[6])
     assert any("dictionary" in c or "rle" in c for r in rows if r[3] == "status" for c in r[6])
+
+
+def test_update_and_delete_are_refused_clearly(db):
+    db.execute("CREATE FOREIGN TABLE t (a int) SERVER orochi")
+    db.execute("INSERT INTO t VALUES (1)")
+    for stmt in ("UPDATE t SET a = 2", "DELETE FROM t"):
+        with pytest.raises(psycopg.errors.FdwUnableToCreateExecution) as exc:
+            db.execute(stmt)
+        assert 'foreign table "t" does not support UPDATE or DELETE' in str(exc.value)
+    assert db.execute("SELECT a FROM t").fetchall() == [(1,)]
+    assert db.execute("INSERT INTO t VALUES (5) RETURNING a * 2").fetchall() == [(10,)]
+
+
+def test_database_copied_from_a_template_never_removes_the_templates_files(pg_cluster, make_database):
+    template = make_database()
+    with pg_cluster.connect(template, autocommit=True) as conn:
+        conn.execute("CREATE FOREIGN TABLE t (a int) SERVER orochi")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 10)")
+        files = catalog_files(conn)
+    copy = make_database(template=template, extension=False)
+    with pg_cluster.connect(copy, autocommit=True) as conn:
+        assert conn.execute("SELECT sum(a) FROM t").fetchone()[0] == 55  # shares the files
+        conn.execute("TRUNCATE t")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("DROP FOREIGN TABLE t")
+    assert all(os.path.exists(p) for p in files)
+    with pg_cluster.connect(template, autocommit=True) as conn:
+        assert conn.execute("SELECT sum(a) FROM t").fetchone()[0] == 55
