@@ -160,12 +160,16 @@ CREATE EVENT TRIGGER orochi_columnar_ddl_end ON ddl_command_end
     WHEN TAG IN ('CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION orochi.columnar_on_ddl_end();
 
+-- A failure here (Python missing, say) must not keep anyone from dropping
+-- an extension: the files are then left for the operator.
 CREATE FUNCTION orochi.columnar_on_drop_extension()
 RETURNS event_trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
     PERFORM orochi.columnar_before_drop_extension();
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'orochi: columnar files will not be removed: %', SQLERRM;
 END;
 $$;
 
