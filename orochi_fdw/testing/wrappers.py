@@ -469,3 +469,25 @@ class AggregatingWrapper(SeriesWrapper):
                 else:
                     out[o["name"]] = (min if a["func"] == "min" else max)(vals, default=None)
             yield out
+
+
+class CatalogWrapper(SeriesWrapper):
+    """IMPORT FOREIGN SCHEMA: offers two generated tables, ``numbers`` and
+    ``Mixed Case``, in any remote schema."""
+
+    @classmethod
+    def import_schema(cls, schema, srv_options, options, restriction_type, restricts):
+        from orochi_fdw.bridge import ColumnDefinition, TableDefinition
+
+        tables = [
+            TableDefinition("numbers", [ColumnDefinition("id", 20, type_name="bigint"),
+                                        ColumnDefinition("v", 701, type_name="double precision")],
+                            {"wrapper": f"{cls.__module__}.SeriesWrapper", "rows": options.get("rows", "3")}),
+            TableDefinition("Mixed Case", [ColumnDefinition("t", 25, type_name="text")],
+                            {"wrapper": f"{cls.__module__}.SeriesWrapper", "mode": "tuple"}),
+        ]
+        if restriction_type == "limit":
+            tables = [t for t in tables if t.table_name in restricts]
+        elif restriction_type == "except":
+            tables = [t for t in tables if t.table_name not in restricts]
+        return tables

@@ -170,3 +170,16 @@ def test_row_ids_from_batches(db, foreign_table):
     notices.clear()
     db.execute("UPDATE r SET id = id + 1000 WHERE id = 11")
     assert notices == [f"update {11 * 3_000_000_007} 1011"]
+
+
+def test_import_foreign_schema(db):
+    db.execute("CREATE SERVER gen FOREIGN DATA WRAPPER orochi "
+               "OPTIONS (wrapper 'orochi_fdw.testing.wrappers.CatalogWrapper')")
+    db.execute("CREATE SCHEMA imported")
+    db.execute("IMPORT FOREIGN SCHEMA anything FROM SERVER gen INTO imported OPTIONS (rows '4')")
+    assert db.execute("SELECT count(*), sum(id) FROM imported.numbers").fetchone() == (4, 6)
+    assert db.execute('SELECT count(*) FROM imported."Mixed Case"').fetchone() == (10,)
+    db.execute("CREATE SCHEMA only_one")
+    db.execute("IMPORT FOREIGN SCHEMA anything LIMIT TO (numbers) FROM SERVER gen INTO only_one")
+    assert db.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                      "WHERE nspname = 'only_one'").fetchall() == [("numbers",)]
