@@ -1,0 +1,724 @@
+# Filter kernels: a column compared with constants, into a row mask.
+#
+# Conventions:
+# * A mask is uint8, one byte per row, 1 where the row passes. Kernels read any
+#   nonzero byte of an existing mask as 1 and write only 0 and 1.
+# * Every kernel writes into a caller-allocated `out` (one byte per row) and
+#   `combine` says how the result meets what `out` holds: COMBINE_SET
+#   (overwrite), COMBINE_AND or COMBINE_OR. Quals are ANDed, so a scan
+#   evaluates its first qual with SET and the others with AND.
+# * `validity` is uint8 per row, nonzero where a value is present, or None when
+#   no row is NULL. A NULL row never passes a comparison (in SQL it yields NULL,
+#   which WHERE treats as false); what is stored for a NULL row is read but
+#   never decides anything.
+# * Floats follow PostgreSQL, not IEEE 754: NaN = NaN, NaN is greater than
+#   every other value, -0.0 = 0.0 (see _compare.pxd).
+# * A constant must be exactly representable in the column's dtype (a float32
+#   column takes only float32 values, an int16 column only int16 values):
+#   ValueError / OverflowError otherwise. Turning a query's constant into the
+#   column's domain (int4 col < 2.5 is col <= 2) is orochi_fdw.query.predicates'
+#   job, not the kernels'.
+# * Variable-width columns are int64 offsets[n + 1] into a uint8 data buffer
+#   (the bridge's wire layout); offsets are checked as they are read.
+# * Sizes are validated before `with nogil:`; rows are processed in blocks of
+#   BLOCK so that each comparison loop is a plain loop the compiler vectorizes,
+#   and validity and combining are separate passes over a block in L1.
+
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcmp, memcpy, memset
+
+from _compare cimport (cmp_t, pg_eq, pg_lt, pg_isnan, CMP_EQ, CMP_NE, CMP_LT,
+                       CMP_LE, CMP_GT, CMP_GE, CMB_SET, CMB_AND, CMB_OR)
+
+OP_EQ = CMP_EQ
+OP_NE = CMP_NE
+OP_LT = CMP_LT
+OP_LE = CMP_LE
+OP_GT = CMP_GT
+OP_GE = CMP_GE
+COMBINE_SET = CMB_SET
+COMBINE_AND = CMB_AND
+COMBINE_OR = CMB_OR
+
+cdef enum:
+    BLOCK = 2048
+    # IN lists up to this long are tested by a linear, vectorizable scan.
+    LINEAR_IN_MAX = 8
+    # Integer IN lists spanning fewer values than this use a lookup table.
+    TABLE_IN_SPAN = 65536
+
+# Operators after folding a NaN constant away (see _fold_nan).
+cdef enum:
+    K_ISNAN = 6
+    K_NOTNAN = 7
+    K_TRUE = 8
+    K_FALSE = 9
+
+# Errors found inside a nogil loop, raised after it.
+cdef enum:
+    ERR_NONE = 0
+    ERR_OFFSETS = 1
+    ERR_CODE = 2
+    ERR_CAPACITY = 3
+    ERR_MEMORY = 4
+
+
+# ------------------------------------------------------------------ checks
+
+cdef int _check_common(Py_ssize_t n, Py_ssize_t out_len, object validity,
+                       Py_ssize_t valid_len, int combine) except -1:
+    if out_len != n:
+        raise ValueError(f"out has {out_len} entries for {n} rows")
+    if validity is not None and valid_len != n:
+        raise ValueError(f"validity has {valid_len} entries for {n} rows")
+    if combine != CMB_SET and combine != CMB_AND and combine != CMB_OR:
+        raise ValueError(f"invalid combine mode {combine}")
+    return 0
+
+
+cdef int _check_op(int op) except -1:
+    if op < CMP_EQ or op > CMP_GE:
+        raise ValueError(f"invalid comparison operator {op}")
+    return 0
+
+
+cdef int _raise(int err, Py_ssize_t where) except -1:
+    if err == ERR_OFFSETS:
+        raise ValueError(f"invalid offsets at row {where}")
+    if err == ERR_CODE:
+        from orochi_fdw.errors import CorruptDataError
+        raise CorruptDataError(f"dictionary code out of range at row {where}")
+    if err == ERR_CAPACITY:
+        raise ValueError("out too small for the selected rows")
+    if err == ERR_MEMORY:
+        raise MemoryError()
+    return 0
+
+
+cdef inline const uint8_t* _vptr(const uint8_t[::1] validity) noexcept nogil:
+    if validity is None or validity.shape[0] == 0:
+        return NULL
+    return &validity[0]
+
+
+cdef inline const uint8_t* _bptr(const uint8_t[::1] buf) noexcept nogil:
+    if buf.shape[0] == 0:
+        return NULL
+    return &buf[0]
+
+
+cdef inline int _fold_nan(int op) noexcept nogil:
+    """The operator that `v op NaN` is, in Postgres's order (NaN last, NaN = NaN)."""
+    if op == CMP_EQ or op == CMP_GE:
+        return K_ISNAN
+    if op == CMP_NE or op == CMP_LT:
+        return K_NOTNAN
+    if op == CMP_LE:
+        return K_TRUE
+    return K_FALSE
+
+
+# ------------------------------------------------------------ block helpers
+
+cdef inline void _cmp_block(const cmp_t* v, Py_ssize_t n, int op, cmp_t c,
+                            uint8_t* t) noexcept nogil:
+    """t[j] = v[j] op c for a constant c that is not NaN (or a K_ operator)."""
+    cdef Py_ssize_t j
+    if op == CMP_EQ:
+        for j in range(n):
+            t[j] = v[j] == c
+    elif op == CMP_NE:
+        # For floats `!=` is also true for NaN, as Postgres wants (c is not NaN).
+        for j in range(n):
+            t[j] = v[j] != c
+    elif op == CMP_LT:
+        for j in range(n):
+            t[j] = v[j] < c
+    elif op == CMP_LE:
+        for j in range(n):
+            t[j] = v[j] <= c
+    elif op == CMP_GT:
+        if cmp_t is float or cmp_t is double:
+            for j in range(n):
+                t[j] = (v[j] > c) | (v[j] != v[j])
+        else:
+            for j in range(n):
+                t[j] = v[j] > c
+    elif op == CMP_GE:
+        if cmp_t is float or cmp_t is double:
+            for j in range(n):
+                t[j] = (v[j] >= c) | (v[j] != v[j])
+        else:
+            for j in range(n):
+                t[j] = v[j] >= c
+    elif op == K_ISNAN:
+        for j in range(n):
+            t[j] = v[j] != v[j]
+    elif op == K_NOTNAN:
+        for j in range(n):
+            t[j] = v[j] == v[j]
+    elif op == K_TRUE:
+        memset(t, 1, <size_t>n)
+    else:
+        memset(t, 0, <size_t>n)
+
+
+cdef inline void _finish_block(uint8_t* out, uint8_t* t, const uint8_t* valid,
+                               Py_ssize_t n, int combine) noexcept nogil:
+    """Clear NULL rows of t, then combine t into out (t is out for SET)."""
+    cdef Py_ssize_t j
+    if valid != NULL:
+        for j in range(n):
+            t[j] = t[j] & (valid[j] != 0)
+    if combine == CMB_AND:
+        for j in range(n):
+            out[j] = (out[j] != 0) & t[j]
+    elif combine == CMB_OR:
+        for j in range(n):
+            out[j] = (out[j] != 0) | t[j]
+
+
+cdef inline void _not_block(uint8_t* t, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        t[j] = t[j] ^ 1
+
+
+# ------------------------------------------------------------- comparisons
+
+cdef int _constant(object value, cmp_t* c) except -1:
+    """Convert a Python constant to the column's dtype, exactly."""
+    if cmp_t is float or cmp_t is double:
+        c[0] = value
+        if not (c[0] == value or (c[0] != c[0] and value != value)):
+            raise ValueError(f"{value!r} is not exactly representable in the column's type")
+    else:
+        if isinstance(value, float):
+            raise TypeError("an integer column needs an integer constant")
+        c[0] = value
+    return 0
+
+
+def compare(const cmp_t[::1] values, const uint8_t[::1] validity, int op, object value,
+            uint8_t[::1] out, int combine=CMB_SET):
+    """Rows where ``values <op> value``.
+
+    Args:
+        values: the column (int8, uint8 for bool, int16, int32, int64, float32
+            or float64).
+        validity: nonzero where a value is present, or None.
+        op: OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT or OP_GE.
+        value: the constant, exactly representable in the column's dtype.
+        out: the mask, one byte per row.
+        combine: COMBINE_SET, COMBINE_AND or COMBINE_OR.
+
+    Raises:
+        ValueError: mismatched sizes, an invalid op or combine mode, or a
+            constant the dtype cannot hold exactly (OverflowError for an
+            integer out of range).
+    """
+    cdef Py_ssize_t n = values.shape[0], i = 0, m
+    cdef cmp_t c
+    cdef int kop = op
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    _check_common(n, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    _check_op(op)
+    _constant(value, &c)
+    if n == 0:
+        return
+    if pg_isnan(c):
+        kop = _fold_nan(op)
+    with nogil:
+        while i < n:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            _cmp_block(&values[i], m, kop, c, t)
+            _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
+            i += m
+
+
+def compare_range(const cmp_t[::1] values, const uint8_t[::1] validity, int op1, object value1,
+                  int op2, object value2, uint8_t[::1] out, int combine=CMB_SET):
+    """Rows where ``values <op1> value1 AND values <op2> value2``, in one pass
+    (a time range: ``ts >= a AND ts < b``). Arguments as for :func:`compare`."""
+    cdef Py_ssize_t n = values.shape[0], i = 0, m, j
+    cdef cmp_t c1, c2
+    cdef int k1 = op1, k2 = op2
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t tmp2[BLOCK]
+    cdef uint8_t* t
+    _check_common(n, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    _check_op(op1)
+    _check_op(op2)
+    _constant(value1, &c1)
+    _constant(value2, &c2)
+    if n == 0:
+        return
+    if pg_isnan(c1):
+        k1 = _fold_nan(op1)
+    if pg_isnan(c2):
+        k2 = _fold_nan(op2)
+    with nogil:
+        while i < n:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            _cmp_block(&values[i], m, k1, c1, t)
+            _cmp_block(&values[i], m, k2, c2, tmp2)
+            for j in range(m):
+                t[j] = t[j] & tmp2[j]
+            _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
+            i += m
+
+
+cdef Py_ssize_t _check_sorted(const cmp_t[::1] items) except -2:
+    """Check items are in Postgres order (NaN last); return how many are not NaN."""
+    cdef Py_ssize_t k = items.shape[0], i
+    for i in range(1, k):
+        if pg_lt(items[i], items[i - 1]):
+            raise ValueError("IN-list items must be sorted (NaN last)")
+    i = k
+    while i > 0 and pg_isnan(items[i - 1]):
+        i -= 1
+    return i
+
+
+def in_list(const cmp_t[::1] values, const uint8_t[::1] validity, const cmp_t[::1] items,
+            bint negate, uint8_t[::1] out, int combine=CMB_SET):
+    """Rows whose value is one of ``items`` (``= ANY``), or with ``negate``
+    none of them (``<> ALL``, i.e. NOT IN without NULLs in the list).
+
+    ``items`` has the column's dtype and is sorted in Postgres's order (NaN
+    last; duplicates allowed). Short lists are scanned linearly, integer lists
+    spanning few values use a lookup table, others a binary search per row.
+
+    Raises:
+        ValueError: mismatched sizes, unsorted items, or an invalid combine mode.
+    """
+    cdef Py_ssize_t n = values.shape[0], k, i = 0, m, j, q, lo, hi, mid
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    cdef uint8_t* table = NULL
+    cdef bint has_nan
+    cdef cmp_t x, item
+    cdef uint64_t span = 0, d
+    cdef int err = ERR_NONE
+    _check_common(n, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    k = _check_sorted(items)
+    has_nan = k < items.shape[0]
+    if n == 0:
+        return
+    if cmp_t is not float and cmp_t is not double:
+        if k > LINEAR_IN_MAX:
+            span = <uint64_t>items[k - 1] - <uint64_t>items[0]
+            if span < TABLE_IN_SPAN:
+                table = <uint8_t*>malloc(<size_t>(span + 1))
+                if table == NULL:
+                    raise MemoryError()
+                memset(table, 0, <size_t>(span + 1))
+                for q in range(k):
+                    table[<uint64_t>items[q] - <uint64_t>items[0]] = 1
+    try:
+        with nogil:
+            while i < n:
+                m = n - i if n - i < BLOCK else BLOCK
+                t = &out[i] if combine == CMB_SET else tmp
+                if k <= LINEAR_IN_MAX:
+                    memset(t, 0, <size_t>m)
+                    for q in range(k):
+                        item = items[q]
+                        for j in range(m):
+                            t[j] = t[j] | (values[i + j] == item)
+                elif table != NULL:
+                    for j in range(m):
+                        d = <uint64_t>values[i + j] - <uint64_t>items[0]
+                        t[j] = table[d] if d <= span else 0
+                else:
+                    for j in range(m):
+                        x = values[i + j]
+                        lo = 0
+                        hi = k
+                        while lo < hi:
+                            mid = (lo + hi) >> 1
+                            if items[mid] < x:
+                                lo = mid + 1
+                            else:
+                                hi = mid
+                        t[j] = lo < k and items[lo] == x
+                if cmp_t is float or cmp_t is double:
+                    if has_nan:
+                        for j in range(m):
+                            t[j] = t[j] | (values[i + j] != values[i + j])
+                if negate:
+                    _not_block(t, m)
+                _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
+                i += m
+    finally:
+        free(table)
+
+
+def validity_filter(const uint8_t[::1] validity, bint is_null, uint8_t[::1] out,
+                    int combine=CMB_SET):
+    """Rows that are NULL (``is_null``) or not NULL, from a validity array
+    (None: no row is NULL, and ``len(out)`` rows)."""
+    cdef Py_ssize_t n = out.shape[0], i = 0, m, j
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    _check_common(n, n, validity, 0 if validity is None else validity.shape[0], combine)
+    if n == 0:
+        return
+    with nogil:
+        while i < n:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            if valid == NULL:
+                memset(t, 0 if is_null else 1, <size_t>m)
+            elif is_null:
+                for j in range(m):
+                    t[j] = valid[i + j] == 0
+            else:
+                for j in range(m):
+                    t[j] = valid[i + j] != 0
+            _finish_block(&out[i], t, NULL, m, combine)
+            i += m
+
+
+# ---------------------------------------------------------- variable width
+
+cdef inline int _cmp_bytes(const uint8_t* a, int64_t alen,
+                           const uint8_t* b, int64_t blen) noexcept nogil:
+    """memcmp order of two byte strings (a shorter prefix sorts first)."""
+    cdef int64_t k = alen if alen < blen else blen
+    cdef int c = 0
+    if k > 0:
+        c = memcmp(a, b, <size_t>k)
+    if c != 0:
+        return c
+    return (alen > blen) - (alen < blen)
+
+
+cdef inline bint _op_holds(int op, int c) noexcept nogil:
+    if op == CMP_EQ:
+        return c == 0
+    if op == CMP_NE:
+        return c != 0
+    if op == CMP_LT:
+        return c < 0
+    if op == CMP_LE:
+        return c <= 0
+    if op == CMP_GT:
+        return c > 0
+    return c >= 0
+
+
+cdef int _check_var(const int64_t[::1] offsets, Py_ssize_t out_len, object validity,
+                    Py_ssize_t valid_len, int combine) except -1:
+    if offsets.shape[0] < 1:
+        raise ValueError("offsets must have rows + 1 entries")
+    return _check_common(offsets.shape[0] - 1, out_len, validity, valid_len, combine)
+
+
+def text_compare(const int64_t[::1] offsets, const uint8_t[::1] data,
+                 const uint8_t[::1] validity, int op, const uint8_t[::1] value,
+                 uint8_t[::1] out, int combine=CMB_SET):
+    """Rows where ``value_i <op> value`` in byte order (memcmp, a prefix first):
+    the order of text under the C collation in a UTF-8 database, and of bytea.
+    Equality is byte equality, which is text equality in any deterministic
+    collation.
+
+    Raises:
+        ValueError: mismatched sizes, an invalid op or combine mode, or an
+            offset outside the data buffer.
+    """
+    cdef Py_ssize_t n = offsets.shape[0] - 1, i = 0, m, j, bad = -1
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef const uint8_t* dp = _bptr(data)
+    cdef const uint8_t* vp = _bptr(value)
+    cdef int64_t vlen = value.shape[0], dlen = data.shape[0], s, e
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    _check_var(offsets, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    _check_op(op)
+    if n == 0:
+        return
+    with nogil:
+        while i < n and bad < 0:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            for j in range(m):
+                s = offsets[i + j]
+                e = offsets[i + j + 1]
+                if s < 0 or e < s or e > dlen:
+                    bad = i + j
+                    break
+                if op == CMP_EQ:
+                    t[j] = e - s == vlen and (vlen == 0 or memcmp(dp + s, vp, <size_t>vlen) == 0)
+                elif op == CMP_NE:
+                    t[j] = not (e - s == vlen and (vlen == 0 or memcmp(dp + s, vp, <size_t>vlen) == 0))
+                else:
+                    t[j] = _op_holds(op, _cmp_bytes(dp + s, e - s, vp, vlen))
+            if bad >= 0:
+                break
+            _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
+            i += m
+    if bad >= 0:
+        _raise(ERR_OFFSETS, bad)
+
+
+def text_prefix(const int64_t[::1] offsets, const uint8_t[::1] data,
+                const uint8_t[::1] validity, const uint8_t[::1] prefix, bint negate,
+                uint8_t[::1] out, int combine=CMB_SET):
+    """Rows whose bytes start with ``prefix`` (``LIKE 'abc%'``), or with
+    ``negate`` do not (``NOT LIKE 'abc%'``); NULL rows pass neither."""
+    cdef Py_ssize_t n = offsets.shape[0] - 1, i = 0, m, j, bad = -1
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef const uint8_t* dp = _bptr(data)
+    cdef const uint8_t* pp = _bptr(prefix)
+    cdef int64_t plen = prefix.shape[0], dlen = data.shape[0], s, e
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    _check_var(offsets, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    if n == 0:
+        return
+    with nogil:
+        while i < n and bad < 0:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            for j in range(m):
+                s = offsets[i + j]
+                e = offsets[i + j + 1]
+                if s < 0 or e < s or e > dlen:
+                    bad = i + j
+                    break
+                t[j] = (e - s >= plen and (plen == 0 or memcmp(dp + s, pp, <size_t>plen) == 0)) ^ negate
+            if bad >= 0:
+                break
+            _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
+            i += m
+    if bad >= 0:
+        _raise(ERR_OFFSETS, bad)
+
+
+def text_in_list(const int64_t[::1] offsets, const uint8_t[::1] data,
+                 const uint8_t[::1] validity, const int64_t[::1] item_offsets,
+                 const uint8_t[::1] item_data, bint negate, uint8_t[::1] out,
+                 int combine=CMB_SET):
+    """Rows whose bytes equal one of the items (``= ANY``), or with ``negate``
+    none of them (``<> ALL``). The items are a variable-width column of their
+    own, sorted in byte order (duplicates allowed); each row is looked up by
+    binary search.
+
+    Raises:
+        ValueError: mismatched sizes, unsorted items or bad offsets.
+    """
+    cdef Py_ssize_t n = offsets.shape[0] - 1, k = item_offsets.shape[0] - 1
+    cdef Py_ssize_t i = 0, m, j, q, lo, hi, mid, bad = -1
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef const uint8_t* dp = _bptr(data)
+    cdef const uint8_t* ip = _bptr(item_data)
+    cdef int64_t dlen = data.shape[0], s, e
+    cdef int c
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    _check_var(offsets, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    if k < 0:
+        raise ValueError("item_offsets must have items + 1 entries")
+    for q in range(k + 1):
+        if item_offsets[q] < 0 or item_offsets[q] > item_data.shape[0] or (
+                q > 0 and item_offsets[q] < item_offsets[q - 1]):
+            raise ValueError(f"invalid item offsets at item {q}")
+    for q in range(1, k):
+        if _cmp_bytes(ip + item_offsets[q - 1], item_offsets[q] - item_offsets[q - 1],
+                      ip + item_offsets[q], item_offsets[q + 1] - item_offsets[q]) > 0:
+            raise ValueError("IN-list items must be sorted in byte order")
+    if n == 0:
+        return
+    with nogil:
+        while i < n and bad < 0:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            for j in range(m):
+                s = offsets[i + j]
+                e = offsets[i + j + 1]
+                if s < 0 or e < s or e > dlen:
+                    bad = i + j
+                    break
+                lo = 0
+                hi = k
+                c = 1
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    c = _cmp_bytes(ip + item_offsets[mid], item_offsets[mid + 1] - item_offsets[mid],
+                                   dp + s, e - s)
+                    if c == 0:
+                        break
+                    if c < 0:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                t[j] = (c == 0) ^ negate
+            if bad >= 0:
+                break
+            _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
+            i += m
+    if bad >= 0:
+        _raise(ERR_OFFSETS, bad)
+
+
+# -------------------------------------------------------------- dictionary
+
+def dict_filter(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
+                const uint8_t[::1] validity, uint8_t[::1] out, int combine=CMB_SET):
+    """Rows of a dictionary-encoded column whose entry passes: ``entry_mask``
+    holds the predicate evaluated once per dictionary entry, and row i passes
+    when ``entry_mask[codes[i]]`` does. ``codes`` has one code per row (what a
+    NULL row holds is not looked at).
+
+    Raises:
+        CorruptDataError: a code of a non-NULL row outside the dictionary.
+    """
+    cdef Py_ssize_t n = codes.shape[0], d = entry_mask.shape[0], i = 0, m, j, bad = -1
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    cdef uint64_t code
+    _check_common(n, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
+    if n == 0:
+        return
+    with nogil:
+        while i < n and bad < 0:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            for j in range(m):
+                if valid != NULL and valid[i + j] == 0:
+                    t[j] = 0
+                    continue
+                code = <uint64_t><int64_t>codes[i + j]
+                if code >= <uint64_t>d:
+                    bad = i + j
+                    break
+                t[j] = entry_mask[code] != 0
+            if bad >= 0:
+                break
+            _finish_block(&out[i], t, NULL, m, combine)
+            i += m
+    if bad >= 0:
+        _raise(ERR_CODE, bad)
+
+
+def dict_filter_compact(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
+                        const uint8_t[::1] validity, uint8_t[::1] out, int combine=CMB_SET):
+    """As :func:`dict_filter` for codes as the stripe format stores them: one
+    code per non-NULL row, in row order (``len(codes)`` = rows that are
+    present; ``validity`` None means every row is).
+
+    Raises:
+        CorruptDataError: a code outside the dictionary, or a count of codes
+            that does not match the validity.
+    """
+    cdef Py_ssize_t n = out.shape[0], d = entry_mask.shape[0], ncodes = codes.shape[0]
+    cdef Py_ssize_t i = 0, m, j, k = 0, bad = -1
+    cdef const uint8_t* valid = _vptr(validity)
+    cdef uint8_t tmp[BLOCK]
+    cdef uint8_t* t
+    cdef uint64_t code
+    _check_common(n, n, validity, 0 if validity is None else validity.shape[0], combine)
+    if validity is None and ncodes != n:
+        from orochi_fdw.errors import CorruptDataError
+        raise CorruptDataError(f"{ncodes} dictionary codes for {n} rows")
+    if n == 0:
+        return
+    with nogil:
+        while i < n and bad < 0:
+            m = n - i if n - i < BLOCK else BLOCK
+            t = &out[i] if combine == CMB_SET else tmp
+            for j in range(m):
+                if valid != NULL and valid[i + j] == 0:
+                    t[j] = 0
+                    continue
+                if k >= ncodes:
+                    bad = i + j
+                    break
+                code = <uint64_t><int64_t>codes[k]
+                k += 1
+                if code >= <uint64_t>d:
+                    bad = i + j
+                    break
+                t[j] = entry_mask[code] != 0
+            if bad >= 0:
+                break
+            _finish_block(&out[i], t, NULL, m, combine)
+            i += m
+    if bad >= 0:
+        _raise(ERR_CODE, bad)
+    if k != ncodes:
+        from orochi_fdw.errors import CorruptDataError
+        raise CorruptDataError(f"{ncodes} dictionary codes for {k} non-NULL rows")
+
+
+# --------------------------------------------------------------- selection
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+
+def count_selected(const uint8_t[::1] mask):
+    """Number of nonzero bytes of ``mask``."""
+    cdef Py_ssize_t n = mask.shape[0], i
+    cdef Py_ssize_t total = 0
+    with nogil:
+        for i in range(n):
+            total += mask[i] != 0
+    return total
+
+
+def mask_to_indices(const uint8_t[::1] mask, index_t[::1] out):
+    """Write the indices of the nonzero bytes of ``mask``, ascending, into
+    ``out`` (int32 or int64, at least :func:`count_selected` entries); return
+    how many were written. Eight zero bytes at a time are skipped at once, so
+    sparse selections cost little more than reading the mask.
+
+    Raises:
+        ValueError: ``out`` is too small, or int32 cannot hold the indices.
+    """
+    cdef Py_ssize_t n = mask.shape[0], cap = out.shape[0], i = 0, k = 0, b
+    cdef uint64_t w
+    cdef const uint8_t* p = _bptr(mask)
+    cdef int err = ERR_NONE
+    if index_t is int32_t and n > 0x7FFFFFFF:
+        raise ValueError("int32 indices cannot address this many rows")
+    if n == 0:
+        return 0
+    with nogil:
+        while i + 8 <= n:
+            memcpy(&w, p + i, 8)
+            if w != 0:
+                for b in range(8):
+                    if p[i + b]:
+                        if k >= cap:
+                            err = ERR_CAPACITY
+                            break
+                        out[k] = <index_t>(i + b)
+                        k += 1
+                if err != ERR_NONE:
+                    break
+            i += 8
+        if err == ERR_NONE:
+            while i < n:
+                if p[i]:
+                    if k >= cap:
+                        err = ERR_CAPACITY
+                        break
+                    out[k] = <index_t>i
+                    k += 1
+                i += 1
+    if err != ERR_NONE:
+        _raise(err, 0)
+    return k
+
