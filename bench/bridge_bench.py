@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     load_before = load_average()
+    commit = git_commit()
     with PostgresCluster("bench-bridge", settings=SETTINGS) as pg:
         pg.create_database("bench")
         with pg.connect("bench", autocommit=True) as conn:
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
+        "commit": commit,
         "rows": args.rows,
         "runs": args.runs,
         "slow_runs": args.slow_runs,
