@@ -146,7 +146,7 @@ def _number(value: Any) -> Any:
     return None
 
 
-def bind_value(column: ColumnDefinition, value: Any, op: str, collations: CollationInfo) -> Any:
+def bind_value(column: ColumnDefinition, value: Any) -> Any:
     """``value`` in the statistics' domain of ``column``, or None when it
     cannot be compared with them safely."""
     kind = storage_kind(column)
@@ -203,7 +203,7 @@ def bind(quals: Iterable[Qual], columns: dict[str, ColumnDefinition],
                 continue
             if not _text_ok(column, "=", q.collation, collations):
                 continue
-            values = [bind_value(column, v, "=", collations) for v in q.value if v is not None]
+            values = [bind_value(column, v) for v in q.value if v is not None]
             if any(v is None for v in values):
                 continue
             out.append(BoundQual(q.field_name, kind, "in", tuple(values)))
@@ -217,7 +217,7 @@ def bind(quals: Iterable[Qual], columns: dict[str, ColumnDefinition],
             continue
         if op not in _RANGE_OPS or not _text_ok(column, op, q.collation, collations):
             continue
-        v = bind_value(column, q.value, op, collations)
+        v = bind_value(column, q.value)
         if v is not None:
             out.append(BoundQual(q.field_name, kind, op, v))
     return out

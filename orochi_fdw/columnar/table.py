@@ -21,12 +21,12 @@ from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, So
 from orochi_fdw.bridge.batch import Batch
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
-from orochi_fdw.errors import InvalidOptionError
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import options as opts
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
+from orochi_fdw.errors import InvalidOptionError
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
 
@@ -116,10 +116,9 @@ class ColumnarTable(ForeignDataWrapper):
         directory = files.table_dir(self._data_dir(), self.relid)
         files.ensure_dir(directory)
         writer = None
-        for attempt in range(8):
+        for _ in range(8):
             stripe_id = store.next_stripe_id()
             path = os.path.join(directory, files.stripe_file_name(stripe_id, xid))
-            ledger.file_created(stripe_id, path)
             try:
                 writer = StripeWriter(
                     path, self._schema(), chunk_group_rows=self.settings.chunk_group_size,
@@ -129,11 +128,17 @@ class ColumnarTable(ForeignDataWrapper):
                                 "attnums": ",".join(str(c.attnum) for c in self.columns.values())})
                 break
             except FileExistsError:
-                continue  # a file left by a crash under a reused id: take the next id
+                continue  # left by a crash under ids handed out again: take the next id
             except FileNotFoundError:
                 files.ensure_dir(directory)  # removed by a concurrent vacuum: once more
+            except OSError as exc:
+                raise StorageIOError(f'could not create a stripe file in "{directory}": {exc.strerror}',
+                                     hint="Check the data_dir option of the table's server.") from None
         if writer is None:
             raise StorageIOError(f'could not find a free stripe file name in "{directory}"')
+        # Registered before the file can exist: whatever fails from here on,
+        # the end of the transaction removes it unless its rows commit.
+        ledger.file_created(stripe_id, path)
         with writer:
             writer.write_batch(columns)
         meta = writer.metadata
@@ -157,18 +162,15 @@ class ColumnarTable(ForeignDataWrapper):
 
     # ------------------------------------------------------------------ reading
 
-    def _collations(self) -> CollationInfo:
-        return _collation_info()
-
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None):
         needed = [c for c in columns if c in self.columns]
-        bound = bind(quals, self.columns, self._collations(), runtime.UNKNOWN)
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[c].attnum for c in needed} | {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
         return ColumnarScan(self.relname, self.columns, stripes, needed, bound)
 
     def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
-        bound = bind(quals, self.columns, self._collations(), runtime.UNKNOWN)
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
         total = sum(s.row_count for s in stripes)
@@ -187,7 +189,7 @@ class ColumnarTable(ForeignDataWrapper):
 
     def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 verbose: bool = False) -> list[str]:
-        bound = bind(quals, self.columns, self._collations(), runtime.UNKNOWN)
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
         kept = prune_stripes(stripes, bound, self.columns)
