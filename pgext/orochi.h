@@ -87,6 +87,7 @@ extern void orochi_py_enter(void);
 extern void orochi_py_leave(void);
 extern PyObject *orochi_call(PyObject *callable, PyObject *args, PyObject *kwargs);
 extern void orochi_mark_xact_touched(void);
+extern int	orochi_savepoint_depth(void);
 extern void orochi_register_callbacks(void);
 extern void orochi_install_signal_wrappers(void);
 

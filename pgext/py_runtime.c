@@ -22,6 +22,7 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 char	   *orochi_python_venv = NULL;
@@ -32,6 +33,11 @@ static pid_t python_pid = 0;	/* the process that started or last adopted Python 
 static bool signals_ready = false;	/* this backend's signal wrappers are in place */
 static PyObject *runtime_module = NULL;
 static bool xact_touched = false;
+
+/* the user's open savepoints, innermost last (see orochi_subxact_callback) */
+static SubTransactionId *savepoints = NULL;
+static int	savepoint_count = 0;
+static int	savepoint_space = 0;
 
 /* set by our signal wrappers; consumed when the outermost Python call returns */
 static volatile sig_atomic_t interrupt_sent = false;
@@ -512,6 +518,10 @@ orochi_xact_callback(XactEvent event, void *arg)
 
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 		orochi_python_depth = 0;	/* an ERROR unwound past a call: start afresh */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		savepoint_count = 0;
 	if (!xact_touched)
 		return;
 
@@ -559,37 +569,71 @@ orochi_xact_callback(XactEvent event, void *arg)
 		call_xact_hook("xact_event", Py_BuildValue("(s)", name), may_error);
 }
 
+/*
+ * The user's open savepoints (sub-transactions other than the bridge's own),
+ * innermost last, kept whether or not Orochi was used yet: a wrapper that
+ * joins the transaction inside savepoints is told they are open
+ * (runtime.Transaction.join), so its later sub_rollback / sub_commit match.
+ */
+
+int
+orochi_savepoint_depth(void)
+{
+	return savepoint_count;
+}
+
+static int
+savepoint_level(SubTransactionId subid)
+{
+	for (int i = savepoint_count - 1; i >= 0; i--)
+		if (savepoints[i] == subid)
+			return i + 1;
+	return 0;
+}
+
 static void
 orochi_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
 {
 	const char *name = NULL;
 	bool		may_error = false;
+	int			level;
 
-	if (!xact_touched || orochi_in_internal_subxact())
+	if (orochi_in_internal_subxact())
 		return;
 	switch (event)
 	{
 		case SUBXACT_EVENT_START_SUB:
+			if (savepoint_count == savepoint_space)
+			{
+				savepoint_space = Max(16, savepoint_space * 2);
+				savepoints = savepoints ?
+					repalloc(savepoints, sizeof(SubTransactionId) * savepoint_space) :
+					MemoryContextAlloc(TopMemoryContext, sizeof(SubTransactionId) * savepoint_space);
+			}
+			savepoints[savepoint_count++] = mySubid;
 			name = "sub_begin";
 			may_error = true;
+			level = savepoint_count;
 			break;
 		case SUBXACT_EVENT_PRE_COMMIT_SUB:
 			name = "sub_pre_commit";
 			may_error = true;
+			level = savepoint_level(mySubid);
 			break;
 		case SUBXACT_EVENT_COMMIT_SUB:
-			name = "sub_commit";
-			break;
 		case SUBXACT_EVENT_ABORT_SUB:
-			name = "sub_rollback";
+			name = event == SUBXACT_EVENT_COMMIT_SUB ? "sub_commit" : "sub_rollback";
+			level = savepoint_level(mySubid);
+			if (level > 0)
+				savepoint_count = level - 1;
 			break;
+		default:
+			return;
 	}
-	if (name != NULL)
-		call_xact_hook("subxact_event",
-					   Py_BuildValue("(sII)", name, (unsigned int) mySubid,
-									 (unsigned int) parentSubid),
-					   may_error);
+	if (!xact_touched || level == 0)
+		return;
+	call_xact_hook("subxact_event", Py_BuildValue("(si)", name, level), may_error);
 }
 
 void

@@ -562,6 +562,12 @@ pg_uses_transaction_snapshot(PyObject *self, PyObject *noargs)
 	return PyBool_FromLong(IsolationUsesXactSnapshot());
 }
 
+static PyObject *
+pg_savepoint_depth(PyObject *self, PyObject *noargs)
+{
+	return PyLong_FromLong(orochi_savepoint_depth());
+}
+
 static PyMethodDef pg_methods[] = {
 	{"execute", (PyCFunction) (void (*) (void)) pg_execute, METH_VARARGS | METH_KEYWORDS,
 	"execute(query, params=None, limit=0, types=None) -> (rows, rowcount, column_names)"},
@@ -574,6 +580,8 @@ static PyMethodDef pg_methods[] = {
 	{"backend_info", pg_backend_info, METH_NOARGS, "facts about this backend"},
 	{"in_transaction", pg_in_transaction, METH_NOARGS, "whether a transaction is open"},
 	{"transaction_id", pg_transaction_id, METH_NOARGS, "the top-level transaction id"},
+	{"savepoint_depth", pg_savepoint_depth, METH_NOARGS,
+	"how many of the user's savepoints are open"},
 	{"uses_transaction_snapshot", pg_uses_transaction_snapshot, METH_NOARGS,
 	"whether the isolation level keeps one snapshot for the transaction"},
 	{NULL, NULL, 0, NULL}

@@ -404,12 +404,18 @@ def truncate(handles: list[TableHandle], behavior: str, restart_seqs: bool) -> N
 
 
 class _Transaction:
-    """The wrapper instances that took part in the current transaction, and
-    the savepoints opened since they joined."""
+    """The wrapper instances (and other participants) that took part in the
+    current transaction.
+
+    A participant that joins inside savepoints is first told of each open one
+    (``sub_begin(1..depth)``): it had no state when they opened, so its later
+    ``sub_rollback`` / ``sub_commit`` of any of them is consistent.  Hooks after
+    the outcome is decided (commit, rollback, sub_commit, sub_rollback) reach
+    every participant even if one raises; the errors are reported together.
+    """
 
     def __init__(self) -> None:
         self.participants: list[Any] = []
-        self.savepoints: list[int] = []
 
     def join(self, handle: TableHandle) -> None:
         self.add(handle.instance)
@@ -421,23 +427,34 @@ class _Transaction:
         begin = getattr(instance, "begin", None)
         if begin is not None:
             begin(_serializable())
+        sub_begin = getattr(instance, "sub_begin", None)
+        if sub_begin is not None:
+            for level in range(1, _savepoint_depth() + 1):
+                sub_begin(level)
 
-    def each(self, hook: str, *args: Any) -> None:
+    def each(self, hook: str, *args: Any, fallback: str | None = None, all_: bool = False) -> None:
+        """Call ``hook`` (or ``fallback``) on each participant; with ``all_``,
+        on every one even after an error, raising the errors afterwards."""
+        errors: list[BaseException] = []
         for instance in list(self.participants):
-            method = getattr(instance, hook, None)
-            if method is not None:
+            method = getattr(instance, hook, None) or (getattr(instance, fallback, None) if fallback else None)
+            if method is None:
+                continue
+            if not all_:
                 method(*args)
-
-    def each_preferring(self, hook: str, fallback: str) -> None:
-        """Call ``hook`` on the participants that have it, ``fallback`` on the others."""
-        for instance in list(self.participants):
-            method = getattr(instance, hook, None) or getattr(instance, fallback, None)
-            if method is not None:
-                method()
+                continue
+            try:
+                method(*args)
+            except Exception as exc:  # noqa: BLE001 - reported below, after every participant ran
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise WrapperError(f"{len(errors)} participants failed in {hook}: "
+                               + "; ".join(f"{type(e).__name__}: {e}" for e in errors))
 
     def end(self) -> None:
         self.participants.clear()
-        self.savepoints.clear()
 
 
 def _serializable() -> bool:
@@ -447,6 +464,15 @@ def _serializable() -> bool:
         return bool(_orochi_pg.uses_transaction_snapshot())
     except (ImportError, AttributeError):
         return False
+
+
+def _savepoint_depth() -> int:
+    try:
+        import _orochi_pg
+
+        return int(_orochi_pg.savepoint_depth())
+    except (ImportError, AttributeError):
+        return 0
 
 
 _transaction = _Transaction()
@@ -466,28 +492,25 @@ def xact_event(event: str) -> None:
         if event == "pre_commit":
             _transaction.each("pre_commit")
         elif event == "pre_prepare":
-            _transaction.each_preferring("pre_prepare", "pre_commit")
+            _transaction.each("pre_prepare", fallback="pre_commit")
         elif event == "commit":
-            _transaction.each("commit")
+            _transaction.each("commit", all_=True)
         elif event == "prepare":
-            _transaction.each_preferring("prepare", "commit")
+            _transaction.each("prepare", fallback="commit", all_=True)
         elif event == "rollback":
-            _transaction.each("rollback")
+            _transaction.each("rollback", all_=True)
     finally:
         if event in ("commit", "prepare", "rollback"):
             _transaction.end()
 
 
-def subxact_event(event: str, subid: int, parent: int) -> None:
-    """sub_begin, sub_pre_commit, sub_commit or sub_rollback of a savepoint."""
-    sp = _transaction.savepoints
+def subxact_event(event: str, level: int) -> None:
+    """sub_begin, sub_pre_commit, sub_commit or sub_rollback of the savepoint
+    at nesting ``level`` (1 for the outermost)."""
     if event == "sub_begin":
-        sp.append(subid)
-        _transaction.each("sub_begin", len(sp))
-    elif event in ("sub_commit", "sub_rollback") and subid in sp:
-        level = sp.index(subid) + 1
-        del sp[level - 1:]
-        _transaction.each(event, level)
+        _transaction.each("sub_begin", level)
+    elif event in ("sub_commit", "sub_rollback"):
+        _transaction.each(event, level, all_=True)
 
 
 # ---------------------------------------------------------------------------

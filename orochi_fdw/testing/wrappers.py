@@ -239,11 +239,14 @@ class HooksWrapper(ForeignDataWrapper):
     """Appends every transaction hook it receives to the file named by its
     ``log`` option, one JSON line each; yields one row."""
 
-    options_spec = {"table": {"log": OptionSpec(str, "file to append hook calls to")}}
+    options_spec = {"table": {"log": OptionSpec(str, "file to append hook calls to"),
+                              "fail_in": OptionSpec(str, "a hook to raise in, after recording it")}}
 
     def _record(self, *event: Any) -> None:
         with open(self.options["log"], "a") as f:
             f.write(json.dumps(list(event)) + "\n")
+        if self.options.get("fail_in") == event[0]:
+            raise RuntimeError(f"failing in {event[0]} on purpose")
 
     def execute(self, quals, columns, sortkeys=None):
         yield {name: 1 for name in columns}

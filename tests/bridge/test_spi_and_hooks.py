@@ -183,3 +183,33 @@ def test_import_foreign_schema(db):
     db.execute("IMPORT FOREIGN SCHEMA anything LIMIT TO (numbers) FROM SERVER gen INTO only_one")
     assert db.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                       "WHERE nspname = 'only_one'").fetchall() == [("numbers",)]
+
+
+def test_savepoint_opened_before_first_use(db, hooks_table):
+    db.execute("BEGIN")
+    db.execute("SAVEPOINT a")
+    db.execute("SAVEPOINT b")
+    db.execute("SELECT * FROM h")
+    db.execute("ROLLBACK TO SAVEPOINT a")
+    db.execute("COMMIT")
+    events = _hooks(hooks_table)
+    # the wrapper hears of the savepoints open when it joined, so the rollback matches
+    assert events[:5] == [["begin", False], ["sub_begin", 1], ["sub_begin", 2],
+                          ["sub_rollback", 2], ["sub_rollback", 1]], events
+    assert events[-2:] == [["pre_commit"], ["commit"]]
+
+
+def test_every_participant_hears_the_rollback(db, foreign_table, hooks_table):
+    import os
+
+    failing_log = os.path.join(os.path.dirname(hooks_table), "failing.jsonl")
+    foreign_table("f", "x int", "HooksWrapper", log=failing_log, fail_in="rollback")
+    notices = []
+    db.add_notice_handler(lambda d: notices.append(d.message_primary))
+    db.execute("BEGIN")
+    db.execute("SELECT * FROM f")
+    db.execute("SELECT * FROM h")
+    db.execute("ROLLBACK")
+    assert _hooks(failing_log)[-1] == ["rollback"]
+    assert _hooks(hooks_table)[-1] == ["rollback"]
+    assert any("failing in rollback on purpose" in n for n in notices), notices
