@@ -35,3 +35,22 @@ ctypedef int64_t offset_t
 ctypedef fused float_t:
     float
     double
+
+# Columns an aggregate's min/max runs on: integers (also dates, timestamps and
+# times) and floats, compared as values.
+ctypedef fused minmax_t:
+    int16_t
+    int32_t
+    int64_t
+    float
+    double
+
+# Fixed-width grouping keys and count(DISTINCT) arguments: bool (uint8),
+# integers, floats.
+ctypedef fused key_t:
+    uint8_t
+    int16_t
+    int32_t
+    int64_t
+    float
+    double

@@ -60,6 +60,15 @@ class WrapperError(OrochiError):
     sqlstate = "HV000"
 
 
+class NumericValueOutOfRangeError(OrochiError, ArithmeticError):
+    """An aggregate's result or running state left its type's range, where
+    Postgres raises the same error: ``bigint out of range`` for an int8 sum,
+    ``value out of range: overflow`` for a float sum of finite values
+    (SQLSTATE 22003, numeric_value_out_of_range)."""
+
+    sqlstate = "22003"
+
+
 class FeatureNotSupportedError(OrochiError):
     """The statement asks for something Orochi does not do
     (SQLSTATE 0A000, feature_not_supported)."""
