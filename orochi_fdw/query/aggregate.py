@@ -1,0 +1,583 @@
+"""Hash aggregation of column batches for aggregate pushdown.
+
+:class:`HashAggregator` computes one pushed-down aggregation (the request dict
+of docs/aggregate-pushdown.md) over batches of a scan, with the kernels of
+:mod:`orochi_fdw.kernels.aggregate`, and returns one row per group as a
+:class:`~orochi_fdw.bridge.batch.Batch` whose columns are the request's
+outputs. :func:`supports` says which requests it computes exactly as Postgres
+would; the wrapper declines the others and Postgres computes them.
+
+Example:
+    >>> import numpy as np
+    >>> request = {
+    ...     "group_by": [{"kind": "column", "column": "k", "type_oid": 23}],
+    ...     "aggregates": [{"func": "avg", "schema": "pg_catalog", "star": False,
+    ...                     "distinct": False, "column": "v", "arg_type_oid": 23,
+    ...                     "result_type_oid": 1700, "args": []}],
+    ...     "outputs": [{"name": "g0", "kind": "group", "index": 0, "type_oid": 23},
+    ...                 {"name": "a1", "kind": "aggregate", "index": 0, "type_oid": 1700}],
+    ... }
+    >>> supports(request)
+    True
+    >>> agg = HashAggregator(request)
+    >>> agg.add({"k": np.array([1, 2, 1], dtype=np.int32), "v": np.array([1, 5, 2], dtype=np.int32)})
+    >>> agg.rows()
+    [{'g0': 1, 'a1': Decimal('1.5000000000000000')}, {'g0': 2, 'a1': Decimal('5.0000000000000000')}]
+
+Groups come out in order of first appearance. Semantics (result types, NULLs,
+overflow errors, float NaN ordering, numeric scale) are those documented in
+:mod:`orochi_fdw.kernels.aggregate`; float sums and averages equal
+Postgres's when rows are added in the order Postgres would read them and
+otherwise differ by summation order only.
+"""
+
+from __future__ import annotations
+
+import decimal
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from orochi_fdw.bridge.batch import (WIRE_DTYPES, Batch, Column, WireKind, to_column,
+                                     wire_kind_for_type)
+from orochi_fdw.errors import FeatureNotSupportedError, InvalidParameterError
+from orochi_fdw.kernels import aggregate as K
+
+__all__ = ["DictionaryColumn", "HashAggregator", "supports", "unsupported_reason"]
+
+# Postgres type oids this module knows.
+BOOL, BYTEA, INT8, INT2, INT4, TEXT, FLOAT4, FLOAT8 = 16, 17, 20, 21, 23, 25, 700, 701
+VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, NUMERIC = 1043, 1082, 1083, 1114, 1184, 1700
+
+_INTS = {INT2, INT4, INT8}
+_FLOATS = {FLOAT4, FLOAT8}
+_TEXTS = {TEXT, VARCHAR}
+#: the wire kind of each column type the kernels read
+_WIRE = {
+    BOOL: WireKind.BOOL, INT2: WireKind.INT16, INT4: WireKind.INT32, INT8: WireKind.INT64,
+    FLOAT4: WireKind.FLOAT32, FLOAT8: WireKind.FLOAT64, DATE: WireKind.DATE,
+    TIME: WireKind.TIME, TIMESTAMP: WireKind.TIMESTAMP, TIMESTAMPTZ: WireKind.TIMESTAMP,
+    TEXT: WireKind.TEXT, VARCHAR: WireKind.TEXT, BYTEA: WireKind.BYTEA,
+}
+#: types whose equality is equality of their wire values (bytes for text:
+#: deterministic collations), so they can be grouped and counted distinct
+_HASHABLE = set(_WIRE)
+#: types min/max compare as wire values
+_ORDERED = _INTS | _FLOATS | {DATE, TIME, TIMESTAMP, TIMESTAMPTZ}
+#: collations whose order is byte order
+_BYTE_ORDER_COLLATIONS = {"C", "POSIX"}
+
+
+@dataclass(frozen=True)
+class DictionaryColumn:
+    """A text or bytea column given as dictionary codes: row i is entry
+    ``codes[i]`` of a dictionary of ``offsets`` (entries + 1) into ``data``.
+
+    Attributes:
+        kind: WireKind.TEXT or WireKind.BYTEA.
+        codes: int32 per row (ignored where validity is 0, but in range).
+        offsets: int64 offsets of the dictionary entries.
+        data: uint8 bytes of the dictionary.
+        validity: uint8 per row, nonzero where a value is present; None when
+            every row has one.
+    """
+
+    kind: WireKind
+    codes: np.ndarray
+    offsets: np.ndarray
+    data: np.ndarray
+    validity: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+# --------------------------------------------------------------------- support
+
+
+def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
+    func = a.get("func")
+    if a.get("schema", "pg_catalog") != "pg_catalog":
+        return f"{a.get('schema')}.{func} is not a built-in aggregate"
+    if a.get("args"):
+        return f"{func} has constant arguments"
+    result = a.get("result_type_oid")
+    if a.get("star"):
+        if func == "count" and result == INT8:
+            return None
+        return f"{func}(*) is not count(*)"
+    arg = a.get("arg_type_oid")
+    if not a.get("column"):
+        return f"{func} has no column argument"
+    distinct = bool(a.get("distinct"))
+    if func == "count":
+        if result != INT8:
+            return "count does not return int8"
+        if distinct and arg not in _HASHABLE:
+            return f"count(DISTINCT) of type {a.get('arg_type')} needs that type's equality"
+        return None
+    if distinct and func in ("sum", "avg"):
+        return f"{func}(DISTINCT) is not computed here"
+    if func == "sum":
+        expected = {INT2: INT8, INT4: INT8, INT8: NUMERIC, FLOAT4: FLOAT4, FLOAT8: FLOAT8}
+    elif func == "avg":
+        expected = {INT2: NUMERIC, INT4: NUMERIC, INT8: NUMERIC, FLOAT4: FLOAT8, FLOAT8: FLOAT8}
+    elif func in ("min", "max"):
+        if arg in _TEXTS:
+            if a.get("collation") not in _BYTE_ORDER_COLLATIONS:
+                return f"{func} of text follows its collation; only \"C\" and \"POSIX\" are byte order"
+            expected = {arg: arg}
+        else:
+            expected = {t: t for t in _ORDERED}
+    elif func in ("bool_and", "bool_or", "every"):
+        expected = {BOOL: BOOL}
+    else:
+        return f"aggregate {func} is not computed here"
+    if arg not in expected:
+        return f"{func} of type {a.get('arg_type') or arg} is not computed here"
+    if result != expected[arg]:
+        return f"{func}({a.get('arg_type') or arg}) returns type {result}, expected {expected[arg]}"
+    return None
+
+
+def unsupported_reason(request: Mapping[str, Any]) -> str | None:
+    """Why :class:`HashAggregator` cannot compute a request exactly, or None
+    if it can."""
+    try:
+        group_by = list(request["group_by"])
+        aggregates = list(request["aggregates"])
+        outputs = list(request["outputs"])
+    except (KeyError, TypeError):
+        return "malformed request"
+    if len(group_by) > 64:
+        return "more than 64 grouping keys"
+    for g in group_by:
+        make = _KEY_SOURCES.get(g.get("kind"))
+        if make is None:
+            return f"grouping by {g.get('kind')} is not computed here"
+        if g.get("type_oid") not in _HASHABLE:
+            return f"grouping by a column of type {g.get('type', g.get('type_oid'))}"
+    for a in aggregates:
+        reason = _aggregate_reason(a)
+        if reason:
+            return reason
+    for o in outputs:
+        items = group_by if o.get("kind") == "group" else aggregates
+        if o.get("kind") not in ("group", "aggregate") or not 0 <= o.get("index", -1) < len(items):
+            return f"output {o.get('name')} refers to no group key or aggregate"
+        item = items[o["index"]]
+        if o.get("type_oid") != item.get("type_oid" if o["kind"] == "group" else "result_type_oid"):
+            return f"output {o.get('name')} has a type its source does not produce"
+    return None
+
+
+def supports(request: Mapping[str, Any]) -> bool:
+    """Whether :class:`HashAggregator` computes the request exactly as
+    Postgres would (see :func:`unsupported_reason`)."""
+    return unsupported_reason(request) is None
+
+
+# ----------------------------------------------------------------- key sources
+
+
+def _kernel_kind(kind: WireKind) -> str:
+    if kind in (WireKind.FLOAT32, WireKind.FLOAT64):
+        return "float"
+    if kind.is_variable_width:
+        return "bytes"
+    return "int"
+
+
+def _kernel_column(col: Column | DictionaryColumn) -> tuple:
+    """A batch column as a kernel key / value tuple."""
+    if isinstance(col, DictionaryColumn):
+        return ("dict", col.codes, col.offsets, col.data, col.validity)
+    if col.kind.is_variable_width:
+        return ("text", col.offsets, col.values, col.validity)
+    return ("fixed", col.values, col.validity)
+
+
+class _ColumnKey:
+    """GROUP BY a plain column: the key is the column's value.
+
+    A key source turns a batch into the kernel key tuple of one grouping key
+    and turns the table's key values back into an output column; grouping by
+    an expression (date_trunc, time_bucket) is another source with the same
+    two methods.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]):
+        self.column: str = spec["column"]
+        self.input_kind = _WIRE[spec["type_oid"]]
+        self.output_kind = self.input_kind
+        self.table_kind = _kernel_kind(self.input_kind)
+
+    def key(self, columns: Mapping[str, Any]) -> tuple:
+        return _kernel_column(columns[self.column])
+
+    def output(self, table: K.GroupTable, c: int) -> Column:
+        if self.table_kind == "bytes":
+            offsets, data, validity = table.keys(c)
+            return Column(self.output_kind, data, _validity_or_none(validity), offsets)
+        values, validity = table.keys(c)
+        dtype = WIRE_DTYPES[self.output_kind]
+        return Column(self.output_kind, values.astype(dtype), _validity_or_none(validity))
+
+
+#: group_by "kind" -> key source; date_trunc and time_bucket come here later
+_KEY_SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {"column": _ColumnKey}
+
+
+def _validity_or_none(validity: np.ndarray) -> np.ndarray | None:
+    return None if validity.all() else validity
+
+
+# ---------------------------------------------------------------- accumulators
+
+
+def _grown(arr: np.ndarray, n: int, fill) -> np.ndarray:
+    """arr, or a copy at least n long (doubling) with new entries = fill."""
+    if len(arr) >= n:
+        return arr
+    out = np.full(max(n, 2 * len(arr), 16), fill, dtype=arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
+class _Accumulator:
+    """State of one aggregate over all groups; `update` folds a batch in,
+    `finish` returns the result column for groups 0..ngroups-1."""
+
+    output_kind: WireKind
+
+    def __init__(self, spec: Mapping[str, Any]):
+        self.column: str | None = None if spec.get("star") else spec["column"]
+        self.arg_type: int | None = spec.get("arg_type_oid")
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def grow(self, ngroups: int) -> None:
+        self.counts = _grown(self.counts, ngroups, 0)
+
+    def update(self, gids: np.ndarray, ngroups: int, col: Any, selection: Any) -> None:
+        raise NotImplementedError
+
+    def finish(self, ngroups: int) -> Column:
+        raise NotImplementedError
+
+    def _validity(self, ngroups: int) -> np.ndarray | None:
+        return _validity_or_none((self.counts[:ngroups] > 0).astype(np.uint8))
+
+
+class _Count(_Accumulator):
+    output_kind = WireKind.INT64
+
+    def update(self, gids, ngroups, col, selection):
+        validity = None if col is None else col.validity
+        K.group_count(self.counts, gids, validity, selection if validity is not None else None)
+
+    def finish(self, ngroups):
+        return Column(WireKind.INT64, self.counts[:ngroups].copy())
+
+
+class _CountDistinct(_Accumulator):
+    output_kind = WireKind.INT64
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.set = K.DistinctCounter(_kernel_kind(_WIRE[self.arg_type]))
+
+    def update(self, gids, ngroups, col, selection):
+        self.set.update(self.counts, gids, _kernel_column(col), selection)
+
+    def finish(self, ngroups):
+        return Column(WireKind.INT64, self.counts[:ngroups].copy())
+
+
+class _IntSum(_Accumulator):
+    """sum/avg of integers: exact (sums, carries) state; the result is int8
+    (sum of int2/int4), or numeric text (sum of int8, avg)."""
+
+    def __init__(self, spec, mode: str):
+        super().__init__(spec)
+        self.mode = mode  # "int8", "numeric_sum" or "numeric_avg"
+        self.output_kind = WireKind.INT64 if mode == "int8" else WireKind.CSTRING
+        self.sums = np.zeros(0, dtype=np.int64)
+        self.carries = np.zeros(0, dtype=np.int64)
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        self.sums = _grown(self.sums, ngroups, 0)
+        self.carries = _grown(self.carries, ngroups, 0)
+
+    def update(self, gids, ngroups, col, selection):
+        K.group_sum_int(self.sums, self.carries, self.counts, gids, col.values, col.validity,
+                        selection)
+
+    def finish(self, ngroups):
+        counts, sums, carries = self.counts[:ngroups], self.sums[:ngroups], self.carries[:ngroups]
+        if self.mode == "int8":
+            out = np.empty(ngroups, dtype=np.int64)
+            validity = np.empty(ngroups, dtype=np.uint8)
+            K.finalize_sum_int8(out, validity, sums, carries, counts)
+            return Column(WireKind.INT64, out, _validity_or_none(validity))
+        text = K.numeric_avg_text if self.mode == "numeric_avg" else K.numeric_sum_text
+        offsets, data, validity = text(sums, carries, counts)
+        return Column(WireKind.CSTRING, data, _validity_or_none(validity), offsets)
+
+
+class _FloatSum(_Accumulator):
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.output_kind = _WIRE[self.arg_type]
+        self.sums = np.zeros(0, dtype=WIRE_DTYPES[self.output_kind])
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        self.sums = _grown(self.sums, ngroups, -0.0)
+
+    def update(self, gids, ngroups, col, selection):
+        K.group_sum_float(self.sums, self.counts, gids, col.values, col.validity, selection)
+
+    def finish(self, ngroups):
+        return Column(self.output_kind, self.sums[:ngroups].copy(), self._validity(ngroups))
+
+
+class _FloatAvg(_Accumulator):
+    output_kind = WireKind.FLOAT64
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.sx = np.zeros(0, dtype=np.float64)
+        self.sxx = np.zeros(0, dtype=np.float64)
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        self.sx = _grown(self.sx, ngroups, 0.0)
+        self.sxx = _grown(self.sxx, ngroups, 0.0)
+
+    def update(self, gids, ngroups, col, selection):
+        K.group_avg_float(self.counts, self.sx, self.sxx, gids, col.values, col.validity,
+                          selection)
+
+    def finish(self, ngroups):
+        out = np.empty(ngroups, dtype=np.float64)
+        validity = np.empty(ngroups, dtype=np.uint8)
+        K.finalize_avg_float(out, validity, self.counts[:ngroups], self.sx[:ngroups])
+        return Column(WireKind.FLOAT64, out, _validity_or_none(validity))
+
+
+class _MinMax(_Accumulator):
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.is_max = spec["func"] == "max"
+        self.output_kind = _WIRE[self.arg_type]
+        self.state = np.zeros(0, dtype=WIRE_DTYPES[self.output_kind])
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        self.state = _grown(self.state, ngroups, 0)
+
+    def update(self, gids, ngroups, col, selection):
+        K.group_minmax(self.state, self.counts, gids, col.values, self.is_max, col.validity,
+                       selection)
+
+    def finish(self, ngroups):
+        return Column(self.output_kind, self.state[:ngroups].copy(), self._validity(ngroups))
+
+
+class _TextMinMax(_Accumulator):
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.output_kind = _WIRE[self.arg_type]
+        self.best = K.TextExtremes(spec["func"] == "max")
+
+    def update(self, gids, ngroups, col, selection):
+        self.best.update(gids, ngroups, _kernel_column(col), selection)
+
+    def finish(self, ngroups):
+        offsets, data, validity = self.best.result(ngroups)
+        return Column(self.output_kind, data, _validity_or_none(validity), offsets)
+
+
+class _BoolAgg(_Accumulator):
+    output_kind = WireKind.BOOL
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.is_and = spec["func"] in ("bool_and", "every")
+        self.state = np.zeros(0, dtype=np.uint8)
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        self.state = _grown(self.state, ngroups, 0)
+
+    def update(self, gids, ngroups, col, selection):
+        K.group_bool(self.state, self.counts, gids, col.values, self.is_and, col.validity,
+                     selection)
+
+    def finish(self, ngroups):
+        return Column(WireKind.BOOL, self.state[:ngroups].copy(), self._validity(ngroups))
+
+
+def _accumulator(spec: Mapping[str, Any]) -> _Accumulator:
+    func, arg = spec["func"], spec.get("arg_type_oid")
+    if func == "count":
+        return _CountDistinct(spec) if spec.get("distinct") else _Count(spec)
+    if func == "sum" and arg in _INTS:
+        return _IntSum(spec, "numeric_sum" if arg == INT8 else "int8")
+    if func == "avg" and arg in _INTS:
+        return _IntSum(spec, "numeric_avg")
+    if func == "sum":
+        return _FloatSum(spec)
+    if func == "avg":
+        return _FloatAvg(spec)
+    if func in ("min", "max"):
+        return _TextMinMax(spec) if arg in _TEXTS else _MinMax(spec)
+    return _BoolAgg(spec)
+
+
+# ------------------------------------------------------------------ the driver
+
+
+class HashAggregator:
+    """One pushed-down aggregation, fed batch by batch.
+
+    Args:
+        request: the aggregation request (docs/aggregate-pushdown.md), with
+            outputs named and typed as the bridge hands them to
+            ``aggregate()``.
+
+    Raises:
+        FeatureNotSupportedError: the request is not one :func:`supports`
+            accepts.
+    """
+
+    def __init__(self, request: Mapping[str, Any]):
+        reason = unsupported_reason(request)
+        if reason:
+            raise FeatureNotSupportedError(f"aggregate not computed by Orochi: {reason}")
+        self.request = request
+        self._keys = [_KEY_SOURCES[g["kind"]](g) for g in request["group_by"]]
+        self._aggs = [_accumulator(a) for a in request["aggregates"]]
+        self._table = K.GroupTable([k.table_kind for k in self._keys]) if self._keys else None
+        # column -> the wire kind it must have; None: any (count(col) reads
+        # only NULLs), converting non-Column input with the type's kind
+        self._expected: dict[str, WireKind | None] = {}
+        self._fallback: dict[str, WireKind] = {}
+        for spec, acc in zip(request["aggregates"], self._aggs):
+            if acc.column is not None:
+                kind = _WIRE.get(spec.get("arg_type_oid"))
+                any_kind = spec["func"] == "count" and not spec.get("distinct")
+                if not any_kind or acc.column not in self._expected:
+                    self._expected[acc.column] = None if any_kind else kind
+                self._fallback[acc.column] = wire_kind_for_type(spec.get("arg_type_oid") or 0)
+        for k in self._keys:
+            self._expected[k.column] = k.input_kind
+        self._ngroups = 0 if self._keys else 1
+        for acc in self._aggs:
+            acc.grow(self._ngroups)
+
+    @property
+    def columns(self) -> list[str]:
+        """The batch columns :meth:`add` needs."""
+        return list(self._expected)
+
+    @property
+    def ngroups(self) -> int:
+        """Groups so far (1 without GROUP BY)."""
+        return self._ngroups
+
+    def add(self, columns: Mapping[str, Any] | Batch, selection: np.ndarray | None = None,
+            nrows: int | None = None) -> None:
+        """Fold a batch in.
+
+        Args:
+            columns: column name to :class:`Column`, :class:`DictionaryColumn`,
+                numpy array or list (converted to the column's wire kind), or a
+                :class:`Batch`. Columns not in :attr:`columns` are ignored.
+            selection: None (every row), a bool/uint8 mask or int32/int64 row
+                indices: only those rows are aggregated.
+            nrows: the batch's row count; needed only when no column is
+                passed (``count(*)`` without GROUP BY).
+
+        Raises:
+            NumericValueOutOfRangeError: a float sum overflowed, as in Postgres.
+            InvalidParameterError: a needed column is missing or of the wrong
+                kind or length.
+        """
+        if isinstance(columns, Batch):
+            nrows = columns.nrows if nrows is None else nrows
+            columns = columns.columns
+        cols = self._columns(columns, nrows)
+        if cols:
+            nrows = len(next(iter(cols.values())))
+        elif nrows is None:
+            raise InvalidParameterError("a batch without columns needs its row count")
+        if self._table is not None:
+            gids, _ = self._table.assign([k.key(cols) for k in self._keys], selection)
+            self._ngroups = self._table.ngroups
+        else:
+            gids = np.zeros(_selected(selection, nrows), dtype=np.int64)
+        for acc in self._aggs:
+            acc.grow(self._ngroups)
+            acc.update(gids, self._ngroups, None if acc.column is None else cols[acc.column],
+                       selection)
+
+    def _columns(self, columns: Mapping[str, Any], nrows: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, kind in self._expected.items():
+            if name not in columns:
+                raise InvalidParameterError(f'batch has no column "{name}"')
+            col = columns[name]
+            if not isinstance(col, (Column, DictionaryColumn)):
+                col = to_column(kind or self._fallback[name], col)
+            if kind is not None and col.kind is not kind:
+                raise InvalidParameterError(
+                    f'column "{name}" is {col.kind.name}, expected {kind.name}')
+            if nrows is None:
+                nrows = len(col)
+            elif len(col) != nrows:
+                raise InvalidParameterError(f'column "{name}" has {len(col)} rows, expected {nrows}')
+            out[name] = col
+        return out
+
+    def result(self) -> Batch:
+        """One row per group (first-appearance order), columns named and
+        typed by the request's outputs.
+
+        Raises:
+            NumericValueOutOfRangeError: an int8 sum is out of range.
+        """
+        n = self._ngroups
+        group_cols = [k.output(self._table, c) for c, k in enumerate(self._keys)]
+        agg_cols = [acc.finish(n) for acc in self._aggs]
+        out = {}
+        for o in self.request["outputs"]:
+            out[o["name"]] = (group_cols if o["kind"] == "group" else agg_cols)[o["index"]]
+        return Batch(n, out)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The result as dicts of Python values (numeric as decimal.Decimal)."""
+        batch = self.result()
+        numeric = [o["name"] for o in self.request["outputs"] if o["type_oid"] == NUMERIC]
+        rows = batch.to_pylist()
+        for row in rows:
+            for name in numeric:
+                if row[name] is not None:
+                    row[name] = decimal.Decimal(row[name])
+        return rows
+
+
+def _selected(selection: np.ndarray | None, nrows: int) -> int:
+    """Rows a selection picks out of nrows."""
+    if selection is None:
+        return nrows
+    sel = np.asarray(selection)
+    if sel.dtype == np.bool_ or sel.dtype == np.uint8:
+        if len(sel) != nrows:
+            raise InvalidParameterError(f"selection mask has {len(sel)} entries for {nrows} rows")
+        return int(np.count_nonzero(sel))
+    if len(sel) and (sel.min() < 0 or sel.max() >= nrows):
+        raise InvalidParameterError(f"selection index out of range for {nrows} rows")
+    return len(sel)
