@@ -74,7 +74,7 @@ Hashes are not keyed: adversarial keys can make probing slow, never wrong.
 cimport numpy as cnp
 from libc.math cimport isinf, isnan, NAN
 from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint64_t,
-                          INT64_MAX)
+                          INT64_MAX, INT64_MIN)
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
@@ -531,6 +531,13 @@ cdef struct KeyDict:
     U8Vec arena
     int64_t last_key      # one-entry cache for runs of equal int keys
     int64_t last_id
+    # int keys whose values span a small range skip hashing: direct[key -
+    # dbase] is the key's id (-1 unseen). Once the range gets too wide the
+    # hash index is built from `values` and used from then on.
+    int32_t* direct
+    int64_t dbase
+    uint64_t dspan
+    bint hashed           # the hash index holds every value
 
 
 cdef int kd_init(KeyDict* d, int kind) noexcept nogil:
@@ -538,6 +545,7 @@ cdef int kd_init(KeyDict* d, int kind) noexcept nogil:
     d.kind = kind
     d.null_id = -1
     d.last_id = -1
+    d.hashed = kind != KIND_INT
     if hi_init(&d.index, kind == KIND_BYTES) < 0:
         return -1
     if kind == KIND_BYTES:
@@ -546,6 +554,8 @@ cdef int kd_init(KeyDict* d, int kind) noexcept nogil:
 
 
 cdef void kd_free(KeyDict* d) noexcept nogil:
+    free(d.direct)
+    d.direct = NULL
     free(d.index.slots)
     free(d.values.data)
     free(d.offsets.data)
@@ -619,6 +629,58 @@ cdef inline int64_t kd_bytes(KeyDict* d, const uint8_t* p, int64_t n, bint* crea
         return -1
     created[0] = True
     return id
+
+
+cdef enum:
+    # widest value range (max - min + 1) of int keys grouped by direct
+    # addressing: a table of 1 MB
+    DIRECT_MAX_SPAN = 1 << 18
+
+
+cdef int kd_direct_prepare(KeyDict* d, int64_t lo, int64_t hi) noexcept nogil:
+    """Before a batch of int keys within [lo, hi]: extend the direct table
+    to cover them, or switch to the hash index for good when the range gets
+    too wide. Returns -1 when out of memory."""
+    cdef int64_t base
+    cdef uint64_t span
+    cdef int32_t* table
+    cdef Py_ssize_t j
+    cdef int64_t v
+    if d.hashed:
+        return 0
+    if d.direct != NULL:
+        if lo >= d.dbase and <uint64_t>hi - <uint64_t>d.dbase < d.dspan:
+            return 0
+        if d.dbase < lo:
+            lo = d.dbase
+        v = d.dbase + <int64_t>(d.dspan - 1)
+        if v > hi:
+            hi = v
+    span = <uint64_t>hi - <uint64_t>lo + 1
+    if span != 0 and span <= <uint64_t>DIRECT_MAX_SPAN:
+        base = lo
+        table = <int32_t*>realloc(NULL, <size_t>span * sizeof(int32_t))
+        if table == NULL:
+            return -1
+        memset(table, 0xff, <size_t>span * sizeof(int32_t))
+        for j in range(d.count):
+            if j != d.null_id:
+                table[d.values.data[j] - base] = <int32_t>j
+        free(d.direct)
+        d.direct = table
+        d.dbase = base
+        d.dspan = span
+        return 0
+    # too wide: index every value seen so far and hash from now on
+    for j in range(d.count):
+        if j != d.null_id:
+            v = d.values.data[j]
+            if hi_insert(&d.index, <uint64_t>v, orochi_mix64(<uint64_t>v), j) == NULL:
+                return -1
+    free(d.direct)
+    d.direct = NULL
+    d.hashed = True
+    return 0
 
 
 # ------------------------------------------------------------------ key input
@@ -770,8 +832,49 @@ cdef int _intern_fixed(KeyDict* d, const key_t* values, const uint8_t* valid, Se
                        int64_t* out, I64Vec* first) noexcept nogil:
     cdef Py_ssize_t k, i
     cdef uint64_t key, raw
-    cdef int64_t id
+    cdef int64_t id, lo, hi, v
     cdef bint created
+    cdef int32_t* slot
+    if key_t is not float and key_t is not double:
+        if not d.hashed and sel.count > 0:
+            # the range of the batch's non-NULL keys
+            if key_t is uint8_t:
+                lo, hi = 0, 1
+            else:
+                lo, hi = INT64_MAX, INT64_MIN
+                if valid == NULL:
+                    for i in range(sel.nrows):
+                        v = <int64_t>values[i]
+                        lo = v if v < lo else lo
+                        hi = v if v > hi else hi
+                else:
+                    for i in range(sel.nrows):
+                        if valid[i]:
+                            v = <int64_t>values[i]
+                            lo = v if v < lo else lo
+                            hi = v if v > hi else hi
+            if lo <= hi and kd_direct_prepare(d, lo, hi) < 0:
+                return ST_NOMEM
+        if d.direct != NULL:
+            for k in range(sel.count):
+                i = sel_next(&sel)
+                created = False
+                if not _present(valid, i):
+                    id = kd_null(d, &created)
+                else:
+                    key = _fixed_key(values, i, &raw)
+                    slot = &d.direct[<int64_t>key - d.dbase]
+                    id = slot[0]
+                    if id < 0:
+                        id = kd_new_id(d, key)
+                        slot[0] = <int32_t>id
+                        created = True
+                if id < 0:
+                    return ST_NOMEM
+                if created and first != NULL and i64_push(first, i) < 0:
+                    return ST_NOMEM
+                out[k] = id
+            return ST_OK
     for k in range(sel.count):
         i = sel_next(&sel)
         if not _present(valid, i):

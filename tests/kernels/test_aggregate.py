@@ -256,6 +256,30 @@ def test_group_table_many_groups_and_run_cache():
     assert np.array_equal(t.keys(0)[0], keys)
 
 
+def test_group_table_int_keys_widen_from_direct_table_to_hash():
+    # small ranges use a direct table, re-based as the range grows, then a hash
+    batches = [[5, 6, 5], [-100_000, 100_000, 6], [2**40, 5, None], [INT64_MIN, INT64_MAX],
+               [6, 2**40, -100_000, INT64_MAX, None, 7]]
+    t = K.GroupTable(["int"])
+    got = []
+    for b in batches:
+        arr, validity = to_array(b, np.int64)
+        got += t.assign([("fixed", arr, validity)])[0].tolist()
+    want, _ = R.group_ids([[v for b in batches for v in b]])
+    assert got == want
+    keys, validity = t.keys(0)
+    assert [int(k) if ok else None for k, ok in zip(keys, validity)] == \
+        [5, 6, -100_000, 100_000, 2**40, None, INT64_MIN, INT64_MAX, 7]
+
+
+def test_group_table_null_filler_does_not_widen_the_range():
+    t = K.GroupTable(["int"])
+    vals = np.array([10**12, 0, 10**12 + 1], np.int64)
+    gids, _ = t.assign([("fixed", vals, np.array([1, 0, 1], np.uint8))])
+    assert gids.tolist() == [0, 1, 2]
+    assert t.keys(0)[1].tolist() == [1, 0, 1]
+
+
 def test_group_table_text_keys_with_unicode_and_dictionaries():
     words = ["日本語", "", "é", "e\u0301", "\U0001f600", "é", "", "日本語"]
     t = K.GroupTable(["bytes"])
