@@ -968,6 +968,9 @@ cdef class GroupTable:
             timestamps), ``"float"`` or ``"bytes"`` (text given as offsets +
             bytes or as dictionary codes). At least one.
 
+    A table is not safe to use from several threads at once (its methods
+    release the GIL).
+
     Example:
         >>> import numpy as np
         >>> t = GroupTable(["int"])

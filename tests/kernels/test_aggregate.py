@@ -12,6 +12,7 @@ values below were read from a PostgreSQL 15 server.
 from __future__ import annotations
 
 import decimal
+import doctest
 import math
 import struct
 
@@ -24,6 +25,7 @@ from orochi_fdw.bridge.batch import Batch, Column, WireKind
 from orochi_fdw.errors import (FeatureNotSupportedError, InvalidParameterError,
                                NumericValueOutOfRangeError)
 from orochi_fdw.kernels import aggregate as K
+from orochi_fdw.query import aggregate as driver_module
 from orochi_fdw.query import aggregate_reference as R
 from orochi_fdw.query.aggregate import DictionaryColumn, HashAggregator, supports, unsupported_reason
 
@@ -838,3 +840,9 @@ def test_supports_declines_what_postgres_must_compute(request_change, why):
     assert why in unsupported_reason(request)
     with pytest.raises(FeatureNotSupportedError):
         HashAggregator(request)
+
+
+@pytest.mark.parametrize("module", [K, driver_module, R], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
