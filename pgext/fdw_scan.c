@@ -23,6 +23,7 @@
 #include "optimizer/pathnode.h"
 #include "optimizer/paths.h"
 #include "optimizer/planmain.h"
+#include "optimizer/prep.h"
 #include "optimizer/restrictinfo.h"
 #include "catalog/pg_aggregate.h"
 #include "parser/parsetree.h"
@@ -31,6 +32,7 @@
 #include "access/htup_details.h"
 #include "commands/vacuum.h"
 #include "utils/lsyscache.h"
+#include "utils/pg_locale.h"
 #include "utils/sampling.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -376,6 +378,23 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	PyObject   *res;
 	ListCell   *lc;
 
+	/*
+	 * SELECT ... FOR UPDATE / SHARE: Postgres would mark the rows with a copy
+	 * and lock nothing (foreign rows have no tuple locks), so say so instead
+	 * of pretending.
+	 */
+	{
+		PlanRowMark *rc = get_plan_rowmark(root->rowMarks, baserel->relid);
+
+		if (rc != NULL && rc->strength != LCS_NONE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("SELECT FOR UPDATE/SHARE is not supported on foreign table \"%s\"",
+							RelationGetRelationName(rel)),
+					 errdetail("Rows of orochi foreign tables have no row locks."),
+					 errhint("UPDATE and DELETE detect conflicting writes themselves; to serialize "
+							 "a read-modify-write, use an advisory lock (pg_advisory_xact_lock).")));
+	}
 	baserel->fdw_private = state;
 	pull_varattnos((Node *) baserel->reltarget->exprs, baserel->relid, &state->needed);
 	foreach(lc, baserel->baserestrictinfo)
@@ -625,8 +644,56 @@ const_to_py(Node *node)
 	return orochi_datum_to_py(c->constvalue, c->constisnull, &conv);
 }
 
+static PyObject *describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc);
+
+/*
+ * A collation as aggregation cares about it: "C" when it sorts by bytes
+ * (the database default included, when its locale is C or POSIX), else its
+ * name; and whether equal means byte-equal (deterministic).
+ */
+static PyObject *
+collation_info(Oid collid)
+{
+	char	   *name;
+
+	if (!OidIsValid(collid))
+		return Py_BuildValue("(OO)", Py_None, Py_True);
+	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
+	return Py_BuildValue("(sO)", name ? name : "",
+						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
+						 Py_True : Py_False);
+}
+
+static int
+add_collation(PyObject *dict, Oid collid)
+{
+	PyObject   *info = collation_info(collid);
+	int			rc;
+
+	if (info == NULL)
+		return -1;
+	rc = PyDict_SetItemString(dict, "collation", PyTuple_GET_ITEM(info, 0));
+	if (rc == 0)
+		rc = PyDict_SetItemString(dict, "collation_deterministic", PyTuple_GET_ITEM(info, 1));
+	Py_DECREF(info);
+	return rc;
+}
+
 static PyObject *
 describe_group_key(Expr *expr, TupleDesc rel_tupdesc)
+{
+	PyObject   *d = describe_group_key_expr(expr, rel_tupdesc);
+
+	if (d != NULL && add_collation(d, exprCollation((Node *) expr)) < 0)
+	{
+		Py_DECREF(d);
+		orochi_py_raise("describing a group key");
+	}
+	return d;
+}
+
+static PyObject *
+describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 {
 	const char *column = plain_column((Node *) expr, rel_tupdesc);
 	Oid			type = exprType((Node *) expr);
@@ -703,16 +770,25 @@ describe_aggregate(Aggref *agg, TupleDesc rel_tupdesc)
 			return NULL;
 		}
 	}
-	return Py_BuildValue("{s:s,s:s,s:O,s:O,s:s,s:s,s:I,s:s,s:I,s:N}",
-						 "func", name, "schema", nsp,
-						 "star", agg->aggstar ? Py_True : Py_False,
-						 "distinct", agg->aggdistinct != NIL ? Py_True : Py_False,
-						 "column", column ? column : "",
-						 "arg_type", OidIsValid(argtype) ? format_type_be(argtype) : "",
-						 "arg_type_oid", (unsigned int) argtype,
-						 "result_type", format_type_be(agg->aggtype),
-						 "result_type_oid", (unsigned int) agg->aggtype,
-						 "args", extra);
+	{
+		PyObject   *d = Py_BuildValue("{s:s,s:s,s:O,s:O,s:s,s:s,s:I,s:s,s:I,s:N}",
+									  "func", name, "schema", nsp,
+									  "star", agg->aggstar ? Py_True : Py_False,
+									  "distinct", agg->aggdistinct != NIL ? Py_True : Py_False,
+									  "column", column ? column : "",
+									  "arg_type", OidIsValid(argtype) ? format_type_be(argtype) : "",
+									  "arg_type_oid", (unsigned int) argtype,
+									  "result_type", format_type_be(agg->aggtype),
+									  "result_type_oid", (unsigned int) agg->aggtype,
+									  "args", extra);
+
+		if (d != NULL && add_collation(d, agg->inputcollid) < 0)
+		{
+			Py_DECREF(d);
+			orochi_py_raise("describing an aggregate");
+		}
+		return d;
+	}
 }
 
 /*

@@ -23,6 +23,7 @@ from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import options as opts
+from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
@@ -36,7 +37,7 @@ _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "
                   "uuid": 16}
 
 
-class ColumnarTable(ForeignDataWrapper):
+class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     """A compressed columnar table.
 
     Args:

@@ -116,6 +116,8 @@ def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
             return "count does not return int8"
         if distinct and arg not in _HASHABLE:
             return f"count(DISTINCT) of type {a.get('arg_type')} needs that type's equality"
+        if distinct and a.get("collation_deterministic") is False:
+            return f"count(DISTINCT) under the nondeterministic collation {a.get('collation')}"
         return None
     if distinct and func in ("sum", "avg"):
         return f"{func}(DISTINCT) is not computed here"
@@ -158,6 +160,8 @@ def unsupported_reason(request: Mapping[str, Any]) -> str | None:
             return f"grouping by {g.get('kind')} is not computed here"
         if g.get("type_oid") not in _HASHABLE:
             return f"grouping by a column of type {g.get('type', g.get('type_oid'))}"
+        if g.get("collation_deterministic") is False:
+            return f"grouping by text under the nondeterministic collation {g.get('collation')}"
     for a in aggregates:
         reason = _aggregate_reason(a)
         if reason:

@@ -1,0 +1,47 @@
+"""Aggregate pushdown for columnar tables (docs/aggregate-pushdown.md).
+
+The table's own scan produces the batches (stripes and chunk groups pruned,
+rows filtered exactly by the quals the table applies, deleted rows left out,
+delta rows included); :class:`~orochi_fdw.query.aggregate.HashAggregator`
+folds them into one row per group with the aggregation kernels.  A request
+is accepted only when the aggregator computes it exactly as Postgres would
+and every qual is applied exactly by the scan, since nothing is rechecked
+above a pushed-down aggregation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from orochi_fdw.bridge.api import Qual
+from orochi_fdw.bridge.batch import Batch
+from orochi_fdw.query.aggregate import HashAggregator, supports
+
+#: groups assumed for planning per grouping key when nothing better is known
+_GROUPS_PER_KEY = 200
+#: how much cheaper the kernels are than the executor's Agg over the same scan
+_KERNEL_SPEEDUP = 5.0
+
+
+class AggregatePushdown:
+    """Mixin for a wrapper whose ``execute`` yields exact batches: it adds
+    ``can_aggregate`` and ``aggregate`` for the bridge."""
+
+    def can_aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> dict[str, float] | None:
+        if not supports(request):
+            return None
+        if quals and not all(self.exact_quals(quals)):
+            return None
+        columns = sorted(HashAggregator(request).columns)
+        rows, width = self.get_rel_size(quals, columns)
+        startup, total = self.get_costs(quals, columns, rows, width)
+        groups = 1.0 if not request["group_by"] else min(max(rows, 1.0),
+                                                         float(_GROUPS_PER_KEY ** len(request["group_by"])))
+        cost = startup + (total - startup) / _KERNEL_SPEEDUP
+        return {"rows": groups, "startup_cost": cost, "total_cost": cost + groups * 0.01}
+
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> Iterator[Batch]:
+        agg = HashAggregator(request)
+        for batch in self.execute(quals, sorted(agg.columns)):
+            agg.add(batch)
+        yield agg.result()
