@@ -25,13 +25,17 @@
 #include "optimizer/planmain.h"
 #include "optimizer/prep.h"
 #include "optimizer/restrictinfo.h"
+#include "optimizer/tlist.h"
 #include "catalog/pg_aggregate.h"
 #include "parser/parsetree.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "access/htup_details.h"
 #include "commands/vacuum.h"
+#include "catalog/pg_namespace.h"
+#include "datatype/timestamp.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 #include "utils/pg_locale.h"
 #include "utils/sampling.h"
 #include "utils/memutils.h"
@@ -645,6 +649,8 @@ const_to_py(Node *node)
 }
 
 static PyObject *describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc);
+static PyObject *describe_date_bin(Expr *expr, TupleDesc rel_tupdesc, Oid type);
+static bool computable_walker(Node *node, void *context);
 
 /*
  * A collation as aggregation cares about it: "C" when it sorts by bytes
@@ -677,6 +683,88 @@ add_collation(PyObject *dict, Oid collid)
 		rc = PyDict_SetItemString(dict, "collation_deterministic", PyTuple_GET_ITEM(info, 1));
 	Py_DECREF(info);
 	return rc;
+}
+
+/* node as a call of pg_catalog.<fname> with nargs arguments, or NULL */
+static FuncExpr *
+catalog_call(Node *node, const char *fname, int nargs)
+{
+	FuncExpr   *f;
+	char	   *name;
+
+	node = strip_relabel(node);
+	if (node == NULL || !IsA(node, FuncExpr))
+		return NULL;
+	f = (FuncExpr *) node;
+	if (list_length(f->args) != nargs || get_func_namespace(f->funcid) != PG_CATALOG_NAMESPACE)
+		return NULL;
+	name = get_func_name(f->funcid);
+	return (name && strcmp(name, fname) == 0) ? f : NULL;
+}
+
+static bool
+is_utc_const(Node *node)
+{
+	Const	   *c = (Const *) strip_relabel(node);
+
+	return c && IsA(c, Const) && !c->constisnull && c->consttype == TEXTOID &&
+		pg_strcasecmp(TextDatumGetCString(c->constvalue), "UTC") == 0;
+}
+
+/*
+ * date_bin(width, column, origin) with constant width and origin, also in the
+ * form the planner inlines orochi.time_bucket(width, timestamptz) into:
+ *     timezone('UTC', date_bin(width, timezone('UTC', column), origin))
+ * which bins the absolute time from an origin read as UTC: the same
+ * arithmetic on the stored microseconds.  Widths with months never reach
+ * date_bin.
+ */
+static PyObject *
+describe_date_bin(Expr *expr, TupleDesc rel_tupdesc, Oid type)
+{
+	Node	   *node = (Node *) expr;
+	FuncExpr   *outer = catalog_call(node, "timezone", 2);
+	FuncExpr   *bin;
+	Const	   *width;
+	Const	   *origin;
+	Node	   *arg;
+	const char *column;
+	Interval   *iv;
+	Timestamp	origin_us;
+
+	if (outer && is_utc_const(linitial(outer->args)))
+		node = lsecond(outer->args);
+	else
+		outer = NULL;
+	bin = catalog_call(node, "date_bin", 3);
+	if (bin == NULL)
+		return NULL;
+	width = (Const *) linitial(bin->args);
+	origin = (Const *) lthird(bin->args);
+	arg = lsecond(bin->args);
+	if (!IsA(width, Const) || width->constisnull || !IsA(origin, Const) || origin->constisnull)
+		return NULL;
+	if (outer)
+	{
+		FuncExpr   *inner = catalog_call(arg, "timezone", 2);
+
+		if (inner == NULL || !is_utc_const(linitial(inner->args)))
+			return NULL;
+		arg = lsecond(inner->args);
+	}
+	column = plain_column(arg, rel_tupdesc);
+	if (column == NULL)
+		return NULL;
+	iv = DatumGetIntervalP(width->constvalue);
+	origin_us = DatumGetTimestamp(origin->constvalue);
+	if (iv->month != 0 || iv->day < 0 || iv->day > 100000 || TIMESTAMP_NOT_FINITE(origin_us))
+		return NULL;
+	if ((int64) iv->day * USECS_PER_DAY + iv->time <= 0)
+		return NULL;
+	return Py_BuildValue("{s:s,s:s,s:L,s:L,s:s,s:I}", "kind", "date_bin", "column", column,
+						 "width_us", (long long) ((int64) iv->day * USECS_PER_DAY + iv->time),
+						 "origin_us", (long long) origin_us,
+						 "type", format_type_be(type), "type_oid", (unsigned int) type);
 }
 
 static PyObject *
@@ -715,18 +803,8 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 								 "unit", const_to_py(linitial(f->args)), "column", column,
 								 "type", format_type_be(type), "type_oid", (unsigned int) type,
 								 "time_zone", pg_get_timezone_name(session_timezone));
-		if (name && nsp && strcmp(nsp, "orochi") == 0 && strcmp(name, "time_bucket") == 0 &&
-			(nargs == 2 || nargs == 3) && IsA(linitial(f->args), Const) &&
-			!((Const *) linitial(f->args))->constisnull &&
-			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL &&
-			(nargs == 2 || IsA(lthird(f->args), Const)))
-			return Py_BuildValue("{s:s,s:N,s:s,s:N,s:s,s:I,s:s}", "kind", "time_bucket",
-								 "width", const_to_py(linitial(f->args)), "column", column,
-								 "origin", nargs == 3 ? const_to_py(lthird(f->args)) : (Py_INCREF(Py_None), Py_None),
-								 "type", format_type_be(type), "type_oid", (unsigned int) type,
-								 "time_zone", pg_get_timezone_name(session_timezone));
 	}
-	return NULL;
+	return describe_date_bin(expr, rel_tupdesc, type);
 }
 
 static PyObject *
@@ -835,6 +913,30 @@ agg_request(List *tlist, TupleDesc rel_tupdesc)
 }
 
 /*
+ * Whether an expression can be computed from the entries of tlist alone:
+ * it is one of them, or a constant, or built of such parts (a Var or an
+ * aggregate that is not an entry cannot).
+ */
+static bool
+computable_from(Node *node, List *tlist)
+{
+	if (node == NULL)
+		return true;
+	if (tlist_member((Expr *) node, tlist))
+		return true;
+	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, PlaceHolderVar) ||
+		IsA(node, SubLink) || IsA(node, SubPlan) || IsA(node, WindowFunc))
+		return false;
+	return !expression_tree_walker(node, computable_walker, tlist);
+}
+
+static bool
+computable_walker(Node *node, void *context)
+{
+	return !computable_from(node, (List *) context);
+}
+
+/*
  * orochiGetForeignUpperPaths
  *		Offer GROUP BY / aggregates over one orochi table to Python
  *		(can_aggregate); if it accepts, a scan of the groups replaces the Agg.
@@ -868,18 +970,44 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
 		return;
 
+	/*
+	 * The scan produces the group keys and the aggregates (fdw_scan_tlist);
+	 * other target expressions (e.g. a key cast to text, sum(x) / 2) are
+	 * computed from them by the scan's projection.
+	 */
 	target = root->upper_targets[UPPERREL_GROUP_AGG];
 	foreach(lc, target->exprs)
 	{
 		Expr	   *e = (Expr *) lfirst(lc);
-		Index		sgref = get_pathtarget_sortgroupref(target, i);
-		TargetEntry *tle;
+		Index		sgref = get_pathtarget_sortgroupref(target, i++);
 
-		tle = makeTargetEntry(copyObject(e), i + 1,
-							  psprintf("%c%d", IsA(e, Aggref) ? 'a' : 'g', i), false);
-		tle->ressortgroupref = sgref;
-		tlist = lappend(tlist, tle);
-		i++;
+		if (sgref && !IsA(e, Aggref) && get_sortgroupref_clause_noerr(sgref, parse->groupClause))
+		{
+			TargetEntry *tle = makeTargetEntry(copyObject(e), list_length(tlist) + 1,
+											   psprintf("g%d", list_length(tlist)), false);
+
+			tle->ressortgroupref = sgref;
+			tlist = lappend(tlist, tle);
+		}
+	}
+	foreach(lc, target->exprs)
+	{
+		List	   *found = pull_var_clause((Node *) lfirst(lc), PVC_INCLUDE_AGGREGATES);
+		ListCell   *la;
+
+		foreach(la, found)
+		{
+			Node	   *n = (Node *) lfirst(la);
+
+			if (IsA(n, Aggref) && !tlist_member((Expr *) n, tlist))
+				tlist = lappend(tlist, makeTargetEntry((Expr *) copyObject(n), list_length(tlist) + 1,
+													   psprintf("a%d", list_length(tlist)), false));
+		}
+	}
+	foreach(lc, target->exprs)
+	{
+		if (!computable_from(lfirst(lc), tlist))
+			return;
 	}
 	foreach(lc, parse->groupClause)
 	{
@@ -888,8 +1016,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 		ListCell   *lt;
 
 		foreach(lt, tlist)
-			if (((TargetEntry *) lfirst(lt))->ressortgroupref == sgc->tleSortGroupRef &&
-				!IsA(((TargetEntry *) lfirst(lt))->expr, Aggref))
+			if (((TargetEntry *) lfirst(lt))->ressortgroupref == sgc->tleSortGroupRef)
 				found = true;
 		if (!found)
 			return;

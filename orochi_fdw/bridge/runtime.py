@@ -96,7 +96,7 @@ def _describe_output(request: dict, kind: str, index: int) -> str:
             return g["column"]
         if g["kind"] == "date_trunc":
             return f"date_trunc('{g['unit']}', {g['column']})"
-        return f"time_bucket({g['width']!r}, {g['column']})"
+        return f"date_bin({g['width_us']} us, {g['column']}, origin {g['origin_us']} us)"
     a = request["aggregates"][index]
     if a["star"]:
         return f"{a['func']}(*)"

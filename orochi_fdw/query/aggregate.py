@@ -158,6 +158,10 @@ def unsupported_reason(request: Mapping[str, Any]) -> str | None:
         make = _KEY_SOURCES.get(g.get("kind"))
         if make is None:
             return f"grouping by {g.get('kind')} is not computed here"
+        if g.get("kind") in ("date_bin", "date_trunc"):
+            reason = _bucket_reason(g)
+            if reason:
+                return reason
         if g.get("type_oid") not in _HASHABLE:
             return f"grouping by a column of type {g.get('type', g.get('type_oid'))}"
         if g.get("collation_deterministic") is False:
@@ -229,8 +233,74 @@ class _ColumnKey:
         return Column(self.output_kind, values.astype(dtype), _validity_or_none(validity))
 
 
-#: group_by "kind" -> key source; date_trunc and time_bucket come here later
-_KEY_SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {"column": _ColumnKey}
+_TS_MIN, _TS_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max  # -infinity, infinity
+#: microseconds from 1970-01-01 (numpy's epoch) to 2000-01-01 (Postgres's)
+_PG_EPOCH_US = 946_684_800 * 1_000_000
+#: date_trunc units of fixed width: (width, origin), microseconds from 2000-01-01
+_TRUNC_FIXED = {
+    "microseconds": (1, 0), "milliseconds": (1_000, 0), "second": (1_000_000, 0),
+    "minute": (60_000_000, 0), "hour": (3_600_000_000, 0), "day": (86_400_000_000, 0),
+    "week": (7 * 86_400_000_000, 2 * 86_400_000_000),  # weeks start on Monday, 2000-01-03
+}
+#: date_trunc units by calendar: numpy datetime64 unit and how many of them
+_TRUNC_CALENDAR = {"month": ("M", 1), "quarter": ("M", 3), "year": ("Y", 1)}
+#: session time zones in which a timestamptz's wall clock is its UTC time
+_UTC_ZONES = {"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal", "Etc/Universal",
+              "Zulu", "Etc/Zulu", "GMT0", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich"}
+
+
+def _bucket_reason(g: Mapping[str, Any]) -> str | None:
+    if g.get("type_oid") not in (TIMESTAMP, TIMESTAMPTZ):
+        return f"{g.get('kind')} of a column of type {g.get('type', g.get('type_oid'))}"
+    if g.get("kind") == "date_trunc":
+        unit = str(g.get("unit", "")).lower()
+        if unit not in _TRUNC_FIXED and unit not in _TRUNC_CALENDAR:
+            return f"date_trunc('{unit}') is not computed here"
+        if g.get("type_oid") == TIMESTAMPTZ and g.get("time_zone") not in _UTC_ZONES:
+            return f"date_trunc of timestamptz follows the session time zone ({g.get('time_zone')}), not UTC"
+    return None
+
+
+class _BucketKey(_ColumnKey):
+    """GROUP BY a time bucket of a timestamp[tz] column: date_bin (what
+    orochi.time_bucket becomes once the planner inlines it) or date_trunc.
+    Computed on the stored microseconds; infinities stay themselves."""
+
+    def __init__(self, spec: Mapping[str, Any]):
+        super().__init__(spec)
+        self.input_kind = self.output_kind = WireKind.TIMESTAMP
+        self.table_kind = "int"
+        if spec["kind"] == "date_bin":
+            self._fixed = (int(spec["width_us"]), int(spec["origin_us"]))
+            self._calendar = None
+        else:
+            unit = str(spec["unit"]).lower()
+            self._fixed = _TRUNC_FIXED.get(unit)
+            self._calendar = _TRUNC_CALENDAR.get(unit)
+
+    def bucket(self, values: np.ndarray) -> np.ndarray:
+        """The bucket start of each value (microseconds since 2000-01-01)."""
+        finite = (values != _TS_MIN) & (values != _TS_MAX)
+        v = np.where(finite, values, 0)
+        if self._fixed is not None:
+            width, origin = self._fixed
+            out = (v - origin) // width * width + origin
+        else:
+            unit, step = self._calendar
+            t = (v + _PG_EPOCH_US).astype("datetime64[us]").astype(f"datetime64[{unit}]")
+            if step > 1:
+                t = (t.astype(np.int64) // step * step).astype(f"datetime64[{unit}]")
+            out = t.astype("datetime64[us]").astype(np.int64) - _PG_EPOCH_US
+        return np.where(finite, out, values)
+
+    def key(self, columns: Mapping[str, Any]) -> tuple:
+        col = columns[self.column]
+        return ("fixed", self.bucket(np.asarray(col.values, dtype=np.int64)), col.validity)
+
+
+#: group_by "kind" -> key source
+_KEY_SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "column": _ColumnKey, "date_bin": _BucketKey, "date_trunc": _BucketKey}
 
 
 def _validity_or_none(validity: np.ndarray) -> np.ndarray | None:

@@ -83,3 +83,34 @@ def test_text_collations(db):
         plan = "\n".join(r[0] for r in db.execute("EXPLAIN VERBOSE " + q.format("t")).fetchall())
         assert ("Aggregates: " in plan) == pushed, (q, plan)
         assert db.execute(q.format("t")).fetchall() == db.execute(q.format("ht")).fetchall(), q
+
+
+@pytest.mark.parametrize("bucket", [
+    "orochi.time_bucket('1 hour', ts)",
+    "orochi.time_bucket('15 minutes', ts)",
+    "orochi.time_bucket('7 hours', ts)",
+    "orochi.time_bucket('1 day', ts, '2024-01-01 06:00+00'::timestamptz)",
+    "date_bin('20 minutes', ts, '2001-01-01')",
+    "date_trunc('hour', ts)",
+    "date_trunc('week', ts)",
+    "date_trunc('month', ts)",
+    "date_trunc('quarter', ts)",
+    "date_trunc('year', ts)",
+    "date_trunc('day', lts)",
+    "orochi.time_bucket('1 hour', lts)",
+])
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata"])
+def test_time_buckets_pushed_down(db, bucket, tz):
+    db.execute(f"SET timezone = '{tz}'")
+    for t, kind in (("m", "FOREIGN TABLE"), ("h", "TABLE")):
+        server = "SERVER orochi OPTIONS (chunk_group_size '1000')" if t == "m" else ""
+        db.execute(f"CREATE {kind} {t} (ts timestamptz, lts timestamp, v float8) {server}")
+        db.execute(f"INSERT INTO {t} SELECT '2023-12-30 22:00+00'::timestamptz + i * interval '17 minutes 3 seconds', "
+                   f"'2023-12-30 22:00'::timestamp + i * interval '17 minutes 3 seconds', i "
+                   f"FROM generate_series(1, 12000) i")
+        db.execute(f"INSERT INTO {t} VALUES ('infinity', '-infinity', 1), (NULL, NULL, 2)")
+    q = f"SELECT ({bucket})::text AS b, count(*), sum(v) FROM {{}} GROUP BY {bucket} ORDER BY {bucket} NULLS FIRST"
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN VERBOSE " + q.format("m")).fetchall())
+    pushable = not (tz != "UTC" and bucket.startswith("date_trunc") and "lts" not in bucket)
+    assert ("Aggregates: " in plan) == pushable, plan
+    assert db.execute(q.format("m")).fetchall() == db.execute(q.format("h")).fetchall()
