@@ -11,7 +11,7 @@ above a pushed-down aggregation.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from orochi_fdw.bridge.api import Qual
 from orochi_fdw.bridge.batch import Batch
@@ -40,8 +40,33 @@ class AggregatePushdown:
         cost = startup + (total - startup) / _KERNEL_SPEEDUP
         return {"rows": groups, "startup_cost": cost, "total_cost": cost + groups * 0.01}
 
-    def aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> Iterator[Batch]:
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> "AggregateScan":
         agg = HashAggregator(request)
-        for batch in self.execute(quals, sorted(agg.columns)):
-            agg.add(batch)
-        yield agg.result()
+        return AggregateScan(agg, self.execute(quals, sorted(agg.columns)))
+
+
+class AggregateScan:
+    """Iterator of a pushed-down aggregation: folds the scan's batches in on
+    first use and yields the groups as one batch; EXPLAIN ANALYZE shows what
+    the scan read."""
+
+    def __init__(self, aggregator: HashAggregator, scan: Any):
+        self._agg = aggregator
+        self._scan = scan
+        self._done = False
+
+    def __iter__(self) -> "AggregateScan":
+        return self
+
+    def __next__(self) -> Batch:
+        if self._done:
+            raise StopIteration
+        for batch in self._scan:
+            self._agg.add(batch)
+        self._done = True
+        return self._agg.result()
+
+    def explain_analyze(self) -> list[str]:
+        lines = [f"Groups: {self._agg.ngroups}"]
+        more = getattr(self._scan, "explain_analyze", None)
+        return lines + (list(more()) if more is not None else [])

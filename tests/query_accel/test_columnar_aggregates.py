@@ -114,3 +114,12 @@ def test_time_buckets_pushed_down(db, bucket, tz):
     pushable = not (tz != "UTC" and bucket.startswith("date_trunc") and "lts" not in bucket)
     assert ("Aggregates: " in plan) == pushable, plan
     assert db.execute(q.format("m")).fetchall() == db.execute(q.format("h")).fetchall()
+
+
+def test_explain_analyze_of_pushed_down_aggregate(metrics):
+    plan = "\n".join(r[0] for r in metrics.execute(
+        "EXPLAIN (ANALYZE, VERBOSE) SELECT device, count(*) FROM m GROUP BY device").fetchall())
+    assert "Aggregates: count(*)" in plan
+    assert "Group by: device" in plan
+    assert "Groups: 17" in plan
+    assert "Stripes Read: " in plan
