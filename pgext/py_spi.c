@@ -27,6 +27,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 static int	internal_subxact_depth = 0;
@@ -161,7 +162,7 @@ prepare_plan(const char *sql, PyObject *types, PyObject *params)
 }
 
 static PyObject *
-execute_plan(SPIPlanPtr plan, PyObject *params, long limit)
+execute_plan(SPIPlanPtr plan, PyObject *params, long limit, bool read_only)
 {
 	int			nargs = SPI_getargcount(plan);
 	Py_ssize_t	nparams = (params && params != Py_None) ? PySequence_Length(params) : 0;
@@ -197,7 +198,7 @@ execute_plan(SPIPlanPtr plan, PyObject *params, long limit)
 		nulls[i] = isnull ? 'n' : ' ';
 	}
 
-	rc = SPI_execute_plan(plan, values, nulls, false, limit);
+	rc = SPI_execute_plan(plan, values, nulls, read_only, limit);
 	if (rc < 0)
 		elog(ERROR, "orochi: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 
@@ -295,6 +296,7 @@ typedef struct ExecuteArgs
 	PyObject   *types;
 	long		limit;
 	bool		keep;
+	bool		read_only;
 } ExecuteArgs;
 
 static PyObject *
@@ -311,21 +313,32 @@ execute_body(void *arg)
 	}
 	else
 		plan = prepare_plan(a->sql, a->types, a->params);
-	return execute_plan(plan, a->params, a->limit);
+	return execute_plan(plan, a->params, a->limit, a->read_only);
 }
 
-/* _orochi_pg.execute(sql_or_plan, params=None, limit=0, types=None) -> (rows, rowcount, names) */
+/*
+ * _orochi_pg.execute(sql_or_plan, params=None, limit=0, types=None, read_only=False)
+ *		-> (rows, rowcount, names)
+ *
+ * read_only: SPI's read-only mode.  The statement runs under the snapshot of
+ * the SQL statement being executed (a scan's, a function call's) instead of
+ * a new one, and the command counter is not advanced: in READ COMMITTED,
+ * several such queries made during one statement see the same data.  Only
+ * plain SELECTs are allowed.
+ */
 static PyObject *
 pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-	static char *kwlist[] = {"query", "params", "limit", "types", NULL};
+	static char *kwlist[] = {"query", "params", "limit", "types", "read_only", NULL};
 	PyObject   *query;
 	PyObject   *params = Py_None;
 	PyObject   *types = Py_None;
 	long		limit = 0;
+	int			read_only = 0;
 	ExecuteArgs a;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OlO", kwlist, &query, &params, &limit, &types))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OlOp", kwlist, &query, &params, &limit, &types,
+									 &read_only))
 		return NULL;
 	if (params != Py_None && !PySequence_Check(params))
 	{
@@ -336,6 +349,7 @@ pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	a.params = params;
 	a.types = types;
 	a.limit = limit;
+	a.read_only = read_only && ActiveSnapshotSet();
 	if (PyCapsule_CheckExact(query))
 		a.plan_capsule = query;
 	else if (PyUnicode_Check(query))

@@ -126,8 +126,10 @@ BEGIN
      WHERE classid = 'pg_catalog.pg_class'::regclass
        AND objsubid = 0
        AND object_type = 'foreign table';
-    IF dropped IS NOT NULL AND EXISTS (
-        SELECT 1 FROM orochi.columnar_stripes WHERE relid = ANY (dropped)) THEN
+    IF dropped IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM orochi.columnar_stripes WHERE relid = ANY (dropped))
+        OR EXISTS (SELECT 1 FROM unnest(dropped) AS d(relid)
+                    WHERE to_regclass('orochi.columnar_delta_' || d.relid) IS NOT NULL)) THEN
         PERFORM orochi.columnar_drop_tables(dropped);
     END IF;
 END;

@@ -70,7 +70,10 @@ class Plan:
         self.query = query
         self._plan = _pg().prepare(query, types)
 
-    def execute(self, params: Sequence[Any] | None = None, limit: int = 0) -> Result:
+    def execute(self, params: Sequence[Any] | None = None, limit: int = 0, read_only: bool = False) -> Result:
+        """Run the plan; ``read_only`` as for :func:`execute`."""
+        if read_only:
+            return Result(*_pg().execute(self._plan, params, limit, None, True))
         return Result(*_pg().execute(self._plan, params, limit))
 
 
@@ -78,8 +81,16 @@ _plans: dict[tuple[str, tuple | None], Plan] = {}
 
 
 def execute(query: str, params: Sequence[Any] | None = None, limit: int = 0,
-            types: Sequence[str] | None = None) -> Result:
-    """Run one statement with parameters ($1, $2 ...)."""
+            types: Sequence[str] | None = None, read_only: bool = False) -> Result:
+    """Run one statement with parameters ($1, $2 ...).
+
+    ``read_only=True`` runs a plain SELECT under the snapshot of the SQL
+    statement being executed (a scan's, a function call's) instead of a new
+    one, without advancing the command counter: in READ COMMITTED, the
+    queries a scan makes this way all see the same data, and none sees rows
+    the statement itself has written since it started."""
+    if read_only:
+        return Result(*_pg().execute(query, params, limit, types, True))
     return Result(*_pg().execute(query, params, limit, types))
 
 

@@ -31,7 +31,13 @@ def table_size(rel) -> int:
 
 
 @sql_function("vacuum")
-def vacuum_() -> tuple[int, int]:
+def vacuum_(*args) -> tuple:
+    """orochi.vacuum(): orphan collection; orochi.vacuum(regclass, fraction):
+    the rewrite of one columnar table's stripes (orochi_fdw.columnar.maintenance)."""
+    if args:
+        from orochi_fdw.columnar.sqlapi import vacuum_table
+
+        return vacuum_table(*args)
     result = vacuum.collect_orphans()
     return (result.removed_files, result.removed_bytes)
 
@@ -41,10 +47,13 @@ def columnar_drop_tables(relids: list[int]) -> None:
     """sql_drop: forget the dropped tables' stripes; their files go when the
     dropping transaction commits."""
     relids = [int(r) for r in relids if r is not None]
+    from orochi_fdw.columnar import delta
+
     stripes = store.delete_tables(relids)
     table_dirs = sorted({os.path.dirname(path) for _, path in stripes})
     ledger.rows_deleted(stripes, table_dirs)
     for relid in relids:
+        delta.drop(relid)
         runtime.forget(relid)
 
 

@@ -87,6 +87,12 @@ class StripeRecord:
     compression_level: int | None
     created_xid: int
     columns: dict[int, ColumnRecord] = field(default_factory=dict)  # by attnum
+    deleted_count: int = 0
+    delete_bitmap: bytes | None = None  # roaring bitmap of deleted offsets (columnar.deletes)
+
+    @property
+    def live_rows(self) -> int:
+        return self.row_count - self.deleted_count
 
 
 # ---------------------------------------------------------------- writing
@@ -97,11 +103,12 @@ _CURRENT_XID = "SELECT pg_current_xact_id()::text"
 _INSERT_STRIPE = """
 INSERT INTO orochi.columnar_stripes
     (stripe_id, relid, file_path, row_count, chunk_group_count, chunk_group_size,
-     file_bytes, raw_bytes, compression, compression_level, created_xid)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::xid8)
+     file_bytes, raw_bytes, compression, compression_level, created_xid, deleted_count,
+     delete_bitmap)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::xid8, $12, $13)
 """
 _INSERT_STRIPE_TYPES = ["bigint", "oid", "text", "bigint", "integer", "integer", "bigint",
-                        "bigint", "text", "integer", "text"]
+                        "bigint", "text", "integer", "text", "bigint", "bytea"]
 
 _INSERT_COLUMN = """
 INSERT INTO orochi.columnar_stripe_columns
@@ -128,7 +135,7 @@ def insert_stripe(stripe: StripeRecord) -> None:
         stripe.stripe_id, stripe.relid, stripe.file_path, stripe.row_count,
         stripe.chunk_group_count, stripe.chunk_group_size, stripe.file_bytes,
         stripe.raw_bytes, stripe.compression, stripe.compression_level,
-        str(stripe.created_xid),
+        str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap,
     ])
     plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES)
     for col in stripe.columns.values():
@@ -155,7 +162,7 @@ def delete_tables(relids: Sequence[int]) -> list[tuple[int, str]]:
 # ---------------------------------------------------------------- reading
 
 _TABLE_STRIPES = """
-SELECT stripe_id, file_path, row_count, chunk_group_count, file_bytes
+SELECT stripe_id, file_path, row_count, chunk_group_count, file_bytes, deleted_count, delete_bitmap
   FROM orochi.columnar_stripes
  WHERE relid = $1
  ORDER BY stripe_id
@@ -169,23 +176,28 @@ SELECT stripe_id, attnum, column_name, kind, type_name, null_count, min_value, m
 """
 
 
-def table_stripes(relid: int, attnums: Iterable[int] = ()) -> list[StripeRecord]:
+def table_stripes(relid: int, attnums: Iterable[int] = (), read_only: bool = True) -> list[StripeRecord]:
     """The table's stripes visible to this transaction, in stripe id order,
-    with the catalog rows of the columns ``attnums`` (a column a stripe does
-    not have is absent from its ``columns``)."""
-    rows = spi.prepared(_TABLE_STRIPES, ["oid"]).execute([relid]).rows
+    with their delete bitmaps and the catalog rows of the columns ``attnums``
+    (a column a stripe does not have is absent from its ``columns``).
+
+    ``read_only``: read under the snapshot of the SQL statement running (a
+    scan's), so that every query of one statement sees the same catalog, also
+    in READ COMMITTED; else under a new snapshot."""
+    rows = spi.prepared(_TABLE_STRIPES, ["oid"]).execute([relid], read_only=read_only).rows
     stripes = {}
     out = []
-    for stripe_id, path, nrows, ngroups, file_bytes in rows:
+    for stripe_id, path, nrows, ngroups, file_bytes, ndeleted, bitmap in rows:
         s = StripeRecord(int(stripe_id), relid, path, int(nrows), int(ngroups), 0,
-                         int(file_bytes), 0, "", None, 0)
+                         int(file_bytes), 0, "", None, 0, deleted_count=int(ndeleted),
+                         delete_bitmap=None if bitmap is None else bytes(bitmap))
         stripes[s.stripe_id] = s
         out.append(s)
     attnums = sorted({int(a) for a in attnums})
     if out and attnums:
         for (stripe_id, attnum, name, kind, type_name, nulls, mn, mx, has_nan, cbytes,
              rbytes) in spi.prepared(_TABLE_COLUMNS, ["oid", "smallint[]"]).execute(
-                [relid, attnums]).rows:
+                [relid, attnums], read_only=read_only).rows:
             s = stripes.get(int(stripe_id))
             if s is None:
                 continue
@@ -196,9 +208,9 @@ def table_stripes(relid: int, attnums: Iterable[int] = ()) -> list[StripeRecord]
 
 
 def table_totals(relid: int) -> tuple[int, int, int]:
-    """(stripes, rows, file bytes) of a table."""
+    """(stripes, live rows, file bytes) of a table."""
     row = spi.prepared(
-        "SELECT count(*), coalesce(sum(row_count), 0), coalesce(sum(file_bytes), 0)"
+        "SELECT count(*), coalesce(sum(row_count - deleted_count), 0), coalesce(sum(file_bytes), 0)"
         "  FROM orochi.columnar_stripes WHERE relid = $1", ["oid"]).execute([relid]).rows[0]
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -228,3 +240,81 @@ def data_dirs_in_use() -> set[str]:
     res = spi.execute("SELECT DISTINCT regexp_replace(file_path, '/[^/]*/[^/]*/[^/]*$', '')"
                       "  FROM orochi.columnar_stripes")
     return {os.path.normpath(r[0]) for r in res.rows if r[0]}
+
+
+# ---------------------------------------------------------------- deletes and rewrites
+
+_LOCK_STRIPES = """
+SELECT stripe_id, row_count, deleted_count, delete_bitmap
+  FROM orochi.columnar_stripes
+ WHERE stripe_id = ANY ($1)
+ ORDER BY stripe_id
+   FOR NO KEY UPDATE
+"""
+
+_LOCK_STRIPES_SKIP = _LOCK_STRIPES.replace("FOR NO KEY UPDATE", "FOR NO KEY UPDATE SKIP LOCKED")
+
+
+def lock_stripes(stripe_ids: Sequence[int], skip_locked: bool = False) -> dict[int, tuple[int, int, bytes | None]]:
+    """Lock the catalog rows of stripes (in id order) and read their latest
+    delete bitmaps: stripe id -> (row_count, deleted_count, bitmap). A stripe
+    missing from the answer is gone (rewritten or dropped since the caller's
+    snapshot), or, with ``skip_locked``, locked by someone else."""
+    if not stripe_ids:
+        return {}
+    plan = spi.prepared(_LOCK_STRIPES_SKIP if skip_locked else _LOCK_STRIPES, ["bigint[]"])
+    rows = plan.execute([sorted(int(s) for s in stripe_ids)]).rows
+    return {int(r[0]): (int(r[1]), int(r[2]), None if r[3] is None else bytes(r[3])) for r in rows}
+
+
+def set_deletes(stripe_id: int, deleted_count: int, bitmap: bytes | None) -> None:
+    spi.prepared("UPDATE orochi.columnar_stripes SET deleted_count = $2, delete_bitmap = $3"
+                 " WHERE stripe_id = $1", ["bigint", "bigint", "bytea"]).execute(
+        [stripe_id, deleted_count, bitmap])
+
+
+def delete_stripes(stripe_ids: Sequence[int]) -> list[tuple[int, str, int]]:
+    """Delete stripes' catalog rows; returns (stripe id, file path, file bytes)."""
+    ids = [int(s) for s in stripe_ids]
+    spi.prepared("DELETE FROM orochi.columnar_stripe_columns WHERE stripe_id = ANY ($1)",
+                 ["bigint[]"]).execute([ids])
+    res = spi.prepared("DELETE FROM orochi.columnar_stripes WHERE stripe_id = ANY ($1)"
+                       " RETURNING stripe_id, file_path, file_bytes", ["bigint[]"]).execute([ids])
+    return [(int(r[0]), r[1], int(r[2])) for r in res.rows]
+
+
+def retire_files(relid: int, stripes: Sequence[tuple[int, str, int]], xid: int) -> None:
+    """Note files whose stripes this transaction replaced (removed later, when
+    no snapshot can read them)."""
+    spi.prepared(
+        "INSERT INTO orochi.columnar_retired_files (file_path, relid, stripe_id, file_bytes, retired_xid)"
+        " SELECT p, $1, s, b, $5::text::xid8 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(p, s, b)"
+        " ON CONFLICT (file_path) DO NOTHING",
+        ["oid", "text[]", "bigint[]", "bigint[]", "text"]).execute(
+        [relid, [p for _, p, _ in stripes], [s for s, _, _ in stripes], [b for _, _, b in stripes], str(xid)])
+
+
+# A retired file may go once its retiring transaction committed and no
+# backend holds a snapshot that could still see the stripe's row: every
+# backend's xmin is younger than the retiring transaction (age compares the
+# 32-bit xids, which are recent here).
+_SAFE_RETIRED = """
+SELECT r.file_path
+  FROM orochi.columnar_retired_files r
+ WHERE ($1::oid IS NULL OR r.relid = $1)
+   AND pg_xact_status(r.retired_xid) IS DISTINCT FROM 'in progress'  -- visible rows: committed
+   AND NOT EXISTS (
+         SELECT 1 FROM pg_catalog.pg_stat_activity a
+          WHERE a.backend_xmin IS NOT NULL
+            AND age(a.backend_xmin) >= age((r.retired_xid::text::numeric % 4294967296)::text::xid))
+"""
+
+
+def purge_retired(relid: int | None = None) -> list[str]:
+    """Forget the retired files no snapshot can read any more; returns their
+    paths (the caller removes them)."""
+    paths = [r[0] for r in spi.prepared(_SAFE_RETIRED, ["oid"]).execute([relid]).rows]
+    if paths:
+        spi.prepared("DELETE FROM orochi.columnar_retired_files WHERE file_path = ANY ($1)",
+                     ["text[]"]).execute([paths])
+    return paths

@@ -35,7 +35,8 @@ _DECIDE = """
 SELECT f.path,
        pg_xact_status(f.xid) AS status,
        pg_visible_in_snapshot(f.xid, pg_current_snapshot()) AS visible,
-       EXISTS (SELECT 1 FROM orochi.columnar_stripes s WHERE s.file_path = f.path) AS referenced
+       EXISTS (SELECT 1 FROM orochi.columnar_stripes s WHERE s.file_path = f.path)
+       OR EXISTS (SELECT 1 FROM orochi.columnar_retired_files r WHERE r.file_path = f.path) AS referenced
   FROM unnest($1::text[], $2::text[]::xid8[]) AS f(path, xid)
 """
 
@@ -124,6 +125,9 @@ def collect_orphans() -> VacuumResult:
     """Remove orphan stripe files of this database, and the folders of
     dropped databases, under every known data directory."""
     result = VacuumResult()
+    # stripe files replaced by orochi.vacuum(regclass) that no snapshot reads any more
+    for path in store.purge_retired(None):
+        result.add(files.remove_file(path))
     dboid = files.database_oid()
     own_xid = ledger.transaction_id()  # everything older is decidable below
     databases = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_database").rows}

@@ -12,6 +12,10 @@ option                 where               meaning
 ``stripe_row_limit``   server, table       rows per stripe file, at most 1,000,000
                                            (the default)
 ``chunk_group_size``   server, table       rows per chunk group, default 10,000
+``delta_row_limit``    server, table       INSERT statements of at most this many rows
+                                           go to the delta store (a heap table);
+                                           larger ones write stripes; 0: never;
+                                           default 10,000
 ``data_dir``           server              absolute path of the folder holding the
                                            stripe files; default ``orochi`` inside
                                            the PostgreSQL data directory
@@ -33,6 +37,8 @@ from orochi_fdw.storage.codecs import COMPRESSION_SETTINGS, resolve_compression
 DEFAULT_STRIPE_ROW_LIMIT = 1_000_000
 MAX_STRIPE_ROW_LIMIT = 1_000_000
 DEFAULT_CHUNK_GROUP_SIZE = 10_000
+DEFAULT_DELTA_ROW_LIMIT = 10_000
+MAX_DELTA_ROW_LIMIT = 1_000_000
 MAX_CHUNK_GROUP_SIZE = 1_000_000
 
 
@@ -66,12 +72,15 @@ _COMPRESSION = OptionSpec(str, "auto, none, lz4 or zstd", choices=COMPRESSION_SE
 _LEVEL = OptionSpec(_level, "level of the lz4 (1..12) or zstd (-7..22) compression")
 _STRIPE_ROWS = OptionSpec(_bounded_int(1, MAX_STRIPE_ROW_LIMIT), "rows per stripe file")
 _CHUNK_ROWS = OptionSpec(_bounded_int(1, MAX_CHUNK_GROUP_SIZE), "rows per chunk group")
+_DELTA_ROWS = OptionSpec(_bounded_int(0, MAX_DELTA_ROW_LIMIT),
+                         "INSERT statements of at most this many rows go to the delta store")
 
 _TABLE_OPTIONS = {
     "compression": _COMPRESSION,
     "compression_level": _LEVEL,
     "stripe_row_limit": _STRIPE_ROWS,
     "chunk_group_size": _CHUNK_ROWS,
+    "delta_row_limit": _DELTA_ROWS,
 }
 
 OPTIONS_SPEC: Mapping[str, Mapping[str, OptionSpec]] = {
@@ -97,6 +106,7 @@ class TableSettings:
     compression_level: int | None = None
     stripe_row_limit: int = DEFAULT_STRIPE_ROW_LIMIT
     chunk_group_size: int = DEFAULT_CHUNK_GROUP_SIZE
+    delta_row_limit: int = DEFAULT_DELTA_ROW_LIMIT
     data_dir: str | None = None
     columns: Mapping[str, ColumnSettings] = None  # type: ignore[assignment]
 
@@ -159,6 +169,7 @@ def resolve(options: Mapping[str, str], columns: Mapping[str, ColumnDefinition])
         compression_level=level,
         stripe_row_limit=parsed.get("stripe_row_limit", DEFAULT_STRIPE_ROW_LIMIT),
         chunk_group_size=parsed.get("chunk_group_size", DEFAULT_CHUNK_GROUP_SIZE),
+        delta_row_limit=parsed.get("delta_row_limit", DEFAULT_DELTA_ROW_LIMIT),
         data_dir=parsed.get("data_dir"),
         columns=cols,
     )

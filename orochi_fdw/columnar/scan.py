@@ -1,15 +1,24 @@
 """Scans of columnar tables: catalog first, then files, chunk group by
-chunk group, decoding only the columns asked for."""
+chunk group, decoding only the columns asked for; then the delta store.
+
+Every batch carries row ids (``Batch.rowids``, see
+:mod:`~orochi_fdw.columnar.deletes`) for UPDATE and DELETE. Deleted rows are
+left out in one place, :meth:`ColumnarScan._apply_deletes`, as a selection
+mask per chunk group; the delta store's rows come last, as extra batches of
+the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
 
 from orochi_fdw.bridge.api import ColumnDefinition
-from orochi_fdw.bridge.batch import Batch
+from orochi_fdw.bridge.batch import Batch, Column
 from orochi_fdw.catalog import store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
+from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
@@ -24,6 +33,8 @@ class ScanCounters:
     chunk_groups: int = 0
     chunk_groups_skipped: int = 0
     rows: int = 0
+    deleted_rows_skipped: int = 0
+    delta_rows: int = 0
     columns: list[str] = field(default_factory=list)
 
 
@@ -58,7 +69,8 @@ class ColumnarScan:
     """
 
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
-                 stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual]):
+                 stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual],
+                 delta: Callable[[], Iterable[Batch]] | None = None):
         self.relname = relname
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
@@ -67,6 +79,7 @@ class ColumnarScan:
         kept = prune_stripes(stripes, quals, table_columns)
         self.counters.stripes_skipped = len(stripes) - len(kept)
         self.stripes = kept
+        self.delta = delta
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -83,6 +96,9 @@ class ColumnarScan:
         if self.needed:
             lines.append(f"Chunk Groups Read: {c.chunk_groups} of {c.chunk_groups + c.chunk_groups_skipped}"
                          + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else ""))
+        if c.deleted_rows_skipped:
+            lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
+        lines.append(f"Delta Rows: {c.delta_rows}")
         return lines
 
     # ------------------------------------------------------------------
@@ -91,11 +107,34 @@ class ColumnarScan:
         for stripe in self.stripes:
             self.counters.stripes += 1
             if not self.needed:
-                self.counters.rows += stripe.row_count
-                if stripe.row_count:
-                    yield Batch(stripe.row_count, {})
+                deleted = DeletedOffsets(stripe.delete_bitmap)
+                batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
+                if batch is not None:
+                    self.counters.rows += batch.nrows
+                    yield batch
                 continue
             yield from self._stripe_batches(stripe)
+        if self.delta is not None:
+            for batch in self.delta():
+                self.counters.delta_rows += batch.nrows
+                yield batch
+
+    def _apply_deletes(self, stripe: store.StripeRecord, deleted: DeletedOffsets, first_row: int,
+                       batch: Batch) -> Batch | None:
+        """The rows of ``batch`` (the stripe's rows from ``first_row`` on, a
+        chunk group) that are not deleted, with their row ids; None if none
+        is left. The one place where delete bitmaps filter stripe rows."""
+        n = batch.nrows
+        live = deleted.live_mask(first_row, n)
+        if live is None:
+            batch.rowids = stripe_rowids(stripe.stripe_id, np.arange(first_row, first_row + n))
+            return batch
+        offsets = np.flatnonzero(live)
+        self.counters.deleted_rows_skipped += n - len(offsets)
+        if len(offsets) == 0:
+            return None
+        cols = {name: select_rows(col, live, offsets) for name, col in batch.columns.items()}
+        return Batch(len(offsets), cols, stripe_rowids(stripe.stripe_id, offsets + first_row))
 
     def _open(self, stripe: store.StripeRecord) -> StripeReader:
         try:
@@ -117,6 +156,7 @@ class ColumnarScan:
                 rec = stripe.columns.get(self.table_columns[name].attnum)
                 if rec is not None:
                     present[name] = (rec.column_name, rec.kind)
+            deleted = DeletedOffsets(stripe.delete_bitmap)
             qual_cols = {}
             for q in self.quals:
                 rec = stripe.columns.get(self.table_columns[q.column].attnum)
@@ -135,13 +175,40 @@ class ColumnarScan:
                     if not might_match(self.quals, bounds):
                         self.counters.chunk_groups_skipped += 1
                         continue
+                if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
+                        == group.row_count:
+                    self.counters.deleted_rows_skipped += group.row_count
+                    continue  # every row deleted: nothing to decode
                 self.counters.chunk_groups += 1
                 cols = {}
                 for name, (file_column, stored_kind) in present.items():
                     column = self.table_columns[name]
                     data = reader.read_chunk(file_column, g)
                     cols[name] = to_wire(data, storage_kind(column), column, stored_kind)
-                self.counters.rows += group.row_count
-                yield Batch(group.row_count, cols)
+                batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))
+                if batch is not None:
+                    self.counters.rows += batch.nrows
+                    yield batch
         finally:
             reader.close()
+
+
+def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None) -> Column:
+    """The rows of a wire column where ``mask`` is true (``indices``: the same
+    as positions, if known)."""
+    if indices is None:
+        indices = np.flatnonzero(mask)
+    validity = None if col.validity is None else col.validity[mask]
+    if not col.kind.is_variable_width:
+        return Column(col.kind, col.values[mask], validity)
+    offsets = col.offsets
+    starts = offsets[:-1][indices]
+    lengths = offsets[1:][indices] - starts
+    new_offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    total = int(new_offsets[-1])
+    if total == 0:
+        return Column(col.kind, np.zeros(0, dtype=np.uint8), validity, new_offsets)
+    gather = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
+    values = col.values if isinstance(col.values, np.ndarray) else np.frombuffer(col.values, np.uint8)
+    return Column(col.kind, values[gather], validity, new_offsets)

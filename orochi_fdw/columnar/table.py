@@ -2,11 +2,15 @@
 
 Rows of INSERT, INSERT ... SELECT and COPY FROM reach :meth:`insert_batch`
 in column batches of up to ``stripe_row_limit`` rows (the bridge cuts a
-batch early when it holds 64 MB); each batch becomes one stripe file (more
-if it is larger than the limit), written, fsynced and linked into place
-before its catalog rows are inserted in the statement's transaction.
+batch early when it holds 64 MB). A statement of at most ``delta_row_limit``
+rows goes to the delta store (:mod:`~orochi_fdw.columnar.delta`); a larger
+one becomes stripe files (one per batch, more if it is larger than the
+limit), written, fsynced and linked into place before their catalog rows are
+inserted in the statement's transaction. UPDATE and DELETE work through row
+ids carried in ctid (:mod:`~orochi_fdw.columnar.modify`).
 Scans read the catalog, skip stripes and chunk groups whose min / max rule
-the quals out, and decode only the columns the query needs.
+the quals out, decode only the columns the query needs, leave deleted rows
+out, and then read the delta store.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import options as opts
+from orochi_fdw.columnar.delta import DeltaStore
+from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
@@ -71,6 +77,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         self.relname = str(options.get("table_name", self.relid))
         self.settings = opts.resolve(options, self.columns)
         self.kinds = {name: storage_kind(c) for name, c in self.columns.items()}
+        self.delta = DeltaStore(self.relid, self.columns)
+        self._writes: StatementWrites | None = None
+        self._depth = 0  # savepoint depth
 
     # ------------------------------------------------------------------ writing
 
@@ -78,7 +87,56 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def insert_batch_size(self) -> int:  # type: ignore[override]
         return self.settings.stripe_row_limit
 
+    @property
+    def rowid_column(self) -> str:  # type: ignore[override]
+        return "ctid"
+
+    def _statement(self) -> StatementWrites:
+        if self._writes is None:
+            self._writes = StatementWrites(self, self._depth)
+        return self._writes
+
     def insert_batch(self, batch: Batch) -> None:
+        self._statement().insert_batch(batch)
+
+    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
+        self._statement().update(int(oldvalues), newvalues)
+        return None
+
+    def delete(self, oldvalues: Any) -> None:
+        self._statement().delete(int(oldvalues))
+
+    def end_modify(self) -> None:
+        writes, self._writes = self._writes, None
+        if writes is not None:
+            writes.finish()
+
+    # transaction hooks: a statement that failed leaves its writes behind
+    def begin(self, serializable: bool) -> None:
+        self._writes = None
+        self._depth = 0
+
+    def sub_begin(self, level: int) -> None:
+        self._depth = level
+
+    def sub_commit(self, level: int) -> None:
+        self._depth = level - 1
+
+    def sub_rollback(self, level: int) -> None:
+        if self._writes is not None and self._writes.level >= level:
+            self._writes = None
+        self._depth = level - 1
+
+    def rollback(self) -> None:
+        self._writes = None
+        self._depth = 0
+
+    def commit(self) -> None:
+        self._writes = None
+        self._depth = 0
+
+    def write_stripes(self, batch: Batch) -> None:
+        """Write a wire batch as stripe files (``stripe_row_limit`` rows each)."""
         limit = self.settings.stripe_row_limit
         for start in range(0, batch.nrows, limit):
             end = min(start + limit, batch.nrows)
@@ -112,7 +170,16 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 values, validity = _slice(values, validity, kind, start, end, len(wire))
             columns[name] = (values, validity)
             raw[name] = raw_size(values, validity, kind)
+        self.write_stripe_columns(columns, raw)
 
+    def write_stripe_columns(self, columns: dict[str, tuple], raw: dict[str, int],
+                             insert: bool = True) -> store.StripeRecord:
+        """Write one stripe of ``columns`` (name -> (values, validity) in
+        storage form, every column of the table) and, with ``insert``,
+        insert its catalog rows in the current transaction (else the caller
+        does, with ``store.insert_stripe``, once it knows the record is
+        wanted; a file whose row is never inserted goes at the end of the
+        transaction)."""
         xid = ledger.transaction_id()
         directory = files.table_dir(self._data_dir(), self.relid)
         files.ensure_dir(directory)
@@ -153,13 +220,16 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         for ci, (name, col) in enumerate(self.columns.items()):
             chunks = [group[ci] for group in meta.chunks]
             record.columns[col.attnum] = _column_record(col, self.kinds[name], chunks, raw[name])
-        store.insert_stripe(record)
+        if insert:
+            store.insert_stripe(record)
+        return record
 
     def truncate(self, behavior: str, restart_seqs: bool) -> None:
         """TRUNCATE: the table's stripes leave the catalog now, their files
         when the transaction commits."""
         stripes = store.delete_tables([self.relid])
         ledger.rows_deleted(stripes, sorted({os.path.dirname(p) for _, p in stripes}))
+        self.delta.truncate()
 
     # ------------------------------------------------------------------ reading
 
@@ -168,14 +238,16 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[c].attnum for c in needed} | {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
-        return ColumnarScan(self.relname, self.columns, stripes, needed, bound)
+        return ColumnarScan(self.relname, self.columns, stripes, needed, bound,
+                            delta=lambda: self.delta.scan(needed, quals))
 
     def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
-        total = sum(s.row_count for s in stripes)
-        rows = sum(s.row_count for s in prune_stripes(stripes, bound, self.columns)) if bound else total
+        total = sum(s.live_rows for s in stripes)
+        rows = sum(s.live_rows for s in prune_stripes(stripes, bound, self.columns)) if bound else total
+        rows += self.delta.count()
         stored = store.column_raw_bytes(self.relid) if total else {}
         width = 0
         for name in columns:

@@ -1,0 +1,531 @@
+"""The delta store of a columnar table: a heap table holding the rows of small
+writes until :mod:`~orochi_fdw.columnar.maintenance` folds them into stripes.
+
+Each orochi table ``t`` (oid N) has ``orochi.columnar_delta_N``, made when the
+table is created (or at its first small write), an extension member (so
+``pg_dump`` leaves it out and ``DROP EXTENSION`` takes it), dropped with the
+table::
+
+    _rowid  bigint PRIMARY KEY   -- from orochi.columnar_delta_rowid_seq
+    c<attnum> <the column's type> -- one per column of t, by attribute number
+
+Rows are ordinary heap rows: WAL-logged, MVCC, row-locked by DELETE. Their row
+ids are ``2^46 + _rowid`` (:mod:`~orochi_fdw.columnar.deletes`).
+
+Values cross exactly: rows written come from the bridge's wire batches (or the
+new rows of UPDATE) and are handed to SPI as parameters of the columns' own
+types; rows read are turned back into wire batches of the same layout a
+stripe's chunk group decodes to (dates as days, timestamps as microseconds
+since 2000-01-01, text forms for the types stored as text), so whatever
+consumes a scan's batches treats delta and stripe batches alike.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from orochi_fdw.bridge import spi
+from orochi_fdw.bridge.api import ColumnDefinition, Qual
+from orochi_fdw.bridge.batch import (PG_EPOCH_DATE, PG_EPOCH_DATETIME, PG_EPOCH_DATETIME_UTC, WIRE_DTYPES,
+                                     Batch, Column, WireKind)
+from orochi_fdw.bridge.types import Interval, SpecialValue
+from orochi_fdw.columnar.deletes import delta_rowids
+from orochi_fdw.columnar.types import wire_kind
+
+SCHEMA = "orochi"
+#: rows per page when a scan reads the delta store
+PAGE_ROWS = 10_000
+
+_INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
+_INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
+_USECS_PER_DAY = 86_400_000_000
+_TIMESTAMPTZ_OID = 1184
+
+
+def table_name(relid: int) -> str:
+    return f"columnar_delta_{int(relid)}"
+
+
+def qualified_name(relid: int) -> str:
+    return f"{SCHEMA}.{table_name(relid)}"
+
+
+def exists(relid: int) -> bool:
+    return spi.prepared("SELECT to_regclass($1) IS NOT NULL", ["text"]).execute(
+        [qualified_name(relid)]).scalar()
+
+
+# ---------------------------------------------------------------------- DDL
+
+_TABLE_COLUMNS = """
+SELECT a.attnum,
+       CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN format_type(a.atttypid, a.atttypmod)
+            ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END,
+       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+            THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
+  LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace
+ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
+"""
+
+
+def _column_types(relid: int) -> dict[int, tuple[str, str | None]]:
+    """attnum -> (type as SQL, collation as SQL or None) of a table's columns."""
+    return {int(a): (t, c) for a, t, c in spi.prepared(_TABLE_COLUMNS, ["oid"]).execute([relid]).rows}
+
+
+def _col_sql(attnum: int, typ: str, coll: str | None) -> str:
+    return f"c{attnum} {typ}" + (f" COLLATE {coll}" if coll else "")
+
+
+def sync(relid: int) -> None:
+    """Create the delta table of a columnar table, or bring its columns in
+    line with the table's (after ADD / DROP / ALTER COLUMN ... TYPE)."""
+    spi.execute("SELECT pg_advisory_xact_lock(hashtext('orochi.columnar_delta'), $1::int)",
+                [int(relid) & 0x7FFFFFFF], types=["int8"])
+    want = _column_types(relid)
+    name = qualified_name(relid)
+    if not exists(relid):
+        cols = ", ".join(["_rowid bigint PRIMARY KEY"] + [_col_sql(a, t, c) for a, (t, c) in want.items()])
+        spi.execute(f"CREATE TABLE {name} ({cols})")
+        spi.execute(f"ALTER EXTENSION orochi ADD TABLE {name}")
+        return
+    have = {}
+    for attname, typ, coll in spi.execute(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),"
+            "       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation"
+            "            THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END"
+            "  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+            "  LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation"
+            "  LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace"
+            " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            [name], types=["text"]).rows:
+        if attname.startswith("c") and attname[1:].isdigit():
+            have[int(attname[1:])] = (typ, coll)
+    actions = []
+    for attnum in sorted(set(have) - set(want)):
+        actions.append(f"DROP COLUMN c{attnum}")
+    for attnum, (typ, coll) in want.items():
+        if attnum not in have:
+            actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
+    if actions:
+        spi.execute(f"ALTER TABLE {name} " + ", ".join(actions))
+    # type changes: compare through the types' oids (names may be qualified differently)
+    retype = spi.execute(
+        "SELECT f.attnum FROM pg_catalog.pg_attribute f"
+        "  JOIN pg_catalog.pg_attribute d ON d.attrelid = $2::regclass AND d.attname = 'c' || f.attnum"
+        " WHERE f.attrelid = $1 AND f.attnum > 0 AND NOT f.attisdropped"
+        "   AND (d.atttypid, d.atttypmod, d.attcollation) <> (f.atttypid, f.atttypmod, f.attcollation)",
+        [relid, name], types=["oid", "text"]).rows
+    for (attnum,) in retype:
+        typ, coll = want[int(attnum)]
+        spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
+                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{typ}")
+
+
+def drop(relid: int) -> None:
+    """Drop the delta table of a dropped columnar table (if any)."""
+    if exists(relid):
+        name = qualified_name(relid)
+        spi.execute(f"ALTER EXTENSION orochi DROP TABLE {name}")
+        spi.execute(f"DROP TABLE {name}")
+
+
+# ------------------------------------------------------------ wire <-> values
+
+def _j2date(jd: int) -> tuple[int, int, int]:
+    """Postgres's j2date: (year, month, day) of a Julian day (year <= 0 is BC)."""
+    julian = jd + 32044
+    quad = julian // 146097
+    extra = (julian - quad * 146097) * 4 + 3
+    julian += 60 + quad * 3 + extra // 146097
+    quad = julian // 1461
+    julian -= quad * 1461
+    y = julian * 4 // 1461
+    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
+    y += quad * 4
+    year = y - 4800
+    quad = julian * 2141 // 65536
+    day = julian - 7834 * quad // 256
+    month = (quad + 10) % 12 + 1
+    return year, month, day
+
+
+def _date_text(days: int) -> str:
+    year, month, day = _j2date(days + 2451545)
+    bc = year <= 0
+    return f"{(1 - year) if bc else year:04d}-{month:02d}-{day:02d}" + (" BC" if bc else "")
+
+
+def _time_text(usecs: int) -> str:
+    secs, us = divmod(usecs, 1_000_000)
+    mins, s = divmod(secs, 60)
+    h, m = divmod(mins, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}.{us:06d}"
+
+
+def _date_value(days: int) -> Any:
+    if days == _INT32_MAX:
+        return SpecialValue("date", days, "infinity")
+    if days == _INT32_MIN:
+        return SpecialValue("date", days, "-infinity")
+    try:
+        return PG_EPOCH_DATE + datetime.timedelta(days=days)
+    except OverflowError:
+        return SpecialValue("date", days, _date_text(days))
+
+
+def _timestamp_value(usecs: int, tz: bool) -> Any:
+    name = "timestamp with time zone" if tz else "timestamp without time zone"
+    if usecs == _INT64_MAX:
+        return SpecialValue(name, usecs, "infinity")
+    if usecs == _INT64_MIN:
+        return SpecialValue(name, usecs, "-infinity")
+    try:
+        return (PG_EPOCH_DATETIME_UTC if tz else PG_EPOCH_DATETIME) + datetime.timedelta(microseconds=usecs)
+    except OverflowError:
+        days, rest = divmod(usecs, _USECS_PER_DAY)
+        text = _date_text(days)
+        bc = text.endswith(" BC")
+        text = text.removesuffix(" BC") + " " + _time_text(rest) + ("+00" if tz else "") + (" BC" if bc else "")
+        return SpecialValue(name, usecs, text)
+
+
+def _time_value(usecs: int) -> Any:
+    if usecs >= _USECS_PER_DAY:
+        return SpecialValue("time without time zone", usecs, "24:00:00")
+    return (datetime.datetime.min + datetime.timedelta(microseconds=usecs)).time()
+
+
+def wire_to_values(col: Column, column: ColumnDefinition) -> list:
+    """A wire column's values as Python objects that SPI turns back into
+    exactly the same Postgres values for ``column``'s type."""
+    n = len(col)
+    kind = col.kind
+    if kind.is_variable_width:
+        offsets = col.offsets.tolist()
+        data = bytes(col.values)
+        if kind is WireKind.BYTEA:
+            out = [data[offsets[i]:offsets[i + 1]] for i in range(n)]
+        else:
+            out = [data[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n)]
+    elif kind is WireKind.BOOL:
+        out = [bool(v) for v in col.values.tolist()]
+    elif kind in (WireKind.INT16, WireKind.INT32, WireKind.INT64, WireKind.FLOAT32, WireKind.FLOAT64):
+        out = col.values.tolist()
+    elif kind is WireKind.DATE:
+        out = [_date_value(v) for v in col.values.tolist()]
+    elif kind is WireKind.TIMESTAMP:
+        tz = column.type_oid == _TIMESTAMPTZ_OID
+        out = [_timestamp_value(v, tz) for v in col.values.tolist()]
+    elif kind is WireKind.TIME:
+        out = [_time_value(v) for v in col.values.tolist()]
+    elif kind is WireKind.INTERVAL:
+        v = col.values
+        out = [Interval(int(m), int(d), int(t)) for t, d, m in zip(v["time"], v["day"], v["month"])]
+    elif kind is WireKind.UUID:
+        out = [uuid.UUID(bytes=bytes(v)) for v in col.values]
+    else:
+        raise ValueError(f"unknown wire kind {kind}")
+    if col.validity is not None:
+        for i in np.flatnonzero(col.validity == 0).tolist():
+            out[i] = None
+    return out
+
+
+@dataclass(frozen=True)
+class _ReadColumn:
+    """How a scan reads one column from the delta table and rebuilds its
+    wire layout."""
+
+    name: str
+    exprs: tuple[str, ...]
+    kind: WireKind
+
+
+def _read_column(name: str, column: ColumnDefinition) -> _ReadColumn:
+    c = f"c{column.attnum}"
+    kind = wire_kind(column)
+    if kind is WireKind.DATE:
+        exprs = (f"CASE WHEN {c} = 'infinity' THEN {_INT32_MAX} WHEN {c} = '-infinity' THEN {_INT32_MIN}"
+                 f" ELSE {c} - date '2000-01-01' END",)
+    elif kind is WireKind.TIMESTAMP:
+        exprs = (f"CASE WHEN {c} = 'infinity' THEN {_INT64_MAX}::int8 WHEN {c} = '-infinity'"
+                 f" THEN ({_INT64_MIN})::int8"
+                 f" ELSE ((extract(epoch FROM {c}) - 946684800) * 1000000)::int8 END",)
+    elif kind is WireKind.TIME:
+        exprs = (f"(extract(epoch FROM {c}) * 1000000)::int8",)
+    elif kind is WireKind.INTERVAL:
+        exprs = (f"(extract(hour FROM {c}) * 3600000000 + extract(minute FROM {c}) * 60000000"
+                 f" + extract(microseconds FROM {c}))::int8",
+                 f"extract(day FROM {c})::int4",
+                 f"(extract(year FROM {c}) * 12 + extract(month FROM {c}))::int4")
+    elif kind is WireKind.UUID:
+        exprs = (f"uuid_send({c})",)
+    elif kind is WireKind.CSTRING:
+        exprs = (f"{c}::text",)
+    else:
+        exprs = (c,)
+    return _ReadColumn(name, exprs, kind)
+
+
+def _fixed(values: list, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    nulls = [i for i, v in enumerate(values) if v is None]
+    if nulls:
+        validity = np.ones(len(values), dtype=np.uint8)
+        validity[nulls] = 0
+        values = [0 if v is None else v for v in values]
+    else:
+        validity = None
+    return np.array(values, dtype=dtype), validity
+
+
+def _var(values: list, encode: bool) -> Column | tuple:
+    parts = []
+    validity = None
+    for i, v in enumerate(values):
+        if v is None:
+            if validity is None:
+                validity = np.ones(len(values), dtype=np.uint8)
+            validity[i] = 0
+            parts.append(b"")
+        else:
+            parts.append(v.encode("utf-8") if encode else bytes(v))
+    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.frombuffer(b"".join(parts), dtype=np.uint8), validity, offsets
+
+
+def _build_column(rc: _ReadColumn, lists: list[list]) -> Column:
+    kind = rc.kind
+    if kind.is_variable_width:
+        data, validity, offsets = _var(lists[0], kind is not WireKind.BYTEA)
+        return Column(kind, data, validity, offsets)
+    if kind is WireKind.INTERVAL:
+        t, validity = _fixed(lists[0], np.dtype(np.int64))
+        d, _ = _fixed(lists[1], np.dtype(np.int32))
+        m, _ = _fixed(lists[2], np.dtype(np.int32))
+        arr = np.zeros(len(t), dtype=WIRE_DTYPES[kind])
+        arr["time"], arr["day"], arr["month"] = t, d, m
+        return Column(kind, arr, validity)
+    if kind is WireKind.UUID:
+        vals = lists[0]
+        validity = None
+        if any(v is None for v in vals):
+            validity = np.array([v is not None for v in vals], dtype=np.uint8)
+        raw = b"".join(bytes(16) if v is None else bytes(v) for v in vals)
+        return Column(kind, np.frombuffer(raw, dtype=WIRE_DTYPES[kind]), validity)
+    if kind is WireKind.BOOL:
+        arr, validity = _fixed([None if v is None else int(v) for v in lists[0]], np.dtype(np.uint8))
+        return Column(kind, arr, validity)
+    arr, validity = _fixed(lists[0], WIRE_DTYPES[kind])
+    return Column(kind, arr, validity)
+
+
+# ---------------------------------------------------------------------- the store
+
+def _param_type(value: Any) -> str | None:
+    """An explicit parameter type for a qual value whose natural type must be
+    kept (a cast to the column's type could round it); None: inferred from
+    the column."""
+    import decimal
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return "int8"
+    if isinstance(value, float):
+        return "float8"
+    if isinstance(value, decimal.Decimal):
+        return "numeric"
+    return None
+
+
+class DeltaStore:
+    """The delta table of one columnar table, as its wrapper instance uses it."""
+
+    def __init__(self, relid: int, columns: dict[str, ColumnDefinition]):
+        self.relid = int(relid)
+        self.columns = columns
+        self.name = qualified_name(relid)
+        self._known = False
+        self._types: dict[int, tuple[str, str | None]] | None = None
+
+    # -- existence ----------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the delta table exists (once it does, it stays until DROP)."""
+        if not self._known:
+            self._known = exists(self.relid)
+        return self._known
+
+    def ensure(self) -> None:
+        if not self.exists():
+            sync(self.relid)
+            self._known = True
+
+    def _column_types(self) -> dict[int, tuple[str, str | None]]:
+        if self._types is None:
+            self._types = _column_types(self.relid)
+        return self._types
+
+    # -- writing ------------------------------------------------------------
+
+    def insert_values(self, names: Sequence[str], values: dict[str, list], nrows: int) -> None:
+        """Insert rows given column by column as Python values (as
+        :func:`wire_to_values` makes them, or UPDATE's new rows)."""
+        if nrows <= 0:
+            return
+        self.ensure()
+        types = self._column_types()
+        cols = [self.columns[n] for n in names]
+        per_row_types = [types[c.attnum][0] for c in cols]
+        chunk = max(1, min(256, 30_000 // max(1, len(cols))))
+        collist = ", ".join(["_rowid"] + [f"c{c.attnum}" for c in cols])
+        for start in range(0, nrows, chunk):
+            n = min(chunk, nrows - start)
+            rows_sql = []
+            k = 1
+            for _ in range(n):
+                ph = ", ".join(f"${k + j}" for j in range(len(cols)))
+                k += len(cols)
+                rows_sql.append("(nextval('orochi.columnar_delta_rowid_seq')" + (", " + ph if cols else "") + ")")
+            query = f"INSERT INTO {self.name} ({collist}) VALUES " + ", ".join(rows_sql)
+            params = []
+            for i in range(start, start + n):
+                for name in names:
+                    params.append(values[name][i])
+            spi.prepared(query, per_row_types * n).execute(params)
+
+    def insert_batch(self, batch: Batch, start: int = 0, stop: int | None = None) -> int:
+        """Insert rows [start, stop) of a wire batch from the bridge."""
+        stop = batch.nrows if stop is None else stop
+        names = list(self.columns)
+        values = {}
+        for name in names:
+            col = batch.columns.get(name)
+            if col is None:
+                values[name] = [None] * batch.nrows
+            else:
+                values[name] = wire_to_values(col, self.columns[name])
+        if start or stop != batch.nrows:
+            values = {k: v[start:stop] for k, v in values.items()}
+        self.insert_values(names, values, stop - start)
+        return stop - start
+
+    def delete(self, ids: Sequence[int]) -> set[int]:
+        """Delete delta rows by ``_rowid``; returns the ids that were there
+        (an id missing was deleted or compacted by someone else meanwhile)."""
+        if not ids or not self.exists():
+            return set()
+        res = spi.prepared(f"DELETE FROM {self.name} WHERE _rowid = ANY ($1) RETURNING _rowid",
+                           ["bigint[]"]).execute([sorted(int(i) for i in ids)])
+        return {int(r[0]) for r in res.rows}
+
+    def truncate(self) -> None:
+        if self.exists():
+            spi.execute(f"TRUNCATE {self.name}")
+
+    # -- reading ------------------------------------------------------------
+
+    def _pushed_quals(self, quals: Sequence[Qual], first_param: int) -> tuple[list[str], list, list]:
+        """SQL conditions (on the delta table) for the quals the stripes'
+        pruning also trusts; they only pre-filter, Postgres rechecks."""
+        from orochi_fdw.bridge import runtime
+        from orochi_fdw.columnar.pruning import bind
+        from orochi_fdw.columnar.table import _collation_info
+
+        conds, params, types = [], [], []
+        k = first_param
+        for q in quals:
+            column = self.columns.get(q.field_name)
+            if column is None or q.value is runtime.UNKNOWN:
+                continue
+            if not bind([q], self.columns, _collation_info(), runtime.UNKNOWN):
+                continue
+            c = f"c{column.attnum}"
+            coll = f' COLLATE "{q.collation}"' if q.collation and q.collation != "default" else ""
+            if q.value is None:
+                conds.append(f"{c} IS {'NOT ' if q.operator == '<>' else ''}NULL")
+                continue
+            if q.is_list_operator:
+                values = [v for v in q.value if v is not None]
+                if not values:
+                    conds.append("false")
+                    continue
+                kinds = {_param_type(v) for v in values}
+                elem = kinds.pop() if len(kinds) == 1 else None
+                if elem is None and any(_param_type(v) for v in values):
+                    continue
+                conds.append(f"{c}{coll} = ANY (${k})")
+                types.append(f"{elem}[]" if elem else f"{self._column_types()[column.attnum][0]}[]")
+            else:
+                conds.append(f"{c}{coll} {q.operator} ${k}")
+                types.append(_param_type(q.value))
+                values = q.value
+            params.append(values)
+            k += 1
+        return conds, params, types
+
+    def scan(self, needed: Sequence[str], quals: Sequence[Qual] = (), read_only: bool = True,
+             page_rows: int = PAGE_ROWS) -> Iterator[Batch]:
+        """The delta rows (visible to the running statement's snapshot), page
+        by page in ``_rowid`` order, as batches of the ``needed`` columns with
+        their row ids."""
+        if not self.exists():
+            return
+        reads = [_read_column(n, self.columns[n]) for n in needed if n in self.columns]
+        select = ["_rowid"] + [e for rc in reads for e in rc.exprs]
+        conds, qparams, qtypes = self._pushed_quals(quals, 2)
+        where = " AND ".join(["_rowid > $1"] + conds)
+        query = (f"SELECT {', '.join(select)} FROM {self.name} WHERE {where}"
+                 f" ORDER BY _rowid LIMIT {int(page_rows)}")
+        plan = spi.prepared(query, ["int8"] + qtypes)
+        last = -1
+        while True:
+            rows = plan.execute([last] + qparams, read_only=read_only).rows
+            if not rows:
+                return
+            cols = list(zip(*rows))
+            ids = np.array(cols[0], dtype=np.int64)
+            out = {}
+            i = 1
+            for rc in reads:
+                out[rc.name] = _build_column(rc, [list(cols[i + j]) for j in range(len(rc.exprs))])
+                i += len(rc.exprs)
+            last = int(ids[-1])
+            yield DeltaBatch(len(rows), out, delta_rowids(ids), ids)
+            if len(rows) < page_rows:
+                return
+
+    def count(self, read_only: bool = True) -> int:
+        if not self.exists():
+            return 0
+        return int(spi.prepared(f"SELECT count(*) FROM {self.name}").execute(read_only=read_only).scalar())
+
+    def size(self) -> tuple[int, int]:
+        if not self.exists():
+            return (0, 0)
+        row = spi.execute(f"SELECT count(*), pg_total_relation_size($1::regclass) FROM {self.name}",
+                          [self.name], types=["text"]).rows[0]
+        return int(row[0]), int(row[1])
+
+
+class DeltaBatch(Batch):
+    """A batch of delta rows; ``ids`` are their ``_rowid`` values."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, nrows, columns, rowids, ids):
+        super().__init__(nrows, columns, rowids)
+        self.ids = ids
