@@ -22,11 +22,12 @@ import numpy as np
 
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
-from orochi_fdw.bridge.batch import Batch
+from orochi_fdw.bridge.batch import Batch, wire_kind_for_type
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import options as opts
+from orochi_fdw.columnar import topn
 from orochi_fdw.columnar.delta import DeltaStore
 from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
@@ -233,7 +234,21 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     # ------------------------------------------------------------------ reading
 
-    def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None):
+    def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
+        """One sort key on a column whose values order as numbers (see
+        :mod:`orochi_fdw.columnar.topn`)."""
+        key = sortkeys[0] if sortkeys else None
+        if key is None or key.attname not in self.columns:
+            return []
+        return [key] if wire_kind_for_type(self.columns[key.attname].type_oid) in topn.ORDERABLE else []
+
+    def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
+                limit: int | None = None):
+        if sortkeys:
+            key = sortkeys[0]
+            needed = [c for c in columns if c in self.columns]
+            scan = self.execute(quals, sorted(set(needed) | {key.attname}))
+            return topn.sorted_batches(scan, key, needed, limit)
         needed = [c for c in columns if c in self.columns]
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[c].attnum for c in needed} | {self.columns[q.column].attnum for q in bound}
