@@ -351,6 +351,11 @@ def _param_type(value: Any) -> str | None:
     return None
 
 
+def _param_value(value: Any) -> Any:
+    """A qual value as an SPI parameter (SpecialValue, a tuple, by its text)."""
+    return value.text if isinstance(value, SpecialValue) else value
+
+
 class DeltaStore:
     """The delta table of one columnar table, as its wrapper instance uses it."""
 
@@ -459,7 +464,7 @@ class DeltaStore:
                 conds.append(f"{c} IS {'NOT ' if q.operator == '<>' else ''}NULL")
                 continue
             if q.is_list_operator:
-                values = [v for v in q.value if v is not None]
+                values = [_param_value(v) for v in q.value if v is not None]
                 if not values:
                     conds.append("false")
                     continue
@@ -472,7 +477,7 @@ class DeltaStore:
             else:
                 conds.append(f"{c}{coll} {q.operator} ${k}")
                 types.append(_param_type(q.value))
-                values = q.value
+                values = _param_value(q.value)
             params.append(values)
             k += 1
         return conds, params, types

@@ -1,8 +1,30 @@
-"""Fixtures for columnar table tests."""
+"""Fixtures for columnar table tests.
+
+These tests are about stripe files: their databases set the server option
+``delta_row_limit '0'``, so that every INSERT writes stripes as it did before
+the delta store existed. The delta store, UPDATE, DELETE, compaction and
+vacuum are tested in tests/htap.
+"""
 
 from __future__ import annotations
 
 import pytest
+
+
+def stripes_only(cluster, dbname: str) -> None:
+    """Every INSERT into the database's orochi tables writes stripes."""
+    conn = cluster.connect(dbname, autocommit=True)
+    try:
+        conn.execute("ALTER SERVER orochi OPTIONS (ADD delta_row_limit '0')")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def db_name(make_database, pg_cluster) -> str:
+    name = make_database()
+    stripes_only(pg_cluster, name)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -13,6 +35,7 @@ def module_db(pg_cluster, request):
     pg_cluster.ensure_running()
     pg_cluster.drop_database(name)
     pg_cluster.create_database(name)
+    stripes_only(pg_cluster, name)
     yield name
     pg_cluster.ensure_running()
     pg_cluster.drop_database(name)

@@ -8,11 +8,13 @@ import threading
 import time
 
 from columnar_helpers import catalog_files, files_on_disk
+from conftest import stripes_only
 
 
 def test_kill9_during_long_copy(make_cluster):
     pg = make_cluster("crash")
     pg.create_database("c")
+    stripes_only(pg, "c")
     conn = pg.connect("c", autocommit=True)
     conn.execute("CREATE FOREIGN TABLE t (id int8, v text) SERVER orochi OPTIONS (stripe_row_limit '20000')")
     conn.execute("CREATE FOREIGN TABLE other (id int8) SERVER orochi")
