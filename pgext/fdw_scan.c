@@ -63,7 +63,8 @@ enum QualMetaIndex
 	QualMetaIsArray,			/* Integer: 1 for = ANY / <> ALL (value is a list) */
 	QualMetaUseOr,				/* Integer: 1 for ANY, 0 for ALL */
 	QualMetaNullTest,			/* Integer: 1 for IS [NOT] NULL */
-	QualMetaCollation			/* Integer: input collation oid */
+	QualMetaCollation,			/* Integer: input collation oid */
+	QualMetaExact				/* Integer: 1 if Postgres does not recheck it */
 };
 
 /* One qual found in baserestrictinfo that Python may use */
@@ -273,11 +274,11 @@ collation_name(Oid collation)
  */
 static PyObject *
 qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
-		   PyObject *value, bool known, Oid collation)
+		   PyObject *value, bool known, Oid collation, bool exact)
 {
 	PyObject   *coll = collation_name(collation);
-	PyObject   *t = Py_BuildValue("(ssiiNiN)", attname, opname, (int) is_array, (int) use_or,
-								  value, (int) known, coll);
+	PyObject   *t = Py_BuildValue("(ssiiNiNi)", attname, opname, (int) is_array, (int) use_or,
+								  value, (int) known, coll, (int) exact);
 
 	if (t == NULL)
 		orochi_py_raise("building a qual");
@@ -312,7 +313,7 @@ plan_quals_to_py(List *quals, Relation rel)
 		}
 		else
 			value = (Py_INCREF(Py_None), Py_None);
-		t = qual_tuple(attname, q->opname, q->is_array, q->use_or, value, known, q->collation);
+		t = qual_tuple(attname, q->opname, q->is_array, q->use_or, value, known, q->collation, false);
 		PyList_Append(list, t);
 		Py_DECREF(t);
 	}
@@ -567,13 +568,17 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 		{
 			OrochiQual *q = (OrochiQual *) lfirst(lc);
 
-			if (PyObject_IsTrue(PyList_GET_ITEM(res, i)) == 1)
+			/* above a pushed-down aggregation nothing is rechecked */
+			bool		is_exact = upper != NULL || PyObject_IsTrue(PyList_GET_ITEM(res, i)) == 1;
+
+			if (is_exact)
 				exact = lappend(exact, q->rinfo);
 			qual_meta = lappend(qual_meta,
-								lappend(list_make5(makeInteger(q->attno), makeString(q->opname),
-												   makeInteger(q->is_array), makeInteger(q->use_or),
-												   makeInteger(q->is_nulltest)),
-										makeInteger((int) q->collation)));
+								list_concat(list_make5(makeInteger(q->attno), makeString(q->opname),
+													   makeInteger(q->is_array), makeInteger(q->use_or),
+													   makeInteger(q->is_nulltest)),
+											list_make2(makeInteger((int) q->collation),
+													   makeInteger(is_exact))));
 			qual_exprs = lappend(qual_exprs, q->value);
 			i++;
 		}
@@ -1211,7 +1216,8 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
 						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
 						   (Py_INCREF(Py_None), Py_None), false,
-						   (Oid) intVal(list_nth(meta, QualMetaCollation)));
+						   (Oid) intVal(list_nth(meta, QualMetaCollation)),
+						   intVal(list_nth(meta, QualMetaExact)) != 0);
 			PyList_Append(list, t);
 			Py_DECREF(t);
 			i++;
@@ -1237,7 +1243,8 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 					   strVal(list_nth(meta, QualMetaOperator)),
 					   intVal(list_nth(meta, QualMetaIsArray)) != 0,
 					   intVal(list_nth(meta, QualMetaUseOr)) != 0,
-					   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)));
+					   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)),
+					   intVal(list_nth(meta, QualMetaExact)) != 0);
 		PyList_Append(list, t);
 		Py_DECREF(t);
 		i++;

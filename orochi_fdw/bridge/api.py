@@ -64,6 +64,10 @@ class Qual:
     operator: str | tuple[str, bool]
     value: Any
     collation: str | None = None
+    #: at execution: Postgres does not recheck this qual (the wrapper said at
+    #: plan time that it applies it exactly, or it is under a pushed-down
+    #: aggregation), so the wrapper must apply it
+    exact: bool = False
 
     @property
     def is_list_operator(self) -> bool:

@@ -179,8 +179,9 @@ def forget(relid: int) -> None:
 
 def _quals(raw: list[tuple]) -> list[Qual]:
     quals = []
-    for attname, op, is_list, use_or, value, known, collation in raw:
-        quals.append(Qual(attname, (op, bool(use_or)) if is_list else op, value if known else UNKNOWN, collation))
+    for attname, op, is_list, use_or, value, known, collation, exact in raw:
+        quals.append(Qual(attname, (op, bool(use_or)) if is_list else op, value if known else UNKNOWN,
+                          collation, bool(exact)))
     return quals
 
 

@@ -29,12 +29,14 @@ from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import options as opts
 from orochi_fdw.columnar import topn
 from orochi_fdw.columnar.delta import DeltaStore
+from orochi_fdw.columnar.filter import FilteredScan, collation_policy
 from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
 from orochi_fdw.errors import InvalidOptionError
+from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
 
@@ -251,10 +253,18 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return topn.sorted_batches(scan, key, needed, limit)
         needed = [c for c in columns if c in self.columns]
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        attnums = {self.columns[c].attnum for c in needed} | {self.columns[q.column].attnum for q in bound}
+        exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
+                           must_be_exact=[q.exact for q in quals])
+        read = needed + sorted(exact.columns - set(needed))
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
-        return ColumnarScan(self.relname, self.columns, stripes, needed, bound,
-                            delta=lambda: self.delta.scan(needed, quals))
+        scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
+                            delta=lambda: self.delta.scan(read, quals))
+        return FilteredScan(scan, exact.filter, needed)
+
+    def exact_quals(self, quals: list[Qual]) -> list[bool]:
+        """Quals the filter kernels apply exactly (Postgres then skips them)."""
+        return bind_quals(quals, self.columns, collation_policy(_collation_info())).exact
 
     def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
