@@ -439,6 +439,32 @@ orochiExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 
 	res = runtime_call("delete", Py_BuildValue("(ON)", state->instance,
 											   rowid_from_plan_slot(state, planSlot)));
+
+	/*
+	 * RETURNING needs the deleted row, which only the wrapper can give (as a
+	 * dict, like update's); without one the values would all read as NULL.
+	 */
+	if (rinfo->ri_projectReturning != NULL)
+	{
+		if (res == Py_None)
+		{
+			Py_DECREF(res);
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("DELETE ... RETURNING is not supported on foreign table \"%s\"",
+							RelationGetRelationName(rinfo->ri_RelationDesc)),
+					 errdetail("Its wrapper's delete() returns no row.")));
+		}
+		ExecClearTuple(slot);
+		for (int i = 0; i < slot->tts_tupleDescriptor->natts; i++)
+		{
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+		}
+		ExecStoreVirtualTuple(slot);
+		store_returned_row(state, res, slot);
+		return slot;
+	}
 	Py_DECREF(res);
 	return slot;
 }

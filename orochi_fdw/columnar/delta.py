@@ -259,9 +259,12 @@ def _read_column(name: str, column: ColumnDefinition) -> _ReadColumn:
         exprs = (f"CASE WHEN {c} = 'infinity' THEN {_INT32_MAX} WHEN {c} = '-infinity' THEN {_INT32_MIN}"
                  f" ELSE {c} - date '2000-01-01' END",)
     elif kind is WireKind.TIMESTAMP:
+        # days and time of day apart: extract(epoch) rounds far from 2000
+        u = f"({c} AT TIME ZONE 'UTC')" if column.type_oid == _TIMESTAMPTZ_OID else c
         exprs = (f"CASE WHEN {c} = 'infinity' THEN {_INT64_MAX}::int8 WHEN {c} = '-infinity'"
                  f" THEN ({_INT64_MIN})::int8"
-                 f" ELSE ((extract(epoch FROM {c}) - 946684800) * 1000000)::int8 END",)
+                 f" ELSE ({u}::date - date '2000-01-01')::int8 * {_USECS_PER_DAY}"
+                 f" + (extract(epoch FROM {u}::time) * 1000000)::int8 END",)
     elif kind is WireKind.TIME:
         exprs = (f"(extract(epoch FROM {c}) * 1000000)::int8",)
     elif kind is WireKind.INTERVAL:
