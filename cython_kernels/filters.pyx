@@ -23,6 +23,12 @@
 # * Sizes are validated before `with nogil:`; rows are processed in blocks of
 #   BLOCK so that each comparison loop is a plain loop the compiler vectorizes,
 #   and validity and combining are separate passes over a block in L1.
+# * The baseline x86-64 instruction set (SSE2) has no 64-bit integer compare
+#   and compilers narrow wide compare masks to bytes slowly, so the comparison
+#   loops of 32- and 64-bit columns (and the mask count) are small C functions
+#   below: an AVX2 version picked at run time when the CPU has it (movemask and
+#   a table turn 4 or 8 compare lanes into mask bytes), else plain loops also
+#   built for SSE4.2 (GCC's target_clones). Every other loop is Cython.
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free
@@ -30,6 +36,188 @@ from libc.string cimport memcmp, memcpy, memset
 
 from _compare cimport (cmp_t, pg_eq, pg_lt, pg_isnan, CMP_EQ, CMP_NE, CMP_LT,
                        CMP_LE, CMP_GT, CMP_GE, CMB_SET, CMB_AND, CMB_OR)
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define OROCHI_X86_DISPATCH 1
+    #define OROCHI_SIMD_CLONES __attribute__((target_clones("avx2", "sse4.2", "default")))
+    #else
+    #define OROCHI_X86_DISPATCH 0
+    #define OROCHI_SIMD_CLONES
+    #endif
+
+    /* t[j] = v[j] <op> c with Postgres's float semantics; op as in
+       _compare.pxd, plus 6 is-NaN, 7 not-NaN, 8 true, 9 false. */
+    #define OROCHI_CMP_LOOPS(NAME, T, IS_FLOAT)                                   \
+    OROCHI_SIMD_CLONES static void                                                \
+    NAME(const T *__restrict v, Py_ssize_t n, int op, T c, uint8_t *__restrict t) \
+    {                                                                             \
+        Py_ssize_t j;                                                             \
+        switch (op) {                                                             \
+        case 0: for (j = 0; j < n; j++) t[j] = v[j] == c; break;                  \
+        case 1: for (j = 0; j < n; j++) t[j] = v[j] != c; break;                  \
+        case 2: for (j = 0; j < n; j++) t[j] = v[j] < c; break;                   \
+        case 3: for (j = 0; j < n; j++) t[j] = v[j] <= c; break;                  \
+        case 4: for (j = 0; j < n; j++)                                           \
+                    t[j] = (v[j] > c) | (IS_FLOAT && v[j] != v[j]); break;        \
+        case 5: for (j = 0; j < n; j++)                                           \
+                    t[j] = (v[j] >= c) | (IS_FLOAT && v[j] != v[j]); break;       \
+        case 6: for (j = 0; j < n; j++) t[j] = v[j] != v[j]; break;               \
+        case 7: for (j = 0; j < n; j++) t[j] = v[j] == v[j]; break;               \
+        case 8: memset(t, 1, (size_t) n); break;                                  \
+        default: memset(t, 0, (size_t) n); break;                                 \
+        }                                                                         \
+    }
+
+    OROCHI_CMP_LOOPS(orochi_cmp_i32_generic, int32_t, 0)
+    OROCHI_CMP_LOOPS(orochi_cmp_i64_generic, int64_t, 0)
+    OROCHI_CMP_LOOPS(orochi_cmp_f32_generic, float, 1)
+    OROCHI_CMP_LOOPS(orochi_cmp_f64_generic, double, 1)
+
+    #if OROCHI_X86_DISPATCH
+    #include <immintrin.h>
+
+    /* compare bits of up to 8 lanes (movemask) -> 8 mask bytes of 0 / 1 */
+    static uint64_t orochi_bits_to_bytes[256];
+    static int orochi_avx2 = -1;
+
+    static int orochi_use_avx2(void)
+    {
+        if (orochi_avx2 < 0) {
+            for (int b = 0; b < 256; b++) {
+                uint64_t w = 0;
+                for (int k = 0; k < 8; k++)
+                    if (b & (1 << k))
+                        w |= (uint64_t) 1 << (8 * k);
+                orochi_bits_to_bytes[b] = w;
+            }
+            __builtin_cpu_init();
+            /* OROCHI_KERNELS_NO_AVX2 (any value) forces the portable loops:
+               the tests use it to check both paths on one machine. */
+            orochi_avx2 = __builtin_cpu_supports("avx2") && getenv("OROCHI_KERNELS_NO_AVX2") == NULL;
+        }
+        return orochi_avx2;
+    }
+
+    /* Compilers narrow wide compare masks to bytes through long shuffle
+       chains; movemask and a table do it in two instructions. LANES values
+       per step, the step's compare as MASK_EXPR over x, FLIP inverts. */
+    #define OROCHI_AVX2_LOOP(LANES, LOAD, MASK_EXPR, FLIP)                         \
+        for (; j + LANES <= n; j += LANES) {                                       \
+            LOAD;                                                                  \
+            unsigned bits = (unsigned) (MASK_EXPR) ^ (FLIP);                       \
+            memcpy(t + j, &orochi_bits_to_bytes[bits], LANES);                     \
+        }
+
+    #define OROCHI_INT_AVX2(NAME, T, LANES, SET1, CMPEQ, CMPGT, BITS, GENERIC)     \
+    __attribute__((target("avx2"))) static void                                   \
+    NAME(const T *v, Py_ssize_t n, int op, T c, uint8_t *t)                        \
+    {                                                                              \
+        const __m256i cv = SET1(c);                                                \
+        const unsigned all = (1u << LANES) - 1;                                    \
+        Py_ssize_t j = 0;                                                          \
+        switch (op) {                                                              \
+        case 0: OROCHI_AVX2_LOOP(LANES, __m256i x = _mm256_loadu_si256((const __m256i *) (v + j)), BITS(CMPEQ(x, cv)), 0) break;       \
+        case 1: OROCHI_AVX2_LOOP(LANES, __m256i x = _mm256_loadu_si256((const __m256i *) (v + j)), BITS(CMPEQ(x, cv)), all) break;     \
+        case 2: OROCHI_AVX2_LOOP(LANES, __m256i x = _mm256_loadu_si256((const __m256i *) (v + j)), BITS(CMPGT(cv, x)), 0) break;       \
+        case 3: OROCHI_AVX2_LOOP(LANES, __m256i x = _mm256_loadu_si256((const __m256i *) (v + j)), BITS(CMPGT(x, cv)), all) break;     \
+        case 4: OROCHI_AVX2_LOOP(LANES, __m256i x = _mm256_loadu_si256((const __m256i *) (v + j)), BITS(CMPGT(x, cv)), 0) break;       \
+        case 5: OROCHI_AVX2_LOOP(LANES, __m256i x = _mm256_loadu_si256((const __m256i *) (v + j)), BITS(CMPGT(cv, x)), all) break;     \
+        default: break;                                                            \
+        }                                                                          \
+        if (j < n)                                                                 \
+            GENERIC(v + j, n - j, op, c, t + j);                                   \
+    }
+    
+    #define OROCHI_BITS_64(m) _mm256_movemask_pd(_mm256_castsi256_pd(m))
+    #define OROCHI_BITS_32(m) _mm256_movemask_ps(_mm256_castsi256_ps(m))
+    OROCHI_INT_AVX2(orochi_cmp_i64_avx2, int64_t, 4, _mm256_set1_epi64x, _mm256_cmpeq_epi64,
+                    _mm256_cmpgt_epi64, OROCHI_BITS_64, orochi_cmp_i64_generic)
+    OROCHI_INT_AVX2(orochi_cmp_i32_avx2, int32_t, 8, _mm256_set1_epi32, _mm256_cmpeq_epi32,
+                    _mm256_cmpgt_epi32, OROCHI_BITS_32, orochi_cmp_i32_generic)
+
+    /* Floats: unordered predicates make NaN pass >, >= and <> as in Postgres. */
+    #define OROCHI_FLOAT_AVX2(NAME, T, LANES, VEC, SET1, LOADU, CMP, MOVEMASK, GENERIC) \
+    __attribute__((target("avx2"))) static void                                   \
+    NAME(const T *v, Py_ssize_t n, int op, T c, uint8_t *t)                        \
+    {                                                                              \
+        const VEC cv = SET1(c);                                                    \
+        Py_ssize_t j = 0;                                                          \
+        switch (op) {                                                              \
+        case 0: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, cv, _CMP_EQ_OQ)), 0) break;   \
+        case 1: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, cv, _CMP_NEQ_UQ)), 0) break;  \
+        case 2: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, cv, _CMP_LT_OQ)), 0) break;   \
+        case 3: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, cv, _CMP_LE_OQ)), 0) break;   \
+        case 4: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, cv, _CMP_NLE_UQ)), 0) break;  \
+        case 5: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, cv, _CMP_NLT_UQ)), 0) break;  \
+        case 6: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, x, _CMP_UNORD_Q)), 0) break;  \
+        case 7: OROCHI_AVX2_LOOP(LANES, VEC x = LOADU(v + j), MOVEMASK(CMP(x, x, _CMP_ORD_Q)), 0) break;    \
+        default: break;                                                            \
+        }                                                                          \
+        if (j < n)                                                                 \
+            GENERIC(v + j, n - j, op, c, t + j);                                   \
+    }
+
+    OROCHI_FLOAT_AVX2(orochi_cmp_f64_avx2, double, 4, __m256d, _mm256_set1_pd, _mm256_loadu_pd,
+                      _mm256_cmp_pd, _mm256_movemask_pd, orochi_cmp_f64_generic)
+    OROCHI_FLOAT_AVX2(orochi_cmp_f32_avx2, float, 8, __m256, _mm256_set1_ps, _mm256_loadu_ps,
+                      _mm256_cmp_ps, _mm256_movemask_ps, orochi_cmp_f32_generic)
+    #endif
+
+    #if OROCHI_X86_DISPATCH
+    #define OROCHI_DISPATCH(NAME, T, MAX_OP)                                       \
+    static void NAME(const T *v, Py_ssize_t n, int op, T c, uint8_t *t)            \
+    {                                                                              \
+        if (op <= MAX_OP && orochi_use_avx2())                                     \
+            NAME##_avx2(v, n, op, c, t);                                           \
+        else                                                                       \
+            NAME##_generic(v, n, op, c, t);                                        \
+    }
+    #else
+    #define OROCHI_DISPATCH(NAME, T, MAX_OP)                                       \
+    static void NAME(const T *v, Py_ssize_t n, int op, T c, uint8_t *t)            \
+    {                                                                              \
+        NAME##_generic(v, n, op, c, t);                                            \
+    }
+    #endif
+    OROCHI_DISPATCH(orochi_cmp_i32, int32_t, 5)
+    OROCHI_DISPATCH(orochi_cmp_i64, int64_t, 5)
+    OROCHI_DISPATCH(orochi_cmp_f32, float, 7)
+    OROCHI_DISPATCH(orochi_cmp_f64, double, 7)
+
+    /* Number of nonzero bytes: the high bit of each byte of
+       ((w & 0x7f..) + 0x7f..) | w is set iff that byte is nonzero. */
+    OROCHI_SIMD_CLONES static Py_ssize_t
+    orochi_count_nonzero(const uint8_t *__restrict p, Py_ssize_t n)
+    {
+        const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL, lanes16 = 0x00ff00ff00ff00ffULL;
+        Py_ssize_t i = 0, total = 0;
+        while (i + 8 <= n) {
+            uint64_t acc = 0;
+            Py_ssize_t stop = n - i >= 8 * 255 ? i + 8 * 255 : i + ((n - i) & ~(Py_ssize_t) 7);
+            for (; i < stop; i += 8) {
+                uint64_t w;
+                memcpy(&w, p + i, 8);
+                acc += ((((w & low7) + low7) | w) >> 7) & 0x0101010101010101ULL;
+            }
+            acc = (acc & lanes16) + ((acc >> 8) & lanes16);
+            total += (Py_ssize_t) ((acc * 0x0001000100010001ULL) >> 48);
+        }
+        for (; i < n; i++)
+            total += p[i] != 0;
+        return total;
+    }
+    """
+    void orochi_cmp_i32(const int32_t* v, Py_ssize_t n, int op, int32_t c, uint8_t* t) noexcept nogil
+    void orochi_cmp_i64(const int64_t* v, Py_ssize_t n, int op, int64_t c, uint8_t* t) noexcept nogil
+    void orochi_cmp_f32(const float* v, Py_ssize_t n, int op, float c, uint8_t* t) noexcept nogil
+    void orochi_cmp_f64(const double* v, Py_ssize_t n, int op, double c, uint8_t* t) noexcept nogil
+    Py_ssize_t orochi_count_nonzero(const uint8_t* p, Py_ssize_t n) noexcept nogil
+
 
 OP_EQ = CMP_EQ
 OP_NE = CMP_NE
@@ -125,6 +313,18 @@ cdef inline void _cmp_block(const cmp_t* v, Py_ssize_t n, int op, cmp_t c,
                             uint8_t* t) noexcept nogil:
     """t[j] = v[j] op c for a constant c that is not NaN (or a K_ operator)."""
     cdef Py_ssize_t j
+    if cmp_t is int32_t:
+        orochi_cmp_i32(v, n, op, c, t)
+        return
+    if cmp_t is int64_t:
+        orochi_cmp_i64(v, n, op, c, t)
+        return
+    if cmp_t is float:
+        orochi_cmp_f32(v, n, op, c, t)
+        return
+    if cmp_t is double:
+        orochi_cmp_f64(v, n, op, c, t)
+        return
     if op == CMP_EQ:
         for j in range(n):
             t[j] = v[j] == c
@@ -301,10 +501,11 @@ def in_list(const cmp_t[::1] values, const uint8_t[::1] validity, const cmp_t[::
     cdef Py_ssize_t n = values.shape[0], k, i = 0, m, j, q, lo, hi, mid
     cdef const uint8_t* valid = _vptr(validity)
     cdef uint8_t tmp[BLOCK]
+    cdef uint8_t eq[BLOCK]
     cdef uint8_t* t
     cdef uint8_t* table = NULL
     cdef bint has_nan
-    cdef cmp_t x, item
+    cdef cmp_t x
     cdef uint64_t span = 0, d
     cdef int err = ERR_NONE
     _check_common(n, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
@@ -330,9 +531,9 @@ def in_list(const cmp_t[::1] values, const uint8_t[::1] validity, const cmp_t[::
                 if k <= LINEAR_IN_MAX:
                     memset(t, 0, <size_t>m)
                     for q in range(k):
-                        item = items[q]
+                        _cmp_block(&values[i], m, CMP_EQ, items[q], eq)
                         for j in range(m):
-                            t[j] = t[j] | (values[i + j] == item)
+                            t[j] = t[j] | eq[j]
                 elif table != NULL:
                     for j in range(m):
                         d = <uint64_t>values[i + j] - <uint64_t>items[0]
@@ -670,11 +871,12 @@ ctypedef fused index_t:
 
 def count_selected(const uint8_t[::1] mask):
     """Number of nonzero bytes of ``mask``."""
-    cdef Py_ssize_t n = mask.shape[0], i
+    cdef Py_ssize_t n = mask.shape[0]
     cdef Py_ssize_t total = 0
+    if n == 0:
+        return 0
     with nogil:
-        for i in range(n):
-            total += mask[i] != 0
+        total = orochi_count_nonzero(&mask[0], n)
     return total
 
 

@@ -7,7 +7,12 @@ References follow Postgres, not IEEE: NaN = NaN, NaN sorts above everything,
 
 from __future__ import annotations
 
+import io
 import operator
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -413,3 +418,36 @@ def test_selection(n, density, idx_dtype):
     if len(expected):
         with pytest.raises(ValueError):
             F.mask_to_indices(mask, np.empty(len(expected) - 1, idx_dtype))
+
+
+def test_portable_loops_match_the_avx2_ones(tmp_path):
+    """The 32/64-bit comparison loops have an AVX2 version and a portable
+    one; run the comparisons again in a process that is denied AVX2 and
+    check both give the same masks."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from orochi_fdw.kernels import filters as F
+        rng = np.random.default_rng(9)
+        out = []
+        for dtype in (np.int32, np.int64, np.float32, np.float64):
+            v = rng.integers(-3, 4, 1003).astype(dtype)
+            if v.dtype.kind == "f":
+                v[::7] = np.nan
+                consts = (0.0, 2.0, float("nan"))
+            else:
+                consts = (0, 2, -3)
+            for c in consts:
+                for op in range(6):
+                    m = np.empty(len(v), np.uint8)
+                    F.compare(v, None, op, c, m)
+                    out.append(m)
+        np.save(sys.stdout.buffer, np.concatenate(out))
+    """)
+    runs = []
+    for env_extra in ({}, {"OROCHI_KERNELS_NO_AVX2": "1"}):
+        env = {**os.environ, **env_extra}
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=True,
+                              cwd=tmp_path)  # the installed package, not the source tree
+        runs.append(np.load(io.BytesIO(proc.stdout)))
+    assert np.array_equal(runs[0], runs[1])

@@ -35,7 +35,7 @@ from orochi_fdw.query.predicates import (ALWAYS_FALSE, ALWAYS_TRUE, ROWS_CANNOT_
                                          StartsWith)
 from orochi_fdw.storage.codecs import chunk_stats
 
-HYPO = settings(max_examples=150, deadline=None,
+HYPO = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 
