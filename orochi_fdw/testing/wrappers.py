@@ -494,3 +494,21 @@ class CatalogWrapper(SeriesWrapper):
         elif restriction_type == "except":
             tables = [t for t in tables if t.table_name not in restricts]
         return tables
+
+
+class SnapshotProbeWrapper(ForeignDataWrapper):
+    """Counts the rows of a heap table twice during one scan, with a pause in
+    between, through SPI in read-only mode (the statement's snapshot) or not;
+    one row: (first, second)."""
+
+    options_spec = {"table": {"target": OptionSpec(str, "a heap table"),
+                              "read_only": OptionSpec(str, "true or false"),
+                              "pause": OptionSpec(float, "seconds between the counts")}}
+
+    def execute(self, quals, columns, sortkeys=None):
+        target = spi.quote_ident(self.options["target"])
+        read_only = self.options.get("read_only", "true") == "true"
+        first = spi.execute(f"SELECT count(*) FROM {target}", read_only=read_only).scalar()
+        spi.execute("SELECT pg_sleep($1)", [float(self.options.get("pause", "0.5"))])
+        second = spi.prepared(f"SELECT count(*) FROM {target}").execute(read_only=read_only).scalar()
+        yield (int(first), int(second))
