@@ -211,6 +211,8 @@ def wire_to_values(col: Column, column: ColumnDefinition) -> list:
     exactly the same Postgres values for ``column``'s type."""
     n = len(col)
     kind = col.kind
+    if n == 1 and col.validity is not None and not col.validity[0]:
+        return [None]
     if kind.is_variable_width:
         offsets = col.offsets.tolist()
         data = bytes(col.values)
@@ -236,9 +238,10 @@ def wire_to_values(col: Column, column: ColumnDefinition) -> list:
         out = [uuid.UUID(bytes=bytes(v)) for v in col.values]
     else:
         raise ValueError(f"unknown wire kind {kind}")
-    if col.validity is not None:
-        for i in np.flatnonzero(col.validity == 0).tolist():
-            out[i] = None
+    if col.validity is not None and n > 1:
+        for i, valid in enumerate(col.validity.tolist()):
+            if not valid:
+                out[i] = None
     return out
 
 
@@ -368,6 +371,7 @@ class DeltaStore:
         self.name = qualified_name(relid)
         self._known = False
         self._types: dict[int, tuple[str, str | None]] | None = None
+        self._inserts: dict[tuple[tuple[str, ...], int], spi.Plan] = {}
 
     # -- existence ----------------------------------------------------------
 
@@ -395,13 +399,23 @@ class DeltaStore:
         if nrows <= 0:
             return
         self.ensure()
-        types = self._column_types()
-        cols = [self.columns[n] for n in names]
-        per_row_types = [types[c.attnum][0] for c in cols]
-        chunk = max(1, min(256, 30_000 // max(1, len(cols))))
-        collist = ", ".join(["_rowid"] + [f"c{c.attnum}" for c in cols])
+        chunk = max(1, min(256, 30_000 // max(1, len(names))))
+        lists = [values[name] for name in names]
         for start in range(0, nrows, chunk):
             n = min(chunk, nrows - start)
+            if n == 1:
+                params = [v[start] for v in lists]
+            else:
+                params = [v for row in zip(*(col[start:start + n] for col in lists)) for v in row]
+            self._insert_plan(tuple(names), n).execute(params)
+
+    def _insert_plan(self, names: tuple[str, ...], n: int) -> spi.Plan:
+        """INSERT of n rows of the columns ``names``, prepared once."""
+        plan = self._inserts.get((names, n))
+        if plan is None:
+            types = self._column_types()
+            cols = [self.columns[name] for name in names]
+            collist = ", ".join(["_rowid"] + [f"c{c.attnum}" for c in cols])
             rows_sql = []
             k = 1
             for _ in range(n):
@@ -409,11 +423,8 @@ class DeltaStore:
                 k += len(cols)
                 rows_sql.append("(nextval('orochi.columnar_delta_rowid_seq')" + (", " + ph if cols else "") + ")")
             query = f"INSERT INTO {self.name} ({collist}) VALUES " + ", ".join(rows_sql)
-            params = []
-            for i in range(start, start + n):
-                for name in names:
-                    params.append(values[name][i])
-            spi.prepared(query, per_row_types * n).execute(params)
+            plan = self._inserts[(names, n)] = spi.prepared(query, [types[c.attnum][0] for c in cols] * n)
+        return plan
 
     def insert_batch(self, batch: Batch, start: int = 0, stop: int | None = None) -> int:
         """Insert rows [start, stop) of a wire batch from the bridge."""

@@ -62,7 +62,7 @@ class StatementWrites:
         self.to_stripes = False
         self.stripe_deletes: dict[int, BitMap] = {}
         self.delta_deletes: set[int] = set()
-        self.new_rows: dict[str, list] = {name: [] for name in table.columns}
+        self.new_rows: dict[str, list] = {}    # UPDATE's new rows, column by column
         self.new_count = 0
 
     # -- INSERT --------------------------------------------------------------
@@ -102,6 +102,8 @@ class StatementWrites:
         if this statement already updated the row (a join matching it twice)."""
         if not self.delete(rowid):
             return False
+        if not self.new_rows:
+            self.new_rows = {name: [] for name in self.table.columns}
         for name, column in self.new_rows.items():
             column.append(values.get(name))
         self.new_count += 1
@@ -121,7 +123,7 @@ class StatementWrites:
     def _flush_new_rows(self) -> None:
         if self.new_count:
             self.table.delta.insert_values(list(self.new_rows), self.new_rows, self.new_count)
-            self.new_rows = {name: [] for name in self.table.columns}
+            self.new_rows = {}
             self.new_count = 0
 
     def _flush_deletes(self) -> None:
