@@ -18,12 +18,13 @@ SETS = st.sampled_from(["k = k + 1", "v = 'u' || id", "v = NULL", "id = id + 100
                         "ts = ts + interval '1 day'", "k = {a}, v = v || 'x'"])
 
 
-def make_machine(conn, max_examples: int, steps: int):
+def make_machine(connect, max_examples: int, steps: int):
     class HtapMachine(RuleBasedStateMachine):
         """The orochi table ``t`` and the heap table ``h`` get the same statements."""
 
         @initialize(limit=st.sampled_from([0, 3, 50]), chunk=st.sampled_from([4, 32]))
         def create(self, limit, chunk):
+            self.conn = conn = connect()
             conn.execute("DROP FOREIGN TABLE IF EXISTS t")
             conn.execute("DROP TABLE IF EXISTS h")
             cols = "id int, k int, v text, ts timestamptz"
@@ -34,7 +35,7 @@ def make_machine(conn, max_examples: int, steps: int):
 
         def both(self, sql):
             for name in ("t", "h"):
-                conn.execute(sql.replace("{t}", name))
+                self.conn.execute(sql.replace("{t}", name))
 
         @rule(a=KEYS)
         def insert_one(self, a):
@@ -56,43 +57,44 @@ def make_machine(conn, max_examples: int, steps: int):
         @precondition(lambda self: not self.in_txn)
         @rule()
         def compact(self):
-            conn.execute("SELECT orochi.compact('t')")
+            self.conn.execute("SELECT orochi.compact('t')")
 
         @precondition(lambda self: not self.in_txn)
         @rule(fraction=st.sampled_from([0.0, 0.1, 0.5]))
         def vacuum(self, fraction):
-            conn.execute("SELECT orochi.vacuum('t', %s)", (fraction,))
+            self.conn.execute("SELECT orochi.vacuum('t', %s)", (fraction,))
 
         @precondition(lambda self: not self.in_txn)
         @rule()
         def begin(self):
-            conn.execute("BEGIN")
+            self.conn.execute("BEGIN")
             self.in_txn = True
 
         @precondition(lambda self: self.in_txn)
         @rule()
         def rollback(self):
-            conn.execute("ROLLBACK")
+            self.conn.execute("ROLLBACK")
             self.in_txn = False
 
         @precondition(lambda self: self.in_txn)
         @rule()
         def commit(self):
-            conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
             self.in_txn = False
 
         @precondition(lambda self: self.in_txn)
         @rule(a=KEYS)
         def savepoint_rolled_back(self, a):
-            conn.execute("SAVEPOINT s")
+            self.conn.execute("SAVEPOINT s")
             self.both(f"DELETE FROM {{t}} WHERE id % 3 = {a} % 3")
             self.both(f"UPDATE {{t}} SET k = -1 WHERE id < {a}")
-            conn.execute("ROLLBACK TO SAVEPOINT s")
+            self.conn.execute("ROLLBACK TO SAVEPOINT s")
 
         @invariant()
         def same_rows(self):
             if not hasattr(self, "in_txn"):
                 return
+            conn = self.conn
             got, want = rows_as_text(conn, "t"), rows_as_text(conn, "h")
             assert got == want
             assert conn.execute("SELECT count(*), sum(id), count(v) FROM t").fetchone() == \
@@ -100,7 +102,7 @@ def make_machine(conn, max_examples: int, steps: int):
 
         def teardown(self):
             if getattr(self, "in_txn", False):
-                conn.execute("ROLLBACK")
+                self.conn.execute("ROLLBACK")
 
     HtapMachine.TestCase.settings = settings(
         max_examples=max_examples, stateful_step_count=steps, deadline=None, derandomize=max_examples <= 10,
@@ -108,10 +110,10 @@ def make_machine(conn, max_examples: int, steps: int):
     return HtapMachine
 
 
-def test_random_writes_equal_the_heap_twin(db):
-    make_machine(db, max_examples=20, steps=30).TestCase().runTest()
+def test_random_writes_equal_the_heap_twin(new_connection):
+    make_machine(new_connection, max_examples=20, steps=30).TestCase().runTest()
 
 
 @pytest.mark.slow
-def test_random_writes_equal_the_heap_twin_soak(db):
-    make_machine(db, max_examples=150, steps=60).TestCase().runTest()
+def test_random_writes_equal_the_heap_twin_soak(new_connection):
+    make_machine(new_connection, max_examples=150, steps=60).TestCase().runTest()
