@@ -43,3 +43,13 @@ def assert_same_rows(conn: psycopg.Connection, columnar: str, heap: str, where: 
     want = rows_as_text(conn, heap, where)
     assert len(got) == len(want), f"{columnar} {where}: {len(got)} rows, heap has {len(want)}"
     assert got == want, f"{columnar} {where}: rows differ from the heap table"
+
+
+def stripes_only(cluster, dbname: str) -> None:
+    """Every INSERT into the database's orochi tables writes stripes (the
+    server option delta_row_limit '0')."""
+    conn = cluster.connect(dbname, autocommit=True)
+    try:
+        conn.execute("ALTER SERVER orochi OPTIONS (ADD delta_row_limit '0')")
+    finally:
+        conn.close()

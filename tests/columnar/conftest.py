@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-
-def stripes_only(cluster, dbname: str) -> None:
-    """Every INSERT into the database's orochi tables writes stripes."""
-    conn = cluster.connect(dbname, autocommit=True)
-    try:
-        conn.execute("ALTER SERVER orochi OPTIONS (ADD delta_row_limit '0')")
-    finally:
-        conn.close()
+from columnar_helpers import stripes_only
 
 
 @pytest.fixture

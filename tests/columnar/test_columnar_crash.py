@@ -7,8 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from columnar_helpers import catalog_files, files_on_disk
-from conftest import stripes_only
+from columnar_helpers import stripes_only, catalog_files, files_on_disk
 
 
 def test_kill9_during_long_copy(make_cluster):

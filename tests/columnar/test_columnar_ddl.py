@@ -11,8 +11,7 @@ import tempfile
 import psycopg
 import pytest
 
-from conftest import stripes_only
-from columnar_helpers import catalog_files, data_dir, files_on_disk
+from columnar_helpers import stripes_only, catalog_files, data_dir, files_on_disk
 
 
 # ------------------------------------------------------------------ options
