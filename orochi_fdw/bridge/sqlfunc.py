@@ -21,7 +21,8 @@ from orochi_fdw.errors import WrapperError
 _registry: dict[str, Callable[..., Any]] = {}
 
 #: modules whose import registers the SQL API's functions
-SQL_API_MODULES: list[str] = ["orochi_fdw.bridge.info", "orochi_fdw.catalog.sqlapi", "orochi_fdw.columnar.sqlapi"]
+SQL_API_MODULES: list[str] = ["orochi_fdw.bridge.info", "orochi_fdw.catalog.sqlapi", "orochi_fdw.columnar.sqlapi",
+                              "orochi_fdw.sketches.sqlapi"]
 _loaded = False
 
 

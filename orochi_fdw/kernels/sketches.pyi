@@ -1,0 +1,16 @@
+"""Type stubs for the compiled kernel module orochi_fdw.kernels.sketches."""
+
+from typing import Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Buffer = Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]]
+
+def xxh64(data: _Buffer, seed: int = ...) -> int: ...
+def hash_int64(values: npt.NDArray[np.int64], out: npt.NDArray[np.uint64]) -> None: ...
+def hash_varlen(offsets: npt.NDArray[np.int64], data: _Buffer, out: npt.NDArray[np.uint64]) -> None: ...
+def hll_update(registers: npt.NDArray[np.uint8], hashes: npt.NDArray[np.uint64], p: int) -> None: ...
+def tdigest_compress(means: npt.NDArray[np.float64], weights: npt.NDArray[np.float64],
+                     compression: float, out_means: npt.NDArray[np.float64],
+                     out_weights: npt.NDArray[np.float64]) -> int: ...

@@ -1,0 +1,83 @@
+"""The sketch types, functions and aggregates in SQL, on heap tables and
+pushed down into columnar tables."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def data(db):
+    db.execute("CREATE TABLE h (g int4, i int8, f float8, s text, d date)")
+    db.execute("CREATE FOREIGN TABLE m (g int4, i int8, f float8, s text, d date) "
+               "SERVER orochi OPTIONS (chunk_group_size '1000')")
+    fill = ("INSERT INTO {} SELECT i % 3, CASE WHEN i % 17 = 0 THEN NULL ELSE i % 4000 END, "
+            "(i % 997) / 7.0, 'k' || (i % 2500), date '2024-01-01' + (i % 300) "
+            "FROM generate_series(1, 12000) i")
+    for t in ("h", "m"):
+        db.execute(fill.format(t))
+    return db
+
+
+def test_approx_count_distinct_small_is_exact(db):
+    assert db.execute("SELECT orochi.approx_count_distinct(x) FROM generate_series(1, 500) x").fetchone() == (500,)
+    assert db.execute("SELECT orochi.approx_count_distinct(x::text, 10) FROM generate_series(1, 100) x").fetchone() == (100,)
+    assert db.execute("SELECT orochi.approx_count_distinct(x) FROM generate_series(1, 0) x").fetchone() == (0,)
+    assert db.execute("SELECT orochi.approx_count_distinct(NULL::int)").fetchone() == (0,)
+
+
+def test_approx_count_distinct_heap(data):
+    rows = data.execute("SELECT g, orochi.approx_count_distinct(i), count(DISTINCT i), "
+                        "orochi.approx_count_distinct(s), orochi.approx_count_distinct(d) "
+                        "FROM h GROUP BY g ORDER BY g").fetchall()
+    for g, approx, exact, s, d in rows:
+        assert abs(approx - exact) <= 0.03 * exact
+        assert abs(s - 2500) <= 0.03 * 2500
+        assert d == 100  # i % 3 fixes i % 300 to 100 values; sparse: exact
+
+
+def test_hll_rollup_union(db):
+    db.execute("CREATE TABLE ev (hour int, u int)")
+    db.execute("INSERT INTO ev SELECT i % 24, (i * 7919) % 30000 FROM generate_series(1, 60000) i")
+    db.execute("CREATE TABLE rollup AS SELECT hour, orochi.hll_agg(u) AS users FROM ev GROUP BY hour")
+    daily = db.execute("SELECT orochi.hll_cardinality(orochi.hll_union_agg(users)) FROM rollup").fetchone()[0]
+    direct = db.execute("SELECT orochi.approx_count_distinct(u) FROM ev").fetchone()[0]
+    assert daily == direct
+    union = db.execute("SELECT orochi.hll_union_agg(users) FROM rollup").fetchone()[0]
+    whole = db.execute("SELECT orochi.hll_agg(u) FROM ev").fetchone()[0]
+    assert bytes(union) == bytes(whole)
+    assert db.execute("SELECT pg_typeof(orochi.hll_agg(u))::text FROM ev").fetchone() == ("orochi.hll",)
+
+
+def test_percentiles_heap(db):
+    db.execute("CREATE TABLE t (v float8)")
+    db.execute("INSERT INTO t SELECT i FROM generate_series(1, 10000) i")
+    got = db.execute("SELECT orochi.approx_percentile(v, 0.5), orochi.approx_percentile(v, 0.99, 200), "
+                     "orochi.approx_percentile(v, ARRAY[0, 0.25, 1]::float8[]) FROM t").fetchone()
+    assert abs(got[0] - 5000) < 100
+    assert abs(got[1] - 9900) < 30
+    assert got[2][0] == 1 and got[2][2] == 10000 and abs(got[2][1] - 2500) < 100
+    db.execute("CREATE TABLE d AS SELECT v::int % 4 AS k, orochi.tdigest_agg(v) AS t FROM t GROUP BY 1")
+    p = db.execute("SELECT orochi.tdigest_percentile(orochi.tdigest_union_agg(t), 0.5), "
+                   "orochi.tdigest_percentile(orochi.tdigest_union_agg(t), ARRAY[0.1, 0.9]) FROM d").fetchone()
+    assert abs(p[0] - 5000) < 100 and abs(p[1][0] - 1000) < 100 and abs(p[1][1] - 9000) < 100
+    assert db.execute("SELECT orochi.approx_percentile(v, 0.5) FROM t WHERE false").fetchone() == (None,)
+
+
+@pytest.mark.parametrize("sql, sqlstate, message", [
+    ("SELECT orochi.approx_count_distinct(x, 3) FROM generate_series(1, 3) x", "22023", "precision"),
+    ("SELECT orochi.approx_count_distinct(x, 19) FROM generate_series(1, 3) x", "22023", "precision"),
+    ("SELECT orochi.approx_percentile(x, 1.5) FROM generate_series(1, 3) x", "22023", "percentile"),
+    ("SELECT orochi.approx_percentile(x, -0.1) FROM generate_series(1, 3) x", "22023", "percentile"),
+    ("SELECT orochi.approx_percentile(x, ARRAY[0.5, 2]) FROM generate_series(1, 3) x", "22023", "percentile"),
+    ("SELECT orochi.tdigest_agg(x, 5) FROM generate_series(1, 3) x", "22023", "compression"),
+    ("SELECT orochi.hll_cardinality('\\x0102'::bytea::orochi.hll)", "22P03", "invalid hll"),
+    ("SELECT orochi.tdigest_percentile('\\x4f544401'::bytea::orochi.tdigest, 0.5)", "22P03", "invalid tdigest"),
+    ("SELECT orochi.tdigest_percentile(orochi.tdigest_agg(x), 2) FROM generate_series(1, 3) x", "22023", "percentile"),
+])
+def test_bad_parameters(db, sql, sqlstate, message):
+    with pytest.raises(psycopg.Error) as e:
+        db.execute(sql)
+    assert e.value.sqlstate == sqlstate, e.value
+    assert message in str(e.value)
