@@ -512,10 +512,16 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 		{
 			sortkeys = list_truncate(sortkeys, n);
 			pathkeys = list_truncate(list_copy(pathkeys), n);
+			/*
+			 * Rows come out only once all are read and ordered: the startup
+			 * cost is the whole cost (else a LIMIT 1 above it, e.g. min/max
+			 * rewritten as subqueries, looks nearly free).
+			 */
+			Cost		sorted_total = state->total_cost + baserel->rows * cpu_operator_cost;
+
 			add_path(baserel, (Path *)
 					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-											 state->startup_cost,
-											 state->total_cost + baserel->rows * cpu_operator_cost,
+											 sorted_total, sorted_total,
 											 pathkeys, NULL, NULL,
 											 list_make1(sortkeys)));
 		}

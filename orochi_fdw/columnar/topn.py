@@ -54,9 +54,9 @@ def concat(cols: list[Column]) -> Column:
     return Column(kind, data, validity, np.concatenate(parts))
 
 
-def _order(col: Column, key: SortKey) -> np.ndarray:
-    """Row positions in the order ``key`` asks for: a class per row (NULLs
-    first or last, NaN above all floats) then the value, exactly (int64 for
+def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a class (NULLs first or last, NaN above all floats) and a
+    value, both ascending in the order ``key`` asks for; exact (int64 for
     integers and times, bitwise complement to reverse them)."""
     values = col.values
     if values.dtype.kind == "f":
@@ -71,7 +71,33 @@ def _order(col: Column, key: SortKey) -> np.ndarray:
             vals = ~vals
         cls = np.full(len(values), 2)
     cls = np.where(col.null_mask(), 0 if key.nulls_first else 4, cls)
+    return cls, vals
+
+
+def _order(col: Column, key: SortKey) -> np.ndarray:
+    """Row positions in the order ``key`` asks for."""
+    cls, vals = _keys(col, key)
     return np.lexsort((vals, cls))
+
+
+def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
+    """Positions of the first ``limit`` rows in ``key`` order, unordered:
+    whole classes while they fit, then ``np.argpartition`` inside the class
+    that straddles the limit (linear time)."""
+    cls, vals = _keys(col, key)
+    parts = []
+    remaining = limit
+    for c in np.unique(cls):
+        members = np.flatnonzero(cls == c)
+        if len(members) <= remaining:
+            parts.append(members)
+            remaining -= len(members)
+        else:
+            parts.append(members[np.argpartition(vals[members], remaining - 1)[:remaining]])
+            remaining = 0
+        if remaining == 0:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def sorted_batches(batches: Iterable[Batch], key: SortKey, columns: list[str],
@@ -88,7 +114,7 @@ def sorted_batches(batches: Iterable[Batch], key: SortKey, columns: list[str],
         col = batch.columns[key.attname]
         idx = np.arange(batch.nrows)
         if limit is not None and batch.nrows > limit:
-            idx = _order(col, key)[:limit]
+            idx = _best(col, key, limit)
         sort_parts.append(take(col, idx))
         for name in columns:
             kept[name].append(take(batch.columns[name], idx))
@@ -96,15 +122,15 @@ def sorted_batches(batches: Iterable[Batch], key: SortKey, columns: list[str],
             rowids.append(np.asarray(batch.rowids)[idx])
         count += len(idx)
         if limit is not None and count > 4 * max(limit, 1024):
-            sort_parts, kept, rowids, count = _best(sort_parts, kept, rowids, key, limit)
+            sort_parts, kept, rowids, count = _reduce(sort_parts, kept, rowids, key, limit)
     if not sort_parts:
         return
-    sort_parts, kept, rowids, count = _best(sort_parts, kept, rowids, key, limit)
+    sort_parts, kept, rowids, count = _reduce(sort_parts, kept, rowids, key, limit)
     yield Batch(count, {name: parts[0] for name, parts in kept.items()},
                 rowids=rowids[0] if rowids else None)
 
 
-def _best(sort_parts, kept, rowids, key, limit):
+def _reduce(sort_parts, kept, rowids, key, limit):
     """The candidates gathered so far, reduced to the best ``limit`` (all
     if None), in order."""
     sort_col = concat(sort_parts)

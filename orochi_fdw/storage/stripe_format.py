@@ -25,6 +25,7 @@ naming the file, and where it applies the column and chunk group.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import struct
@@ -688,6 +689,11 @@ def _read_exact(fd: int, n: int, offset: int, path: str) -> bytes:
     return data
 
 
+#: parsed footers kept per process (least recently used dropped first)
+FOOTER_CACHE_ENTRIES = 4096
+_FOOTER_CACHE: "collections.OrderedDict[tuple, StripeMetadata]" = collections.OrderedDict()
+
+
 class StripeReader:
     """Read a stripe file: validated metadata, projection, chunk group selection.
 
@@ -721,7 +727,22 @@ class StripeReader:
 
     def _load_metadata(self) -> StripeMetadata:
         path = self.path
-        size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        size = st.st_size
+        # stripe files never change once written: a footer parsed (and its
+        # checksum verified) once serves every later reader of the same file
+        key = (path, st.st_dev, st.st_ino, size, st.st_mtime_ns)
+        cached = _FOOTER_CACHE.get(key)
+        if cached is not None:
+            _FOOTER_CACHE.move_to_end(key)
+            return cached
+        metadata = self._read_metadata(path, size)
+        _FOOTER_CACHE[key] = metadata
+        if len(_FOOTER_CACHE) > FOOTER_CACHE_ENTRIES:
+            _FOOTER_CACHE.popitem(last=False)
+        return metadata
+
+    def _read_metadata(self, path: str, size: int) -> StripeMetadata:
         if size < HEADER.size + TRAILER.size:
             raise CorruptDataError(f"{path}: file too short for a stripe ({size} bytes)")
         magic, version, flags, reserved = HEADER.unpack(
