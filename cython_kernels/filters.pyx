@@ -34,6 +34,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp, memcpy, memset
 
+from _bitio cimport load_le64
 from _compare cimport (cmp_t, pg_eq, pg_lt, pg_isnan, CMP_EQ, CMP_NE, CMP_LT,
                        CMP_LE, CMP_GT, CMP_GE, CMB_SET, CMB_AND, CMB_OR)
 
@@ -591,15 +592,49 @@ def validity_filter(const uint8_t[::1] validity, bint is_null, uint8_t[::1] out,
 
 # ---------------------------------------------------------- variable width
 
+# Text values are mostly short: below SHORT_BYTES a byte loop beats a call
+# to memcmp.
+cdef enum:
+    SHORT_BYTES = 16
+
+
+cdef inline bint _eq_bytes(const uint8_t* a, const uint8_t* b, int64_t n) noexcept nogil:
+    cdef int64_t i
+    if n > SHORT_BYTES:
+        return memcmp(a, b, <size_t>n) == 0
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+cdef inline uint64_t _word_at(const uint8_t* dp, int64_t s, int64_t dlen) noexcept nogil:
+    """The 8 bytes at dp + s, little-endian (zeros past the buffer's end)."""
+    cdef uint64_t w
+    if s + 8 <= dlen:
+        memcpy(&w, dp + s, 8)
+        return w
+    return load_le64(dp + s, dlen - s)
+
+
+cdef inline uint64_t _low_bytes_mask(int64_t n) noexcept nogil:
+    """A mask of the low n (0..8) bytes of a word."""
+    return 0xFFFFFFFFFFFFFFFFULL if n >= 8 else (<uint64_t>1 << (8 * n)) - 1
+
+
 cdef inline int _cmp_bytes(const uint8_t* a, int64_t alen,
                            const uint8_t* b, int64_t blen) noexcept nogil:
     """memcmp order of two byte strings (a shorter prefix sorts first)."""
-    cdef int64_t k = alen if alen < blen else blen
+    cdef int64_t k = alen if alen < blen else blen, i
+    cdef int64_t head = k if k < SHORT_BYTES else SHORT_BYTES
     cdef int c = 0
-    if k > 0:
-        c = memcmp(a, b, <size_t>k)
-    if c != 0:
-        return c
+    for i in range(head):
+        if a[i] != b[i]:
+            return <int>a[i] - <int>b[i]
+    if k > head:
+        c = memcmp(a + head, b + head, <size_t>(k - head))
+        if c != 0:
+            return c
     return (alen > blen) - (alen < blen)
 
 
@@ -641,6 +676,9 @@ def text_compare(const int64_t[::1] offsets, const uint8_t[::1] data,
     cdef const uint8_t* dp = _bptr(data)
     cdef const uint8_t* vp = _bptr(value)
     cdef int64_t vlen = value.shape[0], dlen = data.shape[0], s, e
+    cdef uint64_t key = load_le64(vp, vlen), keymask = _low_bytes_mask(vlen)
+    cdef bint short_eq = vlen <= 8 and (op == CMP_EQ or op == CMP_NE)
+    cdef uint8_t flip = op == CMP_NE
     cdef uint8_t tmp[BLOCK]
     cdef uint8_t* t
     _check_var(offsets, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
@@ -657,10 +695,14 @@ def text_compare(const int64_t[::1] offsets, const uint8_t[::1] data,
                 if s < 0 or e < s or e > dlen:
                     bad = i + j
                     break
-                if op == CMP_EQ:
-                    t[j] = e - s == vlen and (vlen == 0 or memcmp(dp + s, vp, <size_t>vlen) == 0)
+                if short_eq:
+                    # a value of at most 8 bytes: one masked word compare,
+                    # no branch on the data
+                    t[j] = ((e - s == vlen) & (((_word_at(dp, s, dlen) ^ key) & keymask) == 0)) ^ flip
+                elif op == CMP_EQ:
+                    t[j] = e - s == vlen and _eq_bytes(dp + s, vp, vlen)
                 elif op == CMP_NE:
-                    t[j] = not (e - s == vlen and (vlen == 0 or memcmp(dp + s, vp, <size_t>vlen) == 0))
+                    t[j] = not (e - s == vlen and _eq_bytes(dp + s, vp, vlen))
                 else:
                     t[j] = _op_holds(op, _cmp_bytes(dp + s, e - s, vp, vlen))
             if bad >= 0:
@@ -681,6 +723,7 @@ def text_prefix(const int64_t[::1] offsets, const uint8_t[::1] data,
     cdef const uint8_t* dp = _bptr(data)
     cdef const uint8_t* pp = _bptr(prefix)
     cdef int64_t plen = prefix.shape[0], dlen = data.shape[0], s, e
+    cdef uint64_t key = load_le64(pp, plen), keymask = _low_bytes_mask(plen)
     cdef uint8_t tmp[BLOCK]
     cdef uint8_t* t
     _check_var(offsets, out.shape[0], validity, 0 if validity is None else validity.shape[0], combine)
@@ -696,7 +739,10 @@ def text_prefix(const int64_t[::1] offsets, const uint8_t[::1] data,
                 if s < 0 or e < s or e > dlen:
                     bad = i + j
                     break
-                t[j] = (e - s >= plen and (plen == 0 or memcmp(dp + s, pp, <size_t>plen) == 0)) ^ negate
+                if plen <= 8:
+                    t[j] = ((e - s >= plen) & (((_word_at(dp, s, dlen) ^ key) & keymask) == 0)) ^ negate
+                else:
+                    t[j] = (e - s >= plen and _eq_bytes(dp + s, pp, plen)) ^ negate
             if bad >= 0:
                 break
             _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)

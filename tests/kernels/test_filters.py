@@ -303,7 +303,9 @@ def var_column(items: list[bytes | None]):
 
 TEXT_ROWS = [b"", b"a", b"ab", b"abc", b"abd", b"b", b"\xff", b"\xff\x00", b"ab\x00",
              "été".encode(), "e\u0301".encode(), None, b"abc" * 30, None, b"A"]
-TEXT_CONSTS = [b"", b"a", b"ab", b"abc", b"ab\x00", b"\xff", "été".encode(), b"zzz"]
+# short constants take a one-word path, longer ones (> 8 bytes) the byte loop
+TEXT_CONSTS = [b"", b"a", b"ab", b"abc", b"ab\x00", b"\xff", "été".encode(), b"zzz",
+               b"abcabcab", b"abcabcabc", b"abc" * 30, b"abc" * 30 + b"a", b"abc" * 6]
 PY_OPS = {F.OP_EQ: operator.eq, F.OP_NE: operator.ne, F.OP_LT: operator.lt,
           F.OP_LE: operator.le, F.OP_GT: operator.gt, F.OP_GE: operator.ge}
 
@@ -325,7 +327,7 @@ def test_text_compare(repeat):
 def test_text_prefix_and_in_list():
     offsets, data, validity = var_column(TEXT_ROWS)
     out = np.empty(len(TEXT_ROWS), np.uint8)
-    for p in [b"", b"a", b"ab", b"\xff", b"abcabc", b"q"]:
+    for p in [b"", b"a", b"ab", b"\xff", b"abcabc", b"q", b"abcabcab", b"abcabcabc", b"abc" * 8, b"A"]:
         for negate in (False, True):
             F.text_prefix(offsets, data, validity, p, negate, out)
             ref = [x is not None and (x.startswith(p) != negate) for x in TEXT_ROWS]
