@@ -98,6 +98,8 @@ class DictionaryColumn:
 
 def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
     func = a.get("func")
+    if a.get("schema") == "orochi" and func in _SKETCH_AGGREGATES:
+        return _sketch_reason(a)
     if a.get("schema", "pg_catalog") != "pg_catalog":
         return f"{a.get('schema')}.{func} is not a built-in aggregate"
     if a.get("args"):
@@ -140,6 +142,46 @@ def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
         return f"{func} of type {a.get('arg_type') or arg} is not computed here"
     if result != expected[arg]:
         return f"{func}({a.get('arg_type') or arg}) returns type {result}, expected {expected[arg]}"
+    return None
+
+
+#: orochi's sketch aggregates computed here (docs/sketches.md)
+_SKETCH_AGGREGATES = ("approx_count_distinct", "hll_agg", "approx_percentile", "tdigest_agg")
+
+
+def _sketch_reason(a: Mapping[str, Any]) -> str | None:
+    """Why a sketch aggregate is not computed here. Bad constant arguments
+    are left to Postgres, whose aggregate raises the error."""
+    from orochi_fdw.sketches import hll, tdigest
+
+    func, args, arg = a["func"], list(a.get("args") or []), a.get("arg_type_oid")
+    if a.get("distinct") or a.get("star") or not a.get("column"):
+        return f"orochi.{func} has no plain column argument"
+    try:
+        if func in ("approx_count_distinct", "hll_agg"):
+            if arg not in _HASHABLE:
+                return f"orochi.{func} of type {a.get('arg_type') or arg} is not computed here"
+            if a.get("collation_deterministic") is False:
+                return f"orochi.{func} under the nondeterministic collation {a.get('collation')}"
+            if func == "approx_count_distinct" and a.get("result_type_oid") != INT8:
+                return "approx_count_distinct does not return int8"
+            if len(args) > 1 or (args and not isinstance(args[0], int)):
+                return f"orochi.{func} has unexpected arguments"
+            if args:
+                hll.check_precision(args[0])
+            return None
+        if arg != FLOAT8:
+            return f"orochi.{func} of type {a.get('arg_type') or arg} is not computed here"
+        if func == "approx_percentile":
+            if a.get("result_type_oid") != FLOAT8 or not args or not isinstance(args[0], float):
+                return "approx_percentile of an array of quantiles is not computed here"
+            tdigest.check_quantile(args.pop(0))
+        if len(args) > 1 or (args and not isinstance(args[0], int)):
+            return f"orochi.{func} has unexpected arguments"
+        if args:
+            tdigest.check_compression(args[0])
+    except InvalidParameterError as e:
+        return str(e)
     return None
 
 
@@ -348,6 +390,9 @@ class _Count(_Accumulator):
 
     def update(self, gids, ngroups, col, selection):
         validity = None if col is None else col.validity
+        if validity is None and ngroups == 1:
+            self.counts[0] += len(gids)  # one group, no NULLs to skip: just the rows
+            return
         K.group_count(self.counts, gids, validity, selection if validity is not None else None)
 
     def finish(self, ngroups):
@@ -494,8 +539,134 @@ class _BoolAgg(_Accumulator):
         return Column(WireKind.BOOL, self.state[:ngroups].copy(), self._validity(ngroups))
 
 
+class _SketchAccumulator(_Accumulator):
+    """Per-group sketches of orochi's sketch aggregates, built exactly as the
+    heap-table aggregates build them (docs/sketches.md), so that results and
+    sketch bytes are identical."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.func = spec["func"]
+        self.args = list(spec.get("args") or [])
+        self.kind = _WIRE[self.arg_type]
+        self.bytes_out = self.func in ("hll_agg", "tdigest_agg")
+        self.output_kind = WireKind.CSTRING if self.bytes_out else (
+            WireKind.INT64 if self.func == "approx_count_distinct" else WireKind.FLOAT64)
+        self.states: list[Any] = []
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        while len(self.states) < ngroups:
+            self.states.append(self._new_state())
+
+    def _new_state(self):
+        raise NotImplementedError
+
+    def _selected_valid(self, col, selection, nrows):
+        """Row indices of the selected rows and which of them are not NULL."""
+        if selection is None:
+            idx = np.arange(nrows)
+        else:
+            sel = np.asarray(selection)
+            idx = np.flatnonzero(sel) if sel.dtype in (np.bool_, np.uint8) else sel.astype(np.int64)
+        validity = col.validity
+        valid = np.ones(len(idx), dtype=bool) if validity is None else np.asarray(validity)[idx] != 0
+        return idx, valid
+
+    def _by_group(self, gids: np.ndarray, values: np.ndarray, ngroups: int):
+        """(group, values of that group) for each group with values."""
+        if not len(values):
+            return
+        if ngroups == 1:
+            yield 0, values
+            return
+        order = np.argsort(gids, kind="stable")
+        g, v = gids[order], values[order]
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        ends = np.r_[starts[1:], len(g)]
+        for a, b in zip(starts, ends):
+            yield int(g[a]), v[a:b]
+
+
+class _HllAccumulator(_SketchAccumulator):
+    def __init__(self, spec):
+        super().__init__(spec)
+        from orochi_fdw.sketches import hashing, hll
+        self._hashing = hashing
+        self._hll = hll
+        self.p = self.args[0] if self.args else hll.DEFAULT_PRECISION
+
+    def _new_state(self):
+        return self._hll.Hll(self.p)
+
+    def _hashes(self, col) -> np.ndarray:
+        H = self._hashing
+        if isinstance(col, DictionaryColumn):
+            entries = H.hash_varlen(col.offsets, col.data)
+            return entries[np.clip(col.codes, 0, max(len(entries) - 1, 0))] if len(entries) else \
+                np.zeros(len(col.codes), dtype=np.uint64)
+        if col.kind.is_variable_width:
+            return H.hash_varlen(col.offsets, col.values)
+        if col.kind in (WireKind.FLOAT32, WireKind.FLOAT64):
+            return H.hash_ints(H.canonical_float_bits(col.values))
+        return H.hash_ints(np.asarray(col.values).astype(np.int64))
+
+    def update(self, gids, ngroups, col, selection):
+        idx, valid = self._selected_valid(col, selection, len(col))
+        hashes = self._hashes(col)[idx][valid]
+        g = np.asarray(gids)[valid]
+        self.counts[:ngroups] += np.bincount(g, minlength=ngroups)[:ngroups]
+        for group, h in self._by_group(g, hashes, ngroups):
+            self.states[group].add_hashes(h)
+
+    def finish(self, ngroups):
+        if self.bytes_out:
+            values = ["\\x" + s.to_bytes().hex() if c else None
+                      for s, c in zip(self.states[:ngroups], self.counts[:ngroups])]
+            return Column.from_pylist(WireKind.CSTRING, values)
+        return Column(WireKind.INT64, np.array([s.cardinality() for s in self.states[:ngroups]],
+                                               dtype=np.int64))
+
+
+class _TDigestAccumulator(_SketchAccumulator):
+    def __init__(self, spec):
+        super().__init__(spec)
+        from orochi_fdw.sketches import tdigest
+        self._tdigest = tdigest
+        args = list(self.args)
+        self.q = args.pop(0) if self.func == "approx_percentile" else None
+        self.compression = args[0] if args else tdigest.DEFAULT_COMPRESSION
+
+    def _new_state(self):
+        return []
+
+    def update(self, gids, ngroups, col, selection):
+        idx, valid = self._selected_valid(col, selection, len(col))
+        values = np.asarray(col.values, dtype=np.float64)[idx][valid]
+        g = np.asarray(gids)[valid]
+        self.counts[:ngroups] += np.bincount(g, minlength=ngroups)[:ngroups]
+        for group, v in self._by_group(g, values, ngroups):
+            self.states[group].append(v)
+
+    def finish(self, ngroups):
+        out = []
+        for parts in self.states[:ngroups]:
+            digest = self._tdigest.TDigest.from_values(
+                np.concatenate(parts) if parts else np.zeros(0), self.compression)
+            if not len(digest.means):
+                out.append(None)
+            elif self.bytes_out:
+                out.append("\\x" + digest.to_bytes().hex())
+            else:
+                out.append(digest.quantile(self.q))
+        return Column.from_pylist(self.output_kind, out)
+
+
 def _accumulator(spec: Mapping[str, Any]) -> _Accumulator:
     func, arg = spec["func"], spec.get("arg_type_oid")
+    if spec.get("schema") == "orochi":
+        return _HllAccumulator(spec) if func in ("approx_count_distinct", "hll_agg") \
+            else _TDigestAccumulator(spec)
     if func == "count":
         return _CountDistinct(spec) if spec.get("distinct") else _Count(spec)
     if func == "sum" and arg in _INTS:
@@ -592,7 +763,7 @@ class HashAggregator:
             gids, _ = self._table.assign([k.key(cols) for k in self._keys], selection)
             self._ngroups = self._table.ngroups
         else:
-            gids = np.zeros(_selected(selection, nrows), dtype=np.int64)
+            gids = _zero_gids(_selected(selection, nrows))
         for acc in self._aggs:
             acc.grow(self._ngroups)
             acc.update(gids, self._ngroups, None if acc.column is None else cols[acc.column],
@@ -641,6 +812,19 @@ class HashAggregator:
                 if row[name] is not None:
                     row[name] = decimal.Decimal(row[name])
         return rows
+
+
+_ZEROS = np.zeros(0, dtype=np.int64)
+
+
+def _zero_gids(n: int) -> np.ndarray:
+    """Group ids of n rows without GROUP BY: a read-only view of one shared
+    array of zeros, grown when needed (kernels only read group ids)."""
+    global _ZEROS
+    if len(_ZEROS) < n:
+        _ZEROS = np.zeros(max(n, 2 * len(_ZEROS)), dtype=np.int64)
+        _ZEROS.flags.writeable = False
+    return _ZEROS[:n]
 
 
 def _selected(selection: np.ndarray | None, nrows: int) -> int:
