@@ -86,9 +86,13 @@ cdef extern from *:
     static uint64_t orochi_bits_to_bytes[256];
     static int orochi_avx2 = -1;
 
+    /* Kernels run without the GIL: the first callers may race here, which
+       is harmless (they write the same table), and the release / acquire
+       pair makes the table visible before the flag that says it is ready. */
     static int orochi_use_avx2(void)
     {
-        if (orochi_avx2 < 0) {
+        int ready = __atomic_load_n(&orochi_avx2, __ATOMIC_ACQUIRE);
+        if (ready < 0) {
             for (int b = 0; b < 256; b++) {
                 uint64_t w = 0;
                 for (int k = 0; k < 8; k++)
@@ -99,9 +103,10 @@ cdef extern from *:
             __builtin_cpu_init();
             /* OROCHI_KERNELS_NO_AVX2 (any value) forces the portable loops:
                the tests use it to check both paths on one machine. */
-            orochi_avx2 = __builtin_cpu_supports("avx2") && getenv("OROCHI_KERNELS_NO_AVX2") == NULL;
+            ready = __builtin_cpu_supports("avx2") && getenv("OROCHI_KERNELS_NO_AVX2") == NULL;
+            __atomic_store_n(&orochi_avx2, ready, __ATOMIC_RELEASE);
         }
-        return orochi_avx2;
+        return ready;
     }
 
     /* Compilers narrow wide compare masks to bytes through long shuffle
