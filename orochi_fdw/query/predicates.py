@@ -657,6 +657,8 @@ def _bind(term: BoundReference, qual: Qual, collations: CollationPolicy) -> Bool
 
     use_any = bool(qual.list_any_or_all)
     items = qual.value
+    if items is None:
+        return ALWAYS_FALSE  # x op ANY/ALL (NULL array) is NULL for every row
     if not isinstance(items, (list, tuple)):
         raise _NotExact("list operator without a list value")
     if not items:
@@ -1609,7 +1611,7 @@ def _render_datetime(kind: str, v: int) -> str:
 
 
 def _like_escape(prefix: bytes, term: BoundReference) -> str:
-    text = prefix.decode("utf-8", errors="replace") if term.kind != "bytea" else prefix.hex()
+    text = prefix.decode("utf-8", errors="replace")
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -1642,6 +1644,9 @@ class _Renderer(BooleanExpressionVisitor[str]):
             items = ", ".join(_render_value(p.term, v) for v in p.values)
             return f"{name} {'IN' if isinstance(p, In) else 'NOT IN'} ({items})"
         if isinstance(p, (StartsWith, NotStartsWith)):
+            if p.term.kind == "bytea":
+                test = f"starts_with({name}, {_render_value(p.term, p.prefix)})"
+                return test if isinstance(p, StartsWith) else f"NOT {test}"
             like = "LIKE" if isinstance(p, StartsWith) else "NOT LIKE"
             return f"{name} {like} {_quote(_like_escape(p.prefix, p.term) + '%')}"
         return repr(p)  # pragma: no cover

@@ -631,6 +631,7 @@ def test_text_binding_with_a_deterministic_lookup():
     (("=", False), [1, 1], "c = 1"),
     (("=", False), [1, 2], "c = 1 AND c = 2"),
     (("<", False), [1, None], "false"),
+    (("=", True), None, "false"),                         # a NULL array (a parameter set to NULL)
 ])
 def test_list_binding(op, items, expected):
     b = P.bind_qual(Qual("c", op, items), coldef("int32"), POLICY)
@@ -953,6 +954,7 @@ def test_render_quoting():
     ts = ref("timestamp", "ts")
     assert P.render(Comparison(ts, "<", 2**63 - 1)) == "ts < 'infinity'"
     assert P.render(Comparison(ref("bytea"), "=", b"\x00\xff")) == "c = '\\x00ff'"
+    assert P.render(StartsWith(ref("bytea"), b"ab")) == "starts_with(c, '\\x6162')"
 
 
 def test_docstring_examples():
