@@ -115,5 +115,6 @@ def test_random_writes_equal_the_heap_twin(new_connection):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_random_writes_equal_the_heap_twin_soak(new_connection):
     make_machine(new_connection, max_examples=150, steps=60).TestCase().runTest()
