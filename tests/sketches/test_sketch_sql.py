@@ -81,3 +81,35 @@ def test_bad_parameters(db, sql, sqlstate, message):
         db.execute(sql)
     assert e.value.sqlstate == sqlstate, e.value
     assert message in str(e.value)
+
+
+PUSHED = [
+    "SELECT orochi.approx_count_distinct(i), orochi.approx_count_distinct(s, 12), "
+    "orochi.approx_count_distinct(d), orochi.approx_count_distinct(f) FROM {}",
+    "SELECT g, orochi.approx_count_distinct(i), orochi.approx_count_distinct(s), count(*) "
+    "FROM {} GROUP BY g ORDER BY g",
+    "SELECT orochi.approx_percentile(f, 0.5), orochi.approx_percentile(f, 0.99, 300) FROM {}",
+    "SELECT g, orochi.approx_percentile(f, 0.25) FROM {} WHERE i > 100 GROUP BY g ORDER BY g",
+    "SELECT g, orochi.hll_agg(s), orochi.hll_agg(i, 8), orochi.tdigest_agg(f), orochi.tdigest_agg(f, 50) "
+    "FROM {} GROUP BY g ORDER BY g",
+    "SELECT orochi.hll_agg(i) FROM {} WHERE i < 0",
+    "SELECT orochi.approx_count_distinct(i), orochi.approx_percentile(f, 0.5) FROM {} WHERE i < 0",
+]
+
+
+@pytest.mark.parametrize("query", PUSHED)
+def test_pushed_down_identical_to_heap(data, query):
+    plan = "\n".join(r[0] for r in data.execute("EXPLAIN VERBOSE " + query.format("m")).fetchall())
+    assert "Aggregates: " in plan, plan
+    got = data.execute(query.format("m")).fetchall()
+    want = data.execute(query.format("h")).fetchall()
+    assert got == want
+
+
+def test_not_pushed_down_still_correct(data):
+    # array of quantiles and out-of-range parameters are left to Postgres
+    q = "SELECT orochi.approx_percentile(f, ARRAY[0.1, 0.9]) FROM {}"
+    assert data.execute(q.format("m")).fetchall() == data.execute(q.format("h")).fetchall()
+    with pytest.raises(psycopg.Error) as e:
+        data.execute("SELECT orochi.approx_count_distinct(i, 30) FROM m")
+    assert e.value.sqlstate == "22023"
