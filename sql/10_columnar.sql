@@ -76,8 +76,8 @@ SELECT s.relid::regclass                     AS table_name,
 -- by everyone.
 GRANT SELECT ON orochi.columnar_stripes, orochi.stripes TO PUBLIC;
 
--- Bytes a columnar table takes on disk: its stripe files (the delta store,
--- once there is one, will count too), like pg_total_relation_size.
+-- Bytes a columnar table takes on disk: its stripe files and its delta store,
+-- like pg_total_relation_size.
 CREATE FUNCTION orochi.table_size(regclass)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'orochi_py_call'

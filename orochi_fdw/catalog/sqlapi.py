@@ -20,14 +20,16 @@ def _relid(value) -> int:
 
 @sql_function("table_size")
 def table_size(rel) -> int:
-    """Bytes a table takes: its stripe files for an orochi table, else
-    what pg_total_relation_size says."""
+    """Bytes a table takes: its stripe files and delta store for an orochi
+    table, else what pg_total_relation_size says."""
     relid = _relid(rel)
     relkind = spi.execute("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
                           [relid], types=["oid"]).scalar()
     if relkind != "f":
         return int(spi.execute("SELECT pg_total_relation_size($1)", [relid], types=["oid"]).scalar() or 0)
-    return store.table_totals(relid)[2]
+    delta = spi.execute("SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)",
+                        [f"orochi.columnar_delta_{relid}"], types=["text"]).scalar()
+    return store.table_totals(relid)[2] + int(delta or 0)
 
 
 @sql_function("vacuum")
