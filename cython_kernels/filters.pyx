@@ -26,9 +26,10 @@
 # * The baseline x86-64 instruction set (SSE2) has no 64-bit integer compare
 #   and compilers narrow wide compare masks to bytes slowly, so the comparison
 #   loops of 32- and 64-bit columns (and the mask count) are small C functions
-#   below: an AVX2 version picked at run time when the CPU has it (movemask and
-#   a table turn 4 or 8 compare lanes into mask bytes), else plain loops also
-#   built for SSE4.2 (GCC's target_clones). Every other loop is Cython.
+#   below: an AVX2 version picked at run time when the CPU has it (32-bit
+#   compare masks packed to bytes; for 64-bit, movemask and a table turn four
+#   lanes into four bytes), else plain loops also built for SSE4.2 (GCC's
+#   target_clones). Every other loop is Cython.
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free
@@ -82,7 +83,8 @@ cdef extern from *:
     #if OROCHI_X86_DISPATCH
     #include <immintrin.h>
 
-    /* compare bits of up to 8 lanes (movemask) -> 8 mask bytes of 0 / 1 */
+    /* compare bits of up to 8 lanes (movemask) -> 8 mask bytes of 0 / 1;
+       the 64-bit types use 4 of them */
     static uint64_t orochi_bits_to_bytes[256];
     static int orochi_avx2 = -1;
 
@@ -140,11 +142,8 @@ cdef extern from *:
     }
     
     #define OROCHI_BITS_64(m) _mm256_movemask_pd(_mm256_castsi256_pd(m))
-    #define OROCHI_BITS_32(m) _mm256_movemask_ps(_mm256_castsi256_ps(m))
     OROCHI_INT_AVX2(orochi_cmp_i64_avx2, int64_t, 4, _mm256_set1_epi64x, _mm256_cmpeq_epi64,
                     _mm256_cmpgt_epi64, OROCHI_BITS_64, orochi_cmp_i64_generic)
-    OROCHI_INT_AVX2(orochi_cmp_i32_avx2, int32_t, 8, _mm256_set1_epi32, _mm256_cmpeq_epi32,
-                    _mm256_cmpgt_epi32, OROCHI_BITS_32, orochi_cmp_i32_generic)
 
     /* Floats: unordered predicates make NaN pass >, >= and <> as in Postgres. */
     #define OROCHI_FLOAT_AVX2(NAME, T, LANES, VEC, SET1, LOADU, CMP, MOVEMASK, GENERIC) \
@@ -170,8 +169,70 @@ cdef extern from *:
 
     OROCHI_FLOAT_AVX2(orochi_cmp_f64_avx2, double, 4, __m256d, _mm256_set1_pd, _mm256_loadu_pd,
                       _mm256_cmp_pd, _mm256_movemask_pd, orochi_cmp_f64_generic)
-    OROCHI_FLOAT_AVX2(orochi_cmp_f32_avx2, float, 8, __m256, _mm256_set1_ps, _mm256_loadu_ps,
-                      _mm256_cmp_ps, _mm256_movemask_ps, orochi_cmp_f32_generic)
+
+    /* 32-bit lanes: 32 values per step, four compare masks packed to bytes
+       (the packs interleave 128-bit lanes, the permute restores row order). */
+    __attribute__((target("avx2"))) static inline __m256i
+    orochi_mask_i32(const int32_t *p, __m256i cv, int op)
+    {
+        __m256i x = _mm256_loadu_si256((const __m256i *) p);
+        switch (op) {
+        case 0: case 1: return _mm256_cmpeq_epi32(x, cv);
+        case 2: case 5: return _mm256_cmpgt_epi32(cv, x);
+        default: return _mm256_cmpgt_epi32(x, cv);     /* 3, 4 */
+        }
+    }
+
+    __attribute__((target("avx2"))) static inline __m256i
+    orochi_mask_f32(const float *p, __m256 cv, int op)
+    {
+        __m256 x = _mm256_loadu_ps(p);
+        switch (op) {
+        case 0: return _mm256_castps_si256(_mm256_cmp_ps(x, cv, _CMP_EQ_OQ));
+        case 1: return _mm256_castps_si256(_mm256_cmp_ps(x, cv, _CMP_NEQ_UQ));
+        case 2: return _mm256_castps_si256(_mm256_cmp_ps(x, cv, _CMP_LT_OQ));
+        case 3: return _mm256_castps_si256(_mm256_cmp_ps(x, cv, _CMP_LE_OQ));
+        case 4: return _mm256_castps_si256(_mm256_cmp_ps(x, cv, _CMP_NLE_UQ));
+        case 5: return _mm256_castps_si256(_mm256_cmp_ps(x, cv, _CMP_NLT_UQ));
+        case 6: return _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        default: return _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_ORD_Q));
+        }
+    }
+
+    #define OROCHI_PACK32_STEPS(MASK, CV, FLIP)                                    \
+        for (; j + 32 <= n; j += 32) {                                             \
+            __m256i m0 = MASK(v + j, CV, op), m1 = MASK(v + j + 8, CV, op);        \
+            __m256i m2 = MASK(v + j + 16, CV, op), m3 = MASK(v + j + 24, CV, op);  \
+            __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(m0, m1),             \
+                                           _mm256_packs_epi32(m2, m3));            \
+            b = _mm256_permutevar8x32_epi32(b, order);                             \
+            b = (FLIP) ? _mm256_andnot_si256(b, one) : _mm256_and_si256(b, one);   \
+            _mm256_storeu_si256((__m256i *) (t + j), b);                           \
+        }
+
+    __attribute__((target("avx2"))) static void
+    orochi_cmp_i32_avx2(const int32_t *v, Py_ssize_t n, int op, int32_t c, uint8_t *t)
+    {
+        const __m256i cv = _mm256_set1_epi32(c), one = _mm256_set1_epi8(1);
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const int flip = op == 1 || op == 3 || op == 5;   /* <>, <=, >= negate =, >, < */
+        Py_ssize_t j = 0;
+        OROCHI_PACK32_STEPS(orochi_mask_i32, cv, flip)
+        if (j < n)
+            orochi_cmp_i32_generic(v + j, n - j, op, c, t + j);
+    }
+
+    __attribute__((target("avx2"))) static void
+    orochi_cmp_f32_avx2(const float *v, Py_ssize_t n, int op, float c, uint8_t *t)
+    {
+        const __m256 cv = _mm256_set1_ps(c);
+        const __m256i one = _mm256_set1_epi8(1);
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        Py_ssize_t j = 0;
+        OROCHI_PACK32_STEPS(orochi_mask_f32, cv, 0)
+        if (j < n)
+            orochi_cmp_f32_generic(v + j, n - j, op, c, t + j);
+    }
     #endif
 
     #if OROCHI_X86_DISPATCH
