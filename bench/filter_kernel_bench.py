@@ -12,7 +12,7 @@ Figures are Mrows/s on one core, best of --repeat runs; the numpy versions
 include what Postgres semantics need (NULLs, NaN above every number) so the
 answers match.
 
-    python bench/filter_kernel_bench.py [--rows 10000000] [--repeat 3]
+    python bench/filter_kernel_bench.py [--rows 10000000] [--repeat 5]
 
 Prints the table and writes bench/results/filter_kernels.md.
 """
@@ -186,7 +186,7 @@ def selection_cases(t: dict, n: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--results", default=RESULTS, help="where to write the markdown results")
     args = parser.parse_args()
     n = args.rows
