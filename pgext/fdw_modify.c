@@ -74,41 +74,18 @@ orochi_instance_for_relation(Relation rel)
 	Oid			relid = RelationGetRelid(rel);
 	ForeignTable *table = GetForeignTable(relid);
 	ForeignServer *server = GetForeignServer(table->serverid);
-	PyObject   *func = orochi_runtime_func("instance_for");
-	PyObject   *args;
 	PyObject   *instance;
 
-	args = Py_BuildValue("(IsNNNsi)", (unsigned int) relid, server->servername,
-						 orochi_options_to_dict(server->options),
-						 orochi_options_to_dict(table->options),
-						 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
-						 RelationGetRelationName(rel),
-						 RelationGetDescr(rel)->natts);
-	if (args == NULL)
-		orochi_py_raise("instance_for");
-	instance = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
+	orochi_python_ensure();
+	instance = orochi_runtime_call("instance_for",
+								   Py_BuildValue("(IsNNNsi)", (unsigned int) relid, server->servername,
+												 orochi_options_to_dict(server->options),
+												 orochi_options_to_dict(table->options),
+												 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
+												 RelationGetRelationName(rel),
+												 RelationGetDescr(rel)->natts));
 	orochi_mark_xact_touched();
 	return instance;
-}
-
-/* Call runtime.<name>(*args) and return the result (new reference) */
-static PyObject *
-runtime_call(const char *name, PyObject *args)
-{
-	PyObject   *func = orochi_runtime_func(name);
-	PyObject   *res;
-
-	if (args == NULL)
-	{
-		Py_DECREF(func);
-		orochi_py_raise(name);
-	}
-	res = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
-	return res;
 }
 
 /*
@@ -120,7 +97,7 @@ static void
 orochiAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *target_rte,
 							  Relation target_relation)
 {
-	PyObject   *res = runtime_call("rowid_column",
+	PyObject   *res = orochi_runtime_call("rowid_column",
 								   Py_BuildValue("(N)", orochi_instance_for_relation(target_relation)));
 	const char *name;
 	Var		   *var;
@@ -194,6 +171,7 @@ modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
 	PyObject   *res;
 	long		batch_size;
 
+	orochi_python_ensure();
 	state->rel = rel;
 	state->tupdesc = tupdesc;
 	state->operation = operation;
@@ -217,7 +195,7 @@ modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
 
 	if (operation == CMD_INSERT)
 	{
-		res = runtime_call("insert_batch_size", Py_BuildValue("(O)", state->instance));
+		res = orochi_runtime_call("insert_batch_size", Py_BuildValue("(O)", state->instance));
 		batch_size = PyLong_AsLong(res);
 		Py_DECREF(res);
 		if (batch_size == -1 && PyErr_Occurred())
@@ -274,7 +252,7 @@ flush_batch(OrochiModifyState *state)
 	if (!state->batch_mode || state->writer.nrows == 0)
 		return;
 	wire = orochi_batch_writer_take(&state->writer, state->tupdesc);
-	res = runtime_call("insert_batch", Py_BuildValue("(ON)", state->instance, wire));
+	res = orochi_runtime_call("insert_batch", Py_BuildValue("(ON)", state->instance, wire));
 	Py_DECREF(res);
 }
 
@@ -359,7 +337,7 @@ orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 		buffer_row(state, slot);
 	else
 		store_returned_row(state,
-						   runtime_call("insert", Py_BuildValue("(ON)", state->instance,
+						   orochi_runtime_call("insert", Py_BuildValue("(ON)", state->instance,
 																slot_to_dict(state, slot))),
 						   slot);
 	return slot;
@@ -425,7 +403,7 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	}
 	PG_END_TRY();
 	store_returned_row(state,
-					   runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
+					   orochi_runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
 					   slot);
 	return slot;
 }
@@ -437,7 +415,7 @@ orochiExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 	PyObject   *res;
 
-	res = runtime_call("delete", Py_BuildValue("(ON)", state->instance,
+	res = orochi_runtime_call("delete", Py_BuildValue("(ON)", state->instance,
 											   rowid_from_plan_slot(state, planSlot)));
 
 	/*
@@ -478,7 +456,7 @@ orochiEndForeignModify(EState *estate, ResultRelInfo *rinfo)
 	if (state == NULL || state->released)
 		return;
 	flush_batch(state);
-	res = runtime_call("end_modify", Py_BuildValue("(O)", state->instance));
+	res = orochi_runtime_call("end_modify", Py_BuildValue("(O)", state->instance));
 	Py_DECREF(res);
 	modify_state_reset_callback(state);
 }
@@ -522,7 +500,7 @@ orochiExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	res = runtime_call("truncate",
+	res = orochi_runtime_call("truncate",
 					   Py_BuildValue("(Nsi)", handles,
 									 behavior == DROP_CASCADE ? "cascade" : "restrict",
 									 (int) restart_seqs));
@@ -537,13 +515,17 @@ static List *
 orochiImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 {
 	ForeignServer *server = GetForeignServer(serverOid);
-	PyObject   *tables = PyList_New(0);
+	PyObject   *tables;
 	PyObject   *res;
 	List	   *commands = NIL;
 	ListCell   *lc;
 	const char *list_type = stmt->list_type == FDW_IMPORT_SCHEMA_LIMIT_TO ? "limit" :
 	stmt->list_type == FDW_IMPORT_SCHEMA_EXCEPT ? "except" : "all";
 
+	orochi_python_ensure();
+	tables = PyList_New(0);
+	if (tables == NULL)
+		orochi_py_raise("import_schema");
 	foreach(lc, stmt->table_list)
 	{
 		RangeVar   *rv = (RangeVar *) lfirst(lc);
@@ -552,7 +534,7 @@ orochiImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 		PyList_Append(tables, name);
 		Py_DECREF(name);
 	}
-	res = runtime_call("import_schema",
+	res = orochi_runtime_call("import_schema",
 					   Py_BuildValue("(sNssNN)", server->servername,
 									 orochi_options_to_dict(server->options),
 									 stmt->remote_schema, stmt->local_schema ? stmt->local_schema : "",

@@ -378,7 +378,6 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	OrochiPlanState *state = palloc0(sizeof(OrochiPlanState));
 	Relation	rel = table_open(foreigntableid, NoLock);
 	PyObject   *instance;
-	PyObject   *func;
 	PyObject   *args;
 	PyObject   *res;
 	ListCell   *lc;
@@ -414,13 +413,10 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	}
 
 	instance = orochi_instance_for_relation(rel);
-	func = orochi_runtime_func("get_rel_size");
 	args = Py_BuildValue("(NNN)", instance, plan_quals_to_py(state->quals, rel),
 						 needed_columns_to_py(state->needed, RelationGetDescr(rel)));
 	table_close(rel, NoLock);
-	res = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
+	res = orochi_runtime_call("get_rel_size", args);
 	{
 		double		rows,
 					width,
@@ -494,16 +490,14 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 	if (sortkeys != NIL)
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
-		PyObject   *func = orochi_runtime_func("can_sort");
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
 										 sortkeys_to_py(sortkeys, RelationGetDescr(rel)));
 		PyObject   *res;
 		long		n;
+		Cost		sorted_total;
 
 		table_close(rel, NoLock);
-		res = orochi_call(func, args, NULL);
-		Py_DECREF(func);
-		Py_DECREF(args);
+		res = orochi_runtime_call("can_sort", args);
 		n = PyLong_AsLong(res);
 		Py_DECREF(res);
 		if (n == -1 && PyErr_Occurred())
@@ -517,8 +511,7 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 			 * cost is the whole cost (else a LIMIT 1 above it, e.g. min/max
 			 * rewritten as subqueries, looks nearly free).
 			 */
-			Cost		sorted_total = state->total_cost + baserel->rows * cpu_operator_cost;
-
+			sorted_total = state->total_cost + baserel->rows * cpu_operator_cost;
 			add_path(baserel, (Path *)
 					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 											 sorted_total, sorted_total,
@@ -555,16 +548,13 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	if (state->quals != NIL)
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
-		PyObject   *func = orochi_runtime_func("exact_quals");
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
 										 plan_quals_to_py(state->quals, rel));
 		PyObject   *res;
 		int			i = 0;
 
 		table_close(rel, NoLock);
-		res = orochi_call(func, args, NULL);
-		Py_DECREF(func);
-		Py_DECREF(args);
+		res = orochi_runtime_call("exact_quals", args);
 		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(state->quals))
 		{
 			Py_DECREF(res);
@@ -1041,16 +1031,11 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 		return;
 	}
 	{
-		PyObject   *func = orochi_runtime_func("can_aggregate");
 		PyObject   *args = Py_BuildValue("(NNN)", orochi_instance_for_relation(rel), request,
 										 plan_quals_to_py(istate->quals, rel));
 
 		table_close(rel, NoLock);
-		if (args == NULL)
-			orochi_py_raise("can_aggregate");
-		res = orochi_call(func, args, NULL);
-		Py_DECREF(func);
-		Py_DECREF(args);
+		res = orochi_runtime_call("can_aggregate", args);
 	}
 	if (res == Py_None)
 	{
@@ -1116,6 +1101,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	ListCell   *lc;
 	int			natts;
 
+	orochi_python_ensure();
 	node->fdw_state = state;
 	if (plan->scan.scanrelid > 0)
 	{
@@ -1157,16 +1143,11 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	state->instance = orochi_instance_for_relation(state->rel);
 	if (plan->scan.scanrelid == 0)
 	{
-		PyObject   *func = orochi_runtime_func("aggregate_handle");
 		PyObject   *args = Py_BuildValue("(NN)", state->instance,
 										 agg_request(plan->fdw_scan_tlist, state->rel_tupdesc));
 
 		state->instance = NULL;
-		if (args == NULL)
-			orochi_py_raise("aggregate_handle");
-		state->instance = orochi_call(func, args, NULL);
-		Py_DECREF(func);
-		Py_DECREF(args);
+		state->instance = orochi_runtime_call("aggregate_handle", args);
 	}
 
 	foreach(lc, needed_list)
@@ -1262,22 +1243,15 @@ static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
 	PyObject   *quals = scan_quals_to_py(node, state, false);
-	PyObject   *func;
-	PyObject   *args;
 
 	if (quals == NULL)
 	{
 		state->done = true;
 		return;
 	}
-	func = orochi_runtime_func("execute");
-	args = Py_BuildValue("(ONOOi)", state->instance, quals, state->columns, state->sortkeys,
-						 state->limit);
-	if (args == NULL)
-		orochi_py_raise("execute");
-	state->iterator = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
+	state->iterator = orochi_runtime_call("execute",
+										  Py_BuildValue("(ONOOi)", state->instance, quals,
+														state->columns, state->sortkeys, state->limit));
 }
 
 /*
@@ -1346,15 +1320,9 @@ orochiIterateForeignScan(ForeignScanState *node)
 		}
 		else
 		{
-			PyObject   *func = orochi_runtime_func("batch_to_wire");
-			PyObject   *args = Py_BuildValue("(ON)", state->instance, item);
-			PyObject   *wire;
+			PyObject   *wire = orochi_runtime_call("batch_to_wire",
+														   Py_BuildValue("(ON)", state->instance, item));
 
-			if (args == NULL)
-				orochi_py_raise("batch_to_wire");
-			wire = orochi_call(func, args, NULL);
-			Py_DECREF(func);
-			Py_DECREF(args);
 			state->row = wire;
 			old = MemoryContextSwitchTo(state->scancxt);
 			orochi_batch_open(&state->batch, wire, state->tupdesc, state->convs);
@@ -1391,8 +1359,6 @@ static void
 orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 {
 	OrochiScanState *state = (OrochiScanState *) node->fdw_state;
-	PyObject   *func;
-	PyObject   *args;
 	PyObject   *res;
 	PyObject   *quals = NULL;
 	Py_ssize_t	n;
@@ -1403,16 +1369,11 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	quals = scan_quals_to_py(node, state, !es->analyze);
 	if (quals == NULL)
 		quals = PyList_New(0);
-	func = orochi_runtime_func("explain");
-	args = Py_BuildValue("(ONOOiiOL)", state->instance, quals, state->columns, state->sortkeys,
-						 (int) es->verbose, (int) es->analyze,
-						 state->iterator ? state->iterator : Py_None,
-						 (long long) state->rows_returned);
-	if (args == NULL)
-		orochi_py_raise("explain");
-	res = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
+	res = orochi_runtime_call("explain",
+							  Py_BuildValue("(ONOOiiOL)", state->instance, quals, state->columns,
+											state->sortkeys, (int) es->verbose, (int) es->analyze,
+											state->iterator ? state->iterator : Py_None,
+											(long long) state->rows_returned));
 	if (!PyList_Check(res))
 	{
 		Py_DECREF(res);
@@ -1458,7 +1419,7 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsVirtual);
 	OrochiTypeConv *convs = palloc0(sizeof(OrochiTypeConv) * tupdesc->natts);
 	PyObject  **attnames = palloc0(sizeof(PyObject *) * tupdesc->natts);
-	PyObject   *instance = orochi_instance_for_relation(relation);
+	PyObject   *instance = orochi_instance_for_relation(relation);	/* starts Python */
 	PyObject   *volatile iterator = NULL;
 	PyObject   *volatile item = NULL;
 	OrochiBatchReader reader;
@@ -1484,12 +1445,8 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 
 	PG_TRY();
 	{
-		PyObject   *func = orochi_runtime_func("analyze_sample");
-		PyObject   *args = Py_BuildValue("(Oi)", instance, targrows);
-		PyObject   *res = orochi_call(func, args, NULL);
+		PyObject   *res = orochi_runtime_call("analyze_sample", Py_BuildValue("(Oi)", instance, targrows));
 
-		Py_DECREF(func);
-		Py_DECREF(args);
 		if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2)
 		{
 			Py_DECREF(res);
@@ -1522,12 +1479,9 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 				}
 				if (!(PyDict_Check(item) || PyTuple_Check(item) || PyList_Check(item)))
 				{
-					PyObject   *wfunc = orochi_runtime_func("batch_to_wire");
-					PyObject   *wargs = Py_BuildValue("(OO)", instance, item);
-					PyObject   *wire = orochi_call(wfunc, wargs, NULL);
+					PyObject   *wire = orochi_runtime_call("batch_to_wire",
+													   Py_BuildValue("(OO)", instance, item));
 
-					Py_DECREF(wfunc);
-					Py_DECREF(wargs);
 					Py_CLEAR(item);
 					item = wire;
 					orochi_batch_open(&reader, wire, tupdesc, convs);

@@ -70,9 +70,9 @@ orochi_fdw_validator(PG_FUNCTION_ARGS)
 	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
 	Oid			catalog = PG_GETARG_OID(1);
 	const char *kind;
-	PyObject   *func;
-	PyObject   *args;
 	PyObject   *res;
+
+	orochi_python_ensure();
 
 	switch (catalog)
 	{
@@ -95,13 +95,8 @@ orochi_fdw_validator(PG_FUNCTION_ARGS)
 			kind = "unknown";
 			break;
 	}
-	func = orochi_runtime_func("validate_options");
-	args = Py_BuildValue("(sN)", kind, orochi_options_to_dict(options));
-	if (args == NULL)
-		orochi_py_raise("validate_options");
-	res = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
+	res = orochi_runtime_call("validate_options",
+							  Py_BuildValue("(sN)", kind, orochi_options_to_dict(options)));
 	Py_DECREF(res);
 	PG_RETURN_VOID();
 }

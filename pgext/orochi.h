@@ -82,6 +82,7 @@ extern int	orochi_python_depth;
 extern void orochi_python_ensure(void);
 extern void orochi_python_preload(void);
 extern PyObject *orochi_runtime_func(const char *name);
+extern PyObject *orochi_runtime_call(const char *name, PyObject *args);
 extern void orochi_py_raise(const char *context) pg_attribute_noreturn();
 extern void orochi_py_enter(void);
 extern void orochi_py_leave(void);

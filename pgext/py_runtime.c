@@ -264,6 +264,32 @@ orochi_runtime_func(const char *name)
 	return f;
 }
 
+/*
+ * orochi_runtime_call
+ *		runtime.<name>(*args), args a new reference that is consumed; the
+ *		result is a new reference.  A Python error becomes an ERROR after
+ *		every reference taken here is released.
+ */
+PyObject *
+orochi_runtime_call(const char *name, PyObject *args)
+{
+	PyObject   *func;
+	PyObject   *res;
+
+	if (args == NULL)
+		orochi_py_raise(name);
+	func = orochi_runtime_func(name);
+	orochi_py_enter();
+	res = PyObject_Call(func, args, NULL);
+	orochi_py_leave();
+	Py_DECREF(func);
+	Py_DECREF(args);
+	if (res == NULL)
+		orochi_py_raise(name);
+	CHECK_FOR_INTERRUPTS();
+	return res;
+}
+
 void
 orochi_py_enter(void)
 {

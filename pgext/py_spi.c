@@ -711,7 +711,6 @@ Datum
 orochi_py_call(PG_FUNCTION_ARGS)
 {
 	CallInfo   *ci;
-	PyObject   *func;
 	PyObject   *args;
 	PyObject   *res;
 	Datum		result = (Datum) 0;
@@ -737,10 +736,7 @@ orochi_py_call(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
-	func = orochi_runtime_func("call_sql_function");
-	res = orochi_call(func, args, NULL);
-	Py_DECREF(func);
-	Py_DECREF(args);
+	res = orochi_runtime_call("call_sql_function", args);
 
 	PG_TRY();
 	{
