@@ -250,7 +250,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             key = sortkeys[0]
             needed = [c for c in columns if c in self.columns]
             scan = self.execute(quals, sorted(set(needed) | {key.attname}))
-            return topn.sorted_batches(scan, key, needed, limit)
+            return topn.SortedScan(scan, key, needed, limit)
         needed = [c for c in columns if c in self.columns]
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),

@@ -100,6 +100,30 @@ def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+class SortedScan:
+    """The iterator of a sorted scan: :func:`sorted_batches` over ``scan``,
+    with the scan's EXPLAIN ANALYZE lines."""
+
+    def __init__(self, scan: Iterable[Batch], key: SortKey, columns: list[str], limit: int | None):
+        self._scan = scan
+        self._rows = sorted_batches(scan, key, columns, limit)
+        self._key = key
+        self._limit = limit
+
+    def __iter__(self) -> "SortedScan":
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._rows)
+
+    def explain_analyze(self) -> list[str]:
+        more = getattr(self._scan, "explain_analyze", None)
+        order = f"Sorted by Orochi: {self._key.attname}{' DESC' if self._key.is_reversed else ''}"
+        if self._limit is not None:
+            order += f" (top {self._limit})"
+        return [order] + (list(more()) if more is not None else [])
+
+
 def sorted_batches(batches: Iterable[Batch], key: SortKey, columns: list[str],
                    limit: int | None) -> Iterator[Batch]:
     """The rows of ``batches`` ordered by ``key`` (the first ``limit`` of

@@ -43,3 +43,10 @@ def test_sorted_without_limit_and_with_recheck(tables):
     assert db.execute(q.format("m")).fetchall() == db.execute(q.format("h")).fetchall()
     q = "SELECT id, d FROM {} ORDER BY d DESC, id LIMIT 7"
     assert db.execute(q.format("m")).fetchall() == db.execute(q.format("h")).fetchall()
+
+
+def test_explain_analyze_of_sorted_scan(tables):
+    plan = "\n".join(r[0] for r in tables.execute(
+        "EXPLAIN (ANALYZE, VERBOSE) SELECT id FROM m ORDER BY v DESC LIMIT 5").fetchall())
+    assert "Sorted by Orochi: v DESC (top 5)" in plan, plan
+    assert "Stripes Read: " in plan
