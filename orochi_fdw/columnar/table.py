@@ -298,6 +298,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if bound:
             lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in quals
                                                           if q.field_name in {b.column for b in bound}))
+        lines += bind_quals(quals, self.columns, collation_policy(_collation_info())).explain(verbose)
         if verbose:
             lines.append(f"Compression: {self.settings.compression}"
                          + (f" level {self.settings.compression_level}"
