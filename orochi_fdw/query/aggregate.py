@@ -562,16 +562,27 @@ class _SketchAccumulator(_Accumulator):
     def _new_state(self):
         raise NotImplementedError
 
-    def _selected_valid(self, col, selection, nrows):
-        """Row indices of the selected rows and which of them are not NULL."""
-        if selection is None:
-            idx = np.arange(nrows)
-        else:
+    def _select(self, values: np.ndarray, col, gids, selection):
+        """(values, group ids) of the selected rows that are not NULL."""
+        gids = np.asarray(gids)
+        if selection is not None:
             sel = np.asarray(selection)
             idx = np.flatnonzero(sel) if sel.dtype in (np.bool_, np.uint8) else sel.astype(np.int64)
-        validity = col.validity
-        valid = np.ones(len(idx), dtype=bool) if validity is None else np.asarray(validity)[idx] != 0
-        return idx, valid
+            values = values[idx]
+            validity = None if col.validity is None else np.asarray(col.validity)[idx]
+        else:
+            validity = col.validity
+        if validity is not None:
+            valid = np.asarray(validity) != 0
+            if not valid.all():
+                return values[valid], gids[valid]
+        return values, gids
+
+    def _count(self, g: np.ndarray, ngroups: int) -> None:
+        if ngroups == 1:
+            self.counts[0] += len(g)
+        else:
+            self.counts[:ngroups] += np.bincount(g, minlength=ngroups)[:ngroups]
 
     def _by_group(self, gids: np.ndarray, values: np.ndarray, ngroups: int):
         """(group, values of that group) for each group with values."""
@@ -609,13 +620,11 @@ class _HllAccumulator(_SketchAccumulator):
             return H.hash_varlen(col.offsets, col.values)
         if col.kind in (WireKind.FLOAT32, WireKind.FLOAT64):
             return H.hash_ints(H.canonical_float_bits(col.values))
-        return H.hash_ints(np.asarray(col.values).astype(np.int64))
+        return H.hash_ints(np.asarray(col.values).astype(np.int64, copy=False))
 
     def update(self, gids, ngroups, col, selection):
-        idx, valid = self._selected_valid(col, selection, len(col))
-        hashes = self._hashes(col)[idx][valid]
-        g = np.asarray(gids)[valid]
-        self.counts[:ngroups] += np.bincount(g, minlength=ngroups)[:ngroups]
+        hashes, g = self._select(self._hashes(col), col, gids, selection)
+        self._count(g, ngroups)
         for group, h in self._by_group(g, hashes, ngroups):
             self.states[group].add_hashes(h)
 
@@ -641,10 +650,8 @@ class _TDigestAccumulator(_SketchAccumulator):
         return []
 
     def update(self, gids, ngroups, col, selection):
-        idx, valid = self._selected_valid(col, selection, len(col))
-        values = np.asarray(col.values, dtype=np.float64)[idx][valid]
-        g = np.asarray(gids)[valid]
-        self.counts[:ngroups] += np.bincount(g, minlength=ngroups)[:ngroups]
+        values, g = self._select(np.asarray(col.values, dtype=np.float64), col, gids, selection)
+        self._count(g, ngroups)
         for group, v in self._by_group(g, values, ngroups):
             self.states[group].append(v)
 

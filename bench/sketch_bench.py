@@ -1,0 +1,138 @@
+"""Sketch benchmark: approximate aggregates pushed down into a columnar
+(orochi) table against the exact answers on a heap table (issue 7,
+"Benchmark").
+
+One Postgres cluster, one session, no parallel workers. The same rows, 10M
+by default, generated in SQL from a fixed seed (``setseed``):
+
+- ``user_id int8``: uniform over rows / 5 values (about 1.8M distinct at 10M
+  rows);
+- ``region int4``: 10 values;
+- ``latency float8``: lognormal (exp of a sum of uniforms), in ms.
+
+loaded into ``heap`` (an ordinary table, VACUUM FREEZE ANALYZE) and
+``orochi`` (``INSERT INTO orochi SELECT * FROM heap``). Each query runs once
+warm, then is timed (median of --runs). Exact answers: ``count(DISTINCT)``
+and ``percentile_cont`` on the heap table; approximate ones:
+``orochi.approx_count_distinct`` and ``orochi.approx_percentile`` pushed down
+into the orochi table (the EXPLAIN "Aggregates:" line is checked). Errors:
+relative error of the distinct count; rank error of a percentile (the
+fraction of rows <= the estimate, minus q).
+
+Target (issue 7): approx_count_distinct at least 20x faster than the heap
+table's count(DISTINCT) at no more than 1% error.
+
+    python bench/sketch_bench.py [--rows N] [--runs N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from orochi_fdw.testing.cluster import PostgresCluster  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results", "sketches.md")
+SETTINGS = {"shared_buffers": "2GB", "max_parallel_workers_per_gather": 0, "jit": "off",
+            "work_mem": "1GB", "max_wal_size": "8GB"}
+
+CASES = [
+    # (name, exact query on heap, approximate query on orochi, kind)
+    ("distinct users", "SELECT count(DISTINCT user_id) FROM heap",
+     "SELECT orochi.approx_count_distinct(user_id) FROM orochi", "distinct"),
+    ("distinct users per region",
+     "SELECT region, count(DISTINCT user_id) FROM heap GROUP BY region ORDER BY region",
+     "SELECT region, orochi.approx_count_distinct(user_id) FROM orochi GROUP BY region ORDER BY region",
+     "distinct"),
+    ("median latency", "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency) FROM heap",
+     "SELECT orochi.approx_percentile(latency, 0.5) FROM orochi", "percentile:0.5"),
+    ("p99 latency", "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY latency) FROM heap",
+     "SELECT orochi.approx_percentile(latency, 0.99) FROM orochi", "percentile:0.99"),
+]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def timed(conn, sql: str, runs: int):
+    conn.execute(sql).fetchall()  # warm
+    times, rows = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        rows = conn.execute(sql).fetchall()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), rows
+
+
+def load(conn, rows: int) -> None:
+    conn.execute("CREATE EXTENSION IF NOT EXISTS orochi")
+    conn.execute("CREATE TABLE heap (user_id int8, region int4, latency float8)")
+    conn.execute("SELECT setseed(0.20261125)")
+    t0 = time.perf_counter()
+    conn.execute(f"INSERT INTO heap SELECT (random() * {rows // 5})::int8, (random() * 9)::int4, "
+                 f"round((exp((random() + random() + random() - 1.5) * 2) * 20)::numeric, 3)::float8 "
+                 f"FROM generate_series(1, {rows})")
+    conn.execute("VACUUM (FREEZE, ANALYZE) heap")
+    log(f"heap loaded in {time.perf_counter() - t0:.1f} s")
+    conn.execute("CREATE FOREIGN TABLE orochi (user_id int8, region int4, latency float8) SERVER orochi")
+    t0 = time.perf_counter()
+    conn.execute("INSERT INTO orochi SELECT * FROM heap")
+    log(f"orochi loaded in {time.perf_counter() - t0:.1f} s")
+
+
+def error_of(conn, kind: str, exact, approx) -> str:
+    if kind == "distinct":
+        errs = [abs(a[-1] - e[-1]) / e[-1] for a, e in zip(approx, exact)]
+        return f"{max(errs):.3%} (max relative)"
+    q = float(kind.split(":")[1])
+    est = approx[0][0]
+    below = conn.execute("SELECT avg((latency <= %s)::int) FROM heap", (est,)).fetchone()[0]
+    return f"{abs(float(below) - q):.4f} (rank), value {est:.3f} vs {exact[0][0]:.3f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    lines = []
+    with PostgresCluster("bench-sketch", settings=SETTINGS) as pg:
+        pg.create_database("bench")
+        with pg.connect("bench", autocommit=True) as conn:
+            load(conn, args.rows)
+            for name, exact_sql, approx_sql, kind in CASES:
+                plan = "\n".join(r[0] for r in conn.execute("EXPLAIN VERBOSE " + approx_sql).fetchall())
+                pushed = "Aggregates:" in plan
+                t_exact, exact = timed(conn, exact_sql, args.runs)
+                t_approx, approx = timed(conn, approx_sql, args.runs)
+                lines.append((name, t_exact, t_approx, t_exact / t_approx, error_of(conn, kind, exact, approx),
+                              "yes" if pushed else "NO"))
+                log(f"{name}: exact {t_exact * 1000:.0f} ms, approx {t_approx * 1000:.0f} ms")
+    head = ["query", "heap exact (ms)", "orochi approx (ms)", "speedup", "error", "pushed down"]
+    rows = [[n, f"{a * 1000:.0f}", f"{b * 1000:.0f}", f"{s:.1f}x", e, p] for n, a, b, s, e, p in lines]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    text = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head] + rows)
+    print(f"{args.rows:,} rows, median of {args.runs} warm runs\n{text}")
+    if not args.no_write:
+        md = ["# Sketch benchmark", "",
+              f"`python bench/sketch_bench.py --rows {args.rows}`: {args.rows:,} rows, median of "
+              f"{args.runs} warm runs, one backend, no parallel workers. Exact on the heap table "
+              "(count(DISTINCT), percentile_cont) against approximate aggregates pushed down into "
+              "the orochi table (HyperLogLog p = 14, t-digest compression 100).", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        with open(RESULTS, "w") as f:
+            f.write("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
