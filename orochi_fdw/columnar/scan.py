@@ -181,8 +181,12 @@ class ColumnarScan:
                     continue  # every row deleted: nothing to decode
                 self.counters.chunk_groups += 1
                 cols = {}
-                for name, (file_column, stored_kind) in present.items():
+                for name in self.needed:
                     column = self.table_columns[name]
+                    if name not in present:  # added after this stripe was written
+                        cols[name] = null_column(column, group.row_count)
+                        continue
+                    file_column, stored_kind = present[name]
                     data = reader.read_chunk(file_column, g)
                     cols[name] = to_wire(data, storage_kind(column), column, stored_kind)
                 batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))
@@ -191,6 +195,21 @@ class ColumnarScan:
                     yield batch
         finally:
             reader.close()
+
+
+def null_column(column: ColumnDefinition, nrows: int) -> Column:
+    """A wire column of ``nrows`` NULLs for ``column`` (one a stripe does not
+    have), so that every batch carries every needed column."""
+    from orochi_fdw.storage.kinds import ColumnData, get_kind
+
+    kind = storage_kind(column)
+    k = get_kind(kind)
+    validity = np.zeros(nrows, dtype=bool)
+    if k.physical == "var":
+        values = (np.zeros(nrows + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
+    else:
+        values = np.zeros(nrows, dtype=k.dtype)
+    return to_wire(ColumnData(values, validity), kind, column)
 
 
 def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None) -> Column:
