@@ -591,7 +591,11 @@ class _SketchAccumulator(_Accumulator):
         if ngroups == 1:
             yield 0, values
             return
-        order = np.argsort(gids, kind="stable")
+        # order within a group does not matter (sketches are order-free);
+        # small integer types make numpy's stable sort a radix sort
+        key = gids.astype(np.uint8 if ngroups <= 256 else np.uint16 if ngroups <= 65536 else np.int64,
+                          copy=False)
+        order = np.argsort(key, kind="stable")
         g, v = gids[order], values[order]
         starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
         ends = np.r_[starts[1:], len(g)]

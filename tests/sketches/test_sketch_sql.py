@@ -113,3 +113,25 @@ def test_not_pushed_down_still_correct(data):
     with pytest.raises(psycopg.Error) as e:
         data.execute("SELECT orochi.approx_count_distinct(i, 30) FROM m")
     assert e.value.sqlstate == "22023"
+
+
+def test_pushed_down_hashes_every_type_like_heap(db):
+    cols = "b bool, r float4, t timestamptz, ts timestamp, tm time, by bytea, v varchar, sm int2"
+    db.execute(f"CREATE TABLE h2 ({cols})")
+    db.execute(f"CREATE FOREIGN TABLE m2 ({cols}) SERVER orochi OPTIONS (chunk_group_size '500')")
+    fill = ("INSERT INTO {} SELECT i % 2 = 0, CASE WHEN i % 5 = 0 THEN -0.0 ELSE (i % 300) / 3.0 END, "
+            "timestamptz '2024-03-01 00:00+00' + (i % 4000) * interval '1 second', "
+            "timestamp '1999-12-31 23:00' + (i % 3000) * interval '1 minute', "
+            "time '00:00' + (i % 1500) * interval '1 second', "
+            "decode(md5((i % 2600)::text), 'hex'), 'v' || (i % 2700), (i % 3100)::int2 "
+            "FROM generate_series(1, 6000) i")
+    for t in ("h2", "m2"):
+        db.execute(fill.format(t))
+    db.execute("SET TIME ZONE 'America/New_York'")
+    q = ("SELECT " + ", ".join(f"orochi.approx_count_distinct({c})" for c in
+                               ("b", "r", "t", "ts", "tm", "by", "v", "sm")) + " FROM {}")
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN VERBOSE " + q.format("m2")).fetchall())
+    assert "Aggregates: " in plan, plan
+    got, want = db.execute(q.format("m2")).fetchone(), db.execute(q.format("h2")).fetchone()
+    assert got == want
+    assert want[0] == 2 and want[1] == 241  # 240 values of i % 300 with i % 5 != 0, and 0 = -0
