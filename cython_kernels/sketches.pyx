@@ -218,3 +218,26 @@ def tdigest_compress(const double[::1] means, const double[::1] weights, double 
         out_weights[k] = cur_w
         k += 1
     return k
+
+
+def hll_update_int64(uint8_t[::1] registers, const int64_t[::1] values, int p):
+    """hll_update of the XXH64 hashes of int64 values (hash_int64), fused:
+    no hash array is written."""
+    cdef Py_ssize_t i, n = values.shape[0]
+    cdef uint64_t h, rest
+    cdef Py_ssize_t idx
+    cdef uint8_t rho
+    cdef int q = 64 - p
+    if not 4 <= p <= 18 or registers.shape[0] != (1 << p):
+        raise ValueError("registers must have 2**p entries, 4 <= p <= 18")
+    with nogil:
+        for i in range(n):
+            h = _xxh64_u64(<uint64_t>values[i])
+            idx = <Py_ssize_t>(h >> q)
+            rest = h << p
+            if rest == 0:
+                rho = q + 1
+            else:
+                rho = __builtin_clzll(rest) + 1
+            if rho > registers[idx]:
+                registers[idx] = rho

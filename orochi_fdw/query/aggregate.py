@@ -626,11 +626,26 @@ class _HllAccumulator(_SketchAccumulator):
             return H.hash_ints(H.canonical_float_bits(col.values))
         return H.hash_ints(np.asarray(col.values).astype(np.int64, copy=False))
 
+    def _int64_values(self, col) -> np.ndarray | None:
+        """A fixed-width column's canonical int64 values (hashing.canonical),
+        or None for byte strings."""
+        if isinstance(col, DictionaryColumn) or col.kind.is_variable_width:
+            return None
+        if col.kind in (WireKind.FLOAT32, WireKind.FLOAT64):
+            return self._hashing.canonical_float_bits(col.values)
+        return np.asarray(col.values).astype(np.int64, copy=False)
+
     def update(self, gids, ngroups, col, selection):
-        hashes, g = self._select(self._hashes(col), col, gids, selection)
+        ints = self._int64_values(col)
+        if ints is not None:
+            values, g = self._select(ints, col, gids, selection)
+            add = "add_int64"
+        else:
+            values, g = self._select(self._hashes(col), col, gids, selection)
+            add = "add_hashes"
         self._count(g, ngroups)
-        for group, h in self._by_group(g, hashes, ngroups):
-            self.states[group].add_hashes(h)
+        for group, v in self._by_group(g, values, ngroups):
+            getattr(self.states[group], add)(v)
 
     def finish(self, ngroups):
         if self.bytes_out:

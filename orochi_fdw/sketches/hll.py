@@ -131,6 +131,17 @@ class Hll:
         K.hll_update(self.registers, hashes, self.p)
         return self
 
+    def add_int64(self, values: np.ndarray) -> "Hll":
+        """Fold in canonical int64 values (hashed as by hashing.hash_ints);
+        a dense sketch hashes and updates registers in one kernel pass."""
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        if self.registers is None:
+            out = np.empty(len(values), dtype=np.uint64)
+            K.hash_int64(values, out)
+            return self.add_hashes(out)
+        K.hll_update_int64(self.registers, values, self.p)
+        return self
+
     def _densify(self, hashes: np.ndarray) -> None:
         self.registers = np.zeros(1 << self.p, dtype=np.uint8)
         K.hll_update(self.registers, np.ascontiguousarray(hashes, dtype=np.uint64), self.p)

@@ -280,3 +280,15 @@ def test_fuzz_decoders_bounded_time():
 def test_hash_values_of_python_objects():
     assert list(hash_values([1, 2])) == list(hash_ints(np.array([1, 2])))
     assert list(hash_values(["a"])) == [R.xxh64(b"a")]
+
+
+def test_hll_update_int64_fused_equals_hash_then_update():
+    values = np.random.default_rng(9).integers(-2**63, 2**63 - 1, 100_000, dtype=np.int64)
+    a = np.zeros(1 << 12, dtype=np.uint8)
+    b = np.zeros(1 << 12, dtype=np.uint8)
+    K.hll_update(a, hash_ints(values), 12)
+    K.hll_update_int64(b, values, 12)
+    assert np.array_equal(a, b)
+    assert Hll(12).add_int64(values).to_bytes() == Hll(12).add_hashes(hash_ints(values)).to_bytes()
+    small = np.arange(100, dtype=np.int64)
+    assert Hll(12).add_int64(small).to_bytes() == Hll(12).add_hashes(hash_ints(small)).to_bytes()
