@@ -58,6 +58,7 @@ demo: install
 	$(PYTHON) -m orochi_fdw.demo
 
 bench: install
+	$(VENV)/bin/pip install -q -r requirements-bench.txt
 	$(PYTHON) bench/run_all.py
 
 clean:
