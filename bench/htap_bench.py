@@ -99,7 +99,7 @@ def fill(conn, table: str, rows: int) -> None:
                  f"'2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, {rows}) g")
 
 
-def run(seconds: int, rows: int) -> list[tuple[str, str, str, str]]:
+def run(seconds: int, rows: int, figures: dict) -> list[tuple[str, str, str, str]]:
     pg = PostgresCluster("htapbench", settings=SETTINGS)
     out: list[tuple[str, str, str, str]] = []
     try:
@@ -118,6 +118,9 @@ def run(seconds: int, rows: int) -> list[tuple[str, str, str, str]]:
             pgbench(pg, script.format(t=t), 3)  # warm-up: backends, caches
             res[t] = pgbench(pg, script.format(t=t), seconds)
         h, o = res["ins_heap"], res["ins_orochi"]
+        figures["insert_ratio"] = o[1] / h[1]
+        figures["insert_heap_ms"] = h[1]
+        figures["insert_extra_ms"] = o[1] - h[1]
         out.append(("single-row INSERT, 1 client", f"{h[0]:,.0f} TPS, median {h[1]:.3f} ms",
                     f"{o[0]:,.0f} TPS, median {o[1]:.3f} ms", f"latency {o[1] / h[1]:.2f}x heap"))
         res4 = {t: pgbench(pg, script.format(t=t), seconds, clients=4) for t in ("ins_heap", "ins_orochi")}
@@ -213,9 +216,32 @@ def main() -> int:
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=HERE).stdout.strip()
-    rows = run(args.seconds, args.rows)
+    figures: dict = {}
+    rows = run(args.seconds, args.rows, figures)
     table = render(rows)
     print(table)
+    ratio = figures["insert_ratio"]
+    verdict = "met" if ratio <= 2 else "missed"
+    notes = f"""
+Notes on this run:
+
+- Single-row INSERT: median latency {ratio:.1f}x the heap's, target (at most 2x) {verdict}.
+  The heap's median here is {figures['insert_heap_ms']:.3f} ms with fsync on: commits cost
+  little on this machine, so orochi's fixed cost per statement, {figures['insert_extra_ms']:.2f} ms,
+  shows in full. It is the bridge's calls into Python (wrapper lookup, the batch's
+  conversion into wire columns, transaction hooks) and one SPI INSERT into the delta
+  table inside its own sub-transaction. Where a durable commit takes a millisecond the
+  same overhead is within 2x; here it needs a one-row INSERT path that does not enter
+  Python (writing the delta row from C), which this version does not have.
+- UPDATE by key has no index to use: min/max pruning leaves one chunk group of 10,000
+  rows, which is decoded and filtered; the heap without an index reads all the rows.
+- DELETE calls the wrapper once per row, then merges one bitmap per stripe; the heap
+  marks tuples in place.
+- Vacuum rewrites stripes (decode, re-encode, compress, fsync): its MB/s is the
+  columnar writer's, not the heap's in-place pruning; it gives the file space back
+  (the heap's VACUUM keeps it for reuse), once no snapshot can read the old files.
+"""
+    print(notes)
     if not args.no_write:
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
         with open(RESULTS, "w") as f:
@@ -224,7 +250,7 @@ def main() -> int:
                     f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
                     f"{os.cpu_count()} cores shared with other work; pgbench {args.seconds} s per run; "
                     "fsync and synchronous_commit on (defaults), jit off, no parallel workers.\n\n")
-            f.write(table + "\n")
+            f.write(table + "\n" + notes)
     return 0
 
 
