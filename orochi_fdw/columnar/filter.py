@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orochi_fdw.bridge.batch import Batch
+from orochi_fdw.bridge.batch import Batch, Column, WireKind
 from orochi_fdw.columnar.pruning import CollationInfo
 from orochi_fdw.columnar.topn import take
 from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, CollationPolicy, evaluate, selection
@@ -22,22 +22,52 @@ def collation_policy(info: CollationInfo) -> CollationPolicy:
                            utf8=info.utf8, is_deterministic=info.deterministic)
 
 
+#: how text from a stripe written before ALTER COLUMN ... TYPE becomes a number
+_PARSE = {WireKind.INT16: int, WireKind.INT32: int, WireKind.INT64: int,
+          WireKind.FLOAT32: float, WireKind.FLOAT64: float}
+
+
+def _as_kind(col: Column, kind: WireKind) -> Column:
+    """A column a stripe delivered as text (its type was changed since) in
+    the layout of the column's current numeric type."""
+    parse = _PARSE[kind]
+    return Column.from_pylist(kind, [None if v is None else parse(v) for v in col.to_pylist()])
+
+
 class FilteredScan:
     """Batches of ``scan`` reduced to the rows where ``expr`` is true, with
-    only the ``needed`` columns (row ids kept)."""
+    only the ``needed`` columns (row ids kept).  Columns of numeric type
+    that older stripes deliver as text (ALTER COLUMN ... TYPE since) are
+    converted first, so filters and aggregates see one layout per column.
 
-    def __init__(self, scan: Any, expr: BooleanExpression, needed: list[str]):
+    Args:
+        scan: the batches.
+        expr: what to keep (the exact quals).
+        needed: the columns to pass on.
+        kinds: each column's layout for its current type.
+    """
+
+    def __init__(self, scan: Any, expr: BooleanExpression, needed: list[str],
+                 kinds: dict[str, WireKind] | None = None):
         self.scan = scan
         self.expr = expr
         self.needed = needed
+        self.numeric = {n: k for n, k in (kinds or {}).items() if k in _PARSE}
         self.removed = 0
+
+    def _normalized(self, batch: Batch) -> Batch:
+        changed = {n: _as_kind(c, self.numeric[n]) for n, c in batch.columns.items()
+                   if n in self.numeric and c.kind.is_variable_width}
+        if not changed:
+            return batch
+        return Batch(batch.nrows, {**batch.columns, **changed}, rowids=getattr(batch, "rowids", None))
 
     def __iter__(self) -> "FilteredScan":
         return self
 
     def __next__(self) -> Batch:
         while True:
-            batch = next(self.scan)
+            batch = self._normalized(next(self.scan))
             rowids = getattr(batch, "rowids", None)
             if self.expr is ALWAYS_TRUE or batch.nrows == 0:
                 return Batch(batch.nrows, {n: batch.columns[n] for n in self.needed}, rowids=rowids)

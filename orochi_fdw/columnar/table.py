@@ -260,7 +260,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripes = store.table_stripes(self.relid, attnums)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=lambda: self.delta.scan(read, quals))
-        return FilteredScan(scan, exact.filter, needed)
+        return FilteredScan(scan, exact.filter, needed,
+                            {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
 
     def exact_quals(self, quals: list[Qual]) -> list[bool]:
         """Quals the filter kernels apply exactly (Postgres then skips them)."""
