@@ -47,68 +47,35 @@ import numpy as np
 from pyroaring import BitMap
 
 from orochi_fdw.bridge import spi
-from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import deletes
+from orochi_fdw.columnar.definition import read_definition
 from orochi_fdw.columnar.types import from_wire, raw_size
 from orochi_fdw.errors import InvalidParameterError
 from orochi_fdw.storage.kinds import ColumnData, VarBytes, concat_columns, get_kind
 from orochi_fdw.storage.stripe_format import StripeReader
-
-_TABLE = """
-SELECT c.relname::text, ft.ftoptions, s.srvoptions
-  FROM pg_catalog.pg_foreign_table ft
-  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
-  JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
- WHERE ft.ftrelid = $1
-"""
-
-_COLUMNS = """
-SELECT attname::text, attnum, atttypid, atttypmod, format_type(atttypid, atttypmod), attnotnull,
-       attfdwoptions
-  FROM pg_catalog.pg_attribute
- WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
- ORDER BY attnum
-"""
-
-
-def _options(raw) -> dict[str, str]:
-    out = {}
-    for item in raw or []:
-        key, _, value = str(item).partition("=")
-        out[key] = value
-    return out
-
 
 def open_table(relid: int):
     """A ColumnarTable instance for ``relid`` (as the bridge would make it)."""
     from orochi_fdw.bridge import runtime
     from orochi_fdw.columnar.table import ColumnarTable
 
-    rows = spi.execute(_TABLE, [relid], types=["oid"]).rows
-    if not rows:
+    definition = read_definition(relid)
+    if definition is None:
         raise InvalidParameterError(f'relation with oid {relid} is not an orochi columnar table')
-    relname, ftoptions, srvoptions = rows[0]
-    table_options, server_options = _options(ftoptions), _options(srvoptions)
-    wrapper = table_options.get("wrapper") or server_options.get("wrapper")
+    relname = definition.relname
     fdw = spi.execute("SELECT w.fdwhandler = 'orochi.orochi_fdw_handler'::regproc"
                       "  FROM pg_catalog.pg_foreign_table ft"
                       "  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver"
                       "  JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw"
                       " WHERE ft.ftrelid = $1", [relid], types=["oid"]).scalar()
-    if not fdw or (wrapper and wrapper != runtime.DEFAULT_WRAPPER):
+    if not fdw or (definition.wrapper and definition.wrapper != runtime.DEFAULT_WRAPPER):
         raise InvalidParameterError(f'"{relname}" is not an orochi columnar table')
-    columns = {}
-    for name, attnum, typoid, typmod, type_name, notnull, fdwoptions in spi.execute(
-            _COLUMNS, [relid], types=["oid"]).rows:
-        columns[name] = ColumnDefinition(column_name=name, type_oid=int(typoid), typmod=int(typmod),
-                                         type_name=type_name, attnum=int(attnum), not_null=bool(notnull),
-                                         options=_options(fdwoptions))
-    options = {k: v for k, v in {**server_options, **table_options}.items() if k not in runtime.BRIDGE_OPTIONS}
+    options = definition.options
     options.setdefault("table_name", relname)
     options.setdefault("table_oid", str(relid))
-    return ColumnarTable(options, columns)
+    return ColumnarTable(options, definition.columns)
 
 
 def _lock_table_maintenance(relid: int) -> None:

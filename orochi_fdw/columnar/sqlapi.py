@@ -7,36 +7,12 @@ orochi.maintenance_progress, orochi.delta_size."""
 from __future__ import annotations
 
 from orochi_fdw.bridge import runtime, spi
-from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.columnar import delta
 from orochi_fdw.columnar import maintenance
 from orochi_fdw.columnar import options as opts
+from orochi_fdw.columnar.definition import read_definition
 from orochi_fdw.errors import InvalidOptionError
-
-_TABLE = """
-SELECT c.relname::text, ft.ftoptions, s.srvoptions
-  FROM pg_catalog.pg_foreign_table ft
-  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
-  JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
- WHERE ft.ftrelid = $1
-"""
-
-_COLUMNS = """
-SELECT attname::text, attnum, atttypid, atttypmod, format_type(atttypid, atttypmod), attfdwoptions
-  FROM pg_catalog.pg_attribute
- WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
- ORDER BY attnum
-"""
-
-
-def _options(raw) -> dict[str, str]:
-    out = {}
-    for item in raw or []:
-        key, _, value = str(item).partition("=")
-        out[key] = value
-    return out
-
 
 def check_table(relid: int) -> None:
     """Check a columnar table's server, table and column options together.
@@ -46,29 +22,19 @@ def check_table(relid: int) -> None:
         InvalidOptionValueError: a value of the wrong type, out of range, or a
             compression level that does not fit its compression.
     """
-    rows = spi.execute(_TABLE, [relid], types=["oid"]).rows
-    if not rows:
+    definition = read_definition(relid)
+    if definition is None:
         return
-    relname, ftoptions, srvoptions = rows[0]
-    table_options, server_options = _options(ftoptions), _options(srvoptions)
-    wrapper = table_options.get("wrapper") or server_options.get("wrapper")
-    if wrapper and wrapper != runtime.DEFAULT_WRAPPER:
+    if definition.wrapper and definition.wrapper != runtime.DEFAULT_WRAPPER:
         return
-    columns = {}
     valid = ", ".join(sorted(opts.OPTIONS_SPEC["column"]))
-    for name, attnum, typoid, typmod, type_name, fdwoptions in spi.execute(
-            _COLUMNS, [relid], types=["oid"]).rows:
-        col_options = _options(fdwoptions)
-        for key in col_options:
+    for name, column in definition.columns.items():
+        for key in column.options:
             if key not in opts.OPTIONS_SPEC["column"]:
                 raise InvalidOptionError(
-                    f'invalid option "{key}" for column "{name}" of columnar table "{relname}"',
+                    f'invalid option "{key}" for column "{name}" of columnar table "{definition.relname}"',
                     hint=f"Valid options in this context are: {valid}")
-        columns[name] = ColumnDefinition(column_name=name, type_oid=int(typoid), typmod=int(typmod),
-                                         type_name=type_name, attnum=int(attnum), options=col_options)
-    merged = {k: v for k, v in {**server_options, **table_options}.items()
-              if k not in runtime.BRIDGE_OPTIONS}
-    opts.resolve(merged, columns)
+    opts.resolve(definition.options, definition.columns)
     delta.sync(relid)
 
 
