@@ -62,6 +62,7 @@ setup(
         "zstandard>=0.22",
         "pyroaring>=0.4",
         "psycopg[binary]>=3.1",
+        "pglast>=7",
     ],
     entry_points={"console_scripts": []},
     zip_safe=False,

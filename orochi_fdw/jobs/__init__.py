@@ -1,0 +1,1 @@
+"""Background jobs: the jobs catalog, their statistics, and running one."""

@@ -1,0 +1,1 @@
+"""SQL functions of the jobs catalog."""

@@ -1,0 +1,1 @@
+"""orochi-sidecar: the per-node daemon."""

@@ -1,0 +1,1 @@
+"""Chunk compression and the retention and compression policies' job bodies."""

@@ -1,0 +1,1 @@
+"""SQL functions of hypertables and their chunks."""
