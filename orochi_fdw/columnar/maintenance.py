@@ -287,10 +287,21 @@ def remove_retired(relid: int | None = None) -> tuple[int, int]:
     return nfiles, nbytes
 
 
-def _live_columns(table, stripe: store.StripeRecord, bitmap: BitMap) -> tuple[dict, dict, int] | None:
-    """The live rows of a stripe in storage form, or None if the stripe holds
-    a column in a kind other than the column's current one (an ALTER COLUMN
-    TYPE since), which is left as it is."""
+def live_columns(table, stripe: store.StripeRecord, bitmap: BitMap) -> tuple[dict, dict, int] | None:
+    """The live rows of a stripe in storage form.
+
+    Args:
+        table: the stripe's ColumnarTable.
+        stripe: the stripe's catalog record.
+        bitmap: its deleted rows (offsets), left out of the answer.
+
+    Returns:
+        ``(columns, raw, nlive)``: name -> (values, validity) for every
+        column of the table (a column the stripe does not have is all NULL),
+        name -> raw bytes, and the number of rows; or None if the stripe
+        holds a column in a kind other than the column's current one (an
+        ALTER COLUMN TYPE since), which is then left as it is.
+    """
     present = {}
     for name, col in table.columns.items():
         rec = stripe.columns.get(col.attnum)
@@ -333,6 +344,25 @@ def _live_columns(table, stripe: store.StripeRecord, bitmap: BitMap) -> tuple[di
         reader.close()
 
 
+def retire_stripes(relid: int, stripe_ids: list[int]) -> list[tuple[int, str, int]]:
+    """Delete stripes' catalog rows in the current transaction and note
+    their files as retired: snapshots taken before the commit still read
+    them, so a later vacuum removes them once no snapshot is that old.
+
+    Args:
+        relid: the table the stripes belong to.
+        stripe_ids: the stripes replaced.
+
+    Returns:
+        (stripe id, file path, file bytes) of each stripe deleted.
+    """
+    if not stripe_ids:
+        return []
+    removed = store.delete_stripes(stripe_ids)
+    store.retire_files(relid, removed, ledger.transaction_id())
+    return removed
+
+
 def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableResult:
     if not 0.0 <= float(min_deleted_fraction) <= 1.0:
         raise InvalidParameterError("min_deleted_fraction must be between 0 and 1")
@@ -356,7 +386,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
             if len(bitmap) >= stripe.row_count:
                 rewritten.append((stripe, bitmap, None))
             else:
-                live = _live_columns(table, stripe, bitmap)
+                live = live_columns(table, stripe, bitmap)
                 if live is None:
                     continue
                 columns, raw, _ = live
@@ -385,9 +415,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
             result.rows_removed += len(before)
             result.bytes_before += old.file_bytes
             gone_old.append(old.stripe_id)
-        if gone_old:
-            removed = store.delete_stripes(gone_old)
-            store.retire_files(relid, removed, ledger.transaction_id())
+        retire_stripes(relid, gone_old)
         progress.update(force=True, phase="committing")
         return result
     finally:
