@@ -78,7 +78,10 @@ def open_table(relid: int):
     return ColumnarTable(options, definition.columns)
 
 
-def _lock_table_maintenance(relid: int) -> None:
+def lock_table_maintenance(relid: int) -> None:
+    """Wait for, then hold until the transaction ends, the table's
+    maintenance lock: compactions, vacuums and chunk compressions of one
+    table run one at a time."""
     spi.execute("SELECT pg_advisory_xact_lock(hashtext('orochi.maintenance'), $1::int)",
                 [int(relid) & 0x7FFFFFFF], types=["int8"])
 
@@ -192,7 +195,7 @@ def _storage_columns(table, batches: list) -> tuple[dict[str, tuple], dict[str, 
 
 def compact(relid: int) -> CompactResult:
     table = open_table(relid)
-    _lock_table_maintenance(relid)
+    lock_table_maintenance(relid)
     result = CompactResult()
     if not table.delta.exists():
         return result
@@ -367,7 +370,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
     if not 0.0 <= float(min_deleted_fraction) <= 1.0:
         raise InvalidParameterError("min_deleted_fraction must be between 0 and 1")
     table = open_table(relid)
-    _lock_table_maintenance(relid)
+    lock_table_maintenance(relid)
     result = VacuumTableResult()
     progress = Progress("vacuum", relid)
     try:
