@@ -64,6 +64,6 @@ setup(
         "psycopg[binary]>=3.1",
         "pglast>=7",
     ],
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"]},
     zip_safe=False,
 )
