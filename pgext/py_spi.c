@@ -687,6 +687,39 @@ call_info(FunctionCallInfo fcinfo)
 	return ci;
 }
 
+/*
+ * init_result_set
+ *		Materialize mode for a set-returning function: InitMaterializedSRF for
+ *		rows, a one-column tuple store for SETOF a scalar type (which
+ *		InitMaterializedSRF refuses).
+ */
+static void
+init_result_set(FunctionCallInfo fcinfo, CallInfo *ci)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext old;
+	TupleDesc	tupdesc;
+
+	if (ci->resultclass == TYPEFUNC_COMPOSITE)
+	{
+		InitMaterializedSRF(fcinfo, 0);
+		return;
+	}
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	tupdesc = CreateTemplateTupleDesc(1);
+	TupleDescInitEntry(tupdesc, (AttrNumber) 1, ci->name, ci->rettype, -1, 0);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0,
+											  false, work_mem);
+	rsinfo->setDesc = tupdesc;
+	MemoryContextSwitchTo(old);
+}
+
 static Datum
 composite_from_py(CallInfo *ci, PyObject *obj, bool *isnull)
 {
@@ -747,7 +780,7 @@ orochi_py_call(PG_FUNCTION_ARGS)
 
 			if (iter == NULL)
 				orochi_py_raise("a set-returning function must return an iterable");
-			InitMaterializedSRF(fcinfo, 0);
+			init_result_set(fcinfo, ci);
 			PG_TRY();
 			{
 				PyObject   *item;

@@ -89,6 +89,7 @@ class StripeRecord:
     columns: dict[int, ColumnRecord] = field(default_factory=dict)  # by attnum
     deleted_count: int = 0
     delete_bitmap: bytes | None = None  # roaring bitmap of deleted offsets (columnar.deletes)
+    chunk_id: int | None = None  # the hypertable chunk it belongs to (orochi.hypertable_chunks)
 
     @property
     def live_rows(self) -> int:
@@ -104,11 +105,11 @@ _INSERT_STRIPE = """
 INSERT INTO orochi.columnar_stripes
     (stripe_id, relid, file_path, row_count, chunk_group_count, chunk_group_size,
      file_bytes, raw_bytes, compression, compression_level, created_xid, deleted_count,
-     delete_bitmap)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::xid8, $12, $13)
+     delete_bitmap, chunk_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::xid8, $12, $13, $14)
 """
 _INSERT_STRIPE_TYPES = ["bigint", "oid", "text", "bigint", "integer", "integer", "bigint",
-                        "bigint", "text", "integer", "text", "bigint", "bytea"]
+                        "bigint", "text", "integer", "text", "bigint", "bytea", "bigint"]
 
 _INSERT_COLUMN = """
 INSERT INTO orochi.columnar_stripe_columns
@@ -135,7 +136,7 @@ def insert_stripe(stripe: StripeRecord) -> None:
         stripe.stripe_id, stripe.relid, stripe.file_path, stripe.row_count,
         stripe.chunk_group_count, stripe.chunk_group_size, stripe.file_bytes,
         stripe.raw_bytes, stripe.compression, stripe.compression_level,
-        str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap,
+        str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap, stripe.chunk_id,
     ])
     plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES)
     for col in stripe.columns.values():
@@ -162,7 +163,8 @@ def delete_tables(relids: Sequence[int]) -> list[tuple[int, str]]:
 # ---------------------------------------------------------------- reading
 
 _TABLE_STRIPES = """
-SELECT stripe_id, file_path, row_count, chunk_group_count, file_bytes, deleted_count, delete_bitmap
+SELECT stripe_id, file_path, row_count, chunk_group_count, file_bytes, deleted_count, delete_bitmap,
+       chunk_id
   FROM orochi.columnar_stripes
  WHERE relid = $1
  ORDER BY stripe_id
@@ -187,10 +189,11 @@ def table_stripes(relid: int, attnums: Iterable[int] = (), read_only: bool = Tru
     rows = spi.prepared(_TABLE_STRIPES, ["oid"]).execute([relid], read_only=read_only).rows
     stripes = {}
     out = []
-    for stripe_id, path, nrows, ngroups, file_bytes, ndeleted, bitmap in rows:
+    for stripe_id, path, nrows, ngroups, file_bytes, ndeleted, bitmap, chunk_id in rows:
         s = StripeRecord(int(stripe_id), relid, path, int(nrows), int(ngroups), 0,
                          int(file_bytes), 0, "", None, 0, deleted_count=int(ndeleted),
-                         delete_bitmap=None if bitmap is None else bytes(bitmap))
+                         delete_bitmap=None if bitmap is None else bytes(bitmap),
+                         chunk_id=None if chunk_id is None else int(chunk_id))
         stripes[s.stripe_id] = s
         out.append(s)
     attnums = sorted({int(a) for a in attnums})

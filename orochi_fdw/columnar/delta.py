@@ -451,6 +451,15 @@ class DeltaStore:
                            ["bigint[]"]).execute([sorted(int(i) for i in ids)])
         return {int(r[0]) for r in res.rows}
 
+    def time_range(self, attnum: int, ids: Sequence[int]) -> list[tuple[Any, Any]]:
+        """[(min, max)] of column ``attnum`` over the delta rows ``ids`` (an
+        empty list when none of them has a value)."""
+        if not ids or not self.exists():
+            return []
+        rows = spi.prepared(f"SELECT min(c{int(attnum)}), max(c{int(attnum)}) FROM {self.name}"
+                            " WHERE _rowid = ANY ($1)", ["bigint[]"]).execute([sorted(int(i) for i in ids)]).rows
+        return [(lo, hi) for lo, hi in rows if lo is not None]
+
     def truncate(self) -> None:
         if self.exists():
             spi.execute(f"TRUNCATE {self.name}")

@@ -203,6 +203,7 @@ def compact(relid: int) -> CompactResult:
     try:
         names = list(table.columns)
         limit = table.settings.stripe_row_limit
+        router = table.chunk_router()
         written: list[tuple[store.StripeRecord, np.ndarray]] = []
         pending: list = []
         pending_rows = 0
@@ -212,9 +213,10 @@ def compact(relid: int) -> CompactResult:
             if not pending:
                 return
             ids = np.concatenate([b.ids for b in pending])
-            columns, raw, _ = _storage_columns(table, pending)
-            record = table.write_stripe_columns(columns, raw, insert=False)
-            written.append((record, ids))
+            columns, _, _ = _storage_columns(table, pending)
+            # a hypertable's rows: one stripe per chunk
+            for record, rows in table.write_stripes_by_chunk(columns, router, insert=False):
+                written.append((record, ids if rows is None else ids[rows]))
             pending, pending_rows = [], 0
             progress.update(stripes_done=len(written), rows_done=sum(len(i) for _, i in written))
 
@@ -393,7 +395,8 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
                 if live is None:
                     continue
                 columns, raw, _ = live
-                rewritten.append((stripe, bitmap, table.write_stripe_columns(columns, raw, insert=False)))
+                rewritten.append((stripe, bitmap, table.write_stripe_columns(columns, raw, insert=False,
+                                                                              chunk_id=stripe.chunk_id)))
             progress.update(stripes_done=i + 1, rows_done=progress.state["rows_done"] + stripe.row_count)
         if not rewritten:
             return result

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pyroaring import BitMap
 
 from orochi_fdw.catalog import store
@@ -64,6 +65,8 @@ class StatementWrites:
         self.delta_deletes: set[int] = set()
         self.new_rows: dict[str, list] = {}    # UPDATE's new rows, column by column
         self.new_count = 0
+        self.router = table.chunk_router()      # a hypertable's chunks, or None
+        self.new_keys: list[int] = []          # time keys of UPDATE's new rows (hypertables)
 
     # -- INSERT --------------------------------------------------------------
 
@@ -71,13 +74,30 @@ class StatementWrites:
         self.insert_rows += batch.nrows
         limit = self.table.settings.delta_row_limit
         if not self.to_stripes and self.insert_rows <= limit:
+            if self.router is not None:
+                self._route_to_delta(batch)
             self.insert_buffer.append(batch)
             return
         self.to_stripes = True
         for pending in self.insert_buffer:
-            self.table.write_stripes(pending)
+            self.table.write_stripes(pending, self.router)
         self.insert_buffer.clear()
-        self.table.write_stripes(batch)
+        self.table.write_stripes(batch, self.router)
+
+    def _route_to_delta(self, batch: "Batch") -> None:
+        """A hypertable's rows bound for the delta store: check their times
+        and create the chunk rows they fall in."""
+        from orochi_fdw.columnar.types import from_wire
+
+        router = self.router
+        wire = batch.columns.get(router.column)
+        if wire is None:
+            keys = router.keys(np.zeros(batch.nrows, dtype=np.int64), np.zeros(batch.nrows, dtype=bool),
+                               self.table.relname)
+        else:
+            values, validity = from_wire(wire, router.kind)
+            keys = router.keys(values, validity, self.table.relname)
+        router.ensure_for_keys(keys)
 
     # -- DELETE / UPDATE -----------------------------------------------------
 
@@ -102,6 +122,8 @@ class StatementWrites:
         if this statement already updated the row (a join matching it twice)."""
         if not self.delete(rowid):
             return False
+        if self.router is not None:
+            self.new_keys.append(self.router.key_of_value(values.get(self.router.column), self.table.relname))
         if not self.new_rows:
             self.new_rows = {name: [] for name in self.table.columns}
         for name, column in self.new_rows.items():
@@ -119,15 +141,22 @@ class StatementWrites:
         for batch in self.insert_buffer:
             self.table.delta.insert_batch(batch)
         self.insert_buffer.clear()
+        if self.router is not None:
+            self.router.log_invalidation()
 
     def _flush_new_rows(self) -> None:
         if self.new_count:
+            if self.router is not None:
+                self.router.ensure_for_keys(np.array(self.new_keys, dtype=np.int64))
+                self.new_keys = []
             self.table.delta.insert_values(list(self.new_rows), self.new_rows, self.new_count)
             self.new_rows = {}
             self.new_count = 0
 
     def _flush_deletes(self) -> None:
         name = self.table.relname
+        if self.router is not None:
+            self._note_deleted_times()
         if self.delta_deletes:
             gone = self.delta_deletes - self.table.delta.delete(self.delta_deletes)
             if gone:
@@ -159,3 +188,22 @@ class StatementWrites:
                 bitmap |= mine
                 store.set_deletes(stripe_id, len(bitmap), deletes.dump(bitmap))
             self.stripe_deletes = {}
+
+    def _note_deleted_times(self) -> None:
+        """The time range of the rows deleted (for the invalidation log of a
+        hypertable that tracks them): delta rows by their times, stripe rows
+        by their stripes' catalog min / max of the time column."""
+        from orochi_fdw.timeseries.chunks import stripe_key_range
+
+        router = self.router
+        if not router.hypertable.track_invalidations:
+            return
+        if self.delta_deletes:
+            for lo, hi in self.table.delta.time_range(router.hypertable.time_attnum, self.delta_deletes):
+                router.touch(router.key_of_value(lo, self.table.relname),
+                             router.key_of_value(hi, self.table.relname))
+        if self.stripe_deletes:
+            found = stripe_key_range(self.table.relid, router.hypertable.time_attnum, router.kind,
+                                     list(self.stripe_deletes))
+            if found is not None:
+                router.touch(*found)

@@ -16,7 +16,7 @@ out, and then read the delta store.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -37,8 +37,12 @@ from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
 from orochi_fdw.errors import InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
+from orochi_fdw.sketches.sampling import sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from orochi_fdw.timeseries.chunks import ChunkRouter
 
 #: bytes per value assumed for planning when nothing is stored yet
 _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "float64": 8,
@@ -138,12 +142,57 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         self._writes = None
         self._depth = 0
 
-    def write_stripes(self, batch: Batch) -> None:
-        """Write a wire batch as stripe files (``stripe_row_limit`` rows each)."""
+    def write_stripes(self, batch: Batch, router: "ChunkRouter | None" = None) -> None:
+        """Write a wire batch as stripe files (``stripe_row_limit`` rows each;
+        with a hypertable's ``router``, one stripe per chunk of each part)."""
         limit = self.settings.stripe_row_limit
         for start in range(0, batch.nrows, limit):
             end = min(start + limit, batch.nrows)
-            self._write_stripe(batch, start, end)
+            self._write_stripe(batch, start, end, router)
+
+    def chunk_router(self) -> "ChunkRouter | None":
+        """The chunk router of a statement writing into this table if it is
+        a hypertable (read in the current transaction), else None."""
+        import dataclasses
+
+        from orochi_fdw.timeseries import hypertable
+        from orochi_fdw.timeseries.chunks import ChunkRouter
+
+        ht = hypertable.get(self.relid)
+        if ht is None:
+            return None
+        name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), ht.time_column)
+        return ChunkRouter(dataclasses.replace(ht, time_column=name), self.kinds.get(name, "int64"))
+
+    def write_stripes_by_chunk(self, columns: dict[str, tuple], router: "ChunkRouter | None",
+                               insert: bool = True) -> list[tuple[store.StripeRecord, np.ndarray | None]]:
+        """Write rows in storage form (every column of the table) as one
+        stripe, or, for a hypertable, one stripe per chunk the rows fall in.
+
+        Args:
+            columns: name -> (values, validity) in storage form.
+            router: the hypertable's router, or None.
+            insert: insert the stripes' catalog rows now (see
+                :meth:`write_stripe_columns`).
+
+        Returns:
+            (stripe record, the indices of the rows it holds or None for all).
+
+        Raises:
+            NotNullViolation: a NULL time in a hypertable.
+        """
+        if router is None:
+            raw = {n: raw_size(v, m, self.kinds[n]) for n, (v, m) in columns.items()}
+            return [(self.write_stripe_columns(columns, raw, insert), None)]
+        values, validity = columns[router.column]
+        keys = router.keys(values, validity, self.relname)
+        out = []
+        for chunk_id, rows in router.split(keys):
+            part = columns if rows is None else {
+                n: _take(v, m, self.kinds[n], rows) for n, (v, m) in columns.items()}
+            raw = {n: raw_size(v, m, self.kinds[n]) for n, (v, m) in part.items()}
+            out.append((self.write_stripe_columns(part, raw, insert, chunk_id=chunk_id), rows))
+        return out
 
     def _schema(self) -> list[ColumnSpec]:
         out = []
@@ -157,7 +206,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def _data_dir(self) -> str:
         return self.settings.data_dir or files.default_data_dir()
 
-    def _write_stripe(self, batch: Batch, start: int, end: int) -> None:
+    def _write_stripe(self, batch: Batch, start: int, end: int, router: "ChunkRouter | None" = None) -> None:
         nrows = end - start
         if nrows <= 0:
             return
@@ -173,16 +222,20 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 values, validity = _slice(values, validity, kind, start, end, len(wire))
             columns[name] = (values, validity)
             raw[name] = raw_size(values, validity, kind)
-        self.write_stripe_columns(columns, raw)
+        if router is not None:
+            self.write_stripes_by_chunk(columns, router)
+        else:
+            self.write_stripe_columns(columns, raw)
 
     def write_stripe_columns(self, columns: dict[str, tuple], raw: dict[str, int],
-                             insert: bool = True) -> store.StripeRecord:
+                             insert: bool = True, chunk_id: int | None = None) -> store.StripeRecord:
         """Write one stripe of ``columns`` (name -> (values, validity) in
         storage form, every column of the table) and, with ``insert``,
         insert its catalog rows in the current transaction (else the caller
         does, with ``store.insert_stripe``, once it knows the record is
         wanted; a file whose row is never inserted goes at the end of the
-        transaction)."""
+        transaction). ``chunk_id``: the hypertable chunk every row lies in
+        (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
         xid = ledger.transaction_id()
         directory = files.table_dir(self._data_dir(), self.relid)
         files.ensure_dir(directory)
@@ -219,7 +272,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             chunk_group_count=len(meta.chunk_groups), chunk_group_size=self.settings.chunk_group_size,
             file_bytes=meta.file_size, raw_bytes=sum(raw.values()),
             compression=self.settings.compression, compression_level=self.settings.compression_level,
-            created_xid=xid)
+            created_xid=xid, chunk_id=chunk_id)
         for ci, (name, col) in enumerate(self.columns.items()):
             chunks = [group[ci] for group in meta.chunks]
             record.columns[col.attnum] = _column_record(col, self.kinds[name], chunks, raw[name])
@@ -230,9 +283,12 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def truncate(self, behavior: str, restart_seqs: bool) -> None:
         """TRUNCATE: the table's stripes leave the catalog now, their files
         when the transaction commits."""
+        from orochi_fdw.timeseries.chunks import truncate_chunks
+
         stripes = store.delete_tables([self.relid])
         ledger.rows_deleted(stripes, sorted({os.path.dirname(p) for _, p in stripes}))
         self.delta.truncate()
+        truncate_chunks(self.relid)
 
     # ------------------------------------------------------------------ reading
 
@@ -257,11 +313,31 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                            must_be_exact=[q.exact for q in quals])
         read = needed + sorted(exact.columns - set(needed))
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes = store.table_stripes(self.relid, attnums)
+        stripes, _ = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=lambda: self.delta.scan(read, quals))
-        return FilteredScan(scan, exact.filter, needed,
-                            {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
+        filtered = FilteredScan(scan, exact.filter, needed,
+                                {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
+        return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
+
+    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list
+                        ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
+        """Chunk exclusion: the stripes not in a chunk whose time range rules
+        the quals on the time column out, and (chunks, excluded chunks), or
+        None when the table is no hypertable."""
+        from orochi_fdw.timeseries import chunks, hypertable
+
+        ht = hypertable.get(self.relid, read_only=True)
+        if ht is None:
+            return stripes, None
+        name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
+        all_chunks = chunks.list_chunks(self.relid, read_only=True)
+        if name is None or not bound:
+            return stripes, (len(all_chunks), 0)
+        excluded = chunks.excluded_chunks(name, all_chunks, bound, self.kinds[name])
+        if not excluded:
+            return stripes, (len(all_chunks), 0)
+        return [s for s in stripes if s.chunk_id not in excluded], (len(all_chunks), len(excluded))
 
     def exact_quals(self, quals: list[Qual]) -> list[bool]:
         """Quals the filter kernels apply exactly (Postgres then skips them)."""
@@ -272,7 +348,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         attnums = {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
         total = sum(s.live_rows for s in stripes)
-        rows = sum(s.live_rows for s in prune_stripes(stripes, bound, self.columns)) if bound else total
+        kept, _ = self._exclude_chunks(stripes, bound)
+        rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns)) if bound else total
         rows += self.delta.count()
         stored = store.column_raw_bytes(self.relid) if total else {}
         width = 0
@@ -291,11 +368,18 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         attnums = {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
-        kept = prune_stripes(stripes, bound, self.columns)
+        lines = []
+        in_chunks, chunk_counts = self._exclude_chunks(stripes, bound)
+        if chunk_counts is not None:
+            total_chunks, excluded = chunk_counts
+            lines.append(f"Chunks: {total_chunks}" + (f" ({excluded} excluded)" if excluded else ""))
+        kept = prune_stripes(in_chunks, bound, self.columns)
         line = f"Stripes: {len(stripes)}"
-        if len(kept) < len(stripes):
-            line += f" ({len(stripes) - len(kept)} skipped by min/max)"
-        lines = [line]
+        if len(in_chunks) < len(stripes):
+            line += f" ({len(stripes) - len(in_chunks)} in excluded chunks)"
+        if len(kept) < len(in_chunks):
+            line += f" ({len(in_chunks) - len(kept)} skipped by min/max)"
+        lines.append(line)
         if bound:
             lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in quals
                                                           if q.field_name in {b.column for b in bound}))
@@ -348,6 +432,23 @@ def _slice(values, validity, kind: str, start: int, end: int, n: int):
         offsets, data = values
         return (offsets[start:end + 1], data), v
     return values[start:end], v
+
+
+def _take(values, validity, kind: str, rows: np.ndarray):
+    """Rows ``rows`` (indices) of storage-form values and validity."""
+    from orochi_fdw.bridge.batch import Column, WireKind
+    from orochi_fdw.columnar.scan import select_rows
+    from orochi_fdw.storage.kinds import get_kind
+
+    v = None if validity is None else np.asarray(validity)[rows]
+    if get_kind(kind).physical == "var":
+        offsets, data = values
+        data = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+        mask = np.zeros(len(offsets) - 1, dtype=bool)
+        mask[rows] = True  # rows ascend (ChunkRouter.split keeps each chunk's rows in order)
+        col = select_rows(Column(WireKind.BYTEA, data, None, np.asarray(offsets, dtype=np.int64)), mask, rows)
+        return (col.offsets, col.values), v
+    return np.asarray(values)[rows], v
 
 
 def _codec_name(codec: int, compression: int) -> str:

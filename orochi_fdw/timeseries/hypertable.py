@@ -1,0 +1,52 @@
+"""Hypertables: orochi columnar tables whose rows are cut into chunks by a
+time column (catalog ``orochi.hypertables``, sql/50_hypertables.sql)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orochi_fdw.bridge import spi
+
+
+@dataclass(frozen=True)
+class Hypertable:
+    """One row of ``orochi.hypertables``.
+
+    ``time_type`` is the regtype's text (``timestamp with time zone``,
+    ``timestamp without time zone``, ``date``, ``smallint``, ``integer``,
+    ``bigint``); ``chunk_interval`` is in time keys
+    (:mod:`~orochi_fdw.timeseries.timekeys`).
+    """
+
+    relid: int
+    time_column: str
+    time_attnum: int
+    time_type: str
+    chunk_interval: int
+    track_invalidations: bool
+
+
+_GET = """
+SELECT relid, time_column::text, time_attnum, time_type::text, chunk_interval, track_invalidations
+  FROM orochi.hypertables
+ WHERE relid = $1
+"""
+
+
+def get(relid: int, read_only: bool = False) -> Hypertable | None:
+    """The hypertable ``relid``, or None if it is not one, read through SPI
+    in the current transaction.
+
+    Args:
+        relid: the foreign table's oid.
+        read_only: read under the running statement's snapshot (scans) rather
+            than a new one.
+
+    Returns:
+        The catalog row as a :class:`Hypertable`, or None.
+    """
+    rows = spi.prepared(_GET, ["oid"]).execute([int(relid)], read_only=read_only).rows
+    if not rows:
+        return None
+    r = rows[0]
+    return Hypertable(int(r[0]), r[1], int(r[2]), r[3], int(r[4]), bool(r[5]))

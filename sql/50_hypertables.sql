@@ -1,0 +1,148 @@
+-- Hypertables: orochi columnar tables cut into chunks by a time column
+-- (docs/hypertables.md).  Time keys are TimescaleDB's: microseconds since
+-- 1970-01-01 for timestamptz, timestamp (its wall clock read as UTC) and
+-- date (its midnight); the value itself for smallint, integer and bigint.
+
+CREATE TABLE orochi.hypertables (
+    relid               oid PRIMARY KEY,          -- the orochi foreign table
+    time_column         name NOT NULL,
+    time_attnum         smallint NOT NULL,
+    time_type           regtype NOT NULL,         -- timestamptz, timestamp, date, smallint, integer, bigint
+    chunk_interval      bigint NOT NULL,          -- in time keys
+    track_invalidations boolean NOT NULL DEFAULT false,  -- set by continuous aggregates
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE SEQUENCE orochi.hypertable_chunk_id_seq;
+
+-- One row per chunk: the time keys [range_start, range_end).
+CREATE TABLE orochi.hypertable_chunks (
+    chunk_id     bigint PRIMARY KEY DEFAULT nextval('orochi.hypertable_chunk_id_seq'),
+    relid        oid NOT NULL,
+    range_start  bigint NOT NULL,   -- time key, inclusive
+    range_end    bigint NOT NULL,   -- time key, exclusive
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (relid, range_start)
+);
+
+-- The chunk a stripe belongs to; NULL outside hypertables.
+ALTER TABLE orochi.columnar_stripes ADD COLUMN chunk_id bigint;
+CREATE INDEX columnar_stripes_chunk_idx ON orochi.columnar_stripes (chunk_id) WHERE chunk_id IS NOT NULL;
+
+-- One row per writing statement into a hypertable whose track_invalidations
+-- is true: the lowest and greatest time key it wrote, updated or deleted
+-- (inclusive).
+CREATE TABLE orochi.hypertable_invalidation_log (
+    relid     oid NOT NULL,
+    lowest    bigint NOT NULL,
+    greatest  bigint NOT NULL,
+    logged_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX hypertable_invalidation_log_relid_idx ON orochi.hypertable_invalidation_log (relid);
+
+GRANT SELECT ON orochi.hypertables, orochi.hypertable_chunks TO PUBLIC;
+
+-- Make an orochi columnar table a hypertable chunked by time_column.
+-- Timestamp-like time columns (timestamptz, timestamp, date) take an
+-- interval; integer time columns take the overload with an integer
+-- chunk_time_interval.
+CREATE FUNCTION orochi.create_hypertable(
+    relation regclass, time_column name,
+    chunk_time_interval interval DEFAULT interval '7 days',
+    if_not_exists boolean DEFAULT false, migrate_data boolean DEFAULT false,
+    OUT hypertable_id oid, OUT schema_name name, OUT table_name name, OUT created boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.create_hypertable(
+    relation regclass, time_column name, chunk_time_interval bigint,
+    if_not_exists boolean DEFAULT false, migrate_data boolean DEFAULT false,
+    OUT hypertable_id oid, OUT schema_name name, OUT table_name name, OUT created boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Chunks of a hypertable lying wholly before older_than and / or wholly at
+-- or after newer_than (an interval: now() minus it; a timestamptz,
+-- timestamp or date; an integer for integer time columns).
+CREATE FUNCTION orochi.show_chunks(relation regclass, older_than "any" DEFAULT NULL,
+                                   newer_than "any" DEFAULT NULL)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STABLE;
+
+-- Drop those chunks: their stripes and the delta rows in their ranges.
+CREATE FUNCTION orochi.drop_chunks(relation regclass, older_than "any" DEFAULT NULL,
+                                   newer_than "any" DEFAULT NULL)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Internal: per chunk, the stripe count, live stripe rows, raw and file
+-- bytes, and the delta rows in its range.
+CREATE FUNCTION orochi.hypertable_chunk_stats(
+    OUT chunk_id bigint, OUT stripes bigint, OUT stripe_rows bigint, OUT delta_rows bigint,
+    OUT before_compression_bytes bigint, OUT after_compression_bytes bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STABLE;
+
+-- A time key as timestamptz (the chunk ranges of timestamp-like time columns).
+CREATE FUNCTION orochi._time_key_to_timestamptz(key bigint)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN key >= 9223372036854775807 THEN 'infinity'::timestamptz
+            WHEN key <= -9223372036854775807 THEN '-infinity'::timestamptz
+            ELSE timestamptz '1970-01-01 00:00:00+00'
+                 + make_interval(days => (key / 86400000000)::int)
+                 + make_interval(secs => (key % 86400000000) / 1000000.0) END;
+
+-- Every chunk of every hypertable.  Columns may be added at the end by
+-- CREATE OR REPLACE VIEW.
+CREATE VIEW orochi.chunks AS
+SELECT h.relid::regclass                                  AS hypertable_name,
+       '_hyper_' || c.relid || '_' || c.chunk_id || '_chunk' AS chunk_name,
+       c.chunk_id,
+       h.time_column                                      AS primary_dimension,
+       h.time_type                                        AS primary_dimension_type,
+       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_start) END AS range_start,
+       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_end) END   AS range_end,
+       c.range_start                                      AS range_start_integer,
+       c.range_end                                        AS range_end_integer,
+       coalesce(s.stripes, 0)                             AS stripes,
+       coalesce(s.stripe_rows, 0) + coalesce(s.delta_rows, 0) AS rows,
+       coalesce(s.before_compression_bytes, 0)            AS before_compression_bytes,
+       coalesce(s.after_compression_bytes, 0)             AS after_compression_bytes,
+       false                                              AS is_compressed
+  FROM orochi.hypertable_chunks c
+  JOIN orochi.hypertables h ON h.relid = c.relid
+  LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id;
+
+GRANT SELECT ON orochi.chunks TO PUBLIC;
+
+-- DROP of a hypertable forgets its hypertable and chunk rows.
+CREATE FUNCTION orochi.hypertables_on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    dropped oid[];
+BEGIN
+    SELECT array_agg(objid) INTO dropped
+      FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_catalog.pg_class'::regclass
+       AND objsubid = 0
+       AND object_type = 'foreign table';
+    IF dropped IS NOT NULL AND to_regclass('orochi.hypertables') IS NOT NULL THEN
+        DELETE FROM orochi.hypertable_chunks WHERE relid = ANY (dropped);
+        DELETE FROM orochi.hypertable_invalidation_log WHERE relid = ANY (dropped);
+        DELETE FROM orochi.hypertables WHERE relid = ANY (dropped);
+    END IF;
+END;
+$$;
+
+CREATE EVENT TRIGGER orochi_hypertables_sql_drop ON sql_drop
+    EXECUTE FUNCTION orochi.hypertables_on_sql_drop();
