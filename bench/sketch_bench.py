@@ -38,7 +38,13 @@ sys.path.insert(0, HERE)
 
 from orochi_fdw.testing.cluster import PostgresCluster  # noqa: E402
 
-RESULTS = os.path.join(HERE, "results", "sketches.md")
+RESULTS_DIR = os.path.join(HERE, "results")
+
+
+def results_path(rows: int) -> str:
+    """bench/results/sketches.md for the default 10M rows, sketches_<rows>.md otherwise."""
+    name = "sketches.md" if rows == 10_000_000 else f"sketches_{rows // 1_000_000}m.md"
+    return os.path.join(RESULTS_DIR, name)
 SETTINGS = {"shared_buffers": "2GB", "max_parallel_workers_per_gather": 0, "jit": "off",
             "work_mem": "1GB", "max_wal_size": "8GB"}
 
@@ -71,7 +77,7 @@ def timed(conn, sql: str, runs: int):
     return statistics.median(times), rows
 
 
-def load(conn, rows: int) -> None:
+def load(conn, rows: int) -> dict[str, float]:
     conn.execute("CREATE EXTENSION IF NOT EXISTS orochi")
     conn.execute("CREATE TABLE heap (user_id int8, region int4, latency float8)")
     conn.execute("SELECT setseed(0.20261125)")
@@ -80,11 +86,14 @@ def load(conn, rows: int) -> None:
                  f"round((exp((random() + random() + random() - 1.5) * 2) * 20)::numeric, 3)::float8 "
                  f"FROM generate_series(1, {rows})")
     conn.execute("VACUUM (FREEZE, ANALYZE) heap")
-    log(f"heap loaded in {time.perf_counter() - t0:.1f} s")
+    loads = {"heap": time.perf_counter() - t0}
+    log(f"heap loaded in {loads['heap']:.1f} s")
     conn.execute("CREATE FOREIGN TABLE orochi (user_id int8, region int4, latency float8) SERVER orochi")
     t0 = time.perf_counter()
     conn.execute("INSERT INTO orochi SELECT * FROM heap")
-    log(f"orochi loaded in {time.perf_counter() - t0:.1f} s")
+    loads["orochi"] = time.perf_counter() - t0
+    log(f"orochi loaded in {loads['orochi']:.1f} s")
+    return loads
 
 
 def error_of(conn, kind: str, exact, approx) -> str:
@@ -107,7 +116,7 @@ def main(argv=None) -> int:
     with PostgresCluster("bench-sketch", settings=SETTINGS) as pg:
         pg.create_database("bench")
         with pg.connect("bench", autocommit=True) as conn:
-            load(conn, args.rows)
+            loads = load(conn, args.rows)
             floor, _ = timed(conn, "SELECT count(user_id) FROM orochi", args.runs)
             log(f"scan floor (count(user_id) pushed down): {floor * 1000:.0f} ms")
             for name, exact_sql, approx_sql, kind in CASES:
@@ -123,7 +132,9 @@ def main(argv=None) -> int:
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     text = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head] + rows)
     note = (f"Scan floor: `SELECT count(user_id) FROM orochi` (pushed down, reads the same column) "
-            f"takes {floor * 1000:.0f} ms.")
+            f"takes {floor * 1000:.0f} ms. Load: heap (INSERT ... SELECT from generate_series, then "
+            f"VACUUM FREEZE ANALYZE) {loads['heap']:.0f} s, orochi (INSERT INTO orochi SELECT * FROM heap) "
+            f"{loads['orochi']:.0f} s.")
     print(f"{args.rows:,} rows, median of {args.runs} warm runs\n{text}\n{note}")
     if not args.no_write:
         md = ["# Sketch benchmark", "",
@@ -134,7 +145,7 @@ def main(argv=None) -> int:
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         md += ["| " + " | ".join(r) + " |" for r in rows]
         md += ["", note]
-        with open(RESULTS, "w") as f:
+        with open(results_path(args.rows), "w") as f:
             f.write("\n".join(md) + "\n")
     return 0
 

@@ -147,15 +147,56 @@ class Hll:
         K.hll_update(self.registers, np.ascontiguousarray(hashes, dtype=np.uint64), self.p)
         self.hashes = None
 
-    def merge(self, other: "Hll") -> "Hll":
-        """Fold another sketch of the same precision in; returns self.
+    def reduced(self, precision: int) -> "Hll":
+        """This sketch folded down to a lower precision: byte for byte the
+        sketch of the same data built at that precision.
+
+        A sparse sketch keeps its hashes (densified if they exceed the lower
+        precision's sparse limit). A dense one maps register j of precision
+        p to register j >> d of precision p - d: the d low index bits become
+        the first bits after the index, so the register's rho is the
+        leading zeros of those d bits + 1 when they are not all zero, and
+        d + rho otherwise (0 stays 0).
+
+        Args:
+            precision: the new precision, at most this sketch's.
+
+        Returns:
+            A new sketch (self's copy when the precision is the same).
 
         Raises:
-            InvalidParameterError: the precisions differ.
+            InvalidParameterError: precision out of range or above this
+                sketch's.
         """
-        if other.p != self.p:
+        q = check_precision(precision)
+        if q > self.p:
             raise InvalidParameterError(
-                f"cannot merge HyperLogLog sketches of precision {self.p} and {other.p}")
+                f"cannot raise a HyperLogLog sketch's precision from {self.p} to {q}")
+        out = Hll(q)
+        if self.registers is None:
+            return out.add_hashes(self.hashes)
+        d = self.p - q
+        low = np.arange(1 << self.p, dtype=np.int64) & ((1 << d) - 1)
+        # leading zeros of the d low index bits, + 1 (d + 1 when they are all zero)
+        lead = (d - np.floor(np.log2(np.maximum(low, 1))).astype(np.int64)).astype(np.int64)
+        lead[low == 0] = d
+        regs = self.registers.astype(np.int64)
+        folded = np.where(low == 0, regs + d, lead)
+        folded[regs == 0] = 0
+        out.registers = folded.reshape(1 << q, 1 << d).max(axis=1).astype(np.uint8)
+        out.hashes = None
+        return out
+
+    def merge(self, other: "Hll") -> "Hll":
+        """Fold another sketch in; returns self. Sketches of different
+        precisions merge at the lower one (the higher is folded down, see
+        :meth:`reduced`), so the result is the sketch of the union of the
+        data at that precision."""
+        if other.p > self.p:
+            other = other.reduced(self.p)
+        elif other.p < self.p:
+            folded = self.reduced(other.p)
+            self.p, self.hashes, self.registers = folded.p, folded.hashes, folded.registers
         if other.registers is None:
             return self.add_hashes(other.hashes)
         if self.registers is None:

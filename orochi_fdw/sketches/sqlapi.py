@@ -26,6 +26,7 @@ import numpy as np
 
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.errors import OrochiError
+from orochi_fdw.sketches import sampling
 from orochi_fdw.sketches.errors import CorruptSketchError
 from orochi_fdw.sketches.hashing import canonical, hash_bytes_list, hash_ints
 from orochi_fdw.sketches.hll import DEFAULT_PRECISION, Hll, check_precision
@@ -252,3 +253,27 @@ def check_tdigest(sketch: bytes) -> bool:
     TDigest.from_bytes(_raw(sketch))
     return True
 
+
+
+# ---------------------------------------------------------------- sampling
+
+
+@sql_function("sample_request")
+def sample_request(relid: int, fraction: float, seed: int) -> bool:
+    """Make the next unfiltered scan of a columnar table a sample (see
+    :mod:`orochi_fdw.sketches.sampling`); returns true."""
+    sampling.request_sample(relid, fraction, seed)
+    return True
+
+
+@sql_function("sample_cancel")
+def sample_cancel(relid: int) -> bool:
+    """Forget a sample request for a columnar table; returns true."""
+    sampling.cancel_sample(relid)
+    return True
+
+
+@sql_function("sampled_normal_quantile")
+def sampled_normal_quantile(confidence: float) -> float:
+    """z of a two-sided normal interval at ``confidence`` (1.96 for 0.95)."""
+    return sampling.normal_quantile(confidence)

@@ -135,3 +135,23 @@ def test_pushed_down_hashes_every_type_like_heap(db):
     got, want = db.execute(q.format("m2")).fetchone(), db.execute(q.format("h2")).fetchone()
     assert got == want
     assert want[0] == 2 and want[1] == 241  # 240 values of i % 300 with i % 5 != 0, and 0 = -0
+
+
+@pytest.mark.parametrize("n_a, n_b", [(50, 80), (100, 5000), (30000, 20000)])
+def test_hll_union_of_different_precisions(db, n_a, n_b):
+    """Sketches of different precisions merge at the lower one, byte for
+    byte the sketch of the union built at that precision (sparse and dense)."""
+    db.execute("CREATE TABLE u (part int, v int8)")
+    db.execute("INSERT INTO u SELECT 1, (i * 7919) %% 1000003 FROM generate_series(1, %s) i", (n_a,))
+    db.execute("INSERT INTO u SELECT 2, (i * 104729) %% 999983 FROM generate_series(1, %s) i", (n_b,))
+    want = db.execute("SELECT orochi.hll_agg(v, 10) FROM u").fetchone()[0]
+    got = db.execute(
+        "SELECT orochi.hll_union((SELECT orochi.hll_agg(v, 14) FROM u WHERE part = 1), "
+        "                        (SELECT orochi.hll_agg(v, 10) FROM u WHERE part = 2)), "
+        "       orochi.hll_union((SELECT orochi.hll_agg(v, 10) FROM u WHERE part = 1), "
+        "                        (SELECT orochi.hll_agg(v, 18) FROM u WHERE part = 2))").fetchone()
+    assert bytes(got[0]) == bytes(want) and bytes(got[1]) == bytes(want)
+    agg = db.execute("SELECT orochi.hll_union_agg(h ORDER BY p DESC) FROM "
+                     "(SELECT part, orochi.hll_agg(v, CASE part WHEN 1 THEN 16 ELSE 10 END) AS h, "
+                     "        CASE part WHEN 1 THEN 16 ELSE 10 END AS p FROM u GROUP BY part) s").fetchone()[0]
+    assert bytes(agg) == bytes(want)

@@ -135,7 +135,32 @@ def test_hll_round_trip_and_bad_parameters():
         with pytest.raises(InvalidParameterError):
             Hll(p)
     with pytest.raises(InvalidParameterError):
-        Hll(10).merge(Hll(11))
+        Hll(10).reduced(11)
+    with pytest.raises(InvalidParameterError):
+        Hll(10).reduced(3)
+
+
+@pytest.mark.parametrize("n", [0, 10, 300, 2000, 5000, 40_000, 300_000])
+@pytest.mark.parametrize("high, low", [(18, 4), (14, 10), (14, 13), (12, 8), (11, 11)])
+def test_hll_reduced_is_sketch_at_lower_precision(n, high, low):
+    rng = np.random.default_rng(n + 100 * high + low)
+    hashes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    if n > 3:  # extreme registers: all-zero rest bits, all-zero low index bits
+        hashes[:4] = [0, 2**64 - 1, 1 << (64 - high), 1 << (64 - low)]
+    sketch = Hll(high).add_hashes(hashes)
+    want = Hll(low).add_hashes(hashes)
+    assert sketch.reduced(low).to_bytes() == want.to_bytes()
+    assert sketch.reduced(low).is_sparse == want.is_sparse
+
+
+@pytest.mark.parametrize("n_a, n_b", [(100, 200), (300, 60_000), (50_000, 80_000)])
+def test_hll_merge_of_different_precisions(n_a, n_b):
+    rng = np.random.default_rng(n_a * n_b)
+    a = hash_ints(rng.integers(0, 10**9, n_a))
+    b = hash_ints(rng.integers(0, 10**9, n_b))
+    want = Hll(10).add_hashes(np.concatenate([a, b])).to_bytes()
+    assert Hll(14).add_hashes(a).merge(Hll(10).add_hashes(b)).to_bytes() == want
+    assert Hll(10).add_hashes(a).merge(Hll(16).add_hashes(b)).to_bytes() == want
 
 
 def test_hll_decoder_rejects_corruption():

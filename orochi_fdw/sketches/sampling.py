@@ -1,0 +1,246 @@
+"""Bernoulli row sampling (``orochi.sample``) and the normal quantile of the
+sampled aggregates' confidence intervals (sql/45_sampling.sql,
+docs/sketches.md).
+
+A row is in the sample of seed ``s`` and fraction ``f`` when the 64-bit hash
+``hashint8extended(n, s)`` of its ordinal ``n`` (1, 2, ... in the order a
+plain scan of the table returns its rows) has its low 32 bits, read as a
+fraction of 2**32, below ``f``. (The high 32 bits are too regular over
+consecutive ordinals: sample sizes would vary less than a Bernoulli
+sample's; the low ones vary as they should.) Postgres computes that hash for heap tables
+(in SQL, over ``row_number() OVER ()``); a columnar scan computes the same
+hash here, vectorized, and drops the rows not sampled before they are
+converted to Postgres tuples. The same rows in the same order therefore give
+the same sample on both kinds of table.
+
+The columnar scan learns that it is sampled from a *request* that
+``orochi.sample`` registers for the relation just before running
+``SELECT * FROM <relation>`` and removes right after: the next scan of that
+relation in this backend without quals or sort takes (consumes) it.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any, Iterator
+
+import numpy as np
+
+from orochi_fdw.bridge.batch import Batch, Column
+from orochi_fdw.errors import InvalidParameterError
+
+#: low 32 bits of a hash, compared with fraction * 2**32
+_LOW32 = np.uint64(0xFFFFFFFF)
+_TWO32 = float(1 << 32)
+_GOLDEN = 0x9E3779B9 + 4 + 3923095  # Jenkins hash initial value for a 4-byte key
+
+_requests: dict[int, tuple[float, int]] = {}
+
+
+def check_fraction(fraction: float | None) -> float:
+    """The sampling fraction as a float in (0, 1].
+
+    Args:
+        fraction: the requested fraction.
+
+    Returns:
+        The fraction.
+
+    Raises:
+        InvalidParameterError: NULL, NaN or outside (0, 1] (SQLSTATE 22023).
+    """
+    if fraction is None or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) <= 1.0:
+        raise InvalidParameterError(f"sampling fraction must be greater than 0 and at most 1, got {fraction}")
+    return float(fraction)
+
+
+def check_confidence(confidence: float | None) -> float:
+    """A confidence level as a float in (0, 1).
+
+    Raises:
+        InvalidParameterError: NULL, NaN or outside (0, 1) (SQLSTATE 22023).
+    """
+    if confidence is None or not 0.0 < float(confidence) < 1.0:
+        raise InvalidParameterError(f"confidence level must be between 0 and 1 (exclusive), got {confidence}")
+    return float(confidence)
+
+
+def normal_quantile(confidence: float) -> float:
+    """z such that a standard normal variable lies in [-z, z] with
+    probability ``confidence`` (1.96 for 0.95).
+
+    Raises:
+        InvalidParameterError: confidence outside (0, 1).
+    """
+    return NormalDist().inv_cdf(0.5 + check_confidence(confidence) / 2.0)
+
+
+def _rotl32(x: np.ndarray, k: int) -> np.ndarray:
+    return (x << np.uint32(k)) | (x >> np.uint32(32 - k))
+
+
+def hash_ordinals(ordinals: np.ndarray, seed: int) -> np.ndarray:
+    """Postgres's ``hashint8extended(ordinal, seed)`` of each ordinal, as
+    uint64 (Bob Jenkins' lookup3 of the folded 4-byte value, seeded).
+
+    Args:
+        ordinals: int64 values.
+        seed: the 64-bit seed (an int4 sample seed, sign-extended).
+
+    Returns:
+        uint64 hashes, one per ordinal.
+    """
+    v = np.asarray(ordinals, dtype=np.int64)
+    lo = v.astype(np.uint64) & np.uint64(0xFFFFFFFF)
+    hi = (v >> np.int64(32)).astype(np.uint64) & np.uint64(0xFFFFFFFF)
+    key = np.where(v >= 0, lo ^ hi, lo ^ (~hi & np.uint64(0xFFFFFFFF))).astype(np.uint32)
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    a = b = c = _GOLDEN & 0xFFFFFFFF
+    with np.errstate(over="ignore"):
+        if s != 0:
+            a, b, c = _mix_scalar((a + (s >> 32)) & 0xFFFFFFFF, (b + s) & 0xFFFFFFFF, c)
+        a = key + np.uint32(a)
+        b = np.full(len(key), b, dtype=np.uint32)
+        c = np.full(len(key), c, dtype=np.uint32)
+        c ^= b; c -= _rotl32(b, 14)  # noqa: E702  (lookup3's final(a, b, c))
+        a ^= c; a -= _rotl32(c, 11)  # noqa: E702
+        b ^= a; b -= _rotl32(a, 25)  # noqa: E702
+        c ^= b; c -= _rotl32(b, 16)  # noqa: E702
+        a ^= c; a -= _rotl32(c, 4)  # noqa: E702
+        b ^= a; b -= _rotl32(a, 14)  # noqa: E702
+        c ^= b; c -= _rotl32(b, 24)  # noqa: E702
+    return (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
+
+
+def _mix_scalar(a: int, b: int, c: int) -> tuple[int, int, int]:
+    """lookup3's mix(a, b, c) on Python ints (the seed's part, once)."""
+    m = 0xFFFFFFFF
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & m
+
+    a = (a - c) & m; a ^= rot(c, 4); c = (c + b) & m  # noqa: E702
+    b = (b - a) & m; b ^= rot(a, 6); a = (a + c) & m  # noqa: E702
+    c = (c - b) & m; c ^= rot(b, 8); b = (b + a) & m  # noqa: E702
+    a = (a - c) & m; a ^= rot(c, 16); c = (c + b) & m  # noqa: E702
+    b = (b - a) & m; b ^= rot(a, 19); a = (a + c) & m  # noqa: E702
+    c = (c - b) & m; c ^= rot(b, 4); b = (b + a) & m  # noqa: E702
+    return a, b, c
+
+
+def sampled_mask(first_ordinal: int, nrows: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of the rows with ordinals first_ordinal .. first_ordinal + nrows - 1
+    are in the sample (bool array)."""
+    hashes = hash_ordinals(np.arange(first_ordinal, first_ordinal + nrows, dtype=np.int64), seed)
+    return (hashes & _LOW32).astype(np.float64) < fraction * _TWO32
+
+
+# ------------------------------------------------------------ scan requests
+
+
+def request_sample(relid: int, fraction: float, seed: int) -> None:
+    """Make the next unfiltered scan of ``relid`` in this backend a sample.
+
+    Raises:
+        InvalidParameterError: fraction outside (0, 1].
+    """
+    _requests[int(relid)] = (check_fraction(fraction), int(seed))
+
+
+def cancel_sample(relid: int) -> None:
+    """Forget a sample request for ``relid`` (taken or not)."""
+    _requests.pop(int(relid), None)
+
+
+def sampled_scan_if_requested(relid: int, quals: list[Any], scan: Any) -> Any:
+    """``scan`` itself, or, when a sample of ``relid`` was requested and the
+    scan has no quals, a :class:`SampledScan` of it (the request is taken)."""
+    if quals or int(relid) not in _requests:
+        return scan
+    fraction, seed = _requests.pop(int(relid))
+    return SampledScan(scan, fraction, seed)
+
+
+class SampledScan:
+    """The batches of a columnar scan reduced to the sampled rows (see the
+    module docstring); other attributes are the scan's.
+
+    Args:
+        scan: an iterator of :class:`Batch` in the table's scan order.
+        fraction: the sampling fraction, (0, 1].
+        seed: the sample's seed.
+    """
+
+    def __init__(self, scan: Any, fraction: float, seed: int):
+        self.scan = scan
+        self.fraction = fraction
+        self.seed = seed
+        self.next_ordinal = 1
+        self._iter = self._batches()
+
+    def __iter__(self) -> "SampledScan":
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._iter)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scan, name)
+
+    def _batches(self) -> Iterator[Batch]:
+        for batch in self.scan:
+            n = batch.nrows
+            if n == 0:
+                continue
+            mask = sampled_mask(self.next_ordinal, n, self.fraction, self.seed)
+            self.next_ordinal += n
+            indices = np.flatnonzero(mask)
+            if len(indices) == 0:
+                continue
+            rowids = getattr(batch, "rowids", None)
+            columns = {name: _select(col, mask, indices) for name, col in batch.columns.items()}
+            yield Batch(len(indices), columns, None if rowids is None else np.asarray(rowids)[indices])
+
+
+def _select(col: Any, mask: np.ndarray, indices: np.ndarray) -> Any:
+    from orochi_fdw.columnar.scan import select_rows
+
+    if isinstance(col, Column):
+        return select_rows(col, mask, indices)
+    if isinstance(col, np.ndarray):
+        return col[indices]
+    return [col[i] for i in indices]
+
+
+# ------------------------------------------------------------- estimators
+
+
+def estimate(kind: str, n: float, total: float, squares: float, fraction: float,
+             confidence: float) -> tuple[float, float] | None:
+    """A Horvitz-Thompson estimate and its standard error from a Bernoulli
+    sample's non-NULL values (reference for tests and docs; SQL computes
+    the same in sql/45_sampling.sql).
+
+    Args:
+        kind: "sum", "count" or "avg".
+        n: sampled non-NULL values.
+        total: their sum.
+        squares: the sum of their squared deviations from their mean.
+        fraction: the sampling fraction.
+        confidence: unused here (the interval is estimate +- z * error).
+
+    Returns:
+        (estimate, standard error), or None for sum and avg of no values.
+    """
+    f = check_fraction(fraction)
+    if kind == "count":
+        return n / f, math.sqrt((1 - f) * n) / f
+    if n == 0:
+        return None
+    if kind == "sum":
+        sum_sq = squares + total * total / n
+        return total / f, math.sqrt((1 - f) * sum_sq) / f
+    if kind == "avg":
+        return total / n, math.sqrt((1 - f) * squares) / n
+    raise InvalidParameterError(f"unknown estimate {kind}")
