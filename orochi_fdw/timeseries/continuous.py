@@ -363,6 +363,8 @@ def _window_key(value: Any, dimension: TimeDimension, which: str) -> int | None:
     """
     if value is None:
         return None
+    if isinstance(value, str):  # an untyped literal: read as the time column's type
+        value = spi.execute(f"SELECT CAST($1 AS {dimension.type_name})", [value], types=["text"]).scalar()
     if isinstance(value, SpecialValue) and value.is_infinite:
         return None
     fits = (isinstance(value, int) and not isinstance(value, bool)) if dimension.is_integer else \

@@ -103,6 +103,42 @@ def test_partial_window_refreshes_whole_buckets_only(db):
     assert _rows(db, "SELECT * FROM c") == _rows(db, query)
     # timestamp and date bounds are accepted for a timestamptz column
     db.execute("SELECT orochi.refresh_continuous_aggregate('c', timestamp '2024-01-01', date '2024-01-02')")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c', '2024-01-01', '2024-01-02 00:00+00')")
+    with pytest.raises(psycopg.errors.InvalidDatetimeFormat):
+        db.execute("SELECT orochi.refresh_continuous_aggregate('c', 'yesterday-ish', NULL)")
+
+
+def test_refresh_concurrent_with_writers(db, new_connection):
+    """Writes committed after a refresh's snapshot stay logged for the next
+    refresh; two refreshes of one aggregate take turns."""
+    _make(db)
+    _fill(db, n=300)
+    query = TS_QUERY.format(t="m")
+    _create(db, "c", query, materialized_only=True)
+    writer = new_connection()
+    writer.execute("BEGIN")
+    writer.execute("INSERT INTO m VALUES ('2024-01-01 00:10', 1, 500, 'w')")
+    writer.execute("DELETE FROM m WHERE ts < '2024-01-01 02:00' AND device = 2")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    writer.execute("COMMIT")
+    assert _rows(db, "SELECT * FROM c") != _rows(db, query)
+    other = new_connection()
+    other.execute("BEGIN")
+    other.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    blocked = new_connection()
+    blocked.execute("SET lock_timeout = '200ms'")
+    with pytest.raises((psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+        blocked.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    other.execute("COMMIT")
+    assert _rows(db, "SELECT * FROM c") == _rows(db, query)
+    # a refresh rolled back leaves the writes logged
+    db.execute("INSERT INTO m VALUES ('2024-01-01 05:10', 1, 7, 'w')")
+    db.execute("BEGIN")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    db.execute("ROLLBACK")
+    assert _rows(db, "SELECT * FROM c") != _rows(db, query)
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    assert _rows(db, "SELECT * FROM c") == _rows(db, query)
 
 
 def test_integer_and_date_time_columns(db):
@@ -312,6 +348,18 @@ operations = st.lists(st.one_of(
 def test_randomized_against_live_query(db, time_type, ops):
     """After any mix of writes, the materialized-only view refreshed over all
     time, and a real-time view never refreshed, equal the query run live."""
+    _check_operations(db, time_type, ops)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("time_type", list(_TIME_TYPES))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+def test_randomized_against_live_query_soak(db, time_type, ops):
+    _check_operations(db, time_type, ops)
+
+
+def _check_operations(db, time_type: str, ops: list[tuple]) -> None:
     template, chunk, at, unit = _TIME_TYPES[time_type]
     t = f"r{next(_names)}"
     _make(db, t, time_type, chunk)
