@@ -194,6 +194,8 @@ def test_query_shapes(db):
         " FROM m GROUP BY 1",
         "SELECT orochi.time_bucket('1 hour', ts, \"offset\" => interval '15 minutes') AS b, note, string_agg(device::text, ',' ORDER BY v)"
         " FROM m GROUP BY 1, 2",
+        "SELECT orochi.time_bucket('3 hours', ts), orochi.approx_count_distinct(note), orochi.hll_agg(device),"
+        " orochi.approx_percentile(v, 0.9) FROM m GROUP BY 1",
     ]
     db.execute("SET search_path = public, orochi")
     for i, query in enumerate(queries):
