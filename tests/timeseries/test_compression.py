@@ -62,8 +62,7 @@ def _check(db, name: str = "m") -> None:
 
 
 def _chunks(db, name: str = "m") -> list[str]:
-    return [r[0] for r in db.execute("SELECT chunk_name FROM orochi.chunks WHERE hypertable_name = %s::regclass"
-                                     " ORDER BY range_start_integer", (name,)).fetchall()]
+    return [r[0] for r in db.execute(f"SELECT orochi.show_chunks('{name}')").fetchall()]
 
 
 def _status(db, chunk: str) -> tuple:
