@@ -62,6 +62,13 @@ CASES = [
      "SELECT orochi.approx_percentile(latency, 0.99) FROM orochi", "percentile:0.99"),
 ]
 
+#: sampled estimates: fractions, the seed, and the exact answer's query
+SAMPLE_FRACTIONS = (0.01, 0.1)
+SAMPLE_SEED = 1
+SAMPLED_EXACT = "SELECT sum(latency), avg(latency), count(*) FROM {}"
+SAMPLED = ("SELECT orochi.sampled_sum(latency, {f}), orochi.sampled_avg(latency, {f}), "
+           "orochi.sampled_count(1, {f}) FROM orochi.sample(NULL::{t}, {f}, {seed})")
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -106,11 +113,54 @@ def error_of(conn, kind: str, exact, approx) -> str:
     return f"{abs(float(below) - q):.4f} (rank), value {est:.3f} vs {exact[0][0]:.3f}"
 
 
+def _estimate(value) -> tuple[float, float, float]:
+    """(estimate, lower, upper) of an orochi.estimate as psycopg returns it."""
+    if isinstance(value, str):
+        value = value.strip("()").split(",")
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def sampled_cases(conn, runs: int, heap_sample: bool) -> tuple[list[list[str]], float, float]:
+    """Time and error of the sampled sum / avg / count at each fraction.
+
+    Returns:
+        The table's rows, and the exact query's time on the heap and on
+        the orochi table (pushed down).
+    """
+    t_heap, exact = timed(conn, SAMPLED_EXACT.format("heap"), runs)
+    t_orochi, _ = timed(conn, SAMPLED_EXACT.format("orochi"), runs)
+    truth = [float(v) for v in exact[0]]
+    out = []
+    for f in SAMPLE_FRACTIONS:
+        t_sample, got = timed(conn, SAMPLED.format(f=f, t="orochi", seed=SAMPLE_SEED), runs)
+        t_heap_sample = None
+        if heap_sample:
+            t_heap_sample, got_heap = timed(conn, SAMPLED.format(f=f, t="heap", seed=SAMPLE_SEED), runs)
+            assert got_heap == got, "the heap table's sample differs from the orochi table's"
+        errors, covered = [], 0
+        for name, value, true in zip(("sum", "avg", "count"), got[0], truth):
+            est, lower, upper = _estimate(value)
+            errors.append(f"{name} {abs(est - true) / abs(true):.3%}")
+            covered += lower <= true <= upper
+        sampled = conn.execute(f"SELECT count(*) FROM orochi.sample(NULL::orochi, {f}, {SAMPLE_SEED})").fetchone()[0]
+        out.append([f"{f:g}", f"{sampled:,}", f"{t_sample * 1000:.0f}",
+                    "-" if t_heap_sample is None else f"{t_heap_sample * 1000:.0f}",
+                    ", ".join(errors), f"{covered}/3"])
+        log(f"sampled f={f}: orochi {t_sample * 1000:.0f} ms, errors {errors}")
+    return out, t_heap, t_orochi
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--no-heap-sample", action="store_true",
+                    help="do not time orochi.sample on the heap table (a full scan with row_number)")
     args = ap.parse_args(argv)
     lines = []
     with PostgresCluster("bench-sketch", settings=SETTINGS) as pg:
@@ -127,6 +177,7 @@ def main(argv=None) -> int:
                 lines.append((name, t_exact, t_approx, t_exact / t_approx, error_of(conn, kind, exact, approx),
                               "yes" if pushed else "NO"))
                 log(f"{name}: exact {t_exact * 1000:.0f} ms, approx {t_approx * 1000:.0f} ms")
+            sampled, t_exact_heap, t_exact_orochi = sampled_cases(conn, args.runs, not args.no_heap_sample)
     head = ["query", "heap exact (ms)", "orochi approx (ms)", "speedup", "error", "pushed down"]
     rows = [[n, f"{a * 1000:.0f}", f"{b * 1000:.0f}", f"{s:.1f}x", e, p] for n, a, b, s, e, p in lines]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
@@ -135,16 +186,24 @@ def main(argv=None) -> int:
             f"takes {floor * 1000:.0f} ms. Load: heap (INSERT ... SELECT from generate_series, then "
             f"VACUUM FREEZE ANALYZE) {loads['heap']:.0f} s, orochi (INSERT INTO orochi SELECT * FROM heap) "
             f"{loads['orochi']:.0f} s.")
+    sampled_head = ["fraction", "sampled rows", "orochi sample (ms)", "heap sample (ms)",
+                    "relative error", "95% intervals covering"]
+    sampled_note = (f"Exact `{SAMPLED_EXACT.format('heap')}`: {t_exact_heap * 1000:.0f} ms on the heap table, "
+                    f"{t_exact_orochi * 1000:.0f} ms on the orochi table (pushed down). Sampled: "
+                    f"`{SAMPLED.format(f='f', t='orochi', seed=SAMPLE_SEED)}`.")
     print(f"{args.rows:,} rows, median of {args.runs} warm runs\n{text}\n{note}")
+    print("\n".join(_table(sampled_head, sampled)) + "\n" + sampled_note)
     if not args.no_write:
         md = ["# Sketch benchmark", "",
               f"`python bench/sketch_bench.py --rows {args.rows}`: {args.rows:,} rows, median of "
               f"{args.runs} warm runs, one backend, no parallel workers. Exact on the heap table "
               "(count(DISTINCT), percentile_cont) against approximate aggregates pushed down into "
               "the orochi table (HyperLogLog p = 14, t-digest compression 100).", "",
-              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        md += ["| " + " | ".join(r) + " |" for r in rows]
-        md += ["", note]
+              *_table(head, rows)]
+        md += ["", note, "", "## Sampled estimates", "",
+               "Horvitz-Thompson estimates from a Bernoulli sample (orochi.sample, seed "
+               f"{SAMPLE_SEED}) against the exact answers; the heap and orochi samples are the same rows "
+               "(checked).", "", *_table(sampled_head, sampled), "", sampled_note]
         with open(results_path(args.rows), "w") as f:
             f.write("\n".join(md) + "\n")
     return 0

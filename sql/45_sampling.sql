@@ -173,29 +173,32 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION orochi.sampled_count_accum(state float8[], x anyelement, fraction float8, confidence float8)
+-- The two-argument aggregates use Postgres's own float8_regr_accum(state,
+-- x, fraction) (as regr_sxx etc.: C, no per-row function call of ours):
+-- state {n, sum(fraction), squared deviations of fraction, sum(x), squared
+-- deviations of x, cross term}; rows where x or fraction is NULL are left
+-- out.  This turns that state into the one above, checking the fraction
+-- (the same in every row) and taking the 0.95 confidence.
+CREATE FUNCTION orochi.sampled_state(state float8[])
 RETURNS float8[]
 LANGUAGE plpgsql IMMUTABLE
 AS $$
+DECLARE
+    f float8;
 BEGIN
-    IF state IS NULL THEN
-        PERFORM orochi.sampled_check(fraction, confidence);
-        state := ARRAY[0, 0, 0, fraction, confidence]::float8[];
+    IF state IS NULL OR state[1] = 0 THEN
+        RETURN NULL;
     END IF;
-    IF x IS NOT NULL THEN
-        state[1] := state[1] + 1;
+    f := state[2] / state[1];
+    IF state[3] > 1e-12 * f * f * state[1] THEN
+        RAISE EXCEPTION 'sampling fraction must be the same in every row'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the fraction the rows were sampled with, as a constant.';
     END IF;
-    RETURN state;
+    PERFORM orochi.sampled_check(f, 0.95);
+    RETURN ARRAY[state[1], state[4], state[5], f, 0.95]::float8[];
 END
 $$;
-
-CREATE FUNCTION orochi.sampled_accum(state float8[], x float8, fraction float8)
-RETURNS float8[] LANGUAGE sql IMMUTABLE
-AS $$ SELECT orochi.sampled_accum(state, x, fraction, 0.95) $$;
-
-CREATE FUNCTION orochi.sampled_count_accum(state float8[], x anyelement, fraction float8)
-RETURNS float8[] LANGUAGE sql IMMUTABLE
-AS $$ SELECT orochi.sampled_count_accum(state, x, fraction, 0.95) $$;
 
 -- estimate +- z * standard_error as an orochi.estimate
 CREATE FUNCTION orochi.sampled_interval(estimate float8, standard_error float8, confidence float8, n float8)
@@ -237,21 +240,36 @@ AS $$
                                         state[5], state[1]) END
 $$;
 
+CREATE FUNCTION orochi.sampled_sum_final_95(state float8[])
+RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_sum_final(orochi.sampled_state(state)) $$;
+
+CREATE FUNCTION orochi.sampled_count_final_95(state float8[])
+RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_count_final(orochi.sampled_state(state)) $$;
+
+CREATE FUNCTION orochi.sampled_avg_final_95(state float8[])
+RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_avg_final(orochi.sampled_state(state)) $$;
+
 -- Estimated sum(x) over the whole table from the rows of a sample taken
 -- with this fraction (confidence of the interval: 0.95 unless given).
 CREATE AGGREGATE orochi.sampled_sum(float8, float8) (
-    SFUNC = orochi.sampled_accum, STYPE = float8[], FINALFUNC = orochi.sampled_sum_final);
+    SFUNC = pg_catalog.float8_regr_accum, STYPE = float8[], INITCOND = '{0,0,0,0,0,0}',
+    FINALFUNC = orochi.sampled_sum_final_95);
 CREATE AGGREGATE orochi.sampled_sum(float8, float8, float8) (
     SFUNC = orochi.sampled_accum, STYPE = float8[], FINALFUNC = orochi.sampled_sum_final);
 
--- Estimated count(x) (count(*) with a non-NULL x such as 1).
-CREATE AGGREGATE orochi.sampled_count(anyelement, float8) (
-    SFUNC = orochi.sampled_count_accum, STYPE = float8[], FINALFUNC = orochi.sampled_count_final);
-CREATE AGGREGATE orochi.sampled_count(anyelement, float8, float8) (
-    SFUNC = orochi.sampled_count_accum, STYPE = float8[], FINALFUNC = orochi.sampled_count_final);
+-- Estimated count(x) of a numeric x (count(*): sampled_count(1, fraction)).
+CREATE AGGREGATE orochi.sampled_count(float8, float8) (
+    SFUNC = pg_catalog.float8_regr_accum, STYPE = float8[], INITCOND = '{0,0,0,0,0,0}',
+    FINALFUNC = orochi.sampled_count_final_95);
+CREATE AGGREGATE orochi.sampled_count(float8, float8, float8) (
+    SFUNC = orochi.sampled_accum, STYPE = float8[], FINALFUNC = orochi.sampled_count_final);
 
 -- Estimated avg(x).
 CREATE AGGREGATE orochi.sampled_avg(float8, float8) (
-    SFUNC = orochi.sampled_accum, STYPE = float8[], FINALFUNC = orochi.sampled_avg_final);
+    SFUNC = pg_catalog.float8_regr_accum, STYPE = float8[], INITCOND = '{0,0,0,0,0,0}',
+    FINALFUNC = orochi.sampled_avg_final_95);
 CREATE AGGREGATE orochi.sampled_avg(float8, float8, float8) (
     SFUNC = orochi.sampled_accum, STYPE = float8[], FINALFUNC = orochi.sampled_avg_final);

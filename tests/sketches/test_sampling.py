@@ -181,6 +181,17 @@ def test_fraction_one_is_exact(tables):
     assert c[0] == got[5] and c[3] == 0
 
 
+def test_default_confidence_is_95(tables):
+    q = ("SELECT orochi.sampled_{0}(x, 0.3), orochi.sampled_{0}(x, 0.3, 0.95) "
+         "FROM orochi.sample(NULL::m, 0.3, 4)")
+    for kind in ("sum", "count", "avg"):
+        two, three = tables.execute(q.format(kind)).fetchone()
+        assert _parse(two) == pytest.approx(_parse(three), rel=1e-12)
+    # NULL values (and rows with a NULL fraction) are left out
+    got = tables.execute("SELECT (orochi.sampled_count(x, 1)).estimate, count(x) FROM m").fetchone()
+    assert got[0] == got[1] == 5000 - 5000 // 11
+
+
 def test_empty_and_grouped(tables):
     got = tables.execute("SELECT orochi.sampled_sum(x, 0.1), orochi.sampled_avg(x, 0.1), "
                          "orochi.sampled_count(x, 0.1) FROM h WHERE false").fetchone()
@@ -194,9 +205,10 @@ def test_empty_and_grouped(tables):
 @pytest.mark.parametrize("sql, message", [
     ("SELECT orochi.sampled_sum(x, 0) FROM h", "fraction"),
     ("SELECT orochi.sampled_avg(x, 2) FROM h", "fraction"),
-    ("SELECT orochi.sampled_count(x, NULL) FROM h", "fraction"),
+    ("SELECT orochi.sampled_count(x, NULL, 0.9) FROM h", "fraction"),
     ("SELECT orochi.sampled_sum(x, 0.5, 1) FROM h", "confidence"),
-    ("SELECT orochi.sampled_count(s, 0.5, 0) FROM h", "confidence"),
+    ("SELECT orochi.sampled_count(length(s), 0.5, 0) FROM h", "confidence"),
+    ("SELECT orochi.sampled_sum(x, CASE WHEN id % 2 = 0 THEN 0.1 ELSE 0.2 END) FROM h", "same in every row"),
 ])
 def test_aggregate_bad_parameters(tables, sql, message):
     with pytest.raises(psycopg.Error) as e:
