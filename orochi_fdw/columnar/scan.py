@@ -36,6 +36,7 @@ class ScanCounters:
     deleted_rows_skipped: int = 0
     delta_rows: int = 0
     columns: list[str] = field(default_factory=list)
+    chunks: tuple[int, int] | None = None  # a hypertable's (chunks, chunks excluded)
 
 
 def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition) -> Bounds:
@@ -91,7 +92,10 @@ class ColumnarScan:
     def explain_analyze(self) -> list[str]:
         c = self.counters
         total_stripes = c.stripes + c.stripes_skipped
-        lines = [f"Stripes Read: {c.stripes} of {total_stripes}"
+        lines = [] if c.chunks is None else [
+            f"Chunks Read: {c.chunks[0] - c.chunks[1]} of {c.chunks[0]}"
+            + (f" ({c.chunks[1]} excluded)" if c.chunks[1] else "")]
+        lines += [f"Stripes Read: {c.stripes} of {total_stripes}"
                  + (f" ({c.stripes_skipped} skipped by min/max)" if c.stripes_skipped else "")]
         if self.needed:
             lines.append(f"Chunk Groups Read: {c.chunk_groups} of {c.chunk_groups + c.chunk_groups_skipped}"

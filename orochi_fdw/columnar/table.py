@@ -313,9 +313,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                            must_be_exact=[q.exact for q in quals])
         read = needed + sorted(exact.columns - set(needed))
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes, _ = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
+        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=lambda: self.delta.scan(read, quals))
+        scan.counters.chunks = chunk_counts
         filtered = FilteredScan(scan, exact.filter, needed,
                                 {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample

@@ -214,7 +214,7 @@ class ChunkRouter:
         order = np.argsort(starts, kind="stable")
         sorted_starts = starts[order]
         cuts = np.flatnonzero(np.diff(sorted_starts)) + 1
-        return [(ids[int(sorted_starts[part[0]])], part)
+        return [(ids[int(starts[part[0]])], part)
                 for part in (order[a:b] for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(order)]))]
 
     def log_invalidation(self) -> None:

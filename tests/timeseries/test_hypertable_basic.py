@@ -4,6 +4,9 @@ oracle."""
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
+
 import psycopg
 import pytest
 
@@ -13,6 +16,17 @@ def _make(db, name: str = "m", time_type: str = "timestamptz", interval: str = "
     db.execute(f"CREATE FOREIGN TABLE {name} (ts {time_type}, device int, v float8, note text)"
                f" SERVER orochi {options}")
     db.execute(f"SELECT orochi.create_hypertable('{name}', 'ts', chunk_time_interval => {interval})")
+
+
+def _key(value) -> int:
+    """TimescaleDB's time key of a value (the test's own reference)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return (value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    return (value - dt.date(1970, 1, 1)).days * 86_400_000_000
 
 
 def _chunks(db, name: str = "m") -> list[tuple]:
@@ -105,6 +119,11 @@ def test_insert_routes_rows_to_chunks(db, time_type, interval, values):
     chunks = _chunks(db)
     assert sum(c[3] for c in chunks) == 5003
     assert len(chunks) > 1
+    # each chunk holds exactly the heap's rows of its range
+    interval = chunks[0][1] - chunks[0][0]
+    per_chunk = collections.Counter((_key(r[0]) // interval) * interval
+                                    for r in db.execute("SELECT ts FROM h").fetchall())
+    assert {c[0]: c[3] for c in chunks if c[3]} == dict(per_chunk)
     # compaction keeps stripes in their chunks
     db.execute("SELECT orochi.compact('m')")
     assert db.execute("SELECT count(*) FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
