@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import make_hypertable
+from jobs_helpers import make_hypertable
 
 
 def _job(db, job_id):

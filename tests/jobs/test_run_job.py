@@ -137,7 +137,7 @@ def test_background_skips_paused_and_busy_jobs(db, steered_procedure, new_connec
 
 
 def test_one_job_at_a_time_per_table(db, new_connection):
-    from conftest import make_hypertable
+    from jobs_helpers import make_hypertable
     relid = make_hypertable(db, "metrics")
     job_id = db.execute("SELECT orochi.add_retention_policy('metrics', interval '30 days')").fetchone()[0]
     holder = new_connection(autocommit=False)
@@ -187,7 +187,7 @@ def test_jobs_run_as_their_owner(db, steered_procedure, pg_cluster, db_name):
 def test_builtin_policy_bodies_are_called_through_the_registry(db):
     """The retention policy's body comes from orochi_fdw.timeseries.policies;
     its outcome (whatever it is) is recorded as for any job."""
-    from conftest import make_hypertable
+    from jobs_helpers import make_hypertable
     make_hypertable(db, "metrics")
     job_id = db.execute("SELECT orochi.add_retention_policy('metrics', interval '30 days')").fetchone()[0]
     status, message, _ = _background(db, job_id)
