@@ -369,5 +369,9 @@ def forget_tables(relids: Sequence[int]) -> None:
 
 def truncate_chunks(relid: int) -> None:
     """TRUNCATE of a hypertable: its chunk rows go (its stripes and delta
-    rows go with the table's)."""
+    rows go with the table's); a hypertable that tracks invalidations logs
+    all time as written."""
     spi.prepared("DELETE FROM orochi.hypertable_chunks WHERE relid = $1", ["oid"]).execute([int(relid)])
+    spi.prepared("INSERT INTO orochi.hypertable_invalidation_log (relid, lowest, greatest)"
+                 " SELECT relid, $2, $3 FROM orochi.hypertables WHERE relid = $1 AND track_invalidations",
+                 ["oid", "bigint", "bigint"]).execute([int(relid), timekeys.KEY_MIN, timekeys.KEY_MAX - 1])
