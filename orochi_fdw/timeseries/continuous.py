@@ -509,6 +509,8 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
     _cut_invalidations(cagg, low, high)
     if result.ranges:
         _update_watermark(cagg, bucket, dimension, mat_name)
+    else:
+        spi.notice(f'continuous aggregate "{cagg.name}" is already up-to-date')
     return result
 
 

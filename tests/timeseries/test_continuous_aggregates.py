@@ -396,3 +396,33 @@ def _check_operations(db, time_type: str, ops: list[tuple]) -> None:
         db.execute(f"SELECT orochi.refresh_continuous_aggregate('{t}_{view}', NULL, NULL)")
         assert _rows(db, f"SELECT * FROM {t}_{view}") == _rows(db, query)
     db.execute(f"DROP FOREIGN TABLE {t} CASCADE")
+
+
+def test_dropped_chunks_keep_their_buckets(db):
+    """As in TimescaleDB, drop_chunks is not a write the aggregate forgets:
+    the buckets of dropped chunks stay materialized."""
+    _make(db)
+    _fill(db, n=1000)  # 2024-01-01 .. 2024-01-05
+    query = TS_QUERY.format(t="m")
+    _create(db, "c", query, materialized_only=True)
+    before = _rows(db, "SELECT * FROM c")
+    dropped = db.execute("SELECT orochi.drop_chunks('m', older_than => timestamptz '2024-01-03')").fetchall()
+    assert dropped
+    db.execute("INSERT INTO m VALUES ('2024-01-04 00:10', 1, 1, 'x')")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    after = _rows(db, "SELECT * FROM c")
+    old = [r for r in before if r[0].day < 3]
+    assert [r for r in after if r[0].day < 3] == old and old
+    assert [r for r in after if r[0].day >= 3] == [r for r in _rows(db, query) if r[0].day >= 3]
+
+
+def test_truncate(db):
+    """TRUNCATE of the hypertable invalidates all time."""
+    _make(db)
+    _fill(db, n=300)
+    query = TS_QUERY.format(t="m")
+    _create(db, "c", query, materialized_only=True)
+    db.execute("TRUNCATE m")
+    db.execute("INSERT INTO m VALUES ('2024-01-01 00:10', 1, 1, 'x')")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    assert _rows(db, "SELECT * FROM c") == _rows(db, query)
