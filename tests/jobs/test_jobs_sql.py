@@ -218,3 +218,13 @@ def test_policy_added_in_a_rolled_back_transaction_is_gone(db, new_connection):
     conn.rollback()
     assert db.execute("SELECT count(*) FROM orochi.jobs").fetchone()[0] == 0
     db.execute("SELECT orochi.add_retention_policy('metrics', interval '30 days')")
+
+
+def test_drop_extension_takes_the_jobs_with_it(db, steered_procedure):
+    make_hypertable(db, "metrics")
+    db.execute("SELECT orochi.add_retention_policy('metrics', interval '1 day')")
+    db.execute("SELECT orochi.add_job('steered', interval '1 hour')")
+    db.execute("DROP EXTENSION orochi CASCADE")
+    db.execute("CREATE EXTENSION orochi")
+    assert db.execute("SELECT count(*) FROM orochi.jobs").fetchone()[0] == 0
+    assert db.execute("SELECT orochi.add_job('steered', interval '1 hour')").fetchone()[0] == 1000
