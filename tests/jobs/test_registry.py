@@ -13,11 +13,11 @@ def _body(job_id: int, relid: int, config: dict) -> str:
 
 
 def test_known_kinds_and_their_targets():
-    assert {k.proc_name: k.target for k in registry.kinds()} >= {
+    assert {k.proc_name: k.target for k in registry.kinds()}.items() >= {
         "policy_retention": "orochi_fdw.timeseries.policies:run_retention",
         "policy_compression": "orochi_fdw.timeseries.policies:run_compression",
         "policy_refresh_continuous_aggregate": "orochi_fdw.timeseries.continuous:run_refresh",
-    }
+    }.items()
     assert registry.kind("policy_retention").application_name == "Retention Policy"
     assert registry.kind("nope") is None
 
