@@ -184,4 +184,5 @@ SELECT n.nspname                          AS view_schema,
   JOIN pg_namespace n ON n.oid = v.relnamespace
   LEFT JOIN pg_attribute a ON a.attrelid = c.mat_relid AND a.attname = c.bucket_column;
 
-GRANT SELECT ON orochi.continuous_aggregates TO PUBLIC;
+-- Real-time views read the watermark with their reader's rights.
+GRANT SELECT ON orochi.continuous_aggs, orochi.continuous_aggregates TO PUBLIC;

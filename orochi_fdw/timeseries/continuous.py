@@ -492,6 +492,10 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
     dimension = _dimension_of(cagg)
     start_key = _window_key(window_start, dimension, "window_start")
     end_key = _window_key(window_end, dimension, "window_end")
+    if start_key is not None and end_key is not None and start_key >= end_key:
+        raise ContinuousAggregateError(
+            f'invalid refresh window for continuous aggregate "{cagg.name}": window_start must be before window_end',
+            "22023")
     parsed, bucket = _current_query(cagg, dimension)
     buckets = _Buckets(bucket, dimension)
     low = UNBOUNDED_LOW if start_key is None else buckets.ceil(start_key)

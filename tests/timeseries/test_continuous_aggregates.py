@@ -106,6 +106,8 @@ def test_partial_window_refreshes_whole_buckets_only(db):
     db.execute("SELECT orochi.refresh_continuous_aggregate('c', '2024-01-01', '2024-01-02 00:00+00')")
     with pytest.raises(psycopg.errors.InvalidDatetimeFormat):
         db.execute("SELECT orochi.refresh_continuous_aggregate('c', 'yesterday-ish', NULL)")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="window_start must be before window_end"):
+        db.execute("SELECT orochi.refresh_continuous_aggregate('c', '2024-01-02', '2024-01-01')")
 
 
 def test_refresh_concurrent_with_writers(db, new_connection):
