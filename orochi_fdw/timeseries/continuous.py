@@ -471,6 +471,19 @@ def _update_watermark(cagg: ContinuousAggregate, bucket: Bucket, dimension: Time
                 [cagg.view_relid, key], types=["oid", "int8"])
 
 
+def _lock_for_refresh(cagg: ContinuousAggregate) -> ContinuousAggregate:
+    """Lock the catalog rows of every continuous aggregate of the hypertable
+    until the end of the transaction, and read the aggregate again.
+
+    Refreshes of one hypertable's aggregates take turns: each moves the
+    hypertable's log into all of their logs, and cuts its own log by what it
+    read, which a concurrent move into it would make unsound.
+    """
+    spi.execute("SELECT 1 FROM orochi.continuous_aggs WHERE hypertable_relid = $1 ORDER BY view_relid FOR UPDATE",
+                [cagg.hypertable_relid], types=["oid"])
+    return require(cagg.view_relid)
+
+
 def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResult:
     """Refresh the buckets of a continuous aggregate lying wholly inside
     [window_start, window_end), in the current transaction.
@@ -488,7 +501,7 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
         ContinuousAggregateError: not a continuous aggregate, or bounds of the
             wrong type.
     """
-    cagg = require(view_relid, lock=True)
+    cagg = _lock_for_refresh(require(view_relid))
     dimension = _dimension_of(cagg)
     start_key = _window_key(window_start, dimension, "window_start")
     end_key = _window_key(window_end, dimension, "window_end")
