@@ -35,7 +35,7 @@ from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
-from orochi_fdw.errors import InvalidOptionError
+from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
@@ -161,8 +161,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         ht = hypertable.get(self.relid)
         if ht is None:
             return None
-        name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), ht.time_column)
-        return ChunkRouter(dataclasses.replace(ht, time_column=name), self.kinds.get(name, "int64"))
+        name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
+        if name is None or self.kinds[name] not in ("timestamptz", "timestamp", "date", "int16", "int32", "int64"):
+            raise FeatureNotSupportedError(
+                f'the time column "{ht.time_column}" of hypertable "{self.relname}" was dropped or changed type')
+        return ChunkRouter(dataclasses.replace(ht, time_column=name), self.kinds[name])
 
     def write_stripes_by_chunk(self, columns: dict[str, tuple], router: "ChunkRouter | None",
                                insert: bool = True) -> list[tuple[store.StripeRecord, np.ndarray | None]]:

@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import sys
 
+import psycopg
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "columnar"))
@@ -154,3 +155,25 @@ def test_drop_extension_cleans_up(db):
     assert db.execute("SELECT to_regclass('orochi.hypertable_chunks')").fetchone() == (None,)
     db.execute("CREATE EXTENSION orochi")
     assert db.execute("SELECT count(*) FROM orochi.hypertables").fetchone() == (0,)
+
+
+def test_interval_cutoffs(db):
+    db.execute("CREATE FOREIGN TABLE m (ts timestamptz, v int) SERVER orochi OPTIONS (delta_row_limit '0')")
+    db.execute("SELECT orochi.create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')")
+    db.execute("INSERT INTO m SELECT now() - i * interval '1 hour', i FROM generate_series(0, 10 * 24) i")
+    want = db.execute("SELECT chunk_name FROM orochi.chunks"
+                      " WHERE range_end <= now() - interval '3 days' ORDER BY range_start").fetchall()
+    assert db.execute("SELECT orochi.show_chunks('m', older_than => interval '3 days')").fetchall() == want
+    assert db.execute("SELECT orochi.drop_chunks('m', older_than => interval '3 days')").fetchall() == want
+    assert db.execute("SELECT min(ts) >= now() - interval '4 days' FROM m").fetchone() == (True,)
+
+
+def test_dropped_time_column(db):
+    db.execute("CREATE FOREIGN TABLE m (ts timestamptz, v int) SERVER orochi")
+    db.execute("SELECT orochi.create_hypertable('m', 'ts')")
+    db.execute("ALTER FOREIGN TABLE m RENAME COLUMN ts TO t2")
+    db.execute("INSERT INTO m VALUES (now(), 1)")
+    assert db.execute("SELECT count(*) FROM orochi.chunks").fetchone() == (1,)
+    db.execute("ALTER FOREIGN TABLE m DROP COLUMN t2")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="was dropped or changed type"):
+        db.execute("INSERT INTO m VALUES (1)")
