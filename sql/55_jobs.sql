@@ -100,15 +100,23 @@ SELECT j.job_id,
   LEFT JOIN orochi.bgw_job_stat s USING (job_id)
   CROSS JOIN LATERAL (SELECT orochi.job_is_running(j.job_id) AS running) r;
 
--- A dropped table takes its jobs with it.
+-- A dropped table takes its jobs with it.  SECURITY DEFINER: whoever may
+-- drop a table may drop its jobs, without any right on orochi.jobs (and a
+-- role without one can still drop its own tables).
 CREATE FUNCTION orochi.jobs_on_sql_drop()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    dropped oid[];
 BEGIN
-    DELETE FROM orochi.jobs
-     WHERE relid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
-                      WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0);
+    SELECT array_agg(objid) INTO dropped
+      FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0;
+    IF dropped IS NOT NULL THEN
+        DELETE FROM orochi.jobs WHERE relid = ANY (dropped);
+    END IF;
 END
 $$;
 

@@ -216,7 +216,7 @@ def run_now(job_id: int) -> str:
     started_at = spi.execute("SELECT clock_timestamp()").scalar()
     try:
         summary = execute_body(job)
-    except (SPIError, OrochiError, Exception) as exc:
+    except Exception as exc:  # every failure of the body names the job
         sqlstate = getattr(exc, "sqlstate", None) or "XX000"
         raise JobRunError(f"{describe_job(job)} failed: {error_message(exc)}", sqlstate=sqlstate,
                           detail=getattr(exc, "detail", None), hint=getattr(exc, "hint", None)) from exc

@@ -228,3 +228,17 @@ def test_drop_extension_takes_the_jobs_with_it(db, steered_procedure):
     db.execute("CREATE EXTENSION orochi")
     assert db.execute("SELECT count(*) FROM orochi.jobs").fetchone()[0] == 0
     assert db.execute("SELECT orochi.add_job('steered', interval '1 hour')").fetchone()[0] == 1000
+
+
+def test_a_role_without_rights_on_the_jobs_catalog_drops_its_own_tables(db, pg_cluster, db_name):
+    db.execute("DROP ROLE IF EXISTS table_owner")
+    db.execute("CREATE ROLE table_owner LOGIN")
+    try:
+        db.execute("GRANT CREATE ON SCHEMA public TO table_owner")
+        db.execute("GRANT USAGE ON SCHEMA orochi TO table_owner")  # the columnar drop trigger reads its catalog
+        with pg_cluster.connect(db_name, autocommit=True, user="table_owner") as other:
+            other.execute("CREATE TABLE mine (a int)")
+            other.execute("DROP TABLE mine")
+    finally:
+        db.execute("DROP OWNED BY table_owner")
+        db.execute("DROP ROLE table_owner")
