@@ -57,7 +57,7 @@ from orochi_fdw.timeseries import timekeys
 #: the compression layer of compressed chunks (over the light-weight codecs)
 COMPRESSED_CODEC = "zstd"
 #: its level: measured on device metrics (bench/results/timeseries.md)
-COMPRESSED_LEVEL = 15
+COMPRESSED_LEVEL = 9
 
 UNCOMPRESSED = "Uncompressed"
 COMPRESSED = "Compressed"
