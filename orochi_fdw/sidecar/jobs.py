@@ -66,7 +66,12 @@ class DueJob:
 
     @property
     def proc(self) -> str:
-        return self.proc_name if self.proc_schema == "orochi" else f"{self.proc_schema}.{self.proc_name}"
+        return _proc_label(self.proc_schema, self.proc_name)
+
+
+def _proc_label(schema: str, name: str) -> str:
+    """How logs and metrics name a job's procedure: the policy kind, or schema.name."""
+    return name if schema == "orochi" else f"{schema}.{name}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -250,7 +255,8 @@ class JobsDuty(Duty):
         jobs = self._control.execute(_JOBS_SNAPSHOT).fetchone()[0]
         keep = []
         for row in jobs:
-            labels = {"job_id": str(row["job_id"]), "proc_name": row["proc_name"]}
+            labels = {"job_id": str(row["job_id"]),
+                      "proc_name": _proc_label(row["proc_schema"], row["proc_name"])}
             keep.append(labels)
             if row.get("last_success_epoch") is not None:
                 self._last_success.set(row["last_success_epoch"], **labels)

@@ -68,12 +68,31 @@ def test_runs_a_due_job_serves_endpoints_and_stops_on_sigterm(db, db_dsn, job_ta
     assert value(samples, "orochi_sidecar_job_duration_seconds_bucket", proc_name="public.slow_job",
                  le="+Inf") == 1
     last_success = value(samples, "orochi_sidecar_job_last_success_timestamp_seconds",
-                         job_id=str(job_id), proc_name="slow_job")
+                         job_id=str(job_id), proc_name="public.slow_job")
     assert last_success == _stats(db, job_id)["last_successful_finish"].timestamp()
 
     assert sidecar.get("/nope")[0] == 404
     assert sidecar.terminate() == 0
     assert "received SIGTERM, shutting down" in sidecar.log() and sidecar.log().endswith("stopped")
+
+
+def test_two_sidecars_run_a_due_job_once(db, db_dsn, job_table, start_sidecar):
+    job_id = _add_job(db)
+    db.execute("UPDATE job_control SET sleep_seconds = 1")
+    first, second = start_sidecar(db_dsn), start_sidecar(db_dsn)
+    _make_due(db, job_id)
+    first_start, second_start = len(first.lines), len(second.lines)
+    wait_until(lambda: _stats(db, job_id)["total_runs"] == 1, what="a run")
+    # both have looked at least twice since; only one ran it
+    for sidecar in (first, second):
+        mark = len(sidecar.lines)
+        sidecar.wait_for_log("cycle: jobs: ", start=mark)
+        sidecar.wait_for_log("cycle: jobs: ", start=len(sidecar.lines))
+    assert _steps(db) == ["first", "second"] and _stats(db, job_id)["total_runs"] == 1
+    successes = [s for s, start in ((first, first_start), (second, second_start))
+                 if any(f"job {job_id} " in line and ": Success in" in line for line in s.lines[start:])]
+    assert len(successes) == 1
+    assert first.terminate() == 0 and second.terminate() == 0
 
 
 def test_a_failing_job_is_retried_until_it_succeeds(db, db_dsn, job_table, start_sidecar):
