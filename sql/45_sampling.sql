@@ -196,6 +196,9 @@ BEGIN
                   HINT = 'Pass the fraction the rows were sampled with, as a constant.';
     END IF;
     PERFORM orochi.sampled_check(f, 0.95);
+    -- the mean of n copies of the fraction carries rounding from the sum:
+    -- 12 significant digits give back the fraction that was passed
+    f := round(f::numeric, 12 - ceil(log(f::numeric))::int)::float8;
     RETURN ARRAY[state[1], state[4], state[5], f, 0.95]::float8[];
 END
 $$;

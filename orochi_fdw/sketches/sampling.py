@@ -131,9 +131,53 @@ def _mix_scalar(a: int, b: int, c: int) -> tuple[int, int, int]:
 
 def sampled_mask(first_ordinal: int, nrows: int, fraction: float, seed: int) -> np.ndarray:
     """Which of the rows with ordinals first_ordinal .. first_ordinal + nrows - 1
-    are in the sample (bool array)."""
-    hashes = hash_ordinals(np.arange(first_ordinal, first_ordinal + nrows, dtype=np.int64), seed)
-    return (hashes & _LOW32).astype(np.float64) < fraction * _TWO32
+    are in the sample (bool array).
+
+    The low 32 bits of the hash are ``c`` of lookup3's final(a, b, c); for
+    ordinals below 2**32 the key is the ordinal itself, ``b`` and ``c``
+    start as constants, and only ``c`` is needed, so this computes it in
+    place on uint32 arrays (about 10x faster than :func:`hash_ordinals`).
+    ``c < fraction * 2**32`` is ``c < ceil(fraction * 2**32)`` on integers.
+    """
+    if fraction >= 1.0:
+        return np.ones(nrows, dtype=bool)
+    last = first_ordinal + nrows - 1
+    if first_ordinal < 0 or last >= 1 << 32:
+        hashes = hash_ordinals(np.arange(first_ordinal, last + 1, dtype=np.int64), seed)
+        return (hashes & _LOW32).astype(np.float64) < fraction * _TWO32
+    m = 0xFFFFFFFF
+    a0 = b0 = c0 = _GOLDEN & m
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    if s != 0:
+        a0, b0, c0 = _mix_scalar((a0 + (s >> 32)) & m, (b0 + s) & m, c0)
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & m
+
+    c0 = ((c0 ^ b0) - rot(b0, 14)) & m  # final's first line: constants only
+    a = np.arange(first_ordinal, last + 1, dtype=np.uint32)
+    a += np.uint32(a0)
+    tmp = np.empty_like(a)
+    b = np.empty_like(a)
+    # a ^= c; a -= rot(c, 11)  (c still a constant)
+    a ^= np.uint32(c0)
+    a -= np.uint32(rot(c0, 11))
+
+    def sub_rot(dst: np.ndarray, src: np.ndarray, k: int) -> None:
+        """dst -= rot(src, k), with tmp as scratch."""
+        np.left_shift(src, np.uint32(k), out=tmp)
+        dst -= tmp
+        np.right_shift(src, np.uint32(32 - k), out=tmp)
+        dst -= tmp  # the two rotated parts share no bits: subtracting both subtracts their OR
+
+    b[...] = np.uint32(b0)
+    b ^= a; sub_rot(b, a, 25)  # noqa: E702
+    c = np.full_like(a, np.uint32(c0))
+    c ^= b; sub_rot(c, b, 16)  # noqa: E702
+    a ^= c; sub_rot(a, c, 4)  # noqa: E702
+    b ^= a; sub_rot(b, a, 14)  # noqa: E702
+    c ^= b; sub_rot(c, b, 24)  # noqa: E702
+    return c < np.uint32(math.ceil(fraction * _TWO32))
 
 
 # ------------------------------------------------------------ scan requests

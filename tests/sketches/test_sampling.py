@@ -36,6 +36,15 @@ def test_hash_is_postgres_hashint8extended(db):
         assert got == want, seed
 
 
+@pytest.mark.parametrize("seed", [0, 1, 42, -7, 2**31 - 1, -(2**31)])
+def test_fast_mask_equals_the_full_hash(seed):
+    for fraction in (1e-9, 0.01, 0.1, 1 / 3, 0.5, 0.999999, 1.0):
+        for first, n in ((1, 50_000), (2**31 - 3, 10), (2**32 - 50, 100), (2**40, 10)):
+            hashes = sampling.hash_ordinals(np.arange(first, first + n, dtype=np.int64), seed)
+            want = (hashes & np.uint64(0xFFFFFFFF)).astype(np.float64) < fraction * 2.0**32
+            assert np.array_equal(sampling.sampled_mask(first, n, fraction, seed), want), (fraction, first)
+
+
 @pytest.mark.parametrize("fraction, seed", [(0.1, 1), (0.5, 42), (0.013, -5), (1.0, 7)])
 def test_same_sample_on_heap_and_columnar(tables, fraction, seed):
     q = "SELECT * FROM orochi.sample(NULL::{}, %s, %s)"
