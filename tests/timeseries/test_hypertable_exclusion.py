@@ -118,7 +118,7 @@ QUERIES = [
 def test_exclusion_matches_heap(db, tables, typ):
     now = tables
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
         qual, params = data.draw(_qual(typ, now))
@@ -158,3 +158,44 @@ def test_explain_shows_excluded_chunks(db):
     assert "Stripes Read: 2 of 2" in plan, plan
     assert db.execute("SELECT count(*) FROM m WHERE ts >= now() - (now() - timestamptz '2024-01-11 00:00+00')"
                       ).fetchone() == (48,)
+
+
+def test_exclusion_over_random_data(db):
+    """Random rows (stripes, delta rows, deleted rows) and random quals."""
+    now = db.execute("SELECT date_trunc('hour', now() AT TIME ZONE 'UTC')").fetchone()[0]
+    db.execute("CREATE FOREIGN TABLE ht (ts timestamptz, v int) SERVER orochi"
+               " OPTIONS (delta_row_limit '5', stripe_row_limit '40', chunk_group_size '10')")
+    db.execute("SELECT orochi.create_hypertable('ht', 'ts', chunk_time_interval => interval '3 hours')")
+    db.execute("CREATE TABLE hp (ts timestamptz, v int)")
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def check(data):
+        base = data.draw(st.sampled_from([dt.datetime(1970, 1, 1), now]))
+        offsets = data.draw(st.lists(st.integers(-3 * 24 * 60, 3 * 24 * 60), min_size=1, max_size=150))
+        rows = [((base + dt.timedelta(minutes=m)).replace(tzinfo=dt.timezone.utc), i)
+                for i, m in enumerate(offsets)]
+        small = data.draw(st.lists(st.integers(-3 * 24 * 60, 3 * 24 * 60), max_size=4))
+        drop_mod = data.draw(st.integers(2, 9))
+        for t in ("ht", "hp"):
+            db.execute(f"TRUNCATE {t}")
+            with db.cursor() as cur, cur.copy(f"COPY {t} (ts, v) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+            db.execute(f"DELETE FROM {t} WHERE v % {drop_mod} = 0")
+            for m in small:
+                db.execute(f"INSERT INTO {t} VALUES (%s, -1)", (base.replace(tzinfo=dt.timezone.utc)
+                                                              + dt.timedelta(minutes=m),))
+        for _ in range(5):
+            qual, params = data.draw(_qual("timestamptz", now))
+            query = data.draw(st.sampled_from(QUERIES))
+            db.execute("BEGIN")
+            try:
+                db.execute(f"SET LOCAL TimeZone = '{data.draw(st.sampled_from(ZONES))}'")
+                got = db.execute(query.format(t="ht", q=qual), params).fetchall()
+                want = db.execute(query.format(t="hp", q=qual), params).fetchall()
+            finally:
+                db.execute("ROLLBACK")
+            assert got == want, f"{query.format(t='ht', q=qual)} {params}"
+
+    check()
