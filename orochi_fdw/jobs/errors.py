@@ -29,6 +29,13 @@ class DuplicateJobError(JobError):
     sqlstate = "42710"
 
 
+class JobRoutineNotFoundError(JobError):
+    """A user-defined action's routine taking (integer, jsonb) does not exist
+    (SQLSTATE 42883, undefined_function)."""
+
+    sqlstate = "42883"
+
+
 class InvalidJobArgumentError(JobError):
     """An argument of a job function is missing, of the wrong type or out of
     range (SQLSTATE 22023, invalid_parameter_value)."""

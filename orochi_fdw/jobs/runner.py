@@ -27,7 +27,7 @@ from orochi_fdw.bridge.types import Interval
 from orochi_fdw.errors import OrochiError, SPIError
 from orochi_fdw.jobs import registry
 from orochi_fdw.jobs.catalog import Job, check_job_owner, get_job, relation_name, require_job
-from orochi_fdw.jobs.errors import JobRunError
+from orochi_fdw.jobs.errors import JobRoutineNotFoundError, JobRunError
 
 SUCCESS = "Success"
 FAILED = "Failed"
@@ -102,7 +102,7 @@ def _call_procedure(job: Job) -> str:
         "AND p.proargtypes = '23 3802'::pg_catalog.oidvector",
         [job.proc_schema, job.proc_name], types=["name", "name"]).scalar()
     if kind is None:
-        raise JobRunError(f"{routine}(integer, jsonb) does not exist", sqlstate="42883")
+        raise JobRoutineNotFoundError(f"function or procedure {routine}(integer, jsonb) does not exist")
     previous_role = spi.execute("SELECT current_setting('role'), current_user::text").rows[0]
     switch = job.owner != previous_role[1]
     if switch:

@@ -14,8 +14,8 @@ from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval
 from orochi_fdw.errors import SPIError
 from orochi_fdw.jobs import catalog, registry, runner
-from orochi_fdw.jobs.errors import (InvalidJobArgumentError, JobError, JobNotFoundError,
-                                    JobPrivilegeError, WrongObjectTypeError)
+from orochi_fdw.jobs.errors import (InvalidJobArgumentError, JobPrivilegeError, JobRoutineNotFoundError,
+                                    WrongObjectTypeError)
 
 #: time types of hypertables whose time is an integer
 _INTEGER_TIME_TYPES = ("smallint", "integer", "bigint")
@@ -58,9 +58,9 @@ def _resolve_routine(proc: Any) -> tuple[str, str]:
         "AND p.proargtypes = '23 3802'::pg_catalog.oidvector",
         [oid, name], types=["oid", "name"]).scalar()
     if fits is None:
-        raise JobError(f"function or procedure {spi.quote_ident(schema)}.{spi.quote_ident(name)}"
-                       f"(integer, jsonb) does not exist",
-                       hint="A job's procedure takes (job_id integer, config jsonb).")
+        raise JobRoutineNotFoundError(
+            f"function or procedure {spi.quote_ident(schema)}.{spi.quote_ident(name)}(integer, jsonb) does not exist",
+            hint="A job's procedure takes (job_id integer, config jsonb).")
     allowed = spi.execute("SELECT has_function_privilege($1, 'EXECUTE')", [fits], types=["oid"]).scalar()
     if not allowed:
         raise JobPrivilegeError(f"permission denied for procedure {schema}.{name}")
@@ -69,24 +69,23 @@ def _resolve_routine(proc: Any) -> tuple[str, str]:
     return schema, name
 
 
-def _undefined_function(exc: JobError) -> JobError:
-    exc.sqlstate = "42883"
-    return exc
-
-
 @sql_function("add_job")
 def add_job(proc: Any, schedule_interval: Interval | None, config: Any = None,
             initial_start: datetime.datetime | None = None, scheduled: bool | None = True) -> int:
+    """orochi.add_job: a user-defined action calling ``proc(job_id, config)``.
+
+    Returns:
+        The new job's id.
+
+    Raises:
+        JobRoutineNotFoundError: the routine does not take (integer, jsonb).
+        InvalidJobArgumentError: a NULL or out-of-range argument.
+    """
     if proc is None:
         raise InvalidJobArgumentError("proc cannot be NULL", hint="Name a procedure (job_id integer, config jsonb).")
     if schedule_interval is None:
         raise InvalidJobArgumentError("schedule_interval cannot be NULL")
-    try:
-        schema, name = _resolve_routine(proc)
-    except JobError as exc:
-        if type(exc) is JobError:
-            raise _undefined_function(exc) from None
-        raise
+    schema, name = _resolve_routine(proc)
     return catalog.add_job(name, None, schedule_interval, _json(config), USER_DEFINED_ACTION,
                            proc_schema=schema, initial_start=initial_start,
                            scheduled=True if scheduled is None else bool(scheduled))
@@ -97,6 +96,14 @@ def alter_job(job_id: int, schedule_interval: Interval | None = None, max_runtim
               max_retries: int | None = None, retry_period: Interval | None = None,
               scheduled: bool | None = None, config: Any = None,
               next_start: datetime.datetime | None = None, if_exists: bool | None = False) -> tuple | None:
+    """orochi.alter_job: change the settings given (not NULL).
+
+    Returns:
+        The job's settings, or None for a missing job with ``if_exists``.
+
+    Raises:
+        JobNotFoundError, JobPrivilegeError, InvalidJobArgumentError.
+    """
     if job_id is None:
         raise InvalidJobArgumentError("job_id cannot be NULL")
     if catalog.get_job(job_id) is None and if_exists:
@@ -110,6 +117,7 @@ def alter_job(job_id: int, schedule_interval: Interval | None = None, max_runtim
 
 @sql_function("delete_job")
 def delete_job(job_id: int) -> None:
+    """orochi.delete_job: remove a job and its statistics."""
     catalog.delete_job(job_id)
 
 
@@ -117,16 +125,31 @@ def delete_job(job_id: int) -> None:
 
 @sql_function("run_job_now")
 def run_job_now(job_id: int) -> str:
+    """orochi.run_job_now (and CALL orochi.run_job): run the job in this transaction.
+
+    Returns:
+        The body's summary.
+    """
     return runner.run_now(job_id)
 
 
 @sql_function("run_job_background")
 def run_job_background(job_id: int) -> tuple:
+    """orochi.run_job_background: the scheduler's run, which never raises for the job.
+
+    Returns:
+        (status, message, duration, next_start).
+    """
     return runner.run_background(job_id).as_row()
 
 
 @sql_function("record_job_failure")
 def record_job_failure(job_id: int, message: str | None, started_at: datetime.datetime | None = None):
+    """orochi.record_job_failure: record a run that could not record itself.
+
+    Returns:
+        The job's next start, or None when it no longer exists.
+    """
     if job_id is None:
         raise InvalidJobArgumentError("job_id cannot be NULL")
     return runner.record_failure(job_id, message or "unknown error", started_at)[1]
@@ -221,12 +244,18 @@ def _remove_policy(kind: registry.JobKind, relation: Any, if_exists: bool | None
 def add_retention_policy(relation: Any, drop_after: Any, schedule_interval: Interval | None = None,
                          if_not_exists: bool | None = False,
                          initial_start: datetime.datetime | None = None) -> int:
+    """orochi.add_retention_policy: a job dropping chunks older than ``drop_after``.
+
+    Returns:
+        The job id (the existing one with ``if_not_exists``).
+    """
     return _add_policy(registry.RETENTION, "drop_after", relation, drop_after, schedule_interval,
                        if_not_exists, initial_start)
 
 
 @sql_function("remove_retention_policy")
 def remove_retention_policy(relation: Any, if_exists: bool | None = False) -> None:
+    """orochi.remove_retention_policy."""
     _remove_policy(registry.RETENTION, relation, if_exists)
 
 
@@ -234,10 +263,16 @@ def remove_retention_policy(relation: Any, if_exists: bool | None = False) -> No
 def add_compression_policy(relation: Any, compress_after: Any, schedule_interval: Interval | None = None,
                            if_not_exists: bool | None = False,
                            initial_start: datetime.datetime | None = None) -> int:
+    """orochi.add_compression_policy: a job compressing chunks older than ``compress_after``.
+
+    Returns:
+        The job id (the existing one with ``if_not_exists``).
+    """
     return _add_policy(registry.COMPRESSION, "compress_after", relation, compress_after, schedule_interval,
                        if_not_exists, initial_start)
 
 
 @sql_function("remove_compression_policy")
 def remove_compression_policy(relation: Any, if_exists: bool | None = False) -> None:
+    """orochi.remove_compression_policy."""
     _remove_policy(registry.COMPRESSION, relation, if_exists)

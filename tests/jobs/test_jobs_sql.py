@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 
-import psycopg
 import pytest
 from psycopg import errors
 
@@ -103,7 +102,7 @@ def test_only_the_owner_alters_runs_or_deletes_a_job(db, steered_procedure, db_n
     db.execute("DROP ROLE IF EXISTS job_outsider")
     db.execute("CREATE ROLE job_outsider LOGIN")
     try:
-        db.execute(f"GRANT USAGE ON SCHEMA orochi TO job_outsider")
+        db.execute("GRANT USAGE ON SCHEMA orochi TO job_outsider")
         with pg_cluster.connect(db_name, autocommit=True, user="job_outsider") as other:
             for statement in ("SELECT orochi.alter_job(%s, scheduled => false)", "CALL orochi.run_job(%s)",
                               "SELECT orochi.delete_job(%s)"):

@@ -197,3 +197,12 @@ def test_builtin_policy_bodies_are_called_through_the_registry(db):
         assert stats["last_error"] == message
     else:
         assert status == "Success" and stats["last_summary"] == message
+
+
+def test_a_job_whose_procedure_was_dropped_fails_naming_it(db, steered_procedure):
+    job_id = db.execute("SELECT orochi.add_job('steered', interval '1 hour')").fetchone()[0]
+    db.execute("DROP PROCEDURE steered")
+    status, message, _ = _background(db, job_id)
+    assert (status, message) == ("Failed", "function or procedure public.steered(integer, jsonb) does not exist")
+    with pytest.raises(errors.UndefinedFunction, match=rf"job {job_id} .* failed: function or procedure"):
+        db.execute("CALL orochi.run_job(%s)", [job_id])

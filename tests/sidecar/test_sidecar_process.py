@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import subprocess
 
-import psycopg
 
 from conftest import SIDECAR, wait_until
 from promtext import parse, value
