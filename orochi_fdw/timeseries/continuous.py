@@ -29,7 +29,8 @@ from typing import Any, Sequence
 from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval, SpecialValue
-from orochi_fdw.timeseries import timekeys
+from orochi_fdw.errors import SPIError
+from orochi_fdw.timeseries import hypertable, timekeys
 from orochi_fdw.timeseries.continuous_query import (Bucket, ContinuousAggregateError, ParsedQuery, find_bucket,
                                                     parse_query, with_time_range)
 from orochi_fdw.timeseries.timekeys import KEY_MAX, KEY_MIN
@@ -143,13 +144,10 @@ def require(view_relid: int, lock: bool = False) -> ContinuousAggregate:
 
 def _time_dimension(relid: int) -> TimeDimension | None:
     """The time column of a hypertable, or None if ``relid`` is not one."""
-    rows = spi.execute(
-        "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM orochi.hypertables h "
-        "  JOIN pg_attribute a ON a.attrelid = h.relid AND a.attnum = h.time_attnum "
-        " WHERE h.relid = $1", [int(relid)], types=["oid"])
-    if not rows:
+    table = hypertable.get(int(relid))
+    if table is None:
         return None
-    return TimeDimension(int(relid), rows[0][0], rows[0][1])
+    return TimeDimension(table.relid, table.time_column, str(table.time_type))
 
 
 # ---------------------------------------------------------------- creation
@@ -171,7 +169,7 @@ def _quoted_name(name: str) -> str:
     """A possibly schema-qualified name given as text, quoted for SQL."""
     try:
         parts = spi.execute("SELECT parse_ident($1)", [name], types=["text"]).scalar()
-    except Exception as exc:  # noqa: BLE001 - an SPIError: report it as a bad name
+    except SPIError as exc:
         raise ContinuousAggregateError(f'invalid continuous aggregate name "{name}"', "42602") from exc
     if not parts or len(parts) > 2:
         raise ContinuousAggregateError(f'invalid continuous aggregate name "{name}"', "42602")

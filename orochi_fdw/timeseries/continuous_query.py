@@ -22,6 +22,7 @@ bucket function must be constants.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def _import_pglast() -> None:
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
-        import pglast.parser  # noqa: F401
+        importlib.import_module("pglast.parser")
     finally:
         sys.setdlopenflags(flags)
 

@@ -393,8 +393,11 @@ def _check_operations(db, time_type: str, ops: list[tuple]) -> None:
             lo, hi = sorted(op[1:3])
             db.execute(f"DELETE FROM {t} WHERE ts >= {at(lo)} AND ts < {at(hi)}")
         else:
-            start = "NULL" if op[1] is None else at(op[1])
-            end = "NULL" if op[2] is None else at(op[2])
+            lo, hi = op[1], op[2]
+            if lo is not None and hi is not None:
+                lo, hi = min(lo, hi), max(lo, hi) + 1
+            start = "NULL" if lo is None else at(lo)
+            end = "NULL" if hi is None else at(hi)
             db.execute(f"SELECT orochi.refresh_continuous_aggregate('{t}_mat', {start}, {end})")
             db.execute(f"SELECT orochi.refresh_continuous_aggregate('{t}_rt', {start}, {end})")
         assert _rows(db, f"SELECT * FROM {t}_live") == _rows(db, query)
