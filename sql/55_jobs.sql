@@ -77,6 +77,12 @@ AS $$
 $$;
 
 CREATE VIEW orochi.job_stats AS
+WITH running AS (           -- jobs whose advisory lock some session holds
+    SELECT DISTINCT l.objid::bigint::integer AS job_id
+      FROM pg_catalog.pg_locks l
+     WHERE l.locktype = 'advisory' AND l.granted
+       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+       AND l.classid = x'4f524f4a'::bigint::oid AND l.objsubid = 1)
 SELECT j.job_id,
        j.application_name,
        j.proc_schema,
@@ -84,8 +90,8 @@ SELECT j.job_id,
        j.relid::regclass                      AS hypertable_name,
        s.last_run_started_at,
        s.last_successful_finish,
-       CASE WHEN r.running THEN 'Running' ELSE s.last_run_status END AS last_run_status,
-       CASE WHEN r.running THEN 'Running'
+       CASE WHEN r.job_id IS NOT NULL THEN 'Running' ELSE s.last_run_status END AS last_run_status,
+       CASE WHEN r.job_id IS NOT NULL THEN 'Running'
             WHEN NOT j.scheduled THEN 'Paused'
             ELSE 'Scheduled' END              AS job_status,
        s.last_run_duration,
@@ -97,8 +103,8 @@ SELECT j.job_id,
        s.last_error,
        s.last_summary
   FROM orochi.jobs j
-  LEFT JOIN orochi.bgw_job_stat s USING (job_id)
-  CROSS JOIN LATERAL (SELECT orochi.job_is_running(j.job_id) AS running) r;
+  LEFT JOIN orochi.bgw_job_stat s ON s.job_id = j.job_id
+  LEFT JOIN running r ON r.job_id = j.job_id;
 
 -- A dropped table takes its jobs with it.  SECURITY DEFINER: whoever may
 -- drop a table may drop its jobs, without any right on orochi.jobs (and a
