@@ -35,8 +35,8 @@ jobs registry's contract (:mod:`orochi_fdw.jobs.registry`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -54,6 +54,10 @@ from orochi_fdw.timeseries import chunks as chunk_catalog
 from orochi_fdw.timeseries import hypertable as hypertables
 from orochi_fdw.timeseries import timekeys
 
+if TYPE_CHECKING:  # pragma: no cover
+    from orochi_fdw.columnar.delta import DeltaBatch
+    from orochi_fdw.columnar.table import ColumnarTable
+
 #: the compression layer of compressed chunks (over the light-weight codecs)
 COMPRESSED_CODEC = "zstd"
 #: its level: measured on device metrics (bench/results/timeseries.md)
@@ -66,25 +70,25 @@ PARTIALLY_COMPRESSED = "Partially compressed"
 _CHUNK_NAME = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*\.)?_hyper_(\d+)_(\d+)_chunk$")
 
 
-class ChunkNotFoundError(OrochiError):
+class CompressionError(OrochiError):
+    """Root of chunk compression's errors; carries a hint for the client."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class ChunkNotFoundError(CompressionError):
     """A chunk name that names no chunk (SQLSTATE 42P01, undefined_table)."""
 
     sqlstate = "42P01"
 
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
-
-class ChunkStateError(OrochiError):
+class ChunkStateError(CompressionError):
     """A chunk that is already in the state asked for (SQLSTATE 55000,
     object_not_in_prerequisite_state)."""
 
     sqlstate = "55000"
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass
@@ -131,10 +135,20 @@ def _delta_range_quals(ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk) -
     return quals
 
 
-def _delta_rows_in_range(table, ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk,
-                         names: list[str]):
-    """The delta rows of a chunk, as batches of ``names`` plus a mask of the
-    rows whose time lies in the chunk (under a new snapshot)."""
+def _delta_rows_in_range(table: "ColumnarTable", ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk,
+                         names: list[str]) -> Iterator[tuple["DeltaBatch", np.ndarray]]:
+    """The delta rows of a chunk (under a new snapshot).
+
+    Args:
+        table: the hypertable's ColumnarTable.
+        ht: its hypertable row.
+        chunk: the chunk.
+        names: the columns to read (the time column among them).
+
+    Returns:
+        Pairs of a batch of delta rows and the mask of its rows whose time
+        lies in the chunk (batches with no such row are left out).
+    """
     kind = table.kinds[ht.time_column]
     for batch in table.delta.scan(names, _delta_range_quals(ht, chunk), read_only=False):
         values, validity = from_wire(batch.columns[ht.time_column], kind)
@@ -146,13 +160,33 @@ def _delta_rows_in_range(table, ht: hypertables.Hypertable, chunk: chunk_catalog
             yield batch, mask
 
 
-def delta_rows_in_chunk(table, ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk) -> int:
-    """How many delta rows lie in a chunk's time range."""
+def delta_rows_in_chunk(table: "ColumnarTable", ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk) -> int:
+    """How many delta rows lie in a chunk's time range.
+
+    Args:
+        table: the hypertable's ColumnarTable.
+        ht: its hypertable row.
+        chunk: the chunk.
+
+    Returns:
+        The number of rows.
+    """
     return sum(int(mask.sum()) for _, mask in _delta_rows_in_range(table, ht, chunk, [ht.time_column]))
 
 
-def chunk_status(chunk: chunk_catalog.Chunk, table=None, ht: hypertables.Hypertable | None = None) -> str:
-    """'Uncompressed', 'Compressed' or 'Partially compressed'."""
+def chunk_status(chunk: chunk_catalog.Chunk, table: "ColumnarTable | None" = None,
+                 ht: hypertables.Hypertable | None = None) -> str:
+    """A chunk's compression status (the rule is
+    ``orochi._chunk_compression_status`` in sql/60_compression.sql).
+
+    Args:
+        chunk: the chunk.
+        table: its ColumnarTable, if the caller has it open.
+        ht: its hypertable row, if the caller has it.
+
+    Returns:
+        :data:`UNCOMPRESSED`, :data:`COMPRESSED` or :data:`PARTIALLY_COMPRESSED`.
+    """
     table = table or maintenance.open_table(chunk.relid)
     ht = ht or hypertables.get(chunk.relid)
     compressed = spi.prepared("SELECT compressed_at IS NOT NULL FROM orochi.hypertable_chunks"
@@ -167,7 +201,8 @@ def chunk_status(chunk: chunk_catalog.Chunk, table=None, ht: hypertables.Hyperta
 # ---------------------------------------------------------------- rewriting
 
 def _take(values: Any, validity: np.ndarray | None, kind: str, index: np.ndarray) -> tuple[Any, np.ndarray | None]:
-    """Rows ``index`` (an int array) of a storage-form column."""
+    """Rows ``index`` (an int array) of a storage-form column: values an
+    array, or ``(offsets, data)`` for variable-width kinds."""
     if get_kind(kind).physical == "var":
         offsets, data = values
         offsets = np.asarray(offsets, dtype=np.int64)
@@ -188,6 +223,7 @@ def _take(values: Any, validity: np.ndarray | None, kind: str, index: np.ndarray
 
 
 def _as_column_data(values: Any, validity: np.ndarray | None, kind: str, nrows: int) -> ColumnData:
+    """A storage-form column as a ColumnData (for concat_columns)."""
     if get_kind(kind).physical == "var":
         values = VarBytes(np.asarray(values[0], dtype=np.int64), np.asarray(values[1], dtype=np.uint8))
     if validity is None:
@@ -209,8 +245,6 @@ def _writer_settings(settings: TableSettings, compress: bool) -> TableSettings:
     kept either way."""
     if not compress:
         return settings
-    from dataclasses import replace
-
     return replace(settings, compression=COMPRESSED_CODEC, compression_level=COMPRESSED_LEVEL)
 
 
@@ -225,6 +259,9 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
 
     Returns:
         What was done.
+
+    Raises:
+        ChunkNotFoundError: the table is no longer a hypertable.
     """
     relid = chunk.relid
     table = maintenance.open_table(relid)
@@ -233,77 +270,15 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
         raise ChunkNotFoundError(f'chunk "{chunk.name}" does not exist')
     maintenance.lock_table_maintenance(relid)
     result = RewriteResult(chunk.name)
+    parts: dict[str, list[ColumnData]] = {name: [] for name in table.columns}
     progress = maintenance.Progress("compress" if compress else "decompress", relid)
     try:
-        progress.update(force=True, phase="locking stripes")
-        attnums = [c.attnum for c in table.columns.values()]
-        listed = [s for s in store.table_stripes(relid, attnums, read_only=False)
-                  if getattr(s, "chunk_id", None) == chunk.chunk_id]
-        locked = store.lock_stripes([s.stripe_id for s in listed])
-        names = list(table.columns)
-        parts: dict[str, list[ColumnData]] = {n: [] for n in names}
-        old_ids: list[int] = []
-        progress.update(force=True, phase="reading stripes", stripes_total=len(listed))
-        for i, stripe in enumerate(listed):
-            current = locked.get(stripe.stripe_id)
-            if current is None:
-                continue  # rewritten or dropped meanwhile
-            bitmap = deletes.load(current[2])
-            result.bytes_before += stripe.file_bytes
-            if len(bitmap) < stripe.row_count:
-                live = maintenance.live_columns(table, stripe, bitmap)
-                if live is None:
-                    spi.notice(f'stripe {stripe.stripe_id} of chunk "{chunk.name}" holds a column of an '
-                               "older type and is left as it is")
-                    result.bytes_before -= stripe.file_bytes
-                    continue
-                columns, _, nlive = live
-                for n in names:
-                    parts[n].append(_as_column_data(*columns[n], table.kinds[n], nlive))
-                result.rows += nlive
-            old_ids.append(stripe.stripe_id)
-            progress.update(stripes_done=i + 1, rows_done=result.rows)
-
+        old_ids = _read_stripes(table, chunk, parts, result, progress)
         progress.update(force=True, phase="moving delta rows")
-        for batch, mask in _delta_rows_in_range(table, ht, chunk, names):
-            moved = table.delta.delete(batch.ids[mask].tolist())
-            keep = mask & np.isin(batch.ids, np.fromiter(moved, dtype=np.int64, count=len(moved)))
-            n = int(keep.sum())
-            if not n:
-                continue
-            index = np.flatnonzero(keep)
-            for name in names:
-                kind = table.kinds[name]
-                values, validity = _take(*from_wire(batch.columns[name], kind), kind, index)
-                parts[name].append(_as_column_data(values, validity, kind, n))
-                result.bytes_before += raw_size(values, validity, kind)
-            result.delta_rows += n
-        result.rows += result.delta_rows
-        result.stripes_before = len(old_ids)
-
+        _move_delta_rows(table, ht, chunk, parts, result)
         progress.update(force=True, phase="writing stripes")
-        new_records: list[store.StripeRecord] = []
-        if result.rows:
-            merged = {n: concat_columns(parts[n], table.kinds[n]) for n in names}
-            time_data = merged[ht.time_column]
-            order = _sort_order(time_data.values, time_data.validity)
-            limit = table.settings.stripe_row_limit
-            table.settings = _writer_settings(table.settings, compress)
-            for start in range(0, result.rows, limit):
-                index = order[start:start + limit]
-                columns, raw = {}, {}
-                for n in names:
-                    kind = table.kinds[n]
-                    values = merged[n].values
-                    if get_kind(kind).physical == "var":
-                        values = (values.offsets, values.data)
-                    columns[n] = _take(values, merged[n].validity, kind, index)
-                    raw[n] = raw_size(*columns[n], kind)
-                record = table.write_stripe_columns(columns, raw, insert=False)
-                record.chunk_id = chunk.chunk_id
-                new_records.append(record)
-                progress.update(stripes_done=len(new_records), rows_done=start + len(index))
-
+        table.settings = _writer_settings(table.settings, compress)
+        new_records = _write_sorted(table, ht, chunk, parts, result.rows, progress)
         progress.update(force=True, phase="swapping stripes")
         for record in new_records:
             store.insert_stripe(record)
@@ -317,7 +292,95 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
         progress.close()
 
 
+def _read_stripes(table: "ColumnarTable", chunk: chunk_catalog.Chunk, parts: dict[str, list[ColumnData]],
+                  result: RewriteResult, progress: maintenance.Progress) -> list[int]:
+    """Lock the chunk's stripes and add their live rows to ``parts``.
+
+    Returns:
+        The ids of the stripes read (to be replaced).
+    """
+    progress.update(force=True, phase="locking stripes")
+    attnums = [c.attnum for c in table.columns.values()]
+    listed = [s for s in store.table_stripes(chunk.relid, attnums, read_only=False)
+              if s.chunk_id == chunk.chunk_id]
+    locked = store.lock_stripes([s.stripe_id for s in listed])
+    old_ids: list[int] = []
+    progress.update(force=True, phase="reading stripes", stripes_total=len(listed))
+    for i, stripe in enumerate(listed):
+        current = locked.get(stripe.stripe_id)
+        if current is None:
+            continue  # rewritten or dropped meanwhile
+        bitmap = deletes.load(current[2])
+        if len(bitmap) < stripe.row_count:
+            live = maintenance.live_columns(table, stripe, bitmap)
+            if live is None:
+                spi.notice(f'stripe {stripe.stripe_id} of chunk "{chunk.name}" holds a column of an '
+                           "older type and is left as it is")
+                continue
+            columns, _, nlive = live
+            for name in parts:
+                parts[name].append(_as_column_data(*columns[name], table.kinds[name], nlive))
+            result.rows += nlive
+        result.bytes_before += stripe.file_bytes
+        old_ids.append(stripe.stripe_id)
+        progress.update(stripes_done=i + 1, rows_done=result.rows)
+    result.stripes_before = len(old_ids)
+    return old_ids
+
+
+def _move_delta_rows(table: "ColumnarTable", ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk,
+                     parts: dict[str, list[ColumnData]], result: RewriteResult) -> None:
+    """Delete the delta rows in the chunk's range and add them to ``parts``
+    (a row someone else deleted or moved meanwhile is left out)."""
+    for batch, mask in _delta_rows_in_range(table, ht, chunk, list(parts)):
+        moved = table.delta.delete(batch.ids[mask].tolist())
+        keep = mask & np.isin(batch.ids, np.fromiter(moved, dtype=np.int64, count=len(moved)))
+        n = int(keep.sum())
+        if not n:
+            continue
+        index = np.flatnonzero(keep)
+        for name in parts:
+            kind = table.kinds[name]
+            values, validity = _take(*from_wire(batch.columns[name], kind), kind, index)
+            parts[name].append(_as_column_data(values, validity, kind, n))
+            result.bytes_before += raw_size(values, validity, kind)
+        result.delta_rows += n
+        result.rows += n
+
+
+def _write_sorted(table: "ColumnarTable", ht: hypertables.Hypertable, chunk: chunk_catalog.Chunk,
+                  parts: dict[str, list[ColumnData]], nrows: int,
+                  progress: maintenance.Progress) -> list[store.StripeRecord]:
+    """Write the rows of ``parts`` sorted by the time column as stripe files
+    of the chunk (``stripe_row_limit`` rows each) with the table's current
+    settings; their catalog rows are the caller's to insert.
+
+    Returns:
+        The new stripes' records.
+    """
+    if not nrows:
+        return []
+    merged = {name: concat_columns(parts[name], table.kinds[name]) for name in parts}
+    time_data = merged[ht.time_column]
+    order = _sort_order(time_data.values, time_data.validity)
+    limit = table.settings.stripe_row_limit
+    records: list[store.StripeRecord] = []
+    for start in range(0, nrows, limit):
+        index = order[start:start + limit]
+        columns, raw = {}, {}
+        for name, data in merged.items():
+            kind = table.kinds[name]
+            values = (data.values.offsets, data.values.data) if get_kind(kind).physical == "var" else data.values
+            columns[name] = _take(values, data.validity, kind, index)
+            raw[name] = raw_size(*columns[name], kind)
+        records.append(table.write_stripe_columns(columns, raw, insert=False, chunk_id=chunk.chunk_id))
+        progress.update(stripes_done=len(records), rows_done=start + len(index))
+    return records
+
+
 def _mark_chunk(chunk: chunk_catalog.Chunk, compress: bool, result: RewriteResult) -> None:
+    """Record a compression (or forget it, after a decompression) in the
+    chunk's catalog row."""
     if compress:
         spi.prepared(
             "UPDATE orochi.hypertable_chunks SET compressed_at = now(),"
@@ -391,6 +454,11 @@ def _sql_decompress_chunk(name: str, if_compressed: bool | None = True) -> str:
 # ---------------------------------------------------------------- policies
 
 def _hypertable_or_error(relid: int) -> hypertables.Hypertable:
+    """The hypertable ``relid``.
+
+    Raises:
+        InvalidParameterError: it is not (or no longer) a hypertable.
+    """
     ht = hypertables.get(relid)
     if ht is None:
         raise InvalidParameterError(f"relation with oid {relid} is not a hypertable")
