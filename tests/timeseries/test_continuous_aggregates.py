@@ -4,6 +4,7 @@ hypertable is the oracle."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import psycopg
@@ -435,3 +436,71 @@ def test_truncate(db):
     db.execute("INSERT INTO m VALUES ('2024-01-01 00:10', 1, 1, 'x')")
     db.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
     assert _rows(db, "SELECT * FROM c") == _rows(db, query)
+
+
+def test_timestamp_time_column(db):
+    _make(db, "mt", "timestamp", "interval '12 hours'")
+    db.execute("INSERT INTO mt SELECT timestamp '2024-03-09' + i * interval '13 minutes', i % 2, i, 'x'"
+               " FROM generate_series(0, 600) i")
+    query = ("SELECT orochi.time_bucket(interval '1 day', ts, origin => timestamp '2024-01-01 06:00') AS day,"
+             " device, count(*), avg(v) FROM mt GROUP BY 1, 2")
+    _create(db, "ct", query, with_data=False)
+    db.execute("SET TimeZone = 'America/New_York'")  # DST starts on 2024-03-10: no effect on timestamps
+    db.execute("SELECT orochi.refresh_continuous_aggregate('ct', timestamp '2024-03-09 06:00',"
+               " timestamp '2024-03-11 06:00')")
+    mat = db.execute("SELECT materialization_table FROM orochi.continuous_aggregates").fetchone()[0]
+    days = sorted({r[0] for r in _rows(db, f"SELECT * FROM {mat}")})
+    assert days == [dt.datetime(2024, 3, 9, 6), dt.datetime(2024, 3, 10, 6)]
+    db.execute("UPDATE mt SET v = -v WHERE ts < '2024-03-10'")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('ct', NULL, NULL)")
+    assert _rows(db, "SELECT * FROM ct") == _rows(db, query)
+    db.execute("INSERT INTO mt VALUES ('2024-04-01 07:00', 3, 1, 'y')")
+    assert _rows(db, "SELECT * FROM ct") == _rows(db, query)
+
+
+def test_policy_on_integer_time(db):
+    _make(db, "mi", "integer", "100")
+    db.execute("INSERT INTO mi SELECT i, i % 2, i, 'x' FROM generate_series(1, 1000) i")
+    query = INT_QUERY.format(t="mi")
+    _create(db, "ci", query, materialized_only=True, with_data=False)
+    job = db.execute("SELECT orochi.add_continuous_aggregate_policy('ci', 300, 100, interval '1 minute')"
+                     ).fetchone()[0]
+    assert db.execute("SELECT config->'start_offset', config->'end_offset' FROM orochi.jobs WHERE job_id = %s",
+                      (job,)).fetchone() == (300, 100)
+    db.execute("CALL orochi.run_job(%s)", (job,))
+    # "now" is the greatest time value, 1000: the window is [700, 900)
+    assert db.execute("SELECT min(bucket), max(bucket) FROM ci").fetchone() == (700, 890)
+    with pytest.raises(psycopg.errors.DatatypeMismatch, match="end_offset"):
+        db.execute("SELECT orochi.add_continuous_aggregate_policy('ci', 300, interval '1 day', interval '1 hour',"
+                   " if_not_exists => true)")
+
+
+@pytest.mark.allow_backend_crash
+def test_kill9_with_a_refresh_uncommitted(make_cluster):
+    """A refresh that never committed leaves no trace after kill -9: the
+    materialization, the watermark and the logs are those of before, and the
+    next refresh brings the aggregate up to date."""
+    pg = make_cluster("cagg_crash")
+    pg.create_database("c")
+    conn = pg.connect("c", autocommit=True)
+    _make(conn)
+    _fill(conn, n=30000)
+    query = TS_QUERY.format(t="m")
+    _create(conn, "c", query, materialized_only=True)
+    before = _rows(conn, "SELECT * FROM c")
+    watermark = conn.execute("SELECT watermark FROM orochi.continuous_aggs").fetchone()
+    conn.execute("INSERT INTO m SELECT ts + interval '1 year', device, v, note FROM m")  # stripes
+    conn.execute("DELETE FROM m WHERE device = 1 AND ts < '2024-01-20'")
+    refresher = pg.connect("c", autocommit=True)
+    refresher.execute("BEGIN")
+    refresher.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    conn.close()
+    pg.kill9(kill_children=True)
+    pg.start()
+    with pg.connect("c", autocommit=True) as conn:
+        assert _rows(conn, "SELECT * FROM c") == before
+        assert conn.execute("SELECT watermark FROM orochi.continuous_aggs").fetchone() == watermark
+        removed = conn.execute("SELECT removed_files FROM orochi.vacuum()").fetchone()[0]
+        assert removed >= 1  # the refresh's stripe file is an orphan
+        conn.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+        assert _rows(conn, "SELECT * FROM c") == _rows(conn, query)
