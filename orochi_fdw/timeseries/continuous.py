@@ -212,13 +212,15 @@ def create_continuous_aggregate(name: str, query: str, materialized_only: bool |
     parsed = parse_query(query)
     dimension = _resolve_hypertable(parsed)
     bucket = find_bucket(parsed, dimension.column)
-    width_text = str(spi.execute(f"SELECT ({bucket.width_sql})::text").scalar())
     agg_id = int(spi.execute("SELECT nextval('orochi.continuous_agg_id_seq')").scalar())
     direct_name = f"orochi._direct_view_{agg_id}"
     mat_name = f"orochi._materialized_{agg_id}"
     spi.execute(f"CREATE VIEW {direct_name} AS {query}")
     direct_relid = int(spi.execute("SELECT $1::regclass::oid", [direct_name], types=["text"]).scalar())
     columns = _view_columns(direct_relid)
+    # the width as Postgres typed it ('1 hour' given for an interval shows as 01:00:00)
+    typed_width = find_bucket(_parse_view(direct_relid), dimension.column).width_sql
+    width_text = str(spi.execute(f"SELECT ({typed_width})::text").scalar())
     bucket_column = columns[bucket.position][0]
     column_list = ", ".join(f"{spi.quote_ident(c)} {t}" for c, t in columns)
     spi.execute(f"CREATE FOREIGN TABLE {mat_name} ({column_list}) SERVER orochi")
@@ -252,9 +254,14 @@ def _materialized_select(mat_name: str, columns: Sequence[tuple[str, str]], wher
 def _current_query(cagg: ContinuousAggregate, dimension: TimeDimension) -> tuple[ParsedQuery, Bucket]:
     """The query of a continuous aggregate as it is now (names as the
     current search path needs them), parsed, and its bucket."""
-    definition = spi.execute("SELECT pg_get_viewdef($1)", [cagg.direct_relid], types=["oid"]).scalar()
-    parsed = parse_query(definition.strip().rstrip(";"))
+    parsed = _parse_view(cagg.direct_relid)
     return parsed, find_bucket(parsed, dimension.column)
+
+
+def _parse_view(relid: int) -> ParsedQuery:
+    """The query of a view as Postgres prints it now, parsed."""
+    definition = spi.execute("SELECT pg_get_viewdef($1)", [int(relid)], types=["oid"]).scalar()
+    return parse_query(definition.strip().rstrip(";"))
 
 
 def _dimension_of(cagg: ContinuousAggregate) -> TimeDimension:

@@ -76,6 +76,9 @@ def test_catalog_view(db):
     assert row[5] == db.execute("SELECT %s::timestamptz::text", (last,)).fetchone()[0]
     assert row[6] is False
     assert db.execute("SELECT track_invalidations FROM orochi.hypertables").fetchone() == (True,)
+    _create(db, "c2", "SELECT orochi.time_bucket('1 day', ts), count(*) FROM m GROUP BY 1")
+    assert db.execute("SELECT bucket_column, bucket_width FROM orochi.continuous_aggregates"
+                      " WHERE view_name = 'c2'").fetchone() == ("time_bucket", "1 day")
 
 
 def test_partial_window_refreshes_whole_buckets_only(db):
