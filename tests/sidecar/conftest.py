@@ -35,10 +35,10 @@ max_delay = 1.0
 class Sidecar:
     """One orochi-sidecar process; its stderr is collected line by line."""
 
-    def __init__(self, dsn: str, config_path: str, extra_args: list[str]):
+    def __init__(self, dsn: str, config_path: str, extra_args: list[str], env: dict[str, str] | None = None):
         self.proc = subprocess.Popen([SIDECAR, "--dsn", dsn, "--config", config_path, *extra_args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -100,14 +100,15 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
 
 @pytest.fixture
 def start_sidecar(tmp_path):
-    """Factory: ``start_sidecar(dsn, extra_settings="", *args)`` -> a running
-    :class:`Sidecar` (killed after the test if still running)."""
+    """Factory: ``start_sidecar(dsn, *args, env=None)`` -> a running
+    :class:`Sidecar` with :data:`TEST_SETTINGS`, extra command-line ``args``
+    and extra environment variables (killed after the test if still running)."""
     started: list[Sidecar] = []
 
-    def factory(dsn: str, extra_settings: str = "", *args: str) -> Sidecar:
+    def factory(dsn: str, *args: str, env: dict[str, str] | None = None) -> Sidecar:
         path = tmp_path / f"sidecar{len(started)}.toml"
-        path.write_text(TEST_SETTINGS + extra_settings)
-        sidecar = Sidecar(dsn, str(path), list(args))
+        path.write_text(TEST_SETTINGS)
+        sidecar = Sidecar(dsn, str(path), list(args), env)
         started.append(sidecar)
         return sidecar
 

@@ -5,6 +5,7 @@ cleanly on SIGTERM, and a kill -9 in the middle of a job loses nothing."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 
 
@@ -139,7 +140,7 @@ def test_kill_9_in_the_middle_of_a_job_rolls_it_back_and_it_runs_again(db, db_ds
 def test_sigterm_cancels_a_long_job_after_the_grace_period(db, db_dsn, job_table, start_sidecar):
     job_id = _add_job(db)
     db.execute("UPDATE job_control SET sleep_seconds = 300")
-    sidecar = start_sidecar(db_dsn, "")
+    sidecar = start_sidecar(db_dsn)
     _make_due(db, job_id)
     wait_until(lambda: _stats(db, job_id)["job_status"] == "Running", what="the job to start")
     assert sidecar.terminate() == 0
@@ -198,3 +199,17 @@ def test_once_without_postgres_and_bad_configuration_exit_non_zero(tmp_path):
                           timeout=120)
     assert done.returncode == 2
     assert 'invalid value for "jobs.poll_interval"' in done.stderr
+
+
+def test_many_due_jobs_all_run_once_across_cycles(db, db_dsn, job_table, start_sidecar):
+    job_ids = [_add_job(db) for _ in range(25)]
+    sidecar = start_sidecar(db_dsn, env={"OROCHI_SIDECAR_JOBS_MAX_JOBS_PER_CYCLE": "10"})
+    db.execute("UPDATE orochi.jobs SET next_start = now() - interval '1 second'")
+    wait_until(lambda: db.execute("SELECT count(*) FROM orochi.job_stats WHERE total_runs = 1").fetchone()[0]
+               == len(job_ids), what="every job to run")
+    assert db.execute("SELECT max(total_runs), count(*) FROM orochi.job_stats").fetchone() == (1, 25)
+    assert sorted(r[0] for r in db.execute("SELECT job_id FROM job_log WHERE step = 'second'")) == job_ids
+    assert "cycle: jobs: ran 10 of 10 due jobs (10 success)" in sidecar.log()  # a full cycle, then more
+    sidecar.proc.send_signal(signal.SIGINT)
+    assert sidecar.proc.wait(60) == 0
+    assert "received SIGINT, shutting down" in sidecar.log()
