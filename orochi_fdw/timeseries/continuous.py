@@ -282,7 +282,8 @@ def _replace_view(cagg: ContinuousAggregate) -> None:
     else:
         dimension = _dimension_of(cagg)
         parsed, _ = _current_query(cagg, dimension)
-        watermark = f"{dimension.watermark_function}({cagg.view_relid}::oid)"
+        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans
+        watermark = f"(SELECT {dimension.watermark_function}({cagg.view_relid}::oid))"
         materialized = _materialized_select(mat_name, columns,
                                             f"{spi.quote_ident(cagg.bucket_column)} < {watermark}")
         live = with_time_range(parsed, dimension.column, watermark, None)
