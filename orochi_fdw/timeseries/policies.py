@@ -412,6 +412,7 @@ def compress_chunk(name: str, if_not_compressed: bool = True) -> RewriteResult |
         ChunkStateError: already compressed, without if_not_compressed.
     """
     chunk = find_chunk(name)
+    maintenance.lock_table_maintenance(chunk.relid)  # a concurrent compression first ends
     if chunk_status(chunk) == COMPRESSED:
         if not if_not_compressed:
             raise ChunkStateError(f'chunk "{chunk.name}" is already compressed',
@@ -430,6 +431,7 @@ def decompress_chunk(name: str, if_compressed: bool = True) -> RewriteResult | N
         ChunkStateError: not compressed, without if_compressed.
     """
     chunk = find_chunk(name)
+    maintenance.lock_table_maintenance(chunk.relid)
     if chunk_status(chunk) == UNCOMPRESSED:
         if not if_compressed:
             raise ChunkStateError(f'chunk "{chunk.name}" is not compressed',
@@ -512,6 +514,7 @@ def run_compression(job_id: int, relid: int, config: dict) -> str:
     ht = _hypertable_or_error(relid)
     cutoff = _config_cutoff(ht, config, "compress_after")
     table = maintenance.open_table(relid)
+    maintenance.lock_table_maintenance(relid)
     done = rows = before = after = 0
     for chunk in chunk_catalog.list_chunks(relid):
         if chunk.range_end > cutoff:

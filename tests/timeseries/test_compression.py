@@ -7,6 +7,7 @@ readers keep reading during a compression and writers wait or get 40001."""
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -202,6 +203,15 @@ def test_stats_functions(db):
     assert (total, compressed) == (len(chunks), 1) and before > 0 and after > 0
 
 
+def _wait_for_lock(db, application_name: str) -> None:
+    """Wait until the session named ``application_name`` waits for a lock."""
+    deadline = time.monotonic() + 60
+    while db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                     " AND wait_event_type = 'Lock'", (application_name,)).fetchone()[0] == 0:
+        assert time.monotonic() < deadline, f"{application_name} never waited for a lock"
+        time.sleep(0.05)
+
+
 def test_readers_keep_reading_and_writers_wait_or_fail(db, new_connection):
     _create(db)
     _load(db)
@@ -221,6 +231,7 @@ def test_readers_keep_reading_and_writers_wait_or_fail(db, new_connection):
 
     def delete() -> None:
         with new_connection() as w:
+            w.execute("SET application_name = 'compression-writer'")
             try:
                 w.execute("DELETE FROM m WHERE ts < '2024-01-01 06:00+00' AND device = 3")
                 outcome.append("ok")
@@ -229,8 +240,7 @@ def test_readers_keep_reading_and_writers_wait_or_fail(db, new_connection):
 
     thread = threading.Thread(target=delete)
     thread.start()
-    thread.join(1.0)
-    assert thread.is_alive(), "the writer did not wait for the compression"
+    _wait_for_lock(db, "compression-writer")
     # readers do not wait, in the middle of the compression
     assert db.execute("SELECT count(*), sum(cpu) FROM m").fetchone() == expected
     compressor.execute("COMMIT")
@@ -245,6 +255,31 @@ def test_readers_keep_reading_and_writers_wait_or_fail(db, new_connection):
     _check(db)
     # the retry succeeds
     _both(db, "DELETE FROM {t} WHERE ts < '2024-01-01 06:00+00' AND device = 3")
+    _check(db)
+
+
+def test_two_compressions_of_one_chunk_take_turns(db, new_connection):
+    _create(db)
+    _load(db)
+    chunk = _chunks(db)[0]
+    first = new_connection()
+    first.execute("BEGIN")
+    first.execute("SELECT orochi.compress_chunk(%s)", (chunk,))
+    notices = []
+
+    def second() -> None:
+        with new_connection() as c:
+            c.add_notice_handler(lambda d: notices.append(d.message_primary))
+            c.execute("SET application_name = 'second-compression'")
+            c.execute("SELECT orochi.compress_chunk(%s)", (chunk,))
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    _wait_for_lock(db, "second-compression")
+    first.execute("COMMIT")
+    thread.join(30)
+    assert any("already compressed" in n for n in notices)
+    assert _status(db, chunk)[0] == "Compressed"
     _check(db)
 
 
