@@ -364,6 +364,7 @@ def test_randomized_against_live_query(db, time_type, ops):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("time_type", list(_TIME_TYPES))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
