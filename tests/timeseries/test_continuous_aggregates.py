@@ -190,6 +190,13 @@ def test_alter_materialized_only(db):
     assert db.execute("SELECT materialized_only FROM orochi.continuous_aggregates").fetchone() == (True,)
     db.execute("SELECT orochi.alter_continuous_aggregate('c', materialized_only => false)")
     assert _rows(db, "SELECT * FROM c") == _rows(db, query)
+    # renames: the aggregate follows its hypertable and keeps working under its new name
+    db.execute("ALTER FOREIGN TABLE m RENAME TO m_renamed")
+    db.execute("ALTER VIEW c RENAME TO c_renamed")
+    db.execute("INSERT INTO m_renamed VALUES ('2024-01-01 00:01', 1, 1, 'z')")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('c_renamed', NULL, NULL)")
+    db.execute("SELECT orochi.alter_continuous_aggregate('c_renamed', materialized_only => true)")
+    assert _rows(db, "SELECT * FROM c_renamed") == _rows(db, TS_QUERY.format(t="m_renamed"))
 
 
 def test_query_shapes(db):
