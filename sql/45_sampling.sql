@@ -16,8 +16,10 @@ RETURNS boolean AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATIL
 CREATE FUNCTION orochi.sample_cancel(oid)
 RETURNS boolean AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
 
-CREATE FUNCTION orochi.sampled_normal_quantile(float8)
-RETURNS float8 AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT IMMUTABLE;
+-- (kind 'sum' | 'count' | 'avg', aggregate state, state from float8_regr_accum?)
+-- -> {estimate, lower, upper, standard error, sampled values}
+CREATE FUNCTION orochi.sampled_final(text, float8[], boolean)
+RETURNS float8[] AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C IMMUTABLE;
 
 -- The query orochi.sample runs for a relation ($1 = fraction, $2 = seed);
 -- for a columnar table it also registers the sample request its scan takes.
@@ -167,7 +169,11 @@ BEGIN
     state[2] := state[2] + x;
     IF n > 1 THEN
         d := x * n - state[2];
-        state[3] := state[3] + d * d / (n * (n - 1));
+        -- below 1e-150 the square would underflow (an error in SQL) and
+        -- adds nothing a float8 sum of squares can hold
+        IF abs(d) > 1e-150 THEN
+            state[3] := state[3] + d * d / (n * (n - 1));
+        END IF;
     END IF;
     RETURN state;
 END
@@ -177,83 +183,31 @@ $$;
 -- x, fraction) (as regr_sxx etc.: C, no per-row function call of ours):
 -- state {n, sum(fraction), squared deviations of fraction, sum(x), squared
 -- deviations of x, cross term}; rows where x or fraction is NULL are left
--- out.  This turns that state into the one above, checking the fraction
--- (the same in every row) and taking the 0.95 confidence.
-CREATE FUNCTION orochi.sampled_state(state float8[])
-RETURNS float8[]
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-DECLARE
-    f float8;
-BEGIN
-    IF state IS NULL OR state[1] = 0 THEN
-        RETURN NULL;
-    END IF;
-    f := state[2] / state[1];
-    IF state[3] > 1e-12 * f * f * state[1] THEN
-        RAISE EXCEPTION 'sampling fraction must be the same in every row'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass the fraction the rows were sampled with, as a constant.';
-    END IF;
-    PERFORM orochi.sampled_check(f, 0.95);
-    -- the mean of n copies of the fraction carries rounding from the sum:
-    -- 12 significant digits give back the fraction that was passed
-    f := round(f::numeric, 12 - ceil(log(f::numeric))::int)::float8;
-    RETURN ARRAY[state[1], state[4], state[5], f, 0.95]::float8[];
-END
-$$;
-
--- estimate +- z * standard_error as an orochi.estimate
-CREATE FUNCTION orochi.sampled_interval(estimate float8, standard_error float8, confidence float8, n float8)
+-- out.  The final functions (Python, orochi_fdw/sketches/sampling.py) check
+-- the fraction (the same in every row, in (0, 1]) and compute the estimate
+-- and its interval:
+--   sum:   sum(x) / f,  variance (1 - f) / f^2 * sum(x^2)
+--   count: n / f,       variance (1 - f) / f^2 * n
+--   avg:   sum(x) / n,  variance (1 - f) * sum((x - mean)^2) / n^2 (linearized)
+CREATE FUNCTION orochi.sampled_estimate(result float8[])
 RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT ROW(estimate, estimate - z * standard_error, estimate + z * standard_error,
-               standard_error, n::bigint)::orochi.estimate
-    FROM (SELECT orochi.sampled_normal_quantile(confidence) AS z) q
+    SELECT CASE WHEN result IS NULL THEN NULL
+           ELSE ROW(result[1], result[2], result[3], result[4], result[5]::bigint)::orochi.estimate END
 $$;
 
--- sum: sum(x) / f, variance (1 - f) / f^2 * sum(x^2)
-CREATE FUNCTION orochi.sampled_sum_final(state float8[])
-RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT CASE WHEN state IS NULL OR state[1] = 0 THEN NULL
-           ELSE orochi.sampled_interval(
-               state[2] / state[4],
-               sqrt(greatest((1 - state[4]) * (state[3] + state[2] * state[2] / state[1]), 0)) / state[4],
-               state[5], state[1]) END
-$$;
-
--- count: n / f, variance (1 - f) / f^2 * n
-CREATE FUNCTION orochi.sampled_count_final(state float8[])
-RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT CASE WHEN state IS NULL THEN ROW(0, 0, 0, 0, 0)::orochi.estimate
-           ELSE orochi.sampled_interval(state[1] / state[4],
-                                        sqrt((1 - state[4]) * state[1]) / state[4],
-                                        state[5], state[1]) END
-$$;
-
--- avg: the ratio sum(x) / n, linearized variance (1 - f) * sum((x - mean)^2) / n^2
-CREATE FUNCTION orochi.sampled_avg_final(state float8[])
-RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT CASE WHEN state IS NULL OR state[1] = 0 THEN NULL
-           ELSE orochi.sampled_interval(state[2] / state[1],
-                                        sqrt(greatest((1 - state[4]) * state[3], 0)) / state[1],
-                                        state[5], state[1]) END
-$$;
-
-CREATE FUNCTION orochi.sampled_sum_final_95(state float8[])
-RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
-AS $$ SELECT orochi.sampled_sum_final(orochi.sampled_state(state)) $$;
-
-CREATE FUNCTION orochi.sampled_count_final_95(state float8[])
-RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
-AS $$ SELECT orochi.sampled_count_final(orochi.sampled_state(state)) $$;
-
-CREATE FUNCTION orochi.sampled_avg_final_95(state float8[])
-RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
-AS $$ SELECT orochi.sampled_avg_final(orochi.sampled_state(state)) $$;
+CREATE FUNCTION orochi.sampled_sum_final(float8[]) RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_estimate(orochi.sampled_final('sum', $1, false)) $$;
+CREATE FUNCTION orochi.sampled_count_final(float8[]) RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_estimate(orochi.sampled_final('count', $1, false)) $$;
+CREATE FUNCTION orochi.sampled_avg_final(float8[]) RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_estimate(orochi.sampled_final('avg', $1, false)) $$;
+CREATE FUNCTION orochi.sampled_sum_final_95(float8[]) RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_estimate(orochi.sampled_final('sum', $1, true)) $$;
+CREATE FUNCTION orochi.sampled_count_final_95(float8[]) RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_estimate(orochi.sampled_final('count', $1, true)) $$;
+CREATE FUNCTION orochi.sampled_avg_final_95(float8[]) RETURNS orochi.estimate LANGUAGE sql IMMUTABLE
+AS $$ SELECT orochi.sampled_estimate(orochi.sampled_final('avg', $1, true)) $$;
 
 -- Estimated sum(x) over the whole table from the rows of a sample taken
 -- with this fraction (confidence of the interval: 0.95 unless given).

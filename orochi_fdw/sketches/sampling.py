@@ -139,7 +139,8 @@ def sampled_mask(first_ordinal: int, nrows: int, fraction: float, seed: int) -> 
     place on uint32 arrays (about 10x faster than :func:`hash_ordinals`).
     ``c < fraction * 2**32`` is ``c < ceil(fraction * 2**32)`` on integers.
     """
-    if fraction >= 1.0:
+    threshold = math.ceil(fraction * _TWO32)
+    if threshold > 0xFFFFFFFF:  # every 32-bit value is below it
         return np.ones(nrows, dtype=bool)
     last = first_ordinal + nrows - 1
     if first_ordinal < 0 or last >= 1 << 32:
@@ -177,7 +178,7 @@ def sampled_mask(first_ordinal: int, nrows: int, fraction: float, seed: int) -> 
     a ^= c; sub_rot(a, c, 4)  # noqa: E702
     b ^= a; sub_rot(b, a, 14)  # noqa: E702
     c ^= b; sub_rot(c, b, 24)  # noqa: E702
-    return c < np.uint32(math.ceil(fraction * _TWO32))
+    return c < np.uint32(threshold)
 
 
 # ------------------------------------------------------------ scan requests
@@ -261,30 +262,74 @@ def _select(col: Any, mask: np.ndarray, indices: np.ndarray) -> Any:
 
 
 def estimate(kind: str, n: float, total: float, squares: float, fraction: float,
-             confidence: float) -> tuple[float, float] | None:
-    """A Horvitz-Thompson estimate and its standard error from a Bernoulli
-    sample's non-NULL values (reference for tests and docs; SQL computes
-    the same in sql/45_sampling.sql).
+             confidence: float) -> list[float] | None:
+    """A Horvitz-Thompson estimate from a Bernoulli sample's non-NULL values,
+    with its normal-approximation interval (docs/sketches.md has the
+    formulas).
 
     Args:
         kind: "sum", "count" or "avg".
         n: sampled non-NULL values.
         total: their sum.
         squares: the sum of their squared deviations from their mean.
-        fraction: the sampling fraction.
-        confidence: unused here (the interval is estimate +- z * error).
+        fraction: the sampling fraction, (0, 1].
+        confidence: the interval's confidence level, (0, 1).
 
     Returns:
-        (estimate, standard error), or None for sum and avg of no values.
+        [estimate, lower, upper, standard error, n], or None for the sum
+        and avg of no values.
+
+    Raises:
+        InvalidParameterError: fraction or confidence out of range.
     """
     f = check_fraction(fraction)
+    z = normal_quantile(confidence)
     if kind == "count":
-        return n / f, math.sqrt((1 - f) * n) / f
-    if n == 0:
+        est, se = n / f, math.sqrt((1 - f) * n) / f
+    elif n == 0:
         return None
-    if kind == "sum":
-        sum_sq = squares + total * total / n
-        return total / f, math.sqrt((1 - f) * sum_sq) / f
-    if kind == "avg":
-        return total / n, math.sqrt((1 - f) * squares) / n
-    raise InvalidParameterError(f"unknown estimate {kind}")
+    elif kind == "sum":
+        sum_sq = squares + total * (total / n)
+        est, se = total / f, math.sqrt(max((1 - f) * sum_sq, 0.0)) / f
+    elif kind == "avg":
+        est, se = total / n, math.sqrt(max((1 - f) * squares, 0.0)) / n
+    else:
+        raise InvalidParameterError(f"unknown sampled estimate {kind}")
+    return [est, est - z * se, est + z * se, se, n]
+
+
+def final_estimate(kind: str, state: list[float] | None, from_regression: bool) -> list[float] | None:
+    """The result of a sampled aggregate from its transition state.
+
+    Args:
+        kind: "sum", "count" or "avg".
+        state: the aggregate's state: from ``float8_regr_accum(state, x,
+            fraction)`` (two-argument forms) {n, sum of fraction, squared
+            deviations of fraction, sum of x, squared deviations of x,
+            cross term}, or from ``orochi.sampled_accum`` {n, sum of x,
+            squared deviations of x, fraction, confidence}; None when no
+            row was seen.
+        from_regression: which of the two.
+
+    Returns:
+        See :func:`estimate`; a count of no rows is all zeros.
+
+    Raises:
+        InvalidParameterError: the fraction is not the same in every row,
+            or out of range.
+    """
+    if state is None or not state[0]:
+        return [0.0, 0.0, 0.0, 0.0, 0] if kind == "count" else None
+    if not from_regression:
+        n, total, squares, fraction, confidence = state
+        return estimate(kind, n, total, squares, fraction, confidence)
+    n, fraction_sum, fraction_squares, total, squares = state[:5]
+    fraction = fraction_sum / n
+    if fraction_squares > 1e-12 * fraction * fraction * n:
+        error = InvalidParameterError("sampling fraction must be the same in every row")
+        error.hint = "Pass the fraction the rows were sampled with, as a constant."
+        raise error
+    # the mean of n copies of the fraction carries the sum's rounding:
+    # 12 significant digits give back the value that was passed
+    fraction = float(f"{fraction:.12g}")
+    return estimate(kind, n, total, squares, fraction, 0.95)

@@ -273,7 +273,8 @@ def sample_cancel(relid: int) -> bool:
     return True
 
 
-@sql_function("sampled_normal_quantile")
-def sampled_normal_quantile(confidence: float) -> float:
-    """z of a two-sided normal interval at ``confidence`` (1.96 for 0.95)."""
-    return sampling.normal_quantile(confidence)
+@sql_function("sampled_final")
+def sampled_final(kind: str, state: list[float] | None, from_regression: bool) -> list[float] | None:
+    """A sampled aggregate's result as an array (estimate, lower, upper,
+    standard error, sampled values); see :func:`sampling.final_estimate`."""
+    return sampling.final_estimate(kind, state, from_regression)
