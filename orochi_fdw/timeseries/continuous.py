@@ -211,7 +211,7 @@ def create_continuous_aggregate(name: str, query: str, materialized_only: bool |
         raise ContinuousAggregateError(f'relation "{name}" already exists', "42P07")
     parsed = parse_query(query)
     dimension = _resolve_hypertable(parsed)
-    bucket = find_bucket(parsed, dimension.column)
+    bucket = find_bucket(parsed, dimension.column, dimension.type_name)
     agg_id = int(spi.execute("SELECT nextval('orochi.continuous_agg_id_seq')").scalar())
     direct_name = f"orochi._direct_view_{agg_id}"
     mat_name = f"orochi._materialized_{agg_id}"
@@ -219,7 +219,7 @@ def create_continuous_aggregate(name: str, query: str, materialized_only: bool |
     direct_relid = int(spi.execute("SELECT $1::regclass::oid", [direct_name], types=["text"]).scalar())
     columns = _view_columns(direct_relid)
     # the width as Postgres typed it ('1 hour' given for an interval shows as 01:00:00)
-    typed_width = find_bucket(_parse_view(direct_relid), dimension.column).width_sql
+    typed_width = find_bucket(_parse_view(direct_relid), dimension.column, dimension.type_name).width_sql
     width_text = str(spi.execute(f"SELECT ({typed_width})::text").scalar())
     bucket_column = columns[bucket.position][0]
     column_list = ", ".join(f"{spi.quote_ident(c)} {t}" for c, t in columns)
@@ -255,7 +255,7 @@ def _current_query(cagg: ContinuousAggregate, dimension: TimeDimension) -> tuple
     """The query of a continuous aggregate as it is now (names as the
     current search path needs them), parsed, and its bucket."""
     parsed = _parse_view(cagg.direct_relid)
-    return parsed, find_bucket(parsed, dimension.column)
+    return parsed, find_bucket(parsed, dimension.column, dimension.type_name)
 
 
 def _parse_view(relid: int) -> ParsedQuery:

@@ -59,7 +59,14 @@ from pglast.stream import RawStream  # noqa: E402
 from orochi_fdw.errors import OrochiError
 
 #: bucket function name -> (position of the width, position of the time argument)
-_BUCKET_FUNCTIONS: dict[str, tuple[int, int]] = {"time_bucket": (0, 1), "date_bin": (0, 1)}
+_BUCKET_FUNCTIONS: dict[str, tuple[int, int]] = {"time_bucket": (0, 1), "date_bin": (0, 1), "date_trunc": (0, 1)}
+
+#: date_trunc's fields -> the width of its buckets
+_DATE_TRUNC_WIDTHS = {
+    "microseconds": "1 microsecond", "milliseconds": "1 millisecond", "second": "1 second", "minute": "1 minute",
+    "hour": "1 hour", "day": "1 day", "week": "7 days", "month": "1 month", "quarter": "3 months",
+    "year": "1 year", "decade": "10 years", "century": "100 years", "millennium": "1000 years",
+}
 
 
 class ContinuousAggregateError(OrochiError):
@@ -262,13 +269,36 @@ def _qualifiers(parsed: ParsedQuery) -> set[str]:
     return {relation.relname}
 
 
-def find_bucket(parsed: ParsedQuery, time_column: str) -> Bucket:
+def _date_trunc_width(call: ast.FuncCall, time_type: str | None) -> str:
+    """SQL of the bucket width of ``date_trunc(field, time column)``.
+
+    Raises:
+        ContinuousAggregateError: a time column other than a timestamp
+            without time zone (date_trunc of a timestamptz, or of a date made
+            one, depends on the session's time zone), a time zone argument, or
+            a field that is not a constant width.
+    """
+    if time_type != "timestamp without time zone" or len(call.args) != 2:
+        raise _unsupported("date_trunc is supported on timestamp (without time zone) time columns only",
+                           "Use time_bucket, which buckets timestamptz in UTC whatever the session's time zone.")
+    field = call.args[0]
+    if isinstance(field, ast.TypeCast):
+        field = field.arg
+    unit = field.val.sval.lower() if isinstance(field, ast.A_Const) and isinstance(field.val, ast.String) else None
+    if unit not in _DATE_TRUNC_WIDTHS:
+        raise _unsupported(f"date_trunc field {_stream(call.args[0])} is not supported")
+    return f"CAST('{_DATE_TRUNC_WIDTHS[unit]}' AS interval)"
+
+
+def find_bucket(parsed: ParsedQuery, time_column: str, time_type: str | None = None) -> Bucket:
     """Find the bucket of the query: a bucket function over the hypertable's
     time column in the select list, also grouped by.
 
     Args:
         parsed: the parsed query.
         time_column: the hypertable's time column.
+        time_type: its type (regtype text), which decides whether date_trunc
+            may bucket it.
 
     Returns:
         The bucket.
@@ -313,8 +343,12 @@ def find_bucket(parsed: ParsedQuery, time_column: str) -> Bucket:
             grouped = True
     if not grouped:
         raise _unsupported(f"the time bucket {call_sql} must be in GROUP BY", _SHAPE_HINT)
-    width_at = _BUCKET_FUNCTIONS[_function_name(call)[1]][0]
-    return Bucket(position, target.name, call, time_at, _stream(call.args[width_at]))
+    name = _function_name(call)[1]
+    if name == "date_trunc":
+        width_sql = _date_trunc_width(call, time_type)
+    else:
+        width_sql = _stream(call.args[_BUCKET_FUNCTIONS[name][0]])
+    return Bucket(position, target.name, call, time_at, width_sql)
 
 
 def _and(left: ast.Node | None, right: ast.Node) -> ast.Node:

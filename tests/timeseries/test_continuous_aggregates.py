@@ -450,6 +450,7 @@ def test_truncate(db):
 
 
 def test_timestamp_time_column(db):
+    _make(db)
     _make(db, "mt", "timestamp", "interval '12 hours'")
     db.execute("INSERT INTO mt SELECT timestamp '2024-03-09' + i * interval '13 minutes', i % 2, i, 'x'"
                " FROM generate_series(0, 600) i")
@@ -467,6 +468,13 @@ def test_timestamp_time_column(db):
     assert _rows(db, "SELECT * FROM ct") == _rows(db, query)
     db.execute("INSERT INTO mt VALUES ('2024-04-01 07:00', 3, 1, 'y')")
     assert _rows(db, "SELECT * FROM ct") == _rows(db, query)
+    weekly = "SELECT date_trunc('week', ts) AS week, device, max(v) FROM mt GROUP BY 1, 2"
+    _create(db, "cw", weekly, materialized_only=True)
+    db.execute("DELETE FROM mt WHERE ts >= '2024-03-11' AND ts < '2024-03-12'")
+    db.execute("SELECT orochi.refresh_continuous_aggregate('cw', '2024-03-10', NULL)")  # from Monday the 11th
+    assert _rows(db, "SELECT * FROM cw") == _rows(db, weekly)
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="date_trunc"):
+        _create(db, "cw2", "SELECT date_trunc('week', ts), max(v) FROM m GROUP BY 1")
 
 
 def test_policy_on_integer_time(db):

@@ -87,3 +87,20 @@ def test_time_range_added_to_where():
     assert with_time_range(parsed, "Time", None, "$1", relation_sql='s."M"') == (
         'SELECT time_bucket(10, "Time"), count(*) FROM s."M" AS m WHERE "Time" < $1 GROUP BY 1')
     assert with_time_range(parsed, "Time", None, None) == 'SELECT time_bucket(10, "Time"), count(*) FROM m GROUP BY 1'
+
+
+def test_date_trunc_on_timestamp_only():
+    sql = "SELECT date_trunc('Quarter', ts) AS q, count(*) FROM m GROUP BY 1"
+    assert _bucket_typed(sql, "timestamp without time zone").width_sql == "CAST('3 months' AS interval)"
+    assert _bucket_typed("SELECT date_trunc('week'::text, m.ts), count(*) FROM m GROUP BY 1",
+                         "timestamp without time zone").width_sql == "CAST('7 days' AS interval)"
+    for time_type in ("timestamp with time zone", "date", None):
+        with pytest.raises(ContinuousAggregateError, match="timestamp \\(without time zone\\) time columns only"):
+            _bucket_typed(sql, time_type)
+    with pytest.raises(ContinuousAggregateError, match="field 'dow' is not supported"):
+        _bucket_typed("SELECT date_trunc('dow', ts), count(*) FROM m GROUP BY 1", "timestamp without time zone")
+
+
+def _bucket_typed(sql: str, time_type: str | None):
+    return find_bucket(parse_query(sql), "ts", time_type)
+
