@@ -15,8 +15,9 @@ the raw rows of its time range: :func:`with_time_range` adds
 of the hypertable uses for chunk exclusion and pushdown.
 
 Accepted bucket functions: ``time_bucket`` (with or without the ``orochi``
-schema, any of its overloads) and ``date_bin``.  The other arguments of the
-bucket function must be constants.
+schema, any of its overloads), ``date_bin``, and ``date_trunc`` on timestamp
+(without time zone) time columns.  The other arguments of the bucket function
+must be constants.
 """
 
 from __future__ import annotations
