@@ -24,7 +24,7 @@ IntervalLike = str | Interval | datetime.timedelta
 
 _JOB_COLUMNS = ("job_id, application_name, proc_schema, proc_name, relid, schedule_interval, "
                 "max_runtime, max_retries, retry_period, scheduled, config::text, next_start, "
-                "owner::text")
+                "coalesce((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = owner)::text, owner::text)")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Job:
         scheduled: whether the scheduler runs it.
         config: the job's configuration (a JSON object), or None.
         next_start: when it is due next.
-        owner: the role the job belongs to (and runs as).
+        owner: the name of the role the job belongs to (and runs as).
     """
 
     job_id: int
@@ -141,8 +141,8 @@ def check_job_owner(job: Job) -> None:
     Raises:
         JobPrivilegeError: the current role does not own the job.
     """
-    allowed = spi.execute("SELECT pg_has_role(current_user, $1::regrole, 'MEMBER')", [job.owner],
-                          types=["text"]).scalar()
+    allowed = spi.execute("SELECT pg_has_role(current_user, owner, 'MEMBER') FROM orochi.jobs "
+                          "WHERE job_id = $1", [job.job_id], types=["int4"]).scalar()
     if not allowed:
         raise JobPrivilegeError(f"insufficient permissions to alter job {job.job_id}",
                                 detail=f'The job belongs to role "{job.owner}".')

@@ -163,25 +163,25 @@ def test_record_job_failure(db, steered_procedure):
 
 
 def test_jobs_run_as_their_owner(db, steered_procedure, pg_cluster, db_name):
-    db.execute("DROP ROLE IF EXISTS job_owner")
-    db.execute("CREATE ROLE job_owner")
+    db.execute('DROP ROLE IF EXISTS "Job Owner"')
+    db.execute('CREATE ROLE "Job Owner"')
     try:
         db.execute("CREATE TABLE whoami (who text)")
-        db.execute("GRANT INSERT ON whoami TO job_owner")
+        db.execute('GRANT INSERT ON whoami TO "Job Owner"')
         db.execute("""CREATE PROCEDURE record_user(job_id int, config jsonb) LANGUAGE sql
                       AS $$ INSERT INTO whoami VALUES (current_user) $$""")
         job_id = db.execute("SELECT orochi.add_job('record_user', interval '1 hour')").fetchone()[0]
-        db.execute("UPDATE orochi.jobs SET owner = 'job_owner' WHERE job_id = %s", [job_id])
+        db.execute("""UPDATE orochi.jobs SET owner = '"Job Owner"' WHERE job_id = %s""", [job_id])
         assert _background(db, job_id)[0] == "Success"
-        assert db.execute("SELECT who FROM whoami").fetchall() == [("job_owner",)]
-        assert db.execute("SELECT current_user").fetchone()[0] != "job_owner"
-        db.execute("REVOKE INSERT ON whoami FROM job_owner")
+        assert db.execute("SELECT who FROM whoami").fetchall() == [("Job Owner",)]
+        assert db.execute("SELECT current_user").fetchone()[0] != "Job Owner"
+        db.execute('REVOKE INSERT ON whoami FROM "Job Owner"')
         _make_due(db, job_id)
         status, message, _ = _background(db, job_id)
         assert (status, message) == ("Failed", "permission denied for table whoami")
     finally:
         db.execute("DROP TABLE IF EXISTS whoami")
-        db.execute("DROP ROLE job_owner")
+        db.execute('DROP ROLE "Job Owner"')
 
 
 def test_builtin_policy_bodies_are_called_through_the_registry(db):
