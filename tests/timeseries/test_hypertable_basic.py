@@ -207,3 +207,18 @@ def test_drop_and_truncate_clean_catalog(db):
     db.execute("DROP FOREIGN TABLE m")
     assert db.execute("SELECT count(*) FROM orochi.hypertable_chunks").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM orochi.hypertables").fetchone() == (0,)
+
+
+def test_extreme_times(db):
+    _make(db, interval="interval '100 years'")
+    db.execute("CREATE TABLE h (ts timestamptz, device int, v float8, note text)")
+    for t in ("m", "h"):
+        db.execute(f"INSERT INTO {t} VALUES ('4713-01-01 00:00+00 BC', 1, 1, 'a'), ('200000-01-01 00:00+00', 2, 2, 'b'),"
+                   f" ('1969-12-31 23:59:59.999999+00', 3, 3, 'c'), ('1970-01-01 00:00+00', 4, 4, 'd')")
+    assert db.execute("SELECT x::text FROM m x WHERE ts < '1970-01-01 00:00+00' ORDER BY 1").fetchall() == \
+        db.execute("SELECT x::text FROM h x WHERE ts < '1970-01-01 00:00+00' ORDER BY 1").fetchall()
+    assert db.execute("SELECT x::text FROM m x WHERE ts > '10000-01-01 00:00+00' ORDER BY 1").fetchall() == \
+        db.execute("SELECT x::text FROM h x WHERE ts > '10000-01-01 00:00+00' ORDER BY 1").fetchall()
+    assert db.execute("SELECT count(*) FROM orochi.chunks").fetchone() == (4,)
+    with pytest.raises(psycopg.errors.DatetimeFieldOverflow, match="out of range for a hypertable"):
+        db.execute("INSERT INTO m VALUES ('294000-01-01 00:00+00', 1, 1, 'x')")
