@@ -109,9 +109,9 @@ def keys_from_storage(values: np.ndarray, kind: str, column: str = "time") -> np
         if len(v) and (v.max() == _INT64_MAX or v.min() == _INT64_MIN):
             raise _infinite(column)
         if len(v) and v.max() > _INT64_MAX - EPOCH_SHIFT_US:
-            # after about year 294000: the key would not fit in 64 bits
+            # after about year 294247: the key would not fit in 64 bits
             raise InfiniteTimeError(f'time value in column "{column}" out of range for a hypertable',
-                                    hint="A hypertable's time column takes times before year 292277.")
+                                    hint="A hypertable's time column takes times before year 294247.")
         return v + np.int64(EPOCH_SHIFT_US)
     if kind == "date":
         v = v.astype(np.int64)

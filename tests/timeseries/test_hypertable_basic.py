@@ -221,4 +221,4 @@ def test_extreme_times(db):
         db.execute("SELECT x::text FROM h x WHERE ts > '10000-01-01 00:00+00' ORDER BY 1").fetchall()
     assert db.execute("SELECT count(*) FROM orochi.chunks").fetchone() == (4,)
     with pytest.raises(psycopg.errors.DatetimeFieldOverflow, match="out of range for a hypertable"):
-        db.execute("INSERT INTO m VALUES ('294000-01-01 00:00+00', 1, 1, 'x')")
+        db.execute("INSERT INTO m VALUES ('294270-01-01 00:00+00', 1, 1, 'x')")
