@@ -19,6 +19,11 @@ CREATE FOREIGN DATA WRAPPER orochi
 
 CREATE SERVER orochi FOREIGN DATA WRAPPER orochi;
 
+-- Everyone may use what the schema offers (time_bucket, sketches, the views);
+-- what each object allows is then up to its own privileges: the catalog
+-- tables are readable where that is safe and writable by their owner only.
+GRANT USAGE ON SCHEMA orochi TO PUBLIC;
+
 -- Facts about the Python side of this backend: the interpreter, the
 -- virtualenv and the orochi package in use.
 CREATE FUNCTION orochi.python_info(OUT key text, OUT value text)
