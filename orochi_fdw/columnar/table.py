@@ -158,7 +158,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         from orochi_fdw.timeseries import hypertable
         from orochi_fdw.timeseries.chunks import ChunkRouter
 
-        ht = hypertable.get(self.relid)
+        ht = hypertable.get_for_write(self.relid)
         if ht is None:
             return None
         name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)

@@ -77,13 +77,10 @@ def list_chunks(relid: int, read_only: bool = False) -> list[Chunk]:
 
 # ---------------------------------------------------------------- creating chunks
 
-# FOR KEY SHARE: a writer's chunk rows cannot be dropped (drop_chunks) before
-# it ends; writers do not block one another.
 _FIND = """
 SELECT range_start, chunk_id
   FROM orochi.hypertable_chunks
  WHERE relid = $1 AND range_start = ANY ($2)
-   FOR KEY SHARE
 """
 
 _CREATE = """
@@ -299,9 +296,9 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
     after ``newer_than``, in the caller's transaction: their catalog rows,
     their stripes and the delta rows in their ranges.
 
-    The chunk rows go first: that waits for the writers holding them (a
-    writer locks its chunks' rows FOR KEY SHARE), so their stripes and delta
-    rows are seen and dropped too. Stripe files are retired as by
+    It first waits for the hypertable's open writers and keeps new ones out
+    until the transaction ends (:func:`~orochi_fdw.timeseries.hypertable.lock_for_drop`),
+    so what they wrote is seen and dropped too. Stripe files are retired as by
     orochi.vacuum(rel): snapshots taken before the commit may still read
     them, and a later orochi.vacuum(rel) removes them.
 
@@ -320,6 +317,7 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
     ht = hypertables.get(relid)
     if ht is None:
         return []
+    hypertables.lock_for_drop(relid)
     doomed = select_chunks(relid, older_than, newer_than)
     if not doomed:
         return []

@@ -33,6 +33,30 @@ SELECT relid, time_column::text, time_attnum, time_type::text, chunk_interval, t
 """
 
 
+# Writers hold this lock shared until they end; drop_chunks takes it
+# exclusively, so it waits for open writers (and drops what they wrote) and
+# no writer adds rows to a chunk being dropped.
+_WRITE_LOCK = "pg_advisory_xact_lock_shared(hashtext('orochi.hypertable_write'), relid::int)"
+_DROP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('orochi.hypertable_write'), $1::oid::int)"
+
+
+def get_for_write(relid: int) -> Hypertable | None:
+    """:func:`get` for a statement that writes into the table: a hypertable
+    is then locked against drop_chunks until the transaction ends."""
+    rows = spi.prepared(_GET.replace("SELECT relid,", f"SELECT {_WRITE_LOCK}, relid,"), ["oid"]).execute(
+        [int(relid)]).rows
+    if not rows:
+        return None
+    r = rows[0][1:]
+    return Hypertable(int(r[0]), r[1], int(r[2]), r[3], int(r[4]), bool(r[5]))
+
+
+def lock_for_drop(relid: int) -> None:
+    """Wait for the open writers of a hypertable and keep new ones out until
+    the transaction ends (drop_chunks)."""
+    spi.prepared(_DROP_LOCK, ["oid"]).execute([int(relid)])
+
+
 def get(relid: int, read_only: bool = False) -> Hypertable | None:
     """The hypertable ``relid``, or None if it is not one, read through SPI
     in the current transaction.
