@@ -62,6 +62,15 @@ BEGIN
             RETURN format('SELECT * FROM %s', relation);
         END IF;
     END IF;
+    IF kind IN ('r', 'm') THEN
+        -- number only the row addresses, then fetch the sampled rows by
+        -- address (a TID scan returns them in the table's order): rows not
+        -- sampled never become whole tuples
+        RETURN format('SELECT * FROM %1$s WHERE ctid = ANY (ARRAY('
+                      'SELECT s.ctid FROM (SELECT ctid, pg_catalog.row_number() OVER () AS n FROM %1$s) s '
+                      'WHERE (pg_catalog.hashint8extended(s.n, $2) & 4294967295)::float8 '
+                      '< $1 * 4294967296.0))', relation);
+    END IF;
     RETURN format('SELECT (s.r).* FROM (SELECT r, pg_catalog.row_number() OVER () AS n FROM %s r) s '
                   'WHERE (pg_catalog.hashint8extended(s.n, $2) & 4294967295)::float8 '
                   '< $1 * 4294967296.0', relation);
