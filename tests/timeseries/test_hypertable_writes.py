@@ -177,3 +177,22 @@ def test_dropped_time_column(db):
     db.execute("ALTER FOREIGN TABLE m DROP COLUMN t2")
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="was dropped or changed type"):
         db.execute("INSERT INTO m VALUES (1)")
+
+
+def test_vacuum_keeps_stripes_in_their_chunks(db):
+    db.execute("CREATE FOREIGN TABLE m (ts timestamptz, v int) SERVER orochi OPTIONS (delta_row_limit '0')")
+    db.execute("SELECT orochi.create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')")
+    db.execute("CREATE TABLE h (ts timestamptz, v int)")
+    for t in ("m", "h"):
+        db.execute(f"INSERT INTO {t} SELECT timestamptz '2024-01-01 00:00+00' + i * interval '10 minutes', i"
+                   f" FROM generate_series(0, 6 * 24 * 6 - 1) i")
+        db.execute(f"DELETE FROM {t} WHERE v % 3 = 0")
+    before = db.execute("SELECT chunk_id, count(*) FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
+                        " GROUP BY 1 ORDER BY 1").fetchall()
+    assert db.execute("SELECT stripes_rewritten FROM orochi.vacuum('m', 0)").fetchone()[0] == len(before)
+    after = db.execute("SELECT chunk_id, count(*) FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
+                       " GROUP BY 1 ORDER BY 1").fetchall()
+    assert after == before
+    for q in ("", "WHERE ts >= '2024-01-03 00:00+00' AND ts < '2024-01-04 12:00+00'"):
+        assert db.execute(f"SELECT x::text FROM m x {q} ORDER BY 1").fetchall() == \
+            db.execute(f"SELECT x::text FROM h x {q} ORDER BY 1").fetchall()
