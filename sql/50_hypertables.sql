@@ -123,10 +123,13 @@ SELECT h.relid::regclass                                  AS hypertable_name,
 
 GRANT SELECT ON orochi.chunks TO PUBLIC;
 
--- DROP of a hypertable forgets its hypertable and chunk rows.
+-- DROP of a hypertable forgets its hypertable and chunk rows.  SECURITY
+-- DEFINER: whoever may drop the table may forget its rows (only rows of
+-- tables really dropped are touched).
 CREATE FUNCTION orochi.hypertables_on_sql_drop()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dropped oid[];

@@ -222,3 +222,21 @@ def test_extreme_times(db):
     assert db.execute("SELECT count(*) FROM orochi.chunks").fetchone() == (4,)
     with pytest.raises(psycopg.errors.DatetimeFieldOverflow, match="out of range for a hypertable"):
         db.execute("INSERT INTO m VALUES ('294270-01-01 00:00+00', 1, 1, 'x')")
+
+
+def test_only_the_owner(db):
+    _make(db)
+    db.execute("CREATE ROLE intruder")
+    db.execute("GRANT ALL ON m TO intruder")
+    db.execute("CREATE FOREIGN TABLE other (ts timestamptz) SERVER orochi")
+    db.execute("GRANT ALL ON other TO intruder")
+    db.execute("SET ROLE intruder")
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match='must be owner of table "m"'):
+            db.execute("SELECT orochi.drop_chunks('m', older_than => now())")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match='must be owner of table "other"'):
+            db.execute("SELECT orochi.create_hypertable('other', 'ts')")
+    finally:
+        db.execute("RESET ROLE")
+        db.execute("DROP OWNED BY intruder")
+        db.execute("DROP ROLE intruder")
