@@ -54,7 +54,7 @@ RETURNS bigint
 LANGUAGE sql STRICT IMMUTABLE
 AS $$ SELECT orochi.sketch_hll_cardinality($1::bytea) $$;
 
--- The union of two sketches of the same precision.
+-- The union of two sketches, at the lower of their precisions.
 CREATE FUNCTION orochi.hll_union(orochi.hll, orochi.hll)
 RETURNS orochi.hll
 LANGUAGE sql STRICT IMMUTABLE
@@ -132,7 +132,7 @@ CREATE AGGREGATE orochi.hll_agg(anyelement, integer) (
     SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
     FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE);
 
--- The union of sketches (all of one precision).
+-- The union of sketches, at the lowest of their precisions.
 CREATE AGGREGATE orochi.hll_union_agg(orochi.hll) (
     SFUNC = orochi.sketch_hll_union_trans, STYPE = bytea, INITCOND = '',
     FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE);
