@@ -86,6 +86,22 @@ def test_sample_in_queries_and_columnar_scan_not_left_sampled(tables):
     assert tables.execute(lat.format("m")).fetchall() == tables.execute(lat.format("h")).fetchall()
 
 
+def test_views_and_partitioned_tables(tables):
+    tables.execute("CREATE VIEW v AS SELECT id, x FROM h WHERE g < 3")
+    tables.execute("CREATE TABLE p (id int8, x float8) PARTITION BY RANGE (id)")
+    tables.execute("CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (2500)")
+    tables.execute("CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (2500) TO (10000)")
+    tables.execute("INSERT INTO p SELECT id, x FROM h ORDER BY id")
+    tables.execute("CREATE TABLE flat AS SELECT id, x FROM h ORDER BY id")
+    q = "SELECT * FROM orochi.sample(NULL::{}, 0.2, 3)"
+    sample = tables.execute(q.format("v")).fetchall()
+    assert sample == tables.execute(q.format("v")).fetchall()
+    assert set(sample) <= set(tables.execute("SELECT * FROM v").fetchall())
+    assert 300 < len(sample) < 560  # 2143 rows, 20%
+    # partitions are read in order, so the rows' positions are the flat table's
+    assert tables.execute(q.format("p")).fetchall() == tables.execute(q.format("flat")).fetchall()
+
+
 def test_regclass_form_and_overloads(tables):
     rows = tables.execute("SELECT * FROM orochi.sample('m'::regclass, 0.1, 1) "
                           "AS s(id int8, g int4, x float8, s text)").fetchall()
