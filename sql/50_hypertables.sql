@@ -94,9 +94,11 @@ RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN key >= 9223372036854775807 THEN 'infinity'::timestamptz
             WHEN key <= -9223372036854775807 THEN '-infinity'::timestamptz
-            ELSE timestamptz '1970-01-01 00:00:00+00'
-                 + make_interval(days => (key / 86400000000)::int)
-                 + make_interval(secs => (key % 86400000000) / 1000000.0) END;
+            -- computed on timestamp (no time zone, so no daylight saving
+            -- shifts in the session's zone) and then read as UTC
+            ELSE (timestamp '1970-01-01 00:00:00'
+                  + make_interval(days => (key / 86400000000)::int)
+                  + make_interval(secs => (key % 86400000000) / 1000000.0)) AT TIME ZONE 'UTC' END;
 
 -- Every chunk of every hypertable.  Columns may be added at the end by
 -- CREATE OR REPLACE VIEW.
