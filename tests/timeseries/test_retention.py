@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 COLUMNS = "ts timestamptz NOT NULL, device int, v float8"
 #: midnight (UTC) of today, so that 1-day chunks line up with whole days
@@ -19,8 +21,9 @@ def _both(db, sql: str, name: str = "m") -> None:
 
 
 def _same(db, name: str = "m") -> None:
-    q = "SELECT x::text FROM {t} x ORDER BY 1"
-    assert db.execute(q.format(t=name)).fetchall() == db.execute(q.format(t=f"{name}_heap")).fetchall()
+    for q in ("SELECT x::text FROM {t} x ORDER BY 1",
+              "SELECT count(*), sum(v), min(t), max(t) FROM {t}" if name == "r" else "SELECT count(*) FROM {t}"):
+        assert db.execute(q.format(t=name)).fetchall() == db.execute(q.format(t=f"{name}_heap")).fetchall(), q
 
 
 def _setup(db, name: str = "m") -> None:
@@ -111,3 +114,33 @@ def test_retention_policy_errors(db):
     _setup(db)
     with pytest.raises(psycopg.Error, match="drop_after"):
         db.execute("SELECT orochi.add_retention_policy('m', 5)")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(times=st.lists(st.integers(-50, 250), min_size=1, max_size=120),
+       deleted=st.integers(0, 6), compress_after=st.integers(-60, 260), drop_after=st.integers(-60, 260))
+def test_random_retention_and_compression_match_the_heap(db, times, deleted, compress_after, drop_after):
+    db.execute("DROP FOREIGN TABLE IF EXISTS r")
+    db.execute("DROP TABLE IF EXISTS r_heap")
+    db.execute("CREATE FOREIGN TABLE r (t int NOT NULL, v int) SERVER orochi"
+               " OPTIONS (delta_row_limit '10', stripe_row_limit '16')")
+    db.execute("SELECT orochi.create_hypertable('r', 't', chunk_time_interval => 25)")
+    db.execute("CREATE TABLE r_heap (t int NOT NULL, v int)")
+    values = ", ".join(f"({t}, {i})" for i, t in enumerate(times))
+    _both(db, f"INSERT INTO {{t}} VALUES {values}", "r")  # delta rows or stripes by the count
+    _both(db, "INSERT INTO {t} SELECT g * 7 % 300 - 50, -g FROM generate_series(1, 40) g", "r")  # stripes
+    _both(db, f"DELETE FROM {{t}} WHERE v % 7 = {deleted}", "r")
+    compress = db.execute("SELECT orochi.add_compression_policy('r', %s)", (compress_after,)).fetchone()[0]
+    db.execute("SELECT orochi.run_job_now(%s)", (compress,))
+    # every chunk wholly below compress_after is Compressed, no other one is
+    for end, status in db.execute("SELECT range_end_integer, compression_status FROM orochi.chunks"
+                                  " WHERE hypertable_name = 'r'::regclass").fetchall():
+        assert status == ("Compressed" if end <= compress_after else "Uncompressed"), (end, status)
+    _same(db, "r")
+    retention = db.execute("SELECT orochi.add_retention_policy('r', %s)", (drop_after,)).fetchone()[0]
+    db.execute("SELECT orochi.run_job_now(%s)", (retention,))
+    # the chunks wholly below drop_after are gone: the rows below the start of drop_after's chunk
+    db.execute("DELETE FROM r_heap WHERE t < %s", ((drop_after // 25) * 25,))
+    _same(db, "r")
+    assert db.execute("SELECT count(*) FROM orochi.chunks WHERE hypertable_name = 'r'::regclass"
+                      " AND range_end_integer <= %s", (drop_after,)).fetchone()[0] == 0
