@@ -37,9 +37,10 @@ def _relation_text(relid: int) -> str:
     return str(spi.execute("SELECT $1::regclass::text", [relid], types=["oid"]).scalar())
 
 
-def _check_owner(relid: int) -> None:
-    """Changing a hypertable's definition or dropping its chunks is for the
-    table's owner (42501 otherwise), as ALTER TABLE and TRUNCATE are."""
+def check_owner(relid: int) -> None:
+    """Changing a hypertable's definition, dropping or compressing its
+    chunks is for the table's owner (42501 otherwise), as ALTER TABLE and
+    TRUNCATE are."""
     owner = spi.execute("SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c"
                         " WHERE c.oid = $1", [relid], types=["oid"]).scalar()
     if not owner:
@@ -108,7 +109,7 @@ def create_hypertable(relation: Any, time_column: str, chunk_time_interval: Any 
         raise HypertableError("relation and time_column must not be NULL", "22004")
     relid = _relid(relation)
     table = _open_columnar(relid)
-    _check_owner(relid)
+    check_owner(relid)
     schema, name = spi.execute(
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c"
         "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -210,7 +211,7 @@ def drop_chunks(relation: Any, older_than: Any = None, newer_than: Any = None) -
     """orochi.drop_chunks: drop those chunks (stripes and delta rows) and
     return their names."""
     ht, older, newer = _cutoffs(relation, older_than, newer_than, need_one=True)
-    _check_owner(ht.relid)
+    check_owner(ht.relid)
     return chunks.drop_chunks(ht.relid, older, newer)
 
 
