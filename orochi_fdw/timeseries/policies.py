@@ -53,6 +53,7 @@ from orochi_fdw.storage.kinds import ColumnData, VarBytes, concat_columns, get_k
 from orochi_fdw.timeseries import chunks as chunk_catalog
 from orochi_fdw.timeseries import hypertable as hypertables
 from orochi_fdw.timeseries import timekeys
+from orochi_fdw.timeseries.sqlapi import check_owner
 
 if TYPE_CHECKING:  # pragma: no cover
     from orochi_fdw.columnar.delta import DeltaBatch
@@ -410,8 +411,10 @@ def compress_chunk(name: str, if_not_compressed: bool = True) -> RewriteResult |
     Raises:
         ChunkNotFoundError: no such chunk.
         ChunkStateError: already compressed, without if_not_compressed.
+        HypertableError: the caller does not own the hypertable (42501).
     """
     chunk = find_chunk(name)
+    check_owner(chunk.relid)
     maintenance.lock_table_maintenance(chunk.relid)  # a concurrent compression first ends
     if chunk_status(chunk) == COMPRESSED:
         if not if_not_compressed:
@@ -429,8 +432,10 @@ def decompress_chunk(name: str, if_compressed: bool = True) -> RewriteResult | N
     Raises:
         ChunkNotFoundError: no such chunk.
         ChunkStateError: not compressed, without if_compressed.
+        HypertableError: the caller does not own the hypertable (42501).
     """
     chunk = find_chunk(name)
+    check_owner(chunk.relid)
     maintenance.lock_table_maintenance(chunk.relid)
     if chunk_status(chunk) == UNCOMPRESSED:
         if not if_compressed:

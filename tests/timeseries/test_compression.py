@@ -156,6 +156,22 @@ def test_bad_chunk_names(db):
         db.execute("SELECT orochi.compress_chunk(%s)", (other,))
 
 
+def test_only_the_owner_compresses(db):
+    _create(db)
+    _load(db)
+    chunk = _chunks(db)[0]
+    db.execute("CREATE ROLE compression_stranger")
+    try:
+        db.execute("SET ROLE compression_stranger")
+        for fn in ("compress_chunk", "decompress_chunk"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner"):
+                db.execute(f"SELECT orochi.{fn}(%s)", (chunk,))
+    finally:
+        db.execute("RESET ROLE")
+        db.execute("DROP ROLE compression_stranger")
+    assert _status(db, chunk)[0] == "Uncompressed"
+
+
 def test_rollback_leaves_the_chunk_as_it_was(db):
     _create(db)
     _load(db)
