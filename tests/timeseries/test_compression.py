@@ -299,6 +299,28 @@ def test_two_compressions_of_one_chunk_take_turns(db, new_connection):
     _check(db)
 
 
+def test_every_kind_of_column_survives_compression(db):
+    cols = ("ts timestamp NOT NULL, b bool, s smallint, n numeric, j jsonb, u uuid, by bytea, d date,"
+            " i interval, a text[], f float4, tx varchar(20)")
+    db.execute(f"CREATE FOREIGN TABLE k ({cols}) SERVER orochi OPTIONS (delta_row_limit '20', stripe_row_limit '150')")
+    db.execute("SELECT orochi.create_hypertable('k', 'ts', chunk_time_interval => interval '6 hours')")
+    db.execute(f"CREATE TABLE k_heap ({cols})")
+    gen = ("SELECT timestamp '2024-03-01' + (g * 7 % {n}) * interval '5 minutes', CASE WHEN g % 4 = 0 THEN NULL"
+           " ELSE g % 3 = 0 END, (g % 300)::smallint, CASE WHEN g % 6 = 0 THEN NULL ELSE g / 7.0 END,"
+           " jsonb_build_object('g', g, 'x', repeat('y', g % 5)), md5(g::text)::uuid,"
+           " CASE WHEN g % 5 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END, date '2020-01-01' + g,"
+           " g * interval '1 minute 3 seconds', ARRAY['a' || g, NULL, ''], g / 3.0::float4,"
+           " CASE WHEN g % 9 = 0 THEN '' ELSE 'v' || g END FROM generate_series(1, {n}) g")
+    _both(db, "INSERT INTO {t} " + gen.format(n=500), "k")
+    _both(db, "INSERT INTO {t} " + gen.format(n=15), "k")  # delta rows
+    _both(db, "DELETE FROM {t} WHERE s % 11 = 0", "k")
+    for c in _chunks(db, "k"):
+        db.execute("SELECT orochi.compress_chunk(%s)", (c,))
+        assert _status(db, c)[0] == "Compressed"
+    q = "SELECT x::text FROM {t} x ORDER BY 1"
+    assert db.execute(q.format(t="k")).fetchall() == db.execute(q.format(t="k_heap")).fetchall()
+
+
 def test_integer_and_date_time_columns(db):
     for name, typ, interval, gen in (
             ("mi", "bigint", "100", "g * 7"),
