@@ -347,22 +347,10 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
 def _param_text(key: int, time_type: str) -> str:
     """A key as the text form of a ``time_type`` value (exact, any range)."""
     value = timekeys.key_to_value(key, time_type)
-    if isinstance(value, (int,)):
-        return str(value)
-    text = getattr(value, "text", None)
+    text = getattr(value, "text", None)  # a SpecialValue
     if text is not None:
         return text
-    if time_type == "timestamp with time zone":
-        return value.isoformat()
-    return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
-
-
-def forget_tables(relids: Sequence[int]) -> None:
-    """Delete the hypertable, chunk and invalidation rows of tables (DROP,
-    TRUNCATE leaves the hypertable row)."""
-    relids = [int(r) for r in relids]
-    for table in ("hypertable_chunks", "hypertable_invalidation_log", "hypertables"):
-        spi.prepared(f"DELETE FROM orochi.{table} WHERE relid = ANY ($1)", ["oid[]"]).execute([relids])
+    return str(value)
 
 
 def truncate_chunks(relid: int) -> None:

@@ -179,15 +179,6 @@ def key_to_value(key: int, time_type: str) -> Any:
     return _timestamp_value(int(key) - EPOCH_SHIFT_US, time_type == "timestamp with time zone")
 
 
-def key_to_timestamptz(key: int) -> Any:
-    """A key as a timestamptz value (the ``orochi.chunks`` view's range of
-    timestamp-like chunks)."""
-    from orochi_fdw.columnar.delta import _timestamp_value
-
-    key = max(min(int(key), KEY_MAX - 1), KEY_MIN + 1)
-    return _timestamp_value(key - EPOCH_SHIFT_US, True)
-
-
 def param_value(key: int, time_type: str) -> Any:
     """A key as an SPI parameter of ``time_type`` (special values as text)."""
     value = key_to_value(key, time_type)
