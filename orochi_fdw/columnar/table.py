@@ -11,6 +11,10 @@ ids carried in ctid (:mod:`~orochi_fdw.columnar.modify`).
 Scans read the catalog, skip stripes and chunk groups whose min / max rule
 the quals out, decode only the columns the query needs, leave deleted rows
 out, and then read the delta store.
+
+A hypertable (:mod:`orochi_fdw.timeseries`) writes one stripe per chunk its
+rows fall in, and its scans first leave out the stripes of the chunks whose
+time range rules the quals out.
 """
 
 from __future__ import annotations
@@ -155,14 +159,14 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         a hypertable (read in the current transaction), else None."""
         import dataclasses
 
-        from orochi_fdw.timeseries import hypertable
+        from orochi_fdw.timeseries import hypertable, timekeys
         from orochi_fdw.timeseries.chunks import ChunkRouter
 
         ht = hypertable.get_for_write(self.relid)
         if ht is None:
             return None
         name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
-        if name is None or self.kinds[name] not in ("timestamptz", "timestamp", "date", "int16", "int32", "int64"):
+        if name is None or self.kinds[name] not in timekeys.TIME_TYPES.values():
             raise FeatureNotSupportedError(
                 f'the time column "{ht.time_column}" of hypertable "{self.relname}" was dropped or changed type')
         return ChunkRouter(dataclasses.replace(ht, time_column=name), self.kinds[name])
