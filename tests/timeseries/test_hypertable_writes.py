@@ -196,3 +196,53 @@ def test_vacuum_keeps_stripes_in_their_chunks(db):
     for q in ("", "WHERE ts >= '2024-01-03 00:00+00' AND ts < '2024-01-04 12:00+00'"):
         assert db.execute(f"SELECT x::text FROM m x {q} ORDER BY 1").fetchall() == \
             db.execute(f"SELECT x::text FROM h x {q} ORDER BY 1").fetchall()
+
+
+def test_drop_chunks_random_cutoffs(db):
+    """Random rows, chunk widths and cutoffs: exactly the chunks wholly
+    before older_than / wholly at or after newer_than go, with all their rows
+    (stripes, delta, updated), checked against a heap DELETE of their ranges;
+    a rolled back drop changes nothing."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values=st.lists(st.integers(-5000, 5000), min_size=1, max_size=120),
+           width=st.integers(1, 900), older=st.none() | st.integers(-6000, 6000),
+           newer=st.none() | st.integers(-6000, 6000), rollback=st.booleans())
+    def check(values, width, older, newer, rollback):
+        if older is None and newer is None:
+            older = 0
+        db.execute("DROP FOREIGN TABLE IF EXISTS m")
+        db.execute("DROP TABLE IF EXISTS h")
+        db.execute("CREATE FOREIGN TABLE m (t bigint, v int) SERVER orochi"
+                   " OPTIONS (delta_row_limit '10', stripe_row_limit '50')")
+        db.execute("SELECT orochi.create_hypertable('m', 't', chunk_time_interval => %s::bigint)", (width,))
+        db.execute("CREATE TABLE h (t bigint, v int)")
+        for name in ("m", "h"):
+            with db.cursor() as cur, cur.copy(f"COPY {name} (t, v) FROM STDIN") as copy:
+                for i, v in enumerate(values):
+                    copy.write_row((v, i))
+            db.execute(f"UPDATE {name} SET t = t + 7 WHERE v % 5 = 0")
+            db.execute(f"DELETE FROM {name} WHERE v % 4 = 0")
+            db.execute(f"INSERT INTO {name} VALUES ({values[0]}, -1)")
+        args = ", ".join(f"{k} => {v}" for k, v in (("older_than", older), ("newer_than", newer)) if v is not None)
+        ranges = {r[0]: (r[1], r[2]) for r in db.execute(
+            "SELECT chunk_name, range_start_integer, range_end_integer FROM orochi.chunks").fetchall()}
+        want = sorted((name for name, (lo, hi) in ranges.items()
+                       if (older is None or hi <= older) and (newer is None or lo >= newer)),
+                      key=lambda n: ranges[n][0])
+        db.execute("BEGIN")
+        got = [r[0] for r in db.execute(f"SELECT orochi.drop_chunks('m', {args})").fetchall()]
+        assert got == want
+        if rollback:
+            db.execute("ROLLBACK")
+        else:
+            db.execute("COMMIT")
+            for name in got:
+                lo, hi = ranges[name]
+                db.execute("DELETE FROM h WHERE t >= %s AND t < %s", (lo, hi))
+        assert db.execute("SELECT x::text FROM m x ORDER BY 1").fetchall() == \
+            db.execute("SELECT x::text FROM h x ORDER BY 1").fetchall()
+
+    check()
