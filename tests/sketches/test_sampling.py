@@ -9,6 +9,8 @@ import math
 import numpy as np
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orochi_fdw.sketches import sampling
 
@@ -280,9 +282,6 @@ def test_estimate_reference_rejects_bad_fraction():
 
 
 # ------------------------------------------------------------- randomized
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _rows = st.lists(st.tuples(st.one_of(st.none(), st.integers(-10**6, 10**6)),
                            st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
