@@ -270,7 +270,7 @@ collation_name(Oid collation)
 
 /*
  * A qual as the runtime receives it:
- * (attname, operator, is_list, use_or, value, value_known, collation)
+ * (attname, operator, is_list, use_or, value, value_known, collation, exact)
  */
 static PyObject *
 qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
@@ -285,7 +285,10 @@ qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
 	return t;
 }
 
-/* Plan-time quals: constants converted, other values marked unknown */
+/*
+ * Plan-time quals: constants converted; in place of a value not known until
+ * execution (a parameter, a stable expression), the name of its type
+ */
 static PyObject *
 plan_quals_to_py(List *quals, Relation rel)
 {
@@ -312,7 +315,7 @@ plan_quals_to_py(List *quals, Relation rel)
 			known = true;
 		}
 		else
-			value = (Py_INCREF(Py_None), Py_None);
+			value = orochi_cstring_to_py(format_type_be(exprType((Node *) q->value)));
 		t = qual_tuple(attname, q->opname, q->is_array, q->use_or, value, known, q->collation, false);
 		PyList_Append(list, t);
 		Py_DECREF(t);
@@ -1198,11 +1201,13 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 		if (consts_only && !IsA(((ExprState *) lfirst(le))->expr, Const))
 		{
 			/* EXPLAIN without ANALYZE: parameters have no values yet */
+			Expr	   *expr = ((ExprState *) lfirst(le))->expr;
+
 			t = qual_tuple(NameStr(TupleDescAttr(state->rel_tupdesc, attno - 1)->attname),
 						   strVal(list_nth(meta, QualMetaOperator)),
 						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
 						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
-						   (Py_INCREF(Py_None), Py_None), false,
+						   orochi_cstring_to_py(format_type_be(exprType((Node *) expr))), false,
 						   (Oid) intVal(list_nth(meta, QualMetaCollation)),
 						   intVal(list_nth(meta, QualMetaExact)) != 0);
 			PyList_Append(list, t);

@@ -68,6 +68,9 @@ class Qual:
     #: plan time that it applies it exactly, or it is under a pushed-down
     #: aggregation), so the wrapper must apply it
     exact: bool = False
+    #: at plan time, for a value known only at execution (``value`` is
+    #: ``UNKNOWN``): the SQL name of its type (``timestamp with time zone``)
+    value_type: str | None = None
 
     @property
     def is_list_operator(self) -> bool:

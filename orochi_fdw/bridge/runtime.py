@@ -181,7 +181,7 @@ def _quals(raw: list[tuple]) -> list[Qual]:
     quals = []
     for attname, op, is_list, use_or, value, known, collation, exact in raw:
         quals.append(Qual(attname, (op, bool(use_or)) if is_list else op, value if known else UNKNOWN,
-                          collation, bool(exact)))
+                          collation, bool(exact), None if known else value))
     return quals
 
 

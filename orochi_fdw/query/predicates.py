@@ -568,8 +568,11 @@ class BoundQuals:
     def explain(self, verbose: bool = False) -> list[str]:
         """``Label: text`` lines for the wrapper's ``explain()``."""
         lines = []
-        if self.filter is not ALWAYS_TRUE:
-            lines.append(f"Orochi Filter: {render(self.filter)}")
+        parts = [render(self.filter)] if self.filter is not ALWAYS_TRUE else []
+        # exact quals whose values come at execution (parameters, now() ...)
+        parts += [_render_qual(b.qual) for b in self.quals if b.exact and b.qual.value is UNKNOWN]
+        if parts:
+            lines.append(f"Orochi Filter: {' AND '.join(parts)}")
         widened = [b.prune for b in self.quals if not b.exact and b.prune is not ALWAYS_TRUE]
         if widened:
             lines.append(f"Orochi Pruning Bounds: {render(And(*widened))}")
@@ -733,6 +736,11 @@ def _bind_in(term: BoundReference, values: list, negate: bool, collation: str | 
     return NotIn(term, tuple(members)) if negate else In(term, tuple(members))
 
 
+#: the SQL type of the columns of each time kind, as the bridge names it
+_TIME_SQL_TYPES = {"date": "date", "timestamp": "timestamp without time zone",
+                   "timestamptz": "timestamp with time zone"}
+
+
 def _check_unknown(term: BoundReference, qual: Qual, collations: CollationPolicy) -> None:
     """A value known only when the scan starts (a parameter): decide by the
     column's type whether every constant its operators accept binds exactly."""
@@ -750,7 +758,11 @@ def _check_unknown(term: BoundReference, qual: Qual, collations: CollationPolicy
     if kind in _TEXT_KINDS:
         _check_text_op(op, qual.collation, collations)
         return
-    if kind in ("date", "timestamp", "timestamptz"):
+    if kind in _TIME_SQL_TYPES:
+        # Against a value of the column's own type (now() - interval '1 day'
+        # on a timestamptz) the comparison does not involve the time zone.
+        if not qual.is_list_operator and qual.value_type == _TIME_SQL_TYPES[kind]:
+            return
         raise _NotExact("the constant may be of a type whose comparison depends on the session time zone")
     raise _NotExact(f"{kind} columns are not filtered")
 
