@@ -100,30 +100,9 @@ RETURN CASE WHEN key >= 9223372036854775807 THEN 'infinity'::timestamptz
                   + make_interval(days => (key / 86400000000)::int)
                   + make_interval(secs => (key % 86400000000) / 1000000.0)) AT TIME ZONE 'UTC' END;
 
--- Every chunk of every hypertable.  Columns may be added at the end by
--- CREATE OR REPLACE VIEW.
-CREATE VIEW orochi.chunks AS
-SELECT h.relid::regclass                                  AS hypertable_name,
-       '_hyper_' || c.relid || '_' || c.chunk_id || '_chunk' AS chunk_name,
-       c.chunk_id,
-       h.time_column                                      AS primary_dimension,
-       h.time_type                                        AS primary_dimension_type,
-       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
-            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_start) END AS range_start,
-       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
-            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_end) END   AS range_end,
-       c.range_start                                      AS range_start_integer,
-       c.range_end                                        AS range_end_integer,
-       coalesce(s.stripes, 0)                             AS stripes,
-       coalesce(s.stripe_rows, 0) + coalesce(s.delta_rows, 0) AS rows,
-       coalesce(s.before_compression_bytes, 0)            AS before_compression_bytes,
-       coalesce(s.after_compression_bytes, 0)             AS after_compression_bytes,
-       false                                              AS is_compressed
-  FROM orochi.hypertable_chunks c
-  JOIN orochi.hypertables h ON h.relid = c.relid
-  LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id;
-
-GRANT SELECT ON orochi.chunks TO PUBLIC;
+-- The view orochi.chunks (every chunk with its range, rows, bytes and
+-- compression state) is made in 60_compression.sql, with the compression
+-- columns of the chunks.
 
 -- DROP of a hypertable forgets its hypertable and chunk rows.  SECURITY
 -- DEFINER: whoever may drop the table may forget its rows (only rows of

@@ -44,8 +44,9 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
--- Every chunk of every hypertable, now with its compression state.
-CREATE OR REPLACE VIEW orochi.chunks AS
+-- Every chunk of every hypertable: its range, rows, bytes and compression
+-- state (like timescaledb_information.chunks).
+CREATE VIEW orochi.chunks AS
 SELECT h.relid::regclass                                  AS hypertable_name,
        '_hyper_' || c.relid || '_' || c.chunk_id || '_chunk' AS chunk_name,
        c.chunk_id,
@@ -67,6 +68,8 @@ SELECT h.relid::regclass                                  AS hypertable_name,
   FROM orochi.hypertable_chunks c
   JOIN orochi.hypertables h ON h.relid = c.relid
   LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id;
+
+GRANT SELECT ON orochi.chunks TO PUBLIC;
 
 -- Per chunk of a hypertable: its compression state and the bytes its last
 -- compression started from and ended with (TimescaleDB's name).
