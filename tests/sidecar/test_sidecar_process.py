@@ -9,7 +9,7 @@ import signal
 import subprocess
 
 
-from conftest import SIDECAR, wait_until
+from sidecar_harness import SIDECAR, wait_until
 from promtext import parse, value
 
 
