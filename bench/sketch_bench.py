@@ -195,15 +195,19 @@ def main(argv=None) -> int:
     print("\n".join(_table(sampled_head, sampled)) + "\n" + sampled_note)
     if not args.no_write:
         md = ["# Sketch benchmark", "",
-              f"`python bench/sketch_bench.py --rows {args.rows}`: {args.rows:,} rows, median of "
+              f"`python bench/sketch_bench.py --rows {args.rows}"
+              f"{f' --runs {args.runs}' if args.runs != 3 else ''}"
+              f"{' --no-heap-sample' if args.no_heap_sample else ''}`: {args.rows:,} rows, median of "
               f"{args.runs} warm runs, one backend, no parallel workers. Exact on the heap table "
               "(count(DISTINCT), percentile_cont) against approximate aggregates pushed down into "
               "the orochi table (HyperLogLog p = 14, t-digest compression 100).", "",
               *_table(head, rows)]
         md += ["", note, "", "## Sampled estimates", "",
                "Horvitz-Thompson estimates from a Bernoulli sample (orochi.sample, seed "
-               f"{SAMPLE_SEED}) against the exact answers; the heap and orochi samples are the same rows "
-               "(checked).", "", *_table(sampled_head, sampled), "", sampled_note]
+               f"{SAMPLE_SEED}) against the exact answers"
+               + ("; the heap and orochi samples are the same rows (checked)." if not args.no_heap_sample
+                  else " (the heap table's sample not taken: --no-heap-sample)."),
+               "", *_table(sampled_head, sampled), "", sampled_note]
         with open(results_path(args.rows), "w") as f:
             f.write("\n".join(md) + "\n")
     return 0
