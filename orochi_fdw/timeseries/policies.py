@@ -413,16 +413,7 @@ def compress_chunk(name: str, if_not_compressed: bool = True) -> RewriteResult |
         ChunkStateError: already compressed, without if_not_compressed.
         HypertableError: the caller does not own the hypertable (42501).
     """
-    chunk = find_chunk(name)
-    check_owner(chunk.relid)
-    maintenance.lock_table_maintenance(chunk.relid)  # a concurrent compression first ends
-    if chunk_status(chunk) == COMPRESSED:
-        if not if_not_compressed:
-            raise ChunkStateError(f'chunk "{chunk.name}" is already compressed',
-                                  hint="Pass if_not_compressed => true to skip compressed chunks.")
-        spi.notice(f'chunk "{chunk.name}" is already compressed')
-        return None
-    return rewrite_chunk(chunk, compress=True)
+    return _rewrite_named(name, compress=True, skip_quietly=if_not_compressed)
 
 
 def decompress_chunk(name: str, if_compressed: bool = True) -> RewriteResult | None:
@@ -434,16 +425,24 @@ def decompress_chunk(name: str, if_compressed: bool = True) -> RewriteResult | N
         ChunkStateError: not compressed, without if_compressed.
         HypertableError: the caller does not own the hypertable (42501).
     """
+    return _rewrite_named(name, compress=False, skip_quietly=if_compressed)
+
+
+def _rewrite_named(name: str, compress: bool, skip_quietly: bool) -> RewriteResult | None:
+    """compress_chunk / decompress_chunk: a chunk already in the state asked
+    for gets a NOTICE (``skip_quietly``) or an ERROR naming the flag."""
     chunk = find_chunk(name)
     check_owner(chunk.relid)
-    maintenance.lock_table_maintenance(chunk.relid)
-    if chunk_status(chunk) == UNCOMPRESSED:
-        if not if_compressed:
-            raise ChunkStateError(f'chunk "{chunk.name}" is not compressed',
-                                  hint="Pass if_compressed => true to skip uncompressed chunks.")
-        spi.notice(f'chunk "{chunk.name}" is not compressed')
+    maintenance.lock_table_maintenance(chunk.relid)  # a concurrent compression first ends
+    if chunk_status(chunk) == (COMPRESSED if compress else UNCOMPRESSED):
+        state, flag, what = (("already compressed", "if_not_compressed", "compressed") if compress
+                             else ("not compressed", "if_compressed", "uncompressed"))
+        if not skip_quietly:
+            raise ChunkStateError(f'chunk "{chunk.name}" is {state}',
+                                  hint=f"Pass {flag} => true to skip {what} chunks.")
+        spi.notice(f'chunk "{chunk.name}" is {state}')
         return None
-    return rewrite_chunk(chunk, compress=False)
+    return rewrite_chunk(chunk, compress=compress)
 
 
 @sql_function("compress_chunk")
