@@ -65,6 +65,7 @@ __all__ = [
     "encode_values",
     "decode_values",
     "chunk_stats",
+    "codec_valid_for",
 ]
 
 
@@ -589,6 +590,14 @@ CODECS: dict[int, CodecSpec] = {
 }
 
 _INT_CODECS = (Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA, Codec.RLE)
+
+
+def codec_valid_for(codec: int, k: Kind) -> bool:
+    """Whether a chunk of kind ``k`` may use ``codec``."""
+    spec = CODECS.get(codec)
+    if spec is None:
+        return False
+    return k.physical in spec.physicals or (spec.codec == Codec.VECTOR and k.name == "vector")
 
 
 def _spec_for(codec: int, k: Kind, error=CorruptDataError) -> CodecSpec:
