@@ -56,8 +56,6 @@ def main() -> None:
     truth = [reference.knn(X, q, k, "l2").tolist() for q in Q]
     rows = []
     with PostgresCluster("vbench", settings={"shared_buffers": "2GB"}) as pg:
-        pg.init()
-        pg.start()
         pg.create_database("b")
         conn = pg.connect("b", autocommit=True)
         conn.execute("SET search_path = public, orochi")
