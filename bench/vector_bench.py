@@ -72,7 +72,7 @@ def main() -> None:
                                  " FROM orochi.columnar_vector_index_files").fetchone()
         qps, got = run_queries(conn, "t", Q, k)
         rows.append((f"columnar, {args.index_type} index (defaults; recorded ef {efs})", qps, recall(got, truth),
-                     f"{build:.1f} s", f"{(size or 0) / 1e6:.1f} MB"))
+                     f"{build:.1f} s", f"{float(size or 0) / 1e6:.1f} MB"))
         for ef in (40, 100, 200, 400):
             conn.execute(f"SET orochi.hnsw_ef_search = {ef}")
             qps, got = run_queries(conn, "t", Q, k)
