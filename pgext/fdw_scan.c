@@ -50,7 +50,7 @@ enum FdwScanPrivateIndex
 	FdwScanPrivateNeededAttrs,
 	/* List of per-qual Lists: see QualMetaIndex; values are in fdw_exprs */
 	FdwScanPrivateQuals,
-	/* List of per-sortkey Lists (attnum, reversed, nulls_first, collation) */
+	/* List of per-sortkey Lists: see SortKeyMetaIndex */
 	FdwScanPrivateSortKeys,
 	/* Integer: rows the query can need at most (LIMIT + OFFSET), or -1 */
 	FdwScanPrivateLimit
@@ -65,6 +65,23 @@ enum QualMetaIndex
 	QualMetaNullTest,			/* Integer: 1 for IS [NOT] NULL */
 	QualMetaCollation,			/* Integer: input collation oid */
 	QualMetaExact				/* Integer: 1 if Postgres does not recheck it */
+};
+
+/*
+ * A sort key: a plain column, or an expression "f(column, value)" (or
+ * "f(value, column)") whose value is fixed for the scan, such as a distance
+ * "embedding <-> '[1,2,3]'".  In a path the value is the Expr; in a plan, the
+ * index of the Expr in fdw_exprs (after the quals' values).
+ */
+enum SortKeyMetaIndex
+{
+	SortKeyAttno,				/* Integer */
+	SortKeyReversed,			/* Integer: 1 for DESC */
+	SortKeyNullsFirst,			/* Integer */
+	SortKeyCollation,			/* Integer: collation oid */
+	SortKeyFunction,			/* Integer: the expression's function oid (absent: a column) */
+	SortKeyColumnFirst,			/* Integer: 1 if the column is the first argument */
+	SortKeyValue				/* Expr (path) or Integer index into fdw_exprs (plan) */
 };
 
 /* One qual found in baserestrictinfo that Python may use */
@@ -106,7 +123,8 @@ typedef struct OrochiScanState
 	PyObject  **attnames;		/* interned column names, by attribute index */
 	PyObject   *instance;
 	PyObject   *columns;		/* list of needed column names */
-	PyObject   *sortkeys;		/* list of (attname, attnum, reversed, nulls_first, collation) */
+	PyObject   *sortkeys;		/* list of sort key tuples (see sortkeys_to_py) */
+	List	   *sortkey_meta;	/* per sort key: see SortKeyMetaIndex */
 	List	   *qual_meta;
 	List	   *qual_exprs;		/* ExprState * per qual */
 	OrochiTypeConv *qual_convs;
@@ -348,8 +366,50 @@ needed_columns_to_py(Bitmapset *needed, TupleDesc tupdesc)
 	return list;
 }
 
+/*
+ * The value of an expression sort key as Python sees it: the constant, the
+ * value of the expression at execution (exprs: the scan's ExprStates, NULL
+ * at plan time), or, when it is not known yet, the name of its type.
+ */
 static PyObject *
-sortkeys_to_py(List *sortkeys, TupleDesc tupdesc)
+sortkey_value_to_py(List *sk, List *exprs, ExprContext *econtext, bool *known)
+{
+	Node	   *value = (Node *) list_nth(sk, SortKeyValue);
+	ExprState  *es = NULL;
+	Expr	   *expr;
+	OrochiTypeConv conv;
+	Datum		datum;
+	bool		isnull;
+
+	if (exprs != NIL)
+	{
+		es = (ExprState *) list_nth(exprs, intVal(value));
+		expr = es->expr;
+	}
+	else
+		expr = (Expr *) value;
+	*known = IsA(expr, Const) || (es != NULL && econtext != NULL);
+	if (!*known)
+		return orochi_cstring_to_py(format_type_be(exprType((Node *) expr)));
+	if (IsA(expr, Const))
+	{
+		datum = ((Const *) expr)->constvalue;
+		isnull = ((Const *) expr)->constisnull;
+	}
+	else
+		datum = ExecEvalExpr(es, econtext, &isnull);
+	orochi_type_conv_init(&conv, exprType((Node *) expr), exprTypmod((Node *) expr), NULL);
+	return orochi_datum_to_py(datum, isnull, &conv);
+}
+
+/*
+ * Sort keys as the runtime receives them: (attname, attnum, reversed,
+ * nulls_first, collation) for a column; for an expression, the same and
+ * (function, value, value_known, column_first), the function named
+ * "schema.name".  exprs/econtext: see sortkey_value_to_py.
+ */
+static PyObject *
+sortkeys_to_py(List *sortkeys, TupleDesc tupdesc, List *exprs, ExprContext *econtext)
 {
 	PyObject   *list = PyList_New(0);
 	ListCell   *lc;
@@ -357,12 +417,27 @@ sortkeys_to_py(List *sortkeys, TupleDesc tupdesc)
 	foreach(lc, sortkeys)
 	{
 		List	   *sk = (List *) lfirst(lc);
-		AttrNumber	attno = intVal(linitial(sk));
+		AttrNumber	attno = intVal(list_nth(sk, SortKeyAttno));
+		const char *attname = NameStr(TupleDescAttr(tupdesc, attno - 1)->attname);
 		PyObject   *t;
 
-		t = Py_BuildValue("(siiiN)", NameStr(TupleDescAttr(tupdesc, attno - 1)->attname),
-						  (int) attno, intVal(lsecond(sk)), intVal(lthird(sk)),
-						  collation_name((Oid) intVal(lfourth(sk))));
+		if (list_length(sk) > SortKeyFunction)
+		{
+			Oid			funcoid = (Oid) intVal(list_nth(sk, SortKeyFunction));
+			char	   *fname = psprintf("%s.%s", get_namespace_name(get_func_namespace(funcoid)),
+										 get_func_name(funcoid));
+			bool		known;
+			PyObject   *value = sortkey_value_to_py(sk, exprs, econtext, &known);
+
+			t = Py_BuildValue("(siiiNsNii)", attname, (int) attno,
+							  intVal(list_nth(sk, SortKeyReversed)), intVal(list_nth(sk, SortKeyNullsFirst)),
+							  collation_name((Oid) intVal(list_nth(sk, SortKeyCollation))),
+							  fname, value, (int) known, intVal(list_nth(sk, SortKeyColumnFirst)));
+		}
+		else
+			t = Py_BuildValue("(siiiN)", attname, (int) attno, intVal(list_nth(sk, SortKeyReversed)),
+							  intVal(list_nth(sk, SortKeyNullsFirst)),
+							  collation_name((Oid) intVal(list_nth(sk, SortKeyCollation))));
 		if (t == NULL)
 			orochi_py_raise("building sort keys");
 		PyList_Append(list, t);
@@ -438,8 +513,43 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 }
 
 /*
- * A pathkey's column of this relation, as (attnum, reversed, nulls_first,
- * collation), or NIL if the pathkey is not a plain column of the relation.
+ * "f(column, value)" or "f(value, column)": a function (or an operator's)
+ * of two arguments, one a column of this relation, the other fixed for the
+ * scan.  Returns the column's Var and sets the rest, or NULL.
+ */
+static Var *
+column_function_of(Node *expr, Index relid, Oid *funcoid, Node **value, bool *column_first)
+{
+	List	   *args;
+
+	if (IsA(expr, OpExpr))
+	{
+		*funcoid = get_opcode(((OpExpr *) expr)->opno);
+		args = ((OpExpr *) expr)->args;
+	}
+	else if (IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcretset == false)
+	{
+		*funcoid = ((FuncExpr *) expr)->funcid;
+		args = ((FuncExpr *) expr)->args;
+	}
+	else
+		return NULL;
+	if (list_length(args) != 2 || !OidIsValid(*funcoid))
+		return NULL;
+	*column_first = is_column_of(linitial(args), relid);
+	if (*column_first && is_pseudo_constant_clause(lsecond(args)))
+		*value = lsecond(args);
+	else if (is_column_of(lsecond(args), relid) && is_pseudo_constant_clause(linitial(args)))
+		*value = linitial(args);
+	else
+		return NULL;
+	return (Var *) strip_relabel(*column_first ? linitial(args) : lsecond(args));
+}
+
+/*
+ * A pathkey as a sort key of this relation (see SortKeyMetaIndex): a plain
+ * column, or a function of a column and a value fixed for the scan; NIL if
+ * it is neither.
  */
 static List *
 pathkey_to_sortkey(PathKey *pathkey, RelOptInfo *baserel)
@@ -453,12 +563,30 @@ pathkey_to_sortkey(PathKey *pathkey, RelOptInfo *baserel)
 	{
 		EquivalenceMember *em = (EquivalenceMember *) lfirst(lc);
 		Node	   *expr = strip_relabel((Node *) em->em_expr);
+		List	   *sk;
+		Oid			funcoid;
+		Node	   *value;
+		bool		column_first;
+		Var		   *var;
 
-		if (bms_equal(em->em_relids, baserel->relids) && is_column_of(expr, baserel->relid))
-			return list_make4(makeInteger(((Var *) expr)->varattno),
-							  makeInteger(pathkey->pk_strategy == BTGreaterStrategyNumber),
-							  makeInteger(pathkey->pk_nulls_first),
-							  makeInteger((int) ec->ec_collation));
+		if (!bms_equal(em->em_relids, baserel->relids))
+			continue;
+		sk = list_make4(NULL,
+						makeInteger(pathkey->pk_strategy == BTGreaterStrategyNumber),
+						makeInteger(pathkey->pk_nulls_first),
+						makeInteger((int) ec->ec_collation));
+		if (is_column_of(expr, baserel->relid))
+		{
+			linitial(sk) = makeInteger(((Var *) expr)->varattno);
+			return sk;
+		}
+		var = column_function_of(expr, baserel->relid, &funcoid, &value, &column_first);
+		if (var != NULL)
+		{
+			linitial(sk) = makeInteger(var->varattno);
+			return lappend(lappend(lappend(sk, makeInteger((int) funcoid)),
+								   makeInteger(column_first)), copyObject(value));
+		}
 	}
 	return NIL;
 }
@@ -494,14 +622,26 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
-										 sortkeys_to_py(sortkeys, RelationGetDescr(rel)));
+										 sortkeys_to_py(sortkeys, RelationGetDescr(rel), NIL, NULL));
 		PyObject   *res;
 		long		n;
+		double		startup = -1,
+					total = -1;
 		Cost		sorted_total;
 
 		table_close(rel, NoLock);
 		res = orochi_runtime_call("can_sort", args);
-		n = PyLong_AsLong(res);
+		/* the number of keys handled, or (number, startup_cost, total_cost) */
+		if (PyTuple_Check(res))
+		{
+			if (!PyArg_ParseTuple(res, "ldd", &n, &startup, &total))
+			{
+				Py_DECREF(res);
+				orochi_py_raise("can_sort must return n or (n, startup_cost, total_cost)");
+			}
+		}
+		else
+			n = PyLong_AsLong(res);
 		Py_DECREF(res);
 		if (n == -1 && PyErr_Occurred())
 			orochi_py_raise("can_sort must return the number of sort keys handled");
@@ -515,9 +655,11 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 			 * rewritten as subqueries, looks nearly free).
 			 */
 			sorted_total = state->total_cost + baserel->rows * cpu_operator_cost;
+			if (startup < 0)
+				startup = total = sorted_total;
 			add_path(baserel, (Path *)
 					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-											 sorted_total, sorted_total,
+											 startup, Max(total, startup),
 											 pathkeys, NULL, NULL,
 											 list_make1(sortkeys)));
 		}
@@ -598,6 +740,24 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	x = -1;
 	while ((x = bms_next_member(state->needed, x)) >= 0)
 		needed = lappend(needed, makeInteger(x + FirstLowInvalidHeapAttributeNumber));
+
+	/* the values of expression sort keys go to fdw_exprs, after the quals' */
+	{
+		List	   *planned = NIL;
+
+		foreach(lc, sortkeys)
+		{
+			List	   *sk = list_copy((List *) lfirst(lc));
+
+			if (list_length(sk) > SortKeyValue)
+			{
+				qual_exprs = lappend(qual_exprs, list_nth(sk, SortKeyValue));
+				list_nth_cell(sk, SortKeyValue)->ptr_value = makeInteger(list_length(qual_exprs) - 1);
+			}
+			planned = lappend(planned, sk);
+		}
+		sortkeys = planned;
+	}
 
 	/*
 	 * A LIMIT the wrapper may stop at: only if this scan is the whole query
@@ -1156,12 +1316,13 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	foreach(lc, needed_list)
 		needed = bms_add_member(needed, intVal(lfirst(lc)) - FirstLowInvalidHeapAttributeNumber);
 	state->columns = needed_columns_to_py(needed, state->rel_tupdesc);
-	state->sortkeys = sortkeys_to_py(list_nth(plan->fdw_private, FdwScanPrivateSortKeys),
-									 state->rel_tupdesc);
+	state->sortkey_meta = list_nth(plan->fdw_private, FdwScanPrivateSortKeys);
 
 	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
 	state->limit = intVal(list_nth(plan->fdw_private, FdwScanPrivateLimit));
 	state->qual_exprs = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+	/* without values (those come when the scan starts), for EXPLAIN */
+	state->sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs, NULL);
 	state->qual_convs = palloc0(sizeof(OrochiTypeConv) * Max(list_length(plan->fdw_exprs), 1));
 	foreach(lc, plan->fdw_exprs)
 	{
@@ -1253,6 +1414,23 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 	{
 		state->done = true;
 		return;
+	}
+	if (state->sortkey_meta != NIL)
+	{
+		PyObject   *sortkeys;
+
+		PG_TRY();
+		{
+			sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
+									  node->ss.ps.ps_ExprContext);
+		}
+		PG_CATCH();
+		{
+			Py_DECREF(quals);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		Py_XSETREF(state->sortkeys, sortkeys);
 	}
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,

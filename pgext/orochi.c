@@ -35,6 +35,7 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+	orochi_vector_define_settings();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	if (process_shared_preload_libraries_in_progress)

@@ -163,6 +163,12 @@ extern void orochi_fill_modify_routine(FdwRoutine *routine);
 extern PyObject *orochi_instance_for_relation(Relation rel);
 extern PyObject *orochi_instance_for_relid(Oid relid);
 
+/* in vector.c */
+extern void orochi_vector_define_settings(void);
+extern bool orochi_is_vector_type(Oid typoid);
+extern void orochi_vector_check_payload(const char *data, int64 len, int32 typmod);
+extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod);
+
 /* in py_spi.c */
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);

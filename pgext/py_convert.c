@@ -119,6 +119,9 @@ orochi_wire_kind_for_type(Oid typoid, int32 typmod)
 		case BYTEAOID:
 			return WIRE_BYTEA;
 		default:
+			/* orochi.vector: its payload is the float4 values, as bytea's is bytes */
+			if (orochi_is_vector_type(typoid))
+				return WIRE_BYTEA;
 			/* numeric, jsonb, bpchar, and everything else: the type's text I/O */
 			return WIRE_CSTRING;
 	}
@@ -443,7 +446,14 @@ orochi_datum_to_py(Datum value, bool isnull, OrochiTypeConv *conv)
 				break;
 			}
 		default:
-			if (OidIsValid(conv->elemtype))
+			if (conv->wire == WIRE_BYTEA)
+			{
+				/* orochi.vector: its float4 payload, as bytes */
+				struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(value));
+
+				r = PyBytes_FromStringAndSize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+			}
+			else if (OidIsValid(conv->elemtype))
 			{
 				ArrayType  *arr = DatumGetArrayTypeP(value);
 				OrochiTypeConv elem;
@@ -766,6 +776,10 @@ orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 			}
 			break;
 		default:
+			if (conv->wire == WIRE_BYTEA && PyBytes_Check(obj))
+				/* orochi.vector from its float4 payload */
+				return orochi_vector_from_bytes(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj),
+												conv->typmod);
 			if (OidIsValid(conv->elemtype) && (PyList_Check(obj) || PyTuple_Check(obj)))
 				return py_to_array(obj, conv);
 			break;
@@ -1149,6 +1163,17 @@ orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 				ereport(ERROR,
 						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 						 errmsg("batch column \"%s\": validity must hold one byte per row", attname)));
+		}
+		if (reader->kinds[i] == WIRE_BYTEA && conv->typoid != BYTEAOID)
+		{
+			/* orochi.vector: every value's payload is checked first */
+			const int64 *off = (const int64 *) reader->offsets[i].buf;
+			const uint8 *valid = reader->validity[i].buf;
+
+			for (int64 r = 0; r < reader->nrows; r++)
+				if (valid == NULL || valid[r] != 0)
+					orochi_vector_check_payload((const char *) reader->values[i].buf + off[r],
+												off[r + 1] - off[r], conv->typmod);
 		}
 		if (width == 0 && !build_varlenas(reader, i, conv))
 			reader->allocates = true;

@@ -94,13 +94,23 @@ class Qual:
 
 @dataclass(frozen=True)
 class SortKey:
-    """One key of the order the query wants."""
+    """One key of the order the query wants: a column, or a function of a
+    column and a value fixed for the scan, such as the distance
+    ``embedding <-> '[1,2,3]'`` (``function`` is then the function's
+    ``"schema.name"``, ``orochi.l2_distance``; the value is converted as a
+    qual's, and is ``UNKNOWN`` at plan time when it is a parameter, with its
+    SQL type in ``value_type``)."""
 
     attname: str
     attnum: int
     is_reversed: bool = False
     nulls_first: bool = False
     collate: str | None = None
+    function: str | None = None
+    value: Any = None
+    #: the column is the function's first argument (else its second)
+    column_first: bool = True
+    value_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,9 @@ class ForeignDataWrapper:
         return (10.0, 10.0 + pages + rows * 0.01)
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
-        """The leading sort keys this wrapper can produce rows in order of."""
+        """The leading sort keys this wrapper can produce rows in order of;
+        or ``(keys, startup_cost, total_cost)`` to cost the sorted scan
+        itself (by default: the scan's cost and a comparison per row)."""
         return []
 
     def get_path_keys(self) -> list[tuple[tuple[str, ...], int]]:

@@ -186,7 +186,16 @@ def _quals(raw: list[tuple]) -> list[Qual]:
 
 
 def _sortkeys(raw: list[tuple]) -> list[SortKey]:
-    return [SortKey(name, attnum, bool(rev), bool(nf), coll) for name, attnum, rev, nf, coll in raw]
+    keys = []
+    for t in raw:
+        name, attnum, rev, nf, coll = t[:5]
+        if len(t) > 5:  # an expression f(column, value): a distance, say
+            function, value, known, column_first = t[5:]
+            keys.append(SortKey(name, attnum, bool(rev), bool(nf), coll, function, value if known else UNKNOWN,
+                                bool(column_first), None if known else value))
+        else:
+            keys.append(SortKey(name, attnum, bool(rev), bool(nf), coll))
+    return keys
 
 
 def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str]) -> tuple[float, float, float, float]:
@@ -201,17 +210,23 @@ def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str]) ->
     return (float(rows), float(width), float(startup), float(total))
 
 
-def can_sort(handle: TableHandle, sortkeys: list[tuple]) -> int:
-    """How many of the leading sort keys the wrapper produces in order."""
+def can_sort(handle: TableHandle, sortkeys: list[tuple]) -> int | tuple[int, float, float]:
+    """How many of the leading sort keys the wrapper produces in order; with
+    the sorted scan's (startup, total) cost if the wrapper gives them."""
     keys = _sortkeys(sortkeys)
     method = getattr(handle.instance, "can_sort", None)
-    handled = list(method(keys) or []) if method else []
+    answer = method(keys) if method else []
+    costs = None
+    if isinstance(answer, tuple):
+        answer, startup, total = answer
+        costs = (float(startup), float(total))
+    handled = list(answer or [])
     n = 0
     for key in keys:
         if key not in handled:
             break
         n += 1
-    return n
+    return (n, *costs) if costs is not None and n else n
 
 
 def exact_quals(handle: TableHandle, quals: list[tuple]) -> list[bool]:

@@ -299,16 +299,25 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     # ------------------------------------------------------------------ reading
 
-    def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
+    def can_sort(self, sortkeys: list[SortKey]):
         """One sort key on a column whose values order as numbers (see
-        :mod:`orochi_fdw.columnar.topn`)."""
+        :mod:`orochi_fdw.columnar.topn`), or a distance to a vector column
+        (:mod:`orochi_fdw.vector.search`)."""
         key = sortkeys[0] if sortkeys else None
+        if key is not None and key.function is not None:
+            from orochi_fdw.vector import search
+
+            return search.can_sort(self, key)
         if key is None or key.attname not in self.columns:
             return []
         return [key] if wire_kind_for_type(self.columns[key.attname].type_oid) in topn.ORDERABLE else []
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None):
+        if sortkeys and sortkeys[0].function is not None:
+            from orochi_fdw.vector import search
+
+            return search.KnnScan(self, quals, columns, sortkeys[0], limit)
         if sortkeys:
             key = sortkeys[0]
             needed = [c for c in columns if c in self.columns]
@@ -392,6 +401,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in quals
                                                           if q.field_name in {b.column for b in bound}))
         lines += bind_quals(quals, self.columns, collation_policy(_collation_info())).explain(verbose)
+        if sortkeys and sortkeys[0].function is not None:
+            from orochi_fdw.vector import search
+
+            lines += search.explain(self, sortkeys[0])
         if verbose:
             lines.append(f"Compression: {self.settings.compression}"
                          + (f" level {self.settings.compression_level}"
