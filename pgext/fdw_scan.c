@@ -152,13 +152,29 @@ is_column_of(Node *node, Index relid)
 }
 
 /*
+ * Whether an expression can be the value side of a qual: fixed for the
+ * scan (a pseudo-constant), or, in a parameterized scan, built of columns
+ * of the outer relations it is parameterized by (they arrive as parameters
+ * at each rescan).
+ */
+static bool
+is_scan_value(PlannerInfo *root, Node *node, Relids outer)
+{
+	if (is_pseudo_constant_clause(node))
+		return true;
+	return outer != NULL && !contain_volatile_functions(node) &&
+		!contain_subplans(node) && bms_is_subset(pull_varnos(root, node), outer);
+}
+
+/*
  * extract_qual
- *		If the clause is "column op pseudo-constant" (either way round),
- *		"column op ANY/ALL (array)", "column IS [NOT] NULL", "boolcol" or
- *		"NOT boolcol", describe it; else NULL.
+ *		If the clause is "column op value" (either way round, the value
+ *		fixed for the scan: see is_scan_value), "column op ANY/ALL (array)",
+ *		"column IS [NOT] NULL", "boolcol" or "NOT boolcol", describe it; else
+ *		NULL.
  */
 static OrochiQual *
-extract_qual(RestrictInfo *rinfo, Index relid)
+extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 {
 	Expr	   *clause = rinfo->clause;
 	OrochiQual *q;
@@ -171,9 +187,9 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Oid			opno = op->opno;
 		char	   *opname;
 
-		if (is_column_of(left, relid) && is_pseudo_constant_clause(right))
+		if (is_column_of(left, relid) && is_scan_value(root, right, outer))
 			 /* column on the left: as written */ ;
-		else if (is_column_of(right, relid) && is_pseudo_constant_clause(left))
+		else if (is_column_of(right, relid) && is_scan_value(root, left, outer))
 		{
 			Node	   *tmp = left;
 
@@ -203,7 +219,7 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Node	   *right = lsecond(saop->args);
 		char	   *opname;
 
-		if (!is_column_of(left, relid) || !is_pseudo_constant_clause(right))
+		if (!is_column_of(left, relid) || !is_scan_value(root, right, outer))
 			return NULL;
 		opname = get_opname(saop->opno);
 		if (opname == NULL || !operator_is_pushable(opname))
@@ -410,7 +426,7 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 		OrochiQual *q;
 
 		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
-		q = extract_qual(rinfo, baserel->relid);
+		q = extract_qual(root, rinfo, baserel->relid, NULL);
 		if (q)
 			state->quals = lappend(state->quals, q);
 	}
@@ -476,10 +492,16 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 	List	   *pathkeys = NIL;
 	ListCell   *lc;
 
+	/*
+	 * A relation with lateral references (columns of other relations in its
+	 * quals or target list, e.g. in LEFT JOIN LATERAL) can only be scanned
+	 * once for each row of those relations: every path is parameterized by
+	 * them.
+	 */
 	add_path(baserel, (Path *)
 			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 									 state->startup_cost, state->total_cost,
-									 NIL, NULL, NULL, NIL));
+									 NIL, baserel->lateral_relids, NULL, NIL));
 
 	foreach(lc, root->query_pathkeys)
 	{
@@ -518,7 +540,7 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 			add_path(baserel, (Path *)
 					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 											 sorted_total, sorted_total,
-											 pathkeys, NULL, NULL,
+											 pathkeys, baserel->lateral_relids, NULL,
 											 list_make1(sortkeys)));
 		}
 	}
@@ -542,28 +564,49 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	List	   *qual_exprs = NIL;
 	List	   *needed = NIL;
 	List	   *sortkeys = best_path->fdw_private ? linitial(best_path->fdw_private) : NIL;
+	List	   *quals;
 	ListCell   *lc;
 	int			x;
 	int			limit = -1;
 
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
-	if (state->quals != NIL)
+
+	/*
+	 * A parameterized scan (lateral references) also gets the join clauses
+	 * whose other side comes from the outer relations as quals: their values
+	 * are parameters, set at each rescan.
+	 */
+	quals = state->quals;
+	if (!upper && best_path->path.param_info != NULL)
+	{
+		Relids		outer = PATH_REQ_OUTER(&best_path->path);
+
+		quals = list_copy(quals);
+		foreach(lc, best_path->path.param_info->ppi_clauses)
+		{
+			OrochiQual *q = extract_qual(root, lfirst_node(RestrictInfo, lc), baserel->relid, outer);
+
+			if (q)
+				quals = lappend(quals, q);
+		}
+	}
+	if (quals != NIL)
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
-										 plan_quals_to_py(state->quals, rel));
+										 plan_quals_to_py(quals, rel));
 		PyObject   *res;
 		int			i = 0;
 
 		table_close(rel, NoLock);
 		res = orochi_runtime_call("exact_quals", args);
-		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(state->quals))
+		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(quals))
 		{
 			Py_DECREF(res);
 			elog(ERROR, "orochi: exact_quals must return one bool per qual");
 		}
-		foreach(lc, state->quals)
+		foreach(lc, quals)
 		{
 			OrochiQual *q = (OrochiQual *) lfirst(lc);
 
@@ -965,7 +1008,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 
 	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
 		return;
-	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL)
+	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
 		return;
 	if (parse->groupingSets != NIL || parse->havingQual != NULL || parse->hasWindowFuncs ||
 		parse->hasTargetSRFs)
@@ -1244,16 +1287,25 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 	return list;
 }
 
+/*
+ * Start (or restart) the scan.  When a strict comparison got a NULL value no
+ * row can pass: a scan of rows returns nothing without asking the wrapper,
+ * but an aggregation is still computed, over no rows (None for the quals),
+ * since without GROUP BY it yields exactly one row whatever the quals.
+ */
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
 	PyObject   *quals = scan_quals_to_py(node, state, false);
+	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0;
 
-	if (quals == NULL)
+	if (quals == NULL && !aggregation)
 	{
 		state->done = true;
 		return;
 	}
+	if (quals == NULL)
+		quals = Py_NewRef(Py_None);
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit));

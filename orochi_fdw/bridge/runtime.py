@@ -269,13 +269,20 @@ def _execute_takes_limit(instance: Any) -> bool:
     return known
 
 
-def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple],
+def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], sortkeys: list[tuple],
             limit: int = -1) -> Iterator:
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
     use: the scan is the whole query and nothing above it filters or sorts,
-    so a wrapper may stop after that many rows (in ``sortkeys`` order)."""
+    so a wrapper may stop after that many rows (in ``sortkeys`` order).
+
+    ``quals`` is None when no row can pass them (a strict comparison got a
+    NULL value at execution): a scan then yields nothing, and an aggregation
+    is asked for its result over no rows (``aggregate(request, None)``: one
+    row without GROUP BY, none with it)."""
     if isinstance(handle, AggregateHandle):
-        result = handle.instance.aggregate(handle.request, _quals(quals))
+        result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals))
+    elif quals is None:
+        return iter(())
     elif limit >= 0 and _execute_takes_limit(handle.instance):
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, limit=limit)
     else:
