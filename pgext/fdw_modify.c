@@ -304,14 +304,23 @@ slot_to_dict(OrochiModifyState *state, TupleTableSlot *slot)
 	return dict;
 }
 
-/* A row returned by insert/update (for RETURNING) replaces the slot's values */
-static void
+/*
+ * A row returned by insert/update (for RETURNING) replaces the slot's values.
+ * False from update means the row was not updated (this statement already
+ * modified it): NULL, so that the executor neither counts nor returns it.
+ */
+static TupleTableSlot *
 store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot)
 {
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
-		return;
+		return slot;
+	}
+	if (res == Py_False)
+	{
+		Py_DECREF(res);
+		return NULL;
 	}
 	PG_TRY();
 	{
@@ -325,6 +334,7 @@ store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot
 		Py_DECREF(res);
 	}
 	PG_END_TRY();
+	return slot;
 }
 
 static TupleTableSlot *
@@ -336,10 +346,10 @@ orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	if (state->batch_mode)
 		buffer_row(state, slot);
 	else
-		store_returned_row(state,
-						   orochi_runtime_call("insert", Py_BuildValue("(ON)", state->instance,
-																slot_to_dict(state, slot))),
-						   slot);
+		return store_returned_row(state,
+								  orochi_runtime_call("insert", Py_BuildValue("(ON)", state->instance,
+																			  slot_to_dict(state, slot))),
+								  slot);
 	return slot;
 }
 
@@ -402,10 +412,9 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	store_returned_row(state,
-					   orochi_runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
-					   slot);
-	return slot;
+	return store_returned_row(state,
+							  orochi_runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
+							  slot);
 }
 
 static TupleTableSlot *
@@ -417,6 +426,13 @@ orochiExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 
 	res = orochi_runtime_call("delete", Py_BuildValue("(ON)", state->instance,
 											   rowid_from_plan_slot(state, planSlot)));
+
+	/* False: the row was not deleted (this statement already deleted it) */
+	if (res == Py_False)
+	{
+		Py_DECREF(res);
+		return NULL;
+	}
 
 	/*
 	 * RETURNING needs the deleted row, which only the wrapper can give (as a

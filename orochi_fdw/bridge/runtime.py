@@ -387,8 +387,8 @@ def update(handle: TableHandle, rowid: Any, values: dict) -> Any:
     return handle.instance.update(rowid, values)
 
 
-def delete(handle: TableHandle, rowid: Any) -> None:
-    handle.instance.delete(rowid)
+def delete(handle: TableHandle, rowid: Any) -> Any:
+    return handle.instance.delete(rowid)
 
 
 def end_modify(handle: TableHandle) -> None:

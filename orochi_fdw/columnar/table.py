@@ -110,12 +110,13 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def insert_batch(self, batch: Batch) -> None:
         self._statement().insert_batch(batch)
 
-    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
-        self._statement().update(int(oldvalues), newvalues)
-        return None
+    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> bool | None:
+        """None, or False if this statement already modified the row (a join
+        matching it twice: the first match wins, as for a heap table)."""
+        return None if self._statement().update(int(oldvalues), newvalues) else False
 
-    def delete(self, oldvalues: Any) -> None:
-        self._statement().delete(int(oldvalues))
+    def delete(self, oldvalues: Any) -> bool | None:
+        return None if self._statement().delete(int(oldvalues)) else False
 
     def end_modify(self) -> None:
         writes, self._writes = self._writes, None
