@@ -337,12 +337,28 @@ store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot
 	return slot;
 }
 
+/*
+ * NOT NULL and CHECK constraints: Postgres checks them for heap tables only
+ * (a foreign table's constraints are taken on trust), but an orochi table is
+ * where the rows are stored, so the bridge checks them, with Postgres's own
+ * check and errors, before a row reaches the wrapper.
+ */
+static void
+check_constraints(ResultRelInfo *rinfo, TupleTableSlot *slot, EState *estate)
+{
+	TupleConstr *constr = RelationGetDescr(rinfo->ri_RelationDesc)->constr;
+
+	if (constr != NULL && (constr->has_not_null || constr->num_check > 0))
+		ExecConstraints(rinfo, slot, estate);
+}
+
 static TupleTableSlot *
 orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 						TupleTableSlot *planSlot)
 {
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 
+	check_constraints(rinfo, slot, estate);
 	if (state->batch_mode)
 		buffer_row(state, slot);
 	else
@@ -360,7 +376,10 @@ orochiExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlo
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 
 	for (int i = 0; i < *numSlots; i++)
+	{
+		check_constraints(rinfo, slots[i], estate);
 		buffer_row(state, slots[i]);
+	}
 	return slots;
 }
 
@@ -399,8 +418,11 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 						TupleTableSlot *planSlot)
 {
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
-	PyObject   *rowid = rowid_from_plan_slot(state, planSlot);
+	PyObject   *rowid;
 	PyObject   *values;
+
+	check_constraints(rinfo, slot, estate);
+	rowid = rowid_from_plan_slot(state, planSlot);
 
 	PG_TRY();
 	{

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,3 +69,81 @@ def test_update_from_counts_like_heap(db):
         assert db.execute(f"UPDATE {t} SET v = src.w FROM src WHERE src.k = {t}.k").rowcount == 2
         assert db.execute(f"DELETE FROM {t} USING src WHERE src.k = {t}.k").rowcount == 2
         assert db.execute(f"SELECT * FROM {t}").fetchall() == [(3, 3)]
+
+
+# ---------------------------------------------------------------- constraints
+
+CONSTRAINED = "(k int NOT NULL, v int CHECK (v > 0), w text, CONSTRAINT w_after_v CHECK (w IS NULL OR w > v::text))"
+
+
+def _outcome(conn, statement: str, table: str, copy_rows: list | None = None):
+    """(rowcount, None) or (None, (sqlstate, message, detail)) with the
+    table's name written as T, so that a heap table's errors compare."""
+    try:
+        if copy_rows is not None:
+            with conn.cursor().copy(statement.format(T=table)) as cp:
+                for row in copy_rows:
+                    cp.write_row(row)
+            return (len(copy_rows), None)
+        return (conn.execute(statement.format(T=table)).rowcount, None)
+    except Exception as exc:  # noqa: BLE001 - the error itself is compared
+        diag = getattr(exc, "diag", None)
+        if diag is None:
+            raise
+        constraint = diag.constraint_name or ""
+        if constraint.startswith(table + "_"):
+            constraint = "T" + constraint[len(table):]
+        return (None, (diag.sqlstate, diag.message_primary.replace(f'"{table}"', '"T"')
+                       .replace(f'"{table}_', '"T_'),
+                       diag.message_detail, constraint, diag.column_name))
+
+
+CONSTRAINT_CASES = [
+    ("INSERT INTO {T} VALUES (NULL, 1, NULL)", None),
+    ("INSERT INTO {T} VALUES (1, -1, NULL)", None),
+    ("INSERT INTO {T} VALUES (1, 5, '3')", None),
+    ("INSERT INTO {T} VALUES (1, 5, '6'), (2, 7, NULL)", None),
+    ("INSERT INTO {T} SELECT i, i - 5, NULL FROM generate_series(1, 30000) i", None),  # a batch, late failure
+    ("INSERT INTO {T} SELECT i, i, NULL FROM generate_series(1, 30000) i", None),
+    ("INSERT INTO {T} (v) VALUES (1)", None),
+    ("INSERT INTO {T} VALUES (1, NULL, NULL)", None),  # a CHECK on NULL passes
+    ("COPY {T} FROM STDIN", [(1, 2, None), (2, 0, None)]),
+    ("COPY {T} FROM STDIN", [(1, 2, None), (None, 3, None)]),
+    ("COPY {T} FROM STDIN", [(1, 2, None), (3, 3, "4")]),
+    ("UPDATE {T} SET v = -v WHERE k = 3", None),
+    ("UPDATE {T} SET k = NULL WHERE k = 5", None),
+    ("UPDATE {T} SET w = '0' WHERE k = 7", None),
+    ("UPDATE {T} SET v = v + 1 WHERE k < 20", None),
+]
+
+
+def test_constraints_enforced_like_heap(db):
+    """NOT NULL and CHECK constraints hold on INSERT, INSERT ... SELECT, COPY
+    and UPDATE with the heap table's SQLSTATE, message and detail; the rows
+    of a failed statement are not kept."""
+    db.execute(f"CREATE FOREIGN TABLE c {CONSTRAINED} SERVER orochi OPTIONS (delta_row_limit '5')")
+    db.execute(f"CREATE TABLE ch {CONSTRAINED}")
+    for t in ("c", "ch"):
+        db.execute(f"INSERT INTO {t} SELECT i, i, NULL FROM generate_series(1, 10) i")  # stripes
+        db.execute(f"INSERT INTO {t} VALUES (11, 11, NULL), (12, 12, '2')")  # delta rows
+    for statement, copy_rows in CONSTRAINT_CASES:
+        got = _outcome(db, statement, "c", copy_rows)
+        want = _outcome(db, statement, "ch", copy_rows)
+        assert got == want, statement
+        assert sorted(db.execute("SELECT * FROM c").fetchall(), key=repr) == \
+            sorted(db.execute("SELECT * FROM ch").fetchall(), key=repr), statement
+    assert any(want[1] and want[1][0] == "23502" for want in [_outcome(db, CONSTRAINT_CASES[0][0], "ch")])
+
+
+def test_constraints_of_a_hypertable(db):
+    db.execute("CREATE FOREIGN TABLE m (ts timestamptz NOT NULL, v int CHECK (v >= 0)) SERVER orochi")
+    db.execute("SELECT orochi.create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')")
+    db.execute("INSERT INTO m VALUES ('2024-01-01', 1)")
+    import psycopg
+
+    with pytest.raises(psycopg.errors.CheckViolation, match='violates check constraint "m_v_check"'):
+        db.execute("INSERT INTO m SELECT timestamptz '2024-01-01' + i * interval '1 hour', 10 - i"
+                   " FROM generate_series(1, 50) i")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("UPDATE m SET v = -1")
+    assert db.execute("SELECT count(*), sum(v) FROM m").fetchone() == (1, 1)
