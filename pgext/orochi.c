@@ -37,6 +37,7 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
+	orochi_install_hooks();
 	if (process_shared_preload_libraries_in_progress)
 		orochi_python_preload();
 }

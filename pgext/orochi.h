@@ -22,6 +22,7 @@
 #include "mb/pg_wchar.h"
 
 #include "access/tupdesc.h"
+#include "access/xact.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "foreign/fdwapi.h"
@@ -162,6 +163,19 @@ extern void orochi_fill_scan_routine(FdwRoutine *routine);
 extern void orochi_fill_modify_routine(FdwRoutine *routine);
 extern PyObject *orochi_instance_for_relation(Relation rel);
 extern PyObject *orochi_instance_for_relid(Oid relid);
+extern void orochi_flush_pending_writes(void);
+extern bool orochi_has_pending_writes(void);
+extern void orochi_modify_xact_callback(XactEvent event, void *arg);
+extern void orochi_modify_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+										   SubTransactionId parentSubid, void *arg);
+
+/* in hooks.c */
+extern void orochi_install_hooks(void);
+extern bool orochi_function_sees_writes(Oid funcid);
+extern bool orochi_is_orochi_table(Oid relid);
+
+/* in orochi.c */
+extern Datum orochi_fdw_handler(PG_FUNCTION_ARGS);
 
 /* in py_spi.c */
 extern PyObject *orochi_pg_module_init(void);

@@ -225,6 +225,12 @@ class ForeignDataWrapper:
     def end_modify(self) -> None:
         """The INSERT, UPDATE, DELETE or COPY statement is done."""
 
+    def flush_writes(self) -> None:
+        """Write what the running statement handed over so far (rows a wrapper
+        keeps until ``end_modify``) where later queries see it: a trigger or a
+        function that may read the table is about to run. More rows of the
+        same statement may follow."""
+
     # -- transactions -----------------------------------------------------
 
     def begin(self, serializable: bool) -> None:

@@ -391,6 +391,15 @@ def delete(handle: TableHandle, rowid: Any) -> Any:
     return handle.instance.delete(rowid)
 
 
+def flush_writes(handle: TableHandle) -> None:
+    """Make the rows the running statement handed over so far visible to the
+    queries that follow (a trigger, a function called for the next row); the
+    statement goes on (see the wrapper's ``flush_writes``)."""
+    method = getattr(handle.instance, "flush_writes", None)
+    if method is not None:
+        method()
+
+
 def end_modify(handle: TableHandle) -> None:
     method = getattr(handle.instance, "end_modify", None)
     if method is not None:

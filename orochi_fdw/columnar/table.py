@@ -123,6 +123,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if writes is not None:
             writes.finish()
 
+    def flush_writes(self) -> None:
+        if self._writes is not None:
+            self._writes.flush()
+
     # transaction hooks: a statement that failed leaves its writes behind
     def begin(self, serializable: bool) -> None:
         self._writes = None

@@ -147,3 +147,99 @@ def test_constraints_of_a_hypertable(db):
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute("UPDATE m SET v = -1")
     assert db.execute("SELECT count(*), sum(v) FROM m").fetchone() == (1, 1)
+
+
+# ---------------------------------------------------------------- triggers and functions see the writes
+
+_LOGGER = """
+CREATE TABLE log (tbl text, event text, n bigint, s bigint);
+CREATE FUNCTION log_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE n bigint; s bigint;
+BEGIN
+    EXECUTE format('SELECT count(*), sum(v) FROM %I', TG_TABLE_NAME) INTO n, s;
+    INSERT INTO log VALUES (TG_TABLE_NAME, TG_WHEN || ' ' || TG_LEVEL || ' ' || TG_OP, n, s);
+    IF TG_WHEN = 'BEFORE' AND TG_LEVEL = 'ROW' THEN
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+TRIGGER_STATEMENTS = [
+    ("INSERT INTO {T} VALUES (1, 1), (2, 2), (3, 3)", None),
+    ("INSERT INTO {T} SELECT i, i FROM generate_series(10, 30) i", None),  # over delta_row_limit: stripes
+    ("COPY {T} FROM STDIN", [(40, 40), (41, 41), (42, 42)]),
+    ("UPDATE {T} SET v = v * 10 WHERE k % 2 = 0", None),
+    ("DELETE FROM {T} WHERE k % 3 = 0", None),
+    ("INSERT INTO {T} VALUES (100, 100)", None),
+    ("DELETE FROM {T} WHERE k = 100", None),
+]
+
+
+@pytest.mark.parametrize("timing,level", [("AFTER", "STATEMENT"), ("AFTER", "ROW"), ("BEFORE", "ROW"),
+                                          ("BEFORE", "STATEMENT")])
+@pytest.mark.parametrize("hypertable", [False, True])
+def test_triggers_see_the_statements_rows(db, timing, level, hypertable):
+    """A trigger reading the table sees what it sees in a heap table: AFTER
+    triggers every row of the statement, a BEFORE ROW trigger the rows
+    written before its row."""
+    db.execute(_LOGGER)
+    if hypertable:
+        db.execute("CREATE FOREIGN TABLE t (k int, v bigint) SERVER orochi OPTIONS (delta_row_limit '10')")
+        db.execute("SELECT orochi.create_hypertable('t', 'k', chunk_time_interval => 16)")
+    else:
+        db.execute("CREATE FOREIGN TABLE t (k int, v bigint) SERVER orochi OPTIONS (delta_row_limit '10')")
+    db.execute("CREATE TABLE th (k int, v bigint)")
+    for table in ("t", "th"):
+        db.execute(f"CREATE TRIGGER trig {timing} INSERT OR UPDATE OR DELETE ON {table}"
+                   f" FOR EACH {level} EXECUTE FUNCTION log_rows()")
+    for statement, copy_rows in TRIGGER_STATEMENTS:
+        assert _outcome(db, statement, "t", copy_rows) == _outcome(db, statement, "th", copy_rows), statement
+    logs = {}
+    for table in ("t", "th"):
+        logs[table] = sorted(db.execute("SELECT event, n, s FROM log WHERE tbl = %s", (table,)).fetchall(),
+                             key=repr)
+    assert logs["t"] == logs["th"]
+    assert len(logs["t"]) >= len(TRIGGER_STATEMENTS)
+
+
+_FUNCTIONS = """
+CREATE FUNCTION rows_of(tbl text) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM %I', tbl) INTO n;
+    RETURN n;
+END $$;
+CREATE FUNCTION rows_of_stable(tbl text) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM %I', tbl) INTO n;
+    RETURN n;
+END $$;
+CREATE FUNCTION sum_of(tbl text) RETURNS bigint LANGUAGE sql VOLATILE AS $$
+    SELECT 0::bigint $$;
+"""
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO {T} SELECT i, rows_of('{T}') FROM generate_series(1, 25) i",
+    "INSERT INTO {T} SELECT i, rows_of_stable('{T}') FROM generate_series(1, 25) i",
+    "INSERT INTO {T} SELECT i, (SELECT rows_of('{T}')) + i FROM generate_series(1, 25) i",
+    "INSERT INTO {T} VALUES (1, rows_of('{T}')), (2, rows_of('{T}')), (3, rows_of('{T}'))",
+    "INSERT INTO {T} SELECT k + 100, rows_of('{T}') FROM {T}",
+    "UPDATE {T} SET v = rows_of('{T}') WHERE k % 2 = 1",
+    "DELETE FROM {T} WHERE rows_of('{T}') < 0",
+])
+def test_functions_called_by_a_statement_see_its_rows(db, statement):
+    """A volatile function called for each row sees the rows written before
+    it (its queries take new snapshots), a stable one the statement's
+    snapshot only: as with a heap table."""
+    db.execute(_FUNCTIONS)
+    db.execute("CREATE FOREIGN TABLE t (k int, v bigint) SERVER orochi OPTIONS (delta_row_limit '10')")
+    db.execute("CREATE TABLE th (k int, v bigint)")
+    for table in ("t", "th"):
+        db.execute(f"INSERT INTO {table} SELECT i, 0 FROM generate_series(1, 12) i")
+    got = _outcome(db, statement.replace("{T}", "t"), "t")
+    want = _outcome(db, statement.replace("{T}", "th"), "th")
+    assert got == want
+    assert sorted(db.execute("SELECT k, v FROM t").fetchall()) == sorted(db.execute("SELECT k, v FROM th").fetchall())
