@@ -6,6 +6,8 @@
  *
  *		  - COPY t TO ...: Postgres refuses COPY TO on foreign tables; the
  *			utility hook runs it as COPY (SELECT ... FROM ONLY t) TO ...
+ *		  - ALTER TABLE ... ADD COLUMN ... DEFAULT: the default evaluated
+ *			once for the rows already stored (orochi.column_default).
  *		  - functions that may read tables (trigger functions, volatile
  *			functions in SQL or a procedural language) see the rows the
  *			running statements wrote before they were called: the function
@@ -15,6 +17,7 @@
  */
 #include "orochi.h"
 
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -24,11 +27,15 @@
 #include "commands/copy.h"
 #include "executor/executor.h"
 #include "foreign/foreign.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -233,4 +240,76 @@ orochi_install_hooks(void)
 	fmgr_hook = orochi_fmgr_hook;
 	RegisterXactCallback(orochi_modify_xact_callback, NULL);
 	RegisterSubXactCallback(orochi_modify_subxact_callback, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * ADD COLUMN ... DEFAULT
+ * ---------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(orochi_column_default);
+
+/*
+ * orochi_column_default
+ *		orochi.column_default(table, attnum) -> (kind, value): the column's
+ *		default as ALTER TABLE ... ADD COLUMN evaluates it for the rows a heap
+ *		table holds (StoreAttrDefault's "missing value"): once, unless it is
+ *		volatile.  Python decides what to do with it (columnar/missing.py).
+ */
+Datum
+orochi_column_default(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	AttrNumber	attnum = PG_GETARG_INT16(1);
+	Relation	rel;
+	Form_pg_attribute att;
+	TupleDesc	tupdesc;
+	Node	   *expr;
+	const char *kind = "none";
+	char	   *text = NULL;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "orochi: column_default must return a record");
+	rel = table_open(relid, AccessShareLock);
+	if (attnum < 1 || attnum > RelationGetNumberOfAttributes(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column %d of relation \"%s\" does not exist", attnum,
+						RelationGetRelationName(rel))));
+	att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+	if (att->attgenerated)
+		kind = "generated";
+	else if ((expr = build_column_default(rel, attnum)) != NULL)
+	{
+		expr = (Node *) expression_planner((Expr *) expr);
+		if (contain_volatile_functions(expr))
+			kind = "volatile";
+		else
+		{
+			EState	   *estate = CreateExecutorState();
+			ExprState  *state = ExecPrepareExpr((Expr *) expr, estate);
+			bool		isnull;
+			Datum		d = ExecEvalExprSwitchContext(state, GetPerTupleExprContext(estate), &isnull);
+
+			kind = "constant";
+			if (!isnull)
+			{
+				Oid			typoutput;
+				bool		isvarlena;
+
+				getTypeOutputInfo(att->atttypid, &typoutput, &isvarlena);
+				text = OidOutputFunctionCall(typoutput, d);
+			}
+			FreeExecutorState(estate);
+		}
+	}
+	table_close(rel, AccessShareLock);
+	values[0] = CStringGetTextDatum(kind);
+	if (text != NULL)
+		values[1] = CStringGetTextDatum(text);
+	else
+		nulls[1] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -89,6 +89,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         self.settings = opts.resolve(options, self.columns)
         self.kinds = {name: storage_kind(c) for name, c in self.columns.items()}
         self.delta = DeltaStore(self.relid, self.columns)
+        self._missing: dict[str, tuple] | None = None
         self._writes: StatementWrites | None = None
         self._depth = 0  # savepoint depth
 
@@ -304,6 +305,15 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     # ------------------------------------------------------------------ reading
 
+    def missing_values(self) -> dict[str, tuple]:
+        """The values rows stored before ADD COLUMN ... DEFAULT read in the
+        added columns (:mod:`~orochi_fdw.columnar.missing`), by column name."""
+        if self._missing is None:
+            from orochi_fdw.columnar import missing
+
+            self._missing = missing.load(self.relid, self.columns)
+        return self._missing
+
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
         """One sort key on a column whose values order as numbers (see
         :mod:`orochi_fdw.columnar.topn`)."""
@@ -327,7 +337,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
         stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
-                            delta=lambda: self.delta.scan(read, quals))
+                            delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
         scan.counters.chunks = chunk_counts
         filtered = FilteredScan(scan, exact.filter, needed,
                                 {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
@@ -362,7 +372,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripes = store.table_stripes(self.relid, attnums)
         total = sum(s.live_rows for s in stripes)
         kept, _ = self._exclude_chunks(stripes, bound)
-        rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns)) if bound else total
+        rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns, self.missing_values())) \
+            if bound else total
         rows += self.delta.count()
         stored = store.column_raw_bytes(self.relid) if total else {}
         width = 0
@@ -386,7 +397,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if chunk_counts is not None:
             total_chunks, excluded = chunk_counts
             lines.append(f"Chunks: {total_chunks}" + (f" ({excluded} excluded)" if excluded else ""))
-        kept = prune_stripes(in_chunks, bound, self.columns)
+        kept = prune_stripes(in_chunks, bound, self.columns, self.missing_values())
         line = f"Stripes: {len(stripes)}"
         if len(in_chunks) < len(stripes):
             line += f" ({len(stripes) - len(in_chunks)} in excluded chunks)"
