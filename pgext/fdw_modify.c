@@ -103,11 +103,12 @@ orochi_instance_for_relation(Relation rel)
 
 	orochi_python_ensure();
 	instance = orochi_runtime_call("instance_for",
-								   Py_BuildValue("(IsNNNsi)", (unsigned int) relid, server->servername,
+								   Py_BuildValue("(INNNNNi)", (unsigned int) relid,
+												 orochi_cstring_to_py(server->servername),
 												 orochi_options_to_dict(server->options),
 												 orochi_options_to_dict(table->options),
 												 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
-												 RelationGetRelationName(rel),
+												 orochi_cstring_to_py(RelationGetRelationName(rel)),
 												 RelationGetDescr(rel)->natts));
 	orochi_mark_xact_touched();
 	return instance;
@@ -136,8 +137,15 @@ orochiAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *t
 						RelationGetRelationName(target_relation)),
 				 errdetail("Its wrapper names no rowid_column.")));
 	}
-	name = pstrdup(PyUnicode_AsUTF8(res));
-	Py_DECREF(res);
+	PG_TRY();
+	{
+		name = orochi_py_to_cstring(res);
+	}
+	PG_FINALLY();
+	{
+		Py_DECREF(res);
+	}
+	PG_END_TRY();
 	if (strcmp(name, "ctid") == 0)
 		var = makeVar(rtindex, SelfItemPointerAttributeNumber, TIDOID, -1, InvalidOid, 0);
 	else
@@ -757,9 +765,10 @@ orochiImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 		Py_DECREF(name);
 	}
 	res = orochi_runtime_call("import_schema",
-					   Py_BuildValue("(sNssNN)", server->servername,
+					   Py_BuildValue("(NNNNNN)", orochi_cstring_to_py(server->servername),
 									 orochi_options_to_dict(server->options),
-									 stmt->remote_schema, stmt->local_schema ? stmt->local_schema : "",
+									 orochi_cstring_to_py(stmt->remote_schema),
+									 orochi_cstring_to_py(stmt->local_schema ? stmt->local_schema : ""),
 									 Py_BuildValue("(sN)", list_type, tables),
 									 orochi_options_to_dict(stmt->options)));
 	if (!PyList_Check(res))

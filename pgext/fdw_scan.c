@@ -293,8 +293,8 @@ qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
 		   PyObject *value, bool known, Oid collation, bool exact)
 {
 	PyObject   *coll = collation_name(collation);
-	PyObject   *t = Py_BuildValue("(ssiiNiNi)", attname, opname, (int) is_array, (int) use_or,
-								  value, (int) known, coll, (int) exact);
+	PyObject   *t = Py_BuildValue("(NsiiNiNi)", orochi_cstring_to_py(attname), opname, (int) is_array,
+								  (int) use_or, value, (int) known, coll, (int) exact);
 
 	if (t == NULL)
 		orochi_py_raise("building a qual");
@@ -376,7 +376,7 @@ sortkeys_to_py(List *sortkeys, TupleDesc tupdesc)
 		AttrNumber	attno = intVal(linitial(sk));
 		PyObject   *t;
 
-		t = Py_BuildValue("(siiiN)", NameStr(TupleDescAttr(tupdesc, attno - 1)->attname),
+		t = Py_BuildValue("(NiiiN)", orochi_cstring_to_py(NameStr(TupleDescAttr(tupdesc, attno - 1)->attname)),
 						  (int) attno, intVal(lsecond(sk)), intVal(lthird(sk)),
 						  collation_name((Oid) intVal(lfourth(sk))));
 		if (t == NULL)
@@ -712,7 +712,7 @@ collation_info(Oid collid)
 	if (!OidIsValid(collid))
 		return Py_BuildValue("(OO)", Py_None, Py_True);
 	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
-	return Py_BuildValue("(sO)", name ? name : "",
+	return Py_BuildValue("(NO)", orochi_cstring_to_py(name ? name : ""),
 						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
 						 Py_True : Py_False);
 }
@@ -808,10 +808,10 @@ describe_date_bin(Expr *expr, TupleDesc rel_tupdesc, Oid type)
 		return NULL;
 	if ((int64) iv->day * USECS_PER_DAY + iv->time <= 0)
 		return NULL;
-	return Py_BuildValue("{s:s,s:s,s:L,s:L,s:s,s:I}", "kind", "date_bin", "column", column,
+	return Py_BuildValue("{s:s,s:N,s:L,s:L,s:N,s:I}", "kind", "date_bin", "column", orochi_cstring_to_py(column),
 						 "width_us", (long long) ((int64) iv->day * USECS_PER_DAY + iv->time),
 						 "origin_us", (long long) origin_us,
-						 "type", format_type_be(type), "type_oid", (unsigned int) type);
+						 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type);
 }
 
 static PyObject *
@@ -834,8 +834,8 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 	Oid			type = exprType((Node *) expr);
 
 	if (column)
-		return Py_BuildValue("{s:s,s:s,s:s,s:I}", "kind", "column", "column", column,
-							 "type", format_type_be(type), "type_oid", (unsigned int) type);
+		return Py_BuildValue("{s:s,s:N,s:N,s:I}", "kind", "column", "column", orochi_cstring_to_py(column),
+							 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type);
 	if (IsA(expr, FuncExpr))
 	{
 		FuncExpr   *f = (FuncExpr *) expr;
@@ -846,9 +846,9 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
 			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
 			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
-			return Py_BuildValue("{s:s,s:N,s:s,s:s,s:I,s:s}", "kind", "date_trunc",
-								 "unit", const_to_py(linitial(f->args)), "column", column,
-								 "type", format_type_be(type), "type_oid", (unsigned int) type,
+			return Py_BuildValue("{s:s,s:N,s:N,s:N,s:I,s:s}", "kind", "date_trunc",
+								 "unit", const_to_py(linitial(f->args)), "column", orochi_cstring_to_py(column),
+								 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type,
 								 "time_zone", pg_get_timezone_name(session_timezone));
 	}
 	return describe_date_bin(expr, rel_tupdesc, type);
@@ -896,14 +896,14 @@ describe_aggregate(Aggref *agg, TupleDesc rel_tupdesc)
 		}
 	}
 	{
-		PyObject   *d = Py_BuildValue("{s:s,s:s,s:O,s:O,s:s,s:s,s:I,s:s,s:I,s:N}",
-									  "func", name, "schema", nsp,
+		PyObject   *d = Py_BuildValue("{s:N,s:N,s:O,s:O,s:N,s:N,s:I,s:N,s:I,s:N}",
+									  "func", orochi_cstring_to_py(name), "schema", orochi_cstring_to_py(nsp),
 									  "star", agg->aggstar ? Py_True : Py_False,
 									  "distinct", agg->aggdistinct != NIL ? Py_True : Py_False,
-									  "column", column ? column : "",
-									  "arg_type", OidIsValid(argtype) ? format_type_be(argtype) : "",
+									  "column", orochi_cstring_to_py(column ? column : ""),
+									  "arg_type", orochi_cstring_to_py(OidIsValid(argtype) ? format_type_be(argtype) : ""),
 									  "arg_type_oid", (unsigned int) argtype,
-									  "result_type", format_type_be(agg->aggtype),
+									  "result_type", orochi_cstring_to_py(format_type_be(agg->aggtype)),
 									  "result_type_oid", (unsigned int) agg->aggtype,
 									  "args", extra);
 
@@ -1448,6 +1448,7 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 			PyErr_Clear();
 			continue;
 		}
+		s = orochi_utf8_to_server_lossy(s);	/* EXPLAIN's text is in the server encoding */
 		colon = strstr(s, ": ");
 		if (colon && colon != s)
 			ExplainPropertyText(pnstrdup(s, colon - s), colon + 2, es);

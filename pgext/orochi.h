@@ -75,6 +75,8 @@ typedef struct OrochiTypeConv
 	Oid			inioparam;
 	FmgrInfo	outfunc;		/* text output function */
 	const char *attname;		/* for error context, may be NULL */
+	bool		has_typmodfunc; /* typmod >= 0 and the type has a length coercion */
+	FmgrInfo	typmodfunc;		/* varchar(n), numeric(p,s), timestamp(p) ... */
 } OrochiTypeConv;
 
 /* in py_runtime.c */
@@ -101,6 +103,7 @@ extern Datum orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnul
 extern PyObject *orochi_cstring_to_py(const char *s);
 extern Oid	orochi_guess_param_type(PyObject *obj);
 extern char *orochi_py_to_cstring(PyObject *obj);
+extern char *orochi_utf8_to_server_lossy(const char *utf8);
 extern PyObject *orochi_options_to_dict(List *options);
 extern PyObject *orochi_tupdesc_columns(TupleDesc tupdesc, Oid relid);
 extern void orochi_convert_init(void);

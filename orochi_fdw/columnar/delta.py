@@ -131,8 +131,18 @@ def sync(relid: int) -> None:
         [relid, name], types=["oid", "text"]).rows
     for (attnum,) in retype:
         typ, coll = want[int(attnum)]
+        # through the text form to the type without its modifier; ALTER then
+        # assigns that to the column's type, modifier included (a value too
+        # long for a varchar(n) is an error, as in a heap table's ALTER)
+        base = spi.execute("SELECT CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace"
+                           "            THEN format_type(a.atttypid, NULL)"
+                           "            ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END"
+                           "  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+                           "  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+                           " WHERE a.attrelid = $1 AND a.attnum = $2", [relid, int(attnum)],
+                           types=["oid", "int2"]).scalar()
         spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
-                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{typ}")
+                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{base}")
         missing.retyped(relid, int(attnum), typ)
 
 
@@ -142,7 +152,8 @@ def _fill_added_columns(relid: int, added: list[int], want: dict[int, tuple[str,
     :mod:`~orochi_fdw.columnar.missing`)."""
     if not added:
         return
-    relname, = spi.execute("SELECT $1::regclass::text", [relid], types=["oid"]).rows[0]
+    relname = spi.execute("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", [relid],
+                          types=["oid"]).scalar()
 
     def has_rows() -> bool:
         return bool(spi.execute(
