@@ -237,8 +237,13 @@ def can_aggregate(handle: TableHandle, request: dict, quals: list[tuple]) -> tup
 
 
 def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
-    """The handle an aggregate scan works through."""
-    request = _prepare_request(request)
+    """The handle an aggregate scan works through. The request is rebuilt
+    from the plan when the scan starts, with the session's settings of that
+    moment (its time zone), and marked ``at_execution``: a wrapper must then
+    compute it even if a setting changed since planning (``SET TimeZone``
+    before a prepared statement runs again) made it one it would not have
+    accepted at plan time."""
+    request = {**_prepare_request(request), "at_execution": True}
     columns = {
         out["name"]: ColumnDefinition(column_name=out["name"], type_oid=out["type_oid"], attnum=i + 1)
         for i, out in enumerate(request["outputs"])
