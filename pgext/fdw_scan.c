@@ -170,13 +170,29 @@ is_column_of(Node *node, Index relid)
 }
 
 /*
+ * Whether an expression can be the value side of a qual: fixed for the
+ * scan (a pseudo-constant), or, in a parameterized scan, built of columns
+ * of the outer relations it is parameterized by (they arrive as parameters
+ * at each rescan).
+ */
+static bool
+is_scan_value(PlannerInfo *root, Node *node, Relids outer)
+{
+	if (is_pseudo_constant_clause(node))
+		return true;
+	return outer != NULL && !contain_volatile_functions(node) &&
+		!contain_subplans(node) && bms_is_subset(pull_varnos(root, node), outer);
+}
+
+/*
  * extract_qual
- *		If the clause is "column op pseudo-constant" (either way round),
- *		"column op ANY/ALL (array)", "column IS [NOT] NULL", "boolcol" or
- *		"NOT boolcol", describe it; else NULL.
+ *		If the clause is "column op value" (either way round, the value
+ *		fixed for the scan: see is_scan_value), "column op ANY/ALL (array)",
+ *		"column IS [NOT] NULL", "boolcol" or "NOT boolcol", describe it; else
+ *		NULL.
  */
 static OrochiQual *
-extract_qual(RestrictInfo *rinfo, Index relid)
+extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 {
 	Expr	   *clause = rinfo->clause;
 	OrochiQual *q;
@@ -189,9 +205,9 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Oid			opno = op->opno;
 		char	   *opname;
 
-		if (is_column_of(left, relid) && is_pseudo_constant_clause(right))
+		if (is_column_of(left, relid) && is_scan_value(root, right, outer))
 			 /* column on the left: as written */ ;
-		else if (is_column_of(right, relid) && is_pseudo_constant_clause(left))
+		else if (is_column_of(right, relid) && is_scan_value(root, left, outer))
 		{
 			Node	   *tmp = left;
 
@@ -221,7 +237,7 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Node	   *right = lsecond(saop->args);
 		char	   *opname;
 
-		if (!is_column_of(left, relid) || !is_pseudo_constant_clause(right))
+		if (!is_column_of(left, relid) || !is_scan_value(root, right, outer))
 			return NULL;
 		opname = get_opname(saop->opno);
 		if (opname == NULL || !operator_is_pushable(opname))
@@ -295,8 +311,8 @@ qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
 		   PyObject *value, bool known, Oid collation, bool exact)
 {
 	PyObject   *coll = collation_name(collation);
-	PyObject   *t = Py_BuildValue("(ssiiNiNi)", attname, opname, (int) is_array, (int) use_or,
-								  value, (int) known, coll, (int) exact);
+	PyObject   *t = Py_BuildValue("(NsiiNiNi)", orochi_cstring_to_py(attname), opname, (int) is_array,
+								  (int) use_or, value, (int) known, coll, (int) exact);
 
 	if (t == NULL)
 		orochi_py_raise("building a qual");
@@ -429,13 +445,15 @@ sortkeys_to_py(List *sortkeys, TupleDesc tupdesc, List *exprs, ExprContext *econ
 			bool		known;
 			PyObject   *value = sortkey_value_to_py(sk, exprs, econtext, &known);
 
-			t = Py_BuildValue("(siiiNsNii)", attname, (int) attno,
+			t = Py_BuildValue("(NiiiNNNii)", orochi_cstring_to_py(attname), (int) attno,
 							  intVal(list_nth(sk, SortKeyReversed)), intVal(list_nth(sk, SortKeyNullsFirst)),
 							  collation_name((Oid) intVal(list_nth(sk, SortKeyCollation))),
-							  fname, value, (int) known, intVal(list_nth(sk, SortKeyColumnFirst)));
+							  orochi_cstring_to_py(fname), value, (int) known,
+							  intVal(list_nth(sk, SortKeyColumnFirst)));
 		}
 		else
-			t = Py_BuildValue("(siiiN)", attname, (int) attno, intVal(list_nth(sk, SortKeyReversed)),
+			t = Py_BuildValue("(NiiiN)", orochi_cstring_to_py(attname), (int) attno,
+							  intVal(list_nth(sk, SortKeyReversed)),
 							  intVal(list_nth(sk, SortKeyNullsFirst)),
 							  collation_name((Oid) intVal(list_nth(sk, SortKeyCollation))));
 		if (t == NULL)
@@ -485,7 +503,7 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 		OrochiQual *q;
 
 		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
-		q = extract_qual(rinfo, baserel->relid);
+		q = extract_qual(root, rinfo, baserel->relid, NULL);
 		if (q)
 			state->quals = lappend(state->quals, q);
 	}
@@ -604,10 +622,16 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 	List	   *pathkeys = NIL;
 	ListCell   *lc;
 
+	/*
+	 * A relation with lateral references (columns of other relations in its
+	 * quals or target list, e.g. in LEFT JOIN LATERAL) can only be scanned
+	 * once for each row of those relations: every path is parameterized by
+	 * them.
+	 */
 	add_path(baserel, (Path *)
 			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 									 state->startup_cost, state->total_cost,
-									 NIL, NULL, NULL, NIL));
+									 NIL, baserel->lateral_relids, NULL, NIL));
 
 	foreach(lc, root->query_pathkeys)
 	{
@@ -660,7 +684,7 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 			add_path(baserel, (Path *)
 					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 											 startup, Max(total, startup),
-											 pathkeys, NULL, NULL,
+											 pathkeys, baserel->lateral_relids, NULL,
 											 list_make1(sortkeys)));
 		}
 	}
@@ -684,28 +708,49 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	List	   *qual_exprs = NIL;
 	List	   *needed = NIL;
 	List	   *sortkeys = best_path->fdw_private ? linitial(best_path->fdw_private) : NIL;
+	List	   *quals;
 	ListCell   *lc;
 	int			x;
 	int			limit = -1;
 
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
-	if (state->quals != NIL)
+
+	/*
+	 * A parameterized scan (lateral references) also gets the join clauses
+	 * whose other side comes from the outer relations as quals: their values
+	 * are parameters, set at each rescan.
+	 */
+	quals = state->quals;
+	if (!upper && best_path->path.param_info != NULL)
+	{
+		Relids		outer = PATH_REQ_OUTER(&best_path->path);
+
+		quals = list_copy(quals);
+		foreach(lc, best_path->path.param_info->ppi_clauses)
+		{
+			OrochiQual *q = extract_qual(root, lfirst_node(RestrictInfo, lc), baserel->relid, outer);
+
+			if (q)
+				quals = lappend(quals, q);
+		}
+	}
+	if (quals != NIL)
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
-										 plan_quals_to_py(state->quals, rel));
+										 plan_quals_to_py(quals, rel));
 		PyObject   *res;
 		int			i = 0;
 
 		table_close(rel, NoLock);
 		res = orochi_runtime_call("exact_quals", args);
-		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(state->quals))
+		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(quals))
 		{
 			Py_DECREF(res);
 			elog(ERROR, "orochi: exact_quals must return one bool per qual");
 		}
-		foreach(lc, state->quals)
+		foreach(lc, quals)
 		{
 			OrochiQual *q = (OrochiQual *) lfirst(lc);
 
@@ -829,7 +874,7 @@ collation_info(Oid collid)
 	if (!OidIsValid(collid))
 		return Py_BuildValue("(OO)", Py_None, Py_True);
 	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
-	return Py_BuildValue("(sO)", name ? name : "",
+	return Py_BuildValue("(NO)", orochi_cstring_to_py(name ? name : ""),
 						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
 						 Py_True : Py_False);
 }
@@ -925,10 +970,10 @@ describe_date_bin(Expr *expr, TupleDesc rel_tupdesc, Oid type)
 		return NULL;
 	if ((int64) iv->day * USECS_PER_DAY + iv->time <= 0)
 		return NULL;
-	return Py_BuildValue("{s:s,s:s,s:L,s:L,s:s,s:I}", "kind", "date_bin", "column", column,
+	return Py_BuildValue("{s:s,s:N,s:L,s:L,s:N,s:I}", "kind", "date_bin", "column", orochi_cstring_to_py(column),
 						 "width_us", (long long) ((int64) iv->day * USECS_PER_DAY + iv->time),
 						 "origin_us", (long long) origin_us,
-						 "type", format_type_be(type), "type_oid", (unsigned int) type);
+						 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type);
 }
 
 static PyObject *
@@ -951,8 +996,8 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 	Oid			type = exprType((Node *) expr);
 
 	if (column)
-		return Py_BuildValue("{s:s,s:s,s:s,s:I}", "kind", "column", "column", column,
-							 "type", format_type_be(type), "type_oid", (unsigned int) type);
+		return Py_BuildValue("{s:s,s:N,s:N,s:I}", "kind", "column", "column", orochi_cstring_to_py(column),
+							 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type);
 	if (IsA(expr, FuncExpr))
 	{
 		FuncExpr   *f = (FuncExpr *) expr;
@@ -963,9 +1008,9 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
 			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
 			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
-			return Py_BuildValue("{s:s,s:N,s:s,s:s,s:I,s:s}", "kind", "date_trunc",
-								 "unit", const_to_py(linitial(f->args)), "column", column,
-								 "type", format_type_be(type), "type_oid", (unsigned int) type,
+			return Py_BuildValue("{s:s,s:N,s:N,s:N,s:I,s:s}", "kind", "date_trunc",
+								 "unit", const_to_py(linitial(f->args)), "column", orochi_cstring_to_py(column),
+								 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type,
 								 "time_zone", pg_get_timezone_name(session_timezone));
 	}
 	return describe_date_bin(expr, rel_tupdesc, type);
@@ -1013,14 +1058,14 @@ describe_aggregate(Aggref *agg, TupleDesc rel_tupdesc)
 		}
 	}
 	{
-		PyObject   *d = Py_BuildValue("{s:s,s:s,s:O,s:O,s:s,s:s,s:I,s:s,s:I,s:N}",
-									  "func", name, "schema", nsp,
+		PyObject   *d = Py_BuildValue("{s:N,s:N,s:O,s:O,s:N,s:N,s:I,s:N,s:I,s:N}",
+									  "func", orochi_cstring_to_py(name), "schema", orochi_cstring_to_py(nsp),
 									  "star", agg->aggstar ? Py_True : Py_False,
 									  "distinct", agg->aggdistinct != NIL ? Py_True : Py_False,
-									  "column", column ? column : "",
-									  "arg_type", OidIsValid(argtype) ? format_type_be(argtype) : "",
+									  "column", orochi_cstring_to_py(column ? column : ""),
+									  "arg_type", orochi_cstring_to_py(OidIsValid(argtype) ? format_type_be(argtype) : ""),
 									  "arg_type_oid", (unsigned int) argtype,
-									  "result_type", format_type_be(agg->aggtype),
+									  "result_type", orochi_cstring_to_py(format_type_be(agg->aggtype)),
 									  "result_type_oid", (unsigned int) agg->aggtype,
 									  "args", extra);
 
@@ -1125,7 +1170,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 
 	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
 		return;
-	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL)
+	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
 		return;
 	if (parse->groupingSets != NIL || parse->havingQual != NULL || parse->hasWindowFuncs ||
 		parse->hasTargetSRFs)
@@ -1405,12 +1450,19 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 	return list;
 }
 
+/*
+ * Start (or restart) the scan.  When a strict comparison got a NULL value no
+ * row can pass: a scan of rows returns nothing without asking the wrapper,
+ * but an aggregation is still computed, over no rows (None for the quals),
+ * since without GROUP BY it yields exactly one row whatever the quals.
+ */
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
 	PyObject   *quals = scan_quals_to_py(node, state, false);
+	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0;
 
-	if (quals == NULL)
+	if (quals == NULL && !aggregation)
 	{
 		state->done = true;
 		return;
@@ -1426,12 +1478,14 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 		}
 		PG_CATCH();
 		{
-			Py_DECREF(quals);
+			Py_XDECREF(quals);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
 		Py_XSETREF(state->sortkeys, sortkeys);
 	}
+	if (quals == NULL)
+		quals = Py_NewRef(Py_None);
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit));
@@ -1574,6 +1628,7 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 			PyErr_Clear();
 			continue;
 		}
+		s = orochi_utf8_to_server_lossy(s);	/* EXPLAIN's text is in the server encoding */
 		colon = strstr(s, ": ");
 		if (colon && colon != s)
 			ExplainPropertyText(pnstrdup(s, colon - s), colon + 2, es);

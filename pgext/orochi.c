@@ -38,6 +38,7 @@ _PG_init(void)
 	orochi_vector_define_settings();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
+	orochi_install_hooks();
 	if (process_shared_preload_libraries_in_progress)
 		orochi_python_preload();
 }

@@ -220,16 +220,28 @@ class ForeignDataWrapper:
         column form; by default rows go one by one through insert()."""
         raise NotImplementedError
 
-    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
-        """Update the row whose rowid_column value is ``oldvalues``."""
+    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | bool | None:
+        """Update the row whose rowid_column value is ``oldvalues``; may
+        return the row as stored (for RETURNING), or False when the row was
+        not updated (this statement already updated or deleted it, as when a
+        join of UPDATE ... FROM matches it twice): it is then not counted, as
+        Postgres does not count such a row of a heap table."""
         raise NotImplementedError(f"{type(self).__name__} does not support UPDATE")
 
-    def delete(self, oldvalues: Any) -> None:
-        """Delete the row whose rowid_column value is ``oldvalues``."""
+    def delete(self, oldvalues: Any) -> dict[str, Any] | bool | None:
+        """Delete the row whose rowid_column value is ``oldvalues``; may
+        return the deleted row (for RETURNING), or False when the row was not
+        deleted (this statement already deleted it)."""
         raise NotImplementedError(f"{type(self).__name__} does not support DELETE")
 
     def end_modify(self) -> None:
         """The INSERT, UPDATE, DELETE or COPY statement is done."""
+
+    def flush_writes(self) -> None:
+        """Write what the running statement handed over so far (rows a wrapper
+        keeps until ``end_modify``) where later queries see it: a trigger or a
+        function that may read the table is about to run. More rows of the
+        same statement may follow."""
 
     # -- transactions -----------------------------------------------------
 

@@ -252,8 +252,13 @@ def can_aggregate(handle: TableHandle, request: dict, quals: list[tuple]) -> tup
 
 
 def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
-    """The handle an aggregate scan works through."""
-    request = _prepare_request(request)
+    """The handle an aggregate scan works through. The request is rebuilt
+    from the plan when the scan starts, with the session's settings of that
+    moment (its time zone), and marked ``at_execution``: a wrapper must then
+    compute it even if a setting changed since planning (``SET TimeZone``
+    before a prepared statement runs again) made it one it would not have
+    accepted at plan time."""
+    request = {**_prepare_request(request), "at_execution": True}
     columns = {
         out["name"]: ColumnDefinition(column_name=out["name"], type_oid=out["type_oid"], attnum=i + 1)
         for i, out in enumerate(request["outputs"])
@@ -284,13 +289,20 @@ def _execute_takes_limit(instance: Any) -> bool:
     return known
 
 
-def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple],
+def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], sortkeys: list[tuple],
             limit: int = -1) -> Iterator:
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
     use: the scan is the whole query and nothing above it filters or sorts,
-    so a wrapper may stop after that many rows (in ``sortkeys`` order)."""
+    so a wrapper may stop after that many rows (in ``sortkeys`` order).
+
+    ``quals`` is None when no row can pass them (a strict comparison got a
+    NULL value at execution): a scan then yields nothing, and an aggregation
+    is asked for its result over no rows (``aggregate(request, None)``: one
+    row without GROUP BY, none with it)."""
     if isinstance(handle, AggregateHandle):
-        result = handle.instance.aggregate(handle.request, _quals(quals))
+        result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals))
+    elif quals is None:
+        return iter(())
     elif limit >= 0 and _execute_takes_limit(handle.instance):
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, limit=limit)
     else:
@@ -395,8 +407,17 @@ def update(handle: TableHandle, rowid: Any, values: dict) -> Any:
     return handle.instance.update(rowid, values)
 
 
-def delete(handle: TableHandle, rowid: Any) -> None:
-    handle.instance.delete(rowid)
+def delete(handle: TableHandle, rowid: Any) -> Any:
+    return handle.instance.delete(rowid)
+
+
+def flush_writes(handle: TableHandle) -> None:
+    """Make the rows the running statement handed over so far visible to the
+    queries that follow (a trigger, a function called for the next row); the
+    statement goes on (see the wrapper's ``flush_writes``)."""
+    method = getattr(handle.instance, "flush_writes", None)
+    if method is not None:
+        method()
 
 
 def end_modify(handle: TableHandle) -> None:
