@@ -36,6 +36,7 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 	orochi_vector_define_settings();
+	orochi_workload_init();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	orochi_install_hooks();

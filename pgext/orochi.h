@@ -186,6 +186,9 @@ extern bool orochi_is_vector_type(Oid typoid);
 extern void orochi_vector_check_payload(const char *data, int64 len, int32 typmod);
 extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod);
 
+/* in workload.c */
+extern void orochi_workload_init(void);
+
 /* in py_spi.c */
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
