@@ -27,8 +27,9 @@
  *	the loader			a short-lived background worker that reads the
  *						catalog when the definitions are first needed after
  *						start-up (or a crash restart) or on reload; a
- *						transaction that changes the catalog publishes its
- *						state itself when it commits.
+ *						transaction that changes the catalog (holding a
+ *						self-conflicting lock on it) reads it at pre-commit
+ *						and publishes it at commit.
  *
  * Admission.  A top-level statement is admitted before it runs: a plannable
  * statement at ExecutorStart (its plan's cost is known there), a utility
@@ -499,15 +500,27 @@ find_pool_index(int32 pool_id)
  *		statistics by id; a pool gone from the catalog that still runs or
  *		queues statements lets them all run and disappears when they are
  *		done.  Called at commit or by the loader: must not fail.
+ *
+ *		if_generation: publish only if nothing was published since the
+ *		generation given (0: always).  The loader reads the catalog without
+ *		locking it; a transaction that changed the catalog and committed
+ *		after the loader took its snapshot publishes after that commit, so a
+ *		loader that sees the generation moved has read an older state and
+ *		must read again.  Returns whether it published.
  */
-static void
-publish_defs(const WorkloadDefs *defs)
+static bool
+publish_defs(const WorkloadDefs *defs, uint64 if_generation)
 {
 	bool		seen[WL_POOL_SLOTS];
 	int			i,
 				j;
 
 	LWLockAcquire(wl_shared->lock, LW_EXCLUSIVE);
+	if (if_generation != 0 && pg_atomic_read_u64(&wl_shared->generation) != if_generation)
+	{
+		LWLockRelease(wl_shared->lock);
+		return false;
+	}
 	memset(seen, 0, sizeof(seen));
 	seen[WL_DEFAULT_POOL] = true;
 	for (i = 0; i < defs->npools; i++)
@@ -557,6 +570,7 @@ publish_defs(const WorkloadDefs *defs)
 	pg_atomic_write_u32(&wl_shared->load_state, WL_LOAD_DONE);
 	LWLockRelease(wl_shared->lock);
 	ConditionVariableBroadcast(&wl_shared->load_cv);
+	return true;
 }
 
 /* ---------------------------------------------------------------------
@@ -747,44 +761,47 @@ void
 orochi_workload_loader_main(Datum main_arg)
 {
 	WorkloadDefs *defs;
+	int			attempt;
 
 	before_shmem_exit(loader_on_exit, (Datum) 0);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(orochi_workload_database, NULL, 0);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "orochi: loading resource pools and workload classes");
-	defs = palloc(sizeof(WorkloadDefs));
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "orochi: SPI_connect failed");
-		/* a transaction changing the catalog publishes at its commit: wait for it */
-		if (catalog_exists() &&
-			SPI_execute("LOCK TABLE orochi.resource_pools, orochi.workload_classes, "
-						"orochi.workload_role_classes IN SHARE MODE", false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "orochi: could not lock the workload catalog");
-		read_catalog(defs);
-		SPI_finish();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+	defs = MemoryContextAlloc(TopMemoryContext, sizeof(WorkloadDefs));
 
-		MemoryContextSwitchTo(TopMemoryContext);
-		edata = CopyErrorData();
-		LWLockAcquire(wl_shared->lock, LW_EXCLUSIVE);
-		snprintf(wl_shared->load_error, sizeof(wl_shared->load_error), "%s", edata->message);
-		LWLockRelease(wl_shared->lock);
-		PG_RE_THROW();
+	for (attempt = 1;; attempt++)
+	{
+		uint64		generation = pg_atomic_read_u64(&wl_shared->generation);
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		PG_TRY();
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "orochi: SPI_connect failed");
+			read_catalog(defs);
+			SPI_finish();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(TopMemoryContext);
+			edata = CopyErrorData();
+			LWLockAcquire(wl_shared->lock, LW_EXCLUSIVE);
+			snprintf(wl_shared->load_error, sizeof(wl_shared->load_error), "%s", edata->message);
+			LWLockRelease(wl_shared->lock);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		/* someone published since we read: their state may be newer than ours */
+		if (publish_defs(defs, attempt < 10 ? generation : 0))
+			break;
 	}
-	PG_END_TRY();
-	publish_defs(defs);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
 }
@@ -902,7 +919,7 @@ workload_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			if (wl_pending_defs != NULL)
-				publish_defs(wl_pending_defs);
+				(void) publish_defs(wl_pending_defs, 0);
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -1957,7 +1974,15 @@ PG_FUNCTION_INFO_V1(orochi_workload_publish);
 Datum
 orochi_workload_publish(PG_FUNCTION_ARGS)
 {
+	char	   *dbname = get_database_name(MyDatabaseId);
+
 	require_superuser("change resource pools");
+	if (dbname == NULL || orochi_workload_database == NULL ||
+		strcmp(dbname, orochi_workload_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("resource pools and workload classes are defined in database \"%s\"",
+						orochi_workload_database ? orochi_workload_database : "")));
 	wl_publish_pending = true;
 	PG_RETURN_VOID();
 }

@@ -3,10 +3,9 @@ assignments, in ``orochi.resource_pools``, ``orochi.workload_classes`` and
 ``orochi.workload_role_classes`` of the workload database.
 
 Every change takes the catalog's lock (SHARE ROW EXCLUSIVE, which conflicts
-with itself and with the loader's SHARE) and asks the C side to publish the
-catalog when the transaction commits (``orochi.workload_publish()``): the
-state read at commit is then the one that wins, and a rolled-back change is
-never in force.
+with itself) and asks the C side to publish the catalog when the transaction
+commits (``orochi.workload_publish()``): changes are serialised, the state
+read at pre-commit is the latest, and a rolled-back change is never in force.
 
 Validation lives here; the limits are those of the shared memory the C side
 keeps (pgext/workload.c).

@@ -1,0 +1,335 @@
+"""The workload management benchmark: what admission costs, and what pools
+do for OLTP latency beside analytical scans.
+
+One cluster with orochi preloaded (shared memory for the pools), jit off, no
+parallel workers; PostgreSQL 15's pgbench on its own tables (heap).
+
+1. Admission overhead, with orochi.workload_enabled off and on (a pool and a
+   class matching the client's application_name in force, so every statement
+   is classified, admitted and released). Target (issue 21): at most 50 us
+   per statement.
+   a. The backend's CPU time per statement (from /proc/<pid>/schedstat, in
+      ns, so other work on the machine hardly moves it): 20,000 prepared
+      statements per round, rounds alternating off/on, medians.
+   b. pgbench select-only (one SELECT by primary key per transaction), 1 and
+      4 clients: TPS and mean latency, medians of the rounds (wall clock:
+      on a shared machine the spread is wider than the cost measured in a).
+2. Mixed workload: pgbench select-only, 4 clients, beside analytical clients
+   looping a grouped scan of a 10M-row columnar table. Three runs: OLTP
+   alone; with the scans and no pools (workload management off); with pools
+   (scans in a pool of concurrency 1, OLTP in a pool of its own with a higher
+   priority). OLTP p50/p99 latencies come from pgbench's per-transaction log.
+   Target: with pools, OLTP p99 within 2x of running alone.
+
+Prints the tables and writes bench/results/workload.md.
+
+    python bench/workload_bench.py [--seconds N] [--rounds N] [--rows N] [--scanners N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psycopg
+
+from orochi_fdw.testing.cluster import PostgresCluster, find_bindir
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "workload.md")
+
+SETTINGS = {
+    "shared_buffers": "512MB",
+    "max_parallel_workers_per_gather": 0,
+    "jit": "off",
+    "work_mem": "64MB",
+    "max_wal_size": "4GB",
+    "max_connections": 100,
+}
+
+SCAN = "SELECT k, count(*), sum(v), max(ts) FROM facts WHERE v > 0.25 GROUP BY k"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def pgbench(pg: PostgresCluster, args: list[str], seconds: int, clients: int) -> dict:
+    """Run pgbench; tps, mean latency (ms) and per-transaction latency percentiles (ms)."""
+    exe = os.path.join(find_bindir(), "pgbench")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)
+        prefix = os.path.join(tmp, "log")
+        cmd = [exe, "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-n", "-c", str(clients),
+               "-j", str(min(clients, 2)), "-T", str(seconds), "-l", "--log-prefix", prefix, *args, "bench"]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode != 0:
+            raise RuntimeError(f"pgbench failed: {out.stderr}")
+        tps = mean = None
+        for line in out.stdout.splitlines():
+            if line.startswith("tps ="):
+                tps = float(line.split("=")[1].split()[0])
+            if line.startswith("latency average ="):
+                mean = float(line.split("=")[1].split()[0])
+        lat = []
+        for name in glob.glob(prefix + "*"):
+            with open(name) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3:
+                        lat.append(int(parts[2]) / 1000.0)
+        lat.sort()
+        pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
+        return {"tps": tps, "mean": mean, "p50": pct(0.50), "p99": pct(0.99), "n": len(lat)}
+
+
+def set_enabled(pg: PostgresCluster, on: bool) -> None:
+    with pg.connect("postgres", autocommit=True) as c:
+        c.execute(f"ALTER SYSTEM SET orochi.workload_enabled = {'on' if on else 'off'}")
+    pg.reload()
+
+
+# ---------------------------------------------------------------- 1. admission overhead
+
+CPU_STATEMENTS = {
+    "SELECT 1": ("SELECT 1", None),
+    "pgbench select-only": ("SELECT abalance FROM pgbench_accounts WHERE aid = %s", "aid"),
+}
+
+
+def backend_cpu_ns(pid: int) -> int:
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def cpu_per_statement(pg: PostgresCluster, rounds: int, n: int = 20_000) -> list[tuple]:
+    """Backend CPU ns per statement, workload management off and on."""
+    import random
+    rng = random.Random(1)
+    rows = []
+    for label, (query, param) in CPU_STATEMENTS.items():
+        res: dict[bool, list[float]] = {False: [], True: []}
+        log(f"CPU per statement, {label}: {rounds} rounds of off/on")
+        for r in range(rounds):
+            for on in ((False, True) if r % 2 == 0 else (True, False)):
+                set_enabled(pg, on)
+                with psycopg.connect(pg.dsn("bench", application_name="pgbench"), autocommit=True) as c:
+                    pid = c.info.backend_pid
+                    params = [(rng.randint(1, 1_000_000),) if param else None for _ in range(n)]
+                    for p in params[:500]:       # warm-up: plan cache, catalog caches, classification
+                        c.execute(query, p, prepare=True)
+                    start = backend_cpu_ns(pid)
+                    for p in params:
+                        c.execute(query, p, prepare=True)
+                    res[on].append((backend_cpu_ns(pid) - start) / n / 1000.0)
+        off, on = statistics.median(res[False]), statistics.median(res[True])
+        rows.append((label, f"{off:.2f} ({min(res[False]):.2f}-{max(res[False]):.2f})",
+                     f"{on:.2f} ({min(res[True]):.2f}-{max(res[True]):.2f})", f"{on - off:+.2f}"))
+    return rows
+
+
+def overhead(pg: PostgresCluster, seconds: int, rounds: int) -> tuple[list[tuple], list[tuple]]:
+    with pg.connect("postgres", autocommit=True) as c:
+        c.execute("SELECT orochi.create_resource_pool('oltp', 64)")
+        c.execute("""SELECT orochi.create_workload_class('oltp', 'oltp', '{"application_name": "pgbench"}')""")
+    cpu = cpu_per_statement(pg, rounds)
+    rows = []
+    for clients in (1, 4):
+        for mode in ("prepared",):
+            res: dict[bool, list[dict]] = {False: [], True: []}
+            log(f"select-only, {clients} client(s), -M {mode}: {rounds} rounds of off/on")
+            for r in range(rounds):
+                for on in ((False, True) if r % 2 == 0 else (True, False)):
+                    set_enabled(pg, on)
+                    res[on].append(pgbench(pg, ["-S", "-M", mode], seconds, clients))
+            off_mean = statistics.median(x["mean"] for x in res[False]) * 1000
+            on_mean = statistics.median(x["mean"] for x in res[True]) * 1000
+            off_tps = statistics.median(x["tps"] for x in res[False])
+            on_tps = statistics.median(x["tps"] for x in res[True])
+            spread_off = (min(x["mean"] for x in res[False]) * 1000, max(x["mean"] for x in res[False]) * 1000)
+            spread_on = (min(x["mean"] for x in res[True]) * 1000, max(x["mean"] for x in res[True]) * 1000)
+            rows.append((f"{clients} client(s), -M {mode}", f"{off_tps:,.0f}", f"{on_tps:,.0f}",
+                         f"{off_mean:.1f} ({spread_off[0]:.1f}-{spread_off[1]:.1f})",
+                         f"{on_mean:.1f} ({spread_on[0]:.1f}-{spread_on[1]:.1f})",
+                         f"{on_mean - off_mean:+.1f}"))
+    with pg.connect("postgres", autocommit=True) as c:
+        stats = c.execute("SELECT admitted FROM orochi.pool_stats() WHERE pool_name = 'oltp'").fetchone()[0]
+        c.execute("SELECT orochi.drop_workload_class('oltp')")
+        c.execute("SELECT orochi.drop_resource_pool('oltp')")
+    log(f"statements admitted in pool oltp: {stats:,}")
+    return cpu, rows
+
+
+# ---------------------------------------------------------------- 2. mixed workload
+
+class Scanners:
+    """Analytical clients looping SCAN until stopped."""
+
+    def __init__(self, pg: PostgresCluster, n: int):
+        self.pg = pg
+        self.n = n
+        self.done = 0
+        self.durations: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.pg.dsn("bench", application_name="analytics"), autocommit=True) as c:
+            while not self._stop.is_set():
+                t = time.perf_counter()
+                c.execute(SCAN).fetchall()
+                with self._lock:
+                    self.done += 1
+                    self.durations.append(time.perf_counter() - t)
+
+    def __enter__(self) -> "Scanners":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(600)
+
+
+def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int) -> tuple[list[tuple], dict]:
+    log(f"loading {rows:,} rows into the columnar table ...")
+    with pg.connect("bench", autocommit=True) as c:
+        c.execute("CREATE FOREIGN TABLE facts (id int8, k int4, v float8, ts timestamptz) SERVER orochi")
+        start = time.perf_counter()
+        step = 1_000_000
+        for lo in range(1, rows + 1, step):
+            c.execute("INSERT INTO facts SELECT g, g %% 1000, random(), "
+                      "'2024-01-01'::timestamptz + g * interval '1 second' "
+                      "FROM generate_series(%s::int8, %s::int8) g", (lo, min(rows, lo + step - 1)))
+        log(f"  loaded in {time.perf_counter() - start:.0f} s")
+        t = time.perf_counter()
+        c.execute(SCAN).fetchall()
+        c.execute(SCAN).fetchall()
+        scan_alone = (time.perf_counter() - t) / 2
+    with pg.connect("postgres", autocommit=True) as c:
+        c.execute("SELECT orochi.create_resource_pool('olap', 1)")
+        c.execute("SELECT orochi.create_resource_pool('oltp', 32, priority => 10)")
+        c.execute("""SELECT orochi.create_workload_class('analytics', 'olap', '{"application_name": "analytics"}')""")
+        c.execute("""SELECT orochi.create_workload_class('oltp', 'oltp', '{"application_name": "pgbench"}')""")
+
+    out = []
+    figures: dict = {"scan_alone": scan_alone}
+    for label, with_scans, pools in (("OLTP alone", False, False),
+                                     (f"OLTP + {scanners} scanners, no pools", True, False),
+                                     (f"OLTP + {scanners} scanners, pools (olap: 1 slot)", True, True)):
+        set_enabled(pg, pools)
+        log(f"{label} ...")
+        pgbench(pg, ["-S", "-M", "prepared"], 3, 4)    # warm-up
+        if with_scans:
+            with Scanners(pg, scanners) as s:
+                time.sleep(1)
+                res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
+                scans = s.done
+            scan_info = f"{scans} scans ({statistics.median(s.durations):.2f} s median)"
+        else:
+            res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
+            scan_info = "-"
+        figures[label] = res
+        out.append((label, f"{res['tps']:,.0f}", f"{res['p50']:.3f}", f"{res['p99']:.3f}", scan_info))
+    with pg.connect("postgres", autocommit=True) as c:
+        olap = c.execute("SELECT admitted, waited, mean_wait_ms FROM orochi.pool_stats() "
+                         "WHERE pool_name = 'olap'").fetchone()
+    figures["olap"] = olap
+    set_enabled(pg, False)
+    return out, figures
+
+
+def render(head: tuple, rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=10, help="seconds per pgbench run")
+    ap.add_argument("--rounds", type=int, default=5, help="off/on rounds of the overhead runs")
+    ap.add_argument("--rows", type=int, default=10_000_000, help="rows of the columnar table")
+    ap.add_argument("--scanners", type=int, default=4, help="analytical clients")
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/results/workload.md")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()
+    load_before = loadavg()
+    pg = PostgresCluster("wlbench", initdb_settings={"shared_preload_libraries": "orochi"}, settings=SETTINGS)
+    try:
+        pg.start()
+        pg.execute("CREATE EXTENSION orochi")
+        pg.create_database("bench")
+        subprocess.run([os.path.join(find_bindir(), "pgbench"), "-i", "-q", "-s", "10", "-h", pg.host,
+                        "-p", str(pg.port), "-U", "postgres", "bench"], check=True, capture_output=True)
+        cpu, over = overhead(pg, args.seconds, args.rounds)
+        load_mid = loadavg()
+        mix, figures = mixed(pg, args.seconds * 2, args.rows, args.scanners)
+    finally:
+        pg.cleanup()
+    load_after = loadavg()
+
+    t0 = render(("statement (prepared)", "backend CPU off, us (min-max)", "backend CPU on, us (min-max)",
+                 "admission cost, us/statement"), cpu)
+    t1 = render(("pgbench select-only", "TPS off", "TPS on", "mean latency off, us (min-max)",
+                 "mean latency on, us (min-max)", "difference, us"), over)
+    t2 = render(("run", "OLTP TPS", "OLTP p50 ms", "OLTP p99 ms", "analytical scans"), mix)
+    alone = figures["OLTP alone"]["p99"]
+    keys = [k for k in figures if k.startswith("OLTP +")]
+    nopools, pools = figures[keys[0]]["p99"], figures[keys[1]]["p99"]
+    olap = figures["olap"]
+    summary = (f"OLTP p99: alone {alone:.3f} ms; beside the scans without pools {nopools:.3f} ms "
+               f"({nopools / alone:.1f}x); with pools {pools:.3f} ms ({pools / alone:.1f}x, target at most 2x: "
+               f"{'met' if pools <= 2 * alone else 'missed'}). One scan alone took {figures['scan_alone']:.2f} s; "
+               f"in the pooled run the olap pool admitted {olap[0]} scans, {olap[1]} after waiting "
+               f"(mean wait {olap[2] or 0:.0f} ms).")
+    print(t0)
+    print()
+    print(t1)
+    print()
+    print(t2)
+    print()
+    print(summary)
+    if not args.no_write:
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS, "w") as f:
+            f.write("# Workload management: admission cost and OLTP beside analytical scans\n\n")
+            f.write(f"`python bench/workload_bench.py --seconds {args.seconds} --rounds {args.rounds} "
+                    f"--rows {args.rows} --scanners {args.scanners}` at commit {commit}, "
+                    f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, 2 cores shared with "
+                    f"other work (load average {load_before} before, {load_mid} between the parts, "
+                    f"{load_after} after); orochi preloaded, jit off, no parallel workers, pgbench scale 10.\n\n")
+            f.write("## Admission overhead\n\n")
+            f.write("orochi.workload_enabled off and on, a pool and a class matching the client in force; "
+                    "medians of the rounds, min-max in brackets.\n\n")
+            f.write("The backend's CPU time per statement (/proc/<pid>/schedstat; 20,000 statements per "
+                    "round):\n\n")
+            f.write(t0 + "\n\n")
+            f.write("pgbench select-only, wall clock:\n\n")
+            f.write(t1 + "\n\n")
+            f.write("## OLTP beside analytical scans\n\n")
+            f.write(f"pgbench select-only, 4 clients, prepared, {args.seconds * 2} s per run; "
+                    f"{args.scanners} clients looping `{SCAN}` over {args.rows:,} columnar rows.\n\n")
+            f.write(t2 + "\n\n" + summary + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
