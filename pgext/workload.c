@@ -1016,9 +1016,20 @@ class_matches_session(const WorkloadClassDef *c, Oid session_user, const char *a
 
 		ok = false;
 		for (i = 0; i < c->napps && !ok; i++)
+		{
+			const char *pattern = c->apps[i];
+			size_t		len = strlen(pattern);
+			size_t		escapes = 0;
+
+			/* a pattern ending with an escape is an error for LIKE: never a match (the API refuses it) */
+			while (escapes < len && pattern[len - 1 - escapes] == '\\')
+				escapes++;
+			if (escapes % 2 == 1)
+				continue;
 			ok = DatumGetBool(DirectFunctionCall2Coll(textlike, C_COLLATION_OID,
 													  PointerGetDatum(name),
-													  PointerGetDatum(cstring_to_text(c->apps[i]))));
+													  PointerGetDatum(cstring_to_text(pattern))));
+		}
 		if (!ok)
 			return false;
 	}

@@ -320,6 +320,15 @@ def _strings(key: str, value: Any) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _check_pattern(pattern: str) -> None:
+    """An application_name pattern must be a valid LIKE pattern: LIKE's one
+    error about a pattern is an escape character (backslash) at its end."""
+    trailing = len(pattern) - len(pattern.rstrip("\\"))
+    if trailing % 2 == 1:
+        raise InvalidWorkloadArgumentError(f'invalid application_name pattern "{pattern}"',
+                                           detail="LIKE pattern must not end with escape character.",
+                                           hint="Write \\\\ for a backslash.")
+
 def parse_match(text: Any) -> Match:
     """A class's ``match`` (jsonb text or a Python object) checked for shape.
 
@@ -351,6 +360,8 @@ def parse_match(text: Any) -> Match:
         m.databases = _strings("database", obj["database"])
     if "application_name" in obj:
         m.application_names = _strings("application_name", obj["application_name"])
+        for pattern in m.application_names:
+            _check_pattern(pattern)
     if "kind" in obj:
         kinds = [k.lower() for k in _strings("kind", obj["kind"])]
         for k in kinds:
@@ -400,6 +411,7 @@ def _class_id(name: str) -> int | None:
     value = spi.execute("SELECT class_id FROM orochi.workload_classes WHERE class_name = $1", [name],
                         types=["name"]).scalar()
     return int(value) if value is not None else None
+
 
 
 def _write_class(class_id: int | None, name: str, pool_id: int | None, priority: int | None,

@@ -112,6 +112,7 @@ def test_a_pool_in_use_can_drop_when_the_dropper_runs_in_it(wl):
     ('{"role": "wl_no_such_role"}', "42704", 'role "wl_no_such_role" does not exist'),
     ('{"database": "wl_no_such_db"}', "3D000", 'database "wl_no_such_db" does not exist'),
     ('{"application_name": ["a","b","c","d","e","f","g","h","i"]}', "54000", "at most 8"),
+    ('{"application_name": "etl\\\\"}', "22023", 'invalid application_name pattern "etl\\"'),
 ])
 def test_bad_class_match(wl, match, sqlstate, message):
     wl.q("SELECT orochi.create_resource_pool('p', 1)")
@@ -295,8 +296,17 @@ def test_pool_stats_reset(wl):
 # ------------------------------------------------------------------ without preloading
 
 
-def test_without_preloading_it_cannot_be_enabled(db):
-    """The harness's session cluster does not preload orochi."""
+@pytest.fixture
+def unpreloaded(make_cluster):
+    """A cluster without orochi in shared_preload_libraries, and a database with the extension."""
+    pg = make_cluster("nopreload", initdb_settings={"shared_preload_libraries": ""},
+                      settings={"orochi.workload_enabled": True})
+    pg.create_database("app")
+    return pg
+
+
+def test_without_preloading_it_cannot_be_enabled(unpreloaded):
+    db = unpreloaded.connect("app", autocommit=True)
     db.execute("SELECT orochi.python_info()")       # orochi.so is loaded in this session
     with pytest.raises(errors.ObjectNotInPrerequisiteState) as exc:
         db.execute("SET orochi.workload_enabled = on")
@@ -307,11 +317,15 @@ def test_without_preloading_it_cannot_be_enabled(db):
             db.execute(f"SELECT * FROM orochi.{fn}")
     status = db.execute("SELECT enabled, preloaded, loaded FROM orochi.workload_status()").fetchone()
     assert status == (False, False, None)
+    # pools can be defined all the same; they take effect once the server preloads orochi
+    db.close()
+    unpreloaded.execute("CREATE EXTENSION orochi")
+    unpreloaded.execute("SELECT orochi.create_resource_pool('later', 1)")
+    assert unpreloaded.execute("SELECT pool_name FROM orochi.resource_pools") == [("later",)]
 
 
-def test_without_preloading_the_setting_in_the_configuration_is_refused(make_cluster):
-    pg = make_cluster("nopreload", settings={"orochi.workload_enabled": True})
-    pg.create_database("app")
+def test_without_preloading_the_setting_in_the_configuration_is_refused(unpreloaded):
+    pg = unpreloaded
     offset = pg.log_offset()
     with pg.connect("app", autocommit=True) as conn:
         notices = []

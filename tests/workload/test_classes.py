@@ -105,6 +105,14 @@ def test_application_name_patterns_and_change_of_name(wl):
     c.execute("SET application_name = 'tableau12'")      # _ is one character
     c.execute("SELECT 1")
     assert pool_of(wl, c) == "default"
+    # an escaped wildcard is a literal one
+    create_class(wl, "literal", "bi", {"application_name": "50\\%"})
+    c.execute("SET application_name = '500'")
+    c.execute("SELECT 1")
+    assert pool_of(wl, c) == "default"
+    c.execute("SET application_name = '50%'")
+    c.execute("SELECT 1")
+    assert pool_of(wl, c) == "bi"
 
 
 def test_statement_kind(wl):
