@@ -9,8 +9,10 @@ parallel workers; PostgreSQL 15's pgbench on its own tables (heap).
    is classified, admitted and released). Target (issue 21): at most 50 us
    per statement.
    a. The backend's CPU time per statement (from /proc/<pid>/schedstat, in
-      ns, so other work on the machine hardly moves it): 20,000 prepared
-      statements per round, rounds alternating off/on, medians.
+      ns, so other work on the machine moves it less than wall time): one
+      connection alternating blocks of 2,000 prepared statements with
+      admission off and on (SET by a superuser); the median of the pairs'
+      differences.
    b. pgbench select-only (one SELECT by primary key per transaction), 1 and
       4 clients: TPS and mean latency, medians of the rounds (wall clock:
       on a shared machine the spread is wider than the cost measured in a).
@@ -115,29 +117,44 @@ def backend_cpu_ns(pid: int) -> int:
         return int(f.read().split()[0])
 
 
-def cpu_per_statement(pg: PostgresCluster, rounds: int, n: int = 20_000) -> list[tuple]:
-    """Backend CPU ns per statement, workload management off and on."""
+def cpu_per_statement(pg: PostgresCluster, rounds: int, block: int = 2000) -> list[tuple]:
+    """Backend CPU us per statement, workload management off and on: one
+    connection switching orochi.workload_enabled (a superuser may) between
+    blocks of statements, so that each "on" block has an "off" block next to
+    it in time; the cost is the median of the pairs' differences."""
     import random
     rng = random.Random(1)
     rows = []
+    set_enabled(pg, True)
     for label, (query, param) in CPU_STATEMENTS.items():
-        res: dict[bool, list[float]] = {False: [], True: []}
-        log(f"CPU per statement, {label}: {rounds} rounds of off/on")
-        for r in range(rounds):
-            for on in ((False, True) if r % 2 == 0 else (True, False)):
-                set_enabled(pg, on)
-                with psycopg.connect(pg.dsn("bench", application_name="pgbench"), autocommit=True) as c:
-                    pid = c.info.backend_pid
-                    params = [(rng.randint(1, 1_000_000),) if param else None for _ in range(n)]
-                    for p in params[:500]:       # warm-up: plan cache, catalog caches, classification
-                        c.execute(query, p, prepare=True)
-                    start = backend_cpu_ns(pid)
-                    for p in params:
-                        c.execute(query, p, prepare=True)
-                    res[on].append((backend_cpu_ns(pid) - start) / n / 1000.0)
-        off, on = statistics.median(res[False]), statistics.median(res[True])
-        rows.append((label, f"{off:.2f} ({min(res[False]):.2f}-{max(res[False]):.2f})",
-                     f"{on:.2f} ({min(res[True]):.2f}-{max(res[True]):.2f})", f"{on - off:+.2f}"))
+        pairs = rounds * 10
+        log(f"CPU per statement, {label}: {pairs} pairs of blocks of {block:,}")
+        off, on, diff = [], [], []
+        with psycopg.connect(pg.dsn("bench", application_name="pgbench"), autocommit=True) as c:
+            pid = c.info.backend_pid
+
+            def run_block(enabled: bool) -> float:
+                c.execute(f"SET orochi.workload_enabled = {'on' if enabled else 'off'}")
+                params = [(rng.randint(1, 1_000_000),) if param else None for _ in range(block)]
+                start = backend_cpu_ns(pid)
+                for p in params:
+                    c.execute(query, p, prepare=True)
+                return (backend_cpu_ns(pid) - start) / block / 1000.0
+
+            run_block(False)
+            run_block(True)     # warm-up: plan cache, catalog caches, classification
+            for i in range(pairs):
+                first = i % 2 == 0
+                a = run_block(first)
+                b = run_block(not first)
+                t_on, t_off = (a, b) if first else (b, a)
+                on.append(t_on)
+                off.append(t_off)
+                diff.append(t_on - t_off)
+        rows.append((label, f"{statistics.median(off):.2f}", f"{statistics.median(on):.2f}",
+                     f"{statistics.median(diff):+.2f}",
+                     f"{statistics.quantiles(diff, n=4)[0]:+.2f} .. {statistics.quantiles(diff, n=4)[2]:+.2f}"))
+    set_enabled(pg, False)
     return rows
 
 
@@ -286,8 +303,8 @@ def main() -> int:
         pg.cleanup()
     load_after = loadavg()
 
-    t0 = render(("statement (prepared)", "backend CPU off, us (min-max)", "backend CPU on, us (min-max)",
-                 "admission cost, us/statement"), cpu)
+    t0 = render(("statement (prepared)", "backend CPU off, us", "backend CPU on, us",
+                 "admission cost, us/statement (median of pairs)", "interquartile range of pairs"), cpu)
     t1 = render(("pgbench select-only", "TPS off", "TPS on", "mean latency off, us (min-max)",
                  "mean latency on, us (min-max)", "difference, us"), over)
     t2 = render(("run", "OLTP TPS", "OLTP p50 ms", "OLTP p99 ms", "analytical scans"), mix)
@@ -319,8 +336,9 @@ def main() -> int:
             f.write("## Admission overhead\n\n")
             f.write("orochi.workload_enabled off and on, a pool and a class matching the client in force; "
                     "medians of the rounds, min-max in brackets.\n\n")
-            f.write("The backend's CPU time per statement (/proc/<pid>/schedstat; 20,000 statements per "
-                    "round):\n\n")
+            f.write("The backend's CPU time per statement (/proc/<pid>/schedstat), one connection "
+                    f"alternating blocks of 2,000 statements with admission off and on ({args.rounds * 10} "
+                    "pairs); medians:\n\n")
             f.write(t0 + "\n\n")
             f.write("pgbench select-only, wall clock:\n\n")
             f.write(t1 + "\n\n")

@@ -1723,9 +1723,13 @@ workload_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
 	if (mine)
 	{
 		pop_pool_settings(nest);
-		/* a query that returned all its rows no longer runs, even if its portal stays */
-		if (count == 0 && queryDesc->operation == CMD_SELECT &&
-			!queryDesc->plannedstmt->hasModifyingCTE &&
+		/*
+		 * A query that returned all its rows (run to the end, or fewer rows
+		 * than asked for) no longer runs, even if its portal stays.
+		 */
+		if (queryDesc->operation == CMD_SELECT && !queryDesc->plannedstmt->hasModifyingCTE &&
+			ScanDirectionIsForward(direction) &&
+			(count == 0 || queryDesc->estate->es_processed < count) &&
 			wl_holding && queryDesc->estate == wl_estate)
 			release_slot(true);
 	}

@@ -350,6 +350,13 @@ def test_an_open_cursor_holds_its_slot_until_closed(wl):
     assert len(a.execute("FETCH ALL FROM d")) == 3
     assert wl.session(a.pid)["state"] == "idle"
     a.conn.commit()
+    # and so does a FETCH that finds fewer rows than it asked for
+    a.execute("DECLARE e CURSOR FOR SELECT g FROM generate_series(1, 3) g")
+    assert len(a.execute("FETCH 2 FROM e")) == 2
+    assert wl.session(a.pid)["state"] == "running"
+    assert len(a.execute("FETCH 2 FROM e")) == 1
+    assert wl.session(a.pid)["state"] == "idle"
+    a.conn.commit()
 
 
 def test_explain_alone_is_not_admitted_explain_analyze_is(wl):
