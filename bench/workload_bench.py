@@ -17,11 +17,11 @@ parallel workers; PostgreSQL 15's pgbench on its own tables (heap).
       4 clients: TPS and mean latency, medians of the rounds (wall clock:
       on a shared machine the spread is wider than the cost measured in a).
 2. Mixed workload: pgbench select-only, 4 clients, beside analytical clients
-   looping a grouped scan of a 10M-row columnar table. Three runs: OLTP
-   alone; with the scans and no pools (workload management off); with pools
-   (scans in a pool of concurrency 1, OLTP in a pool of its own with a higher
-   priority). OLTP p50/p99 latencies come from pgbench's per-transaction log.
-   Target: with pools, OLTP p99 within 2x of running alone.
+   looping a grouped scan of a 10M-row columnar table. Three runs, repeated
+   in turn: OLTP alone; with the scans and no pools (workload management
+   off); with pools (scans in a pool of concurrency 1, OLTP in a pool of its
+   own with a higher priority). OLTP latency percentiles come from pgbench's
+   per-transaction log. Target: with pools, OLTP p99 within 2x of alone.
 
 Prints the tables and writes bench/results/workload.md.
 
@@ -95,7 +95,7 @@ def pgbench(pg: PostgresCluster, args: list[str], seconds: int, clients: int) ->
                         lat.append(int(parts[2]) / 1000.0)
         lat.sort()
         pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
-        return {"tps": tps, "mean": mean, "p50": pct(0.50), "p99": pct(0.99), "n": len(lat)}
+        return {"tps": tps, "mean": mean, "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "n": len(lat)}
 
 
 def set_enabled(pg: PostgresCluster, on: bool) -> None:
@@ -224,7 +224,7 @@ class Scanners:
             t.join(600)
 
 
-def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int) -> tuple[list[tuple], dict]:
+def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int, rounds: int) -> tuple[list[tuple], dict]:
     log(f"loading {rows:,} rows into the columnar table ...")
     with pg.connect("bench", autocommit=True) as c:
         c.execute("CREATE FOREIGN TABLE facts (id int8, k int4, v float8, ts timestamptz) SERVER orochi")
@@ -245,25 +245,37 @@ def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int) -> tuple[
         c.execute("""SELECT orochi.create_workload_class('analytics', 'olap', '{"application_name": "analytics"}')""")
         c.execute("""SELECT orochi.create_workload_class('oltp', 'oltp', '{"application_name": "pgbench"}')""")
 
-    out = []
     figures: dict = {"scan_alone": scan_alone}
-    for label, with_scans, pools in (("OLTP alone", False, False),
-                                     (f"OLTP + {scanners} scanners, no pools", True, False),
-                                     (f"OLTP + {scanners} scanners, pools (olap: 1 slot)", True, True)):
-        set_enabled(pg, pools)
-        log(f"{label} ...")
-        pgbench(pg, ["-S", "-M", "prepared"], 3, 4)    # warm-up
-        if with_scans:
-            with Scanners(pg, scanners) as s:
-                time.sleep(1)
+    scenarios = (("OLTP alone", False, False),
+                 (f"OLTP + {scanners} scanners, no pools", True, False),
+                 (f"OLTP + {scanners} scanners, pools (olap: 1 slot)", True, True))
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in scenarios}
+    scans: dict[str, list[int]] = {label: [] for label, _, _ in scenarios}
+    scan_time: dict[str, list[float]] = {label: [] for label, _, _ in scenarios}
+    for r in range(rounds):
+        for label, with_scans, pools in scenarios:
+            set_enabled(pg, pools)
+            log(f"round {r + 1}/{rounds}: {label} ...")
+            pgbench(pg, ["-S", "-M", "prepared"], 2, 4)    # warm-up
+            if with_scans:
+                with Scanners(pg, scanners) as s:
+                    time.sleep(1)
+                    res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
+                    scans[label].append(s.done)
+                scan_time[label].extend(s.durations)
+            else:
                 res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
-                scans = s.done
-            scan_info = f"{scans} scans ({statistics.median(s.durations):.2f} s median)"
-        else:
-            res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
-            scan_info = "-"
+            runs[label].append(res)
+    out = []
+    for label, with_scans, _ in scenarios:
+        rs = runs[label]
+        p99s = [x["p99"] for x in rs]
+        res = {k: statistics.median(x[k] for x in rs) for k in ("tps", "p50", "p95", "p99")}
         figures[label] = res
-        out.append((label, f"{res['tps']:,.0f}", f"{res['p50']:.3f}", f"{res['p99']:.3f}", scan_info))
+        scan_info = (f"{statistics.median(scans[label]):.0f} per run, {statistics.median(scan_time[label]):.2f} s "
+                     "median each" if with_scans else "-")
+        out.append((label, f"{res['tps']:,.0f}", f"{res['p50']:.3f}", f"{res['p95']:.3f}",
+                    f"{res['p99']:.3f} ({min(p99s):.3f}-{max(p99s):.3f})", scan_info))
     with pg.connect("postgres", autocommit=True) as c:
         olap = c.execute("SELECT admitted, waited, mean_wait_ms FROM orochi.pool_stats() "
                          "WHERE pool_name = 'olap'").fetchone()
@@ -298,7 +310,7 @@ def main() -> int:
                         "-p", str(pg.port), "-U", "postgres", "bench"], check=True, capture_output=True)
         cpu, over = overhead(pg, args.seconds, args.rounds)
         load_mid = loadavg()
-        mix, figures = mixed(pg, args.seconds * 2, args.rows, args.scanners)
+        mix, figures = mixed(pg, args.seconds * 2, args.rows, args.scanners, min(args.rounds, 3))
     finally:
         pg.cleanup()
     load_after = loadavg()
@@ -307,7 +319,7 @@ def main() -> int:
                  "admission cost, us/statement (median of pairs)", "interquartile range of pairs"), cpu)
     t1 = render(("pgbench select-only", "TPS off", "TPS on", "mean latency off, us (min-max)",
                  "mean latency on, us (min-max)", "difference, us"), over)
-    t2 = render(("run", "OLTP TPS", "OLTP p50 ms", "OLTP p99 ms", "analytical scans"), mix)
+    t2 = render(("run", "OLTP TPS", "OLTP p50 ms", "OLTP p95 ms", "OLTP p99 ms (min-max)", "analytical scans"), mix)
     alone = figures["OLTP alone"]["p99"]
     keys = [k for k in figures if k.startswith("OLTP +")]
     nopools, pools = figures[keys[0]]["p99"], figures[keys[1]]["p99"]
@@ -343,7 +355,8 @@ def main() -> int:
             f.write("pgbench select-only, wall clock:\n\n")
             f.write(t1 + "\n\n")
             f.write("## OLTP beside analytical scans\n\n")
-            f.write(f"pgbench select-only, 4 clients, prepared, {args.seconds * 2} s per run; "
+            f.write(f"pgbench select-only, 4 clients, prepared, {args.seconds * 2} s per run, "
+                    f"{min(args.rounds, 3)} rounds of the three runs in turn (medians; p99 min-max in brackets); "
                     f"{args.scanners} clients looping `{SCAN}` over {args.rows:,} columnar rows.\n\n")
             f.write(t2 + "\n\n" + summary + "\n")
     return 0

@@ -66,8 +66,10 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "optimizer/planner.h"
 #include "funcapi.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
@@ -265,6 +267,7 @@ static uint64 wl_admission = 0;	/* number of the current (or last) admission */
 static EState *wl_estate = NULL;	/* the admitted executor; NULL for a utility */
 static int32 wl_work_mem_kb = 0;
 static int	wl_exempt_depth = 0;	/* inside COMMIT, SET ...: nothing is admitted */
+static int	wl_planning_depth = 0;	/* inside the planner: its queries are its statement's */
 
 /* the pool's query timeout, carried by statement_timeout's timer */
 static TimestampTz wl_deadline = 0;
@@ -306,6 +309,7 @@ static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorRun_hook_type prev_ExecutorRun = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static planner_hook_type prev_planner = NULL;
 
 PGDLLEXPORT void orochi_workload_loader_main(Datum main_arg);
 
@@ -1639,7 +1643,8 @@ static inline bool
 admission_applies(void)
 {
 	return orochi_workload_enabled && wl_shared != NULL && !wl_holding &&
-		wl_exempt_depth == 0 && MyBackendType == B_BACKEND && ActivePortal != NULL;
+		wl_exempt_depth == 0 && wl_planning_depth == 0 &&
+		MyBackendType == B_BACKEND && ActivePortal != NULL;
 }
 
 static int
@@ -1724,10 +1729,13 @@ workload_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
 	{
 		pop_pool_settings(nest);
 		/*
-		 * A query that returned all its rows (run to the end, or fewer rows
-		 * than asked for) no longer runs, even if its portal stays.
+		 * A portal's query that returned all its rows (run to the end, or
+		 * fewer rows than asked for) no longer runs, even if the portal
+		 * stays.  (Not an executor that someone else still reads from after
+		 * running it, as EXPLAIN ANALYZE does.)
 		 */
 		if (queryDesc->operation == CMD_SELECT && !queryDesc->plannedstmt->hasModifyingCTE &&
+			ActivePortal != NULL && ActivePortal->queryDesc == queryDesc &&
 			ScanDirectionIsForward(direction) &&
 			(count == 0 || queryDesc->estate->es_processed < count) &&
 			wl_holding && queryDesc->estate == wl_estate)
@@ -1746,6 +1754,34 @@ workload_ExecutorEnd(QueryDesc *queryDesc)
 		standard_ExecutorEnd(queryDesc);
 }
 
+/*
+ * The planner may run queries (functions evaluated at plan time, a
+ * wrapper's catalog reads): they belong to the statement being planned,
+ * which is admitted when it starts executing.  Planning happens outside any
+ * portal for the client's own statements, but inside the utility's portal
+ * for EXECUTE, DECLARE CURSOR and EXPLAIN ANALYZE.
+ */
+static PlannedStmt *
+workload_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	PlannedStmt *result;
+
+	wl_planning_depth++;
+	PG_TRY();
+	{
+		if (prev_planner)
+			result = prev_planner(parse, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_FINALLY();
+	{
+		wl_planning_depth--;
+	}
+	PG_END_TRY();
+	return result;
+}
+
 /* How a utility statement is admitted */
 typedef enum UtilityAdmission
 {
@@ -1759,8 +1795,21 @@ utility_admission(Node *stmt, int *kind)
 {
 	switch (nodeTag(stmt))
 	{
-		case T_ExecuteStmt:
 		case T_ExplainStmt:
+			{
+				ListCell   *lc;
+
+				/* EXPLAIN ANALYZE runs its statement, which is admitted; EXPLAIN does not */
+				foreach(lc, ((ExplainStmt *) stmt)->options)
+				{
+					DefElem    *opt = (DefElem *) lfirst(lc);
+
+					if (strcmp(opt->defname, "analyze") == 0 && defGetBoolean(opt))
+						return UA_PASS;
+				}
+				return UA_EXEMPT;
+			}
+		case T_ExecuteStmt:
 		case T_DeclareCursorStmt:
 		case T_FetchStmt:
 			return UA_PASS;
@@ -1925,6 +1974,8 @@ orochi_workload_init(void)
 	ExecutorEnd_hook = workload_ExecutorEnd;
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = workload_ProcessUtility;
+	prev_planner = planner_hook;
+	planner_hook = workload_planner;
 	RegisterXactCallback(workload_xact_callback, NULL);
 }
 

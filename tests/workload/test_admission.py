@@ -428,3 +428,34 @@ def test_disabled_session_is_not_admitted(wl):
     finally:
         wl.reset()
         wl.q("DROP ROLE wl_plain")
+
+
+@pytest.mark.parametrize("how", ["execute", "declare", "explain analyze", "explain", "plain"])
+def test_the_planners_own_queries_are_not_admitted(wl, how):
+    """Planning an orochi table runs SQL (the wrapper reads its catalog); in
+    EXECUTE, DECLARE and EXPLAIN ANALYZE the planner runs inside the utility's
+    portal: its queries are part of the statement, which is admitted once."""
+    pool_with_class(wl, "p", "cl-%", 1)
+    wl.q("DROP FOREIGN TABLE IF EXISTS wl_col")
+    wl.q("CREATE FOREIGN TABLE wl_col (x int) SERVER orochi")
+    wl.q("INSERT INTO wl_col SELECT g FROM generate_series(1, 100) g")
+    try:
+        c = wl.client("cl-c", autocommit=False)
+        c.execute("PREPARE q AS SELECT count(*) FROM wl_col WHERE x > 10")
+        before = wl.stats("p")["admitted"]
+        if how == "execute":
+            assert c.execute("EXECUTE q") == [(90,)]
+        elif how == "declare":
+            c.execute("DECLARE cur CURSOR FOR SELECT count(*) FROM wl_col WHERE x > 10")
+            assert c.execute("FETCH ALL FROM cur") == [(90,)]
+        elif how == "explain analyze":
+            c.execute("EXPLAIN (ANALYZE, VERBOSE) SELECT count(*) FROM wl_col WHERE x > 10")
+        elif how == "explain":
+            c.execute("EXPLAIN (VERBOSE) SELECT count(*) FROM wl_col WHERE x > 10")
+        else:
+            assert c.execute("SELECT count(*) FROM wl_col WHERE x > 10") == [(90,)]
+        assert wl.stats("p")["admitted"] == before + (0 if how == "explain" else 1)
+        c.conn.rollback()
+    finally:
+        wl.reset()
+        wl.q("DROP FOREIGN TABLE IF EXISTS wl_col")
