@@ -284,6 +284,26 @@ def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int, rounds: i
     return out, figures
 
 
+NOTES = """
+Notes:
+
+- Admission's cost per statement is the backend's CPU time with it on minus off, measured
+  in one connection that alternates blocks of statements, so that both sides of each pair
+  see the same machine. What it does per statement: compare the session's cached
+  classification (definitions generation, session user, application_name), test kind and
+  cost against the cached classes, take the one LWLock, count the statement in, and at
+  the end count it out (and hand the slot to the head of the queue, if any). Python is not
+  called; a session is classified again only when one of those three changed.
+- The pgbench wall-clock rows are there for scale: their spread between rounds on this
+  shared machine is far wider than the cost measured above.
+- OLTP latency beside the scans is bounded below by the machine: other work on the same
+  two cores (see the load averages) preempts any backend, and the p99 of OLTP running
+  alone is already set by that. Pools bound how many scans run at once (the scanners
+  beyond the pool's one slot wait in its queue, taking no CPU); they do not lower the
+  priority of a running scan.
+"""
+
+
 def render(head: tuple, rows: list[tuple]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
@@ -359,6 +379,7 @@ def main() -> int:
                     f"{min(args.rounds, 3)} rounds of the three runs in turn (medians; p99 min-max in brackets); "
                     f"{args.scanners} clients looping `{SCAN}` over {args.rows:,} columnar rows.\n\n")
             f.write(t2 + "\n\n" + summary + "\n")
+            f.write(NOTES)
     return 0
 
 

@@ -906,7 +906,12 @@ workload_xact_callback(XactEvent event, void *arg)
 			{
 				WorkloadDefs *defs = MemoryContextAlloc(TopMemoryContext, sizeof(WorkloadDefs));
 
-				PushActiveSnapshot(GetTransactionSnapshot());
+				/*
+				 * The latest snapshot, not the transaction's: under REPEATABLE
+				 * READ that one may predate a change another transaction
+				 * committed before this one took the catalog's lock.
+				 */
+				PushActiveSnapshot(GetLatestSnapshot());
 				if (SPI_connect() != SPI_OK_CONNECT)
 					elog(ERROR, "orochi: SPI_connect failed");
 				read_catalog(defs);
@@ -1404,9 +1409,10 @@ arm_query_timeout(int timeout_ms)
 }
 
 /*
- * The extended protocol's Execute message restarts statement_timeout's
- * timer (or stops it when statement_timeout is 0) after Bind started the
- * executor: set it again before the executor runs.
+ * The extended protocol's Execute message stops statement_timeout's timer
+ * when statement_timeout is 0, after Bind admitted and started the
+ * executor (and a cursor's later FETCH runs after it was stopped): set it
+ * again, at the same deadline, before the executor runs.
  */
 static void
 rearm_query_timeout(void)

@@ -459,3 +459,30 @@ def test_the_planners_own_queries_are_not_admitted(wl, how):
     finally:
         wl.reset()
         wl.q("DROP FOREIGN TABLE IF EXISTS wl_col")
+
+
+def test_default_pool_concurrency_setting(wl):
+    """The default pool takes what no class takes; its limit is a setting,
+    read again at reload."""
+    monitor = wl.client("monitor")
+    monitor.execute("SET orochi.workload_enabled = off")     # watches without taking a slot
+    wl.admin.execute("SET orochi.workload_enabled = off")
+    wl.pg.configure({"orochi.default_pool_concurrency": 1})
+    try:
+        hold(wl, 0)
+        a = wl.client("x").start(blocked_query(0))
+        wait_until(lambda: monitor.execute(
+            "SELECT 1 FROM orochi.session_resources() WHERE pid = %s AND state = 'running'", (a.pid,)),
+            "a to run")
+        b = wl.client("y").start("SELECT 'b'")
+        wait_until(lambda: monitor.execute("SELECT pid FROM orochi.queued_queries()") == [(b.pid,)],
+                   "b to wait in the default pool")
+        assert monitor.execute("SELECT max_concurrency, running, queued FROM orochi.pool_stats() "
+                               "WHERE pool_name = 'default'") == [(1, 1, 1)]
+        let_go(wl, 0)
+        a.result()
+        assert b.result() == [("b",)]
+    finally:
+        wl.q("SELECT pg_catalog.pg_advisory_unlock_all()")
+        wl.pg.configure({"orochi.default_pool_concurrency": 0})
+        wl.admin.execute("RESET orochi.workload_enabled")

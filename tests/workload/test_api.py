@@ -333,3 +333,20 @@ def test_without_preloading_the_setting_in_the_configuration_is_refused(unpreloa
         conn.execute("SELECT orochi.python_info()")
         assert conn.execute("SHOW orochi.workload_enabled").fetchone() == ("off",)
     assert "orochi.workload_enabled needs orochi in shared_preload_libraries" in pg.log_since(offset)
+
+
+def test_repeatable_read_change_publishes_what_others_committed_meanwhile(wl):
+    """A REPEATABLE READ transaction's snapshot may predate another change;
+    what it publishes at commit is the catalog as committed, both changes."""
+    other = wl.client("other-admin")
+    wl.admin.autocommit = False
+    try:
+        wl.q("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        wl.q("SELECT 1")                                            # the snapshot is taken here
+        other.execute("SELECT orochi.create_resource_pool('first', 1)")
+        wl.q("SELECT orochi.create_resource_pool('second', 1)")
+        wl.admin.commit()
+    finally:
+        wl.admin.autocommit = True
+    assert [r[0] for r in wl.q("SELECT pool_name FROM orochi.list_resource_pools() ORDER BY 1")] == \
+        ["default", "first", "second"]
