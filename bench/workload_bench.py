@@ -16,7 +16,9 @@ parallel workers; PostgreSQL 15's pgbench on its own tables (heap).
    b. pgbench select-only (one SELECT by primary key per transaction), 1 and
       4 clients: TPS and mean latency, medians of the rounds (wall clock:
       on a shared machine the spread is wider than the cost measured in a).
-2. Mixed workload: pgbench select-only, 4 clients, beside analytical clients
+2. Mixed workload: pgbench, 4 clients, select-only and then TPC-B-like
+   (the default script: three UPDATEs, a SELECT and an INSERT per
+   transaction, so writes and their commits), beside analytical clients
    looping a grouped scan of a 10M-row columnar table. Three runs, repeated
    in turn: OLTP alone; with the scans and no pools (workload management
    off); with pools (scans in a pool of concurrency 1, OLTP in a pool of its
@@ -224,7 +226,15 @@ class Scanners:
             t.join(600)
 
 
-def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int, rounds: int) -> tuple[list[tuple], dict]:
+#: the OLTP sides of the mixed runs: pgbench's built-in scripts
+OLTP_SCRIPTS = {
+    "select-only": ["-S", "-M", "prepared"],
+    "TPC-B-like (writes)": ["-M", "prepared"],
+}
+
+
+def load_facts(pg: PostgresCluster, rows: int) -> float:
+    """The columnar table the scanners read; seconds one scan takes alone."""
     log(f"loading {rows:,} rows into the columnar table ...")
     with pg.connect("bench", autocommit=True) as c:
         c.execute("CREATE FOREIGN TABLE facts (id int8, k int4, v float8, ts timestamptz) SERVER orochi")
@@ -244,8 +254,16 @@ def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int, rounds: i
         c.execute("SELECT orochi.create_resource_pool('oltp', 32, priority => 10)")
         c.execute("""SELECT orochi.create_workload_class('analytics', 'olap', '{"application_name": "analytics"}')""")
         c.execute("""SELECT orochi.create_workload_class('oltp', 'oltp', '{"application_name": "pgbench"}')""")
+    return scan_alone
 
-    figures: dict = {"scan_alone": scan_alone}
+
+def mixed(pg: PostgresCluster, seconds: int, scanners: int, rounds: int,
+          script: list[str]) -> tuple[list[tuple], dict]:
+    """OLTP (pgbench with ``script``) alone, beside the scanners without
+    pools, and with pools, ``rounds`` times in turn."""
+    with pg.connect("postgres", autocommit=True) as c:
+        c.execute("SELECT orochi.pool_stats_reset()")
+    figures: dict = {}
     scenarios = (("OLTP alone", False, False),
                  (f"OLTP + {scanners} scanners, no pools", True, False),
                  (f"OLTP + {scanners} scanners, pools (olap: 1 slot)", True, True))
@@ -256,15 +274,15 @@ def mixed(pg: PostgresCluster, seconds: int, rows: int, scanners: int, rounds: i
         for label, with_scans, pools in scenarios:
             set_enabled(pg, pools)
             log(f"round {r + 1}/{rounds}: {label} ...")
-            pgbench(pg, ["-S", "-M", "prepared"], 2, 4)    # warm-up
+            pgbench(pg, script, 2, 4)    # warm-up
             if with_scans:
                 with Scanners(pg, scanners) as s:
                     time.sleep(1)
-                    res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
+                    res = pgbench(pg, script, seconds, 4)
                     scans[label].append(s.done)
                 scan_time[label].extend(s.durations)
             else:
-                res = pgbench(pg, ["-S", "-M", "prepared"], seconds, 4)
+                res = pgbench(pg, script, seconds, 4)
             runs[label].append(res)
     out = []
     for label, with_scans, _ in scenarios:
@@ -330,7 +348,9 @@ def main() -> int:
                         "-p", str(pg.port), "-U", "postgres", "bench"], check=True, capture_output=True)
         cpu, over = overhead(pg, args.seconds, args.rounds)
         load_mid = loadavg()
-        mix, figures = mixed(pg, args.seconds * 2, args.rows, args.scanners, min(args.rounds, 3))
+        scan_alone = load_facts(pg, args.rows)
+        mixes = {name: mixed(pg, args.seconds * 2, args.scanners, min(args.rounds, 3), script)
+                 for name, script in OLTP_SCRIPTS.items()}
     finally:
         pg.cleanup()
     load_after = loadavg()
@@ -339,23 +359,29 @@ def main() -> int:
                  "admission cost, us/statement (median of pairs)", "interquartile range of pairs"), cpu)
     t1 = render(("pgbench select-only", "TPS off", "TPS on", "mean latency off, us (min-max)",
                  "mean latency on, us (min-max)", "difference, us"), over)
-    t2 = render(("run", "OLTP TPS", "OLTP p50 ms", "OLTP p95 ms", "OLTP p99 ms (min-max)", "analytical scans"), mix)
-    alone = figures["OLTP alone"]["p99"]
-    keys = [k for k in figures if k.startswith("OLTP +")]
-    nopools, pools = figures[keys[0]]["p99"], figures[keys[1]]["p99"]
-    olap = figures["olap"]
-    summary = (f"OLTP p99: alone {alone:.3f} ms; beside the scans without pools {nopools:.3f} ms "
-               f"({nopools / alone:.1f}x); with pools {pools:.3f} ms ({pools / alone:.1f}x, target at most 2x: "
-               f"{'met' if pools <= 2 * alone else 'missed'}). One scan alone took {figures['scan_alone']:.2f} s; "
-               f"in the pooled run the olap pool admitted {olap[0]} scans, {olap[1]} after waiting "
-               f"(mean wait {olap[2] or 0:.0f} ms).")
+    mixed_text = []
+    for name, (mix, figures) in mixes.items():
+        t2 = render(("run", "OLTP TPS", "OLTP p50 ms", "OLTP p95 ms", "OLTP p99 ms (min-max)", "analytical scans"),
+                    mix)
+        alone = figures["OLTP alone"]["p99"]
+        keys = [k for k in figures if k.startswith("OLTP +")]
+        nopools, pools = figures[keys[0]]["p99"], figures[keys[1]]["p99"]
+        olap = figures["olap"]
+        summary = (f"OLTP p99: alone {alone:.3f} ms; beside the scans without pools {nopools:.3f} ms "
+                   f"({nopools / alone:.1f}x); with pools {pools:.3f} ms ({pools / alone:.1f}x, target at most 2x: "
+                   f"{'met' if pools <= 2 * alone else 'missed'}). One scan alone took {scan_alone:.2f} s; "
+                   f"in the pooled runs the olap pool admitted {olap[0]} scans, {olap[1]} after waiting "
+                   f"(mean wait {olap[2] or 0:.0f} ms).")
+        mixed_text.append((name, t2, summary))
     print(t0)
     print()
     print(t1)
-    print()
-    print(t2)
-    print()
-    print(summary)
+    for name, t2, summary in mixed_text:
+        print()
+        print(f"pgbench {name}:")
+        print(t2)
+        print()
+        print(summary)
     if not args.no_write:
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
         with open(RESULTS, "w") as f:
@@ -375,10 +401,12 @@ def main() -> int:
             f.write("pgbench select-only, wall clock:\n\n")
             f.write(t1 + "\n\n")
             f.write("## OLTP beside analytical scans\n\n")
-            f.write(f"pgbench select-only, 4 clients, prepared, {args.seconds * 2} s per run, "
+            f.write(f"pgbench, 4 clients, prepared, {args.seconds * 2} s per run, "
                     f"{min(args.rounds, 3)} rounds of the three runs in turn (medians; p99 min-max in brackets); "
-                    f"{args.scanners} clients looping `{SCAN}` over {args.rows:,} columnar rows.\n\n")
-            f.write(t2 + "\n\n" + summary + "\n")
+                    f"{args.scanners} clients looping `{SCAN}` over {args.rows:,} columnar rows.\n")
+            for name, t2, summary in mixed_text:
+                f.write(f"\n### pgbench {name}\n\n")
+                f.write(t2 + "\n\n" + summary + "\n")
             f.write(NOTES)
     return 0
 
