@@ -319,6 +319,8 @@ Notes:
   alone is already set by that. Pools bound how many scans run at once (the scanners
   beyond the pool's one slot wait in its queue, taking no CPU); they do not lower the
   priority of a running scan.
+- A scan's time in the "analytical scans" column is what its client saw: with pools it
+  includes the wait in the queue.
 """
 
 
