@@ -42,7 +42,7 @@ SETUP = ["SELECT orochi.create_resource_pool('p', 2)",
 @dataclass(frozen=True)
 class Op:
     name: str
-    action: str          # {role}: the actor's role, {pid}: the admin session's pid
+    action: str          # {role}, {role_lit}: the actor's role; {pid}: the admin session's pid
     allowed: frozenset
 
 
@@ -51,12 +51,12 @@ OPS = [
     Op("create_resource_pool", "SELECT orochi.create_resource_pool('q', 1)", SUPER),
     Op("alter_resource_pool", "SELECT orochi.alter_resource_pool('p', max_concurrency => 3)", SUPER),
     Op("drop_resource_pool", "SELECT orochi.drop_resource_pool('spare')", SUPER),
-    Op("create_workload_class", "SELECT orochi.create_workload_class('d', 'p', '{}')", SUPER),
+    Op("create_workload_class", "SELECT orochi.create_workload_class('d', 'p', '{{}}')", SUPER),
     Op("alter_workload_class", "SELECT orochi.alter_workload_class('c', pool => 'spare')", SUPER),
     Op("drop_workload_class", "SELECT orochi.drop_workload_class('c')", SUPER),
     Op("assign_workload_class_own_session", "SELECT orochi.assign_workload_class('c')", SUPER),
     Op("assign_workload_class_to_no_class", "SELECT orochi.assign_workload_class(NULL)", SUPER),
-    Op("assign_workload_class_role", "SELECT orochi.assign_workload_class('c', role => {role})", SUPER),
+    Op("assign_workload_class_role", "SELECT orochi.assign_workload_class('c', role => {role_lit})", SUPER),
     Op("assign_workload_class_pid", "SELECT orochi.assign_workload_class('c', pid => {pid})", SUPER),
     Op("workload_reload", "SELECT orochi.workload_reload()", SUPER),
     Op("pool_stats_reset", "SELECT orochi.pool_stats_reset()", SUPER),
@@ -96,6 +96,10 @@ WORKLOAD_FUNCTIONS = {
     "pool_stats_reset", "workload_publish", "workload_assign_session", "list_resource_pools",
     "list_workload_classes", "pool_stats", "workload_status", "session_resources", "queued_queries",
 }
+
+
+def _action(op: Op, role: str, pid: int) -> sql.Composed:
+    return sql.SQL(op.action).format(role=sql.Identifier(role), role_lit=sql.Literal(role), pid=sql.Literal(pid))
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +146,7 @@ def test_workload_privilege_matrix(wl, actor_roles, op: Op, actor: str):
     for statement in SETUP:
         wl.q(statement)
     conn = wl.client("matrix", user=actor_roles[actor])
-    action = sql.SQL(op.action).format(role=sql.Identifier(actor_roles[actor]),
-                                       pid=sql.Literal(wl.admin.info.backend_pid))
+    action = _action(op, actor_roles[actor], wl.admin.info.backend_pid)
     try:
         if actor in op.allowed:
             conn.execute(action)
@@ -173,8 +176,7 @@ def test_a_refused_change_changes_nothing(wl, actor_roles):
         for op in OPS:
             if op.allowed == SUPER and not op.name.startswith(("read_", "set_", "alter_own", "alter_database")):
                 with pytest.raises(errors.InsufficientPrivilege):
-                    conn.execute(sql.SQL(op.action).format(role=sql.Identifier(actor_roles[actor]),
-                                                           pid=sql.Literal(wl.admin.info.backend_pid)))
+                    conn.execute(_action(op, actor_roles[actor], wl.admin.info.backend_pid))
     after = (wl.q("SELECT * FROM orochi.list_resource_pools() ORDER BY 1"),
              wl.q("SELECT * FROM orochi.list_workload_classes() ORDER BY 1"),
              wl.one("SELECT generation FROM orochi.workload_status()"))
