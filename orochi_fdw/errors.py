@@ -52,6 +52,10 @@ class InvalidOptionValueError(OrochiError):
 
     sqlstate = "HV024"
 
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
 
 class WrapperError(OrochiError):
     """A wrapper class cannot be loaded or broke the bridge's contract
@@ -67,6 +71,19 @@ class NumericValueOutOfRangeError(OrochiError, ArithmeticError):
     (SQLSTATE 22003, numeric_value_out_of_range)."""
 
     sqlstate = "22003"
+
+
+class InsufficientPrivilegeError(OrochiError):
+    """The current role may not do what it asked: it does not own the table,
+    lacks a privilege on it, or is not a superuser where one is needed
+    (SQLSTATE 42501, insufficient_privilege)."""
+
+    sqlstate = "42501"
+
+    def __init__(self, message: str, detail: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+        self.hint = hint
 
 
 class FeatureNotSupportedError(OrochiError):

@@ -22,6 +22,10 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* settings Python reads (orochi_fdw.bridge.wrappers) */
+bool		orochi_allow_test_wrappers = false;
+char	   *orochi_trusted_wrappers = NULL;
+
 void
 _PG_init(void)
 {
@@ -34,6 +38,24 @@ _PG_init(void)
 							   OROCHI_DEFAULT_VENV,
 							   PGC_SUSET,
 							   0,
+							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.allow_test_wrappers",
+							 "Lets tables use the wrappers the orochi package ships for its tests.",
+							 "They exercise the bridge (one writes to a file the table names); "
+							 "a production server leaves this off.",
+							 &orochi_allow_test_wrappers,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("orochi.trusted_wrappers",
+							   "Wrappers that roles other than superusers may name in the wrapper "
+							   "option of their servers and foreign tables.",
+							   "A comma-separated list of declared wrapper names.",
+							   &orochi_trusted_wrappers,
+							   "columnar",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();

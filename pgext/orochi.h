@@ -167,4 +167,21 @@ extern PyObject *orochi_instance_for_relid(Oid relid);
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
 
+/* in py_security.c */
+typedef struct OrochiSecuritySave
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} OrochiSecuritySave;
+
+extern Oid	orochi_extension_owner(void);
+extern void orochi_internal_begin(OrochiSecuritySave *save);
+extern void orochi_internal_end(OrochiSecuritySave *save);
+extern PyMethodDef orochi_security_methods[];
+
+/* in orochi.c */
+extern bool orochi_allow_test_wrappers;
+extern char *orochi_trusted_wrappers;
+
 #endif							/* OROCHI_H */

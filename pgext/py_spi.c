@@ -297,6 +297,7 @@ typedef struct ExecuteArgs
 	long		limit;
 	bool		keep;
 	bool		read_only;
+	bool		internal;		/* as the extension owner (py_security.c) */
 } ExecuteArgs;
 
 static PyObject *
@@ -304,7 +305,12 @@ execute_body(void *arg)
 {
 	ExecuteArgs *a = (ExecuteArgs *) arg;
 	SPIPlanPtr	plan;
+	OrochiSecuritySave save;
+	PyObject   *result;
 
+	/* an error before the end is undone by the sub-transaction's abort */
+	if (a->internal)
+		orochi_internal_begin(&save);
 	if (a->plan_capsule)
 	{
 		plan = (SPIPlanPtr) PyCapsule_GetPointer(a->plan_capsule, PLAN_CAPSULE);
@@ -313,32 +319,39 @@ execute_body(void *arg)
 	}
 	else
 		plan = prepare_plan(a->sql, a->types, a->params);
-	return execute_plan(plan, a->params, a->limit, a->read_only);
+	result = execute_plan(plan, a->params, a->limit, a->read_only);
+	if (a->internal)
+		orochi_internal_end(&save);
+	return result;
 }
 
 /*
- * _orochi_pg.execute(sql_or_plan, params=None, limit=0, types=None, read_only=False)
- *		-> (rows, rowcount, names)
+ * _orochi_pg.execute(sql_or_plan, params=None, limit=0, types=None, read_only=False,
+ *					  internal=False) -> (rows, rowcount, names)
  *
  * read_only: SPI's read-only mode.  The statement runs under the snapshot of
  * the SQL statement being executed (a scan's, a function call's) instead of
  * a new one, and the command counter is not advanced: in READ COMMITTED,
  * several such queries made during one statement see the same data.  Only
  * plain SELECTs are allowed.
+ *
+ * internal: run as the extension owner with the search path pinned
+ * (orochi_internal_begin); a plan must be used the way it was prepared.
  */
 static PyObject *
 pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-	static char *kwlist[] = {"query", "params", "limit", "types", "read_only", NULL};
+	static char *kwlist[] = {"query", "params", "limit", "types", "read_only", "internal", NULL};
 	PyObject   *query;
 	PyObject   *params = Py_None;
 	PyObject   *types = Py_None;
 	long		limit = 0;
 	int			read_only = 0;
+	int			internal = 0;
 	ExecuteArgs a;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OlOp", kwlist, &query, &params, &limit, &types,
-									 &read_only))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OlOpp", kwlist, &query, &params, &limit, &types,
+									 &read_only, &internal))
 		return NULL;
 	if (params != Py_None && !PySequence_Check(params))
 	{
@@ -350,6 +363,7 @@ pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	a.types = types;
 	a.limit = limit;
 	a.read_only = read_only && ActiveSnapshotSet();
+	a.internal = internal;
 	if (PyCapsule_CheckExact(query))
 		a.plan_capsule = query;
 	else if (PyUnicode_Check(query))
@@ -370,27 +384,38 @@ static PyObject *
 prepare_body(void *arg)
 {
 	ExecuteArgs *a = (ExecuteArgs *) arg;
-	SPIPlanPtr	plan = prepare_plan(a->sql, a->types, NULL);
+	SPIPlanPtr	plan;
+	OrochiSecuritySave save;
 
+	if (a->internal)
+		orochi_internal_begin(&save);
+	plan = prepare_plan(a->sql, a->types, NULL);
+	if (a->internal)
+		orochi_internal_end(&save);
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "orochi: SPI_keepplan failed");
 	return PyCapsule_New(plan, PLAN_CAPSULE, plan_capsule_destructor);
 }
 
-/* _orochi_pg.prepare(sql, types=None) -> plan; unnamed types are inferred */
+/*
+ * _orochi_pg.prepare(sql, types=None, internal=False) -> plan; unnamed types
+ * are inferred; internal: parsed as execute(..., internal=True) runs it
+ */
 static PyObject *
 pg_prepare(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-	static char *kwlist[] = {"query", "types", NULL};
+	static char *kwlist[] = {"query", "types", "internal", NULL};
 	const char *sql;
 	PyObject   *types = Py_None;
+	int			internal = 0;
 	ExecuteArgs a;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O", kwlist, &sql, &types))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|Op", kwlist, &sql, &types, &internal))
 		return NULL;
 	memset(&a, 0, sizeof(a));
 	a.sql = sql;
 	a.types = types;
+	a.internal = internal;
 	return run_in_subxact(prepare_body, &a);
 }
 
@@ -584,9 +609,9 @@ pg_savepoint_depth(PyObject *self, PyObject *noargs)
 
 static PyMethodDef pg_methods[] = {
 	{"execute", (PyCFunction) (void (*) (void)) pg_execute, METH_VARARGS | METH_KEYWORDS,
-	"execute(query, params=None, limit=0, types=None) -> (rows, rowcount, column_names)"},
+	"execute(query, params=None, limit=0, types=None, read_only=False, internal=False) -> (rows, rowcount, column_names)"},
 	{"prepare", (PyCFunction) (void (*) (void)) pg_prepare, METH_VARARGS | METH_KEYWORDS,
-	"prepare(query, types=None) -> plan"},
+	"prepare(query, types=None, internal=False) -> plan"},
 	{"subxact_begin", pg_subxact_begin, METH_NOARGS, "begin a sub-transaction"},
 	{"subxact_end", pg_subxact_end, METH_VARARGS, "subxact_end(commit: bool)"},
 	{"log", pg_log, METH_VARARGS, "log(level, message)"},
@@ -609,7 +634,14 @@ static struct PyModuleDef pg_module = {
 PyObject *
 orochi_pg_module_init(void)
 {
-	return PyModule_Create(&pg_module);
+	PyObject   *module = PyModule_Create(&pg_module);
+
+	if (module != NULL && PyModule_AddFunctions(module, orochi_security_methods) < 0)
+	{
+		Py_DECREF(module);
+		return NULL;
+	}
+	return module;
 }
 
 /*
