@@ -48,6 +48,18 @@ def kernel_extensions():
     )
 
 
+# The wrappers orochi_fdw.testing ships for the bridge's tests, benchmarks and demo.
+TEST_WRAPPERS = [
+    f"{name} = orochi_fdw.testing.wrappers:{name}"
+    for name in ("SeriesWrapper", "QualsEchoWrapper", "SortedWrapper", "ExactWrapper", "ErrorWrapper",
+                 "SlowWrapper", "SleepWrapper", "HooksWrapper", "SpiTableWrapper", "EchoTypesWrapper",
+                 "SpiProbeWrapper", "RowidBatchWrapper", "AggregatingWrapper", "CatalogWrapper",
+                 "SnapshotProbeWrapper")
+] + [
+    f"{name} = orochi_fdw.testing.bench_wrappers:{name}"
+    for name in ("BatchBenchWrapper", "RowBenchWrapper", "TextRowBenchWrapper")
+]
+
 setup(
     name="orochi",
     version="0.1.0",
@@ -64,6 +76,13 @@ setup(
         "psycopg[binary]>=3.1",
         "pglast>=7",
     ],
-    entry_points={"console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"]},
+    entry_points={
+        "console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"],
+        # Wrappers tables may name (orochi_fdw.bridge.wrappers): the columnar
+        # engine, and the test wrappers, which load only while the
+        # superuser-only setting orochi.allow_test_wrappers is on.
+        "orochi.wrappers": ["columnar = orochi_fdw.columnar.table:ColumnarTable"],
+        "orochi.test_wrappers": TEST_WRAPPERS,
+    },
     zip_safe=False,
 )

@@ -10,7 +10,6 @@ that took part in the transaction.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import traceback
 from dataclasses import dataclass, field
@@ -18,13 +17,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from orochi_fdw.bridge import sqlfunc
+from orochi_fdw.bridge import sqlfunc, wrappers
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.batch import WIRE_DTYPES, Batch, Column, WireKind, to_column, wire_kind_for_type
 from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError, WrapperError
 
-#: the wrapper of tables whose server and table name none
-DEFAULT_WRAPPER = "orochi_fdw.columnar.ColumnarTable"
+#: the wrapper of tables whose server and table name none (a declared
+#: wrapper's name: orochi_fdw.bridge.wrappers)
+DEFAULT_WRAPPER = wrappers.DEFAULT
 
 #: a plan-time qual value that is only known when the scan starts
 UNKNOWN = type("UnknownValue", (), {"__repr__": lambda self: "<unknown until execution>"})()
@@ -121,21 +121,10 @@ def _prepare_request(request: dict) -> dict:
 _handles: dict[int, TableHandle] = {}
 
 
-def load_wrapper_class(path: str) -> type:
-    """Import ``package.module.Class``."""
-    module_name, _, class_name = path.rpartition(".")
-    if not module_name:
-        raise WrapperError(f'wrapper "{path}" must be a dotted path: package.module.Class')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise WrapperError(f'could not import the module of wrapper "{path}": {exc}') from None
-    cls = getattr(module, class_name, None)
-    if cls is None or not isinstance(cls, type):
-        raise WrapperError(f'module {module_name} has no class "{class_name}"')
-    if not callable(getattr(cls, "execute", None)):
-        raise WrapperError(f'wrapper "{path}" has no execute method')
-    return cls
+def load_wrapper_class(name: str) -> type:
+    """The class of a declared wrapper, by its name or its class's dotted
+    path (only declared wrappers load: :mod:`orochi_fdw.bridge.wrappers`)."""
+    return wrappers.load(name)
 
 
 def instance_for(relid: int, server_name: str, server_options: dict, table_options: dict,
@@ -535,6 +524,8 @@ def validate_options(kind: str, options: dict) -> None:
     rest = {k: v for k, v in options.items() if k not in BRIDGE_OPTIONS}
     if not rest and "wrapper" not in options:
         return
+    if "wrapper" in options:
+        wrappers.check_may_use(options["wrapper"])  # declared, and allowed to this role
     cls = load_wrapper_class(options.get("wrapper") or DEFAULT_WRAPPER)
     validate = getattr(cls, "validate_options", None)
     if validate is not None:

@@ -58,7 +58,7 @@ from orochi_fdw.storage.stripe_format import StripeReader
 
 def open_table(relid: int):
     """A ColumnarTable instance for ``relid`` (as the bridge would make it)."""
-    from orochi_fdw.bridge import runtime
+    from orochi_fdw.bridge import wrappers
     from orochi_fdw.columnar.table import ColumnarTable
 
     definition = read_definition(relid)
@@ -70,7 +70,7 @@ def open_table(relid: int):
                       "  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver"
                       "  JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw"
                       " WHERE ft.ftrelid = $1", [relid], types=["oid"]).scalar()
-    if not fdw or (definition.wrapper and definition.wrapper != runtime.DEFAULT_WRAPPER):
+    if not fdw or not wrappers.is_default(definition.wrapper):
         raise InvalidParameterError(f'"{relname}" is not an orochi columnar table')
     options = definition.options
     options.setdefault("table_name", relname)
@@ -82,8 +82,8 @@ def lock_table_maintenance(relid: int) -> None:
     """Wait for, then hold until the transaction ends, the table's
     maintenance lock: compactions, vacuums and chunk compressions of one
     table run one at a time."""
-    spi.execute("SELECT pg_advisory_xact_lock(hashtext('orochi.maintenance'), $1::int)",
-                [int(relid) & 0x7FFFFFFF], types=["int8"])
+    spi.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('orochi.maintenance'), $1::int)",
+                [int(relid) & 0x7FFFFFFF], types=["int8"], internal=True)
 
 
 # ---------------------------------------------------------------- progress

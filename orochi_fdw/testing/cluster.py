@@ -71,6 +71,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "max_replication_slots": 20,
     "max_prepared_transactions": 64,
     "max_connections": 100,
+    # the test wrappers of orochi_fdw.testing (never on in production)
+    "orochi.allow_test_wrappers": True,
 }
 
 # Variables that steer a Python interpreter; the embedded one must not see the test
