@@ -9,6 +9,7 @@
 #include "orochi.h"
 
 #include "access/table.h"
+#include "access/transam.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
@@ -40,6 +41,7 @@
 #include "utils/sampling.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 /*
  * Indexes of the items of ForeignScan.fdw_private.
@@ -126,13 +128,26 @@ static const char *const pushable_operators[] = {
 	"=", "<>", "<", "<=", ">", ">=", "~~", "~~*", "!~~", "!~~*", NULL
 };
 
-static bool
-operator_is_pushable(const char *name)
+/*
+ * The name a qual's operator reaches Python by, or NULL if it is not pushed.
+ * Python gives the name Multicorn's (the built-in) meaning, so only built-in
+ * operators qualify: those initdb made (OIDs below FirstNormalObjectId),
+ * never a user's operator of the same name found first in the search path.
+ */
+static char *
+pushable_operator_name(Oid opno)
 {
+	char	   *name;
+
+	if (!OidIsValid(opno) || opno >= FirstNormalObjectId)
+		return NULL;
+	name = get_opname(opno);
+	if (name == NULL)
+		return NULL;
 	for (int i = 0; pushable_operators[i]; i++)
 		if (strcmp(pushable_operators[i], name) == 0)
-			return true;
-	return false;
+			return name;
+	return NULL;
 }
 
 static Node *
@@ -171,6 +186,8 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Oid			opno = op->opno;
 		char	   *opname;
 
+		if (opno >= FirstNormalObjectId)
+			return NULL;		/* a user's operator, whatever its commutator */
 		if (is_column_of(left, relid) && is_pseudo_constant_clause(right))
 			 /* column on the left: as written */ ;
 		else if (is_column_of(right, relid) && is_pseudo_constant_clause(left))
@@ -185,8 +202,8 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		}
 		else
 			return NULL;
-		opname = get_opname(opno);
-		if (opname == NULL || !operator_is_pushable(opname))
+		opname = pushable_operator_name(opno);
+		if (opname == NULL)
 			return NULL;
 		q = palloc0(sizeof(OrochiQual));
 		q->rinfo = rinfo;
@@ -205,8 +222,8 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 
 		if (!is_column_of(left, relid) || !is_pseudo_constant_clause(right))
 			return NULL;
-		opname = get_opname(saop->opno);
-		if (opname == NULL || !operator_is_pushable(opname))
+		opname = pushable_operator_name(saop->opno);
+		if (opname == NULL)
 			return NULL;
 		q = palloc0(sizeof(OrochiQual));
 		q->rinfo = rinfo;
@@ -255,17 +272,35 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 	return NULL;
 }
 
+/*
+ * A collation as quals and sort keys name it: its name for the collations of
+ * pg_catalog (the database's own), else its schema-qualified, quoted name, so
+ * that a user's collation called "C" is never taken for the built-in one.
+ */
 static PyObject *
 collation_name(Oid collation)
 {
-	char	   *name;
+	HeapTuple	tuple;
+	Form_pg_collation form;
+	PyObject   *result;
 
 	if (!OidIsValid(collation))
 		Py_RETURN_NONE;
-	name = get_collation_name(collation);
-	if (name == NULL)
+	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
+	if (!HeapTupleIsValid(tuple))
 		Py_RETURN_NONE;
-	return orochi_cstring_to_py(name);
+	form = (Form_pg_collation) GETSTRUCT(tuple);
+	if (form->collnamespace == PG_CATALOG_NAMESPACE)
+		result = orochi_cstring_to_py(NameStr(form->collname));
+	else
+	{
+		char	   *nspname = get_namespace_name(form->collnamespace);
+
+		result = orochi_cstring_to_py(quote_qualified_identifier(nspname ? nspname : "?",
+																 NameStr(form->collname)));
+	}
+	ReleaseSysCache(tuple);
+	return result;
 }
 
 /*
@@ -664,12 +699,18 @@ static bool computable_walker(Node *node, void *context);
 static PyObject *
 collation_info(Oid collid)
 {
-	char	   *name;
+	PyObject   *name;
 
 	if (!OidIsValid(collid))
 		return Py_BuildValue("(OO)", Py_None, Py_True);
-	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
-	return Py_BuildValue("(sO)", name ? name : "",
+	/* schema-qualified unless it is one of pg_catalog's (collation_name) */
+	name = lc_collate_is_c(collid) ? orochi_cstring_to_py("C") : collation_name(collid);
+	if (name == Py_None)
+	{
+		Py_DECREF(name);
+		name = orochi_cstring_to_py("");
+	}
+	return Py_BuildValue("(NO)", name,
 						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
 						 Py_True : Py_False);
 }
@@ -797,10 +838,11 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 	{
 		FuncExpr   *f = (FuncExpr *) expr;
 		char	   *name = get_func_name(f->funcid);
-		char	   *nsp = get_namespace_name(get_func_namespace(f->funcid));
 		int			nargs = list_length(f->args);
 
-		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
+		/* pg_catalog's date_trunc, by the namespace's OID, not a user's */
+		if (name && get_func_namespace(f->funcid) == PG_CATALOG_NAMESPACE &&
+			strcmp(name, "date_trunc") == 0 &&
 			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
 			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
 			return Py_BuildValue("{s:s,s:N,s:s,s:s,s:I,s:s}", "kind", "date_trunc",
