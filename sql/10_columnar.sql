@@ -50,8 +50,10 @@ CREATE TABLE orochi.columnar_stripe_columns (
 CREATE INDEX columnar_stripe_columns_relid_idx
     ON orochi.columnar_stripe_columns (relid, attnum);
 
--- Each stripe of each columnar table, column by column.
-CREATE VIEW orochi.stripes AS
+-- Each stripe of each columnar table the caller may read (SELECT on it),
+-- column by column.  security_barrier: the privilege test comes before any
+-- condition of the caller's query, so no function of theirs sees other rows.
+CREATE VIEW orochi.stripes WITH (security_barrier) AS
 SELECT s.relid::regclass                     AS table_name,
        s.stripe_id,
        s.row_count,
@@ -69,12 +71,12 @@ SELECT s.relid::regclass                     AS table_name,
   FROM orochi.columnar_stripes s
   JOIN orochi.columnar_stripe_columns c USING (stripe_id)
   LEFT JOIN pg_attribute a
-         ON a.attrelid = s.relid AND a.attnum = c.attnum AND NOT a.attisdropped;
+         ON a.attrelid = s.relid AND a.attnum = c.attnum AND NOT a.attisdropped
+ WHERE pg_catalog.has_table_privilege(s.relid, 'SELECT');
 
--- The per column bounds (min_value, max_value) are values of the tables'
--- data: like pg_statistic, orochi.columnar_stripe_columns is not readable
--- by everyone.
-GRANT SELECT ON orochi.columnar_stripes, orochi.stripes TO PUBLIC;
+-- The catalog tables themselves (whose per column bounds are values of the
+-- tables' data, like pg_statistic's) are granted to no one.
+GRANT SELECT ON orochi.stripes TO PUBLIC;
 
 -- Bytes a columnar table takes on disk: its stripe files and its delta store,
 -- like pg_total_relation_size.
@@ -112,11 +114,18 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
+REVOKE EXECUTE ON FUNCTION orochi.columnar_drop_tables(oid[]), orochi.columnar_check_tables(oid[]),
+    orochi.columnar_before_drop_extension() FROM PUBLIC;
+
 -- The event trigger functions are PL/pgSQL so that Python starts only when
--- an orochi table is involved.
+-- an orochi table is involved.  They run as the extension owner (SECURITY
+-- DEFINER, search path pinned), as they read the catalog and call internal
+-- functions; what they do is decided by the objects Postgres reports
+-- dropped or made, never by their caller.
 CREATE FUNCTION orochi.columnar_on_sql_drop()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dropped oid[];
@@ -140,7 +149,8 @@ CREATE EVENT TRIGGER orochi_columnar_sql_drop ON sql_drop
 
 CREATE FUNCTION orochi.columnar_on_ddl_end()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tables oid[];
@@ -166,7 +176,8 @@ CREATE EVENT TRIGGER orochi_columnar_ddl_end ON ddl_command_end
 -- an extension: the files are then left for the operator.
 CREATE FUNCTION orochi.columnar_on_drop_extension()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM orochi.columnar_before_drop_extension();

@@ -40,7 +40,8 @@ CREATE TABLE orochi.hypertable_invalidation_log (
 );
 CREATE INDEX hypertable_invalidation_log_relid_idx ON orochi.hypertable_invalidation_log (relid);
 
-GRANT SELECT ON orochi.hypertables, orochi.hypertable_chunks TO PUBLIC;
+-- (Granted to no one: orochi.chunks shows each role the chunks of the
+-- hypertables it may read.)
 
 -- Make an orochi columnar table a hypertable chunked by time_column.
 -- Timestamp-like time columns (timestamptz, timestamp, date) take an

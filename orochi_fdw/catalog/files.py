@@ -15,6 +15,12 @@ behind (a crash) carries the same name and is collected the same way.
 
 Files are not WAL-logged: a physical standby does not receive them, and a
 data directory must not be shared by two clusters.
+
+A data directory Orochi writes into holds the marker file
+``OROCHI_DATA_DIR`` (written with the first stripe).  Orphan collection
+(``orochi.vacuum()``) and DROP EXTENSION remove files only under data
+directories that carry it (and the default one), so a ``data_dir`` pointing
+at a folder Orochi never wrote into is never cleaned up by it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from orochi_fdw.catalog.errors import StorageIOError
 
 #: the folder, inside the PostgreSQL data directory, used when no data_dir is set
 DEFAULT_FOLDER = "orochi"
+
+#: the file marking a data directory as Orochi's
+MARKER = "OROCHI_DATA_DIR"
 
 STRIPE_SUFFIX = ".stripe"
 
@@ -100,6 +109,37 @@ def ensure_dir(path: str) -> None:
             hint="Columnar data lives under the data_dir option of the table's server; "
                  "it must be writable by the operating system user running PostgreSQL.",
         )
+
+
+def owns_data_dir(data_dir: str) -> bool:
+    """Whether Orochi may remove files under ``data_dir``: the default data
+    directory, or one holding the marker (see the module docstring)."""
+    if os.path.normpath(data_dir) == os.path.normpath(default_data_dir()):
+        return True
+    return os.path.isfile(os.path.join(data_dir, MARKER))
+
+
+def ensure_table_dir(data_dir: str, relid: int) -> str:
+    """Create (if missing) a table's folder under ``data_dir``, marking the
+    data directory as Orochi's; returns the folder.
+
+    Raises:
+        StorageIOError: as :func:`ensure_dir`.
+    """
+    ensure_dir(data_dir)
+    marker = os.path.join(data_dir, MARKER)
+    if not os.path.exists(marker):
+        try:
+            with open(marker, "a", encoding="utf-8") as f:
+                f.write("Stripe files of Orochi columnar tables: <database oid>/<table oid>/<files>.\n")
+        except OSError as exc:
+            raise StorageIOError(
+                f'could not write "{marker}": {exc.strerror or exc}',
+                hint="Columnar data lives under the data_dir option of the table's server; "
+                     "it must be writable by the operating system user running PostgreSQL.") from None
+    directory = table_dir(data_dir, relid)
+    ensure_dir(directory)
+    return directory
 
 
 def remove_file(path: str) -> int:

@@ -61,15 +61,16 @@ class VacuumResult:
 
 
 def known_data_dirs() -> list[str]:
-    """Every data directory that may hold this database's stripe files: the
+    """Every data directory that may hold this database's stripe files and
+    that Orochi owns (:func:`~orochi_fdw.catalog.files.owns_data_dir`): the
     default one, each orochi server's ``data_dir``, and those the catalog's
     file paths point into."""
     dirs = {os.path.normpath(files.default_data_dir())}
-    for (value,) in spi.execute(_SERVER_DATA_DIRS).rows:
+    for (value,) in spi.execute(_SERVER_DATA_DIRS, internal=True).rows:
         if value and os.path.isabs(value):
             dirs.add(os.path.normpath(value))
     dirs |= store.data_dirs_in_use()
-    return sorted(dirs)
+    return sorted(d for d in dirs if files.owns_data_dir(d))
 
 
 def _is_orphan(status: str | None, visible: bool, referenced: bool) -> bool:
@@ -92,7 +93,7 @@ def _decide(candidates: list[tuple[str, int]], own_xid: int) -> list[str]:
     candidates = [(p, x) for p, x in candidates if x != own_xid]
     if not candidates:
         return orphans
-    plan = spi.prepared(_DECIDE, ["text[]", "text[]"])
+    plan = spi.prepared(_DECIDE, ["text[]", "text[]"], internal=True)
     try:
         rows = plan.execute([[p for p, _ in candidates], [str(x) for _, x in candidates]]).rows
     except SPIError:
@@ -130,7 +131,7 @@ def collect_orphans() -> VacuumResult:
         result.add(files.remove_file(path))
     dboid = files.database_oid()
     own_xid = ledger.transaction_id()  # everything older is decidable below
-    databases = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_database").rows}
+    databases = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_database", internal=True).rows}
     relations = None
     for root in known_data_dirs():
         if not os.path.isdir(root):
@@ -162,7 +163,7 @@ def collect_orphans() -> VacuumResult:
             except OSError as exc:
                 spi.log("warning", f'could not remove orphan stripe file "{path}": {exc.strerror}')
         if relations is None:
-            relations = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_class").rows}
+            relations = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_class", internal=True).rows}
         for relid, tdir in table_dirs:
             if relid not in relations:
                 try:

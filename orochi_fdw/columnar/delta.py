@@ -18,6 +18,16 @@ types; rows read are turned back into wire batches of the same layout a
 stripe's chunk group decodes to (dates as days, timestamps as microseconds
 since 2000-01-01, text forms for the types stored as text), so whatever
 consumes a scan's batches treats delta and stripe batches alike.
+
+The delta table belongs to the extension owner and every statement on it is
+internal (``spi.execute(..., internal=True)``: as the extension owner, with
+the search path pinned); no other role has any right on it, and the columnar
+table's own privileges, which the executor checks, decide who reads and
+writes its rows.  So that no user code ever runs with those rights, a column
+whose type is not one of pg_catalog's (a domain, an enum, a composite, an
+array of them ...) is kept as its text form (``text``): the type's input
+function and a domain's CHECK run in the caller's statement, when the bridge
+converts the value, never in the delta table's.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 _INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
 _USECS_PER_DAY = 86_400_000_000
 _TIMESTAMPTZ_OID = 1184
+_TEXT_OID = 25
 
 
 def table_name(relid: int) -> str:
@@ -56,21 +67,27 @@ def qualified_name(relid: int) -> str:
 
 
 def exists(relid: int) -> bool:
-    return spi.prepared("SELECT to_regclass($1) IS NOT NULL", ["text"]).execute(
+    return spi.prepared("SELECT to_regclass($1) IS NOT NULL", ["text"], internal=True).execute(
         [qualified_name(relid)]).scalar()
 
 
 # ---------------------------------------------------------------------- DDL
 
+# Per column of the columnar table: the delta column's type as SQL, its
+# collation as SQL (NULL: the type's own), and (type, typmod, collation) to
+# compare with the delta table's.  Types of pg_catalog are kept as they are;
+# any other type as its text form (see the module docstring).
 _TABLE_COLUMNS = """
 SELECT a.attnum,
-       CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN format_type(a.atttypid, a.atttypmod)
-            ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END,
-       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
-            THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END
+       CASE WHEN s.builtin THEN pg_catalog.format_type(a.atttypid, a.atttypmod) ELSE 'text' END,
+       CASE WHEN s.builtin AND a.attcollation <> 0 AND a.attcollation <> t.typcollation
+            THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(c.collname) END,
+       CASE WHEN s.builtin THEN a.atttypid ELSE 'pg_catalog.text'::pg_catalog.regtype::oid END,
+       CASE WHEN s.builtin THEN a.atttypmod ELSE -1 END,
+       CASE WHEN s.builtin THEN a.attcollation ELSE 'pg_catalog.default'::pg_catalog.regcollation::oid END
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  CROSS JOIN LATERAL (SELECT t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace AS builtin) s
   LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
   LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -78,9 +95,16 @@ SELECT a.attnum,
 """
 
 
+def _column_storage(relid: int) -> dict[int, tuple[str, str | None, tuple[int, int, int]]]:
+    """attnum -> (delta type as SQL, collation as SQL or None, (type oid,
+    typmod, collation oid)) of a table's columns."""
+    return {int(a): (t, c, (int(to), int(tm), int(co)))
+            for a, t, c, to, tm, co in spi.prepared(_TABLE_COLUMNS, ["oid"], internal=True).execute([relid]).rows}
+
+
 def _column_types(relid: int) -> dict[int, tuple[str, str | None]]:
-    """attnum -> (type as SQL, collation as SQL or None) of a table's columns."""
-    return {int(a): (t, c) for a, t, c in spi.prepared(_TABLE_COLUMNS, ["oid"]).execute([relid]).rows}
+    """attnum -> (delta type as SQL, collation as SQL or None) of a table's columns."""
+    return {a: (t, c) for a, (t, c, _) in _column_storage(relid).items()}
 
 
 def _col_sql(attnum: int, typ: str, coll: str | None) -> str:
@@ -90,27 +114,24 @@ def _col_sql(attnum: int, typ: str, coll: str | None) -> str:
 def sync(relid: int) -> None:
     """Create the delta table of a columnar table, or bring its columns in
     line with the table's (after ADD / DROP / ALTER COLUMN ... TYPE)."""
-    spi.execute("SELECT pg_advisory_xact_lock(hashtext('orochi.columnar_delta'), $1::int)",
-                [int(relid) & 0x7FFFFFFF], types=["int8"])
-    want = _column_types(relid)
+    spi.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('orochi.columnar_delta'), $1::int)",
+                [int(relid) & 0x7FFFFFFF], types=["int8"], internal=True)
+    storage = _column_storage(relid)
+    want = {a: (t, c) for a, (t, c, _) in storage.items()}
     name = qualified_name(relid)
     if not exists(relid):
         cols = ", ".join(["_rowid bigint PRIMARY KEY"] + [_col_sql(a, t, c) for a, (t, c) in want.items()])
-        spi.execute(f"CREATE TABLE {name} ({cols})")
-        spi.execute(f"ALTER EXTENSION orochi ADD TABLE {name}")
+        spi.execute(f"CREATE TABLE {name} ({cols})", internal=True)
+        spi.execute(f"ALTER EXTENSION orochi ADD TABLE {name}", internal=True)
         return
-    have = {}
-    for attname, typ, coll in spi.execute(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),"
-            "       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation"
-            "            THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END"
-            "  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-            "  LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation"
-            "  LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace"
-            " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-            [name], types=["text"]).rows:
+    have: dict[int, tuple[int, int, int]] = {}
+    for attname, typoid, typmod, colloid in spi.execute(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attcollation"
+            "  FROM pg_catalog.pg_attribute a"
+            " WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            [name], types=["text"], internal=True).rows:
         if attname.startswith("c") and attname[1:].isdigit():
-            have[int(attname[1:])] = (typ, coll)
+            have[int(attname[1:])] = (int(typoid), int(typmod), int(colloid))
     actions = []
     for attnum in sorted(set(have) - set(want)):
         actions.append(f"DROP COLUMN c{attnum}")
@@ -118,26 +139,21 @@ def sync(relid: int) -> None:
         if attnum not in have:
             actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
     if actions:
-        spi.execute(f"ALTER TABLE {name} " + ", ".join(actions))
+        spi.execute(f"ALTER TABLE {name} " + ", ".join(actions), internal=True)
     # type changes: compare through the types' oids (names may be qualified differently)
-    retype = spi.execute(
-        "SELECT f.attnum FROM pg_catalog.pg_attribute f"
-        "  JOIN pg_catalog.pg_attribute d ON d.attrelid = $2::regclass AND d.attname = 'c' || f.attnum"
-        " WHERE f.attrelid = $1 AND f.attnum > 0 AND NOT f.attisdropped"
-        "   AND (d.atttypid, d.atttypmod, d.attcollation) <> (f.atttypid, f.atttypmod, f.attcollation)",
-        [relid, name], types=["oid", "text"]).rows
-    for (attnum,) in retype:
-        typ, coll = want[int(attnum)]
-        spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
-                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{typ}")
+    for attnum, (typ, coll, key) in storage.items():
+        if attnum in have and have[attnum] != key:
+            spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
+                        + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{typ}",
+                        internal=True)
 
 
 def drop(relid: int) -> None:
     """Drop the delta table of a dropped columnar table (if any)."""
     if exists(relid):
         name = qualified_name(relid)
-        spi.execute(f"ALTER EXTENSION orochi DROP TABLE {name}")
-        spi.execute(f"DROP TABLE {name}")
+        spi.execute(f"ALTER EXTENSION orochi DROP TABLE {name}", internal=True)
+        spi.execute(f"DROP TABLE {name}", internal=True)
 
 
 # ------------------------------------------------------------ wire <-> values
@@ -357,6 +373,44 @@ def _param_type(value: Any) -> str | None:
     return None
 
 
+#: the comparisons a scan pushes into the delta table's SQL (pruning binds no other)
+_PUSHED_OPERATORS = frozenset({"=", "<", "<=", ">", ">="})
+
+_catalog_collations: dict[str, bool] = {}
+
+
+def _catalog_collation(name: str) -> bool:
+    """Whether ``name`` is a collation of pg_catalog (the bridge names those
+    unqualified, a user's schema-qualified)."""
+    known = _catalog_collations.get(name)
+    if known is None:
+        known = _catalog_collations[name] = bool(spi.prepared(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_collation"
+            " WHERE collnamespace = 'pg_catalog'::pg_catalog.regnamespace AND collname = $1)",
+            ["name"], internal=True).execute([name]).scalar())
+    return known
+
+
+def _array_element(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(_array_element(v) for v in value) + "}"
+    if value is None:
+        return "NULL"
+    text = value if isinstance(value, str) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def text_form(value: Any) -> str | None:
+    """A value of a column kept as text in the delta table (a type that is
+    not pg_catalog's), as its type's input function reads it: UPDATE hands
+    arrays over as lists, other values as their text form already."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return _array_element(list(value))
+    return str(value)
+
+
 def _param_value(value: Any) -> Any:
     """A qual value as an SPI parameter (SpecialValue, a tuple, by its text)."""
     return value.text if isinstance(value, SpecialValue) else value
@@ -371,6 +425,7 @@ class DeltaStore:
         self.name = qualified_name(relid)
         self._known = False
         self._types: dict[int, tuple[str, str | None]] | None = None
+        self._as_text: set[int] | None = None  # attnums of user types kept as text
         self._inserts: dict[tuple[tuple[str, ...], int], spi.Plan] = {}
 
     # -- existence ----------------------------------------------------------
@@ -391,6 +446,14 @@ class DeltaStore:
             self._types = _column_types(self.relid)
         return self._types
 
+    def _text_columns(self) -> set[int]:
+        """The attnums whose values the delta table keeps as text though the
+        column's type is another (see the module docstring)."""
+        if self._as_text is None:
+            self._as_text = {c.attnum for c in self.columns.values()
+                             if c.type_oid != _TEXT_OID and self._column_types().get(c.attnum, ("",))[0] == "text"}
+        return self._as_text
+
     # -- writing ------------------------------------------------------------
 
     def insert_values(self, names: Sequence[str], values: dict[str, list], nrows: int) -> None:
@@ -400,7 +463,9 @@ class DeltaStore:
             return
         self.ensure()
         chunk = max(1, min(256, 30_000 // max(1, len(names))))
-        lists = [values[name] for name in names]
+        as_text = self._text_columns()
+        lists = [[text_form(v) for v in values[name]] if self.columns[name].attnum in as_text else values[name]
+                 for name in names]
         for start in range(0, nrows, chunk):
             n = min(chunk, nrows - start)
             if n == 1:
@@ -423,7 +488,8 @@ class DeltaStore:
                 k += len(cols)
                 rows_sql.append("(nextval('orochi.columnar_delta_rowid_seq')" + (", " + ph if cols else "") + ")")
             query = f"INSERT INTO {self.name} ({collist}) VALUES " + ", ".join(rows_sql)
-            plan = self._inserts[(names, n)] = spi.prepared(query, [types[c.attnum][0] for c in cols] * n)
+            plan = self._inserts[(names, n)] = spi.prepared(query, [types[c.attnum][0] for c in cols] * n,
+                                                            internal=True)
         return plan
 
     def insert_batch(self, batch: Batch, start: int = 0, stop: int | None = None) -> int:
@@ -448,7 +514,7 @@ class DeltaStore:
         if not ids or not self.exists():
             return set()
         res = spi.prepared(f"DELETE FROM {self.name} WHERE _rowid = ANY ($1) RETURNING _rowid",
-                           ["bigint[]"]).execute([sorted(int(i) for i in ids)])
+                           ["bigint[]"], internal=True).execute([sorted(int(i) for i in ids)])
         return {int(r[0]) for r in res.rows}
 
     def time_range(self, attnum: int, ids: Sequence[int]) -> list[tuple[Any, Any]]:
@@ -457,12 +523,13 @@ class DeltaStore:
         if not ids or not self.exists():
             return []
         rows = spi.prepared(f"SELECT min(c{int(attnum)}), max(c{int(attnum)}) FROM {self.name}"
-                            " WHERE _rowid = ANY ($1)", ["bigint[]"]).execute([sorted(int(i) for i in ids)]).rows
+                            " WHERE _rowid = ANY ($1)", ["bigint[]"], internal=True).execute(
+            [sorted(int(i) for i in ids)]).rows
         return [(lo, hi) for lo, hi in rows if lo is not None]
 
     def truncate(self) -> None:
         if self.exists():
-            spi.execute(f"TRUNCATE {self.name}")
+            spi.execute(f"TRUNCATE {self.name}", internal=True)
 
     # -- reading ------------------------------------------------------------
 
@@ -482,7 +549,11 @@ class DeltaStore:
             if not bind([q], self.columns, _collation_info(), runtime.UNKNOWN):
                 continue
             c = f"c{column.attnum}"
-            coll = f' COLLATE "{q.collation}"' if q.collation and q.collation != "default" else ""
+            coll = ""
+            if q.collation and q.collation != "default":
+                if not _catalog_collation(q.collation):
+                    continue  # a user's collation (schema-qualified by the bridge): not pushed
+                coll = f" COLLATE pg_catalog.{spi.quote_ident(q.collation)}"
             if q.value is None:
                 conds.append(f"{c} IS {'NOT ' if q.operator == '<>' else ''}NULL")
                 continue
@@ -498,6 +569,8 @@ class DeltaStore:
                 conds.append(f"{c}{coll} = ANY (${k})")
                 types.append(f"{elem}[]" if elem else f"{self._column_types()[column.attnum][0]}[]")
             else:
+                if q.operator not in _PUSHED_OPERATORS:
+                    continue
                 conds.append(f"{c}{coll} {q.operator} ${k}")
                 types.append(_param_type(q.value))
                 values = _param_value(q.value)
@@ -518,7 +591,7 @@ class DeltaStore:
         where = " AND ".join(["_rowid > $1"] + conds)
         query = (f"SELECT {', '.join(select)} FROM {self.name} WHERE {where}"
                  f" ORDER BY _rowid LIMIT {int(page_rows)}")
-        plan = spi.prepared(query, ["int8"] + qtypes)
+        plan = spi.prepared(query, ["int8"] + qtypes, internal=True)
         last = -1
         while True:
             rows = plan.execute([last] + qparams, read_only=read_only).rows
@@ -539,13 +612,14 @@ class DeltaStore:
     def count(self, read_only: bool = True) -> int:
         if not self.exists():
             return 0
-        return int(spi.prepared(f"SELECT count(*) FROM {self.name}").execute(read_only=read_only).scalar())
+        return int(spi.prepared(f"SELECT count(*) FROM {self.name}", internal=True).execute(
+            read_only=read_only).scalar())
 
     def size(self) -> tuple[int, int]:
         if not self.exists():
             return (0, 0)
-        row = spi.execute(f"SELECT count(*), pg_total_relation_size($1::regclass) FROM {self.name}",
-                          [self.name], types=["text"]).rows[0]
+        row = spi.execute(f"SELECT count(*), pg_catalog.pg_total_relation_size($1::pg_catalog.regclass)"
+                          f" FROM {self.name}", [self.name], types=["text"], internal=True).rows[0]
         return int(row[0]), int(row[1])
 
 

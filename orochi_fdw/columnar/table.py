@@ -39,7 +39,7 @@ from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
-from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError
+from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
@@ -80,6 +80,13 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 raise InvalidOptionError(
                     f'invalid option "{name}" for a columnar {kind}',
                     hint=f"Valid options in this context are: {', '.join(sorted(spec)) or '(none)'}")
+        if "data_dir" in options and not spi.is_superuser():
+            # files are written, and orphans removed, where it points: as
+            # file_fdw's filename, only a superuser may choose a folder
+            raise InsufficientPrivilegeError(
+                'only superuser can set the option "data_dir"',
+                detail="Stripe files are written where it points, by the operating system user "
+                       "running PostgreSQL.")
         return super().validate_options(kind, options)
 
     def __init__(self, options: Mapping[str, Any], columns: Mapping[str, ColumnDefinition]):
@@ -244,8 +251,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         transaction). ``chunk_id``: the hypertable chunk every row lies in
         (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
         xid = ledger.transaction_id()
-        directory = files.table_dir(self._data_dir(), self.relid)
-        files.ensure_dir(directory)
+        directory = files.ensure_table_dir(self._data_dir(), self.relid)
         writer = None
         for _ in range(8):
             stripe_id = store.next_stripe_id()
@@ -261,7 +267,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             except FileExistsError:
                 continue  # left by a crash under ids handed out again: take the next id
             except FileNotFoundError:
-                files.ensure_dir(directory)  # removed by a concurrent vacuum: once more
+                files.ensure_table_dir(self._data_dir(), self.relid)  # removed by a concurrent vacuum: once more
             except OSError as exc:
                 raise StorageIOError(f'could not create a stripe file in "{directory}": {exc.strerror}',
                                      hint="Check the data_dir option of the table's server.") from None

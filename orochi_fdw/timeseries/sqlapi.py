@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval
 from orochi_fdw.catalog import store
@@ -108,8 +108,8 @@ def create_hypertable(relation: Any, time_column: str, chunk_time_interval: Any 
     if relation is None or time_column is None:
         raise HypertableError("relation and time_column must not be NULL", "22004")
     relid = _relid(relation)
-    table = _open_columnar(relid)
     check_owner(relid)
+    table = _open_columnar(relid)
     schema, name = spi.execute(
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c"
         "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -140,7 +140,8 @@ def create_hypertable(relation: Any, time_column: str, chunk_time_interval: Any 
                                    "when calling this function.")
     spi.prepared(
         "INSERT INTO orochi.hypertables (relid, time_column, time_attnum, time_type, chunk_interval)"
-        " VALUES ($1, $2, $3, $4::regtype, $5)", ["oid", "name", "smallint", "text", "bigint"]).execute(
+        " VALUES ($1, $2, $3, $4::regtype, $5)", ["oid", "name", "smallint", "text", "bigint"],
+        internal=True).execute(
         [relid, str(time_column), column.attnum, time_type, interval])
     if stripes or delta_rows:
         _migrate(table)
@@ -201,7 +202,10 @@ def _cutoffs(relation: Any, older_than: Any, newer_than: Any, need_one: bool
 @sql_function("show_chunks")
 def show_chunks(relation: Any, older_than: Any = None, newer_than: Any = None) -> list[str]:
     """orochi.show_chunks: the names of the chunks lying wholly before
-    older_than and / or wholly at or after newer_than, in time order."""
+    older_than and / or wholly at or after newer_than, in time order (for
+    roles with SELECT on the hypertable)."""
+    if relation is not None:
+        privileges.require_table_privilege(_relid(relation), "SELECT", "orochi.show_chunks")
     ht, older, newer = _cutoffs(relation, older_than, newer_than, need_one=False)
     return [c.name for c in chunks.select_chunks(ht.relid, older, newer)]
 
@@ -220,29 +224,38 @@ SELECT c.chunk_id, count(s.stripe_id), coalesce(sum(s.row_count - s.deleted_coun
        coalesce(sum(s.raw_bytes), 0), coalesce(sum(s.file_bytes), 0)
   FROM orochi.hypertable_chunks c
   LEFT JOIN orochi.columnar_stripes s ON s.chunk_id = c.chunk_id
+ WHERE c.relid = ANY ($1)
  GROUP BY c.chunk_id
 """
 
 
 @sql_function("hypertable_chunk_stats")
 def hypertable_chunk_stats() -> Iterator[tuple]:
-    """Per chunk: (chunk_id, stripes, live stripe rows, delta rows in its
-    range, raw bytes, file bytes) — the numbers of the ``orochi.chunks``
-    view."""
+    """Per chunk of the hypertables the caller may read (SELECT on the
+    table): (chunk_id, stripes, live stripe rows, delta rows in its range,
+    raw bytes, file bytes) — the numbers of the ``orochi.chunks`` view."""
     from orochi_fdw.columnar import delta
 
+    readable = set()
+    for (relid,) in spi.execute("SELECT relid FROM orochi.hypertables", internal=True).rows:
+        if privileges.has_table_privilege(int(relid), "SELECT"):
+            readable.add(int(relid))
+    if not readable:
+        return
     stats = {int(r[0]): [int(r[1]), int(r[2]), 0, int(r[3]), int(r[4])]
-             for r in spi.execute(_STRIPE_STATS).rows}
+             for r in spi.execute(_STRIPE_STATS, [sorted(readable)], types=["oid[]"], internal=True).rows}
     for ht_row in spi.execute("SELECT relid, time_attnum, time_type::text, chunk_interval"
-                              "  FROM orochi.hypertables").rows:
+                              "  FROM orochi.hypertables WHERE relid = ANY ($1)",
+                              [sorted(readable)], types=["oid[]"], internal=True).rows:
         relid, attnum, time_type, interval = int(ht_row[0]), int(ht_row[1]), ht_row[2], int(ht_row[3])
         if not delta.exists(relid):
             continue
         starts = {int(s): int(c) for c, s in spi.prepared(
             "SELECT chunk_id, range_start FROM orochi.hypertable_chunks WHERE relid = $1",
-            ["oid"]).execute([relid]).rows}
+            ["oid"], internal=True).execute([relid]).rows}
         for value, count in spi.execute(
-                f"SELECT c{attnum}, count(*) FROM {delta.qualified_name(relid)} GROUP BY 1").rows:
+                f"SELECT c{int(attnum)}, count(*) FROM {delta.qualified_name(relid)} GROUP BY 1",
+                internal=True).rows:
             if value is None:
                 continue
             try:
