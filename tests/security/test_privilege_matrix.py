@@ -1,0 +1,398 @@
+"""The privilege matrix: (owner, granted, ungranted, superuser) x (every
+orochi.* function, every DML and DDL on columnar tables and hypertables,
+every catalog table).  Each cell either succeeds or fails with SQLSTATE
+42501 (insufficient_privilege), as the table ``OPS`` says.
+
+The actors are described in conftest.py: ``owner`` made the objects,
+``granted`` holds SELECT, INSERT, UPDATE, DELETE and TRUNCATE on them (and
+EXECUTE on the job procedure, SELECT on the continuous aggregate's view),
+``ungranted`` holds nothing, ``superuser`` is the extension's owner.
+
+Objects an operation changes are made afresh for its cell; the others are
+shared by the cells of one setup kind (an actor refused wrongly changing a
+shared object fails its own cell anyway).  ``test_every_function_is_in_the_matrix``
+keeps the table complete: a new orochi.* function without a row fails it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from security_helpers import ACTORS
+
+OWNER = frozenset({"owner", "superuser"})
+READERS = frozenset({"owner", "granted", "superuser"})
+ALL = frozenset(ACTORS)
+SUPER = frozenset({"superuser"})
+
+_CAGG_QUERY = "SELECT orochi.time_bucket('1 day', ts) AS day, count(*) AS n, sum(v) AS total FROM {h} GROUP BY 1"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One row of the matrix.
+
+    Attributes:
+        name: the row's name (pytest id).
+        setup: the objects it needs (see ``_SETUPS``).
+        action: SQL with placeholders ({t}, {t_lit}, {h}, {h_lit}, {chunk_lit},
+            {job}, {proc_lit}, {cagg}, {cagg_lit}, {new}, {new_lit}, {delta},
+            {query_lit}), or a callable (conn, names).
+        allowed: the actors for whom it succeeds; the others get 42501.
+        mutates: it changes its objects (the cell gets its own).
+    """
+
+    name: str
+    setup: str
+    action: str | Callable
+    allowed: frozenset
+    mutates: bool = False
+
+
+def _copy_in(conn: psycopg.Connection, names: dict) -> None:
+    with conn.cursor().copy(f"COPY {names['t']} (id, note) FROM STDIN") as copy:
+        copy.write_row((7, "copied"))
+        copy.write_row((8, "copied"))
+
+
+def _copy_out(conn: psycopg.Connection, names: dict) -> None:
+    with conn.cursor().copy(f"COPY (SELECT * FROM {names['t']}) TO STDOUT") as copy:
+        for _ in copy:
+            pass
+
+
+OPS = [
+    # ---------------------------------------------------------------- columnar tables: DML
+    Op("select", "table", "SELECT * FROM {t}", READERS),
+    Op("select_aggregate", "table", "SELECT count(*), sum(v), max(note) FROM {t}", READERS),
+    Op("select_delta_row", "table", "SELECT note FROM {t} WHERE id = 100", READERS),
+    Op("copy_to", "table", _copy_out, READERS),
+    Op("insert_delta", "table", "INSERT INTO {t} VALUES (1000, 1, now(), 'x')", READERS, mutates=True),
+    Op("insert_stripes", "table", "INSERT INTO {t} SELECT g, g, now(), 'y' FROM generate_series(1, 50) g",
+       READERS, mutates=True),
+    Op("insert_returning", "table", "INSERT INTO {t} VALUES (1001, 1, now(), 'r') RETURNING id, note",
+       READERS, mutates=True),
+    Op("copy_from", "table", _copy_in, READERS, mutates=True),
+    Op("update_stripe_row", "table", "UPDATE {t} SET v = v + 1 WHERE id = 3", READERS, mutates=True),
+    Op("update_delta_row", "table", "UPDATE {t} SET note = 'u' WHERE id = 100", READERS, mutates=True),
+    Op("update_returning", "table", "UPDATE {t} SET v = 0 WHERE id = 5 RETURNING *", READERS, mutates=True),
+    Op("delete", "table", "DELETE FROM {t} WHERE id = 4", READERS, mutates=True),
+    Op("delete_delta_row", "table", "DELETE FROM {t} WHERE id = 100", READERS, mutates=True),
+    Op("truncate", "table", "TRUNCATE {t}", READERS, mutates=True),
+    # ---------------------------------------------------------------- columnar tables: DDL
+    Op("create_table", "none", "CREATE FOREIGN TABLE {new} (id int, v float8) SERVER orochi", ALL, mutates=True),
+    Op("create_table_with_options", "none",
+       "CREATE FOREIGN TABLE {new} (id int) SERVER orochi OPTIONS (wrapper 'columnar', compression 'zstd')",
+       ALL, mutates=True),
+    Op("create_table_test_wrapper", "none",
+       "CREATE FOREIGN TABLE {new} (id int) SERVER orochi OPTIONS (wrapper 'SeriesWrapper')", SUPER, mutates=True),
+    Op("create_table_file_writing_wrapper", "none",
+       "CREATE FOREIGN TABLE {new} (id int) SERVER orochi "
+       "OPTIONS (wrapper 'orochi_fdw.testing.wrappers.HooksWrapper', log '/tmp/orochi-hooks-written-by-a-user')",
+       SUPER, mutates=True),
+    Op("create_server", "none", "CREATE SERVER {new} FOREIGN DATA WRAPPER orochi", SUPER, mutates=True),
+    Op("alter_add_column", "table", "ALTER FOREIGN TABLE {t} ADD COLUMN extra int", OWNER, mutates=True),
+    Op("alter_table_add_column", "table", "ALTER TABLE {t} ADD COLUMN extra2 int", OWNER, mutates=True),
+    Op("alter_options", "table", "ALTER FOREIGN TABLE {t} OPTIONS (ADD compression 'zstd')", OWNER, mutates=True),
+    Op("alter_wrapper_option", "table",
+       "ALTER FOREIGN TABLE {t} OPTIONS (DROP delta_row_limit, ADD wrapper 'SeriesWrapper')", SUPER, mutates=True),
+    Op("drop_table", "table", "DROP FOREIGN TABLE {t}", OWNER, mutates=True),
+    Op("analyze", "table", "ANALYZE {t}", ALL),  # Postgres skips it with a WARNING for non-owners
+    # ---------------------------------------------------------------- columnar tables: orochi.*
+    Op("compact", "table", "SELECT * FROM orochi.compact({t_lit})", OWNER, mutates=True),
+    Op("vacuum_table", "table", "SELECT * FROM orochi.vacuum({t_lit}, 0)", OWNER, mutates=True),
+    Op("vacuum_orphans", "none", "SELECT * FROM orochi.vacuum()", SUPER),
+    Op("table_size", "table", "SELECT orochi.table_size({t_lit})", ALL),
+    Op("delta_size", "table", "SELECT * FROM orochi.delta_size({t_lit})", READERS),
+    Op("stripes_view", "table", "SELECT * FROM orochi.stripes", ALL),
+    Op("vacuum_progress_view", "none", "SELECT * FROM orochi.vacuum_progress", ALL),
+    Op("maintenance_progress", "none", "SELECT * FROM orochi.maintenance_progress()", ALL),
+    Op("sample_rows", "table", "SELECT * FROM orochi.sample(NULL::{t}, 0.5, 1)", READERS),
+    Op("sample_by_name", "table",
+       "SELECT * FROM orochi.sample({t_lit}::regclass, 0.5, 1) AS s(id int, v float8, ts timestamptz, note text)", READERS),
+    Op("sample_query", "table", "SELECT orochi.sample_query({t_lit}, 0.5, 1), orochi.sample_cancel({t_lit}::regclass)",
+       ALL),
+    Op("sample_request", "table",
+       "SELECT orochi.sample_request({t_lit}::regclass, 0.5, 1), orochi.sample_cancel({t_lit}::regclass)", ALL),
+    Op("sampled_aggregates", "table",
+       "SELECT orochi.sampled_sum(v, 0.5), orochi.sampled_count(v, 0.5, 0.9), orochi.sampled_avg(v, 0.5)"
+       " FROM orochi.sample(NULL::{t}, 0.5, 1)", READERS),
+    # ---------------------------------------------------------------- hypertables
+    Op("create_hypertable", "empty_table", "SELECT * FROM orochi.create_hypertable({t_lit}, 'ts')", OWNER,
+       mutates=True),
+    Op("create_hypertable_migrate", "table",
+       "SELECT * FROM orochi.create_hypertable({t_lit}, 'ts', migrate_data => true)", OWNER, mutates=True),
+    Op("ht_select", "hypertable", "SELECT count(*), min(ts) FROM {h} WHERE ts >= '2024-01-02'", READERS),
+    Op("ht_insert", "hypertable", "INSERT INTO {h} VALUES (1, 1, '2024-01-05', 'x')", READERS, mutates=True),
+    Op("ht_update", "hypertable", "UPDATE {h} SET v = 0 WHERE id = 1", READERS, mutates=True),
+    Op("ht_delete", "hypertable", "DELETE FROM {h} WHERE id = 2", READERS, mutates=True),
+    Op("ht_truncate", "hypertable", "TRUNCATE {h}", READERS, mutates=True),
+    Op("ht_drop", "hypertable", "DROP FOREIGN TABLE {h}", OWNER, mutates=True),
+    Op("show_chunks", "hypertable", "SELECT orochi.show_chunks({h_lit})", READERS),
+    Op("drop_chunks", "hypertable", "SELECT orochi.drop_chunks({h_lit}, older_than => '2024-01-02'::timestamptz)",
+       OWNER, mutates=True),
+    Op("compress_chunk", "hypertable", "SELECT orochi.compress_chunk({chunk_lit})", OWNER, mutates=True),
+    Op("decompress_chunk", "compressed", "SELECT orochi.decompress_chunk({chunk_lit})", OWNER, mutates=True),
+    Op("chunk_compression_stats", "compressed", "SELECT * FROM orochi.chunk_compression_stats({h_lit})", READERS),
+    Op("hypertable_compression_stats", "compressed",
+       "SELECT * FROM orochi.hypertable_compression_stats({h_lit})", READERS),
+    Op("chunks_view", "compressed", "SELECT * FROM orochi.chunks", ALL),
+    Op("hypertable_chunk_stats", "hypertable", "SELECT * FROM orochi.hypertable_chunk_stats()", ALL),
+    Op("time_key_to_timestamptz", "none", "SELECT orochi._time_key_to_timestamptz(0)", ALL),
+    Op("add_retention_policy", "hypertable", "SELECT orochi.add_retention_policy({h_lit}, interval '30 days')",
+       OWNER, mutates=True),
+    Op("remove_retention_policy", "retention", "SELECT orochi.remove_retention_policy({h_lit})", OWNER,
+       mutates=True),
+    Op("add_compression_policy", "hypertable",
+       "SELECT orochi.add_compression_policy({h_lit}, interval '30 days')", OWNER, mutates=True),
+    Op("remove_compression_policy", "compression", "SELECT orochi.remove_compression_policy({h_lit})", OWNER,
+       mutates=True),
+    # ---------------------------------------------------------------- jobs
+    Op("add_job", "job", "SELECT orochi.add_job({proc_lit}, interval '1 hour')", READERS, mutates=True),
+    Op("alter_job", "job", "SELECT * FROM orochi.alter_job({job}, scheduled => false)", OWNER, mutates=True),
+    Op("delete_job", "job", "SELECT orochi.delete_job({job})", OWNER, mutates=True),
+    Op("run_job", "job", "CALL orochi.run_job({job})", OWNER, mutates=True),
+    Op("run_job_now", "job", "SELECT orochi.run_job_now({job})", OWNER, mutates=True),
+    Op("run_job_background", "job", "SELECT * FROM orochi.run_job_background({job})", OWNER, mutates=True),
+    Op("record_job_failure", "job", "SELECT orochi.record_job_failure({job}, 'failed elsewhere')", OWNER,
+       mutates=True),
+    Op("run_retention_policy", "retention", "CALL orochi.run_job({job})", OWNER, mutates=True),
+    Op("run_compression_policy", "compression", "SELECT * FROM orochi.run_job_background({job})", OWNER,
+       mutates=True),
+    Op("job_stats_view", "job", "SELECT * FROM orochi.job_stats", ALL),
+    Op("job_is_running", "job", "SELECT orochi.job_is_running({job})", ALL),
+    Op("job_lock_keys", "job", "SELECT orochi.job_lock_key({job}), orochi.job_table_lock_key(0)", ALL),
+    # ---------------------------------------------------------------- continuous aggregates
+    Op("create_continuous_aggregate", "hypertable",
+       "SELECT orochi.create_continuous_aggregate({new_lit}, {query_lit})", READERS, mutates=True),
+    Op("select_continuous_aggregate", "cagg", "SELECT * FROM {cagg}", READERS),
+    Op("refresh_continuous_aggregate", "cagg",
+       "SELECT orochi.refresh_continuous_aggregate({cagg_lit}, NULL::timestamptz, NULL::timestamptz)", OWNER,
+       mutates=True),
+    Op("alter_continuous_aggregate", "cagg", "SELECT orochi.alter_continuous_aggregate({cagg_lit}, true)", OWNER,
+       mutates=True),
+    Op("add_continuous_aggregate_policy", "cagg",
+       "SELECT orochi.add_continuous_aggregate_policy({cagg_lit}, interval '30 days', interval '1 day',"
+       " interval '1 hour')", OWNER, mutates=True),
+    Op("remove_continuous_aggregate_policy", "cagg_policy",
+       "SELECT orochi.remove_continuous_aggregate_policy({cagg_lit})", OWNER, mutates=True),
+    Op("run_continuous_aggregate_policy", "cagg_policy", "CALL orochi.run_job({job})", OWNER, mutates=True),
+    Op("drop_continuous_aggregate", "cagg", "SELECT orochi.drop_continuous_aggregate({cagg_lit})", OWNER,
+       mutates=True),
+    Op("continuous_aggregates_view", "cagg", "SELECT * FROM orochi.continuous_aggregates", ALL),
+    Op("cagg_watermarks", "cagg",
+       "SELECT orochi._cagg_watermark({cagg_lit}::regclass::oid),"
+       " orochi._cagg_watermark_timestamptz({cagg_lit}::regclass::oid),"
+       " orochi._cagg_watermark_timestamp({cagg_lit}::regclass::oid),"
+       " orochi._cagg_watermark_date({cagg_lit}::regclass::oid),"
+       " orochi._cagg_watermark_integer({cagg_lit}::regclass::oid)", ALL),
+    # ---------------------------------------------------------------- the catalog and internals
+    Op("read_columnar_stripes", "none", "SELECT * FROM orochi.columnar_stripes", SUPER),
+    Op("read_columnar_stripe_columns", "none", "SELECT * FROM orochi.columnar_stripe_columns", SUPER),
+    Op("read_columnar_retired_files", "none", "SELECT * FROM orochi.columnar_retired_files", SUPER),
+    Op("write_columnar_stripes", "none", "DELETE FROM orochi.columnar_stripes WHERE false", SUPER),
+    Op("read_delta_table", "table", "SELECT * FROM orochi.{delta}", SUPER),
+    Op("write_delta_table", "table", "DELETE FROM orochi.{delta} WHERE false", SUPER),
+    Op("read_hypertables", "none", "SELECT * FROM orochi.hypertables", SUPER),
+    Op("read_hypertable_chunks", "none", "SELECT * FROM orochi.hypertable_chunks", SUPER),
+    Op("read_invalidation_log", "none", "SELECT * FROM orochi.hypertable_invalidation_log", SUPER),
+    Op("read_jobs", "none", "SELECT * FROM orochi.jobs", SUPER),
+    Op("write_jobs", "none", "UPDATE orochi.jobs SET scheduled = false WHERE false", SUPER),
+    Op("read_bgw_job_stat", "none", "SELECT * FROM orochi.bgw_job_stat", SUPER),
+    Op("read_continuous_aggs", "none", "SELECT * FROM orochi.continuous_aggs", SUPER),
+    Op("read_continuous_agg_invalidations", "none", "SELECT * FROM orochi.continuous_agg_invalidations", SUPER),
+    Op("stripe_id_sequence", "none", "SELECT nextval('orochi.columnar_stripe_id_seq')", SUPER),
+    Op("columnar_drop_tables", "table", "SELECT orochi.columnar_drop_tables(ARRAY[{t_lit}::regclass::oid])", SUPER),
+    Op("columnar_check_tables", "table", "SELECT orochi.columnar_check_tables(ARRAY[{t_lit}::regclass::oid])",
+       SUPER),
+    Op("columnar_before_drop_extension", "none", "SELECT orochi.columnar_before_drop_extension()", SUPER),
+    Op("continuous_aggregates_dropped", "none", "SELECT orochi.continuous_aggregates_dropped(ARRAY[0::oid])",
+       SUPER),
+    Op("chunk_compression_status", "none", "SELECT orochi._chunk_compression_status(0, 0)", SUPER),
+    Op("set_allow_test_wrappers", "none", "SET orochi.allow_test_wrappers = on", SUPER),
+    Op("set_trusted_wrappers", "none", "SET orochi.trusted_wrappers = 'columnar, SeriesWrapper'", SUPER),
+    # ---------------------------------------------------------------- functions of values, for everyone
+    Op("python_info", "none", "SELECT * FROM orochi.python_info()", ALL),
+    Op("time_bucket", "none",
+       "SELECT orochi.time_bucket('1 hour', now()), orochi.time_bucket('1 month', now()::timestamp),"
+       " orochi.time_bucket('1 day', current_date), orochi.time_bucket(10, 123),"
+       " orochi.time_bucket(10::bigint, 123::bigint), orochi.time_bucket(10::smallint, 123::smallint),"
+       " orochi.time_bucket('1 hour', now(), interval '5 minutes'),"
+       " orochi.time_bucket('1 hour', now(), '2000-01-01'::timestamptz)", ALL),
+    Op("sketches", "none",
+       "SELECT orochi.approx_count_distinct(g), orochi.approx_count_distinct(g, 12),"
+       " orochi.hll_cardinality(orochi.hll_agg(g)), orochi.hll_cardinality(orochi.hll_agg(g, 12)),"
+       " orochi.hll_cardinality(orochi.hll_union(orochi.hll_agg(g), orochi.hll_agg(g))),"
+       " orochi.tdigest_percentile(orochi.tdigest_agg(g::float8), 0.5),"
+       " orochi.tdigest_percentile(orochi.tdigest_agg(g::float8, 50), ARRAY[0.1, 0.9]),"
+       " orochi.tdigest_count(orochi.tdigest_agg(g::float8)),"
+       " orochi.approx_percentile(g::float8, 0.5), orochi.approx_percentile(g::float8, 0.5, 50),"
+       " orochi.approx_percentile(g::float8, ARRAY[0.5]), orochi.approx_percentile(g::float8, ARRAY[0.5], 50)"
+       " FROM generate_series(1, 100) g", ALL),
+    Op("sketch_unions", "none",
+       "SELECT orochi.hll_cardinality(orochi.hll_union_agg(s)) FROM"
+       " (SELECT orochi.hll_agg(g) s FROM generate_series(1, 10) g) x UNION ALL"
+       " SELECT orochi.tdigest_count(orochi.tdigest_union_agg(d)) FROM"
+       " (SELECT orochi.tdigest_agg(g::float8) d FROM generate_series(1, 10) g) y", ALL),
+    Op("sampled_functions", "none",
+       "SELECT orochi.sampled_check(0.5, 0.95), orochi.sampled_estimate(orochi.sampled_accum(NULL, 1, 0.5, 0.95)),"
+       " orochi.sampled_final('sum', NULL, false)", ALL),
+]
+
+#: orochi.* routines the matrix reaches through another row, or cannot call
+EXEMPT = {
+    "orochi_fdw_handler": "the foreign-data wrapper's handler: not callable from SQL",
+    "orochi_fdw_validator": "the option validator: every CREATE ... OPTIONS row calls it",
+    "columnar_on_sql_drop": "event trigger: drop_table, ht_drop",
+    "columnar_on_ddl_end": "event trigger: create_table, alter_*",
+    "columnar_on_drop_extension": "event trigger: DROP EXTENSION (superuser only)",
+    "hypertables_on_sql_drop": "event trigger: ht_drop",
+    "jobs_on_sql_drop": "event trigger: ht_drop",
+    "continuous_aggregates_on_sql_drop": "event trigger: drop_continuous_aggregate",
+    "_require_table_privilege": "raises for the caller's own missing privilege: chunk_compression_stats",
+    "_time_bucket_error": "inlined into time_bucket",
+    "_time_bucket_width_us": "inlined into time_bucket",
+    "_time_bucket_months": "inlined into time_bucket",
+    "_time_bucket_month_index": "inlined into time_bucket",
+    "sketch_check_hll": "domain check of orochi.hll: sketches",
+    "sketch_check_tdigest": "domain check of orochi.tdigest: sketches",
+}
+_SUPPORT_PREFIXES = ("sketch_", "sampled_")  # aggregates' support functions: the sketches / sampled rows
+
+
+def _ident(conn, name: str) -> str:
+    return sql.Identifier(name).as_string(conn)
+
+
+def _lit(conn, value: str) -> str:
+    return sql.Literal(value).as_string(conn)
+
+
+def _setup_table(a, conn, name: str, rows: bool = True) -> dict:
+    t = _ident(conn, name)
+    conn.execute(f"CREATE FOREIGN TABLE {t} (id int, v float8, ts timestamptz, note text)"
+                 " SERVER orochi OPTIONS (delta_row_limit '5')")
+    if rows:
+        conn.execute(f"INSERT INTO {t} SELECT g, g * 0.5, '2024-01-01'::timestamptz + g * interval '3 hours',"
+                     " 'n' || g FROM generate_series(1, 20) g")  # stripes
+        conn.execute(f"INSERT INTO {t} VALUES (100, 1, '2024-01-02 12:00', 'delta')")  # the delta store
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(
+        sql.Identifier(name), a.ident("granted")))
+    oid = conn.execute("SELECT %s::regclass::oid", [t]).fetchone()[0]
+    return {"t": t, "t_lit": _lit(conn, t), "delta": f"columnar_delta_{oid}"}
+
+
+def _setup_hypertable(a, conn, name: str) -> dict:
+    names = _setup_table(a, conn, name, rows=False)
+    conn.execute(f"SELECT orochi.create_hypertable({names['t_lit']}, 'ts', interval '1 day')")
+    conn.execute(f"INSERT INTO {names['t']} SELECT g, g * 0.5, '2024-01-01'::timestamptz + g * interval '3 hours',"
+                 " 'n' || g FROM generate_series(1, 20) g")
+    conn.execute(f"INSERT INTO {names['t']} VALUES (100, 1, '2024-01-02 12:00', 'delta')")
+    chunk = conn.execute(f"SELECT orochi.show_chunks({names['t_lit']}) LIMIT 1").fetchone()[0]
+    return {**names, "h": names["t"], "h_lit": names["t_lit"], "chunk_lit": _lit(conn, chunk),
+            "query_lit": _lit(conn, _CAGG_QUERY.format(h=names["t"]))}
+
+
+def _setup_compressed(a, conn, name: str) -> dict:
+    names = _setup_hypertable(a, conn, name)
+    conn.execute(f"SELECT orochi.compress_chunk({names['chunk_lit']})")
+    return names
+
+
+def _setup_policy(kind: str):
+    def setup(a, conn, name: str) -> dict:
+        names = _setup_hypertable(a, conn, name)
+        job = conn.execute(f"SELECT orochi.add_{kind}_policy({names['h_lit']}, interval '1 day')").fetchone()[0]
+        return {**names, "job": str(job)}
+    return setup
+
+
+def _setup_job(a, conn, name: str) -> dict:
+    proc = _ident(conn, name)
+    conn.execute(f"CREATE PROCEDURE {proc}(job_id int, config jsonb) LANGUAGE plpgsql"
+                 " AS $$ BEGIN PERFORM job_id; END $$")
+    conn.execute(f"REVOKE EXECUTE ON PROCEDURE {proc}(int, jsonb) FROM PUBLIC")
+    conn.execute(sql.SQL("GRANT EXECUTE ON PROCEDURE {}(int, jsonb) TO {}").format(
+        sql.Identifier(name), a.ident("granted")))
+    job = conn.execute(f"SELECT orochi.add_job({_lit(conn, proc)}, interval '1 hour')").fetchone()[0]
+    return {"proc_lit": _lit(conn, proc), "job": str(job)}
+
+
+def _setup_cagg(a, conn, name: str, policy: bool = False) -> dict:
+    names = _setup_hypertable(a, conn, name + "_h")
+    cagg = _ident(conn, name)
+    conn.execute(f"SELECT orochi.create_continuous_aggregate({_lit(conn, cagg)}, {names['query_lit']})")
+    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(name), a.ident("granted")))
+    names = {**names, "cagg": cagg, "cagg_lit": _lit(conn, cagg)}
+    if policy:
+        job = conn.execute(f"SELECT orochi.add_continuous_aggregate_policy({names['cagg_lit']}, interval '30 days',"
+                           " interval '1 day', interval '1 hour')").fetchone()[0]
+        names["job"] = str(job)
+    return names
+
+
+_SETUPS = {
+    "none": lambda a, conn, name: {},
+    "table": _setup_table,
+    "empty_table": lambda a, conn, name: _setup_table(a, conn, name, rows=False),
+    "hypertable": _setup_hypertable,
+    "compressed": _setup_compressed,
+    "retention": _setup_policy("retention"),
+    "compression": _setup_policy("compression"),
+    "job": _setup_job,
+    "cagg": _setup_cagg,
+    "cagg_policy": lambda a, conn, name: _setup_cagg(a, conn, name, policy=True),
+}
+
+_shared: dict[tuple[str, str], dict] = {}
+
+
+def _names_for(actors, op: Op, actor: str) -> dict:
+    owner = actors.conns["owner"]
+    if op.mutates:
+        base = f"{op.name}_{actor}"[:40]
+        names = _SETUPS[op.setup](actors, owner, base)
+    else:
+        key = (actors.db, op.setup)
+        if key not in _shared:
+            _shared[key] = _SETUPS[op.setup](actors, owner, f"shared_{op.setup}")
+        names = _shared[key]
+    new = f"new_{op.name}_{actor}"[:50]
+    return {**names, "new": _ident(owner, new), "new_lit": _lit(owner, new)}
+
+
+@pytest.mark.parametrize("actor", ACTORS)
+@pytest.mark.parametrize("op", OPS, ids=[op.name for op in OPS])
+def test_privilege_matrix(actors, op: Op, actor: str):
+    names = _names_for(actors, op, actor)
+    conn = actors.conns[actor]
+    try:
+        if callable(op.action):
+            op.action(conn, names)
+        else:
+            cur = conn.execute(op.action.format(**names))
+            if cur.description:
+                cur.fetchall()
+    except psycopg.Error as exc:
+        if actor in op.allowed:
+            pytest.fail(f"{op.name} as {actor} should succeed, got {exc.sqlstate}: {exc}")
+        assert exc.sqlstate == "42501", f"{op.name} as {actor}: expected 42501, got {exc.sqlstate}: {exc}"
+        return
+    assert actor in op.allowed, f"{op.name} as {actor} should fail with 42501, but succeeded"
+
+
+def test_every_function_is_in_the_matrix(actors):
+    """Each orochi.* routine is called by some row of OPS (or exempted with a
+    reason), so a new SQL function cannot miss its privilege row."""
+    names = {r[0] for r in actors.conns["superuser"].execute(
+        "SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'orochi'::regnamespace")}
+    text = " ".join(op.action if isinstance(op.action, str) else "" for op in OPS)
+    called = set(re.findall(r"orochi\.(\w+)", text)) | {"run_job_now", "run_job", "run_job_background"}
+    missing = sorted(n for n in names - called - set(EXEMPT) if not n.startswith(_SUPPORT_PREFIXES))
+    assert not missing, f"orochi functions without a row in the privilege matrix: {missing}"
