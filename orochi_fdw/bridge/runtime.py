@@ -543,7 +543,7 @@ def import_schema(server_name: str, server_options: dict, remote_schema: str, lo
                                     None if list_type == "all" else list_type, tables)
     statements = []
     for table in definitions or []:
-        cols = ", ".join(f"{quote_ident(c.column_name)} {c.type_name}" for c in table.columns)
+        cols = ", ".join(f"{quote_ident(c.column_name)} {_type_name(c.type_name)}" for c in table.columns)
         opts = ""
         if table.options:
             opts = " OPTIONS (" + ", ".join(
@@ -553,6 +553,25 @@ def import_schema(server_name: str, server_options: dict, remote_schema: str, lo
             f"SERVER {quote_ident(server_name)}{opts}"
         )
     return statements
+
+
+def _type_name(name: str) -> str:
+    """A type name a wrapper gave (it goes into SQL text, so it must be one
+    type name and nothing else: Postgres's own type-name parser says so).
+
+    Raises:
+        WrapperError: it is not a type name.
+    """
+    from orochi_fdw.bridge import spi
+
+    try:
+        with spi.subtransaction():
+            known = spi.execute("SELECT pg_catalog.to_regtype($1) IS NOT NULL", [str(name)], types=["text"]).scalar()
+    except OrochiError:
+        known = False
+    if not known:
+        raise WrapperError(f'import_schema gave "{name}", which is not a type name')
+    return str(name)
 
 
 def _quote_literal(value: str) -> str:

@@ -483,7 +483,7 @@ class CatalogWrapper(SeriesWrapper):
         from orochi_fdw.bridge import ColumnDefinition, TableDefinition
 
         tables = [
-            TableDefinition("numbers", [ColumnDefinition("id", 20, type_name="bigint"),
+            TableDefinition("numbers", [ColumnDefinition("id", 20, type_name=options.get("id_type", "bigint")),
                                         ColumnDefinition("v", 701, type_name="double precision")],
                             {"wrapper": f"{cls.__module__}.SeriesWrapper", "rows": options.get("rows", "3")}),
             TableDefinition("Mixed Case", [ColumnDefinition("t", 25, type_name="text")],
