@@ -66,9 +66,19 @@ def qualified_name(relid: int) -> str:
     return f"{SCHEMA}.{table_name(relid)}"
 
 
+# The delta table is the table of that name only if it is the extension
+# owner's (no other role owns anything in schema orochi, but an object of
+# that name that is not Orochi's is never taken for one).
+_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind = 'r'
+                  AND c.relowner = (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                     WHERE e.extname = 'orochi'))
+"""
+
+
 def exists(relid: int) -> bool:
-    return spi.prepared("SELECT to_regclass($1) IS NOT NULL", ["text"], internal=True).execute(
-        [qualified_name(relid)]).scalar()
+    return spi.prepared(_EXISTS, ["text"], internal=True).execute([qualified_name(relid)]).scalar()
 
 
 # ---------------------------------------------------------------------- DDL

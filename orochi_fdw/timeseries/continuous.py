@@ -199,18 +199,22 @@ SELECT classid::oid, objid::oid FROM pg_catalog.pg_depend
 
 
 def _create_direct_view(direct_name: str, query: str) -> None:
-    """CREATE VIEW orochi._direct_view_<id> AS <query>, owned by the caller.
+    """CREATE VIEW orochi._direct_view_<id> AS <query>, then given to the
+    extension owner (no other role owns anything in schema orochi: an owner
+    could rename its object to a name Orochi gives meaning to).
 
     The query is parsed as the caller's statement (with the caller's search
     path and rights; parsing it with the extension owner's would run, as
     that role, whatever input functions its literals call).  A role without
     CREATE on schema orochi gets it for this one statement, within the
     transaction; anything else that appears in the schema meanwhile undoes
-    the whole transaction.
+    the whole transaction.  The view is never queried: refreshes take its
+    text back (pg_get_viewdef) and run it as their caller.
     """
     allowed = spi.execute("SELECT pg_catalog.has_schema_privilege('orochi', 'CREATE')").scalar()
     if allowed:
         spi.execute(f"CREATE VIEW {direct_name} AS {query}")
+        spi.execute(f"ALTER VIEW {direct_name} OWNER TO CURRENT_USER", internal=True)
         return
     role = spi.quote_ident(str(spi.execute("SELECT current_user::text").scalar()))
     before = {tuple(r) for r in spi.execute(_SCHEMA_OBJECTS, internal=True).rows}
@@ -227,6 +231,7 @@ def _create_direct_view(direct_name: str, query: str) -> None:
         raise ContinuousAggregateError(
             "objects other than the continuous aggregate's own appeared in schema orochi while it was created",
             "42501")
+    spi.execute(f"ALTER VIEW {direct_name} OWNER TO CURRENT_USER", internal=True)
 
 
 @sql_function("create_continuous_aggregate")
@@ -269,12 +274,12 @@ def create_continuous_aggregate(name: str, query: str, materialized_only: bool |
     typed_width = find_bucket(_parse_view(direct_relid), dimension.column, dimension.type_name).width_sql
     width_text = str(spi.execute(f"SELECT ({typed_width})::text").scalar())
     bucket_column = columns[bucket.position][0]
-    # the materialization table: made by the extension owner (in its schema;
-    # only type names are parsed), then given to the caller
+    # the materialization table: the extension owner's (only type names are
+    # parsed), the caller granted what reading and refreshing need
     column_list = ", ".join(f"{spi.quote_ident(c)} {t}" for c, t in _view_columns(direct_relid, internal=True))
     spi.execute(f"CREATE FOREIGN TABLE {mat_name} ({column_list}) SERVER orochi", internal=True)
-    owner = spi.quote_ident(str(spi.execute("SELECT current_user::text").scalar()))
-    spi.execute(f"ALTER FOREIGN TABLE {mat_name} OWNER TO {owner}", internal=True)
+    creator = spi.quote_ident(str(spi.execute("SELECT current_user::text").scalar()))
+    spi.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {mat_name} TO {creator}", internal=True)
     mat_relid = int(spi.execute("SELECT $1::regclass::oid", [mat_name], types=["text"]).scalar())
     spi.execute(f"CREATE VIEW {view_name} AS {_materialized_select(mat_name, columns)}")
     view_relid = int(spi.execute("SELECT $1::regclass::oid", [view_name], types=["text"]).scalar())
