@@ -146,9 +146,13 @@ def check_job_owner(job: Job) -> None:
     Raises:
         JobPrivilegeError: the current role does not own the job.
     """
-    # as the caller (never internal): current_user is the role asking
-    allowed = spi.execute("SELECT pg_catalog.pg_has_role(current_user, $1, 'MEMBER')", [int(job.owner_oid)],
-                          types=["oid"]).scalar()
+    # as the caller (never internal): current_user is the role asking; a job
+    # whose owner was dropped is left to superusers (its runs then fail)
+    allowed = spi.execute(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE oid = $1)"
+        "            THEN pg_catalog.pg_has_role(current_user, $1, 'MEMBER')"
+        "            ELSE (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) END",
+        [int(job.owner_oid)], types=["oid"]).scalar()
     if not allowed:
         raise JobPrivilegeError(f"insufficient permissions to alter job {job.job_id}",
                                 detail=f'The job belongs to role "{job.owner}".')

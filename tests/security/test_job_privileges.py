@@ -153,3 +153,18 @@ def test_job_stats_show_a_role_its_own_jobs(fresh_actors):
         (mine, a.role("owner"), {"k": 1})]
     assert granted.execute("SELECT job_id FROM orochi.job_stats").fetchall() == [(theirs,)]
     assert {r[0] for r in admin.execute("SELECT job_id FROM orochi.job_stats")} == {mine, theirs}
+
+
+def test_job_of_a_dropped_role_fails_and_is_left_to_superusers(fresh_actors):
+    a = fresh_actors
+    admin, owner = a.conns["superuser"], a.conns["owner"]
+    admin.execute("CREATE PROCEDURE shared_noop(job_id int, config jsonb) LANGUAGE sql AS $$ SELECT 1 $$")
+    job = owner.execute("SELECT orochi.add_job('shared_noop', interval '1 hour')").fetchone()[0]
+    owner.close()
+    admin.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(a.ident("owner")))
+    admin.execute(sql.SQL("DROP ROLE {}").format(a.ident("owner")))
+    status, message = admin.execute("SELECT status, message FROM orochi.run_job_background(%s)", [job]).fetchone()
+    assert status == "Failed" and "does not exist" in message, message
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        a.conns["granted"].execute("SELECT orochi.delete_job(%s)", [job])
+    admin.execute("SELECT orochi.delete_job(%s)", [job])
