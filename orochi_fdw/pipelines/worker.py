@@ -300,6 +300,7 @@ class PipelineWorker:
             raise
         fault_point("committed", self.pipeline_id, batch)
         self.errors_since_start = int(total or 0)
+        result.failed = fail_with is not None
         result.bytes = consumed
         result.positions = states
         self.source.committed(states, list(fetch.forget))

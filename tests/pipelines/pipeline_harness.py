@@ -160,3 +160,18 @@ def wait_until(predicate: Any, timeout: float = 120.0, what: str = "condition") 
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def sidecar_once(dsn: str) -> str:
+    """One cycle of the pipelines duty as ``orochi-sidecar --once`` runs it,
+    in this process; returns its status line."""
+    from orochi_fdw.sidecar import config as configuration
+    from orochi_fdw.sidecar.daemon import Daemon
+
+    config = configuration.load(environ={}, overrides={"dsn": dsn, "duties": "pipelines"})
+    daemon = Daemon(config)
+    daemon.context.once = True
+    try:
+        return daemon.run_cycle()
+    finally:
+        daemon.close()

@@ -183,11 +183,10 @@ class KafkaSource(Source):
         if self.format == "json":
             out.append(Record(stream, offset, offset + 1, value, size))
             return
-        line = 0
-        for _start, _end, data, _over in frame_bytes(value, 0, self.limit, self._quote):
-            line += 1
+        lines = [data for _start, _end, data, _over in frame_bytes(value, 0, self.limit, self._quote)]
+        for line, data in enumerate(lines, 1):
             if data.strip():
-                out.append(Record(stream, offset, offset + 1, data, note=f"line {line}"))
+                out.append(Record(stream, offset, offset + 1, data, note=f"line {line}" if len(lines) > 1 else None))
 
     def fetch(self, max_records: int, max_wait: float, stop: threading.Event,
               until_caught_up: bool = False) -> Fetch:
