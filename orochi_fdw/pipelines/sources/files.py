@@ -54,6 +54,8 @@ class FileSource(Source):
         self.cursors: dict[str, StreamState] = {}
         self.readers: dict[str, StreamReader] = {}   # open readers of compressed files
         self.headers: dict[str, tuple[str, ...]] = {}
+        self._scanned_at = 0.0
+        self._more = False
 
     # ------------------------------------------------------------ watching
     def _start_watching(self) -> None:
@@ -96,6 +98,7 @@ class FileSource(Source):
             raise
         except Exception as exc:
             raise SourceUnavailable(f"cannot watch {self.directory}: {exc}") from None
+        logger.info("pipeline %d: watching %s with %s", self.pipeline_id, self.directory, self.watching)
         self.current_error = None
         return Fetch()
 
@@ -181,7 +184,16 @@ class FileSource(Source):
         deadline: float | None = None
         started = time.monotonic()
         while not stop.is_set():
+            now = time.monotonic()
+            if not (until_caught_up or self._more or self.changed.is_set()
+                    or now - self._scanned_at >= self.options["poll_interval"]):
+                limit = deadline if deadline is not None else started + IDLE_WAIT
+                if now >= limit:
+                    break
+                self.changed.wait(min(limit - now, self.options["poll_interval"]))
+                continue
             self.changed.clear()
+            self._scanned_at = now
             files = self._scan()
             seen = set()
             for path, st in files:
@@ -199,6 +211,7 @@ class FileSource(Source):
                         fetch.forget.append(key)
             self.current_error = None
             full = len(records) >= max_records
+            self._more = full
             now = time.monotonic()
             if records and deadline is None:
                 deadline = started + max_wait
@@ -211,8 +224,6 @@ class FileSource(Source):
                 break
             if deadline is None and now - started >= IDLE_WAIT:
                 break
-            wait = (deadline if deadline is not None else started + IDLE_WAIT) - now
-            self.changed.wait(min(max(wait, 0.0), self.options["poll_interval"]))
         return fetch
 
     def refresh_ends(self) -> dict[str, StreamState]:
@@ -223,6 +234,7 @@ class FileSource(Source):
             reader.raw.close()
         self.readers.clear()
         self.cursors = {k: v.copy() for k, v in self.committed_streams.items()}
+        self._more = True
 
     def close(self) -> None:
         for reader in self.readers.values():
