@@ -70,14 +70,24 @@ class Decoder:
                     append(exc)
             return out
         loads = self._loads
-        json_row = self.mapper.json_row
-        for record in records:
-            if record.error is not None:
-                append(record.error)
-                continue
-            try:
-                doc = record.doc if record.doc is not None else loads(record.data)
-                append(json_row(doc))
-            except RecordError as exc:
-                append(exc)
-        return out
+        errors: dict[int, RecordError] = {}
+        try:
+            docs = [r.doc if r.doc is not None else loads(r.data) for r in records if r.error is None]
+            if len(docs) != len(records):
+                raise RecordError("some records were refused already")
+        except RecordError:
+            docs = []
+            for i, record in enumerate(records):
+                if record.error is not None:
+                    errors[i] = record.error
+                    docs.append(None)
+                    continue
+                try:
+                    docs.append(record.doc if record.doc is not None else loads(record.data))
+                except RecordError as exc:
+                    errors[i] = exc
+                    docs.append(None)
+        rows: list[tuple | RecordError] = self.mapper.json_rows(docs, errors)  # type: ignore[assignment]
+        for i, exc in errors.items():
+            rows[i] = exc
+        return rows

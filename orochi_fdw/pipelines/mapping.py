@@ -443,6 +443,28 @@ class Converter:
             raise _bad("bytea", value)
         return convert
 
+    def convert_column(self, values: list[Any]) -> list[Any]:
+        """Every value of a column converted (None stays None); raises on the
+        first bad value (the caller then converts value by value to name it)."""
+        convert = self.convert
+        kind = self.column.typname
+        if kind in _INT_RANGES:
+            low, high, _ = _INT_RANGES[kind]
+            return [v if v.__class__ is int and low <= v <= high else None if v is None else convert(v)
+                    for v in values]
+        if kind in ("float8", "float4"):
+            return [v if v.__class__ is float else None if v is None else convert(v) for v in values]
+        if kind == "bool":
+            return [v if v.__class__ is bool else None if v is None else convert(v) for v in values]
+        if kind == "text" or (kind == "varchar" and self.column.typmod < 4):
+            return [v if v.__class__ is str and "\x00" not in v else None if v is None else convert(v)
+                    for v in values]
+        if kind == "timestamptz":
+            parse = datetime.datetime.fromisoformat
+            out = [parse(v) if v.__class__ is str else None if v is None else convert(v) for v in values]
+            return [d if d is None or d.tzinfo is not None else d.replace(tzinfo=_UTC) for d in out]
+        return [None if v is None else convert(v) for v in values]
+
     def _make_text_input(self) -> Callable[[Any], Any]:
         """Other types: the text form, parsed by the type's input function."""
         is_array = self.column.category == "A"
@@ -514,6 +536,7 @@ class Mapper:
         self.copy_types = [c.copy_type for c in self.converters]
         self.exact_numbers = any(c.needs_decimal for c in self.converters)
         self._not_null = [c.not_null for c in chosen]
+        self._names = frozenset(by_name)
         self._header_cache: dict[tuple[str, ...], list[int | None]] = {}
 
     # ------------------------------------------------------------ building
@@ -614,6 +637,67 @@ class Mapper:
                                           "42703", key)
             return self._finish([doc.get(c.name) for c in self.columns])
         return self._finish([get(doc) for get in self._paths])
+
+    def _convert_columns(self, columns: list[list[Any]], errors: dict[int, RecordError]) -> list[tuple]:
+        """Columns of raw values to rows; bad values go to ``errors`` (the
+        first error of a record wins)."""
+        converted = []
+        for values, conv, not_null in zip(columns, self.converters, self._not_null):
+            name = conv.column.name
+            if not_null and None in values:
+                for i, v in enumerate(values):
+                    if v is None and i not in errors:
+                        errors[i] = RecordError(f'null value in column "{name}" violates not-null constraint',
+                                                "23502", name)
+            try:
+                converted.append(conv.convert_column(values))
+                continue
+            except (RecordError, ValueError, TypeError, OverflowError, AttributeError):
+                pass
+            out = []
+            for i, v in enumerate(values):
+                if v is None:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(conv.convert(v))
+                except RecordError as exc:
+                    out.append(None)
+                    if i not in errors:
+                        exc.column = name
+                        exc.message = f'column "{name}": {exc.message}'
+                        errors[i] = exc
+            converted.append(out)
+        return list(zip(*converted)) if converted else [()] * len(columns[0] if columns else [])
+
+    def json_rows(self, docs: list[Any], errors: dict[int, RecordError]) -> list[tuple]:
+        """The rows of decoded JSON records, column by column (the fast path of
+        :meth:`json_row`); ``errors`` holds the records already refused and
+        gets those refused here."""
+        empty: dict = {}
+        if self._paths is None:
+            names = self._names
+            ignore = self.ignore_unknown
+            for i, doc in enumerate(docs):
+                if i in errors:
+                    continue
+                if doc.__class__ is not dict or (not ignore and not doc.keys() <= names):
+                    try:
+                        self.json_row(doc)
+                    except RecordError as exc:
+                        errors[i] = exc
+            if errors:
+                docs = [empty if i in errors else d for i, d in enumerate(docs)]
+            columns = [[d.get(c.name) for d in docs] for c in self.columns]
+        else:
+            if errors:
+                docs = [empty if i in errors else d for i, d in enumerate(docs)]
+            columns = [[get(d) for d in docs] for get in self._paths]
+        if not docs:
+            return []
+        if not columns:
+            return [()] * len(docs)
+        return self._convert_columns(columns, errors)
 
     def _header_indexes(self, header: tuple[str, ...]) -> list[int | None]:
         cached = self._header_cache.get(header)
