@@ -172,6 +172,7 @@ def _getter(steps: tuple[str | int, ...]) -> Callable[[Any], Any]:
 # ---------------------------------------------------------------- converters
 
 _UTC = datetime.timezone.utc
+_INF = float("inf")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 _EPOCH_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 _INT_RE = re.compile(r"\s*[+-]?[0-9]+\s*\Z")
@@ -263,19 +264,29 @@ class Converter:
     # floating point and numeric ------------------------------------------
     def _make_float(self) -> Callable[[Any], Any]:
         sql_name = _SQL_NAMES[self.column.typname]
+        largest = 3.4028234663852886e38 if self.column.typname == "float4" else None
 
         def convert(value: Any) -> float:
             kind = type(value)
-            if kind is float or kind is int:
-                return float(value)
-            if kind is str and "_" not in value:
+            number = None
+            if kind is float or kind is int or kind is decimal.Decimal:
                 try:
-                    return float(value)
+                    number = float(value)
+                except OverflowError:
+                    number = float("inf")
+            elif kind is str and "_" not in value:
+                try:
+                    number = float(value)
                 except ValueError:
                     pass
-            elif kind is decimal.Decimal:
-                return float(value)
-            raise _bad(sql_name, value)
+            if number is None:
+                raise _bad(sql_name, value)
+            if number in (_INF, -_INF):
+                if kind is not str or "inf" not in value.lower():
+                    raise RecordError(f"{_quoted(str(value))} is out of range for type {sql_name}", "22003")
+            elif largest is not None and abs(number) > largest:
+                raise RecordError(f"{_quoted(str(value))} is out of range for type {sql_name}", "22003")
+            return number
         return convert
 
     _make_float4 = _make_float8 = _make_float
