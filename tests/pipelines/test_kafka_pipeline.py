@@ -56,3 +56,27 @@ def test_json_records_of_several_partitions_load_once(db, db_dsn, kafka, topic, 
     rows = db.execute("SELECT id, ts, device, value, ok FROM m ORDER BY id").fetchall()
     assert rows == expected_rows(recs + more)
     assert dead_letters(db, pid) == []
+
+
+def test_transactional_producers_aborted_messages_are_never_loaded(db, db_dsn, kafka, topic):
+    from confluent_kafka import Producer
+
+    db.execute("CREATE TABLE m (id int)")
+    kafka.create_topic(topic, partitions=1)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    for batch, commit in ((range(0, 5), True), (range(5, 10), False), (range(10, 15), True)):
+        producer.begin_transaction()
+        for i in batch:
+            producer.produce(topic, json.dumps({"id": i}).encode(), partition=0)
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    pid = create_pipeline(db, "p", "kafka", "m", "json", {"bootstrap_servers": kafka.bootstrap, "topic": topic})
+    results = run_batches(db_dsn, pid)
+    assert results[-1].caught_up
+    assert db.execute("SELECT array_agg(id ORDER BY id) FROM m").fetchone()[0] == list(range(5)) + list(range(10, 15))
+    high = kafka.high_watermarks(topic)[0]
+    assert positions(db, pid) == {"0": high}  # past the commit and abort markers: no lag left

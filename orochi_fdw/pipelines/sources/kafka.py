@@ -236,6 +236,8 @@ class KafkaSource(Source):
                 self._records_of(message, records)
                 self.cursor[partition] = message.offset() + 1
                 touched.add(partition)
+            if not got:
+                touched.update(self._skip_markers())
             now = time.monotonic()
             if got:
                 self.current_error = None
@@ -267,6 +269,22 @@ class KafkaSource(Source):
                 self._ends[partition] = end
             fetch.streams[state.stream] = state
         return fetch
+
+    def _skip_markers(self) -> list[int]:
+        """Move cursors past offsets that hold no message (Kafka transactions'
+        commit markers, compacted records): the consumer's position already
+        is past them."""
+        assert self.consumer is not None
+        try:
+            positions = self.consumer.position([TopicPartition(self.topic, p) for p in self.partitions])
+        except KafkaException:
+            return []
+        moved = []
+        for tp in positions:
+            if tp.offset >= 0 and tp.partition in self.cursor and tp.offset > self.cursor[tp.partition]:
+                self.cursor[tp.partition] = tp.offset
+                moved.append(tp.partition)
+        return moved
 
     def _probe(self) -> None:
         """Ask the broker for the topic's metadata: clears the current error once
