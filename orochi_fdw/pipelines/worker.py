@@ -526,9 +526,9 @@ class PipelineWorker:
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.max_delay)
             except psycopg.OperationalError as exc:
-                logger.warning("pipeline %d: postgres unreachable: %s; retrying in %.1fs", self.pipeline_id,
-                               _first_line(exc), delay)
-                self.status = "waiting"
+                logger.warning("pipeline %d: postgres unreachable as %s: %s; retrying in %.1fs", self.pipeline_id,
+                               self.definition.owner, _first_line(exc), delay)
+                self.status = f"waiting: cannot connect as {self.definition.owner}: {_first_line(exc)}"
                 self.close()
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.max_delay)

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from pipeline_harness import (create_pipeline, dead_letters, pipeline_row, positions, run_batches, run_one_batch,
-                              sidecar_once)
+from pipeline_harness import (create_pipeline, dead_letters, pipeline_row, positions, run_batches, sidecar_once,
+                              wait_until)
 
 
 def _opts(kafka, topic, **more):
@@ -156,7 +156,8 @@ def test_one_worker_per_pipeline(db, db_dsn, kafka, topic):
         second.close()
     finally:
         first.close()
-    assert pipeline_row(db, pid)["status"] == "starting"
+    # the lock goes with the session, which ends just after the connection closes
+    wait_until(lambda: pipeline_row(db, pid)["status"] == "starting", what="the claim to be released")
 
 
 @pytest.fixture
