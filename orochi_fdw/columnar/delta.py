@@ -24,9 +24,11 @@ internal (``spi.execute(..., internal=True)``: as the extension owner, with
 the search path pinned); no other role has any right on it, and the columnar
 table's own privileges, which the executor checks, decide who reads and
 writes its rows.  So that no user code ever runs with those rights, a column
-whose type is not one of pg_catalog's (a domain, an enum, a composite, an
-array of them ...) is kept as its text form (``text``): the type's input
-function and a domain's CHECK run in the caller's statement, when the bridge
+whose type is not one of pg_catalog's, nor one of Orochi's own base types and
+domains (``orochi.vector``, the sketches: schema orochi holds only the
+extension owner's objects), is kept as its text form (``text``): a user's
+type's input function and a domain's CHECK (a domain, an enum, a composite,
+an array of them ...) run in the caller's statement, when the bridge
 converts the value, never in the delta table's.
 """
 
@@ -44,6 +46,7 @@ from orochi_fdw.bridge.api import ColumnDefinition, Qual
 from orochi_fdw.bridge.batch import (PG_EPOCH_DATE, PG_EPOCH_DATETIME, PG_EPOCH_DATETIME_UTC, WIRE_DTYPES,
                                      Batch, Column, WireKind)
 from orochi_fdw.bridge.types import Interval, SpecialValue
+from orochi_fdw.columnar import missing
 from orochi_fdw.columnar.deletes import delta_rowids
 from orochi_fdw.columnar.types import wire_kind
 
@@ -85,8 +88,10 @@ def exists(relid: int) -> bool:
 
 # Per column of the columnar table: the delta column's type as SQL, its
 # collation as SQL (NULL: the type's own), and (type, typmod, collation) to
-# compare with the delta table's.  Types of pg_catalog are kept as they are;
-# any other type as its text form (see the module docstring).
+# compare with the delta table's.  Types of pg_catalog, and Orochi's own base
+# types and domains (not the row types of the relations in schema orochi,
+# whose columns may be of any type), are kept as they are; any other type as
+# its text form (see the module docstring).
 _TABLE_COLUMNS = """
 SELECT a.attnum,
        CASE WHEN s.builtin THEN pg_catalog.format_type(a.atttypid, a.atttypmod) ELSE 'text' END,
@@ -97,7 +102,11 @@ SELECT a.attnum,
        CASE WHEN s.builtin THEN a.attcollation ELSE 'pg_catalog.default'::pg_catalog.regcollation::oid END
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-  CROSS JOIN LATERAL (SELECT t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace AS builtin) s
+  CROSS JOIN LATERAL (
+       SELECT t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+              OR (t.typnamespace = 'orochi'::pg_catalog.regnamespace AND t.typtype IN ('b', 'd')
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e
+                                   WHERE e.oid = t.typelem AND e.typtype NOT IN ('b', 'd'))) AS builtin) s
   LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
   LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -145,17 +154,76 @@ def sync(relid: int) -> None:
     actions = []
     for attnum in sorted(set(have) - set(want)):
         actions.append(f"DROP COLUMN c{attnum}")
-    for attnum, (typ, coll) in want.items():
-        if attnum not in have:
-            actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
+    added = [attnum for attnum in want if attnum not in have]
+    for attnum in added:
+        typ, coll = want[attnum]
+        actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
     if actions:
         spi.execute(f"ALTER TABLE {name} " + ", ".join(actions), internal=True)
+    _fill_added_columns(relid, added, want)
     # type changes: compare through the types' oids (names may be qualified differently)
     for attnum, (typ, coll, key) in storage.items():
         if attnum in have and have[attnum] != key:
+            # through the text form to the type without its modifier; ALTER
+            # then assigns that to the column's type, modifier included (a
+            # value too long for a varchar(n) is an error, as in a heap
+            # table's ALTER); a type kept as text stays text
+            base = "text" if typ == "text" else spi.execute(
+                "SELECT pg_catalog.format_type($1, NULL)", [key[0]], types=["oid"], internal=True).scalar()
             spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
-                        + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{typ}",
+                        + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{base}",
                         internal=True)
+            declared = _declared_type(relid, attnum)
+            if typ == "text" and declared != "text":
+                _check_text_values(name, attnum, declared)
+            missing.retyped(relid, attnum, declared)
+
+
+def _declared_type(relid: int, attnum: int) -> str:
+    """A column's type as SQL, modifier included, schema-qualified unless it
+    is pg_catalog's."""
+    return str(spi.execute("SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
+                           " WHERE a.attrelid = $1 AND a.attnum = $2", [relid, int(attnum)],
+                           types=["oid", "int2"], internal=True).scalar())
+
+
+def _check_text_values(name: str, attnum: int, type_sql: str) -> None:
+    """The values a delta column keeps as text (a type that is not
+    pg_catalog's) still read as the column's type after ALTER COLUMN ...
+    TYPE, as a heap table's rewrite would check: converted in the caller's
+    own statement (the type's input function is a user's), never in an
+    internal one."""
+    values = spi.execute(f"SELECT pg_catalog.array_agg(c{int(attnum)}) FROM {name}"
+                         f" WHERE c{int(attnum)} IS NOT NULL", internal=True).scalar()
+    if values:
+        spi.execute(f"SELECT ($1::text[])::{type_sql}[]", [list(values)], types=["text[]"])
+
+
+def _fill_added_columns(relid: int, added: list[int], want: dict[int, tuple[str, str | None]]) -> None:
+    """Columns just added (ALTER TABLE ... ADD COLUMN): the rows already
+    stored get the column's default, as in a heap table (see
+    :mod:`~orochi_fdw.columnar.missing`).  The default is evaluated by the
+    role running the ALTER (the event trigger runs as that role); the
+    catalog and the delta table are written as the extension owner."""
+    if not added:
+        return
+    relname = spi.execute("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", [relid],
+                          types=["oid"]).scalar()
+
+    def has_rows() -> bool:
+        return bool(spi.execute(
+            "SELECT EXISTS (SELECT 1 FROM orochi.columnar_stripes WHERE relid = $1 AND row_count > deleted_count)"
+            f" OR EXISTS (SELECT 1 FROM {qualified_name(relid)})", [relid], types=["oid"], internal=True).scalar())
+
+    for attnum in added:
+        column_name = spi.execute("SELECT attname::text FROM pg_catalog.pg_attribute"
+                                  " WHERE attrelid = $1 AND attnum = $2", [relid, attnum],
+                                  types=["oid", "int2"]).scalar()
+        value = missing.on_column_added(relid, attnum, relname, column_name, has_rows)
+        if value is not None:
+            # the delta column is of a pg_catalog type, or text: no user code
+            spi.execute(f"UPDATE {qualified_name(relid)} SET c{int(attnum)} = ($1::text)::{want[attnum][0]}",
+                        [value], types=["text"], internal=True)
 
 
 def drop(relid: int) -> None:
