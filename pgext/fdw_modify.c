@@ -60,6 +60,8 @@ typedef struct OrochiModifyState
 	SubTransactionId subid;		/* the sub-transaction it began in */
 	bool		pending;		/* rows handed over since the last flush */
 	bool		calls_functions;	/* no executor batches: see PlanForeignModify */
+	Oid			userid;			/* the role writing (see orochi_flush_pending_writes) */
+	int			sec_context;
 } OrochiModifyState;
 
 /*
@@ -305,6 +307,7 @@ modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
 	}
 	orochi_mark_xact_touched();
 	state->subid = GetCurrentSubTransactionId();
+	GetUserIdAndSecContext(&state->userid, &state->sec_context);
 	dlist_push_tail(&active_modifies, &state->node);
 	state->listed = true;
 	return state;
@@ -613,14 +616,24 @@ orochiEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
  *		hooks.c), so that it sees the statement's writes as it would see a
  *		heap table's: AFTER triggers see all of them, a function called for a
  *		row sees the rows written before.
+ *
+ *		The function manager calls its hook once the function's own identity
+ *		is in place (a SECURITY DEFINER function's owner, with its settings).
+ *		The rows are the writing statement's, so they are handed over as the
+ *		role that was writing them, as the end of the statement would, never
+ *		as the function's owner; the security context only gains
+ *		restrictions.
  */
 void
 orochi_flush_pending_writes(void)
 {
 	dlist_iter	iter;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	if (flushing || dlist_is_empty(&active_modifies))
 		return;
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	flushing = true;
 	PG_TRY();
 	{
@@ -632,13 +645,18 @@ orochi_flush_pending_writes(void)
 			if (!state->pending || state->released)
 				continue;
 			state->pending = false;
+			if (state->userid != save_userid)
+				SetUserIdAndSecContext(state->userid, save_sec_context | state->sec_context |
+									   SECURITY_LOCAL_USERID_CHANGE);
 			flush_batch(state);
 			res = orochi_runtime_call("flush_writes", Py_BuildValue("(O)", state->instance));
 			Py_DECREF(res);
+			SetUserIdAndSecContext(save_userid, save_sec_context);
 		}
 	}
 	PG_FINALLY();
 	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
 		flushing = false;
 	}
 	PG_END_TRY();

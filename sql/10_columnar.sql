@@ -114,14 +114,18 @@ LANGUAGE C STRICT VOLATILE;
 -- Internal: a column's default as ALTER TABLE ... ADD COLUMN evaluates it
 -- for the rows already stored: kind is 'none' (no default), 'constant'
 -- (evaluated once: value, NULL for a NULL default), 'volatile' (a value per
--- row) or 'generated' (a generated column).
+-- row) or 'generated' (a generated column).  For the table's owner: it
+-- evaluates the default with the caller's rights, as ALTER TABLE does.
 CREATE FUNCTION orochi.column_default(regclass, smallint, OUT kind text, OUT value text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'orochi_column_default'
 LANGUAGE C STRICT VOLATILE;
 
 -- Internal: check the options of new or altered columnar tables (table,
--- column and server options together).
+-- column and server options together) and keep their delta stores in step.
+-- Called by the DDL event trigger below, as the role that ran the command
+-- (a new column's default is evaluated with its rights, as for a heap
+-- table); for the tables' owners only.
 CREATE FUNCTION orochi.columnar_check_tables(oid[])
 RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
@@ -134,14 +138,18 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
-REVOKE EXECUTE ON FUNCTION orochi.columnar_drop_tables(oid[]), orochi.columnar_check_tables(oid[]),
-    orochi.columnar_before_drop_extension() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION orochi.columnar_drop_tables(oid[]), orochi.columnar_before_drop_extension()
+    FROM PUBLIC;
 
 -- The event trigger functions are PL/pgSQL so that Python starts only when
--- an orochi table is involved.  They run as the extension owner (SECURITY
--- DEFINER, search path pinned), as they read the catalog and call internal
--- functions; what they do is decided by the objects Postgres reports
--- dropped or made, never by their caller.
+-- an orochi table is involved.  Those of DROP run as the extension owner
+-- (SECURITY DEFINER, search path pinned), as they read the catalog and call
+-- internal functions; what they do is decided by the objects Postgres
+-- reports dropped, never by their caller.  That of CREATE and ALTER runs as
+-- the role that ran the command, since it evaluates what that role wrote (a
+-- new column's default); it reads pg_catalog only, and the function it
+-- calls checks that the role owns the tables and works on the catalog with
+-- internal statements.
 CREATE FUNCTION orochi.columnar_on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -169,7 +177,7 @@ CREATE EVENT TRIGGER orochi_columnar_sql_drop ON sql_drop
 
 CREATE FUNCTION orochi.columnar_on_ddl_end()
 RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

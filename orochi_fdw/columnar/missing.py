@@ -12,6 +12,13 @@ UPDATE. Scans, aggregates and the rewrites of vacuum and compression read it
 wherever a stripe lacks the column. A volatile default (``random()``,
 ``clock_timestamp()``, an identity or a generated column) would need a value
 per stored row: it is refused when the table holds rows.
+
+Privileges (docs/SECURITY.md): ``orochi.columnar_missing_values`` belongs to
+the extension owner and is read and written by internal statements only.
+The default is evaluated, and a kept value converted to a column's new type,
+by the role running the ALTER TABLE, in statements of its own (the
+expression and the type's input function may be a user's code), never in an
+internal one.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ def retyped(relid: int, attnum: int, type_sql: str) -> None:
                       [relid, attnum], types=["oid", "int2"], internal=True).rows
     if not row:
         return
+    # as the caller: the new type's input function may be a user's
     new = spi.execute(f"SELECT ($1::text)::{type_sql}::text", [row[0][0]], types=["text"]).scalar()
     spi.execute("UPDATE orochi.columnar_missing_values SET value = $3 WHERE relid = $1 AND attnum = $2",
                 [relid, attnum, new], types=["oid", "int2", "text"], internal=True)
@@ -100,6 +108,7 @@ def load(relid: int, columns: dict[str, ColumnDefinition]) -> dict[str, Storage]
         rc = delta._read_column(name, column)
         c = f"c{column.attnum}"
         typ = types[int(attnum)][0]
+        # typ is the delta column's: a type of pg_catalog or Orochi's own, or text (no user code)
         row = spi.execute(f"SELECT {', '.join(rc.exprs)} FROM (SELECT ($1::text)::{typ} AS {c}) AS d",
                           [value], types=["text"], read_only=True, internal=True).rows[0]
         wire = delta._build_column(rc, [[v] for v in row])

@@ -40,10 +40,14 @@ def check_table(relid: int) -> None:
 
 @sql_function("columnar_check_tables")
 def columnar_check_tables(relids: list[int]) -> None:
-    """ddl_command_end of CREATE / ALTER FOREIGN TABLE (an event trigger
-    running as the extension owner; no other role may call it)."""
+    """ddl_command_end of CREATE FOREIGN TABLE, ALTER FOREIGN TABLE and ALTER
+    TABLE: an event trigger running as the role that ran the command, which
+    owns the tables (Postgres checked it), so that a new column's default is
+    evaluated with that role's rights, as for a heap table.  Anyone may call
+    it, for tables they own: it only does what the command implied."""
     for relid in relids:
         if relid is not None:
+            privileges.require_owner(int(relid), "orochi.columnar_check_tables")
             check_table(int(relid))
 
 

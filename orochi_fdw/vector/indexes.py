@@ -107,7 +107,7 @@ class IndexFileLedger:
         if paths:
             live = {r[0] for r in spi.prepared(
                 "SELECT file_path FROM orochi.columnar_vector_index_files WHERE file_path = ANY ($1)",
-                ["text[]"]).execute([paths]).rows}
+                ["text[]"], internal=True).execute([paths]).rows}
         for path in self.created - live:       # rolled back to a savepoint
             files.remove_file(path)
         self.remove_at_commit = sorted(self.doomed - live - self.created)

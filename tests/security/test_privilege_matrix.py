@@ -1,12 +1,15 @@
 """The privilege matrix: (owner, granted, ungranted, superuser) x (every
 orochi.* function, every DML and DDL on columnar tables and hypertables,
-every catalog table).  Each cell either succeeds or fails with SQLSTATE
+every catalog table; vector indexes, missing values and pipelines too).  Each cell either succeeds or fails with SQLSTATE
 42501 (insufficient_privilege), as the table ``OPS`` says.
 
 The actors are described in conftest.py: ``owner`` made the objects,
 ``granted`` holds SELECT, INSERT, UPDATE, DELETE and TRUNCATE on them (and
 EXECUTE on the job procedure, SELECT on the continuous aggregate's view),
-``ungranted`` holds nothing, ``superuser`` is the extension's owner.
+``ungranted`` holds nothing, ``superuser`` is the extension's owner.  A
+pipeline's target is a heap table the owner grants INSERT on to
+``granted``, so that creating one is allowed to it, and managing the
+owner's is not.
 
 Objects an operation changes are made afresh for its cell; the others are
 shared by the cells of one setup kind (an actor refused wrongly changing a
@@ -16,6 +19,7 @@ keeps the table complete: a new orochi.* function without a row fails it.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -28,7 +32,8 @@ from security_helpers import ACTORS
 
 #: a refusal that names Orochi's internals: the catalog reached with the caller's rights
 _INTERNAL = re.compile(r"(table|sequence|function) (orochi\.)?(columnar_|hypertable|jobs|bgw_job_stat|continuous_agg"
-                       r"|_chunk_compression_status|_direct_view|_materialized)")
+                       r"|_chunk_compression_status|_direct_view|_materialized|vector_index_id_seq"
+                       r"|pipeline\b|pipeline_(positions|stats|error_log|id_seq)|_pipeline)")
 
 OWNER = frozenset({"owner", "superuser"})
 READERS = frozenset({"owner", "granted", "superuser"})
@@ -62,7 +67,7 @@ class Op:
     def internals(self) -> bool:
         """Whether it touches Orochi's internals directly (a refusal may name them)."""
         return self.name.startswith(("read_", "write_", "stripe_id_sequence", "columnar_", "continuous_aggregates_d",
-                                     "chunk_compression_status"))
+                                     "chunk_compression_status", "vector_index_file_deleted", "internal_"))
 
 
 def _copy_in(conn: psycopg.Connection, names: dict) -> None:
@@ -77,12 +82,33 @@ def _copy_out(conn: psycopg.Connection, names: dict) -> None:
             pass
 
 
+def _copy_table_to(columns: str = ""):
+    """COPY t [(columns)] TO STDOUT (Postgres refuses it for a foreign table;
+    the bridge rewrites it, after COPY's own privilege check)."""
+    def action(conn: psycopg.Connection, names: dict) -> None:
+        with conn.cursor().copy(f"COPY {names['t']} {columns} TO STDOUT") as copy:
+            for _ in copy:
+                pass
+    return action
+
+
+def _vector_binary_io(conn: psycopg.Connection, names: dict) -> None:
+    """orochi.vector's binary output and input (vector_send, vector_recv):
+    COPY out and back in, binary."""
+    with conn.cursor().copy(f"COPY (SELECT id, e FROM {names['t']} WHERE id <= 3) TO STDOUT (FORMAT binary)") as copy:
+        data = b"".join(bytes(block) for block in copy)
+    with conn.cursor().copy(f"COPY {names['t']} (id, e) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(data)
+
+
 OPS = [
     # ---------------------------------------------------------------- columnar tables: DML
     Op("select", "table", "SELECT * FROM {t}", READERS),
     Op("select_aggregate", "table", "SELECT count(*), sum(v), max(note) FROM {t}", READERS),
     Op("select_delta_row", "table", "SELECT note FROM {t} WHERE id = 100", READERS),
     Op("copy_to", "table", _copy_out, READERS),
+    Op("copy_table_to", "table", _copy_table_to(), READERS),
+    Op("copy_table_columns_to", "table", _copy_table_to("(id, note)"), READERS),
     Op("insert_delta", "table", "INSERT INTO {t} VALUES (1000, 1, now(), 'x')", READERS, mutates=True),
     Op("insert_stripes", "table", "INSERT INTO {t} SELECT g, g, now(), 'y' FROM generate_series(1, 50) g",
        READERS, mutates=True),
@@ -110,6 +136,11 @@ OPS = [
     Op("alter_add_column", "table", "ALTER FOREIGN TABLE {t} ADD COLUMN extra int", OWNER, mutates=True),
     Op("alter_table_add_column", "table", "ALTER TABLE {t} ADD COLUMN extra2 int", OWNER, mutates=True),
     Op("alter_options", "table", "ALTER FOREIGN TABLE {t} OPTIONS (ADD compression 'zstd')", OWNER, mutates=True),
+    Op("alter_add_column_default", "table", "ALTER TABLE {t} ADD COLUMN extra3 text DEFAULT 'kept'", OWNER,
+       mutates=True),
+    Op("alter_column_type", "table", "ALTER FOREIGN TABLE {t} ALTER COLUMN note TYPE varchar(20)", OWNER,
+       mutates=True),
+    Op("select_missing_value", "missing", "SELECT id, added FROM {t} WHERE added = 'kept'", READERS),
     Op("alter_wrapper_option", "table",
        "ALTER FOREIGN TABLE {t} OPTIONS (DROP delta_row_limit, ADD wrapper 'SeriesWrapper')", SUPER, mutates=True),
     Op("drop_table", "table", "DROP FOREIGN TABLE {t}", OWNER, mutates=True),
@@ -202,6 +233,71 @@ OPS = [
        " orochi._cagg_watermark_timestamp({cagg_lit}::regclass::oid),"
        " orochi._cagg_watermark_date({cagg_lit}::regclass::oid),"
        " orochi._cagg_watermark_integer({cagg_lit}::regclass::oid)", ALL),
+    # ---------------------------------------------------------------- vector search
+    Op("vector_functions", "none",
+       "SELECT orochi.l2_distance(a, b), orochi.inner_product(a, b), orochi.vector_negative_inner_product(a, b),"
+       " orochi.cosine_distance(a, b), orochi.vector_dims(a), orochi.vector_norm(a), orochi.l2_normalize(a),"
+       " a OPERATOR(orochi.<->) b, a OPERATOR(orochi.<#>) b, a OPERATOR(orochi.<=>) b,"
+       " orochi.vector(a, orochi.vector_typmod_in('{{3}}'::cstring[]), true),"
+       " orochi.vector_to_float4(a, -1, false), orochi.array_to_vector(ARRAY[1, 2]::real[], -1, false),"
+       " orochi.array_to_vector(ARRAY[1, 2]::float8[], -1, false), orochi.array_to_vector(ARRAY[1, 2], -1, false),"
+       " orochi.vector_out(orochi.vector_in('[4,5]', 0, -1)), orochi.vector_send(b)"
+       " FROM (SELECT '[1,2,3]'::orochi.vector AS a, ARRAY[3, 2, 1]::real[]::orochi.vector(3) AS b) v", ALL),
+    Op("vector_binary_io", "vector_table", _vector_binary_io, READERS, mutates=True),
+    Op("create_vector_index", "vector_table", "SELECT orochi.create_vector_index({t_lit}, 'e')", OWNER,
+       mutates=True),
+    Op("drop_vector_index", "vector_index", "SELECT orochi.drop_vector_index({t_lit}, 'e')", OWNER, mutates=True),
+    Op("knn_select", "vector_index", "SELECT id FROM {t} ORDER BY e OPERATOR(orochi.<->) '[1,1,1]' LIMIT 3",
+       READERS),
+    Op("vector_insert_indexed", "vector_index",
+       "INSERT INTO {t} SELECT g, ARRAY[g % 89, g % 97, g % 101]::real[] FROM generate_series(1, 2100) g",
+       READERS, mutates=True),
+    Op("vector_vacuum_indexed", "vector_index", "SELECT * FROM orochi.vacuum({t_lit}, 0)", OWNER, mutates=True),
+    Op("vector_drop_indexed_table", "vector_index", "DROP FOREIGN TABLE {t}", OWNER, mutates=True),
+    Op("vector_indexes_view", "vector_index", "SELECT * FROM orochi.vector_indexes", ALL),
+    Op("vector_index_file_deleted", "none", "SELECT orochi.vector_index_file_deleted('/nowhere/1.2.3.vindex')",
+       SUPER),
+    Op("read_columnar_vector_indexes", "none", "SELECT * FROM orochi.columnar_vector_indexes", SUPER),
+    Op("read_columnar_vector_index_files", "none", "SELECT * FROM orochi.columnar_vector_index_files", SUPER),
+    Op("write_columnar_vector_index_files", "none", "DELETE FROM orochi.columnar_vector_index_files WHERE false",
+       SUPER),
+    Op("read_vector_index_id_sequence", "none", "SELECT nextval('orochi.vector_index_id_seq')", SUPER),
+    # ---------------------------------------------------------------- ingest pipelines
+    Op("create_pipeline", "pipeline_target",
+       "SELECT orochi.create_pipeline({new_lit}, 'kafka', {t_lit}, 'json', {popts_lit})", READERS, mutates=True),
+    Op("start_pipeline", "pipeline", "SELECT orochi.start_pipeline({pipeline})", OWNER, mutates=True),
+    Op("pause_pipeline", "pipeline_running", "SELECT orochi.pause_pipeline({pipeline})", OWNER, mutates=True),
+    Op("resume_pipeline", "pipeline_paused", "SELECT orochi.resume_pipeline({pipeline})", OWNER, mutates=True),
+    Op("stop_pipeline", "pipeline_running", "SELECT orochi.stop_pipeline({pipeline})", OWNER, mutates=True),
+    Op("drop_pipeline", "pipeline", "SELECT orochi.drop_pipeline({pipeline})", OWNER, mutates=True),
+    Op("drop_pipeline_target", "pipeline", "DROP TABLE {t}", OWNER, mutates=True),
+    Op("pipeline_commit_batch", "pipeline_running",
+       "SELECT orochi.pipeline_commit_batch({pipeline}, '[{{\"stream\": \"0\", \"from\": null, \"to\": 5}}]',"
+       " 5, 50)", OWNER, mutates=True),
+    Op("pipeline_state", "pipeline", "SELECT * FROM orochi.pipeline_state({pipeline})", OWNER),
+    Op("pipeline_stream_positions", "pipeline", "SELECT * FROM orochi.pipeline_stream_positions({pipeline})",
+       OWNER),
+    Op("pipeline_report_worker", "pipeline", "SELECT orochi.pipeline_report_worker({pipeline}, 'here:1')", OWNER,
+       mutates=True),
+    Op("pipeline_report_error", "pipeline", "SELECT orochi.pipeline_report_error({pipeline}, 'broker down')",
+       OWNER, mutates=True),
+    Op("pipeline_fail", "pipeline_running", "SELECT orochi.pipeline_fail({pipeline}, 'gave up')", OWNER,
+       mutates=True),
+    Op("pipelines_view", "pipeline", "SELECT * FROM orochi.pipelines", ALL),
+    Op("pipeline_errors_view", "pipeline", "SELECT * FROM orochi.pipeline_errors", ALL),
+    Op("pipeline_value_functions", "pipeline",
+       "SELECT orochi.pipeline_lock_key({pipeline}), orochi.pipeline_is_running({pipeline}),"
+       " orochi.pipeline_masked_options('{{\"password\": \"x\"}}'), orochi.pipeline_record_text('ab'::bytea)",
+       ALL),
+    Op("internal_pipeline_commit_batch", "pipeline",
+       "SELECT orochi._pipeline_commit_batch({pipeline}, '[]', 0, 0, '[]', '{{}}', NULL, NULL)", SUPER),
+    Op("read_pipeline", "none", "SELECT * FROM orochi.pipeline", SUPER),
+    Op("read_pipeline_positions", "none", "SELECT * FROM orochi.pipeline_positions", SUPER),
+    Op("read_pipeline_stats", "none", "SELECT * FROM orochi.pipeline_stats", SUPER),
+    Op("read_pipeline_error_log", "none", "SELECT * FROM orochi.pipeline_error_log", SUPER),
+    Op("write_pipeline", "none", "UPDATE orochi.pipeline SET state = 'stopped' WHERE false", SUPER),
+    Op("write_pipeline_positions", "none", "DELETE FROM orochi.pipeline_positions WHERE false", SUPER),
+    Op("read_pipeline_id_sequence", "none", "SELECT nextval('orochi.pipeline_id_seq')", SUPER),
     # ---------------------------------------------------------------- the catalog and internals
     Op("read_columnar_stripes", "none", "SELECT * FROM orochi.columnar_stripes", SUPER),
     Op("read_columnar_stripe_columns", "none", "SELECT * FROM orochi.columnar_stripe_columns", SUPER),
@@ -220,7 +316,10 @@ OPS = [
     Op("stripe_id_sequence", "none", "SELECT nextval('orochi.columnar_stripe_id_seq')", SUPER),
     Op("columnar_drop_tables", "table", "SELECT orochi.columnar_drop_tables(ARRAY[{t_lit}::regclass::oid])", SUPER),
     Op("columnar_check_tables", "table", "SELECT orochi.columnar_check_tables(ARRAY[{t_lit}::regclass::oid])",
-       SUPER),
+       OWNER),
+    Op("column_default", "missing", "SELECT * FROM orochi.column_default({t_lit}::regclass, 5::smallint)", OWNER),
+    Op("read_columnar_missing_values", "none", "SELECT * FROM orochi.columnar_missing_values", SUPER),
+    Op("write_columnar_missing_values", "none", "DELETE FROM orochi.columnar_missing_values WHERE false", SUPER),
     Op("columnar_before_drop_extension", "none", "SELECT orochi.columnar_before_drop_extension()", SUPER),
     Op("continuous_aggregates_dropped", "none", "SELECT orochi.continuous_aggregates_dropped(ARRAY[0::oid])",
        SUPER),
@@ -265,6 +364,10 @@ EXEMPT = {
     "hypertables_on_sql_drop": "event trigger: ht_drop",
     "jobs_on_sql_drop": "event trigger: ht_drop",
     "continuous_aggregates_on_sql_drop": "event trigger: drop_continuous_aggregate",
+    "pipelines_on_sql_drop": "event trigger: drop_pipeline_target",
+    "columnar_vector_index_files_on_delete": "trigger of the catalog: drop_vector_index, vector_vacuum_indexed,"
+                                             " vector_drop_indexed_table",
+    "vector_recv": "binary input (takes internal): vector_binary_io",
     "_require_table_privilege": "raises for the caller's own missing privilege: chunk_compression_stats",
     "_time_bucket_error": "inlined into time_bucket",
     "_time_bucket_width_us": "inlined into time_bucket",
@@ -296,6 +399,54 @@ def _setup_table(a, conn, name: str, rows: bool = True) -> dict:
         sql.Identifier(name), a.ident("granted")))
     oid = conn.execute("SELECT %s::regclass::oid", [t]).fetchone()[0]
     return {"t": t, "t_lit": _lit(conn, t), "delta": f"columnar_delta_{oid}"}
+
+
+def _setup_missing(a, conn, name: str) -> dict:
+    """A table with rows stored before a column was added with a default
+    (attnum 5: the value they read is kept in orochi.columnar_missing_values)."""
+    names = _setup_table(a, conn, name)
+    conn.execute(f"ALTER TABLE {names['t']} ADD COLUMN added text DEFAULT 'kept'")
+    return names
+
+
+def _setup_vector_table(a, conn, name: str, index: bool = False) -> dict:
+    """A table of 2,100 vectors in a stripe (enough for an index file) and one
+    in the delta store; with ``index``, an HNSW index on them."""
+    t = _ident(conn, name)
+    conn.execute(f"CREATE FOREIGN TABLE {t} (id int, e orochi.vector(3)) SERVER orochi"
+                 " OPTIONS (delta_row_limit '5')")
+    conn.execute(f"INSERT INTO {t} SELECT g, ARRAY[g % 97, (g * 7) % 101, (g * 13) % 103]::real[]"
+                 " FROM generate_series(1, 2100) g")
+    conn.execute(f"INSERT INTO {t} VALUES (9999, '[1,1,1]')")
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(
+        sql.Identifier(name), a.ident("granted")))
+    if index:
+        conn.execute(f"SELECT orochi.create_vector_index({_lit(conn, t)}, 'e')")
+    return {"t": t, "t_lit": _lit(conn, t)}
+
+
+#: a Kafka pipeline's options (nothing connects to the broker in these tests)
+_PIPELINE_OPTIONS = {"bootstrap_servers": "127.0.0.1:9", "topic": "privileges"}
+
+
+def _setup_pipeline_target(a, conn, name: str) -> dict:
+    t = _ident(conn, name)
+    conn.execute(f"CREATE TABLE {t} (id int, note text)")
+    conn.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(name), a.ident("granted")))
+    return {"t": t, "t_lit": _lit(conn, t)}
+
+
+def _setup_pipeline(state: str | None = None):
+    def setup(a, conn, name: str) -> dict:
+        names = _setup_pipeline_target(a, conn, name)
+        pid = conn.execute("SELECT orochi.create_pipeline(%s, 'kafka', %s::regclass, 'json', %s::jsonb)",
+                           [name, names["t"], json.dumps(_PIPELINE_OPTIONS)]).fetchone()[0]
+        if state in ("running", "paused"):
+            conn.execute("SELECT orochi.start_pipeline(%s)", [pid])
+        if state == "paused":
+            conn.execute("SELECT orochi.pause_pipeline(%s)", [pid])
+        return {**names, "pipeline": str(pid)}
+    return setup
 
 
 def _setup_hypertable(a, conn, name: str) -> dict:
@@ -358,6 +509,13 @@ _SETUPS = {
     "job": _setup_job,
     "cagg": _setup_cagg,
     "cagg_policy": lambda a, conn, name: _setup_cagg(a, conn, name, policy=True),
+    "missing": _setup_missing,
+    "vector_table": _setup_vector_table,
+    "vector_index": lambda a, conn, name: _setup_vector_table(a, conn, name, index=True),
+    "pipeline_target": _setup_pipeline_target,
+    "pipeline": _setup_pipeline(),
+    "pipeline_running": _setup_pipeline("running"),
+    "pipeline_paused": _setup_pipeline("paused"),
 }
 
 _shared: dict[tuple[str, str], dict] = {}
@@ -374,7 +532,8 @@ def _names_for(actors, op: Op, actor: str) -> dict:
             _shared[key] = _SETUPS[op.setup](actors, owner, f"shared_{op.setup}")
         names = _shared[key]
     new = f"new_{op.name}_{actor}"[:50]
-    return {**names, "new": _ident(owner, new), "new_lit": _lit(owner, new)}
+    return {**names, "new": _ident(owner, new), "new_lit": _lit(owner, new),
+            "popts_lit": _lit(owner, json.dumps(_PIPELINE_OPTIONS))}
 
 
 @pytest.mark.parametrize("actor", ACTORS)
