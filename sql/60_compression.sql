@@ -64,7 +64,8 @@ SELECT h.relid::regclass                                  AS hypertable_name,
        coalesce(s.after_compression_bytes, 0)             AS after_compression_bytes,
        orochi._chunk_compression_status(c.chunk_id, s.delta_rows) = 'Compressed' AS is_compressed,
        orochi._chunk_compression_status(c.chunk_id, s.delta_rows) AS compression_status,
-       c.compressed_at
+       c.compressed_at,
+       c.created_at                                       AS chunk_creation_time
   FROM orochi.hypertable_chunks c
   JOIN orochi.hypertables h ON h.relid = c.relid
   LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id;

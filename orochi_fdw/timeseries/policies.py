@@ -503,7 +503,7 @@ def run_retention(job_id: int, relid: int, config: dict) -> str:
     """
     ht = _hypertable_or_error(relid)
     cutoff = _config_cutoff(ht, config, "drop_after")
-    dropped = chunk_catalog.drop_chunks(relid, cutoff, None)
+    dropped = chunk_catalog.drop_chunks(relid, chunk_catalog.ChunkSelection(older_than=cutoff))
     return f"dropped {len(dropped)} chunk(s) older than {config['drop_after']}"
 
 
