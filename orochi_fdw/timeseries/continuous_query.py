@@ -332,6 +332,12 @@ def find_bucket(parsed: ParsedQuery, time_column: str, time_type: str | None = N
     if len(found) > 1:
         raise _unsupported(f'more than one time_bucket on the time column "{time_column}"')
     position, target, call, time_at = found[0]
+    if _function_name(call)[1] == "time_bucket" and _has_time_zone(call):
+        raise _unsupported(
+            "time_bucket with a time zone is not supported",
+            "Its buckets are not a fixed width of the time column (days of 23 or 25 hours around daylight "
+            "saving changes). Use time_bucket without a time zone (buckets in UTC), or name the origin "
+            "argument with a type: origin => timestamptz '...'.")
     call_sql = _stream(call)
     grouped = False
     for item in select.groupClause:
@@ -350,6 +356,28 @@ def find_bucket(parsed: ParsedQuery, time_column: str, time_type: str | None = N
     else:
         width_sql = _stream(call.args[_BUCKET_FUNCTIONS[name][0]])
     return Bucket(position, target.name, call, time_at, width_sql)
+
+
+def _has_time_zone(call: ast.FuncCall) -> bool:
+    """Whether a time_bucket call is the time zone form
+    (``time_bucket(width, ts, timezone [, origin] [, "offset"])``): a
+    ``timezone`` argument by name, four or more arguments, or a third one
+    that is an untyped string or text (which PostgreSQL resolves to that
+    form)."""
+    args = list(call.args or ())
+    if any(isinstance(a, ast.NamedArgExpr) and a.name == "timezone" for a in args):
+        return True
+    positional = [a for a in args if not isinstance(a, ast.NamedArgExpr)]
+    if len(positional) >= 4:
+        return True
+    if len(positional) == 3:
+        third = positional[2]
+        if isinstance(third, ast.A_Const) and isinstance(third.val, ast.String):
+            return True
+        if isinstance(third, ast.TypeCast):
+            names = [n.sval for n in third.typeName.names]
+            return names[-1] in ("text", "varchar", "bpchar", "name")
+    return False
 
 
 def _and(left: ast.Node | None, right: ast.Node) -> ast.Node:
