@@ -164,6 +164,7 @@ extern PyObject *orochi_instance_for_relation(Relation rel);
 extern PyObject *orochi_instance_for_relid(Oid relid);
 
 /* in py_spi.c */
+extern char *orochi_fault_injection;
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
 

@@ -27,8 +27,19 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
+from orochi_fdw.errors import OrochiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pglast
+    from pglast import ast
+    from pglast.enums import BoolExprType
+    from pglast.stream import RawStream
+else:
+    # pglast is imported at the first use (about 76 ms), not with the module:
+    # every backend's first orochi SQL function imports this module.
+    pglast = ast = BoolExprType = RawStream = None
 
 
 def _import_pglast() -> None:
@@ -50,14 +61,18 @@ def _import_pglast() -> None:
         sys.setdlopenflags(flags)
 
 
-_import_pglast()
+def _load() -> None:
+    """Import pglast (once) and bind the names this module uses."""
+    global pglast, ast, BoolExprType, RawStream
+    if pglast is not None:
+        return
+    _import_pglast()
+    import pglast as _pglast
+    from pglast import ast as _ast
+    from pglast.enums import BoolExprType as _BoolExprType
+    from pglast.stream import RawStream as _RawStream
 
-import pglast  # noqa: E402
-from pglast import ast  # noqa: E402
-from pglast.enums import BoolExprType  # noqa: E402
-from pglast.stream import RawStream  # noqa: E402
-
-from orochi_fdw.errors import OrochiError
+    pglast, ast, BoolExprType, RawStream = _pglast, _ast, _BoolExprType, _RawStream
 
 #: bucket function name -> (position of the width, position of the time argument)
 _BUCKET_FUNCTIONS: dict[str, tuple[int, int]] = {"time_bucket": (0, 1), "date_bin": (0, 1), "date_trunc": (0, 1)}
@@ -171,6 +186,7 @@ def _stream(node: ast.Node) -> str:
 
 def _expression(sql: str) -> ast.Node:
     """The tree of one SQL expression."""
+    _load()
     return pglast.parse_sql(f"SELECT {sql}")[0].stmt.targetList[0].val
 
 
@@ -204,6 +220,7 @@ def parse_query(sql: str) -> ParsedQuery:
             statement, not a SELECT, or a construct that cannot be refreshed
             bucket by bucket (0A000).
     """
+    _load()
     try:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError as e:
