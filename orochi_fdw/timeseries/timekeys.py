@@ -327,7 +327,8 @@ def cutoff_key(hypertable: "Hypertable", value: Any) -> int:
             return int(value)
         raise InvalidTimeArgumentError(
             f'invalid time argument type for integer time column "{column}"',
-            hint="Pass an integer value of the time column as older_than or newer_than.")
+            hint="Pass an integer value of the time column as older_than or newer_than, or select chunks "
+                 "by when they were created with created_before or created_after.")
     if isinstance(value, Interval):
         query = f"SELECT (now() - $1::interval)::{time_type}"
         result = spi.execute(query, [value], types=["interval"]).scalar()
