@@ -90,6 +90,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE
     WHEN orochi._time_bucket_months(bucket_width) IS NULL THEN
         date_bin(CASE WHEN orochi._time_bucket_width_us(bucket_width) > 0 THEN bucket_width END, ts, origin)
+    WHEN origin IS NULL THEN NULL
     WHEN NOT isfinite(ts) THEN ts
     ELSE
         timestamp '2000-01-01 00:00:00' + make_interval(months => (
@@ -108,7 +109,8 @@ RETURN orochi.time_bucket(bucket_width, ts,
 CREATE FUNCTION orochi.time_bucket(bucket_width interval, ts timestamp, "offset" interval)
 RETURNS timestamp
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN NOT isfinite(ts) THEN ts
+RETURN CASE WHEN "offset" IS NULL THEN NULL
+            WHEN NOT isfinite(ts) THEN ts
             ELSE orochi.time_bucket(bucket_width, ts - "offset") + "offset" END;
 
 -- timestamptz plus an interval as PostgreSQL adds them (days and months in
@@ -153,6 +155,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE
     WHEN orochi._time_bucket_is_time("offset") THEN
         orochi.time_bucket(bucket_width, ts AT TIME ZONE 'UTC', "offset") AT TIME ZONE 'UTC'
+    WHEN "offset" IS NULL THEN NULL
     WHEN NOT isfinite(ts) THEN ts
     ELSE orochi._time_bucket_tstz_add(
         orochi.time_bucket(bucket_width, orochi._time_bucket_tstz_add(ts, - "offset")), "offset")
@@ -182,6 +185,7 @@ CREATE FUNCTION orochi._time_bucket_date_offset("offset" interval)
 RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE
+    WHEN "offset" IS NULL THEN NULL
     WHEN extract(year FROM "offset") <> 0 OR extract(month FROM "offset") <> 0
         THEN "offset" + make_interval(secs => orochi._time_bucket_unsupported(
                  'interval defined in terms of month, year, century etc. not supported', "offset"))
@@ -196,7 +200,8 @@ END;
 CREATE FUNCTION orochi.time_bucket(bucket_width interval, ts date, origin date)
 RETURNS date
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN NOT isfinite(ts) THEN ts
+RETURN CASE WHEN origin IS NULL THEN NULL
+            WHEN NOT isfinite(ts) THEN ts
             ELSE orochi.time_bucket(orochi._time_bucket_date_width(bucket_width), ts::timestamp,
                                     origin::timestamp)::date END;
 

@@ -116,6 +116,19 @@ def test_null_arguments(db):
     assert row == (None, None, None, day, day, day)
 
 
+def test_null_origin_or_offset_of_the_plain_forms_give_null(db):
+    """The forms without a time zone are strict, as TimescaleDB's, infinite
+    times included."""
+    calls = ["orochi.time_bucket('1 day', timestamptz 'infinity', NULL::timestamptz)",
+             "orochi.time_bucket('1 month', timestamptz 'infinity', NULL::timestamptz)",
+             "orochi.time_bucket('1 month', timestamp '2024-01-05', NULL::timestamp)",
+             "orochi.time_bucket('1 day', timestamptz 'infinity', NULL::interval)",
+             "orochi.time_bucket('1 day', timestamp 'infinity', NULL::interval)",
+             "orochi.time_bucket('1 day', date 'infinity', NULL::interval)",
+             "orochi.time_bucket('1 month', date 'infinity', NULL::date)"]
+    assert db.execute(f"SELECT {', '.join(calls)}").fetchone() == (None,) * len(calls)
+
+
 def test_unknown_time_zone(db):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match='time zone "Mars/Olympus" not recognized'):
         db.execute("SELECT orochi.time_bucket('1 day', now(), 'Mars/Olympus')")
