@@ -58,6 +58,16 @@ _PG_init(void)
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 	orochi_vector_define_settings();
+	DefineCustomStringVariable("orochi.fault_injection",
+							   "Named phases at which Orochi operations pause (tests only).",
+							   "A comma-separated list of fault points (name or name@N for "
+							   "the N-th time it is reached); an operation reaching one "
+							   "waits for an advisory lock that the test holds. Empty: none.",
+							   &orochi_fault_injection,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	orochi_install_hooks();

@@ -187,6 +187,7 @@ extern void orochi_vector_check_payload(const char *data, int64 len, int32 typmo
 extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod);
 
 /* in py_spi.c */
+extern char *orochi_fault_injection;
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
 

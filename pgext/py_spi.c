@@ -15,7 +15,11 @@
 #include "orochi.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xloginsert.h"
+#include "catalog/pg_control.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -32,6 +36,12 @@
 
 static int	internal_subxact_depth = 0;
 static PyObject *spi_error_type = NULL;
+
+/* the orochi.fault_injection setting (orochi.c defines it) */
+char	   *orochi_fault_injection = NULL;
+
+/* the SQL function call orochi_py_call is running, if any (innermost) */
+static FunctionCallInfo current_call = NULL;
 
 bool
 orochi_in_internal_subxact(void)
@@ -649,6 +659,140 @@ pg_savepoint_depth(PyObject *self, PyObject *noargs)
 	return PyLong_FromLong(orochi_savepoint_depth());
 }
 
+/*
+ * Making the transaction's id durable.
+ *
+ * Files are named after the id of the transaction that writes them, and a
+ * file without a catalog row is an orphan once that transaction is over.
+ * An id that appears in no WAL record that reached the disk is unknown after
+ * a crash and is handed out again, to an unrelated transaction; a writer
+ * calls durable_transaction_id() before it creates its first file, so that
+ * its id is in the flushed WAL and is never reused.  The record is an
+ * XLOG_NOOP (replay does nothing with it) written in an internal
+ * sub-transaction that is given an id of its own: recovery moves the next
+ * transaction id past the id in any record's header, and the
+ * sub-transaction's id is above the top-level one.
+ */
+static PyObject *
+durable_xid_body(void *arg)
+{
+	FullTransactionId top = GetTopFullTransactionId();
+	XLogRecPtr	end;
+
+	(void) GetCurrentTransactionId();	/* the id in the record's header */
+	XLogBeginInsert();
+	XLogRegisterData((char *) &top, sizeof(top));
+	end = XLogInsert(RM_XLOG_ID, XLOG_NOOP);
+	XLogFlush(end);
+	return PyLong_FromUnsignedLongLong(U64FromFullTransactionId(top));
+}
+
+/* _orochi_pg.durable_transaction_id() -> the top-level full transaction id */
+static PyObject *
+pg_durable_transaction_id(PyObject *self, PyObject *noargs)
+{
+	return run_in_subxact(durable_xid_body, NULL);
+}
+
+/*
+ * Aggregate states kept in Python.
+ *
+ * An aggregate whose transition function is written in Python keeps its
+ * state in the backend's Python and hands Postgres a token naming it.
+ * agg_state_watch(id) ties the state to the memory context that holds the
+ * aggregate's transition values (AggCheckCallContext): when that context is
+ * reset or deleted (the group or window partition is done, a window frame
+ * restarts, the query ends or fails), the id is noted, and
+ * released_agg_states() hands the noted ids to Python, which drops those
+ * states.  The callback only notes the id (no Python, no allocation that can
+ * fail): it may run while an error is being cleaned up.
+ */
+typedef struct AggStateWatch
+{
+	MemoryContextCallback cb;
+	uint64		id;
+} AggStateWatch;
+
+static uint64 *released_states = NULL;	/* in TopMemoryContext */
+static int	n_released_states = 0;
+static int	max_released_states = 0;
+
+static void
+agg_state_released(void *arg)
+{
+	AggStateWatch *watch = (AggStateWatch *) arg;
+
+	if (n_released_states == max_released_states)
+	{
+		int			newmax = max_released_states ? max_released_states * 2 : 64;
+		uint64	   *grown = MemoryContextAllocExtended(TopMemoryContext, sizeof(uint64) * newmax,
+													   MCXT_ALLOC_NO_OOM);
+
+		if (grown == NULL)
+			return;				/* out of memory: that state stays until the backend exits */
+		if (released_states != NULL)
+		{
+			memcpy(grown, released_states, sizeof(uint64) * n_released_states);
+			pfree(released_states);
+		}
+		released_states = grown;
+		max_released_states = newmax;
+	}
+	released_states[n_released_states++] = watch->id;
+}
+
+/* _orochi_pg.agg_state_watch(id) -> whether the call is an aggregate's */
+static PyObject *
+pg_agg_state_watch(PyObject *self, PyObject *arg)
+{
+	unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+	MemoryContext aggcontext;
+	AggStateWatch *watch;
+
+	if (PyErr_Occurred())
+		return NULL;
+	if (current_call == NULL || !AggCheckCallContext(current_call, &aggcontext))
+		Py_RETURN_FALSE;
+	watch = MemoryContextAllocExtended(aggcontext, sizeof(AggStateWatch), MCXT_ALLOC_NO_OOM);
+	if (watch == NULL)
+		return PyErr_NoMemory();
+	watch->id = id;
+	watch->cb.func = agg_state_released;
+	watch->cb.arg = watch;
+	MemoryContextRegisterResetCallback(aggcontext, &watch->cb);
+	Py_RETURN_TRUE;
+}
+
+/* _orochi_pg.released_agg_states() -> ids whose context went, since the last call */
+static PyObject *
+pg_released_agg_states(PyObject *self, PyObject *noargs)
+{
+	PyObject   *ids = PyList_New(n_released_states);
+
+	if (ids == NULL)
+		return NULL;
+	for (int i = 0; i < n_released_states; i++)
+	{
+		PyObject   *id = PyLong_FromUnsignedLongLong(released_states[i]);
+
+		if (id == NULL)
+		{
+			Py_DECREF(ids);
+			return NULL;
+		}
+		PyList_SET_ITEM(ids, i, id);
+	}
+	n_released_states = 0;
+	return ids;
+}
+
+/* _orochi_pg.fault_injection() -> the orochi.fault_injection setting */
+static PyObject *
+pg_fault_injection(PyObject *self, PyObject *noargs)
+{
+	return PyUnicode_FromString(orochi_fault_injection ? orochi_fault_injection : "");
+}
+
 static PyMethodDef pg_methods[] = {
 	{"execute", (PyCFunction) (void (*) (void)) pg_execute, METH_VARARGS | METH_KEYWORDS,
 	"execute(query, params=None, limit=0, types=None, read_only=False, internal=False) -> (rows, rowcount, column_names)"},
@@ -665,6 +809,13 @@ static PyMethodDef pg_methods[] = {
 	"how many of the user's savepoints are open"},
 	{"uses_transaction_snapshot", pg_uses_transaction_snapshot, METH_NOARGS,
 	"whether the isolation level keeps one snapshot for the transaction"},
+	{"durable_transaction_id", pg_durable_transaction_id, METH_NOARGS,
+	"the top-level transaction id, written to the WAL and flushed (never reused after a crash)"},
+	{"agg_state_watch", pg_agg_state_watch, METH_O,
+	"agg_state_watch(id): note id when the calling aggregate's state context goes"},
+	{"released_agg_states", pg_released_agg_states, METH_NOARGS,
+	"the ids of aggregate states whose context went since the last call"},
+	{"fault_injection", pg_fault_injection, METH_NOARGS, "the orochi.fault_injection setting"},
 	{NULL, NULL, 0, NULL}
 };
 
@@ -819,7 +970,8 @@ orochi_py_call(PG_FUNCTION_ARGS)
 {
 	CallInfo   *ci;
 	PyObject   *args;
-	PyObject   *res;
+	PyObject   *volatile res = NULL;
+	FunctionCallInfo saved_call;
 	Datum		result = (Datum) 0;
 
 	orochi_python_ensure();
@@ -843,7 +995,17 @@ orochi_py_call(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
-	res = orochi_runtime_call("call_sql_function", args);
+	saved_call = current_call;
+	current_call = fcinfo;
+	PG_TRY();
+	{
+		res = orochi_runtime_call("call_sql_function", args);
+	}
+	PG_FINALLY();
+	{
+		current_call = saved_call;
+	}
+	PG_END_TRY();
 
 	PG_TRY();
 	{

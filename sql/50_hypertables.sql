@@ -21,7 +21,9 @@ CREATE TABLE orochi.hypertable_chunks (
     relid        oid NOT NULL,
     range_start  bigint NOT NULL,   -- time key, inclusive
     range_end    bigint NOT NULL,   -- time key, exclusive
-    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- when the chunk was created (the clock, as TimescaleDB's creation_time:
+    -- show_chunks / drop_chunks select by it with created_before / created_after)
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (relid, range_start)
 );
 
@@ -66,16 +68,22 @@ LANGUAGE C VOLATILE;
 
 -- Chunks of a hypertable lying wholly before older_than and / or wholly at
 -- or after newer_than (an interval: now() minus it; a timestamptz,
--- timestamp or date; an integer for integer time columns).
+-- timestamp or date; an integer for integer time columns), or created
+-- before created_before and / or at or after created_after (an interval:
+-- now() minus it; a timestamptz, timestamp or date).  TimescaleDB's
+-- arguments, in its order.
 CREATE FUNCTION orochi.show_chunks(relation regclass, older_than "any" DEFAULT NULL,
-                                   newer_than "any" DEFAULT NULL)
+                                   newer_than "any" DEFAULT NULL, created_before "any" DEFAULT NULL,
+                                   created_after "any" DEFAULT NULL)
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C STABLE;
 
--- Drop those chunks: their stripes and the delta rows in their ranges.
+-- Drop those chunks: their stripes and the delta rows in their ranges
+-- (verbose: an INFO line per chunk dropped).
 CREATE FUNCTION orochi.drop_chunks(relation regclass, older_than "any" DEFAULT NULL,
-                                   newer_than "any" DEFAULT NULL)
+                                   newer_than "any" DEFAULT NULL, verbose boolean DEFAULT false,
+                                   created_before "any" DEFAULT NULL, created_after "any" DEFAULT NULL)
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;

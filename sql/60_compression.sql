@@ -73,7 +73,8 @@ SELECT h.relid::regclass                                  AS hypertable_name,
        c.compressed_at,
        c.compressed_rows,
        c.uncompressed_bytes                               AS compressed_from_bytes,
-       c.compressed_bytes                                 AS compressed_to_bytes
+       c.compressed_bytes                                 AS compressed_to_bytes,
+       c.created_at                                       AS chunk_creation_time
   FROM orochi.hypertable_chunks c
   JOIN orochi.hypertables h ON h.relid = c.relid
   LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id

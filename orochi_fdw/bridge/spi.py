@@ -197,3 +197,30 @@ def backend_info() -> dict[str, Any]:
 def transaction_id() -> int:
     """The current top-level transaction id (assigned if need be)."""
     return _pg().transaction_id()
+
+
+def durable_transaction_id() -> int:
+    """The top-level transaction's full id, made durable first: a WAL record
+    carrying it is written and flushed, so that after a crash the id is known
+    to recovery and never handed out again (an id that never reached the
+    disk would be). Costs one WAL flush."""
+    return int(_pg().durable_transaction_id())
+
+
+def agg_state_watch(state_id: int) -> bool:
+    """When called from an aggregate's transition function: have ``state_id``
+    listed by :func:`released_agg_states` once the memory context holding the
+    aggregate's transition values goes (the group, window partition or query
+    is over, or failed). Returns whether the call is an aggregate's."""
+    return bool(_pg().agg_state_watch(int(state_id)))
+
+
+def released_agg_states() -> list[int]:
+    """The ids given to :func:`agg_state_watch` whose context went since the
+    last call."""
+    return list(_pg().released_agg_states())
+
+
+def fault_injection() -> str:
+    """The orochi.fault_injection setting ('' outside a backend)."""
+    return _orochi_pg.fault_injection() if _orochi_pg is not None else ""

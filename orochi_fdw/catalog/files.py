@@ -6,9 +6,12 @@ Layout under a data directory (the ``data_dir`` server option, by default
     <data_dir>/<database oid>/<table oid>/<stripe id>.<xid>.stripe
 
 ``<xid>`` is the full (64-bit) id of the top-level transaction that wrote the
-file. It lets :mod:`orochi_fdw.catalog.vacuum` decide whether a file without
-a catalog row is an orphan (its writer has finished) or belongs to a writer
-that is still running. The stripe writer first writes
+file, made durable before the file is created (written to the WAL and
+flushed: :meth:`~orochi_fdw.catalog.ledger.FileLedger.writer_transaction_id`),
+so that no other transaction ever has it, even after a crash. It lets
+:mod:`orochi_fdw.catalog.vacuum` decide whether a file without a catalog row
+is an orphan (its writer has finished) or belongs to a writer that is still
+running. The stripe writer first writes
 ``.<stripe id>.<xid>.stripe.<random>.tmp`` in the same directory and links
 it into place once it is complete and fsynced; a temporary file that is left
 behind (a crash) carries the same name and is collected the same way.

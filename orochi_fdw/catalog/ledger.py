@@ -40,6 +40,7 @@ class FileLedger:
         self.remove_at_commit: list[str] = []
         self.drop_extension_dirs: list[str] | None = None
         self.xid: int | None = None
+        self.xid_durable = False
         self.joined = False
 
     def _join(self) -> None:
@@ -54,6 +55,19 @@ class FileLedger:
         self._join()
         if self.xid is None:
             self.xid = store.current_xid()
+        return self.xid
+
+    def writer_transaction_id(self) -> int:
+        """The id to name the files this transaction writes with: the
+        top-level transaction's full id, made durable (written to the WAL and
+        flushed) the first time in the transaction, before any file carries
+        it. An id that never reached the disk is handed out again after a
+        crash; a durable one is not, so a file's name names its writer alone
+        (see :mod:`orochi_fdw.catalog.vacuum`)."""
+        self._join()
+        if not self.xid_durable:
+            self.xid = spi.durable_transaction_id()
+            self.xid_durable = True
         return self.xid
 
     def file_created(self, stripe_id: int, path: str) -> None:

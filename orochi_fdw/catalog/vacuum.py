@@ -1,23 +1,42 @@
 """Orphan stripe files and their collection (``orochi.vacuum()``).
 
-A stripe file is live while a catalog row names it. A file without one is
-an orphan once its writer (the transaction id in its name) has finished:
+The decision rests on two facts the writers guarantee:
 
-- the writer aborted (ROLLBACK that could not clean up, a crash, a backend
-  killed): its rows never became visible to anyone;
-- the writer committed before this transaction's snapshot, yet no row names
-  the file: a later DROP or TRUNCATE deleted the row and did not get to
-  remove the file (a crash between its commit and the unlink), or a
-  ROLLBACK TO SAVEPOINT undid the row;
-- the writer's id is beyond any id handed out yet, or is this very
-  transaction's id but this transaction did not write the file: the id was
-  assigned before a crash and never reached the WAL, so it is handed out
-  again after restart, and the file's writer is gone.
+1. A file is named after the top-level transaction that writes it (``W``,
+   its id ``X``), and ``X`` is made durable (a WAL record carrying it is
+   flushed) before the file is created
+   (:meth:`~orochi_fdw.catalog.ledger.FileLedger.writer_transaction_id`).
+   After a crash recovery moves the next transaction id past ``X``, so ``X``
+   is never handed out again: the status of ``X`` is the status of ``W``
+   alone (in progress, committed, or aborted; a crash counts as aborted).
+2. Only ``W`` inserts the catalog rows that name its files (stripe rows);
+   another transaction may later delete such a row, either for good (DROP,
+   TRUNCATE, which remove the file when they commit) or by moving the file
+   to ``orochi.columnar_retired_files`` in the same statement (vacuum of a
+   table, drop_chunks, compression), which names it too until no snapshot
+   can read it.
 
-Files of transactions still in progress (including prepared ones) are kept,
-whatever their age, as are files whose writer committed after this
-transaction's snapshot was taken. Folders of databases that no longer exist
-are removed whole.
+Vacuum takes a snapshot ``S`` and, for each file it lists, reads under
+``S`` whether a row names it, and ``X``'s status and visibility in ``S``.
+It removes the file only if no row names it in ``S`` and
+
+- ``X`` aborted: ``W`` never commits, so no row naming the file is ever
+  visible to anyone; or
+- ``X`` committed and ``S`` sees that commit: ``S`` sees every row ``W``
+  inserted and every later change to them that committed before ``S``; no
+  row names the file, so its row was rolled back to a savepoint or deleted
+  for good, and the file can never be read again.
+
+It keeps every other file: ``W`` in progress (running or prepared: its rows
+may still commit), or committed after ``S`` was taken (its rows exist but
+``S`` cannot see them). So a live file is never removed, whatever runs
+concurrently, and an orphan goes at the first vacuum after its writer ended.
+Files a writer creates after vacuum listed the folder are not looked at.
+
+Files written before ids were made durable may carry an id that a crash
+lost: such an id may be beyond any id handed out yet (an orphan), or be this
+vacuum's own id with the file not its own (an orphan too). Folders of
+databases that no longer exist are removed whole.
 """
 
 from __future__ import annotations
@@ -88,7 +107,8 @@ def _decide(candidates: list[tuple[str, int]], own_xid: int) -> list[str]:
     """The orphans among (path, writer xid) pairs."""
     # A file named with this very transaction's id that this transaction did
     # not create was written under the same id before a crash (an id that
-    # never reached the WAL is handed out again after restart).
+    # never reached the WAL is handed out again after restart; only files
+    # written before ids were made durable can carry one).
     own = set(ledger.created.values())
     orphans = [p for p, x in candidates if x == own_xid and p not in own]
     candidates = [(p, x) for p, x in candidates if x != own_xid]

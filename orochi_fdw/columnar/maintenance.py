@@ -47,6 +47,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from orochi_fdw.bridge import spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import deletes
@@ -219,6 +220,7 @@ def compact(relid: int) -> CompactResult:
                 written.append((record, ids if rows is None else ids[rows]))
             pending, pending_rows = [], 0
             progress.update(stripes_done=len(written), rows_done=sum(len(i) for _, i in written))
+            fault_point("compact:after_write")
 
         progress.update(force=True, phase="writing stripes")
         for batch in table.delta.scan(names, read_only=False):
@@ -239,6 +241,7 @@ def compact(relid: int) -> CompactResult:
         progress.update(force=True, phase="moving rows", stripes_total=len(written))
         all_ids = np.concatenate([ids for _, ids in written])
         moved = table.delta.delete(all_ids.tolist())
+        fault_point("compact:after_move")
         for record, ids in written:
             gone = [i for i, rid in enumerate(ids.tolist()) if rid not in moved]
             if len(gone) == len(ids):
@@ -251,6 +254,7 @@ def compact(relid: int) -> CompactResult:
             result.stripes_written += 1
         result.moved_rows = len(moved)
         progress.update(force=True, phase="committing", stripes_done=len(written), rows_done=len(moved))
+        fault_point("compact:before_commit")
         return result
     finally:
         progress.close()
@@ -404,6 +408,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
                 rewritten.append((stripe, bitmap, table.write_stripe_columns(columns, raw, insert=False,
                                                                               chunk_id=stripe.chunk_id)))
             progress.update(stripes_done=i + 1, rows_done=progress.state["rows_done"] + stripe.row_count)
+            fault_point("vacuum:after_write")
         if not rewritten:
             return result
 
@@ -429,6 +434,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
             gone_old.append(old.stripe_id)
         retire_stripes(relid, gone_old)
         progress.update(force=True, phase="committing")
+        fault_point("vacuum:before_commit")
         return result
     finally:
         progress.close()

@@ -26,6 +26,7 @@ import numpy as np
 
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.batch import Batch, wire_kind_for_type
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
@@ -256,7 +257,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         wanted; a file whose row is never inserted goes at the end of the
         transaction). ``chunk_id``: the hypertable chunk every row lies in
         (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
-        xid = ledger.transaction_id()
+        xid = ledger.writer_transaction_id()
         directory = files.ensure_table_dir(self._data_dir(), self.relid)
         writer = None
         for _ in range(8):
@@ -284,6 +285,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         ledger.file_created(stripe_id, path)
         with writer:
             writer.write_batch(columns)
+        fault_point("write_stripe:after_file")
         meta = writer.metadata
 
         record = store.StripeRecord(

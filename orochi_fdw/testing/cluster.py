@@ -466,12 +466,28 @@ class PostgresCluster:
     def kill9(self, *, wait: float = 15.0, kill_children: bool = False) -> int:
         """Crash the server: SIGKILL the postmaster, then wait until its children have
         exited too (they notice the postmaster's death), so that :meth:`start` can run
-        crash recovery. Children still alive after ``wait`` seconds, or all of them at
-        once with ``kill_children=True``, get SIGKILL. Returns the postmaster's pid."""
+        crash recovery. Children still alive after ``wait`` seconds get SIGKILL.
+
+        With ``kill_children=True`` every server process dies at the same instant, as
+        in a machine crash: all are stopped (SIGSTOP) before any is killed, so that no
+        backend sees the postmaster die and exits cleanly (a backend waiting for a lock
+        notices the postmaster's death and aborts its transaction, running its
+        clean-up). Returns the postmaster's pid."""
         pid = self.postmaster_pid()
         if pid is None or not _process_alive(pid):
             raise ClusterError(f"cluster {self.name} is not running")
-        children = [p for p in _processes_in(self.datadir) if p != pid]
+        if kill_children:
+            self._signal([pid], signal.SIGSTOP)
+            stopped = {pid}
+            while True:  # children the postmaster forked before it stopped
+                children = [p for p in _processes_in(self.datadir) if p not in stopped]
+                if not children:
+                    break
+                self._signal(children, signal.SIGSTOP)
+                stopped.update(children)
+            children = [p for p in stopped if p != pid]
+        else:
+            children = [p for p in _processes_in(self.datadir) if p != pid]
         os.kill(pid, signal.SIGKILL)
         if kill_children:
             self._sigkill(children)
@@ -490,9 +506,13 @@ class PostgresCluster:
 
     @staticmethod
     def _sigkill(pids: Iterable[int]) -> None:
+        PostgresCluster._signal(pids, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(pids: Iterable[int], sig: int) -> None:
         for p in pids:
             try:
-                os.kill(p, signal.SIGKILL)
+                os.kill(p, sig)
             except ProcessLookupError:
                 pass
 

@@ -283,18 +283,46 @@ def excluded_chunks(column: str, chunks: Sequence[Chunk], quals: Sequence[BoundQ
 
 # ---------------------------------------------------------------- dropping
 
-def select_chunks(relid: int, older_than: int | None, newer_than: int | None) -> list[Chunk]:
-    """The chunks lying wholly before ``older_than`` and wholly at or after
-    ``newer_than`` (keys; None: no bound)."""
+@dataclass(frozen=True)
+class ChunkSelection:
+    """Which chunks show_chunks / drop_chunks take: by time range (keys),
+    the chunks lying wholly before ``older_than`` and wholly at or after
+    ``newer_than``; or by creation time (microseconds since 1970-01-01 UTC),
+    the chunks created before ``created_before`` and at or after
+    ``created_after``. None: no bound."""
+
+    older_than: int | None = None
+    newer_than: int | None = None
+    created_before: int | None = None
+    created_after: int | None = None
+
+
+_LIST_CREATED = """
+SELECT chunk_id, range_start, range_end
+  FROM orochi.hypertable_chunks
+ WHERE relid = $1
+   AND ($2::bigint IS NULL OR extract(epoch FROM created_at) * 1000000 < $2)
+   AND ($3::bigint IS NULL OR extract(epoch FROM created_at) * 1000000 >= $3)
+ ORDER BY range_start
+"""
+
+
+def select_chunks(relid: int, selection: ChunkSelection) -> list[Chunk]:
+    """The chunks of a hypertable a selection takes, in time order."""
+    if selection.created_before is not None or selection.created_after is not None:
+        rows = spi.prepared(_LIST_CREATED, ["oid", "bigint", "bigint"]).execute(
+            [int(relid), selection.created_before, selection.created_after]).rows
+        return [Chunk(int(r[0]), int(relid), int(r[1]), int(r[2])) for r in rows]
+    older_than, newer_than = selection.older_than, selection.newer_than
     return [c for c in list_chunks(relid)
             if (older_than is None or c.range_end <= older_than)
             and (newer_than is None or c.range_start >= newer_than)]
 
 
-def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> list[str]:
-    """Drop the chunks lying wholly before ``older_than`` / wholly at or
-    after ``newer_than``, in the caller's transaction: their catalog rows,
-    their stripes and the delta rows in their ranges.
+def drop_chunks(relid: int, selection: ChunkSelection) -> list[str]:
+    """Drop the chunks a selection takes (:class:`ChunkSelection`), in the
+    caller's transaction: their catalog rows, their stripes and the delta
+    rows in their ranges.
 
     It first waits for the hypertable's open writers and keeps new ones out
     until the transaction ends (:func:`~orochi_fdw.timeseries.hypertable.lock_for_drop`),
@@ -304,8 +332,7 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
 
     Args:
         relid: the hypertable.
-        older_than: a time key, or None.
-        newer_than: a time key, or None.
+        selection: the chunks to drop.
 
     Returns:
         The dropped chunks' names, in time order.
@@ -318,7 +345,7 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
     if ht is None:
         return []
     hypertables.lock_for_drop(relid)
-    doomed = select_chunks(relid, older_than, newer_than)
+    doomed = select_chunks(relid, selection)
     if not doomed:
         return []
     ids = [int(r[0]) for r in spi.prepared(

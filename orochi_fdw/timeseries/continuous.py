@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from orochi_fdw.bridge import privileges, spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval, SpecialValue
 from orochi_fdw.errors import SPIError
@@ -593,6 +594,7 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
         _update_watermark(cagg, bucket, dimension, mat_name)
     else:
         spi.notice(f'continuous aggregate "{cagg.name}" is already up-to-date')
+    fault_point("refresh:before_commit")
     return result
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from orochi_fdw.bridge import privileges, spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.api import Qual
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval, SpecialValue
@@ -275,11 +276,13 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
     progress = maintenance.Progress("compress" if compress else "decompress", relid)
     try:
         old_ids = _read_stripes(table, chunk, parts, result, progress)
+        fault_point("compress:after_read")
         progress.update(force=True, phase="moving delta rows")
         _move_delta_rows(table, ht, chunk, parts, result)
         progress.update(force=True, phase="writing stripes")
         table.settings = _writer_settings(table.settings, compress)
         new_records = _write_sorted(table, ht, chunk, parts, result.rows, progress)
+        fault_point("compress:after_write")
         progress.update(force=True, phase="swapping stripes")
         for record in new_records:
             store.insert_stripe(record)
@@ -288,6 +291,7 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
         result.stripes_after = len(new_records)
         _mark_chunk(chunk, compress, result)
         progress.update(force=True, phase="committing")
+        fault_point("compress:before_commit")
         return result
     finally:
         progress.close()
@@ -507,7 +511,7 @@ def run_retention(job_id: int, relid: int, config: dict) -> str:
     ht = _hypertable_or_error(relid)
     check_owner(relid)  # the job's owner (it runs as that role) must own the table now
     cutoff = _config_cutoff(ht, config, "drop_after")
-    dropped = chunk_catalog.drop_chunks(relid, cutoff, None)
+    dropped = chunk_catalog.drop_chunks(relid, chunk_catalog.ChunkSelection(older_than=cutoff))
     return f"dropped {len(dropped)} chunk(s) older than {config['drop_after']}"
 
 

@@ -78,9 +78,12 @@ def _chunk_interval(value: Any, time_type: str, column: str) -> int:
         except timekeys.InvalidTimeArgumentError as exc:
             raise HypertableError(str(exc), "22023") from None
     interval = int(value)
-    if interval <= 0:
+    if interval <= 0 and not timekeys.is_integer_type(time_type):
         raise HypertableError("invalid chunk_time_interval: must be greater than zero", "22023")
-    return interval
+    try:
+        return timekeys.check_integer_interval(interval, time_type)
+    except timekeys.InvalidTimeArgumentError as exc:
+        raise HypertableError(str(exc), "22023", hint=exc.hint) from None
 
 
 @sql_function("create_hypertable")
@@ -190,33 +193,70 @@ def _hypertable_for(relation: Any) -> hypertable.Hypertable:
     return ht
 
 
-def _cutoffs(relation: Any, older_than: Any, newer_than: Any, need_one: bool
-             ) -> tuple[hypertable.Hypertable, int | None, int | None]:
+_MIXED = ('cannot specify "older_than" or "newer_than" together with "created_before" or "created_after"')
+_MIXED_HINT = ('"older_than" and "newer_than" select chunks by their time range, "created_before" and '
+               '"created_after" by when the chunks were created; use one pair.')
+
+
+def _selection(relation: Any, older_than: Any, newer_than: Any, created_before: Any, created_after: Any,
+               need_one: bool) -> tuple[hypertable.Hypertable, chunks.ChunkSelection]:
+    """The hypertable and the chunks the arguments of show_chunks /
+    drop_chunks select, checked as TimescaleDB checks them.
+
+    Raises:
+        HypertableError: not a hypertable (42809); both pairs of bounds, no
+            bound at all for drop_chunks, a range whose end is not after its
+            start (22023).
+        InvalidTimeArgumentError: a bound of a type that does not fit.
+    """
     ht = _hypertable_for(relation)
-    if need_one and older_than is None and newer_than is None:
+    by_time = older_than is not None or newer_than is not None
+    by_creation = created_before is not None or created_after is not None
+    if by_time and by_creation:
+        raise HypertableError(_MIXED, "22023", hint=_MIXED_HINT)
+    if need_one and not by_time and not by_creation:
         raise HypertableError("invalid time range for dropping chunks", "22023",
-                              hint="At least one of older_than and newer_than must be given.")
-    return ht, _time_argument(ht, older_than), _time_argument(ht, newer_than)
+                              hint="At least one of older_than/newer_than or created_before/created_after"
+                                   " must be given.")
+    if by_creation:
+        before = timekeys.creation_cutoff(created_before, "created_before") if created_before is not None else None
+        after = timekeys.creation_cutoff(created_after, "created_after") if created_after is not None else None
+        if before is not None and after is not None and before <= after:
+            raise HypertableError("invalid chunk creation time range", "22023",
+                                  hint="The start of the time range must be before the end.")
+        return ht, chunks.ChunkSelection(created_before=before, created_after=after)
+    older, newer = _time_argument(ht, older_than), _time_argument(ht, newer_than)
+    if older is not None and newer is not None and older <= newer:
+        raise HypertableError("invalid time range", "22023",
+                              hint="The start of the time range must be before the end.")
+    return ht, chunks.ChunkSelection(older_than=older, newer_than=newer)
 
 
 @sql_function("show_chunks")
-def show_chunks(relation: Any, older_than: Any = None, newer_than: Any = None) -> list[str]:
+def show_chunks(relation: Any, older_than: Any = None, newer_than: Any = None,
+                created_before: Any = None, created_after: Any = None) -> list[str]:
     """orochi.show_chunks: the names of the chunks lying wholly before
-    older_than and / or wholly at or after newer_than, in time order (for
+    older_than and / or wholly at or after newer_than, or created before
+    created_before and / or at or after created_after, in time order (for
     roles with SELECT on the hypertable)."""
     if relation is not None:
         privileges.require_table_privilege(_relid(relation), "SELECT", "orochi.show_chunks")
-    ht, older, newer = _cutoffs(relation, older_than, newer_than, need_one=False)
-    return [c.name for c in chunks.select_chunks(ht.relid, older, newer)]
+    ht, selection = _selection(relation, older_than, newer_than, created_before, created_after, need_one=False)
+    return [c.name for c in chunks.select_chunks(ht.relid, selection)]
 
 
 @sql_function("drop_chunks")
-def drop_chunks(relation: Any, older_than: Any = None, newer_than: Any = None) -> list[str]:
+def drop_chunks(relation: Any, older_than: Any = None, newer_than: Any = None, verbose: bool | None = False,
+                created_before: Any = None, created_after: Any = None) -> list[str]:
     """orochi.drop_chunks: drop those chunks (stripes and delta rows) and
-    return their names."""
-    ht, older, newer = _cutoffs(relation, older_than, newer_than, need_one=True)
+    return their names; ``verbose`` reports each one (INFO)."""
+    ht, selection = _selection(relation, older_than, newer_than, created_before, created_after, need_one=True)
     check_owner(ht.relid)
-    return chunks.drop_chunks(ht.relid, older, newer)
+    dropped = chunks.drop_chunks(ht.relid, selection)
+    if verbose:
+        for name in dropped:
+            spi.log("info", f"dropping chunk {name}")
+    return dropped
 
 
 _STRIPE_STATS = """
