@@ -268,7 +268,7 @@ orochi_py_to_cstring(PyObject *obj)
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(s);
+		OROCHI_RELEASE(s);
 	}
 	PG_END_TRY();
 	return r;
@@ -467,7 +467,7 @@ orochi_datum_to_py(Datum value, bool isnull, OrochiTypeConv *conv)
 					}
 					PG_CATCH();
 					{
-						Py_DECREF(r);
+						OROCHI_RELEASE(r);
 						PG_RE_THROW();
 					}
 					PG_END_TRY();
@@ -600,7 +600,7 @@ py_to_array(PyObject *obj, OrochiTypeConv *conv)
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(seq);
+		OROCHI_RELEASE(seq);
 	}
 	PG_END_TRY();
 	dims[0] = (int) n;
@@ -759,7 +759,7 @@ orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 				}
 				PG_FINALLY();
 				{
-					Py_DECREF(s);
+					OROCHI_RELEASE(s);
 				}
 				PG_END_TRY();
 				return d;
@@ -784,7 +784,7 @@ orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 		}
 		PG_FINALLY();
 		{
-			Py_DECREF(text);
+			OROCHI_RELEASE(text);
 		}
 		PG_END_TRY();
 		return d;
