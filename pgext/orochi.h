@@ -192,5 +192,7 @@ extern void orochi_spi_at_xact_end(void);
 extern bool orochi_error_pending(void);
 extern void orochi_rethrow_pending(void) pg_attribute_noreturn();
 extern void orochi_check_pending(PyObject *result);
+extern int	orochi_python_subxact_count(void);
+extern int	orochi_close_python_subxacts(int keep);
 
 #endif							/* OROCHI_H */

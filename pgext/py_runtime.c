@@ -453,10 +453,35 @@ python_unwound(void)
  *		the session (python_unwound) instead of corrupting the interpreter.
  *		Returns a new reference, or NULL with the Python error set.
  */
+/*
+ * python_returned
+ *		After a call into Python: sub-transactions it opened and left open are
+ *		rolled back, and the call then counts as failed (a Python error is
+ *		set, the result released).
+ */
+static PyObject *
+python_returned(PyObject *res, int subxacts)
+{
+	int			closed;
+
+	if (orochi_python_subxact_count() <= subxacts)
+		return res;
+	closed = orochi_close_python_subxacts(subxacts);
+	if (res == NULL)
+		return NULL;			/* Python's own error says more */
+	Py_DECREF(res);
+	PyErr_Format(PyExc_RuntimeError,
+				 "%d sub-transaction(s) opened by Python (spi.subtransaction) were still open when "
+				 "Python returned to Postgres and were rolled back; a sub-transaction must end "
+				 "before Python returns (a generator must not yield inside one)", closed);
+	return NULL;
+}
+
 PyObject *
 orochi_py_invoke(PyObject *callable, PyObject *args, PyObject *kwargs)
 {
 	PyObject   *volatile res = NULL;
+	int			subxacts = orochi_python_subxact_count();
 
 	orochi_py_enter();
 	PG_TRY();
@@ -469,7 +494,7 @@ orochi_py_invoke(PyObject *callable, PyObject *args, PyObject *kwargs)
 	}
 	PG_END_TRY();
 	orochi_py_leave();
-	return res;
+	return python_returned(res, subxacts);
 }
 
 /* PyIter_Next, guarded like orochi_py_invoke */
@@ -477,6 +502,7 @@ PyObject *
 orochi_py_next(PyObject *iterator)
 {
 	PyObject   *volatile res = NULL;
+	int			subxacts = orochi_python_subxact_count();
 
 	orochi_py_enter();
 	PG_TRY();
@@ -489,7 +515,7 @@ orochi_py_next(PyObject *iterator)
 	}
 	PG_END_TRY();
 	orochi_py_leave();
-	return res;
+	return python_returned(res, subxacts);
 }
 
 /*
@@ -901,9 +927,17 @@ track_subxact(SubXactEvent event, SubTransactionId mySubid)
 	{
 		SubxactRecord *rec = &subxact_records[i];
 
-		if (orochi_python_depth > rec->python_depth && !proc_exit_inprogress)
-			python_poisoned = true; /* see orochi_xact_callback */
-		orochi_python_depth = rec->python_depth;
+		/*
+		 * Deeper in Python than when it began: an ERROR unwound past a call
+		 * into Python (see orochi_xact_callback).  (Shallower is fine: C
+		 * rolls back what Python left open once the call has returned.)
+		 */
+		if (orochi_python_depth > rec->python_depth)
+		{
+			if (!proc_exit_inprogress)
+				python_poisoned = true;
+			orochi_python_depth = rec->python_depth;
+		}
 		orochi_spi_at_subxact_abort(mySubid, rec->internal_depth);
 	}
 	subxact_record_count = i;

@@ -740,6 +740,45 @@ drop_pysubxacts_from(SubTransactionId subid)
 		npysubxacts--;
 }
 
+int
+orochi_python_subxact_count(void)
+{
+	return npysubxacts;
+}
+
+/*
+ * orochi_close_python_subxacts
+ *		Roll back the sub-transactions Python opened beyond the first keep,
+ *		innermost first; returns how many.  Called in C when a call into
+ *		Python returns: a sub-transaction must not stay open across a return
+ *		to Postgres (the executor would go on inside it, and a later rollback
+ *		of it would silently undo the statement's own work).
+ */
+int
+orochi_close_python_subxacts(int keep)
+{
+	int			closed = 0;
+
+	while (npysubxacts > keep)
+	{
+		PySubxact	sx = pysubxacts[npysubxacts - 1];
+
+		if (sx.opened)
+		{
+			if (sx.id != GetCurrentSubTransactionId())
+				elog(ERROR, "orochi: a sub-transaction opened by Python is not the current one");
+			npysubxacts--;
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(sx.cxt);
+			CurrentResourceOwner = sx.owner;
+		}
+		else
+			npysubxacts--;
+		closed++;
+	}
+	return closed;
+}
+
 void
 orochi_spi_at_xact_end(void)
 {
