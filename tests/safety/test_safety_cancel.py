@@ -109,3 +109,47 @@ def test_terminate_inside_python_sql_ends_that_backend_only(pg_cluster, db, new_
     assert pg_cluster.postmaster_pid() == postmaster
     assert other.execute("SELECT 1").fetchone() == (1,)
     assert "terminated by signal" not in pg_cluster.log_tail(30)
+
+
+# A kernel call of this many values runs for about 10 s on these machines
+# (hashing zero pages: no memory used); a cancel must stop it long before.
+KERNEL_ROWS = 1_000_000_000
+
+
+def test_statement_timeout_stops_a_long_kernel(db, wrapper_table):
+    wrapper_table("spin", "x int", "KernelWrapper", rows=KERNEL_ROWS)
+    db.execute("SET statement_timeout = '300ms'")
+    start = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled, match="canceling statement due to statement timeout"):
+        db.execute("SELECT * FROM spin")
+    # the kernel polls every 65,536 values (well under a millisecond)
+    assert time.monotonic() - start < 3.0
+    db.execute("RESET statement_timeout")
+    assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_user_cancel_stops_a_long_kernel(db, new_connection, wrapper_table):
+    wrapper_table("spin", "x int", "KernelWrapper", rows=KERNEL_ROWS)
+    pid = db.info.backend_pid
+    other = new_connection()
+    sent = {}
+
+    def cancel_when_running():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = other.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+            if state and state[0] == "active":
+                time.sleep(0.3)  # inside the kernel by now (numpy's allocation is instant)
+                sent["at"] = time.monotonic()
+                other.execute("SELECT pg_cancel_backend(%s)", [pid])
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=cancel_when_running)
+    t.start()
+    with pytest.raises(psycopg.errors.QueryCanceled, match="canceling statement due to user request"):
+        db.execute("SELECT * FROM spin")
+    stopped = time.monotonic()
+    t.join()
+    assert stopped - sent["at"] < 3.0
+    assert db.execute("SELECT * FROM (VALUES (1)) v").fetchone() == (1,)
