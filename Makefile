@@ -2,8 +2,13 @@
 #
 #   make deps      system packages (PostgreSQL 15 + server headers, Python 3.11, compilers)
 #   make venv      the virtualenv backends and tests use, $(OROCHI_PREFIX)/venv
-#   make build     Cython kernels + Python package into the venv, then the C bridge
+#   make build     Cython kernels + Python package as a new release, then the C bridge
 #   make install   install the bridge into PostgreSQL (sudo when not root)
+#
+# Installing while servers run is safe: the Python package goes into a new directory
+# under $(OROCHI_PREFIX)/releases and a symlink is switched to it atomically; running
+# backends keep the release (and the orochi.so) they started with, new ones take the
+# new one; a preloading server keeps its own until it restarts (ci/install-release.py).
 #   make test      run the test suite against real PostgreSQL 15 clusters
 #   make demo      run the demo
 #   make bench     run the benchmarks
@@ -44,7 +49,7 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt ci/make-venv.sh | deps
 venv: deps $(VENV_STAMP)
 
 build: venv
-	$(VENV)/bin/pip install --no-deps --no-build-isolation .
+	$(PYTHON) ci/install-release.py --prefix $(OROCHI_PREFIX)
 	chmod -R a+rX $(VENV)
 	$(MAKE) -C pgext $(PGEXT_VARS)
 

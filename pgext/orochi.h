@@ -91,6 +91,7 @@ extern void orochi_py_leave(void);
 extern PyObject *orochi_py_invoke(PyObject *callable, PyObject *args, PyObject *kwargs);
 extern PyObject *orochi_py_next(PyObject *iterator);
 extern bool orochi_python_cleanup_allowed(void);
+extern bool orochi_in_backend_thread(void);
 extern PyObject *orochi_call(PyObject *callable, PyObject *args, PyObject *kwargs);
 extern void orochi_mark_xact_touched(void);
 extern int	orochi_savepoint_depth(void);

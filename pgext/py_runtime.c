@@ -16,6 +16,7 @@
 #include "orochi.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@ int			orochi_unwinding = 0;
 
 static bool python_started = false;
 static pid_t python_pid = 0;	/* the process that started or last adopted Python */
+static pthread_t backend_thread;	/* the thread of that process that runs Postgres */
 static bool signals_ready = false;	/* this backend's signal wrappers are in place */
 static bool convert_ready = false;	/* orochi_convert_init has succeeded */
 static PyObject *runtime_module = NULL;
@@ -267,6 +269,18 @@ start_interpreter(void)
 	}
 	python_started = true;
 	python_pid = MyProcPid;
+	backend_thread = pthread_self();
+}
+
+/*
+ * Whether the caller runs in the backend's own thread: Postgres is not
+ * thread-safe, and a Python thread (threading, an executor) must not call
+ * into it.
+ */
+bool
+orochi_in_backend_thread(void)
+{
+	return python_started && pthread_equal(pthread_self(), backend_thread);
 }
 
 /*
@@ -321,6 +335,7 @@ orochi_python_ensure(void)
 	{
 		PyOS_AfterFork_Child();
 		python_pid = MyProcPid;
+		backend_thread = pthread_self();
 		signals_ready = false;
 	}
 	if (runtime_module != NULL && signals_ready && convert_ready)
@@ -464,9 +479,16 @@ python_returned(PyObject *res, int subxacts)
 {
 	int			closed;
 
+	PyObject   *t,
+			   *v,
+			   *tb;
+
 	if (orochi_python_subxact_count() <= subxacts)
 		return res;
+	/* the rollbacks' callbacks may call Python hooks: keep Python's error aside */
+	PyErr_Fetch(&t, &v, &tb);
 	closed = orochi_close_python_subxacts(subxacts);
+	PyErr_Restore(t, v, tb);
 	if (res == NULL)
 		return NULL;			/* Python's own error says more */
 	Py_DECREF(res);
@@ -735,6 +757,8 @@ orochi_py_warn(const char *context)
 			 context ? errcontext("orochi: %s", context) : 0));
 }
 
+static void call_xact_hook_body(const char *func, PyObject *args, bool may_error);
+
 /*
  * Transaction hooks.  Python hears about a transaction only if an orochi
  * foreign table or function was used in it; the runtime then calls begin,
@@ -749,6 +773,22 @@ orochi_mark_xact_touched(void)
 
 static void
 call_xact_hook(const char *func, PyObject *args, bool may_error)
+{
+	PyObject   *t,
+			   *v,
+			   *tb;
+
+	/*
+	 * A hook may run while C handles a Python error of its own (a
+	 * sub-transaction rolled back after a failed call): keep it aside.
+	 */
+	PyErr_Fetch(&t, &v, &tb);
+	call_xact_hook_body(func, args, may_error);
+	PyErr_Restore(t, v, tb);
+}
+
+static void
+call_xact_hook_body(const char *func, PyObject *args, bool may_error)
 {
 	PyObject   *f;
 	PyObject   *res;

@@ -44,8 +44,15 @@ static int	internal_subxact_depth = 0;
 static PyObject *spi_error_type = NULL;
 static PyObject *aborted_type = NULL;
 
-/* the pending error (see the file's head), in its own memory context */
+/*
+ * The pending error (see the file's head), in its own memory context.
+ * pending_unclean: nothing has cleaned up after it yet (no sub-transaction
+ * was rolled back: parallel mode, a failure of the sub-transaction machinery)
+ * -- the abort of an enclosing sub-transaction does.  A cancel that was
+ * rolled back already stays pending until it is re-thrown.
+ */
 static ErrorData *pending_error = NULL;
+static bool pending_unclean = false;
 static MemoryContext pending_cxt = NULL;
 
 bool
@@ -121,9 +128,10 @@ set_spi_error_text(int sqlerrcode, const char *message)
  */
 
 /*
- * keep_pending_error
- *		In a PG_CATCH block (CurrentMemoryContext not ErrorContext): make the
- *		error being handled the pending one, and clear Postgres's error state.
+ * take_error
+ *		In a PG_CATCH block (CurrentMemoryContext not ErrorContext): a copy of
+ *		the error being handled, in pending_cxt; Postgres's error state is
+ *		cleared.
  */
 static ErrorData *
 take_error(void)
@@ -145,10 +153,12 @@ take_error(void)
 	return edata;
 }
 
+/* keep_pending_error: the error being handled becomes the pending one (unclean) */
 static void
 keep_pending_error(void)
 {
 	pending_error = take_error();
+	pending_unclean = true;
 }
 
 /* Raise StatementAborted for the pending error; returns NULL */
@@ -206,11 +216,12 @@ void
 orochi_spi_at_subxact_abort(SubTransactionId subid, int internal_depth)
 {
 	/*
-	 * A pending error comes from parallel mode, which cannot start
-	 * sub-transactions: an aborting one holds it, and its rollback is the
-	 * clean-up the error needed.
+	 * An unclean pending error comes from parallel mode, which cannot start
+	 * sub-transactions (or from the sub-transaction machinery itself): an
+	 * aborting one holds it, and its rollback is the clean-up it needed.
 	 */
-	pending_error = NULL;
+	if (pending_unclean)
+		pending_error = NULL;
 	internal_subxact_depth = internal_depth;
 	drop_pysubxacts_from(subid);
 }
@@ -218,14 +229,22 @@ orochi_spi_at_subxact_abort(SubTransactionId subid, int internal_depth)
 /*
  * postgres_usable
  *		Whether Python may call into Postgres now; if not, a Python exception
- *		is set.  Never while a pending error waits, nor from a finalizer that
- *		runs while Postgres unwinds an error (OROCHI_RELEASE), nor (for what
- *		needs one) outside a transaction in progress: during commit or abort
- *		processing Postgres cannot run SQL.
+ *		is set.  Never from another thread than the backend's, nor while a
+ *		pending error waits, nor from a finalizer that runs while Postgres
+ *		unwinds an error (OROCHI_RELEASE), nor (for what needs one) outside a
+ *		transaction in progress: during commit or abort processing Postgres
+ *		cannot run SQL.
  */
 static bool
 postgres_usable(bool needs_transaction)
 {
+	if (!orochi_in_backend_thread())
+	{
+		PyErr_SetString(PyExc_RuntimeError,
+						"Postgres can only be called from the thread that runs the backend, "
+						"not from a Python thread");
+		return false;
+	}
 	if (pending_error != NULL)
 	{
 		raise_pending();
@@ -551,6 +570,7 @@ run_in_subxact(spi_body body, void *arg)
 	{
 		/* rolled back, but a cancel ends the statement: as the pending error */
 		pending_error = edata;
+		pending_unclean = false;
 		unrecoverable = true;
 	}
 	if (unrecoverable)
@@ -845,6 +865,39 @@ pg_subxact_begin(PyObject *self, PyObject *noargs)
 	return PyLong_FromUnsignedLong(sx.id);
 }
 
+/*
+ * A block ends while an error is pending (its exception is on its way out):
+ * a block without a sub-transaction is just closed; a real sub-transaction is
+ * rolled back if the error was cleaned up already (a cancel), else left to
+ * the abort that will clean up both.  Raises the pending error again.
+ */
+static PyObject *
+end_subxact_for_pending(void)
+{
+	PySubxact	sx;
+
+	if (npysubxacts == 0)
+		return raise_pending();
+	sx = pysubxacts[npysubxacts - 1];
+	if (!sx.opened)
+		npysubxacts--;
+	else if (!pending_unclean && sx.id == GetCurrentSubTransactionId() && IsTransactionState())
+	{
+		ErrorData  *saved = pending_error;
+
+		npysubxacts--;
+		pending_error = NULL;	/* the rollback's callbacks may run Python hooks */
+		if (rollback_subxact(sx.cxt))
+		{
+			CurrentResourceOwner = sx.owner;
+			pending_error = saved;
+			pending_unclean = false;
+		}
+		/* else its error is the pending one now */
+	}
+	return raise_pending();
+}
+
 static PyObject *
 pg_subxact_end(PyObject *self, PyObject *args)
 {
@@ -855,6 +908,8 @@ pg_subxact_end(PyObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "p", &commit))
 		return NULL;
+	if (pending_error != NULL && orochi_in_backend_thread())
+		return end_subxact_for_pending();
 	if (!postgres_usable(true))
 		return NULL;
 	if (npysubxacts == 0)

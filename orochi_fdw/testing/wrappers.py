@@ -527,9 +527,30 @@ class SqlWrapper(ForeignDataWrapper):
     options_spec = {"table": {"sql": OptionSpec(str, "the statement to run"),
                               "catch": OptionSpec(parse_bool, "catch the SQL's exception"),
                               "subtransaction": OptionSpec(parse_bool, "run it in a sub-transaction"),
-                              "read_only": OptionSpec(parse_bool, "SPI's read-only mode")}}
+                              "read_only": OptionSpec(parse_bool, "SPI's read-only mode"),
+                              "thread": OptionSpec(parse_bool, "run it from another Python thread")}}
 
     def _run(self):
+        if parse_bool(self.options.get("thread", "false")):
+            import threading
+
+            outcome: dict = {}
+
+            def work():
+                try:
+                    outcome["result"] = self._run_here()
+                except BaseException as exc:  # noqa: BLE001 - handed to the scan
+                    outcome["error"] = exc
+
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["result"]
+        return self._run_here()
+
+    def _run_here(self):
         read_only = parse_bool(self.options.get("read_only", "false"))
         if parse_bool(self.options.get("subtransaction", "false")):
             with spi.subtransaction():
@@ -665,3 +686,11 @@ class LogWrapper(ForeignDataWrapper):
                 yield ("logged",)
             except SPIError as exc:
                 yield (f"{exc.sqlstate} {exc.message}",)
+
+
+class ReleaseWrapper(ForeignDataWrapper):
+    """Yields one row: the file this module was imported from (which
+    installed release of orochi the backend runs; for install tests)."""
+
+    def execute(self, quals, columns, sortkeys=None):
+        yield {name: __file__ for name in columns}

@@ -31,6 +31,8 @@ def lock_holder(new_connection):
 def test_lock_timeout_inside_python_sql_is_55P03(db, wrapper_table, lock_holder, catch):
     wrapper_table("locker", "x text", "SqlWrapper", sql=f"SELECT pg_advisory_xact_lock({LOCK_KEY})::text",
                   catch=catch)
+    # handling an error needs a sub-transaction, which parallel mode refuses
+    db.execute("SET force_parallel_mode = off")
     db.execute("SET lock_timeout = '200ms'")
     if catch == "true":
         # a lock timeout is an ordinary error: a wrapper may handle it

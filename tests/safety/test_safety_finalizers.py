@@ -1,8 +1,9 @@
 """Python code that runs while Postgres unwinds an error or aborts a
-transaction (a generator closed by the bridge, a ``__del__``) cannot call
-into Postgres: the call raises instead of running SQL in the middle of error
-handling, and the bridge's state (the stack of Python sub-transactions)
-matches Postgres's afterwards.
+transaction (a generator closed by the bridge, a ``__del__``), or in another
+thread, cannot call into Postgres: the call raises instead of running SQL in
+the middle of error handling (or concurrently with the backend), and the
+bridge's state (the stack of Python sub-transactions) matches Postgres's
+afterwards.
 """
 
 from __future__ import annotations
@@ -106,3 +107,11 @@ def test_finalizer_during_error_unwinding(db, fin):
         assert notes == ["param del: SPIError: Postgres cannot be used while it handles an error "
                          "(Python code running in a finalizer)"], notes
         assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_sql_from_another_thread_is_refused(db, wrapper_table):
+    wrapper_table("threaded", "x text", "SqlWrapper", sql="SELECT 'x'", thread="true", catch="true")
+    for _ in range(3):
+        row = db.execute("SELECT * FROM threaded").fetchone()
+        assert row == ("caught RuntimeError: Postgres can only be called from the thread that runs the "
+                       "backend, not from a Python thread",)

@@ -93,13 +93,14 @@ def test_sql_error_in_parallel_mode_cannot_be_swallowed(db, wrapper_table):
     Postgres reported it; the next statements work."""
     wrapper_table("careless", "x text", "SqlWrapper", sql="SELECT 1 / 0", catch="true")
     # outside parallel mode the wrapper may catch it and carry on
+    db.execute("SET force_parallel_mode = off")
     assert db.execute("SELECT * FROM careless").fetchone()[0].startswith("caught SPIError: division by zero")
     db.execute("SET force_parallel_mode = on")
     for _ in range(3):
         with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
             db.execute("SELECT * FROM careless")
         assert db.execute("SELECT 1").fetchone() == (1,)
-    db.execute("RESET force_parallel_mode")
+    db.execute("SET force_parallel_mode = off")
     assert db.execute("SELECT * FROM careless").fetchone()[0].startswith("caught SPIError")
 
 
@@ -119,13 +120,14 @@ def test_writes_in_parallel_mode_fail_cleanly(db, wrapper_table, subtransaction)
     db.execute("CREATE TABLE target (x int)")
     wrapper_table("writer", "x int", "SqlWrapper", sql="INSERT INTO target VALUES (1) RETURNING x",
                   subtransaction=subtransaction)
+    db.execute("SET force_parallel_mode = off")
     assert db.execute("SELECT x FROM writer").fetchall() == [(1,)]
     db.execute("SET force_parallel_mode = on")
     with pytest.raises(psycopg.errors.InvalidTransactionState,
                        match="cannot execute INSERT during a parallel operation"):
         db.execute("SELECT x FROM writer")
     assert db.execute("SELECT count(*) FROM target").fetchone() == (1,)
-    db.execute("RESET force_parallel_mode")
+    db.execute("SET force_parallel_mode = off")
     assert db.execute("SELECT x FROM writer").fetchall() == [(1,)]
     assert db.execute("SELECT count(*) FROM target").fetchone() == (2,)
 
@@ -140,7 +142,7 @@ def test_savepoints_after_parallel_mode_errors(db, wrapper_table, shared_dir):
     db.execute("SET force_parallel_mode = on")
     with pytest.raises(psycopg.errors.DivisionByZero):
         db.execute("SELECT * FROM careless")
-    db.execute("RESET force_parallel_mode")
+    db.execute("SET force_parallel_mode = off")
     with db.transaction():
         db.execute("SELECT * FROM hooks")
         db.execute("SAVEPOINT a")
@@ -149,3 +151,14 @@ def test_savepoints_after_parallel_mode_errors(db, wrapper_table, shared_dir):
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert events == [["begin", False], ["sub_begin", 1], ["sub_rollback", 1], ["sub_begin", 1],
                       ["sub_commit", 1], ["pre_commit"], ["commit"]]
+
+
+def test_pg_setting_option_reaches_the_clusters(pg_cluster, make_cluster):
+    """--pg-setting / OROCHI_PG_SETTINGS: every cluster gets the settings (the
+    CI pass under force_parallel_mode = regress relies on it)."""
+    from orochi_fdw.testing.cluster import env_settings
+
+    extra = env_settings()
+    for cluster in (pg_cluster, make_cluster("settings")):
+        for name, value in extra.items():
+            assert cluster.execute("SELECT current_setting(%s)", [name])[0][0] == value
