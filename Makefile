@@ -10,6 +10,7 @@
 # backends keep the release (and the orochi.so) they started with, new ones take the
 # new one; a preloading server keeps its own until it restarts (ci/install-release.py).
 #   make test      run the test suite against real PostgreSQL 15 clusters
+#   make test-parallel   the parallel-mode pass (below)
 #   make demo      run the demo
 #   make bench     run the benchmarks
 #   make clean     remove build products (not the venv)
@@ -37,7 +38,7 @@ ifeq ($(CI),true)
 PYTEST_FLAGS += -ra
 endif
 
-.PHONY: deps venv build install test demo bench clean
+.PHONY: deps venv build install test test-parallel parallel-pass demo bench clean
 
 deps:
 	ci/install-system-deps.sh
@@ -58,6 +59,24 @@ install: build
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
+
+# The parallel-mode pass: with force_parallel_mode = regress every query that may run in
+# parallel mode does, so SQL that Python runs from scans and hooks goes without
+# sub-transactions (docs/ARCHITECTURE.md, "Parallel query"). CI runs it after `make test`
+# (.ci/run). Not the whole suite: the default suite takes about 10 of CI's 20 minutes and
+# a whole second pass in this mode about as long again, so the pass covers where parallel
+# mode changes what the bridge does: the bridge, the safety tests (less the fuzzer and the
+# multi-cluster ones, which run in the default pass), the columnar engine and its HTAP
+# writes (measured: PARALLEL_PASS_MINUTES below). The whole suite was run in this mode
+# once and passes: `make test-parallel PARALLEL_PASS_TESTS=tests`.
+PARALLEL_PASS_TESTS ?= tests/bridge tests/safety tests/columnar tests/htap
+PARALLEL_PASS_DESELECT = -k "not sqlsmith and not recovery_conflict and not preload and not install"
+
+test-parallel: install parallel-pass
+
+parallel-pass:
+	$(VENV)/bin/pytest $(PYTEST_FLAGS) --pg-setting force_parallel_mode=regress \
+		$(PARALLEL_PASS_DESELECT) $(PYTEST_ARGS) $(PARALLEL_PASS_TESTS)
 
 demo: install
 	$(PYTHON) -m orochi_fdw.demo

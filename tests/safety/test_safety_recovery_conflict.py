@@ -83,10 +83,12 @@ def test_lock_conflict_cancels_python_on_the_standby(primary_and_standby):
     t.join(60)
     assert isinstance(result.get("error"), psycopg.errors.SerializationFailure), result
     assert "canceling statement due to conflict with recovery" in str(result["error"])
+    conn.close()  # (Postgres may also end the session: a second signal can find it idle)
     _wait_replayed(primary, standby)
-    assert conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'slow'::regclass "
-                        "AND attname = 'y'").fetchone() == (1,)
-    conn.close()
+    with standby.connect("app", autocommit=True) as after:
+        assert after.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'slow'::regclass "
+                             "AND attname = 'y'").fetchone() == (1,)
+        assert after.execute("SELECT count(*) FROM (SELECT * FROM orochi.python_info()) i").fetchone()[0] >= 3
 
 
 def test_database_conflict_terminates_python_on_the_standby(primary_and_standby):
