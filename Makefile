@@ -67,8 +67,9 @@ test: install
 # a whole second pass in this mode about as long again, so the pass covers where parallel
 # mode changes what the bridge does: the bridge, the safety tests (less the fuzzer and the
 # multi-cluster ones, which run in the default pass), the columnar engine and its HTAP
-# writes (measured: PARALLEL_PASS_MINUTES below). The whole suite was run in this mode
-# once and passes: `make test-parallel PARALLEL_PASS_TESTS=tests`.
+# writes. Measured on a busy 2-core machine: this pass 4.6 min (301 tests), the default
+# suite 19.5 min there, a whole-suite pass in this mode 33 min. The whole suite passes in
+# this mode too: `make test-parallel PARALLEL_PASS_TESTS=tests`.
 PARALLEL_PASS_TESTS ?= tests/bridge tests/safety tests/columnar tests/htap
 PARALLEL_PASS_DESELECT = -k "not sqlsmith and not recovery_conflict and not preload and not install"
 

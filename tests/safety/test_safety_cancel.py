@@ -46,9 +46,14 @@ def test_lock_timeout_inside_python_sql_is_55P03(db, wrapper_table, lock_holder,
 
 
 @pytest.mark.parametrize("catch", ["false", "true"])
-def test_statement_timeout_inside_python_sql(db, wrapper_table, lock_holder, catch):
+@pytest.mark.parametrize("subtransaction", ["false", "true"])
+def test_statement_timeout_inside_python_sql(db, wrapper_table, lock_holder, catch, subtransaction):
+    """Also inside spi.subtransaction(): the block is rolled back as the
+    cancel passes (its hooks ran with Python's exception kept aside; before,
+    the statement failed with "Python call failed without setting an
+    exception")."""
     wrapper_table("locker", "x text", "SqlWrapper", sql=f"SELECT pg_advisory_xact_lock({LOCK_KEY})::text",
-                  catch=catch)
+                  catch=catch, subtransaction=subtransaction)
     db.execute("SET statement_timeout = '300ms'")
     # a cancel ends the statement even if the wrapper catches exceptions
     with pytest.raises(psycopg.errors.QueryCanceled, match="canceling statement due to statement timeout"):
