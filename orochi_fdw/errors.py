@@ -108,3 +108,26 @@ class SPIError(OrochiError):
         self.detail = detail
         self.hint = hint
         self.context = context
+
+
+class StatementAborted(BaseException):
+    """A Postgres error that ends the statement: Python cannot carry on after it.
+
+    Raised by SQL from Python (:mod:`orochi_fdw.bridge.spi`) when the error
+    cannot be rolled back inside the statement: in parallel mode (the
+    backend runs a parallel plan, or is a parallel worker) SQL runs without a
+    sub-transaction, and a query cancel must end the statement. It derives
+    from ``BaseException``, so ``except Exception`` does not catch it; even
+    if caught, every later SQL call raises it again, and the bridge reports
+    the original Postgres error as soon as Python returns. Carries the same
+    fields as :class:`SPIError`.
+    """
+
+    def __init__(self, message: str, sqlstate: str = "XX000", detail: str | None = None,
+                 hint: str | None = None, context: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+        self.context = context

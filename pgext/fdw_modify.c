@@ -104,6 +104,13 @@ orochi_instance_for_relation(Relation rel)
 	PyObject   *instance;
 
 	orochi_python_ensure();
+
+	/*
+	 * The table's wrapper joins the transaction in instance_for (its begin
+	 * hook runs there): from now on the transaction's end must be reported
+	 * to Python, even if instance_for fails.
+	 */
+	orochi_mark_xact_touched();
 	instance = orochi_runtime_call("instance_for",
 								   Py_BuildValue("(INNNNNi)", (unsigned int) relid,
 												 orochi_cstring_to_py(server->servername),
@@ -112,7 +119,6 @@ orochi_instance_for_relation(Relation rel)
 												 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
 												 orochi_cstring_to_py(RelationGetRelationName(rel)),
 												 RelationGetDescr(rel)->natts));
-	orochi_mark_xact_touched();
 	return instance;
 }
 
@@ -239,6 +245,8 @@ modify_state_reset_callback(void *arg)
 	if (state->released)
 		return;
 	state->released = true;
+	if (!orochi_python_cleanup_allowed())
+		return;
 	for (int i = 0; i < state->tupdesc->natts; i++)
 		Py_CLEAR(state->attnames[i]);
 	Py_CLEAR(state->instance);
@@ -388,7 +396,7 @@ slot_to_dict(OrochiModifyState *state, TupleTableSlot *slot)
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(dict);
+		OROCHI_RELEASE(dict);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -422,7 +430,7 @@ store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(res);
+		OROCHI_RELEASE(res);
 	}
 	PG_END_TRY();
 	return slot;
@@ -525,7 +533,7 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(rowid);
+		OROCHI_RELEASE(rowid);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -744,7 +752,7 @@ orochiExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(handles);
+		OROCHI_RELEASE(handles);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

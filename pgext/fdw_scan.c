@@ -131,6 +131,7 @@ typedef struct OrochiScanState
 	List	   *qual_exprs;		/* ExprState * per qual */
 	OrochiTypeConv *qual_convs;
 	PyObject   *iterator;
+	PyObject   *quals;			/* the quals as last evaluated (EXPLAIN ANALYZE), or NULL */
 	PyObject   *row;			/* per-row path: the row being converted */
 	OrochiBatchReader batch;
 	bool		done;
@@ -1329,7 +1330,10 @@ scan_state_reset_callback(void *arg)
 	if (state->released)
 		return;
 	state->released = true;
+	if (!orochi_python_cleanup_allowed())
+		return;					/* the objects may be executing, or Python is lost: leave them */
 	scan_release(state);
+	Py_CLEAR(state->quals);
 	if (state->attnames)
 	{
 		for (int i = 0; i < state->tupdesc->natts; i++)
@@ -1422,11 +1426,15 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 
 /*
  * Evaluate the quals' values for this scan (parameters and stable
- * expressions are fixed for its duration).  Returns NULL if a strict
+ * expressions are fixed for its duration).  *no_match is set if a strict
  * comparison got a NULL value: no row can then pass, so nothing is read.
+ * With consts_only (EXPLAIN of a scan that has not started: its parameters
+ * may never have been set), only constants are given values; the others
+ * appear as the name of their type, as at plan time.
  */
 static PyObject *
-scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only)
+scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only,
+				 bool *no_match)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	PyObject   *list = PyList_New(0);
@@ -1434,6 +1442,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			   *le;
 	int			i = 0;
 
+	*no_match = false;
 	if (list == NULL)
 		orochi_py_raise("building quals");
 	forboth(lm, state->qual_meta, le, state->qual_exprs)
@@ -1463,19 +1472,16 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			i++;
 			continue;
 		}
-		value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
-		if (isnull && !is_nulltest)
-		{
-			Py_DECREF(list);
-			return NULL;
-		}
 		PG_TRY();
 		{
+			value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+			if (isnull && !is_nulltest)
+				*no_match = true;
 			pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[i]);
 		}
 		PG_CATCH();
 		{
-			Py_DECREF(list);
+			OROCHI_RELEASE(list);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
@@ -1501,10 +1507,13 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
-	PyObject   *quals = scan_quals_to_py(node, state, false);
+	bool		no_match;
+	PyObject   *quals = scan_quals_to_py(node, state, false, &no_match);
 	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0;
 
-	if (quals == NULL && !aggregation)
+	/* kept for EXPLAIN ANALYZE: the values this scan really ran with */
+	Py_XSETREF(state->quals, quals);
+	if (no_match && !aggregation)
 	{
 		state->done = true;
 		return;
@@ -1513,21 +1522,14 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 	{
 		PyObject   *sortkeys;
 
-		PG_TRY();
-		{
-			sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
-									  node->ss.ps.ps_ExprContext);
-		}
-		PG_CATCH();
-		{
-			Py_XDECREF(quals);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
+		sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
+								  node->ss.ps.ps_ExprContext);
 		Py_XSETREF(state->sortkeys, sortkeys);
 	}
-	if (quals == NULL)
-		quals = Py_NewRef(Py_None);
+	if (no_match)
+		quals = Py_NewRef(Py_None);		/* an aggregation over no rows */
+	else
+		Py_INCREF(quals);
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit));
@@ -1575,9 +1577,8 @@ orochiIterateForeignScan(ForeignScanState *node)
 		orochi_batch_close(&state->batch);
 
 		CHECK_FOR_INTERRUPTS();
-		orochi_py_enter();
-		item = PyIter_Next(state->iterator);
-		orochi_py_leave();
+		item = orochi_py_next(state->iterator);
+		orochi_check_pending(item);
 		if (item == NULL)
 		{
 			if (PyErr_Occurred())
@@ -1644,10 +1645,23 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	if (state == NULL || state->instance == NULL)
 		return;
-	/* without ANALYZE, only constants have values */
-	quals = scan_quals_to_py(node, state, !es->analyze);
-	if (quals == NULL)
-		quals = PyList_New(0);
+
+	/*
+	 * The values the scan ran with (EXPLAIN ANALYZE); without ANALYZE, or
+	 * if the scan never started (a subplan that was never run), only
+	 * constants have values: parameters may never have been set.
+	 */
+	if (es->analyze && state->quals != NULL)
+	{
+		quals = state->quals;
+		Py_INCREF(quals);
+	}
+	else
+	{
+		bool		no_match;
+
+		quals = scan_quals_to_py(node, state, true, &no_match);
+	}
 	res = orochi_runtime_call("explain",
 							  Py_BuildValue("(ONOOiiOL)", state->instance, quals, state->columns,
 											state->sortkeys, (int) es->verbose, (int) es->analyze,
@@ -1748,9 +1762,8 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 				orochi_batch_close(&reader);
 				Py_CLEAR(item);
 				vacuum_delay_point();
-				orochi_py_enter();
-				item = PyIter_Next(iterator);
-				orochi_py_leave();
+				item = orochi_py_next(iterator);
+				orochi_check_pending(item);
 				if (item == NULL)
 				{
 					if (PyErr_Occurred())
@@ -1802,12 +1815,14 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 	}
 	PG_FINALLY();
 	{
+		orochi_unwinding++;
 		orochi_batch_close(&reader);
 		Py_XDECREF(item);
 		Py_XDECREF(iterator);
 		Py_DECREF(instance);
 		for (int i = 0; i < tupdesc->natts; i++)
 			Py_XDECREF(attnames[i]);
+		orochi_unwinding--;
 		ExecDropSingleTupleTableSlot(slot);
 	}
 	PG_END_TRY();

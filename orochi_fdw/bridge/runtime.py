@@ -20,7 +20,8 @@ import numpy as np
 from orochi_fdw.bridge import sqlfunc, wrappers
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.batch import WIRE_DTYPES, Batch, Column, WireKind, to_column, wire_kind_for_type
-from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError, WrapperError
+from orochi_fdw.errors import (FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError,
+                               StatementAborted, WrapperError)
 
 #: the wrapper of tables whose server and table name none (a declared
 #: wrapper's name: orochi_fdw.bridge.wrappers)
@@ -44,7 +45,7 @@ def describe_exception(exc: BaseException) -> tuple[str | None, str, str | None,
     exception is a bug or a wrapper's failure: its message names the Python
     error and the traceback goes in DETAIL.
     """
-    if isinstance(exc, SPIError):
+    if isinstance(exc, (SPIError, StatementAborted)):
         return (exc.sqlstate, exc.message, exc.detail, exc.hint)
     if isinstance(exc, OrochiError):
         return (
@@ -449,10 +450,12 @@ class _Transaction:
     def add(self, instance: Any) -> None:
         if any(p is instance for p in self.participants):
             return
-        self.participants.append(instance)
         begin = getattr(instance, "begin", None)
         if begin is not None:
+            # a participant whose begin failed took no part: no other hook
+            # of this transaction (or a later one) is called on it
             begin(_serializable())
+        self.participants.append(instance)
         sub_begin = getattr(instance, "sub_begin", None)
         if sub_begin is not None:
             for level in range(1, _savepoint_depth() + 1):

@@ -46,6 +46,8 @@ __all__ = [
     "ClusterError",
     "DEFAULT_BINDIR",
     "DEFAULT_SETTINGS",
+    "ENV_SETTINGS",
+    "env_settings",
     "find_bindir",
     "find_free_port",
 ]
@@ -74,6 +76,28 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # the test wrappers of orochi_fdw.testing (never on in production)
     "orochi.allow_test_wrappers": True,
 }
+
+#: Environment variable with extra settings for every cluster made here:
+#: ``name=value`` pairs separated by ``;`` or newlines (e.g.
+#: ``force_parallel_mode=regress``), to run a whole test suite under a setting.
+#: They override :data:`DEFAULT_SETTINGS`; a cluster's own ``initdb_settings``
+#: and ``settings`` override them.
+ENV_SETTINGS = "OROCHI_PG_SETTINGS"
+
+
+def env_settings() -> dict[str, str]:
+    """The settings of :data:`ENV_SETTINGS`, parsed (an unparsable pair is an error)."""
+    out: dict[str, str] = {}
+    for pair in re.split(r"[;\n]", os.environ.get(ENV_SETTINGS, "")):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name.strip()):
+            raise ValueError(f"{ENV_SETTINGS}: expected name=value, got {pair!r}")
+        out[name.strip()] = value.strip()
+    return out
+
 
 # Variables that steer a Python interpreter; the embedded one must not see the test
 # runner's values.
@@ -364,7 +388,7 @@ class PostgresCluster:
                 *self.initdb_args,
             ]
         )
-        conf = {**DEFAULT_SETTINGS, **self.initdb_settings}
+        conf = {**DEFAULT_SETTINGS, **env_settings(), **self.initdb_settings}
         self._write_file(
             os.path.join(self.datadir, "postgresql.conf"),
             "\n"

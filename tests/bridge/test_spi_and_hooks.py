@@ -10,6 +10,9 @@ from psycopg import sql
 
 
 def test_spi_from_python(db, foreign_table):
+    # catching SQL errors and writing need sub-transactions, which parallel mode
+    # refuses (tests/safety/test_safety_parallel.py covers it)
+    db.execute("SET force_parallel_mode = off")
     db.execute("CREATE TABLE target (x int)")
     foreign_table("probe", "step text, outcome text", "SpiProbeWrapper", target="target")
     rows = dict(db.execute("SELECT * FROM probe").fetchall())
