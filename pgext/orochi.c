@@ -36,6 +36,7 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 	orochi_vector_define_settings();
+	orochi_wal_init();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	if (process_shared_preload_libraries_in_progress)

@@ -243,6 +243,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         wanted; a file whose row is never inserted goes at the end of the
         transaction). ``chunk_id``: the hypertable chunk every row lies in
         (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
+        files.require_wal()
         xid = ledger.transaction_id()
         directory = files.table_dir(self._data_dir(), self.relid)
         files.ensure_dir(directory)
@@ -273,6 +274,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         with writer:
             writer.write_batch(columns)
         meta = writer.metadata
+        files.log_new_file(path)  # to the WAL, before its catalog row
 
         record = store.StripeRecord(
             stripe_id=stripe_id, relid=self.relid, file_path=path, row_count=meta.row_count,

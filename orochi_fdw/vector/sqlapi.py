@@ -10,7 +10,7 @@ import re
 
 from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.sqlfunc import sql_function
-from orochi_fdw.catalog import store
+from orochi_fdw.catalog import files, store
 from orochi_fdw.columnar.maintenance import lock_table_maintenance, open_table
 from orochi_fdw.vector import catalog, indexes
 from orochi_fdw.vector.errors import VectorError
@@ -130,5 +130,5 @@ def vector_index_file_deleted(path: str) -> None:
     """The trigger on orochi.columnar_vector_index_files: the row of an index
     file is gone, the file goes if the transaction commits (only a name the
     index writer makes is ever removed)."""
-    if path and os.path.isabs(path) and _INDEX_FILE.match(os.path.basename(path)):
-        indexes.ledger.row_deleted(path)
+    if path and _INDEX_FILE.match(os.path.basename(path)):
+        indexes.ledger.row_deleted(files.resolve(path))
