@@ -166,10 +166,16 @@ def promote(standby: PostgresCluster, *, timeout: float = 120) -> None:
 def rewind(old_primary: PostgresCluster, new_primary: PostgresCluster, *,
            start: bool = True, timeout: float = 600) -> None:
     """Re-attach a former primary as a standby of ``new_primary``: stop it
-    (cleanly, as pg_rewind needs), ``pg_rewind -R`` it from the new primary
-    (which writes ``standby.signal`` and ``primary_conninfo``), start it."""
+    (cleanly, as pg_rewind needs), checkpoint the new primary, ``pg_rewind
+    -R`` the old one from it (which writes ``standby.signal`` and
+    ``primary_conninfo``), start it. pg_rewind copies every file that is no
+    relation file whole from the source, the columnar folder included, and
+    removes the files the source does not have."""
     if old_primary.is_running():
         old_primary.stop("fast")
+    # pg_rewind reads the source's timeline from its control file, which a
+    # fresh promotion updates only at its first checkpoint
+    new_primary.execute("CHECKPOINT")
     source = new_primary.dsn("postgres")
     old_primary._run([old_primary.bin("pg_rewind"), "-D", old_primary.datadir,
                       f"--source-server={source}", "-R", "--no-sync"], timeout=timeout)
