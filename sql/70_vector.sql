@@ -105,7 +105,7 @@ CREATE SEQUENCE orochi.vector_index_id_seq;
 
 CREATE TABLE orochi.columnar_vector_indexes (
     index_id       bigint PRIMARY KEY,
-    relid          oid NOT NULL,
+    relid          regclass NOT NULL,
     attnum         smallint NOT NULL,
     dimensions     integer NOT NULL,
     index_type     text NOT NULL CHECK (index_type IN ('hnsw', 'ivfflat')),

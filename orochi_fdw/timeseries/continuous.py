@@ -93,7 +93,7 @@ class ContinuousAggregate:
         return _relation_name(self.view_relid)
 
 
-_CAGG_COLUMNS = ("view_relid, direct_relid, mat_relid, hypertable_relid, bucket_column, bucket_width, "
+_CAGG_COLUMNS = ("view_relid::oid, direct_relid::oid, mat_relid::oid, hypertable_relid::oid, bucket_column, bucket_width, "
                  "materialized_only, watermark")
 
 
@@ -282,8 +282,11 @@ def _replace_view(cagg: ContinuousAggregate) -> None:
     else:
         dimension = _dimension_of(cagg)
         parsed, _ = _current_query(cagg, dimension)
-        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans
-        watermark = f"(SELECT {dimension.watermark_function}({cagg.view_relid}::oid))"
+        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans;
+        # the aggregate named by its materialization table as a regclass constant, which a
+        # dump prints by name (an oid would name nothing in the restored database)
+        mat_literal = spi.execute("SELECT quote_literal($1)", [mat_name], types=["text"]).scalar()
+        watermark = f"(SELECT {dimension.watermark_function}({mat_literal}::regclass))"
         materialized = _materialized_select(mat_name, columns,
                                             f"{spi.quote_ident(cagg.bucket_column)} < {watermark}")
         live = with_time_range(parsed, dimension.column, watermark, None)
@@ -697,7 +700,7 @@ def run_refresh(job_id: int, relid: int, config: dict) -> str:
     Raises:
         ContinuousAggregateError: ``relid`` is no continuous aggregate's.
     """
-    row = spi.execute("SELECT view_relid FROM orochi.continuous_aggs WHERE mat_relid = $1", [int(relid)],
+    row = spi.execute("SELECT view_relid::oid FROM orochi.continuous_aggs WHERE mat_relid = $1", [int(relid)],
                       types=["oid"]).scalar()
     if row is None:
         raise ContinuousAggregateError(f"job {job_id}: table {relid} is not a continuous aggregate's "

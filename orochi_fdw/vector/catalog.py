@@ -43,7 +43,7 @@ class IndexFile:
 
 
 _INDEXES = """
-SELECT index_id, relid, attnum, dimensions, index_type, distance_type, options::text
+SELECT index_id, relid::oid, attnum, dimensions, index_type, distance_type, options::text
   FROM orochi.columnar_vector_indexes
  WHERE relid = $1
  ORDER BY index_id
