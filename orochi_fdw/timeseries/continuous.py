@@ -512,6 +512,7 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
     """
     cagg = _lock_for_refresh(require(view_relid))
     dimension = _dimension_of(cagg)
+    _renew_view_of_0_1(cagg)
     start_key = _window_key(window_start, dimension, "window_start")
     end_key = _window_key(window_end, dimension, "window_end")
     if start_key is not None and end_key is not None and start_key >= end_key:
@@ -538,6 +539,17 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
     else:
         spi.notice(f'continuous aggregate "{cagg.name}" is already up-to-date')
     return result
+
+
+def _renew_view_of_0_1(cagg: ContinuousAggregate) -> None:
+    """A real-time view made by orochi 0.1 names its aggregate by the view's
+    oid, which a dump cannot carry; it is made again in the current form
+    (the extension's update script may not replace users' views)."""
+    if cagg.materialized_only:
+        return
+    definition = spi.execute("SELECT pg_get_viewdef($1)", [cagg.view_relid], types=["oid"]).scalar() or ""
+    if f"(({cagg.view_relid})::oid)" in definition:
+        _replace_view(cagg)
 
 
 @sql_function("refresh_continuous_aggregate")
