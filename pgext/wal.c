@@ -117,6 +117,8 @@ static bool orochi_wal_registered = false;
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
 static void orochi_wal_redo(XLogReaderState *record);
+static void log_pieces(int fd, const char *path, const char *walpath, uint16 path_len, char *buf,
+					   uint64 size);
 static void orochi_wal_desc(StringInfo buf, XLogReaderState *record);
 static const char *orochi_wal_identify(uint8 info);
 
@@ -451,21 +453,40 @@ log_file_contents(const char *path, const char *walpath, uint16 path_len)
 {
 	int			fd;
 	struct stat st;
-	char	   *buf;
-	uint64		offset = 0;
-	uint64		size;
+	char	   *volatile buf = NULL;
+	uint64		size = 0;
 
 	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not open file \"%s\": %m", path)));
-	if (fstat(fd, &st) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat file \"%s\": %m", path)));
-	size = (uint64) st.st_size;
-	buf = palloc(OROCHI_WAL_PIECE);
+	PG_TRY();
+	{
+		if (fstat(fd, &st) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not stat file \"%s\": %m", path)));
+		size = (uint64) st.st_size;
+		buf = palloc(OROCHI_WAL_PIECE);
+		log_pieces(fd, path, walpath, path_len, buf, size);
+	}
+	PG_FINALLY();
+	{
+		if (buf != NULL)
+			pfree(buf);
+		CloseTransientFile(fd);
+	}
+	PG_END_TRY();
+	return size;
+}
+
+/* log the "size" bytes of the open file "fd" in pieces of OROCHI_WAL_PIECE */
+static void
+log_pieces(int fd, const char *path, const char *walpath, uint16 path_len, char *buf, uint64 size)
+{
+	uint64		offset = 0;
+
 	do
 	{
 		uint32		want = (uint32) Min((uint64) OROCHI_WAL_PIECE, size - offset);
@@ -492,9 +513,6 @@ log_file_contents(const char *path, const char *walpath, uint16 path_len)
 		log_file_piece(walpath, path_len, offset, buf, want, flags);
 		offset += want;
 	} while (offset < size);
-	pfree(buf);
-	CloseTransientFile(fd);
-	return size;
 }
 
 /* ---------------------------------------------------------------- Python module */
@@ -738,19 +756,29 @@ copy_template_folder(CreatedbStmt *stmt)
 			(void) rmtree(dst, true);
 		return;
 	}
-	copy_folder(src, dst);
-	if (orochi_wal_registered && XLogIsNeeded())
+	PG_TRY();
 	{
-		xl_orochi_copy_dir hdr;
+		copy_folder(src, dst);
+		if (orochi_wal_registered && XLogIsNeeded())
+		{
+			xl_orochi_copy_dir hdr;
 
-		hdr.src_len = strlen(src);
-		hdr.dst_len = strlen(dst);
-		XLogBeginInsert();
-		XLogRegisterData((char *) &hdr, sizeof(hdr));
-		XLogRegisterData(src, hdr.src_len);
-		XLogRegisterData(dst, hdr.dst_len);
-		XLogInsert((RmgrId) orochi_wal_rmgr_id, XLOG_OROCHI_COPY_DIR);
+			hdr.src_len = strlen(src);
+			hdr.dst_len = strlen(dst);
+			XLogBeginInsert();
+			XLogRegisterData((char *) &hdr, sizeof(hdr));
+			XLogRegisterData(src, hdr.src_len);
+			XLogRegisterData(dst, hdr.dst_len);
+			XLogInsert((RmgrId) orochi_wal_rmgr_id, XLOG_OROCHI_COPY_DIR);
+		}
 	}
+	PG_CATCH();
+	{
+		/* the new database goes with the failed statement: so does its copy */
+		(void) rmtree(dst, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 /* After DROP DATABASE: its columnar folder goes too (logged, then removed). */
