@@ -62,7 +62,7 @@ TEST_WRAPPERS = [
 
 setup(
     name="orochi",
-    version="0.1.0",
+    version="0.2.0",
     description="HTAP for PostgreSQL: columnar tables, time series, sketches and scale-out",
     packages=find_packages(include=["orochi_fdw", "orochi_fdw.*"]),
     package_data={"orochi_fdw.kernels": ["*.pyi"]},

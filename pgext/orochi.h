@@ -207,6 +207,13 @@ extern bool orochi_is_vector_type(Oid typoid);
 extern void orochi_vector_check_payload(const char *data, int64 len, int32 typmod);
 extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod);
 
+/* in wal.c */
+#ifndef OROCHI_WAL_RMGR_ID
+#define OROCHI_WAL_RMGR_ID 157	/* in the custom range 128..255; see docs/STORAGE.md */
+#endif
+extern void orochi_wal_init(void);
+extern PyObject *orochi_wal_module_init(void);
+
 /* in py_spi.c */
 extern char *orochi_fault_injection;
 extern PyObject *orochi_pg_module_init(void);

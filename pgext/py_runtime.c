@@ -230,6 +230,8 @@ start_interpreter(void)
 
 	if (PyImport_AppendInittab("_orochi_pg", orochi_pg_module_init) < 0)
 		elog(ERROR, "orochi: could not register the _orochi_pg module");
+	if (PyImport_AppendInittab("_orochi_wal", orochi_wal_module_init) < 0)
+		elog(ERROR, "orochi: could not register the _orochi_wal module");
 
 	PyConfig_InitIsolatedConfig(&config);
 	config.install_signal_handlers = 0;

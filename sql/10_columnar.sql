@@ -14,7 +14,7 @@ CREATE SEQUENCE orochi.columnar_stripe_id_seq;
 CREATE TABLE orochi.columnar_stripes (
     stripe_id          bigint PRIMARY KEY,
     relid              oid NOT NULL,            -- the foreign table
-    file_path          text NOT NULL UNIQUE,    -- absolute path of the stripe file
+    file_path          text NOT NULL UNIQUE,    -- the stripe file (orochi._file_path)
     row_count          bigint NOT NULL,
     chunk_group_count  integer NOT NULL,
     chunk_group_size   integer NOT NULL,        -- rows per chunk group when written
@@ -61,6 +61,20 @@ CREATE TABLE orochi.columnar_missing_values (
     PRIMARY KEY (relid, attnum)
 );
 
+-- Where a file named in the catalog is: the catalog names a file relative to
+-- its database's folder, orochi/<database oid>/ in the data directory, so
+-- that a copy of the data directory (standby, base backup) or of the
+-- database (CREATE DATABASE ... TEMPLATE copies the folder) finds its own
+-- files; a file under a server's data_dir outside the data directory is
+-- named by its absolute path.  The result is relative to the data directory
+-- (as pg_ls_dir and pg_stat_file take it) or absolute.
+CREATE FUNCTION orochi._file_path(file_path text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN file_path LIKE '/%' THEN file_path
+            ELSE 'orochi/' || (SELECT d.oid FROM pg_catalog.pg_database d
+                                WHERE d.datname = pg_catalog.current_database()) || '/' || file_path END;
+
 -- Each stripe of each columnar table the caller may read (SELECT on it),
 -- column by column.  security_barrier: the privilege test comes before any
 -- condition of the caller's query, so no function of theirs sees other rows.
@@ -78,7 +92,7 @@ SELECT s.relid::regclass                     AS table_name,
        c.codecs,
        s.compression,
        s.file_bytes,
-       s.file_path
+       orochi._file_path(s.file_path) AS file_path
   FROM orochi.columnar_stripes s
   JOIN orochi.columnar_stripe_columns c USING (stripe_id)
   LEFT JOIN pg_attribute a

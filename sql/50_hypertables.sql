@@ -4,7 +4,7 @@
 -- date (its midnight); the value itself for smallint, integer and bigint.
 
 CREATE TABLE orochi.hypertables (
-    relid               oid PRIMARY KEY,          -- the orochi foreign table
+    relid               regclass PRIMARY KEY,     -- the orochi foreign table (by name in dumps)
     time_column         name NOT NULL,
     time_attnum         smallint NOT NULL,
     time_type           regtype NOT NULL,         -- timestamptz, timestamp, date, smallint, integer, bigint
@@ -35,7 +35,7 @@ CREATE INDEX columnar_stripes_chunk_idx ON orochi.columnar_stripes (chunk_id) WH
 -- is true: the lowest and greatest time key it wrote, updated or deleted
 -- (inclusive).
 CREATE TABLE orochi.hypertable_invalidation_log (
-    relid     oid NOT NULL,
+    relid     regclass NOT NULL,
     lowest    bigint NOT NULL,
     greatest  bigint NOT NULL,
     logged_at timestamptz NOT NULL DEFAULT now()

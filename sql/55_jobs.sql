@@ -15,7 +15,7 @@ CREATE TABLE orochi.jobs (
     application_name  text NOT NULL,
     proc_schema       name NOT NULL,
     proc_name         name NOT NULL,
-    relid             oid,
+    relid             regclass,                 -- the table a policy is for (by name in dumps)
     schedule_interval interval NOT NULL CHECK (schedule_interval > interval '0'),
     max_runtime       interval NOT NULL DEFAULT interval '0'      -- 0 = no limit
                       CHECK (max_runtime >= interval '0'),

@@ -105,7 +105,7 @@ CREATE SEQUENCE orochi.vector_index_id_seq;
 
 CREATE TABLE orochi.columnar_vector_indexes (
     index_id       bigint PRIMARY KEY,
-    relid          oid NOT NULL,
+    relid          regclass NOT NULL,
     attnum         smallint NOT NULL,
     dimensions     integer NOT NULL,
     index_type     text NOT NULL CHECK (index_type IN ('hnsw', 'ivfflat')),
@@ -123,7 +123,7 @@ CREATE TABLE orochi.columnar_vector_index_files (
     index_id       bigint NOT NULL REFERENCES orochi.columnar_vector_indexes ON DELETE CASCADE,
     stripe_id      bigint NOT NULL REFERENCES orochi.columnar_stripes ON DELETE CASCADE,
     relid          oid NOT NULL,
-    file_path      text NOT NULL UNIQUE,
+    file_path      text NOT NULL UNIQUE,    -- as in columnar_stripes (orochi._file_path)
     file_bytes     bigint NOT NULL,
     row_count      bigint NOT NULL,
     search_ef      integer NOT NULL,        -- ef at which its build-time recall check passed

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from orochi_fdw.bridge import spi
+from orochi_fdw.catalog import files
 from orochi_fdw.storage.kinds import get_kind
 
 _I64 = struct.Struct("<q")
@@ -133,7 +134,7 @@ def current_xid() -> int:
 def insert_stripe(stripe: StripeRecord) -> None:
     """Insert a stripe's rows (its file must already be complete)."""
     spi.prepared(_INSERT_STRIPE, _INSERT_STRIPE_TYPES, internal=True).execute([
-        stripe.stripe_id, stripe.relid, stripe.file_path, stripe.row_count,
+        stripe.stripe_id, stripe.relid, files.catalog_path(stripe.file_path), stripe.row_count,
         stripe.chunk_group_count, stripe.chunk_group_size, stripe.file_bytes,
         stripe.raw_bytes, stripe.compression, stripe.compression_level,
         str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap, stripe.chunk_id,
@@ -161,7 +162,7 @@ def delete_tables(relids: Sequence[int]) -> list[tuple[int, str]]:
     res = spi.prepared(
         "DELETE FROM orochi.columnar_stripes WHERE relid = ANY ($1) RETURNING stripe_id, file_path",
         ["oid[]"], internal=True).execute([relids])
-    return [(int(r[0]), r[1]) for r in res.rows]
+    return [(int(r[0]), files.resolve(r[1])) for r in res.rows]
 
 
 # ---------------------------------------------------------------- reading
@@ -194,7 +195,7 @@ def table_stripes(relid: int, attnums: Iterable[int] = (), read_only: bool = Tru
     stripes = {}
     out = []
     for stripe_id, path, nrows, ngroups, file_bytes, ndeleted, bitmap, chunk_id in rows:
-        s = StripeRecord(int(stripe_id), relid, path, int(nrows), int(ngroups), 0,
+        s = StripeRecord(int(stripe_id), relid, files.resolve(path), int(nrows), int(ngroups), 0,
                          int(file_bytes), 0, "", None, 0, deleted_count=int(ndeleted),
                          delete_bitmap=None if bitmap is None else bytes(bitmap),
                          chunk_id=None if chunk_id is None else int(chunk_id))
@@ -240,12 +241,13 @@ def visible_stripe_ids(stripe_ids: Sequence[int]) -> set[int]:
 
 
 def data_dirs_in_use() -> set[str]:
-    """Data directories that hold this database's stripes: the folder three
-    levels above each stripe file (``<data_dir>/<db>/<table>/<file>``)."""
+    """Data directories outside the default one that hold this database's
+    stripes: the folder three levels above each stripe file named by an
+    absolute path (``<data_dir>/<db>/<table>/<file>``)."""
     import os
 
     res = spi.execute("SELECT DISTINCT regexp_replace(file_path, '/[^/]*/[^/]*/[^/]*$', '')"
-                      "  FROM orochi.columnar_stripes", internal=True)
+                      "  FROM orochi.columnar_stripes WHERE file_path LIKE '/%'", internal=True)
     return {os.path.normpath(r[0]) for r in res.rows if r[0]}
 
 
@@ -287,7 +289,7 @@ def delete_stripes(stripe_ids: Sequence[int]) -> list[tuple[int, str, int]]:
                  ["bigint[]"], internal=True).execute([ids])
     res = spi.prepared("DELETE FROM orochi.columnar_stripes WHERE stripe_id = ANY ($1)"
                        " RETURNING stripe_id, file_path, file_bytes", ["bigint[]"], internal=True).execute([ids])
-    return [(int(r[0]), r[1], int(r[2])) for r in res.rows]
+    return [(int(r[0]), files.resolve(r[1]), int(r[2])) for r in res.rows]
 
 
 def retire_files(relid: int, stripes: Sequence[tuple[int, str, int]], xid: int) -> None:
@@ -298,7 +300,8 @@ def retire_files(relid: int, stripes: Sequence[tuple[int, str, int]], xid: int) 
         " SELECT p, $1, s, b, $5::text::xid8 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(p, s, b)"
         " ON CONFLICT (file_path) DO NOTHING",
         ["oid", "text[]", "bigint[]", "bigint[]", "text"], internal=True).execute(
-        [relid, [p for _, p, _ in stripes], [s for s, _, _ in stripes], [b for _, _, b in stripes], str(xid)])
+        [relid, [files.catalog_path(p) for _, p, _ in stripes], [s for s, _, _ in stripes],
+         [b for _, _, b in stripes], str(xid)])
 
 
 # A retired file may go once its retiring transaction committed and no
@@ -324,4 +327,4 @@ def purge_retired(relid: int | None = None) -> list[str]:
     if paths:
         spi.prepared("DELETE FROM orochi.columnar_retired_files WHERE file_path = ANY ($1)",
                      ["text[]"], internal=True).execute([paths])
-    return paths
+    return [files.resolve(p) for p in paths]

@@ -42,7 +42,6 @@ databases that no longer exist are removed whole.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 
 from orochi_fdw.bridge import spi
@@ -115,19 +114,21 @@ def _decide(candidates: list[tuple[str, int]], own_xid: int) -> list[str]:
     if not candidates:
         return orphans
     plan = spi.prepared(_DECIDE, ["text[]", "text[]"], internal=True)
+    # the catalog names files relative to the database's folder (files.catalog_path)
+    named = {files.catalog_path(p): p for p, _ in candidates}
     try:
-        rows = plan.execute([[p for p, _ in candidates], [str(x) for _, x in candidates]]).rows
+        rows = plan.execute([list(named), [str(x) for _, x in candidates]]).rows
     except SPIError:
         # an id from the future (see the module docstring): decide one by one
         rows = []
-        for path, xid in candidates:
+        for name, (path, xid) in zip(named, candidates):
             try:
-                rows += plan.execute([[path], [str(xid)]]).rows
+                rows += plan.execute([[name], [str(xid)]]).rows
             except SPIError as exc:
                 if "in the future" not in exc.message:
                     raise
-                rows.append((path, "aborted", False, False))
-    return orphans + [path for path, status, visible, referenced in rows
+                rows.append((name, "aborted", False, False))
+    return orphans + [named[name] for name, status, visible, referenced in rows
                       if _is_orphan(status, visible, referenced)]
 
 
@@ -148,8 +149,9 @@ def collect_orphans() -> VacuumResult:
     dropped databases, under every known data directory."""
     result = VacuumResult()
     # stripe files replaced by orochi.vacuum(regclass) that no snapshot reads any more
-    for path in store.purge_retired(None):
-        result.add(files.remove_file(path))
+    for path, freed in files.remove_files(store.purge_retired(None)):
+        if not isinstance(freed, OSError):
+            result.add(freed)
     dboid = files.database_oid()
     own_xid = ledger.transaction_id()  # everything older is decidable below
     databases = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_database", internal=True).rows}
@@ -161,7 +163,7 @@ def collect_orphans() -> VacuumResult:
             if entry.isdigit() and int(entry) not in databases:
                 path = os.path.join(root, entry)
                 nfiles, nbytes = _tree_size(path)
-                shutil.rmtree(path, ignore_errors=True)
+                files.remove_tree(path)
                 result.removed_files += nfiles
                 result.removed_bytes += nbytes
         dbdir = files.database_dir(root, dboid)
@@ -178,11 +180,11 @@ def collect_orphans() -> VacuumResult:
                 parsed = files.parse_file_name(name)
                 if parsed is not None:
                     candidates.append((os.path.join(tdir, name), parsed.xid))
-        for path in _decide(candidates, own_xid):
-            try:
-                result.add(files.remove_file(path))
-            except OSError as exc:
-                spi.log("warning", f'could not remove orphan stripe file "{path}": {exc.strerror}')
+        for path, freed in files.remove_files(_decide(candidates, own_xid)):
+            if isinstance(freed, OSError):
+                spi.log("warning", f'could not remove orphan stripe file "{path}": {freed.strerror}')
+            else:
+                result.add(freed)
         if relations is None:
             relations = {int(r[0]) for r in spi.execute("SELECT oid FROM pg_catalog.pg_class", internal=True).rows}
         for relid, tdir in table_dirs:

@@ -285,11 +285,9 @@ class VacuumTableResult:
 def remove_retired(relid: int | None = None) -> tuple[int, int]:
     """Remove the retired stripe files that no snapshot can read any more."""
     nfiles = nbytes = 0
-    for path in store.purge_retired(relid):
-        try:
-            freed = files.remove_file(path)
-        except OSError as exc:
-            spi.log("warning", f'could not remove stripe file "{path}": {exc.strerror}')
+    for path, freed in files.remove_files(store.purge_retired(relid)):
+        if isinstance(freed, OSError):
+            spi.log("warning", f'could not remove stripe file "{path}": {freed.strerror}')
             continue
         nfiles += 1
         nbytes += freed

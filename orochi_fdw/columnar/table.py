@@ -257,6 +257,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         wanted; a file whose row is never inserted goes at the end of the
         transaction). ``chunk_id``: the hypertable chunk every row lies in
         (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
+        files.require_wal()
         xid = ledger.writer_transaction_id()
         directory = files.ensure_table_dir(self._data_dir(), self.relid)
         writer = None
@@ -287,6 +288,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             writer.write_batch(columns)
         fault_point("write_stripe:after_file")
         meta = writer.metadata
+        files.log_new_file(path)  # to the WAL, before its catalog row
 
         record = store.StripeRecord(
             stripe_id=stripe_id, relid=self.relid, file_path=path, row_count=meta.row_count,

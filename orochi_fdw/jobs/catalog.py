@@ -22,7 +22,7 @@ from orochi_fdw.jobs.errors import (DuplicateJobError, InvalidJobArgumentError, 
 
 IntervalLike = str | Interval | datetime.timedelta
 
-_JOB_COLUMNS = ("job_id, application_name, proc_schema, proc_name, relid, schedule_interval, "
+_JOB_COLUMNS = ("job_id, application_name, proc_schema, proc_name, relid::oid, schedule_interval, "
                 "max_runtime, max_retries, retry_period, scheduled, config::text, next_start, "
                 "coalesce((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = owner)::text, owner::text), "
                 "owner::oid")

@@ -57,8 +57,11 @@ DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 #: Server settings every harness cluster gets unless overridden (``settings=`` or
 #: ``initdb_settings=`` win). Chosen for tests: English messages, UTC, durable commits
 #: (``synchronous_commit`` stays on so a SIGKILL never loses a committed row) but no
-#: fsync, logical decoding and two-phase commit available without a restart.
+#: fsync, logical decoding and two-phase commit available without a restart, and
+#: orochi preloaded (its WAL resource manager, which columnar writes need, exists
+#: only then).
 DEFAULT_SETTINGS: dict[str, Any] = {
+    "shared_preload_libraries": "orochi",
     "fsync": False,
     "full_page_writes": False,
     "lc_messages": "C",

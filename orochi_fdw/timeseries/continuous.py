@@ -94,7 +94,7 @@ class ContinuousAggregate:
         return _relation_name(self.view_relid)
 
 
-_CAGG_COLUMNS = ("view_relid, direct_relid, mat_relid, hypertable_relid, bucket_column, bucket_width, "
+_CAGG_COLUMNS = ("view_relid::oid, direct_relid::oid, mat_relid::oid, hypertable_relid::oid, bucket_column, bucket_width, "
                  "materialized_only, watermark")
 
 
@@ -339,8 +339,11 @@ def _replace_view(cagg: ContinuousAggregate) -> None:
     else:
         dimension = _dimension_of(cagg)
         parsed, _ = _current_query(cagg, dimension)
-        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans
-        watermark = f"(SELECT {dimension.watermark_function}({cagg.view_relid}::oid))"
+        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans;
+        # the aggregate named by its materialization table as a regclass constant, which a
+        # dump prints by name (an oid would name nothing in the restored database)
+        mat_literal = spi.execute("SELECT quote_literal($1)", [mat_name], types=["text"]).scalar()
+        watermark = f"(SELECT {dimension.watermark_function}({mat_literal}::regclass))"
         materialized = _materialized_select(mat_name, columns,
                                             f"{spi.quote_ident(cagg.bucket_column)} < {watermark}")
         live = with_time_range(parsed, dimension.column, watermark, None)
@@ -569,6 +572,7 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
     _require_owner(cagg, "orochi.refresh_continuous_aggregate")
     cagg = _lock_for_refresh(cagg)
     dimension = _dimension_of(cagg)
+    _renew_view_of_0_1(cagg)
     start_key = _window_key(window_start, dimension, "window_start")
     end_key = _window_key(window_end, dimension, "window_end")
     if start_key is not None and end_key is not None and start_key >= end_key:
@@ -596,6 +600,17 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
         spi.notice(f'continuous aggregate "{cagg.name}" is already up-to-date')
     fault_point("refresh:before_commit")
     return result
+
+
+def _renew_view_of_0_1(cagg: ContinuousAggregate) -> None:
+    """A real-time view made by orochi 0.1 names its aggregate by the view's
+    oid, which a dump cannot carry; it is made again in the current form
+    (the extension's update script may not replace users' views)."""
+    if cagg.materialized_only:
+        return
+    definition = spi.execute("SELECT pg_get_viewdef($1)", [cagg.view_relid], types=["oid"]).scalar() or ""
+    if f"(({cagg.view_relid})::oid)" in definition:
+        _replace_view(cagg)
 
 
 @sql_function("refresh_continuous_aggregate")
@@ -761,7 +776,7 @@ def run_refresh(job_id: int, relid: int, config: dict) -> str:
     Raises:
         ContinuousAggregateError: ``relid`` is no continuous aggregate's.
     """
-    row = spi.execute("SELECT view_relid FROM orochi.continuous_aggs WHERE mat_relid = $1", [int(relid)],
+    row = spi.execute("SELECT view_relid::oid FROM orochi.continuous_aggs WHERE mat_relid = $1", [int(relid)],
                       types=["oid"], internal=True).scalar()
     if row is None:
         raise ContinuousAggregateError(f"job {job_id}: table {relid} is not a continuous aggregate's "

@@ -27,7 +27,7 @@ class Hypertable:
 
 
 _GET = """
-SELECT relid, time_column::text, time_attnum, time_type::text, chunk_interval, track_invalidations
+SELECT relid::oid, time_column::text, time_attnum, time_type::text, chunk_interval, track_invalidations
   FROM orochi.hypertables
  WHERE relid = $1
 """
@@ -43,7 +43,7 @@ _DROP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('orochi.hypertable_write'), 
 def get_for_write(relid: int) -> Hypertable | None:
     """:func:`get` for a statement that writes into the table: a hypertable
     is then locked against drop_chunks until the transaction ends."""
-    rows = spi.prepared(_GET.replace("SELECT relid,", f"SELECT {_WRITE_LOCK}, relid,"), ["oid"], internal=True).execute(
+    rows = spi.prepared(_GET.replace("SELECT relid::oid,", f"SELECT {_WRITE_LOCK}, relid::oid,"), ["oid"], internal=True).execute(
         [int(relid)]).rows
     if not rows:
         return None

@@ -141,14 +141,27 @@ def create_hypertable(relation: Any, time_column: str, chunk_time_interval: Any 
         raise HypertableError(f'table "{name}" is not empty', "55000",
                               hint="You can migrate data by specifying 'migrate_data => true' "
                                    "when calling this function.")
+    # the catalog row's trigger moves the stored rows into chunks (hypertable_inserted)
     spi.prepared(
         "INSERT INTO orochi.hypertables (relid, time_column, time_attnum, time_type, chunk_interval)"
         " VALUES ($1, $2, $3, $4::regtype, $5)", ["oid", "name", "smallint", "text", "bigint"],
         internal=True).execute(
         [relid, str(time_column), column.attnum, time_type, interval])
-    if stripes or delta_rows:
-        _migrate(table)
     return (relid, schema, name, True)
+
+
+@sql_function("_hypertable_inserted")
+def hypertable_inserted(relid: Any) -> None:
+    """The trigger on ``orochi.hypertables``: a table that became a
+    hypertable with stripes outside chunks (create_hypertable with
+    migrate_data, or pg_restore loading a table's rows before the catalog
+    row that makes it a hypertable) gets them rewritten into chunks."""
+    relid = _relid(relid)
+    loose = spi.execute("SELECT EXISTS (SELECT 1 FROM orochi.columnar_stripes"
+                        " WHERE relid = $1 AND chunk_id IS NULL)", [relid], types=["oid"]).scalar()
+    table = _open_columnar(relid)
+    if loose or table.delta.count(read_only=False):
+        _migrate(table)
 
 
 def interval_or_default(value: Any) -> Any:
@@ -277,14 +290,14 @@ def hypertable_chunk_stats() -> Iterator[tuple]:
     from orochi_fdw.columnar import delta
 
     readable = set()
-    for (relid,) in spi.execute("SELECT relid FROM orochi.hypertables", internal=True).rows:
+    for (relid,) in spi.execute("SELECT relid::oid FROM orochi.hypertables", internal=True).rows:
         if privileges.has_table_privilege(int(relid), "SELECT"):
             readable.add(int(relid))
     if not readable:
         return
     stats = {int(r[0]): [int(r[1]), int(r[2]), 0, int(r[3]), int(r[4])]
              for r in spi.execute(_STRIPE_STATS, [sorted(readable)], types=["oid[]"], internal=True).rows}
-    for ht_row in spi.execute("SELECT relid, time_attnum, time_type::text, chunk_interval"
+    for ht_row in spi.execute("SELECT relid::oid, time_attnum, time_type::text, chunk_interval"
                               "  FROM orochi.hypertables WHERE relid = ANY ($1)",
                               [sorted(readable)], types=["oid[]"], internal=True).rows:
         relid, attnum, time_type, interval = int(ht_row[0]), int(ht_row[1]), ht_row[2], int(ht_row[3])

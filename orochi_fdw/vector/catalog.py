@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orochi_fdw.bridge import spi
+from orochi_fdw.catalog import files
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class IndexFile:
 
 
 _INDEXES = """
-SELECT index_id, relid, attnum, dimensions, index_type, distance_type, options::text
+SELECT index_id, relid::oid, attnum, dimensions, index_type, distance_type, options::text
   FROM orochi.columnar_vector_indexes
  WHERE relid = $1
  ORDER BY index_id
@@ -66,7 +67,7 @@ def index_files(index_id: int, read_only: bool = True) -> dict[int, IndexFile]:
     rows = spi.prepared(
         "SELECT stripe_id, file_path, row_count, search_ef FROM orochi.columnar_vector_index_files"
         " WHERE index_id = $1", ["bigint"], internal=True).execute([index_id], read_only=read_only).rows
-    return {int(s): IndexFile(index_id, int(s), p, int(n), int(e)) for s, p, n, e in rows}
+    return {int(s): IndexFile(index_id, int(s), files.resolve(p), int(n), int(e)) for s, p, n, e in rows}
 
 
 def indexed_stripes(index_id: int) -> set[int]:
@@ -92,7 +93,8 @@ def insert_file(index: IndexDef, stripe_id: int, path: str, file_bytes: int, row
         " (index_id, stripe_id, relid, file_path, file_bytes, row_count, search_ef, build_ms, created_xid)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::xid8)",
         ["bigint", "bigint", "oid", "text", "bigint", "bigint", "integer", "bigint", "text"], internal=True).execute(
-        [index.index_id, stripe_id, index.relid, path, file_bytes, row_count, search_ef, build_ms, str(xid)])
+        [index.index_id, stripe_id, index.relid, files.catalog_path(path), file_bytes, row_count,
+         search_ef, build_ms, str(xid)])
 
 
 def delete_indexes(relid: int, attnum: int, distance_type: str | None) -> list[int]:

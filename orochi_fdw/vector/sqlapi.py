@@ -15,7 +15,7 @@ import re
 
 from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
-from orochi_fdw.catalog import store
+from orochi_fdw.catalog import files, store
 from orochi_fdw.columnar.maintenance import lock_table_maintenance, open_table
 from orochi_fdw.vector import catalog, indexes
 from orochi_fdw.vector.errors import VectorError
@@ -102,10 +102,26 @@ def create_vector_index(rel, column: str, dimensions=None, index_type="hnsw", di
     if exists:
         raise VectorError(f'a {distance_type} vector index on column "{column}" of table "{table.relname}" '
                           "already exists", "42P07")
+    # the catalog row's trigger builds the files of the stored stripes (vector_index_inserted)
     index = catalog.insert_index(relid, col.attnum, col.typmod, index_type, distance_type, opts)
-    for stripe in store.table_stripes(relid, [col.attnum], read_only=False):
-        indexes.build_stripe_index(index, stripe)
     return index.index_id
+
+
+@sql_function("_vector_index_inserted")
+def vector_index_inserted(index_id: int) -> None:
+    """The trigger on ``orochi.columnar_vector_indexes``: build the index's
+    file for every stored stripe that has none (a new index, or pg_restore
+    loading a table's rows before the index's catalog row)."""
+    index = next((i for i in catalog.table_indexes(
+        int(spi.execute("SELECT relid::oid FROM orochi.columnar_vector_indexes WHERE index_id = $1",
+                        [int(index_id)], types=["bigint"]).scalar()), read_only=False)
+        if i.index_id == int(index_id)), None)
+    if index is None:
+        return
+    done = catalog.indexed_stripes(index.index_id)
+    for stripe in store.table_stripes(index.relid, [index.attnum], read_only=False):
+        if stripe.stripe_id not in done:
+            indexes.build_stripe_index(index, stripe)
 
 
 @sql_function("drop_vector_index")
@@ -128,5 +144,5 @@ def vector_index_file_deleted(path: str) -> None:
     """The trigger on orochi.columnar_vector_index_files: the row of an index
     file is gone, the file goes if the transaction commits (only a name the
     index writer makes is ever removed)."""
-    if path and os.path.isabs(path) and _INDEX_FILE.match(os.path.basename(path)):
-        indexes.ledger.row_deleted(path)
+    if path and _INDEX_FILE.match(os.path.basename(path)):
+        indexes.ledger.row_deleted(files.resolve(path))

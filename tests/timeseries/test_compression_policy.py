@@ -111,11 +111,12 @@ def test_kill9_during_compression(make_cluster, point):
                             (chunk,)).fetchone()[0] == "Compressed"
         _same(conn)
         # the table's folder holds exactly the catalog's files (and the retired ones)
-        folder = conn.execute("SELECT regexp_replace(min(file_path), '/[^/]*$', '') FROM orochi.columnar_stripes"
-                              " WHERE relid = 'm'::regclass").fetchone()[0]
+        folder = conn.execute("SELECT regexp_replace(min(orochi._file_path(file_path)), '/[^/]*$', '')"
+                              " FROM orochi.columnar_stripes WHERE relid = 'm'::regclass").fetchone()[0]
         on_disk = {f"{folder}/{r[0]}" for r in conn.execute("SELECT pg_ls_dir(%s)", (folder,)).fetchall()
                    if r[0].endswith(".stripe")}
         listed = {r[0] for r in conn.execute(
-            "SELECT file_path FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
-            " UNION ALL SELECT file_path FROM orochi.columnar_retired_files WHERE relid = 'm'::regclass").fetchall()}
+            "SELECT orochi._file_path(file_path) FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
+            " UNION ALL SELECT orochi._file_path(file_path) FROM orochi.columnar_retired_files"
+            " WHERE relid = 'm'::regclass").fetchall()}
         assert on_disk == listed

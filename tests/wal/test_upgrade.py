@@ -1,0 +1,103 @@
+"""ALTER EXTENSION orochi UPDATE from 0.1.0: catalogs that named files by
+absolute paths into the data directory name them relative to the
+database's folder, relation references become regclass, the dump marks and
+triggers appear; everything reads as before, and a standby made afterwards
+reads its own files (not the primary's)."""
+
+from __future__ import annotations
+
+import os
+
+from orochi_fdw.testing import replica
+from wal_helpers import files_of
+
+COLUMNS = "ts timestamptz NOT NULL, device int, temp float8"
+
+QUERIES = [
+    "SELECT count(*), sum(device), sum(temp), min(ts), max(ts) FROM m",
+    "SELECT x::text FROM m x ORDER BY 1",
+    "SELECT x::text FROM hourly x ORDER BY 1",
+    "SELECT hypertable_name::text, range_start, rows FROM orochi.chunks ORDER BY 2",
+    "SELECT proc_name, relid::regclass::text FROM orochi.jobs ORDER BY job_id",
+    "SELECT table_name::text, column_name, stripes_indexed FROM orochi.vector_indexes",
+]
+
+
+def test_update_from_0_1_0(make_cluster):
+    pg = make_cluster("upgrade", settings=replica.REPLICATION_SETTINGS)
+    pg.create_database("app", extension=False)
+    with pg.connect("app", autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION orochi VERSION '0.1.0'")
+        conn.execute(f"CREATE FOREIGN TABLE m ({COLUMNS}) SERVER orochi OPTIONS (delta_row_limit '10')")
+        conn.execute("SELECT orochi.create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')")
+        conn.execute("INSERT INTO m SELECT timestamptz '2024-01-01' + i * interval '5 minutes', i % 9, i * 0.5"
+                     " FROM generate_series(0, 2999) i")
+        conn.execute("""SELECT orochi.create_continuous_aggregate('hourly', $$
+            SELECT orochi.time_bucket(interval '1 hour', ts) AS bucket, count(*) AS n, sum(temp) AS total
+              FROM m GROUP BY bucket $$)""")
+        conn.execute("SELECT orochi.add_retention_policy('m', interval '1000 days')")
+        conn.execute("CREATE FOREIGN TABLE v (id int, e orochi.vector(3)) SERVER orochi"
+                     " OPTIONS (delta_row_limit '0')")
+        conn.execute("INSERT INTO v SELECT g, ('[' || g % 5 || ',' || g % 7 || ',1]')::orochi.vector"
+                     " FROM generate_series(1, 1200) g")
+        conn.execute("SELECT orochi.create_vector_index('v', 'e')")
+        # the real-time view as 0.1.0 made it: the aggregate named by the view's oid
+        view_oid = conn.execute("SELECT 'hourly'::regclass::oid").fetchone()[0]
+        definition = conn.execute("SELECT pg_get_viewdef('hourly')").fetchone()[0]
+        assert "'orochi._materialized_1'::regclass" in definition
+        conn.execute("CREATE OR REPLACE VIEW hourly AS "
+                     + definition.replace("'orochi._materialized_1'::regclass", f"({view_oid})::oid"))
+        # as 0.1.0 wrote them: absolute paths into this data directory
+        pgdata, dboid = conn.execute("SELECT current_setting('data_directory'), oid FROM pg_database"
+                                     " WHERE datname = current_database()").fetchone()
+        for table in ("columnar_stripes", "columnar_vector_index_files"):
+            conn.execute(f"UPDATE orochi.{table} SET file_path = %s || file_path",
+                         (f"{pgdata}/orochi/{dboid}/",))
+        assert conn.execute("SELECT bool_and(file_path LIKE '/%') FROM orochi.columnar_stripes").fetchone()[0]
+        before = [conn.execute(q).fetchall() for q in QUERIES]
+
+        conn.execute("ALTER EXTENSION orochi UPDATE TO '0.2.0'")
+        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'orochi'").fetchone()[0] == "0.2.0"
+        assert conn.execute("SELECT bool_or(file_path LIKE '/%') FROM orochi.columnar_stripes").fetchone()[0] is False
+        assert conn.execute("SELECT count(*) FROM orochi.columnar_vector_index_files"
+                            " WHERE file_path LIKE '/%'").fetchone()[0] == 0
+        types = dict(conn.execute(
+            "SELECT attrelid::regclass::text || '.' || attname, atttypid::regtype::text FROM pg_attribute"
+            " WHERE attrelid IN ('orochi.hypertables'::regclass, 'orochi.jobs'::regclass,"
+            " 'orochi.continuous_aggs'::regclass, 'orochi.columnar_vector_indexes'::regclass)"
+            " AND attname LIKE '%relid'").fetchall())
+        assert set(types.values()) == {"regclass"}, types
+        config = {r[0] for r in conn.execute(
+            "SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'orochi'").fetchall()}
+        assert {"orochi.hypertables", "orochi.jobs", "orochi.continuous_aggs"} <= config
+        assert [conn.execute(q).fetchall() for q in QUERIES] == before
+        # the old view is made again at the aggregate's next refresh
+        assert "::oid)" in conn.execute("SELECT pg_get_viewdef('hourly')").fetchone()[0]
+        conn.execute("SELECT orochi.refresh_continuous_aggregate('hourly', NULL, NULL)")
+        assert "'orochi._materialized_1'::regclass" in conn.execute("SELECT pg_get_viewdef('hourly')").fetchone()[0]
+        assert [conn.execute(q).fetchall() for q in QUERIES] == before
+        # still writable, and the new hypertable path (its trigger) works
+        conn.execute("INSERT INTO m SELECT timestamptz '2024-02-01' + i * interval '1 hour', 1, 1"
+                     " FROM generate_series(0, 99) i")
+        conn.execute(f"CREATE FOREIGN TABLE n ({COLUMNS}) SERVER orochi OPTIONS (delta_row_limit '0')")
+        conn.execute("INSERT INTO n SELECT timestamptz '2024-01-01' + i * interval '1 hour', 1, 1"
+                     " FROM generate_series(0, 99) i")
+        conn.execute("SELECT orochi.create_hypertable('n', 'ts', migrate_data => true)")
+        assert conn.execute("SELECT count(*) FROM orochi.columnar_stripes WHERE relid = 'n'::regclass"
+                            " AND chunk_id IS NULL").fetchone()[0] == 0
+        expected = [conn.execute(q).fetchall() for q in QUERIES]
+    # a standby made now reads its own copy of every file
+    standby = replica.make_standby(pg, "upgrade-standby")
+    try:
+        with standby.connect("app", autocommit=True) as conn:
+            assert [conn.execute(q).fetchall() for q in QUERIES] == expected
+        assert files_of(standby, "app") == files_of(pg, "app")
+        pg.stop()
+        os.rename(pg.datadir, pg.datadir + ".moved")  # the primary's files are gone from their place
+        try:
+            with standby.connect("app", autocommit=True) as conn:
+                assert [conn.execute(q).fetchall() for q in QUERIES] == expected
+        finally:
+            os.rename(pg.datadir + ".moved", pg.datadir)
+    finally:
+        standby.cleanup()
