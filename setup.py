@@ -54,10 +54,11 @@ TEST_WRAPPERS = [
     for name in ("SeriesWrapper", "QualsEchoWrapper", "SortedWrapper", "ExactWrapper", "ErrorWrapper",
                  "SlowWrapper", "SleepWrapper", "HooksWrapper", "SpiTableWrapper", "EchoTypesWrapper",
                  "SpiProbeWrapper", "RowidBatchWrapper", "AggregatingWrapper", "CatalogWrapper",
-                 "SnapshotProbeWrapper")
+                 "SnapshotProbeWrapper", "SqlWrapper", "FinalizerWrapper", "KernelWrapper", "LogWrapper",
+                 "ReleaseWrapper")
 ] + [
     f"{name} = orochi_fdw.testing.bench_wrappers:{name}"
-    for name in ("BatchBenchWrapper", "RowBenchWrapper", "TextRowBenchWrapper")
+    for name in ("BatchBenchWrapper", "RowBenchWrapper", "TextRowBenchWrapper", "StripeFetchWrapper")
 ]
 
 setup(

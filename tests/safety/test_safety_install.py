@@ -77,7 +77,9 @@ def test_install_while_backends_run(make_cluster, prefix):
     ir.ensure_hooks(venv, releases)
     subprocess.run(["chmod", "-R", "a+rX", prefix], check=True)
 
-    pg = make_cluster("install", settings={"orochi.python_venv": venv})
+    # without preloading: a preloading server keeps the release its postmaster started with
+    pg = make_cluster("install", settings={"orochi.python_venv": venv},
+                      initdb_settings={"shared_preload_libraries": ""})
     pg.create_database("app")
     with pg.connect("app", autocommit=True) as setup:
         setup.execute("CREATE FOREIGN TABLE rel (path text) SERVER orochi "

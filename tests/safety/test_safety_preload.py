@@ -74,12 +74,13 @@ def test_runtime_that_cannot_be_imported(make_cluster, scratch_dir):
     _check_server_survives(pg, "No module named 'orochi_fdw'")
 
 
-def test_broken_venv_in_a_session_without_preloading(pg_cluster, make_database, scratch_dir):
+def test_broken_venv_in_a_session_without_preloading(make_cluster, scratch_dir):
     """Without preloading, a session whose interpreter cannot start gets an
     ERROR (every time it needs Python), not FATAL."""
     venv = _broken_venv(scratch_dir)
-    name = make_database()
-    with pg_cluster.connect(name, autocommit=True) as conn:
+    pg = make_cluster("lazyvenv", initdb_settings={"shared_preload_libraries": ""})
+    pg.create_database("app")
+    with pg.connect("app", autocommit=True) as conn:
         conn.execute(f"SET orochi.python_venv = '{venv}'")
         for _ in range(3):
             with pytest.raises(psycopg.errors.ExternalRoutineException,

@@ -69,10 +69,17 @@ def test_allow_test_wrappers_is_for_superusers(fresh_actors, pg_cluster):
         owner.execute("SET orochi.allow_test_wrappers = on")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         owner.execute("SET orochi.trusted_wrappers = 'columnar, HooksWrapper'")
-    # set before the library is loaded (a placeholder), it does not count once it is
     configured = a.conns["superuser"].execute("SELECT current_setting('orochi.allow_test_wrappers')").fetchone()[0]
     flipped = "off" if configured == "on" else "on"
+    preloaded = "orochi" in a.conns["superuser"].execute(
+        "SELECT current_setting('shared_preload_libraries')").fetchone()[0]
     with pg_cluster.connect(a.db, autocommit=True, user=a.role("owner")) as fresh:
+        if preloaded:
+            # the settings exist from the session's start
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                fresh.execute(f"SET orochi.allow_test_wrappers = {flipped}")
+            return
+        # set before the library is loaded (a placeholder), it does not count once it is
         fresh.execute(f"SET orochi.allow_test_wrappers = {flipped}")
         fresh.execute("SET orochi.trusted_wrappers = 'columnar, HooksWrapper'")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
