@@ -1,4 +1,6 @@
-"""ALTER EXTENSION orochi UPDATE from 0.1.0: catalogs that named files by
+"""ALTER EXTENSION orochi UPDATE from 0.1.0 makes what a fresh install of
+0.2.0 makes, object by object (the update script must follow every change
+to sql/*.sql).  Catalogs that named files by
 absolute paths into the data directory name them relative to the
 database's folder, relation references become regclass, the dump marks and
 triggers appear; everything reads as before, and a standby made afterwards
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from catalog_snapshot import differences, snapshot
 from orochi_fdw.testing import replica
 from wal_helpers import files_of
 
@@ -21,6 +24,31 @@ QUERIES = [
     "SELECT proc_name, relid::regclass::text FROM orochi.jobs ORDER BY job_id",
     "SELECT table_name::text, column_name, stripes_indexed FROM orochi.vector_indexes",
 ]
+
+
+def test_update_makes_what_a_fresh_install_makes(make_database, pg_cluster):
+    """Every member of the extension, as 0.1.0 updated to 0.2.0 has it and as
+    CREATE EXTENSION orochi (0.2.0) makes it: functions (signature, body,
+    language, volatility, strictness, parallel safety, SECURITY DEFINER,
+    SET options, owner, ACL), aggregates (every pg_aggregate column),
+    tables and views (columns by name, defaults, constraints, indexes,
+    triggers, policies, options, owner, ACL, view definitions), sequences,
+    types, casts, operators and their classes, the foreign-data wrapper, the
+    event triggers, and the extension's configuration tables."""
+    updated = make_database(extension=False)
+    fresh = make_database(extension=False)
+    with pg_cluster.connect(updated, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION orochi VERSION '0.1.0'")
+        conn.execute("ALTER EXTENSION orochi UPDATE TO '0.2.0'")
+        got = snapshot(conn)
+    with pg_cluster.connect(fresh, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION orochi")
+        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'orochi'").fetchone()[0] == "0.2.0"
+        want = snapshot(conn)
+    assert len(want) > 200  # the comparison sees the extension
+    problems = differences(want, got)
+    assert not problems, (f"{len(problems)} differences between 0.2.0 installed fresh and 0.1.0 updated"
+                          " to 0.2.0:\n" + "\n".join(problems))
 
 
 def test_update_from_0_1_0(make_cluster):
