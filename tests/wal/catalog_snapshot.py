@@ -4,9 +4,10 @@ keyed by its identity (pg_identify_object), with the properties that make
 it behave as it does.  Used to check that an updated extension is the
 extension a fresh install makes.
 
-Columns of tables, views and composite types are compared by name, not by
-position: a column added by an update script comes after the others (and
-after dropped columns) where a fresh install may put it in the middle.
+Columns of tables and views are compared by name (type,
+default, ...) and by their order, leaving out dropped columns: an update
+may drop a column where a fresh install never made it, and the attribute
+numbers then differ while what a user sees does not.
 ACLs are compared as sets of grants, a NULL ACL as the owner's default.
 """
 
@@ -90,6 +91,8 @@ SELECT c.oid, jsonb_build_object(
                     'acl', a.attacl))
                   FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+    'column_order', (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
     'constraints', (SELECT jsonb_object_agg(k.conname, k.contype::text || ' ' || pg_get_constraintdef(k.oid))
                       FROM pg_constraint k WHERE k.conrelid = c.oid),
     'indexes', (SELECT jsonb_object_agg(i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import psycopg
+import pytest
 from catalog_snapshot import differences, snapshot
 from orochi_fdw.testing import replica
 from wal_helpers import files_of
@@ -82,7 +84,14 @@ def test_update_from_0_1_0(make_cluster):
             conn.execute(f"UPDATE orochi.{table} SET file_path = %s || file_path",
                          (f"{pgdata}/orochi/{dboid}/",))
         assert conn.execute("SELECT bool_and(file_path LIKE '/%') FROM orochi.columnar_stripes").fetchone()[0]
-        before = [conn.execute(q).fetchall() for q in QUERIES]
+        # a user's view over a sketch aggregate (which the update redefines in place)
+        conn.execute("CREATE VIEW devices AS SELECT orochi.approx_count_distinct(device) AS n FROM m")
+        conn.execute("CREATE ROLE upgrade_reader")
+        conn.execute("GRANT USAGE ON SCHEMA public TO upgrade_reader")
+        conn.execute("GRANT SELECT ON devices TO upgrade_reader")
+        created = conn.execute("SELECT chunk_id, created_at FROM orochi.hypertable_chunks ORDER BY 1").fetchall()
+        assert len(created) > 1
+        before = [conn.execute(q).fetchall() for q in QUERIES + ["SELECT n FROM devices"]]
 
         conn.execute("ALTER EXTENSION orochi UPDATE TO '0.2.0'")
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'orochi'").fetchone()[0] == "0.2.0"
@@ -98,12 +107,33 @@ def test_update_from_0_1_0(make_cluster):
         config = {r[0] for r in conn.execute(
             "SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'orochi'").fetchall()}
         assert {"orochi.hypertables", "orochi.jobs", "orochi.continuous_aggs"} <= config
-        assert [conn.execute(q).fetchall() for q in QUERIES] == before
+        assert [conn.execute(q).fetchall() for q in QUERIES + ["SELECT n FROM devices"]] == before
+        # chunks keep the creation time 0.1.0 recorded, now shown by orochi.chunks
+        assert conn.execute("SELECT chunk_id, created_at FROM orochi.hypertable_chunks"
+                            " ORDER BY 1").fetchall() == created
+        assert conn.execute("SELECT array_agg(chunk_creation_time ORDER BY chunk_id) FROM orochi.chunks"
+                            ).fetchone()[0] == [c for _, c in created]
+        # the sketch aggregates run as moving window functions: each row's value
+        # is the plain aggregate over its frame
+        rows = conn.execute("""
+            SELECT w.n = (SELECT orochi.approx_count_distinct(x) FROM unnest(w.vals) x)
+              FROM (SELECT orochi.approx_count_distinct(g % 7) OVER f AS n, array_agg(g % 7) OVER f AS vals
+                      FROM generate_series(1, 60) g WINDOW f AS (ORDER BY g ROWS 4 PRECEDING)) w""").fetchall()
+        assert rows == [(True,)] * 60
+        # the catalog is the extension owner's: a role reads what the views show it
+        conn.execute("SET ROLE upgrade_reader")
+        try:
+            assert conn.execute("SELECT n FROM devices").fetchall() == before[-1]
+            assert conn.execute("SELECT count(*) FROM orochi.chunks").fetchone()[0] == 0
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT count(*) FROM orochi.hypertables")
+        finally:
+            conn.execute("RESET ROLE")
         # the old view is made again at the aggregate's next refresh
         assert "::oid)" in conn.execute("SELECT pg_get_viewdef('hourly')").fetchone()[0]
         conn.execute("SELECT orochi.refresh_continuous_aggregate('hourly', NULL, NULL)")
         assert "'orochi._materialized_1'::regclass" in conn.execute("SELECT pg_get_viewdef('hourly')").fetchone()[0]
-        assert [conn.execute(q).fetchall() for q in QUERIES] == before
+        assert [conn.execute(q).fetchall() for q in QUERIES] == before[:-1]
         # still writable, and the new hypertable path (its trigger) works
         conn.execute("INSERT INTO m SELECT timestamptz '2024-02-01' + i * interval '1 hour', 1, 1"
                      " FROM generate_series(0, 99) i")
