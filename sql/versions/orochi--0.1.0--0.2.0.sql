@@ -183,6 +183,43 @@ REVOKE SELECT ON orochi.columnar_stripes, orochi.hypertables, orochi.hypertable_
 REVOKE EXECUTE ON FUNCTION orochi._chunk_compression_status(bigint, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION orochi.continuous_aggregates_dropped(oid[]) FROM PUBLIC;
 
+-- The delta stores (orochi.columnar_delta_<oid>, extension members) belong
+-- to the extension owner, and keep a column whose type is neither
+-- pg_catalog's nor one of Orochi's base types and domains as its text form
+-- (orochi_fdw/columnar/delta.py, whose rule this repeats).  0.1.0 made them
+-- as the role that created the table, with the columns' own types.
+DO $$
+DECLARE
+    owner oid := (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi');
+    d record;
+    col record;
+BEGIN
+    FOR d IN SELECT c.oid, c.relowner
+               FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'orochi'::pg_catalog.regnamespace AND c.relkind = 'r'
+                AND c.relname ~ '^columnar_delta_[0-9]+$'
+    LOOP
+        IF d.relowner <> owner THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO %s', d.oid::regclass, owner::regrole);
+        END IF;
+        FOR col IN SELECT a.attname
+                     FROM pg_catalog.pg_attribute a
+                     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                    WHERE a.attrelid = d.oid AND a.attnum > 0 AND NOT a.attisdropped
+                      AND a.attname ~ '^c[0-9]+$'
+                      AND NOT (t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+                               OR (t.typnamespace = 'orochi'::pg_catalog.regnamespace AND t.typtype IN ('b', 'd')
+                                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e
+                                                    WHERE e.oid = t.typelem AND e.typtype NOT IN ('b', 'd'))))
+                    ORDER BY a.attnum
+        LOOP
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE text COLLATE pg_catalog."default" USING %I::text',
+                           d.oid::regclass, col.attname, col.attname);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
 -- ---------------------------------------------------------------- columnar tables
 -- (sql/10_columnar.sql)  Columns added to a table under 0.1.0 read as NULL
 -- in the stripes written before: no row of orochi.columnar_missing_values,

@@ -12,6 +12,7 @@ import os
 
 import psycopg
 import pytest
+from psycopg import sql
 from catalog_snapshot import differences, snapshot
 from orochi_fdw.testing import replica
 from wal_helpers import files_of
@@ -89,6 +90,18 @@ def test_update_from_0_1_0(make_cluster):
         conn.execute("CREATE ROLE upgrade_reader")
         conn.execute("GRANT USAGE ON SCHEMA public TO upgrade_reader")
         conn.execute("GRANT SELECT ON devices TO upgrade_reader")
+        # a delta store as 0.1.0 made it: owned by the (superuser) role that made
+        # the table, a column of a user's type kept in that type
+        conn.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+        conn.execute("CREATE ROLE upgrade_admin SUPERUSER")
+        conn.execute("CREATE FOREIGN TABLE moods (id int, m mood) SERVER orochi OPTIONS (delta_row_limit '1000')")
+        conn.execute("INSERT INTO moods VALUES (1, 'sad'), (2, 'happy'), (3, NULL)")
+        moods = conn.execute("SELECT id, m::text FROM moods ORDER BY 1").fetchall()
+        assert moods == [(1, "sad"), (2, "happy"), (3, None)]
+        delta = sql.Identifier("orochi", "columnar_delta_%d" % conn.execute("SELECT 'moods'::regclass::oid").fetchone()[0])
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(delta)).fetchone()[0] == 3
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN c2 TYPE mood USING c2::mood").format(delta))
+        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO upgrade_admin").format(delta))
         created = conn.execute("SELECT chunk_id, created_at FROM orochi.hypertable_chunks ORDER BY 1").fetchall()
         assert len(created) > 1
         before = [conn.execute(q).fetchall() for q in QUERIES + ["SELECT n FROM devices"]]
@@ -108,6 +121,16 @@ def test_update_from_0_1_0(make_cluster):
             "SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'orochi'").fetchall()}
         assert {"orochi.hypertables", "orochi.jobs", "orochi.continuous_aggs"} <= config
         assert [conn.execute(q).fetchall() for q in QUERIES + ["SELECT n FROM devices"]] == before
+        # the delta store is the extension owner's, the user's type kept as text
+        assert conn.execute(sql.SQL("SELECT c.relowner::regrole::text, format_type(a.atttypid, a.atttypmod)"
+                                    " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'c2'"
+                                    " WHERE c.oid = {}::regclass").format(sql.Literal(delta.as_string(conn)))
+                            ).fetchone() == ("postgres", "text")
+        assert conn.execute("SELECT id, m::text FROM moods ORDER BY 1").fetchall() == moods
+        conn.execute("INSERT INTO moods VALUES (4, 'ok')")
+        conn.execute("UPDATE moods SET m = 'ok' WHERE id = 1")
+        assert conn.execute("SELECT id, m::text FROM moods ORDER BY 1").fetchall() == \
+            [(1, "ok"), (2, "happy"), (3, None), (4, "ok")]
         # chunks keep the creation time 0.1.0 recorded, now shown by orochi.chunks
         assert conn.execute("SELECT chunk_id, created_at FROM orochi.hypertable_chunks"
                             " ORDER BY 1").fetchall() == created
