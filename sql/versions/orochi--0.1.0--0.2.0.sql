@@ -893,6 +893,33 @@ SELECT n.nspname                          AS view_schema,
 -- granted to no one.
 
 
+-- A continuous aggregate's hidden view and materialization table belong to
+-- the extension owner, its creator granted what reading and refreshing the
+-- materialization table needs (orochi_fdw/timeseries/continuous.py); 0.1.0
+-- left them to their creator.  The grant comes after the change of owner,
+-- which would fold it into the new owner's rights.
+DO $$
+DECLARE
+    owner oid := (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi');
+    c record;
+BEGIN
+    FOR c IN SELECT a.direct_relid, d.relowner AS direct_owner, a.mat_relid, m.relowner AS mat_owner
+               FROM orochi.continuous_aggs a
+               JOIN pg_catalog.pg_class d ON d.oid = a.direct_relid
+               JOIN pg_catalog.pg_class m ON m.oid = a.mat_relid
+    LOOP
+        IF c.direct_owner <> owner THEN
+            EXECUTE format('ALTER VIEW %s OWNER TO %s', c.direct_relid, owner::regrole);
+        END IF;
+        IF c.mat_owner <> owner THEN
+            EXECUTE format('ALTER FOREIGN TABLE %s OWNER TO %s', c.mat_relid, owner::regrole);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s',
+                           c.mat_relid, c.mat_owner::regrole);
+        END IF;
+    END LOOP;
+END;
+$$;
+
 -- ---------------------------------------------------------------- vector indexes
 -- (sql/70_vector.sql)
 

@@ -164,12 +164,14 @@ SELECT c.oid, jsonb_build_object(
 SELECT f.oid, jsonb_build_object(
     'method', (SELECT amname FROM pg_am WHERE oid = f.opfmethod),
     'owner', {ROLE.format('f.opfowner')},
-    'operators', (SELECT array_agg(format('%s %s %s %s', a.amopstrategy, a.amopopr::regoperator,
-                                           a.amoplefttype::regtype, a.amoprighttype::regtype) ORDER BY 1)
-                    FROM pg_amop a WHERE a.amopfamily = f.oid),
-    'procedures', (SELECT array_agg(format('%s %s %s %s', p.amprocnum, p.amproc::regprocedure,
-                                            p.amproclefttype::regtype, p.amprocrighttype::regtype) ORDER BY 1)
-                     FROM pg_amproc p WHERE p.amprocfamily = f.oid))
+    'operators', (SELECT array_agg(x ORDER BY x) FROM (
+                      SELECT format('%s %s %s %s', a.amopstrategy, a.amopopr::regoperator,
+                                    a.amoplefttype::regtype, a.amoprighttype::regtype) AS x
+                        FROM pg_amop a WHERE a.amopfamily = f.oid) s),
+    'procedures', (SELECT array_agg(x ORDER BY x) FROM (
+                       SELECT format('%s %s %s %s', p.amprocnum, p.amproc::regprocedure,
+                                     p.amproclefttype::regtype, p.amprocrighttype::regtype) AS x
+                         FROM pg_amproc p WHERE p.amprocfamily = f.oid) s))
   FROM pg_opfamily f
 """,
     "pg_namespace": f"""
@@ -250,9 +252,16 @@ def differences(expected: dict[str, dict], actual: dict[str, dict],
                 continue
             if isinstance(x, dict) and isinstance(y, dict):  # columns, indexes, ...: name by name
                 for name in sorted(x.keys() | y.keys()):
-                    if x.get(name) != y.get(name):
-                        out.append(f"{key}: {prop} {name}: {expected_name} {_show(x.get(name))}"
-                                   f" / {actual_name} {_show(y.get(name))}")
+                    u, v = x.get(name), y.get(name)
+                    if u == v:
+                        continue
+                    if isinstance(u, dict) and isinstance(v, dict):  # a column: what differs in it
+                        for attr in sorted(u.keys() | v.keys()):
+                            if u.get(attr) != v.get(attr):
+                                out.append(f"{key}: {prop} {name}: {attr}: {expected_name} {_show(u.get(attr))}"
+                                           f" / {actual_name} {_show(v.get(attr))}")
+                    else:
+                        out.append(f"{key}: {prop} {name}: {expected_name} {_show(u)} / {actual_name} {_show(v)}")
                 continue
             sx, sy = _show(x), _show(y)
             if "\n" in sx or "\n" in sy or len(sx) + len(sy) > 200:

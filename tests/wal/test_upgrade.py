@@ -52,6 +52,17 @@ def test_update_makes_what_a_fresh_install_makes(make_database, pg_cluster):
     problems = differences(want, got)
     assert not problems, (f"{len(problems)} differences between 0.2.0 installed fresh and 0.1.0 updated"
                           " to 0.2.0:\n" + "\n".join(problems))
+    # and the comparison sees a difference where there is one
+    with pg_cluster.connect(updated, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION orochi._file_path(text) SECURITY DEFINER")
+        conn.execute("GRANT SELECT ON orochi.jobs TO PUBLIC")
+        conn.execute("ALTER TABLE orochi.pipeline ALTER COLUMN name DROP NOT NULL")
+        problems = differences(want, snapshot(conn))
+    assert [p.split("\n")[0] for p in problems] == [
+        "function orochi._file_path(pg_catalog.text): security_definer: fresh false / updated true",
+        "table orochi.jobs: acl:",
+        "table orochi.pipeline: columns name: not_null: fresh true / updated false",
+    ], problems
 
 
 def test_update_from_0_1_0(make_cluster):
@@ -102,6 +113,9 @@ def test_update_from_0_1_0(make_cluster):
         assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(delta)).fetchone()[0] == 3
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN c2 TYPE mood USING c2::mood").format(delta))
         conn.execute(sql.SQL("ALTER TABLE {} OWNER TO upgrade_admin").format(delta))
+        # the continuous aggregate's hidden objects as 0.1.0 left them: their creator's
+        conn.execute("ALTER VIEW orochi._direct_view_1 OWNER TO upgrade_admin")
+        conn.execute("ALTER FOREIGN TABLE orochi._materialized_1 OWNER TO upgrade_admin")
         created = conn.execute("SELECT chunk_id, created_at FROM orochi.hypertable_chunks ORDER BY 1").fetchall()
         assert len(created) > 1
         before = [conn.execute(q).fetchall() for q in QUERIES + ["SELECT n FROM devices"]]
@@ -131,6 +145,14 @@ def test_update_from_0_1_0(make_cluster):
         conn.execute("UPDATE moods SET m = 'ok' WHERE id = 1")
         assert conn.execute("SELECT id, m::text FROM moods ORDER BY 1").fetchall() == \
             [(1, "ok"), (2, "happy"), (3, None), (4, "ok")]
+        # ... and the aggregate's hidden objects, the creator granted the table
+        assert conn.execute("SELECT array_agg(relowner::regrole::text) FROM pg_class WHERE oid IN"
+                            " ('orochi._direct_view_1'::regclass, 'orochi._materialized_1'::regclass)"
+                            ).fetchone()[0] == ["postgres", "postgres"]
+        assert conn.execute("SELECT array_agg(a.privilege_type ORDER BY a.privilege_type) FROM pg_class c,"
+                            " aclexplode(c.relacl) a WHERE c.oid = 'orochi._materialized_1'::regclass"
+                            " AND a.grantee = 'upgrade_admin'::regrole").fetchone()[0] == \
+            ["DELETE", "INSERT", "SELECT", "TRUNCATE", "UPDATE"]
         # chunks keep the creation time 0.1.0 recorded, now shown by orochi.chunks
         assert conn.execute("SELECT chunk_id, created_at FROM orochi.hypertable_chunks"
                             " ORDER BY 1").fetchall() == created
