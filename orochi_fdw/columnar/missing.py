@@ -44,8 +44,8 @@ Storage = tuple[Any, Any]
 def _kept() -> bool:
     """Whether this database's catalog keeps missing values (not before the
     update from 0.1.0)."""
-    return bool(spi.execute("SELECT to_regclass('orochi.columnar_missing_values') IS NOT NULL",
-                            read_only=True).scalar())
+    return bool(spi.prepared("SELECT pg_catalog.to_regclass('orochi.columnar_missing_values') IS NOT NULL",
+                             []).execute([], read_only=True).scalar())
 
 
 def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has_rows) -> str | None:

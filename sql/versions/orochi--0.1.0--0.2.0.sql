@@ -1,5 +1,9 @@
 -- orochi 0.1.0 -> 0.2.0: columnar data in the WAL, paths relative to the
--- database's folder, dump and restore.
+-- database's folder, dump and restore; then the privilege model, columns
+-- added with defaults, time_bucket, moving sketch aggregates, show_chunks /
+-- drop_chunks arguments, compression statistics, ingest pipelines.  What it
+-- makes is what sql/*.sql makes for 0.2.0, object by object
+-- (tests/wal/test_upgrade.py); docs/STORAGE.md, "Versions and updating".
 --
 -- ALTER EXTENSION orochi UPDATE TO '0.2.0';   (the server must preload orochi)
 
@@ -119,7 +123,6 @@ LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT c.watermark FROM orochi.continuous_aggs c WHERE c.mat_relid = $1 OR c.view_relid = $1 $$;
 
-
 -- ---------------------------------------------------------------- dump and restore
 -- (as sql/80_dump_restore.sql)
 
@@ -166,9 +169,8 @@ CREATE TRIGGER columnar_vector_indexes_inserted AFTER INSERT ON orochi.columnar_
     FOR EACH ROW EXECUTE FUNCTION orochi._on_catalog_insert();
 
 -- ================================================================ since the WAL work
--- Everything below brings a 0.1.0 database to what sql/*.sql makes for
--- 0.2.0; the definitions are those of the named files, which they must
--- follow (tests/wal/test_upgrade.py compares the two object by object).
+-- The definitions below are those of the files named in each section: a
+-- change there is made here too.
 
 -- ---------------------------------------------------------------- privileges
 -- (docs/SECURITY.md; sql/00_bridge.sql)  The catalog tables, granted to
@@ -224,6 +226,7 @@ $$;
 -- (sql/10_columnar.sql)  Columns added to a table under 0.1.0 read as NULL
 -- in the stripes written before: no row of orochi.columnar_missing_values,
 -- so they still do.
+
 -- The value that rows stored before ALTER TABLE ... ADD COLUMN ... DEFAULT
 -- read in the new column: the default evaluated once, when the column was
 -- added (Postgres's attmissingval, which it keeps for heap tables only), in
@@ -235,7 +238,6 @@ CREATE TABLE orochi.columnar_missing_values (
     PRIMARY KEY (relid, attnum)
 );
 
-
 -- Internal: a column's default as ALTER TABLE ... ADD COLUMN evaluates it
 -- for the rows already stored: kind is 'none' (no default), 'constant'
 -- (evaluated once: value, NULL for a NULL default), 'volatile' (a value per
@@ -245,7 +247,6 @@ CREATE FUNCTION orochi.column_default(regclass, smallint, OUT kind text, OUT val
 RETURNS record
 AS 'MODULE_PATHNAME', 'orochi_column_default'
 LANGUAGE C STRICT VOLATILE;
-
 
 REVOKE EXECUTE ON FUNCTION orochi.columnar_drop_tables(oid[]), orochi.columnar_before_drop_extension()
     FROM PUBLIC;
@@ -302,7 +303,6 @@ BEGIN
 END;
 $$;
 
-
 -- The trigger fires on ALTER TABLE as well (ALTER TABLE ... ADD COLUMN on a
 -- foreign table): its tags cannot be altered, it is made again.
 DROP EVENT TRIGGER orochi_columnar_ddl_end;
@@ -323,7 +323,6 @@ EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'orochi: columnar files will not be removed: %', SQLERRM;
 END;
 $$;
-
 
 -- ---------------------------------------------------------------- time_bucket
 -- (sql/30_time_bucket.sql)  New helpers and the time zone form; the changed
@@ -534,7 +533,6 @@ RETURN CASE
             bucket_width, orochi._time_bucket_tstz_add(ts, - "offset"), timezone, origin), "offset")
 END;
 
-
 -- ---------------------------------------------------------------- sketches
 -- (sql/40_sketches.sql)  The moving-aggregate support functions, and the
 -- aggregates redefined with them (CREATE OR REPLACE AGGREGATE keeps each
@@ -683,7 +681,6 @@ CREATE OR REPLACE AGGREGATE orochi.approx_percentile(float8, float8[], integer) 
     MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
     MFINALFUNC = orochi.sketch_percentiles_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 
-
 -- ---------------------------------------------------------------- hypertables
 -- (sql/50_hypertables.sql)  Chunks keep the creation time 0.1.0 recorded
 -- (the start of the transaction that made them, now()); new ones record the
@@ -715,7 +712,6 @@ CREATE FUNCTION orochi.drop_chunks(relation regclass, older_than "any" DEFAULT N
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
-
 
 -- ---------------------------------------------------------------- jobs
 -- (sql/55_jobs.sql)
@@ -755,7 +751,6 @@ SELECT j.job_id,
   LEFT JOIN orochi.bgw_job_stat s ON s.job_id = j.job_id
   LEFT JOIN running r ON r.job_id = j.job_id
  WHERE pg_catalog.pg_has_role(j.owner, 'MEMBER');
-
 
 -- ---------------------------------------------------------------- compression
 -- (sql/60_compression.sql)
@@ -840,7 +835,6 @@ BEGIN
 END
 $$;
 
-
 -- ---------------------------------------------------------------- continuous aggregates
 -- (sql/65_continuous_aggregates.sql)
 
@@ -891,7 +885,6 @@ SELECT n.nspname                          AS view_schema,
 
 -- orochi.continuous_aggs and orochi.continuous_agg_invalidations are
 -- granted to no one.
-
 
 -- A continuous aggregate's hidden view and materialization table belong to
 -- the extension owner, its creator granted what reading and refreshing the
@@ -956,7 +949,6 @@ SELECT i.relid::regclass                      AS table_name,
   LEFT JOIN orochi.columnar_vector_index_files f ON f.index_id = i.index_id
  WHERE pg_catalog.has_table_privilege(i.relid, 'SELECT')
  GROUP BY i.index_id, a.attname;
-
 
 -- ---------------------------------------------------------------- ingest pipelines
 -- (sql/80_pipelines.sql, new in 0.2.0)
