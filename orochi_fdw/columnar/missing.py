@@ -19,6 +19,10 @@ The default is evaluated, and a kept value converted to a column's new type,
 by the role running the ALTER TABLE, in statements of its own (the
 expression and the type's input function may be a user's code), never in an
 internal one.
+
+A database whose extension is still at 0.1.0 (before ``ALTER EXTENSION orochi
+UPDATE``) has neither the table nor ``orochi.column_default``: its columns
+added with a default read NULL in the rows stored before, as under 0.1.0.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ from orochi_fdw.storage.kinds import get_kind
 Storage = tuple[Any, Any]
 
 
+def _kept() -> bool:
+    """Whether this database's catalog keeps missing values (not before the
+    update from 0.1.0)."""
+    return bool(spi.prepared("SELECT pg_catalog.to_regclass('orochi.columnar_missing_values') IS NOT NULL",
+                             []).execute([], read_only=True).scalar())
+
+
 def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has_rows) -> str | None:
     """Decide what the stored rows read in a column just added: its default's
     text form, to be kept (None: NULL, nothing to keep).
@@ -48,6 +59,8 @@ def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has
         FeatureNotSupportedError: a volatile default or a generated column on
             a table that holds rows.
     """
+    if not _kept():
+        return None
     kind, value = spi.execute("SELECT kind, value FROM orochi.column_default($1, $2)",
                               [relid, attnum], types=["oid", "int2"]).rows[0]
     if kind in ("volatile", "generated"):
@@ -73,6 +86,8 @@ def retyped(relid: int, attnum: int, type_sql: str) -> None:
     """ALTER COLUMN ... TYPE: the kept value is cast to the new type (through
     its text form, as the delta store's rows are), so that it fails now if it
     cannot be, as a heap table's rewrite would."""
+    if not _kept():
+        return
     row = spi.execute("SELECT value FROM orochi.columnar_missing_values WHERE relid = $1 AND attnum = $2",
                       [relid, attnum], types=["oid", "int2"], internal=True).rows
     if not row:
@@ -85,6 +100,8 @@ def retyped(relid: int, attnum: int, type_sql: str) -> None:
 
 def forget(relids: list[int]) -> None:
     """The tables are dropped."""
+    if not _kept():
+        return
     spi.execute("DELETE FROM orochi.columnar_missing_values WHERE relid = ANY ($1)", [relids], types=["oid[]"],
                 internal=True)
 
@@ -93,6 +110,8 @@ def load(relid: int, columns: dict[str, ColumnDefinition]) -> dict[str, Storage]
     """The missing values of a table's columns, in storage form (one row each)."""
     from orochi_fdw.columnar import delta
 
+    if not _kept():
+        return {}
     rows = spi.prepared("SELECT attnum, value FROM orochi.columnar_missing_values WHERE relid = $1",
                         ["oid"], internal=True).execute([relid], read_only=True).rows
     if not rows:
