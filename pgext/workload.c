@@ -67,6 +67,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "commands/extension.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "optimizer/planner.h"
@@ -588,6 +589,8 @@ catalog_exists(void)
 	bool		isnull;
 	Datum		d;
 
+	if (!OidIsValid(get_extension_oid("orochi", true)))
+		return false;
 	if (SPI_execute("SELECT pg_catalog.to_regclass('orochi.resource_pools') IS NOT NULL "
 					"AND pg_catalog.to_regclass('orochi.workload_classes') IS NOT NULL "
 					"AND pg_catalog.to_regclass('orochi.workload_role_classes') IS NOT NULL",
@@ -639,16 +642,30 @@ spi_array(int row, int col, Oid elemtype, Datum **elems)
 /*
  * read_catalog
  *		The three catalog tables into defs, classes in evaluation order (more
- *		criteria first, then by name).
+ *		criteria first, then by name); nothing if the extension (or this
+ *		version's catalog) is not there.  Read as the extension owner, whose
+ *		tables they are, with the search path pinned (docs/SECURITY.md).
  */
+static void read_catalog_tables(WorkloadDefs *defs);
+
 static void
 read_catalog(WorkloadDefs *defs)
 {
-	uint64		i;
+	OrochiSecuritySave save;
 
 	memset(defs, 0, sizeof(WorkloadDefs));
 	if (!catalog_exists())
 		return;
+	orochi_internal_begin(&save);
+	read_catalog_tables(defs);
+	orochi_internal_end(&save);
+}
+
+/* read_catalog's queries; an error is cleaned up by the transaction's abort */
+static void
+read_catalog_tables(WorkloadDefs *defs)
+{
+	uint64		i;
 
 	if (SPI_execute("SELECT pool_id, pool_name, max_concurrency, max_queue, queue_timeout_ms, "
 					"query_timeout_ms, priority, work_mem_kb FROM orochi.resource_pools "

@@ -9,6 +9,10 @@ read at pre-commit is the latest, and a rolled-back change is never in force.
 
 Validation lives here; the limits are those of the shared memory the C side
 keeps (pgext/workload.c).
+
+The catalog tables belong to the extension owner and are granted to no one
+(docs/SECURITY.md): every entry point first checks, as the caller, that the
+caller is a superuser, then reads and writes them with internal statements.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.errors import SPIError
 from orochi_fdw.workload.errors import (DefaultPoolError, DependentClassesError, DuplicateWorkloadObjectError,
                                         InvalidWorkloadArgumentError, PoolInUseError,
                                         UndefinedDatabaseError, UndefinedWorkloadObjectError,
-                                        WorkloadLimitError, WorkloadPrivilegeError, WrongDatabaseError)
+                                        WorkloadLimitError, WrongDatabaseError)
 
 #: limits of the shared memory (pgext/workload.c WL_MAX_*)
 MAX_POOLS = 64
@@ -49,12 +53,16 @@ _LOCK = ("LOCK TABLE orochi.resource_pools, orochi.workload_classes, orochi.work
 
 # ---------------------------------------------------------------- checks shared by every change
 
+def _catalog(query: str, params: list | None = None, types: list[str] | None = None) -> spi.Result:
+    """A statement on the workload catalog tables, run as the extension owner
+    (internal); the caller's rights are checked before (require_superuser)."""
+    return spi.execute(query, params, types=types, internal=True)
+
+
 def require_superuser(action: str) -> None:
-    """Raises WorkloadPrivilegeError unless the current role is a superuser."""
-    if not spi.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").scalar():
-        raise WorkloadPrivilegeError(f"must be superuser to {action}",
-                                     hint="Resource pools and workload classes apply to the whole "
-                                          "server; only superusers define them.")
+    """Raises InsufficientPrivilegeError (42501) unless the caller is a superuser."""
+    privileges.require_superuser(action, hint="Resource pools and workload classes apply to the whole "
+                                              "server; only superusers define them.")
 
 
 def require_workload_database() -> None:
@@ -73,7 +81,7 @@ def begin_change(action: str) -> None:
     """Checks and locks for a change of the catalog, and publishes it at commit."""
     require_superuser(action)
     require_workload_database()
-    spi.execute(_LOCK)
+    _catalog(_LOCK)
     spi.execute("SELECT orochi.workload_publish()")
 
 
@@ -157,8 +165,8 @@ _POOL_COLUMNS = ("pool_id, pool_name::text, max_concurrency, max_queue, queue_ti
 
 
 def get_pool(name: str) -> Pool | None:
-    rows = spi.execute(f"SELECT {_POOL_COLUMNS} FROM orochi.resource_pools WHERE pool_name = $1",
-                       [name], types=["name"]).rows
+    rows = _catalog(f"SELECT {_POOL_COLUMNS} FROM orochi.resource_pools WHERE pool_name = $1",
+                    [name], types=["name"]).rows
     return Pool(*rows[0]) if rows else None
 
 
@@ -176,11 +184,11 @@ def create_pool(name: str, max_concurrency: int, max_queue: int | None, queue_ti
     _refuse_default(name, "create")
     if get_pool(name) is not None:
         raise DuplicateWorkloadObjectError(f'resource pool "{name}" already exists')
-    count = spi.execute("SELECT count(*) FROM orochi.resource_pools").scalar()
+    count = _catalog("SELECT count(*) FROM orochi.resource_pools").scalar()
     if count >= MAX_POOLS:
         raise WorkloadLimitError(f"too many resource pools (at most {MAX_POOLS})")
     kb = work_mem_kb(work_mem) if work_mem is not None else None
-    return int(spi.execute(
+    return int(_catalog(
         "INSERT INTO orochi.resource_pools (pool_name, max_concurrency, max_queue, queue_timeout_ms, "
         "query_timeout_ms, priority, work_mem_kb) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING pool_id",
         [name, max_concurrency, max_queue, queue_timeout_ms, query_timeout_ms, priority, kb],
@@ -208,7 +216,7 @@ def alter_pool(name: str, *, max_concurrency: int | None, max_queue: int | None,
     kb = pool.work_mem_kb
     if work_mem is not None:
         kb = None if work_mem.strip().lower() == "default" else work_mem_kb(work_mem)
-    spi.execute(
+    _catalog(
         "UPDATE orochi.resource_pools SET pool_name = $2, max_concurrency = $3, max_queue = $4, "
         "queue_timeout_ms = $5, query_timeout_ms = $6, priority = $7, work_mem_kb = $8 WHERE pool_id = $1",
         [pool.pool_id, new_name if new_name is not None else name,
@@ -244,7 +252,7 @@ def drop_pool(name: str, if_exists: bool) -> None:
             spi.notice(f'resource pool "{name}" does not exist, skipping')
             return
         raise UndefinedWorkloadObjectError(f'resource pool "{name}" does not exist')
-    classes = [r[0] for r in spi.execute(
+    classes = [r[0] for r in _catalog(
         "SELECT class_name::text FROM orochi.workload_classes WHERE pool_id = $1 ORDER BY class_name",
         [pool.pool_id], types=["int4"])]
     if classes:
@@ -259,7 +267,7 @@ def drop_pool(name: str, if_exists: bool) -> None:
             f'resource pool "{name}" is in use',
             detail=f"{running} statements run in it and {queued} wait in its queue.",
             hint="Drop it when they are done; orochi.session_resources() lists them.")
-    spi.execute("DELETE FROM orochi.resource_pools WHERE pool_id = $1", [pool.pool_id], types=["int4"])
+    _catalog("DELETE FROM orochi.resource_pools WHERE pool_id = $1", [pool.pool_id], types=["int4"])
 
 
 # ---------------------------------------------------------------- classes
@@ -408,8 +416,8 @@ def _pool_id(pool: Any) -> int | None:
 
 
 def _class_id(name: str) -> int | None:
-    value = spi.execute("SELECT class_id FROM orochi.workload_classes WHERE class_name = $1", [name],
-                        types=["name"]).scalar()
+    value = _catalog("SELECT class_id FROM orochi.workload_classes WHERE class_name = $1", [name],
+                     types=["name"]).scalar()
     return int(value) if value is not None else None
 
 
@@ -421,11 +429,11 @@ def _write_class(class_id: int | None, name: str, pool_id: int | None, priority:
               m.specificity]
     types = ["name", "int4", "int4", "jsonb", "oid[]", "oid[]", "text[]", "int4", "float8", "int4"]
     if class_id is None:
-        return int(spi.execute(
+        return int(_catalog(
             "INSERT INTO orochi.workload_classes (class_name, pool_id, priority, match, match_roles, "
             "match_databases, match_application_names, match_kinds, match_min_cost, specificity) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING class_id", params, types=types).scalar())
-    spi.execute(
+    _catalog(
         "UPDATE orochi.workload_classes SET class_name = $1, pool_id = $2, priority = $3, match = $4, "
         "match_roles = $5, match_databases = $6, match_application_names = $7, match_kinds = $8, "
         "match_min_cost = $9, specificity = $10 WHERE class_id = $11", params + [class_id], types=types + ["int4"])
@@ -438,15 +446,15 @@ def create_class(name: str, pool: Any, match: Any, priority: int | None) -> int:
         raise DuplicateWorkloadObjectError(f'workload class "{name}" already exists')
     pool_id = _pool_id(pool)
     m = parse_match(match)
-    if spi.execute("SELECT count(*) FROM orochi.workload_classes").scalar() >= MAX_CLASSES:
+    if _catalog("SELECT count(*) FROM orochi.workload_classes").scalar() >= MAX_CLASSES:
         raise WorkloadLimitError(f"too many workload classes (at most {MAX_CLASSES})")
     return _write_class(None, name, pool_id, priority, m)
 
 
 def alter_class(name: str, pool: Any, match: Any, priority: int | None) -> None:
     """Change the pool, the criteria or the priority (those given)."""
-    row = spi.execute("SELECT class_id, pool_id, priority, match::text FROM orochi.workload_classes "
-                      "WHERE class_name = $1", [name], types=["name"]).rows
+    row = _catalog("SELECT class_id, pool_id, priority, match::text FROM orochi.workload_classes "
+                   "WHERE class_name = $1", [name], types=["name"]).rows
     if not row:
         raise UndefinedWorkloadObjectError(f'workload class "{name}" does not exist')
     class_id, pool_id, old_priority, old_match = row[0]
@@ -464,27 +472,27 @@ def drop_class(name: str, if_exists: bool) -> None:
             spi.notice(f'workload class "{name}" does not exist, skipping')
             return
         raise UndefinedWorkloadObjectError(f'workload class "{name}" does not exist')
-    roles = [r[0] for r in spi.execute(
+    roles = [r[0] for r in _catalog(
         "SELECT coalesce((SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = role), role::text) "
         "FROM orochi.workload_role_classes WHERE class_id = $1 ORDER BY 1", [class_id], types=["int4"])]
     if roles:
         spi.notice(f'workload class "{name}" is no longer assigned to roles ' + ", ".join(roles))
-    spi.execute("DELETE FROM orochi.workload_classes WHERE class_id = $1", [class_id], types=["int4"])
+    _catalog("DELETE FROM orochi.workload_classes WHERE class_id = $1", [class_id], types=["int4"])
 
 
 def assign_role(class_name: str | None, role: str) -> None:
     """Every session of the role goes to the class (None: the usual rules again)."""
     role_oid = _role_oid(role)
     if class_name is None:
-        spi.execute("DELETE FROM orochi.workload_role_classes WHERE role = $1", [role_oid], types=["oid"])
+        _catalog("DELETE FROM orochi.workload_role_classes WHERE role = $1", [role_oid], types=["oid"])
         return
     class_id = _class_id(class_name)
     if class_id is None:
         raise UndefinedWorkloadObjectError(f'workload class "{class_name}" does not exist')
-    exists = spi.execute("SELECT 1 FROM orochi.workload_role_classes WHERE role = $1", [role_oid],
-                         types=["oid"]).rows
-    if not exists and spi.execute("SELECT count(*) FROM orochi.workload_role_classes").scalar() >= MAX_ROLE_CLASSES:
+    exists = _catalog("SELECT 1 FROM orochi.workload_role_classes WHERE role = $1", [role_oid],
+                      types=["oid"]).rows
+    if not exists and _catalog("SELECT count(*) FROM orochi.workload_role_classes").scalar() >= MAX_ROLE_CLASSES:
         raise WorkloadLimitError(f"too many roles assigned to workload classes (at most {MAX_ROLE_CLASSES})")
-    spi.execute("INSERT INTO orochi.workload_role_classes (role, class_id) VALUES ($1, $2) "
-                "ON CONFLICT (role) DO UPDATE SET class_id = EXCLUDED.class_id",
-                [role_oid, class_id], types=["oid", "int4"])
+    _catalog("INSERT INTO orochi.workload_role_classes (role, class_id) VALUES ($1, $2) "
+             "ON CONFLICT (role) DO UPDATE SET class_id = EXCLUDED.class_id",
+             [role_oid, class_id], types=["oid", "int4"])

@@ -23,13 +23,6 @@ class InvalidWorkloadArgumentError(WorkloadError):
     sqlstate = "22023"
 
 
-class WorkloadPrivilegeError(WorkloadError):
-    """Only superusers define pools and classes (SQLSTATE 42501,
-    insufficient_privilege)."""
-
-    sqlstate = "42501"
-
-
 class UndefinedWorkloadObjectError(WorkloadError):
     """No pool, class or role by that name (SQLSTATE 42704, undefined_object)."""
 
