@@ -1,7 +1,8 @@
 -- orochi 0.1.0 -> 0.2.0: columnar data in the WAL, paths relative to the
 -- database's folder, dump and restore; then the privilege model, columns
 -- added with defaults, time_bucket, moving sketch aggregates, show_chunks /
--- drop_chunks arguments, compression statistics, ingest pipelines.  What it
+-- drop_chunks arguments, compression statistics, ingest pipelines, workload
+-- management (resource pools and workload classes).  What it
 -- makes is what sql/*.sql makes for 0.2.0, object by object
 -- (tests/wal/test_upgrade.py); docs/STORAGE.md, "Versions and updating".
 --
