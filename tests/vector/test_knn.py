@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from orochi_fdw.vector import reference
-from vector_helpers import clustered_vectors, load, random_vectors, recall, text
+from vector_helpers import clustered_vectors, load, random_vectors, text
 
 OPS = {"l2": "<->", "negative_inner_product": "<#>", "cosine": "<=>"}
 #: SQL distances over real[] for the heap oracle
@@ -172,27 +172,3 @@ def test_index_files_follow_their_stripes(db, x):
     assert not os.path.exists(orphan)
     x("TRUNCATE t")
     assert _files(x) == [] and glob.glob(os.path.join(folder, "*.vindex")) == []
-
-
-@pytest.mark.parametrize("kind", ["random", "clustered"])
-@pytest.mark.parametrize("index_type", ["hnsw", "ivfflat"])
-def test_recall_at_defaults_with_filters(db, x, kind, index_type):
-    n, d = 20_000, 128
-    X = random_vectors(n, d, seed=6) if kind == "random" else clustered_vectors(n, d, seed=6)
-    cats = np.random.default_rng(8).integers(0, 100, n)
-    make_table(x, dims=d, options="delta_row_limit '0', stripe_row_limit '10000'")
-    load(db, "t", X, cats)
-    x("SELECT orochi.create_vector_index('t', 'e', index_type => %s)", [index_type])
-    rng = np.random.default_rng(9)
-    Q = (X[rng.integers(0, n, 20)] + 0.05 * rng.normal(size=(20, d))).astype(np.float32) if kind == "clustered" \
-        else random_vectors(20, d, seed=10)
-    for limit_cat in (None, 1, 10, 50):
-        where = "" if limit_cat is None else f"WHERE cat < {limit_cat}"
-        keep = np.ones(n, bool) if limit_cat is None else cats < limit_cat
-        got, truth = [], []
-        for q in Q:
-            rows = ids(x, f"SELECT id FROM t {where} ORDER BY e <-> %s LIMIT 10", [text(q)])
-            assert len(rows) == 10, "k rows whenever k rows pass the filter"
-            got.append(rows)
-            truth.append(reference.knn(X[keep], q, 10, "l2", ids=np.flatnonzero(keep)).tolist())
-        assert recall(got, truth) >= 0.95, f"recall@10 with filter {limit_cat}"
