@@ -86,45 +86,54 @@ def bench(kind: str, n: int, d: int, nq: int, exact_q: int, heap_q: int, efs: li
     both = random_vectors(n + nq, d, 1) if kind == "random" else clustered_vectors(n + nq, d, 1, clusters=1000)
     X, Q = both[:n], both[n:]              # queries held out from the data's distribution
     truth = exact_truth(X, Q, K)
-    rows = []
-    notes = []
     with PostgresCluster("vbench", settings={"shared_buffers": "2GB", "max_parallel_workers_per_gather": 0,
                                              "work_mem": "256MB"}) as pg:
-        pg.create_database("b")
-        conn = pg.connect("b", autocommit=True)
-        conn.execute("SET search_path = public, orochi")
-        conn.execute(f"CREATE FOREIGN TABLE t (id int, e vector({d})) SERVER orochi OPTIONS (delta_row_limit '0')")
-        t0 = time.perf_counter()
-        load(conn, "t", X)
-        load_s = time.perf_counter() - t0
-        stripes = conn.execute("SELECT count(*) FROM orochi.columnar_stripes WHERE relid = 't'::regclass"
-                               ).fetchone()[0]
-        run_queries(conn, "t", Q[:1])      # warm the backend
-        qps, got = run_queries(conn, "t", Q[:exact_q])
-        rows.append((f"columnar, exact scan (no index; {exact_q} queries)", qps, recall(got, truth[:exact_q]), "", ""))
-        t0 = time.perf_counter()
-        conn.execute("SELECT orochi.create_vector_index('t', 'e')")      # hnsw, l2, M 16, ef_construction 64
-        build = time.perf_counter() - t0
-        size, recorded = conn.execute("SELECT sum(file_bytes), string_agg(search_ef::text, ',')"
-                                      " FROM orochi.columnar_vector_index_files").fetchone()
-        per_m = 1e6 / n
-        run_queries(conn, "t", Q[:1])
+        try:
+            return _bench_in(pg, kind, n, d, X, Q, truth, exact_q, heap_q, efs, load_start, started)
+        except Exception:
+            print(pg.log_tail(40), file=sys.stderr)
+            raise
+
+
+def _bench_in(pg, kind, n, d, X, Q, truth, exact_q, heap_q, efs, load_start, started) -> str:
+    nq = len(Q)
+    rows = []
+    notes = []
+    pg.create_database("b")
+    conn = pg.connect("b", autocommit=True)
+    conn.execute("SET search_path = public, orochi")
+    conn.execute(f"CREATE FOREIGN TABLE t (id int, e vector({d})) SERVER orochi OPTIONS (delta_row_limit '0')")
+    t0 = time.perf_counter()
+    load(conn, "t", X)
+    load_s = time.perf_counter() - t0
+    stripes = conn.execute("SELECT count(*) FROM orochi.columnar_stripes WHERE relid = 't'::regclass"
+                           ).fetchone()[0]
+    run_queries(conn, "t", Q[:1])      # warm the backend
+    qps, got = run_queries(conn, "t", Q[:exact_q])
+    rows.append((f"columnar, exact scan (no index; {exact_q} queries)", qps, recall(got, truth[:exact_q]), "", ""))
+    t0 = time.perf_counter()
+    conn.execute("SELECT orochi.create_vector_index('t', 'e')")      # hnsw, l2, M 16, ef_construction 64
+    build = time.perf_counter() - t0
+    size, recorded = conn.execute("SELECT sum(file_bytes), string_agg(search_ef::text, ',')"
+                                  " FROM orochi.columnar_vector_index_files").fetchone()
+    per_m = 1e6 / n
+    run_queries(conn, "t", Q[:1])
+    qps, got = run_queries(conn, "t", Q)
+    rows.append((f"columnar, hnsw index, default settings (recorded ef {recorded})", qps, recall(got, truth),
+                 f"{build:.1f} s ({build * per_m:.0f} s per 1M)",
+                 f"{float(size or 0) / 1e6:.1f} MB ({float(size or 0) / 1e6 * per_m:.0f} MB per 1M)"))
+    notes.append(f"default settings: {how_searched(conn, 't', Q[0])}")
+    for ef in efs:
+        conn.execute(sql.SQL("SET orochi.hnsw_ef_search = {}").format(sql.Literal(ef)))
         qps, got = run_queries(conn, "t", Q)
-        rows.append((f"columnar, hnsw index, default settings (recorded ef {recorded})", qps, recall(got, truth),
-                     f"{build:.1f} s ({build * per_m:.0f} s per 1M)",
-                     f"{float(size or 0) / 1e6:.1f} MB ({float(size or 0) / 1e6 * per_m:.0f} MB per 1M)"))
-        notes.append(f"default settings: {how_searched(conn, 't', Q[0])}")
-        for ef in efs:
-            conn.execute(sql.SQL("SET orochi.hnsw_ef_search = {}").format(sql.Literal(ef)))
-            qps, got = run_queries(conn, "t", Q)
-            rows.append((f"columnar, hnsw index, ef_search {ef}", qps, recall(got, truth), "", ""))
-        conn.execute("RESET orochi.hnsw_ef_search")
-        conn.execute(f"CREATE TABLE h (id int, e vector({d}))")
-        load(conn, "h", X)
-        conn.execute("VACUUM ANALYZE h")
-        run_queries(conn, "h", Q[:1])
-        qps, got = run_queries(conn, "h", Q[:heap_q])
-        rows.append((f"heap, exact ORDER BY ({heap_q} queries)", qps, recall(got, truth[:heap_q]), "", ""))
+        rows.append((f"columnar, hnsw index, ef_search {ef}", qps, recall(got, truth), "", ""))
+    conn.execute("RESET orochi.hnsw_ef_search")
+    conn.execute(f"CREATE TABLE h (id int, e vector({d}))")
+    load(conn, "h", X)
+    conn.execute("VACUUM ANALYZE h")
+    run_queries(conn, "h", Q[:1])
+    qps, got = run_queries(conn, "h", Q[:heap_q])
+    rows.append((f"heap, exact ORDER BY ({heap_q} queries)", qps, recall(got, truth[:heap_q]), "", ""))
     out = [f"### {n:,} × {d} {kind} vectors\n",
            f"Run {started}; load average (1, 5, 15 min) {load_start} at the start, {loadavg()} at the end. "
            f"k = {K}, {nq} held-out queries; COPY (binary) into the columnar table {load_s:.1f} s, "
