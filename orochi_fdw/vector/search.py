@@ -308,6 +308,8 @@ class KnnScan:
         if graph is None or search_ef <= 0:
             return False
         k = self.limit
+        if k >= nallowed:
+            return False            # every allowed row is wanted: reading them is exact and cheaper
         share = nallowed / stripe.row_count
         count = min(file.row_count, max(k, math.ceil(k / share * 1.5) + 8))
         kmetric = METRICS[self.metric]
@@ -319,7 +321,9 @@ class KnnScan:
                 keys = np.asarray(res.keys, dtype=np.int64).reshape(-1)
                 if mask is not None:
                     keys = keys[mask[keys]]
-                if len(keys) >= k or count >= file.row_count:
+                if len(keys) < k and count >= file.row_count:
+                    return False    # the graph reaches fewer rows than wanted (not every node is reachable)
+                if len(keys) >= k:
                     vectors = np.ascontiguousarray(np.vstack(graph.get(keys)).astype(np.float32)) \
                         if len(keys) else np.zeros((0, self.dims), np.float32)
                     dist = np.empty(len(keys), dtype=np.float64)

@@ -199,3 +199,4 @@ def test_returned_vectors_are_the_stored_ones(db, x, index_type):
                 assert cat == (4 if rid >= 9000 else rid % 5)
     rows = x("SELECT id, e FROM t ORDER BY e <-> %s LIMIT 6010", [text(X[0])]).fetchall()
     assert len(rows) == 6004 and rows[-1] == (9100, None), "NULL vectors last"
+
