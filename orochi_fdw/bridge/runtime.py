@@ -342,6 +342,15 @@ def rowid_column(handle: TableHandle) -> str | None:
     return getattr(handle.instance, "rowid_column", None)
 
 
+def begin_modify(handle: TableHandle, operation: str) -> None:
+    """An INSERT, UPDATE or DELETE ("insert", "update", "delete") on the
+    table starts: the wrapper's ``begin_modify(operation)``, if it has one,
+    is called before any scan of the statement yields a row."""
+    method = getattr(handle.instance, "begin_modify", None)
+    if method is not None:
+        method(operation)
+
+
 def insert_batch_size(handle: TableHandle) -> int:
     """Rows per insert_batch call, or 0 if the wrapper takes rows one by one."""
     method = getattr(type(handle.instance), "insert_batch", None)

@@ -1,0 +1,636 @@
+"""``DistributedTable``: the coordinator side of a distributed or reference
+table.
+
+The table on the coordinator is an orochi foreign table whose wrapper is
+this class; its rows are in the shards on the workers
+(:mod:`orochi_fdw.cluster.metadata`).  Through the bridge:
+
+- scans prune shards by the distribution column (one shard: the router
+  path, one worker), ship the quals a worker applies exactly, and read every
+  node at once (one statement per node over its shards);
+- aggregations are pushed down (:mod:`orochi_fdw.cluster.aggregate`);
+- INSERT, INSERT ... SELECT and COPY FROM arrive in batches, are routed by
+  the distribution column's hash and sent as COPY to each shard (every
+  placement of a reference table);
+- UPDATE and DELETE work on rows a scan delivered with row ids: each row id
+  names a (shard, remote ctid), and the changes go to the shards in batches;
+  the distribution column may not change, nor be NULL;
+- TRUNCATE truncates every shard;
+
+all inside the distributed transaction (:mod:`orochi_fdw.cluster.transaction`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from psycopg import sql
+
+from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.bridge.batch import Batch, Column, WireKind
+from orochi_fdw.cluster import aggregate as A
+from orochi_fdw.cluster import copyformat, executor, hashing, metadata, planner
+from orochi_fdw.cluster import values as V
+from orochi_fdw.cluster.errors import ClusterError, DistributionError, UnsupportedDistributedQuery
+from orochi_fdw.cluster.metadata import ColumnInfo, DistTable, Shard
+from orochi_fdw.cluster.transaction import current as txn
+
+#: rows per batch handed to the bridge
+_BATCH_ROWS = 65_536
+#: pending UPDATE / DELETE rows per shard before they are sent
+_MODIFY_FLUSH = 10_000
+#: the hidden column of reference tables' shards that names a row on every placement
+REFERENCE_ROWID = "orochi_rowid"
+
+
+@dataclass
+class ScanPlan:
+    """What a scan (or an aggregation) sends where."""
+
+    table: DistTable
+    shards: list[Shard]
+    pruned: bool
+    tasks: list[planner.Task]
+    columns: list[str] = field(default_factory=list)
+    local_quals: list[Qual] = field(default_factory=list)
+    merge: str = ""
+    shape: Any = None
+    whole: bool = True
+    rowids: bool = False
+
+
+@dataclass
+class _Pending:
+    """UPDATE / DELETE rows waiting to be sent to one shard."""
+
+    deletes: list[int] = field(default_factory=list)
+    updates: list[tuple[int, dict]] = field(default_factory=list)
+    old_dist: list[bytes | None] = field(default_factory=list)
+
+
+class DistributedTable(ForeignDataWrapper):
+    """A distributed or reference table, served from the workers.
+
+    Args:
+        options: ``table_oid`` and ``table_name`` (from the bridge).
+        columns: the coordinator table's columns.
+    """
+
+    options_spec = {"server": {}, "table": {}}
+
+    def __init__(self, options: Mapping[str, Any], columns: Mapping[str, ColumnDefinition]):
+        super().__init__(options, columns)
+        self.relid = int(options["table_oid"])
+        self.relname = str(options.get("table_name", self.relid))
+        self._modify: str | None = None
+        self._rowmap: list[tuple[np.ndarray, np.ndarray, list | None]] = []
+        self._pending: dict[int, _Pending] = {}
+
+    # ------------------------------------------------------------ metadata
+
+    def _table(self) -> DistTable:
+        t = metadata.table(self.relid)
+        if t is None:
+            raise DistributionError(
+                f'table "{self.relname}" is not a distributed table', "42809",
+                hint="Its metadata is gone: drop the foreign table, or make it again with "
+                     "orochi.create_distributed_table.")
+        return t
+
+    def _dist_column(self, t: DistTable) -> str | None:
+        if t.dist_attnum is None:
+            return None
+        for name, col in self.columns.items():
+            if col.attnum == t.dist_attnum:
+                return name
+        return None
+
+    def _column_infos(self, t: DistTable) -> dict[str, ColumnInfo]:
+        by_attnum = {c.attnum: c for c in t.columns}
+        out = {}
+        for name, col in self.columns.items():
+            known = by_attnum.get(col.attnum)
+            out[name] = ColumnInfo(col.attnum, name, col.type_name, known.collation if known else None,
+                                   col.not_null)
+        return out
+
+    def _remote_quals(self, t: DistTable) -> planner.RemoteQuals:
+        return planner.RemoteQuals(t, self._column_infos(t))
+
+    # ------------------------------------------------------------ planning
+
+    def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
+        t = self._table()
+        total = spi.execute("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = $1", [self.relid],
+                            types=["oid"]).scalar()
+        rows = float(total) if total is not None and total >= 0 else 1000.0 * max(t.shard_count, 1)
+        shards, pruned = planner.prune(t, [q for q in quals if q.value is not runtime.UNKNOWN],
+                                       self._dist_column(t))
+        if pruned:
+            rows = rows * len(shards) / max(t.shard_count, 1)
+        elif any(q.field_name == self._dist_column(t) and q.operator_name == "=" for q in quals):
+            rows = rows / max(t.shard_count, 1)  # a parameter: one shard at execution
+        width = sum(8 if c not in ("text", "bytea") else 32 for c in (self._type(n) for n in columns)) or 8
+        return (max(rows, 1.0), width)
+
+    def _type(self, name: str) -> str:
+        col = self.columns.get(name)
+        return col.base_type_name if col is not None else ""
+
+    def get_costs(self, quals: list[Qual], columns: list[str], rows: float, width: int) -> tuple[float, float]:
+        # a round trip to the workers, then the rows over the network
+        return (100.0, 100.0 + rows * (0.02 + width / 8192.0))
+
+    def exact_quals(self, quals: list[Qual]) -> list[bool]:
+        rq = self._remote_quals(self._table())
+        return [rq.shippable(q) for q in quals]
+
+    # ------------------------------------------------------------ reading
+
+    def _plan_scan(self, quals: list[Qual], columns: list[str], limit: int | None,
+                   rowids: bool, explain: bool = False) -> ScanPlan:
+        """The tasks of a scan.  With ``rowids`` (UPDATE / DELETE) each row
+        also brings what identifies it: the shard's index and the row's
+        ctid (a reference table: its orochi_rowid, the same on every
+        placement), and the distribution value (to check it does not
+        change)."""
+        t = self._table()
+        dist = self._dist_column(t)
+        shards, pruned = planner.prune(t, quals, dist)
+        rq = self._remote_quals(t)
+        fetch = [c for c in columns if c in self.columns]
+        if rowids and dist is not None and dist not in fetch:
+            fetch.append(dist)
+        tasks = []
+        rest: list[Qual] = []
+        preferred = set(txn.sessions)
+        for node, node_shards in planner.by_node(t, shards, preferred).values():
+            params = planner.Params()
+            where, rest = rq.where(quals, params) if not explain else _explain_where(rq, quals, params)
+            limit_ph = params.add(str(int(limit))) if limit is not None else None
+            branches = []
+            for shard in node_shards:
+                items = [sql.Identifier(c) for c in fetch]
+                if rowids:
+                    ident = sql.Identifier(REFERENCE_ROWID) if t.is_reference else sql.SQL("ctid")
+                    items = [ident, sql.SQL("{}::integer").format(params.add(str(shard.shard_index)))] + items
+                q = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(items), planner.shard_ident(t, shard),
+                                                          where)
+                if limit_ph is not None:
+                    q += sql.SQL(" LIMIT {}::bigint").format(limit_ph)
+                branches.append(q)
+            tasks.append(planner.Task(node, node_shards, planner.union_all(branches).as_bytes(None),
+                                      list(params.values)))
+        if not tasks:
+            rest = [q for q in quals if rq.render(q, planner.Params()) is None]
+        return ScanPlan(t, shards, pruned, tasks, fetch, rest, rowids=rowids)
+
+    def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
+                limit: int | None = None):
+        rowids = self._modify in ("update", "delete")
+        return _Scan(self, self._plan_scan(quals, columns, limit, rowids), limit)
+
+    def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
+                verbose: bool = False) -> list[str]:
+        plan = self._plan_scan(quals, columns, None, False, explain=True)
+        return _explain_lines(plan, verbose)
+
+    # ------------------------------------------------------------ aggregates
+
+    def can_aggregate(self, request: dict, quals: list[Qual]) -> dict | None:
+        t = self._table()
+        rq = self._remote_quals(t)
+        if not all(rq.shippable(q) for q in quals):
+            return None
+        shape = A.build(request, {n: n for n in self.columns}, self._dist_column(t))
+        if isinstance(shape, str):
+            return None
+        if not shape.partial_ok() and not self._whole_guaranteed(t, shape, quals):
+            return None
+        rows = 1.0 if not request["group_by"] else 100.0
+        return {"rows": rows, "startup_cost": 100.0, "total_cost": 100.0 + rows * 0.01, "exact": True}
+
+    def _whole_guaranteed(self, t: DistTable, shape: A.AggregateShape, quals: list[Qual]) -> bool:
+        """Whether each group surely lies in one shard (so a shard's own
+        aggregate is final)."""
+        if t.is_reference or t.shard_count <= 1:
+            return True
+        dist = self._dist_column(t)
+        if any(g["kind"] == "column" and g["column"] == dist for g in shape.request["group_by"]):
+            return True
+        shards, pruned = planner.prune(t, [q for q in quals if q.value is not runtime.UNKNOWN], dist)
+        return pruned and len(shards) <= 1
+
+    def _plan_aggregate(self, request: dict, quals: list[Qual], explain: bool = False) -> ScanPlan:
+        t = self._table()
+        dist = self._dist_column(t)
+        shape = A.build(request, {n: n for n in self.columns}, dist)
+        if isinstance(shape, str):  # pragma: no cover - can_aggregate said yes
+            raise UnsupportedDistributedQuery(f"cannot push this aggregation to the shards: {shape}")
+        shards, pruned = planner.prune(t, quals, dist)
+        rq = self._remote_quals(t)
+        nothing = False
+        if not shards and not request["group_by"]:
+            # no shard can hold a row, but an aggregate without GROUP BY still
+            # makes one row: one shard computes it over nothing
+            shards = list(t.shards[:1])
+            nothing = True
+        whole = shape.whole_ok() and (
+            t.is_reference or len(shards) == 1
+            or any(g["kind"] == "column" and g["column"] == dist for g in request["group_by"]))
+        if not shape.partial_ok():
+            whole = True
+        tasks = []
+        preferred = set(txn.sessions)
+        for node, node_shards in planner.by_node(t, shards, preferred).values():
+            params = planner.Params()
+            for p in shape.params:
+                params.add(p)
+            where, rest = rq.where(quals, params) if not explain else _explain_where(rq, quals, params)
+            if rest and not explain:  # pragma: no cover - can_aggregate checked them
+                raise ClusterError("a qual of a pushed-down aggregation could not be shipped", "XX000")
+            if nothing:
+                where = sql.SQL(" WHERE false")
+            branches = [A.shard_select(shape, planner.shard_ident(t, s), where, whole) for s in node_shards]
+            tasks.append(planner.Task(node, node_shards, planner.union_all(branches).as_bytes(None),
+                                      list(params.values)))
+        merge = ("concatenation: each group is computed whole on one shard" if whole
+                 else "final aggregation on the coordinator over the shards' partial aggregates")
+        return ScanPlan(t, shards, pruned, tasks, merge=merge, shape=shape, whole=whole)
+
+    def aggregate(self, request: dict, quals: list[Qual]):
+        plan = self._plan_aggregate(request, quals)
+        return _AggregateScan(plan)
+
+    # ------------------------------------------------------------ writing
+
+    @property
+    def rowid_column(self) -> str:  # type: ignore[override]
+        return "ctid"
+
+    @property
+    def insert_batch_size(self) -> int:  # type: ignore[override]
+        return 100_000
+
+    def begin_modify(self, operation: str) -> None:
+        """The bridge's notice that an INSERT, UPDATE or DELETE on this table
+        starts: scans of this statement then deliver row ids."""
+        self._modify = operation
+        self._rowmap = []
+        self._pending = {}
+
+    def insert_batch(self, batch: Batch) -> None:
+        t = self._table()
+        names = [n for n in self.columns if n in batch.columns]
+        n = batch.nrows
+        if n == 0:
+            return
+        dist = self._dist_column(t)
+        if t.is_reference:
+            groups = [(t.shards[0], None)]
+        else:
+            col = batch.columns.get(dist)
+            if col is None or (col.validity is not None and not np.asarray(col.validity).all()):
+                raise _null_dist(dist, self.relname)
+            fn = hashing.hash_function(t.dist_type)
+            index = metadata.shard_index_for_hash(fn.hash_column(col, n), t.shard_count)
+            order = np.argsort(index, kind="stable")
+            sorted_index = index[order]
+            bounds = np.flatnonzero(np.diff(sorted_index)) + 1
+            starts = np.concatenate(([0], bounds))
+            ends = np.concatenate((bounds, [n]))
+            groups = [(t.shards[int(sorted_index[s])], np.sort(order[s:e])) for s, e in zip(starts, ends)]
+        fields = [copyformat.column_text_fields(batch.columns[c], n) for c in names]
+        copy_names = list(names)
+        if t.is_reference:
+            first = int(spi.execute("SELECT pg_catalog.nextval('orochi.dist_reference_rowid_seq')"
+                                    " FROM pg_catalog.generate_series(1, $1) ORDER BY 1 DESC LIMIT 1",
+                                    [n], types=["integer"]).scalar()) - n + 1
+            ids = np.arange(first, first + n, dtype=np.int64)
+            fields.append(copyformat.column_text_fields(Column(WireKind.INT64, ids), n))
+            copy_names.append(REFERENCE_ROWID)
+        fields = copyformat.prepare(fields)
+        collist = sql.SQL(", ").join(sql.Identifier(c) for c in copy_names)
+        nodes = metadata.nodes()
+        pieces = []
+        for shard, rows in groups:
+            data = copyformat.encode_prepared(fields, n, rows)
+            stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(planner.shard_ident(t, shard), collist).as_bytes(None)
+            for node_id in shard.node_ids:
+                pieces.append((nodes[node_id], stmt, [data]))
+        executor.copy_into(pieces)
+
+    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
+        shard_index, tid, old = self._row(int(oldvalues))
+        t = self._table()
+        dist = self._dist_column(t)
+        if dist is not None and newvalues.get(dist) is None:
+            raise _null_dist(dist, self.relname)
+        p = self._pending.setdefault(shard_index, _Pending())
+        p.updates.append((tid, newvalues))
+        p.old_dist.append(old)
+        if len(p.updates) >= _MODIFY_FLUSH:
+            self._flush(t, shard_index)
+        return None
+
+    def delete(self, oldvalues: Any) -> None:
+        shard_index, tid, _ = self._row(int(oldvalues))
+        p = self._pending.setdefault(shard_index, _Pending())
+        p.deletes.append(tid)
+        if len(p.deletes) >= _MODIFY_FLUSH:
+            self._flush(self._table(), shard_index)
+
+    def _row(self, rowid: int) -> tuple[int, int, bytes | None]:
+        batch, i = divmod(rowid, _BATCH_ROWS)
+        shard_idx, tids, dist = self._rowmap[batch]
+        return int(shard_idx[i]), int(tids[i]), (dist[i] if dist is not None else None)
+
+    def end_modify(self) -> None:
+        try:
+            if self._pending:
+                t = self._table()
+                for shard_index in list(self._pending):
+                    self._flush(t, shard_index)
+        finally:
+            self._pending = {}
+            self._rowmap = []
+            self._modify = None
+
+    def _flush(self, t: DistTable, shard_index: int) -> None:
+        p = self._pending.pop(shard_index, None)
+        if p is None:
+            return
+        shard = t.shards[shard_index]
+        ident = planner.shard_ident(t, shard)
+        nodes = metadata.nodes()
+        tasks = []
+        if p.deletes:
+            params = planner.Params()
+            if t.is_reference:
+                ph = params.add(V.array_literal([str(x) for x in p.deletes]))
+                stmt = sql.SQL("DELETE FROM {} WHERE {} = ANY ({}::bigint[])").format(
+                    ident, sql.Identifier(REFERENCE_ROWID), ph).as_bytes(None)
+            else:
+                ph = params.add(V.array_literal([_tid_text(x) for x in p.deletes]))
+                stmt = sql.SQL("DELETE FROM {} WHERE ctid = ANY ({}::tid[])").format(ident, ph).as_bytes(None)
+            tasks += [planner.Task(nodes[nid], [shard], stmt, list(params.values)) for nid in shard.node_ids]
+        if p.updates:
+            self._check_dist_unchanged(t, p)
+            tasks += self._update_tasks(t, shard, ident, p, nodes)
+        executor.run(tasks, write=True)
+
+    def _check_dist_unchanged(self, t: DistTable, p: _Pending) -> None:
+        dist = self._dist_column(t)
+        if dist is None:
+            return
+        changed = []
+        for (_, new), old in zip(p.updates, p.old_dist):
+            text = V.to_text(new.get(dist))
+            if old is None or text.encode("utf-8") != old:
+                changed.append((old, text))
+        if not changed:
+            return
+        fn = hashing.hash_function(t.dist_type)
+        olds = fn.hash_texts([None if o is None else o.decode("utf-8") for o, _ in changed])
+        news = fn.hash_texts([n for _, n in changed])
+        if any(a != b for a, b in zip(olds, news)):
+            raise UnsupportedDistributedQuery(
+                f'modifying the distribution column "{dist}" of table "{self.relname}" is not supported',
+                detail="A row's distribution value decides its shard.",
+                hint="Delete the row and insert it with the new value.")
+
+    def _update_tasks(self, t: DistTable, shard: Shard, ident, p: _Pending, nodes) -> list[planner.Task]:
+        dist = self._dist_column(t)
+        names = [n for n in self.columns if n != dist]
+        if not names:
+            return []
+        params = planner.Params()
+        if t.is_reference:
+            tid_ph = params.add(V.array_literal([str(tid) for tid, _ in p.updates]))
+            key, key_type = sql.Identifier(REFERENCE_ROWID), sql.SQL("bigint")
+        else:
+            tid_ph = params.add(V.array_literal([_tid_text(tid) for tid, _ in p.updates]))
+            key, key_type = sql.SQL("ctid"), sql.SQL("tid")
+        phs = []
+        for n in names:
+            phs.append(params.add(V.array_literal([_text_or_none(new.get(n)) for _, new in p.updates])))
+        targets = sql.SQL(", ").join(
+            sql.SQL("{} = v.{}::{}").format(sql.Identifier(n), sql.Identifier(n), sql.SQL(self.columns[n].type_name))
+            for n in names)
+        unnest = sql.SQL(", ").join([sql.SQL("{}::{}[]").format(tid_ph, key_type)]
+                                    + [sql.SQL("{}::text[]").format(ph) for ph in phs])
+        alias = sql.SQL(", ").join([sql.Identifier("orochi_key")] + [sql.Identifier(n) for n in names])
+        stmt = sql.SQL("UPDATE {} AS t SET {} FROM unnest({}) AS v({}) WHERE t.{} = v.orochi_key").format(
+            ident, targets, unnest, alias, key).as_bytes(None)
+        return [planner.Task(nodes[nid], [shard], stmt, list(params.values)) for nid in shard.node_ids]
+
+    def truncate(self, behavior: str, restart_seqs: bool) -> None:
+        t = self._table()
+        tasks = []
+        for node, shards in planner.by_node_all(t).values():
+            stmt = sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(planner.shard_ident(t, s) for s in shards)).as_bytes(None)
+            tasks.append(planner.Task(node, shards, stmt))
+        executor.run(tasks, write=True)
+
+    # ------------------------------------------------------------ transactions
+
+    def begin(self, serializable: bool) -> None:
+        self._modify = None
+        self._rowmap = []
+        self._pending = {}
+
+    def rollback(self) -> None:
+        self.begin(False)
+
+    def commit(self) -> None:
+        self.begin(False)
+
+
+def _text_or_none(v: Any) -> str | None:
+    return V.to_text(v)
+
+
+def _tid_text(tid: int) -> str:
+    return f"({tid >> 16},{tid & 0xFFFF})"
+
+
+def _parse_tid(raw: bytes) -> int:
+    block, _, offset = raw.strip(b"()").partition(b",")
+    return (int(block) << 16) | int(offset)
+
+
+def _null_dist(dist: str | None, relname: str) -> ClusterError:
+    return ClusterError(f'null value in column "{dist}" of relation "{relname}" violates not-null constraint',
+                        "23502", detail="The distribution column of a distributed table cannot be NULL.")
+
+
+def _explain_where(rq: planner.RemoteQuals, quals: list[Qual], params: planner.Params):
+    """The WHERE clause EXPLAIN shows: values not known yet as $n."""
+    parts = []
+    rest = []
+    for q in quals:
+        if q.value is runtime.UNKNOWN and rq.shippable(q):
+            col = rq.columns[q.field_name]
+            ph = params.add(None)
+            vt = (q.value_type or "unknown").replace("[]", "")
+            if q.is_list_operator:
+                frag = sql.SQL("{} {} {} ({}::{}[])").format(sql.Identifier(col.name), sql.SQL(q.operator_name),
+                                                            sql.SQL("ANY" if q.list_any_or_all else "ALL"), ph,
+                                                            sql.SQL(vt))
+            else:
+                frag = sql.SQL("{} {} {}::{}").format(sql.Identifier(col.name), sql.SQL(q.operator_name), ph,
+                                                     sql.SQL(vt))
+            parts.append(frag)
+            continue
+        frag = rq.render(q, params)
+        if frag is None:
+            rest.append(q)
+        else:
+            parts.append(frag)
+    if not parts:
+        return sql.SQL(""), rest
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), rest
+
+
+# ------------------------------------------------------------------ scans
+
+
+class _Scan:
+    """The rows of a scan plan, one batch at a time, with what EXPLAIN
+    ANALYZE shows."""
+
+    def __init__(self, wrapper: DistributedTable, plan: ScanPlan, limit: int | None):
+        self.wrapper = wrapper
+        self.plan = plan
+        self.limit = limit
+        self.runs: list[executor.TaskRun] = []
+        self._iter: Iterator | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iter is None:
+            self._iter = self._batches()
+        return next(self._iter)
+
+    def _batches(self):
+        plan = self.plan
+        self.runs = executor.run(plan.tasks)
+        cols = plan.columns
+        kinds = [A.output_kind(self.wrapper.columns[c].type_oid) for c in cols]
+        offset = 2 if plan.rowids else 0
+        returned = 0
+        dist = self.wrapper._dist_column(plan.table) if plan.rowids else None
+        for run in self.runs:
+            for res in run.results:
+                n = res.ntuples
+                if n == 0:
+                    continue
+                for start in range(0, n, _BATCH_ROWS):
+                    end = min(n, start + _BATCH_ROWS)
+                    if self.limit is not None and returned >= self.limit:
+                        return
+                    columns = {}
+                    for i, (c, kind) in enumerate(zip(cols, kinds)):
+                        values = [res.get_value(r, offset + i) for r in range(start, end)]
+                        columns[c] = executor.to_column(values, kind)
+                    batch = Batch(end - start, columns)
+                    if plan.rowids:
+                        if plan.table.is_reference:
+                            keys = np.fromiter((int(res.get_value(r, 0)) for r in range(start, end)),
+                                               dtype=np.int64, count=end - start)
+                        else:
+                            keys = np.fromiter((_parse_tid(res.get_value(r, 0)) for r in range(start, end)),
+                                               dtype=np.int64, count=end - start)
+                        shard_of_row = np.fromiter((int(res.get_value(r, 1)) for r in range(start, end)),
+                                                   dtype=np.int32, count=end - start)
+                        dist_values = None
+                        if dist is not None:
+                            di = offset + cols.index(dist)
+                            dist_values = [res.get_value(r, di) for r in range(start, end)]
+                        number = len(self.wrapper._rowmap)
+                        self.wrapper._rowmap.append((shard_of_row, keys, dist_values))
+                        batch.rowids = np.arange(end - start, dtype=np.int64) + number * _BATCH_ROWS
+                    returned += batch.nrows
+                    yield batch
+
+    def explain_analyze(self) -> list[str]:
+        lines = []
+        for run in self.runs:
+            lines.append(f"Node {run.task.node.name}: {len(run.task.shards)} shard(s), {run.rows} rows, "
+                         f"{run.seconds * 1000:.3f} ms")
+        return lines
+
+
+class _AggregateScan:
+    """The groups of a pushed-down aggregation."""
+
+    def __init__(self, plan: ScanPlan):
+        self.plan = plan
+        self.runs: list[executor.TaskRun] = []
+        self.partial_rows = 0
+        self._iter: Iterator | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iter is None:
+            self._iter = self._rows()
+        return next(self._iter)
+
+    def _rows(self):
+        plan = self.plan
+        request = plan.shape.request
+        outputs = request["outputs"]
+        self.runs = executor.run(plan.tasks)
+        results = [res for run in self.runs for res in run.results]
+        if plan.whole:
+            kinds = [A.output_kind(o["type_oid"]) for o in outputs]
+            n = sum(r.ntuples for r in results)
+            cols = executor.text_columns(results, kinds)
+            yield Batch(n, {o["name"]: c for o, c in zip(outputs, cols)})
+            return
+        ntypes = len(A.partial_types(plan.shape))
+        arrays = []
+        for i in range(ntypes):
+            arrays.append([None if v is None else v.decode("utf-8") for v in executor.text_values(results, i)])
+        self.partial_rows = len(arrays[0]) if arrays else 0
+        query, types, extra = A.final_query(plan.shape)
+        rows = spi.execute(query, arrays + extra, types=types, read_only=False).rows
+        for row in rows:
+            yield {o["name"]: v for o, v in zip(outputs, row)}
+
+    def explain_analyze(self) -> list[str]:
+        lines = []
+        for run in self.runs:
+            lines.append(f"Node {run.task.node.name}: {len(run.task.shards)} shard(s), {run.rows} rows, "
+                         f"{run.seconds * 1000:.3f} ms")
+        if not self.plan.whole:
+            lines.append(f"Partial rows merged: {self.partial_rows}")
+        return lines
+
+
+def _explain_lines(plan: ScanPlan, verbose: bool) -> list[str]:
+    t = plan.table
+    lines = []
+    kind = "reference table" if t.is_reference else f"hash distributed, {t.shard_count} shards"
+    lines.append(f"Distributed Table: {kind}")
+    pruned = t.shard_count - len(plan.shards)
+    lines.append(f"Shards: {len(plan.shards)} of {t.shard_count}" + (f" ({pruned} pruned)" if pruned else ""))
+    lines.append(f"Task Count: {len(plan.tasks)}" + (" (router)" if len(plan.tasks) == 1 and not t.is_reference
+                                                       and len(plan.shards) == 1 else ""))
+    if plan.merge:
+        lines.append(f"Merge: {plan.merge}")
+    if plan.tasks:
+        task = plan.tasks[0]
+        lines.append(f"Task Node: {task.node.name}")
+        lines.append(f"Remote SQL: {task.sql.decode('utf-8')}")
+    if plan.local_quals and verbose:
+        lines.append("Rechecked on the coordinator: " + ", ".join(repr(q) for q in plan.local_quals))
+    return lines
