@@ -301,7 +301,7 @@ def _colocation(colocate_with: str, shard_count: int, dist_type: int, collation:
     if t is None or t.is_reference:
         raise DistributionError(f'cannot colocate table "{table_name}" with "{target}": it is not a hash '
                                 "distributed table", "55000")
-    info = spi.execute("SELECT shard_count, dist_type, dist_collation FROM orochi.dist_colocation"
+    info = spi.execute("SELECT shard_count, dist_type::oid, dist_collation FROM orochi.dist_colocation"
                        " WHERE colocation_id = $1", [t.colocation_id], types=["integer"]).rows[0]
     if int(info[1]) != dist_type or int(info[2]) != collation:
         raise DistributionError(f'cannot colocate table "{table_name}" with "{target}": their distribution '
@@ -601,7 +601,7 @@ def _replicate_reference_tables(node: Node) -> None:
         names = sql.SQL(", ").join([sql.Identifier(c.name) for c in t.columns] + [sql.Identifier("orochi_rowid")])
         sessions = txn.sessions_for([source, node])
         (data,) = C.drive([(sessions[source.node_id], C.copy_out(
-            sessions[source.node_id], sql.SQL("COPY {} ({}) TO STDOUT").format(ident, names).as_bytes(None)))])
+            sessions[source.node_id], sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(names, ident).as_bytes(None)))])
         executor.copy_into([(node, sql.SQL("COPY {} ({}) FROM STDIN").format(ident, names).as_bytes(None), [data])])
         spi.execute("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
                     [shard.shard_id, node.node_id], types=["bigint", "integer"])

@@ -23,8 +23,6 @@ import itertools
 from typing import Any
 
 import psycopg
-from psycopg import sql
-
 from orochi_fdw.testing.cluster import PostgresCluster
 
 _names = itertools.count(1)
@@ -48,9 +46,14 @@ class LocalCluster:
         self.dbname = dbname
         self.databases: list[str] = []
 
+    #: the database every node copies new databases from (the extension made once)
+    TEMPLATE = "orochi_template"
+
     def start(self) -> "LocalCluster":
-        for c in [self.coordinator, *self.workers]:
-            c.start()
+        """Start every node (at once) and make the template and the first
+        database."""
+        _each(self.all(), lambda c: c.start())
+        _each(self.all(), lambda c: c.create_database(self.TEMPLATE))
         self.new_database(self.dbname)
         return self
 
@@ -61,9 +64,11 @@ class LocalCluster:
         """A database of that name on every node, with the extension, the
         workers added to the coordinator's metadata."""
         name = name or f"{self.name.replace('-', '_')}_{next(_names)}"
-        for c in self.all():
-            c.create_database(name)
+        _each(self.all(), lambda c: c.create_database(name, extension=False, template=self.TEMPLATE))
         self.databases.append(name)
+        with self.coordinator.connect(name, autocommit=True) as conn:
+            # each database is its own coordinator, with its own id in gids
+            conn.execute("UPDATE orochi.dist_coordinator SET coordinator_id = (random() * 2147483646)::integer + 1")
         if add_nodes:
             with self.coordinator.connect(name, autocommit=True) as conn:
                 for w in self.workers:
@@ -106,5 +111,23 @@ class LocalCluster:
         self.cleanup()
 
 
-def ident(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
+def _each(clusters: list[PostgresCluster], action) -> None:
+    """Run ``action`` on every cluster at once (threads: the work is in
+    server processes)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run(c: PostgresCluster) -> None:
+        try:
+            action(c)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in clusters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
