@@ -314,8 +314,12 @@ def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
         groups = [o["text"] for o in outs if o["kind"] == "group"]
         if groups:
             lines.append("Group by: " + ", ".join(groups))
-    lines += list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
-                                          verbose=bool(verbose)) or [])
+    explain_aggregate = getattr(handle.instance, "explain_aggregate", None)
+    if isinstance(handle, AggregateHandle) and explain_aggregate is not None:
+        lines += list(explain_aggregate(handle.request, _quals(quals), verbose=bool(verbose)) or [])
+    else:
+        lines += list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
+                                              verbose=bool(verbose)) or [])
     if analyze and iterator is not None:
         more = getattr(iterator, "explain_analyze", None)
         if more is not None:

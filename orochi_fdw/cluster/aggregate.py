@@ -214,17 +214,22 @@ def _sketch(a: dict, ident, params: list) -> tuple[Any, Any, str | None]:
         return whole, [part], None
     if func in ("approx_percentile", "tdigest_agg"):
         extra = []
+        quantile = None
         if func == "approx_percentile":
             if not args or not isinstance(args[0], float):
                 return None, None, "approx_percentile of an array of quantiles"
-            q = args.pop(0)
-            extra.append(sql.SQL(", {}::double precision").format(_param(params, V.to_text(q))))
+            quantile = _param(params, V.to_text(args.pop(0)))
+            extra.append(sql.SQL(", {}::double precision").format(quantile))
         if len(args) > 1 or (args and not isinstance(args[0], int)):
             return None, None, f"orochi.{func} with unexpected arguments"
         comp = [sql.SQL(", {}::integer").format(_param(params, str(args[0])))] if args else []
         whole = sql.SQL("orochi.{}({}{}{})").format(sql.SQL(func), ident, sql.Composed(extra), sql.Composed(comp))
-        part = Partial(sql.SQL("orochi.tdigest_agg({}{})").format(ident, sql.Composed(comp)), "orochi.tdigest")
-        return whole, [part], None
+        parts = [Partial(sql.SQL("orochi.tdigest_agg({}{})").format(ident, sql.Composed(comp)), "orochi.tdigest")]
+        if quantile is not None:
+            # every parameter of a statement must be used: the partial rows
+            # carry the quantile too (the final query takes it from the request)
+            parts.append(Partial(sql.SQL("{}::double precision").format(quantile), "double precision"))
+        return whole, parts, None
     return None, None, f"orochi.{func}"
 
 

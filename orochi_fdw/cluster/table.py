@@ -261,6 +261,11 @@ class DistributedTable(ForeignDataWrapper):
                  else "final aggregation on the coordinator over the shards' partial aggregates")
         return ScanPlan(t, shards, pruned, tasks, merge=merge, shape=shape, whole=whole)
 
+    def explain_aggregate(self, request: dict, quals: list[Qual], verbose: bool = False) -> list[str]:
+        """EXPLAIN of a pushed-down aggregation (the bridge's hook for
+        wrappers whose aggregate plan differs from their scan)."""
+        return _explain_lines(self._plan_aggregate(request, quals, explain=True), verbose)
+
     def aggregate(self, request: dict, quals: list[Qual]):
         plan = self._plan_aggregate(request, quals)
         return _AggregateScan(plan)

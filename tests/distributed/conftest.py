@@ -109,8 +109,7 @@ class DistSchema:
                       dbname=self.dbname)
 
 
-@pytest.fixture
-def dist(cluster, request):
+def _schema(cluster):
     schema = f"t{next(_schemas)}"
     cluster.coordinator.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)), dbname=cluster.dbname)
     d = DistSchema(cluster, cluster.dbname, schema)
@@ -118,6 +117,17 @@ def dist(cluster, request):
     left = cluster.prepared_transactions(cluster.dbname)
     d.cleanup()
     assert not left, f"prepared transactions left on the workers: {left}"
+
+
+@pytest.fixture
+def dist(cluster):
+    yield from _schema(cluster)
+
+
+@pytest.fixture(scope="module")
+def dist_module(cluster):
+    """A schema shared by a module's tests (for read-only tests over one data set)."""
+    yield from _schema(cluster)
 
 
 @pytest.fixture
