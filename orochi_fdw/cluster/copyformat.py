@@ -67,7 +67,7 @@ def _civil(days: int) -> tuple[int, int, int]:
     """(year, month, day) in the proleptic Gregorian calendar of a day
     count since 2000-01-01 (any range; year 0 is 1 BC)."""
     z = days + 10957 + 719468  # days since 0000-03-01
-    era = (z if z >= 0 else z - 146096) // 146097
+    era = z // 146097  # floor division (the C original adjusts truncation)
     doe = z - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     y = yoe + era * 400

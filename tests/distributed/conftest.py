@@ -65,9 +65,7 @@ class DistSchema:
         self.conn = self.connect()
 
     def connect(self, **kw) -> psycopg.Connection:
-        conn = self.lc.connect(self.dbname, **kw)
-        conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(self.schema)))
-        return conn
+        return self.lc.connect(self.dbname, options=f"-c search_path={self.schema},public", **kw)
 
     def q(self, query, params=None) -> list[tuple]:
         cur = self.conn.execute(query, params)
