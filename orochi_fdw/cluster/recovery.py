@@ -69,7 +69,11 @@ def _recover_node(session: C.Session, node_id: int, coordinator_id: int) -> int:
     status = {}
     if xids:
         for gid, st in spi.execute(
-                "SELECT g, pg_catalog.pg_xact_status(x::text::xid8) FROM unnest($1::text[], $2::bigint[]) AS u(g, x)",
+                # an xid past the next one to be assigned belonged to a
+                # transaction a crash lost before its commit: aborted
+                "SELECT g, CASE WHEN x::text::xid8 >= pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
+                "               THEN 'aborted' ELSE pg_catalog.pg_xact_status(x::text::xid8) END"
+                "  FROM unnest($1::text[], $2::bigint[]) AS u(g, x)",
                 [list(xids), list(xids.values())], types=["text[]", "bigint[]"]).rows:
             status[gid] = st
     records = {r[0] for r in spi.execute("SELECT gid FROM orochi.dist_transaction WHERE node_id = $1",

@@ -118,21 +118,49 @@ class DistributedTransaction:
         out = {n.node_id: self.sessions[n.node_id] for n in nodes}
         to_begin = [s for s in out.values() if not s.in_transaction]
         if to_begin:
-            begin = (b"BEGIN ISOLATION LEVEL REPEATABLE READ" if self.serializable
-                     else b"BEGIN ISOLATION LEVEL READ COMMITTED")
-            pairs = []
-            for s in to_begin:
-                if s.timezone != self.timezone:
-                    pairs.append((s, C.command(s, b"SELECT pg_catalog.set_config('TimeZone', $1, false)",
+            failed = self._begin(to_begin)
+            if failed:
+                # a cached connection the worker dropped (a restart): nothing
+                # was done on it in this transaction, so open a new one
+                for s in failed:
+                    s.close()
+                    del self.sessions[s.node.node_id]
+                reopened = C.open_sessions([s.node for s in failed], self.user, self.database)
+                self.sessions.update(reopened)
+                out.update(reopened)
+                again = self._begin(list(reopened.values()))
+                if again:
+                    raise NodeConnectionError(f"could not begin a transaction on node {again[0].node.name}",
+                                              "08006")
+        return out
+
+    def _begin(self, sessions: list[C.Session]) -> list[C.Session]:
+        """Open a remote transaction on each session; the sessions whose
+        connection turned out to be lost."""
+        begin = (b"BEGIN ISOLATION LEVEL REPEATABLE READ" if self.serializable
+                 else b"BEGIN ISOLATION LEVEL READ COMMITTED")
+        jobs = []
+        for s in sessions:
+            if s.timezone != self.timezone:
+                jobs.append(C.Job(s, C.command(s, b"SELECT pg_catalog.set_config('TimeZone', $1, false)",
                                                [self.timezone.encode()])))
-                pairs.append((s, C.command(s, begin)))
-            self._drive(pairs)
-            for s in to_begin:
+            jobs.append(C.Job(s, C.command(s, begin)))
+        error = C.run_jobs(jobs, cancel_on_error=False)
+        lost = []
+        for job in jobs:
+            if isinstance(job.error, NodeConnectionError):
+                if job.session not in lost:
+                    lost.append(job.session)
+            elif job.error is not None:
+                raise job.error
+        del error
+        for s in sessions:
+            if s not in lost:
                 s.timezone = self.timezone
                 s.in_transaction = True
                 s.begin_level = self.depth
                 s.savepoints = []
-        return out
+        return lost
 
     def _drive(self, pairs, **kw):
         try:

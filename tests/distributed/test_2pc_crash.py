@@ -1,0 +1,175 @@
+"""Two-phase commit under kill -9: a worker between PREPARE and COMMIT
+PREPARED, the coordinator after its local commit and before the COMMIT
+PREPAREDs, the coordinator before its local commit.  After restart and
+recovery every transaction is all-or-nothing on every node and nothing
+stays prepared.
+
+The coordinator pauses at a named protocol step (``orochi.fault_points``)
+until a file the test creates exists; the test waits for the log line
+saying it got there, so the kill always lands at that step.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import psycopg
+import pytest
+
+from orochi_fdw.testing.distributed import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def crash_cluster():
+    lc = LocalCluster(workers=2, name="crash")
+    try:
+        lc.start()
+        yield lc
+    finally:
+        lc.cleanup()
+
+
+@pytest.fixture
+def setup(crash_cluster):
+    lc = crash_cluster
+    for c in lc.all():
+        c.ensure_running()
+    name = lc.new_database()
+    with lc.connect(name) as conn:
+        conn.execute("CREATE TABLE d (k int, v text)")
+        conn.execute("SELECT orochi.create_distributed_table('d', 'k', 4)")
+    release_dir = tempfile.mkdtemp(prefix="orochi-fault-")
+    os.chmod(release_dir, 0o777)
+    yield lc, name, os.path.join(release_dir, "release")
+    for c in lc.all():
+        c.ensure_running()
+    lc.drop_database(name)
+
+
+class Paused:
+    """A statement run in a thread with a fault point set; ``reached()``
+    waits for the coordinator's log line."""
+
+    def __init__(self, lc, dbname, step, release, statements):
+        self.lc = lc
+        self.offset = lc.coordinator.log_offset()
+        self.step = step
+        self.error = None
+        self.release = release
+
+        def run():
+            try:
+                with lc.connect(dbname) as conn:
+                    conn.execute(f"SET orochi.fault_points = '{step}={release}'")
+                    for s in statements:
+                        conn.execute(s)
+            except Exception as exc:  # noqa: BLE001 - inspected by the test
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def reached(self):
+        self.lc.coordinator.wait_for_log(f"orochi fault point {self.step} reached", since=self.offset, timeout=60)
+
+    def go_on(self):
+        open(self.release, "w").close()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
+def _counts(lc, dbname):
+    with lc.connect(dbname) as conn:
+        return conn.execute("SELECT count(*) FROM d").fetchone()[0]
+
+
+def _recover(lc, dbname):
+    with lc.connect(dbname) as conn:
+        return conn.execute("SELECT orochi.recover_prepared_transactions()").fetchone()[0]
+
+
+def test_worker_killed_between_prepare_and_commit_prepared(setup):
+    lc, dbname, release = setup
+    p = Paused(lc, dbname, "before_commit_prepared", release, ["INSERT INTO d SELECT generate_series(1, 100), 'x'"])
+    p.reached()
+    lc.workers[0].kill9()
+    p.go_on()
+    assert p.error is None  # the coordinator committed: the client hears so
+    lc.workers[0].start()
+    prepared = lc.prepared_transactions(dbname)
+    assert [i for i, _ in prepared] == [0]  # worker 1 still holds its prepared transaction
+    assert _recover(lc, dbname) == 1
+    assert lc.prepared_transactions(dbname) == []
+    assert _counts(lc, dbname) == 100
+
+
+def test_coordinator_killed_after_local_commit(setup):
+    lc, dbname, release = setup
+    p = Paused(lc, dbname, "before_commit_prepared", release,
+               ["INSERT INTO d SELECT generate_series(1, 100), 'x'"])
+    p.reached()
+    lc.coordinator.kill9()
+    p.go_on()
+    assert p.error is not None  # the connection died with the coordinator
+    assert len(lc.prepared_transactions(dbname)) == 2
+    lc.coordinator.start()
+    # the first use of distributed tables after the restart recovers
+    assert _counts(lc, dbname) == 100
+    assert lc.prepared_transactions(dbname) == []
+    with lc.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM orochi.dist_transaction").fetchone()[0] == 0
+
+
+def test_coordinator_killed_before_local_commit(setup):
+    lc, dbname, release = setup
+    with lc.connect(dbname) as conn:
+        conn.execute("INSERT INTO d SELECT generate_series(1000, 1010), 'before'")
+    p = Paused(lc, dbname, "after_prepare", release,
+               ["BEGIN", "INSERT INTO d SELECT generate_series(1, 100), 'x'", "DELETE FROM d WHERE k >= 1000",
+                "COMMIT"])
+    p.reached()
+    lc.coordinator.kill9()
+    p.go_on()
+    assert len(lc.prepared_transactions(dbname)) == 2
+    lc.coordinator.start()
+    assert _recover(lc, dbname) == 2
+    assert lc.prepared_transactions(dbname) == []
+    with lc.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*), min(v), max(v) FROM d").fetchone() == (11, "before", "before")
+
+
+def test_worker_killed_before_commit_rolls_back_everywhere(setup):
+    lc, dbname, _ = setup
+    with lc.connect(dbname, autocommit=False) as conn:
+        conn.execute("INSERT INTO d SELECT generate_series(1, 100), 'x'")
+        lc.workers[1].kill9()
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("COMMIT")
+        assert info.value.sqlstate.startswith("08")
+    lc.workers[1].start()
+    assert _recover(lc, dbname) == 0
+    assert lc.prepared_transactions(dbname) == []
+    assert _counts(lc, dbname) == 0
+
+
+def test_unreachable_worker_fails_queries_naming_it_and_pruned_queries_still_run(setup):
+    lc, dbname, _ = setup
+    with lc.connect(dbname) as conn:
+        conn.execute("INSERT INTO d SELECT generate_series(1, 100), 'x'")
+        node_of = dict(conn.execute("SELECT k, (SELECT node_id FROM orochi.shards s WHERE s.table_name = 'd'::regclass"
+                                    " AND (hashint4extended(k, 0) & 4294967295)::bigint - CASE WHEN"
+                                    " (hashint4extended(k, 0) & 4294967295)::bigint >= 2147483648 THEN 4294967296"
+                                    " ELSE 0 END BETWEEN s.hash_min AND s.hash_max) FROM d").fetchall())
+    dead = lc.workers[0]
+    dead.kill9()
+    with lc.connect(dbname) as conn:
+        conn.execute("SET orochi.node_connect_timeout = '1s'")
+        with pytest.raises(psycopg.OperationalError) as info:
+            conn.execute("SELECT count(*) FROM d")
+        assert f"{dead.host}:{dead.port}" in str(info.value)
+        alive_key = next(k for k, n in node_of.items() if n == 2)
+        assert conn.execute("SELECT k FROM d WHERE k = %s", (alive_key,)).fetchall() == [(alive_key,)]
+    dead.start()
+    assert _counts(lc, dbname) == 100
