@@ -85,6 +85,14 @@ class DistSchema:
         self.q(sql.SQL("SELECT orochi.create_reference_table({})").format(
             sql.SQL(", ").join([sql.Literal(table)] + extra)))
 
+    def shard_names(self, table: str) -> list[tuple[int, str]]:
+        """(node id, qualified shard name) of each placement, from the metadata
+        alone (orochi.shards asks the workers for live figures)."""
+        return self.q("SELECT p.node_id, quote_ident(t.shard_schema) || '.' || quote_ident(t.shard_base || '_' || s.shard_id)"
+                      "  FROM orochi.dist_table t JOIN orochi.dist_shard s USING (relid)"
+                      "  JOIN orochi.dist_placement p USING (shard_id) WHERE t.relid = %s::regclass"
+                      " ORDER BY s.shard_index, p.node_id", (table,))
+
     def worker_rows(self, table: str) -> int:
         """Rows of the table counted over its shards on the workers."""
         return int(self.one("SELECT coalesce(sum(rows), 0) FROM orochi.shard_status(%s::regclass)"
