@@ -249,11 +249,12 @@ class DistributedTable(ForeignDataWrapper):
             params = planner.Params()
             for p in shape.params:
                 params.add(p)
-            where, rest = rq.where(quals, params) if not explain else _explain_where(rq, quals, params)
-            if rest and not explain:  # pragma: no cover - can_aggregate checked them
-                raise ClusterError("a qual of a pushed-down aggregation could not be shipped", "XX000")
             if nothing:
                 where = sql.SQL(" WHERE false")
+            else:
+                where, rest = rq.where(quals, params) if not explain else _explain_where(rq, quals, params)
+                if rest and not explain:  # pragma: no cover - can_aggregate checked them
+                    raise ClusterError("a qual of a pushed-down aggregation could not be shipped", "XX000")
             branches = [A.shard_select(shape, planner.shard_ident(t, s), where, whole) for s in node_shards]
             tasks.append(planner.Task(node, node_shards, planner.union_all(branches).as_bytes(None),
                                       list(params.values)))

@@ -1,0 +1,225 @@
+"""Randomized differential tests: random data, random queries and random
+DML on a distributed table and on a heap table holding the same rows; the
+results must be equal (hypothesis)."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dist_oracle import insert, make_pair, same_result
+
+_BASE = datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc)
+_SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+
+# ------------------------------------------------------------------ data
+
+texts = st.sampled_from(["a", "ab", "abc", "b", "ba", "B", "zz", "a%b", "ü", "", "x y"])
+
+
+@st.composite
+def row_strategy(draw, k):
+    return (
+        k,
+        draw(st.none() | st.integers(-3, 6)),
+        draw(st.none() | st.integers(-4000, 4000).map(lambda x: x * 0.25)),
+        draw(st.none() | st.integers(-10 ** 6, 10 ** 6).map(lambda x: decimal.Decimal(x) / 100)),
+        draw(st.none() | texts),
+        draw(st.none() | st.integers(0, 200).map(lambda h: _BASE + datetime.timedelta(hours=h * 7))),
+        draw(st.none() | st.booleans()),
+    )
+
+
+@st.composite
+def datasets(draw, max_rows=120):
+    keys = draw(st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), unique=True, max_size=max_rows))
+    return [draw(row_strategy(k)) for k in keys]
+
+
+def fixed_rows(n: int = 400) -> list[tuple]:
+    import random
+
+    rnd = random.Random(12)
+    out = []
+    for i, k in enumerate(rnd.sample(range(-10 ** 6, 10 ** 6), n)):
+        out.append((k, rnd.choice([None, -1, 0, 1, 2, 3]), rnd.choice([None, rnd.randint(-400, 400) * 0.25]),
+                    rnd.choice([None, decimal.Decimal(rnd.randint(-10 ** 5, 10 ** 5)) / 100]),
+                    rnd.choice([None, "a", "ab", "abc", "b", "ba", "B", "zz", "a%b", "ü", ""]),
+                    rnd.choice([None, _BASE + datetime.timedelta(hours=rnd.randint(0, 300) * 5)]),
+                    rnd.choice([None, True, False])))
+    return out
+
+
+# ------------------------------------------------------------------ queries
+
+
+def _lit(v) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, datetime.datetime):
+        return f"'{v.isoformat()}'::timestamptz"
+    return str(v)
+
+
+@st.composite
+def predicates(draw, keys: list[int]):
+    key = st.sampled_from(keys) if keys else st.integers(-5, 5)
+    atom = st.one_of(
+        key.map(lambda k: f"k = {k}"),
+        st.lists(key | st.integers(-2 ** 33, 2 ** 33), min_size=1, max_size=4).map(
+            lambda ks: f"k IN ({', '.join(map(str, ks))})"),
+        key.map(lambda k: f"k < {k}"),
+        st.sampled_from(["k = 2147483648", "k = 3.5", "k = 4.0", "k::numeric = 5.00", "k IS NULL",
+                         "k % 3 = 0", "k > 0 AND k < 500000"]),
+        st.integers(-3, 6).map(lambda g: f"g = {g}"),
+        st.integers(-3, 6).map(lambda g: f"g <= {g}"),
+        st.sampled_from(["g IS NULL", "g IS NOT NULL", "g IN (1, 2, NULL)", "g <> ALL ('{1,2}')", "(g + 1) * 2 > 5"]),
+        st.integers(-400, 400).map(lambda x: f"v > {x * 0.25}"),
+        st.sampled_from(["v IS NULL", "v = 0.5", "v < 'Infinity'", "v <> 'NaN'"]),
+        st.integers(-500, 500).map(lambda x: f"n >= {x}.5"),
+        texts.map(lambda t: f"s = {_lit(t)}"),
+        texts.map(lambda t: f"s < {_lit(t)}"),
+        st.sampled_from(["s LIKE 'a%'", "s ILIKE 'A_'", "s NOT LIKE '%b'", "s IN ('a', 'zz')", "s IS NULL",
+                         "length(s) > 1", "s = ANY ('{a,b}')"]),
+        st.integers(0, 300).map(lambda h: f"ts >= {_lit(_BASE + datetime.timedelta(hours=h * 5))}"),
+        st.sampled_from(["b", "NOT b", "b IS NULL", "ts < '2024-03-10'::date", "(s = 'a' OR g = 1)"]),
+    )
+    atoms = draw(st.lists(atom, max_size=3))
+    return (" WHERE " + " AND ".join(atoms)) if atoms else ""
+
+
+AGGREGATES = ["count(*)", "count(g)", "count(DISTINCT g)", "count(DISTINCT s)", "sum(k)", "sum(g)", "sum(n)",
+              "sum(v)", "avg(k)", "avg(g)", "avg(n)", "avg(v)", "min(s)", "max(s)", "min(ts)", "max(n)",
+              "min(v)", "max(k)", "bool_and(b)", "bool_or(b)", "orochi.approx_count_distinct(g)",
+              "count(*) FILTER (WHERE g > 0)", "sum(DISTINCT g)"]
+GROUPS = ["g", "s", "b", "k", "date_trunc('day', ts)", "g, b", "s, g", "k, s"]
+
+
+@st.composite
+def queries(draw, keys: list[int]):
+    where = draw(predicates(keys))
+    shape = draw(st.sampled_from(["rows", "agg", "group", "topn", "sub", "distinct"]))
+    if shape == "rows":
+        return f"SELECT * FROM {{t}}{where}", False
+    aggs = ", ".join(draw(st.lists(st.sampled_from(AGGREGATES), min_size=1, max_size=4)))
+    if shape == "agg":
+        return f"SELECT {aggs} FROM {{t}}{where}", False
+    if shape == "group":
+        group = draw(st.sampled_from(GROUPS))
+        having = draw(st.sampled_from(["", " HAVING count(*) > 1"]))
+        return f"SELECT {group}, {aggs} FROM {{t}}{where} GROUP BY {group}{having}", False
+    if shape == "topn":
+        col = draw(st.sampled_from(["v", "n", "ts", "g", "k"]))
+        desc = draw(st.sampled_from(["", " DESC"]))
+        nulls = draw(st.sampled_from(["", " NULLS FIRST", " NULLS LAST"]))
+        limit = draw(st.integers(0, 12))
+        return f"SELECT k, {col} FROM {{t}}{where} ORDER BY {col}{desc}{nulls}, k LIMIT {limit}", True
+    if shape == "sub":
+        inner = draw(predicates(keys))
+        return f"SELECT count(*), sum(g) FROM {{t}} WHERE k IN (SELECT k FROM {{t}}{inner})", False
+    return f"SELECT DISTINCT g, b FROM {{t}}{where}", False
+
+
+@pytest.fixture(scope="module")
+def fixed(dist_module):
+    rows = fixed_rows()
+    make_pair(dist_module, shard_count=7, rows=rows)
+    dist_module.keys = sorted(r[0] for r in rows)
+    return dist_module
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(data=st.data())
+def test_random_queries_on_fixed_data(fixed, data):
+    query, ordered = data.draw(queries(fixed.keys))
+    same_result(fixed, query, ordered=ordered)
+
+
+@pytest.fixture(scope="module")
+def empty_pair(dist_module):
+    make_pair(dist_module, shard_count=5, heap="rh", table="rd", storage="heap")
+    return dist_module
+
+
+@settings(max_examples=25, **_SETTINGS)
+@given(rows=datasets(), data=st.data())
+def test_random_data_and_queries(empty_pair, rows, data):
+    d = empty_pair
+    d.q("TRUNCATE rh")
+    d.q("TRUNCATE rd")
+    insert(d, rows, heap="rh", table="rd")
+    keys = [r[0] for r in rows]
+    for _ in range(4):
+        query, ordered = data.draw(queries(keys))
+        same_result(d, query, heap="rh", table="rd", ordered=ordered)
+
+
+# ------------------------------------------------------------------ DML
+
+
+@st.composite
+def statements(draw, next_key):
+    kind = draw(st.sampled_from(["insert", "update", "update", "delete", "savepoint"]))
+    where = draw(predicates([]))
+    if kind == "insert":
+        n = draw(st.integers(1, 6))
+        rows = [draw(row_strategy(next_key() )) for _ in range(n)]
+        values = ", ".join("(" + ", ".join("NULL" if v is None else _lit(v) for v in r) + ")" for r in rows)
+        return f"INSERT INTO {{t}} VALUES {values}"
+    if kind == "update":
+        sets = draw(st.sampled_from(["g = coalesce(g, 0) + 1", "s = 'upd'", "v = v * 2, n = NULL",
+                                     "b = NOT b", "ts = ts + interval '1 day'", "s = s || 'x', g = NULL"]))
+        return f"UPDATE {{t}} SET {sets}{where}"
+    if kind == "delete":
+        return f"DELETE FROM {{t}}{where}"
+    return "SAVEPOINT"
+
+
+@pytest.fixture(scope="module")
+def dml_pair(dist_module):
+    make_pair(dist_module, shard_count=4, heap="mh", table="md")
+    return dist_module
+
+
+@settings(max_examples=25, **_SETTINGS)
+@given(data=st.data())
+def test_random_dml(dml_pair, data):
+    d = dml_pair
+    d.q("TRUNCATE mh")
+    d.q("TRUNCATE md")
+    counter = iter(range(10 ** 6))
+    seed = [r for r in fixed_rows(60)]
+    insert(d, seed, heap="mh", table="md")
+    in_block = data.draw(st.booleans())
+    conn = d.connect(autocommit=not in_block)
+    try:
+        for _ in range(data.draw(st.integers(1, 8))):
+            stmt = data.draw(statements(lambda: 2 * 10 ** 6 + next(counter)))
+            if stmt == "SAVEPOINT":
+                if not in_block:
+                    continue
+                conn.execute("SAVEPOINT sp")
+                body = data.draw(statements(lambda: 2 * 10 ** 6 + next(counter)))
+                if body != "SAVEPOINT":
+                    conn.execute(body.replace("{t}", "mh"))
+                    conn.execute(body.replace("{t}", "md"))
+                if data.draw(st.booleans()):
+                    conn.execute("ROLLBACK TO SAVEPOINT sp")
+                else:
+                    conn.execute("RELEASE SAVEPOINT sp")
+                continue
+            conn.execute(stmt.replace("{t}", "mh"))
+            conn.execute(stmt.replace("{t}", "md"))
+        if in_block:
+            if data.draw(st.booleans()):
+                conn.commit()
+            else:
+                conn.rollback()
+    finally:
+        conn.close()
+    same_result(d, "SELECT * FROM {t}", heap="mh", table="md")
+    assert d.lc.prepared_transactions(d.dbname) == []
