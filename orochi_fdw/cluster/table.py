@@ -22,6 +22,7 @@ all inside the distributed transaction (:mod:`orochi_fdw.cluster.transaction`).
 
 from __future__ import annotations
 
+import decimal
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -60,6 +61,7 @@ class ScanPlan:
     shape: Any = None
     whole: bool = True
     rowids: bool = False
+    sortkeys: list = field(default_factory=list)
 
 
 @dataclass
@@ -151,7 +153,7 @@ class DistributedTable(ForeignDataWrapper):
     # ------------------------------------------------------------ reading
 
     def _plan_scan(self, quals: list[Qual], columns: list[str], limit: int | None,
-                   rowids: bool, explain: bool = False) -> ScanPlan:
+                   rowids: bool, explain: bool = False, sortkeys: list[SortKey] | None = None) -> ScanPlan:
         """The tasks of a scan.  With ``rowids`` (UPDATE / DELETE) each row
         also brings what identifies it: the shard's index and the row's
         ctid (a reference table: its orochi_rowid, the same on every
@@ -167,6 +169,7 @@ class DistributedTable(ForeignDataWrapper):
         tasks = []
         rest: list[Qual] = []
         preferred = set(txn.sessions)
+        order = _order_by(sortkeys, self.columns) if sortkeys else None
         for node, node_shards in planner.by_node(t, shards, preferred).values():
             params = planner.Params()
             where, rest = rq.where(quals, params) if not explain else _explain_where(rq, quals, params)
@@ -177,8 +180,12 @@ class DistributedTable(ForeignDataWrapper):
                 if rowids:
                     ident = sql.Identifier(REFERENCE_ROWID) if t.is_reference else sql.SQL("ctid")
                     items = [ident, sql.SQL("{}::integer").format(params.add(str(shard.shard_index)))] + items
+                if order is not None:
+                    items = items + order[0]
                 q = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(items), planner.shard_ident(t, shard),
                                                           where)
+                if order is not None:
+                    q += sql.SQL(" ORDER BY ") + sql.SQL(", ").join(order[1])
                 if limit_ph is not None:
                     q += sql.SQL(" LIMIT {}::bigint").format(limit_ph)
                 branches.append(q)
@@ -186,16 +193,37 @@ class DistributedTable(ForeignDataWrapper):
                                       list(params.values)))
         if not tasks:
             rest = [q for q in quals if rq.render(q, planner.Params()) is None]
-        return ScanPlan(t, shards, pruned, tasks, fetch, rest, rowids=rowids)
+        plan = ScanPlan(t, shards, pruned, tasks, fetch, rest, rowids=rowids)
+        plan.sortkeys = list(sortkeys or [])
+        if plan.sortkeys:
+            plan.merge = (f"sort of the shards' sorted rows (top {limit} of each)" if limit is not None
+                          else "sort of the shards' sorted rows")
+        return plan
+
+    def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
+        """The leading keys whose values the coordinator orders exactly as
+        Postgres does: numbers, booleans, times (by their epoch) and text
+        under a byte-order collation.  Each shard sorts (and with a LIMIT
+        keeps its top rows); the coordinator sorts what they send."""
+        out = []
+        for key in sortkeys:
+            col = self.columns.get(key.attname)
+            if col is None or _sort_kind(col.base_type_name, key.collate) is None:
+                break
+            out.append(key)
+        return out
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None):
         rowids = self._modify in ("update", "delete")
-        return _Scan(self, self._plan_scan(quals, columns, limit, rowids), limit)
+        if sortkeys:
+            sortkeys = self.can_sort(sortkeys)
+        return _Scan(self, self._plan_scan(quals, columns, limit, rowids, sortkeys=sortkeys), limit)
 
     def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 verbose: bool = False) -> list[str]:
-        plan = self._plan_scan(quals, columns, None, False, explain=True)
+        plan = self._plan_scan(quals, columns, None, False, explain=True,
+                               sortkeys=self.can_sort(sortkeys) if sortkeys else None)
         return _explain_lines(plan, verbose)
 
     # ------------------------------------------------------------ aggregates
@@ -456,6 +484,91 @@ class DistributedTable(ForeignDataWrapper):
         self.begin(False)
 
 
+# ------------------------------------------------------------------ sorting
+
+_NUMERIC_SORT = {"smallint": "int", "integer": "int", "bigint": "int", "real": "float",
+                 "double precision": "float", "numeric": "decimal", "boolean": "bool"}
+_TIME_SORT = ("date", "timestamp without time zone", "timestamp with time zone")
+
+
+def _sort_kind(type_name: str, collation: str | None) -> str | None:
+    """How the coordinator orders a sort key's values, or None if it cannot
+    match Postgres's order."""
+    if type_name in _NUMERIC_SORT:
+        return _NUMERIC_SORT[type_name]
+    if type_name in _TIME_SORT:
+        return "epoch"
+    if type_name in ("text", "character varying") and (
+            collation in ("C", "POSIX") or (collation in (None, "default") and _default_collation_is_c())):
+        return "bytes"
+    return None
+
+
+_default_c: bool | None = None
+
+
+def _default_collation_is_c() -> bool:
+    global _default_c
+    if _default_c is None:
+        _default_c = bool(spi.execute(
+            "SELECT datcollate IN ('C', 'POSIX') FROM pg_catalog.pg_database WHERE datname = current_database()"
+        ).scalar())
+    return _default_c
+
+
+def _order_by(sortkeys: list[SortKey], columns: dict[str, ColumnDefinition]) -> tuple[list, list]:
+    """(extra select items giving each key's orderable value, ORDER BY items)."""
+    items, order = [], []
+    for key in sortkeys:
+        ident = sql.Identifier(key.attname)
+        kind = _sort_kind(columns[key.attname].base_type_name, key.collate)
+        items.append(sql.SQL("EXTRACT(epoch FROM {})").format(ident) if kind == "epoch" else ident)
+        term = ident
+        if kind == "bytes":
+            term = sql.SQL("{} COLLATE \"C\"").format(ident)
+        term += sql.SQL(" DESC" if key.is_reversed else " ASC")
+        term += sql.SQL(" NULLS FIRST" if key.nulls_first else " NULLS LAST")
+        order.append(term)
+    return items, order
+
+
+class _Rev:
+    """A value ordered the other way round."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any):
+        self.v = v
+
+    def __lt__(self, other: "_Rev") -> bool:
+        return other.v < self.v
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Rev) and self.v == other.v
+
+
+def _sort_value(raw: bytes | None, kind: str, key: SortKey) -> tuple:
+    """A sort key component: (class, value): NULLs first or last, NaN above
+    every number (Postgres's order), the value reversed for DESC."""
+    if raw is None:
+        return (0 if key.nulls_first else 4, 0)
+    if kind == "int":
+        v: Any = int(raw)
+    elif kind == "float":
+        v = float(raw)
+        if v != v:
+            return (1 if key.is_reversed else 3, 0)
+    elif kind in ("decimal", "epoch"):
+        v = decimal.Decimal(raw.decode())
+        if v.is_nan():
+            return (1 if key.is_reversed else 3, 0)
+    elif kind == "bool":
+        v = raw == b"t"
+    else:
+        v = raw
+    return (2, _Rev(v) if key.is_reversed else v)
+
+
 def _text_or_none(v: Any) -> str | None:
     return V.to_text(v)
 
@@ -527,6 +640,9 @@ class _Scan:
     def _batches(self):
         plan = self.plan
         self.runs = executor.run(plan.tasks)
+        if plan.sortkeys:
+            yield from self._sorted_batches()
+            return
         cols = plan.columns
         kinds = [A.output_kind(self.wrapper.columns[c].type_oid) for c in cols]
         offset = 2 if plan.rowids else 0
@@ -564,6 +680,34 @@ class _Scan:
                         batch.rowids = np.arange(end - start, dtype=np.int64) + number * _BATCH_ROWS
                     returned += batch.nrows
                     yield batch
+
+    def _sorted_batches(self):
+        """The shards' sorted rows in one order (the sort keys' values come
+        as extra columns after the fetched ones)."""
+        plan = self.plan
+        cols = plan.columns
+        nkeys = len(plan.sortkeys)
+        first_key = len(cols)
+        kinds = [_sort_kind(self.wrapper.columns[k.attname].base_type_name, k.collate) for k in plan.sortkeys]
+        entries = []
+        for run in self.runs:
+            for res in run.results:
+                get = res.get_value
+                for r in range(res.ntuples):
+                    key = tuple(_sort_value(get(r, first_key + i), kinds[i], k)
+                                for i, k in enumerate(plan.sortkeys))
+                    entries.append((key, res, r))
+        del nkeys
+        entries.sort(key=lambda e: e[0])
+        if self.limit is not None:
+            entries = entries[:self.limit]
+        out_kinds = [A.output_kind(self.wrapper.columns[c].type_oid) for c in cols]
+        for start in range(0, len(entries), _BATCH_ROWS):
+            part = entries[start:start + _BATCH_ROWS]
+            columns = {}
+            for i, (c, kind) in enumerate(zip(cols, out_kinds)):
+                columns[c] = executor.to_column([res.get_value(r, i) for _, res, r in part], kind)
+            yield Batch(len(part), columns)
 
     def explain_analyze(self) -> list[str]:
         lines = []
