@@ -89,6 +89,21 @@ class AggregateHandle(TableHandle):
     request: dict = field(default_factory=dict)
 
 
+@dataclass
+class JoinHandle(TableHandle):
+    """A pushed-down join of two tables: its "columns" are the outputs
+    ``j<i>``; ``inner`` is the inner table's wrapper instance and ``sides``
+    says which table each qual (in order) belongs to (0 outer, 1 inner)."""
+
+    inner: Any = None
+    request: dict = field(default_factory=dict)
+    sides: list = field(default_factory=list)
+
+    def split_quals(self, raw: list[tuple]) -> tuple[list[Qual], list[Qual]]:
+        return (_quals([q for q, s in zip(raw, self.sides) if s == 0]),
+                _quals([q for q, s in zip(raw, self.sides) if s == 1]))
+
+
 def _describe_output(request: dict, kind: str, index: int) -> str:
     if kind == "g":
         g = request["group_by"][index]
@@ -247,6 +262,32 @@ def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
                            handle.key, request=request)
 
 
+def can_join(outer: TableHandle, inner: TableHandle, request: dict, outer_quals: list[tuple],
+             inner_quals: list[tuple]) -> tuple[float, float, float] | None:
+    """Whether the outer table's wrapper runs this join of two of its tables
+    itself (``can_join(inner_instance, request, outer_quals,
+    inner_quals)``, both tables served by the same wrapper class);
+    (rows, startup_cost, total_cost) if so."""
+    method = getattr(outer.instance, "can_join", None)
+    if (method is None or type(outer.instance) is not type(inner.instance)
+            or not callable(getattr(outer.instance, "execute_join", None))):
+        return None
+    answer = method(inner.instance, request, _quals(outer_quals), _quals(inner_quals))
+    if not answer:
+        return None
+    return (float(answer["rows"]), float(answer["startup_cost"]), float(answer["total_cost"]))
+
+
+def join_handle(outer: TableHandle, inner: TableHandle, request: dict, sides: list[int]) -> JoinHandle:
+    """The handle a pushed-down join's scan works through."""
+    columns = {
+        out["name"]: ColumnDefinition(column_name=out["name"], type_oid=out["type_oid"], attnum=i + 1)
+        for i, out in enumerate(request["outputs"])
+    }
+    return JoinHandle(outer.relid, outer.relname, outer.instance, columns, len(columns), outer.key,
+                      inner=inner.instance, request=request, sides=list(sides))
+
+
 # ---------------------------------------------------------------------------
 # scanning
 
@@ -274,7 +315,10 @@ def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
     use: the scan is the whole query and nothing above it filters or sorts,
     so a wrapper may stop after that many rows (in ``sortkeys`` order)."""
-    if isinstance(handle, AggregateHandle):
+    if isinstance(handle, JoinHandle):
+        outer_quals, inner_quals = handle.split_quals(quals)
+        result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
+    elif isinstance(handle, AggregateHandle):
         result = handle.instance.aggregate(handle.request, _quals(quals))
     elif limit >= 0 and _execute_takes_limit(handle.instance):
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, limit=limit)
@@ -315,7 +359,13 @@ def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
         if groups:
             lines.append("Group by: " + ", ".join(groups))
     explain_aggregate = getattr(handle.instance, "explain_aggregate", None)
-    if isinstance(handle, AggregateHandle) and explain_aggregate is not None:
+    if isinstance(handle, JoinHandle):
+        outer_quals, inner_quals = handle.split_quals(quals)
+        explain_join = getattr(handle.instance, "explain_join", None)
+        if explain_join is not None:
+            lines += list(explain_join(handle.inner, handle.request, outer_quals, inner_quals,
+                                       verbose=bool(verbose)) or [])
+    elif isinstance(handle, AggregateHandle) and explain_aggregate is not None:
         lines += list(explain_aggregate(handle.request, _quals(quals), verbose=bool(verbose)) or [])
     else:
         lines += list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,

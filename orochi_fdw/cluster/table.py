@@ -126,9 +126,7 @@ class DistributedTable(ForeignDataWrapper):
 
     def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
         t = self._table()
-        total = spi.execute("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = $1", [self.relid],
-                            types=["oid"]).scalar()
-        rows = float(total) if total is not None and total >= 0 else 1000.0 * max(t.shard_count, 1)
+        rows = self._row_estimate()
         shards, pruned = planner.prune(t, [q for q in quals if q.value is not runtime.UNKNOWN],
                                        self._dist_column(t))
         if pruned:
@@ -137,6 +135,12 @@ class DistributedTable(ForeignDataWrapper):
             rows = rows / max(t.shard_count, 1)  # a parameter: one shard at execution
         width = sum(8 if c not in ("text", "bytea") else 32 for c in (self._type(n) for n in columns)) or 8
         return (max(rows, 1.0), width)
+
+    def _row_estimate(self) -> float:
+        """The table's rows as ANALYZE last counted them, else a guess."""
+        total = spi.execute("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = $1", [self.relid],
+                            types=["oid"]).scalar()
+        return float(total) if total is not None and total >= 0 else 1000.0 * max(self._table().shard_count, 1)
 
     def _type(self, name: str) -> str:
         col = self.columns.get(name)
@@ -298,6 +302,31 @@ class DistributedTable(ForeignDataWrapper):
     def aggregate(self, request: dict, quals: list[Qual]):
         plan = self._plan_aggregate(request, quals)
         return _AggregateScan(plan)
+
+    # ------------------------------------------------------------ joins
+
+    def can_join(self, inner: "DistributedTable", request: dict, outer_quals: list[Qual],
+                 inner_quals: list[Qual]) -> dict | None:
+        """Whether the workers can run this join (see
+        :mod:`orochi_fdw.cluster.join`)."""
+        from orochi_fdw.cluster import join
+
+        if join.why_not(self, inner, request, outer_quals, inner_quals) is not None:
+            return None
+        rows, startup, total = join.estimate(self, inner)
+        return {"rows": rows, "startup_cost": startup, "total_cost": total}
+
+    def execute_join(self, inner: "DistributedTable", request: dict, outer_quals: list[Qual],
+                     inner_quals: list[Qual]):
+        from orochi_fdw.cluster import join
+
+        return join.JoinScan(join.plan(self, inner, request, outer_quals, inner_quals))
+
+    def explain_join(self, inner: "DistributedTable", request: dict, outer_quals: list[Qual],
+                     inner_quals: list[Qual], verbose: bool = False) -> list[str]:
+        from orochi_fdw.cluster import join
+
+        return join.explain_lines(join.plan(self, inner, request, outer_quals, inner_quals, explain=True))
 
     # ------------------------------------------------------------ writing
 

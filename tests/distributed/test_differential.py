@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dist_oracle import insert, make_pair, same_result
+from dist_oracle import insert, make_pair, normalized, same_result
 
 _BASE = datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc)
 _SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
@@ -66,27 +66,31 @@ def _lit(v) -> str:
 
 
 @st.composite
-def predicates(draw, keys: list[int]):
+def predicates(draw, keys: list[int], p: str = ""):
+    """A WHERE clause of 0-3 random conditions; ``p`` prefixes the columns
+    (a table alias and a dot)."""
     key = st.sampled_from(keys) if keys else st.integers(-5, 5)
     atom = st.one_of(
-        key.map(lambda k: f"k = {k}"),
+        key.map(lambda k: f"{p}k = {k}"),
         st.lists(key | st.integers(-2 ** 33, 2 ** 33), min_size=1, max_size=4).map(
-            lambda ks: f"k IN ({', '.join(map(str, ks))})"),
-        key.map(lambda k: f"k < {k}"),
-        st.sampled_from(["k = 2147483648", "k = 3.5", "k = 4.0", "k::numeric = 5.00", "k IS NULL",
-                         "k % 3 = 0", "k > 0 AND k < 500000"]),
-        st.integers(-3, 6).map(lambda g: f"g = {g}"),
-        st.integers(-3, 6).map(lambda g: f"g <= {g}"),
-        st.sampled_from(["g IS NULL", "g IS NOT NULL", "g IN (1, 2, NULL)", "g <> ALL ('{1,2}')", "(g + 1) * 2 > 5"]),
-        st.integers(-400, 400).map(lambda x: f"v > {x * 0.25}"),
-        st.sampled_from(["v IS NULL", "v = 0.5", "v < 'Infinity'", "v <> 'NaN'"]),
-        st.integers(-500, 500).map(lambda x: f"n >= {x}.5"),
-        texts.map(lambda t: f"s = {_lit(t)}"),
-        texts.map(lambda t: f"s < {_lit(t)}"),
-        st.sampled_from(["s LIKE 'a%'", "s ILIKE 'A_'", "s NOT LIKE '%b'", "s IN ('a', 'zz')", "s IS NULL",
-                         "length(s) > 1", "s = ANY ('{a,b}')"]),
-        st.integers(0, 300).map(lambda h: f"ts >= {_lit(_BASE + datetime.timedelta(hours=h * 5))}"),
-        st.sampled_from(["b", "NOT b", "b IS NULL", "ts < '2024-03-10'::date", "(s = 'a' OR g = 1)"]),
+            lambda ks: f"{p}k IN ({', '.join(map(str, ks))})"),
+        key.map(lambda k: f"{p}k < {k}"),
+        st.sampled_from([f"{p}k = 2147483648", f"{p}k = 3.5", f"{p}k = 4.0", f"{p}k::numeric = 5.00",
+                         f"{p}k IS NULL", f"{p}k % 3 = 0", f"{p}k > 0 AND {p}k < 500000"]),
+        st.integers(-3, 6).map(lambda g: f"{p}g = {g}"),
+        st.integers(-3, 6).map(lambda g: f"{p}g <= {g}"),
+        st.sampled_from([f"{p}g IS NULL", f"{p}g IS NOT NULL", f"{p}g IN (1, 2, NULL)", f"{p}g <> ALL ('{{1,2}}')",
+                         f"({p}g + 1) * 2 > 5"]),
+        st.integers(-400, 400).map(lambda x: f"{p}v > {x * 0.25}"),
+        st.sampled_from([f"{p}v IS NULL", f"{p}v = 0.5", f"{p}v < 'Infinity'", f"{p}v <> 'NaN'"]),
+        st.integers(-500, 500).map(lambda x: f"{p}n >= {x}.5"),
+        texts.map(lambda t: f"{p}s = {_lit(t)}"),
+        texts.map(lambda t: f"{p}s < {_lit(t)}"),
+        st.sampled_from([f"{p}s LIKE 'a%'", f"{p}s ILIKE 'A_'", f"{p}s NOT LIKE '%b'", f"{p}s IN ('a', 'zz')",
+                         f"{p}s IS NULL", f"length({p}s) > 1", f"{p}s = ANY ('{{a,b}}')"]),
+        st.integers(0, 300).map(lambda h: f"{p}ts >= {_lit(_BASE + datetime.timedelta(hours=h * 5))}"),
+        st.sampled_from([f"{p}b", f"NOT {p}b", f"{p}b IS NULL", f"{p}ts < '2024-03-10'::date",
+                         f"({p}s = 'a' OR {p}g = 1)"]),
     )
     atoms = draw(st.lists(atom, max_size=3))
     return (" WHERE " + " AND ".join(atoms)) if atoms else ""
@@ -223,3 +227,52 @@ def test_random_dml(dml_pair, data):
         conn.close()
     same_result(d, "SELECT * FROM {t}", heap="mh", table="md")
     assert d.lc.prepared_transactions(d.dbname) == []
+
+
+# ------------------------------------------------------------------ joins
+
+
+@pytest.fixture(scope="module")
+def join_tables(fixed):
+    """Beside (h, d): a co-located pair (h2, d2) sharing half of d's keys and
+    a reference pair (hr, dr)."""
+    d = fixed
+    d.q("CREATE TABLE h2 (k int NOT NULL, g int, s text)")
+    d.q("CREATE TABLE d2 (k int NOT NULL, g int, s text)")
+    d.distribute("d2", "k", 7)
+    d.q("CREATE TABLE hr (g int, label text)")
+    d.q("CREATE TABLE dr (g int, label text)")
+    d.reference("dr")
+    for t in ("h2", "d2"):
+        d.q(f"INSERT INTO {t} SELECT k, (k % 5), s FROM h WHERE k % 2 = 0")
+        d.q(f"INSERT INTO {t} SELECT generate_series(1, 50), 1, 'extra'")
+    for t in ("hr", "dr"):
+        d.q(f"INSERT INTO {t} SELECT i, 'g' || i FROM generate_series(-1, 4) i")
+    return d
+
+
+@st.composite
+def join_queries(draw, keys):
+    kind = draw(st.sampled_from(["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]))
+    other = draw(st.sampled_from(["x2", "xr"]))
+    if other == "x2":
+        cond = draw(st.sampled_from(["a.k = b.k", "a.k = b.k AND a.g = b.g", "a.g = b.g AND a.k < 0",
+                                     "a.k = b.k AND b.s = 'a'"]))
+        cols = "a.k, a.g, b.k, b.s"
+    else:
+        cond = draw(st.sampled_from(["a.g = b.g", "a.g = b.g AND b.label <> 'g1'"]))
+        cols = "a.k, b.g, b.label"
+    where = draw(predicates(keys, "a."))
+    agg = draw(st.booleans())
+    select = "count(*), count(b.g)" if agg else cols
+    return f"SELECT {select} FROM {{a}} a {kind} {{{other}}} b ON {cond}{where}"
+
+
+@settings(max_examples=60, **_SETTINGS)
+@given(data=st.data())
+def test_random_joins(join_tables, data):
+    d = join_tables
+    query = data.draw(join_queries(d.keys))
+    heap = query.replace("{a}", "h").replace("{x2}", "h2").replace("{xr}", "hr")
+    dist = query.replace("{a}", "d").replace("{x2}", "d2").replace("{xr}", "dr")
+    assert normalized(d.q(dist)) == normalized(d.q(heap)), query
