@@ -173,3 +173,39 @@ def test_unreachable_worker_fails_queries_naming_it_and_pruned_queries_still_run
         assert conn.execute("SELECT k FROM d WHERE k = %s", (alive_key,)).fetchall() == [(alive_key,)]
     dead.start()
     assert _counts(lc, dbname) == 100
+
+
+def test_sidecar_recovery_duty_resolves_leftovers(setup):
+    """The sidecar's recovery duty rolls back a prepared transaction whose
+    coordinator transaction never committed (a gid of this coordinator with
+    no record)."""
+    from orochi_fdw.sidecar import config as sidecar_config
+    from orochi_fdw.sidecar.duties import DaemonContext
+    from orochi_fdw.sidecar.metrics import Registry
+    from orochi_fdw.sidecar.recovery import RecoveryDuty
+
+    lc, dbname, _ = setup
+    with lc.connect(dbname) as conn:
+        coord = conn.execute("SELECT coordinator_id FROM orochi.dist_coordinator").fetchone()[0]
+        xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]  # its own, now committed
+        node_id = conn.execute("SELECT node_id FROM orochi.nodes ORDER BY node_id LIMIT 1").fetchone()[0]
+        shard = conn.execute("SELECT t.shard_schema || '.' || t.shard_base || '_' || s.shard_id"
+                             " FROM orochi.dist_table t JOIN orochi.dist_shard s USING (relid)"
+                             " JOIN orochi.dist_placement p USING (shard_id) WHERE p.node_id = %s LIMIT 1",
+                             (node_id,)).fetchone()[0]
+    gid = f"orochi_{coord}_{xid + 1000000}_{node_id}"  # an xid not assigned yet: never committed
+    with lc.worker_connect(node_id - 1, dbname) as w:
+        w.execute("BEGIN")
+        w.execute(f"INSERT INTO {shard} VALUES (424242, 'orphan')")
+        w.execute(f"PREPARE TRANSACTION '{gid}'")
+    assert lc.prepared_transactions(dbname) == [(node_id - 1, gid)]
+    config = sidecar_config.load(environ={}, overrides={"dsn": lc.coordinator.dsn(dbname), "duties": ["recovery"]})
+    duty = RecoveryDuty(DaemonContext(config=config, metrics=Registry()))
+    try:
+        assert duty.run_cycle() == "recovered 1 prepared transaction"
+        assert duty.run_cycle() == "nothing to recover"
+    finally:
+        duty.close()
+    assert lc.prepared_transactions(dbname) == []
+    with lc.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM d WHERE k = 424242").fetchone()[0] == 0
