@@ -26,7 +26,7 @@ _INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _DAY_US = 86_400_000_000
 #: days since 2000-01-01 of 0001-01-01 and 9999-12-31
-_FIRST_DAY, _LAST_DAY = -730119, 2921938
+_FIRST_DAY, _LAST_DAY = -730119, 2921939
 
 
 def _from_fixed(strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,12 +165,18 @@ def _fixed_text(kind: WireKind, values: np.ndarray) -> tuple[np.ndarray, np.ndar
     if kind == WireKind.BOOL:
         return _from_fixed(np.where(values.astype(bool), b"t", b"f").astype("S1"))
     if kind in (WireKind.INT16, WireKind.INT32, WireKind.INT64):
-        return _from_fixed(values.astype("S"))
+        return _format_int(values)
     if kind in (WireKind.FLOAT32, WireKind.FLOAT64):
-        return _from_fixed(values.astype("S"))  # shortest text that reads back exactly
+        return _format_float(values)
     if kind == WireKind.DATE:
         days = values.astype(np.int64)
         normal = (days >= _FIRST_DAY) & (days <= _LAST_DAY)
+        kernel = _kernel()
+        if kernel is not None and normal.all():
+            out = np.empty(n * 10, np.uint8)
+            offsets = np.empty(n + 1, np.int64)
+            used = kernel.format_date(np.ascontiguousarray(values, dtype=np.int32), out, offsets)
+            return out[:used], offsets
         dates = (np.datetime64("2000-01-01", "D") + np.where(normal, days, 0).astype("timedelta64[D]"))
         fields = _from_fixed(dates.astype("S10"))
         odd = np.flatnonzero(~normal)
@@ -179,6 +185,12 @@ def _fixed_text(kind: WireKind, values: np.ndarray) -> tuple[np.ndarray, np.ndar
         us = values.astype(np.int64)
         lo, hi = _FIRST_DAY * _DAY_US, (_LAST_DAY + 1) * _DAY_US - 1
         normal = (us >= lo) & (us <= hi)
+        kernel = _kernel()
+        if kernel is not None and normal.all():
+            out = np.empty(n * 29, np.uint8)
+            offsets = np.empty(n + 1, np.int64)
+            used = kernel.format_timestamp(np.ascontiguousarray(us), out, offsets, True)
+            return out[:used], offsets
         stamps = np.datetime64("2000-01-01T00:00:00", "us") + np.where(normal, us, 0).astype("timedelta64[us]")
         text = np.char.add(stamps.astype("S26"), b"+00")
         fields = _from_fixed(text)
@@ -211,6 +223,43 @@ def _fixed_text(kind: WireKind, values: np.ndarray) -> tuple[np.ndarray, np.ndar
         offsets = np.arange(n + 1, dtype=np.int64) * 36
         return out.reshape(-1), offsets
     raise TypeError(f"no text form for wire kind {kind!r}")
+
+
+def _kernel():
+    """The Cython kernels' module, or None when they are not built (the
+    numpy path then formats)."""
+    try:
+        from orochi_fdw.kernels import copytext
+    except ImportError:  # pragma: no cover - kernels not built
+        return None
+    return copytext
+
+
+def _format_int(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decimal text (the kernel; numpy's astype as the reference)."""
+    try:
+        from orochi_fdw.kernels import copytext
+    except ImportError:  # pragma: no cover - kernels not built
+        return _from_fixed(values.astype("S"))
+    n = len(values)
+    out = np.empty(n * 21, np.uint8)
+    offsets = np.empty(n + 1, np.int64)
+    used = copytext.format_int(np.ascontiguousarray(values), out, offsets)
+    return out[:used], offsets
+
+
+def _format_float(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shortest text that reads back exactly (a float32 as the double
+    it is: float4in rounds it back to the same float32)."""
+    try:
+        from orochi_fdw.kernels import copytext
+    except ImportError:  # pragma: no cover - kernels not built
+        return _from_fixed(values.astype("S"))
+    n = len(values)
+    out = np.empty(n * 32, np.uint8)
+    offsets = np.empty(n + 1, np.int64)
+    used = copytext.format_float64(np.ascontiguousarray(values, dtype=np.float64), out, offsets)
+    return out[:used], offsets
 
 
 def _time_text(us: int) -> str:

@@ -89,13 +89,17 @@ class HashFunction:
     type_name: str
     function: str
     fast: str | None = None
+    #: the function's argument made of a value v of the column's type (the
+    #: support function of some types takes another type's raw value)
+    argument: str = "v"
 
     def hash_texts(self, texts: list[str | None]) -> list[int | None]:
         """Hashes of values in text form (None for NULL), in SQL."""
         if not texts:
             return []
         rows = spi.execute(
-            f"SELECT ({self.function}(v, 0) & 4294967295)::bigint FROM unnest($1::text[]::{self.type_name}[])"
+            f"SELECT ({self.function}({self.argument}, 0) & 4294967295)::bigint"
+            f"  FROM unnest($1::text[]::{self.type_name}[])"
             " WITH ORDINALITY AS u(v, i) ORDER BY i", [texts], types=["text[]"], read_only=False).rows
         return [None if r[0] is None else _to_int32(int(r[0])) for r in rows]
 
@@ -129,6 +133,17 @@ _FAST = {
     "hashint2extended": "INT16", "hashint4extended": "INT32", "hashint8extended": "INT64",
     "timestamp_hash_extended": "TIMESTAMP", "time_hash_extended": "TIME",
     "hashcharextended": "BOOL",
+}
+
+#: (support function, column type) whose function takes another type: the
+#: column's raw value as that type (dates are int4 days since 2000-01-01,
+#: infinities at the ends; a boolean is a "char" 0 or 1; timestamptz the
+#: timestamp of the same microseconds)
+_ARGUMENTS = {
+    ("hashint4extended", "date"): ("CASE WHEN v = 'infinity' THEN 2147483647 WHEN v = '-infinity'"
+                                   " THEN -2147483648 ELSE v - date '2000-01-01' END"),
+    ("hashcharextended", "boolean"): 'v::integer::"char"',
+    ("timestamp_hash_extended", "timestamp with time zone"): "v AT TIME ZONE 'UTC'",
 }
 
 _LOOKUP = """
@@ -179,9 +194,10 @@ def hash_function(type_oid: int) -> HashFunction:
     nsp, name, type_name = rows[0]
     function = f"{spi.quote_ident(nsp)}.{spi.quote_ident(name)}"
     fast = _FAST.get(name) if nsp == "pg_catalog" else None
+    argument = _ARGUMENTS.get((name, type_name), "v")
     if name == "hashint4extended" and type_name == "date":
         fast = "DATE"
-    fn = HashFunction(int(type_oid), type_name, function, fast)
+    fn = HashFunction(int(type_oid), type_name, function, fast, argument)
     _functions[type_oid] = fn
     return fn
 

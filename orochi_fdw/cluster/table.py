@@ -43,6 +43,11 @@ from orochi_fdw.cluster.transaction import current as txn
 _BATCH_ROWS = 65_536
 #: pending UPDATE / DELETE rows per shard before they are sent
 _MODIFY_FLUSH = 10_000
+#: rows of COPY text gathered per shard before they are sent (a columnar
+#: shard writes a statement of more than its delta_row_limit as stripes)
+_COPY_FLUSH_ROWS = 100_000
+#: COPY text gathered over all shards before the largest buffers are sent
+_COPY_BUFFER_BYTES = 128 << 20
 #: the hidden column of reference tables' shards that names a row on every placement
 REFERENCE_ROWID = "orochi_rowid"
 
@@ -90,6 +95,7 @@ class DistributedTable(ForeignDataWrapper):
         self._modify: str | None = None
         self._rowmap: list[tuple[np.ndarray, np.ndarray, list | None]] = []
         self._pending: dict[int, _Pending] = {}
+        self._copy: dict[tuple[int, bytes], list] = {}
 
     # ------------------------------------------------------------ metadata
 
@@ -344,8 +350,13 @@ class DistributedTable(ForeignDataWrapper):
         self._modify = operation
         self._rowmap = []
         self._pending = {}
+        self._copy = {}
 
     def insert_batch(self, batch: Batch) -> None:
+        """Route a batch: each row to its shard's buffer of COPY text; a
+        buffer goes to its shard's placements when it holds
+        _COPY_FLUSH_ROWS rows, when all buffers together pass
+        _COPY_BUFFER_BYTES, and at the end of the statement."""
         t = self._table()
         names = [n for n in self.columns if n in batch.columns]
         n = batch.nrows
@@ -377,13 +388,38 @@ class DistributedTable(ForeignDataWrapper):
             copy_names.append(REFERENCE_ROWID)
         fields = copyformat.prepare(fields)
         collist = sql.SQL(", ").join(sql.Identifier(c) for c in copy_names)
-        nodes = metadata.nodes()
-        pieces = []
+        full = []
         for shard, rows in groups:
             data = copyformat.encode_prepared(fields, n, rows)
             stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(planner.shard_ident(t, shard), collist).as_bytes(None)
+            buf = self._copy.setdefault((shard.shard_index, stmt), [shard, [], 0, 0])
+            buf[1].append(data)
+            buf[2] += n if rows is None else len(rows)
+            buf[3] += len(data)
+            if buf[2] >= _COPY_FLUSH_ROWS:
+                full.append((shard.shard_index, stmt))
+        total = sum(b[3] for b in self._copy.values())
+        if total > _COPY_BUFFER_BYTES:
+            for key, buf in sorted(self._copy.items(), key=lambda kv: -kv[1][3]):
+                if key not in full:
+                    full.append(key)
+                total -= buf[3]
+                if total <= _COPY_BUFFER_BYTES // 2:
+                    break
+        if full:
+            self._flush_copy(full)
+
+    def _flush_copy(self, keys: list | None = None) -> None:
+        """Send the COPY buffers of ``keys`` (all when None), the nodes at once."""
+        nodes = metadata.nodes()
+        pieces = []
+        for key in list(self._copy) if keys is None else keys:
+            buf = self._copy.pop(key, None)
+            if buf is None:
+                continue
+            shard, chunks = buf[0], buf[1]
             for node_id in shard.node_ids:
-                pieces.append((nodes[node_id], stmt, [data]))
+                pieces.append((nodes[node_id], key[1], chunks))
         executor.copy_into(pieces)
 
     def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
@@ -413,12 +449,15 @@ class DistributedTable(ForeignDataWrapper):
 
     def end_modify(self) -> None:
         try:
+            if self._copy:
+                self._flush_copy()
             if self._pending:
                 t = self._table()
                 for shard_index in list(self._pending):
                     self._flush(t, shard_index)
         finally:
             self._pending = {}
+            self._copy = {}
             self._rowmap = []
             self._modify = None
 
@@ -505,6 +544,14 @@ class DistributedTable(ForeignDataWrapper):
         self._modify = None
         self._rowmap = []
         self._pending = {}
+        self._copy = {}
+
+    def sub_rollback(self, level: int) -> None:
+        # a statement that failed inside the savepoint leaves nothing to send
+        self._modify = None
+        self._rowmap = []
+        self._pending = {}
+        self._copy = {}
 
     def rollback(self) -> None:
         self.begin(False)
