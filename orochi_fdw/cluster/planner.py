@@ -206,19 +206,29 @@ def _shard_indexes(table: DistTable, col: ColumnInfo | None, candidates: list) -
     if col is None:
         return None
     fn = hashing.hash_function(table.dist_type)
-    texts = []
+    ctype = base_type(col)
+    exacts = []
     for v in candidates:
         if v is None:
             continue  # = NULL matches nothing
-        exact = _as_column_value(v, base_type(col))
+        exact = _as_column_value(v, ctype)
         if exact is _NOT_EXACT:
             return None
         if exact is _NO_MATCH:
             continue
-        texts.append(V.to_text(exact))
-    if not texts:
+        exacts.append(exact)
+    if not exacts:
         return set()
-    hashes = fn.hash_texts(texts)
+    if ctype in _INT_RANGES and fn.fast in ("INT16", "INT32", "INT64"):
+        # integers hash in numpy, as inserts do (no round trip through SQL)
+        import numpy as np
+
+        if ctype == "bigint":
+            hashes = hashing.hash_int8(np.array(exacts, dtype=np.int64)).tolist()
+        else:
+            hashes = hashing.hash_uint32(np.array(exacts, dtype=np.int64).astype(np.int32).view(np.uint32)).tolist()
+    else:
+        hashes = fn.hash_texts([V.to_text(x) for x in exacts])
     return {metadata.shard_index_for_hash(h, table.shard_count) for h in hashes if h is not None}
 
 
