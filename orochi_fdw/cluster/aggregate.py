@@ -49,11 +49,13 @@ def output_kind(type_oid: int) -> WireKind:
 
 @dataclass
 class Partial:
-    """One partial column a shard sends: its SQL over the shard, and the
-    type to read it back as on the coordinator."""
+    """One partial column a shard sends: its SQL over the shard, the type to
+    read it back as on the coordinator, and how partials of it combine into
+    one (``{}`` the column), which a node does over its own shards."""
 
     expr: sql.Composable
     type: str
+    combine: str = "min({})"
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _aggregate(a: dict, column_names: dict[str, str], params: list,
     if func == "count":
         if star:
             whole = sql.SQL("count(*)")
-            return whole, [Partial(whole, "bigint")], None
+            return whole, [Partial(whole, "bigint", "sum({})::bigint")], None
         whole = sql.SQL("count({}{})").format(dist_sql, ident)
         if distinct:
             if a.get("collation_deterministic") is False:
@@ -166,12 +168,14 @@ def _aggregate(a: dict, column_names: dict[str, str], params: list,
             if col not in distinct_columns:
                 distinct_columns.append(col)
             return whole, [], None
-        return whole, [Partial(whole, "bigint")], None
+        return whole, [Partial(whole, "bigint", "sum({})::bigint")], None
     if func == "sum":
         if arg not in _SUM_TYPES:
             return None, None, f"sum of {arg}"
         whole = sql.SQL("sum({}{})").format(dist_sql, ident)
-        return whole, (None if distinct else [Partial(sql.SQL("sum({})").format(ident), _SUM_TYPES[arg])]), None
+        combine = "sum({})::bigint" if _SUM_TYPES[arg] == "bigint" else "sum({})"
+        return whole, (None if distinct else [Partial(sql.SQL("sum({})").format(ident), _SUM_TYPES[arg],
+                                                      combine)]), None
     if func == "avg":
         if arg not in _AVG_TYPES:
             return None, None, f"avg of {arg}"
@@ -179,17 +183,17 @@ def _aggregate(a: dict, column_names: dict[str, str], params: list,
         if distinct:
             return whole, None, None
         if arg in ("real", "double precision"):
-            s = Partial(sql.SQL("sum({}::double precision)").format(ident), "double precision")
+            s = Partial(sql.SQL("sum({}::double precision)").format(ident), "double precision", "sum({})")
         else:
-            s = Partial(sql.SQL("sum({}::numeric)").format(ident), "numeric")
-        return whole, [s, Partial(sql.SQL("count({})").format(ident), "bigint")], None
+            s = Partial(sql.SQL("sum({}::numeric)").format(ident), "numeric", "sum({})")
+        return whole, [s, Partial(sql.SQL("count({})").format(ident), "bigint", "sum({})::bigint")], None
     if func in ("min", "max"):
         whole = sql.SQL("{}({})").format(sql.SQL(func), ident)
-        return whole, [Partial(whole, a.get("arg_type") or arg)], None
+        return whole, [Partial(whole, a.get("arg_type") or arg, func + "({})")], None
     if func in ("bool_and", "bool_or", "every"):
         name = "bool_and" if func in ("bool_and", "every") else "bool_or"
         whole = sql.SQL("{}({})").format(sql.SQL(name), ident)
-        return whole, [Partial(whole, "boolean")], None
+        return whole, [Partial(whole, "boolean", name + "({})")], None
     return None, None, f"aggregate {func} is not pushed to shards"
 
 
@@ -210,7 +214,8 @@ def _sketch(a: dict, ident, params: list) -> tuple[Any, Any, str | None]:
             return None, None, f"orochi.{func} with unexpected arguments"
         extra = [sql.SQL(", {}::integer").format(_param(params, str(args[0])))] if args else []
         whole = sql.SQL("orochi.{}({}{})").format(sql.SQL(func), ident, sql.Composed(extra))
-        part = Partial(sql.SQL("orochi.hll_agg({}{})").format(ident, sql.Composed(extra)), "orochi.hll")
+        part = Partial(sql.SQL("orochi.hll_agg({}{})").format(ident, sql.Composed(extra)), "orochi.hll",
+                       "orochi.hll_union_agg({})")
         return whole, [part], None
     if func in ("approx_percentile", "tdigest_agg"):
         extra = []
@@ -224,7 +229,8 @@ def _sketch(a: dict, ident, params: list) -> tuple[Any, Any, str | None]:
             return None, None, f"orochi.{func} with unexpected arguments"
         comp = [sql.SQL(", {}::integer").format(_param(params, str(args[0])))] if args else []
         whole = sql.SQL("orochi.{}({}{}{})").format(sql.SQL(func), ident, sql.Composed(extra), sql.Composed(comp))
-        parts = [Partial(sql.SQL("orochi.tdigest_agg({}{})").format(ident, sql.Composed(comp)), "orochi.tdigest")]
+        parts = [Partial(sql.SQL("orochi.tdigest_agg({}{})").format(ident, sql.Composed(comp)), "orochi.tdigest",
+                         "orochi.tdigest_union_agg({})")]
         if quantile is not None:
             # every parameter of a statement must be used: the partial rows
             # carry the quantile too (the final query takes it from the request)
@@ -264,6 +270,29 @@ def shard_select(shape: AggregateShape, shard: sql.Composable, where: sql.Compos
     query = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(items), shard, where)
     if groups:
         query += sql.SQL(" GROUP BY ") + sql.SQL(", ").join(sql.SQL(str(g)) for g in groups)
+    return query
+
+
+def combine_node(shape: AggregateShape, branches: list[sql.Composable]) -> sql.Composable:
+    """One node's shards' partial rows combined into one partial row per
+    group on the node itself (each shard still aggregates on its own, where
+    the columnar engine computes it): fewer rows for the coordinator to
+    merge."""
+    from orochi_fdw.cluster.planner import union_all
+
+    ncols = len(partial_types(shape))
+    nkeys = len(shape.group_exprs) + len(shape.distinct_columns)
+    names = [sql.Identifier(f"c{i}") for i in range(ncols)]
+    items = list(names[:nkeys])
+    i = nkeys
+    for parts in shape.partials:
+        for p in parts:
+            items.append(sql.SQL(p.combine.replace("{}", "p.c" + str(i))))
+            i += 1
+    query = sql.SQL("SELECT {} FROM ({}) AS p({})").format(
+        sql.SQL(", ").join(items), union_all(branches), sql.SQL(", ").join(names))
+    if nkeys:
+        query += sql.SQL(" GROUP BY ") + sql.SQL(", ").join(sql.SQL(str(k + 1)) for k in range(nkeys))
     return query
 
 

@@ -89,12 +89,19 @@ class Session:
     timezone: str | None = None
     busy: bool = False
     closed: bool = False
+    #: statements to send before the next command, in the same round trip
+    #: (the BEGIN of a remote transaction, pipelined with its first command)
+    prelude: list = field(default_factory=list)
+    #: results of a statement sent without waiting (a read-only COMMIT) to
+    #: read before the next command
+    unread: bool = False
 
     @property
     def fileno(self) -> int:
         return self.pgconn.socket
 
     def reset_transaction(self) -> None:
+        self.prelude = []
         self.in_transaction = False
         self.wrote = False
         self.begin_level = 0
@@ -115,7 +122,22 @@ class Session:
             del _cache[key]
 
     def healthy(self) -> bool:
-        return not self.closed and self.pgconn.status == pq.ConnStatus.OK
+        """Open, and not closed by the worker meanwhile: an idle connection
+        with something to read has seen its server go (a restart), or a
+        notice, which is read here."""
+        if self.closed or self.pgconn.status != pq.ConnStatus.OK:
+            return False
+        if self.unread:
+            return True
+        try:
+            readable, _, _ = select.select([self.pgconn.socket], [], [], 0)
+            if readable:
+                self.pgconn.consume_input()
+                while not self.pgconn.is_busy() and self.pgconn.get_result() is not None:
+                    pass
+        except Exception:  # noqa: BLE001 - a broken connection
+            return False
+        return self.pgconn.status == pq.ConnStatus.OK
 
 
 # ------------------------------------------------------------------ opening
@@ -329,29 +351,115 @@ def _results(session: Session, sql: bytes) -> Command:
     return results
 
 
+def _read_unread(session: Session) -> Command:
+    """Read the results of a statement sent without waiting (they do not
+    matter: a read-only transaction's COMMIT)."""
+    if not session.unread:
+        return
+    session.unread = False
+    try:
+        yield from _results(session, b"COMMIT")
+    except RemoteError:
+        pass
+
+
 def command(session: Session, sql: bytes, params: list[bytes | None] | None = None) -> Command:
     """Send one statement (text parameters ``$1``...; several statements
-    separated by ``;`` when there are none) and return its results."""
+    separated by ``;`` when there are none) and return its results.  The
+    session's prelude (a BEGIN) goes first: in one round trip with the
+    statement (libpq's pipeline mode) when it is a single statement."""
     pgconn = session.pgconn
     session.busy = True
+    yield from _read_unread(session)
+    prelude, session.prelude = session.prelude, []
+    if prelude and params is None:
+        # several statements (simple protocol): cannot share a pipeline
+        for text, values in prelude:
+            yield from command(session, text, values)
+        session.busy = True
+        prelude = []
     try:
-        if not params:
-            ok = pgconn.send_query(sql)
+        if prelude:
+            pgconn.enter_pipeline_mode()
+            for text, values in prelude:
+                pgconn.send_query_params(text, values or [])
+            pgconn.send_query_params(sql, params or [])
+            pgconn.pipeline_sync()
+        elif not params:
+            pgconn.send_query(sql)
         else:
-            ok = pgconn.send_query_params(sql, params)
+            pgconn.send_query_params(sql, params)
     except Exception:  # noqa: BLE001 - psycopg raises OperationalError when the connection is gone
         session.busy = False
         raise _lost(session, "sending a command") from None
-    del ok
     yield from _flush(session)
-    results = yield from _results(session, sql)
+    if prelude:
+        results = yield from _pipeline_results(session, sql, len(prelude) + 1)
+    else:
+        results = yield from _results(session, sql)
     session.busy = False
     return results
+
+
+def _pipeline_results(session: Session, sql: bytes, statements: int) -> Command:
+    """The results of a pipeline of ``statements`` statements and a sync:
+    the last statement's; the first error of any."""
+    pgconn = session.pgconn
+    error = None
+    last: list = []
+    done = 0
+    try:
+        while True:
+            while pgconn.is_busy():
+                yield READ
+                try:
+                    pgconn.consume_input()
+                except Exception:  # noqa: BLE001
+                    raise _lost(session, "waiting for a result") from None
+            res = pgconn.get_result()
+            if res is None:
+                done += 1  # the end of one statement's results
+                continue
+            status = res.status
+            if status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            if status == pq.ExecStatus.FATAL_ERROR and error is None:
+                error = _result_error(session, res, sql)
+            elif status not in (pq.ExecStatus.PIPELINE_ABORTED, pq.ExecStatus.FATAL_ERROR) and done == statements - 1:
+                last.append(res)
+    finally:
+        if pgconn.status == pq.ConnStatus.OK:
+            try:
+                pgconn.exit_pipeline_mode()
+            except Exception:  # noqa: BLE001 - left in a state the next use finds out
+                pass
+    if pgconn.status != pq.ConnStatus.OK:
+        raise _lost(session, "running a command")
+    if error is not None:
+        raise error
+    return last
+
+
+def send_without_waiting(session: Session, sql: bytes) -> None:
+    """Send a statement whose result does not matter now (it is read before
+    the session's next command)."""
+    try:
+        session.pgconn.send_query(sql)
+        while session.pgconn.flush() > 0:
+            select.select([], [session.pgconn.socket], [], 1.0)
+        session.unread = True
+    except Exception:  # noqa: BLE001 - a broken connection is found at its next use
+        session.close()
 
 
 def copy_in(session: Session, sql: bytes, data: Iterable[bytes]) -> Command:
     """``COPY ... FROM STDIN`` with the given chunks of COPY text."""
     pgconn = session.pgconn
+    session.busy = True
+    yield from _read_unread(session)
+    for text, values in session.prelude:
+        yield from command(session, text, values)
+    session.prelude = []
     session.busy = True
     try:
         pgconn.send_query(sql)
@@ -393,6 +501,11 @@ def copy_in(session: Session, sql: bytes, data: Iterable[bytes]) -> Command:
 def copy_out(session: Session, sql: bytes) -> Command:
     """``COPY ... TO STDOUT``: the COPY text it sends, as one bytes."""
     pgconn = session.pgconn
+    session.busy = True
+    yield from _read_unread(session)
+    for text, values in session.prelude:
+        yield from command(session, text, values)
+    session.prelude = []
     session.busy = True
     try:
         pgconn.send_query(sql)
@@ -535,6 +648,10 @@ def _abandon(jobs: list[Job]) -> None:
     transactions then roll back)."""
     _cancel(jobs)
     deadline = time.monotonic() + _CANCEL_GRACE
+    for job in jobs:
+        if not job.done and job.session.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            job.session.close()  # a pipeline cut short: simpler to reconnect than to resync
+            job.done = True
     pending = [j for j in jobs if not j.done]
     while pending and time.monotonic() < deadline:
         try:

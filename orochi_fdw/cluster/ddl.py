@@ -249,7 +249,7 @@ def _run_per_node(statements: dict[int, list[sql.Composable]], write: bool = Tru
     for node_id, stmts in statements.items():
         if stmts:
             text = sql.SQL("; ").join(stmts).as_bytes(None)
-            tasks.append(planner.Task(nodes[node_id], [], text))
+            tasks.append(planner.Task(nodes[node_id], [], text, None))  # several statements: no parameters
     executor.run(tasks, write=write)
 
 

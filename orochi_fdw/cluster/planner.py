@@ -282,7 +282,8 @@ class Task:
     node: Node
     shards: list[Shard]
     sql: bytes
-    params: list[bytes | None] = field(default_factory=list)
+    #: the parameters' text; None for several statements in one (simple protocol)
+    params: list[bytes | None] | None = field(default_factory=list)
 
 
 def placement(table: DistTable, shard: Shard, nodes: dict[int, Node], preferred: set[int]) -> Node:

@@ -294,8 +294,9 @@ class DistributedTable(ForeignDataWrapper):
                 if rest and not explain:  # pragma: no cover - can_aggregate checked them
                     raise ClusterError("a qual of a pushed-down aggregation could not be shipped", "XX000")
             branches = [A.shard_select(shape, planner.shard_ident(t, s), where, whole) for s in node_shards]
-            tasks.append(planner.Task(node, node_shards, planner.union_all(branches).as_bytes(None),
-                                      list(params.values)))
+            query = (A.combine_node(shape, branches) if not whole and len(branches) > 1
+                     else planner.union_all(branches))
+            tasks.append(planner.Task(node, node_shards, query.as_bytes(None), list(params.values)))
         merge = ("concatenation: each group is computed whole on one shard" if whole
                  else "final aggregation on the coordinator over the shards' partial aggregates")
         return ScanPlan(t, shards, pruned, tasks, merge=merge, shape=shape, whole=whole)

@@ -116,51 +116,26 @@ class DistributedTransaction:
             opened = C.open_sessions(wanted, self.user, self.database)
             self.sessions.update(opened)
         out = {n.node_id: self.sessions[n.node_id] for n in nodes}
-        to_begin = [s for s in out.values() if not s.in_transaction]
-        if to_begin:
-            failed = self._begin(to_begin)
-            if failed:
-                # a cached connection the worker dropped (a restart): nothing
-                # was done on it in this transaction, so open a new one
-                for s in failed:
-                    s.close()
-                    del self.sessions[s.node.node_id]
-                reopened = C.open_sessions([s.node for s in failed], self.user, self.database)
-                self.sessions.update(reopened)
-                out.update(reopened)
-                again = self._begin(list(reopened.values()))
-                if again:
-                    raise NodeConnectionError(f"could not begin a transaction on node {again[0].node.name}",
-                                              "08006")
+        for session in out.values():
+            if not session.in_transaction:
+                self._begin(session)
         return out
 
-    def _begin(self, sessions: list[C.Session]) -> list[C.Session]:
-        """Open a remote transaction on each session; the sessions whose
-        connection turned out to be lost."""
+    def _begin(self, session: C.Session) -> None:
+        """Open a remote transaction on a session: its BEGIN (and the
+        coordinator's TimeZone when it changed) go with its first command,
+        in the same round trip."""
         begin = (b"BEGIN ISOLATION LEVEL REPEATABLE READ" if self.serializable
                  else b"BEGIN ISOLATION LEVEL READ COMMITTED")
-        jobs = []
-        for s in sessions:
-            if s.timezone != self.timezone:
-                jobs.append(C.Job(s, C.command(s, b"SELECT pg_catalog.set_config('TimeZone', $1, false)",
-                                               [self.timezone.encode()])))
-            jobs.append(C.Job(s, C.command(s, begin)))
-        error = C.run_jobs(jobs, cancel_on_error=False)
-        lost = []
-        for job in jobs:
-            if isinstance(job.error, NodeConnectionError):
-                if job.session not in lost:
-                    lost.append(job.session)
-            elif job.error is not None:
-                raise job.error
-        del error
-        for s in sessions:
-            if s not in lost:
-                s.timezone = self.timezone
-                s.in_transaction = True
-                s.begin_level = self.depth
-                s.savepoints = []
-        return lost
+        prelude = []
+        if session.timezone != self.timezone:
+            prelude.append((b"SELECT pg_catalog.set_config('TimeZone', $1, false)", [self.timezone.encode()]))
+        prelude.append((begin, []))
+        session.prelude = prelude
+        session.timezone = self.timezone
+        session.in_transaction = True
+        session.begin_level = self.depth
+        session.savepoints = []
 
     def _drive(self, pairs, **kw):
         try:
@@ -194,7 +169,10 @@ class DistributedTransaction:
 
     def sub_begin(self, level: int) -> None:
         self.depth = level
-        open_ = [s for s in self.sessions.values() if s.in_transaction and not s.closed]
+        for s in self.sessions.values():
+            if s.prelude:
+                s.begin_level = level  # nothing sent yet: it begins inside the savepoint
+        open_ = [s for s in self.sessions.values() if s.in_transaction and not s.closed and not s.prelude]
         if open_:
             self._drive([(s, C.command(s, b"SAVEPOINT " + self._savepoint(level))) for s in open_])
             for s in open_:
@@ -216,6 +194,9 @@ class DistributedTransaction:
                     # begun inside the savepoint: losing it lost nothing kept
                     s.reset_transaction()
                     del self.sessions[s.node.node_id]
+                continue
+            if s.prelude:
+                s.reset_transaction()  # its BEGIN was never sent
                 continue
             if s.begin_level >= level or level not in s.savepoints:
                 pairs.append((s, C.command(s, b"ROLLBACK")))
@@ -280,11 +261,23 @@ class DistributedTransaction:
             if prepared:
                 self._fault("before_commit_prepared")
                 self._finish(prepared, "COMMIT PREPARED")
+            for s in self.sessions.values():
+                if s.in_transaction and not s.closed:
+                    if s.prelude:
+                        s.reset_transaction()  # never begun
+                    elif not s.wrote:
+                        # a read-only remote transaction: its COMMIT's result is
+                        # read at the session's next use, not waited for now
+                        C.send_without_waiting(s, b"COMMIT")
+                        s.reset_transaction()
             self._finish([s for s in self.sessions.values() if s.in_transaction], "COMMIT")
         finally:
             self._end()
 
     def rollback(self) -> None:
+        for s in self.sessions.values():
+            if s.prelude:
+                s.reset_transaction()  # never begun
         try:
             self._finish([s for s in self.sessions.values() if s.prepared_gid], "ROLLBACK PREPARED")
             self._finish([s for s in self.sessions.values() if s.in_transaction], "ROLLBACK")
