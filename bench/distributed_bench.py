@@ -184,9 +184,9 @@ def run(args) -> dict:
             q6 = next(q for q in queries(args.rows) if q["key"] == "Q6")["pg"]
             shard, node = shard_of(conn, DIST, 42)
             with lc.worker_connect(node) as w:
-                direct, _, _ = median_ms(w, q6.format(t=shard), args.router_runs)
-            routed, _, _ = median_ms(conn, q6.format(t=DIST), args.router_runs)
-            out["router"].append(("Q6 (one device, 6 hours; columnar shard)", routed, direct))
+                direct, direct_cpu, _ = median_ms(w, q6.format(t=shard), args.router_runs)
+            routed, routed_cpu, _ = median_ms(conn, q6.format(t=DIST), args.router_runs)
+            out["router"].append(("Q6 (one device, 6 hours; columnar shard)", routed, direct, routed_cpu, direct_cpu))
 
             conn.execute("CREATE TABLE kv (k int NOT NULL, v text)")
             conn.execute("SELECT orochi.create_distributed_table('kv', 'k', 32, shard_storage => 'heap')")
@@ -196,12 +196,12 @@ def run(args) -> dict:
             shard, node = shard_of(conn, "kv", 4242)
             with lc.worker_connect(node) as w:
                 w.execute(f"CREATE INDEX ON {shard} (k)")
-                direct, _, _ = median_ms(w, f"SELECT * FROM {shard} WHERE k = 4242", args.router_runs)
-            routed, _, _ = median_ms(conn, "SELECT * FROM kv WHERE k = 4242", args.router_runs)
+                direct, direct_cpu, _ = median_ms(w, f"SELECT * FROM {shard} WHERE k = 4242", args.router_runs)
+            routed, routed_cpu, _ = median_ms(conn, "SELECT * FROM kv WHERE k = 4242", args.router_runs)
             conn.execute("PREPARE lookup(int) AS SELECT * FROM kv WHERE k = $1")
-            prepared, _, _ = median_ms(conn, "EXECUTE lookup(4242)", args.router_runs)
-            out["router"].append(("key lookup (heap shard with an index)", routed, direct))
-            out["router"].append(("key lookup, prepared statement", prepared, direct))
+            prepared, prepared_cpu, _ = median_ms(conn, "EXECUTE lookup(4242)", args.router_runs)
+            out["router"].append(("key lookup (heap shard with an index)", routed, direct, routed_cpu, direct_cpu))
+            out["router"].append(("key lookup, prepared statement", prepared, direct, prepared_cpu, direct_cpu))
 
             # two-phase commit
             a, b = 1, 2
@@ -209,12 +209,12 @@ def run(args) -> dict:
                 b += 1
             conn.execute("CREATE TABLE kv_local (k int, v text)")
             n = args.router_runs
-            one, _, _ = median_ms(conn, f"INSERT INTO kv VALUES ({a}, 'x')", n)
-            two, _, _ = median_ms(conn, f"INSERT INTO kv VALUES ({a}, 'x'), ({b}, 'y')", n)
-            local, _, _ = median_ms(conn, "INSERT INTO kv_local VALUES (1, 'x'), (2, 'y')", n)
-            out["commit"] = [("one row, one worker (one-phase commit)", one),
-                             ("two rows on two workers (two-phase commit)", two),
-                             ("two rows into a local heap table", local)]
+            one, one_cpu, _ = median_ms(conn, f"INSERT INTO kv VALUES ({a}, 'x')", n)
+            two, two_cpu, _ = median_ms(conn, f"INSERT INTO kv VALUES ({a}, 'x'), ({b}, 'y')", n)
+            local, local_cpu, _ = median_ms(conn, "INSERT INTO kv_local VALUES (1, 'x'), (2, 'y')", n)
+            out["commit"] = [("one row, one worker (one-phase commit)", one, one_cpu),
+                             ("two rows on two workers (two-phase commit)", two, two_cpu),
+                             ("two rows into a local heap table", local, local_cpu)]
             conn.execute("SELECT orochi.recover_prepared_transactions()")
     finally:
         lc.cleanup()
@@ -238,12 +238,18 @@ def render(data: dict) -> str:
         lines.append(f"| {q['key']} | {q['label']} | {q['local']:.1f} | {q['dist']:.1f} | {ratio:.2f} |"
                      f" {q['dist_cpu'] or 0:.1f} | {'same' if q['ok'] else 'DIFFER'} |")
     lines += ["", "## The routed one-shard query (median ms)", "",
-              "| query | through the coordinator | directly on the worker | overhead |", "|---|---:|---:|---:|"]
-    for label, routed, direct in data["router"]:
-        lines.append(f"| {label} | {routed:.3f} | {direct:.3f} | {routed - direct:.3f} |")
-    lines += ["", "## Commit (autocommit INSERT, median ms)", "", "| statement | ms |", "|---|---:|"]
-    for label, ms in data["commit"]:
-        lines.append(f"| {label} | {ms:.3f} |")
+              "Wall time at the client, and the CPU time of the backend the client talks to (the"
+              " coordinator's, or the worker's for the direct query): the coordinator's CPU is what the"
+              " routing costs the coordinator, untouched by other work on the machine.", "",
+              "| query | through the coordinator | directly on the worker | overhead (wall) |"
+              " coordinator CPU | worker CPU (direct) |", "|---|---:|---:|---:|---:|---:|"]
+    for label, routed, direct, routed_cpu, direct_cpu in data["router"]:
+        lines.append(f"| {label} | {routed:.3f} | {direct:.3f} | {routed - direct:.3f} |"
+                     f" {routed_cpu or 0:.3f} | {direct_cpu or 0:.3f} |")
+    lines += ["", "## Commit (autocommit INSERT, median ms)", "", "| statement | wall | backend CPU |",
+              "|---|---:|---:|"]
+    for label, ms, cpu in data["commit"]:
+        lines.append(f"| {label} | {ms:.3f} | {cpu or 0:.3f} |")
     lines += ["", "## Per-worker times (EXPLAIN ANALYZE)", ""]
     for key, node_lines in data["nodes"].items():
         lines.append(f"{key}:")
