@@ -248,3 +248,31 @@ def test_insert_select_between_distributed_tables(dist):
     both(dist, "INSERT INTO {t} SELECT i, i % 5, i, i, 's', now(), true FROM generate_series(1, 300) i")
     dist.q("INSERT INTO d2 SELECT * FROM d WHERE g IS NOT NULL")
     assert dist.q("SELECT count(*), sum(k) FROM d2") == dist.q("SELECT count(*), sum(k) FROM h")
+
+
+def test_awkward_names_and_values_are_quoted(dist):
+    """Identifiers are quoted and values are parameters in everything sent
+    to the workers: schema, table and column names with spaces, quotes,
+    capitals and keywords, and values that look like SQL."""
+    schema = '"Odd ""Schema"""'
+    table = schema + '."My Table"'
+    heap = schema + ".heap"
+    dist.q("CREATE SCHEMA " + schema)
+    try:
+        dist.q(f'CREATE TABLE {table} ("select" int NOT NULL, "a""b" text, "Ünï" float8)')
+        dist.q(f'CREATE TABLE {heap} ("select" int NOT NULL, "a""b" text, "Ünï" float8)')
+        dist.q("SELECT orochi.create_distributed_table(%s, 'select', 3)", (table,))
+        evil = "x'); DROP TABLE pg_class; --"
+        for t in (table, heap):
+            dist.q(f"INSERT INTO {t} VALUES (1, %s, 1.5), (2, %s, NULL), (3, NULL, 2.5)", (evil, 'a"b\\c'))
+            dist.q(f'UPDATE {t} SET "Ünï" = "Ünï" * 2 WHERE "a""b" = %s', (evil,))
+            dist.q(f'DELETE FROM {t} WHERE "a""b" = %s', ('a"b\\c',))
+        same_result(dist, 'SELECT "select", "a""b", "Ünï" FROM {t} WHERE "a""b" IN (%s, \'zz\')',
+                    heap=heap, table=table, params=(evil,))
+        same_result(dist, 'SELECT "a""b", count(*), sum("Ünï") FROM {t} GROUP BY 1', heap=heap, table=table)
+        dist.q(f'ALTER TABLE {table} RENAME COLUMN "a""b" TO "from"')
+        assert dist.q(f'SELECT "from" FROM {table} WHERE "select" = 1') == [(evil,)]
+    finally:
+        dist.q(f"DROP SCHEMA {schema} CASCADE")
+        for w in dist.lc.workers:
+            w.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE", dbname=dist.dbname)
