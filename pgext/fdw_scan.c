@@ -106,6 +106,7 @@ typedef struct OrochiUpperState
 {
 	RelOptInfo *input_rel;		/* the orochi table */
 	List	   *tlist;			/* fdw_scan_tlist: group keys g<i>, aggregates a<j> */
+	List	   *having;			/* HAVING conditions, checked by the scan over its groups */
 } OrochiUpperState;
 
 /* Executor state of one scan */
@@ -647,7 +648,7 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 		 * yields); it must not be the plan's own tlist, whose names the
 		 * planner overwrites with the query's.
 		 */
-		return make_foreignscan(tlist, NIL, 0, qual_exprs,
+		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0, qual_exprs,
 								list_make4(needed, qual_meta, NIL, makeInteger(-1)),
 								copyObject(upper->tlist), NIL, outer_plan);
 	}
@@ -988,6 +989,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	PyObject   *request;
 	PyObject   *res;
 	OrochiUpperState *upper;
+	List	   *having;
 	double		rows,
 				startup,
 				total;
@@ -997,8 +999,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 		return;
 	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL)
 		return;
-	if (parse->groupingSets != NIL || parse->havingQual != NULL || parse->hasWindowFuncs ||
-		parse->hasTargetSRFs)
+	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
 		return;
 	/* every WHERE clause must reach the wrapper */
 	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
@@ -1024,7 +1025,12 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 			tlist = lappend(tlist, tle);
 		}
 	}
-	foreach(lc, target->exprs)
+	/*
+	 * HAVING: its aggregates are computed with the others; the conditions
+	 * themselves are checked by the scan over the groups it yields.
+	 */
+	having = extra ? (List *) ((GroupPathExtraData *) extra)->havingQual : NIL;
+	foreach(lc, list_concat(list_copy(target->exprs), having))
 	{
 		List	   *found = pull_var_clause((Node *) lfirst(lc), PVC_INCLUDE_AGGREGATES);
 		ListCell   *la;
@@ -1038,7 +1044,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 													   psprintf("a%d", list_length(tlist)), false));
 		}
 	}
-	foreach(lc, target->exprs)
+	foreach(lc, list_concat(list_copy(target->exprs), having))
 	{
 		if (!computable_from(lfirst(lc), tlist))
 			return;
@@ -1085,6 +1091,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	upper = palloc0(sizeof(OrochiUpperState));
 	upper->input_rel = input_rel;
 	upper->tlist = tlist;
+	upper->having = having;
 	output_rel->fdw_private = upper;
 	add_path(output_rel, (Path *)
 			 create_foreign_upper_path(root, output_rel, target, clamp_row_est(rows),

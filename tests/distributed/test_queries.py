@@ -190,3 +190,13 @@ def test_other_distribution_types(dist, column, sqltype, values):
         plan = "\n".join(r[0] for r in dist.q(f"EXPLAIN SELECT * FROM d WHERE x = %s::{sqltype}", (v,)))
         assert "Shards: 1 of 5" in plan, plan
     same_result(dist, "SELECT x::text, count(*) FROM {t} GROUP BY x")
+
+
+def test_having_is_checked_over_pushed_down_groups(pair):
+    for q in ["SELECT g, count(*) FROM {t} GROUP BY g HAVING count(*) > 60",
+              "SELECT s, sum(k) FROM {t} GROUP BY s HAVING sum(k) > 10000 AND max(g) < 6",
+              "SELECT g, avg(n) FROM {t} GROUP BY g HAVING count(DISTINCT s) > 3 OR g IS NULL",
+              "SELECT count(*) FROM {t} HAVING count(*) > 1000"]:
+        same_result(pair, q)
+    plan = "\n".join(r[0] for r in pair.q("EXPLAIN SELECT g, count(*) FROM d GROUP BY g HAVING count(*) > 60"))
+    assert "Aggregates: count(*)" in plan and "Filter: ((count(*)) > 60)" in plan, plan
