@@ -248,7 +248,8 @@ def _run_per_node(statements: dict[int, list[sql.Composable]], write: bool = Tru
     tasks = []
     for node_id, stmts in statements.items():
         if stmts:
-            text = sql.SQL("; ").join(stmts).as_bytes(None)
+            # cursors of earlier scans in this transaction would keep the shards "in use"
+            text = sql.SQL("; ").join([sql.SQL("CLOSE ALL")] + stmts).as_bytes(None)
             tasks.append(planner.Task(nodes[node_id], [], text, None))  # several statements: no parameters
     executor.run(tasks, write=write)
 

@@ -32,9 +32,11 @@ class TaskRun:
     results: list = field(default_factory=list)
     seconds: float = 0.0
 
+    results_rows: int = 0
+
     @property
     def rows(self) -> int:
-        return sum(r.ntuples for r in self.results)
+        return sum(r.ntuples for r in self.results) + self.results_rows
 
 
 def run(tasks: list[Task], *, write: bool = False) -> list[TaskRun]:
@@ -62,6 +64,58 @@ def run(tasks: list[Task], *, write: bool = False) -> list[TaskRun]:
         txn._lost(str(error))
         raise error
     return [TaskRun(t, j.result or [], j.finished - j.started) for t, j in zip(tasks, jobs)]
+
+
+_cursors = iter(range(1, 1 << 62))
+
+
+def fetch(tasks: list[Task], rows_per_fetch: int = 20_000, runs: list | None = None):
+    """Run the tasks' SELECTs as cursors on their nodes and yield
+    ``(task, result)`` as the rows come, ``rows_per_fetch`` per node and
+    round (all nodes at once): the coordinator holds at most that many rows
+    per node, whatever the scan's size.  A scan abandoned early leaves its
+    cursors to the end of the remote transactions.  ``runs`` collects the
+    per-task timing (EXPLAIN ANALYZE)."""
+    if not tasks:
+        return
+    name = f"orochi_cursor_{next(_cursors)}".encode()
+    sessions = txn.sessions_for([t.node for t in tasks])
+    declares = [C.Job(sessions[t.node.node_id], C.command(
+        sessions[t.node.node_id], b"DECLARE " + name + b" NO SCROLL CURSOR FOR " + t.sql, t.params))
+        for t in tasks]
+    timings = {id(t): TaskRun(t) for t in tasks}
+    if runs is not None:
+        runs.extend(timings.values())
+    _run_or_raise(declares)
+    for t, job in zip(tasks, declares):
+        timings[id(t)].seconds += job.finished - job.started
+    fetch_sql = f"FETCH {int(rows_per_fetch)} FROM ".encode() + name
+    active = list(tasks)
+    while active:
+        jobs = [C.Job(sessions[t.node.node_id], C.command(sessions[t.node.node_id], fetch_sql)) for t in active]
+        _run_or_raise(jobs)
+        still = []
+        for t, job in zip(active, jobs):
+            timing = timings[id(t)]
+            timing.seconds += job.finished - job.started
+            for res in job.result or []:
+                timing.results_rows = getattr(timing, "results_rows", 0) + res.ntuples
+                if res.ntuples:
+                    yield t, res
+                if res.ntuples >= rows_per_fetch:
+                    still.append(t)
+        active = still
+
+
+def _run_or_raise(jobs: list) -> None:
+    try:
+        error = C.run_jobs(jobs)
+    except BaseException:
+        txn._lost("a command was interrupted")
+        raise
+    if error is not None:
+        txn._lost(str(error))
+        raise error
 
 
 def copy_into(pieces: list[tuple[Any, bytes, list[bytes]]]) -> list[TaskRun]:

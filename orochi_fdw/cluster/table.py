@@ -534,9 +534,10 @@ class DistributedTable(ForeignDataWrapper):
         t = self._table()
         tasks = []
         for node, shards in planner.by_node_all(t).values():
-            stmt = sql.SQL("TRUNCATE {}").format(
+            # CLOSE ALL: cursors of earlier scans in this transaction keep shards in use
+            stmt = sql.SQL("CLOSE ALL; TRUNCATE {}").format(
                 sql.SQL(", ").join(planner.shard_ident(t, s) for s in shards)).as_bytes(None)
-            tasks.append(planner.Task(node, shards, stmt))
+            tasks.append(planner.Task(node, shards, stmt, None))
         executor.run(tasks, write=True)
 
     # ------------------------------------------------------------ transactions
@@ -714,10 +715,21 @@ class _Scan:
             self._iter = self._batches()
         return next(self._iter)
 
+    def _results(self):
+        """The scan's libpq results, as they come: through cursors when
+        several shards are read (bounded memory), else in one go."""
+        plan = self.plan
+        if len(plan.shards) > 1:
+            yield from (res for _, res in executor.fetch(plan.tasks, runs=self.runs))
+            return
+        self.runs = executor.run(plan.tasks)
+        for run in self.runs:
+            yield from run.results
+
     def _batches(self):
         plan = self.plan
-        self.runs = executor.run(plan.tasks)
         if plan.sortkeys:
+            self.runs = executor.run(plan.tasks)
             yield from self._sorted_batches()
             return
         cols = plan.columns
@@ -725,38 +737,37 @@ class _Scan:
         offset = 2 if plan.rowids else 0
         returned = 0
         dist = self.wrapper._dist_column(plan.table) if plan.rowids else None
-        for run in self.runs:
-            for res in run.results:
-                n = res.ntuples
-                if n == 0:
-                    continue
-                for start in range(0, n, _BATCH_ROWS):
-                    end = min(n, start + _BATCH_ROWS)
-                    if self.limit is not None and returned >= self.limit:
-                        return
-                    columns = {}
-                    for i, (c, kind) in enumerate(zip(cols, kinds)):
-                        values = [res.get_value(r, offset + i) for r in range(start, end)]
-                        columns[c] = executor.to_column(values, kind)
-                    batch = Batch(end - start, columns)
-                    if plan.rowids:
-                        if plan.table.is_reference:
-                            keys = np.fromiter((int(res.get_value(r, 0)) for r in range(start, end)),
-                                               dtype=np.int64, count=end - start)
-                        else:
-                            keys = np.fromiter((_parse_tid(res.get_value(r, 0)) for r in range(start, end)),
-                                               dtype=np.int64, count=end - start)
-                        shard_of_row = np.fromiter((int(res.get_value(r, 1)) for r in range(start, end)),
-                                                   dtype=np.int32, count=end - start)
-                        dist_values = None
-                        if dist is not None:
-                            di = offset + cols.index(dist)
-                            dist_values = [res.get_value(r, di) for r in range(start, end)]
-                        number = len(self.wrapper._rowmap)
-                        self.wrapper._rowmap.append((shard_of_row, keys, dist_values))
-                        batch.rowids = np.arange(end - start, dtype=np.int64) + number * _BATCH_ROWS
-                    returned += batch.nrows
-                    yield batch
+        for res in self._results():
+            n = res.ntuples
+            if n == 0:
+                continue
+            for start in range(0, n, _BATCH_ROWS):
+                end = min(n, start + _BATCH_ROWS)
+                if self.limit is not None and returned >= self.limit:
+                    return
+                columns = {}
+                for i, (c, kind) in enumerate(zip(cols, kinds)):
+                    values = [res.get_value(r, offset + i) for r in range(start, end)]
+                    columns[c] = executor.to_column(values, kind)
+                batch = Batch(end - start, columns)
+                if plan.rowids:
+                    if plan.table.is_reference:
+                        keys = np.fromiter((int(res.get_value(r, 0)) for r in range(start, end)),
+                                           dtype=np.int64, count=end - start)
+                    else:
+                        keys = np.fromiter((_parse_tid(res.get_value(r, 0)) for r in range(start, end)),
+                                           dtype=np.int64, count=end - start)
+                    shard_of_row = np.fromiter((int(res.get_value(r, 1)) for r in range(start, end)),
+                                               dtype=np.int32, count=end - start)
+                    dist_values = None
+                    if dist is not None:
+                        di = offset + cols.index(dist)
+                        dist_values = [res.get_value(r, di) for r in range(start, end)]
+                    number = len(self.wrapper._rowmap)
+                    self.wrapper._rowmap.append((shard_of_row, keys, dist_values))
+                    batch.rowids = np.arange(end - start, dtype=np.int64) + number * _BATCH_ROWS
+                returned += batch.nrows
+                yield batch
 
     def _sorted_batches(self):
         """The shards' sorted rows in one order (the sort keys' values come

@@ -276,3 +276,24 @@ def test_awkward_names_and_values_are_quoted(dist):
         dist.q(f"DROP SCHEMA {schema} CASCADE")
         for w in dist.lc.workers:
             w.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE", dbname=dist.dbname)
+
+
+def test_ddl_after_an_abandoned_scan_in_the_same_transaction(dist):
+    """A fan-out scan reads through cursors; one left unfinished (a LIMIT the
+    shards did not see) must not keep TRUNCATE, ALTER or DROP from running
+    later in the transaction."""
+    make_pair(dist, shard_count=4)
+    both(dist, "INSERT INTO {t} (k, g) SELECT i, i % 3 FROM generate_series(1, 5000) i")
+    with dist.connect(autocommit=False) as conn:
+        assert len(conn.execute("SELECT k FROM d WHERE g + 0 = 1 LIMIT 3").fetchall()) == 3
+        conn.execute("ALTER TABLE d ADD COLUMN extra int")
+        assert len(conn.execute("SELECT k FROM d WHERE g + 0 = 2 LIMIT 3").fetchall()) == 3
+        conn.execute("TRUNCATE d")
+        conn.execute("INSERT INTO d (k) VALUES (1)")
+        conn.commit()
+    assert dist.q("SELECT count(*) FROM d") == [(1,)]
+    dist.q("SELECT k FROM d LIMIT 1")
+    with dist.connect(autocommit=False) as conn:
+        conn.execute("SELECT k FROM d WHERE g + 0 IS NULL LIMIT 1").fetchall()
+        conn.execute("DROP FOREIGN TABLE d")
+        conn.commit()
