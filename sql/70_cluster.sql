@@ -58,6 +58,7 @@ CREATE TABLE orochi.dist_table (
     shard_schema   name NOT NULL,
     shard_base     name NOT NULL,
     columns        jsonb NOT NULL,
+    acl            text,                -- the table's privileges as its shards have them
     created_at     timestamptz NOT NULL DEFAULT now(),
     CHECK ((method = 'h') = (dist_attnum IS NOT NULL))
 );
@@ -114,7 +115,27 @@ INSERT INTO orochi.dist_coordinator (coordinator_id)
 VALUES ((random() * 2147483646)::integer + 1);
 
 GRANT SELECT ON orochi.dist_node, orochi.dist_colocation, orochi.dist_table, orochi.dist_shard,
-                orochi.dist_placement TO PUBLIC;
+                orochi.dist_placement, orochi.dist_coordinator TO PUBLIC;
+
+-- The commit record of the caller's own transaction, for any user whose
+-- transaction wrote on several nodes: the gid must be the one of the
+-- current transaction, so that no one can decide another transaction's
+-- fate.
+CREATE FUNCTION orochi.dist_record_commit(node_id integer, gid text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF gid IS DISTINCT FROM format('orochi_%s_%s_%s',
+                                   (SELECT c.coordinator_id FROM orochi.dist_coordinator c),
+                                   pg_current_xact_id(), node_id) THEN
+        RAISE EXCEPTION 'orochi.dist_record_commit: % is not a gid of the current transaction', gid
+              USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO orochi.dist_transaction (node_id, gid) VALUES (node_id, gid);
+END
+$$;
 
 -- ------------------------------------------------------------------ views
 
@@ -252,3 +273,26 @@ $$;
 CREATE EVENT TRIGGER orochi_cluster_ddl_end ON ddl_command_end
     WHEN TAG IN ('ALTER FOREIGN TABLE', 'ALTER TABLE')
     EXECUTE FUNCTION orochi.cluster_on_ddl_end();
+
+-- GRANT and REVOKE on a distributed table: its shards get the same
+-- privileges (the coordinator connects to the workers as the current user).
+CREATE FUNCTION orochi.cluster_sync_privileges()
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.cluster_on_grant()
+RETURNS event_trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM orochi.dist_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+                WHERE t.acl IS DISTINCT FROM c.relacl::text) THEN
+        PERFORM orochi.cluster_sync_privileges();
+    END IF;
+END;
+$$;
+
+CREATE EVENT TRIGGER orochi_cluster_grant ON ddl_command_end
+    WHEN TAG IN ('GRANT', 'REVOKE')
+    EXECUTE FUNCTION orochi.cluster_on_grant();

@@ -237,9 +237,8 @@ def _kernel():
 
 def _format_int(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decimal text (the kernel; numpy's astype as the reference)."""
-    try:
-        from orochi_fdw.kernels import copytext
-    except ImportError:  # pragma: no cover - kernels not built
+    copytext = _kernel()
+    if copytext is None:
         return _from_fixed(values.astype("S"))
     n = len(values)
     out = np.empty(n * 21, np.uint8)
@@ -251,9 +250,8 @@ def _format_int(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _format_float(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The shortest text that reads back exactly (a float32 as the double
     it is: float4in rounds it back to the same float32)."""
-    try:
-        from orochi_fdw.kernels import copytext
-    except ImportError:  # pragma: no cover - kernels not built
+    copytext = _kernel()
+    if copytext is None:
         return _from_fixed(values.astype("S"))
     n = len(values)
     out = np.empty(n * 32, np.uint8)

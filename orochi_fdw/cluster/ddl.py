@@ -265,6 +265,54 @@ def _create_shards(table: DistTable, cols: list[dict]) -> None:
     _run_per_node(statements)
 
 
+def _acl_statements(table: DistTable, relid: int, old_acl: str | None) -> dict[int, list[sql.Composable]]:
+    """Per node, what makes its shards' privileges the table's: the owner's
+    and grantees' privileges granted, those of roles no longer in the table's
+    privileges (``old_acl``: as the shards had them) revoked.  The roles must
+    exist on the workers."""
+    rows = spi.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE a.grantee::regrole::text END, a.privilege_type, a.is_grantable"
+        "  FROM pg_catalog.pg_class c, pg_catalog.aclexplode(coalesce(c.relacl,"
+        "       pg_catalog.acldefault('r', c.relowner))) a WHERE c.oid = $1", [relid], types=["oid"]).rows
+    olds: list = []
+    if old_acl:
+        olds = [r[0] for r in spi.execute(
+            "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN NULL ELSE a.grantee::regrole::text END"
+            "  FROM pg_catalog.aclexplode($1::aclitem[]) a", [old_acl], types=["text"]).rows]
+
+    def role(name: str | None) -> sql.Composable:
+        return sql.SQL("PUBLIC") if name is None else sql.Identifier(name)
+
+    grantees = sorted(set(olds) | {g for g, _, _ in rows}, key=lambda g: (g is not None, g or ""))
+    per_node: dict[int, list[sql.Composable]] = {}
+    for shard in table.shards:
+        ident = planner.shard_ident(table, shard)
+        stmts = [sql.SQL("REVOKE ALL ON {} FROM {}").format(ident, role(g)) for g in grantees]
+        stmts += [sql.SQL("GRANT {} ON {} TO {}{}").format(sql.SQL(privilege), ident, role(grantee),
+                                                           sql.SQL(" WITH GRANT OPTION" if grantable else ""))
+                  for grantee, privilege, grantable in rows]
+        for node_id in shard.node_ids:
+            per_node.setdefault(node_id, []).extend(stmts)
+    return per_node
+
+
+def _sync_acl(table: DistTable, relid: int, old_acl: str | None) -> None:
+    """Give the shards the table's privileges and remember them."""
+    _run_per_node(_acl_statements(table, relid, old_acl))
+    spi.execute("UPDATE orochi.dist_table t SET acl = c.relacl::text FROM pg_catalog.pg_class c"
+                " WHERE c.oid = t.relid AND t.relid = $1", [relid], types=["oid"])
+
+
+def sync_privileges() -> None:
+    """The GRANT / REVOKE trigger: carry changed privileges to the shards."""
+    for relid, old in spi.execute(
+            "SELECT t.relid, t.acl FROM orochi.dist_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid"
+            " WHERE t.acl IS DISTINCT FROM c.relacl::text").rows:
+        t = metadata.table(int(relid))
+        if t is not None:
+            _sync_acl(t, int(relid), old)
+
+
 def drop_shards(table: DistTable) -> None:
     statements: dict[int, list[sql.Composable]] = {}
     kind = "FOREIGN TABLE" if table.shard_storage == "columnar" else "TABLE"
@@ -391,6 +439,7 @@ def create_distributed_table(table_name: Any, distribution_column: Any, shard_co
     metadata.invalidate()
     table = metadata.table(new)
     _create_shards(table, new_cols)
+    _sync_acl(table, new, None)
     names = ", ".join(spi.quote_ident(c["name"]) for c in new_cols)
     spi.execute(f"INSERT INTO {_qualified(info)} ({names}) SELECT {names} FROM {_old_qualified(info)}")
     spi.execute(f"DROP {'FOREIGN TABLE' if info['relkind'] == 'f' else 'TABLE'} {_old_qualified(info)}")

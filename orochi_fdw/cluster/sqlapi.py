@@ -67,6 +67,11 @@ def cluster_drop_tables(relids: list[int]) -> None:
     ddl.drop_tables(relids)
 
 
+@sql_function("cluster_sync_privileges")
+def cluster_sync_privileges() -> None:
+    ddl.sync_privileges()
+
+
 @sql_function("cluster_alter_tables")
 def cluster_alter_tables(relids: list[int]) -> None:
     ddl.alter_tables(relids)

@@ -9,6 +9,7 @@ import datetime
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,17 @@ from orochi_fdw.cluster import copyformat as cf
 from orochi_fdw.cluster.hashing import hash_int8, hash_uint32
 
 _EPOCH = datetime.datetime(2000, 1, 1)
+
+
+@pytest.fixture(autouse=True, params=["kernels", "numpy"])
+def path(request, monkeypatch):
+    """Every test twice: through the Cython kernels (which must be built) and
+    through the numpy path they replace."""
+    if request.param == "kernels":
+        from orochi_fdw.kernels import copytext  # noqa: F401 - fails when the kernels are not built
+    else:
+        monkeypatch.setattr(cf, "_kernel", lambda: None)
+    return request.param
 
 
 def texts_of(column: Column, n: int) -> list[str | None]:

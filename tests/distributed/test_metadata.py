@@ -305,3 +305,48 @@ def test_shard_count_at_the_limits(dist):
     dist.distribute("one", "id", 1)
     dist.q("INSERT INTO one SELECT generate_series(1, 20)")
     assert dist.q("SELECT count(*), sum(id) FROM one") == [(20, 210)]
+
+
+def test_privileges_follow_the_table_to_its_shards(cluster, fresh_db):
+    """The coordinator reaches the workers as the current user: a role
+    granted the table reads and writes it (two-phase commit included), one
+    without the grant is refused on the coordinator, and GRANT / REVOKE
+    reach the shards.  (Heap shards: reading a columnar table as a role
+    other than its owner is the columnar layer's own privilege question.)"""
+    role = "orochi_dist_user"
+    for c in cluster.all():
+        c.execute(f"DROP ROLE IF EXISTS {role}")
+        c.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        with cluster.connect(fresh_db) as conn:
+            conn.execute("CREATE TABLE t (id int, v text)")
+            conn.execute("INSERT INTO t SELECT i, 'v' FROM generate_series(1, 20) i")
+            conn.execute("SELECT orochi.create_distributed_table('t', 'id', 4, shard_storage => 'heap')")
+            conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON t TO {role}")
+            conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        with cluster.coordinator.connect(fresh_db, autocommit=True, user=role) as user:
+            assert user.execute("SELECT count(*) FROM t").fetchone() == (20,)
+            user.execute("INSERT INTO t SELECT i, 'u' FROM generate_series(100, 140) i")  # two-phase
+            user.execute("UPDATE t SET v = 'w' WHERE id < 5")
+            assert user.execute("SELECT count(*) FROM t WHERE v = 'w'").fetchone() == (4,)
+        with cluster.connect(fresh_db) as conn:
+            conn.execute(f"REVOKE UPDATE ON t FROM {role}")
+            names = [r[0] for r in conn.execute(
+                "SELECT quote_ident(t.shard_schema) || '.' || quote_ident(t.shard_base || '_' || s.shard_id)"
+                "  FROM orochi.dist_table t JOIN orochi.dist_shard s USING (relid) WHERE t.relid = 't'::regclass")]
+        for w in cluster.workers:
+            for name in names:
+                ok = w.execute(
+                    "SELECT has_table_privilege(%s, c.oid, 'UPDATE') FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                    (role, name), dbname=fresh_db)
+                assert ok in ([], [(False,)])
+        with cluster.coordinator.connect(fresh_db, autocommit=True, user=role) as user:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                user.execute("UPDATE t SET v = 'x'")
+            assert user.execute("SELECT count(*) FROM t").fetchone() == (61,)
+    finally:
+        with cluster.connect(fresh_db) as conn:
+            conn.execute("DROP FOREIGN TABLE IF EXISTS t")
+        for c in cluster.all():
+            c.execute(f"DROP OWNED BY {role}", dbname=fresh_db)
+            c.execute(f"DROP ROLE IF EXISTS {role}")
