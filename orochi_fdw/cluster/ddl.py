@@ -45,11 +45,11 @@ def _relation_info(relid: int) -> dict:
     row = spi.execute(
         "SELECT c.relname::text, n.nspname::text, c.relkind::text, c.relowner::regrole::text,"
         "       pg_catalog.pg_has_role(c.relowner, 'USAGE'), c.relhastriggers, c.relrowsecurity,"
-        "       c.relispartition, c.relhassubclass, c.relacl::text[]"
+        "       c.relispartition, c.relhassubclass, c.relacl::text[], c.relpersistence::text"
         "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.oid = $1", [relid], types=["oid"]).rows[0]
     keys = ("relname", "nspname", "relkind", "owner", "is_owner", "triggers", "rls", "is_partition",
-            "has_children", "acl")
+            "has_children", "acl", "persistence")
     return dict(zip(keys, row))
 
 
@@ -108,6 +108,8 @@ def _check_movable(relid: int, info: dict, what: str) -> None:
     def refuse(reason: str, hint: str) -> None:
         raise DistributionError(f'cannot {what} table "{name}": {reason}', "0A000", hint=hint)
 
+    if info.get("persistence") == "t":
+        refuse("it is a temporary table", "Distribute a permanent table.")
     if info["is_partition"] or info["relkind"] == "p" or info["has_children"]:
         refuse("it is part of a partitioning or inheritance hierarchy", "Distribute a plain table.")
     if info["triggers"]:

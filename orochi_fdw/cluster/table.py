@@ -203,6 +203,8 @@ class DistributedTable(ForeignDataWrapper):
                                       list(params.values)))
         if not tasks:
             rest = [q for q in quals if rq.render(q, planner.Params()) is None]
+        if not explain:
+            _check_exact_sent(rest)
         plan = ScanPlan(t, shards, pruned, tasks, fetch, rest, rowids=rowids)
         plan.sortkeys = list(sortkeys or [])
         if plan.sortkeys:
@@ -645,6 +647,16 @@ def _sort_value(raw: bytes | None, kind: str, key: SortKey) -> tuple:
     else:
         v = raw
     return (2, _Rev(v) if key.is_reversed else v)
+
+
+def _check_exact_sent(rest: list[Qual]) -> None:
+    """A qual the plan counts on the workers to apply (it said so at plan
+    time, so Postgres does not recheck it) must have been sent: rather an
+    error than rows it should have filtered out."""
+    for q in rest:
+        if q.exact:
+            raise ClusterError(f"a condition on column {q.field_name} could not be sent to the workers", "XX000",
+                               detail=f"The condition is {q!r}; the plan relies on the workers applying it.")
 
 
 def _text_or_none(v: Any) -> str | None:

@@ -192,6 +192,10 @@ def test_refuses_tables_whose_constraints_would_be_lost(dist):
         dist.distribute("t", "id")
     assert info.value.sqlstate == "0A000"
     assert "constraint" in str(info.value)
+    dist.q("CREATE TEMP TABLE tt (id int)")
+    with pytest.raises(psycopg.Error) as info:
+        dist.distribute("tt", "id")
+    assert info.value.sqlstate == "0A000" and "temporary" in str(info.value)
     dist.q("CREATE TABLE u (id int)")
     dist.q("CREATE VIEW uv AS SELECT * FROM u")
     with pytest.raises(psycopg.Error) as info:
