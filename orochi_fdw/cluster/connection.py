@@ -127,14 +127,21 @@ class Session:
         notice, which is read here."""
         if self.closed or self.pgconn.status != pq.ConnStatus.OK:
             return False
-        if self.unread:
-            return True
         try:
-            readable, _, _ = select.select([self.pgconn.socket], [], [], 0)
-            if readable:
+            # A worker that ends the connection sends its FATAL message (which
+            # libpq takes as a notice on an idle connection) and closes it: the
+            # end of the stream shows at a further read.
+            for _ in range(8):
+                readable, _, _ = select.select([self.pgconn.socket], [], [], 0)
+                if not readable:
+                    break
                 self.pgconn.consume_input()
-                while not self.pgconn.is_busy() and self.pgconn.get_result() is not None:
-                    pass
+                while not self.pgconn.is_busy():
+                    if self.pgconn.get_result() is None:
+                        self.unread = False  # a COMMIT sent without waiting has answered
+                        break
+                if self.pgconn.status != pq.ConnStatus.OK:
+                    return False
         except Exception:  # noqa: BLE001 - a broken connection
             return False
         return self.pgconn.status == pq.ConnStatus.OK

@@ -9,8 +9,13 @@ Citus's algorithm, per worker, in this order:
 3. R = the commit records (``orochi.dist_transaction``) of that worker;
 4. Q = the prepared transactions again.
 
-A gid in both P and Q is committed if its record exists (or its
-coordinator transaction committed), else rolled back.  A record whose gid
+A gid in both P and Q is committed if its record exists, else rolled
+back -- the record alone is the commit decision.  (The xid's status is
+only asked to leave alone a transaction still running, or one that
+committed after the snapshot the records are read with: after a crash that lost
+the tail of the coordinator's WAL, an xid a lost transaction had used is
+handed out again, and its new owner's commit says nothing about the
+prepared transaction named after it.)  A record whose gid
 is in neither P nor Q was resolved already and is deleted; a gid only in Q
 appeared meanwhile and waits for the next round.  Running it again is
 harmless: recovery is idempotent.
@@ -69,10 +74,18 @@ def _recover_node(session: C.Session, node_id: int, coordinator_id: int) -> int:
     status = {}
     if xids:
         for gid, st in spi.execute(
-                # an xid past the next one to be assigned belonged to a
-                # transaction a crash lost before its commit: aborted
-                "SELECT g, CASE WHEN x::text::xid8 >= pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
-                "               THEN 'aborted' ELSE pg_catalog.pg_xact_status(x::text::xid8) END"
+                # an xid past the newest assigned (this transaction's,
+                # assigned here) belonged to a transaction a crash lost
+                # before its commit: aborted.  One that committed after the
+                # snapshot the records are read with (a REPEATABLE READ
+                # caller) would have its record unseen: it waits for the
+                # next round
+                "SELECT g, CASE WHEN x::text::xid8 >= pg_catalog.pg_current_xact_id()"
+                "               THEN 'aborted'"
+                "               WHEN pg_catalog.pg_xact_status(x::text::xid8) = 'committed'"
+                "                AND NOT pg_catalog.pg_visible_in_snapshot(x::text::xid8, pg_catalog.pg_current_snapshot())"
+                "               THEN 'in progress'"
+                "               ELSE pg_catalog.pg_xact_status(x::text::xid8) END"
                 "  FROM unnest($1::text[], $2::bigint[]) AS u(g, x)",
                 [list(xids), list(xids.values())], types=["text[]", "bigint[]"]).rows:
             status[gid] = st
@@ -85,7 +98,7 @@ def _recover_node(session: C.Session, node_id: int, coordinator_id: int) -> int:
         st = status.get(gid)
         if st == "in progress":
             continue
-        commit = gid in records or st == "committed"
+        commit = gid in records
         verb = b"COMMIT PREPARED " if commit else b"ROLLBACK PREPARED "
         try:
             C.drive([(session, C.command(session, verb + sql.Literal(gid).as_bytes(None)))])

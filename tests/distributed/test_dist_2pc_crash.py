@@ -209,3 +209,89 @@ def test_sidecar_recovery_duty_resolves_leftovers(setup):
     assert lc.prepared_transactions(dbname) == []
     with lc.connect(dbname) as conn:
         assert conn.execute("SELECT count(*) FROM d WHERE k = 424242").fetchone()[0] == 0
+
+
+def test_reference_table_write_killed_coordinator_after_local_commit(setup):
+    """A reference table is written on every worker in two phases: the
+    coordinator killed after its local commit, the copies agree after
+    recovery."""
+    lc, dbname, release = setup
+    with lc.connect(dbname) as conn:
+        conn.execute("CREATE TABLE r (k int, v text)")
+        conn.execute("SELECT orochi.create_reference_table('r')")
+        conn.execute("INSERT INTO r VALUES (0, 'old')")
+    p = Paused(lc, dbname, "before_commit_prepared", release,
+               ["BEGIN", "INSERT INTO r SELECT generate_series(1, 30), 'x'", "UPDATE r SET v = 'new' WHERE k = 0",
+                "COMMIT"])
+    p.reached()
+    lc.coordinator.kill9(kill_children=True)  # every process at once, as a machine crash
+    p.go_on()
+    assert len(lc.prepared_transactions(dbname)) == 2  # both copies prepared
+    lc.coordinator.start()
+    assert _recover(lc, dbname) == 2
+    assert lc.prepared_transactions(dbname) == []
+    with lc.connect(dbname) as conn:
+        status = conn.execute("SELECT rows FROM orochi.shard_status('r') ORDER BY node_id").fetchall()
+        assert status == [(31,), (31,)]
+        assert conn.execute("SELECT v FROM r WHERE k = 0").fetchall() == [("new",)]
+
+
+def test_reference_table_write_killed_before_local_commit_rolls_back_every_copy(setup):
+    lc, dbname, release = setup
+    with lc.connect(dbname) as conn:
+        conn.execute("CREATE TABLE r (k int, v text)")
+        conn.execute("SELECT orochi.create_reference_table('r')")
+        conn.execute("INSERT INTO r VALUES (0, 'old')")
+    p = Paused(lc, dbname, "after_prepare", release, ["DELETE FROM r"])
+    p.reached()
+    lc.coordinator.kill9(kill_children=True)  # every process at once, as a machine crash
+    p.go_on()
+    lc.coordinator.start()
+    # the first use after the restart resolves (rolls back) both
+    with lc.connect(dbname) as conn:
+        assert conn.execute("SELECT k, v FROM r").fetchall() == [(0, "old")]
+        assert conn.execute("SELECT rows FROM orochi.shard_status('r') ORDER BY node_id").fetchall() == [(1,), (1,)]
+    assert lc.prepared_transactions(dbname) == []
+
+
+def test_prepared_transaction_of_a_committed_xid_without_record_rolls_back(setup):
+    """The record alone is the commit decision: after a crash that lost the
+    tail of the coordinator's WAL, the xid in a prepared transaction's gid
+    can belong to a later, unrelated transaction that committed.  Recovery
+    must roll such a transaction back."""
+    lc, dbname, _ = setup
+    with lc.connect(dbname) as conn:
+        coord = conn.execute("SELECT coordinator_id FROM orochi.dist_coordinator").fetchone()[0]
+        xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]  # committed (autocommit)
+        assert conn.execute("SELECT pg_xact_status(%s::text::xid8)", (xid,)).fetchone()[0] == "committed"
+        node_id = conn.execute("SELECT node_id FROM orochi.nodes ORDER BY node_id LIMIT 1").fetchone()[0]
+        shard = conn.execute("SELECT quote_ident(t.shard_schema) || '.' || quote_ident(t.shard_base || '_' || s.shard_id)"
+                             " FROM orochi.dist_table t JOIN orochi.dist_shard s USING (relid)"
+                             " JOIN orochi.dist_placement p USING (shard_id) WHERE p.node_id = %s LIMIT 1",
+                             (node_id,)).fetchone()[0]
+    gid = f"orochi_{coord}_{xid}_{node_id}"
+    with lc.worker_connect(node_id - 1, dbname) as w:
+        w.execute("BEGIN")
+        w.execute(f"INSERT INTO {shard} VALUES (515151, 'orphan')")
+        w.execute(f"PREPARE TRANSACTION '{gid}'")
+    assert _recover(lc, dbname) == 1
+    assert lc.prepared_transactions(dbname) == []
+    with lc.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM d WHERE k = 515151").fetchone()[0] == 0
+
+
+def test_recovery_in_a_repeatable_read_transaction_leaves_a_later_commit_alone(setup):
+    """A transaction that commits after the snapshot recovery reads the
+    records with is not rolled back for want of a record it cannot see."""
+    lc, dbname, release = setup
+    with lc.connect(dbname) as rr:
+        rr.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        rr.execute("SELECT count(*) FROM orochi.dist_transaction")  # the snapshot is taken
+        p = Paused(lc, dbname, "before_commit_prepared", release, ["INSERT INTO d SELECT generate_series(1, 50), 'x'"])
+        p.reached()  # committed locally, prepared on both workers
+        assert rr.execute("SELECT orochi.recover_prepared_transactions()").fetchone()[0] == 0
+        rr.execute("COMMIT")
+    p.go_on()
+    assert p.error is None
+    assert lc.prepared_transactions(dbname) == []
+    assert _counts(lc, dbname) == 50

@@ -162,6 +162,83 @@ def test_random_data_and_queries(empty_pair, rows, data):
         same_result(d, query, heap="rh", table="rd", ordered=ordered)
 
 
+# ------------------------------------------------------------------ parameters
+
+#: conditions with parameters; each value comes from PARAM_VALUES' strategy
+#: of its kind (keys of the table, keys of no row, NULL, values out of
+#: int32's range)
+PARAM_CONDITIONS = [
+    ("k = %s", ["key"]),
+    ("k = %s OR k = %s", ["key", "key"]),
+    ("k IN (%s, %s, %s)", ["key", "key", "key"]),
+    ("k = ANY (%s)", ["keys"]),
+    ("k <> ALL (%s)", ["keys"]),
+    ("k = %s AND g = %s", ["key", "g"]),
+    ("k = %s AND s = %s", ["key", "s"]),
+    ("k < %s", ["key"]),
+    ("g = %s", ["g"]),
+    ("g IS NOT DISTINCT FROM %s", ["g"]),
+    ("s = %s", ["s"]),
+    ("s LIKE %s", ["s"]),
+    ("v > %s", ["v"]),
+    ("ts >= %s", ["ts"]),
+    ("b = %s", ["b"]),
+]
+
+PARAM_SHAPES = [
+    "SELECT k, g, s FROM {t} WHERE {c}",
+    "SELECT count(*), sum(g), min(s), max(ts) FROM {t} WHERE {c}",
+    "SELECT g, count(*), avg(v) FROM {t} WHERE {c} GROUP BY g",
+    "SELECT k, count(*) FROM {t} WHERE {c} GROUP BY k",
+    "SELECT k, v FROM {t} WHERE {c} ORDER BY v NULLS FIRST, k LIMIT 4",
+]
+
+
+def _param_values(keys: list[int]):
+    key_values = st.one_of(
+        st.sampled_from(keys) if keys else st.integers(-5, 5),
+        st.integers(-2 ** 31, 2 ** 31 - 1),  # almost never a key: no row
+        st.none(),
+        st.sampled_from([2 ** 31, -2 ** 31 - 1, 2 ** 40]),  # beyond int4: no row, no error
+    )
+    return {
+        "key": key_values,
+        "keys": st.lists(key_values, max_size=4),
+        "g": st.none() | st.integers(-4, 7),
+        "s": st.none() | texts | st.just("a%"),
+        "v": st.none() | st.integers(-400, 400).map(lambda x: x * 0.25),
+        "ts": st.none() | st.integers(0, 300).map(lambda h: _BASE + datetime.timedelta(hours=h * 5)),
+        "b": st.none() | st.booleans(),
+    }
+
+
+@settings(max_examples=80, **_SETTINGS)
+@given(data=st.data())
+def test_random_queries_with_parameters(fixed, data):
+    """Parameters -- values of the table, values of no row, NULLs, integers
+    int4 cannot hold -- with custom and generic plans of server-side
+    prepared statements (a generic plan prunes shards when it runs)."""
+    d = fixed
+    values = _param_values(d.keys)
+    conditions = data.draw(st.lists(st.sampled_from(PARAM_CONDITIONS), min_size=1, max_size=2))
+    cond = " AND ".join(f"({c})" for c, _ in conditions)
+    params = [data.draw(values[kind]) for _, kinds in conditions for kind in kinds]
+    query = data.draw(st.sampled_from(PARAM_SHAPES)).replace("{c}", cond)
+    mode = data.draw(st.sampled_from(["auto", "force_generic_plan", "force_custom_plan"]))
+    conn = d.conn
+    conn.execute(f"SET plan_cache_mode = {mode}")
+    try:
+        for _ in range(2 if mode == "auto" else 1):
+            expected = conn.execute(query.replace("{t}", "h"), params, prepare=True).fetchall()
+            got = conn.execute(query.replace("{t}", "d"), params, prepare=True).fetchall()
+            if "ORDER BY" in query:
+                assert [tuple(map(repr, r)) for r in got] == [tuple(map(repr, r)) for r in expected], (query, params)
+            else:
+                assert normalized(got) == normalized(expected), (query, params, mode)
+    finally:
+        conn.execute("RESET plan_cache_mode")
+
+
 # ------------------------------------------------------------------ DML
 
 
