@@ -63,6 +63,7 @@ setup(
         "pyroaring>=0.4",
         "psycopg[binary]>=3.1",
         "pglast>=7",
+        "usearch>=2.16",
     ],
     entry_points={"console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"]},
     zip_safe=False,

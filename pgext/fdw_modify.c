@@ -11,8 +11,10 @@
 
 #include "access/sysattr.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
+#include "lib/ilist.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -27,6 +29,15 @@
 #define BATCH_FLUSH_BYTES (64 * 1024 * 1024)
 
 #define ROWID_JUNK_NAME "orochi_rowid"
+
+/*
+ * Indexes of the items of the fdw_private list PlanForeignModify returns.
+ */
+enum FdwModifyPrivateIndex
+{
+	/* Integer: 1 if the statement calls functions that may read tables */
+	FdwModifyPrivateCallsFunctions
+};
 
 typedef struct OrochiModifyState
 {
@@ -43,7 +54,21 @@ typedef struct OrochiModifyState
 	int			batch_size;
 	OrochiBatchWriter writer;
 	bool		released;
+	/* in the list of modifications under way (see orochi_flush_pending_writes) */
+	dlist_node	node;
+	bool		listed;
+	SubTransactionId subid;		/* the sub-transaction it began in */
+	bool		pending;		/* rows handed over since the last flush */
+	bool		calls_functions;	/* no executor batches: see PlanForeignModify */
 } OrochiModifyState;
+
+/*
+ * The modifications under way in this backend (statements still running,
+ * possibly several nested), whose rows may still be buffered in C or in the
+ * wrapper.
+ */
+static dlist_head active_modifies = DLIST_STATIC_INIT(active_modifies);
+static bool flushing = false;
 
 /*
  * orochi_instance_for_relid
@@ -78,11 +103,12 @@ orochi_instance_for_relation(Relation rel)
 
 	orochi_python_ensure();
 	instance = orochi_runtime_call("instance_for",
-								   Py_BuildValue("(IsNNNsi)", (unsigned int) relid, server->servername,
+								   Py_BuildValue("(INNNNNi)", (unsigned int) relid,
+												 orochi_cstring_to_py(server->servername),
 												 orochi_options_to_dict(server->options),
 												 orochi_options_to_dict(table->options),
 												 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
-												 RelationGetRelationName(rel),
+												 orochi_cstring_to_py(RelationGetRelationName(rel)),
 												 RelationGetDescr(rel)->natts));
 	orochi_mark_xact_touched();
 	return instance;
@@ -111,8 +137,15 @@ orochiAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *t
 						RelationGetRelationName(target_relation)),
 				 errdetail("Its wrapper names no rowid_column.")));
 	}
-	name = pstrdup(PyUnicode_AsUTF8(res));
-	Py_DECREF(res);
+	PG_TRY();
+	{
+		name = orochi_py_to_cstring(res);
+	}
+	PG_FINALLY();
+	{
+		Py_DECREF(res);
+	}
+	PG_END_TRY();
 	if (strcmp(name, "ctid") == 0)
 		var = makeVar(rtindex, SelfItemPointerAttributeNumber, TIDOID, -1, InvalidOid, 0);
 	else
@@ -137,16 +170,58 @@ orochiAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *t
 	add_row_identity_var(root, var, rtindex, ROWID_JUNK_NAME);
 }
 
+static bool
+sees_writes_checker(Oid funcid, void *context)
+{
+	return orochi_function_sees_writes(funcid);
+}
+
+static bool
+calls_functions_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, sees_writes_checker, context))
+		return true;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, calls_functions_walker, context, 0);
+	return expression_tree_walker(node, calls_functions_walker, context);
+}
+
+/*
+ * orochiPlanForeignModify
+ *		Refuse ON CONFLICT; note whether the statement calls functions that
+ *		may read tables (volatile functions in SQL or a procedural language).
+ *		Such a function must see the rows the statement wrote before it was
+ *		called, as it would in a heap table: its calls flush the buffered rows
+ *		(orochi_flush_pending_writes), and the executor must not hold rows
+ *		back in batches of its own.
+ */
 static List *
 orochiPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 						int subplan_index)
 {
+	bool		calls = false;
+	ListCell   *lc;
+
 	if (plan->onConflictAction != ONCONFLICT_NONE)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("INSERT with ON CONFLICT is not supported on orochi foreign tables"),
 				 errdetail("Foreign tables have no unique indexes to detect a conflict with.")));
-	return NIL;
+	if (plan->operation == CMD_INSERT)
+	{
+		/* the statement as planned, and every subquery planned apart */
+		calls = query_tree_walker(root->parse, calls_functions_walker, NULL, 0);
+		foreach(lc, root->glob->subroots)
+		{
+			PlannerInfo *sub = (PlannerInfo *) lfirst(lc);
+
+			if (!calls && sub != NULL && sub->parse != NULL)
+				calls = query_tree_walker(sub->parse, calls_functions_walker, NULL, 0);
+		}
+	}
+	return list_make1(makeInteger(calls ? 1 : 0));
 }
 
 static void
@@ -154,6 +229,11 @@ modify_state_reset_callback(void *arg)
 {
 	OrochiModifyState *state = (OrochiModifyState *) arg;
 
+	if (state->listed)
+	{
+		dlist_delete(&state->node);
+		state->listed = false;
+	}
 	if (state->released)
 		return;
 	state->released = true;
@@ -231,6 +311,9 @@ modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
 		}
 	}
 	orochi_mark_xact_touched();
+	state->subid = GetCurrentSubTransactionId();
+	dlist_push_tail(&active_modifies, &state->node);
+	state->listed = true;
 	return state;
 }
 
@@ -238,9 +321,14 @@ static void
 orochiBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *fdw_private,
 						 int subplan_index, int eflags)
 {
+	OrochiModifyState *state;
+
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
-	rinfo->ri_FdwState = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
+	state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
+	state->calls_functions = fdw_private != NIL &&
+		intVal(list_nth(fdw_private, FdwModifyPrivateCallsFunctions)) != 0;
+	rinfo->ri_FdwState = state;
 }
 
 /* COPY FROM and tuple routing into a foreign partition */
@@ -311,14 +399,23 @@ slot_to_dict(OrochiModifyState *state, TupleTableSlot *slot)
 	return dict;
 }
 
-/* A row returned by insert/update (for RETURNING) replaces the slot's values */
-static void
+/*
+ * A row returned by insert/update (for RETURNING) replaces the slot's values.
+ * False from update means the row was not updated (this statement already
+ * modified it): NULL, so that the executor neither counts nor returns it.
+ */
+static TupleTableSlot *
 store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot)
 {
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
-		return;
+		return slot;
+	}
+	if (res == Py_False)
+	{
+		Py_DECREF(res);
+		return NULL;
 	}
 	PG_TRY();
 	{
@@ -332,6 +429,22 @@ store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot
 		Py_DECREF(res);
 	}
 	PG_END_TRY();
+	return slot;
+}
+
+/*
+ * NOT NULL and CHECK constraints: Postgres checks them for heap tables only
+ * (a foreign table's constraints are taken on trust), but an orochi table is
+ * where the rows are stored, so the bridge checks them, with Postgres's own
+ * check and errors, before a row reaches the wrapper.
+ */
+static void
+check_constraints(ResultRelInfo *rinfo, TupleTableSlot *slot, EState *estate)
+{
+	TupleConstr *constr = RelationGetDescr(rinfo->ri_RelationDesc)->constr;
+
+	if (constr != NULL && (constr->has_not_null || constr->num_check > 0))
+		ExecConstraints(rinfo, slot, estate);
 }
 
 static TupleTableSlot *
@@ -340,13 +453,15 @@ orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 {
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 
+	check_constraints(rinfo, slot, estate);
+	state->pending = true;
 	if (state->batch_mode)
 		buffer_row(state, slot);
 	else
-		store_returned_row(state,
-						   orochi_runtime_call("insert", Py_BuildValue("(ON)", state->instance,
-																slot_to_dict(state, slot))),
-						   slot);
+		return store_returned_row(state,
+								  orochi_runtime_call("insert", Py_BuildValue("(ON)", state->instance,
+																			  slot_to_dict(state, slot))),
+								  slot);
 	return slot;
 }
 
@@ -357,7 +472,11 @@ orochiExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlo
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 
 	for (int i = 0; i < *numSlots; i++)
+	{
+		check_constraints(rinfo, slots[i], estate);
+		state->pending = true;
 		buffer_row(state, slots[i]);
+	}
 	return slots;
 }
 
@@ -371,7 +490,8 @@ orochiGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 {
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 
-	if (state == NULL || !state->batch_mode || rinfo->ri_projectReturning != NULL ||
+	if (state == NULL || !state->batch_mode || state->calls_functions ||
+		rinfo->ri_projectReturning != NULL ||
 		(rinfo->ri_TrigDesc &&
 		 (rinfo->ri_TrigDesc->trig_insert_before_row || rinfo->ri_TrigDesc->trig_insert_after_row)))
 		return 1;
@@ -396,8 +516,12 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 						TupleTableSlot *planSlot)
 {
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
-	PyObject   *rowid = rowid_from_plan_slot(state, planSlot);
+	PyObject   *rowid;
 	PyObject   *values;
+
+	check_constraints(rinfo, slot, estate);
+	state->pending = true;
+	rowid = rowid_from_plan_slot(state, planSlot);
 
 	PG_TRY();
 	{
@@ -409,10 +533,9 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	store_returned_row(state,
-					   orochi_runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
-					   slot);
-	return slot;
+	return store_returned_row(state,
+							  orochi_runtime_call("update", Py_BuildValue("(ONN)", state->instance, rowid, values)),
+							  slot);
 }
 
 static TupleTableSlot *
@@ -422,8 +545,16 @@ orochiExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 	PyObject   *res;
 
+	state->pending = true;
 	res = orochi_runtime_call("delete", Py_BuildValue("(ON)", state->instance,
 											   rowid_from_plan_slot(state, planSlot)));
+
+	/* False: the row was not deleted (this statement already deleted it) */
+	if (res == Py_False)
+	{
+		Py_DECREF(res);
+		return NULL;
+	}
 
 	/*
 	 * RETURNING needs the deleted row, which only the wrapper can give (as a
@@ -462,6 +593,7 @@ orochiEndForeignModify(EState *estate, ResultRelInfo *rinfo)
 
 	if (state == NULL || state->released)
 		return;
+	state->pending = false;
 	flush_batch(state);
 	res = orochi_runtime_call("end_modify", Py_BuildValue("(O)", state->instance));
 	Py_DECREF(res);
@@ -472,6 +604,104 @@ static void
 orochiEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 {
 	orochiEndForeignModify(estate, rinfo);
+}
+
+/* ---------------------------------------------------------------------
+ * Rows a running statement has not handed over yet
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * orochi_flush_pending_writes
+ *		Hand every row the running modifications hold back (in C's batch
+ *		buffer, or in the wrapper until the end of the statement) to where a
+ *		query sees it: the wrapper's flush_writes().  Called before a trigger
+ *		function or a volatile function that may read tables runs (see
+ *		hooks.c), so that it sees the statement's writes as it would see a
+ *		heap table's: AFTER triggers see all of them, a function called for a
+ *		row sees the rows written before.
+ */
+void
+orochi_flush_pending_writes(void)
+{
+	dlist_iter	iter;
+
+	if (flushing || dlist_is_empty(&active_modifies))
+		return;
+	flushing = true;
+	PG_TRY();
+	{
+		dlist_foreach(iter, &active_modifies)
+		{
+			OrochiModifyState *state = dlist_container(OrochiModifyState, node, iter.cur);
+			PyObject   *res;
+
+			if (!state->pending || state->released)
+				continue;
+			state->pending = false;
+			flush_batch(state);
+			res = orochi_runtime_call("flush_writes", Py_BuildValue("(O)", state->instance));
+			Py_DECREF(res);
+		}
+	}
+	PG_FINALLY();
+	{
+		flushing = false;
+	}
+	PG_END_TRY();
+}
+
+bool
+orochi_has_pending_writes(void)
+{
+	dlist_iter	iter;
+
+	if (flushing)
+		return false;
+	dlist_foreach(iter, &active_modifies)
+	{
+		if (dlist_container(OrochiModifyState, node, iter.cur)->pending)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A statement that failed leaves the list with its memory: the modifications
+ * begun in an aborted (sub-)transaction are forgotten at once.
+ */
+static void
+forget_modifies(SubTransactionId from)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &active_modifies)
+	{
+		OrochiModifyState *state = dlist_container(OrochiModifyState, node, iter.cur);
+
+		if (from == InvalidSubTransactionId || state->subid >= from)
+		{
+			dlist_delete(&state->node);
+			state->listed = false;
+		}
+	}
+}
+
+void
+orochi_modify_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		forget_modifies(InvalidSubTransactionId);
+}
+
+void
+orochi_modify_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_modifies(mySubid);
 }
 
 /*
@@ -542,9 +772,10 @@ orochiImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 		Py_DECREF(name);
 	}
 	res = orochi_runtime_call("import_schema",
-					   Py_BuildValue("(sNssNN)", server->servername,
+					   Py_BuildValue("(NNNNNN)", orochi_cstring_to_py(server->servername),
 									 orochi_options_to_dict(server->options),
-									 stmt->remote_schema, stmt->local_schema ? stmt->local_schema : "",
+									 orochi_cstring_to_py(stmt->remote_schema),
+									 orochi_cstring_to_py(stmt->local_schema ? stmt->local_schema : ""),
 									 Py_BuildValue("(sN)", list_type, tables),
 									 orochi_options_to_dict(stmt->options)));
 	if (!PyList_Check(res))

@@ -50,7 +50,7 @@ enum FdwScanPrivateIndex
 	FdwScanPrivateNeededAttrs,
 	/* List of per-qual Lists: see QualMetaIndex; values are in fdw_exprs */
 	FdwScanPrivateQuals,
-	/* List of per-sortkey Lists (attnum, reversed, nulls_first, collation) */
+	/* List of per-sortkey Lists: see SortKeyMetaIndex */
 	FdwScanPrivateSortKeys,
 	/* Integer: rows the query can need at most (LIMIT + OFFSET), or -1 */
 	FdwScanPrivateLimit,
@@ -77,6 +77,23 @@ enum QualMetaIndex
 	QualMetaCollation,			/* Integer: input collation oid */
 	QualMetaExact,				/* Integer: 1 if Postgres does not recheck it */
 	QualMetaSide				/* Integer, joins only: 0 outer rel, 1 inner rel */
+};
+
+/*
+ * A sort key: a plain column, or an expression "f(column, value)" (or
+ * "f(value, column)") whose value is fixed for the scan, such as a distance
+ * "embedding <-> '[1,2,3]'".  In a path the value is the Expr; in a plan, the
+ * index of the Expr in fdw_exprs (after the quals' values).
+ */
+enum SortKeyMetaIndex
+{
+	SortKeyAttno,				/* Integer */
+	SortKeyReversed,			/* Integer: 1 for DESC */
+	SortKeyNullsFirst,			/* Integer */
+	SortKeyCollation,			/* Integer: collation oid */
+	SortKeyFunction,			/* Integer: the expression's function oid (absent: a column) */
+	SortKeyColumnFirst,			/* Integer: 1 if the column is the first argument */
+	SortKeyValue				/* Expr (path) or Integer index into fdw_exprs (plan) */
 };
 
 /* One qual found in baserestrictinfo that Python may use */
@@ -119,7 +136,8 @@ typedef struct OrochiScanState
 	PyObject  **attnames;		/* interned column names, by attribute index */
 	PyObject   *instance;
 	PyObject   *columns;		/* list of needed column names */
-	PyObject   *sortkeys;		/* list of (attname, attnum, reversed, nulls_first, collation) */
+	PyObject   *sortkeys;		/* list of sort key tuples (see sortkeys_to_py) */
+	List	   *sortkey_meta;	/* per sort key: see SortKeyMetaIndex */
 	List	   *qual_meta;
 	List	   *qual_exprs;		/* ExprState * per qual */
 	OrochiTypeConv *qual_convs;
@@ -181,13 +199,29 @@ is_column_of(Node *node, Index relid)
 }
 
 /*
+ * Whether an expression can be the value side of a qual: fixed for the
+ * scan (a pseudo-constant), or, in a parameterized scan, built of columns
+ * of the outer relations it is parameterized by (they arrive as parameters
+ * at each rescan).
+ */
+static bool
+is_scan_value(PlannerInfo *root, Node *node, Relids outer)
+{
+	if (is_pseudo_constant_clause(node))
+		return true;
+	return outer != NULL && !contain_volatile_functions(node) &&
+		!contain_subplans(node) && bms_is_subset(pull_varnos(root, node), outer);
+}
+
+/*
  * extract_qual
- *		If the clause is "column op pseudo-constant" (either way round),
- *		"column op ANY/ALL (array)", "column IS [NOT] NULL", "boolcol" or
- *		"NOT boolcol", describe it; else NULL.
+ *		If the clause is "column op value" (either way round, the value
+ *		fixed for the scan: see is_scan_value), "column op ANY/ALL (array)",
+ *		"column IS [NOT] NULL", "boolcol" or "NOT boolcol", describe it; else
+ *		NULL.
  */
 static OrochiQual *
-extract_qual(RestrictInfo *rinfo, Index relid)
+extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 {
 	Expr	   *clause = rinfo->clause;
 	OrochiQual *q;
@@ -200,9 +234,9 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Oid			opno = op->opno;
 		char	   *opname;
 
-		if (is_column_of(left, relid) && is_pseudo_constant_clause(right))
+		if (is_column_of(left, relid) && is_scan_value(root, right, outer))
 			 /* column on the left: as written */ ;
-		else if (is_column_of(right, relid) && is_pseudo_constant_clause(left))
+		else if (is_column_of(right, relid) && is_scan_value(root, left, outer))
 		{
 			Node	   *tmp = left;
 
@@ -232,7 +266,7 @@ extract_qual(RestrictInfo *rinfo, Index relid)
 		Node	   *right = lsecond(saop->args);
 		char	   *opname;
 
-		if (!is_column_of(left, relid) || !is_pseudo_constant_clause(right))
+		if (!is_column_of(left, relid) || !is_scan_value(root, right, outer))
 			return NULL;
 		opname = get_opname(saop->opno);
 		if (opname == NULL || !operator_is_pushable(opname))
@@ -306,8 +340,8 @@ qual_tuple(const char *attname, const char *opname, bool is_array, bool use_or,
 		   PyObject *value, bool known, Oid collation, bool exact)
 {
 	PyObject   *coll = collation_name(collation);
-	PyObject   *t = Py_BuildValue("(ssiiNiNi)", attname, opname, (int) is_array, (int) use_or,
-								  value, (int) known, coll, (int) exact);
+	PyObject   *t = Py_BuildValue("(NsiiNiNi)", orochi_cstring_to_py(attname), opname, (int) is_array,
+								  (int) use_or, value, (int) known, coll, (int) exact);
 
 	if (t == NULL)
 		orochi_py_raise("building a qual");
@@ -377,8 +411,50 @@ needed_columns_to_py(Bitmapset *needed, TupleDesc tupdesc)
 	return list;
 }
 
+/*
+ * The value of an expression sort key as Python sees it: the constant, the
+ * value of the expression at execution (exprs: the scan's ExprStates, NULL
+ * at plan time), or, when it is not known yet, the name of its type.
+ */
 static PyObject *
-sortkeys_to_py(List *sortkeys, TupleDesc tupdesc)
+sortkey_value_to_py(List *sk, List *exprs, ExprContext *econtext, bool *known)
+{
+	Node	   *value = (Node *) list_nth(sk, SortKeyValue);
+	ExprState  *es = NULL;
+	Expr	   *expr;
+	OrochiTypeConv conv;
+	Datum		datum;
+	bool		isnull;
+
+	if (exprs != NIL)
+	{
+		es = (ExprState *) list_nth(exprs, intVal(value));
+		expr = es->expr;
+	}
+	else
+		expr = (Expr *) value;
+	*known = IsA(expr, Const) || (es != NULL && econtext != NULL);
+	if (!*known)
+		return orochi_cstring_to_py(format_type_be(exprType((Node *) expr)));
+	if (IsA(expr, Const))
+	{
+		datum = ((Const *) expr)->constvalue;
+		isnull = ((Const *) expr)->constisnull;
+	}
+	else
+		datum = ExecEvalExpr(es, econtext, &isnull);
+	orochi_type_conv_init(&conv, exprType((Node *) expr), exprTypmod((Node *) expr), NULL);
+	return orochi_datum_to_py(datum, isnull, &conv);
+}
+
+/*
+ * Sort keys as the runtime receives them: (attname, attnum, reversed,
+ * nulls_first, collation) for a column; for an expression, the same and
+ * (function, value, value_known, column_first), the function named
+ * "schema.name".  exprs/econtext: see sortkey_value_to_py.
+ */
+static PyObject *
+sortkeys_to_py(List *sortkeys, TupleDesc tupdesc, List *exprs, ExprContext *econtext)
 {
 	PyObject   *list = PyList_New(0);
 	ListCell   *lc;
@@ -386,12 +462,29 @@ sortkeys_to_py(List *sortkeys, TupleDesc tupdesc)
 	foreach(lc, sortkeys)
 	{
 		List	   *sk = (List *) lfirst(lc);
-		AttrNumber	attno = intVal(linitial(sk));
+		AttrNumber	attno = intVal(list_nth(sk, SortKeyAttno));
+		const char *attname = NameStr(TupleDescAttr(tupdesc, attno - 1)->attname);
 		PyObject   *t;
 
-		t = Py_BuildValue("(siiiN)", NameStr(TupleDescAttr(tupdesc, attno - 1)->attname),
-						  (int) attno, intVal(lsecond(sk)), intVal(lthird(sk)),
-						  collation_name((Oid) intVal(lfourth(sk))));
+		if (list_length(sk) > SortKeyFunction)
+		{
+			Oid			funcoid = (Oid) intVal(list_nth(sk, SortKeyFunction));
+			char	   *fname = psprintf("%s.%s", get_namespace_name(get_func_namespace(funcoid)),
+										 get_func_name(funcoid));
+			bool		known;
+			PyObject   *value = sortkey_value_to_py(sk, exprs, econtext, &known);
+
+			t = Py_BuildValue("(NiiiNNNii)", orochi_cstring_to_py(attname), (int) attno,
+							  intVal(list_nth(sk, SortKeyReversed)), intVal(list_nth(sk, SortKeyNullsFirst)),
+							  collation_name((Oid) intVal(list_nth(sk, SortKeyCollation))),
+							  orochi_cstring_to_py(fname), value, (int) known,
+							  intVal(list_nth(sk, SortKeyColumnFirst)));
+		}
+		else
+			t = Py_BuildValue("(NiiiN)", orochi_cstring_to_py(attname), (int) attno,
+							  intVal(list_nth(sk, SortKeyReversed)),
+							  intVal(list_nth(sk, SortKeyNullsFirst)),
+							  collation_name((Oid) intVal(list_nth(sk, SortKeyCollation))));
 		if (t == NULL)
 			orochi_py_raise("building sort keys");
 		PyList_Append(list, t);
@@ -439,7 +532,7 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 		OrochiQual *q;
 
 		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
-		q = extract_qual(rinfo, baserel->relid);
+		q = extract_qual(root, rinfo, baserel->relid, NULL);
 		if (q)
 			state->quals = lappend(state->quals, q);
 	}
@@ -467,8 +560,43 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 }
 
 /*
- * A pathkey's column of this relation, as (attnum, reversed, nulls_first,
- * collation), or NIL if the pathkey is not a plain column of the relation.
+ * "f(column, value)" or "f(value, column)": a function (or an operator's)
+ * of two arguments, one a column of this relation, the other fixed for the
+ * scan.  Returns the column's Var and sets the rest, or NULL.
+ */
+static Var *
+column_function_of(Node *expr, Index relid, Oid *funcoid, Node **value, bool *column_first)
+{
+	List	   *args;
+
+	if (IsA(expr, OpExpr))
+	{
+		*funcoid = get_opcode(((OpExpr *) expr)->opno);
+		args = ((OpExpr *) expr)->args;
+	}
+	else if (IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcretset == false)
+	{
+		*funcoid = ((FuncExpr *) expr)->funcid;
+		args = ((FuncExpr *) expr)->args;
+	}
+	else
+		return NULL;
+	if (list_length(args) != 2 || !OidIsValid(*funcoid))
+		return NULL;
+	*column_first = is_column_of(linitial(args), relid);
+	if (*column_first && is_pseudo_constant_clause(lsecond(args)))
+		*value = lsecond(args);
+	else if (is_column_of(lsecond(args), relid) && is_pseudo_constant_clause(linitial(args)))
+		*value = linitial(args);
+	else
+		return NULL;
+	return (Var *) strip_relabel(*column_first ? linitial(args) : lsecond(args));
+}
+
+/*
+ * A pathkey as a sort key of this relation (see SortKeyMetaIndex): a plain
+ * column, or a function of a column and a value fixed for the scan; NIL if
+ * it is neither.
  */
 static List *
 pathkey_to_sortkey(PathKey *pathkey, RelOptInfo *baserel)
@@ -482,12 +610,30 @@ pathkey_to_sortkey(PathKey *pathkey, RelOptInfo *baserel)
 	{
 		EquivalenceMember *em = (EquivalenceMember *) lfirst(lc);
 		Node	   *expr = strip_relabel((Node *) em->em_expr);
+		List	   *sk;
+		Oid			funcoid;
+		Node	   *value;
+		bool		column_first;
+		Var		   *var;
 
-		if (bms_equal(em->em_relids, baserel->relids) && is_column_of(expr, baserel->relid))
-			return list_make4(makeInteger(((Var *) expr)->varattno),
-							  makeInteger(pathkey->pk_strategy == BTGreaterStrategyNumber),
-							  makeInteger(pathkey->pk_nulls_first),
-							  makeInteger((int) ec->ec_collation));
+		if (!bms_equal(em->em_relids, baserel->relids))
+			continue;
+		sk = list_make4(NULL,
+						makeInteger(pathkey->pk_strategy == BTGreaterStrategyNumber),
+						makeInteger(pathkey->pk_nulls_first),
+						makeInteger((int) ec->ec_collation));
+		if (is_column_of(expr, baserel->relid))
+		{
+			linitial(sk) = makeInteger(((Var *) expr)->varattno);
+			return sk;
+		}
+		var = column_function_of(expr, baserel->relid, &funcoid, &value, &column_first);
+		if (var != NULL)
+		{
+			linitial(sk) = makeInteger(var->varattno);
+			return lappend(lappend(lappend(sk, makeInteger((int) funcoid)),
+								   makeInteger(column_first)), copyObject(value));
+		}
 	}
 	return NIL;
 }
@@ -505,10 +651,16 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 	List	   *pathkeys = NIL;
 	ListCell   *lc;
 
+	/*
+	 * A relation with lateral references (columns of other relations in its
+	 * quals or target list, e.g. in LEFT JOIN LATERAL) can only be scanned
+	 * once for each row of those relations: every path is parameterized by
+	 * them.
+	 */
 	add_path(baserel, (Path *)
 			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 									 state->startup_cost, state->total_cost,
-									 NIL, NULL, NULL, NIL));
+									 NIL, baserel->lateral_relids, NULL, NIL));
 
 	foreach(lc, root->query_pathkeys)
 	{
@@ -523,14 +675,26 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
-										 sortkeys_to_py(sortkeys, RelationGetDescr(rel)));
+										 sortkeys_to_py(sortkeys, RelationGetDescr(rel), NIL, NULL));
 		PyObject   *res;
 		long		n;
+		double		startup = -1,
+					total = -1;
 		Cost		sorted_total;
 
 		table_close(rel, NoLock);
 		res = orochi_runtime_call("can_sort", args);
-		n = PyLong_AsLong(res);
+		/* the number of keys handled, or (number, startup_cost, total_cost) */
+		if (PyTuple_Check(res))
+		{
+			if (!PyArg_ParseTuple(res, "ldd", &n, &startup, &total))
+			{
+				Py_DECREF(res);
+				orochi_py_raise("can_sort must return n or (n, startup_cost, total_cost)");
+			}
+		}
+		else
+			n = PyLong_AsLong(res);
 		Py_DECREF(res);
 		if (n == -1 && PyErr_Occurred())
 			orochi_py_raise("can_sort must return the number of sort keys handled");
@@ -544,10 +708,12 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 			 * rewritten as subqueries, looks nearly free).
 			 */
 			sorted_total = state->total_cost + baserel->rows * cpu_operator_cost;
+			if (startup < 0)
+				startup = total = sorted_total;
 			add_path(baserel, (Path *)
 					 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-											 sorted_total, sorted_total,
-											 pathkeys, NULL, NULL,
+											 startup, Max(total, startup),
+											 pathkeys, baserel->lateral_relids, NULL,
 											 list_make1(sortkeys)));
 		}
 	}
@@ -571,6 +737,7 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	List	   *qual_exprs = NIL;
 	List	   *needed = NIL;
 	List	   *sortkeys = best_path->fdw_private ? linitial(best_path->fdw_private) : NIL;
+	List	   *quals;
 	ListCell   *lc;
 	int			x;
 	int			limit = -1;
@@ -579,22 +746,42 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 		return join_plan(baserel, tlist, outer_plan);
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
-	if (state->quals != NIL)
+
+	/*
+	 * A parameterized scan (lateral references) also gets the join clauses
+	 * whose other side comes from the outer relations as quals: their values
+	 * are parameters, set at each rescan.
+	 */
+	quals = state->quals;
+	if (!upper && best_path->path.param_info != NULL)
+	{
+		Relids		outer = PATH_REQ_OUTER(&best_path->path);
+
+		quals = list_copy(quals);
+		foreach(lc, best_path->path.param_info->ppi_clauses)
+		{
+			OrochiQual *q = extract_qual(root, lfirst_node(RestrictInfo, lc), baserel->relid, outer);
+
+			if (q)
+				quals = lappend(quals, q);
+		}
+	}
+	if (quals != NIL)
 	{
 		Relation	rel = table_open(foreigntableid, NoLock);
 		PyObject   *args = Py_BuildValue("(NN)", orochi_instance_for_relation(rel),
-										 plan_quals_to_py(state->quals, rel));
+										 plan_quals_to_py(quals, rel));
 		PyObject   *res;
 		int			i = 0;
 
 		table_close(rel, NoLock);
 		res = orochi_runtime_call("exact_quals", args);
-		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(state->quals))
+		if (!PyList_Check(res) || PyList_GET_SIZE(res) != list_length(quals))
 		{
 			Py_DECREF(res);
 			elog(ERROR, "orochi: exact_quals must return one bool per qual");
 		}
-		foreach(lc, state->quals)
+		foreach(lc, quals)
 		{
 			OrochiQual *q = (OrochiQual *) lfirst(lc);
 
@@ -629,6 +816,24 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	x = -1;
 	while ((x = bms_next_member(state->needed, x)) >= 0)
 		needed = lappend(needed, makeInteger(x + FirstLowInvalidHeapAttributeNumber));
+
+	/* the values of expression sort keys go to fdw_exprs, after the quals' */
+	{
+		List	   *planned = NIL;
+
+		foreach(lc, sortkeys)
+		{
+			List	   *sk = list_copy((List *) lfirst(lc));
+
+			if (list_length(sk) > SortKeyValue)
+			{
+				qual_exprs = lappend(qual_exprs, list_nth(sk, SortKeyValue));
+				list_nth_cell(sk, SortKeyValue)->ptr_value = makeInteger(list_length(qual_exprs) - 1);
+			}
+			planned = lappend(planned, sk);
+		}
+		sortkeys = planned;
+	}
 
 	/*
 	 * A LIMIT the wrapper may stop at: only if this scan is the whole query
@@ -700,7 +905,7 @@ collation_info(Oid collid)
 	if (!OidIsValid(collid))
 		return Py_BuildValue("(OO)", Py_None, Py_True);
 	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
-	return Py_BuildValue("(sO)", name ? name : "",
+	return Py_BuildValue("(NO)", orochi_cstring_to_py(name ? name : ""),
 						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
 						 Py_True : Py_False);
 }
@@ -796,10 +1001,10 @@ describe_date_bin(Expr *expr, TupleDesc rel_tupdesc, Oid type)
 		return NULL;
 	if ((int64) iv->day * USECS_PER_DAY + iv->time <= 0)
 		return NULL;
-	return Py_BuildValue("{s:s,s:s,s:L,s:L,s:s,s:I}", "kind", "date_bin", "column", column,
+	return Py_BuildValue("{s:s,s:N,s:L,s:L,s:N,s:I}", "kind", "date_bin", "column", orochi_cstring_to_py(column),
 						 "width_us", (long long) ((int64) iv->day * USECS_PER_DAY + iv->time),
 						 "origin_us", (long long) origin_us,
-						 "type", format_type_be(type), "type_oid", (unsigned int) type);
+						 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type);
 }
 
 static PyObject *
@@ -822,8 +1027,8 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 	Oid			type = exprType((Node *) expr);
 
 	if (column)
-		return Py_BuildValue("{s:s,s:s,s:s,s:I}", "kind", "column", "column", column,
-							 "type", format_type_be(type), "type_oid", (unsigned int) type);
+		return Py_BuildValue("{s:s,s:N,s:N,s:I}", "kind", "column", "column", orochi_cstring_to_py(column),
+							 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type);
 	if (IsA(expr, FuncExpr))
 	{
 		FuncExpr   *f = (FuncExpr *) expr;
@@ -834,9 +1039,9 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
 			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
 			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
-			return Py_BuildValue("{s:s,s:N,s:s,s:s,s:I,s:s}", "kind", "date_trunc",
-								 "unit", const_to_py(linitial(f->args)), "column", column,
-								 "type", format_type_be(type), "type_oid", (unsigned int) type,
+			return Py_BuildValue("{s:s,s:N,s:N,s:N,s:I,s:s}", "kind", "date_trunc",
+								 "unit", const_to_py(linitial(f->args)), "column", orochi_cstring_to_py(column),
+								 "type", orochi_cstring_to_py(format_type_be(type)), "type_oid", (unsigned int) type,
 								 "time_zone", pg_get_timezone_name(session_timezone));
 	}
 	return describe_date_bin(expr, rel_tupdesc, type);
@@ -884,14 +1089,14 @@ describe_aggregate(Aggref *agg, TupleDesc rel_tupdesc)
 		}
 	}
 	{
-		PyObject   *d = Py_BuildValue("{s:s,s:s,s:O,s:O,s:s,s:s,s:I,s:s,s:I,s:N}",
-									  "func", name, "schema", nsp,
+		PyObject   *d = Py_BuildValue("{s:N,s:N,s:O,s:O,s:N,s:N,s:I,s:N,s:I,s:N}",
+									  "func", orochi_cstring_to_py(name), "schema", orochi_cstring_to_py(nsp),
 									  "star", agg->aggstar ? Py_True : Py_False,
 									  "distinct", agg->aggdistinct != NIL ? Py_True : Py_False,
-									  "column", column ? column : "",
-									  "arg_type", OidIsValid(argtype) ? format_type_be(argtype) : "",
+									  "column", orochi_cstring_to_py(column ? column : ""),
+									  "arg_type", orochi_cstring_to_py(OidIsValid(argtype) ? format_type_be(argtype) : ""),
 									  "arg_type_oid", (unsigned int) argtype,
-									  "result_type", format_type_be(agg->aggtype),
+									  "result_type", orochi_cstring_to_py(format_type_be(agg->aggtype)),
 									  "result_type_oid", (unsigned int) agg->aggtype,
 									  "args", extra);
 
@@ -997,7 +1202,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 
 	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
 		return;
-	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL)
+	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
 		return;
 	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
 		return;
@@ -1510,12 +1715,13 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	foreach(lc, needed_list)
 		needed = bms_add_member(needed, intVal(lfirst(lc)) - FirstLowInvalidHeapAttributeNumber);
 	state->columns = needed_columns_to_py(needed, state->rel_tupdesc);
-	state->sortkeys = sortkeys_to_py(list_nth(plan->fdw_private, FdwScanPrivateSortKeys),
-									 state->rel_tupdesc);
+	state->sortkey_meta = list_nth(plan->fdw_private, FdwScanPrivateSortKeys);
 
 	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
 	state->limit = intVal(list_nth(plan->fdw_private, FdwScanPrivateLimit));
 	state->qual_exprs = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+	/* without values (those come when the scan starts), for EXPLAIN */
+	state->sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs, NULL);
 	state->qual_convs = palloc0(sizeof(OrochiTypeConv) * Max(list_length(plan->fdw_exprs), 1));
 	foreach(lc, plan->fdw_exprs)
 	{
@@ -1532,7 +1738,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
  * comparison got a NULL value: no row can then pass, so nothing is read.
  */
 static PyObject *
-scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only)
+scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only, bool keep_nulls)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	PyObject   *list = PyList_New(0);
@@ -1572,6 +1778,22 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			continue;
 		}
 		value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+		if (isnull && !is_nulltest && keep_nulls)
+		{
+			/*
+			 * In a pushed-down join, a NULL empties its own side only (an outer
+			 * join still yields the other side's rows): the qual becomes
+			 * "column = ANY ('{}')", false for every row of that side.
+			 */
+			PyObject   *empty = PyList_New(0);
+
+			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname), "=", true, true,
+						   empty, true, (Oid) intVal(list_nth(meta, QualMetaCollation)), true);
+			PyList_Append(list, t);
+			Py_DECREF(t);
+			i++;
+			continue;
+		}
 		if (isnull && !is_nulltest)
 		{
 			Py_DECREF(list);
@@ -1600,16 +1822,47 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 	return list;
 }
 
+/*
+ * Start (or restart) the scan.  When a strict comparison got a NULL value no
+ * row can pass: a scan of rows returns nothing without asking the wrapper,
+ * but an aggregation is still computed, over no rows (None for the quals),
+ * since without GROUP BY it yields exactly one row whatever the quals.
+ */
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
-	PyObject   *quals = scan_quals_to_py(node, state, false);
+	/*
+	 * A pushed-down join gets its NULL values as they are: a NULL on the side
+	 * an outer join null-extends empties that side only, not the join.
+	 */
+	bool		join = state->join_tupdescs[0] != NULL;
+	PyObject   *quals = scan_quals_to_py(node, state, false, join);
+	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0 && !join;
 
-	if (quals == NULL)
+	if (quals == NULL && !aggregation)
 	{
 		state->done = true;
 		return;
 	}
+	if (state->sortkey_meta != NIL)
+	{
+		PyObject   *sortkeys;
+
+		PG_TRY();
+		{
+			sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
+									  node->ss.ps.ps_ExprContext);
+		}
+		PG_CATCH();
+		{
+			Py_XDECREF(quals);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		Py_XSETREF(state->sortkeys, sortkeys);
+	}
+	if (quals == NULL)
+		quals = Py_NewRef(Py_None);
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit));
@@ -1727,7 +1980,7 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	if (state == NULL || state->instance == NULL)
 		return;
 	/* without ANALYZE, only constants have values */
-	quals = scan_quals_to_py(node, state, !es->analyze);
+	quals = scan_quals_to_py(node, state, !es->analyze, state->join_tupdescs[0] != NULL);
 	if (quals == NULL)
 		quals = PyList_New(0);
 	res = orochi_runtime_call("explain",
@@ -1752,6 +2005,7 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 			PyErr_Clear();
 			continue;
 		}
+		s = orochi_utf8_to_server_lossy(s);	/* EXPLAIN's text is in the server encoding */
 		colon = strstr(s, ": ");
 		if (colon && colon != s)
 			ExplainPropertyText(pnstrdup(s, colon - s), colon + 2, es);

@@ -57,8 +57,10 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+	orochi_vector_define_settings();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
+	orochi_install_hooks();
 	if (process_shared_preload_libraries_in_progress)
 		orochi_python_preload();
 }

@@ -22,6 +22,7 @@
 #include "mb/pg_wchar.h"
 
 #include "access/tupdesc.h"
+#include "access/xact.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "foreign/fdwapi.h"
@@ -74,6 +75,8 @@ typedef struct OrochiTypeConv
 	Oid			inioparam;
 	FmgrInfo	outfunc;		/* text output function */
 	const char *attname;		/* for error context, may be NULL */
+	bool		has_typmodfunc; /* typmod >= 0 and the type has a length coercion */
+	FmgrInfo	typmodfunc;		/* varchar(n), numeric(p,s), timestamp(p) ... */
 } OrochiTypeConv;
 
 /* in py_runtime.c */
@@ -100,6 +103,7 @@ extern Datum orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnul
 extern PyObject *orochi_cstring_to_py(const char *s);
 extern Oid	orochi_guess_param_type(PyObject *obj);
 extern char *orochi_py_to_cstring(PyObject *obj);
+extern char *orochi_utf8_to_server_lossy(const char *utf8);
 extern PyObject *orochi_options_to_dict(List *options);
 extern PyObject *orochi_tupdesc_columns(TupleDesc tupdesc, Oid relid);
 extern void orochi_convert_init(void);
@@ -162,6 +166,25 @@ extern void orochi_fill_scan_routine(FdwRoutine *routine);
 extern void orochi_fill_modify_routine(FdwRoutine *routine);
 extern PyObject *orochi_instance_for_relation(Relation rel);
 extern PyObject *orochi_instance_for_relid(Oid relid);
+extern void orochi_flush_pending_writes(void);
+extern bool orochi_has_pending_writes(void);
+extern void orochi_modify_xact_callback(XactEvent event, void *arg);
+extern void orochi_modify_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+										   SubTransactionId parentSubid, void *arg);
+
+/* in hooks.c */
+extern void orochi_install_hooks(void);
+extern bool orochi_function_sees_writes(Oid funcid);
+extern bool orochi_is_orochi_table(Oid relid);
+
+/* in orochi.c */
+extern Datum orochi_fdw_handler(PG_FUNCTION_ARGS);
+
+/* in vector.c */
+extern void orochi_vector_define_settings(void);
+extern bool orochi_is_vector_type(Oid typoid);
+extern void orochi_vector_check_payload(const char *data, int64 len, int32 typmod);
+extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod);
 
 /* in py_spi.c */
 extern PyObject *orochi_pg_module_init(void);

@@ -29,6 +29,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "parser/parse_coerce.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -119,6 +120,9 @@ orochi_wire_kind_for_type(Oid typoid, int32 typmod)
 		case BYTEAOID:
 			return WIRE_BYTEA;
 		default:
+			/* orochi.vector: its payload is the float4 values, as bytea's is bytes */
+			if (orochi_is_vector_type(typoid))
+				return WIRE_BYTEA;
 			/* numeric, jsonb, bpchar, and everything else: the type's text I/O */
 			return WIRE_CSTRING;
 	}
@@ -142,6 +146,30 @@ orochi_type_conv_init(OrochiTypeConv *conv, Oid typoid, int32 typmod, const char
 	fmgr_info(infunc, &conv->infunc);
 	getTypeOutputInfo(typoid, &outfunc, &isvarlena);
 	fmgr_info(outfunc, &conv->outfunc);
+	if (typmod >= 0)
+	{
+		Oid			funcid;
+
+		if (find_typmod_coercion_function(typoid, &funcid) == COERCION_PATH_FUNC)
+		{
+			fmgr_info(funcid, &conv->typmodfunc);
+			conv->has_typmodfunc = true;
+		}
+	}
+}
+
+/*
+ * A value made without the type's input function (a str for varchar(n), a
+ * datetime for timestamp(p) ...) brought to the column's type modifier as an
+ * assignment does: too long a varchar is an error (22001), a timestamp or a
+ * numeric is rounded.
+ */
+static inline Datum
+apply_typmod(Datum value, OrochiTypeConv *conv)
+{
+	if (!conv->has_typmodfunc)
+		return value;
+	return FunctionCall3(&conv->typmodfunc, value, Int32GetDatum(conv->typmod), BoolGetDatum(false));
 }
 
 /* ---------------------------------------------------------------------
@@ -249,6 +277,42 @@ py_str_to_server(PyObject *obj, int *lenp)
 	if (lenp)
 		*lenp = strlen(server);
 	return server;
+}
+
+/*
+ * UTF-8 text (an error message from Python) in the server encoding, for an
+ * error report: never raises a Postgres error; a character the server
+ * encoding cannot hold becomes '?'.
+ */
+char *
+orochi_utf8_to_server_lossy(const char *utf8)
+{
+	char	   *volatile server = NULL;
+	StringInfoData buf;
+
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return pstrdup(utf8);
+	PG_TRY();
+	{
+		server = pg_any_to_server(utf8, strlen(utf8), PG_UTF8);
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		server = NULL;
+	}
+	PG_END_TRY();
+	if (server != NULL)
+		return server == utf8 ? pstrdup(utf8) : server;
+	initStringInfo(&buf);
+	for (const unsigned char *p = (const unsigned char *) utf8; *p; p++)
+	{
+		if (*p < 0x80)
+			appendStringInfoChar(&buf, (char) *p);
+		else if ((*p & 0xC0) != 0x80)
+			appendStringInfoChar(&buf, '?');	/* the first byte of a character */
+	}
+	return buf.data;
 }
 
 char *
@@ -443,7 +507,14 @@ orochi_datum_to_py(Datum value, bool isnull, OrochiTypeConv *conv)
 				break;
 			}
 		default:
-			if (OidIsValid(conv->elemtype))
+			if (conv->wire == WIRE_BYTEA)
+			{
+				/* orochi.vector: its float4 payload, as bytes */
+				struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(value));
+
+				r = PyBytes_FromStringAndSize(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+			}
+			else if (OidIsValid(conv->elemtype))
 			{
 				ArrayType  *arr = DatumGetArrayTypeP(value);
 				OrochiTypeConv elem;
@@ -614,8 +685,22 @@ py_to_array(PyObject *obj, OrochiTypeConv *conv)
  *		Convert one Python value to a Datum of conv's type.  Direct paths for
  *		the common types; the type's input function over str(obj) for the rest.
  */
+static Datum py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull);
+
+/*
+ * orochi_py_to_datum
+ *		A Python value as a Datum of conv's type, within its type modifier.
+ */
 Datum
 orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
+{
+	Datum		d = py_to_datum(obj, conv, isnull);
+
+	return *isnull ? d : apply_typmod(d, conv);
+}
+
+static Datum
+py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 {
 	*isnull = false;
 	if (obj == Py_None)
@@ -766,6 +851,10 @@ orochi_py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 			}
 			break;
 		default:
+			if (conv->wire == WIRE_BYTEA && PyBytes_Check(obj))
+				/* orochi.vector from its float4 payload */
+				return orochi_vector_from_bytes(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj),
+												conv->typmod);
 			if (OidIsValid(conv->elemtype) && (PyList_Check(obj) || PyTuple_Check(obj)))
 				return py_to_array(obj, conv);
 			break;
@@ -882,9 +971,9 @@ orochi_tupdesc_columns(TupleDesc tupdesc, Oid relid)
 
 		if (att->attisdropped)
 			continue;
-		col = Py_BuildValue("(sIisiON)", NameStr(att->attname), (unsigned int) att->atttypid,
-							(int) att->atttypmod,
-							format_type_with_typemod(att->atttypid, att->atttypmod),
+		col = Py_BuildValue("(NIiNiON)", orochi_cstring_to_py(NameStr(att->attname)),
+							(unsigned int) att->atttypid, (int) att->atttypmod,
+							orochi_cstring_to_py(format_type_with_typemod(att->atttypid, att->atttypmod)),
 							(int) att->attnum, att->attnotnull ? Py_True : Py_False,
 							OidIsValid(relid) ?
 							orochi_options_to_dict(GetForeignColumnOptions(relid, att->attnum)) :
@@ -1038,6 +1127,22 @@ build_varlenas(OrochiBatchReader *reader, int i, OrochiTypeConv *conv)
 	return true;
 }
 
+/*
+ * Whether a batch column's values need the column's type modifier applied
+ * once read: all but those read through the type's input function (which
+ * takes the modifier), i.e. variable-width values of types other than
+ * text / varchar.
+ */
+static inline bool
+typmod_after_read(OrochiWireKind kind, OrochiTypeConv *conv)
+{
+	if (!conv->has_typmodfunc)
+		return false;
+	if (kind == WIRE_TEXT || kind == WIRE_CSTRING || kind == WIRE_BYTEA)
+		return conv->wire == WIRE_TEXT;
+	return true;
+}
+
 void
 orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 				  OrochiTypeConv *convs)
@@ -1150,10 +1255,24 @@ orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 						 errmsg("batch column \"%s\": validity must hold one byte per row", attname)));
 		}
+		if (reader->kinds[i] == WIRE_BYTEA && conv->typoid != BYTEAOID)
+		{
+			/* orochi.vector: every value's payload is checked first */
+			const int64 *off = (const int64 *) reader->offsets[i].buf;
+			const uint8 *valid = reader->validity[i].buf;
+
+			for (int64 r = 0; r < reader->nrows; r++)
+				if (valid == NULL || valid[r] != 0)
+					orochi_vector_check_payload((const char *) reader->values[i].buf + off[r],
+												off[r + 1] - off[r], conv->typmod);
+		}
 		if (width == 0 && !build_varlenas(reader, i, conv))
 			reader->allocates = true;
 		if (reader->kinds[i] == WIRE_INTERVAL && ((uintptr_t) reader->values[i].buf % MAXIMUM_ALIGNOF) != 0)
 			reader->allocates = true;
+		if (typmod_after_read(reader->kinds[i], conv))
+			reader->allocates = true;
+
 	}
 	if (rowids != Py_None)
 	{
@@ -1363,6 +1482,8 @@ orochi_batch_store_row(OrochiBatchReader *reader, TupleTableSlot *slot, OrochiTy
 			default:
 				elog(ERROR, "orochi: unexpected wire kind %d", reader->kinds[i]);
 		}
+		if (typmod_after_read(reader->kinds[i], &convs[i]))
+			values[i] = apply_typmod(values[i], &convs[i]);
 	}
 	error_context_stack = errcb.previous;
 	if (reader->has_rowids)

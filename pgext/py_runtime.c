@@ -405,7 +405,7 @@ describe_pending_exception(char **sqlstate, char **message, char **detail, char 
 					PyErr_Clear();
 					continue;
 				}
-				*slots[i] = pstrdup(s);
+				*slots[i] = orochi_utf8_to_server_lossy(s);
 			}
 		}
 	}
@@ -416,7 +416,8 @@ describe_pending_exception(char **sqlstate, char **message, char **detail, char 
 		PyErr_Clear();
 		s = value ? PyObject_Str(value) : NULL;
 		if (s != NULL && PyUnicode_AsUTF8(s) != NULL)
-			*message = psprintf("%s: %s", ((PyTypeObject *) type)->tp_name, PyUnicode_AsUTF8(s));
+			*message = psprintf("%s: %s", ((PyTypeObject *) type)->tp_name,
+								orochi_utf8_to_server_lossy(PyUnicode_AsUTF8(s)));
 		else
 			*message = psprintf("%s", ((PyTypeObject *) type)->tp_name);
 		PyErr_Clear();

@@ -39,6 +39,39 @@ orochi_in_internal_subxact(void)
 	return internal_subxact_depth > 0;
 }
 
+/*
+ * A text of an error report (in the server encoding) as a Python str, or
+ * None.  Never raises a Postgres error (it runs while one is being turned
+ * into a Python exception): what does not convert is replaced.
+ */
+static PyObject *
+error_text_to_py(const char *s)
+{
+	char	   *volatile utf8 = NULL;
+	PyObject   *r;
+
+	if (s == NULL)
+		Py_RETURN_NONE;
+	if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII)
+		return PyUnicode_DecodeUTF8(s, strlen(s), "replace");
+	PG_TRY();
+	{
+		utf8 = pg_server_to_any(s, strlen(s), PG_UTF8);
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		utf8 = NULL;
+	}
+	PG_END_TRY();
+	if (utf8 == NULL)
+		return PyUnicode_DecodeASCII(s, strlen(s), "replace");
+	r = PyUnicode_DecodeUTF8(utf8, strlen(utf8), "replace");
+	if (utf8 != s)
+		pfree(utf8);
+	return r;
+}
+
 /* Raise orochi_fdw.errors.SPIError from a Postgres error; returns NULL */
 static PyObject *
 set_spi_error(ErrorData *edata)
@@ -56,10 +89,12 @@ set_spi_error(ErrorData *edata)
 		if (spi_error_type == NULL)
 			return NULL;
 	}
-	exc = PyObject_CallFunction(spi_error_type, "sssss",
-								edata->message ? edata->message : "",
+	/* the texts are in the server encoding */
+	exc = PyObject_CallFunction(spi_error_type, "NsNNN",
+								error_text_to_py(edata->message ? edata->message : ""),
 								unpack_sql_state(edata->sqlerrcode),
-								edata->detail, edata->hint, edata->context);
+								error_text_to_py(edata->detail), error_text_to_py(edata->hint),
+								error_text_to_py(edata->context));
 	if (exc != NULL)
 	{
 		PyErr_SetObject(spi_error_type, exc);
@@ -125,9 +160,20 @@ prepare_plan(const char *sql, PyObject *types, PyObject *params)
 			{
 				Oid			typoid;
 				int32		typmod;
+				char	   *name;
 
-				parseTypeString(PyUnicode_AsUTF8(t), &typoid, &typmod, false);
+				PG_TRY();
+				{
+					name = orochi_py_to_cstring(t);
+				}
+				PG_FINALLY();
+				{
+					Py_DECREF(t);
+				}
+				PG_END_TRY();
+				parseTypeString(name, &typoid, &typmod, false);
 				ps.types[i] = typoid;
+				continue;
 			}
 			Py_XDECREF(t);
 		}
@@ -290,7 +336,7 @@ run_in_subxact(spi_body body, void *arg)
 
 typedef struct ExecuteArgs
 {
-	const char *sql;
+	PyObject   *sql_text;		/* the query as a Python str, converted in the body */
 	PyObject   *plan_capsule;
 	PyObject   *params;
 	PyObject   *types;
@@ -312,7 +358,7 @@ execute_body(void *arg)
 			orochi_py_raise("reading a plan");
 	}
 	else
-		plan = prepare_plan(a->sql, a->types, a->params);
+		plan = prepare_plan(orochi_py_to_cstring(a->sql_text), a->types, a->params);
 	return execute_plan(plan, a->params, a->limit, a->read_only);
 }
 
@@ -353,11 +399,7 @@ pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	if (PyCapsule_CheckExact(query))
 		a.plan_capsule = query;
 	else if (PyUnicode_Check(query))
-	{
-		a.sql = PyUnicode_AsUTF8(query);
-		if (a.sql == NULL)
-			return NULL;
-	}
+		a.sql_text = query;		/* UTF-8: converted to the server encoding by the body */
 	else
 	{
 		PyErr_SetString(PyExc_TypeError, "query must be a str or a prepared plan");
@@ -370,7 +412,7 @@ static PyObject *
 prepare_body(void *arg)
 {
 	ExecuteArgs *a = (ExecuteArgs *) arg;
-	SPIPlanPtr	plan = prepare_plan(a->sql, a->types, NULL);
+	SPIPlanPtr	plan = prepare_plan(orochi_py_to_cstring(a->sql_text), a->types, NULL);
 
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "orochi: SPI_keepplan failed");
@@ -382,14 +424,14 @@ static PyObject *
 pg_prepare(PyObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kwlist[] = {"query", "types", NULL};
-	const char *sql;
+	PyObject   *sql;
 	PyObject   *types = Py_None;
 	ExecuteArgs a;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O", kwlist, &sql, &types))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O", kwlist, &sql, &types))
 		return NULL;
 	memset(&a, 0, sizeof(a));
-	a.sql = sql;
+	a.sql_text = sql;
 	a.types = types;
 	return run_in_subxact(prepare_body, &a);
 }

@@ -50,6 +50,17 @@ CREATE TABLE orochi.columnar_stripe_columns (
 CREATE INDEX columnar_stripe_columns_relid_idx
     ON orochi.columnar_stripe_columns (relid, attnum);
 
+-- The value that rows stored before ALTER TABLE ... ADD COLUMN ... DEFAULT
+-- read in the new column: the default evaluated once, when the column was
+-- added (Postgres's attmissingval, which it keeps for heap tables only), in
+-- its text form.  Stripes written since hold the column themselves.
+CREATE TABLE orochi.columnar_missing_values (
+    relid              oid NOT NULL,
+    attnum             smallint NOT NULL,
+    value              text NOT NULL,
+    PRIMARY KEY (relid, attnum)
+);
+
 -- Each stripe of each columnar table, column by column.
 CREATE VIEW orochi.stripes AS
 SELECT s.relid::regclass                     AS table_name,
@@ -96,6 +107,15 @@ LANGUAGE C VOLATILE;
 CREATE FUNCTION orochi.columnar_drop_tables(oid[])
 RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+-- Internal: a column's default as ALTER TABLE ... ADD COLUMN evaluates it
+-- for the rows already stored: kind is 'none' (no default), 'constant'
+-- (evaluated once: value, NULL for a NULL default), 'volatile' (a value per
+-- row) or 'generated' (a generated column).
+CREATE FUNCTION orochi.column_default(regclass, smallint, OUT kind text, OUT value text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_column_default'
 LANGUAGE C STRICT VOLATILE;
 
 -- Internal: check the options of new or altered columnar tables (table,
@@ -159,7 +179,7 @@ END;
 $$;
 
 CREATE EVENT TRIGGER orochi_columnar_ddl_end ON ddl_command_end
-    WHEN TAG IN ('CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
+    WHEN TAG IN ('CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TABLE')
     EXECUTE FUNCTION orochi.columnar_on_ddl_end();
 
 -- A failure here (Python missing, say) must not keep anyone from dropping

@@ -94,13 +94,23 @@ class Qual:
 
 @dataclass(frozen=True)
 class SortKey:
-    """One key of the order the query wants."""
+    """One key of the order the query wants: a column, or a function of a
+    column and a value fixed for the scan, such as the distance
+    ``embedding <-> '[1,2,3]'`` (``function`` is then the function's
+    ``"schema.name"``, ``orochi.l2_distance``; the value is converted as a
+    qual's, and is ``UNKNOWN`` at plan time when it is a parameter, with its
+    SQL type in ``value_type``)."""
 
     attname: str
     attnum: int
     is_reversed: bool = False
     nulls_first: bool = False
     collate: str | None = None
+    function: str | None = None
+    value: Any = None
+    #: the column is the function's first argument (else its second)
+    column_first: bool = True
+    value_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,9 @@ class ForeignDataWrapper:
         return (10.0, 10.0 + pages + rows * 0.01)
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
-        """The leading sort keys this wrapper can produce rows in order of."""
+        """The leading sort keys this wrapper can produce rows in order of;
+        or ``(keys, startup_cost, total_cost)`` to cost the sorted scan
+        itself (by default: the scan's cost and a comparison per row)."""
         return []
 
     def get_path_keys(self) -> list[tuple[tuple[str, ...], int]]:
@@ -208,16 +220,28 @@ class ForeignDataWrapper:
         column form; by default rows go one by one through insert()."""
         raise NotImplementedError
 
-    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
-        """Update the row whose rowid_column value is ``oldvalues``."""
+    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | bool | None:
+        """Update the row whose rowid_column value is ``oldvalues``; may
+        return the row as stored (for RETURNING), or False when the row was
+        not updated (this statement already updated or deleted it, as when a
+        join of UPDATE ... FROM matches it twice): it is then not counted, as
+        Postgres does not count such a row of a heap table."""
         raise NotImplementedError(f"{type(self).__name__} does not support UPDATE")
 
-    def delete(self, oldvalues: Any) -> None:
-        """Delete the row whose rowid_column value is ``oldvalues``."""
+    def delete(self, oldvalues: Any) -> dict[str, Any] | bool | None:
+        """Delete the row whose rowid_column value is ``oldvalues``; may
+        return the deleted row (for RETURNING), or False when the row was not
+        deleted (this statement already deleted it)."""
         raise NotImplementedError(f"{type(self).__name__} does not support DELETE")
 
     def end_modify(self) -> None:
         """The INSERT, UPDATE, DELETE or COPY statement is done."""
+
+    def flush_writes(self) -> None:
+        """Write what the running statement handed over so far (rows a wrapper
+        keeps until ``end_modify``) where later queries see it: a trigger or a
+        function that may read the table is about to run. More rows of the
+        same statement may follow."""
 
     # -- transactions -----------------------------------------------------
 

@@ -201,7 +201,16 @@ def _quals(raw: list[tuple]) -> list[Qual]:
 
 
 def _sortkeys(raw: list[tuple]) -> list[SortKey]:
-    return [SortKey(name, attnum, bool(rev), bool(nf), coll) for name, attnum, rev, nf, coll in raw]
+    keys = []
+    for t in raw:
+        name, attnum, rev, nf, coll = t[:5]
+        if len(t) > 5:  # an expression f(column, value): a distance, say
+            function, value, known, column_first = t[5:]
+            keys.append(SortKey(name, attnum, bool(rev), bool(nf), coll, function, value if known else UNKNOWN,
+                                bool(column_first), None if known else value))
+        else:
+            keys.append(SortKey(name, attnum, bool(rev), bool(nf), coll))
+    return keys
 
 
 def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str]) -> tuple[float, float, float, float]:
@@ -216,17 +225,23 @@ def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str]) ->
     return (float(rows), float(width), float(startup), float(total))
 
 
-def can_sort(handle: TableHandle, sortkeys: list[tuple]) -> int:
-    """How many of the leading sort keys the wrapper produces in order."""
+def can_sort(handle: TableHandle, sortkeys: list[tuple]) -> int | tuple[int, float, float]:
+    """How many of the leading sort keys the wrapper produces in order; with
+    the sorted scan's (startup, total) cost if the wrapper gives them."""
     keys = _sortkeys(sortkeys)
     method = getattr(handle.instance, "can_sort", None)
-    handled = list(method(keys) or []) if method else []
+    answer = method(keys) if method else []
+    costs = None
+    if isinstance(answer, tuple):
+        answer, startup, total = answer
+        costs = (float(startup), float(total))
+    handled = list(answer or [])
     n = 0
     for key in keys:
         if key not in handled:
             break
         n += 1
-    return n
+    return (n, *costs) if costs is not None and n else n
 
 
 def exact_quals(handle: TableHandle, quals: list[tuple]) -> list[bool]:
@@ -252,8 +267,13 @@ def can_aggregate(handle: TableHandle, request: dict, quals: list[tuple]) -> tup
 
 
 def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
-    """The handle an aggregate scan works through."""
-    request = _prepare_request(request)
+    """The handle an aggregate scan works through. The request is rebuilt
+    from the plan when the scan starts, with the session's settings of that
+    moment (its time zone), and marked ``at_execution``: a wrapper must then
+    compute it even if a setting changed since planning (``SET TimeZone``
+    before a prepared statement runs again) made it one it would not have
+    accepted at plan time."""
+    request = {**_prepare_request(request), "at_execution": True}
     columns = {
         out["name"]: ColumnDefinition(column_name=out["name"], type_oid=out["type_oid"], attnum=i + 1)
         for i, out in enumerate(request["outputs"])
@@ -310,16 +330,24 @@ def _execute_takes_limit(instance: Any) -> bool:
     return known
 
 
-def execute(handle: TableHandle, quals: list[tuple], columns: list[str], sortkeys: list[tuple],
+def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], sortkeys: list[tuple],
             limit: int = -1) -> Iterator:
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
     use: the scan is the whole query and nothing above it filters or sorts,
-    so a wrapper may stop after that many rows (in ``sortkeys`` order)."""
+    so a wrapper may stop after that many rows (in ``sortkeys`` order).
+
+    ``quals`` is None when no row can pass them (a strict comparison got a
+    NULL value at execution): a scan then yields nothing, and an aggregation
+    is asked for its result over no rows (``aggregate(request, None)``: one
+    row without GROUP BY, none with it).  A pushed-down join always gets its
+    quals (a NULL empties its own side only)."""
     if isinstance(handle, JoinHandle):
-        outer_quals, inner_quals = handle.split_quals(quals)
+        outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
     elif isinstance(handle, AggregateHandle):
-        result = handle.instance.aggregate(handle.request, _quals(quals))
+        result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals))
+    elif quals is None:
+        return iter(())
     elif limit >= 0 and _execute_takes_limit(handle.instance):
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, limit=limit)
     else:
@@ -443,8 +471,17 @@ def update(handle: TableHandle, rowid: Any, values: dict) -> Any:
     return handle.instance.update(rowid, values)
 
 
-def delete(handle: TableHandle, rowid: Any) -> None:
-    handle.instance.delete(rowid)
+def delete(handle: TableHandle, rowid: Any) -> Any:
+    return handle.instance.delete(rowid)
+
+
+def flush_writes(handle: TableHandle) -> None:
+    """Make the rows the running statement handed over so far visible to the
+    queries that follow (a trigger, a function called for the next row); the
+    statement goes on (see the wrapper's ``flush_writes``)."""
+    method = getattr(handle.instance, "flush_writes", None)
+    if method is not None:
+        method()
 
 
 def end_modify(handle: TableHandle) -> None:

@@ -34,6 +34,8 @@ STRIPE_SUFFIX = ".stripe"
 
 _NAME_RE = re.compile(r"^(\d+)\.(\d+)\.stripe$")
 _TMP_RE = re.compile(r"^\.(\d+)\.(\d+)\.stripe\..*\.tmp$")
+# a stripe's vector index file: <stripe id>.<xid>.<index id>.vindex (orochi_fdw.vector.indexes)
+_INDEX_RE = re.compile(r"^(\.?)(\d+)\.(\d+)\.\d+\.vindex(\..*\.tmp)?$")
 
 
 class StripeFileName(NamedTuple):
@@ -76,6 +78,9 @@ def parse_file_name(name: str) -> StripeFileName | None:
     m = _TMP_RE.match(name)
     if m:
         return StripeFileName(int(m.group(1)), int(m.group(2)), True)
+    m = _INDEX_RE.match(name)
+    if m and bool(m.group(1)) == bool(m.group(4)):
+        return StripeFileName(int(m.group(2)), int(m.group(3)), bool(m.group(4)))
     return None
 
 

@@ -57,6 +57,9 @@ def columnar_drop_tables(relids: list[int]) -> None:
     for relid in relids:
         delta.drop(relid)
         runtime.forget(relid)
+    from orochi_fdw.columnar import missing
+
+    missing.forget(relids)
 
 
 @sql_function("columnar_before_drop_extension")

@@ -146,6 +146,10 @@ def insert_stripe(stripe: StripeRecord) -> None:
             encode_bound(col.kind, col.max_value), col.has_nan, col.compressed_bytes,
             col.raw_bytes, ",".join(col.codecs),
         ])
+    # the stripe's vector index files, if its table has vector indexes
+    from orochi_fdw.vector.indexes import stripe_inserted
+
+    stripe_inserted(stripe)
 
 
 def delete_tables(relids: Sequence[int]) -> list[tuple[int, str]]:

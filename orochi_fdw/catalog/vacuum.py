@@ -36,7 +36,8 @@ SELECT f.path,
        pg_xact_status(f.xid) AS status,
        pg_visible_in_snapshot(f.xid, pg_current_snapshot()) AS visible,
        EXISTS (SELECT 1 FROM orochi.columnar_stripes s WHERE s.file_path = f.path)
-       OR EXISTS (SELECT 1 FROM orochi.columnar_retired_files r WHERE r.file_path = f.path) AS referenced
+       OR EXISTS (SELECT 1 FROM orochi.columnar_retired_files r WHERE r.file_path = f.path)
+       OR EXISTS (SELECT 1 FROM orochi.columnar_vector_index_files v WHERE v.file_path = f.path) AS referenced
   FROM unnest($1::text[], $2::text[]::xid8[]) AS f(path, xid)
 """
 

@@ -185,7 +185,7 @@ def prune(table: DistTable, quals: list[Qual], dist_column: str | None) -> tuple
         if q.is_list_operator:
             if not q.list_any_or_all:
                 continue
-            candidates = list(q.value)
+            candidates = [] if q.value is None else list(q.value)
         else:
             candidates = [q.value]
         if q.collation not in (None, "default") and col is not None and q.collation != col.collation \

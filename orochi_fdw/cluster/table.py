@@ -270,7 +270,11 @@ class DistributedTable(ForeignDataWrapper):
         shape = A.build(request, {n: n for n in self.columns}, dist)
         if isinstance(shape, str):  # pragma: no cover - can_aggregate said yes
             raise UnsupportedDistributedQuery(f"cannot push this aggregation to the shards: {shape}")
-        shards, pruned = planner.prune(t, quals, dist)
+        if quals is None:
+            # the bridge's "no row can pass" (a strict qual got NULL at execution)
+            shards, pruned, quals = [], True, []
+        else:
+            shards, pruned = planner.prune(t, quals, dist)
         rq = self._remote_quals(t)
         nothing = False
         if not shards and not request["group_by"]:
@@ -308,7 +312,10 @@ class DistributedTable(ForeignDataWrapper):
         wrappers whose aggregate plan differs from their scan)."""
         return _explain_lines(self._plan_aggregate(request, quals, explain=True), verbose)
 
-    def aggregate(self, request: dict, quals: list[Qual]):
+    def aggregate(self, request: dict, quals: list[Qual] | None):
+        """The pushed-down aggregation; ``quals`` None: over no rows."""
+        if quals is None and request["group_by"]:
+            return iter(())
         plan = self._plan_aggregate(request, quals)
         return _AggregateScan(plan)
 

@@ -40,9 +40,11 @@ class AggregatePushdown:
         cost = startup + (total - startup) / _KERNEL_SPEEDUP
         return {"rows": groups, "startup_cost": cost, "total_cost": cost + groups * 0.01}
 
-    def aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> "AggregateScan":
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None) -> "AggregateScan":
+        """The aggregation over the rows the quals let through; ``quals`` is
+        None when none can (a comparison with NULL): the result over no rows."""
         agg = HashAggregator(request)
-        return AggregateScan(agg, self.execute(quals, sorted(agg.columns)))
+        return AggregateScan(agg, iter(()) if quals is None else self.execute(quals, sorted(agg.columns)))
 
 
 class AggregateScan:

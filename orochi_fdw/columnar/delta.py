@@ -34,6 +34,7 @@ from orochi_fdw.bridge.api import ColumnDefinition, Qual
 from orochi_fdw.bridge.batch import (PG_EPOCH_DATE, PG_EPOCH_DATETIME, PG_EPOCH_DATETIME_UTC, WIRE_DTYPES,
                                      Batch, Column, WireKind)
 from orochi_fdw.bridge.types import Interval, SpecialValue
+from orochi_fdw.columnar import missing
 from orochi_fdw.columnar.deletes import delta_rowids
 from orochi_fdw.columnar.types import wire_kind
 
@@ -114,11 +115,13 @@ def sync(relid: int) -> None:
     actions = []
     for attnum in sorted(set(have) - set(want)):
         actions.append(f"DROP COLUMN c{attnum}")
-    for attnum, (typ, coll) in want.items():
-        if attnum not in have:
-            actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
+    added = [attnum for attnum in want if attnum not in have]
+    for attnum in added:
+        typ, coll = want[attnum]
+        actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
     if actions:
         spi.execute(f"ALTER TABLE {name} " + ", ".join(actions))
+    _fill_added_columns(relid, added, want)
     # type changes: compare through the types' oids (names may be qualified differently)
     retype = spi.execute(
         "SELECT f.attnum FROM pg_catalog.pg_attribute f"
@@ -128,8 +131,43 @@ def sync(relid: int) -> None:
         [relid, name], types=["oid", "text"]).rows
     for (attnum,) in retype:
         typ, coll = want[int(attnum)]
+        # through the text form to the type without its modifier; ALTER then
+        # assigns that to the column's type, modifier included (a value too
+        # long for a varchar(n) is an error, as in a heap table's ALTER)
+        base = spi.execute("SELECT CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace"
+                           "            THEN format_type(a.atttypid, NULL)"
+                           "            ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END"
+                           "  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+                           "  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+                           " WHERE a.attrelid = $1 AND a.attnum = $2", [relid, int(attnum)],
+                           types=["oid", "int2"]).scalar()
         spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
-                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{typ}")
+                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{base}")
+        missing.retyped(relid, int(attnum), typ)
+
+
+def _fill_added_columns(relid: int, added: list[int], want: dict[int, tuple[str, str | None]]) -> None:
+    """Columns just added (ALTER TABLE ... ADD COLUMN): the rows already
+    stored get the column's default, as in a heap table (see
+    :mod:`~orochi_fdw.columnar.missing`)."""
+    if not added:
+        return
+    relname = spi.execute("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", [relid],
+                          types=["oid"]).scalar()
+
+    def has_rows() -> bool:
+        return bool(spi.execute(
+            "SELECT EXISTS (SELECT 1 FROM orochi.columnar_stripes WHERE relid = $1 AND row_count > deleted_count)"
+            f" OR EXISTS (SELECT 1 FROM {qualified_name(relid)})", [relid], types=["oid"]).scalar())
+
+    for attnum in added:
+        column_name = spi.execute("SELECT attname::text FROM pg_catalog.pg_attribute"
+                                  " WHERE attrelid = $1 AND attnum = $2", [relid, attnum],
+                                  types=["oid", "int2"]).scalar()
+        value = missing.on_column_added(relid, attnum, relname, column_name, has_rows)
+        if value is not None:
+            spi.execute(f"UPDATE {qualified_name(relid)} SET c{int(attnum)} = ($1::text)::{want[attnum][0]}",
+                        [value], types=["text"])
 
 
 def drop(relid: int) -> None:

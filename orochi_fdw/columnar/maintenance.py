@@ -302,7 +302,8 @@ def live_columns(table, stripe: store.StripeRecord, bitmap: BitMap) -> tuple[dic
 
     Returns:
         ``(columns, raw, nlive)``: name -> (values, validity) for every
-        column of the table (a column the stripe does not have is all NULL),
+        column of the table (a column the stripe does not have is all NULL,
+        or its missing value if it was added with a default),
         name -> raw bytes, and the number of rows; or None if the stripe
         holds a column in a kind other than the column's current one (an
         ALTER COLUMN TYPE since), which is then left as it is.
@@ -326,9 +327,14 @@ def live_columns(table, stripe: store.StripeRecord, bitmap: BitMap) -> tuple[dic
             kind = table.kinds[name]
             k = get_kind(kind)
             if name not in present:
+                from orochi_fdw.columnar import missing
                 from orochi_fdw.columnar.table import _all_null
 
-                values, validity = _all_null(kind, nlive)
+                value = table.missing_values().get(name)
+                if value is not None:
+                    values, validity = missing.repeat(value, kind, nlive)
+                else:
+                    values, validity = _all_null(kind, nlive)
             else:
                 parts = [reader.read_chunk(present[name], g.index) for g in reader.metadata.chunk_groups]
                 data = concat_columns(parts, kind)

@@ -61,8 +61,11 @@ class StatementWrites:
         self.insert_buffer: list["Batch"] = []  # small INSERT, kept until its size is known
         self.insert_rows = 0
         self.to_stripes = False
-        self.stripe_deletes: dict[int, BitMap] = {}
+        self.stripe_deletes: dict[int, BitMap] = {}   # not written yet
         self.delta_deletes: set[int] = set()
+        self.stripe_done: dict[int, BitMap] = {}      # every row this statement deleted
+        self.delta_done: set[int] = set()
+        self.flushed = False                          # flush() ran: rows from now on go to the delta
         self.new_rows: dict[str, list] = {}    # UPDATE's new rows, column by column
         self.new_count = 0
         self.router = table.chunk_router()      # a hypertable's chunks, or None
@@ -73,7 +76,7 @@ class StatementWrites:
     def insert_batch(self, batch: "Batch") -> None:
         self.insert_rows += batch.nrows
         limit = self.table.settings.delta_row_limit
-        if not self.to_stripes and self.insert_rows <= limit:
+        if not self.to_stripes and (self.insert_rows <= limit or self.flushed):
             if self.router is not None:
                 self._route_to_delta(batch)
             self.insert_buffer.append(batch)
@@ -105,16 +108,18 @@ class StatementWrites:
         """Mark a row deleted; False if this statement already did."""
         r = deletes.decode(rowid)
         if r.delta:
-            if r.ident in self.delta_deletes:
+            if r.ident in self.delta_done:
                 return False
+            self.delta_done.add(r.ident)
             self.delta_deletes.add(r.ident)
             return True
-        bm = self.stripe_deletes.get(r.ident)
-        if bm is None:
-            bm = self.stripe_deletes[r.ident] = BitMap()
-        elif r.offset in bm:
+        done = self.stripe_done.get(r.ident)
+        if done is None:
+            done = self.stripe_done[r.ident] = BitMap()
+        elif r.offset in done:
             return False
-        bm.add(r.offset)
+        done.add(r.offset)
+        self.stripe_deletes.setdefault(r.ident, BitMap()).add(r.offset)
         return True
 
     def update(self, rowid: int, values: dict[str, Any]) -> bool:
@@ -135,12 +140,20 @@ class StatementWrites:
 
     # -- the end of the statement -----------------------------------------------
 
-    def finish(self) -> None:
+    def flush(self) -> None:
+        """Write what is pending (deletions, UPDATE's new rows, small INSERTs
+        into the delta store) so that queries run from now on see it; more
+        rows may follow. Rows inserted after a flush go to the delta store:
+        they arrive a few at a time (a trigger or function runs for each)."""
         self._flush_deletes()
         self._flush_new_rows()
         for batch in self.insert_buffer:
             self.table.delta.insert_batch(batch)
         self.insert_buffer.clear()
+        self.flushed = True
+
+    def finish(self) -> None:
+        self.flush()
         if self.router is not None:
             self.router.log_invalidation()
 

@@ -10,7 +10,7 @@ the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -39,24 +39,28 @@ class ScanCounters:
     chunks: tuple[int, int] | None = None  # a hypertable's (chunks, chunks excluded)
 
 
-def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition) -> Bounds:
+def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition, has_missing: bool = False) -> Bounds:
     """The catalog's statistics of a column over a stripe; a column the
-    stripe does not have (added later) is NULL throughout."""
+    stripe does not have (added later) is NULL throughout, or, if it was
+    added with a default (``has_missing``), that value (not known here)."""
     rec = stripe.columns.get(column.attnum)
     if rec is None:
-        return Bounds(stripe.row_count, stripe.row_count)
+        return Bounds(stripe.row_count, 0 if has_missing else stripe.row_count)
     if rec.kind != storage_kind(column):
         return Bounds(stripe.row_count, rec.null_count)  # type changed: only NULL counts hold
     return Bounds(stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan)
 
 
 def prune_stripes(stripes: list[store.StripeRecord], quals: list[BoundQual],
-                  columns: dict[str, ColumnDefinition]) -> list[store.StripeRecord]:
-    """The stripes whose catalog statistics do not rule every row out."""
+                  columns: dict[str, ColumnDefinition], missing: Mapping[str, object] = {}
+                  ) -> list[store.StripeRecord]:
+    """The stripes whose catalog statistics do not rule every row out
+    (``missing``: the columns added with a default, see
+    :mod:`~orochi_fdw.columnar.missing`)."""
     if not quals:
         return list(stripes)
     return [s for s in stripes
-            if might_match(quals, lambda name, s=s: stripe_bounds(s, columns[name]))]
+            if might_match(quals, lambda name, s=s: stripe_bounds(s, columns[name], name in missing))]
 
 
 class ColumnarScan:
@@ -71,13 +75,15 @@ class ColumnarScan:
 
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
                  stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual],
-                 delta: Callable[[], Iterable[Batch]] | None = None):
+                 delta: Callable[[], Iterable[Batch]] | None = None,
+                 missing: Mapping[str, tuple] = {}):
         self.relname = relname
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
         self.quals = quals
+        self.missing = missing  # the values of columns added with a default, for older stripes
         self.counters = ScanCounters(columns=list(self.needed))
-        kept = prune_stripes(stripes, quals, table_columns)
+        kept = prune_stripes(stripes, quals, table_columns, missing)
         self.counters.stripes_skipped = len(stripes) - len(kept)
         self.stripes = kept
         self.delta = delta
@@ -188,7 +194,7 @@ class ColumnarScan:
                 for name in self.needed:
                     column = self.table_columns[name]
                     if name not in present:  # added after this stripe was written
-                        cols[name] = null_column(column, group.row_count)
+                        cols[name] = missing_column(column, self.missing.get(name), group.row_count)
                         continue
                     file_column, stored_kind = present[name]
                     data = reader.read_chunk(file_column, g)
@@ -214,6 +220,18 @@ def null_column(column: ColumnDefinition, nrows: int) -> Column:
     else:
         values = np.zeros(nrows, dtype=k.dtype)
     return to_wire(ColumnData(values, validity), kind, column)
+
+
+def missing_column(column: ColumnDefinition, value: tuple | None, nrows: int) -> Column:
+    """A wire column of ``nrows`` rows of a column a stripe does not have: its
+    missing value (one row in storage form), or NULL."""
+    if value is None:
+        return null_column(column, nrows)
+    from orochi_fdw.columnar import missing
+    from orochi_fdw.storage.kinds import ColumnData
+
+    kind = storage_kind(column)
+    return to_wire(ColumnData(*missing.repeat(value, kind, nrows)), kind, column)
 
 
 def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None) -> Column:

@@ -89,6 +89,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         self.settings = opts.resolve(options, self.columns)
         self.kinds = {name: storage_kind(c) for name, c in self.columns.items()}
         self.delta = DeltaStore(self.relid, self.columns)
+        self._missing: dict[str, tuple] | None = None
         self._writes: StatementWrites | None = None
         self._depth = 0  # savepoint depth
 
@@ -110,17 +111,22 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def insert_batch(self, batch: Batch) -> None:
         self._statement().insert_batch(batch)
 
-    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> dict[str, Any] | None:
-        self._statement().update(int(oldvalues), newvalues)
-        return None
+    def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> bool | None:
+        """None, or False if this statement already modified the row (a join
+        matching it twice: the first match wins, as for a heap table)."""
+        return None if self._statement().update(int(oldvalues), newvalues) else False
 
-    def delete(self, oldvalues: Any) -> None:
-        self._statement().delete(int(oldvalues))
+    def delete(self, oldvalues: Any) -> bool | None:
+        return None if self._statement().delete(int(oldvalues)) else False
 
     def end_modify(self) -> None:
         writes, self._writes = self._writes, None
         if writes is not None:
             writes.finish()
+
+    def flush_writes(self) -> None:
+        if self._writes is not None:
+            self._writes.flush()
 
     # transaction hooks: a statement that failed leaves its writes behind
     def begin(self, serializable: bool) -> None:
@@ -299,16 +305,34 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     # ------------------------------------------------------------------ reading
 
+    def missing_values(self) -> dict[str, tuple]:
+        """The values rows stored before ADD COLUMN ... DEFAULT read in the
+        added columns (:mod:`~orochi_fdw.columnar.missing`), by column name."""
+        if self._missing is None:
+            from orochi_fdw.columnar import missing
+
+            self._missing = missing.load(self.relid, self.columns)
+        return self._missing
+
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
         """One sort key on a column whose values order as numbers (see
-        :mod:`orochi_fdw.columnar.topn`)."""
+        :mod:`orochi_fdw.columnar.topn`), or a distance to a vector column
+        (:mod:`orochi_fdw.vector.search`)."""
         key = sortkeys[0] if sortkeys else None
+        if key is not None and key.function is not None:
+            from orochi_fdw.vector import search
+
+            return search.can_sort(self, key)
         if key is None or key.attname not in self.columns:
             return []
         return [key] if wire_kind_for_type(self.columns[key.attname].type_oid) in topn.ORDERABLE else []
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None):
+        if sortkeys and sortkeys[0].function is not None:
+            from orochi_fdw.vector import search
+
+            return search.KnnScan(self, quals, columns, sortkeys[0], limit)
         if sortkeys:
             key = sortkeys[0]
             needed = [c for c in columns if c in self.columns]
@@ -322,7 +346,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
         stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
-                            delta=lambda: self.delta.scan(read, quals))
+                            delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
         scan.counters.chunks = chunk_counts
         filtered = FilteredScan(scan, exact.filter, needed,
                                 {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
@@ -357,7 +381,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripes = store.table_stripes(self.relid, attnums)
         total = sum(s.live_rows for s in stripes)
         kept, _ = self._exclude_chunks(stripes, bound)
-        rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns)) if bound else total
+        rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns, self.missing_values())) \
+            if bound else total
         rows += self.delta.count()
         stored = store.column_raw_bytes(self.relid) if total else {}
         width = 0
@@ -381,7 +406,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if chunk_counts is not None:
             total_chunks, excluded = chunk_counts
             lines.append(f"Chunks: {total_chunks}" + (f" ({excluded} excluded)" if excluded else ""))
-        kept = prune_stripes(in_chunks, bound, self.columns)
+        kept = prune_stripes(in_chunks, bound, self.columns, self.missing_values())
         line = f"Stripes: {len(stripes)}"
         if len(in_chunks) < len(stripes):
             line += f" ({len(stripes) - len(in_chunks)} in excluded chunks)"
@@ -392,6 +417,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in quals
                                                           if q.field_name in {b.column for b in bound}))
         lines += bind_quals(quals, self.columns, collation_policy(_collation_info())).explain(verbose)
+        if sortkeys and sortkeys[0].function is not None:
+            from orochi_fdw.vector import search
+
+            lines += search.explain(self, sortkeys[0])
         if verbose:
             lines.append(f"Compression: {self.settings.compression}"
                          + (f" level {self.settings.compression_level}"

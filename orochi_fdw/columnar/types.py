@@ -21,6 +21,7 @@ from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Column, WireKind, wire_kind_for_type
 from orochi_fdw.errors import FeatureNotSupportedError
 from orochi_fdw.storage.kinds import ColumnData, VarBytes, get_kind
+from orochi_fdw.vector.types import is_vector_type
 
 # type oid -> storage kind
 _KIND_BY_OID = {
@@ -51,11 +52,21 @@ BYTEA_OID = 17
 
 def storage_kind(column: ColumnDefinition) -> str:
     """The storage kind of a column; its text form ("text") when the type
-    has no kind of its own."""
-    return _KIND_BY_OID.get(column.type_oid, "text")
+    has no kind of its own. An orochi.vector(n) column is kind "vector"
+    (n float32 per value), one without a dimension its payload ("bytea")."""
+    kind = _KIND_BY_OID.get(column.type_oid)
+    if kind is not None:
+        return kind
+    if is_vector_type(column.type_oid):
+        return "vector" if column.typmod > 0 else "bytea"
+    return "text"
 
 
 def wire_kind(column: ColumnDefinition) -> WireKind:
+    """How the bridge carries a column's values (an orochi.vector as its
+    float32 payload, like bytea)."""
+    if column.type_oid not in _KIND_BY_OID and is_vector_type(column.type_oid):
+        return WireKind.BYTEA
     return wire_kind_for_type(column.type_oid)
 
 

@@ -201,7 +201,7 @@ def unsupported_reason(request: Mapping[str, Any]) -> str | None:
         if make is None:
             return f"grouping by {g.get('kind')} is not computed here"
         if g.get("kind") in ("date_bin", "date_trunc"):
-            reason = _bucket_reason(g)
+            reason = _bucket_reason(g, bool(request.get("at_execution")))
             if reason:
                 return reason
         if g.get("type_oid") not in _HASHABLE:
@@ -291,14 +291,19 @@ _UTC_ZONES = {"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal",
               "Zulu", "Etc/Zulu", "GMT0", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich"}
 
 
-def _bucket_reason(g: Mapping[str, Any]) -> str | None:
+def _bucket_reason(g: Mapping[str, Any], at_execution: bool = False) -> str | None:
+    """Why a time bucket is not computed here. date_trunc of a timestamptz
+    in a session time zone other than UTC is offered only when a plan made
+    in UTC runs after ``SET TimeZone`` (``at_execution``): Postgres then
+    truncates the distinct values itself (:meth:`_BucketKey.bucket`), which
+    is exact but slower than planning without the pushdown."""
     if g.get("type_oid") not in (TIMESTAMP, TIMESTAMPTZ):
         return f"{g.get('kind')} of a column of type {g.get('type', g.get('type_oid'))}"
     if g.get("kind") == "date_trunc":
         unit = str(g.get("unit", "")).lower()
         if unit not in _TRUNC_FIXED and unit not in _TRUNC_CALENDAR:
             return f"date_trunc('{unit}') is not computed here"
-        if g.get("type_oid") == TIMESTAMPTZ and g.get("time_zone") not in _UTC_ZONES:
+        if g.get("type_oid") == TIMESTAMPTZ and g.get("time_zone") not in _UTC_ZONES and not at_execution:
             return f"date_trunc of timestamptz follows the session time zone ({g.get('time_zone')}), not UTC"
     return None
 
@@ -312,6 +317,7 @@ class _BucketKey(_ColumnKey):
         super().__init__(spec)
         self.input_kind = self.output_kind = WireKind.TIMESTAMP
         self.table_kind = "int"
+        self._zone_unit: str | None = None  # date_trunc in the session's zone, by Postgres
         if spec["kind"] == "date_bin":
             self._fixed = (int(spec["width_us"]), int(spec["origin_us"]))
             self._calendar = None
@@ -319,10 +325,31 @@ class _BucketKey(_ColumnKey):
             unit = str(spec["unit"]).lower()
             self._fixed = _TRUNC_FIXED.get(unit)
             self._calendar = _TRUNC_CALENDAR.get(unit)
+            if spec.get("type_oid") == TIMESTAMPTZ and spec.get("time_zone") not in _UTC_ZONES:
+                self._zone_unit = unit
+
+    def _truncate_in_zone(self, values: np.ndarray, finite: np.ndarray) -> np.ndarray:
+        """date_trunc of timestamptz values in the session's time zone, by
+        Postgres itself (its time zone data, its rules for the hours that
+        daylight saving time skips or repeats), once per distinct value."""
+        from orochi_fdw.bridge import spi
+
+        out = values.copy()
+        uniq, inverse = np.unique(values[finite], return_inverse=True)
+        if len(uniq):
+            rows = spi.prepared(
+                "SELECT ((extract(epoch FROM date_trunc($1, timestamptz '2000-01-01 00:00:00+00'"
+                "         + (x || ' microseconds')::interval)) - 946684800) * 1000000)::int8"
+                "  FROM unnest($2::int8[]) WITH ORDINALITY AS u(x, i) ORDER BY i",
+                ["text", "int8[]"]).execute([self._zone_unit, uniq.tolist()], read_only=True).rows
+            out[finite] = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))[inverse]
+        return out
 
     def bucket(self, values: np.ndarray) -> np.ndarray:
         """The bucket start of each value (microseconds since 2000-01-01)."""
         finite = (values != _TS_MIN) & (values != _TS_MAX)
+        if self._zone_unit is not None:
+            return self._truncate_in_zone(values, finite)
         v = np.where(finite, values, 0)
         if self._fixed is not None:
             width, origin = self._fixed

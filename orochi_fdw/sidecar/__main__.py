@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.once:
+        daemon.context.once = True
         status = daemon.run_cycle()
         print(status)
         daemon.close()

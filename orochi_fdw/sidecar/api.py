@@ -41,7 +41,7 @@ class RestApiHandler(BaseHTTPRequestHandler):
         handler = getattr(self, f"do_GET_{name}", None) if name.isidentifier() else None
         if handler is None:
             self._send_json(404, {"error": f"no such endpoint: {urlsplit(self.path).path}",
-                                  "endpoints": ["/health", "/jobs", "/metrics"]})
+                                  "endpoints": ["/health", "/jobs", "/pipelines", "/metrics"]})
             return
         handler()
 
@@ -64,6 +64,13 @@ class RestApiHandler(BaseHTTPRequestHandler):
                 self._send_json(200, duty.snapshot())
                 return
         self._send_json(404, {"error": "the jobs duty is not enabled"})
+
+    def do_GET_pipelines(self) -> None:
+        for duty in self.server.daemon_loop.duties:
+            if duty.name == "pipelines":
+                self._send_json(200, duty.snapshot())
+                return
+        self._send_json(404, {"error": "the pipelines duty is not enabled"})
 
     def do_GET_metrics(self) -> None:
         registry = self.server.daemon_loop.context.metrics

@@ -105,6 +105,13 @@ SCHEMA: tuple[Setting, ...] = (
             _positive),
     Setting("reconnect.max_delay", float, 60.0, "longest delay between reconnection attempts, in seconds",
             _positive),
+    # the pipelines duty (docs/pipelines.md)
+    Setting("pipelines.poll_interval", float, 5.0,
+            "seconds between two looks for pipelines to start (workers notice pause and stop by themselves)",
+            _positive),
+    Setting("pipelines.max_workers", int, 4, "most pipelines run at once (one worker thread each)", _between(1)),
+    Setting("pipelines.shutdown_grace", float, 10.0,
+            "seconds the workers may take to finish their batch at shutdown", _between(0)),
 )
 
 _BY_KEY = {s.key: s for s in SCHEMA}

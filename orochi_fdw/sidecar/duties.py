@@ -33,12 +33,15 @@ class DaemonContext:
         metrics: the registry /metrics renders.
         stopping: set when the daemon is shutting down; duties stop starting work.
         postgres_up: per duty, whether its last cycle reached Postgres.
+        once: ``--once``: each duty does one round of its work in
+            ``run_cycle`` and leaves nothing running.
     """
 
     config: Config
     metrics: Registry
     stopping: threading.Event = field(default_factory=threading.Event)
     postgres_up: dict[str, bool] = field(default_factory=dict)
+    once: bool = False
 
 
 class Duty(abc.ABC):
@@ -86,6 +89,7 @@ class Duty(abc.ABC):
 _DUTIES: dict[str, str] = {
     "jobs": "orochi_fdw.sidecar.jobs:JobsDuty",
     "recovery": "orochi_fdw.sidecar.recovery:RecoveryDuty",
+    "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
 }
 
 

@@ -65,6 +65,7 @@ __all__ = [
     "encode_values",
     "decode_values",
     "chunk_stats",
+    "codec_valid_for",
 ]
 
 
@@ -80,6 +81,7 @@ class Codec(IntEnum):
     GORILLA = 6        # XOR floating-point compression
     BITMAP = 7         # booleans, one bit each
     DECIMAL = 8        # floats scaled by 10**e to integers, then an integer codec
+    VECTOR = 9         # kind vector: the dimension, then the float32 rows back to back
 
 
 class Compression(IntEnum):
@@ -531,6 +533,32 @@ def _dictionary_decode(buf: _Buf, count: int, k: Kind):
     return _gather(VarBytes(entry_offsets, entry_data), codes)
 
 
+_VECTOR_HEAD = struct.Struct("<I")
+#: the largest dimension of a vector (pgvector's)
+VECTOR_MAX_DIM = 16_000
+
+
+def _vector_encode(values, k: Kind, ctx: dict) -> bytes:
+    """Vectors of one dimension d: ``u32 d``, then the values' 4d bytes each."""
+    lengths, data = _var_slice(values)
+    width = int(lengths[0]) if len(lengths) else 4
+    if (len(lengths) and (int(lengths.min()) != width or int(lengths.max()) != width)) or width % 4 \
+            or not 1 <= width // 4 <= VECTOR_MAX_DIM:
+        raise InvalidParameterError(
+            "the values of a vector column chunk must all hold the same number (1 to "
+            f"{VECTOR_MAX_DIM}) of float32 values")
+    return _VECTOR_HEAD.pack(width // 4) + data.tobytes()
+
+
+def _vector_decode(buf: _Buf, count: int, k: Kind):
+    (dim,) = buf.unpack(_VECTOR_HEAD)
+    if not 1 <= dim <= VECTOR_MAX_DIM:
+        raise CorruptDataError(f"vector dimension {dim} out of range 1..{VECTOR_MAX_DIM}")
+    width = 4 * dim
+    data = np.frombuffer(buf.take(count * width), dtype=np.uint8).copy()
+    return VarBytes(np.arange(count + 1, dtype=np.int64) * width, data)
+
+
 @dataclass(frozen=True, slots=True)
 class CodecSpec:
     """A registered codec: its id, the physical kinds it applies to, and its
@@ -556,14 +584,26 @@ CODECS: dict[int, CodecSpec] = {
         CodecSpec(Codec.GORILLA, frozenset({"float"}), _gorilla_encode, _gorilla_decode),
         CodecSpec(Codec.BITMAP, frozenset({"bool"}), _bitmap_encode, _bitmap_decode),
         CodecSpec(Codec.DECIMAL, frozenset({"float"}), _decimal_encode, _decimal_decode),
+        # only kind vector (whose values are variable-width bytes to the rest)
+        CodecSpec(Codec.VECTOR, frozenset({"vector"}), _vector_encode, _vector_decode),
     )
 }
 
 _INT_CODECS = (Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA, Codec.RLE)
 
 
+def codec_valid_for(codec: int, k: Kind) -> bool:
+    """Whether a chunk of kind ``k`` may use ``codec``."""
+    spec = CODECS.get(codec)
+    if spec is None:
+        return False
+    return k.physical in spec.physicals or (spec.codec == Codec.VECTOR and k.name == "vector")
+
+
 def _spec_for(codec: int, k: Kind, error=CorruptDataError) -> CodecSpec:
     spec = CODECS.get(codec)
+    if spec is not None and spec.codec == Codec.VECTOR and k.name == "vector":
+        return spec
     if spec is None or k.physical not in spec.physicals:
         raise error(f"codec {codec} is not valid for kind {k.name}")
     return spec
@@ -789,7 +829,7 @@ def _truncate_max(b: bytes) -> tuple[bytes | None, bool]:
 
 def _stats(compact, k: Kind, rows: int, nulls: int, ctx: dict) -> ChunkStats:
     m = rows - nulls
-    if m == 0 or k.physical == "fixed" and k.name == "interval":
+    if m == 0 or k.name in ("interval", "vector"):
         return ChunkStats(rows, nulls)
     if k.physical == "int":
         st = _int_stats(compact, ctx)
@@ -857,6 +897,8 @@ def _select_int(values: np.ndarray, k: Kind, ctx: dict) -> tuple[Codec, bytes]:
 def _select(compact, k: Kind, ctx: dict) -> tuple[Codec, bytes]:
     """Pick the smallest light-weight encoding of non-empty compacted values."""
     m = len(compact.offsets) - 1 if k.physical == "var" else len(compact)
+    if k.name == "vector":
+        return Codec.VECTOR, _vector_encode(compact, k, ctx)
     if k.physical == "int":
         return _select_int(compact, k, ctx)
     if k.physical == "var":
@@ -938,8 +980,8 @@ def encode_chunk(values, validity, kind: str | Kind, *, compression: str | None 
     elif codec is not None:
         body = CODECS[chosen].encode(compact, k, ctx)
     elif setting == "none":
-        chosen = Codec.PLAIN
-        body = _plain_encode(compact, k, ctx)
+        chosen, body = (Codec.VECTOR, _vector_encode(compact, k, ctx)) if k.name == "vector" \
+            else (Codec.PLAIN, _plain_encode(compact, k, ctx))
     else:
         chosen, body = _select(compact, k, ctx)
     raw = bitmap + body if bitmap else body

@@ -23,6 +23,10 @@ text, varchar,   text, varchar, bpchar, bytea,   :class:`VarBytes`: ``int64`` of
 bpchar, bytea,   numeric (text form), jsonb      ``[n + 1]`` and a ``uint8`` data buffer
 numeric, jsonb   (text form), anything else
                  (text form, kind ``text``)
+vector           orochi.vector(n)                :class:`VarBytes` whose every value is
+                                                 n little-endian float32 (4n bytes), so
+                                                 the data buffer of a chunk without
+                                                 NULLs is a contiguous n-column array
 ===============  ==============================  =====================================
 
 NULLs are never represented in the values: a separate validity array
@@ -101,6 +105,7 @@ _KIND_LIST = (
     Kind("bpchar", 16, "var", None),
     Kind("numeric", 17, "var", None),
     Kind("jsonb", 18, "var", None),
+    Kind("vector", 19, "var", None),
 )
 
 KINDS: dict[str, Kind] = {k.name: k for k in _KIND_LIST}

@@ -44,6 +44,7 @@ KINDS = {
     "bpchar": ("var", None),
     "numeric": ("var", None),
     "jsonb": ("var", None),
+    "vector": ("var", None),
 }
 
 _M64 = (1 << 64) - 1

@@ -42,6 +42,7 @@ from orochi_fdw.storage.codecs import (
     MAX_CHUNK_ROWS,
     ChunkStats,
     Compression,
+    codec_valid_for,
     decode_chunk,
     encode_chunk,
     resolve_compression,
@@ -656,8 +657,7 @@ def _parse_footer(footer: bytes, path: str, file_size: int, footer_start: int
                 raise CorruptDataError(f"{where}: chunk bytes outside the data area")
             if crow != grows or nulls > crow:
                 raise CorruptDataError(f"{where}: inconsistent row or NULL count")
-            spec = CODECS.get(codec)
-            if spec is None or k.physical not in spec.physicals:
+            if not codec_valid_for(codec, k):
                 raise CorruptDataError(f"{where}: codec {codec} invalid for kind {k.name}")
             if comp not in tuple(Compression) or (comp == Compression.NONE and raw_length != length):
                 raise CorruptDataError(f"{where}: invalid compression {comp}")

@@ -452,7 +452,7 @@ class AggregatingWrapper(SeriesWrapper):
 
     def aggregate(self, request, quals):
         groups: dict[tuple, list[dict]] = {}
-        for i in range(self.rows):
+        for i in range(self.rows if quals is not None else 0):  # None: no row passes
             row = {n: self._value(n, i) for n in ("id", "v", "t", "g")}
             groups.setdefault(tuple(row[g["column"]] for g in request["group_by"]), []).append(row)
         if not request["group_by"] and not groups:

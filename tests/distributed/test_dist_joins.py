@@ -6,6 +6,7 @@ the heap oracle's."""
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 
 from dist_oracle import same_result
 
@@ -126,3 +127,37 @@ def test_join_explain_analyze(tables):
         "EXPLAIN ANALYZE SELECT a.k, b.t FROM da a JOIN db b ON a.k = b.k WHERE a.k = 200"))
     assert "Shard Pairs: 1 of 6 (5 pruned)" in plan
     assert "shard pair(s)" in plan
+
+
+JOINS_WITH_PARAMETERS = [
+    # (query over {a} {b} {r} with $1 $2, parameter types)
+    ("SELECT a.k, b.t FROM {a} a JOIN {b} b ON a.k = b.k WHERE a.k = $1 OR a.k = $2", "int, int"),
+    ("SELECT a.k, b.w FROM {a} a LEFT JOIN {b} b ON a.k = b.k AND b.w = $1 WHERE a.k < $2", "int, int"),
+    ("SELECT a.k, b.w FROM {a} a RIGHT JOIN {b} b ON a.k = b.k AND a.v = $1 WHERE b.k < $2", "int, int"),
+    ("SELECT a.k, b.k FROM {a} a FULL JOIN {b} b ON a.k = b.k AND a.v = $1 AND b.w = $2", "int, int"),
+    ("SELECT count(*), count(b.k) FROM {a} a LEFT JOIN {b} b ON a.k = b.k AND b.t = $1 WHERE a.v = $2", "text, int"),
+    ("SELECT a.k, r.name FROM {a} a JOIN {r} r ON a.v = r.id WHERE r.name = $1 AND a.k > $2", "text, int"),
+    ("SELECT a.k, r.name FROM {a} a LEFT JOIN {r} r ON a.v = r.id AND r.id = $2 WHERE a.s = $1", "text, int"),
+]
+
+
+@pytest.mark.parametrize("query, types", JOINS_WITH_PARAMETERS)
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_join_with_null_and_unmatched_parameters(tables, query, types, mode):
+    """A NULL parameter empties its own side only: an outer join still
+    yields the rows of the side it preserves (generic plans get the values
+    at execution)."""
+    values = {"int": [None, 3, 151, 200, 10 ** 6], "text": [None, "t151", "s3", "name3", "no such"]}
+    t1, t2 = [t.strip() for t in types.split(",")]
+    with tables.connect() as conn:
+        conn.execute(f"SET plan_cache_mode = {mode}")
+        dist = query.replace("{a}", "da").replace("{b}", "db").replace("{r}", "dr")
+        heap = query.replace("{a}", "ha").replace("{b}", "hb").replace("{r}", "hr")
+        conn.execute(f"PREPARE dq({types}) AS {dist}")
+        conn.execute(f"PREPARE hq({types}) AS {heap}")
+        for p1 in values[t1]:
+            for p2 in values[t2][:3]:
+                args = sql.SQL("({}, {})").format(sql.Literal(p1), sql.Literal(p2))
+                got = conn.execute(sql.SQL("EXECUTE dq") + args).fetchall()
+                expected = conn.execute(sql.SQL("EXECUTE hq") + args).fetchall()
+                assert sorted(map(repr, got)) == sorted(map(repr, expected)), (query, p1, p2)

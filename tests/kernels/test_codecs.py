@@ -72,6 +72,11 @@ def sample(kind: str, pattern: str, n: int, seed: int = 0):
     """Deterministic test columns: ndarray, or list of bytes for var kinds."""
     rng = np.random.default_rng(seed)
     k = KINDS[kind]
+    if kind == "vector":  # every value the same number of float32
+        vecs = rng.normal(size=(n, 3)).astype("<f4")
+        if pattern in ("constant", "runs"):
+            vecs[:] = vecs[0]
+        return [v.tobytes() for v in vecs]
     if k.physical == "var":
         words = ["ok", "warn", "error", "ünïcödé ✓", "", "日本語", "x" * 70]
         if pattern == "random":
@@ -158,7 +163,7 @@ def test_registry_lists_codecs_per_physical_kind():
     for phys, expected in EXPECTED_CODECS.items():
         got = {c for c, spec in C.CODECS.items() if phys in spec.physicals}
         assert got == expected, f"codecs for {phys}"
-    assert [int(c) for c in Codec] == list(range(9)), "codec ids are part of the format"
+    assert [int(c) for c in Codec] == list(range(10)), "codec ids are part of the format"
     assert [int(c) for c in C.Compression] == [0, 1, 2]
 
 

@@ -32,6 +32,9 @@ def make_column(kind: str, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     validity = rng.random(n) > 0.15
     k = KINDS[kind]
+    if kind == "vector":  # every value the same number of float32
+        vb, _ = VarBytes.from_values(v.tobytes() for v in rng.normal(size=(n, 4)).astype("<f4"))
+        return vb, validity
     if k.physical == "var":
         pool = ["ok", "warn", "error", "ünïcödé", "", '{"a": 1}', "12345.678"]
         vb, _ = VarBytes.from_values(pool[i] for i in rng.integers(0, len(pool), n))

@@ -1,0 +1,328 @@
+"""Per-stripe vector index files: building, writing, opening.
+
+Stripes never change, so each gets its own index of each vector index of its
+table, built when the stripe's catalog row is inserted (INSERT, COPY,
+compaction, vacuum, chunk compression: every writer goes through
+``store.insert_stripe``) or by ``orochi.create_vector_index`` for the
+stripes already there. The file lies beside the stripe's::
+
+    <table folder>/<stripe id>.<xid>.<index id>.vindex
+
+``<xid>`` is the writing transaction's, so that ``orochi.vacuum()`` can tell
+an orphan (its writer finished and no catalog row names it) from a file of a
+transaction still running. It is written like a stripe file: a temporary
+name, fsync, linked to its final name, the folder fsynced, and only then its
+catalog row inserted; the transaction's end removes files whose rows did not
+commit (:class:`IndexFileLedger`).
+
+HNSW graphs come from usearch (a kept library: measured against hnswlib and
+faiss in docs/vector.md) and are opened as memory maps, so every backend
+shares one copy through the page cache. The row keys are the rows' offsets in
+the stripe; the graph stores the float32 vectors it was given, which the
+search re-ranks by the exact distance.
+
+Each file records the ``ef`` at which a build-time check found recall@10 of
+at least :data:`TARGET_RECALL` on queries made like the data (a stored
+vector moved by about its nearest-neighbour distance), or 0 when no ``ef``
+worth using reached it: the stripe is then searched exactly (uniform random
+data in many dimensions is such a case).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.catalog import files
+from orochi_fdw.kernels import vector as kernels
+from orochi_fdw.storage.stripe_format import StripeReader
+from orochi_fdw.vector import catalog
+from orochi_fdw.vector.errors import VectorError
+from orochi_fdw.vector.reference import METRICS
+from orochi_fdw.vector.types import payload_matrix
+
+if TYPE_CHECKING:  # pragma: no cover
+    from orochi_fdw.catalog.store import StripeRecord
+
+#: build options and their defaults (pgvector's)
+HNSW_DEFAULTS = {"m": 16, "ef_construction": 64}
+IVFFLAT_DEFAULTS = {"lists": 0}           # 0: rows / 1000, at least 1
+#: recall@10 the build-time check asks of the ef it records
+TARGET_RECALL = 0.97
+#: the ef values (HNSW) tried by the check, smallest first
+EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+#: queries of the build-time check
+CHECK_QUERIES = 32
+#: stripes with fewer vectors are searched exactly (no index file)
+MIN_INDEXED_ROWS = 2_000
+
+INDEX_SUFFIX = ".vindex"
+_USEARCH_METRIC = {"l2": "l2sq", "cosine": "cos", "inner_product": "ip"}
+#: the metric of the kernels for each distance type's operator
+KERNEL_METRIC = {"l2": METRICS["l2"], "cosine": METRICS["cosine"],
+                 "inner_product": METRICS["negative_inner_product"]}
+
+
+def index_file_name(stripe_id: int, xid: int, index_id: int) -> str:
+    return f"{int(stripe_id)}.{int(xid)}.{int(index_id)}{INDEX_SUFFIX}"
+
+
+# ---------------------------------------------------------------------- ledger
+
+class IndexFileLedger:
+    """Index files this transaction created or whose rows it deleted; joined
+    to the transaction at first use (as the stripe files' ledger)."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.created: set[str] = set()
+        self.doomed: set[str] = set()
+        self.remove_at_commit: list[str] = []
+        self.joined = False
+
+    def _join(self) -> None:
+        if not self.joined:
+            runtime.join_transaction(self)
+            self.joined = True
+
+    def file_created(self, path: str) -> None:
+        self._join()
+        self.created.add(path)
+
+    def row_deleted(self, path: str) -> None:
+        self._join()
+        self.doomed.add(path)
+
+    def pre_commit(self) -> None:
+        paths = sorted(self.created | self.doomed)
+        live = set()
+        if paths:
+            live = {r[0] for r in spi.prepared(
+                "SELECT file_path FROM orochi.columnar_vector_index_files WHERE file_path = ANY ($1)",
+                ["text[]"]).execute([paths]).rows}
+        for path in self.created - live:       # rolled back to a savepoint
+            files.remove_file(path)
+        self.remove_at_commit = sorted(self.doomed - live - self.created)
+
+    def pre_prepare(self) -> None:
+        """A prepared transaction owns its files; orphans go to orochi.vacuum()."""
+
+    def commit(self) -> None:
+        try:
+            for path in self.remove_at_commit:
+                try:
+                    files.remove_file(path)
+                except OSError:
+                    pass
+        finally:
+            self._reset()
+
+    def prepare(self) -> None:
+        self._reset()
+
+    def rollback(self) -> None:
+        try:
+            for path in self.created:
+                try:
+                    files.remove_file(path)
+                except OSError:
+                    pass
+        finally:
+            self._reset()
+
+
+ledger = IndexFileLedger()
+
+
+# ---------------------------------------------------------------------- reading vectors
+
+def stripe_vectors(stripe: "StripeRecord", attnum: int, dimensions: int,
+                   chunk_groups: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The non-NULL vectors of a stripe's column: (m x d float32, their row
+    offsets in the stripe), chunk group by chunk group (all, or those
+    listed)."""
+    rec = stripe.columns.get(attnum)
+    if rec is None or rec.kind != "vector":
+        return np.zeros((0, dimensions), np.float32), np.zeros(0, np.int64)
+    reader = StripeReader(stripe.file_path)
+    try:
+        parts, rows = [], []
+        groups = reader.metadata.chunk_groups
+        for g in (groups if chunk_groups is None else [groups[i] for i in chunk_groups]):
+            data = reader.read_chunk(rec.column_name, g.index)
+            offsets, raw = data.values
+            X = payload_matrix(raw[int(offsets[0]):int(offsets[-1])], dimensions)
+            if data.validity is None:
+                r = np.arange(g.first_row, g.first_row + g.row_count, dtype=np.int64)
+            else:
+                r = g.first_row + np.flatnonzero(data.validity).astype(np.int64)
+            if len(r) != len(X):
+                from orochi_fdw.errors import CorruptDataError
+
+                raise CorruptDataError(f'{stripe.file_path}: vector column "{rec.column_name}" holds '
+                                       f"{len(X)} vectors for {len(r)} rows in chunk group {g.index}")
+            parts.append(X)
+            rows.append(r)
+    finally:
+        reader.close()
+    if not parts:
+        return np.zeros((0, dimensions), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(parts), np.concatenate(rows)
+
+
+# ---------------------------------------------------------------------- building
+
+def _usearch():
+    try:
+        from usearch.index import Index
+    except ImportError:  # pragma: no cover - a requirement of the package
+        raise VectorError("vector indexes need the usearch package", "0A000",
+                          hint="Install the orochi package's requirements into its virtualenv.") from None
+    return Index
+
+
+def _exact_topk(X: np.ndarray, q: np.ndarray, metric: int, k: int) -> np.ndarray:
+    out = np.empty(len(X), dtype=np.float64)
+    kernels.distances(X, q, metric, out)
+    out = np.where(np.isnan(out), np.inf, out)
+    k = min(k, len(X))
+    return np.argpartition(out, k - 1)[:k]
+
+
+def calibrate_ef(graph, X: np.ndarray, distance_type: str, m: int, seed: int = 0) -> int:
+    """The smallest ef of :data:`EF_LADDER` at which the graph finds at least
+    :data:`TARGET_RECALL` of the true 10 nearest neighbours of queries made
+    like the data, or 0 when none does at a cost below an exact search."""
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    nq = min(CHECK_QUERIES, n)
+    sample = rng.choice(n, nq, replace=False)
+    metric = KERNEL_METRIC[distance_type]
+    dist = np.empty(n, dtype=np.float64)
+    queries, truth = [], []
+    for a in sample:
+        kernels.distances(X, X[a], METRICS["l2"], dist)
+        dist[a] = np.inf
+        radius = float(np.min(dist)) if n > 1 else 1.0
+        q = (X[a] + rng.normal(0.0, max(radius, 1e-6) / np.sqrt(d), d)).astype(np.float32)
+        queries.append(q)
+        truth.append(set(_exact_topk(X, q, metric, 10).tolist()))
+    Q = np.vstack(queries)
+    k = min(10, n)
+    for ef in EF_LADDER:
+        if ef * m * 4 >= n:
+            break                   # as dear as reading every vector: search exactly
+        graph.expansion_search = ef
+        found = graph.search(Q, k, threads=1)
+        keys = np.asarray(found.keys).reshape(nq, -1)
+        recall = np.mean([len(truth[i] & set(keys[i].tolist())) / len(truth[i]) for i in range(nq)])
+        if recall >= TARGET_RECALL:
+            return ef
+    return 0
+
+
+def _write_atomically(directory: str, name: str, save) -> tuple[str, int]:
+    """Write a file through ``save(tmp_path)`` under a temporary name, fsync,
+    link it to its final name, fsync the folder; returns (path, bytes)."""
+    files.ensure_dir(directory)
+    path = os.path.join(directory, name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        save(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return path, os.stat(path).st_size
+
+
+def build_stripe_index(index: catalog.IndexDef, stripe: "StripeRecord") -> bool:
+    """Build, write and register the stripe's file of ``index`` (in the
+    current transaction); False when the stripe has too few vectors to be
+    worth one (it is then searched exactly)."""
+    X, rows = stripe_vectors(stripe, index.attnum, index.dimensions)
+    if len(X) < MIN_INDEXED_ROWS:
+        return False
+    started = time.monotonic()
+    xid = int(spi.prepared("SELECT pg_current_xact_id()::text").execute().scalar())
+    name = index_file_name(stripe.stripe_id, xid, index.index_id)
+    directory = os.path.dirname(stripe.file_path)
+    if index.index_type == "hnsw":
+        opts = {**HNSW_DEFAULTS, **index.options}
+        Index = _usearch()
+        graph = Index(ndim=index.dimensions, metric=_USEARCH_METRIC[index.distance_type], dtype="f32",
+                      connectivity=int(opts["m"]), expansion_add=int(opts["ef_construction"]))
+        graph.add(rows, X, threads=0)
+        search_ef = calibrate_ef(graph, X, index.distance_type, int(opts["m"]), seed=stripe.stripe_id)
+        save = graph.save
+    else:
+        from orochi_fdw.vector import ivfflat
+
+        ivf = ivfflat.build(X, rows, index.distance_type, int(index.options.get("lists") or 0),
+                            seed=stripe.stripe_id)
+        search_ef = ivfflat.calibrate_probes(ivf, X, index.distance_type, seed=stripe.stripe_id)
+        save = ivf.save
+    ledger.file_created(os.path.join(directory, name))
+    path, nbytes = _write_atomically(directory, name, save)
+    catalog.insert_file(index, stripe.stripe_id, path, nbytes, len(X), search_ef,
+                        int((time.monotonic() - started) * 1000), xid)
+    return True
+
+
+def stripe_inserted(stripe: "StripeRecord") -> None:
+    """A stripe's catalog rows were just inserted: build its index files."""
+    indexes = catalog.table_indexes(stripe.relid, read_only=False)
+    for index in indexes:
+        build_stripe_index(index, stripe)
+
+
+# ---------------------------------------------------------------------- opening
+
+#: opened index files per backend (files never change: a path is a version)
+OPEN_CACHE_ENTRIES = 256
+_open: "OrderedDict[str, object]" = OrderedDict()
+
+
+def open_index(index: catalog.IndexDef, path: str):
+    """The graph (or IVF lists) of an index file, memory-mapped; None if the
+    file is gone (a stripe rewritten or dropped since this snapshot: it is
+    then searched exactly)."""
+    found = _open.get(path)
+    if found is not None:
+        _open.move_to_end(path)
+        return found
+    if not os.path.exists(path):
+        return None
+    if index.index_type == "hnsw":
+        found = _usearch().restore(path, view=True)
+        if found is None:
+            return None
+    else:
+        from orochi_fdw.vector import ivfflat
+
+        found = ivfflat.IvfLists.open(path)
+    _open[path] = found
+    if len(_open) > OPEN_CACHE_ENTRIES:
+        _open.popitem(last=False)
+    return found

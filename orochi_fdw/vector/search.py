@@ -1,0 +1,411 @@
+"""``ORDER BY column <-> value [LIMIT k]`` on a columnar table, answered in
+the scan.
+
+The bridge hands the ordering over as a sort key with a function
+(``orochi.l2_distance`` for ``<->``, ``orochi.cosine_distance`` for
+``<=>``, ``orochi.vector_negative_inner_product`` for ``<#>``) and, when the
+scan is the whole query, the LIMIT. :class:`KnnScan` then:
+
+1. finds the rows the WHERE clause allows: with quals, a scan of only the
+   quals' columns (the columnar filter kernels, deleted rows left out) gives
+   their row ids; without, every live row;
+2. per stripe: through its index file when the stripe has one for this
+   column and distance, a LIMIT is known, and enough of its rows pass the
+   filter (:data:`MIN_INDEX_SELECTIVITY`) - asking the index for more
+   candidates (and a larger ef) until k of them pass the filter, or falling
+   back to the exact search of the stripe; else exactly, by the kernel over
+   the stripe's contiguous float32 vectors (only the chunk groups holding
+   allowed rows);
+3. the delta store's rows exactly;
+4. merges the candidates by exact distance (the same float8 as the SQL
+   operator; candidates an index found are re-ranked by it), NULL vectors
+   and NaN distances last, ties by row id, and reads the other columns of
+   the k rows kept (late materialisation).
+
+Without a LIMIT (a WHERE clause Postgres must recheck, a join above) every
+allowed row comes back, exactly ordered, in batches of growing size, so that
+a LIMIT above stops the reading early.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge.api import Qual, SortKey
+from orochi_fdw.bridge.batch import Batch, Column
+from orochi_fdw.catalog import store
+from orochi_fdw.columnar.deletes import DELTA_ROWID_BASE, STRIPE_OFFSET_BITS, DeletedOffsets, stripe_rowids
+from orochi_fdw.columnar.scan import null_column
+from orochi_fdw.columnar.topn import concat, take
+from orochi_fdw.columnar.types import storage_kind, to_wire
+from orochi_fdw.kernels import vector as kernels
+from orochi_fdw.storage.stripe_format import StripeReader
+from orochi_fdw.vector import catalog, indexes
+from orochi_fdw.vector.errors import VectorError
+from orochi_fdw.vector.reference import METRICS
+from orochi_fdw.vector.types import DISTANCE_FUNCTIONS, parse_vector, payload_matrix
+
+#: an index is used for a stripe only when at least this share of its rows
+#: pass the filter (below, an exact search of the allowed rows is cheaper)
+MIN_INDEX_SELECTIVITY = 0.02
+#: the distance type of an index that serves each ordering
+INDEX_DISTANCE = {"l2": "l2", "cosine": "cosine", "negative_inner_product": "inner_product"}
+
+
+def _metric_of(key: SortKey) -> str | None:
+    return DISTANCE_FUNCTIONS.get(key.function or "")
+
+
+def searchable(table, key: SortKey) -> bool:
+    """Whether the scan can produce rows in the order of ``key``."""
+    column = table.columns.get(key.attname)
+    return (column is not None and _metric_of(key) is not None and not key.is_reversed
+            and not key.nulls_first and storage_kind(column) == "vector")
+
+
+def can_sort(table, key: SortKey):
+    """``([key], startup, total)`` when the scan orders by the distance, with
+    a cost below reading every row and sorting it in Postgres."""
+    if not searchable(table, key):
+        return []
+    _, live, _ = store.table_totals(table.relid)
+    live += table.delta.count()
+    dims = table.columns[key.attname].typmod
+    indexed = any(i.attnum == table.columns[key.attname].attnum and i.distance_type == INDEX_DISTANCE[_metric_of(key)]
+                  for i in catalog.table_indexes(table.relid))
+    cost = 10.0 + live * (0.0005 if indexed else dims * 0.00005)
+    return ([key], cost, cost)
+
+
+def explain(table, key: SortKey) -> list[str]:
+    metric = _metric_of(key)
+    column = table.columns[key.attname]
+    found = [i for i in catalog.table_indexes(table.relid)
+             if i.attnum == column.attnum and i.distance_type == INDEX_DISTANCE[metric]]
+    if found:
+        i = found[0]
+        how = f"{i.index_type} index {i.index_id} ({i.distance_type}), exact for the delta store"
+    else:
+        how = "exact scan (no index)"
+    return [f"Vector Search: {key.attname} by {key.function}: {how}"]
+
+
+@dataclass
+class KnnCounters:
+    stripes_by_index: int = 0
+    stripes_exact: int = 0
+    index_rounds: int = 0
+    vectors_compared: int = 0
+    delta_rows: int = 0
+    filtered: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _settings() -> tuple[int, int]:
+    row = spi.prepared("SELECT current_setting('orochi.hnsw_ef_search')::int,"
+                       " current_setting('orochi.ivfflat_probes')::int").execute(read_only=True).rows[0]
+    return int(row[0]), int(row[1])
+
+
+class _Candidates:
+    """Row ids and exact distances gathered from the stripes and the delta."""
+
+    def __init__(self) -> None:
+        self.rowids: list[np.ndarray] = []
+        self.dist: list[np.ndarray] = []
+
+    def add(self, rowids: np.ndarray, dist: np.ndarray, limit: int | None) -> None:
+        if len(rowids) == 0:
+            return
+        if limit is not None and len(rowids) > limit:
+            keep = _best(dist, rowids, limit)
+            rowids, dist = rowids[keep], dist[keep]
+        self.rowids.append(np.asarray(rowids, dtype=np.int64))
+        self.dist.append(np.asarray(dist, dtype=np.float64))
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.rowids:
+            return np.zeros(0, np.int64), np.zeros(0)
+        rowids, dist = np.concatenate(self.rowids), np.concatenate(self.dist)
+        order = _order(dist, rowids)
+        return rowids[order], dist[order]
+
+
+def _order(dist: np.ndarray, rowids: np.ndarray) -> np.ndarray:
+    """Ascending distance, NaN (and NULL, as NaN) last, ties by row id."""
+    nan = np.isnan(dist)
+    return np.lexsort((rowids, np.where(nan, 0.0, dist), nan))
+
+
+def _best(dist: np.ndarray, rowids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k first in :func:`_order` (unordered), in linear
+    time but for the ties at the k-th distance."""
+    key = np.where(np.isnan(dist), np.inf, dist)
+    kth = np.partition(key, k - 1)[k - 1]
+    below = np.flatnonzero(key < kth)
+    at = np.flatnonzero(key == kth)
+    if len(below) + len(at) > k:
+        at = at[np.argsort(rowids[at], kind="stable")][:k - len(below)]
+    return np.concatenate([below, at])
+
+
+class KnnScan:
+    """The iterator of a nearest-neighbour scan (see the module docstring)."""
+
+    def __init__(self, table, quals: list[Qual], columns: list[str], key: SortKey, limit: int | None):
+        self.table = table
+        self.quals = quals
+        self.needed = [c for c in columns if c in table.columns]
+        self.key = key
+        self.limit = None if limit is None or limit < 0 else int(limit)
+        self.metric = _metric_of(key)
+        self.column = table.columns[key.attname]
+        self.dims = self.column.typmod
+        self.counters = KnnCounters(filtered=bool(quals))
+        self._iter = self._run()
+
+    def __iter__(self) -> "KnnScan":
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._iter)
+
+    def explain_analyze(self) -> list[str]:
+        c = self.counters
+        return [f"Vector Search: {c.stripes_by_index} stripe(s) by index ({c.index_rounds} round(s)), "
+                f"{c.stripes_exact} exactly; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
+                + (" (filtered)" if c.filtered else "")] + c.notes
+
+    # ------------------------------------------------------------------
+
+    def _run(self) -> Iterator[Batch]:
+        table = self.table
+        if self.key.value is None:
+            # every distance is NULL: any order is the order
+            yield from table.execute(self.quals, self.needed, limit=self.limit) \
+                if self.limit is not None else table.execute(self.quals, self.needed)
+            return
+        q = parse_vector(self.key.value, self.dims, "query vector")
+        kmetric = METRICS[self.metric]
+        attnum = self.column.attnum
+        attnums = {attnum} | {table.columns[c].attnum for c in self.needed}
+        stripes = store.table_stripes(table.relid, attnums)
+        allowed_stripes, allowed_delta = self._allowed()
+        if allowed_stripes is not None:
+            stripes = [s for s in stripes if s.stripe_id in allowed_stripes]
+        index = next((i for i in catalog.table_indexes(table.relid)
+                      if i.attnum == attnum and i.distance_type == INDEX_DISTANCE[self.metric]), None)
+        files = catalog.index_files(index.index_id) if index is not None and self.limit is not None else {}
+        ef_setting, probes_setting = _settings() if files else (0, 0)
+        found = _Candidates()
+        k = self.limit
+        for stripe in stripes:
+            if k == 0:
+                break
+            mask = self._live_mask(stripe, None if allowed_stripes is None else allowed_stripes[stripe.stripe_id])
+            nallowed = int(mask.sum()) if mask is not None else stripe.row_count
+            if nallowed == 0:
+                continue
+            file = files.get(stripe.stripe_id)
+            done = False
+            if file is not None and nallowed >= MIN_INDEX_SELECTIVITY * stripe.row_count:
+                done = self._by_index(index, file, stripe, q, mask, nallowed, found,
+                                      probes_setting if index.index_type == "ivfflat" else ef_setting)
+            if not done:
+                self._exact(stripe, q, kmetric, mask, found)
+        delta_batches = self._delta(q, kmetric, allowed_delta, found)
+        rowids, dist = found.ordered()
+        if k is not None:
+            rowids, dist = rowids[:k], dist[:k]
+        size = len(rowids) if k is not None else 1024
+        start = 0
+        while start < len(rowids):
+            part = rowids[start:start + size]
+            yield self._materialize(part, stripes, delta_batches)
+            start += size
+            size *= 4
+
+    def _allowed(self) -> tuple[dict[int, np.ndarray] | None, set[int] | None]:
+        """Row offsets per stripe and delta row ids that the quals allow, or
+        (None, None) without quals (every live row)."""
+        if not self.quals:
+            return None, None
+        per_stripe: dict[int, list[np.ndarray]] = {}
+        delta: set[int] = set()
+        for batch in self.table.execute(self.quals, []):
+            ids = np.asarray(batch.rowids, dtype=np.int64)
+            is_delta = ids >= DELTA_ROWID_BASE
+            if is_delta.any():
+                delta.update((ids[is_delta] - DELTA_ROWID_BASE).tolist())
+            ids = ids[~is_delta]
+            if len(ids):
+                sids = ids >> STRIPE_OFFSET_BITS
+                for sid in np.unique(sids):
+                    per_stripe.setdefault(int(sid), []).append(ids[sids == sid] & ((1 << STRIPE_OFFSET_BITS) - 1))
+        return {s: np.concatenate(v) for s, v in per_stripe.items()}, delta
+
+    @staticmethod
+    def _live_mask(stripe, allowed: np.ndarray | None) -> np.ndarray | None:
+        """Per row of the stripe, whether it may be returned (None: all)."""
+        if allowed is not None:
+            mask = np.zeros(stripe.row_count, dtype=bool)
+            mask[allowed] = True
+            return mask
+        deleted = DeletedOffsets(stripe.delete_bitmap)
+        return deleted.live_mask(0, stripe.row_count)
+
+    def _exact(self, stripe, q: np.ndarray, kmetric: int, mask: np.ndarray | None, found: _Candidates) -> None:
+        groups = None
+        if mask is not None:
+            reader_groups = _chunk_group_bounds(stripe)
+            groups = [i for i, (lo, hi) in enumerate(reader_groups) if mask[lo:hi].any()]
+        X, rows = indexes.stripe_vectors(stripe, self.column.attnum, self.dims, groups)
+        if mask is not None and len(rows):
+            keep = mask[rows]
+            X, rows = X[keep], rows[keep]
+        self.counters.stripes_exact += 1
+        if len(rows) == 0:
+            return
+        X = np.ascontiguousarray(X)
+        dist = np.empty(len(rows), dtype=np.float64)
+        kernels.distances(X, q, kmetric, dist)
+        self.counters.vectors_compared += len(rows)
+        found.add(stripe_rowids(stripe.stripe_id, rows), dist, self.limit)
+
+    def _by_index(self, index, file, stripe, q, mask, nallowed, found, setting: int) -> bool:
+        """Search one stripe through its index file; False to search it
+        exactly instead (the file is gone, says exact, or the filter lets too
+        few of the index's answers through)."""
+        graph = indexes.open_index(index, file.file_path)
+        search_ef = setting if setting > 0 else file.search_ef
+        if graph is None or search_ef <= 0:
+            return False
+        k = self.limit
+        share = nallowed / stripe.row_count
+        count = min(file.row_count, max(k, math.ceil(k / share * 1.5) + 8))
+        kmetric = METRICS[self.metric]
+        while True:
+            self.counters.index_rounds += 1
+            if index.index_type == "hnsw":
+                graph.expansion_search = max(search_ef * max(1, math.ceil(k / 10)), count)
+                res = graph.search(q, count, threads=1)
+                keys = np.asarray(res.keys, dtype=np.int64).reshape(-1)
+                if mask is not None:
+                    keys = keys[mask[keys]]
+                if len(keys) >= k or count >= file.row_count:
+                    vectors = np.ascontiguousarray(np.vstack(graph.get(keys)).astype(np.float32)) \
+                        if len(keys) else np.zeros((0, self.dims), np.float32)
+                    dist = np.empty(len(keys), dtype=np.float64)
+                    if len(keys):
+                        kernels.distances(vectors, q, kmetric, dist)
+                    self.counters.vectors_compared += len(keys)
+                    found.add(stripe_rowids(stripe.stripe_id, keys), dist, k)
+                    self.counters.stripes_by_index += 1
+                    return True
+            else:
+                L = len(graph.offsets) - 1
+                probes = min(L, max(1, search_ef) * max(1, math.ceil(count / max(k, 1))))
+                rows, dist = graph.search(q, probes, self.metric if self.metric != "negative_inner_product"
+                                          else "inner_product")
+                if mask is not None:
+                    keep = mask[rows]
+                    rows, dist = rows[keep], dist[keep]
+                self.counters.vectors_compared += len(rows)
+                if len(rows) >= k or probes >= L:
+                    found.add(stripe_rowids(stripe.stripe_id, rows), dist, k)
+                    self.counters.stripes_by_index += 1
+                    return True
+            if count * 4 >= file.row_count // 2:
+                return False
+            count *= 4
+
+    def _delta(self, q: np.ndarray, kmetric: int, allowed: set[int] | None, found: _Candidates) -> list[Batch]:
+        """The delta rows' distances (exact); their batches, for the rows'
+        other columns."""
+        name = self.key.attname
+        read = sorted(set(self.needed) | {name})
+        kept = []
+        for batch in self.table.delta.scan(read, self.quals):
+            ids = np.asarray(batch.ids, dtype=np.int64)
+            col = batch.columns[name]
+            sel = np.ones(batch.nrows, dtype=bool) if allowed is None else np.isin(ids, list(allowed))
+            valid = sel & ~col.null_mask()
+            dist = np.full(batch.nrows, np.nan)
+            if valid.any():
+                lengths = np.diff(col.offsets)
+                if (lengths[valid] != 4 * self.dims).any():
+                    raise VectorError(f"a vector of the delta store of \"{self.table.relname}\" does not have "
+                                      f"{self.dims} dimensions")
+                rows = np.flatnonzero(valid)
+                data = np.concatenate([col.values[col.offsets[r]:col.offsets[r + 1]] for r in rows]) \
+                    if len(rows) < batch.nrows else col.values[col.offsets[0]:col.offsets[-1]]
+                X = np.ascontiguousarray(payload_matrix(data, self.dims))
+                d = np.empty(len(rows), dtype=np.float64)
+                kernels.distances(X, q, kmetric, d)
+                dist[rows] = d
+                self.counters.vectors_compared += len(rows)
+            self.counters.delta_rows += int(sel.sum())
+            found.add(np.asarray(batch.rowids)[sel], dist[sel], self.limit)
+            kept.append(batch)
+        return kept
+
+    # ------------------------------------------------------------------ the rows' other columns
+
+    def _materialize(self, rowids: np.ndarray, stripes, delta_batches: list[Batch]) -> Batch:
+        parts: list[tuple[np.ndarray, dict[str, Column]]] = []
+        by_id = {s.stripe_id: s for s in stripes}
+        is_delta = rowids >= DELTA_ROWID_BASE
+        stripe_ids = rowids[~is_delta] >> STRIPE_OFFSET_BITS
+        for sid in np.unique(stripe_ids):
+            offsets = np.unique(rowids[~is_delta][stripe_ids == sid] & ((1 << STRIPE_OFFSET_BITS) - 1))
+            parts.append((stripe_rowids(int(sid), offsets), self._fetch(by_id[int(sid)], offsets)))
+        if is_delta.any():
+            want = set(rowids[is_delta].tolist())
+            for batch in delta_batches:
+                ids = np.asarray(batch.rowids, dtype=np.int64)
+                sel = np.flatnonzero(np.isin(ids, list(want)))
+                if len(sel):
+                    parts.append((ids[sel], {n: take(batch.columns[n], sel) for n in self.needed}))
+        all_ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        position = {int(r): i for i, r in enumerate(all_ids.tolist())}
+        order = np.array([position[int(r)] for r in rowids.tolist()], dtype=np.int64)
+        columns = {n: take(concat([p[1][n] for p in parts]), order) for n in self.needed} if parts else {}
+        return Batch(len(rowids), columns, rowids=rowids.copy())
+
+    def _fetch(self, stripe, offsets: np.ndarray) -> dict[str, Column]:
+        """The needed columns of rows ``offsets`` (ascending) of a stripe."""
+        out: dict[str, list[Column]] = {n: [] for n in self.needed}
+        if not self.needed:
+            return {}
+        reader = StripeReader(stripe.file_path)
+        try:
+            for g in reader.metadata.chunk_groups:
+                lo = np.searchsorted(offsets, g.first_row)
+                hi = np.searchsorted(offsets, g.first_row + g.row_count)
+                if lo == hi:
+                    continue
+                local = offsets[lo:hi] - g.first_row
+                for name in self.needed:
+                    column = self.table.columns[name]
+                    rec = stripe.columns.get(column.attnum)
+                    if rec is None:
+                        out[name].append(null_column(column, len(local)))
+                        continue
+                    data = reader.read_chunk(rec.column_name, g.index)
+                    out[name].append(take(to_wire(data, storage_kind(column), column, rec.kind), local))
+        finally:
+            reader.close()
+        return {n: concat(cols) for n, cols in out.items()}
+
+
+def _chunk_group_bounds(stripe) -> list[tuple[int, int]]:
+    reader = StripeReader(stripe.file_path)
+    try:
+        return [(g.first_row, g.first_row + g.row_count) for g in reader.metadata.chunk_groups]
+    finally:
+        reader.close()

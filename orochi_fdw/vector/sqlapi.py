@@ -1,0 +1,134 @@
+"""SQL functions of vector search (sql/70_vector.sql): orochi.create_vector_index,
+orochi.drop_vector_index, and the trigger hook that has an index file
+removed when its catalog row goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from orochi_fdw.bridge import spi
+from orochi_fdw.bridge.sqlfunc import sql_function
+from orochi_fdw.catalog import store
+from orochi_fdw.columnar.maintenance import lock_table_maintenance, open_table
+from orochi_fdw.vector import catalog, indexes
+from orochi_fdw.vector.errors import VectorError
+from orochi_fdw.vector.types import is_vector_type
+
+INDEX_TYPES = ("hnsw", "ivfflat")
+DISTANCE_TYPES = ("l2", "cosine", "inner_product")
+#: build options per index type: (smallest, largest)
+OPTIONS = {"hnsw": {"m": (2, 100), "ef_construction": (4, 1000)},
+           "ivfflat": {"lists": (1, 32768)}}
+
+_INDEX_FILE = re.compile(r"^\d+\.\d+\.\d+\.vindex$")
+
+
+def _relid(rel) -> int:
+    if isinstance(rel, int):
+        return rel
+    return int(spi.execute("SELECT $1::regclass::oid", [str(rel)], types=["text"]).scalar())
+
+
+def _relation_text(relid: int) -> str:
+    return str(spi.execute("SELECT $1::oid::regclass::text", [relid], types=["oid"]).scalar())
+
+
+def check_owner(relid: int) -> None:
+    """Creating or dropping a vector index is for the table's owner (as
+    CREATE INDEX): SQLSTATE 42501 otherwise."""
+    owner = spi.execute("SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c"
+                        " WHERE c.oid = $1", [relid], types=["oid"]).scalar()
+    if not owner:
+        raise VectorError(f'must be owner of table "{_relation_text(relid)}"', "42501")
+
+
+def _column(table, name: str):
+    column = table.columns.get(name)
+    if column is None:
+        raise VectorError(f'column "{name}" of table "{table.relname}" does not exist', "42703")
+    return column
+
+
+def _options(index_type: str, raw) -> dict:
+    given = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    if not isinstance(given, dict):
+        raise VectorError("options must be a JSON object", "22023")
+    allowed = OPTIONS[index_type]
+    out = dict(indexes.HNSW_DEFAULTS if index_type == "hnsw" else indexes.IVFFLAT_DEFAULTS)
+    for key, value in given.items():
+        if key not in allowed:
+            raise VectorError(f'invalid option "{key}" for a {index_type} index', "22023",
+                              hint=f"Valid options: {', '.join(sorted(allowed))}.")
+        lo, hi = allowed[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise VectorError(f'option "{key}" must be an integer from {lo} to {hi}, not {json.dumps(value)}',
+                              "22023")
+        out[key] = value
+    return out
+
+
+@sql_function("create_vector_index")
+def create_vector_index(rel, column: str, dimensions=None, index_type="hnsw", distance_type="l2",
+                        options=None) -> int:
+    if rel is None or column is None:
+        raise VectorError("table and column must not be NULL", "22004")
+    relid = _relid(rel)
+    check_owner(relid)
+    index_type = (index_type or "hnsw").lower()
+    distance_type = (distance_type or "l2").lower()
+    if index_type not in INDEX_TYPES:
+        raise VectorError(f'unknown index type "{index_type}"', "22023",
+                          hint="Valid index types: hnsw, ivfflat.")
+    if distance_type not in DISTANCE_TYPES:
+        raise VectorError(f'unknown distance type "{distance_type}"', "22023",
+                          hint="Valid distance types: l2, cosine, inner_product.")
+    opts = _options(index_type, options)
+    table = open_table(relid)
+    col = _column(table, column)
+    if not is_vector_type(col.type_oid):
+        raise VectorError(f'column "{column}" is of type {col.type_name}; a vector index needs a column of '
+                          "type orochi.vector(n)", "42804",
+                          hint=f"ALTER FOREIGN TABLE {table.relname} ALTER COLUMN {column} TYPE orochi.vector(n)"
+                               " turns a real[] column into one.")
+    if col.typmod <= 0:
+        raise VectorError(f'column "{column}" has no dimensions; a vector index needs orochi.vector(n)', "42804")
+    if dimensions is not None and int(dimensions) != col.typmod:
+        raise VectorError(f"expected {col.typmod} dimensions, not {int(dimensions)}", "22000",
+                          detail=f'Column "{column}" is of type {col.type_name}.')
+    lock_table_maintenance(relid)
+    exists = spi.execute("SELECT 1 FROM orochi.columnar_vector_indexes WHERE relid = $1 AND attnum = $2"
+                         " AND distance_type = $3", [relid, col.attnum, distance_type],
+                         types=["oid", "smallint", "text"]).rows
+    if exists:
+        raise VectorError(f'a {distance_type} vector index on column "{column}" of table "{table.relname}" '
+                          "already exists", "42P07")
+    index = catalog.insert_index(relid, col.attnum, col.typmod, index_type, distance_type, opts)
+    for stripe in store.table_stripes(relid, [col.attnum], read_only=False):
+        indexes.build_stripe_index(index, stripe)
+    return index.index_id
+
+
+@sql_function("drop_vector_index")
+def drop_vector_index(rel, column: str, distance_type=None) -> int:
+    if rel is None or column is None:
+        raise VectorError("table and column must not be NULL", "22004")
+    relid = _relid(rel)
+    check_owner(relid)
+    table = open_table(relid)
+    col = _column(table, column)
+    dropped = catalog.delete_indexes(relid, col.attnum, distance_type.lower() if distance_type else None)
+    if not dropped:
+        raise VectorError(f'no vector index on column "{column}" of table "{table.relname}"'
+                          + (f" for {distance_type}" if distance_type else ""), "42704")
+    return len(dropped)
+
+
+@sql_function("vector_index_file_deleted")
+def vector_index_file_deleted(path: str) -> None:
+    """The trigger on orochi.columnar_vector_index_files: the row of an index
+    file is gone, the file goes if the transaction commits (only a name the
+    index writer makes is ever removed)."""
+    if path and os.path.isabs(path) and _INDEX_FILE.match(os.path.basename(path)):
+        indexes.ledger.row_deleted(path)

@@ -1,0 +1,26 @@
+"""Fixtures for the tests that hold orochi tables to PostgreSQL's semantics:
+a heap table with the same rows is the oracle of every query."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_cluster, request):
+    """A database with the orochi extension shared by one test module."""
+    name = "m_" + request.module.__name__.rsplit(".", 1)[-1][:50]
+    pg_cluster.ensure_running()
+    pg_cluster.drop_database(name)
+    pg_cluster.create_database(name)
+    yield name
+    pg_cluster.ensure_running()
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def mconn(pg_cluster, module_db):
+    """An autocommit connection to the module's database."""
+    conn = pg_cluster.connect(module_db, autocommit=True)
+    yield conn
+    conn.close()

@@ -1,0 +1,196 @@
+"""ORDER BY distance LIMIT k on columnar tables: exact and through indexes,
+against numpy and against a heap table ordered by an SQL distance."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import psycopg
+import pytest
+
+from orochi_fdw.vector import reference
+from vector_helpers import clustered_vectors, load, random_vectors, recall, text
+
+OPS = {"l2": "<->", "negative_inner_product": "<#>", "cosine": "<=>"}
+#: SQL distances over real[] for the heap oracle
+HEAP_FN = """
+CREATE FUNCTION heap_l2(a real[], b real[]) RETURNS float8 LANGUAGE sql IMMUTABLE AS
+$$ SELECT sqrt(sum((x::float8 - y::float8) ^ 2)) FROM unnest(a, b) AS u(x, y) $$;
+CREATE FUNCTION heap_nip(a real[], b real[]) RETURNS float8 LANGUAGE sql IMMUTABLE AS
+$$ SELECT -sum(x::float8 * y::float8) FROM unnest(a, b) AS u(x, y) $$;
+CREATE FUNCTION heap_cos(a real[], b real[]) RETURNS float8 LANGUAGE sql IMMUTABLE AS
+$$ SELECT 1 - sum(x::float8 * y::float8) / (sqrt(sum(x::float8 * x)) * sqrt(sum(y::float8 * y)))
+     FROM unnest(a, b) AS u(x, y) $$;
+"""
+HEAP = {"l2": "heap_l2", "negative_inner_product": "heap_nip", "cosine": "heap_cos"}
+
+
+@pytest.fixture
+def x(db):
+    db.execute("SET search_path = public, orochi")
+    return db.execute
+
+
+def make_table(x, name="t", dims=16, options="delta_row_limit '0', stripe_row_limit '1000'"):
+    x(f"CREATE FOREIGN TABLE {name} (id int, cat int, e vector({dims})) SERVER orochi OPTIONS ({options})")
+
+
+def ids(x, sql, params=()):
+    return [r[0] for r in x(sql, params).fetchall()]
+
+
+@pytest.mark.parametrize("metric", list(OPS))
+def test_exact_knn_equals_numpy_and_heap(db, x, metric):
+    X = random_vectors(3000, 16, seed=1) - 0.5
+    cats = np.arange(3000) % 7
+    make_table(x)
+    load(db, "t", X, cats)
+    x("CREATE TABLE h (id int, cat int, e real[])")
+    with db.cursor().copy("COPY h (id, cat, e) FROM STDIN") as cp:
+        for i, v in enumerate(X):
+            cp.write_row((i, int(cats[i]), "{" + ",".join(repr(float(f)) for f in v) + "}"))
+    x(HEAP_FN)
+    assert "Vector Search" in str(x(f"EXPLAIN SELECT id FROM t ORDER BY e {OPS[metric]} %s LIMIT 10",
+                                    [text(X[0])]).fetchall()), "should be answered in the scan"
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        q = (rng.random(16, dtype=np.float32) - 0.5)
+        got = ids(x, f"SELECT id FROM t ORDER BY e {OPS[metric]} %s LIMIT 10", [text(q)])
+        assert got == reference.knn(X, q, 10, metric).tolist(), "should equal numpy"
+        dist = [r[0] for r in x(f"SELECT e {OPS[metric]} %s FROM t ORDER BY e {OPS[metric]} %s LIMIT 10",
+                                [text(q), text(q)]).fetchall()]
+        heap = x(f"SELECT id, {HEAP[metric]}(e, %s::real[]) d FROM h ORDER BY d LIMIT 10",
+                 ["{" + ",".join(repr(float(f)) for f in q) + "}"]).fetchall()
+        assert np.allclose(dist, [d for _, d in heap], rtol=1e-9, atol=1e-12), "distances as the heap's"
+        assert got[:9] == [i for i, _ in heap][:9] or sorted(got) == sorted(i for i, _ in heap)
+        # with a filter: the k nearest of the rows that pass it
+        got = ids(x, f"SELECT id FROM t WHERE cat = 3 ORDER BY e {OPS[metric]} %s LIMIT 10", [text(q)])
+        assert got == reference.knn(X[cats == 3], q, 10, metric, ids=np.flatnonzero(cats == 3)).tolist()
+
+
+def test_delta_rows_updates_and_deletes(db, x):
+    X = random_vectors(2500, 8, seed=2)
+    make_table(x, dims=8, options="stripe_row_limit '1000'")
+    load(db, "t", X)                           # 2500 rows: stripes
+    extra = random_vectors(5, 8, seed=3)
+    for i, v in enumerate(extra):               # small INSERTs: the delta store
+        x("INSERT INTO t (id, e) VALUES (%s, %s)", [5000 + i, text(v)])
+    q = extra[2] + np.float32(1e-4)
+    assert ids(x, "SELECT id FROM t ORDER BY e <-> %s LIMIT 1", [text(q)]) == [5002], "delta row found"
+    near = reference.knn(X, q, 3, "l2").tolist()
+    x("DELETE FROM t WHERE id = ANY(%s)", [[5002, near[0]]])
+    x("UPDATE t SET e = %s WHERE id = %s", [text(np.full(8, 100, np.float32)), near[1]])
+    allx = np.vstack([X, extra])
+    alive = np.ones(len(allx), bool)
+    alive[[2500 + 2, near[0]]] = False
+    allx[near[1]] = 100
+    got = ids(x, "SELECT id FROM t ORDER BY e <-> %s LIMIT 20", [text(q)])
+    ref_ids = np.r_[np.arange(2500), 5000 + np.arange(5)][alive]
+    assert sorted(got) == sorted(reference.knn(allx[alive], q, 20, "l2", ids=ref_ids).tolist())
+    assert 5002 not in got and near[0] not in got and near[1] not in got, "deleted / updated rows never return"
+    x("SELECT orochi.create_vector_index('t', 'e')")
+    got2 = ids(x, "SELECT id FROM t ORDER BY e <-> %s LIMIT 20", [text(q)])
+    assert 5002 not in got2 and near[0] not in got2 and near[1] not in got2
+
+
+def test_bad_input_and_k_beyond_rows(db, x):
+    make_table(x, dims=3)
+    load(db, "t", random_vectors(10, 3))
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT id FROM t ORDER BY e <-> '[1,2]' LIMIT 3")
+    assert e.value.sqlstate == "22000" and "dimensions" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT id FROM t ORDER BY e <-> '[1,NaN,2]' LIMIT 3")
+    assert e.value.sqlstate == "22000"
+    assert len(ids(x, "SELECT id FROM t ORDER BY e <-> '[0,0,0]' LIMIT 50")) == 10, "k > rows: every row"
+    assert ids(x, "SELECT id FROM t ORDER BY e <-> NULL::vector LIMIT 3") and True
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT orochi.create_vector_index('t', 'cat')")
+    assert e.value.sqlstate == "42804"
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT orochi.create_vector_index('t', 'e', 4)")
+    assert e.value.sqlstate == "22000"
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT orochi.create_vector_index('t', 'e', options => '{\"m\": 1}')")
+    assert e.value.sqlstate == "22023"
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT orochi.create_vector_index('t', 'e', index_type => 'lsh')")
+    assert e.value.sqlstate == "22023"
+    with pytest.raises(psycopg.Error) as e:
+        x("SELECT orochi.drop_vector_index('t', 'e')")
+    assert e.value.sqlstate == "42704"
+
+
+def test_index_privileges_owner_only(db, x, new_connection):
+    make_table(x, dims=3)
+    x("CREATE ROLE vec_reader LOGIN")
+    x("GRANT SELECT ON t TO vec_reader")
+    other = new_connection(user="vec_reader")
+    for call in ("SELECT orochi.create_vector_index('t', 'e')", "SELECT orochi.drop_vector_index('t', 'e')"):
+        with pytest.raises(psycopg.Error) as e:
+            other.execute(call)
+        assert e.value.sqlstate == "42501"
+    with pytest.raises(psycopg.Error) as e:
+        other.execute("SELECT orochi.vector_index_file_deleted('/tmp/x')")
+    assert e.value.sqlstate == "42501"
+
+
+def _files(x):
+    return sorted(r[0] for r in x("SELECT file_path FROM orochi.columnar_vector_index_files").fetchall())
+
+
+def test_index_files_follow_their_stripes(db, x):
+    X = clustered_vectors(6000, 16, seed=4)
+    make_table(x, options="delta_row_limit '0', stripe_row_limit '3000'")
+    load(db, "t", X)
+    x("SELECT orochi.create_vector_index('t', 'e', index_type => 'hnsw')")
+    x("SELECT orochi.create_vector_index('t', 'e', index_type => 'ivfflat', distance_type => 'cosine')")
+    files = _files(x)
+    assert len(files) == 4 and all(os.path.exists(f) for f in files)
+    folder = os.path.dirname(files[0])
+    load(db, "t", clustered_vectors(3000, 16, seed=5), first_id=10000)   # a new stripe is indexed as written
+    assert len(_files(x)) == 6
+    x("BEGIN")
+    x("SELECT orochi.drop_vector_index('t', 'e', 'cosine')")
+    x("ROLLBACK")
+    assert len(_files(x)) == 6 and all(os.path.exists(f) for f in _files(x)), "a rollback keeps them"
+    before = set(_files(x))
+    x("SELECT orochi.drop_vector_index('t', 'e', 'cosine')")
+    gone = before - set(_files(x))
+    assert len(gone) == 3 and not any(os.path.exists(f) for f in gone), "files go with the index"
+    x("DELETE FROM t WHERE id < 3000")
+    x("SELECT * FROM orochi.vacuum('t', 0.5)")                 # stripe rewritten: its index rebuilt
+    assert len(_files(x)) == 2 and all(os.path.exists(f) for f in _files(x))
+    # a crash leaves a file without a row: orochi.vacuum() collects it
+    orphan = os.path.join(folder, "999.1.1.vindex")
+    open(orphan, "wb").close()
+    x("SELECT * FROM orochi.vacuum()")
+    assert not os.path.exists(orphan)
+    x("TRUNCATE t")
+    assert _files(x) == [] and glob.glob(os.path.join(folder, "*.vindex")) == []
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+@pytest.mark.parametrize("index_type", ["hnsw", "ivfflat"])
+def test_recall_at_defaults_with_filters(db, x, kind, index_type):
+    n, d = 20_000, 128
+    X = random_vectors(n, d, seed=6) if kind == "random" else clustered_vectors(n, d, seed=6)
+    cats = np.random.default_rng(8).integers(0, 100, n)
+    make_table(x, dims=d, options="delta_row_limit '0', stripe_row_limit '10000'")
+    load(db, "t", X, cats)
+    x("SELECT orochi.create_vector_index('t', 'e', index_type => %s)", [index_type])
+    rng = np.random.default_rng(9)
+    Q = (X[rng.integers(0, n, 20)] + 0.05 * rng.normal(size=(20, d))).astype(np.float32) if kind == "clustered" \
+        else random_vectors(20, d, seed=10)
+    for limit_cat in (None, 1, 10, 50):
+        where = "" if limit_cat is None else f"WHERE cat < {limit_cat}"
+        keep = np.ones(n, bool) if limit_cat is None else cats < limit_cat
+        got, truth = [], []
+        for q in Q:
+            rows = ids(x, f"SELECT id FROM t {where} ORDER BY e <-> %s LIMIT 10", [text(q)])
+            assert len(rows) == 10, "k rows whenever k rows pass the filter"
+            got.append(rows)
+            truth.append(reference.knn(X[keep], q, 10, "l2", ids=np.flatnonzero(keep)).tolist())
+        assert recall(got, truth) >= 0.95, f"recall@10 with filter {limit_cat}"
