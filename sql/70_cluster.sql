@@ -173,6 +173,8 @@ LANGUAGE C VOLATILE;
 CREATE VIEW orochi.shards AS
 SELECT * FROM orochi.shard_placements();
 
+GRANT SELECT ON orochi.nodes, orochi.distributed_tables, orochi.shards TO PUBLIC;
+
 -- ---------------------------------------------------------------- the API
 
 -- Register a worker: it must answer, have the orochi extension in a

@@ -31,13 +31,24 @@ def cluster_options_validator(options: list[str], catalog: int) -> None:
                 else "Only user mappings of server orochi_cluster take options.")
 
 
+def _require_superuser(function: str) -> None:
+    """The node functions and recovery act for every user of the cluster
+    (recovery commits other users' prepared transactions): superusers
+    only, checked before anything is done or any node is contacted."""
+    if not spi.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").scalar():
+        raise ClusterError(f"permission denied for function {function}", "42501",
+                           hint="Only a superuser may manage the cluster's nodes and transactions.")
+
+
 @sql_function("add_node")
 def add_node(host: Any, port: Any) -> int:
+    _require_superuser("add_node")
     return ddl.add_node(host, port)
 
 
 @sql_function("remove_node")
 def remove_node(host: Any, port: Any) -> None:
+    _require_superuser("remove_node")
     ddl.remove_node(host, port)
 
 
@@ -59,6 +70,7 @@ def undistribute_table(table_name: Any) -> None:
 
 @sql_function("recover_prepared_transactions")
 def recover_prepared_transactions() -> int:
+    _require_superuser("recover_prepared_transactions")
     return recovery.recover()
 
 

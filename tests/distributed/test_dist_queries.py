@@ -200,3 +200,20 @@ def test_having_is_checked_over_pushed_down_groups(pair):
         same_result(pair, q)
     plan = "\n".join(r[0] for r in pair.q("EXPLAIN SELECT g, count(*) FROM d GROUP BY g HAVING count(*) > 60"))
     assert "Aggregates: count(*)" in plan and "Filter: ((count(*)) > 60)" in plan, plan
+
+
+def test_explain_of_a_router_query_shows_the_pruning_and_one_task(pair):
+    plan = "\n".join(r[0] for r in pair.q("EXPLAIN (VERBOSE) SELECT k, s FROM d WHERE k = 123457 AND s = 'x''y'"))
+    assert "Distributed Table: hash distributed, 6 shards" in plan
+    assert "Shards: 1 of 6 (5 pruned)" in plan
+    assert "Task Count: 1 (router)" in plan
+    remote = next(line for line in plan.splitlines() if "Remote SQL:" in line)
+    # values travel as parameters, identifiers quoted
+    assert "123457" not in remote and "x'y" not in remote and "x''y" not in remote
+    assert "$1" in remote and '"k"' in remote
+    plan = "\n".join(r[0] for r in pair.q("EXPLAIN ANALYZE SELECT count(*) FROM d WHERE k IN (1, 2, 3)"))
+    import re
+
+    m = re.search(r"Shards: (\d+) of 6 \((\d+) pruned\)", plan)
+    assert m and 1 <= int(m.group(1)) <= 3 and int(m.group(1)) + int(m.group(2)) == 6, plan
+    assert "Node 127.0.0.1:" in plan
