@@ -90,9 +90,12 @@ def _recover(lc, dbname):
         return conn.execute("SELECT orochi.recover_prepared_transactions()").fetchone()[0]
 
 
-def test_worker_killed_between_prepare_and_commit_prepared(setup):
+@pytest.mark.parametrize("step", ["after_prepare", "before_commit_prepared"])
+def test_worker_killed_between_prepare_and_commit_prepared(setup, step):
+    """Killed once every writer prepared: before the coordinator's local
+    commit (which still commits: every PREPARE succeeded) or after it."""
     lc, dbname, release = setup
-    p = Paused(lc, dbname, "before_commit_prepared", release, ["INSERT INTO d SELECT generate_series(1, 100), 'x'"])
+    p = Paused(lc, dbname, step, release, ["INSERT INTO d SELECT generate_series(1, 100), 'x'"])
     p.reached()
     lc.workers[0].kill9()
     p.go_on()
