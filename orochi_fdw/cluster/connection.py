@@ -464,9 +464,9 @@ def copy_in(session: Session, sql: bytes, data: Iterable[bytes]) -> Command:
     pgconn = session.pgconn
     session.busy = True
     yield from _read_unread(session)
-    for text, values in session.prelude:
+    prelude, session.prelude = session.prelude, []
+    for text, values in prelude:
         yield from command(session, text, values)
-    session.prelude = []
     session.busy = True
     try:
         pgconn.send_query(sql)
@@ -510,9 +510,9 @@ def copy_out(session: Session, sql: bytes) -> Command:
     pgconn = session.pgconn
     session.busy = True
     yield from _read_unread(session)
-    for text, values in session.prelude:
+    prelude, session.prelude = session.prelude, []
+    for text, values in prelude:
         yield from command(session, text, values)
-    session.prelude = []
     session.busy = True
     try:
         pgconn.send_query(sql)

@@ -119,3 +119,20 @@ def test_add_node_of_a_silent_node_fails_within_the_connect_timeout(cluster, fre
         assert info.value.sqlstate == "08001"
         assert f"127.0.0.1:{silent_port}" in str(info.value)
         assert conn.execute("SELECT count(*) FROM orochi.nodes").fetchone()[0] == len(cluster.workers)
+
+
+def test_copy_begins_its_remote_transaction_once(table):
+    """COPY on a fresh remote transaction sends its BEGIN (and TimeZone)
+    once: the workers never hear a second BEGIN."""
+    dist = table
+    offsets = [w.log_offset() for w in dist.lc.workers]
+    with dist.connect() as conn:
+        conn.execute("SET TimeZone = 'Asia/Tokyo'")  # a TimeZone the sessions must take first
+        with conn.cursor().copy("COPY d (k, v) FROM STDIN") as copy:
+            for i in range(1000, 1100):
+                copy.write_row((i, "c"))
+        with conn.cursor().copy("COPY (SELECT k FROM d WHERE k >= 1000 ORDER BY k) TO STDOUT") as copy:
+            assert len(list(copy.rows())) == 100
+        assert conn.execute("SELECT count(*) FROM d").fetchone() == (200,)
+    for w, offset in zip(dist.lc.workers, offsets):
+        assert "already a transaction in progress" not in w.log_since(offset)
