@@ -301,7 +301,7 @@ def _acl_statements(table: DistTable, relid: int, old_acl: str | None) -> dict[i
 def _sync_acl(table: DistTable, relid: int, old_acl: str | None) -> None:
     """Give the shards the table's privileges and remember them."""
     _run_per_node(_acl_statements(table, relid, old_acl))
-    spi.execute("UPDATE orochi.dist_table t SET acl = c.relacl::text FROM pg_catalog.pg_class c"
+    metadata.catalog_write("UPDATE orochi.dist_table t SET acl = c.relacl::text FROM pg_catalog.pg_class c"
                 " WHERE c.oid = t.relid AND t.relid = $1", [relid], types=["oid"])
 
 
@@ -333,7 +333,7 @@ def _colocation(colocate_with: str, shard_count: int, dist_type: int, collation:
     """(colocation id, shard index -> node of the group's existing tables)."""
     target = (colocate_with or "default").strip()
     if target.lower() == "none":
-        cid = spi.execute("INSERT INTO orochi.dist_colocation (shard_count, dist_type, dist_collation)"
+        cid = metadata.catalog_write("INSERT INTO orochi.dist_colocation (shard_count, dist_type, dist_collation)"
                           " VALUES ($1, $2, $3) RETURNING colocation_id",
                           [shard_count, dist_type, collation], types=["integer", "oid", "oid"]).scalar()
         return int(cid), None
@@ -343,7 +343,7 @@ def _colocation(colocate_with: str, shard_count: int, dist_type: int, collation:
                           [shard_count, dist_type, collation], types=["integer", "oid", "oid"]).rows
         if row and _group_placements(int(row[0][0])) is not None:
             return int(row[0][0]), _group_placements(int(row[0][0]))
-        cid = spi.execute("INSERT INTO orochi.dist_colocation (shard_count, dist_type, dist_collation)"
+        cid = metadata.catalog_write("INSERT INTO orochi.dist_colocation (shard_count, dist_type, dist_collation)"
                           " VALUES ($1, $2, $3) RETURNING colocation_id",
                           [shard_count, dist_type, collation], types=["integer", "oid", "oid"]).scalar()
         return int(cid), None
@@ -407,14 +407,14 @@ def create_distributed_table(table_name: Any, distribution_column: Any, shard_co
     new = _replace_with(relid, info, cols, foreign=True)
     new_cols = _columns(new)
     if reference:
-        spi.execute("INSERT INTO orochi.dist_table (relid, method, shard_storage, shard_schema, shard_base,"
+        metadata.catalog_write("INSERT INTO orochi.dist_table (relid, method, shard_storage, shard_schema, shard_base,"
                     " columns) VALUES ($1, 'r', $2, $3, $4, $5::jsonb)",
                     [new, shard_storage, info["nspname"], info["relname"], _metadata_columns(new_cols)],
                     types=["oid", "text", "name", "name", "text"])
-        shard_id = int(spi.execute("INSERT INTO orochi.dist_shard (relid, shard_index) VALUES ($1, 0)"
+        shard_id = int(metadata.catalog_write("INSERT INTO orochi.dist_shard (relid, shard_index) VALUES ($1, 0)"
                                    " RETURNING shard_id", [new], types=["oid"]).scalar())
         for node in nodes:
-            spi.execute("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
+            metadata.catalog_write("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
                         [shard_id, node.node_id], types=["bigint", "integer"])
     else:
         count = int(shard_count)
@@ -422,7 +422,7 @@ def create_distributed_table(table_name: Any, distribution_column: Any, shard_co
                                    " AND attnum = $2", [new, dist["attnum"]], types=["oid", "smallint"]).scalar())
         cid, existing = _colocation(str(colocate_with if colocate_with is not None else "default"), count,
                                     dist["type_oid"], coll_oid, info["relname"])
-        spi.execute("INSERT INTO orochi.dist_table (relid, method, dist_attnum, dist_type, colocation_id,"
+        metadata.catalog_write("INSERT INTO orochi.dist_table (relid, method, dist_attnum, dist_type, colocation_id,"
                     " shard_storage, shard_schema, shard_base, columns)"
                     " VALUES ($1, 'h', $2, $3, $4, $5, $6, $7, $8::jsonb)",
                     [new, dist["attnum"], dist["type_oid"], cid, shard_storage, info["nspname"], info["relname"],
@@ -430,13 +430,13 @@ def create_distributed_table(table_name: Any, distribution_column: Any, shard_co
                     types=["oid", "smallint", "oid", "integer", "text", "name", "name", "text"])
         active = {n.node_id for n in nodes}
         for index, (lo, hi) in enumerate(metadata.hash_ranges(count)):
-            shard_id = int(spi.execute("INSERT INTO orochi.dist_shard (relid, shard_index, hash_min, hash_max)"
+            shard_id = int(metadata.catalog_write("INSERT INTO orochi.dist_shard (relid, shard_index, hash_min, hash_max)"
                                        " VALUES ($1, $2, $3, $4) RETURNING shard_id", [new, index, lo, hi],
                                        types=["oid", "integer", "integer", "integer"]).scalar())
             node_id = existing.get(index) if existing else None
             if node_id is None or node_id not in active and existing is None:
                 node_id = nodes[index % len(nodes)].node_id
-            spi.execute("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
+            metadata.catalog_write("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
                         [shard_id, node_id], types=["bigint", "integer"])
     metadata.invalidate()
     table = metadata.table(new)
@@ -472,8 +472,8 @@ def drop_tables(relids: list[int]) -> None:
         if t is None:
             continue
         drop_shards(t)
-        spi.execute("DELETE FROM orochi.dist_table WHERE relid = $1", [int(relid)], types=["oid"])
-        spi.execute("DELETE FROM orochi.dist_colocation c WHERE c.colocation_id = $1 AND NOT EXISTS"
+        metadata.catalog_write("DELETE FROM orochi.dist_table WHERE relid = $1", [int(relid)], types=["oid"])
+        metadata.catalog_write("DELETE FROM orochi.dist_colocation c WHERE c.colocation_id = $1 AND NOT EXISTS"
                     " (SELECT 1 FROM orochi.dist_table t WHERE t.colocation_id = c.colocation_id)",
                     [t.colocation_id], types=["integer"])
     metadata.invalidate()
@@ -544,7 +544,7 @@ def _alter_one(t: DistTable, relid: int) -> None:
         _run_per_node(per_node)
         if updates:
             _fill_new_columns(t, updates)
-    spi.execute("UPDATE orochi.dist_table SET columns = $2::jsonb WHERE relid = $1",
+    metadata.catalog_write("UPDATE orochi.dist_table SET columns = $2::jsonb WHERE relid = $1",
                 [relid, _metadata_columns(cols)], types=["oid", "text"])
 
 
@@ -629,7 +629,7 @@ def add_node(host: Any, port: Any) -> int:
                                 f"{collate}, the coordinator's is in {here[0]} with {here[1]}", "55000",
                                 hint="Workers need the coordinator's encoding and collation, so that text "
                                      "compares and hashes alike everywhere.")
-    node_id = int(spi.execute("INSERT INTO orochi.dist_node (host, port) VALUES ($1, $2) RETURNING node_id",
+    node_id = int(metadata.catalog_write("INSERT INTO orochi.dist_node (host, port) VALUES ($1, $2) RETURNING node_id",
                               [host, port], types=["text", "integer"]).scalar())
     metadata.invalidate()
     _replicate_reference_tables(metadata.node(node_id))
@@ -655,7 +655,7 @@ def _replicate_reference_tables(node: Node) -> None:
         (data,) = C.drive([(sessions[source.node_id], C.copy_out(
             sessions[source.node_id], sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(names, ident).as_bytes(None)))])
         executor.copy_into([(node, sql.SQL("COPY {} ({}) FROM STDIN").format(ident, names).as_bytes(None), [data])])
-        spi.execute("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
+        metadata.catalog_write("INSERT INTO orochi.dist_placement (shard_id, node_id) VALUES ($1, $2)",
                     [shard.shard_id, node.node_id], types=["bigint", "integer"])
     metadata.invalidate()
 
@@ -701,6 +701,6 @@ def remove_node(host: Any, port: Any) -> None:
         statements.append(sql.SQL("DROP {} IF EXISTS {}").format(sql.SQL(kind), planner.shard_ident(t, shard)))
     if statements:
         _run_per_node({node_id: statements})
-    spi.execute("DELETE FROM orochi.dist_placement WHERE node_id = $1", [node_id], types=["integer"])
-    spi.execute("DELETE FROM orochi.dist_node WHERE node_id = $1", [node_id], types=["integer"])
+    metadata.catalog_write("DELETE FROM orochi.dist_placement WHERE node_id = $1", [node_id], types=["integer"])
+    metadata.catalog_write("DELETE FROM orochi.dist_node WHERE node_id = $1", [node_id], types=["integer"])
     metadata.invalidate()

@@ -205,3 +205,11 @@ def coordinator_id() -> int:
     """This database's coordinator id (in the names of its prepared
     transactions)."""
     return int(spi.execute("SELECT coordinator_id FROM orochi.dist_coordinator").scalar())
+
+
+def catalog_write(query: str, params: list | None = None, types: list[str] | None = None):
+    """A write to the cluster's catalog (tables and sequences of schema
+    orochi, owned by the extension's owner), made for a caller whose right
+    to the change was checked before (the table's owner distributing it, a
+    superuser managing nodes, any writer taking reference-table row ids)."""
+    return spi.execute(query, params, types=types)

@@ -390,10 +390,12 @@ class DistributedTable(ForeignDataWrapper):
         fields = [copyformat.column_text_fields(batch.columns[c], n) for c in names]
         copy_names = list(names)
         if t.is_reference:
-            first = int(spi.execute("SELECT pg_catalog.nextval('orochi.dist_reference_rowid_seq')"
-                                    " FROM pg_catalog.generate_series(1, $1) ORDER BY 1 DESC LIMIT 1",
-                                    [n], types=["integer"]).scalar()) - n + 1
-            ids = np.arange(first, first + n, dtype=np.int64)
+            # the values themselves: another session's nextval calls may
+            # interleave with these, so they need not be consecutive
+            ids = np.array(str(metadata.catalog_write(
+                "SELECT pg_catalog.string_agg(pg_catalog.nextval('orochi.dist_reference_rowid_seq')::text, ' ')"
+                " FROM pg_catalog.generate_series(1, $1)", [n], types=["integer"]).scalar()).split(),
+                dtype=np.int64)
             fields.append(copyformat.column_text_fields(Column(WireKind.INT64, ids), n))
             copy_names.append(REFERENCE_ROWID)
         fields = copyformat.prepare(fields)
