@@ -105,6 +105,13 @@ def test_silent_node_fails_within_the_connect_timeout_and_pruned_queries_run(clu
             # a write routed to the live node commits
             conn.execute("UPDATE d SET v = 'y' WHERE k = %s", (k,))
             assert conn.execute("SELECT v FROM d WHERE k = %s", (k,)).fetchall() == [("y",)]
+            # statement_timeout (or a cancel) ends the wait for a connection too
+            conn.execute("SET orochi.node_connect_timeout = '1h'")
+            conn.execute("SET statement_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT count(*) FROM d")
+            conn.execute("RESET statement_timeout")
+            assert conn.execute("SELECT count(*) FROM d WHERE k = %s", (k,)).fetchone() == (1,)
     finally:
         with cluster.connect(fresh_db) as conn:
             conn.execute("UPDATE orochi.dist_node SET port = %s WHERE node_id = 1", (cluster.workers[0].port,))
