@@ -9,6 +9,7 @@
 #include "orochi.h"
 
 #include "access/table.h"
+#include "access/transam.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
@@ -40,6 +41,7 @@
 #include "utils/sampling.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 /*
  * Indexes of the items of ForeignScan.fdw_private.
@@ -142,6 +144,7 @@ typedef struct OrochiScanState
 	List	   *qual_exprs;		/* ExprState * per qual */
 	OrochiTypeConv *qual_convs;
 	PyObject   *iterator;
+	PyObject   *quals;			/* the quals as last evaluated (EXPLAIN ANALYZE), or NULL */
 	PyObject   *row;			/* per-row path: the row being converted */
 	OrochiBatchReader batch;
 	bool		done;
@@ -173,13 +176,26 @@ static const char *const pushable_operators[] = {
 	"=", "<>", "<", "<=", ">", ">=", "~~", "~~*", "!~~", "!~~*", NULL
 };
 
-static bool
-operator_is_pushable(const char *name)
+/*
+ * The name a qual's operator reaches Python by, or NULL if it is not pushed.
+ * Python gives the name Multicorn's (the built-in) meaning, so only built-in
+ * operators qualify: those initdb made (OIDs below FirstNormalObjectId),
+ * never a user's operator of the same name found first in the search path.
+ */
+static char *
+pushable_operator_name(Oid opno)
 {
+	char	   *name;
+
+	if (!OidIsValid(opno) || opno >= FirstNormalObjectId)
+		return NULL;
+	name = get_opname(opno);
+	if (name == NULL)
+		return NULL;
 	for (int i = 0; pushable_operators[i]; i++)
 		if (strcmp(pushable_operators[i], name) == 0)
-			return true;
-	return false;
+			return name;
+	return NULL;
 }
 
 static Node *
@@ -234,6 +250,8 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 		Oid			opno = op->opno;
 		char	   *opname;
 
+		if (opno >= FirstNormalObjectId)
+			return NULL;		/* a user's operator, whatever its commutator */
 		if (is_column_of(left, relid) && is_scan_value(root, right, outer))
 			 /* column on the left: as written */ ;
 		else if (is_column_of(right, relid) && is_scan_value(root, left, outer))
@@ -248,8 +266,8 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 		}
 		else
 			return NULL;
-		opname = get_opname(opno);
-		if (opname == NULL || !operator_is_pushable(opname))
+		opname = pushable_operator_name(opno);
+		if (opname == NULL)
 			return NULL;
 		q = palloc0(sizeof(OrochiQual));
 		q->rinfo = rinfo;
@@ -268,8 +286,8 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 
 		if (!is_column_of(left, relid) || !is_scan_value(root, right, outer))
 			return NULL;
-		opname = get_opname(saop->opno);
-		if (opname == NULL || !operator_is_pushable(opname))
+		opname = pushable_operator_name(saop->opno);
+		if (opname == NULL)
 			return NULL;
 		q = palloc0(sizeof(OrochiQual));
 		q->rinfo = rinfo;
@@ -318,17 +336,35 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 	return NULL;
 }
 
+/*
+ * A collation as quals and sort keys name it: its name for the collations of
+ * pg_catalog (the database's own), else its schema-qualified, quoted name, so
+ * that a user's collation called "C" is never taken for the built-in one.
+ */
 static PyObject *
 collation_name(Oid collation)
 {
-	char	   *name;
+	HeapTuple	tuple;
+	Form_pg_collation form;
+	PyObject   *result;
 
 	if (!OidIsValid(collation))
 		Py_RETURN_NONE;
-	name = get_collation_name(collation);
-	if (name == NULL)
+	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
+	if (!HeapTupleIsValid(tuple))
 		Py_RETURN_NONE;
-	return orochi_cstring_to_py(name);
+	form = (Form_pg_collation) GETSTRUCT(tuple);
+	if (form->collnamespace == PG_CATALOG_NAMESPACE)
+		result = orochi_cstring_to_py(NameStr(form->collname));
+	else
+	{
+		char	   *nspname = get_namespace_name(form->collnamespace);
+
+		result = orochi_cstring_to_py(quote_qualified_identifier(nspname ? nspname : "?",
+																 NameStr(form->collname)));
+	}
+	ReleaseSysCache(tuple);
+	return result;
 }
 
 /*
@@ -900,12 +936,18 @@ static bool computable_walker(Node *node, void *context);
 static PyObject *
 collation_info(Oid collid)
 {
-	char	   *name;
+	PyObject   *name;
 
 	if (!OidIsValid(collid))
 		return Py_BuildValue("(OO)", Py_None, Py_True);
-	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
-	return Py_BuildValue("(NO)", orochi_cstring_to_py(name ? name : ""),
+	/* schema-qualified unless it is one of pg_catalog's (collation_name) */
+	name = lc_collate_is_c(collid) ? orochi_cstring_to_py("C") : collation_name(collid);
+	if (name == Py_None)
+	{
+		Py_DECREF(name);
+		name = orochi_cstring_to_py("");
+	}
+	return Py_BuildValue("(NO)", name,
 						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
 						 Py_True : Py_False);
 }
@@ -1033,10 +1075,11 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 	{
 		FuncExpr   *f = (FuncExpr *) expr;
 		char	   *name = get_func_name(f->funcid);
-		char	   *nsp = get_namespace_name(get_func_namespace(f->funcid));
 		int			nargs = list_length(f->args);
 
-		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
+		/* pg_catalog's date_trunc, by the namespace's OID, not a user's */
+		if (name && get_func_namespace(f->funcid) == PG_CATALOG_NAMESPACE &&
+			strcmp(name, "date_trunc") == 0 &&
 			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
 			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
 			return Py_BuildValue("{s:s,s:N,s:N,s:N,s:I,s:s}", "kind", "date_trunc",
@@ -1605,7 +1648,10 @@ scan_state_reset_callback(void *arg)
 	if (state->released)
 		return;
 	state->released = true;
+	if (!orochi_python_cleanup_allowed())
+		return;					/* the objects may be executing, or Python is lost: leave them */
 	scan_release(state);
+	Py_CLEAR(state->quals);
 	if (state->attnames)
 	{
 		for (int i = 0; i < state->tupdesc->natts; i++)
@@ -1734,11 +1780,15 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 
 /*
  * Evaluate the quals' values for this scan (parameters and stable
- * expressions are fixed for its duration).  Returns NULL if a strict
+ * expressions are fixed for its duration).  *no_match is set if a strict
  * comparison got a NULL value: no row can then pass, so nothing is read.
+ * With consts_only (EXPLAIN of a scan that has not started: its parameters
+ * may never have been set), only constants are given values; the others
+ * appear as the name of their type, as at plan time.
  */
 static PyObject *
-scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only, bool keep_nulls)
+scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only,
+				 bool *no_match)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	PyObject   *list = PyList_New(0);
@@ -1746,6 +1796,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			   *le;
 	int			i = 0;
 
+	*no_match = false;
 	if (list == NULL)
 		orochi_py_raise("building quals");
 	forboth(lm, state->qual_meta, le, state->qual_exprs)
@@ -1777,44 +1828,37 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			i++;
 			continue;
 		}
-		value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
-		if (isnull && !is_nulltest && keep_nulls)
-		{
-			/*
-			 * In a pushed-down join, a NULL empties its own side only (an outer
-			 * join still yields the other side's rows): the qual becomes
-			 * "column = ANY ('{}')", false for every row of that side.
-			 */
-			PyObject   *empty = PyList_New(0);
-
-			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname), "=", true, true,
-						   empty, true, (Oid) intVal(list_nth(meta, QualMetaCollation)), true);
-			PyList_Append(list, t);
-			Py_DECREF(t);
-			i++;
-			continue;
-		}
-		if (isnull && !is_nulltest)
-		{
-			Py_DECREF(list);
-			return NULL;
-		}
 		PG_TRY();
 		{
+			value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+			if (isnull && !is_nulltest && state->join_tupdescs[0] == NULL)
+				*no_match = true;
 			pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[i]);
 		}
 		PG_CATCH();
 		{
-			Py_DECREF(list);
+			OROCHI_RELEASE(list);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname),
-					   strVal(list_nth(meta, QualMetaOperator)),
-					   intVal(list_nth(meta, QualMetaIsArray)) != 0,
-					   intVal(list_nth(meta, QualMetaUseOr)) != 0,
-					   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)),
-					   intVal(list_nth(meta, QualMetaExact)) != 0);
+		if (isnull && !is_nulltest && state->join_tupdescs[0] != NULL)
+		{
+			/*
+			 * In a pushed-down join, a NULL empties its own side only (an outer
+			 * join still yields the rows of the side it preserves): the qual
+			 * becomes "column = ANY ('{}')", false for every row of that side.
+			 */
+			Py_DECREF(pyvalue);
+			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname), "=", true, true,
+						   PyList_New(0), true, (Oid) intVal(list_nth(meta, QualMetaCollation)), true);
+		}
+		else
+			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname),
+						   strVal(list_nth(meta, QualMetaOperator)),
+						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
+						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
+						   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)),
+						   intVal(list_nth(meta, QualMetaExact)) != 0);
 		PyList_Append(list, t);
 		Py_DECREF(t);
 		i++;
@@ -1831,15 +1875,13 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
-	/*
-	 * A pushed-down join gets its NULL values as they are: a NULL on the side
-	 * an outer join null-extends empties that side only, not the join.
-	 */
-	bool		join = state->join_tupdescs[0] != NULL;
-	PyObject   *quals = scan_quals_to_py(node, state, false, join);
-	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0 && !join;
+	bool		no_match;
+	PyObject   *quals = scan_quals_to_py(node, state, false, &no_match);
+	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0;
 
-	if (quals == NULL && !aggregation)
+	/* kept for EXPLAIN ANALYZE: the values this scan really ran with */
+	Py_XSETREF(state->quals, quals);
+	if (no_match && !aggregation)
 	{
 		state->done = true;
 		return;
@@ -1848,21 +1890,14 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 	{
 		PyObject   *sortkeys;
 
-		PG_TRY();
-		{
-			sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
-									  node->ss.ps.ps_ExprContext);
-		}
-		PG_CATCH();
-		{
-			Py_XDECREF(quals);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
+		sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
+								  node->ss.ps.ps_ExprContext);
 		Py_XSETREF(state->sortkeys, sortkeys);
 	}
-	if (quals == NULL)
-		quals = Py_NewRef(Py_None);
+	if (no_match)
+		quals = Py_NewRef(Py_None);		/* an aggregation over no rows */
+	else
+		Py_INCREF(quals);
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit));
@@ -1910,9 +1945,8 @@ orochiIterateForeignScan(ForeignScanState *node)
 		orochi_batch_close(&state->batch);
 
 		CHECK_FOR_INTERRUPTS();
-		orochi_py_enter();
-		item = PyIter_Next(state->iterator);
-		orochi_py_leave();
+		item = orochi_py_next(state->iterator);
+		orochi_check_pending(item);
 		if (item == NULL)
 		{
 			if (PyErr_Occurred())
@@ -1979,10 +2013,23 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	if (state == NULL || state->instance == NULL)
 		return;
-	/* without ANALYZE, only constants have values */
-	quals = scan_quals_to_py(node, state, !es->analyze, state->join_tupdescs[0] != NULL);
-	if (quals == NULL)
-		quals = PyList_New(0);
+
+	/*
+	 * The values the scan ran with (EXPLAIN ANALYZE); without ANALYZE, or
+	 * if the scan never started (a subplan that was never run), only
+	 * constants have values: parameters may never have been set.
+	 */
+	if (es->analyze && state->quals != NULL)
+	{
+		quals = state->quals;
+		Py_INCREF(quals);
+	}
+	else
+	{
+		bool		no_match;
+
+		quals = scan_quals_to_py(node, state, true, &no_match);
+	}
 	res = orochi_runtime_call("explain",
 							  Py_BuildValue("(ONOOiiOL)", state->instance, quals, state->columns,
 											state->sortkeys, (int) es->verbose, (int) es->analyze,
@@ -2083,9 +2130,8 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 				orochi_batch_close(&reader);
 				Py_CLEAR(item);
 				vacuum_delay_point();
-				orochi_py_enter();
-				item = PyIter_Next(iterator);
-				orochi_py_leave();
+				item = orochi_py_next(iterator);
+				orochi_check_pending(item);
 				if (item == NULL)
 				{
 					if (PyErr_Occurred())
@@ -2137,12 +2183,14 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 	}
 	PG_FINALLY();
 	{
+		orochi_unwinding++;
 		orochi_batch_close(&reader);
 		Py_XDECREF(item);
 		Py_XDECREF(iterator);
 		Py_DECREF(instance);
 		for (int i = 0; i < tupdesc->natts; i++)
 			Py_XDECREF(attnames[i]);
+		orochi_unwinding--;
 		ExecDropSingleTupleTableSlot(slot);
 	}
 	PG_END_TRY();
