@@ -114,36 +114,20 @@ CREATE TABLE orochi.dist_coordinator (
 INSERT INTO orochi.dist_coordinator (coordinator_id)
 VALUES ((random() * 2147483646)::integer + 1);
 
-GRANT SELECT ON orochi.dist_node, orochi.dist_colocation, orochi.dist_table, orochi.dist_shard,
-                orochi.dist_placement, orochi.dist_coordinator TO PUBLIC;
+-- The catalog belongs to the extension owner and is granted to no one
+-- (docs/SECURITY.md): Orochi reads and writes it as that owner, after
+-- checking the caller's rights; users see it through the views below.
 
--- The commit record of the caller's own transaction, for any user whose
--- transaction wrote on several nodes: the gid must be the one of the
--- current transaction, so that no one can decide another transaction's
--- fate.
-CREATE FUNCTION orochi.dist_record_commit(node_id integer, gid text)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF gid IS DISTINCT FROM format('orochi_%s_%s_%s',
-                                   (SELECT c.coordinator_id FROM orochi.dist_coordinator c),
-                                   pg_current_xact_id(), node_id) THEN
-        RAISE EXCEPTION 'orochi.dist_record_commit: % is not a gid of the current transaction', gid
-              USING ERRCODE = '42501';
-    END IF;
-    INSERT INTO orochi.dist_transaction (node_id, gid) VALUES (node_id, gid);
-END
-$$;
 
 -- ------------------------------------------------------------------ views
 
-CREATE VIEW orochi.nodes AS
+CREATE VIEW orochi.nodes WITH (security_barrier) AS
 SELECT node_id, host, port, role, is_active
   FROM orochi.dist_node;
 
-CREATE VIEW orochi.distributed_tables AS
+-- The distributed tables the caller may read (SELECT on them), as
+-- orochi.stripes shows columnar tables.
+CREATE VIEW orochi.distributed_tables WITH (security_barrier) AS
 SELECT t.relid::regclass AS table_name,
        CASE t.method WHEN 'h' THEN 'hash' ELSE 'reference' END AS distribution_type,
        (SELECT a.attname FROM pg_catalog.pg_attribute a
@@ -151,7 +135,8 @@ SELECT t.relid::regclass AS table_name,
        (SELECT count(*) FROM orochi.dist_shard s WHERE s.relid = t.relid)::integer AS shard_count,
        t.colocation_id,
        t.shard_storage
-  FROM orochi.dist_table t;
+  FROM orochi.dist_table t
+ WHERE pg_catalog.has_table_privilege(t.relid, 'SELECT');
 
 -- Per shard and placement: live figures read from the workers.
 CREATE FUNCTION orochi.shard_status(table_name regclass,
@@ -170,7 +155,8 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
-CREATE VIEW orochi.shards AS
+-- The shards of the distributed tables the caller may read.
+CREATE VIEW orochi.shards WITH (security_barrier) AS
 SELECT * FROM orochi.shard_placements();
 
 GRANT SELECT ON orochi.nodes, orochi.distributed_tables, orochi.shards TO PUBLIC;
@@ -245,8 +231,8 @@ BEGIN
      WHERE classid = 'pg_catalog.pg_class'::regclass
        AND objsubid = 0
        AND object_type = 'foreign table';
-    IF dropped IS NOT NULL
-       AND EXISTS (SELECT 1 FROM orochi.dist_table WHERE relid = ANY (dropped)) THEN
+    -- the catalog is read by the function, as the extension owner
+    IF dropped IS NOT NULL THEN
         PERFORM orochi.cluster_drop_tables(dropped);
     END IF;
 END;
@@ -264,7 +250,7 @@ DECLARE
 BEGIN
     SELECT array_agg(DISTINCT c.objid) INTO tables
       FROM pg_event_trigger_ddl_commands() c
-      JOIN orochi.dist_table t ON t.relid = c.objid
+      JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = c.objid
      WHERE c.classid = 'pg_catalog.pg_class'::regclass;
     IF tables IS NOT NULL THEN
         PERFORM orochi.cluster_alter_tables(tables);
@@ -288,10 +274,7 @@ RETURNS event_trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM orochi.dist_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
-                WHERE t.acl IS DISTINCT FROM c.relacl::text) THEN
-        PERFORM orochi.cluster_sync_privileges();
-    END IF;
+    PERFORM orochi.cluster_sync_privileges();  -- it reads the catalog as the extension owner
 END;
 $$;
 

@@ -23,14 +23,14 @@ from typing import Any
 
 from psycopg import sql
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.cluster import connection as C
 from orochi_fdw.cluster import executor, hashing, metadata, planner
 from orochi_fdw.cluster.errors import DistributionError
 from orochi_fdw.cluster.metadata import DistTable, Node
 from orochi_fdw.cluster.transaction import current as txn
 
-WRAPPER = "orochi_fdw.cluster.DistributedTable"
+WRAPPER = "distributed"
 
 
 def _relid(value: Any) -> int:
@@ -256,14 +256,27 @@ def _run_per_node(statements: dict[int, list[sql.Composable]], write: bool = Tru
     executor.run(tasks, write=write)
 
 
+def _schema_statements(schema: str, node_ids: set[int]) -> dict[int, list[sql.Composable]]:
+    """Per node, ``CREATE SCHEMA`` where the schema is missing (asked of the
+    nodes first: CREATE SCHEMA IF NOT EXISTS needs the right to create
+    schemas even when it exists, which a table's owner need not have)."""
+    nodes = metadata.nodes()
+    tasks = [planner.Task(nodes[n], [], b"SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace"
+                                        b" WHERE nspname = $1)", [schema.encode()]) for n in sorted(node_ids)]
+    out: dict[int, list[sql.Composable]] = {}
+    for run in executor.run(tasks):
+        res = run.results[-1]
+        missing = res.get_value(0, 0) == b"t"
+        out[run.task.node.node_id] = ([sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))]
+                                      if missing else [])
+    return out
+
+
 def _create_shards(table: DistTable, cols: list[dict]) -> None:
-    statements: dict[int, list[sql.Composable]] = {}
+    statements = _schema_statements(table.shard_schema, {n for s in table.shards for n in s.node_ids})
     for shard in table.shards:
         for node_id in shard.node_ids:
-            stmts = statements.setdefault(node_id, [])
-            if not stmts:
-                stmts.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.shard_schema)))
-            stmts.append(shard_ddl(table, shard, cols))
+            statements[node_id].append(shard_ddl(table, shard, cols))
     _run_per_node(statements)
 
 
@@ -307,11 +320,14 @@ def _sync_acl(table: DistTable, relid: int, old_acl: str | None) -> None:
 
 def sync_privileges() -> None:
     """The GRANT / REVOKE trigger: carry changed privileges to the shards."""
-    for relid, old in spi.execute(
+    for relid, old in metadata.catalog(
             "SELECT t.relid, t.acl FROM orochi.dist_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid"
             " WHERE t.acl IS DISTINCT FROM c.relacl::text").rows:
         t = metadata.table(int(relid))
         if t is not None:
+            # the shards take the table's privileges as they now are (the GRANT
+            # or REVOKE that fired this was checked by Postgres), sent as the
+            # current user, whose rights the workers check in turn
             _sync_acl(t, int(relid), old)
 
 
@@ -338,7 +354,7 @@ def _colocation(colocate_with: str, shard_count: int, dist_type: int, collation:
                           [shard_count, dist_type, collation], types=["integer", "oid", "oid"]).scalar()
         return int(cid), None
     if target.lower() == "default":
-        row = spi.execute("SELECT colocation_id FROM orochi.dist_colocation WHERE shard_count = $1"
+        row = metadata.catalog("SELECT colocation_id FROM orochi.dist_colocation WHERE shard_count = $1"
                           " AND dist_type = $2 AND dist_collation = $3 ORDER BY colocation_id LIMIT 1",
                           [shard_count, dist_type, collation], types=["integer", "oid", "oid"]).rows
         if row and _group_placements(int(row[0][0])) is not None:
@@ -352,7 +368,7 @@ def _colocation(colocate_with: str, shard_count: int, dist_type: int, collation:
     if t is None or t.is_reference:
         raise DistributionError(f'cannot colocate table "{table_name}" with "{target}": it is not a hash '
                                 "distributed table", "55000")
-    info = spi.execute("SELECT shard_count, dist_type::oid, dist_collation FROM orochi.dist_colocation"
+    info = metadata.catalog("SELECT shard_count, dist_type::oid, dist_collation FROM orochi.dist_colocation"
                        " WHERE colocation_id = $1", [t.colocation_id], types=["integer"]).rows[0]
     if int(info[1]) != dist_type or int(info[2]) != collation:
         raise DistributionError(f'cannot colocate table "{table_name}" with "{target}": their distribution '
@@ -365,7 +381,7 @@ def _colocation(colocate_with: str, shard_count: int, dist_type: int, collation:
 
 
 def _group_placements(colocation_id: int) -> dict[int, int] | None:
-    rows = spi.execute(
+    rows = metadata.catalog(
         "SELECT s.shard_index, min(p.node_id) FROM orochi.dist_table t"
         "  JOIN orochi.dist_shard s ON s.relid = t.relid JOIN orochi.dist_placement p USING (shard_id)"
         " WHERE t.colocation_id = $1 AND t.relid = (SELECT min(relid) FROM orochi.dist_table"
@@ -468,6 +484,8 @@ def drop_tables(relids: list[int]) -> None:
     for relid in relids:
         if relid is None:
             continue
+        if spi.execute("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1", [int(relid)], types=["oid"]).rows:
+            continue  # not dropped: only what the trigger reports gone is forgotten (anyone may call this)
         t = metadata.table(int(relid))
         if t is None:
             continue
@@ -489,6 +507,8 @@ def alter_tables(relids: list[int]) -> None:
         t = metadata.table(relid)
         if t is None:
             continue
+        if not privileges.owns(relid):  # the ALTER that fired this needed ownership; a direct call too
+            raise DistributionError(f"must be owner of table {privileges.relation_text(relid)}", "42501")
         _alter_one(t, relid)
     metadata.invalidate()
 
@@ -586,7 +606,7 @@ def add_node(host: Any, port: Any) -> int:
     host, port = str(host), int(port)
     if not 1 <= port <= 65535:
         raise DistributionError(f"invalid port {port}", "22023")
-    existing = spi.execute("SELECT node_id FROM orochi.dist_node WHERE host = $1 AND port = $2",
+    existing = metadata.catalog("SELECT node_id FROM orochi.dist_node WHERE host = $1 AND port = $2",
                            [host, port], types=["text", "integer"]).scalar()
     if existing is not None:
         spi.notice(f"node {host}:{port} is already registered")
@@ -639,7 +659,7 @@ def add_node(host: Any, port: Any) -> int:
 def _replicate_reference_tables(node: Node) -> None:
     """Copy every reference table to a new node (shard and rows), so that
     every node keeps holding all of them."""
-    relids = [int(r[0]) for r in spi.execute("SELECT relid FROM orochi.dist_table WHERE method = 'r'"
+    relids = [int(r[0]) for r in metadata.catalog("SELECT relid FROM orochi.dist_table WHERE method = 'r'"
                                             " ORDER BY relid").rows]
     for relid in relids:
         t = metadata.table(relid)
@@ -648,8 +668,9 @@ def _replicate_reference_tables(node: Node) -> None:
         cols = [{"name": c.name, "type": c.type, "collate": _collate_of(relid, c.attnum), "not_null": c.not_null}
                 for c in t.columns]
         ident = planner.shard_ident(t, shard)
-        _run_per_node({node.node_id: [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-            sql.Identifier(t.shard_schema)), shard_ddl(t, shard, cols)]})
+        statements = _schema_statements(t.shard_schema, {node.node_id})
+        statements[node.node_id].append(shard_ddl(t, shard, cols))
+        _run_per_node(statements)
         names = sql.SQL(", ").join([sql.Identifier(c.name) for c in t.columns] + [sql.Identifier("orochi_rowid")])
         sessions = txn.sessions_for([source, node])
         (data,) = C.drive([(sessions[source.node_id], C.copy_out(
@@ -670,12 +691,12 @@ def _collate_of(relid: int, attnum: int) -> str | None:
 def remove_node(host: Any, port: Any) -> None:
     if host is None or port is None:
         raise DistributionError("host and port must not be NULL", "22004")
-    row = spi.execute("SELECT node_id FROM orochi.dist_node WHERE host = $1 AND port = $2",
+    row = metadata.catalog("SELECT node_id FROM orochi.dist_node WHERE host = $1 AND port = $2",
                       [str(host), int(port)], types=["text", "integer"]).rows
     if not row:
         raise DistributionError(f"node {host}:{port} is not registered", "42704")
     node_id = int(row[0][0])
-    held = spi.execute(
+    held = metadata.catalog(
         "SELECT DISTINCT s.relid::regclass::text FROM orochi.dist_placement p"
         "  JOIN orochi.dist_shard s USING (shard_id) JOIN orochi.dist_table t ON t.relid = s.relid"
         " WHERE p.node_id = $1 AND t.method = 'h' ORDER BY 1", [node_id], types=["integer"]).rows
@@ -683,7 +704,7 @@ def remove_node(host: Any, port: Any) -> None:
         raise DistributionError(f"cannot remove node {host}:{port}: it holds shards of "
                                 + ", ".join(r[0] for r in held), "2BP01",
                                 hint="Undistribute or drop those tables first.")
-    lonely = spi.execute(
+    lonely = metadata.catalog(
         "SELECT s.relid::regclass::text FROM orochi.dist_placement p JOIN orochi.dist_shard s USING (shard_id)"
         " WHERE p.node_id = $1 AND NOT EXISTS (SELECT 1 FROM orochi.dist_placement q"
         "  WHERE q.shard_id = p.shard_id AND q.node_id <> p.node_id)", [node_id], types=["integer"]).rows
@@ -692,7 +713,7 @@ def remove_node(host: Any, port: Any) -> None:
                                 f"{lonely[0][0]}", "2BP01", hint="Undistribute or drop it first.")
     # reference tables: drop this node's copies
     statements: list[sql.Composable] = []
-    for relid, shard_id in spi.execute(
+    for relid, shard_id in metadata.catalog(
             "SELECT s.relid, s.shard_id FROM orochi.dist_placement p JOIN orochi.dist_shard s USING (shard_id)"
             " WHERE p.node_id = $1", [node_id], types=["integer"]).rows:
         t = metadata.table(int(relid))

@@ -146,7 +146,7 @@ def nodes() -> dict[int, Node]:
     """Every registered node by id, in id order."""
     global _nodes
     if _nodes is None:
-        rows = spi.execute("SELECT node_id, host, port, is_active FROM orochi.dist_node ORDER BY node_id").rows
+        rows = catalog("SELECT node_id, host, port, is_active FROM orochi.dist_node ORDER BY node_id").rows
         _nodes = {int(r[0]): Node(int(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in rows}
     return _nodes
 
@@ -170,7 +170,7 @@ def table(relid: int) -> DistTable | None:
     relid = int(relid)
     if relid in _tables:
         return _tables[relid]
-    rows = spi.execute(
+    rows = catalog(
         "SELECT method::text, dist_attnum, dist_type::oid, colocation_id, shard_storage,"
         "       shard_schema::text, shard_base::text, columns::text"
         "  FROM orochi.dist_table WHERE relid = $1", [relid], types=["oid"]).rows
@@ -179,7 +179,7 @@ def table(relid: int) -> DistTable | None:
         return None
     method, attnum, dtype, coloc, storage, schema, base, columns = rows[0]
     placements: dict[int, list[int]] = {}
-    for shard_id, node_id in spi.execute(
+    for shard_id, node_id in catalog(
             "SELECT p.shard_id, p.node_id FROM orochi.dist_placement p"
             "  JOIN orochi.dist_shard s USING (shard_id) WHERE s.relid = $1 ORDER BY p.node_id",
             [relid], types=["oid"]).rows:
@@ -187,7 +187,7 @@ def table(relid: int) -> DistTable | None:
     shards = tuple(
         Shard(int(sid), int(index), None if lo is None else int(lo), None if hi is None else int(hi),
               tuple(placements.get(int(sid), ())))
-        for sid, index, lo, hi in spi.execute(
+        for sid, index, lo, hi in catalog(
             "SELECT shard_id, shard_index, hash_min, hash_max FROM orochi.dist_shard"
             " WHERE relid = $1 ORDER BY shard_index", [relid], types=["oid"]).rows)
     t = DistTable(relid, str(method), None if attnum is None else int(attnum),
@@ -204,12 +204,17 @@ def is_distributed(relid: int) -> bool:
 def coordinator_id() -> int:
     """This database's coordinator id (in the names of its prepared
     transactions)."""
-    return int(spi.execute("SELECT coordinator_id FROM orochi.dist_coordinator").scalar())
+    return int(catalog("SELECT coordinator_id FROM orochi.dist_coordinator").scalar())
 
 
-def catalog_write(query: str, params: list | None = None, types: list[str] | None = None):
-    """A write to the cluster's catalog (tables and sequences of schema
-    orochi, owned by the extension's owner), made for a caller whose right
-    to the change was checked before (the table's owner distributing it, a
-    superuser managing nodes, any writer taking reference-table row ids)."""
-    return spi.execute(query, params, types=types)
+def catalog(query: str, params: list | None = None, types: list[str] | None = None):
+    """A statement on the cluster's catalog (tables and sequences of schema
+    orochi, owned by the extension's owner and granted to no one), run as
+    that owner (docs/SECURITY.md), for a caller whose right to it was
+    checked before (the table's owner distributing it, a superuser managing
+    nodes, anyone reading the metadata of a table it may use or writing the
+    commit record of its own transaction)."""
+    return spi.execute(query, params, types=types, internal=True)
+
+
+catalog_write = catalog

@@ -43,7 +43,7 @@ def recover() -> int:
     """Resolve this coordinator's prepared transactions on every active
     node; returns how many were committed or rolled back.  A node that
     cannot be reached is skipped with a WARNING."""
-    spi.execute("LOCK TABLE orochi.dist_transaction IN SHARE UPDATE EXCLUSIVE MODE")
+    metadata.catalog("LOCK TABLE orochi.dist_transaction IN SHARE UPDATE EXCLUSIVE MODE")
     coordinator_id = metadata.coordinator_id()
     user, database = spi.execute("SELECT current_user::text, current_database()::text").rows[0]
     total = 0
@@ -89,7 +89,7 @@ def _recover_node(session: C.Session, node_id: int, coordinator_id: int) -> int:
                 "  FROM unnest($1::text[], $2::bigint[]) AS u(g, x)",
                 [list(xids), list(xids.values())], types=["text[]", "bigint[]"]).rows:
             status[gid] = st
-    records = {r[0] for r in spi.execute("SELECT gid FROM orochi.dist_transaction WHERE node_id = $1",
+    records = {r[0] for r in metadata.catalog("SELECT gid FROM orochi.dist_transaction WHERE node_id = $1",
                                          [node_id], types=["integer"]).rows}
     second = _prepared(session, coordinator_id)
     done = 0
@@ -115,22 +115,26 @@ def _recover_node(session: C.Session, node_id: int, coordinator_id: int) -> int:
     # appeared only in the second read waits for the next round
     resolved += [g for g in records if g not in second]
     if resolved:
-        spi.execute("DELETE FROM orochi.dist_transaction WHERE node_id = $1 AND gid = ANY ($2::text[])",
+        metadata.catalog("DELETE FROM orochi.dist_transaction WHERE node_id = $1 AND gid = ANY ($2::text[])",
                     [node_id, resolved], types=["integer", "text[]"])
     return done
 
 
 def recover_at_start() -> None:
-    """Once per server start: the first backend that uses distributed
-    tables resolves what a crash may have left (errors become a WARNING)."""
-    row = spi.execute("SELECT recovered_for IS DISTINCT FROM pg_catalog.pg_postmaster_start_time(),"
-                      " pg_catalog.has_table_privilege('orochi.dist_transaction', 'DELETE')"
-                      " FROM orochi.dist_coordinator").rows
-    if not row or not row[0][0] or not row[0][1]:
+    """Once per server start: the first backend of a superuser that uses
+    distributed tables resolves what a crash may have left (errors become a
+    WARNING).  Only a superuser's: recovery connects to the workers as the
+    current user, and finishing another role's prepared transaction needs a
+    superuser there (the sidecar's recovery duty connects as one)."""
+    if not spi.is_superuser():
+        return
+    row = metadata.catalog("SELECT recovered_for IS DISTINCT FROM pg_catalog.pg_postmaster_start_time()"
+                           " FROM orochi.dist_coordinator").rows
+    if not row or not row[0][0]:
         return
     try:
         with spi.subtransaction():
-            claimed = spi.execute(
+            claimed = metadata.catalog(
                 "UPDATE orochi.dist_coordinator SET recovered_for = pg_catalog.pg_postmaster_start_time()"
                 " WHERE recovered_for IS DISTINCT FROM pg_catalog.pg_postmaster_start_time()").rowcount
             if claimed:

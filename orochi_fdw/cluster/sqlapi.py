@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from psycopg import sql
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.cluster import connection as C
 from orochi_fdw.cluster import ddl, metadata, planner, recovery
@@ -35,9 +35,8 @@ def _require_superuser(function: str) -> None:
     """The node functions and recovery act for every user of the cluster
     (recovery commits other users' prepared transactions): superusers
     only, checked before anything is done or any node is contacted."""
-    if not spi.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").scalar():
-        raise ClusterError(f"permission denied for function {function}", "42501",
-                           hint="Only a superuser may manage the cluster's nodes and transactions.")
+    privileges.require_superuser(f"call orochi.{function}",
+                                 hint="Only a superuser may manage the cluster's nodes and transactions.")
 
 
 @sql_function("add_node")
@@ -133,13 +132,17 @@ def _status_rows(relid: int) -> Iterator[tuple]:
 
 @sql_function("shard_status")
 def shard_status(table_name: Any) -> list[tuple]:
-    return list(_status_rows(ddl._relid(table_name)))
+    relid = ddl._relid(table_name)
+    privileges.require_table_privilege(relid, "SELECT", "orochi.shard_status")
+    return list(_status_rows(relid))
 
 
 @sql_function("shard_placements")
 def shard_placements() -> list[tuple]:
     out = []
-    for (relid,) in spi.execute("SELECT relid FROM orochi.dist_table ORDER BY relid::regclass::text").rows:
+    for (relid,) in metadata.catalog("SELECT relid FROM orochi.dist_table ORDER BY relid::regclass::text").rows:
+        if not privileges.has_table_privilege(int(relid), "SELECT"):
+            continue  # the view shows the tables the caller may read
         for row in _status_rows(int(relid)):
             shard_id, index, lo, hi, node_id, host, port, name, rows, size_bytes, _ = row
             out.append((shard_id, int(relid), index, lo, hi, node_id, host, port, name, rows, size_bytes))

@@ -236,7 +236,10 @@ class DistributedTransaction:
         self.faults = _fault_points()
         xid = int(spi.execute("SELECT pg_catalog.pg_current_xact_id()::text::bigint").scalar())
         coord = metadata.coordinator_id()
-        insert = spi.prepared("SELECT orochi.dist_record_commit($1, $2)", ["integer", "text"])
+        # the commit decision: the caller's own transaction's records, written
+        # as the extension owner (the catalog is granted to no one)
+        insert = spi.prepared("INSERT INTO orochi.dist_transaction (node_id, gid) VALUES ($1, $2)",
+                              ["integer", "text"], internal=True)
         for s in writers:
             s.prepared_gid = gid_for(coord, xid, s.node.node_id)
             insert.execute([s.node.node_id, s.prepared_gid])

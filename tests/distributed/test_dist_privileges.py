@@ -22,8 +22,6 @@ def roles(cluster, fresh_db):
             c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
             c.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
         c.execute(sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(sql.Identifier(OWNER)), dbname=fresh_db)
-        # the owner may make orochi tables (the table on the coordinator, columnar shards on the workers)
-        c.execute(sql.SQL("GRANT USAGE ON FOREIGN SERVER orochi TO {}").format(sql.Identifier(OWNER)), dbname=fresh_db)
         c.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(
             sql.Identifier(READER), sql.Identifier(STRANGER)), dbname=fresh_db)
     yield fresh_db
