@@ -205,8 +205,63 @@ TIMESERIES = Section(
     ],
 )
 
-#: every capability the demo shows, in order
+#: every capability the demo shows, in order (the distributed section is
+#: added at run time: it needs the workers' ports)
 SECTIONS: list[Section] = [BRIDGE, COLUMNAR, TIMESERIES]
+
+#: workers the distributed section starts beside the demo server
+WORKERS = 2
+
+
+def distributed_section(worker_ports: Sequence[int]) -> Section:
+    """Distributed tables over the demo's own workers (docs/distributed.md)."""
+    return Section(
+        title="Distributed tables: shards on two workers, routed and fanned-out queries, 2PC",
+        intro=(
+            "Two more PostgreSQL servers run beside the demo server as workers. A table\n"
+            "distributed by site_id lives in 8 hash shards (columnar tables on the workers);\n"
+            "a reference table has a copy on each. Queries on one site_id go to one worker;\n"
+            "the others run on both at once, and aggregates are merged on the coordinator.\n"
+            "Writes touching both workers commit with two-phase commit."
+        ),
+        setup=[f"SELECT orochi.add_node('127.0.0.1', {port})" for port in worker_ports] + [
+            "CREATE TABLE demo.page_views (site_id int NOT NULL, view_time timestamptz NOT NULL,"
+            " url text, latency_ms float8)",
+            "INSERT INTO demo.page_views SELECT i % 100, now() - i * interval '13 seconds',"
+            " '/page/' || (i % 37), (i * 7 % 1000) / 10.0 FROM generate_series(1, 300000) i",
+            "SELECT orochi.create_distributed_table('demo.page_views', 'site_id', shard_count => 8)",
+            "CREATE TABLE demo.sites (site_id int, name text, plan text)",
+            "INSERT INTO demo.sites SELECT i, 'site ' || i, (ARRAY['free', 'pro', 'enterprise'])[i % 3 + 1]"
+            " FROM generate_series(0, 99) i",
+            "SELECT orochi.create_reference_table('demo.sites')",
+        ],
+        queries=[
+            Query("The workers", "SELECT * FROM orochi.nodes"),
+            Query("Distributed tables", "SELECT * FROM orochi.distributed_tables"),
+            Query("Shards of page_views: hash ranges, nodes, live row counts",
+                  "SELECT shard_id, hash_min, hash_max, node_id, rows FROM orochi.shards"
+                  " WHERE table_name = 'demo.page_views'::regclass ORDER BY shard_index"),
+            Query("One site: the router path (one shard, one worker)",
+                  "EXPLAIN (COSTS OFF) SELECT count(*), avg(latency_ms) FROM demo.page_views WHERE site_id = 42"),
+            Query("Every site: partial aggregates on both workers, merged on the coordinator",
+                  "SELECT url, count(*) AS views, round(avg(latency_ms)::numeric, 2) AS avg_ms,"
+                  " orochi.approx_count_distinct(site_id) AS sites"
+                  " FROM demo.page_views GROUP BY url ORDER BY views DESC, url LIMIT 5"),
+            Query("The same, explained: tasks, the SQL one worker runs, the merge",
+                  "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT url, count(*) FROM demo.page_views GROUP BY url"),
+            Query("A join with the reference table, run on the workers shard by shard",
+                  "SELECT s.plan, count(*) AS views FROM demo.page_views v JOIN demo.sites s"
+                  " ON s.site_id = v.site_id GROUP BY s.plan ORDER BY views DESC"),
+            Query("Slowest views, each shard's top rows merged",
+                  "SELECT site_id, url, latency_ms FROM demo.page_views ORDER BY latency_ms DESC, site_id, url LIMIT 3"),
+            Query("A write on both workers: two-phase commit (the decision rows are in orochi.dist_transaction)",
+                  "WITH moved AS (UPDATE demo.page_views SET latency_ms = latency_ms / 2"
+                  " WHERE site_id IN (1, 2, 3) AND latency_ms > 90 RETURNING site_id)"
+                  " SELECT site_id, count(*) FROM moved GROUP BY 1 ORDER BY 1"),
+            Query("Prepared transactions left on the workers after a crash are resolved by",
+                  "SELECT orochi.recover_prepared_transactions()"),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -350,7 +405,8 @@ def psql_command(cluster: DemoCluster) -> str:
     return f"{psql} -h {cluster.socket_dir} -p {cluster.port} -U postgres {DATABASE}"
 
 
-def print_connection(cluster: DemoCluster, directory: str) -> None:
+def print_connection(cluster: DemoCluster, directory: str, workers: Sequence[DemoCluster] = ()) -> None:
+    nodes = "".join(f"\n  worker {i + 1}:   port {w.port} (data in {w.datadir})" for i, w in enumerate(workers))
     print(f"""
 == The demo server is running
 
@@ -358,7 +414,7 @@ def print_connection(cluster: DemoCluster, directory: str) -> None:
   log:        {cluster.logfile}
   port:       {cluster.port} (TCP on {cluster.host}; unix socket in {cluster.socket_dir})
   user:       postgres (no password: trust authentication, local connections only)
-  database:   {DATABASE} (rebuilt by each demo run; create your own databases beside it)
+  database:   {DATABASE} (rebuilt by each demo run; create your own databases beside it){nodes}
 
 Connect with psql:
 
@@ -394,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isdir(os.path.join(directory, "data")):
             print(f"no demo server in {directory}")
             return 0
+        for i in range(WORKERS):
+            worker_dir = os.path.join(directory, f"worker{i + 1}")
+            if os.path.isdir(os.path.join(worker_dir, "data")):
+                DemoCluster(worker_dir).stop("fast")
         cluster = DemoCluster(directory)
         if not cluster.is_running():
             print(f"the demo server in {directory} is not running")
@@ -410,18 +470,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"{'started' if started else 'reusing'} the demo server in {directory} on port {cluster.port}")
 
-    cluster.drop_database(DATABASE)
+    workers = [DemoCluster(os.path.join(directory, f"worker{i + 1}")) for i in range(WORKERS)]
     try:
-        cluster.create_database(DATABASE)
+        for worker in workers:
+            worker.start_or_reuse()
+    except ClusterError as exc:
+        print(f"could not start a demo worker:\n{exc}", file=sys.stderr)
+        return 1
+
+    for node in [cluster, *workers]:
+        node.drop_database(DATABASE)
+    try:
+        for node in [cluster, *workers]:
+            node.create_database(DATABASE)
     except Exception as exc:  # the extension cannot be created: say why, keep the server
         print(f"could not CREATE EXTENSION orochi: {exc}\n(is the extension installed? run `make install`)",
               file=sys.stderr)
         print_connection(cluster, directory)
         return 1
     with cluster.connect(DATABASE, autocommit=True) as conn:
-        for section in SECTIONS:
+        for section in [*SECTIONS, distributed_section([w.port for w in workers])]:
             run_section(conn, section)
-    print_connection(cluster, directory)
+    print_connection(cluster, directory, workers)
     return 0
 
 

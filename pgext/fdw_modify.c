@@ -283,6 +283,13 @@ modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
 	}
 	state->instance = orochi_instance_for_relation(rel);
 
+	/* tell the wrapper a modification starts (before its scans iterate) */
+	res = orochi_runtime_call("begin_modify",
+							  Py_BuildValue("(Os)", state->instance,
+											operation == CMD_INSERT ? "insert" :
+											operation == CMD_UPDATE ? "update" : "delete"));
+	Py_DECREF(res);
+
 	if (operation == CMD_INSERT)
 	{
 		res = orochi_runtime_call("insert_batch_size", Py_BuildValue("(O)", state->instance));

@@ -55,7 +55,18 @@ enum FdwScanPrivateIndex
 	/* List of per-sortkey Lists: see SortKeyMetaIndex */
 	FdwScanPrivateSortKeys,
 	/* Integer: rows the query can need at most (LIMIT + OFFSET), or -1 */
-	FdwScanPrivateLimit
+	FdwScanPrivateLimit,
+	/* only in a pushed-down join: see JoinPrivateIndex */
+	FdwScanPrivateJoin
+};
+
+/* Items of a pushed-down join's FdwScanPrivateJoin list */
+enum JoinPrivateIndex
+{
+	JoinPrivateOuterRti,		/* Integer: range table index of the outer rel */
+	JoinPrivateInnerRti,		/* Integer: of the inner rel */
+	JoinPrivateType,			/* String: inner, left, right or full */
+	JoinPrivateClauses			/* List of (outer attno, inner attno, collation) */
 };
 
 enum QualMetaIndex
@@ -66,7 +77,8 @@ enum QualMetaIndex
 	QualMetaUseOr,				/* Integer: 1 for ANY, 0 for ALL */
 	QualMetaNullTest,			/* Integer: 1 for IS [NOT] NULL */
 	QualMetaCollation,			/* Integer: input collation oid */
-	QualMetaExact				/* Integer: 1 if Postgres does not recheck it */
+	QualMetaExact,				/* Integer: 1 if Postgres does not recheck it */
+	QualMetaSide				/* Integer, joins only: 0 outer rel, 1 inner rel */
 };
 
 /*
@@ -113,6 +125,7 @@ typedef struct OrochiUpperState
 {
 	RelOptInfo *input_rel;		/* the orochi table */
 	List	   *tlist;			/* fdw_scan_tlist: group keys g<i>, aggregates a<j> */
+	List	   *having;			/* HAVING conditions, checked by the scan over its groups */
 } OrochiUpperState;
 
 /* Executor state of one scan */
@@ -141,7 +154,23 @@ typedef struct OrochiScanState
 	bool		row_allocated;	/* the current row's Datums are in rowcxt */
 	int			limit;			/* rows the query needs at most, or -1 */
 	int64		rows_returned;
+	TupleDesc	join_tupdescs[2];	/* a pushed-down join: its outer and inner rel */
 } OrochiScanState;
+
+/* Planner state of a join offered to the wrappers, in joinrel->fdw_private */
+typedef struct OrochiJoinState
+{
+	bool		accepted;		/* the wrapper runs it */
+	RelOptInfo *outerrel;
+	RelOptInfo *innerrel;
+	JoinType	jointype;
+	List	   *clauses;		/* per equality: (outer attno, inner attno, collation) */
+	List	   *tlist;			/* fdw_scan_tlist: Vars of either rel, named j<i> */
+} OrochiJoinState;
+
+static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
+static PyObject *join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
+							  TupleDesc outer, TupleDesc inner);
 
 static const char *const pushable_operators[] = {
 	"=", "<>", "<", "<=", ">", ">=", "~~", "~~*", "!~~", "!~~*", NULL
@@ -749,6 +778,8 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	int			x;
 	int			limit = -1;
 
+	if (IS_JOIN_REL(baserel))
+		return join_plan(baserel, tlist, outer_plan);
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
 
@@ -858,7 +889,7 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 		 * yields); it must not be the plan's own tlist, whose names the
 		 * planner overwrites with the query's.
 		 */
-		return make_foreignscan(tlist, NIL, 0, qual_exprs,
+		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0, qual_exprs,
 								list_make4(needed, qual_meta, NIL, makeInteger(-1)),
 								copyObject(upper->tlist), NIL, outer_plan);
 	}
@@ -1206,6 +1237,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	PyObject   *request;
 	PyObject   *res;
 	OrochiUpperState *upper;
+	List	   *having;
 	double		rows,
 				startup,
 				total;
@@ -1215,8 +1247,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 		return;
 	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
 		return;
-	if (parse->groupingSets != NIL || parse->havingQual != NULL || parse->hasWindowFuncs ||
-		parse->hasTargetSRFs)
+	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
 		return;
 	/* every WHERE clause must reach the wrapper */
 	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
@@ -1242,7 +1273,12 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 			tlist = lappend(tlist, tle);
 		}
 	}
-	foreach(lc, target->exprs)
+	/*
+	 * HAVING: its aggregates are computed with the others; the conditions
+	 * themselves are checked by the scan over the groups it yields.
+	 */
+	having = extra ? (List *) ((GroupPathExtraData *) extra)->havingQual : NIL;
+	foreach(lc, list_concat(list_copy(target->exprs), having))
 	{
 		List	   *found = pull_var_clause((Node *) lfirst(lc), PVC_INCLUDE_AGGREGATES);
 		ListCell   *la;
@@ -1256,7 +1292,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 													   psprintf("a%d", list_length(tlist)), false));
 		}
 	}
-	foreach(lc, target->exprs)
+	foreach(lc, list_concat(list_copy(target->exprs), having))
 	{
 		if (!computable_from(lfirst(lc), tlist))
 			return;
@@ -1303,10 +1339,292 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	upper = palloc0(sizeof(OrochiUpperState));
 	upper->input_rel = input_rel;
 	upper->tlist = tlist;
+	upper->having = having;
 	output_rel->fdw_private = upper;
 	add_path(output_rel, (Path *)
 			 create_foreign_upper_path(root, output_rel, target, clamp_row_est(rows),
 									   startup, Max(total, startup), NIL, NULL, NIL));
+}
+
+/* ---------------------------------------------------------------------
+ * Join pushdown
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+jointype_name(JoinType jointype)
+{
+	switch (jointype)
+	{
+		case JOIN_INNER:
+			return "inner";
+		case JOIN_LEFT:
+			return "left";
+		case JOIN_RIGHT:
+			return "right";
+		case JOIN_FULL:
+			return "full";
+		default:
+			return NULL;
+	}
+}
+
+/*
+ * join_request
+ *		Describe a join of two orochi tables for Python:
+ *		{"jointype", "clauses": [{"outer", "inner", "collation"}],
+ *		 "outputs": [{"name": "j<i>", "side": "outer"|"inner", "column", "type_oid"}]}
+ */
+static PyObject *
+join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
+			 TupleDesc outer, TupleDesc inner)
+{
+	PyObject   *pyclauses = PyList_New(0);
+	PyObject   *outputs = PyList_New(0);
+	ListCell   *lc;
+
+	if (pyclauses == NULL || outputs == NULL)
+		orochi_py_raise("describing a join");
+	foreach(lc, clauses)
+	{
+		List	   *c = (List *) lfirst(lc);
+		PyObject   *d = Py_BuildValue("{s:s,s:s,s:N}",
+									  "outer", NameStr(TupleDescAttr(outer, intVal(linitial(c)) - 1)->attname),
+									  "inner", NameStr(TupleDescAttr(inner, intVal(lsecond(c)) - 1)->attname),
+									  "collation", collation_name((Oid) intVal(lthird(c))));
+
+		PyList_Append(pyclauses, d);
+		Py_DECREF(d);
+	}
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		Var		   *var = (Var *) tle->expr;
+		bool		is_outer = var->varno == outer_rti;
+		TupleDesc	td = is_outer ? outer : inner;
+		PyObject   *d = Py_BuildValue("{s:s,s:s,s:s,s:I}", "name", tle->resname,
+									  "side", is_outer ? "outer" : "inner",
+									  "column", NameStr(TupleDescAttr(td, var->varattno - 1)->attname),
+									  "type_oid", (unsigned int) var->vartype);
+
+		PyList_Append(outputs, d);
+		Py_DECREF(d);
+	}
+	return Py_BuildValue("{s:s,s:N,s:N}", "jointype", jointype, "clauses", pyclauses, "outputs", outputs);
+}
+
+/* Whether every qual of a base rel reached the wrapper, as constants if the rel is nullable */
+static bool
+quals_all_described(RelOptInfo *rel, bool nullable)
+{
+	OrochiPlanState *state = (OrochiPlanState *) rel->fdw_private;
+	ListCell   *lc;
+
+	if (state == NULL || list_length(state->quals) != list_length(rel->baserestrictinfo))
+		return false;
+	/*
+	 * A NULL value ends a scan before it starts (no row can match); for the
+	 * nullable side of an outer join that would drop the other side's rows
+	 * too, so only constants (never NULL here: the planner folds those) go.
+	 */
+	if (nullable)
+		foreach(lc, state->quals)
+			if (!IsA(((OrochiQual *) lfirst(lc))->value, Const))
+				return false;
+	return true;
+}
+
+/*
+ * orochiGetForeignJoinPaths
+ *		Offer a join of two orochi tables to Python (can_join): equality
+ *		join clauses between plain columns, every other condition of each
+ *		rel a qual the wrapper receives, plain columns out.  If it accepts,
+ *		a scan of the joined rows replaces the join.
+ */
+static void
+orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
+						  RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra)
+{
+	OrochiJoinState *js;
+	const char *jtname = jointype_name(jointype);
+	List	   *clauses = NIL;
+	List	   *tlist = NIL;
+	ListCell   *lc;
+	Relation	orel,
+				irel;
+	PyObject   *args;
+	PyObject   *res;
+	double		rows,
+				startup,
+				total;
+
+	if (joinrel->fdw_private != NULL)
+		return;					/* considered already */
+	js = palloc0(sizeof(OrochiJoinState));
+	joinrel->fdw_private = js;
+	if (jtname == NULL || root->parse->commandType != CMD_SELECT || root->rowMarks != NIL)
+		return;
+	if (outerrel->reloptkind != RELOPT_BASEREL || innerrel->reloptkind != RELOPT_BASEREL)
+		return;
+	if (!quals_all_described(outerrel, jointype == JOIN_RIGHT || jointype == JOIN_FULL) ||
+		!quals_all_described(innerrel, jointype == JOIN_LEFT || jointype == JOIN_FULL))
+		return;
+	foreach(lc, extra->restrictlist)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+		OpExpr	   *op;
+		Node	   *l,
+				   *r;
+		Var		   *ov,
+				   *iv;
+		char	   *opname;
+
+		if (IS_OUTER_JOIN(jointype) && RINFO_IS_PUSHED_DOWN(rinfo, joinrel->relids))
+			return;
+		if (!IsA(rinfo->clause, OpExpr) || list_length(((OpExpr *) rinfo->clause)->args) != 2)
+			return;
+		op = (OpExpr *) rinfo->clause;
+		l = strip_relabel(linitial(op->args));
+		r = strip_relabel(lsecond(op->args));
+		if (is_column_of(l, outerrel->relid) && is_column_of(r, innerrel->relid))
+		{
+			ov = (Var *) l;
+			iv = (Var *) r;
+		}
+		else if (is_column_of(r, outerrel->relid) && is_column_of(l, innerrel->relid))
+		{
+			ov = (Var *) r;
+			iv = (Var *) l;
+		}
+		else
+			return;
+		opname = get_opname(op->opno);
+		if (opname == NULL || strcmp(opname, "=") != 0 || ov->vartype != iv->vartype)
+			return;
+		clauses = lappend(clauses, list_make3(makeInteger(ov->varattno), makeInteger(iv->varattno),
+											  makeInteger((int) op->inputcollid)));
+	}
+	/*
+	 * An inner join's equalities the planner derived from the quals (a.k =
+	 * b.k AND a.k = 5 leaves only a.k = 5 and b.k = 5): members of one
+	 * equivalence class are equal in every joined row.
+	 */
+	if (jointype == JOIN_INNER)
+	{
+		foreach(lc, root->eq_classes)
+		{
+			EquivalenceClass *ec = (EquivalenceClass *) lfirst(lc);
+			Var		   *ov = NULL,
+					   *iv = NULL;
+			ListCell   *lm;
+
+			if (ec->ec_has_volatile || ec->ec_below_outer_join)
+				continue;
+			foreach(lm, ec->ec_members)
+			{
+				EquivalenceMember *em = (EquivalenceMember *) lfirst(lm);
+				Node	   *e = strip_relabel((Node *) em->em_expr);
+
+				if (ov == NULL && is_column_of(e, outerrel->relid))
+					ov = (Var *) e;
+				else if (iv == NULL && is_column_of(e, innerrel->relid))
+					iv = (Var *) e;
+			}
+			if (ov != NULL && iv != NULL && ov->vartype == iv->vartype)
+				clauses = lappend(clauses, list_make3(makeInteger(ov->varattno), makeInteger(iv->varattno),
+													  makeInteger((int) ec->ec_collation)));
+		}
+	}
+	if (clauses == NIL)
+		return;
+	foreach(lc, joinrel->reltarget->exprs)
+	{
+		Var		   *var = (Var *) lfirst(lc);
+
+		if (!IsA(var, Var) || var->varlevelsup != 0 || var->varattno <= 0 ||
+			(var->varno != outerrel->relid && var->varno != innerrel->relid))
+			return;
+		tlist = lappend(tlist, makeTargetEntry((Expr *) copyObject(var), list_length(tlist) + 1,
+											   psprintf("j%d", list_length(tlist)), false));
+	}
+	/* an empty tlist (count(*) over the join) is fine: batches carry row counts */
+
+	orel = table_open(planner_rt_fetch(outerrel->relid, root)->relid, NoLock);
+	irel = table_open(planner_rt_fetch(innerrel->relid, root)->relid, NoLock);
+	PG_TRY();
+	{
+		args = Py_BuildValue("(NNNNN)", orochi_instance_for_relation(orel), orochi_instance_for_relation(irel),
+							 join_request(jtname, clauses, tlist, outerrel->relid,
+										  RelationGetDescr(orel), RelationGetDescr(irel)),
+							 plan_quals_to_py(((OrochiPlanState *) outerrel->fdw_private)->quals, orel),
+							 plan_quals_to_py(((OrochiPlanState *) innerrel->fdw_private)->quals, irel));
+	}
+	PG_FINALLY();
+	{
+		table_close(orel, NoLock);
+		table_close(irel, NoLock);
+	}
+	PG_END_TRY();
+	res = orochi_runtime_call("can_join", args);
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	if (!PyArg_ParseTuple(res, "ddd", &rows, &startup, &total))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("can_join must return None or (rows, startup_cost, total_cost)");
+	}
+	Py_DECREF(res);
+	js->accepted = true;
+	js->outerrel = outerrel;
+	js->innerrel = innerrel;
+	js->jointype = jointype;
+	js->clauses = clauses;
+	js->tlist = tlist;
+	add_path(joinrel, (Path *)
+			 create_foreign_join_path(root, joinrel, NULL, clamp_row_est(rows), startup,
+									  Max(total, startup), NIL, joinrel->lateral_relids, NULL, NIL));
+}
+
+/*
+ * join_plan
+ *		The scan of a pushed-down join: no scan relation, the joined columns
+ *		as fdw_scan_tlist, both rels' quals (each with its side) applied by
+ *		the wrapper.
+ */
+static ForeignScan *
+join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan)
+{
+	OrochiJoinState *js = (OrochiJoinState *) joinrel->fdw_private;
+	RelOptInfo *sides[2] = {js->outerrel, js->innerrel};
+	List	   *qual_meta = NIL;
+	List	   *qual_exprs = NIL;
+	List	   *join_info;
+
+	for (int side = 0; side < 2; side++)
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((OrochiPlanState *) sides[side]->fdw_private)->quals)
+		{
+			OrochiQual *q = (OrochiQual *) lfirst(lc);
+
+			qual_meta = lappend(qual_meta,
+								list_concat(list_make5(makeInteger(q->attno), makeString(q->opname),
+													   makeInteger(q->is_array), makeInteger(q->use_or),
+													   makeInteger(q->is_nulltest)),
+											list_make3(makeInteger((int) q->collation), makeInteger(1),
+													   makeInteger(side))));
+			qual_exprs = lappend(qual_exprs, q->value);
+		}
+	}
+	join_info = list_make4(makeInteger(js->outerrel->relid), makeInteger(js->innerrel->relid),
+						   makeString(pstrdup(jointype_name(js->jointype))), js->clauses);
+	return make_foreignscan(tlist, NIL, 0, qual_exprs,
+							list_make5(NIL, qual_meta, NIL, makeInteger(-1), join_info),
+							js->tlist, NIL, outer_plan);
 }
 
 /* ---------------------------------------------------------------------
@@ -1362,6 +1680,18 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		state->rel = node->ss.ss_currentRelation;
 		state->tupdesc = RelationGetDescr(state->rel);
 	}
+	else if (list_length(plan->fdw_private) > FdwScanPrivateJoin)
+	{
+		/* a pushed-down join: rows are the join's, j<i> */
+		List	   *ji = list_nth(plan->fdw_private, FdwScanPrivateJoin);
+		Relation	inner = ExecGetRangeTableRelation(node->ss.ps.state,
+													  intVal(list_nth(ji, JoinPrivateInnerRti)));
+
+		state->rel = ExecGetRangeTableRelation(node->ss.ps.state, intVal(list_nth(ji, JoinPrivateOuterRti)));
+		state->tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
+		state->join_tupdescs[0] = RelationGetDescr(state->rel);
+		state->join_tupdescs[1] = RelationGetDescr(inner);
+	}
 	else
 	{
 		/* a pushed-down aggregation: rows are the groups, g<i> and a<j> */
@@ -1395,7 +1725,31 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		PyUnicode_InternInPlace(&state->attnames[i]);
 	}
 	state->instance = orochi_instance_for_relation(state->rel);
-	if (plan->scan.scanrelid == 0)
+	if (state->join_tupdescs[0] != NULL)
+	{
+		List	   *ji = list_nth(plan->fdw_private, FdwScanPrivateJoin);
+		Relation	inner = ExecGetRangeTableRelation(node->ss.ps.state,
+													  intVal(list_nth(ji, JoinPrivateInnerRti)));
+		PyObject   *sides = PyList_New(0);
+		PyObject   *args;
+
+		foreach(lc, (List *) list_nth(plan->fdw_private, FdwScanPrivateQuals))
+		{
+			PyObject   *side = PyLong_FromLong(intVal(list_nth((List *) lfirst(lc), QualMetaSide)));
+
+			PyList_Append(sides, side);
+			Py_DECREF(side);
+		}
+		args = Py_BuildValue("(NNNN)", state->instance, orochi_instance_for_relation(inner),
+							 join_request(strVal(list_nth(ji, JoinPrivateType)),
+										  list_nth(ji, JoinPrivateClauses), plan->fdw_scan_tlist,
+										  intVal(list_nth(ji, JoinPrivateOuterRti)),
+										  state->join_tupdescs[0], state->join_tupdescs[1]),
+							 sides);
+		state->instance = NULL;
+		state->instance = orochi_runtime_call("join_handle", args);
+	}
+	else if (plan->scan.scanrelid == 0)
 	{
 		PyObject   *args = Py_BuildValue("(NN)", state->instance,
 										 agg_request(plan->fdw_scan_tlist, state->rel_tupdesc));
@@ -1450,6 +1804,8 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 		List	   *meta = (List *) lfirst(lm);
 		AttrNumber	attno = intVal(list_nth(meta, QualMetaAttno));
 		bool		is_nulltest = intVal(list_nth(meta, QualMetaNullTest)) != 0;
+		TupleDesc	qual_tupdesc = list_length(meta) > QualMetaSide ?
+			state->join_tupdescs[intVal(list_nth(meta, QualMetaSide))] : state->rel_tupdesc;
 		Datum		value;
 		bool		isnull;
 		PyObject   *pyvalue;
@@ -1460,7 +1816,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			/* EXPLAIN without ANALYZE: parameters have no values yet */
 			Expr	   *expr = ((ExprState *) lfirst(le))->expr;
 
-			t = qual_tuple(NameStr(TupleDescAttr(state->rel_tupdesc, attno - 1)->attname),
+			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname),
 						   strVal(list_nth(meta, QualMetaOperator)),
 						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
 						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
@@ -1475,7 +1831,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 		PG_TRY();
 		{
 			value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
-			if (isnull && !is_nulltest)
+			if (isnull && !is_nulltest && state->join_tupdescs[0] == NULL)
 				*no_match = true;
 			pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[i]);
 		}
@@ -1485,12 +1841,24 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		t = qual_tuple(NameStr(TupleDescAttr(state->rel_tupdesc, attno - 1)->attname),
-					   strVal(list_nth(meta, QualMetaOperator)),
-					   intVal(list_nth(meta, QualMetaIsArray)) != 0,
-					   intVal(list_nth(meta, QualMetaUseOr)) != 0,
-					   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)),
-					   intVal(list_nth(meta, QualMetaExact)) != 0);
+		if (isnull && !is_nulltest && state->join_tupdescs[0] != NULL)
+		{
+			/*
+			 * In a pushed-down join, a NULL empties its own side only (an outer
+			 * join still yields the rows of the side it preserves): the qual
+			 * becomes "column = ANY ('{}')", false for every row of that side.
+			 */
+			Py_DECREF(pyvalue);
+			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname), "=", true, true,
+						   PyList_New(0), true, (Oid) intVal(list_nth(meta, QualMetaCollation)), true);
+		}
+		else
+			t = qual_tuple(NameStr(TupleDescAttr(qual_tupdesc, attno - 1)->attname),
+						   strVal(list_nth(meta, QualMetaOperator)),
+						   intVal(list_nth(meta, QualMetaIsArray)) != 0,
+						   intVal(list_nth(meta, QualMetaUseOr)) != 0,
+						   pyvalue, true, (Oid) intVal(list_nth(meta, QualMetaCollation)),
+						   intVal(list_nth(meta, QualMetaExact)) != 0);
 		PyList_Append(list, t);
 		Py_DECREF(t);
 		i++;
@@ -1859,8 +2227,9 @@ orochi_fill_scan_routine(FdwRoutine *routine)
 	/* EXPLAIN */
 	routine->ExplainForeignScan = orochiExplainForeignScan;
 
-	/* aggregate pushdown */
+	/* aggregate and join pushdown */
 	routine->GetForeignUpperPaths = orochiGetForeignUpperPaths;
+	routine->GetForeignJoinPaths = orochiGetForeignJoinPaths;
 
 	/* ANALYZE */
 	routine->AnalyzeForeignTable = orochiAnalyzeForeignTable;

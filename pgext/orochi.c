@@ -26,6 +26,10 @@ void		_PG_init(void);
 bool		orochi_allow_test_wrappers = false;
 char	   *orochi_trusted_wrappers = NULL;
 
+/* read by Python (orochi_fdw.cluster) through current_setting() */
+static int	orochi_node_connect_timeout = 5000;
+static char *orochi_fault_points = NULL;
+
 void
 _PG_init(void)
 {
@@ -38,6 +42,24 @@ _PG_init(void)
 							   OROCHI_DEFAULT_VENV,
 							   PGC_SUSET,
 							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("orochi.node_connect_timeout",
+							"Time allowed to open a connection to a worker node.",
+							"A worker that does not answer within it fails the statement "
+							"with an error naming the node.",
+							&orochi_node_connect_timeout,
+							5000, 1, 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("orochi.fault_points",
+							   "For tests only: protocol steps of distributed commits to pause at.",
+							   "A list of step=file pairs: at that step the backend logs that it "
+							   "waits and waits until the file exists.",
+							   &orochi_fault_points,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 	DefineCustomBoolVariable("orochi.allow_test_wrappers",
 							 "Lets tables use the wrappers the orochi package ships for its tests.",

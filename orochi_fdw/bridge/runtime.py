@@ -90,6 +90,21 @@ class AggregateHandle(TableHandle):
     request: dict = field(default_factory=dict)
 
 
+@dataclass
+class JoinHandle(TableHandle):
+    """A pushed-down join of two tables: its "columns" are the outputs
+    ``j<i>``; ``inner`` is the inner table's wrapper instance and ``sides``
+    says which table each qual (in order) belongs to (0 outer, 1 inner)."""
+
+    inner: Any = None
+    request: dict = field(default_factory=dict)
+    sides: list = field(default_factory=list)
+
+    def split_quals(self, raw: list[tuple]) -> tuple[list[Qual], list[Qual]]:
+        return (_quals([q for q, s in zip(raw, self.sides) if s == 0]),
+                _quals([q for q, s in zip(raw, self.sides) if s == 1]))
+
+
 def _describe_output(request: dict, kind: str, index: int) -> str:
     if kind == "g":
         g = request["group_by"][index]
@@ -257,6 +272,32 @@ def aggregate_handle(handle: TableHandle, request: dict) -> AggregateHandle:
                            handle.key, request=request)
 
 
+def can_join(outer: TableHandle, inner: TableHandle, request: dict, outer_quals: list[tuple],
+             inner_quals: list[tuple]) -> tuple[float, float, float] | None:
+    """Whether the outer table's wrapper runs this join of two of its tables
+    itself (``can_join(inner_instance, request, outer_quals,
+    inner_quals)``, both tables served by the same wrapper class);
+    (rows, startup_cost, total_cost) if so."""
+    method = getattr(outer.instance, "can_join", None)
+    if (method is None or type(outer.instance) is not type(inner.instance)
+            or not callable(getattr(outer.instance, "execute_join", None))):
+        return None
+    answer = method(inner.instance, request, _quals(outer_quals), _quals(inner_quals))
+    if not answer:
+        return None
+    return (float(answer["rows"]), float(answer["startup_cost"]), float(answer["total_cost"]))
+
+
+def join_handle(outer: TableHandle, inner: TableHandle, request: dict, sides: list[int]) -> JoinHandle:
+    """The handle a pushed-down join's scan works through."""
+    columns = {
+        out["name"]: ColumnDefinition(column_name=out["name"], type_oid=out["type_oid"], attnum=i + 1)
+        for i, out in enumerate(request["outputs"])
+    }
+    return JoinHandle(outer.relid, outer.relname, outer.instance, columns, len(columns), outer.key,
+                      inner=inner.instance, request=request, sides=list(sides))
+
+
 # ---------------------------------------------------------------------------
 # scanning
 
@@ -288,8 +329,12 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     ``quals`` is None when no row can pass them (a strict comparison got a
     NULL value at execution): a scan then yields nothing, and an aggregation
     is asked for its result over no rows (``aggregate(request, None)``: one
-    row without GROUP BY, none with it)."""
-    if isinstance(handle, AggregateHandle):
+    row without GROUP BY, none with it).  A pushed-down join always gets its
+    quals (a NULL empties its own side only)."""
+    if isinstance(handle, JoinHandle):
+        outer_quals, inner_quals = handle.split_quals(quals or [])
+        result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
+    elif isinstance(handle, AggregateHandle):
         result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals))
     elif quals is None:
         return iter(())
@@ -331,8 +376,18 @@ def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
         groups = [o["text"] for o in outs if o["kind"] == "group"]
         if groups:
             lines.append("Group by: " + ", ".join(groups))
-    lines += list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
-                                          verbose=bool(verbose)) or [])
+    explain_aggregate = getattr(handle.instance, "explain_aggregate", None)
+    if isinstance(handle, JoinHandle):
+        outer_quals, inner_quals = handle.split_quals(quals)
+        explain_join = getattr(handle.instance, "explain_join", None)
+        if explain_join is not None:
+            lines += list(explain_join(handle.inner, handle.request, outer_quals, inner_quals,
+                                       verbose=bool(verbose)) or [])
+    elif isinstance(handle, AggregateHandle) and explain_aggregate is not None:
+        lines += list(explain_aggregate(handle.request, _quals(quals), verbose=bool(verbose)) or [])
+    else:
+        lines += list(handle.instance.explain(_quals(quals), columns, sortkeys=_sortkeys(sortkeys) or None,
+                                              verbose=bool(verbose)) or [])
     if analyze and iterator is not None:
         more = getattr(iterator, "explain_analyze", None)
         if more is not None:
@@ -357,6 +412,15 @@ def analyze_sample(handle: TableHandle, targrows: int) -> tuple[Any, float | Non
 
 def rowid_column(handle: TableHandle) -> str | None:
     return getattr(handle.instance, "rowid_column", None)
+
+
+def begin_modify(handle: TableHandle, operation: str) -> None:
+    """An INSERT, UPDATE or DELETE ("insert", "update", "delete") on the
+    table starts: the wrapper's ``begin_modify(operation)``, if it has one,
+    is called before any scan of the statement yields a row."""
+    method = getattr(handle.instance, "begin_modify", None)
+    if method is not None:
+        method(operation)
 
 
 def insert_batch_size(handle: TableHandle) -> int:

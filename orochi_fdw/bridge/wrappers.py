@@ -66,9 +66,17 @@ class DeclaredWrapper:
         return self.target.replace(":", ".")
 
 
-_BUILTIN = {DEFAULT: DeclaredWrapper(DEFAULT, "orochi_fdw.columnar.table:ColumnarTable")}
-#: dotted paths that name the built-in wrapper (its module and its package)
-_BUILTIN_PATHS = {"orochi_fdw.columnar.ColumnarTable": DEFAULT, "orochi_fdw.columnar.table.ColumnarTable": DEFAULT}
+#: the wrapper of distributed and reference tables (orochi_fdw.cluster): it
+#: serves only tables orochi.create_distributed_table registered (after its
+#: own check that the caller owns the table), so any role may name it
+DISTRIBUTED = "distributed"
+
+_BUILTIN = {DEFAULT: DeclaredWrapper(DEFAULT, "orochi_fdw.columnar.table:ColumnarTable"),
+            DISTRIBUTED: DeclaredWrapper(DISTRIBUTED, "orochi_fdw.cluster.table:DistributedTable")}
+#: dotted paths that name the built-in wrappers (their module and their package)
+_BUILTIN_PATHS = {"orochi_fdw.columnar.ColumnarTable": DEFAULT, "orochi_fdw.columnar.table.ColumnarTable": DEFAULT,
+                  "orochi_fdw.cluster.DistributedTable": DISTRIBUTED,
+                  "orochi_fdw.cluster.table.DistributedTable": DISTRIBUTED}
 
 _declared: dict[str, DeclaredWrapper] | None = None
 _classes: dict[str, type] = {}
@@ -198,7 +206,7 @@ def check_may_use(option: str) -> DeclaredWrapper:
 
     entry = find(option)
     _require_test_allowed(entry)
-    if not spi.is_superuser() and entry.name not in trusted_names():
+    if not spi.is_superuser() and entry.name not in trusted_names() and entry.name != DISTRIBUTED:
         raise InsufficientPrivilegeError(
             f'permission denied to use wrapper "{entry.name}"',
             detail=f"Roles other than superusers may use the wrappers listed in {TRUSTED_SETTING}.",

@@ -99,6 +99,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("jobs.client_check_interval", float, 1.0,
             "seconds between a job's backend checks that the daemon is still connected "
             "(a killed daemon's job rolls back)", _between(0)),
+    Setting("recovery.interval", float, 60.0,
+            "seconds between two recoveries of prepared transactions (the recovery duty)", _positive),
     Setting("reconnect.min_delay", float, 1.0, "first delay before reconnecting to Postgres, in seconds",
             _positive),
     Setting("reconnect.max_delay", float, 60.0, "longest delay between reconnection attempts, in seconds",

@@ -88,6 +88,7 @@ class Duty(abc.ABC):
 
 _DUTIES: dict[str, str] = {
     "jobs": "orochi_fdw.sidecar.jobs:JobsDuty",
+    "recovery": "orochi_fdw.sidecar.recovery:RecoveryDuty",
     "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
 }
 

@@ -31,6 +31,9 @@ def _plan(db, query):
         # expressions over group keys and aggregates: computed above the pushed-down scan
         "SELECT sum(id) * 2, count(*) + 1 FROM {}",
         "SELECT g::text || '!', max(id) - min(id) FROM {} GROUP BY g ORDER BY 1",
+        # HAVING: checked by the scan over the groups it yields
+        "SELECT g, count(*) FROM {} GROUP BY g HAVING count(*) > 100 ORDER BY g",
+        "SELECT g FROM {} GROUP BY g HAVING max(id) - min(id) > 10 ORDER BY g",
     ],
 )
 def test_pushed_down_and_equal_to_heap(db, agg_tables, query):
@@ -46,7 +49,7 @@ def test_pushed_down_and_equal_to_heap(db, agg_tables, query):
         "SELECT avg(v) FROM {}",                       # the wrapper declines avg
         "SELECT count(*) FROM {} WHERE id > 10",        # it declines quals
         "SELECT g + 1, count(*) FROM {} GROUP BY g + 1 ORDER BY 1",  # not a plain column
-        "SELECT g, count(*) FROM {} GROUP BY g HAVING count(*) > 100 ORDER BY g",
+        "SELECT g, count(*) FROM {} GROUP BY g HAVING count(*) > 100 AND avg(v) > 0 ORDER BY g",  # avg declined
         "SELECT count(DISTINCT g) FROM {}",
     ],
 )
