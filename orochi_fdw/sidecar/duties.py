@@ -89,6 +89,7 @@ class Duty(abc.ABC):
 _DUTIES: dict[str, str] = {
     "jobs": "orochi_fdw.sidecar.jobs:JobsDuty",
     "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
+    "cdc": "orochi_fdw.cdc.duty:CdcDuty",
 }
 
 

@@ -1,0 +1,376 @@
+"""SQL functions of change data capture (sql/90_cdc.sql), run in the
+backend as the calling role.
+
+- ``orochi.create_cdc_subscription(name, tables, sink, format, options)``:
+  checks everything that can be checked now (wal_level, each table, its
+  key, the caller's SELECT on it, the options, that the sink answers) so
+  that a mistake is an ERROR here, not a failed subscription later.  The
+  caller becomes the owner.
+- ``start_cdc_subscription``, ``stop_cdc_subscription``,
+  ``drop_cdc_subscription``: for members of the owner role.
+- ``cdc_message_key``: the key that signs orochi tables' change messages,
+  for the sidecar (roles with REPLICATION, superusers).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+from orochi_fdw.bridge import spi
+from orochi_fdw.bridge.sqlfunc import sql_function
+from orochi_fdw.cdc.errors import (CdcPrivilegeError, CdcStateError, DuplicateSubscriptionError,
+                                   InvalidCdcOptionError, SinkUnreachableError, SubscriptionNotFoundError)
+from orochi_fdw.cdc.options import CdcOptions, check_options
+
+#: the wrapper of the tables whose writes emit change messages
+COLUMNAR_WRAPPER = "orochi_fdw.columnar.ColumnarTable"
+#: seconds a sink may take to accept a connection at creation
+CONNECT_TIMEOUT = 3.0
+
+_TABLE_INFO = """
+SELECT c.relkind::text, c.relpersistence::text, c.relreplident::text, c.relrowsecurity, c.relforcerowsecurity,
+       n.nspname::text, c.relname::text, c.oid::regclass::text, c.relowner
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = $1
+"""
+
+_COLUMNS = """
+SELECT a.attname::text FROM pg_catalog.pg_attribute a
+ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ ORDER BY a.attnum
+"""
+
+_INDEX_COLUMNS = """
+SELECT a.attname::text
+  FROM pg_catalog.pg_index i
+  JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, pos) ON true
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+ WHERE i.indrelid = $1 AND {which}
+ ORDER BY k.pos
+"""
+
+_FOREIGN = """
+SELECT w.fdwname::text,
+       (SELECT split_part(o, '=', 2) FROM unnest(ft.ftoptions) o WHERE o LIKE 'wrapper=%'),
+       (SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'wrapper=%')
+  FROM pg_catalog.pg_foreign_table ft
+  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
+  JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+ WHERE ft.ftrelid = $1
+"""
+
+
+def _options(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def _relids(tables: Any) -> list[int]:
+    if tables is None:
+        raise InvalidCdcOptionError("tables cannot be NULL")
+    out: list[int] = []
+    for t in tables:
+        if t is None:
+            raise InvalidCdcOptionError("tables cannot hold NULL")
+        relid = t if isinstance(t, int) else int(spi.execute("SELECT $1::regclass::oid", [str(t)],
+                                                             types=["text"]).scalar())
+        if relid in out:
+            name = spi.execute("SELECT $1::regclass::text", [relid], types=["oid"]).scalar()
+            raise InvalidCdcOptionError(f'table "{name}" is listed twice')
+        out.append(relid)
+    if not out:
+        raise InvalidCdcOptionError("a CDC subscription needs at least one table")
+    return out
+
+
+def _key_columns_option(options: CdcOptions) -> dict[int, list[str]]:
+    """The key_columns option by table oid."""
+    out: dict[int, list[str]] = {}
+    for name, cols in (options["key_columns"] or {}).items():
+        relid = spi.execute("SELECT to_regclass($1)::oid", [name], types=["text"]).scalar()
+        if relid is None:
+            raise InvalidCdcOptionError(f'option "key_columns" names table "{name}", which does not exist',
+                                        sqlstate="42P01")
+        out[int(relid)] = list(cols)
+    return out
+
+
+def _identity_columns(relid: int, replident: str) -> list[str] | None:
+    """The columns a heap table's deletions and key changes carry (its
+    replica identity); None when every column (REPLICA IDENTITY FULL)."""
+    if replident == "f":
+        return None
+    if replident == "n":
+        return []
+    which = "i.indisprimary" if replident == "d" else "i.indisreplident"
+    return [r[0] for r in spi.execute(_INDEX_COLUMNS.format(which=which), [relid], types=["oid"]).rows]
+
+
+def _check_table(relid: int, key_option: list[str] | None) -> tuple[str, list[str]]:
+    """(kind, key columns) of a table a subscription may capture.
+
+    Raises:
+        InvalidCdcOptionError, CdcPrivilegeError, CdcStateError.
+    """
+    row = spi.execute(_TABLE_INFO, [relid], types=["oid"]).rows
+    if not row:
+        raise InvalidCdcOptionError(f"relation with OID {relid} does not exist", sqlstate="42P01")
+    relkind, persistence, replident, rls, force_rls, _schema, _table, name, owner = row[0]
+    if relkind == "r":
+        kind = "heap"
+        if persistence == "t":
+            raise InvalidCdcOptionError(f'table "{name}" is temporary: its changes are not in the WAL',
+                                        sqlstate="0A000")
+        if persistence == "u":
+            raise InvalidCdcOptionError(f'table "{name}" is unlogged: its changes are not in the WAL',
+                                        sqlstate="0A000", hint="ALTER TABLE ... SET LOGGED first.")
+    elif relkind == "f":
+        fdw, table_wrapper, server_wrapper = spi.execute(_FOREIGN, [relid], types=["oid"]).rows[0]
+        wrapper = table_wrapper or server_wrapper or COLUMNAR_WRAPPER
+        if fdw != "orochi" or wrapper != COLUMNAR_WRAPPER:
+            raise InvalidCdcOptionError(f'foreign table "{name}" is not an orochi table', sqlstate="42809",
+                                        hint="Only heap tables and orochi (columnar) tables can be captured.")
+        kind = "orochi"
+    elif relkind == "p":
+        raise InvalidCdcOptionError(f'"{name}" is a partitioned table', sqlstate="0A000",
+                                    hint="Capture its partitions.")
+    else:
+        raise InvalidCdcOptionError(f'"{name}" is not a table', sqlstate="42809")
+    if not spi.execute("SELECT has_table_privilege($1, 'SELECT')", [relid], types=["oid"]).scalar():
+        raise CdcPrivilegeError(f"permission denied for table {name}",
+                                detail="Creating a CDC subscription needs SELECT on each of its tables.")
+    if rls:
+        bypass = spi.execute("SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user"
+                             ).scalar()
+        owns = spi.execute("SELECT pg_has_role(current_user, $1, 'USAGE')", [owner], types=["oid"]).scalar()
+        if not (bypass or (owns and not force_rls)):
+            raise CdcPrivilegeError(
+                f'table "{name}" has row-level security, which its change stream would not apply',
+                detail="A change stream carries every row; only roles that bypass the table's row-level "
+                       "security may subscribe to it.")
+    columns = [r[0] for r in spi.execute(_COLUMNS, [relid], types=["oid"]).rows]
+    if not columns:
+        raise CdcStateError(f'table "{name}" has no columns to key its events by')
+    if key_option is not None:
+        unknown = [c for c in key_option if c not in columns]
+        if unknown:
+            raise InvalidCdcOptionError(f'option "key_columns": column "{unknown[0]}" of table "{name}" '
+                                        "does not exist", sqlstate="42703")
+    if kind == "orochi":
+        return kind, key_option or columns
+    identity = _identity_columns(relid, replident)
+    if identity == []:
+        raise CdcStateError(
+            f'table "{name}" has no usable key: no primary key or replica identity',
+            detail="Its deletions and updates would not say which row they change.",
+            hint=f"Add a primary key, or ALTER TABLE {name} REPLICA IDENTITY FULL (or USING INDEX).")
+    if key_option is not None:
+        if identity is not None and any(c not in identity for c in key_option):
+            raise InvalidCdcOptionError(
+                f'option "key_columns" of table "{name}" must be among its replica identity columns '
+                f"({', '.join(identity)})",
+                hint="Deletions carry only those columns; REPLICA IDENTITY FULL makes any column usable.")
+        return kind, key_option
+    return kind, identity if identity is not None else columns
+
+
+def _check_wal_level() -> None:
+    level = spi.execute("SELECT current_setting('wal_level')").scalar()
+    if level != "logical":
+        raise CdcStateError(f'logical decoding requires wal_level "logical" (it is "{level}")',
+                            hint="Set wal_level = logical in postgresql.conf and restart the server.")
+
+
+def _check_slots() -> None:
+    used, limit = spi.execute("SELECT (SELECT count(*) FROM pg_catalog.pg_replication_slots),"
+                              " current_setting('max_replication_slots')::int").rows[0]
+    if int(used) >= int(limit):
+        raise CdcStateError(f"all replication slots are in use ({limit})", sqlstate="53400",
+                            hint="Increase max_replication_slots, or drop a slot that is not needed.")
+
+
+def _connects(host: str, port: int) -> str | None:
+    """None when a TCP connection to host:port opens, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _check_sink(options: CdcOptions) -> None:
+    """Whether the sink answers now (a TCP connection: nothing that starts
+    threads runs in a backend)."""
+    import os
+
+    sink = options.sink
+    if sink == "kafka":
+        problems = []
+        for server in str(options["bootstrap_servers"]).split(","):
+            server = server.strip()
+            if "://" in server:
+                server = server.split("://", 1)[1]
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise InvalidCdcOptionError(f'option "bootstrap_servers": "{server}" is not host:port')
+            problem = _connects(host.strip("[]"), int(port))
+            if problem is None:
+                return
+            problems.append(f"{server}: {problem}")
+        raise SinkUnreachableError("no Kafka broker of the subscription answers",
+                                   detail="; ".join(problems),
+                                   hint='Start the broker, or set "verify_sink": false to create it anyway.')
+    if sink == "webhook":
+        parts = urlsplit(options["url"])
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        problem = _connects(parts.hostname, port)
+        if problem is not None:
+            raise SinkUnreachableError(f"the webhook {parts.scheme}://{parts.netloc} does not answer",
+                                       detail=problem,
+                                       hint='Start the receiver, or set "verify_sink": false to create it anyway.')
+    if sink == "file" and not os.path.isdir(options["directory"]):
+        raise SinkUnreachableError(f'directory "{options["directory"]}" does not exist',
+                                   hint='Create it (writable by orochi-sidecar), or set "verify_sink": false.')
+
+
+@sql_function("create_cdc_subscription")
+def create_cdc_subscription(name: str | None, tables: Any, sink: str | None, format: str | None = "debezium",
+                            options: Any = None) -> int:
+    """orochi.create_cdc_subscription: a new subscription, state ``created``.
+
+    Returns:
+        The subscription's id.
+    """
+    for label, value in (("name", name), ("sink", sink), ("format", format)):
+        if value is None:
+            raise InvalidCdcOptionError(f"{label} cannot be NULL")
+    if not str(name).strip():
+        raise InvalidCdcOptionError("a CDC subscription's name cannot be empty")
+    sink = str(sink).lower()
+    format = str(format).lower()
+    try:
+        raw = _options(options)
+    except ValueError as exc:
+        raise InvalidCdcOptionError(f"options are not valid JSON: {exc}") from None
+    checked = check_options(sink, format, raw)
+    _check_wal_level()
+    relids = _relids(tables)
+    keys_given = _key_columns_option(checked)
+    unknown = [r for r in keys_given if r not in relids]
+    if unknown:
+        other = spi.execute("SELECT $1::regclass::text", [unknown[0]], types=["oid"]).scalar()
+        raise InvalidCdcOptionError(f'option "key_columns" names table "{other}", which the subscription '
+                                    "does not capture")
+    described = [(relid, *_check_table(relid, keys_given.get(relid))) for relid in relids]
+    if sink == "file":
+        allowed = spi.execute("SELECT pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')").scalar()
+        if not allowed:
+            raise CdcPrivilegeError("permission denied to create a subscription that writes files on the server",
+                                    detail="Only superusers and members of pg_write_server_files may.")
+    if spi.execute("SELECT orochi.cdc_subscription_id($1)", [name], types=["text"]).scalar() is not None:
+        raise DuplicateSubscriptionError(f'CDC subscription "{name}" already exists')
+    _check_slots()
+    if checked["verify_sink"]:
+        _check_sink(checked)
+    subscription_id = int(spi.execute("SELECT nextval('orochi.cdc_subscription_id_seq')").scalar())
+    dboid = int(spi.backend_info()["database_oid"])
+    spi.execute(
+        "INSERT INTO orochi.cdc_subscription (subscription_id, name, sink, format, options, slot_name, "
+        "publication_name) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+        [subscription_id, name, sink, format, json.dumps(raw), f"orochi_cdc_{dboid}_{subscription_id}",
+         f"orochi_cdc_{subscription_id}"], types=["int4", "text", "text", "text", "text", "text", "text"])
+    for ordinal, (relid, kind, key) in enumerate(described):
+        spi.execute("INSERT INTO orochi.cdc_subscription_table (subscription_id, relid, kind, key_columns, ordinal) "
+                    "VALUES ($1, $2, $3, $4, $5)", [subscription_id, relid, kind, key, ordinal],
+                    types=["int4", "oid", "text", "text[]", "int4"])
+    spi.execute("INSERT INTO orochi.cdc_stats (subscription_id) VALUES ($1)", [subscription_id], types=["int4"])
+    spi.execute("SELECT orochi.cdc_sync_publication($1)", [subscription_id], types=["int4"])
+    return subscription_id
+
+
+def _require(name: str) -> tuple[int, str]:
+    """(id, state) of a subscription the caller may manage, locked.
+
+    Raises:
+        SubscriptionNotFoundError, CdcPrivilegeError.
+    """
+    if name is None:
+        raise InvalidCdcOptionError("name cannot be NULL")
+    subscription_id = spi.execute("SELECT orochi.cdc_subscription_id($1)", [name], types=["text"]).scalar()
+    if subscription_id is None:
+        raise SubscriptionNotFoundError(f'CDC subscription "{name}" does not exist')
+    row = spi.execute("SELECT state FROM orochi.cdc_subscription WHERE subscription_id = $1 FOR UPDATE",
+                      [subscription_id], types=["int4"]).rows
+    if not row:
+        owner = spi.execute("SELECT orochi.cdc_subscription_owner($1)::text", [subscription_id],
+                            types=["int4"]).scalar()
+        raise CdcPrivilegeError(f'must be owner of CDC subscription "{name}"',
+                                detail=f"The subscription belongs to role {owner}.")
+    return int(subscription_id), row[0][0]
+
+
+@sql_function("start_cdc_subscription")
+def start_cdc_subscription(name: str) -> str:
+    """orochi.start_cdc_subscription: created, stopped or failed → running."""
+    subscription_id, state = _require(name)
+    if state == "running":
+        spi.notice(f'CDC subscription "{name}" is already running')
+        return state
+    spi.execute("UPDATE orochi.cdc_subscription SET state = 'running', state_changed_at = now() "
+                "WHERE subscription_id = $1", [subscription_id], types=["int4"])
+    spi.execute("UPDATE orochi.cdc_subscription_table SET capturing = true WHERE subscription_id = $1",
+                [subscription_id], types=["int4"])
+    spi.execute("UPDATE orochi.cdc_stats SET current_error = NULL WHERE subscription_id = $1",
+                [subscription_id], types=["int4"])
+    return "running"
+
+
+@sql_function("stop_cdc_subscription")
+def stop_cdc_subscription(name: str) -> str:
+    """orochi.stop_cdc_subscription: → stopped (the worker ends; the slot
+    stays and keeps the changes for the next start)."""
+    subscription_id, state = _require(name)
+    if state in ("stopped", "created", "failed"):
+        spi.notice(f'CDC subscription "{name}" is not running ({state})')
+        return state
+    spi.execute("UPDATE orochi.cdc_subscription SET state = 'stopped', state_changed_at = now() "
+                "WHERE subscription_id = $1", [subscription_id], types=["int4"])
+    return "stopped"
+
+
+@sql_function("drop_cdc_subscription")
+def drop_cdc_subscription(name: str | None, if_exists: bool | None = False) -> None:
+    """orochi.drop_cdc_subscription: the subscription, its statistics, its
+    replication slot and publication.  The slot's drop is not undone by a
+    ROLLBACK (as ``pg_drop_replication_slot``'s is not)."""
+    try:
+        subscription_id, _ = _require(name)
+    except SubscriptionNotFoundError:
+        if if_exists:
+            spi.notice(f'CDC subscription "{name}" does not exist, skipping')
+            return None
+        raise
+    slot, publication = spi.execute(
+        "DELETE FROM orochi.cdc_subscription WHERE subscription_id = $1 RETURNING slot_name, publication_name",
+        [subscription_id], types=["int4"]).rows[0]
+    spi.execute("SELECT orochi.cdc_drop_replication($1, $2)", [slot, publication], types=["text", "text"])
+    return None
+
+
+@sql_function("cdc_message_key")
+def cdc_message_key() -> bytes:
+    """orochi.cdc_message_key: the key signing orochi tables' change messages."""
+    from orochi_fdw.cdc.capture import load_or_create_key
+
+    allowed = spi.execute("SELECT rolsuper OR rolreplication FROM pg_catalog.pg_roles WHERE rolname = session_user"
+                          ).scalar()
+    if not allowed:
+        raise CdcPrivilegeError("permission denied to read the change message key",
+                                detail="Only roles with the REPLICATION attribute and superusers may.")
+    return load_or_create_key(spi.backend_info()["data_directory"])
