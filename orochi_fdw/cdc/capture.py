@@ -209,6 +209,7 @@ class TableCapture:
         self.schema, self.name = _names(table.relid)
         self.metas = [payload.ColumnMeta(name, col.type_oid, col.typmod, _wire_kind(col))
                       for name, col in table.columns.items()]
+        self.types = {name: col.type_name for name, col in table.columns.items() if col.type_name}
         self.updates: dict[int, dict[str, Any]] = {}  # row id -> new values, until the old row is read
         self.done: list[np.ndarray] = []  # row ids whose change was emitted already
 
@@ -277,7 +278,8 @@ class TableCapture:
             self.emit("d", len(deleted), before={n: _take(c, deleted) for n, c in columns.items()})
         if len(updated):
             news = [self.updates.pop(int(r)) for r in rowids[updated].tolist()]
-            after = {m.name: _column_from_values(m, [v.get(m.name) for v in news]) for m in self.metas}
+            after = {m.name: _column_from_values(m, [v.get(m.name) for v in news], self.types.get(m.name))
+                     for m in self.metas}
             self.emit("u", len(updated), before={n: _take(c, updated) for n, c in columns.items()}, after=after)
         self.done.append(rowids)
 
@@ -329,10 +331,17 @@ def _stripe_rows(table: "ColumnarTable", stripe_id: int, offsets: np.ndarray) ->
 def _delta_rows(table: "ColumnarTable", ids: list[int]) -> tuple[np.ndarray, dict[str, Column]]:
     """The delta store's rows ``ids`` (a delta row never changes in place:
     UPDATE deletes it and inserts another)."""
+    import dataclasses
+
     from orochi_fdw.columnar.delta import _build_column, _read_column
 
     delta = table.delta
     reads = [_read_column(n, c) for n, c in table.columns.items()]
+    # text forms by the output function, as the values print (a cast to text
+    # drops char(n)'s padding, adds inet's netmask ...)
+    reads = [dataclasses.replace(rc, exprs=(f"CASE WHEN c{table.columns[rc.name].attnum} IS NOT NULL"
+                                            f" THEN format('%s', c{table.columns[rc.name].attnum}) END",))
+             if rc.kind is WireKind.CSTRING else rc for rc in reads]
     select = ["_rowid"] + [e for rc in reads for e in rc.exprs]
     rows = spi.prepared(f"SELECT {', '.join(select)} FROM {delta.name} WHERE _rowid = ANY ($1) ORDER BY _rowid",
                         ["bigint[]"]).execute([ids]).rows
@@ -393,14 +402,24 @@ def _take(col: Column, index: np.ndarray) -> Column:
     return Column(col.kind, values[gather] if total else np.zeros(0, np.uint8), validity, new_offsets)
 
 
-def _column_from_values(meta: payload.ColumnMeta, values: list) -> Column:
+def _column_from_values(meta: payload.ColumnMeta, values: list, type_sql: str | None = None) -> Column:
     """UPDATE's new values (Python objects, as the bridge hands them over)
-    as a wire column of the column's kind."""
+    as a wire column of the column's kind.  Values of types carried as text
+    are printed again by the type's output function (the bridge hands some
+    over as a cast to text would print them: ``inet`` with its netmask,
+    ``char(n)`` without its padding), so that they read as a scan's do."""
     from orochi_fdw.bridge.types import SpecialValue
 
     kind = meta.kind
-    if kind is WireKind.CSTRING or kind is WireKind.TEXT:
+    if kind is WireKind.TEXT:
         return Column.from_pylist(kind, [None if v is None else pg_text(v) for v in values])
+    if kind is WireKind.CSTRING:
+        texts = [None if v is None else pg_text(v) for v in values]
+        if type_sql is not None and any(t is not None for t in texts):
+            texts = spi.prepared(
+                f"SELECT array_agg(CASE WHEN v IS NULL THEN NULL ELSE format('%s', v::{type_sql}) END ORDER BY i)"
+                " FROM unnest($1::text[]) WITH ORDINALITY u(v, i)", ["text[]"]).execute([texts]).scalar()
+        return Column.from_pylist(kind, texts)
     if kind in (WireKind.DATE, WireKind.TIMESTAMP, WireKind.TIME) and \
             any(isinstance(v, SpecialValue) for v in values):
         return _special_times(kind, values)

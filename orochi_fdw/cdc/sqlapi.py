@@ -163,7 +163,7 @@ def _check_table(relid: int, key_option: list[str] | None) -> tuple[str, list[st
             raise InvalidCdcOptionError(f'option "key_columns": column "{unknown[0]}" of table "{name}" '
                                         "does not exist", sqlstate="42703")
     if kind == "orochi":
-        return kind, key_option or columns
+        return kind, key_option or []  # empty: every column, as the table has them when a row changes
     identity = _identity_columns(relid, replident)
     if identity == []:
         raise CdcStateError(
@@ -177,7 +177,9 @@ def _check_table(relid: int, key_option: list[str] | None) -> tuple[str, list[st
                 f"({', '.join(identity)})",
                 hint="Deletions carry only those columns; REPLICA IDENTITY FULL makes any column usable.")
         return kind, key_option
-    return kind, identity if identity is not None else columns
+    # the primary key (also under REPLICA IDENTITY FULL), else the identity's
+    # index, else (FULL) every column: an empty list
+    return kind, _identity_columns(relid, "d") or identity or []
 
 
 def _check_wal_level() -> None:

@@ -111,7 +111,7 @@ class TypeInfo:
         """A numeric column's scale, or None for an unconstrained one."""
         if self.typmod < 4:
             return None
-        return ((self.typmod - 4) & 0x7FF ^ 1024) - 1024
+        return (((self.typmod - 4) & 0x7FF) ^ 1024) - 1024
 
 
 def type_info(type_oid: int, typmod: int, lookup: Callable[[int], tuple] | None = None) -> TypeInfo:
@@ -159,7 +159,7 @@ _PG_INTERVAL_TIME = re.compile(r"([+-])?(\d+):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?
 def _days_from_civil(y: int, m: int, d: int) -> int:
     """Days since 1970-01-01 of a proleptic Gregorian date (astronomical year)."""
     y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
+    era = y // 400  # floor division: no correction for negative years
     yoe = y - era * 400
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
@@ -168,7 +168,7 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
 
 def _civil_from_days(z: int) -> tuple[int, int, int]:
     z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
+    era = z // 146097
     doe = z - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     y = yoe + era * 400
@@ -376,7 +376,7 @@ def parse_vector(text: str) -> list[float]:
 
 def _float32(value: float) -> float:
     """The shortest decimal that reads back as the same float4 (as Postgres prints it)."""
-    return float(repr(np.float32(value)))
+    return float(str(np.float32(value)))
 
 
 def parse_bytea(text: str) -> bytes:
