@@ -479,6 +479,6 @@ def pg_text(value: Any) -> str:
 def _array_element(text: str, value: Any) -> str:
     if isinstance(value, list):
         return text  # a nested array: already braced
-    if text == "" or text.upper() == "NULL" or any(ch in text for ch in ' {}",\\\t\n\r'):
+    if text == "" or text.upper() == "NULL" or any(ch in text for ch in ' {}",\\\t\n\r\v\f'):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text

@@ -154,6 +154,8 @@ class _Reader:
                 out.append(UNCHANGED)
             elif kind == "t":
                 length = self.int32()
+                if self.pos + length > len(self.raw):
+                    raise CorruptDataError("a pgoutput message is truncated")
                 out.append(self.raw[self.pos:self.pos + length].decode("utf-8"))
                 self.pos += length
             elif kind == "b":

@@ -323,6 +323,9 @@ def parse_interval(text: str) -> tuple[int, int, int]:
     return months, days, us
 
 
+_ARRAY_SPACE = " \t\n\r\v\f"  # what Postgres's array input skips (not every Unicode space)
+
+
 def parse_array(text: str) -> list:
     """A Postgres array literal as nested lists of element texts (None for NULL)."""
     pos = 0
@@ -355,7 +358,7 @@ def parse_array(text: str) -> list:
                 j = i
                 while text[j] not in ",}":
                     j += 1
-                item = text[i:j].strip()
+                item = text[i:j].strip(_ARRAY_SPACE)
                 out.append(None if item.upper() == "NULL" else item)
                 i = j
             if text[i] == ",":
