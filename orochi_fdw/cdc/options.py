@@ -19,6 +19,8 @@ Common options (every sink):
 ``decimal_handling``   numeric as Debezium's ``precise`` (default), ``double`` or ``string``
 ``poll_interval``      seconds between looks at the slot when there was nothing new (0.2)
 ``verify_sink``        check at creation that the sink answers (default true)
+``retry_min_delay``,   seconds between two tries of a sink that failed, doubling from the
+``retry_max_delay``    first to the second (0.5 and 30)
 =====================  ==================================================================
 
 Per sink: :data:`SINK_OPTIONS` (documented in docs/cdc.md).
@@ -137,6 +139,8 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("decimal_handling", str, "precise", _one_of("precise", "double", "string")),
     Option("poll_interval", (int, float), 0.2, _between(0.001, 3600)),
     Option("verify_sink", bool, True),
+    Option("retry_min_delay", (int, float), 0.5, _between(0.001, 3600)),
+    Option("retry_max_delay", (int, float), 30.0, _between(0.001, 86400)),
 )
 
 SINK_OPTIONS: dict[str, tuple[Option, ...]] = {
@@ -151,8 +155,6 @@ SINK_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("url", str, None, _url, required=True),
         Option("secret", str, None, _non_empty),
         Option("timeout", (int, float), 10.0, _between(0.01, 3600)),
-        Option("retry_min_delay", (int, float), 0.5, _between(0.001, 3600)),
-        Option("retry_max_delay", (int, float), 30.0, _between(0.001, 86400)),
         Option("headers", dict, None, _headers),
     ),
     "file": (
@@ -241,7 +243,7 @@ def check_options(sink: str, format: str, options: Mapping[str, Any] | None) -> 
                 raise InvalidCdcOptionError(f'option "{option.name}" is required for a {sink} subscription')
             values[option.name] = option.default
     checked = CdcOptions(sink, format, values)
-    if sink == "webhook" and checked["retry_min_delay"] > checked["retry_max_delay"]:
+    if checked["retry_min_delay"] > checked["retry_max_delay"]:
         raise InvalidCdcOptionError('option "retry_min_delay" must not exceed "retry_max_delay"')
     if sink == "file" and checked.max_file_bytes <= 0:
         raise InvalidCdcOptionError('option "max_file_bytes" must be positive')

@@ -305,13 +305,14 @@ class CdcWorker:
         """Deliver one batch (with retries in place when asked: the snapshot,
         whose exported snapshot must not be let go)."""
         assert self.sink is not None
-        delay = self.min_delay
+        delay = float(self.options["retry_min_delay"])
         while True:
             started = time.monotonic()
             try:
                 result = self.sink.deliver(events)
                 break
             except SinkUnavailable as exc:
+                exc.pending_ms = events[0].commit_ms if events else None  # type: ignore[attr-defined]
                 if not retry_in_place:
                     raise
                 self._sink_down(exc, events[0].commit_ms if events else None)
@@ -319,7 +320,7 @@ class CdcWorker:
                 self.stop.wait(exc.retry_after if exc.retry_after else delay)
                 if self.stop.is_set():
                     raise SubscriptionGone("the worker is stopping") from None
-                delay = min(delay * 2, self.max_delay)
+                delay = min(delay * 2, float(self.options["retry_max_delay"]))
         self.batches += 1
         if snapshot:
             progress.snapshot_events += result.delivered + result.skipped
@@ -541,7 +542,8 @@ class CdcWorker:
                         txn = builder.feed(message)
                         if txn is not None:
                             if txn.end_lsn <= confirmed:
-                                continue  # delivered before (the slot's advance was lost): not again
+                                cycle.done(txn.end_lsn)  # delivered before (the slot's advance was lost): not again
+                                continue
                             if txn.ignored_messages:
                                 logger.warning("subscription %d: %d change message(s) of transaction %d had no "
                                                "valid signature and were ignored", self.subscription_id,
@@ -611,6 +613,7 @@ class CdcWorker:
         """Run until stopped, the subscription is stopped, dropped or fails,
         or another worker has it (the daemon's thread body)."""
         delay = self.min_delay
+        sink_delay = float(self.options["retry_min_delay"])
         poll = float(self.options["poll_interval"])
         while not self.stop.is_set():
             try:
@@ -619,6 +622,7 @@ class CdcWorker:
                     self.start()
                 result = self.run_cycle()
                 delay = self.min_delay
+                sink_delay = float(self.options["retry_min_delay"])
                 if result.caught_up:
                     self.status = "caught up"
                     self.stop.wait(poll)
@@ -637,15 +641,15 @@ class CdcWorker:
                 return
             except SinkUnavailable as exc:
                 try:
-                    self._sink_down(exc, None)
+                    self._sink_down(exc, getattr(exc, "pending_ms", None))
                 except SubscriptionGone as gone:
                     logger.info("subscription %d: %s", self.subscription_id, gone)
                     self.close()
                     return
                 except psycopg.Error:
                     self.close()
-                self.stop.wait(exc.retry_after if exc.retry_after else delay)
-                delay = min(delay * 2, self.max_delay)
+                self.stop.wait(exc.retry_after if exc.retry_after else sink_delay)
+                sink_delay = min(sink_delay * 2, float(self.options["retry_max_delay"]))
             except psycopg.OperationalError as exc:
                 logger.warning("subscription %d: postgres unreachable or slot unusable: %s; retrying in %.1fs",
                                self.subscription_id, first_line(exc), delay)

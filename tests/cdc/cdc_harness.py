@@ -182,6 +182,7 @@ class Receiver:
         self.refuse: Callable[[dict], bool] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
+        self._open: set = set()  # kept-alive connections, closed by stop()
 
     @property
     def url(self) -> str:
@@ -192,6 +193,16 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver._open.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver._lock:
+                    receiver._open.discard(self.connection)
+                super().finish()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -220,10 +231,19 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        """Stop listening and close the connections clients keep open."""
+        import socket
+
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            for conn in list(self._open):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def events(self) -> list[dict]:
         with self._lock:
