@@ -270,7 +270,8 @@ class TableCapture:
         rows (``old``: row ids ascending and the columns)."""
         old_ids, columns = old
         if len(old_ids) != len(rowids) or not np.array_equal(old_ids, rowids):
-            raise RuntimeError("change capture: the old values of some deleted rows were not found")
+            raise _concurrent(self.table, f"{len(rowids) - len(old_ids)} row(s) of its delta store were deleted, "
+                                          "updated or compacted by another transaction since this statement started.")
         is_update = np.fromiter((int(r) in self.updates for r in rowids.tolist()), dtype=bool, count=len(rowids))
         deleted = np.flatnonzero(~is_update)
         updated = np.flatnonzero(is_update)
@@ -286,6 +287,15 @@ class TableCapture:
 
 # ---------------------------------------------------------------------- old rows
 
+def _concurrent(table: "ColumnarTable", detail: str) -> Exception:
+    """The error the write path gives when rows it changes were changed by
+    another transaction (40001): the statement, and its messages, roll back."""
+    from orochi_fdw.columnar.modify import SerializationFailure
+
+    return SerializationFailure(f'could not serialize access to table "{table.relname}" due to concurrent update',
+                                detail=detail)
+
+
 _STRIPE = "SELECT file_path FROM orochi.columnar_stripes WHERE stripe_id = $1"
 _STRIPE_COLUMNS = "SELECT attnum, column_name, kind FROM orochi.columnar_stripe_columns WHERE stripe_id = $1"
 
@@ -299,7 +309,8 @@ def _stripe_rows(table: "ColumnarTable", stripe_id: int, offsets: np.ndarray) ->
 
     path = spi.prepared(_STRIPE, ["bigint"]).execute([stripe_id]).scalar()
     if path is None:
-        raise RuntimeError(f"change capture: stripe {stripe_id} is not in the catalog")
+        raise _concurrent(table, f"Stripe {stripe_id} was rewritten (orochi.vacuum) or removed by another "
+                                 "transaction since this statement started.")
     stored = {int(a): (n, k) for a, n, k in spi.prepared(_STRIPE_COLUMNS, ["bigint"]).execute([stripe_id]).rows}
     missing = table.missing_values()
     pieces: dict[str, list[Column]] = {name: [] for name in table.columns}
