@@ -121,7 +121,7 @@ CREATE POLICY cdc_owner ON orochi.cdc_error_log
 
 GRANT SELECT (subscription_id, name, sink, format, state, state_changed_at, owner, created_at, slot_name,
               publication_name, slot_lsn, snapshot_done, confirmed_lsn),
-      INSERT, UPDATE (state, state_changed_at), DELETE
+      INSERT, UPDATE (state, state_changed_at, slot_lsn, snapshot_done, confirmed_lsn), DELETE
    ON orochi.cdc_subscription TO PUBLIC;
 GRANT SELECT, INSERT, UPDATE (capturing), DELETE ON orochi.cdc_subscription_table TO PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON orochi.cdc_stats, orochi.cdc_error_log TO PUBLIC;

@@ -326,6 +326,11 @@ def start_cdc_subscription(name: str) -> str:
         return state
     spi.execute("UPDATE orochi.cdc_subscription SET state = 'running', state_changed_at = now() "
                 "WHERE subscription_id = $1", [subscription_id], types=["int4"])
+    # its slot gone (max_lag, dropped by hand): a new slot and a new snapshot
+    spi.execute("UPDATE orochi.cdc_subscription s SET slot_lsn = NULL, snapshot_done = false, confirmed_lsn = NULL "
+                "WHERE s.subscription_id = $1 AND s.slot_lsn IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s.slot_name)",
+                [subscription_id], types=["int4"])
     spi.execute("UPDATE orochi.cdc_subscription_table SET capturing = true WHERE subscription_id = $1",
                 [subscription_id], types=["int4"])
     spi.execute("UPDATE orochi.cdc_stats SET current_error = NULL WHERE subscription_id = $1",

@@ -21,14 +21,14 @@ slot.
 
 **A cycle** (fault points in brackets, see :mod:`.faults`)::
 
-    L = pg_current_wal_flush_lsn()
     peek the slot's changes (pgoutput, up to cdc.peek_changes)       [fetched]
     for each batch_size events:  deliver, wait for the sink          [delivered]
         record the position after the last whole transaction
         delivered, the counters, refused events (one transaction)    [recorded]
         pg_replication_slot_advance(slot, that position)             [advanced]
-    nothing more in the slot: move it to L (WAL of other tables
-    and databases is not kept for nothing)
+    nothing more in the slot, but the WAL moved on (other tables and
+    databases): write a non-transactional heartbeat message; once a
+    peek reads it, the slot moves past it
 
 A crash anywhere re-reads the slot from its last advance: events after it
 are delivered again, with the ids they had, so a consumer keeping the last
@@ -368,8 +368,8 @@ class CdcWorker:
         if not exists and state.snapshot_done and state.slot_lsn is not None:
             self._slot_missing += 1
             if self._slot_missing >= 3:
-                raise SubscriptionFailed(f'its replication slot "{self.definition.slot_name}" is gone; drop the '
-                                         "subscription and create it again")
+                raise SubscriptionFailed(f'its replication slot "{self.definition.slot_name}" is gone; start the '
+                                         "subscription again for a new slot and a new snapshot")
             raise psycopg.OperationalError(f'replication slot "{self.definition.slot_name}" does not exist')
         if exists:  # a snapshot cut short: its exported snapshot is gone, start again
             logger.info("subscription %d: the initial snapshot did not finish; starting it again",

@@ -1,0 +1,351 @@
+"""The CDC benchmark: change events of heap and orochi tables, from the
+writing transaction to the sink, end to end.
+
+One PostgreSQL cluster (default durability: fsync on, synchronous_commit on),
+orochi-sidecar as its own process (the cdc duty, ``poll_interval`` 0.05 s)
+and a sink: a Kafka-protocol broker (noida-db) by default, or ``--sink
+file`` (JSON lines, fsynced).  Tables (``bh`` heap with a primary key, ``bo``
+orochi keyed by ``id``)::
+
+    (id bigint, dev int, v float8, note text, ts timestamptz)
+
+1. **Bulk inserts**: one ``INSERT ... SELECT`` of ``--rows`` rows; events/s
+   from the start of the INSERT until the sink has acknowledged the last
+   event (``orochi.cdc_subscription_stats``), and the sidecar's CPU time.
+2. **Single-row updates**: ``--updates`` transactions of one ``UPDATE ...
+   WHERE id = $1`` each, from one client; events/s from the first update to
+   the last event acknowledged.
+3. **Commit-to-sink latency** at a steady ``--rate`` single-row inserts/s
+   for ``--seconds`` s, into a webhook receiver in this process: for each
+   event, the time it arrived minus the time the client's COMMIT returned:
+   p50 / p99 / max.
+4. **What capture costs the writer**: single-row INSERT and UPDATE
+   statements and one bulk INSERT into the orochi table, with no
+   subscription and with one covering the table.
+
+Prints the tables and writes bench/results/cdc.md.
+
+    python bench/cdc_bench.py [--rows N] [--updates N] [--rate N] [--seconds S] [--sink kafka|file] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+
+from orochi_fdw.testing.cluster import PostgresCluster, find_free_port
+from orochi_fdw.testing.services import KafkaBroker
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "cdc.md")
+SETTINGS = {"shared_buffers": "512MB", "jit": "off", "max_wal_size": "8GB", "checkpoint_timeout": "1h",
+            "fsync": True, "full_page_writes": True}
+COLUMNS = "id bigint, dev int, v float8, note text, ts timestamptz"
+SIDECAR = os.path.join(os.path.dirname(sys.executable), "orochi-sidecar")
+SIDECAR_CONFIG = """
+log_level = "info"
+duties = ["cdc"]
+[http]
+enabled = false
+[cdc]
+poll_interval = 0.2
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Receiver:
+    """A webhook receiver noting when each event arrives."""
+
+    def __init__(self) -> None:
+        self.port = find_free_port()
+        self.arrivals: dict[int, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                now = time.time()
+                for event in json.loads(body):
+                    if event.get("after"):
+                        receiver.arrivals.setdefault(event["after"]["id"], now)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.pg = PostgresCluster("cdcbench", settings=SETTINGS)
+        self.broker: KafkaBroker | None = None
+        self.out_dir = tempfile.mkdtemp(prefix="orochi-cdc-bench-", dir="/tmp")
+        os.chmod(self.out_dir, 0o777)
+        self.sidecar: subprocess.Popen | None = None
+        self.config = os.path.join(self.out_dir, "sidecar.toml")
+        with open(self.config, "w") as f:
+            f.write(SIDECAR_CONFIG)
+
+    def __enter__(self) -> "Bench":
+        self.pg.start()
+        self.pg.create_database("bench")
+        self.dsn = self.pg.dsn("bench")
+        self.db = psycopg.connect(self.dsn, autocommit=True)
+        if self.args.sink == "kafka":
+            self.broker = KafkaBroker().start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_sidecar()
+        self.db.close()
+        with self.pg.connect("bench", autocommit=True) as c:
+            for (slot,) in c.execute("SELECT slot_name FROM pg_replication_slots").fetchall():
+                c.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+        self.pg.cleanup()
+        if self.broker is not None:
+            self.broker.cleanup()
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ plumbing
+    def start_sidecar(self) -> None:
+        self.stop_sidecar()
+        self.log = open(os.path.join(self.out_dir, "sidecar.log"), "ab")
+        self.sidecar = subprocess.Popen([SIDECAR, "--dsn", self.dsn, "--config", self.config],
+                                        stdout=self.log, stderr=self.log)
+
+    def stop_sidecar(self) -> None:
+        if self.sidecar is not None:
+            self.sidecar.terminate()
+            self.sidecar.wait(60)
+            self.sidecar = None
+
+    def tables(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS bh")
+        self.db.execute("DROP FOREIGN TABLE IF EXISTS bo")
+        self.db.execute(f"CREATE TABLE bh ({COLUMNS.replace('id bigint', 'id bigint PRIMARY KEY')})")
+        self.db.execute(f"CREATE FOREIGN TABLE bo ({COLUMNS}) SERVER orochi")
+
+    def subscribe(self, name: str, table: str, sink: str | None = None, **more) -> None:
+        sink = sink or self.args.sink
+        options = {"batch_size": self.args.batch, "poll_interval": 0.05, "snapshot": "never",
+                   "key_columns": {table: ["id"]}, **more}
+        if sink == "kafka":
+            options |= {"bootstrap_servers": self.broker.bootstrap, "tombstones": False}
+        elif sink == "file":
+            options |= {"directory": self.out_dir}
+        self.db.execute("SELECT orochi.create_cdc_subscription(%s, %s::regclass[], %s, 'debezium', %s::jsonb)",
+                        [name, [table], sink, json.dumps(options)])
+        self.db.execute("SELECT orochi.start_cdc_subscription(%s)", [name])
+
+    def drop(self, name: str) -> None:
+        self.db.execute("SELECT orochi.drop_cdc_subscription(%s)", [name])
+
+    def sent(self, name: str) -> int:
+        return int(self.db.execute("SELECT events_sent + snapshot_events FROM orochi.cdc_subscription_stats(%s)",
+                                   [name]).fetchone()[0])
+
+    def wait_started(self, name: str) -> None:
+        while not self.db.execute("SELECT snapshot_done FROM orochi.cdc_subscription WHERE name = %s",
+                                  [name]).fetchone()[0]:
+            time.sleep(0.05)
+
+    def wait_sent(self, name: str, count: int, timeout: float = 1800) -> float:
+        deadline = time.monotonic() + timeout
+        while self.sent(name) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: {self.sent(name)} of {count} events after {timeout} s")
+            time.sleep(0.02)
+        return time.perf_counter()
+
+    # ------------------------------------------------------------ 1, 2
+    def throughput(self) -> list[tuple]:
+        rows = []
+        n, u = self.args.rows, self.args.updates
+        for table in ("bh", "bo"):
+            self.tables()
+            name = f"tp_{table}"
+            self.subscribe(name, table)
+            self.start_sidecar()
+            self.wait_started(name)
+            cpu0 = cpu_seconds(self.sidecar.pid)
+            start = time.perf_counter()
+            self.db.execute(f"INSERT INTO {table} SELECT g, g %% 1000, g * 0.5, 'note ' || g, "
+                            "timestamptz '2024-01-01' + g * interval '1 s' FROM generate_series(1, %s) g", [n])
+            committed = time.perf_counter()
+            done = self.wait_sent(name, n)
+            cpu = cpu_seconds(self.sidecar.pid) - cpu0
+            rows.append(("bulk insert", table, n, committed - start, done - start, n / (done - start), cpu))
+            cpu0 = cpu_seconds(self.sidecar.pid)
+            start = time.perf_counter()
+            for i in range(1, u + 1):
+                self.db.execute(f"UPDATE {table} SET v = v + 1 WHERE id = %s", [i * 7 % n + 1])
+            committed = time.perf_counter()
+            done = self.wait_sent(name, n + u)
+            cpu = cpu_seconds(self.sidecar.pid) - cpu0
+            rows.append(("single-row updates", table, u, committed - start, done - start, u / (done - start), cpu))
+            self.stop_sidecar()
+            self.drop(name)
+        return rows
+
+    # ------------------------------------------------------------ 3
+    def latency(self) -> list[tuple]:
+        out = []
+        receiver = Receiver()
+        try:
+            for table in ("bh", "bo"):
+                self.tables()
+                name = f"lat_{table}"
+                receiver.arrivals.clear()
+                self.subscribe(name, table, sink="webhook", url=receiver.url)
+                self.start_sidecar()
+                self.wait_started(name)
+                commits: dict[int, float] = {}
+                interval = 1.0 / self.args.rate
+                total = int(self.args.rate * self.args.seconds)
+                next_at = time.perf_counter()
+                for i in range(1, total + 1):
+                    self.db.execute(f"INSERT INTO {table} VALUES (%s, 1, 1.0, 'x', now())", [i])
+                    commits[i] = time.time()
+                    next_at += interval
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                deadline = time.monotonic() + 600
+                while len(receiver.arrivals) < total and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                lat = sorted((receiver.arrivals[i] - commits[i]) * 1000 for i in commits if i in receiver.arrivals)
+                out.append((table, total, len(lat), _pct(lat, 50), _pct(lat, 99), lat[-1], statistics.mean(lat)))
+                self.stop_sidecar()
+                self.drop(name)
+        finally:
+            receiver.stop()
+        return out
+
+    # ------------------------------------------------------------ 4
+    def overhead(self) -> list[tuple]:
+        out = []
+        k = self.args.statements
+        for covered in (False, True):
+            self.tables()
+            self.db.execute("INSERT INTO bo SELECT g, 1, 1.0, 'x', now() FROM generate_series(1, %s) g", [k])
+            if covered:
+                self.subscribe("ovh", "bo", sink="file")
+                self.start_sidecar()  # makes the slot (messages are written only once it exists)
+                self.wait_started("ovh")
+                self.stop_sidecar()
+            label = "covered by a subscription" if covered else "no subscription"
+            start = time.perf_counter()
+            for i in range(k):
+                self.db.execute("INSERT INTO bo VALUES (%s, 2, 2.0, 'y', now())", [k + i + 1])
+            ins = (time.perf_counter() - start) / k * 1e6
+            start = time.perf_counter()
+            for i in range(1, k + 1):
+                self.db.execute("UPDATE bo SET v = v + 1 WHERE id = %s", [i])
+            upd = (time.perf_counter() - start) / k * 1e6
+            start = time.perf_counter()
+            self.db.execute("INSERT INTO bo SELECT g, 1, 1.0, 'note ' || g, now() FROM generate_series(1, %s) g",
+                            [self.args.rows])
+            bulk = time.perf_counter() - start
+            out.append((label, ins, upd, bulk))
+            if covered:
+                self.drop("ovh")
+        return out
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--updates", type=int, default=3_000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--statements", type=int, default=1_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--sink", choices=("kafka", "file"), default="kafka")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    with Bench(args) as bench:
+        tp = bench.throughput()
+        lat = bench.latency()
+        ovh = bench.overhead()
+    load = os.getloadavg()
+    lines = [
+        "# CDC benchmark", "",
+        f"Run on {datetime.date.today().isoformat()}: {os.cpu_count()} cores, load average at the end "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; `python bench/cdc_bench.py {' '.join(sys.argv[1:])}`.", "",
+        f"## Throughput, end to end ({args.sink} sink, batches of {args.batch} events)", "",
+        "From the start of the writes until the sink acknowledged the last event; the writes' own time "
+        "(until the last COMMIT returned) and the sidecar's CPU time beside.", "",
+        "| load | table | events | writes done | all delivered | events/s | sidecar CPU s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for what, table, n, written, done, rate, cpu in tp:
+        kind = "heap" if table == "bh" else "orochi"
+        lines.append(f"| {what} | {kind} | {n:,} | {written:.2f} s | {done:.2f} s | {rate:,.0f} | {cpu:.2f} |")
+    lines += ["", f"## Commit-to-sink latency at {args.rate:g} single-row inserts/s for {args.seconds:g} s "
+                  "(webhook sink)", "",
+              "| table | events | received | p50 | p99 | max | mean |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for table, total, got, p50, p99, mx, mean in lat:
+        kind = "heap" if table == "bh" else "orochi"
+        lines.append(f"| {kind} | {total:,} | {got:,} | {p50:.1f} ms | {p99:.1f} ms | {mx:.1f} ms | {mean:.1f} ms |")
+    lines += ["", f"## What capture costs the writer (orochi table; {args.statements:,} statements each, one "
+                  "client)", "",
+              "| | single-row INSERT | single-row UPDATE | INSERT ... SELECT of "
+              f"{args.rows:,} rows |", "|---|---:|---:|---:|"]
+    for label, ins, upd, bulk in ovh:
+        lines.append(f"| {label} | {ins:.0f} µs | {upd:.0f} µs | {bulk:.2f} s |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        notes = ""
+        if os.path.exists(RESULTS):
+            old = open(RESULTS).read()
+            if "\n## Notes" in old:
+                notes = old[old.index("\n## Notes"):]
+        with open(RESULTS, "w") as f:
+            f.write(text + notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
