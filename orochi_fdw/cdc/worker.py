@@ -182,7 +182,6 @@ class CdcWorker:
         self.shown_error: str | None = None
         self.on_delivery: Callable[[int, float], None] | None = None
         self._types: dict[int, tuple | None] = {}
-        self._slot_missing = 0
         self._pending_shown = False
 
     # ------------------------------------------------------------ connections
@@ -357,20 +356,17 @@ class CdcWorker:
 
         Raises:
             SubscriptionFailed: the slot is gone after the snapshot (dropped
-                by hand, or a drop rolled back).
+                by hand, or a drop rolled back): starting the subscription
+                again makes a new one.
         """
         assert self.conn is not None and self.state is not None
         state = self.state
         exists = self._slot_exists()
         if exists and state.snapshot_done:
-            self._slot_missing = 0
             return 0
         if not exists and state.snapshot_done and state.slot_lsn is not None:
-            self._slot_missing += 1
-            if self._slot_missing >= 3:
-                raise SubscriptionFailed(f'its replication slot "{self.definition.slot_name}" is gone; start the '
-                                         "subscription again for a new slot and a new snapshot")
-            raise psycopg.OperationalError(f'replication slot "{self.definition.slot_name}" does not exist')
+            raise SubscriptionFailed(f'its replication slot "{self.definition.slot_name}" is gone; start the '
+                                     "subscription again for a new slot and a new snapshot")
         if exists:  # a snapshot cut short: its exported snapshot is gone, start again
             logger.info("subscription %d: the initial snapshot did not finish; starting it again",
                         self.subscription_id)

@@ -199,3 +199,17 @@ def test_forged_change_messages_are_ignored(db, db_dsn, pg_cluster, db_name, out
     db.execute("INSERT INTO o VALUES (1)")
     assert cdc_once(db_dsn) == "cdc: s: 1 event"
     assert [e["after"] for e in file_events(out_dir)] == [{"a": 1}]
+
+
+def test_a_lost_slot_fails_the_subscription_and_a_start_takes_a_new_snapshot(db, db_dsn, out_dir):
+    db.execute("CREATE TABLE h (id int PRIMARY KEY)")
+    db.execute("INSERT INTO h VALUES (1)")
+    create_subscription(db, "s", ["h"], "file", "json", {"directory": out_dir})
+    assert cdc_once(db_dsn) == "cdc: s: 0 events and 1 snapshot event"
+    db.execute("SELECT pg_drop_replication_slot(slot_name) FROM orochi.cdc_subscription")
+    db.execute("INSERT INTO h VALUES (2)")
+    assert "its replication slot" in cdc_once(db_dsn)
+    assert stats(db, "s")["status"] == "failed" and "is gone" in stats(db, "s")["current_error"]
+    db.execute("SELECT orochi.start_cdc_subscription('s')")
+    assert cdc_once(db_dsn) == "cdc: s: 0 events and 2 snapshot events"
+    assert [(e["op"], e["after"]["id"]) for e in file_events(out_dir)] == [("r", 1), ("r", 1), ("r", 2)]
