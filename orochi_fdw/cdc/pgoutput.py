@@ -144,25 +144,40 @@ class _Reader:
         return v
 
     def tuple(self) -> list:
-        n = self.int16()
+        raw = self.raw
+        pos = self.pos
+        n = _I16.unpack_from(raw, pos)[0]
+        pos += 2
         out: list = []
-        for _ in range(n):
-            kind = self.byte()
-            if kind == "n":
-                out.append(None)
-            elif kind == "u":
-                out.append(UNCHANGED)
-            elif kind == "t":
-                length = self.int32()
-                if self.pos + length > len(self.raw):
-                    raise CorruptDataError("a pgoutput message is truncated")
-                out.append(self.raw[self.pos:self.pos + length].decode("utf-8"))
-                self.pos += length
-            elif kind == "b":
-                length = self.int32()
-                out.append(bytes(self.take(length)))
-            else:
-                raise CorruptDataError(f"unknown pgoutput tuple value kind {kind!r}")
+        append = out.append
+        unpack = _I32.unpack_from
+        end = len(raw)
+        try:
+            for _ in range(n):
+                kind = raw[pos]
+                pos += 1
+                if kind == 116:  # 't'
+                    length = unpack(raw, pos)[0]
+                    pos += 4
+                    if pos + length > end:
+                        raise CorruptDataError("a pgoutput message is truncated")
+                    append(raw[pos:pos + length].decode("utf-8"))
+                    pos += length
+                elif kind == 110:  # 'n'
+                    append(None)
+                elif kind == 117:  # 'u'
+                    append(UNCHANGED)
+                elif kind == 98:  # 'b'
+                    length = unpack(raw, pos)[0]
+                    pos += 4
+                    if pos + length > end:
+                        raise CorruptDataError("a pgoutput message is truncated")
+                    append(raw[pos:pos + length])
+                    pos += length
+                else:
+                    raise CorruptDataError(f"unknown pgoutput tuple value kind {chr(kind)!r}")
+        finally:
+            self.pos = pos
         return out
 
 

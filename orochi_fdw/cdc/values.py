@@ -70,6 +70,9 @@ PG_EPOCH_US = PG_EPOCH_DAYS * 86_400_000_000
 US_PER_DAY = 86_400_000_000
 _I32_MAX, _I32_MIN = 2**31 - 1, -(2**31)
 _I64_MAX, _I64_MIN = 2**63 - 1, -(2**63)
+#: µs since 2000-01-01 of 0001-01-01 00:00 and of the last µs of 9999 (numpy prints these years as ISO)
+_FIRST_AD_US = -63082281600 * 1_000_000
+_LAST_AD_US = 252455615999 * 1_000_000 + 999_999
 #: the JDBC driver's timestamps for ±infinity (PGStatement.DATE_POSITIVE_INFINITY)
 JDBC_INFINITY = 9223372036825200000
 DAYS_PER_MONTH = 365.25 / 12
@@ -489,6 +492,18 @@ def _numeric_precise(text: str, scale: int | None) -> Any:
 
 # ---------------------------------------------------------------------- converters
 
+def _identity(text: str) -> str:
+    return text
+
+
+def _bool_text(text: str) -> bool:
+    return text == "t" or text == "true"
+
+
+def _float_text(text: str) -> Any:
+    return _float_value(float(text))
+
+
 class Converter:
     """Turns one column's values into event values.
 
@@ -503,6 +518,58 @@ class Converter:
         self.format = format
         self.decimal_handling = decimal_handling
         self.element = Converter(info.element, format, decimal_handling) if info.element is not None else None
+        self._text_fn = self._text_function()
+
+    def _text_function(self) -> Callable[[str], Any]:
+        """text form -> event value, with fast paths for the forms a session
+        with the sidecar's settings prints (the general path otherwise)."""
+        kind, dbz = self.info.kind, self.format == "debezium"
+        general = self._general
+
+        if kind in (TEXT, UUID) or (kind == JSON and dbz) or \
+                (kind == NUMERIC and (not dbz or self.decimal_handling == "string")):
+            return _identity
+        if kind == INT:
+            return int
+        if kind == BOOL:
+            return _bool_text
+        if kind in (FLOAT32, FLOAT64):
+            return _float_text
+        if kind == TIMESTAMPTZ:
+            def tstz(text: str) -> Any:
+                if len(text) >= 22 and text[10] == " " and text[4] == "-" and text.endswith("+00"):
+                    return text[:10] + "T" + text[11:-3] + "Z"
+                return general(text)
+            return tstz
+        if kind == TIMESTAMP:
+            if not dbz:
+                def ts_json(text: str) -> Any:
+                    if len(text) >= 19 and text[10] == " " and text[4] == "-" and not text.endswith("BC"):
+                        return text[:10] + "T" + text[11:]
+                    return general(text)
+                return ts_json
+            millis = self.info.precision <= 3
+
+            def ts_dbz(text: str) -> Any:
+                if len(text) >= 19 and text[10] == " " and text[4] == "-" and not text.endswith("BC"):
+                    us = ((_days_from_civil(int(text[0:4]), int(text[5:7]), int(text[8:10])) * 86_400
+                           + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * 1_000_000
+                          + (_fraction_us(text[20:]) if len(text) > 20 else 0))
+                    return us // 1000 if millis else us
+                return general(text)
+            return ts_dbz
+        if kind == DATE and dbz:
+            def date_dbz(text: str) -> Any:
+                if len(text) == 10 and text[4] == "-":
+                    return _days_from_civil(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+                return general(text)
+            return date_dbz
+        if kind == DATE:
+            return lambda text: text if len(text) == 10 and text[4] == "-" else general(text)
+        return general
+
+    def _general(self, text: str) -> Any:
+        return self.out(self.canonical_text(text))
 
     # -- canonical values -> event values
     def out(self, value: Any) -> Any:
@@ -560,7 +627,7 @@ class Converter:
     def _element_out(self, v: Any) -> Any:
         if isinstance(v, list):
             return [self._element_out(x) for x in v]
-        return None if v is None else self.element.out(self.element.canonical_text(v))
+        return None if v is None else self.element._text_fn(v)
 
     # -- text forms -> canonical values
     def canonical_text(self, text: str) -> Any:
@@ -598,7 +665,7 @@ class Converter:
         if text is None:
             return None
         try:
-            return self.out(self.canonical_text(text))
+            return self._text_fn(text)
         except (ValueError, IndexError, decimal.InvalidOperation):
             return text  # a form not foreseen: the text itself, rather than nothing
 
@@ -611,6 +678,21 @@ class Converter:
             valid = np.asarray(col.validity).astype(bool).tolist()
             values = [v if ok else None for v, ok in zip(values, valid)]
         return values
+
+    def _timestamps(self, raw: np.ndarray) -> list | None:
+        """Wire timestamps (µs since 2000) as event values, vectorized; None
+        when some are infinite or outside years 1-9999 (the general path)."""
+        if not len(raw) or raw.min() < _FIRST_AD_US or raw.max() > _LAST_AD_US:
+            return None
+        us = raw.astype(np.int64) + np.int64(PG_EPOCH_US)
+        kind, dbz = self.info.kind, self.format == "debezium"
+        if kind == TIMESTAMP and dbz:
+            return (us // 1000 if self.info.precision <= 3 else us).tolist()
+        if kind not in (TIMESTAMP, TIMESTAMPTZ):
+            return None
+        zone = "Z" if kind == TIMESTAMPTZ else ""
+        texts = np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()
+        return [(t[:19] + t[19:].rstrip("0").rstrip(".") if t.endswith("0") else t) + zone for t in texts]
 
     def _wire_values(self, col: Column, n: int) -> list:
         kind, wk = self.info.kind, col.kind
@@ -641,6 +723,9 @@ class Converter:
                     out.append(self.out(v + PG_EPOCH_DAYS))
             return out
         if wk is WireKind.TIMESTAMP:
+            fast = self._timestamps(np.asarray(values))
+            if fast is not None:
+                return fast
             out = []
             for v in np.asarray(values).tolist():
                 if v == _I64_MAX or v == _I64_MIN:

@@ -207,3 +207,20 @@ def test_line_ids_of_both_formats():
     assert line_id(json.dumps(debezium).encode()) == (7, 2)
     assert line_id(b'{"lsn": 8, "index": 0}') == (8, 0)
     assert line_id(b"[]") is None and line_id(b"{") is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-2**62, 2**62) | st.sampled_from([0, 2**63 - 1, -2**63, -63082281600000000]),
+                min_size=1, max_size=20),
+       st.sampled_from([(values.TIMESTAMPTZ, -1), (values.TIMESTAMP, -1), (values.TIMESTAMP, 3)]),
+       st.sampled_from(["debezium", "json"]))
+def test_wire_timestamps_vectorized_as_one_by_one(raw, kind_typmod, fmt):
+    conv = values.Converter(values.TypeInfo(*kind_typmod), fmt)
+    col = Column(WireKind.TIMESTAMP, np.array(raw, dtype="<i8"))
+    expected = []
+    for v in raw:
+        if v in (2**63 - 1, -2**63):
+            expected.append(conv.out(values.Infinity(1 if v > 0 else -1)))
+        else:
+            expected.append(conv.out(v + values.PG_EPOCH_US))
+    assert conv.from_wire(col) == expected

@@ -76,12 +76,18 @@ class FileSink(Sink):
         self.max_bytes = self.options.max_file_bytes
         self.fsync = bool(self.options["fsync"])
         self.files: dict[str, _OpenFile] = {}
+        self._paths: dict[tuple[str, str] | None, str] = {}
 
     def path_for(self, event: Event) -> str:
-        name = safe_name(self.name)
-        if self.options["per"] == "table":
-            name += f".{safe_name(event.schema)}.{safe_name(event.table)}"
-        return os.path.join(self.directory, name + ".jsonl")
+        per_table = self.options["per"] == "table"
+        key = (event.schema, event.table) if per_table else None
+        path = self._paths.get(key)
+        if path is None:
+            name = safe_name(self.name)
+            if per_table:
+                name += f".{safe_name(event.schema)}.{safe_name(event.table)}"
+            path = self._paths[key] = os.path.join(self.directory, name + ".jsonl")
+        return path
 
     def _rotated(self, path: str) -> list[tuple[int, str]]:
         stem = os.path.basename(path)[:-len(".jsonl")]
@@ -174,13 +180,22 @@ class FileSink(Sink):
         try:
             for path in order:
                 f = self.files[path]
+                chunk: list[bytes] = []
+                size = 0
                 for line in pending[path]:
-                    if f.size and f.size + len(line) > self.max_bytes:
+                    if f.size + size + len(line) > self.max_bytes and f.size + size:
+                        if chunk:
+                            _write_all(f.fd, b"".join(chunk))
+                            f.size += size
+                            chunk, size = [], 0
                         self._rotate(f)
-                    _write_all(f.fd, line)
-                    f.size += len(line)
+                    chunk.append(line)
+                    size += len(line)
                     result.bytes += len(line)
                     result.delivered += 1
+                if chunk:
+                    _write_all(f.fd, b"".join(chunk))
+                    f.size += size
                 touched.append(f)
             if self.fsync:
                 for f in touched:
