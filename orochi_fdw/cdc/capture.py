@@ -11,10 +11,13 @@ commit, in commit order with the heap tables' row changes, and never those
 of a transaction or savepoint that rolled back.  Compaction and vacuum move
 rows without changing them and emit nothing.
 
-The check is cheap and cached: the first write of a transaction to an orochi
-table asks the catalog once whether a subscription covers it (one indexed
-lookup, then a dictionary for the rest of the transaction); a table no
-subscription covers costs nothing more.  A transaction that began before a
+The check is cheap and cached: in a database where no subscription ever
+started (a file in the data directory says when one did:
+``orochi/cdc/<database oid>.capturing``, made by
+``start_cdc_subscription``), writes ask nothing; otherwise the first write
+of a transaction to an orochi table asks the catalog once whether a
+subscription covers it (one indexed lookup, then a dictionary for the rest
+of the transaction).  A transaction that began before a
 subscription existed may have cached "not covered": the sidecar creates the
 subscription's replication slot only once every such transaction has ended
 (:mod:`.worker`), so the slot never decodes one of them.
@@ -61,9 +64,13 @@ PENDING_UPDATES = 5_000
 DELTA_PAGE = 10_000
 _OFFSET_MASK = (1 << STRIPE_OFFSET_BITS) - 1
 
-_COVERED = "SELECT EXISTS (SELECT 1 FROM orochi.cdc_subscription_table WHERE relid = $1 AND capturing)"
-_NAMES = ("SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c"
-          " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1")
+#: the table's schema and name when a subscription covers it, else no row
+_COVERED = ("SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid = $1 AND EXISTS (SELECT 1 FROM orochi.cdc_subscription_table t"
+            " WHERE t.relid = $1 AND t.capturing)")
+#: the file that says a database has (had) capturing subscriptions
+MARKER_FOLDER = "cdc"
 _EMIT = "SELECT pg_logical_emit_message(true, $1, $2)"
 
 
@@ -132,19 +139,43 @@ def verify(key: bytes, message: bytes | memoryview) -> memoryview | None:
 
 # ---------------------------------------------------------------------- which tables are covered
 
+def marker_path(data_directory: str, database_oid: int) -> str:
+    return os.path.join(data_directory, "orochi", MARKER_FOLDER, f"{int(database_oid)}.capturing")
+
+
+def make_marker(data_directory: str, database_oid: int) -> None:
+    """Say (durably) that this database has capturing subscriptions; from
+    then on its writers ask the catalog once per transaction.  Made before
+    the first subscription starts, never removed."""
+    path = marker_path(data_directory, database_oid)
+    if os.path.exists(path):
+        return
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for directory in (folder, os.path.dirname(folder)):
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
 class _TransactionCache:
-    """Per transaction: which tables a subscription covers, and their
-    captures.  A transaction participant (runtime.join_transaction), so it
+    """Per transaction: which tables a subscription covers (with their
+    names).  A transaction participant (runtime.join_transaction), so it
     forgets everything when the transaction ends."""
 
     def __init__(self) -> None:
-        self.covered: dict[int, bool] = {}
-        self.names: dict[int, tuple[str, str]] = {}
+        self.covered: dict[int, tuple[str, str] | None] = {}
         self.joined = False
 
     def _reset(self) -> None:
-        self.covered.clear()
-        self.names.clear()
+        self.covered = {}
         self.joined = False
 
     def commit(self) -> None:
@@ -158,26 +189,51 @@ class _TransactionCache:
 
 
 _cache = _TransactionCache()
+#: whether this database's marker exists (once it does, for good)
+_capturing_database = False
 
 
-def covered(relid: int) -> bool:
-    """Whether a CDC subscription covers the table (read once per transaction)."""
+def _database_captures() -> bool:
+    """Whether any subscription of this database ever started: a file's
+    existence, looked at (once per transaction) until it exists."""
+    global _capturing_database
+    if not _capturing_database:
+        info = spi.backend_info()
+        _capturing_database = os.path.exists(marker_path(info["data_directory"], info["database_oid"]))
+    return _capturing_database
+
+
+def covered(relid: int) -> tuple[str, str] | None:
+    """(schema, name) of the table when a CDC subscription covers it, else
+    None (read once per transaction; nothing asked in a database where no
+    subscription ever started)."""
     if not _cache.joined:
         runtime.join_transaction(_cache)
         _cache.joined = True
-    found = _cache.covered.get(relid)
-    if found is None:
-        found = bool(spi.prepared(_COVERED, ["oid"]).execute([relid]).scalar())
-        _cache.covered[relid] = found
+        if not _database_captures():
+            _cache.covered = _NOTHING_COVERED
+    if relid in _cache.covered:
+        return _cache.covered[relid]
+    rows = spi.prepared(_COVERED, ["oid"]).execute([relid]).rows
+    found = (rows[0][0], rows[0][1]) if rows else None
+    _cache.covered[relid] = found
     return found
 
 
-def _names(relid: int) -> tuple[str, str]:
-    names = _cache.names.get(relid)
-    if names is None:
-        row = spi.prepared(_NAMES, ["oid"]).execute([relid]).rows[0]
-        names = _cache.names[relid] = (row[0], row[1])
-    return names
+class _Nothing(dict):
+    """A covered-table cache that answers None for every table."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: Any) -> None:
+        return None
+
+    def clear(self) -> None:
+        pass
+
+
+_NOTHING_COVERED = _Nothing()
 
 
 def _emit(content: bytes) -> None:
@@ -189,9 +245,10 @@ def _emit(content: bytes) -> None:
 def for_statement(table: "ColumnarTable") -> "TableCapture | None":
     """The capture of a write statement on ``table``, or None when no
     subscription covers it (the common case: nothing more is done)."""
-    if not covered(table.relid):
+    names = covered(table.relid)
+    if names is None:
         return None
-    return TableCapture(table)
+    return TableCapture(table, names)
 
 
 def truncated(table: "ColumnarTable") -> None:
@@ -204,9 +261,9 @@ def truncated(table: "ColumnarTable") -> None:
 class TableCapture:
     """The changes one statement makes to one covered table."""
 
-    def __init__(self, table: "ColumnarTable"):
+    def __init__(self, table: "ColumnarTable", names: tuple[str, str]):
         self.table = table
-        self.schema, self.name = _names(table.relid)
+        self.schema, self.name = names
         self.metas = [payload.ColumnMeta(name, col.type_oid, col.typmod, _wire_kind(col))
                       for name, col in table.columns.items()]
         self.types = {name: col.type_name for name, col in table.columns.items() if col.type_name}

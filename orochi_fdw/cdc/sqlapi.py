@@ -331,6 +331,7 @@ def start_cdc_subscription(name: str) -> str:
                 "WHERE s.subscription_id = $1 AND s.slot_lsn IS NOT NULL AND NOT EXISTS "
                 "(SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s.slot_name)",
                 [subscription_id], types=["int4"])
+    _mark_database()
     spi.execute("UPDATE orochi.cdc_subscription_table SET capturing = true WHERE subscription_id = $1",
                 [subscription_id], types=["int4"])
     spi.execute("UPDATE orochi.cdc_stats SET current_error = NULL WHERE subscription_id = $1",
@@ -370,6 +371,15 @@ def drop_cdc_subscription(name: str | None, if_exists: bool | None = False) -> N
     return None
 
 
+def _mark_database() -> None:
+    """Make this database's writers of orochi tables ask which tables are
+    captured (orochi_fdw/cdc/capture.py)."""
+    from orochi_fdw.cdc.capture import make_marker
+
+    info = spi.backend_info()
+    make_marker(info["data_directory"], info["database_oid"])
+
+
 @sql_function("cdc_message_key")
 def cdc_message_key() -> bytes:
     """orochi.cdc_message_key: the key signing orochi tables' change messages."""
@@ -380,4 +390,6 @@ def cdc_message_key() -> bytes:
     if not allowed:
         raise CdcPrivilegeError("permission denied to read the change message key",
                                 detail="Only roles with the REPLICATION attribute and superusers may.")
+    if spi.execute("SELECT EXISTS (SELECT 1 FROM orochi.cdc_subscription_table WHERE capturing)").scalar():
+        _mark_database()  # (a restored data directory may lack it)
     return load_or_create_key(spi.backend_info()["data_directory"])
