@@ -219,7 +219,7 @@ class EventBuilder:
             key = [i for i, c in enumerate(rel.columns) if c.key] or list(range(len(names)))
         self.relations[rel.relid] = _Relation(rel, converters, key)
 
-    def _row(self, rel: _Relation, values: list | None, partial: bool = False) -> dict | None:
+    def _row(self, rel: _Relation, values: list | None) -> dict | None:
         if values is None:
             return None
         out = {}

@@ -47,7 +47,6 @@ mapping is a string; where it is a number, the JDBC driver's constants
 from __future__ import annotations
 
 import base64
-import datetime
 import decimal
 import re
 from dataclasses import dataclass

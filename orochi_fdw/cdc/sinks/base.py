@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
 
 from orochi_fdw.cdc.events import Event, RenderContext
 from orochi_fdw.cdc.options import CdcOptions
