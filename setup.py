@@ -48,9 +48,22 @@ def kernel_extensions():
     )
 
 
+# The wrappers orochi_fdw.testing ships for the bridge's tests, benchmarks and demo.
+TEST_WRAPPERS = [
+    f"{name} = orochi_fdw.testing.wrappers:{name}"
+    for name in ("SeriesWrapper", "QualsEchoWrapper", "SortedWrapper", "ExactWrapper", "ErrorWrapper",
+                 "SlowWrapper", "SleepWrapper", "HooksWrapper", "SpiTableWrapper", "EchoTypesWrapper",
+                 "SpiProbeWrapper", "RowidBatchWrapper", "AggregatingWrapper", "CatalogWrapper",
+                 "SnapshotProbeWrapper", "SqlWrapper", "FinalizerWrapper", "KernelWrapper", "LogWrapper",
+                 "ReleaseWrapper")
+] + [
+    f"{name} = orochi_fdw.testing.bench_wrappers:{name}"
+    for name in ("BatchBenchWrapper", "RowBenchWrapper", "TextRowBenchWrapper", "StripeFetchWrapper")
+]
+
 setup(
     name="orochi",
-    version="0.1.0",
+    version="0.2.0",
     description="HTAP for PostgreSQL: columnar tables, time series, sketches and scale-out",
     packages=find_packages(include=["orochi_fdw", "orochi_fdw.*"]),
     package_data={"orochi_fdw.kernels": ["*.pyi"]},
@@ -65,6 +78,13 @@ setup(
         "pglast>=7",
         "usearch>=2.16",
     ],
-    entry_points={"console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"]},
+    entry_points={
+        "console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"],
+        # Wrappers tables may name (orochi_fdw.bridge.wrappers): the columnar
+        # engine, and the test wrappers, which load only while the
+        # superuser-only setting orochi.allow_test_wrappers is on.
+        "orochi.wrappers": ["columnar = orochi_fdw.columnar.table:ColumnarTable"],
+        "orochi.test_wrappers": TEST_WRAPPERS,
+    },
     zip_safe=False,
 )

@@ -20,6 +20,7 @@ packages=(
   "python${PYTHON_VERSION}-dev"
   "python${PYTHON_VERSION}-venv"
   "build-essential"
+  "sqlsmith"                         # the SQL fuzzer of tests/safety (random queries, no crash)
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

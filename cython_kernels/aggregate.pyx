@@ -78,11 +78,14 @@ from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint64_t,
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from _interrupt cimport INTERRUPT_MASK, bind_interrupt_flag, interrupted, raise_interrupt
 from _typedefs cimport float_t, int_t, key_t, minmax_t
 
 import numpy as np
 
 from orochi_fdw.errors import NumericValueOutOfRangeError
+
+bind_interrupt_flag()
 
 cnp.import_array()
 
@@ -826,6 +829,7 @@ cdef enum:
     ST_OK = 0
     ST_NOMEM = -1
     ST_BADCODE = -2
+    ST_INTERRUPTED = -3   # a query cancel (_interrupt.pxd)
 
 
 cdef int _intern_fixed(KeyDict* d, const key_t* values, const uint8_t* valid, Sel sel,
@@ -857,6 +861,8 @@ cdef int _intern_fixed(KeyDict* d, const key_t* values, const uint8_t* valid, Se
                 return ST_NOMEM
         if d.direct != NULL:
             for k in range(sel.count):
+                if (k & INTERRUPT_MASK) == 0 and interrupted():
+                    return ST_INTERRUPTED
                 i = sel_next(&sel)
                 created = False
                 if not _present(valid, i):
@@ -876,6 +882,8 @@ cdef int _intern_fixed(KeyDict* d, const key_t* values, const uint8_t* valid, Se
                 out[k] = id
             return ST_OK
     for k in range(sel.count):
+        if (k & INTERRUPT_MASK) == 0 and interrupted():
+            return ST_INTERRUPTED
         i = sel_next(&sel)
         if not _present(valid, i):
             id = kd_null(d, &created)
@@ -921,6 +929,8 @@ cdef int _intern_bytes(KeyDict* d, KeyInput* ki, Sel sel, int64_t* out, I64Vec* 
     cdef int64_t id
     cdef bint created
     for k in range(sel.count):
+        if (k & INTERRUPT_MASK) == 0 and interrupted():
+            return ST_INTERRUPTED
         i = sel_next(&sel)
         if not _present(ki.valid, i):
             id = kd_null(d, &created)
@@ -955,6 +965,8 @@ cdef int _raise_status(int status) except -1:
         raise MemoryError("out of memory in a hash aggregation table")
     if status == ST_BADCODE:
         raise ValueError("dictionary code out of range")
+    if status == ST_INTERRUPTED:
+        raise_interrupt()
     return 0
 
 
@@ -1105,6 +1117,8 @@ cdef class GroupTable:
         cdef const int64_t* t
         cdef bint found
         for k in range(n):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                return ST_INTERRUPTED
             i = sel_next(&sel)
             h = 0x9e3779b97f4a7c15
             for c in range(nk):
@@ -1215,9 +1229,13 @@ def group_count(int64_t[::1] counts, const int64_t[::1] gids, validity=None, sel
     cdef Py_ssize_t k, i, n = gids.shape[0], cap = counts.shape[0]
     cdef int64_t g
     cdef bint bad = False
+    cdef bint stopped = False
     if validity is None:
         with nogil:
             for k in range(n):
+                if (k & INTERRUPT_MASK) == 0 and interrupted():
+                    stopped = True
+                    break
                 g = gids[k]
                 if <uint64_t>g >= <uint64_t>cap:
                     bad = True
@@ -1229,6 +1247,9 @@ def group_count(int64_t[::1] counts, const int64_t[::1] gids, validity=None, sel
         _check_gids(n, &sel)
         with nogil:
             for k in range(n):
+                if (k & INTERRUPT_MASK) == 0 and interrupted():
+                    stopped = True
+                    break
                 i = sel_next(&sel)
                 g = gids[k]
                 if <uint64_t>g >= <uint64_t>cap:
@@ -1236,6 +1257,8 @@ def group_count(int64_t[::1] counts, const int64_t[::1] gids, validity=None, sel
                     break
                 if valid[i]:
                     counts[g] += 1
+    if stopped:
+        raise_interrupt()
     if bad:
         _raise_gid()
 
@@ -1255,11 +1278,15 @@ def group_sum_int(int64_t[::1] sums, int64_t[::1] carries, int64_t[::1] counts,
     cdef Py_ssize_t cap = min(sums.shape[0], carries.shape[0], counts.shape[0])
     cdef int64_t g, v
     cdef bint bad = False
+    cdef bint stopped = False
     keep = _valid_init(&valid, validity, values.shape[0])
     keep_sel = _sel_init(&sel, selection, values.shape[0])
     _check_gids(n, &sel)
     with nogil:
         for k in range(n):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>cap:
@@ -1270,6 +1297,8 @@ def group_sum_int(int64_t[::1] sums, int64_t[::1] carries, int64_t[::1] counts,
                 if orochi_add_overflow_i64(sums[g], v, &sums[g]):
                     carries[g] += 1 if v >= 0 else -1
                 counts[g] += 1
+    if stopped:
+        raise_interrupt()
     if bad:
         _raise_gid()
 
@@ -1286,12 +1315,16 @@ def group_sum_float(float_t[::1] sums, int64_t[::1] counts, const int64_t[::1] g
     cdef Py_ssize_t k, i, n = gids.shape[0], cap = min(sums.shape[0], counts.shape[0])
     cdef int64_t g
     cdef float_t s, v, t
-    cdef bint bad = False, overflow = False
+    cdef bint bad = False
+    cdef bint stopped = False, overflow = False
     keep = _valid_init(&valid, validity, values.shape[0])
     keep_sel = _sel_init(&sel, selection, values.shape[0])
     _check_gids(n, &sel)
     with nogil:
         for k in range(n):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>cap:
@@ -1306,6 +1339,8 @@ def group_sum_float(float_t[::1] sums, int64_t[::1] counts, const int64_t[::1] g
                     break
                 sums[g] = t
                 counts[g] += 1
+    if stopped:
+        raise_interrupt()
     if bad:
         _raise_gid()
     if overflow:
@@ -1327,12 +1362,16 @@ def group_avg_float(int64_t[::1] counts, double[::1] sx, double[::1] sxx,
     cdef Py_ssize_t cap = min(counts.shape[0], sx.shape[0], sxx.shape[0])
     cdef int64_t g
     cdef double newval, n_old, N, Sx, Sxx, tmp
-    cdef bint bad = False, overflow = False
+    cdef bint bad = False
+    cdef bint stopped = False, overflow = False
     keep = _valid_init(&valid, validity, values.shape[0])
     keep_sel = _sel_init(&sel, selection, values.shape[0])
     _check_gids(n, &sel)
     with nogil:
         for k in range(n):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>cap:
@@ -1358,6 +1397,8 @@ def group_avg_float(int64_t[::1] counts, double[::1] sx, double[::1] sxx,
             counts[g] += 1
             sx[g] = Sx
             sxx[g] = Sxx
+    if stopped:
+        raise_interrupt()
     if bad:
         _raise_gid()
     if overflow:
@@ -1395,11 +1436,15 @@ def group_minmax(minmax_t[::1] state, int64_t[::1] counts, const int64_t[::1] gi
     cdef int64_t g
     cdef minmax_t v
     cdef bint bad = False
+    cdef bint stopped = False
     keep = _valid_init(&valid, validity, values.shape[0])
     keep_sel = _sel_init(&sel, selection, values.shape[0])
     _check_gids(n, &sel)
     with nogil:
         for k in range(n):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>cap:
@@ -1422,6 +1467,8 @@ def group_minmax(minmax_t[::1] state, int64_t[::1] counts, const int64_t[::1] gi
             elif v < state[g]:
                 state[g] = v
             counts[g] += 1
+    if stopped:
+        raise_interrupt()
     if bad:
         _raise_gid()
 
@@ -1436,11 +1483,15 @@ def group_bool(uint8_t[::1] state, int64_t[::1] counts, const int64_t[::1] gids,
     cdef int64_t g
     cdef uint8_t b
     cdef bint bad = False
+    cdef bint stopped = False
     keep = _valid_init(&valid, validity, values.shape[0])
     keep_sel = _sel_init(&sel, selection, values.shape[0])
     _check_gids(n, &sel)
     with nogil:
         for k in range(n):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>cap:
@@ -1456,6 +1507,8 @@ def group_bool(uint8_t[::1] state, int64_t[::1] counts, const int64_t[::1] gids,
             else:
                 state[g] = state[g] | b
             counts[g] += 1
+    if stopped:
+        raise_interrupt()
     if bad:
         _raise_gid()
 
@@ -1575,6 +1628,8 @@ cdef class DistinctCounter:
         cdef bint created
         cdef int r
         for k in range(sel.count):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                return ST_INTERRUPTED
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>cap:
@@ -1705,6 +1760,9 @@ cdef class TextExtremes:
         cdef int status = ST_OK
         memset(&touched, 0, sizeof(I64Vec))
         for k in range(sel.count):
+            if (k & INTERRUPT_MASK) == 0 and interrupted():
+                status = ST_INTERRUPTED  # best[] is reset below
+                break
             i = sel_next(&sel)
             g = gids[k]
             if <uint64_t>g >= <uint64_t>ngroups:

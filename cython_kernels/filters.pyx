@@ -36,6 +36,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp, memcpy, memset
 
 from _bitio cimport load_le64
+from _interrupt cimport bind_interrupt_flag, interrupted, raise_interrupt
 from _compare cimport (cmp_t, pg_eq, pg_lt, pg_isnan, CMP_EQ, CMP_NE, CMP_LT,
                        CMP_LE, CMP_GT, CMP_GE, CMB_SET, CMB_AND, CMB_OR)
 
@@ -286,6 +287,8 @@ cdef extern from *:
     Py_ssize_t orochi_count_nonzero(const uint8_t* p, Py_ssize_t n) noexcept nogil
 
 
+bind_interrupt_flag()
+
 OP_EQ = CMP_EQ
 OP_NE = CMP_NE
 OP_LT = CMP_LT
@@ -499,12 +502,14 @@ def compare(const cmp_t[::1] values, const uint8_t[::1] validity, int op, object
     if pg_isnan(c):
         kop = _fold_nan(op)
     with nogil:
-        while i < n:
+        while i < n and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             _cmp_block(&values[i], m, kop, c, t)
             _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
             i += m
+    if i < n:
+        raise_interrupt()
 
 
 def compare_range(const cmp_t[::1] values, const uint8_t[::1] validity, int op1, object value1,
@@ -530,7 +535,7 @@ def compare_range(const cmp_t[::1] values, const uint8_t[::1] validity, int op1,
     if pg_isnan(c2):
         k2 = _fold_nan(op2)
     with nogil:
-        while i < n:
+        while i < n and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             _cmp_block(&values[i], m, k1, c1, t)
@@ -539,6 +544,8 @@ def compare_range(const cmp_t[::1] values, const uint8_t[::1] validity, int op1,
                 t[j] = t[j] & tmp2[j]
             _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
             i += m
+    if i < n:
+        raise_interrupt()
 
 
 cdef Py_ssize_t _check_sorted(const cmp_t[::1] items) except -2:
@@ -592,7 +599,7 @@ def in_list(const cmp_t[::1] values, const uint8_t[::1] validity, const cmp_t[::
                     table[<uint64_t>items[q] - <uint64_t>items[0]] = 1
     try:
         with nogil:
-            while i < n:
+            while i < n and not interrupted():
                 m = n - i if n - i < BLOCK else BLOCK
                 t = &out[i] if combine == CMB_SET else tmp
                 if k <= LINEAR_IN_MAX:
@@ -625,6 +632,8 @@ def in_list(const cmp_t[::1] values, const uint8_t[::1] validity, const cmp_t[::
                     _not_block(t, m)
                 _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
                 i += m
+        if i < n:
+            raise_interrupt()
     finally:
         free(table)
 
@@ -641,7 +650,7 @@ def validity_filter(const uint8_t[::1] validity, bint is_null, uint8_t[::1] out,
     if n == 0:
         return
     with nogil:
-        while i < n:
+        while i < n and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             if valid == NULL:
@@ -654,6 +663,8 @@ def validity_filter(const uint8_t[::1] validity, bint is_null, uint8_t[::1] out,
                     t[j] = valid[i + j] != 0
             _finish_block(&out[i], t, NULL, m, combine)
             i += m
+    if i < n:
+        raise_interrupt()
 
 
 # ---------------------------------------------------------- variable width
@@ -752,7 +763,7 @@ def text_compare(const int64_t[::1] offsets, const uint8_t[::1] data,
     if n == 0:
         return
     with nogil:
-        while i < n and bad < 0:
+        while i < n and bad < 0 and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             for j in range(m):
@@ -775,6 +786,8 @@ def text_compare(const int64_t[::1] offsets, const uint8_t[::1] data,
                 break
             _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
             i += m
+    if i < n and bad < 0:
+        raise_interrupt()
     if bad >= 0:
         _raise(ERR_OFFSETS, bad)
 
@@ -796,7 +809,7 @@ def text_prefix(const int64_t[::1] offsets, const uint8_t[::1] data,
     if n == 0:
         return
     with nogil:
-        while i < n and bad < 0:
+        while i < n and bad < 0 and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             for j in range(m):
@@ -813,6 +826,8 @@ def text_prefix(const int64_t[::1] offsets, const uint8_t[::1] data,
                 break
             _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
             i += m
+    if i < n and bad < 0:
+        raise_interrupt()
     if bad >= 0:
         _raise(ERR_OFFSETS, bad)
 
@@ -852,7 +867,7 @@ def text_in_list(const int64_t[::1] offsets, const uint8_t[::1] data,
     if n == 0:
         return
     with nogil:
-        while i < n and bad < 0:
+        while i < n and bad < 0 and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             for j in range(m):
@@ -879,6 +894,8 @@ def text_in_list(const int64_t[::1] offsets, const uint8_t[::1] data,
                 break
             _finish_block(&out[i], t, valid + i if valid != NULL else NULL, m, combine)
             i += m
+    if i < n and bad < 0:
+        raise_interrupt()
     if bad >= 0:
         _raise(ERR_OFFSETS, bad)
 
@@ -904,7 +921,7 @@ def dict_filter(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
     if n == 0:
         return
     with nogil:
-        while i < n and bad < 0:
+        while i < n and bad < 0 and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             for j in range(m):
@@ -920,6 +937,8 @@ def dict_filter(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
                 break
             _finish_block(&out[i], t, NULL, m, combine)
             i += m
+    if i < n and bad < 0:
+        raise_interrupt()
     if bad >= 0:
         _raise(ERR_CODE, bad)
 
@@ -947,7 +966,7 @@ def dict_filter_compact(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
     if n == 0:
         return
     with nogil:
-        while i < n and bad < 0:
+        while i < n and bad < 0 and not interrupted():
             m = n - i if n - i < BLOCK else BLOCK
             t = &out[i] if combine == CMB_SET else tmp
             for j in range(m):
@@ -967,6 +986,8 @@ def dict_filter_compact(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
                 break
             _finish_block(&out[i], t, NULL, m, combine)
             i += m
+    if i < n and bad < 0:
+        raise_interrupt()
     if bad >= 0:
         _raise(ERR_CODE, bad)
     if k != ncodes:

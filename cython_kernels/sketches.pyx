@@ -18,6 +18,10 @@ from libc.math cimport asin, sin, M_PI
 
 import numpy as np
 
+from _interrupt cimport INTERRUPT_MASK, bind_interrupt_flag, interrupted, raise_interrupt
+
+bind_interrupt_flag()
+
 cdef uint64_t P1 = 0x9E3779B185EBCA87ULL
 cdef uint64_t P2 = 0xC2B2AE3D27D4EB4FULL
 cdef uint64_t P3 = 0x165667B19E3779F9ULL
@@ -122,11 +126,17 @@ def xxh64(const uint8_t[::1] data, uint64_t seed=0) -> int:
 def hash_int64(const int64_t[::1] values, uint64_t[::1] out):
     """out[i] = XXH64 of the 8 little-endian bytes of values[i]."""
     cdef Py_ssize_t i, n = values.shape[0]
+    cdef bint stopped = False
     if out.shape[0] != n:
         raise ValueError("out has the wrong length")
     with nogil:
         for i in range(n):
+            if (i & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             out[i] = _xxh64_u64(<uint64_t>values[i])
+    if stopped:
+        raise_interrupt()
 
 
 def hash_varlen(const int64_t[::1] offsets, const uint8_t[::1] data, uint64_t[::1] out):
@@ -134,6 +144,7 @@ def hash_varlen(const int64_t[::1] offsets, const uint8_t[::1] data, uint64_t[::
     cdef Py_ssize_t i, n = offsets.shape[0] - 1
     cdef uint8_t empty = 0
     cdef const uint8_t* base = &empty
+    cdef bint stopped = False
     if n < 0 or out.shape[0] != n:
         raise ValueError("out has the wrong length")
     if n > 0 and (offsets[0] < 0 or offsets[n] > data.shape[0]):
@@ -145,7 +156,12 @@ def hash_varlen(const int64_t[::1] offsets, const uint8_t[::1] data, uint64_t[::
         base = &data[0]
     with nogil:
         for i in range(n):
+            if (i & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             out[i] = _xxh64(base + offsets[i], offsets[i + 1] - offsets[i], 0)
+    if stopped:
+        raise_interrupt()
 
 
 cdef extern from *:
@@ -160,10 +176,14 @@ def hll_update(uint8_t[::1] registers, const uint64_t[::1] hashes, int p):
     cdef Py_ssize_t idx
     cdef uint8_t rho
     cdef int q = 64 - p
+    cdef bint stopped = False
     if not 4 <= p <= 18 or registers.shape[0] != (1 << p):
         raise ValueError("registers must have 2**p entries, 4 <= p <= 18")
     with nogil:
         for i in range(n):
+            if (i & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             h = hashes[i]
             idx = <Py_ssize_t>(h >> q)
             rest = h << p
@@ -173,6 +193,8 @@ def hll_update(uint8_t[::1] registers, const uint64_t[::1] hashes, int p):
                 rho = __builtin_clzll(rest) + 1
             if rho > registers[idx]:
                 registers[idx] = rho
+    if stopped:
+        raise_interrupt()
 
 
 def tdigest_compress(const double[::1] means, const double[::1] weights, double compression,
@@ -228,10 +250,14 @@ def hll_update_int64(uint8_t[::1] registers, const int64_t[::1] values, int p):
     cdef Py_ssize_t idx
     cdef uint8_t rho
     cdef int q = 64 - p
+    cdef bint stopped = False
     if not 4 <= p <= 18 or registers.shape[0] != (1 << p):
         raise ValueError("registers must have 2**p entries, 4 <= p <= 18")
     with nogil:
         for i in range(n):
+            if (i & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
             h = _xxh64_u64(<uint64_t>values[i])
             idx = <Py_ssize_t>(h >> q)
             rest = h << p
@@ -241,3 +267,5 @@ def hll_update_int64(uint8_t[::1] registers, const int64_t[::1] values, int p):
                 rho = __builtin_clzll(rest) + 1
             if rho > registers[idx]:
                 registers[idx] = rho
+    if stopped:
+        raise_interrupt()

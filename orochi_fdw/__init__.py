@@ -1,3 +1,3 @@
 """Orochi: HTAP for PostgreSQL."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

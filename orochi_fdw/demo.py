@@ -35,8 +35,10 @@ DEFAULT_DIR = "/var/tmp/orochi-demo"
 DATABASE = "orochi_demo"
 PREFERRED_PORT = 55432
 
-#: the demo server's settings: durable (unlike the test harness's), small
+#: the demo server's settings: durable (unlike the test harness's), small, and
+#: orochi preloaded (columnar files go through its WAL resource manager)
 DEMO_SETTINGS: dict[str, Any] = {
+    "shared_preload_libraries": "orochi",
     "fsync": True,
     "full_page_writes": True,
     "shared_buffers": "256MB",
@@ -223,7 +225,9 @@ class DemoCluster(PostgresCluster):
         directory = os.path.abspath(directory)
         parent = os.path.dirname(directory)
         os.makedirs(parent, exist_ok=True)
-        super().__init__("demo", keep=True, base_dir=parent, initdb_settings=DEMO_SETTINGS)
+        # preloading also in the per-start settings: a folder made by an older demo lacks it
+        super().__init__("demo", keep=True, base_dir=parent, initdb_settings=DEMO_SETTINGS,
+                         settings={"shared_preload_libraries": "orochi"})
         # Move from the temporary folder the harness made to the fixed one.
         os.rmdir(self.socket_dir)
         os.rmdir(self.base)
@@ -265,7 +269,10 @@ class DemoCluster(PostgresCluster):
         """Start the server unless it runs already; returns True if it was started."""
         if self.is_running():
             self.wait_until_ready()
-            return False
+            preloaded = self.execute("SHOW shared_preload_libraries")[0][0]
+            if "orochi" in [name.strip() for name in preloaded.split(",")]:
+                return False
+            self.stop()  # started by an older demo, without preloading
         if self.port is None:
             self.port = PREFERRED_PORT if _port_free(PREFERRED_PORT) else find_free_port(self.host)
         elif not _port_free(self.port):

@@ -52,6 +52,10 @@ class InvalidOptionValueError(OrochiError):
 
     sqlstate = "HV024"
 
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
 
 class WrapperError(OrochiError):
     """A wrapper class cannot be loaded or broke the bridge's contract
@@ -69,6 +73,19 @@ class NumericValueOutOfRangeError(OrochiError, ArithmeticError):
     sqlstate = "22003"
 
 
+class InsufficientPrivilegeError(OrochiError):
+    """The current role may not do what it asked: it does not own the table,
+    lacks a privilege on it, or is not a superuser where one is needed
+    (SQLSTATE 42501, insufficient_privilege)."""
+
+    sqlstate = "42501"
+
+    def __init__(self, message: str, detail: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+        self.hint = hint
+
+
 class FeatureNotSupportedError(OrochiError):
     """The statement asks for something Orochi does not do
     (SQLSTATE 0A000, feature_not_supported)."""
@@ -81,6 +98,29 @@ class SPIError(OrochiError):
 
     Carries the original SQLSTATE, message, detail, hint and context, so that
     an uncaught SPIError reaches the client exactly as Postgres reported it.
+    """
+
+    def __init__(self, message: str, sqlstate: str = "XX000", detail: str | None = None,
+                 hint: str | None = None, context: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+        self.context = context
+
+
+class StatementAborted(BaseException):
+    """A Postgres error that ends the statement: Python cannot carry on after it.
+
+    Raised by SQL from Python (:mod:`orochi_fdw.bridge.spi`) when the error
+    cannot be rolled back inside the statement: in parallel mode (the
+    backend runs a parallel plan, or is a parallel worker) SQL runs without a
+    sub-transaction, and a query cancel must end the statement. It derives
+    from ``BaseException``, so ``except Exception`` does not catch it; even
+    if caught, every later SQL call raises it again, and the bridge reports
+    the original Postgres error as soon as Python returns. Carries the same
+    fields as :class:`SPIError`.
     """
 
     def __init__(self, message: str, sqlstate: str = "XX000", detail: str | None = None,

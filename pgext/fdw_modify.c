@@ -60,6 +60,8 @@ typedef struct OrochiModifyState
 	SubTransactionId subid;		/* the sub-transaction it began in */
 	bool		pending;		/* rows handed over since the last flush */
 	bool		calls_functions;	/* no executor batches: see PlanForeignModify */
+	Oid			userid;			/* the role writing (see orochi_flush_pending_writes) */
+	int			sec_context;
 } OrochiModifyState;
 
 /*
@@ -102,6 +104,13 @@ orochi_instance_for_relation(Relation rel)
 	PyObject   *instance;
 
 	orochi_python_ensure();
+
+	/*
+	 * The table's wrapper joins the transaction in instance_for (its begin
+	 * hook runs there): from now on the transaction's end must be reported
+	 * to Python, even if instance_for fails.
+	 */
+	orochi_mark_xact_touched();
 	instance = orochi_runtime_call("instance_for",
 								   Py_BuildValue("(INNNNNi)", (unsigned int) relid,
 												 orochi_cstring_to_py(server->servername),
@@ -110,7 +119,6 @@ orochi_instance_for_relation(Relation rel)
 												 orochi_tupdesc_columns(RelationGetDescr(rel), relid),
 												 orochi_cstring_to_py(RelationGetRelationName(rel)),
 												 RelationGetDescr(rel)->natts));
-	orochi_mark_xact_touched();
 	return instance;
 }
 
@@ -237,6 +245,8 @@ modify_state_reset_callback(void *arg)
 	if (state->released)
 		return;
 	state->released = true;
+	if (!orochi_python_cleanup_allowed())
+		return;
 	for (int i = 0; i < state->tupdesc->natts; i++)
 		Py_CLEAR(state->attnames[i]);
 	Py_CLEAR(state->instance);
@@ -305,6 +315,7 @@ modify_state_create(Relation rel, CmdType operation, ModifyTableState *mtstate)
 	}
 	orochi_mark_xact_touched();
 	state->subid = GetCurrentSubTransactionId();
+	GetUserIdAndSecContext(&state->userid, &state->sec_context);
 	dlist_push_tail(&active_modifies, &state->node);
 	state->listed = true;
 	return state;
@@ -385,7 +396,7 @@ slot_to_dict(OrochiModifyState *state, TupleTableSlot *slot)
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(dict);
+		OROCHI_RELEASE(dict);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -419,7 +430,7 @@ store_returned_row(OrochiModifyState *state, PyObject *res, TupleTableSlot *slot
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(res);
+		OROCHI_RELEASE(res);
 	}
 	PG_END_TRY();
 	return slot;
@@ -522,7 +533,7 @@ orochiExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(rowid);
+		OROCHI_RELEASE(rowid);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -613,14 +624,24 @@ orochiEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
  *		hooks.c), so that it sees the statement's writes as it would see a
  *		heap table's: AFTER triggers see all of them, a function called for a
  *		row sees the rows written before.
+ *
+ *		The function manager calls its hook once the function's own identity
+ *		is in place (a SECURITY DEFINER function's owner, with its settings).
+ *		The rows are the writing statement's, so they are handed over as the
+ *		role that was writing them, as the end of the statement would, never
+ *		as the function's owner; the security context only gains
+ *		restrictions.
  */
 void
 orochi_flush_pending_writes(void)
 {
 	dlist_iter	iter;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	if (flushing || dlist_is_empty(&active_modifies))
 		return;
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	flushing = true;
 	PG_TRY();
 	{
@@ -632,13 +653,18 @@ orochi_flush_pending_writes(void)
 			if (!state->pending || state->released)
 				continue;
 			state->pending = false;
+			if (state->userid != save_userid)
+				SetUserIdAndSecContext(state->userid, save_sec_context | state->sec_context |
+									   SECURITY_LOCAL_USERID_CHANGE);
 			flush_batch(state);
 			res = orochi_runtime_call("flush_writes", Py_BuildValue("(O)", state->instance));
 			Py_DECREF(res);
+			SetUserIdAndSecContext(save_userid, save_sec_context);
 		}
 	}
 	PG_FINALLY();
 	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
 		flushing = false;
 	}
 	PG_END_TRY();
@@ -726,7 +752,7 @@ orochiExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(handles);
+		OROCHI_RELEASE(handles);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

@@ -9,6 +9,7 @@
 #include "orochi.h"
 
 #include "access/table.h"
+#include "access/transam.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
@@ -40,6 +41,7 @@
 #include "utils/sampling.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 /*
  * Indexes of the items of ForeignScan.fdw_private.
@@ -129,6 +131,7 @@ typedef struct OrochiScanState
 	List	   *qual_exprs;		/* ExprState * per qual */
 	OrochiTypeConv *qual_convs;
 	PyObject   *iterator;
+	PyObject   *quals;			/* the quals as last evaluated (EXPLAIN ANALYZE), or NULL */
 	PyObject   *row;			/* per-row path: the row being converted */
 	OrochiBatchReader batch;
 	bool		done;
@@ -144,13 +147,26 @@ static const char *const pushable_operators[] = {
 	"=", "<>", "<", "<=", ">", ">=", "~~", "~~*", "!~~", "!~~*", NULL
 };
 
-static bool
-operator_is_pushable(const char *name)
+/*
+ * The name a qual's operator reaches Python by, or NULL if it is not pushed.
+ * Python gives the name Multicorn's (the built-in) meaning, so only built-in
+ * operators qualify: those initdb made (OIDs below FirstNormalObjectId),
+ * never a user's operator of the same name found first in the search path.
+ */
+static char *
+pushable_operator_name(Oid opno)
 {
+	char	   *name;
+
+	if (!OidIsValid(opno) || opno >= FirstNormalObjectId)
+		return NULL;
+	name = get_opname(opno);
+	if (name == NULL)
+		return NULL;
 	for (int i = 0; pushable_operators[i]; i++)
 		if (strcmp(pushable_operators[i], name) == 0)
-			return true;
-	return false;
+			return name;
+	return NULL;
 }
 
 static Node *
@@ -205,6 +221,8 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 		Oid			opno = op->opno;
 		char	   *opname;
 
+		if (opno >= FirstNormalObjectId)
+			return NULL;		/* a user's operator, whatever its commutator */
 		if (is_column_of(left, relid) && is_scan_value(root, right, outer))
 			 /* column on the left: as written */ ;
 		else if (is_column_of(right, relid) && is_scan_value(root, left, outer))
@@ -219,8 +237,8 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 		}
 		else
 			return NULL;
-		opname = get_opname(opno);
-		if (opname == NULL || !operator_is_pushable(opname))
+		opname = pushable_operator_name(opno);
+		if (opname == NULL)
 			return NULL;
 		q = palloc0(sizeof(OrochiQual));
 		q->rinfo = rinfo;
@@ -239,8 +257,8 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 
 		if (!is_column_of(left, relid) || !is_scan_value(root, right, outer))
 			return NULL;
-		opname = get_opname(saop->opno);
-		if (opname == NULL || !operator_is_pushable(opname))
+		opname = pushable_operator_name(saop->opno);
+		if (opname == NULL)
 			return NULL;
 		q = palloc0(sizeof(OrochiQual));
 		q->rinfo = rinfo;
@@ -289,17 +307,35 @@ extract_qual(PlannerInfo *root, RestrictInfo *rinfo, Index relid, Relids outer)
 	return NULL;
 }
 
+/*
+ * A collation as quals and sort keys name it: its name for the collations of
+ * pg_catalog (the database's own), else its schema-qualified, quoted name, so
+ * that a user's collation called "C" is never taken for the built-in one.
+ */
 static PyObject *
 collation_name(Oid collation)
 {
-	char	   *name;
+	HeapTuple	tuple;
+	Form_pg_collation form;
+	PyObject   *result;
 
 	if (!OidIsValid(collation))
 		Py_RETURN_NONE;
-	name = get_collation_name(collation);
-	if (name == NULL)
+	tuple = SearchSysCache1(COLLOID, ObjectIdGetDatum(collation));
+	if (!HeapTupleIsValid(tuple))
 		Py_RETURN_NONE;
-	return orochi_cstring_to_py(name);
+	form = (Form_pg_collation) GETSTRUCT(tuple);
+	if (form->collnamespace == PG_CATALOG_NAMESPACE)
+		result = orochi_cstring_to_py(NameStr(form->collname));
+	else
+	{
+		char	   *nspname = get_namespace_name(form->collnamespace);
+
+		result = orochi_cstring_to_py(quote_qualified_identifier(nspname ? nspname : "?",
+																 NameStr(form->collname)));
+	}
+	ReleaseSysCache(tuple);
+	return result;
 }
 
 /*
@@ -869,12 +905,18 @@ static bool computable_walker(Node *node, void *context);
 static PyObject *
 collation_info(Oid collid)
 {
-	char	   *name;
+	PyObject   *name;
 
 	if (!OidIsValid(collid))
 		return Py_BuildValue("(OO)", Py_None, Py_True);
-	name = lc_collate_is_c(collid) ? "C" : get_collation_name(collid);
-	return Py_BuildValue("(NO)", orochi_cstring_to_py(name ? name : ""),
+	/* schema-qualified unless it is one of pg_catalog's (collation_name) */
+	name = lc_collate_is_c(collid) ? orochi_cstring_to_py("C") : collation_name(collid);
+	if (name == Py_None)
+	{
+		Py_DECREF(name);
+		name = orochi_cstring_to_py("");
+	}
+	return Py_BuildValue("(NO)", name,
 						 (collid == DEFAULT_COLLATION_OID || get_collation_isdeterministic(collid)) ?
 						 Py_True : Py_False);
 }
@@ -1002,10 +1044,11 @@ describe_group_key_expr(Expr *expr, TupleDesc rel_tupdesc)
 	{
 		FuncExpr   *f = (FuncExpr *) expr;
 		char	   *name = get_func_name(f->funcid);
-		char	   *nsp = get_namespace_name(get_func_namespace(f->funcid));
 		int			nargs = list_length(f->args);
 
-		if (name && nsp && strcmp(nsp, "pg_catalog") == 0 && strcmp(name, "date_trunc") == 0 &&
+		/* pg_catalog's date_trunc, by the namespace's OID, not a user's */
+		if (name && get_func_namespace(f->funcid) == PG_CATALOG_NAMESPACE &&
+			strcmp(name, "date_trunc") == 0 &&
 			nargs == 2 && IsA(linitial(f->args), Const) && !((Const *) linitial(f->args))->constisnull &&
 			(column = plain_column(lsecond(f->args), rel_tupdesc)) != NULL)
 			return Py_BuildValue("{s:s,s:N,s:N,s:N,s:I,s:s}", "kind", "date_trunc",
@@ -1287,7 +1330,10 @@ scan_state_reset_callback(void *arg)
 	if (state->released)
 		return;
 	state->released = true;
+	if (!orochi_python_cleanup_allowed())
+		return;					/* the objects may be executing, or Python is lost: leave them */
 	scan_release(state);
+	Py_CLEAR(state->quals);
 	if (state->attnames)
 	{
 		for (int i = 0; i < state->tupdesc->natts; i++)
@@ -1380,11 +1426,15 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 
 /*
  * Evaluate the quals' values for this scan (parameters and stable
- * expressions are fixed for its duration).  Returns NULL if a strict
+ * expressions are fixed for its duration).  *no_match is set if a strict
  * comparison got a NULL value: no row can then pass, so nothing is read.
+ * With consts_only (EXPLAIN of a scan that has not started: its parameters
+ * may never have been set), only constants are given values; the others
+ * appear as the name of their type, as at plan time.
  */
 static PyObject *
-scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only)
+scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only,
+				 bool *no_match)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	PyObject   *list = PyList_New(0);
@@ -1392,6 +1442,7 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			   *le;
 	int			i = 0;
 
+	*no_match = false;
 	if (list == NULL)
 		orochi_py_raise("building quals");
 	forboth(lm, state->qual_meta, le, state->qual_exprs)
@@ -1421,19 +1472,16 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 			i++;
 			continue;
 		}
-		value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
-		if (isnull && !is_nulltest)
-		{
-			Py_DECREF(list);
-			return NULL;
-		}
 		PG_TRY();
 		{
+			value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+			if (isnull && !is_nulltest)
+				*no_match = true;
 			pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[i]);
 		}
 		PG_CATCH();
 		{
-			Py_DECREF(list);
+			OROCHI_RELEASE(list);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
@@ -1459,10 +1507,13 @@ scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_onl
 static void
 scan_start(ForeignScanState *node, OrochiScanState *state)
 {
-	PyObject   *quals = scan_quals_to_py(node, state, false);
+	bool		no_match;
+	PyObject   *quals = scan_quals_to_py(node, state, false, &no_match);
 	bool		aggregation = ((ForeignScan *) node->ss.ps.plan)->scan.scanrelid == 0;
 
-	if (quals == NULL && !aggregation)
+	/* kept for EXPLAIN ANALYZE: the values this scan really ran with */
+	Py_XSETREF(state->quals, quals);
+	if (no_match && !aggregation)
 	{
 		state->done = true;
 		return;
@@ -1471,21 +1522,14 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 	{
 		PyObject   *sortkeys;
 
-		PG_TRY();
-		{
-			sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
-									  node->ss.ps.ps_ExprContext);
-		}
-		PG_CATCH();
-		{
-			Py_XDECREF(quals);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
+		sortkeys = sortkeys_to_py(state->sortkey_meta, state->rel_tupdesc, state->qual_exprs,
+								  node->ss.ps.ps_ExprContext);
 		Py_XSETREF(state->sortkeys, sortkeys);
 	}
-	if (quals == NULL)
-		quals = Py_NewRef(Py_None);
+	if (no_match)
+		quals = Py_NewRef(Py_None);		/* an aggregation over no rows */
+	else
+		Py_INCREF(quals);
 	state->iterator = orochi_runtime_call("execute",
 										  Py_BuildValue("(ONOOi)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit));
@@ -1533,9 +1577,8 @@ orochiIterateForeignScan(ForeignScanState *node)
 		orochi_batch_close(&state->batch);
 
 		CHECK_FOR_INTERRUPTS();
-		orochi_py_enter();
-		item = PyIter_Next(state->iterator);
-		orochi_py_leave();
+		item = orochi_py_next(state->iterator);
+		orochi_check_pending(item);
 		if (item == NULL)
 		{
 			if (PyErr_Occurred())
@@ -1602,10 +1645,23 @@ orochiExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	if (state == NULL || state->instance == NULL)
 		return;
-	/* without ANALYZE, only constants have values */
-	quals = scan_quals_to_py(node, state, !es->analyze);
-	if (quals == NULL)
-		quals = PyList_New(0);
+
+	/*
+	 * The values the scan ran with (EXPLAIN ANALYZE); without ANALYZE, or
+	 * if the scan never started (a subplan that was never run), only
+	 * constants have values: parameters may never have been set.
+	 */
+	if (es->analyze && state->quals != NULL)
+	{
+		quals = state->quals;
+		Py_INCREF(quals);
+	}
+	else
+	{
+		bool		no_match;
+
+		quals = scan_quals_to_py(node, state, true, &no_match);
+	}
 	res = orochi_runtime_call("explain",
 							  Py_BuildValue("(ONOOiiOL)", state->instance, quals, state->columns,
 											state->sortkeys, (int) es->verbose, (int) es->analyze,
@@ -1706,9 +1762,8 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 				orochi_batch_close(&reader);
 				Py_CLEAR(item);
 				vacuum_delay_point();
-				orochi_py_enter();
-				item = PyIter_Next(iterator);
-				orochi_py_leave();
+				item = orochi_py_next(iterator);
+				orochi_check_pending(item);
 				if (item == NULL)
 				{
 					if (PyErr_Occurred())
@@ -1760,12 +1815,14 @@ orochiAcquireSampleRows(Relation relation, int elevel, HeapTuple *rows, int targ
 	}
 	PG_FINALLY();
 	{
+		orochi_unwinding++;
 		orochi_batch_close(&reader);
 		Py_XDECREF(item);
 		Py_XDECREF(iterator);
 		Py_DECREF(instance);
 		for (int i = 0; i < tupdesc->natts; i++)
 			Py_XDECREF(attnames[i]);
+		orochi_unwinding--;
 		ExecDropSingleTupleTableSlot(slot);
 	}
 	PG_END_TRY();

@@ -20,6 +20,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaddress.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
@@ -255,6 +256,8 @@ PG_FUNCTION_INFO_V1(orochi_column_default);
  *		default as ALTER TABLE ... ADD COLUMN evaluates it for the rows a heap
  *		table holds (StoreAttrDefault's "missing value"): once, unless it is
  *		volatile.  Python decides what to do with it (columnar/missing.py).
+ *		For the table's owner; never called in an internal statement (the
+ *		default may call a user's functions: docs/SECURITY.md).
  */
 Datum
 orochi_column_default(PG_FUNCTION_ARGS)
@@ -273,6 +276,14 @@ orochi_column_default(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "orochi: column_default must return a record");
 	rel = table_open(relid, AccessShareLock);
+
+	/*
+	 * The default runs with the caller's rights, as ALTER TABLE ... ADD
+	 * COLUMN runs it: for the table's owner, who may alter it.
+	 */
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind),
+					   RelationGetRelationName(rel));
 	if (attnum < 1 || attnum > RelationGetNumberOfAttributes(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),

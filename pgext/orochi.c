@@ -22,6 +22,10 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* settings Python reads (orochi_fdw.bridge.wrappers) */
+bool		orochi_allow_test_wrappers = false;
+char	   *orochi_trusted_wrappers = NULL;
+
 void
 _PG_init(void)
 {
@@ -35,7 +39,36 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.allow_test_wrappers",
+							 "Lets tables use the wrappers the orochi package ships for its tests.",
+							 "They exercise the bridge (one writes to a file the table names); "
+							 "a production server leaves this off.",
+							 &orochi_allow_test_wrappers,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("orochi.trusted_wrappers",
+							   "Wrappers that roles other than superusers may name in the wrapper "
+							   "option of their servers and foreign tables.",
+							   "A comma-separated list of declared wrapper names.",
+							   &orochi_trusted_wrappers,
+							   "columnar",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
 	orochi_vector_define_settings();
+	DefineCustomStringVariable("orochi.fault_injection",
+							   "Named phases at which Orochi operations pause (tests only).",
+							   "A comma-separated list of fault points (name or name@N for "
+							   "the N-th time it is reached); an operation reaching one "
+							   "waits for an advisory lock that the test holds. Empty: none.",
+							   &orochi_fault_injection,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	orochi_wal_init();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	orochi_install_hooks();

@@ -17,6 +17,7 @@
 
 /* postgres.h must come first; plpython_system.h then tidies macros for Python.h */
 #include "postgres.h"
+#include <signal.h>
 #define PY_SSIZE_T_CLEAN
 #include "plpython_system.h"
 #include "mb/pg_wchar.h"
@@ -82,6 +83,7 @@ typedef struct OrochiTypeConv
 /* in py_runtime.c */
 extern char *orochi_python_venv;
 extern int	orochi_python_depth;
+extern int	orochi_unwinding;
 extern void orochi_python_ensure(void);
 extern void orochi_python_preload(void);
 extern PyObject *orochi_runtime_func(const char *name);
@@ -89,11 +91,30 @@ extern PyObject *orochi_runtime_call(const char *name, PyObject *args);
 extern void orochi_py_raise(const char *context) pg_attribute_noreturn();
 extern void orochi_py_enter(void);
 extern void orochi_py_leave(void);
+extern PyObject *orochi_py_invoke(PyObject *callable, PyObject *args, PyObject *kwargs);
+extern PyObject *orochi_py_next(PyObject *iterator);
+extern bool orochi_python_cleanup_allowed(void);
+extern bool orochi_in_backend_thread(void);
 extern PyObject *orochi_call(PyObject *callable, PyObject *args, PyObject *kwargs);
 extern void orochi_mark_xact_touched(void);
 extern int	orochi_savepoint_depth(void);
 extern void orochi_register_callbacks(void);
 extern void orochi_install_signal_wrappers(void);
+extern volatile sig_atomic_t *orochi_interrupt_flag(void);
+extern void orochi_consume_python_interrupt(void);
+
+/*
+ * Releasing a Python reference in a PG_CATCH or PG_FINALLY block, where
+ * Postgres may be unwinding an error: a finalizer that runs there (a
+ * generator's finally block, a __del__) finds _orochi_pg refusing to touch
+ * Postgres (orochi_unwinding > 0) instead of running SQL mid-error.
+ */
+#define OROCHI_RELEASE(obj) \
+	do { \
+		orochi_unwinding++; \
+		Py_XDECREF(obj); \
+		orochi_unwinding--; \
+	} while (0)
 
 /* in py_convert.c */
 extern void orochi_type_conv_init(OrochiTypeConv *conv, Oid typoid, int32 typmod, const char *attname);
@@ -186,8 +207,41 @@ extern bool orochi_is_vector_type(Oid typoid);
 extern void orochi_vector_check_payload(const char *data, int64 len, int32 typmod);
 extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod);
 
+/* in wal.c */
+#ifndef OROCHI_WAL_RMGR_ID
+#define OROCHI_WAL_RMGR_ID 157	/* in the custom range 128..255; see docs/STORAGE.md */
+#endif
+extern void orochi_wal_init(void);
+extern PyObject *orochi_wal_module_init(void);
+
 /* in py_spi.c */
+extern char *orochi_fault_injection;
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
+extern int	orochi_internal_subxact_depth(void);
+extern void orochi_spi_at_subxact_abort(SubTransactionId subid, int internal_depth);
+extern void orochi_spi_at_xact_end(void);
+extern bool orochi_error_pending(void);
+extern void orochi_rethrow_pending(void) pg_attribute_noreturn();
+extern void orochi_check_pending(PyObject *result);
+extern int	orochi_python_subxact_count(void);
+extern int	orochi_close_python_subxacts(int keep);
+
+/* in py_security.c */
+typedef struct OrochiSecuritySave
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} OrochiSecuritySave;
+
+extern Oid	orochi_extension_owner(void);
+extern void orochi_internal_begin(OrochiSecuritySave *save);
+extern void orochi_internal_end(OrochiSecuritySave *save);
+extern PyMethodDef orochi_security_methods[];
+
+/* in orochi.c */
+extern bool orochi_allow_test_wrappers;
+extern char *orochi_trusted_wrappers;
 
 #endif							/* OROCHI_H */

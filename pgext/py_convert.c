@@ -332,7 +332,7 @@ orochi_py_to_cstring(PyObject *obj)
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(s);
+		OROCHI_RELEASE(s);
 	}
 	PG_END_TRY();
 	return r;
@@ -538,7 +538,7 @@ orochi_datum_to_py(Datum value, bool isnull, OrochiTypeConv *conv)
 					}
 					PG_CATCH();
 					{
-						Py_DECREF(r);
+						OROCHI_RELEASE(r);
 						PG_RE_THROW();
 					}
 					PG_END_TRY();
@@ -671,7 +671,7 @@ py_to_array(PyObject *obj, OrochiTypeConv *conv)
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(seq);
+		OROCHI_RELEASE(seq);
 	}
 	PG_END_TRY();
 	dims[0] = (int) n;
@@ -844,7 +844,7 @@ py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 				}
 				PG_FINALLY();
 				{
-					Py_DECREF(s);
+					OROCHI_RELEASE(s);
 				}
 				PG_END_TRY();
 				return d;
@@ -873,7 +873,7 @@ py_to_datum(PyObject *obj, OrochiTypeConv *conv, bool *isnull)
 		}
 		PG_FINALLY();
 		{
-			Py_DECREF(text);
+			OROCHI_RELEASE(text);
 		}
 		PG_END_TRY();
 		return d;

@@ -16,40 +16,101 @@
 #include "orochi.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 char	   *orochi_python_venv = NULL;
 int			orochi_python_depth = 0;
+int			orochi_unwinding = 0;
 
 static bool python_started = false;
 static pid_t python_pid = 0;	/* the process that started or last adopted Python */
+static pthread_t backend_thread;	/* the thread of that process that runs Postgres */
 static bool signals_ready = false;	/* this backend's signal wrappers are in place */
+static bool convert_ready = false;	/* orochi_convert_init has succeeded */
 static PyObject *runtime_module = NULL;
 static bool xact_touched = false;
+
+/*
+ * Why Python cannot be used in this process, if it cannot: the interpreter
+ * failed to initialise (start_failure, kept for every later use: it cannot
+ * be initialised twice), or a Postgres ERROR went through Python frames
+ * (python_poisoned: the interpreter's own stack is gone; the session ends).
+ */
+static char *start_failure = NULL;
+static bool python_poisoned = false;
 
 /* the user's open savepoints, innermost last (see orochi_subxact_callback) */
 static SubTransactionId *savepoints = NULL;
 static int	savepoint_count = 0;
 static int	savepoint_space = 0;
 
-/* set by our signal wrappers; consumed when the outermost Python call returns */
+/*
+ * Every open sub-transaction (the user's and the bridge's own), innermost
+ * last, with the bridge's state when it began: restored when it aborts.
+ */
+typedef struct SubxactRecord
+{
+	SubTransactionId id;
+	int			python_depth;
+	int			internal_depth;
+} SubxactRecord;
+
+static SubxactRecord *subxact_records = NULL;
+static int	subxact_record_count = 0;
+static int	subxact_record_space = 0;
+
+/*
+ * Set by our signal wrappers when they interrupt Python; consumed when the
+ * outermost Python call returns, or when Postgres has acted on the interrupt
+ * itself.  The kernels poll it (orochi_interrupt_flag).
+ */
 static volatile sig_atomic_t interrupt_sent = false;
 static pqsigfunc pg_sigint_handler = NULL;
 static pqsigfunc pg_sigterm_handler = NULL;
+static pqsigfunc pg_sigusr1_handler = NULL;
 
 /*
- * Signal wrappers: run Postgres's own handler, then, if Python is running,
- * ask the interpreter to raise KeyboardInterrupt at its next check.  That
- * exception comes back to C, which lets CHECK_FOR_INTERRUPTS() report the
- * real reason (cancel, statement_timeout, terminate).
- * PyErr_SetInterruptEx is async-signal-safe.
+ * Python hooks that run where Postgres holds interrupts off and no ERROR is
+ * possible any more (commit, rollback): an interrupt must not cut them short.
+ */
+static int	uninterruptible_depth = 0;
+
+/*
+ * forward_interrupt
+ *		After Postgres's own handler ran: if it left a query cancel or a
+ *		termination pending, and Python is running, ask the interpreter to
+ *		raise KeyboardInterrupt at its next check.  That exception comes back
+ *		to C, which lets CHECK_FOR_INTERRUPTS() report the real reason.
+ *		(Interrupt holdoff is not looked at: statement_timeout sends its
+ *		SIGINT from inside the SIGALRM handler, which holds interrupts.)
+ *		PyErr_SetInterruptEx is async-signal-safe.
+ */
+static void
+forward_interrupt(void)
+{
+	if (orochi_python_depth <= 0 || python_poisoned || uninterruptible_depth > 0)
+		return;
+	if (ProcDiePending || QueryCancelPending)
+	{
+		interrupt_sent = true;
+		PyErr_SetInterruptEx(SIGINT);
+	}
+}
+
+/*
+ * Signal wrappers: run Postgres's own handler, then forward_interrupt.
+ * SIGINT is a cancel (pg_cancel_backend, statement_timeout, lock_timeout),
+ * SIGTERM a termination, SIGUSR1 a ProcSignal, among them the recovery
+ * conflicts of a standby, which cancel a query or end the session.
  */
 static void
 orochi_sigint_wrapper(SIGNAL_ARGS)
@@ -58,11 +119,7 @@ orochi_sigint_wrapper(SIGNAL_ARGS)
 
 	if (pg_sigint_handler)
 		pg_sigint_handler(postgres_signal_arg);
-	if (orochi_python_depth > 0)
-	{
-		interrupt_sent = true;
-		PyErr_SetInterruptEx(SIGINT);
-	}
+	forward_interrupt();
 	errno = save_errno;
 }
 
@@ -73,25 +130,71 @@ orochi_sigterm_wrapper(SIGNAL_ARGS)
 
 	if (pg_sigterm_handler)
 		pg_sigterm_handler(postgres_signal_arg);
-	if (orochi_python_depth > 0)
-	{
-		interrupt_sent = true;
-		PyErr_SetInterruptEx(SIGINT);
-	}
+	forward_interrupt();
 	errno = save_errno;
+}
+
+static void
+orochi_sigusr1_wrapper(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (pg_sigusr1_handler)
+		pg_sigusr1_handler(postgres_signal_arg);
+	forward_interrupt();
+	errno = save_errno;
+}
+
+static void
+wrap_signal(int signo, pqsigfunc wrapper, pqsigfunc *saved)
+{
+	pqsigfunc	old = pqsignal(signo, wrapper);
+
+	if (old != wrapper && old != SIG_IGN && old != SIG_DFL && old != SIG_ERR)
+		*saved = old;
+	else if (old == SIG_IGN || old == SIG_DFL)
+		pqsignal(signo, old);	/* nothing of Postgres's to wrap */
 }
 
 void
 orochi_install_signal_wrappers(void)
 {
-	pqsigfunc	old;
+	wrap_signal(SIGINT, orochi_sigint_wrapper, &pg_sigint_handler);
+	wrap_signal(SIGTERM, orochi_sigterm_wrapper, &pg_sigterm_handler);
+	wrap_signal(SIGUSR1, orochi_sigusr1_wrapper, &pg_sigusr1_handler);
+}
 
-	old = pqsignal(SIGINT, orochi_sigint_wrapper);
-	if (old != orochi_sigint_wrapper && old != SIG_IGN && old != SIG_DFL && old != SIG_ERR)
-		pg_sigint_handler = old;
-	old = pqsignal(SIGTERM, orochi_sigterm_wrapper);
-	if (old != orochi_sigterm_wrapper && old != SIG_IGN && old != SIG_DFL && old != SIG_ERR)
-		pg_sigterm_handler = old;
+/*
+ * The flag the kernels poll (through a capsule of _orochi_pg): nonzero once
+ * an interrupt was forwarded to the running Python.
+ */
+volatile sig_atomic_t *
+orochi_interrupt_flag(void)
+{
+	return &interrupt_sent;
+}
+
+/*
+ * orochi_consume_python_interrupt
+ *		Postgres has acted on the interrupt that was forwarded to Python (a
+ *		cancel became an ERROR inside SQL that Python ran, reported with its
+ *		real reason): Python must not raise KeyboardInterrupt for it as well.
+ *		Nothing happens while a cancel or termination is still pending.
+ */
+void
+orochi_consume_python_interrupt(void)
+{
+	PyObject   *t,
+			   *v,
+			   *tb;
+
+	if (!interrupt_sent || QueryCancelPending || ProcDiePending)
+		return;
+	interrupt_sent = false;
+	PyErr_Fetch(&t, &v, &tb);
+	if (PyErr_CheckSignals() < 0)
+		PyErr_Clear();
+	PyErr_Restore(t, v, tb);
 }
 
 /*
@@ -109,6 +212,12 @@ start_interpreter(void)
 	/* make libpython's symbols visible to the extension modules it loads */
 	(void) dlopen("libpython3.11.so.1.0", RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
 
+	if (start_failure != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("orochi cannot use Python in this process: %s", start_failure),
+				 errhint("Fix orochi.python_venv, then start a new session (or restart the server "
+						 "when orochi is in shared_preload_libraries).")));
 	executable = psprintf("%s/bin/python3",
 						  orochi_python_venv ? orochi_python_venv : OROCHI_DEFAULT_VENV);
 	if (access(executable, X_OK) != 0)
@@ -121,6 +230,8 @@ start_interpreter(void)
 
 	if (PyImport_AppendInittab("_orochi_pg", orochi_pg_module_init) < 0)
 		elog(ERROR, "orochi: could not register the _orochi_pg module");
+	if (PyImport_AppendInittab("_orochi_wal", orochi_wal_module_init) < 0)
+		elog(ERROR, "orochi: could not register the _orochi_wal module");
 
 	PyConfig_InitIsolatedConfig(&config);
 	config.install_signal_handlers = 0;
@@ -141,16 +252,37 @@ start_interpreter(void)
 	status = Py_InitializeFromConfig(&config);
 	PyConfig_Clear(&config);
 	if (PyStatus_Exception(status))
-		ereport(FATAL,
+	{
+		/*
+		 * An interpreter cannot be initialised twice: remember why, and fail
+		 * every later use with that reason.  An ERROR, not FATAL: in the
+		 * postmaster (preloading) FATAL would stop the server.
+		 */
+		start_failure = MemoryContextStrdup(TopMemoryContext,
+											psprintf("the interpreter did not start: %s",
+													 status.err_msg ? status.err_msg : "unknown error"));
+		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("could not start the Python interpreter: %s",
 						status.err_msg ? status.err_msg : "unknown error"),
 				 errhint("Check orochi.python_venv (now \"%s\"): it must name a virtualenv "
 						 "made from the system python3.11 with orochi installed.",
 						 orochi_python_venv ? orochi_python_venv : OROCHI_DEFAULT_VENV)));
+	}
 	python_started = true;
 	python_pid = MyProcPid;
-	orochi_convert_init();
+	backend_thread = pthread_self();
+}
+
+/*
+ * Whether the caller runs in the backend's own thread: Postgres is not
+ * thread-safe, and a Python thread (threading, an executor) must not call
+ * into it.
+ */
+bool
+orochi_in_backend_thread(void)
+{
+	return python_started && pthread_equal(pthread_self(), backend_thread);
 }
 
 /*
@@ -196,18 +328,29 @@ import_runtime(void)
 void
 orochi_python_ensure(void)
 {
+	if (python_poisoned)
+		ereport(FATAL,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("terminating connection because a Postgres error went through Python code"),
+				 errdetail("The embedded Python interpreter of this session cannot be used any more.")));
 	if (python_started && python_pid != MyProcPid)
 	{
 		PyOS_AfterFork_Child();
 		python_pid = MyProcPid;
+		backend_thread = pthread_self();
 		signals_ready = false;
 	}
-	if (runtime_module != NULL && signals_ready)
+	if (runtime_module != NULL && signals_ready && convert_ready)
 		return;
 	if (!python_started)
 		start_interpreter();
 	if (!signals_ready)
 		setup_backend_signals();
+	if (!convert_ready)
+	{
+		orochi_convert_init();
+		convert_ready = true;
+	}
 	if (runtime_module == NULL)
 		import_runtime();
 }
@@ -231,6 +374,11 @@ orochi_python_preload(void)
 	{
 		if (!python_started)
 			start_interpreter();
+		if (!convert_ready)
+		{
+			orochi_convert_init();
+			convert_ready = true;
+		}
 		import_runtime();
 	}
 	PG_CATCH();
@@ -279,15 +427,136 @@ orochi_runtime_call(const char *name, PyObject *args)
 	if (args == NULL)
 		orochi_py_raise(name);
 	func = orochi_runtime_func(name);
-	orochi_py_enter();
-	res = PyObject_Call(func, args, NULL);
-	orochi_py_leave();
+	res = orochi_py_invoke(func, args, NULL);
 	Py_DECREF(func);
 	Py_DECREF(args);
+	orochi_check_pending(res);
 	if (res == NULL)
 		orochi_py_raise(name);
 	CHECK_FOR_INTERRUPTS();
 	return res;
+}
+
+/*
+ * python_unwound
+ *		A Postgres ERROR is unwinding through a call into Python: C code
+ *		called by Python raised it without catching it (a bug of the bridge:
+ *		every such call is meant to turn errors into Python exceptions).  The
+ *		interpreter's frames of that call are gone with the C stack, so
+ *		Python cannot run again in this process: end the session, with the
+ *		error's own message, before anything touches the interpreter.
+ */
+static void
+python_unwound(void)
+{
+	ErrorData  *edata;
+
+	python_poisoned = true;
+	orochi_python_depth = 0;
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	FlushErrorState();
+	ereport(FATAL,
+			(errcode(edata->sqlerrcode),
+			 errmsg("terminating connection because a Postgres error went through Python code: %s",
+					edata->message),
+			 errdetail("The embedded Python interpreter of this session cannot be used any more.")));
+}
+
+/*
+ * orochi_py_invoke
+ *		callable(*args, **kwargs) with the interpreter marked as running (for
+ *		cancel) and a guard: an ERROR longjmping out of the Python call ends
+ *		the session (python_unwound) instead of corrupting the interpreter.
+ *		Returns a new reference, or NULL with the Python error set.
+ */
+/*
+ * python_returned
+ *		After a call into Python: sub-transactions it opened and left open are
+ *		rolled back, and the call then counts as failed (a Python error is
+ *		set, the result released).
+ */
+static PyObject *
+python_returned(PyObject *res, int subxacts)
+{
+	int			closed;
+
+	PyObject   *t,
+			   *v,
+			   *tb;
+
+	if (orochi_python_subxact_count() <= subxacts)
+		return res;
+	/* the rollbacks' callbacks may call Python hooks: keep Python's error aside */
+	PyErr_Fetch(&t, &v, &tb);
+	closed = orochi_close_python_subxacts(subxacts);
+	PyErr_Restore(t, v, tb);
+	if (res == NULL)
+		return NULL;			/* Python's own error says more */
+	Py_DECREF(res);
+	PyErr_Format(PyExc_RuntimeError,
+				 "%d sub-transaction(s) opened by Python (spi.subtransaction) were still open when "
+				 "Python returned to Postgres and were rolled back; a sub-transaction must end "
+				 "before Python returns (a generator must not yield inside one)", closed);
+	return NULL;
+}
+
+PyObject *
+orochi_py_invoke(PyObject *callable, PyObject *args, PyObject *kwargs)
+{
+	PyObject   *volatile res = NULL;
+	int			subxacts = orochi_python_subxact_count();
+
+	orochi_py_enter();
+	PG_TRY();
+	{
+		res = PyObject_Call(callable, args, kwargs);
+	}
+	PG_CATCH();
+	{
+		python_unwound();
+	}
+	PG_END_TRY();
+	orochi_py_leave();
+	return python_returned(res, subxacts);
+}
+
+/* PyIter_Next, guarded like orochi_py_invoke */
+PyObject *
+orochi_py_next(PyObject *iterator)
+{
+	PyObject   *volatile res = NULL;
+	int			subxacts = orochi_python_subxact_count();
+
+	orochi_py_enter();
+	PG_TRY();
+	{
+		res = PyIter_Next(iterator);
+	}
+	PG_CATCH();
+	{
+		python_unwound();
+	}
+	PG_END_TRY();
+	orochi_py_leave();
+	return python_returned(res, subxacts);
+}
+
+/*
+ * orochi_python_cleanup_allowed
+ *		Whether releasing Python objects (memory-context reset callbacks,
+ *		transaction hooks) is safe now: not once the interpreter is lost, and
+ *		not while the process exits from inside a Python call (a termination
+ *		reported by SQL that Python ran): the objects may be executing.
+ */
+bool
+orochi_python_cleanup_allowed(void)
+{
+	if (!python_started || python_poisoned)
+		return false;
+	if (proc_exit_inprogress && orochi_python_depth > 0)
+		return false;
+	return true;
 }
 
 void
@@ -334,9 +603,8 @@ orochi_call(PyObject *callable, PyObject *args, PyObject *kwargs)
 {
 	PyObject   *result;
 
-	orochi_py_enter();
-	result = PyObject_Call(callable, args, kwargs);
-	orochi_py_leave();
+	result = orochi_py_invoke(callable, args, kwargs);
+	orochi_check_pending(result);
 	if (result == NULL)
 		orochi_py_raise(NULL);
 	CHECK_FOR_INTERRUPTS();
@@ -453,6 +721,9 @@ orochi_py_raise(const char *context)
 			   *hint;
 	bool		is_interrupt;
 
+	/* a Postgres error Python could not recover from wins over its exception */
+	if (orochi_error_pending())
+		orochi_rethrow_pending();
 	describe_pending_exception(&sqlstate, &message, &detail, &hint, &is_interrupt);
 	if (is_interrupt)
 	{
@@ -489,6 +760,8 @@ orochi_py_warn(const char *context)
 			 context ? errcontext("orochi: %s", context) : 0));
 }
 
+static void call_xact_hook_body(const char *func, PyObject *args, bool may_error);
+
 /*
  * Transaction hooks.  Python hears about a transaction only if an orochi
  * foreign table or function was used in it; the runtime then calls begin,
@@ -503,6 +776,22 @@ orochi_mark_xact_touched(void)
 
 static void
 call_xact_hook(const char *func, PyObject *args, bool may_error)
+{
+	PyObject   *t,
+			   *v,
+			   *tb;
+
+	/*
+	 * A hook may run while C handles a Python error of its own (a
+	 * sub-transaction rolled back after a failed call): keep it aside.
+	 */
+	PyErr_Fetch(&t, &v, &tb);
+	call_xact_hook_body(func, args, may_error);
+	PyErr_Restore(t, v, tb);
+}
+
+static void
+call_xact_hook_body(const char *func, PyObject *args, bool may_error)
 {
 	PyObject   *f;
 	PyObject   *res;
@@ -521,11 +810,15 @@ call_xact_hook(const char *func, PyObject *args, bool may_error)
 		orochi_py_warn(func);
 		return;
 	}
-	orochi_py_enter();
-	res = PyObject_Call(f, args, NULL);
-	orochi_py_leave();
+	if (!may_error)
+		uninterruptible_depth++;
+	res = orochi_py_invoke(f, args, NULL);
+	if (!may_error)
+		uninterruptible_depth--;
 	Py_DECREF(f);
 	Py_XDECREF(args);
+	if (may_error)
+		orochi_check_pending(res);
 	if (res == NULL)
 	{
 		if (may_error)
@@ -543,12 +836,33 @@ orochi_xact_callback(XactEvent event, void *arg)
 	bool		may_error = false;
 	bool		ends = false;
 
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		orochi_python_depth = 0;	/* an ERROR unwound past a call: start afresh */
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) &&
+		orochi_python_depth > 0 && !proc_exit_inprogress)
+	{
+		/*
+		 * An ERROR unwound past a call into Python that no guard saw: the
+		 * interpreter cannot be trusted any more (see python_unwound).  When
+		 * the process is exiting from inside Python (a termination), the
+		 * frames are still live and are simply left alone.
+		 */
+		python_poisoned = true;
+		orochi_python_depth = 0;
+	}
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT ||
+		event == XACT_EVENT_PRE_PREPARE)
+	{
+		/* a Postgres error Python ran into must not be committed past */
+		if (orochi_error_pending())
+			orochi_rethrow_pending();
+	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		savepoint_count = 0;
+		subxact_record_count = 0;
+		orochi_spi_at_xact_end();
+	}
 	if (!xact_touched)
 		return;
 
@@ -580,7 +894,7 @@ orochi_xact_callback(XactEvent event, void *arg)
 	}
 	if (ends)
 		xact_touched = false;
-	if (name == NULL)
+	if (name == NULL || !orochi_python_cleanup_allowed())
 		return;
 	if (may_error && !ActiveSnapshotSet())
 	{
@@ -618,6 +932,60 @@ savepoint_level(SubTransactionId subid)
 	return 0;
 }
 
+/*
+ * track_subxact
+ *		Keep subxact_records in step with every sub-transaction.  When one
+ *		aborts, the bridge's state goes back to what it was when it began:
+ *		"Python is running" depth, internal sub-transaction depth, the
+ *		sub-transactions Python opened inside it, a pending error.
+ */
+static void
+track_subxact(SubXactEvent event, SubTransactionId mySubid)
+{
+	int			i;
+
+	if (event == SUBXACT_EVENT_START_SUB)
+	{
+		if (subxact_record_count == subxact_record_space)
+		{
+			subxact_record_space = Max(16, subxact_record_space * 2);
+			subxact_records = subxact_records ?
+				repalloc(subxact_records, sizeof(SubxactRecord) * subxact_record_space) :
+				MemoryContextAlloc(TopMemoryContext, sizeof(SubxactRecord) * subxact_record_space);
+		}
+		subxact_records[subxact_record_count].id = mySubid;
+		subxact_records[subxact_record_count].python_depth = orochi_python_depth;
+		subxact_records[subxact_record_count].internal_depth = orochi_internal_subxact_depth();
+		subxact_record_count++;
+		return;
+	}
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	for (i = subxact_record_count - 1; i >= 0; i--)
+		if (subxact_records[i].id == mySubid)
+			break;
+	if (i < 0)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		SubxactRecord *rec = &subxact_records[i];
+
+		/*
+		 * Deeper in Python than when it began: an ERROR unwound past a call
+		 * into Python (see orochi_xact_callback).  (Shallower is fine: C
+		 * rolls back what Python left open once the call has returned.)
+		 */
+		if (orochi_python_depth > rec->python_depth)
+		{
+			if (!proc_exit_inprogress)
+				python_poisoned = true;
+			orochi_python_depth = rec->python_depth;
+		}
+		orochi_spi_at_subxact_abort(mySubid, rec->internal_depth);
+	}
+	subxact_record_count = i;
+}
+
 static void
 orochi_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
@@ -626,6 +994,7 @@ orochi_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	bool		may_error = false;
 	int			level;
 
+	track_subxact(event, mySubid);
 	if (orochi_in_internal_subxact())
 		return;
 	switch (event)
@@ -658,7 +1027,7 @@ orochi_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		default:
 			return;
 	}
-	if (!xact_touched || level == 0)
+	if (!xact_touched || level == 0 || !orochi_python_cleanup_allowed())
 		return;
 	call_xact_hook("subxact_event", Py_BuildValue("(si)", name, level), may_error);
 }

@@ -10,12 +10,26 @@
  * error becomes a Python exception (orochi_fdw.errors.SPIError, carrying the
  * SQLSTATE, message, detail and hint) that Python may catch and carry on.
  *
+ * No Postgres ERROR may longjmp through Python frames: every function here
+ * that can raise one runs it under PG_TRY and hands Python an exception.
+ * Where the error cannot be recovered from inside the statement (in
+ * parallel mode, SQL runs without a sub-transaction to roll back; a query
+ * cancel must not be swallowed), it becomes the *pending* error: Python gets
+ * orochi_fdw.errors.StatementAborted (a BaseException, which "except
+ * Exception" does not catch), every later call of this module raises it
+ * again, and the moment control is back in C the original error is thrown
+ * as Postgres reported it (orochi_check_pending, orochi_py_raise).
+ *
  *-------------------------------------------------------------------------
  */
 #include "orochi.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xloginsert.h"
+#include "catalog/pg_control.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -32,6 +46,24 @@
 
 static int	internal_subxact_depth = 0;
 static PyObject *spi_error_type = NULL;
+static PyObject *aborted_type = NULL;
+
+/*
+ * The pending error (see the file's head), in its own memory context.
+ * pending_unclean: nothing has cleaned up after it yet (no sub-transaction
+ * was rolled back: parallel mode, a failure of the sub-transaction machinery)
+ * -- the abort of an enclosing sub-transaction does.  A cancel that was
+ * rolled back already stays pending until it is re-thrown.
+ */
+static ErrorData *pending_error = NULL;
+static bool pending_unclean = false;
+static MemoryContext pending_cxt = NULL;
+
+/* the orochi.fault_injection setting (orochi.c defines it) */
+char	   *orochi_fault_injection = NULL;
+
+/* the SQL function call orochi_py_call is running, if any (innermost) */
+static FunctionCallInfo current_call = NULL;
 
 bool
 orochi_in_internal_subxact(void)
@@ -72,35 +104,211 @@ error_text_to_py(const char *s)
 	return r;
 }
 
-/* Raise orochi_fdw.errors.SPIError from a Postgres error; returns NULL */
-static PyObject *
-set_spi_error(ErrorData *edata)
+int
+orochi_internal_subxact_depth(void)
 {
-	PyObject   *exc;
+	return internal_subxact_depth;
+}
 
-	if (spi_error_type == NULL)
+/* orochi_fdw.errors.<name>, looked up once; NULL with a Python error set */
+static PyObject *
+error_class(PyObject **cache, const char *name)
+{
+	if (*cache == NULL)
 	{
 		PyObject   *mod = PyImport_ImportModule("orochi_fdw.errors");
 
 		if (mod == NULL)
 			return NULL;
-		spi_error_type = PyObject_GetAttrString(mod, "SPIError");
+		*cache = PyObject_GetAttrString(mod, name);
 		Py_DECREF(mod);
-		if (spi_error_type == NULL)
-			return NULL;
 	}
-	/* the texts are in the server encoding */
-	exc = PyObject_CallFunction(spi_error_type, "NsNNN",
+	return *cache;
+}
+
+/* Raise cls(message, sqlstate, detail, hint, context) from a Postgres error; returns NULL */
+static PyObject *
+set_error_from(PyObject *cls, ErrorData *edata)
+{
+	PyObject   *exc;
+
+	if (cls == NULL)
+		return NULL;
+	exc = PyObject_CallFunction(cls, "NsNNN",
 								error_text_to_py(edata->message ? edata->message : ""),
 								unpack_sql_state(edata->sqlerrcode),
 								error_text_to_py(edata->detail), error_text_to_py(edata->hint),
 								error_text_to_py(edata->context));
 	if (exc != NULL)
 	{
-		PyErr_SetObject(spi_error_type, exc);
+		PyErr_SetObject(cls, exc);
 		Py_DECREF(exc);
 	}
 	return NULL;
+}
+
+/* Raise orochi_fdw.errors.SPIError from a Postgres error; returns NULL */
+static PyObject *
+set_spi_error(ErrorData *edata)
+{
+	return set_error_from(error_class(&spi_error_type, "SPIError"), edata);
+}
+
+/* Raise SPIError with a SQLSTATE and message of our own; returns NULL */
+static PyObject *
+set_spi_error_text(int sqlerrcode, const char *message)
+{
+	ErrorData	edata;
+
+	memset(&edata, 0, sizeof(edata));
+	edata.sqlerrcode = sqlerrcode;
+	edata.message = (char *) message;
+	return set_spi_error(&edata);
+}
+
+/* ---------------------------------------------------------------------
+ * The pending error
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * take_error
+ *		In a PG_CATCH block (CurrentMemoryContext not ErrorContext): a copy of
+ *		the error being handled, in pending_cxt; Postgres's error state is
+ *		cleared.
+ */
+static ErrorData *
+take_error(void)
+{
+	MemoryContext old;
+	ErrorData  *edata;
+
+	/* an older pending error was re-thrown, so this one is a copy of it */
+	pending_error = NULL;
+	if (pending_cxt == NULL)
+		pending_cxt = AllocSetContextCreate(TopMemoryContext, "orochi pending error",
+											ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(pending_cxt);
+	old = MemoryContextSwitchTo(pending_cxt);
+	edata = CopyErrorData();
+	MemoryContextSwitchTo(old);
+	FlushErrorState();
+	return edata;
+}
+
+/* keep_pending_error: the error being handled becomes the pending one (unclean) */
+static void
+keep_pending_error(void)
+{
+	pending_error = take_error();
+	pending_unclean = true;
+}
+
+/* Raise StatementAborted for the pending error; returns NULL */
+static PyObject *
+raise_pending(void)
+{
+	PyErr_Clear();
+	return set_error_from(error_class(&aborted_type, "StatementAborted"), pending_error);
+}
+
+bool
+orochi_error_pending(void)
+{
+	return pending_error != NULL;
+}
+
+/*
+ * orochi_rethrow_pending
+ *		Throw the pending error as Postgres reported it.  Called in C, with
+ *		every Python reference of the caller released.
+ */
+void
+orochi_rethrow_pending(void)
+{
+	ErrorData  *edata = pending_error;
+
+	Assert(edata != NULL);
+	pending_error = NULL;
+	PyErr_Clear();
+	ReThrowError(edata);
+}
+
+/*
+ * orochi_check_pending
+ *		After a call into Python returned (result may be NULL): if a pending
+ *		error was raised during it, it wins, whatever Python did with it.
+ *		Releases result in that case.
+ */
+void
+orochi_check_pending(PyObject *result)
+{
+	if (pending_error == NULL)
+		return;
+	OROCHI_RELEASE(result);
+	orochi_rethrow_pending();
+}
+
+/*
+ * Transaction ends, a sub-transaction aborts: what was begun inside is gone
+ * (called from the callbacks in py_runtime.c).
+ */
+static void drop_pysubxacts_from(SubTransactionId subid);
+
+void
+orochi_spi_at_subxact_abort(SubTransactionId subid, int internal_depth)
+{
+	/*
+	 * An unclean pending error comes from parallel mode, which cannot start
+	 * sub-transactions (or from the sub-transaction machinery itself): an
+	 * aborting one holds it, and its rollback is the clean-up it needed.
+	 */
+	if (pending_unclean)
+		pending_error = NULL;
+	internal_subxact_depth = internal_depth;
+	drop_pysubxacts_from(subid);
+}
+
+/*
+ * postgres_usable
+ *		Whether Python may call into Postgres now; if not, a Python exception
+ *		is set.  Never from another thread than the backend's, nor while a
+ *		pending error waits, nor from a finalizer that runs while Postgres
+ *		unwinds an error (OROCHI_RELEASE), nor (for what needs one) outside a
+ *		transaction in progress: during commit or abort processing Postgres
+ *		cannot run SQL.
+ */
+static bool
+postgres_usable(bool needs_transaction)
+{
+	if (!orochi_in_backend_thread())
+	{
+		PyErr_SetString(PyExc_RuntimeError,
+						"Postgres can only be called from the thread that runs the backend, "
+						"not from a Python thread");
+		return false;
+	}
+	if (pending_error != NULL)
+	{
+		raise_pending();
+		return false;
+	}
+	if (orochi_unwinding > 0)
+	{
+		set_spi_error_text(ERRCODE_INVALID_TRANSACTION_STATE,
+						   "Postgres cannot be used while it handles an error (Python code "
+						   "running in a finalizer)");
+		return false;
+	}
+	if (needs_transaction && !IsTransactionState())
+	{
+		set_spi_error_text(ERRCODE_INVALID_TRANSACTION_STATE,
+						   "Postgres cannot run SQL here: no transaction is in progress "
+						   "(it is committing or aborting)");
+		return false;
+	}
+	return true;
 }
 
 typedef struct ParamSetup
@@ -124,9 +332,30 @@ static void
 plan_capsule_destructor(PyObject *capsule)
 {
 	SPIPlanPtr	plan = (SPIPlanPtr) PyCapsule_GetPointer(capsule, PLAN_CAPSULE);
+	MemoryContext old = CurrentMemoryContext;
 
-	if (plan)
+	if (plan == NULL)
+	{
+		PyErr_Clear();
+		return;
+	}
+	/*
+	 * While Postgres unwinds or aborts, catching another error would lose
+	 * the one being handled: keep the plan (a kept plan's memory is not the
+	 * transaction's).
+	 */
+	if (orochi_unwinding > 0 || !IsTransactionState())
+		return;
+	PG_TRY();
+	{
 		SPI_freeplan(plan);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		FlushErrorState();
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -238,7 +467,7 @@ execute_plan(SPIPlanPtr plan, PyObject *params, long limit, bool read_only)
 		}
 		PG_FINALLY();
 		{
-			Py_DECREF(v);
+			OROCHI_RELEASE(v);
 		}
 		PG_END_TRY();
 		nulls[i] = isnull ? 'n' : ' ';
@@ -251,46 +480,88 @@ execute_plan(SPIPlanPtr plan, PyObject *params, long limit, bool read_only)
 	rows = PyList_New(0);
 	names = PyList_New(0);
 	if (rows == NULL || names == NULL)
-		orochi_py_raise("building a result");
-	if (SPI_tuptable != NULL)
 	{
-		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
-		OrochiTypeConv *convs = palloc0(sizeof(OrochiTypeConv) * tupdesc->natts);
-
-		for (int c = 0; c < tupdesc->natts; c++)
+		Py_XDECREF(rows);
+		Py_XDECREF(names);
+		orochi_py_raise("building a result");
+	}
+	PG_TRY();
+	{
+		if (SPI_tuptable != NULL)
 		{
-			Form_pg_attribute att = TupleDescAttr(tupdesc, c);
-			PyObject   *name = orochi_cstring_to_py(NameStr(att->attname));
+			TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+			OrochiTypeConv *convs = palloc0(sizeof(OrochiTypeConv) * tupdesc->natts);
 
-			PyList_Append(names, name);
-			Py_DECREF(name);
-			orochi_type_conv_init(&convs[c], att->atttypid, att->atttypmod, NameStr(att->attname));
-		}
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[r];
-			PyObject   *row = PyTuple_New(tupdesc->natts);
-
-			if (row == NULL)
-				orochi_py_raise("building a result");
-			PyList_Append(rows, row);
-			Py_DECREF(row);
 			for (int c = 0; c < tupdesc->natts; c++)
 			{
-				bool		isnull;
-				Datum		d = SPI_getbinval(tuple, tupdesc, c + 1, &isnull);
+				Form_pg_attribute att = TupleDescAttr(tupdesc, c);
+				PyObject   *name = orochi_cstring_to_py(NameStr(att->attname));
 
-				PyTuple_SET_ITEM(row, c, orochi_datum_to_py(d, isnull, &convs[c]));
+				PyList_Append(names, name);
+				Py_DECREF(name);
+				orochi_type_conv_init(&convs[c], att->atttypid, att->atttypmod, NameStr(att->attname));
+			}
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				HeapTuple	tuple = SPI_tuptable->vals[r];
+				PyObject   *row = PyTuple_New(tupdesc->natts);
+
+				if (row == NULL)
+					orochi_py_raise("building a result");
+				PyList_Append(rows, row);
+				Py_DECREF(row);
+				for (int c = 0; c < tupdesc->natts; c++)
+				{
+					bool		isnull;
+					Datum		d = SPI_getbinval(tuple, tupdesc, c + 1, &isnull);
+
+					PyTuple_SET_ITEM(row, c, orochi_datum_to_py(d, isnull, &convs[c]));
+				}
 			}
 		}
 	}
+	PG_CATCH();
+	{
+		OROCHI_RELEASE(rows);
+		OROCHI_RELEASE(names);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	result = Py_BuildValue("(NKN)", rows, (unsigned long long) SPI_processed, names);
 	return result;
 }
 
 /*
- * Run fn inside an internal sub-transaction with SPI connected.  A Postgres
- * error becomes SPIError; Python objects made so far are released.
+ * Roll back and release the current sub-transaction, in a PG_CATCH block
+ * whose error was taken.  If that fails too, its error is the pending one
+ * and false is returned.
+ */
+static bool
+rollback_subxact(MemoryContext cxt)
+{
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		keep_pending_error();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+/*
+ * Run body with SPI connected, inside an internal sub-transaction: a Postgres
+ * error rolls it back and becomes SPIError; Python objects made so far are
+ * released.  A query cancel is rolled back the same way but becomes the
+ * pending error (Python must not carry on after a cancel), and an error the
+ * sub-transaction machinery itself raised too.
  */
 typedef PyObject *(*spi_body) (void *arg);
 
@@ -300,38 +571,115 @@ run_in_subxact(spi_body body, void *arg)
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	PyObject   *volatile result = NULL;
+	volatile SubTransactionId subid = InvalidSubTransactionId;
+	volatile bool released = false;
+	ErrorData  *edata = NULL;
+	bool		unrecoverable = false;
 
 	internal_subxact_depth++;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		BeginInternalSubTransaction(NULL);
+		subid = GetCurrentSubTransactionId();
+		MemoryContextSwitchTo(oldcontext);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "orochi: SPI_connect failed");
+		result = body(arg);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		released = true;
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		if (subid != InvalidSubTransactionId && !released &&
+			GetCurrentSubTransactionId() == subid)
+		{
+			edata = take_error();
+			if (!rollback_subxact(oldcontext))
+				unrecoverable = true;
+		}
+		else
+		{
+			/* the sub-transaction did not start, or ended oddly: no clean state to return to */
+			keep_pending_error();
+			unrecoverable = true;
+		}
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	internal_subxact_depth--;
+
+	if (edata == NULL && !unrecoverable)
+	{
+		orochi_consume_python_interrupt();
+		return result;
+	}
+	OROCHI_RELEASE(result);
+	PyErr_Clear();
+	orochi_consume_python_interrupt();
+	if (!unrecoverable && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	{
+		/* rolled back, but a cancel ends the statement: as the pending error */
+		pending_error = edata;
+		pending_unclean = false;
+		unrecoverable = true;
+	}
+	if (unrecoverable)
+		return raise_pending();
+	return set_spi_error(edata);	/* edata stays in pending_cxt until the next error */
+}
+
+/*
+ * Run body with SPI connected and no sub-transaction: in parallel mode
+ * (the leader running a parallel plan, or a parallel worker) none can be
+ * started.  The statement must be read-only (Postgres refuses writes in
+ * parallel mode); any error is the pending error, since nothing can roll
+ * back what the failed statement left behind before the whole statement
+ * aborts.
+ */
+static PyObject *
+run_without_subxact(spi_body body, void *arg)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	PyObject   *volatile result = NULL;
+	volatile bool failed = false;
+
 	PG_TRY();
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "orochi: SPI_connect failed");
 		result = body(arg);
 		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		Py_XDECREF(result);
-		PyErr_Clear();
-		result = set_spi_error(edata);
-		FreeErrorData(edata);
+		keep_pending_error();
+		failed = true;
 	}
 	PG_END_TRY();
-	internal_subxact_depth--;
-	return result;
+	orochi_consume_python_interrupt();
+	if (!failed)
+		return result;
+	OROCHI_RELEASE(result);
+	return raise_pending();
+}
+
+/* SQL from Python: the guard, then in a sub-transaction unless in parallel mode */
+static PyObject *
+run_sql(spi_body body, void *arg)
+{
+	if (!postgres_usable(true))
+		return NULL;
+	if (IsInParallelMode())
+		return run_without_subxact(body, arg);
+	return run_in_subxact(body, arg);
 }
 
 typedef struct ExecuteArgs
@@ -343,6 +691,7 @@ typedef struct ExecuteArgs
 	long		limit;
 	bool		keep;
 	bool		read_only;
+	bool		internal;		/* as the extension owner (py_security.c) */
 } ExecuteArgs;
 
 static PyObject *
@@ -350,7 +699,12 @@ execute_body(void *arg)
 {
 	ExecuteArgs *a = (ExecuteArgs *) arg;
 	SPIPlanPtr	plan;
+	OrochiSecuritySave save;
+	PyObject   *result;
 
+	/* an error before the end is undone by the sub-transaction's abort */
+	if (a->internal)
+		orochi_internal_begin(&save);
 	if (a->plan_capsule)
 	{
 		plan = (SPIPlanPtr) PyCapsule_GetPointer(a->plan_capsule, PLAN_CAPSULE);
@@ -359,32 +713,39 @@ execute_body(void *arg)
 	}
 	else
 		plan = prepare_plan(orochi_py_to_cstring(a->sql_text), a->types, a->params);
-	return execute_plan(plan, a->params, a->limit, a->read_only);
+	result = execute_plan(plan, a->params, a->limit, a->read_only);
+	if (a->internal)
+		orochi_internal_end(&save);
+	return result;
 }
 
 /*
- * _orochi_pg.execute(sql_or_plan, params=None, limit=0, types=None, read_only=False)
- *		-> (rows, rowcount, names)
+ * _orochi_pg.execute(sql_or_plan, params=None, limit=0, types=None, read_only=False,
+ *					  internal=False) -> (rows, rowcount, names)
  *
  * read_only: SPI's read-only mode.  The statement runs under the snapshot of
  * the SQL statement being executed (a scan's, a function call's) instead of
  * a new one, and the command counter is not advanced: in READ COMMITTED,
  * several such queries made during one statement see the same data.  Only
  * plain SELECTs are allowed.
+ *
+ * internal: run as the extension owner with the search path pinned
+ * (orochi_internal_begin); a plan must be used the way it was prepared.
  */
 static PyObject *
 pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-	static char *kwlist[] = {"query", "params", "limit", "types", "read_only", NULL};
+	static char *kwlist[] = {"query", "params", "limit", "types", "read_only", "internal", NULL};
 	PyObject   *query;
 	PyObject   *params = Py_None;
 	PyObject   *types = Py_None;
 	long		limit = 0;
 	int			read_only = 0;
+	int			internal = 0;
 	ExecuteArgs a;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OlOp", kwlist, &query, &params, &limit, &types,
-									 &read_only))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OlOpp", kwlist, &query, &params, &limit, &types,
+									 &read_only, &internal))
 		return NULL;
 	if (params != Py_None && !PySequence_Check(params))
 	{
@@ -396,6 +757,7 @@ pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	a.types = types;
 	a.limit = limit;
 	a.read_only = read_only && ActiveSnapshotSet();
+	a.internal = internal;
 	if (PyCapsule_CheckExact(query))
 		a.plan_capsule = query;
 	else if (PyUnicode_Check(query))
@@ -405,128 +767,277 @@ pg_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 		PyErr_SetString(PyExc_TypeError, "query must be a str or a prepared plan");
 		return NULL;
 	}
-	return run_in_subxact(execute_body, &a);
+	return run_sql(execute_body, &a);
 }
 
 static PyObject *
 prepare_body(void *arg)
 {
 	ExecuteArgs *a = (ExecuteArgs *) arg;
-	SPIPlanPtr	plan = prepare_plan(orochi_py_to_cstring(a->sql_text), a->types, NULL);
+	SPIPlanPtr	plan;
+	OrochiSecuritySave save;
 
+	if (a->internal)
+		orochi_internal_begin(&save);
+	plan = prepare_plan(orochi_py_to_cstring(a->sql_text), a->types, NULL);
+	if (a->internal)
+		orochi_internal_end(&save);
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "orochi: SPI_keepplan failed");
 	return PyCapsule_New(plan, PLAN_CAPSULE, plan_capsule_destructor);
 }
 
-/* _orochi_pg.prepare(sql, types=None) -> plan; unnamed types are inferred */
+/*
+ * _orochi_pg.prepare(sql, types=None, internal=False) -> plan; unnamed types
+ * are inferred; internal: parsed as execute(..., internal=True) runs it
+ */
 static PyObject *
 pg_prepare(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-	static char *kwlist[] = {"query", "types", NULL};
+	static char *kwlist[] = {"query", "types", "internal", NULL};
 	PyObject   *sql;
 	PyObject   *types = Py_None;
+	int			internal = 0;
 	ExecuteArgs a;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O", kwlist, &sql, &types))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|Op", kwlist, &sql, &types, &internal))
 		return NULL;
 	memset(&a, 0, sizeof(a));
 	a.sql_text = sql;
 	a.types = types;
-	return run_in_subxact(prepare_body, &a);
+	a.internal = internal;
+	return run_sql(prepare_body, &a);
 }
 
 /*
  * Explicit sub-transactions for Python code (the context manager in
- * orochi_fdw.bridge.spi): begin, then commit or rollback.
+ * orochi_fdw.bridge.spi): begin, then commit or rollback.  The stack lives
+ * in TopMemoryContext and is cut back when a sub-transaction aborts or the
+ * transaction ends, so that an entry never outlives its sub-transaction.
+ * In parallel mode none can be started: the block then runs without one
+ * (its SQL is read-only there, and any error of it ends the statement).
  */
 typedef struct PySubxact
 {
 	MemoryContext cxt;
 	ResourceOwner owner;
-	SubTransactionId id;
+	SubTransactionId id;		/* ours, or the enclosing one if !opened */
+	bool		opened;			/* false: a block in parallel mode */
 } PySubxact;
 
-static List *subxact_stack = NIL;
+static PySubxact *pysubxacts = NULL;
+static int	npysubxacts = 0;
+static int	pysubxact_space = 0;
+
+static void
+drop_pysubxacts_from(SubTransactionId subid)
+{
+	while (npysubxacts > 0 && pysubxacts[npysubxacts - 1].id >= subid)
+		npysubxacts--;
+}
+
+int
+orochi_python_subxact_count(void)
+{
+	return npysubxacts;
+}
+
+/*
+ * orochi_close_python_subxacts
+ *		Roll back the sub-transactions Python opened beyond the first keep,
+ *		innermost first; returns how many.  Called in C when a call into
+ *		Python returns: a sub-transaction must not stay open across a return
+ *		to Postgres (the executor would go on inside it, and a later rollback
+ *		of it would silently undo the statement's own work).
+ */
+int
+orochi_close_python_subxacts(int keep)
+{
+	int			closed = 0;
+
+	while (npysubxacts > keep)
+	{
+		PySubxact	sx = pysubxacts[npysubxacts - 1];
+
+		if (sx.opened)
+		{
+			if (sx.id != GetCurrentSubTransactionId())
+				elog(ERROR, "orochi: a sub-transaction opened by Python is not the current one");
+			npysubxacts--;
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(sx.cxt);
+			CurrentResourceOwner = sx.owner;
+		}
+		else
+			npysubxacts--;
+		closed++;
+	}
+	return closed;
+}
+
+void
+orochi_spi_at_xact_end(void)
+{
+	npysubxacts = 0;
+	internal_subxact_depth = 0;
+	pending_error = NULL;
+	if (pending_cxt != NULL)
+		MemoryContextReset(pending_cxt);
+}
 
 static PyObject *
 pg_subxact_begin(PyObject *self, PyObject *noargs)
 {
-	PySubxact  *sx;
+	PySubxact	sx;
 	MemoryContext old = CurrentMemoryContext;
 	volatile bool failed = false;
 
+	if (!postgres_usable(true))
+		return NULL;
+	if (npysubxacts == pysubxact_space)
+	{
+		int			space = Max(8, pysubxact_space * 2);
+		PySubxact  *grown = (PySubxact *) MemoryContextAllocExtended(TopMemoryContext,
+																	 sizeof(PySubxact) * space,
+																	 MCXT_ALLOC_NO_OOM);
+
+		if (grown == NULL)
+			return PyErr_NoMemory();
+		if (npysubxacts > 0)
+			memcpy(grown, pysubxacts, sizeof(PySubxact) * npysubxacts);
+		if (pysubxacts)
+			pfree(pysubxacts);
+		pysubxacts = grown;
+		pysubxact_space = space;
+	}
+	sx.cxt = CurrentMemoryContext;
+	sx.owner = CurrentResourceOwner;
+	if (IsInParallelMode())
+	{
+		sx.id = GetCurrentSubTransactionId();
+		sx.opened = false;
+		pysubxacts[npysubxacts++] = sx;
+		return PyLong_FromLong(0);
+	}
 	PG_TRY();
 	{
-		sx = MemoryContextAlloc(TopTransactionContext, sizeof(PySubxact));
-		sx->cxt = CurrentMemoryContext;
-		sx->owner = CurrentResourceOwner;
 		BeginInternalSubTransaction(NULL);
-		sx->id = GetCurrentSubTransactionId();
 		MemoryContextSwitchTo(old);
-		subxact_stack = lcons(sx, subxact_stack);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
+		/* not in a state to carry on from (parallel mode was checked above) */
 		MemoryContextSwitchTo(old);
-		edata = CopyErrorData();
-		FlushErrorState();
-		set_spi_error(edata);
+		CurrentResourceOwner = sx.owner;
+		keep_pending_error();
 		failed = true;
 	}
 	PG_END_TRY();
 	if (failed)
-		return NULL;
-	return PyLong_FromUnsignedLong(sx->id);
+		return raise_pending();
+	sx.id = GetCurrentSubTransactionId();
+	sx.opened = true;
+	pysubxacts[npysubxacts++] = sx;
+	return PyLong_FromUnsignedLong(sx.id);
+}
+
+/*
+ * A block ends while an error is pending (its exception is on its way out):
+ * a block without a sub-transaction is just closed; a real sub-transaction is
+ * rolled back if the error was cleaned up already (a cancel), else left to
+ * the abort that will clean up both.  Raises the pending error again.
+ */
+static PyObject *
+end_subxact_for_pending(void)
+{
+	PySubxact	sx;
+
+	if (npysubxacts == 0)
+		return raise_pending();
+	sx = pysubxacts[npysubxacts - 1];
+	if (!sx.opened)
+		npysubxacts--;
+	else if (!pending_unclean && sx.id == GetCurrentSubTransactionId() && IsTransactionState())
+	{
+		ErrorData  *saved = pending_error;
+
+		npysubxacts--;
+		pending_error = NULL;	/* the rollback's callbacks may run Python hooks */
+		if (rollback_subxact(sx.cxt))
+		{
+			CurrentResourceOwner = sx.owner;
+			pending_error = saved;
+			pending_unclean = false;
+		}
+		/* else its error is the pending one now */
+	}
+	return raise_pending();
 }
 
 static PyObject *
 pg_subxact_end(PyObject *self, PyObject *args)
 {
 	int			commit;
-	PySubxact  *sx;
-	volatile bool failed = false;
+	PySubxact	sx;
+	ErrorData  *edata = NULL;
+	bool		unrecoverable = false;
 
 	if (!PyArg_ParseTuple(args, "p", &commit))
 		return NULL;
-	if (subxact_stack == NIL)
+	if (pending_error != NULL && orochi_in_backend_thread())
+		return end_subxact_for_pending();
+	if (!postgres_usable(true))
+		return NULL;
+	if (npysubxacts == 0)
 	{
 		PyErr_SetString(PyExc_RuntimeError, "no sub-transaction is open");
 		return NULL;
 	}
-	sx = (PySubxact *) linitial(subxact_stack);
-	if (sx->id != GetCurrentSubTransactionId())
+	sx = pysubxacts[npysubxacts - 1];
+	if (!sx.opened)
+	{
+		npysubxacts--;
+		Py_RETURN_NONE;
+	}
+	if (sx.id != GetCurrentSubTransactionId())
 	{
 		PyErr_SetString(PyExc_RuntimeError, "sub-transactions must end in the order they began");
 		return NULL;
 	}
-	subxact_stack = list_delete_first(subxact_stack);
+	npysubxacts--;
 	PG_TRY();
 	{
 		if (commit)
 			ReleaseCurrentSubTransaction();
 		else
 			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(sx->cxt);
-		CurrentResourceOwner = sx->owner;
+		MemoryContextSwitchTo(sx.cxt);
+		CurrentResourceOwner = sx.owner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(sx->cxt);
-		CurrentResourceOwner = sx->owner;
-		edata = CopyErrorData();
-		FlushErrorState();
-		set_spi_error(edata);
-		failed = true;
+		MemoryContextSwitchTo(sx.cxt);
+		if (commit && GetCurrentSubTransactionId() == sx.id)
+		{
+			/* the commit failed (a pre-commit hook): roll the block back */
+			edata = take_error();
+			if (!rollback_subxact(sx.cxt))
+				unrecoverable = true;
+		}
+		else
+		{
+			keep_pending_error();
+			unrecoverable = true;
+		}
+		MemoryContextSwitchTo(sx.cxt);
+		CurrentResourceOwner = sx.owner;
 	}
 	PG_END_TRY();
-	pfree(sx);
-	if (failed)
-		return NULL;
+	orochi_consume_python_interrupt();
+	if (unrecoverable)
+		return raise_pending();
+	if (edata != NULL)
+		return set_spi_error(edata);
 	Py_RETURN_NONE;
 }
 
@@ -537,8 +1048,9 @@ pg_log(PyObject *self, PyObject *args)
 	const char *level;
 	PyObject   *msg;
 	int			elevel;
-	char	   *text;
+	MemoryContext old = CurrentMemoryContext;
 	volatile bool failed = false;
+	ErrorData  *edata = NULL;
 
 	if (!PyArg_ParseTuple(args, "sU", &level, &msg))
 		return NULL;
@@ -557,22 +1069,32 @@ pg_log(PyObject *self, PyObject *args)
 		PyErr_Format(PyExc_ValueError, "unknown log level %s", level);
 		return NULL;
 	}
+	/* logging works outside a transaction too (commit and rollback hooks) */
+	if (!postgres_usable(false))
+		return NULL;
 	PG_TRY();
 	{
-		text = orochi_py_to_cstring(msg);
+		char	   *text = orochi_py_to_cstring(msg);
+
 		ereport(elevel, (errmsg_internal("%s", text)));
+		pfree(text);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = CopyErrorData();
-
+		/* the error's data, copied out of ErrorContext before it is reset */
+		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
 		FlushErrorState();
-		set_spi_error(edata);
 		failed = true;
 	}
 	PG_END_TRY();
 	if (failed)
+	{
+		PyErr_Clear();
+		set_spi_error(edata);
+		FreeErrorData(edata);
 		return NULL;
+	}
 	Py_RETURN_NONE;
 }
 
@@ -580,10 +1102,32 @@ static PyObject *
 pg_quote_ident(PyObject *self, PyObject *arg)
 {
 	const char *s = PyUnicode_AsUTF8(arg);
+	MemoryContext old = CurrentMemoryContext;
+	const char *volatile quoted = NULL;
+	volatile bool failed = false;
+	PyObject   *result;
 
 	if (s == NULL)
 		return NULL;
-	return PyUnicode_FromString(quote_identifier(s));
+	if (!postgres_usable(false))
+		return NULL;
+	PG_TRY();
+	{
+		quoted = quote_identifier(s);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		FlushErrorState();
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		return PyErr_NoMemory();	/* palloc is all that can fail here */
+	result = PyUnicode_FromString(quoted);
+	if (quoted != s)
+		pfree((void *) quoted);
+	return result;
 }
 
 /* Facts about this backend that Python needs without a query */
@@ -607,8 +1151,44 @@ pg_in_transaction(PyObject *self, PyObject *noargs)
 static PyObject *
 pg_transaction_id(PyObject *self, PyObject *noargs)
 {
-	/* the top-level transaction id, assigning one if need be */
-	return PyLong_FromUnsignedLong(GetTopTransactionId());
+	MemoryContext old = CurrentMemoryContext;
+	volatile TransactionId xid = InvalidTransactionId;
+	volatile bool failed = false;
+
+	if (!postgres_usable(true))
+		return NULL;
+	xid = GetTopTransactionIdIfAny();
+	if (TransactionIdIsValid(xid))
+		return PyLong_FromUnsignedLong(xid);
+	if (IsInParallelMode())
+		return set_spi_error_text(ERRCODE_INVALID_TRANSACTION_STATE,
+								  "cannot assign a transaction id during a parallel operation");
+
+	/*
+	 * Assigning one: an error there may leave locks held that only the
+	 * transaction's abort releases, so it ends the statement.
+	 */
+	PG_TRY();
+	{
+		xid = GetTopTransactionId();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		keep_pending_error();
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		return raise_pending();
+	return PyLong_FromUnsignedLong(xid);
+}
+
+static PyObject *
+pg_in_parallel_mode(PyObject *self, PyObject *noargs)
+{
+	/* the leader running a parallel plan, or a parallel worker: no writes, no sub-transactions */
+	return PyBool_FromLong(IsInParallelMode());
 }
 
 static PyObject *
@@ -624,11 +1204,145 @@ pg_savepoint_depth(PyObject *self, PyObject *noargs)
 	return PyLong_FromLong(orochi_savepoint_depth());
 }
 
+/*
+ * Making the transaction's id durable.
+ *
+ * Files are named after the id of the transaction that writes them, and a
+ * file without a catalog row is an orphan once that transaction is over.
+ * An id that appears in no WAL record that reached the disk is unknown after
+ * a crash and is handed out again, to an unrelated transaction; a writer
+ * calls durable_transaction_id() before it creates its first file, so that
+ * its id is in the flushed WAL and is never reused.  The record is an
+ * XLOG_NOOP (replay does nothing with it) written in an internal
+ * sub-transaction that is given an id of its own: recovery moves the next
+ * transaction id past the id in any record's header, and the
+ * sub-transaction's id is above the top-level one.
+ */
+static PyObject *
+durable_xid_body(void *arg)
+{
+	FullTransactionId top = GetTopFullTransactionId();
+	XLogRecPtr	end;
+
+	(void) GetCurrentTransactionId();	/* the id in the record's header */
+	XLogBeginInsert();
+	XLogRegisterData((char *) &top, sizeof(top));
+	end = XLogInsert(RM_XLOG_ID, XLOG_NOOP);
+	XLogFlush(end);
+	return PyLong_FromUnsignedLongLong(U64FromFullTransactionId(top));
+}
+
+/* _orochi_pg.durable_transaction_id() -> the top-level full transaction id */
+static PyObject *
+pg_durable_transaction_id(PyObject *self, PyObject *noargs)
+{
+	return run_sql(durable_xid_body, NULL);
+}
+
+/*
+ * Aggregate states kept in Python.
+ *
+ * An aggregate whose transition function is written in Python keeps its
+ * state in the backend's Python and hands Postgres a token naming it.
+ * agg_state_watch(id) ties the state to the memory context that holds the
+ * aggregate's transition values (AggCheckCallContext): when that context is
+ * reset or deleted (the group or window partition is done, a window frame
+ * restarts, the query ends or fails), the id is noted, and
+ * released_agg_states() hands the noted ids to Python, which drops those
+ * states.  The callback only notes the id (no Python, no allocation that can
+ * fail): it may run while an error is being cleaned up.
+ */
+typedef struct AggStateWatch
+{
+	MemoryContextCallback cb;
+	uint64		id;
+} AggStateWatch;
+
+static uint64 *released_states = NULL;	/* in TopMemoryContext */
+static int	n_released_states = 0;
+static int	max_released_states = 0;
+
+static void
+agg_state_released(void *arg)
+{
+	AggStateWatch *watch = (AggStateWatch *) arg;
+
+	if (n_released_states == max_released_states)
+	{
+		int			newmax = max_released_states ? max_released_states * 2 : 64;
+		uint64	   *grown = MemoryContextAllocExtended(TopMemoryContext, sizeof(uint64) * newmax,
+													   MCXT_ALLOC_NO_OOM);
+
+		if (grown == NULL)
+			return;				/* out of memory: that state stays until the backend exits */
+		if (released_states != NULL)
+		{
+			memcpy(grown, released_states, sizeof(uint64) * n_released_states);
+			pfree(released_states);
+		}
+		released_states = grown;
+		max_released_states = newmax;
+	}
+	released_states[n_released_states++] = watch->id;
+}
+
+/* _orochi_pg.agg_state_watch(id) -> whether the call is an aggregate's */
+static PyObject *
+pg_agg_state_watch(PyObject *self, PyObject *arg)
+{
+	unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+	MemoryContext aggcontext;
+	AggStateWatch *watch;
+
+	if (PyErr_Occurred())
+		return NULL;
+	if (current_call == NULL || !AggCheckCallContext(current_call, &aggcontext))
+		Py_RETURN_FALSE;
+	watch = MemoryContextAllocExtended(aggcontext, sizeof(AggStateWatch), MCXT_ALLOC_NO_OOM);
+	if (watch == NULL)
+		return PyErr_NoMemory();
+	watch->id = id;
+	watch->cb.func = agg_state_released;
+	watch->cb.arg = watch;
+	MemoryContextRegisterResetCallback(aggcontext, &watch->cb);
+	Py_RETURN_TRUE;
+}
+
+/* _orochi_pg.released_agg_states() -> ids whose context went, since the last call */
+static PyObject *
+pg_released_agg_states(PyObject *self, PyObject *noargs)
+{
+	PyObject   *ids = PyList_New(n_released_states);
+
+	if (ids == NULL)
+		return NULL;
+	for (int i = 0; i < n_released_states; i++)
+	{
+		PyObject   *id = PyLong_FromUnsignedLongLong(released_states[i]);
+
+		if (id == NULL)
+		{
+			Py_DECREF(ids);
+			return NULL;
+		}
+		PyList_SET_ITEM(ids, i, id);
+	}
+	n_released_states = 0;
+	return ids;
+}
+
+/* _orochi_pg.fault_injection() -> the orochi.fault_injection setting */
+static PyObject *
+pg_fault_injection(PyObject *self, PyObject *noargs)
+{
+	return PyUnicode_FromString(orochi_fault_injection ? orochi_fault_injection : "");
+}
+
 static PyMethodDef pg_methods[] = {
 	{"execute", (PyCFunction) (void (*) (void)) pg_execute, METH_VARARGS | METH_KEYWORDS,
-	"execute(query, params=None, limit=0, types=None) -> (rows, rowcount, column_names)"},
+	"execute(query, params=None, limit=0, types=None, read_only=False, internal=False) -> (rows, rowcount, column_names)"},
 	{"prepare", (PyCFunction) (void (*) (void)) pg_prepare, METH_VARARGS | METH_KEYWORDS,
-	"prepare(query, types=None) -> plan"},
+	"prepare(query, types=None, internal=False) -> plan"},
 	{"subxact_begin", pg_subxact_begin, METH_NOARGS, "begin a sub-transaction"},
 	{"subxact_end", pg_subxact_end, METH_VARARGS, "subxact_end(commit: bool)"},
 	{"log", pg_log, METH_VARARGS, "log(level, message)"},
@@ -640,6 +1354,15 @@ static PyMethodDef pg_methods[] = {
 	"how many of the user's savepoints are open"},
 	{"uses_transaction_snapshot", pg_uses_transaction_snapshot, METH_NOARGS,
 	"whether the isolation level keeps one snapshot for the transaction"},
+	{"durable_transaction_id", pg_durable_transaction_id, METH_NOARGS,
+	"the top-level transaction id, written to the WAL and flushed (never reused after a crash)"},
+	{"agg_state_watch", pg_agg_state_watch, METH_O,
+	"agg_state_watch(id): note id when the calling aggregate's state context goes"},
+	{"released_agg_states", pg_released_agg_states, METH_NOARGS,
+	"the ids of aggregate states whose context went since the last call"},
+	{"fault_injection", pg_fault_injection, METH_NOARGS, "the orochi.fault_injection setting"},
+	{"in_parallel_mode", pg_in_parallel_mode, METH_NOARGS,
+	"whether the backend is in parallel mode (no writes, no sub-transactions)"},
 	{NULL, NULL, 0, NULL}
 };
 
@@ -648,10 +1371,35 @@ static struct PyModuleDef pg_module = {
 	"Postgres from inside a backend: SPI, sub-transactions, logging.", -1, pg_methods
 };
 
+#define INTERRUPT_CAPSULE "orochi._orochi_pg.interrupt_flag"
+
+/*
+ * The module, with interrupt_flag: a capsule of the address of a
+ * sig_atomic_t that is nonzero once a cancel or termination was forwarded
+ * to the running Python.  Kernels that run without the GIL poll it and stop
+ * with KeyboardInterrupt (cython_kernels/_interrupt.pxd).
+ */
 PyObject *
 orochi_pg_module_init(void)
 {
-	return PyModule_Create(&pg_module);
+	PyObject   *mod = PyModule_Create(&pg_module);
+	PyObject   *flag;
+
+	if (mod == NULL)
+		return NULL;
+	flag = PyCapsule_New((void *) orochi_interrupt_flag(), INTERRUPT_CAPSULE, NULL);
+	if (flag == NULL || PyModule_AddObject(mod, "interrupt_flag", flag) < 0)
+	{
+		Py_XDECREF(flag);
+		Py_DECREF(mod);
+		return NULL;
+	}
+	if (PyModule_AddFunctions(mod, orochi_security_methods) < 0)
+	{
+		Py_DECREF(mod);
+		return NULL;
+	}
+	return mod;
 }
 
 /*
@@ -787,7 +1535,8 @@ orochi_py_call(PG_FUNCTION_ARGS)
 {
 	CallInfo   *ci;
 	PyObject   *args;
-	PyObject   *res;
+	PyObject   *volatile res = NULL;
+	FunctionCallInfo saved_call;
 	Datum		result = (Datum) 0;
 
 	orochi_python_ensure();
@@ -806,12 +1555,22 @@ orochi_py_call(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
-		Py_DECREF(args);
+		OROCHI_RELEASE(args);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	res = orochi_runtime_call("call_sql_function", args);
+	saved_call = current_call;
+	current_call = fcinfo;
+	PG_TRY();
+	{
+		res = orochi_runtime_call("call_sql_function", args);
+	}
+	PG_FINALLY();
+	{
+		current_call = saved_call;
+	}
+	PG_END_TRY();
 
 	PG_TRY();
 	{
@@ -829,9 +1588,8 @@ orochi_py_call(PG_FUNCTION_ARGS)
 
 				for (;;)
 				{
-					orochi_py_enter();
-					item = PyIter_Next(iter);
-					orochi_py_leave();
+					item = orochi_py_next(iter);
+					orochi_check_pending(item);
 					if (item == NULL)
 						break;
 					PG_TRY();
@@ -856,7 +1614,7 @@ orochi_py_call(PG_FUNCTION_ARGS)
 					}
 					PG_FINALLY();
 					{
-						Py_DECREF(item);
+						OROCHI_RELEASE(item);
 					}
 					PG_END_TRY();
 					CHECK_FOR_INTERRUPTS();
@@ -866,7 +1624,7 @@ orochi_py_call(PG_FUNCTION_ARGS)
 			}
 			PG_FINALLY();
 			{
-				Py_DECREF(iter);
+				OROCHI_RELEASE(iter);
 			}
 			PG_END_TRY();
 			result = (Datum) 0;
@@ -892,7 +1650,7 @@ orochi_py_call(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		Py_DECREF(res);
+		OROCHI_RELEASE(res);
 	}
 	PG_END_TRY();
 	return result;

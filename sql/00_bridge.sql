@@ -19,9 +19,21 @@ CREATE FOREIGN DATA WRAPPER orochi
 
 CREATE SERVER orochi FOREIGN DATA WRAPPER orochi;
 
--- Everyone may use what the schema offers (time_bucket, sketches, the views);
--- what each object allows is then up to its own privileges: the catalog
--- tables are readable where that is safe and writable by their owner only.
+-- Privileges (docs/SECURITY.md).  Everyone may make columnar tables on the
+-- default server (its wrapper is the columnar engine), as everyone may make
+-- heap tables where they may create; making other servers needs USAGE on the
+-- foreign-data wrapper, which a superuser grants.
+GRANT USAGE ON FOREIGN SERVER orochi TO PUBLIC;
+
+-- Everyone may use what the schema offers (time_bucket, sketches, the SQL
+-- functions, the views); what each allows is then up to the caller's
+-- privileges on the tables it names.  The catalog tables, sequences and
+-- delta tables are granted to no one: Orochi reads and writes them as the
+-- extension owner, after checking the caller's rights (Python:
+-- orochi_fdw.bridge.spi, internal statements), and the views show each role
+-- the rows of the tables it may read.  Internal functions are revoked from
+-- PUBLIC; the event triggers that call them run as the extension owner
+-- (SECURITY DEFINER, with the search path pinned).
 GRANT USAGE ON SCHEMA orochi TO PUBLIC;
 
 -- Facts about the Python side of this backend: the interpreter, the

@@ -14,7 +14,7 @@ CREATE SEQUENCE orochi.columnar_stripe_id_seq;
 CREATE TABLE orochi.columnar_stripes (
     stripe_id          bigint PRIMARY KEY,
     relid              oid NOT NULL,            -- the foreign table
-    file_path          text NOT NULL UNIQUE,    -- absolute path of the stripe file
+    file_path          text NOT NULL UNIQUE,    -- the stripe file (orochi._file_path)
     row_count          bigint NOT NULL,
     chunk_group_count  integer NOT NULL,
     chunk_group_size   integer NOT NULL,        -- rows per chunk group when written
@@ -61,8 +61,24 @@ CREATE TABLE orochi.columnar_missing_values (
     PRIMARY KEY (relid, attnum)
 );
 
--- Each stripe of each columnar table, column by column.
-CREATE VIEW orochi.stripes AS
+-- Where a file named in the catalog is: the catalog names a file relative to
+-- its database's folder, orochi/<database oid>/ in the data directory, so
+-- that a copy of the data directory (standby, base backup) or of the
+-- database (CREATE DATABASE ... TEMPLATE copies the folder) finds its own
+-- files; a file under a server's data_dir outside the data directory is
+-- named by its absolute path.  The result is relative to the data directory
+-- (as pg_ls_dir and pg_stat_file take it) or absolute.
+CREATE FUNCTION orochi._file_path(file_path text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN file_path LIKE '/%' THEN file_path
+            ELSE 'orochi/' || (SELECT d.oid FROM pg_catalog.pg_database d
+                                WHERE d.datname = pg_catalog.current_database()) || '/' || file_path END;
+
+-- Each stripe of each columnar table the caller may read (SELECT on it),
+-- column by column.  security_barrier: the privilege test comes before any
+-- condition of the caller's query, so no function of theirs sees other rows.
+CREATE VIEW orochi.stripes WITH (security_barrier) AS
 SELECT s.relid::regclass                     AS table_name,
        s.stripe_id,
        s.row_count,
@@ -76,16 +92,16 @@ SELECT s.relid::regclass                     AS table_name,
        c.codecs,
        s.compression,
        s.file_bytes,
-       s.file_path
+       orochi._file_path(s.file_path) AS file_path
   FROM orochi.columnar_stripes s
   JOIN orochi.columnar_stripe_columns c USING (stripe_id)
   LEFT JOIN pg_attribute a
-         ON a.attrelid = s.relid AND a.attnum = c.attnum AND NOT a.attisdropped;
+         ON a.attrelid = s.relid AND a.attnum = c.attnum AND NOT a.attisdropped
+ WHERE pg_catalog.has_table_privilege(s.relid, 'SELECT');
 
--- The per column bounds (min_value, max_value) are values of the tables'
--- data: like pg_statistic, orochi.columnar_stripe_columns is not readable
--- by everyone.
-GRANT SELECT ON orochi.columnar_stripes, orochi.stripes TO PUBLIC;
+-- The catalog tables themselves (whose per column bounds are values of the
+-- tables' data, like pg_statistic's) are granted to no one.
+GRANT SELECT ON orochi.stripes TO PUBLIC;
 
 -- Bytes a columnar table takes on disk: its stripe files and its delta store,
 -- like pg_total_relation_size.
@@ -112,14 +128,18 @@ LANGUAGE C STRICT VOLATILE;
 -- Internal: a column's default as ALTER TABLE ... ADD COLUMN evaluates it
 -- for the rows already stored: kind is 'none' (no default), 'constant'
 -- (evaluated once: value, NULL for a NULL default), 'volatile' (a value per
--- row) or 'generated' (a generated column).
+-- row) or 'generated' (a generated column).  For the table's owner: it
+-- evaluates the default with the caller's rights, as ALTER TABLE does.
 CREATE FUNCTION orochi.column_default(regclass, smallint, OUT kind text, OUT value text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'orochi_column_default'
 LANGUAGE C STRICT VOLATILE;
 
 -- Internal: check the options of new or altered columnar tables (table,
--- column and server options together).
+-- column and server options together) and keep their delta stores in step.
+-- Called by the DDL event trigger below, as the role that ran the command
+-- (a new column's default is evaluated with its rights, as for a heap
+-- table); for the tables' owners only.
 CREATE FUNCTION orochi.columnar_check_tables(oid[])
 RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
@@ -132,11 +152,22 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
+REVOKE EXECUTE ON FUNCTION orochi.columnar_drop_tables(oid[]), orochi.columnar_before_drop_extension()
+    FROM PUBLIC;
+
 -- The event trigger functions are PL/pgSQL so that Python starts only when
--- an orochi table is involved.
+-- an orochi table is involved.  Those of DROP run as the extension owner
+-- (SECURITY DEFINER, search path pinned), as they read the catalog and call
+-- internal functions; what they do is decided by the objects Postgres
+-- reports dropped, never by their caller.  That of CREATE and ALTER runs as
+-- the role that ran the command, since it evaluates what that role wrote (a
+-- new column's default); it reads pg_catalog only, and the function it
+-- calls checks that the role owns the tables and works on the catalog with
+-- internal statements.
 CREATE FUNCTION orochi.columnar_on_sql_drop()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dropped oid[];
@@ -161,6 +192,7 @@ CREATE EVENT TRIGGER orochi_columnar_sql_drop ON sql_drop
 CREATE FUNCTION orochi.columnar_on_ddl_end()
 RETURNS event_trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tables oid[];
@@ -186,7 +218,8 @@ CREATE EVENT TRIGGER orochi_columnar_ddl_end ON ddl_command_end
 -- an extension: the files are then left for the operator.
 CREATE FUNCTION orochi.columnar_on_drop_extension()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM orochi.columnar_before_drop_extension();

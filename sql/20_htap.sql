@@ -17,7 +17,7 @@ CREATE SEQUENCE orochi.columnar_delta_rowid_seq;
 -- snapshot taken before that vacuum committed may still read them.  The file
 -- is removed once no backend's snapshot is that old (at the next vacuum).
 CREATE TABLE orochi.columnar_retired_files (
-    file_path     text PRIMARY KEY,
+    file_path     text PRIMARY KEY,             -- as in columnar_stripes (orochi._file_path)
     relid         oid NOT NULL,
     stripe_id     bigint NOT NULL,
     file_bytes    bigint NOT NULL,

@@ -122,53 +122,145 @@ CREATE FUNCTION orochi.sketch_tdigest_agg_final(bytea)
 RETURNS orochi.tdigest LANGUAGE sql VOLATILE
 AS $$ SELECT orochi.sketch_tdigest_final($1)::orochi.tdigest $$;
 
+-- Moving-aggregate forms, used when the aggregates run as window functions
+-- (PostgreSQL then always uses them: the plain final functions consume their
+-- state).  The state names a window builder that keeps the frame's rows;
+-- the inverse functions take the oldest row out; the final functions leave
+-- the state as it is, since they may run once per row of the window.
+CREATE FUNCTION orochi.sketch_hll_mtrans(bytea, anyelement)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_mtrans(bytea, anyelement, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_minv(bytea, anyelement)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_minv(bytea, anyelement, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_union_mtrans(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_union_minv(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_mtrans(bytea, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_mtrans(bytea, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_minv(bytea, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_minv(bytea, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_union_mtrans(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_union_minv(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8[])
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8[], integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8[])
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8[], integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.sketch_hll_mfinal(bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_count_mfinal(bytea)
+RETURNS bigint AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_mfinal(bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mfinal(bytea)
+RETURNS float8 AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_percentiles_mfinal(bytea)
+RETURNS float8[] AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_agg_mfinal(bytea)
+RETURNS orochi.hll LANGUAGE sql VOLATILE
+AS $$ SELECT orochi.sketch_hll_mfinal($1)::orochi.hll $$;
+CREATE FUNCTION orochi.sketch_tdigest_agg_mfinal(bytea)
+RETURNS orochi.tdigest LANGUAGE sql VOLATILE
+AS $$ SELECT orochi.sketch_tdigest_mfinal($1)::orochi.tdigest $$;
+
+-- How many sketch aggregate states this backend's Python keeps (the states
+-- of aggregates that are over are dropped first).
+CREATE FUNCTION orochi.sketch_open_states()
+RETURNS bigint AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+
 -- ------------------------------------------------------------------ aggregates
 
 -- A HyperLogLog sketch of the non-NULL values (precision 4..18, default 14).
 CREATE AGGREGATE orochi.hll_agg(anyelement) (
     SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 CREATE AGGREGATE orochi.hll_agg(anyelement, integer) (
     SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 
 -- The union of sketches, at the lowest of their precisions.
 CREATE AGGREGATE orochi.hll_union_agg(orochi.hll) (
     SFUNC = orochi.sketch_hll_union_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_union_mtrans, MINVFUNC = orochi.sketch_hll_union_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 
 -- Estimated count(DISTINCT x): 0.81% standard error at the default p = 14.
 CREATE AGGREGATE orochi.approx_count_distinct(anyelement) (
     SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_hll_count_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_hll_count_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_count_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 CREATE AGGREGATE orochi.approx_count_distinct(anyelement, integer) (
     SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_hll_count_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_hll_count_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_count_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 
 -- A t-digest of the finite values (compression 10..10000, default 100).
 CREATE AGGREGATE orochi.tdigest_agg(float8) (
     SFUNC = orochi.sketch_tdigest_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_tdigest_mtrans, MINVFUNC = orochi.sketch_tdigest_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_tdigest_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 CREATE AGGREGATE orochi.tdigest_agg(float8, integer) (
     SFUNC = orochi.sketch_tdigest_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_tdigest_mtrans, MINVFUNC = orochi.sketch_tdigest_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_tdigest_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 
 -- The union of digests.
 CREATE AGGREGATE orochi.tdigest_union_agg(orochi.tdigest) (
     SFUNC = orochi.sketch_tdigest_union_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_tdigest_union_mtrans, MINVFUNC = orochi.sketch_tdigest_union_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_tdigest_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 
 -- Estimated percentile_cont(q) WITHIN GROUP (ORDER BY value), 0 <= q <= 1,
 -- and the array form for several quantiles.
 CREATE AGGREGATE orochi.approx_percentile(float8, float8) (
     SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_percentile_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_percentile_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentile_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 CREATE AGGREGATE orochi.approx_percentile(float8, float8, integer) (
     SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_percentile_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_percentile_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentile_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 CREATE AGGREGATE orochi.approx_percentile(float8, float8[]) (
     SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_percentiles_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_percentiles_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentiles_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
 CREATE AGGREGATE orochi.approx_percentile(float8, float8[], integer) (
     SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
-    FINALFUNC = orochi.sketch_percentiles_final, FINALFUNC_MODIFY = READ_WRITE);
+    FINALFUNC = orochi.sketch_percentiles_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentiles_mfinal, MFINALFUNC_MODIFY = READ_ONLY);

@@ -4,7 +4,7 @@
 -- date (its midnight); the value itself for smallint, integer and bigint.
 
 CREATE TABLE orochi.hypertables (
-    relid               oid PRIMARY KEY,          -- the orochi foreign table
+    relid               regclass PRIMARY KEY,     -- the orochi foreign table (by name in dumps)
     time_column         name NOT NULL,
     time_attnum         smallint NOT NULL,
     time_type           regtype NOT NULL,         -- timestamptz, timestamp, date, smallint, integer, bigint
@@ -21,7 +21,9 @@ CREATE TABLE orochi.hypertable_chunks (
     relid        oid NOT NULL,
     range_start  bigint NOT NULL,   -- time key, inclusive
     range_end    bigint NOT NULL,   -- time key, exclusive
-    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- when the chunk was created (the clock, as TimescaleDB's creation_time:
+    -- show_chunks / drop_chunks select by it with created_before / created_after)
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (relid, range_start)
 );
 
@@ -33,14 +35,15 @@ CREATE INDEX columnar_stripes_chunk_idx ON orochi.columnar_stripes (chunk_id) WH
 -- is true: the lowest and greatest time key it wrote, updated or deleted
 -- (inclusive).
 CREATE TABLE orochi.hypertable_invalidation_log (
-    relid     oid NOT NULL,
+    relid     regclass NOT NULL,
     lowest    bigint NOT NULL,
     greatest  bigint NOT NULL,
     logged_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX hypertable_invalidation_log_relid_idx ON orochi.hypertable_invalidation_log (relid);
 
-GRANT SELECT ON orochi.hypertables, orochi.hypertable_chunks TO PUBLIC;
+-- (Granted to no one: orochi.chunks shows each role the chunks of the
+-- hypertables it may read.)
 
 -- Make an orochi columnar table a hypertable chunked by time_column.
 -- Timestamp-like time columns (timestamptz, timestamp, date) take an
@@ -65,16 +68,22 @@ LANGUAGE C VOLATILE;
 
 -- Chunks of a hypertable lying wholly before older_than and / or wholly at
 -- or after newer_than (an interval: now() minus it; a timestamptz,
--- timestamp or date; an integer for integer time columns).
+-- timestamp or date; an integer for integer time columns), or created
+-- before created_before and / or at or after created_after (an interval:
+-- now() minus it; a timestamptz, timestamp or date).  TimescaleDB's
+-- arguments, in its order.
 CREATE FUNCTION orochi.show_chunks(relation regclass, older_than "any" DEFAULT NULL,
-                                   newer_than "any" DEFAULT NULL)
+                                   newer_than "any" DEFAULT NULL, created_before "any" DEFAULT NULL,
+                                   created_after "any" DEFAULT NULL)
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C STABLE;
 
--- Drop those chunks: their stripes and the delta rows in their ranges.
+-- Drop those chunks: their stripes and the delta rows in their ranges
+-- (verbose: an INFO line per chunk dropped).
 CREATE FUNCTION orochi.drop_chunks(relation regclass, older_than "any" DEFAULT NULL,
-                                   newer_than "any" DEFAULT NULL)
+                                   newer_than "any" DEFAULT NULL, verbose boolean DEFAULT false,
+                                   created_before "any" DEFAULT NULL, created_after "any" DEFAULT NULL)
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;

@@ -15,7 +15,7 @@ CREATE TABLE orochi.jobs (
     application_name  text NOT NULL,
     proc_schema       name NOT NULL,
     proc_name         name NOT NULL,
-    relid             oid,
+    relid             regclass,                 -- the table a policy is for (by name in dumps)
     schedule_interval interval NOT NULL CHECK (schedule_interval > interval '0'),
     max_runtime       interval NOT NULL DEFAULT interval '0'      -- 0 = no limit
                       CHECK (max_runtime >= interval '0'),
@@ -76,7 +76,9 @@ AS $$
            AND objid = job_id::oid AND objsubid = 1)
 $$;
 
-CREATE VIEW orochi.job_stats AS
+-- The jobs of the roles the caller is a member of (all of them for
+-- superusers), with their statistics.
+CREATE VIEW orochi.job_stats WITH (security_barrier) AS
 WITH running AS (           -- jobs whose advisory lock some session holds
     SELECT DISTINCT l.objid::bigint::integer AS job_id
       FROM pg_catalog.pg_locks l
@@ -101,10 +103,14 @@ SELECT j.job_id,
        s.total_failures,
        s.consecutive_failures,
        s.last_error,
-       s.last_summary
+       s.last_summary,
+       j.owner,
+       j.schedule_interval,
+       j.config
   FROM orochi.jobs j
   LEFT JOIN orochi.bgw_job_stat s ON s.job_id = j.job_id
-  LEFT JOIN running r ON r.job_id = j.job_id;
+  LEFT JOIN running r ON r.job_id = j.job_id
+ WHERE pg_catalog.pg_has_role(j.owner, 'MEMBER');
 
 -- A dropped table takes its jobs with it.  SECURITY DEFINER: whoever may
 -- drop a table may drop its jobs, without any right on orochi.jobs (and a
@@ -225,4 +231,5 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
-GRANT SELECT ON orochi.jobs, orochi.bgw_job_stat, orochi.job_stats TO PUBLIC;
+-- orochi.jobs and orochi.bgw_job_stat are granted to no one.
+GRANT SELECT ON orochi.job_stats TO PUBLIC;

@@ -13,7 +13,10 @@ ALTER TABLE orochi.hypertable_chunks
     ADD COLUMN compressed_bytes   bigint;   -- stripe file bytes, after
 
 -- 'Uncompressed', 'Compressed' or 'Partially compressed' (written since its
--- compression), given the number of delta rows in the chunk's range.
+-- compression), given the number of delta rows in the chunk's range.  The
+-- rule is written twice, here (for Python, which calls it as the extension
+-- owner) and in the view orochi.chunks, which reads the catalog with its
+-- owner's rights; keep them in step.
 CREATE FUNCTION orochi._chunk_compression_status(chunk bigint, delta_rows bigint)
 RETURNS text
 LANGUAGE sql STABLE
@@ -31,6 +34,8 @@ RETURN (
       FROM orochi.hypertable_chunks c
      WHERE c.chunk_id = chunk);
 
+REVOKE EXECUTE ON FUNCTION orochi._chunk_compression_status(bigint, bigint) FROM PUBLIC;
+
 -- Compress a chunk (its name as orochi.show_chunks gives it): its stripes and
 -- the delta rows in its range become stripes sorted by time, with zstd.
 CREATE FUNCTION orochi.compress_chunk(chunk text, if_not_compressed boolean DEFAULT true)
@@ -44,9 +49,10 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
--- Every chunk of every hypertable: its range, rows, bytes and compression
--- state (like timescaledb_information.chunks).
-CREATE VIEW orochi.chunks AS
+-- Every chunk of every hypertable the caller may read (SELECT on it): its
+-- range, rows, bytes and compression state (like
+-- timescaledb_information.chunks), and what its last compression did.
+CREATE VIEW orochi.chunks WITH (security_barrier) AS
 SELECT h.relid::regclass                                  AS hypertable_name,
        '_hyper_' || c.relid || '_' || c.chunk_id || '_chunk' AS chunk_name,
        c.chunk_id,
@@ -62,30 +68,68 @@ SELECT h.relid::regclass                                  AS hypertable_name,
        coalesce(s.stripe_rows, 0) + coalesce(s.delta_rows, 0) AS rows,
        coalesce(s.before_compression_bytes, 0)            AS before_compression_bytes,
        coalesce(s.after_compression_bytes, 0)             AS after_compression_bytes,
-       orochi._chunk_compression_status(c.chunk_id, s.delta_rows) = 'Compressed' AS is_compressed,
-       orochi._chunk_compression_status(c.chunk_id, s.delta_rows) AS compression_status,
-       c.compressed_at
+       st.status = 'Compressed'                           AS is_compressed,
+       st.status                                          AS compression_status,
+       c.compressed_at,
+       c.compressed_rows,
+       c.uncompressed_bytes                               AS compressed_from_bytes,
+       c.compressed_bytes                                 AS compressed_to_bytes,
+       c.created_at                                       AS chunk_creation_time
   FROM orochi.hypertable_chunks c
   JOIN orochi.hypertables h ON h.relid = c.relid
-  LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id;
+  LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id
+  CROSS JOIN LATERAL (
+    -- orochi._chunk_compression_status, on the view owner's rights
+    SELECT CASE
+             WHEN c.compressed_at IS NULL THEN 'Uncompressed'
+             WHEN coalesce(s.delta_rows, 0) > 0
+               OR (SELECT count(*) FILTER (WHERE cs.created_xid <> c.compressed_xid OR cs.deleted_count > 0) > 0
+                       OR count(*) <> c.compressed_stripes
+                     FROM orochi.columnar_stripes cs
+                    WHERE cs.chunk_id = c.chunk_id)
+             THEN 'Partially compressed'
+             ELSE 'Compressed'
+           END AS status) st
+ WHERE pg_catalog.has_table_privilege(h.relid, 'SELECT');
 
 GRANT SELECT ON orochi.chunks TO PUBLIC;
 
+-- Raise insufficient_privilege (42501) unless the caller holds privilege on
+-- the table, as a statement on it would (for the SQL functions below, which
+-- read views that would only hide the rows).
+CREATE FUNCTION orochi._require_table_privilege(rel regclass, privilege text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rel IS NOT NULL AND NOT has_table_privilege(rel, privilege) THEN
+        RAISE EXCEPTION 'permission denied for table %', rel
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
 -- Per chunk of a hypertable: its compression state and the bytes its last
--- compression started from and ended with (TimescaleDB's name).
+-- compression started from and ended with (TimescaleDB's name).  Needs
+-- SELECT on the hypertable.
 CREATE FUNCTION orochi.chunk_compression_stats(hypertable regclass)
 RETURNS TABLE (chunk_name text, compression_status text, before_compression_total_bytes bigint,
                after_compression_total_bytes bigint, compressed_rows bigint,
                compressed_at timestamptz)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT v.chunk_name, v.compression_status, c.uncompressed_bytes, c.compressed_bytes,
-           c.compressed_rows, c.compressed_at
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM orochi._require_table_privilege(hypertable, 'SELECT');
+    RETURN QUERY
+    SELECT v.chunk_name, v.compression_status, v.compressed_from_bytes, v.compressed_to_bytes,
+           v.compressed_rows, v.compressed_at
       FROM orochi.chunks v
-      JOIN orochi.hypertable_chunks c ON c.chunk_id = v.chunk_id
-     WHERE c.relid = hypertable
-     ORDER BY c.range_start;
-END;
+     WHERE v.hypertable_name = hypertable
+     ORDER BY v.range_start_integer;
+END
+$$;
 
 -- Totals over the chunks of a hypertable (TimescaleDB's name).
 CREATE FUNCTION orochi.hypertable_compression_stats(hypertable regclass)

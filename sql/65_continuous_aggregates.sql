@@ -12,10 +12,10 @@
 CREATE SEQUENCE orochi.continuous_agg_id_seq;
 
 CREATE TABLE orochi.continuous_aggs (
-    view_relid         oid PRIMARY KEY,          -- the view users query
-    direct_relid       oid NOT NULL UNIQUE,      -- the query over the raw rows
-    mat_relid          oid NOT NULL UNIQUE,      -- the materialization table
-    hypertable_relid   oid NOT NULL,
+    view_relid         regclass PRIMARY KEY,     -- the view users query
+    direct_relid       regclass NOT NULL UNIQUE, -- the query over the raw rows
+    mat_relid          regclass NOT NULL UNIQUE, -- the materialization table
+    hypertable_relid   regclass NOT NULL,        -- (regclass: by name in dumps)
     bucket_column      name NOT NULL,            -- the view's column holding the bucket
     bucket_width       text NOT NULL,            -- the bucket width, as text
     materialized_only  boolean NOT NULL DEFAULT false,
@@ -31,7 +31,7 @@ CREATE INDEX continuous_aggs_hypertable_idx ON orochi.continuous_aggs (hypertabl
 -- each refresh, and cut by the ranges it refreshes.  A new continuous
 -- aggregate starts with one row covering all time.
 CREATE TABLE orochi.continuous_agg_invalidations (
-    view_relid  oid NOT NULL,
+    view_relid  regclass NOT NULL,
     lowest      bigint NOT NULL,
     greatest    bigint NOT NULL
 );
@@ -40,11 +40,16 @@ CREATE INDEX continuous_agg_invalidations_view_idx ON orochi.continuous_agg_inva
 -- The watermark as a value of the time column's type, for the real-time
 -- views: -infinity (or the smallest bigint) while nothing is materialized.
 -- A time key counts microseconds as time, never days, so that the session's
--- time zone cannot shift it.
+-- time zone cannot shift it.  The argument names the continuous aggregate
+-- by its materialization table (the views name it as a regclass constant,
+-- so that a dump restores it by name) or by its view.  The views run it as
+-- their reader, hence SECURITY DEFINER: the end of the last materialized
+-- bucket is shown to any role, as the aggregate's query is in pg_views.
 CREATE FUNCTION orochi._cagg_watermark(view_relid oid)
 RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT c.watermark FROM orochi.continuous_aggs c WHERE c.view_relid = $1 $$;
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.watermark FROM orochi.continuous_aggs c WHERE c.mat_relid = $1 OR c.view_relid = $1 $$;
 
 CREATE FUNCTION orochi._cagg_watermark_timestamptz(view_relid oid)
 RETURNS timestamptz
@@ -139,9 +144,13 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C STRICT VOLATILE;
 
+REVOKE EXECUTE ON FUNCTION orochi.continuous_aggregates_dropped(oid[]) FROM PUBLIC;
+
+-- As the extension owner, as the other event triggers (10_columnar.sql).
 CREATE FUNCTION orochi.continuous_aggregates_on_sql_drop()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dropped oid[];
@@ -162,8 +171,8 @@ $$;
 CREATE EVENT TRIGGER orochi_continuous_aggregates_sql_drop ON sql_drop
     EXECUTE FUNCTION orochi.continuous_aggregates_on_sql_drop();
 
--- One row per continuous aggregate.
-CREATE VIEW orochi.continuous_aggregates AS
+-- One row per continuous aggregate whose view the caller may read.
+CREATE VIEW orochi.continuous_aggregates WITH (security_barrier) AS
 SELECT n.nspname                          AS view_schema,
        v.relname                          AS view_name,
        c.view_relid::regclass             AS view,
@@ -182,7 +191,9 @@ SELECT n.nspname                          AS view_schema,
   FROM orochi.continuous_aggs c
   JOIN pg_class v ON v.oid = c.view_relid
   JOIN pg_namespace n ON n.oid = v.relnamespace
-  LEFT JOIN pg_attribute a ON a.attrelid = c.mat_relid AND a.attname = c.bucket_column;
+  LEFT JOIN pg_attribute a ON a.attrelid = c.mat_relid AND a.attname = c.bucket_column
+ WHERE pg_catalog.has_table_privilege(c.view_relid, 'SELECT');
 
--- Real-time views read the watermark with their reader's rights.
-GRANT SELECT ON orochi.continuous_aggs, orochi.continuous_aggregates TO PUBLIC;
+-- orochi.continuous_aggs and orochi.continuous_agg_invalidations are
+-- granted to no one.
+GRANT SELECT ON orochi.continuous_aggregates TO PUBLIC;

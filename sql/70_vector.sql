@@ -105,7 +105,7 @@ CREATE SEQUENCE orochi.vector_index_id_seq;
 
 CREATE TABLE orochi.columnar_vector_indexes (
     index_id       bigint PRIMARY KEY,
-    relid          oid NOT NULL,
+    relid          regclass NOT NULL,
     attnum         smallint NOT NULL,
     dimensions     integer NOT NULL,
     index_type     text NOT NULL CHECK (index_type IN ('hnsw', 'ivfflat')),
@@ -123,7 +123,7 @@ CREATE TABLE orochi.columnar_vector_index_files (
     index_id       bigint NOT NULL REFERENCES orochi.columnar_vector_indexes ON DELETE CASCADE,
     stripe_id      bigint NOT NULL REFERENCES orochi.columnar_stripes ON DELETE CASCADE,
     relid          oid NOT NULL,
-    file_path      text NOT NULL UNIQUE,
+    file_path      text NOT NULL UNIQUE,    -- as in columnar_stripes (orochi._file_path)
     file_bytes     bigint NOT NULL,
     row_count      bigint NOT NULL,
     search_ef      integer NOT NULL,        -- ef at which its build-time recall check passed
@@ -134,7 +134,10 @@ CREATE TABLE orochi.columnar_vector_index_files (
 CREATE INDEX columnar_vector_index_files_stripe_idx
     ON orochi.columnar_vector_index_files (stripe_id);
 
-GRANT SELECT ON orochi.columnar_vector_indexes, orochi.columnar_vector_index_files TO PUBLIC;
+-- Both tables, as the rest of the catalog, belong to the extension owner and
+-- are granted to no one: Orochi reads and writes them with internal
+-- statements after checking the caller's rights (docs/SECURITY.md), and
+-- orochi.vector_indexes shows each role the indexes of the tables it may read.
 
 -- Internal: an index file's row is gone (with its stripe or its index):
 -- remove the file if the transaction commits.
@@ -149,7 +152,7 @@ CREATE FUNCTION orochi.columnar_vector_index_files_on_delete()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM orochi.vector_index_file_deleted(OLD.file_path);
@@ -180,7 +183,10 @@ RETURNS bigint
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
-CREATE VIEW orochi.vector_indexes AS
+-- The vector indexes of the tables the caller may read (SELECT on them).
+-- security_barrier: the privilege test comes before any condition of the
+-- caller's query.
+CREATE VIEW orochi.vector_indexes WITH (security_barrier) AS
 SELECT i.relid::regclass                      AS table_name,
        a.attname                              AS column_name,
        i.index_id,
@@ -196,6 +202,7 @@ SELECT i.relid::regclass                      AS table_name,
   FROM orochi.columnar_vector_indexes i
   LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.relid AND a.attnum = i.attnum
   LEFT JOIN orochi.columnar_vector_index_files f ON f.index_id = i.index_id
+ WHERE pg_catalog.has_table_privilege(i.relid, 'SELECT')
  GROUP BY i.index_id, a.attname;
 
 GRANT SELECT ON orochi.vector_indexes TO PUBLIC;

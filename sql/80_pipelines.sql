@@ -3,11 +3,13 @@
 -- rows and the source position after it are committed in one transaction:
 -- the positions live here, next to the data they describe.
 --
--- Privileges: the catalog tables are owned by the extension's owner; every
--- role may read and write the rows of the pipelines it owns (a member of the
--- owner role), through row-level security, and nothing else.  The options
--- (which may hold passwords) are not readable by other roles: the view
--- orochi.pipelines shows them with secrets masked.
+-- Privileges (docs/SECURITY.md), as for the rest of the catalog: the tables
+-- belong to the extension owner and are granted to no one.  The SQL
+-- functions (orochi_fdw/pipelines/sqlapi.py) check the caller's rights first
+-- (a pipeline is managed, and loaded, with the rights of its owner role) and
+-- then read and write them with internal statements; the views show each
+-- role the pipelines whose owner's rights it has, options with secrets
+-- masked.
 
 CREATE SEQUENCE orochi.pipeline_id_seq;
 
@@ -24,7 +26,7 @@ CREATE TABLE orochi.pipeline (
     state            text NOT NULL DEFAULT 'created'
                      CHECK (state IN ('created', 'running', 'paused', 'stopped', 'failed')),
     state_changed_at timestamptz NOT NULL DEFAULT now(),
-    owner            regrole NOT NULL DEFAULT current_user::regrole,
+    owner            regrole NOT NULL,  -- the role that created it (never the extension owner's default)
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 ALTER SEQUENCE orochi.pipeline_id_seq OWNED BY orochi.pipeline.pipeline_id;
@@ -78,44 +80,6 @@ CREATE TABLE orochi.pipeline_error_log (
     error_time  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX pipeline_error_log_pipeline ON orochi.pipeline_error_log (pipeline_id, error_id);
-
--- The owner of a pipeline (NULL when there is none), for the policies below.
--- SECURITY DEFINER: it reads orochi.pipeline past row-level security.
-CREATE FUNCTION orochi.pipeline_owner(pipeline_id integer) RETURNS regrole
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT p.owner FROM orochi.pipeline p WHERE p.pipeline_id = $1 $$;
-
--- Whether the current role may act for a pipeline's owner.
-CREATE FUNCTION orochi.pipeline_owned(owner regrole) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT $1 IS NOT NULL AND pg_has_role(current_user, $1::oid, 'MEMBER') $$;
-
-ALTER TABLE orochi.pipeline ENABLE ROW LEVEL SECURITY;
-ALTER TABLE orochi.pipeline_positions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE orochi.pipeline_stats ENABLE ROW LEVEL SECURITY;
-ALTER TABLE orochi.pipeline_error_log ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY pipeline_owner ON orochi.pipeline
-    USING (orochi.pipeline_owned(owner)) WITH CHECK (orochi.pipeline_owned(owner));
-CREATE POLICY pipeline_owner ON orochi.pipeline_positions
-    USING (orochi.pipeline_owned(orochi.pipeline_owner(pipeline_id)))
-    WITH CHECK (orochi.pipeline_owned(orochi.pipeline_owner(pipeline_id)));
-CREATE POLICY pipeline_owner ON orochi.pipeline_stats
-    USING (orochi.pipeline_owned(orochi.pipeline_owner(pipeline_id)))
-    WITH CHECK (orochi.pipeline_owned(orochi.pipeline_owner(pipeline_id)));
-CREATE POLICY pipeline_owner ON orochi.pipeline_error_log
-    USING (orochi.pipeline_owned(orochi.pipeline_owner(pipeline_id)))
-    WITH CHECK (orochi.pipeline_owned(orochi.pipeline_owner(pipeline_id)));
-
--- Every column but the options (which may hold secrets).
-GRANT SELECT (pipeline_id, name, source, target, format, state, state_changed_at, owner, created_at),
-      INSERT, UPDATE (state, state_changed_at), DELETE
-   ON orochi.pipeline TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON orochi.pipeline_positions, orochi.pipeline_stats,
-      orochi.pipeline_error_log TO PUBLIC;
-GRANT USAGE ON SEQUENCE orochi.pipeline_id_seq, orochi.pipeline_error_log_error_id_seq TO PUBLIC;
 
 -- Advisory lock key of a pipeline (class 'ORPI' in the high 32 bits): the
 -- sidecar worker that runs a pipeline holds it for its session, so that at
@@ -173,12 +137,13 @@ EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
 END
 $$;
 
--- Every pipeline with its status, positions, progress and health.  status is
--- the state asked for, except that a 'running' pipeline no sidecar has
--- picked up yet is 'starting'.  lag: what the streams hold past the
--- positions, in records (kafka) or bytes (s3, file), as last seen by the
--- worker.
-CREATE VIEW orochi.pipelines AS
+-- The pipelines the caller has the rights of the owner of (superusers: all),
+-- with their status, positions, progress and health.  status is the state
+-- asked for, except that a 'running' pipeline no sidecar has picked up yet
+-- is 'starting'.  lag: what the streams hold past the positions, in records
+-- (kafka) or bytes (s3, file), as last seen by the worker.  security_barrier:
+-- the privilege test comes before any condition of the caller's query.
+CREATE VIEW orochi.pipelines WITH (security_barrier) AS
 SELECT p.pipeline_id,
        p.name,
        p.owner,
@@ -213,10 +178,11 @@ SELECT p.pipeline_id,
               sum(CASE WHEN x.done THEN 0 ELSE greatest(coalesce(x.stream_end, x.position) - x.position, 0) END)::bigint
                   AS lag
          FROM orochi.pipeline_positions x
-        WHERE x.pipeline_id = p.pipeline_id) pos ON true;
+        WHERE x.pipeline_id = p.pipeline_id) pos ON true
+ WHERE pg_catalog.pg_has_role(p.owner::oid, 'USAGE');
 
--- Dead letters of the pipelines the current role owns.
-CREATE VIEW orochi.pipeline_errors WITH (security_invoker = true) AS
+-- Dead letters of the pipelines the caller has the rights of the owner of.
+CREATE VIEW orochi.pipeline_errors WITH (security_barrier) AS
 SELECT e.error_id,
        e.pipeline_id,
        e.stream,
@@ -229,20 +195,15 @@ SELECT e.error_id,
        orochi.pipeline_record_text(e.raw_record) AS raw_text,
        e.raw_size,
        e.error_time
-  FROM orochi.pipeline_error_log e;
+  FROM orochi.pipeline_error_log e
+  JOIN orochi.pipeline p ON p.pipeline_id = e.pipeline_id
+ WHERE pg_catalog.pg_has_role(p.owner::oid, 'USAGE');
 
 GRANT SELECT ON orochi.pipelines, orochi.pipeline_errors TO PUBLIC;
 
--- The sidecar's commit of one batch, called in the transaction that wrote
--- its rows.  positions: [{stream, from, to, end, done, name, identity}]:
--- each stream moves from "from" (NULL: a stream not seen before) to "to";
--- a stream whose position is not "from" any more (another worker loaded it)
--- makes the whole transaction fail (SQLSTATE 40001), so that no record is
--- loaded twice.  forget: streams gone from the source (files deleted).
--- dead_letters: [{stream, name, position, raw (base64), size, error,
--- sqlstate, column}].  Runs as the caller: row-level security lets only the
--- pipeline's owner through.
-CREATE FUNCTION orochi.pipeline_commit_batch(pipeline integer, positions jsonb,
+-- Internal: the body of orochi.pipeline_commit_batch (below), which checks
+-- the caller's rights and then runs this as the extension owner.
+CREATE FUNCTION orochi._pipeline_commit_batch(pipeline integer, positions jsonb,
                                              batch_rows bigint, batch_bytes bigint,
                                              dead_letters jsonb DEFAULT '[]',
                                              forget text[] DEFAULT '{}',
@@ -320,9 +281,63 @@ BEGIN
 END
 $$;
 
+REVOKE EXECUTE ON FUNCTION orochi._pipeline_commit_batch(integer, jsonb, bigint, bigint, jsonb, text[],
+                                                         interval, text) FROM PUBLIC;
+
+-- The sidecar's commit of one batch, called by its worker (connected as the
+-- pipeline's owner) in the transaction that wrote the rows.  positions:
+-- [{stream, from, to, end, done, name, identity}]: each stream moves from
+-- "from" (NULL: a stream not seen before) to "to"; a stream whose position
+-- is not "from" any more (another worker loaded it) makes the whole
+-- transaction fail (SQLSTATE 40001), so that no record is loaded twice.
+-- forget: streams gone from the source (files deleted).  dead_letters:
+-- [{stream, name, position, raw (base64), size, error, sqlstate, column}].
+-- For roles with the rights of the pipeline's owner.
+CREATE FUNCTION orochi.pipeline_commit_batch(pipeline integer, positions jsonb,
+                                             batch_rows bigint, batch_bytes bigint,
+                                             dead_letters jsonb DEFAULT '[]',
+                                             forget text[] DEFAULT '{}',
+                                             duration interval DEFAULT NULL,
+                                             fail_with text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- What the sidecar's worker reads and reports, as the pipeline's owner (for
+-- roles with the rights of the pipeline's owner): the state asked for and
+-- the bad records counted since the last start (NULLs for a pipeline that
+-- is gone), the streams' committed positions, which worker runs it, the
+-- problem it has now (NULL: none), and that it stops itself (failed).
+CREATE FUNCTION orochi.pipeline_state(pipeline_id integer, OUT state text, OUT errors_since_start bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_stream_positions(pipeline_id integer)
+RETURNS TABLE (stream text, "position" bigint, stream_end bigint, done boolean, name text, identity text)
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_report_worker(pipeline_id integer, worker text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_report_error(pipeline_id integer, error text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_fail(pipeline_id integer, error text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
 -- A dropped table takes its pipelines with it (their positions, statistics
 -- and dead letters too); a worker loading into it stops at its next batch.
--- SECURITY DEFINER: whoever may drop a table may drop its pipelines.
+-- SECURITY DEFINER (the catalog is the extension owner's): whoever may drop
+-- a table may drop its pipelines; what goes is decided by the objects
+-- Postgres reports dropped.
 CREATE FUNCTION orochi.pipelines_on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER

@@ -15,6 +15,12 @@ written during it is attached to the report.
 
 ``@pytest.mark.slow`` tests (soak tests) run only with ``--run-slow`` or
 ``OROCHI_RUN_SLOW=1``.
+
+``--pg-setting NAME=VALUE`` (repeatable) runs every cluster of the session with
+that server setting, e.g. ``--pg-setting force_parallel_mode=regress``; it is
+passed on as ``OROCHI_PG_SETTINGS`` (see orochi_fdw.testing.cluster), so clusters
+made outside the fixtures, and by subprocesses, get it too. A test's own
+settings win.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import re
 import psycopg
 import pytest
 
-from orochi_fdw.testing.cluster import PostgresCluster
+from orochi_fdw.testing.cluster import ENV_SETTINGS, PostgresCluster, env_settings
 
 # Extra server settings for the session cluster. Edit here when every test needs one.
 PG_CLUSTER_SETTINGS: dict = {}
@@ -48,6 +54,33 @@ def pytest_addoption(parser):
         default=False,
         help="run tests marked slow (soak tests); also OROCHI_RUN_SLOW=1",
     )
+    parser.addoption(
+        "--pg-setting",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a server setting for every cluster of the run (repeatable), "
+        "e.g. force_parallel_mode=regress; also OROCHI_PG_SETTINGS",
+    )
+
+
+def pytest_configure(config):
+    pairs = config.getoption("--pg-setting") or []
+    if pairs:
+        merged = {**env_settings()}
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            if not sep:
+                raise pytest.UsageError(f"--pg-setting expects NAME=VALUE, got {pair!r}")
+            merged[name.strip()] = value.strip()
+        os.environ[ENV_SETTINGS] = ";".join(f"{k}={v}" for k, v in merged.items())
+    env_settings()  # an unparsable OROCHI_PG_SETTINGS fails here, not in the first fixture
+
+
+def pytest_report_header(config):
+    extra = env_settings()
+    if extra:
+        return "server settings for every cluster: " + ", ".join(f"{k}={v}" for k, v in extra.items())
+    return None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,7 +10,6 @@ that took part in the transaction.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import traceback
 from dataclasses import dataclass, field
@@ -18,13 +17,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from orochi_fdw.bridge import sqlfunc
+from orochi_fdw.bridge import sqlfunc, wrappers
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.batch import WIRE_DTYPES, Batch, Column, WireKind, to_column, wire_kind_for_type
-from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError, WrapperError
+from orochi_fdw.errors import (FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError,
+                               StatementAborted, WrapperError)
 
-#: the wrapper of tables whose server and table name none
-DEFAULT_WRAPPER = "orochi_fdw.columnar.ColumnarTable"
+#: the wrapper of tables whose server and table name none (a declared
+#: wrapper's name: orochi_fdw.bridge.wrappers)
+DEFAULT_WRAPPER = wrappers.DEFAULT
 
 #: a plan-time qual value that is only known when the scan starts
 UNKNOWN = type("UnknownValue", (), {"__repr__": lambda self: "<unknown until execution>"})()
@@ -44,7 +45,7 @@ def describe_exception(exc: BaseException) -> tuple[str | None, str, str | None,
     exception is a bug or a wrapper's failure: its message names the Python
     error and the traceback goes in DETAIL.
     """
-    if isinstance(exc, SPIError):
+    if isinstance(exc, (SPIError, StatementAborted)):
         return (exc.sqlstate, exc.message, exc.detail, exc.hint)
     if isinstance(exc, OrochiError):
         return (
@@ -121,21 +122,10 @@ def _prepare_request(request: dict) -> dict:
 _handles: dict[int, TableHandle] = {}
 
 
-def load_wrapper_class(path: str) -> type:
-    """Import ``package.module.Class``."""
-    module_name, _, class_name = path.rpartition(".")
-    if not module_name:
-        raise WrapperError(f'wrapper "{path}" must be a dotted path: package.module.Class')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise WrapperError(f'could not import the module of wrapper "{path}": {exc}') from None
-    cls = getattr(module, class_name, None)
-    if cls is None or not isinstance(cls, type):
-        raise WrapperError(f'module {module_name} has no class "{class_name}"')
-    if not callable(getattr(cls, "execute", None)):
-        raise WrapperError(f'wrapper "{path}" has no execute method')
-    return cls
+def load_wrapper_class(name: str) -> type:
+    """The class of a declared wrapper, by its name or its class's dotted
+    path (only declared wrappers load: :mod:`orochi_fdw.bridge.wrappers`)."""
+    return wrappers.load(name)
 
 
 def instance_for(relid: int, server_name: str, server_options: dict, table_options: dict,
@@ -460,10 +450,12 @@ class _Transaction:
     def add(self, instance: Any) -> None:
         if any(p is instance for p in self.participants):
             return
-        self.participants.append(instance)
         begin = getattr(instance, "begin", None)
         if begin is not None:
+            # a participant whose begin failed took no part: no other hook
+            # of this transaction (or a later one) is called on it
             begin(_serializable())
+        self.participants.append(instance)
         sub_begin = getattr(instance, "sub_begin", None)
         if sub_begin is not None:
             for level in range(1, _savepoint_depth() + 1):
@@ -571,6 +563,8 @@ def validate_options(kind: str, options: dict) -> None:
     rest = {k: v for k, v in options.items() if k not in BRIDGE_OPTIONS}
     if not rest and "wrapper" not in options:
         return
+    if "wrapper" in options:
+        wrappers.check_may_use(options["wrapper"])  # declared, and allowed to this role
     cls = load_wrapper_class(options.get("wrapper") or DEFAULT_WRAPPER)
     validate = getattr(cls, "validate_options", None)
     if validate is not None:
@@ -588,7 +582,7 @@ def import_schema(server_name: str, server_options: dict, remote_schema: str, lo
                                     None if list_type == "all" else list_type, tables)
     statements = []
     for table in definitions or []:
-        cols = ", ".join(f"{quote_ident(c.column_name)} {c.type_name}" for c in table.columns)
+        cols = ", ".join(f"{quote_ident(c.column_name)} {_type_name(c.type_name)}" for c in table.columns)
         opts = ""
         if table.options:
             opts = " OPTIONS (" + ", ".join(
@@ -598,6 +592,25 @@ def import_schema(server_name: str, server_options: dict, remote_schema: str, lo
             f"SERVER {quote_ident(server_name)}{opts}"
         )
     return statements
+
+
+def _type_name(name: str) -> str:
+    """A type name a wrapper gave (it goes into SQL text, so it must be one
+    type name and nothing else: Postgres's own type-name parser says so).
+
+    Raises:
+        WrapperError: it is not a type name.
+    """
+    from orochi_fdw.bridge import spi
+
+    try:
+        with spi.subtransaction():
+            known = spi.execute("SELECT pg_catalog.to_regtype($1) IS NOT NULL", [str(name)], types=["text"]).scalar()
+    except OrochiError:
+        known = False
+    if not known:
+        raise WrapperError(f'import_schema gave "{name}", which is not a type name')
+    return str(name)
 
 
 def _quote_literal(value: str) -> str:

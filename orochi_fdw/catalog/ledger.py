@@ -14,12 +14,14 @@ named. When the transaction ends:
 - PREPARE TRANSACTION: nothing is removed; whichever way the prepared
   transaction ends, the files left without a row are orphans that
   ``orochi.vacuum()`` collects, as are files left by a crash.
+
+Removals are WAL-logged (and flushed) before they are done
+(:mod:`orochi_fdw.catalog.wal`), so standbys remove the same files.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.catalog import files, store
@@ -40,6 +42,7 @@ class FileLedger:
         self.remove_at_commit: list[str] = []
         self.drop_extension_dirs: list[str] | None = None
         self.xid: int | None = None
+        self.xid_durable = False
         self.joined = False
 
     def _join(self) -> None:
@@ -54,6 +57,19 @@ class FileLedger:
         self._join()
         if self.xid is None:
             self.xid = store.current_xid()
+        return self.xid
+
+    def writer_transaction_id(self) -> int:
+        """The id to name the files this transaction writes with: the
+        top-level transaction's full id, made durable (written to the WAL and
+        flushed) the first time in the transaction, before any file carries
+        it. An id that never reached the disk is handed out again after a
+        crash; a durable one is not, so a file's name names its writer alone
+        (see :mod:`orochi_fdw.catalog.vacuum`)."""
+        self._join()
+        if not self.xid_durable:
+            self.xid = spi.durable_transaction_id()
+            self.xid_durable = True
         return self.xid
 
     def file_created(self, stripe_id: int, path: str) -> None:
@@ -86,15 +102,13 @@ class FileLedger:
             remove_now = list(self.created.values())
             remove_later = list(self.doomed.values())
             self.remove_at_commit = remove_later + [("dir", d) for d in self.drop_extension_dirs]
-            for path in remove_now:
-                files.remove_file(path)
+            files.remove_files(remove_now)
             return
         ids = list(self.created) + list(self.doomed)
         if ids:
             visible = store.visible_stripe_ids(ids)
-            for stripe_id, path in self.created.items():
-                if stripe_id not in visible:       # undone by ROLLBACK TO SAVEPOINT
-                    files.remove_file(path)
+            # undone by ROLLBACK TO SAVEPOINT
+            files.remove_files([path for stripe_id, path in self.created.items() if stripe_id not in visible])
             for stripe_id, path in self.doomed.items():
                 if stripe_id not in visible and stripe_id not in self.created:
                     remove_later.append(path)
@@ -105,17 +119,23 @@ class FileLedger:
 
     def commit(self) -> None:
         try:
+            paths = [item for item in self.remove_at_commit if not isinstance(item, tuple)]
+            try:
+                for path, result in files.remove_files(paths):
+                    if isinstance(result, OSError):
+                        _warn(f'could not remove stripe file "{path}": {result}')
+            except Exception as exc:  # noqa: BLE001 - the commit has happened: only warn
+                _warn(f"could not remove stripe files: {exc}")
             for item in self.remove_at_commit:
+                if not isinstance(item, tuple):
+                    continue
                 try:
-                    if isinstance(item, tuple):
-                        action, path = item
-                        if action == "dir":
-                            shutil.rmtree(path, ignore_errors=True)
-                        else:
-                            files.remove_dir_if_empty(path)
+                    action, path = item
+                    if action == "dir":
+                        files.remove_tree(path)
                     else:
-                        files.remove_file(item)
-                except OSError as exc:  # the commit has happened: only warn
+                        files.remove_dir_if_empty(path)
+                except Exception as exc:  # noqa: BLE001 - the commit has happened: only warn
                     _warn(f"could not remove {item!r}: {exc}")
         finally:
             self._reset()
@@ -125,11 +145,11 @@ class FileLedger:
 
     def rollback(self) -> None:
         try:
-            for path in self.created.values():
-                try:
-                    files.remove_file(path)
-                except OSError as exc:
-                    _warn(f'could not remove stripe file "{path}": {exc}')
+            for path, result in files.remove_files(list(self.created.values())):
+                if isinstance(result, OSError):
+                    _warn(f'could not remove stripe file "{path}": {result}')
+        except Exception as exc:  # noqa: BLE001 - left for orochi.vacuum()
+            _warn(f"could not remove stripe files: {exc}")
         finally:
             self._reset()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge import privileges, runtime, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.catalog import files, store, vacuum
 from orochi_fdw.catalog.ledger import ledger
@@ -34,12 +34,16 @@ def table_size(rel) -> int:
 
 @sql_function("vacuum")
 def vacuum_(*args) -> tuple:
-    """orochi.vacuum(): orphan collection; orochi.vacuum(regclass, fraction):
-    the rewrite of one columnar table's stripes (orochi_fdw.columnar.maintenance)."""
+    """orochi.vacuum(): orphan collection (superusers only: it removes files
+    of every table and of dropped databases); orochi.vacuum(regclass,
+    fraction): the rewrite of one columnar table's stripes, for its owner
+    (orochi_fdw.columnar.maintenance)."""
     if args:
         from orochi_fdw.columnar.sqlapi import vacuum_table
 
         return vacuum_table(*args)
+    privileges.require_superuser("collect orphan stripe files",
+                                 hint="A table's owner may vacuum it: orochi.vacuum('table').")
     result = vacuum.collect_orphans()
     return (result.removed_files, result.removed_bytes)
 
@@ -47,8 +51,14 @@ def vacuum_(*args) -> tuple:
 @sql_function("columnar_drop_tables")
 def columnar_drop_tables(relids: list[int]) -> None:
     """sql_drop: forget the dropped tables' stripes; their files go when the
-    dropping transaction commits."""
+    dropping transaction commits.  Called by the event trigger (as the
+    extension owner; no other role may call it), and only for tables that
+    are gone."""
     relids = [int(r) for r in relids if r is not None]
+    if relids:
+        still_there = {int(r[0]) for r in spi.execute(
+            "SELECT oid FROM pg_catalog.pg_class WHERE oid = ANY ($1)", [relids], types=["oid[]"]).rows}
+        relids = [r for r in relids if r not in still_there]
     from orochi_fdw.columnar import delta
 
     stripes = store.delete_tables(relids)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from orochi_fdw.bridge import spi
+from orochi_fdw.catalog import files
 from orochi_fdw.storage.kinds import get_kind
 
 _I64 = struct.Struct("<q")
@@ -122,23 +123,23 @@ _INSERT_COLUMN_TYPES = ["bigint", "oid", "smallint", "text", "text", "text", "bi
 
 
 def next_stripe_id() -> int:
-    return int(spi.prepared(_NEXT_ID).execute().scalar())
+    return int(spi.prepared(_NEXT_ID, internal=True).execute().scalar())
 
 
 def current_xid() -> int:
     """The top-level transaction's full id (assigned now if need be)."""
-    return int(spi.prepared(_CURRENT_XID).execute().scalar())
+    return int(spi.prepared(_CURRENT_XID, internal=True).execute().scalar())
 
 
 def insert_stripe(stripe: StripeRecord) -> None:
     """Insert a stripe's rows (its file must already be complete)."""
-    spi.prepared(_INSERT_STRIPE, _INSERT_STRIPE_TYPES).execute([
-        stripe.stripe_id, stripe.relid, stripe.file_path, stripe.row_count,
+    spi.prepared(_INSERT_STRIPE, _INSERT_STRIPE_TYPES, internal=True).execute([
+        stripe.stripe_id, stripe.relid, files.catalog_path(stripe.file_path), stripe.row_count,
         stripe.chunk_group_count, stripe.chunk_group_size, stripe.file_bytes,
         stripe.raw_bytes, stripe.compression, stripe.compression_level,
         str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap, stripe.chunk_id,
     ])
-    plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES)
+    plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES, internal=True)
     for col in stripe.columns.values():
         plan.execute([
             stripe.stripe_id, stripe.relid, col.attnum, col.column_name, col.kind,
@@ -157,11 +158,11 @@ def delete_tables(relids: Sequence[int]) -> list[tuple[int, str]]:
     of each."""
     relids = [int(r) for r in relids]
     spi.prepared("DELETE FROM orochi.columnar_stripe_columns WHERE relid = ANY ($1)",
-                 ["oid[]"]).execute([relids])
+                 ["oid[]"], internal=True).execute([relids])
     res = spi.prepared(
         "DELETE FROM orochi.columnar_stripes WHERE relid = ANY ($1) RETURNING stripe_id, file_path",
-        ["oid[]"]).execute([relids])
-    return [(int(r[0]), r[1]) for r in res.rows]
+        ["oid[]"], internal=True).execute([relids])
+    return [(int(r[0]), files.resolve(r[1])) for r in res.rows]
 
 
 # ---------------------------------------------------------------- reading
@@ -190,11 +191,11 @@ def table_stripes(relid: int, attnums: Iterable[int] = (), read_only: bool = Tru
     ``read_only``: read under the snapshot of the SQL statement running (a
     scan's), so that every query of one statement sees the same catalog, also
     in READ COMMITTED; else under a new snapshot."""
-    rows = spi.prepared(_TABLE_STRIPES, ["oid"]).execute([relid], read_only=read_only).rows
+    rows = spi.prepared(_TABLE_STRIPES, ["oid"], internal=True).execute([relid], read_only=read_only).rows
     stripes = {}
     out = []
     for stripe_id, path, nrows, ngroups, file_bytes, ndeleted, bitmap, chunk_id in rows:
-        s = StripeRecord(int(stripe_id), relid, path, int(nrows), int(ngroups), 0,
+        s = StripeRecord(int(stripe_id), relid, files.resolve(path), int(nrows), int(ngroups), 0,
                          int(file_bytes), 0, "", None, 0, deleted_count=int(ndeleted),
                          delete_bitmap=None if bitmap is None else bytes(bitmap),
                          chunk_id=None if chunk_id is None else int(chunk_id))
@@ -203,7 +204,7 @@ def table_stripes(relid: int, attnums: Iterable[int] = (), read_only: bool = Tru
     attnums = sorted({int(a) for a in attnums})
     if out and attnums:
         for (stripe_id, attnum, name, kind, type_name, nulls, mn, mx, has_nan, cbytes,
-             rbytes) in spi.prepared(_TABLE_COLUMNS, ["oid", "smallint[]"]).execute(
+             rbytes) in spi.prepared(_TABLE_COLUMNS, ["oid", "smallint[]"], internal=True).execute(
                 [relid, attnums], read_only=read_only).rows:
             s = stripes.get(int(stripe_id))
             if s is None:
@@ -218,7 +219,7 @@ def table_totals(relid: int) -> tuple[int, int, int]:
     """(stripes, live rows, file bytes) of a table."""
     row = spi.prepared(
         "SELECT count(*), coalesce(sum(row_count - deleted_count), 0), coalesce(sum(file_bytes), 0)"
-        "  FROM orochi.columnar_stripes WHERE relid = $1", ["oid"]).execute([relid]).rows[0]
+        "  FROM orochi.columnar_stripes WHERE relid = $1", ["oid"], internal=True).execute([relid]).rows[0]
     return int(row[0]), int(row[1]), int(row[2])
 
 
@@ -226,7 +227,7 @@ def column_raw_bytes(relid: int) -> dict[int, int]:
     """Raw bytes stored per column (attnum) over all of a table's stripes."""
     res = spi.prepared(
         "SELECT attnum, sum(raw_bytes) FROM orochi.columnar_stripe_columns"
-        " WHERE relid = $1 GROUP BY attnum", ["oid"]).execute([relid])
+        " WHERE relid = $1 GROUP BY attnum", ["oid"], internal=True).execute([relid])
     return {int(a): int(b) for a, b in res.rows}
 
 
@@ -235,17 +236,18 @@ def visible_stripe_ids(stripe_ids: Sequence[int]) -> set[int]:
     if not stripe_ids:
         return set()
     res = spi.prepared("SELECT stripe_id FROM orochi.columnar_stripes WHERE stripe_id = ANY ($1)",
-                       ["bigint[]"]).execute([list(stripe_ids)])
+                       ["bigint[]"], internal=True).execute([list(stripe_ids)])
     return {int(r[0]) for r in res.rows}
 
 
 def data_dirs_in_use() -> set[str]:
-    """Data directories that hold this database's stripes: the folder three
-    levels above each stripe file (``<data_dir>/<db>/<table>/<file>``)."""
+    """Data directories outside the default one that hold this database's
+    stripes: the folder three levels above each stripe file named by an
+    absolute path (``<data_dir>/<db>/<table>/<file>``)."""
     import os
 
     res = spi.execute("SELECT DISTINCT regexp_replace(file_path, '/[^/]*/[^/]*/[^/]*$', '')"
-                      "  FROM orochi.columnar_stripes")
+                      "  FROM orochi.columnar_stripes WHERE file_path LIKE '/%'", internal=True)
     return {os.path.normpath(r[0]) for r in res.rows if r[0]}
 
 
@@ -269,14 +271,14 @@ def lock_stripes(stripe_ids: Sequence[int], skip_locked: bool = False) -> dict[i
     snapshot), or, with ``skip_locked``, locked by someone else."""
     if not stripe_ids:
         return {}
-    plan = spi.prepared(_LOCK_STRIPES_SKIP if skip_locked else _LOCK_STRIPES, ["bigint[]"])
+    plan = spi.prepared(_LOCK_STRIPES_SKIP if skip_locked else _LOCK_STRIPES, ["bigint[]"], internal=True)
     rows = plan.execute([sorted(int(s) for s in stripe_ids)]).rows
     return {int(r[0]): (int(r[1]), int(r[2]), None if r[3] is None else bytes(r[3])) for r in rows}
 
 
 def set_deletes(stripe_id: int, deleted_count: int, bitmap: bytes | None) -> None:
     spi.prepared("UPDATE orochi.columnar_stripes SET deleted_count = $2, delete_bitmap = $3"
-                 " WHERE stripe_id = $1", ["bigint", "bigint", "bytea"]).execute(
+                 " WHERE stripe_id = $1", ["bigint", "bigint", "bytea"], internal=True).execute(
         [stripe_id, deleted_count, bitmap])
 
 
@@ -284,10 +286,10 @@ def delete_stripes(stripe_ids: Sequence[int]) -> list[tuple[int, str, int]]:
     """Delete stripes' catalog rows; returns (stripe id, file path, file bytes)."""
     ids = [int(s) for s in stripe_ids]
     spi.prepared("DELETE FROM orochi.columnar_stripe_columns WHERE stripe_id = ANY ($1)",
-                 ["bigint[]"]).execute([ids])
+                 ["bigint[]"], internal=True).execute([ids])
     res = spi.prepared("DELETE FROM orochi.columnar_stripes WHERE stripe_id = ANY ($1)"
-                       " RETURNING stripe_id, file_path, file_bytes", ["bigint[]"]).execute([ids])
-    return [(int(r[0]), r[1], int(r[2])) for r in res.rows]
+                       " RETURNING stripe_id, file_path, file_bytes", ["bigint[]"], internal=True).execute([ids])
+    return [(int(r[0]), files.resolve(r[1]), int(r[2])) for r in res.rows]
 
 
 def retire_files(relid: int, stripes: Sequence[tuple[int, str, int]], xid: int) -> None:
@@ -297,8 +299,9 @@ def retire_files(relid: int, stripes: Sequence[tuple[int, str, int]], xid: int) 
         "INSERT INTO orochi.columnar_retired_files (file_path, relid, stripe_id, file_bytes, retired_xid)"
         " SELECT p, $1, s, b, $5::text::xid8 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(p, s, b)"
         " ON CONFLICT (file_path) DO NOTHING",
-        ["oid", "text[]", "bigint[]", "bigint[]", "text"]).execute(
-        [relid, [p for _, p, _ in stripes], [s for s, _, _ in stripes], [b for _, _, b in stripes], str(xid)])
+        ["oid", "text[]", "bigint[]", "bigint[]", "text"], internal=True).execute(
+        [relid, [files.catalog_path(p) for _, p, _ in stripes], [s for s, _, _ in stripes],
+         [b for _, _, b in stripes], str(xid)])
 
 
 # A retired file may go once its retiring transaction committed and no
@@ -320,8 +323,8 @@ SELECT r.file_path
 def purge_retired(relid: int | None = None) -> list[str]:
     """Forget the retired files no snapshot can read any more; returns their
     paths (the caller removes them)."""
-    paths = [r[0] for r in spi.prepared(_SAFE_RETIRED, ["oid"]).execute([relid]).rows]
+    paths = [r[0] for r in spi.prepared(_SAFE_RETIRED, ["oid"], internal=True).execute([relid]).rows]
     if paths:
         spi.prepared("DELETE FROM orochi.columnar_retired_files WHERE file_path = ANY ($1)",
-                     ["text[]"]).execute([paths])
-    return paths
+                     ["text[]"], internal=True).execute([paths])
+    return [files.resolve(p) for p in paths]

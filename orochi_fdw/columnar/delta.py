@@ -18,6 +18,18 @@ types; rows read are turned back into wire batches of the same layout a
 stripe's chunk group decodes to (dates as days, timestamps as microseconds
 since 2000-01-01, text forms for the types stored as text), so whatever
 consumes a scan's batches treats delta and stripe batches alike.
+
+The delta table belongs to the extension owner and every statement on it is
+internal (``spi.execute(..., internal=True)``: as the extension owner, with
+the search path pinned); no other role has any right on it, and the columnar
+table's own privileges, which the executor checks, decide who reads and
+writes its rows.  So that no user code ever runs with those rights, a column
+whose type is not one of pg_catalog's, nor one of Orochi's own base types and
+domains (``orochi.vector``, the sketches: schema orochi holds only the
+extension owner's objects), is kept as its text form (``text``): a user's
+type's input function and a domain's CHECK (a domain, an enum, a composite,
+an array of them ...) run in the caller's statement, when the bridge
+converts the value, never in the delta table's.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 _INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
 _USECS_PER_DAY = 86_400_000_000
 _TIMESTAMPTZ_OID = 1184
+_TEXT_OID = 25
 
 
 def table_name(relid: int) -> str:
@@ -56,22 +69,44 @@ def qualified_name(relid: int) -> str:
     return f"{SCHEMA}.{table_name(relid)}"
 
 
+# The delta table is the table of that name only if it is the extension
+# owner's (no other role owns anything in schema orochi, but an object of
+# that name that is not Orochi's is never taken for one).
+_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind = 'r'
+                  AND c.relowner = (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                     WHERE e.extname = 'orochi'))
+"""
+
+
 def exists(relid: int) -> bool:
-    return spi.prepared("SELECT to_regclass($1) IS NOT NULL", ["text"]).execute(
-        [qualified_name(relid)]).scalar()
+    return spi.prepared(_EXISTS, ["text"], internal=True).execute([qualified_name(relid)]).scalar()
 
 
 # ---------------------------------------------------------------------- DDL
 
+# Per column of the columnar table: the delta column's type as SQL, its
+# collation as SQL (NULL: the type's own), and (type, typmod, collation) to
+# compare with the delta table's.  Types of pg_catalog, and Orochi's own base
+# types and domains (not the row types of the relations in schema orochi,
+# whose columns may be of any type), are kept as they are; any other type as
+# its text form (see the module docstring).
 _TABLE_COLUMNS = """
 SELECT a.attnum,
-       CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN format_type(a.atttypid, a.atttypmod)
-            ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END,
-       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
-            THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END
+       CASE WHEN s.builtin THEN pg_catalog.format_type(a.atttypid, a.atttypmod) ELSE 'text' END,
+       CASE WHEN s.builtin AND a.attcollation <> 0 AND a.attcollation <> t.typcollation
+            THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(c.collname) END,
+       CASE WHEN s.builtin THEN a.atttypid ELSE 'pg_catalog.text'::pg_catalog.regtype::oid END,
+       CASE WHEN s.builtin THEN a.atttypmod ELSE -1 END,
+       CASE WHEN s.builtin THEN a.attcollation ELSE 'pg_catalog.default'::pg_catalog.regcollation::oid END
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  CROSS JOIN LATERAL (
+       SELECT t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+              OR (t.typnamespace = 'orochi'::pg_catalog.regnamespace AND t.typtype IN ('b', 'd')
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e
+                                   WHERE e.oid = t.typelem AND e.typtype NOT IN ('b', 'd'))) AS builtin) s
   LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
   LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -79,9 +114,16 @@ SELECT a.attnum,
 """
 
 
+def _column_storage(relid: int) -> dict[int, tuple[str, str | None, tuple[int, int, int]]]:
+    """attnum -> (delta type as SQL, collation as SQL or None, (type oid,
+    typmod, collation oid)) of a table's columns."""
+    return {int(a): (t, c, (int(to), int(tm), int(co)))
+            for a, t, c, to, tm, co in spi.prepared(_TABLE_COLUMNS, ["oid"], internal=True).execute([relid]).rows}
+
+
 def _column_types(relid: int) -> dict[int, tuple[str, str | None]]:
-    """attnum -> (type as SQL, collation as SQL or None) of a table's columns."""
-    return {int(a): (t, c) for a, t, c in spi.prepared(_TABLE_COLUMNS, ["oid"]).execute([relid]).rows}
+    """attnum -> (delta type as SQL, collation as SQL or None) of a table's columns."""
+    return {a: (t, c) for a, (t, c, _) in _column_storage(relid).items()}
 
 
 def _col_sql(attnum: int, typ: str, coll: str | None) -> str:
@@ -91,27 +133,24 @@ def _col_sql(attnum: int, typ: str, coll: str | None) -> str:
 def sync(relid: int) -> None:
     """Create the delta table of a columnar table, or bring its columns in
     line with the table's (after ADD / DROP / ALTER COLUMN ... TYPE)."""
-    spi.execute("SELECT pg_advisory_xact_lock(hashtext('orochi.columnar_delta'), $1::int)",
-                [int(relid) & 0x7FFFFFFF], types=["int8"])
-    want = _column_types(relid)
+    spi.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('orochi.columnar_delta'), $1::int)",
+                [int(relid) & 0x7FFFFFFF], types=["int8"], internal=True)
+    storage = _column_storage(relid)
+    want = {a: (t, c) for a, (t, c, _) in storage.items()}
     name = qualified_name(relid)
     if not exists(relid):
         cols = ", ".join(["_rowid bigint PRIMARY KEY"] + [_col_sql(a, t, c) for a, (t, c) in want.items()])
-        spi.execute(f"CREATE TABLE {name} ({cols})")
-        spi.execute(f"ALTER EXTENSION orochi ADD TABLE {name}")
+        spi.execute(f"CREATE TABLE {name} ({cols})", internal=True)
+        spi.execute(f"ALTER EXTENSION orochi ADD TABLE {name}", internal=True)
         return
-    have = {}
-    for attname, typ, coll in spi.execute(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),"
-            "       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation"
-            "            THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END"
-            "  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-            "  LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation"
-            "  LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = c.collnamespace"
-            " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-            [name], types=["text"]).rows:
+    have: dict[int, tuple[int, int, int]] = {}
+    for attname, typoid, typmod, colloid in spi.execute(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attcollation"
+            "  FROM pg_catalog.pg_attribute a"
+            " WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            [name], types=["text"], internal=True).rows:
         if attname.startswith("c") and attname[1:].isdigit():
-            have[int(attname[1:])] = (typ, coll)
+            have[int(attname[1:])] = (int(typoid), int(typmod), int(colloid))
     actions = []
     for attnum in sorted(set(have) - set(want)):
         actions.append(f"DROP COLUMN c{attnum}")
@@ -120,36 +159,52 @@ def sync(relid: int) -> None:
         typ, coll = want[attnum]
         actions.append(f"ADD COLUMN {_col_sql(attnum, typ, coll)}")
     if actions:
-        spi.execute(f"ALTER TABLE {name} " + ", ".join(actions))
+        spi.execute(f"ALTER TABLE {name} " + ", ".join(actions), internal=True)
     _fill_added_columns(relid, added, want)
     # type changes: compare through the types' oids (names may be qualified differently)
-    retype = spi.execute(
-        "SELECT f.attnum FROM pg_catalog.pg_attribute f"
-        "  JOIN pg_catalog.pg_attribute d ON d.attrelid = $2::regclass AND d.attname = 'c' || f.attnum"
-        " WHERE f.attrelid = $1 AND f.attnum > 0 AND NOT f.attisdropped"
-        "   AND (d.atttypid, d.atttypmod, d.attcollation) <> (f.atttypid, f.atttypmod, f.attcollation)",
-        [relid, name], types=["oid", "text"]).rows
-    for (attnum,) in retype:
-        typ, coll = want[int(attnum)]
-        # through the text form to the type without its modifier; ALTER then
-        # assigns that to the column's type, modifier included (a value too
-        # long for a varchar(n) is an error, as in a heap table's ALTER)
-        base = spi.execute("SELECT CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace"
-                           "            THEN format_type(a.atttypid, NULL)"
-                           "            ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END"
-                           "  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-                           "  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+    for attnum, (typ, coll, key) in storage.items():
+        if attnum in have and have[attnum] != key:
+            # through the text form to the type without its modifier; ALTER
+            # then assigns that to the column's type, modifier included (a
+            # value too long for a varchar(n) is an error, as in a heap
+            # table's ALTER); a type kept as text stays text
+            base = "text" if typ == "text" else spi.execute(
+                "SELECT pg_catalog.format_type($1, NULL)", [key[0]], types=["oid"], internal=True).scalar()
+            spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
+                        + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{base}",
+                        internal=True)
+            declared = _declared_type(relid, attnum)
+            if typ == "text" and declared != "text":
+                _check_text_values(name, attnum, declared)
+            missing.retyped(relid, attnum, declared)
+
+
+def _declared_type(relid: int, attnum: int) -> str:
+    """A column's type as SQL, modifier included, schema-qualified unless it
+    is pg_catalog's."""
+    return str(spi.execute("SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
                            " WHERE a.attrelid = $1 AND a.attnum = $2", [relid, int(attnum)],
-                           types=["oid", "int2"]).scalar()
-        spi.execute(f"ALTER TABLE {name} ALTER COLUMN c{attnum} TYPE {typ}"
-                    + (f" COLLATE {coll}" if coll else "") + f" USING c{attnum}::text::{base}")
-        missing.retyped(relid, int(attnum), typ)
+                           types=["oid", "int2"], internal=True).scalar())
+
+
+def _check_text_values(name: str, attnum: int, type_sql: str) -> None:
+    """The values a delta column keeps as text (a type that is not
+    pg_catalog's) still read as the column's type after ALTER COLUMN ...
+    TYPE, as a heap table's rewrite would check: converted in the caller's
+    own statement (the type's input function is a user's), never in an
+    internal one."""
+    values = spi.execute(f"SELECT pg_catalog.array_agg(c{int(attnum)}) FROM {name}"
+                         f" WHERE c{int(attnum)} IS NOT NULL", internal=True).scalar()
+    if values:
+        spi.execute(f"SELECT ($1::text[])::{type_sql}[]", [list(values)], types=["text[]"])
 
 
 def _fill_added_columns(relid: int, added: list[int], want: dict[int, tuple[str, str | None]]) -> None:
     """Columns just added (ALTER TABLE ... ADD COLUMN): the rows already
     stored get the column's default, as in a heap table (see
-    :mod:`~orochi_fdw.columnar.missing`)."""
+    :mod:`~orochi_fdw.columnar.missing`).  The default is evaluated by the
+    role running the ALTER (the event trigger runs as that role); the
+    catalog and the delta table are written as the extension owner."""
     if not added:
         return
     relname = spi.execute("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", [relid],
@@ -158,7 +213,7 @@ def _fill_added_columns(relid: int, added: list[int], want: dict[int, tuple[str,
     def has_rows() -> bool:
         return bool(spi.execute(
             "SELECT EXISTS (SELECT 1 FROM orochi.columnar_stripes WHERE relid = $1 AND row_count > deleted_count)"
-            f" OR EXISTS (SELECT 1 FROM {qualified_name(relid)})", [relid], types=["oid"]).scalar())
+            f" OR EXISTS (SELECT 1 FROM {qualified_name(relid)})", [relid], types=["oid"], internal=True).scalar())
 
     for attnum in added:
         column_name = spi.execute("SELECT attname::text FROM pg_catalog.pg_attribute"
@@ -166,16 +221,17 @@ def _fill_added_columns(relid: int, added: list[int], want: dict[int, tuple[str,
                                   types=["oid", "int2"]).scalar()
         value = missing.on_column_added(relid, attnum, relname, column_name, has_rows)
         if value is not None:
+            # the delta column is of a pg_catalog type, or text: no user code
             spi.execute(f"UPDATE {qualified_name(relid)} SET c{int(attnum)} = ($1::text)::{want[attnum][0]}",
-                        [value], types=["text"])
+                        [value], types=["text"], internal=True)
 
 
 def drop(relid: int) -> None:
     """Drop the delta table of a dropped columnar table (if any)."""
     if exists(relid):
         name = qualified_name(relid)
-        spi.execute(f"ALTER EXTENSION orochi DROP TABLE {name}")
-        spi.execute(f"DROP TABLE {name}")
+        spi.execute(f"ALTER EXTENSION orochi DROP TABLE {name}", internal=True)
+        spi.execute(f"DROP TABLE {name}", internal=True)
 
 
 # ------------------------------------------------------------ wire <-> values
@@ -395,6 +451,44 @@ def _param_type(value: Any) -> str | None:
     return None
 
 
+#: the comparisons a scan pushes into the delta table's SQL (pruning binds no other)
+_PUSHED_OPERATORS = frozenset({"=", "<", "<=", ">", ">="})
+
+_catalog_collations: dict[str, bool] = {}
+
+
+def _catalog_collation(name: str) -> bool:
+    """Whether ``name`` is a collation of pg_catalog (the bridge names those
+    unqualified, a user's schema-qualified)."""
+    known = _catalog_collations.get(name)
+    if known is None:
+        known = _catalog_collations[name] = bool(spi.prepared(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_collation"
+            " WHERE collnamespace = 'pg_catalog'::pg_catalog.regnamespace AND collname = $1)",
+            ["name"], internal=True).execute([name]).scalar())
+    return known
+
+
+def _array_element(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(_array_element(v) for v in value) + "}"
+    if value is None:
+        return "NULL"
+    text = value if isinstance(value, str) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def text_form(value: Any) -> str | None:
+    """A value of a column kept as text in the delta table (a type that is
+    not pg_catalog's), as its type's input function reads it: UPDATE hands
+    arrays over as lists, other values as their text form already."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return _array_element(list(value))
+    return str(value)
+
+
 def _param_value(value: Any) -> Any:
     """A qual value as an SPI parameter (SpecialValue, a tuple, by its text)."""
     return value.text if isinstance(value, SpecialValue) else value
@@ -409,6 +503,7 @@ class DeltaStore:
         self.name = qualified_name(relid)
         self._known = False
         self._types: dict[int, tuple[str, str | None]] | None = None
+        self._as_text: set[int] | None = None  # attnums of user types kept as text
         self._inserts: dict[tuple[tuple[str, ...], int], spi.Plan] = {}
 
     # -- existence ----------------------------------------------------------
@@ -429,6 +524,14 @@ class DeltaStore:
             self._types = _column_types(self.relid)
         return self._types
 
+    def _text_columns(self) -> set[int]:
+        """The attnums whose values the delta table keeps as text though the
+        column's type is another (see the module docstring)."""
+        if self._as_text is None:
+            self._as_text = {c.attnum for c in self.columns.values()
+                             if c.type_oid != _TEXT_OID and self._column_types().get(c.attnum, ("",))[0] == "text"}
+        return self._as_text
+
     # -- writing ------------------------------------------------------------
 
     def insert_values(self, names: Sequence[str], values: dict[str, list], nrows: int) -> None:
@@ -438,7 +541,9 @@ class DeltaStore:
             return
         self.ensure()
         chunk = max(1, min(256, 30_000 // max(1, len(names))))
-        lists = [values[name] for name in names]
+        as_text = self._text_columns()
+        lists = [[text_form(v) for v in values[name]] if self.columns[name].attnum in as_text else values[name]
+                 for name in names]
         for start in range(0, nrows, chunk):
             n = min(chunk, nrows - start)
             if n == 1:
@@ -461,7 +566,8 @@ class DeltaStore:
                 k += len(cols)
                 rows_sql.append("(nextval('orochi.columnar_delta_rowid_seq')" + (", " + ph if cols else "") + ")")
             query = f"INSERT INTO {self.name} ({collist}) VALUES " + ", ".join(rows_sql)
-            plan = self._inserts[(names, n)] = spi.prepared(query, [types[c.attnum][0] for c in cols] * n)
+            plan = self._inserts[(names, n)] = spi.prepared(query, [types[c.attnum][0] for c in cols] * n,
+                                                            internal=True)
         return plan
 
     def insert_batch(self, batch: Batch, start: int = 0, stop: int | None = None) -> int:
@@ -486,7 +592,7 @@ class DeltaStore:
         if not ids or not self.exists():
             return set()
         res = spi.prepared(f"DELETE FROM {self.name} WHERE _rowid = ANY ($1) RETURNING _rowid",
-                           ["bigint[]"]).execute([sorted(int(i) for i in ids)])
+                           ["bigint[]"], internal=True).execute([sorted(int(i) for i in ids)])
         return {int(r[0]) for r in res.rows}
 
     def time_range(self, attnum: int, ids: Sequence[int]) -> list[tuple[Any, Any]]:
@@ -495,12 +601,13 @@ class DeltaStore:
         if not ids or not self.exists():
             return []
         rows = spi.prepared(f"SELECT min(c{int(attnum)}), max(c{int(attnum)}) FROM {self.name}"
-                            " WHERE _rowid = ANY ($1)", ["bigint[]"]).execute([sorted(int(i) for i in ids)]).rows
+                            " WHERE _rowid = ANY ($1)", ["bigint[]"], internal=True).execute(
+            [sorted(int(i) for i in ids)]).rows
         return [(lo, hi) for lo, hi in rows if lo is not None]
 
     def truncate(self) -> None:
         if self.exists():
-            spi.execute(f"TRUNCATE {self.name}")
+            spi.execute(f"TRUNCATE {self.name}", internal=True)
 
     # -- reading ------------------------------------------------------------
 
@@ -520,7 +627,11 @@ class DeltaStore:
             if not bind([q], self.columns, _collation_info(), runtime.UNKNOWN):
                 continue
             c = f"c{column.attnum}"
-            coll = f' COLLATE "{q.collation}"' if q.collation and q.collation != "default" else ""
+            coll = ""
+            if q.collation and q.collation != "default":
+                if not _catalog_collation(q.collation):
+                    continue  # a user's collation (schema-qualified by the bridge): not pushed
+                coll = f" COLLATE pg_catalog.{spi.quote_ident(q.collation)}"
             if q.value is None:
                 conds.append(f"{c} IS {'NOT ' if q.operator == '<>' else ''}NULL")
                 continue
@@ -536,6 +647,8 @@ class DeltaStore:
                 conds.append(f"{c}{coll} = ANY (${k})")
                 types.append(f"{elem}[]" if elem else f"{self._column_types()[column.attnum][0]}[]")
             else:
+                if q.operator not in _PUSHED_OPERATORS:
+                    continue
                 conds.append(f"{c}{coll} {q.operator} ${k}")
                 types.append(_param_type(q.value))
                 values = _param_value(q.value)
@@ -556,7 +669,7 @@ class DeltaStore:
         where = " AND ".join(["_rowid > $1"] + conds)
         query = (f"SELECT {', '.join(select)} FROM {self.name} WHERE {where}"
                  f" ORDER BY _rowid LIMIT {int(page_rows)}")
-        plan = spi.prepared(query, ["int8"] + qtypes)
+        plan = spi.prepared(query, ["int8"] + qtypes, internal=True)
         last = -1
         while True:
             rows = plan.execute([last] + qparams, read_only=read_only).rows
@@ -577,13 +690,14 @@ class DeltaStore:
     def count(self, read_only: bool = True) -> int:
         if not self.exists():
             return 0
-        return int(spi.prepared(f"SELECT count(*) FROM {self.name}").execute(read_only=read_only).scalar())
+        return int(spi.prepared(f"SELECT count(*) FROM {self.name}", internal=True).execute(
+            read_only=read_only).scalar())
 
     def size(self) -> tuple[int, int]:
         if not self.exists():
             return (0, 0)
-        row = spi.execute(f"SELECT count(*), pg_total_relation_size($1::regclass) FROM {self.name}",
-                          [self.name], types=["text"]).rows[0]
+        row = spi.execute(f"SELECT count(*), pg_catalog.pg_total_relation_size($1::pg_catalog.regclass)"
+                          f" FROM {self.name}", [self.name], types=["text"], internal=True).rows[0]
         return int(row[0]), int(row[1])
 
 

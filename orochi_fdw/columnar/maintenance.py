@@ -47,6 +47,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from orochi_fdw.bridge import spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import deletes
@@ -58,7 +59,7 @@ from orochi_fdw.storage.stripe_format import StripeReader
 
 def open_table(relid: int):
     """A ColumnarTable instance for ``relid`` (as the bridge would make it)."""
-    from orochi_fdw.bridge import runtime
+    from orochi_fdw.bridge import wrappers
     from orochi_fdw.columnar.table import ColumnarTable
 
     definition = read_definition(relid)
@@ -70,7 +71,7 @@ def open_table(relid: int):
                       "  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver"
                       "  JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw"
                       " WHERE ft.ftrelid = $1", [relid], types=["oid"]).scalar()
-    if not fdw or (definition.wrapper and definition.wrapper != runtime.DEFAULT_WRAPPER):
+    if not fdw or not wrappers.is_default(definition.wrapper):
         raise InvalidParameterError(f'"{relname}" is not an orochi columnar table')
     options = definition.options
     options.setdefault("table_name", relname)
@@ -82,8 +83,8 @@ def lock_table_maintenance(relid: int) -> None:
     """Wait for, then hold until the transaction ends, the table's
     maintenance lock: compactions, vacuums and chunk compressions of one
     table run one at a time."""
-    spi.execute("SELECT pg_advisory_xact_lock(hashtext('orochi.maintenance'), $1::int)",
-                [int(relid) & 0x7FFFFFFF], types=["int8"])
+    spi.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('orochi.maintenance'), $1::int)",
+                [int(relid) & 0x7FFFFFFF], types=["int8"], internal=True)
 
 
 # ---------------------------------------------------------------- progress
@@ -219,6 +220,7 @@ def compact(relid: int) -> CompactResult:
                 written.append((record, ids if rows is None else ids[rows]))
             pending, pending_rows = [], 0
             progress.update(stripes_done=len(written), rows_done=sum(len(i) for _, i in written))
+            fault_point("compact:after_write")
 
         progress.update(force=True, phase="writing stripes")
         for batch in table.delta.scan(names, read_only=False):
@@ -239,6 +241,7 @@ def compact(relid: int) -> CompactResult:
         progress.update(force=True, phase="moving rows", stripes_total=len(written))
         all_ids = np.concatenate([ids for _, ids in written])
         moved = table.delta.delete(all_ids.tolist())
+        fault_point("compact:after_move")
         for record, ids in written:
             gone = [i for i, rid in enumerate(ids.tolist()) if rid not in moved]
             if len(gone) == len(ids):
@@ -251,6 +254,7 @@ def compact(relid: int) -> CompactResult:
             result.stripes_written += 1
         result.moved_rows = len(moved)
         progress.update(force=True, phase="committing", stripes_done=len(written), rows_done=len(moved))
+        fault_point("compact:before_commit")
         return result
     finally:
         progress.close()
@@ -281,11 +285,9 @@ class VacuumTableResult:
 def remove_retired(relid: int | None = None) -> tuple[int, int]:
     """Remove the retired stripe files that no snapshot can read any more."""
     nfiles = nbytes = 0
-    for path in store.purge_retired(relid):
-        try:
-            freed = files.remove_file(path)
-        except OSError as exc:
-            spi.log("warning", f'could not remove stripe file "{path}": {exc.strerror}')
+    for path, freed in files.remove_files(store.purge_retired(relid)):
+        if isinstance(freed, OSError):
+            spi.log("warning", f'could not remove stripe file "{path}": {freed.strerror}')
             continue
         nfiles += 1
         nbytes += freed
@@ -404,6 +406,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
                 rewritten.append((stripe, bitmap, table.write_stripe_columns(columns, raw, insert=False,
                                                                               chunk_id=stripe.chunk_id)))
             progress.update(stripes_done=i + 1, rows_done=progress.state["rows_done"] + stripe.row_count)
+            fault_point("vacuum:after_write")
         if not rewritten:
             return result
 
@@ -429,6 +432,7 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
             gone_old.append(old.stripe_id)
         retire_stripes(relid, gone_old)
         progress.update(force=True, phase="committing")
+        fault_point("vacuum:before_commit")
         return result
     finally:
         progress.close()

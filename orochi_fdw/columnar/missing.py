@@ -12,6 +12,17 @@ UPDATE. Scans, aggregates and the rewrites of vacuum and compression read it
 wherever a stripe lacks the column. A volatile default (``random()``,
 ``clock_timestamp()``, an identity or a generated column) would need a value
 per stored row: it is refused when the table holds rows.
+
+Privileges (docs/SECURITY.md): ``orochi.columnar_missing_values`` belongs to
+the extension owner and is read and written by internal statements only.
+The default is evaluated, and a kept value converted to a column's new type,
+by the role running the ALTER TABLE, in statements of its own (the
+expression and the type's input function may be a user's code), never in an
+internal one.
+
+A database whose extension is still at 0.1.0 (before ``ALTER EXTENSION orochi
+UPDATE``) has neither the table nor ``orochi.column_default``: its columns
+added with a default read NULL in the rows stored before, as under 0.1.0.
 """
 
 from __future__ import annotations
@@ -30,6 +41,13 @@ from orochi_fdw.storage.kinds import get_kind
 Storage = tuple[Any, Any]
 
 
+def _kept() -> bool:
+    """Whether this database's catalog keeps missing values (not before the
+    update from 0.1.0)."""
+    return bool(spi.prepared("SELECT pg_catalog.to_regclass('orochi.columnar_missing_values') IS NOT NULL",
+                             []).execute([], read_only=True).scalar())
+
+
 def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has_rows) -> str | None:
     """Decide what the stored rows read in a column just added: its default's
     text form, to be kept (None: NULL, nothing to keep).
@@ -41,6 +59,8 @@ def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has
         FeatureNotSupportedError: a volatile default or a generated column on
             a table that holds rows.
     """
+    if not _kept():
+        return None
     kind, value = spi.execute("SELECT kind, value FROM orochi.column_default($1, $2)",
                               [relid, attnum], types=["oid", "int2"]).rows[0]
     if kind in ("volatile", "generated"):
@@ -58,7 +78,7 @@ def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has
         return None
     spi.execute("INSERT INTO orochi.columnar_missing_values (relid, attnum, value) VALUES ($1, $2, $3)"
                 " ON CONFLICT (relid, attnum) DO UPDATE SET value = excluded.value",
-                [relid, attnum, value], types=["oid", "int2", "text"])
+                [relid, attnum, value], types=["oid", "int2", "text"], internal=True)
     return value
 
 
@@ -66,26 +86,34 @@ def retyped(relid: int, attnum: int, type_sql: str) -> None:
     """ALTER COLUMN ... TYPE: the kept value is cast to the new type (through
     its text form, as the delta store's rows are), so that it fails now if it
     cannot be, as a heap table's rewrite would."""
+    if not _kept():
+        return
     row = spi.execute("SELECT value FROM orochi.columnar_missing_values WHERE relid = $1 AND attnum = $2",
-                      [relid, attnum], types=["oid", "int2"]).rows
+                      [relid, attnum], types=["oid", "int2"], internal=True).rows
     if not row:
         return
+    # as the caller: the new type's input function may be a user's
     new = spi.execute(f"SELECT ($1::text)::{type_sql}::text", [row[0][0]], types=["text"]).scalar()
     spi.execute("UPDATE orochi.columnar_missing_values SET value = $3 WHERE relid = $1 AND attnum = $2",
-                [relid, attnum, new], types=["oid", "int2", "text"])
+                [relid, attnum, new], types=["oid", "int2", "text"], internal=True)
 
 
 def forget(relids: list[int]) -> None:
     """The tables are dropped."""
-    spi.execute("DELETE FROM orochi.columnar_missing_values WHERE relid = ANY ($1)", [relids], types=["oid[]"])
+    if not _kept():
+        return
+    spi.execute("DELETE FROM orochi.columnar_missing_values WHERE relid = ANY ($1)", [relids], types=["oid[]"],
+                internal=True)
 
 
 def load(relid: int, columns: dict[str, ColumnDefinition]) -> dict[str, Storage]:
     """The missing values of a table's columns, in storage form (one row each)."""
     from orochi_fdw.columnar import delta
 
+    if not _kept():
+        return {}
     rows = spi.prepared("SELECT attnum, value FROM orochi.columnar_missing_values WHERE relid = $1",
-                        ["oid"]).execute([relid], read_only=True).rows
+                        ["oid"], internal=True).execute([relid], read_only=True).rows
     if not rows:
         return {}
     by_attnum = {c.attnum: name for name, c in columns.items()}
@@ -99,8 +127,9 @@ def load(relid: int, columns: dict[str, ColumnDefinition]) -> dict[str, Storage]
         rc = delta._read_column(name, column)
         c = f"c{column.attnum}"
         typ = types[int(attnum)][0]
+        # typ is the delta column's: a type of pg_catalog or Orochi's own, or text (no user code)
         row = spi.execute(f"SELECT {', '.join(rc.exprs)} FROM (SELECT ($1::text)::{typ} AS {c}) AS d",
-                          [value], types=["text"], read_only=True).rows[0]
+                          [value], types=["text"], read_only=True, internal=True).rows[0]
         wire = delta._build_column(rc, [[v] for v in row])
         out[name] = from_wire(wire, storage_kind(column))
     return out

@@ -6,7 +6,7 @@ orochi.maintenance_progress, orochi.delta_size."""
 
 from __future__ import annotations
 
-from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge import privileges, runtime, spi, wrappers
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.columnar import delta
 from orochi_fdw.columnar import maintenance
@@ -25,7 +25,7 @@ def check_table(relid: int) -> None:
     definition = read_definition(relid)
     if definition is None:
         return
-    if definition.wrapper and definition.wrapper != runtime.DEFAULT_WRAPPER:
+    if not wrappers.is_default(definition.wrapper):
         return
     valid = ", ".join(sorted(opts.OPTIONS_SPEC["column"]))
     for name, column in definition.columns.items():
@@ -40,8 +40,14 @@ def check_table(relid: int) -> None:
 
 @sql_function("columnar_check_tables")
 def columnar_check_tables(relids: list[int]) -> None:
+    """ddl_command_end of CREATE FOREIGN TABLE, ALTER FOREIGN TABLE and ALTER
+    TABLE: an event trigger running as the role that ran the command, which
+    owns the tables (Postgres checked it), so that a new column's default is
+    evaluated with that role's rights, as for a heap table.  Anyone may call
+    it, for tables they own: it only does what the command implied."""
     for relid in relids:
         if relid is not None:
+            privileges.require_owner(int(relid), "orochi.columnar_check_tables")
             check_table(int(relid))
 
 
@@ -53,22 +59,43 @@ def _relid(value) -> int:
 
 @sql_function("compact")
 def compact(rel) -> tuple[int, int]:
-    result = maintenance.compact(_relid(rel))
+    """orochi.compact(rel): for the table's owner."""
+    relid = _relid(rel)
+    privileges.require_owner(relid, "orochi.compact")
+    result = maintenance.compact(relid)
     return (result.moved_rows, result.stripes_written)
 
 
 def vacuum_table(rel, min_deleted_fraction=0.2) -> tuple:
-    r = maintenance.vacuum_table(_relid(rel), 0.2 if min_deleted_fraction is None else float(min_deleted_fraction))
+    """orochi.vacuum(rel, fraction): for the table's owner."""
+    relid = _relid(rel)
+    privileges.require_owner(relid, "orochi.vacuum")
+    r = maintenance.vacuum_table(relid, 0.2 if min_deleted_fraction is None else float(min_deleted_fraction))
     return (r.stripes_rewritten, r.rows_removed, r.bytes_before, r.bytes_after, r.removed_files,
             r.removed_bytes)
 
 
 @sql_function("maintenance_progress")
 def maintenance_progress() -> list[tuple]:
-    return maintenance.progress_rows()
+    """The compactions and vacuums running now, of the tables the caller may
+    read (SELECT) or owns."""
+    rows = maintenance.progress_rows()
+    visible = {}
+    out = []
+    for row in rows:
+        relid = int(row[2])
+        if relid not in visible:
+            visible[relid] = privileges.relation_exists(relid) and (
+                privileges.owns(relid) or privileges.has_table_privilege(relid, "SELECT"))
+        if visible[relid]:
+            out.append(row)
+    return out
 
 
 @sql_function("delta_size")
 def delta_size(rel) -> tuple[int, int]:
+    """orochi.delta_size(rel): the delta store's rows and bytes, for roles
+    that may read the table (it counts its rows)."""
     relid = _relid(rel)
+    privileges.require_table_privilege(relid, "SELECT", "orochi.delta_size")
     return delta.DeltaStore(relid, {}).size()

@@ -26,6 +26,7 @@ import numpy as np
 
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.batch import Batch, wire_kind_for_type
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
@@ -39,7 +40,7 @@ from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
-from orochi_fdw.errors import FeatureNotSupportedError, InvalidOptionError
+from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
@@ -80,6 +81,13 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 raise InvalidOptionError(
                     f'invalid option "{name}" for a columnar {kind}',
                     hint=f"Valid options in this context are: {', '.join(sorted(spec)) or '(none)'}")
+        if "data_dir" in options and not spi.is_superuser():
+            # files are written, and orphans removed, where it points: as
+            # file_fdw's filename, only a superuser may choose a folder
+            raise InsufficientPrivilegeError(
+                'only superuser can set the option "data_dir"',
+                detail="Stripe files are written where it points, by the operating system user "
+                       "running PostgreSQL.")
         return super().validate_options(kind, options)
 
     def __init__(self, options: Mapping[str, Any], columns: Mapping[str, ColumnDefinition]):
@@ -249,9 +257,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         wanted; a file whose row is never inserted goes at the end of the
         transaction). ``chunk_id``: the hypertable chunk every row lies in
         (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
-        xid = ledger.transaction_id()
-        directory = files.table_dir(self._data_dir(), self.relid)
-        files.ensure_dir(directory)
+        files.require_wal()
+        xid = ledger.writer_transaction_id()
+        directory = files.ensure_table_dir(self._data_dir(), self.relid)
         writer = None
         for _ in range(8):
             stripe_id = store.next_stripe_id()
@@ -267,7 +275,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             except FileExistsError:
                 continue  # left by a crash under ids handed out again: take the next id
             except FileNotFoundError:
-                files.ensure_dir(directory)  # removed by a concurrent vacuum: once more
+                files.ensure_table_dir(self._data_dir(), self.relid)  # removed by a concurrent vacuum: once more
             except OSError as exc:
                 raise StorageIOError(f'could not create a stripe file in "{directory}": {exc.strerror}',
                                      hint="Check the data_dir option of the table's server.") from None
@@ -278,7 +286,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         ledger.file_created(stripe_id, path)
         with writer:
             writer.write_batch(columns)
+        fault_point("write_stripe:after_file")
         meta = writer.metadata
+        files.log_new_file(path)  # to the WAL, before its catalog row
 
         record = store.StripeRecord(
             stripe_id=stripe_id, relid=self.relid, file_path=path, row_count=meta.row_count,

@@ -22,9 +22,10 @@ from orochi_fdw.jobs.errors import (DuplicateJobError, InvalidJobArgumentError, 
 
 IntervalLike = str | Interval | datetime.timedelta
 
-_JOB_COLUMNS = ("job_id, application_name, proc_schema, proc_name, relid, schedule_interval, "
+_JOB_COLUMNS = ("job_id, application_name, proc_schema, proc_name, relid::oid, schedule_interval, "
                 "max_runtime, max_retries, retry_period, scheduled, config::text, next_start, "
-                "coalesce((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = owner)::text, owner::text)")
+                "coalesce((SELECT rolname FROM pg_catalog.pg_roles WHERE oid = owner)::text, owner::text), "
+                "owner::oid")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Job:
         config: the job's configuration (a JSON object), or None.
         next_start: when it is due next.
         owner: the name of the role the job belongs to (and runs as).
+        owner_oid: that role's oid.
     """
 
     job_id: int
@@ -61,6 +63,7 @@ class Job:
     config: dict | None
     next_start: datetime.datetime
     owner: str
+    owner_oid: int = 0
 
     @property
     def is_builtin(self) -> bool:
@@ -102,13 +105,14 @@ def _job_from_row(row: tuple) -> Job:
     values = list(row)
     values[4] = int(values[4]) if values[4] is not None else None
     values[10] = json.loads(values[10]) if values[10] is not None else None
+    values[13] = int(values[13])
     return Job(*values)
 
 
 def get_job(job_id: int) -> Job | None:
     """The job ``job_id`` as the current snapshot sees it, or None."""
     rows = spi.execute(f"SELECT {_JOB_COLUMNS} FROM orochi.jobs WHERE job_id = $1",
-                       [int(job_id)], types=["int4"])
+                       [int(job_id)], types=["int4"], internal=True)
     return _job_from_row(rows[0]) if rows else None
 
 
@@ -128,21 +132,27 @@ def require_job(job_id: int) -> Job:
 def list_jobs(relid: int | None = None) -> list[Job]:
     """Every job (of one table when ``relid`` is given), by job id."""
     if relid is None:
-        rows = spi.execute(f"SELECT {_JOB_COLUMNS} FROM orochi.jobs ORDER BY job_id")
+        rows = spi.execute(f"SELECT {_JOB_COLUMNS} FROM orochi.jobs ORDER BY job_id", internal=True)
     else:
         rows = spi.execute(f"SELECT {_JOB_COLUMNS} FROM orochi.jobs WHERE relid = $1 ORDER BY job_id",
-                           [int(relid)], types=["oid"])
+                           [int(relid)], types=["oid"], internal=True)
     return [_job_from_row(r) for r in rows]
 
 
 def check_job_owner(job: Job) -> None:
-    """Refuse a role that is not (a member of) the job's owner.
+    """Refuse a role that is not (a member of) the job's owner; superusers
+    are members of every role.
 
     Raises:
         JobPrivilegeError: the current role does not own the job.
     """
-    allowed = spi.execute("SELECT pg_has_role(current_user, owner, 'MEMBER') FROM orochi.jobs "
-                          "WHERE job_id = $1", [job.job_id], types=["int4"]).scalar()
+    # as the caller (never internal): current_user is the role asking; a job
+    # whose owner was dropped is left to superusers (its runs then fail)
+    allowed = spi.execute(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE oid = $1)"
+        "            THEN pg_catalog.pg_has_role(current_user, $1, 'MEMBER')"
+        "            ELSE (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) END",
+        [int(job.owner_oid)], types=["oid"]).scalar()
     if not allowed:
         raise JobPrivilegeError(f"insufficient permissions to alter job {job.job_id}",
                                 detail=f'The job belongs to role "{job.owner}".')
@@ -151,7 +161,7 @@ def check_job_owner(job: Job) -> None:
 def _existing_policy(schema: str, proc_name: str, relid: int) -> int | None:
     return spi.execute(
         "SELECT job_id FROM orochi.jobs WHERE proc_schema = $1 AND proc_name = $2 AND relid = $3",
-        [schema, proc_name, int(relid)], types=["name", "name", "oid"]).scalar()
+        [schema, proc_name, int(relid)], types=["name", "name", "oid"], internal=True).scalar()
 
 
 def _duplicate(label: str, relid: int) -> DuplicateJobError:
@@ -206,7 +216,7 @@ def add_job(proc_name: str, relid: int | None, schedule_interval: IntervalLike, 
                 spi.notice(f'{label} already exists for "{relation_name(relid)}", skipping')
                 return int(existing)
             raise _duplicate(label, relid)
-    job_id = int(spi.execute("SELECT nextval('orochi.jobs_job_id_seq')::int4").scalar())
+    job_id = int(spi.execute("SELECT nextval('orochi.jobs_job_id_seq')::int4", internal=True).scalar())
     if "[" not in application_name:
         application_name = f"{application_name} [{job_id}]"
     try:
@@ -214,17 +224,17 @@ def add_job(proc_name: str, relid: int | None, schedule_interval: IntervalLike, 
             spi.execute(
                 "INSERT INTO orochi.jobs (job_id, application_name, proc_schema, proc_name, relid, "
                 " schedule_interval, max_runtime, max_retries, retry_period, scheduled, config, "
-                " next_start) "
+                " next_start, owner) "
                 "VALUES ($1, $2, $3, $4, $5, $6::interval, coalesce($7::interval, interval '0'), "
                 " coalesce($8, -1), coalesce($9::interval, interval '5 minutes'), $10, $11::jsonb, "
-                " coalesce($12, now()))",
+                " coalesce($12, now()), $13::oid::regrole)",
                 [job_id, application_name, proc_schema, proc_name,
                  int(relid) if relid is not None else None, interval_text(schedule_interval),
                  interval_text(max_runtime), max_retries, interval_text(retry_period), bool(scheduled),
-                 json.dumps(config) if config is not None else None, initial_start],
+                 json.dumps(config) if config is not None else None, initial_start, spi.current_user_oid()],
                 types=["int4", "text", "name", "name", "oid", "text", "text", "int4", "text", "bool",
-                       "text", "timestamptz"])
-            spi.execute("INSERT INTO orochi.bgw_job_stat (job_id) VALUES ($1)", [job_id], types=["int4"])
+                       "text", "timestamptz", "oid"], internal=True)
+            spi.execute("INSERT INTO orochi.bgw_job_stat (job_id) VALUES ($1)", [job_id], types=["int4"], internal=True)
     except SPIError as exc:
         if exc.sqlstate == "23505" and relid is not None:  # a concurrent add won the race
             if if_not_exists:
@@ -257,7 +267,7 @@ def delete_jobs(proc_name: str, relid: int, if_exists: bool = False, *,
     label = kind.label if kind is not None else f"job {proc_name}"
     deleted = spi.execute(
         "DELETE FROM orochi.jobs WHERE proc_schema = $1 AND proc_name = $2 AND relid = $3 RETURNING job_id",
-        [proc_schema, proc_name, int(relid)], types=["name", "name", "oid"])
+        [proc_schema, proc_name, int(relid)], types=["name", "name", "oid"], internal=True)
     if not deleted:
         if if_exists:
             spi.notice(f'{label} not found for "{relation_name(relid)}", skipping')
@@ -275,7 +285,7 @@ def delete_job(job_id: int) -> None:
     """
     job = require_job(job_id)
     check_job_owner(job)
-    spi.execute("DELETE FROM orochi.jobs WHERE job_id = $1", [int(job_id)], types=["int4"])
+    spi.execute("DELETE FROM orochi.jobs WHERE job_id = $1", [int(job_id)], types=["int4"], internal=True)
 
 
 _ALTERABLE = {
@@ -336,7 +346,7 @@ def alter_job(job_id: int, **changes: Any) -> Job:
         try:
             with spi.subtransaction():
                 spi.execute(f"UPDATE orochi.jobs SET {', '.join(sets)} WHERE job_id = ${len(params)}",
-                            params, types=types)
+                            params, types=types, internal=True)
         except SPIError as exc:
             if exc.sqlstate in ("22007", "22008", "22P02", "23514", "22023"):
                 raise InvalidJobArgumentError(f"invalid setting for job {job_id}: {exc.message}") from None

@@ -14,6 +14,14 @@ Two entry points:
 Locks are transaction-level advisory locks: one keyed on the job (so a job
 never runs twice at once) and one keyed on its table (at most one job at a
 time per table).
+
+A job's body runs with its owner's rights and no other
+(:func:`~orochi_fdw.bridge.spi.running_as`, as VACUUM and REFRESH
+MATERIALIZED VIEW run as the table's owner): whoever runs it (a superuser's
+sidecar, a member of the owner calling orochi.run_job), SET ROLE, RESET
+ROLE and SET SESSION AUTHORIZATION are refused inside the body, and the
+settings it changes are rolled back when it ends.  Both entry points first
+check that the caller is (a member of) the job's owner.
 """
 
 from __future__ import annotations
@@ -94,7 +102,8 @@ def _lock(job: Job, wait: bool) -> str | None:
 # ---------------------------------------------------------------- bodies
 
 def _call_procedure(job: Job) -> str:
-    """CALL (or SELECT, for a function) the user's routine as the job's owner."""
+    """CALL (or SELECT, for a function) the user's routine (the caller has
+    already become the job's owner: :func:`execute_body`)."""
     routine = f"{spi.quote_ident(job.proc_schema)}.{spi.quote_ident(job.proc_name)}"
     kind = spi.execute(
         "SELECT p.prokind::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
@@ -103,22 +112,17 @@ def _call_procedure(job: Job) -> str:
         [job.proc_schema, job.proc_name], types=["name", "name"]).scalar()
     if kind is None:
         raise JobRoutineNotFoundError(f"function or procedure {routine}(integer, jsonb) does not exist")
-    previous_role = spi.execute("SELECT current_setting('role'), current_user::text").rows[0]
-    switch = job.owner != previous_role[1]
-    if switch:
-        spi.execute("SELECT set_config('role', $1, true)", [job.owner], types=["text"])
     params = [job.job_id, json.dumps(job.config) if job.config is not None else None]
     if kind == "p":
         spi.execute(f"CALL {routine}($1, $2::jsonb)", params, types=["int4", "text"])
     else:
         spi.execute(f"SELECT {routine}($1, $2::jsonb)", params, types=["int4", "text"])
-    if switch:
-        spi.execute("SELECT set_config('role', $1, true)", [previous_role[0]], types=["text"])
     return f"called {routine}"
 
 
 def execute_body(job: Job) -> str:
-    """Run a job's body once in the current transaction.
+    """Run a job's body once in the current transaction, as the job's owner
+    (see the module docstring).
 
     Returns:
         The body's one-line summary.
@@ -126,11 +130,12 @@ def execute_body(job: Job) -> str:
     Raises:
         Whatever the body raises.
     """
-    if job.proc_schema == registry.BUILTIN_SCHEMA and registry.kind(job.proc_name) is not None:
-        body = registry.resolve(job.proc_name)
-        summary = body(job.job_id, job.relid, dict(job.config or {}))
-        return str(summary) if summary else "done"
-    return _call_procedure(job)
+    with spi.running_as(job.owner_oid):
+        if job.proc_schema == registry.BUILTIN_SCHEMA and registry.kind(job.proc_name) is not None:
+            body = registry.resolve(job.proc_name)
+            summary = body(job.job_id, job.relid, dict(job.config or {}))
+            return str(summary) if summary else "done"
+        return _call_procedure(job)
 
 
 # ---------------------------------------------------------------- statistics
@@ -150,11 +155,11 @@ def record_success(job_id: int, started_at: datetime.datetime, summary: str) -> 
         " last_run_status = 'Success', last_run_duration = excluded.last_run_duration, "
         " last_summary = excluded.last_summary, total_runs = s.total_runs + 1, "
         " total_successes = s.total_successes + 1, consecutive_failures = 0",
-        [job_id, started_at, summary], types=["int4", "timestamptz", "text"])
+        [job_id, started_at, summary], types=["int4", "timestamptz", "text"], internal=True)
     row = spi.execute(
         "UPDATE orochi.jobs SET next_start = greatest($2 + schedule_interval, clock_timestamp()) "
         "WHERE job_id = $1 RETURNING clock_timestamp() - $2, next_start",
-        [job_id, started_at], types=["int4", "timestamptz"])
+        [job_id, started_at], types=["int4", "timestamptz"], internal=True)
     return tuple(row[0]) if row else (None, None)
 
 
@@ -180,7 +185,7 @@ def record_failure(job_id: int, message: str, started_at: datetime.datetime | No
         " total_runs = s.total_runs + 1, total_failures = s.total_failures + 1, "
         " consecutive_failures = s.consecutive_failures + 1 "
         "RETURNING consecutive_failures, last_run_duration",
-        [job_id, started_at, message], types=["int4", "timestamptz", "text"])
+        [job_id, started_at, message], types=["int4", "timestamptz", "text"], internal=True)
     if not failures:
         return (None, None)
     consecutive, duration = failures[0]
@@ -189,7 +194,7 @@ def record_failure(job_id: int, message: str, started_at: datetime.datetime | No
         "  WHEN max_retries <> -1 AND $2 > max_retries THEN schedule_interval "
         "  ELSE least(retry_period * power(2, least($2 - 1, 40)), schedule_interval) END "
         "WHERE job_id = $1 RETURNING next_start",
-        [job_id, int(consecutive)], types=["int4", "int4"]).scalar()
+        [job_id, int(consecutive)], types=["int4", "int4"], internal=True).scalar()
     return (duration, next_start)
 
 
@@ -230,10 +235,15 @@ def run_background(job_id: int) -> RunOutcome:
     Returns:
         The outcome; ``Skipped`` when the job does not exist, is paused, is
         not due (another scheduler ran it), or a lock is busy.
+
+    Raises:
+        JobPrivilegeError: the caller is not (a member of) the job's owner
+            (the scheduler connects as a superuser).
     """
     job = get_job(job_id)
     if job is None:
         return RunOutcome(SKIPPED, f"job {job_id} not found", None, None)
+    check_job_owner(job)
     busy = _lock(job, wait=False)
     if busy is not None:
         return RunOutcome(SKIPPED, busy, None, None)

@@ -152,6 +152,10 @@ def record_job_failure(job_id: int, message: str | None, started_at: datetime.da
     """
     if job_id is None:
         raise InvalidJobArgumentError("job_id cannot be NULL")
+    job = catalog.get_job(job_id)
+    if job is None:
+        return None
+    catalog.check_job_owner(job)
     return runner.record_failure(job_id, message or "unknown error", started_at)[1]
 
 
@@ -166,7 +170,7 @@ def _hypertable_time_type(relid: int) -> str:
     try:
         with spi.subtransaction():
             time_type = spi.execute("SELECT time_type::text FROM orochi.hypertables WHERE relid = $1",
-                                    [relid], types=["oid"]).scalar()
+                                    [relid], types=["oid"], internal=True).scalar()
     except SPIError as exc:
         if exc.sqlstate != "42P01":  # no hypertables catalog: nothing is a hypertable
             raise

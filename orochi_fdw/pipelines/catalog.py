@@ -3,6 +3,15 @@
 The SQL functions users call live in :mod:`orochi_fdw.pipelines.sqlapi` and
 run in the backend; this module is the other side: what the sidecar's
 connections ask of ``orochi.pipeline`` and its companions.
+
+The catalog tables belong to the extension owner and are granted to no one
+(docs/SECURITY.md).  The duty's own connection (a superuser's, as the
+sidecar's DSN must be) reads the runnable pipelines directly; a worker,
+connected as the pipeline's owner, goes through the SQL functions made for
+it (``orochi.pipeline_state``, ``pipeline_stream_positions``,
+``pipeline_report_worker``, ``pipeline_report_error``, ``pipeline_fail``,
+``pipeline_commit_batch``), which check that the caller has the owner's
+rights.
 """
 
 from __future__ import annotations
@@ -65,50 +74,37 @@ def runnable_pipelines(conn: psycopg.Connection, only: int | None = None) -> lis
 
 def pipeline_state(conn: psycopg.Connection, pipeline_id: int) -> str | None:
     """The state asked for now, None when the pipeline is gone."""
-    row = conn.execute("SELECT state FROM orochi.pipeline WHERE pipeline_id = %s", [pipeline_id]).fetchone()
+    row = conn.execute("SELECT state FROM orochi.pipeline_state(%s)", [pipeline_id]).fetchone()
     return row[0] if row else None
 
 
 def read_positions(conn: psycopg.Connection, pipeline_id: int) -> dict[str, StreamState]:
     """The committed positions of a pipeline's streams."""
     rows = conn.execute(
-        "SELECT stream, position, stream_end, done, name, identity FROM orochi.pipeline_positions "
-        "WHERE pipeline_id = %s", [pipeline_id]).fetchall()
+        "SELECT stream, position, stream_end, done, name, identity FROM orochi.pipeline_stream_positions(%s)",
+        [pipeline_id]).fetchall()
     return {r[0]: StreamState(r[0], int(r[1]), None if r[2] is None else int(r[2]), bool(r[3]), r[4], r[5])
             for r in rows}
 
 
 def errors_since_start(conn: psycopg.Connection, pipeline_id: int) -> int:
-    row = conn.execute("SELECT errors_since_start FROM orochi.pipeline_stats WHERE pipeline_id = %s",
-                       [pipeline_id]).fetchone()
-    return int(row[0]) if row else 0
+    row = conn.execute("SELECT errors_since_start FROM orochi.pipeline_state(%s)", [pipeline_id]).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def report_worker(conn: psycopg.Connection, pipeline_id: int, worker: str) -> None:
     """Record which worker runs the pipeline from now on."""
-    conn.execute(
-        "INSERT INTO orochi.pipeline_stats AS s (pipeline_id, worker, worker_started_at) VALUES (%s, %s, now()) "
-        "ON CONFLICT (pipeline_id) DO UPDATE SET worker = excluded.worker, "
-        "worker_started_at = excluded.worker_started_at", [pipeline_id, worker])
+    conn.execute("SELECT orochi.pipeline_report_worker(%s, %s)", [pipeline_id, worker])
 
 
 def report_error(conn: psycopg.Connection, pipeline_id: int, error: str | None) -> None:
     """Show (or clear, with None) the pipeline's current error."""
-    conn.execute(
-        "INSERT INTO orochi.pipeline_stats AS s (pipeline_id, current_error, last_error, last_error_at) "
-        "VALUES (%s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL ELSE now() END) "
-        "ON CONFLICT (pipeline_id) DO UPDATE SET current_error = excluded.current_error, "
-        "last_error = coalesce(excluded.current_error, s.last_error), "
-        "last_error_at = CASE WHEN excluded.current_error IS NULL THEN s.last_error_at ELSE now() END",
-        [pipeline_id, error, error, error])
+    conn.execute("SELECT orochi.pipeline_report_error(%s, %s::text)", [pipeline_id, error])
 
 
 def mark_failed(conn: psycopg.Connection, pipeline_id: int, error: str) -> None:
     """The pipeline stops itself: state failed, with why."""
-    with conn.transaction():
-        conn.execute("UPDATE orochi.pipeline SET state = 'failed', state_changed_at = now() "
-                     "WHERE pipeline_id = %s AND state IN ('running', 'paused')", [pipeline_id])
-        report_error(conn, pipeline_id, error)
+    conn.execute("SELECT orochi.pipeline_fail(%s, %s::text)", [pipeline_id, error])
 
 
 def try_claim(conn: psycopg.Connection, pipeline_id: int) -> bool:

@@ -9,14 +9,29 @@ numbers, dates and times, the value's bytes for text) and folds them into
 the sketch every ``_FLUSH_ROWS`` values (HLL) or once at the end (t-digest,
 whose bytes must not depend on row order: it is built from the sorted
 values, so a group's state costs 8 bytes per non-NULL value). The final
-function builds the result and drops the builder. A statement that fails
-leaves its builders behind until the backend exits; ``_MAX_PENDING`` bounds
-how many live at once.
+function builds the result and drops the builder.
+
+As window functions the aggregates use their moving-aggregate form
+(``MSFUNC``, ``MINVFUNC``, ``MFINALFUNC``): a *window* builder keeps the
+values (or sketches) of the frame in the order they came, the inverse
+transition takes the oldest out (a frame's rows leave in the order they
+entered), and the final function, which may run once per row, computes the
+result from the frame without consuming it: the same bytes as the plain
+aggregate over the frame's rows. A running frame (rows only added) updates
+an HLL sketch incrementally; after a row left, or for a t-digest, the result
+is rebuilt from the frame's values.
+
+Every builder is tied to the memory context that holds its aggregate's
+state (``spi.agg_state_watch``): when the group, window partition or
+statement is over, or failed, Postgres resets that context and the builder
+is dropped at the next builder's creation. ``_MAX_PENDING`` bounds how many
+live at once.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import struct
 from array import array
@@ -24,14 +39,21 @@ from typing import Any
 
 import numpy as np
 
+from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.errors import OrochiError
 from orochi_fdw.sketches import sampling
 from orochi_fdw.sketches.errors import CorruptSketchError
-from orochi_fdw.sketches.hashing import canonical, hash_bytes_list, hash_ints
+from orochi_fdw.sketches.hashing import canonical, hash_bytes_list, hash_ints, hash_values
 from orochi_fdw.sketches.hll import DEFAULT_PRECISION, Hll, check_precision
 from orochi_fdw.sketches.tdigest import (DEFAULT_COMPRESSION, TDigest, check_compression,
                                          check_quantile)
+from orochi_fdw.sketches.tdigest import _compress as _compress_weighted
+
+
+def _compress_sorted(values: np.ndarray, compression: int):
+    """Centroids of sorted finite values, as TDigest.from_values builds them."""
+    return _compress_weighted(values, np.ones(len(values)), compression)
 
 _FLUSH_ROWS = 65536
 _MAX_PENDING = 1_000_000
@@ -94,6 +116,234 @@ class _TDigestBuilder:
         return TDigest.from_values(np.frombuffer(self.values, dtype=np.float64), self.compression)
 
 
+def _token(state_id: int) -> bytes:
+    return _TOKEN + struct.pack("<iQ", os.getpid(), state_id)
+
+
+def _drop_released() -> None:
+    """Drop the builders whose aggregate's memory context went."""
+    if not spi.available():
+        return
+    for state_id in spi.released_agg_states():
+        _builders.pop(_token(state_id), None)
+
+
+class _Frame:
+    """The rows of a window frame in the order they came (rows leave from
+    the front): what each row brought (a value, or a sketch), its parameter
+    (precision, compression, quantile), and a slot its builder may fill
+    (a value's hash)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.params: list[Any] = []
+        self.slots: list[Any] = []
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def add(self, item: Any, param: Any = None) -> None:
+        self.items.append(item)
+        self.params.append(param)
+        self.slots.append(None)
+
+    def remove(self, item: Any) -> None:
+        """Take out the oldest row (which is ``item``; should a frame ever
+        remove another row, the first equal one goes)."""
+        if self.head < len(self.items) and self.items[self.head] == item:
+            self.items[self.head] = self.params[self.head] = self.slots[self.head] = None
+            self.head += 1
+        else:
+            for i in range(self.head, len(self.items)):
+                if self.items[i] == item:
+                    del self.items[i], self.params[i], self.slots[i]
+                    break
+            else:
+                raise OrochiError("sketch window state lost track of its frame")
+        if self.head > 1024 and self.head * 2 > len(self.items):
+            del self.items[:self.head], self.params[:self.head], self.slots[:self.head]
+            self.head = 0
+
+    def live(self) -> list[Any]:
+        return self.items[self.head:]
+
+    def first_param(self) -> Any:
+        return self.params[self.head]
+
+
+class _HllWindow:
+    """hll_agg / approx_count_distinct over a window frame: the frame's
+    canonical values with their hashes, and the sketch of them, kept up to
+    date while rows only come and rebuilt from the hashes after one left."""
+
+    def __init__(self) -> None:
+        self.frame = _Frame()
+        self.sketch: Hll | None = None
+        self.built = 0          # rows of the frame (from its start) in the sketch
+        self.precision = None   # the precision the sketch was built at
+        self.hashed = 0         # rows of self.frame.items with their hash in slots
+        self.count: int | None = None
+
+    def add(self, value: Any, precision: int) -> None:
+        self.frame.add(canonical(value), precision)
+
+    def remove(self, value: Any) -> None:
+        before = len(self.frame.items)
+        self.frame.remove(canonical(value))
+        self.hashed = min(self.hashed, len(self.frame.items)) if len(self.frame.items) == before \
+            else self.hashed - (before - len(self.frame.items))
+        self.sketch = None
+
+    def _hashes(self, start: int) -> np.ndarray:
+        """The hashes of the frame's live rows from ``start`` on (hashing the
+        rows new since the last call)."""
+        frame = self.frame
+        self.hashed = max(self.hashed, frame.head)
+        if self.hashed < len(frame.items):
+            frame.slots[self.hashed:] = hash_values(frame.items[self.hashed:]).tolist()
+            self.hashed = len(frame.items)
+        return np.array(frame.slots[frame.head + start:], dtype=np.uint64)
+
+    def result(self) -> Hll | None:
+        if not len(self.frame):
+            return None
+        precision = check_precision(self.frame.first_param())
+        if self.sketch is None or precision != self.precision:
+            self.sketch, self.built, self.precision = Hll(precision), 0, precision
+            self.count = None
+        if self.built < len(self.frame):
+            if self._add(self._hashes(self.built)):
+                self.count = None
+            self.built = len(self.frame)
+        return self.sketch
+
+    def _add(self, hashes: np.ndarray) -> bool:
+        """Fold hashes into the sketch; whether it changed."""
+        sketch = self.sketch
+        if sketch.registers is None:
+            n = len(sketch.hashes)
+            sketch.add_hashes(hashes)
+            return sketch.registers is not None or len(sketch.hashes) != n
+        index = (hashes >> np.uint64(64 - sketch.p)).astype(np.intp)
+        before = sketch.registers[index]
+        sketch.add_hashes(hashes)
+        return bool((sketch.registers[index] != before).any())
+
+    def cardinality(self) -> int:
+        sketch = self.result()
+        if sketch is None:
+            return 0
+        if self.count is None:
+            self.count = sketch.cardinality()
+        return self.count
+
+
+class _HllUnionWindow:
+    """hll_union_agg over a window frame: the frame's sketches, and their
+    union (at the lowest precision), kept up to date while rows only come."""
+
+    def __init__(self) -> None:
+        self.frame = _Frame()
+        self.sketch: Hll | None = None
+        self.built = 0
+
+    def add(self, data: bytes) -> None:
+        self.frame.add(_raw(data))
+
+    def remove(self, data: bytes) -> None:
+        self.frame.remove(_raw(data))
+        self.sketch = None
+
+    def result(self) -> Hll | None:
+        live = self.frame.live()
+        if not live:
+            return None
+        if self.sketch is None:
+            self.sketch, self.built = Hll(Hll.from_bytes(live[0]).p), 0
+        for data in live[self.built:]:
+            self.sketch.merge(Hll.from_bytes(data))
+        self.built = len(live)
+        return self.sketch
+
+
+class _TDigestWindow:
+    """tdigest_agg / approx_percentile over a window frame: the frame's
+    finite values kept sorted (the digest of a set of values is built from
+    them sorted), rebuilt into a digest for each result; the compression (and
+    quantile) of the frame's first row are used."""
+
+    def __init__(self) -> None:
+        self.frame = _Frame()
+        self.sorted = np.zeros(0, dtype=np.float64)
+        self.added: list[float] = []
+        self.removed: list[float] = []
+
+    def add(self, value: float, param: Any) -> None:
+        self.frame.add(canonical(float(value)), param)   # comparable, NaN included
+        if math.isfinite(value):
+            self.added.append(float(value) + 0.0)         # -0.0 is 0.0, as in TDigest.from_values
+
+    def remove(self, value: float) -> None:
+        self.frame.remove(canonical(float(value)))
+        if math.isfinite(value):
+            self.removed.append(float(value) + 0.0)
+
+    def _values(self) -> np.ndarray:
+        if self.added:
+            new = np.sort(np.array(self.added, dtype=np.float64))
+            self.sorted = np.insert(self.sorted, np.searchsorted(self.sorted, new), new)
+            self.added = []
+        if self.removed:
+            gone = np.sort(np.array(self.removed, dtype=np.float64))
+            at = np.searchsorted(self.sorted, gone)
+            # equal values removed: take successive positions of the run
+            at += np.arange(len(gone)) - np.searchsorted(gone, gone)
+            self.sorted = np.delete(self.sorted, at)
+            self.removed = []
+        return self.sorted
+
+    def result(self) -> tuple[TDigest, Any] | None:
+        if not len(self.frame):
+            return None
+        compression, quantiles = self.frame.first_param()
+        digest = TDigest(check_compression(compression))
+        values = self._values()
+        if len(values):
+            digest.means, digest.weights = _compress_sorted(values, digest.compression)
+            digest.min, digest.max = float(values[0]), float(values[-1])
+        return digest, quantiles
+
+
+class _TDigestUnionWindow:
+    """tdigest_union_agg over a window frame: the frame's digests, merged in
+    frame order (as the plain aggregate merges the rows it is given), kept up
+    to date while rows only come."""
+
+    def __init__(self) -> None:
+        self.frame = _Frame()
+        self.digest: TDigest | None = None
+        self.built = 0
+
+    def add(self, data: bytes) -> None:
+        self.frame.add(_raw(data))
+
+    def remove(self, data: bytes) -> None:
+        self.frame.remove(_raw(data))
+        self.digest = None
+
+    def result(self) -> TDigest | None:
+        live = self.frame.live()
+        if not live:
+            return None
+        if self.digest is None:
+            self.digest, self.built = TDigest.from_bytes(live[0]), 1
+        for data in live[self.built:]:
+            self.digest.merge(TDigest.from_bytes(data))
+        self.built = len(live)
+        return self.digest
+
+
 def _trans(state: bytes | None, make, add) -> bytes:
     """Fold one row into the builder the state names (a new one when the
     state is still empty) and return the state."""
@@ -103,13 +353,25 @@ def _trans(state: bytes | None, make, add) -> bytes:
             raise OrochiError("sketch aggregate state is no longer available")
         add(builder)
         return state
+    _drop_released()
     if len(_builders) >= _MAX_PENDING:
         raise OrochiError("too many sketch aggregate states are open in this backend")
     builder = make()
-    token = _TOKEN + struct.pack("<iQ", os.getpid(), next(_counter))
+    state_id = next(_counter)
+    token = _token(state_id)
     add(builder)
     _builders[token] = builder
+    if spi.available():
+        spi.agg_state_watch(state_id)
     return token
+
+
+def _window(state: bytes | None) -> Any:
+    """The window builder a moving state names."""
+    builder = _builders.get(bytes(state)) if state else None
+    if builder is None:
+        raise OrochiError("sketch aggregate state is no longer available")
+    return builder
 
 
 def _final(state: bytes | None) -> Any:
@@ -213,6 +475,108 @@ def percentile_final(state: bytes) -> Any:
     if isinstance(quantiles, list):
         return [None if q is None else digest.quantile(q) for q in quantiles]
     return digest.quantile(quantiles)
+
+
+# ------------------------------------------------- moving (window) forms
+
+
+@sql_function("sketch_hll_mtrans")
+def hll_mtrans(state: bytes, value: Any, precision: int = DEFAULT_PRECISION) -> bytes:
+    return _trans(state, _HllWindow, lambda b: b.add(value, precision))
+
+
+@sql_function("sketch_hll_minv")
+def hll_minv(state: bytes, value: Any, precision: int = DEFAULT_PRECISION) -> bytes:
+    _window(state).remove(value)
+    return state
+
+
+@sql_function("sketch_hll_union_mtrans")
+def hll_union_mtrans(state: bytes, sketch: bytes) -> bytes:
+    return _trans(state, _HllUnionWindow, lambda b: b.add(sketch))
+
+
+@sql_function("sketch_hll_union_minv")
+def hll_union_minv(state: bytes, sketch: bytes) -> bytes:
+    _window(state).remove(sketch)
+    return state
+
+
+@sql_function("sketch_tdigest_mtrans")
+def tdigest_mtrans(state: bytes, value: float, compression: int = DEFAULT_COMPRESSION) -> bytes:
+    return _trans(state, _TDigestWindow, lambda b: b.add(value, (compression, None)))
+
+
+@sql_function("sketch_tdigest_minv")
+def tdigest_minv(state: bytes, value: float, compression: int = DEFAULT_COMPRESSION) -> bytes:
+    _window(state).remove(value)
+    return state
+
+
+@sql_function("sketch_percentile_mtrans")
+def percentile_mtrans(state: bytes, value: float, q: Any, compression: int = DEFAULT_COMPRESSION) -> bytes:
+    return _trans(state, _TDigestWindow, lambda b: b.add(value, (compression, q)))
+
+
+@sql_function("sketch_percentile_minv")
+def percentile_minv(state: bytes, value: float, q: Any, compression: int = DEFAULT_COMPRESSION) -> bytes:
+    _window(state).remove(value)
+    return state
+
+
+@sql_function("sketch_tdigest_union_mtrans")
+def tdigest_union_mtrans(state: bytes, sketch: bytes) -> bytes:
+    return _trans(state, _TDigestUnionWindow, lambda b: b.add(sketch))
+
+
+@sql_function("sketch_tdigest_union_minv")
+def tdigest_union_minv(state: bytes, sketch: bytes) -> bytes:
+    _window(state).remove(sketch)
+    return state
+
+
+@sql_function("sketch_hll_mfinal")
+def hll_mfinal(state: bytes) -> bytes | None:
+    sketch = _window(state).result() if state else None
+    return None if sketch is None else sketch.to_bytes()
+
+
+@sql_function("sketch_hll_count_mfinal")
+def hll_count_mfinal(state: bytes) -> int:
+    return _window(state).cardinality() if state else 0
+
+
+@sql_function("sketch_tdigest_mfinal")
+def tdigest_mfinal(state: bytes) -> bytes | None:
+    builder = _window(state) if state else None
+    result = None if builder is None else builder.result()
+    digest = result[0] if isinstance(result, tuple) else result
+    return None if digest is None or not len(digest.means) else digest.to_bytes()
+
+
+@sql_function("sketch_percentiles_mfinal")
+def percentiles_mfinal(state: bytes) -> Any:
+    return percentile_mfinal(state)
+
+
+@sql_function("sketch_percentile_mfinal")
+def percentile_mfinal(state: bytes) -> Any:
+    result = _window(state).result() if state else None
+    if result is None:
+        return None
+    digest, quantiles = result
+    quantiles = _check_quantiles(quantiles)
+    if isinstance(quantiles, list):
+        return [None if q is None else digest.quantile(q) for q in quantiles]
+    return digest.quantile(quantiles)
+
+
+@sql_function("sketch_open_states")
+def open_states() -> int:
+    """How many aggregate states this backend keeps (after dropping those
+    whose aggregate is over): a leak check for tests and operators."""
+    _drop_released()
+    return len(_builders)
 
 
 # -------------------------------------------------------- scalar functions

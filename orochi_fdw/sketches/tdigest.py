@@ -11,7 +11,7 @@ Rank error bound (documented, tested): for compression d and a quantile q,
 the estimate's rank is within (2 pi / d) * sqrt(q (1 - q)) + 1 / n of q
 (at most 0.032 at q = 0.5 with d = 100; far tighter at the tails).
 
-Non-finite values (NaN, +-Infinity) are ignored.
+Non-finite values (NaN, +-Infinity) are ignored; -0.0 counts as 0.0.
 
 Serialized (little-endian, version 1)::
 
@@ -87,7 +87,7 @@ class TDigest:
         """The digest of values (sorted, then compressed in one pass)."""
         digest = cls(compression)
         v = np.asarray(values, dtype=np.float64)
-        v = np.sort(v[np.isfinite(v)])
+        v = np.sort(v[np.isfinite(v)]) + 0.0  # -0.0 is 0.0: the bytes do not depend on the order
         if len(v):
             digest.means, digest.weights = _compress(v, np.ones(len(v)), digest.compression)
             digest.min, digest.max = float(v[0]), float(v[-1])

@@ -133,4 +133,111 @@ class TextRowBenchWrapper(_BenchWrapper):
                    _needed(columns, "t", texts))
 
 
-__all__ = ["BatchBenchWrapper", "RowBenchWrapper", "TextRowBenchWrapper", "python_lists", "wire_columns"]
+# ---------------------------------------------------------------------------
+# The WAL benchmark (bench/wal_bench.py): the columnar table with its files
+# written as before they went through the WAL, and a prototype of the other
+# design the issue named (stripe bytes in a heap table's TOAST).
+
+
+class _FilesNotLogged:
+    """Within the block, stripe files are written without their WAL records
+    (as before the resource manager): for measuring, never for data."""
+
+    def __enter__(self):
+        from orochi_fdw.catalog import files
+
+        self._saved = files.log_new_file, files.require_wal
+        files.log_new_file = lambda path: None
+        files.require_wal = lambda what="": None
+        return self
+
+    def __exit__(self, *exc):
+        from orochi_fdw.catalog import files
+
+        files.log_new_file, files.require_wal = self._saved
+
+
+def _columnar():
+    from orochi_fdw.columnar.table import ColumnarTable
+
+    return ColumnarTable
+
+
+class UnloggedColumnarTable(_columnar()):
+    """The columnar table as it was before its files went through the WAL:
+    stripe files written, fsynced and linked, and nothing logged."""
+
+    def write_stripe_columns(self, *args, **kwargs):
+        with _FilesNotLogged():
+            return super().write_stripe_columns(*args, **kwargs)
+
+
+class ToastColumnarTable(_columnar()):
+    """Prototype of the other design: each stripe's bytes in a heap table
+    (``blob_table`` option, ``(stripe_id bigint, data bytea)`` with ``data``
+    STORAGE EXTERNAL), so that PostgreSQL's own WAL carries them as TOAST
+    chunks; the stripe file is written as today, moved into the heap row,
+    and removed. Writes only: a scan of such a table finds no files."""
+
+    options_spec = {
+        **_columnar().options_spec,
+        "table": {**_columnar().options_spec["table"],
+                  "blob_table": OptionSpec(str, "heap table holding the stripes' bytes")},
+    }
+
+    def write_stripe_columns(self, *args, **kwargs):
+        import os
+
+        from orochi_fdw.bridge import spi
+
+        with _FilesNotLogged():
+            record = super().write_stripe_columns(*args, **kwargs)
+        with open(record.file_path, "rb") as f:
+            data = f.read()
+        table = spi.execute("SELECT $1::regclass::text", [self.options["blob_table"]],
+                            types=["text"]).scalar()  # quoted as needed
+        spi.prepared(f"INSERT INTO {table} (stripe_id, data) VALUES ($1, $2)",
+                     ["bigint", "bytea"]).execute([record.stripe_id, data])
+        os.unlink(record.file_path)
+        return record
+
+
+class StripeFetchWrapper(ForeignDataWrapper):
+    """One row ``(bytes bigint, seconds float8)``: the time to bring every
+    stripe of a table into Python, from its files (``mode 'files'``, the
+    ``source`` table's stripe files) or from a heap table's TOAST (``mode
+    'toast'``, the ``source`` heap table's ``data`` column, through SPI)."""
+
+    options_spec = {
+        "table": {"source": OptionSpec(str, "the columnar table or the blob table"),
+                  "mode": OptionSpec(str, "files or toast", choices=("files", "toast"))},
+        "server": {},
+    }
+
+    def execute(self, quals, columns, sortkeys=None):
+        import os
+        import time
+
+        from orochi_fdw.bridge import spi
+        from orochi_fdw.catalog import store
+
+        source, mode = self.options["source"], self.options["mode"]
+        started = time.perf_counter()
+        total = 0
+        if mode == "toast":
+            table = spi.execute("SELECT $1::regclass::text", [source], types=["text"]).scalar()
+            for (data,) in spi.execute(f"SELECT data FROM {table}").rows:
+                total += len(data)
+        else:
+            relid = int(spi.execute("SELECT $1::regclass::oid", [source], types=["text"]).scalar())
+            for stripe in store.table_stripes(relid):
+                fd = os.open(stripe.file_path, os.O_RDONLY)
+                try:
+                    total += len(os.pread(fd, os.fstat(fd).st_size, 0))
+                finally:
+                    os.close(fd)
+        yield (total, time.perf_counter() - started)
+
+
+__all__ = ["BatchBenchWrapper", "RowBenchWrapper", "TextRowBenchWrapper", "python_lists", "wire_columns",
+           "UnloggedColumnarTable", "ToastColumnarTable", "StripeFetchWrapper"]

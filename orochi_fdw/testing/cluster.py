@@ -46,6 +46,8 @@ __all__ = [
     "ClusterError",
     "DEFAULT_BINDIR",
     "DEFAULT_SETTINGS",
+    "ENV_SETTINGS",
+    "env_settings",
     "find_bindir",
     "find_free_port",
 ]
@@ -55,8 +57,11 @@ DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 #: Server settings every harness cluster gets unless overridden (``settings=`` or
 #: ``initdb_settings=`` win). Chosen for tests: English messages, UTC, durable commits
 #: (``synchronous_commit`` stays on so a SIGKILL never loses a committed row) but no
-#: fsync, logical decoding and two-phase commit available without a restart.
+#: fsync, logical decoding and two-phase commit available without a restart, and
+#: orochi preloaded (its WAL resource manager, which columnar writes need, exists
+#: only then).
 DEFAULT_SETTINGS: dict[str, Any] = {
+    "shared_preload_libraries": "orochi",
     "fsync": False,
     "full_page_writes": False,
     "lc_messages": "C",
@@ -71,7 +76,31 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "max_replication_slots": 20,
     "max_prepared_transactions": 64,
     "max_connections": 100,
+    # the test wrappers of orochi_fdw.testing (never on in production)
+    "orochi.allow_test_wrappers": True,
 }
+
+#: Environment variable with extra settings for every cluster made here:
+#: ``name=value`` pairs separated by ``;`` or newlines (e.g.
+#: ``force_parallel_mode=regress``), to run a whole test suite under a setting.
+#: They override :data:`DEFAULT_SETTINGS`; a cluster's own ``initdb_settings``
+#: and ``settings`` override them.
+ENV_SETTINGS = "OROCHI_PG_SETTINGS"
+
+
+def env_settings() -> dict[str, str]:
+    """The settings of :data:`ENV_SETTINGS`, parsed (an unparsable pair is an error)."""
+    out: dict[str, str] = {}
+    for pair in re.split(r"[;\n]", os.environ.get(ENV_SETTINGS, "")):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name.strip()):
+            raise ValueError(f"{ENV_SETTINGS}: expected name=value, got {pair!r}")
+        out[name.strip()] = value.strip()
+    return out
+
 
 # Variables that steer a Python interpreter; the embedded one must not see the test
 # runner's values.
@@ -362,7 +391,7 @@ class PostgresCluster:
                 *self.initdb_args,
             ]
         )
-        conf = {**DEFAULT_SETTINGS, **self.initdb_settings}
+        conf = {**DEFAULT_SETTINGS, **env_settings(), **self.initdb_settings}
         self._write_file(
             os.path.join(self.datadir, "postgresql.conf"),
             "\n"
@@ -464,12 +493,28 @@ class PostgresCluster:
     def kill9(self, *, wait: float = 15.0, kill_children: bool = False) -> int:
         """Crash the server: SIGKILL the postmaster, then wait until its children have
         exited too (they notice the postmaster's death), so that :meth:`start` can run
-        crash recovery. Children still alive after ``wait`` seconds, or all of them at
-        once with ``kill_children=True``, get SIGKILL. Returns the postmaster's pid."""
+        crash recovery. Children still alive after ``wait`` seconds get SIGKILL.
+
+        With ``kill_children=True`` every server process dies at the same instant, as
+        in a machine crash: all are stopped (SIGSTOP) before any is killed, so that no
+        backend sees the postmaster die and exits cleanly (a backend waiting for a lock
+        notices the postmaster's death and aborts its transaction, running its
+        clean-up). Returns the postmaster's pid."""
         pid = self.postmaster_pid()
         if pid is None or not _process_alive(pid):
             raise ClusterError(f"cluster {self.name} is not running")
-        children = [p for p in _processes_in(self.datadir) if p != pid]
+        if kill_children:
+            self._signal([pid], signal.SIGSTOP)
+            stopped = {pid}
+            while True:  # children the postmaster forked before it stopped
+                children = [p for p in _processes_in(self.datadir) if p not in stopped]
+                if not children:
+                    break
+                self._signal(children, signal.SIGSTOP)
+                stopped.update(children)
+            children = [p for p in stopped if p != pid]
+        else:
+            children = [p for p in _processes_in(self.datadir) if p != pid]
         os.kill(pid, signal.SIGKILL)
         if kill_children:
             self._sigkill(children)
@@ -488,9 +533,13 @@ class PostgresCluster:
 
     @staticmethod
     def _sigkill(pids: Iterable[int]) -> None:
+        PostgresCluster._signal(pids, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(pids: Iterable[int], sig: int) -> None:
         for p in pids:
             try:
-                os.kill(p, signal.SIGKILL)
+                os.kill(p, sig)
             except ProcessLookupError:
                 pass
 

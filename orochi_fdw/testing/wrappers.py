@@ -483,7 +483,7 @@ class CatalogWrapper(SeriesWrapper):
         from orochi_fdw.bridge import ColumnDefinition, TableDefinition
 
         tables = [
-            TableDefinition("numbers", [ColumnDefinition("id", 20, type_name="bigint"),
+            TableDefinition("numbers", [ColumnDefinition("id", 20, type_name=options.get("id_type", "bigint")),
                                         ColumnDefinition("v", 701, type_name="double precision")],
                             {"wrapper": f"{cls.__module__}.SeriesWrapper", "rows": options.get("rows", "3")}),
             TableDefinition("Mixed Case", [ColumnDefinition("t", 25, type_name="text")],
@@ -512,3 +512,185 @@ class SnapshotProbeWrapper(ForeignDataWrapper):
         spi.execute("SELECT pg_sleep($1)", [float(self.options.get("pause", "0.5"))])
         second = spi.prepared(f"SELECT count(*) FROM {target}").execute(read_only=read_only).scalar()
         yield (int(first), int(second))
+
+
+class SqlWrapper(ForeignDataWrapper):
+    """Runs the SQL of its ``sql`` option through SPI when scanned and yields
+    the result's rows (the table's columns in order take the result's).
+
+    Options: ``catch`` (true: an exception of the SQL is caught and the scan
+    yields one row holding its text instead, as a wrapper that "handles"
+    errors would), ``subtransaction`` (true: inside ``spi.subtransaction()``),
+    ``read_only`` (true: SPI's read-only mode).
+    """
+
+    options_spec = {"table": {"sql": OptionSpec(str, "the statement to run"),
+                              "catch": OptionSpec(parse_bool, "catch the SQL's exception"),
+                              "subtransaction": OptionSpec(parse_bool, "run it in a sub-transaction"),
+                              "read_only": OptionSpec(parse_bool, "SPI's read-only mode"),
+                              "thread": OptionSpec(parse_bool, "run it from another Python thread")}}
+
+    def _run(self):
+        if parse_bool(self.options.get("thread", "false")):
+            import threading
+
+            outcome: dict = {}
+
+            def work():
+                try:
+                    outcome["result"] = self._run_here()
+                except BaseException as exc:  # noqa: BLE001 - handed to the scan
+                    outcome["error"] = exc
+
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["result"]
+        return self._run_here()
+
+    def _run_here(self):
+        read_only = parse_bool(self.options.get("read_only", "false"))
+        if parse_bool(self.options.get("subtransaction", "false")):
+            with spi.subtransaction():
+                return spi.execute(self.options["sql"], read_only=read_only)
+        return spi.execute(self.options["sql"], read_only=read_only)
+
+    def execute(self, quals, columns, sortkeys=None):
+        if parse_bool(self.options.get("catch", "false")):
+            try:
+                result = self._run()
+            except Exception as exc:  # noqa: BLE001 - what a careless wrapper does
+                yield tuple([f"caught {type(exc).__name__}: {exc}"] + [None] * (len(self.columns) - 1))
+                return
+        else:
+            result = self._run()
+        for row in result.rows:
+            yield tuple(row)
+
+
+class FinalizerWrapper(ForeignDataWrapper):
+    """Yields ``rows`` rows (column ``x`` = 0, 1, ...) from a generator that
+    runs SQL in its ``finally`` block and from an object's ``__del__``: when
+    the query stops early (an error above the scan, a LIMIT) the generator is
+    closed by the bridge, possibly while Postgres unwinds or aborts.  What the
+    finalizers managed to do is appended to the file named by ``log`` (one
+    line each).  With ``hold_subtransaction`` it yields inside a
+    ``spi.subtransaction()`` (which the bridge refuses).
+    """
+
+    options_spec = {"table": {"rows": OptionSpec(int, "rows to yield"),
+                              "log": OptionSpec(str, "file to append outcomes to"),
+                              "hold_subtransaction": OptionSpec(parse_bool, "yield inside a sub-transaction"),
+                              "params": OptionSpec(parse_bool, "instead, pass SQL a parameter whose "
+                                                   "conversion fails and whose __del__ runs SQL")}}
+
+    def _note(self, text: str) -> None:
+        with open(self.options["log"], "a") as f:
+            f.write(text + "\n")
+
+    def _bad_parameter(self):
+        wrapper = self
+
+        class BadValue:
+            def __str__(self):
+                return "not a number"
+
+            def __del__(self):
+                try:
+                    spi.execute("SELECT 1 / 0")
+                    wrapper._note("param del: sql ran")
+                except BaseException as exc:  # noqa: BLE001 - recorded
+                    wrapper._note(f"param del: {type(exc).__name__}: {exc}")
+
+        class Params:
+            def __len__(self):
+                return 1
+
+            def __getitem__(self, i):
+                if i != 0:
+                    raise IndexError(i)
+                return BadValue()  # only the bridge holds it
+
+        spi.execute("SELECT $1", Params(), types=["int4"])
+        yield {"x": 0}
+
+    def execute(self, quals, columns, sortkeys=None):
+        if parse_bool(self.options.get("params", "false")):
+            return self._bad_parameter()
+        return self._rows()
+
+    def _rows(self):
+        wrapper = self
+
+        class Sentinel:
+            def __del__(self):
+                try:
+                    spi.execute("SELECT 1")
+                    wrapper._note("del: sql ran")
+                except BaseException as exc:  # noqa: BLE001 - recorded
+                    wrapper._note(f"del: {type(exc).__name__}: {exc}")
+
+        sentinel = Sentinel()
+        rows = int(self.options.get("rows", "10"))
+        try:
+            if parse_bool(self.options.get("hold_subtransaction", "false")):
+                with spi.subtransaction():
+                    for i in range(rows):
+                        yield {"x": i}
+            else:
+                for i in range(rows):
+                    yield {"x": i}
+        finally:
+            del sentinel
+            try:
+                spi.log("log", "finalizer wrapper: finally block")
+                spi.execute("SELECT 1")
+                self._note("finally: sql ran")
+            except BaseException as exc:  # noqa: BLE001 - recorded
+                self._note(f"finally: {type(exc).__name__}: {exc}")
+
+
+class KernelWrapper(ForeignDataWrapper):
+    """One kernel call that runs for a long time without the GIL: HyperLogLog
+    registers updated from ``rows`` zeros (an array of untouched zero pages,
+    so it costs no memory); yields one row (x = the number of registers set).
+    For cancel tests of the kernels."""
+
+    options_spec = {"table": {"rows": OptionSpec(int, "values to hash")}}
+
+    def execute(self, quals, columns, sortkeys=None):
+        from orochi_fdw.kernels import sketches
+
+        values = np.zeros(int(self.options.get("rows", "1000")), dtype=np.int64)
+        registers = np.zeros(1 << 14, dtype=np.uint8)
+        sketches.hll_update_int64(registers, values, 14)
+        yield {"x": int(np.count_nonzero(registers))}
+
+
+class LogWrapper(ForeignDataWrapper):
+    """Logs through the bridge while scanning: a NOTICE of its ``message``,
+    then the same message with a NUL character appended (which text cannot
+    hold); yields one row per attempt: the outcome."""
+
+    options_spec = {"table": {"message": OptionSpec(str, "text to log")}}
+
+    def execute(self, quals, columns, sortkeys=None):
+        from orochi_fdw.errors import SPIError
+
+        message = self.options.get("message", "hello")
+        for text in (message, message + "\0"):
+            try:
+                spi.notice(text)
+                yield ("logged",)
+            except SPIError as exc:
+                yield (f"{exc.sqlstate} {exc.message}",)
+
+
+class ReleaseWrapper(ForeignDataWrapper):
+    """Yields one row: the file this module was imported from (which
+    installed release of orochi the backend runs; for install tests)."""
+
+    def execute(self, quals, columns, sortkeys=None):
+        yield {name: __file__ for name in columns}

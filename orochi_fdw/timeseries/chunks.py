@@ -71,7 +71,7 @@ def list_chunks(relid: int, read_only: bool = False) -> list[Chunk]:
     Returns:
         Its chunks (an empty list for a table that is no hypertable).
     """
-    rows = spi.prepared(_LIST, ["oid"]).execute([int(relid)], read_only=read_only).rows
+    rows = spi.prepared(_LIST, ["oid"], internal=True).execute([int(relid)], read_only=read_only).rows
     return [Chunk(int(r[0]), int(relid), int(r[1]), int(r[2])) for r in rows]
 
 
@@ -110,17 +110,17 @@ def ensure_chunks(hypertable: Hypertable, starts: Iterable[int]) -> dict[int, in
     if not wanted:
         return {}
     relid = hypertable.relid
-    found = {int(s): int(c) for s, c in spi.prepared(_FIND, ["oid", "bigint[]"]).execute([relid, wanted]).rows}
+    found = {int(s): int(c) for s, c in spi.prepared(_FIND, ["oid", "bigint[]"], internal=True).execute([relid, wanted]).rows}
     for _ in range(3):
         missing = [s for s in wanted if s not in found]
         if not missing:
             return found
         ends = [timekeys.chunk_end(s, hypertable.chunk_interval) for s in missing]
-        rows = spi.prepared(_CREATE, ["oid", "bigint[]", "bigint[]"]).execute([relid, missing, ends]).rows
+        rows = spi.prepared(_CREATE, ["oid", "bigint[]", "bigint[]"], internal=True).execute([relid, missing, ends]).rows
         found.update({int(s): int(c) for s, c in rows})
         if len(rows) < len(missing):
             found.update({int(s): int(c) for s, c in
-                          spi.prepared(_FIND, ["oid", "bigint[]"]).execute([relid, missing]).rows})
+                          spi.prepared(_FIND, ["oid", "bigint[]"], internal=True).execute([relid, missing]).rows})
     missing = [s for s in wanted if s not in found]
     if missing:
         raise OrochiError(f"could not create the chunk starting at time key {missing[0]} "
@@ -225,7 +225,7 @@ class ChunkRouter:
 def log_invalidation(relid: int, lowest: int, greatest: int) -> None:
     """Insert one row into ``orochi.hypertable_invalidation_log``."""
     spi.prepared("INSERT INTO orochi.hypertable_invalidation_log (relid, lowest, greatest)"
-                 " VALUES ($1, $2, $3)", ["oid", "bigint", "bigint"]).execute(
+                 " VALUES ($1, $2, $3)", ["oid", "bigint", "bigint"], internal=True).execute(
         [int(relid), int(lowest), int(greatest)])
 
 
@@ -237,7 +237,7 @@ def stripe_key_range(relid: int, time_attnum: int, kind: str, stripe_ids: Sequen
     rows = spi.prepared(
         "SELECT min_value, max_value FROM orochi.columnar_stripe_columns"
         " WHERE relid = $1 AND attnum = $2 AND stripe_id = ANY ($3)",
-        ["oid", "smallint", "bigint[]"]).execute([relid, time_attnum, [int(s) for s in stripe_ids]]).rows
+        ["oid", "smallint", "bigint[]"], internal=True).execute([relid, time_attnum, [int(s) for s in stripe_ids]]).rows
     lo = hi = None
     for mn, mx in rows:
         mn, mx = store.decode_bound(kind, mn), store.decode_bound(kind, mx)
@@ -283,18 +283,46 @@ def excluded_chunks(column: str, chunks: Sequence[Chunk], quals: Sequence[BoundQ
 
 # ---------------------------------------------------------------- dropping
 
-def select_chunks(relid: int, older_than: int | None, newer_than: int | None) -> list[Chunk]:
-    """The chunks lying wholly before ``older_than`` and wholly at or after
-    ``newer_than`` (keys; None: no bound)."""
+@dataclass(frozen=True)
+class ChunkSelection:
+    """Which chunks show_chunks / drop_chunks take: by time range (keys),
+    the chunks lying wholly before ``older_than`` and wholly at or after
+    ``newer_than``; or by creation time (microseconds since 1970-01-01 UTC),
+    the chunks created before ``created_before`` and at or after
+    ``created_after``. None: no bound."""
+
+    older_than: int | None = None
+    newer_than: int | None = None
+    created_before: int | None = None
+    created_after: int | None = None
+
+
+_LIST_CREATED = """
+SELECT chunk_id, range_start, range_end
+  FROM orochi.hypertable_chunks
+ WHERE relid = $1
+   AND ($2::bigint IS NULL OR extract(epoch FROM created_at) * 1000000 < $2)
+   AND ($3::bigint IS NULL OR extract(epoch FROM created_at) * 1000000 >= $3)
+ ORDER BY range_start
+"""
+
+
+def select_chunks(relid: int, selection: ChunkSelection) -> list[Chunk]:
+    """The chunks of a hypertable a selection takes, in time order."""
+    if selection.created_before is not None or selection.created_after is not None:
+        rows = spi.prepared(_LIST_CREATED, ["oid", "bigint", "bigint"]).execute(
+            [int(relid), selection.created_before, selection.created_after]).rows
+        return [Chunk(int(r[0]), int(relid), int(r[1]), int(r[2])) for r in rows]
+    older_than, newer_than = selection.older_than, selection.newer_than
     return [c for c in list_chunks(relid)
             if (older_than is None or c.range_end <= older_than)
             and (newer_than is None or c.range_start >= newer_than)]
 
 
-def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> list[str]:
-    """Drop the chunks lying wholly before ``older_than`` / wholly at or
-    after ``newer_than``, in the caller's transaction: their catalog rows,
-    their stripes and the delta rows in their ranges.
+def drop_chunks(relid: int, selection: ChunkSelection) -> list[str]:
+    """Drop the chunks a selection takes (:class:`ChunkSelection`), in the
+    caller's transaction: their catalog rows, their stripes and the delta
+    rows in their ranges.
 
     It first waits for the hypertable's open writers and keeps new ones out
     until the transaction ends (:func:`~orochi_fdw.timeseries.hypertable.lock_for_drop`),
@@ -304,8 +332,7 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
 
     Args:
         relid: the hypertable.
-        older_than: a time key, or None.
-        newer_than: a time key, or None.
+        selection: the chunks to drop.
 
     Returns:
         The dropped chunks' names, in time order.
@@ -318,16 +345,16 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
     if ht is None:
         return []
     hypertables.lock_for_drop(relid)
-    doomed = select_chunks(relid, older_than, newer_than)
+    doomed = select_chunks(relid, selection)
     if not doomed:
         return []
     ids = [int(r[0]) for r in spi.prepared(
         "DELETE FROM orochi.hypertable_chunks WHERE chunk_id = ANY ($1) RETURNING chunk_id",
-        ["bigint[]"]).execute([[c.chunk_id for c in doomed]]).rows]
+        ["bigint[]"], internal=True).execute([[c.chunk_id for c in doomed]]).rows]
     doomed = [c for c in doomed if c.chunk_id in set(ids)]
     stripe_ids = [int(r[0]) for r in spi.prepared(
         "SELECT stripe_id FROM orochi.columnar_stripes WHERE relid = $1 AND chunk_id = ANY ($2)",
-        ["oid", "bigint[]"]).execute([relid, ids]).rows]
+        ["oid", "bigint[]"], internal=True).execute([relid, ids]).rows]
     retire_stripes(relid, stripe_ids)
     delta = DeltaStore(relid, {})
     if delta.exists():
@@ -336,10 +363,10 @@ def drop_chunks(relid: int, older_than: int | None, newer_than: int | None) -> l
             lo = _param_text(c.range_start, ht.time_type)
             if c.range_end >= timekeys.KEY_MAX:
                 spi.prepared(f"DELETE FROM {delta.name} WHERE {column} >= $1::text::{ht.time_type}",
-                             ["text"]).execute([lo])
+                             ["text"], internal=True).execute([lo])
             else:
                 spi.prepared(f"DELETE FROM {delta.name} WHERE {column} >= $1::text::{ht.time_type}"
-                             f" AND {column} < $2::text::{ht.time_type}", ["text", "text"]).execute(
+                             f" AND {column} < $2::text::{ht.time_type}", ["text", "text"], internal=True).execute(
                     [lo, _param_text(c.range_end, ht.time_type)])
     return [c.name for c in doomed]
 
@@ -357,7 +384,7 @@ def truncate_chunks(relid: int) -> None:
     """TRUNCATE of a hypertable: its chunk rows go (its stripes and delta
     rows go with the table's); a hypertable that tracks invalidations logs
     all time as written."""
-    spi.prepared("DELETE FROM orochi.hypertable_chunks WHERE relid = $1", ["oid"]).execute([int(relid)])
+    spi.prepared("DELETE FROM orochi.hypertable_chunks WHERE relid = $1", ["oid"], internal=True).execute([int(relid)])
     spi.prepared("INSERT INTO orochi.hypertable_invalidation_log (relid, lowest, greatest)"
                  " SELECT relid, $2, $3 FROM orochi.hypertables WHERE relid = $1 AND track_invalidations",
-                 ["oid", "bigint", "bigint"]).execute([int(relid), timekeys.KEY_MIN, timekeys.KEY_MAX - 1])
+                 ["oid", "bigint", "bigint"], internal=True).execute([int(relid), timekeys.KEY_MIN, timekeys.KEY_MAX - 1])

@@ -26,7 +26,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval, SpecialValue
 from orochi_fdw.errors import SPIError
@@ -93,7 +94,7 @@ class ContinuousAggregate:
         return _relation_name(self.view_relid)
 
 
-_CAGG_COLUMNS = ("view_relid, direct_relid, mat_relid, hypertable_relid, bucket_column, bucket_width, "
+_CAGG_COLUMNS = ("view_relid::oid, direct_relid::oid, mat_relid::oid, hypertable_relid::oid, bucket_column, bucket_width, "
                  "materialized_only, watermark")
 
 
@@ -125,7 +126,7 @@ def get(view_relid: int, lock: bool = False) -> ContinuousAggregate | None:
     """
     suffix = " FOR UPDATE" if lock else ""
     rows = spi.execute(f"SELECT {_CAGG_COLUMNS} FROM orochi.continuous_aggs WHERE view_relid = $1{suffix}",
-                       [int(view_relid)], types=["oid"])
+                       [int(view_relid)], types=["oid"], internal=True)
     return _cagg_from_row(rows[0]) if rows else None
 
 
@@ -176,11 +177,62 @@ def _quoted_name(name: str) -> str:
     return ".".join(spi.quote_ident(p) for p in parts)
 
 
-def _view_columns(relid: int) -> list[tuple[str, str]]:
-    """(name, type SQL) of each column of a view, in order."""
+def _view_columns(relid: int, internal: bool = False) -> list[tuple[str, str]]:
+    """(name, type SQL) of each column of a view, in order; ``internal``:
+    the type names as internal statements (search path pg_catalog) need them."""
     return [(r[0], r[1]) for r in spi.execute(
-        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute "
-        " WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [int(relid)], types=["oid"])]
+        "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
+        " WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [int(relid)], types=["oid"],
+        internal=internal)]
+
+
+def _require_owner(cagg: ContinuousAggregate, action: str) -> None:
+    """Changing or refreshing a continuous aggregate is for its owner (the
+    view's), as REFRESH MATERIALIZED VIEW is."""
+    privileges.require_owner(cagg.view_relid, action)
+
+
+_SCHEMA_OBJECTS = """
+SELECT classid::oid, objid::oid FROM pg_catalog.pg_depend
+ WHERE refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+   AND refobjid = 'orochi'::pg_catalog.regnamespace AND deptype = 'n'
+"""
+
+
+def _create_direct_view(direct_name: str, query: str) -> None:
+    """CREATE VIEW orochi._direct_view_<id> AS <query>, then given to the
+    extension owner (no other role owns anything in schema orochi: an owner
+    could rename its object to a name Orochi gives meaning to).
+
+    The query is parsed as the caller's statement (with the caller's search
+    path and rights; parsing it with the extension owner's would run, as
+    that role, whatever input functions its literals call).  A role without
+    CREATE on schema orochi gets it for this one statement, within the
+    transaction; anything else that appears in the schema meanwhile undoes
+    the whole transaction.  The view is never queried: refreshes take its
+    text back (pg_get_viewdef) and run it as their caller.
+    """
+    allowed = spi.execute("SELECT pg_catalog.has_schema_privilege('orochi', 'CREATE')").scalar()
+    if allowed:
+        spi.execute(f"CREATE VIEW {direct_name} AS {query}")
+        spi.execute(f"ALTER VIEW {direct_name} OWNER TO CURRENT_USER", internal=True)
+        return
+    role = spi.quote_ident(str(spi.execute("SELECT current_user::text").scalar()))
+    before = {tuple(r) for r in spi.execute(_SCHEMA_OBJECTS, internal=True).rows}
+    spi.execute(f"GRANT CREATE ON SCHEMA orochi TO {role}", internal=True)
+    try:
+        spi.execute(f"CREATE VIEW {direct_name} AS {query}")
+    finally:
+        spi.execute(f"REVOKE CREATE ON SCHEMA orochi FROM {role}", internal=True)
+    direct = int(spi.execute("SELECT $1::pg_catalog.regclass::oid", [direct_name], types=["text"],
+                             internal=True).scalar())
+    pg_class = int(spi.execute("SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::oid", internal=True).scalar())
+    new = {tuple(r) for r in spi.execute(_SCHEMA_OBJECTS, internal=True).rows} - before
+    if new - {(pg_class, direct)}:
+        raise ContinuousAggregateError(
+            "objects other than the continuous aggregate's own appeared in schema orochi while it was created",
+            "42501")
+    spi.execute(f"ALTER VIEW {direct_name} OWNER TO CURRENT_USER", internal=True)
 
 
 @sql_function("create_continuous_aggregate")
@@ -211,19 +263,24 @@ def create_continuous_aggregate(name: str, query: str, materialized_only: bool |
         raise ContinuousAggregateError(f'relation "{name}" already exists', "42P07")
     parsed = parse_query(query)
     dimension = _resolve_hypertable(parsed)
+    privileges.require_table_privilege(dimension.relid, "SELECT", "orochi.create_continuous_aggregate")
     bucket = find_bucket(parsed, dimension.column, dimension.type_name)
-    agg_id = int(spi.execute("SELECT nextval('orochi.continuous_agg_id_seq')").scalar())
+    agg_id = int(spi.execute("SELECT nextval('orochi.continuous_agg_id_seq')", internal=True).scalar())
     direct_name = f"orochi._direct_view_{agg_id}"
     mat_name = f"orochi._materialized_{agg_id}"
-    spi.execute(f"CREATE VIEW {direct_name} AS {query}")
+    _create_direct_view(direct_name, query)
     direct_relid = int(spi.execute("SELECT $1::regclass::oid", [direct_name], types=["text"]).scalar())
     columns = _view_columns(direct_relid)
     # the width as Postgres typed it ('1 hour' given for an interval shows as 01:00:00)
     typed_width = find_bucket(_parse_view(direct_relid), dimension.column, dimension.type_name).width_sql
     width_text = str(spi.execute(f"SELECT ({typed_width})::text").scalar())
     bucket_column = columns[bucket.position][0]
-    column_list = ", ".join(f"{spi.quote_ident(c)} {t}" for c, t in columns)
-    spi.execute(f"CREATE FOREIGN TABLE {mat_name} ({column_list}) SERVER orochi")
+    # the materialization table: the extension owner's (only type names are
+    # parsed), the caller granted what reading and refreshing need
+    column_list = ", ".join(f"{spi.quote_ident(c)} {t}" for c, t in _view_columns(direct_relid, internal=True))
+    spi.execute(f"CREATE FOREIGN TABLE {mat_name} ({column_list}) SERVER orochi", internal=True)
+    creator = spi.quote_ident(str(spi.execute("SELECT current_user::text").scalar()))
+    spi.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {mat_name} TO {creator}", internal=True)
     mat_relid = int(spi.execute("SELECT $1::regclass::oid", [mat_name], types=["text"]).scalar())
     spi.execute(f"CREATE VIEW {view_name} AS {_materialized_select(mat_name, columns)}")
     view_relid = int(spi.execute("SELECT $1::regclass::oid", [view_name], types=["text"]).scalar())
@@ -232,12 +289,12 @@ def create_continuous_aggregate(name: str, query: str, materialized_only: bool |
         " bucket_column, bucket_width, materialized_only) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [view_relid, direct_relid, mat_relid, dimension.relid, bucket_column, width_text,
          bool(materialized_only)],
-        types=["oid", "oid", "oid", "oid", "name", "text", "bool"])
+        types=["oid", "oid", "oid", "oid", "name", "text", "bool"], internal=True)
     spi.execute("INSERT INTO orochi.continuous_agg_invalidations (view_relid, lowest, greatest) "
                 "VALUES ($1, $2, $3)", [view_relid, UNBOUNDED_LOW, UNBOUNDED_HIGH - 1],
-                types=["oid", "int8", "int8"])
+                types=["oid", "int8", "int8"], internal=True)
     spi.execute("UPDATE orochi.hypertables SET track_invalidations = true WHERE relid = $1 "
-                "AND NOT track_invalidations", [dimension.relid], types=["oid"])
+                "AND NOT track_invalidations", [dimension.relid], types=["oid"], internal=True)
     cagg = require(view_relid)
     if not materialized_only:
         _replace_view(cagg)
@@ -282,8 +339,11 @@ def _replace_view(cagg: ContinuousAggregate) -> None:
     else:
         dimension = _dimension_of(cagg)
         parsed, _ = _current_query(cagg, dimension)
-        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans
-        watermark = f"(SELECT {dimension.watermark_function}({cagg.view_relid}::oid))"
+        # a scalar subquery: computed once per query (an InitPlan), a parameter for the scans;
+        # the aggregate named by its materialization table as a regclass constant, which a
+        # dump prints by name (an oid would name nothing in the restored database)
+        mat_literal = spi.execute("SELECT quote_literal($1)", [mat_name], types=["text"]).scalar()
+        watermark = f"(SELECT {dimension.watermark_function}({mat_literal}::regclass))"
         materialized = _materialized_select(mat_name, columns,
                                             f"{spi.quote_ident(cagg.bucket_column)} < {watermark}")
         live = with_time_range(parsed, dimension.column, watermark, None)
@@ -299,10 +359,11 @@ def alter_continuous_aggregate(view_relid: int, materialized_only: bool | None) 
         ContinuousAggregateError: not a continuous aggregate (42809).
     """
     cagg = require(_oid(view_relid), lock=True)
+    _require_owner(cagg, "orochi.alter_continuous_aggregate")
     if materialized_only is None or bool(materialized_only) == cagg.materialized_only:
         return
     spi.execute("UPDATE orochi.continuous_aggs SET materialized_only = $2 WHERE view_relid = $1",
-                [cagg.view_relid, bool(materialized_only)], types=["oid", "bool"])
+                [cagg.view_relid, bool(materialized_only)], types=["oid", "bool"], internal=True)
     _replace_view(require(cagg.view_relid))
 
 
@@ -406,7 +467,7 @@ def _move_invalidations(hypertable_relid: int) -> None:
         "INSERT INTO orochi.continuous_agg_invalidations (view_relid, lowest, greatest) "
         "SELECT c.view_relid, m.lowest, m.greatest FROM moved m "
         "  JOIN orochi.continuous_aggs c ON c.hypertable_relid = $1",
-        [int(hypertable_relid)], types=["oid"])
+        [int(hypertable_relid)], types=["oid"], internal=True)
 
 
 def _invalidated_ranges(cagg: ContinuousAggregate, buckets: _Buckets, low: int, high: int) -> list[tuple[int, int]]:
@@ -414,7 +475,7 @@ def _invalidated_ranges(cagg: ContinuousAggregate, buckets: _Buckets, low: int, 
     rows = spi.execute(
         "SELECT lowest, greatest FROM orochi.continuous_agg_invalidations "
         " WHERE view_relid = $1 AND greatest >= $2 AND lowest < $3",
-        [cagg.view_relid, low, high], types=["oid", "int8", "int8"])
+        [cagg.view_relid, low, high], types=["oid", "int8", "int8"], internal=True)
     # inclusive key ranges clipped to the window, merged before asking SQL for buckets
     clipped = _merge([(max(lo, low), min(hi, high - 1) + 1) for lo, hi in rows])
     finite = [k for start, end in clipped for k in (start, end - 1)
@@ -464,7 +525,7 @@ def _cut_invalidations(cagg: ContinuousAggregate, low: int, high: int) -> None:
         "INSERT INTO orochi.continuous_agg_invalidations (view_relid, lowest, greatest) "
         "SELECT $1, lowest, $4 FROM cut WHERE lowest < $2 "
         "UNION ALL SELECT $1, $3, greatest FROM cut WHERE greatest >= $3",
-        [cagg.view_relid, low, high, max(low - 1, KEY_MIN)], types=["oid", "int8", "int8", "int8"])
+        [cagg.view_relid, low, high, max(low - 1, KEY_MIN)], types=["oid", "int8", "int8", "int8"], internal=True)
 
 
 def _update_watermark(cagg: ContinuousAggregate, bucket: Bucket, dimension: TimeDimension, mat_name: str) -> None:
@@ -474,7 +535,7 @@ def _update_watermark(cagg: ContinuousAggregate, bucket: Bucket, dimension: Time
                       f"FROM {mat_name}").scalar()
     key = None if end is None else timekeys.key_from_value(end, dimension.type_name, dimension.column)
     spi.execute("UPDATE orochi.continuous_aggs SET watermark = $2 WHERE view_relid = $1",
-                [cagg.view_relid, key], types=["oid", "int8"])
+                [cagg.view_relid, key], types=["oid", "int8"], internal=True)
 
 
 def _lock_for_refresh(cagg: ContinuousAggregate) -> ContinuousAggregate:
@@ -486,7 +547,7 @@ def _lock_for_refresh(cagg: ContinuousAggregate) -> ContinuousAggregate:
     read, which a concurrent move into it would make unsound.
     """
     spi.execute("SELECT 1 FROM orochi.continuous_aggs WHERE hypertable_relid = $1 ORDER BY view_relid FOR UPDATE",
-                [cagg.hypertable_relid], types=["oid"])
+                [cagg.hypertable_relid], types=["oid"], internal=True)
     return require(cagg.view_relid)
 
 
@@ -507,8 +568,11 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
         ContinuousAggregateError: not a continuous aggregate, or bounds of the
             wrong type.
     """
-    cagg = _lock_for_refresh(require(view_relid))
+    cagg = require(view_relid)
+    _require_owner(cagg, "orochi.refresh_continuous_aggregate")
+    cagg = _lock_for_refresh(cagg)
     dimension = _dimension_of(cagg)
+    _renew_view_of_0_1(cagg)
     start_key = _window_key(window_start, dimension, "window_start")
     end_key = _window_key(window_end, dimension, "window_end")
     if start_key is not None and end_key is not None and start_key >= end_key:
@@ -534,7 +598,19 @@ def refresh(view_relid: int, window_start: Any, window_end: Any) -> RefreshResul
         _update_watermark(cagg, bucket, dimension, mat_name)
     else:
         spi.notice(f'continuous aggregate "{cagg.name}" is already up-to-date')
+    fault_point("refresh:before_commit")
     return result
+
+
+def _renew_view_of_0_1(cagg: ContinuousAggregate) -> None:
+    """A real-time view made by orochi 0.1 names its aggregate by the view's
+    oid, which a dump cannot carry; it is made again in the current form
+    (the extension's update script may not replace users' views)."""
+    if cagg.materialized_only:
+        return
+    definition = spi.execute("SELECT pg_get_viewdef($1)", [cagg.view_relid], types=["oid"]).scalar() or ""
+    if f"(({cagg.view_relid})::oid)" in definition:
+        _replace_view(cagg)
 
 
 @sql_function("refresh_continuous_aggregate")
@@ -554,11 +630,12 @@ def drop_continuous_aggregate(view_relid: int) -> None:
         ContinuousAggregateError: not a continuous aggregate (42809).
     """
     cagg = require(_oid(view_relid))
+    _require_owner(cagg, "orochi.drop_continuous_aggregate")
     spi.execute(f"DROP VIEW {_relation_name(cagg.view_relid)}")
 
 
 def _exists(relid: int) -> bool:
-    return bool(spi.execute("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)", [int(relid)],
+    return bool(spi.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1)", [int(relid)],
                             types=["oid"]).scalar())
 
 
@@ -568,22 +645,22 @@ def continuous_aggregates_dropped(dropped: list[int]) -> None:
     drop their remaining relations and their refresh policy."""
     rows = spi.execute(
         f"DELETE FROM orochi.continuous_aggs WHERE view_relid = ANY ($1) OR direct_relid = ANY ($1) "
-        f"OR mat_relid = ANY ($1) RETURNING {_CAGG_COLUMNS}", [[int(r) for r in dropped]], types=["oid[]"])
+        f"OR mat_relid = ANY ($1) RETURNING {_CAGG_COLUMNS}", [[int(r) for r in dropped]], types=["oid[]"], internal=True)
     for cagg in map(_cagg_from_row, rows):
         spi.execute("DELETE FROM orochi.continuous_agg_invalidations WHERE view_relid = $1",
-                    [cagg.view_relid], types=["oid"])
+                    [cagg.view_relid], types=["oid"], internal=True)
         _delete_policy(cagg.mat_relid)
         for relid, kind in ((cagg.view_relid, "VIEW"), (cagg.direct_relid, "VIEW"),
                             (cagg.mat_relid, "FOREIGN TABLE")):
             if _exists(relid):
                 spi.execute(f"DROP {kind} {_relation_name(relid)}")
         remaining = spi.execute("SELECT 1 FROM orochi.continuous_aggs WHERE hypertable_relid = $1",
-                                [cagg.hypertable_relid], types=["oid"])
+                                [cagg.hypertable_relid], types=["oid"], internal=True)
         if not remaining and _exists(cagg.hypertable_relid):
             spi.execute("UPDATE orochi.hypertables SET track_invalidations = false WHERE relid = $1",
-                        [cagg.hypertable_relid], types=["oid"])
+                        [cagg.hypertable_relid], types=["oid"], internal=True)
             spi.execute("DELETE FROM orochi.hypertable_invalidation_log WHERE relid = $1",
-                        [cagg.hypertable_relid], types=["oid"])
+                        [cagg.hypertable_relid], types=["oid"], internal=True)
 
 
 # ---------------------------------------------------------------- policies
@@ -591,12 +668,12 @@ def continuous_aggregates_dropped(dropped: list[int]) -> None:
 
 def _delete_policy(mat_relid: int) -> None:
     """Delete the refresh policy of a materialization table, if any."""
-    if spi.execute("SELECT to_regclass('orochi.jobs')").scalar() is None:
+    if spi.execute("SELECT to_regclass('orochi.jobs')", internal=True).scalar() is None:
         return
     from orochi_fdw.jobs import catalog as jobs
 
     existing = spi.execute("SELECT 1 FROM orochi.jobs WHERE proc_name = $1 AND relid = $2",
-                           [POLICY_PROC, int(mat_relid)], types=["name", "oid"])
+                           [POLICY_PROC, int(mat_relid)], types=["name", "oid"], internal=True)
     if existing:
         jobs.delete_jobs(POLICY_PROC, int(mat_relid), if_exists=True)
 
@@ -638,6 +715,7 @@ def add_continuous_aggregate_policy(view_relid: int, start_offset: Any, end_offs
     from orochi_fdw.jobs import catalog as jobs
 
     cagg = require(_oid(view_relid))
+    _require_owner(cagg, "orochi.add_continuous_aggregate_policy")
     dimension = _dimension_of(cagg)
     start = _offset_config(start_offset, dimension, "start_offset")
     end = _offset_config(end_offset, dimension, "end_offset")
@@ -669,6 +747,7 @@ def remove_continuous_aggregate_policy(view_relid: int, if_exists: bool | None =
     from orochi_fdw.jobs import catalog as jobs
 
     cagg = require(_oid(view_relid))
+    _require_owner(cagg, "orochi.remove_continuous_aggregate_policy")
     jobs.delete_jobs(POLICY_PROC, cagg.mat_relid, bool(if_exists))
 
 
@@ -697,8 +776,8 @@ def run_refresh(job_id: int, relid: int, config: dict) -> str:
     Raises:
         ContinuousAggregateError: ``relid`` is no continuous aggregate's.
     """
-    row = spi.execute("SELECT view_relid FROM orochi.continuous_aggs WHERE mat_relid = $1", [int(relid)],
-                      types=["oid"]).scalar()
+    row = spi.execute("SELECT view_relid::oid FROM orochi.continuous_aggs WHERE mat_relid = $1", [int(relid)],
+                      types=["oid"], internal=True).scalar()
     if row is None:
         raise ContinuousAggregateError(f"job {job_id}: table {relid} is not a continuous aggregate's "
                                        "materialization table", "42809")

@@ -27,8 +27,19 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
+from orochi_fdw.errors import OrochiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pglast
+    from pglast import ast
+    from pglast.enums import BoolExprType
+    from pglast.stream import RawStream
+else:
+    # pglast is imported at the first use (about 76 ms), not with the module:
+    # every backend's first orochi SQL function imports this module.
+    pglast = ast = BoolExprType = RawStream = None
 
 
 def _import_pglast() -> None:
@@ -50,14 +61,18 @@ def _import_pglast() -> None:
         sys.setdlopenflags(flags)
 
 
-_import_pglast()
+def _load() -> None:
+    """Import pglast (once) and bind the names this module uses."""
+    global pglast, ast, BoolExprType, RawStream
+    if pglast is not None:
+        return
+    _import_pglast()
+    import pglast as _pglast
+    from pglast import ast as _ast
+    from pglast.enums import BoolExprType as _BoolExprType
+    from pglast.stream import RawStream as _RawStream
 
-import pglast  # noqa: E402
-from pglast import ast  # noqa: E402
-from pglast.enums import BoolExprType  # noqa: E402
-from pglast.stream import RawStream  # noqa: E402
-
-from orochi_fdw.errors import OrochiError
+    pglast, ast, BoolExprType, RawStream = _pglast, _ast, _BoolExprType, _RawStream
 
 #: bucket function name -> (position of the width, position of the time argument)
 _BUCKET_FUNCTIONS: dict[str, tuple[int, int]] = {"time_bucket": (0, 1), "date_bin": (0, 1), "date_trunc": (0, 1)}
@@ -171,6 +186,7 @@ def _stream(node: ast.Node) -> str:
 
 def _expression(sql: str) -> ast.Node:
     """The tree of one SQL expression."""
+    _load()
     return pglast.parse_sql(f"SELECT {sql}")[0].stmt.targetList[0].val
 
 
@@ -204,6 +220,7 @@ def parse_query(sql: str) -> ParsedQuery:
             statement, not a SELECT, or a construct that cannot be refreshed
             bucket by bucket (0A000).
     """
+    _load()
     try:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError as e:
@@ -332,6 +349,12 @@ def find_bucket(parsed: ParsedQuery, time_column: str, time_type: str | None = N
     if len(found) > 1:
         raise _unsupported(f'more than one time_bucket on the time column "{time_column}"')
     position, target, call, time_at = found[0]
+    if _function_name(call)[1] == "time_bucket" and _has_time_zone(call):
+        raise _unsupported(
+            "time_bucket with a time zone is not supported",
+            "Its buckets are not a fixed width of the time column (days of 23 or 25 hours around daylight "
+            "saving changes). Use time_bucket without a time zone (buckets in UTC), or name the origin "
+            "argument with a type: origin => timestamptz '...'.")
     call_sql = _stream(call)
     grouped = False
     for item in select.groupClause:
@@ -350,6 +373,28 @@ def find_bucket(parsed: ParsedQuery, time_column: str, time_type: str | None = N
     else:
         width_sql = _stream(call.args[_BUCKET_FUNCTIONS[name][0]])
     return Bucket(position, target.name, call, time_at, width_sql)
+
+
+def _has_time_zone(call: ast.FuncCall) -> bool:
+    """Whether a time_bucket call is the time zone form
+    (``time_bucket(width, ts, timezone [, origin] [, "offset"])``): a
+    ``timezone`` argument by name, four or more arguments, or a third one
+    that is an untyped string or text (which PostgreSQL resolves to that
+    form)."""
+    args = list(call.args or ())
+    if any(isinstance(a, ast.NamedArgExpr) and a.name == "timezone" for a in args):
+        return True
+    positional = [a for a in args if not isinstance(a, ast.NamedArgExpr)]
+    if len(positional) >= 4:
+        return True
+    if len(positional) == 3:
+        third = positional[2]
+        if isinstance(third, ast.A_Const) and isinstance(third.val, ast.String):
+            return True
+        if isinstance(third, ast.TypeCast):
+            names = [n.sval for n in third.typeName.names]
+            return names[-1] in ("text", "varchar", "bpchar", "name")
+    return False
 
 
 def _and(left: ast.Node | None, right: ast.Node) -> ast.Node:

@@ -27,7 +27,7 @@ class Hypertable:
 
 
 _GET = """
-SELECT relid, time_column::text, time_attnum, time_type::text, chunk_interval, track_invalidations
+SELECT relid::oid, time_column::text, time_attnum, time_type::text, chunk_interval, track_invalidations
   FROM orochi.hypertables
  WHERE relid = $1
 """
@@ -43,7 +43,7 @@ _DROP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('orochi.hypertable_write'), 
 def get_for_write(relid: int) -> Hypertable | None:
     """:func:`get` for a statement that writes into the table: a hypertable
     is then locked against drop_chunks until the transaction ends."""
-    rows = spi.prepared(_GET.replace("SELECT relid,", f"SELECT {_WRITE_LOCK}, relid,"), ["oid"]).execute(
+    rows = spi.prepared(_GET.replace("SELECT relid::oid,", f"SELECT {_WRITE_LOCK}, relid::oid,"), ["oid"], internal=True).execute(
         [int(relid)]).rows
     if not rows:
         return None
@@ -54,7 +54,7 @@ def get_for_write(relid: int) -> Hypertable | None:
 def lock_for_drop(relid: int) -> None:
     """Wait for the open writers of a hypertable and keep new ones out until
     the transaction ends (drop_chunks)."""
-    spi.prepared(_DROP_LOCK, ["oid"]).execute([int(relid)])
+    spi.prepared(_DROP_LOCK, ["oid"], internal=True).execute([int(relid)])
 
 
 def get(relid: int, read_only: bool = False) -> Hypertable | None:
@@ -69,7 +69,7 @@ def get(relid: int, read_only: bool = False) -> Hypertable | None:
     Returns:
         The catalog row as a :class:`Hypertable`, or None.
     """
-    rows = spi.prepared(_GET, ["oid"]).execute([int(relid)], read_only=read_only).rows
+    rows = spi.prepared(_GET, ["oid"], internal=True).execute([int(relid)], read_only=read_only).rows
     if not rows:
         return None
     r = rows[0]

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.api import Qual
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval, SpecialValue
@@ -191,11 +192,11 @@ def chunk_status(chunk: chunk_catalog.Chunk, table: "ColumnarTable | None" = Non
     table = table or maintenance.open_table(chunk.relid)
     ht = ht or hypertables.get(chunk.relid)
     compressed = spi.prepared("SELECT compressed_at IS NOT NULL FROM orochi.hypertable_chunks"
-                              " WHERE chunk_id = $1", ["bigint"]).execute([chunk.chunk_id]).scalar()
+                              " WHERE chunk_id = $1", ["bigint"], internal=True).execute([chunk.chunk_id]).scalar()
     if not compressed:
         return UNCOMPRESSED
     ndelta = delta_rows_in_chunk(table, ht, chunk)
-    return str(spi.prepared("SELECT orochi._chunk_compression_status($1, $2)", ["bigint", "bigint"])
+    return str(spi.prepared("SELECT orochi._chunk_compression_status($1, $2)", ["bigint", "bigint"], internal=True)
                .execute([chunk.chunk_id, ndelta]).scalar())
 
 
@@ -275,11 +276,13 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
     progress = maintenance.Progress("compress" if compress else "decompress", relid)
     try:
         old_ids = _read_stripes(table, chunk, parts, result, progress)
+        fault_point("compress:after_read")
         progress.update(force=True, phase="moving delta rows")
         _move_delta_rows(table, ht, chunk, parts, result)
         progress.update(force=True, phase="writing stripes")
         table.settings = _writer_settings(table.settings, compress)
         new_records = _write_sorted(table, ht, chunk, parts, result.rows, progress)
+        fault_point("compress:after_write")
         progress.update(force=True, phase="swapping stripes")
         for record in new_records:
             store.insert_stripe(record)
@@ -288,6 +291,7 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
         result.stripes_after = len(new_records)
         _mark_chunk(chunk, compress, result)
         progress.update(force=True, phase="committing")
+        fault_point("compress:before_commit")
         return result
     finally:
         progress.close()
@@ -387,13 +391,13 @@ def _mark_chunk(chunk: chunk_catalog.Chunk, compress: bool, result: RewriteResul
             "UPDATE orochi.hypertable_chunks SET compressed_at = now(),"
             " compressed_xid = pg_current_xact_id(), compressed_stripes = $2,"
             " uncompressed_bytes = $3, compressed_bytes = $4, compressed_rows = $5"
-            " WHERE chunk_id = $1", ["bigint", "integer", "bigint", "bigint", "bigint"]).execute(
+            " WHERE chunk_id = $1", ["bigint", "integer", "bigint", "bigint", "bigint"], internal=True).execute(
             [chunk.chunk_id, result.stripes_after, result.bytes_before, result.bytes_after, result.rows])
     else:
         spi.prepared(
             "UPDATE orochi.hypertable_chunks SET compressed_at = NULL, compressed_xid = NULL,"
             " compressed_stripes = NULL, uncompressed_bytes = NULL, compressed_bytes = NULL,"
-            " compressed_rows = NULL WHERE chunk_id = $1", ["bigint"]).execute([chunk.chunk_id])
+            " compressed_rows = NULL WHERE chunk_id = $1", ["bigint"], internal=True).execute([chunk.chunk_id])
 
 
 def compress_chunk(name: str, if_not_compressed: bool = True) -> RewriteResult | None:
@@ -431,6 +435,9 @@ def decompress_chunk(name: str, if_compressed: bool = True) -> RewriteResult | N
 def _rewrite_named(name: str, compress: bool, skip_quietly: bool) -> RewriteResult | None:
     """compress_chunk / decompress_chunk: a chunk already in the state asked
     for gets a NOTICE (``skip_quietly``) or an ERROR naming the flag."""
+    match = _CHUNK_NAME.match(str(name).strip())
+    if match is not None and privileges.relation_exists(int(match.group(1))):
+        check_owner(int(match.group(1)))  # before saying whether the chunk exists
     chunk = find_chunk(name)
     check_owner(chunk.relid)
     maintenance.lock_table_maintenance(chunk.relid)  # a concurrent compression first ends
@@ -502,8 +509,9 @@ def run_retention(job_id: int, relid: int, config: dict) -> str:
         A one-line summary.
     """
     ht = _hypertable_or_error(relid)
+    check_owner(relid)  # the job's owner (it runs as that role) must own the table now
     cutoff = _config_cutoff(ht, config, "drop_after")
-    dropped = chunk_catalog.drop_chunks(relid, cutoff, None)
+    dropped = chunk_catalog.drop_chunks(relid, chunk_catalog.ChunkSelection(older_than=cutoff))
     return f"dropped {len(dropped)} chunk(s) older than {config['drop_after']}"
 
 
@@ -516,6 +524,7 @@ def run_compression(job_id: int, relid: int, config: dict) -> str:
         A one-line summary.
     """
     ht = _hypertable_or_error(relid)
+    check_owner(relid)  # the job's owner (it runs as that role) must own the table now
     cutoff = _config_cutoff(ht, config, "compress_after")
     table = maintenance.open_table(relid)
     maintenance.lock_table_maintenance(relid)

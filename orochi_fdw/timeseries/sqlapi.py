@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.bridge.types import Interval
 from orochi_fdw.catalog import store
@@ -78,9 +78,12 @@ def _chunk_interval(value: Any, time_type: str, column: str) -> int:
         except timekeys.InvalidTimeArgumentError as exc:
             raise HypertableError(str(exc), "22023") from None
     interval = int(value)
-    if interval <= 0:
+    if interval <= 0 and not timekeys.is_integer_type(time_type):
         raise HypertableError("invalid chunk_time_interval: must be greater than zero", "22023")
-    return interval
+    try:
+        return timekeys.check_integer_interval(interval, time_type)
+    except timekeys.InvalidTimeArgumentError as exc:
+        raise HypertableError(str(exc), "22023", hint=exc.hint) from None
 
 
 @sql_function("create_hypertable")
@@ -108,8 +111,8 @@ def create_hypertable(relation: Any, time_column: str, chunk_time_interval: Any 
     if relation is None or time_column is None:
         raise HypertableError("relation and time_column must not be NULL", "22004")
     relid = _relid(relation)
-    table = _open_columnar(relid)
     check_owner(relid)
+    table = _open_columnar(relid)
     schema, name = spi.execute(
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c"
         "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -138,13 +141,27 @@ def create_hypertable(relation: Any, time_column: str, chunk_time_interval: Any 
         raise HypertableError(f'table "{name}" is not empty', "55000",
                               hint="You can migrate data by specifying 'migrate_data => true' "
                                    "when calling this function.")
+    # the catalog row's trigger moves the stored rows into chunks (hypertable_inserted)
     spi.prepared(
         "INSERT INTO orochi.hypertables (relid, time_column, time_attnum, time_type, chunk_interval)"
-        " VALUES ($1, $2, $3, $4::regtype, $5)", ["oid", "name", "smallint", "text", "bigint"]).execute(
+        " VALUES ($1, $2, $3, $4::regtype, $5)", ["oid", "name", "smallint", "text", "bigint"],
+        internal=True).execute(
         [relid, str(time_column), column.attnum, time_type, interval])
-    if stripes or delta_rows:
-        _migrate(table)
     return (relid, schema, name, True)
+
+
+@sql_function("_hypertable_inserted")
+def hypertable_inserted(relid: Any) -> None:
+    """The trigger on ``orochi.hypertables``: a table that became a
+    hypertable with stripes outside chunks (create_hypertable with
+    migrate_data, or pg_restore loading a table's rows before the catalog
+    row that makes it a hypertable) gets them rewritten into chunks."""
+    relid = _relid(relid)
+    loose = spi.execute("SELECT EXISTS (SELECT 1 FROM orochi.columnar_stripes"
+                        " WHERE relid = $1 AND chunk_id IS NULL)", [relid], types=["oid"]).scalar()
+    table = _open_columnar(relid)
+    if loose or table.delta.count(read_only=False):
+        _migrate(table)
 
 
 def interval_or_default(value: Any) -> Any:
@@ -189,30 +206,70 @@ def _hypertable_for(relation: Any) -> hypertable.Hypertable:
     return ht
 
 
-def _cutoffs(relation: Any, older_than: Any, newer_than: Any, need_one: bool
-             ) -> tuple[hypertable.Hypertable, int | None, int | None]:
+_MIXED = ('cannot specify "older_than" or "newer_than" together with "created_before" or "created_after"')
+_MIXED_HINT = ('"older_than" and "newer_than" select chunks by their time range, "created_before" and '
+               '"created_after" by when the chunks were created; use one pair.')
+
+
+def _selection(relation: Any, older_than: Any, newer_than: Any, created_before: Any, created_after: Any,
+               need_one: bool) -> tuple[hypertable.Hypertable, chunks.ChunkSelection]:
+    """The hypertable and the chunks the arguments of show_chunks /
+    drop_chunks select, checked as TimescaleDB checks them.
+
+    Raises:
+        HypertableError: not a hypertable (42809); both pairs of bounds, no
+            bound at all for drop_chunks, a range whose end is not after its
+            start (22023).
+        InvalidTimeArgumentError: a bound of a type that does not fit.
+    """
     ht = _hypertable_for(relation)
-    if need_one and older_than is None and newer_than is None:
+    by_time = older_than is not None or newer_than is not None
+    by_creation = created_before is not None or created_after is not None
+    if by_time and by_creation:
+        raise HypertableError(_MIXED, "22023", hint=_MIXED_HINT)
+    if need_one and not by_time and not by_creation:
         raise HypertableError("invalid time range for dropping chunks", "22023",
-                              hint="At least one of older_than and newer_than must be given.")
-    return ht, _time_argument(ht, older_than), _time_argument(ht, newer_than)
+                              hint="At least one of older_than/newer_than or created_before/created_after"
+                                   " must be given.")
+    if by_creation:
+        before = timekeys.creation_cutoff(created_before, "created_before") if created_before is not None else None
+        after = timekeys.creation_cutoff(created_after, "created_after") if created_after is not None else None
+        if before is not None and after is not None and before <= after:
+            raise HypertableError("invalid chunk creation time range", "22023",
+                                  hint="The start of the time range must be before the end.")
+        return ht, chunks.ChunkSelection(created_before=before, created_after=after)
+    older, newer = _time_argument(ht, older_than), _time_argument(ht, newer_than)
+    if older is not None and newer is not None and older <= newer:
+        raise HypertableError("invalid time range", "22023",
+                              hint="The start of the time range must be before the end.")
+    return ht, chunks.ChunkSelection(older_than=older, newer_than=newer)
 
 
 @sql_function("show_chunks")
-def show_chunks(relation: Any, older_than: Any = None, newer_than: Any = None) -> list[str]:
+def show_chunks(relation: Any, older_than: Any = None, newer_than: Any = None,
+                created_before: Any = None, created_after: Any = None) -> list[str]:
     """orochi.show_chunks: the names of the chunks lying wholly before
-    older_than and / or wholly at or after newer_than, in time order."""
-    ht, older, newer = _cutoffs(relation, older_than, newer_than, need_one=False)
-    return [c.name for c in chunks.select_chunks(ht.relid, older, newer)]
+    older_than and / or wholly at or after newer_than, or created before
+    created_before and / or at or after created_after, in time order (for
+    roles with SELECT on the hypertable)."""
+    if relation is not None:
+        privileges.require_table_privilege(_relid(relation), "SELECT", "orochi.show_chunks")
+    ht, selection = _selection(relation, older_than, newer_than, created_before, created_after, need_one=False)
+    return [c.name for c in chunks.select_chunks(ht.relid, selection)]
 
 
 @sql_function("drop_chunks")
-def drop_chunks(relation: Any, older_than: Any = None, newer_than: Any = None) -> list[str]:
+def drop_chunks(relation: Any, older_than: Any = None, newer_than: Any = None, verbose: bool | None = False,
+                created_before: Any = None, created_after: Any = None) -> list[str]:
     """orochi.drop_chunks: drop those chunks (stripes and delta rows) and
-    return their names."""
-    ht, older, newer = _cutoffs(relation, older_than, newer_than, need_one=True)
+    return their names; ``verbose`` reports each one (INFO)."""
+    ht, selection = _selection(relation, older_than, newer_than, created_before, created_after, need_one=True)
     check_owner(ht.relid)
-    return chunks.drop_chunks(ht.relid, older, newer)
+    dropped = chunks.drop_chunks(ht.relid, selection)
+    if verbose:
+        for name in dropped:
+            spi.log("info", f"dropping chunk {name}")
+    return dropped
 
 
 _STRIPE_STATS = """
@@ -220,29 +277,38 @@ SELECT c.chunk_id, count(s.stripe_id), coalesce(sum(s.row_count - s.deleted_coun
        coalesce(sum(s.raw_bytes), 0), coalesce(sum(s.file_bytes), 0)
   FROM orochi.hypertable_chunks c
   LEFT JOIN orochi.columnar_stripes s ON s.chunk_id = c.chunk_id
+ WHERE c.relid = ANY ($1)
  GROUP BY c.chunk_id
 """
 
 
 @sql_function("hypertable_chunk_stats")
 def hypertable_chunk_stats() -> Iterator[tuple]:
-    """Per chunk: (chunk_id, stripes, live stripe rows, delta rows in its
-    range, raw bytes, file bytes) — the numbers of the ``orochi.chunks``
-    view."""
+    """Per chunk of the hypertables the caller may read (SELECT on the
+    table): (chunk_id, stripes, live stripe rows, delta rows in its range,
+    raw bytes, file bytes) — the numbers of the ``orochi.chunks`` view."""
     from orochi_fdw.columnar import delta
 
+    readable = set()
+    for (relid,) in spi.execute("SELECT relid::oid FROM orochi.hypertables", internal=True).rows:
+        if privileges.has_table_privilege(int(relid), "SELECT"):
+            readable.add(int(relid))
+    if not readable:
+        return
     stats = {int(r[0]): [int(r[1]), int(r[2]), 0, int(r[3]), int(r[4])]
-             for r in spi.execute(_STRIPE_STATS).rows}
-    for ht_row in spi.execute("SELECT relid, time_attnum, time_type::text, chunk_interval"
-                              "  FROM orochi.hypertables").rows:
+             for r in spi.execute(_STRIPE_STATS, [sorted(readable)], types=["oid[]"], internal=True).rows}
+    for ht_row in spi.execute("SELECT relid::oid, time_attnum, time_type::text, chunk_interval"
+                              "  FROM orochi.hypertables WHERE relid = ANY ($1)",
+                              [sorted(readable)], types=["oid[]"], internal=True).rows:
         relid, attnum, time_type, interval = int(ht_row[0]), int(ht_row[1]), ht_row[2], int(ht_row[3])
         if not delta.exists(relid):
             continue
         starts = {int(s): int(c) for c, s in spi.prepared(
             "SELECT chunk_id, range_start FROM orochi.hypertable_chunks WHERE relid = $1",
-            ["oid"]).execute([relid]).rows}
+            ["oid"], internal=True).execute([relid]).rows}
         for value, count in spi.execute(
-                f"SELECT c{attnum}, count(*) FROM {delta.qualified_name(relid)} GROUP BY 1").rows:
+                f"SELECT c{int(attnum)}, count(*) FROM {delta.qualified_name(relid)} GROUP BY 1",
+                internal=True).rows:
             if value is None:
                 continue
             try:

@@ -26,7 +26,7 @@ import numpy as np
 from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.batch import PG_EPOCH_DATE, PG_EPOCH_DATETIME, PG_EPOCH_DATETIME_UTC, PG_EPOCH_SECONDS
 from orochi_fdw.bridge.types import Interval, SpecialValue
-from orochi_fdw.errors import OrochiError
+from orochi_fdw.errors import OrochiError, SPIError
 
 if TYPE_CHECKING:  # pragma: no cover
     from orochi_fdw.timeseries.hypertable import Hypertable
@@ -227,6 +227,77 @@ def interval_microseconds(value: Interval) -> int:
     return us
 
 
+#: the largest chunk_time_interval an integer time column takes (TimescaleDB's
+#: bound: a chunk may not be wider than the type's range)
+INTEGER_INTERVAL_MAX = {"smallint": 2**15 - 1, "integer": 2**31 - 1, "bigint": 2**63 - 1}
+
+
+def check_integer_interval(interval: int, time_type: str) -> int:
+    """An integer chunk_time_interval, checked against the time column's type.
+
+    Raises:
+        InvalidTimeArgumentError: not between 1 and the type's greatest value
+            (for timestamp-like columns, whose integer intervals are in
+            microseconds, the bound is bigint's).
+    """
+    top = INTEGER_INTERVAL_MAX.get(time_type, INTEGER_INTERVAL_MAX["bigint"])
+    if not 1 <= interval <= top:
+        raise InvalidTimeArgumentError(f"invalid interval: must be between 1 and {top}",
+                                       hint=f"The time column is of type {time_type}.")
+    return interval
+
+
+def _untyped(value: Any, sql_type: str) -> Any:
+    """An untyped literal ("any" arguments pass them as text) read as
+    ``sql_type``, as TimescaleDB reads one as the time column's type."""
+    try:
+        return spi.execute(f"SELECT $1::text::{sql_type}", [value], types=["text"]).scalar()
+    except SPIError as exc:
+        raise InvalidTimeArgumentError(f"invalid time argument: {exc.message}",
+                                       hint="Cast the argument to the type you mean.") from None
+
+
+def creation_cutoff(value: Any, argument: str) -> int | None:
+    """The key (microseconds since 1970-01-01 UTC) of a created_before /
+    created_after argument, compared with chunks' creation times.
+
+    Args:
+        value: an :class:`Interval` (now() minus it), a timestamptz, or a
+            timestamp or date (read as timestamptz in the session's time zone,
+            as an implicit cast does); an untyped literal is read as
+            timestamptz.
+        argument: the argument's name, for errors.
+
+    Returns:
+        The key, or None for infinity (no bound).
+
+    Raises:
+        InvalidTimeArgumentError: a value of another type (an integer...).
+    """
+    if isinstance(value, str):
+        value = _untyped(value, "timestamp with time zone")
+    if isinstance(value, SpecialValue) and value.is_infinite:
+        return None
+    if isinstance(value, Interval):
+        result = spi.execute("SELECT now() - $1::interval", [value], types=["interval"]).scalar()
+    elif isinstance(value, SpecialValue):
+        result = spi.execute(f"SELECT $1::{value.type_name}::timestamptz", [value.text],
+                             types=[value.type_name]).scalar()
+    elif isinstance(value, datetime.datetime):
+        result = value if value.tzinfo is not None else spi.execute(
+            "SELECT $1::timestamp::timestamptz", [value], types=["timestamp without time zone"]).scalar()
+    elif isinstance(value, datetime.date):
+        result = spi.execute("SELECT $1::date::timestamptz", [value], types=["date"]).scalar()
+    else:
+        kind = "integer" if isinstance(value, int) and not isinstance(value, bool) else type(value).__name__
+        raise InvalidTimeArgumentError(
+            f'invalid time argument type "{kind}" for {argument}',
+            hint='Try casting the argument to "timestamp with time zone", or pass an interval.')
+    if isinstance(result, SpecialValue) and result.is_infinite:
+        return None
+    return key_from_value(result, "timestamp with time zone", argument)
+
+
 def cutoff_key(hypertable: "Hypertable", value: Any) -> int:
     """The key of an older_than / newer_than argument.
 
@@ -249,12 +320,15 @@ def cutoff_key(hypertable: "Hypertable", value: Any) -> int:
     time_type = hypertable.time_type
     column = hypertable.time_column
     integer = is_integer_type(time_type)
+    if isinstance(value, str):
+        value = _untyped(value, time_type)
     if integer:
         if isinstance(value, int) and not isinstance(value, bool):
             return int(value)
         raise InvalidTimeArgumentError(
             f'invalid time argument type for integer time column "{column}"',
-            hint="Pass an integer value of the time column as older_than or newer_than.")
+            hint="Pass an integer value of the time column as older_than or newer_than, or select chunks "
+                 "by when they were created with created_before or created_after.")
     if isinstance(value, Interval):
         query = f"SELECT (now() - $1::interval)::{time_type}"
         result = spi.execute(query, [value], types=["interval"]).scalar()

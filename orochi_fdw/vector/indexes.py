@@ -105,11 +105,10 @@ class IndexFileLedger:
         paths = sorted(self.created | self.doomed)
         live = set()
         if paths:
-            live = {r[0] for r in spi.prepared(
+            live = {files.resolve(r[0]) for r in spi.prepared(
                 "SELECT file_path FROM orochi.columnar_vector_index_files WHERE file_path = ANY ($1)",
-                ["text[]"]).execute([paths]).rows}
-        for path in self.created - live:       # rolled back to a savepoint
-            files.remove_file(path)
+                ["text[]"], internal=True).execute([[files.catalog_path(p) for p in paths]]).rows}
+        files.remove_files(sorted(self.created - live))       # rolled back to a savepoint
         self.remove_at_commit = sorted(self.doomed - live - self.created)
 
     def pre_prepare(self) -> None:
@@ -117,11 +116,9 @@ class IndexFileLedger:
 
     def commit(self) -> None:
         try:
-            for path in self.remove_at_commit:
-                try:
-                    files.remove_file(path)
-                except OSError:
-                    pass
+            files.remove_files(self.remove_at_commit)
+        except Exception:  # noqa: BLE001 - the commit has happened: orphans go to orochi.vacuum()
+            pass
         finally:
             self._reset()
 
@@ -130,11 +127,9 @@ class IndexFileLedger:
 
     def rollback(self) -> None:
         try:
-            for path in self.created:
-                try:
-                    files.remove_file(path)
-                except OSError:
-                    pass
+            files.remove_files(sorted(self.created))
+        except Exception:  # noqa: BLE001 - orphans go to orochi.vacuum()
+            pass
         finally:
             self._reset()
 
@@ -254,6 +249,7 @@ def _write_atomically(directory: str, name: str, save) -> tuple[str, int]:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+    files.log_new_file(path)  # to the WAL before its catalog row
     return path, os.stat(path).st_size
 
 
@@ -264,6 +260,7 @@ def build_stripe_index(index: catalog.IndexDef, stripe: "StripeRecord") -> bool:
     X, rows = stripe_vectors(stripe, index.attnum, index.dimensions)
     if len(X) < MIN_INDEXED_ROWS:
         return False
+    files.require_wal("build a vector index")
     started = time.monotonic()
     xid = int(spi.prepared("SELECT pg_current_xact_id()::text").execute().scalar())
     name = index_file_name(stripe.stripe_id, xid, index.index_id)

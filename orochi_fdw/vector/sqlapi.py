@@ -1,6 +1,11 @@
 """SQL functions of vector search (sql/70_vector.sql): orochi.create_vector_index,
 orochi.drop_vector_index, and the trigger hook that has an index file
-removed when its catalog row goes."""
+removed when its catalog row goes.
+
+Privileges (docs/SECURITY.md): creating and dropping an index is for the
+table's owner, checked as the caller before the catalog (the extension
+owner's, reached by internal statements only) is touched; the trigger hook
+is revoked from PUBLIC and called only by the catalog's own trigger."""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ import json
 import os
 import re
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
-from orochi_fdw.catalog import store
+from orochi_fdw.catalog import files, store
 from orochi_fdw.columnar.maintenance import lock_table_maintenance, open_table
 from orochi_fdw.vector import catalog, indexes
 from orochi_fdw.vector.errors import VectorError
@@ -31,17 +36,10 @@ def _relid(rel) -> int:
     return int(spi.execute("SELECT $1::regclass::oid", [str(rel)], types=["text"]).scalar())
 
 
-def _relation_text(relid: int) -> str:
-    return str(spi.execute("SELECT $1::oid::regclass::text", [relid], types=["oid"]).scalar())
-
-
-def check_owner(relid: int) -> None:
+def check_owner(relid: int, action: str) -> None:
     """Creating or dropping a vector index is for the table's owner (as
-    CREATE INDEX): SQLSTATE 42501 otherwise."""
-    owner = spi.execute("SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c"
-                        " WHERE c.oid = $1", [relid], types=["oid"]).scalar()
-    if not owner:
-        raise VectorError(f'must be owner of table "{_relation_text(relid)}"', "42501")
+    CREATE INDEX): ``must be owner of table t`` (42501) otherwise."""
+    privileges.require_owner(relid, action)
 
 
 def _column(table, name: str):
@@ -75,7 +73,7 @@ def create_vector_index(rel, column: str, dimensions=None, index_type="hnsw", di
     if rel is None or column is None:
         raise VectorError("table and column must not be NULL", "22004")
     relid = _relid(rel)
-    check_owner(relid)
+    check_owner(relid, "orochi.create_vector_index")
     index_type = (index_type or "hnsw").lower()
     distance_type = (distance_type or "l2").lower()
     if index_type not in INDEX_TYPES:
@@ -100,14 +98,30 @@ def create_vector_index(rel, column: str, dimensions=None, index_type="hnsw", di
     lock_table_maintenance(relid)
     exists = spi.execute("SELECT 1 FROM orochi.columnar_vector_indexes WHERE relid = $1 AND attnum = $2"
                          " AND distance_type = $3", [relid, col.attnum, distance_type],
-                         types=["oid", "smallint", "text"]).rows
+                         types=["oid", "smallint", "text"], internal=True).rows
     if exists:
         raise VectorError(f'a {distance_type} vector index on column "{column}" of table "{table.relname}" '
                           "already exists", "42P07")
+    # the catalog row's trigger builds the files of the stored stripes (vector_index_inserted)
     index = catalog.insert_index(relid, col.attnum, col.typmod, index_type, distance_type, opts)
-    for stripe in store.table_stripes(relid, [col.attnum], read_only=False):
-        indexes.build_stripe_index(index, stripe)
     return index.index_id
+
+
+@sql_function("_vector_index_inserted")
+def vector_index_inserted(index_id: int) -> None:
+    """The trigger on ``orochi.columnar_vector_indexes``: build the index's
+    file for every stored stripe that has none (a new index, or pg_restore
+    loading a table's rows before the index's catalog row)."""
+    index = next((i for i in catalog.table_indexes(
+        int(spi.execute("SELECT relid::oid FROM orochi.columnar_vector_indexes WHERE index_id = $1",
+                        [int(index_id)], types=["bigint"]).scalar()), read_only=False)
+        if i.index_id == int(index_id)), None)
+    if index is None:
+        return
+    done = catalog.indexed_stripes(index.index_id)
+    for stripe in store.table_stripes(index.relid, [index.attnum], read_only=False):
+        if stripe.stripe_id not in done:
+            indexes.build_stripe_index(index, stripe)
 
 
 @sql_function("drop_vector_index")
@@ -115,7 +129,7 @@ def drop_vector_index(rel, column: str, distance_type=None) -> int:
     if rel is None or column is None:
         raise VectorError("table and column must not be NULL", "22004")
     relid = _relid(rel)
-    check_owner(relid)
+    check_owner(relid, "orochi.drop_vector_index")
     table = open_table(relid)
     col = _column(table, column)
     dropped = catalog.delete_indexes(relid, col.attnum, distance_type.lower() if distance_type else None)
@@ -130,5 +144,5 @@ def vector_index_file_deleted(path: str) -> None:
     """The trigger on orochi.columnar_vector_index_files: the row of an index
     file is gone, the file goes if the transaction commits (only a name the
     index writer makes is ever removed)."""
-    if path and os.path.isabs(path) and _INDEX_FILE.match(os.path.basename(path)):
-        indexes.ledger.row_deleted(path)
+    if path and _INDEX_FILE.match(os.path.basename(path)):
+        indexes.ledger.row_deleted(files.resolve(path))

@@ -6,9 +6,13 @@ import json
 
 import psycopg
 import pytest
+from psycopg import sql
 
 
 def test_spi_from_python(db, foreign_table):
+    # catching SQL errors and writing need sub-transactions, which parallel mode
+    # refuses (tests/safety/test_safety_parallel.py covers it)
+    db.execute("SET force_parallel_mode = off")
     db.execute("CREATE TABLE target (x int)")
     foreign_table("probe", "step text, outcome text", "SpiProbeWrapper", target="target")
     rows = dict(db.execute("SELECT * FROM probe").fetchall())
@@ -183,6 +187,22 @@ def test_import_foreign_schema(db):
     db.execute("IMPORT FOREIGN SCHEMA anything LIMIT TO (numbers) FROM SERVER gen INTO only_one")
     assert db.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                       "WHERE nspname = 'only_one'").fetchall() == [("numbers",)]
+
+
+def test_import_foreign_schema_type_names_are_type_names(db):
+    """A wrapper's type names go into SQL text: anything more than one type
+    name is refused, and nothing it carries runs."""
+    db.execute("CREATE SERVER gen FOREIGN DATA WRAPPER orochi "
+               "OPTIONS (wrapper 'orochi_fdw.testing.wrappers.CatalogWrapper')")
+    db.execute("CREATE SCHEMA imported")
+    for bad in ("bigint, extra text", "bigint) SERVER orochi OPTIONS (compression 'zstd'); --", "no_such_type"):
+        with pytest.raises(psycopg.errors.FdwError, match="not a type name"):
+            db.execute("IMPORT FOREIGN SCHEMA anything LIMIT TO (numbers) FROM SERVER gen INTO imported "
+                       "OPTIONS (id_type %s)" % sql.Literal(bad).as_string(db))
+    db.execute("IMPORT FOREIGN SCHEMA anything LIMIT TO (numbers) FROM SERVER gen INTO imported "
+               "OPTIONS (id_type 'numeric(10,2)')")
+    assert db.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                      "WHERE attrelid = 'imported.numbers'::regclass AND attname = 'id'").fetchone() == ("numeric(10,2)",)
 
 
 def test_savepoint_opened_before_first_use(db, hooks_table):

@@ -24,12 +24,15 @@ def files_on_disk(conn: psycopg.Connection, root: str | None = None) -> set[str]
 
 
 def catalog_files(conn: psycopg.Connection, table: str | None = None) -> set[str]:
+    """The paths of the stripe files the catalog names (it names them
+    relative to the database's folder: orochi._file_path)."""
+    pgdata = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
     if table is None:
-        rows = conn.execute("SELECT file_path FROM orochi.columnar_stripes").fetchall()
+        rows = conn.execute("SELECT orochi._file_path(file_path) FROM orochi.columnar_stripes").fetchall()
     else:
-        rows = conn.execute("SELECT file_path FROM orochi.columnar_stripes WHERE relid = %s::regclass",
-                            (table,)).fetchall()
-    return {r[0] for r in rows}
+        rows = conn.execute("SELECT orochi._file_path(file_path) FROM orochi.columnar_stripes"
+                            " WHERE relid = %s::regclass", (table,)).fetchall()
+    return {os.path.join(pgdata, r[0]) for r in rows}
 
 
 def rows_as_text(conn: psycopg.Connection, table: str, where: str = "") -> list[str]:

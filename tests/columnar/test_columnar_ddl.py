@@ -205,8 +205,16 @@ def test_vacuum_removes_folders_of_dropped_databases(pg_cluster, make_database, 
         conn.execute("CREATE FOREIGN TABLE t (a int) SERVER orochi")
         conn.execute("INSERT INTO t VALUES (1)")
         folder = data_dir(conn)
-    pg_cluster.drop_database(other)
     assert os.path.isdir(folder)
+    pg_cluster.drop_database(other)
+    assert not os.path.exists(folder), "DROP DATABASE removes the database's folder"
+    # a folder left behind by a database that no longer exists: vacuum removes it
+    owner = os.stat(os.path.dirname(folder))
+    os.makedirs(os.path.join(folder, "1234"))
+    with open(os.path.join(folder, "1234", "1.1.stripe"), "wb") as f:
+        f.write(b"x")
+    for path in (folder, os.path.join(folder, "1234"), os.path.join(folder, "1234", "1.1.stripe")):
+        os.chown(path, owner.st_uid, owner.st_gid)
     db.execute("SELECT orochi.vacuum()")
     assert not os.path.exists(folder)
 

@@ -1,16 +1,15 @@
-"""kill -9 of the postmaster during a compaction and during a vacuum: after
-restart the table holds exactly what was committed (nothing lost, nothing
-twice), the interrupted work's files are orphans orochi.vacuum() collects,
-and compaction and vacuum then finish the job."""
+"""kill -9 of the postmaster during a compaction and during a vacuum, each
+paused at a fault point (after writing stripes, after moving rows, just
+before COMMIT): after restart the table holds exactly what was committed
+(nothing lost, nothing twice), the interrupted work's files are orphans
+orochi.vacuum() collects, and compaction and vacuum then finish the job."""
 
 from __future__ import annotations
-
-import threading
-import time
 
 import pytest
 
 from columnar_helpers import assert_same_rows, catalog_files, files_on_disk
+from orochi_fdw.testing.faults import run_until
 
 
 def _setup(pg, delta: bool):
@@ -26,32 +25,11 @@ def _setup(pg, delta: bool):
     return conn
 
 
-def _kill_during(pg, conn, sql: str, ready) -> None:
-    """Run sql in another session and kill -9 the postmaster once ready(progress row) holds."""
-    failed = []
-
-    def run() -> None:
-        try:
-            with pg.connect("c", autocommit=True) as c2:
-                c2.execute(sql)
-            failed.append("finished before the kill")
-        except Exception:  # the server goes away under it
-            pass
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while True:
-        row = conn.execute("SELECT phase, stripes_done, stripes_total FROM orochi.vacuum_progress").fetchone()
-        if row is not None and ready(*row):
-            break
-        assert thread.is_alive(), "the command ended before it could be killed"
-        assert time.monotonic() < deadline, f"never saw the moment to kill: {row}"
-        time.sleep(0.01)
+def _kill_during(pg, conn, sql: str, point: str) -> None:
+    """Run sql in another session, kill -9 the postmaster while it waits at
+    the fault point, start it again."""
     conn.close()
-    pg.kill9(kill_children=True)
-    thread.join(30)
-    assert not failed
+    run_until(pg.dsn("c"), point, sql, kill=lambda: pg.kill9(kill_children=True))
     pg.start()
 
 
@@ -75,27 +53,23 @@ def _check_and_finish(pg) -> None:
 
 
 @pytest.mark.allow_backend_crash
-@pytest.mark.parametrize("moment", ["writing", "moving"])
-def test_kill9_during_compaction(make_cluster, moment):
+@pytest.mark.parametrize("point", ["compact:after_write@2", "compact:after_move", "compact:before_commit"])
+def test_kill9_during_compaction(make_cluster, point):
     pg = make_cluster("crashc")
     conn = _setup(pg, delta=True)
     for name in ("t", "h"):
         conn.execute(f"DELETE FROM {name} WHERE id % 7 = 0")
         conn.execute(f"UPDATE {name} SET k = k + 100 WHERE id % 11 = 0")
-    if moment == "writing":
-        ready = lambda phase, done, total: phase == "writing stripes" and done >= 2  # noqa: E731
-    else:
-        ready = lambda phase, done, total: phase in ("moving rows", "committing")  # noqa: E731
-    _kill_during(pg, conn, "SELECT orochi.compact('t')", ready)
+    _kill_during(pg, conn, "SELECT orochi.compact('t')", point)
     _check_and_finish(pg)
 
 
 @pytest.mark.allow_backend_crash
-def test_kill9_during_vacuum(make_cluster):
+@pytest.mark.parametrize("point", ["vacuum:after_write@3", "vacuum:before_commit"])
+def test_kill9_during_vacuum(make_cluster, point):
     pg = make_cluster("crashv")
     conn = _setup(pg, delta=False)
     for name in ("t", "h"):
         conn.execute(f"DELETE FROM {name} WHERE id % 3 = 0")
-    _kill_during(pg, conn, "SELECT orochi.vacuum('t', 0.1)",
-                 lambda phase, done, total: phase == "rewriting stripes" and done >= 3)
+    _kill_during(pg, conn, "SELECT orochi.vacuum('t', 0.1)", point)
     _check_and_finish(pg)

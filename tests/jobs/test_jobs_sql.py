@@ -12,7 +12,8 @@ from jobs_helpers import make_hypertable
 
 
 def _job(db, job_id):
-    cur = db.execute("SELECT * FROM orochi.jobs WHERE job_id = %s", [job_id])
+    # relid is a regclass (written by name in dumps): read it as its oid here
+    cur = db.execute("SELECT *, relid::oid AS relid FROM orochi.jobs WHERE job_id = %s", [job_id])
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row)) if row else None
 

@@ -193,16 +193,30 @@ def test_privileges(db, db_dsn, pg_cluster, db_name, kafka, topic, loader_role):
         mine.execute("SELECT orochi.start_pipeline(%s)", [pid])
         with pytest.raises(errors.InsufficientPrivilege, match='must be owner of pipeline "p"'):
             theirs.execute("SELECT orochi.pause_pipeline(%s)", [pid])
-        with pytest.raises(errors.InsufficientPrivilege):
-            theirs.execute("SELECT options FROM orochi.pipeline")
-        masked = theirs.execute("SELECT options FROM orochi.pipelines WHERE pipeline_id = %s", [pid]).fetchone()[0]
+        # the catalog is granted to no one, not even the owner: the functions and views check
+        for who in (mine, theirs):
+            for table in ("pipeline", "pipeline_positions", "pipeline_stats", "pipeline_error_log"):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    who.execute(f"SELECT count(*) FROM orochi.{table}")
+        # the views show a role the pipelines it has the owner's rights of; secrets masked even then
+        masked = mine.execute("SELECT options FROM orochi.pipelines WHERE pipeline_id = %s", [pid]).fetchone()[0]
         assert masked["librdkafka"] == {"sasl.password": "********"} and masked["topic"] == topic
-        assert theirs.execute("SELECT count(*) FROM orochi.pipeline_positions").fetchone()[0] == 0
+        assert theirs.execute("SELECT count(*) FROM orochi.pipelines").fetchone()[0] == 0
+        # what the worker calls is for the owner's rights too
+        for call in ("SELECT * FROM orochi.pipeline_state(%s)", "SELECT * FROM orochi.pipeline_stream_positions(%s)",
+                     "SELECT orochi.pipeline_report_worker(%s, 'w')", "SELECT orochi.pipeline_report_error(%s, 'e')",
+                     "SELECT orochi.pipeline_fail(%s, 'e')", "SELECT orochi.pipeline_commit_batch(%s, '[]', 0, 0)"):
+            with pytest.raises(errors.InsufficientPrivilege, match='must be owner of pipeline "p"'):
+                theirs.execute(call, [pid])
+        assert mine.execute("SELECT * FROM orochi.pipeline_state(%s)", [pid]).fetchone() == ("running", 0)
         # the sidecar loads as the owner: the DEFAULT current_user says who wrote the rows
         assert sidecar_once(db_dsn) == "pipelines: p (1): 2 rows"
         assert db.execute("SELECT DISTINCT who FROM m").fetchall() == [(role,)]
-        assert mine.execute("SELECT count(*) FROM orochi.pipeline_positions").fetchone()[0] == 1
-        assert theirs.execute("SELECT count(*) FROM orochi.pipeline_positions").fetchone()[0] == 0
+        assert mine.execute("SELECT jsonb_array_length(positions) FROM orochi.pipelines").fetchone()[0] == 1
+        assert mine.execute("SELECT stream, position FROM orochi.pipeline_stream_positions(%s)",
+                            [pid]).fetchall() == [("0", 2)]
+        assert db.execute("SELECT owner::text FROM orochi.pipeline WHERE pipeline_id = %s",
+                          [pid]).fetchone()[0] == role
         # losing INSERT on the target fails the pipeline at its next batch, with the reason
         db.execute(f'REVOKE INSERT ON m FROM "{role}"')
         kafka.produce(topic, ['{"id": 3}'], partition=0)

@@ -176,7 +176,7 @@ def test_rollback_leaves_the_chunk_as_it_was(db):
     _create(db)
     _load(db)
     chunk = _chunks(db)[1]
-    before = db.execute("SELECT stripe_id, file_path FROM orochi.columnar_stripes s"
+    before = db.execute("SELECT stripe_id, orochi._file_path(file_path) FROM orochi.columnar_stripes s"
                         " WHERE relid = 'm'::regclass ORDER BY 1").fetchall()
     delta_before = db.execute("SELECT delta_rows FROM orochi.delta_size('m')").fetchone()[0]
     with pytest.raises(psycopg.errors.RaiseException):
@@ -185,7 +185,7 @@ def test_rollback_leaves_the_chunk_as_it_was(db):
             assert _status(db, chunk)[0] == "Compressed"
             db.execute("DO $$ BEGIN RAISE EXCEPTION 'undo'; END $$")
     assert _status(db, chunk)[0] == "Uncompressed"
-    assert db.execute("SELECT stripe_id, file_path FROM orochi.columnar_stripes s"
+    assert db.execute("SELECT stripe_id, orochi._file_path(file_path) FROM orochi.columnar_stripes s"
                       " WHERE relid = 'm'::regclass ORDER BY 1").fetchall() == before
     assert db.execute("SELECT delta_rows FROM orochi.delta_size('m')").fetchone()[0] == delta_before
     _check(db)
@@ -195,8 +195,8 @@ def test_rollback_leaves_the_chunk_as_it_was(db):
 
 
 def _files_on_disk(db, table: str) -> set[str]:
-    folder = db.execute("SELECT regexp_replace(min(file_path), '/[^/]*$', '') FROM orochi.columnar_stripes"
-                        " WHERE relid = %s::regclass", (table,)).fetchone()[0]
+    folder = db.execute("SELECT regexp_replace(min(orochi._file_path(file_path)), '/[^/]*$', '')"
+                        " FROM orochi.columnar_stripes WHERE relid = %s::regclass", (table,)).fetchone()[0]
     return {f"{folder}/{r[0]}" for r in db.execute("SELECT pg_ls_dir(%s)", (folder,)).fetchall()
             if r[0].endswith(".stripe")}
 

@@ -3,14 +3,13 @@ through orochi.add_compression_policy + run_job: the chunks lying wholly
 before now() - compress_after become Compressed, the others stay as they
 were, partially compressed chunks are compressed again, and every query
 answers as the heap table does; and kill -9 of the postmaster in the middle
-of a compression loses and doubles nothing."""
+of a compression (paused at a fault point) loses and doubles nothing."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
+
+from orochi_fdw.testing.faults import run_until
 
 COLUMNS = "ts timestamptz NOT NULL, device int, v float8"
 MIDNIGHT = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
@@ -88,47 +87,18 @@ def test_compression_policy_integer_time(db):
 
 
 @pytest.mark.allow_backend_crash
-@pytest.mark.parametrize("moment", ["reading stripes", "writing stripes", "swapping stripes"])
-def test_kill9_during_compression(make_cluster, moment):
+@pytest.mark.parametrize("point", ["compress:after_read", "write_stripe:after_file@2", "compress:after_write",
+                                   "compress:before_commit"])
+def test_kill9_during_compression(make_cluster, point):
     pg = make_cluster("crashz")
     pg.create_database("c")
     conn = pg.connect("c", autocommit=True)
     _setup(conn, rows_per_hour=400, options="delta_row_limit '30', stripe_row_limit '2000', chunk_group_size '500'")
     expected = conn.execute("SELECT count(*), sum(v) FROM m_heap").fetchone()
     chunk = conn.execute("SELECT chunk_name FROM orochi.chunks ORDER BY range_start OFFSET 1 LIMIT 1").fetchone()[0]
-    failed = []
-
-    def run() -> None:
-        try:
-            with pg.connect("c") as c2:
-                c2.execute("SELECT orochi.compress_chunk(%s)", (chunk,))
-                # the last phase can be over before it is seen: keep the
-                # transaction open, so that the kill still comes before COMMIT
-                c2.execute("SELECT pg_sleep(60)")
-                c2.commit()
-            failed.append("finished before the kill")
-        except Exception:  # the server goes away under it
-            pass
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    seen = None
-    while True:
-        row = conn.execute("SELECT phase, stripes_done FROM orochi.vacuum_progress"
-                           " WHERE command = 'compress'").fetchone()
-        seen = row or seen
-        if row is not None and row[0] == moment:
-            break
-        if row is None and seen is not None and moment == "swapping stripes":
-            break  # swapped already, not committed yet
-        assert thread.is_alive(), f"the compression ended before it could be killed (last seen: {seen})"
-        assert time.monotonic() < deadline, f"never saw the moment to kill: {seen}"
-        time.sleep(0.002)
     conn.close()
-    pg.kill9(kill_children=True)
-    thread.join(30)
-    assert not failed
+    run_until(pg.dsn("c"), point, body=lambda c: c.execute("SELECT orochi.compress_chunk(%s)", (chunk,)),
+              kill=lambda: pg.kill9(kill_children=True))
     pg.start()
     with pg.connect("c", autocommit=True) as conn:
         assert conn.execute("SELECT count(*), sum(v) FROM m").fetchone() == expected
@@ -141,11 +111,12 @@ def test_kill9_during_compression(make_cluster, moment):
                             (chunk,)).fetchone()[0] == "Compressed"
         _same(conn)
         # the table's folder holds exactly the catalog's files (and the retired ones)
-        folder = conn.execute("SELECT regexp_replace(min(file_path), '/[^/]*$', '') FROM orochi.columnar_stripes"
-                              " WHERE relid = 'm'::regclass").fetchone()[0]
+        folder = conn.execute("SELECT regexp_replace(min(orochi._file_path(file_path)), '/[^/]*$', '')"
+                              " FROM orochi.columnar_stripes WHERE relid = 'm'::regclass").fetchone()[0]
         on_disk = {f"{folder}/{r[0]}" for r in conn.execute("SELECT pg_ls_dir(%s)", (folder,)).fetchall()
                    if r[0].endswith(".stripe")}
         listed = {r[0] for r in conn.execute(
-            "SELECT file_path FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
-            " UNION ALL SELECT file_path FROM orochi.columnar_retired_files WHERE relid = 'm'::regclass").fetchall()}
+            "SELECT orochi._file_path(file_path) FROM orochi.columnar_stripes WHERE relid = 'm'::regclass"
+            " UNION ALL SELECT orochi._file_path(file_path) FROM orochi.columnar_retired_files"
+            " WHERE relid = 'm'::regclass").fetchall()}
         assert on_disk == listed

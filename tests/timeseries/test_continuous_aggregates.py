@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import sys
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from orochi_fdw.testing.faults import run_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "columnar"))
+from columnar_helpers import catalog_files, files_on_disk  # noqa: E402
 
 AGGREGATES = ("count(*) AS n, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi, "
               "count(DISTINCT note) AS notes")
@@ -495,10 +502,13 @@ def test_policy_on_integer_time(db):
 
 
 @pytest.mark.allow_backend_crash
-def test_kill9_with_a_refresh_uncommitted(make_cluster):
+@pytest.mark.parametrize("moment", ["idle after the refresh", "paused before its commit"])
+def test_kill9_with_a_refresh_uncommitted(make_cluster, moment):
     """A refresh that never committed leaves no trace after kill -9: the
-    materialization, the watermark and the logs are those of before, and the
-    next refresh brings the aggregate up to date."""
+    materialization, the watermark and the logs are those of before, the
+    refresh's stripe file is an orphan that the first vacuum removes, even
+    with another transaction open that took the first transaction id after
+    the restart, and the next refresh brings the aggregate up to date."""
     pg = make_cluster("cagg_crash")
     pg.create_database("c")
     conn = pg.connect("c", autocommit=True)
@@ -510,16 +520,27 @@ def test_kill9_with_a_refresh_uncommitted(make_cluster):
     watermark = conn.execute("SELECT watermark FROM orochi.continuous_aggs").fetchone()
     conn.execute("INSERT INTO m SELECT ts + interval '1 year', device, v, note FROM m")  # stripes
     conn.execute("DELETE FROM m WHERE device = 1 AND ts < '2024-01-20'")
-    refresher = pg.connect("c", autocommit=True)
-    refresher.execute("BEGIN")
-    refresher.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+    committed = files_on_disk(conn)
     conn.close()
-    pg.kill9(kill_children=True)
+    refresh = "SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)"
+    if moment == "idle after the refresh":
+        refresher = pg.connect("c", autocommit=True)
+        refresher.execute("BEGIN")
+        refresher.execute(refresh)
+        pg.kill9(kill_children=True)
+    else:
+        run_until(pg.dsn("c"), "refresh:before_commit", refresh, kill=lambda: pg.kill9(kill_children=True))
     pg.start()
     with pg.connect("c", autocommit=True) as conn:
+        orphans = files_on_disk(conn) - committed
+        assert orphans and not orphans & catalog_files(conn)
+        other = pg.connect("c")
+        other.execute("SELECT pg_current_xact_id()")  # the first id handed out after the restart
         assert _rows(conn, "SELECT * FROM c") == before
         assert conn.execute("SELECT watermark FROM orochi.continuous_aggs").fetchone() == watermark
-        removed = conn.execute("SELECT removed_files FROM orochi.vacuum()").fetchone()[0]
-        assert removed >= 1  # the refresh's stripe file is an orphan
-        conn.execute("SELECT orochi.refresh_continuous_aggregate('c', NULL, NULL)")
+        conn.execute("SELECT orochi.vacuum()")
+        assert not files_on_disk(conn) & orphans, "the refresh's stripe files are orphans"
+        other.rollback()
+        other.close()
+        conn.execute(refresh)
         assert _rows(conn, "SELECT * FROM c") == _rows(conn, query)

@@ -104,3 +104,25 @@ def test_date_trunc_on_timestamp_only():
 def _bucket_typed(sql: str, time_type: str | None):
     return find_bucket(parse_query(sql), "ts", time_type)
 
+
+@pytest.mark.parametrize("call", [
+    "orochi.time_bucket('1 day', ts, 'Europe/Berlin')",
+    "time_bucket('1 day', ts, timezone => 'Europe/Berlin')",
+    "time_bucket('1 day', ts, 'Europe/Berlin'::text)",
+    "time_bucket('1 day', ts, 'UTC', NULL, '1 hour')",
+    "time_bucket('1 day', ts, origin => timestamptz '2000-01-01', timezone => 'UTC')",
+])
+def test_time_zone_buckets_refused(call):
+    with pytest.raises(ContinuousAggregateError, match="time_bucket with a time zone is not supported") as exc:
+        _bucket(f"SELECT {call} AS b, count(*) FROM m GROUP BY 1")
+    assert exc.value.sqlstate == "0A000"
+
+
+@pytest.mark.parametrize("call", [
+    "time_bucket('1 day', ts, origin => '2000-01-01')",
+    "time_bucket('1 day', ts, timestamptz '2000-01-01')",
+    "time_bucket('1 day', ts, interval '1 hour')",
+    "time_bucket('1 day', ts, \"offset\" => '1 hour')",
+])
+def test_buckets_without_time_zone_accepted(call):
+    assert _bucket(f"SELECT {call} AS b, count(*) FROM m GROUP BY 1").output_name == "b"

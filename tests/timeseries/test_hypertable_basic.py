@@ -188,7 +188,7 @@ def test_show_chunks_errors(db):
     with pytest.raises(psycopg.errors.WrongObjectType, match="not a hypertable"):
         db.execute("SELECT orochi.show_chunks('plain')")
     _make(db)
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="older_than and newer_than"):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="older_than/newer_than"):
         db.execute("SELECT orochi.drop_chunks('m')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid time argument type"):
         db.execute("SELECT orochi.drop_chunks('m', older_than => 5)")

@@ -138,7 +138,9 @@ def test_index_privileges_owner_only(db, x, new_connection):
 
 
 def _files(x):
-    return sorted(r[0] for r in x("SELECT file_path FROM orochi.columnar_vector_index_files").fetchall())
+    return sorted(os.path.join(r[0], r[1]) for r in x(
+        "SELECT current_setting('data_directory'), orochi._file_path(file_path)"
+        "  FROM orochi.columnar_vector_index_files").fetchall())
 
 
 def test_index_files_follow_their_stripes(db, x):

@@ -1,0 +1,1346 @@
+-- orochi 0.1.0 -> 0.2.0: columnar data in the WAL, paths relative to the
+-- database's folder, dump and restore; then the privilege model, columns
+-- added with defaults, time_bucket, moving sketch aggregates, show_chunks /
+-- drop_chunks arguments, compression statistics, ingest pipelines.  What it
+-- makes is what sql/*.sql makes for 0.2.0, object by object
+-- (tests/wal/test_upgrade.py); docs/STORAGE.md, "Versions and updating".
+--
+-- ALTER EXTENSION orochi UPDATE TO '0.2.0';   (the server must preload orochi)
+
+\echo Use "ALTER EXTENSION orochi UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---------------------------------------------------------------- file paths
+-- 0.1.0 named files by absolute paths into this cluster's data directory; a
+-- copy of the data directory (standby, base backup) then read the original's
+-- files.  Files under this database's folder are now named relative to it;
+-- files elsewhere (a server's data_dir, or another database's folder for a
+-- database made from a template under 0.1.0, which shared its template's
+-- files) keep their absolute paths.
+
+CREATE FUNCTION orochi._file_path(file_path text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN file_path LIKE '/%' THEN file_path
+            ELSE 'orochi/' || (SELECT d.oid FROM pg_catalog.pg_database d
+                                WHERE d.datname = pg_catalog.current_database()) || '/' || file_path END;
+
+DO $$
+DECLARE
+    folder text := pg_catalog.current_setting('data_directory') || '/orochi/'
+                   || (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                   || '/';
+BEGIN
+    UPDATE orochi.columnar_stripes SET file_path = substr(file_path, length(folder) + 1)
+     WHERE starts_with(file_path, folder);
+    UPDATE orochi.columnar_retired_files SET file_path = substr(file_path, length(folder) + 1)
+     WHERE starts_with(file_path, folder);
+    UPDATE orochi.columnar_vector_index_files SET file_path = substr(file_path, length(folder) + 1)
+     WHERE starts_with(file_path, folder);
+END;
+$$;
+
+-- Each stripe of each columnar table the caller may read (SELECT on it),
+-- column by column.  security_barrier: the privilege test comes before any
+-- condition of the caller's query, so no function of theirs sees other rows.
+CREATE OR REPLACE VIEW orochi.stripes WITH (security_barrier) AS
+SELECT s.relid::regclass                     AS table_name,
+       s.stripe_id,
+       s.row_count,
+       s.chunk_group_count,
+       c.attnum,
+       coalesce(a.attname::text, c.column_name) AS column_name,
+       c.type_name,
+       c.null_count,
+       c.compressed_bytes,
+       c.raw_bytes,
+       c.codecs,
+       s.compression,
+       s.file_bytes,
+       orochi._file_path(s.file_path) AS file_path
+  FROM orochi.columnar_stripes s
+  JOIN orochi.columnar_stripe_columns c USING (stripe_id)
+  LEFT JOIN pg_attribute a
+         ON a.attrelid = s.relid AND a.attnum = c.attnum AND NOT a.attisdropped
+ WHERE pg_catalog.has_table_privilege(s.relid, 'SELECT');
+
+-- ---------------------------------------------------------------- regclass columns
+-- Relation references of the catalog tables that pg_dump dumps become
+-- regclass (dumped by name).  The views and functions over them are saved,
+-- dropped and made again around the change.
+
+DO $$
+DECLARE
+    views text[] := ARRAY['orochi.chunks', 'orochi.continuous_aggregates', 'orochi.job_stats',
+                          'orochi.vector_indexes'];
+    functions text[] := ARRAY['orochi.hypertable_compression_stats(regclass)',
+                              'orochi.chunk_compression_stats(regclass)'];
+    view_sql text[] := '{}';
+    function_sql text[] := '{}';
+    name text;
+BEGIN
+    FOREACH name IN ARRAY views LOOP
+        view_sql := view_sql || format('CREATE VIEW %s AS %s', name, pg_catalog.pg_get_viewdef(name::regclass));
+    END LOOP;
+    FOREACH name IN ARRAY functions LOOP
+        function_sql := function_sql || pg_catalog.pg_get_functiondef(name::regprocedure);
+    END LOOP;
+    FOREACH name IN ARRAY functions LOOP
+        EXECUTE format('DROP FUNCTION %s', name);
+    END LOOP;
+    FOREACH name IN ARRAY views LOOP
+        EXECUTE format('DROP VIEW %s', name);
+    END LOOP;
+
+    ALTER TABLE orochi.hypertables ALTER COLUMN relid TYPE regclass;
+    ALTER TABLE orochi.hypertable_invalidation_log ALTER COLUMN relid TYPE regclass;
+    ALTER TABLE orochi.jobs ALTER COLUMN relid TYPE regclass;
+    ALTER TABLE orochi.continuous_aggs
+        ALTER COLUMN view_relid TYPE regclass, ALTER COLUMN direct_relid TYPE regclass,
+        ALTER COLUMN mat_relid TYPE regclass, ALTER COLUMN hypertable_relid TYPE regclass;
+    ALTER TABLE orochi.continuous_agg_invalidations ALTER COLUMN view_relid TYPE regclass;
+    ALTER TABLE orochi.columnar_vector_indexes ALTER COLUMN relid TYPE regclass;
+
+    FOREACH name IN ARRAY view_sql LOOP
+        EXECUTE name;
+    END LOOP;
+    FOR i IN REVERSE array_length(function_sql, 1)..1 LOOP   -- the ones others call first
+        EXECUTE function_sql[i];
+    END LOOP;
+    FOREACH name IN ARRAY views LOOP
+        EXECUTE format('GRANT SELECT ON %s TO PUBLIC', name);
+    END LOOP;
+END;
+$$;
+
+-- The real-time views named their aggregate by the view's oid; they now
+-- name it by the materialization table as a regclass constant (dumped by
+-- name).  An extension script may not replace the users' views: each is
+-- made again at its aggregate's next refresh.  The views run it as their
+-- reader, hence SECURITY DEFINER (sql/65_continuous_aggregates.sql).
+CREATE OR REPLACE FUNCTION orochi._cagg_watermark(view_relid oid)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.watermark FROM orochi.continuous_aggs c WHERE c.mat_relid = $1 OR c.view_relid = $1 $$;
+
+-- ---------------------------------------------------------------- dump and restore
+-- (as sql/80_dump_restore.sql)
+
+SELECT pg_catalog.pg_extension_config_dump('orochi.hypertables', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.hypertable_invalidation_log', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.continuous_aggs', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.continuous_agg_invalidations', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.continuous_agg_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.jobs_job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.columnar_vector_indexes', '');
+SELECT pg_catalog.pg_extension_config_dump('orochi.vector_index_id_seq', '');
+
+CREATE FUNCTION orochi._hypertable_inserted(regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi._vector_index_inserted(bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+REVOKE EXECUTE ON FUNCTION orochi._hypertable_inserted(regclass), orochi._vector_index_inserted(bigint)
+    FROM PUBLIC;
+
+CREATE FUNCTION orochi._on_catalog_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'hypertables' THEN
+        PERFORM orochi._hypertable_inserted(NEW.relid);
+    ELSE
+        PERFORM orochi._vector_index_inserted(NEW.index_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER hypertables_inserted AFTER INSERT ON orochi.hypertables
+    FOR EACH ROW EXECUTE FUNCTION orochi._on_catalog_insert();
+CREATE TRIGGER columnar_vector_indexes_inserted AFTER INSERT ON orochi.columnar_vector_indexes
+    FOR EACH ROW EXECUTE FUNCTION orochi._on_catalog_insert();
+
+-- ================================================================ since the WAL work
+-- The definitions below are those of the files named in each section: a
+-- change there is made here too.
+
+-- ---------------------------------------------------------------- privileges
+-- (docs/SECURITY.md; sql/00_bridge.sql)  The catalog tables, granted to
+-- PUBLIC for reading in 0.1.0, are granted to no one: Orochi reads them as
+-- the extension owner, and the views (made again below with
+-- security_barrier and a privilege test) show each role its own rows.
+GRANT USAGE ON FOREIGN SERVER orochi TO PUBLIC;
+REVOKE SELECT ON orochi.columnar_stripes, orochi.hypertables, orochi.hypertable_chunks,
+                 orochi.jobs, orochi.bgw_job_stat, orochi.continuous_aggs,
+                 orochi.columnar_vector_indexes, orochi.columnar_vector_index_files
+    FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION orochi._chunk_compression_status(bigint, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION orochi.continuous_aggregates_dropped(oid[]) FROM PUBLIC;
+
+-- The delta stores (orochi.columnar_delta_<oid>, extension members) belong
+-- to the extension owner, and keep a column whose type is neither
+-- pg_catalog's nor one of Orochi's base types and domains as its text form
+-- (orochi_fdw/columnar/delta.py, whose rule this repeats).  0.1.0 made them
+-- as the role that created the table, with the columns' own types.
+DO $$
+DECLARE
+    owner oid := (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi');
+    d record;
+    col record;
+BEGIN
+    FOR d IN SELECT c.oid, c.relowner
+               FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'orochi'::pg_catalog.regnamespace AND c.relkind = 'r'
+                AND c.relname ~ '^columnar_delta_[0-9]+$'
+    LOOP
+        IF d.relowner <> owner THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO %s', d.oid::regclass, owner::regrole);
+        END IF;
+        FOR col IN SELECT a.attname
+                     FROM pg_catalog.pg_attribute a
+                     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                    WHERE a.attrelid = d.oid AND a.attnum > 0 AND NOT a.attisdropped
+                      AND a.attname ~ '^c[0-9]+$'
+                      AND NOT (t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+                               OR (t.typnamespace = 'orochi'::pg_catalog.regnamespace AND t.typtype IN ('b', 'd')
+                                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e
+                                                    WHERE e.oid = t.typelem AND e.typtype NOT IN ('b', 'd'))))
+                    ORDER BY a.attnum
+        LOOP
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE text COLLATE pg_catalog."default" USING %I::text',
+                           d.oid::regclass, col.attname, col.attname);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+-- ---------------------------------------------------------------- columnar tables
+-- (sql/10_columnar.sql)  Columns added to a table under 0.1.0 read as NULL
+-- in the stripes written before: no row of orochi.columnar_missing_values,
+-- so they still do.
+
+-- The value that rows stored before ALTER TABLE ... ADD COLUMN ... DEFAULT
+-- read in the new column: the default evaluated once, when the column was
+-- added (Postgres's attmissingval, which it keeps for heap tables only), in
+-- its text form.  Stripes written since hold the column themselves.
+CREATE TABLE orochi.columnar_missing_values (
+    relid              oid NOT NULL,
+    attnum             smallint NOT NULL,
+    value              text NOT NULL,
+    PRIMARY KEY (relid, attnum)
+);
+
+-- Internal: a column's default as ALTER TABLE ... ADD COLUMN evaluates it
+-- for the rows already stored: kind is 'none' (no default), 'constant'
+-- (evaluated once: value, NULL for a NULL default), 'volatile' (a value per
+-- row) or 'generated' (a generated column).  For the table's owner: it
+-- evaluates the default with the caller's rights, as ALTER TABLE does.
+CREATE FUNCTION orochi.column_default(regclass, smallint, OUT kind text, OUT value text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_column_default'
+LANGUAGE C STRICT VOLATILE;
+
+REVOKE EXECUTE ON FUNCTION orochi.columnar_drop_tables(oid[]), orochi.columnar_before_drop_extension()
+    FROM PUBLIC;
+
+-- The event trigger functions are PL/pgSQL so that Python starts only when
+-- an orochi table is involved.  Those of DROP run as the extension owner
+-- (SECURITY DEFINER, search path pinned), as they read the catalog and call
+-- internal functions; what they do is decided by the objects Postgres
+-- reports dropped, never by their caller.  That of CREATE and ALTER runs as
+-- the role that ran the command, since it evaluates what that role wrote (a
+-- new column's default); it reads pg_catalog only, and the function it
+-- calls checks that the role owns the tables and works on the catalog with
+-- internal statements.
+CREATE OR REPLACE FUNCTION orochi.columnar_on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped oid[];
+BEGIN
+    SELECT array_agg(objid) INTO dropped
+      FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_catalog.pg_class'::regclass
+       AND objsubid = 0
+       AND object_type = 'foreign table';
+    IF dropped IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM orochi.columnar_stripes WHERE relid = ANY (dropped))
+        OR EXISTS (SELECT 1 FROM unnest(dropped) AS d(relid)
+                    WHERE to_regclass('orochi.columnar_delta_' || d.relid) IS NOT NULL)) THEN
+        PERFORM orochi.columnar_drop_tables(dropped);
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION orochi.columnar_on_ddl_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tables oid[];
+BEGIN
+    SELECT array_agg(DISTINCT c.objid) INTO tables
+      FROM pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.objid
+      JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
+      JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+     WHERE c.classid = 'pg_catalog.pg_class'::regclass
+       AND w.fdwhandler = 'orochi.orochi_fdw_handler'::regproc;
+    IF tables IS NOT NULL THEN
+        PERFORM orochi.columnar_check_tables(tables);
+    END IF;
+END;
+$$;
+
+-- The trigger fires on ALTER TABLE as well (ALTER TABLE ... ADD COLUMN on a
+-- foreign table): its tags cannot be altered, it is made again.
+DROP EVENT TRIGGER orochi_columnar_ddl_end;
+CREATE EVENT TRIGGER orochi_columnar_ddl_end ON ddl_command_end
+    WHEN TAG IN ('CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION orochi.columnar_on_ddl_end();
+
+-- A failure here (Python missing, say) must not keep anyone from dropping
+-- an extension: the files are then left for the operator.
+CREATE OR REPLACE FUNCTION orochi.columnar_on_drop_extension()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM orochi.columnar_before_drop_extension();
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'orochi: columnar files will not be removed: %', SQLERRM;
+END;
+$$;
+
+-- ---------------------------------------------------------------- time_bucket
+-- (sql/30_time_bucket.sql)  New helpers and the time zone form; the changed
+-- bodies are replaced (same signatures).
+
+-- Raises message with SQLSTATE 0A000 (feature_not_supported), as
+-- TimescaleDB does for the widths and offsets of dates it does not take.
+CREATE FUNCTION orochi._time_bucket_unsupported(message text, width anyelement)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = message;
+END;
+$$;
+
+-- Start of the bucket of ts (timestamp without time zone), from origin.
+-- Without months: date_bin, once the width is checked (the check folds away
+-- for a constant width).  With months: the first of the month whose index
+-- (months since year 0) is a whole number of buckets away from the index of
+-- the origin's month; 2000-01-01 is month 24000.
+CREATE OR REPLACE FUNCTION orochi.time_bucket(bucket_width interval, ts timestamp, origin timestamp)
+RETURNS timestamp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN orochi._time_bucket_months(bucket_width) IS NULL THEN
+        date_bin(CASE WHEN orochi._time_bucket_width_us(bucket_width) > 0 THEN bucket_width END, ts, origin)
+    WHEN origin IS NULL THEN NULL
+    WHEN NOT isfinite(ts) THEN ts
+    ELSE
+        timestamp '2000-01-01 00:00:00' + make_interval(months => (
+            floor((orochi._time_bucket_month_index(ts) - orochi._time_bucket_month_index(origin))::float8
+                  / orochi._time_bucket_months(bucket_width)) * orochi._time_bucket_months(bucket_width)
+            + orochi._time_bucket_month_index(origin) - 24000)::int)
+END;
+
+CREATE OR REPLACE FUNCTION orochi.time_bucket(bucket_width interval, ts timestamp, "offset" interval)
+RETURNS timestamp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN "offset" IS NULL THEN NULL
+            WHEN NOT isfinite(ts) THEN ts
+            ELSE orochi.time_bucket(bucket_width, ts - "offset") + "offset" END;
+
+-- timestamptz plus an interval as PostgreSQL adds them (days and months in
+-- the session's time zone), which is how TimescaleDB applies the offsets of
+-- timestamptz buckets and moves a bucket start back.  Declared immutable as
+-- TimescaleDB's time_bucket is; written in PL/pgSQL so that the planner does
+-- not look inside.  COST 1: an argument holding a call of it stays cheap
+-- enough for the planner to inline the SQL functions around it.
+CREATE FUNCTION orochi._time_bucket_tstz_add(ts timestamptz, delta interval)
+RETURNS timestamptz
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE COST 1
+AS $$
+BEGIN
+    RETURN ts + delta;
+END;
+$$;
+
+-- Whether an interval has no days, months or years: adding it to a
+-- timestamptz does not depend on the time zone.
+CREATE FUNCTION orochi._time_bucket_is_time(delta interval)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN extract(day FROM delta) = 0 AND extract(month FROM delta) = 0 AND extract(year FROM delta) = 0;
+
+-- An offset with days or months is taken off and added back as PostgreSQL
+-- adds intervals to timestamptz (in the session's time zone), as TimescaleDB
+-- does; without, on the UTC clock (the same thing).
+CREATE OR REPLACE FUNCTION orochi.time_bucket(bucket_width interval, ts timestamptz, "offset" interval)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN orochi._time_bucket_is_time("offset") THEN
+        orochi.time_bucket(bucket_width, ts AT TIME ZONE 'UTC', "offset") AT TIME ZONE 'UTC'
+    WHEN "offset" IS NULL THEN NULL
+    WHEN NOT isfinite(ts) THEN ts
+    ELSE orochi._time_bucket_tstz_add(
+        orochi.time_bucket(bucket_width, orochi._time_bucket_tstz_add(ts, - "offset")), "offset")
+END;
+
+-- date: the bucket of the date's midnight, as a date.  A width must be whole
+-- months or whole days; an offset whole days (TimescaleDB's errors, SQLSTATE
+-- 0A000).
+
+-- The width of a date bucket, checked.
+CREATE FUNCTION orochi._time_bucket_date_width(bucket_width interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN orochi._time_bucket_months(bucket_width) IS NOT NULL THEN bucket_width
+    WHEN extract(epoch FROM bucket_width) < 86400
+        THEN bucket_width + make_interval(secs => orochi._time_bucket_unsupported(
+                 'interval must not have sub-day precision', bucket_width))
+    WHEN extract(epoch FROM bucket_width) % 86400 <> 0
+        THEN bucket_width + make_interval(secs => orochi._time_bucket_unsupported(
+                 'interval must be a multiple of a day', bucket_width))
+    ELSE bucket_width
+END;
+
+-- The offset of a date bucket, checked: whole days (of either sign).
+CREATE FUNCTION orochi._time_bucket_date_offset("offset" interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN "offset" IS NULL THEN NULL
+    WHEN extract(year FROM "offset") <> 0 OR extract(month FROM "offset") <> 0
+        THEN "offset" + make_interval(secs => orochi._time_bucket_unsupported(
+                 'interval defined in terms of month, year, century etc. not supported', "offset"))
+    WHEN extract(epoch FROM "offset") % 86400 = 0 THEN "offset"
+    WHEN abs(extract(epoch FROM "offset")) < 86400
+        THEN "offset" + make_interval(secs => orochi._time_bucket_unsupported(
+                 'interval must not have sub-day precision', "offset"))
+    ELSE "offset" + make_interval(secs => orochi._time_bucket_unsupported(
+                 'interval must be a multiple of a day', "offset"))
+END;
+
+CREATE OR REPLACE FUNCTION orochi.time_bucket(bucket_width interval, ts date, origin date)
+RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN origin IS NULL THEN NULL
+            WHEN NOT isfinite(ts) THEN ts
+            ELSE orochi.time_bucket(orochi._time_bucket_date_width(bucket_width), ts::timestamp,
+                                    origin::timestamp)::date END;
+
+CREATE OR REPLACE FUNCTION orochi.time_bucket(bucket_width interval, ts date)
+RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN NOT isfinite(ts) THEN ts
+            ELSE orochi.time_bucket(orochi._time_bucket_date_width(bucket_width), ts::timestamp)::date END;
+
+-- The offset is checked even for an infinite date, as TimescaleDB does.
+CREATE OR REPLACE FUNCTION orochi.time_bucket(bucket_width interval, ts date, "offset" interval)
+RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN orochi._time_bucket_date_offset("offset") IS NULL THEN NULL
+            WHEN NOT isfinite(ts) THEN ts
+            ELSE orochi.time_bucket(orochi._time_bucket_date_width(bucket_width), ts::timestamp,
+                                    orochi._time_bucket_date_offset("offset"))::date END;
+
+-- timestamptz in a time zone: TimescaleDB's
+-- time_bucket(width, ts, timezone [, origin] [, "offset"]).  The time (less
+-- the offset) is read as the wall clock in the time zone, bucketed there (the
+-- origin read in the same zone; months from the month of its date there),
+-- and the bucket's start turned back into an absolute time; where that wall
+-- clock time happens twice or not at all (daylight saving), PostgreSQL's
+-- reading (the later instant) can fall after the time itself, and then the
+-- start moves back by whole widths until it does not.  The offset is taken
+-- off before and added back after, on the absolute time, as timestamptz
+-- arithmetic does it (an offset with days or months, like a width with days
+-- when a start moves back, counts them in the session's time zone: as in
+-- TimescaleDB, the result then depends on the TimeZone setting).  origin
+-- and "offset" may be NULL (not given); NULL width, time or time zone give
+-- NULL.
+
+-- Move r back by whole widths until it is not after t.
+CREATE FUNCTION orochi._time_bucket_tz_back(r timestamptz, t timestamptz, bucket_width interval)
+RETURNS timestamptz
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    IF r > t AND orochi._time_bucket_is_time(bucket_width) THEN
+        -- all the widths at once: they are fixed numbers of microseconds
+        r := r - bucket_width * ceil(extract(epoch FROM r - t) / extract(epoch FROM bucket_width));
+    END IF;
+    WHILE r > t LOOP
+        r := r - bucket_width;
+    END LOOP;
+    RETURN r;
+END;
+$$;
+
+-- The start of the bucket of t on the time zone's wall clock, as an
+-- absolute time (PostgreSQL's reading of that wall clock time).
+CREATE FUNCTION orochi._time_bucket_tz_start(bucket_width interval, t timestamptz, timezone text,
+                                             origin timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN timezone(timezone, CASE WHEN origin IS NULL THEN orochi.time_bucket(bucket_width, timezone(timezone, t))
+                               ELSE orochi.time_bucket(bucket_width, timezone(timezone, t), timezone(timezone, origin))
+                          END);
+
+-- The bucket of t in the time zone, without offset: the start, moved back if
+-- it is after t (rare: only around daylight saving changes; the common case
+-- stays an inlined expression, the start written out where it is used so
+-- that the planner inlines it whatever the width).
+CREATE FUNCTION orochi._time_bucket_tz(bucket_width interval, t timestamptz, timezone text,
+                                       origin timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN orochi._time_bucket_tz_start(bucket_width, t, timezone, origin) <= t
+        THEN orochi._time_bucket_tz_start(bucket_width, t, timezone, origin)
+    ELSE orochi._time_bucket_tz_back(orochi._time_bucket_tz_start(bucket_width, t, timezone, origin), t, bucket_width)
+END;
+
+-- An offset without days or months is added on the UTC clock (the same
+-- thing, inlined); one with days or months as PostgreSQL adds it.
+CREATE FUNCTION orochi.time_bucket(bucket_width interval, ts timestamptz, timezone text,
+                                   origin timestamptz DEFAULT NULL, "offset" interval DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN "offset" IS NULL THEN orochi._time_bucket_tz(bucket_width, ts, timezone, origin)
+    WHEN orochi._time_bucket_is_time("offset") THEN
+        timezone('UTC', timezone('UTC', orochi._time_bucket_tz(
+            bucket_width, timezone('UTC', timezone('UTC', ts) - "offset"), timezone, origin)) + "offset")
+    ELSE orochi._time_bucket_tstz_add(orochi._time_bucket_tz(
+            bucket_width, orochi._time_bucket_tstz_add(ts, - "offset"), timezone, origin), "offset")
+END;
+
+-- ---------------------------------------------------------------- sketches
+-- (sql/40_sketches.sql)  The moving-aggregate support functions, and the
+-- aggregates redefined with them (CREATE OR REPLACE AGGREGATE keeps each
+-- aggregate's oid: views and continuous aggregates using it stay).
+
+-- Moving-aggregate forms, used when the aggregates run as window functions
+-- (PostgreSQL then always uses them: the plain final functions consume their
+-- state).  The state names a window builder that keeps the frame's rows;
+-- the inverse functions take the oldest row out; the final functions leave
+-- the state as it is, since they may run once per row of the window.
+CREATE FUNCTION orochi.sketch_hll_mtrans(bytea, anyelement)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_mtrans(bytea, anyelement, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_minv(bytea, anyelement)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_minv(bytea, anyelement, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_union_mtrans(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_union_minv(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_mtrans(bytea, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_mtrans(bytea, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_minv(bytea, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_minv(bytea, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_union_mtrans(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_union_minv(bytea, bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8[])
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mtrans(bytea, float8, float8[], integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8[])
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_minv(bytea, float8, float8[], integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.sketch_hll_mfinal(bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_count_mfinal(bytea)
+RETURNS bigint AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_tdigest_mfinal(bytea)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_percentile_mfinal(bytea)
+RETURNS float8 AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_percentiles_mfinal(bytea)
+RETURNS float8[] AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+CREATE FUNCTION orochi.sketch_hll_agg_mfinal(bytea)
+RETURNS orochi.hll LANGUAGE sql VOLATILE
+AS $$ SELECT orochi.sketch_hll_mfinal($1)::orochi.hll $$;
+CREATE FUNCTION orochi.sketch_tdigest_agg_mfinal(bytea)
+RETURNS orochi.tdigest LANGUAGE sql VOLATILE
+AS $$ SELECT orochi.sketch_tdigest_mfinal($1)::orochi.tdigest $$;
+
+-- How many sketch aggregate states this backend's Python keeps (the states
+-- of aggregates that are over are dropped first).
+CREATE FUNCTION orochi.sketch_open_states()
+RETURNS bigint AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;
+
+-- ------------------------------------------------------------------ aggregates
+
+-- A HyperLogLog sketch of the non-NULL values (precision 4..18, default 14).
+CREATE OR REPLACE AGGREGATE orochi.hll_agg(anyelement) (
+    SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+CREATE OR REPLACE AGGREGATE orochi.hll_agg(anyelement, integer) (
+    SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+
+-- The union of sketches, at the lowest of their precisions.
+CREATE OR REPLACE AGGREGATE orochi.hll_union_agg(orochi.hll) (
+    SFUNC = orochi.sketch_hll_union_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_hll_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_union_mtrans, MINVFUNC = orochi.sketch_hll_union_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+
+-- Estimated count(DISTINCT x): 0.81% standard error at the default p = 14.
+CREATE OR REPLACE AGGREGATE orochi.approx_count_distinct(anyelement) (
+    SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_hll_count_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_count_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+CREATE OR REPLACE AGGREGATE orochi.approx_count_distinct(anyelement, integer) (
+    SFUNC = orochi.sketch_hll_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_hll_count_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_hll_mtrans, MINVFUNC = orochi.sketch_hll_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_hll_count_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+
+-- A t-digest of the finite values (compression 10..10000, default 100).
+CREATE OR REPLACE AGGREGATE orochi.tdigest_agg(float8) (
+    SFUNC = orochi.sketch_tdigest_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_tdigest_mtrans, MINVFUNC = orochi.sketch_tdigest_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_tdigest_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+CREATE OR REPLACE AGGREGATE orochi.tdigest_agg(float8, integer) (
+    SFUNC = orochi.sketch_tdigest_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_tdigest_mtrans, MINVFUNC = orochi.sketch_tdigest_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_tdigest_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+
+-- The union of digests.
+CREATE OR REPLACE AGGREGATE orochi.tdigest_union_agg(orochi.tdigest) (
+    SFUNC = orochi.sketch_tdigest_union_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_tdigest_agg_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_tdigest_union_mtrans, MINVFUNC = orochi.sketch_tdigest_union_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_tdigest_agg_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+
+-- Estimated percentile_cont(q) WITHIN GROUP (ORDER BY value), 0 <= q <= 1,
+-- and the array form for several quantiles.
+CREATE OR REPLACE AGGREGATE orochi.approx_percentile(float8, float8) (
+    SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_percentile_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentile_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+CREATE OR REPLACE AGGREGATE orochi.approx_percentile(float8, float8, integer) (
+    SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_percentile_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentile_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+CREATE OR REPLACE AGGREGATE orochi.approx_percentile(float8, float8[]) (
+    SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_percentiles_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentiles_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+CREATE OR REPLACE AGGREGATE orochi.approx_percentile(float8, float8[], integer) (
+    SFUNC = orochi.sketch_percentile_trans, STYPE = bytea, INITCOND = '',
+    FINALFUNC = orochi.sketch_percentiles_final, FINALFUNC_MODIFY = READ_WRITE,
+    MSFUNC = orochi.sketch_percentile_mtrans, MINVFUNC = orochi.sketch_percentile_minv, MSTYPE = bytea, MINITCOND = '',
+    MFINALFUNC = orochi.sketch_percentiles_mfinal, MFINALFUNC_MODIFY = READ_ONLY);
+
+-- ---------------------------------------------------------------- hypertables
+-- (sql/50_hypertables.sql)  Chunks keep the creation time 0.1.0 recorded
+-- (the start of the transaction that made them, now()); new ones record the
+-- clock.  show_chunks and drop_chunks take TimescaleDB's further arguments:
+-- new signatures, the old functions dropped.
+ALTER TABLE orochi.hypertable_chunks ALTER COLUMN created_at SET DEFAULT clock_timestamp();
+
+DROP FUNCTION orochi.show_chunks(regclass, "any", "any");
+DROP FUNCTION orochi.drop_chunks(regclass, "any", "any");
+
+-- Chunks of a hypertable lying wholly before older_than and / or wholly at
+-- or after newer_than (an interval: now() minus it; a timestamptz,
+-- timestamp or date; an integer for integer time columns), or created
+-- before created_before and / or at or after created_after (an interval:
+-- now() minus it; a timestamptz, timestamp or date).  TimescaleDB's
+-- arguments, in its order.
+CREATE FUNCTION orochi.show_chunks(relation regclass, older_than "any" DEFAULT NULL,
+                                   newer_than "any" DEFAULT NULL, created_before "any" DEFAULT NULL,
+                                   created_after "any" DEFAULT NULL)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STABLE;
+
+-- Drop those chunks: their stripes and the delta rows in their ranges
+-- (verbose: an INFO line per chunk dropped).
+CREATE FUNCTION orochi.drop_chunks(relation regclass, older_than "any" DEFAULT NULL,
+                                   newer_than "any" DEFAULT NULL, verbose boolean DEFAULT false,
+                                   created_before "any" DEFAULT NULL, created_after "any" DEFAULT NULL)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- ---------------------------------------------------------------- jobs
+-- (sql/55_jobs.sql)
+
+-- The jobs of the roles the caller is a member of (all of them for
+-- superusers), with their statistics.
+CREATE OR REPLACE VIEW orochi.job_stats WITH (security_barrier) AS
+WITH running AS (           -- jobs whose advisory lock some session holds
+    SELECT DISTINCT l.objid::bigint::integer AS job_id
+      FROM pg_catalog.pg_locks l
+     WHERE l.locktype = 'advisory' AND l.granted
+       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+       AND l.classid = x'4f524f4a'::bigint::oid AND l.objsubid = 1)
+SELECT j.job_id,
+       j.application_name,
+       j.proc_schema,
+       j.proc_name,
+       j.relid::regclass                      AS hypertable_name,
+       s.last_run_started_at,
+       s.last_successful_finish,
+       CASE WHEN r.job_id IS NOT NULL THEN 'Running' ELSE s.last_run_status END AS last_run_status,
+       CASE WHEN r.job_id IS NOT NULL THEN 'Running'
+            WHEN NOT j.scheduled THEN 'Paused'
+            ELSE 'Scheduled' END              AS job_status,
+       s.last_run_duration,
+       j.next_start,
+       s.total_runs,
+       s.total_successes,
+       s.total_failures,
+       s.consecutive_failures,
+       s.last_error,
+       s.last_summary,
+       j.owner,
+       j.schedule_interval,
+       j.config
+  FROM orochi.jobs j
+  LEFT JOIN orochi.bgw_job_stat s ON s.job_id = j.job_id
+  LEFT JOIN running r ON r.job_id = j.job_id
+ WHERE pg_catalog.pg_has_role(j.owner, 'MEMBER');
+
+-- ---------------------------------------------------------------- compression
+-- (sql/60_compression.sql)
+
+-- Every chunk of every hypertable the caller may read (SELECT on it): its
+-- range, rows, bytes and compression state (like
+-- timescaledb_information.chunks), and what its last compression did.
+CREATE OR REPLACE VIEW orochi.chunks WITH (security_barrier) AS
+SELECT h.relid::regclass                                  AS hypertable_name,
+       '_hyper_' || c.relid || '_' || c.chunk_id || '_chunk' AS chunk_name,
+       c.chunk_id,
+       h.time_column                                      AS primary_dimension,
+       h.time_type                                        AS primary_dimension_type,
+       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_start) END AS range_start,
+       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_end) END   AS range_end,
+       c.range_start                                      AS range_start_integer,
+       c.range_end                                        AS range_end_integer,
+       coalesce(s.stripes, 0)                             AS stripes,
+       coalesce(s.stripe_rows, 0) + coalesce(s.delta_rows, 0) AS rows,
+       coalesce(s.before_compression_bytes, 0)            AS before_compression_bytes,
+       coalesce(s.after_compression_bytes, 0)             AS after_compression_bytes,
+       st.status = 'Compressed'                           AS is_compressed,
+       st.status                                          AS compression_status,
+       c.compressed_at,
+       c.compressed_rows,
+       c.uncompressed_bytes                               AS compressed_from_bytes,
+       c.compressed_bytes                                 AS compressed_to_bytes,
+       c.created_at                                       AS chunk_creation_time
+  FROM orochi.hypertable_chunks c
+  JOIN orochi.hypertables h ON h.relid = c.relid
+  LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id
+  CROSS JOIN LATERAL (
+    -- orochi._chunk_compression_status, on the view owner's rights
+    SELECT CASE
+             WHEN c.compressed_at IS NULL THEN 'Uncompressed'
+             WHEN coalesce(s.delta_rows, 0) > 0
+               OR (SELECT count(*) FILTER (WHERE cs.created_xid <> c.compressed_xid OR cs.deleted_count > 0) > 0
+                       OR count(*) <> c.compressed_stripes
+                     FROM orochi.columnar_stripes cs
+                    WHERE cs.chunk_id = c.chunk_id)
+             THEN 'Partially compressed'
+             ELSE 'Compressed'
+           END AS status) st
+ WHERE pg_catalog.has_table_privilege(h.relid, 'SELECT');
+
+-- Raise insufficient_privilege (42501) unless the caller holds privilege on
+-- the table, as a statement on it would (for the SQL functions below, which
+-- read views that would only hide the rows).
+CREATE FUNCTION orochi._require_table_privilege(rel regclass, privilege text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rel IS NOT NULL AND NOT has_table_privilege(rel, privilege) THEN
+        RAISE EXCEPTION 'permission denied for table %', rel
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+-- Per chunk of a hypertable: its compression state and the bytes its last
+-- compression started from and ended with (TimescaleDB's name).  Needs
+-- SELECT on the hypertable.
+CREATE OR REPLACE FUNCTION orochi.chunk_compression_stats(hypertable regclass)
+RETURNS TABLE (chunk_name text, compression_status text, before_compression_total_bytes bigint,
+               after_compression_total_bytes bigint, compressed_rows bigint,
+               compressed_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM orochi._require_table_privilege(hypertable, 'SELECT');
+    RETURN QUERY
+    SELECT v.chunk_name, v.compression_status, v.compressed_from_bytes, v.compressed_to_bytes,
+           v.compressed_rows, v.compressed_at
+      FROM orochi.chunks v
+     WHERE v.hypertable_name = hypertable
+     ORDER BY v.range_start_integer;
+END
+$$;
+
+-- ---------------------------------------------------------------- continuous aggregates
+-- (sql/65_continuous_aggregates.sql)
+
+-- As the extension owner, as the other event triggers (10_columnar.sql).
+CREATE OR REPLACE FUNCTION orochi.continuous_aggregates_on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped oid[];
+BEGIN
+    SELECT array_agg(objid) INTO dropped
+      FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_catalog.pg_class'::regclass
+       AND objsubid = 0;
+    IF dropped IS NOT NULL AND to_regclass('orochi.continuous_aggs') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM orochi.continuous_aggs c
+                    WHERE c.view_relid = ANY (dropped) OR c.direct_relid = ANY (dropped)
+                       OR c.mat_relid = ANY (dropped)) THEN
+        PERFORM orochi.continuous_aggregates_dropped(dropped);
+    END IF;
+END;
+$$;
+
+-- One row per continuous aggregate whose view the caller may read.
+CREATE OR REPLACE VIEW orochi.continuous_aggregates WITH (security_barrier) AS
+SELECT n.nspname                          AS view_schema,
+       v.relname                          AS view_name,
+       c.view_relid::regclass             AS view,
+       c.hypertable_relid::regclass       AS hypertable,
+       c.mat_relid::regclass              AS materialization_table,
+       c.bucket_column,
+       c.bucket_width,
+       CASE WHEN a.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN c.watermark::text
+            WHEN c.watermark IS NULL THEN NULL
+            WHEN a.atttypid = 'timestamptz'::regtype THEN orochi._cagg_watermark_timestamptz(c.view_relid)::text
+            WHEN a.atttypid = 'date'::regtype THEN orochi._cagg_watermark_date(c.view_relid)::text
+            ELSE orochi._cagg_watermark_timestamp(c.view_relid)::text END AS watermark,
+       c.materialized_only,
+       pg_get_viewdef(c.direct_relid)     AS view_definition
+  FROM orochi.continuous_aggs c
+  JOIN pg_class v ON v.oid = c.view_relid
+  JOIN pg_namespace n ON n.oid = v.relnamespace
+  LEFT JOIN pg_attribute a ON a.attrelid = c.mat_relid AND a.attname = c.bucket_column
+ WHERE pg_catalog.has_table_privilege(c.view_relid, 'SELECT');
+
+-- orochi.continuous_aggs and orochi.continuous_agg_invalidations are
+-- granted to no one.
+
+-- A continuous aggregate's hidden view and materialization table belong to
+-- the extension owner, its creator granted what reading and refreshing the
+-- materialization table needs (orochi_fdw/timeseries/continuous.py); 0.1.0
+-- left them to their creator.  The grant comes after the change of owner,
+-- which would fold it into the new owner's rights.
+DO $$
+DECLARE
+    owner oid := (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi');
+    c record;
+BEGIN
+    FOR c IN SELECT a.direct_relid, d.relowner AS direct_owner, a.mat_relid, m.relowner AS mat_owner
+               FROM orochi.continuous_aggs a
+               JOIN pg_catalog.pg_class d ON d.oid = a.direct_relid
+               JOIN pg_catalog.pg_class m ON m.oid = a.mat_relid
+    LOOP
+        IF c.direct_owner <> owner THEN
+            EXECUTE format('ALTER VIEW %s OWNER TO %s', c.direct_relid, owner::regrole);
+        END IF;
+        IF c.mat_owner <> owner THEN
+            EXECUTE format('ALTER FOREIGN TABLE %s OWNER TO %s', c.mat_relid, owner::regrole);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s',
+                           c.mat_relid, c.mat_owner::regrole);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- ---------------------------------------------------------------- vector indexes
+-- (sql/70_vector.sql)
+
+CREATE OR REPLACE FUNCTION orochi.columnar_vector_index_files_on_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM orochi.vector_index_file_deleted(OLD.file_path);
+    RETURN OLD;
+END;
+$$;
+
+-- The vector indexes of the tables the caller may read (SELECT on them).
+-- security_barrier: the privilege test comes before any condition of the
+-- caller's query.
+CREATE OR REPLACE VIEW orochi.vector_indexes WITH (security_barrier) AS
+SELECT i.relid::regclass                      AS table_name,
+       a.attname                              AS column_name,
+       i.index_id,
+       i.index_type,
+       i.distance_type,
+       i.dimensions,
+       i.options,
+       count(f.stripe_id)                     AS stripes_indexed,
+       (SELECT count(*) FROM orochi.columnar_stripes s WHERE s.relid = i.relid) AS stripes,
+       coalesce(sum(f.file_bytes), 0)::bigint AS index_bytes,
+       coalesce(sum(f.row_count), 0)::bigint  AS rows_indexed,
+       i.created_at
+  FROM orochi.columnar_vector_indexes i
+  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.relid AND a.attnum = i.attnum
+  LEFT JOIN orochi.columnar_vector_index_files f ON f.index_id = i.index_id
+ WHERE pg_catalog.has_table_privilege(i.relid, 'SELECT')
+ GROUP BY i.index_id, a.attname;
+
+-- ---------------------------------------------------------------- ingest pipelines
+-- (sql/80_pipelines.sql, new in 0.2.0)
+
+-- Ingest pipelines (docs/pipelines.md): Kafka topics, S3 objects and watched
+-- files loaded into tables by orochi-sidecar, exactly once.  Each batch of
+-- rows and the source position after it are committed in one transaction:
+-- the positions live here, next to the data they describe.
+--
+-- Privileges (docs/SECURITY.md), as for the rest of the catalog: the tables
+-- belong to the extension owner and are granted to no one.  The SQL
+-- functions (orochi_fdw/pipelines/sqlapi.py) check the caller's rights first
+-- (a pipeline is managed, and loaded, with the rights of its owner role) and
+-- then read and write them with internal statements; the views show each
+-- role the pipelines whose owner's rights it has, options with secrets
+-- masked.
+
+CREATE SEQUENCE orochi.pipeline_id_seq;
+
+-- One row per pipeline.  state is what its owner asked for last (or 'failed'
+-- when the pipeline stopped itself); the sidecar runs the pipelines that are
+-- 'running' or 'paused'.
+CREATE TABLE orochi.pipeline (
+    pipeline_id      integer PRIMARY KEY DEFAULT nextval('orochi.pipeline_id_seq'),
+    name             text NOT NULL UNIQUE CHECK (name <> ''),
+    source           text NOT NULL CHECK (source IN ('kafka', 's3', 'file')),
+    target           oid NOT NULL,
+    format           text NOT NULL CHECK (format IN ('json', 'jsonl', 'csv')),
+    options          jsonb NOT NULL DEFAULT '{}',
+    state            text NOT NULL DEFAULT 'created'
+                     CHECK (state IN ('created', 'running', 'paused', 'stopped', 'failed')),
+    state_changed_at timestamptz NOT NULL DEFAULT now(),
+    owner            regrole NOT NULL,  -- the role that created it (never the extension owner's default)
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+ALTER SEQUENCE orochi.pipeline_id_seq OWNED BY orochi.pipeline.pipeline_id;
+CREATE INDEX pipeline_target ON orochi.pipeline (target);
+
+-- Where each stream of a pipeline stands: a Kafka partition, an S3 object, a
+-- file.  Updated in the transaction that loads the rows before it.
+CREATE TABLE orochi.pipeline_positions (
+    pipeline_id integer NOT NULL REFERENCES orochi.pipeline ON DELETE CASCADE,
+    stream      text NOT NULL,    -- kafka: the partition; s3: the object key; file: 'device:inode'
+    position    bigint NOT NULL,  -- kafka: the next offset to read; s3, file: the byte offset of the next record
+    stream_end  bigint,           -- kafka: the high watermark; s3, file: the size, as last seen
+    done        boolean NOT NULL DEFAULT false,  -- read to its end (objects, files not followed)
+    name        text,             -- s3: the object key; file: its path when last seen
+    identity    text,             -- s3: the object's ETag
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline_id, stream)
+);
+
+-- Counters and health, one row per pipeline; the counters are written in the
+-- transactions that load the rows.
+CREATE TABLE orochi.pipeline_stats (
+    pipeline_id         integer PRIMARY KEY REFERENCES orochi.pipeline ON DELETE CASCADE,
+    rows_loaded         bigint NOT NULL DEFAULT 0,
+    bytes_loaded        bigint NOT NULL DEFAULT 0,   -- bytes of the records loaded (and rejected)
+    batches             bigint NOT NULL DEFAULT 0,
+    errors              bigint NOT NULL DEFAULT 0,   -- records sent to pipeline_errors, in all
+    errors_since_start  bigint NOT NULL DEFAULT 0,   -- since the last start or resume: what max_errors counts
+    last_batch_at       timestamptz,
+    last_batch_rows     integer,
+    last_batch_duration interval,
+    current_error       text,                        -- a problem now (source unreachable ...); NULL once over
+    last_error          text,
+    last_error_at       timestamptz,
+    worker              text,                        -- the sidecar worker that runs it (host:pid)
+    worker_started_at   timestamptz
+);
+
+-- Dead letters: records that could not be loaded, with where they were.
+CREATE TABLE orochi.pipeline_error_log (
+    error_id    bigserial PRIMARY KEY,
+    pipeline_id integer NOT NULL REFERENCES orochi.pipeline ON DELETE CASCADE,
+    stream      text,             -- as in pipeline_positions
+    name        text,             -- file path / object key
+    position    bigint,           -- kafka: the offset; s3, file: the byte offset where the record starts
+    raw_record  bytea,            -- the record (its first max_record_bytes bytes when larger)
+    raw_size    bigint,           -- its size in bytes
+    error       text NOT NULL,
+    sqlstate    text,
+    column_name text,
+    error_time  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pipeline_error_log_pipeline ON orochi.pipeline_error_log (pipeline_id, error_id);
+
+-- Advisory lock key of a pipeline (class 'ORPI' in the high 32 bits): the
+-- sidecar worker that runs a pipeline holds it for its session, so that at
+-- most one worker runs a pipeline.
+CREATE FUNCTION orochi.pipeline_lock_key(pipeline_id integer) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT (x'4f525049'::bigint << 32) | pipeline_id::bigint $$;
+
+-- Whether some worker runs the pipeline now (holds its advisory lock).
+CREATE FUNCTION orochi.pipeline_is_running(pipeline_id integer) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks
+         WHERE locktype = 'advisory' AND granted
+           AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+           AND classid = x'4f525049'::bigint::oid
+           AND objid = pipeline_id::oid AND objsubid = 1)
+$$;
+
+-- Options as shown to everyone: values of keys that look like secrets
+-- (passwords, secret keys, tokens, private keys) masked, at any depth.
+CREATE FUNCTION orochi.pipeline_masked_options(options jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    masked jsonb := '{}';
+    k text;
+    v jsonb;
+BEGIN
+    IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+        RETURN options;
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(options) LOOP
+        IF k ~* '(password|passwd|secret|token|credential|private|\.pem$|^ssl\.key)' THEN
+            masked := masked || jsonb_build_object(k, '********');
+        ELSE
+            masked := masked || jsonb_build_object(k, orochi.pipeline_masked_options(v));
+        END IF;
+    END LOOP;
+    RETURN masked;
+END
+$$;
+
+-- Text of a dead letter when it is valid UTF-8, else NULL.
+CREATE FUNCTION orochi.pipeline_record_text(raw bytea) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN convert_from(raw, 'UTF8');
+EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+    RETURN NULL;
+END
+$$;
+
+-- The pipelines the caller has the rights of the owner of (superusers: all),
+-- with their status, positions, progress and health.  status is the state
+-- asked for, except that a 'running' pipeline no sidecar has picked up yet
+-- is 'starting'.  lag: what the streams hold past the positions, in records
+-- (kafka) or bytes (s3, file), as last seen by the worker.  security_barrier:
+-- the privilege test comes before any condition of the caller's query.
+CREATE VIEW orochi.pipelines WITH (security_barrier) AS
+SELECT p.pipeline_id,
+       p.name,
+       p.owner,
+       p.source,
+       p.target::regclass                                   AS target,
+       p.format,
+       CASE WHEN p.state = 'running' AND NOT orochi.pipeline_is_running(p.pipeline_id)
+            THEN 'starting' ELSE p.state END                AS status,
+       p.state_changed_at,
+       pos.positions,
+       coalesce(s.rows_loaded, 0)                           AS rows_loaded,
+       coalesce(s.bytes_loaded, 0)                          AS bytes_loaded,
+       coalesce(s.batches, 0)                               AS batches,
+       coalesce(s.errors, 0)                                AS errors,
+       pos.lag,
+       CASE p.source WHEN 'kafka' THEN 'records' ELSE 'bytes' END AS lag_unit,
+       s.last_batch_at,
+       s.last_batch_rows,
+       s.last_batch_duration,
+       s.current_error,
+       s.last_error,
+       s.last_error_at,
+       s.worker,
+       orochi.pipeline_masked_options(p.options)            AS options,
+       p.created_at
+  FROM orochi.pipeline p
+  LEFT JOIN orochi.pipeline_stats s ON s.pipeline_id = p.pipeline_id
+  LEFT JOIN LATERAL (
+       SELECT coalesce(jsonb_agg(jsonb_build_object(
+                  'stream', x.stream, 'name', x.name, 'position', x.position,
+                  'end', x.stream_end, 'done', x.done) ORDER BY x.stream), '[]'::jsonb) AS positions,
+              sum(CASE WHEN x.done THEN 0 ELSE greatest(coalesce(x.stream_end, x.position) - x.position, 0) END)::bigint
+                  AS lag
+         FROM orochi.pipeline_positions x
+        WHERE x.pipeline_id = p.pipeline_id) pos ON true
+ WHERE pg_catalog.pg_has_role(p.owner::oid, 'USAGE');
+
+-- Dead letters of the pipelines the caller has the rights of the owner of.
+CREATE VIEW orochi.pipeline_errors WITH (security_barrier) AS
+SELECT e.error_id,
+       e.pipeline_id,
+       e.stream,
+       e.name,
+       e.position,
+       e.error,
+       e.sqlstate,
+       e.column_name,
+       e.raw_record,
+       orochi.pipeline_record_text(e.raw_record) AS raw_text,
+       e.raw_size,
+       e.error_time
+  FROM orochi.pipeline_error_log e
+  JOIN orochi.pipeline p ON p.pipeline_id = e.pipeline_id
+ WHERE pg_catalog.pg_has_role(p.owner::oid, 'USAGE');
+
+GRANT SELECT ON orochi.pipelines, orochi.pipeline_errors TO PUBLIC;
+
+-- Internal: the body of orochi.pipeline_commit_batch (below), which checks
+-- the caller's rights and then runs this as the extension owner.
+CREATE FUNCTION orochi._pipeline_commit_batch(pipeline integer, positions jsonb,
+                                             batch_rows bigint, batch_bytes bigint,
+                                             dead_letters jsonb DEFAULT '[]',
+                                             forget text[] DEFAULT '{}',
+                                             duration interval DEFAULT NULL,
+                                             fail_with text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jsonb;
+    n integer;
+    errors_now bigint := jsonb_array_length(coalesce(dead_letters, '[]'));
+    state_now text;
+BEGIN
+    SELECT x.state INTO state_now FROM orochi.pipeline x WHERE x.pipeline_id = $1 FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pipeline % does not exist', $1 USING ERRCODE = 'undefined_object';
+    END IF;
+    FOR p IN SELECT * FROM jsonb_array_elements(coalesce(positions, '[]')) LOOP
+        IF p->'from' IS NULL OR p->'from' = 'null' THEN
+            INSERT INTO orochi.pipeline_positions AS t
+                        (pipeline_id, stream, position, stream_end, done, name, identity)
+            VALUES ($1, p->>'stream', (p->>'to')::bigint, (p->>'end')::bigint,
+                    coalesce((p->>'done')::boolean, false), p->>'name', p->>'identity')
+            ON CONFLICT DO NOTHING;
+        ELSE
+            UPDATE orochi.pipeline_positions t
+               SET position = (p->>'to')::bigint,
+                   stream_end = coalesce((p->>'end')::bigint, t.stream_end),
+                   done = coalesce((p->>'done')::boolean, t.done),
+                   name = coalesce(p->>'name', t.name),
+                   identity = coalesce(p->>'identity', t.identity),
+                   updated_at = now()
+             WHERE t.pipeline_id = $1 AND t.stream = p->>'stream'
+               AND t.position = (p->>'from')::bigint;
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n <> 1 THEN
+            RAISE EXCEPTION 'pipeline %: the position of stream % moved under this batch', $1, p->>'stream'
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = 'Another worker loaded the same records; this batch is discarded.';
+        END IF;
+    END LOOP;
+    IF forget IS NOT NULL AND cardinality(forget) > 0 THEN
+        DELETE FROM orochi.pipeline_positions t WHERE t.pipeline_id = $1 AND t.stream = ANY (forget);
+    END IF;
+    IF errors_now > 0 THEN
+        INSERT INTO orochi.pipeline_error_log
+               (pipeline_id, stream, name, position, raw_record, raw_size, error, sqlstate, column_name)
+        SELECT $1, d->>'stream', d->>'name', (d->>'position')::bigint, decode(d->>'raw', 'base64'),
+               (d->>'size')::bigint, d->>'error', d->>'sqlstate', d->>'column'
+          FROM jsonb_array_elements(dead_letters) d;
+    END IF;
+    INSERT INTO orochi.pipeline_stats AS s (pipeline_id) VALUES ($1) ON CONFLICT DO NOTHING;
+    UPDATE orochi.pipeline_stats s
+       SET rows_loaded = s.rows_loaded + batch_rows,
+           bytes_loaded = s.bytes_loaded + batch_bytes,
+           batches = s.batches + CASE WHEN batch_rows > 0 OR errors_now > 0 THEN 1 ELSE 0 END,
+           errors = s.errors + errors_now,
+           errors_since_start = s.errors_since_start + errors_now,
+           last_batch_at = CASE WHEN batch_rows > 0 OR errors_now > 0 THEN now() ELSE s.last_batch_at END,
+           last_batch_rows = CASE WHEN batch_rows > 0 OR errors_now > 0 THEN batch_rows::integer
+                                  ELSE s.last_batch_rows END,
+           last_batch_duration = CASE WHEN batch_rows > 0 OR errors_now > 0 THEN duration
+                                      ELSE s.last_batch_duration END,
+           current_error = CASE WHEN fail_with IS NULL THEN NULL ELSE fail_with END,
+           last_error = coalesce(fail_with, s.last_error),
+           last_error_at = CASE WHEN fail_with IS NULL THEN s.last_error_at ELSE now() END
+     WHERE s.pipeline_id = $1;
+    IF fail_with IS NOT NULL AND state_now IN ('running', 'paused') THEN
+        UPDATE orochi.pipeline x SET state = 'failed', state_changed_at = now() WHERE x.pipeline_id = $1;
+    END IF;
+    RETURN (SELECT s.errors_since_start FROM orochi.pipeline_stats s WHERE s.pipeline_id = $1);
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION orochi._pipeline_commit_batch(integer, jsonb, bigint, bigint, jsonb, text[],
+                                                         interval, text) FROM PUBLIC;
+
+-- The sidecar's commit of one batch, called by its worker (connected as the
+-- pipeline's owner) in the transaction that wrote the rows.  positions:
+-- [{stream, from, to, end, done, name, identity}]: each stream moves from
+-- "from" (NULL: a stream not seen before) to "to"; a stream whose position
+-- is not "from" any more (another worker loaded it) makes the whole
+-- transaction fail (SQLSTATE 40001), so that no record is loaded twice.
+-- forget: streams gone from the source (files deleted).  dead_letters:
+-- [{stream, name, position, raw (base64), size, error, sqlstate, column}].
+-- For roles with the rights of the pipeline's owner.
+CREATE FUNCTION orochi.pipeline_commit_batch(pipeline integer, positions jsonb,
+                                             batch_rows bigint, batch_bytes bigint,
+                                             dead_letters jsonb DEFAULT '[]',
+                                             forget text[] DEFAULT '{}',
+                                             duration interval DEFAULT NULL,
+                                             fail_with text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- What the sidecar's worker reads and reports, as the pipeline's owner (for
+-- roles with the rights of the pipeline's owner): the state asked for and
+-- the bad records counted since the last start (NULLs for a pipeline that
+-- is gone), the streams' committed positions, which worker runs it, the
+-- problem it has now (NULL: none), and that it stops itself (failed).
+CREATE FUNCTION orochi.pipeline_state(pipeline_id integer, OUT state text, OUT errors_since_start bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_stream_positions(pipeline_id integer)
+RETURNS TABLE (stream text, "position" bigint, stream_end bigint, done boolean, name text, identity text)
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_report_worker(pipeline_id integer, worker text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_report_error(pipeline_id integer, error text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.pipeline_fail(pipeline_id integer, error text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- A dropped table takes its pipelines with it (their positions, statistics
+-- and dead letters too); a worker loading into it stops at its next batch.
+-- SECURITY DEFINER (the catalog is the extension owner's): whoever may drop
+-- a table may drop its pipelines; what goes is decided by the objects
+-- Postgres reports dropped.
+CREATE FUNCTION orochi.pipelines_on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped oid[];
+BEGIN
+    SELECT array_agg(objid) INTO dropped
+      FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0;
+    IF dropped IS NOT NULL AND to_regclass('orochi.pipeline') IS NOT NULL THEN
+        DELETE FROM orochi.pipeline WHERE target = ANY (dropped);
+    END IF;
+END
+$$;
+
+CREATE EVENT TRIGGER orochi_pipelines_sql_drop ON sql_drop
+    EXECUTE FUNCTION orochi.pipelines_on_sql_drop();
+
+-- The SQL surface (orochi_fdw/pipelines/sqlapi.py).
+CREATE FUNCTION orochi.create_pipeline(name text, source text, target regclass, format text,
+                                       options jsonb DEFAULT '{}')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.start_pipeline(pipeline_id integer)
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.pause_pipeline(pipeline_id integer)
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.resume_pipeline(pipeline_id integer)
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.stop_pipeline(pipeline_id integer)
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION orochi.drop_pipeline(pipeline_id integer, if_exists boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
