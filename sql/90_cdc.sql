@@ -9,10 +9,13 @@
 -- (orochi_fdw/cdc/capture.py).  Both arrive at the transaction's commit, in
 -- commit order.
 --
--- Privileges: as for pipelines, every role reads and writes the rows of the
--- subscriptions it owns (row-level security); the options (webhook secrets,
--- broker passwords) are not readable by other roles.  Which tables are
--- captured is readable by everyone: every writer of an orochi table asks it.
+-- Privileges (docs/SECURITY.md), as for the rest of the catalog: the tables
+-- belong to the extension owner and are granted to no one.  The SQL
+-- functions (orochi_fdw/cdc/sqlapi.py) check the caller's rights first (a
+-- subscription is managed by roles with the rights of its owner) and then
+-- read and write them with internal statements; the writers of orochi
+-- tables ask which tables are captured with an internal statement too.
+-- orochi-sidecar, which streams the subscriptions, connects as a superuser.
 
 CREATE SEQUENCE orochi.cdc_subscription_id_seq;
 
@@ -27,7 +30,7 @@ CREATE TABLE orochi.cdc_subscription (
     state            text NOT NULL DEFAULT 'created'
                      CHECK (state IN ('created', 'running', 'stopped', 'failed')),
     state_changed_at timestamptz NOT NULL DEFAULT now(),
-    owner            regrole NOT NULL DEFAULT current_user::regrole,
+    owner            regrole NOT NULL,  -- the role that created it (never the extension owner's default)
     created_at       timestamptz NOT NULL DEFAULT now(),
     slot_name        text NOT NULL UNIQUE,       -- orochi_cdc_<database oid>_<subscription id>
     publication_name text NOT NULL,              -- orochi_cdc_<subscription id>
@@ -86,47 +89,6 @@ CREATE TABLE orochi.cdc_error_log (
 );
 CREATE INDEX cdc_error_log_subscription ON orochi.cdc_error_log (subscription_id, error_id);
 
--- The owner of a subscription (NULL when there is none), past row-level security.
-CREATE FUNCTION orochi.cdc_subscription_owner(subscription_id integer) RETURNS regrole
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT s.owner FROM orochi.cdc_subscription s WHERE s.subscription_id = $1 $$;
-
--- A subscription's id by name (NULL when there is none), past row-level security.
-CREATE FUNCTION orochi.cdc_subscription_id(name text) RETURNS integer
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT s.subscription_id FROM orochi.cdc_subscription s WHERE s.name = $1 $$;
-
-ALTER TABLE orochi.cdc_subscription ENABLE ROW LEVEL SECURITY;
-ALTER TABLE orochi.cdc_subscription_table ENABLE ROW LEVEL SECURITY;
-ALTER TABLE orochi.cdc_stats ENABLE ROW LEVEL SECURITY;
-ALTER TABLE orochi.cdc_error_log ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY cdc_owner ON orochi.cdc_subscription
-    USING (orochi.pipeline_owned(owner)) WITH CHECK (orochi.pipeline_owned(owner));
-CREATE POLICY cdc_read ON orochi.cdc_subscription_table FOR SELECT USING (true);
-CREATE POLICY cdc_insert ON orochi.cdc_subscription_table FOR INSERT
-    WITH CHECK (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)));
-CREATE POLICY cdc_update ON orochi.cdc_subscription_table FOR UPDATE
-    USING (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)));
-CREATE POLICY cdc_delete ON orochi.cdc_subscription_table FOR DELETE
-    USING (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)));
-CREATE POLICY cdc_owner ON orochi.cdc_stats
-    USING (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)))
-    WITH CHECK (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)));
-CREATE POLICY cdc_owner ON orochi.cdc_error_log
-    USING (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)))
-    WITH CHECK (orochi.pipeline_owned(orochi.cdc_subscription_owner(subscription_id)));
-
-GRANT SELECT (subscription_id, name, sink, format, state, state_changed_at, owner, created_at, slot_name,
-              publication_name, slot_lsn, snapshot_done, confirmed_lsn),
-      INSERT, UPDATE (state, state_changed_at, slot_lsn, snapshot_done, confirmed_lsn), DELETE
-   ON orochi.cdc_subscription TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE (capturing), DELETE ON orochi.cdc_subscription_table TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON orochi.cdc_stats, orochi.cdc_error_log TO PUBLIC;
-GRANT USAGE ON SEQUENCE orochi.cdc_subscription_id_seq, orochi.cdc_error_log_error_id_seq TO PUBLIC;
-
 -- Advisory lock key of a subscription (class 'ORCD' in the high 32 bits):
 -- the sidecar worker that streams it holds it for its session.
 CREATE FUNCTION orochi.cdc_lock_key(subscription_id integer) RETURNS bigint
@@ -144,15 +106,15 @@ AS $$
            AND objid = subscription_id::oid AND objsubid = 1)
 $$;
 
--- Make the publication of a subscription hold exactly its heap tables
--- (orochi tables are foreign tables, which publications cannot hold: their
--- changes come as messages).  SECURITY DEFINER: adding a table to a
--- publication needs its ownership, which the subscription's owner (who
--- needs only SELECT) may lack; what it publishes is what the catalog says,
--- whose rows only their owners write, and each table is checked against
--- the owner's privileges here.
+-- Internal: make the publication of a subscription hold exactly its heap
+-- tables (orochi tables are foreign tables, which publications cannot hold:
+-- their changes come as messages).  Called by create_cdc_subscription as
+-- the extension owner (adding a table to a publication needs its
+-- ownership, which the subscription's owner, who needs only SELECT, may
+-- lack); what it publishes is what the catalog says, and each table is
+-- checked against the owner's privileges here.
 CREATE FUNCTION orochi.cdc_sync_publication(subscription integer) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -185,12 +147,13 @@ BEGIN
 END
 $$;
 
--- Drop a subscription's publication and replication slot, once its row is
--- gone (in this transaction).  The slot's drop is not undone by a rollback,
--- as pg_drop_replication_slot's is not; a worker using the slot is
--- disconnected first.  SECURITY DEFINER: dropping a slot needs REPLICATION.
+-- Internal: drop a subscription's publication and replication slot, once
+-- its row is gone (in this transaction).  The slot's drop is not undone by
+-- a rollback, as pg_drop_replication_slot's is not; a worker using the slot
+-- is disconnected first.  Called as the extension owner by
+-- drop_cdc_subscription and by orochi-sidecar (a superuser).
 CREATE FUNCTION orochi.cdc_drop_replication(slot text, publication text) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -253,6 +216,9 @@ $$;
 CREATE EVENT TRIGGER orochi_cdc_sql_drop ON sql_drop
     EXECUTE FUNCTION orochi.cdc_on_sql_drop();
 
+REVOKE EXECUTE ON FUNCTION orochi.cdc_sync_publication(integer), orochi.cdc_drop_replication(text, text)
+    FROM PUBLIC;
+
 -- The SQL surface (orochi_fdw/cdc/sqlapi.py).
 CREATE FUNCTION orochi.create_cdc_subscription(name text, tables regclass[], sink text,
                                                format text DEFAULT 'debezium', options jsonb DEFAULT '{}')
@@ -283,69 +249,62 @@ RETURNS bytea
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C STRICT VOLATILE;
 
--- Options as shown to everyone (secrets masked, as for pipelines).
-CREATE FUNCTION orochi.cdc_masked_options(subscription integer) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER
+-- Options as shown to everyone: values of keys that look like secrets
+-- (passwords, webhook secrets, tokens, authorization headers, private keys)
+-- masked, at any depth.
+CREATE FUNCTION orochi.cdc_masked_options(options jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT orochi.pipeline_masked_options(s.options) FROM orochi.cdc_subscription s
-       WHERE s.subscription_id = subscription $$;
+AS $$
+DECLARE
+    masked jsonb := '{}';
+    k text;
+    v jsonb;
+BEGIN
+    IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+        RETURN options;
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(options) LOOP
+        IF k ~* '(password|passwd|secret|token|credential|private|authorization|api[-_]?key|\.pem$|^ssl\.key)' THEN
+            masked := masked || jsonb_build_object(k, '********');
+        ELSE
+            masked := masked || jsonb_build_object(k, orochi.cdc_masked_options(v));
+        END IF;
+    END LOOP;
+    RETURN masked;
+END
+$$;
 
--- Every subscription the current role may see (its own; all of them for a
--- superuser).
+-- The subscriptions the caller has the rights of the owner of (superusers:
+-- all), options masked.
 CREATE FUNCTION orochi.list_cdc_subscriptions()
 RETURNS TABLE (subscription_id integer, name text, owner regrole, sink text, format text, tables regclass[],
                status text, slot_name text, snapshot_done boolean, created_at timestamptz, options jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT s.subscription_id, s.name, s.owner, s.sink, s.format,
-           (SELECT coalesce(array_agg(t.relid::regclass ORDER BY t.ordinal), '{}')
-              FROM orochi.cdc_subscription_table t WHERE t.subscription_id = s.subscription_id),
-           CASE WHEN s.state = 'running' AND NOT orochi.cdc_is_running(s.subscription_id)
-                THEN 'starting' ELSE s.state END,
-           s.slot_name, s.snapshot_done, s.created_at, orochi.cdc_masked_options(s.subscription_id)
-      FROM orochi.cdc_subscription s
-     ORDER BY s.subscription_id
-$$;
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STABLE;
 
--- Statistics of one subscription.  lag_bytes: WAL written since the last
--- transaction the sink acknowledged; lag_seconds: how long the oldest
--- change not delivered has waited (as last seen by the worker);
--- retained_wal_bytes: the WAL the slot keeps from being removed.
+-- Statistics of one subscription (for roles with the rights of its owner).
+-- lag_bytes: WAL written since the last transaction the sink acknowledged;
+-- lag_seconds: how long the oldest change not delivered has waited (as last
+-- seen by the worker); retained_wal_bytes: the WAL the slot keeps from
+-- being removed.
 CREATE FUNCTION orochi.cdc_subscription_stats(name text)
 RETURNS TABLE (name text, status text, events_sent bigint, snapshot_events bigint, transactions bigint,
                bytes_sent bigint, last_committed_lsn pg_lsn, last_commit_time timestamptz,
                lag_bytes numeric, lag_seconds double precision, retained_wal_bytes numeric,
                wal_status text, errors bigint, current_error text, last_error text, last_error_at timestamptz,
                worker text)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT s.name,
-           CASE WHEN s.state = 'running' AND NOT orochi.cdc_is_running(s.subscription_id)
-                THEN 'starting' ELSE s.state END,
-           coalesce(st.events_sent, 0), coalesce(st.snapshot_events, 0), coalesce(st.transactions, 0),
-           coalesce(st.bytes_sent, 0), coalesce(s.confirmed_lsn, s.slot_lsn), st.last_commit_time,
-           CASE WHEN r.slot_name IS NULL THEN NULL
-                ELSE greatest(pg_wal_lsn_diff(pg_current_wal_lsn(),
-                                              coalesce(s.confirmed_lsn, r.confirmed_flush_lsn)), 0) END,
-           CASE WHEN st.pending_since IS NULL THEN 0
-                ELSE greatest(extract(epoch FROM clock_timestamp() - st.pending_since), 0)::float8 END,
-           CASE WHEN r.slot_name IS NULL THEN NULL
-                ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), r.restart_lsn) END,
-           r.wal_status,
-           coalesce(st.errors, 0), st.current_error, st.last_error, st.last_error_at, st.worker
-      FROM orochi.cdc_subscription s
-      LEFT JOIN orochi.cdc_stats st ON st.subscription_id = s.subscription_id
-      LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name
-     WHERE s.name = cdc_subscription_stats.name
-$$;
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STABLE;
 
--- Events refused by the sinks of the subscriptions the current role owns.
-CREATE VIEW orochi.cdc_errors WITH (security_invoker = true) AS
+-- Events refused by the sinks of the subscriptions the caller has the
+-- rights of the owner of.  security_barrier: the privilege test comes
+-- before any condition of the caller's query.
+CREATE VIEW orochi.cdc_errors WITH (security_barrier) AS
 SELECT e.error_id, s.name AS subscription, e.event_id, e.table_name, e.op, e.status, e.response, e.event,
        e.error_time
   FROM orochi.cdc_error_log e
-  JOIN orochi.cdc_subscription s ON s.subscription_id = e.subscription_id;
+  JOIN orochi.cdc_subscription s ON s.subscription_id = e.subscription_id
+ WHERE pg_catalog.pg_has_role(s.owner::oid, 'USAGE');
 
 GRANT SELECT ON orochi.cdc_errors TO PUBLIC;

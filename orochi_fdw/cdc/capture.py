@@ -214,7 +214,7 @@ def covered(relid: int) -> tuple[str, str] | None:
             _cache.covered = _NOTHING_COVERED
     if relid in _cache.covered:
         return _cache.covered[relid]
-    rows = spi.prepared(_COVERED, ["oid"]).execute([relid]).rows
+    rows = spi.prepared(_COVERED, ["oid"], internal=True).execute([relid]).rows
     found = (rows[0][0], rows[0][1]) if rows else None
     _cache.covered[relid] = found
     return found
@@ -237,7 +237,10 @@ _NOTHING_COVERED = _Nothing()
 
 
 def _emit(content: bytes) -> None:
+    from orochi_fdw.bridge.faults import fault_point
+
     spi.prepared(_EMIT, ["text", "bytea"]).execute([payload.PREFIX, sign(_message_key(), content)])
+    fault_point("cdc:after_emit")
 
 
 # ---------------------------------------------------------------------- the hooks
@@ -364,14 +367,17 @@ def _stripe_rows(table: "ColumnarTable", stripe_id: int, offsets: np.ndarray) ->
     from orochi_fdw.columnar.types import storage_kind, to_wire
     from orochi_fdw.storage.stripe_format import StripeReader
 
-    path = spi.prepared(_STRIPE, ["bigint"]).execute([stripe_id]).scalar()
+    from orochi_fdw.catalog import files
+
+    path = spi.prepared(_STRIPE, ["bigint"], internal=True).execute([stripe_id]).scalar()
     if path is None:
         raise _concurrent(table, f"Stripe {stripe_id} was rewritten (orochi.vacuum) or removed by another "
                                  "transaction since this statement started.")
-    stored = {int(a): (n, k) for a, n, k in spi.prepared(_STRIPE_COLUMNS, ["bigint"]).execute([stripe_id]).rows}
+    stored = {int(a): (n, k) for a, n, k in
+              spi.prepared(_STRIPE_COLUMNS, ["bigint"], internal=True).execute([stripe_id]).rows}
     missing = table.missing_values()
     pieces: dict[str, list[Column]] = {name: [] for name in table.columns}
-    reader = StripeReader(path)
+    reader = StripeReader(files.resolve(path))
     try:
         for group in reader.metadata.chunk_groups:
             lo = int(np.searchsorted(offsets, group.first_row))
@@ -412,7 +418,7 @@ def _delta_rows(table: "ColumnarTable", ids: list[int]) -> tuple[np.ndarray, dic
              if rc.kind is WireKind.CSTRING else rc for rc in reads]
     select = ["_rowid"] + [e for rc in reads for e in rc.exprs]
     rows = spi.prepared(f"SELECT {', '.join(select)} FROM {delta.name} WHERE _rowid = ANY ($1) ORDER BY _rowid",
-                        ["bigint[]"]).execute([ids]).rows
+                        ["bigint[]"], internal=True).execute([ids]).rows
     cols_in = list(zip(*rows)) if rows else [[] for _ in select]
     out = {}
     i = 1

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from orochi_fdw import __version__
 from orochi_fdw.cdc import payload, pgoutput
 from orochi_fdw.cdc.capture import verify
 from orochi_fdw.cdc.values import UNAVAILABLE, Converter, TypeInfo, type_info
@@ -38,7 +39,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency
         return json.dumps(value, separators=(",", ":")).encode()
 
 #: what ``source.version`` says
-VERSION = "orochi-0.1.0"
+VERSION = f"orochi-{__version__}"
 CONNECTOR = "orochi"
 #: microseconds between 1970-01-01 and 2000-01-01
 _PG_EPOCH_US = 946_684_800_000_000

@@ -7,9 +7,18 @@ backend as the calling role.
   that a mistake is an ERROR here, not a failed subscription later.  The
   caller becomes the owner.
 - ``start_cdc_subscription``, ``stop_cdc_subscription``,
-  ``drop_cdc_subscription``: for members of the owner role.
+  ``drop_cdc_subscription``, ``cdc_subscription_stats``: for roles with the
+  rights of the owner role (its members inheriting them, superusers).
+- ``list_cdc_subscriptions``: the subscriptions the caller has the owner's
+  rights of, options with secrets masked.
 - ``cdc_message_key``: the key that signs orochi tables' change messages,
   for the sidecar (roles with REPLICATION, superusers).
+
+Privileges (docs/SECURITY.md): the catalog tables belong to the extension
+owner and are granted to no one.  Every function checks the caller's rights
+first, in a statement of the caller's (``current_user`` is the calling
+role: the owner a new subscription gets, the role whose rights are
+checked), and then works on the catalog with internal statements only.
 """
 
 from __future__ import annotations
@@ -19,14 +28,12 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from orochi_fdw.bridge import spi
+from orochi_fdw.bridge import privileges, spi, wrappers
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.cdc.errors import (CdcPrivilegeError, CdcStateError, DuplicateSubscriptionError,
                                    InvalidCdcOptionError, SinkUnreachableError, SubscriptionNotFoundError)
 from orochi_fdw.cdc.options import CdcOptions, check_options
 
-#: the wrapper of the tables whose writes emit change messages
-COLUMNAR_WRAPPER = "orochi_fdw.columnar.ColumnarTable"
 #: seconds a sink may take to accept a connection at creation
 CONNECT_TIMEOUT = 3.0
 
@@ -132,8 +139,7 @@ def _check_table(relid: int, key_option: list[str] | None) -> tuple[str, list[st
                                         sqlstate="0A000", hint="ALTER TABLE ... SET LOGGED first.")
     elif relkind == "f":
         fdw, table_wrapper, server_wrapper = spi.execute(_FOREIGN, [relid], types=["oid"]).rows[0]
-        wrapper = table_wrapper or server_wrapper or COLUMNAR_WRAPPER
-        if fdw != "orochi" or wrapper != COLUMNAR_WRAPPER:
+        if fdw != "orochi" or not wrappers.is_default(table_wrapper or server_wrapper):
             raise InvalidCdcOptionError(f'foreign table "{name}" is not an orochi table', sqlstate="42809",
                                         hint="Only heap tables and orochi (columnar) tables can be captured.")
         kind = "orochi"
@@ -142,13 +148,13 @@ def _check_table(relid: int, key_option: list[str] | None) -> tuple[str, list[st
                                     hint="Capture its partitions.")
     else:
         raise InvalidCdcOptionError(f'"{name}" is not a table', sqlstate="42809")
-    if not spi.execute("SELECT has_table_privilege($1, 'SELECT')", [relid], types=["oid"]).scalar():
+    if not privileges.has_table_privilege(relid, "SELECT"):
         raise CdcPrivilegeError(f"permission denied for table {name}",
                                 detail="Creating a CDC subscription needs SELECT on each of its tables.")
     if rls:
-        bypass = spi.execute("SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user"
-                             ).scalar()
-        owns = spi.execute("SELECT pg_has_role(current_user, $1, 'USAGE')", [owner], types=["oid"]).scalar()
+        bypass = spi.execute("SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles"
+                             " WHERE oid = current_user::pg_catalog.regrole").scalar()
+        owns = spi.execute("SELECT pg_catalog.pg_has_role($1, 'USAGE')", [owner], types=["oid"]).scalar()
         if not (bypass or (owns and not force_rls)):
             raise CdcPrivilegeError(
                 f'table "{name}" has row-level security, which its change stream would not apply',
@@ -271,50 +277,63 @@ def create_cdc_subscription(name: str | None, tables: Any, sink: str | None, for
                                     "does not capture")
     described = [(relid, *_check_table(relid, keys_given.get(relid))) for relid in relids]
     if sink == "file":
-        allowed = spi.execute("SELECT pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')").scalar()
+        allowed = spi.execute("SELECT pg_catalog.pg_has_role('pg_write_server_files', 'MEMBER')").scalar()
         if not allowed:
             raise CdcPrivilegeError("permission denied to create a subscription that writes files on the server",
                                     detail="Only superusers and members of pg_write_server_files may.")
-    if spi.execute("SELECT orochi.cdc_subscription_id($1)", [name], types=["text"]).scalar() is not None:
+    # names are unique among all subscriptions (as among roles): a name taken
+    # by another role's subscription is refused without telling whose it is
+    if _find(name) is not None:
         raise DuplicateSubscriptionError(f'CDC subscription "{name}" already exists')
     _check_slots()
     if checked["verify_sink"]:
         _check_sink(checked)
-    subscription_id = int(spi.execute("SELECT nextval('orochi.cdc_subscription_id_seq')").scalar())
+    owner = spi.current_user_oid()  # the caller, not the internal statement's role
+    subscription_id = int(spi.execute("SELECT pg_catalog.nextval('orochi.cdc_subscription_id_seq')",
+                                      internal=True).scalar())
     dboid = int(spi.backend_info()["database_oid"])
     spi.execute(
-        "INSERT INTO orochi.cdc_subscription (subscription_id, name, sink, format, options, slot_name, "
-        "publication_name) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
-        [subscription_id, name, sink, format, json.dumps(raw), f"orochi_cdc_{dboid}_{subscription_id}",
-         f"orochi_cdc_{subscription_id}"], types=["int4", "text", "text", "text", "text", "text", "text"])
+        "INSERT INTO orochi.cdc_subscription (subscription_id, name, sink, format, options, owner, slot_name, "
+        "publication_name) VALUES ($1, $2, $3, $4, $5::jsonb, $6::pg_catalog.oid::pg_catalog.regrole, $7, $8)",
+        [subscription_id, name, sink, format, json.dumps(raw), owner, f"orochi_cdc_{dboid}_{subscription_id}",
+         f"orochi_cdc_{subscription_id}"], types=["int4", "text", "text", "text", "text", "oid", "text", "text"],
+        internal=True)
     for ordinal, (relid, kind, key) in enumerate(described):
         spi.execute("INSERT INTO orochi.cdc_subscription_table (subscription_id, relid, kind, key_columns, ordinal) "
                     "VALUES ($1, $2, $3, $4, $5)", [subscription_id, relid, kind, key, ordinal],
-                    types=["int4", "oid", "text", "text[]", "int4"])
-    spi.execute("INSERT INTO orochi.cdc_stats (subscription_id) VALUES ($1)", [subscription_id], types=["int4"])
-    spi.execute("SELECT orochi.cdc_sync_publication($1)", [subscription_id], types=["int4"])
+                    types=["int4", "oid", "text", "text[]", "int4"], internal=True)
+    spi.execute("INSERT INTO orochi.cdc_stats (subscription_id) VALUES ($1)", [subscription_id], types=["int4"],
+                internal=True)
+    spi.execute("SELECT orochi.cdc_sync_publication($1)", [subscription_id], types=["int4"], internal=True)
     return subscription_id
 
 
-def _require(name: str) -> tuple[int, str]:
-    """(id, state) of a subscription the caller may manage, locked.
+def _find(name: str) -> int | None:
+    """The id of the subscription called ``name`` (whoever owns it), or None."""
+    found = spi.execute("SELECT subscription_id FROM orochi.cdc_subscription WHERE name = $1", [name],
+                        types=["text"], internal=True).scalar()
+    return None if found is None else int(found)
+
+
+def _require(name: str | None, lock: bool = True) -> tuple[int, str]:
+    """(id, state) of a subscription the caller may manage (it has the
+    rights of the subscription's owner role, as Postgres's ownership checks
+    ask); ``lock``: its row locked FOR UPDATE.
 
     Raises:
         SubscriptionNotFoundError, CdcPrivilegeError.
     """
     if name is None:
         raise InvalidCdcOptionError("name cannot be NULL")
-    subscription_id = spi.execute("SELECT orochi.cdc_subscription_id($1)", [name], types=["text"]).scalar()
-    if subscription_id is None:
-        raise SubscriptionNotFoundError(f'CDC subscription "{name}" does not exist')
-    row = spi.execute("SELECT state FROM orochi.cdc_subscription WHERE subscription_id = $1 FOR UPDATE",
-                      [subscription_id], types=["int4"]).rows
+    row = spi.execute("SELECT s.subscription_id, s.owner::pg_catalog.oid, s.owner::pg_catalog.text, s.state"
+                      "  FROM orochi.cdc_subscription s WHERE s.name = $1" + (" FOR UPDATE" if lock else ""),
+                      [name], types=["text"], internal=True).rows
     if not row:
-        owner = spi.execute("SELECT orochi.cdc_subscription_owner($1)::text", [subscription_id],
-                            types=["int4"]).scalar()
-        raise CdcPrivilegeError(f'must be owner of CDC subscription "{name}"',
-                                detail=f"The subscription belongs to role {owner}.")
-    return int(subscription_id), row[0][0]
+        raise SubscriptionNotFoundError(f'CDC subscription "{name}" does not exist')
+    subscription_id, owner_oid, owner, state = row[0]
+    privileges.require_role_member(int(owner_oid), f'must be owner of CDC subscription "{name}"',
+                                   detail=f"The subscription belongs to role {owner}.")
+    return int(subscription_id), state
 
 
 @sql_function("start_cdc_subscription")
@@ -324,18 +343,18 @@ def start_cdc_subscription(name: str) -> str:
     if state == "running":
         spi.notice(f'CDC subscription "{name}" is already running')
         return state
-    spi.execute("UPDATE orochi.cdc_subscription SET state = 'running', state_changed_at = now() "
-                "WHERE subscription_id = $1", [subscription_id], types=["int4"])
+    spi.execute("UPDATE orochi.cdc_subscription SET state = 'running', state_changed_at = pg_catalog.now() "
+                "WHERE subscription_id = $1", [subscription_id], types=["int4"], internal=True)
     # its slot gone (max_lag, dropped by hand): a new slot and a new snapshot
     spi.execute("UPDATE orochi.cdc_subscription s SET slot_lsn = NULL, snapshot_done = false, confirmed_lsn = NULL "
                 "WHERE s.subscription_id = $1 AND s.slot_lsn IS NOT NULL AND NOT EXISTS "
                 "(SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s.slot_name)",
-                [subscription_id], types=["int4"])
+                [subscription_id], types=["int4"], internal=True)
     _mark_database()
     spi.execute("UPDATE orochi.cdc_subscription_table SET capturing = true WHERE subscription_id = $1",
-                [subscription_id], types=["int4"])
+                [subscription_id], types=["int4"], internal=True)
     spi.execute("UPDATE orochi.cdc_stats SET current_error = NULL WHERE subscription_id = $1",
-                [subscription_id], types=["int4"])
+                [subscription_id], types=["int4"], internal=True)
     return "running"
 
 
@@ -347,8 +366,8 @@ def stop_cdc_subscription(name: str) -> str:
     if state in ("stopped", "created", "failed"):
         spi.notice(f'CDC subscription "{name}" is not running ({state})')
         return state
-    spi.execute("UPDATE orochi.cdc_subscription SET state = 'stopped', state_changed_at = now() "
-                "WHERE subscription_id = $1", [subscription_id], types=["int4"])
+    spi.execute("UPDATE orochi.cdc_subscription SET state = 'stopped', state_changed_at = pg_catalog.now() "
+                "WHERE subscription_id = $1", [subscription_id], types=["int4"], internal=True)
     return "stopped"
 
 
@@ -366,8 +385,9 @@ def drop_cdc_subscription(name: str | None, if_exists: bool | None = False) -> N
         raise
     slot, publication = spi.execute(
         "DELETE FROM orochi.cdc_subscription WHERE subscription_id = $1 RETURNING slot_name, publication_name",
-        [subscription_id], types=["int4"]).rows[0]
-    spi.execute("SELECT orochi.cdc_drop_replication($1, $2)", [slot, publication], types=["text", "text"])
+        [subscription_id], types=["int4"], internal=True).rows[0]
+    spi.execute("SELECT orochi.cdc_drop_replication($1, $2)", [slot, publication], types=["text", "text"],
+                internal=True)
     return None
 
 
@@ -385,11 +405,66 @@ def cdc_message_key() -> bytes:
     """orochi.cdc_message_key: the key signing orochi tables' change messages."""
     from orochi_fdw.cdc.capture import load_or_create_key
 
-    allowed = spi.execute("SELECT rolsuper OR rolreplication FROM pg_catalog.pg_roles WHERE rolname = session_user"
-                          ).scalar()
+    allowed = spi.execute("SELECT rolsuper OR rolreplication FROM pg_catalog.pg_roles"
+                          " WHERE oid = current_user::pg_catalog.regrole").scalar()
     if not allowed:
         raise CdcPrivilegeError("permission denied to read the change message key",
                                 detail="Only roles with the REPLICATION attribute and superusers may.")
-    if spi.execute("SELECT EXISTS (SELECT 1 FROM orochi.cdc_subscription_table WHERE capturing)").scalar():
+    if spi.execute("SELECT EXISTS (SELECT 1 FROM orochi.cdc_subscription_table WHERE capturing)",
+                   internal=True).scalar():
         _mark_database()  # (a restored data directory may lack it)
     return load_or_create_key(spi.backend_info()["data_directory"])
+
+
+_LIST = """
+SELECT s.subscription_id, s.name, s.owner::pg_catalog.oid, s.sink, s.format,
+       (SELECT coalesce(pg_catalog.array_agg(t.relid ORDER BY t.ordinal), '{}')
+          FROM orochi.cdc_subscription_table t WHERE t.subscription_id = s.subscription_id),
+       CASE WHEN s.state = 'running' AND NOT orochi.cdc_is_running(s.subscription_id)
+            THEN 'starting' ELSE s.state END,
+       s.slot_name, s.snapshot_done, s.created_at, orochi.cdc_masked_options(s.options)::pg_catalog.text
+  FROM orochi.cdc_subscription s
+ WHERE pg_catalog.pg_has_role($1, s.owner::pg_catalog.oid, 'USAGE')
+ ORDER BY s.subscription_id
+"""
+
+
+@sql_function("list_cdc_subscriptions")
+def list_cdc_subscriptions() -> list[tuple]:
+    """orochi.list_cdc_subscriptions: the subscriptions the caller has the
+    rights of the owner of (superusers: all), options masked."""
+    rows = spi.execute(_LIST, [spi.current_user_oid()], types=["oid"], internal=True).rows
+    return [(sid, name, owner, sink, fmt, [int(t) for t in tables], status, slot, done, created,
+             None if options is None else json.loads(options))
+            for sid, name, owner, sink, fmt, tables, status, slot, done, created, options in rows]
+
+
+_STATS = """
+SELECT s.name,
+       CASE WHEN s.state = 'running' AND NOT orochi.cdc_is_running(s.subscription_id)
+            THEN 'starting' ELSE s.state END,
+       coalesce(st.events_sent, 0), coalesce(st.snapshot_events, 0), coalesce(st.transactions, 0),
+       coalesce(st.bytes_sent, 0), coalesce(s.confirmed_lsn, s.slot_lsn)::pg_catalog.text, st.last_commit_time,
+       CASE WHEN r.slot_name IS NULL THEN NULL
+            ELSE greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+                                     coalesce(s.confirmed_lsn, r.confirmed_flush_lsn)), 0) END,
+       CASE WHEN st.pending_since IS NULL THEN 0
+            ELSE greatest(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - st.pending_since),
+                                     0)::float8 END,
+       CASE WHEN r.slot_name IS NULL THEN NULL
+            ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.restart_lsn) END,
+       r.wal_status,
+       coalesce(st.errors, 0), st.current_error, st.last_error, st.last_error_at, st.worker
+  FROM orochi.cdc_subscription s
+  LEFT JOIN orochi.cdc_stats st ON st.subscription_id = s.subscription_id
+  LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name
+ WHERE s.subscription_id = $1
+"""
+
+
+@sql_function("cdc_subscription_stats")
+def cdc_subscription_stats(name: str | None) -> list[tuple]:
+    """orochi.cdc_subscription_stats: one row of progress and health, for
+    roles with the rights of the subscription's owner."""
+    subscription_id, _ = _require(name, lock=False)
+    return [tuple(r) for r in spi.execute(_STATS, [subscription_id], types=["int4"], internal=True).rows]

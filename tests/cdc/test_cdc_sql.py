@@ -161,14 +161,30 @@ def test_privileges(db, db_dsn, pg_cluster, db_name, out_dir, receiver):
         with pytest.raises(errors.InsufficientPrivilege, match="read the change message key"):
             alice.execute("SELECT orochi.cdc_message_key()")
         alice.execute("SELECT orochi.start_cdc_subscription('mine')")
+    db.execute("CREATE TABLE h2 (id int PRIMARY KEY)")
+    db.execute("GRANT SELECT ON h2 TO bob")
     with pg_cluster.connect(db_name, user="bob", autocommit=True) as bob:
         with pytest.raises(errors.InsufficientPrivilege, match='must be owner of CDC subscription "mine"'):
             bob.execute("SELECT orochi.stop_cdc_subscription('mine')")
         with pytest.raises(errors.InsufficientPrivilege):
             bob.execute("SELECT orochi.drop_cdc_subscription('mine')")
+        with pytest.raises(errors.InsufficientPrivilege, match='must be owner of CDC subscription "mine"'):
+            bob.execute("SELECT * FROM orochi.cdc_subscription_stats('mine')")
+        with pytest.raises(errors.DuplicateObject, match='CDC subscription "mine" already exists'):
+            _create(bob, ["h2"], "webhook", "json", hook, name="mine")  # names are shared, owners not told
         assert bob.execute("SELECT count(*) FROM orochi.list_cdc_subscriptions()").fetchone()[0] == 0
+        assert bob.execute("SELECT count(*) FROM orochi.cdc_errors").fetchone()[0] == 0
+        for table in ("cdc_subscription", "cdc_subscription_table", "cdc_stats", "cdc_error_log"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                bob.execute(f"SELECT * FROM orochi.{table}")
         with pytest.raises(errors.InsufficientPrivilege):
-            bob.execute("SELECT options FROM orochi.cdc_subscription")
+            bob.execute("SELECT orochi.cdc_sync_publication(1)")
+    # a member of the owner role manages it; so does a superuser
+    db.execute("CREATE ROLE carol LOGIN IN ROLE alice")
+    with pg_cluster.connect(db_name, user="carol", autocommit=True) as carol:
+        assert carol.execute("SELECT orochi.stop_cdc_subscription('mine')").fetchone()[0] == "stopped"
+        assert carol.execute("SELECT status FROM orochi.cdc_subscription_stats('mine')").fetchone()[0] == "stopped"
+    assert db.execute("SELECT orochi.start_cdc_subscription('mine')").fetchone()[0] == "running"
     listed = db.execute("SELECT owner::text, options FROM orochi.list_cdc_subscriptions()").fetchone()
     assert listed == ("alice", {"url": receiver.url, "secret": "********"})
     # the snapshot reads as alice; the stream goes on while she may read the table

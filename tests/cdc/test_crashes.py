@@ -14,8 +14,8 @@ import random
 
 import pytest
 
-from cdc_harness import (apply_events, assert_same_rows, create_subscription, dedupe, kafka_events, make_copy,
-                         stats)
+from cdc_harness import (apply_events, assert_same_rows, cdc_once, create_subscription, dedupe, file_events,
+                         kafka_events, make_copy, stats)
 from pipeline_harness import wait_until
 
 PHASES = ("fetched", "delivered", "recorded", "advanced")
@@ -170,3 +170,36 @@ def test_postmaster_killed_soak(make_cluster, receiver, start_sidecar, tmp_path)
     rng = random.Random(77)
     _kill_postmaster_rounds(make_cluster, receiver, start_sidecar, tmp_path, [rng.choice(PHASES) for _ in range(12)],
                             seed=78)
+
+
+def test_postmaster_killed_while_a_writer_has_emitted_its_changes(make_cluster, out_dir):
+    """The server killed while a transaction that wrote to a heap and an
+    orochi table waits after emitting its orochi change messages (the
+    ``cdc:after_emit`` fault point), before its commit: after recovery,
+    neither its rows nor its events exist; what committed before and after
+    arrives, and the events give back both tables."""
+    from orochi_fdw.testing.faults import run_until
+
+    pg = make_cluster("writer-crash")
+    pg.create_database("app")
+    dsn = pg.dsn("app")
+    with pg.connect("app", autocommit=True) as db:
+        _make_tables(db)
+        create_subscription(db, "crashy", ["h", "o"], "file", "json", {"directory": out_dir, "batch_size": 40})
+        assert cdc_once(dsn) == "cdc: crashy: 0 events and 100 snapshot events"
+        db.execute("INSERT INTO o SELECT g, 'before', now() FROM generate_series(101, 160) g")
+    run_until(dsn, "cdc:after_emit@2",
+              "INSERT INTO h VALUES (5000, 'lost', 0)",
+              "INSERT INTO o SELECT g, 'lost', now() FROM generate_series(5000, 5070) g",  # stripes: message 1
+              "UPDATE o SET v = 'lost' WHERE id <= 10",  # message 2: waits there
+              autocommit=False, kill=lambda: pg.kill9(kill_children=True))
+    pg.start()
+    with pg.connect("app", autocommit=True) as db:
+        assert db.execute("SELECT count(*) FROM o WHERE v = 'lost'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM h WHERE v = 'lost'").fetchone()[0] == 0
+        db.execute("INSERT INTO h VALUES (6000, 'after', 1)")
+        db.execute("UPDATE o SET v = 'after' WHERE id <= 5")
+        assert cdc_once(dsn) == "cdc: crashy: 71 events"  # 60 inserted before, 1 after, 5 updates (d + c)
+        events = file_events(out_dir)
+        assert not [e for e in events if (e["after"] or {}).get("v") == "lost"], "an event of the lost transaction"
+        _check(db, events)
