@@ -172,6 +172,9 @@ class Receiver:
             the server still listens).
         refuse: a predicate on an event; a batch holding such an event is
             answered 400.
+        hold: when set to a ``threading.Event``, each POST waits for it
+            before it is answered (a receiver that does not answer in time).
+        retry_after: the ``Retry-After`` header of answers other than 200.
     """
 
     def __init__(self, port: int | None = None):
@@ -180,6 +183,9 @@ class Receiver:
         self.attempts = 0
         self.status = 200
         self.refuse: Callable[[dict], bool] | None = None
+        self.hold: threading.Event | None = None
+        self.retry_after: str | None = None
+        self.held = 0
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._open: set = set()  # kept-alive connections, closed by stop()
@@ -207,6 +213,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                hold = receiver.hold
+                if hold is not None:
+                    with receiver._lock:
+                        receiver.held += 1
+                    hold.wait()
                 with receiver._lock:
                     receiver.attempts += 1
                     status = receiver.status
@@ -218,6 +229,8 @@ class Receiver:
                 answer = b'{"ok": true}' if status == 200 else b'{"error": "refused"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if status != 200 and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)

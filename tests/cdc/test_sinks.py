@@ -90,6 +90,39 @@ def test_webhook_batches_signature_and_refusals(db, db_dsn, receiver):
     assert stats(db, "w")["errors"] == 1 and stats(db, "w")["events_sent"] == 7  # the refused one is an error
 
 
+def test_webhook_timeout_and_429_are_tried_again(db, db_dsn, receiver, start_sidecar):
+    """A receiver that does not answer within ``timeout``, then one that
+    answers 429 with Retry-After: the batch is tried again until it is
+    acknowledged, the errors show meanwhile, and every event arrives once
+    acknowledged, in order."""
+    import threading
+
+    db.execute("CREATE TABLE h (id int PRIMARY KEY, v int)")
+    create_subscription(db, "w", ["h"], "webhook", "json",
+                        {"url": receiver.url, "batch_size": 4, "timeout": 1, "retry_min_delay": 0.05,
+                         "retry_max_delay": 0.2})
+    sidecar = start_sidecar(db_dsn)
+    wait_until(lambda: db.execute("SELECT snapshot_done FROM orochi.list_cdc_subscriptions()").fetchone()[0],
+               what="the subscription to start")
+    receiver.hold = threading.Event()
+    db.execute("INSERT INTO h SELECT g, g FROM generate_series(1, 10) g")
+    wait_until(lambda: "did not answer within 1 s" in (stats(db, "w")["current_error"] or ""),
+               what="the timeout to show")
+    wait_until(lambda: receiver.held >= 2, what="a second try")
+    assert stats(db, "w")["events_sent"] == 0 and stats(db, "w")["errors"] >= 1
+    receiver.status, receiver.retry_after = 429, "0.1"
+    receiver.hold.set()  # the held requests are answered 429 (their client gave up on them)
+    receiver.hold = None
+    wait_until(lambda: "answered 429" in (stats(db, "w")["current_error"] or ""), what="the 429 to show")
+    assert receiver.events() == []
+    receiver.status = 200
+    wait_until(lambda: stats(db, "w")["events_sent"] == 10, what="the events to be delivered")
+    sidecar.terminate()
+    assert [e["after"]["id"] for e in dedupe(receiver.events())] == list(range(1, 11))
+    assert stats(db, "w")["current_error"] is None
+    assert db.execute("SELECT count(*) FROM orochi.cdc_errors").fetchone()[0] == 0  # none refused for good
+
+
 def test_sink_down_for_a_while_gets_the_backlog_in_order(db, db_dsn, receiver, start_sidecar):
     db.execute("CREATE TABLE h (id int PRIMARY KEY, v int)")
     db.execute("CREATE FOREIGN TABLE o (id int, v int) SERVER orochi OPTIONS (delta_row_limit '30')")
