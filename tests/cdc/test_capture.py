@@ -211,3 +211,45 @@ def test_a_big_update_is_read_and_sent_in_parts(db, db_dsn, out_dir):
     make_copy(db, "o", "o_copy")
     apply_events(db, events, {"public.o": "o_copy"})
     assert assert_same_rows(db, "o", "o_copy") == 3000
+
+
+def test_every_way_of_writing_is_captured(db, db_dsn, out_dir):
+    """COPY FROM (text and binary), INSERT ... RETURNING, UPDATE ... FROM,
+    DELETE ... USING, a writable CTE, a trigger's writes and a PL/pgSQL
+    loop: each reaches the orochi table's events, and the events give the
+    table back."""
+    db.execute("CREATE FOREIGN TABLE o (id int, v text, n numeric) SERVER orochi OPTIONS (delta_row_limit '20')")
+    db.execute("CREATE TABLE src (id int PRIMARY KEY, v text)")
+    db.execute("INSERT INTO src SELECT g, 's' || g FROM generate_series(1, 40) g")
+    db.execute("CREATE TABLE audit (id int PRIMARY KEY, v text)")
+    db.execute("""CREATE FUNCTION audit_to_o() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN INSERT INTO o VALUES (NEW.id, 'from trigger', NULL); RETURN NEW; END $$""")
+    db.execute("CREATE TRIGGER audit_to_o AFTER INSERT ON audit FOR EACH ROW EXECUTE FUNCTION audit_to_o()")
+    create_subscription(db, "s", ["o"], "file", "json", {"directory": out_dir, "key_columns": {"o": ["id"]}})
+    assert cdc_once(db_dsn) == "cdc: s: 0 events"
+    with db.cursor().copy("COPY o FROM STDIN") as copy:
+        for i in range(1, 61):
+            copy.write_row((i, f"copied {i}", i * 1.5))
+    with db.cursor() as cur:
+        cur.execute("SELECT 1000 + g, 'binary', g FROM generate_series(1, 30) g")
+        rows = cur.fetchall()
+    with db.cursor().copy("COPY o (id, v, n) FROM STDIN (FORMAT binary)") as copy:
+        copy.set_types(["int4", "text", "numeric"])
+        for row in rows:
+            copy.write_row(row)
+    assert db.execute("INSERT INTO o VALUES (2000, 'returned', 1) RETURNING id").fetchone() == (2000,)
+    db.execute("UPDATE o SET v = src.v FROM src WHERE o.id = src.id AND src.id % 3 = 0")
+    db.execute("DELETE FROM o USING src WHERE o.id = src.id AND src.id % 7 = 0")
+    db.execute("WITH changed AS (UPDATE o SET v = 'cte' WHERE id BETWEEN 1001 AND 1005 RETURNING id, v, n) "
+               "INSERT INTO o SELECT id + 5000, v, n FROM changed")
+    db.execute("INSERT INTO audit VALUES (3000, 'x'), (3001, 'y')")
+    db.execute("DO $$ BEGIN FOR i IN 1..5 LOOP UPDATE o SET n = coalesce(n, 0) + i WHERE id = 2000; END LOOP; END $$")
+    assert cdc_once(db_dsn) == f"cdc: s: {98 + 23 + 5} events"
+    events = _events(out_dir)
+    ops = {op: sum(1 for e in events if e["op"] == op) for op in "cud"}
+    # src holds ids 1..40: 13 rows updated from it, 5 deleted
+    assert ops == {"c": 60 + 30 + 1 + 5 + 2, "u": 13 + 5 + 5, "d": 5}, ops
+    assert [e["after"]["v"] for e in events if e["after"] and e["after"]["id"] in (3000, 3001)] == ["from trigger"] * 2
+    make_copy(db, "o", "o_copy")
+    apply_events(db, events, {"public.o": "o_copy"})
+    assert assert_same_rows(db, "o", "o_copy") == 60 + 30 + 1 - 5 + 5 + 2
