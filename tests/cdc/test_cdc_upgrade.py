@@ -1,7 +1,8 @@
 """ALTER EXTENSION orochi UPDATE from 0.1.0 (which had no change data
 capture) to 0.2.0 makes the CDC objects exactly as a new install does —
 tables, functions, the view, the event trigger, their owners and
-privileges — and a subscription works afterwards."""
+privileges (tests/wal/test_upgrade.py compares every object; this looks
+at CDC's closely) — and a subscription works afterwards."""
 
 from __future__ import annotations
 
@@ -48,15 +49,19 @@ def test_update_from_0_1_0_makes_the_cdc_objects(pg_cluster, db_name, out_dir):
             assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '%cdc%'").fetchone()[0] == 0
             conn.execute("ALTER EXTENSION orochi UPDATE TO '0.2.0'")
             assert _objects(conn) == expected
-            # and it works: a heap table streamed to files
+            # and it works: a heap and an orochi table streamed to files
             conn.execute("CREATE TABLE h (id int PRIMARY KEY, v text)")
-            create_subscription(conn, "s", ["h"], "file", "json", {"directory": out_dir})
+            conn.execute("CREATE FOREIGN TABLE o (id int, v text) SERVER orochi")
+            create_subscription(conn, "s", ["h", "o"], "file", "json", {"directory": out_dir})
             dsn = pg_cluster.dsn("cdc_upgrade")
             assert cdc_once(dsn) == "cdc: s: 0 events"
-            conn.execute("INSERT INTO h VALUES (1, 'a'), (2, 'b')")
-            assert cdc_once(dsn) == "cdc: s: 2 events"
-            assert [(e["table"], e["after"]) for e in file_events(out_dir)] == [
-                ("h", {"id": 1, "v": "a"}), ("h", {"id": 2, "v": "b"})]
+            conn.execute("INSERT INTO h VALUES (1, 'a')")
+            conn.execute("INSERT INTO o VALUES (2, 'b')")
+            conn.execute("UPDATE o SET v = 'c'")
+            assert cdc_once(dsn) == "cdc: s: 4 events"  # the orochi table keyed by every column: d + c
+            assert [(e["table"], e["op"], e["after"]) for e in file_events(out_dir)] == [
+                ("h", "c", {"id": 1, "v": "a"}), ("o", "c", {"id": 2, "v": "b"}), ("o", "d", None),
+                ("o", "c", {"id": 2, "v": "c"})]
             drop_slots(conn)
     finally:
         pg_cluster.drop_database("cdc_upgrade")
