@@ -12,6 +12,7 @@ import os
 
 from cdc_harness import (apply_events, assert_same_rows, cdc_once, create_subscription, dedupe, event_id,
                          file_events, kafka_events, make_copy, stats)
+from orochi_fdw.testing.services import KafkaBroker
 from pipeline_harness import wait_until
 
 
@@ -166,10 +167,16 @@ def test_sink_down_for_a_while_gets_the_backlog_in_order(db, db_dsn, receiver, s
     assert assert_same_rows(db, "h", "h_copy") + assert_same_rows(db, "o", "o_copy") == expected
 
 
-def test_kafka_broker_down_for_a_while_gets_the_backlog_in_order(db, db_dsn, kafka, start_sidecar):
+def test_kafka_broker_down_for_a_while_gets_the_backlog_in_order(db, db_dsn, start_sidecar):
     """The broker stopped mid-stream: the changes wait in the slot (the
     subscription shows the error and the lag), and once it is back they all
-    arrive, each topic in order, a repeat only with an id already seen."""
+    arrive, each topic in order, a repeat only with an id already seen.
+    A broker of its own (the session's is shared)."""
+    with KafkaBroker() as kafka:
+        _broker_down(db, db_dsn, kafka, start_sidecar)
+
+
+def _broker_down(db, db_dsn, kafka, start_sidecar) -> None:
     db.execute("CREATE TABLE h (id int PRIMARY KEY, v int)")
     db.execute("CREATE FOREIGN TABLE o (id int, v int) SERVER orochi OPTIONS (delta_row_limit '30')")
     create_subscription(db, "kd", ["h", "o"], "kafka", "json",
