@@ -218,6 +218,7 @@ extern PyObject *orochi_wal_module_init(void);
 extern char *orochi_fault_injection;
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
+extern PyObject *orochi_set_spi_error(ErrorData *edata);
 extern int	orochi_internal_subxact_depth(void);
 extern void orochi_spi_at_subxact_abort(SubTransactionId subid, int internal_depth);
 extern void orochi_spi_at_xact_end(void);

@@ -148,8 +148,8 @@ set_error_from(PyObject *cls, ErrorData *edata)
 }
 
 /* Raise orochi_fdw.errors.SPIError from a Postgres error; returns NULL */
-static PyObject *
-set_spi_error(ErrorData *edata)
+PyObject *
+orochi_set_spi_error(ErrorData *edata)
 {
 	return set_error_from(error_class(&spi_error_type, "SPIError"), edata);
 }
@@ -163,7 +163,7 @@ set_spi_error_text(int sqlerrcode, const char *message)
 	memset(&edata, 0, sizeof(edata));
 	edata.sqlerrcode = sqlerrcode;
 	edata.message = (char *) message;
-	return set_spi_error(&edata);
+	return orochi_set_spi_error(&edata);
 }
 
 /* ---------------------------------------------------------------------
@@ -630,7 +630,7 @@ run_in_subxact(spi_body body, void *arg)
 	}
 	if (unrecoverable)
 		return raise_pending();
-	return set_spi_error(edata);	/* edata stays in pending_cxt until the next error */
+	return orochi_set_spi_error(edata);	/* edata stays in pending_cxt until the next error */
 }
 
 /*
@@ -1037,7 +1037,7 @@ pg_subxact_end(PyObject *self, PyObject *args)
 	if (unrecoverable)
 		return raise_pending();
 	if (edata != NULL)
-		return set_spi_error(edata);
+		return orochi_set_spi_error(edata);
 	Py_RETURN_NONE;
 }
 
@@ -1091,7 +1091,7 @@ pg_log(PyObject *self, PyObject *args)
 	if (failed)
 	{
 		PyErr_Clear();
-		set_spi_error(edata);
+		orochi_set_spi_error(edata);
 		FreeErrorData(edata);
 		return NULL;
 	}

@@ -517,37 +517,6 @@ log_pieces(int fd, const char *path, const char *walpath, uint16 path_len, char 
 
 /* ---------------------------------------------------------------- Python module */
 
-static PyObject *wal_error_type = NULL;
-
-/* Raise orochi_fdw.errors.SPIError from a Postgres error; returns NULL */
-static PyObject *
-set_wal_error(ErrorData *edata)
-{
-	PyObject   *exc;
-
-	if (wal_error_type == NULL)
-	{
-		PyObject   *mod = PyImport_ImportModule("orochi_fdw.errors");
-
-		if (mod == NULL)
-			return NULL;
-		wal_error_type = PyObject_GetAttrString(mod, "SPIError");
-		Py_DECREF(mod);
-		if (wal_error_type == NULL)
-			return NULL;
-	}
-	exc = PyObject_CallFunction(wal_error_type, "sssss",
-								edata->message ? edata->message : "",
-								unpack_sql_state(edata->sqlerrcode),
-								edata->detail, edata->hint, edata->context);
-	if (exc != NULL)
-	{
-		PyErr_SetObject(wal_error_type, exc);
-		Py_DECREF(exc);
-	}
-	return NULL;
-}
-
 /*
  * Run "body" under PG_TRY: a Postgres error becomes a Python SPIError (the
  * WAL insertion is reset, so that the next record can be logged).
@@ -572,7 +541,7 @@ run_guarded(wal_body body, void *arg)
 		edata = CopyErrorData();
 		FlushErrorState();
 		XLogResetInsertion();
-		result = set_wal_error(edata);
+		result = orochi_set_spi_error(edata);	/* the texts in the server encoding */
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
