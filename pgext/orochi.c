@@ -69,6 +69,7 @@ _PG_init(void)
 							   GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
 	orochi_wal_init();
+	orochi_workload_init();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	orochi_install_hooks();

@@ -214,6 +214,9 @@ extern Datum orochi_vector_from_bytes(const char *data, int64 len, int32 typmod)
 extern void orochi_wal_init(void);
 extern PyObject *orochi_wal_module_init(void);
 
+/* in workload.c */
+extern void orochi_workload_init(void);
+
 /* in py_spi.c */
 extern char *orochi_fault_injection;
 extern PyObject *orochi_pg_module_init(void);

@@ -35,6 +35,7 @@ from security_helpers import ACTORS
 _INTERNAL = re.compile(r"(table|sequence|function) (orochi\.)?(columnar_|hypertable|jobs|bgw_job_stat|continuous_agg"
                        r"|_chunk_compression_status|_direct_view|_materialized|vector_index_id_seq"
                        r"|pipeline\b|pipeline_(positions|stats|error_log|id_seq)|_pipeline"
+                       r"|resource_pools|workload_(classes|role_classes)"
                        r"|cdc_(subscription\b|subscription_table|subscription_id_seq|stats|error_log|sync_publication"
                        r"|drop_replication))")
 
@@ -357,6 +358,26 @@ OPS = [
     Op("chunk_compression_status", "none", "SELECT orochi._chunk_compression_status(0, 0)", SUPER),
     Op("set_allow_test_wrappers", "none", "SET orochi.allow_test_wrappers = on", SUPER),
     Op("set_trusted_wrappers", "none", "SET orochi.trusted_wrappers = 'columnar, SeriesWrapper'", SUPER),
+    # ---------------------------------------------------------------- workload management (docs/workload.md)
+    # Pools and classes are server-wide and nobody's: superusers define them, in the
+    # workload database only (those functions' cells are in tests/workload/test_privileges.py);
+    # the monitoring functions are for everyone, in every database.
+    Op("workload_monitoring", "none",
+       "SELECT (SELECT count(*) FROM orochi.list_resource_pools()), (SELECT count(*) FROM orochi.pool_stats()),"
+       " (SELECT count(*) FROM orochi.list_workload_classes()), (SELECT preloaded FROM orochi.workload_status()),"
+       " (SELECT count(*) FROM orochi.session_resources()), (SELECT count(*) FROM orochi.queued_queries())", ALL),
+    Op("workload_reload", "none", "SELECT orochi.workload_reload()", SUPER),
+    Op("pool_stats_reset", "none", "SELECT orochi.pool_stats_reset()", SUPER),
+    Op("assign_workload_class_own_session", "none", "SELECT orochi.assign_workload_class(NULL)", SUPER),
+    Op("workload_assign_session", "none", "SELECT orochi.workload_assign_session(pg_backend_pid(), NULL)", SUPER),
+    Op("set_workload_enabled", "none", "SET orochi.workload_enabled = off", SUPER),
+    Op("set_default_query_timeout", "none", "SET orochi.default_query_timeout_ms = 0", SUPER),
+    Op("read_resource_pools", "none", "SELECT * FROM orochi.resource_pools", SUPER),
+    Op("read_workload_classes", "none", "SELECT * FROM orochi.workload_classes", SUPER),
+    Op("read_workload_role_classes", "none", "SELECT * FROM orochi.workload_role_classes", SUPER),
+    Op("write_resource_pools", "none", "DELETE FROM orochi.resource_pools WHERE false", SUPER),
+    Op("write_workload_classes", "none", "UPDATE orochi.workload_classes SET priority = 0 WHERE false", SUPER),
+    Op("read_resource_pool_id_sequence", "none", "SELECT nextval('orochi.resource_pools_pool_id_seq')", SUPER),
     # ---------------------------------------------------------------- functions of values, for everyone
     Op("python_info", "none", "SELECT * FROM orochi.python_info()", ALL),
     Op("time_bucket", "none",
@@ -419,6 +440,15 @@ EXEMPT = {
     "_time_bucket_tz_start": "inlined into time_bucket",
     "sketch_check_hll": "domain check of orochi.hll: sketches",
     "sketch_check_tdigest": "domain check of orochi.tdigest: sketches",
+    # defined only in the workload database (orochi.workload_database), a superuser's elsewhere
+    # gets 55000: their four cells are tests/workload/test_privileges.py's
+    "create_resource_pool": "workload database only: tests/workload/test_privileges.py",
+    "alter_resource_pool": "workload database only: tests/workload/test_privileges.py",
+    "drop_resource_pool": "workload database only: tests/workload/test_privileges.py",
+    "create_workload_class": "workload database only: tests/workload/test_privileges.py",
+    "alter_workload_class": "workload database only: tests/workload/test_privileges.py",
+    "drop_workload_class": "workload database only: tests/workload/test_privileges.py",
+    "workload_publish": "workload database only (internal): tests/workload/test_privileges.py",
 }
 _SUPPORT_PREFIXES = ("sketch_", "sampled_")  # aggregates' support functions: the sketches / sampled rows
 
