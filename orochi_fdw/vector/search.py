@@ -42,7 +42,7 @@ from orochi_fdw.catalog import store
 from orochi_fdw.columnar.deletes import DELTA_ROWID_BASE, STRIPE_OFFSET_BITS, DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.scan import null_column
 from orochi_fdw.columnar.topn import concat, take
-from orochi_fdw.columnar.types import storage_kind, to_wire
+from orochi_fdw.columnar.types import storage_kind, to_wire, wire_kind
 from orochi_fdw.kernels import vector as kernels
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.vector import catalog, indexes
@@ -113,27 +113,45 @@ def _settings() -> tuple[int, int]:
 
 
 class _Candidates:
-    """Row ids and exact distances gathered from the stripes and the delta."""
+    """Row ids and exact distances gathered from the stripes and the delta,
+    and (with a LIMIT) the candidates' vectors where the search had them in
+    hand: the rows kept then need no second read of their vector column's
+    chunk groups."""
 
-    def __init__(self) -> None:
+    def __init__(self, dims: int, keep_vectors: bool) -> None:
+        self.dims = dims
+        self.keep_vectors = keep_vectors
         self.rowids: list[np.ndarray] = []
         self.dist: list[np.ndarray] = []
+        self.vectors: list[np.ndarray | None] = []
 
-    def add(self, rowids: np.ndarray, dist: np.ndarray, limit: int | None) -> None:
+    def add(self, rowids: np.ndarray, dist: np.ndarray, limit: int | None,
+            vectors: np.ndarray | None = None) -> None:
         if len(rowids) == 0:
             return
         if limit is not None and len(rowids) > limit:
             keep = _best(dist, rowids, limit)
             rowids, dist = rowids[keep], dist[keep]
+            if vectors is not None:
+                vectors = vectors[keep]
         self.rowids.append(np.asarray(rowids, dtype=np.int64))
         self.dist.append(np.asarray(dist, dtype=np.float64))
+        self.vectors.append(np.asarray(vectors, dtype=np.float32) if self.keep_vectors and vectors is not None
+                            else None)
 
-    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+    def ordered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(row ids, distances, vectors, whether each row's vector is there),
+        in order; the last two None when no vectors were kept."""
         if not self.rowids:
-            return np.zeros(0, np.int64), np.zeros(0)
+            return np.zeros(0, np.int64), np.zeros(0), None, None
         rowids, dist = np.concatenate(self.rowids), np.concatenate(self.dist)
         order = _order(dist, rowids)
-        return rowids[order], dist[order]
+        if not self.keep_vectors or all(v is None for v in self.vectors):
+            return rowids[order], dist[order], None, None
+        vectors = np.concatenate([v if v is not None else np.zeros((len(r), self.dims), np.float32)
+                                  for r, v in zip(self.rowids, self.vectors)])
+        have = np.concatenate([np.full(len(r), v is not None) for r, v in zip(self.rowids, self.vectors)])
+        return rowids[order], dist[order], vectors[order], have[order]
 
 
 def _order(dist: np.ndarray, rowids: np.ndarray) -> np.ndarray:
@@ -202,7 +220,7 @@ class KnnScan:
                       if i.attnum == attnum and i.distance_type == INDEX_DISTANCE[self.metric]), None)
         files = catalog.index_files(index.index_id) if index is not None and self.limit is not None else {}
         ef_setting, probes_setting = _settings() if files else (0, 0)
-        found = _Candidates()
+        found = _Candidates(self.dims, keep_vectors=self.limit is not None)
         k = self.limit
         for stripe in stripes:
             if k == 0:
@@ -219,14 +237,18 @@ class KnnScan:
             if not done:
                 self._exact(stripe, q, kmetric, mask, found)
         delta_batches = self._delta(q, kmetric, allowed_delta, found)
-        rowids, dist = found.ordered()
+        rowids, dist, vectors, have = found.ordered()
         if k is not None:
             rowids, dist = rowids[:k], dist[:k]
+            if vectors is not None:
+                vectors, have = vectors[:k], have[:k]
         size = len(rowids) if k is not None else 1024
         start = 0
         while start < len(rowids):
             part = rowids[start:start + size]
-            yield self._materialize(part, stripes, delta_batches)
+            yield self._materialize(part, stripes, delta_batches,
+                                    None if vectors is None else (vectors[start:start + size],
+                                                                  have[start:start + size]))
             start += size
             size *= 4
 
@@ -275,7 +297,7 @@ class KnnScan:
         dist = np.empty(len(rows), dtype=np.float64)
         kernels.distances(X, q, kmetric, dist)
         self.counters.vectors_compared += len(rows)
-        found.add(stripe_rowids(stripe.stripe_id, rows), dist, self.limit)
+        found.add(stripe_rowids(stripe.stripe_id, rows), dist, self.limit, X)
 
     def _by_index(self, index, file, stripe, q, mask, nallowed, found, setting: int) -> bool:
         """Search one stripe through its index file; False to search it
@@ -286,6 +308,8 @@ class KnnScan:
         if graph is None or search_ef <= 0:
             return False
         k = self.limit
+        if k >= nallowed:
+            return False            # every allowed row is wanted: reading them is exact and cheaper
         share = nallowed / stripe.row_count
         count = min(file.row_count, max(k, math.ceil(k / share * 1.5) + 8))
         kmetric = METRICS[self.metric]
@@ -297,14 +321,16 @@ class KnnScan:
                 keys = np.asarray(res.keys, dtype=np.int64).reshape(-1)
                 if mask is not None:
                     keys = keys[mask[keys]]
-                if len(keys) >= k or count >= file.row_count:
+                if len(keys) < k and count >= file.row_count:
+                    return False    # the graph reaches fewer rows than wanted (not every node is reachable)
+                if len(keys) >= k:
                     vectors = np.ascontiguousarray(np.vstack(graph.get(keys)).astype(np.float32)) \
                         if len(keys) else np.zeros((0, self.dims), np.float32)
                     dist = np.empty(len(keys), dtype=np.float64)
                     if len(keys):
                         kernels.distances(vectors, q, kmetric, dist)
                     self.counters.vectors_compared += len(keys)
-                    found.add(stripe_rowids(stripe.stripe_id, keys), dist, k)
+                    found.add(stripe_rowids(stripe.stripe_id, keys), dist, k, vectors)
                     self.counters.stripes_by_index += 1
                     return True
             else:
@@ -356,14 +382,30 @@ class KnnScan:
 
     # ------------------------------------------------------------------ the rows' other columns
 
-    def _materialize(self, rowids: np.ndarray, stripes, delta_batches: list[Batch]) -> Batch:
+    def _materialize(self, rowids: np.ndarray, stripes, delta_batches: list[Batch],
+                     known: tuple[np.ndarray, np.ndarray] | None = None) -> Batch:
+        """The needed columns of rows ``rowids``; ``known`` (vectors, whether
+        each is there) gives the searched column of the rows whose vector the
+        search already read (the stripe's chunks are not read again for it)."""
         parts: list[tuple[np.ndarray, dict[str, Column]]] = []
         by_id = {s.stripe_id: s for s in stripes}
         is_delta = rowids >= DELTA_ROWID_BASE
-        stripe_ids = rowids[~is_delta] >> STRIPE_OFFSET_BITS
+        stripe_pos = np.flatnonzero(~is_delta)
+        stripe_ids = rowids[stripe_pos] >> STRIPE_OFFSET_BITS
+        name = self.key.attname
         for sid in np.unique(stripe_ids):
-            offsets = np.unique(rowids[~is_delta][stripe_ids == sid] & ((1 << STRIPE_OFFSET_BITS) - 1))
-            parts.append((stripe_rowids(int(sid), offsets), self._fetch(by_id[int(sid)], offsets)))
+            pos = stripe_pos[stripe_ids == sid]
+            offsets, first = np.unique(rowids[pos] & ((1 << STRIPE_OFFSET_BITS) - 1), return_index=True)
+            pos = pos[first]                          # position in rowids of each offset
+            stripe = by_id[int(sid)]
+            rec = stripe.columns.get(self.column.attnum)
+            if known is not None and name in self.needed and rec is not None and rec.kind == "vector" \
+                    and bool(known[1][pos].all()):
+                cols = self._fetch(stripe, offsets, skip=name)
+                cols[name] = _vector_column(known[0][pos], self.table.columns[name])
+            else:
+                cols = self._fetch(stripe, offsets)
+            parts.append((stripe_rowids(int(sid), offsets), cols))
         if is_delta.any():
             want = set(rowids[is_delta].tolist())
             for batch in delta_batches:
@@ -377,10 +419,11 @@ class KnnScan:
         columns = {n: take(concat([p[1][n] for p in parts]), order) for n in self.needed} if parts else {}
         return Batch(len(rowids), columns, rowids=rowids.copy())
 
-    def _fetch(self, stripe, offsets: np.ndarray) -> dict[str, Column]:
-        """The needed columns of rows ``offsets`` (ascending) of a stripe."""
-        out: dict[str, list[Column]] = {n: [] for n in self.needed}
-        if not self.needed:
+    def _fetch(self, stripe, offsets: np.ndarray, skip: str | None = None) -> dict[str, Column]:
+        """The needed columns (but ``skip``) of rows ``offsets`` (ascending) of a stripe."""
+        needed = [n for n in self.needed if n != skip]
+        out: dict[str, list[Column]] = {n: [] for n in needed}
+        if not needed:
             return {}
         reader = StripeReader(stripe.file_path)
         try:
@@ -390,7 +433,7 @@ class KnnScan:
                 if lo == hi:
                     continue
                 local = offsets[lo:hi] - g.first_row
-                for name in self.needed:
+                for name in needed:
                     column = self.table.columns[name]
                     rec = stripe.columns.get(column.attnum)
                     if rec is None:
@@ -401,6 +444,15 @@ class KnnScan:
         finally:
             reader.close()
         return {n: concat(cols) for n, cols in out.items()}
+
+
+def _vector_column(X: np.ndarray, column) -> Column:
+    """Vectors (m x d float32) as a wire column: each value its payload of
+    little-endian float32, as a stripe's chunk decodes to."""
+    X = np.ascontiguousarray(X, dtype="<f4")
+    width = 4 * X.shape[1]
+    return Column(wire_kind(column), X.reshape(-1).view(np.uint8),
+                  None, np.arange(len(X) + 1, dtype=np.int64) * width)
 
 
 def _chunk_group_bounds(stripe) -> list[tuple[int, int]]:
