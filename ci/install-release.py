@@ -73,9 +73,11 @@ path, _fd = _pin()
 
 PTH_LINE = "import orochi_release\n"
 
+# -P: "-m" would put the working directory first on sys.path, and a checkout
+# of the sources there (no compiled kernels) would shadow the release
 SIDECAR_SCRIPT = """#!/bin/sh
 # orochi-sidecar of the current release (written by ci/install-release.py)
-exec "{python}" -m orochi_fdw.sidecar "$@"
+exec "{python}" -P -m orochi_fdw.sidecar "$@"
 """
 
 

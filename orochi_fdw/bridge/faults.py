@@ -27,6 +27,9 @@ The points:
 ``compress:after_write``           chunk compression wrote the new stripes
 ``compress:before_commit``         chunk compression swapped the stripes
 ``refresh:before_commit``          a continuous aggregate refresh wrote its rows
+``cdc:after_emit``                 a write to a captured orochi table emitted
+                                   its change message, its transaction not
+                                   committed
 =================================  ===========================================
 """
 

@@ -25,7 +25,8 @@ SQL_API_MODULES: list[str] = ["orochi_fdw.bridge.info", "orochi_fdw.catalog.sqla
                               "orochi_fdw.sketches.sqlapi", "orochi_fdw.timeseries.sqlapi",
                               "orochi_fdw.timeseries.policies", "orochi_fdw.timeseries.continuous",
                               "orochi_fdw.jobs.sqlapi", "orochi_fdw.vector.sqlapi", "orochi_fdw.pipelines.sqlapi",
-                              "orochi_fdw.workload.sqlapi", "orochi_fdw.cluster.sqlapi"]
+                              "orochi_fdw.workload.sqlapi", "orochi_fdw.cluster.sqlapi",
+                              "orochi_fdw.cdc.sqlapi"]
 _loaded = False
 
 

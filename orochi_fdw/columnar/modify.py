@@ -29,6 +29,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from orochi_fdw.catalog import store
+from orochi_fdw.cdc import capture
 from orochi_fdw.columnar import deletes
 from orochi_fdw.errors import OrochiError
 
@@ -70,10 +71,13 @@ class StatementWrites:
         self.new_count = 0
         self.router = table.chunk_router()      # a hypertable's chunks, or None
         self.new_keys: list[int] = []          # time keys of UPDATE's new rows (hypertables)
+        self.capture = capture.for_statement(table)  # change capture, None unless a subscription covers it
 
     # -- INSERT --------------------------------------------------------------
 
     def insert_batch(self, batch: "Batch") -> None:
+        if self.capture is not None:
+            self.capture.inserted(batch)
         self.insert_rows += batch.nrows
         limit = self.table.settings.delta_row_limit
         if not self.to_stripes and (self.insert_rows <= limit or self.flushed):
@@ -127,6 +131,8 @@ class StatementWrites:
         if this statement already updated the row (a join matching it twice)."""
         if not self.delete(rowid):
             return False
+        if self.capture is not None:
+            self.capture.updated(rowid, values)
         if self.router is not None:
             self.new_keys.append(self.router.key_of_value(values.get(self.router.column), self.table.relname))
         if not self.new_rows:
@@ -168,6 +174,8 @@ class StatementWrites:
 
     def _flush_deletes(self) -> None:
         name = self.table.relname
+        if self.capture is not None:
+            self.capture.deleting(self.stripe_deletes, self.delta_deletes)
         if self.router is not None:
             self._note_deleted_times()
         if self.delta_deletes:

@@ -306,8 +306,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def truncate(self, behavior: str, restart_seqs: bool) -> None:
         """TRUNCATE: the table's stripes leave the catalog now, their files
         when the transaction commits."""
+        from orochi_fdw.cdc import capture
         from orochi_fdw.timeseries.chunks import truncate_chunks
 
+        capture.truncated(self)
         stripes = store.delete_tables([self.relid])
         ledger.rows_deleted(stripes, sorted({os.path.dirname(p) for _, p in stripes}))
         self.delta.truncate()

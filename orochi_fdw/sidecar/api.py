@@ -3,6 +3,7 @@
 - ``GET /health``: 200 and a JSON status when the last cycle reached
   Postgres, else 503 (also before the first cycle).
 - ``GET /jobs``: the jobs and their statistics as of the last cycle (JSON).
+- ``GET /pipelines``, ``GET /cdc``: the workers of those duties (JSON).
 - ``GET /metrics``: Prometheus text exposition format.
 
 Handlers are thin ``do_GET_<path>`` methods; nothing here changes state (a
@@ -41,7 +42,7 @@ class RestApiHandler(BaseHTTPRequestHandler):
         handler = getattr(self, f"do_GET_{name}", None) if name.isidentifier() else None
         if handler is None:
             self._send_json(404, {"error": f"no such endpoint: {urlsplit(self.path).path}",
-                                  "endpoints": ["/health", "/jobs", "/pipelines", "/metrics"]})
+                                  "endpoints": ["/health", "/jobs", "/pipelines", "/cdc", "/metrics"]})
             return
         handler()
 
@@ -71,6 +72,13 @@ class RestApiHandler(BaseHTTPRequestHandler):
                 self._send_json(200, duty.snapshot())
                 return
         self._send_json(404, {"error": "the pipelines duty is not enabled"})
+
+    def do_GET_cdc(self) -> None:
+        for duty in self.server.daemon_loop.duties:
+            if duty.name == "cdc":
+                self._send_json(200, duty.snapshot())
+                return
+        self._send_json(404, {"error": "the cdc duty is not enabled"})
 
     def do_GET_metrics(self) -> None:
         registry = self.server.daemon_loop.context.metrics

@@ -112,6 +112,16 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("pipelines.max_workers", int, 4, "most pipelines run at once (one worker thread each)", _between(1)),
     Setting("pipelines.shutdown_grace", float, 10.0,
             "seconds the workers may take to finish their batch at shutdown", _between(0)),
+    # the cdc duty (docs/cdc.md)
+    Setting("cdc.poll_interval", float, 5.0,
+            "seconds between two looks for subscriptions to start, slots past max_lag and orphaned slots",
+            _positive),
+    Setting("cdc.max_workers", int, 4, "most subscriptions streamed at once (one worker thread each)",
+            _between(1)),
+    Setting("cdc.shutdown_grace", float, 10.0, "seconds the workers may take to finish their batch at shutdown",
+            _between(0)),
+    Setting("cdc.peek_changes", int, 10000, "changes read from a slot at a time (whole transactions)",
+            _between(1)),
 )
 
 _BY_KEY = {s.key: s for s in SCHEMA}

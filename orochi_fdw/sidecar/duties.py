@@ -90,6 +90,7 @@ _DUTIES: dict[str, str] = {
     "jobs": "orochi_fdw.sidecar.jobs:JobsDuty",
     "recovery": "orochi_fdw.sidecar.recovery:RecoveryDuty",
     "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
+    "cdc": "orochi_fdw.cdc.duty:CdcDuty",
 }
 
 

@@ -40,9 +40,9 @@ def test_no_catalog_grants(db):
         "SELECT c.relname, c.relkind::text FROM pg_class c"
         " WHERE c.relnamespace = 'orochi'::regnamespace AND c.relacl IS NOT NULL"
         " ORDER BY 1").fetchall()
-    assert rows == [("chunks", "v"), ("continuous_aggregates", "v"), ("distributed_tables", "v"), ("job_stats", "v"),
-                    ("nodes", "v"), ("pipeline_errors", "v"), ("pipelines", "v"), ("shards", "v"), ("stripes", "v"),
-                    ("vacuum_progress", "v"), ("vector_indexes", "v")]
+    assert rows == [("cdc_errors", "v"), ("chunks", "v"), ("continuous_aggregates", "v"), ("distributed_tables", "v"),
+                    ("job_stats", "v"), ("nodes", "v"), ("pipeline_errors", "v"), ("pipelines", "v"), ("shards", "v"),
+                    ("stripes", "v"), ("vacuum_progress", "v"), ("vector_indexes", "v")]
     # no row-level security either: one model, explicit checks, for the whole catalog
     assert db.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'orochi'::regnamespace"
                       " AND relrowsecurity").fetchone()[0] == 0

@@ -1,6 +1,7 @@
 """The privilege matrix: (owner, granted, ungranted, superuser) x (every
 orochi.* function, every DML and DDL on columnar tables and hypertables,
-every catalog table; vector indexes, missing values and pipelines too).  Each cell either succeeds or fails with SQLSTATE
+every catalog table; vector indexes, missing values, pipelines and CDC
+subscriptions too).  Each cell either succeeds or fails with SQLSTATE
 42501 (insufficient_privilege), as the table ``OPS`` says.
 
 The actors are described in conftest.py: ``owner`` made the objects,
@@ -34,7 +35,9 @@ from security_helpers import ACTORS
 _INTERNAL = re.compile(r"(table|sequence|function) (orochi\.)?(columnar_|hypertable|jobs|bgw_job_stat|continuous_agg"
                        r"|_chunk_compression_status|_direct_view|_materialized|vector_index_id_seq"
                        r"|pipeline\b|pipeline_(positions|stats|error_log|id_seq)|_pipeline"
-                       r"|resource_pools|workload_(classes|role_classes))")
+                       r"|resource_pools|workload_(classes|role_classes)"
+                       r"|cdc_(subscription\b|subscription_table|subscription_id_seq|stats|error_log|sync_publication"
+                       r"|drop_replication))")
 
 OWNER = frozenset({"owner", "superuser"})
 READERS = frozenset({"owner", "granted", "superuser"})
@@ -319,6 +322,34 @@ OPS = [
     Op("write_pipeline", "none", "UPDATE orochi.pipeline SET state = 'stopped' WHERE false", SUPER),
     Op("write_pipeline_positions", "none", "DELETE FROM orochi.pipeline_positions WHERE false", SUPER),
     Op("read_pipeline_id_sequence", "none", "SELECT nextval('orochi.pipeline_id_seq')", SUPER),
+    # ---------------------------------------------------------------- change data capture
+    Op("create_cdc_subscription", "cdc_table",
+       "SELECT orochi.create_cdc_subscription({new_lit}, ARRAY[{t_lit}]::regclass[], 'webhook', 'json',"
+       " {copts_lit})", READERS, mutates=True),
+    Op("start_cdc_subscription", "cdc", "SELECT orochi.start_cdc_subscription({cdc_lit})", OWNER, mutates=True),
+    Op("stop_cdc_subscription", "cdc_running", "SELECT orochi.stop_cdc_subscription({cdc_lit})", OWNER,
+       mutates=True),
+    Op("drop_cdc_subscription", "cdc", "SELECT orochi.drop_cdc_subscription({cdc_lit})", OWNER, mutates=True),
+    Op("drop_cdc_table", "cdc", "DROP TABLE {t}", OWNER, mutates=True),
+    Op("cdc_subscription_stats", "cdc", "SELECT * FROM orochi.cdc_subscription_stats({cdc_lit})", OWNER),
+    Op("list_cdc_subscriptions", "cdc", "SELECT * FROM orochi.list_cdc_subscriptions()", ALL),
+    Op("cdc_errors_view", "cdc", "SELECT * FROM orochi.cdc_errors", ALL),
+    Op("cdc_message_key", "none", "SELECT orochi.cdc_message_key()", SUPER),
+    Op("cdc_value_functions", "cdc",
+       "SELECT orochi.cdc_lock_key({cdc_id}), orochi.cdc_is_running({cdc_id}),"
+       " orochi.cdc_masked_options('{{\"secret\": \"x\"}}')", ALL),
+    Op("internal_cdc_sync_publication", "cdc", "SELECT orochi.cdc_sync_publication({cdc_id})", SUPER),
+    Op("internal_cdc_drop_replication", "none",
+       "SELECT orochi.cdc_drop_replication('orochi_cdc_' || (SELECT oid FROM pg_database"
+       " WHERE datname = current_database()) || '_999999', NULL)", SUPER),
+    Op("read_cdc_subscription", "none", "SELECT * FROM orochi.cdc_subscription", SUPER),
+    Op("read_cdc_subscription_table", "none", "SELECT * FROM orochi.cdc_subscription_table", SUPER),
+    Op("read_cdc_stats", "none", "SELECT * FROM orochi.cdc_stats", SUPER),
+    Op("read_cdc_error_log", "none", "SELECT * FROM orochi.cdc_error_log", SUPER),
+    Op("write_cdc_subscription", "none", "UPDATE orochi.cdc_subscription SET state = 'stopped' WHERE false", SUPER),
+    Op("write_cdc_subscription_table", "none", "UPDATE orochi.cdc_subscription_table SET capturing = true"
+       " WHERE false", SUPER),
+    Op("read_cdc_subscription_id_sequence", "none", "SELECT nextval('orochi.cdc_subscription_id_seq')", SUPER),
     # ---------------------------------------------------------------- the catalog and internals
     Op("read_columnar_stripes", "none", "SELECT * FROM orochi.columnar_stripes", SUPER),
     Op("read_columnar_stripe_columns", "none", "SELECT * FROM orochi.columnar_stripe_columns", SUPER),
@@ -406,6 +437,7 @@ EXEMPT = {
     "jobs_on_sql_drop": "event trigger: ht_drop",
     "continuous_aggregates_on_sql_drop": "event trigger: drop_continuous_aggregate",
     "pipelines_on_sql_drop": "event trigger: drop_pipeline_target",
+    "cdc_on_sql_drop": "event trigger: drop_cdc_table",
     "columnar_vector_index_files_on_delete": "trigger of the catalog: drop_vector_index, vector_vacuum_indexed,"
                                              " vector_drop_indexed_table",
     "vector_recv": "binary input (takes internal): vector_binary_io",
@@ -523,6 +555,28 @@ def _setup_pipeline(state: str | None = None):
     return setup
 
 
+#: a webhook subscription's options (nothing connects to the receiver in these tests)
+_CDC_OPTIONS = {"url": "http://127.0.0.1:9/", "verify_sink": False, "secret": "s"}
+
+
+def _setup_cdc_table(a, conn, name: str) -> dict:
+    t = _ident(conn, name)
+    conn.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, note text)")
+    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(name), a.ident("granted")))
+    return {"t": t, "t_lit": _lit(conn, t)}
+
+
+def _setup_cdc(state: str | None = None):
+    def setup(a, conn, name: str) -> dict:
+        names = _setup_cdc_table(a, conn, name)
+        sid = conn.execute("SELECT orochi.create_cdc_subscription(%s, ARRAY[%s]::regclass[], 'webhook', 'json',"
+                           " %s::jsonb)", [name, names["t"], json.dumps(_CDC_OPTIONS)]).fetchone()[0]
+        if state == "running":
+            conn.execute("SELECT orochi.start_cdc_subscription(%s)", [name])
+        return {**names, "cdc_lit": _lit(conn, name), "cdc_id": str(sid)}
+    return setup
+
+
 def _setup_hypertable(a, conn, name: str) -> dict:
     names = _setup_table(a, conn, name, rows=False)
     conn.execute(f"SELECT orochi.create_hypertable({names['t_lit']}, 'ts', interval '1 day')")
@@ -590,6 +644,9 @@ _SETUPS = {
     "pipeline": _setup_pipeline(),
     "pipeline_running": _setup_pipeline("running"),
     "pipeline_paused": _setup_pipeline("paused"),
+    "cdc_table": _setup_cdc_table,
+    "cdc": _setup_cdc(),
+    "cdc_running": _setup_cdc("running"),
 }
 
 _shared: dict[tuple[str, str], dict] = {}
@@ -607,7 +664,8 @@ def _names_for(actors, op: Op, actor: str) -> dict:
         names = _shared[key]
     new = f"new_{op.name}_{actor}"[:50]
     return {**names, "new": _ident(owner, new), "new_lit": _lit(owner, new),
-            "popts_lit": _lit(owner, json.dumps(_PIPELINE_OPTIONS))}
+            "popts_lit": _lit(owner, json.dumps(_PIPELINE_OPTIONS)),
+            "copts_lit": _lit(owner, json.dumps(_CDC_OPTIONS))}
 
 
 @pytest.mark.parametrize("actor", ACTORS)
