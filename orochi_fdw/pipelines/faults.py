@@ -1,17 +1,9 @@
-"""Fault points for crash tests: a worker stops at a named phase of a batch
-and waits for the test, which then kills the sidecar or the postmaster.
+"""Fault points of the pipeline workers, for crash tests
+(:mod:`orochi_fdw.sidecar.faults` says how they work).
 
-Test-only, set by environment variables of the sidecar:
-
-- ``OROCHI_PIPELINE_FAULT=phase[:n][,phase[:n]...]``: stop the n-th time
-  (default: the first) any worker reaches ``phase``;
-- ``OROCHI_PIPELINE_FAULT_RELEASE=path``: when set, the stopped worker goes
-  on once ``path`` exists (the test creates it); otherwise it waits until
-  the process is killed.
-
-On reaching a fault point the worker writes one line to standard error,
-``orochi-pipelines: fault point <phase> reached (pipeline <id>, batch <n>)``,
-which the test waits for.  Nothing here depends on time.
+``OROCHI_PIPELINE_FAULT=phase[:n][,...]`` and
+``OROCHI_PIPELINE_FAULT_RELEASE=path``; a worker reaching one writes
+``orochi-pipelines: fault point <phase> reached (pipeline <id>, batch <n>)``.
 
 Phases, in the order of a batch: ``fetched`` (records read, nothing
 written), ``copied`` (rows written, positions not), ``positioned``
@@ -20,46 +12,15 @@ written), ``copied`` (rows written, positions not), ``positioned``
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-import time
+from orochi_fdw.sidecar.faults import WorkerFaults
 
-PHASES = ("fetched", "copied", "positioned", "committed")
-FAULT_ENV = "OROCHI_PIPELINE_FAULT"
-RELEASE_ENV = "OROCHI_PIPELINE_FAULT_RELEASE"
-
-_lock = threading.Lock()
-_counts: dict[str, int] = {}
-
-
-def _wanted() -> dict[str, int]:
-    spec = os.environ.get(FAULT_ENV, "").strip()
-    wanted: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        phase, _, nth = item.partition(":")
-        if phase not in PHASES:
-            raise ValueError(f"{FAULT_ENV}: unknown phase {phase!r} (phases: {', '.join(PHASES)})")
-        wanted[phase] = int(nth) if nth else 1
-    return wanted
+_FAULTS = WorkerFaults("OROCHI_PIPELINE_FAULT", ("fetched", "copied", "positioned", "committed"),
+                       "orochi-pipelines", "pipeline")
+PHASES = _FAULTS.phases
+FAULT_ENV = _FAULTS.env
+RELEASE_ENV = _FAULTS.release_env
 
 
 def fault_point(phase: str, pipeline_id: int, batch: int) -> None:
-    """Stop here if the environment asks for it (see the module docstring)."""
-    if FAULT_ENV not in os.environ:
-        return
-    wanted = _wanted()
-    if phase not in wanted:
-        return
-    with _lock:
-        _counts[phase] = _counts.get(phase, 0) + 1
-        hit = _counts[phase] == wanted[phase]
-    if not hit:
-        return
-    sys.stderr.write(f"orochi-pipelines: fault point {phase} reached (pipeline {pipeline_id}, batch {batch})\n")
-    sys.stderr.flush()
-    release = os.environ.get(RELEASE_ENV)
-    if not release:
-        threading.Event().wait()  # until killed
-    while not os.path.exists(release):  # the test's signal, not a deadline
-        time.sleep(0.01)
+    """Stop here if the environment asks for it."""
+    _FAULTS.point(phase, pipeline_id, batch)
