@@ -41,11 +41,18 @@ from orochi_fdw.storage.kinds import get_kind
 Storage = tuple[Any, Any]
 
 
+_kept_seen = False  # the table exists in this backend's database (it is not dropped but with the extension)
+
+
 def _kept() -> bool:
     """Whether this database's catalog keeps missing values (not before the
-    update from 0.1.0)."""
-    return bool(spi.prepared("SELECT pg_catalog.to_regclass('orochi.columnar_missing_values') IS NOT NULL",
-                             []).execute([], read_only=True).scalar())
+    update from 0.1.0). Asked until the answer is yes, then remembered: a
+    scan does not pay a catalog query for it."""
+    global _kept_seen
+    if not _kept_seen:
+        _kept_seen = bool(spi.prepared("SELECT pg_catalog.to_regclass('orochi.columnar_missing_values') IS NOT NULL",
+                                       []).execute([], read_only=True).scalar())
+    return _kept_seen
 
 
 def on_column_added(relid: int, attnum: int, relname: str, column_name: str, has_rows) -> str | None:
