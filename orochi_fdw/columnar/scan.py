@@ -10,7 +10,7 @@ the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -30,8 +30,10 @@ class ScanCounters:
 
     stripes: int = 0
     stripes_skipped: int = 0
+    stripes_skipped_topn: int = 0  # ruled out by a top-N's threshold
     chunk_groups: int = 0
     chunk_groups_skipped: int = 0
+    chunk_groups_skipped_topn: int = 0  # ruled out by a top-N's threshold
     rows: int = 0
     deleted_rows_skipped: int = 0
     delta_rows: int = 0
@@ -101,11 +103,16 @@ class ColumnarScan:
         lines = [] if c.chunks is None else [
             f"Chunks Read: {c.chunks[0] - c.chunks[1]} of {c.chunks[0]}"
             + (f" ({c.chunks[1]} excluded)" if c.chunks[1] else "")]
+        total_stripes += c.stripes_skipped_topn
         lines += [f"Stripes Read: {c.stripes} of {total_stripes}"
-                 + (f" ({c.stripes_skipped} skipped by min/max)" if c.stripes_skipped else "")]
+                 + (f" ({c.stripes_skipped} skipped by min/max)" if c.stripes_skipped else "")
+                 + (f" ({c.stripes_skipped_topn} skipped by top-N threshold)" if c.stripes_skipped_topn else "")]
         if self.needed:
-            lines.append(f"Chunk Groups Read: {c.chunk_groups} of {c.chunk_groups + c.chunk_groups_skipped}"
-                         + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else ""))
+            lines.append(f"Chunk Groups Read: {c.chunk_groups} of "
+                         f"{c.chunk_groups + c.chunk_groups_skipped + c.chunk_groups_skipped_topn}"
+                         + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else "")
+                         + (f" ({c.chunk_groups_skipped_topn} skipped by top-N threshold)"
+                            if c.chunk_groups_skipped_topn else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
         lines.append(f"Delta Rows: {c.delta_rows}")
@@ -159,52 +166,114 @@ class ColumnarScan:
     def _stripe_batches(self, stripe: store.StripeRecord) -> Iterator[Batch]:
         reader = self._open(stripe)
         try:
-            meta = reader.metadata
-            # table column -> (file column, stored kind); absent columns read as NULL
-            present: dict[str, tuple[str, str]] = {}
-            for name in self.needed:
-                rec = stripe.columns.get(self.table_columns[name].attnum)
-                if rec is not None:
-                    present[name] = (rec.column_name, rec.kind)
-            deleted = DeletedOffsets(stripe.delete_bitmap)
-            qual_cols = {}
-            for q in self.quals:
-                rec = stripe.columns.get(self.table_columns[q.column].attnum)
-                if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
-                    qual_cols[q.column] = meta.column_index(rec.column_name)
-            for group in meta.chunk_groups:
-                g = group.index
-                if self.quals:
-                    def bounds(name: str, g: int = g) -> Bounds | None:
-                        ci = qual_cols.get(name)
-                        if ci is None:
-                            return None
-                        st = meta.chunks[g][ci].stats
-                        return Bounds(st.row_count, st.null_count, st.min, st.max, st.has_nan)
-
-                    if not might_match(self.quals, bounds):
-                        self.counters.chunk_groups_skipped += 1
-                        continue
-                if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
-                        == group.row_count:
-                    self.counters.deleted_rows_skipped += group.row_count
-                    continue  # every row deleted: nothing to decode
-                self.counters.chunk_groups += 1
-                cols = {}
-                for name in self.needed:
-                    column = self.table_columns[name]
-                    if name not in present:  # added after this stripe was written
-                        cols[name] = missing_column(column, self.missing.get(name), group.row_count)
-                        continue
-                    file_column, stored_kind = present[name]
-                    data = reader.read_chunk(file_column, g)
-                    cols[name] = to_wire(data, storage_kind(column), column, stored_kind)
-                batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))
+            for group in self.chunk_groups(stripe, reader):
+                cols = {name: group.column(name) for name in self.needed}
+                batch = self._apply_deletes(stripe, group.deleted, group.first_row, Batch(group.nrows, cols))
                 if batch is not None:
                     self.counters.rows += batch.nrows
                     yield batch
         finally:
             reader.close()
+
+    def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
+                     skip: Callable[["ChunkGroup"], bool] | None = None,
+                     order: Callable[["ChunkGroup"], Any] | None = None) -> Iterator["ChunkGroup"]:
+        """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
+        min / max do not rule out and that have a live row, each with its
+        columns decoded on demand (:class:`ChunkGroup`); ``skip``: a further
+        test on a group's statistics (a top-N's threshold), counted apart,
+        asked just before the group would be yielded; ``order``: a sort key
+        of the groups (file order without)."""
+        meta = reader.metadata
+        # table column -> (file column, stored kind); absent columns read as NULL
+        present: dict[str, tuple[str, str]] = {}
+        for name, column in self.table_columns.items():
+            rec = stripe.columns.get(column.attnum)
+            if rec is not None:
+                present[name] = (rec.column_name, rec.kind)
+        deleted = DeletedOffsets(stripe.delete_bitmap)
+        qual_cols = {}
+        for q in self.quals:
+            rec = stripe.columns.get(self.table_columns[q.column].attnum)
+            if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
+                qual_cols[q.column] = meta.column_index(rec.column_name)
+        groups = []
+        for group in meta.chunk_groups:
+            g = group.index
+            if self.quals:
+                def bounds(name: str, g: int = g) -> Bounds | None:
+                    ci = qual_cols.get(name)
+                    if ci is None:
+                        return None
+                    st = meta.chunks[g][ci].stats
+                    return Bounds(st.row_count, st.null_count, st.min, st.max, st.has_nan)
+
+                if not might_match(self.quals, bounds):
+                    self.counters.chunk_groups_skipped += 1
+                    continue
+            if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
+                    == group.row_count:
+                self.counters.deleted_rows_skipped += group.row_count
+                continue  # every row deleted: nothing to decode
+            groups.append(ChunkGroup(self, stripe, reader, present, deleted, group))
+        if order is not None:
+            groups.sort(key=order)
+        for chunk_group in groups:
+            if skip is not None and skip(chunk_group):
+                self.counters.chunk_groups_skipped_topn += 1
+                continue
+            self.counters.chunk_groups += 1
+            yield chunk_group
+
+
+class ChunkGroup:
+    """One chunk group of a stripe a scan reads: its statistics, its live
+    rows, and its columns, each decoded when first asked for."""
+
+    __slots__ = ("scan", "stripe", "reader", "present", "deleted", "index", "first_row", "nrows", "_cols")
+
+    def __init__(self, scan: ColumnarScan, stripe: store.StripeRecord, reader: StripeReader,
+                 present: dict[str, tuple[str, str]], deleted: DeletedOffsets, group):
+        self.scan = scan
+        self.stripe = stripe
+        self.reader = reader
+        self.present = present
+        self.deleted = deleted
+        self.index = group.index
+        self.first_row = group.first_row
+        self.nrows = group.row_count
+        self._cols: dict[str, Column] = {}
+
+    def stats(self, name: str):
+        """The chunk's statistics of column ``name`` (a ``ChunkStats``), or
+        None when the stripe does not hold it in its current kind."""
+        where = self.present.get(name)
+        if where is None or where[1] != storage_kind(self.scan.table_columns[name]):
+            return None
+        meta = self.reader.metadata
+        return meta.chunks[self.index][meta.column_index(where[0])].stats
+
+    def column(self, name: str) -> Column:
+        """Column ``name`` of every row of the group (deleted ones too)."""
+        col = self._cols.get(name)
+        if col is None:
+            column = self.scan.table_columns[name]
+            if name not in self.present:  # added after this stripe was written
+                col = missing_column(column, self.scan.missing.get(name), self.nrows)
+            else:
+                file_column, stored_kind = self.present[name]
+                col = to_wire(self.reader.read_chunk(file_column, self.index), storage_kind(column),
+                              column, stored_kind)
+            self._cols[name] = col
+        return col
+
+    def live(self) -> np.ndarray | None:
+        """Mask of the rows not deleted, None when none is."""
+        return self.deleted.live_mask(self.first_row, self.nrows)
+
+    def rowids(self, offsets: np.ndarray) -> np.ndarray:
+        """Row ids of the group's rows at ``offsets``."""
+        return stripe_rowids(self.stripe.stripe_id, np.asarray(offsets, dtype=np.int64) + self.first_row)
 
 
 def null_column(column: ColumnDefinition, nrows: int) -> Column:

@@ -42,7 +42,7 @@ from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
-from orochi_fdw.sketches.sampling import sampled_scan_if_requested
+from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
 
@@ -327,17 +327,21 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return self._missing
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
-        """One sort key on a column whose values order as numbers (see
-        :mod:`orochi_fdw.columnar.topn`), or a distance to a vector column
-        (:mod:`orochi_fdw.vector.search`)."""
+        """The leading sort keys on columns whose values order as numbers
+        (see :mod:`orochi_fdw.columnar.topn`), or a distance to a vector
+        column (:mod:`orochi_fdw.vector.search`)."""
         key = sortkeys[0] if sortkeys else None
         if key is not None and key.function is not None:
             from orochi_fdw.vector import search
 
             return search.can_sort(self, key)
-        if key is None or key.attname not in self.columns:
-            return []
-        return [key] if wire_kind_for_type(self.columns[key.attname].type_oid) in topn.ORDERABLE else []
+        handled = []
+        for key in sortkeys:
+            if key.function is not None or key.attname not in self.columns \
+                    or wire_kind_for_type(self.columns[key.attname].type_oid) not in topn.ORDERABLE:
+                break
+            handled.append(key)
+        return handled
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None):
@@ -346,10 +350,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
             return search.KnnScan(self, quals, columns, sortkeys[0], limit)
         if sortkeys:
-            key = sortkeys[0]
             needed = [c for c in columns if c in self.columns]
-            scan = self.execute(quals, sorted(set(needed) | {key.attname}))
-            return topn.SortedScan(scan, key, needed, limit)
+            if limit is not None and limit > 0 and not sample_requested(self.relid, quals):
+                return self._top_n(quals, needed, sortkeys, limit)
+            scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}))
+            return topn.SortedScan(scan, sortkeys, needed, limit)
         needed = [c for c in columns if c in self.columns]
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
@@ -363,6 +368,21 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         filtered = FilteredScan(scan, exact.filter, needed,
                                 {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
+
+    def _top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey], limit: int) -> topn.TopNScan:
+        """ORDER BY plain columns LIMIT ``limit``: see :class:`~orochi_fdw.columnar.topn.TopNScan`
+        (the bridge passes a limit only when every qual is applied here)."""
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
+                           must_be_exact=[q.exact for q in quals])
+        read = sorted(set(needed) | set(exact.columns) | {k.attname for k in keys})
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
+        scan = ColumnarScan(self.relname, self.columns, stripes, read, bound, missing=self.missing_values())
+        scan.counters.chunks = chunk_counts
+        kinds = {n: wire_kind_for_type(self.columns[n].type_oid) for n in read}
+        return topn.TopNScan(scan, keys, needed, limit, exact.filter, exact.columns, kinds,
+                             delta=lambda: self.delta.scan(read, quals))
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
