@@ -31,9 +31,11 @@ class ScanCounters:
     stripes: int = 0
     stripes_skipped: int = 0
     stripes_skipped_topn: int = 0  # ruled out by a top-N's threshold
+    stripes_from_stats: int = 0  # aggregated from the catalog's statistics, not read
     chunk_groups: int = 0
     chunk_groups_skipped: int = 0
     chunk_groups_skipped_topn: int = 0  # ruled out by a top-N's threshold
+    chunk_groups_from_stats: int = 0  # aggregated from the chunks' statistics, not decoded
     rows: int = 0
     deleted_rows_skipped: int = 0
     delta_rows: int = 0
@@ -103,16 +105,20 @@ class ColumnarScan:
         lines = [] if c.chunks is None else [
             f"Chunks Read: {c.chunks[0] - c.chunks[1]} of {c.chunks[0]}"
             + (f" ({c.chunks[1]} excluded)" if c.chunks[1] else "")]
-        total_stripes += c.stripes_skipped_topn
+        total_stripes += c.stripes_skipped_topn + c.stripes_from_stats
         lines += [f"Stripes Read: {c.stripes} of {total_stripes}"
                  + (f" ({c.stripes_skipped} skipped by min/max)" if c.stripes_skipped else "")
-                 + (f" ({c.stripes_skipped_topn} skipped by top-N threshold)" if c.stripes_skipped_topn else "")]
+                 + (f" ({c.stripes_skipped_topn} skipped by top-N threshold)" if c.stripes_skipped_topn else "")
+                 + (f" ({c.stripes_from_stats} answered from statistics)" if c.stripes_from_stats else "")]
         if self.needed:
-            lines.append(f"Chunk Groups Read: {c.chunk_groups} of "
-                         f"{c.chunk_groups + c.chunk_groups_skipped + c.chunk_groups_skipped_topn}"
+            total_groups = c.chunk_groups + c.chunk_groups_skipped + c.chunk_groups_skipped_topn \
+                + c.chunk_groups_from_stats
+            lines.append(f"Chunk Groups Read: {c.chunk_groups} of {total_groups}"
                          + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else "")
                          + (f" ({c.chunk_groups_skipped_topn} skipped by top-N threshold)"
-                            if c.chunk_groups_skipped_topn else ""))
+                            if c.chunk_groups_skipped_topn else "")
+                         + (f" ({c.chunk_groups_from_stats} answered from statistics)"
+                            if c.chunk_groups_from_stats else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
         lines.append(f"Delta Rows: {c.delta_rows}")

@@ -369,6 +369,16 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                                 {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None):
+        """A pushed-down aggregation; count, min and max over the whole table
+        from statistics where they can (:mod:`~orochi_fdw.columnar.statistics`)."""
+        from orochi_fdw.columnar import statistics
+
+        if quals is not None and not quals and statistics.answerable(request) \
+                and not sample_requested(self.relid, quals):
+            return statistics.StatisticsAggregate(self, request)
+        return super().aggregate(request, quals)
+
     def _top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey], limit: int) -> topn.TopNScan:
         """ORDER BY plain columns LIMIT ``limit``: see :class:`~orochi_fdw.columnar.topn.TopNScan`
         (the bridge passes a limit only when every qual is applied here)."""
