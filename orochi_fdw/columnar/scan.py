@@ -3,9 +3,16 @@ chunk group, decoding only the columns asked for; then the delta store.
 
 Every batch carries row ids (``Batch.rowids``, see
 :mod:`~orochi_fdw.columnar.deletes`) for UPDATE and DELETE. Deleted rows are
-left out in one place, :meth:`ColumnarScan._apply_deletes`, as a selection
-mask per chunk group; the delta store's rows come last, as extra batches of
-the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`."""
+left out by the live mask of each chunk group (``DeletedOffsets.live_mask``,
+applied in :meth:`ColumnarScan._apply_deletes` and, with a filter, in
+:meth:`ColumnarScan._filtered_group`); the delta store's rows come last, as extra batches of
+the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`.
+
+With a filter the table applies exactly (``prefilter``), a chunk group's
+filter columns are decoded first and its other columns only if a row
+passes (late materialization). :meth:`ColumnarScan.chunk_groups` hands out
+the chunk groups themselves (:class:`ChunkGroup`, columns decoded on
+demand) to the top-N scan and to answers from statistics."""
 
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from orochi_fdw.catalog import store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
+from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
 
@@ -91,6 +99,9 @@ class ColumnarScan:
         self.counters.stripes_skipped = len(stripes) - len(kept)
         self.stripes = kept
         self.delta = delta
+        #: a FilteredScan over this scan, whose filter chunk groups apply
+        #: before their other columns are decoded (late materialization)
+        self.prefilter = None
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -171,8 +182,15 @@ class ColumnarScan:
 
     def _stripe_batches(self, stripe: store.StripeRecord) -> Iterator[Batch]:
         reader = self._open(stripe)
+        pre = self.prefilter
         try:
             for group in self.chunk_groups(stripe, reader):
+                if pre is not None and pre.filters:
+                    batch = self._filtered_group(group, pre)
+                    if batch is not None:
+                        self.counters.rows += batch.nrows
+                        yield batch
+                    continue
                 cols = {name: group.column(name) for name in self.needed}
                 batch = self._apply_deletes(stripe, group.deleted, group.first_row, Batch(group.nrows, cols))
                 if batch is not None:
@@ -180,6 +198,27 @@ class ColumnarScan:
                     yield batch
         finally:
             reader.close()
+
+    def _filtered_group(self, group: "ChunkGroup", pre) -> Batch | None:
+        """Late materialization: the filter's columns of a chunk group are
+        decoded and the filter applied first; the other needed columns are
+        decoded only if a row passes, and only its rows are kept."""
+        idx = pre.select(group.column, group.nrows)
+        live = group.live()
+        if live is not None:
+            deleted = group.nrows - int(np.count_nonzero(live))
+            self.counters.deleted_rows_skipped += deleted
+            idx = idx[live[idx]]
+        else:
+            deleted = 0
+        pre.removed += group.nrows - deleted - len(idx)
+        if len(idx) == 0:
+            return None
+        if len(idx) == group.nrows:
+            cols = {name: group.column(name) for name in self.needed}
+        else:
+            cols = {name: take(group.column(name), idx) for name in self.needed}
+        return FilteredBatch(len(idx), cols, group.rowids(idx))
 
     def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
                      skip: Callable[["ChunkGroup"], bool] | None = None,
@@ -280,6 +319,12 @@ class ChunkGroup:
     def rowids(self, offsets: np.ndarray) -> np.ndarray:
         """Row ids of the group's rows at ``offsets``."""
         return stripe_rowids(self.stripe.stripe_id, np.asarray(offsets, dtype=np.int64) + self.first_row)
+
+
+class FilteredBatch(Batch):
+    """A batch whose rows passed the scan's filter already."""
+
+    __slots__ = ()
 
 
 def null_column(column: ColumnDefinition, nrows: int) -> Column:

@@ -106,9 +106,10 @@ class StatisticsAggregate:
 
         t = self.table
         attnums = {t.columns[c].attnum for c in self.columns}
-        stripes = store.table_stripes(t.relid, attnums)
+        stripes, chunk_counts = t._exclude_chunks(store.table_stripes(t.relid, attnums), [])
         self.scan = scan = ColumnarScan(t.relname, t.columns, stripes, self.columns, [],
                                         missing=t.missing_values())
+        scan.counters.chunks = chunk_counts  # a hypertable's: none excluded
         folded = self.folded
         for stripe in stripes:
             if stripe.delete_bitmap is None:

@@ -366,7 +366,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                             delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
         scan.counters.chunks = chunk_counts
         filtered = FilteredScan(scan, exact.filter, needed,
-                                {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
+                                {n: wire_kind_for_type(self.columns[n].type_oid) for n in read},
+                                filter_columns=exact.columns)
+        scan.prefilter = filtered
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
     def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None):
