@@ -39,7 +39,7 @@ from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
-from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
+from orochi_fdw.columnar.types import from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sampled_scan_if_requested
@@ -361,7 +361,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                             delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
         scan.counters.chunks = chunk_counts
         filtered = FilteredScan(scan, exact.filter, needed,
-                                {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
+                                {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns)
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list
