@@ -39,9 +39,19 @@ class AggregatePushdown:
 
         aggs = [dict(a, arg_scale=scale(a.get("column"))) if a.get("arg_type_oid") == 1700 else a
                 for a in request.get("aggregates", ())]
-        keys = [dict(g, scale=scale(g.get("column")))
-                if g.get("type_oid") == 1700 and g.get("kind") == "column" else g
-                for g in request.get("group_by", ())]
+        def stripped(name: Any) -> bool:
+            from orochi_fdw.columnar.types import storage_kind
+
+            column = self.columns.get(name) if isinstance(name, str) else None
+            return column is not None and storage_kind(column) == "char"
+
+        keys = []
+        for g in request.get("group_by", ()):
+            if g.get("kind") == "column" and g.get("type_oid") == 1700:
+                g = dict(g, scale=scale(g.get("column")))
+            elif g.get("kind") == "column" and g.get("type_oid") == 1042:
+                g = dict(g, stripped=stripped(g.get("column")))
+            keys.append(g)
         return {**request, "aggregates": aggs, "group_by": keys}
 
     def can_aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> dict[str, float] | None:

@@ -49,6 +49,7 @@ __all__ = ["DictionaryColumn", "HashAggregator", "supports", "unsupported_reason
 # Postgres type oids this module knows.
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, FLOAT4, FLOAT8 = 16, 17, 20, 21, 23, 25, 700, 701
 VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, NUMERIC = 1043, 1082, 1083, 1114, 1184, 1700
+BPCHAR = 1042
 
 _INTS = {INT2, INT4, INT8}
 _FLOATS = {FLOAT4, FLOAT8}
@@ -63,6 +64,9 @@ _WIRE = {
     # scale (``arg_scale`` of an aggregate, ``scale`` of a group key), which a
     # wrapper that scans such columns adds (orochi_fdw.columnar.aggregate)
     NUMERIC: WireKind.DECIMAL64,
+    # character(n) given without its trailing spaces (``stripped`` of a group
+    # key, which the columnar wrapper adds): equal values are equal bytes
+    BPCHAR: WireKind.CSTRING,
 }
 #: types whose equality is equality of their wire values (bytes for text:
 #: deterministic collations), so they can be grouped and counted distinct
@@ -118,6 +122,8 @@ def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
         return f"{func} has no column argument"
     if arg == NUMERIC and a.get("arg_scale") is None:
         return f"{func} of a numeric stored as text is not computed here"
+    if arg == BPCHAR and (func != "count" or a.get("distinct")):
+        return f"{func}{' DISTINCT' if a.get('distinct') else ''} of character(n) is not computed here"
     distinct = bool(a.get("distinct"))
     if func == "count":
         if result != INT8:
@@ -167,7 +173,7 @@ def _sketch_reason(a: Mapping[str, Any]) -> str | None:
         return f"orochi.{func} has no plain column argument"
     try:
         if func in ("approx_count_distinct", "hll_agg"):
-            if arg not in _HASHABLE or arg == NUMERIC:
+            if arg not in _HASHABLE or arg in (NUMERIC, BPCHAR):
                 return f"orochi.{func} of type {a.get('arg_type') or arg} is not computed here"
             if a.get("collation_deterministic") is False:
                 return f"orochi.{func} under the nondeterministic collation {a.get('collation')}"
@@ -212,7 +218,8 @@ def unsupported_reason(request: Mapping[str, Any]) -> str | None:
             reason = _bucket_reason(g, bool(request.get("at_execution")))
             if reason:
                 return reason
-        if g.get("type_oid") not in _HASHABLE or (g.get("type_oid") == NUMERIC and g.get("scale") is None):
+        if g.get("type_oid") not in _HASHABLE or (g.get("type_oid") == NUMERIC and g.get("scale") is None) \
+                or (g.get("type_oid") == BPCHAR and not g.get("stripped")):
             return f"grouping by a column of type {g.get('type', g.get('type_oid'))}"
         if g.get("collation_deterministic") is False:
             return f"grouping by text under the nondeterministic collation {g.get('collation')}"

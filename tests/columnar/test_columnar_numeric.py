@@ -163,6 +163,7 @@ def test_filters_aggregates_order_vs_heap(mconn, rows, chunk_group, wheres, delt
                          f"SELECT {_AGGS} FROM {{}} WHERE {w}",
                          f"SELECT g, {_AGGS} FROM {{}} WHERE {w} GROUP BY g ORDER BY g",
                          f"SELECT p, count(*), sum(q) FROM {{}} WHERE {w} GROUP BY p ORDER BY p",
+                         f"SELECT c, count(*), sum(p), max(q) FROM {{}} WHERE {w} GROUP BY c ORDER BY c",
                          f"SELECT p, q FROM {{}} WHERE {w} ORDER BY p DESC, q LIMIT 7"):
                 _same(mconn, tmpl.format(t), tmpl.format(h))
     finally:
@@ -195,6 +196,9 @@ def test_pushdown_plans_and_prepared_parameters(mconn):
         f"EXPLAIN (COSTS OFF) SELECT sum(p), avg(p), min(q), max(q), count(*) FROM {t}"
         " WHERE p BETWEEN 10.005 AND 20 AND c = 'k7' AND q IN (0.0001, 0.00015)").fetchall())
     assert "Aggregates: sum(p), avg(p), min(q), max(q), count(*)" in plan, plan
+    for q in (f"SELECT c, sum(p), count(*) FROM {t} GROUP BY c", f"SELECT p, count(*) FROM {t} GROUP BY p"):
+        plan = "\n".join(r[0] for r in mconn.execute(f"EXPLAIN (COSTS OFF) {q}").fetchall())
+        assert "Group by: " in plan, plan
     plan = "\n".join(r[0] for r in mconn.execute(
         f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM {t} WHERE p >= 40.00").fetchall())
     assert "Chunk Groups Read: 2 of 10 (8 skipped by min/max)" in plan, plan
