@@ -120,21 +120,24 @@ def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
     arg = a.get("arg_type_oid")
     if not a.get("column"):
         return f"{func} has no column argument"
-    if arg == NUMERIC and a.get("arg_scale") is None:
-        return f"{func} of a numeric stored as text is not computed here"
-    if arg == BPCHAR and (func != "count" or a.get("distinct")):
-        return f"{func}{' DISTINCT' if a.get('distinct') else ''} of character(n) is not computed here"
     distinct = bool(a.get("distinct"))
+    # numeric is hashed and compared as scaled int64 only at a known scale;
+    # bpchar's equality ignores trailing spaces, which its bytes may have
+    scaled = arg == NUMERIC and a.get("arg_scale") is not None
     if func == "count":
         if result != INT8:
             return "count does not return int8"
-        if distinct and arg not in _HASHABLE:
+        if distinct and (arg not in _HASHABLE or arg == BPCHAR or (arg == NUMERIC and not scaled)):
             return f"count(DISTINCT) of type {a.get('arg_type')} needs that type's equality"
         if distinct and a.get("collation_deterministic") is False:
             return f"count(DISTINCT) under the nondeterministic collation {a.get('collation')}"
         return None
     if distinct and func in ("sum", "avg"):
         return f"{func}(DISTINCT) is not computed here"
+    if arg == NUMERIC and not scaled:
+        return f"{func} of a numeric stored as text is not computed here"
+    if arg == BPCHAR:
+        return f"{func} of character(n) is not computed here"
     if func == "sum":
         expected = {INT2: INT8, INT4: INT8, INT8: NUMERIC, FLOAT4: FLOAT4, FLOAT8: FLOAT8,
                     NUMERIC: NUMERIC}

@@ -104,3 +104,42 @@ def test_typmod():
     assert dec.typmod_precision_scale(-1) is None
     assert dec.typmod_precision_scale(((15 << 16) | 2) + 4) == (15, 2)
     assert dec.typmod_precision_scale(((3 << 16) | (-2 & 0x7FF)) + 4) == (3, -2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.integers(-(10**17), 10**17), min_size=1, max_size=30))
+def test_decimal_avg_at_scale_zero_is_avg_of_integers(values):
+    """At scale 0 the numeric avg is avg(int8)'s (the reference of the
+    integer kernels, tested against Postgres)."""
+    from orochi_fdw.query.aggregate import _decimal_avg
+    from orochi_fdw.query.aggregate_reference import avg_int
+
+    assert _decimal_avg(sum(values), 0, len(values)) == format(avg_int(values), "f")
+
+
+def test_decimal_aggregates_in_the_driver():
+    from orochi_fdw.bridge.batch import Column, WireKind
+    from orochi_fdw.query.aggregate import HashAggregator, supports
+
+    def agg(func, result):
+        return {"func": func, "schema": "pg_catalog", "star": False, "distinct": False, "column": "p",
+                "arg_type_oid": 1700, "result_type_oid": result, "args": [], "arg_scale": 2}
+
+    aggs = [agg("sum", 1700), agg("avg", 1700), agg("min", 1700), agg("max", 1700), agg("count", 20)]
+    request = {"group_by": [{"kind": "column", "column": "g", "type_oid": 23}], "aggregates": aggs,
+               "outputs": [{"name": "g", "kind": "group", "index": 0, "type_oid": 23}]
+               + [{"name": f"a{i}", "kind": "aggregate", "index": i, "type_oid": a["result_type_oid"]}
+                  for i, a in enumerate(aggs)]}
+    assert supports(request)
+    assert not supports({**request, "aggregates": [{**a, "arg_scale": None} for a in aggs[:1]],
+                         "outputs": request["outputs"][:2]})
+    h = HashAggregator(request)
+    p = np.array([150, 150, -1, dec.NAN, 7, 0], dtype=np.int64)
+    h.add({"g": np.array([1, 1, 1, 2, 2, 3], np.int32),
+           "p": Column(WireKind.DECIMAL64, p, np.array([1, 1, 1, 1, 1, 0], np.uint8))})
+    rows = [{k: str(v) for k, v in r.items()} for r in h.rows()]
+    assert rows == [
+        {"g": "1", "a0": "2.99", "a1": "0.99666666666666666667", "a2": "-0.01", "a3": "1.50", "a4": "3"},
+        {"g": "2", "a0": "NaN", "a1": "NaN", "a2": "0.07", "a3": "NaN", "a4": "2"},
+        {"g": "3", "a0": "None", "a1": "None", "a2": "None", "a3": "None", "a4": "0"},
+    ]
