@@ -260,3 +260,17 @@ def test_corrupted_decimal_chunk_is_a_clean_error(mconn):
         f.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(psycopg.errors.DataCorrupted):
         mconn.execute("SELECT sum(p) FROM corrupt").fetchall()
+
+
+def test_added_columns_with_defaults(mconn):
+    """Columns added with a default read it in older stripes, filtered and
+    aggregated like the heap's."""
+    for t, kw in (("addc", "FOREIGN TABLE"), ("addc_h", "TABLE")):
+        mconn.execute(f"CREATE {kw} {t} (k int)" + (" SERVER orochi" if kw.startswith("FOREIGN") else ""))
+        mconn.execute(f"INSERT INTO {t} SELECT g FROM generate_series(1, 50) g")
+        mconn.execute(f"ALTER {kw} {t} ADD COLUMN p numeric(10,3) DEFAULT 2.5, ADD COLUMN c char(3) DEFAULT 'x'")
+        mconn.execute(f"INSERT INTO {t} SELECT g, g / 8.0, 'y' FROM generate_series(51, 100) g")
+    for q in ("SELECT count(*), sum(p), avg(p), max(p) FROM {} WHERE p >= 2.5",
+              "SELECT c, count(*), sum(p) FROM {} GROUP BY c ORDER BY c",
+              "SELECT k, p, c FROM {} WHERE c = 'x  ' AND p = 2.500 ORDER BY k LIMIT 3"):
+        _same(mconn, q.format("addc"), q.format("addc_h"))
