@@ -206,6 +206,15 @@ def test_pushdown_plans_and_prepared_parameters(mconn):
     plan = "\n".join(r[0] for r in mconn.execute(
         f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM {t} WHERE q < 0.0005").fetchall())
     assert "(9 skipped by min/max)" in plan, plan
+    # ORDER BY a numeric column LIMIT n: sorted by the scan (NaN last, NULLs as asked)
+    mconn.execute(f"INSERT INTO {t} VALUES ('NaN', NULL, NULL, NULL, 0), (NULL, 1, NULL, NULL, 0)")
+    mconn.execute(f"INSERT INTO {h} VALUES ('NaN', NULL, NULL, NULL, 0), (NULL, 1, NULL, NULL, 0)")
+    for order in ("p DESC", "p", "p DESC NULLS LAST", "p NULLS FIRST"):
+        q = f"SELECT p, g FROM {{}} ORDER BY {order} LIMIT 5"
+        plan = "\n".join(r[0] for r in mconn.execute(
+            f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {q.format(t)}").fetchall())
+        assert "Sorted by Orochi: p" in plan, plan
+        _same(mconn, f"SELECT p FROM ({q.format(t)}) s", f"SELECT p FROM ({q.format(h)}) s")
     # prepared statements: parameters of other scales, NULL, no match
     for tbl in (t, h):
         mconn.execute(f"PREPARE s_{tbl}(numeric, char(5)) AS SELECT count(*), sum(p), avg(q)"
