@@ -215,12 +215,41 @@ def to_wire(data: ColumnData, kind: str, column: ColumnDefinition, stored_kind: 
     changed since (ALTER COLUMN ... TYPE): text forms are handed to the new
     type's input function, numbers through their text form; other changes
     are refused. ``native``: a numeric stored as scaled int64 stays
-    DECIMAL64 (:func:`scan_wire_kind`), else it becomes its text.
+    DECIMAL64 (:func:`scan_wire_kind`), else it becomes its text, and a
+    character(n) (stored without its padding) is padded to n again.
 
     Raises:
         FeatureNotSupportedError: the stored values cannot be read as the
             column's current type.
     """
+    col = _to_wire(data, kind, column, stored_kind, native)
+    if kind == "char" and not native and col.kind.is_variable_width:
+        # the value as the type gives it (change data capture reads it as is)
+        return Column(col.kind, *_pad_chars(col.offsets, col.values, column.typmod - 4, col.validity))
+    return col
+
+
+def _pad_chars(offsets: np.ndarray, data: np.ndarray, n: int, validity) -> tuple:
+    """(data, validity, offsets) of values padded with spaces to ``n``
+    characters, as character(n) gives them."""
+    texts = []
+    raw = np.asarray(data, dtype=np.uint8).tobytes()
+    offs = np.asarray(offsets).tolist()
+    valid = None if validity is None else np.asarray(validity).tolist()
+    for i in range(len(offs) - 1):
+        v = raw[offs[i]:offs[i + 1]]
+        if valid is not None and not valid[i]:
+            texts.append(b"")
+            continue
+        chars = len(v.decode("utf-8", errors="replace"))
+        texts.append(v + b" " * max(n - chars, 0))
+    vb, _ = VarBytes.from_values(texts)
+    return vb.data, validity, vb.offsets
+
+
+def _to_wire(data: ColumnData, kind: str, column: ColumnDefinition, stored_kind: str | None,
+             native: bool) -> Column:
+    """:func:`to_wire` but for character(n)'s padding."""
     wk = wire_kind(column)
     stored = get_kind(stored_kind or kind)
     validity = None if data.validity is None else data.validity.view(np.uint8)
