@@ -206,6 +206,11 @@ def test_pushdown_plans_and_prepared_parameters(mconn):
     plan = "\n".join(r[0] for r in mconn.execute(
         f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM {t} WHERE q < 0.0005").fetchall())
     assert "(9 skipped by min/max)" in plan, plan
+    # ANALYZE samples the values as PostgreSQL reads them
+    mconn.execute(f"ANALYZE {t}")
+    bounds = mconn.execute("SELECT histogram_bounds::text FROM pg_stats WHERE tablename = %s"
+                           " AND attname = 'p'", (t,)).fetchone()[0]
+    assert bounds.startswith("{0.00,") and bounds.endswith(",49.99}"), bounds
     # ORDER BY a numeric column LIMIT n: sorted by the scan (NaN last, NULLs as asked)
     mconn.execute(f"INSERT INTO {t} VALUES ('NaN', NULL, NULL, NULL, 0), (NULL, 1, NULL, NULL, 0)")
     mconn.execute(f"INSERT INTO {h} VALUES ('NaN', NULL, NULL, NULL, 0), (NULL, 1, NULL, NULL, 0)")
