@@ -19,7 +19,7 @@ from orochi_fdw.storage.kinds import VarBytes
 _values = st.one_of(st.integers(-(10**18) + 1, 10**18 - 1), st.sampled_from([0, 1, -1, dec.NAN, 10**18 - 1]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(values=st.lists(_values, max_size=50), scale=st.integers(0, 18),
        nulls=st.lists(st.booleans(), max_size=50))
 def test_format_matches_reference(values, scale, nulls):
@@ -45,7 +45,7 @@ _texts = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(text=_texts, precision=st.integers(1, 18), data=st.data())
 def test_parse_matches_reference(text, precision, data):
     scale = data.draw(st.integers(0, precision))
@@ -106,7 +106,7 @@ def test_typmod():
     assert dec.typmod_precision_scale(((3 << 16) | (-2 & 0x7FF)) + 4) == (3, -2)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(values=st.lists(st.integers(-(10**17), 10**17), min_size=1, max_size=30))
 def test_decimal_avg_at_scale_zero_is_avg_of_integers(values):
     """At scale 0 the numeric avg is avg(int8)'s (the reference of the
