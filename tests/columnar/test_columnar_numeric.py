@@ -288,3 +288,17 @@ def test_added_columns_with_defaults(mconn):
               "SELECT c, count(*), sum(p) FROM {} GROUP BY c ORDER BY c",
               "SELECT k, p, c FROM {} WHERE c = 'x  ' AND p = 2.500 ORDER BY k LIMIT 3"):
         _same(mconn, q.format("addc"), q.format("addc_h"))
+
+
+def test_delta_rows_compacted_into_the_new_layout(mconn):
+    mconn.execute("CREATE FOREIGN TABLE cmp (p numeric(12,4), c char(4), k int) SERVER orochi"
+                  " OPTIONS (delta_row_limit '1000')")
+    mconn.execute("CREATE TABLE cmp_h (p numeric(12,4), c char(4), k int)")
+    for t in ("cmp", "cmp_h"):
+        mconn.execute(f"INSERT INTO {t} SELECT g / 3.0, 'c' || g % 3, g FROM generate_series(1, 300) g")
+        mconn.execute(f"INSERT INTO {t} VALUES ('NaN', NULL, 0), (NULL, '', -1)")
+    mconn.execute("SELECT orochi.compact('cmp')")
+    assert _kinds(mconn, "cmp") == {"decimal64_4"}
+    assert_same_rows(mconn, "cmp", "cmp_h")
+    _same(mconn, "SELECT c, sum(p), avg(p), count(*) FROM cmp WHERE p > 10 GROUP BY c ORDER BY c",
+          "SELECT c, sum(p), avg(p), count(*) FROM cmp_h WHERE p > 10 GROUP BY c ORDER BY c")
