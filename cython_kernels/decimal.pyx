@@ -125,19 +125,15 @@ def parse_decimal64(const int64_t[::1] offsets, const uint8_t[::1] data, const u
             frac_digits = 0
             seen_digit = False
             round_up = False
-            # integer part
+            # integer part (too many digits: an overflow, once the text is
+            # known to be a number)
             while p < end and 48 <= data[p] <= 57:
                 seen_digit = True
-                if acc != 0 or data[p] != 48:
+                if acc != 0 or data[p] != 48 or int_digits > 0:
                     int_digits += 1
-                    if int_digits > precision - scale:
-                        status = 2
-                        break
-                    acc = acc * 10 + (data[p] - 48)
+                    if int_digits <= precision - scale:
+                        acc = acc * 10 + (data[p] - 48)
                 p += 1
-            if status != 0:
-                bad = i
-                break
             if p < end and data[p] == 46:
                 p += 1
                 while p < end and 48 <= data[p] <= 57:
@@ -150,6 +146,9 @@ def parse_decimal64(const int64_t[::1] offsets, const uint8_t[::1] data, const u
                     p += 1
             if p != end or not seen_digit:
                 status = 1; bad = i
+                break
+            if int_digits > precision - scale:
+                status = 2; bad = i
                 break
             while frac_digits < scale:
                 acc *= 10
