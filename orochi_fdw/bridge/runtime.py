@@ -358,6 +358,10 @@ def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:
         if coldef is None:
             raise WrapperError(f'a batch has column "{name}", which table {handle.relname} does not have')
         col = to_column(handle.kinds[name], data)
+        if col.kind is WireKind.DECIMAL64:
+            from orochi_fdw.columnar.types import decimal_to_cstring
+
+            col = decimal_to_cstring(col, coldef)
         if len(col) != item.nrows:
             raise WrapperError(f'batch column "{name}" has {len(col)} values for {item.nrows} rows')
         wire[coldef.attnum - 1] = (int(col.kind), col.values, col.validity, col.offsets)

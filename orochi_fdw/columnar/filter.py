@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Batch, Column, WireKind
 from orochi_fdw.columnar.pruning import CollationInfo
 from orochi_fdw.columnar.topn import take
@@ -44,19 +45,33 @@ class FilteredScan:
         scan: the batches.
         expr: what to keep (the exact quals).
         needed: the columns to pass on.
-        kinds: each column's layout for its current type.
+        kinds: each column's layout for its current type
+            (:func:`~orochi_fdw.columnar.types.scan_wire_kind`).
+        columns: the table's columns (numeric text, from the delta store,
+            becomes DECIMAL64 at its column's scale).
     """
 
     def __init__(self, scan: Any, expr: BooleanExpression, needed: list[str],
-                 kinds: dict[str, WireKind] | None = None):
+                 kinds: dict[str, WireKind] | None = None,
+                 columns: dict[str, ColumnDefinition] | None = None):
         self.scan = scan
         self.expr = expr
         self.needed = needed
-        self.numeric = {n: k for n, k in (kinds or {}).items() if k in _PARSE}
+        self.numeric = {n: k for n, k in (kinds or {}).items()
+                        if k in _PARSE or k is WireKind.DECIMAL64}
+        self.columns = columns or {}
         self.removed = 0
 
+    def _convert(self, name: str, col: Column) -> Column:
+        kind = self.numeric[name]
+        if kind is WireKind.DECIMAL64:
+            from orochi_fdw.columnar.types import cstring_to_decimal
+
+            return cstring_to_decimal(col, self.columns[name])
+        return _as_kind(col, kind)
+
     def _normalized(self, batch: Batch) -> Batch:
-        changed = {n: _as_kind(c, self.numeric[n]) for n, c in batch.columns.items()
+        changed = {n: self._convert(n, c) for n, c in batch.columns.items()
                    if n in self.numeric and c.kind.is_variable_width}
         if not changed:
             return batch

@@ -194,11 +194,11 @@ class ColumnarScan:
                 for name in self.needed:
                     column = self.table_columns[name]
                     if name not in present:  # added after this stripe was written
-                        cols[name] = missing_column(column, self.missing.get(name), group.row_count)
+                        cols[name] = missing_column(column, self.missing.get(name), group.row_count, native=True)
                         continue
                     file_column, stored_kind = present[name]
                     data = reader.read_chunk(file_column, g)
-                    cols[name] = to_wire(data, storage_kind(column), column, stored_kind)
+                    cols[name] = to_wire(data, storage_kind(column), column, stored_kind, native=True)
                 batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))
                 if batch is not None:
                     self.counters.rows += batch.nrows
@@ -207,9 +207,10 @@ class ColumnarScan:
             reader.close()
 
 
-def null_column(column: ColumnDefinition, nrows: int) -> Column:
+def null_column(column: ColumnDefinition, nrows: int, native: bool = False) -> Column:
     """A wire column of ``nrows`` NULLs for ``column`` (one a stripe does not
-    have), so that every batch carries every needed column."""
+    have), so that every batch carries every needed column (``native``: in a
+    scan's layout, :func:`~orochi_fdw.columnar.types.scan_wire_kind`)."""
     from orochi_fdw.storage.kinds import ColumnData, get_kind
 
     kind = storage_kind(column)
@@ -219,19 +220,20 @@ def null_column(column: ColumnDefinition, nrows: int) -> Column:
         values = (np.zeros(nrows + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
     else:
         values = np.zeros(nrows, dtype=k.dtype)
-    return to_wire(ColumnData(values, validity), kind, column)
+    return to_wire(ColumnData(values, validity), kind, column, native=native)
 
 
-def missing_column(column: ColumnDefinition, value: tuple | None, nrows: int) -> Column:
+def missing_column(column: ColumnDefinition, value: tuple | None, nrows: int,
+                   native: bool = False) -> Column:
     """A wire column of ``nrows`` rows of a column a stripe does not have: its
     missing value (one row in storage form), or NULL."""
     if value is None:
-        return null_column(column, nrows)
+        return null_column(column, nrows, native)
     from orochi_fdw.columnar import missing
     from orochi_fdw.storage.kinds import ColumnData
 
     kind = storage_kind(column)
-    return to_wire(ColumnData(*missing.repeat(value, kind, nrows)), kind, column)
+    return to_wire(ColumnData(*missing.repeat(value, kind, nrows)), kind, column, native=native)
 
 
 def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None) -> Column:

@@ -27,7 +27,7 @@ import numpy as np
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.faults import fault_point
-from orochi_fdw.bridge.batch import Batch, wire_kind_for_type
+from orochi_fdw.bridge.batch import Batch
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
@@ -39,7 +39,7 @@ from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
-from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
+from orochi_fdw.columnar.types import from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sampled_scan_if_requested
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: bytes per value assumed for planning when nothing is stored yet
 _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "float64": 8,
                   "date": 4, "timestamp": 8, "timestamptz": 8, "time": 8, "interval": 16,
-                  "uuid": 16}
+                  "uuid": 16, **{f"decimal64_{s}": 8 for s in range(19)}}
 
 
 class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
@@ -337,7 +337,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return search.can_sort(self, key)
         if key is None or key.attname not in self.columns:
             return []
-        return [key] if wire_kind_for_type(self.columns[key.attname].type_oid) in topn.ORDERABLE else []
+        return [key] if scan_wire_kind(self.columns[key.attname]) in topn.ORDERABLE else []
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None):
@@ -361,7 +361,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                             delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
         scan.counters.chunks = chunk_counts
         filtered = FilteredScan(scan, exact.filter, needed,
-                                {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
+                                {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns)
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list
