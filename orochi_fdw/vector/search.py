@@ -222,6 +222,8 @@ class KnnScan:
         ef_setting, probes_setting = _settings() if files else (0, 0)
         found = _Candidates(self.dims, keep_vectors=self.limit is not None)
         k = self.limit
+        # the stripes each index file covers (one, or a segment's), in this snapshot
+        by_file: dict[str, list[tuple]] = {}
         for stripe in stripes:
             if k == 0:
                 break
@@ -230,12 +232,16 @@ class KnnScan:
             if nallowed == 0:
                 continue
             file = files.get(stripe.stripe_id)
-            done = False
-            if file is not None and nallowed >= MIN_INDEX_SELECTIVITY * stripe.row_count:
-                done = self._by_index(index, file, stripe, q, mask, nallowed, found,
-                                      probes_setting if index.index_type == "ivfflat" else ef_setting)
-            if not done:
+            if file is not None:
+                by_file.setdefault(file.file_path, []).append((stripe, file, mask, nallowed))
+            else:
                 self._exact(stripe, q, kmetric, mask, found)
+        for members in by_file.values():
+            done = self._by_index(index, members, q, found,
+                                  probes_setting if index.index_type == "ivfflat" else ef_setting)
+            if not done:
+                for stripe, _, mask, _ in members:
+                    self._exact(stripe, q, kmetric, mask, found)
         delta_batches = self._delta(q, kmetric, allowed_delta, found)
         rowids, dist, vectors, have = found.ordered()
         if k is not None:
@@ -299,54 +305,64 @@ class KnnScan:
         self.counters.vectors_compared += len(rows)
         found.add(stripe_rowids(stripe.stripe_id, rows), dist, self.limit, X)
 
-    def _by_index(self, index, file, stripe, q, mask, nallowed, found, setting: int) -> bool:
-        """Search one stripe through its index file; False to search it
-        exactly instead (the file is gone, says exact, or the filter lets too
-        few of the index's answers through)."""
+    def _by_index(self, index, members, q, found, setting: int) -> bool:
+        """Search stripes through the index file they share (one stripe, or
+        a segment's that this snapshot sees); False to search them exactly
+        instead (the file is gone, says exact, or the filter lets too few of
+        the index's answers through).
+
+        The file's keys are row ids: a candidate is kept when its stripe is
+        one of ``members`` and its row is allowed there (not deleted, passes
+        the filter), so rows of stripes the snapshot does not see (rewritten
+        by a compaction, dropped) and deleted rows are never returned."""
+        file = members[0][1]
         graph = indexes.open_index(index, file.file_path)
         search_ef = setting if setting > 0 else file.search_ef
         if graph is None or search_ef <= 0:
             return False
         k = self.limit
-        if k >= nallowed:
-            return False            # every allowed row is wanted: reading them is exact and cheaper
-        share = nallowed / stripe.row_count
-        count = min(file.row_count, max(k, math.ceil(k / share * 1.5) + 8))
-        kmetric = METRICS[self.metric]
+        nallowed = sum(m[3] for m in members)
+        size = indexes.indexed_count(graph)
+        if k >= nallowed or nallowed < MIN_INDEX_SELECTIVITY * size:
+            # every allowed row is wanted, or too few pass: reading them is exact and cheaper
+            return False
+        share = nallowed / size
+        count = min(size, max(k, math.ceil(k / share * 1.5) + 8))
+        single = members[0][0].stripe_id if len(members) == 1 else None
+        allow = _KeyFilter(members)
         while True:
             self.counters.index_rounds += 1
             if index.index_type == "hnsw":
                 graph.expansion_search = max(search_ef * max(1, math.ceil(k / 10)), count)
                 res = graph.search(q, count, threads=1)
-                keys = np.asarray(res.keys, dtype=np.int64).reshape(-1)
-                if mask is not None:
-                    keys = keys[mask[keys]]
-                if len(keys) < k and count >= file.row_count:
+                raw = np.asarray(res.keys, dtype=np.int64).reshape(-1)
+                rowids = _row_ids(raw, single)
+                keep = allow.mask(rowids)
+                keys, stored = rowids[keep], raw[keep]
+                if len(keys) < k and count >= size:
                     return False    # the graph reaches fewer rows than wanted (not every node is reachable)
                 if len(keys) >= k:
-                    vectors = np.ascontiguousarray(np.vstack(graph.get(keys)).astype(np.float32)) \
-                        if len(keys) else np.zeros((0, self.dims), np.float32)
+                    vectors = np.ascontiguousarray(np.vstack(graph.get(stored)).astype(np.float32))
                     dist = np.empty(len(keys), dtype=np.float64)
-                    if len(keys):
-                        kernels.distances(vectors, q, kmetric, dist)
+                    kernels.distances(vectors, q, METRICS[self.metric], dist)
                     self.counters.vectors_compared += len(keys)
-                    found.add(stripe_rowids(stripe.stripe_id, keys), dist, k, vectors)
-                    self.counters.stripes_by_index += 1
+                    found.add(keys, dist, k, vectors)
+                    self.counters.stripes_by_index += len(members)
                     return True
             else:
                 L = len(graph.offsets) - 1
                 probes = min(L, max(1, search_ef) * max(1, math.ceil(count / max(k, 1))))
                 rows, dist = graph.search(q, probes, self.metric if self.metric != "negative_inner_product"
                                           else "inner_product")
-                if mask is not None:
-                    keep = mask[rows]
-                    rows, dist = rows[keep], dist[keep]
+                rows = _row_ids(np.asarray(rows, dtype=np.int64), single)
+                keep = allow.mask(rows)
+                rows, dist = rows[keep], dist[keep]
                 self.counters.vectors_compared += len(rows)
                 if len(rows) >= k or probes >= L:
-                    found.add(stripe_rowids(stripe.stripe_id, rows), dist, k)
-                    self.counters.stripes_by_index += 1
+                    found.add(rows, dist, k)
+                    self.counters.stripes_by_index += len(members)
                     return True
-            if count * 4 >= file.row_count // 2:
+            if count * 4 >= size // 2:
                 return False
             count *= 4
 
@@ -444,6 +460,44 @@ class KnnScan:
         finally:
             reader.close()
         return {n: concat(cols) for n, cols in out.items()}
+
+
+_OFFSET_MASK = (1 << STRIPE_OFFSET_BITS) - 1
+
+
+def _row_ids(keys: np.ndarray, single: int | None) -> np.ndarray:
+    """An index file's keys as row ids: files of one stripe written before
+    segments keyed rows by their offset in the stripe (below 2**20, which no
+    row id is: stripe ids start at 1)."""
+    if single is not None and len(keys) and int(keys.max()) <= _OFFSET_MASK:
+        return stripe_rowids(single, keys)
+    return keys
+
+
+class _KeyFilter:
+    """Which row ids (an index's candidates) a search may return: a row of
+    one of the stripes searched that is allowed there."""
+
+    def __init__(self, members) -> None:
+        self.masks = {stripe.stripe_id: (stripe.row_count, mask) for stripe, _, mask, _ in members}
+
+    def mask(self, rowids: np.ndarray) -> np.ndarray:
+        sids = rowids >> STRIPE_OFFSET_BITS
+        offs = rowids & _OFFSET_MASK
+        ok = np.zeros(len(rowids), dtype=bool)
+        for sid in np.unique(sids).tolist():
+            member = self.masks.get(int(sid))
+            if member is None:
+                continue            # a stripe this snapshot does not see
+            nrows, live = member
+            sel = np.flatnonzero(sids == sid)
+            o = offs[sel]
+            inside = o < nrows
+            good = inside.copy()
+            if live is not None:
+                good[inside] = live[o[inside]]
+            ok[sel] = good
+        return ok
 
 
 def _vector_column(X: np.ndarray, column) -> Column:
