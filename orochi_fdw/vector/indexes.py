@@ -31,6 +31,7 @@ data in many dimensions is such a case).
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 import time
 from collections import OrderedDict
@@ -39,8 +40,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orochi_fdw.bridge import runtime, spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.catalog import files
-from orochi_fdw.columnar.deletes import stripe_rowids
+from orochi_fdw.columnar.deletes import STRIPE_OFFSET_BITS, stripe_rowids
 from orochi_fdw.kernels import vector as kernels
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.vector import catalog
@@ -319,7 +321,10 @@ def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"]) 
                       connectivity=int(opts["m"]), expansion_add=int(opts["ef_construction"]))
         graph.add(keys, X, threads=0)
         search_ef = calibrate_ef(graph, X, keys, index.distance_type, int(opts["m"]), seed=first.stripe_id)
-        save = graph.save
+
+        def save(tmp: str, graph=graph, X=X, keys=keys) -> None:
+            graph.save(tmp)
+            _append_slot_keys(tmp, X, keys)
     else:
         from orochi_fdw.vector import ivfflat
 
@@ -329,6 +334,7 @@ def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"]) 
         save = ivf.save
     ledger.file_created(os.path.join(directory, name))
     path, nbytes = _write_atomically(directory, name, save)
+    fault_point("vector_index:after_file")
     build_ms = int((time.monotonic() - started) * 1000)
     for i, (stripe, count) in enumerate(members):
         catalog.insert_file(index, stripe.stripe_id, path, nbytes if i == 0 else 0, count, search_ef,
@@ -378,3 +384,109 @@ def indexed_count(graph) -> int:
     """How many vectors an opened index file holds."""
     rows = getattr(graph, "rows", None)
     return len(rows) if rows is not None else len(graph)
+
+
+# ---------------------------------------------------------------------- the stored vectors
+
+#: files whose stored vectors this backend has mapped (the vectors of a
+#: 2**20-row file need 16 MB of keys beside the mapping)
+VECTORS_CACHE_ENTRIES = 16
+_vectors: "OrderedDict[str, FileVectors | None]" = OrderedDict()
+
+
+class FileVectors:
+    """The float32 vectors an index file stores, read in place (a memory map
+    shared through the page cache, nothing decoded), with their row ids.
+
+    ``matrix[i]`` is the vector of row ``keys[i]``; ``sorted_keys`` and
+    ``slots`` (``keys[slots] == sorted_keys``) find the slots of a stripe's
+    rows, which are contiguous in row id order."""
+
+    def __init__(self, matrix: np.ndarray, keys: np.ndarray) -> None:
+        self.matrix = matrix
+        self.keys = keys
+        self.slots = np.argsort(keys, kind="stable")
+        self.sorted_keys = keys[self.slots]
+
+    def stripe_slots(self, stripe_id: int, row_count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the slots of the stripe's rows, the rows' offsets in the stripe)."""
+        base = int(stripe_rowids(stripe_id, np.zeros(1, np.int64))[0])
+        lo, hi = np.searchsorted(self.sorted_keys, [base, base + row_count])
+        return self.slots[lo:hi], self.sorted_keys[lo:hi] - base
+
+
+_SLOT_KEYS_MAGIC = b"OROVKEYS"
+_SLOT_KEYS_FOOT = struct.Struct("<8sQQ")      # magic, vectors, where the keys begin
+
+
+def _append_slot_keys(path: str, X: np.ndarray, keys: np.ndarray) -> None:
+    """After usearch's own bytes (which it reads without looking further):
+    the row id of each slot's vector, then a footer. usearch's file begins
+    with the vectors (u32 count, u32 bytes per vector, each slot's vector),
+    but in the order its threads gave out slots, not the order added: each
+    slot's key is found by matching its vector's bytes to the rows added
+    (rows of equal vectors are interchangeable). Nothing is appended when
+    the layout is not that one (the file then serves the graph only)."""
+    n, d = X.shape
+    head = np.fromfile(path, dtype="<u4", count=2)
+    if len(head) != 2 or int(head[0]) != n or int(head[1]) != 4 * d:
+        return
+    end = os.path.getsize(path)
+    stored = np.fromfile(path, dtype="<f4", count=n * d, offset=8).reshape(n, d)
+    as_bytes = np.dtype((np.void, 4 * d))
+    given = np.argsort(np.ascontiguousarray(X, dtype="<f4").view(as_bytes).ravel(), kind="stable")
+    slots = np.argsort(stored.view(as_bytes).ravel(), kind="stable")
+    slot_keys = np.empty(n, dtype="<i8")
+    slot_keys[slots] = keys[given]
+    if not np.array_equal(stored[slots], X[given]):
+        return
+    del stored
+    with open(path, "ab") as f:
+        f.write(slot_keys.tobytes())
+        f.write(_SLOT_KEYS_FOOT.pack(_SLOT_KEYS_MAGIC, n, end))
+
+
+def _usearch_vectors(graph, path: str, dimensions: int) -> FileVectors | None:
+    """The vectors at the head of a usearch file and the slots' row ids
+    appended after it (:func:`_append_slot_keys`), checked against the
+    graph (count, width, and the vectors of three slots); None when
+    anything differs (the stripes are then decoded)."""
+    n = len(graph)
+    size = os.path.getsize(path)
+    head = np.fromfile(path, dtype="<u4", count=2)
+    if n == 0 or len(head) != 2 or int(head[0]) != n or int(head[1]) != 4 * dimensions \
+            or size < 8 + n * 4 * dimensions + _SLOT_KEYS_FOOT.size:
+        return None
+    with open(path, "rb") as f:
+        f.seek(size - _SLOT_KEYS_FOOT.size)
+        magic, count, start = _SLOT_KEYS_FOOT.unpack(f.read(_SLOT_KEYS_FOOT.size))
+    if magic != _SLOT_KEYS_MAGIC or count != n or start + 8 * n + _SLOT_KEYS_FOOT.size != size:
+        return None
+    matrix = np.memmap(path, dtype="<f4", mode="r", offset=8, shape=(n, dimensions))
+    keys = np.fromfile(path, dtype="<i8", count=n, offset=start).astype(np.int64)
+    for slot in {0, n // 2, n - 1}:
+        if not np.array_equal(np.asarray(graph.get(int(keys[slot])), dtype=np.float32).reshape(-1),
+                              matrix[slot]):
+            return None
+    return FileVectors(matrix, keys)
+
+
+def file_vectors(index: catalog.IndexDef, path: str) -> FileVectors | None:
+    """The vectors an index file stores, for an exact search that reads no
+    stripe; None if the file is gone or its layout is not the one expected."""
+    if path in _vectors:
+        _vectors.move_to_end(path)
+        return _vectors[path]
+    graph = open_index(index, path)
+    if graph is None:
+        return None
+    if index.index_type == "hnsw":
+        found = _usearch_vectors(graph, path, index.dimensions)
+    else:
+        rows = np.asarray(graph.rows, dtype=np.int64)
+        found = FileVectors(np.asarray(graph.vectors), rows) \
+            if len(rows) and int(rows.max()) >= (1 << STRIPE_OFFSET_BITS) else None
+    _vectors[path] = found
+    if len(_vectors) > VECTORS_CACHE_ENTRIES:
+        _vectors.popitem(last=False)
+    return found

@@ -99,6 +99,7 @@ def explain(table, key: SortKey) -> list[str]:
 class KnnCounters:
     stripes_by_index: int = 0
     stripes_exact: int = 0
+    exact_from_files: int = 0
     index_rounds: int = 0
     vectors_compared: int = 0
     delta_rows: int = 0
@@ -196,7 +197,9 @@ class KnnScan:
     def explain_analyze(self) -> list[str]:
         c = self.counters
         return [f"Vector Search: {c.stripes_by_index} stripe(s) by index ({c.index_rounds} round(s)), "
-                f"{c.stripes_exact} exactly; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
+                f"{c.stripes_exact} exactly"
+                + (f" ({c.exact_from_files} over index files' vectors)" if c.exact_from_files else "")
+                + f"; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
                 + (" (filtered)" if c.filtered else "")] + c.notes
 
     # ------------------------------------------------------------------
@@ -239,7 +242,7 @@ class KnnScan:
         for members in by_file.values():
             done = self._by_index(index, members, q, found,
                                   probes_setting if index.index_type == "ivfflat" else ef_setting)
-            if not done:
+            if not done and not self._exact_from_file(index, members, q, kmetric, found):
                 for stripe, _, mask, _ in members:
                     self._exact(stripe, q, kmetric, mask, found)
         delta_batches = self._delta(q, kmetric, allowed_delta, found)
@@ -304,6 +307,37 @@ class KnnScan:
         kernels.distances(X, q, kmetric, dist)
         self.counters.vectors_compared += len(rows)
         found.add(stripe_rowids(stripe.stripe_id, rows), dist, self.limit, X)
+
+    def _exact_from_file(self, index, members, q, kmetric: int, found: _Candidates) -> bool:
+        """Search stripes exactly over the float32 vectors their index file
+        stores, in place (nothing decoded: the stripes' chunks would be read
+        and copied); False when the file cannot serve (gone, another layout)."""
+        if self.limit is None:
+            return False
+        fv = indexes.file_vectors(index, members[0][1].file_path)
+        if fv is None:
+            return False
+        parts = []
+        for stripe, _, mask, _ in members:
+            slots, offsets = fv.stripe_slots(stripe.stripe_id, stripe.row_count)
+            parts.append(slots if mask is None else slots[mask[offsets]])
+        positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self.counters.stripes_exact += len(members)
+        self.counters.exact_from_files += len(members)
+        if len(positions) == 0:
+            return True
+        if len(positions) == len(fv.keys):
+            dist = np.empty(len(positions), dtype=np.float64)
+            kernels.distances(fv.matrix, q, kmetric, dist)
+            rowids, vectors = fv.keys, fv.matrix
+        else:
+            positions = np.sort(positions)          # the map read in order
+            dist = np.empty(len(positions), dtype=np.float64)
+            kernels.distances_rows(fv.matrix, positions, q, kmetric, dist)
+            rowids, vectors = fv.keys[positions], _Rows(fv.matrix, positions)
+        self.counters.vectors_compared += len(positions)
+        found.add(rowids, dist, self.limit, vectors)
+        return True
 
     def _by_index(self, index, members, q, found, setting: int) -> bool:
         """Search stripes through the index file they share (one stripe, or
@@ -463,6 +497,22 @@ class KnnScan:
 
 
 _OFFSET_MASK = (1 << STRIPE_OFFSET_BITS) - 1
+
+
+class _Rows:
+    """Rows ``positions`` of a matrix, taken only when indexed (the
+    candidates kept), not copied whole."""
+
+    def __init__(self, matrix: np.ndarray, positions: np.ndarray) -> None:
+        self.matrix = matrix
+        self.positions = positions
+
+    def __getitem__(self, keep) -> np.ndarray:
+        return np.asarray(self.matrix[self.positions[keep]], dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.matrix[self.positions], dtype=np.float32)
+        return out if dtype is None else out.astype(dtype)
 
 
 def _row_ids(keys: np.ndarray, single: int | None) -> np.ndarray:
