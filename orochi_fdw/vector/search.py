@@ -108,9 +108,8 @@ class KnnCounters:
 
 
 def _settings() -> tuple[int, int]:
-    row = spi.prepared("SELECT current_setting('orochi.hnsw_ef_search')::int,"
-                       " current_setting('orochi.ivfflat_probes')::int").execute(read_only=True).rows[0]
-    return int(row[0]), int(row[1])
+    """orochi.hnsw_ef_search and orochi.ivfflat_probes (read in C: no query)."""
+    return int(spi.setting("orochi.hnsw_ef_search") or 0), int(spi.setting("orochi.ivfflat_probes") or 0)
 
 
 class _Candidates:
