@@ -30,6 +30,7 @@ a LIMIT above stops the reading early.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -469,30 +470,98 @@ class KnnScan:
         return Batch(len(rowids), columns, rowids=rowids.copy())
 
     def _fetch(self, stripe, offsets: np.ndarray, skip: str | None = None) -> dict[str, Column]:
-        """The needed columns (but ``skip``) of rows ``offsets`` (ascending) of a stripe."""
+        """The needed columns (but ``skip``) of rows ``offsets`` (ascending)
+        of a stripe; chunks come from this backend's :data:`_chunks` when a
+        query read them before (a stripe file never changes)."""
         needed = [n for n in self.needed if n != skip]
         out: dict[str, list[Column]] = {n: [] for n in needed}
         if not needed:
             return {}
-        reader = StripeReader(stripe.file_path)
+        reader = None
         try:
-            for g in reader.metadata.chunk_groups:
-                lo = np.searchsorted(offsets, g.first_row)
-                hi = np.searchsorted(offsets, g.first_row + g.row_count)
+            for index, first_row, row_count in _chunk_groups(stripe.file_path):
+                lo = np.searchsorted(offsets, first_row)
+                hi = np.searchsorted(offsets, first_row + row_count)
                 if lo == hi:
                     continue
-                local = offsets[lo:hi] - g.first_row
+                local = offsets[lo:hi] - first_row
                 for name in needed:
                     column = self.table.columns[name]
                     rec = stripe.columns.get(column.attnum)
                     if rec is None:
                         out[name].append(null_column(column, len(local)))
                         continue
-                    data = reader.read_chunk(rec.column_name, g.index)
+                    key = (stripe.file_path, rec.column_name, index)
+                    data = _chunks.get(key)
+                    if data is None:
+                        if reader is None:
+                            reader = StripeReader(stripe.file_path)
+                        data = reader.read_chunk(rec.column_name, index)
+                        _chunks.put(key, data, _column_data_bytes(data))
                     out[name].append(take(to_wire(data, storage_kind(column), column, rec.kind), local))
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
         return {n: concat(cols) for n, cols in out.items()}
+
+
+class _ChunkCache:
+    """Decoded column chunks of stripe files, least recently used first out,
+    up to a byte budget (per backend). A stripe file never changes (a
+    rewrite is a new file under a new name), so an entry needs no
+    invalidation; a file removed since is never asked for again."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.entries: "OrderedDict[tuple, tuple[object, int]]" = OrderedDict()
+
+    def get(self, key: tuple):
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        self.entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key: tuple, value, nbytes: int) -> None:
+        if nbytes > self.budget // 8:
+            return
+        self.entries[key] = (value, nbytes)
+        self.used += nbytes
+        while self.used > self.budget:
+            _, (_, n) = self.entries.popitem(last=False)
+            self.used -= n
+
+
+#: chunks the kept rows' other columns were read from (k rows of a
+#: nearest-neighbour query read a whole chunk group of each column)
+CHUNK_CACHE_BYTES = 64 << 20
+_chunks = _ChunkCache(CHUNK_CACHE_BYTES)
+#: stripe file -> its chunk groups (index, first row, rows)
+_groups: "OrderedDict[str, list[tuple[int, int, int]]]" = OrderedDict()
+
+
+def _chunk_groups(path: str) -> list[tuple[int, int, int]]:
+    found = _groups.get(path)
+    if found is None:
+        reader = StripeReader(path)
+        try:
+            found = [(g.index, g.first_row, g.row_count) for g in reader.metadata.chunk_groups]
+        finally:
+            reader.close()
+        _groups[path] = found
+        if len(_groups) > 4096:
+            _groups.popitem(last=False)
+    else:
+        _groups.move_to_end(path)
+    return found
+
+
+def _column_data_bytes(data) -> int:
+    """Bytes a decoded chunk holds (values: an array or VarBytes' arrays)."""
+    parts = list(data.values) if isinstance(data.values, tuple) else [data.values]
+    parts.append(data.validity)
+    return max(1024, sum(p.nbytes for p in parts if isinstance(p, np.ndarray)))
 
 
 _OFFSET_MASK = (1 << STRIPE_OFFSET_BITS) - 1
