@@ -100,14 +100,26 @@ def test_segment_search_after_deletes_and_updates(db, x):
     for q, g, t in zip(queries, got_all, truth_all):
         assert set(t) & set(updated) <= set(g)
 
-    # compaction rewrites a stripe: the segment's file stays for the others,
-    # the rewritten stripe's rows come from its new stripe
-    x("SELECT * FROM orochi.vacuum('t', 0.1)")
-    for q in queries[:3]:
+    # vacuum rewrites the first stripe only (a third of it deleted): the
+    # segment's file stays for the two others and still holds the first
+    # stripe's old rows, which must not come back (their stripe is gone);
+    # those rows are found in the rewritten stripe
+    x("DELETE FROM t WHERE id < 1000")
+    for i in [i for i in live if i < 1000]:
+        del live[i]
+    x("SELECT * FROM orochi.vacuum('t', 0.2)")
+    assert x("SELECT count(DISTINCT file_path), count(*) FROM orochi.columnar_vector_index_files"
+             " WHERE file_bytes = 0").fetchone() == (1, 2), "the segment's file still named by the two other stripes"
+    near = [X[j] + rng.normal(0, 0.05, D).astype(np.float32) for j in range(1000, 3000, 400) if j in live]
+    for q in near:
+        rows = x("SELECT id, e::real[] FROM t ORDER BY e <-> %s LIMIT 10", [text(q)]).fetchall()
+        ids = [r[0] for r in rows]
+        assert len(ids) == 10 and len(set(ids)) == 10 and all(i in live for i in ids), \
+            "a rewritten row only once, from its new stripe"
+        for rid, e in rows:
+            assert np.array_equal(np.asarray(e, dtype=np.float32), live[rid])
         assert [r[0] for r in x("SELECT id FROM t ORDER BY e <-> %s LIMIT 9500", [text(q)]).fetchall()] \
             == _knn(live, q, N)
-        ids = [r[0] for r in x("SELECT id FROM t ORDER BY e <-> %s LIMIT 10", [text(q)]).fetchall()]
-        assert len(ids) == 10 and all(i in live for i in ids)
 
 
 @pytest.mark.allow_backend_crash
