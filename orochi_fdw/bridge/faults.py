@@ -30,6 +30,9 @@ The points:
 ``cdc:after_emit``                 a write to a captured orochi table emitted
                                    its change message, its transaction not
                                    committed
+``vector_index:after_file``        a vector index file is complete (written,
+                                   fsynced, linked, logged), its catalog rows
+                                   not yet inserted
 =================================  ===========================================
 """
 

@@ -2164,3 +2164,11 @@ SELECT e.error_id, s.name AS subscription, e.event_id, e.table_name, e.op, e.sta
  WHERE pg_catalog.pg_has_role(s.owner::oid, 'USAGE');
 
 GRANT SELECT ON orochi.cdc_errors TO PUBLIC;
+
+-- ---------------------------------------------------------------- vector index segments
+-- (sql/70_vector.sql)  An index file may be built over several stripes at
+-- once: one row per stripe, all naming the file, so file_path is no longer
+-- unique (an index keeps looking it up).
+ALTER TABLE orochi.columnar_vector_index_files DROP CONSTRAINT columnar_vector_index_files_file_path_key;
+CREATE INDEX columnar_vector_index_files_path_idx
+    ON orochi.columnar_vector_index_files (file_path);
