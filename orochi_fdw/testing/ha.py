@@ -147,8 +147,9 @@ class HaGroup:
 
     def __init__(self, standbys: int = 2, *, name: str = "ha", group: str = "default",
                  synchronous_mode: str = "quorum", lease_ttl: float = 3.0, extra: str = "",
-                 settings: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, databases: tuple[str, ...] = ()):
         self.name = name
+        self.databases = databases
         self.group = group
         self.members = [f"m{i + 1}" for i in range(standbys + 1)]
         self.synchronous_mode = synchronous_mode
@@ -166,6 +167,8 @@ class HaGroup:
         primary = PostgresCluster(f"{self.name}-{self.members[0]}", settings=self.settings)
         primary.start()
         self.clusters[self.members[0]] = primary
+        for db in self.databases:  # with orochi, before the standbys copy the primary
+            primary.create_database(db)
         for m in self.members[1:]:
             self.clusters[m] = replica.make_standby(primary, f"{self.name}-{m}", settings=self.settings)
         for m in self.members:

@@ -1,0 +1,188 @@
+"""Failover of a real PostgreSQL primary with two streaming standbys, driven
+by three orochi-sidecar subprocesses forming a Raft group (docs/ha.md).
+
+Every wait polls the sidecars' state or the servers; nothing asserts on
+time.  The tests share one group (module scope) and each starts from a
+ready group whichever member is primary.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import psycopg
+import pytest
+
+from orochi_fdw.testing.ha import HaGroup, wait_until
+
+
+class InsertStream:
+    """A client inserting rows one at a time through a libpq multi-host
+    string with target_session_attrs=read-write, retrying on any error with
+    the next id; ``acked`` holds the ids whose COMMIT was acknowledged."""
+
+    def __init__(self, dsn: str, table: str = "acked"):
+        self.dsn = dsn
+        self.table = table
+        self.acked: list[int] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "InsertStream":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        conn = None
+        next_id = 1
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.dsn, autocommit=True)
+                n = next_id
+                next_id += 1
+                conn.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (n,))
+                self.acked.append(n)
+            except psycopg.Error:
+                self.errors += 1
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+                conn = None
+                time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def _check_rows(group: HaGroup, acked: list[int]) -> None:
+    primary = group.primary()
+    with psycopg.connect(group.clusters[primary].dsn("postgres"), autocommit=True) as conn:
+        present = [r[0] for r in conn.execute("SELECT id FROM acked").fetchall()]
+    twice = sorted({i for i in present if present.count(i) > 1}) if len(present) != len(set(present)) else []
+    assert not twice, f"rows present twice: {twice[:20]}"
+    missing = sorted(set(acked) - set(present))
+    assert not missing, f"{len(missing)} acknowledged rows lost: {missing[:20]}"
+
+
+def _kill_primaries(group: HaGroup, kills: int) -> None:
+    primary = group.wait_ready()
+    with psycopg.connect(group.clusters[primary].dsn("postgres"), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS acked")
+        conn.execute("CREATE TABLE acked (id bigint NOT NULL)")
+    stream = InsertStream(group.multihost_dsn()).start()
+    try:
+        wait_until(lambda: len(stream.acked) >= 20, 60, "the first inserts")
+        for _ in range(kills):
+            old = group.wait_ready()
+            generation = group.generation()
+            group.kill_postmaster(old)
+            acked_at_kill = len(stream.acked)
+            new = group.wait_failover(generation)
+            assert new != old
+            # the stream goes on through the multi-host string, on the new primary
+            wait_until(lambda: len(stream.acked) >= acked_at_kill + 10, 60, "inserts on the new primary")
+            assert group.in_recovery(new) is False
+            # the old primary comes back as a standby of the new one, never as a primary
+            wait_until(lambda: group.in_recovery(old) is True and old in group.streaming(new), 120,
+                       f"{old} to rejoin as a standby of {new}")
+    finally:
+        stream.stop()
+    _check_rows(group, stream.acked)
+    assert len(group.state()["history"]) >= kills
+
+
+def test_kill_primary_under_inserts_fails_over_and_loses_nothing(ha):
+    """kill -9 of the primary's postmaster, twice, under a retrying insert
+    stream: a new primary takes writes, every acknowledged row is there once,
+    the old primary rejoins as a standby (pg_rewind)."""
+    _kill_primaries(ha, kills=2)
+
+
+@pytest.mark.slow
+def test_kill_primary_ten_times(ha):
+    _kill_primaries(ha, kills=10)
+
+
+def test_killing_the_leader_sidecar_elects_a_leader_and_keeps_the_primary(ha):
+    primary = ha.wait_ready()
+    generation = ha.generation()
+    failovers = len(ha.state()["history"])
+    leader = ha.wait_leader()
+    ha.kill_sidecar(leader)
+    new_leader = ha.wait_leader(exclude=(leader,))
+    assert new_leader != leader
+    ha.restart_sidecar(leader)
+    wait_until(lambda: ha.sidecars[leader].get("/raft/status")["leader"] is not None, 60,
+               f"{leader} to rejoin the Raft group")
+    # a whole lease term twice over, counted in committed renewals of the
+    # primary's lease, passes under the new leader without a failover
+    status = ha.sidecars[new_leader].get("/raft/status")
+    start = status["commit_index"]
+    renewals = math.ceil(2 * ha.lease_ttl / 0.25)
+    wait_until(lambda: ha.sidecars[new_leader].get("/raft/status")["commit_index"] >= start + renewals, 120,
+               "renewals of the primary's lease")
+    g = ha.group_state()
+    assert (g["primary"], g["generation"]) == (primary, generation)
+    assert len(ha.state()["history"]) == failovers
+    assert ha.writable(primary)
+
+
+def test_all_sidecars_killed_and_restarted_keep_the_state_from_their_journals(ha):
+    primary = ha.wait_ready()
+    before = ha.state()
+    for member in ha.members:
+        ha.kill_sidecar(member)
+    for member in ha.members:
+        ha.restart_sidecar(member)
+    ha.wait_leader()
+    after = ha.state()
+    assert after["groups"] == before["groups"]
+    assert after["history"] == before["history"]
+
+    def without_api(members):
+        return {m: {k: v for k, v in info.items() if k != "api"} for m, info in members.items()}
+    assert without_api(after["members"]) == without_api(before["members"])
+    assert ha.wait_ready() == primary
+
+
+def test_partitioned_primary_fences_itself_before_another_is_promoted(ha):
+    """The primary's sidecar drops every Raft message (a partition that
+    leaves it in the minority): it fences its PostgreSQL; the majority
+    promotes a standby only after that; at no time do two servers take a
+    write (each round writes through both); after the partition heals the
+    old primary rejoins as a standby."""
+    old = ha.wait_ready()
+    generation = ha.generation()
+    others = [m for m in ha.members if m != old]
+    log_start = len(ha.sidecars[old].lines)
+    rounds: list[tuple[bool, str | None]] = []
+    ha.partition(old)
+    try:
+        def promoted() -> bool:
+            old_ok = ha.writable(old)
+            new_ok = next((m for m in others if ha.writable(m)), None)
+            rounds.append((old_ok, new_ok))
+            return new_ok is not None
+        new = wait_until(promoted, 120, "a standby to be promoted")
+        for _ in range(5):
+            promoted()
+        both = [r for r in rounds if r[0] and r[1]]
+        assert not both, f"two primaries took writes in the same round: {both}"
+        assert rounds[0][0], "the old primary was not writable before the partition took effect"
+        ha.sidecars[old].wait_for_log(r"fencing its PostgreSQL", start=log_start)
+        new_primary = ha.primary(exclude=(old,))
+        assert ha.generation(exclude=(old,)) > generation
+        assert new_primary in others
+    finally:
+        ha.heal(old)
+    wait_until(lambda: ha.in_recovery(old) is True and old in ha.streaming(new_primary), 120,
+               f"{old} to rejoin as a standby")
