@@ -223,6 +223,11 @@ class HaGroup:
                 s.kill9()
             except Exception:  # noqa: BLE001
                 pass
+        stoppers = [threading.Thread(target=c.stop, args=("immediate",)) for c in self.clusters.values()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(120)
         for c in self.clusters.values():
             c.cleanup()
         if os.environ.get("OROCHI_KEEP_CLUSTER") != "1":
