@@ -186,3 +186,74 @@ def test_partitioned_primary_fences_itself_before_another_is_promoted(ha):
         ha.heal(old)
     wait_until(lambda: ha.in_recovery(old) is True and old in ha.streaming(new_primary), 120,
                f"{old} to rejoin as a standby")
+
+
+def _query(group: HaGroup, member: str, query: str, role: str | None = None) -> list[tuple]:
+    with psycopg.connect(group.clusters[member].dsn("app"), autocommit=True) as conn:
+        if role:
+            conn.execute(f"SET ROLE {role}")
+        cur = conn.execute(query)
+        return cur.fetchall() if cur.description is not None else []
+
+
+def test_sql_functions_answer_from_the_local_sidecar(ha):
+    primary = ha.wait_ready()
+    standby = next(m for m in ha.members if m != primary)
+    leader = ha.wait_leader()
+    for member in (primary, standby):
+        [(member_id, state, term, commit_index, last_applied, raft_leader, has_quorum, peers)] = _query(
+            ha, member, "SELECT * FROM orochi.raft_status()")
+        assert member_id == member  # the server's own sidecar
+        assert state in ("leader", "follower") and term >= 1 and has_quorum
+        assert commit_index >= last_applied - 1 >= 0
+        assert sorted(p["member_id"] for p in peers) == sorted(set(ha.members) - {member})
+    assert _query(ha, standby, "SELECT orochi.raft_leader()") == [(ha.leader(),)]
+    info = _query(ha, primary, "SELECT member_id, role, port, generation FROM orochi.raft_cluster_info()")
+    g = ha.group_state()
+    assert sorted(info) == sorted((m, "primary" if m == primary else "standby", ha.clusters[m].port,
+                                   g["generation"]) for m in ha.members)
+    health = _query(ha, primary, "SELECT member_id, role, reachable, fenced, sidecar FROM orochi.cluster_health()")
+    assert sorted(health) == sorted((m, "primary" if m == primary else "standby", True,
+                                     False if m == primary else None, "up") for m in ha.members)
+    replication = _query(ha, primary, "SELECT standby, state, sync_state FROM orochi.replication_status()")
+    assert sorted(replication) == sorted((m, "streaming", "quorum") for m in ha.members if m != primary)
+    assert leader in ha.members
+
+
+def test_sql_functions_are_for_pg_monitor(ha):
+    primary = ha.wait_ready()
+    with psycopg.connect(ha.clusters[primary].dsn("app"), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS ha_watcher")
+        conn.execute("CREATE ROLE ha_watcher")
+    try:
+        for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
+                   "replication_status()"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                _query(ha, primary, f"SELECT * FROM orochi.{fn}", role="ha_watcher")
+        _query(ha, primary, "GRANT pg_monitor TO ha_watcher")
+        for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
+                   "replication_status()"):
+            assert _query(ha, primary, f"SELECT count(*) FROM orochi.{fn}", role="ha_watcher")[0][0] >= 1
+    finally:
+        _query(ha, primary, "DROP ROLE ha_watcher")
+
+
+def test_metrics_and_once_status(ha):
+    primary = ha.wait_ready()
+    leader = ha.wait_leader()
+    sidecar = ha.sidecars[leader]
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert "orochi_raft_is_leader 1" in text
+    assert "# TYPE orochi_failovers_total counter" in text and "orochi_raft_term " in text
+    import subprocess
+    from orochi_fdw.testing.ha import SIDECAR
+    proc = subprocess.run([SIDECAR, "--config", ha.sidecars[primary].config_path, "--once", "status"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"member {primary}: raft ")
+    rows = {line.split()[1]: line.split() for line in lines[2:] if line.startswith(ha.group + " ")}
+    assert set(rows) == set(ha.members)
+    assert rows[primary][2] == "primary"
