@@ -105,6 +105,7 @@ class HaDuty(Duty):
         self._next_sync = 0.0
         self._next_claim = 0.0
         self._next_register = 0.0
+        self._next_coordinator_check = 0.0
         self._last_note: dict[str, str] = {}
         self._registered: dict[str, Any] | None = None
         self.pg_up = False
@@ -400,6 +401,9 @@ class HaDuty(Duty):
     def _lead(self, now: float) -> None:
         if not self.raft.hasQuorum:
             return
+        if now >= self._next_coordinator_check:
+            self._next_coordinator_check = now + 2.0
+            self._update_coordinator()
         for group, g in list(self.state.groups.items()):
             down = g.get("down") == g["generation"]
             expired = now - self.state.renewed_at.get(group, now) > self.ttl
@@ -444,22 +448,49 @@ class HaDuty(Duty):
             pg.promote(self.conninfo(best))
         except psycopg.Error as exc:
             logger.warning("promoting %s: %s (its sidecar will)", best, exc)
-        self._update_coordinator(group, old, best)
+        self._update_coordinator()
 
-    def _update_coordinator(self, group: str, old: str, new: str) -> None:
+    def _update_coordinator(self) -> None:
+        """Point the coordinator's orochi.dist_node rows that name a standby
+        (a former primary) of a worker group at that group's primary.
+        Idempotent: run after each failover and every few seconds, so that a
+        coordinator unreachable at the failover is caught up later."""
         coordinator = self.cfg["ha.coordinator_group"]
         cg = self.state.groups.get(coordinator)
-        if group == coordinator or cg is None:
+        if cg is None:
             return
-        o, n = self.state.members[old], self.state.members[new]
-        try:
-            with pg.connect(self.conninfo(cg["primary"]), timeout=2) as conn:
-                cur = conn.execute("UPDATE orochi.dist_node SET host = %s, port = %s WHERE host = %s AND port = %s",
-                                   (n["pg_host"], n["pg_port"], o["pg_host"], o["pg_port"]))
-                logger.info("coordinator: %d node row(s) moved from %s:%s to %s:%s", cur.rowcount,
-                            o["pg_host"], o["pg_port"], n["pg_host"], n["pg_port"])
-        except psycopg.Error as exc:
-            logger.error("updating orochi.dist_node on the coordinator: %s", exc)
+        moves = []
+        for group, g in self.state.groups.items():
+            if group == coordinator or g["primary"] not in self.state.members:
+                continue
+            p = self.state.members[g["primary"]]
+            for member in self._group_members(group):
+                if member != g["primary"]:
+                    o = self.state.members[member]
+                    moves.append((p["pg_host"], p["pg_port"], o["pg_host"], o["pg_port"]))
+        if not moves:
+            return
+        params = conninfo_to_dict(self.dsn)
+        databases = self.cfg["ha.metadata_databases"] or [params.get("dbname") or params.get("user") or "postgres"]
+        info = self.state.members.get(cg["primary"])
+        if info is None:
+            return
+        for db in databases:
+            conninfo = pg.member_conninfo(self.dsn, info["pg_host"], info["pg_port"], dbname=db)
+            try:
+                with pg.connect(conninfo, timeout=2) as conn:
+                    if conn.execute("SELECT to_regclass('orochi.dist_node') IS NULL").fetchone()[0]:
+                        continue
+                    for host, port, old_host, old_port in moves:
+                        cur = conn.execute("UPDATE orochi.dist_node SET host = %s, port = %s "
+                                           "WHERE host = %s AND port = %s", (host, port, old_host, old_port))
+                        if cur.rowcount:
+                            logger.info("coordinator (database %s): node %s:%s is now %s:%s", db, old_host,
+                                        old_port, host, port)
+                self._last_note.pop(f"coord:{db}", None)
+            except psycopg.Error as exc:
+                self._note(f"coord:{db}", f"updating orochi.dist_node on the coordinator (database {db}): "
+                                          f"{str(exc).strip()}", logging.ERROR)
 
     # ------------------------------------------------------------------ what the REST API shows
 

@@ -147,6 +147,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("ha.raft_max_timeout", float, 1.2, "Raft election timeout, upper bound (seconds)", _positive),
     Setting("ha.coordinator_group", str, "coordinator",
             "the node group of the coordinator, whose orochi.nodes follows the failovers of the others"),
+    Setting("ha.metadata_databases", list, [],
+            "the coordinator's databases with distributed tables (empty: the database of dsn)"),
 )
 
 _BY_KEY = {s.key: s for s in SCHEMA}

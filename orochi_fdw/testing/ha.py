@@ -147,11 +147,20 @@ class HaGroup:
 
     def __init__(self, standbys: int = 2, *, name: str = "ha", group: str = "default",
                  synchronous_mode: str = "quorum", lease_ttl: float = 3.0, extra: str = "",
-                 settings: dict[str, Any] | None = None, databases: tuple[str, ...] = ()):
+                 settings: dict[str, Any] | None = None, databases: tuple[str, ...] = (),
+                 groups: dict[str, int] | None = None):
+        """``groups``: node group -> number of standbys (members ``<group>-1``
+        (the primary), ``<group>-2`` ...); without it one group ``group`` of
+        members m1 (the primary), m2 ..."""
         self.name = name
         self.databases = databases
-        self.group = group
-        self.members = [f"m{i + 1}" for i in range(standbys + 1)]
+        if groups is None:
+            self.group = group
+            self.member_group = {f"m{i + 1}": group for i in range(standbys + 1)}
+        else:
+            self.group = next(iter(groups))
+            self.member_group = {f"{g}-{i + 1}": g for g, n in groups.items() for i in range(n + 1)}
+        self.members = list(self.member_group)
         self.synchronous_mode = synchronous_mode
         self.lease_ttl = lease_ttl
         self.extra = extra
@@ -161,16 +170,25 @@ class HaGroup:
         self.sidecars: dict[str, SidecarProcess] = {}
         self.raft_ports = {m: find_free_port() for m in self.members}
 
+    def group_members(self, group: str | None = None) -> list[str]:
+        group = group or self.group
+        return [m for m in self.members if self.member_group[m] == group]
+
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(self.member_group.values()))
+
     # ------------------------------------------------------------------ setup
 
     def start(self) -> "HaGroup":
-        primary = PostgresCluster(f"{self.name}-{self.members[0]}", settings=self.settings)
-        primary.start()
-        self.clusters[self.members[0]] = primary
-        for db in self.databases:  # with orochi, before the standbys copy the primary
-            primary.create_database(db)
-        for m in self.members[1:]:
-            self.clusters[m] = replica.make_standby(primary, f"{self.name}-{m}", settings=self.settings)
+        for group in self.groups():
+            first, *standbys = self.group_members(group)
+            primary = PostgresCluster(f"{self.name}-{first}", settings=self.settings)
+            primary.start()
+            self.clusters[first] = primary
+            for db in self.databases:  # with orochi, before the standbys copy the primary
+                primary.create_database(db)
+            for m in standbys:
+                self.clusters[m] = replica.make_standby(primary, f"{self.name}-{m}", settings=self.settings)
         for m in self.members:
             self.sidecars[m] = SidecarProcess(self.write_config(m), self.sidecar_env(m),
                                               os.path.join(self.base, f"sidecar-{m}.log"))
@@ -186,14 +204,15 @@ class HaGroup:
         ha = {
             "member_id": member,
             "peers": self.peers(),
-            "node_group": self.group,
-            "initial_role": "primary" if member == self.members[0] else "standby",
+            "node_group": self.member_group[member],
+            "initial_role": "primary" if member == self.group_members(self.member_group[member])[0] else "standby",
             "data_dir": c.datadir,
             "journal_dir": os.path.join(self.base, f"raft-{member}"),
             "pg_bindir": c.bindir,
             "pg_log": c.logfile,
             "synchronous_mode": self.synchronous_mode,
             "lease_ttl": self.lease_ttl,
+            "metadata_databases": list(self.databases),
             **overrides,
         }
         lines = [f'dsn = "host=127.0.0.1 port={c.port} user=postgres dbname=postgres"',
@@ -251,17 +270,17 @@ class HaGroup:
     def state(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         return self.any_sidecar(exclude).get("/cluster")
 
-    def group_state(self, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
-        return self.state(exclude)["groups"].get(self.group)
+    def group_state(self, exclude: tuple[str, ...] = (), group: str | None = None) -> dict[str, Any] | None:
+        return self.state(exclude)["groups"].get(group or self.group)
 
     def leader(self, exclude: tuple[str, ...] = ()) -> str | None:
         return self.any_sidecar(exclude).get("/raft/leader")["leader"]
 
-    def primary(self, exclude: tuple[str, ...] = ()) -> str:
-        return self.group_state(exclude)["primary"]
+    def primary(self, exclude: tuple[str, ...] = (), group: str | None = None) -> str:
+        return self.group_state(exclude, group)["primary"]
 
-    def generation(self, exclude: tuple[str, ...] = ()) -> int:
-        return self.group_state(exclude)["generation"]
+    def generation(self, exclude: tuple[str, ...] = (), group: str | None = None) -> int:
+        return self.group_state(exclude, group)["generation"]
 
     def in_recovery(self, member: str) -> bool | None:
         try:
@@ -286,9 +305,10 @@ class HaGroup:
             return {r[0] for r in c.execute("SELECT application_name FROM pg_stat_replication "
                                              "WHERE state = 'streaming'").fetchall()}
 
-    def multihost_dsn(self, dbname: str = "postgres", **extra: Any) -> str:
-        hosts = ",".join("127.0.0.1" for _ in self.members)
-        ports = ",".join(str(self.clusters[m].port) for m in self.members)
+    def multihost_dsn(self, dbname: str = "postgres", group: str | None = None, **extra: Any) -> str:
+        members = self.group_members(group)
+        hosts = ",".join("127.0.0.1" for _ in members)
+        ports = ",".join(str(self.clusters[m].port) for m in members)
         params = {"host": hosts, "port": ports, "user": "postgres", "dbname": dbname,
                   "target_session_attrs": "read-write", "connect_timeout": "2", **extra}
         return " ".join(f"{k}={v}" for k, v in params.items())
@@ -296,18 +316,22 @@ class HaGroup:
     # ------------------------------------------------------------------ waiting
 
     def wait_ready(self, timeout: float = 120.0) -> str:
-        """Until the group has a primary that takes writes and every other
-        member streams from it in recovery; returns the primary."""
+        """Until every node group has a primary that takes writes and every
+        other member of the group streams from it in recovery; returns the
+        primary of the first group."""
         def ready() -> str | None:
             state = self.state()
-            g = state["groups"].get(self.group)
-            if not g or set(state["members"]) != set(self.members):
+            if set(state["members"]) != set(self.members):
                 return None
-            p = g["primary"]
-            others = set(self.members) - {p}
-            if not self.writable(p) or not others <= self.streaming(p):
-                return None
-            return p
+            for group in self.groups():
+                g = state["groups"].get(group)
+                if not g:
+                    return None
+                p = g["primary"]
+                others = set(self.group_members(group)) - {p}
+                if not self.writable(p) or not others <= self.streaming(p):
+                    return None
+            return state["groups"][self.group]["primary"]
         return wait_until(ready, timeout, "the HA group to be ready")
 
     def wait_leader(self, exclude: tuple[str, ...] = (), timeout: float = 60.0) -> str:
@@ -316,10 +340,11 @@ class HaGroup:
             return leader if leader and leader not in exclude else None
         return wait_until(elected, timeout, "a Raft leader")
 
-    def wait_failover(self, generation: int, exclude: tuple[str, ...] = (), timeout: float = 60.0) -> str:
+    def wait_failover(self, generation: int, exclude: tuple[str, ...] = (), timeout: float = 60.0,
+                      group: str | None = None) -> str:
         """Until the group's generation is past ``generation``; returns the new primary."""
         def moved() -> str | None:
-            g = self.group_state(exclude)
+            g = self.group_state(exclude, group)
             return g["primary"] if g and g["generation"] > generation else None
         return wait_until(moved, timeout, f"a failover past generation {generation}")
 

@@ -41,8 +41,8 @@ def ha(ha_group):
 def pytest_runtest_makereport(item, call):
     """A failed test's report carries the sidecars' logs."""
     report = yield
-    group = getattr(item, "funcargs", {}).get("ha")
-    if report.failed and group is not None:
+    groups = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, HaGroup)]
+    for group in groups if report.failed else ():
         for member, sidecar in group.sidecars.items():
             report.sections.append((f"orochi-sidecar {member}", "\n".join(sidecar.lines[-100:])))
     return report
