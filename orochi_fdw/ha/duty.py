@@ -294,13 +294,18 @@ class HaDuty(Duty):
             lease_ok = now - self._renew_ok < self.fence_after
         if not lease_ok:
             if not self._fenced:
+                mode = self.cfg["ha.fence_mode"]
                 logger.warning("primary %s: no lease renewal committed for %.1fs; fencing its PostgreSQL "
-                               "(read-only)", self.member, now - self._renew_ok)
+                               "(%s)", self.member, now - self._renew_ok, mode)
                 try:
-                    pg.fence(self.dsn)
+                    if mode == "stop":
+                        self.server.stop("immediate")
+                        self._down_reported = gen  # stopped on purpose: no report, the lease expires
+                    else:
+                        pg.fence(self.dsn)
                     self._fenced = True
                     self.m_fences.inc()
-                except psycopg.Error as exc:
+                except (psycopg.Error, RuntimeError) as exc:
                     logger.error("fencing failed: %s", exc)
             self.status_line = f"ha: primary {self.member} (generation {gen}): fenced, lease not renewed"
             return

@@ -147,6 +147,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("ha.raft_max_timeout", float, 1.2, "Raft election timeout, upper bound (seconds)", _positive),
     Setting("ha.coordinator_group", str, "coordinator",
             "the node group of the coordinator, whose orochi.nodes follows the failovers of the others"),
+    Setting("ha.fence_mode", str, "read_only",
+            "how a primary that lost its lease stops writes: read_only (default_transaction_read_only, sessions "
+            "ended) or stop (pg_ctl stop -m immediate)", _one_of(("read_only", "stop"))),
     Setting("ha.metadata_databases", list, [],
             "the coordinator's databases with distributed tables (empty: the database of dsn)"),
 )
