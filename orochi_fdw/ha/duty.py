@@ -106,6 +106,7 @@ class HaDuty(Duty):
         self._next_claim = 0.0
         self._next_register = 0.0
         self._next_coordinator_check = 0.0
+        self._next_probe: dict[str, float] = {}
         self._last_note: dict[str, str] = {}
         self._registered: dict[str, Any] | None = None
         self.pg_up = False
@@ -412,16 +413,18 @@ class HaDuty(Duty):
         for group, g in list(self.state.groups.items()):
             down = g.get("down") == g["generation"]
             expired = now - self.state.renewed_at.get(group, now) > self.ttl
-            if down or expired:
-                self._try_failover(group, dict(g), "primary down" if down else "lease expired")
+            if (down or expired) and now >= self._next_probe.get(group, 0.0):
+                if not self._try_failover(group, dict(g), "primary down" if down else "lease expired"):
+                    self._next_probe[group] = now + 0.5
 
-    def _try_failover(self, group: str, g: dict[str, Any], reason: str) -> None:
+    def _try_failover(self, group: str, g: dict[str, Any], reason: str) -> bool:
+        """Fail ``group`` over if its old primary is dead or fenced; whether it did."""
         old = g["primary"]
         old_state = self._probe(old)
         if old_state is not None and not old_state["in_recovery"] and not old_state["read_only"]:
             self._note(f"healthy:{group}", f"group {group}: {reason} but primary {old} takes writes; "
                                            "no failover", logging.WARNING)
-            return
+            return False
         self._last_note.pop(f"healthy:{group}", None)
         if old_state is not None:
             try:
@@ -438,14 +441,14 @@ class HaDuty(Duty):
                                    member))
         if not candidates:
             self._note(f"nocand:{group}", f"group {group}: {reason}, but no standby answers", logging.ERROR)
-            return
+            return False
         self._last_note.pop(f"nocand:{group}", None)
         _, best = max(candidates)
         ok, err = wait_result(self.state.failover, group, g["generation"], best, reason, time.time(),
                               timeout=self.ttl)
         if err is not None or not ok:
             logger.warning("group %s: failover to %s not committed (%s)", group, best, err or "generation moved")
-            return
+            return False
         logger.warning("group %s: %s (%s); %s is the primary, generation %d", group, reason, old, best,
                        g["generation"] + 1)
         self.m_failovers.inc(group=group)
@@ -454,6 +457,7 @@ class HaDuty(Duty):
         except psycopg.Error as exc:
             logger.warning("promoting %s: %s (its sidecar will)", best, exc)
         self._update_coordinator()
+        return True
 
     def _update_coordinator(self) -> None:
         """Point the coordinator's orochi.dist_node rows that name a standby

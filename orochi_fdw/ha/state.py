@@ -76,6 +76,8 @@ class HaState(SyncObjConsumer):
         g = self.groups.get(group)
         if g is None or g["primary"] != member or g["generation"] != generation:
             return False
+        if g.get("down") == generation:
+            g["down"] = 0  # its postmaster is back (restarted before any failover)
         self.renewed_at[group] = time.monotonic()
         return True
 
