@@ -244,9 +244,9 @@ def bench_patroni(kills: int, bindir: str) -> dict[str, Any]:
             os.kill(setup.postmaster_pid(old), signal.SIGKILL)
             took = _first_write_after(setup.dsn(), t0, timeout=300)
             times.append(took)
-            new = setup.primary()
-            outcomes.append("restarted in place" if new is not None and new["name"] == old["name"] else "failover")
-            print(f"patroni kill {i + 1}: {old['name']} -> {new['name'] if new else '?'}: first write after "
+            new = wait_until(setup.primary, 300, "Patroni's primary to be running")
+            outcomes.append("restarted in place" if new["name"] == old["name"] else "failover")
+            print(f"patroni kill {i + 1}: {old['name']} -> {new['name']}: first write after "
                   f"{took:.3f} s", flush=True)
         return {"name": "Patroni 4 + etcd 3.4 (defaults: ttl 30, loop_wait 10)", "times": times,
                 "throughput": None,

@@ -1,6 +1,6 @@
-"""Fixtures of the HA tests: a primary, two streaming standbys and three
-orochi-sidecar subprocesses (the ha duty) on 127.0.0.1, made once per
-module (orochi_fdw.testing.ha)."""
+"""Fixtures of the HA tests: a worker group (a primary and two streaming
+standbys), a coordinator, and one orochi-sidecar subprocess (the ha duty)
+per server on 127.0.0.1, made once per module (orochi_fdw.testing.ha)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 @pytest.fixture(scope="module")
 def ha_group():
-    group = HaGroup(standbys=2, name="ha", databases=("app",))
+    # a worker group (a primary, two standbys) and a coordinator (no standby):
+    # four sidecars in one Raft group
+    group = HaGroup(name="ha", groups={"worker1": 2, "coordinator": 0}, databases=("app",))
     try:
         group.start()
         group.wait_ready()

@@ -14,6 +14,7 @@ import time
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from orochi_fdw.testing.ha import HaGroup, wait_until
 
@@ -44,7 +45,7 @@ class InsertStream:
                     conn = psycopg.connect(self.dsn, autocommit=True)
                 n = next_id
                 next_id += 1
-                conn.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (n,))
+                conn.execute(sql.SQL("INSERT INTO {} (id) VALUES (%s)").format(sql.Identifier(self.table)), (n,))
                 self.acked.append(n)
             except psycopg.Error:
                 self.errors += 1
@@ -127,7 +128,7 @@ def test_killing_the_leader_sidecar_elects_a_leader_and_keeps_the_primary(ha):
     # primary's lease, passes under the new leader without a failover
     status = ha.sidecars[new_leader].get("/raft/status")
     start = status["commit_index"]
-    renewals = math.ceil(2 * ha.lease_ttl / 0.25)
+    renewals = math.ceil(2 * ha.lease_ttl / 0.25) * len(ha.groups())  # each group's primary renews
     wait_until(lambda: ha.sidecars[new_leader].get("/raft/status")["commit_index"] >= start + renewals, 120,
                "renewals of the primary's lease")
     g = ha.group_state()
@@ -162,9 +163,29 @@ def test_partitioned_primary_fences_itself_before_another_is_promoted(ha):
     promotes a standby only after that; at no time do two servers take a
     write (each round writes through both); after the partition heals the
     old primary rejoins as a standby."""
+    _partition_primary(ha)
+
+
+@pytest.mark.slow
+def test_partitioned_primary_with_fence_mode_stop(ha):
+    """The same with ha.fence_mode = stop: the primary's sidecar stops its
+    PostgreSQL."""
+    primary = ha.wait_ready()
+    ha.kill_sidecar(primary)
+    ha.write_config(primary, fence_mode="stop")
+    ha.restart_sidecar(primary)
+    try:
+        _partition_primary(ha, fenced_log=r"fencing its PostgreSQL \(stop\)")
+    finally:
+        ha.kill_sidecar(primary)
+        ha.write_config(primary)
+        ha.restart_sidecar(primary)
+
+
+def _partition_primary(ha: HaGroup, fenced_log: str = r"fencing its PostgreSQL") -> None:
     old = ha.wait_ready()
     generation = ha.generation()
-    others = [m for m in ha.members if m != old]
+    others = [m for m in ha.group_members() if m != old]
     log_start = len(ha.sidecars[old].lines)
     rounds: list[tuple[bool, str | None]] = []
     ha.partition(old)
@@ -180,7 +201,7 @@ def test_partitioned_primary_fences_itself_before_another_is_promoted(ha):
         both = [r for r in rounds if r[0] and r[1]]
         assert not both, f"two primaries took writes in the same round: {both}"
         assert rounds[0][0], "the old primary was not writable before the partition took effect"
-        ha.sidecars[old].wait_for_log(r"fencing its PostgreSQL", start=log_start)
+        ha.sidecars[old].wait_for_log(fenced_log, start=log_start)
         new_primary = ha.primary(exclude=(old,))
         assert ha.generation(exclude=(old,)) > generation
         assert new_primary in others
@@ -193,14 +214,14 @@ def test_partitioned_primary_fences_itself_before_another_is_promoted(ha):
 def _query(group: HaGroup, member: str, query: str, role: str | None = None) -> list[tuple]:
     with psycopg.connect(group.clusters[member].dsn("app"), autocommit=True) as conn:
         if role:
-            conn.execute(f"SET ROLE {role}")
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         cur = conn.execute(query)
         return cur.fetchall() if cur.description is not None else []
 
 
 def test_sql_functions_answer_from_the_local_sidecar(ha):
     primary = ha.wait_ready()
-    standby = next(m for m in ha.members if m != primary)
+    standby = next(m for m in ha.group_members() if m != primary)
     leader = ha.wait_leader()
     for member in (primary, standby):
         [(member_id, state, term, commit_index, last_applied, raft_leader, has_quorum, peers)] = _query(
@@ -210,15 +231,18 @@ def test_sql_functions_answer_from_the_local_sidecar(ha):
         assert commit_index >= last_applied - 1 >= 0
         assert sorted(p["member_id"] for p in peers) == sorted(set(ha.members) - {member})
     assert _query(ha, standby, "SELECT orochi.raft_leader()") == [(ha.leader(),)]
+    state = ha.state()
+
+    def role(m: str) -> str:
+        return "primary" if state["groups"][ha.member_group[m]]["primary"] == m else "standby"
     info = _query(ha, primary, "SELECT member_id, role, port, generation FROM orochi.raft_cluster_info()")
-    g = ha.group_state()
-    assert sorted(info) == sorted((m, "primary" if m == primary else "standby", ha.clusters[m].port,
-                                   g["generation"]) for m in ha.members)
+    assert sorted(info) == sorted((m, role(m), ha.clusters[m].port,
+                                   state["groups"][ha.member_group[m]]["generation"]) for m in ha.members)
     health = _query(ha, primary, "SELECT member_id, role, reachable, fenced, sidecar FROM orochi.cluster_health()")
-    assert sorted(health) == sorted((m, "primary" if m == primary else "standby", True,
-                                     False if m == primary else None, "up") for m in ha.members)
+    assert sorted(health) == sorted((m, role(m), True, False if role(m) == "primary" else None, "up")
+                                    for m in ha.members)
     replication = _query(ha, primary, "SELECT standby, state, sync_state FROM orochi.replication_status()")
-    assert sorted(replication) == sorted((m, "streaming", "quorum") for m in ha.members if m != primary)
+    assert sorted(replication) == sorted((m, "streaming", "quorum") for m in ha.group_members() if m != primary)
     assert leader in ha.members
 
 
@@ -231,7 +255,7 @@ def test_sql_functions_are_for_pg_monitor(ha):
         for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
                    "replication_status()"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                _query(ha, primary, f"SELECT * FROM orochi.{fn}", role="ha_watcher")
+                _query(ha, primary, f"SELECT * FROM orochi.{fn}", role="ha_watcher")  # constant names
         _query(ha, primary, "GRANT pg_monitor TO ha_watcher")
         for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
                    "replication_status()"):
@@ -257,5 +281,45 @@ def test_metrics_and_once_status(ha):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"member {primary}: raft ")
     rows = {line.split()[1]: line.split() for line in lines[2:] if line.startswith(ha.group + " ")}
-    assert set(rows) == set(ha.members)
+    assert set(rows) == set(ha.group_members())
     assert rows[primary][2] == "primary"
+
+
+def test_orochi_nodes_follows_a_worker_failover(ha):
+    """The coordinator's metadata follows the worker group's failover: after
+    kill -9 of the worker's primary, orochi.nodes names its new primary and
+    distributed queries and writes on the coordinator reach it, with every
+    row (columnar shards, WAL-logged, are on the standbys)."""
+    old = ha.wait_ready()
+    worker = ha.clusters[old]
+
+    def coordinator() -> psycopg.Connection:
+        return psycopg.connect(ha.clusters[ha.primary(group="coordinator")].dsn("app"), autocommit=True)
+    with coordinator() as conn:
+        for (host, port) in conn.execute("SELECT host, port FROM orochi.nodes").fetchall():
+            conn.execute("SELECT orochi.remove_node(%s, %s)", (host, port))
+        conn.execute("SELECT orochi.add_node(%s, %s)", (worker.host, worker.port))
+        conn.execute("CREATE TABLE metrics (id int, v int)")
+        conn.execute("SELECT orochi.create_distributed_table('metrics', 'id', 4)")
+        conn.execute("INSERT INTO metrics SELECT g, g % 7 FROM generate_series(1, 2000) g")
+        expected = conn.execute("SELECT count(*), sum(v) FROM metrics").fetchone()
+    assert expected == (2000, sum(g % 7 for g in range(1, 2001)))
+    generation = ha.generation()
+    ha.kill_postmaster(old)
+    new = ha.wait_failover(generation)
+    assert new != old
+    new_port = ha.clusters[new].port
+
+    def moved() -> bool:
+        with coordinator() as conn:
+            return conn.execute("SELECT array_agg(port) FROM orochi.nodes").fetchone()[0] == [new_port]
+    wait_until(moved, 60, "orochi.nodes to name the new primary")
+    with coordinator() as conn:
+        assert conn.execute("SELECT count(*), sum(v) FROM metrics").fetchone() == expected
+        conn.execute("INSERT INTO metrics VALUES (5001, 3), (5002, 4)")
+        assert conn.execute("SELECT count(*), sum(v) FROM metrics WHERE id > 5000").fetchone() == (2, 7)
+        assert conn.execute("SELECT v FROM metrics WHERE id = 1234").fetchone() == (1234 % 7,)
+        conn.execute("SELECT orochi.undistribute_table('metrics')")
+        conn.execute("DROP TABLE metrics")
+    wait_until(lambda: ha.in_recovery(old) is True and old in ha.streaming(new), 120,
+               f"{old} to rejoin as a standby")
