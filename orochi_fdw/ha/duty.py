@@ -384,6 +384,7 @@ class HaDuty(Duty):
         self._close_local()
         try:
             line = self.server.rejoin(source, follow)
+            self._next_start = time.monotonic() + 30.0  # it is starting: give it time before starting it again
             logger.info("%s rejoined: %s", self.member, line)
         except (RuntimeError, psycopg.Error, OSError) as exc:
             logger.error("rejoining as a standby of %s failed: %s", primary, exc)
