@@ -305,6 +305,12 @@ class HaGroup:
             return {r[0] for r in c.execute("SELECT application_name FROM pg_stat_replication "
                                              "WHERE state = 'streaming'").fetchall()}
 
+    def synchronous(self, primary: str) -> set[str]:
+        """Members that are synchronous candidates of ``primary`` (sync_state quorum or sync)."""
+        with psycopg.connect(self.clusters[primary].dsn("postgres"), autocommit=True, connect_timeout=2) as c:
+            return {r[0] for r in c.execute("SELECT application_name FROM pg_stat_replication "
+                                             "WHERE sync_state IN ('quorum', 'sync')").fetchall()}
+
     def multihost_dsn(self, dbname: str = "postgres", group: str | None = None, **extra: Any) -> str:
         members = self.group_members(group)
         hosts = ",".join("127.0.0.1" for _ in members)
@@ -317,8 +323,9 @@ class HaGroup:
 
     def wait_ready(self, timeout: float = 120.0) -> str:
         """Until every node group has a primary that takes writes and every
-        other member of the group streams from it in recovery; returns the
-        primary of the first group."""
+        other member of the group streams from it in recovery (as a
+        synchronous candidate in quorum mode); returns the primary of the
+        first group."""
         def ready() -> str | None:
             state = self.state()
             if set(state["members"]) != set(self.members):
@@ -330,6 +337,8 @@ class HaGroup:
                 p = g["primary"]
                 others = set(self.group_members(group)) - {p}
                 if not self.writable(p) or not others <= self.streaming(p):
+                    return None
+                if others and self.synchronous_mode == "quorum" and not others <= self.synchronous(p):
                     return None
             return state["groups"][self.group]["primary"]
         return wait_until(ready, timeout, "the HA group to be ready")
