@@ -269,6 +269,8 @@ OPS = [
     # ---------------------------------------------------------------- distributed tables (no worker here:
     # what needs workers is in tests/distributed/test_dist_privileges.py)
     Op("recover_prepared_transactions", "none", "SELECT orochi.recover_prepared_transactions()", SUPER),
+    # ---------------------------------------------------------------- high availability (granted to pg_monitor)
+    Op("replication_status", "none", "SELECT * FROM orochi.replication_status()", SUPER),
     Op("nodes_view", "none", "SELECT * FROM orochi.nodes", ALL),
     Op("distributed_tables_view", "none", "SELECT * FROM orochi.distributed_tables", ALL),
     Op("shards_view", "none", "SELECT * FROM orochi.shards", ALL),
@@ -466,6 +468,10 @@ EXEMPT = {
     "shard_placements": "the orochi.shards view (shards_view)",
     "add_node": "a superuser's succeeds only with a worker to add: tests/distributed/test_dist_privileges.py",
     "remove_node": "a superuser's succeeds only with a worker to remove: tests/distributed/test_dist_privileges.py",
+    "raft_status": "asks the ha duty of a running orochi-sidecar: tests/ha (superuser, pg_monitor, 42501 else)",
+    "raft_leader": "asks a running orochi-sidecar: tests/ha/test_ha_failover.py",
+    "raft_cluster_info": "asks a running orochi-sidecar: tests/ha/test_ha_failover.py",
+    "cluster_health": "asks a running orochi-sidecar: tests/ha/test_ha_failover.py",
     "cluster_options_validator": "the validator of server orochi_cluster's user mappings: test_dist_metadata.py",
     "cluster_on_sql_drop": "event trigger: drop_table, cluster_drop_tables",
     "cluster_on_ddl_end": "event trigger: alter_*, cluster_alter_tables",
