@@ -22,6 +22,7 @@ from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
+from orochi_fdw.tiering.objects import TierCounters, open_stripe, prefetch_footers
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ScanCounters:
     delta_rows: int = 0
     columns: list[str] = field(default_factory=list)
     chunks: tuple[int, int] | None = None  # a hypertable's (chunks, chunks excluded)
+    tier: TierCounters = field(default_factory=TierCounters)  # reads from object storage
 
 
 def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition, has_missing: bool = False) -> Bounds:
@@ -108,12 +110,16 @@ class ColumnarScan:
                          + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
+        if c.tier.objects:
+            lines.append(f"Object Storage: {c.tier.explain()}")
         lines.append(f"Delta Rows: {c.delta_rows}")
         return lines
 
     # ------------------------------------------------------------------
 
     def _batches(self) -> Iterator[Batch]:
+        if self.needed:
+            prefetch_footers((s.file_path, s.file_bytes) for s in self.stripes)
         for stripe in self.stripes:
             self.counters.stripes += 1
             if not self.needed:
@@ -148,7 +154,7 @@ class ColumnarScan:
 
     def _open(self, stripe: store.StripeRecord) -> StripeReader:
         try:
-            return StripeReader(stripe.file_path)
+            return open_stripe(stripe.file_path, stripe.file_bytes, self.counters.tier)
         except FileNotFoundError:
             raise MissingStripeFileError(
                 f'stripe file "{stripe.file_path}" of table "{self.relname}" is missing',
@@ -172,6 +178,7 @@ class ColumnarScan:
                 rec = stripe.columns.get(self.table_columns[q.column].attnum)
                 if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
                     qual_cols[q.column] = meta.column_index(rec.column_name)
+            groups = []
             for group in meta.chunk_groups:
                 g = group.index
                 if self.quals:
@@ -189,6 +196,13 @@ class ColumnarScan:
                         == group.row_count:
                     self.counters.deleted_rows_skipped += group.row_count
                     continue  # every row deleted: nothing to decode
+                groups.append(group)
+            prefetch = getattr(reader, "prefetch", None)
+            if prefetch is not None:  # a stripe in object storage: fetch what is read, in parallel
+                prefetch([(present[name][0], group.index) for group in groups for name in self.needed
+                          if name in present])
+            for group in groups:
+                g = group.index
                 self.counters.chunk_groups += 1
                 cols = {}
                 for name in self.needed:
