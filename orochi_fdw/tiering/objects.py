@@ -32,6 +32,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.errors import CorruptDataError, InvalidParameterError
 from orochi_fdw.storage import stripe_format as sf
 from orochi_fdw.storage.codecs import decode_chunk
@@ -296,6 +297,7 @@ class ObjectStripeReader:
             ranges.append(r)
         if not ranges:
             return
+        fault_point("tier:before_fetch")
         merged = _merge(ranges)
         client, target, key = self.client, self.target, self.key
         if len(merged) == 1:

@@ -2227,7 +2227,7 @@ AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
 -- Every storage target, without its credentials.
-CREATE VIEW orochi.storage_targets AS
+CREATE VIEW orochi.storage_targets WITH (security_barrier) AS
 SELECT t.name, t.owner::regrole AS owner, t.endpoint, t.bucket, t.prefix, t.region, t.options,
        t.access_key_id IS NOT NULL AS has_credentials, t.created_at
   FROM orochi.storage_target t;
