@@ -94,34 +94,6 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
--- Internal: per chunk, its stripes in object storage and their bytes.
-CREATE FUNCTION orochi._chunk_tier_state(
-    OUT chunk_id bigint, OUT cold_stripes bigint, OUT hot_stripes bigint, OUT cold_bytes bigint,
-    OUT hot_bytes bigint, OUT target text, OUT location text)
-RETURNS SETOF record
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT s.chunk_id,
-       count(*) FILTER (WHERE s.file_path LIKE 'tier:%'),
-       count(*) FILTER (WHERE s.file_path NOT LIKE 'tier:%'),
-       coalesce(sum(s.file_bytes) FILTER (WHERE s.file_path LIKE 'tier:%'), 0)::bigint,
-       coalesce(sum(s.file_bytes) FILTER (WHERE s.file_path NOT LIKE 'tier:%'), 0)::bigint,
-       min(t.name),
-       min(CASE WHEN t.target_id IS NOT NULL
-                THEN 's3://' || t.bucket || '/' ||
-                     regexp_replace(substr(s.file_path, strpos(s.file_path, '/') + 1), '/[^/]*$', '/') END)
-  FROM orochi.columnar_stripes s
-  LEFT JOIN orochi.storage_target t
-         ON s.file_path LIKE 'tier:%'
-        AND t.target_id = CASE WHEN s.file_path LIKE 'tier:%'
-                               THEN split_part(substr(s.file_path, 6), '/', 1)::integer END
- WHERE s.chunk_id IS NOT NULL
- GROUP BY s.chunk_id
-$$;
-
-REVOKE EXECUTE ON FUNCTION orochi._chunk_tier_state() FROM PUBLIC;
-
 -- The chunks view, with each chunk's tier ('hot', 'cold', or 'mixed': some
 -- stripes local, as rows written into a cold chunk after its move and then
 -- compacted) and where its objects are.
@@ -158,7 +130,26 @@ SELECT h.relid::regclass                                  AS hypertable_name,
   FROM orochi.hypertable_chunks c
   JOIN orochi.hypertables h ON h.relid = c.relid
   LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id
-  LEFT JOIN orochi._chunk_tier_state() ts ON ts.chunk_id = c.chunk_id
+  LEFT JOIN (
+    -- per chunk: its stripes in object storage and their bytes, where they are
+    SELECT s.chunk_id,
+           count(*) FILTER (WHERE s.file_path LIKE 'tier:%'),
+           count(*) FILTER (WHERE s.file_path NOT LIKE 'tier:%'),
+           coalesce(sum(s.file_bytes) FILTER (WHERE s.file_path LIKE 'tier:%'), 0)::bigint,
+           coalesce(sum(s.file_bytes) FILTER (WHERE s.file_path NOT LIKE 'tier:%'), 0)::bigint,
+           min(t.name),
+           min(CASE WHEN t.target_id IS NOT NULL
+                    THEN 's3://' || t.bucket || '/' ||
+                         regexp_replace(substr(s.file_path, strpos(s.file_path, '/') + 1), '/[^/]*$', '/') END)
+      FROM orochi.columnar_stripes s
+      LEFT JOIN orochi.storage_target t
+             ON s.file_path LIKE 'tier:%'
+            AND t.target_id = CASE WHEN s.file_path LIKE 'tier:%'
+                                   THEN split_part(substr(s.file_path, 6), '/', 1)::integer END
+     WHERE s.chunk_id IS NOT NULL
+     GROUP BY s.chunk_id
+  ) ts(chunk_id, cold_stripes, hot_stripes, cold_bytes, hot_bytes, target, location)
+         ON ts.chunk_id = c.chunk_id
   CROSS JOIN LATERAL (
     -- orochi._chunk_compression_status, on the view owner's rights
     SELECT CASE

@@ -27,7 +27,7 @@ def create_storage_target(name: Any, endpoint: Any, bucket: Any, prefix: Any = "
     name = _text_arg("name", name)
     bucket = _text_arg("bucket", bucket)
     if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
-        raise InvalidParameterError(f'invalid endpoint "{endpoint}"', hint="An endpoint is an http:// or https:// URL.")
+        raise targets.TargetError(f'invalid endpoint "{endpoint}"', hint="An endpoint is an http:// or https:// URL.")
     prefix = "" if prefix is None else str(prefix)
     if ".." in prefix.split("/"):
         raise InvalidParameterError(f'invalid prefix "{prefix}"')

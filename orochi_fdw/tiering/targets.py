@@ -141,7 +141,7 @@ def validate_options(options: Any) -> tuple[dict, str | None, str | None]:
         if k in CREDENTIAL_NAMES:
             continue
         if k not in OPTION_NAMES:
-            raise InvalidParameterError(
+            raise TargetError(
                 f'unknown storage target option "{k}"',
                 hint="Valid options: " + ", ".join(OPTION_NAMES + CREDENTIAL_NAMES) + ".")
         if k in ("connect_timeout", "read_timeout"):

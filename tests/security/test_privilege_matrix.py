@@ -465,7 +465,6 @@ EXEMPT = {
     "untier_chunk": "needs an S3 server: tests/tiering/test_tiering_privileges.py",
     "add_tiering_policy": "needs a storage target: tests/tiering/test_tiering_privileges.py",
     "remove_tiering_policy": "tests/tiering/test_tiering_privileges.py",
-    "_chunk_tier_state": "revoked from PUBLIC; read by the orochi.chunks view (chunks_view)",
     "create_distributed_table": "needs worker nodes: tests/distributed/test_dist_privileges.py (owner, granted,"
                                 " ungranted, superuser)",
     "create_reference_table": "needs worker nodes: tests/distributed/test_dist_privileges.py",
