@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from orochi_fdw.testing.services import S3Server
+from orochi_fdw.testing.services import S3Server, SeaweedS3
 
 _names = itertools.count(1)
 
@@ -16,6 +16,17 @@ _names = itertools.count(1)
 @pytest.fixture(scope="session")
 def s3_server():
     server = S3Server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def seaweed():
+    """SeaweedFS (weed mini) in its own process, for the session."""
+    server = SeaweedS3()
     try:
         server.start()
         yield server

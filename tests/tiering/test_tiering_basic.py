@@ -9,6 +9,8 @@ import hashlib
 import psycopg
 import pytest
 
+from conftest import create_target
+
 COLUMNS = "ts timestamptz NOT NULL, device int, v float8, note text"
 DAY0 = "timestamptz '2024-01-01 00:00:00+00'"
 
@@ -58,6 +60,17 @@ def objects(s3, bucket: str) -> list[str]:
 
 
 def test_tier_and_untier_round_trip(db, s3, bucket, target):
+    round_trip(db, s3, bucket)
+
+
+def test_round_trip_on_seaweedfs(db, seaweed):
+    """The same against SeaweedFS, a persistent S3 server in its own process."""
+    seaweed.client().create_bucket(Bucket="orochi-tier-weed")
+    create_target(db, seaweed, "orochi-tier-weed")
+    round_trip(db, seaweed, "orochi-tier-weed")
+
+
+def round_trip(db, s3, bucket):
     setup_tables(db)
     db.execute("SELECT orochi.compact('m')")
     same(db)
