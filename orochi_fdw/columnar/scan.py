@@ -22,7 +22,7 @@ from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
-from orochi_fdw.tiering.objects import TierCounters, open_stripe, prefetch_footers
+from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
 
 @dataclass
@@ -119,7 +119,7 @@ class ColumnarScan:
 
     def _batches(self) -> Iterator[Batch]:
         if self.needed:
-            prefetch_footers((s.file_path, s.file_bytes) for s in self.stripes)
+            prefetch_footers((s.file_path, s.file_bytes, self._footer_estimate(s)) for s in self.stripes)
         for stripe in self.stripes:
             self.counters.stripes += 1
             if not self.needed:
@@ -152,9 +152,13 @@ class ColumnarScan:
         cols = {name: select_rows(col, live, offsets) for name, col in batch.columns.items()}
         return Batch(len(offsets), cols, stripe_rowids(stripe.stripe_id, offsets + first_row))
 
+    def _footer_estimate(self, stripe: store.StripeRecord) -> int:
+        return footer_estimate(stripe.chunk_group_count, len(self.table_columns) + 2)
+
     def _open(self, stripe: store.StripeRecord) -> StripeReader:
         try:
-            return open_stripe(stripe.file_path, stripe.file_bytes, self.counters.tier)
+            return open_stripe(stripe.file_path, stripe.file_bytes, self.counters.tier,
+                               self._footer_estimate(stripe))
         except FileNotFoundError:
             raise MissingStripeFileError(
                 f'stripe file "{stripe.file_path}" of table "{self.relname}" is missing',

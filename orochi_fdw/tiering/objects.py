@@ -40,8 +40,16 @@ from orochi_fdw.storage.kinds import get_kind
 from orochi_fdw.tiering import targets
 from orochi_fdw.tiering.targets import ObjectStoreError, is_object_path, parse_object_path
 
-#: bytes of an object's tail fetched for its footer (one request for most stripes)
+#: bytes of an object's tail fetched for its footer when its size is not
+#: estimated (see footer_estimate): one request for most stripes
 FOOTER_TAIL_BYTES = 64 << 10
+
+
+def footer_estimate(chunk_groups: int, columns: int) -> int:
+    """Bytes of tail to fetch for a stripe's footer: its chunk table (72
+    bytes per column chunk) and group counts, plus room for the schema and
+    text statistics; a footer beyond it costs one more request."""
+    return 4096 + chunk_groups * (4 + columns * 96)
 #: ranges closer than this are fetched as one request (the gap is read too)
 COALESCE_GAP = 4 << 10
 #: no merged request grows beyond this
@@ -193,7 +201,7 @@ class ObjectStripeReader:
     """A stripe that lives in object storage (see the module docstring)."""
 
     def __init__(self, path: str, file_bytes: int | None = None, counters: TierCounters | None = None,
-                 verify_checksums: bool = True):
+                 verify_checksums: bool = True, tail_bytes: int = FOOTER_TAIL_BYTES):
         self.path = path
         self.target_id, self.key = parse_object_path(path)
         self.target = targets.by_id(self.target_id)
@@ -208,7 +216,7 @@ class ObjectStripeReader:
             _footers.move_to_end(path)
             self.counters.footer_cache_hits += 1
         else:
-            meta = self._fetch_footer(file_bytes)
+            meta = self._fetch_footer(file_bytes, tail_bytes)
             _footers[path] = meta
             if len(_footers) > sf.FOOTER_CACHE_ENTRIES:
                 _footers.popitem(last=False)
@@ -237,7 +245,7 @@ class ObjectStripeReader:
         self.counters.bytes_fetched += len(data)
         return data
 
-    def _fetch_footer(self, size: int | None) -> sf.StripeMetadata:
+    def _fetch_footer(self, size: int | None, tail_bytes: int = FOOTER_TAIL_BYTES) -> sf.StripeMetadata:
         path = self.path
         tail = _prefetched_tails.pop(path, None)
         if tail is not None and size is not None:
@@ -252,7 +260,7 @@ class ObjectStripeReader:
             self.counters.requests += 1
         if size < sf.HEADER.size + sf.TRAILER.size:
             raise CorruptDataError(f"{path}: object too short for a stripe ({size} bytes)")
-        tail_len = min(size, FOOTER_TAIL_BYTES)
+        tail_len = min(size, tail_bytes)
         return self._parse_tail(size, self._fetch(size - tail_len, tail_len))
 
     def _parse_tail(self, size: int, tail: bytes) -> sf.StripeMetadata:
@@ -396,20 +404,21 @@ class ObjectStripeReader:
 _prefetched_tails: dict[str, bytes] = {}
 
 
-def prefetch_footers(items: Iterable[tuple[str, int]]) -> None:
+def prefetch_footers(items: Iterable[tuple[str, int, int]]) -> None:
     """Fetch, in parallel, the tails (footers) of the objects ``(path,
-    bytes)`` a scan will open whose footers are not cached: a scan over many
-    cold stripes then waits for one round trip, not one per stripe."""
-    wanted = [(p, n) for p, n in items
+    bytes, tail bytes)`` a scan will open whose footers are not cached: a
+    scan over many cold stripes then waits for one round trip, not one per
+    stripe."""
+    wanted = [(p, n, t) for p, n, t in items
               if is_object_path(p) and p not in _footers and p not in _prefetched_tails and n > 0]
     if len(wanted) < 2:
         return
     _, parallel = _settings()
     jobs = []
-    for path, size in wanted:
+    for path, size, tail in wanted:
         target_id, key = parse_object_path(path)
         target = targets.by_id(target_id)
-        length = min(size, FOOTER_TAIL_BYTES)
+        length = min(size, tail)
         jobs.append((path, target, key, size - length, length))
     pool = _executor(parallel)
     futures = [(path, pool.submit(_get_range, targets.client(t), t, key, start, length))
@@ -421,10 +430,11 @@ def prefetch_footers(items: Iterable[tuple[str, int]]) -> None:
             pass
 
 
-def open_stripe(path: str, file_bytes: int | None = None, counters: TierCounters | None = None):
+def open_stripe(path: str, file_bytes: int | None = None, counters: TierCounters | None = None,
+                tail_bytes: int = FOOTER_TAIL_BYTES):
     """A reader of a stripe, wherever it lives (see the module docstring)."""
     if is_object_path(path):
-        return ObjectStripeReader(path, file_bytes, counters)
+        return ObjectStripeReader(path, file_bytes, counters, tail_bytes=tail_bytes)
     return sf.StripeReader(path)
 
 
