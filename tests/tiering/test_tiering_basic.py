@@ -83,7 +83,10 @@ def round_trip(db, s3, bucket):
     for sid, p in local.items():
         full = db.execute("SELECT orochi._file_path(%s)", (p,)).fetchone()[0]
         digests[sid] = hashlib.sha256(db.execute("SELECT pg_read_binary_file(%s)", (full,)).fetchone()[0]).hexdigest()
+    size_before = db.execute("SELECT orochi.table_size('m')").fetchone()[0]
     assert db.execute("SELECT orochi.tier_chunk(%s, 'cold')", (first,)).fetchone()[0] == first
+    moved = db.execute("SELECT cold_bytes FROM orochi.chunks WHERE chunk_name = %s", (first,)).fetchone()[0]
+    assert moved > 0 and db.execute("SELECT orochi.table_size('m')").fetchone()[0] == size_before - moved
     cold = stripe_files(db, first)
     assert set(cold) == set(local) and all(p.startswith("tier:") for p in cold.values())
     assert len(objects(s3, bucket)) == len(local)
