@@ -163,12 +163,21 @@ def _size_bytes(text: str) -> int:
     return int(text) << 10  # the setting's unit: kB
 
 
+def _block_signals() -> None:
+    """Fetch threads take no signal: PostgreSQL's handlers (cancel,
+    terminate, latches) run in the backend's own thread only."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+
+
 def _executor(parallel: int) -> concurrent.futures.ThreadPoolExecutor:
     global _pool, _pool_size
     if _pool is None or _pool_size != parallel:
         if _pool is not None:
             _pool.shutdown(wait=False)
-        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="orochi-tier")
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="orochi-tier",
+                                                      initializer=_block_signals)
         _pool_size = parallel
     return _pool
 
