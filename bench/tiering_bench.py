@@ -53,14 +53,14 @@ COLUMNS = "ts timestamptz NOT NULL, device_id int, cpu float8, mem float8, temp 
 SAMPLE_SECONDS = 10
 T0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
-#: the same rows in both tables (no random(): pseudo-random from the row number)
+#: the same rows in both tables (no random(): hashes of the row number)
 _ROWS = """
 SELECT %s::timestamptz + (i / {devices}) * interval '{step} seconds',
        (i %% {devices})::int,
-       ((i * 7919) %% 1000) / 10.0,
-       floor((50 + 20 * sin((i / {devices}) / 360.0) + ((i * 104729) %% 200) / 100.0) * 100) / 100,
+       abs(hashint8(i) %% 10000) / 100.0,
+       floor((50 + 20 * sin((i / {devices}) / 360.0) + abs(hashint8(-i) %% 200) / 100.0) * 100) / 100,
        30 + ((i / {devices} + (i %% {devices}) * 7) %% 200) / 10.0,
-       CASE WHEN (i * 15485863) %% 100 = 0 THEN 'warn' ELSE 'ok' END
+       CASE WHEN hashint8(i) %% 100 = 0 THEN 'warn' ELSE 'ok' END
   FROM generate_series(%s::bigint, %s::bigint - 1) i
 """
 

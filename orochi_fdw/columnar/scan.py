@@ -16,7 +16,7 @@ import numpy as np
 
 from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Batch, Column
-from orochi_fdw.catalog import store
+from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
@@ -120,16 +120,37 @@ class ColumnarScan:
     def _batches(self) -> Iterator[Batch]:
         if self.needed:
             prefetch_footers((s.file_path, s.file_bytes, self._footer_estimate(s)) for s in self.stripes)
-        for stripe in self.stripes:
-            self.counters.stripes += 1
-            if not self.needed:
-                deleted = DeletedOffsets(stripe.delete_bitmap)
-                batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
-                if batch is not None:
-                    self.counters.rows += batch.nrows
-                    yield batch
-                continue
-            yield from self._stripe_batches(stripe)
+        ahead: tuple | None = None  # (stripe, plan) of a cold stripe whose fetches are in flight
+        try:
+            for stripe in self.stripes:
+                self.counters.stripes += 1
+                if not self.needed:
+                    deleted = DeletedOffsets(stripe.delete_bitmap)
+                    batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
+                    if batch is not None:
+                        self.counters.rows += batch.nrows
+                        yield batch
+                    continue
+                if files.is_object(stripe.file_path):
+                    # in object storage: start its fetches now, decode the
+                    # stripe before it (if any) while they run
+                    planned = (stripe, self._plan(stripe))
+                    if ahead is not None:
+                        current, ahead = ahead, planned
+                        yield from self._emit(*current)
+                    else:
+                        ahead = planned
+                    continue
+                if ahead is not None:
+                    current, ahead = ahead, None
+                    yield from self._emit(*current)
+                yield from self._emit(stripe, self._plan(stripe))
+            if ahead is not None:
+                current, ahead = ahead, None
+                yield from self._emit(*current)
+        finally:
+            if ahead is not None:
+                ahead[1].reader.close()
         if self.delta is not None:
             for batch in self.delta():
                 self.counters.delta_rows += batch.nrows
@@ -166,7 +187,18 @@ class ColumnarScan:
         except PermissionError as exc:
             raise StorageIOError(f'could not open stripe file "{stripe.file_path}": {exc.strerror}') from None
 
-    def _stripe_batches(self, stripe: store.StripeRecord) -> Iterator[Batch]:
+    @dataclass
+    class _Plan:
+        """What a scan reads from one stripe: its open reader, the needed
+        columns it has, its deleted rows and the chunk groups left after
+        pruning (their fetches started, for a stripe in object storage)."""
+
+        reader: object
+        present: dict
+        deleted: DeletedOffsets
+        groups: list
+
+    def _plan(self, stripe: store.StripeRecord) -> "ColumnarScan._Plan":
         reader = self._open(stripe)
         try:
             meta = reader.metadata
@@ -201,11 +233,19 @@ class ColumnarScan:
                     self.counters.deleted_rows_skipped += group.row_count
                     continue  # every row deleted: nothing to decode
                 groups.append(group)
-            prefetch = getattr(reader, "prefetch", None)
-            if prefetch is not None:  # a stripe in object storage: fetch what is read, in parallel
-                prefetch([(present[name][0], group.index) for group in groups for name in self.needed
-                          if name in present])
-            for group in groups:
+            start = getattr(reader, "start_prefetch", None)
+            if start is not None:  # a stripe in object storage: fetch what is read, in parallel
+                start([(present[name][0], group.index) for group in groups for name in self.needed
+                       if name in present])
+            return ColumnarScan._Plan(reader, present, deleted, groups)
+        except BaseException:
+            reader.close()
+            raise
+
+    def _emit(self, stripe: store.StripeRecord, plan: "ColumnarScan._Plan") -> Iterator[Batch]:
+        reader, present, deleted = plan.reader, plan.present, plan.deleted
+        try:
+            for group in plan.groups:
                 g = group.index
                 self.counters.chunk_groups += 1
                 cols = {}

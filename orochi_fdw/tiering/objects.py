@@ -191,18 +191,32 @@ def _get_range(client: Any, target: targets.Target, key: str, start: int, length
     return data
 
 
+#: merged requests read at most this fraction of bytes nobody asked for
+COALESCE_WASTE = 0.1
+
+
 def _merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, list[tuple[int, int]]]]:
     """Merge (offset, length) ranges that touch or nearly touch: a list of
-    (start, length, [parts])."""
+    (start, length, [parts]). A gap is read along only while it is small
+    (``COALESCE_GAP``) and the request's unwanted bytes stay under
+    ``COALESCE_WASTE`` of its wanted ones, so bytes fetched stay close to
+    bytes needed."""
     out: list[tuple[int, int, list[tuple[int, int]]]] = []
+    useful: list[int] = []
     for off, length in sorted(set(ranges)):
         if out:
             start, total, parts = out[-1]
             end = start + total
-            if off - end <= COALESCE_GAP and off + length - start <= MAX_REQUEST_BYTES:
-                out[-1] = (start, max(end, off + length) - start, parts + [(off, length)])
+            gap = max(0, off - end)
+            wanted = useful[-1] + length
+            new_total = max(end, off + length) - start
+            if gap <= COALESCE_GAP and new_total <= MAX_REQUEST_BYTES \
+                    and new_total - wanted <= COALESCE_WASTE * wanted:
+                out[-1] = (start, new_total, parts + [(off, length)])
+                useful[-1] = wanted
                 continue
         out.append((off, length, [(off, length)]))
+        useful.append(length)
     return out
 
 
@@ -219,6 +233,7 @@ class ObjectStripeReader:
         self.counters = counters if counters is not None else TierCounters()
         self._limit, self._parallel = _settings()
         self._pinned: dict[tuple[int, int], bytes] = {}
+        self._pending: list = []  # (future, start, [(offset, length)]) of fetches in flight
         self.counters.objects += 1
         meta = _footers.get(path)
         if meta is not None:
@@ -239,6 +254,9 @@ class ObjectStripeReader:
         self.close()
 
     def close(self) -> None:
+        for f, _, _ in self._pending:
+            f.cancel()
+        self._pending = []
         self._pinned = {}
 
     # ------------------------------------------------------------ fetching
@@ -299,6 +317,13 @@ class ObjectStripeReader:
         """Fetch the column chunks ``(column, chunk group)`` a scan is about
         to read, those not cached, merged and in parallel; they stay pinned
         in this reader until it closes."""
+        self.start_prefetch(wanted)
+        self._complete()
+
+    def start_prefetch(self, wanted: Iterable[tuple[str, int]]) -> None:
+        """Start fetching (as :meth:`prefetch`) without waiting: the first
+        read of this reader waits for them. A scan starts the next stripe's
+        fetches before it decodes the current one."""
         ranges = []
         for column, g in wanted:
             m = self.metadata.chunk(column, g)
@@ -315,35 +340,36 @@ class ObjectStripeReader:
         if not ranges:
             return
         fault_point("tier:before_fetch")
-        merged = _merge(ranges)
+        pool = _executor(self._parallel)
         client, target, key = self.client, self.target, self.key
-        if len(merged) == 1:
-            results = [self._fetch(merged[0][0], merged[0][1])]
-        else:
-            pool = _executor(self._parallel)
-            futures = [pool.submit(_get_range, client, target, key, start, length) for start, length, _ in merged]
-            results = []
-            try:
-                for f in futures:
-                    try:
-                        results.append(f.result())
-                    except CorruptDataError:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - after boto3's retries
-                        raise targets.describe_error(target, f'read object "{key}"', exc) from None
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-            self.counters.requests += len(results)
-            self.counters.bytes_fetched += sum(len(d) for d in results)
-        for (start, _, parts), data in zip(merged, results):
-            for off, length in parts:
-                piece = data[off - start:off - start + length]
-                self._pinned[(off, length)] = piece
-                cache.put((self.path, off, length), piece)
+        for start, length, parts in _merge(ranges):
+            self._pending.append((pool.submit(_get_range, client, target, key, start, length), start, parts))
+
+    def _complete(self) -> None:
+        """Wait for the fetches started, pin (and cache) what they read."""
+        pending, self._pending = self._pending, []
+        try:
+            for i, (f, start, parts) in enumerate(pending):
+                try:
+                    data = f.result()
+                except CorruptDataError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - after boto3's retries
+                    raise targets.describe_error(self.target, f'read object "{self.key}"', exc) from None
+                self.counters.requests += 1
+                self.counters.bytes_fetched += len(data)
+                for off, length in parts:
+                    piece = data[off - start:off - start + length]
+                    self._pinned[(off, length)] = piece
+                    cache.put((self.path, off, length), piece)
+        except BaseException:
+            for f, _, _ in pending:
+                f.cancel()
+            raise
 
     def _chunk_bytes(self, offset: int, length: int) -> bytes:
+        if self._pending:
+            self._complete()
         data = self._pinned.get((offset, length))
         if data is not None:
             return data

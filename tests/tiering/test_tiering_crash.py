@@ -23,8 +23,9 @@ def crash_cluster(request):
 
 
 @pytest.mark.allow_backend_crash
-@pytest.mark.parametrize("point", ["tier:before_upload", "tier:after_upload", "tier:before_commit",
-                                   "untier:after_download"])
+@pytest.mark.parametrize("point", [pytest.param("tier:before_upload", marks=pytest.mark.slow), "tier:after_upload",
+                                   pytest.param("tier:before_commit", marks=pytest.mark.slow),
+                                   pytest.param("untier:after_download", marks=pytest.mark.slow)])
 def test_kill9_during_a_move(crash_cluster, s3, bucket, point):
     pg = crash_cluster
     pg.ensure_running()
