@@ -16,12 +16,13 @@ import numpy as np
 
 from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Batch, Column
-from orochi_fdw.catalog import store
+from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
+from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ScanCounters:
     delta_rows: int = 0
     columns: list[str] = field(default_factory=list)
     chunks: tuple[int, int] | None = None  # a hypertable's (chunks, chunks excluded)
+    tier: TierCounters = field(default_factory=TierCounters)  # reads from object storage
 
 
 def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition, has_missing: bool = False) -> Bounds:
@@ -108,22 +110,47 @@ class ColumnarScan:
                          + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
+        if c.tier.objects:
+            lines.append(f"Object Storage: {c.tier.explain()}")
         lines.append(f"Delta Rows: {c.delta_rows}")
         return lines
 
     # ------------------------------------------------------------------
 
     def _batches(self) -> Iterator[Batch]:
-        for stripe in self.stripes:
-            self.counters.stripes += 1
-            if not self.needed:
-                deleted = DeletedOffsets(stripe.delete_bitmap)
-                batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
-                if batch is not None:
-                    self.counters.rows += batch.nrows
-                    yield batch
-                continue
-            yield from self._stripe_batches(stripe)
+        if self.needed:
+            prefetch_footers((s.file_path, s.file_bytes, self._footer_estimate(s)) for s in self.stripes)
+        ahead: tuple | None = None  # (stripe, plan) of a cold stripe whose fetches are in flight
+        try:
+            for stripe in self.stripes:
+                self.counters.stripes += 1
+                if not self.needed:
+                    deleted = DeletedOffsets(stripe.delete_bitmap)
+                    batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
+                    if batch is not None:
+                        self.counters.rows += batch.nrows
+                        yield batch
+                    continue
+                if files.is_object(stripe.file_path):
+                    # in object storage: start its fetches now, decode the
+                    # stripe before it (if any) while they run
+                    planned = (stripe, self._plan(stripe))
+                    if ahead is not None:
+                        current, ahead = ahead, planned
+                        yield from self._emit(*current)
+                    else:
+                        ahead = planned
+                    continue
+                if ahead is not None:
+                    current, ahead = ahead, None
+                    yield from self._emit(*current)
+                yield from self._emit(stripe, self._plan(stripe))
+            if ahead is not None:
+                current, ahead = ahead, None
+                yield from self._emit(*current)
+        finally:
+            if ahead is not None:
+                ahead[1].reader.close()
         if self.delta is not None:
             for batch in self.delta():
                 self.counters.delta_rows += batch.nrows
@@ -146,9 +173,13 @@ class ColumnarScan:
         cols = {name: select_rows(col, live, offsets) for name, col in batch.columns.items()}
         return Batch(len(offsets), cols, stripe_rowids(stripe.stripe_id, offsets + first_row))
 
+    def _footer_estimate(self, stripe: store.StripeRecord) -> int:
+        return footer_estimate(stripe.chunk_group_count, len(self.table_columns) + 2)
+
     def _open(self, stripe: store.StripeRecord) -> StripeReader:
         try:
-            return StripeReader(stripe.file_path)
+            return open_stripe(stripe.file_path, stripe.file_bytes, self.counters.tier,
+                               self._footer_estimate(stripe))
         except FileNotFoundError:
             raise MissingStripeFileError(
                 f'stripe file "{stripe.file_path}" of table "{self.relname}" is missing',
@@ -156,7 +187,18 @@ class ColumnarScan:
         except PermissionError as exc:
             raise StorageIOError(f'could not open stripe file "{stripe.file_path}": {exc.strerror}') from None
 
-    def _stripe_batches(self, stripe: store.StripeRecord) -> Iterator[Batch]:
+    @dataclass
+    class _Plan:
+        """What a scan reads from one stripe: its open reader, the needed
+        columns it has, its deleted rows and the chunk groups left after
+        pruning (their fetches started, for a stripe in object storage)."""
+
+        reader: object
+        present: dict
+        deleted: DeletedOffsets
+        groups: list
+
+    def _plan(self, stripe: store.StripeRecord) -> "ColumnarScan._Plan":
         reader = self._open(stripe)
         try:
             meta = reader.metadata
@@ -172,6 +214,7 @@ class ColumnarScan:
                 rec = stripe.columns.get(self.table_columns[q.column].attnum)
                 if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
                     qual_cols[q.column] = meta.column_index(rec.column_name)
+            groups = []
             for group in meta.chunk_groups:
                 g = group.index
                 if self.quals:
@@ -189,6 +232,21 @@ class ColumnarScan:
                         == group.row_count:
                     self.counters.deleted_rows_skipped += group.row_count
                     continue  # every row deleted: nothing to decode
+                groups.append(group)
+            start = getattr(reader, "start_prefetch", None)
+            if start is not None:  # a stripe in object storage: fetch what is read, in parallel
+                start([(present[name][0], group.index) for group in groups for name in self.needed
+                       if name in present])
+            return ColumnarScan._Plan(reader, present, deleted, groups)
+        except BaseException:
+            reader.close()
+            raise
+
+    def _emit(self, stripe: store.StripeRecord, plan: "ColumnarScan._Plan") -> Iterator[Batch]:
+        reader, present, deleted = plan.reader, plan.present, plan.deleted
+        try:
+            for group in plan.groups:
+                g = group.index
                 self.counters.chunk_groups += 1
                 cols = {}
                 for name in self.needed:
