@@ -91,6 +91,7 @@ _DUTIES: dict[str, str] = {
     "recovery": "orochi_fdw.sidecar.recovery:RecoveryDuty",
     "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
     "cdc": "orochi_fdw.cdc.duty:CdcDuty",
+    "rebalance": "orochi_fdw.sidecar.rebalance:RebalanceDuty",
 }
 
 
