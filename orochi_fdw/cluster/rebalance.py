@@ -126,6 +126,8 @@ def plan(table_name: Any = None, strategy: Any = "by_shard_count", max_shard_mov
             raise DistributionError(f'table "{name}" is not a hash-distributed table', "42809")
         coloc = t.colocation_id
     nodes = [n for n in _active_node_ids() if n != drain_node]
+    if not nodes and drain_node is None:
+        return []  # no worker: nothing to balance
     if not nodes:
         raise DistributionError(f"node {drain_node} is the last active node: its shards have nowhere to go",
                                 "55000", hint="Add a node with orochi.add_node first.")

@@ -253,7 +253,7 @@ def run_moves(db: Db, **kw) -> list[tuple[int, str]]:
         runner.close()
 
 
-@pytest.mark.parametrize("storage", ["columnar", "heap"])
+@pytest.mark.parametrize("storage", ["columnar", pytest.param("heap", marks=pytest.mark.slow)])
 def test_rebalance_and_drain_under_writes(rdb, storage):
     """3 → 4 workers, then draining one, while writers insert, update and
     delete and a reader reads: no row lost or duplicated, every read right."""
@@ -465,12 +465,15 @@ def test_drain_last_node(rcluster):
 
 # ------------------------------------------------------------------ kill -9
 
-#: (party, phase): the default suite's subset; test_rebalance_crash_all.py has every pair
-CRASH_CASES = [
-    ("runner", "copying"), ("runner", "caught_up"), ("runner", "prepared"), ("runner", "switched"),
-    ("coordinator", "copied"), ("coordinator", "prepared"), ("coordinator", "switched"),
-    ("source", "switch_locked"), ("source", "prepared"), ("target", "copied"), ("target", "switched"),
-]
+#: (party, phase) in the default suite: a rollback after catch-up, a rollback
+#: of the source's prepared fence, a finish whose source died holding it
+CRASH_CASES = [("runner", "caught_up"), ("coordinator", "prepared"), ("source", "switched")]
+
+#: every party at every fault point (slow)
+ALL_CRASH_CASES = [(party, phase) for party in ("runner", "coordinator", "source", "target")
+                   for phase in ("setup", "copying", "copied", "caught_up", "switch_locked", "prepared",
+                                 "switched", "cleanup")
+                   if (party, phase) not in CRASH_CASES]
 
 #: phases at which writers are not held (the switch holds them from switch_locked to switched)
 WRITABLE = ("setup", "copying", "copied", "caught_up", "cleanup")
@@ -558,3 +561,15 @@ def crash_case(db: Db, party: str, phase: str, storage: str = "columnar") -> Non
 @pytest.mark.parametrize("party,phase", CRASH_CASES, ids=[f"{p}-{f}" for p, f in CRASH_CASES])
 def test_kill9_during_move(rdb, party, phase):
     crash_case(rdb, party, phase)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("party,phase", ALL_CRASH_CASES, ids=[f"{p}-{f}" for p, f in ALL_CRASH_CASES])
+def test_kill9_during_move_all(rdb, party, phase):
+    crash_case(rdb, party, phase)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("party,phase", [("runner", "copied"), ("source", "prepared"), ("target", "switched")])
+def test_kill9_during_move_heap(rdb, party, phase):
+    crash_case(rdb, party, phase, storage="heap")
