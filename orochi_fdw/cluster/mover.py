@@ -232,6 +232,13 @@ class Runner:
         return bool(self.coord.execute("SELECT stop_requested FROM orochi.dist_move WHERE move_id = %s",
                                        (move_id,)).fetchone()[0]) or self.stopping.is_set()
 
+    def _asked_to_stop(self, move_id: int) -> bool:
+        try:
+            return bool(self.coord.execute("SELECT stop_requested FROM orochi.dist_move WHERE move_id = %s",
+                                           (move_id,)).fetchone()[0])
+        except psycopg.Error:
+            return False
+
     def run_pending(self, job_id: int | None = None, limit: int | None = None) -> list[tuple[int, str]]:
         """Recover orphaned moves, then run queued moves (of one job) in
         order; returns (move id, outcome) of those run."""
@@ -281,8 +288,10 @@ class Runner:
             for c in (src, tgt):
                 _close(c)
             src = tgt = None
-            self._undo_or_finish(m, "stopped" if stopped else "failed",
-                                 None if stopped else f"{type(exc).__name__}: {exc}".strip())
+            phase = "stopped" if stopped else "failed"
+            if stopped and self.stopping.is_set() and not self._asked_to_stop(move_id):
+                phase = "queued"  # the runner is shutting down: the move runs again later
+            self._undo_or_finish(m, phase, None if stopped else f"{type(exc).__name__}: {exc}".strip())
             return self.coord.execute("SELECT phase FROM orochi.dist_move WHERE move_id = %s",
                                       (move_id,)).fetchone()[0] if self.coord and not self.coord.closed else "failed"
         finally:
@@ -519,7 +528,11 @@ class Runner:
                             sql.SQL("FOREIGN TABLE" if s.storage == "columnar" else "TABLE"), s.ident))
         finally:
             _close(tgt)
-        self._set(m.move_id, phase=phase, error=error, finished_at=_now(self.coord))
+        if phase == "queued":
+            self._set(m.move_id, phase=phase, error=None, started_at=None, bytes_copied=0, rows_copied=0,
+                      changes_applied=0)
+        else:
+            self._set(m.move_id, phase=phase, error=error, finished_at=_now(self.coord))
 
     def recover(self) -> int:
         """Finish or roll back the open moves no runner holds; returns how

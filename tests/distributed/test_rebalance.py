@@ -573,3 +573,53 @@ def test_kill9_during_move_all(rdb, party, phase):
 @pytest.mark.parametrize("party,phase", [("runner", "copied"), ("source", "prepared"), ("target", "switched")])
 def test_kill9_during_move_heap(rdb, party, phase):
     crash_case(rdb, party, phase, storage="heap")
+
+
+def test_sidecar_duty_runs_the_queue(rdb):
+    """orochi-sidecar's rebalance duty (--once) runs a queued move."""
+    make_table(rdb, "t", "heap", rows=500, shards=4)
+    shard = min(rdb.placements("t"))
+    src = rdb.placements("t")[shard][0]
+    target = next(n for n in rdb.node_ids if n != src)
+    rdb.one("SELECT orochi.move_shard(%s, %s)", (shard, target))
+    env = dict(os.environ, OROCHI_SIDECAR_DUTIES="rebalance", OROCHI_SIDECAR_HTTP_ENABLED="false")
+    out = subprocess.run([sys.executable, "-m", "orochi_fdw.sidecar", "--dsn", rdb.dsn, "--once"],
+                         capture_output=True, text=True, env=env, timeout=300,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "done" in out.stdout, out.stdout
+    assert rdb.placements("t")[shard] == [target]
+    assert_equal_to_oracle(rdb, "t")
+    assert_one_placement_each(rdb, "t")
+
+
+@pytest.mark.slow
+def test_rebalance_and_drain_under_writes_soak(rdb):
+    """The longer version: more rows, more writers, more changes per phase,
+    every strategy, both kinds of shard."""
+    make_table(rdb, "t", "columnar", rows=30000, shards=12)
+    with rdb.connect() as c:
+        c.execute("CREATE TABLE h (k int NOT NULL, v bigint, note text, ts timestamptz, f float8)")
+        c.execute("SELECT orochi.create_distributed_table('h', 'k', 6, shard_storage => 'heap', colocate_with => 'none')")
+        c.execute("CREATE TABLE h_oracle (LIKE h)")
+        for t in ("h", "h_oracle"):
+            c.execute(f"INSERT INTO {t} SELECT g, g * 10, 'h', now(), g FROM generate_series(1, 5000) g")
+    writers = Writers(rdb, "t", static_rows=30000, threads=4, seed=11).start()
+    others = Writers(rdb, "h", static_rows=5000, threads=1, seed=99).start()
+    try:
+        rdb.add_node(3)
+        assert rdb.one("SELECT orochi.rebalance_table_shards(strategy => 'by_disk_size')") is not None
+        assert all(o == "done" for _, o in run_moves(rdb, on_phase=_during(writers, commits=60)))
+        assert rdb.one("SELECT orochi.rebalance_table_shards()") is None or \
+            all(o == "done" for _, o in run_moves(rdb, on_phase=_during(writers, commits=30)))
+        for node in rdb.node_ids[:2]:
+            assert rdb.one("SELECT orochi.drain_node(%s)", (node,)) is not None
+            assert all(o == "done" for _, o in run_moves(rdb, on_phase=_during(writers, commits=60)))
+        writers.wait_commits(50)
+    finally:
+        writers.finish()
+        others.finish()
+    assert_equal_to_oracle(rdb, "t")
+    assert_equal_to_oracle(rdb, "h")
+    assert_one_placement_each(rdb, "t")
+    assert_one_placement_each(rdb, "h")
