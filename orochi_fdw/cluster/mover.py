@@ -297,8 +297,11 @@ class Runner:
         finally:
             for c in (src, tgt):
                 _close(c)
-        self._cleanup(m)
-        return "done"
+        try:
+            return "done" if self._cleanup(m) else "cleanup"
+        except psycopg.Error as exc:
+            logger.warning("move %d: switched; the source's cleanup is left to recovery (%s)", move_id, exc)
+            return "cleanup"
 
     def _setup(self, m: Move, src: psycopg.Connection, tgt: psycopg.Connection) -> None:
         self._set(m.move_id, phase="setup")
@@ -458,9 +461,11 @@ class Runner:
             _close(coord2)
             _close(fence)
 
-    def _cleanup(self, m: Move) -> None:
+    def _cleanup(self, m: Move, patience: float | None = None) -> bool:
         """Drop the source shards once no coordinator transaction that began
-        before the switch is left."""
+        before the switch is left (waiting at most ``patience`` seconds, then
+        leaving it to a later round: False)."""
+        deadline = None if patience is None else time.monotonic() + patience
         self._set(m.move_id, phase="cleanup")
         self._point("cleanup", m.move_id)
         since = self.coord.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -471,8 +476,8 @@ class Runner:
                 (since,)).fetchone()[0]
             if not old:
                 break
-            if self.stopping.wait(0.05):
-                return  # recovery finishes it
+            if self.stopping.wait(0.05) or (deadline is not None and time.monotonic() > deadline):
+                return False  # recovery finishes it
         src = self.node(m.source)
         try:
             gid = f"orochi_move_{self.coordinator_id}_{m.move_id}"
@@ -486,6 +491,7 @@ class Runner:
         finally:
             _close(src)
         self._set(m.move_id, phase="done", finished_at=_now(self.coord))
+        return True
 
     # recovery -----------------------------------------------------------
 
@@ -553,12 +559,12 @@ class Runner:
                     continue
                 try:
                     if m.switched:
-                        self._cleanup(m)
+                        n += self._cleanup(m, patience=30.0)
                     else:
                         self._rollback(m, "failed", f"interrupted in phase {phase}; rolled back by recovery")
-                    n += 1
-                except (psycopg.OperationalError, psycopg.errors.LockNotAvailable) as exc:
-                    logger.warning("move %d: recovery could not reach a node (%s); next round", move_id, exc)
+                        n += 1
+                except psycopg.Error as exc:
+                    logger.warning("move %d: recovery could not finish it now (%s); next round", move_id, exc)
             finally:
                 if self.coord is not None and not self.coord.closed:
                     self._release(move_id)
