@@ -7,8 +7,9 @@ logical replication: block writes, copy, switch the metadata).
 Three PostgreSQL clusters on this machine (a coordinator and two workers,
 :class:`orochi_fdw.testing.distributed.LocalCluster`).  A table distributed
 over 2 shards (one per worker, columnar shards) is filled with ``--rows``
-rows of about 190 bytes in COPY's binary form (``--rows 2500000``: ~1 GB per
-shard).  Then, for each kind of move, shard 1 moves to the other worker
+rows of about 170 bytes in COPY's binary form (``--rows 12000000``: ~1 GB
+per shard, the issue's size; the default is smaller for this shared
+machine).  Then, for each kind of move, shard 1 moves to the other worker
 while a client inserts one row every 10 ms (keys spread over both shards)
 and records each INSERT's latency:
 
