@@ -115,7 +115,22 @@ def online_move(dsn: str) -> dict:
             "SELECT bytes_copied, switch_ms, changes_applied FROM orochi.dist_move ORDER BY move_id DESC LIMIT 1"
         ).fetchone()
     return {"t0": t0, "t1": t1, "bytes": int(copied), "lock_ms": float(switch_ms), "applied": int(applied),
-            "copy_s": phases.get("copied", t1) - t0}
+            "copy_s": phases.get("copied", t1) - t0, "phases": phases}
+
+
+def stall_phase(r: dict, samples: list[tuple[float, float]]) -> str:
+    """The fault points passed during the longest stall of the writer (or
+    the last one before it): where the stall happened."""
+    phases = r.get("phases")
+    window = [(start, lat) for start, lat in samples if r["t0"] <= start + lat and start <= r["t1"]]
+    if not phases or not window:
+        return "-"
+    start, lat = max(window, key=lambda x: x[1])
+    inside = [p for p, t in sorted(phases.items(), key=lambda x: x[1]) if start <= t <= start + lat]
+    if inside:
+        return "during " + ", ".join(inside)
+    before = [p for p, t in sorted(phases.items(), key=lambda x: x[1]) if t < start]
+    return f"after {before[-1]}" if before else "before setup"
 
 
 def blocking_move(dsn: str) -> dict:
@@ -191,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             writer.thread.join(30)
             during = writer.window(r["t0"], r["t1"])
             before = [lat * 1000 for start, lat in writer.samples[5:] if start + lat < before_end]  # warm
-            r.update(during=during, before=before, errors=list(writer.errors), n=len(writer.samples))
+            r.update(during=during, before=before, errors=list(writer.errors), n=len(writer.samples),
+                     where=stall_phase(r, writer.samples))
             results[kind] = r
             log(f"{kind}: {r['bytes'] / 1e6:.1f} MB in {r['t1'] - r['t0']:.2f} s, lock held {r['lock_ms']:.1f} ms,"
                 f" writer max {max(during or [0]):.1f} ms, p99 {pct(during, 0.99):.1f} ms, errors {len(writer.errors)}")
@@ -211,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         " shard 1 moves to the other worker while a client inserts a row every 10 ms (both shards).",
         "",
         "| move | bytes copied | wall time | rate | copy until switch | lock held | changes caught up |"
-        " writer p50 | writer p99 | writer max (longest stall) | writer p99 before | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " writer p50 | writer p99 | writer max (longest stall) | longest stall at | writer p99 before | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for kind, r in results.items():
         wall = r["t1"] - r["t0"]
@@ -220,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {kind} | {r['bytes'] / 1e6:.1f} MB | {wall:.2f} s | {r['bytes'] / 1e6 / wall:.1f} MB/s |"
             f" {r['copy_s']:.2f} s | {r['lock_ms']:.1f} ms | {r['applied']} |"
             f" {pct(r['during'], 0.5):.1f} ms | {pct(r['during'], 0.99):.1f} ms | {max(r['during'] or [0]):.1f} ms |"
+            f" {r['where']} |"
             f" {pct(r['before'], 0.99):.1f} ms | {len(r['errors'])} |")
     lines += ["", f"Rows after both moves: {total:,} ({writes:,} single-row INSERTs by the writer, none lost:"
                   f" {total - args.rows == writes}).", ""]
