@@ -603,7 +603,7 @@ def test_rebalance_and_drain_under_writes_soak(rdb):
         c.execute("SELECT orochi.create_distributed_table('h', 'k', 6, shard_storage => 'heap', colocate_with => 'none')")
         c.execute("CREATE TABLE h_oracle (LIKE h)")
         for t in ("h", "h_oracle"):
-            c.execute(f"INSERT INTO {t} SELECT g, g * 10, 'h', now(), g FROM generate_series(1, 5000) g")
+            c.execute(f"INSERT INTO {t} SELECT g, g * 10, 'h', timestamptz '2026-01-01 00:00+00', g FROM generate_series(1, 5000) g")
     writers = Writers(rdb, "t", static_rows=30000, threads=4, seed=11).start()
     others = Writers(rdb, "h", static_rows=5000, threads=1, seed=99).start()
     try:
