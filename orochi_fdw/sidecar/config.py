@@ -101,6 +101,8 @@ SCHEMA: tuple[Setting, ...] = (
             "(a killed daemon's job rolls back)", _between(0)),
     Setting("recovery.interval", float, 60.0,
             "seconds between two recoveries of prepared transactions (the recovery duty)", _positive),
+    Setting("rebalance.poll_interval", float, 5.0,
+            "seconds between two looks for queued shard moves and interrupted ones to recover", _positive),
     Setting("reconnect.min_delay", float, 1.0, "first delay before reconnecting to Postgres, in seconds",
             _positive),
     Setting("reconnect.max_delay", float, 60.0, "longest delay between reconnection attempts, in seconds",

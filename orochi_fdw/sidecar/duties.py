@@ -94,6 +94,7 @@ _DUTIES: dict[str, str] = {
     "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
     "cdc": "orochi_fdw.cdc.duty:CdcDuty",
     "ha": "orochi_fdw.ha.duty:HaDuty",
+    "rebalance": "orochi_fdw.sidecar.rebalance:RebalanceDuty",
 }
 
 
