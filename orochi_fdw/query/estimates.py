@@ -40,9 +40,9 @@ CPU_OPERATOR_COST = 0.0025
 
 #: entering Python and binding the quals
 SCAN_STARTUP_COST = 10.0
-#: a rescan (a parameterized scan's, per outer row): the quals' new values,
+#: a rescan (a parameterized scan's, per outer row; about 1 ms measured): the quals' new values,
 #: pruning over cached metadata; the stripe list is not read again
-RESCAN_STARTUP_COST = 5.0
+RESCAN_STARTUP_COST = 30.0
 #: opening a stripe file and reading its metadata
 STRIPE_COST = 1.0
 #: decoding one value of one column (vectorized codecs)
