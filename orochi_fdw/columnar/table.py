@@ -357,6 +357,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             scan = self.execute(quals, sorted(set(needed) | {key.attname}))
             return topn.SortedScan(scan, key, needed, limit)
         needed = [c for c in columns if c in self.columns]
+        if scan_cache is not None:
+            rows = self._rescan_from_index(quals, needed, scan_cache)
+            if rows is not None:
+                return rows
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
                            must_be_exact=[q.exact for q in quals])
@@ -378,9 +382,33 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                             delta=delta, missing=self.missing_values(),
                             chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}))
         scan.counters.chunks = chunk_counts
+        if scan_cache is not None:
+            scan_cache["last_scan"] = scan
         filtered = FilteredScan(scan, exact.filter, needed,
                                 {n: wire_kind_for_type(self.columns[n].type_oid) for n in read})
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
+
+    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict):
+        """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""
+        from orochi_fdw.query import rescan_index
+
+        last = scan_cache.pop("last_scan", None)
+        if last is not None:
+            scan_cache["rows_read"] = scan_cache.get("rows_read", 0) + last.counters.rows
+        stripes = next((v for k, v in scan_cache.items() if isinstance(k, tuple) and k[0] == "stripes"), None)
+        if stripes is None:
+            return None
+        total = sum(s.live_rows for s in stripes) + scan_cache.get("delta_rows", 0)
+
+        def limit() -> int:
+            return int(spi.execute(
+                "SELECT pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))"
+                " * pg_catalog.current_setting('hash_mem_multiplier')::float8", internal=True).scalar())
+
+        kinds = {q.field_name: wire_kind_for_type(self.columns[q.field_name].type_oid)
+                 for q in quals if q.field_name in self.columns}
+        return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
+                                           lambda qs, cols: self.execute(qs, cols), needed, limit)
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
@@ -436,24 +464,33 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         quals, the costs follow the columns read and the stripes pruning keeps."""
         from orochi_fdw.query import estimates
 
+        shape, stored_rows = self.scan_shape(quals, columns)
+        needed = [c for c in columns if c in self.columns]
+        rows = min(shape.total_rows * max(0.0, min(1.0, selectivity)), shape.scanned_rows)
+        startup, total_cost = estimates.scan_cost(shape, rows, len(needed))
+        return {"rows": rows, "width": self._width(needed, stored_rows),
+                "startup_cost": startup, "total_cost": total_cost, "tuples": shape.total_rows}
+
+    def scan_shape(self, quals: list[Qual], columns: list[str]):
+        """(:class:`~orochi_fdw.query.estimates.ScanShape`, rows in stripes)
+        of a scan with these quals reading these columns."""
+        from orochi_fdw.query import estimates
+
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         needed = [c for c in columns if c in self.columns]
         read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
         delta = self.delta.count()
-        total = sum(s.live_rows for s in stripes) + delta
+        stored = sum(s.live_rows for s in stripes)
         kept, _ = self._exclude_chunks(stripes, bound)
         if bound:
             kept = prune_stripes(kept, bound, self.columns, self.missing_values())
         scanned = sum(s.live_rows for s in kept) + delta
-        rows = min(total * max(0.0, min(1.0, selectivity)), scanned)
-        shape = estimates.ScanShape(total, scanned, len(kept),
+        shape = estimates.ScanShape(stored + delta, scanned, len(kept),
                                     estimates.read_bytes(kept, {self.columns[c].attnum for c in read}),
                                     len(read), len(quals))
-        startup, total_cost = estimates.scan_cost(shape, rows, len(needed))
-        return {"rows": rows, "width": self._width(needed, sum(s.live_rows for s in stripes)),
-                "startup_cost": startup, "total_cost": total_cost, "tuples": total}
+        return shape, stored
 
     def param_scan_cost(self, quals: list[Qual], columns: list[str], rows: float) -> tuple[float, float] | None:
         """The cost of one scan of a parameterized path, whose ``column =
