@@ -2,14 +2,14 @@
 "Rescans").
 
 A parameterized scan is rescanned once per outer row with a new value of
-its ``column = value`` qual.  When Postgres underestimates the outer rows
+its ``column = value`` quals.  When Postgres underestimates the outer rows
 (join selectivities of correlated columns: TPC-H Q9, Q21) a scan planned for
 a few rescans gets hundreds of thousands.  So the scan counts what its
 rescans cost, as rows read plus a fixed charge per rescan, and once that
 reaches the rows of one full scan (the ski-rental rule: never more than
 about twice the better choice) it reads the table once with the other
-quals, keeps the rows sorted by the parameter's column, and answers every
-later rescan by binary search.  The rows and row ids are exactly those the
+quals, sorts the parameter's column (the rows stay in place, reached
+through the permutation), and answers every later rescan by binary search.  The rows and row ids are exactly those the
 scan would have read; only integer columns are indexed (their equality is
 the numbers'), and only within ``work_mem × hash_mem_multiplier`` (as a hash
 join's table); otherwise rescans go on scanning.
@@ -45,7 +45,8 @@ class RescanIndex:
     """Rows of a scan sorted by one integer column."""
 
     def __init__(self, position: int, signature: list[tuple], keys: np.ndarray,
-                 columns: dict[str, Any], rowids: np.ndarray | None, needed: list[str], column: str):
+                 columns: dict[str, Any], rowids: np.ndarray | None, needed: list[str], column: str,
+                 order: np.ndarray, others: list[tuple[int, str]]):
         self.position = position  # of the varying qual
         self.signature = signature
         self.keys = keys
@@ -53,29 +54,43 @@ class RescanIndex:
         self.rowids = rowids
         self.needed = needed
         self.column = column
+        self.order = order  # row positions in key order
+        self.others = others  # (qual position, column) of the other varying quals
         self.lookups = 0
 
     def fits(self, signature: list[tuple]) -> bool:
+        varying = {self.position} | {i for i, _ in self.others}
         return len(signature) == len(self.signature) and all(
-            a == b for i, (a, b) in enumerate(zip(signature, self.signature)) if i != self.position)
+            a == b for i, (a, b) in enumerate(zip(signature, self.signature)) if i not in varying) \
+            and all(signature[i][2] == "int" for i in varying)
 
-    def lookup(self, value: int) -> "IndexedRows":
+    def lookup(self, quals) -> "IndexedRows":
         self.lookups += 1
+        value = quals[self.position].value
         if not -2**63 <= value < 2**63:
-            return IndexedRows(self, 0, 0)
+            return IndexedRows(self, np.zeros(0, dtype=np.int64))
         v = np.int64(value)  # the keys are int64: no conversion of the array per lookup
         lo = int(self.keys.searchsorted(v, "left"))
         hi = int(self.keys.searchsorted(v, "right"))
-        return IndexedRows(self, lo, hi)
+        rows = np.sort(self.order[lo:hi])  # in scan order, as a scan yields them
+        for i, name in self.others:
+            col = self.columns[name]
+            other = quals[i].value
+            keep = np.asarray(col.values[rows]).astype(np.int64) == other \
+                if -2**63 <= other < 2**63 else np.zeros(len(rows), dtype=bool)
+            if col.validity is not None:
+                keep &= np.asarray(col.validity[rows], dtype=bool)
+            rows = rows[keep]
+        return IndexedRows(self, rows)
 
 
 class IndexedRows:
     """The iterator a rescan answered from the index returns."""
 
-    def __init__(self, index: RescanIndex, lo: int, hi: int):
+    def __init__(self, index: RescanIndex, rows: np.ndarray):
         self.index = index
-        self.lo, self.hi = lo, hi
-        self.done = hi <= lo
+        self.rows = rows
+        self.done = len(rows) == 0
 
     def __iter__(self) -> "IndexedRows":
         return self
@@ -85,9 +100,9 @@ class IndexedRows:
             raise StopIteration
         self.done = True
         ix = self.index
-        sl = np.arange(self.lo, self.hi, dtype=np.int64)
-        cols = {n: take(ix.columns[n], sl) for n in ix.needed}
-        return Batch(self.hi - self.lo, cols, None if ix.rowids is None else ix.rowids[self.lo:self.hi])
+        rows = self.rows
+        cols = {n: take(ix.columns[n], rows) for n in ix.needed}
+        return Batch(len(rows), cols, None if ix.rowids is None else ix.rowids[rows])
 
     def explain_analyze(self) -> list[str]:
         ix = self.index
@@ -107,7 +122,7 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
     index = cache.get("rescan_index")
     if index is not None:
         if index.fits(sig):
-            return index.lookup(quals[index.position].value)
+            return index.lookup(quals)
         cache.pop("rescan_index")
         cache["rescan_index_off"] = True
         return None
@@ -126,21 +141,26 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
     spent = cache.get("rows_read", 0) + cache["rescans"] * RESCAN_OVERHEAD_ROWS
     if spent < total_rows:
         return None
+    if not varying:
+        return None  # no value has changed yet: nothing to index by
     cache["rescan_index_off"] = True  # one attempt per scan
-    if len(varying) != 1:
+    if len(varying) > 4:
         return None
-    pos = next(iter(varying))
+    for i in varying:
+        q = quals[i]
+        if q.operator != "=" or not isinstance(q.value, int) or isinstance(q.value, bool) \
+                or kinds.get(q.field_name) not in INTEGER_KINDS:
+            return None
+    # the first varying qual is the key; the others filter what it finds
+    pos, *others = sorted(varying)
     q = quals[pos]
-    if q.operator != "=" or not isinstance(q.value, int) or isinstance(q.value, bool) \
-            or kinds.get(q.field_name) not in INTEGER_KINDS:
-        return None
     limit = memory_limit()
     column = q.field_name
-    read = sorted(set(needed) | {column})
+    read = sorted(set(needed) | {quals[i].field_name for i in varying})
     parts: dict[str, list] = {n: [] for n in read}
     rowids: list[np.ndarray] | None = []
     used = 0
-    for batch in full_scan([x for i, x in enumerate(quals) if i != pos], read):
+    for batch in full_scan([x for i, x in enumerate(quals) if i not in varying], read):
         if batch.nrows == 0:
             continue
         for n in read:
@@ -167,11 +187,13 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
         if key.validity is not None:  # a NULL key never equals a value
             order = order[np.asarray(key.validity, dtype=bool)[order]]
         keys = keys[order]
-        columns = {n: take(c, order) for n, c in columns.items()}
-        rowids = None if rowids is None else np.concatenate(rowids)[order]
+        # the rows stay where they are: a lookup takes its few rows through
+        # the permutation (no sorted copy of every column to build)
+        rowids = None if rowids is None else np.concatenate(rowids)
     if not columns:
         return None
-    index = RescanIndex(pos, sig, keys, columns, rowids, [n for n in needed], column)
+    index = RescanIndex(pos, sig, keys, columns, rowids, [n for n in needed], column, order,
+                        [(i, quals[i].field_name) for i in others])
     cache["rescan_index"] = index
     cache.pop("rescan_index_off", None)
-    return index.lookup(q.value)
+    return index.lookup(quals)
