@@ -51,6 +51,8 @@ DECODE_VALUE_COST = 0.0008
 FILTER_VALUE_COST = 0.0004
 #: converting one value of a returned row into a Datum
 OUTPUT_VALUE_COST = 0.0010
+#: handing a batch of rows to Postgres (one per chunk group read)
+BATCH_COST = 1.0
 
 #: a parameterized path is offered only when one scan reads at most this
 #: share of the rows a full scan reads
@@ -79,7 +81,8 @@ def scan_cost(shape: ScanShape, rows: float, out_columns: int, startup: float = 
     run = (shape.stripes * STRIPE_COST
            + shape.read_bytes / 8192.0 * SEQ_PAGE_COST
            + shape.scanned_rows * (shape.read_columns * DECODE_VALUE_COST + shape.pushed_quals * FILTER_VALUE_COST)
-           + rows * (CPU_TUPLE_COST + out_columns * OUTPUT_VALUE_COST))
+           + rows * (CPU_TUPLE_COST + out_columns * OUTPUT_VALUE_COST)
+           + (BATCH_COST * max(1.0, shape.scanned_rows / 10_000.0) if rows > 0 else 0.0))
     return startup, startup + run
 
 
