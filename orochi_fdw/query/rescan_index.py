@@ -123,9 +123,14 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
     if index is not None:
         if index.fits(sig):
             return index.lookup(quals)
+        # another qual varies now (partsupp's suppliers of one part, then the
+        # next part): build again over both, at most twice
         cache.pop("rescan_index")
-        cache["rescan_index_off"] = True
-        return None
+        cache["rebuilds"] = cache.get("rebuilds", 0) + 1
+        if cache["rebuilds"] > 2:
+            cache["rescan_index_off"] = True
+            return None
+        cache.pop("rescan_index_off", None)
     first = cache.get("first_quals")
     if first is None:
         cache["first_quals"] = sig
@@ -139,7 +144,7 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
     varying = cache.setdefault("varying", set())
     varying.update(i for i, (a, b) in enumerate(zip(first, sig)) if a != b)
     spent = cache.get("rows_read", 0) + cache["rescans"] * RESCAN_OVERHEAD_ROWS
-    if spent < total_rows:
+    if spent < total_rows or cache["rescans"] < 4:
         return None
     if not varying:
         return None  # no value has changed yet: nothing to index by
