@@ -15,6 +15,7 @@ them for the heap), and the parameterized scan of lineitem by l_orderkey."""
 from __future__ import annotations
 
 import os
+import tempfile
 import re
 
 import pytest
@@ -33,7 +34,7 @@ HEAP_INDEXES = [
 
 @pytest.fixture(scope="module")
 def tpch_db(pg_cluster):
-    directory = os.path.join("/tmp", f"orochi-tpch-sf{SCALE:g}-{os.getuid()}")
+    directory = os.path.join(tempfile.gettempdir(), f"orochi-tpch-sf{SCALE:g}-{os.getuid()}")
     paths = tpch.generate(SCALE, directory)
     name = "m_test_tpch"
     pg_cluster.ensure_running()
