@@ -60,11 +60,15 @@ class AggregatePushdown:
             return None
         if quals and not all(self.exact_quals(quals)):
             return None
+        from orochi_fdw.query import estimates
+
         columns = sorted(HashAggregator(request).columns)
-        rows, width = self.get_rel_size(quals, columns)
-        startup, total = self.get_costs(quals, columns, rows, width)
+        # what the scan reads and decodes, without handing rows to Postgres
+        shape, _ = self.scan_shape(quals, columns)
+        rows = shape.scanned_rows
         groups = 1.0 if not request["group_by"] else min(max(rows, 1.0),
                                                          float(_GROUPS_PER_KEY ** len(request["group_by"])))
+        startup, total = estimates.scan_cost(shape, 0.0, 0)
         cost = startup + (total - startup) / _KERNEL_SPEEDUP
         return {"rows": groups, "startup_cost": cost, "total_cost": cost + groups * 0.01}
 

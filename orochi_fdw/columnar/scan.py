@@ -25,6 +25,10 @@ from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
 
+#: decoded column chunks a scan keeps for its rescans
+CHUNK_CACHE_ENTRIES = 32
+
+
 @dataclass
 class ScanCounters:
     """What a scan read and skipped, for EXPLAIN ANALYZE."""
@@ -78,7 +82,7 @@ class ColumnarScan:
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
                  stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual],
                  delta: Callable[[], Iterable[Batch]] | None = None,
-                 missing: Mapping[str, tuple] = {}):
+                 missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None):
         self.relname = relname
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
@@ -89,6 +93,9 @@ class ColumnarScan:
         self.counters.stripes_skipped = len(stripes) - len(kept)
         self.stripes = kept
         self.delta = delta
+        # decoded column chunks by (stripe, chunk group, column), kept across
+        # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
+        self.chunk_cache = chunk_cache
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -255,6 +262,17 @@ class ColumnarScan:
                         cols[name] = missing_column(column, self.missing.get(name), group.row_count, native=True)
                         continue
                     file_column, stored_kind = present[name]
+                    if self.chunk_cache is not None:
+                        key = (stripe.stripe_id, g, name)
+                        col = self.chunk_cache.get(key)
+                        if col is None:
+                            data = reader.read_chunk(file_column, g)
+                            col = self.chunk_cache[key] = to_wire(data, storage_kind(column), column,
+                                                                  stored_kind)
+                            if len(self.chunk_cache) > CHUNK_CACHE_ENTRIES:
+                                del self.chunk_cache[next(iter(self.chunk_cache))]
+                        cols[name] = col
+                        continue
                     data = reader.read_chunk(file_column, g)
                     cols[name] = to_wire(data, storage_kind(column), column, stored_kind, native=True)
                 batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))

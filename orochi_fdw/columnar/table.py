@@ -340,7 +340,13 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return [key] if scan_wire_kind(self.columns[key.attname]) in topn.ORDERABLE else []
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
-                limit: int | None = None):
+                limit: int | None = None, scan_cache: dict | None = None):
+        """Scan the table.  ``scan_cache`` (the same dict at every rescan of
+        one scan node) keeps the catalog's stripe list, whether the delta
+        store has rows and the last decoded column chunks, so that a
+        parameterized scan's rescans (one per outer row) read neither the
+        catalog nor the same chunks again; within one statement the catalog
+        a scan sees does not change."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
@@ -351,28 +357,72 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             scan = self.execute(quals, sorted(set(needed) | {key.attname}))
             return topn.SortedScan(scan, key, needed, limit)
         needed = [c for c in columns if c in self.columns]
+        if scan_cache is not None:
+            rows = self._rescan_from_index(quals, needed, scan_cache)
+            if rows is not None:
+                return rows
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
                            must_be_exact=[q.exact for q in quals])
         read = needed + sorted(exact.columns - set(needed))
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
+        if scan_cache is None:
+            all_stripes = store.table_stripes(self.relid, attnums)
+            delta = lambda: self.delta.scan(read, quals)  # noqa: E731
+        else:
+            key = ("stripes", frozenset(attnums))
+            all_stripes = scan_cache.get(key)
+            if all_stripes is None:
+                all_stripes = scan_cache[key] = store.table_stripes(self.relid, attnums)
+            if "delta_rows" not in scan_cache:
+                scan_cache["delta_rows"] = self.delta.count()
+            delta = (lambda: self.delta.scan(read, quals)) if scan_cache["delta_rows"] else None
+        stripes, chunk_counts = self._exclude_chunks(all_stripes, bound, scan_cache)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
-                            delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
+                            delta=delta, missing=self.missing_values(),
+                            chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}))
         scan.counters.chunks = chunk_counts
+        if scan_cache is not None:
+            scan_cache["last_scan"] = scan
         filtered = FilteredScan(scan, exact.filter, needed,
                                 {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns)
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
-    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list
+    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict):
+        """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""
+        from orochi_fdw.query import rescan_index
+
+        last = scan_cache.pop("last_scan", None)
+        if last is not None:
+            scan_cache["rows_read"] = scan_cache.get("rows_read", 0) + last.counters.rows
+        stripes = next((v for k, v in scan_cache.items() if isinstance(k, tuple) and k[0] == "stripes"), None)
+        if stripes is None:
+            return None
+        total = sum(s.live_rows for s in stripes) + scan_cache.get("delta_rows", 0)
+
+        def limit() -> int:
+            return int(spi.execute(
+                "SELECT pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))"
+                " * pg_catalog.current_setting('hash_mem_multiplier')::float8", internal=True).scalar())
+
+        kinds = {q.field_name: wire_kind_for_type(self.columns[q.field_name].type_oid)
+                 for q in quals if q.field_name in self.columns}
+        return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
+                                           lambda qs, cols: self.execute(qs, cols), needed, limit)
+
+    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
         """Chunk exclusion: the stripes not in a chunk whose time range rules
         the quals on the time column out, and (chunks, excluded chunks), or
         None when the table is no hypertable."""
         from orochi_fdw.timeseries import chunks, hypertable
 
+        if scan_cache is not None and scan_cache.get("not_hypertable"):
+            return stripes, None
         ht = hypertable.get(self.relid, read_only=True)
         if ht is None:
+            if scan_cache is not None:
+                scan_cache["not_hypertable"] = True
             return stripes, None
         name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
         all_chunks = chunks.list_chunks(self.relid, read_only=True)
@@ -407,6 +457,89 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             else:
                 width += _DEFAULT_WIDTH.get(self.kinds[name], 32)
         return (float(rows), max(width, 1))
+
+    def estimate(self, quals: list[Qual], columns: list[str], selectivity: float) -> dict:
+        """Rows and costs of a scan (:mod:`orochi_fdw.query.estimates`): the
+        rows are the table's live rows times Postgres's selectivity of the
+        quals, the costs follow the columns read and the stripes pruning keeps."""
+        from orochi_fdw.query import estimates
+
+        shape, stored_rows = self.scan_shape(quals, columns)
+        needed = [c for c in columns if c in self.columns]
+        rows = min(shape.total_rows * max(0.0, min(1.0, selectivity)), shape.scanned_rows)
+        startup, total_cost = estimates.scan_cost(shape, rows, len(needed))
+        return {"rows": rows, "width": self._width(needed, stored_rows),
+                "startup_cost": startup, "total_cost": total_cost, "tuples": shape.total_rows}
+
+    def scan_shape(self, quals: list[Qual], columns: list[str]):
+        """(:class:`~orochi_fdw.query.estimates.ScanShape`, rows in stripes)
+        of a scan with these quals reading these columns."""
+        from orochi_fdw.query import estimates
+
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        needed = [c for c in columns if c in self.columns]
+        read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        delta = self.delta.count()
+        stored = sum(s.live_rows for s in stripes)
+        kept, _ = self._exclude_chunks(stripes, bound)
+        if bound:
+            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
+        scanned = sum(s.live_rows for s in kept) + delta
+        shape = estimates.ScanShape(stored + delta, scanned, len(kept),
+                                    estimates.read_bytes(kept, {self.columns[c].attnum for c in read}),
+                                    len(read), len(quals))
+        return shape, stored
+
+    def param_scan_cost(self, quals: list[Qual], columns: list[str], rows: float) -> tuple[float, float] | None:
+        """The cost of one scan of a parameterized path, whose ``column =
+        value`` quals get their values from the outer row at each rescan;
+        None unless min/max pruning makes it read a small part of the table
+        (the column is clustered, as lineitem by l_orderkey)."""
+        from orochi_fdw.query import estimates
+
+        params = [q for q in quals if q.value is runtime.UNKNOWN and q.operator == "=" and q.field_name in
+                  self.columns and wire_kind_for_type(self.columns[q.field_name].type_oid) in topn.ORDERABLE]
+        if not params:
+            return None
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        needed = [c for c in columns if c in self.columns]
+        read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        kept, _ = self._exclude_chunks(stripes, bound)
+        if bound:
+            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
+        full = sum(s.live_rows for s in kept)
+        if full == 0:
+            return None
+        lookups = [estimates.point_lookup_rows(kept, self.columns[q.field_name].attnum) for q in params]
+        known = [n for n in lookups if n is not None]
+        if not known:
+            return None
+        per_scan = min(known)
+        if per_scan > estimates.PARAM_USEFUL_FRACTION * full:
+            return None
+        delta = self.delta.count()
+        share = per_scan / full
+        shape = estimates.ScanShape(full + delta, per_scan + delta, 1,
+                                    estimates.read_bytes(kept, {self.columns[c].attnum for c in read}) * share,
+                                    len(read), len(quals))
+        return estimates.scan_cost(shape, rows, len(needed), estimates.RESCAN_STARTUP_COST)
+
+    def _width(self, columns: list[str], total: int) -> int:
+        stored = store.column_raw_bytes(self.relid) if total else {}
+        width = 0
+        for name in columns:
+            col = self.columns.get(name)
+            if col is None:
+                continue
+            if col.attnum in stored and total:
+                width += max(1, stored[col.attnum] // total)
+            else:
+                width += _DEFAULT_WIDTH.get(self.kinds[name], 32)
+        return max(width, 1)
 
     def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 verbose: bool = False) -> list[str]:
