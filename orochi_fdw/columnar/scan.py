@@ -262,19 +262,16 @@ class ColumnarScan:
                         cols[name] = missing_column(column, self.missing.get(name), group.row_count, native=True)
                         continue
                     file_column, stored_kind = present[name]
-                    if self.chunk_cache is not None:
-                        key = (stripe.stripe_id, g, name)
-                        col = self.chunk_cache.get(key)
-                        if col is None:
-                            data = reader.read_chunk(file_column, g)
-                            col = self.chunk_cache[key] = to_wire(data, storage_kind(column), column,
-                                                                  stored_kind)
+                    key = (stripe.stripe_id, g, name)
+                    col = None if self.chunk_cache is None else self.chunk_cache.get(key)
+                    if col is None:
+                        data = reader.read_chunk(file_column, g)
+                        col = to_wire(data, storage_kind(column), column, stored_kind, native=True)
+                        if self.chunk_cache is not None:
+                            self.chunk_cache[key] = col
                             if len(self.chunk_cache) > CHUNK_CACHE_ENTRIES:
                                 del self.chunk_cache[next(iter(self.chunk_cache))]
-                        cols[name] = col
-                        continue
-                    data = reader.read_chunk(file_column, g)
-                    cols[name] = to_wire(data, storage_kind(column), column, stored_kind, native=True)
+                    cols[name] = col
                 batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))
                 if batch is not None:
                     self.counters.rows += batch.nrows

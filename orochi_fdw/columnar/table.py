@@ -405,7 +405,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 "SELECT pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))"
                 " * pg_catalog.current_setting('hash_mem_multiplier')::float8", internal=True).scalar())
 
-        kinds = {q.field_name: wire_kind_for_type(self.columns[q.field_name].type_oid)
+        kinds = {q.field_name: scan_wire_kind(self.columns[q.field_name])
                  for q in quals if q.field_name in self.columns}
         return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
                                            lambda qs, cols: self.execute(qs, cols), needed, limit)
@@ -500,7 +500,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         from orochi_fdw.query import estimates
 
         params = [q for q in quals if q.value is runtime.UNKNOWN and q.operator == "=" and q.field_name in
-                  self.columns and wire_kind_for_type(self.columns[q.field_name].type_oid) in topn.ORDERABLE]
+                  self.columns and scan_wire_kind(self.columns[q.field_name]) in topn.ORDERABLE]
         if not params:
             return None
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
