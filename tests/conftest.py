@@ -32,7 +32,12 @@ import re
 import psycopg
 import pytest
 
-from orochi_fdw.testing.cluster import ENV_SETTINGS, PostgresCluster, env_settings
+from orochi_fdw.testing.cluster import (
+    ENV_INITDB_TEMPLATE,
+    ENV_SETTINGS,
+    PostgresCluster,
+    env_settings,
+)
 
 # Extra server settings for the session cluster. Edit here when every test needs one.
 PG_CLUSTER_SETTINGS: dict = {}
@@ -64,6 +69,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # clusters are copies of one initdb per process (orochi_fdw.testing.cluster);
+    # OROCHI_INITDB_TEMPLATE=0 runs initdb for each
+    os.environ.setdefault(ENV_INITDB_TEMPLATE, "1")
     pairs = config.getoption("--pg-setting") or []
     if pairs:
         merged = {**env_settings()}
@@ -148,8 +156,10 @@ def _postgres_crash_check(request):
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """One running PostgreSQL cluster shared by the whole test session."""
-    cluster = PostgresCluster("session", settings=PG_CLUSTER_SETTINGS)
+    """One running PostgreSQL cluster shared by the whole test session. Its
+    databases with the extension are copies of a template database in which
+    ``CREATE EXTENSION orochi`` ran once (``extension_templates``)."""
+    cluster = PostgresCluster("session", settings=PG_CLUSTER_SETTINGS, extension_templates=True)
     try:
         cluster.start()
         yield cluster
