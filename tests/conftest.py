@@ -6,6 +6,8 @@
 - ``db_name`` / ``db_dsn`` / ``db``: one fresh database per test with
   ``CREATE EXTENSION orochi`` done; ``db`` is an autocommit psycopg connection to it.
   If the extension cannot be created the test errors (it is never skipped).
+  The databases are copies of a template database in which the extension was
+  created once (``OROCHI_EXTENSION_TEMPLATE=0``: created in each).
 - ``new_connection``: opens more connections to the ``db`` database.
 
 Every test that uses a cluster is watched: if the server log shows a server process
@@ -15,6 +17,11 @@ written during it is attached to the report.
 
 ``@pytest.mark.slow`` tests (soak tests) run only with ``--run-slow`` or
 ``OROCHI_RUN_SLOW=1``.
+
+Every cluster's data directory is a copy of one ``initdb`` per process
+(``OROCHI_INITDB_TEMPLATE``, see orochi_fdw.testing.cluster; ``=0`` runs initdb for
+each). The suite runs in parallel worker processes under ``make test`` (pytest-xdist,
+see the Makefile); each worker has clusters of its own.
 
 ``--pg-setting NAME=VALUE`` (repeatable) runs every cluster of the session with
 that server setting, e.g. ``--pg-setting force_parallel_mode=regress``; it is
@@ -159,7 +166,12 @@ def pg_cluster():
     """One running PostgreSQL cluster shared by the whole test session. Its
     databases with the extension are copies of a template database in which
     ``CREATE EXTENSION orochi`` ran once (``extension_templates``)."""
-    cluster = PostgresCluster("session", settings=PG_CLUSTER_SETTINGS, extension_templates=True)
+    cluster = PostgresCluster(
+        "session",
+        settings=PG_CLUSTER_SETTINGS,
+        # OROCHI_EXTENSION_TEMPLATE=0: CREATE EXTENSION in every database instead
+        extension_templates=os.environ.get("OROCHI_EXTENSION_TEMPLATE") != "0",
+    )
     try:
         cluster.start()
         yield cluster
