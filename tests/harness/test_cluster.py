@@ -313,10 +313,11 @@ _EXTENSION_MEMBERS = (
 )
 
 
-def test_databases_from_the_extension_template(pg_cluster, make_database):
+def test_databases_from_the_extension_template(pg_cluster, make_database, monkeypatch):
     # The session cluster copies its databases with orochi from a template database
     # where CREATE EXTENSION ran once: they must hold what CREATE EXTENSION makes.
-    assert pg_cluster.extension_templates
+    # (Also when the run turned the templates off with OROCHI_EXTENSION_TEMPLATE=0.)
+    monkeypatch.setattr(pg_cluster, "extension_templates", True)
     copied = make_database()
     created = make_database(extension=False)
     pg_cluster.execute("CREATE EXTENSION orochi", dbname=created)
@@ -338,12 +339,15 @@ def test_databases_from_the_extension_template(pg_cluster, make_database):
     assert pg_cluster.execute(_EXTENSION_MEMBERS, dbname=latin) == members
 
 
-def test_clusters_copied_from_one_initdb(make_cluster):
+def test_clusters_copied_from_one_initdb(make_cluster, monkeypatch):
     # The suite's clusters are copies of one initdb (OROCHI_INITDB_TEMPLATE=1, set by
     # the conftest); each must have a system identifier of its own (in pg_control and
     # in the WAL it starts from), and WAL that replays after a crash.
-    assert os.environ.get("OROCHI_INITDB_TEMPLATE") == "1"
+    monkeypatch.setenv("OROCHI_INITDB_TEMPLATE", "1")
     first, second = make_cluster("copy1"), make_cluster("copy2")
+    from orochi_fdw.testing import cluster as harness
+
+    assert any(harness._initdb_templates.values())  # a template was made, and used
     query = "SELECT system_identifier FROM pg_control_system()"
     ids = {first.execute(query)[0][0], second.execute(query)[0][0]}
     assert len(ids) == 2
