@@ -44,6 +44,7 @@ from orochi_fdw.testing.cluster import (
     ENV_SETTINGS,
     PostgresCluster,
     env_settings,
+    remove_initdb_templates,
 )
 
 # Extra server settings for the session cluster. Edit here when every test needs one.
@@ -89,6 +90,10 @@ def pytest_configure(config):
             merged[name.strip()] = value.strip()
         os.environ[ENV_SETTINGS] = ";".join(f"{k}={v}" for k, v in merged.items())
     env_settings()  # an unparsable OROCHI_PG_SETTINGS fails here, not in the first fixture
+
+
+def pytest_unconfigure(config):
+    remove_initdb_templates()
 
 
 def pytest_report_header(config):

@@ -51,6 +51,7 @@ __all__ = [
     "env_settings",
     "find_bindir",
     "find_free_port",
+    "remove_initdb_templates",
 ]
 
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
@@ -357,10 +358,16 @@ def _copy_initdb_template(cluster: "PostgresCluster") -> bool:
 
 
 @atexit.register
-def _remove_initdb_templates() -> None:  # pragma: no cover - clean-up at exit
-    for pid, path in _template_dirs:
-        if pid == os.getpid():  # not by a forked child
-            shutil.rmtree(path, ignore_errors=True)
+def remove_initdb_templates() -> None:
+    """Remove this process's initdb templates (the next cluster makes a new one).
+    Done at exit too; the test suite calls it at the end of its session, before a
+    worker process may be stopped in the middle of its exit."""
+    with _initdb_lock:
+        for pid, path in list(_template_dirs):
+            if pid == os.getpid():  # not by a forked child
+                shutil.rmtree(path, ignore_errors=True)
+                _template_dirs.remove((pid, path))
+        _initdb_templates.clear()
 
 
 class PostgresCluster:
