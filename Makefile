@@ -38,6 +38,16 @@ ifeq ($(CI),true)
 PYTEST_FLAGS += -ra
 endif
 
+# The tests run in TEST_WORKERS processes (pytest-xdist), each with clusters of its
+# own. A test file runs whole, in order, in one of them (--dist loadfile), so module
+# fixtures are made once, as in a single process. A single process keeps about one core
+# busy (the test and the backend serving it take turns, and wait for servers to start);
+# two use CI's two cores. TEST_WORKERS=0 runs the tests in the pytest process itself.
+TEST_WORKERS ?= 2
+ifneq ($(TEST_WORKERS),0)
+PYTEST_FLAGS += -n $(TEST_WORKERS) --dist loadfile
+endif
+
 .PHONY: deps venv build install test test-parallel parallel-pass demo bench clean
 
 deps:

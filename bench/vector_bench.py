@@ -8,7 +8,11 @@ exact ORDER BY; index build time and size.
 Prints a Markdown section per data set (and appends it to ``--out``), with the
 machine's load average at the start and the end of the run. One backend, one
 query at a time, no parallel workers: QPS is single-core (the index build may
-use both cores). Recall is against the exact answer computed here with numpy.
+use both cores). Beside the wall-clock QPS, the backend's CPU per query (from
+/proc) and the QPS one core would give spending the backend's and this
+client's CPU per query: on a shared, loaded machine the wall clock also
+counts the time other processes ran. Recall is against the exact answer
+computed here with numpy.
 """
 
 from __future__ import annotations
@@ -60,13 +64,38 @@ def exact_truth(X: np.ndarray, Q: np.ndarray, k: int) -> list[list[int]]:
     return out
 
 
+def backend_cpu(conn) -> float:
+    """CPU seconds (user + system) the connection's backend has used."""
+    pid = conn.info.backend_pid
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: CPU per query of the last run_queries: (backend, this client)
+LAST_CPU = [0.0, 0.0]
+
+
 def run_queries(conn, table: str, Q: np.ndarray) -> tuple[float, list[list[int]]]:
+    """QPS (wall clock) and the answers; LAST_CPU gets the backend's and the
+    client's CPU seconds per query (what one core would spend: on a shared,
+    loaded machine the wall clock also counts the time others ran)."""
     stmt = sql.SQL("SELECT id FROM {} ORDER BY e <-> %s LIMIT {}").format(sql.Identifier(table), sql.Literal(K))
     out = []
+    cpu0, own0 = backend_cpu(conn), time.process_time()
     start = time.perf_counter()
     for q in Q:
         out.append([r[0] for r in conn.execute(stmt, [text(q)]).fetchall()])
-    return len(Q) / (time.perf_counter() - start), out
+    wall = time.perf_counter() - start
+    LAST_CPU[0] = (backend_cpu(conn) - cpu0) / len(Q)
+    LAST_CPU[1] = (time.process_time() - own0) / len(Q)
+    return len(Q) / wall, out
+
+
+def cpu_cells() -> tuple[str, str]:
+    """(backend CPU ms per query, QPS of one core spending backend + client CPU)."""
+    total = LAST_CPU[0] + LAST_CPU[1]
+    return f"{LAST_CPU[0] * 1e3:.2f}", (f"{1.0 / total:.0f}" if total > 0 else "")
 
 
 def how_searched(conn, table: str, q) -> str:
@@ -110,36 +139,38 @@ def _bench_in(pg, kind, n, d, X, Q, truth, exact_q, heap_q, efs, load_start, sta
                            ).fetchone()[0]
     run_queries(conn, "t", Q[:1])      # warm the backend
     qps, got = run_queries(conn, "t", Q[:exact_q])
-    rows.append((f"columnar, exact scan (no index; {exact_q} queries)", qps, recall(got, truth[:exact_q]), "", ""))
+    rows.append((f"columnar, exact scan (no index; {exact_q} queries)", qps, *cpu_cells(), recall(got, truth[:exact_q]), "", ""))
     t0 = time.perf_counter()
     conn.execute("SELECT orochi.create_vector_index('t', 'e')")      # hnsw, l2, M 16, ef_construction 64
     build = time.perf_counter() - t0
     size, recorded = conn.execute("SELECT sum(file_bytes), string_agg(search_ef::text, ',')"
                                   " FROM orochi.columnar_vector_index_files").fetchone()
+    files = conn.execute("SELECT count(DISTINCT file_path) FROM orochi.columnar_vector_index_files").fetchone()[0]
     per_m = 1e6 / n
     run_queries(conn, "t", Q[:1])
     qps, got = run_queries(conn, "t", Q)
-    rows.append((f"columnar, hnsw index, default settings (recorded ef {recorded})", qps, recall(got, truth),
+    rows.append((f"columnar, hnsw index, default settings (recorded ef {recorded})", qps, *cpu_cells(), recall(got, truth),
                  f"{build:.1f} s ({build * per_m:.0f} s per 1M)",
                  f"{float(size or 0) / 1e6:.1f} MB ({float(size or 0) / 1e6 * per_m:.0f} MB per 1M)"))
     notes.append(f"default settings: {how_searched(conn, 't', Q[0])}")
     for ef in efs:
         conn.execute(sql.SQL("SET orochi.hnsw_ef_search = {}").format(sql.Literal(ef)))
         qps, got = run_queries(conn, "t", Q)
-        rows.append((f"columnar, hnsw index, ef_search {ef}", qps, recall(got, truth), "", ""))
+        rows.append((f"columnar, hnsw index, ef_search {ef}", qps, *cpu_cells(), recall(got, truth), "", ""))
     conn.execute("RESET orochi.hnsw_ef_search")
     conn.execute(f"CREATE TABLE h (id int, e vector({d}))")
     load(conn, "h", X)
     conn.execute("VACUUM ANALYZE h")
     run_queries(conn, "h", Q[:1])
     qps, got = run_queries(conn, "h", Q[:heap_q])
-    rows.append((f"heap, exact ORDER BY ({heap_q} queries)", qps, recall(got, truth[:heap_q]), "", ""))
+    rows.append((f"heap, exact ORDER BY ({heap_q} queries)", qps, *cpu_cells(), recall(got, truth[:heap_q]), "", ""))
     out = [f"### {n:,} × {d} {kind} vectors\n",
            f"Run {started}; load average (1, 5, 15 min) {load_start} at the start, {loadavg()} at the end. "
            f"k = {K}, {nq} held-out queries; COPY (binary) into the columnar table {load_s:.1f} s, "
-           f"{stripes} stripe(s).\n",
-           "| search | QPS | recall@10 | build | index size |", "|---|---|---|---|---|"]
-    out += [f"| {name} | {qps:.1f} | {rec:.3f} | {b} | {s} |" for name, qps, rec, b, s in rows]
+           f"{stripes} stripe(s), {files} index file(s).\n",
+           "| search | QPS | backend CPU ms/query | one-core QPS (CPU) | recall@10 | build | index size |",
+           "|---|---|---|---|---|---|---|"]
+    out += [f"| {name} | {qps:.1f} | {cpu} | {cq} | {rec:.3f} | {b} | {s} |" for name, qps, cpu, cq, rec, b, s in rows]
     out += [""] + [f"EXPLAIN ANALYZE, {note}" for note in notes] + [""]
     return "\n".join(out)
 

@@ -118,6 +118,7 @@ typedef struct OrochiPlanState
 	List	   *quals;			/* OrochiQual * */
 	Cost		startup_cost;
 	Cost		total_cost;
+	Selectivity selectivity;	/* of baserestrictinfo, Postgres's estimate */
 } OrochiPlanState;
 
 /* Planner state of a pushed-down aggregation, in output_rel->fdw_private */
@@ -155,6 +156,7 @@ typedef struct OrochiScanState
 	int			limit;			/* rows the query needs at most, or -1 */
 	int64		rows_returned;
 	TupleDesc	join_tupdescs[2];	/* a pushed-down join: its outer and inner rel */
+	PyObject   *scan_cache;		/* kept by the wrapper across rescans, or NULL */
 } OrochiScanState;
 
 /* Planner state of a join offered to the wrappers, in joinrel->fdw_private */
@@ -573,21 +575,33 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 			state->quals = lappend(state->quals, q);
 	}
 
+	/*
+	 * The selectivity of all the quals, from Postgres's own estimators over
+	 * the statistics ANALYZE gathered (as postgres_fdw without remote
+	 * estimates); the wrapper decides what to make of it.
+	 */
+	state->selectivity = clauselist_selectivity(root, baserel->baserestrictinfo, 0,
+												JOIN_INNER, NULL);
 	instance = orochi_instance_for_relation(rel);
-	args = Py_BuildValue("(NNN)", instance, plan_quals_to_py(state->quals, rel),
-						 needed_columns_to_py(state->needed, RelationGetDescr(rel)));
+	args = Py_BuildValue("(NNNdd)", instance, plan_quals_to_py(state->quals, rel),
+						 needed_columns_to_py(state->needed, RelationGetDescr(rel)),
+						 state->selectivity, baserel->tuples);
 	table_close(rel, NoLock);
 	res = orochi_runtime_call("get_rel_size", args);
 	{
 		double		rows,
 					width,
 					startup,
-					total;
-		bool		ok = PyArg_ParseTuple(res, "dddd", &rows, &width, &startup, &total);
+					total,
+					tuples;
+		bool		ok = PyArg_ParseTuple(res, "ddddd", &rows, &width, &startup, &total, &tuples);
 
 		Py_DECREF(res);
 		if (!ok)
-			orochi_py_raise("get_rel_size must return (rows, width, startup_cost, total_cost)");
+			orochi_py_raise("get_rel_size must return (rows, width, startup_cost, total_cost, tuples)");
+		/* the rows in the table: parameterized paths estimate from them */
+		if (tuples >= 0)
+			baserel->tuples = tuples;
 		baserel->rows = clamp_row_est(rows);
 		baserel->reltarget->width = (int) Max(width, 1);
 		state->startup_cost = startup;
@@ -674,9 +688,151 @@ pathkey_to_sortkey(PathKey *pathkey, RelOptInfo *baserel)
 	return NIL;
 }
 
+/* State of ec_member_matches_column: as postgres_fdw's ec_member_foreign_arg */
+typedef struct EcMemberArg
+{
+	Expr	   *current;		/* the column whose equalities are wanted */
+	List	   *already_used;	/* columns done already */
+} EcMemberArg;
+
+/*
+ * Callback of generate_implied_equalities_for_column: each plain column of
+ * the relation in turn, as in postgres_fdw.
+ */
+static bool
+ec_member_matches_column(PlannerInfo *root, RelOptInfo *rel, EquivalenceClass *ec,
+						 EquivalenceMember *em, void *arg)
+{
+	EcMemberArg *state = (EcMemberArg *) arg;
+	Expr	   *expr = em->em_expr;
+
+	if (state->current != NULL)
+		return equal(expr, state->current);
+	if (!is_column_of((Node *) expr, rel->relid) || list_member(state->already_used, expr))
+		return false;
+	state->current = expr;
+	return true;
+}
+
+/*
+ * The outer relations a join clause would parameterize a scan of baserel
+ * by, if it can be a qual of that scan ("column op outer expression");
+ * else NULL.
+ */
+static Relids
+param_clause_outer(PlannerInfo *root, RelOptInfo *baserel, RestrictInfo *rinfo)
+{
+	Relids		required_outer;
+
+	if (!join_clause_is_movable_to(rinfo, baserel))
+		return NULL;
+	required_outer = bms_union(rinfo->clause_relids, baserel->lateral_relids);
+	required_outer = bms_del_member(required_outer, baserel->relid);
+	if (bms_is_empty(required_outer) || bms_overlap(required_outer, baserel->relids))
+		return NULL;
+	if (extract_qual(root, rinfo, baserel->relid, required_outer) == NULL)
+		return NULL;
+	return required_outer;
+}
+
+/*
+ * Parameterized paths: for each set of outer relations whose join clauses
+ * can be quals of this scan (their values set at each rescan), ask the
+ * wrapper what one such scan costs (param_scan_cost); it answers only when
+ * the parameters let it read much less than the whole table (min/max
+ * pruning on a clustered column).  The row estimate is Postgres's.
+ */
+static void
+add_param_paths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
+{
+	OrochiPlanState *state = (OrochiPlanState *) baserel->fdw_private;
+	List	   *ppis = NIL;
+	ListCell   *lc;
+
+	foreach(lc, baserel->joininfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+		Relids		required_outer = param_clause_outer(root, baserel, rinfo);
+
+		if (required_outer != NULL)
+			ppis = list_append_unique_ptr(ppis,
+										  get_baserel_parampathinfo(root, baserel, required_outer));
+	}
+	if (baserel->has_eclass_joins)
+	{
+		EcMemberArg arg;
+
+		arg.already_used = NIL;
+		for (;;)
+		{
+			List	   *clauses;
+
+			arg.current = NULL;
+			clauses = generate_implied_equalities_for_column(root, baserel, ec_member_matches_column,
+															 (void *) &arg,
+															 baserel->lateral_referencers);
+			if (arg.current == NULL)
+				break;
+			foreach(lc, clauses)
+			{
+				RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+				Relids		required_outer = param_clause_outer(root, baserel, rinfo);
+
+				if (required_outer != NULL)
+					ppis = list_append_unique_ptr(ppis,
+												  get_baserel_parampathinfo(root, baserel, required_outer));
+			}
+			arg.already_used = lappend(arg.already_used, arg.current);
+		}
+	}
+	if (ppis == NIL)
+		return;
+
+	foreach(lc, ppis)
+	{
+		ParamPathInfo *ppi = (ParamPathInfo *) lfirst(lc);
+		List	   *quals = list_copy(state->quals);
+		ListCell   *lc2;
+		Relation	rel;
+		PyObject   *args;
+		PyObject   *res;
+		double		startup,
+					total;
+
+		foreach(lc2, ppi->ppi_clauses)
+		{
+			OrochiQual *q = extract_qual(root, lfirst_node(RestrictInfo, lc2), baserel->relid,
+										 ppi->ppi_req_outer);
+
+			if (q)
+				quals = lappend(quals, q);
+		}
+		rel = table_open(foreigntableid, NoLock);
+		args = Py_BuildValue("(NNNd)", orochi_instance_for_relation(rel), plan_quals_to_py(quals, rel),
+							 needed_columns_to_py(state->needed, RelationGetDescr(rel)), ppi->ppi_rows);
+		table_close(rel, NoLock);
+		res = orochi_runtime_call("param_scan_cost", args);
+		if (res == Py_None)
+		{
+			Py_DECREF(res);
+			continue;
+		}
+		if (!PyArg_ParseTuple(res, "dd", &startup, &total))
+		{
+			Py_DECREF(res);
+			orochi_py_raise("param_scan_cost must return None or (startup_cost, total_cost)");
+		}
+		Py_DECREF(res);
+		add_path(baserel, (Path *)
+				 create_foreignscan_path(root, baserel, NULL, ppi->ppi_rows, startup, Max(total, startup),
+										 NIL, ppi->ppi_req_outer, NULL, NIL));
+	}
+}
+
 /*
  * orochiGetForeignPaths
- *		One unsorted path; and, if the query wants an order that the wrapper
+ *		One unsorted path; parameterized paths where join clauses prune
+ *		(add_param_paths); and, if the query wants an order that the wrapper
  *		says it can produce (can_sort), a sorted path with those pathkeys.
  */
 static void
@@ -697,6 +853,7 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
 									 state->startup_cost, state->total_cost,
 									 NIL, baserel->lateral_relids, NULL, NIL));
+	add_param_paths(root, baserel, foreigntableid);
 
 	foreach(lc, root->query_pathkeys)
 	{
@@ -1660,6 +1817,7 @@ scan_state_reset_callback(void *arg)
 	Py_CLEAR(state->instance);
 	Py_CLEAR(state->columns);
 	Py_CLEAR(state->sortkeys);
+	Py_CLEAR(state->scan_cache);
 }
 
 static void
@@ -1898,9 +2056,16 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 		quals = Py_NewRef(Py_None);		/* an aggregation over no rows */
 	else
 		Py_INCREF(quals);
+	if (state->scan_cache == NULL && !aggregation && state->join_tupdescs[0] == NULL)
+	{
+		state->scan_cache = PyDict_New();
+		if (state->scan_cache == NULL)
+			orochi_py_raise("creating a scan's cache");
+	}
 	state->iterator = orochi_runtime_call("execute",
-										  Py_BuildValue("(ONOOi)", state->instance, quals,
-														state->columns, state->sortkeys, state->limit));
+										  Py_BuildValue("(ONOOiO)", state->instance, quals,
+														state->columns, state->sortkeys, state->limit,
+														state->scan_cache ? state->scan_cache : Py_None));
 }
 
 /*

@@ -30,6 +30,10 @@ char	   *orochi_trusted_wrappers = NULL;
 static int	orochi_node_connect_timeout = 5000;
 static char *orochi_fault_points = NULL;
 
+/* read by Python (orochi_fdw.tiering.objects) */
+static int	orochi_tier_cache_size = 256 * 1024;	/* kB */
+static int	orochi_tier_parallel_requests = 8;
+
 void
 _PG_init(void)
 {
@@ -79,6 +83,23 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+	DefineCustomIntVariable("orochi.tier_cache_size",
+							"Size of each backend's cache of byte ranges read from object storage.",
+							"Column chunks of tiered chunks are kept in it, least recently "
+							"used dropped first.",
+							&orochi_tier_cache_size,
+							256 * 1024, 0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("orochi.tier_parallel_requests",
+							"Range requests to object storage a scan keeps in flight.",
+							NULL,
+							&orochi_tier_parallel_requests,
+							8, 1, 64,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
 	orochi_vector_define_settings();
 	DefineCustomStringVariable("orochi.fault_injection",
 							   "Named phases at which Orochi operations pause (tests only).",

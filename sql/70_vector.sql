@@ -115,17 +115,19 @@ CREATE TABLE orochi.columnar_vector_indexes (
     UNIQUE (relid, attnum, distance_type)
 );
 
--- A stripe's index file.  Deleting the stripe's row (DROP, TRUNCATE, vacuum,
--- drop_chunks ...) deletes this row too, and the trigger below has the file
--- removed when that transaction commits; a file left without a row (a
--- crash) is an orphan that orochi.vacuum() collects.
+-- A stripe's index file, one row per stripe it indexes (a file built over
+-- several stripes at once, a segment, has one row for each, all naming it).
+-- Deleting the stripe's row (DROP, TRUNCATE, vacuum, drop_chunks ...)
+-- deletes this row too, and the trigger below has the file removed when that
+-- transaction commits and no row names it any more; a file left without a
+-- row (a crash) is an orphan that orochi.vacuum() collects.
 CREATE TABLE orochi.columnar_vector_index_files (
     index_id       bigint NOT NULL REFERENCES orochi.columnar_vector_indexes ON DELETE CASCADE,
     stripe_id      bigint NOT NULL REFERENCES orochi.columnar_stripes ON DELETE CASCADE,
     relid          oid NOT NULL,
-    file_path      text NOT NULL UNIQUE,    -- as in columnar_stripes (orochi._file_path)
-    file_bytes     bigint NOT NULL,
-    row_count      bigint NOT NULL,
+    file_path      text NOT NULL,           -- as in columnar_stripes (orochi._file_path)
+    file_bytes     bigint NOT NULL,         -- the file's size on its first stripe's row, 0 on the others
+    row_count      bigint NOT NULL,         -- vectors of this stripe in the file
     search_ef      integer NOT NULL,        -- ef at which its build-time recall check passed
     build_ms       bigint NOT NULL,
     created_xid    xid8 NOT NULL,
@@ -133,6 +135,8 @@ CREATE TABLE orochi.columnar_vector_index_files (
 );
 CREATE INDEX columnar_vector_index_files_stripe_idx
     ON orochi.columnar_vector_index_files (stripe_id);
+CREATE INDEX columnar_vector_index_files_path_idx
+    ON orochi.columnar_vector_index_files (file_path);
 
 -- Both tables, as the rest of the catalog, belong to the extension owner and
 -- are granted to no one: Orochi reads and writes them with internal

@@ -6,6 +6,8 @@
 - ``db_name`` / ``db_dsn`` / ``db``: one fresh database per test with
   ``CREATE EXTENSION orochi`` done; ``db`` is an autocommit psycopg connection to it.
   If the extension cannot be created the test errors (it is never skipped).
+  The databases are copies of a template database in which the extension was
+  created once (``OROCHI_EXTENSION_TEMPLATE=0``: created in each).
 - ``new_connection``: opens more connections to the ``db`` database.
 
 Every test that uses a cluster is watched: if the server log shows a server process
@@ -15,6 +17,11 @@ written during it is attached to the report.
 
 ``@pytest.mark.slow`` tests (soak tests) run only with ``--run-slow`` or
 ``OROCHI_RUN_SLOW=1``.
+
+Every cluster's data directory is a copy of one ``initdb`` per process
+(``OROCHI_INITDB_TEMPLATE``, see orochi_fdw.testing.cluster; ``=0`` runs initdb for
+each). The suite runs in parallel worker processes under ``make test`` (pytest-xdist,
+see the Makefile); each worker has clusters of its own.
 
 ``--pg-setting NAME=VALUE`` (repeatable) runs every cluster of the session with
 that server setting, e.g. ``--pg-setting force_parallel_mode=regress``; it is
@@ -32,7 +39,13 @@ import re
 import psycopg
 import pytest
 
-from orochi_fdw.testing.cluster import ENV_SETTINGS, PostgresCluster, env_settings
+from orochi_fdw.testing.cluster import (
+    ENV_INITDB_TEMPLATE,
+    ENV_SETTINGS,
+    PostgresCluster,
+    env_settings,
+    remove_initdb_templates,
+)
 
 # Extra server settings for the session cluster. Edit here when every test needs one.
 PG_CLUSTER_SETTINGS: dict = {}
@@ -64,6 +77,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # clusters are copies of one initdb per process (orochi_fdw.testing.cluster);
+    # OROCHI_INITDB_TEMPLATE=0 runs initdb for each
+    os.environ.setdefault(ENV_INITDB_TEMPLATE, "1")
     pairs = config.getoption("--pg-setting") or []
     if pairs:
         merged = {**env_settings()}
@@ -74,6 +90,10 @@ def pytest_configure(config):
             merged[name.strip()] = value.strip()
         os.environ[ENV_SETTINGS] = ";".join(f"{k}={v}" for k, v in merged.items())
     env_settings()  # an unparsable OROCHI_PG_SETTINGS fails here, not in the first fixture
+
+
+def pytest_unconfigure(config):
+    remove_initdb_templates()
 
 
 def pytest_report_header(config):
@@ -148,8 +168,15 @@ def _postgres_crash_check(request):
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """One running PostgreSQL cluster shared by the whole test session."""
-    cluster = PostgresCluster("session", settings=PG_CLUSTER_SETTINGS)
+    """One running PostgreSQL cluster shared by the whole test session. Its
+    databases with the extension are copies of a template database in which
+    ``CREATE EXTENSION orochi`` ran once (``extension_templates``)."""
+    cluster = PostgresCluster(
+        "session",
+        settings=PG_CLUSTER_SETTINGS,
+        # OROCHI_EXTENSION_TEMPLATE=0: CREATE EXTENSION in every database instead
+        extension_templates=os.environ.get("OROCHI_EXTENSION_TEMPLATE") != "0",
+    )
     try:
         cluster.start()
         yield cluster

@@ -58,6 +58,10 @@ class WireKind(enum.IntEnum):
     TEXT = 12  #: offsets + UTF-8 bytes
     BYTEA = 13  #: offsets + raw bytes
     CSTRING = 14  #: offsets + UTF-8 text form, through the type's input function
+    #: int64: a numeric(p, s) value times 10^s (NaN: int64 max). Only between
+    #: Orochi's scans, filters and aggregates: ``batch_to_wire`` hands it to
+    #: the bridge as CSTRING (orochi_fdw.columnar.types.decimal_to_cstring).
+    DECIMAL64 = 64
 
     @property
     def is_variable_width(self) -> bool:
@@ -79,6 +83,7 @@ WIRE_DTYPES: dict[WireKind, np.dtype] = {
     WireKind.TIME: np.dtype("<i8"),
     WireKind.INTERVAL: INTERVAL_DTYPE,
     WireKind.UUID: np.dtype("V16"),
+    WireKind.DECIMAL64: np.dtype("<i8"),
 }
 
 # Postgres type oids with a direct wire kind; every other type is CSTRING.

@@ -27,9 +27,20 @@ The points:
 ``compress:after_write``           chunk compression wrote the new stripes
 ``compress:before_commit``         chunk compression swapped the stripes
 ``refresh:before_commit``          a continuous aggregate refresh wrote its rows
+``tier:before_upload``             tier_chunk locked the chunk's stripes, nothing
+                                   uploaded yet
+``tier:after_upload``              tier_chunk uploaded and verified the objects,
+                                   the catalog not yet changed
+``tier:before_commit``             tier_chunk pointed the stripes at the objects
+``untier:after_download``          untier_chunk wrote the local files back
+``tier:before_fetch``              a scan is about to fetch a cold stripe's
+                                   column chunks (ranged requests)
 ``cdc:after_emit``                 a write to a captured orochi table emitted
                                    its change message, its transaction not
                                    committed
+``vector_index:after_file``        a vector index file is complete (written,
+                                   fsynced, linked, logged), its catalog rows
+                                   not yet inserted
 =================================  ===========================================
 """
 

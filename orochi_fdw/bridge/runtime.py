@@ -203,16 +203,46 @@ def _sortkeys(raw: list[tuple]) -> list[SortKey]:
     return keys
 
 
-def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str]) -> tuple[float, float, float, float]:
-    """(rows, width, startup_cost, total_cost) of a scan."""
+def get_rel_size(handle: TableHandle, quals: list[tuple], columns: list[str], selectivity: float = 1.0,
+                 tuples: float = -1.0) -> tuple[float, float, float, float, float]:
+    """(rows, width, startup_cost, total_cost, tuples) of a scan.
+
+    ``selectivity`` is Postgres's estimate for all the scan's conditions
+    (clauselist_selectivity over the ANALYZE statistics), ``tuples`` the
+    table's row count pg_class records (-1: never analyzed).  A wrapper with
+    ``estimate(quals, columns, selectivity)`` (a dict: rows, width,
+    startup_cost, total_cost, tuples) decides from them; else its Multicorn
+    ``get_rel_size`` and ``get_costs`` do, and the tuples stay Postgres's."""
     q = _quals(quals)
+    estimate = getattr(handle.instance, "estimate", None)
+    if estimate is not None:
+        e = estimate(q, columns, selectivity)
+        return (float(e["rows"]), float(e["width"]), float(e["startup_cost"]), float(e["total_cost"]),
+                float(e.get("tuples", tuples)))
     rows, width = handle.instance.get_rel_size(q, columns)
     get_costs = getattr(handle.instance, "get_costs", None)
     if get_costs is not None:
         startup, total = get_costs(q, columns, rows, width)
     else:
         startup, total = ForeignDataWrapper.get_costs(handle.instance, q, columns, rows, width)
-    return (float(rows), float(width), float(startup), float(total))
+    return (float(rows), float(width), float(startup), float(total), float(tuples))
+
+
+def param_scan_cost(handle: TableHandle, quals: list[tuple], columns: list[str], rows: float
+                    ) -> tuple[float, float] | None:
+    """(startup_cost, total_cost) of one scan of a parameterized path: the
+    quals include join conditions whose values (unknown at plan time) come
+    from the outer row at each rescan; ``rows`` is Postgres's estimate of the
+    rows one scan returns.  None when the wrapper does not gain from the
+    parameters (``param_scan_cost`` absent, or it answers None)."""
+    method = getattr(handle.instance, "param_scan_cost", None)
+    if method is None:
+        return None
+    answer = method(_quals(quals), columns, rows)
+    if answer is None:
+        return None
+    startup, total = answer
+    return (float(startup), float(max(total, startup)))
 
 
 def can_sort(handle: TableHandle, sortkeys: list[tuple]) -> int | tuple[int, float, float]:
@@ -321,7 +351,7 @@ def _execute_takes_limit(instance: Any) -> bool:
 
 
 def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], sortkeys: list[tuple],
-            limit: int = -1) -> Iterator:
+            limit: int = -1, scan_cache: dict | None = None) -> Iterator:
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
     use: the scan is the whole query and nothing above it filters or sorts,
     so a wrapper may stop after that many rows (in ``sortkeys`` order).
@@ -330,7 +360,12 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     NULL value at execution): a scan then yields nothing, and an aggregation
     is asked for its result over no rows (``aggregate(request, None)``: one
     row without GROUP BY, none with it).  A pushed-down join always gets its
-    quals (a NULL empties its own side only)."""
+    quals (a NULL empties its own side only).
+
+    ``scan_cache`` is a dict that lives as long as the scan node: the same
+    one at every rescan (a parameterized scan's, once per outer row), so a
+    wrapper whose execute() takes ``scan_cache`` keeps there what need not
+    be read again (the catalog's stripe list, file metadata)."""
     if isinstance(handle, JoinHandle):
         outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
@@ -338,11 +373,30 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
         result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals))
     elif quals is None:
         return iter(())
-    elif limit >= 0 and _execute_takes_limit(handle.instance):
-        result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, limit=limit)
     else:
-        result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None)
+        kwargs: dict[str, Any] = {}
+        if limit >= 0 and _execute_takes_limit(handle.instance):
+            kwargs["limit"] = limit
+        if scan_cache is not None and _execute_takes(handle.instance, "scan_cache"):
+            kwargs["scan_cache"] = scan_cache
+        result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, **kwargs)
     return iter(result if result is not None else ())
+
+
+def _execute_takes(instance: Any, name: str) -> bool:
+    """Whether the wrapper's execute() has a parameter ``name`` (by name only)."""
+    cls = type(instance)
+    known = _takes_param.get((cls, name))
+    if known is None:
+        try:
+            params = inspect.signature(instance.execute).parameters
+        except (TypeError, ValueError):
+            params = {}
+        known = _takes_param[(cls, name)] = name in params
+    return known
+
+
+_takes_param: dict[tuple[type, str], bool] = {}
 
 
 def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:
@@ -358,6 +412,10 @@ def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:
         if coldef is None:
             raise WrapperError(f'a batch has column "{name}", which table {handle.relname} does not have')
         col = to_column(handle.kinds[name], data)
+        if col.kind is WireKind.DECIMAL64:
+            from orochi_fdw.columnar.types import decimal_to_cstring
+
+            col = decimal_to_cstring(col, coldef)
         if len(col) != item.nrows:
             raise WrapperError(f'batch column "{name}" has {len(col)} values for {item.nrows} rows')
         wire[coldef.attnum - 1] = (int(col.kind), col.values, col.validity, col.offsets)

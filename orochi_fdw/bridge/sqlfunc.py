@@ -26,7 +26,7 @@ SQL_API_MODULES: list[str] = ["orochi_fdw.bridge.info", "orochi_fdw.catalog.sqla
                               "orochi_fdw.timeseries.policies", "orochi_fdw.timeseries.continuous",
                               "orochi_fdw.jobs.sqlapi", "orochi_fdw.vector.sqlapi", "orochi_fdw.pipelines.sqlapi",
                               "orochi_fdw.workload.sqlapi", "orochi_fdw.cluster.sqlapi",
-                              "orochi_fdw.cdc.sqlapi"]
+                              "orochi_fdw.cdc.sqlapi", "orochi_fdw.ha.sqlapi", "orochi_fdw.tiering.sqlapi"]
 _loaded = False
 
 

@@ -88,10 +88,22 @@ def database_oid() -> int:
     return int(_info("database_oid"))
 
 
+#: how the catalog names an object of a storage target (orochi_fdw.tiering)
+OBJECT_SCHEME = "tier:"
+
+
+def is_object(path: str) -> bool:
+    """Whether the catalog's name is an object in a storage target
+    (``tier:<target id>/<key>``, docs/tiering.md), not a file."""
+    return path.startswith(OBJECT_SCHEME)
+
+
 def catalog_path(path: str) -> str:
     """How the catalog names the file ``path``: relative to this database's
     folder under the default data directory when it lies there, else its
-    absolute path (a server's ``data_dir``)."""
+    absolute path (a server's ``data_dir``); an object keeps its name."""
+    if is_object(path):
+        return path
     path = os.path.normpath(path)
     base = database_dir(default_data_dir())
     if path.startswith(base + os.sep):
@@ -101,7 +113,7 @@ def catalog_path(path: str) -> str:
 
 def resolve(stored: str) -> str:
     """The path of a file as the catalog names it (see :func:`catalog_path`)."""
-    if os.path.isabs(stored):
+    if os.path.isabs(stored) or is_object(stored):
         return stored
     return os.path.join(database_dir(default_data_dir()), stored)
 
@@ -207,7 +219,7 @@ def remove_file(path: str) -> int:
     Raises:
         OSError: it could not be removed.
     """
-    for _, _, freed in wal.remove_logged([(path, wal.REMOVE_FILE)]):
+    for _, freed in remove_files([path]):
         if isinstance(freed, OSError):
             raise freed
         return freed
@@ -216,8 +228,17 @@ def remove_file(path: str) -> int:
 
 def remove_files(paths: list[str]) -> list[tuple[str, int | OSError]]:
     """Remove files, logged to the WAL first (one flush for all): (path,
-    bytes freed or the OSError) per file (0 for one already gone)."""
-    return [(p, freed) for p, _, freed in wal.remove_logged([(p, wal.REMOVE_FILE) for p in paths])]
+    bytes freed or the OSError) per file (0 for one already gone). Objects
+    of storage targets are deleted from their object store (nothing to log:
+    no standby holds a copy)."""
+    objects = [p for p in paths if is_object(p)]
+    out = [(p, freed) for p, _, freed in wal.remove_logged([(p, wal.REMOVE_FILE) for p in paths
+                                                                if not is_object(p)])] if len(objects) < len(paths) else []
+    if objects:
+        from orochi_fdw.tiering.move import delete_objects
+
+        out += delete_objects(objects)
+    return out
 
 
 def remove_dir_if_empty(path: str) -> bool:

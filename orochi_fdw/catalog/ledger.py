@@ -82,6 +82,10 @@ class FileLedger:
         (and the emptied table folders) if that commits."""
         self._join()
         mine = str(files.database_oid())
+        if any(files.is_object(p) for _, p in stripes):
+            from orochi_fdw.tiering.move import remember_targets
+
+            remember_targets([p for _, p in stripes])  # deleted in the commit hook, where SPI cannot run
         for stripe_id, path in stripes:
             if _database_of(path) == mine:
                 self.doomed[stripe_id] = path

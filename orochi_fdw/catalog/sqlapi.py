@@ -20,8 +20,9 @@ def _relid(value) -> int:
 
 @sql_function("table_size")
 def table_size(rel) -> int:
-    """Bytes a table takes: its stripe files and delta store for an orochi
-    table, else what pg_total_relation_size says."""
+    """Bytes a table takes on local disk: its stripe files (not those in
+    object storage) and delta store for an orochi table, else what
+    pg_total_relation_size says."""
     relid = _relid(rel)
     relkind = spi.execute("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
                           [relid], types=["oid"]).scalar()
@@ -29,7 +30,10 @@ def table_size(rel) -> int:
         return int(spi.execute("SELECT pg_total_relation_size($1)", [relid], types=["oid"]).scalar() or 0)
     delta = spi.execute("SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)",
                         [f"orochi.columnar_delta_{relid}"], types=["text"]).scalar()
-    return store.table_totals(relid)[2] + int(delta or 0)
+    cold = spi.execute("SELECT coalesce(sum(file_bytes), 0) FROM orochi.columnar_stripes"
+                       " WHERE relid = $1 AND file_path LIKE 'tier:%'", [relid], types=["oid"],
+                       internal=True).scalar()  # in object storage (docs/tiering.md): not on this disk
+    return store.table_totals(relid)[2] - int(cold or 0) + int(delta or 0)
 
 
 @sql_function("vacuum")

@@ -193,4 +193,10 @@ def collect_orphans() -> VacuumResult:
                     files.remove_dir_if_empty(tdir)
                 except OSError as exc:
                     spi.log("warning", f'could not remove folder "{tdir}": {exc.strerror}')
+    # objects of storage targets (tiered chunks): the same rule (orochi_fdw.tiering.move)
+    from orochi_fdw.tiering.move import collect_orphan_objects
+
+    nobjects, nbytes = collect_orphan_objects(own_xid)
+    result.removed_files += nobjects
+    result.removed_bytes += nbytes
     return result

@@ -377,7 +377,9 @@ def _stripe_rows(table: "ColumnarTable", stripe_id: int, offsets: np.ndarray) ->
               spi.prepared(_STRIPE_COLUMNS, ["bigint"], internal=True).execute([stripe_id]).rows}
     missing = table.missing_values()
     pieces: dict[str, list[Column]] = {name: [] for name in table.columns}
-    reader = StripeReader(files.resolve(path))
+    from orochi_fdw.tiering.objects import open_stripe
+
+    reader = open_stripe(files.resolve(path))
     try:
         for group in reader.metadata.chunk_groups:
             lo = int(np.searchsorted(offsets, group.first_row))

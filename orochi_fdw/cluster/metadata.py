@@ -168,6 +168,7 @@ def _columns(raw: Any) -> tuple[ColumnInfo, ...]:
 def table(relid: int) -> DistTable | None:
     """The distributed or reference table ``relid``, or None."""
     relid = int(relid)
+    _join_transaction()
     if relid in _tables:
         return _tables[relid]
     rows = catalog(
@@ -178,6 +179,8 @@ def table(relid: int) -> DistTable | None:
         _tables[relid] = None
         return None
     method, attnum, dtype, coloc, storage, schema, base, columns = rows[0]
+    if method == "h" and coloc is not None:
+        _hold_group(int(coloc))
     placements: dict[int, list[int]] = {}
     for shard_id, node_id in catalog(
             "SELECT p.shard_id, p.node_id FROM orochi.dist_placement p"
@@ -195,6 +198,30 @@ def table(relid: int) -> DistTable | None:
                   str(storage), str(schema), str(base), _columns(columns), shards)
     _tables[relid] = t
     return t
+
+
+def _join_transaction() -> None:
+    """Tie the cache to the current transaction: joining it (once per
+    transaction) empties the cache, so placements read by an earlier
+    transaction are never used (a shard may have moved since)."""
+    from orochi_fdw.cluster.transaction import current
+
+    current._join()
+
+
+def _hold_group(colocation_id: int) -> None:
+    """Hold the co-location group's placements for the rest of the
+    transaction: a shared advisory lock, which a shard move's switch
+    (orochi_fdw.cluster.mover) takes exclusively.  A transaction thus never
+    writes through placements that a move has switched meanwhile, and a
+    switch waits for the transactions that read the old ones.  (In parallel
+    mode no lock can be taken; such a statement only reads.)"""
+    from orochi_fdw.cluster.rebalance import GROUP_LOCK
+
+    if spi._pg().in_parallel_mode():
+        return
+    catalog("SELECT pg_catalog.pg_advisory_xact_lock_shared($1, $2)", [GROUP_LOCK, colocation_id],
+            types=["integer", "integer"])
 
 
 def is_distributed(relid: int) -> bool:

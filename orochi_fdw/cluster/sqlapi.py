@@ -9,7 +9,7 @@ from psycopg import sql
 from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.cluster import connection as C
-from orochi_fdw.cluster import ddl, metadata, planner, recovery
+from orochi_fdw.cluster import ddl, metadata, planner, rebalance, recovery  # noqa: F401 (rebalance: its SQL functions)
 from orochi_fdw.cluster.errors import ClusterError, DistributionError
 from orochi_fdw.cluster.transaction import current as txn
 from orochi_fdw.errors import InvalidOptionError

@@ -27,23 +27,55 @@ class AggregatePushdown:
     """Mixin for a wrapper whose ``execute`` yields exact batches: it adds
     ``can_aggregate`` and ``aggregate`` for the bridge."""
 
+    def _with_scales(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The request with the scale of each numeric column stored as scaled
+        int64 (the scans hand those as DECIMAL64), which the aggregator needs."""
+        from orochi_fdw.columnar.types import decimal_type
+
+        def scale(name: Any) -> int | None:
+            column = self.columns.get(name) if isinstance(name, str) else None
+            ps = None if column is None else decimal_type(column)
+            return None if ps is None else ps[1]
+
+        aggs = [dict(a, arg_scale=scale(a.get("column"))) if a.get("arg_type_oid") == 1700 else a
+                for a in request.get("aggregates", ())]
+        def stripped(name: Any) -> bool:
+            from orochi_fdw.columnar.types import storage_kind
+
+            column = self.columns.get(name) if isinstance(name, str) else None
+            return column is not None and storage_kind(column) == "char"
+
+        keys = []
+        for g in request.get("group_by", ()):
+            if g.get("kind") == "column" and g.get("type_oid") == 1700:
+                g = dict(g, scale=scale(g.get("column")))
+            elif g.get("kind") == "column" and g.get("type_oid") == 1042:
+                g = dict(g, stripped=stripped(g.get("column")))
+            keys.append(g)
+        return {**request, "aggregates": aggs, "group_by": keys}
+
     def can_aggregate(self, request: Mapping[str, Any], quals: list[Qual]) -> dict[str, float] | None:
+        request = self._with_scales(request)
         if not supports(request):
             return None
         if quals and not all(self.exact_quals(quals)):
             return None
+        from orochi_fdw.query import estimates
+
         columns = sorted(HashAggregator(request).columns)
-        rows, width = self.get_rel_size(quals, columns)
-        startup, total = self.get_costs(quals, columns, rows, width)
+        # what the scan reads and decodes, without handing rows to Postgres
+        shape, _ = self.scan_shape(quals, columns)
+        rows = shape.scanned_rows
         groups = 1.0 if not request["group_by"] else min(max(rows, 1.0),
                                                          float(_GROUPS_PER_KEY ** len(request["group_by"])))
+        startup, total = estimates.scan_cost(shape, 0.0, 0)
         cost = startup + (total - startup) / _KERNEL_SPEEDUP
         return {"rows": groups, "startup_cost": cost, "total_cost": cost + groups * 0.01}
 
     def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None) -> "AggregateScan":
         """The aggregation over the rows the quals let through; ``quals`` is
         None when none can (a comparison with NULL): the result over no rows."""
-        agg = HashAggregator(request)
+        agg = HashAggregator(self._with_scales(request))
         return AggregateScan(agg, iter(()) if quals is None else self.execute(quals, sorted(agg.columns)))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Batch, Column, WireKind
 from orochi_fdw.columnar.pruning import CollationInfo
 from orochi_fdw.columnar.scan import FilteredBatch
@@ -47,15 +48,23 @@ class FilteredScan:
         scan: the batches.
         expr: what to keep (the exact quals).
         needed: the columns to pass on.
-        kinds: each column's layout for its current type.
+        kinds: each column's layout for its current type
+            (:func:`~orochi_fdw.columnar.types.scan_wire_kind`).
+        columns: the table's columns (numeric text, from the delta store,
+            becomes DECIMAL64 at its column's scale).
+        filter_columns: the columns the filter reads, when the scan may
+            apply it to a chunk group before decoding the others.
     """
 
     def __init__(self, scan: Any, expr: BooleanExpression, needed: list[str],
-                 kinds: dict[str, WireKind] | None = None, filter_columns: Any = None):
+                 kinds: dict[str, WireKind] | None = None,
+                 columns: dict[str, ColumnDefinition] | None = None, filter_columns: Any = None):
         self.scan = scan
         self.expr = expr
         self.needed = needed
-        self.numeric = {n: k for n, k in (kinds or {}).items() if k in _PARSE}
+        self.numeric = {n: k for n, k in (kinds or {}).items()
+                        if k in _PARSE or k is WireKind.DECIMAL64}
+        self.columns = columns or {}
         self.removed = 0
         #: the columns the filter reads, when the scan may apply it to a
         #: chunk group before decoding its other columns (:meth:`select`)
@@ -68,12 +77,20 @@ class FilteredScan:
         for n in self.filters:
             col = column(n)
             if n in self.numeric and col.kind.is_variable_width:
-                col = _as_kind(col, self.numeric[n])
+                col = self._convert(n, col)
             cols[n] = col
         return selection(evaluate(self.expr, cols, nrows), np.int64)
 
+    def _convert(self, name: str, col: Column) -> Column:
+        kind = self.numeric[name]
+        if kind is WireKind.DECIMAL64:
+            from orochi_fdw.columnar.types import cstring_to_decimal
+
+            return cstring_to_decimal(col, self.columns[name])
+        return _as_kind(col, kind)
+
     def _normalized(self, batch: Batch) -> Batch:
-        changed = {n: _as_kind(c, self.numeric[n]) for n, c in batch.columns.items()
+        changed = {n: self._convert(n, c) for n, c in batch.columns.items()
                    if n in self.numeric and c.kind.is_variable_width}
         if not changed:
             return batch

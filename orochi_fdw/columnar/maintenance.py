@@ -322,7 +322,9 @@ def live_columns(table, stripe: store.StripeRecord, bitmap: BitMap) -> tuple[dic
     live = np.ones(stripe.row_count, dtype=bool)
     live[deleted] = False
     nlive = int(live.sum())
-    reader = StripeReader(stripe.file_path)
+    from orochi_fdw.tiering.objects import open_stripe
+
+    reader = open_stripe(stripe.file_path, stripe.file_bytes)
     try:
         columns, raw = {}, {}
         for name in table.columns:
@@ -390,7 +392,9 @@ def vacuum_table(relid: int, min_deleted_fraction: float = 0.2) -> VacuumTableRe
         progress.update(force=True, phase="scanning catalog")
         attnums = [c.attnum for c in table.columns.values()]
         stripes = store.table_stripes(relid, attnums, read_only=False)
-        candidates = [s for s in stripes if s.deleted_count > 0
+        # stripes in object storage stay there (their deleted rows stay
+        # marked): a rewrite would bring their rows back to local disk
+        candidates = [s for s in stripes if s.deleted_count > 0 and not files.is_object(s.file_path)
                       and s.deleted_count >= min_deleted_fraction * s.row_count]
         progress.update(force=True, phase="rewriting stripes", stripes_total=len(candidates))
         rewritten = []  # (old stripe, bitmap read, new record or None)

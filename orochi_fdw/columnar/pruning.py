@@ -25,8 +25,14 @@ It is unsure, and reads, when:
   deterministic collation (then equal strings are equal bytes); ranges need
   the C collation and a UTF-8 database (then the order is the bytes' order);
 - the column's values are compared in an order other than their stored
-  bytes' (numeric and jsonb in text form, bpchar with its padding, and every
+  bytes' (numeric and jsonb in text form, bpchar without a length, and every
   type stored through its text form).
+
+numeric(p, s) with p <= 18 is stored as scaled int64 (NaN as int64 max,
+above every number, as Postgres orders it): a constant binds as the exact
+rational ``value * 10^s``, which Python compares exactly with the integer
+bounds. character(n) is stored without its trailing spaces, which is how
+bpchar compares: a constant binds without them, then as text.
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from typing import Any, Callable, Iterable
 from orochi_fdw.bridge.api import ColumnDefinition, Qual
 from orochi_fdw.bridge.batch import PG_EPOCH_DATE, PG_EPOCH_DATETIME, PG_EPOCH_DATETIME_UTC
 from orochi_fdw.bridge.types import SpecialValue
-from orochi_fdw.columnar.types import BYTEA_OID, TEXT_TYPE_OIDS, storage_kind
+from fractions import Fraction
+
+from orochi_fdw.columnar.types import BYTEA_OID, TEXT_TYPE_OIDS, decimal_scale, storage_kind
+from orochi_fdw.storage import decimal as dec
 from orochi_fdw.storage.kinds import get_kind
 
 ROWS_MIGHT_MATCH = True
@@ -155,6 +164,11 @@ def bind_value(column: ColumnDefinition, value: Any) -> Any:
         return None
     if kind in ("int16", "int32", "int64"):
         return _number(value)
+    scale = decimal_scale(kind)
+    if scale is not None:
+        return _decimal_value(value, scale)
+    if kind == "char":
+        return value.rstrip(" ").encode("utf-8") if isinstance(value, str) else None
     if k.physical == "float":
         v = _number(value)
         if isinstance(v, decimal.Decimal):
@@ -185,6 +199,23 @@ def bind_value(column: ColumnDefinition, value: Any) -> Any:
     if column.type_oid in TEXT_TYPE_OIDS and isinstance(value, str):
         return value.encode("utf-8")
     return None
+
+
+def _decimal_value(value: Any, scale: int) -> Any:
+    """A numeric constant in the stored domain of scale ``scale`` (an int or
+    an exact Fraction), NaN as the stored NaN; None for other types."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value * 10 ** scale
+    if not isinstance(value, decimal.Decimal):
+        return None  # a float8 constant compares the column cast to float8
+    if value.is_nan():
+        return dec.NAN
+    if value.is_infinite():
+        # between every number and NaN, in numeric's order
+        return Fraction(2 * dec.NAN - 1, 2) if value > 0 else Fraction(-(2 ** 64) - 1, 2)
+    return Fraction(value) * 10 ** scale
 
 
 def bind(quals: Iterable[Qual], columns: dict[str, ColumnDefinition],
@@ -224,7 +255,7 @@ def bind(quals: Iterable[Qual], columns: dict[str, ColumnDefinition],
 
 
 def _text_ok(column: ColumnDefinition, op: str, collation: str | None, collations: CollationInfo) -> bool:
-    if column.type_oid not in TEXT_TYPE_OIDS:
+    if column.type_oid not in TEXT_TYPE_OIDS and storage_kind(column) != "char":
         return True
     if op == "=":
         return collations.is_c(collation) or collations.deterministic(collation or "default")

@@ -23,13 +23,18 @@ import numpy as np
 
 from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Batch, Column
-from orochi_fdw.catalog import store
+from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
+from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
+
+
+#: decoded column chunks a scan keeps for its rescans
+CHUNK_CACHE_ENTRIES = 32
 
 
 @dataclass
@@ -49,6 +54,7 @@ class ScanCounters:
     delta_rows: int = 0
     columns: list[str] = field(default_factory=list)
     chunks: tuple[int, int] | None = None  # a hypertable's (chunks, chunks excluded)
+    tier: TierCounters = field(default_factory=TierCounters)  # reads from object storage
 
 
 def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition, has_missing: bool = False) -> Bounds:
@@ -88,7 +94,7 @@ class ColumnarScan:
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
                  stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual],
                  delta: Callable[[], Iterable[Batch]] | None = None,
-                 missing: Mapping[str, tuple] = {}):
+                 missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None):
         self.relname = relname
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
@@ -102,6 +108,9 @@ class ColumnarScan:
         #: a FilteredScan over this scan, whose filter chunk groups apply
         #: before their other columns are decoded (late materialization)
         self.prefilter = None
+        # decoded column chunks by (stripe, chunk group, column), kept across
+        # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
+        self.chunk_cache = chunk_cache
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -132,22 +141,47 @@ class ColumnarScan:
                             if c.chunk_groups_from_stats else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
+        if c.tier.objects:
+            lines.append(f"Object Storage: {c.tier.explain()}")
         lines.append(f"Delta Rows: {c.delta_rows}")
         return lines
 
     # ------------------------------------------------------------------
 
     def _batches(self) -> Iterator[Batch]:
-        for stripe in self.stripes:
-            self.counters.stripes += 1
-            if not self.needed:
-                deleted = DeletedOffsets(stripe.delete_bitmap)
-                batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
-                if batch is not None:
-                    self.counters.rows += batch.nrows
-                    yield batch
-                continue
-            yield from self._stripe_batches(stripe)
+        if self.needed:
+            prefetch_footers((s.file_path, s.file_bytes, self._footer_estimate(s)) for s in self.stripes)
+        ahead: tuple | None = None  # (stripe, plan) of a cold stripe whose fetches are in flight
+        try:
+            for stripe in self.stripes:
+                self.counters.stripes += 1
+                if not self.needed:
+                    deleted = DeletedOffsets(stripe.delete_bitmap)
+                    batch = self._apply_deletes(stripe, deleted, 0, Batch(stripe.row_count, {}))
+                    if batch is not None:
+                        self.counters.rows += batch.nrows
+                        yield batch
+                    continue
+                if files.is_object(stripe.file_path):
+                    # in object storage: start its fetches now, decode the
+                    # stripe before it (if any) while they run
+                    planned = (stripe, self._plan(stripe))
+                    if ahead is not None:
+                        current, ahead = ahead, planned
+                        yield from self._emit(*current)
+                    else:
+                        ahead = planned
+                    continue
+                if ahead is not None:
+                    current, ahead = ahead, None
+                    yield from self._emit(*current)
+                yield from self._emit(stripe, self._plan(stripe))
+            if ahead is not None:
+                current, ahead = ahead, None
+                yield from self._emit(*current)
+        finally:
+            if ahead is not None:
+                ahead[1].reader.close()
         if self.delta is not None:
             for batch in self.delta():
                 self.counters.delta_rows += batch.nrows
@@ -170,9 +204,13 @@ class ColumnarScan:
         cols = {name: select_rows(col, live, offsets) for name, col in batch.columns.items()}
         return Batch(len(offsets), cols, stripe_rowids(stripe.stripe_id, offsets + first_row))
 
+    def _footer_estimate(self, stripe: store.StripeRecord) -> int:
+        return footer_estimate(stripe.chunk_group_count, len(self.table_columns) + 2)
+
     def _open(self, stripe: store.StripeRecord) -> StripeReader:
         try:
-            return StripeReader(stripe.file_path)
+            return open_stripe(stripe.file_path, stripe.file_bytes, self.counters.tier,
+                               self._footer_estimate(stripe))
         except FileNotFoundError:
             raise MissingStripeFileError(
                 f'stripe file "{stripe.file_path}" of table "{self.relname}" is missing',
@@ -180,11 +218,33 @@ class ColumnarScan:
         except PermissionError as exc:
             raise StorageIOError(f'could not open stripe file "{stripe.file_path}": {exc.strerror}') from None
 
-    def _stripe_batches(self, stripe: store.StripeRecord) -> Iterator[Batch]:
+    @dataclass
+    class _Plan:
+        """What a scan reads from one stripe: its open reader and the chunk
+        groups left after pruning (their fetches started, for a stripe in
+        object storage)."""
+
+        reader: object
+        groups: list
+
+    def _plan(self, stripe: store.StripeRecord) -> "ColumnarScan._Plan":
         reader = self._open(stripe)
+        try:
+            groups = self._groups(stripe, reader)
+            start = getattr(reader, "start_prefetch", None)
+            if start is not None:  # a stripe in object storage: fetch what is read, in parallel
+                start([(group.present[name][0], group.index) for group in groups for name in self.needed
+                       if name in group.present])
+            return ColumnarScan._Plan(reader, groups)
+        except BaseException:
+            reader.close()
+            raise
+
+    def _emit(self, stripe: store.StripeRecord, plan: "ColumnarScan._Plan") -> Iterator[Batch]:
         pre = self.prefilter
         try:
-            for group in self.chunk_groups(stripe, reader):
+            for group in plan.groups:
+                self.counters.chunk_groups += 1
                 if pre is not None and pre.filters:
                     batch = self._filtered_group(group, pre)
                     if batch is not None:
@@ -197,7 +257,7 @@ class ColumnarScan:
                     self.counters.rows += batch.nrows
                     yield batch
         finally:
-            reader.close()
+            plan.reader.close()
 
     def _filtered_group(self, group: "ChunkGroup", pre) -> Batch | None:
         """Late materialization: the filter's columns of a chunk group are
@@ -220,15 +280,9 @@ class ColumnarScan:
             cols = {name: take(group.column(name), idx) for name in self.needed}
         return FilteredBatch(len(idx), cols, group.rowids(idx))
 
-    def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
-                     skip: Callable[["ChunkGroup"], bool] | None = None,
-                     order: Callable[["ChunkGroup"], Any] | None = None) -> Iterator["ChunkGroup"]:
+    def _groups(self, stripe: store.StripeRecord, reader: StripeReader) -> list["ChunkGroup"]:
         """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
-        min / max do not rule out and that have a live row, each with its
-        columns decoded on demand (:class:`ChunkGroup`); ``skip``: a further
-        test on a group's statistics (a top-N's threshold), counted apart,
-        asked just before the group would be yielded; ``order``: a sort key
-        of the groups (file order without)."""
+        min / max do not rule out and that have a live row."""
         meta = reader.metadata
         # table column -> (file column, stored kind); absent columns read as NULL
         present: dict[str, tuple[str, str]] = {}
@@ -261,6 +315,18 @@ class ColumnarScan:
                 self.counters.deleted_rows_skipped += group.row_count
                 continue  # every row deleted: nothing to decode
             groups.append(ChunkGroup(self, stripe, reader, present, deleted, group))
+        return groups
+
+    def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
+                     skip: Callable[["ChunkGroup"], bool] | None = None,
+                     order: Callable[["ChunkGroup"], Any] | None = None) -> Iterator["ChunkGroup"]:
+        """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
+        min / max do not rule out and that have a live row, each with its
+        columns decoded on demand (:class:`ChunkGroup`); ``skip``: a further
+        test on a group's statistics (a top-N's threshold), counted apart,
+        asked just before the group would be yielded; ``order``: a sort key
+        of the groups (file order without)."""
+        groups = self._groups(stripe, reader)
         if order is not None:
             groups.sort(key=order)
         for chunk_group in groups:
@@ -304,11 +370,20 @@ class ChunkGroup:
         if col is None:
             column = self.scan.table_columns[name]
             if name not in self.present:  # added after this stripe was written
-                col = missing_column(column, self.scan.missing.get(name), self.nrows)
+                col = missing_column(column, self.scan.missing.get(name), self.nrows, native=True)
             else:
-                file_column, stored_kind = self.present[name]
-                col = to_wire(self.reader.read_chunk(file_column, self.index), storage_kind(column),
-                              column, stored_kind)
+                # decoded chunks are kept across the rescans of one scan node
+                cache = self.scan.chunk_cache
+                key = (self.stripe.stripe_id, self.index, name)
+                col = None if cache is None else cache.get(key)
+                if col is None:
+                    file_column, stored_kind = self.present[name]
+                    col = to_wire(self.reader.read_chunk(file_column, self.index), storage_kind(column),
+                                  column, stored_kind, native=True)
+                    if cache is not None:
+                        cache[key] = col
+                        if len(cache) > CHUNK_CACHE_ENTRIES:
+                            del cache[next(iter(cache))]
             self._cols[name] = col
         return col
 
@@ -327,9 +402,10 @@ class FilteredBatch(Batch):
     __slots__ = ()
 
 
-def null_column(column: ColumnDefinition, nrows: int) -> Column:
+def null_column(column: ColumnDefinition, nrows: int, native: bool = False) -> Column:
     """A wire column of ``nrows`` NULLs for ``column`` (one a stripe does not
-    have), so that every batch carries every needed column."""
+    have), so that every batch carries every needed column (``native``: in a
+    scan's layout, :func:`~orochi_fdw.columnar.types.scan_wire_kind`)."""
     from orochi_fdw.storage.kinds import ColumnData, get_kind
 
     kind = storage_kind(column)
@@ -339,19 +415,20 @@ def null_column(column: ColumnDefinition, nrows: int) -> Column:
         values = (np.zeros(nrows + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
     else:
         values = np.zeros(nrows, dtype=k.dtype)
-    return to_wire(ColumnData(values, validity), kind, column)
+    return to_wire(ColumnData(values, validity), kind, column, native=native)
 
 
-def missing_column(column: ColumnDefinition, value: tuple | None, nrows: int) -> Column:
+def missing_column(column: ColumnDefinition, value: tuple | None, nrows: int,
+                   native: bool = False) -> Column:
     """A wire column of ``nrows`` rows of a column a stripe does not have: its
     missing value (one row in storage form), or NULL."""
     if value is None:
-        return null_column(column, nrows)
+        return null_column(column, nrows, native)
     from orochi_fdw.columnar import missing
     from orochi_fdw.storage.kinds import ColumnData
 
     kind = storage_kind(column)
-    return to_wire(ColumnData(*missing.repeat(value, kind, nrows)), kind, column)
+    return to_wire(ColumnData(*missing.repeat(value, kind, nrows)), kind, column, native=native)
 
 
 def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None) -> Column:

@@ -27,7 +27,7 @@ import numpy as np
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.faults import fault_point
-from orochi_fdw.bridge.batch import Batch, wire_kind_for_type
+from orochi_fdw.bridge.batch import Batch, WireKind
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
@@ -39,7 +39,7 @@ from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
-from orochi_fdw.columnar.types import from_wire, raw_size, storage_kind
+from orochi_fdw.columnar.types import from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: bytes per value assumed for planning when nothing is stored yet
 _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "float64": 8,
                   "date": 4, "timestamp": 8, "timestamptz": 8, "time": 8, "interval": 16,
-                  "uuid": 16}
+                  "uuid": 16, **{f"decimal64_{s}": 8 for s in range(19)}}
 
 
 class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
@@ -338,35 +338,60 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         handled = []
         for key in sortkeys:
             if key.function is not None or key.attname not in self.columns \
-                    or wire_kind_for_type(self.columns[key.attname].type_oid) not in topn.ORDERABLE:
+                    or scan_wire_kind(self.columns[key.attname]) not in topn.ORDERABLE:
                 break
             handled.append(key)
         return handled
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
-                limit: int | None = None):
+                limit: int | None = None, scan_cache: dict | None = None):
+        """Scan the table.  ``scan_cache`` (the same dict at every rescan of
+        one scan node) keeps the catalog's stripe list, whether the delta
+        store has rows and the last decoded column chunks, so that a
+        parameterized scan's rescans (one per outer row) read neither the
+        catalog nor the same chunks again; within one statement the catalog
+        a scan sees does not change."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
             return search.KnnScan(self, quals, columns, sortkeys[0], limit)
         if sortkeys:
             needed = [c for c in columns if c in self.columns]
-            if limit is not None and limit > 0 and not sample_requested(self.relid, quals):
+            if limit is not None and limit > 0 and not sample_requested(self.relid, quals) \
+                    and self._plain_top_n(quals, needed, sortkeys):
                 return self._top_n(quals, needed, sortkeys, limit)
             scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}))
             return topn.SortedScan(scan, sortkeys, needed, limit)
         needed = [c for c in columns if c in self.columns]
+        if scan_cache is not None:
+            rows = self._rescan_from_index(quals, needed, scan_cache)
+            if rows is not None:
+                return rows
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
                            must_be_exact=[q.exact for q in quals])
         read = needed + sorted(exact.columns - set(needed))
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
+        if scan_cache is None:
+            all_stripes = store.table_stripes(self.relid, attnums)
+            delta = lambda: self.delta.scan(read, quals)  # noqa: E731
+        else:
+            key = ("stripes", frozenset(attnums))
+            all_stripes = scan_cache.get(key)
+            if all_stripes is None:
+                all_stripes = scan_cache[key] = store.table_stripes(self.relid, attnums)
+            if "delta_rows" not in scan_cache:
+                scan_cache["delta_rows"] = self.delta.count()
+            delta = (lambda: self.delta.scan(read, quals)) if scan_cache["delta_rows"] else None
+        stripes, chunk_counts = self._exclude_chunks(all_stripes, bound, scan_cache)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
-                            delta=lambda: self.delta.scan(read, quals), missing=self.missing_values())
+                            delta=delta, missing=self.missing_values(),
+                            chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}))
         scan.counters.chunks = chunk_counts
+        if scan_cache is not None:
+            scan_cache["last_scan"] = scan
         filtered = FilteredScan(scan, exact.filter, needed,
-                                {n: wire_kind_for_type(self.columns[n].type_oid) for n in read},
+                                {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns,
                                 filter_columns=exact.columns)
         scan.prefilter = filtered
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
@@ -381,6 +406,14 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return statistics.StatisticsAggregate(self, request)
         return super().aggregate(request, quals)
 
+    def _plain_top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey]) -> bool:
+        """Whether the top-N scan takes these columns: not scaled numerics
+        nor char(n), which the delta store hands over as text (the sorted
+        scan over the filtered rows takes them)."""
+        names = set(needed) | {k.attname for k in keys} | {q.field_name for q in quals}
+        return not any(scan_wire_kind(self.columns[n]) is WireKind.DECIMAL64
+                       or storage_kind(self.columns[n]) == "char" for n in names if n in self.columns)
+
     def _top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey], limit: int) -> topn.TopNScan:
         """ORDER BY plain columns LIMIT ``limit``: see :class:`~orochi_fdw.columnar.topn.TopNScan`
         (the bridge passes a limit only when every qual is applied here)."""
@@ -392,19 +425,45 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound, missing=self.missing_values())
         scan.counters.chunks = chunk_counts
-        kinds = {n: wire_kind_for_type(self.columns[n].type_oid) for n in read}
+        kinds = {n: scan_wire_kind(self.columns[n]) for n in read}
         return topn.TopNScan(scan, keys, needed, limit, exact.filter, exact.columns, kinds,
                              delta=lambda: self.delta.scan(read, quals))
 
-    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list
+    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict):
+        """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""
+        from orochi_fdw.query import rescan_index
+
+        last = scan_cache.pop("last_scan", None)
+        if last is not None:
+            scan_cache["rows_read"] = scan_cache.get("rows_read", 0) + last.counters.rows
+        stripes = next((v for k, v in scan_cache.items() if isinstance(k, tuple) and k[0] == "stripes"), None)
+        if stripes is None:
+            return None
+        total = sum(s.live_rows for s in stripes) + scan_cache.get("delta_rows", 0)
+
+        def limit() -> int:
+            return int(spi.execute(
+                "SELECT pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))"
+                " * pg_catalog.current_setting('hash_mem_multiplier')::float8", internal=True).scalar())
+
+        kinds = {q.field_name: scan_wire_kind(self.columns[q.field_name])
+                 for q in quals if q.field_name in self.columns}
+        return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
+                                           lambda qs, cols: self.execute(qs, cols), needed, limit)
+
+    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
         """Chunk exclusion: the stripes not in a chunk whose time range rules
         the quals on the time column out, and (chunks, excluded chunks), or
         None when the table is no hypertable."""
         from orochi_fdw.timeseries import chunks, hypertable
 
+        if scan_cache is not None and scan_cache.get("not_hypertable"):
+            return stripes, None
         ht = hypertable.get(self.relid, read_only=True)
         if ht is None:
+            if scan_cache is not None:
+                scan_cache["not_hypertable"] = True
             return stripes, None
         name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
         all_chunks = chunks.list_chunks(self.relid, read_only=True)
@@ -439,6 +498,89 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             else:
                 width += _DEFAULT_WIDTH.get(self.kinds[name], 32)
         return (float(rows), max(width, 1))
+
+    def estimate(self, quals: list[Qual], columns: list[str], selectivity: float) -> dict:
+        """Rows and costs of a scan (:mod:`orochi_fdw.query.estimates`): the
+        rows are the table's live rows times Postgres's selectivity of the
+        quals, the costs follow the columns read and the stripes pruning keeps."""
+        from orochi_fdw.query import estimates
+
+        shape, stored_rows = self.scan_shape(quals, columns)
+        needed = [c for c in columns if c in self.columns]
+        rows = min(shape.total_rows * max(0.0, min(1.0, selectivity)), shape.scanned_rows)
+        startup, total_cost = estimates.scan_cost(shape, rows, len(needed))
+        return {"rows": rows, "width": self._width(needed, stored_rows),
+                "startup_cost": startup, "total_cost": total_cost, "tuples": shape.total_rows}
+
+    def scan_shape(self, quals: list[Qual], columns: list[str]):
+        """(:class:`~orochi_fdw.query.estimates.ScanShape`, rows in stripes)
+        of a scan with these quals reading these columns."""
+        from orochi_fdw.query import estimates
+
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        needed = [c for c in columns if c in self.columns]
+        read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        delta = self.delta.count()
+        stored = sum(s.live_rows for s in stripes)
+        kept, _ = self._exclude_chunks(stripes, bound)
+        if bound:
+            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
+        scanned = sum(s.live_rows for s in kept) + delta
+        shape = estimates.ScanShape(stored + delta, scanned, len(kept),
+                                    estimates.read_bytes(kept, {self.columns[c].attnum for c in read}),
+                                    len(read), len(quals))
+        return shape, stored
+
+    def param_scan_cost(self, quals: list[Qual], columns: list[str], rows: float) -> tuple[float, float] | None:
+        """The cost of one scan of a parameterized path, whose ``column =
+        value`` quals get their values from the outer row at each rescan;
+        None unless min/max pruning makes it read a small part of the table
+        (the column is clustered, as lineitem by l_orderkey)."""
+        from orochi_fdw.query import estimates
+
+        params = [q for q in quals if q.value is runtime.UNKNOWN and q.operator == "=" and q.field_name in
+                  self.columns and scan_wire_kind(self.columns[q.field_name]) in topn.ORDERABLE]
+        if not params:
+            return None
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        needed = [c for c in columns if c in self.columns]
+        read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        kept, _ = self._exclude_chunks(stripes, bound)
+        if bound:
+            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
+        full = sum(s.live_rows for s in kept)
+        if full == 0:
+            return None
+        lookups = [estimates.point_lookup_rows(kept, self.columns[q.field_name].attnum) for q in params]
+        known = [n for n in lookups if n is not None]
+        if not known:
+            return None
+        per_scan = min(known)
+        if per_scan > estimates.PARAM_USEFUL_FRACTION * full:
+            return None
+        delta = self.delta.count()
+        share = per_scan / full
+        shape = estimates.ScanShape(full + delta, per_scan + delta, 1,
+                                    estimates.read_bytes(kept, {self.columns[c].attnum for c in read}) * share,
+                                    len(read), len(quals))
+        return estimates.scan_cost(shape, rows, len(needed), estimates.RESCAN_STARTUP_COST)
+
+    def _width(self, columns: list[str], total: int) -> int:
+        stored = store.column_raw_bytes(self.relid) if total else {}
+        width = 0
+        for name in columns:
+            col = self.columns.get(name)
+            if col is None:
+                continue
+            if col.attnum in stored and total:
+                width += max(1, stored[col.attnum] // total)
+            else:
+                width += _DEFAULT_WIDTH.get(self.kinds[name], 32)
+        return max(width, 1)
 
     def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 verbose: bool = False) -> list[str]:

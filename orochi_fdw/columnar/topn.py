@@ -22,7 +22,8 @@ from orochi_fdw.bridge.batch import Batch, Column, WireKind
 
 #: wire kinds whose values order as their numbers do
 ORDERABLE = {WireKind.INT16, WireKind.INT32, WireKind.INT64, WireKind.FLOAT32, WireKind.FLOAT64,
-             WireKind.DATE, WireKind.TIMESTAMP, WireKind.TIME, WireKind.BOOL}
+             WireKind.DATE, WireKind.TIMESTAMP, WireKind.TIME, WireKind.BOOL,
+             WireKind.DECIMAL64}  # scaled numerics; NaN (int64 max) last, as numeric sorts it
 
 
 def take(col: Column, idx: np.ndarray) -> Column:

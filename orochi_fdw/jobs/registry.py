@@ -66,6 +66,8 @@ RETENTION = register(JobKind("policy_retention", "orochi_fdw.timeseries.policies
                              "Retention Policy", "retention policy"))
 COMPRESSION = register(JobKind("policy_compression", "orochi_fdw.timeseries.policies:run_compression",
                                "Compression Policy", "compression policy"))
+TIERING = register(JobKind("policy_tiering", "orochi_fdw.tiering.sqlapi:run_tiering",
+                           "Tiering Policy", "tiering policy"))
 REFRESH_CONTINUOUS_AGGREGATE = register(JobKind(
     "policy_refresh_continuous_aggregate", "orochi_fdw.timeseries.continuous:run_refresh",
     "Refresh Continuous Aggregate Policy", "continuous aggregate policy"))

@@ -49,6 +49,7 @@ __all__ = ["DictionaryColumn", "HashAggregator", "supports", "unsupported_reason
 # Postgres type oids this module knows.
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, FLOAT4, FLOAT8 = 16, 17, 20, 21, 23, 25, 700, 701
 VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, NUMERIC = 1043, 1082, 1083, 1114, 1184, 1700
+BPCHAR = 1042
 
 _INTS = {INT2, INT4, INT8}
 _FLOATS = {FLOAT4, FLOAT8}
@@ -59,6 +60,13 @@ _WIRE = {
     FLOAT4: WireKind.FLOAT32, FLOAT8: WireKind.FLOAT64, DATE: WireKind.DATE,
     TIME: WireKind.TIME, TIMESTAMP: WireKind.TIMESTAMP, TIMESTAMPTZ: WireKind.TIMESTAMP,
     TEXT: WireKind.TEXT, VARCHAR: WireKind.TEXT, BYTEA: WireKind.BYTEA,
+    # numeric(p, s), p <= 18, as scaled int64: only when the request names the
+    # scale (``arg_scale`` of an aggregate, ``scale`` of a group key), which a
+    # wrapper that scans such columns adds (orochi_fdw.columnar.aggregate)
+    NUMERIC: WireKind.DECIMAL64,
+    # character(n) given without its trailing spaces (``stripped`` of a group
+    # key, which the columnar wrapper adds): equal values are equal bytes
+    BPCHAR: WireKind.CSTRING,
 }
 #: types whose equality is equality of their wire values (bytes for text:
 #: deterministic collations), so they can be grouped and counted distinct
@@ -113,27 +121,36 @@ def _aggregate_reason(a: Mapping[str, Any]) -> str | None:
     if not a.get("column"):
         return f"{func} has no column argument"
     distinct = bool(a.get("distinct"))
+    # numeric is hashed and compared as scaled int64 only at a known scale;
+    # bpchar's equality ignores trailing spaces, which its bytes may have
+    scaled = arg == NUMERIC and a.get("arg_scale") is not None
     if func == "count":
         if result != INT8:
             return "count does not return int8"
-        if distinct and arg not in _HASHABLE:
+        if distinct and (arg not in _HASHABLE or arg == BPCHAR or (arg == NUMERIC and not scaled)):
             return f"count(DISTINCT) of type {a.get('arg_type')} needs that type's equality"
         if distinct and a.get("collation_deterministic") is False:
             return f"count(DISTINCT) under the nondeterministic collation {a.get('collation')}"
         return None
     if distinct and func in ("sum", "avg"):
         return f"{func}(DISTINCT) is not computed here"
+    if arg == NUMERIC and not scaled:
+        return f"{func} of a numeric stored as text is not computed here"
+    if arg == BPCHAR:
+        return f"{func} of character(n) is not computed here"
     if func == "sum":
-        expected = {INT2: INT8, INT4: INT8, INT8: NUMERIC, FLOAT4: FLOAT4, FLOAT8: FLOAT8}
+        expected = {INT2: INT8, INT4: INT8, INT8: NUMERIC, FLOAT4: FLOAT4, FLOAT8: FLOAT8,
+                    NUMERIC: NUMERIC}
     elif func == "avg":
-        expected = {INT2: NUMERIC, INT4: NUMERIC, INT8: NUMERIC, FLOAT4: FLOAT8, FLOAT8: FLOAT8}
+        expected = {INT2: NUMERIC, INT4: NUMERIC, INT8: NUMERIC, FLOAT4: FLOAT8, FLOAT8: FLOAT8,
+                    NUMERIC: NUMERIC}
     elif func in ("min", "max"):
         if arg in _TEXTS:
             if a.get("collation") not in _BYTE_ORDER_COLLATIONS:
                 return f"{func} of text follows its collation; only \"C\" and \"POSIX\" are byte order"
             expected = {arg: arg}
         else:
-            expected = {t: t for t in _ORDERED}
+            expected = {t: t for t in _ORDERED | {NUMERIC}}
     elif func in ("bool_and", "bool_or", "every"):
         expected = {BOOL: BOOL}
     else:
@@ -159,7 +176,7 @@ def _sketch_reason(a: Mapping[str, Any]) -> str | None:
         return f"orochi.{func} has no plain column argument"
     try:
         if func in ("approx_count_distinct", "hll_agg"):
-            if arg not in _HASHABLE:
+            if arg not in _HASHABLE or arg in (NUMERIC, BPCHAR):
                 return f"orochi.{func} of type {a.get('arg_type') or arg} is not computed here"
             if a.get("collation_deterministic") is False:
                 return f"orochi.{func} under the nondeterministic collation {a.get('collation')}"
@@ -204,7 +221,8 @@ def unsupported_reason(request: Mapping[str, Any]) -> str | None:
             reason = _bucket_reason(g, bool(request.get("at_execution")))
             if reason:
                 return reason
-        if g.get("type_oid") not in _HASHABLE:
+        if g.get("type_oid") not in _HASHABLE or (g.get("type_oid") == NUMERIC and g.get("scale") is None) \
+                or (g.get("type_oid") == BPCHAR and not g.get("stripped")):
             return f"grouping by a column of type {g.get('type', g.get('type_oid'))}"
         if g.get("collation_deterministic") is False:
             return f"grouping by text under the nondeterministic collation {g.get('collation')}"
@@ -262,6 +280,7 @@ class _ColumnKey:
         self.input_kind = _WIRE[spec["type_oid"]]
         self.output_kind = self.input_kind
         self.table_kind = _kernel_kind(self.input_kind)
+        self.scale = spec.get("scale")
 
     def key(self, columns: Mapping[str, Any]) -> tuple:
         return _kernel_column(columns[self.column])
@@ -271,8 +290,18 @@ class _ColumnKey:
             offsets, data, validity = table.keys(c)
             return Column(self.output_kind, data, _validity_or_none(validity), offsets)
         values, validity = table.keys(c)
+        if self.output_kind is WireKind.DECIMAL64:
+            return _decimal_text(values.astype(np.int64), _validity_or_none(validity), self.scale)
         dtype = WIRE_DTYPES[self.output_kind]
         return Column(self.output_kind, values.astype(dtype), _validity_or_none(validity))
+
+
+def _decimal_text(values: np.ndarray, validity: np.ndarray | None, scale: int) -> Column:
+    """Scaled int64 numerics as the text numeric's input function reads."""
+    from orochi_fdw.storage import decimal as dec
+
+    offsets, data = dec.format_text(values, validity, scale)
+    return Column(WireKind.CSTRING, data, validity, offsets)
 
 
 _TS_MIN, _TS_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max  # -infinity, infinity
@@ -715,8 +744,117 @@ class _TDigestAccumulator(_SketchAccumulator):
         return Column.from_pylist(self.output_kind, out)
 
 
+class _DecimalSum(_Accumulator):
+    """sum / avg of a numeric(p, s) column stored as scaled int64: exact
+    128-bit sums (the integer kernel's sums and carries), NaN counted apart;
+    the result as numeric's own functions give it (see :func:`_decimal_avg`)."""
+
+    output_kind = WireKind.CSTRING
+
+    def __init__(self, spec, avg: bool):
+        super().__init__(spec)
+        self.avg = avg
+        self.scale = int(spec["arg_scale"])
+        self.sums = np.zeros(0, dtype=np.int64)
+        self.carries = np.zeros(0, dtype=np.int64)
+        self.nans = np.zeros(0, dtype=np.int64)
+
+    def grow(self, ngroups):
+        super().grow(ngroups)
+        self.sums = _grown(self.sums, ngroups, 0)
+        self.carries = _grown(self.carries, ngroups, 0)
+        self.nans = _grown(self.nans, ngroups, 0)
+
+    def update(self, gids, ngroups, col, selection):
+        from orochi_fdw.storage.decimal import NAN
+
+        values = col.values
+        nan = values == NAN
+        if nan.any():
+            # NaN rows: counted apart (the result is NaN), summed as 0
+            K.group_count(self.nans, gids, nan.astype(np.uint8) if col.validity is None
+                          else (nan & (np.asarray(col.validity) != 0)).astype(np.uint8), selection)
+            values = np.where(nan, 0, values)
+        K.group_sum_int(self.sums, self.carries, self.counts, gids, values, col.validity, selection)
+
+    def finish(self, ngroups):
+        texts: list[str | None] = []
+        for g in range(ngroups):
+            n = int(self.counts[g])
+            if n == 0:
+                texts.append(None)
+            elif self.nans[g]:
+                texts.append("NaN")
+            else:
+                total = int(self.carries[g]) * (1 << 64) + int(self.sums[g])
+                texts.append(_decimal_avg(total, self.scale, n - int(self.nans[g])) if self.avg
+                             else _scaled_text(total, self.scale))
+        return Column.from_pylist(WireKind.CSTRING, texts)
+
+
+def _scaled_text(value: int, scale: int) -> str:
+    sign = "-" if value < 0 else ""
+    digits = str(abs(value)).rjust(scale + 1, "0")
+    return sign + (digits if scale == 0 else f"{digits[:-scale]}.{digits[-scale:]}")
+
+
+def _nbase_lead(value: int, scale: int) -> tuple[int, int]:
+    """Weight and leading digit of ``value / 10^scale`` (value >= 0) in
+    numeric's base 10000, digits aligned at the decimal point ((0, 0) for zero),
+    as select_div_scale reads them."""
+    if value == 0:
+        return 0, 0
+    ip = value // 10 ** scale
+    if ip > 0:
+        w = (len(str(ip)) - 1) // 4
+        return w, ip // 10000 ** w
+    w = 0
+    while True:
+        w -= 1
+        first = value * 10000 ** (-w) // 10 ** scale
+        if first > 0:
+            return w, first
+
+
+def _decimal_avg(total: int, scale: int, n: int) -> str:
+    """avg of numeric values whose display scale is ``scale``: numeric_div of
+    their sum (display scale ``scale``) by the count (scale 0): the result
+    scale select_div_scale picks (at least 16 significant digits,
+    NUMERIC_MIN_SIG_DIGITS, estimated from the base-10000 weights and leading
+    digits; not below either input's display scale; at most 1000), the exact
+    quotient rounded half away from zero."""
+    w1, f1 = _nbase_lead(abs(total), scale)
+    w2, f2 = _nbase_lead(n, 0)
+    qweight = w1 - w2 - (1 if f1 <= f2 else 0)
+    rscale = min(max(16 - 4 * qweight, scale, 0), 1000)
+    num = abs(total) * 10 ** rscale
+    den = 10 ** scale * n
+    q, r = divmod(num, den)
+    if 2 * r >= den:
+        q += 1
+    return _scaled_text(-q if total < 0 else q, rscale)
+
+
+class _DecimalMinMax(_MinMax):
+    """min / max of scaled int64 numerics (NaN, int64 max, is the largest, as
+    in numeric's order), given back as numeric text."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.scale = int(spec["arg_scale"])
+        self.output_kind = WireKind.CSTRING
+        self.state = np.zeros(0, dtype=np.int64)
+
+    def finish(self, ngroups):
+        return _decimal_text(self.state[:ngroups].copy(), self._validity(ngroups), self.scale)
+
+
 def _accumulator(spec: Mapping[str, Any]) -> _Accumulator:
     func, arg = spec["func"], spec.get("arg_type_oid")
+    if arg == NUMERIC and func in ("sum", "avg"):
+        return _DecimalSum(spec, func == "avg")
+    if arg == NUMERIC and func in ("min", "max"):
+        return _DecimalMinMax(spec)
     if spec.get("schema") == "orochi":
         return _HllAccumulator(spec) if func in ("approx_count_distinct", "hll_agg") \
             else _TDigestAccumulator(spec)

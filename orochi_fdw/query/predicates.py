@@ -73,6 +73,7 @@ from orochi_fdw.bridge.runtime import UNKNOWN
 from orochi_fdw.bridge.types import SpecialValue
 from orochi_fdw.errors import InvalidParameterError, WrapperError
 from orochi_fdw.kernels import filters as _kf
+from orochi_fdw.storage import decimal as _dec
 
 __all__ = [
     "ROWS_MIGHT_MATCH",
@@ -132,6 +133,7 @@ _KERNEL_OP = {"=": _kf.OP_EQ, "<>": _kf.OP_NE, "<": _kf.OP_LT, "<=": _kf.OP_LE,
               ">": _kf.OP_GT, ">=": _kf.OP_GE}
 
 _US_PER_DAY = 86_400_000_000
+_NUMERIC_OID, _BPCHAR_OID = 1700, 1042
 #: Postgres accepts UTC offsets up to 15:59:59 (MAX_TZDISP_HOUR = 15); a local
 #: time and its UTC instant are never further apart than this.
 _MAX_UTC_OFFSET_US = 16 * 3_600_000_000
@@ -304,8 +306,11 @@ _INT_RANGES = {
     "time": (0, _US_PER_DAY),
 }
 _FLOAT_KINDS = ("float32", "float64")
-_TEXT_KINDS = ("text", "varchar")
-_BYTES_KINDS = ("text", "varchar", "bytea")
+#: "char": character(n), stored and compared without its trailing spaces
+_TEXT_KINDS = ("text", "varchar", "char")
+_BYTES_KINDS = ("text", "varchar", "char", "bytea")
+#: numeric(p, s), p <= 18, as scaled int64: NaN is int64 max, above every number
+_DECIMAL_NAN = _INT64_MAX
 
 
 @dataclass(frozen=True)
@@ -316,18 +321,24 @@ class BoundReference:
         name: the column's name (the key of its batch column and statistics).
         kind: ``bool``, ``int16``, ``int32``, ``int64``, ``float32``,
             ``float64``, ``date``, ``timestamp``, ``timestamptz``, ``time``,
-            ``text``, ``varchar``, ``bytea``, or ``other`` (only NULL tests
-            bind to such a column).
+            ``text``, ``varchar``, ``char`` (character(n) without its
+            padding), ``bytea``, ``decimal`` (numeric(p, s) with p <= 18 as
+            the value times 10^s), or ``other`` (only NULL tests bind to such
+            a column).
         type_oid: the column type's oid.
+        scale: a decimal column's scale.
     """
 
     name: str
     kind: str
     type_oid: int = 0
+    scale: int = 0
 
     @property
     def dtype(self) -> np.dtype | None:
         """numpy dtype of the column's batch values (None: variable width)."""
+        if self.kind == "decimal":
+            return np.dtype("<i8")
         return _COLUMN_TYPES.get(self.type_oid, ("other", None))[1]
 
     @property
@@ -341,6 +352,12 @@ class BoundReference:
 
 def bind_reference(column: ColumnDefinition) -> BoundReference:
     """The reference to ``column`` that predicates bind to."""
+    if column.type_oid == _NUMERIC_OID:
+        ps = _dec.typmod_precision_scale(column.typmod)
+        if ps is not None and 0 <= ps[1] <= ps[0] <= _dec.MAX_PRECISION:
+            return BoundReference(column.column_name, "decimal", column.type_oid, ps[1])
+    if column.type_oid == _BPCHAR_OID and column.typmod > 4:
+        return BoundReference(column.column_name, "char", column.type_oid)
     kind = _COLUMN_TYPES.get(column.type_oid, ("other", None))[0]
     return BoundReference(column.column_name, kind, column.type_oid)
 
@@ -758,6 +775,11 @@ def _check_unknown(term: BoundReference, qual: Qual, collations: CollationPolicy
     if kind in _TEXT_KINDS:
         _check_text_op(op, qual.collation, collations)
         return
+    if kind == "decimal":
+        # numeric parameters bind exactly (any scale: compared as rationals)
+        if qual.value_type in ("numeric", "numeric[]"):
+            return
+        raise _NotExact("a numeric column against a parameter of another type")
     if kind in _TIME_SQL_TYPES:
         # Against a value of the column's own type (now() - interval '1 day'
         # on a timestamptz) the comparison does not involve the time zone.
@@ -786,6 +808,8 @@ def _bind_scalar(term: BoundReference, op: str, value: Any, collation: str | Non
         raise _NotExact("value not known")
     if kind == "bool":
         return _bind_bool(term, op, value)
+    if kind == "decimal":
+        return _bind_decimal(term, op, value)
     if kind in _INT_RANGES:
         const = _int_constant(kind, value)
         lo, hi = _INT_RANGES[kind]
@@ -802,6 +826,8 @@ def _bind_scalar(term: BoundReference, op: str, value: Any, collation: str | Non
         if not isinstance(value, str):
             raise _NotExact(f"a text column against a {type(value).__name__}")
         _check_text_op(op, collation, collations)
+        if kind == "char":
+            value = value.rstrip(" ")  # bpchar compares without trailing spaces
         return Comparison(term, op, _utf8(value))
     raise _NotExact(f"{kind} columns are not filtered")
 
@@ -1017,6 +1043,32 @@ def _widened(term: BoundReference, op: str, const: _Const, lo: int, hi: int) -> 
     return ALWAYS_TRUE
 
 
+# ------------------------------------------------------------------ numeric
+
+def _bind_decimal(term: BoundReference, op: str, value: Any) -> BooleanExpression:
+    """``x op value`` for a numeric(p, s) column stored as ``x = v * 10^s``:
+    the constant scaled exactly (a rational when it has more digits), NaN as
+    the stored NaN (equal to itself, above every number), ±Infinity between
+    the numbers and NaN (Postgres's numeric order)."""
+    if isinstance(value, bool) or not isinstance(value, (int, decimal.Decimal)):
+        # a float8 constant would compare the column cast to float8
+        raise _NotExact(f"a numeric column against a {type(value).__name__}")
+    lo, hi = _INT64_MIN, _DECIMAL_NAN
+    if isinstance(value, decimal.Decimal):
+        if value.is_nan():
+            return _int_comparison(term, op, _DECIMAL_NAN, lo, hi)
+        if value.is_infinite():
+            r: _Exact = Fraction(2 * hi - 1, 2) if value > 0 else Fraction(2 * lo - 1, 2)
+            return _int_comparison(term, op, r, lo, hi)
+        r = Fraction(value) * 10 ** term.scale
+    else:
+        r = value * 10 ** term.scale
+    if not (lo < r < hi):
+        # beyond any value numeric(18, s) holds: compare with infinity
+        r = Fraction(2 * hi - 1, 2) if r > 0 else Fraction(2 * lo - 1, 2)
+    return _int_comparison(term, op, r, lo, hi)
+
+
 # ------------------------------------------------------------------- floats
 
 def _bind_float(term: BoundReference, op: str, value: Any) -> BooleanExpression:
@@ -1086,6 +1138,8 @@ def _like_literal(pattern: str | bytes) -> tuple[str, str | bytes] | None:
 def _bind_like(term: BoundReference, op: str, value: Any, collation: str | None,
                collations: CollationPolicy) -> BooleanExpression:
     negate = op == "!~~"
+    if term.kind == "char":
+        raise _NotExact("LIKE on character(n) is left to Postgres")
     if term.kind == "bytea":
         if not isinstance(value, (bytes, bytearray)):
             raise _NotExact("a bytea pattern that is not bytes")
@@ -1602,6 +1656,8 @@ def _render_value(term: BoundReference, v: Any) -> str:
         return "'\\x" + bytes(v).hex() + "'"
     if kind in _TEXT_KINDS:
         return _quote(bytes(v).decode("utf-8", errors="replace"))
+    if kind == "decimal":
+        return "'NaN'" if v == _DECIMAL_NAN else _dec.format_reference(int(v), term.scale)
     return repr(v)
 
 

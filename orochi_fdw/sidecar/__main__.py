@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-interval", type=float, help="seconds between looks for due jobs "
                                                              "(jobs.poll_interval)")
     parser.add_argument("--log-level", choices=configuration.LOG_LEVELS, help="log level (log_level)")
-    parser.add_argument("--once", action="store_true",
-                        help="run one cycle of every duty, print its status and exit")
+    parser.add_argument("--once", nargs="?", const="cycle", choices=("cycle", "status"),
+                        help="run one cycle of every duty, print its status and exit; "
+                             "'--once status': print the HA cluster as the running sidecar sees it")
     return parser
 
 
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orochi-sidecar: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config["log_level"])
+    if args.once == "status":
+        from orochi_fdw.ha.status import print_status
+        return print_status(config)
     for key, shown in config.describe().items():
         logger.debug("setting %s = %s", key, shown)
     try:
@@ -84,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             daemon.close()
             return 1
         api.start()
+        daemon.context.api_url = f"http://{config['http.host']}:{api.port}"
         logger.info("REST API listening on http://%s:%d", config["http.host"], api.port)
 
     stop_requested = threading.Event()

@@ -5,6 +5,9 @@
 - ``GET /jobs``: the jobs and their statistics as of the last cycle (JSON).
 - ``GET /pipelines``, ``GET /cdc``: the workers of those duties (JSON).
 - ``GET /metrics``: Prometheus text exposition format.
+- ``GET /raft/status``, ``/raft/leader``, ``/cluster``, ``/cluster/health``,
+  ``/replication``: the ha duty's Raft node, replicated state, members'
+  health and the local PostgreSQL's standbys (JSON; docs/ha.md).
 
 Handlers are thin ``do_GET_<path>`` methods; nothing here changes state (a
 state-changing endpoint would pass one access check, as Patroni's do).
@@ -42,7 +45,9 @@ class RestApiHandler(BaseHTTPRequestHandler):
         handler = getattr(self, f"do_GET_{name}", None) if name.isidentifier() else None
         if handler is None:
             self._send_json(404, {"error": f"no such endpoint: {urlsplit(self.path).path}",
-                                  "endpoints": ["/health", "/jobs", "/pipelines", "/cdc", "/metrics"]})
+                                  "endpoints": ["/health", "/jobs", "/pipelines", "/cdc", "/metrics",
+                                                "/raft/status", "/raft/leader", "/cluster", "/cluster/health",
+                                                "/replication"]})
             return
         handler()
 
@@ -79,6 +84,38 @@ class RestApiHandler(BaseHTTPRequestHandler):
                 self._send_json(200, duty.snapshot())
                 return
         self._send_json(404, {"error": "the cdc duty is not enabled"})
+
+    def _ha(self) -> Any:
+        for duty in self.server.daemon_loop.duties:
+            if duty.name == "ha":
+                return duty
+        self._send_json(404, {"error": "the ha duty is not enabled"})
+        return None
+
+    def do_GET_raft_status(self) -> None:
+        ha = self._ha()
+        if ha is not None:
+            self._send_json(200, ha.raft_status())
+
+    def do_GET_raft_leader(self) -> None:
+        ha = self._ha()
+        if ha is not None:
+            self._send_json(200, ha.raft_leader())
+
+    def do_GET_cluster(self) -> None:
+        ha = self._ha()
+        if ha is not None:
+            self._send_json(200, ha.cluster_info())
+
+    def do_GET_cluster_health(self) -> None:
+        ha = self._ha()
+        if ha is not None:
+            self._send_json(200, {"members": ha.health()})
+
+    def do_GET_replication(self) -> None:
+        ha = self._ha()
+        if ha is not None:
+            self._send_json(200, {"standbys": ha.replication()})
 
     def do_GET_metrics(self) -> None:
         registry = self.server.daemon_loop.context.metrics

@@ -101,6 +101,8 @@ SCHEMA: tuple[Setting, ...] = (
             "(a killed daemon's job rolls back)", _between(0)),
     Setting("recovery.interval", float, 60.0,
             "seconds between two recoveries of prepared transactions (the recovery duty)", _positive),
+    Setting("rebalance.poll_interval", float, 5.0,
+            "seconds between two looks for queued shard moves and interrupted ones to recover", _positive),
     Setting("reconnect.min_delay", float, 1.0, "first delay before reconnecting to Postgres, in seconds",
             _positive),
     Setting("reconnect.max_delay", float, 60.0, "longest delay between reconnection attempts, in seconds",
@@ -122,6 +124,36 @@ SCHEMA: tuple[Setting, ...] = (
             _between(0)),
     Setting("cdc.peek_changes", int, 10000, "changes read from a slot at a time (whole transactions)",
             _between(1)),
+    # the ha duty (docs/ha.md)
+    Setting("ha.member_id", str, "", "this sidecar's member id in the Raft group (one of ha.peers)"),
+    Setting("ha.peers", list, [], "every member of the Raft group as \"id=host:port\" (its Raft address)"),
+    Setting("ha.node_group", str, "default",
+            "the node group whose primary or standby this member's PostgreSQL is (e.g. coordinator, worker1)"),
+    Setting("ha.initial_role", str, "standby",
+            "primary or standby: what this member's PostgreSQL is when the group is first formed",
+            _one_of(("primary", "standby"))),
+    Setting("ha.data_dir", str, "", "the data directory of this member's PostgreSQL"),
+    Setting("ha.journal_dir", str, "", "where the Raft journal and snapshot are kept"),
+    Setting("ha.pg_bindir", str, "", "PostgreSQL's bin directory (pg_ctl, pg_rewind); empty: pg_config's"),
+    Setting("ha.pg_os_user", str, "",
+            "OS user that runs PostgreSQL's programs when the sidecar runs as root (empty: postgres)"),
+    Setting("ha.pg_log", str, "", "server log file of a PostgreSQL the sidecar starts (empty: <data_dir>/log)"),
+    Setting("ha.synchronous_mode", str, "quorum",
+            "quorum: synchronous_standby_names = ANY 1 (the other members); off: asynchronous",
+            _one_of(("quorum", "off"))),
+    Setting("ha.lease_ttl", float, 3.0, "seconds a primary's lease lasts after its last renewal", _positive),
+    Setting("ha.renew_interval", float, 0.25, "seconds between two renewals of the primary's lease", _positive),
+    Setting("ha.loop_interval", float, 0.1, "seconds between two looks at PostgreSQL and the Raft state",
+            _positive),
+    Setting("ha.raft_min_timeout", float, 0.4, "Raft election timeout, lower bound (seconds)", _positive),
+    Setting("ha.raft_max_timeout", float, 1.2, "Raft election timeout, upper bound (seconds)", _positive),
+    Setting("ha.coordinator_group", str, "coordinator",
+            "the node group of the coordinator, whose orochi.nodes follows the failovers of the others"),
+    Setting("ha.fence_mode", str, "read_only",
+            "how a primary that lost its lease stops writes: read_only (default_transaction_read_only, sessions "
+            "ended) or stop (pg_ctl stop -m immediate)", _one_of(("read_only", "stop"))),
+    Setting("ha.metadata_databases", list, [],
+            "the coordinator's databases with distributed tables (empty: the database of dsn)"),
 )
 
 _BY_KEY = {s.key: s for s in SCHEMA}
@@ -278,4 +310,7 @@ def load(file_path: str | None = None, environ: Mapping[str, str] | None = None,
                               f"with {setting.env_name} or on the command line")
     if values["reconnect.min_delay"] > values["reconnect.max_delay"]:
         raise ConfigError('"reconnect.min_delay" must not exceed "reconnect.max_delay"')
+    if "ha" in values["duties"]:
+        from orochi_fdw.ha.settings import check_ha_settings
+        check_ha_settings(values, sources)
     return Config(values, sources)

@@ -35,6 +35,7 @@ class DaemonContext:
         postgres_up: per duty, whether its last cycle reached Postgres.
         once: ``--once``: each duty does one round of its work in
             ``run_cycle`` and leaves nothing running.
+        api_url: the REST API's address once it listens (``http://host:port``).
     """
 
     config: Config
@@ -42,6 +43,7 @@ class DaemonContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     postgres_up: dict[str, bool] = field(default_factory=dict)
     once: bool = False
+    api_url: str | None = None
 
 
 class Duty(abc.ABC):
@@ -91,6 +93,8 @@ _DUTIES: dict[str, str] = {
     "recovery": "orochi_fdw.sidecar.recovery:RecoveryDuty",
     "pipelines": "orochi_fdw.pipelines.duty:PipelinesDuty",
     "cdc": "orochi_fdw.cdc.duty:CdcDuty",
+    "ha": "orochi_fdw.ha.duty:HaDuty",
+    "rebalance": "orochi_fdw.sidecar.rebalance:RebalanceDuty",
 }
 
 

@@ -20,9 +20,14 @@ interval         interval                        16 bytes: int64 µs, int32 days
                                                  int32 months (PostgreSQL's layout)
 uuid             uuid                            16 raw bytes (``V16``)
 text, varchar,   text, varchar, bpchar, bytea,   :class:`VarBytes`: ``int64`` offsets
-bpchar, bytea,   numeric (text form), jsonb      ``[n + 1]`` and a ``uint8`` data buffer
+bpchar, bytea,   other numeric (text form), jsonb ``[n + 1]`` and a ``uint8`` data buffer
 numeric, jsonb   (text form), anything else
                  (text form, kind ``text``)
+decimal64_S      numeric(p, S), S <= p <= 18     ``int64``: the value times 10^S; NaN
+                 (S = 0..18)                     is int64 max (see storage.decimal)
+char             character(n)                    :class:`VarBytes`: the value without
+                                                 its trailing spaces (the padding is
+                                                 the type's, restored on output)
 vector           orochi.vector(n)                :class:`VarBytes` whose every value is
                                                  n little-endian float32 (4n bytes), so
                                                  the data buffer of a chunk without
@@ -106,6 +111,11 @@ _KIND_LIST = (
     Kind("numeric", 17, "var", None),
     Kind("jsonb", 18, "var", None),
     Kind("vector", 19, "var", None),
+) + tuple(
+    # numeric(p, s), 0 <= s <= p <= 18: the value times 10^s (orochi_fdw.storage.decimal)
+    Kind(f"decimal64_{s}", 20 + s, "int", np.dtype("<i8")) for s in range(19)
+) + (
+    Kind("char", 39, "var", None),
 )
 
 KINDS: dict[str, Kind] = {k.name: k for k in _KIND_LIST}

@@ -45,6 +45,8 @@ KINDS = {
     "numeric": ("var", None),
     "jsonb": ("var", None),
     "vector": ("var", None),
+    **{f"decimal64_{s}": ("int", "<i8") for s in range(19)},  # numeric(p, s) times 10^s
+    "char": ("var", None),  # char(n) without its trailing spaces
 }
 
 _M64 = (1 << 64) - 1

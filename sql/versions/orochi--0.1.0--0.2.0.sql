@@ -2164,3 +2164,406 @@ SELECT e.error_id, s.name AS subscription, e.event_id, e.table_name, e.op, e.sta
  WHERE pg_catalog.pg_has_role(s.owner::oid, 'USAGE');
 
 GRANT SELECT ON orochi.cdc_errors TO PUBLIC;
+
+-- ---------------------------------------------------------------- vector index segments
+-- (sql/70_vector.sql)  An index file may be built over several stripes at
+-- once: one row per stripe, all naming the file, so file_path is no longer
+-- unique (an index keeps looking it up).
+ALTER TABLE orochi.columnar_vector_index_files DROP CONSTRAINT columnar_vector_index_files_file_path_key;
+CREATE INDEX columnar_vector_index_files_path_idx
+    ON orochi.columnar_vector_index_files (file_path);
+
+-- New in 0.2.0: sql/75_ha.sql as it is.
+
+-- High availability (docs/ha.md): what the local orochi-sidecar's ha duty
+-- knows of the Raft group and the node groups, and the standbys of this
+-- server.  The raft_* functions and cluster_health ask the sidecar's REST
+-- API (loopback), whose address it writes into the data directory; they are
+-- for superusers and members of pg_monitor.
+
+-- This member's Raft node: member id, leader / follower / candidate, term,
+-- commit index, last applied entry, the leader, and each peer's match index.
+CREATE FUNCTION orochi.raft_status()
+RETURNS TABLE (member_id text, state text, term bigint, commit_index bigint, last_applied bigint,
+               leader text, has_quorum boolean, peers jsonb)
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- The member id of the Raft leader (NULL during an election).
+CREATE FUNCTION orochi.raft_leader()
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- The replicated state: each member, its node group, whether it is the
+-- group's primary, the group's generation and its last failover.
+CREATE FUNCTION orochi.raft_cluster_info()
+RETURNS TABLE (node_group text, member_id text, role text, host text, port integer, generation bigint,
+               raft_address text, last_failover_at timestamptz)
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Per member: role, whether its PostgreSQL answers, whether it is fenced,
+-- replay lag behind its primary, its sidecar, generation, last failover.
+CREATE FUNCTION orochi.cluster_health()
+RETURNS TABLE (node_group text, member_id text, role text, host text, port integer, reachable boolean,
+               fenced boolean, lag_bytes bigint, sidecar text, generation bigint, last_failover_at timestamptz)
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- The standbys streaming from this server (pg_stat_replication, with the
+-- caller's rights: without pg_read_all_stats the positions are NULL).
+CREATE FUNCTION orochi.replication_status()
+RETURNS TABLE (standby text, client_addr inet, state text, sent_lsn pg_lsn, write_lsn pg_lsn,
+               flush_lsn pg_lsn, replay_lsn pg_lsn, lag_bytes numeric, lag_seconds double precision,
+               sync_state text)
+LANGUAGE sql STABLE
+AS $$
+SELECT r.application_name::text, r.client_addr, r.state, r.sent_lsn, r.write_lsn, r.flush_lsn, r.replay_lsn,
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn),
+       extract(epoch FROM r.replay_lag)::double precision, r.sync_state
+  FROM pg_catalog.pg_stat_replication r
+ ORDER BY 1
+$$;
+
+REVOKE ALL ON FUNCTION orochi.raft_status(), orochi.raft_leader(), orochi.raft_cluster_info(),
+    orochi.cluster_health(), orochi.replication_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orochi.raft_status(), orochi.raft_leader(), orochi.raft_cluster_info(),
+    orochi.cluster_health(), orochi.replication_status() TO pg_monitor;
+
+-- Tiered storage (docs/tiering.md): hypertable chunks whose stripe files move
+-- to S3-compatible object storage and stay readable with ranged reads.
+--
+-- A cold stripe keeps its row in orochi.columnar_stripes; its file_path names
+-- the object, 'tier:<target id>/<object key>'.  The object key carries the
+-- database, the table, the stripe and the id of the transaction that
+-- uploaded it plus a random part, so a retried move never overwrites an
+-- object, and an object no row names whose uploader has ended is an orphan
+-- that orochi.vacuum() deletes.
+
+CREATE SEQUENCE orochi.storage_target_id_seq;
+
+-- Object storage targets.  Granted to no one: the credentials
+-- (access_key_id, secret_access_key) are read only by Orochi itself (as the
+-- extension owner) and by superusers; orochi.storage_targets shows the rest.
+CREATE TABLE orochi.storage_target (
+    target_id          integer PRIMARY KEY DEFAULT nextval('orochi.storage_target_id_seq'),
+    name               text NOT NULL UNIQUE,
+    owner              oid NOT NULL,
+    endpoint           text,                    -- NULL: AWS's own endpoint for the region
+    bucket             text NOT NULL,
+    prefix             text NOT NULL DEFAULT '',
+    region             text,
+    options            jsonb NOT NULL DEFAULT '{}',   -- without the credentials
+    access_key_id      text,
+    secret_access_key  text,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- A chunk's last move to or from object storage.
+ALTER TABLE orochi.hypertable_chunks
+    ADD COLUMN tier_target_id integer,        -- the target of its last tier_chunk (NULL: never tiered)
+    ADD COLUMN tiered_at      timestamptz,    -- when it last became cold (NULL: hot)
+    ADD COLUMN tiered_bytes   bigint;         -- bytes it moved then
+
+-- Where a file named in the catalog is (see 10_columnar.sql); an object of a
+-- storage target is named as the catalog names it.
+CREATE OR REPLACE FUNCTION orochi._file_path(file_path text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN file_path LIKE '/%' OR file_path LIKE 'tier:%' THEN file_path
+            ELSE 'orochi/' || (SELECT d.oid FROM pg_catalog.pg_database d
+                                WHERE d.datname = pg_catalog.current_database()) || '/' || file_path END;
+
+-- Create a storage target.  options: connect_timeout, read_timeout (seconds),
+-- max_attempts (retries, boto3's standard mode), addressing_style ('path' or
+-- 'virtual'), and the credentials access_key_id / secret_access_key, which
+-- are kept apart from the other options.
+CREATE FUNCTION orochi.create_storage_target(name text, endpoint text, bucket text, prefix text DEFAULT '',
+                                             region text DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Drop a storage target (its owner or a superuser); refused while a stripe
+-- lives in it.
+CREATE FUNCTION orochi.drop_storage_target(name text, if_exists boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Every storage target, without its credentials.
+CREATE VIEW orochi.storage_targets WITH (security_barrier) AS
+SELECT t.name, t.owner::regrole AS owner, t.endpoint, t.bucket, t.prefix, t.region, t.options,
+       t.access_key_id IS NOT NULL AS has_credentials, t.created_at
+  FROM orochi.storage_target t;
+
+GRANT SELECT ON orochi.storage_targets TO PUBLIC;
+
+-- Move a chunk's stripe files to a storage target (upload, verify, then the
+-- catalog), and back.  The caller must own the hypertable and the target
+-- (or be a member of its owner, or a superuser).
+CREATE FUNCTION orochi.tier_chunk(chunk text, target text, if_not_tiered boolean DEFAULT true)
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.untier_chunk(chunk text, if_tiered boolean DEFAULT true)
+RETURNS text
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- A job moving a hypertable's chunks older than move_after to a target.
+CREATE FUNCTION orochi.add_tiering_policy(relation regclass, move_after "any", target text,
+                                          schedule_interval interval DEFAULT interval '1 day',
+                                          if_not_exists boolean DEFAULT false,
+                                          initial_start timestamptz DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION orochi.remove_tiering_policy(relation regclass, if_exists boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- The chunks view, with each chunk's tier ('hot', 'cold', or 'mixed': some
+-- stripes local, as rows written into a cold chunk after its move and then
+-- compacted) and where its objects are.
+CREATE OR REPLACE VIEW orochi.chunks WITH (security_barrier) AS
+SELECT h.relid::regclass                                  AS hypertable_name,
+       '_hyper_' || c.relid || '_' || c.chunk_id || '_chunk' AS chunk_name,
+       c.chunk_id,
+       h.time_column                                      AS primary_dimension,
+       h.time_type                                        AS primary_dimension_type,
+       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_start) END AS range_start,
+       CASE WHEN h.time_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+            THEN NULL ELSE orochi._time_key_to_timestamptz(c.range_end) END   AS range_end,
+       c.range_start                                      AS range_start_integer,
+       c.range_end                                        AS range_end_integer,
+       coalesce(s.stripes, 0)                             AS stripes,
+       coalesce(s.stripe_rows, 0) + coalesce(s.delta_rows, 0) AS rows,
+       coalesce(s.before_compression_bytes, 0)            AS before_compression_bytes,
+       coalesce(s.after_compression_bytes, 0)             AS after_compression_bytes,
+       st.status = 'Compressed'                           AS is_compressed,
+       st.status                                          AS compression_status,
+       c.compressed_at,
+       c.compressed_rows,
+       c.uncompressed_bytes                               AS compressed_from_bytes,
+       c.compressed_bytes                                 AS compressed_to_bytes,
+       c.created_at                                       AS chunk_creation_time,
+       CASE WHEN coalesce(ts.cold_stripes, 0) = 0 THEN 'hot'
+            WHEN ts.hot_stripes = 0 THEN 'cold'
+            ELSE 'mixed' END                              AS tier,
+       ts.target                                          AS storage_target,
+       ts.location                                        AS location,
+       coalesce(ts.cold_bytes, 0)                         AS cold_bytes,
+       c.tiered_at
+  FROM orochi.hypertable_chunks c
+  JOIN orochi.hypertables h ON h.relid = c.relid
+  LEFT JOIN orochi.hypertable_chunk_stats() s ON s.chunk_id = c.chunk_id
+  LEFT JOIN (
+    -- per chunk: its stripes in object storage and their bytes, where they are
+    SELECT s.chunk_id,
+           count(*) FILTER (WHERE s.file_path LIKE 'tier:%'),
+           count(*) FILTER (WHERE s.file_path NOT LIKE 'tier:%'),
+           coalesce(sum(s.file_bytes) FILTER (WHERE s.file_path LIKE 'tier:%'), 0)::bigint,
+           coalesce(sum(s.file_bytes) FILTER (WHERE s.file_path NOT LIKE 'tier:%'), 0)::bigint,
+           min(t.name),
+           min(CASE WHEN t.target_id IS NOT NULL
+                    THEN 's3://' || t.bucket || '/' ||
+                         regexp_replace(substr(s.file_path, strpos(s.file_path, '/') + 1), '/[^/]*$', '/') END)
+      FROM orochi.columnar_stripes s
+      LEFT JOIN orochi.storage_target t
+             ON s.file_path LIKE 'tier:%'
+            AND t.target_id = CASE WHEN s.file_path LIKE 'tier:%'
+                                   THEN split_part(substr(s.file_path, 6), '/', 1)::integer END
+     WHERE s.chunk_id IS NOT NULL
+     GROUP BY s.chunk_id
+  ) ts(chunk_id, cold_stripes, hot_stripes, cold_bytes, hot_bytes, target, location)
+         ON ts.chunk_id = c.chunk_id
+  CROSS JOIN LATERAL (
+    -- orochi._chunk_compression_status, on the view owner's rights
+    SELECT CASE
+             WHEN c.compressed_at IS NULL THEN 'Uncompressed'
+             WHEN coalesce(s.delta_rows, 0) > 0
+               OR (SELECT count(*) FILTER (WHERE cs.created_xid <> c.compressed_xid OR cs.deleted_count > 0) > 0
+                       OR count(*) <> c.compressed_stripes
+                     FROM orochi.columnar_stripes cs
+                    WHERE cs.chunk_id = c.chunk_id)
+             THEN 'Partially compressed'
+             ELSE 'Compressed'
+           END AS status) st
+ WHERE pg_catalog.has_table_privilege(h.relid, 'SELECT');
+
+-- Per hypertable the caller may read: chunks and bytes per tier, and per
+-- target the objects and bytes in it.
+CREATE VIEW orochi.tiering_stats WITH (security_barrier) AS
+SELECT v.hypertable_name,
+       count(*)                                           AS total_chunks,
+       count(*) FILTER (WHERE v.tier = 'hot')             AS hot_chunks,
+       count(*) FILTER (WHERE v.tier = 'cold')            AS cold_chunks,
+       count(*) FILTER (WHERE v.tier = 'mixed')           AS mixed_chunks,
+       sum(v.after_compression_bytes - v.cold_bytes)::bigint AS hot_bytes,
+       sum(v.cold_bytes)::bigint                          AS cold_bytes,
+       array_agg(DISTINCT v.storage_target) FILTER (WHERE v.storage_target IS NOT NULL) AS storage_targets,
+       max(v.tiered_at)                                   AS last_tiered_at
+  FROM orochi.chunks v
+ GROUP BY v.hypertable_name;
+
+GRANT SELECT ON orochi.tiering_stats TO PUBLIC;
+
+-- New in 0.2.0: sql/72_rebalance.sql as it is.
+
+-- The shard rebalancer (docs/rebalancer.md): moves of a hash shard (with
+-- the shards co-located with it) from one worker to another while the table
+-- is written, jobs of moves (move_shard, rebalance_table_shards,
+-- drain_node), their progress, and what a move needs on a worker (the
+-- change log filled by a trigger on the shard being copied, and the fence
+-- left on a source shard once its rows live elsewhere).
+--
+-- The SQL functions only check and plan and queue the moves; the moves are
+-- run by orochi-sidecar's "rebalance" duty (or `python -m
+-- orochi_fdw.cluster.mover`), which also finishes or rolls back a move whose
+-- runner died (orochi_fdw/cluster/mover.py).
+
+-- ------------------------------------------------------------ coordinator
+
+-- One row per move of one shard group (the shards of one shard index in a
+-- co-location group) from source_node to target_node.  A job is the moves
+-- one call queued, run in position order.  switched is set in the same
+-- transaction that points the placements at the target: it is the move's
+-- commit decision (recovery finishes a switched move and rolls back any
+-- other).
+CREATE SEQUENCE orochi.dist_rebalance_job_seq;
+
+CREATE TABLE orochi.dist_move (
+    move_id         bigserial PRIMARY KEY,
+    job_id          bigint NOT NULL,
+    job_kind        text NOT NULL CHECK (job_kind IN ('move', 'rebalance', 'drain')),
+    position        integer NOT NULL,
+    colocation_id   integer,
+    shard_ids       bigint[] NOT NULL,
+    source_node     integer NOT NULL,
+    target_node     integer NOT NULL,
+    phase           text NOT NULL DEFAULT 'queued'
+                    CHECK (phase IN ('queued', 'setup', 'copy', 'catchup', 'switch', 'cleanup',
+                                     'done', 'failed', 'stopped')),
+    switched        boolean NOT NULL DEFAULT false,
+    stop_requested  boolean NOT NULL DEFAULT false,
+    bytes_total     bigint,
+    bytes_copied    bigint NOT NULL DEFAULT 0,
+    rows_copied     bigint NOT NULL DEFAULT 0,
+    changes_applied bigint NOT NULL DEFAULT 0,
+    switch_ms       double precision,
+    error           text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    switched_at     timestamptz,
+    finished_at     timestamptz,
+    UNIQUE (job_id, position)
+);
+CREATE INDEX dist_move_open_idx ON orochi.dist_move (move_id)
+    WHERE phase NOT IN ('done', 'failed', 'stopped');
+
+-- The moves, as the caller may see them (cluster administration is for
+-- superusers; the progress carries no row data).
+CREATE VIEW orochi.rebalance_progress WITH (security_barrier) AS
+SELECT m.job_id, m.move_id, m.job_kind, m.position, m.shard_ids[1] AS shard_id, m.shard_ids,
+       m.source_node, m.target_node, m.phase, m.bytes_copied, m.bytes_total, m.rows_copied,
+       m.changes_applied, m.switch_ms, m.error, m.created_at, m.started_at, m.switched_at, m.finished_at
+  FROM orochi.dist_move m;
+
+GRANT SELECT ON orochi.rebalance_progress TO PUBLIC;
+
+-- Move shard_id (and the shards co-located with it) to target_node; returns
+-- the job id.
+CREATE FUNCTION orochi.move_shard(shard_id bigint, target_node integer)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+-- The moves that would even out the shards (of one table's co-location
+-- group, or of every group), nothing done.
+CREATE FUNCTION orochi.get_rebalance_plan(table_name regclass DEFAULT NULL,
+                                          strategy text DEFAULT 'by_shard_count',
+                                          max_shard_moves integer DEFAULT NULL,
+                                          drain_node integer DEFAULT NULL,
+    OUT table_name regclass, OUT shard_id bigint, OUT shard_ids bigint[], OUT shard_size bigint,
+    OUT source_node integer, OUT target_node integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Queue the moves of get_rebalance_plan; returns the job id (NULL when
+-- nothing needs to move).
+CREATE FUNCTION orochi.rebalance_table_shards(table_name regclass DEFAULT NULL,
+                                              strategy text DEFAULT 'by_shard_count',
+                                              max_shard_moves integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- Queue the moves of every shard off node_id, to the other active nodes.
+CREATE FUNCTION orochi.drain_node(node_id integer)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C STRICT VOLATILE;
+
+-- Stop the queued and running moves (of one job, or all): a running move
+-- that has not switched is rolled back by its runner.  Returns how many.
+CREATE FUNCTION orochi.rebalance_stop(job_id bigint DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
+-- ------------------------------------------------------------ workers
+
+-- The changes written to a shard while a move copies it: one row per row
+-- inserted, updated or deleted, the rows in their text form.  Filled by
+-- the trigger orochi_move_capture in the writer's transaction; read and
+-- emptied by the move.
+CREATE TABLE orochi.dist_move_log (
+    move_id   bigint NOT NULL,
+    seq       bigserial,
+    shard_id  bigint NOT NULL,
+    op        "char" NOT NULL,
+    old_row   text,
+    new_row   text,
+    PRIMARY KEY (move_id, seq)
+);
+
+-- The writer need not be allowed to write the log: the function runs as
+-- the extension owner.  A trigger function cannot be called directly.
+CREATE FUNCTION orochi.dist_move_capture()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the rows' text forms must not depend on the writer's settings: the move
+-- reads them back with the same ones
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 3 SET bytea_output = 'hex'
+AS $$
+BEGIN
+    INSERT INTO orochi.dist_move_log (move_id, shard_id, op, old_row, new_row)
+    VALUES (TG_ARGV[0]::bigint, TG_ARGV[1]::bigint, substr(TG_OP, 1, 1),
+            CASE WHEN TG_OP <> 'INSERT' THEN OLD::text END,
+            CASE WHEN TG_OP <> 'DELETE' THEN NEW::text END);
+    RETURN NULL;
+END;
+$$;
+
+-- A source shard after its switch: a writer that still has the old
+-- placement (a REPEATABLE READ transaction whose snapshot predates the
+-- switch) gets a serialization failure and retries.
+CREATE FUNCTION orochi.dist_move_fence()
+RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'shard % was moved to another node', TG_ARGV[0]
+        USING ERRCODE = '40001',
+              HINT = 'Retry the transaction: it will use the shard''s new placement.';
+END;
+$$;

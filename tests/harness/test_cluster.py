@@ -300,6 +300,67 @@ def test_create_database_extension_argument(pg_cluster):
     assert pg_cluster.execute(
         "SELECT count(*) FROM pg_database WHERE datname = 'harness_noext'"
     ) == [(0,)]
+    # nor a template database of the extension that could not be created
+    assert pg_cluster.execute(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'orochi_tpl_orochi_no_such%'"
+    ) == [(0,)]
+
+
+_EXTENSION_MEMBERS = (
+    "SELECT d.classid::regclass::text, pg_describe_object(d.classid, d.objid, d.objsubid)"
+    "  FROM pg_depend d JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass"
+    "   AND d.refobjid = e.oid WHERE e.extname = 'orochi' AND d.deptype = 'e' ORDER BY 1, 2"
+)
+
+
+def test_databases_from_the_extension_template(pg_cluster, make_database, monkeypatch):
+    # The session cluster copies its databases with orochi from a template database
+    # where CREATE EXTENSION ran once: they must hold what CREATE EXTENSION makes.
+    # (Also when the run turned the templates off with OROCHI_EXTENSION_TEMPLATE=0.)
+    monkeypatch.setattr(pg_cluster, "extension_templates", True)
+    copied = make_database()
+    created = make_database(extension=False)
+    pg_cluster.execute("CREATE EXTENSION orochi", dbname=created)
+    members = pg_cluster.execute(_EXTENSION_MEMBERS, dbname=copied)
+    assert len(members) > 100
+    assert members == pg_cluster.execute(_EXTENSION_MEMBERS, dbname=created)
+    for query in ("SELECT extversion FROM pg_extension WHERE extname = 'orochi'",
+                  "SELECT srvname FROM pg_foreign_server ORDER BY 1"):
+        assert pg_cluster.execute(query, dbname=copied) == pg_cluster.execute(query, dbname=created)
+    # the template takes no connections (a session in it would stop every copy)
+    template = pg_cluster.extension_template("orochi")
+    assert pg_cluster.execute(
+        "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s", (template,)
+    ) == [(True, False)]
+    with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+        pg_cluster.connect(template).close()
+    # a database of its own encoding is still made by CREATE EXTENSION
+    latin = make_database(encoding="LATIN1")
+    assert pg_cluster.execute(_EXTENSION_MEMBERS, dbname=latin) == members
+
+
+def test_clusters_copied_from_one_initdb(make_cluster, monkeypatch):
+    # The suite's clusters are copies of one initdb (OROCHI_INITDB_TEMPLATE=1, set by
+    # the conftest); each must have a system identifier of its own (in pg_control and
+    # in the WAL it starts from), and WAL that replays after a crash.
+    monkeypatch.setenv("OROCHI_INITDB_TEMPLATE", "1")
+    first, second = make_cluster("copy1"), make_cluster("copy2")
+    from orochi_fdw.testing import cluster as harness
+
+    assert any(harness._initdb_templates.values())  # a template was made, and used
+    query = "SELECT system_identifier FROM pg_control_system()"
+    ids = {first.execute(query)[0][0], second.execute(query)[0][0]}
+    assert len(ids) == 2
+    first.execute("CREATE TABLE kept AS SELECT g FROM generate_series(1, 1000) g")
+    first.kill9()
+    first.start()
+    assert first.execute("SELECT count(*) FROM kept") == [(1000,)]
+    assert first.execute(query)[0][0] in ids
+    # WAL records are read back with the new identifier (a mismatch is
+    # "WAL file is from different database system")
+    assert first.execute(
+        "SELECT count(*) FROM pg_ls_waldir() WHERE size > 0") != [(0,)]
+    assert first.crashes_since(0) == []
 
 
 def test_context_manager_and_cleanup():

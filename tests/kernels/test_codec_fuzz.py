@@ -19,7 +19,7 @@ FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 FUZZ_KINDS = ["bool", "int16", "int32", "int64", "timestamptz", "float32", "float64",
-              "uuid", "interval", "text"]
+              "uuid", "interval", "text", "decimal64_2", "char"]
 
 
 def _values(kind: str, n: int):

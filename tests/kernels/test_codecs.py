@@ -30,7 +30,8 @@ HYPO = settings(max_examples=40, deadline=None,
 INT_KINDS = ["int16", "int32", "int64", "date", "timestamp", "timestamptz", "time"]
 FLOAT_KINDS = ["float32", "float64"]
 VAR_KINDS = ["text", "bytea", "varchar", "bpchar", "numeric", "jsonb"]
-ALL_KINDS = list(KINDS)
+# the scaled-numeric kinds share one layout (int64) whatever their scale: two of them
+ALL_KINDS = [k for k in KINDS if not k.startswith("decimal64_") or k in ("decimal64_0", "decimal64_18")]
 
 EXPECTED_CODECS = {
     "bool": {Codec.PLAIN, Codec.RLE, Codec.BITMAP},

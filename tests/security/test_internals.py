@@ -41,8 +41,9 @@ def test_no_catalog_grants(db):
         " WHERE c.relnamespace = 'orochi'::regnamespace AND c.relacl IS NOT NULL"
         " ORDER BY 1").fetchall()
     assert rows == [("cdc_errors", "v"), ("chunks", "v"), ("continuous_aggregates", "v"), ("distributed_tables", "v"),
-                    ("job_stats", "v"), ("nodes", "v"), ("pipeline_errors", "v"), ("pipelines", "v"), ("shards", "v"),
-                    ("stripes", "v"), ("vacuum_progress", "v"), ("vector_indexes", "v")]
+                    ("job_stats", "v"), ("nodes", "v"), ("pipeline_errors", "v"), ("pipelines", "v"), ("rebalance_progress", "v"),
+                    ("shards", "v"), ("storage_targets", "v"),
+                    ("stripes", "v"), ("tiering_stats", "v"), ("vacuum_progress", "v"), ("vector_indexes", "v")]
     # no row-level security either: one model, explicit checks, for the whole catalog
     assert db.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'orochi'::regnamespace"
                       " AND relrowsecurity").fetchone()[0] == 0

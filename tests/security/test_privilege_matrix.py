@@ -269,6 +269,8 @@ OPS = [
     # ---------------------------------------------------------------- distributed tables (no worker here:
     # what needs workers is in tests/distributed/test_dist_privileges.py)
     Op("recover_prepared_transactions", "none", "SELECT orochi.recover_prepared_transactions()", SUPER),
+    # ---------------------------------------------------------------- high availability (granted to pg_monitor)
+    Op("replication_status", "none", "SELECT * FROM orochi.replication_status()", SUPER),
     Op("nodes_view", "none", "SELECT * FROM orochi.nodes", ALL),
     Op("distributed_tables_view", "none", "SELECT * FROM orochi.distributed_tables", ALL),
     Op("shards_view", "none", "SELECT * FROM orochi.shards", ALL),
@@ -286,6 +288,15 @@ OPS = [
     Op("write_dist_node", "none", "UPDATE orochi.dist_node SET is_active = true WHERE false", SUPER),
     Op("read_dist_shard_id_sequence", "none", "SELECT nextval('orochi.dist_shard_id_seq')", SUPER),
     Op("read_dist_reference_rowid_sequence", "none", "SELECT nextval('orochi.dist_reference_rowid_seq')", SUPER),
+    Op("get_rebalance_plan", "none", "SELECT * FROM orochi.get_rebalance_plan()", SUPER),
+    Op("rebalance_table_shards", "none", "SELECT orochi.rebalance_table_shards()", SUPER),
+    Op("rebalance_stop", "none", "SELECT orochi.rebalance_stop()", SUPER),
+    Op("rebalance_progress_view", "none", "SELECT * FROM orochi.rebalance_progress", ALL),
+    Op("read_dist_move", "none", "SELECT * FROM orochi.dist_move", SUPER),
+    Op("write_dist_move", "none", "DELETE FROM orochi.dist_move WHERE false", SUPER),
+    Op("read_dist_move_log", "none", "SELECT * FROM orochi.dist_move_log", SUPER),
+    Op("write_dist_move_log", "none", "DELETE FROM orochi.dist_move_log WHERE false", SUPER),
+    Op("read_dist_rebalance_job_sequence", "none", "SELECT nextval('orochi.dist_rebalance_job_seq')", SUPER),
     # ---------------------------------------------------------------- ingest pipelines
     Op("create_pipeline", "pipeline_target",
        "SELECT orochi.create_pipeline({new_lit}, 'kafka', {t_lit}, 'json', {popts_lit})", READERS, mutates=True),
@@ -458,6 +469,13 @@ EXEMPT = {
     "_time_bucket_tz": "inlined into time_bucket",
     "_time_bucket_tz_back": "inlined into time_bucket",
     "_time_bucket_tz_start": "inlined into time_bucket",
+    "create_storage_target": "tiered storage needs an S3 server: tests/tiering/test_tiering_privileges.py"
+                             " (owner, granted, ungranted, superuser)",
+    "drop_storage_target": "tests/tiering/test_tiering_privileges.py",
+    "tier_chunk": "needs an S3 server: tests/tiering/test_tiering_privileges.py",
+    "untier_chunk": "needs an S3 server: tests/tiering/test_tiering_privileges.py",
+    "add_tiering_policy": "needs a storage target: tests/tiering/test_tiering_privileges.py",
+    "remove_tiering_policy": "tests/tiering/test_tiering_privileges.py",
     "create_distributed_table": "needs worker nodes: tests/distributed/test_dist_privileges.py (owner, granted,"
                                 " ungranted, superuser)",
     "create_reference_table": "needs worker nodes: tests/distributed/test_dist_privileges.py",
@@ -466,6 +484,14 @@ EXEMPT = {
     "shard_placements": "the orochi.shards view (shards_view)",
     "add_node": "a superuser's succeeds only with a worker to add: tests/distributed/test_dist_privileges.py",
     "remove_node": "a superuser's succeeds only with a worker to remove: tests/distributed/test_dist_privileges.py",
+    "raft_status": "asks the ha duty of a running orochi-sidecar: tests/ha (superuser, pg_monitor, 42501 else)",
+    "raft_leader": "asks a running orochi-sidecar: tests/ha/test_ha_failover.py",
+    "raft_cluster_info": "asks a running orochi-sidecar: tests/ha/test_ha_failover.py",
+    "cluster_health": "asks a running orochi-sidecar: tests/ha/test_ha_failover.py",
+    "move_shard": "needs worker nodes: tests/distributed/test_rebalance.py::test_bad_input (superuser only)",
+    "drain_node": "needs worker nodes: tests/distributed/test_rebalance.py::test_bad_input (superuser only)",
+    "dist_move_capture": "trigger of a shard while a move copies it (tests/distributed/test_rebalance.py)",
+    "dist_move_fence": "trigger of a moved shard's source (tests/distributed/test_rebalance.py)",
     "cluster_options_validator": "the validator of server orochi_cluster's user mappings: test_dist_metadata.py",
     "cluster_on_sql_drop": "event trigger: drop_table, cluster_drop_tables",
     "cluster_on_ddl_end": "event trigger: alter_*, cluster_alter_tables",

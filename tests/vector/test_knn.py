@@ -138,9 +138,15 @@ def test_index_privileges_owner_only(db, x, new_connection):
 
 
 def _files(x):
-    return sorted(os.path.join(r[0], r[1]) for r in x(
+    """The index files the catalog names (a segment's once, however many
+    stripes' rows name it)."""
+    return sorted({os.path.join(r[0], r[1]) for r in x(
         "SELECT current_setting('data_directory'), orochi._file_path(file_path)"
-        "  FROM orochi.columnar_vector_index_files").fetchall())
+        "  FROM orochi.columnar_vector_index_files").fetchall()})
+
+
+def _file_rows(x) -> int:
+    return x("SELECT count(*) FROM orochi.columnar_vector_index_files").fetchone()[0]
 
 
 def test_index_files_follow_their_stripes(db, x):
@@ -150,21 +156,29 @@ def test_index_files_follow_their_stripes(db, x):
     x("SELECT orochi.create_vector_index('t', 'e', index_type => 'hnsw')")
     x("SELECT orochi.create_vector_index('t', 'e', index_type => 'ivfflat', distance_type => 'cosine')")
     files = _files(x)
-    assert len(files) == 4 and all(os.path.exists(f) for f in files)
+    # the stripes already there: one file (a segment) per index over both stripes, a row per stripe
+    assert len(files) == 2 and _file_rows(x) == 4 and all(os.path.exists(f) for f in files)
     folder = os.path.dirname(files[0])
     load(db, "t", clustered_vectors(3000, 16, seed=5), first_id=10000)   # a new stripe is indexed as written
-    assert len(_files(x)) == 6
+    assert len(_files(x)) == 4 and _file_rows(x) == 6
     x("BEGIN")
     x("SELECT orochi.drop_vector_index('t', 'e', 'cosine')")
     x("ROLLBACK")
-    assert len(_files(x)) == 6 and all(os.path.exists(f) for f in _files(x)), "a rollback keeps them"
+    assert len(_files(x)) == 4 and all(os.path.exists(f) for f in _files(x)), "a rollback keeps them"
     before = set(_files(x))
     x("SELECT orochi.drop_vector_index('t', 'e', 'cosine')")
     gone = before - set(_files(x))
-    assert len(gone) == 3 and not any(os.path.exists(f) for f in gone), "files go with the index"
+    assert len(gone) == 2 and not any(os.path.exists(f) for f in gone), "files go with the index"
+    segment = [f for f in _files(x) if _file_rows_of(x, f) == 2]
+    assert len(segment) == 1
     x("DELETE FROM t WHERE id < 3000")
-    x("SELECT * FROM orochi.vacuum('t', 0.5)")                 # stripe rewritten: its index rebuilt
-    assert len(_files(x)) == 2 and all(os.path.exists(f) for f in _files(x))
+    x("SELECT * FROM orochi.vacuum('t', 0.5)")                 # the first stripe goes
+    assert _file_rows_of(x, segment[0]) == 1 and os.path.exists(segment[0]), \
+        "a segment's file stays while a stripe still names it"
+    assert all(os.path.exists(f) for f in _files(x))
+    q = X[3100] + np.float32(0.01)
+    ids = [r[0] for r in x("SELECT id FROM t ORDER BY e <-> %s LIMIT 20", [text(q)]).fetchall()]
+    assert len(ids) == 20 and min(ids) >= 3000, "rows of the segment's gone stripe are never returned"
     # a crash leaves a file without a row: orochi.vacuum() collects it
     orphan = os.path.join(folder, "999.1.1.vindex")
     open(orphan, "wb").close()
@@ -172,6 +186,13 @@ def test_index_files_follow_their_stripes(db, x):
     assert not os.path.exists(orphan)
     x("TRUNCATE t")
     assert _files(x) == [] and glob.glob(os.path.join(folder, "*.vindex")) == []
+    assert not os.path.exists(segment[0]), "the segment's file goes with its last stripe"
+
+
+def _file_rows_of(x, path: str) -> int:
+    return sum(1 for r in x("SELECT current_setting('data_directory'), orochi._file_path(file_path)"
+                            "  FROM orochi.columnar_vector_index_files").fetchall()
+               if os.path.join(r[0], r[1]) == path)
 
 
 @pytest.mark.parametrize("index_type", [None, "hnsw", "ivfflat"])

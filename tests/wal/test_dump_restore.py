@@ -45,11 +45,13 @@ SETUP = [
     " interval '1 hour')",
     "SELECT orochi.add_retention_policy('analytics.metrics', interval '400 days')",
     "SELECT orochi.add_compression_policy('readings', interval '10 days', schedule_interval => interval '6 hours')",
-    # a plain columnar table with a vector index
+    # a plain columnar table with a vector index (stripes large enough for a
+    # file each: create_vector_index indexes them in one file, a restore
+    # that loads the rows after the index's row one file per stripe)
     "CREATE FOREIGN TABLE public.items (id int, e orochi.vector(4)) SERVER orochi"
-    " OPTIONS (delta_row_limit '0', stripe_row_limit '1500')",
+    " OPTIONS (delta_row_limit '0', stripe_row_limit '2000')",
     "INSERT INTO items SELECT g, ('[' || (g % 7) || ',' || (g % 11) || ',' || (g % 13) || ',' || (g % 5) || ']')"
-    "::orochi.vector FROM generate_series(1, 3000) g",
+    "::orochi.vector FROM generate_series(1, 4000) g",
     "SELECT orochi.create_vector_index('items', 'e', index_type => 'ivfflat')",
 ]
 

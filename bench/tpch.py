@@ -1,0 +1,237 @@
+"""TPC-H: heap tables against orochi tables against DuckDB on its own
+storage (issue 22, "Benchmark").
+
+Data from ``tpchgen-cli`` (PyPI; deterministic for a scale factor), the 22
+queries of :mod:`orochi_fdw.testing.tpch` (the specification's texts with
+its validation parameters).  One PostgreSQL cluster, one backend, no
+parallel workers (``max_parallel_workers_per_gather = 0``), JIT off; the
+heap tables are loaded with COPY and ANALYZEd, the orochi tables filled by
+``INSERT ... SELECT`` from them (in the generated order: lineitem clustered
+by l_orderkey) and ANALYZEd; DuckDB reads the same CSV files into its own
+tables, one thread.  No table has keys or indexes (orochi tables cannot).
+
+Each query runs once per engine (the data was just loaded and is warm),
+under ``statement_timeout`` (--timeout): a query past it is reported as a
+timeout and left out of the geometric means, which are taken over the
+queries every engine finished.  Orochi's answers are compared with the
+heap's row for row (a mismatch is reported, not fatal).
+
+Writes bench/results/tpch.md, with the figures issue 22 reported (before
+this work) beside the new ones.
+
+    python bench/tpch.py [--scale 1] [--timeout 120] [--queries Q1,Q3] [--no-write]
+
+Needs tpchgen-cli and duckdb (requirements-bench.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+try:
+    import duckdb
+except ImportError:  # pragma: no cover - bench-only dependency
+    raise SystemExit("bench/tpch.py needs duckdb and tpchgen-cli: pip install -r requirements-bench.txt") from None
+
+from orochi_fdw.testing import tpch  # noqa: E402
+from orochi_fdw.testing.cluster import PostgresCluster  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results", "tpch.md")
+
+SETTINGS = {
+    "shared_buffers": "2GB",
+    "max_parallel_workers_per_gather": 0,
+    "jit": "off",
+    "work_mem": "64MB",
+    "max_wal_size": "8GB",
+}
+
+#: issue 22's figures at SF1 (before this work): heap/orochi speedups it named
+BEFORE = {
+    "geomean heap/orochi (19 queries)": "0.51×",
+    "Q5": "0.13×", "Q2": "0.23×", "Q18": "0.23×", "Q19": "0.25×", "Q1": "0.59×",
+    "Q6": "1.0×", "Q12": "1.3×", "Q15": "1.6×", "Q14": "2.0×",
+    "Q21": "past 120 s on orochi, 0.94 s on the heap",
+    "orochi/DuckDB": "27× slower",
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def timed_pg(conn, sql: str, timeout_s: float):
+    """(seconds or None on timeout, rows or None)."""
+    conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
+    t0 = time.perf_counter()
+    try:
+        rows = conn.execute(sql).fetchall()
+    except Exception as exc:  # psycopg.errors.QueryCanceled
+        if "statement timeout" in str(exc):
+            return None, None
+        raise
+    return time.perf_counter() - t0, rows
+
+
+def timed_duck(con, sql: str, timeout_s: float):
+    t0 = time.perf_counter()
+    rows = con.execute(sql).fetchall()
+    return time.perf_counter() - t0, rows
+
+
+def geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def fmt(s: float | None) -> str:
+    return "timeout" if s is None else f"{s:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per query and engine")
+    ap.add_argument("--queries", default="", help="comma-separated, e.g. Q1,Q21 (default: all)")
+    ap.add_argument("--data-dir", default=None, help="where the CSV files go (default: a temporary dir)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    wanted = [q.strip() for q in args.queries.split(",") if q.strip()]
+    queries = [(n, q) for n, q in tpch.QUERIES if not wanted or n in wanted]
+    load_before = load_average()
+    commit = git_commit()
+
+    with tempfile.TemporaryDirectory(prefix="tpch-") as tmp:
+        data_dir = args.data_dir or tmp
+        log(f"tpchgen-cli SF{args.scale} -> {data_dir} ...")
+        t0 = time.perf_counter()
+        paths = tpch.generate(args.scale, data_dir)
+        loads = {"tpchgen-cli (CSV)": time.perf_counter() - t0}
+        with PostgresCluster("bench-tpch", settings=SETTINGS) as pg:
+            pg.create_database("bench")
+            with pg.connect("bench", autocommit=True) as conn:
+                log("heap: COPY + ANALYZE ...")
+                t0 = time.perf_counter()
+                tpch.load_postgres(conn, paths, "heap")
+                loads["heap COPY + ANALYZE"] = time.perf_counter() - t0
+                log(f"  {loads['heap COPY + ANALYZE']:.1f} s; orochi: INSERT ... SELECT + ANALYZE ...")
+                t0 = time.perf_counter()
+                tpch.load_postgres(conn, None, "orochi", orochi=True, source_schema="heap")
+                loads["orochi INSERT ... SELECT + ANALYZE"] = time.perf_counter() - t0
+                log(f"  {loads['orochi INSERT ... SELECT + ANALYZE']:.1f} s")
+                version = conn.execute("SHOW server_version").fetchone()[0]
+                duck = duckdb.connect()
+                duck.execute("SET threads = 1")
+                t0 = time.perf_counter()
+                tpch.load_duckdb(duck, paths)
+                loads["DuckDB CREATE + INSERT from CSV"] = time.perf_counter() - t0
+                log(f"load average {load_average()}")
+
+                results = []
+                for name, sql in queries:
+                    conn.execute("SET search_path = heap")
+                    th, rh = timed_pg(conn, sql, args.timeout)
+                    conn.execute("SET search_path = orochi")
+                    to, ro = timed_pg(conn, sql, args.timeout)
+                    td, _ = timed_duck(duck, sql, args.timeout)
+                    same = None if rh is None or ro is None else rh == ro
+                    plan = ""
+                    if to is not None:
+                        conn.execute(f"SET statement_timeout = {int(args.timeout * 1000)}")
+                        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql).fetchall())
+                    results.append({"name": name, "heap": th, "orochi": to, "duckdb": td, "same": same,
+                                    "plan": plan})
+                    ratio = f"{th / to:.2f}×" if th and to else "-"
+                    log(f"{name:4} heap {fmt(th):>8}  orochi {fmt(to):>8}  duckdb {fmt(td):>8}  "
+                        f"heap/orochi {ratio:>7}  {'' if same is None else ('same' if same else 'MISMATCH')}")
+    load_after = load_average()
+
+    done = [r for r in results if r["heap"] and r["orochi"] and r["duckdb"]]
+    g_heap_orochi = geomean([r["heap"] / r["orochi"] for r in done])
+    g_orochi_duck = geomean([r["orochi"] / r["duckdb"] for r in done])
+    done_o = [r for r in results if r["orochi"] and r["duckdb"]]
+    g_orochi_duck_all = geomean([r["orochi"] / r["duckdb"] for r in done_o])
+    log(f"geometric mean heap/orochi {g_heap_orochi:.2f}× over {len(done)} queries; "
+        f"orochi/duckdb {g_orochi_duck:.1f}× (same queries), {g_orochi_duck_all:.1f}× over {len(done_o)}")
+    if args.no_write:
+        return 0
+    lines = [
+        "# TPC-H: heap vs orochi vs DuckDB",
+        "",
+        f"`python bench/tpch.py --scale {args.scale:g} --timeout {args.timeout:g}`, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}; "
+        f"PostgreSQL {version}, DuckDB {duckdb.__version__}.",
+        "",
+        f"Scale factor {args.scale:g}; one backend, no parallel workers, JIT off, work_mem "
+        f"{SETTINGS['work_mem']}; DuckDB one thread on its own tables. No keys or indexes on any "
+        "table. Each query ran once per engine (wall clock at the client), under a statement "
+        f"timeout of {args.timeout:g} s. The machine: 2 cores, shared with other work; load average "
+        f"{load_before} at the start, {load_after} at the end (1, 5, 15 min): single runs on a loaded "
+        "machine, so differences under ~30% are noise.",
+        "",
+        "Queries: the specification's texts and validation parameters, with tie-breaking sort "
+        "keys added to Q3, Q10, Q11 and Q18 (so that answers compare row for row).",
+        "",
+        "## Load",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+    ] + [f"| {k} | {v:.1f} |" for k, v in loads.items()] + [
+        "",
+        "## Per query (seconds)",
+        "",
+        "| query | heap | orochi | DuckDB | heap/orochi | orochi/DuckDB | orochi = heap |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ho = f"{r['heap'] / r['orochi']:.2f}×" if r["heap"] and r["orochi"] else "-"
+        od = f"{r['orochi'] / r['duckdb']:.1f}×" if r["orochi"] and r["duckdb"] else "-"
+        same = "-" if r["same"] is None else ("yes" if r["same"] else "**no**")
+        lines.append(f"| {r['name']} | {fmt(r['heap'])} | {fmt(r['orochi'])} | {fmt(r['duckdb'])} | "
+                     f"{ho} | {od} | {same} |")
+    lines += [
+        "",
+        f"Geometric means over the {len(done)} queries every engine finished: heap/orochi "
+        f"**{g_heap_orochi:.2f}×**, orochi/DuckDB **{g_orochi_duck:.1f}×**; orochi/DuckDB over the "
+        f"{len(done_o)} queries orochi finished: {g_orochi_duck_all:.1f}×.",
+        "",
+        "## Before (issue 22, SF1, same kind of run)",
+        "",
+    ] + [f"- {k}: {v}" for k, v in BEFORE.items()] + [
+        "",
+        "## Orochi's plans (EXPLAIN)",
+        "",
+    ]
+    for r in results:
+        if r["plan"]:
+            lines += [f"### {r['name']}", "", "```", r["plan"], "```", ""]
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
