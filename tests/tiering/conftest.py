@@ -10,6 +10,8 @@ import pytest
 
 from orochi_fdw.testing.services import S3Server, SeaweedS3
 
+from tiering_helpers import create_target
+
 _names = itertools.count(1)
 
 
@@ -46,15 +48,6 @@ def bucket(s3) -> str:
     name = f"orochi-tier-{next(_names)}"
     s3.client().create_bucket(Bucket=name)
     return name
-
-
-def create_target(conn, s3: S3Server, bucket: str, name: str = "cold", prefix: str = "pg", **options) -> None:
-    import json
-
-    opts = {"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
-            "max_attempts": 2, "connect_timeout": 2, "read_timeout": 5, **options}
-    conn.execute("SELECT orochi.create_storage_target(%s, %s, %s, %s, %s, %s::jsonb)",
-                 (name, s3.endpoint, bucket, prefix, s3.region, json.dumps(opts)))
 
 
 @pytest.fixture

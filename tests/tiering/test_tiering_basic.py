@@ -9,7 +9,7 @@ import hashlib
 import psycopg
 import pytest
 
-from conftest import create_target
+from tiering_helpers import create_target
 
 COLUMNS = "ts timestamptz NOT NULL, device int, v float8, note text"
 DAY0 = "timestamptz '2024-01-01 00:00:00+00'"

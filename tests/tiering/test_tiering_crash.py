@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from orochi_fdw.testing.faults import run_until
-from conftest import create_target
+from tiering_helpers import create_target
 from test_tiering_basic import chunk_names, objects, same, setup_tables, stripe_files
 
 

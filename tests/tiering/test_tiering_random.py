@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import create_target
+from tiering_helpers import create_target
 
 COLUMNS = "ts timestamptz NOT NULL, device int, v bigint, f float8, tag text"
 T0 = datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc)
