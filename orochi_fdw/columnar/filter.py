@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from orochi_fdw.bridge.api import ColumnDefinition
 from orochi_fdw.bridge.batch import Batch, Column, WireKind
 from orochi_fdw.columnar.pruning import CollationInfo
+from orochi_fdw.columnar.scan import FilteredBatch
 from orochi_fdw.columnar.topn import take
 from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, CollationPolicy, evaluate, selection
 
@@ -49,11 +52,13 @@ class FilteredScan:
             (:func:`~orochi_fdw.columnar.types.scan_wire_kind`).
         columns: the table's columns (numeric text, from the delta store,
             becomes DECIMAL64 at its column's scale).
+        filter_columns: the columns the filter reads, when the scan may
+            apply it to a chunk group before decoding the others.
     """
 
     def __init__(self, scan: Any, expr: BooleanExpression, needed: list[str],
                  kinds: dict[str, WireKind] | None = None,
-                 columns: dict[str, ColumnDefinition] | None = None):
+                 columns: dict[str, ColumnDefinition] | None = None, filter_columns: Any = None):
         self.scan = scan
         self.expr = expr
         self.needed = needed
@@ -61,6 +66,20 @@ class FilteredScan:
                         if k in _PARSE or k is WireKind.DECIMAL64}
         self.columns = columns or {}
         self.removed = 0
+        #: the columns the filter reads, when the scan may apply it to a
+        #: chunk group before decoding its other columns (:meth:`select`)
+        self.filters = sorted(filter_columns) if filter_columns and expr is not ALWAYS_TRUE else []
+
+    def select(self, column: Any, nrows: int):
+        """Positions of the rows of ``nrows`` that pass (``column(name)``:
+        a column of all of them)."""
+        cols = {}
+        for n in self.filters:
+            col = column(n)
+            if n in self.numeric and col.kind.is_variable_width:
+                col = self._convert(n, col)
+            cols[n] = col
+        return selection(evaluate(self.expr, cols, nrows), np.int64)
 
     def _convert(self, name: str, col: Column) -> Column:
         kind = self.numeric[name]
@@ -82,7 +101,11 @@ class FilteredScan:
 
     def __next__(self) -> Batch:
         while True:
-            batch = self._normalized(next(self.scan))
+            batch = next(self.scan)
+            filtered = isinstance(batch, FilteredBatch)  # filtered by the scan already (select)
+            batch = self._normalized(batch)
+            if filtered:
+                return Batch(batch.nrows, {n: batch.columns[n] for n in self.needed}, rowids=batch.rowids)
             rowids = getattr(batch, "rowids", None)
             if self.expr is ALWAYS_TRUE or batch.nrows == 0:
                 return Batch(batch.nrows, {n: batch.columns[n] for n in self.needed}, rowids=rowids)

@@ -3,14 +3,21 @@ chunk group, decoding only the columns asked for; then the delta store.
 
 Every batch carries row ids (``Batch.rowids``, see
 :mod:`~orochi_fdw.columnar.deletes`) for UPDATE and DELETE. Deleted rows are
-left out in one place, :meth:`ColumnarScan._apply_deletes`, as a selection
-mask per chunk group; the delta store's rows come last, as extra batches of
-the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`."""
+left out by the live mask of each chunk group (``DeletedOffsets.live_mask``,
+applied in :meth:`ColumnarScan._apply_deletes` and, with a filter, in
+:meth:`ColumnarScan._filtered_group`); the delta store's rows come last, as extra batches of
+the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`.
+
+With a filter the table applies exactly (``prefilter``), a chunk group's
+filter columns are decoded first and its other columns only if a row
+passes (late materialization). :meth:`ColumnarScan.chunk_groups` hands out
+the chunk groups themselves (:class:`ChunkGroup`, columns decoded on
+demand) to the top-N scan and to answers from statistics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -20,6 +27,7 @@ from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
+from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
@@ -35,8 +43,12 @@ class ScanCounters:
 
     stripes: int = 0
     stripes_skipped: int = 0
+    stripes_skipped_topn: int = 0  # ruled out by a top-N's threshold
+    stripes_from_stats: int = 0  # aggregated from the catalog's statistics, not read
     chunk_groups: int = 0
     chunk_groups_skipped: int = 0
+    chunk_groups_skipped_topn: int = 0  # ruled out by a top-N's threshold
+    chunk_groups_from_stats: int = 0  # aggregated from the chunks' statistics, not decoded
     rows: int = 0
     deleted_rows_skipped: int = 0
     delta_rows: int = 0
@@ -93,6 +105,9 @@ class ColumnarScan:
         self.counters.stripes_skipped = len(stripes) - len(kept)
         self.stripes = kept
         self.delta = delta
+        #: a FilteredScan over this scan, whose filter chunk groups apply
+        #: before their other columns are decoded (late materialization)
+        self.prefilter = None
         # decoded column chunks by (stripe, chunk group, column), kept across
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
@@ -110,11 +125,20 @@ class ColumnarScan:
         lines = [] if c.chunks is None else [
             f"Chunks Read: {c.chunks[0] - c.chunks[1]} of {c.chunks[0]}"
             + (f" ({c.chunks[1]} excluded)" if c.chunks[1] else "")]
+        total_stripes += c.stripes_skipped_topn + c.stripes_from_stats
         lines += [f"Stripes Read: {c.stripes} of {total_stripes}"
-                 + (f" ({c.stripes_skipped} skipped by min/max)" if c.stripes_skipped else "")]
+                 + (f" ({c.stripes_skipped} skipped by min/max)" if c.stripes_skipped else "")
+                 + (f" ({c.stripes_skipped_topn} skipped by top-N threshold)" if c.stripes_skipped_topn else "")
+                 + (f" ({c.stripes_from_stats} answered from statistics)" if c.stripes_from_stats else "")]
         if self.needed:
-            lines.append(f"Chunk Groups Read: {c.chunk_groups} of {c.chunk_groups + c.chunk_groups_skipped}"
-                         + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else ""))
+            total_groups = c.chunk_groups + c.chunk_groups_skipped + c.chunk_groups_skipped_topn \
+                + c.chunk_groups_from_stats
+            lines.append(f"Chunk Groups Read: {c.chunk_groups} of {total_groups}"
+                         + (f" ({c.chunk_groups_skipped} skipped by min/max)" if c.chunk_groups_skipped else "")
+                         + (f" ({c.chunk_groups_skipped_topn} skipped by top-N threshold)"
+                            if c.chunk_groups_skipped_topn else "")
+                         + (f" ({c.chunk_groups_from_stats} answered from statistics)"
+                            if c.chunk_groups_from_stats else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
         if c.tier.objects:
@@ -196,88 +220,186 @@ class ColumnarScan:
 
     @dataclass
     class _Plan:
-        """What a scan reads from one stripe: its open reader, the needed
-        columns it has, its deleted rows and the chunk groups left after
-        pruning (their fetches started, for a stripe in object storage)."""
+        """What a scan reads from one stripe: its open reader and the chunk
+        groups left after pruning (their fetches started, for a stripe in
+        object storage)."""
 
         reader: object
-        present: dict
-        deleted: DeletedOffsets
         groups: list
 
     def _plan(self, stripe: store.StripeRecord) -> "ColumnarScan._Plan":
         reader = self._open(stripe)
         try:
-            meta = reader.metadata
-            # table column -> (file column, stored kind); absent columns read as NULL
-            present: dict[str, tuple[str, str]] = {}
-            for name in self.needed:
-                rec = stripe.columns.get(self.table_columns[name].attnum)
-                if rec is not None:
-                    present[name] = (rec.column_name, rec.kind)
-            deleted = DeletedOffsets(stripe.delete_bitmap)
-            qual_cols = {}
-            for q in self.quals:
-                rec = stripe.columns.get(self.table_columns[q.column].attnum)
-                if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
-                    qual_cols[q.column] = meta.column_index(rec.column_name)
-            groups = []
-            for group in meta.chunk_groups:
-                g = group.index
-                if self.quals:
-                    def bounds(name: str, g: int = g) -> Bounds | None:
-                        ci = qual_cols.get(name)
-                        if ci is None:
-                            return None
-                        st = meta.chunks[g][ci].stats
-                        return Bounds(st.row_count, st.null_count, st.min, st.max, st.has_nan)
-
-                    if not might_match(self.quals, bounds):
-                        self.counters.chunk_groups_skipped += 1
-                        continue
-                if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
-                        == group.row_count:
-                    self.counters.deleted_rows_skipped += group.row_count
-                    continue  # every row deleted: nothing to decode
-                groups.append(group)
+            groups = self._groups(stripe, reader)
             start = getattr(reader, "start_prefetch", None)
             if start is not None:  # a stripe in object storage: fetch what is read, in parallel
-                start([(present[name][0], group.index) for group in groups for name in self.needed
-                       if name in present])
-            return ColumnarScan._Plan(reader, present, deleted, groups)
+                start([(group.present[name][0], group.index) for group in groups for name in self.needed
+                       if name in group.present])
+            return ColumnarScan._Plan(reader, groups)
         except BaseException:
             reader.close()
             raise
 
     def _emit(self, stripe: store.StripeRecord, plan: "ColumnarScan._Plan") -> Iterator[Batch]:
-        reader, present, deleted = plan.reader, plan.present, plan.deleted
+        pre = self.prefilter
         try:
             for group in plan.groups:
-                g = group.index
                 self.counters.chunk_groups += 1
-                cols = {}
-                for name in self.needed:
-                    column = self.table_columns[name]
-                    if name not in present:  # added after this stripe was written
-                        cols[name] = missing_column(column, self.missing.get(name), group.row_count, native=True)
-                        continue
-                    file_column, stored_kind = present[name]
-                    key = (stripe.stripe_id, g, name)
-                    col = None if self.chunk_cache is None else self.chunk_cache.get(key)
-                    if col is None:
-                        data = reader.read_chunk(file_column, g)
-                        col = to_wire(data, storage_kind(column), column, stored_kind, native=True)
-                        if self.chunk_cache is not None:
-                            self.chunk_cache[key] = col
-                            if len(self.chunk_cache) > CHUNK_CACHE_ENTRIES:
-                                del self.chunk_cache[next(iter(self.chunk_cache))]
-                    cols[name] = col
-                batch = self._apply_deletes(stripe, deleted, group.first_row, Batch(group.row_count, cols))
+                if pre is not None and pre.filters:
+                    batch = self._filtered_group(group, pre)
+                    if batch is not None:
+                        self.counters.rows += batch.nrows
+                        yield batch
+                    continue
+                cols = {name: group.column(name) for name in self.needed}
+                batch = self._apply_deletes(stripe, group.deleted, group.first_row, Batch(group.nrows, cols))
                 if batch is not None:
                     self.counters.rows += batch.nrows
                     yield batch
         finally:
-            reader.close()
+            plan.reader.close()
+
+    def _filtered_group(self, group: "ChunkGroup", pre) -> Batch | None:
+        """Late materialization: the filter's columns of a chunk group are
+        decoded and the filter applied first; the other needed columns are
+        decoded only if a row passes, and only its rows are kept."""
+        idx = pre.select(group.column, group.nrows)
+        live = group.live()
+        if live is not None:
+            deleted = group.nrows - int(np.count_nonzero(live))
+            self.counters.deleted_rows_skipped += deleted
+            idx = idx[live[idx]]
+        else:
+            deleted = 0
+        pre.removed += group.nrows - deleted - len(idx)
+        if len(idx) == 0:
+            return None
+        if len(idx) == group.nrows:
+            cols = {name: group.column(name) for name in self.needed}
+        else:
+            cols = {name: take(group.column(name), idx) for name in self.needed}
+        return FilteredBatch(len(idx), cols, group.rowids(idx))
+
+    def _groups(self, stripe: store.StripeRecord, reader: StripeReader) -> list["ChunkGroup"]:
+        """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
+        min / max do not rule out and that have a live row."""
+        meta = reader.metadata
+        # table column -> (file column, stored kind); absent columns read as NULL
+        present: dict[str, tuple[str, str]] = {}
+        for name, column in self.table_columns.items():
+            rec = stripe.columns.get(column.attnum)
+            if rec is not None:
+                present[name] = (rec.column_name, rec.kind)
+        deleted = DeletedOffsets(stripe.delete_bitmap)
+        qual_cols = {}
+        for q in self.quals:
+            rec = stripe.columns.get(self.table_columns[q.column].attnum)
+            if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
+                qual_cols[q.column] = meta.column_index(rec.column_name)
+        groups = []
+        for group in meta.chunk_groups:
+            g = group.index
+            if self.quals:
+                def bounds(name: str, g: int = g) -> Bounds | None:
+                    ci = qual_cols.get(name)
+                    if ci is None:
+                        return None
+                    st = meta.chunks[g][ci].stats
+                    return Bounds(st.row_count, st.null_count, st.min, st.max, st.has_nan)
+
+                if not might_match(self.quals, bounds):
+                    self.counters.chunk_groups_skipped += 1
+                    continue
+            if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
+                    == group.row_count:
+                self.counters.deleted_rows_skipped += group.row_count
+                continue  # every row deleted: nothing to decode
+            groups.append(ChunkGroup(self, stripe, reader, present, deleted, group))
+        return groups
+
+    def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
+                     skip: Callable[["ChunkGroup"], bool] | None = None,
+                     order: Callable[["ChunkGroup"], Any] | None = None) -> Iterator["ChunkGroup"]:
+        """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
+        min / max do not rule out and that have a live row, each with its
+        columns decoded on demand (:class:`ChunkGroup`); ``skip``: a further
+        test on a group's statistics (a top-N's threshold), counted apart,
+        asked just before the group would be yielded; ``order``: a sort key
+        of the groups (file order without)."""
+        groups = self._groups(stripe, reader)
+        if order is not None:
+            groups.sort(key=order)
+        for chunk_group in groups:
+            if skip is not None and skip(chunk_group):
+                self.counters.chunk_groups_skipped_topn += 1
+                continue
+            self.counters.chunk_groups += 1
+            yield chunk_group
+
+
+class ChunkGroup:
+    """One chunk group of a stripe a scan reads: its statistics, its live
+    rows, and its columns, each decoded when first asked for."""
+
+    __slots__ = ("scan", "stripe", "reader", "present", "deleted", "index", "first_row", "nrows", "_cols")
+
+    def __init__(self, scan: ColumnarScan, stripe: store.StripeRecord, reader: StripeReader,
+                 present: dict[str, tuple[str, str]], deleted: DeletedOffsets, group):
+        self.scan = scan
+        self.stripe = stripe
+        self.reader = reader
+        self.present = present
+        self.deleted = deleted
+        self.index = group.index
+        self.first_row = group.first_row
+        self.nrows = group.row_count
+        self._cols: dict[str, Column] = {}
+
+    def stats(self, name: str):
+        """The chunk's statistics of column ``name`` (a ``ChunkStats``), or
+        None when the stripe does not hold it in its current kind."""
+        where = self.present.get(name)
+        if where is None or where[1] != storage_kind(self.scan.table_columns[name]):
+            return None
+        meta = self.reader.metadata
+        return meta.chunks[self.index][meta.column_index(where[0])].stats
+
+    def column(self, name: str) -> Column:
+        """Column ``name`` of every row of the group (deleted ones too)."""
+        col = self._cols.get(name)
+        if col is None:
+            column = self.scan.table_columns[name]
+            if name not in self.present:  # added after this stripe was written
+                col = missing_column(column, self.scan.missing.get(name), self.nrows, native=True)
+            else:
+                # decoded chunks are kept across the rescans of one scan node
+                cache = self.scan.chunk_cache
+                key = (self.stripe.stripe_id, self.index, name)
+                col = None if cache is None else cache.get(key)
+                if col is None:
+                    file_column, stored_kind = self.present[name]
+                    col = to_wire(self.reader.read_chunk(file_column, self.index), storage_kind(column),
+                                  column, stored_kind, native=True)
+                    if cache is not None:
+                        cache[key] = col
+                        if len(cache) > CHUNK_CACHE_ENTRIES:
+                            del cache[next(iter(cache))]
+            self._cols[name] = col
+        return col
+
+    def live(self) -> np.ndarray | None:
+        """Mask of the rows not deleted, None when none is."""
+        return self.deleted.live_mask(self.first_row, self.nrows)
+
+    def rowids(self, offsets: np.ndarray) -> np.ndarray:
+        """Row ids of the group's rows at ``offsets``."""
+        return stripe_rowids(self.stripe.stripe_id, np.asarray(offsets, dtype=np.int64) + self.first_row)
+
+
+class FilteredBatch(Batch):
+    """A batch whose rows passed the scan's filter already."""
+
+    __slots__ = ()
 
 
 def null_column(column: ColumnDefinition, nrows: int, native: bool = False) -> Column:

@@ -27,7 +27,7 @@ import numpy as np
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
 from orochi_fdw.bridge.faults import fault_point
-from orochi_fdw.bridge.batch import Batch
+from orochi_fdw.bridge.batch import Batch, WireKind
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
@@ -42,7 +42,7 @@ from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
-from orochi_fdw.sketches.sampling import sampled_scan_if_requested
+from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
 
@@ -327,17 +327,21 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return self._missing
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
-        """One sort key on a column whose values order as numbers (see
-        :mod:`orochi_fdw.columnar.topn`), or a distance to a vector column
-        (:mod:`orochi_fdw.vector.search`)."""
+        """The leading sort keys on columns whose values order as numbers
+        (see :mod:`orochi_fdw.columnar.topn`), or a distance to a vector
+        column (:mod:`orochi_fdw.vector.search`)."""
         key = sortkeys[0] if sortkeys else None
         if key is not None and key.function is not None:
             from orochi_fdw.vector import search
 
             return search.can_sort(self, key)
-        if key is None or key.attname not in self.columns:
-            return []
-        return [key] if scan_wire_kind(self.columns[key.attname]) in topn.ORDERABLE else []
+        handled = []
+        for key in sortkeys:
+            if key.function is not None or key.attname not in self.columns \
+                    or scan_wire_kind(self.columns[key.attname]) not in topn.ORDERABLE:
+                break
+            handled.append(key)
+        return handled
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None, scan_cache: dict | None = None):
@@ -352,10 +356,12 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
             return search.KnnScan(self, quals, columns, sortkeys[0], limit)
         if sortkeys:
-            key = sortkeys[0]
             needed = [c for c in columns if c in self.columns]
-            scan = self.execute(quals, sorted(set(needed) | {key.attname}))
-            return topn.SortedScan(scan, key, needed, limit)
+            if limit is not None and limit > 0 and not sample_requested(self.relid, quals) \
+                    and self._plain_top_n(quals, needed, sortkeys):
+                return self._top_n(quals, needed, sortkeys, limit)
+            scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}))
+            return topn.SortedScan(scan, sortkeys, needed, limit)
         needed = [c for c in columns if c in self.columns]
         if scan_cache is not None:
             rows = self._rescan_from_index(quals, needed, scan_cache)
@@ -385,8 +391,43 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if scan_cache is not None:
             scan_cache["last_scan"] = scan
         filtered = FilteredScan(scan, exact.filter, needed,
-                                {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns)
+                                {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns,
+                                filter_columns=exact.columns)
+        scan.prefilter = filtered
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
+
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None):
+        """A pushed-down aggregation; count, min and max over the whole table
+        from statistics where they can (:mod:`~orochi_fdw.columnar.statistics`)."""
+        from orochi_fdw.columnar import statistics
+
+        if quals is not None and not quals and statistics.answerable(request) \
+                and not sample_requested(self.relid, quals):
+            return statistics.StatisticsAggregate(self, request)
+        return super().aggregate(request, quals)
+
+    def _plain_top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey]) -> bool:
+        """Whether the top-N scan takes these columns: not scaled numerics
+        nor char(n), which the delta store hands over as text (the sorted
+        scan over the filtered rows takes them)."""
+        names = set(needed) | {k.attname for k in keys} | {q.field_name for q in quals}
+        return not any(scan_wire_kind(self.columns[n]) is WireKind.DECIMAL64
+                       or storage_kind(self.columns[n]) == "char" for n in names if n in self.columns)
+
+    def _top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey], limit: int) -> topn.TopNScan:
+        """ORDER BY plain columns LIMIT ``limit``: see :class:`~orochi_fdw.columnar.topn.TopNScan`
+        (the bridge passes a limit only when every qual is applied here)."""
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
+                           must_be_exact=[q.exact for q in quals])
+        read = sorted(set(needed) | set(exact.columns) | {k.attname for k in keys})
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
+        scan = ColumnarScan(self.relname, self.columns, stripes, read, bound, missing=self.missing_values())
+        scan.counters.chunks = chunk_counts
+        kinds = {n: scan_wire_kind(self.columns[n]) for n in read}
+        return topn.TopNScan(scan, keys, needed, limit, exact.filter, exact.columns, kinds,
+                             delta=lambda: self.delta.scan(read, quals))
 
     def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict):
         """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""

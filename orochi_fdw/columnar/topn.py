@@ -1,10 +1,14 @@
-"""ORDER BY one column (LIMIT n) over the batches of a columnar scan.
+"""ORDER BY plain columns (LIMIT n) over the rows of a columnar scan.
 
-With a limit, each batch contributes only its own best ``n`` rows
-(``np.argpartition``), so memory stays bounded by ``n`` rows per batch
-whatever the table's size; without one, every row is kept.  The final order
-is Postgres's: NULLs first or last as asked, NaN above every other float,
-ties in no particular order (as in Postgres).
+With a limit, :class:`TopNScan` drives the scan itself: it keeps the best
+``n`` rows seen so far, skips stripes and chunk groups whose statistics
+show none of their rows can do better, decodes the first sort column before
+anything else, and reads the other columns for the ``n`` winners only.
+Without one (or under ``orochi.sample``), :class:`SortedScan` orders the
+batches of an ordinary scan, every row kept (with a limit, each batch
+contributes only its own best ``n``).  The order is Postgres's: NULLs first
+or last as asked, NaN above every other float, ties on every key in no
+particular order (as in Postgres).
 """
 
 from __future__ import annotations
@@ -75,12 +79,6 @@ def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
     return cls, vals
 
 
-def _order(col: Column, key: SortKey) -> np.ndarray:
-    """Row positions in the order ``key`` asks for."""
-    cls, vals = _keys(col, key)
-    return np.lexsort((vals, cls))
-
-
 def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
     """Positions of the first ``limit`` rows in ``key`` order, unordered:
     whole classes while they fit, then ``np.argpartition`` inside the class
@@ -101,14 +99,21 @@ def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def _describe(keys: list[SortKey]) -> str:
+    return ", ".join(k.attname + (" DESC" if k.is_reversed else "")
+                     + (" NULLS FIRST" if k.nulls_first and not k.is_reversed else "")
+                     + (" NULLS LAST" if not k.nulls_first and k.is_reversed else "")
+                     for k in keys)
+
+
 class SortedScan:
     """The iterator of a sorted scan: :func:`sorted_batches` over ``scan``,
     with the scan's EXPLAIN ANALYZE lines."""
 
-    def __init__(self, scan: Iterable[Batch], key: SortKey, columns: list[str], limit: int | None):
+    def __init__(self, scan: Iterable[Batch], keys: list[SortKey], columns: list[str], limit: int | None):
         self._scan = scan
-        self._rows = sorted_batches(scan, key, columns, limit)
-        self._key = key
+        self._rows = sorted_batches(scan, keys, columns, limit)
+        self._keys = keys
         self._limit = limit
 
     def __iter__(self) -> "SortedScan":
@@ -119,49 +124,357 @@ class SortedScan:
 
     def explain_analyze(self) -> list[str]:
         more = getattr(self._scan, "explain_analyze", None)
-        order = f"Sorted by Orochi: {self._key.attname}{' DESC' if self._key.is_reversed else ''}"
+        order = f"Sorted by Orochi: {_describe(self._keys)}"
         if self._limit is not None:
             order += f" (top {self._limit})"
         return [order] + (list(more()) if more is not None else [])
 
 
-def sorted_batches(batches: Iterable[Batch], key: SortKey, columns: list[str],
+def sorted_batches(batches: Iterable[Batch], keys: list[SortKey], columns: list[str],
                    limit: int | None) -> Iterator[Batch]:
-    """The rows of ``batches`` ordered by ``key`` (the first ``limit`` of
+    """The rows of ``batches`` ordered by ``keys`` (the first ``limit`` of
     them), as one batch of ``columns``."""
+    names = list(dict.fromkeys(k.attname for k in keys))
     kept: dict[str, list[Column]] = {name: [] for name in columns}
     rowids: list[np.ndarray] = []
-    sort_parts: list[Column] = []
+    sort_parts: dict[str, list[Column]] = {name: [] for name in names}
     count = 0
     for batch in batches:
         if batch.nrows == 0:
             continue
-        col = batch.columns[key.attname]
         idx = np.arange(batch.nrows)
         if limit is not None and batch.nrows > limit:
-            idx = _best(col, key, limit)
-        sort_parts.append(take(col, idx))
+            if len(keys) == 1:
+                idx = _best(batch.columns[keys[0].attname], keys[0], limit)
+            else:
+                idx = lex_order([_keys(batch.columns[k.attname], k) for k in keys])[:limit]
+        for name in names:
+            sort_parts[name].append(take(batch.columns[name], idx))
         for name in columns:
             kept[name].append(take(batch.columns[name], idx))
         if batch.rowids is not None:
             rowids.append(np.asarray(batch.rowids)[idx])
         count += len(idx)
         if limit is not None and count > 4 * max(limit, 1024):
-            sort_parts, kept, rowids, count = _reduce(sort_parts, kept, rowids, key, limit)
-    if not sort_parts:
+            sort_parts, kept, rowids, count = _reduce(sort_parts, kept, rowids, keys, limit)
+    if not count:
         return
-    sort_parts, kept, rowids, count = _reduce(sort_parts, kept, rowids, key, limit)
+    sort_parts, kept, rowids, count = _reduce(sort_parts, kept, rowids, keys, limit)
     yield Batch(count, {name: parts[0] for name, parts in kept.items()},
                 rowids=rowids[0] if rowids else None)
 
 
-def _reduce(sort_parts, kept, rowids, key, limit):
+def _reduce(sort_parts, kept, rowids, keys, limit):
     """The candidates gathered so far, reduced to the best ``limit`` (all
     if None), in order."""
-    sort_col = concat(sort_parts)
-    idx = _order(sort_col, key)
+    sort_cols = {name: concat(parts) for name, parts in sort_parts.items()}
+    idx = lex_order([_keys(sort_cols[k.attname], k) for k in keys])
     if limit is not None:
         idx = idx[:limit]
-    return ([take(sort_col, idx)], {n: [take(concat(p), idx)] for n, p in kept.items()},
+    return ({name: [take(col, idx)] for name, col in sort_cols.items()},
+            {n: [take(concat(p), idx)] for n, p in kept.items()},
             [np.concatenate(rowids)[idx]] if rowids else [], len(idx))
 
+
+# ---------------------------------------------------------------------- top-N
+
+def lex_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Row positions in the order of several keys (each a (class, value)
+    pair of :func:`_keys`), the first key first."""
+    seq = []
+    for cls, vals in reversed(parts):
+        seq += [vals, cls]
+    return np.lexsort(seq)
+
+
+def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_nan: bool) -> tuple | None:
+    """The best (class, value) of :func:`_keys` any of ``rows`` rows can
+    have, from their statistics (``lo``/``hi``: min / max of the values that
+    are neither NULL nor NaN); None when the statistics cannot tell."""
+    best = []
+    if nulls > 0:
+        best.append((0 if key.nulls_first else 4, 0))
+    if has_nan:
+        best.append((1 if key.is_reversed else 3, 0))
+    if rows > nulls and not (lo is None and hi is None and has_nan):  # values other than NaN
+        v = hi if key.is_reversed else lo
+        if v is None:
+            return None
+        if is_float:
+            best.append((2, -float(v) if key.is_reversed else float(v)))
+        else:
+            best.append((2, ~int(v) if key.is_reversed else int(v)))
+    return min(best) if best else None
+
+
+def cannot_improve(bounds: list[tuple | None], threshold: list[tuple]) -> bool:
+    """Whether rows whose keys are each at least ``bounds`` (per key, None:
+    unknown) can be left out when the candidates are full up to
+    ``threshold`` (the keys of the last one): every such row sorts after the
+    threshold or ties with it on every key (and ties may come out in any
+    order, as in Postgres)."""
+    for b, t in zip(bounds, threshold):
+        if b is None:
+            return False
+        if b != t:
+            return b > t
+    return True
+
+
+class _Candidates:
+    """The best rows seen so far: their keys, their source (an index into
+    the scan's list of chunk groups and delta batches) and their position in
+    it, cut back to ``limit`` from time to time; ``threshold`` is the keys of
+    the ``limit``-th once that many were seen."""
+
+    def __init__(self, nkeys: int, limit: int):
+        self.limit = limit
+        self.nkeys = nkeys
+        self.parts: list[tuple[list, np.ndarray, np.ndarray]] = []
+        self.count = 0
+        self.threshold: list[tuple] | None = None
+
+    def add(self, keys: list[tuple[np.ndarray, np.ndarray]], source: int, positions: np.ndarray) -> None:
+        self.parts.append((keys, np.full(len(positions), source, dtype=np.int32), positions))
+        self.count += len(positions)
+        # a small limit: cut back at once (cheap), so the threshold is always
+        # the best known; a large one: once the excess is as large
+        if self.count >= self.limit and (self.threshold is None or self.limit <= 256
+                                         or self.count > 2 * self.limit):
+            self.reduce()
+
+    def reduce(self) -> None:
+        """Keep the best ``limit``, in order."""
+        if not self.parts:
+            return
+        if len(self.parts) == 1:
+            keys, sources, positions = self.parts[0]
+        else:
+            keys = [(np.concatenate([p[0][j][0] for p in self.parts]),
+                     np.concatenate([p[0][j][1] for p in self.parts])) for j in range(self.nkeys)]
+            sources = np.concatenate([p[1] for p in self.parts])
+            positions = np.concatenate([p[2] for p in self.parts])
+        order = lex_order(keys)[:self.limit]
+        keys = [(c[order], v[order]) for c, v in keys]
+        self.parts = [(keys, sources[order], positions[order])]
+        self.count = len(order)
+        if self.count >= self.limit:
+            last = self.count - 1
+            self.threshold = [(int(c[last]), v[last].item()) for c, v in keys]
+
+
+class TopNScan:
+    """``ORDER BY`` plain columns ``LIMIT n`` over a columnar scan, reading
+    as little as it can.
+
+    The delta store's rows come first; then the stripes, the most promising
+    first by their catalog statistics, and their chunk groups likewise. Once
+    ``n`` candidates are known, the keys of the ``n``-th are a threshold: a
+    stripe or chunk group whose statistics show that none of its rows can
+    sort before it is skipped without reading anything. In a group that is
+    read, the first sort column is decoded first and only the rows not
+    after the threshold in it go on to the filter and the other sort
+    columns; the other columns the query wants are read at the end, for the
+    ``n`` winners only. Ties on every key come out in no particular order
+    (as in Postgres); NULLs first or last as asked, NaN above every number.
+
+    Args:
+        scan: the columnar scan (its stripes pruned by the quals already;
+            its ``needed`` columns are not read by it).
+        keys: the sort keys (columns whose values order as numbers).
+        columns: the columns to return.
+        limit: the number of rows wanted.
+        expr: the exact quals, applied to every candidate.
+        filter_columns: the columns ``expr`` reads.
+        kinds: each column's wire kind for its current type.
+        delta: the delta store's rows (with every column of ``columns``,
+            ``filter_columns`` and the keys).
+    """
+
+    def __init__(self, scan, keys: list[SortKey], columns: list[str], limit: int, expr, filter_columns,
+                 kinds: dict[str, WireKind], delta=None):
+        self.scan = scan
+        self.keys = keys
+        self.columns = columns
+        self.limit = limit
+        self.expr = expr
+        self.filter_columns = sorted(filter_columns)
+        self.kinds = kinds
+        self.delta = delta
+        self.removed = 0
+        self._floats = [kinds[k.attname] in (WireKind.FLOAT32, WireKind.FLOAT64) for k in keys]
+        self._rows = self._run()
+
+    def __iter__(self) -> "TopNScan":
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._rows)
+
+    def explain_analyze(self) -> list[str]:
+        lines = [f"Sorted by Orochi: {_describe(self.keys)} (top {self.limit})"] + list(self.scan.explain_analyze())
+        from orochi_fdw.query.predicates import ALWAYS_TRUE
+
+        if self.expr is not ALWAYS_TRUE:
+            lines.append(f"Rows Removed by Orochi Filter: {self.removed}")
+        return lines
+
+    # ------------------------------------------------------------------
+
+    def _normalized(self, name: str, col: Column) -> Column:
+        """A column older stripes deliver as text (its type changed since to
+        a numeric one) in the layout of its current type."""
+        kind = self.kinds.get(name)
+        if col.kind.is_variable_width and kind in ORDERABLE:
+            from orochi_fdw.columnar.filter import _as_kind
+
+            return _as_kind(col, kind)
+        return col
+
+    def _bounds(self, stats_of) -> list[tuple | None]:
+        out = []
+        for key, is_float in zip(self.keys, self._floats):
+            st = stats_of(key.attname)
+            out.append(None if st is None else key_bound(key, is_float, *st))
+        return out
+
+    def _stripe_bounds(self, stripe) -> list[tuple | None]:
+        from orochi_fdw.columnar.types import storage_kind
+
+        def stats(name):
+            column = self.scan.table_columns[name]
+            rec = stripe.columns.get(column.attnum)
+            if rec is None or rec.kind != storage_kind(column):
+                return None
+            return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
+        return self._bounds(stats)
+
+    def _group_bounds(self, group) -> list[tuple | None]:
+        def stats(name):
+            st = group.stats(name)
+            return None if st is None else (st.row_count, st.null_count, st.min, st.max, st.has_nan)
+        return self._bounds(stats)
+
+    def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None) -> None:
+        """Offer the rows of one source (``column(name)``: a column of all
+        its rows) to the candidates."""
+        first = self.keys[0]
+        cls, vals = _keys(self._normalized(first.attname, column(first.attname)), first)
+        mask = live
+        if cand.threshold is not None:
+            tc, tv = cand.threshold[0]
+            near = (cls < tc) | ((cls == tc) & (vals <= tv))
+            mask = near if mask is None else mask & near
+        idx = np.arange(nrows) if mask is None else np.flatnonzero(mask)
+        if len(idx) == 0:
+            return
+        whole = len(idx) == nrows
+
+        def rows(name: str) -> Column:
+            col = self._normalized(name, column(name))
+            return col if whole else take(col, idx)
+
+        from orochi_fdw.query.predicates import ALWAYS_TRUE, evaluate, selection
+
+        if self.expr is not ALWAYS_TRUE:
+            sel = selection(evaluate(self.expr, {n: rows(n) for n in self.filter_columns}, len(idx)))
+            self.removed += len(idx) - len(sel)
+            if len(sel) == 0:
+                return
+            idx = idx[sel]
+            whole = len(idx) == nrows
+        keys = [(cls[idx], vals[idx])]
+        for key in self.keys[1:]:
+            keys.append(_keys(rows(key.attname), key))
+        cand.add(keys, source, idx)
+
+    def _run(self) -> Iterator[Batch]:
+        scan = self.scan
+        counters = scan.counters
+        cand = _Candidates(len(self.keys), self.limit)
+        sources: list = []  # a DeltaBatch, or (stripe, group index, first row)
+        if self.delta is not None:
+            for batch in self.delta():
+                counters.delta_rows += batch.nrows
+                if batch.nrows == 0:
+                    continue
+                sources.append(batch)
+                self._consider(cand, len(sources) - 1, batch.nrows, batch.columns.__getitem__, None)
+
+        def order(bounds: list) -> tuple:
+            # unknown bounds first: they may hold anything
+            return tuple((0,) if b is None else (1, b) for b in bounds)
+
+        stripes = sorted(scan.stripes, key=lambda s: order(self._stripe_bounds(s)))
+        for stripe in stripes:
+            if cand.threshold is not None and cannot_improve(self._stripe_bounds(stripe), cand.threshold):
+                counters.stripes_skipped_topn += 1
+                continue
+            counters.stripes += 1
+            reader = scan._open(stripe)
+            try:
+                skip = (lambda g: cand.threshold is not None
+                        and cannot_improve(self._group_bounds(g), cand.threshold))
+                for group in scan.chunk_groups(stripe, reader, skip=skip,
+                                               order=lambda g: order(self._group_bounds(g))):
+                    live = group.live()
+                    if live is not None:
+                        counters.deleted_rows_skipped += group.nrows - int(np.count_nonzero(live))
+                    sources.append((stripe, group.index, group.first_row))
+                    self._consider(cand, len(sources) - 1, group.nrows, group.column, live)
+            finally:
+                reader.close()
+        cand.reduce()
+        if cand.count == 0:
+            return
+        yield self._materialize(cand, sources)
+
+    def _materialize(self, cand: _Candidates, sources: list) -> Batch:
+        """The winners' rows: each needed column read once per chunk group
+        that holds a winner."""
+        from orochi_fdw.columnar.scan import ChunkGroup
+
+        _keys_, src, pos = cand.parts[0]
+        n = len(src)
+        pieces: dict[str, list[Column]] = {name: [] for name in self.columns}
+        rowids = np.zeros(n, dtype=np.int64)
+        order_parts = []
+        by_stripe: dict[int, list[int]] = {}
+        for s in np.unique(src):
+            source = sources[int(s)]
+            if isinstance(source, tuple):
+                by_stripe.setdefault(id(source[0]), []).append(int(s))
+            else:
+                rows = np.flatnonzero(src == s)
+                p = pos[rows]
+                for name in self.columns:
+                    pieces[name].append(take(self._normalized(name, source.columns[name]), p))
+                rowids[rows] = np.asarray(source.rowids)[p]
+                order_parts.append(rows)
+        for group_sources in by_stripe.values():
+            stripe = sources[group_sources[0]][0]
+            reader = self.scan._open(stripe)
+            try:
+                present = {}
+                for name, column in self.scan.table_columns.items():
+                    rec = stripe.columns.get(column.attnum)
+                    if rec is not None:
+                        present[name] = (rec.column_name, rec.kind)
+                meta = reader.metadata
+                for s in group_sources:
+                    _stripe, index, _first = sources[s]
+                    group = ChunkGroup(self.scan, stripe, reader, present, None, meta.chunk_groups[index])
+                    rows = np.flatnonzero(src == s)
+                    p = pos[rows]
+                    for name in self.columns:
+                        pieces[name].append(take(self._normalized(name, group.column(name)), p))
+                    rowids[rows] = group.rowids(p)
+                    order_parts.append(rows)
+            finally:
+                reader.close()
+        # pieces are in source order; put the rows back in sort order
+        back = np.empty(n, dtype=np.int64)
+        back[np.concatenate(order_parts)] = np.arange(n)
+        cols = {name: take(concat(parts), back) for name, parts in pieces.items()} if n else {}
+        self.scan.counters.rows += n
+        return Batch(n, cols, rowids=rowids)

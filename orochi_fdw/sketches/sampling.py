@@ -198,6 +198,12 @@ def cancel_sample(relid: int) -> None:
     _requests.pop(int(relid), None)
 
 
+def sample_requested(relid: int, quals: list[Any]) -> bool:
+    """Whether :func:`sampled_scan_if_requested` would sample a scan of
+    ``relid`` with ``quals`` (without taking the request)."""
+    return not quals and int(relid) in _requests
+
+
 def sampled_scan_if_requested(relid: int, quals: list[Any], scan: Any) -> Any:
     """``scan`` itself, or, when a sample of ``relid`` was requested and the
     scan has no quals, a :class:`SampledScan` of it (the request is taken)."""
