@@ -487,17 +487,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns, self.missing_values())) \
             if bound else total
         rows += self.delta.count()
-        stored = store.column_raw_bytes(self.relid) if total else {}
-        width = 0
-        for name in columns:
-            col = self.columns.get(name)
-            if col is None:
-                continue
-            if col.attnum in stored and total:
-                width += max(1, stored[col.attnum] // total)
-            else:
-                width += _DEFAULT_WIDTH.get(self.kinds[name], 32)
-        return (float(rows), max(width, 1))
+        return (float(rows), self._width(columns, total))
 
     def estimate(self, quals: list[Qual], columns: list[str], selectivity: float) -> dict:
         """Rows and costs of a scan (:mod:`orochi_fdw.query.estimates`): the
@@ -517,21 +507,27 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         of a scan with these quals reading these columns."""
         from orochi_fdw.query import estimates
 
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        needed = [c for c in columns if c in self.columns]
-        read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
-        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes = store.table_stripes(self.relid, attnums)
+        read, stripes, kept = self._planned_stripes(quals, columns)
         delta = self.delta.count()
         stored = sum(s.live_rows for s in stripes)
-        kept, _ = self._exclude_chunks(stripes, bound)
-        if bound:
-            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
         scanned = sum(s.live_rows for s in kept) + delta
         shape = estimates.ScanShape(stored + delta, scanned, len(kept),
                                     estimates.read_bytes(kept, {self.columns[c].attnum for c in read}),
                                     len(read), len(quals))
         return shape, stored
+
+    def _planned_stripes(self, quals: list[Qual], columns: list[str]) -> tuple[set[str], list, list]:
+        """For planning a scan with these quals reading these columns: the
+        columns read, the table's stripes, and those left after chunk
+        exclusion and min/max pruning."""
+        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        read = {c for c in columns + [q.field_name for q in quals] if c in self.columns}
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        stripes = store.table_stripes(self.relid, attnums)
+        kept, _ = self._exclude_chunks(stripes, bound)
+        if bound:
+            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
+        return read, stripes, kept
 
     def param_scan_cost(self, quals: list[Qual], columns: list[str], rows: float) -> tuple[float, float] | None:
         """The cost of one scan of a parameterized path, whose ``column =
@@ -544,14 +540,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                   self.columns and scan_wire_kind(self.columns[q.field_name]) in topn.ORDERABLE]
         if not params:
             return None
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
         needed = [c for c in columns if c in self.columns]
-        read = set(needed) | {q.field_name for q in quals if q.field_name in self.columns}
-        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes = store.table_stripes(self.relid, attnums)
-        kept, _ = self._exclude_chunks(stripes, bound)
-        if bound:
-            kept = prune_stripes(kept, bound, self.columns, self.missing_values())
+        read, _, kept = self._planned_stripes(quals, columns)
         full = sum(s.live_rows for s in kept)
         if full == 0:
             return None
