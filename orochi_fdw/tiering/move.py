@@ -154,16 +154,22 @@ def tier_chunk(name: str, target_name: str, if_not_tiered: bool = True) -> MoveR
         result.stripes += 1
         result.bytes += nbytes
     fault_point("tier:after_upload")
-    plan = spi.prepared("UPDATE orochi.columnar_stripes SET file_path = $2 WHERE stripe_id = $1",
-                        ["bigint", "text"], internal=True)
-    for stripe_id, _, _, uri in moved:
-        plan.execute([stripe_id, uri])
-    store.retire_files(chunk.relid, [(s, p, b) for s, p, b, _ in moved], ledger.transaction_id())
+    _repoint_stripes(chunk.relid, moved)
     spi.prepared("UPDATE orochi.hypertable_chunks SET tier_target_id = $2, tiered_at = now(), tiered_bytes = $3"
                  " WHERE chunk_id = $1", ["bigint", "integer", "bigint"], internal=True).execute(
         [chunk.chunk_id, target.target_id, result.bytes])
     fault_point("tier:before_commit")
     return result
+
+
+def _repoint_stripes(relid: int, moved: list[tuple[int, str, int, str]]) -> None:
+    """Point each moved stripe (stripe id, old path, bytes, new catalog path)
+    at its new place, and retire the old one at commit."""
+    plan = spi.prepared("UPDATE orochi.columnar_stripes SET file_path = $2 WHERE stripe_id = $1",
+                        ["bigint", "text"], internal=True)
+    for stripe_id, _, _, new_path in moved:
+        plan.execute([stripe_id, new_path])
+    store.retire_files(relid, [(s, old, b) for s, old, b, _ in moved], ledger.transaction_id())
 
 
 def untier_chunk(name: str, if_tiered: bool = True) -> MoveResult | None:
@@ -199,11 +205,7 @@ def untier_chunk(name: str, if_tiered: bool = True) -> MoveResult | None:
         result.stripes += 1
         result.bytes += nbytes
     fault_point("untier:after_download")
-    plan = spi.prepared("UPDATE orochi.columnar_stripes SET file_path = $2 WHERE stripe_id = $1",
-                        ["bigint", "text"], internal=True)
-    for stripe_id, _, _, path in moved:
-        plan.execute([stripe_id, files.catalog_path(path)])
-    store.retire_files(chunk.relid, [(s, u, b) for s, u, b, _ in moved], ledger.transaction_id())
+    _repoint_stripes(chunk.relid, [(s, u, b, files.catalog_path(p)) for s, u, b, p in moved])
     spi.prepared("UPDATE orochi.hypertable_chunks SET tiered_at = NULL WHERE chunk_id = $1",
                  ["bigint"], internal=True).execute([chunk.chunk_id])
     return result
