@@ -521,7 +521,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         columns read, the table's stripes, and those left after chunk
         exclusion and min/max pruning."""
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        read = {c for c in columns + [q.field_name for q in quals] if c in self.columns}
+        read = {c for c in [*columns, *(q.field_name for q in quals)] if c in self.columns}
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
         stripes = store.table_stripes(self.relid, attnums)
         kept, _ = self._exclude_chunks(stripes, bound)
