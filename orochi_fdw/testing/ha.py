@@ -148,10 +148,11 @@ class HaGroup:
     def __init__(self, standbys: int = 2, *, name: str = "ha", group: str = "default",
                  synchronous_mode: str = "quorum", lease_ttl: float = 3.0, extra: str = "",
                  settings: dict[str, Any] | None = None, databases: tuple[str, ...] = (),
-                 groups: dict[str, int] | None = None):
+                 groups: dict[str, int] | None = None, ha_options: dict[str, Any] | None = None):
         """``groups``: node group -> number of standbys (members ``<group>-1``
         (the primary), ``<group>-2`` ...); without it one group ``group`` of
-        members m1 (the primary), m2 ..."""
+        members m1 (the primary), m2 ...  ``ha_options``: more ``[ha]``
+        settings of every sidecar (``raft_min_timeout`` ...)."""
         self.name = name
         self.databases = databases
         if groups is None:
@@ -163,6 +164,7 @@ class HaGroup:
         self.members = list(self.member_group)
         self.synchronous_mode = synchronous_mode
         self.lease_ttl = lease_ttl
+        self.ha_options = dict(ha_options or {})
         self.extra = extra
         self.settings = {**HA_SETTINGS, **(settings or {})}
         self.base = tempfile.mkdtemp(prefix=f"orochi-{name}-")
@@ -213,6 +215,7 @@ class HaGroup:
             "synchronous_mode": self.synchronous_mode,
             "lease_ttl": self.lease_ttl,
             "metadata_databases": list(self.databases),
+            **self.ha_options,
             **overrides,
         }
         lines = [f'dsn = "host=127.0.0.1 port={c.port} user=postgres dbname=postgres"',
@@ -290,14 +293,19 @@ class HaGroup:
             return None
 
     def writable(self, member: str) -> bool:
-        """Whether the member's server accepts a write now."""
+        """Whether the member's server acknowledges a write now: a commit
+        that waits for synchronous standbys longer than a few seconds (its
+        wait cancelled, the commit not acknowledged as durable) is not."""
+        notices: list[str] = []
         try:
-            with psycopg.connect(self.clusters[member].dsn("postgres"), autocommit=True, connect_timeout=2) as c:
+            with psycopg.connect(self.clusters[member].dsn("postgres"), autocommit=True, connect_timeout=2,
+                                 options="-c statement_timeout=5000") as c:
+                c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
                 c.execute("CREATE TABLE IF NOT EXISTS ha_probe (member text, at timestamptz DEFAULT now())")
                 c.execute("INSERT INTO ha_probe (member) VALUES (%s)", (member,))
-                return True
         except psycopg.Error:
             return False
+        return not any("synchronous replication" in n for n in notices)
 
     def streaming(self, primary: str) -> set[str]:
         """Members streaming from ``primary`` (pg_stat_replication's application_name)."""

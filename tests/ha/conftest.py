@@ -17,8 +17,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture(scope="module")
 def ha_group():
     # a worker group (a primary, two standbys) and a coordinator (no standby):
-    # four sidecars in one Raft group
-    group = HaGroup(name="ha", groups={"worker1": 2, "coordinator": 0}, databases=("app",))
+    # four sidecars in one Raft group.  The tests check what happens, not how
+    # fast: a lease and election timeouts a few times the defaults keep a
+    # loaded machine (the suite runs beside other tests) from failing over
+    # when nothing failed; bench/ha_bench.py measures the defaults.
+    group = HaGroup(name="ha", groups={"worker1": 2, "coordinator": 0}, databases=("app",),
+                    lease_ttl=8.0, ha_options={"raft_min_timeout": 1.0, "raft_max_timeout": 3.0})
     try:
         group.start()
         group.wait_ready()

@@ -247,8 +247,11 @@ def test_sql_functions_answer_from_the_local_sidecar(ha):
     health = _query(ha, primary, "SELECT member_id, role, reachable, fenced, sidecar FROM orochi.cluster_health()")
     assert sorted(health) == sorted((m, role(m), True, False if role(m) == "primary" else None, "up")
                                     for m in ha.members)
-    replication = _query(ha, primary, "SELECT standby, state, sync_state FROM orochi.replication_status()")
-    assert sorted(replication) == sorted((m, "streaming", "quorum") for m in ha.group_members() if m != primary)
+    # a standby that reconnects shows 'startup' for a moment: wait for the settled view
+    expected = sorted((m, "streaming", "quorum") for m in ha.group_members() if m != primary)
+    wait_until(lambda: sorted(_query(ha, primary, "SELECT standby, state, sync_state "
+                                     "FROM orochi.replication_status()")) == expected,
+               60, "orochi.replication_status() to show every standby streaming")
     assert leader in ha.members
 
 
