@@ -182,6 +182,10 @@ class DistributedTransaction:
         self.depth = level - 1
         for s in self.sessions.values():
             s.savepoints = [lv for lv in s.savepoints if lv < level]
+            # a remote transaction begun inside the released savepoint now
+            # belongs to the enclosing level: a later ROLLBACK TO a savepoint
+            # at this level must not roll it back whole
+            s.begin_level = min(s.begin_level, level - 1)
 
     def sub_rollback(self, level: int) -> None:
         self.depth = level - 1

@@ -275,28 +275,32 @@ def test_random_dml(dml_pair, data):
     counter = iter(range(10 ** 6))
     seed = [r for r in fixed_rows(60)]
     insert(d, seed, heap="mh", table="md")
+    # the whole program is drawn before anything runs, so that an error in
+    # a statement cannot change what is drawn (hypothesis replays it as is)
     in_block = data.draw(st.booleans())
+    program: list[tuple[str, str | None, bool]] = []  # (statement, savepoint body, roll back to it)
+    for _ in range(data.draw(st.integers(1, 8))):
+        stmt = data.draw(statements(lambda: 2 * 10 ** 6 + next(counter)))
+        if stmt != "SAVEPOINT":
+            program.append((stmt, None, False))
+        elif in_block:
+            body = data.draw(statements(lambda: 2 * 10 ** 6 + next(counter)))
+            program.append((stmt, None if body == "SAVEPOINT" else body, data.draw(st.booleans())))
+    commit = data.draw(st.booleans())
     conn = d.connect(autocommit=not in_block)
     try:
-        for _ in range(data.draw(st.integers(1, 8))):
-            stmt = data.draw(statements(lambda: 2 * 10 ** 6 + next(counter)))
+        for stmt, body, roll_back in program:
             if stmt == "SAVEPOINT":
-                if not in_block:
-                    continue
                 conn.execute("SAVEPOINT sp")
-                body = data.draw(statements(lambda: 2 * 10 ** 6 + next(counter)))
-                if body != "SAVEPOINT":
+                if body is not None:
                     conn.execute(body.replace("{t}", "mh"))
                     conn.execute(body.replace("{t}", "md"))
-                if data.draw(st.booleans()):
-                    conn.execute("ROLLBACK TO SAVEPOINT sp")
-                else:
-                    conn.execute("RELEASE SAVEPOINT sp")
+                conn.execute("ROLLBACK TO SAVEPOINT sp" if roll_back else "RELEASE SAVEPOINT sp")
                 continue
             conn.execute(stmt.replace("{t}", "mh"))
             conn.execute(stmt.replace("{t}", "md"))
         if in_block:
-            if data.draw(st.booleans()):
+            if commit:
                 conn.commit()
             else:
                 conn.rollback()

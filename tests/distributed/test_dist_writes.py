@@ -204,6 +204,24 @@ def test_savepoints_roll_back_remote_writes(dist):
     assert sorted(r[0] for r in dist.q("SELECT k FROM d")) == [1, 2, 3]
 
 
+def test_a_released_savepoint_keeps_what_it_began(dist):
+    """The remote transactions begin inside a savepoint that is released; a
+    rollback to a later savepoint of the same depth undoes only what came
+    after it, not the remote transactions whole."""
+    make_pair(dist, shard_count=4)
+    with dist.connect(autocommit=False) as conn:
+        conn.execute("SAVEPOINT a")
+        conn.execute("INSERT INTO d (k) SELECT generate_series(1, 40)")
+        conn.execute("RELEASE SAVEPOINT a")
+        conn.execute("SAVEPOINT b")
+        conn.execute("UPDATE d SET g = 1")
+        conn.execute("ROLLBACK TO SAVEPOINT b")
+        assert conn.execute("SELECT count(*), count(g) FROM d").fetchone() == (40, 0)
+        conn.commit()
+    assert dist.q("SELECT count(*), count(g) FROM d") == [(40, 0)]
+    assert dist.lc.prepared_transactions(dist.dbname) == []
+
+
 def test_error_on_a_worker_inside_a_savepoint(dist):
     """A worker's own error (here a CHECK constraint put on its shards) reaches
     the client with its SQLSTATE and the node named; ROLLBACK TO SAVEPOINT
