@@ -20,8 +20,8 @@ ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham", "Europe/B
 
 
 @pytest.fixture
-def tables(db):
-    """Hypertables ht_<type> and heap tables hp_<type> with the same rows:
+def tables(db, typ):
+    """The hypertable ht_<typ> and the heap table hp_<typ> with the same rows:
     rows near 1970-01-01 (negative time keys) and near now, in stripes,
     the delta store, updated and deleted."""
     db.execute("SET TimeZone = 'UTC'")
@@ -32,28 +32,28 @@ def tables(db):
         for _ in range(1500):
             stamps.append(base + dt.timedelta(minutes=rnd.randint(-12 * 24 * 60, 12 * 24 * 60)))
         stamps += [base, base + dt.timedelta(hours=6), base - dt.timedelta(days=2)]  # on chunk edges
-    for typ, interval in TIME_TYPES.items():
-        ht, hp = f"ht_{typ}", f"hp_{typ}"
-        db.execute(f"CREATE FOREIGN TABLE {ht} (ts {typ}, v int) SERVER orochi"
-                   " OPTIONS (delta_row_limit '50', stripe_row_limit '700', chunk_group_size '100')")
-        db.execute(f"SELECT orochi.create_hypertable('{ht}', 'ts', chunk_time_interval => {interval})")
-        db.execute(f"CREATE TABLE {hp} (ts {typ}, v int)")
-        if typ == "bigint":
-            values = [int((s - dt.datetime(1970, 1, 1)).total_seconds() // 600) for s in stamps]
-        elif typ == "date":
-            values = [s.date() for s in stamps]
-        elif typ == "timestamptz":
-            values = [s.replace(tzinfo=dt.timezone.utc) for s in stamps]
-        else:
-            values = stamps
-        rows = list(zip(values, range(len(values))))
-        for t in (ht, hp):
-            with db.cursor() as cur, cur.copy(f"COPY {t} (ts, v) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(r)
-            db.execute(f"DELETE FROM {t} WHERE v % 11 = 0")
-            db.execute(f"UPDATE {t} SET v = v + 100000 WHERE v % 13 = 0")
-            db.execute(f"INSERT INTO {t} SELECT ts, v + 200000 FROM {t} WHERE v % 97 = 1 ORDER BY v LIMIT 20")
+    interval = TIME_TYPES[typ]
+    ht, hp = f"ht_{typ}", f"hp_{typ}"
+    db.execute(f"CREATE FOREIGN TABLE {ht} (ts {typ}, v int) SERVER orochi"
+               " OPTIONS (delta_row_limit '50', stripe_row_limit '700', chunk_group_size '100')")
+    db.execute(f"SELECT orochi.create_hypertable('{ht}', 'ts', chunk_time_interval => {interval})")
+    db.execute(f"CREATE TABLE {hp} (ts {typ}, v int)")
+    if typ == "bigint":
+        values = [int((s - dt.datetime(1970, 1, 1)).total_seconds() // 600) for s in stamps]
+    elif typ == "date":
+        values = [s.date() for s in stamps]
+    elif typ == "timestamptz":
+        values = [s.replace(tzinfo=dt.timezone.utc) for s in stamps]
+    else:
+        values = stamps
+    rows = list(zip(values, range(len(values))))
+    for t in (ht, hp):
+        with db.cursor() as cur, cur.copy(f"COPY {t} (ts, v) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+        db.execute(f"DELETE FROM {t} WHERE v % 11 = 0")
+        db.execute(f"UPDATE {t} SET v = v + 100000 WHERE v % 13 = 0")
+        db.execute(f"INSERT INTO {t} SELECT ts, v + 200000 FROM {t} WHERE v % 97 = 1 ORDER BY v LIMIT 20")
     db.execute("RESET TimeZone")
     return now
 
