@@ -74,7 +74,6 @@ class Session:
         begin_level: the coordinator's savepoint depth when it began.
         savepoints: the savepoint levels created on it.
         prepared_gid: the name it was prepared under (two-phase commit).
-        timezone: the TimeZone last set on it.
         busy: a command is in flight.
     """
 
@@ -86,7 +85,6 @@ class Session:
     begin_level: int = 0
     savepoints: list[int] = field(default_factory=list)
     prepared_gid: str | None = None
-    timezone: str | None = None
     busy: bool = False
     closed: bool = False
     #: statements to send before the next command, in the same round trip

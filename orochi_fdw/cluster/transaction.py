@@ -122,17 +122,15 @@ class DistributedTransaction:
         return out
 
     def _begin(self, session: C.Session) -> None:
-        """Open a remote transaction on a session: its BEGIN (and the
-        coordinator's TimeZone when it changed) go with its first command,
-        in the same round trip."""
+        """Open a remote transaction on a session: its BEGIN and the
+        coordinator's TimeZone, local to the remote transaction, go with its
+        first command, in the same round trip.  The BEGIN comes first: a
+        statement before it in the pipeline would open an implicit
+        transaction whose snapshot forbids BEGIN's isolation level."""
         begin = (b"BEGIN ISOLATION LEVEL REPEATABLE READ" if self.serializable
                  else b"BEGIN ISOLATION LEVEL READ COMMITTED")
-        prelude = []
-        if session.timezone != self.timezone:
-            prelude.append((b"SELECT pg_catalog.set_config('TimeZone', $1, false)", [self.timezone.encode()]))
-        prelude.append((begin, []))
-        session.prelude = prelude
-        session.timezone = self.timezone
+        session.prelude = [(begin, []),
+                           (b"SELECT pg_catalog.set_config('TimeZone', $1, true)", [self.timezone.encode()])]
         session.in_transaction = True
         session.begin_level = self.depth
         session.savepoints = []

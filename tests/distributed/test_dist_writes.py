@@ -315,3 +315,28 @@ def test_ddl_after_an_abandoned_scan_in_the_same_transaction(dist):
         conn.execute("SELECT k FROM d WHERE g + 0 IS NULL LIMIT 1").fetchall()
         conn.execute("DROP FOREIGN TABLE d")
         conn.commit()
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_first_statement_of_a_snapshot_isolation_transaction(dist, isolation):
+    """Any distributed statement may come first in a REPEATABLE READ or
+    SERIALIZABLE transaction (the remote BEGIN precedes the session's
+    TimeZone), and the coordinator's TimeZone holds on the workers."""
+    make_pair(dist, shard_count=4, rows=[(k, k % 3, None, None, None,
+                                          datetime.datetime(2024, 3, 1, k % 24, tzinfo=datetime.timezone.utc),
+                                          None) for k in range(1, 41)])
+    for first in ("SELECT count(*), sum(g) FROM {t}", "UPDATE {t} SET g = g + 1 WHERE k % 2 = 0",
+                  "DELETE FROM {t} WHERE k % 5 = 0", "INSERT INTO {t} (k, g) VALUES (100, 7)"):
+        for table in ("h", "d"):
+            with dist.connect(autocommit=True) as conn:
+                conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
+                conn.execute("SET LOCAL TimeZone = 'Asia/Kolkata'")
+                conn.execute(first.format(t=table))
+                conn.execute("COMMIT")
+        same_result(dist, "SELECT k, g FROM {t}")
+    with dist.connect(autocommit=True) as conn:
+        conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
+        conn.execute("SET LOCAL TimeZone = 'Asia/Kolkata'")
+        query = "SELECT k, ts::text, date_trunc('day', ts)::text FROM {} ORDER BY k"
+        assert conn.execute(query.format("d")).fetchall() == conn.execute(query.format("h")).fetchall()
+        conn.execute("COMMIT")

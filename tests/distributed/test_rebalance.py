@@ -363,8 +363,6 @@ def test_repeatable_read_writer_meets_the_fence(rdb):
         rdb, on_phase=lambda p, m: cleanup.set() if p == "cleanup" else None)), daemon=True)
     mover.start()
     assert cleanup.wait(60)
-    # (an INSERT: an UPDATE as the first distributed statement of a
-    # REPEATABLE READ transaction fails on its own, moves or not)
     with pytest.raises(psycopg.errors.SerializationFailure, match="was moved"):
         rr.execute("INSERT INTO t (k, v) VALUES (%s, -1)", (key,))
     rr.rollback()
