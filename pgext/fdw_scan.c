@@ -57,7 +57,9 @@ enum FdwScanPrivateIndex
 	/* Integer: rows the query can need at most (LIMIT + OFFSET), or -1 */
 	FdwScanPrivateLimit,
 	/* only in a pushed-down join: see JoinPrivateIndex */
-	FdwScanPrivateJoin
+	FdwScanPrivateJoin,
+	/* only in a join run by the engine: String, the plan Python made */
+	FdwScanPrivateEngine
 };
 
 /* Items of a pushed-down join's FdwScanPrivateJoin list */
@@ -168,9 +170,15 @@ typedef struct OrochiJoinState
 	JoinType	jointype;
 	List	   *clauses;		/* per equality: (outer attno, inner attno, collation) */
 	List	   *tlist;			/* fdw_scan_tlist: Vars of either rel, named j<i> */
+	bool		engine;			/* run by the join engine (orochi_fdw/query/engine.py) */
+	List	   *joinclauses;	/* engine: the join's own conditions (ON) */
+	List	   *otherclauses;	/* engine: conditions applied above an outer join */
+	char	   *engine_plan;	/* engine: the plan Python made (a string) */
 } OrochiJoinState;
 
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
+static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
+							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
 static PyObject *join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
 							  TupleDesc outer, TupleDesc inner);
 
@@ -1615,6 +1623,11 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 				startup,
 				total;
 
+	/* the join engine first, for every pair of inputs until one is accepted */
+	if (joinrel->fdw_private != NULL && ((OrochiJoinState *) joinrel->fdw_private)->engine)
+		return;
+	if (engine_join_path(root, joinrel, outerrel, innerrel, jointype, extra))
+		return;
 	if (joinrel->fdw_private != NULL)
 		return;					/* considered already */
 	js = palloc0(sizeof(OrochiJoinState));
@@ -1745,6 +1758,211 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 									  Max(total, startup), NIL, joinrel->lateral_relids, NULL, NIL));
 }
 
+/* ---------------------------------------------------------------------
+ * The join engine: join trees of columnar tables run in DuckDB
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+engine_jointype_name(JoinType jointype)
+{
+	switch (jointype)
+	{
+		case JOIN_SEMI:
+			return "semi";
+		case JOIN_ANTI:
+			return "anti";
+		default:
+			return jointype_name(jointype);
+	}
+}
+
+static PyObject *
+clauses_to_py(PlannerInfo *root, List *clauses)
+{
+	PyObject   *list = PyList_New(0);
+	ListCell   *lc;
+
+	if (list == NULL)
+		orochi_py_raise("describing a join");
+	foreach(lc, clauses)
+	{
+		PyObject   *e = orochi_expr_to_py(root, (Node *) lfirst(lc));
+
+		PyList_Append(list, e);
+		Py_DECREF(e);
+	}
+	return list;
+}
+
+/*
+ * One input of a join the engine may run, for Python:
+ *   ("rel", rti, instance, [restriction clauses], rows, scan cost)
+ *   ("join", jointype, outer, inner, [join clauses], [other clauses], rows)
+ * or NULL when the input is not one (a join the engine did not accept).
+ */
+static PyObject *
+engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
+{
+	if (rel->reloptkind == RELOPT_BASEREL)
+	{
+		RangeTblEntry *rte = planner_rt_fetch(rel->relid, root);
+		List	   *clauses = NIL;
+		ListCell   *lc;
+		Relation	r;
+		PyObject   *instance;
+
+		if (rte->rtekind != RTE_RELATION || rel->fdw_private == NULL || rel->cheapest_total_path == NULL)
+			return NULL;
+		foreach(lc, rel->baserestrictinfo)
+			clauses = lappend(clauses, lfirst_node(RestrictInfo, lc)->clause);
+		r = table_open(rte->relid, NoLock);
+		PG_TRY();
+		{
+			instance = orochi_instance_for_relation(r);
+		}
+		PG_FINALLY();
+		{
+			table_close(r, NoLock);
+		}
+		PG_END_TRY();
+		return Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance, clauses_to_py(root, clauses),
+							 rel->rows, (double) rel->cheapest_total_path->total_cost);
+	}
+	if (IS_JOIN_REL(rel))
+	{
+		OrochiJoinState *js = (OrochiJoinState *) rel->fdw_private;
+		PyObject   *outer,
+				   *inner;
+
+		if (js == NULL || !js->engine)
+			return NULL;
+		outer = engine_input_to_py(root, js->outerrel);
+		if (outer == NULL)
+			return NULL;
+		inner = engine_input_to_py(root, js->innerrel);
+		if (inner == NULL)
+		{
+			Py_DECREF(outer);
+			return NULL;
+		}
+		return Py_BuildValue("(ssNNNNd)", "join", engine_jointype_name(js->jointype), outer, inner,
+							 clauses_to_py(root, js->joinclauses), clauses_to_py(root, js->otherclauses),
+							 rel->rows);
+	}
+	return NULL;
+}
+
+/*
+ * engine_join_path
+ *		Offer a join whose inputs are orochi tables, or joins the engine
+ *		accepted, to Python (engine_join): it decides whether every
+ *		condition and output can run in DuckDB exactly as in Postgres, and
+ *		at what cost; Postgres's row estimate is the path's.  True if a path
+ *		was added.
+ */
+static bool
+engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
+				 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra)
+{
+	const char *jtname = engine_jointype_name(jointype);
+	OrochiJoinState *js;
+	List	   *joinclauses = NIL;
+	List	   *otherclauses = NIL;
+	List	   *tlist = NIL;
+	PyObject   *targets;
+	PyObject   *outer,
+			   *inner;
+	PyObject   *res;
+	ListCell   *lc;
+	double		startup,
+				total;
+	char	   *plan;
+
+	if (!orochi_duckdb_join_enabled || jtname == NULL || strcmp(jtname, "full") == 0 ||
+		root->parse->commandType != CMD_SELECT || root->rowMarks != NIL ||
+		!bms_is_empty(joinrel->lateral_relids))
+		return false;
+	foreach(lc, extra->restrictlist)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (IS_OUTER_JOIN(jointype) && RINFO_IS_PUSHED_DOWN(rinfo, joinrel->relids))
+		{
+			if (jointype == JOIN_ANTI)
+				return false;
+			otherclauses = lappend(otherclauses, rinfo->clause);
+		}
+		else
+			joinclauses = lappend(joinclauses, rinfo->clause);
+	}
+	foreach(lc, joinrel->reltarget->exprs)
+	{
+		Var		   *var = (Var *) lfirst(lc);
+
+		if (!IsA(var, Var) || var->varlevelsup != 0 || var->varattno <= 0 ||
+			!bms_is_member(var->varno, joinrel->relids))
+			return false;
+		tlist = lappend(tlist, makeTargetEntry((Expr *) copyObject(var), list_length(tlist) + 1,
+											   psprintf("j%d", list_length(tlist)), false));
+	}
+
+	outer = engine_input_to_py(root, outerrel);
+	if (outer == NULL)
+		return false;
+	inner = engine_input_to_py(root, innerrel);
+	if (inner == NULL)
+	{
+		Py_DECREF(outer);
+		return false;
+	}
+	targets = PyList_New(0);
+	if (targets == NULL)
+		orochi_py_raise("describing a join");
+	foreach(lc, tlist)
+	{
+		PyObject   *e = orochi_expr_to_py(root, (Node *) lfirst_node(TargetEntry, lc)->expr);
+
+		PyList_Append(targets, e);
+		Py_DECREF(e);
+	}
+	res = orochi_runtime_call("engine_join",
+							  Py_BuildValue("(NN)",
+											Py_BuildValue("(ssNNNNd)", "join", jtname, outer, inner,
+														  clauses_to_py(root, joinclauses),
+														  clauses_to_py(root, otherclauses), joinrel->rows),
+											targets));
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return false;
+	}
+	if (!PyArg_ParseTuple(res, "dds", &startup, &total, &plan))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan)");
+	}
+	plan = pstrdup(plan);
+	Py_DECREF(res);
+
+	js = (OrochiJoinState *) joinrel->fdw_private;
+	if (js == NULL)
+		js = joinrel->fdw_private = palloc0(sizeof(OrochiJoinState));
+	js->accepted = true;
+	js->engine = true;
+	js->outerrel = outerrel;
+	js->innerrel = innerrel;
+	js->jointype = jointype;
+	js->joinclauses = joinclauses;
+	js->otherclauses = otherclauses;
+	js->tlist = tlist;
+	js->engine_plan = plan;
+	add_path(joinrel, (Path *)
+			 create_foreign_join_path(root, joinrel, NULL, joinrel->rows, startup,
+									  Max(total, startup), NIL, NULL, NULL, NIL));
+	return true;
+}
+
 /*
  * join_plan
  *		The scan of a pushed-down join: no scan relation, the joined columns
@@ -1759,6 +1977,12 @@ join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan)
 	List	   *qual_meta = NIL;
 	List	   *qual_exprs = NIL;
 	List	   *join_info;
+
+	if (js->engine)
+		return make_foreignscan(tlist, NIL, 0, NIL,
+								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
+										makeString(js->engine_plan)),
+								js->tlist, NIL, outer_plan);
 
 	for (int side = 0; side < 2; side++)
 	{
@@ -1838,6 +2062,12 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		state->rel = node->ss.ss_currentRelation;
 		state->tupdesc = RelationGetDescr(state->rel);
 	}
+	else if (list_length(plan->fdw_private) > FdwScanPrivateEngine)
+	{
+		/* a join run by the engine: rows are the join's, j<i> */
+		state->rel = ExecGetRangeTableRelation(node->ss.ps.state, bms_next_member(plan->fs_relids, -1));
+		state->tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
+	}
 	else if (list_length(plan->fdw_private) > FdwScanPrivateJoin)
 	{
 		/* a pushed-down join: rows are the join's, j<i> */
@@ -1883,7 +2113,29 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		PyUnicode_InternInPlace(&state->attnames[i]);
 	}
 	state->instance = orochi_instance_for_relation(state->rel);
-	if (state->join_tupdescs[0] != NULL)
+	if (list_length(plan->fdw_private) > FdwScanPrivateEngine)
+	{
+		PyObject   *instances = PyDict_New();
+		int			rti = -1;
+
+		if (instances == NULL)
+			orochi_py_raise("starting a join");
+		while ((rti = bms_next_member(plan->fs_relids, rti)) >= 0)
+		{
+			PyObject   *key = PyLong_FromLong(rti);
+			PyObject   *inst = orochi_instance_for_relation(ExecGetRangeTableRelation(node->ss.ps.state, rti));
+
+			PyDict_SetItem(instances, key, inst);
+			Py_DECREF(key);
+			Py_DECREF(inst);
+		}
+		Py_CLEAR(state->instance);
+		state->instance = orochi_runtime_call("engine_join_handle",
+											  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
+																					FdwScanPrivateEngine)),
+															instances));
+	}
+	else if (state->join_tupdescs[0] != NULL)
 	{
 		List	   *ji = list_nth(plan->fdw_private, FdwScanPrivateJoin);
 		Relation	inner = ExecGetRangeTableRelation(node->ss.ps.state,
