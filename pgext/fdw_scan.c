@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 #include "utils/pg_locale.h"
 #include "utils/sampling.h"
+#include "utils/selfuncs.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -129,6 +130,7 @@ typedef struct OrochiUpperState
 	RelOptInfo *input_rel;		/* the orochi table */
 	List	   *tlist;			/* fdw_scan_tlist: group keys g<i>, aggregates a<j> */
 	List	   *having;			/* HAVING conditions, checked by the scan over its groups */
+	char	   *engine_plan;	/* over a join the engine runs: the plan Python made */
 } OrochiUpperState;
 
 /* Executor state of one scan */
@@ -179,6 +181,8 @@ typedef struct OrochiJoinState
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
 static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
+static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
+							  void *extra);
 static PyObject *join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
 							  TupleDesc outer, TupleDesc inner);
 
@@ -945,6 +949,11 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 
 	if (IS_JOIN_REL(baserel))
 		return join_plan(baserel, tlist, outer_plan);
+	if (upper && upper->engine_plan != NULL)
+		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0, NIL,
+								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
+										makeString(upper->engine_plan)),
+								upper->tlist, NIL, outer_plan);
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
 
@@ -1385,45 +1394,25 @@ computable_walker(Node *node, void *context)
 }
 
 /*
- * orochiGetForeignUpperPaths
- *		Offer GROUP BY / aggregates over one orochi table to Python
- *		(can_aggregate); if it accepts, a scan of the groups replaces the Agg.
+ * The fdw_scan_tlist of a pushed-down aggregation: the group keys g<i> and
+ * the aggregates a<j> of the target and of HAVING; false if some target
+ * expression cannot be computed from them.
  */
-static void
-orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
-						   RelOptInfo *output_rel, void *extra)
+static bool
+upper_tlist(PlannerInfo *root, void *extra, List **tlist_out, List **having_out)
 {
-	OrochiPlanState *istate = (OrochiPlanState *) input_rel->fdw_private;
 	Query	   *parse = root->parse;
-	PathTarget *target;
+	PathTarget *target = root->upper_targets[UPPERREL_GROUP_AGG];
 	List	   *tlist = NIL;
-	ListCell   *lc;
-	Relation	rel;
-	PyObject   *request;
-	PyObject   *res;
-	OrochiUpperState *upper;
 	List	   *having;
-	double		rows,
-				startup,
-				total;
+	ListCell   *lc;
 	int			i = 0;
-
-	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
-		return;
-	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
-		return;
-	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
-		return;
-	/* every WHERE clause must reach the wrapper */
-	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
-		return;
 
 	/*
 	 * The scan produces the group keys and the aggregates (fdw_scan_tlist);
 	 * other target expressions (e.g. a key cast to text, sum(x) / 2) are
 	 * computed from them by the scan's projection.
 	 */
-	target = root->upper_targets[UPPERREL_GROUP_AGG];
 	foreach(lc, target->exprs)
 	{
 		Expr	   *e = (Expr *) lfirst(lc);
@@ -1460,7 +1449,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	foreach(lc, list_concat(list_copy(target->exprs), having))
 	{
 		if (!computable_from(lfirst(lc), tlist))
-			return;
+			return false;
 	}
 	foreach(lc, parse->groupClause)
 	{
@@ -1472,8 +1461,55 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 			if (((TargetEntry *) lfirst(lt))->ressortgroupref == sgc->tleSortGroupRef)
 				found = true;
 		if (!found)
-			return;
+			return false;
 	}
+
+	*tlist_out = tlist;
+	*having_out = having;
+	return true;
+}
+
+/*
+ * orochiGetForeignUpperPaths
+ *		Offer GROUP BY / aggregates over one orochi table to Python
+ *		(can_aggregate); if it accepts, a scan of the groups replaces the Agg.
+ */
+static void
+orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
+						   RelOptInfo *output_rel, void *extra)
+{
+	OrochiPlanState *istate = (OrochiPlanState *) input_rel->fdw_private;
+	Query	   *parse = root->parse;
+	PathTarget *target;
+	List	   *tlist = NIL;
+	Relation	rel;
+	PyObject   *request;
+	PyObject   *res;
+	OrochiUpperState *upper;
+	List	   *having;
+	double		rows,
+				startup,
+				total;
+
+	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
+		return;
+	if (IS_JOIN_REL(input_rel) && input_rel->fdw_private != NULL &&
+		((OrochiJoinState *) input_rel->fdw_private)->engine)
+	{
+		engine_upper_path(root, input_rel, output_rel, extra);
+		return;
+	}
+	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
+		return;
+	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
+		return;
+	/* every WHERE clause must reach the wrapper */
+	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
+		return;
+
+	target = root->upper_targets[UPPERREL_GROUP_AGG];
+	if (!upper_tlist(root, extra, &tlist, &having))
+		return;
 
 	rel = table_open(planner_rt_fetch(input_rel->relid, root)->relid, NoLock);
 	request = agg_request(tlist, RelationGetDescr(rel));
@@ -1961,6 +1997,78 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 			 create_foreign_join_path(root, joinrel, NULL, joinrel->rows, startup,
 									  Max(total, startup), NIL, NULL, NULL, NIL));
 	return true;
+}
+
+/*
+ * engine_upper_path
+ *		GROUP BY / aggregates over a join the engine runs: the group keys and
+ *		aggregates (upper_tlist) offered to Python (engine_aggregate); if it
+ *		accepts, DuckDB groups and the Agg disappears.  HAVING is checked by
+ *		the scan over the groups, as for one table.
+ */
+static void
+engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
+{
+	Query	   *parse = root->parse;
+	List	   *tlist;
+	List	   *having;
+	PyObject   *tree;
+	PyObject   *outputs;
+	PyObject   *res;
+	ListCell   *lc;
+	double		rows,
+				startup,
+				total;
+	char	   *plan;
+	OrochiUpperState *upper;
+
+	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs ||
+		!bms_is_empty(input_rel->lateral_relids))
+		return;
+	if (!upper_tlist(root, extra, &tlist, &having))
+		return;
+	tree = engine_input_to_py(root, input_rel);
+	if (tree == NULL)
+		return;
+	outputs = PyList_New(0);
+	if (outputs == NULL)
+		orochi_py_raise("describing an aggregation");
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		PyObject   *o = Py_BuildValue("(sN)", tle->ressortgroupref ? "group" : "aggregate",
+									  orochi_expr_to_py(root, (Node *) tle->expr));
+
+		PyList_Append(outputs, o);
+		Py_DECREF(o);
+	}
+	if (parse->groupClause != NIL)
+		rows = estimate_num_groups(root, get_sortgrouplist_exprs(parse->groupClause, parse->targetList),
+								   input_rel->rows, NULL, NULL);
+	else
+		rows = 1;
+	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNd)", tree, outputs, rows));
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	if (!PyArg_ParseTuple(res, "dds", &startup, &total, &plan))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("engine_aggregate must return None or (startup_cost, total_cost, plan)");
+	}
+	plan = pstrdup(plan);
+	Py_DECREF(res);
+	upper = palloc0(sizeof(OrochiUpperState));
+	upper->input_rel = input_rel;
+	upper->tlist = tlist;
+	upper->having = having;
+	upper->engine_plan = plan;
+	output_rel->fdw_private = upper;
+	add_path(output_rel, (Path *)
+			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
+									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
 }
 
 /*

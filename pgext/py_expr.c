@@ -15,6 +15,7 @@
  *		  ("relabel", type, typmod, collation, arg)
  *		  ("saop", opno, opname, builtin, use_or, input collation, [args])
  *		  ("func", funcid, name, builtin, result type, [args])
+ *		  ("agg", aggfnoid, name, builtin, result type, star, distinct, input collation, [args])
  *		  ("unsupported", node tag)
  *
  *		  A collation travels as (name, is_c, deterministic) or None.
@@ -24,6 +25,7 @@
 #include "orochi.h"
 
 #include "access/transam.h"
+#include "catalog/pg_aggregate.h"
 #include "catalog/pg_collation.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/pathnodes.h"
@@ -170,6 +172,24 @@ expr_to_py(PlannerInfo *root, Node *node)
 									 name_or_none(get_func_name(f->funcid)),
 									 f->funcid < FirstNormalObjectId ? Py_True : Py_False,
 									 (unsigned int) f->funcresulttype, args_to_py(root, f->args));
+			}
+		case T_Aggref:
+			{
+				Aggref	   *a = (Aggref *) node;
+				List	   *args = NIL;
+				ListCell   *lc;
+
+				if (a->aggorder != NIL || a->aggfilter != NULL || a->aggkind != AGGKIND_NORMAL ||
+					a->aggsplit != AGGSPLIT_SIMPLE || a->agglevelsup != 0)
+					break;
+				foreach(lc, a->args)
+					args = lappend(args, lfirst_node(TargetEntry, lc)->expr);
+				return Py_BuildValue("(sINOIOONN)", "agg", (unsigned int) a->aggfnoid,
+									 name_or_none(get_func_name(a->aggfnoid)),
+									 a->aggfnoid < FirstNormalObjectId ? Py_True : Py_False,
+									 (unsigned int) a->aggtype, a->aggstar ? Py_True : Py_False,
+									 a->aggdistinct != NIL ? Py_True : Py_False,
+									 collation_to_py(a->inputcollid), args_to_py(root, args));
 			}
 		default:
 			break;

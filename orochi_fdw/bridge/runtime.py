@@ -347,6 +347,14 @@ def engine_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] |
     return engine.plan_join(tree, targets)
 
 
+def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[float, float, str] | None:
+    """Whether the join engine computes these group keys and aggregates
+    over a join it runs: (startup_cost, total_cost, plan) if so."""
+    from orochi_fdw.query import engine
+
+    return engine.plan_aggregate(tree, outputs, groups)
+
+
 def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinHandle:
     """The handle a join run by the engine works through."""
     from orochi_fdw.query import engine
@@ -354,8 +362,15 @@ def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinH
     decoded = json.loads(plan)
     columns = engine.output_columns(decoded)
     first = next(iter(tables.values()))
+    # the plan names tables by their range table index at planning; the
+    # executor's (a subquery's tables are renumbered when the plan's range
+    # tables are flattened) keep their order
+    planned = sorted(inp["rti"] for inp in decoded["inputs"])
+    given = sorted(tables)
+    if len(planned) != len(given):
+        raise WrapperError(f"a join planned over {len(planned)} tables runs over {len(given)}")
     return EngineJoinHandle(first.relid, first.relname, first.instance, columns, len(columns), first.key,
-                            plan=decoded, tables=dict(tables))
+                            plan=decoded, tables={p: tables[g] for p, g in zip(planned, given)})
 
 
 # ---------------------------------------------------------------------------

@@ -86,8 +86,11 @@ _EXPECTED_KIND = {
     pushable.INT2: WireKind.INT16, pushable.INT4: WireKind.INT32, pushable.INT8: WireKind.INT64,
     pushable.BOOL: WireKind.BOOL, pushable.DATE: WireKind.DATE, pushable.TEXT: WireKind.TEXT,
     pushable.VARCHAR: WireKind.TEXT, pushable.FLOAT4: WireKind.FLOAT32, pushable.FLOAT8: WireKind.FLOAT64,
-    pushable.NUMERIC: WireKind.DECIMAL64,
+    pushable.NUMERIC: WireKind.DECIMAL64, pushable.BPCHAR: WireKind.CSTRING,
 }
+_INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
+#: DuckDB's infinite dates
+_DUCK_DATE_INFINITY, _DUCK_DATE_NINFINITY = 2**31 - 1, -(2**31 - 1)
 
 
 class _Planner:
@@ -166,7 +169,8 @@ def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] | N
         for i, t in enumerate(targets):
             typed = planner.translator.output(t)
             name = f"j{i}"
-            outputs.append({"name": name, "type_oid": typed.type_oid, "typmod": typed.typmod})
+            outputs.append({"name": name, "type_oid": typed.type_oid, "typmod": typed.typmod,
+                            "columns": [len(select)]})
             select.append(f"{typed.sql} AS {quote_ident(name)}")
     except Refused:
         return None
@@ -175,6 +179,64 @@ def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] | N
     sql = f"SELECT {', '.join(select)} FROM {from_sql}"
     if planner.where:
         sql += f" WHERE {' AND '.join(planner.where)}"
+    return _finish(planner, sql, outputs, description, rows, rows * 0.01)
+
+
+#: cost of grouping, per input row
+ENGINE_GROUP_ROW_COST = 0.002
+
+
+def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple[float, float, str] | None:
+    """(startup_cost, total_cost, plan) if the engine computes the group keys
+    and aggregates ``outputs_in`` (``("group" | "aggregate", expr)``, named
+    g<i> / a<i> by position) over this join, else None."""
+    planner = _Planner()
+    planner.where = []
+    try:
+        planner.collect(tree)
+        from_sql, rows, description = planner.from_item(tree, True)
+        outputs = []
+        select = []
+        group_by = []
+        tr = planner.translator
+        for i, (kind, expr) in enumerate(outputs_in):
+            if kind == "group":
+                typed = tr.expr(expr)
+                if typed.type_oid not in _OUTPUT_TYPES:
+                    raise Refused(f"a group key of type {typed.type_oid}")
+                group_by.append(str(len(select) + 1))
+                outputs.append({"name": f"g{i}", "type_oid": typed.type_oid, "typmod": typed.typmod,
+                                "columns": [len(select)]})
+                select.append(typed.sql)
+            else:
+                items, out = tr.aggregate(expr)
+                if expr[1] is not None and expr[0] == "agg" and expr[2] in ("min", "max") and expr[8]:
+                    arg = expr[8][0]
+                    if arg[0] == "var" and arg[3] == pushable.BPCHAR:
+                        out["pad"] = arg[4] - 4 if arg[4] >= 4 else None
+                outputs.append({"name": f"a{i}", "typmod": -1, **out,
+                                "columns": list(range(len(select), len(select) + len(items)))})
+                select.extend(items)
+    except Refused:
+        return None
+    if not select:
+        select = ["count(*)"]
+    sql = f"SELECT {', '.join(select)} FROM {from_sql}"
+    if planner.where:
+        sql += f" WHERE {' AND '.join(planner.where)}"
+    if group_by:
+        sql += f" GROUP BY {', '.join(group_by)}"
+    planner.work += rows * ENGINE_GROUP_ROW_COST
+    return _finish(planner, sql, outputs, f"aggregate over {description}", groups, groups * 0.01,
+                   aggregation=not group_by)
+
+
+_OUTPUT_TYPES = {pushable.INT2, pushable.INT4, pushable.INT8, pushable.BOOL, pushable.DATE, pushable.TEXT,
+                 pushable.VARCHAR, pushable.FLOAT4, pushable.FLOAT8, pushable.NUMERIC, pushable.BPCHAR}
+
+
+def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows: float, out_cost: float,
+            aggregation: bool = False) -> tuple[float, float, str]:
     used: dict[int, set] = {}
     for rti, attname in planner.translator.out.columns:
         used.setdefault(rti, set()).add(attname)
@@ -187,7 +249,7 @@ def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] | N
     plan = {"sql": sql, "params": [_encode(v) for v in planner.translator.out.params], "inputs": inputs,
             "outputs": outputs, "joins": planner.joins, "description": description}
     startup = ENGINE_STARTUP_COST + scan_cost + planner.work
-    total = startup + rows * 0.01
+    total = startup + out_cost
     return startup, total, json.dumps(plan)
 
 
@@ -217,6 +279,8 @@ def _scan_qual(expr: tuple) -> list | None:
 def _encode(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return {"decimal": str(value)}
+    if isinstance(value, datetime.datetime):
+        return {"timestamp": value.isoformat()}
     if isinstance(value, datetime.date):
         return {"date": value.isoformat()}
     if isinstance(value, float):
@@ -228,6 +292,8 @@ def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if "decimal" in value:
             return decimal.Decimal(value["decimal"])
+        if "timestamp" in value:
+            return datetime.datetime.fromisoformat(value["timestamp"])
         if "date" in value:
             return datetime.date.fromisoformat(value["date"])
         if "float" in value:
@@ -397,6 +463,7 @@ def _arrow_type(c: ColumnDefinition):
         pushable.INT2: pa.int16(), pushable.INT4: pa.int32(), pushable.INT8: pa.int64(),
         pushable.BOOL: pa.bool_(), pushable.DATE: pa.date32(), pushable.TEXT: pa.large_string(),
         pushable.VARCHAR: pa.large_string(), pushable.FLOAT4: pa.float32(), pushable.FLOAT8: pa.float64(),
+        pushable.BPCHAR: pa.large_string(),
     }[oid]
 
 
@@ -412,15 +479,23 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int):
             bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
     typ = _arrow_type(c)
     kind = col.kind
-    if kind is WireKind.TEXT:
+    if kind in (WireKind.TEXT, WireKind.CSTRING):
         offsets = np.ascontiguousarray(col.offsets, dtype=np.int64)
-        return pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(offsets),
-                                              pa.py_buffer(np.ascontiguousarray(col.values))])
+        arr = pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(offsets),
+                                             pa.py_buffer(np.ascontiguousarray(col.values))])
+        if c.type_oid == pushable.BPCHAR:
+            import pyarrow.compute as pc
+
+            arr = pc.utf8_rtrim(arr, characters=" ")  # char(n) without its padding
+        return arr
     values = np.asarray(col.values)
     if kind is WireKind.BOOL:
         buf = pa.py_buffer(np.packbits(values != 0, bitorder="little"))
     elif kind is WireKind.DATE:
-        buf = pa.py_buffer(values.astype(np.int32) + np.int32(_PG_EPOCH_DAYS))
+        days = values.astype(np.int64) + _PG_EPOCH_DAYS
+        days[values == _INT32_MAX] = _DUCK_DATE_INFINITY
+        days[values == _INT32_MIN] = _DUCK_DATE_NINFINITY
+        buf = pa.py_buffer(days.astype(np.int32))
     elif kind is WireKind.DECIMAL64:
         v = values.astype(np.int64, copy=False)
         wide = np.empty((n, 2), dtype=np.int64)
@@ -441,29 +516,47 @@ def _from_arrow(arr, out: dict) -> Column:
     if arr.null_count:
         validity = np.asarray(arr.is_valid()).astype(np.uint8)
     oid = out["type_oid"]
-    if oid in pushable.TEXT_TYPES:
+    if oid in pushable.TEXT_TYPES or oid == pushable.BPCHAR:
+        if oid == pushable.BPCHAR and out.get("pad"):
+            import pyarrow.compute as pc
+
+            arr = pc.utf8_rpad(arr.cast(pa.large_string()), width=out["pad"], padding=" ")
         arr = arr.cast(pa.large_string())
         bufs = arr.buffers()
         offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
         data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-        return Column(WireKind.TEXT, data, validity, offsets)
+        return Column(WireKind.CSTRING if oid == pushable.BPCHAR else WireKind.TEXT, data, validity, offsets)
     if oid == pushable.NUMERIC:
-        from orochi_fdw.storage import decimal as dec
-
-        _p, s = pushable.decimal64_type(oid, out["typmod"])
-        if arr.type.scale != s:
-            raise EngineError(f"the join engine returned a numeric at scale {arr.type.scale}, not {s}")
-        wide = np.frombuffer(arr.buffers()[1], dtype=np.int64).reshape(-1, 2)[arr.offset:arr.offset + n, 0]
-        offsets, data = dec.format_text(np.ascontiguousarray(wide), validity, s)
+        # numeric's text at the value's scale (the type's display scale: every value has it)
+        text = arr.cast(pa.large_string())
+        bufs = text.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=np.int64)[text.offset:text.offset + n + 1]
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
         return Column(WireKind.CSTRING, data, validity, offsets)
     if oid == pushable.DATE:
-        days = np.asarray(arr.cast(pa.int32()).fill_null(0)) - np.int32(_PG_EPOCH_DAYS)
+        raw = np.asarray(arr.cast(pa.int32()).fill_null(0)).astype(np.int64)
+        days = raw - _PG_EPOCH_DAYS
+        days[raw == _DUCK_DATE_INFINITY] = _INT32_MAX
+        days[raw == _DUCK_DATE_NINFINITY] = _INT32_MIN
         return Column(WireKind.DATE, days.astype(np.int32), validity)
     if oid == pushable.BOOL:
         return Column(WireKind.BOOL, np.asarray(arr.fill_null(False)).astype(np.uint8), validity)
     kind = {pushable.INT2: WireKind.INT16, pushable.INT4: WireKind.INT32, pushable.INT8: WireKind.INT64,
             pushable.FLOAT4: WireKind.FLOAT32, pushable.FLOAT8: WireKind.FLOAT64}[oid]
     return Column(kind, np.ascontiguousarray(np.asarray(arr.fill_null(0))), validity)
+
+
+def _output(rb, out: dict) -> Column:
+    if out.get("post") == "avg":
+        from orochi_fdw.query.aggregate import _decimal_avg
+
+        sums = rb.column(out["columns"][0]).to_pylist()
+        counts = rb.column(out["columns"][1]).to_pylist()
+        scale = out["scale"]
+        texts = [None if not n else _decimal_avg(int(total.scaleb(scale)), scale, int(n))
+                 for total, n in zip(sums, counts)]
+        return Column.from_pylist(WireKind.CSTRING, texts)
+    return _from_arrow(rb.column(out["columns"][0]), out)
 
 
 def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseException:
@@ -515,8 +608,7 @@ def run(plan: dict, handles: dict[int, Any]) -> Iterator[Batch]:
                 if not names:
                     yield Batch(rb.num_rows, {})
                     continue
-                yield Batch(rb.num_rows, {name: _from_arrow(rb.column(i), out)
-                                          for i, (name, out) in enumerate(zip(names, plan["outputs"]))})
+                yield Batch(rb.num_rows, {out["name"]: _output(rb, out) for out in plan["outputs"]})
         except _duckdb().Error as exc:
             raise _engine_error(exc, limit, watch) from None
     finally:

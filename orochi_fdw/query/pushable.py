@@ -50,6 +50,7 @@ from typing import Any, Callable
 INT2, INT4, INT8 = 21, 23, 20
 BOOL, DATE, TEXT, VARCHAR, NUMERIC = 16, 1082, 25, 1043, 1700
 FLOAT4, FLOAT8 = 700, 701
+BPCHAR, TIMESTAMP = 1042, 1114
 
 INTEGER_TYPES = {INT2: "SMALLINT", INT4: "INTEGER", INT8: "BIGINT"}
 TEXT_TYPES = {TEXT, VARCHAR}
@@ -57,6 +58,8 @@ FLOAT_TYPES = {FLOAT4: "FLOAT", FLOAT8: "DOUBLE"}
 COMPARISONS = {"=", "<>", "<", "<=", ">", ">="}
 ARITHMETIC = {"+", "-", "*"}
 MAX_DECIMAL64_PRECISION = 18
+#: DuckDB's widest DECIMAL
+MAX_DECIMAL_PRECISION = 38
 
 
 class Refused(Exception):
@@ -96,7 +99,8 @@ def family(type_oid: int) -> str | None:
         return "text"
     if type_oid in FLOAT_TYPES:
         return "float"
-    return {BOOL: "bool", DATE: "date", NUMERIC: "numeric"}.get(type_oid)
+    return {BOOL: "bool", DATE: "date", NUMERIC: "numeric", BPCHAR: "bpchar",
+            TIMESTAMP: "timestamp"}.get(type_oid)
 
 
 def column_type_sql(type_oid: int, typmod: int) -> str:
@@ -105,8 +109,10 @@ def column_type_sql(type_oid: int, typmod: int) -> str:
         return INTEGER_TYPES[type_oid]
     if type_oid in FLOAT_TYPES:
         return FLOAT_TYPES[type_oid]
-    if type_oid in TEXT_TYPES:
+    if type_oid in TEXT_TYPES or type_oid == BPCHAR:
         return "VARCHAR"
+    if type_oid == TIMESTAMP:
+        return "TIMESTAMP"
     if type_oid == BOOL:
         return "BOOLEAN"
     if type_oid == DATE:
@@ -131,6 +137,8 @@ class Typed:
     type_oid: int
     typmod: int = -1
     collation: Any = None
+    #: a numeric's (precision, scale): every value has that display scale
+    decimal: tuple | None = None
 
 
 class Translator:
@@ -177,13 +185,16 @@ class Translator:
         if not self.column_ok(rti, attname, type_oid, typmod):
             raise Refused(f"column {attname} does not reach the engine as its type")
         self.out.columns.add((rti, attname))
-        return Typed(self.column_sql(rti, attname), type_oid, typmod, collation)
+        return Typed(self.column_sql(rti, attname), type_oid, typmod, collation,
+                     decimal64_type(type_oid, typmod))
 
     def _const(self, type_oid, typmod, collation, value) -> Typed:
         fam = family(type_oid)
         if fam is None:
             raise Refused(f"a constant of type {type_oid}")
         if value is None:
+            if fam == "numeric":
+                return Typed("CAST(NULL AS DECIMAL(1,0))", type_oid, typmod, collation, (1, 0))
             sql_type = self._const_type(type_oid, typmod, None)
             return Typed(f"CAST(NULL AS {sql_type})", type_oid, typmod, collation)
         if fam == "numeric":
@@ -198,13 +209,25 @@ class Translator:
         elif fam == "text":
             if not isinstance(value, str):
                 raise Refused("a text constant that did not convert")
+        elif fam == "bpchar":
+            if not isinstance(value, str):
+                raise Refused("a character constant that did not convert")
+            value = value.rstrip(" ")  # char(n) compares without its trailing spaces
+        elif fam == "timestamp":
+            if type(value) is not datetime.datetime or value.tzinfo is not None:
+                raise Refused("a timestamp constant outside the years 1-9999 (infinity)")
         elif fam == "bool":
             if type(value) is not bool:
                 raise Refused("a boolean constant that did not convert")
         elif fam == "float":
             if not isinstance(value, float):
                 raise Refused("a float constant that did not convert")
-        return Typed(self.param(value, self._const_type(type_oid, typmod, value)), type_oid, typmod, collation)
+        sql_type = self._const_type(type_oid, typmod, value)
+        dec = None
+        if fam == "numeric":
+            p, sc = sql_type[len("DECIMAL("):-1].split(",")
+            dec = (int(p), int(sc))
+        return Typed(self.param(value, sql_type), type_oid, typmod, collation, dec)
 
     @staticmethod
     def _const_type(type_oid: int, typmod: int, value: Any) -> str:
@@ -221,6 +244,8 @@ class Translator:
 
     def _relabel(self, type_oid, typmod, collation, arg) -> Typed:
         inner = self.expr(arg)
+        if family(inner.type_oid) == "bpchar" and type_oid == BPCHAR:
+            return Typed(inner.sql, type_oid, typmod, collation if collation is not None else inner.collation)
         if family(inner.type_oid) != "text" or type_oid not in TEXT_TYPES:
             raise Refused("a binary-compatible cast outside the text types")
         return Typed(inner.sql, type_oid, typmod, collation if collation is not None else inner.collation)
@@ -239,20 +264,46 @@ class Translator:
         if not builtin or len(args) != 2:
             raise Refused(f"operator {opname}")
         left, right = (self.expr(a) for a in args)
+        lf, rf = family(left.type_oid), family(right.type_oid)
         if opname in COMPARISONS:
+            if {lf, rf} == {"date", "timestamp"}:
+                # date against timestamp: the date at midnight, as date2timestamp
+                l_sql = f"CAST({left.sql} AS TIMESTAMP)" if lf == "date" else left.sql
+                r_sql = f"CAST({right.sql} AS TIMESTAMP)" if rf == "date" else right.sql
+                return Typed(f"({l_sql} {opname} {r_sql})", BOOL)
             self._check_comparison(opname, left, right, collation)
             return Typed(f"({left.sql} {opname} {right.sql})", BOOL)
-        if opname in ARITHMETIC and family(left.type_oid) == "int" and family(right.type_oid) == "int" \
-                and result_type in INTEGER_TYPES:
+        if opname in ("~~", "!~~") and lf == "text" and right.type_oid == TEXT and args[1][0] == "const":
+            pattern = args[1][4]
+            if not isinstance(pattern, str) or "\\" in pattern or "_" in pattern:
+                raise Refused("a LIKE pattern with _ or an escape")
+            if collation is None or not collation[2]:
+                raise Refused("LIKE under a nondeterministic collation")
+            word = "LIKE" if opname == "~~" else "NOT LIKE"
+            return Typed(f"({left.sql} {word} {right.sql})", BOOL)
+        if opname in ARITHMETIC and lf == "int" and rf == "int" and result_type in INTEGER_TYPES:
             t = INTEGER_TYPES[result_type]
             return Typed(f"(CAST({left.sql} AS {t}) {opname} CAST({right.sql} AS {t}))", result_type)
+        if opname in ARITHMETIC and lf == "numeric" and rf == "numeric" and result_type == NUMERIC:
+            # exact in both: PostgreSQL's display scale is max(s1, s2) for + and -,
+            # s1 + s2 for *; DuckDB computes it exactly while it fits 38 digits
+            (p1, s1), (p2, s2) = left.decimal, right.decimal
+            if opname == "*":
+                p, sc = p1 + p2, s1 + s2
+            else:
+                sc = max(s1, s2)
+                p = max(p1 - s1, p2 - s2) + sc + 1
+            if p > MAX_DECIMAL_PRECISION:
+                raise Refused("numeric arithmetic wider than 38 digits")
+            return Typed(f"CAST(({left.sql} {opname} {right.sql}) AS DECIMAL({p},{sc}))", NUMERIC, -1,
+                         None, (p, sc))
         raise Refused(f"operator {opname} on types {left.type_oid}, {right.type_oid}")
 
     def _check_comparison(self, opname: str, left: Typed, right: Typed, collation) -> None:
         lf, rf = family(left.type_oid), family(right.type_oid)
         if lf is None or lf != rf:
             raise Refused(f"a comparison of types {left.type_oid} and {right.type_oid}")
-        if lf == "text":
+        if lf in ("text", "bpchar"):
             if collation is None:
                 raise Refused("a text comparison without a collation")
             _name, is_c, deterministic = collation
@@ -288,7 +339,61 @@ class Translator:
         return Typed(f"({left.sql} {word} ({', '.join(items)}))", BOOL)
 
     def _func(self, funcid, name, builtin, result_type, args) -> Typed:
+        if builtin and name == "numeric" and result_type == NUMERIC and len(args) == 1:
+            inner = self.expr(args[0])
+            if family(inner.type_oid) == "int":
+                p = {INT2: 5, INT4: 10, INT8: 19}[inner.type_oid]
+                return Typed(f"CAST({inner.sql} AS DECIMAL({p},0))", NUMERIC, -1, None, (p, 0))
         raise Refused(f"function {name}")
+
+    def aggregate(self, e: tuple) -> tuple[list[str], dict]:
+        """The select items of an aggregate and how its value is made from them:
+        ``{"type_oid", "post": None | "avg", "scale"}``."""
+        if e[0] != "agg":
+            raise Refused("an output that is not an aggregate")
+        _kind, fnoid, name, builtin, rtype, star, distinct, collation, args = e
+        if not builtin:
+            raise Refused(f"aggregate {name}")
+        if name == "count" and rtype == INT8:
+            if star:
+                return ["count(*)"], {"type_oid": INT8}
+            arg = self.expr(args[0])
+            if distinct:
+                fam = family(arg.type_oid)
+                if fam not in ("int", "date", "numeric", "text", "bpchar", "timestamp"):
+                    raise Refused("count(DISTINCT) of that type")
+                if fam in ("text", "bpchar") and (collation is None or not collation[2]):
+                    raise Refused("count(DISTINCT) of text under a nondeterministic collation")
+                return [f"count(DISTINCT {arg.sql})"], {"type_oid": INT8}
+            return [f"count({arg.sql})"], {"type_oid": INT8}
+        if distinct or star or len(args) != 1:
+            raise Refused(f"{name}(DISTINCT ...)")
+        arg = self.expr(args[0])
+        fam = family(arg.type_oid)
+        if name == "sum":
+            if arg.type_oid in (INT2, INT4) and rtype == INT8:
+                return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
+            if arg.type_oid == INT8 and rtype == NUMERIC:
+                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,0))"], {"type_oid": NUMERIC}
+            if fam == "numeric" and rtype == NUMERIC and arg.decimal[0] <= 30:
+                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))"], {"type_oid": NUMERIC}
+        if name == "avg" and rtype == NUMERIC:
+            if fam == "int":
+                scale = 0
+            elif fam == "numeric" and arg.decimal[0] <= 30:
+                scale = arg.decimal[1]
+            else:
+                raise Refused(f"avg of type {arg.type_oid}")
+            return ([f"CAST(sum({arg.sql}) AS DECIMAL(38,{scale}))", f"count({arg.sql})"],
+                    {"type_oid": NUMERIC, "post": "avg", "scale": scale})
+        if name in ("min", "max") and fam in ("int", "numeric", "date", "float", "text", "bpchar", "timestamp"):
+            if rtype != arg.type_oid and not (fam == "text" and rtype == TEXT):
+                raise Refused(f"{name} of type {arg.type_oid} as {rtype}")
+            if fam in ("text", "bpchar") and (collation is None or not collation[1]):
+                raise Refused(f"{name} of text under a collation other than C")
+            out = {"type_oid": rtype}
+            return [f"{name}({arg.sql})"], out
+        raise Refused(f"aggregate {name} of type {arg.type_oid}")
 
     def _unsupported(self, tag) -> Typed:
         raise Refused(f"expression node with tag {tag}")
