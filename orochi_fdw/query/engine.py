@@ -29,6 +29,7 @@ import decimal
 import json
 import signal
 import threading
+import time
 import warnings
 from typing import Any, Iterator
 
@@ -157,6 +158,16 @@ class _Planner:
         return sql, rows, f"({odesc} {jointype} join {idesc})"
 
 
+def _declined(what: str, reason: Refused) -> None:
+    """Say at DEBUG1 why the engine declined (SET client_min_messages = debug1)."""
+    try:
+        from orochi_fdw.bridge import spi
+
+        spi.log("debug", f"orochi: the join engine declined {what}: {reason}")
+    except Exception:  # outside a backend
+        pass
+
+
 def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] | None:
     """(startup_cost, total_cost, plan) if the engine runs this join, else None."""
     planner = _Planner()
@@ -172,7 +183,8 @@ def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] | N
             outputs.append({"name": name, "type_oid": typed.type_oid, "typmod": typed.typmod,
                             "columns": [len(select)]})
             select.append(f"{typed.sql} AS {quote_ident(name)}")
-    except Refused:
+    except Refused as reason:
+        _declined("a join", reason)
         return None
     if not select:
         select = ["TRUE AS orochi_row"]
@@ -217,7 +229,8 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
                 outputs.append({"name": f"a{i}", "typmod": -1, **out,
                                 "columns": list(range(len(select), len(select) + len(items)))})
                 select.extend(items)
-    except Refused:
+    except Refused as reason:
+        _declined("an aggregation", reason)
         return None
     if not select:
         select = ["count(*)"]
@@ -577,9 +590,45 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
     return EngineError(f"the join engine failed: {text}", "XX000")
 
 
-def run(plan: dict, handles: dict[int, Any]) -> Iterator[Batch]:
+class Run:
+    """The iterator of a join the engine runs, with what EXPLAIN ANALYZE
+    shows of it: the rows read from each table, the seconds spent reading
+    them, in DuckDB and handing rows back."""
+
+    def __init__(self, plan: dict, handles: dict[int, Any]) -> None:
+        self.counters = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
+        self._gen = _run(plan, handles, self.counters)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def explain_analyze(self) -> list[str]:
+        c = self.counters
+        rows_in = ", ".join(f"{name} {n:,}" for name, n in c["rows_in"].items())
+        return [f"Engine Rows Read: {rows_in}",
+                f"Engine Time: reading {c['read'] * 1000:.1f} ms, DuckDB {c['engine'] * 1000:.1f} ms, "
+                f"handing back {c['output'] * 1000:.1f} ms"]
+
+
+def run(plan: dict, handles: dict[int, Any]) -> Run:
     """Execute a planned join: read the tables, run the SQL, yield batches."""
-    tables = {inp["rti"]: _arrow_input(handles[inp["rti"]], inp) for inp in plan["inputs"]}
+    return Run(plan, handles)
+
+
+def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]:
+    clock = time.perf_counter
+    t0 = clock()
+    tables = {}
+    for inp in plan["inputs"]:
+        tables[inp["rti"]] = table = _arrow_input(handles[inp["rti"]], inp)
+        counters["rows_in"][f"t{inp['rti']} {inp['relname']}"] = table.num_rows
+    counters["read"] += clock() - t0
     params = [_decode(v) for v in plan["params"]]
     names = [o["name"] for o in plan["outputs"]]
     limit = memory_limit(plan["joins"])
@@ -593,22 +642,31 @@ def run(plan: dict, handles: dict[int, Any]) -> Iterator[Batch]:
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
             del tables
+            t0 = clock()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with _Watch(cursor, flag) as watch:
                     reader = cursor.sql(plan["sql"], params=params or None).to_arrow_reader(OUTPUT_BATCH_ROWS)
+            counters["engine"] += clock() - t0
             while True:
+                t0 = clock()
                 with _Watch(cursor, flag) as watch:
                     try:
                         rb = reader.read_next_batch()
                     except StopIteration:
                         break
+                    finally:
+                        counters["engine"] += clock() - t0
                 if rb.num_rows == 0:
                     continue
+                counters["rows_out"] += rb.num_rows
+                t0 = clock()
                 if not names:
-                    yield Batch(rb.num_rows, {})
-                    continue
-                yield Batch(rb.num_rows, {out["name"]: _output(rb, out) for out in plan["outputs"]})
+                    batch = Batch(rb.num_rows, {})
+                else:
+                    batch = Batch(rb.num_rows, {out["name"]: _output(rb, out) for out in plan["outputs"]})
+                counters["output"] += clock() - t0
+                yield batch
         except _duckdb().Error as exc:
             raise _engine_error(exc, limit, watch) from None
     finally:

@@ -375,12 +375,12 @@ class Translator:
                 return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
             if arg.type_oid == INT8 and rtype == NUMERIC:
                 return [f"CAST(sum({arg.sql}) AS DECIMAL(38,0))"], {"type_oid": NUMERIC}
-            if fam == "numeric" and rtype == NUMERIC and arg.decimal[0] <= 30:
+            if fam == "numeric" and rtype == NUMERIC:
                 return [f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))"], {"type_oid": NUMERIC}
         if name == "avg" and rtype == NUMERIC:
             if fam == "int":
                 scale = 0
-            elif fam == "numeric" and arg.decimal[0] <= 30:
+            elif fam == "numeric":
                 scale = arg.decimal[1]
             else:
                 raise Refused(f"avg of type {arg.type_oid}")
