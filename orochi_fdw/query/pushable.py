@@ -22,19 +22,32 @@ disagree with PostgreSQL or with each other.  Anything it does not know is
 refused (:class:`Refused`), and the caller leaves the whole construct to
 PostgreSQL.  What is accepted, and why it is exact:
 
-- types: smallint, integer, bigint, boolean, date, text and varchar, numeric
+- types: smallint, integer, bigint, boolean, date, text and varchar, char(n)
+  (without its trailing spaces, which is how bpchar compares), numeric
   stored as scaled int64 (precision at most 18: DuckDB's DECIMAL has the same
-  layout and compares by value), real and double precision (comparisons
-  only; both order NaN above every number and equal to itself);
+  layout and compares by value), real and double precision (comparisons,
+  min and max only; both order NaN above every number and equal to itself);
+  timestamp constants (against dates: the date at midnight, as PostgreSQL);
 - comparisons ``= <> < <= > >=`` between values of one family (the integer
   types among themselves, numeric with numeric, the float types, date,
-  boolean, text); text equality under deterministic collations (equal means
-  equal bytes), text ordering only under the C collation (byte order);
+  boolean, text, char(n)); text equality under deterministic collations
+  (equal means equal bytes), text ordering only under the C collation (byte
+  order); ``LIKE`` / ``NOT LIKE`` with a constant pattern without ``_`` and
+  backslashes (only ``%``: a byte-wise match);
 - ``AND``, ``OR``, ``NOT``, ``IS [NOT] NULL`` (SQL's three-valued logic in
   both), ``x = ANY(array constant)`` and ``x <> ALL(array constant)``;
 - ``+ - *`` of integer types, computed in PostgreSQL's result type so that
-  overflow raises an error at the same bound (SQLSTATE 22003); no division,
-  no modulo, no numeric or date arithmetic, no functions.
+  overflow raises an error at the same bound (SQLSTATE 22003);
+- ``+ - *`` of numerics, exact in both while the result fits 38 digits
+  (PostgreSQL's display scale: max(s1, s2) for + and -, s1 + s2 for *);
+  integers become numeric through the ``numeric(int)`` cast;
+- aggregates: count(*), count(x), count(DISTINCT x) (equality types), sum
+  and avg of integers and numerics, min and max; in PostgreSQL's result
+  types (sum(int4) bigint, sum(int8) numeric, avg numeric at the scale
+  numeric division gives, computed from DuckDB's exact sum and count).  A
+  sum of numerics beyond 38 digits is an error (22003) in DuckDB where
+  PostgreSQL would answer: it needs more than 10^20 rows of numeric(18, s);
+- no division, no modulo, no float or date arithmetic, no other function.
 
 Values are never pasted into SQL: constants become ``$n`` parameters cast to
 their exact type.

@@ -280,3 +280,19 @@ def test_engine_join_cancel_by_statement_timeout(conns):
     finally:
         oro.execute("SET statement_timeout = 0")
     assert oro.execute("SELECT count(*) FROM big x JOIN big y ON x.x = y.x").fetchone() == (20000,)
+
+
+def test_engine_join_self_join(conns):
+    _run_both(conns, "SELECT x.k, y.v, y.c FROM {a} x JOIN {a} y ON x.k = y.s + 1 WHERE x.v <> y.v")
+
+
+def test_engine_join_memory_limit_is_a_clear_error(conns):
+    """DuckDB gets work_mem × hash_mem_multiplier per join, at least 64 MB,
+    and does not spill: 400 million distinct values do not fit."""
+    oro, _heap = conns
+    q = "SELECT count(DISTINCT x.x * 20000 + y.x) FROM big x JOIN big y ON true"
+    assert "aggregate over" in _plan(oro, q)
+    with pytest.raises(psycopg.errors.OutOfMemory, match="join engine ran out of memory") as info:
+        oro.execute(q).fetchall()
+    assert "work_mem" in (info.value.diag.message_hint or "")
+    assert oro.execute("SELECT 1").fetchone() == (1,)
