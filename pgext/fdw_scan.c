@@ -1912,7 +1912,8 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	PyObject   *res;
 	ListCell   *lc;
 	double		startup,
-				total;
+				total,
+				rows;
 	char	   *plan;
 
 	if (!orochi_duckdb_join_enabled || jtname == NULL || strcmp(jtname, "full") == 0 ||
@@ -1973,10 +1974,10 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		Py_DECREF(res);
 		return false;
 	}
-	if (!PyArg_ParseTuple(res, "dds", &startup, &total, &plan))
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
 	{
 		Py_DECREF(res);
-		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan)");
+		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan, rows)");
 	}
 	plan = pstrdup(plan);
 	Py_DECREF(res);
@@ -1994,7 +1995,7 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	js->tlist = tlist;
 	js->engine_plan = plan;
 	add_path(joinrel, (Path *)
-			 create_foreign_join_path(root, joinrel, NULL, joinrel->rows, startup,
+			 create_foreign_join_path(root, joinrel, NULL, clamp_row_est(rows), startup,
 									  Max(total, startup), NIL, NULL, NULL, NIL));
 	return true;
 }
@@ -2053,10 +2054,10 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 		Py_DECREF(res);
 		return;
 	}
-	if (!PyArg_ParseTuple(res, "dds", &startup, &total, &plan))
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
 	{
 		Py_DECREF(res);
-		orochi_py_raise("engine_aggregate must return None or (startup_cost, total_cost, plan)");
+		orochi_py_raise("engine_aggregate must return None or (startup_cost, total_cost, plan, rows)");
 	}
 	plan = pstrdup(plan);
 	Py_DECREF(res);

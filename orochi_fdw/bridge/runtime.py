@@ -339,17 +339,17 @@ def join_handle(outer: TableHandle, inner: TableHandle, request: dict, sides: li
                       inner=inner.instance, request=request, sides=list(sides))
 
 
-def engine_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str] | None:
+def engine_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, float] | None:
     """Whether the join engine runs this join (orochi_fdw.query.engine):
-    (startup_cost, total_cost, plan) if so."""
+    (startup_cost, total_cost, plan, rows) if so."""
     from orochi_fdw.query import engine
 
     return engine.plan_join(tree, targets)
 
 
-def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[float, float, str] | None:
+def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[float, float, str, float] | None:
     """Whether the join engine computes these group keys and aggregates
-    over a join it runs: (startup_cost, total_cost, plan) if so."""
+    over a join it runs: (startup_cost, total_cost, plan, rows) if so."""
     from orochi_fdw.query import engine
 
     return engine.plan_aggregate(tree, outputs, groups)
