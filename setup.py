@@ -77,7 +77,7 @@ setup(
         "psycopg[binary]>=3.1",
         "pglast>=7",
         "usearch>=2.16",
-        "duckdb>=1.1",
+        "duckdb>=2.0",
         "pyarrow>=15",
     ],
     entry_points={
