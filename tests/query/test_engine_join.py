@@ -291,8 +291,14 @@ def test_engine_join_memory_limit_is_a_clear_error(conns):
     and does not spill: 400 million distinct values do not fit."""
     oro, _heap = conns
     q = "SELECT count(DISTINCT x.x * 20000 + y.x) FROM big x JOIN big y ON true"
-    assert "aggregate over" in _plan(oro, q)
-    with pytest.raises(psycopg.errors.OutOfMemory, match="join engine ran out of memory") as info:
-        oro.execute(q).fetchall()
+    oro.execute("SET work_mem = '4MB'")
+    oro.execute("SET hash_mem_multiplier = 2")
+    try:
+        assert "aggregate over" in _plan(oro, q)
+        with pytest.raises(psycopg.errors.OutOfMemory, match="join engine ran out of memory") as info:
+            oro.execute(q).fetchall()
+    finally:
+        oro.execute("RESET work_mem")
+        oro.execute("RESET hash_mem_multiplier")
     assert "work_mem" in (info.value.diag.message_hint or "")
     assert oro.execute("SELECT 1").fetchone() == (1,)
