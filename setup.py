@@ -77,6 +77,8 @@ setup(
         "psycopg[binary]>=3.1",
         "pglast>=7",
         "usearch>=2.16",
+        "duckdb>=2.0",
+        "pyarrow>=15",
     ],
     entry_points={
         "console_scripts": ["orochi-sidecar = orochi_fdw.sidecar.__main__:main"],

@@ -21,7 +21,10 @@ this work) beside the new ones.
 
     python bench/tpch.py [--scale 1] [--timeout 120] [--queries Q1,Q3] [--no-write]
 
-Needs tpchgen-cli and duckdb (requirements-bench.txt).
+Orochi runs each query twice: with the join engine off
+(``orochi.duckdb_join_enabled``), then on.
+
+Needs tpchgen-cli (requirements-bench.txt) and duckdb (requirements.txt).
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", default="", help="comma-separated, e.g. Q1,Q21 (default: all)")
     ap.add_argument("--data-dir", default=None, help="where the CSV files go (default: a temporary dir)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--results", default=RESULTS, help="the markdown file written (default: %(default)s)")
     args = ap.parse_args(argv)
     wanted = [q.strip() for q in args.queries.split(",") if q.strip()]
     queries = [(n, q) for n, q in tpch.QUERIES if not wanted or n in wanted]
@@ -153,18 +157,26 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute("SET search_path = heap")
                     th, rh = timed_pg(conn, sql, args.timeout)
                     conn.execute("SET search_path = orochi")
+                    conn.execute("SET orochi.duckdb_join_enabled = off")
+                    t_off, r_off = timed_pg(conn, sql, args.timeout)
+                    conn.execute("SET orochi.duckdb_join_enabled = on")
                     to, ro = timed_pg(conn, sql, args.timeout)
                     td, _ = timed_duck(duck, sql, args.timeout)
                     same = None if rh is None or ro is None else rh == ro
+                    same_off = None if rh is None or r_off is None else rh == r_off
                     plan = ""
                     if to is not None:
                         conn.execute(f"SET statement_timeout = {int(args.timeout * 1000)}")
                         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql).fetchall())
-                    results.append({"name": name, "heap": th, "orochi": to, "duckdb": td, "same": same,
-                                    "plan": plan})
+                    results.append({"name": name, "heap": th, "orochi": to, "orochi_off": t_off,
+                                    "duckdb": td, "same": same, "same_off": same_off, "plan": plan,
+                                    "engine": "Orochi Join (DuckDB)" in plan})
                     ratio = f"{th / to:.2f}×" if th and to else "-"
-                    log(f"{name:4} heap {fmt(th):>8}  orochi {fmt(to):>8}  duckdb {fmt(td):>8}  "
-                        f"heap/orochi {ratio:>7}  {'' if same is None else ('same' if same else 'MISMATCH')}")
+                    log(f"{name:4} heap {fmt(th):>8}  orochi engine off {fmt(t_off):>8}  on {fmt(to):>8}  "
+                        f"duckdb {fmt(td):>8}  heap/orochi {ratio:>7}  "
+                        f"{'' if same is None else ('same' if same else 'MISMATCH')}"
+                        f"{'' if same_off is not False else ' MISMATCH(engine off)'}"
+                        f"{'  (engine)' if results[-1]['engine'] else ''}")
     load_after = load_average()
 
     done = [r for r in results if r["heap"] and r["orochi"] and r["duckdb"]]
@@ -172,8 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     g_orochi_duck = geomean([r["orochi"] / r["duckdb"] for r in done])
     done_o = [r for r in results if r["orochi"] and r["duckdb"]]
     g_orochi_duck_all = geomean([r["orochi"] / r["duckdb"] for r in done_o])
+    done_off = [r for r in done if r["orochi_off"]]
+    g_heap_off = geomean([r["heap"] / r["orochi_off"] for r in done_off])
+    g_heap_on = geomean([r["heap"] / r["orochi"] for r in done_off])
+    g_off_on = geomean([r["orochi_off"] / r["orochi"] for r in done_off])
     log(f"geometric mean heap/orochi {g_heap_orochi:.2f}× over {len(done)} queries; "
         f"orochi/duckdb {g_orochi_duck:.1f}× (same queries), {g_orochi_duck_all:.1f}× over {len(done_o)}")
+    log(f"join engine: heap/orochi {g_heap_off:.2f}× off, {g_heap_on:.2f}× on; "
+        f"engine off/on {g_off_on:.2f}× over {len(done_off)} queries")
     if args.no_write:
         return 0
     lines = [
@@ -201,20 +219,32 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Per query (seconds)",
         "",
-        "| query | heap | orochi | DuckDB | heap/orochi | orochi/DuckDB | orochi = heap |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "orochi: with the join engine (`orochi.duckdb_join_enabled`, default on); orochi (engine off): "
+        "the same orochi tables with joins in PostgreSQL, run just before. `engine`: whether the "
+        "plan has an `Orochi Join (DuckDB)`.",
+        "",
+        "| query | heap | orochi (engine off) | orochi | DuckDB | heap/orochi | off/on | orochi/DuckDB | "
+        "orochi = heap | engine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         ho = f"{r['heap'] / r['orochi']:.2f}×" if r["heap"] and r["orochi"] else "-"
+        oo = f"{r['orochi_off'] / r['orochi']:.2f}×" if r["orochi_off"] and r["orochi"] else "-"
         od = f"{r['orochi'] / r['duckdb']:.1f}×" if r["orochi"] and r["duckdb"] else "-"
         same = "-" if r["same"] is None else ("yes" if r["same"] else "**no**")
-        lines.append(f"| {r['name']} | {fmt(r['heap'])} | {fmt(r['orochi'])} | {fmt(r['duckdb'])} | "
-                     f"{ho} | {od} | {same} |")
+        if r["same_off"] is False:
+            same += " (engine off: **no**)"
+        lines.append(f"| {r['name']} | {fmt(r['heap'])} | {fmt(r['orochi_off'])} | {fmt(r['orochi'])} | "
+                     f"{fmt(r['duckdb'])} | {ho} | {oo} | {od} | {same} | {'yes' if r['engine'] else ''} |")
     lines += [
         "",
         f"Geometric means over the {len(done)} queries every engine finished: heap/orochi "
         f"**{g_heap_orochi:.2f}×**, orochi/DuckDB **{g_orochi_duck:.1f}×**; orochi/DuckDB over the "
         f"{len(done_o)} queries orochi finished: {g_orochi_duck_all:.1f}×.",
+        "",
+        f"Join engine, over the {len(done_off)} queries every run finished: heap/orochi "
+        f"{g_heap_off:.2f}× with the engine off, **{g_heap_on:.2f}×** with it on; engine off/on "
+        f"**{g_off_on:.2f}×**.",
         "",
         "## Before (issue 22, SF1, same kind of run)",
         "",
@@ -226,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r["plan"]:
             lines += [f"### {r['name']}", "", "```", r["plan"], "```", ""]
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+    with open(args.results, "w") as f:
         f.write("\n".join(lines) + "\n")
-    log(f"wrote {RESULTS}")
+    log(f"wrote {args.results}")
     return 0
 
 

@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 #include "utils/pg_locale.h"
 #include "utils/sampling.h"
+#include "utils/selfuncs.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -57,7 +58,9 @@ enum FdwScanPrivateIndex
 	/* Integer: rows the query can need at most (LIMIT + OFFSET), or -1 */
 	FdwScanPrivateLimit,
 	/* only in a pushed-down join: see JoinPrivateIndex */
-	FdwScanPrivateJoin
+	FdwScanPrivateJoin,
+	/* only in a join run by the engine: String, the plan Python made */
+	FdwScanPrivateEngine
 };
 
 /* Items of a pushed-down join's FdwScanPrivateJoin list */
@@ -127,6 +130,7 @@ typedef struct OrochiUpperState
 	RelOptInfo *input_rel;		/* the orochi table */
 	List	   *tlist;			/* fdw_scan_tlist: group keys g<i>, aggregates a<j> */
 	List	   *having;			/* HAVING conditions, checked by the scan over its groups */
+	char	   *engine_plan;	/* over a join the engine runs: the plan Python made */
 } OrochiUpperState;
 
 /* Executor state of one scan */
@@ -168,9 +172,17 @@ typedef struct OrochiJoinState
 	JoinType	jointype;
 	List	   *clauses;		/* per equality: (outer attno, inner attno, collation) */
 	List	   *tlist;			/* fdw_scan_tlist: Vars of either rel, named j<i> */
+	bool		engine;			/* run by the join engine (orochi_fdw/query/engine.py) */
+	List	   *joinclauses;	/* engine: the join's own conditions (ON) */
+	List	   *otherclauses;	/* engine: conditions applied above an outer join */
+	char	   *engine_plan;	/* engine: the plan Python made (a string) */
 } OrochiJoinState;
 
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
+static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
+							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
+static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
+							  void *extra);
 static PyObject *join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
 							  TupleDesc outer, TupleDesc inner);
 
@@ -937,6 +949,11 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 
 	if (IS_JOIN_REL(baserel))
 		return join_plan(baserel, tlist, outer_plan);
+	if (upper && upper->engine_plan != NULL)
+		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0, NIL,
+								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
+										makeString(upper->engine_plan)),
+								upper->tlist, NIL, outer_plan);
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
 
@@ -1377,45 +1394,25 @@ computable_walker(Node *node, void *context)
 }
 
 /*
- * orochiGetForeignUpperPaths
- *		Offer GROUP BY / aggregates over one orochi table to Python
- *		(can_aggregate); if it accepts, a scan of the groups replaces the Agg.
+ * The fdw_scan_tlist of a pushed-down aggregation: the group keys g<i> and
+ * the aggregates a<j> of the target and of HAVING; false if some target
+ * expression cannot be computed from them.
  */
-static void
-orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
-						   RelOptInfo *output_rel, void *extra)
+static bool
+upper_tlist(PlannerInfo *root, void *extra, List **tlist_out, List **having_out)
 {
-	OrochiPlanState *istate = (OrochiPlanState *) input_rel->fdw_private;
 	Query	   *parse = root->parse;
-	PathTarget *target;
+	PathTarget *target = root->upper_targets[UPPERREL_GROUP_AGG];
 	List	   *tlist = NIL;
-	ListCell   *lc;
-	Relation	rel;
-	PyObject   *request;
-	PyObject   *res;
-	OrochiUpperState *upper;
 	List	   *having;
-	double		rows,
-				startup,
-				total;
+	ListCell   *lc;
 	int			i = 0;
-
-	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
-		return;
-	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
-		return;
-	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
-		return;
-	/* every WHERE clause must reach the wrapper */
-	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
-		return;
 
 	/*
 	 * The scan produces the group keys and the aggregates (fdw_scan_tlist);
 	 * other target expressions (e.g. a key cast to text, sum(x) / 2) are
 	 * computed from them by the scan's projection.
 	 */
-	target = root->upper_targets[UPPERREL_GROUP_AGG];
 	foreach(lc, target->exprs)
 	{
 		Expr	   *e = (Expr *) lfirst(lc);
@@ -1452,7 +1449,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	foreach(lc, list_concat(list_copy(target->exprs), having))
 	{
 		if (!computable_from(lfirst(lc), tlist))
-			return;
+			return false;
 	}
 	foreach(lc, parse->groupClause)
 	{
@@ -1464,8 +1461,55 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 			if (((TargetEntry *) lfirst(lt))->ressortgroupref == sgc->tleSortGroupRef)
 				found = true;
 		if (!found)
-			return;
+			return false;
 	}
+
+	*tlist_out = tlist;
+	*having_out = having;
+	return true;
+}
+
+/*
+ * orochiGetForeignUpperPaths
+ *		Offer GROUP BY / aggregates over one orochi table to Python
+ *		(can_aggregate); if it accepts, a scan of the groups replaces the Agg.
+ */
+static void
+orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
+						   RelOptInfo *output_rel, void *extra)
+{
+	OrochiPlanState *istate = (OrochiPlanState *) input_rel->fdw_private;
+	Query	   *parse = root->parse;
+	PathTarget *target;
+	List	   *tlist = NIL;
+	Relation	rel;
+	PyObject   *request;
+	PyObject   *res;
+	OrochiUpperState *upper;
+	List	   *having;
+	double		rows,
+				startup,
+				total;
+
+	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
+		return;
+	if (IS_JOIN_REL(input_rel) && input_rel->fdw_private != NULL &&
+		((OrochiJoinState *) input_rel->fdw_private)->engine)
+	{
+		engine_upper_path(root, input_rel, output_rel, extra);
+		return;
+	}
+	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
+		return;
+	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
+		return;
+	/* every WHERE clause must reach the wrapper */
+	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
+		return;
+
+	target = root->upper_targets[UPPERREL_GROUP_AGG];
+	if (!upper_tlist(root, extra, &tlist, &having))
+		return;
 
 	rel = table_open(planner_rt_fetch(input_rel->relid, root)->relid, NoLock);
 	request = agg_request(tlist, RelationGetDescr(rel));
@@ -1615,6 +1659,11 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 				startup,
 				total;
 
+	/* the join engine first, for every pair of inputs until one is accepted */
+	if (joinrel->fdw_private != NULL && ((OrochiJoinState *) joinrel->fdw_private)->engine)
+		return;
+	if (engine_join_path(root, joinrel, outerrel, innerrel, jointype, extra))
+		return;
 	if (joinrel->fdw_private != NULL)
 		return;					/* considered already */
 	js = palloc0(sizeof(OrochiJoinState));
@@ -1745,6 +1794,284 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 									  Max(total, startup), NIL, joinrel->lateral_relids, NULL, NIL));
 }
 
+/* ---------------------------------------------------------------------
+ * The join engine: join trees of columnar tables run in DuckDB
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+engine_jointype_name(JoinType jointype)
+{
+	switch (jointype)
+	{
+		case JOIN_SEMI:
+			return "semi";
+		case JOIN_ANTI:
+			return "anti";
+		default:
+			return jointype_name(jointype);
+	}
+}
+
+static PyObject *
+clauses_to_py(PlannerInfo *root, List *clauses)
+{
+	PyObject   *list = PyList_New(0);
+	ListCell   *lc;
+
+	if (list == NULL)
+		orochi_py_raise("describing a join");
+	foreach(lc, clauses)
+	{
+		PyObject   *e = orochi_expr_to_py(root, (Node *) lfirst(lc));
+
+		PyList_Append(list, e);
+		Py_DECREF(e);
+	}
+	return list;
+}
+
+/*
+ * One input of a join the engine may run, for Python:
+ *   ("rel", rti, instance, [restriction clauses], rows, scan cost)
+ *   ("join", jointype, outer, inner, [join clauses], [other clauses], rows)
+ * or NULL when the input is not one (a join the engine did not accept).
+ */
+static PyObject *
+engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
+{
+	if (rel->reloptkind == RELOPT_BASEREL)
+	{
+		RangeTblEntry *rte = planner_rt_fetch(rel->relid, root);
+		List	   *clauses = NIL;
+		ListCell   *lc;
+		Relation	r;
+		PyObject   *instance;
+
+		if (rte->rtekind != RTE_RELATION || rel->fdw_private == NULL || rel->cheapest_total_path == NULL)
+			return NULL;
+		foreach(lc, rel->baserestrictinfo)
+			clauses = lappend(clauses, lfirst_node(RestrictInfo, lc)->clause);
+		r = table_open(rte->relid, NoLock);
+		PG_TRY();
+		{
+			instance = orochi_instance_for_relation(r);
+		}
+		PG_FINALLY();
+		{
+			table_close(r, NoLock);
+		}
+		PG_END_TRY();
+		return Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance, clauses_to_py(root, clauses),
+							 rel->rows, (double) rel->cheapest_total_path->total_cost);
+	}
+	if (IS_JOIN_REL(rel))
+	{
+		OrochiJoinState *js = (OrochiJoinState *) rel->fdw_private;
+		PyObject   *outer,
+				   *inner;
+
+		if (js == NULL || !js->engine)
+			return NULL;
+		outer = engine_input_to_py(root, js->outerrel);
+		if (outer == NULL)
+			return NULL;
+		inner = engine_input_to_py(root, js->innerrel);
+		if (inner == NULL)
+		{
+			Py_DECREF(outer);
+			return NULL;
+		}
+		return Py_BuildValue("(ssNNNNd)", "join", engine_jointype_name(js->jointype), outer, inner,
+							 clauses_to_py(root, js->joinclauses), clauses_to_py(root, js->otherclauses),
+							 rel->rows);
+	}
+	return NULL;
+}
+
+/*
+ * engine_join_path
+ *		Offer a join whose inputs are orochi tables, or joins the engine
+ *		accepted, to Python (engine_join): it decides whether every
+ *		condition and output can run in DuckDB exactly as in Postgres, and
+ *		at what cost; Postgres's row estimate is the path's.  True if a path
+ *		was added.
+ */
+static bool
+engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
+				 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra)
+{
+	const char *jtname = engine_jointype_name(jointype);
+	OrochiJoinState *js;
+	List	   *joinclauses = NIL;
+	List	   *otherclauses = NIL;
+	List	   *tlist = NIL;
+	PyObject   *targets;
+	PyObject   *outer,
+			   *inner;
+	PyObject   *res;
+	ListCell   *lc;
+	double		startup,
+				total,
+				rows;
+	char	   *plan;
+
+	if (!orochi_duckdb_join_enabled || jtname == NULL || strcmp(jtname, "full") == 0 ||
+		root->parse->commandType != CMD_SELECT || root->rowMarks != NIL ||
+		!bms_is_empty(joinrel->lateral_relids))
+		return false;
+	foreach(lc, extra->restrictlist)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (IS_OUTER_JOIN(jointype) && RINFO_IS_PUSHED_DOWN(rinfo, joinrel->relids))
+		{
+			if (jointype == JOIN_ANTI)
+				return false;
+			otherclauses = lappend(otherclauses, rinfo->clause);
+		}
+		else
+			joinclauses = lappend(joinclauses, rinfo->clause);
+	}
+	foreach(lc, joinrel->reltarget->exprs)
+	{
+		Var		   *var = (Var *) lfirst(lc);
+
+		if (!IsA(var, Var) || var->varlevelsup != 0 || var->varattno <= 0 ||
+			!bms_is_member(var->varno, joinrel->relids))
+			return false;
+		tlist = lappend(tlist, makeTargetEntry((Expr *) copyObject(var), list_length(tlist) + 1,
+											   psprintf("j%d", list_length(tlist)), false));
+	}
+
+	outer = engine_input_to_py(root, outerrel);
+	if (outer == NULL)
+		return false;
+	inner = engine_input_to_py(root, innerrel);
+	if (inner == NULL)
+	{
+		Py_DECREF(outer);
+		return false;
+	}
+	targets = PyList_New(0);
+	if (targets == NULL)
+		orochi_py_raise("describing a join");
+	foreach(lc, tlist)
+	{
+		PyObject   *e = orochi_expr_to_py(root, (Node *) lfirst_node(TargetEntry, lc)->expr);
+
+		PyList_Append(targets, e);
+		Py_DECREF(e);
+	}
+	res = orochi_runtime_call("engine_join",
+							  Py_BuildValue("(NN)",
+											Py_BuildValue("(ssNNNNd)", "join", jtname, outer, inner,
+														  clauses_to_py(root, joinclauses),
+														  clauses_to_py(root, otherclauses), joinrel->rows),
+											targets));
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return false;
+	}
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan, rows)");
+	}
+	plan = pstrdup(plan);
+	Py_DECREF(res);
+
+	js = (OrochiJoinState *) joinrel->fdw_private;
+	if (js == NULL)
+		js = joinrel->fdw_private = palloc0(sizeof(OrochiJoinState));
+	js->accepted = true;
+	js->engine = true;
+	js->outerrel = outerrel;
+	js->innerrel = innerrel;
+	js->jointype = jointype;
+	js->joinclauses = joinclauses;
+	js->otherclauses = otherclauses;
+	js->tlist = tlist;
+	js->engine_plan = plan;
+	add_path(joinrel, (Path *)
+			 create_foreign_join_path(root, joinrel, NULL, clamp_row_est(rows), startup,
+									  Max(total, startup), NIL, NULL, NULL, NIL));
+	return true;
+}
+
+/*
+ * engine_upper_path
+ *		GROUP BY / aggregates over a join the engine runs: the group keys and
+ *		aggregates (upper_tlist) offered to Python (engine_aggregate); if it
+ *		accepts, DuckDB groups and the Agg disappears.  HAVING is checked by
+ *		the scan over the groups, as for one table.
+ */
+static void
+engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
+{
+	Query	   *parse = root->parse;
+	List	   *tlist;
+	List	   *having;
+	PyObject   *tree;
+	PyObject   *outputs;
+	PyObject   *res;
+	ListCell   *lc;
+	double		rows,
+				startup,
+				total;
+	char	   *plan;
+	OrochiUpperState *upper;
+
+	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs ||
+		!bms_is_empty(input_rel->lateral_relids))
+		return;
+	if (!upper_tlist(root, extra, &tlist, &having))
+		return;
+	tree = engine_input_to_py(root, input_rel);
+	if (tree == NULL)
+		return;
+	outputs = PyList_New(0);
+	if (outputs == NULL)
+		orochi_py_raise("describing an aggregation");
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		PyObject   *o = Py_BuildValue("(sN)", tle->ressortgroupref ? "group" : "aggregate",
+									  orochi_expr_to_py(root, (Node *) tle->expr));
+
+		PyList_Append(outputs, o);
+		Py_DECREF(o);
+	}
+	if (parse->groupClause != NIL)
+		rows = estimate_num_groups(root, get_sortgrouplist_exprs(parse->groupClause, parse->targetList),
+								   input_rel->rows, NULL, NULL);
+	else
+		rows = 1;
+	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNd)", tree, outputs, rows));
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("engine_aggregate must return None or (startup_cost, total_cost, plan, rows)");
+	}
+	plan = pstrdup(plan);
+	Py_DECREF(res);
+	upper = palloc0(sizeof(OrochiUpperState));
+	upper->input_rel = input_rel;
+	upper->tlist = tlist;
+	upper->having = having;
+	upper->engine_plan = plan;
+	output_rel->fdw_private = upper;
+	add_path(output_rel, (Path *)
+			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
+									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
+}
+
 /*
  * join_plan
  *		The scan of a pushed-down join: no scan relation, the joined columns
@@ -1759,6 +2086,12 @@ join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan)
 	List	   *qual_meta = NIL;
 	List	   *qual_exprs = NIL;
 	List	   *join_info;
+
+	if (js->engine)
+		return make_foreignscan(tlist, NIL, 0, NIL,
+								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
+										makeString(js->engine_plan)),
+								js->tlist, NIL, outer_plan);
 
 	for (int side = 0; side < 2; side++)
 	{
@@ -1838,6 +2171,12 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		state->rel = node->ss.ss_currentRelation;
 		state->tupdesc = RelationGetDescr(state->rel);
 	}
+	else if (list_length(plan->fdw_private) > FdwScanPrivateEngine)
+	{
+		/* a join run by the engine: rows are the join's, j<i> */
+		state->rel = ExecGetRangeTableRelation(node->ss.ps.state, bms_next_member(plan->fs_relids, -1));
+		state->tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
+	}
 	else if (list_length(plan->fdw_private) > FdwScanPrivateJoin)
 	{
 		/* a pushed-down join: rows are the join's, j<i> */
@@ -1883,7 +2222,29 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		PyUnicode_InternInPlace(&state->attnames[i]);
 	}
 	state->instance = orochi_instance_for_relation(state->rel);
-	if (state->join_tupdescs[0] != NULL)
+	if (list_length(plan->fdw_private) > FdwScanPrivateEngine)
+	{
+		PyObject   *instances = PyDict_New();
+		int			rti = -1;
+
+		if (instances == NULL)
+			orochi_py_raise("starting a join");
+		while ((rti = bms_next_member(plan->fs_relids, rti)) >= 0)
+		{
+			PyObject   *key = PyLong_FromLong(rti);
+			PyObject   *inst = orochi_instance_for_relation(ExecGetRangeTableRelation(node->ss.ps.state, rti));
+
+			PyDict_SetItem(instances, key, inst);
+			Py_DECREF(key);
+			Py_DECREF(inst);
+		}
+		Py_CLEAR(state->instance);
+		state->instance = orochi_runtime_call("engine_join_handle",
+											  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
+																					FdwScanPrivateEngine)),
+															instances));
+	}
+	else if (state->join_tupdescs[0] != NULL)
 	{
 		List	   *ji = list_nth(plan->fdw_private, FdwScanPrivateJoin);
 		Relation	inner = ExecGetRangeTableRelation(node->ss.ps.state,

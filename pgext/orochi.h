@@ -186,6 +186,13 @@ extern void orochi_fill_scan_routine(FdwRoutine *routine);
 /* in fdw_modify.c */
 extern void orochi_fill_modify_routine(FdwRoutine *routine);
 extern PyObject *orochi_instance_for_relation(Relation rel);
+
+/* in py_expr.c */
+struct PlannerInfo;
+extern PyObject *orochi_expr_to_py(struct PlannerInfo *root, Node *node);
+
+/* in orochi.c */
+extern bool orochi_duckdb_join_enabled;
 extern PyObject *orochi_instance_for_relid(Oid relid);
 extern void orochi_flush_pending_writes(void);
 extern bool orochi_has_pending_writes(void);

@@ -11,6 +11,7 @@ that took part in the transaction.
 from __future__ import annotations
 
 import inspect
+import json
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -103,6 +104,16 @@ class JoinHandle(TableHandle):
     def split_quals(self, raw: list[tuple]) -> tuple[list[Qual], list[Qual]]:
         return (_quals([q for q, s in zip(raw, self.sides) if s == 0]),
                 _quals([q for q, s in zip(raw, self.sides) if s == 1]))
+
+
+@dataclass
+class EngineJoinHandle(TableHandle):
+    """A join run by the join engine (orochi_fdw.query.engine): its
+    "columns" are the outputs ``j<i>``; ``tables`` the handles of its
+    tables by range table index."""
+
+    plan: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
 
 
 def _describe_output(request: dict, kind: str, index: int) -> str:
@@ -328,6 +339,40 @@ def join_handle(outer: TableHandle, inner: TableHandle, request: dict, sides: li
                       inner=inner.instance, request=request, sides=list(sides))
 
 
+def engine_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, float] | None:
+    """Whether the join engine runs this join (orochi_fdw.query.engine):
+    (startup_cost, total_cost, plan, rows) if so."""
+    from orochi_fdw.query import engine
+
+    return engine.plan_join(tree, targets)
+
+
+def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[float, float, str, float] | None:
+    """Whether the join engine computes these group keys and aggregates
+    over a join it runs: (startup_cost, total_cost, plan, rows) if so."""
+    from orochi_fdw.query import engine
+
+    return engine.plan_aggregate(tree, outputs, groups)
+
+
+def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinHandle:
+    """The handle a join run by the engine works through."""
+    from orochi_fdw.query import engine
+
+    decoded = json.loads(plan)
+    columns = engine.output_columns(decoded)
+    first = next(iter(tables.values()))
+    # the plan names tables by their range table index at planning; the
+    # executor's (a subquery's tables are renumbered when the plan's range
+    # tables are flattened) keep their order
+    planned = sorted(inp["rti"] for inp in decoded["inputs"])
+    given = sorted(tables)
+    if len(planned) != len(given):
+        raise WrapperError(f"a join planned over {len(planned)} tables runs over {len(given)}")
+    return EngineJoinHandle(first.relid, first.relname, first.instance, columns, len(columns), first.key,
+                            plan=decoded, tables={p: tables[g] for p, g in zip(planned, given)})
+
+
 # ---------------------------------------------------------------------------
 # scanning
 
@@ -366,6 +411,10 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     one at every rescan (a parameterized scan's, once per outer row), so a
     wrapper whose execute() takes ``scan_cache`` keeps there what need not
     be read again (the catalog's stripe list, file metadata)."""
+    if isinstance(handle, EngineJoinHandle):
+        from orochi_fdw.query import engine
+
+        return engine.run(handle.plan, handle.tables)
     if isinstance(handle, JoinHandle):
         outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
@@ -435,7 +484,11 @@ def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
         if groups:
             lines.append("Group by: " + ", ".join(groups))
     explain_aggregate = getattr(handle.instance, "explain_aggregate", None)
-    if isinstance(handle, JoinHandle):
+    if isinstance(handle, EngineJoinHandle):
+        from orochi_fdw.query import engine
+
+        lines += engine.explain(handle.plan, bool(verbose))
+    elif isinstance(handle, JoinHandle):
         outer_quals, inner_quals = handle.split_quals(quals)
         explain_join = getattr(handle.instance, "explain_join", None)
         if explain_join is not None:

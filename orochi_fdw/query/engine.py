@@ -1,0 +1,692 @@
+"""The join engine: joins of columnar tables run in an embedded DuckDB.
+
+When a join tree touches only local columnar tables, the bridge
+(``GetForeignJoinPaths`` in ``pgext/fdw_scan.c``) describes it here: its
+inputs (tables with their restriction clauses, or joins accepted before),
+join types, join clauses and output columns, with PostgreSQL's row
+estimates.  :func:`plan_join` accepts it only when every clause and output
+is one :mod:`orochi_fdw.query.pushable` says DuckDB computes exactly as
+PostgreSQL, and answers a cost and a plan: DuckDB SQL with ``$n``
+parameters, and what to read from each table.
+
+At execution each table is read by its ordinary columnar scan (the same
+stripes, delete bitmaps, delta store and snapshot as any scan of it; simple
+restrictions also prune stripes there), its decoded column batches handed
+to DuckDB as Arrow arrays (numbers and text without copying), the SQL run on
+a cursor of a per-backend in-memory DuckDB database (one thread by default),
+and the result handed back in batches.  A cancel or statement_timeout
+interrupts DuckDB (``interrupt()``) from a watcher thread that polls the
+bridge's interrupt flag; DuckDB's errors become PostgreSQL errors with
+SQLSTATEs (out of memory 53200, integer overflow 22003).  docs/query.md,
+"The join engine".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import decimal
+import json
+import signal
+import threading
+import time
+import warnings
+from typing import Any, Iterator
+
+import numpy as np
+
+from orochi_fdw.bridge.api import ColumnDefinition, Qual
+from orochi_fdw.bridge.batch import Batch, Column, WireKind, to_column
+from orochi_fdw.errors import OrochiError
+from orochi_fdw.query import pushable
+from orochi_fdw.query.pushable import Refused, quote_ident
+
+#: rows per batch handed back to PostgreSQL
+OUTPUT_BATCH_ROWS = 65_536
+#: cost units of starting DuckDB for a query (about 2 ms at ~17 µs a unit)
+ENGINE_STARTUP_COST = 100.0
+#: per input row of a join, and per row a join produces
+ENGINE_ROW_COST = 0.002
+ENGINE_OUTPUT_ROW_COST = 0.001
+#: the least memory DuckDB gets (it needs some per operator)
+MIN_MEMORY_LIMIT = 64 << 20
+
+_JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "semi": "SEMI JOIN",
+             "anti": "ANTI JOIN"}
+_PG_EPOCH_DAYS = 10_957
+
+
+class EngineError(OrochiError):
+    """An error of the join engine, with the SQLSTATE PostgreSQL would use."""
+
+    def __init__(self, message: str, sqlstate: str = "XX000", detail: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+
+
+# ---------------------------------------------------------------------------
+# planning
+
+
+def _columnar(handle: Any) -> bool:
+    from orochi_fdw.columnar.table import ColumnarTable
+
+    return type(handle.instance) is ColumnarTable
+
+
+def _scan_kind(coldef: ColumnDefinition) -> WireKind:
+    from orochi_fdw.columnar.types import scan_wire_kind
+
+    return scan_wire_kind(coldef)
+
+
+_EXPECTED_KIND = {
+    pushable.INT2: WireKind.INT16, pushable.INT4: WireKind.INT32, pushable.INT8: WireKind.INT64,
+    pushable.BOOL: WireKind.BOOL, pushable.DATE: WireKind.DATE, pushable.TEXT: WireKind.TEXT,
+    pushable.VARCHAR: WireKind.TEXT, pushable.FLOAT4: WireKind.FLOAT32, pushable.FLOAT8: WireKind.FLOAT64,
+    pushable.NUMERIC: WireKind.DECIMAL64, pushable.BPCHAR: WireKind.CSTRING,
+}
+_INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
+#: DuckDB's infinite dates
+_DUCK_DATE_INFINITY, _DUCK_DATE_NINFINITY = 2**31 - 1, -(2**31 - 1)
+
+
+class _Planner:
+    def __init__(self) -> None:
+        self.inputs: dict[int, dict] = {}
+        self.translator = pushable.Translator(self._column_sql, self._column_ok)
+        self.joins = 0
+        self.work = 0.0
+        self.descriptions: list[str] = []
+
+    @staticmethod
+    def _column_sql(rti: int, attname: str) -> str:
+        return f"t{rti}.{quote_ident(attname)}"
+
+    def _column_ok(self, rti: int, attname: str, type_oid: int, typmod: int) -> bool:
+        inp = self.inputs.get(rti)
+        if inp is None:
+            return False
+        coldef = inp["handle"].instance.columns.get(attname)
+        if coldef is None or coldef.type_oid != type_oid:
+            return False
+        if type_oid == pushable.NUMERIC and \
+                pushable.decimal64_type(coldef.type_oid, coldef.typmod) != pushable.decimal64_type(type_oid, typmod):
+            return False
+        return _scan_kind(coldef) is _EXPECTED_KIND.get(type_oid)
+
+    def collect(self, node: tuple) -> None:
+        """Register every table of the tree (before translating any clause)."""
+        if node[0] == "rel":
+            _kind, rti, handle, clauses, rows, cost = node
+            if not _columnar(handle):
+                raise Refused("not a columnar table")
+            self.inputs[rti] = {"handle": handle, "clauses": clauses, "rows": rows, "cost": cost}
+        else:
+            self.collect(node[2])
+            self.collect(node[3])
+
+    def from_item(self, node: tuple, top: bool) -> tuple[str, float, str]:
+        """(FROM clause SQL, rows, description) of a tree node."""
+        if node[0] == "rel":
+            _kind, rti, handle, clauses, rows, cost = node
+            inp = self.inputs[rti]
+            conds = [self.translator.condition(c) for c in clauses]
+            inp["quals"] = [q for q in (_scan_qual(c) for c in clauses) if q is not None]
+            source = f"{quote_ident(f'orochi_in_{rti}')} AS t{rti}"
+            if conds:
+                source = f"(SELECT * FROM {source} WHERE {' AND '.join(conds)}) AS t{rti}"
+            return source, rows, handle.relname
+        _kind, jointype, outer, inner, joinclauses, otherclauses, rows = node
+        if jointype not in _JOIN_SQL:
+            raise Refused(f"{jointype} join")
+        if otherclauses and not top:
+            raise Refused("conditions above an outer join below another join")
+        osql, orows, odesc = self.from_item(outer, False)
+        isql, irows, idesc = self.from_item(inner, False)
+        if inner[0] == "join":
+            isql = f"({isql})"
+        on = [self.translator.condition(c) for c in joinclauses]
+        if otherclauses:
+            self.where = [self.translator.condition(c) for c in otherclauses]
+        self.joins += 1
+        self.work += (orows + irows) * ENGINE_ROW_COST + rows * ENGINE_OUTPUT_ROW_COST
+        sql = f"{osql} {_JOIN_SQL[jointype]} {isql} ON {' AND '.join(on) if on else 'TRUE'}"
+        return sql, rows, f"({odesc} {jointype} join {idesc})"
+
+
+def _declined(what: str, reason: Refused) -> None:
+    """Say at DEBUG1 why the engine declined (SET client_min_messages = debug1)."""
+    try:
+        from orochi_fdw.bridge import spi
+
+        spi.log("debug", f"orochi: the join engine declined {what}: {reason}")
+    except Exception:  # outside a backend
+        pass
+
+
+def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, float] | None:
+    """(startup_cost, total_cost, plan, rows) if the engine runs this join, else None."""
+    planner = _Planner()
+    planner.where = []
+    try:
+        planner.collect(tree)
+        from_sql, rows, description = planner.from_item(tree, True)
+        outputs = []
+        select = []
+        for i, t in enumerate(targets):
+            typed = planner.translator.output(t)
+            name = f"j{i}"
+            outputs.append({"name": name, "type_oid": typed.type_oid, "typmod": typed.typmod,
+                            "columns": [len(select)]})
+            select.append(f"{typed.sql} AS {quote_ident(name)}")
+    except Refused as reason:
+        _declined("a join", reason)
+        return None
+    if not select:
+        select = ["TRUE AS orochi_row"]
+    sql = f"SELECT {', '.join(select)} FROM {from_sql}"
+    if planner.where:
+        sql += f" WHERE {' AND '.join(planner.where)}"
+    if tree[1] == "anti":
+        # PostgreSQL's estimate of an anti join whose clauses hold for nearly
+        # every pair (TPC-H Q21: same order, other supplier) is often 1 row,
+        # and the plan above then rescans other tables once per row; the
+        # engine's path counts at least a tenth of its outer side
+        outer = tree[2]
+        rows = max(rows, (outer[4] if outer[0] == "rel" else outer[6]) * ANTI_JOIN_MIN_FRACTION)
+    return _finish(planner, sql, outputs, description, rows, rows * 0.01)
+
+
+#: the least fraction of its outer rows an anti join run by the engine is taken to return
+ANTI_JOIN_MIN_FRACTION = 0.1
+#: cost of grouping, per input row
+ENGINE_GROUP_ROW_COST = 0.002
+
+
+def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple[float, float, str, float] | None:
+    """(startup_cost, total_cost, plan, rows) if the engine computes the group keys
+    and aggregates ``outputs_in`` (``("group" | "aggregate", expr)``, named
+    g<i> / a<i> by position) over this join, else None."""
+    planner = _Planner()
+    planner.where = []
+    try:
+        planner.collect(tree)
+        from_sql, rows, description = planner.from_item(tree, True)
+        outputs = []
+        select = []
+        group_by = []
+        tr = planner.translator
+        for i, (kind, expr) in enumerate(outputs_in):
+            if kind == "group":
+                typed = tr.expr(expr)
+                if typed.type_oid not in _OUTPUT_TYPES:
+                    raise Refused(f"a group key of type {typed.type_oid}")
+                group_by.append(str(len(select) + 1))
+                outputs.append({"name": f"g{i}", "type_oid": typed.type_oid, "typmod": typed.typmod,
+                                "columns": [len(select)]})
+                select.append(typed.sql)
+            else:
+                items, out = tr.aggregate(expr)
+                if expr[1] is not None and expr[0] == "agg" and expr[2] in ("min", "max") and expr[8]:
+                    arg = expr[8][0]
+                    if arg[0] == "var" and arg[3] == pushable.BPCHAR:
+                        out["pad"] = arg[4] - 4 if arg[4] >= 4 else None
+                outputs.append({"name": f"a{i}", "typmod": -1, **out,
+                                "columns": list(range(len(select), len(select) + len(items)))})
+                select.extend(items)
+    except Refused as reason:
+        _declined("an aggregation", reason)
+        return None
+    if not select:
+        select = ["count(*)"]
+    sql = f"SELECT {', '.join(select)} FROM {from_sql}"
+    if planner.where:
+        sql += f" WHERE {' AND '.join(planner.where)}"
+    if group_by:
+        sql += f" GROUP BY {', '.join(group_by)}"
+    planner.work += rows * ENGINE_GROUP_ROW_COST
+    return _finish(planner, sql, outputs, f"aggregate over {description}", groups, groups * 0.01,
+                   aggregation=not group_by)
+
+
+_OUTPUT_TYPES = {pushable.INT2, pushable.INT4, pushable.INT8, pushable.BOOL, pushable.DATE, pushable.TEXT,
+                 pushable.VARCHAR, pushable.FLOAT4, pushable.FLOAT8, pushable.NUMERIC, pushable.BPCHAR}
+
+
+def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows: float, out_cost: float,
+            aggregation: bool = False) -> tuple[float, float, str, float]:
+    used: dict[int, set] = {}
+    for rti, attname in planner.translator.out.columns:
+        used.setdefault(rti, set()).add(attname)
+    inputs = []
+    scan_cost = 0.0
+    for rti, inp in sorted(planner.inputs.items()):
+        scan_cost += inp["cost"]
+        inputs.append({"rti": rti, "relname": inp["handle"].relname, "columns": sorted(used.get(rti, ())),
+                       "quals": inp.get("quals", [])})
+    plan = {"sql": sql, "params": [_encode(v) for v in planner.translator.out.params], "inputs": inputs,
+            "outputs": outputs, "joins": planner.joins, "description": description}
+    startup = ENGINE_STARTUP_COST + scan_cost + planner.work
+    total = startup + out_cost
+    return startup, total, json.dumps(plan), rows
+
+
+def _scan_qual(expr: tuple) -> list | None:
+    """A restriction ``column op constant`` as a qual the columnar scan may
+    prune with (not exact: DuckDB applies every restriction itself)."""
+    if expr[0] == "nulltest" and expr[2][0] == "var":
+        return [expr[2][2], "=" if expr[1] else "<>", None, None]
+    if expr[0] != "op" or expr[2] not in pushable.COMPARISONS or len(expr[6]) != 2:
+        return None
+    left, right = expr[6]
+    op = expr[2]
+    if left[0] == "const" and right[0] == "var":
+        left, right = right, left
+        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
+    if left[0] != "var" or right[0] != "const" or right[4] is None:
+        return None
+    value = right[4]
+    if not isinstance(value, (int, str, decimal.Decimal, datetime.date)) or isinstance(value, (bool, datetime.datetime)):
+        return None
+    collation = expr[5][0] if expr[5] is not None else None
+    if collation not in (None, "default", "C", "POSIX"):
+        return None
+    return [left[2], op, _encode(value), collation]
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return {"decimal": str(value)}
+    if isinstance(value, datetime.datetime):
+        return {"timestamp": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {"date": value.isoformat()}
+    if isinstance(value, float):
+        return {"float": repr(value)}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "decimal" in value:
+            return decimal.Decimal(value["decimal"])
+        if "timestamp" in value:
+            return datetime.datetime.fromisoformat(value["timestamp"])
+        if "date" in value:
+            return datetime.date.fromisoformat(value["date"])
+        if "float" in value:
+            return float(value["float"])
+    return value
+
+
+# ---------------------------------------------------------------------------
+# execution
+
+
+def output_columns(plan: dict) -> dict[str, ColumnDefinition]:
+    return {o["name"]: ColumnDefinition(column_name=o["name"], type_oid=o["type_oid"], typmod=o["typmod"],
+                                        attnum=i + 1)
+            for i, o in enumerate(plan["outputs"])}
+
+
+_database = None
+
+
+def _duckdb():
+    import duckdb
+
+    return duckdb
+
+
+def database():
+    """The backend's in-memory DuckDB database (made at its first use)."""
+    global _database
+    if _database is None:
+        _database = _duckdb().connect(":memory:", config={"threads": 1})
+    return _database
+
+
+def _setting_bytes(text: str | None, default: int) -> int:
+    if not text:
+        return default
+    units = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit) and text[:-len(unit)].strip().lstrip("-").isdigit():
+            return int(text[:-len(unit)]) * units[unit]
+    return int(text) * 1024 if text.lstrip("-").isdigit() else default
+
+
+def memory_limit(joins: int) -> int:
+    """Bytes DuckDB may use: what PostgreSQL would give the joins' hash
+    tables (work_mem × hash_mem_multiplier each), at least MIN_MEMORY_LIMIT."""
+    from orochi_fdw.bridge import spi
+
+    work_mem = _setting_bytes(spi.setting("work_mem"), 4 << 20)
+    try:
+        multiplier = float(spi.setting("hash_mem_multiplier") or 2.0)
+    except ValueError:
+        multiplier = 2.0
+    return max(int(work_mem * multiplier * max(joins, 1)), MIN_MEMORY_LIMIT)
+
+
+def _interrupt_flag():
+    """The bridge's interrupt flag (set when a cancel reached running Python)."""
+    try:
+        import _orochi_pg
+    except ImportError:
+        return None
+    capsule = getattr(_orochi_pg, "interrupt_flag", None)
+    if capsule is None:
+        return None
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return ctypes.c_int.from_address(get(capsule, b"orochi._orochi_pg.interrupt_flag"))
+
+
+class _Watch:
+    """While DuckDB runs (the GIL released), a thread polls the interrupt
+    flag and interrupts the cursor; it blocks every signal, so PostgreSQL's
+    handlers keep running in the backend's own thread."""
+
+    POLL_SECONDS = 0.02
+
+    def __init__(self, cursor, flag) -> None:
+        self.cursor = cursor
+        self.flag = flag
+        self.thread = None
+        self.fired = False
+
+    def __enter__(self):
+        if self.flag is None:
+            return self
+        self.stop = threading.Event()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self.thread = threading.Thread(target=self._run, name="orochi-duckdb-watch", daemon=True)
+            self.thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return self
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.POLL_SECONDS):
+            if self.flag.value:
+                self.fired = True
+                self.cursor.interrupt()
+                return
+
+    def __exit__(self, *exc) -> None:
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
+
+
+def _arrow_input(handle: Any, inp: dict):
+    """The rows of one table, read by its columnar scan, as an Arrow table."""
+    import pyarrow as pa
+
+    from orochi_fdw.bridge.runtime import UNKNOWN  # noqa: F401  (the scan's module is loaded)
+    from orochi_fdw.columnar.types import cstring_to_decimal, decimal_type
+
+    instance = handle.instance
+    names = inp["columns"]
+    coldefs = [instance.columns[n] for n in names]
+    kinds = [_scan_kind(c) for c in coldefs]
+    quals = [Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
+    fields = [pa.field(n, _arrow_type(c)) for n, c in zip(names, coldefs)] or [pa.field("orochi_row", pa.bool_())]
+    schema = pa.schema(fields)
+    batches = []
+    pending_rows: list = []
+
+    def add(nrows: int, columns: dict) -> None:
+        if not names:
+            batches.append(pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema))
+            return
+        arrays = []
+        for n, c, k in zip(names, coldefs, kinds):
+            col = to_column(k, columns[n]) if n in columns else _null_column(k, nrows)
+            if col.kind is WireKind.CSTRING and decimal_type(c) is not None:
+                col = cstring_to_decimal(col, c)
+            arrays.append(_to_arrow(col, c, nrows))
+        batches.append(pa.record_batch(arrays, schema=schema))
+
+    for item in instance.execute(quals, names) or ():
+        if isinstance(item, Batch):
+            add(item.nrows, item.columns)
+        else:
+            pending_rows.append(item)
+    if pending_rows:
+        if isinstance(pending_rows[0], dict):
+            cols = {n: [r.get(n) for r in pending_rows] for n in names}
+        else:
+            order = list(instance.columns)
+            cols = {n: [r[order.index(n)] for r in pending_rows] for n in names}
+        add(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)})
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _null_column(kind: WireKind, n: int) -> Column:
+    return Column.from_pylist(kind, [None] * n)
+
+
+def _arrow_type(c: ColumnDefinition):
+    import pyarrow as pa
+
+    oid = c.type_oid
+    if oid == pushable.NUMERIC:
+        p, s = pushable.decimal64_type(oid, c.typmod)
+        return pa.decimal128(max(p, 1), s)
+    return {
+        pushable.INT2: pa.int16(), pushable.INT4: pa.int32(), pushable.INT8: pa.int64(),
+        pushable.BOOL: pa.bool_(), pushable.DATE: pa.date32(), pushable.TEXT: pa.large_string(),
+        pushable.VARCHAR: pa.large_string(), pushable.FLOAT4: pa.float32(), pushable.FLOAT8: pa.float64(),
+        pushable.BPCHAR: pa.large_string(),
+    }[oid]
+
+
+def _to_arrow(col: Column, c: ColumnDefinition, n: int):
+    """One wire column as an Arrow array: fixed-width values and text are
+    wrapped without copying; validity bytes become a bitmap."""
+    import pyarrow as pa
+
+    bitmap = None
+    if col.validity is not None:
+        valid = np.asarray(col.validity).astype(bool, copy=False)
+        if not valid.all():
+            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    typ = _arrow_type(c)
+    kind = col.kind
+    if kind in (WireKind.TEXT, WireKind.CSTRING):
+        offsets = np.ascontiguousarray(col.offsets, dtype=np.int64)
+        arr = pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(offsets),
+                                             pa.py_buffer(np.ascontiguousarray(col.values))])
+        if c.type_oid == pushable.BPCHAR:
+            import pyarrow.compute as pc
+
+            arr = pc.utf8_rtrim(arr, characters=" ")  # char(n) without its padding
+        return arr
+    values = np.asarray(col.values)
+    if kind is WireKind.BOOL:
+        buf = pa.py_buffer(np.packbits(values != 0, bitorder="little"))
+    elif kind is WireKind.DATE:
+        days = values.astype(np.int64) + _PG_EPOCH_DAYS
+        days[values == _INT32_MAX] = _DUCK_DATE_INFINITY
+        days[values == _INT32_MIN] = _DUCK_DATE_NINFINITY
+        buf = pa.py_buffer(days.astype(np.int32))
+    elif kind is WireKind.DECIMAL64:
+        v = values.astype(np.int64, copy=False)
+        wide = np.empty((n, 2), dtype=np.int64)
+        wide[:, 0] = v
+        wide[:, 1] = v >> 63
+        buf = pa.py_buffer(wide)
+    else:
+        buf = pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(typ, n, [bitmap, buf])
+
+
+def _from_arrow(arr, out: dict) -> Column:
+    """One result column in the bridge's wire layout."""
+    import pyarrow as pa
+
+    n = len(arr)
+    validity = None
+    if arr.null_count:
+        validity = np.asarray(arr.is_valid()).astype(np.uint8)
+    oid = out["type_oid"]
+    if oid in pushable.TEXT_TYPES or oid == pushable.BPCHAR:
+        if oid == pushable.BPCHAR and out.get("pad"):
+            import pyarrow.compute as pc
+
+            arr = pc.utf8_rpad(arr.cast(pa.large_string()), width=out["pad"], padding=" ")
+        arr = arr.cast(pa.large_string())
+        bufs = arr.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        return Column(WireKind.CSTRING if oid == pushable.BPCHAR else WireKind.TEXT, data, validity, offsets)
+    if oid == pushable.NUMERIC:
+        # numeric's text at the value's scale (the type's display scale: every value has it)
+        text = arr.cast(pa.large_string())
+        bufs = text.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=np.int64)[text.offset:text.offset + n + 1]
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        return Column(WireKind.CSTRING, data, validity, offsets)
+    if oid == pushable.DATE:
+        raw = np.asarray(arr.cast(pa.int32()).fill_null(0)).astype(np.int64)
+        days = raw - _PG_EPOCH_DAYS
+        days[raw == _DUCK_DATE_INFINITY] = _INT32_MAX
+        days[raw == _DUCK_DATE_NINFINITY] = _INT32_MIN
+        return Column(WireKind.DATE, days.astype(np.int32), validity)
+    if oid == pushable.BOOL:
+        return Column(WireKind.BOOL, np.asarray(arr.fill_null(False)).astype(np.uint8), validity)
+    kind = {pushable.INT2: WireKind.INT16, pushable.INT4: WireKind.INT32, pushable.INT8: WireKind.INT64,
+            pushable.FLOAT4: WireKind.FLOAT32, pushable.FLOAT8: WireKind.FLOAT64}[oid]
+    return Column(kind, np.ascontiguousarray(np.asarray(arr.fill_null(0))), validity)
+
+
+def _output(rb, out: dict) -> Column:
+    if out.get("post") == "avg":
+        from orochi_fdw.query.aggregate import _decimal_avg
+
+        sums = rb.column(out["columns"][0]).to_pylist()
+        counts = rb.column(out["columns"][1]).to_pylist()
+        scale = out["scale"]
+        texts = [None if not n else _decimal_avg(int(total.scaleb(scale)), scale, int(n))
+                 for total, n in zip(sums, counts)]
+        return Column.from_pylist(WireKind.CSTRING, texts)
+    return _from_arrow(rb.column(out["columns"][0]), out)
+
+
+def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseException:
+    duckdb = _duckdb()
+    text = str(exc)
+    if isinstance(exc, duckdb.InterruptException):
+        if watch is not None and watch.fired:
+            return KeyboardInterrupt()  # the bridge reports the cancel's real reason
+        return EngineError("canceling statement: the join engine was interrupted", "57014")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return EngineError(
+            f"the join engine ran out of memory (limit {limit >> 20} MB)", "53200",
+            detail=text.splitlines()[0] if text else None,
+            hint="The limit is work_mem × hash_mem_multiplier per join; raise work_mem, "
+                 "or SET orochi.duckdb_join_enabled = off to run the join in PostgreSQL.")
+    if isinstance(exc, duckdb.OutOfRangeException):
+        return EngineError("integer out of range", "22003", detail=text)
+    return EngineError(f"the join engine failed: {text}", "XX000")
+
+
+class Run:
+    """The iterator of a join the engine runs, with what EXPLAIN ANALYZE
+    shows of it: the rows read from each table, the seconds spent reading
+    them, in DuckDB and handing rows back."""
+
+    def __init__(self, plan: dict, handles: dict[int, Any]) -> None:
+        self.counters = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
+        self._gen = _run(plan, handles, self.counters)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def explain_analyze(self) -> list[str]:
+        c = self.counters
+        rows_in = ", ".join(f"{name} {n:,}" for name, n in c["rows_in"].items())
+        return [f"Engine Rows Read: {rows_in}",
+                f"Engine Time: reading {c['read'] * 1000:.1f} ms, DuckDB {c['engine'] * 1000:.1f} ms, "
+                f"handing back {c['output'] * 1000:.1f} ms"]
+
+
+def run(plan: dict, handles: dict[int, Any]) -> Run:
+    """Execute a planned join: read the tables, run the SQL, yield batches."""
+    return Run(plan, handles)
+
+
+def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]:
+    clock = time.perf_counter
+    t0 = clock()
+    tables = {}
+    for inp in plan["inputs"]:
+        tables[inp["rti"]] = table = _arrow_input(handles[inp["rti"]], inp)
+        counters["rows_in"][f"t{inp['rti']} {inp['relname']}"] = table.num_rows
+    counters["read"] += clock() - t0
+    params = [_decode(v) for v in plan["params"]]
+    names = [o["name"] for o in plan["outputs"]]
+    limit = memory_limit(plan["joins"])
+    flag = _interrupt_flag()
+    cursor = database().cursor()
+    watch = None
+    try:
+        try:
+            cursor.execute(f"SET memory_limit = '{int(limit)}B'")
+            cursor.execute("SET preserve_insertion_order = false")
+            for rti, table in tables.items():
+                cursor.register(f"orochi_in_{rti}", table)
+            del tables
+            t0 = clock()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with _Watch(cursor, flag) as watch:
+                    reader = cursor.sql(plan["sql"], params=params or None).to_arrow_reader(OUTPUT_BATCH_ROWS)
+            counters["engine"] += clock() - t0
+            while True:
+                t0 = clock()
+                with _Watch(cursor, flag) as watch:
+                    try:
+                        rb = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    finally:
+                        counters["engine"] += clock() - t0
+                if rb.num_rows == 0:
+                    continue
+                counters["rows_out"] += rb.num_rows
+                t0 = clock()
+                if not names:
+                    batch = Batch(rb.num_rows, {})
+                else:
+                    batch = Batch(rb.num_rows, {out["name"]: _output(rb, out) for out in plan["outputs"]})
+                counters["output"] += clock() - t0
+                yield batch
+        except _duckdb().Error as exc:
+            raise _engine_error(exc, limit, watch) from None
+    finally:
+        cursor.close()
+
+
+def explain(plan: dict, verbose: bool) -> list[str]:
+    lines = [f"Orochi Join (DuckDB): {plan['description']}"]
+    if verbose:
+        lines.append("DuckDB SQL: " + plan["sql"])
+        for inp in plan["inputs"]:
+            lines.append(f"Input t{inp['rti']}: {inp['relname']} ({', '.join(inp['columns']) or 'no columns'})")
+    return lines
+

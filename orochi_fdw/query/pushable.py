@@ -1,0 +1,412 @@
+"""Which planner expressions can be computed outside PostgreSQL with exactly
+PostgreSQL's results, and their SQL for a vectorized engine.
+
+The C bridge hands expressions over as plain tuples (``pgext/py_expr.c``):
+
+    ("var", rti, attname, type, typmod, collation)
+    ("const", type, typmod, collation, value)
+    ("op", opno, opname, builtin, result type, input collation, [args])
+    ("bool", "and" | "or" | "not", [args])
+    ("nulltest", is_null, arg)
+    ("relabel", type, typmod, collation, arg)
+    ("saop", opno, opname, builtin, use_or, input collation, [args])
+    ("func", funcid, name, builtin, result type, [args])
+    ("unsupported", node tag)
+
+with a collation as ``(name, is_c, deterministic)`` or None.
+
+This module is the one place that decides what is safe to push: the join
+engine (:mod:`orochi_fdw.query.engine`, DuckDB) uses it, and expression
+kernels over one table must use it too, so that two evaluators never
+disagree with PostgreSQL or with each other.  Anything it does not know is
+refused (:class:`Refused`), and the caller leaves the whole construct to
+PostgreSQL.  What is accepted, and why it is exact:
+
+- types: smallint, integer, bigint, boolean, date, text and varchar, char(n)
+  (without its trailing spaces, which is how bpchar compares), numeric
+  stored as scaled int64 (precision at most 18: DuckDB's DECIMAL has the same
+  layout and compares by value), real and double precision (comparisons,
+  min and max only; both order NaN above every number and equal to itself);
+  timestamp constants (against dates: the date at midnight, as PostgreSQL);
+- comparisons ``= <> < <= > >=`` between values of one family (the integer
+  types among themselves, numeric with numeric, the float types, date,
+  boolean, text, char(n)); text equality under deterministic collations
+  (equal means equal bytes), text ordering only under the C collation (byte
+  order); ``LIKE`` / ``NOT LIKE`` with a constant pattern without ``_`` and
+  backslashes (only ``%``: a byte-wise match);
+- ``AND``, ``OR``, ``NOT``, ``IS [NOT] NULL`` (SQL's three-valued logic in
+  both), ``x = ANY(array constant)`` and ``x <> ALL(array constant)``;
+- ``+ - *`` of integer types, computed in PostgreSQL's result type so that
+  overflow raises an error at the same bound (SQLSTATE 22003);
+- ``+ - *`` of numerics, exact in both while the result fits 38 digits
+  (PostgreSQL's display scale: max(s1, s2) for + and -, s1 + s2 for *);
+  integers become numeric through the ``numeric(int)`` cast;
+- aggregates: count(*), count(x), count(DISTINCT x) (equality types), sum
+  and avg of integers and numerics, min and max; in PostgreSQL's result
+  types (sum(int4) bigint, sum(int8) numeric, avg numeric at the scale
+  numeric division gives, computed from DuckDB's exact sum and count).  A
+  sum of numerics beyond 38 digits is an error (22003) in DuckDB where
+  PostgreSQL would answer: it needs more than 10^20 rows of numeric(18, s);
+- no division, no modulo, no float or date arithmetic, no other function.
+
+Values are never pasted into SQL: constants become ``$n`` parameters cast to
+their exact type.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+INT2, INT4, INT8 = 21, 23, 20
+BOOL, DATE, TEXT, VARCHAR, NUMERIC = 16, 1082, 25, 1043, 1700
+FLOAT4, FLOAT8 = 700, 701
+BPCHAR, TIMESTAMP = 1042, 1114
+
+INTEGER_TYPES = {INT2: "SMALLINT", INT4: "INTEGER", INT8: "BIGINT"}
+TEXT_TYPES = {TEXT, VARCHAR}
+FLOAT_TYPES = {FLOAT4: "FLOAT", FLOAT8: "DOUBLE"}
+COMPARISONS = {"=", "<>", "<", "<=", ">", ">="}
+ARITHMETIC = {"+", "-", "*"}
+MAX_DECIMAL64_PRECISION = 18
+#: DuckDB's widest DECIMAL
+MAX_DECIMAL_PRECISION = 38
+
+
+class Refused(Exception):
+    """The expression cannot be computed outside PostgreSQL with its results."""
+
+
+def quote_ident(name: str) -> str:
+    """An identifier in double quotes (DuckDB's and SQL's quoting)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def numeric_typmod(typmod: int) -> tuple[int, int] | None:
+    """(precision, scale) of a numeric type modifier, None if unconstrained."""
+    if typmod < 4:
+        return None
+    t = typmod - 4
+    p, s = (t >> 16) & 0xFFFF, t & 0x7FF
+    if s & 0x400:
+        s -= 0x800  # negative scale (PostgreSQL 15)
+    return p, s
+
+
+def decimal64_type(type_oid: int, typmod: int) -> tuple[int, int] | None:
+    """(precision, scale) of a numeric that travels as scaled int64, else None."""
+    if type_oid != NUMERIC:
+        return None
+    ps = numeric_typmod(typmod)
+    if ps is None or not 0 <= ps[1] <= ps[0] <= MAX_DECIMAL64_PRECISION:
+        return None
+    return ps
+
+
+def family(type_oid: int) -> str | None:
+    if type_oid in INTEGER_TYPES:
+        return "int"
+    if type_oid in TEXT_TYPES:
+        return "text"
+    if type_oid in FLOAT_TYPES:
+        return "float"
+    return {BOOL: "bool", DATE: "date", NUMERIC: "numeric", BPCHAR: "bpchar",
+            TIMESTAMP: "timestamp"}.get(type_oid)
+
+
+def column_type_sql(type_oid: int, typmod: int) -> str:
+    """The DuckDB type a column of this type is handed over as, or Refused."""
+    if type_oid in INTEGER_TYPES:
+        return INTEGER_TYPES[type_oid]
+    if type_oid in FLOAT_TYPES:
+        return FLOAT_TYPES[type_oid]
+    if type_oid in TEXT_TYPES or type_oid == BPCHAR:
+        return "VARCHAR"
+    if type_oid == TIMESTAMP:
+        return "TIMESTAMP"
+    if type_oid == BOOL:
+        return "BOOLEAN"
+    if type_oid == DATE:
+        return "DATE"
+    ps = decimal64_type(type_oid, typmod)
+    if ps is not None:
+        return f"DECIMAL({max(ps[0], 1)},{ps[1]})"
+    raise Refused(f"type {type_oid} is not handled")
+
+
+@dataclass
+class Translation:
+    """SQL text with ``$n`` parameters, their values, and the columns used."""
+
+    params: list = field(default_factory=list)
+    columns: set = field(default_factory=set)  # (rti, attname)
+
+
+@dataclass
+class Typed:
+    sql: str
+    type_oid: int
+    typmod: int = -1
+    collation: Any = None
+    #: a numeric's (precision, scale): every value has that display scale
+    decimal: tuple | None = None
+
+
+class Translator:
+    """Translates expressions to DuckDB SQL; ``column_sql(rti, attname)``
+    names a column, ``column_ok(rti, attname, type, typmod)`` says whether the
+    column's values reach the engine in that type exactly."""
+
+    def __init__(self, column_sql: Callable[[int, str], str],
+                 column_ok: Callable[[int, str, int, int], bool]):
+        self.column_sql = column_sql
+        self.column_ok = column_ok
+        self.out = Translation()
+
+    def param(self, value: Any, sql_type: str) -> str:
+        self.out.params.append(value)
+        return f"CAST(${len(self.out.params)} AS {sql_type})"
+
+    # -- entry points
+
+    def condition(self, expr: tuple) -> str:
+        t = self.expr(expr)
+        if t.type_oid != BOOL:
+            raise Refused("a condition that is not boolean")
+        return t.sql
+
+    def output(self, expr: tuple) -> Typed:
+        if expr[0] != "var":
+            raise Refused("only columns are outputs")
+        return self.expr(expr)
+
+    # -- nodes
+
+    def expr(self, e: tuple) -> Typed:
+        kind = e[0]
+        method = getattr(self, "_" + kind, None)
+        if method is None:
+            raise Refused(f"expression node {kind} {e[1:]!r}")
+        return method(*e[1:])
+
+    def _var(self, rti, attname, type_oid, typmod, collation) -> Typed:
+        column_type_sql(type_oid, typmod)
+        if type_oid == NUMERIC and decimal64_type(type_oid, typmod) is None:
+            raise Refused("numeric without a precision of at most 18")
+        if not self.column_ok(rti, attname, type_oid, typmod):
+            raise Refused(f"column {attname} does not reach the engine as its type")
+        self.out.columns.add((rti, attname))
+        return Typed(self.column_sql(rti, attname), type_oid, typmod, collation,
+                     decimal64_type(type_oid, typmod))
+
+    def _const(self, type_oid, typmod, collation, value) -> Typed:
+        fam = family(type_oid)
+        if fam is None:
+            raise Refused(f"a constant of type {type_oid}")
+        if value is None:
+            if fam == "numeric":
+                return Typed("CAST(NULL AS DECIMAL(1,0))", type_oid, typmod, collation, (1, 0))
+            sql_type = self._const_type(type_oid, typmod, None)
+            return Typed(f"CAST(NULL AS {sql_type})", type_oid, typmod, collation)
+        if fam == "numeric":
+            if not isinstance(value, decimal.Decimal) or not value.is_finite():
+                raise Refused("a numeric constant that is not a finite number")
+        elif fam == "date":
+            if type(value) is not datetime.date:
+                raise Refused("a date constant outside the years 1-9999 (infinity)")
+        elif fam == "int":
+            if type(value) is not int:
+                raise Refused("an integer constant that did not convert")
+        elif fam == "text":
+            if not isinstance(value, str):
+                raise Refused("a text constant that did not convert")
+        elif fam == "bpchar":
+            if not isinstance(value, str):
+                raise Refused("a character constant that did not convert")
+            value = value.rstrip(" ")  # char(n) compares without its trailing spaces
+        elif fam == "timestamp":
+            if type(value) is not datetime.datetime or value.tzinfo is not None:
+                raise Refused("a timestamp constant outside the years 1-9999 (infinity)")
+        elif fam == "bool":
+            if type(value) is not bool:
+                raise Refused("a boolean constant that did not convert")
+        elif fam == "float":
+            if not isinstance(value, float):
+                raise Refused("a float constant that did not convert")
+        sql_type = self._const_type(type_oid, typmod, value)
+        dec = None
+        if fam == "numeric":
+            p, sc = sql_type[len("DECIMAL("):-1].split(",")
+            dec = (int(p), int(sc))
+        return Typed(self.param(value, sql_type), type_oid, typmod, collation, dec)
+
+    @staticmethod
+    def _const_type(type_oid: int, typmod: int, value: Any) -> str:
+        if type_oid != NUMERIC:
+            return column_type_sql(type_oid, typmod)
+        if value is None:
+            return "DECIMAL(18,0)"
+        sign, digits, exponent = value.as_tuple()
+        scale = max(-exponent, 0)
+        precision = max(len(digits) + max(exponent, 0), scale, 1)
+        if precision > 38:
+            raise Refused("a numeric constant wider than 38 digits")
+        return f"DECIMAL({precision},{scale})"
+
+    def _relabel(self, type_oid, typmod, collation, arg) -> Typed:
+        inner = self.expr(arg)
+        if family(inner.type_oid) == "bpchar" and type_oid == BPCHAR:
+            return Typed(inner.sql, type_oid, typmod, collation if collation is not None else inner.collation)
+        if family(inner.type_oid) != "text" or type_oid not in TEXT_TYPES:
+            raise Refused("a binary-compatible cast outside the text types")
+        return Typed(inner.sql, type_oid, typmod, collation if collation is not None else inner.collation)
+
+    def _bool(self, op, args) -> Typed:
+        parts = [self.condition(a) for a in args]
+        if op == "not":
+            return Typed(f"(NOT {parts[0]})", BOOL)
+        return Typed("(" + f" {op.upper()} ".join(parts) + ")", BOOL)
+
+    def _nulltest(self, is_null, arg) -> Typed:
+        inner = self.expr(arg)
+        return Typed(f"({inner.sql} IS {'' if is_null else 'NOT '}NULL)", BOOL)
+
+    def _op(self, opno, opname, builtin, result_type, collation, args) -> Typed:
+        if not builtin or len(args) != 2:
+            raise Refused(f"operator {opname}")
+        left, right = (self.expr(a) for a in args)
+        lf, rf = family(left.type_oid), family(right.type_oid)
+        if opname in COMPARISONS:
+            if {lf, rf} == {"date", "timestamp"}:
+                # date against timestamp: the date at midnight, as date2timestamp
+                l_sql = f"CAST({left.sql} AS TIMESTAMP)" if lf == "date" else left.sql
+                r_sql = f"CAST({right.sql} AS TIMESTAMP)" if rf == "date" else right.sql
+                return Typed(f"({l_sql} {opname} {r_sql})", BOOL)
+            self._check_comparison(opname, left, right, collation)
+            return Typed(f"({left.sql} {opname} {right.sql})", BOOL)
+        if opname in ("~~", "!~~") and lf == "text" and right.type_oid == TEXT and args[1][0] == "const":
+            pattern = args[1][4]
+            if not isinstance(pattern, str) or "\\" in pattern or "_" in pattern:
+                raise Refused("a LIKE pattern with _ or an escape")
+            if collation is None or not collation[2]:
+                raise Refused("LIKE under a nondeterministic collation")
+            word = "LIKE" if opname == "~~" else "NOT LIKE"
+            return Typed(f"({left.sql} {word} {right.sql})", BOOL)
+        if opname in ARITHMETIC and lf == "int" and rf == "int" and result_type in INTEGER_TYPES:
+            t = INTEGER_TYPES[result_type]
+            return Typed(f"(CAST({left.sql} AS {t}) {opname} CAST({right.sql} AS {t}))", result_type)
+        if opname in ARITHMETIC and lf == "numeric" and rf == "numeric" and result_type == NUMERIC:
+            # exact in both: PostgreSQL's display scale is max(s1, s2) for + and -,
+            # s1 + s2 for *; DuckDB computes it exactly while it fits 38 digits
+            (p1, s1), (p2, s2) = left.decimal, right.decimal
+            if opname == "*":
+                p, sc = p1 + p2, s1 + s2
+            else:
+                sc = max(s1, s2)
+                p = max(p1 - s1, p2 - s2) + sc + 1
+            if p > MAX_DECIMAL_PRECISION:
+                raise Refused("numeric arithmetic wider than 38 digits")
+            return Typed(f"CAST(({left.sql} {opname} {right.sql}) AS DECIMAL({p},{sc}))", NUMERIC, -1,
+                         None, (p, sc))
+        raise Refused(f"operator {opname} on types {left.type_oid}, {right.type_oid}")
+
+    def _check_comparison(self, opname: str, left: Typed, right: Typed, collation) -> None:
+        lf, rf = family(left.type_oid), family(right.type_oid)
+        if lf is None or lf != rf:
+            raise Refused(f"a comparison of types {left.type_oid} and {right.type_oid}")
+        if lf in ("text", "bpchar"):
+            if collation is None:
+                raise Refused("a text comparison without a collation")
+            _name, is_c, deterministic = collation
+            if opname in ("=", "<>"):
+                if not deterministic:
+                    raise Refused("text equality under a nondeterministic collation")
+            elif not is_c:
+                raise Refused("text ordering under a collation other than C")
+
+    def _saop(self, opno, opname, builtin, use_or, collation, args) -> Typed:
+        if not builtin or len(args) != 2 or args[1][0] != "const":
+            raise Refused("an ANY/ALL comparison that is not with a constant array")
+        if (opname, use_or) not in (("=", True), ("<>", False)):
+            raise Refused(f"{opname} {'ANY' if use_or else 'ALL'}")
+        left = self.expr(args[0])
+        _kind, array_type, _typmod, _coll, values = args[1]
+        if values is None:
+            return Typed("CAST(NULL AS BOOLEAN)", BOOL)
+        if not isinstance(values, list) or any(isinstance(v, list) for v in values):
+            raise Refused("a multi-dimensional array")
+        if not values:
+            return Typed("TRUE" if not use_or else "FALSE", BOOL)
+        # the elements as the widest type of the column's family: compared by value
+        element_type = {"int": INT8, "text": TEXT, "float": FLOAT8}.get(family(left.type_oid), left.type_oid)
+        items = []
+        for v in values:
+            if element_type == FLOAT8 and type(v) is int:
+                raise Refused("an integer array compared with a float")
+            item = self._const(element_type, -1, collation, v)
+            self._check_comparison(opname, left, item, collation)
+            items.append(item.sql)
+        word = "IN" if use_or else "NOT IN"
+        return Typed(f"({left.sql} {word} ({', '.join(items)}))", BOOL)
+
+    def _func(self, funcid, name, builtin, result_type, args) -> Typed:
+        if builtin and name == "numeric" and result_type == NUMERIC and len(args) == 1:
+            inner = self.expr(args[0])
+            if family(inner.type_oid) == "int":
+                p = {INT2: 5, INT4: 10, INT8: 19}[inner.type_oid]
+                return Typed(f"CAST({inner.sql} AS DECIMAL({p},0))", NUMERIC, -1, None, (p, 0))
+        raise Refused(f"function {name}")
+
+    def aggregate(self, e: tuple) -> tuple[list[str], dict]:
+        """The select items of an aggregate and how its value is made from them:
+        ``{"type_oid", "post": None | "avg", "scale"}``."""
+        if e[0] != "agg":
+            raise Refused("an output that is not an aggregate")
+        _kind, fnoid, name, builtin, rtype, star, distinct, collation, args = e
+        if not builtin:
+            raise Refused(f"aggregate {name}")
+        if name == "count" and rtype == INT8:
+            if star:
+                return ["count(*)"], {"type_oid": INT8}
+            arg = self.expr(args[0])
+            if distinct:
+                fam = family(arg.type_oid)
+                if fam not in ("int", "date", "numeric", "text", "bpchar", "timestamp"):
+                    raise Refused("count(DISTINCT) of that type")
+                if fam in ("text", "bpchar") and (collation is None or not collation[2]):
+                    raise Refused("count(DISTINCT) of text under a nondeterministic collation")
+                return [f"count(DISTINCT {arg.sql})"], {"type_oid": INT8}
+            return [f"count({arg.sql})"], {"type_oid": INT8}
+        if distinct or star or len(args) != 1:
+            raise Refused(f"{name}(DISTINCT ...)")
+        arg = self.expr(args[0])
+        fam = family(arg.type_oid)
+        if name == "sum":
+            if arg.type_oid in (INT2, INT4) and rtype == INT8:
+                return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
+            if arg.type_oid == INT8 and rtype == NUMERIC:
+                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,0))"], {"type_oid": NUMERIC}
+            if fam == "numeric" and rtype == NUMERIC:
+                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))"], {"type_oid": NUMERIC}
+        if name == "avg" and rtype == NUMERIC:
+            if fam == "int":
+                scale = 0
+            elif fam == "numeric":
+                scale = arg.decimal[1]
+            else:
+                raise Refused(f"avg of type {arg.type_oid}")
+            return ([f"CAST(sum({arg.sql}) AS DECIMAL(38,{scale}))", f"count({arg.sql})"],
+                    {"type_oid": NUMERIC, "post": "avg", "scale": scale})
+        if name in ("min", "max") and fam in ("int", "numeric", "date", "float", "text", "bpchar", "timestamp"):
+            if rtype != arg.type_oid and not (fam == "text" and rtype == TEXT):
+                raise Refused(f"{name} of type {arg.type_oid} as {rtype}")
+            if fam in ("text", "bpchar") and (collation is None or not collation[1]):
+                raise Refused(f"{name} of text under a collation other than C")
+            out = {"type_oid": rtype}
+            return [f"{name}({arg.sql})"], out
+        raise Refused(f"aggregate {name} of type {arg.type_oid}")
+
+    def _unsupported(self, tag) -> Typed:
+        raise Refused(f"expression node with tag {tag}")
