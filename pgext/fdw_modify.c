@@ -564,7 +564,7 @@ orochiBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *
 
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
-	if (fast_insert_shape(mtstate, rinfo))
+	if (orochi_insert_fast_path && fast_insert_shape(mtstate, rinfo))
 	{
 		FastInsertEntry *entry = fast_insert_lookup(RelationGetRelid(rinfo->ri_RelationDesc));
 

@@ -24,6 +24,7 @@ void		_PG_init(void);
 
 /* settings Python reads (orochi_fdw.bridge.wrappers) */
 bool		orochi_allow_test_wrappers = false;
+bool		orochi_insert_fast_path = true;
 char	   *orochi_trusted_wrappers = NULL;
 
 /* read by Python (orochi_fdw.cluster) through current_setting() */
@@ -65,6 +66,15 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.insert_fast_path",
+							 "Lets the bridge write one-row INSERTs into columnar tables "
+							 "straight into their delta store.",
+							 "Off, every INSERT goes through the table's Python wrapper.",
+							 &orochi_insert_fast_path,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("orochi.allow_test_wrappers",
 							 "Lets tables use the wrappers the orochi package ships for its tests.",
 							 "They exercise the bridge (one writes to a file the table names); "

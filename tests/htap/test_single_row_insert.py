@@ -27,12 +27,19 @@ SELECT = "SELECT i, b, f::text, n, s, v, d::text, ts::text, tz::text, flag, u, j
 def test_one_row_inserts_equal_heap_and_stay_modifiable(db):
     db.execute(f"CREATE TABLE h ({COLS})")
     db.execute(f"CREATE FOREIGN TABLE c ({COLS}) SERVER orochi")
+    db.execute(f"CREATE FOREIGN TABLE slow ({COLS}) SERVER orochi")
     with db.cursor() as cur:
         for _ in range(2):            # the first statement learns the layout, the rest use it
             for row in ROWS:
                 for t in ("h", "c"):
                     cur.execute(INSERT.format(t), row, prepare=True)
+        cur.execute("SET orochi.insert_fast_path = off")
+        for _ in range(2):
+            for row in ROWS:
+                cur.execute(INSERT.format("slow"), row, prepare=True)
+        cur.execute("RESET orochi.insert_fast_path")
     assert db.execute(SELECT.format("c")).fetchall() == db.execute(SELECT.format("h")).fetchall()
+    assert db.execute(SELECT.format("slow")).fetchall() == db.execute(SELECT.format("h")).fetchall()
     # the rows are ordinary delta rows: UPDATE and DELETE find them by row id
     for t in ("h", "c"):
         db.execute(f"UPDATE {t} SET s = s || '!' WHERE i = 1")
