@@ -21,6 +21,11 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/appendinfo.h"
 #include "parser/parsetree.h"
+#include "access/tableam.h"
+#include "commands/sequence.h"
+#include "executor/nodeModifyTable.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -62,7 +67,45 @@ typedef struct OrochiModifyState
 	bool		calls_functions;	/* no executor batches: see PlanForeignModify */
 	Oid			userid;			/* the role writing (see orochi_flush_pending_writes) */
 	int			sec_context;
+	/* the single-row INSERT fast path (see FastInsertEntry), when taken */
+	bool		fast;
+	Relation	delta_rel;
+	ResultRelInfo *delta_rinfo;
+	TupleTableSlot *delta_slot;
+	Oid			seq_relid;
+	AttrNumber	delta_rowid_attno;
+	AttrNumber *delta_attno;	/* per column of the table: its delta column, 0 none */
 } OrochiModifyState;
+
+/*
+ * The single-row INSERT fast path.
+ *
+ * A one-row INSERT ... VALUES into a columnar table ends up as one row of the
+ * table's delta store (a heap table, orochi_fdw/columnar/delta.py).  Through
+ * Python that costs several calls per statement (the wrapper, the statement's
+ * writes, an SPI INSERT); here the row is written into the delta table
+ * directly.  Python decides, once per table and backend, whether a table
+ * allows it and gives the layout (runtime.fast_insert_layout: the delta
+ * table, its row id sequence, the delta column of each column); C only copies
+ * the row's datums.  The facts are kept per backend and dropped whenever the
+ * relcache entry of the table or of its delta table is invalidated (ALTER,
+ * DROP, a table becoming a hypertable, change capture starting in the
+ * database: Python invalidates then, spi.invalidate_relcache).  Anything
+ * unusual (RETURNING, triggers, several rows, a table Python refused) takes
+ * the ordinary path.
+ */
+typedef struct FastInsertEntry
+{
+	Oid			relid;			/* hash key */
+	bool		allowed;
+	Oid			delta_relid;
+	Oid			seq_relid;
+	AttrNumber	rowid_attno;
+	int			natts;
+	AttrNumber *delta_attno;	/* in TopMemoryContext */
+} FastInsertEntry;
+
+static HTAB *fast_insert_cache = NULL;
 
 /*
  * The modifications under way in this backend (statements still running,
@@ -120,6 +163,191 @@ orochi_instance_for_relation(Relation rel)
 												 orochi_cstring_to_py(RelationGetRelationName(rel)),
 												 RelationGetDescr(rel)->natts));
 	return instance;
+}
+
+static void
+fast_insert_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	FastInsertEntry *entry;
+
+	if (fast_insert_cache == NULL)
+		return;
+	hash_seq_init(&status, fast_insert_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (OidIsValid(relid) && entry->relid != relid && entry->delta_relid != relid)
+			continue;
+		if (entry->delta_attno != NULL)
+			pfree(entry->delta_attno);
+		hash_search(fast_insert_cache, &entry->relid, HASH_REMOVE, NULL);
+	}
+}
+
+static FastInsertEntry *
+fast_insert_lookup(Oid relid)
+{
+	if (fast_insert_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(FastInsertEntry);
+		fast_insert_cache = hash_create("orochi fast insert", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(fast_insert_invalidate, (Datum) 0);
+	}
+	return hash_search(fast_insert_cache, &relid, HASH_FIND, NULL);
+}
+
+/*
+ * fast_insert_learn
+ *		Ask Python whether the table allows the fast path, and its layout:
+ *		None, or (delta relid, sequence relid, row id attno, {attnum: delta
+ *		attno}).
+ */
+static void
+fast_insert_learn(OrochiModifyState *state)
+{
+	Oid			relid = RelationGetRelid(state->rel);
+	int			natts = state->tupdesc->natts;
+	PyObject   *res;
+	FastInsertEntry entry;
+	FastInsertEntry *e;
+	bool		found;
+
+	memset(&entry, 0, sizeof(entry));
+	entry.relid = relid;
+	entry.natts = natts;
+	res = orochi_runtime_call("fast_insert_layout", Py_BuildValue("(O)", state->instance));
+	if (res != Py_None)
+	{
+		unsigned int delta_relid,
+					seq_relid;
+		int			rowid_attno;
+		PyObject   *attnos;
+		PyObject   *key,
+				   *value;
+		Py_ssize_t	pos = 0;
+		AttrNumber *map = MemoryContextAllocZero(TopMemoryContext, sizeof(AttrNumber) * Max(natts, 1));
+
+		if (!PyArg_ParseTuple(res, "IIiO!", &delta_relid, &seq_relid, &rowid_attno, &PyDict_Type, &attnos))
+		{
+			pfree(map);
+			Py_DECREF(res);
+			orochi_py_raise("fast_insert_layout must return (oid, oid, int, dict) or None");
+		}
+		while (PyDict_Next(attnos, &pos, &key, &value))
+		{
+			long		attnum = PyLong_AsLong(key);
+			long		delta_attno = PyLong_AsLong(value);
+
+			if (PyErr_Occurred() || attnum < 1 || attnum > natts || delta_attno < 1 ||
+				delta_attno > MaxAttrNumber)
+			{
+				pfree(map);
+				Py_DECREF(res);
+				PyErr_Clear();
+				elog(ERROR, "orochi: fast_insert_layout gave an invalid column map");
+			}
+			map[attnum - 1] = (AttrNumber) delta_attno;
+		}
+		entry.allowed = true;
+		entry.delta_relid = delta_relid;
+		entry.seq_relid = seq_relid;
+		entry.rowid_attno = (AttrNumber) rowid_attno;
+		entry.delta_attno = map;
+	}
+	Py_DECREF(res);
+	e = hash_search(fast_insert_cache, &relid, HASH_ENTER, &found);
+	if (found && e->delta_attno != NULL)
+		pfree(e->delta_attno);
+	*e = entry;
+}
+
+/*
+ * fast_insert_shape
+ *		Whether the statement is a plain INSERT of at most one row (VALUES
+ *		of one row: a Result node without input) with no RETURNING, no ON
+ *		CONFLICT and no triggers on the table.
+ */
+static bool
+fast_insert_shape(ModifyTableState *mtstate, ResultRelInfo *rinfo)
+{
+	ModifyTable *plan = (ModifyTable *) mtstate->ps.plan;
+	Plan	   *sub;
+
+	if (mtstate->operation != CMD_INSERT || plan->returningLists != NIL ||
+		plan->onConflictAction != ONCONFLICT_NONE || rinfo->ri_TrigDesc != NULL)
+		return false;
+	sub = outerPlanState(mtstate) ? outerPlanState(mtstate)->plan : NULL;
+	return sub != NULL && IsA(sub, Result) && sub->lefttree == NULL;
+}
+
+/* A fast-path state: the delta table open, its indexes, a slot */
+static OrochiModifyState *
+fast_insert_begin(Relation rel, FastInsertEntry *entry, EState *estate)
+{
+	OrochiModifyState *state = palloc0(sizeof(OrochiModifyState));
+	ResultRelInfo *drinfo = makeNode(ResultRelInfo);
+
+	state->rel = rel;
+	state->tupdesc = RelationGetDescr(rel);
+	state->operation = CMD_INSERT;
+	state->fast = true;
+	state->seq_relid = entry->seq_relid;
+	state->delta_rowid_attno = entry->rowid_attno;
+	state->delta_attno = palloc(sizeof(AttrNumber) * Max(entry->natts, 1));
+	memcpy(state->delta_attno, entry->delta_attno, sizeof(AttrNumber) * entry->natts);
+	state->delta_rel = table_open(entry->delta_relid, RowExclusiveLock);
+	InitResultRelInfo(drinfo, state->delta_rel, 0, NULL, estate->es_instrument);
+	ExecOpenIndices(drinfo, false);
+	state->delta_rinfo = drinfo;
+	state->delta_slot = MakeSingleTupleTableSlot(RelationGetDescr(state->delta_rel), &TTSOpsVirtual);
+	return state;
+}
+
+/* The row, as a row of the delta table with the next row id */
+static void
+fast_insert_row(OrochiModifyState *state, TupleTableSlot *slot, EState *estate)
+{
+	TupleTableSlot *dslot = state->delta_slot;
+	int			dnatts = dslot->tts_tupleDescriptor->natts;
+	List	   *recheck;
+
+	slot_getallattrs(slot);
+	ExecClearTuple(dslot);
+	for (int i = 0; i < dnatts; i++)
+	{
+		dslot->tts_values[i] = (Datum) 0;
+		dslot->tts_isnull[i] = true;
+	}
+	for (int i = 0; i < state->tupdesc->natts; i++)
+	{
+		AttrNumber	d = state->delta_attno[i];
+
+		if (d < 1 || d > dnatts)
+			continue;
+		dslot->tts_values[d - 1] = slot->tts_values[i];
+		dslot->tts_isnull[d - 1] = slot->tts_isnull[i];
+	}
+	dslot->tts_values[state->delta_rowid_attno - 1] = Int64GetDatum(nextval_internal(state->seq_relid, false));
+	dslot->tts_isnull[state->delta_rowid_attno - 1] = false;
+	ExecStoreVirtualTuple(dslot);
+	table_tuple_insert(state->delta_rel, dslot, estate->es_output_cid, 0, NULL);
+	if (state->delta_rinfo->ri_NumIndices > 0)
+	{
+		recheck = ExecInsertIndexTuples(state->delta_rinfo, dslot, estate, false, false, NULL, NIL);
+		list_free(recheck);
+	}
+}
+
+static void
+fast_insert_end(OrochiModifyState *state)
+{
+	ExecCloseIndices(state->delta_rinfo);
+	ExecDropSingleTupleTableSlot(state->delta_slot);
+	table_close(state->delta_rel, NoLock);
+	state->released = true;
 }
 
 /*
@@ -336,7 +564,21 @@ orochiBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *
 
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
-	state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
+	if (orochi_insert_fast_path && fast_insert_shape(mtstate, rinfo))
+	{
+		FastInsertEntry *entry = fast_insert_lookup(RelationGetRelid(rinfo->ri_RelationDesc));
+
+		if (entry != NULL && entry->allowed)
+		{
+			rinfo->ri_FdwState = fast_insert_begin(rinfo->ri_RelationDesc, entry, mtstate->ps.state);
+			return;
+		}
+		state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
+		if (entry == NULL)
+			fast_insert_learn(state);
+	}
+	else
+		state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
 	state->calls_functions = fdw_private != NIL &&
 		intVal(list_nth(fdw_private, FdwModifyPrivateCallsFunctions)) != 0;
 	rinfo->ri_FdwState = state;
@@ -465,6 +707,11 @@ orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	OrochiModifyState *state = (OrochiModifyState *) rinfo->ri_FdwState;
 
 	check_constraints(rinfo, slot, estate);
+	if (state->fast)
+	{
+		fast_insert_row(state, slot, estate);
+		return slot;
+	}
 	state->pending = true;
 	if (state->batch_mode)
 		buffer_row(state, slot);
@@ -604,6 +851,11 @@ orochiEndForeignModify(EState *estate, ResultRelInfo *rinfo)
 
 	if (state == NULL || state->released)
 		return;
+	if (state->fast)
+	{
+		fast_insert_end(state);
+		return;
+	}
 	state->pending = false;
 	flush_batch(state);
 	res = orochi_runtime_call("end_modify", Py_BuildValue("(O)", state->instance));

@@ -25,6 +25,7 @@ void		_PG_init(void);
 /* settings Python reads (orochi_fdw.bridge.wrappers) */
 bool		orochi_allow_test_wrappers = false;
 bool		orochi_duckdb_join_enabled = true;
+bool		orochi_insert_fast_path = true;
 char	   *orochi_trusted_wrappers = NULL;
 
 /* read by Python (orochi_fdw.cluster) through current_setting() */
@@ -71,6 +72,15 @@ _PG_init(void)
 							 "Only joins whose every condition and output DuckDB computes "
 							 "exactly as PostgreSQL does are offered (docs/query.md).",
 							 &orochi_duckdb_join_enabled,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.insert_fast_path",
+							 "Lets the bridge write one-row INSERTs into columnar tables "
+							 "straight into their delta store.",
+							 "Off, every INSERT goes through the table's Python wrapper.",
+							 &orochi_insert_fast_path,
 							 true,
 							 PGC_USERSET,
 							 0,

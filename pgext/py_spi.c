@@ -38,6 +38,7 @@
 #include "parser/parse_param.h"
 #include "parser/parse_type.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -1331,6 +1332,33 @@ pg_released_agg_states(PyObject *self, PyObject *noargs)
 	return ids;
 }
 
+/*
+ * _orochi_pg.invalidate_relcache(relid) -> None: every backend drops what it
+ * keeps about the relation (0: about every relation) when this transaction
+ * commits; the bridge's per-backend table facts (fdw_modify.c) go with it.
+ */
+static PyObject *
+invalidate_relcache_body(void *arg)
+{
+	Oid			relid = *(Oid *) arg;
+
+	if (OidIsValid(relid))
+		CacheInvalidateRelcacheByRelid(relid);
+	else
+		CacheInvalidateRelcacheAll();
+	Py_RETURN_NONE;
+}
+
+static PyObject *
+pg_invalidate_relcache(PyObject *self, PyObject *arg)
+{
+	Oid			relid = (Oid) PyLong_AsUnsignedLong(arg);
+
+	if (PyErr_Occurred())
+		return NULL;
+	return run_sql(invalidate_relcache_body, &relid);
+}
+
 /* _orochi_pg.fault_injection() -> the orochi.fault_injection setting */
 static PyObject *
 pg_fault_injection(PyObject *self, PyObject *noargs)
@@ -1360,6 +1388,8 @@ static PyMethodDef pg_methods[] = {
 	"agg_state_watch(id): note id when the calling aggregate's state context goes"},
 	{"released_agg_states", pg_released_agg_states, METH_NOARGS,
 	"the ids of aggregate states whose context went since the last call"},
+	{"invalidate_relcache", pg_invalidate_relcache, METH_O,
+	"invalidate_relcache(relid): every backend forgets the relation's cached facts at commit (0: all)"},
 	{"fault_injection", pg_fault_injection, METH_NOARGS, "the orochi.fault_injection setting"},
 	{"in_parallel_mode", pg_in_parallel_mode, METH_NOARGS,
 	"whether the backend is in parallel mode (no writes, no sub-transactions)"},

@@ -80,29 +80,32 @@ AS $$ SELECT orochi.sketch_tdigest_count($1::bytea) $$;
 -- ------------------------------------------------- aggregate support functions
 -- The state is a token naming a builder in the backend's Python (see
 -- orochi_fdw/sketches/sqlapi.py); '' until the first non-NULL row.  The
--- final functions consume the builder (FINALFUNC_MODIFY = READ_WRITE, so
--- Postgres never shares a state between two aggregates).
+-- plain transition functions (orochi_sketch_trans, pgext/sketch_agg.c) keep
+-- values of the common fixed-size types in the state beside the token and
+-- hand them to the builder in batches.  The final functions consume the
+-- builder (FINALFUNC_MODIFY = READ_WRITE, so Postgres never shares a state
+-- between two aggregates).
 
 CREATE FUNCTION orochi.sketch_hll_trans(bytea, anyelement)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_hll_trans(bytea, anyelement, integer)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_hll_union_trans(bytea, bytea)
 RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_tdigest_trans(bytea, float8)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_tdigest_trans(bytea, float8, integer)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_tdigest_union_trans(bytea, bytea)
 RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8, integer)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[])
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[], integer)
-RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C STRICT VOLATILE;
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 
 CREATE FUNCTION orochi.sketch_hll_final(bytea)
 RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_py_call' LANGUAGE C VOLATILE;

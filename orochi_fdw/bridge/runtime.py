@@ -564,6 +564,15 @@ def insert_batch(handle: TableHandle, wire: tuple) -> None:
     handle.instance.insert_batch(Batch(nrows, columns))
 
 
+def fast_insert_layout(handle: TableHandle) -> Any:
+    """Whether one-row INSERTs into the table may be written by the bridge
+    directly (pgext/fdw_modify.c, asked once per table and backend until the
+    table's relcache entry is invalidated): the wrapper's
+    ``fast_insert_layout()``, or None."""
+    method = getattr(handle.instance, "fast_insert_layout", None)
+    return None if method is None else method()
+
+
 def insert(handle: TableHandle, values: dict) -> Any:
     return handle.instance.insert(values)
 

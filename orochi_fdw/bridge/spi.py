@@ -221,6 +221,15 @@ def released_agg_states() -> list[int]:
     return list(_pg().released_agg_states())
 
 
+def invalidate_relcache(relid: int = 0) -> None:
+    """Every backend forgets what it keeps about the relation (0: about
+    every relation) once this transaction commits: Postgres's relcache, and
+    the bridge's per-backend facts about orochi tables (the single-row
+    INSERT fast path, pgext/fdw_modify.c). A no-op outside a backend."""
+    if _orochi_pg is not None:
+        _orochi_pg.invalidate_relcache(int(relid))
+
+
 def fault_injection() -> str:
     """The orochi.fault_injection setting ('' outside a backend)."""
     return _orochi_pg.fault_injection() if _orochi_pg is not None else ""

@@ -193,6 +193,12 @@ _cache = _TransactionCache()
 _capturing_database = False
 
 
+def database_captures() -> bool:
+    """Whether change capture ever started in this database (see
+    :func:`make_marker`)."""
+    return _database_captures()
+
+
 def _database_captures() -> bool:
     """Whether any subscription of this database ever started: a file's
     existence, looked at (once per transaction) until it exists."""

@@ -398,6 +398,9 @@ def _mark_database() -> None:
 
     info = spi.backend_info()
     make_marker(info["data_directory"], info["database_oid"])
+    # writers that skip the capture check (the bridge's one-row INSERT path)
+    # learn it at this transaction's commit
+    spi.invalidate_relcache(0)
 
 
 @sql_function("cdc_message_key")

@@ -61,6 +61,15 @@ _TIMESTAMPTZ_OID = 1184
 _TEXT_OID = 25
 
 
+# the delta table's columns, with its oid and the row id sequence's
+_LAYOUT = """
+SELECT c.oid, 'orochi.columnar_delta_rowid_seq'::pg_catalog.regclass::oid, a.attname::text, a.attnum,
+       a.atttypid
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+ WHERE c.oid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
 def table_name(relid: int) -> str:
     return f"columnar_delta_{int(relid)}"
 
@@ -551,6 +560,27 @@ class DeltaStore:
             else:
                 params = [v for row in zip(*(col[start:start + n] for col in lists)) for v in row]
             self._insert_plan(tuple(names), n).execute(params)
+
+    def fast_insert_layout(self) -> tuple[int, int, int, dict[int, int]] | None:
+        """(delta table oid, row id sequence oid, ``_rowid``'s attno,
+        {column attnum: delta attno}) for the bridge's one-row INSERT path,
+        or None when a column's delta column is not of the column's own type
+        (kept as text) or is missing."""
+        rows = spi.prepared(_LAYOUT, ["text"], internal=True).execute([self.name]).rows
+        if not rows:
+            return None
+        delta_oid, seq_oid = int(rows[0][0]), int(rows[0][1])
+        attrs = {name: (int(attno), int(typ)) for _, _, name, attno, typ in rows}
+        rowid = attrs.get("_rowid")
+        if rowid is None or rowid[1] != 20:
+            return None
+        layout = {}
+        for column in self.columns.values():
+            found = attrs.get(f"c{int(column.attnum)}")
+            if found is None or found[1] != int(column.type_oid):
+                return None
+            layout[int(column.attnum)] = found[0]
+        return delta_oid, seq_oid, rowid[0], layout
 
     def _insert_plan(self, names: tuple[str, ...], n: int) -> spi.Plan:
         """INSERT of n rows of the columns ``names``, prepared once."""

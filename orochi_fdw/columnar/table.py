@@ -119,6 +119,26 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def insert_batch(self, batch: Batch) -> None:
         self._statement().insert_batch(batch)
 
+    def fast_insert_layout(self) -> tuple[int, int, int, dict[int, int]] | None:
+        """Whether the bridge may write a one-row INSERT straight into the
+        delta store (no Python call per statement), and how: (delta table
+        oid, row id sequence oid, ``_rowid``'s attno, {column attnum: delta
+        attno}); None when every row must come here: a subclass, a
+        hypertable (chunk routing), a database with change capture, a table
+        whose rows never go to the delta store, or columns the delta table
+        keeps as text. The bridge keeps the answer until the table's
+        relcache entry is invalidated (spi.invalidate_relcache where what
+        it depends on changes)."""
+        from orochi_fdw.cdc import capture
+        from orochi_fdw.timeseries import hypertable
+
+        if type(self) is not ColumnarTable or self.settings.delta_row_limit < 1:
+            return None
+        if capture.database_captures() or hypertable.get(self.relid) is not None:
+            return None
+        self.delta.ensure()
+        return self.delta.fast_insert_layout()
+
     def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> bool | None:
         """None, or False if this statement already modified the row (a join
         matching it twice: the first match wins, as for a heap table)."""

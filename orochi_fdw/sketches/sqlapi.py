@@ -1,10 +1,17 @@
 """SQL functions behind the sketch types and aggregates (sql/40_sketches.sql).
 
-Aggregates over heap tables call a transition function per row through the
-bridge. Their state is a small bytea *token* naming a builder kept in this
+Aggregates over heap tables get their rows from Postgres one at a time.
+Their state is a small bytea *token* naming a builder kept in this
 backend's Python (a Postgres ``internal`` state is not available to Python,
-and copying a growing bytea state on every row would be quadratic). A
-builder buffers the canonical values of its group (8 bytes per value for
+and copying a growing bytea state on every row would be quadratic). The
+plain transition functions are C (``orochi_sketch_trans``,
+pgext/sketch_agg.c): the group's first row comes here and creates the
+builder; the values of the common fixed-size types (integers, booleans,
+floats, dates, times, timestamps) then stay in the state beside the token,
+8 bytes each, and reach the builder in batches (:func:`buffer_add`, and the
+final function takes the rest), so Python runs per batch, not per row. Other
+types, and values the bridge converts specially (infinite dates), still
+come here one row at a time. A builder buffers the canonical values of its group (8 bytes per value for
 numbers, dates and times, the value's bytes for text) and folds them into
 the sketch every ``_FLUSH_ROWS`` values (HLL) or once at the end (t-digest,
 whose bytes must not depend on row order: it is built from the sorted
@@ -44,7 +51,8 @@ from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.errors import OrochiError
 from orochi_fdw.sketches import sampling
 from orochi_fdw.sketches.errors import CorruptSketchError
-from orochi_fdw.sketches.hashing import canonical, hash_bytes_list, hash_ints, hash_values
+from orochi_fdw.sketches.hashing import (canonical, canonical_float_bits, hash_bytes_list,
+                                         hash_ints, hash_values)
 from orochi_fdw.sketches.hll import DEFAULT_PRECISION, Hll, check_precision
 from orochi_fdw.sketches.tdigest import (DEFAULT_COMPRESSION, TDigest, check_compression,
                                          check_quantile)
@@ -61,6 +69,22 @@ _TOKEN = b"OSK\x01"
 _counter = itertools.count(1)
 _builders: dict[bytes, Any] = {}
 
+# A state buffered by orochi_sketch_trans (pgext/sketch_agg.c, struct
+# SketchBuf): magic, kind, count, capacity, value type, token, then the values.
+_BUF_MAGIC = b"OSB\x01"
+_BUF_HEADER = struct.Struct("<4siiiI16s")
+_KIND_INT64, _KIND_FLOAT64 = 1, 2
+
+
+def _buffered(state: Any) -> tuple[bytes, Any]:
+    """(token, buffered values as (kind, bytes) or None) of a state."""
+    state = bytes(state)
+    if state[:4] != _BUF_MAGIC:
+        return state, None
+    _, kind, count, _, _, token = _BUF_HEADER.unpack_from(state)
+    start = _BUF_HEADER.size
+    return token, (kind, state[start:start + 8 * count])
+
 
 class _HllBuilder:
     def __init__(self, precision: int):
@@ -74,6 +98,17 @@ class _HllBuilder:
             self.ints.append(c)
         else:
             self.blobs.append(c)
+        if len(self.ints) + len(self.blobs) >= _FLUSH_ROWS:
+            self.flush()
+
+    def add_packed(self, kind: int, data: Any) -> None:
+        """Values packed by the C transition: int64 canonical forms, or
+        float8 values (canonicalized here as :func:`canonical` does)."""
+        if kind == _KIND_FLOAT64:
+            data = canonical_float_bits(np.frombuffer(data, dtype=np.float64)).tobytes()
+        elif kind != _KIND_INT64:
+            raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
+        self.ints.frombytes(data)
         if len(self.ints) + len(self.blobs) >= _FLUSH_ROWS:
             self.flush()
 
@@ -102,6 +137,11 @@ class _TDigestBuilder:
 
     def add(self, value: float) -> None:
         self.values.append(value)
+
+    def add_packed(self, kind: int, data: Any) -> None:
+        if kind != _KIND_FLOAT64:
+            raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
+        self.values.frombytes(data)
 
     def add_sketch(self, data: bytes) -> None:
         other = TDigest.from_bytes(_raw(data))
@@ -348,7 +388,7 @@ def _trans(state: bytes | None, make, add) -> bytes:
     """Fold one row into the builder the state names (a new one when the
     state is still empty) and return the state."""
     if state:
-        builder = _builders.get(bytes(state))
+        builder = _builders.get(_buffered(state)[0])
         if builder is None:
             raise OrochiError("sketch aggregate state is no longer available")
         add(builder)
@@ -377,9 +417,12 @@ def _window(state: bytes | None) -> Any:
 def _final(state: bytes | None) -> Any:
     if not state:
         return None
-    builder = _builders.pop(bytes(state), None)
+    token, pending = _buffered(state)
+    builder = _builders.pop(token, None)
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
+    if pending is not None:
+        builder.add_packed(*pending)
     return builder.result()
 
 
@@ -439,6 +482,16 @@ def tdigest_union_trans(state: bytes, sketch: bytes) -> bytes:
     return _trans(state, make, lambda b: b.add_sketch(sketch))
 
 
+@sql_function("sketch_buffer_add")
+def buffer_add(token: bytes, kind: int, data: Any) -> None:
+    """A batch of values buffered by the C transition function (no SQL
+    function: pgext/sketch_agg.c calls it); ``data`` lives only for the call."""
+    builder = _builders.get(bytes(token))
+    if builder is None:
+        raise OrochiError("sketch aggregate state is no longer available")
+    builder.add_packed(kind, data)
+
+
 # ------------------------------------------------------------------ finals
 
 
@@ -467,7 +520,7 @@ def percentiles_final(state: bytes) -> Any:
 
 @sql_function("sketch_percentile_final")
 def percentile_final(state: bytes) -> Any:
-    builder = _builders.get(bytes(state)) if state else None
+    builder = _builders.get(_buffered(state)[0]) if state else None
     quantiles = builder.quantiles if builder is not None else None
     digest = _final(state)
     if digest is None:

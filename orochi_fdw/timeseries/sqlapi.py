@@ -157,6 +157,9 @@ def hypertable_inserted(relid: Any) -> None:
     migrate_data, or pg_restore loading a table's rows before the catalog
     row that makes it a hypertable) gets them rewritten into chunks."""
     relid = _relid(relid)
+    # its one-row INSERTs must now be routed to chunks: every backend forgets
+    # that the bridge may write them straight into the delta store
+    spi.invalidate_relcache(relid)
     loose = spi.execute("SELECT EXISTS (SELECT 1 FROM orochi.columnar_stripes"
                         " WHERE relid = $1 AND chunk_id IS NULL)", [relid], types=["oid"]).scalar()
     table = _open_columnar(relid)

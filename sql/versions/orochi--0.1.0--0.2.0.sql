@@ -2567,3 +2567,22 @@ BEGIN
               HINT = 'Retry the transaction: it will use the shard''s new placement.';
 END;
 $$;
+
+-- Sketch aggregates: the transition functions buffer the values of a group
+-- in C and hand them to the Python builder in batches (pgext/sketch_agg.c).
+CREATE OR REPLACE FUNCTION orochi.sketch_hll_trans(bytea, anyelement)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_hll_trans(bytea, anyelement, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_tdigest_trans(bytea, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_tdigest_trans(bytea, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8, integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[])
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+CREATE OR REPLACE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[], integer)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;

@@ -1,0 +1,286 @@
+/*-------------------------------------------------------------------------
+ *
+ * sketch_agg.c
+ *		  Buffered transition function of the sketch aggregates
+ *		  (orochi.approx_count_distinct, hll_agg, tdigest_agg,
+ *		  approx_percentile) over rows that Postgres feeds one at a time.
+ *
+ * The sketches are built in Python (orochi_fdw/sketches/sqlapi.py), which
+ * keeps a builder per aggregate state and hands Postgres a token naming it.
+ * Calling Python for every row costs far more than the sketch itself, so
+ * this transition function keeps the values of a group in the state, packed
+ * as 8 bytes each, and hands them to the builder in batches of
+ * SKETCH_BATCH_MAX values; the final function (Python) takes the values
+ * still buffered.  The first row of a group goes through Python as before:
+ * it creates the builder, checks the parameters (precision, compression,
+ * quantiles) and ties the builder to the aggregate's memory context.
+ *
+ * Plumbing only: a value is packed as the 8 bytes Postgres already holds (an
+ * integer widened to int64, a float as float8 bits, a date, time or
+ * timestamp as its int64 count), and Python decides what the bytes mean for
+ * the sketch (canonical forms, hashing).  Values of other types, and values
+ * Python converts specially (infinite dates and timestamps, 24:00:00, years
+ * outside 1..9999), take the per-row Python path.
+ *
+ * The state stays a bytea (the aggregates' STYPE): a buffered state is a
+ * bytea whose bytes are a SketchBuf, allocated in the aggregate's memory
+ * context and changed in place (a transition function that gets
+ * AggCheckCallContext may do so); only when it grows is a new one returned,
+ * which Postgres copies into that context.  The plain aggregates are never
+ * used as window functions (their FINALFUNC_MODIFY is READ_WRITE and their
+ * moving forms are READ_ONLY, so Postgres always takes the moving forms
+ * there), and they have no combine function: no parallel partial states.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "orochi.h"
+
+#include "catalog/pg_type_d.h"
+#include "datatype/timestamp.h"
+#include "utils/date.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(orochi_sketch_trans);
+extern Datum orochi_py_call(PG_FUNCTION_ARGS);
+
+#define SKETCH_BUF_MAGIC "OSB\x01"
+#define SKETCH_TOKEN_LEN 16		/* sqlapi._token: magic, pid, state id */
+#define SKETCH_BATCH_MIN 64
+#define SKETCH_BATCH_MAX 65536
+
+/* what the packed values are; sqlapi.py keeps the same numbers */
+#define SKETCH_KIND_INT64 1
+#define SKETCH_KIND_FLOAT64 2
+
+/*
+ * The bytes of a buffered state, after the varlena header (little-endian,
+ * read by sqlapi._BUF_HEADER): magic, kind, count, capacity, value type,
+ * the builder's token, then capacity values of which count are used.
+ */
+typedef struct SketchBuf
+{
+	int32		vl_len_;
+	char		magic[4];
+	int32		kind;
+	int32		count;
+	int32		capacity;
+	Oid			valtype;
+	char		token[SKETCH_TOKEN_LEN];
+	int64		values[FLEXIBLE_ARRAY_MEMBER];
+} SketchBuf;
+
+/* days from 2000-01-01 of 0001-01-01 and 9999-12-31: Python's date range */
+#define PY_MIN_DAY (-730119)
+#define PY_MAX_DAY 2921939
+
+static bool
+sketch_type_packable(Oid typid)
+{
+	switch (typid)
+	{
+		case BOOLOID:
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+		case DATEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+		case TIMEOID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * sketch_pack
+ *		The 8 bytes of one value of a packable type, or false when the value
+ *		must take the per-row path (Python converts it specially).
+ */
+static inline bool
+sketch_pack(Oid typid, Datum d, int64 *out)
+{
+	switch (typid)
+	{
+		case BOOLOID:
+			*out = DatumGetBool(d) ? 1 : 0;
+			return true;
+		case INT2OID:
+			*out = DatumGetInt16(d);
+			return true;
+		case INT4OID:
+			*out = DatumGetInt32(d);
+			return true;
+		case INT8OID:
+			*out = DatumGetInt64(d);
+			return true;
+		case OIDOID:
+			*out = (int64) DatumGetObjectId(d);
+			return true;
+		case FLOAT4OID:
+			{
+				float8		f = (float8) DatumGetFloat4(d);
+
+				memcpy(out, &f, sizeof(int64));
+				return true;
+			}
+		case FLOAT8OID:
+			{
+				float8		f = DatumGetFloat8(d);
+
+				memcpy(out, &f, sizeof(int64));
+				return true;
+			}
+		case DATEOID:
+			{
+				DateADT		v = DatumGetDateADT(d);
+
+				if (v < PY_MIN_DAY || v > PY_MAX_DAY)
+					return false;
+				*out = v;
+				return true;
+			}
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			{
+				int64		v = DatumGetInt64(d);
+
+				if (v < (int64) PY_MIN_DAY * USECS_PER_DAY ||
+					v >= ((int64) PY_MAX_DAY + 1) * USECS_PER_DAY)
+					return false;
+				*out = v;
+				return true;
+			}
+		case TIMEOID:
+			{
+				TimeADT		v = DatumGetTimeADT(d);
+
+				if (v < 0 || v >= USECS_PER_DAY)
+					return false;
+				*out = v;
+				return true;
+			}
+		default:
+			return false;
+	}
+}
+
+static inline bool
+is_sketch_buf(struct varlena *state)
+{
+	return VARATT_IS_4B_U(state) &&
+		VARSIZE(state) >= offsetof(SketchBuf, values) &&
+		memcmp(((SketchBuf *) state)->magic, SKETCH_BUF_MAGIC, 4) == 0;
+}
+
+/* A state of capacity values (in the current memory context) holding buf's */
+static SketchBuf *
+sketch_buf_new(int capacity, int kind, Oid valtype, const char *token, const SketchBuf *from)
+{
+	Size		size = offsetof(SketchBuf, values) + sizeof(int64) * capacity;
+	SketchBuf  *buf = palloc(size);
+
+	SET_VARSIZE(buf, size);
+	memcpy(buf->magic, SKETCH_BUF_MAGIC, 4);
+	buf->kind = kind;
+	buf->count = 0;
+	buf->capacity = capacity;
+	buf->valtype = valtype;
+	memcpy(buf->token, token, SKETCH_TOKEN_LEN);
+	if (from != NULL)
+	{
+		memcpy(buf->values, from->values, sizeof(int64) * from->count);
+		buf->count = from->count;
+	}
+	return buf;
+}
+
+/*
+ * sketch_flush
+ *		Hand the buffered values to the state's builder
+ *		(sqlapi.buffer_add); a Python error becomes an ERROR once every
+ *		reference is released (orochi_runtime_call).  The memoryview lives
+ *		only for the call: Python copies what it keeps.
+ */
+static void
+sketch_flush(SketchBuf *buf)
+{
+	PyObject   *view;
+	PyObject   *args;
+	PyObject   *res;
+
+	if (buf->count == 0)
+		return;
+	view = PyMemoryView_FromMemory((char *) buf->values, (Py_ssize_t) sizeof(int64) * buf->count,
+								   PyBUF_READ);
+	if (view == NULL)
+		orochi_py_raise("sketch aggregate");
+	args = Py_BuildValue("(sy#iN)", "sketch_buffer_add", buf->token, (Py_ssize_t) SKETCH_TOKEN_LEN,
+						 buf->kind, view);
+	res = orochi_runtime_call("call_sql_function", args);
+	Py_DECREF(res);
+	buf->count = 0;
+}
+
+/*
+ * orochi_sketch_trans
+ *		sketch_hll_trans, sketch_tdigest_trans, sketch_percentile_trans:
+ *		(state bytea, value, parameters...) -> state.
+ */
+Datum
+orochi_sketch_trans(PG_FUNCTION_ARGS)
+{
+	struct varlena *state = (struct varlena *) PG_GETARG_POINTER(0);
+	SketchBuf  *buf;
+	int64		packed;
+
+	if (AggCheckCallContext(fcinfo, NULL) != AGG_CONTEXT_AGGREGATE)
+		return orochi_py_call(fcinfo);
+
+	if (is_sketch_buf(state))
+	{
+		buf = (SketchBuf *) state;
+		if (!sketch_pack(buf->valtype, PG_GETARG_DATUM(1), &packed))
+		{
+			/* a value Python converts specially: the per-row path, same builder */
+			(void) orochi_py_call(fcinfo);
+			PG_RETURN_POINTER(buf);
+		}
+		if (buf->count == buf->capacity)
+		{
+			if (buf->capacity < SKETCH_BATCH_MAX)
+				buf = sketch_buf_new(Min(buf->capacity * 2, SKETCH_BATCH_MAX), buf->kind,
+									 buf->valtype, buf->token, buf);
+			else
+				sketch_flush(buf);
+		}
+		buf->values[buf->count++] = packed;
+		PG_RETURN_POINTER(buf);
+	}
+
+	if (VARSIZE_ANY_EXHDR(state) == 0)
+	{
+		/* a group's first row: Python creates the builder and takes the value */
+		Oid			valtype = get_fn_expr_argtype(fcinfo->flinfo, 1);
+		Datum		token;
+		struct varlena *t;
+
+		token = orochi_py_call(fcinfo);
+		if (fcinfo->isnull || !sketch_type_packable(valtype))
+			return token;
+		t = (struct varlena *) DatumGetPointer(token);
+		if (VARSIZE_ANY_EXHDR(t) != SKETCH_TOKEN_LEN)
+			return token;
+		buf = sketch_buf_new(SKETCH_BATCH_MIN,
+							 (valtype == FLOAT4OID || valtype == FLOAT8OID) ?
+							 SKETCH_KIND_FLOAT64 : SKETCH_KIND_INT64,
+							 valtype, VARDATA_ANY(t), NULL);
+		PG_RETURN_POINTER(buf);
+	}
+
+	/* a state kept by Python alone (values of other types) */
+	return orochi_py_call(fcinfo);
+}
