@@ -62,7 +62,9 @@ def concat(cols: list[Column]) -> Column:
 def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
     """Per row, a class (NULLs first or last, NaN above all floats) and a
     value, both ascending in the order ``key`` asks for; exact (int64 for
-    integers and times, bitwise complement to reverse them)."""
+    integers and times, bitwise complement to reverse them). The value of a
+    NULL or a NaN is 0 whatever its slot holds, so that rows of one class
+    tie on this key and a later key decides between them."""
     values = col.values
     if values.dtype.kind == "f":
         nan = np.isnan(values)
@@ -75,7 +77,10 @@ def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
         if key.is_reversed:
             vals = ~vals
         cls = np.full(len(values), 2)
-    cls = np.where(col.null_mask(), 0 if key.nulls_first else 4, cls)
+    nulls = col.null_mask()
+    if nulls.any():
+        cls = np.where(nulls, 0 if key.nulls_first else 4, cls)
+        vals = np.where(nulls, vals.dtype.type(0), vals)
     return cls, vals
 
 
