@@ -406,6 +406,31 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return statistics.StatisticsAggregate(self, request)
         return super().aggregate(request, quals)
 
+    def value_ranges(self, columns: list[str]) -> dict[str, tuple[int, int]]:
+        """The least and greatest value of integer ``columns`` over the
+        catalog statistics of every stripe that holds them in their current
+        type (a hint: the delta store's rows and stripes without statistics
+        may hold others)."""
+        names = [c for c in columns if c in self.columns]
+        if not names:
+            return {}
+        stripes = store.table_stripes(self.relid, {self.columns[c].attnum for c in names})
+        out = {}
+        for name in names:
+            column = self.columns[name]
+            kind = storage_kind(column)
+            lo = hi = None
+            for stripe in stripes:
+                rec = stripe.columns.get(column.attnum)
+                if rec is None or rec.kind != kind or not isinstance(rec.min_value, int) \
+                        or not isinstance(rec.max_value, int):
+                    continue
+                lo = rec.min_value if lo is None else min(lo, rec.min_value)
+                hi = rec.max_value if hi is None else max(hi, rec.max_value)
+            if lo is not None:
+                out[name] = (lo, hi)
+        return out
+
     def _plain_top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey]) -> bool:
         """Whether the top-N scan takes these columns: not scaled numerics
         nor char(n), which the delta store hands over as text (the sorted
