@@ -157,6 +157,7 @@ typedef struct OrochiScanState
 	int64		rows_returned;
 	TupleDesc	join_tupdescs[2];	/* a pushed-down join: its outer and inner rel */
 	PyObject   *scan_cache;		/* kept by the wrapper across rescans, or NULL */
+	bool		rowids;			/* the plan reads ctid (UPDATE, DELETE, SELECT ctid) */
 } OrochiScanState;
 
 /* Planner state of a join offered to the wrappers, in joinrel->fdw_private */
@@ -1919,6 +1920,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	foreach(lc, needed_list)
 		needed = bms_add_member(needed, intVal(lfirst(lc)) - FirstLowInvalidHeapAttributeNumber);
 	state->columns = needed_columns_to_py(needed, state->rel_tupdesc);
+	state->rowids = bms_is_member(SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber, needed);
 	state->sortkey_meta = list_nth(plan->fdw_private, FdwScanPrivateSortKeys);
 
 	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
@@ -2063,9 +2065,10 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 			orochi_py_raise("creating a scan's cache");
 	}
 	state->iterator = orochi_runtime_call("execute",
-										  Py_BuildValue("(ONOOiO)", state->instance, quals,
+										  Py_BuildValue("(ONOOiOO)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit,
-														state->scan_cache ? state->scan_cache : Py_None));
+														state->scan_cache ? state->scan_cache : Py_None,
+														state->rowids ? Py_True : Py_False));
 }
 
 /*

@@ -78,7 +78,18 @@ class AggregatePushdown:
         agg = HashAggregator(self._with_scales(request))
         if quals is not None and agg.range_columns:
             agg.hint_ranges(self.value_ranges(agg.range_columns))
-        return AggregateScan(agg, iter(()) if quals is None else self.execute(quals, sorted(agg.columns)))
+        return AggregateScan(agg, iter(()) if quals is None else self._execute_for_aggregate(quals, sorted(agg.columns)))
+
+    def _execute_for_aggregate(self, quals: list[Qual], columns: list[str]):
+        """The scan an aggregation folds: without row ids when the
+        wrapper's execute() can leave them out (nothing above reads them)."""
+        import inspect
+
+        try:
+            takes = "rowids" in inspect.signature(self.execute).parameters
+        except (TypeError, ValueError):
+            takes = False
+        return self.execute(quals, columns, rowids=False) if takes else self.execute(quals, columns)
 
     def value_ranges(self, columns: list[str]) -> dict[str, tuple[int, int]]:
         """The least and greatest value of integer ``columns`` that the

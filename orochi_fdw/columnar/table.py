@@ -344,13 +344,15 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return handled
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
-                limit: int | None = None, scan_cache: dict | None = None):
+                limit: int | None = None, scan_cache: dict | None = None, rowids: bool = True):
         """Scan the table.  ``scan_cache`` (the same dict at every rescan of
         one scan node) keeps the catalog's stripe list, whether the delta
         store has rows and the last decoded column chunks, so that a
         parameterized scan's rescans (one per outer row) read neither the
         catalog nor the same chunks again; within one statement the catalog
-        a scan sees does not change."""
+        a scan sees does not change.  Without ``rowids`` (the plan reads no
+        ctid: no UPDATE, DELETE or ``SELECT ctid``) the stripes' batches
+        carry no row ids."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
@@ -360,11 +362,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             if limit is not None and limit > 0 and not sample_requested(self.relid, quals) \
                     and self._plain_top_n(quals, needed, sortkeys):
                 return self._top_n(quals, needed, sortkeys, limit)
-            scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}))
+            scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}), rowids=rowids)
             return topn.SortedScan(scan, sortkeys, needed, limit)
         needed = [c for c in columns if c in self.columns]
         if scan_cache is not None:
-            rows = self._rescan_from_index(quals, needed, scan_cache)
+            rows = self._rescan_from_index(quals, needed, scan_cache, rowids)
             if rows is not None:
                 return rows
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
@@ -386,7 +388,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripes, chunk_counts = self._exclude_chunks(all_stripes, bound, scan_cache)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=delta, missing=self.missing_values(),
-                            chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}))
+                            chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}),
+                            rowids=rowids)
         scan.counters.chunks = chunk_counts
         if scan_cache is not None:
             scan_cache["last_scan"] = scan
@@ -454,7 +457,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return topn.TopNScan(scan, keys, needed, limit, exact.filter, exact.columns, kinds,
                              delta=lambda: self.delta.scan(read, quals))
 
-    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict):
+    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict, rowids: bool = True):
         """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""
         from orochi_fdw.query import rescan_index
 
@@ -474,7 +477,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         kinds = {q.field_name: scan_wire_kind(self.columns[q.field_name])
                  for q in quals if q.field_name in self.columns}
         return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
-                                           lambda qs, cols: self.execute(qs, cols), needed, limit)
+                                           lambda qs, cols: self.execute(qs, cols, rowids=rowids), needed, limit)
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:

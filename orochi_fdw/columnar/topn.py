@@ -142,6 +142,7 @@ def sorted_batches(batches: Iterable[Batch], keys: list[SortKey], columns: list[
     names = list(dict.fromkeys(k.attname for k in keys))
     kept: dict[str, list[Column]] = {name: [] for name in columns}
     rowids: list[np.ndarray] = []
+    with_rowids = True  # every batch has row ids (a scan without them has none)
     sort_parts: dict[str, list[Column]] = {name: [] for name in names}
     count = 0
     for batch in batches:
@@ -157,7 +158,9 @@ def sorted_batches(batches: Iterable[Batch], keys: list[SortKey], columns: list[
             sort_parts[name].append(take(batch.columns[name], idx))
         for name in columns:
             kept[name].append(take(batch.columns[name], idx))
-        if batch.rowids is not None:
+        if batch.rowids is None:
+            with_rowids, rowids = False, []
+        elif with_rowids:
             rowids.append(np.asarray(batch.rowids)[idx])
         count += len(idx)
         if limit is not None and count > 4 * max(limit, 1024):
