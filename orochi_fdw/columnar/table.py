@@ -39,7 +39,7 @@ from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
-from orochi_fdw.columnar.types import from_wire, raw_size, scan_wire_kind, storage_kind
+from orochi_fdw.columnar.types import TEXT_TYPE_OIDS, from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
@@ -327,9 +327,12 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return self._missing
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
-        """The leading sort keys on columns whose values order as numbers
-        (see :mod:`orochi_fdw.columnar.topn`), or a distance to a vector
-        column (:mod:`orochi_fdw.vector.search`)."""
+        """The leading sort keys on columns whose values order as numbers,
+        or text / varchar under a collation that orders by bytes ("C",
+        "POSIX", ucs_basic, or the database's default when it is one of
+        those; see :mod:`orochi_fdw.columnar.topn`), or a distance to a
+        vector column (:mod:`orochi_fdw.vector.search`). A key under another
+        collation ends them: Postgres sorts by its rules above the scan."""
         key = sortkeys[0] if sortkeys else None
         if key is not None and key.function is not None:
             from orochi_fdw.vector import search
@@ -337,8 +340,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return search.can_sort(self, key)
         handled = []
         for key in sortkeys:
-            if key.function is not None or key.attname not in self.columns \
-                    or scan_wire_kind(self.columns[key.attname]) not in topn.ORDERABLE:
+            if key.function is not None or key.attname not in self.columns:
+                break
+            column = self.columns[key.attname]
+            if scan_wire_kind(column) not in topn.ORDERABLE and not (
+                    column.type_oid in TEXT_TYPE_OIDS and _collation_info().is_c(key.collate)):
                 break
             handled.append(key)
         return handled
