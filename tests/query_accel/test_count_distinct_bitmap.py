@@ -37,7 +37,7 @@ def bitmap_inputs(draw):
     return lo, words, batches
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(bitmap_inputs())
 def test_bitmap_kernel_equals_reference(inputs):
     lo, words, batches = inputs
@@ -62,7 +62,7 @@ values = st.tuples(small, st.one_of(small, st.sampled_from([-2**31, 2**31 - 1]))
 conditions = st.sampled_from(["true", "a > 0", "b = 7", "c IS NULL", "a = 1000", "b < -100 OR a > 30"])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(parts=st.lists(st.lists(values, min_size=4, max_size=60), min_size=0, max_size=3),
        delta=st.lists(st.tuples(st.one_of(small, st.sampled_from([-2**15, 2**15 - 1])),

@@ -34,7 +34,7 @@ def test_row_ids_only_where_read(db):
 rows = st.lists(st.tuples(st.integers(-5, 5), st.one_of(st.none(), st.integers(0, 3))), min_size=0, max_size=80)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(bulk=rows, delta=st.lists(st.tuples(st.integers(-5, 5), st.integers(0, 3)), max_size=4),
        chunk=st.sampled_from([4, 32]), cut=st.integers(-6, 6), value=st.integers(-6, 6))

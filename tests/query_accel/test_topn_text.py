@@ -52,7 +52,7 @@ def _check(got, want, every, positions):
         assert Counter(r for r in got if key(r) not in ends) == Counter(r for r in want if key(r) not in ends)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(bulk=st.lists(values, min_size=0, max_size=120), delta=st.lists(values, max_size=5),
        chunk=st.sampled_from([4, 16, 1000]), deleted=st.integers(-3, 3), where=conditions, order=orders(),
