@@ -892,6 +892,28 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 		Py_DECREF(res);
 		if (n == -1 && PyErr_Occurred())
 			orochi_py_raise("can_sort must return the number of sort keys handled");
+		/*
+		 * Text keys only for a top-N (a LIMIT): a whole sorted scan of text
+		 * would be costed as cheaply as one of numbers, and win over a
+		 * pushed-down aggregation whose groups Postgres sorts.
+		 */
+		if (n > 0 && !(root->limit_tuples > 0))
+		{
+			Relation	trel = table_open(foreigntableid, NoLock);
+			int			k = 0;
+
+			foreach(lc, sortkeys)
+			{
+				AttrNumber	attno = intVal(list_nth((List *) lfirst(lc), SortKeyAttno));
+				Oid			typid = attno > 0 ? TupleDescAttr(RelationGetDescr(trel), attno - 1)->atttypid : InvalidOid;
+
+				if (k >= n || typid == TEXTOID || typid == VARCHAROID)
+					break;
+				k++;
+			}
+			table_close(trel, NoLock);
+			n = k;
+		}
 		if (n > 0 && n <= list_length(sortkeys))
 		{
 			sortkeys = list_truncate(sortkeys, n);
