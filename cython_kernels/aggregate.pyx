@@ -1660,6 +1660,74 @@ cdef class DistinctCounter:
         return ST_OK
 
 
+# ------------------------------------------------ count(DISTINCT) by bitmap
+
+
+cdef int _bitmap_fill(uint64_t* bits, uint64_t nbits, int64_t lo, const int_t* values,
+                      const uint8_t* valid, Sel* sel, uint8_t* outside, Py_ssize_t* added,
+                      Py_ssize_t* nout) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef uint64_t off, m
+    for k in range(sel.count):
+        if (k & INTERRUPT_MASK) == 0 and interrupted():
+            return ST_INTERRUPTED
+        i = sel_next(sel)
+        if not _present(valid, i):
+            continue
+        # the difference exact in unsigned arithmetic once v >= lo
+        off = <uint64_t>(<int64_t>values[i]) - <uint64_t>lo
+        if <int64_t>values[i] < lo or off >= nbits:
+            outside[i] = 1
+            nout[0] += 1
+            continue
+        m = (<uint64_t>1) << (off & 63)
+        if (bits[off >> 6] & m) == 0:
+            bits[off >> 6] |= m
+            added[0] += 1
+    return ST_OK
+
+
+def distinct_bitmap_update(uint64_t[::1] bits, int64_t lo, const int_t[::1] values, validity=None,
+                           selection=None):
+    """count(DISTINCT) of integers in a small range: bit ``v - lo`` of
+    ``bits`` set for every selected non-NULL value ``v`` with
+    ``lo <= v < lo + 64 * len(bits)``.
+
+    Args:
+        bits: the bitmap (uint64 words, bit ``j`` of word ``w`` is value
+            ``lo + 64 * w + j``), updated in place.
+        lo: the value of bit 0.
+        values: int16, int32 or int64 values (dates as int32 days).
+        validity: None or per-row presence.
+        selection: None, a row mask or row indices.
+
+    Returns:
+        ``(added, outside)``: how many bits were newly set (values not seen
+        before), and None or a uint8 mask of the selected non-NULL rows whose
+        values lie outside the bitmap's range (left for a hash set).
+    """
+    cdef Sel sel
+    cdef const uint8_t* valid
+    cdef Py_ssize_t nrows = values.shape[0], added = 0, nout = 0
+    cdef uint64_t nbits = <uint64_t>bits.shape[0] * 64
+    cdef int status
+    cdef uint64_t dummy = 0
+    cdef uint64_t* pbits = &dummy
+    cdef const int_t* pvalues = NULL
+    cdef cnp.ndarray outside = np.zeros(nrows, dtype=np.uint8)
+    cdef uint8_t* pout = <uint8_t*>_data(outside)
+    keep_valid = _valid_init(&valid, validity, nrows)
+    keep_sel = _sel_init(&sel, selection, nrows)
+    if bits.shape[0]:
+        pbits = &bits[0]
+    if nrows:
+        pvalues = &values[0]
+    with nogil:
+        status = _bitmap_fill(pbits, nbits, lo, pvalues, valid, &sel, pout, &added, &nout)
+    _raise_status(status)
+    return added, (outside if nout else None)
+
+
 # ------------------------------------------------------------ text min / max
 
 cdef inline int _bytes_cmp(const uint8_t* a, int64_t la, const uint8_t* b, int64_t lb) noexcept nogil:

@@ -161,6 +161,7 @@ typedef struct OrochiScanState
 	int64		rows_returned;
 	TupleDesc	join_tupdescs[2];	/* a pushed-down join: its outer and inner rel */
 	PyObject   *scan_cache;		/* kept by the wrapper across rescans, or NULL */
+	bool		rowids;			/* the plan reads ctid (UPDATE, DELETE, SELECT ctid) */
 } OrochiScanState;
 
 /* Planner state of a join offered to the wrappers, in joinrel->fdw_private */
@@ -903,6 +904,28 @@ orochiGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid
 		Py_DECREF(res);
 		if (n == -1 && PyErr_Occurred())
 			orochi_py_raise("can_sort must return the number of sort keys handled");
+		/*
+		 * Text keys only for a top-N (a LIMIT): a whole sorted scan of text
+		 * would be costed as cheaply as one of numbers, and win over a
+		 * pushed-down aggregation whose groups Postgres sorts.
+		 */
+		if (n > 0 && !(root->limit_tuples > 0))
+		{
+			Relation	trel = table_open(foreigntableid, NoLock);
+			int			k = 0;
+
+			foreach(lc, sortkeys)
+			{
+				AttrNumber	attno = intVal(list_nth((List *) lfirst(lc), SortKeyAttno));
+				Oid			typid = attno > 0 ? TupleDescAttr(RelationGetDescr(trel), attno - 1)->atttypid : InvalidOid;
+
+				if (k >= n || typid == TEXTOID || typid == VARCHAROID)
+					break;
+				k++;
+			}
+			table_close(trel, NoLock);
+			n = k;
+		}
 		if (n > 0 && n <= list_length(sortkeys))
 		{
 			sortkeys = list_truncate(sortkeys, n);
@@ -2280,6 +2303,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	foreach(lc, needed_list)
 		needed = bms_add_member(needed, intVal(lfirst(lc)) - FirstLowInvalidHeapAttributeNumber);
 	state->columns = needed_columns_to_py(needed, state->rel_tupdesc);
+	state->rowids = bms_is_member(SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber, needed);
 	state->sortkey_meta = list_nth(plan->fdw_private, FdwScanPrivateSortKeys);
 
 	state->qual_meta = list_nth(plan->fdw_private, FdwScanPrivateQuals);
@@ -2424,9 +2448,10 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 			orochi_py_raise("creating a scan's cache");
 	}
 	state->iterator = orochi_runtime_call("execute",
-										  Py_BuildValue("(ONOOiO)", state->instance, quals,
+										  Py_BuildValue("(ONOOiOO)", state->instance, quals,
 														state->columns, state->sortkeys, state->limit,
-														state->scan_cache ? state->scan_cache : Py_None));
+														state->scan_cache ? state->scan_cache : Py_None,
+														state->rowids ? Py_True : Py_False));
 }
 
 /*

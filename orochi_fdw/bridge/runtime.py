@@ -396,7 +396,7 @@ def _execute_takes_limit(instance: Any) -> bool:
 
 
 def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], sortkeys: list[tuple],
-            limit: int = -1, scan_cache: dict | None = None) -> Iterator:
+            limit: int = -1, scan_cache: dict | None = None, rowids: bool = True) -> Iterator:
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
     use: the scan is the whole query and nothing above it filters or sorts,
     so a wrapper may stop after that many rows (in ``sortkeys`` order).
@@ -410,7 +410,11 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     ``scan_cache`` is a dict that lives as long as the scan node: the same
     one at every rescan (a parameterized scan's, once per outer row), so a
     wrapper whose execute() takes ``scan_cache`` keeps there what need not
-    be read again (the catalog's stripe list, file metadata)."""
+    be read again (the catalog's stripe list, file metadata).
+
+    ``rowids`` is false when the plan does not read the rows' ctid (no
+    UPDATE or DELETE, no ``SELECT ctid``): a wrapper whose execute() takes
+    ``rowids`` may then yield batches without row ids."""
     if isinstance(handle, EngineJoinHandle):
         from orochi_fdw.query import engine
 
@@ -428,6 +432,8 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
             kwargs["limit"] = limit
         if scan_cache is not None and _execute_takes(handle.instance, "scan_cache"):
             kwargs["scan_cache"] = scan_cache
+        if not rowids and _execute_takes(handle.instance, "rowids"):
+            kwargs["rowids"] = False
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, **kwargs)
     return iter(result if result is not None else ())
 

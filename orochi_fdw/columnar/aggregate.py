@@ -76,7 +76,26 @@ class AggregatePushdown:
         """The aggregation over the rows the quals let through; ``quals`` is
         None when none can (a comparison with NULL): the result over no rows."""
         agg = HashAggregator(self._with_scales(request))
-        return AggregateScan(agg, iter(()) if quals is None else self.execute(quals, sorted(agg.columns)))
+        if quals is not None and agg.range_columns:
+            agg.hint_ranges(self.value_ranges(agg.range_columns))
+        return AggregateScan(agg, iter(()) if quals is None else self._execute_for_aggregate(quals, sorted(agg.columns)))
+
+    def _execute_for_aggregate(self, quals: list[Qual], columns: list[str]):
+        """The scan an aggregation folds: without row ids when the
+        wrapper's execute() can leave them out (nothing above reads them)."""
+        import inspect
+
+        try:
+            takes = "rowids" in inspect.signature(self.execute).parameters
+        except (TypeError, ValueError):
+            takes = False
+        return self.execute(quals, columns, rowids=False) if takes else self.execute(quals, columns)
+
+    def value_ranges(self, columns: list[str]) -> dict[str, tuple[int, int]]:
+        """The least and greatest value of integer ``columns`` that the
+        table's statistics know of (values outside are still possible: the
+        aggregator counts them exactly); none by default."""
+        return {}
 
 
 class AggregateScan:
@@ -102,5 +121,6 @@ class AggregateScan:
 
     def explain_analyze(self) -> list[str]:
         lines = [f"Groups: {self._agg.ngroups}"]
+        lines += [f"Distinct Bitmap: {column} ({bits} bits)" for column, bits in self._agg.bitmaps]
         more = getattr(self._scan, "explain_analyze", None)
         return lines + (list(more()) if more is not None else [])

@@ -2,7 +2,9 @@
 chunk group, decoding only the columns asked for; then the delta store.
 
 Every batch carries row ids (``Batch.rowids``, see
-:mod:`~orochi_fdw.columnar.deletes`) for UPDATE and DELETE. Deleted rows are
+:mod:`~orochi_fdw.columnar.deletes`) for UPDATE and DELETE, unless the scan
+is made without (``rowids=False``: aggregations, and plans that read no
+ctid); the delta store's batches always have them. Deleted rows are
 left out by the live mask of each chunk group (``DeletedOffsets.live_mask``,
 applied in :meth:`ColumnarScan._apply_deletes` and, with a filter, in
 :meth:`ColumnarScan._filtered_group`); the delta store's rows come last, as extra batches of
@@ -52,6 +54,7 @@ class ScanCounters:
     rows: int = 0
     deleted_rows_skipped: int = 0
     delta_rows: int = 0
+    rowids: int = 0  # stripe rows whose row ids were built
     columns: list[str] = field(default_factory=list)
     chunks: tuple[int, int] | None = None  # a hypertable's (chunks, chunks excluded)
     tier: TierCounters = field(default_factory=TierCounters)  # reads from object storage
@@ -94,8 +97,9 @@ class ColumnarScan:
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
                  stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual],
                  delta: Callable[[], Iterable[Batch]] | None = None,
-                 missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None):
+                 missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None, rowids: bool = True):
         self.relname = relname
+        self.rowids = rowids  # whether stripe rows get row ids
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
         self.quals = quals
@@ -141,6 +145,8 @@ class ColumnarScan:
                             if c.chunk_groups_from_stats else ""))
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
+        if c.rowids:
+            lines.append(f"Row Ids Built: {c.rowids}")
         if c.tier.objects:
             lines.append(f"Object Storage: {c.tier.explain()}")
         lines.append(f"Delta Rows: {c.delta_rows}")
@@ -191,18 +197,28 @@ class ColumnarScan:
                        batch: Batch) -> Batch | None:
         """The rows of ``batch`` (the stripe's rows from ``first_row`` on, a
         chunk group) that are not deleted, with their row ids; None if none
-        is left. The one place where delete bitmaps filter stripe rows."""
+        is left (row ids only if the scan builds them). The one place where
+        delete bitmaps filter stripe rows."""
         n = batch.nrows
         live = deleted.live_mask(first_row, n)
         if live is None:
-            batch.rowids = stripe_rowids(stripe.stripe_id, np.arange(first_row, first_row + n))
+            if self.rowids:
+                batch.rowids = stripe_rowids(stripe.stripe_id, np.arange(first_row, first_row + n))
+                self.counters.rowids += n
             return batch
         offsets = np.flatnonzero(live)
         self.counters.deleted_rows_skipped += n - len(offsets)
         if len(offsets) == 0:
             return None
         cols = {name: select_rows(col, live, offsets) for name, col in batch.columns.items()}
-        return Batch(len(offsets), cols, stripe_rowids(stripe.stripe_id, offsets + first_row))
+        return Batch(len(offsets), cols, self._rowids(stripe.stripe_id, offsets + first_row))
+
+    def _rowids(self, stripe_id: int, offsets: np.ndarray) -> np.ndarray | None:
+        """Row ids of stripe rows at ``offsets``, if the scan builds them."""
+        if not self.rowids:
+            return None
+        self.counters.rowids += len(offsets)
+        return stripe_rowids(stripe_id, offsets)
 
     def _footer_estimate(self, stripe: store.StripeRecord) -> int:
         return footer_estimate(stripe.chunk_group_count, len(self.table_columns) + 2)
@@ -278,7 +294,7 @@ class ColumnarScan:
             cols = {name: group.column(name) for name in self.needed}
         else:
             cols = {name: take(group.column(name), idx) for name in self.needed}
-        return FilteredBatch(len(idx), cols, group.rowids(idx))
+        return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
 
     def _groups(self, stripe: store.StripeRecord, reader: StripeReader) -> list["ChunkGroup"]:
         """The chunk groups of ``stripe`` (open in ``reader``) that the quals'

@@ -108,7 +108,7 @@ class StatisticsAggregate:
         attnums = {t.columns[c].attnum for c in self.columns}
         stripes, chunk_counts = t._exclude_chunks(store.table_stripes(t.relid, attnums), [])
         self.scan = scan = ColumnarScan(t.relname, t.columns, stripes, self.columns, [],
-                                        missing=t.missing_values())
+                                        missing=t.missing_values(), rowids=False)
         scan.counters.chunks = chunk_counts  # a hypertable's: none excluded
         folded = self.folded
         for stripe in stripes:

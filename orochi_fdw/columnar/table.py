@@ -39,7 +39,7 @@ from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
-from orochi_fdw.columnar.types import from_wire, raw_size, scan_wire_kind, storage_kind
+from orochi_fdw.columnar.types import TEXT_TYPE_OIDS, from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
@@ -347,9 +347,12 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return self._missing
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
-        """The leading sort keys on columns whose values order as numbers
-        (see :mod:`orochi_fdw.columnar.topn`), or a distance to a vector
-        column (:mod:`orochi_fdw.vector.search`)."""
+        """The leading sort keys on columns whose values order as numbers,
+        or text / varchar under a collation that orders by bytes ("C",
+        "POSIX", ucs_basic, or the database's default when it is one of
+        those; see :mod:`orochi_fdw.columnar.topn`), or a distance to a
+        vector column (:mod:`orochi_fdw.vector.search`). A key under another
+        collation ends them: Postgres sorts by its rules above the scan."""
         key = sortkeys[0] if sortkeys else None
         if key is not None and key.function is not None:
             from orochi_fdw.vector import search
@@ -357,20 +360,25 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return search.can_sort(self, key)
         handled = []
         for key in sortkeys:
-            if key.function is not None or key.attname not in self.columns \
-                    or scan_wire_kind(self.columns[key.attname]) not in topn.ORDERABLE:
+            if key.function is not None or key.attname not in self.columns:
+                break
+            column = self.columns[key.attname]
+            if scan_wire_kind(column) not in topn.ORDERABLE and not (
+                    column.type_oid in TEXT_TYPE_OIDS and _collation_info().is_c(key.collate)):
                 break
             handled.append(key)
         return handled
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
-                limit: int | None = None, scan_cache: dict | None = None):
+                limit: int | None = None, scan_cache: dict | None = None, rowids: bool = True):
         """Scan the table.  ``scan_cache`` (the same dict at every rescan of
         one scan node) keeps the catalog's stripe list, whether the delta
         store has rows and the last decoded column chunks, so that a
         parameterized scan's rescans (one per outer row) read neither the
         catalog nor the same chunks again; within one statement the catalog
-        a scan sees does not change."""
+        a scan sees does not change.  Without ``rowids`` (the plan reads no
+        ctid: no UPDATE, DELETE or ``SELECT ctid``) the stripes' batches
+        carry no row ids."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
@@ -380,11 +388,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             if limit is not None and limit > 0 and not sample_requested(self.relid, quals) \
                     and self._plain_top_n(quals, needed, sortkeys):
                 return self._top_n(quals, needed, sortkeys, limit)
-            scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}))
+            scan = self.execute(quals, sorted(set(needed) | {k.attname for k in sortkeys}), rowids=rowids)
             return topn.SortedScan(scan, sortkeys, needed, limit)
         needed = [c for c in columns if c in self.columns]
         if scan_cache is not None:
-            rows = self._rescan_from_index(quals, needed, scan_cache)
+            rows = self._rescan_from_index(quals, needed, scan_cache, rowids)
             if rows is not None:
                 return rows
         bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
@@ -406,7 +414,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripes, chunk_counts = self._exclude_chunks(all_stripes, bound, scan_cache)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=delta, missing=self.missing_values(),
-                            chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}))
+                            chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}),
+                            rowids=rowids)
         scan.counters.chunks = chunk_counts
         if scan_cache is not None:
             scan_cache["last_scan"] = scan
@@ -425,6 +434,31 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 and not sample_requested(self.relid, quals):
             return statistics.StatisticsAggregate(self, request)
         return super().aggregate(request, quals)
+
+    def value_ranges(self, columns: list[str]) -> dict[str, tuple[int, int]]:
+        """The least and greatest value of integer ``columns`` over the
+        catalog statistics of every stripe that holds them in their current
+        type (a hint: the delta store's rows and stripes without statistics
+        may hold others)."""
+        names = [c for c in columns if c in self.columns]
+        if not names:
+            return {}
+        stripes = store.table_stripes(self.relid, {self.columns[c].attnum for c in names})
+        out = {}
+        for name in names:
+            column = self.columns[name]
+            kind = storage_kind(column)
+            lo = hi = None
+            for stripe in stripes:
+                rec = stripe.columns.get(column.attnum)
+                if rec is None or rec.kind != kind or not isinstance(rec.min_value, int) \
+                        or not isinstance(rec.max_value, int):
+                    continue
+                lo = rec.min_value if lo is None else min(lo, rec.min_value)
+                hi = rec.max_value if hi is None else max(hi, rec.max_value)
+            if lo is not None:
+                out[name] = (lo, hi)
+        return out
 
     def _plain_top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey]) -> bool:
         """Whether the top-N scan takes these columns: not scaled numerics
@@ -449,7 +483,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return topn.TopNScan(scan, keys, needed, limit, exact.filter, exact.columns, kinds,
                              delta=lambda: self.delta.scan(read, quals))
 
-    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict):
+    def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict, rowids: bool = True):
         """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""
         from orochi_fdw.query import rescan_index
 
@@ -469,7 +503,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         kinds = {q.field_name: scan_wire_kind(self.columns[q.field_name])
                  for q in quals if q.field_name in self.columns}
         return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
-                                           lambda qs, cols: self.execute(qs, cols), needed, limit)
+                                           lambda qs, cols: self.execute(qs, cols, rowids=rowids), needed, limit)
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:

@@ -59,12 +59,45 @@ def concat(cols: list[Column]) -> Column:
     return Column(kind, data, validity, np.concatenate(parts))
 
 
+def text_sort_values(col: Column, reversed_: bool = False) -> np.ndarray:
+    """Per row of a text column, a numpy bytes (``S``) value ordering as the
+    C collation orders the text (its bytes, a proper prefix first);
+    ``reversed_``: ordering the other way round (every byte complemented
+    and followed by 0xFF, so that a proper prefix comes after). NULLs get
+    some value (the caller classes them apart)."""
+    offsets = np.asarray(col.offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    lengths = offsets[1:] - offsets[:-1]
+    width = (int(lengths.max()) if n else 0) + (1 if reversed_ else 0)
+    grid = np.zeros((n, max(width, 1)), dtype=np.uint8)
+    inside = np.arange(grid.shape[1]) < lengths[:, None]
+    data = np.asarray(col.values, dtype=np.uint8)[offsets[0]:offsets[-1]] if n else np.zeros(0, np.uint8)
+    if reversed_:
+        grid[inside] = 255 - data
+        grid[np.arange(n), lengths] = 255
+    else:
+        grid[inside] = data
+    return grid.view(f"S{grid.shape[1]}").reshape(n)
+
+
+def text_bound(value: bytes, reversed_: bool) -> bytes:
+    """A text bound of the statistics as :func:`text_sort_values` orders it."""
+    if not reversed_:
+        return bytes(value)
+    return bytes(255 - b for b in value) + b"\xff"
+
+
 def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
     """Per row, a class (NULLs first or last, NaN above all floats) and a
     value, both ascending in the order ``key`` asks for; exact (int64 for
-    integers and times, bitwise complement to reverse them)."""
+    integers and times, bitwise complement to reverse them). The value of a
+    NULL or a NaN is 0 whatever its slot holds, so that rows of one class
+    tie on this key and a later key decides between them."""
     values = col.values
-    if values.dtype.kind == "f":
+    if col.kind.is_variable_width:  # text under the C collation
+        vals = text_sort_values(col, key.is_reversed)
+        cls = np.full(len(vals), 2)
+    elif values.dtype.kind == "f":
         nan = np.isnan(values)
         vals = np.where(nan, 0.0, values.astype(np.float64))
         if key.is_reversed:
@@ -75,7 +108,10 @@ def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
         if key.is_reversed:
             vals = ~vals
         cls = np.full(len(values), 2)
-    cls = np.where(col.null_mask(), 0 if key.nulls_first else 4, cls)
+    nulls = col.null_mask()
+    if nulls.any():
+        cls = np.where(nulls, 0 if key.nulls_first else 4, cls)
+        vals = np.where(nulls, np.zeros(1, dtype=vals.dtype)[0], vals)
     return cls, vals
 
 
@@ -137,6 +173,7 @@ def sorted_batches(batches: Iterable[Batch], keys: list[SortKey], columns: list[
     names = list(dict.fromkeys(k.attname for k in keys))
     kept: dict[str, list[Column]] = {name: [] for name in columns}
     rowids: list[np.ndarray] = []
+    with_rowids = True  # every batch has row ids (a scan without them has none)
     sort_parts: dict[str, list[Column]] = {name: [] for name in names}
     count = 0
     for batch in batches:
@@ -152,7 +189,9 @@ def sorted_batches(batches: Iterable[Batch], keys: list[SortKey], columns: list[
             sort_parts[name].append(take(batch.columns[name], idx))
         for name in columns:
             kept[name].append(take(batch.columns[name], idx))
-        if batch.rowids is not None:
+        if batch.rowids is None:
+            with_rowids, rowids = False, []
+        elif with_rowids:
             rowids.append(np.asarray(batch.rowids)[idx])
         count += len(idx)
         if limit is not None and count > 4 * max(limit, 1024):
@@ -187,10 +226,12 @@ def lex_order(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return np.lexsort(seq)
 
 
-def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_nan: bool) -> tuple | None:
+def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_nan: bool,
+              is_text: bool = False) -> tuple | None:
     """The best (class, value) of :func:`_keys` any of ``rows`` rows can
     have, from their statistics (``lo``/``hi``: min / max of the values that
-    are neither NULL nor NaN); None when the statistics cannot tell."""
+    are neither NULL nor NaN; for text, bytes that bound them, exact or
+    not); None when the statistics cannot tell."""
     best = []
     if nulls > 0:
         best.append((0 if key.nulls_first else 4, 0))
@@ -200,7 +241,9 @@ def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_n
         v = hi if key.is_reversed else lo
         if v is None:
             return None
-        if is_float:
+        if is_text:
+            best.append((2, text_bound(v, key.is_reversed)))
+        elif is_float:
             best.append((2, -float(v) if key.is_reversed else float(v)))
         else:
             best.append((2, ~int(v) if key.is_reversed else int(v)))
@@ -260,7 +303,7 @@ class _Candidates:
         self.count = len(order)
         if self.count >= self.limit:
             last = self.count - 1
-            self.threshold = [(int(c[last]), v[last].item()) for c, v in keys]
+            self.threshold = [(int(c[last]), v[last].item()) for c, v in keys]  # bytes for text
 
 
 class TopNScan:
@@ -303,6 +346,7 @@ class TopNScan:
         self.delta = delta
         self.removed = 0
         self._floats = [kinds[k.attname] in (WireKind.FLOAT32, WireKind.FLOAT64) for k in keys]
+        self._texts = [kinds[k.attname].is_variable_width for k in keys]
         self._rows = self._run()
 
     def __iter__(self) -> "TopNScan":
@@ -333,9 +377,9 @@ class TopNScan:
 
     def _bounds(self, stats_of) -> list[tuple | None]:
         out = []
-        for key, is_float in zip(self.keys, self._floats):
+        for key, is_float, is_text in zip(self.keys, self._floats, self._texts):
             st = stats_of(key.attname)
-            out.append(None if st is None else key_bound(key, is_float, *st))
+            out.append(None if st is None else key_bound(key, is_float, *st, is_text=is_text))
         return out
 
     def _stripe_bounds(self, stripe) -> list[tuple | None]:

@@ -455,14 +455,43 @@ class _Count(_Accumulator):
         return Column(WireKind.INT64, self.counts[:ngroups].copy())
 
 
+#: widest value range (max - min + 1) count(DISTINCT) of integers keeps in a
+#: bitmap (2 MB) instead of a hash set
+BITMAP_MAX_RANGE = 1 << 24
+
+
 class _CountDistinct(_Accumulator):
+    """count(DISTINCT col): a hash set of (group, value) pairs; without GROUP
+    BY, for integers whose range the scan knows from its statistics
+    (:meth:`HashAggregator.hint_ranges`), a bitmap of that range, values
+    outside it (rows the statistics did not cover, the delta store's) going
+    to the hash set: the two hold disjoint values, their counts add up."""
+
     output_kind = WireKind.INT64
 
     def __init__(self, spec):
         super().__init__(spec)
         self.set = K.DistinctCounter(_kernel_kind(_WIRE[self.arg_type]))
+        self.bits: np.ndarray | None = None
+        self.lo = 0
+
+    def use_range(self, lo: int, hi: int) -> bool:
+        """Keep values in [lo, hi] in a bitmap (before any update; one group)."""
+        if self.arg_type not in _INTS or not 0 <= hi - lo < BITMAP_MAX_RANGE:
+            return False
+        self.bits = np.zeros((hi - lo) // 64 + 1, dtype=np.uint64)
+        self.lo = int(lo)
+        return True
 
     def update(self, gids, ngroups, col, selection):
+        if self.bits is not None:
+            added, outside = K.distinct_bitmap_update(self.bits, self.lo, col.values, col.validity,
+                                                      selection)
+            self.counts[0] += added
+            if outside is None:
+                return
+            selection = np.flatnonzero(outside)
+            gids = np.zeros(len(selection), dtype=np.int64)
         self.set.update(self.counts, gids, _kernel_column(col), selection)
 
     def finish(self, ngroups):
@@ -913,6 +942,36 @@ class HashAggregator:
         self._ngroups = 0 if self._keys else 1
         for acc in self._aggs:
             acc.grow(self._ngroups)
+
+    @property
+    def range_columns(self) -> list[str]:
+        """Integer columns whose value range :meth:`hint_ranges` can use
+        (count(DISTINCT) without GROUP BY)."""
+        if self._keys:
+            return []
+        return sorted({acc.column for acc in self._aggs
+                       if isinstance(acc, _CountDistinct) and acc.arg_type in _INTS})
+
+    @property
+    def bitmaps(self) -> list[tuple[str, int]]:
+        """The count(DISTINCT) columns kept in bitmaps, with their bits."""
+        return [(acc.column, 64 * len(acc.bits)) for acc in self._aggs
+                if isinstance(acc, _CountDistinct) and acc.bits is not None]
+
+    def hint_ranges(self, ranges: Mapping[str, tuple[int, int]]) -> list[str]:
+        """Before the first :meth:`add`: the least and greatest value (that
+        the caller knows of) of integer columns; count(DISTINCT) of such a
+        column without GROUP BY keeps a bitmap of a small range. Values
+        outside it are still counted exactly. Returns the columns taken."""
+        taken = []
+        if self._keys:
+            return taken
+        for spec, acc in zip(self.request["aggregates"], self._aggs):
+            if isinstance(acc, _CountDistinct) and acc.column in ranges:
+                lo, hi = ranges[acc.column]
+                if acc.use_range(lo, hi):
+                    taken.append(acc.column)
+        return taken
 
     @property
     def columns(self) -> list[str]:

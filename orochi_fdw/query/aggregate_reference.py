@@ -240,3 +240,24 @@ def aggregate_rows(request: Mapping[str, Any], columns: Mapping[str, Sequence[An
             row[o["name"]] = keys[key][o["index"]] if o["kind"] == "group" else results[o["index"]]
         out.append(row)
     return out
+
+
+def distinct_bitmap_update(bits: np.ndarray, lo: int, values: np.ndarray, validity=None, selection=None
+                           ) -> tuple[int, np.ndarray | None]:
+    """numpy reference of the kernel ``distinct_bitmap_update``: the same
+    in-place bitmap update and the same result, written with whole-array
+    operations (Python ints for the range test, so no wrap-around)."""
+    n = len(values)
+    rows = np.asarray(selected(n, selection), dtype=np.int64)
+    if validity is not None:
+        rows = rows[np.asarray(validity, dtype=bool)[rows]]
+    v = np.asarray(values)[rows].astype(object)
+    nbits = 64 * len(bits)
+    inside = np.array([lo <= int(x) < lo + nbits for x in v], dtype=bool)
+    outside = np.zeros(n, dtype=np.uint8)
+    outside[rows[~inside]] = 1
+    offs = np.unique(np.array([int(x) - lo for x in v[inside]], dtype=np.int64))
+    words, masks = offs >> 6, np.left_shift(np.uint64(1), (offs & 63).astype(np.uint64))
+    before = (bits[words] & masks) != 0
+    np.bitwise_or.at(bits, words, masks)
+    return int(np.count_nonzero(~before)), (outside if outside.any() else None)

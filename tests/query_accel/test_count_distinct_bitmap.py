@@ -1,0 +1,117 @@
+"""count(DISTINCT) of integer columns in a bitmap of the range the stripes'
+statistics give (values outside it, as the delta store's, in the hash set):
+the kernel against its numpy reference, and the SQL answers against the
+heap table (NULLs, filters that keep nothing, deleted and updated rows,
+delta rows beyond the stripes' range, a range too wide for a bitmap)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orochi_fdw.kernels import aggregate as K
+from orochi_fdw.query import aggregate_reference as R
+
+DTYPES = {np.int16: (-2**15, 2**15 - 1), np.int32: (-2**31, 2**31 - 1), np.int64: (-2**63, 2**63 - 1)}
+
+
+@st.composite
+def bitmap_inputs(draw):
+    dtype = draw(st.sampled_from(list(DTYPES)))
+    lo_t, hi_t = DTYPES[dtype]
+    lo = draw(st.one_of(st.integers(-70, 70), st.sampled_from([lo_t, hi_t - 63, hi_t])))
+    words = draw(st.integers(0, 3))
+    near = st.integers(max(lo_t, lo - 5), min(hi_t, lo + 64 * words + 5))
+    batches = []
+    for _ in range(draw(st.integers(1, 3))):
+        values = draw(st.lists(st.one_of(near, st.sampled_from([lo_t, hi_t, 0])), max_size=80))
+        n = len(values)
+        validity = draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=n, max_size=n)))
+        selection = draw(st.one_of(
+            st.none(), st.lists(st.booleans(), min_size=n, max_size=n).map(lambda m: np.array(m, np.uint8)),
+            st.lists(st.integers(0, max(n - 1, 0)), max_size=n if n else 0, unique=True).map(
+                lambda ix: np.array(sorted(ix), np.int64))))
+        batches.append((np.array(values, dtype=dtype),
+                        None if validity is None else np.array(validity, np.uint8), selection))
+    return lo, words, batches
+
+
+@settings(max_examples=100, deadline=None)
+@given(bitmap_inputs())
+def test_bitmap_kernel_equals_reference(inputs):
+    lo, words, batches = inputs
+    got_bits, want_bits = np.zeros(words, np.uint64), np.zeros(words, np.uint64)
+    for values, validity, selection in batches:
+        got = K.distinct_bitmap_update(got_bits, lo, values, validity, selection)
+        want = R.distinct_bitmap_update(want_bits, lo, values, validity, selection)
+        assert got[0] == want[0]
+        assert (got[1] is None) == (want[1] is None)
+        if got[1] is not None:
+            assert np.array_equal(got[1], want[1])
+        assert np.array_equal(got_bits, want_bits)
+
+
+COLUMNS = "a int2, b int4, c int8, w int8"
+QUERY = "SELECT count(DISTINCT a), count(DISTINCT b), count(DISTINCT c), count(DISTINCT w), count(*) FROM {}"
+
+small = st.one_of(st.none(), st.integers(-40, 40))
+values = st.tuples(small, st.one_of(small, st.sampled_from([-2**31, 2**31 - 1])),
+                   st.one_of(small, st.integers(10**12, 10**12 + 3)),
+                   st.one_of(st.none(), st.integers(-2**62, 2**62)))
+conditions = st.sampled_from(["true", "a > 0", "b = 7", "c IS NULL", "a = 1000", "b < -100 OR a > 30"])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(parts=st.lists(st.lists(values, min_size=4, max_size=60), min_size=0, max_size=3),
+       delta=st.lists(st.tuples(st.one_of(small, st.sampled_from([-2**15, 2**15 - 1])),
+                                st.integers(-10**6, 10**6), st.integers(-2**63, 2**63 - 1),
+                                st.none()), max_size=4),
+       chunk=st.sampled_from([4, 16, 1000]), deleted=st.one_of(st.none(), st.integers(-3, 3)),
+       where=conditions, param=st.sampled_from([None, "NULL", "-5", "1000"]))
+def test_count_distinct_equals_heap(db, parts, delta, chunk, deleted, where, param):
+    db.execute("DROP FOREIGN TABLE IF EXISTS c; DROP TABLE IF EXISTS h")
+    db.execute(f"CREATE FOREIGN TABLE c ({COLUMNS}) SERVER orochi "
+               f"OPTIONS (chunk_group_size '{chunk}', delta_row_limit '3')")
+    db.execute(f"CREATE TABLE h ({COLUMNS})")
+    for table in ("c", "h"):
+        for part in parts:  # one COPY each: a stripe
+            with db.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                for row in part:
+                    copy.write_row(row)
+        if deleted is not None:
+            db.execute(f"DELETE FROM {table} WHERE a = %s", [deleted])
+            db.execute(f"UPDATE {table} SET b = b / 2 + 1000 WHERE a = %s", [deleted + 1])
+        for row in delta:  # one row per statement: the delta store
+            db.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", row)
+    sql = QUERY + " WHERE " + where
+    if param is None:
+        got = db.execute(sql.format("c")).fetchall()
+        want = db.execute(sql.format("h")).fetchall()
+    else:
+        for t in ("c", "h"):
+            db.execute(f"PREPARE q_{t}(int4) AS {sql.format(t)} AND b >= $1")
+        try:
+            got = db.execute(f"EXECUTE q_c({param})").fetchall()
+            want = db.execute(f"EXECUTE q_h({param})").fetchall()
+        finally:
+            db.execute("DEALLOCATE q_c; DEALLOCATE q_h")
+    assert got == want, (sql, got, want)
+
+
+def test_count_distinct_uses_a_bitmap(db):
+    """A small range (from the stripes' statistics) is kept in a bitmap, a
+    delta row beyond it is counted too; a range too wide is hashed."""
+    db.execute("CREATE FOREIGN TABLE c (a int4, w int8) SERVER orochi OPTIONS (delta_row_limit '10')")
+    db.execute("CREATE TABLE h (a int4, w int8)")
+    for t in ("c", "h"):
+        db.execute(f"INSERT INTO {t} SELECT i % 1000, i::int8 << 40 FROM generate_series(1, 5000) i")
+        db.execute(f"INSERT INTO {t} VALUES (-7, 1), (999, 2), (5000000, NULL)")
+    for q in ("SELECT count(DISTINCT a) FROM {}", "SELECT count(DISTINCT w), count(DISTINCT a) FROM {}",
+              "SELECT count(DISTINCT a) FROM {} WHERE a > 998"):
+        assert db.execute(q.format("c")).fetchall() == db.execute(q.format("h")).fetchall(), q
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(DISTINCT a), count(DISTINCT w) FROM c").fetchall())
+    assert "Distinct Bitmap: a (1024 bits)" in plan, plan
+    assert "Distinct Bitmap: w" not in plan, plan
