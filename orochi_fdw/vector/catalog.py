@@ -140,18 +140,21 @@ def delete_indexes(relid: int, attnum: int, distance_type: str | None) -> list[i
 # so its scan is skipped.
 
 _IDENTITIES = """
-SELECT (SELECT pg_catalog.string_agg(s.stripe_id || ':' || s.xmin || ':' || s.ctid, ',' ORDER BY s.stripe_id)
-          FROM orochi.columnar_stripes s WHERE s.relid = $1),
-       (SELECT pg_catalog.string_agg(i.index_id || ':' || i.xmin || ':' || i.ctid, ',' ORDER BY i.index_id)
-          FROM orochi.columnar_vector_indexes i WHERE i.relid = $1),
-       (SELECT pg_catalog.string_agg(f.index_id || '/' || f.stripe_id || ':' || f.xmin || ':' || f.ctid, ','
-                                     ORDER BY f.index_id, f.stripe_id)
-          FROM orochi.columnar_vector_indexes i
-          JOIN orochi.columnar_vector_index_files f ON f.index_id = i.index_id
-         WHERE i.relid = $1),
-       (SELECT pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_class c
-         WHERE c.oid = pg_catalog.to_regclass($2) AND c.relkind = 'r'
-           AND c.relowner = (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi'))
+SELECT pg_catalog.string_agg(x, ','), pg_catalog.max(d) FROM (
+  SELECT 's' || s.stripe_id || ':' || s.xmin || ':' || s.ctid AS x, NULL::bigint AS d
+    FROM orochi.columnar_stripes s WHERE s.relid = $1
+  UNION ALL
+  SELECT 'i' || i.index_id || ':' || i.xmin || ':' || i.ctid, NULL
+    FROM orochi.columnar_vector_indexes i WHERE i.relid = $1
+  UNION ALL
+  SELECT 'f' || f.index_id || '/' || f.stripe_id || ':' || f.xmin || ':' || f.ctid, NULL
+    FROM orochi.columnar_vector_index_files f
+   WHERE f.index_id = ANY (ARRAY(SELECT i.index_id FROM orochi.columnar_vector_indexes i WHERE i.relid = $1))
+  UNION ALL
+  SELECT NULL, pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_class c
+   WHERE c.oid = pg_catalog.to_regclass($2) AND c.relkind = 'r'
+     AND c.relowner = (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi')
+) AS rows
 """
 
 
@@ -199,10 +202,9 @@ def scan_catalog(relid: int, attnums: set[int], attnum: int, distance_type: str,
     snapshot sees; else the records are read anew and kept."""
     from orochi_fdw.catalog import store
 
-    row = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
+    identities, delta_bytes = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
         [relid, delta_name], read_only=True).rows[0]
-    identities = (row[0], row[1], row[2])
-    delta_rows = row[3] is not None and int(row[3]) > 0
+    delta_rows = delta_bytes is not None and int(delta_bytes) > 0
     key = (relid, frozenset(attnums), attnum, distance_type)
     found = _scan_catalogs.get(key)
     if found is not None and found[0] == identities:

@@ -29,6 +29,7 @@ a LIMIT above stops the reading early.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -461,8 +462,8 @@ class KnnScan:
         parts: list[dict[str, Column]] = []
         for sid, items in per_stripe.items():
             items.sort()
-            offsets = np.fromiter((o for o, _ in items), dtype=np.int64, count=len(items))
-            pos = np.fromiter((i for _, i in items), dtype=np.int64, count=len(items))
+            offsets = [o for o, _ in items]
+            pos = np.array([i for _, i in items], dtype=np.int64)
             stripe = by_id[sid]
             rec = stripe.columns.get(self.column.attnum)
             if known is not None and name in self.needed and rec is not None and rec.kind == "vector" \
@@ -486,30 +487,42 @@ class KnnScan:
         where = np.concatenate(positions) if len(positions) > 1 else positions[0]
         if len(where) != n:
             raise RuntimeError(f"vector search: {n - len(where)} of the rows kept were not found")
-        order = np.argsort(where, kind="stable")
-        if len(parts) == 1:
-            columns = {c: take(parts[0][c], order) for c in self.needed}
-        else:
-            columns = {c: take(concat([p[c] for p in parts]), order) for c in self.needed}
+        columns = {}
+        order = None
+        for c in self.needed:
+            cols = [p[c] for p in parts]
+            if all(col.validity is None and not col.kind.is_variable_width for col in cols) \
+                    and len({col.values.dtype for col in cols}) == 1:
+                values = np.empty(n, dtype=cols[0].values.dtype)     # each part's rows put in place
+                for pos, col in zip(positions, cols):
+                    values[pos] = col.values
+                columns[c] = Column(cols[0].kind, values)
+                continue
+            if order is None:
+                order = np.argsort(where, kind="stable")
+            columns[c] = take(cols[0] if len(cols) == 1 else concat(cols), order)
         return Batch(n, columns, rowids=rowids.copy())
 
-    def _fetch(self, stripe, offsets: np.ndarray, skip: str | None = None) -> dict[str, Column]:
+    def _fetch(self, stripe, offsets: list[int], skip: str | None = None) -> dict[str, Column]:
         """The needed columns (but ``skip``) of rows ``offsets`` (ascending)
         of a stripe; the chunks' wire form comes from this backend's
         :data:`_chunks` when a query read them before (a stripe file never
-        changes)."""
+        changes). The rows' chunk groups are found per row (a LIMIT keeps
+        few rows of a stripe of many chunk groups)."""
         needed = [n for n in self.needed if n != skip]
         if not needed:
             return {}
+        groups, starts = _chunk_groups(stripe.file_path), _group_starts(stripe.file_path)
+        by_group: dict[int, list[int]] = {}
+        for o in offsets:
+            g = bisect.bisect_right(starts, o) - 1
+            by_group.setdefault(g, []).append(o - starts[g])
         out: dict[str, list[Column]] = {n: [] for n in needed}
         reader = None
         try:
-            for index, first_row, row_count in _chunk_groups(stripe.file_path):
-                lo = np.searchsorted(offsets, first_row)
-                hi = np.searchsorted(offsets, first_row + row_count)
-                if lo == hi:
-                    continue
-                local = offsets[lo:hi] - first_row
+            for g, local in by_group.items():
+                index = groups[g][0]
+                local_rows = np.array(local, dtype=np.int64)
                 for name in needed:
                     column = self.table.columns[name]
                     rec = stripe.columns.get(column.attnum)
@@ -524,7 +537,7 @@ class KnnScan:
                             reader = StripeReader(stripe.file_path)
                         wire = to_wire(reader.read_chunk(rec.column_name, index), kind, column, rec.kind)
                         _chunks.put(key, wire, _wire_bytes(wire))
-                    out[name].append(take(wire, local))
+                    out[name].append(take(wire, local_rows))
         finally:
             if reader is not None:
                 reader.close()
@@ -565,6 +578,18 @@ CHUNK_CACHE_BYTES = 64 << 20
 _chunks = _ChunkCache(CHUNK_CACHE_BYTES)
 #: stripe file -> its chunk groups (index, first row, rows)
 _groups: "OrderedDict[str, list[tuple[int, int, int]]]" = OrderedDict()
+#: stripe file -> its chunk groups' first rows
+_starts: dict[str, list[int]] = {}
+
+
+def _group_starts(path: str) -> list[int]:
+    """The first row of each of a stripe file's chunk groups (ascending)."""
+    found = _starts.get(path)
+    if found is None:
+        found = _starts[path] = [first for _, first, _ in _chunk_groups(path)]
+        if len(_starts) > 4096:
+            _starts.pop(next(iter(_starts)))
+    return found
 
 
 def _chunk_groups(path: str) -> list[tuple[int, int, int]]:
