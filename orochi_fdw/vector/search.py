@@ -458,6 +458,12 @@ class KnnScan:
                 delta_pos[r] = i
             else:
                 per_stripe.setdefault(r >> STRIPE_OFFSET_BITS, []).append((r & _OFFSET_MASK, i))
+        # the searched column of every row from the vectors the search holds,
+        # in one piece, when it has them all (no delta row) and every stripe
+        # stores the column as vectors
+        whole = known is not None and name in self.needed and not delta_pos and bool(known[1].all()) \
+            and all((rec := by_id[sid].columns.get(self.column.attnum)) is not None and rec.kind == "vector"
+                    for sid in per_stripe)
         positions: list[np.ndarray] = []
         parts: list[dict[str, Column]] = []
         for sid, items in per_stripe.items():
@@ -466,7 +472,9 @@ class KnnScan:
             pos = np.array([i for _, i in items], dtype=np.int64)
             stripe = by_id[sid]
             rec = stripe.columns.get(self.column.attnum)
-            if known is not None and name in self.needed and rec is not None and rec.kind == "vector" \
+            if whole:
+                cols = self._fetch(stripe, offsets, skip=name)
+            elif known is not None and name in self.needed and rec is not None and rec.kind == "vector" \
                     and bool(known[1][pos].all()):
                 cols = self._fetch(stripe, offsets, skip=name)
                 cols[name] = _vector_column(known[0][pos], self.table.columns[name])
@@ -490,6 +498,9 @@ class KnnScan:
         columns = {}
         order = None
         for c in self.needed:
+            if whole and c == name:
+                columns[c] = _vector_column(known[0], self.table.columns[name])
+                continue
             cols = [p[c] for p in parts]
             if all(col.validity is None and not col.kind.is_variable_width for col in cols) \
                     and len({col.values.dtype for col in cols}) == 1:
@@ -649,6 +660,17 @@ class _KeyFilter:
         self.masks = {stripe.stripe_id: (stripe.row_count, mask) for stripe, _, mask, _ in members}
 
     def mask(self, rowids: np.ndarray) -> np.ndarray:
+        if len(rowids) <= 256:
+            # an index's candidates for a LIMIT: fewer Python steps one by one
+            ok = np.zeros(len(rowids), dtype=bool)
+            masks = self.masks
+            for j, r in enumerate(rowids.tolist()):
+                member = masks.get(r >> STRIPE_OFFSET_BITS)
+                if member is not None:
+                    o = r & _OFFSET_MASK
+                    if o < member[0] and (member[1] is None or member[1][o]):
+                        ok[j] = True
+            return ok
         sids = rowids >> STRIPE_OFFSET_BITS
         offs = rowids & _OFFSET_MASK
         ok = np.zeros(len(rowids), dtype=bool)
