@@ -490,9 +490,7 @@ class KnnScan:
                     positions.append(np.array([delta_pos[int(ids[j])] for j in sel], dtype=np.int64))
                     sel_a = np.array(sel, dtype=np.int64)
                     parts.append({c: take(batch.columns[c], sel_a) for c in self.needed})
-        if not parts:
-            return Batch(0, {}, rowids=np.zeros(0, np.int64))
-        where = np.concatenate(positions) if len(positions) > 1 else positions[0]
+        where = positions[0] if len(positions) == 1 else np.concatenate(positions or [np.zeros(0, np.int64)])
         if len(where) != n:
             raise RuntimeError(f"vector search: {n - len(where)} of the rows kept were not found")
         columns = {}
