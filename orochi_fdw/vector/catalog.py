@@ -17,6 +17,7 @@ the executor checked.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +106,115 @@ def delete_indexes(relid: int, attnum: int, distance_type: str | None) -> list[i
         " AND ($3::text IS NULL OR distance_type = $3) RETURNING index_id",
         ["oid", "smallint", "text"], internal=True).execute([relid, attnum, distance_type]).rows
     return [int(r[0]) for r in rows]
+
+
+# ---------------------------------------------------------------- a scan's catalog, cached per backend
+#
+# A nearest-neighbour query reads the table's stripes (with their delete
+# bitmaps and the catalog rows of the columns it reads), its vector indexes
+# and their files' rows: four statements and the Python records made from
+# their rows, on every query. This backend keeps what it read, keyed by the
+# identity of every catalog row it came from: (id, xmin, ctid) of each of the
+# table's rows in orochi.columnar_stripes, orochi.columnar_vector_indexes and
+# orochi.columnar_vector_index_files visible to the statement's snapshot.
+# One statement reads those identities; when they are the ones the cached
+# records were read from, the records are those the four statements would
+# return under this snapshot, so they are used; otherwise the four statements
+# run and their records replace the cached ones.
+#
+# A row version is named by its xmin and ctid: an UPDATE (a delete bitmap,
+# a stripe moved to object storage) makes a new version with a new ctid, a
+# DELETE (DROP, TRUNCATE, vacuum, compaction, drop_vector_index) removes it
+# from the visible set, an INSERT (a stripe written, an index built) adds
+# one; each changes the identities. The rows of
+# orochi.columnar_stripe_columns are inserted and deleted with their stripe's
+# row and never updated, so the stripe's identity covers them. Nothing here
+# depends on when another backend's commit is seen (as an invalidation
+# message would): the identities are read under the same snapshot as the
+# records would be, so a snapshot sees exactly the rows it would read, also
+# in a transaction that itself changed the table, rolled back, or runs at
+# REPEATABLE READ.
+#
+# The same statement tells whether the table's delta store has any block
+# (pg_relation_size): a table with none holds no delta row for any snapshot,
+# so its scan is skipped.
+
+_IDENTITIES = """
+SELECT pg_catalog.string_agg(x, ','), pg_catalog.max(d) FROM (
+  SELECT 's' || s.stripe_id || ':' || s.xmin || ':' || s.ctid AS x, NULL::bigint AS d
+    FROM orochi.columnar_stripes s WHERE s.relid = $1
+  UNION ALL
+  SELECT 'i' || i.index_id || ':' || i.xmin || ':' || i.ctid, NULL
+    FROM orochi.columnar_vector_indexes i WHERE i.relid = $1
+  UNION ALL
+  SELECT 'f' || f.index_id || '/' || f.stripe_id || ':' || f.xmin || ':' || f.ctid, NULL
+    FROM orochi.columnar_vector_index_files f
+   WHERE f.index_id = ANY (ARRAY(SELECT i.index_id FROM orochi.columnar_vector_indexes i WHERE i.relid = $1))
+  UNION ALL
+  SELECT NULL, pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_class c
+   WHERE c.oid = pg_catalog.to_regclass($2) AND c.relkind = 'r'
+     AND c.relowner = (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi')
+) AS rows
+"""
+
+
+class ScanCatalog:
+    """What a nearest-neighbour scan reads from the catalog about its table:
+    the stripes (with the catalog rows of ``attnums``), the index serving
+    its column and distance (or None) with its files by stripe id. Shared by
+    the queries of this backend while the catalog rows it came from stay
+    the same: read only."""
+
+    __slots__ = ("stripes", "by_id", "index", "files", "_masks")
+
+    def __init__(self, stripes: list, index: IndexDef | None, files_by_stripe: dict[int, IndexFile]) -> None:
+        self.stripes = stripes
+        self.by_id = {s.stripe_id: s for s in stripes}
+        self.index = index
+        self.files = files_by_stripe
+        self._masks: dict[int, Any] = {}
+
+    def live_mask(self, stripe):
+        """Per row of the stripe, whether it is not deleted (None: all),
+        from its delete bitmap (kept with the record it came from)."""
+        try:
+            return self._masks[stripe.stripe_id]
+        except KeyError:
+            from orochi_fdw.columnar.deletes import DeletedOffsets
+
+            mask = DeletedOffsets(stripe.delete_bitmap).live_mask(0, stripe.row_count)
+            self._masks[stripe.stripe_id] = mask
+            return mask
+
+
+#: (relid, attnums, attnum, distance) -> (identities, ScanCatalog); least recently used out
+_scan_catalogs: "OrderedDict[tuple, tuple[tuple, ScanCatalog]]" = OrderedDict()
+SCAN_CATALOG_ENTRIES = 64
+
+
+def scan_catalog(relid: int, attnums: set[int], attnum: int, distance_type: str,
+                 delta_name: str) -> tuple[ScanCatalog, bool, bool]:
+    """(the :class:`ScanCatalog` of a scan of table ``relid`` reading columns
+    ``attnums``, ordering by column ``attnum`` with an index of
+    ``distance_type``; whether the delta table ``delta_name`` may hold rows;
+    whether the catalog records came from this backend's copy). The copy
+    serves when the catalog rows it came from are the ones this statement's
+    snapshot sees; else the records are read anew and kept."""
+    from orochi_fdw.catalog import store
+
+    identities, delta_bytes = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
+        [relid, delta_name], read_only=True).rows[0]
+    delta_rows = delta_bytes is not None and int(delta_bytes) > 0
+    key = (relid, frozenset(attnums), attnum, distance_type)
+    found = _scan_catalogs.get(key)
+    if found is not None and found[0] == identities:
+        _scan_catalogs.move_to_end(key)
+        return found[1], delta_rows, True
+    stripes = store.table_stripes(relid, attnums)
+    index = next((i for i in table_indexes(relid) if i.attnum == attnum and i.distance_type == distance_type), None)
+    cat = ScanCatalog(stripes, index, index_files(index.index_id) if index is not None else {})
+    _scan_catalogs[key] = (identities, cat)
+    _scan_catalogs.move_to_end(key)
+    while len(_scan_catalogs) > SCAN_CATALOG_ENTRIES:
+        _scan_catalogs.popitem(last=False)
+    return cat, delta_rows, False

@@ -29,6 +29,7 @@ a LIMIT above stops the reading early.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ class KnnCounters:
     vectors_compared: int = 0
     delta_rows: int = 0
     filtered: bool = False
+    catalog_cached: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -200,7 +202,8 @@ class KnnScan:
                 f"{c.stripes_exact} exactly"
                 + (f" ({c.exact_from_files} over index files' vectors)" if c.exact_from_files else "")
                 + f"; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
-                + (" (filtered)" if c.filtered else "")] + c.notes
+                + (" (filtered)" if c.filtered else "")
+                + ("; catalog cached" if c.catalog_cached else "; catalog read")] + c.notes
 
     # ------------------------------------------------------------------
 
@@ -215,13 +218,15 @@ class KnnScan:
         kmetric = METRICS[self.metric]
         attnum = self.column.attnum
         attnums = {attnum} | {table.columns[c].attnum for c in self.needed}
-        stripes = store.table_stripes(table.relid, attnums)
+        cat, delta_rows, cached = catalog.scan_catalog(table.relid, attnums, attnum, INDEX_DISTANCE[self.metric],
+                                                       table.delta.name)
+        self.counters.catalog_cached = cached
+        stripes = cat.stripes
         allowed_stripes, allowed_delta = self._allowed()
         if allowed_stripes is not None:
             stripes = [s for s in stripes if s.stripe_id in allowed_stripes]
-        index = next((i for i in catalog.table_indexes(table.relid)
-                      if i.attnum == attnum and i.distance_type == INDEX_DISTANCE[self.metric]), None)
-        files = catalog.index_files(index.index_id) if index is not None and self.limit is not None else {}
+        index = cat.index
+        files = cat.files if index is not None and self.limit is not None else {}
         ef_setting, probes_setting = _settings() if files else (0, 0)
         found = _Candidates(self.dims, keep_vectors=self.limit is not None)
         k = self.limit
@@ -230,7 +235,10 @@ class KnnScan:
         for stripe in stripes:
             if k == 0:
                 break
-            mask = self._live_mask(stripe, None if allowed_stripes is None else allowed_stripes[stripe.stripe_id])
+            if allowed_stripes is None:
+                mask = cat.live_mask(stripe)
+            else:
+                mask = self._live_mask(stripe, allowed_stripes[stripe.stripe_id])
             nallowed = int(mask.sum()) if mask is not None else stripe.row_count
             if nallowed == 0:
                 continue
@@ -245,7 +253,7 @@ class KnnScan:
             if not done and not self._exact_from_file(index, members, q, kmetric, found):
                 for stripe, _, mask, _ in members:
                     self._exact(stripe, q, kmetric, mask, found)
-        delta_batches = self._delta(q, kmetric, allowed_delta, found)
+        delta_batches = self._delta(q, kmetric, allowed_delta, found) if delta_rows else []
         rowids, dist, vectors, have = found.ordered()
         if k is not None:
             rowids, dist = rowids[:k], dist[:k]
@@ -255,7 +263,7 @@ class KnnScan:
         start = 0
         while start < len(rowids):
             part = rowids[start:start + size]
-            yield self._materialize(part, stripes, delta_batches,
+            yield self._materialize(part, cat.by_id, delta_batches,
                                     None if vectors is None else (vectors[start:start + size],
                                                                   have[start:start + size]))
             start += size
@@ -293,8 +301,7 @@ class KnnScan:
     def _exact(self, stripe, q: np.ndarray, kmetric: int, mask: np.ndarray | None, found: _Candidates) -> None:
         groups = None
         if mask is not None:
-            reader_groups = _chunk_group_bounds(stripe)
-            groups = [i for i, (lo, hi) in enumerate(reader_groups) if mask[lo:hi].any()]
+            groups = [i for i, (_, lo, n) in enumerate(_chunk_groups(stripe.file_path)) if mask[lo:lo + n].any()]
         X, rows = indexes.stripe_vectors(stripe, self.column.attnum, self.dims, groups)
         if mask is not None and len(rows):
             keep = mask[rows]
@@ -432,77 +439,118 @@ class KnnScan:
 
     # ------------------------------------------------------------------ the rows' other columns
 
-    def _materialize(self, rowids: np.ndarray, stripes, delta_batches: list[Batch],
+    def _materialize(self, rowids: np.ndarray, by_id: dict, delta_batches: list[Batch],
                      known: tuple[np.ndarray, np.ndarray] | None = None) -> Batch:
-        """The needed columns of rows ``rowids``; ``known`` (vectors, whether
-        each is there) gives the searched column of the rows whose vector the
-        search already read (the stripe's chunks are not read again for it)."""
-        parts: list[tuple[np.ndarray, dict[str, Column]]] = []
-        by_id = {s.stripe_id: s for s in stripes}
-        is_delta = rowids >= DELTA_ROWID_BASE
-        stripe_pos = np.flatnonzero(~is_delta)
-        stripe_ids = rowids[stripe_pos] >> STRIPE_OFFSET_BITS
+        """The needed columns of rows ``rowids`` (distinct); ``known``
+        (vectors, whether each is there) gives the searched column of the
+        rows whose vector the search already read (the stripe's chunks are
+        not read again for it). The rows are grouped by stripe in Python:
+        a LIMIT keeps few of them, and numpy's grouping costs more than the
+        loop at that size."""
+        n = len(rowids)
+        if not self.needed or n == 0:
+            return Batch(n, {}, rowids=rowids.copy())
         name = self.key.attname
-        for sid in np.unique(stripe_ids):
-            pos = stripe_pos[stripe_ids == sid]
-            offsets, first = np.unique(rowids[pos] & ((1 << STRIPE_OFFSET_BITS) - 1), return_index=True)
-            pos = pos[first]                          # position in rowids of each offset
-            stripe = by_id[int(sid)]
+        per_stripe: dict[int, list[tuple[int, int]]] = {}
+        delta_pos: dict[int, int] = {}
+        for i, r in enumerate(rowids.tolist()):
+            if r >= DELTA_ROWID_BASE:
+                delta_pos[r] = i
+            else:
+                per_stripe.setdefault(r >> STRIPE_OFFSET_BITS, []).append((r & _OFFSET_MASK, i))
+        # the searched column of every row from the vectors the search holds,
+        # in one piece, when it has them all (no delta row) and every stripe
+        # stores the column as vectors
+        whole = known is not None and name in self.needed and not delta_pos and bool(known[1].all()) \
+            and all((rec := by_id[sid].columns.get(self.column.attnum)) is not None and rec.kind == "vector"
+                    for sid in per_stripe)
+        positions: list[np.ndarray] = []
+        parts: list[dict[str, Column]] = []
+        for sid, items in per_stripe.items():
+            items.sort()
+            offsets = [o for o, _ in items]
+            pos = np.array([i for _, i in items], dtype=np.int64)
+            stripe = by_id[sid]
             rec = stripe.columns.get(self.column.attnum)
-            if known is not None and name in self.needed and rec is not None and rec.kind == "vector" \
+            if whole:
+                cols = self._fetch(stripe, offsets, skip=name)
+            elif known is not None and name in self.needed and rec is not None and rec.kind == "vector" \
                     and bool(known[1][pos].all()):
                 cols = self._fetch(stripe, offsets, skip=name)
                 cols[name] = _vector_column(known[0][pos], self.table.columns[name])
             else:
                 cols = self._fetch(stripe, offsets)
-            parts.append((stripe_rowids(int(sid), offsets), cols))
-        if is_delta.any():
-            want = set(rowids[is_delta].tolist())
+            positions.append(pos)
+            parts.append(cols)
+        if delta_pos:
             for batch in delta_batches:
                 ids = np.asarray(batch.rowids, dtype=np.int64)
-                sel = np.flatnonzero(np.isin(ids, list(want)))
-                if len(sel):
-                    parts.append((ids[sel], {n: take(batch.columns[n], sel) for n in self.needed}))
-        all_ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        position = {int(r): i for i, r in enumerate(all_ids.tolist())}
-        order = np.array([position[int(r)] for r in rowids.tolist()], dtype=np.int64)
-        columns = {n: take(concat([p[1][n] for p in parts]), order) for n in self.needed} if parts else {}
-        return Batch(len(rowids), columns, rowids=rowids.copy())
+                sel = [j for j, r in enumerate(ids.tolist()) if r in delta_pos]
+                if sel:
+                    positions.append(np.array([delta_pos[int(ids[j])] for j in sel], dtype=np.int64))
+                    sel_a = np.array(sel, dtype=np.int64)
+                    parts.append({c: take(batch.columns[c], sel_a) for c in self.needed})
+        where = positions[0] if len(positions) == 1 else np.concatenate(positions or [np.zeros(0, np.int64)])
+        if len(where) != n:
+            raise RuntimeError(f"vector search: {n - len(where)} of the rows kept were not found")
+        columns = {}
+        order = None
+        for c in self.needed:
+            if whole and c == name:
+                columns[c] = _vector_column(known[0], self.table.columns[name])
+                continue
+            cols = [p[c] for p in parts]
+            if all(col.validity is None and not col.kind.is_variable_width for col in cols) \
+                    and len({col.values.dtype for col in cols}) == 1:
+                values = np.empty(n, dtype=cols[0].values.dtype)     # each part's rows put in place
+                for pos, col in zip(positions, cols):
+                    values[pos] = col.values
+                columns[c] = Column(cols[0].kind, values)
+                continue
+            if order is None:
+                order = np.argsort(where, kind="stable")
+            columns[c] = take(cols[0] if len(cols) == 1 else concat(cols), order)
+        return Batch(n, columns, rowids=rowids.copy())
 
-    def _fetch(self, stripe, offsets: np.ndarray, skip: str | None = None) -> dict[str, Column]:
+    def _fetch(self, stripe, offsets: list[int], skip: str | None = None) -> dict[str, Column]:
         """The needed columns (but ``skip``) of rows ``offsets`` (ascending)
-        of a stripe; chunks come from this backend's :data:`_chunks` when a
-        query read them before (a stripe file never changes)."""
+        of a stripe; the chunks' wire form comes from this backend's
+        :data:`_chunks` when a query read them before (a stripe file never
+        changes). The rows' chunk groups are found per row (a LIMIT keeps
+        few rows of a stripe of many chunk groups)."""
         needed = [n for n in self.needed if n != skip]
-        out: dict[str, list[Column]] = {n: [] for n in needed}
         if not needed:
             return {}
+        groups, starts = _chunk_groups(stripe.file_path), _group_starts(stripe.file_path)
+        by_group: dict[int, list[int]] = {}
+        for o in offsets:
+            g = bisect.bisect_right(starts, o) - 1
+            by_group.setdefault(g, []).append(o - starts[g])
+        out: dict[str, list[Column]] = {n: [] for n in needed}
         reader = None
         try:
-            for index, first_row, row_count in _chunk_groups(stripe.file_path):
-                lo = np.searchsorted(offsets, first_row)
-                hi = np.searchsorted(offsets, first_row + row_count)
-                if lo == hi:
-                    continue
-                local = offsets[lo:hi] - first_row
+            for g, local in by_group.items():
+                index = groups[g][0]
+                local_rows = np.array(local, dtype=np.int64)
                 for name in needed:
                     column = self.table.columns[name]
                     rec = stripe.columns.get(column.attnum)
                     if rec is None:
                         out[name].append(null_column(column, len(local)))
                         continue
-                    key = (stripe.file_path, rec.column_name, index)
-                    data = _chunks.get(key)
-                    if data is None:
+                    kind = storage_kind(column)
+                    key = (stripe.file_path, rec.column_name, index, kind, rec.kind, column.type_oid, column.typmod)
+                    wire = _chunks.get(key)
+                    if wire is None:
                         if reader is None:
                             reader = StripeReader(stripe.file_path)
-                        data = reader.read_chunk(rec.column_name, index)
-                        _chunks.put(key, data, _column_data_bytes(data))
-                    out[name].append(take(to_wire(data, storage_kind(column), column, rec.kind), local))
+                        wire = to_wire(reader.read_chunk(rec.column_name, index), kind, column, rec.kind)
+                        _chunks.put(key, wire, _wire_bytes(wire))
+                    out[name].append(take(wire, local_rows))
         finally:
             if reader is not None:
                 reader.close()
-        return {n: concat(cols) for n, cols in out.items()}
+        return {n: cols[0] if len(cols) == 1 else concat(cols) for n, cols in out.items()}
 
 
 class _ChunkCache:
@@ -533,12 +581,24 @@ class _ChunkCache:
             self.used -= n
 
 
-#: chunks the kept rows' other columns were read from (k rows of a
-#: nearest-neighbour query read a whole chunk group of each column)
+#: chunks the kept rows' other columns were read from, in wire form (k rows
+#: of a nearest-neighbour query read a whole chunk group of each column)
 CHUNK_CACHE_BYTES = 64 << 20
 _chunks = _ChunkCache(CHUNK_CACHE_BYTES)
 #: stripe file -> its chunk groups (index, first row, rows)
 _groups: "OrderedDict[str, list[tuple[int, int, int]]]" = OrderedDict()
+#: stripe file -> its chunk groups' first rows
+_starts: dict[str, list[int]] = {}
+
+
+def _group_starts(path: str) -> list[int]:
+    """The first row of each of a stripe file's chunk groups (ascending)."""
+    found = _starts.get(path)
+    if found is None:
+        found = _starts[path] = [first for _, first, _ in _chunk_groups(path)]
+        if len(_starts) > 4096:
+            _starts.pop(next(iter(_starts)))
+    return found
 
 
 def _chunk_groups(path: str) -> list[tuple[int, int, int]]:
@@ -557,11 +617,9 @@ def _chunk_groups(path: str) -> list[tuple[int, int, int]]:
     return found
 
 
-def _column_data_bytes(data) -> int:
-    """Bytes a decoded chunk holds (values: an array or VarBytes' arrays)."""
-    parts = list(data.values) if isinstance(data.values, tuple) else [data.values]
-    parts.append(data.validity)
-    return max(1024, sum(p.nbytes for p in parts if isinstance(p, np.ndarray)))
+def _wire_bytes(col: Column) -> int:
+    """Bytes a chunk in wire form holds."""
+    return max(1024, sum(p.nbytes for p in (col.values, col.validity, col.offsets) if isinstance(p, np.ndarray)))
 
 
 _OFFSET_MASK = (1 << STRIPE_OFFSET_BITS) - 1
@@ -600,6 +658,17 @@ class _KeyFilter:
         self.masks = {stripe.stripe_id: (stripe.row_count, mask) for stripe, _, mask, _ in members}
 
     def mask(self, rowids: np.ndarray) -> np.ndarray:
+        if len(rowids) <= 256:
+            # an index's candidates for a LIMIT: fewer Python steps one by one
+            ok = np.zeros(len(rowids), dtype=bool)
+            masks = self.masks
+            for j, r in enumerate(rowids.tolist()):
+                member = masks.get(r >> STRIPE_OFFSET_BITS)
+                if member is not None:
+                    o = r & _OFFSET_MASK
+                    if o < member[0] and (member[1] is None or member[1][o]):
+                        ok[j] = True
+            return ok
         sids = rowids >> STRIPE_OFFSET_BITS
         offs = rowids & _OFFSET_MASK
         ok = np.zeros(len(rowids), dtype=bool)
@@ -626,10 +695,3 @@ def _vector_column(X: np.ndarray, column) -> Column:
     return Column(wire_kind(column), X.reshape(-1).view(np.uint8),
                   None, np.arange(len(X) + 1, dtype=np.int64) * width)
 
-
-def _chunk_group_bounds(stripe) -> list[tuple[int, int]]:
-    reader = StripeReader(stripe.file_path)
-    try:
-        return [(g.first_row, g.first_row + g.row_count) for g in reader.metadata.chunk_groups]
-    finally:
-        reader.close()
