@@ -118,6 +118,7 @@ class RestApiHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"standbys": ha.replication()})
 
     def do_GET_metrics(self) -> None:
+        self.server.daemon_loop.collect_metrics()
         registry = self.server.daemon_loop.context.metrics
         self._send(200, registry.render().encode(), registry.CONTENT_TYPE)
 

@@ -218,7 +218,9 @@ class HaGroup:
             **self.ha_options,
             **overrides,
         }
-        lines = [f'dsn = "host=127.0.0.1 port={c.port} user=postgres dbname=postgres"',
+        # the sidecar's database: the first with orochi (its executor counters), else postgres
+        dbname = self.databases[0] if self.databases else "postgres"
+        lines = [f'dsn = "host=127.0.0.1 port={c.port} user=postgres dbname={dbname}"',
                  'log_level = "info"', 'duties = ["ha"]', "[http]", "port = 0", "[ha]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in ha.items()]
         return "\n".join(lines) + "\n" + self.extra

@@ -9,6 +9,7 @@ ready group whichever member is primary.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 
@@ -262,12 +263,12 @@ def test_sql_functions_are_for_pg_monitor(ha):
         conn.execute("CREATE ROLE ha_watcher")
     try:
         for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
-                   "replication_status()"):
+                   "replication_status()", "executor_counters()"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 _query(ha, primary, f"SELECT * FROM orochi.{fn}", role="ha_watcher")  # constant names
         _query(ha, primary, "GRANT pg_monitor TO ha_watcher")
         for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
-                   "replication_status()"):
+                   "replication_status()", "executor_counters()"):
             assert _query(ha, primary, f"SELECT count(*) FROM orochi.{fn}", role="ha_watcher")[0][0] >= 1
     finally:
         _query(ha, primary, "DROP ROLE ha_watcher")
@@ -292,6 +293,80 @@ def test_metrics_and_once_status(ha):
     rows = {line.split()[1]: line.split() for line in lines[2:] if line.startswith(ha.group + " ")}
     assert set(rows) == set(ha.group_members())
     assert rows[primary][2] == "primary"
+
+
+def _coordinator(ha: HaGroup) -> psycopg.Connection:
+    return psycopg.connect(ha.clusters[ha.primary(group="coordinator")].dsn("app"), autocommit=True)
+
+
+def _use_worker_primary(ha: HaGroup, conn: psycopg.Connection) -> None:
+    """Make the worker group's current primary the coordinator's only node."""
+    worker = ha.clusters[ha.primary()]
+    for (host, port) in conn.execute("SELECT host, port FROM orochi.nodes").fetchall():
+        conn.execute("SELECT orochi.remove_node(%s, %s)", (host, port))
+    conn.execute("SELECT orochi.add_node(%s, %s)", (worker.host, worker.port))
+
+
+def _scraped(ha: HaGroup, member: str) -> dict[str, float]:
+    """The executor counters on the /metrics of ``member``'s sidecar."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{ha.sidecars[member].port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    out = {}
+    for name in ("distributed_queries", "shards_accessed", "executor_failures"):
+        assert f"# TYPE orochi_{name}_total counter" in text
+        [value] = re.findall(rf"^orochi_{name}_total (\S+)$", text, re.M)
+        out[name] = float(value)
+    assert re.search(r"^orochi_executor_counters_up 1$", text, re.M)
+    return out
+
+
+def test_executor_counters_on_sql_and_metrics(ha):
+    """Distributed queries on the coordinator add to its executor counters
+    in shared memory (every backend's), by execution, shard and failure;
+    its sidecar's /metrics shows the same totals."""
+    ha.wait_ready()
+    coordinator = ha.primary(group="coordinator")
+
+    def counters(conn: psycopg.Connection) -> dict[str, int]:
+        row = conn.execute("SELECT distributed_queries, shards_accessed, executor_failures "
+                           "FROM orochi.executor_counters()").fetchone()
+        return dict(zip(("distributed_queries", "shards_accessed", "executor_failures"), row))
+    with _coordinator(ha) as conn:
+        _use_worker_primary(ha, conn)
+        conn.execute("CREATE TABLE counted (id int, v int)")
+        conn.execute("SELECT orochi.create_distributed_table('counted', 'id', 4)")
+        conn.execute("INSERT INTO counted SELECT g, g % 5 FROM generate_series(1, 200) g")
+        before = counters(conn)
+    try:
+        # each statement in a session of its own: the counters are the server's
+        with _coordinator(ha) as conn:
+            assert conn.execute("SELECT count(*) FROM counted").fetchone() == (200,)    # 4 shards
+        with _coordinator(ha) as conn:
+            assert conn.execute("SELECT v FROM counted WHERE id = 7").fetchone() == (2,)  # 1 shard
+        # a shard the worker does not have: the execution fails there
+        with psycopg.connect(ha.clusters[ha.primary()].dsn("app"), autocommit=True) as worker:
+            schema, name, kind = worker.execute(
+                "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname LIKE 'counted%' AND c.relkind IN ('r', 'f') ORDER BY c.relname LIMIT 1").fetchone()
+            alter = sql.SQL("ALTER FOREIGN TABLE" if kind == "f" else "ALTER TABLE")
+            worker.execute(sql.SQL("{} {} RENAME TO {}").format(alter, sql.Identifier(schema, name),
+                                                                 sql.Identifier(name + "_away")))
+            try:
+                with _coordinator(ha) as conn, pytest.raises(psycopg.errors.UndefinedTable):
+                    conn.execute("SELECT count(*) FROM counted")
+            finally:
+                worker.execute(sql.SQL("{} {} RENAME TO {}").format(alter, sql.Identifier(schema, name + "_away"),
+                                                                     sql.Identifier(name)))
+        with _coordinator(ha) as conn:
+            after = counters(conn)
+            assert {k: after[k] - before[k] for k in after} == {
+                "distributed_queries": 3, "shards_accessed": 4 + 1 + 4, "executor_failures": 1}
+            assert _scraped(ha, coordinator) == {k: float(v) for k, v in after.items()}
+    finally:
+        with _coordinator(ha) as conn:
+            conn.execute("SELECT orochi.undistribute_table('counted')")
+            conn.execute("DROP TABLE counted")
 
 
 def test_orochi_nodes_follows_a_worker_failover(ha):
