@@ -257,6 +257,31 @@ class HaGroup:
         if os.environ.get("OROCHI_KEEP_CLUSTER") != "1":
             shutil.rmtree(self.base, ignore_errors=True)
 
+    def add_standby(self, member: str, group: str | None = None) -> "SidecarProcess":
+        """A new member of ``group``: a standby made from the group's current
+        primary and its sidecar's configuration (every member in ``ha.peers``),
+        not started: add it to the Raft group first (``--once member-add``)."""
+        group = group or self.group
+        primary = self.primary(group=group)
+        self.member_group[member] = group
+        self.members.append(member)
+        self.raft_ports[member] = find_free_port()
+        self.clusters[member] = replica.make_standby(self.clusters[primary], f"{self.name}-{member}",
+                                                     settings=self.settings)
+        self.sidecars[member] = SidecarProcess(self.write_config(member), self.sidecar_env(member),
+                                               os.path.join(self.base, f"sidecar-{member}.log"))
+        return self.sidecars[member]
+
+    def forget_member(self, member: str) -> None:
+        """Stop a member's sidecar and PostgreSQL and drop it from this group
+        (after ``--once member-remove``)."""
+        self.sidecars.pop(member).kill9()
+        cluster = self.clusters.pop(member)
+        cluster.stop("immediate")
+        cluster.cleanup()
+        self.members.remove(member)
+        del self.member_group[member]
+
     def __enter__(self) -> "HaGroup":
         return self.start()
 

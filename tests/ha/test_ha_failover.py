@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 import threading
 import time
 
@@ -407,3 +408,71 @@ def test_orochi_nodes_follows_a_worker_failover(ha):
         conn.execute("DROP TABLE metrics")
     wait_until(lambda: ha.in_recovery(old) is True and old in ha.streaming(new), 120,
                f"{old} to rejoin as a standby")
+
+
+def _once(ha: HaGroup, member: str, *command: str) -> subprocess.CompletedProcess:
+    from orochi_fdw.testing.ha import SIDECAR
+    return subprocess.run([SIDECAR, "--config", ha.sidecars[member].config_path, "--once", *command],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_member_added_and_removed_at_run_time(ha):
+    """A new standby of the worker group and its sidecar join the running
+    Raft group (``--once member-add``): the state lists it, the primary
+    counts it as a synchronous standby, a sidecar restarted with its old
+    ha.peers knows it from its journal, and it takes part in a failover.
+    ``--once member-remove`` retires it (refused while it is a primary)."""
+    old = ha.wait_ready()
+    new = f"{ha.group}-9"
+    coordinator = ha.primary(group="coordinator")
+    ha.add_standby(new)
+    address = f"127.0.0.1:{ha.raft_ports[new]}"
+    try:
+        bad = _once(ha, coordinator, "member-add", f"{old}=127.0.0.1:1")
+        assert bad.returncode == 1 and f"member id '{old}' is already in the Raft group" in bad.stderr
+        done = _once(ha, coordinator, "member-add", f"{new}={address}")
+        assert done.returncode == 0, done.stderr
+        ha.sidecars[new].start()
+        ha.wait_ready()  # the new member registered, streaming as a synchronous candidate
+        info = _query(ha, old, "SELECT member_id, role, port FROM orochi.raft_cluster_info()")
+        assert (new, "standby", ha.clusters[new].port) in info
+        peers = _query(ha, coordinator, "SELECT peers FROM orochi.raft_status()")[0][0]
+        assert new in [p["member_id"] for p in peers]
+        # a sidecar restarted with its configuration of before (no new member in
+        # ha.peers) has the new member from its journal
+        other = next(m for m in ha.group_members() if m not in (old, new))
+        ha.kill_sidecar(other)
+        ha.restart_sidecar(other)
+        wait_until(lambda: new in [p["member_id"] for p in ha.sidecars[other].get("/raft/status")["peers"]]
+                   and ha.sidecars[other].get("/raft/status")["leader"] is not None, 60,
+                   f"{other} to know {new} from its journal")
+        # a failover: the new member is a candidate like the others, and
+        # follows the new primary when it is not the one promoted
+        generation = ha.generation()
+        ha.kill_postmaster(old)
+        promoted = ha.wait_failover(generation)
+        assert promoted != old
+        wait_until(lambda: ha.in_recovery(old) is True and old in ha.streaming(promoted), 120,
+                   f"{old} to rejoin as a standby")
+        if promoted == new:
+            refused = _once(ha, coordinator, "member-remove", new)
+            assert refused.returncode == 1 and "is the primary of node group" in refused.stderr
+            generation = ha.generation()
+            ha.kill_postmaster(new)
+            assert ha.wait_failover(generation) != new
+        ha.wait_ready()
+        assert new in ha.streaming(ha.primary())
+        # retiring it: its sidecar stops first, then another member removes it
+        ha.kill_sidecar(new)
+        ha.wait_leader(exclude=(new,))
+        done = _once(ha, coordinator, "member-remove", new)
+        assert done.returncode == 0, done.stderr
+        assert new not in [r[0] for r in _query(ha, coordinator, "SELECT member_id FROM orochi.raft_cluster_info()")]
+        assert new not in [p["member_id"] for p in ha.sidecars[coordinator].get("/raft/status")["peers"]]
+        primary = ha.primary()
+        wait_until(lambda: new not in _query(ha, primary, "SHOW synchronous_standby_names")[0][0], 60,
+                   f"{new} out of synchronous_standby_names")
+    finally:
+        if new in ha.sidecars:
+            ha.forget_member(new)
+    ha.wait_ready()
