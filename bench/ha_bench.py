@@ -79,7 +79,8 @@ def _throughput(dsn: str, seconds: float, synchronous_commit: str) -> float:
 
 
 def bench_orochi(kills: int, seconds: float) -> dict[str, Any]:
-    group = HaGroup(standbys=2, name="habench")
+    # fsync on, as the peers have it (the test harness turns it off)
+    group = HaGroup(standbys=2, name="habench", settings={"fsync": True})
     try:
         group.start()
         primary = group.wait_ready()
@@ -101,7 +102,7 @@ def bench_orochi(kills: int, seconds: float) -> dict[str, Any]:
                        f"{old} to rejoin")
         return {"name": "Orochi (orochi-sidecar, pysyncobj Raft)", "times": times, "throughput": tput,
                 "settings": f"lease_ttl {group.lease_ttl} s, renew 0.25 s, Raft election 0.4-1.2 s, "
-                            "loop 0.1 s; synchronous_standby_names ANY 1 (standbys)"}
+                            "loop 0.1 s; synchronous_standby_names ANY 1 (standbys); fsync on"}
     finally:
         group.cleanup()
 

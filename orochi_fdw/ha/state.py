@@ -10,7 +10,8 @@ log order on every member and kept in the journal on disk):
 - ``history``: the failovers, newest last (at most 100);
 - ``admitted``: member id -> Raft address of the members added at run time
   (``orochi-sidecar --once member-add``), ``retired``: member id -> when it
-  was removed (its sidecar may not register again until it is added back).
+  was removed and its Raft address (its sidecar may not register again
+  until it is added back).
 
 Raft membership itself (which addresses take part in elections and
 commits) is pysyncobj's, changed with ``addNodeToCluster`` /
@@ -60,7 +61,7 @@ class HaState(SyncObjConsumer):
         self.groups: dict[str, dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
         self.admitted: dict[str, str] = {}
-        self.retired: dict[str, float] = {}
+        self.retired: dict[str, dict[str, Any]] = {}
 
     def _changed(self, kind: str, group: str) -> None:
         hook = self.on_change
@@ -131,8 +132,9 @@ class HaState(SyncObjConsumer):
             if g.get("primary") == member:
                 return f"member {member!r} is the primary of node group {group!r}"
         info = self.members.pop(member, None)
+        address = (info or {}).get("raft") or self.admitted.pop(member, None) or self.raft_address(member)
         self.admitted.pop(member, None)
-        self.retired[member] = at
+        self.retired[member] = {"at": at, "raft": address}
         self._changed("retire", (info or {}).get("group", ""))
         return None
 
@@ -146,7 +148,9 @@ class HaState(SyncObjConsumer):
     def raft_address(self, member: str) -> str | None:
         """The Raft address the state knows for ``member``."""
         info = self.members.get(member)
-        return info.get("raft") if info else self.admitted.get(member)
+        if info:
+            return info.get("raft")
+        return self.admitted.get(member) or (self.retired.get(member) or {}).get("raft")
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the replicated state (JSON-serializable)."""
