@@ -387,7 +387,11 @@ class HaDuty(Duty):
             return
         self._next_rejoin = now + 1.0
         target = self._probe(primary)
-        if target is None or target["in_recovery"]:
+        # a fenced primary is no source either: the state this member has may be
+        # behind (the leader fences the old primary, commits the failover and
+        # promotes the new one, which may be this member's server before this
+        # member applied the failover); a rightful primary takes writes
+        if target is None or target["in_recovery"] or target["read_only"]:
             self.status_line = f"ha: {self.member} waits for primary {primary} to take writes before rejoining"
             return
         logger.info("%s rejoins as a standby of %s (pg_rewind)", self.member, primary)

@@ -322,14 +322,25 @@ class HaGroup:
     def writable(self, member: str) -> bool:
         """Whether the member's server acknowledges a write now: a commit
         that waits for synchronous standbys longer than a few seconds (its
-        wait cancelled, the commit not acknowledged as durable) is not."""
+        wait cancelled, the commit not acknowledged as durable) is not.
+
+        The wait is cancelled from the client: statement_timeout does not
+        reach it (PostgreSQL stops the statement's timer before the commit
+        waits for the standbys)."""
         notices: list[str] = []
         try:
             with psycopg.connect(self.clusters[member].dsn("postgres"), autocommit=True, connect_timeout=2,
                                  options="-c statement_timeout=5000") as c:
                 c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-                c.execute("CREATE TABLE IF NOT EXISTS ha_probe (member text, at timestamptz DEFAULT now())")
-                c.execute("INSERT INTO ha_probe (member) VALUES (%s)", (member,))
+                for statement, params in (
+                        ("CREATE TABLE IF NOT EXISTS ha_probe (member text, at timestamptz DEFAULT now())", None),
+                        ("INSERT INTO ha_probe (member) VALUES (%s)", (member,))):
+                    timer = threading.Timer(5.0, c.cancel_safe)
+                    timer.start()
+                    try:
+                        c.execute(statement, params)
+                    finally:
+                        timer.cancel()
         except psycopg.Error:
             return False
         return not any("synchronous replication" in n for n in notices)
