@@ -474,4 +474,3 @@ def test_member_added_and_removed_at_run_time(ha):
     finally:
         if new in ha.sidecars:
             ha.forget_member(new)
-    ha.wait_ready()
