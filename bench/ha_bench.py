@@ -9,9 +9,21 @@ old primary rejoins as a standby (not counted).
 
 Insert throughput: one client, one row per autocommit transaction, for
 --seconds seconds, with synchronous_commit = on (the sidecar's quorum
-synchronous replication: ANY 1 of the standbys) and = local (asynchronous).
+synchronous replication: ANY 1 of the standbys) and = local (asynchronous);
+the same for pg_auto_failover (its default replication quorum is also
+ANY 1 of the secondaries).
 
-    python bench/ha_bench.py [--kills 10] [--seconds 5] [--peers patroni] [--out bench/results/ha.md]
+    python bench/ha_bench.py [--kills 10] [--seconds 5] [--peers patroni,pg_auto_failover]
+                             [--peer-kills 3] [--paf-kills 10] [--out bench/results/ha.md]
+
+Setup of the peers (bench only, not needed by the tests):
+
+- Patroni + etcd: ``apt-get install etcd-server``; ``pip install -r requirements-bench.txt``.
+- pg_auto_failover: ``apt-get install postgresql-15-auto-failover pg-auto-failover-cli``
+  (the pgautofailover extension and pg_autoctl).  For a PostgreSQL tree of its
+  own (``$PG_CONFIG``), unpack the two packages into that tree's root instead:
+  ``apt-get download postgresql-15-auto-failover pg-auto-failover-cli`` then
+  ``dpkg -x <each .deb> <root>`` (the root holds ``usr/lib/postgresql/15``).
 
 Everything runs on 127.0.0.1 on this machine; the figures depend on its load
 (printed).
@@ -67,7 +79,8 @@ def _throughput(dsn: str, seconds: float, synchronous_commit: str) -> float:
 
 
 def bench_orochi(kills: int, seconds: float) -> dict[str, Any]:
-    group = HaGroup(standbys=2, name="habench")
+    # fsync on, as the peers have it (the test harness turns it off)
+    group = HaGroup(standbys=2, name="habench", settings={"fsync": True})
     try:
         group.start()
         primary = group.wait_ready()
@@ -89,7 +102,7 @@ def bench_orochi(kills: int, seconds: float) -> dict[str, Any]:
                        f"{old} to rejoin")
         return {"name": "Orochi (orochi-sidecar, pysyncobj Raft)", "times": times, "throughput": tput,
                 "settings": f"lease_ttl {group.lease_ttl} s, renew 0.25 s, Raft election 0.4-1.2 s, "
-                            "loop 0.1 s; synchronous_standby_names ANY 1 (standbys)"}
+                            "loop 0.1 s; synchronous_standby_names ANY 1 (standbys); fsync on"}
     finally:
         group.cleanup()
 
@@ -255,6 +268,165 @@ def bench_patroni(kills: int, bindir: str) -> dict[str, Any]:
         setup.cleanup()
 
 
+# ---------------------------------------------------------------------- pg_auto_failover
+
+
+def find_pg_autoctl(bindir: str) -> str | None:
+    """pg_autoctl beside the PostgreSQL of ``bindir`` (its tree's usr/bin when
+    the packages were unpacked into it), else on PATH; None without it or
+    without the pgautofailover extension in that PostgreSQL."""
+    root = os.path.normpath(os.path.join(bindir, "..", "..", "..", ".."))  # <root>/usr/lib/postgresql/NN/bin
+    candidates = [os.path.join(bindir, "pg_autoctl"), os.path.join(root, "bin", "pg_autoctl"),
+                  shutil.which("pg_autoctl") or ""]
+    ctl = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    if ctl is None:
+        return None
+    sharedir = subprocess.run([os.path.join(bindir, "pg_config"), "--sharedir"], capture_output=True,
+                              text=True).stdout.strip()
+    if not os.path.exists(os.path.join(sharedir, "extension", "pgautofailover.control")):
+        return None
+    return ctl
+
+
+class PgAutoFailoverSetup:
+    """pg_auto_failover: a monitor and three nodes (a primary, two
+    secondaries), each under its own ``pg_autoctl ... --run`` keeper, on
+    127.0.0.1 in a temporary directory, with pg_auto_failover's defaults
+    (replication quorum: ANY 1 of the secondaries, synchronous)."""
+
+    def __init__(self, bindir: str, ctl: str):
+        self.bindir = bindir
+        self.ctl = ctl
+        self.base = tempfile.mkdtemp(prefix="orochi-paf-")
+        os.chmod(self.base, 0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        self.monitor_port = find_free_port()
+        self.nodes = [{"name": f"n{i + 1}", "pg_port": find_free_port()} for i in range(3)]
+        self.procs: list[subprocess.Popen] = []
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PYTHONPATH"}
+        env.update(XDG_CONFIG_HOME=os.path.join(self.base, "config"), XDG_DATA_HOME=os.path.join(self.base, "share"),
+                   PATH=self.bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin"))
+        return env
+
+    def _cmd(self, args: list[str]) -> list[str]:
+        cmd = [self.ctl, *args]
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self.procs.append(subprocess.Popen(
+            self._cmd(args), cwd=self.base, env=self._env(), stdin=subprocess.DEVNULL,
+            stdout=open(os.path.join(self.base, f"{name}.log"), "a"), stderr=subprocess.STDOUT,
+            start_new_session=True))
+
+    def monitor_uri(self) -> str:
+        return f"postgres://autoctl_node@127.0.0.1:{self.monitor_port}/pg_auto_failover?sslmode=disable"
+
+    def state(self) -> list[dict[str, Any]]:
+        out = subprocess.run(self._cmd(["show", "state", "--pgdata", os.path.join(self.base, "monitor"), "--json"]),
+                             cwd=self.base, env=self._env(), capture_output=True, text=True, timeout=30)
+        try:
+            return json.loads(out.stdout) if out.returncode == 0 else []
+        except ValueError:
+            return []
+
+    def settled(self, count: int) -> bool:
+        """``count`` nodes, one primary, the others secondaries, all as assigned."""
+        nodes = self.state()
+        states = sorted(n["current_group_state"] for n in nodes)
+        if len(nodes) != count or any(n["current_group_state"] != n["assigned_group_state"] for n in nodes):
+            return False
+        return states == (["single"] if count == 1 else ["primary"] + ["secondary"] * (count - 1))
+
+    def start(self) -> None:
+        common = ["--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl",
+                  "--pgctl", os.path.join(self.bindir, "pg_ctl")]
+        self._spawn("monitor", ["create", "monitor", "--pgdata", os.path.join(self.base, "monitor"),
+                                "--pgport", str(self.monitor_port), *common, "--run"])
+        wait_until(self._monitor_up, 300, "pg_auto_failover's monitor")
+        for i, node in enumerate(self.nodes):
+            self._spawn(node["name"], ["create", "postgres", "--pgdata", self.datadir(node), "--pgport",
+                                       str(node["pg_port"]), "--name", node["name"], "--monitor",
+                                       self.monitor_uri(), *common, "--run"])
+            wait_until(lambda: self.settled(i + 1), 300, f"pg_auto_failover node {node['name']} to join")
+
+    def _monitor_up(self) -> bool:
+        try:
+            with psycopg.connect(f"host=127.0.0.1 port={self.monitor_port} user=autoctl_node "
+                                 "dbname=pg_auto_failover connect_timeout=1") as conn:
+                conn.execute("SELECT count(*) FROM pgautofailover.formation")
+                return True
+        except psycopg.Error:
+            return False
+
+    def datadir(self, node: dict[str, Any]) -> str:
+        return os.path.join(self.base, node["name"])
+
+    def primary(self) -> dict[str, Any] | None:
+        names = [n["nodename"] for n in self.state() if n["current_group_state"] == "primary"]
+        return next((n for n in self.nodes if names and n["name"] == names[0]), None)
+
+    def dsn(self) -> str:
+        ports = ",".join(str(n["pg_port"]) for n in self.nodes)
+        return (f"host={','.join('127.0.0.1' for _ in self.nodes)} port={ports} user=postgres "
+                "dbname=postgres target_session_attrs=read-write connect_timeout=1")
+
+    def postmaster_pid(self, node: dict[str, Any]) -> int:
+        with open(os.path.join(self.datadir(node), "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def cleanup(self) -> None:
+        for p in reversed(self.procs):  # nodes first, the monitor last
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
+            except Exception:  # noqa: BLE001
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except Exception:  # noqa: BLE001
+                    pass
+        for node in self.nodes:
+            try:
+                os.kill(self.postmaster_pid(node), signal.SIGKILL)
+            except Exception:  # noqa: BLE001
+                pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def bench_pg_auto_failover(kills: int, seconds: float, bindir: str, ctl: str) -> dict[str, Any]:
+    setup = PgAutoFailoverSetup(bindir, ctl)
+    try:
+        setup.start()
+        dsn = setup.dsn()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE bench_failover (id bigserial, at timestamptz)")
+        tput = {mode: _throughput(dsn, seconds, mode) for mode in ("on", "local")}
+        times = []
+        outcomes: list[str] = []
+        for i in range(kills):
+            wait_until(lambda: setup.settled(len(setup.nodes)), 600, "pg_auto_failover's group to be whole again")
+            old = setup.primary()
+            t0 = time.monotonic()
+            os.kill(setup.postmaster_pid(old), signal.SIGKILL)
+            took = _first_write_after(dsn, t0, timeout=300)
+            times.append(took)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                port = conn.execute("SELECT inet_server_port()").fetchone()[0]
+            new = next(n for n in setup.nodes if n["pg_port"] == port)
+            outcomes.append("restarted in place" if new is old else "failover")
+            print(f"pg_auto_failover kill {i + 1}: {old['name']} -> {new['name']}: first write after "
+                  f"{took:.3f} s", flush=True)
+        return {"name": "pg_auto_failover 2.0 (defaults)", "times": times, "throughput": tput,
+                "settings": "pg_auto_failover defaults (monitor health checks every 5 s; "
+                            "number_sync_standbys 0, replication quorum ANY 1 of the secondaries); "
+                            f"outcomes: {outcomes.count('failover')} failovers, "
+                            f"{outcomes.count('restarted in place')} restarts in place"}
+    finally:
+        setup.cleanup()
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
@@ -263,9 +435,11 @@ def _load() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--peer-kills", type=int, default=3, help="kills for the peers (their failover is slow)")
+    parser.add_argument("--peer-kills", type=int, default=3, help="kills for Patroni (its failover is slow)")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--peers", default="patroni", help="comma-separated: patroni, or none")
+    parser.add_argument("--paf-kills", type=int, default=10, help="kills for pg_auto_failover")
+    parser.add_argument("--peers", default="patroni,pg_auto_failover",
+                        help="comma-separated: patroni, pg_auto_failover, or none")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "ha.md"))
     args = parser.parse_args(argv)
     load_before = _load()
@@ -285,6 +459,17 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(bench_patroni(args.peer_kills, find_bindir()))
             except Exception as exc:  # noqa: BLE001 - reported as not run
                 notes.append(f"Patroni + etcd: failed to run here: {type(exc).__name__}: {exc}")
+        elif peer == "pg_auto_failover":
+            bindir = find_bindir()
+            ctl = find_pg_autoctl(bindir)
+            if ctl is None:
+                notes.append("pg_auto_failover: not run (pg_autoctl or the pgautofailover extension missing: "
+                             "see the setup step at the top of bench/ha_bench.py)")
+                continue
+            try:
+                results.append(bench_pg_auto_failover(args.paf_kills, args.seconds, bindir, ctl))
+            except Exception as exc:  # noqa: BLE001 - reported as not run
+                notes.append(f"pg_auto_failover: failed to run here: {type(exc).__name__}: {exc}")
         else:
             notes.append(f"{peer}: not supported by this script")
     lines = ["# HA failover benchmark (bench/ha_bench.py)", "",
@@ -297,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         t = r["times"]
         lines.append(f"| {r['name']} | {len(t)} | {statistics.median(t):.3f} | {_p95(t):.3f} | {min(t):.3f} | "
                      f"{max(t):.3f} | {r['settings']} |")
-    lines += ["", "Insert throughput (one client, one row per autocommit transaction):", "",
+    lines += ["", "Insert throughput (one client, one row per autocommit transaction; Patroni, asynchronous "
+              "by default, not measured):", "",
               "| system | synchronous_commit = on (quorum sync) rows/s | local (async) rows/s |", "|---|---|---|"]
     for r in results:
         if r["throughput"]:

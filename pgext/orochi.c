@@ -133,6 +133,7 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 	orochi_wal_init();
 	orochi_workload_init();
+	orochi_executor_stats_init();
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	orochi_install_hooks();

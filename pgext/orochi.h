@@ -224,6 +224,10 @@ extern PyObject *orochi_wal_module_init(void);
 /* in workload.c */
 extern void orochi_workload_init(void);
 
+/* in executor_stats.c */
+extern void orochi_executor_stats_init(void);
+extern PyObject *orochi_stats_module_init(void);
+
 /* in py_spi.c */
 extern char *orochi_fault_injection;
 extern bool orochi_insert_fast_path;

@@ -232,6 +232,8 @@ start_interpreter(void)
 		elog(ERROR, "orochi: could not register the _orochi_pg module");
 	if (PyImport_AppendInittab("_orochi_wal", orochi_wal_module_init) < 0)
 		elog(ERROR, "orochi: could not register the _orochi_wal module");
+	if (PyImport_AppendInittab("_orochi_stats", orochi_stats_module_init) < 0)
+		elog(ERROR, "orochi: could not register the _orochi_stats module");
 
 	PyConfig_InitIsolatedConfig(&config);
 	config.install_signal_handlers = 0;

@@ -53,3 +53,18 @@ REVOKE ALL ON FUNCTION orochi.raft_status(), orochi.raft_leader(), orochi.raft_c
     orochi.cluster_health(), orochi.replication_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orochi.raft_status(), orochi.raft_leader(), orochi.raft_cluster_info(),
     orochi.cluster_health(), orochi.replication_status() TO pg_monitor;
+
+-- Counters of the distributed executor on this server, since it started
+-- (shared memory; orochi must be in shared_preload_libraries): executions
+-- (each time a statement's tasks are sent to the workers: a scan, a join, a
+-- flush of modified rows, a COPY batch, DDL), the shards their tasks covered,
+-- and the executions that failed (a worker's error, an unreachable worker, a
+-- cancellation).  The orochi-sidecar exports them on /metrics.
+CREATE FUNCTION orochi.executor_counters(OUT distributed_queries bigint, OUT shards_accessed bigint,
+                                         OUT executor_failures bigint, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_executor_counters'
+LANGUAGE C VOLATILE STRICT;
+
+REVOKE ALL ON FUNCTION orochi.executor_counters() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orochi.executor_counters() TO pg_monitor;

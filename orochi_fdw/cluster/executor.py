@@ -8,6 +8,11 @@ wire columns without a Python object per value beyond the bytes libpq
 hands out: TEXT for text columns, CSTRING (through the type's input
 function, which reads back exactly what the worker's output function
 wrote) for the others.
+
+Every execution (a call of :func:`run`, :func:`fetch` or :func:`copy_into`
+with tasks) adds to the server's executor counters in shared memory
+(``orochi.executor_counters()``, the sidecar's ``/metrics``): one query,
+the shards its tasks cover, and one failure if it raised.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ from orochi_fdw.bridge.batch import Column, WireKind
 from orochi_fdw.cluster import connection as C
 from orochi_fdw.cluster.planner import Task
 from orochi_fdw.cluster.transaction import current as txn
+
+try:  # the bridge's module, in a backend only
+    import _orochi_stats
+except ImportError:  # pragma: no cover - outside a backend
+    _orochi_stats = None
+
+
+def _count(queries: int, shards: int, failures: int = 0) -> None:
+    """Add to the server's executor counters (nothing outside a backend)."""
+    if _orochi_stats is not None:
+        _orochi_stats.add(queries, shards, failures)
 
 
 @dataclass
@@ -50,19 +66,24 @@ def run(tasks: list[Task], *, write: bool = False) -> list[TaskRun]:
     """
     if not tasks:
         return []
-    sessions = txn.sessions_for([t.node for t in tasks])
-    if write:
-        txn.mark_written(sessions[t.node.node_id] for t in tasks)
-    jobs = [C.Job(sessions[t.node.node_id], C.command(sessions[t.node.node_id], t.sql, t.params))
-            for t in tasks]
+    _count(1, sum(len(t.shards) for t in tasks))
     try:
-        error = C.run_jobs(jobs)
+        sessions = txn.sessions_for([t.node for t in tasks])
+        if write:
+            txn.mark_written(sessions[t.node.node_id] for t in tasks)
+        jobs = [C.Job(sessions[t.node.node_id], C.command(sessions[t.node.node_id], t.sql, t.params))
+                for t in tasks]
+        try:
+            error = C.run_jobs(jobs)
+        except BaseException:
+            txn._lost("a command was interrupted")
+            raise
+        if error is not None:
+            txn._lost(str(error))
+            raise error
     except BaseException:
-        txn._lost("a command was interrupted")
+        _count(0, 0, 1)
         raise
-    if error is not None:
-        txn._lost(str(error))
-        raise error
     return [TaskRun(t, j.result or [], j.finished - j.started) for t, j in zip(tasks, jobs)]
 
 
@@ -78,6 +99,17 @@ def fetch(tasks: list[Task], rows_per_fetch: int = 20_000, runs: list | None = N
     per-task timing (EXPLAIN ANALYZE)."""
     if not tasks:
         return
+    _count(1, sum(len(t.shards) for t in tasks))
+    try:
+        yield from _fetch(tasks, rows_per_fetch, runs)
+    except GeneratorExit:  # abandoned early: not a failure
+        raise
+    except BaseException:
+        _count(0, 0, 1)
+        raise
+
+
+def _fetch(tasks: list[Task], rows_per_fetch: int, runs: list | None):
     name = f"orochi_cursor_{next(_cursors)}".encode()
     sessions = txn.sessions_for([t.node for t in tasks])
     declares = [C.Job(sessions[t.node.node_id], C.command(
@@ -123,18 +155,23 @@ def copy_into(pieces: list[tuple[Any, bytes, list[bytes]]]) -> list[TaskRun]:
     shards of one node one after the other, nodes at once."""
     if not pieces:
         return []
-    sessions = txn.sessions_for([p[0] for p in pieces])
-    txn.mark_written(sessions[p[0].node_id] for p in pieces)
-    jobs = [C.Job(sessions[node.node_id], C.copy_in(sessions[node.node_id], stmt, chunks))
-            for node, stmt, chunks in pieces]
+    _count(1, len(pieces))  # a piece is one shard placement's rows
     try:
-        error = C.run_jobs(jobs)
+        sessions = txn.sessions_for([p[0] for p in pieces])
+        txn.mark_written(sessions[p[0].node_id] for p in pieces)
+        jobs = [C.Job(sessions[node.node_id], C.copy_in(sessions[node.node_id], stmt, chunks))
+                for node, stmt, chunks in pieces]
+        try:
+            error = C.run_jobs(jobs)
+        except BaseException:
+            txn._lost("a COPY was interrupted")
+            raise
+        if error is not None:
+            txn._lost(str(error))
+            raise error
     except BaseException:
-        txn._lost("a COPY was interrupted")
+        _count(0, 0, 1)
         raise
-    if error is not None:
-        txn._lost(str(error))
-        raise error
     return [TaskRun(Task(node, [], stmt), j.result or [], j.finished - j.started)
             for (node, stmt, _), j in zip(pieces, jobs)]
 

@@ -39,12 +39,22 @@ from psycopg.conninfo import conninfo_to_dict
 from orochi_fdw.ha import postgres as pg
 from orochi_fdw.ha.settings import journal_path, parse_peers
 from orochi_fdw.ha.state import RAFT_STATES, HaState, make_raft, wait_result
+from orochi_fdw.sidecar.config import ConfigError
 from orochi_fdw.sidecar.duties import DaemonContext, Duty
 
 logger = logging.getLogger("orochi.sidecar.ha")
 
 #: the file in the data directory that tells the backends where the sidecar's REST API is
 SIDECAR_FILE = "orochi_sidecar.json"
+
+
+_FAIL_REASONS = {1: "queue full", 2: "no Raft leader", 3: "discarded", 4: "not the leader",
+                 5: "the leader changed", 6: "denied (another membership change is not committed yet)",
+                 7: "unknown outcome"}
+
+
+def _fail_reason(error: Any) -> str:
+    return _FAIL_REASONS.get(error, str(error))
 
 
 class HaDuty(Duty):
@@ -377,7 +387,11 @@ class HaDuty(Duty):
             return
         self._next_rejoin = now + 1.0
         target = self._probe(primary)
-        if target is None or target["in_recovery"]:
+        # a fenced primary is no source either: the state this member has may be
+        # behind (the leader fences the old primary, commits the failover and
+        # promotes the new one, which may be this member's server before this
+        # member applied the failover); a rightful primary takes writes
+        if target is None or target["in_recovery"] or target["read_only"]:
             self.status_line = f"ha: {self.member} waits for primary {primary} to take writes before rejoining"
             return
         logger.info("%s rejoins as a standby of %s (pg_rewind)", self.member, primary)
@@ -502,20 +516,79 @@ class HaDuty(Duty):
                 self._note(f"coord:{db}", f"updating orochi.dist_node on the coordinator (database {db}): "
                                           f"{str(exc).strip()}", logging.ERROR)
 
+    # ------------------------------------------------------------------ membership
+
+    def _member_addresses(self) -> dict[str, str]:
+        """Raft address -> member id, of every member this sidecar knows of."""
+        out = {p.address: m for m, p in self.peers.items()}
+        out.update({a: m for m, a in self.state.admitted.items()})
+        out.update({i["raft"]: m for m, i in self.state.members.items() if i.get("raft")})
+        return out
+
+    def add_member(self, member: str, address: str) -> tuple[int, dict[str, Any]]:
+        """Add a member to the Raft group at run time (``POST /raft/members``):
+        noted in the replicated state, then pysyncobj's membership change;
+        both in the journal.  Returns the HTTP status and the answer."""
+        try:
+            peer = parse_peers([f"{member}={address}"])[member]
+        except ConfigError as exc:
+            return 400, {"error": str(exc).replace('"ha.peers"', "the new member")}
+        current = {n.address for n in self.raft.otherNodes} | {self.raft.selfNode.address}
+        known = self.state.raft_address(peer.member_id) or (
+            self.peers[peer.member_id].address if peer.member_id in self.peers else None)
+        if peer.address in current:
+            who = self._member_addresses().get(peer.address, "another member")
+            return 409, {"error": f"{peer.address} is already in the Raft group (member {who})"}
+        if peer.member_id in self.state.members or (known is not None and known in current):
+            return 409, {"error": f"member id {peer.member_id!r} is already in the Raft group (at {known})"}
+        ok, err = wait_result(self.state.welcome_member, peer.member_id, peer.address, timeout=self.ttl * 2)
+        if err is not None or not ok:
+            return 503, {"error": f"the Raft group did not commit the new member ({_fail_reason(err)})"}
+        ok, err = wait_result(self.raft.addNodeToCluster, peer.address, timeout=self.ttl * 2)
+        if err is not None:
+            return 503, {"error": f"the Raft group did not add {peer.address} ({_fail_reason(err)}); retry"}
+        logger.warning("member %s (%s) added to the Raft group", peer.member_id, peer.address)
+        return 200, {"added": peer.member_id, "address": peer.address}
+
+    def remove_member(self, member: str) -> tuple[int, dict[str, Any]]:
+        """Remove a member from the Raft group at run time (``DELETE
+        /raft/members/<id>``): forgotten by the replicated state (refused for
+        a group's primary), then pysyncobj's membership change."""
+        if member == self.member:
+            return 409, {"error": f"member {member!r} is this sidecar's own: stop its sidecar and ask another member"}
+        address = self.state.raft_address(member) or (self.peers[member].address if member in self.peers else None)
+        current = {n.address for n in self.raft.otherNodes}
+        if address is None or (address not in current and member not in self.state.members):
+            return 404, {"error": f"no member {member!r} in the Raft group"}
+        if address == str(self.raft._getLeader() or ""):
+            return 409, {"error": f"member {member!r} is the Raft leader: stop its sidecar first "
+                                  "(another member is elected), then remove it"}
+        reason, err = wait_result(self.state.retire_member, member, time.time(), timeout=self.ttl * 2)
+        if err is not None:
+            return 503, {"error": f"the Raft group did not commit the removal ({_fail_reason(err)}); retry"}
+        if reason is not None:
+            return 409, {"error": f"{reason}: fail it over first (stop its PostgreSQL), then remove it"}
+        if address in current:
+            ok, err = wait_result(self.raft.removeNodeFromCluster, address, timeout=self.ttl * 2)
+            if err is not None:
+                return 503, {"error": f"the Raft group did not remove {address} ({_fail_reason(err)}); retry"}
+        logger.warning("member %s (%s) removed from the Raft group", member, address)
+        return 200, {"removed": member, "address": address}
+
     # ------------------------------------------------------------------ what the REST API shows
 
     def raft_status(self) -> dict[str, Any]:
         s = self.raft.getStatus()
         leader = s.get("leader")
-        by_address = {p.address: m for m, p in self.peers.items()}
+        by_address = self._member_addresses()
         peers = []
-        for member, peer in sorted(self.peers.items()):
-            if member == self.member:
-                continue
-            peers.append({"member_id": member, "address": peer.address,
-                          "connected": s.get(f"partner_node_status_server_{peer.address}") == 2,
-                          "match_index": s.get(f"match_idx_server_{peer.address}"),
-                          "next_index": s.get(f"next_node_idx_server_{peer.address}")})
+        # the Raft group's members as pysyncobj has them (ha.peers, changed by member-add / -remove)
+        for address in sorted(n.address for n in self.raft.otherNodes):
+            peers.append({"member_id": by_address.get(address, address), "address": address,
+                          "connected": s.get(f"partner_node_status_server_{address}") == 2,
+                          "match_index": s.get(f"match_idx_server_{address}"),
+                          "next_index": s.get(f"next_node_idx_server_{address}")})
+        peers.sort(key=lambda p: p["member_id"])
         return {"member_id": self.member, "address": self.peers[self.member].address,
                 "state": RAFT_STATES.get(s.get("state"), str(s.get("state"))),
                 "term": s.get("raft_term"), "commit_index": s.get("commit_idx"),

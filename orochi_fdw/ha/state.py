@@ -7,7 +7,20 @@ log order on every member and kept in the journal on disk):
 - ``groups``: node group -> ``primary`` (member id), ``generation`` (bumped
   by every failover), ``down`` (the generation whose primary's sidecar saw
   its postmaster dead), ``since`` (wall time of the last change);
-- ``history``: the failovers, newest last (at most 100).
+- ``history``: the failovers, newest last (at most 100);
+- ``admitted``: member id -> Raft address of the members added at run time
+  (``orochi-sidecar --once member-add``), ``retired``: member id -> when it
+  was removed and its Raft address (its sidecar may not register again
+  until it is added back).
+
+Raft membership itself (which addresses take part in elections and
+commits) is pysyncobj's, changed with ``addNodeToCluster`` /
+``removeNodeFromCluster``: entries of the same log, so the journal keeps
+them too.
+
+pysyncobj numbers replicated methods by their sorted names, and the journal
+holds the numbers: a new replicated method must sort after every existing
+one (or a journal written before it would replay the wrong methods).
 
 A lease is not a wall-clock time in the state: every member notes, on its
 own monotonic clock, when it applied the primary's last renewal
@@ -47,6 +60,8 @@ class HaState(SyncObjConsumer):
         self.members: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
+        self.admitted: dict[str, str] = {}
+        self.retired: dict[str, dict[str, Any]] = {}
 
     def _changed(self, kind: str, group: str) -> None:
         hook = self.on_change
@@ -55,6 +70,8 @@ class HaState(SyncObjConsumer):
 
     @replicated
     def register(self, member: str, info: dict[str, Any]) -> bool:
+        if member in self.retired:
+            return False  # removed from the group; its sidecar should have stopped
         self.members[member] = dict(info)
         self._changed("register", info.get("group", ""))
         return True
@@ -106,6 +123,34 @@ class HaState(SyncObjConsumer):
         self.renewed_at[group] = time.monotonic()
         self._changed("failover", group)
         return True
+
+    @replicated
+    def retire_member(self, member: str, at: float) -> str | None:
+        """Forget ``member`` (before its Raft node is removed); None when
+        done, else why not (a group's primary is never retired)."""
+        for group, g in self.groups.items():
+            if g.get("primary") == member:
+                return f"member {member!r} is the primary of node group {group!r}"
+        info = self.members.pop(member, None)
+        address = (info or {}).get("raft") or self.admitted.pop(member, None) or self.raft_address(member)
+        self.admitted.pop(member, None)
+        self.retired[member] = {"at": at, "raft": address}
+        self._changed("retire", (info or {}).get("group", ""))
+        return None
+
+    @replicated
+    def welcome_member(self, member: str, address: str) -> bool:
+        """Note a member added at run time (before its Raft node is added)."""
+        self.retired.pop(member, None)
+        self.admitted[member] = address
+        return True
+
+    def raft_address(self, member: str) -> str | None:
+        """The Raft address the state knows for ``member``."""
+        info = self.members.get(member)
+        if info:
+            return info.get("raft")
+        return self.admitted.get(member) or (self.retired.get(member) or {}).get("raft")
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the replicated state (JSON-serializable)."""

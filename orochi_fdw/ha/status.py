@@ -1,5 +1,7 @@
 """``orochi-sidecar --once status``: the HA cluster as the running sidecar
-of this configuration sees it (its REST API), printed as a table."""
+of this configuration sees it (its REST API), printed as a table;
+``--once member-add ID=host:port`` / ``--once member-remove ID``: change the
+Raft group's members through it."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -56,4 +59,44 @@ def print_status(config: Config, out: Any = None) -> int:
     for h in cluster["history"][-5:]:
         print(f"failover: group {h['group']} generation {h['generation']}: {h['old_primary']} -> "
               f"{h['new_primary']} ({h['reason']})", file=out)
+    return 0
+
+
+def change_members(config: Config, action: str, argument: str, out: Any = None) -> int:
+    """``member-add ID=host:port`` or ``member-remove ID`` through the running
+    sidecar of this configuration; 0 when done, 1 when refused or failed."""
+    out = out or sys.stdout
+    url = api_url(config)
+    if url is None:
+        print("orochi-sidecar: no running sidecar found for this configuration", file=sys.stderr)
+        return 1
+    if action == "member-add":
+        member, sep, address = argument.partition("=")
+        if not sep:
+            print(f"orochi-sidecar: member-add expects ID=host:port, got {argument!r}", file=sys.stderr)
+            return 2
+        request = urllib.request.Request(url + "/raft/members", method="POST",
+                                         data=json.dumps({"member_id": member.strip(),
+                                                          "address": address.strip()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+    else:
+        request = urllib.request.Request(url + "/raft/members/" + urllib.parse.quote(argument, safe=""),
+                                         method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read().decode()).get("error", str(exc))
+        except ValueError:
+            message = str(exc)
+        print(f"orochi-sidecar: {action} refused: {message}", file=sys.stderr)
+        return 1
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"orochi-sidecar: the sidecar at {url} does not answer: {exc}", file=sys.stderr)
+        return 1
+    if action == "member-add":
+        print(f"member {answer['added']} ({answer['address']}) added to the Raft group", file=out)
+    else:
+        print(f"member {answer['removed']} ({answer['address']}) removed from the Raft group", file=out)
     return 0

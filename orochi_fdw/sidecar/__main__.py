@@ -35,9 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-interval", type=float, help="seconds between looks for due jobs "
                                                              "(jobs.poll_interval)")
     parser.add_argument("--log-level", choices=configuration.LOG_LEVELS, help="log level (log_level)")
-    parser.add_argument("--once", nargs="?", const="cycle", choices=("cycle", "status"),
+    parser.add_argument("--once", nargs="*", metavar="COMMAND",
                         help="run one cycle of every duty, print its status and exit; "
-                             "'--once status': print the HA cluster as the running sidecar sees it")
+                             "'--once status': print the HA cluster as the running sidecar sees it; "
+                             "'--once member-add ID=host:port' / '--once member-remove ID': add or remove "
+                             "a member of the Raft group through the running sidecar")
     return parser
 
 
@@ -52,7 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    once = args.once
+    if once is not None:
+        if once in ([], ["cycle"]):
+            args.once = "cycle"
+        elif once == ["status"]:
+            args.once = "status"
+        elif len(once) == 2 and once[0] in ("member-add", "member-remove"):
+            args.once = once[0]
+        else:
+            parser.error("--once takes nothing, 'status', 'member-add ID=host:port' or 'member-remove ID'")
     overrides = {"dsn": args.dsn, "http.host": args.http_host, "http.port": args.http_port,
                  "jobs.poll_interval": args.poll_interval, "log_level": args.log_level}
     try:
@@ -64,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.once == "status":
         from orochi_fdw.ha.status import print_status
         return print_status(config)
+    if args.once in ("member-add", "member-remove"):
+        from orochi_fdw.ha.status import change_members
+        return change_members(config, args.once, once[1])
     for key, shown in config.describe().items():
         logger.debug("setting %s = %s", key, shown)
     try:

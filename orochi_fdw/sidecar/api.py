@@ -9,19 +9,25 @@
   ``/replication``: the ha duty's Raft node, replicated state, members'
   health and the local PostgreSQL's standbys (JSON; docs/ha.md).
 
-Handlers are thin ``do_GET_<path>`` methods; nothing here changes state (a
-state-changing endpoint would pass one access check, as Patroni's do).
+- ``POST /raft/members`` (``{"member_id": ..., "address": "host:port"}``),
+  ``DELETE /raft/members/<id>``: add or remove a member of the Raft group
+  (``orochi-sidecar --once member-add`` / ``member-remove``).
+
+Handlers are thin ``do_GET_<path>`` methods.  The two that change state
+answer clients on the loopback interface only, whatever ``http.host`` is
+(the one access check, as Patroni's unsafe endpoints have theirs).
 """
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from orochi_fdw.sidecar.daemon import Daemon
 
@@ -50,6 +56,52 @@ class RestApiHandler(BaseHTTPRequestHandler):
                                                 "/replication"]})
             return
         handler()
+
+    def _local_client(self) -> bool:
+        try:
+            if ipaddress.ip_address(self.client_address[0]).is_loopback:
+                return True
+        except ValueError:
+            pass
+        self._send_json(403, {"error": "membership changes are accepted from the loopback interface only"})
+        return False
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            return json.loads(self.rfile.read(length).decode() or "{}") if length <= 65536 else None
+        except ValueError:
+            return None
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/")
+        if path != "/raft/members":
+            self._send_json(404, {"error": f"no such endpoint: POST {path}"})
+            return
+        if not self._local_client():
+            return
+        body = self._body()
+        if not isinstance(body, dict) or not isinstance(body.get("member_id"), str) \
+                or not isinstance(body.get("address"), str):
+            self._send_json(400, {"error": 'expected a JSON object {"member_id": "...", "address": "host:port"}'})
+            return
+        ha = self._ha()
+        if ha is not None:
+            code, answer = ha.add_member(body["member_id"], body["address"])
+            self._send_json(code, answer)
+
+    def do_DELETE(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/")
+        prefix = "/raft/members/"
+        if not path.startswith(prefix) or "/" in path[len(prefix):] or not path[len(prefix):]:
+            self._send_json(404, {"error": f"no such endpoint: DELETE {path}"})
+            return
+        if not self._local_client():
+            return
+        ha = self._ha()
+        if ha is not None:
+            code, answer = ha.remove_member(unquote(path[len(prefix):]))
+            self._send_json(code, answer)
 
     def do_GET_health(self) -> None:
         daemon = self.server.daemon_loop
@@ -118,6 +170,7 @@ class RestApiHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"standbys": ha.replication()})
 
     def do_GET_metrics(self) -> None:
+        self.server.daemon_loop.collect_metrics()
         registry = self.server.daemon_loop.context.metrics
         self._send(200, registry.render().encode(), registry.CONTENT_TYPE)
 

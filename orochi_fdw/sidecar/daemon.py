@@ -12,6 +12,7 @@ import time
 
 from orochi_fdw.sidecar.config import Config
 from orochi_fdw.sidecar.duties import DaemonContext, Duty, load_duty
+from orochi_fdw.sidecar.executor_metrics import ExecutorCounters
 from orochi_fdw.sidecar.metrics import Registry
 
 logger = logging.getLogger("orochi.sidecar")
@@ -34,6 +35,7 @@ class Daemon:
         self._started = metrics.gauge("orochi_sidecar_start_time_seconds",
                                       "When the daemon started (Unix time).")
         self._started.set(time.time())
+        self.executor_counters = ExecutorCounters(metrics, config["dsn"])
         self.duties = duties if duties is not None else [load_duty(name)(self.context)
                                                         for name in config["duties"]]
         self.last_status: str | None = None
@@ -75,6 +77,11 @@ class Daemon:
         if statuses:
             self.last_status = status
         return status
+
+    def collect_metrics(self) -> None:
+        """Read what /metrics shows from elsewhere (PostgreSQL's executor
+        counters), right before it is rendered."""
+        self.executor_counters.collect()
 
     def sleep_time(self) -> float:
         """Seconds until a duty is due, at most a second."""

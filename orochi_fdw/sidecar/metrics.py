@@ -78,6 +78,13 @@ class Counter(_Metric):
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
+    def set_total(self, value: float, **labels: str) -> None:
+        """Set the series to a total counted elsewhere (a counter PostgreSQL
+        keeps, read at each scrape; it restarts from zero with the server)."""
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = float(value)
+
     def value(self, **labels: str) -> float:
         """The series' current value (0 when never incremented)."""
         with self._lock:

@@ -218,7 +218,9 @@ class HaGroup:
             **self.ha_options,
             **overrides,
         }
-        lines = [f'dsn = "host=127.0.0.1 port={c.port} user=postgres dbname=postgres"',
+        # the sidecar's database: the first with orochi (its executor counters), else postgres
+        dbname = self.databases[0] if self.databases else "postgres"
+        lines = [f'dsn = "host=127.0.0.1 port={c.port} user=postgres dbname={dbname}"',
                  'log_level = "info"', 'duties = ["ha"]', "[http]", "port = 0", "[ha]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in ha.items()]
         return "\n".join(lines) + "\n" + self.extra
@@ -254,6 +256,31 @@ class HaGroup:
             c.cleanup()
         if os.environ.get("OROCHI_KEEP_CLUSTER") != "1":
             shutil.rmtree(self.base, ignore_errors=True)
+
+    def add_standby(self, member: str, group: str | None = None) -> "SidecarProcess":
+        """A new member of ``group``: a standby made from the group's current
+        primary and its sidecar's configuration (every member in ``ha.peers``),
+        not started: add it to the Raft group first (``--once member-add``)."""
+        group = group or self.group
+        primary = self.primary(group=group)
+        self.member_group[member] = group
+        self.members.append(member)
+        self.raft_ports[member] = find_free_port()
+        self.clusters[member] = replica.make_standby(self.clusters[primary], f"{self.name}-{member}",
+                                                     settings=self.settings)
+        self.sidecars[member] = SidecarProcess(self.write_config(member), self.sidecar_env(member),
+                                               os.path.join(self.base, f"sidecar-{member}.log"))
+        return self.sidecars[member]
+
+    def forget_member(self, member: str) -> None:
+        """Stop a member's sidecar and PostgreSQL and drop it from this group
+        (after ``--once member-remove``)."""
+        self.sidecars.pop(member).kill9()
+        cluster = self.clusters.pop(member)
+        cluster.stop("immediate")
+        cluster.cleanup()
+        self.members.remove(member)
+        del self.member_group[member]
 
     def __enter__(self) -> "HaGroup":
         return self.start()
@@ -295,14 +322,25 @@ class HaGroup:
     def writable(self, member: str) -> bool:
         """Whether the member's server acknowledges a write now: a commit
         that waits for synchronous standbys longer than a few seconds (its
-        wait cancelled, the commit not acknowledged as durable) is not."""
+        wait cancelled, the commit not acknowledged as durable) is not.
+
+        The wait is cancelled from the client: statement_timeout does not
+        reach it (PostgreSQL stops the statement's timer before the commit
+        waits for the standbys)."""
         notices: list[str] = []
         try:
             with psycopg.connect(self.clusters[member].dsn("postgres"), autocommit=True, connect_timeout=2,
                                  options="-c statement_timeout=5000") as c:
                 c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-                c.execute("CREATE TABLE IF NOT EXISTS ha_probe (member text, at timestamptz DEFAULT now())")
-                c.execute("INSERT INTO ha_probe (member) VALUES (%s)", (member,))
+                for statement, params in (
+                        ("CREATE TABLE IF NOT EXISTS ha_probe (member text, at timestamptz DEFAULT now())", None),
+                        ("INSERT INTO ha_probe (member) VALUES (%s)", (member,))):
+                    timer = threading.Timer(5.0, c.cancel_safe)
+                    timer.start()
+                    try:
+                        c.execute(statement, params)
+                    finally:
+                        timer.cancel()
         except psycopg.Error:
             return False
         return not any("synchronous replication" in n for n in notices)

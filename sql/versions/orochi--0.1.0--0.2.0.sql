@@ -2586,3 +2586,18 @@ CREATE OR REPLACE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[
 RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
 CREATE OR REPLACE FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[], integer)
 RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C STRICT VOLATILE;
+
+-- Counters of the distributed executor on this server, since it started
+-- (shared memory; orochi must be in shared_preload_libraries): executions
+-- (each time a statement's tasks are sent to the workers: a scan, a join, a
+-- flush of modified rows, a COPY batch, DDL), the shards their tasks covered,
+-- and the executions that failed (a worker's error, an unreachable worker, a
+-- cancellation).  The orochi-sidecar exports them on /metrics.
+CREATE FUNCTION orochi.executor_counters(OUT distributed_queries bigint, OUT shards_accessed bigint,
+                                         OUT executor_failures bigint, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'orochi_executor_counters'
+LANGUAGE C VOLATILE STRICT;
+
+REVOKE ALL ON FUNCTION orochi.executor_counters() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orochi.executor_counters() TO pg_monitor;

@@ -9,6 +9,8 @@ ready group whichever member is primary.
 from __future__ import annotations
 
 import math
+import re
+import subprocess
 import threading
 import time
 
@@ -262,12 +264,12 @@ def test_sql_functions_are_for_pg_monitor(ha):
         conn.execute("CREATE ROLE ha_watcher")
     try:
         for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
-                   "replication_status()"):
+                   "replication_status()", "executor_counters()"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 _query(ha, primary, f"SELECT * FROM orochi.{fn}", role="ha_watcher")  # constant names
         _query(ha, primary, "GRANT pg_monitor TO ha_watcher")
         for fn in ("raft_status()", "raft_leader()", "raft_cluster_info()", "cluster_health()",
-                   "replication_status()"):
+                   "replication_status()", "executor_counters()"):
             assert _query(ha, primary, f"SELECT count(*) FROM orochi.{fn}", role="ha_watcher")[0][0] >= 1
     finally:
         _query(ha, primary, "DROP ROLE ha_watcher")
@@ -292,6 +294,80 @@ def test_metrics_and_once_status(ha):
     rows = {line.split()[1]: line.split() for line in lines[2:] if line.startswith(ha.group + " ")}
     assert set(rows) == set(ha.group_members())
     assert rows[primary][2] == "primary"
+
+
+def _coordinator(ha: HaGroup) -> psycopg.Connection:
+    return psycopg.connect(ha.clusters[ha.primary(group="coordinator")].dsn("app"), autocommit=True)
+
+
+def _use_worker_primary(ha: HaGroup, conn: psycopg.Connection) -> None:
+    """Make the worker group's current primary the coordinator's only node."""
+    worker = ha.clusters[ha.primary()]
+    for (host, port) in conn.execute("SELECT host, port FROM orochi.nodes").fetchall():
+        conn.execute("SELECT orochi.remove_node(%s, %s)", (host, port))
+    conn.execute("SELECT orochi.add_node(%s, %s)", (worker.host, worker.port))
+
+
+def _scraped(ha: HaGroup, member: str) -> dict[str, float]:
+    """The executor counters on the /metrics of ``member``'s sidecar."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{ha.sidecars[member].port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    out = {}
+    for name in ("distributed_queries", "shards_accessed", "executor_failures"):
+        assert f"# TYPE orochi_{name}_total counter" in text
+        [value] = re.findall(rf"^orochi_{name}_total (\S+)$", text, re.M)
+        out[name] = float(value)
+    assert re.search(r"^orochi_executor_counters_up 1$", text, re.M)
+    return out
+
+
+def test_executor_counters_on_sql_and_metrics(ha):
+    """Distributed queries on the coordinator add to its executor counters
+    in shared memory (every backend's), by execution, shard and failure;
+    its sidecar's /metrics shows the same totals."""
+    ha.wait_ready()
+    coordinator = ha.primary(group="coordinator")
+
+    def counters(conn: psycopg.Connection) -> dict[str, int]:
+        row = conn.execute("SELECT distributed_queries, shards_accessed, executor_failures "
+                           "FROM orochi.executor_counters()").fetchone()
+        return dict(zip(("distributed_queries", "shards_accessed", "executor_failures"), row))
+    with _coordinator(ha) as conn:
+        _use_worker_primary(ha, conn)
+        conn.execute("CREATE TABLE counted (id int, v int)")
+        conn.execute("SELECT orochi.create_distributed_table('counted', 'id', 4)")
+        conn.execute("INSERT INTO counted SELECT g, g % 5 FROM generate_series(1, 200) g")
+        before = counters(conn)
+    try:
+        # each statement in a session of its own: the counters are the server's
+        with _coordinator(ha) as conn:
+            assert conn.execute("SELECT count(*) FROM counted").fetchone() == (200,)    # 4 shards
+        with _coordinator(ha) as conn:
+            assert conn.execute("SELECT v FROM counted WHERE id = 7").fetchone() == (2,)  # 1 shard
+        # a shard the worker does not have: the execution fails there
+        with psycopg.connect(ha.clusters[ha.primary()].dsn("app"), autocommit=True) as worker:
+            schema, name, kind = worker.execute(
+                "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname LIKE 'counted%' AND c.relkind IN ('r', 'f') ORDER BY c.relname LIMIT 1").fetchone()
+            alter = sql.SQL("ALTER FOREIGN TABLE" if kind == "f" else "ALTER TABLE")
+            worker.execute(sql.SQL("{} {} RENAME TO {}").format(alter, sql.Identifier(schema, name),
+                                                                 sql.Identifier(name + "_away")))
+            try:
+                with _coordinator(ha) as conn, pytest.raises(psycopg.errors.UndefinedTable):
+                    conn.execute("SELECT count(*) FROM counted")
+            finally:
+                worker.execute(sql.SQL("{} {} RENAME TO {}").format(alter, sql.Identifier(schema, name + "_away"),
+                                                                     sql.Identifier(name)))
+        with _coordinator(ha) as conn:
+            after = counters(conn)
+            assert {k: after[k] - before[k] for k in after} == {
+                "distributed_queries": 3, "shards_accessed": 4 + 1 + 4, "executor_failures": 1}
+            assert _scraped(ha, coordinator) == {k: float(v) for k, v in after.items()}
+    finally:
+        with _coordinator(ha) as conn:
+            conn.execute("SELECT orochi.undistribute_table('counted')")
+            conn.execute("DROP TABLE counted")
 
 
 def test_orochi_nodes_follows_a_worker_failover(ha):
@@ -332,3 +408,69 @@ def test_orochi_nodes_follows_a_worker_failover(ha):
         conn.execute("DROP TABLE metrics")
     wait_until(lambda: ha.in_recovery(old) is True and old in ha.streaming(new), 120,
                f"{old} to rejoin as a standby")
+
+
+def _once(ha: HaGroup, member: str, *command: str) -> subprocess.CompletedProcess:
+    from orochi_fdw.testing.ha import SIDECAR
+    return subprocess.run([SIDECAR, "--config", ha.sidecars[member].config_path, "--once", *command],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_member_added_and_removed_at_run_time(ha):
+    """A new standby of the worker group and its sidecar join the running
+    Raft group (``--once member-add``): the state lists it, the primary
+    counts it as a synchronous standby, a sidecar restarted with its old
+    ha.peers knows it from its journal, and it takes part in a failover.
+    ``--once member-remove`` retires it (refused while it is a primary)."""
+    old = ha.wait_ready()
+    new = f"{ha.group}-9"
+    coordinator = ha.primary(group="coordinator")
+    ha.add_standby(new)
+    address = f"127.0.0.1:{ha.raft_ports[new]}"
+    try:
+        bad = _once(ha, coordinator, "member-add", f"{old}=127.0.0.1:1")
+        assert bad.returncode == 1 and f"member id '{old}' is already in the Raft group" in bad.stderr
+        done = _once(ha, coordinator, "member-add", f"{new}={address}")
+        assert done.returncode == 0, done.stderr
+        ha.sidecars[new].start()
+        ha.wait_ready()  # the new member registered, streaming as a synchronous candidate
+        info = _query(ha, old, "SELECT member_id, role, port FROM orochi.raft_cluster_info()")
+        assert (new, "standby", ha.clusters[new].port) in info
+        peers = _query(ha, coordinator, "SELECT peers FROM orochi.raft_status()")[0][0]
+        assert new in [p["member_id"] for p in peers]
+        # a sidecar restarted with its configuration of before (no new member in
+        # ha.peers) has the new member from its journal
+        other = next(m for m in ha.group_members() if m not in (old, new))
+        ha.kill_sidecar(other)
+        ha.restart_sidecar(other)
+        wait_until(lambda: new in [p["member_id"] for p in ha.sidecars[other].get("/raft/status")["peers"]]
+                   and ha.sidecars[other].get("/raft/status")["leader"] is not None, 60,
+                   f"{other} to know {new} from its journal")
+        # a failover: the new member is a candidate like the others, and
+        # follows the new primary when it is not the one promoted
+        generation = ha.generation()
+        ha.kill_postmaster(old)
+        promoted = ha.wait_failover(generation)
+        assert promoted != old
+        if promoted == new:
+            refused = _once(ha, coordinator, "member-remove", new)
+            assert refused.returncode == 1 and "is the primary of node group" in refused.stderr
+            generation = ha.generation()
+            ha.kill_postmaster(new)
+            assert ha.wait_failover(generation) != new
+        else:
+            wait_until(lambda: ha.in_recovery(new) is True and new in ha.streaming(promoted), 120,
+                       f"{new} to follow {promoted}")
+        # retiring it: its sidecar stops first, then another member removes it
+        ha.kill_sidecar(new)
+        ha.wait_leader(exclude=(new,))
+        done = _once(ha, coordinator, "member-remove", new)
+        assert done.returncode == 0, done.stderr
+        assert new not in [r[0] for r in _query(ha, coordinator, "SELECT member_id FROM orochi.raft_cluster_info()")]
+        assert new not in [p["member_id"] for p in ha.sidecars[coordinator].get("/raft/status")["peers"]]
+        primary = ha.primary()
+        wait_until(lambda: new not in _query(ha, primary, "SHOW synchronous_standby_names")[0][0], 60,
+                   f"{new} out of synchronous_standby_names")
+    finally:
+        if new in ha.sidecars:
+            ha.forget_member(new)

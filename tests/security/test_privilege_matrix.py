@@ -271,6 +271,7 @@ OPS = [
     Op("recover_prepared_transactions", "none", "SELECT orochi.recover_prepared_transactions()", SUPER),
     # ---------------------------------------------------------------- high availability (granted to pg_monitor)
     Op("replication_status", "none", "SELECT * FROM orochi.replication_status()", SUPER),
+    Op("executor_counters", "none", "SELECT * FROM orochi.executor_counters()", SUPER),
     Op("nodes_view", "none", "SELECT * FROM orochi.nodes", ALL),
     Op("distributed_tables_view", "none", "SELECT * FROM orochi.distributed_tables", ALL),
     Op("shards_view", "none", "SELECT * FROM orochi.shards", ALL),
