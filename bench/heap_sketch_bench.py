@@ -50,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from orochi_fdw.testing.cluster import PostgresCluster, find_bindir  # noqa: E402
+from sketch_bench import _table, load_heap, log, timed  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "heap_sketch.md")
 SETTINGS = {"shared_buffers": "2GB", "jit": "off", "work_mem": "1GB", "max_wal_size": "8GB"}
@@ -73,10 +74,6 @@ CASES = [
 
 #: issue 19's figures before the transition functions were buffered (10M rows)
 BEFORE = {"distinct users": 13.5, "median latency": 11.7}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def pg_config() -> str:
@@ -106,31 +103,16 @@ def install_anchors() -> None:
     log(f"installed {', '.join(ANCHOR_PACKAGES)} into {pkglib} and {share}/extension")
 
 
-def timed(conn, sql: str, runs: int):
-    conn.execute(sql).fetchall()  # warm
-    times, rows = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        rows = conn.execute(sql).fetchall()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), rows[0][0]
-
-
 def load(conn, rows: int) -> float:
     for ext in ("orochi", "hll", "tdigest"):
         conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
-    conn.execute("CREATE TABLE heap (user_id int8, region int4, latency float8)")
-    conn.execute("SELECT setseed(0.20261125)")
-    t0 = time.perf_counter()
-    conn.execute(f"INSERT INTO heap SELECT (random() * {rows // 5})::int8, (random() * 9)::int4, "
-                 f"round((exp((random() + random() + random() - 1.5) * 2) * 20)::numeric, 3)::float8 "
-                 f"FROM generate_series(1, {rows})")
-    conn.execute("VACUUM (FREEZE, ANALYZE) heap")
-    return time.perf_counter() - t0
+    return load_heap(conn, rows)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+def _timed_value(conn, sql: str, runs: int):
+    """The median time and the first value of the query's result."""
+    seconds, rows = timed(conn, sql, runs)
+    return seconds, rows[0][0]
 
 
 def main(argv=None) -> int:
@@ -160,9 +142,9 @@ def main(argv=None) -> int:
                 conn.execute("SET max_parallel_workers_per_gather = 2")
                 t_anchor_par, _ = timed(conn, anchor_sql, args.runs)
                 conn.execute("SET max_parallel_workers_per_gather = 0")
-                t_anchor, v_anchor = timed(conn, anchor_sql, args.runs)
-                t_orochi, v_orochi = timed(conn, orochi_sql, args.runs)
-                t_exact, v_exact = timed(conn, exact_sql, args.runs)
+                t_anchor, v_anchor = _timed_value(conn, anchor_sql, args.runs)
+                t_orochi, v_orochi = _timed_value(conn, orochi_sql, args.runs)
+                t_exact, v_exact = _timed_value(conn, exact_sql, args.runs)
                 err = lambda v: f"{abs(float(v) - float(v_exact)) / abs(float(v_exact)):.3%}"  # noqa: E731
                 out.append([name, f"{t_orochi * 1000:.0f}", f"{t_anchor * 1000:.0f}",
                             f"{t_anchor_par * 1000:.0f}", f"{t_orochi / t_anchor:.2f}x",

@@ -73,14 +73,7 @@ def run(tasks: list[Task], *, write: bool = False) -> list[TaskRun]:
             txn.mark_written(sessions[t.node.node_id] for t in tasks)
         jobs = [C.Job(sessions[t.node.node_id], C.command(sessions[t.node.node_id], t.sql, t.params))
                 for t in tasks]
-        try:
-            error = C.run_jobs(jobs)
-        except BaseException:
-            txn._lost("a command was interrupted")
-            raise
-        if error is not None:
-            txn._lost(str(error))
-            raise error
+        _run_or_raise(jobs)
     except BaseException:
         _count(0, 0, 1)
         raise

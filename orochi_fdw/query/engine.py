@@ -186,11 +186,7 @@ def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, flo
     except Refused as reason:
         _declined("a join", reason)
         return None
-    if not select:
-        select = ["TRUE AS orochi_row"]
-    sql = f"SELECT {', '.join(select)} FROM {from_sql}"
-    if planner.where:
-        sql += f" WHERE {' AND '.join(planner.where)}"
+    sql = _select_sql(select or ["TRUE AS orochi_row"], from_sql, planner.where)
     if tree[1] == "anti":
         # PostgreSQL's estimate of an anti join whose clauses hold for nearly
         # every pair (TPC-H Q21: same order, other supplier) is often 1 row,
@@ -199,6 +195,12 @@ def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, flo
         outer = tree[2]
         rows = max(rows, (outer[4] if outer[0] == "rel" else outer[6]) * ANTI_JOIN_MIN_FRACTION)
     return _finish(planner, sql, outputs, description, rows, rows * 0.01)
+
+
+def _select_sql(select: list[str], from_sql: str, where: list[str]) -> str:
+    """DuckDB's SELECT of translated items over the join's FROM and WHERE."""
+    sql = f"SELECT {', '.join(select)} FROM {from_sql}"
+    return sql + f" WHERE {' AND '.join(where)}" if where else sql
 
 
 #: the least fraction of its outer rows an anti join run by the engine is taken to return
@@ -241,11 +243,7 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
     except Refused as reason:
         _declined("an aggregation", reason)
         return None
-    if not select:
-        select = ["count(*)"]
-    sql = f"SELECT {', '.join(select)} FROM {from_sql}"
-    if planner.where:
-        sql += f" WHERE {' AND '.join(planner.where)}"
+    sql = _select_sql(select or ["count(*)"], from_sql, planner.where)
     if group_by:
         sql += f" GROUP BY {', '.join(group_by)}"
     planner.work += rows * ENGINE_GROUP_ROW_COST
