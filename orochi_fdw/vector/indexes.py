@@ -62,6 +62,11 @@ TARGET_RECALL = 0.97
 EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 #: queries of the build-time check
 CHECK_QUERIES = 64
+#: recall@10 below the target that still makes the graph worth searching: a
+#: graph that never reaches TARGET_RECALL (large graphs of pgvector's default
+#: M and ef_construction sit near 0.97 at ef 1024) but reaches this records
+#: the most the ladder allows instead of falling back to an exact search
+FALLBACK_RECALL = 0.95
 #: the ef recorded is this multiple of the one the check found enough: the
 #: check's queries lie next to stored vectors, a user's may fall between
 #: clusters (at 20k clustered rows the ef found, 24, gave 0.92 on held-out
@@ -205,9 +210,12 @@ def _exact_topk(X: np.ndarray, q: np.ndarray, metric: int, k: int) -> np.ndarray
 
 
 def calibrate_ef(graph, X: np.ndarray, keys: np.ndarray, distance_type: str, m: int, seed: int = 0) -> int:
-    """The smallest ef of :data:`EF_LADDER` at which the graph finds at least
-    :data:`TARGET_RECALL` of the true 10 nearest neighbours of queries made
-    like the data, or 0 when none does at a cost below an exact search."""
+    """Twice (:data:`EF_MARGIN`) the smallest ef of :data:`EF_LADDER` at
+    which the graph finds at least :data:`TARGET_RECALL` of the true 10
+    nearest neighbours of queries made like the data; when none does but
+    one reaches :data:`FALLBACK_RECALL`, twice that one within the largest
+    ef tried; 0 (search exactly) when no ef below the cost of an exact
+    search reaches even that."""
     n, d = X.shape
     rng = np.random.default_rng(seed)
     nq = min(CHECK_QUERIES, n)
@@ -224,6 +232,7 @@ def calibrate_ef(graph, X: np.ndarray, keys: np.ndarray, distance_type: str, m: 
         truth.append(set(keys[_exact_topk(X, q, metric, 10)].tolist()))
     Q = np.vstack(queries)
     k = min(10, n)
+    fallback = tried = 0
     for ef in EF_LADDER:
         if ef * m * 4 >= n:
             break                   # as dear as reading every vector: search exactly
@@ -233,7 +242,10 @@ def calibrate_ef(graph, X: np.ndarray, keys: np.ndarray, distance_type: str, m: 
         recall = np.mean([len(truth[i] & set(keys[i].tolist())) / len(truth[i]) for i in range(nq)])
         if recall >= TARGET_RECALL:
             return ef * EF_MARGIN
-    return 0
+        if recall >= FALLBACK_RECALL and not fallback:
+            fallback = ef
+        tried = ef
+    return min(fallback * EF_MARGIN, tried)
 
 
 def _write_atomically(directory: str, name: str, save) -> tuple[str, int]:
