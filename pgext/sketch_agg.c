@@ -168,12 +168,31 @@ sketch_pack(Oid typid, Datum d, int64 *out)
 	}
 }
 
+/*
+ * is_sketch_buf
+ *		Whether the state is a buffered one.  Its header is checked against
+ *		its size before any value is written: a state can come from another
+ *		aggregate built on the same transition function (a user's initial
+ *		condition), not only from sketch_buf_new.
+ */
 static inline bool
 is_sketch_buf(struct varlena *state)
 {
-	return VARATT_IS_4B_U(state) &&
-		VARSIZE(state) >= offsetof(SketchBuf, values) &&
-		memcmp(((SketchBuf *) state)->magic, SKETCH_BUF_MAGIC, 4) == 0;
+	SketchBuf  *buf = (SketchBuf *) state;
+
+	if (!VARATT_IS_4B_U(state) ||
+		VARSIZE(state) < offsetof(SketchBuf, values) ||
+		memcmp(buf->magic, SKETCH_BUF_MAGIC, 4) != 0)
+		return false;
+	if (buf->capacity < SKETCH_BATCH_MIN || buf->capacity > SKETCH_BATCH_MAX ||
+		buf->count < 0 || buf->count > buf->capacity ||
+		VARSIZE(state) != offsetof(SketchBuf, values) + sizeof(int64) * (Size) buf->capacity)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("invalid sketch aggregate state"),
+				 errdetail("The state's header does not match its %u bytes.",
+						   (unsigned int) VARSIZE(state))));
+	return true;
 }
 
 /* A state of capacity values (in the current memory context) holding buf's */

@@ -7,6 +7,7 @@ a columnar table over the same rows."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 # more rows than one batch (65536 values), so that batches are handed over
@@ -134,3 +135,15 @@ def test_bad_parameter_of_a_later_batch_state_still_reported(db):
         db.execute("SELECT orochi.approx_percentile(v, 3) FROM p")
     assert e.value.sqlstate == "22023" and "percentile" in str(e.value)
     assert _one(db, "SELECT orochi.sketch_open_states()") == 0
+
+
+def test_a_forged_buffered_state_is_refused(db):
+    """An aggregate of a user's own on the buffered transition function, whose
+    initial condition looks like a buffered state with more room than its
+    bytes: a clean error, nothing written past the state."""
+    header = ("4f534201" "01000000" "00000000" "00000100" "14000000") + "00" * 16  # capacity 65536, no room
+    db.execute("CREATE AGGREGATE forged_hll(int8) (SFUNC = orochi.sketch_hll_trans, STYPE = bytea, "
+               f"INITCOND = '\\x{header}')")
+    with pytest.raises(psycopg.errors.DataCorrupted, match="invalid sketch aggregate state"):
+        db.execute("SELECT forged_hll(g) FROM generate_series(1, 10) g")
+    assert db.execute("SELECT 1").fetchone() == (1,)
