@@ -1836,24 +1836,6 @@ engine_jointype_name(JoinType jointype)
 	}
 }
 
-static PyObject *
-clauses_to_py(PlannerInfo *root, List *clauses)
-{
-	PyObject   *list = PyList_New(0);
-	ListCell   *lc;
-
-	if (list == NULL)
-		orochi_py_raise("describing a join");
-	foreach(lc, clauses)
-	{
-		PyObject   *e = orochi_expr_to_py(root, (Node *) lfirst(lc));
-
-		PyList_Append(list, e);
-		Py_DECREF(e);
-	}
-	return list;
-}
-
 /*
  * One input of a join the engine may run, for Python:
  *   ("rel", rti, instance, [restriction clauses], rows, scan cost)
@@ -1885,7 +1867,7 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 			table_close(r, NoLock);
 		}
 		PG_END_TRY();
-		return Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance, clauses_to_py(root, clauses),
+		return Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance, orochi_expr_list_to_py(root, clauses),
 							 rel->rows, (double) rel->cheapest_total_path->total_cost);
 	}
 	if (IS_JOIN_REL(rel))
@@ -1906,7 +1888,7 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 			return NULL;
 		}
 		return Py_BuildValue("(ssNNNNd)", "join", engine_jointype_name(js->jointype), outer, inner,
-							 clauses_to_py(root, js->joinclauses), clauses_to_py(root, js->otherclauses),
+							 orochi_expr_list_to_py(root, js->joinclauses), orochi_expr_list_to_py(root, js->otherclauses),
 							 rel->rows);
 	}
 	return NULL;
@@ -1989,8 +1971,8 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	res = orochi_runtime_call("engine_join",
 							  Py_BuildValue("(NN)",
 											Py_BuildValue("(ssNNNNd)", "join", jtname, outer, inner,
-														  clauses_to_py(root, joinclauses),
-														  clauses_to_py(root, otherclauses), joinrel->rows),
+														  orochi_expr_list_to_py(root, joinclauses),
+														  orochi_expr_list_to_py(root, otherclauses), joinrel->rows),
 											targets));
 	if (res == Py_None)
 	{

@@ -190,6 +190,7 @@ extern PyObject *orochi_instance_for_relation(Relation rel);
 /* in py_expr.c */
 struct PlannerInfo;
 extern PyObject *orochi_expr_to_py(struct PlannerInfo *root, Node *node);
+extern PyObject *orochi_expr_list_to_py(struct PlannerInfo *root, List *exprs);
 
 /* in orochi.c */
 extern bool orochi_duckdb_join_enabled;

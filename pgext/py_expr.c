@@ -47,20 +47,30 @@ collation_to_py(Oid collation)
 						 get_collation_isdeterministic(collation) ? Py_True : Py_False);
 }
 
-static PyObject *
-args_to_py(PlannerInfo *root, List *args)
+/*
+ * orochi_expr_list_to_py
+ *		A list of expressions (arguments, clauses) as a Python list of
+ *		orochi_expr_to_py's tuples.
+ */
+PyObject *
+orochi_expr_list_to_py(PlannerInfo *root, List *exprs)
 {
 	PyObject   *list = PyList_New(0);
 	ListCell   *lc;
 
 	if (list == NULL)
 		orochi_py_raise("describing an expression");
-	foreach(lc, args)
+	foreach(lc, exprs)
 	{
 		PyObject   *item = orochi_expr_to_py(root, (Node *) lfirst(lc));
+		int			rc = PyList_Append(list, item);
 
-		PyList_Append(list, item);
 		Py_DECREF(item);
+		if (rc < 0)
+		{
+			Py_DECREF(list);
+			orochi_py_raise("describing an expression");
+		}
 	}
 	return list;
 }
@@ -128,7 +138,7 @@ expr_to_py(PlannerInfo *root, Node *node)
 									 name_or_none(get_opname(op->opno)),
 									 op->opno < FirstNormalObjectId ? Py_True : Py_False,
 									 (unsigned int) op->opresulttype, collation_to_py(op->inputcollid),
-									 args_to_py(root, op->args));
+									 orochi_expr_list_to_py(root, op->args));
 			}
 		case T_BoolExpr:
 			{
@@ -136,7 +146,7 @@ expr_to_py(PlannerInfo *root, Node *node)
 
 				return Py_BuildValue("(ssN)", "bool",
 									 b->boolop == AND_EXPR ? "and" : b->boolop == OR_EXPR ? "or" : "not",
-									 args_to_py(root, b->args));
+									 orochi_expr_list_to_py(root, b->args));
 			}
 		case T_NullTest:
 			{
@@ -162,7 +172,7 @@ expr_to_py(PlannerInfo *root, Node *node)
 									 name_or_none(get_opname(s->opno)),
 									 s->opno < FirstNormalObjectId ? Py_True : Py_False,
 									 s->useOr ? Py_True : Py_False, collation_to_py(s->inputcollid),
-									 args_to_py(root, s->args));
+									 orochi_expr_list_to_py(root, s->args));
 			}
 		case T_FuncExpr:
 			{
@@ -171,7 +181,7 @@ expr_to_py(PlannerInfo *root, Node *node)
 				return Py_BuildValue("(sINOIN)", "func", (unsigned int) f->funcid,
 									 name_or_none(get_func_name(f->funcid)),
 									 f->funcid < FirstNormalObjectId ? Py_True : Py_False,
-									 (unsigned int) f->funcresulttype, args_to_py(root, f->args));
+									 (unsigned int) f->funcresulttype, orochi_expr_list_to_py(root, f->args));
 			}
 		case T_Aggref:
 			{
@@ -189,7 +199,7 @@ expr_to_py(PlannerInfo *root, Node *node)
 									 a->aggfnoid < FirstNormalObjectId ? Py_True : Py_False,
 									 (unsigned int) a->aggtype, a->aggstar ? Py_True : Py_False,
 									 a->aggdistinct != NIL ? Py_True : Py_False,
-									 collation_to_py(a->inputcollid), args_to_py(root, args));
+									 collation_to_py(a->inputcollid), orochi_expr_list_to_py(root, args));
 			}
 		default:
 			break;
