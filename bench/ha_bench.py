@@ -110,6 +110,16 @@ def bench_orochi(kills: int, seconds: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------- Patroni + etcd
 
 
+def _kill_postmasters_and_remove(setup) -> None:
+    """kill -9 of every node's postmaster left by a peer's setup, then its folder."""
+    for node in setup.nodes:
+        try:
+            os.kill(setup.postmaster_pid(node), signal.SIGKILL)
+        except Exception:  # noqa: BLE001
+            pass
+    shutil.rmtree(setup.base, ignore_errors=True)
+
+
 class PatroniSetup:
     """etcd (one member) and three Patroni nodes, each bootstrapping or
     cloning its own PostgreSQL, on 127.0.0.1, with Patroni's default timing
@@ -233,12 +243,7 @@ class PatroniSetup:
                 p.wait(10)
             except Exception:  # noqa: BLE001
                 pass
-        for node in self.nodes:
-            try:
-                os.kill(self.postmaster_pid(node), signal.SIGKILL)
-            except Exception:  # noqa: BLE001
-                pass
-        shutil.rmtree(self.base, ignore_errors=True)
+        _kill_postmasters_and_remove(self)
 
 
 def bench_patroni(kills: int, bindir: str) -> dict[str, Any]:
@@ -387,12 +392,7 @@ class PgAutoFailoverSetup:
                     os.killpg(p.pid, signal.SIGKILL)
                 except Exception:  # noqa: BLE001
                     pass
-        for node in self.nodes:
-            try:
-                os.kill(self.postmaster_pid(node), signal.SIGKILL)
-            except Exception:  # noqa: BLE001
-                pass
-        shutil.rmtree(self.base, ignore_errors=True)
+        _kill_postmasters_and_remove(self)
 
 
 def bench_pg_auto_failover(kills: int, seconds: float, bindir: str, ctl: str) -> dict[str, Any]:
