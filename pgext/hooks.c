@@ -12,6 +12,9 @@
  *			functions in SQL or a procedural language) see the rows the
  *			running statements wrote before they were called: the function
  *			manager hook flushes buffered writes before such a call.
+ *		  - orochi.fence_writes: every statement runs in a read-only
+ *			transaction (the executor and utility hooks make it read-only
+ *			first, so PostgreSQL's own checks refuse the writes).
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +22,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaddress.h"
 #include "catalog/pg_authid.h"
@@ -41,6 +45,7 @@
 #include "utils/syscache.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static needs_fmgr_hook_type prev_needs_fmgr_hook = NULL;
 static fmgr_hook_type prev_fmgr_hook = NULL;
 
@@ -148,12 +153,37 @@ check_copy_to_privileges(CopyStmt *copy, Oid relid)
 	ExecCheckRTPerms(list_make1(rte), true);
 }
 
+/*
+ * fence_transaction
+ *		Under orochi.fence_writes, make the running transaction read-only, as
+ *		SET TRANSACTION READ ONLY would: PostgreSQL then refuses every write
+ *		(25006) with its own checks, in this statement and the next ones.
+ */
+static void
+fence_transaction(void)
+{
+	if (orochi_fence_writes && !XactReadOnly && IsTransactionState())
+		XactReadOnly = true;
+}
+
+static void
+orochi_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	fence_transaction();
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
 static void
 orochi_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 					  ProcessUtilityContext context, ParamListInfo params,
 					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
+
+	fence_transaction();
 
 	if (IsA(parsetree, CopyStmt) && !((CopyStmt *) parsetree)->is_from &&
 		((CopyStmt *) parsetree)->relation != NULL)
@@ -235,6 +265,8 @@ orochi_install_hooks(void)
 {
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = orochi_ProcessUtility;
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = orochi_ExecutorStart;
 	prev_needs_fmgr_hook = needs_fmgr_hook;
 	needs_fmgr_hook = orochi_needs_fmgr_hook;
 	prev_fmgr_hook = fmgr_hook;

@@ -26,6 +26,7 @@ void		_PG_init(void);
 bool		orochi_allow_test_wrappers = false;
 bool		orochi_duckdb_join_enabled = true;
 bool		orochi_insert_fast_path = true;
+bool		orochi_fence_writes = false;
 char	   *orochi_trusted_wrappers = NULL;
 
 /* read by Python (orochi_fdw.cluster) through current_setting() */
@@ -83,6 +84,16 @@ _PG_init(void)
 							 &orochi_insert_fast_path,
 							 true,
 							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.fence_writes",
+							 "Makes every transaction read-only, whatever it asks for.",
+							 "The HA sidecar sets it on a primary that lost its lease; unlike "
+							 "default_transaction_read_only, a client cannot opt out "
+							 "(BEGIN READ WRITE, SET transaction_read_only).",
+							 &orochi_fence_writes,
+							 false,
+							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("orochi.allow_test_wrappers",

@@ -232,6 +232,7 @@ extern PyObject *orochi_stats_module_init(void);
 /* in py_spi.c */
 extern char *orochi_fault_injection;
 extern bool orochi_insert_fast_path;
+extern bool orochi_fence_writes;
 extern PyObject *orochi_pg_module_init(void);
 extern bool orochi_in_internal_subxact(void);
 extern PyObject *orochi_set_spi_error(ErrorData *edata);

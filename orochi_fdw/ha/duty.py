@@ -37,7 +37,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from orochi_fdw.ha import postgres as pg
-from orochi_fdw.ha.settings import journal_path, parse_peers
+from orochi_fdw.ha.settings import journal_path, parse_peers, read_raft_password
 from orochi_fdw.ha.state import RAFT_STATES, HaState, make_raft, wait_result
 from orochi_fdw.sidecar.config import ConfigError
 from orochi_fdw.sidecar.duties import DaemonContext, Duty
@@ -99,7 +99,8 @@ class HaDuty(Duty):
         others = [p.address for m, p in self.peers.items() if m != self.member]
         self.raft = make_raft(me.address, others, self.state, cfg["ha.journal_dir"],
                               min_timeout=cfg["ha.raft_min_timeout"], max_timeout=cfg["ha.raft_max_timeout"],
-                              on_state_changed=lambda old, new: self.wake.set())
+                              on_state_changed=lambda old, new: self.wake.set(),
+                              password=read_raft_password(cfg["ha.raft_password_file"]))
 
         self._lock = threading.Lock()
         self._local: psycopg.Connection | None = None

@@ -43,7 +43,8 @@ def connect(conninfo: str, timeout: float = 2.0) -> psycopg.Connection:
 def status(conn: psycopg.Connection) -> dict[str, Any]:
     """Role and WAL positions of a server."""
     row = conn.execute(
-        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',"
+        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
+        " OR coalesce(current_setting('orochi.fence_writes', true), 'off') = 'on',"
         " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END::text,"
         " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,"
         " current_setting('primary_conninfo'), current_setting('synchronous_standby_names')").fetchone()
@@ -79,29 +80,44 @@ def _reload_and_wait(conn: psycopg.Connection, conninfo: str, name: str, expecte
     return False
 
 
+#: what fencing turns on: default_transaction_read_only tells clients, and
+#: orochi.fence_writes makes every transaction read-only whatever it asks
+#: for (BEGIN READ WRITE cannot get around it)
+FENCE_SETTINGS = ("orochi.fence_writes", "default_transaction_read_only")
+
+
 def fence(conninfo: str) -> None:
-    """Make a primary refuse writes: default_transaction_read_only in
+    """Make a primary refuse writes: FENCE_SETTINGS on in
     postgresql.auto.conf, reloaded, then every client session that was
     there before ended (they may hold a transaction that already wrote)."""
     with connect(conninfo) as conn:
-        _alter_system(conn, "default_transaction_read_only", "on")
-        _reload_and_wait(conn, conninfo, "default_transaction_read_only", "on")
+        for name in FENCE_SETTINGS:
+            _alter_system(conn, name, "on")
+        _reload_and_wait(conn, conninfo, FENCE_SETTINGS[0], "on")
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                      "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
                      "AND application_name <> 'orochi-sidecar-ha'")
 
 
+def _fenced_settings(conn: psycopg.Connection) -> list[str]:
+    return [name for name in FENCE_SETTINGS
+            if conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()[0] == "on"]
+
+
 def unfence(conninfo: str) -> None:
     with connect(conninfo) as conn:
-        if conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()[0] == "on":
-            _alter_system(conn, "default_transaction_read_only", None)
-            _reload_and_wait(conn, conninfo, "default_transaction_read_only", "off")
+        fenced = _fenced_settings(conn)
+        for name in fenced:
+            _alter_system(conn, name, None)
+        if fenced:
+            _reload_and_wait(conn, conninfo, fenced[0], "off")
 
 
 def promote(conninfo: str, timeout: int = 30) -> bool:
     """Unfence and promote a standby (pg_promote, waiting for the end of recovery)."""
     with connect(conninfo) as conn:
-        _alter_system(conn, "default_transaction_read_only", None)
+        for name in _fenced_settings(conn):
+            _alter_system(conn, name, None)
         conn.execute("SELECT pg_reload_conf()")
         if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             return True

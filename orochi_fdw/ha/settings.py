@@ -55,6 +55,31 @@ def parse_peers(items: list[str], source: str = "") -> dict[str, Peer]:
     return peers
 
 
+def read_raft_password(path: str, source: str = "") -> str | None:
+    """The Raft group's shared secret: the first line of ``path`` (None when unset).
+
+    Raises:
+        ConfigError: a file that cannot be read, is empty, or can be read by
+            its group or others (naming ``ha.raft_password_file``).
+    """
+    if not path:
+        return None
+    where = f" ({source})" if source else ""
+    key = '"ha.raft_password_file"'
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as f:
+            secret = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid value for {key}{where}: cannot read {path!r}: {exc}") from None
+    if mode & 0o077:
+        raise ConfigError(f"invalid value for {key}{where}: {path!r} has group or world access "
+                          f"(mode {mode & 0o777:o}); it must be readable by its owner only (chmod 600)")
+    if not secret:
+        raise ConfigError(f"invalid value for {key}{where}: {path!r} is empty (the secret is its first line)")
+    return secret
+
+
 def journal_path(journal_dir: str) -> str:
     return os.path.join(journal_dir, "raft.journal")
 
@@ -71,6 +96,10 @@ def check_ha_settings(values: Mapping[str, Any], sources: Mapping[str, str]) -> 
     for key in ("ha.member_id", "ha.data_dir", "ha.journal_dir"):
         if not values[key]:
             raise ConfigError(f'"{key}" is required by the ha duty')
+    if not values["ha.raft_password_file"]:
+        raise ConfigError('"ha.raft_password_file" is required by the ha duty: Raft messages are Python '
+                          "pickles, so a Raft port without a shared secret lets whoever reaches it run code "
+                          "in the sidecar (docs/ha.md)")
     if len(values["ha.peers"]) < 1:
         raise ConfigError('"ha.peers" is required by the ha duty: list every member as "id=host:port"')
     peers = parse_peers(values["ha.peers"], src("ha.peers"))
@@ -87,6 +116,7 @@ def check_ha_settings(values: Mapping[str, Any], sources: Mapping[str, str]) -> 
         raise ConfigError(f'"ha.lease_ttl" ({values["ha.lease_ttl"]}) must exceed twice '
                           f'"ha.raft_max_timeout" ({values["ha.raft_max_timeout"]}): a primary would fence '
                           "itself during every Raft election")
+    read_raft_password(values["ha.raft_password_file"], src("ha.raft_password_file"))
     data_dir = values["ha.data_dir"]
     if not os.path.isfile(os.path.join(data_dir, "PG_VERSION")):
         raise ConfigError(f'invalid value for "ha.data_dir" ({src("ha.data_dir")}): {data_dir!r} is not a '

@@ -188,8 +188,13 @@ class PartitionableTransport(TCPTransport):
 
 
 def make_raft(self_address: str, partner_addresses: list[str], state: HaState, journal_dir: str, *,
-              min_timeout: float, max_timeout: float, on_state_changed: Callable | None = None) -> SyncObj:
-    """The member's Raft node, its journal and snapshot in ``journal_dir``."""
+              min_timeout: float, max_timeout: float, on_state_changed: Callable | None = None,
+              password: str | None = None) -> SyncObj:
+    """The member's Raft node, its journal and snapshot in ``journal_dir``.
+
+    With ``password`` every message between members (and from pysyncobj's
+    utility clients) is encrypted and authenticated with a key derived from
+    it; a peer without it cannot take part or send membership commands."""
     os.makedirs(journal_dir, mode=0o700, exist_ok=True)
     conf = SyncObjConf(
         journalFile=os.path.join(journal_dir, "raft.journal"),
@@ -205,6 +210,7 @@ def make_raft(self_address: str, partner_addresses: list[str], state: HaState, j
         logCompactionMinTime=60,
         logCompactionMinEntries=2000,
         onStateChanged=on_state_changed,
+        password=password,
     )
     return SyncObj(self_address, partner_addresses, conf=conf, consumers=[state],
                    transportClass=PartitionableTransport)

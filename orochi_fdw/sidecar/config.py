@@ -147,6 +147,9 @@ SCHEMA: tuple[Setting, ...] = (
             _positive),
     Setting("ha.raft_min_timeout", float, 0.4, "Raft election timeout, lower bound (seconds)", _positive),
     Setting("ha.raft_max_timeout", float, 1.2, "Raft election timeout, upper bound (seconds)", _positive),
+    Setting("ha.raft_password_file", str, "",
+            "file holding the Raft group's shared secret (first line; readable by its owner only), required "
+            "by the ha duty: the members' Raft traffic is encrypted and authenticated with it"),
     Setting("ha.coordinator_group", str, "coordinator",
             "the node group of the coordinator, whose orochi.nodes follows the failovers of the others"),
     Setting("ha.fence_mode", str, "read_only",

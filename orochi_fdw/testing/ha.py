@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -171,6 +172,10 @@ class HaGroup:
         self.clusters: dict[str, PostgresCluster] = {}
         self.sidecars: dict[str, SidecarProcess] = {}
         self.raft_ports = {m: find_free_port() for m in self.members}
+        # the group's Raft traffic is encrypted and authenticated, as in production
+        self.raft_password_file = os.path.join(self.base, "raft.secret")
+        with open(os.open(self.raft_password_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
 
     def group_members(self, group: str | None = None) -> list[str]:
         group = group or self.group
@@ -215,6 +220,7 @@ class HaGroup:
             "synchronous_mode": self.synchronous_mode,
             "lease_ttl": self.lease_ttl,
             "metadata_databases": list(self.databases),
+            "raft_password_file": self.raft_password_file,
             **self.ha_options,
             **overrides,
         }

@@ -26,9 +26,17 @@ def data_dir():
     cluster.cleanup()
 
 
+def _secret(tmp_path, mode: int = 0o600, name: str = "raft.secret") -> str:
+    path = tmp_path / name
+    path.write_text("a long random secret\n")
+    os.chmod(path, mode)
+    return str(path)
+
+
 def _write(tmp_path, data_dir, **ha) -> str:
     values = {"member_id": "a", "peers": PEERS, "data_dir": data_dir,
-              "journal_dir": str(tmp_path / "raft"), "initial_role": "primary", **ha}
+              "journal_dir": str(tmp_path / "raft"), "initial_role": "primary",
+              "raft_password_file": _secret(tmp_path), **ha}
     lines = ['dsn = "host=127.0.0.1 port=5432 dbname=postgres"', 'duties = ["ha"]', "[ha]"]
     for key, value in values.items():
         if isinstance(value, list):
@@ -74,6 +82,13 @@ def test_a_data_directory_that_is_not_a_standby(tmp_path, data_dir):
 def test_a_folder_that_is_no_data_directory(tmp_path):
     message = _error(tmp_path, str(tmp_path))
     assert '"ha.data_dir"' in message and "not a PostgreSQL data directory" in message
+
+
+def test_the_raft_secret_is_required_and_private(tmp_path, data_dir):
+    message = _error(tmp_path, data_dir, raft_password_file="")
+    assert '"ha.raft_password_file" is required' in message and "pickles" in message
+    message = _error(tmp_path, data_dir, raft_password_file=_secret(tmp_path, 0o644, "shared.secret"))
+    assert '"ha.raft_password_file"' in message and "group or world access" in message
 
 
 def test_lease_shorter_than_an_election(tmp_path, data_dir):
