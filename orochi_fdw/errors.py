@@ -93,6 +93,13 @@ class FeatureNotSupportedError(OrochiError):
     sqlstate = "0A000"
 
 
+class CheckViolationError(OrochiError):
+    """Stored rows break a CHECK constraint being added
+    (SQLSTATE 23514, check_violation)."""
+
+    sqlstate = "23514"
+
+
 class SPIError(OrochiError):
     """A Postgres error raised by SQL that Python ran through the bridge.
 

@@ -1149,6 +1149,29 @@ pg_in_transaction(PyObject *self, PyObject *noargs)
 	return PyBool_FromLong(IsTransactionState());
 }
 
+/*
+ * xid_is_current(xid) -> bool: whether xid is this backend's transaction or
+ * one of its (sub)transactions; a catalog row whose xmin it is was written
+ * by this transaction.  Looks only at backend memory: cannot fail.
+ */
+static PyObject *
+pg_xid_is_current(PyObject *self, PyObject *arg)
+{
+	unsigned long xid;
+
+	if (!postgres_usable(true))
+		return NULL;
+	xid = PyLong_AsUnsignedLong(arg);
+	if (PyErr_Occurred())
+		return NULL;
+	if (xid > PG_UINT32_MAX)
+	{
+		PyErr_SetString(PyExc_ValueError, "a transaction id is at most 4294967295");
+		return NULL;
+	}
+	return PyBool_FromLong(TransactionIdIsCurrentTransactionId((TransactionId) xid));
+}
+
 static PyObject *
 pg_transaction_id(PyObject *self, PyObject *noargs)
 {
@@ -1378,6 +1401,8 @@ static PyMethodDef pg_methods[] = {
 	{"backend_info", pg_backend_info, METH_NOARGS, "facts about this backend"},
 	{"in_transaction", pg_in_transaction, METH_NOARGS, "whether a transaction is open"},
 	{"transaction_id", pg_transaction_id, METH_NOARGS, "the top-level transaction id"},
+	{"xid_is_current", pg_xid_is_current, METH_O,
+	 "whether an xid is this transaction's or one of its subtransactions'"},
 	{"savepoint_depth", pg_savepoint_depth, METH_NOARGS,
 	"how many of the user's savepoints are open"},
 	{"uses_transaction_snapshot", pg_uses_transaction_snapshot, METH_NOARGS,

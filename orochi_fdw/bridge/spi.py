@@ -199,6 +199,12 @@ def transaction_id() -> int:
     return _pg().transaction_id()
 
 
+def xid_is_current(xid: int) -> bool:
+    """Whether ``xid`` is this transaction's or one of its subtransactions'
+    (a row whose xmin it is was written by this transaction)."""
+    return bool(_pg().xid_is_current(int(xid)))
+
+
 def durable_transaction_id() -> int:
     """The top-level transaction's full id, made durable first: a WAL record
     carrying it is written and flushed, so that after a crash the id is known

@@ -1,6 +1,7 @@
 """SQL functions of columnar tables: the DDL check the event trigger of
 sql/10_columnar.sql runs after CREATE / ALTER FOREIGN TABLE (which also keeps
-each table's delta store in step with its columns), and the HTAP functions
+each table's delta store in step with its columns and checks the rows against
+CHECK constraints just added), and the HTAP functions
 of sql/20_htap.sql: orochi.compact, orochi.vacuum(regclass, ...),
 orochi.maintenance_progress, orochi.delta_size."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from orochi_fdw.bridge import privileges, runtime, spi, wrappers
 from orochi_fdw.bridge.sqlfunc import sql_function
-from orochi_fdw.columnar import delta
+from orochi_fdw.columnar import constraints, delta
 from orochi_fdw.columnar import maintenance
 from orochi_fdw.columnar import options as opts
 from orochi_fdw.columnar.definition import read_definition
@@ -36,6 +37,7 @@ def check_table(relid: int) -> None:
                     hint=f"Valid options in this context are: {valid}")
     opts.resolve(definition.options, definition.columns)
     delta.sync(relid)
+    constraints.check_new_constraints(relid)
 
 
 @sql_function("columnar_check_tables")

@@ -23,9 +23,11 @@ QUERIES = [
     "SELECT orochi.time_bucket('6 hours', ts) b, count(*), sum(cpu) FROM {t} GROUP BY b ORDER BY b",
     "SELECT ts, device, cpu FROM {t} WHERE ts >= '2024-01-02 03:00+00' AND ts < '2024-01-03 05:00+00'"
     " ORDER BY ts, device, cpu",
-    "SELECT * FROM {t} WHERE device = 3 AND cpu > 50 ORDER BY ts, cpu",
+    # every ORDER BY decides between rows that differ in what is selected (ties
+    # in ts come in order of storage, which differs between heap and columnar)
+    "SELECT * FROM {t} WHERE device = 3 AND cpu > 50 ORDER BY ts, cpu, temp, note",
     "SELECT ts, device FROM {t} ORDER BY ts DESC, device DESC LIMIT 7",
-    "SELECT ts, cpu FROM {t} WHERE device = 5 ORDER BY ts LIMIT 5",
+    "SELECT ts, cpu FROM {t} WHERE device = 5 ORDER BY ts, cpu LIMIT 5",
     "SELECT count(*) FROM {t} WHERE note IS NULL",
     "SELECT x::text FROM {t} x ORDER BY 1",
 ]
