@@ -182,6 +182,7 @@ typedef struct OrochiJoinState
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
 static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
+static List *engine_param_exprs(const char *plan);
 static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 							  void *extra);
 static PyObject *join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
@@ -973,7 +974,8 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	if (IS_JOIN_REL(baserel))
 		return join_plan(baserel, tlist, outer_plan);
 	if (upper && upper->engine_plan != NULL)
-		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0, NIL,
+		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0,
+								engine_param_exprs(upper->engine_plan),
 								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
 										makeString(upper->engine_plan)),
 								upper->tlist, NIL, outer_plan);
@@ -2078,6 +2080,49 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 }
 
 /*
+ * engine_param_exprs
+ *		The parameters ($1, an InitPlan's value) a plan of the join engine
+ *		takes, as Param nodes for fdw_exprs: evaluated when the scan starts
+ *		and handed to Python with it (engine_param_values).
+ */
+static List *
+engine_param_exprs(const char *plan)
+{
+	PyObject   *res = orochi_runtime_call("engine_params", Py_BuildValue("(s)", plan));
+	List	   *exprs = NIL;
+
+	if (!PyList_Check(res))
+	{
+		Py_DECREF(res);
+		elog(ERROR, "engine_params must return a list");
+	}
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(res); i++)
+	{
+		int			kind,
+					id,
+					typmod;
+		unsigned int type;
+		Param	   *p;
+
+		if (!PyArg_ParseTuple(PyList_GET_ITEM(res, i), "iiIi", &kind, &id, &type, &typmod))
+		{
+			Py_DECREF(res);
+			orochi_py_raise("engine_params must return (kind, id, type, typmod) tuples");
+		}
+		p = makeNode(Param);
+		p->paramkind = (ParamKind) kind;
+		p->paramid = id;
+		p->paramtype = (Oid) type;
+		p->paramtypmod = typmod;
+		p->paramcollid = get_typcollation((Oid) type);
+		p->location = -1;
+		exprs = lappend(exprs, p);
+	}
+	Py_DECREF(res);
+	return exprs;
+}
+
+/*
  * join_plan
  *		The scan of a pushed-down join: no scan relation, the joined columns
  *		as fdw_scan_tlist, both rels' quals (each with its side) applied by
@@ -2093,7 +2138,7 @@ join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan)
 	List	   *join_info;
 
 	if (js->engine)
-		return make_foreignscan(tlist, NIL, 0, NIL,
+		return make_foreignscan(tlist, NIL, 0, engine_param_exprs(js->engine_plan),
 								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
 										makeString(js->engine_plan)),
 								js->tlist, NIL, outer_plan);
@@ -2311,17 +2356,71 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
  * may never have been set), only constants are given values; the others
  * appear as the name of their type, as at plan time.
  */
+/*
+ * The values of a join engine plan's parameters (its fdw_exprs), in order;
+ * None for each with consts_only (EXPLAIN: not evaluated).
+ */
+static PyObject *
+engine_param_values(ForeignScanState *node, OrochiScanState *state, bool consts_only)
+{
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	PyObject   *list = PyList_New(0);
+	ListCell   *le;
+
+	if (list == NULL)
+		orochi_py_raise("building parameter values");
+	foreach(le, state->qual_exprs)
+	{
+		PyObject   *pyvalue;
+		int			rc;
+
+		if (consts_only)
+		{
+			Py_INCREF(Py_None);
+			pyvalue = Py_None;
+		}
+		else
+		{
+			PG_TRY();
+			{
+				Datum		value;
+				bool		isnull;
+
+				value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+				pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[foreach_current_index(le)]);
+			}
+			PG_CATCH();
+			{
+				OROCHI_RELEASE(list);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+		}
+		rc = PyList_Append(list, pyvalue);
+		Py_DECREF(pyvalue);
+		if (rc < 0)
+		{
+			Py_DECREF(list);
+			orochi_py_raise("building parameter values");
+		}
+	}
+	return list;
+}
+
 static PyObject *
 scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only,
 				 bool *no_match)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
-	PyObject   *list = PyList_New(0);
+	PyObject   *list;
 	ListCell   *lm,
 			   *le;
 	int			i = 0;
 
 	*no_match = false;
+	if (list_length(((ForeignScan *) node->ss.ps.plan)->fdw_private) > FdwScanPrivateEngine)
+		return engine_param_values(node, state, consts_only);
+	list = PyList_New(0);
 	if (list == NULL)
 		orochi_py_raise("building quals");
 	forboth(lm, state->qual_meta, le, state->qual_exprs)

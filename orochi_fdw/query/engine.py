@@ -88,10 +88,16 @@ _EXPECTED_KIND = {
     pushable.BOOL: WireKind.BOOL, pushable.DATE: WireKind.DATE, pushable.TEXT: WireKind.TEXT,
     pushable.VARCHAR: WireKind.TEXT, pushable.FLOAT4: WireKind.FLOAT32, pushable.FLOAT8: WireKind.FLOAT64,
     pushable.NUMERIC: WireKind.DECIMAL64, pushable.BPCHAR: WireKind.CSTRING,
+    pushable.TIMESTAMP: WireKind.TIMESTAMP, pushable.TIMESTAMPTZ: WireKind.TIMESTAMP,
 }
 _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 #: DuckDB's infinite dates
 _DUCK_DATE_INFINITY, _DUCK_DATE_NINFINITY = 2**31 - 1, -(2**31 - 1)
+_INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
+#: DuckDB's infinite timestamps
+_DUCK_TS_INFINITY, _DUCK_TS_NINFINITY = 2**63 - 1, -(2**63 - 1)
+#: microseconds from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's)
+_PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
 
 
 class _Planner:
@@ -224,7 +230,7 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
         tr = planner.translator
         for i, (kind, expr) in enumerate(outputs_in):
             if kind == "group":
-                typed = tr.expr(expr)
+                typed = tr.value(expr)
                 if typed.type_oid not in _OUTPUT_TYPES:
                     raise Refused(f"a group key of type {typed.type_oid}")
                 group_by.append(str(len(select) + 1))
@@ -252,7 +258,8 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
 
 
 _OUTPUT_TYPES = {pushable.INT2, pushable.INT4, pushable.INT8, pushable.BOOL, pushable.DATE, pushable.TEXT,
-                 pushable.VARCHAR, pushable.FLOAT4, pushable.FLOAT8, pushable.NUMERIC, pushable.BPCHAR}
+                 pushable.VARCHAR, pushable.FLOAT4, pushable.FLOAT8, pushable.NUMERIC, pushable.BPCHAR,
+                 pushable.TIMESTAMP, pushable.TIMESTAMPTZ}
 
 
 def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows: float, out_cost: float,
@@ -483,7 +490,8 @@ def _arrow_type(c: ColumnDefinition):
         pushable.INT2: pa.int16(), pushable.INT4: pa.int32(), pushable.INT8: pa.int64(),
         pushable.BOOL: pa.bool_(), pushable.DATE: pa.date32(), pushable.TEXT: pa.large_string(),
         pushable.VARCHAR: pa.large_string(), pushable.FLOAT4: pa.float32(), pushable.FLOAT8: pa.float64(),
-        pushable.BPCHAR: pa.large_string(),
+        pushable.BPCHAR: pa.large_string(), pushable.TIMESTAMP: pa.timestamp("us"),
+        pushable.TIMESTAMPTZ: pa.timestamp("us"),  # the UTC instant
     }[oid]
 
 
@@ -516,6 +524,12 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int):
         days[values == _INT32_MAX] = _DUCK_DATE_INFINITY
         days[values == _INT32_MIN] = _DUCK_DATE_NINFINITY
         buf = pa.py_buffer(days.astype(np.int32))
+    elif kind is WireKind.TIMESTAMP:
+        v = values.astype(np.int64, copy=False)
+        us = v + _PG_EPOCH_US  # wraps only at the infinities, replaced here
+        us[v == _INT64_MAX] = _DUCK_TS_INFINITY
+        us[v == _INT64_MIN] = _DUCK_TS_NINFINITY
+        buf = pa.py_buffer(us)
     elif kind is WireKind.DECIMAL64:
         v = values.astype(np.int64, copy=False)
         wide = np.empty((n, 2), dtype=np.int64)
@@ -559,6 +573,13 @@ def _from_arrow(arr, out: dict) -> Column:
         days[raw == _DUCK_DATE_INFINITY] = _INT32_MAX
         days[raw == _DUCK_DATE_NINFINITY] = _INT32_MIN
         return Column(WireKind.DATE, days.astype(np.int32), validity)
+    if oid in (pushable.TIMESTAMP, pushable.TIMESTAMPTZ):
+        raw = np.asarray(arr.cast(pa.int64()).fill_null(0)).astype(np.int64)
+        with np.errstate(over="ignore"):
+            us = raw - _PG_EPOCH_US
+        us[raw == _DUCK_TS_INFINITY] = _INT64_MAX
+        us[raw == _DUCK_TS_NINFINITY] = _INT64_MIN
+        return Column(WireKind.TIMESTAMP, us, validity)
     if oid == pushable.BOOL:
         return Column(WireKind.BOOL, np.asarray(arr.fill_null(False)).astype(np.uint8), validity)
     kind = {pushable.INT2: WireKind.INT16, pushable.INT4: WireKind.INT32, pushable.INT8: WireKind.INT64,
@@ -573,8 +594,22 @@ def _output(rb, out: dict) -> Column:
         sums = rb.column(out["columns"][0]).to_pylist()
         counts = rb.column(out["columns"][1]).to_pylist()
         scale = out["scale"]
-        texts = [None if not n else _decimal_avg(int(total.scaleb(scale)), scale, int(n))
-                 for total, n in zip(sums, counts)]
+        if len(out["columns"]) > 2:
+            # values of differing display scales: the sum's is the largest
+            scales = rb.column(out["columns"][2]).to_pylist()
+            texts = [None if not n else _decimal_avg(int(total.scaleb(sc)), sc, int(n))
+                     for total, n, sc in zip(sums, counts, scales)]
+        else:
+            texts = [None if not n else _decimal_avg(int(total.scaleb(scale)), scale, int(n))
+                     for total, n in zip(sums, counts)]
+        return Column.from_pylist(WireKind.CSTRING, texts)
+    if out.get("post") == "rescale":
+        sums = rb.column(out["columns"][0]).to_pylist()
+        scales = rb.column(out["columns"][1]).to_pylist()
+        with decimal.localcontext() as ctx:
+            ctx.prec = 80
+            texts = [None if total is None else str(total.quantize(decimal.Decimal(1).scaleb(-sc)))
+                     for total, sc in zip(sums, scales)]
         return Column.from_pylist(WireKind.CSTRING, texts)
     return _from_arrow(rb.column(out["columns"][0]), out)
 
@@ -602,9 +637,9 @@ class Run:
     shows of it: the rows read from each table, the seconds spent reading
     them, in DuckDB and handing rows back."""
 
-    def __init__(self, plan: dict, handles: dict[int, Any]) -> None:
+    def __init__(self, plan: dict, handles: dict[int, Any], values: list) -> None:
         self.counters = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
-        self._gen = _run(plan, handles, self.counters)
+        self._gen = _run(plan, handles, self.counters, values)
 
     def __iter__(self):
         return self
@@ -623,12 +658,67 @@ class Run:
                 f"handing back {c['output'] * 1000:.1f} ms"]
 
 
-def run(plan: dict, handles: dict[int, Any]) -> Run:
-    """Execute a planned join: read the tables, run the SQL, yield batches."""
-    return Run(plan, handles)
+def run(plan: dict, handles: dict[int, Any], values: list | None = None) -> Run:
+    """Execute a planned join: read the tables, run the SQL, yield batches.
+    ``values``: the parameters' values (:func:`plan_params` order)."""
+    return Run(plan, handles, values or [])
 
 
-def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]:
+def plan_params(plan: dict) -> list[tuple[int, int, int, int]]:
+    """The parameters a plan takes at execution, (kind, id, type, typmod)
+    each, in the order their values are given to :func:`run`."""
+    return [tuple(p["param"]) for p in plan["params"] if isinstance(p, dict) and "param" in p]
+
+
+def _param_value(slot: list, value: Any) -> Any:
+    """A parameter's value as the engine takes it (as :mod:`pushable`'s
+    constants), or an error when the engine cannot hold it exactly."""
+    _kind, _id, type_oid, _typmod = slot
+    if value is None:
+        return None
+    fam = pushable.family(type_oid)
+    ok = True
+    if fam == "numeric":
+        ok = isinstance(value, decimal.Decimal) and value.is_finite() and \
+            len(value.as_tuple().digits) + max(value.as_tuple().exponent, 0) <= pushable.MAX_DECIMAL_PRECISION
+    elif fam == "date":
+        ok = type(value) is datetime.date
+    elif fam == "timestamp":
+        ok = type(value) is datetime.datetime and value.tzinfo is None
+    elif fam == "timestamptz":
+        ok = type(value) is datetime.datetime and value.tzinfo is not None
+        if ok:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    elif fam == "bpchar":
+        ok = isinstance(value, str)
+        if ok:
+            value = value.rstrip(" ")
+    elif fam == "float":
+        ok = isinstance(value, float)
+    elif fam == "int":
+        ok = type(value) is int
+    elif fam == "bool":
+        ok = type(value) is bool
+    elif fam == "text":
+        ok = isinstance(value, str)
+    if not ok:
+        raise EngineError(f"the join engine cannot take the parameter value {value!r}", "0A000",
+                          hint="SET orochi.duckdb_join_enabled = off to run the join in PostgreSQL.")
+    return value
+
+
+def _params(plan: dict, values: list) -> list:
+    out = []
+    given = iter(values)
+    for p in plan["params"]:
+        if isinstance(p, dict) and "param" in p:
+            out.append(_param_value(p["param"], next(given, None)))
+        else:
+            out.append(_decode(p))
+    return out
+
+
+def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> Iterator[Batch]:
     clock = time.perf_counter
     t0 = clock()
     tables = {}
@@ -636,7 +726,7 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]
         tables[inp["rti"]] = table = _arrow_input(handles[inp["rti"]], inp)
         counters["rows_in"][f"t{inp['rti']} {inp['relname']}"] = table.num_rows
     counters["read"] += clock() - t0
-    params = [_decode(v) for v in plan["params"]]
+    params = _params(plan, values)
     names = [o["name"] for o in plan["outputs"]]
     limit = memory_limit(plan["joins"])
     flag = _interrupt_flag()
