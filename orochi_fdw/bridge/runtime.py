@@ -355,6 +355,16 @@ def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[
     return engine.plan_aggregate(tree, outputs, groups)
 
 
+def engine_order(plan: str, keys: list[tuple], count: int | None, offset: int | None, rows: float,
+                 startup: float, total: float) -> tuple[float, float, str, float] | None:
+    """Whether the join engine sorts (ORDER BY) and limits (LIMIT/OFFSET) the
+    rows of a join or aggregation it runs: (startup_cost, total_cost, plan,
+    rows) if so."""
+    from orochi_fdw.query import engine
+
+    return engine.plan_order(plan, keys, count, offset, rows, startup, total)
+
+
 def engine_params(plan: str) -> list[tuple[int, int, int, int]]:
     """The parameters a join the engine runs takes at execution:
     (kind, id, type, typmod) each; their values come as the scan's quals."""

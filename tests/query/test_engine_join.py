@@ -235,6 +235,12 @@ def join_query(draw):
                     f"{' GROUP BY ' + ', '.join(groups) if groups else ''}"), "agg"
         having = f" HAVING count(*) > {draw(st.integers(0, 3))}" if draw(st.booleans()) else ""
         group_sql = f" GROUP BY {', '.join(groups)}" if groups else ""
+        if groups and not having and draw(st.booleans()):
+            # ORDER BY every group key (no ties) and the count, and a LIMIT: pushed too
+            order = ", ".join(f"{i + 1} {draw(st.sampled_from(['ASC', 'DESC']))} NULLS "
+                              f"{draw(st.sampled_from(['FIRST', 'LAST']))}" for i in range(len(groups)))
+            return (f"SELECT {', '.join(groups)}, count(*), sum({agg_col}) FROM {from_sql}{where_sql}{group_sql} "
+                    f"ORDER BY count(*) DESC, {order} LIMIT {draw(st.integers(1, 10))}"), "agg_order"
         return (f"SELECT {''.join(g + ', ' for g in groups)}count(*), count({agg_col}), sum({agg_col}), "
                 f"min({agg_col}), max({agg_col}), avg({agg_col}), count(DISTINCT {aliases[0]}.k) "
                 f"FROM {from_sql}{where_sql}{group_sql}{having}"), "agg"
@@ -250,15 +256,19 @@ def join_query(draw):
 @given(q=join_query())
 def test_engine_join_matches_heap(conns, q):
     query, ordered = q
-    if ordered != "agg":
-        _run_both(conns, query, ordered=ordered)
+    if ordered not in ("agg", "agg_order"):
+        plan = _run_both(conns, query, ordered=ordered)
+        if ordered and "One-Time Filter: false" not in plan:
+            assert "ORDER BY" in plan and "LIMIT" in plan and "Sort" not in plan, plan
         return
     conns[0].execute("SET enable_sort = off")  # nor a GroupAggregate over a Sort
     try:
-        plan = _run_both(conns, query)
+        plan = _run_both(conns, query, ordered=ordered == "agg_order")
     finally:
         conns[0].execute("SET enable_sort = on")
     assert "aggregate over" in plan or "One-Time Filter: false" in plan, plan
+    if ordered == "agg_order" and "One-Time Filter: false" not in plan:
+        assert "ORDER BY" in plan and "LIMIT" in plan, plan
 
 
 # ---------------------------------------------------------------- fixed cases
@@ -419,3 +429,29 @@ def test_engine_join_initplan_parameter(conns):
     plan = _run_both(conns, "SELECT a.k, b.g FROM {a} a JOIN {b} b ON a.k = b.k "
                             "WHERE a.n > (SELECT avg(n) FROM {c}) AND b.v <> (SELECT min(v) FROM {c})")
     assert "InitPlan" in plan and "$0" in plan, plan
+
+
+# ---------------------------------------------------------------- ORDER BY / LIMIT
+
+
+def test_engine_join_order_by_limit_pushed(conns):
+    """ORDER BY (PostgreSQL's NULLS defaults: last ascending, first
+    descending) and LIMIT/OFFSET run in DuckDB over the join and over its
+    aggregation; text orders there only under the C collation."""
+    oro, _heap = conns
+    c_default = oro.execute("SELECT datcollate IN ('C', 'POSIX') FROM pg_database "
+                            "WHERE datname = current_database()").fetchone()[0]
+    texts = "a.v, b.v, a.c, b.c, " if c_default else ""
+    cols = "a.k, b.d, b.tz, a.g, b.g, a.s, b.s, a.n, b.n, a.t, b.t, a.d, a.tz, a.v, b.v, a.c, b.c"
+    plan = _run_both(conns, f"SELECT {cols} FROM {{a}} a JOIN {{b}} b ON a.k = b.k "
+                            f"ORDER BY a.k DESC, b.d, b.tz DESC, a.g, b.g, a.s, b.s, {texts}"
+                            "a.n, b.n, a.t, b.t, a.d, a.tz, a.v, b.v, a.c, b.c LIMIT 20 OFFSET 3", ordered=True)
+    assert "DESC NULLS FIRST" in plan and "ASC NULLS LAST" in plan and "LIMIT" in plan and "OFFSET" in plan, plan
+    assert "Sort" not in plan and "Limit" not in plan, plan
+    plan = _run_both(conns, "SELECT a.k, count(*), sum(b.n) FROM {a} a JOIN {b} b ON a.k = b.k "
+                            "GROUP BY 1 ORDER BY 3 DESC NULLS LAST, 1 LIMIT 4", ordered=True)
+    assert "aggregate over" in plan and "ORDER BY" in plan and "Sort" not in plan, plan
+    # under a linguistic collation (if the database has one), or by avg: PostgreSQL sorts
+    plan = _run_both(conns, "SELECT a.k, avg(b.n) FROM {a} a JOIN {b} b ON a.k = b.k GROUP BY 1 "
+                            "ORDER BY 2 DESC, 1 LIMIT 4", ordered=True)
+    assert "Sort" in plan or "Limit" in plan, plan
