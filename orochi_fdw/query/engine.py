@@ -27,6 +27,7 @@ import ctypes
 import datetime
 import decimal
 import json
+import os
 import signal
 import threading
 import time
@@ -451,6 +452,32 @@ def memory_limit(joins: int) -> int:
     return max(int(work_mem * multiplier * max(joins, 1)), MIN_MEMORY_LIMIT)
 
 
+#: where DuckDB spills (relative to the data directory, the backend's working
+#: directory): under PostgreSQL's own temporary directory, named with its
+#: prefix so that a restart after a crash removes what is left
+SPILL_DIRECTORY = os.path.join("base", "pgsql_tmp", "pgsql_tmp_orochi_duckdb")
+
+
+def _set_spilling(cursor) -> None:
+    """DuckDB spills what exceeds its memory limit to files under
+    SPILL_DIRECTORY/<backend pid>, at most temp_file_limit of them
+    (PostgreSQL's limit on a session's temporary files; -1, the default:
+    DuckDB's own limit; 0: no spilling, so a join beyond the memory limit
+    fails with the out-of-memory error)."""
+    from orochi_fdw.bridge import spi
+
+    directory = os.path.abspath(os.path.join(SPILL_DIRECTORY, str(os.getpid())))
+    os.makedirs(directory, exist_ok=True)
+    # (DuckDB's setting is its database's, and fixed once it spilled)
+    if cursor.execute("SELECT current_setting('temp_directory')").fetchone()[0] != directory:
+        cursor.execute("SET temp_directory = $1", [directory])
+    text = spi.setting("temp_file_limit") or "-1"
+    if text.strip() != "-1":
+        cursor.execute(f"SET max_temp_directory_size = '{_setting_bytes(text, 0)}B'")
+    else:
+        cursor.execute("RESET max_temp_directory_size")
+
+
 def _interrupt_flag():
     """The bridge's interrupt flag (set when a cancel reached running Python)."""
     try:
@@ -504,8 +531,12 @@ class _Watch:
             self.thread.join()
 
 
-def _arrow_input(handle: Any, inp: dict):
-    """The rows of one table, read by its columnar scan, as an Arrow table."""
+def _arrow_input(handle: Any, inp: dict, counters: dict | None = None):
+    """The rows of one table, read by its columnar scan as DuckDB pulls them:
+    an Arrow RecordBatchReader over the scan's batches (one stripe's decoded
+    columns at a time in memory, not the table's).  DuckDB pulls from the
+    thread that runs the query (the backend's: one DuckDB thread), where the
+    scan may call into PostgreSQL; any other thread is refused."""
     import pyarrow as pa
 
     from orochi_fdw.bridge.runtime import UNKNOWN  # noqa: F401  (the scan's module is loaded)
@@ -518,34 +549,54 @@ def _arrow_input(handle: Any, inp: dict):
     quals = [Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
     fields = [pa.field(n, _arrow_type(c)) for n, c in zip(names, coldefs)] or [pa.field("orochi_row", pa.bool_())]
     schema = pa.schema(fields)
-    batches = []
-    pending_rows: list = []
+    owner = threading.get_ident()
+    key = f"t{inp['rti']} {inp['relname']}"
 
-    def add(nrows: int, columns: dict) -> None:
+    def make(nrows: int, columns: dict):
         if not names:
-            batches.append(pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema))
-            return
+            return pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema)
         arrays = []
         for n, c, k in zip(names, coldefs, kinds):
             col = to_column(k, columns[n]) if n in columns else _null_column(k, nrows)
             if col.kind is WireKind.CSTRING and decimal_type(c) is not None:
                 col = cstring_to_decimal(col, c)
             arrays.append(_to_arrow(col, c, nrows))
-        batches.append(pa.record_batch(arrays, schema=schema))
+        return pa.record_batch(arrays, schema=schema)
 
-    for item in instance.execute(quals, names) or ():
-        if isinstance(item, Batch):
-            add(item.nrows, item.columns)
-        else:
-            pending_rows.append(item)
-    if pending_rows:
-        if isinstance(pending_rows[0], dict):
-            cols = {n: [r.get(n) for r in pending_rows] for n in names}
-        else:
-            order = list(instance.columns)
-            cols = {n: [r[order.index(n)] for r in pending_rows] for n in names}
-        add(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)})
-    return pa.Table.from_batches(batches, schema=schema)
+    def batches():
+        clock = time.perf_counter
+        pending_rows: list = []
+        items = iter(instance.execute(quals, names) or ())
+        while True:
+            if threading.get_ident() != owner:
+                raise EngineError("the join engine read a table from another thread", "XX000")
+            t0 = clock()
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            finally:
+                if counters is not None:
+                    counters["read"] += clock() - t0
+            if isinstance(item, Batch):
+                if counters is not None:
+                    counters["rows_in"][key] = counters["rows_in"].get(key, 0) + item.nrows
+                yield make(item.nrows, item.columns)
+            else:
+                pending_rows.append(item)
+        if pending_rows:
+            if isinstance(pending_rows[0], dict):
+                cols = {n: [r.get(n) for r in pending_rows] for n in names}
+            else:
+                order = list(instance.columns)
+                cols = {n: [r[order.index(n)] for r in pending_rows] for n in names}
+            if counters is not None:
+                counters["rows_in"][key] = counters["rows_in"].get(key, 0) + len(pending_rows)
+            yield make(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)})
+
+    if counters is not None:
+        counters["rows_in"].setdefault(key, 0)
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _null_column(kind: WireKind, n: int) -> Column:
@@ -698,8 +749,9 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
         return EngineError(
             f"the join engine ran out of memory (limit {limit >> 20} MB)", "53200",
             detail=text.splitlines()[0] if text else None,
-            hint="The limit is work_mem × hash_mem_multiplier per join; raise work_mem, "
-                 "or SET orochi.duckdb_join_enabled = off to run the join in PostgreSQL.")
+            hint="The limit is work_mem × hash_mem_multiplier per join, beyond which it spills up to "
+                 "temp_file_limit; raise work_mem, or SET orochi.duckdb_join_enabled = off to run the "
+                 "join in PostgreSQL.")
     if isinstance(exc, duckdb.OutOfRangeException):
         return EngineError("integer out of range", "22003", detail=text)
     return EngineError(f"the join engine failed: {text}", "XX000")
@@ -793,12 +845,7 @@ def _params(plan: dict, values: list) -> list:
 
 def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> Iterator[Batch]:
     clock = time.perf_counter
-    t0 = clock()
-    tables = {}
-    for inp in plan["inputs"]:
-        tables[inp["rti"]] = table = _arrow_input(handles[inp["rti"]], inp)
-        counters["rows_in"][f"t{inp['rti']} {inp['relname']}"] = table.num_rows
-    counters["read"] += clock() - t0
+    tables = {inp["rti"]: _arrow_input(handles[inp["rti"]], inp, counters) for inp in plan["inputs"]}
     params = _params(plan, values)
     names = [o["name"] for o in plan["outputs"]]
     limit = memory_limit(plan["joins"])
@@ -809,24 +856,28 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> I
         try:
             cursor.execute(f"SET memory_limit = '{int(limit)}B'")
             cursor.execute("SET preserve_insertion_order = false")
+            _set_spilling(cursor)
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
             del tables
             t0 = clock()
+            read0 = counters["read"]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with _Watch(cursor, flag) as watch:
                     reader = cursor.sql(plan["sql"], params=params or None).to_arrow_reader(OUTPUT_BATCH_ROWS)
-            counters["engine"] += clock() - t0
+            # (the inputs are read while DuckDB runs: their time is not DuckDB's)
+            counters["engine"] += clock() - t0 - (counters["read"] - read0)
             while True:
                 t0 = clock()
+                read0 = counters["read"]
                 with _Watch(cursor, flag) as watch:
                     try:
                         rb = reader.read_next_batch()
                     except StopIteration:
                         break
                     finally:
-                        counters["engine"] += clock() - t0
+                        counters["engine"] += clock() - t0 - (counters["read"] - read0)
                 if rb.num_rows == 0:
                     continue
                 counters["rows_out"] += rb.num_rows
@@ -839,6 +890,11 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> I
                 yield batch
         except _duckdb().Error as exc:
             raise _engine_error(exc, limit, watch) from None
+        except RuntimeError as exc:
+            # a cancel that reached Python while DuckDB pulled from an input
+            if (watch is not None and watch.fired) or (flag is not None and flag.value):
+                raise KeyboardInterrupt() from None
+            raise EngineError(f"the join engine failed: {exc}", "XX000") from None
     finally:
         cursor.close()
 
