@@ -11,6 +11,10 @@ The C bridge hands expressions over as plain tuples (``pgext/py_expr.c``):
     ("relabel", type, typmod, collation, arg)
     ("saop", opno, opname, builtin, use_or, input collation, [args])
     ("func", funcid, name, builtin, result type, [args])
+    ("case", result type, collation, arg or None, [(when, then)], default or None)
+    ("casetest", type, typmod, collation)
+    ("coalesce", result type, collation, [args])
+    ("param", kind, id, type, typmod, collation)
     ("unsupported", node tag)
 
 with a collation as ``(name, is_c, deterministic)`` or None.
@@ -27,13 +31,16 @@ PostgreSQL.  What is accepted, and why it is exact:
   stored as scaled int64 (precision at most 18: DuckDB's DECIMAL has the same
   layout and compares by value), real and double precision (comparisons,
   min and max only; both order NaN above every number and equal to itself);
-  timestamp constants (against dates: the date at midnight, as PostgreSQL);
+  timestamp; timestamptz as the UTC instant (compared as instants, so the
+  session's TimeZone does not matter; never mixed with date or timestamp);
+  timestamp constants against dates (the date at midnight, as PostgreSQL);
 - comparisons ``= <> < <= > >=`` between values of one family (the integer
   types among themselves, numeric with numeric, the float types, date,
   boolean, text, char(n)); text equality under deterministic collations
   (equal means equal bytes), text ordering only under the C collation (byte
-  order); ``LIKE`` / ``NOT LIKE`` with a constant pattern without ``_`` and
-  backslashes (only ``%``: a byte-wise match);
+  order); ``LIKE`` / ``NOT LIKE`` with a constant pattern without
+  backslashes (``%`` and ``_``, a character in both; DuckDB has no default
+  escape);
 - ``AND``, ``OR``, ``NOT``, ``IS [NOT] NULL`` (SQL's three-valued logic in
   both), ``x = ANY(array constant)`` and ``x <> ALL(array constant)``;
 - ``+ - *`` of integer types, computed in PostgreSQL's result type so that
@@ -47,6 +54,18 @@ PostgreSQL.  What is accepted, and why it is exact:
   numeric division gives, computed from DuckDB's exact sum and count).  A
   sum of numerics beyond 38 digits is an error (22003) in DuckDB where
   PostgreSQL would answer: it needs more than 10^20 rows of numeric(18, s);
+- ``CASE`` (searched and simple) and ``COALESCE``: both evaluate only the
+  branch taken; a numeric result keeps each branch's display scale, carried
+  per row beside the value (``Typed.scale_sql``), so sum and avg of it are
+  rescaled to the largest scale summed; min/max and group keys of such
+  values are refused;
+- ``extract(year | month | day from date)`` (numeric, scale 0; years before
+  1 AD from -1; an infinite date's year is an error in the engine),
+  ``substring(text, s [, n])`` with constants s >= 1 and n >= 0,
+  ``text(char(n))``;
+- parameters (``$n``, InitPlan values): slots ``{"param": [kind, id, type,
+  typmod]}`` in the parameter list, given their values at execution; a
+  numeric parameter only in comparisons (its scale is its value's);
 - no division, no modulo, no float or date arithmetic, no other function.
 
 Values are never pasted into SQL: constants become ``$n`` parameters cast to
