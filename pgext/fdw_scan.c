@@ -1931,7 +1931,7 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 				rows;
 	char	   *plan;
 
-	if (!orochi_duckdb_join_enabled || jtname == NULL || strcmp(jtname, "full") == 0 ||
+	if (!orochi_duckdb_join_enabled || jtname == NULL ||
 		root->parse->commandType != CMD_SELECT || root->rowMarks != NIL ||
 		!bms_is_empty(joinrel->lateral_relids))
 		return false;

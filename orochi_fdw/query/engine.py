@@ -52,8 +52,8 @@ ENGINE_OUTPUT_ROW_COST = 0.001
 #: the least memory DuckDB gets (it needs some per operator)
 MIN_MEMORY_LIMIT = 64 << 20
 
-_JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "semi": "SEMI JOIN",
-             "anti": "ANTI JOIN"}
+_JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "full": "FULL JOIN",
+             "semi": "SEMI JOIN", "anti": "ANTI JOIN"}
 _PG_EPOCH_DAYS = 10_957
 
 

@@ -178,11 +178,12 @@ def condition(draw, aliases):
 @st.composite
 def join_query(draw):
     three = draw(st.booleans())
-    kind = draw(st.sampled_from(["inner", "left", "semi_exists", "semi_in", "anti"]))
+    kind = draw(st.sampled_from(["inner", "left", "full", "semi_exists", "semi_in", "anti"]))
     key1 = draw(st.sampled_from(KEYS))
     where = []
-    if kind in ("inner", "left"):
-        from_sql = f"{{a}} a {'JOIN' if kind == 'inner' else 'LEFT JOIN'} {{b}} b ON a.{key1} = b.{key1}"
+    if kind in ("inner", "left", "full"):
+        word = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN"}[kind]
+        from_sql = f"{{a}} a {word} {{b}} b ON a.{key1} = b.{key1}"
         if draw(st.booleans()):
             from_sql += f" AND {draw(condition(['b']))}"
         aliases = ["a", "b"]
@@ -191,7 +192,7 @@ def join_query(draw):
             from_sql += f" JOIN {{c}} c ON c.{key2} = a.{key2}"
             aliases.append("c")
         for _ in range(draw(st.integers(0, 2))):
-            where.append(draw(condition(["a"] if kind == "left" else aliases)))
+            where.append(draw(condition(["a"] if kind in ("left", "full") else aliases)))
     else:
         from_sql = "{a} a"
         aliases = ["a"]
