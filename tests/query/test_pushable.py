@@ -166,3 +166,28 @@ def test_aggregates_in_postgres_result_types():
                         [var("v", pushable.TEXT, coll=EN)]))
     with pytest.raises(Refused):  # a user's aggregate
         tr().aggregate(("agg", 1, "sum", False, pushable.INT8, False, False, None, [k]))
+
+
+def test_orderings_the_engine_takes():
+    import json
+
+    from orochi_fdw.query import engine
+
+    plan = {"sql": "SELECT 1", "params": [], "inputs": [], "joins": 1, "description": "(a inner join b)",
+            "outputs": [{"name": "j0", "type_oid": pushable.INT4, "typmod": -1, "columns": [0]},
+                        {"name": "j1", "type_oid": pushable.TEXT, "typmod": -1, "columns": [1]},
+                        {"name": "j2", "type_oid": pushable.FLOAT8, "typmod": -1, "columns": [2]},
+                        {"name": "a3", "type_oid": pushable.NUMERIC, "typmod": -1, "post": "avg", "columns": [3, 4]}]}
+    text = json.dumps(plan)
+    c_coll, en_coll = ("", True, True), ("", False, True)
+    got = engine.plan_order(text, [(0, True, True, 1976, None), (1, False, False, 1994, c_coll)], None, None,
+                            100.0, 10.0, 20.0)
+    sql = json.loads(got[2])["sql"]
+    assert sql.endswith("ORDER BY 1 DESC NULLS FIRST, 2 ASC NULLS LAST")
+    limited = json.loads(engine.plan_order(got[2], [], 5, 2, 100.0, got[0], got[1])[2])
+    assert limited["sql"].endswith("LIMIT CAST($1 AS BIGINT) OFFSET CAST($2 AS BIGINT)") and limited["params"] == [5, 2]
+    for key in ((1, False, False, 1994, en_coll),  # text under a linguistic collation
+                (2, False, False, 1970, None),  # floats
+                (3, False, False, 1988, None),  # an avg, computed after DuckDB
+                (0, False, False, 1977, None)):  # another operator family
+        assert engine.plan_order(text, [key], None, None, 100.0, 10.0, 20.0) is None
