@@ -359,6 +359,20 @@ def _scan_qual(expr: tuple) -> list | None:
     prune with (not exact: DuckDB applies every restriction itself)."""
     if expr[0] == "nulltest" and expr[2][0] == "var":
         return [expr[2][2], "=" if expr[1] else "<>", None, None]
+    if expr[0] == "saop":
+        # column IN (constants): prunes as the scan's own ANY quals do
+        _kind, _opno, opname, builtin, use_or, collation, args = expr
+        if not (builtin and opname == "=" and use_or and len(args) == 2 and args[0][0] == "var"
+                and args[1][0] == "const" and isinstance(args[1][4], list)):
+            return None
+        values = args[1][4]
+        if not all(v is None or (isinstance(v, (int, str, decimal.Decimal, datetime.date))
+                                 and not isinstance(v, (bool, datetime.datetime))) for v in values):
+            return None
+        name = collation[0] if collation is not None else None
+        if name not in (None, "default", "C", "POSIX"):
+            return None
+        return [args[0][2], ["=", True], [_encode(v) for v in values], name]
     if expr[0] != "op" or expr[2] not in pushable.COMPARISONS or len(expr[6]) != 2:
         return None
     left, right = expr[6]
@@ -546,7 +560,8 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None):
     names = inp["columns"]
     coldefs = [instance.columns[n] for n in names]
     kinds = [_scan_kind(c) for c in coldefs]
-    quals = [Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
+    quals = [Qual(q[0], tuple(q[1]), [_decode(v) for v in q[2]], q[3], False) if isinstance(q[1], list)
+             else Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
     fields = [pa.field(n, _arrow_type(c)) for n, c in zip(names, coldefs)] or [pa.field("orochi_row", pa.bool_())]
     schema = pa.schema(fields)
     owner = threading.get_ident()
