@@ -11,10 +11,13 @@ parameters, and what to read from each table.
 
 At execution each table is read by its ordinary columnar scan (the same
 stripes, delete bitmaps, delta store and snapshot as any scan of it; simple
-restrictions also prune stripes there), its decoded column batches handed
-to DuckDB as Arrow arrays (numbers and text without copying), the SQL run on
-a cursor of a per-backend in-memory DuckDB database (one thread by default),
-and the result handed back in batches.  A cancel or statement_timeout
+restrictions also prune stripes there), its decoded column batches streamed
+to DuckDB as Arrow arrays (numbers and text without copying) as DuckDB pulls
+them, the SQL run on a cursor of a per-backend in-memory DuckDB database
+(one thread by default; spilling under the data directory's pgsql_tmp), and
+the result handed back in batches.  ORDER BY and LIMIT over a join or
+aggregation it runs are planned by :func:`plan_order`; parameters of the
+SQL that are PostgreSQL parameters get their values when the scan starts.  A cancel or statement_timeout
 interrupts DuckDB (``interrupt()``) from a watcher thread that polls the
 bridge's interrupt flag; DuckDB's errors become PostgreSQL errors with
 SQLSTATEs (out of memory 53200, integer overflow 22003).  docs/query.md,
