@@ -131,6 +131,7 @@ typedef struct OrochiUpperState
 	List	   *tlist;			/* fdw_scan_tlist: group keys g<i>, aggregates a<j> */
 	List	   *having;			/* HAVING conditions, checked by the scan over its groups */
 	char	   *engine_plan;	/* over a join the engine runs: the plan Python made */
+	bool		ordered;		/* engine: the plan sorts its rows (ORDER BY pushed) */
 } OrochiUpperState;
 
 /* Executor state of one scan */
@@ -182,8 +183,11 @@ typedef struct OrochiJoinState
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
 static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
+static List *engine_param_exprs(const char *plan);
 static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 							  void *extra);
+static void engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
+							  RelOptInfo *output_rel, void *extra);
 static PyObject *join_request(const char *jointype, List *clauses, List *tlist, Index outer_rti,
 							  TupleDesc outer, TupleDesc inner);
 
@@ -973,7 +977,8 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	if (IS_JOIN_REL(baserel))
 		return join_plan(baserel, tlist, outer_plan);
 	if (upper && upper->engine_plan != NULL)
-		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0, NIL,
+		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0,
+								engine_param_exprs(upper->engine_plan),
 								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
 										makeString(upper->engine_plan)),
 								upper->tlist, NIL, outer_plan);
@@ -1514,6 +1519,11 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 				startup,
 				total;
 
+	if ((stage == UPPERREL_ORDERED || stage == UPPERREL_FINAL) && output_rel->fdw_private == NULL)
+	{
+		engine_order_path(root, stage, input_rel, output_rel, extra);
+		return;
+	}
 	if (stage != UPPERREL_GROUP_AGG || output_rel->fdw_private != NULL)
 		return;
 	if (IS_JOIN_REL(input_rel) && input_rel->fdw_private != NULL &&
@@ -1921,7 +1931,7 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 				rows;
 	char	   *plan;
 
-	if (!orochi_duckdb_join_enabled || jtname == NULL || strcmp(jtname, "full") == 0 ||
+	if (!orochi_duckdb_join_enabled || jtname == NULL ||
 		root->parse->commandType != CMD_SELECT || root->rowMarks != NIL ||
 		!bms_is_empty(joinrel->lateral_relids))
 		return false;
@@ -2032,10 +2042,16 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 		!bms_is_empty(input_rel->lateral_relids))
 		return;
 	if (!upper_tlist(root, extra, &tlist, &having))
+	{
+		elog(DEBUG1, "orochi: the join engine declined an aggregation: an output is not computable from group keys and aggregates");
 		return;
+	}
 	tree = engine_input_to_py(root, input_rel);
 	if (tree == NULL)
+	{
+		elog(DEBUG1, "orochi: the join engine declined an aggregation: its input is not a join the engine runs");
 		return;
+	}
 	outputs = PyList_New(0);
 	if (outputs == NULL)
 		orochi_py_raise("describing an aggregation");
@@ -2072,9 +2088,272 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 	upper->having = having;
 	upper->engine_plan = plan;
 	output_rel->fdw_private = upper;
+	elog(DEBUG1, "orochi: the join engine offers the aggregation at cost %.2f..%.2f, %.0f rows", startup, total, rows);
 	add_path(output_rel, (Path *)
 			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
 									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
+}
+
+/*
+ * A LIMIT or OFFSET clause as a Python int, None when absent or NULL (no
+ * limit, offset 0); false if it is not a constant or is negative.
+ */
+static bool
+limit_value_to_py(Node *node, PyObject **out)
+{
+	Const	   *c = (Const *) node;
+	int64		v;
+
+	if (node == NULL || (IsA(node, Const) && c->constisnull))
+	{
+		Py_INCREF(Py_None);
+		*out = Py_None;
+		return true;
+	}
+	if (!IsA(node, Const) || c->consttype != INT8OID)
+		return false;
+	v = DatumGetInt64(c->constvalue);
+	if (v < 0)
+		return false;			/* an error in PostgreSQL's Limit node */
+	*out = PyLong_FromLongLong(v);
+	return *out != NULL;
+}
+
+/*
+ * engine_order_path
+ *		ORDER BY (UPPERREL_ORDERED) and LIMIT/OFFSET (UPPERREL_FINAL) over a
+ *		join or aggregation the engine runs, or over its ordering: the sort
+ *		keys (outputs of the input's plan, with direction, NULLS FIRST/LAST
+ *		and collation) and limits offered to Python (engine_order), which
+ *		checks that DuckDB orders those types exactly as PostgreSQL.
+ */
+static void
+engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
+				  RelOptInfo *output_rel, void *extra)
+{
+	Query	   *parse = root->parse;
+	OrochiUpperState *in_upper = NULL;
+	OrochiUpperState *upper;
+	RelOptInfo *base_input = input_rel;
+	List	   *tlist;
+	List	   *having = NIL;
+	const char *plan;
+	PyObject   *keys;
+	PyObject   *count;
+	PyObject   *offset;
+	PyObject   *res;
+	ListCell   *lc;
+	List	   *pathkeys = NIL;
+	Path	   *input_path = NULL;
+	double		rows,
+				startup,
+				total;
+	char	   *newplan;
+
+	if (!orochi_duckdb_join_enabled || parse->hasTargetSRFs || parse->hasWindowFuncs ||
+		parse->rowMarks != NIL || parse->distinctClause != NIL || parse->groupingSets != NIL ||
+		parse->setOperations != NULL)
+		return;
+	if (IS_JOIN_REL(input_rel))
+	{
+		OrochiJoinState *js = (OrochiJoinState *) input_rel->fdw_private;
+
+		if (js == NULL || !js->engine || parse->groupClause != NIL || parse->hasAggs)
+		{
+			elog(DEBUG1, "orochi: no ordering: not an engine join");
+			return;
+		}
+		tlist = js->tlist;
+		plan = js->engine_plan;
+	}
+	else if (IS_UPPER_REL(input_rel) && input_rel->fdw_private != NULL &&
+			 ((OrochiUpperState *) input_rel->fdw_private)->engine_plan != NULL)
+	{
+		in_upper = (OrochiUpperState *) input_rel->fdw_private;
+		tlist = in_upper->tlist;
+		having = in_upper->having;
+		plan = in_upper->engine_plan;
+		base_input = in_upper->input_rel;
+	}
+	else
+		return;
+	if (stage == UPPERREL_FINAL && (in_upper == NULL || !in_upper->ordered) && root->sort_pathkeys != NIL)
+		return;					/* the ORDER BY was not pushed: PostgreSQL sorts first */
+
+	keys = PyList_New(0);
+	if (keys == NULL)
+		orochi_py_raise("describing an ordering");
+	if (stage == UPPERREL_ORDERED)
+	{
+		foreach(lc, root->sort_pathkeys)
+		{
+			PathKey    *pk = (PathKey *) lfirst(lc);
+			EquivalenceClass *ec = pk->pk_eclass;
+			int			found = -1;
+			ListCell   *lm;
+			PyObject   *key;
+
+			if (ec->ec_has_volatile)
+				found = -1;
+			else
+				foreach(lm, ec->ec_members)
+				{
+					EquivalenceMember *em = (EquivalenceMember *) lfirst(lm);
+					Expr	   *e = em->em_expr;
+					ListCell   *lt;
+
+					if (em->em_is_child)
+						continue;
+					/* x COLLATE "C", varchar as text: the ordering's collation is the class's */
+					while (IsA(e, RelabelType))
+						e = ((RelabelType *) e)->arg;
+					foreach(lt, tlist)
+					{
+						if (equal(((TargetEntry *) lfirst(lt))->expr, e))
+						{
+							found = foreach_current_index(lt);
+							break;
+						}
+					}
+					if (found >= 0)
+						break;
+				}
+			if (found < 0)
+			{
+				Py_DECREF(keys);
+				elog(DEBUG1, "orochi: the join engine declined an ordering: a sort key is not one of its outputs");
+				return;
+			}
+			key = Py_BuildValue("(iOOIN)", found, pk->pk_strategy == BTGreaterStrategyNumber ? Py_True : Py_False,
+								pk->pk_nulls_first ? Py_True : Py_False, (unsigned int) pk->pk_opfamily,
+								OidIsValid(ec->ec_collation) ?
+								Py_BuildValue("(sOO)", "", lc_collate_is_c(ec->ec_collation) ? Py_True : Py_False,
+											  get_collation_isdeterministic(ec->ec_collation) ? Py_True : Py_False) :
+								(Py_INCREF(Py_None), Py_None));
+			PyList_Append(keys, key);
+			Py_DECREF(key);
+		}
+		pathkeys = root->sort_pathkeys;
+		Py_INCREF(Py_None);
+		count = Py_None;
+		Py_INCREF(Py_None);
+		offset = Py_None;
+	}
+	else
+	{
+		FinalPathExtraData *fextra = (FinalPathExtraData *) extra;
+
+		if (!fextra->limit_needed || having != NIL || parse->limitOption == LIMIT_OPTION_WITH_TIES)
+		{
+			Py_DECREF(keys);
+			return;
+		}
+		if (!limit_value_to_py(parse->limitCount, &count))
+		{
+			Py_DECREF(keys);
+			return;
+		}
+		if (!limit_value_to_py(parse->limitOffset, &offset))
+		{
+			Py_DECREF(keys);
+			Py_DECREF(count);
+			return;
+		}
+		if (in_upper != NULL && in_upper->ordered)
+			pathkeys = root->sort_pathkeys;
+	}
+	/*
+	 * The input's own path of the engine (an ordered rel has no cheapest
+	 * path yet), perhaps under the projection to the final target.
+	 */
+	foreach(lc, input_rel->pathlist)
+	{
+		Path	   *p = (Path *) lfirst(lc);
+
+		if (IsA(p, ForeignPath) ||
+			(IsA(p, ProjectionPath) && IsA(((ProjectionPath *) p)->subpath, ForeignPath)))
+		{
+			input_path = p;
+			break;
+		}
+	}
+	if (input_path == NULL)
+	{
+		Py_DECREF(keys);
+		Py_DECREF(count);
+		Py_DECREF(offset);
+		return;
+	}
+	res = orochi_runtime_call("engine_order",
+							  Py_BuildValue("(sNNNddd)", plan, keys, count, offset,
+											input_path->rows, input_path->startup_cost, input_path->total_cost));
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &newplan, &rows))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("engine_order must return None or (startup_cost, total_cost, plan, rows)");
+	}
+	newplan = pstrdup(newplan);
+	Py_DECREF(res);
+	upper = palloc0(sizeof(OrochiUpperState));
+	upper->input_rel = base_input;
+	upper->tlist = tlist;
+	upper->having = having;
+	upper->engine_plan = newplan;
+	upper->ordered = (pathkeys != NIL);
+	output_rel->fdw_private = upper;
+	elog(DEBUG1, "orochi: the join engine offers %s at cost %.2f..%.2f, %.0f rows",
+		 stage == UPPERREL_ORDERED ? "the ordering" : "the limit", startup, total, rows);
+	add_path(output_rel, (Path *)
+			 create_foreign_upper_path(root, output_rel, root->upper_targets[stage], clamp_row_est(rows),
+									   startup, Max(total, startup), pathkeys, NULL, NIL));
+}
+
+/*
+ * engine_param_exprs
+ *		The parameters ($1, an InitPlan's value) a plan of the join engine
+ *		takes, as Param nodes for fdw_exprs: evaluated when the scan starts
+ *		and handed to Python with it (engine_param_values).
+ */
+static List *
+engine_param_exprs(const char *plan)
+{
+	PyObject   *res = orochi_runtime_call("engine_params", Py_BuildValue("(s)", plan));
+	List	   *exprs = NIL;
+
+	if (!PyList_Check(res))
+	{
+		Py_DECREF(res);
+		elog(ERROR, "engine_params must return a list");
+	}
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(res); i++)
+	{
+		int			kind,
+					id,
+					typmod;
+		unsigned int type;
+		Param	   *p;
+
+		if (!PyArg_ParseTuple(PyList_GET_ITEM(res, i), "iiIi", &kind, &id, &type, &typmod))
+		{
+			Py_DECREF(res);
+			orochi_py_raise("engine_params must return (kind, id, type, typmod) tuples");
+		}
+		p = makeNode(Param);
+		p->paramkind = (ParamKind) kind;
+		p->paramid = id;
+		p->paramtype = (Oid) type;
+		p->paramtypmod = typmod;
+		p->paramcollid = get_typcollation((Oid) type);
+		p->location = -1;
+		exprs = lappend(exprs, p);
+	}
+	Py_DECREF(res);
+	return exprs;
 }
 
 /*
@@ -2093,7 +2372,7 @@ join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan)
 	List	   *join_info;
 
 	if (js->engine)
-		return make_foreignscan(tlist, NIL, 0, NIL,
+		return make_foreignscan(tlist, NIL, 0, engine_param_exprs(js->engine_plan),
 								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
 										makeString(js->engine_plan)),
 								js->tlist, NIL, outer_plan);
@@ -2311,17 +2590,71 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
  * may never have been set), only constants are given values; the others
  * appear as the name of their type, as at plan time.
  */
+/*
+ * The values of a join engine plan's parameters (its fdw_exprs), in order;
+ * None for each with consts_only (EXPLAIN: not evaluated).
+ */
+static PyObject *
+engine_param_values(ForeignScanState *node, OrochiScanState *state, bool consts_only)
+{
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	PyObject   *list = PyList_New(0);
+	ListCell   *le;
+
+	if (list == NULL)
+		orochi_py_raise("building parameter values");
+	foreach(le, state->qual_exprs)
+	{
+		PyObject   *pyvalue;
+		int			rc;
+
+		if (consts_only)
+		{
+			Py_INCREF(Py_None);
+			pyvalue = Py_None;
+		}
+		else
+		{
+			PG_TRY();
+			{
+				Datum		value;
+				bool		isnull;
+
+				value = ExecEvalExpr((ExprState *) lfirst(le), econtext, &isnull);
+				pyvalue = orochi_datum_to_py(value, isnull, &state->qual_convs[foreach_current_index(le)]);
+			}
+			PG_CATCH();
+			{
+				OROCHI_RELEASE(list);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+		}
+		rc = PyList_Append(list, pyvalue);
+		Py_DECREF(pyvalue);
+		if (rc < 0)
+		{
+			Py_DECREF(list);
+			orochi_py_raise("building parameter values");
+		}
+	}
+	return list;
+}
+
 static PyObject *
 scan_quals_to_py(ForeignScanState *node, OrochiScanState *state, bool consts_only,
 				 bool *no_match)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
-	PyObject   *list = PyList_New(0);
+	PyObject   *list;
 	ListCell   *lm,
 			   *le;
 	int			i = 0;
 
 	*no_match = false;
+	if (list_length(((ForeignScan *) node->ss.ps.plan)->fdw_private) > FdwScanPrivateEngine)
+		return engine_param_values(node, state, consts_only);
+	list = PyList_New(0);
 	if (list == NULL)
 		orochi_py_raise("building quals");
 	forboth(lm, state->qual_meta, le, state->qual_exprs)

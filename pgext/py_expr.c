@@ -16,6 +16,10 @@
  *		  ("saop", opno, opname, builtin, use_or, input collation, [args])
  *		  ("func", funcid, name, builtin, result type, [args])
  *		  ("agg", aggfnoid, name, builtin, result type, star, distinct, input collation, [args])
+ *		  ("case", result type, collation, arg or None, [(when, then)], default or None)
+ *		  ("casetest", type, typmod, collation)
+ *		  ("coalesce", result type, collation, [args])
+ *		  ("param", kind, id, type, typmod, collation)
  *		  ("unsupported", node tag)
  *
  *		  A collation travels as (name, is_c, deterministic) or None.
@@ -200,6 +204,58 @@ expr_to_py(PlannerInfo *root, Node *node)
 									 (unsigned int) a->aggtype, a->aggstar ? Py_True : Py_False,
 									 a->aggdistinct != NIL ? Py_True : Py_False,
 									 collation_to_py(a->inputcollid), orochi_expr_list_to_py(root, args));
+			}
+		case T_CaseExpr:
+			{
+				CaseExpr   *c = (CaseExpr *) node;
+				PyObject   *whens = PyList_New(0);
+				ListCell   *lc;
+
+				if (whens == NULL)
+					return NULL;
+				foreach(lc, c->args)
+				{
+					CaseWhen   *w = lfirst_node(CaseWhen, lc);
+					PyObject   *pair = Py_BuildValue("(NN)", orochi_expr_to_py(root, (Node *) w->expr),
+													 orochi_expr_to_py(root, (Node *) w->result));
+					int			rc = pair ? PyList_Append(whens, pair) : -1;
+
+					Py_XDECREF(pair);
+					if (rc < 0)
+					{
+						Py_DECREF(whens);
+						return NULL;
+					}
+				}
+				return Py_BuildValue("(sINNNN)", "case", (unsigned int) c->casetype,
+									 collation_to_py(c->casecollid),
+									 c->arg ? orochi_expr_to_py(root, (Node *) c->arg) : (Py_INCREF(Py_None), Py_None),
+									 whens,
+									 c->defresult ? orochi_expr_to_py(root, (Node *) c->defresult) : (Py_INCREF(Py_None), Py_None));
+			}
+		case T_CaseTestExpr:
+			{
+				CaseTestExpr *t = (CaseTestExpr *) node;
+
+				return Py_BuildValue("(sIiN)", "casetest", (unsigned int) t->typeId, (int) t->typeMod,
+									 collation_to_py(t->collation));
+			}
+		case T_CoalesceExpr:
+			{
+				CoalesceExpr *c = (CoalesceExpr *) node;
+
+				return Py_BuildValue("(sINN)", "coalesce", (unsigned int) c->coalescetype,
+									 collation_to_py(c->coalescecollid), orochi_expr_list_to_py(root, c->args));
+			}
+		case T_Param:
+			{
+				Param	   *p = (Param *) node;
+
+				if (p->paramkind != PARAM_EXTERN && p->paramkind != PARAM_EXEC)
+					break;
+				return Py_BuildValue("(siiIiN)", "param", (int) p->paramkind, p->paramid,
+									 (unsigned int) p->paramtype, (int) p->paramtypmod,
+									 collation_to_py(p->paramcollid));
 			}
 		default:
 			break;

@@ -355,6 +355,24 @@ def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[
     return engine.plan_aggregate(tree, outputs, groups)
 
 
+def engine_order(plan: str, keys: list[tuple], count: int | None, offset: int | None, rows: float,
+                 startup: float, total: float) -> tuple[float, float, str, float] | None:
+    """Whether the join engine sorts (ORDER BY) and limits (LIMIT/OFFSET) the
+    rows of a join or aggregation it runs: (startup_cost, total_cost, plan,
+    rows) if so."""
+    from orochi_fdw.query import engine
+
+    return engine.plan_order(plan, keys, count, offset, rows, startup, total)
+
+
+def engine_params(plan: str) -> list[tuple[int, int, int, int]]:
+    """The parameters a join the engine runs takes at execution:
+    (kind, id, type, typmod) each; their values come as the scan's quals."""
+    from orochi_fdw.query import engine
+
+    return engine.plan_params(json.loads(plan))
+
+
 def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinHandle:
     """The handle a join run by the engine works through."""
     from orochi_fdw.query import engine
@@ -418,7 +436,7 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     if isinstance(handle, EngineJoinHandle):
         from orochi_fdw.query import engine
 
-        return engine.run(handle.plan, handle.tables)
+        return engine.run(handle.plan, handle.tables, quals)
     if isinstance(handle, JoinHandle):
         outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)

@@ -11,10 +11,13 @@ parameters, and what to read from each table.
 
 At execution each table is read by its ordinary columnar scan (the same
 stripes, delete bitmaps, delta store and snapshot as any scan of it; simple
-restrictions also prune stripes there), its decoded column batches handed
-to DuckDB as Arrow arrays (numbers and text without copying), the SQL run on
-a cursor of a per-backend in-memory DuckDB database (one thread by default),
-and the result handed back in batches.  A cancel or statement_timeout
+restrictions also prune stripes there), its decoded column batches streamed
+to DuckDB as Arrow arrays (numbers and text without copying) as DuckDB pulls
+them, the SQL run on a cursor of a per-backend in-memory DuckDB database
+(one thread by default; spilling under the data directory's pgsql_tmp), and
+the result handed back in batches.  ORDER BY and LIMIT over a join or
+aggregation it runs are planned by :func:`plan_order`; parameters of the
+SQL that are PostgreSQL parameters get their values when the scan starts.  A cancel or statement_timeout
 interrupts DuckDB (``interrupt()``) from a watcher thread that polls the
 bridge's interrupt flag; DuckDB's errors become PostgreSQL errors with
 SQLSTATEs (out of memory 53200, integer overflow 22003).  docs/query.md,
@@ -27,6 +30,7 @@ import ctypes
 import datetime
 import decimal
 import json
+import os
 import signal
 import threading
 import time
@@ -51,8 +55,8 @@ ENGINE_OUTPUT_ROW_COST = 0.001
 #: the least memory DuckDB gets (it needs some per operator)
 MIN_MEMORY_LIMIT = 64 << 20
 
-_JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "semi": "SEMI JOIN",
-             "anti": "ANTI JOIN"}
+_JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "full": "FULL JOIN",
+             "semi": "SEMI JOIN", "anti": "ANTI JOIN"}
 _PG_EPOCH_DAYS = 10_957
 
 
@@ -88,10 +92,16 @@ _EXPECTED_KIND = {
     pushable.BOOL: WireKind.BOOL, pushable.DATE: WireKind.DATE, pushable.TEXT: WireKind.TEXT,
     pushable.VARCHAR: WireKind.TEXT, pushable.FLOAT4: WireKind.FLOAT32, pushable.FLOAT8: WireKind.FLOAT64,
     pushable.NUMERIC: WireKind.DECIMAL64, pushable.BPCHAR: WireKind.CSTRING,
+    pushable.TIMESTAMP: WireKind.TIMESTAMP, pushable.TIMESTAMPTZ: WireKind.TIMESTAMP,
 }
 _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 #: DuckDB's infinite dates
 _DUCK_DATE_INFINITY, _DUCK_DATE_NINFINITY = 2**31 - 1, -(2**31 - 1)
+_INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
+#: DuckDB's infinite timestamps
+_DUCK_TS_INFINITY, _DUCK_TS_NINFINITY = 2**63 - 1, -(2**63 - 1)
+#: microseconds from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's)
+_PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
 
 
 class _Planner:
@@ -207,6 +217,12 @@ def _select_sql(select: list[str], from_sql: str, where: list[str]) -> str:
 ANTI_JOIN_MIN_FRACTION = 0.1
 #: cost of grouping, per input row
 ENGINE_GROUP_ROW_COST = 0.002
+#: an aggregation the engine runs over its join costs this fraction of the
+#: join's input scans: it saves handing every joined row back and grouping
+#: it in PostgreSQL, which the join's row estimate (often far too low for
+#: TPC-H's joins) understates; without it the two paths fall within
+#: add_path's 1% fuzz and PostgreSQL's sorted GroupAggregate wins on pathkeys
+ENGINE_AGGREGATE_SCAN_FRACTION = 0.97
 
 
 def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple[float, float, str, float] | None:
@@ -224,7 +240,7 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
         tr = planner.translator
         for i, (kind, expr) in enumerate(outputs_in):
             if kind == "group":
-                typed = tr.expr(expr)
+                typed = tr.value(expr)
                 if typed.type_oid not in _OUTPUT_TYPES:
                     raise Refused(f"a group key of type {typed.type_oid}")
                 group_by.append(str(len(select) + 1))
@@ -248,15 +264,83 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
         sql += f" GROUP BY {', '.join(group_by)}"
     planner.work += rows * ENGINE_GROUP_ROW_COST
     return _finish(planner, sql, outputs, f"aggregate over {description}", groups, groups * 0.01,
-                   aggregation=not group_by)
+                   aggregation=not group_by, scan_fraction=ENGINE_AGGREGATE_SCAN_FRACTION)
+
+
+#: cost of sorting in the engine, per row and comparison
+ENGINE_SORT_ROW_COST = 0.0005
+#: output types DuckDB orders as PostgreSQL's default btree operator class
+#: does (text and char(n) only under the C collation: byte order)
+_ORDERED_FAMILIES = {"int", "numeric", "date", "timestamp", "timestamptz", "bool", "text", "bpchar"}
+
+
+def plan_order(plan_text: str, keys: list[tuple], count: int | None, offset: int | None, rows: float,
+               startup: float, total: float) -> tuple[float, float, str, float] | None:
+    """A plan that sorts the outputs of ``plan_text`` by ``keys`` (output
+    index, descending, nulls first, btree operator family, collation) and
+    keeps ``count`` rows after ``offset``, or None if DuckDB would not order
+    exactly as PostgreSQL."""
+    import math
+
+    plan = json.loads(plan_text)
+    try:
+        order = []
+        for index, desc, nulls_first, opfamily, collation in keys:
+            out = plan["outputs"][index]
+            fam = pushable.family(out["type_oid"])
+            if fam not in _ORDERED_FAMILIES or out.get("post") == "avg":
+                raise Refused(f"ordering by a value of type {out['type_oid']}")
+            if opfamily not in _DEFAULT_BTREE_FAMILIES.get(fam, ()):
+                raise Refused(f"ordering by operator family {opfamily}")
+            if fam in ("text", "bpchar") and (collation is None or not collation[1]):
+                raise Refused("text ordering under a collation other than C")
+            order.append(f"{out['columns'][0] + 1} {'DESC' if desc else 'ASC'} "
+                         f"NULLS {'FIRST' if nulls_first else 'LAST'}")
+    except Refused as reason:
+        _declined("an ordering", reason)
+        return None
+    sql = f"SELECT * FROM ({plan['sql']}) AS orochi_q"
+    if plan.get("order"):
+        sql = plan["sql"]  # already ordered: only the limit is added
+    elif order:
+        sql += " ORDER BY " + ", ".join(order)
+    if count is not None:
+        plan["params"].append(int(count))
+        sql += f" LIMIT CAST(${len(plan['params'])} AS BIGINT)"
+    if offset:
+        plan["params"].append(int(offset))
+        sql += f" OFFSET CAST(${len(plan['params'])} AS BIGINT)"
+    out_rows = rows
+    if count is not None:
+        out_rows = max(min(rows - (offset or 0), count), 1.0)
+    # the input's startup is DuckDB's work, the rest handing its rows back: a
+    # sort adds to the work (a limit over it makes it a top-N, cheaper than
+    # the full sort counted before); a limit hands back fewer rows
+    sort_cost = rows * ENGINE_SORT_ROW_COST * max(math.log2(max(rows, 2.0)), 1.0) if order else 0.0
+    first = startup + sort_cost
+    if count is not None and plan.get("order"):
+        first -= plan.get("sort_cost", 0.0) * 0.5
+    last = first + (total - startup) * min(out_rows / max(rows, 1.0), 1.0)
+    plan = {**plan, "sql": sql, "order": plan.get("order") or bool(order), "sort_cost": sort_cost,
+            "description": plan["description"] + (" order by" if order else "") +
+            (" limit" if count is not None or offset else "")}
+    return first, last, json.dumps(plan), out_rows
+
+
+#: the default btree operator families of the ordered families (pg_opfamily
+#: OIDs, fixed in PostgreSQL's catalog): integer_ops, numeric_ops,
+#: datetime_ops (date, timestamp, timestamptz), bool_ops, text_ops, bpchar_ops
+_DEFAULT_BTREE_FAMILIES = {"int": (1976,), "numeric": (1988,), "date": (434,), "timestamp": (434,),
+                           "timestamptz": (434,), "bool": (424,), "text": (1994,), "bpchar": (426,)}
 
 
 _OUTPUT_TYPES = {pushable.INT2, pushable.INT4, pushable.INT8, pushable.BOOL, pushable.DATE, pushable.TEXT,
-                 pushable.VARCHAR, pushable.FLOAT4, pushable.FLOAT8, pushable.NUMERIC, pushable.BPCHAR}
+                 pushable.VARCHAR, pushable.FLOAT4, pushable.FLOAT8, pushable.NUMERIC, pushable.BPCHAR,
+                 pushable.TIMESTAMP, pushable.TIMESTAMPTZ}
 
 
 def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows: float, out_cost: float,
-            aggregation: bool = False) -> tuple[float, float, str, float]:
+            aggregation: bool = False, scan_fraction: float = 1.0) -> tuple[float, float, str, float]:
     used: dict[int, set] = {}
     for rti, attname in planner.translator.out.columns:
         used.setdefault(rti, set()).add(attname)
@@ -268,7 +352,7 @@ def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows
                        "quals": inp.get("quals", [])})
     plan = {"sql": sql, "params": [_encode(v) for v in planner.translator.out.params], "inputs": inputs,
             "outputs": outputs, "joins": planner.joins, "description": description}
-    startup = ENGINE_STARTUP_COST + scan_cost + planner.work
+    startup = ENGINE_STARTUP_COST + scan_cost * scan_fraction + planner.work
     total = startup + out_cost
     return startup, total, json.dumps(plan), rows
 
@@ -278,6 +362,20 @@ def _scan_qual(expr: tuple) -> list | None:
     prune with (not exact: DuckDB applies every restriction itself)."""
     if expr[0] == "nulltest" and expr[2][0] == "var":
         return [expr[2][2], "=" if expr[1] else "<>", None, None]
+    if expr[0] == "saop":
+        # column IN (constants): prunes as the scan's own ANY quals do
+        _kind, _opno, opname, builtin, use_or, collation, args = expr
+        if not (builtin and opname == "=" and use_or and len(args) == 2 and args[0][0] == "var"
+                and args[1][0] == "const" and isinstance(args[1][4], list)):
+            return None
+        values = args[1][4]
+        if not all(v is None or (isinstance(v, (int, str, decimal.Decimal, datetime.date))
+                                 and not isinstance(v, (bool, datetime.datetime))) for v in values):
+            return None
+        name = collation[0] if collation is not None else None
+        if name not in (None, "default", "C", "POSIX"):
+            return None
+        return [args[0][2], ["=", True], [_encode(v) for v in values], name]
     if expr[0] != "op" or expr[2] not in pushable.COMPARISONS or len(expr[6]) != 2:
         return None
     left, right = expr[6]
@@ -371,6 +469,32 @@ def memory_limit(joins: int) -> int:
     return max(int(work_mem * multiplier * max(joins, 1)), MIN_MEMORY_LIMIT)
 
 
+#: where DuckDB spills (relative to the data directory, the backend's working
+#: directory): under PostgreSQL's own temporary directory, named with its
+#: prefix so that a restart after a crash removes what is left
+SPILL_DIRECTORY = os.path.join("base", "pgsql_tmp", "pgsql_tmp_orochi_duckdb")
+
+
+def _set_spilling(cursor) -> None:
+    """DuckDB spills what exceeds its memory limit to files under
+    SPILL_DIRECTORY/<backend pid>, at most temp_file_limit of them
+    (PostgreSQL's limit on a session's temporary files; -1, the default:
+    DuckDB's own limit; 0: no spilling, so a join beyond the memory limit
+    fails with the out-of-memory error)."""
+    from orochi_fdw.bridge import spi
+
+    directory = os.path.abspath(os.path.join(SPILL_DIRECTORY, str(os.getpid())))
+    os.makedirs(directory, exist_ok=True)
+    # (DuckDB's setting is its database's, and fixed once it spilled)
+    if cursor.execute("SELECT current_setting('temp_directory')").fetchone()[0] != directory:
+        cursor.execute("SET temp_directory = $1", [directory])
+    text = spi.setting("temp_file_limit") or "-1"
+    if text.strip() != "-1":
+        cursor.execute(f"SET max_temp_directory_size = '{_setting_bytes(text, 0)}B'")
+    else:
+        cursor.execute("RESET max_temp_directory_size")
+
+
 def _interrupt_flag():
     """The bridge's interrupt flag (set when a cancel reached running Python)."""
     try:
@@ -424,8 +548,12 @@ class _Watch:
             self.thread.join()
 
 
-def _arrow_input(handle: Any, inp: dict):
-    """The rows of one table, read by its columnar scan, as an Arrow table."""
+def _arrow_input(handle: Any, inp: dict, counters: dict | None = None):
+    """The rows of one table, read by its columnar scan as DuckDB pulls them:
+    an Arrow RecordBatchReader over the scan's batches (one stripe's decoded
+    columns at a time in memory, not the table's).  DuckDB pulls from the
+    thread that runs the query (the backend's: one DuckDB thread), where the
+    scan may call into PostgreSQL; any other thread is refused."""
     import pyarrow as pa
 
     from orochi_fdw.bridge.runtime import UNKNOWN  # noqa: F401  (the scan's module is loaded)
@@ -435,37 +563,58 @@ def _arrow_input(handle: Any, inp: dict):
     names = inp["columns"]
     coldefs = [instance.columns[n] for n in names]
     kinds = [_scan_kind(c) for c in coldefs]
-    quals = [Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
+    quals = [Qual(q[0], tuple(q[1]), [_decode(v) for v in q[2]], q[3], False) if isinstance(q[1], list)
+             else Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
     fields = [pa.field(n, _arrow_type(c)) for n, c in zip(names, coldefs)] or [pa.field("orochi_row", pa.bool_())]
     schema = pa.schema(fields)
-    batches = []
-    pending_rows: list = []
+    owner = threading.get_ident()
+    key = f"t{inp['rti']} {inp['relname']}"
 
-    def add(nrows: int, columns: dict) -> None:
+    def make(nrows: int, columns: dict):
         if not names:
-            batches.append(pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema))
-            return
+            return pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema)
         arrays = []
         for n, c, k in zip(names, coldefs, kinds):
             col = to_column(k, columns[n]) if n in columns else _null_column(k, nrows)
             if col.kind is WireKind.CSTRING and decimal_type(c) is not None:
                 col = cstring_to_decimal(col, c)
             arrays.append(_to_arrow(col, c, nrows))
-        batches.append(pa.record_batch(arrays, schema=schema))
+        return pa.record_batch(arrays, schema=schema)
 
-    for item in instance.execute(quals, names) or ():
-        if isinstance(item, Batch):
-            add(item.nrows, item.columns)
-        else:
-            pending_rows.append(item)
-    if pending_rows:
-        if isinstance(pending_rows[0], dict):
-            cols = {n: [r.get(n) for r in pending_rows] for n in names}
-        else:
-            order = list(instance.columns)
-            cols = {n: [r[order.index(n)] for r in pending_rows] for n in names}
-        add(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)})
-    return pa.Table.from_batches(batches, schema=schema)
+    def batches():
+        clock = time.perf_counter
+        pending_rows: list = []
+        items = iter(instance.execute(quals, names) or ())
+        while True:
+            if threading.get_ident() != owner:
+                raise EngineError("the join engine read a table from another thread", "XX000")
+            t0 = clock()
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            finally:
+                if counters is not None:
+                    counters["read"] += clock() - t0
+            if isinstance(item, Batch):
+                if counters is not None:
+                    counters["rows_in"][key] = counters["rows_in"].get(key, 0) + item.nrows
+                yield make(item.nrows, item.columns)
+            else:
+                pending_rows.append(item)
+        if pending_rows:
+            if isinstance(pending_rows[0], dict):
+                cols = {n: [r.get(n) for r in pending_rows] for n in names}
+            else:
+                order = list(instance.columns)
+                cols = {n: [r[order.index(n)] for r in pending_rows] for n in names}
+            if counters is not None:
+                counters["rows_in"][key] = counters["rows_in"].get(key, 0) + len(pending_rows)
+            yield make(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)})
+
+    if counters is not None:
+        counters["rows_in"].setdefault(key, 0)
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _null_column(kind: WireKind, n: int) -> Column:
@@ -483,7 +632,8 @@ def _arrow_type(c: ColumnDefinition):
         pushable.INT2: pa.int16(), pushable.INT4: pa.int32(), pushable.INT8: pa.int64(),
         pushable.BOOL: pa.bool_(), pushable.DATE: pa.date32(), pushable.TEXT: pa.large_string(),
         pushable.VARCHAR: pa.large_string(), pushable.FLOAT4: pa.float32(), pushable.FLOAT8: pa.float64(),
-        pushable.BPCHAR: pa.large_string(),
+        pushable.BPCHAR: pa.large_string(), pushable.TIMESTAMP: pa.timestamp("us"),
+        pushable.TIMESTAMPTZ: pa.timestamp("us"),  # the UTC instant
     }[oid]
 
 
@@ -516,6 +666,12 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int):
         days[values == _INT32_MAX] = _DUCK_DATE_INFINITY
         days[values == _INT32_MIN] = _DUCK_DATE_NINFINITY
         buf = pa.py_buffer(days.astype(np.int32))
+    elif kind is WireKind.TIMESTAMP:
+        v = values.astype(np.int64, copy=False)
+        us = v + _PG_EPOCH_US  # wraps only at the infinities, replaced here
+        us[v == _INT64_MAX] = _DUCK_TS_INFINITY
+        us[v == _INT64_MIN] = _DUCK_TS_NINFINITY
+        buf = pa.py_buffer(us)
     elif kind is WireKind.DECIMAL64:
         v = values.astype(np.int64, copy=False)
         wide = np.empty((n, 2), dtype=np.int64)
@@ -559,6 +715,13 @@ def _from_arrow(arr, out: dict) -> Column:
         days[raw == _DUCK_DATE_INFINITY] = _INT32_MAX
         days[raw == _DUCK_DATE_NINFINITY] = _INT32_MIN
         return Column(WireKind.DATE, days.astype(np.int32), validity)
+    if oid in (pushable.TIMESTAMP, pushable.TIMESTAMPTZ):
+        raw = np.asarray(arr.cast(pa.int64()).fill_null(0)).astype(np.int64)
+        with np.errstate(over="ignore"):
+            us = raw - _PG_EPOCH_US
+        us[raw == _DUCK_TS_INFINITY] = _INT64_MAX
+        us[raw == _DUCK_TS_NINFINITY] = _INT64_MIN
+        return Column(WireKind.TIMESTAMP, us, validity)
     if oid == pushable.BOOL:
         return Column(WireKind.BOOL, np.asarray(arr.fill_null(False)).astype(np.uint8), validity)
     kind = {pushable.INT2: WireKind.INT16, pushable.INT4: WireKind.INT32, pushable.INT8: WireKind.INT64,
@@ -573,8 +736,22 @@ def _output(rb, out: dict) -> Column:
         sums = rb.column(out["columns"][0]).to_pylist()
         counts = rb.column(out["columns"][1]).to_pylist()
         scale = out["scale"]
-        texts = [None if not n else _decimal_avg(int(total.scaleb(scale)), scale, int(n))
-                 for total, n in zip(sums, counts)]
+        if len(out["columns"]) > 2:
+            # values of differing display scales: the sum's is the largest
+            scales = rb.column(out["columns"][2]).to_pylist()
+            texts = [None if not n else _decimal_avg(int(total.scaleb(sc)), sc, int(n))
+                     for total, n, sc in zip(sums, counts, scales)]
+        else:
+            texts = [None if not n else _decimal_avg(int(total.scaleb(scale)), scale, int(n))
+                     for total, n in zip(sums, counts)]
+        return Column.from_pylist(WireKind.CSTRING, texts)
+    if out.get("post") == "rescale":
+        sums = rb.column(out["columns"][0]).to_pylist()
+        scales = rb.column(out["columns"][1]).to_pylist()
+        with decimal.localcontext() as ctx:
+            ctx.prec = 80
+            texts = [None if total is None else str(total.quantize(decimal.Decimal(1).scaleb(-sc)))
+                     for total, sc in zip(sums, scales)]
         return Column.from_pylist(WireKind.CSTRING, texts)
     return _from_arrow(rb.column(out["columns"][0]), out)
 
@@ -590,8 +767,9 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
         return EngineError(
             f"the join engine ran out of memory (limit {limit >> 20} MB)", "53200",
             detail=text.splitlines()[0] if text else None,
-            hint="The limit is work_mem × hash_mem_multiplier per join; raise work_mem, "
-                 "or SET orochi.duckdb_join_enabled = off to run the join in PostgreSQL.")
+            hint="The limit is work_mem × hash_mem_multiplier per join, beyond which it spills up to "
+                 "temp_file_limit; raise work_mem, or SET orochi.duckdb_join_enabled = off to run the "
+                 "join in PostgreSQL.")
     if isinstance(exc, duckdb.OutOfRangeException):
         return EngineError("integer out of range", "22003", detail=text)
     return EngineError(f"the join engine failed: {text}", "XX000")
@@ -602,9 +780,9 @@ class Run:
     shows of it: the rows read from each table, the seconds spent reading
     them, in DuckDB and handing rows back."""
 
-    def __init__(self, plan: dict, handles: dict[int, Any]) -> None:
+    def __init__(self, plan: dict, handles: dict[int, Any], values: list) -> None:
         self.counters = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
-        self._gen = _run(plan, handles, self.counters)
+        self._gen = _run(plan, handles, self.counters, values)
 
     def __iter__(self):
         return self
@@ -623,20 +801,70 @@ class Run:
                 f"handing back {c['output'] * 1000:.1f} ms"]
 
 
-def run(plan: dict, handles: dict[int, Any]) -> Run:
-    """Execute a planned join: read the tables, run the SQL, yield batches."""
-    return Run(plan, handles)
+def run(plan: dict, handles: dict[int, Any], values: list | None = None) -> Run:
+    """Execute a planned join: read the tables, run the SQL, yield batches.
+    ``values``: the parameters' values (:func:`plan_params` order)."""
+    return Run(plan, handles, values or [])
 
 
-def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]:
+def plan_params(plan: dict) -> list[tuple[int, int, int, int]]:
+    """The parameters a plan takes at execution, (kind, id, type, typmod)
+    each, in the order their values are given to :func:`run`."""
+    return [tuple(p["param"]) for p in plan["params"] if isinstance(p, dict) and "param" in p]
+
+
+def _param_value(slot: list, value: Any) -> Any:
+    """A parameter's value as the engine takes it (as :mod:`pushable`'s
+    constants), or an error when the engine cannot hold it exactly."""
+    _kind, _id, type_oid, _typmod = slot
+    if value is None:
+        return None
+    fam = pushable.family(type_oid)
+    ok = True
+    if fam == "numeric":
+        ok = isinstance(value, decimal.Decimal) and value.is_finite() and \
+            len(value.as_tuple().digits) + max(value.as_tuple().exponent, 0) <= pushable.MAX_DECIMAL_PRECISION
+    elif fam == "date":
+        ok = type(value) is datetime.date
+    elif fam == "timestamp":
+        ok = type(value) is datetime.datetime and value.tzinfo is None
+    elif fam == "timestamptz":
+        ok = type(value) is datetime.datetime and value.tzinfo is not None
+        if ok:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    elif fam == "bpchar":
+        ok = isinstance(value, str)
+        if ok:
+            value = value.rstrip(" ")
+    elif fam == "float":
+        ok = isinstance(value, float)
+    elif fam == "int":
+        ok = type(value) is int
+    elif fam == "bool":
+        ok = type(value) is bool
+    elif fam == "text":
+        ok = isinstance(value, str)
+    if not ok:
+        raise EngineError(f"the join engine cannot take the parameter value {value!r}", "0A000",
+                          hint="SET orochi.duckdb_join_enabled = off to run the join in PostgreSQL.")
+    return value
+
+
+def _params(plan: dict, values: list) -> list:
+    out = []
+    given = iter(values)
+    for p in plan["params"]:
+        if isinstance(p, dict) and "param" in p:
+            out.append(_param_value(p["param"], next(given, None)))
+        else:
+            out.append(_decode(p))
+    return out
+
+
+def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> Iterator[Batch]:
     clock = time.perf_counter
-    t0 = clock()
-    tables = {}
-    for inp in plan["inputs"]:
-        tables[inp["rti"]] = table = _arrow_input(handles[inp["rti"]], inp)
-        counters["rows_in"][f"t{inp['rti']} {inp['relname']}"] = table.num_rows
-    counters["read"] += clock() - t0
-    params = [_decode(v) for v in plan["params"]]
+    tables = {inp["rti"]: _arrow_input(handles[inp["rti"]], inp, counters) for inp in plan["inputs"]}
+    params = _params(plan, values)
     names = [o["name"] for o in plan["outputs"]]
     limit = memory_limit(plan["joins"])
     flag = _interrupt_flag()
@@ -646,24 +874,28 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]
         try:
             cursor.execute(f"SET memory_limit = '{int(limit)}B'")
             cursor.execute("SET preserve_insertion_order = false")
+            _set_spilling(cursor)
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
             del tables
             t0 = clock()
+            read0 = counters["read"]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with _Watch(cursor, flag) as watch:
                     reader = cursor.sql(plan["sql"], params=params or None).to_arrow_reader(OUTPUT_BATCH_ROWS)
-            counters["engine"] += clock() - t0
+            # (the inputs are read while DuckDB runs: their time is not DuckDB's)
+            counters["engine"] += clock() - t0 - (counters["read"] - read0)
             while True:
                 t0 = clock()
+                read0 = counters["read"]
                 with _Watch(cursor, flag) as watch:
                     try:
                         rb = reader.read_next_batch()
                     except StopIteration:
                         break
                     finally:
-                        counters["engine"] += clock() - t0
+                        counters["engine"] += clock() - t0 - (counters["read"] - read0)
                 if rb.num_rows == 0:
                     continue
                 counters["rows_out"] += rb.num_rows
@@ -676,6 +908,11 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict) -> Iterator[Batch]
                 yield batch
         except _duckdb().Error as exc:
             raise _engine_error(exc, limit, watch) from None
+        except RuntimeError as exc:
+            # a cancel that reached Python while DuckDB pulled from an input
+            if (watch is not None and watch.fired) or (flag is not None and flag.value):
+                raise KeyboardInterrupt() from None
+            raise EngineError(f"the join engine failed: {exc}", "XX000") from None
     finally:
         cursor.close()
 

@@ -11,6 +11,10 @@ The C bridge hands expressions over as plain tuples (``pgext/py_expr.c``):
     ("relabel", type, typmod, collation, arg)
     ("saop", opno, opname, builtin, use_or, input collation, [args])
     ("func", funcid, name, builtin, result type, [args])
+    ("case", result type, collation, arg or None, [(when, then)], default or None)
+    ("casetest", type, typmod, collation)
+    ("coalesce", result type, collation, [args])
+    ("param", kind, id, type, typmod, collation)
     ("unsupported", node tag)
 
 with a collation as ``(name, is_c, deterministic)`` or None.
@@ -27,13 +31,16 @@ PostgreSQL.  What is accepted, and why it is exact:
   stored as scaled int64 (precision at most 18: DuckDB's DECIMAL has the same
   layout and compares by value), real and double precision (comparisons,
   min and max only; both order NaN above every number and equal to itself);
-  timestamp constants (against dates: the date at midnight, as PostgreSQL);
+  timestamp; timestamptz as the UTC instant (compared as instants, so the
+  session's TimeZone does not matter; never mixed with date or timestamp);
+  timestamp constants against dates (the date at midnight, as PostgreSQL);
 - comparisons ``= <> < <= > >=`` between values of one family (the integer
   types among themselves, numeric with numeric, the float types, date,
   boolean, text, char(n)); text equality under deterministic collations
   (equal means equal bytes), text ordering only under the C collation (byte
-  order); ``LIKE`` / ``NOT LIKE`` with a constant pattern without ``_`` and
-  backslashes (only ``%``: a byte-wise match);
+  order); ``LIKE`` / ``NOT LIKE`` with a constant pattern without
+  backslashes (``%`` and ``_``, a character in both; DuckDB has no default
+  escape);
 - ``AND``, ``OR``, ``NOT``, ``IS [NOT] NULL`` (SQL's three-valued logic in
   both), ``x = ANY(array constant)`` and ``x <> ALL(array constant)``;
 - ``+ - *`` of integer types, computed in PostgreSQL's result type so that
@@ -47,6 +54,18 @@ PostgreSQL.  What is accepted, and why it is exact:
   numeric division gives, computed from DuckDB's exact sum and count).  A
   sum of numerics beyond 38 digits is an error (22003) in DuckDB where
   PostgreSQL would answer: it needs more than 10^20 rows of numeric(18, s);
+- ``CASE`` (searched and simple) and ``COALESCE``: both evaluate only the
+  branch taken; a numeric result keeps each branch's display scale, carried
+  per row beside the value (``Typed.scale_sql``), so sum and avg of it are
+  rescaled to the largest scale summed; min/max and group keys of such
+  values are refused;
+- ``extract(year | month | day from date)`` (numeric, scale 0; years before
+  1 AD from -1; an infinite date's year is an error in the engine),
+  ``substring(text, s [, n])`` with constants s >= 1 and n >= 0,
+  ``text(char(n))``;
+- parameters (``$n``, InitPlan values): slots ``{"param": [kind, id, type,
+  typmod]}`` in the parameter list, given their values at execution; a
+  numeric parameter only in comparisons (its scale is its value's);
 - no division, no modulo, no float or date arithmetic, no other function.
 
 Values are never pasted into SQL: constants become ``$n`` parameters cast to
@@ -64,6 +83,7 @@ INT2, INT4, INT8 = 21, 23, 20
 BOOL, DATE, TEXT, VARCHAR, NUMERIC = 16, 1082, 25, 1043, 1700
 FLOAT4, FLOAT8 = 700, 701
 BPCHAR, TIMESTAMP = 1042, 1114
+TIMESTAMPTZ = 1184
 
 INTEGER_TYPES = {INT2: "SMALLINT", INT4: "INTEGER", INT8: "BIGINT"}
 TEXT_TYPES = {TEXT, VARCHAR}
@@ -113,7 +133,7 @@ def family(type_oid: int) -> str | None:
     if type_oid in FLOAT_TYPES:
         return "float"
     return {BOOL: "bool", DATE: "date", NUMERIC: "numeric", BPCHAR: "bpchar",
-            TIMESTAMP: "timestamp"}.get(type_oid)
+            TIMESTAMP: "timestamp", TIMESTAMPTZ: "timestamptz"}.get(type_oid)
 
 
 def column_type_sql(type_oid: int, typmod: int) -> str:
@@ -124,7 +144,9 @@ def column_type_sql(type_oid: int, typmod: int) -> str:
         return FLOAT_TYPES[type_oid]
     if type_oid in TEXT_TYPES or type_oid == BPCHAR:
         return "VARCHAR"
-    if type_oid == TIMESTAMP:
+    if type_oid in (TIMESTAMP, TIMESTAMPTZ):
+        # timestamptz as the UTC instant: compared as instants, whatever the
+        # session's TimeZone (nothing that reads its fields is pushed)
         return "TIMESTAMP"
     if type_oid == BOOL:
         return "BOOLEAN"
@@ -150,8 +172,13 @@ class Typed:
     type_oid: int
     typmod: int = -1
     collation: Any = None
-    #: a numeric's (precision, scale): every value has that display scale
+    #: a numeric's (precision, scale): every value has that display scale,
+    #: or, with ``scale_sql``, at most that scale
     decimal: tuple | None = None
+    #: SQL of each value's own display scale (an INTEGER), when the values of
+    #: a numeric expression differ in it (CASE, COALESCE: PostgreSQL keeps
+    #: each branch's); its values are then DECIMAL(p, the largest scale)
+    scale_sql: str | None = None
 
 
 class Translator:
@@ -164,6 +191,8 @@ class Translator:
         self.column_sql = column_sql
         self.column_ok = column_ok
         self.out = Translation()
+        #: the value a simple CASE compares (CaseTestExpr), innermost last
+        self._case_values: list[Typed] = []
 
     def param(self, value: Any, sql_type: str) -> str:
         self.out.params.append(value)
@@ -181,6 +210,14 @@ class Translator:
         if expr[0] != "var":
             raise Refused("only columns are outputs")
         return self.expr(expr)
+
+    def value(self, expr: tuple) -> Typed:
+        """An expression whose values are output (a group key): one type
+        and, for numerics, one display scale."""
+        t = self.expr(expr)
+        if t.type_oid == NUMERIC and (t.decimal is None or t.scale_sql is not None):
+            raise Refused("a numeric output whose values differ in display scale")
+        return t
 
     # -- nodes
 
@@ -229,6 +266,10 @@ class Translator:
         elif fam == "timestamp":
             if type(value) is not datetime.datetime or value.tzinfo is not None:
                 raise Refused("a timestamp constant outside the years 1-9999 (infinity)")
+        elif fam == "timestamptz":
+            if type(value) is not datetime.datetime or value.tzinfo is None:
+                raise Refused("a timestamptz constant outside the years 1-9999 (infinity)")
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)  # the instant in UTC
         elif fam == "bool":
             if type(value) is not bool:
                 raise Refused("a boolean constant that did not convert")
@@ -288,8 +329,10 @@ class Translator:
             return Typed(f"({left.sql} {opname} {right.sql})", BOOL)
         if opname in ("~~", "!~~") and lf == "text" and right.type_oid == TEXT and args[1][0] == "const":
             pattern = args[1][4]
-            if not isinstance(pattern, str) or "\\" in pattern or "_" in pattern:
-                raise Refused("a LIKE pattern with _ or an escape")
+            # % and _ match bytes and characters alike in both; DuckDB has no
+            # default escape character, PostgreSQL's is the backslash
+            if not isinstance(pattern, str) or "\\" in pattern:
+                raise Refused("a LIKE pattern with an escape")
             if collation is None or not collation[2]:
                 raise Refused("LIKE under a nondeterministic collation")
             word = "LIKE" if opname == "~~" else "NOT LIKE"
@@ -300,6 +343,8 @@ class Translator:
         if opname in ARITHMETIC and lf == "numeric" and rf == "numeric" and result_type == NUMERIC:
             # exact in both: PostgreSQL's display scale is max(s1, s2) for + and -,
             # s1 + s2 for *; DuckDB computes it exactly while it fits 38 digits
+            if left.decimal is None or right.decimal is None:
+                raise Refused("numeric arithmetic on a value of unknown scale")
             (p1, s1), (p2, s2) = left.decimal, right.decimal
             if opname == "*":
                 p, sc = p1 + p2, s1 + s2
@@ -308,8 +353,12 @@ class Translator:
                 p = max(p1 - s1, p2 - s2) + sc + 1
             if p > MAX_DECIMAL_PRECISION:
                 raise Refused("numeric arithmetic wider than 38 digits")
+            scale_sql = None
+            if left.scale_sql is not None or right.scale_sql is not None:
+                ls, rs = left.scale_sql or str(s1), right.scale_sql or str(s2)
+                scale_sql = f"({ls} + {rs})" if opname == "*" else f"greatest({ls}, {rs})"
             return Typed(f"CAST(({left.sql} {opname} {right.sql}) AS DECIMAL({p},{sc}))", NUMERIC, -1,
-                         None, (p, sc))
+                         None, (p, sc), scale_sql)
         raise Refused(f"operator {opname} on types {left.type_oid}, {right.type_oid}")
 
     def _check_comparison(self, opname: str, left: Typed, right: Typed, collation) -> None:
@@ -357,7 +406,149 @@ class Translator:
             if family(inner.type_oid) == "int":
                 p = {INT2: 5, INT4: 10, INT8: 19}[inner.type_oid]
                 return Typed(f"CAST({inner.sql} AS DECIMAL({p},0))", NUMERIC, -1, None, (p, 0))
+        if builtin and name == "extract" and result_type == NUMERIC and len(args) == 2:
+            return self._extract(args)
+        if builtin and name == "substring" and result_type == TEXT and len(args) in (2, 3):
+            return self._substring(args)
+        if builtin and name == "text" and result_type == TEXT and len(args) == 1:
+            inner = self.expr(args[0])
+            if family(inner.type_oid) == "bpchar":
+                # char(n) to text drops the trailing spaces: values reach the
+                # engine without them already
+                return Typed(inner.sql, TEXT, -1, inner.collation)
         raise Refused(f"function {name}")
+
+    def _extract(self, args) -> Typed:
+        """``extract(year | month | day from date)``: numeric with scale 0.
+        PostgreSQL counts the years before 1 AD from -1 (DuckDB from 0); the
+        year of an infinite date is numeric's Infinity, which DuckDB's
+        DECIMAL cannot hold: an error there (month and day are NULL in both)."""
+        field_arg, arg = args
+        if field_arg[0] != "const" or not isinstance(field_arg[4], str):
+            raise Refused("extract of a field that is not a constant")
+        unit = field_arg[4].lower()
+        inner = self.expr(arg)
+        if inner.type_oid != DATE or unit not in ("year", "month", "day"):
+            raise Refused(f"extract({unit}) of type {inner.type_oid}")
+        x = inner.sql
+        if unit == "year":
+            sql = (f"CASE WHEN NOT isfinite({x}) THEN error('extract(year) of an infinite date is not computed "
+                   f"by the join engine (SET orochi.duckdb_join_enabled = off)') "
+                   f"WHEN year({x}) <= 0 THEN year({x}) - 1 ELSE year({x}) END")
+        else:
+            sql = f"{unit}({x})"
+        return Typed(f"CAST({sql} AS DECIMAL(18,0))", NUMERIC, -1, None, (18, 0))
+
+    def _substring(self, args) -> Typed:
+        """``substring(text from s [for n])`` with constants s >= 1, n >= 0:
+        characters in both (UTF-8 code points)."""
+        inner = self.expr(args[0])
+        if family(inner.type_oid) != "text":
+            raise Refused("substring of a value that is not text")
+        bounds = []
+        for a in args[1:]:
+            if a[0] != "const" or type(a[4]) is not int or a[1] != INT4:
+                raise Refused("substring with bounds that are not integer constants")
+            bounds.append(a[4])
+        if bounds[0] < 1 or (len(bounds) > 1 and bounds[1] < 0):
+            raise Refused("substring from before the first character or of negative length")
+        parts = ", ".join([inner.sql] + [str(b) for b in bounds])
+        return Typed(f"substring({parts})", TEXT, -1, inner.collation)
+
+    # -- CASE, COALESCE: PostgreSQL evaluates only the branch it takes, DuckDB
+    # too (selection vectors); a numeric result keeps each branch's scale
+
+    def _branches(self, result_type: int, collation, values: list[Typed]) -> tuple[list[str], Typed]:
+        """Each branch's SQL in the result's DuckDB type, and the result's
+        Typed (without SQL); ``values`` without the NULL constants."""
+        fam = family(result_type)
+        if fam is None or fam == "float":
+            raise Refused(f"a CASE or COALESCE of type {result_type}")
+        for v in values:
+            if family(v.type_oid) != fam or (fam == "int" and v.type_oid != result_type):
+                raise Refused("a CASE or COALESCE whose branches differ in type")
+        if fam != "numeric":
+            sql_type = column_type_sql(result_type, -1)
+            return [f"CAST({v.sql} AS {sql_type})" for v in values], Typed("", result_type, -1, collation)
+        if any(v.decimal is None for v in values):
+            raise Refused("a numeric CASE branch of unknown scale")
+        scale = max((v.decimal[1] for v in values), default=0)
+        digits = max((v.decimal[0] - v.decimal[1] for v in values), default=1)
+        precision = max(digits + scale, 1)
+        if precision > MAX_DECIMAL_PRECISION:
+            raise Refused("a numeric CASE wider than 38 digits")
+        uniform = all(v.scale_sql is None and v.decimal[1] == scale for v in values)
+        typed = Typed("", NUMERIC, -1, None, (precision, scale), None if uniform else "")
+        return [f"CAST({v.sql} AS DECIMAL({precision},{scale}))" for v in values], typed
+
+    @staticmethod
+    def _scale_of(v: Typed) -> str:
+        return v.scale_sql if v.scale_sql is not None else str(v.decimal[1])
+
+    def _case(self, result_type, collation, arg, whens, default) -> Typed:
+        conds = []
+        if arg is not None:
+            self._case_values.append(self.expr(arg))
+        try:
+            conds = [self.condition(w) for w, _then in whens]
+        finally:
+            if arg is not None:
+                self._case_values.pop()
+        results = [self.expr(then) for _w, then in whens]
+        default_t = self.expr(default) if default is not None else None
+        is_null = [then[0] == "const" and then[4] is None for _w, then in whens]
+        default_null = default is None or (default[0] == "const" and default[4] is None)
+        typed_values = [r for r, n in zip(results, is_null) if not n]
+        if default_t is not None and not default_null:
+            typed_values.append(default_t)
+        sqls, typed = self._branches(result_type, collation, typed_values)
+        sql_type = (f"DECIMAL({typed.decimal[0]},{typed.decimal[1]})" if typed.decimal
+                    else column_type_sql(result_type, -1))
+        it = iter(sqls)
+        branch_sql = [f"CAST(NULL AS {sql_type})" if n else next(it) for n in is_null]
+        else_sql = f"CAST(NULL AS {sql_type})" if default_null else next(it)
+        typed.sql = ("(CASE " + " ".join(f"WHEN {c} THEN {b}" for c, b in zip(conds, branch_sql))
+                     + f" ELSE {else_sql} END)")
+        if typed.scale_sql is not None:
+            it = iter(typed_values)
+            scales = ["NULL" if n else self._scale_of(next(it)) for n in is_null]
+            else_scale = "NULL" if default_null else self._scale_of(next(it))
+            typed.scale_sql = ("(CASE " + " ".join(f"WHEN {c} THEN {sc}" for c, sc in zip(conds, scales))
+                               + f" ELSE {else_scale} END)")
+        return typed
+
+    def _casetest(self, type_oid, typmod, collation) -> Typed:
+        if not self._case_values:
+            raise Refused("a CASE value outside a CASE")
+        v = self._case_values[-1]
+        if v.type_oid != type_oid:
+            raise Refused("a CASE value of another type")
+        return v
+
+    def _coalesce(self, result_type, collation, args) -> Typed:
+        values = [self.expr(a) for a in args if not (a[0] == "const" and a[4] is None)]
+        if not values:
+            return self._const(result_type, -1, collation, None)
+        sqls, typed = self._branches(result_type, collation, values)
+        typed.sql = f"COALESCE({', '.join(sqls)})"
+        if typed.scale_sql is not None:
+            typed.scale_sql = ("(CASE " + " ".join(f"WHEN {v.sql} IS NOT NULL THEN {self._scale_of(v)}"
+                                                   for v in values) + " END)")
+        return typed
+
+    # -- parameters ($1, an InitPlan's value): given at execution
+
+    def _param(self, kind, paramid, type_oid, typmod, collation) -> Typed:
+        fam = family(type_oid)
+        if fam is None:
+            raise Refused(f"a parameter of type {type_oid}")
+        slot = {"param": [kind, paramid, type_oid, typmod]}
+        self.out.params.append(slot)
+        n = len(self.out.params)
+        if fam == "numeric":
+            # its scale is the value's: compared by value, not computed with
+            return Typed(f"${n}", NUMERIC, typmod, collation, None)
+        return Typed(f"CAST(${n} AS {column_type_sql(type_oid, typmod)})", type_oid, typmod, collation)
 
     def aggregate(self, e: tuple) -> tuple[list[str], dict]:
         """The select items of an aggregate and how its value is made from them:
@@ -373,7 +564,7 @@ class Translator:
             arg = self.expr(args[0])
             if distinct:
                 fam = family(arg.type_oid)
-                if fam not in ("int", "date", "numeric", "text", "bpchar", "timestamp"):
+                if fam not in ("int", "date", "numeric", "text", "bpchar", "timestamp", "timestamptz"):
                     raise Refused("count(DISTINCT) of that type")
                 if fam in ("text", "bpchar") and (collation is None or not collation[2]):
                     raise Refused("count(DISTINCT) of text under a nondeterministic collation")
@@ -388,18 +579,28 @@ class Translator:
                 return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
             if arg.type_oid == INT8 and rtype == NUMERIC:
                 return [f"CAST(sum({arg.sql}) AS DECIMAL(38,0))"], {"type_oid": NUMERIC}
-            if fam == "numeric" and rtype == NUMERIC:
+            if fam == "numeric" and rtype == NUMERIC and arg.decimal is not None:
+                if arg.scale_sql is not None:
+                    # the sum's display scale is the largest of its inputs'
+                    return ([f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))",
+                             f"max(CASE WHEN {arg.sql} IS NOT NULL THEN {arg.scale_sql} END)"],
+                            {"type_oid": NUMERIC, "post": "rescale"})
                 return [f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))"], {"type_oid": NUMERIC}
         if name == "avg" and rtype == NUMERIC:
             if fam == "int":
                 scale = 0
-            elif fam == "numeric":
+            elif fam == "numeric" and arg.decimal is not None:
                 scale = arg.decimal[1]
             else:
                 raise Refused(f"avg of type {arg.type_oid}")
-            return ([f"CAST(sum({arg.sql}) AS DECIMAL(38,{scale}))", f"count({arg.sql})"],
-                    {"type_oid": NUMERIC, "post": "avg", "scale": scale})
-        if name in ("min", "max") and fam in ("int", "numeric", "date", "float", "text", "bpchar", "timestamp"):
+            items = [f"CAST(sum({arg.sql}) AS DECIMAL(38,{scale}))", f"count({arg.sql})"]
+            if arg.scale_sql is not None:
+                items.append(f"max(CASE WHEN {arg.sql} IS NOT NULL THEN {arg.scale_sql} END)")
+            return items, {"type_oid": NUMERIC, "post": "avg", "scale": scale}
+        if name in ("min", "max") and fam == "numeric" and (arg.decimal is None or arg.scale_sql is not None):
+            raise Refused(f"{name} of numerics that differ in display scale")
+        if name in ("min", "max") and fam in ("int", "numeric", "date", "float", "text", "bpchar", "timestamp",
+                                              "timestamptz"):
             if rtype != arg.type_oid and not (fam == "text" and rtype == TEXT):
                 raise Refused(f"{name} of type {arg.type_oid} as {rtype}")
             if fam in ("text", "bpchar") and (collation is None or not collation[1]):
