@@ -16,6 +16,9 @@
  *		  ("saop", opno, opname, builtin, use_or, input collation, [args])
  *		  ("func", funcid, name, builtin, result type, [args])
  *		  ("agg", aggfnoid, name, builtin, result type, star, distinct, input collation, [args])
+ *		  ("case", result type, arg or None, [(when, then)], default or None)
+ *		  ("casetest", type)	(CASE arg WHEN ...: the arg, in each when)
+ *		  ("coalesce", result type, [args])
  *		  ("unsupported", node tag)
  *
  *		  A collation travels as (name, is_c, deterministic) or None.
@@ -200,6 +203,38 @@ expr_to_py(PlannerInfo *root, Node *node)
 									 (unsigned int) a->aggtype, a->aggstar ? Py_True : Py_False,
 									 a->aggdistinct != NIL ? Py_True : Py_False,
 									 collation_to_py(a->inputcollid), orochi_expr_list_to_py(root, args));
+			}
+		case T_CaseExpr:
+			{
+				CaseExpr   *c = (CaseExpr *) node;
+				PyObject   *whens = PyList_New(0);
+				ListCell   *lc;
+
+				if (whens == NULL)
+					return NULL;
+				foreach(lc, c->args)
+				{
+					CaseWhen   *w = lfirst_node(CaseWhen, lc);
+					PyObject   *pair = Py_BuildValue("(NN)", orochi_expr_to_py(root, (Node *) w->expr),
+													 orochi_expr_to_py(root, (Node *) w->result));
+
+					PyList_Append(whens, pair);
+					Py_DECREF(pair);
+				}
+				return Py_BuildValue("(sINNN)", "case", (unsigned int) c->casetype,
+									 c->arg ? orochi_expr_to_py(root, (Node *) c->arg) : Py_NewRef(Py_None),
+									 whens,
+									 c->defresult ? orochi_expr_to_py(root, (Node *) c->defresult) :
+									 Py_NewRef(Py_None));
+			}
+		case T_CaseTestExpr:
+			return Py_BuildValue("(sI)", "casetest", (unsigned int) ((CaseTestExpr *) node)->typeId);
+		case T_CoalesceExpr:
+			{
+				CoalesceExpr *c = (CoalesceExpr *) node;
+
+				return Py_BuildValue("(sIN)", "coalesce", (unsigned int) c->coalescetype,
+									 orochi_expr_list_to_py(root, c->args));
 			}
 		default:
 			break;
