@@ -221,7 +221,8 @@ def test_generated_expressions(conns, query):
 
 
 @pytest.mark.slow
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(3600)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(query=queries)
 def test_generated_expressions_many(conns, query):
     check(conns, query)
@@ -326,3 +327,28 @@ def test_min_cost(conns):
     finally:
         oro.execute("SET orochi.jit_min_cost = 0")
     assert "JIT Aggregates" in _plan(oro, query)
+
+
+def _compile_line(conn, query: str) -> str:
+    return next(line for line in _plan(conn, query).splitlines() if "JIT Compile:" in line)
+
+
+def test_kernel_caches(pg_cluster, jdb, conns):
+    oro, _heap = conns
+    query = "SELECT sum(i4 - i2 * 3) FROM small WHERE i8 * 5 < 50"
+    assert "(compiled)" in _compile_line(oro, query)
+    # the same shape with other constants: the same kernel, from this backend's cache
+    assert "(backend cache)" in _compile_line(oro, query.replace("* 5 < 50", "* 6 < 40"))
+    check(conns, query.replace("* 5 < 50", "* 6 < 40"))
+    # a new backend loads it from the disk cache
+    with pg_cluster.connect(jdb, autocommit=True) as other:
+        other.execute("SET orochi.jit_min_cost = 0")
+        assert "(disk cache)" in _compile_line(other, query)
+        other.execute("SET orochi.jit_cache_enabled = off")
+        assert "(compiled)" in _compile_line(other, query)
+        assert "(compiled)" in _compile_line(other, query)
+        # another optimization level is another kernel
+        other.execute("SET orochi.jit_cache_enabled = on")
+        other.execute("SET orochi.jit_optimization_level = 1")
+        assert "(compiled)" in _compile_line(other, query)
+        assert other.execute(query).fetchall() == oro.execute(query).fetchall()
