@@ -59,6 +59,15 @@ def jdb(pg_cluster):
         for target in ("small", "small_h"):
             conn.execute(f"INSERT INTO {target} SELECT i, i * 1000, i, i / 2.0, i / 4.0 "
                          "FROM generate_series(-20, 20) i")
+        # deleted and updated rows; an empty table
+        conn.execute(f"CREATE FOREIGN TABLE mod ({COLUMNS}) SERVER orochi {OPTS}")
+        conn.execute(f"CREATE TABLE mod_h ({COLUMNS})")
+        conn.execute(f"CREATE FOREIGN TABLE empty ({COLUMNS}) SERVER orochi")
+        conn.execute(f"CREATE TABLE empty_h ({COLUMNS})")
+        for target in ("mod", "mod_h"):
+            conn.execute(f"INSERT INTO {target} {_fill()}")
+            conn.execute(f"DELETE FROM {target} WHERE i4 % 3 = 0")
+            conn.execute(f"UPDATE {target} SET i8 = i8 + 1, f8 = -f8 WHERE i2 % 4 = 1")
         conn.execute("ANALYZE")
     yield name
     pg_cluster.ensure_running()
@@ -114,8 +123,10 @@ def check(conns, query: str, params=None, jit: bool = True) -> tuple:
     """The query over the orochi table t, with the JIT on (asserting a kernel
     ran when ``jit``) and off, equals the same query over the heap table."""
     oro, heap = conns
-    expected = _run(heap, query.replace(" FROM t ", " FROM t_h ").replace(" FROM small ", " FROM small_h "),
-                    params)
+    heap_query = query
+    for table in ("t", "small", "mod", "empty"):
+        heap_query = heap_query.replace(f" FROM {table} ", f" FROM {table}_h ")
+    expected = _run(heap, heap_query, params)
     oro.execute("SET orochi.jit_enabled = on")
     if jit:
         try:
@@ -263,6 +274,17 @@ def test_issue_queries(conns, query):
 def test_errors(conns, query, sqlstate, message):
     result = check(conns, query)
     assert result[:2] == ("error", sqlstate) and result[2] == message, result
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT count(*), sum(i8 * 2), avg(f8 - i4), min(i4 % 7) FROM mod WHERE i2 + 1 > 0",
+    "SELECT count(*), sum(i4 + 1), avg(f8 * 2), max(i2 - 1) FROM empty WHERE i4 * 2 > 0",
+    # expressions over the aggregates, HAVING: computed above the kernel
+    "SELECT sum(i4 * 2) / 2, count(*) + 1 FROM t WHERE i4 - i2 > 0 HAVING count(*) > 10",
+    "SELECT avg(i8 + 0) FROM t WHERE i4 - i2 > 0 HAVING sum(i2 + 0) < 0",
+])
+def test_table_states_and_projections(conns, query):
+    check(conns, query)
 
 
 def test_no_error_where_postgres_skips_the_row(conns):
