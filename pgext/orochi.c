@@ -28,13 +28,6 @@ void		_PG_init(void);
 bool		orochi_allow_test_wrappers = false;
 bool		orochi_duckdb_join_enabled = true;
 bool		orochi_insert_fast_path = true;
-bool		orochi_jit_enabled = true;
-
-/* read by Python (orochi_fdw.jit) through current_setting() */
-static double orochi_jit_min_cost = 50000;
-static bool orochi_jit_cache_enabled = true;
-static int	orochi_jit_optimization_level = 3;
-static char *orochi_jit_cache_directory = NULL;
 char	   *orochi_trusted_wrappers = NULL;
 
 /* read by Python (orochi_fdw.cluster) through current_setting() */
@@ -44,6 +37,14 @@ static char *orochi_fault_points = NULL;
 /* read by Python (orochi_fdw.tiering.objects) */
 static int	orochi_tier_cache_size = 256 * 1024;	/* kB */
 static int	orochi_tier_parallel_requests = 8;
+
+/* the expression JIT (orochi_fdw.jit): the C planner reads jit_enabled,
+ * Python the others through current_setting() */
+bool		orochi_jit_enabled = true;
+static double orochi_jit_min_cost = 50000;
+static bool orochi_jit_cache_enabled = true;
+static int	orochi_jit_optimization_level = 3;
+static char *orochi_jit_cache_directory = NULL;
 
 void
 _PG_init(void)
@@ -76,15 +77,6 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
-	DefineCustomBoolVariable("orochi.duckdb_join_enabled",
-							 "Runs joins of orochi columnar tables in the embedded DuckDB engine.",
-							 "Only joins whose every condition and output DuckDB computes "
-							 "exactly as PostgreSQL does are offered (docs/query.md).",
-							 &orochi_duckdb_join_enabled,
-							 true,
-							 PGC_USERSET,
-							 0,
-							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("orochi.jit_enabled",
 							 "Compiles expressions of single-table aggregations over orochi "
 							 "tables into fused kernels (numba).",
@@ -130,6 +122,15 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.duckdb_join_enabled",
+							 "Runs joins of orochi columnar tables in the embedded DuckDB engine.",
+							 "Only joins whose every condition and output DuckDB computes "
+							 "exactly as PostgreSQL does are offered (docs/query.md).",
+							 &orochi_duckdb_join_enabled,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("orochi.insert_fast_path",
 							 "Lets the bridge write one-row INSERTs into columnar tables "
 							 "straight into their delta store.",

@@ -50,10 +50,22 @@ def cache_directory() -> str:
     return configured or os.path.join(os.getcwd(), "orochi_jit_cache")
 
 
-def key(kernel: Kernel, opt: int) -> str:
-    import numba
+_numba_version: str | None = None
 
-    text = f"{numba.__version__}\n{opt}\n{kernel.source}"
+
+def _version() -> str:
+    """numba's version, without importing it (planning a query that the
+    JIT then declines must not pay for the import)."""
+    global _numba_version
+    if _numba_version is None:
+        from importlib.metadata import version
+
+        _numba_version = version("numba")
+    return _numba_version
+
+
+def key(kernel: Kernel, opt: int) -> str:
+    text = f"{_version()}\n{opt}\n{kernel.source}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
