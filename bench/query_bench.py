@@ -44,6 +44,13 @@ on the heap table and within 3x of DuckDB; Q6 (one device over six hours)
 under 10 ms; issue 19: the top-10 queries (Q7, Q7b, Q7c) at least 20x faster
 than on the heap table.
 
+Issue 19's expression queries (E1-E4: arithmetic, CASE and comparisons of
+columns in WHERE and in aggregate arguments) run on orochi twice more, with
+the expression JIT off (``SET orochi.jit_enabled = off``) and on: the first
+run with the JIT on compiles the kernel (or loads it from the on-disk
+cache) and is reported apart; ``--jit`` runs only these and writes
+bench/results/query_jit.md.
+
 Prints the tables, writes bench/results/query.md (keeping the figures of
 the previous run alongside for comparison) and the chart
 bench/results/query.png.
@@ -111,6 +118,9 @@ Q6_TARGET_MS = 10.0
 #: the ORDER BY ... LIMIT queries (issue 19: at least 20x faster than heap)
 TOPN_QUERIES = ["Q7", "Q7b", "Q7c", "Q7d"]
 TOPN_TARGET = 20.0
+#: the expression queries (issue 19, expression JIT): orochi with the JIT off and on
+EXPRESSION_QUERIES = ["E1", "E2", "E3", "E4"]
+JIT_RESULTS = os.path.join(HERE, "results", "query_jit.md")
 
 
 def ts_literal(seconds: float) -> str:
@@ -150,6 +160,14 @@ def queries(rows: int) -> list[dict]:
                "ORDER BY temp, device_id DESC LIMIT 10", "compare": [1, 4]},
         {"key": "Q7d", "label": "top-10 by status DESC, mem (text key)",
          "pg": "SELECT * FROM {t} ORDER BY status DESC, mem LIMIT 10", "compare": [3, 5]},
+        {"key": "E1", "label": "sum(a*b) WHERE a + b > c",
+         "pg": "SELECT sum(cpu * mem) FROM {t} WHERE cpu + mem > temp"},
+        {"key": "E2", "label": "avg(CASE ...)",
+         "pg": "SELECT avg(CASE WHEN cpu > 50 THEN mem ELSE temp - 20 END) FROM {t}"},
+        {"key": "E3", "label": "count(*) WHERE x*2 > y",
+         "pg": "SELECT count(*) FROM {t} WHERE cpu * 2 > mem"},
+        {"key": "E4", "label": "integer: sum(id*3), max WHERE id % 7 = 1",
+         "pg": "SELECT sum(device_id * 3), max(device_id - 1) FROM {t} WHERE device_id % 7 = 1"},
         {"key": "Q8", "label": "min/max of 4 columns",
          "pg": "SELECT min(cpu), max(cpu), min(mem), max(mem), min(temp), max(temp), min(ts), max(ts) FROM {t}"},
     ]
@@ -371,9 +389,24 @@ def measure(conn, duck1, duck2, qs: list[dict], args) -> dict:
         conn.execute("SET max_parallel_workers_per_gather = 0")
         if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
             mismatches.append(f"{k} heap (parallel) differs from heap: {diff}")
+        if k in EXPRESSION_QUERIES:
+            conn.execute("SET orochi.jit_enabled = off")
+            wall[k]["orochi_nojit"], cpu[k]["orochi_nojit"], got = measure_pg(conn, q, OROCHI, args, "no JIT")
+            if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
+                mismatches.append(f"{k} orochi without the JIT differs from heap: {diff}")
+            conn.execute("SET orochi.jit_enabled = on")
+            # at 1M rows a kernel not yet compiled is below orochi.jit_min_cost's
+            # default (compiling would not pay for one run): compile it anyway,
+            # the first run compiles it (or loads it from the disk cache)
+            conn.execute("SET orochi.jit_min_cost = 0")
+            jit_plan = explain(conn, q["pg"].format(t=OROCHI))
+            pushed[k] = "JIT" if "JIT Aggregates" in jit_plan else "no JIT"
+            compiled = [line for line in jit_plan.splitlines() if "JIT Compile:" in line]
+            wall[k]["jit_compile"] = compiled[0].split("JIT Compile:")[1].strip() if compiled else "–"
         wall[k]["orochi"], cpu[k]["orochi"], got = measure_pg(conn, q, OROCHI, args, "orochi")
         if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
             mismatches.append(f"{k} orochi differs from heap: {diff}")
+        conn.execute("RESET orochi.jit_min_cost")
         wall[k]["duckdb"], cpu[k]["duckdb"], got = measure_duck(duck1, q, args, "duckdb")
         if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
             mismatches.append(f"{k} duckdb differs from heap: {diff}")
@@ -390,6 +423,23 @@ def measure(conn, duck1, duck2, qs: list[dict], args) -> dict:
 HEADERS = ["query", "heap ms", "orochi ms", "duckdb ms", "heap/orochi", "orochi/duckdb", "agg pushed",
            "heap par ms", "duckdb 2t ms"]
 CPU_HEADERS = ["query", "heap ms", "orochi ms", "duckdb ms", "heap/orochi", "orochi/duckdb"]
+
+
+JIT_HEADERS = ["query", "heap ms", "orochi no JIT ms", "orochi JIT ms", "JIT compile", "duckdb ms",
+               "heap/JIT", "no JIT/JIT", "JIT/duckdb", "plan"]
+
+
+def jit_rows(qs, figures, pushed) -> list[list[str]]:
+    rows = []
+    for q in qs:
+        f = figures.get(q["key"])
+        if q["key"] not in EXPRESSION_QUERIES or not f:
+            continue
+        rows.append([f"{q['key']} {q['label']}", _ms(f["heap"]), _ms(f["orochi_nojit"]), _ms(f["orochi"]),
+                     f["jit_compile"], _ms(f["duckdb"]), f"{f['heap'] / f['orochi']:.1f}x",
+                     f"{f['orochi_nojit'] / f['orochi']:.1f}x", f"{f['orochi'] / f['duckdb']:.1f}x",
+                     pushed[q["key"]]])
+    return rows
 
 
 def _ms(v: float | None) -> str:
@@ -589,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-seconds", type=float, default=1.0)
     parser.add_argument("--only", help="comma-separated query keys to run (e.g. Q1,Q6); implies --no-write")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file and chart")
+    parser.add_argument("--jit", action="store_true",
+                        help="only the expression queries (E1-E4), written to results/query_jit.md")
     parser.add_argument("--results", default=RESULTS, help="where to write the markdown results")
     parser.add_argument("--chart", default=CHART, help="where to write the PNG chart")
     parser.add_argument("--replot", action="store_true",
@@ -607,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.only.split(","))
         qs = [q for q in qs if q["key"] in wanted]
         args.no_write = True
+    if args.jit:
+        qs = [q for q in qs if q["key"] in EXPRESSION_QUERIES]
 
     started = time.perf_counter()
     load_before = load_average()
@@ -671,6 +725,12 @@ def main(argv: list[str] | None = None) -> int:
     for line in targets(qs, res["cpu"]):
         print("  " + line)
     print()
+    jit_table = None
+    if any(q["key"] in EXPRESSION_QUERIES for q in qs):
+        jit_table = format_text_table(JIT_HEADERS, jit_rows(qs, res["wall"], res["pushed"]))
+        print("Expression queries (issue 19): orochi with the expression JIT off and on, wall-clock ms")
+        print(jit_table)
+        print()
     for m in res["mismatches"]:
         print("WARNING: " + m)
     if not res["mismatches"]:
@@ -678,7 +738,22 @@ def main(argv: list[str] | None = None) -> int:
     print("heap/orochi = heap ms / orochi ms; orochi/duckdb = orochi ms / duckdb ms; "
           "heap par = 2 parallel workers; duckdb 2t = 2 threads")
     print(f"load average: {load}; total {time.perf_counter() - started:.0f} s")
-    if not args.no_write:
+    if args.jit:
+        if not args.no_write:
+            with open(JIT_RESULTS, "w") as f:
+                f.write(f"# Expression JIT: issue 19's expression queries\n\n{data['date']}, commit {commit}, "
+                        f"{args.rows:,} rows (bench/query_bench.py --jit --rows {args.rows}); median of "
+                        f"{args.runs} warm runs; PostgreSQL {version}, DuckDB {duckdb.__version__} "
+                        f"(1 thread).\nLoad average: {load}.\n\n")
+                f.write("\n".join(_md_table(JIT_HEADERS, jit_rows(qs, res["wall"], res["pushed"]))) + "\n\n")
+                f.write("- JIT compile: the kernel's compile time as EXPLAIN showed it when the query was first planned with the JIT on in the session (the first one includes importing numba into the backend); later runs find the kernel in the backend's cache.\n")
+                for m in res["mismatches"]:
+                    f.write(f"- WARNING: {m}\n")
+                f.write("\n## EXPLAIN (ANALYZE, VERBOSE) of the orochi queries\n\n")
+                for q in qs:
+                    f.write(f"### {q['key']} {q['label']}\n\n```\n{res['plans'][q['key']]}\n```\n\n")
+            print(f"written to {os.path.relpath(JIT_RESULTS)}")
+    elif not args.no_write:
         previous = read_previous(args.results)
         write_markdown(args.results, data, qs, previous)
         write_chart(args.chart, qs, res["wall"], res["cpu"], args.rows)

@@ -73,6 +73,12 @@ class NumericValueOutOfRangeError(OrochiError, ArithmeticError):
     sqlstate = "22003"
 
 
+class DivisionByZeroError(OrochiError, ArithmeticError):
+    """Division (or modulo) by zero, as PostgreSQL reports it."""
+
+    sqlstate = "22012"
+
+
 class InsufficientPrivilegeError(OrochiError):
     """The current role may not do what it asked: it does not own the table,
     lacks a privilege on it, or is not a superuser where one is needed

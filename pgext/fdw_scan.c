@@ -20,6 +20,7 @@
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/clauses.h"
+#include "optimizer/cost.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/pathnode.h"
 #include "optimizer/paths.h"
@@ -184,6 +185,8 @@ static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan
 static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
 static List *engine_param_exprs(const char *plan);
+static void jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
+						   void *extra);
 static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 							  void *extra);
 static void engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
@@ -1538,7 +1541,11 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 		return;
 	/* every WHERE clause must reach the wrapper */
 	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
+	{
+		/* expressions in WHERE: the expression JIT may compute it */
+		jit_upper_path(root, input_rel, output_rel, extra);
 		return;
+	}
 
 	target = root->upper_targets[UPPERREL_GROUP_AGG];
 	if (!upper_tlist(root, extra, &tlist, &having))
@@ -1549,6 +1556,8 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (request == NULL)
 	{
 		table_close(rel, NoLock);
+		/* expressions in aggregate arguments: the expression JIT may */
+		jit_upper_path(root, input_rel, output_rel, extra);
 		return;
 	}
 	{
@@ -1561,6 +1570,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
+		jit_upper_path(root, input_rel, output_rel, extra);
 		return;
 	}
 	if (!PyArg_ParseTuple(res, "ddd", &rows, &startup, &total))
@@ -1578,6 +1588,138 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	add_path(output_rel, (Path *)
 			 create_foreign_upper_path(root, output_rel, target, clamp_row_est(rows),
 									   startup, Max(total, startup), NIL, NULL, NIL));
+}
+
+/* ---------------------------------------------------------------------
+ * Expression JIT (docs/jit.md)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The restriction clauses of a base rel in the order the executor would
+ * evaluate them (order_qual_clauses: by per-tuple cost, stable), so that a
+ * compiled kernel raises exactly the errors PostgreSQL would.  NIL with
+ * *ok false if some clause is not for the kernel (security barriers,
+ * pseudoconstants).
+ */
+static List *
+jit_ordered_clauses(PlannerInfo *root, RelOptInfo *rel, bool *ok)
+{
+	int			n = list_length(rel->baserestrictinfo);
+	Expr	  **clauses;
+	Cost	   *costs;
+	List	   *result = NIL;
+	ListCell   *lc;
+	int			i = 0;
+
+	*ok = true;
+	if (n == 0)
+		return NIL;
+	clauses = palloc(sizeof(Expr *) * n);
+	costs = palloc(sizeof(Cost) * n);
+	foreach(lc, rel->baserestrictinfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+		QualCost	qcost;
+		int			j;
+
+		if (rinfo->pseudoconstant || rinfo->security_level > 0)
+		{
+			*ok = false;
+			return NIL;
+		}
+		cost_qual_eval_node(&qcost, (Node *) rinfo, root);
+		/* insertion sort, stable: as order_qual_clauses */
+		for (j = i; j > 0 && costs[j - 1] > qcost.per_tuple; j--)
+		{
+			clauses[j] = clauses[j - 1];
+			costs[j] = costs[j - 1];
+		}
+		clauses[j] = rinfo->clause;
+		costs[j] = qcost.per_tuple;
+		i++;
+	}
+	for (i = 0; i < n; i++)
+		result = lappend(result, clauses[i]);
+	return result;
+}
+
+/*
+ * jit_upper_path
+ *		Offer aggregates (without GROUP BY) over one orochi table whose WHERE
+ *		clauses or aggregate arguments are expressions to the expression JIT
+ *		(orochi_fdw.jit): if Python accepts, a scan that runs one compiled
+ *		loop of filter and aggregates replaces the Agg.  The plan travels as
+ *		the engine's does (FdwScanPrivateEngine), marked as the JIT's.
+ */
+static void
+jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
+{
+	OrochiPlanState *istate = (OrochiPlanState *) input_rel->fdw_private;
+	Query	   *parse = root->parse;
+	List	   *tlist;
+	List	   *having;
+	List	   *clauses;
+	PyObject   *outputs;
+	PyObject   *res;
+	ListCell   *lc;
+	Relation	rel;
+	bool		ok;
+	double		rows,
+				startup,
+				total;
+	char	   *plan;
+	OrochiUpperState *upper;
+
+	if (!orochi_jit_enabled || output_rel->fdw_private != NULL)
+		return;
+	if (parse->groupClause != NIL || parse->groupingSets != NIL || parse->hasWindowFuncs ||
+		parse->hasTargetSRFs || !bms_is_empty(input_rel->lateral_relids))
+		return;
+	if (!upper_tlist(root, extra, &tlist, &having))
+		return;
+	clauses = jit_ordered_clauses(root, input_rel, &ok);
+	if (!ok)
+		return;
+	outputs = PyList_New(0);
+	if (outputs == NULL)
+		orochi_py_raise("describing an aggregation");
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		PyObject   *o = orochi_expr_to_py(root, (Node *) tle->expr);
+
+		PyList_Append(outputs, o);
+		Py_DECREF(o);
+	}
+	rel = table_open(planner_rt_fetch(input_rel->relid, root)->relid, NoLock);
+	res = orochi_runtime_call("jit_aggregate",
+							  Py_BuildValue("(NiNNddd)", orochi_instance_for_relation(rel),
+											(int) input_rel->relid, orochi_expr_list_to_py(root, clauses),
+											outputs, input_rel->tuples, input_rel->rows,
+											istate->total_cost));
+	table_close(rel, NoLock);
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return;
+	}
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
+	{
+		Py_DECREF(res);
+		orochi_py_raise("jit_aggregate must return None or (startup_cost, total_cost, plan, rows)");
+	}
+	plan = pstrdup(plan);
+	Py_DECREF(res);
+	upper = palloc0(sizeof(OrochiUpperState));
+	upper->input_rel = input_rel;
+	upper->tlist = tlist;
+	upper->having = having;
+	upper->engine_plan = plan;
+	output_rel->fdw_private = upper;
+	add_path(output_rel, (Path *)
+			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
+									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
 }
 
 /* ---------------------------------------------------------------------
@@ -2523,7 +2665,8 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 			Py_DECREF(inst);
 		}
 		Py_CLEAR(state->instance);
-		state->instance = orochi_runtime_call("engine_join_handle",
+		state->instance = orochi_runtime_call(strncmp(strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine)),
+													  "{\"jit\"", 6) == 0 ? "jit_handle" : "engine_join_handle",
 											  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
 																					FdwScanPrivateEngine)),
 															instances));

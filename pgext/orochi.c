@@ -8,6 +8,8 @@
  */
 #include "orochi.h"
 
+#include <float.h>
+
 #include "access/reloptions.h"
 #include "catalog/pg_foreign_data_wrapper.h"
 #include "catalog/pg_foreign_server.h"
@@ -36,6 +38,14 @@ static char *orochi_fault_points = NULL;
 /* read by Python (orochi_fdw.tiering.objects) */
 static int	orochi_tier_cache_size = 256 * 1024;	/* kB */
 static int	orochi_tier_parallel_requests = 8;
+
+/* the expression JIT (orochi_fdw.jit): the C planner reads jit_enabled,
+ * Python the others through current_setting() */
+bool		orochi_jit_enabled = true;
+static double orochi_jit_min_cost = 50000;
+static bool orochi_jit_cache_enabled = true;
+static int	orochi_jit_optimization_level = 3;
+static char *orochi_jit_cache_directory = NULL;
 
 void
 _PG_init(void)
@@ -67,6 +77,51 @@ _PG_init(void)
 							   "",
 							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.jit_enabled",
+							 "Compiles expressions of single-table aggregations over orochi "
+							 "tables into fused kernels (numba).",
+							 "Only expressions computed exactly as PostgreSQL computes them "
+							 "are compiled (docs/jit.md); others run as before.",
+							 &orochi_jit_enabled,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomRealVariable("orochi.jit_min_cost",
+							 "Estimated cost of evaluating the expressions in PostgreSQL above "
+							 "which a kernel not yet compiled is compiled.",
+							 "A kernel already compiled in this backend, or found in the "
+							 "kernel cache on disk, is used whatever the cost.",
+							 &orochi_jit_min_cost,
+							 50000, 0, DBL_MAX,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.jit_cache_enabled",
+							 "Caches compiled expression kernels per backend and on disk.",
+							 "Kernels are keyed by the expression's shape (constants are "
+							 "arguments), so a new backend loads them instead of compiling.",
+							 &orochi_jit_cache_enabled,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("orochi.jit_optimization_level",
+							"LLVM optimization level of compiled expression kernels (0-3).",
+							NULL,
+							&orochi_jit_optimization_level,
+							3, 0, 3,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("orochi.jit_cache_directory",
+							   "Directory of the on-disk cache of compiled expression kernels.",
+							   "Empty: orochi_jit_cache under the data directory.",
+							   &orochi_jit_cache_directory,
+							   "",
+							   PGC_SUSET,
+							   0,
 							   NULL, NULL, NULL);
 	DefineCustomBoolVariable("orochi.duckdb_join_enabled",
 							 "Runs joins of orochi columnar tables in the embedded DuckDB engine.",

@@ -194,6 +194,7 @@ extern PyObject *orochi_expr_list_to_py(struct PlannerInfo *root, List *exprs);
 
 /* in orochi.c */
 extern bool orochi_duckdb_join_enabled;
+extern bool orochi_jit_enabled;
 extern PyObject *orochi_instance_for_relid(Oid relid);
 extern void orochi_flush_pending_writes(void);
 extern bool orochi_has_pending_writes(void);

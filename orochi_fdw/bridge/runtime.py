@@ -391,6 +391,36 @@ def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinH
                             plan=decoded, tables={p: tables[g] for p, g in zip(planned, given)})
 
 
+def jit_aggregate(handle: TableHandle, rti: int, clauses: list[tuple], outputs: list[tuple], tuples: float,
+                  rows: float, scan_cost: float) -> tuple[float, float, str, float] | None:
+    """Whether a compiled kernel computes these aggregates over the rows of
+    one table that pass ``clauses`` (orochi_fdw.jit): (startup_cost,
+    total_cost, plan, rows) if so."""
+    from orochi_fdw import jit
+
+    return jit.plan_aggregate(handle, rti, clauses, outputs, tuples, rows, scan_cost)
+
+
+@dataclass
+class JitHandle(TableHandle):
+    """An aggregation computed by a compiled kernel (orochi_fdw.jit): its
+    "columns" are the aggregates ``a<i>``; ``prepared`` the kernel."""
+
+    prepared: Any = None
+
+
+def jit_handle(plan: str, tables: dict[int, TableHandle]) -> JitHandle:
+    """The handle of a kernel's aggregation; the kernel is compiled (or
+    found in a cache) here, so that EXPLAIN shows the time it took."""
+    from orochi_fdw import jit
+
+    table = next(iter(tables.values()))
+    prepared = jit.Prepared(json.loads(plan), table)
+    columns = prepared.columns()
+    return JitHandle(table.relid, table.relname, table.instance, columns, len(columns), table.key,
+                     prepared=prepared)
+
+
 # ---------------------------------------------------------------------------
 # scanning
 
@@ -437,6 +467,10 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
         from orochi_fdw.query import engine
 
         return engine.run(handle.plan, handle.tables, quals)
+    if isinstance(handle, JitHandle):
+        from orochi_fdw import jit
+
+        return jit.run(handle.prepared)
     if isinstance(handle, JoinHandle):
         outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
@@ -508,7 +542,11 @@ def explain(handle: TableHandle, quals: list[tuple], columns: list[str], sortkey
         if groups:
             lines.append("Group by: " + ", ".join(groups))
     explain_aggregate = getattr(handle.instance, "explain_aggregate", None)
-    if isinstance(handle, EngineJoinHandle):
+    if isinstance(handle, JitHandle):
+        from orochi_fdw import jit
+
+        lines += jit.explain(handle.prepared, bool(verbose))
+    elif isinstance(handle, EngineJoinHandle):
         from orochi_fdw.query import engine
 
         lines += engine.explain(handle.plan, bool(verbose))

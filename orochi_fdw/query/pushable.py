@@ -70,6 +70,21 @@ PostgreSQL.  What is accepted, and why it is exact:
 
 Values are never pasted into SQL: constants become ``$n`` parameters cast to
 their exact type.
+
+Compiled expression kernels over one table (:mod:`orochi_fdw.jit`) ask
+:func:`kernel_expression` and :func:`kernel_aggregate` instead: they accept
+more (``/`` and ``%`` of integers, ``+ - * /`` of floats, unary minus,
+``CASE``, ``COALESCE``, casts among smallint, integer, bigint, real and double
+precision), over integer and float columns only, because the kernels
+reproduce PostgreSQL's own checks (overflow at the result type's bounds,
+division by zero, float overflow and underflow, NaN's order, rint in float
+to integer casts) row by row and in PostgreSQL's order of evaluation.  They
+answer a typed tree of the accepted expression (``("col", type, attname)``,
+``("const", type, value)``, ``("arith", type, op, l, r)``, ``("neg", type,
+x)``, ``("cast", type, x)``, ``("cmp", op, l, r)``, ``("and" | "or",
+[args])``, ``("not", x)``, ``("isnull", is_null, x)``, ``("case", type,
+[(cond, value)], default)``, ``("coalesce", type, [args])``), operands
+already widened to the operator's type, or raise :class:`Refused`.
 """
 
 from __future__ import annotations
@@ -611,3 +626,145 @@ class Translator:
 
     def _unsupported(self, tag) -> Typed:
         raise Refused(f"expression node with tag {tag}")
+
+
+# ---------------------------------------------------------------------------
+# expressions for compiled kernels over one table (orochi_fdw.jit)
+
+KERNEL_TYPES = {INT2, INT4, INT8, FLOAT4, FLOAT8}
+KERNEL_CASTS = {"int2": INT2, "int4": INT4, "int8": INT8, "float4": FLOAT4, "float8": FLOAT8}
+
+
+def kernel_expression(e: tuple, casetest: tuple | None = None) -> tuple:
+    """The typed tree of an expression a kernel computes exactly, or Refused
+    (see the module's docstring)."""
+    kind = e[0]
+    if kind == "var":
+        _k, _rti, attname, type_oid, _typmod, _coll = e
+        if type_oid not in KERNEL_TYPES:
+            raise Refused(f"a column of type {type_oid}")
+        return ("col", type_oid, attname)
+    if kind == "const":
+        _k, type_oid, _typmod, _coll, value = e
+        if type_oid not in KERNEL_TYPES and type_oid != BOOL:
+            raise Refused(f"a constant of type {type_oid}")
+        expected = bool if type_oid == BOOL else float if type_oid in FLOAT_TYPES else int
+        if value is not None and type(value) is not expected:
+            raise Refused("a constant that did not convert")
+        return ("const", type_oid, value)
+    if kind == "casetest":
+        if casetest is None:
+            raise Refused("a CASE test value outside CASE")
+        return casetest
+    if kind == "bool":
+        args = [kernel_condition(a, casetest) for a in e[2]]
+        return ("not", args[0]) if e[1] == "not" else (e[1], args)
+    if kind == "nulltest":
+        return ("isnull", bool(e[1]), kernel_expression(e[2], casetest))
+    if kind == "op":
+        return _kernel_op(e, casetest)
+    if kind == "func":
+        _k, _fid, name, builtin, result_type, args = e
+        if builtin and KERNEL_CASTS.get(name) == result_type and len(args) == 1:
+            inner = kernel_expression(args[0], casetest)
+            if inner[1] in KERNEL_TYPES:
+                return inner if inner[1] == result_type else ("cast", result_type, inner)
+        raise Refused(f"function {name}")
+    if kind == "case":
+        _k, type_oid, _coll, arg, whens, default = e
+        if type_oid not in KERNEL_TYPES and type_oid != BOOL:
+            raise Refused(f"a CASE of type {type_oid}")
+        test = kernel_expression(arg, casetest) if arg is not None else None
+        pairs = [(kernel_condition(w, test), _kernel_as(kernel_expression(t, casetest), type_oid))
+                 for w, t in whens]
+        dflt = _kernel_as(kernel_expression(default, casetest), type_oid) if default is not None \
+            else ("const", type_oid, None)
+        return ("case", type_oid, pairs, dflt)
+    if kind == "coalesce":
+        _k, type_oid, _coll, args = e
+        if type_oid not in KERNEL_TYPES:
+            raise Refused(f"a COALESCE of type {type_oid}")
+        return ("coalesce", type_oid, [_kernel_as(kernel_expression(a, casetest), type_oid) for a in args])
+    raise Refused(f"expression node {kind}")
+
+
+def kernel_condition(e: tuple, casetest: tuple | None = None) -> tuple:
+    t = kernel_expression(e, casetest)
+    if _kernel_type(t) != BOOL:
+        raise Refused("a condition that is not boolean")
+    return t
+
+
+def _kernel_type(t: tuple) -> int:
+    if t[0] in ("cmp", "and", "or", "not", "isnull"):
+        return BOOL
+    return t[1]
+
+
+def _kernel_as(t: tuple, type_oid: int) -> tuple:
+    """A CASE branch or COALESCE argument is of the construct's type already
+    (the parser casts them); anything else is refused."""
+    if _kernel_type(t) != type_oid:
+        raise Refused(f"a value of type {_kernel_type(t)} where {type_oid} is expected")
+    return t
+
+
+def _kernel_widen(t: tuple, type_oid: int) -> tuple:
+    have = _kernel_type(t)
+    if have == type_oid:
+        return t
+    if (family(have), family(type_oid)) not in (("int", "int"), ("float", "float")):
+        raise Refused(f"an operand of type {have} for type {type_oid}")
+    return ("cast", type_oid, t)
+
+
+def _kernel_op(e: tuple, casetest: tuple | None) -> tuple:
+    _k, _opno, opname, builtin, result_type, _coll, args = e
+    if not builtin:
+        raise Refused(f"operator {opname}")
+    ops = [kernel_expression(a, casetest) for a in args]
+    types = [_kernel_type(o) for o in ops]
+    fams = {family(t) for t in types}
+    if len(fams) != 1 or fams - {"int", "float"}:
+        raise Refused(f"operator {opname} on types {types}")
+    fam = fams.pop()
+    if len(ops) == 1:
+        if opname == "-" and result_type == types[0]:
+            return ("neg", result_type, ops[0])
+        if opname == "+" and result_type == types[0]:
+            return ops[0]
+        raise Refused(f"prefix operator {opname}")
+    if opname in COMPARISONS and result_type == BOOL:
+        wide = INT8 if fam == "int" else FLOAT8
+        return ("cmp", opname, _kernel_widen(ops[0], wide), _kernel_widen(ops[1], wide))
+    allowed = {"+", "-", "*", "/", "%"} if fam == "int" else {"+", "-", "*", "/"}
+    if opname in allowed and result_type in KERNEL_TYPES and family(result_type) == fam:
+        return ("arith", result_type, opname, _kernel_widen(ops[0], result_type),
+                _kernel_widen(ops[1], result_type))
+    raise Refused(f"operator {opname} on types {types}")
+
+
+def kernel_aggregate(e: tuple) -> tuple:
+    """``(name, result type, typed argument or None)`` of an aggregate a
+    kernel computes exactly: count(*), count(x), sum, avg, min and max of
+    integers and floats, in PostgreSQL's result types; else Refused."""
+    if e[0] != "agg":
+        raise Refused("an output that is not an aggregate")
+    _kind, _fnoid, name, builtin, rtype, star, distinct, _coll, args = e
+    if not builtin or distinct:
+        raise Refused(f"aggregate {name}")
+    if name == "count" and rtype == INT8:
+        return ("count", INT8, None if star else kernel_expression(args[0]))
+    if star or len(args) != 1:
+        raise Refused(f"aggregate {name}")
+    arg = kernel_expression(args[0])
+    t = _kernel_type(arg)
+    expected = {
+        "sum": {INT2: INT8, INT4: INT8, INT8: NUMERIC, FLOAT4: FLOAT4, FLOAT8: FLOAT8},
+        "avg": {INT2: NUMERIC, INT4: NUMERIC, INT8: NUMERIC, FLOAT4: FLOAT8, FLOAT8: FLOAT8},
+        "min": {x: x for x in KERNEL_TYPES},
+        "max": {x: x for x in KERNEL_TYPES},
+    }.get(name, {})
+    if expected.get(t) != rtype:
+        raise Refused(f"aggregate {name} of type {t}")
+    return (name, rtype, arg)

@@ -1,0 +1,345 @@
+"""The expression JIT: aggregations over one columnar table whose WHERE
+clauses or aggregate arguments are expressions, computed by one compiled
+loop per batch of chunk groups (filter, expressions and aggregates fused,
+no intermediate arrays).  docs/jit.md is the user's page.
+
+What is computed here, and how exactly, is decided by
+:mod:`orochi_fdw.query.pushable` (``kernel_expression`` /
+``kernel_aggregate``); :mod:`orochi_fdw.jit.codegen` writes the kernel and
+:mod:`orochi_fdw.jit.kernels` compiles and caches it.  A query this refuses
+runs as before (the aggregate pushdown's kernels, or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from orochi_fdw.bridge.api import Qual
+from orochi_fdw.bridge.batch import Batch, Column, WireKind, to_column, wire_kind_for_type
+from orochi_fdw.errors import DivisionByZeroError, NumericValueOutOfRangeError
+from orochi_fdw.jit import codegen, kernels
+from orochi_fdw.query import pushable as P
+from orochi_fdw.query.pushable import Refused
+
+#: PostgreSQL's cost of handing one row to the executor, and of one operator
+CPU_TUPLE_COST = 0.01
+CPU_OPERATOR_COST = 0.0025
+#: the kernel's cost per row read (a few machine instructions: far below
+#: what the scan's own estimate charges a row for decoding it)
+KERNEL_ROW_COST = 0.00001
+#: the share of a scan's cost that reading (not handing rows over) takes
+KERNEL_SCAN_FRACTION = 0.8
+
+_SCAN_KINDS = {P.INT2: WireKind.INT16, P.INT4: WireKind.INT32, P.INT8: WireKind.INT64,
+               P.FLOAT4: WireKind.FLOAT32, P.FLOAT8: WireKind.FLOAT64}
+
+
+def _log(message: str) -> None:
+    try:
+        from orochi_fdw.bridge import spi
+
+        spi.log("debug", message)
+    except Exception:  # noqa: BLE001 - outside a backend
+        pass
+
+
+def _typed(clauses: list, outputs: list) -> tuple[list, list]:
+    return ([P.kernel_condition(c) for c in clauses], [P.kernel_aggregate(o) for o in outputs])
+
+
+def _columns_of(t: Any, out: set) -> None:
+    if isinstance(t, (tuple, list)):
+        if len(t) == 3 and t[0] == "col" and isinstance(t[2], str):
+            out.add((t[2], t[1]))
+            return
+        for x in t:
+            _columns_of(x, out)
+
+
+def _operators(t: Any) -> int:
+    if isinstance(t, (tuple, list)):
+        here = 1 if t and t[0] in ("arith", "neg", "cast", "cmp", "and", "or", "not", "isnull", "case",
+                                   "coalesce") else 0
+        return here + sum(_operators(x) for x in t)
+    return 0
+
+
+def _check_columns(handle: Any, typed: Any) -> None:
+    from orochi_fdw.columnar.table import ColumnarTable
+    from orochi_fdw.columnar.types import scan_wire_kind
+
+    if type(handle.instance) is not ColumnarTable:
+        raise Refused("not a columnar table")
+    used: set = set()
+    _columns_of(typed, used)
+    for attname, type_oid in used:
+        coldef = handle.instance.columns.get(attname)
+        if coldef is None or coldef.type_oid != type_oid or scan_wire_kind(coldef) is not _SCAN_KINDS[type_oid]:
+            raise Refused(f"column {attname} does not reach the kernel as its type")
+
+
+def _prune_qual(raw: Any) -> list | None:
+    """``integer column op integer constant``: a qual the scan may prune
+    chunk groups with (the kernel still evaluates it)."""
+    if raw[0] != "op" or raw[2] not in P.COMPARISONS or len(raw[6]) != 2:
+        return None
+    left, right = raw[6]
+    op = raw[2]
+    if left[0] == "const" and right[0] == "var":
+        left, right = right, left
+        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
+    if left[0] != "var" or right[0] != "const" or type(right[4]) is not int or left[3] not in P.INTEGER_TYPES:
+        return None
+    return [left[2], op, right[4]]
+
+
+def plan_aggregate(handle: Any, rti: int, clauses: list, outputs: list, tuples: float, rows: float,
+                   scan_cost: float) -> tuple[float, float, str, float] | None:
+    """(startup_cost, total_cost, plan, rows) if a kernel computes these
+    aggregates over the rows that pass ``clauses`` (in evaluation order),
+    else None."""
+    try:
+        typed_clauses, aggs = _typed(clauses, outputs)
+        _check_columns(handle, (typed_clauses, aggs))
+        kernel = codegen.generate(typed_clauses, aggs, {})
+    except Refused as reason:
+        _log(f"orochi: expression JIT declined: {reason}")
+        return None
+    tuples = max(float(tuples), 0.0)
+    ops = _operators((typed_clauses, aggs)) + len(aggs)
+    pg_cost = tuples * (CPU_TUPLE_COST + ops * CPU_OPERATOR_COST)
+    min_cost = float(kernels.setting("orochi.jit_min_cost", "50000"))
+    if pg_cost < min_cost and not kernels.is_cached(kernel):
+        _log(f"orochi: expression JIT: estimated cost {pg_cost:.0f} below orochi.jit_min_cost")
+        return None
+    # the rows the scan may prune with: the leading simple clauses (rows they
+    # remove reach no later clause in PostgreSQL either)
+    prune = []
+    for raw in clauses:
+        q = _prune_qual(raw)
+        if q is None:
+            break
+        prune.append(q)
+    plan = {"jit": 1, "rti": rti, "relname": handle.relname, "clauses": clauses, "outputs": outputs,
+            "prune": prune}
+    # the kernel reads what the scan reads, but no row reaches PostgreSQL and
+    # no expression is evaluated there: priced below the scan it replaces
+    startup = scan_cost * KERNEL_SCAN_FRACTION + tuples * KERNEL_ROW_COST
+    return startup, startup + 0.01, json.dumps(plan), 1.0
+
+
+# ---------------------------------------------------------------------------
+# execution
+
+
+class Prepared:
+    """A plan's kernel, compiled (or found in a cache) when the scan starts."""
+
+    def __init__(self, plan: dict, handle: Any):
+        self.plan = plan
+        self.handle = handle
+        self.clauses, self.aggs = _typed(plan["clauses"], plan["outputs"])
+        self.kernel = codegen.generate(self.clauses, self.aggs, {})
+        coldefs = handle.instance.columns
+        self.types = [coldefs[c].type_oid for c in self.kernel.columns]
+        self.consts = tuple(_const_arg(t, v) for t, v in self.kernel.constants)
+        sample = [0]
+        for t in self.types:
+            sample += [np.zeros(0, dtype=codegen.COLUMN_DTYPES[t]), np.zeros(0, dtype=np.uint8)]
+        self.func, self.compile_seconds, self.compile_how = kernels.load(
+            self.kernel, tuple(sample) + self.consts + (np.zeros(max(self.kernel.n_int, 1), np.int64),
+                                                         np.zeros(max(self.kernel.n_float, 1), np.float64)))
+
+    def columns(self) -> dict:
+        from orochi_fdw.bridge.api import ColumnDefinition
+
+        return {f"a{i}": ColumnDefinition(column_name=f"a{i}", type_oid=out[4], attnum=i + 1)
+                for i, out in enumerate(self.plan["outputs"])}
+
+
+def _const_arg(type_oid: int, value: Any) -> Any:
+    if type_oid == P.FLOAT4:
+        return np.float32(value)
+    if type_oid == P.FLOAT8:
+        return np.float64(value)
+    if type_oid == P.BOOL:
+        return bool(value)
+    return np.int64(value)
+
+
+class Run:
+    """The iterator of a kernel's aggregation (one row), with what EXPLAIN
+    ANALYZE shows: rows and batches read, seconds reading and in the kernel."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        self.prepared = prepared
+        self.counters = {"rows": 0, "batches": 0, "read": 0.0, "kernel": 0.0}
+        self._gen = _run(prepared, self.counters)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def explain_analyze(self) -> list[str]:
+        c = self.counters
+        return [f"JIT Rows Read: {c['rows']:,} in {c['batches']} batches",
+                f"JIT Time: reading {c['read'] * 1000:.1f} ms, kernel {c['kernel'] * 1000:.1f} ms"]
+
+
+def _raise(code: int) -> None:
+    sqlstate, message = codegen.ERRORS[code]
+    if sqlstate == "22012":
+        raise DivisionByZeroError(message)
+    raise NumericValueOutOfRangeError(message)
+
+
+def _batches(prepared: Prepared) -> Iterator[tuple[int, list]]:
+    """(rows, [values, validity] of each kernel column) of each batch the scan yields."""
+    instance = prepared.handle.instance
+    names = prepared.kernel.columns
+    kinds = [_SCAN_KINDS[t] for t in prepared.types]
+    quals = [Qual(name, op, value, None, False) for name, op, value in prepared.plan["prune"]]
+    pending: list = []
+    for item in instance.execute(quals, list(names)) or ():
+        if not isinstance(item, Batch):
+            pending.append(item)
+            continue
+        yield item.nrows, _arrays(item.nrows, [to_column(k, item.columns[n]) for n, k in zip(names, kinds)])
+    if pending:
+        if isinstance(pending[0], dict):
+            cols = [[r.get(n) for r in pending] for n in names]
+        else:
+            order = list(instance.columns)
+            cols = [[r[order.index(n)] for r in pending] for n in names]
+        yield len(pending), _arrays(len(pending), [Column.from_pylist(k, c) for k, c in zip(kinds, cols)])
+
+
+def _arrays(n: int, cols: list[Column]) -> list:
+    out = []
+    for col in cols:
+        out.append(np.ascontiguousarray(col.values))
+        out.append(np.ones(n, dtype=np.uint8) if col.validity is None
+                   else np.ascontiguousarray(col.validity, dtype=np.uint8))
+    return out
+
+
+def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
+    clock = time.perf_counter
+    k = prepared.kernel
+    ai = np.zeros(max(k.n_int, 1), np.int64)
+    af = np.zeros(max(k.n_float, 1), np.float64)
+    # the exact integer sums, folded from the kernel's halves after each batch
+    exact = {i: [0, 0] for i, slot in enumerate(k.layout)
+             if slot["name"] in ("sum", "avg") and slot["arg_type"] in codegen._INT}
+    t0 = clock()
+    for n, arrays in _batches(prepared):
+        t1 = clock()
+        counters["read"] += t1 - t0
+        code = prepared.func(n, *arrays, *prepared.consts, ai, af)
+        t0 = clock()
+        counters["kernel"] += t0 - t1
+        counters["rows"] += n
+        counters["batches"] += 1
+        if code:
+            _raise(int(code))
+        for i, acc in exact.items():
+            s = k.layout[i]["i"]
+            acc[0] += int(ai[s])
+            acc[1] += (int(ai[s + 1]) << 32) + int(ai[s + 2])
+            ai[s:s + 3] = 0
+    counters["read"] += clock() - t0
+    values = []
+    for i, slot in enumerate(k.layout):
+        name, s, f = slot["name"], slot["i"], slot["f"]
+        arg_type = slot["arg_type"]
+        if name == "count":
+            values.append(int(ai[s]))
+        elif i in exact:
+            n, total = exact[i]
+            if n == 0:
+                values.append(None)
+            elif name == "avg":
+                from orochi_fdw.query.aggregate import _decimal_avg
+
+                values.append(_decimal_avg(total, 0, n))
+            elif slot["type"] == P.INT8:
+                if not -(2**63) <= total < 2**63:
+                    raise NumericValueOutOfRangeError("bigint out of range")
+                values.append(total)
+            else:
+                values.append(str(total))
+        elif name == "avg":
+            values.append(None if af[f] == 0 else float(af[f + 1] / af[f]))
+        elif ai[s] == 0:
+            values.append(None)
+        elif arg_type in codegen._INT:
+            values.append(int(ai[s + 1]))
+        else:
+            values.append(float(np.float32(af[f])) if arg_type == P.FLOAT4 else float(af[f]))
+    columns = {}
+    for i, (out, value) in enumerate(zip(prepared.plan["outputs"], values)):
+        columns[f"a{i}"] = Column.from_pylist(wire_kind_for_type(out[4]), [value])
+    yield Batch(1, columns)
+
+
+def run(prepared: Prepared) -> Run:
+    return Run(prepared)
+
+
+# ---------------------------------------------------------------------------
+# EXPLAIN
+
+_OPS = {"and": " AND ", "or": " OR "}
+_TYPE_NAMES = {P.INT2: "smallint", P.INT4: "integer", P.INT8: "bigint", P.FLOAT4: "real",
+               P.FLOAT8: "double precision", P.BOOL: "boolean"}
+
+
+def deparse(t: Any) -> str:
+    """The text of a typed tree, for EXPLAIN."""
+    kind = t[0]
+    if kind == "col":
+        return t[2]
+    if kind == "const":
+        return "NULL" if t[2] is None else repr(t[2])
+    if kind == "arith":
+        return f"({deparse(t[3])} {t[2]} {deparse(t[4])})"
+    if kind == "neg":
+        return f"(- {deparse(t[2])})"
+    if kind == "cast":
+        return f"({deparse(t[2])})::{_TYPE_NAMES[t[1]]}"
+    if kind == "cmp":
+        return f"({deparse(t[2])} {t[1]} {deparse(t[3])})"
+    if kind in _OPS:
+        return "(" + _OPS[kind].join(deparse(a) for a in t[1]) + ")"
+    if kind == "not":
+        return f"(NOT {deparse(t[1])})"
+    if kind == "isnull":
+        return f"({deparse(t[2])} IS {'' if t[1] else 'NOT '}NULL)"
+    if kind == "case":
+        whens = " ".join(f"WHEN {deparse(c)} THEN {deparse(v)}" for c, v in t[2])
+        return f"CASE {whens} ELSE {deparse(t[3])} END"
+    if kind == "coalesce":
+        return "COALESCE(" + ", ".join(deparse(a) for a in t[2]) + ")"
+    return kind
+
+
+def explain(prepared: Prepared, verbose: bool) -> list[str]:
+    aggs = []
+    for name, _rtype, arg in prepared.aggs:
+        aggs.append(f"{name}({'*' if arg is None else deparse(arg)})")
+    lines = [f"JIT Aggregates: {', '.join(aggs)}"]
+    if prepared.clauses:
+        lines.append("JIT Filter: " + " AND ".join(deparse(c) for c in prepared.clauses))
+    lines.append(f"JIT Compile: {prepared.compile_seconds * 1000:.1f} ms ({prepared.compile_how})")
+    if verbose:
+        lines.append(f"JIT Kernel Key: {kernels.key(prepared.kernel, kernels.optimization_level())}")
+    return lines

@@ -1,0 +1,426 @@
+"""Python source of one fused kernel (filter + aggregates) for numba.
+
+The typed trees come from :func:`orochi_fdw.query.pushable.kernel_expression`
+(which decides what is exact); this module only writes them out as the
+statements of one loop over a batch's rows, in PostgreSQL's order of
+evaluation, with PostgreSQL's checks:
+
+- the WHERE clauses in the order the executor evaluates them (the planner's
+  cost order, which the bridge hands over), a row stopping at the first that
+  is false or NULL; ``AND`` / ``OR`` stop at their first false / true
+  argument, ``CASE`` and ``COALESCE`` evaluate only what they need, so an
+  error (overflow, division by zero) is raised exactly where PostgreSQL
+  raises it;
+- strict operators and casts evaluate every argument, then give NULL if one
+  is NULL;
+- integers are computed in int64 and checked against the result type's
+  bounds (bigint by the sign rules of two's complement), integer division
+  truncates toward zero, ``%`` takes the dividend's sign, ``x / -1`` and
+  ``x % -1`` are PostgreSQL's special cases;
+- real arithmetic stays in single precision (numba keeps float32 with
+  float32), with float4pl's / float8mul's / float8div's overflow, underflow
+  and zero-division checks; NaN compares equal to itself and above every
+  number; casts to integers round with rint and check the range.
+
+A kernel returns 0, or the code of the error it stopped at (:data:`ERRORS`).
+Constants are arguments, so one kernel serves every query of one shape.
+"""
+
+from __future__ import annotations
+
+from orochi_fdw.query import pushable as P
+
+#: error code -> (SQLSTATE, message), PostgreSQL's wording
+ERRORS = {
+    1: ("22003", "smallint out of range"),
+    2: ("22003", "integer out of range"),
+    3: ("22003", "bigint out of range"),
+    4: ("22012", "division by zero"),
+    5: ("22003", "value out of range: overflow"),
+    6: ("22003", "value out of range: underflow"),
+}
+_RANGE_ERROR = {P.INT2: 1, P.INT4: 2, P.INT8: 3}
+_BOUNDS = {P.INT2: (-(2**15), 2**15 - 1), P.INT4: (-(2**31), 2**31 - 1), P.INT8: (-(2**63), 2**63 - 1)}
+_INT = (P.INT2, P.INT4, P.INT8)
+_FLOAT = (P.FLOAT4, P.FLOAT8)
+#: numba's type of each value type in the kernel
+_NP = {P.INT2: "np.int64", P.INT4: "np.int64", P.INT8: "np.int64", P.FLOAT4: "np.float32",
+       P.FLOAT8: "np.float64", P.BOOL: "np.bool_"}
+#: the column's dtype in a batch
+COLUMN_DTYPES = {P.INT2: "int16", P.INT4: "int32", P.INT8: "int64", P.FLOAT4: "float32", P.FLOAT8: "float64"}
+
+PRELUDE = '''\
+import numpy as np
+import numba
+
+from orochi_fdw.jit.intrinsics import add_overflow, mul_overflow, sub_overflow  # intrinsics version 1
+
+_MIN64 = np.int64(-9223372036854775808)
+
+
+@numba.njit(inline="always")
+def _tdiv(a, b):
+    q = a // b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q += 1
+    return q
+
+
+@numba.njit(inline="always")
+def _feq(a, b):
+    return np.isnan(b) if np.isnan(a) else (not np.isnan(b)) and a == b
+
+
+@numba.njit(inline="always")
+def _flt(a, b):
+    return (not np.isnan(a)) and (np.isnan(b) or a < b)
+
+
+@numba.njit(inline="always")
+def _fle(a, b):
+    return np.isnan(b) or ((not np.isnan(a)) and a <= b)
+
+'''
+
+
+class Kernel:
+    """The source of a kernel and how to call it."""
+
+    def __init__(self, source: str, columns: list[str], constants: list[tuple], layout: list[dict]):
+        self.source = source
+        #: the columns, in argument order (values then validity of each)
+        self.columns = columns
+        #: (type, value) of each constant argument
+        self.constants = constants
+        #: per aggregate: {"name", "type", "arg_type", "i": first int slot, "f": first float slot}
+        self.layout = layout
+        self.n_int = sum(a.get("ni", 0) for a in layout)
+        self.n_float = sum(a.get("nf", 0) for a in layout)
+
+
+class _Gen:
+    def __init__(self, column_types: dict[str, int]):
+        self.lines: list[str] = []
+        self.depth = 2
+        self.n = 0
+        self.column_types = column_types
+        self.columns: list[str] = []
+        self.constants: list[tuple] = []
+
+    def put(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def var(self, prefix: str = "t") -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    # every emit returns (value variable, null variable)
+    def emit(self, t: tuple) -> tuple[str, str]:
+        return getattr(self, "_" + t[0])(*t[1:])
+
+    def _zero(self, type_oid: int) -> str:
+        return "False" if type_oid == P.BOOL else f"{_NP[type_oid]}(0)"
+
+    def _col(self, type_oid, attname):
+        if attname not in self.columns:
+            self.columns.append(attname)
+        j = self.columns.index(attname)
+        v, n = self.var("v"), self.var("n")
+        conv = "np.int64" if type_oid in _INT else ""
+        self.put(f"{v} = {conv}(c{j}[i])")
+        self.put(f"{n} = m{j}[i] == 0")
+        return v, n
+
+    def _const(self, type_oid, value):
+        v, n = self.var("v"), self.var("n")
+        if value is None:
+            self.put(f"{v} = {self._zero(type_oid)}")
+            self.put(f"{n} = True")
+        else:
+            self.constants.append((type_oid, value))
+            self.put(f"{v} = k{len(self.constants) - 1}")
+            self.put(f"{n} = False")
+        return v, n
+
+    def _strict(self, type_oid: int, args: list[tuple]) -> tuple[str, str, list[str]]:
+        """Evaluate every argument; open ``if not null:`` (closed by the caller)."""
+        vals = [self.emit(a) for a in args]
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = {self._zero(type_oid)}")
+        self.put(f"{n} = {' or '.join(x[1] for x in vals)}")
+        self.put(f"if not {n}:")
+        self.depth += 1
+        return v, n, [x[0] for x in vals]
+
+    def _range_check(self, type_oid: int, v: str) -> None:
+        lo, hi = _BOUNDS[type_oid]
+        self.put(f"if {v} < {lo} or {v} > {hi}:")
+        self.put(f"    return {_RANGE_ERROR[type_oid]}")
+
+    def _float_overflow(self, r: str, *inputs: str) -> None:
+        cond = " and ".join([f"np.isinf({r})"] + [f"not np.isinf({x})" for x in inputs])
+        self.put(f"if {cond}:")
+        self.put("    return 5")
+
+    def _arith(self, type_oid, op, left, right):
+        v, n, (a, b) = self._strict(type_oid, [left, right])
+        if type_oid in _INT:
+            wide = type_oid == P.INT8
+            if op in ("+", "-", "*"):
+                if not wide:
+                    # int2 / int4 operands: exact in int64
+                    self.put(f"{v} = {a} {op} {b}")
+                    self._range_check(type_oid, v)
+                else:
+                    fn = {"+": "add_overflow", "-": "sub_overflow", "*": "mul_overflow"}[op]
+                    o = self.var("o")
+                    self.put(f"{v}, {o} = {fn}({a}, {b})")
+                    self.put(f"if {o}:")
+                    self.put("    return 3")
+            elif op == "/":
+                self.put(f"if {b} == 0:")
+                self.put("    return 4")
+                self.put(f"if {b} == -1:")
+                self.put(f"    if {a} == {_BOUNDS[type_oid][0]}:")
+                self.put(f"        return {_RANGE_ERROR[type_oid]}")
+                self.put(f"    {v} = -{a}")
+                self.put("else:")
+                self.put(f"    {v} = _tdiv({a}, {b})")
+            else:  # %
+                self.put(f"if {b} == 0:")
+                self.put("    return 4")
+                self.put(f"if {b} != -1:")
+                self.put(f"    {v} = {a} - _tdiv({a}, {b}) * {b}")
+        else:
+            if op == "/":
+                self.put(f"if {b} == 0.0 and not np.isnan({a}):")
+                self.put("    return 4")
+            self.put(f"{v} = {a} {op} {b}")
+            if op in ("+", "-", "*"):
+                self._float_overflow(v, a, b)
+            else:
+                self._float_overflow(v, a)
+            if op == "*":
+                self.put(f"if {v} == 0.0 and {a} != 0.0 and {b} != 0.0:")
+                self.put("    return 6")
+            elif op == "/":
+                self.put(f"if {v} == 0.0 and {a} != 0.0 and not np.isinf({b}):")
+                self.put("    return 6")
+        self.depth -= 1
+        return v, n
+
+    def _neg(self, type_oid, arg):
+        v, n, (a,) = self._strict(type_oid, [arg])
+        self.put(f"{v} = -{a}")
+        if type_oid == P.INT8:
+            self.put(f"if {a} == _MIN64:")
+            self.put("    return 3")
+        elif type_oid in _INT:
+            self._range_check(type_oid, v)
+        self.depth -= 1
+        return v, n
+
+    def _cast(self, type_oid, arg):
+        source = P._kernel_type(arg)
+        v, n, (a,) = self._strict(type_oid, [arg])
+        if type_oid in _INT and source in _INT:
+            self.put(f"{v} = {a}")
+            if _BOUNDS[type_oid][0] > _BOUNDS[source][0]:
+                self._range_check(type_oid, v)
+        elif type_oid in _FLOAT and source in _INT:
+            self.put(f"{v} = {_NP[type_oid]}({a})")
+        elif type_oid in _INT and source in _FLOAT:
+            lo = float(_BOUNDS[type_oid][0])
+            r = self.var("r")
+            self.put(f"{r} = np.rint(np.float64({a}))")
+            self.put(f"if np.isnan({r}) or not ({r} >= {lo!r} and {r} < {-lo!r}):")
+            self.put(f"    return {_RANGE_ERROR[type_oid]}")
+            self.put(f"{v} = np.int64({r})")
+        elif type_oid == P.FLOAT8:
+            self.put(f"{v} = np.float64({a})")
+        else:  # float8 -> float4
+            self.put(f"{v} = np.float32({a})")
+            self.put(f"if np.isinf({v}) and not np.isinf({a}):")
+            self.put("    return 5")
+            self.put(f"if {v} == 0.0 and {a} != 0.0:")
+            self.put("    return 6")
+        self.depth -= 1
+        return v, n
+
+    def _cmp(self, op, left, right):
+        v, n, (a, b) = self._strict(P.BOOL, [left, right])
+        if P._kernel_type(left) in _INT:
+            self.put(f"{v} = {a} {'!=' if op == '<>' else '==' if op == '=' else op} {b}")
+        else:
+            expr = {"=": f"_feq({a}, {b})", "<>": f"not _feq({a}, {b})", "<": f"_flt({a}, {b})",
+                    "<=": f"_fle({a}, {b})", ">": f"_flt({b}, {a})", ">=": f"_fle({b}, {a})"}[op]
+            self.put(f"{v} = {expr}")
+        self.depth -= 1
+        return v, n
+
+    def _logic(self, stop: bool, args: list[tuple]) -> tuple[str, str]:
+        """AND (stop at False) / OR (stop at True), NULLs as SQL's."""
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = {not stop}")
+        self.put(f"{n} = False")
+        opened = 0
+        for arg in args:
+            av, an = self.emit(arg)
+            self.put(f"if not {an} and {'' if stop else 'not '}{av}:")
+            self.put(f"    {v} = {stop}")
+            self.put(f"    {n} = False")
+            self.put("else:")
+            self.depth += 1
+            opened += 1
+            self.put(f"if {an}:")
+            self.put(f"    {n} = True")
+        self.depth -= opened
+        return v, n
+
+    def _and(self, args):
+        return self._logic(False, args)
+
+    def _or(self, args):
+        return self._logic(True, args)
+
+    def _not(self, arg):
+        a, an = self.emit(arg)
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = not {a}")
+        self.put(f"{n} = {an}")
+        return v, n
+
+    def _isnull(self, is_null, arg):
+        _a, an = self.emit(arg)
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = {an}" if is_null else f"{v} = not {an}")
+        self.put(f"{n} = False")
+        return v, n
+
+    def _case(self, type_oid, pairs, default):
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = {self._zero(type_oid)}")
+        self.put(f"{n} = True")
+        opened = 0
+        for cond, value in pairs:
+            cv, cn = self.emit(cond)
+            self.put(f"if not {cn} and {cv}:")
+            self.depth += 1
+            rv, rn = self.emit(value)
+            self.put(f"{v} = {rv}")
+            self.put(f"{n} = {rn}")
+            self.depth -= 1
+            self.put("else:")
+            self.depth += 1
+            opened += 1
+        rv, rn = self.emit(default)
+        self.put(f"{v} = {rv}")
+        self.put(f"{n} = {rn}")
+        self.depth -= opened
+        return v, n
+
+    def _coalesce(self, type_oid, args):
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = {self._zero(type_oid)}")
+        self.put(f"{n} = True")
+        opened = 0
+        for arg in args:
+            if opened:
+                self.put(f"if {n}:")
+                self.depth += 1
+            opened += 1
+            av, an = self.emit(arg)
+            self.put(f"{v} = {av}")
+            self.put(f"{n} = {an}")
+        self.depth -= opened - 1 if opened else 0
+        return v, n
+
+
+def generate(clauses: list[tuple], aggregates: list[tuple], column_types: dict[str, int]) -> Kernel:
+    """The kernel of typed WHERE clauses (in evaluation order) and aggregates
+    (``kernel_aggregate``'s triples)."""
+    g = _Gen(column_types)
+    for clause in clauses:
+        v, n = g.emit(clause)
+        g.put(f"if {n} or not {v}:")
+        g.put("    continue")
+    layout = []
+    ni = nf = 0
+    for name, rtype, arg in aggregates:
+        arg_type = None if arg is None else P._kernel_type(arg)
+        slot = {"name": name, "type": rtype, "arg_type": arg_type, "i": ni, "f": nf}
+        if arg is None:
+            g.put(f"ai[{ni}] += 1")
+            slot["ni"] = 1
+        else:
+            x, xn = g.emit(arg)
+            g.put(f"if not {xn}:")
+            g.depth += 1
+            if name == "count":
+                g.put(f"ai[{ni}] += 1")
+                slot["ni"] = 1
+            elif name in ("sum", "avg") and arg_type in _INT:
+                # the count, and the sum as high and low 32-bit halves: exact for 2^31 rows
+                g.put(f"ai[{ni}] += 1")
+                g.put(f"ai[{ni + 1}] += {x} >> 32")
+                g.put(f"ai[{ni + 2}] += {x} & 0xFFFFFFFF")
+                slot["ni"] = 3
+            elif name == "sum":
+                # float4pl / float8pl from the first value, in the argument's precision
+                t = _NP[arg_type]
+                s_, r_ = g.var("s"), g.var("r")
+                g.put(f"if ai[{ni}] == 0:")
+                g.put(f"    af[{nf}] = {x}")
+                g.put("else:")
+                g.put(f"    {s_} = {t}(af[{nf}])")
+                g.put(f"    {r_} = {s_} + {x}")
+                g.put(f"    if np.isinf({r_}) and not np.isinf({s_}) and not np.isinf({x}):")
+                g.put("        return 5")
+                g.put(f"    af[{nf}] = {r_}")
+                g.put(f"ai[{ni}] = 1")
+                slot["ni"], slot["nf"] = 1, 1
+            elif name == "avg":
+                # float8_accum (Youngs-Cramer), with its overflow check
+                g.put(f"x = np.float64({x})")
+                g.put(f"N0 = af[{nf}]")
+                g.put(f"Sx0 = af[{nf + 1}]")
+                g.put("N = N0 + 1.0")
+                g.put("Sx = Sx0 + x")
+                g.put(f"Sxx = af[{nf + 2}]")
+                g.put("if N0 > 0.0:")
+                g.put("    tmp = x * N - Sx")
+                g.put("    Sxx += tmp * tmp / (N * N0)")
+                g.put("    if np.isinf(Sx) or np.isinf(Sxx):")
+                g.put("        if not np.isinf(Sx0) and not np.isinf(x):")
+                g.put("            return 5")
+                g.put("        Sxx = np.nan")
+                g.put("elif np.isnan(x) or np.isinf(x):")
+                g.put("    Sxx = np.nan")
+                g.put(f"af[{nf}] = N")
+                g.put(f"af[{nf + 1}] = Sx")
+                g.put(f"af[{nf + 2}] = Sxx")
+                slot["nf"] = 3
+            else:  # min / max: the state kept unless the new value is not "better"
+                if arg_type in _INT:
+                    better = f"{x} < ai[{ni + 1}]" if name == "min" else f"{x} > ai[{ni + 1}]"
+                    g.put(f"if ai[{ni}] == 0 or {better}:")
+                    g.put(f"    ai[{ni + 1}] = {x}")
+                    slot["ni"] = 2
+                else:
+                    # float8smaller: state if state < new else new (NaN-aware)
+                    t = _NP[arg_type]
+                    keep = f"_flt({t}(af[{nf}]), {x})" if name == "min" else f"_flt({x}, {t}(af[{nf}]))"
+                    g.put(f"if ai[{ni}] == 0 or not {keep}:")
+                    g.put(f"    af[{nf}] = {x}")
+                    slot["ni"], slot["nf"] = 1, 1
+                g.put(f"ai[{ni}] = 1")
+            g.depth -= 1
+        ni += slot.get("ni", 0)
+        nf += slot.get("nf", 0)
+        layout.append(slot)
+    args = ["n"] + [f"c{j}, m{j}" for j in range(len(g.columns))] + \
+        [f"k{j}" for j in range(len(g.constants))] + ["ai", "af"]
+    body = "\n".join(g.lines) if g.lines else "        pass"
+    source = (PRELUDE + "\n@numba.njit(cache=CACHE, error_model=\"numpy\", nogil=True)\n"
+              f"def kernel({', '.join(args)}):\n    for i in range(n):\n{body}\n    return 0\n")
+    return Kernel(source, g.columns, g.constants, layout)
