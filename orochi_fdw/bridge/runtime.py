@@ -367,10 +367,12 @@ def engine_order(plan: str, keys: list[tuple], count: int | None, offset: int | 
 
 def engine_params(plan: str) -> list[tuple[int, int, int, int]]:
     """The parameters a join the engine runs takes at execution:
-    (kind, id, type, typmod) each; their values come as the scan's quals."""
+    (kind, id, type, typmod) each; their values come as the scan's quals.
+    A JIT plan (same slot of the scan, ``{"jit": ...}``) takes none."""
     from orochi_fdw.query import engine
 
-    return engine.plan_params(json.loads(plan))
+    decoded = json.loads(plan)
+    return [] if "jit" in decoded else engine.plan_params(decoded)
 
 
 def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinHandle:
