@@ -12,6 +12,8 @@ import math
 import numpy as np
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orochi_fdw.sketches import sqlapi
 from orochi_fdw.sketches.hll import Hll
@@ -221,3 +223,25 @@ def test_hll_roundtrip_is_exact_sparse_and_dense():
         merged.merge(Hll.from_bytes(Hll(12).add_int64(p).to_bytes()))
     assert merged.to_bytes() == whole.to_bytes()
     assert not math.isnan(merged.cardinality())
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=6),
+                                 st.floats(allow_nan=True)), max_size=3000),
+       cuts=st.lists(st.integers(0, 3000), max_size=4), p=st.integers(4, 16),
+       compression=st.integers(10, 300))
+def test_split_merge_equals_whole(values, cuts, p, compression):
+    """Any split of any values over workers: the merged HLL and t-digest
+    states give the bytes one builder gives (the parallel path's exactness)."""
+    bounds = [0, *sorted(c % (len(values) + 1) for c in cuts), len(values)]
+    parts = [values[a:b] for a, b in zip(bounds, bounds[1:])]
+    floats = [float(v) for v in values if isinstance(v, float)]
+    for make, data, split in (
+            (lambda: sqlapi._HllBuilder(p), values, parts),
+            (lambda: sqlapi._TDigestBuilder(compression), floats,
+             [[float(v) for v in part if isinstance(v, float)] for part in parts])):
+        whole = _builder_of(data, make).result().to_bytes()
+        merged = sqlapi._deserialize_builder(_builder_of(split[0], make).serialize())
+        for part in split[1:]:
+            merged.merge(sqlapi._deserialize_builder(_builder_of(part, make).serialize()))
+        assert merged.result().to_bytes() == whole
