@@ -1,9 +1,11 @@
 """SQL functions behind the sketch types and aggregates (sql/40_sketches.sql).
 
 Aggregates over heap tables get their rows from Postgres one at a time.
-Their state is a small bytea *token* naming a builder kept in this
-backend's Python (a Postgres ``internal`` state is not available to Python,
-and copying a growing bytea state on every row would be quadratic). The
+Their state is a small *token* naming a builder kept in this backend's
+Python (copying a growing bytea state on every row would be quadratic): for
+hll_agg, approx_count_distinct, tdigest_agg and approx_percentile an
+``internal`` state that is a bytea in the aggregate's memory context (the
+bridge hands it to Python as bytes), for the union aggregates a bytea. The
 plain transition functions are C (``orochi_sketch_trans``,
 pgext/sketch_agg.c): the group's first row comes here and creates the
 builder; the values of the common fixed-size types (integers, booleans,
@@ -17,6 +19,11 @@ the sketch every ``_FLUSH_ROWS`` values (HLL) or once at the end (t-digest,
 whose bytes must not depend on row order: it is built from the sorted
 values, so a group's state costs 8 bytes per non-NULL value). The final
 function builds the result and drops the builder.
+
+In parallel plans, a worker's builder is serialized (:func:`serialize`:
+the HLL sketch, or the t-digest builder's values) and the leader makes
+builders of them (:func:`deserialize`) and folds them together
+(:func:`combine`); the result is the serial one, byte for byte.
 
 As window functions the aggregates use their moving-aggregate form
 (``MSFUNC``, ``MINVFUNC``, ``MFINALFUNC``): a *window* builder keeps the
