@@ -2693,3 +2693,7 @@ DROP FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[], integer);
 DROP FUNCTION orochi.sketch_hll_count_final(bytea);
 DROP FUNCTION orochi.sketch_percentile_final(bytea);
 DROP FUNCTION orochi.sketch_percentiles_final(bytea);
+
+-- Per-stripe HyperLogLog sketches of the columns of tables with the option
+-- stripe_sketches (orochi_fdw/columnar/stripe_sketches.py).
+ALTER TABLE orochi.columnar_stripe_columns ADD COLUMN hll bytea;
