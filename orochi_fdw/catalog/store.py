@@ -116,11 +116,15 @@ _INSERT_STRIPE_TYPES = ["bigint", "oid", "text", "bigint", "integer", "integer",
 _INSERT_COLUMN = """
 INSERT INTO orochi.columnar_stripe_columns
     (stripe_id, relid, attnum, column_name, kind, type_name, null_count, min_value,
-     max_value, has_nan, compressed_bytes, raw_bytes, codecs, hll)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, string_to_array($13, ','), $14)
+     max_value, has_nan, compressed_bytes, raw_bytes, codecs)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, string_to_array($13, ','))
 """
 _INSERT_COLUMN_TYPES = ["bigint", "oid", "smallint", "text", "text", "text", "bigint", "bytea",
-                        "bytea", "boolean", "bigint", "bigint", "text", "bytea"]
+                        "bytea", "boolean", "bigint", "bigint", "text"]
+# with a stripe sketch (a catalog of 0.1.0, before ALTER EXTENSION UPDATE,
+# has no hll column: rows without a sketch do not name it)
+_INSERT_COLUMN_HLL = _INSERT_COLUMN.replace("codecs)", "codecs, hll)").replace(
+    "string_to_array($13, ','))", "string_to_array($13, ','), $14)")
 
 
 def next_stripe_id() -> int:
@@ -140,14 +144,18 @@ def insert_stripe(stripe: StripeRecord) -> None:
         stripe.raw_bytes, stripe.compression, stripe.compression_level,
         str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap, stripe.chunk_id,
     ])
-    plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES, internal=True)
     for col in stripe.columns.values():
-        plan.execute([
+        values = [
             stripe.stripe_id, stripe.relid, col.attnum, col.column_name, col.kind,
             col.type_name, col.null_count, encode_bound(col.kind, col.min_value),
             encode_bound(col.kind, col.max_value), col.has_nan, col.compressed_bytes,
-            col.raw_bytes, ",".join(col.codecs), col.hll,
-        ])
+            col.raw_bytes, ",".join(col.codecs),
+        ]
+        if col.hll is None:
+            spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES, internal=True).execute(values)
+        else:
+            spi.prepared(_INSERT_COLUMN_HLL, _INSERT_COLUMN_TYPES + ["bytea"], internal=True).execute(
+                values + [col.hll])
     # the stripe's vector index files, if its table has vector indexes
     from orochi_fdw.vector.indexes import stripe_inserted
 
