@@ -124,8 +124,8 @@ def test_bad_option_value(db):
         db.execute(f"CREATE FOREIGN TABLE bad ({COLUMNS}) SERVER orochi OPTIONS (stripe_sketches 'maybe')")
 
 
-@pytest.mark.parametrize("damage", ["'\\x00'::bytea", "substring(hll from 1 for 20)",
-                                    "overlay(hll placing '\\x07'::bytea from 5)"])
+@pytest.mark.parametrize("damage", ["overlay(hll placing '\\x07'::bytea from 5)",  # the precision byte
+                                    "substring(hll from 1 for 20)"])
 def test_corrupt_stored_sketch_is_a_clear_error(db, damage):
     """A stored sketch is checked when read: a wrong header or length is an
     error naming the stripe and column (22P03), not a wrong count; with the

@@ -225,7 +225,7 @@ def test_hll_roundtrip_is_exact_sparse_and_dense():
     assert not math.isnan(merged.cardinality())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(values=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=6),
                                  st.floats(allow_nan=True)), max_size=3000),
        cuts=st.lists(st.integers(0, 3000), max_size=4), p=st.integers(4, 16),
