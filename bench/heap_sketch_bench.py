@@ -18,9 +18,10 @@ Each query runs once warm, then is timed (median of --runs):
   100) against ``orochi.approx_percentile(latency, q)`` (compression 100),
   and the exact ``percentile_cont``.
 
-The timed runs use no parallel workers (Orochi's sketch aggregates have no
-combine function, so they never run in parallel); the anchors are also
-timed with Postgres's default of 2 workers per gather, for reference.
+Orochi and the anchors are timed with no parallel workers and with
+Postgres's default of 2 workers per gather (Orochi's sketch aggregates have
+combine and serialization functions: a Partial Aggregate in the workers, a
+Finalize Aggregate in the leader); the exact queries with none.
 
 The anchors: the bench needs the ``hll`` and ``tdigest`` extensions in the
 PostgreSQL it runs (OROCHI_PG_BINDIR / PG_CONFIG). On a machine where that
@@ -115,6 +116,12 @@ def _timed_value(conn, sql: str, runs: int):
     return seconds, rows[0][0]
 
 
+def _partial(conn, sql: str) -> bool:
+    """Whether Postgres plans the query with a Partial Aggregate (workers)."""
+    plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}").fetchall())
+    return "Partial Aggregate" in plan
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -140,23 +147,33 @@ def main(argv=None) -> int:
             log(f"scan floor count(latency): {t_count * 1000:.0f} ms")
             for name, anchor_sql, orochi_sql, exact_sql in CASES:
                 conn.execute("SET max_parallel_workers_per_gather = 2")
-                t_anchor_par, _ = timed(conn, anchor_sql, args.runs)
+                plans = {k: _partial(conn, q) for k, q in (("anchor", anchor_sql), ("orochi", orochi_sql))}
+                t_anchor_par, v_anchor_par = _timed_value(conn, anchor_sql, args.runs)
+                t_orochi_par, v_orochi_par = _timed_value(conn, orochi_sql, args.runs)
                 conn.execute("SET max_parallel_workers_per_gather = 0")
                 t_anchor, v_anchor = _timed_value(conn, anchor_sql, args.runs)
                 t_orochi, v_orochi = _timed_value(conn, orochi_sql, args.runs)
                 t_exact, v_exact = _timed_value(conn, exact_sql, args.runs)
                 err = lambda v: f"{abs(float(v) - float(v_exact)) / abs(float(v_exact)):.3%}"  # noqa: E731
+                same = "same" if v_orochi_par == v_orochi else f"differs: {float(v_orochi_par):.6g}"
                 out.append([name, f"{t_orochi * 1000:.0f}", f"{t_anchor * 1000:.0f}",
-                            f"{t_anchor_par * 1000:.0f}", f"{t_orochi / t_anchor:.2f}x",
+                            f"{t_orochi / t_anchor:.2f}x",
+                            f"{t_orochi_par * 1000:.0f}" + ("" if plans["orochi"] else " (serial plan)"),
+                            f"{t_anchor_par * 1000:.0f}" + ("" if plans["anchor"] else " (serial plan)"),
+                            f"{t_orochi_par / t_anchor_par:.2f}x", same,
                             f"{t_exact * 1000:.0f}", f"{float(v_orochi):.6g} ({err(v_orochi)})",
                             f"{float(v_anchor):.6g} ({err(v_anchor)})", f"{float(v_exact):.6g}",
                             f"{BEFORE[name] * 1000:.0f}" if name in BEFORE and args.rows == 10_000_000 else "-"])
-                log(f"{name}: orochi {t_orochi * 1000:.0f} ms, anchor {t_anchor * 1000:.0f} ms "
-                    f"({t_anchor_par * 1000:.0f} ms parallel), exact {t_exact * 1000:.0f} ms")
-    head = ["query", "orochi (ms)", "anchor (ms)", "anchor, 2 workers (ms)", "orochi / anchor",
-            "exact (ms)", "orochi value (error)", "anchor value (error)", "exact value",
-            "orochi before (ms)"]
-    load_text = f"load average at start {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}"
+                log(f"{name}: orochi {t_orochi * 1000:.0f} ms ({t_orochi_par * 1000:.0f} ms with 2 workers), "
+                    f"anchor {t_anchor * 1000:.0f} ms ({t_anchor_par * 1000:.0f} ms with 2 workers), "
+                    f"exact {t_exact * 1000:.0f} ms")
+    head = ["query", "orochi, 0 workers (ms)", "anchor, 0 workers (ms)", "orochi / anchor",
+            "orochi, 2 workers (ms)", "anchor, 2 workers (ms)", "orochi / anchor, 2 workers",
+            "orochi 2 workers vs 0", "exact (ms)", "orochi value (error)", "anchor value (error)",
+            "exact value", "orochi before (ms)"]
+    load_end = os.getloadavg()
+    load_text = (f"load average at start {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}, "
+                 f"at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
     table = _table(head, out)
     print(f"{args.rows:,} heap rows, median of {args.runs} warm runs, {load_text}")
     print("\n".join(table))
@@ -165,13 +182,16 @@ def main(argv=None) -> int:
         md = ["# Sketch aggregates on heap tables", "",
               f"`python bench/heap_sketch_bench.py --rows {args.rows}"
               f"{f' --runs {args.runs}' if args.runs != 3 else ''}`: {args.rows:,} rows in a heap "
-              f"table, median of {args.runs} warm runs, one backend, no parallel workers unless "
-              f"said; 2-core shared machine, {load_text}.", "",
+              f"table, median of {args.runs} warm runs, one session, each query with "
+              f"max_parallel_workers_per_gather 0 and 2 (a Partial Aggregate in the workers; "
+              f"\"(serial plan)\" when Postgres chose none); 2-core shared machine, {load_text}.", "",
               "Anchors: postgresql-hll 2.17 (`hll_cardinality(hll_add_agg(hll_hash_bigint(x)))`, "
               "log2m 11) and tdigest 1.4 (`tdigest_percentile(x, 100, q)`), the Debian packages. "
               "Orochi: `orochi.approx_count_distinct(x)` (HyperLogLog p = 14) and "
               "`orochi.approx_percentile(x, q)` (t-digest, compression 100); their transition "
-              "function buffers the values in C and hands them to the sketch in batches of 65,536. "
+              "function buffers the values in C and hands them to the sketch in batches of 65,536; "
+              "with workers, each worker's state travels to the leader as its HLL sketch or its "
+              "t-digest values (\"orochi 2 workers vs 0\": the parallel result against the serial). "
               "\"before\": issue 19's figures with one Python call per row.", "",
               *table, "",
               f"Scan floor `SELECT count(latency) FROM heap`: {t_count * 1000:.0f} ms; "

@@ -1506,6 +1506,9 @@ call_info(FunctionCallInfo fcinfo)
 
 		if (!OidIsValid(t))
 			t = proc->proargtypes.values[i];
+		/* an internal argument is a bytea (the sketch aggregates' states) */
+		if (t == INTERNALOID)
+			t = BYTEAOID;
 		orochi_type_conv_init(&ci->argconvs[i], t, -1, NULL);
 	}
 	ReleaseSysCache(proctup);
@@ -1525,8 +1528,11 @@ call_info(FunctionCallInfo fcinfo)
 			ci->colnames[i] = orochi_cstring_to_py(NameStr(att->attname));
 		}
 	}
+	else if (ci->rettype == INTERNALOID)
+		orochi_type_conv_init(&ci->retconv, BYTEAOID, -1, NULL);
 	else if (ci->rettype != VOIDOID && OidIsValid(ci->rettype))
-		orochi_type_conv_init(&ci->retconv, ci->rettype, -1, NULL);
+		orochi_type_conv_init(&ci->retconv, getBaseType(ci->rettype) == BYTEAOID ?
+							  BYTEAOID : ci->rettype, -1, NULL);
 	MemoryContextSwitchTo(old);
 	fcinfo->flinfo->fn_extra = ci;
 	return ci;

@@ -22,14 +22,18 @@
  * Python converts specially (infinite dates and timestamps, 24:00:00, years
  * outside 1..9999), take the per-row Python path.
  *
- * The state stays a bytea (the aggregates' STYPE): a buffered state is a
- * bytea whose bytes are a SketchBuf, allocated in the aggregate's memory
- * context and changed in place (a transition function that gets
- * AggCheckCallContext may do so); only when it grows is a new one returned,
- * which Postgres copies into that context.  The plain aggregates are never
- * used as window functions (their FINALFUNC_MODIFY is READ_WRITE and their
- * moving forms are READ_ONLY, so Postgres always takes the moving forms
- * there), and they have no combine function: no parallel partial states.
+ * The aggregates' state is internal: a bytea (the token, or a SketchBuf:
+ * magic, header, token and values) allocated in the aggregate's memory
+ * context and changed in place; when it grows a new one replaces it.  The
+ * plain aggregates are never used as window functions (their
+ * FINALFUNC_MODIFY is READ_WRITE and their moving forms, with a bytea state,
+ * are READ_ONLY, so Postgres always takes the moving forms there).  Being
+ * internal, the state has serialization functions and the aggregates a
+ * combine function: Postgres runs them in parallel workers (Partial
+ * Aggregate), each worker's state is serialized by Python (the HLL sketch,
+ * or a t-digest's values) and the leader folds them together (Finalize
+ * Aggregate).  Every support function checks that it runs in an aggregate
+ * and that a state it is given has the header of one of ours.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,10 +45,15 @@
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(orochi_sketch_trans);
+PG_FUNCTION_INFO_V1(orochi_sketch_final);
+PG_FUNCTION_INFO_V1(orochi_sketch_serialize);
+PG_FUNCTION_INFO_V1(orochi_sketch_deserialize);
+PG_FUNCTION_INFO_V1(orochi_sketch_combine);
 extern Datum orochi_py_call(PG_FUNCTION_ARGS);
 
 #define SKETCH_BUF_MAGIC "OSB\x01"
 #define SKETCH_TOKEN_LEN 16		/* sqlapi._token: magic, pid, state id */
+#define SKETCH_TOKEN_MAGIC "OSK\x01"
 #define SKETCH_BATCH_MIN 64
 #define SKETCH_BATCH_MAX 65536
 
@@ -245,34 +254,109 @@ sketch_flush(SketchBuf *buf)
 }
 
 /*
+ * sketch_state_arg
+ *		An internal state argument: NULL, a buffered state, or a token; any
+ *		other bytes are refused (a user's aggregate could pair these
+ *		functions with another transition function).
+ */
+static struct varlena *
+sketch_state_arg(FunctionCallInfo fcinfo, int argno)
+{
+	struct varlena *state;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	state = (struct varlena *) PG_GETARG_POINTER(argno);
+	if (state == NULL)
+		return NULL;
+	if (is_sketch_buf(state))
+		return state;
+	if (!VARATT_IS_4B_U(state) || VARSIZE(state) != VARHDRSZ + SKETCH_TOKEN_LEN ||
+		memcmp(VARDATA(state), SKETCH_TOKEN_MAGIC, 4) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("invalid sketch aggregate state")));
+	return state;
+}
+
+/* The aggregate's memory context, or an error outside an aggregate */
+static MemoryContext
+sketch_agg_context(FunctionCallInfo fcinfo)
+{
+	MemoryContext aggcontext;
+
+	if (AggCheckCallContext(fcinfo, &aggcontext) != AGG_CONTEXT_AGGREGATE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("sketch aggregate support function called outside an aggregate")));
+	return aggcontext;
+}
+
+/* A copy of a varlena in the aggregate's memory context */
+static struct varlena *
+sketch_state_copy(MemoryContext aggcontext, struct varlena *v)
+{
+	struct varlena *copy = MemoryContextAlloc(aggcontext, VARSIZE_ANY(v));
+
+	memcpy(copy, v, VARSIZE_ANY(v));
+	if (!VARATT_IS_4B_U(v))
+	{
+		/* a short header (a Python result): made a plain 4-byte one */
+		pfree(copy);
+		copy = MemoryContextAlloc(aggcontext, VARSIZE_ANY_EXHDR(v) + VARHDRSZ);
+		SET_VARSIZE(copy, VARSIZE_ANY_EXHDR(v) + VARHDRSZ);
+		memcpy(VARDATA(copy), VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+	}
+	return copy;
+}
+
+/*
  * orochi_sketch_trans
  *		sketch_hll_trans, sketch_tdigest_trans, sketch_percentile_trans:
- *		(state bytea, value, parameters...) -> state.
+ *		(state internal, value, parameters...) -> state.  The state is a
+ *		bytea in the aggregate's memory context, NULL before the group's
+ *		first row; a row with a NULL value or parameter is skipped (the
+ *		function is not strict: an internal state starts as NULL).
  */
 Datum
 orochi_sketch_trans(PG_FUNCTION_ARGS)
 {
-	struct varlena *state = (struct varlena *) PG_GETARG_POINTER(0);
+	MemoryContext aggcontext = sketch_agg_context(fcinfo);
+	struct varlena *state;
 	SketchBuf  *buf;
 	int64		packed;
 
-	if (AggCheckCallContext(fcinfo, NULL) != AGG_CONTEXT_AGGREGATE)
-		return orochi_py_call(fcinfo);
+	for (int i = 1; i < PG_NARGS(); i++)
+		if (PG_ARGISNULL(i))
+		{
+			if (PG_ARGISNULL(0))
+				PG_RETURN_NULL();
+			PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+		}
+	state = sketch_state_arg(fcinfo, 0);
 
-	if (is_sketch_buf(state))
+	if (state != NULL && is_sketch_buf(state))
 	{
 		buf = (SketchBuf *) state;
 		if (!sketch_pack(buf->valtype, PG_GETARG_DATUM(1), &packed))
 		{
 			/* a value Python converts specially: the per-row path, same builder */
 			(void) orochi_py_call(fcinfo);
+			fcinfo->isnull = false;
 			PG_RETURN_POINTER(buf);
 		}
 		if (buf->count == buf->capacity)
 		{
 			if (buf->capacity < SKETCH_BATCH_MAX)
-				buf = sketch_buf_new(Min(buf->capacity * 2, SKETCH_BATCH_MAX), buf->kind,
-									 buf->valtype, buf->token, buf);
+			{
+				MemoryContext old = MemoryContextSwitchTo(aggcontext);
+				SketchBuf  *grown = sketch_buf_new(Min(buf->capacity * 2, SKETCH_BATCH_MAX),
+												   buf->kind, buf->valtype, buf->token, buf);
+
+				MemoryContextSwitchTo(old);
+				pfree(buf);
+				buf = grown;
+			}
 			else
 				sketch_flush(buf);
 		}
@@ -280,26 +364,109 @@ orochi_sketch_trans(PG_FUNCTION_ARGS)
 		PG_RETURN_POINTER(buf);
 	}
 
-	if (VARSIZE_ANY_EXHDR(state) == 0)
+	if (state == NULL)
 	{
 		/* a group's first row: Python creates the builder and takes the value */
 		Oid			valtype = get_fn_expr_argtype(fcinfo->flinfo, 1);
 		Datum		token;
 		struct varlena *t;
+		MemoryContext old;
 
 		token = orochi_py_call(fcinfo);
-		if (fcinfo->isnull || !sketch_type_packable(valtype))
-			return token;
+		if (fcinfo->isnull)
+			PG_RETURN_NULL();
 		t = (struct varlena *) DatumGetPointer(token);
-		if (VARSIZE_ANY_EXHDR(t) != SKETCH_TOKEN_LEN)
-			return token;
+		if (!sketch_type_packable(valtype) || VARSIZE_ANY_EXHDR(t) != SKETCH_TOKEN_LEN)
+			PG_RETURN_POINTER(sketch_state_copy(aggcontext, t));
+		old = MemoryContextSwitchTo(aggcontext);
 		buf = sketch_buf_new(SKETCH_BATCH_MIN,
 							 (valtype == FLOAT4OID || valtype == FLOAT8OID) ?
 							 SKETCH_KIND_FLOAT64 : SKETCH_KIND_INT64,
 							 valtype, VARDATA_ANY(t), NULL);
+		MemoryContextSwitchTo(old);
 		PG_RETURN_POINTER(buf);
 	}
 
 	/* a state kept by Python alone (values of other types) */
+	(void) orochi_py_call(fcinfo);
+	fcinfo->isnull = false;
+	PG_RETURN_POINTER(state);
+}
+
+/*
+ * orochi_sketch_final
+ *		The final functions of the internal-state aggregates (Python,
+ *		sqlapi.py: they take the values still buffered and drop the builder).
+ */
+Datum
+orochi_sketch_final(PG_FUNCTION_ARGS)
+{
+	(void) sketch_agg_context(fcinfo);
+	(void) sketch_state_arg(fcinfo, 0);
 	return orochi_py_call(fcinfo);
+}
+
+/*
+ * orochi_sketch_serialize
+ *		sketch_serialize(internal) -> bytea: a partial aggregate's state as
+ *		the bytes Python makes of its builder (sqlapi.serialize).
+ */
+Datum
+orochi_sketch_serialize(PG_FUNCTION_ARGS)
+{
+	(void) sketch_agg_context(fcinfo);
+	(void) sketch_state_arg(fcinfo, 0);
+	return orochi_py_call(fcinfo);
+}
+
+/*
+ * orochi_sketch_deserialize
+ *		sketch_deserialize(bytea, internal) -> internal: a new builder from
+ *		serialized bytes, as its token (in the current memory context:
+ *		sketch_combine copies what it keeps).  The second argument is a
+ *		dummy Postgres passes as a NULL pointer: Python does not see it.
+ */
+Datum
+orochi_sketch_deserialize(PG_FUNCTION_ARGS)
+{
+	bool		dummy_isnull = fcinfo->args[1].isnull;
+	Datum		result;
+
+	(void) sketch_agg_context(fcinfo);
+	fcinfo->args[1].isnull = true;
+	PG_TRY();
+	{
+		result = orochi_py_call(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		fcinfo->args[1].isnull = dummy_isnull;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * orochi_sketch_combine
+ *		sketch_combine(internal, internal) -> internal: the second state's
+ *		builder folded into the first's (sqlapi.combine).
+ */
+Datum
+orochi_sketch_combine(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcontext = sketch_agg_context(fcinfo);
+	struct varlena *state = sketch_state_arg(fcinfo, 0);
+	struct varlena *other = sketch_state_arg(fcinfo, 1);
+
+	if (other == NULL)
+	{
+		if (state == NULL)
+			PG_RETURN_NULL();
+		PG_RETURN_POINTER(state);
+	}
+	if (state == NULL)
+		PG_RETURN_POINTER(sketch_state_copy(aggcontext, other));
+	(void) orochi_py_call(fcinfo);
+	fcinfo->isnull = false;
+	PG_RETURN_POINTER(state);
 }

@@ -45,6 +45,8 @@ CREATE TABLE orochi.columnar_stripe_columns (
     compressed_bytes   bigint NOT NULL,         -- column chunk bytes in the file
     raw_bytes          bigint NOT NULL,         -- values before encoding and compression
     codecs             text[] NOT NULL,         -- codecs chosen, e.g. {delta,dictionary+lz4}
+    hll                bytea,                   -- HyperLogLog sketch of the values (p = 14), with the
+                                                -- table option stripe_sketches (docs/sketches.md)
     PRIMARY KEY (stripe_id, attnum)
 );
 CREATE INDEX columnar_stripe_columns_relid_idx

@@ -48,9 +48,20 @@ def _load() -> None:
         _loaded = True
 
 
+#: the module to import first for names with these prefixes: a backend that
+#: calls only them (a parallel worker of a sketch aggregate) skips importing
+#: every other module (~0.4 s)
+_MODULE_HINTS: dict[str, str] = {"sketch_": "orochi_fdw.sketches.sqlapi"}
+
+
 def call(name: str, *args: Any) -> Any:
     """Dispatch a call of orochi.<name>."""
-    _load()
+    if name not in _registry:
+        for prefix, module in _MODULE_HINTS.items():
+            if name.startswith(prefix):
+                importlib.import_module(module)
+        if name not in _registry:
+            _load()
     try:
         func = _registry[name]
     except KeyError:

@@ -70,6 +70,7 @@ class ColumnRecord:
     compressed_bytes: int = 0
     raw_bytes: int = 0
     codecs: list[str] = field(default_factory=list)
+    hll: bytes | None = None  # HyperLogLog sketch of the values (columnar.stripe_sketches)
 
 
 @dataclass
@@ -120,6 +121,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, string_to_array($13, 
 """
 _INSERT_COLUMN_TYPES = ["bigint", "oid", "smallint", "text", "text", "text", "bigint", "bytea",
                         "bytea", "boolean", "bigint", "bigint", "text"]
+# with a stripe sketch (a catalog of 0.1.0, before ALTER EXTENSION UPDATE,
+# has no hll column: rows without a sketch do not name it)
+_INSERT_COLUMN_HLL = _INSERT_COLUMN.replace("codecs)", "codecs, hll)").replace(
+    "string_to_array($13, ','))", "string_to_array($13, ','), $14)")
 
 
 def next_stripe_id() -> int:
@@ -139,14 +144,18 @@ def insert_stripe(stripe: StripeRecord) -> None:
         stripe.raw_bytes, stripe.compression, stripe.compression_level,
         str(stripe.created_xid), stripe.deleted_count, stripe.delete_bitmap, stripe.chunk_id,
     ])
-    plan = spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES, internal=True)
     for col in stripe.columns.values():
-        plan.execute([
+        values = [
             stripe.stripe_id, stripe.relid, col.attnum, col.column_name, col.kind,
             col.type_name, col.null_count, encode_bound(col.kind, col.min_value),
             encode_bound(col.kind, col.max_value), col.has_nan, col.compressed_bytes,
             col.raw_bytes, ",".join(col.codecs),
-        ])
+        ]
+        if col.hll is None:
+            spi.prepared(_INSERT_COLUMN, _INSERT_COLUMN_TYPES, internal=True).execute(values)
+        else:
+            spi.prepared(_INSERT_COLUMN_HLL, _INSERT_COLUMN_TYPES + ["bytea"], internal=True).execute(
+                values + [col.hll])
     # the stripe's vector index files, if its table has vector indexes
     from orochi_fdw.vector.indexes import stripe_inserted
 
@@ -213,6 +222,21 @@ def table_stripes(relid: int, attnums: Iterable[int] = (), read_only: bool = Tru
                 int(attnum), name, kind, type_name, int(nulls), decode_bound(kind, mn),
                 decode_bound(kind, mx), bool(has_nan), int(cbytes), int(rbytes))
     return out
+
+
+_COLUMN_SKETCHES = """
+SELECT stripe_id, attnum, hll
+  FROM orochi.columnar_stripe_columns
+ WHERE relid = $1 AND attnum = ANY ($2) AND hll IS NOT NULL
+"""
+
+
+def column_sketches(relid: int, attnums: Iterable[int]) -> dict[tuple[int, int], bytes]:
+    """The stored HyperLogLog sketches of columns ``attnums`` of a table's
+    stripes, by (stripe id, attnum), under the running statement's snapshot."""
+    rows = spi.prepared(_COLUMN_SKETCHES, ["oid", "smallint[]"], internal=True).execute(
+        [relid, sorted({int(a) for a in attnums})], read_only=True).rows
+    return {(int(s), int(a)): bytes(h) for s, a, h in rows}
 
 
 def table_totals(relid: int) -> tuple[int, int, int]:

@@ -16,6 +16,11 @@ option                 where               meaning
                                            go to the delta store (a heap table);
                                            larger ones write stripes; 0: never;
                                            default 10,000
+``stripe_sketches``    server, table       ``true``: every stripe written keeps a
+                                           HyperLogLog sketch of each column, which
+                                           orochi.approx_count_distinct / hll_agg
+                                           over the whole table merge instead of
+                                           reading the stripe; default ``false``
 ``data_dir``           server              absolute path of the folder holding the
                                            stripe files; default ``orochi`` inside
                                            the PostgreSQL data directory
@@ -75,12 +80,22 @@ _CHUNK_ROWS = OptionSpec(_bounded_int(1, MAX_CHUNK_GROUP_SIZE), "rows per chunk 
 _DELTA_ROWS = OptionSpec(_bounded_int(0, MAX_DELTA_ROW_LIMIT),
                          "INSERT statements of at most this many rows go to the delta store")
 
+def _boolean(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "on", "yes", "1"):
+        return True
+    if v in ("false", "off", "no", "0"):
+        return False
+    raise ValueError("not a boolean")
+
+
 _TABLE_OPTIONS = {
     "compression": _COMPRESSION,
     "compression_level": _LEVEL,
     "stripe_row_limit": _STRIPE_ROWS,
     "chunk_group_size": _CHUNK_ROWS,
     "delta_row_limit": _DELTA_ROWS,
+    "stripe_sketches": OptionSpec(_boolean, "whether stripes keep HyperLogLog sketches of their columns"),
 }
 
 OPTIONS_SPEC: Mapping[str, Mapping[str, OptionSpec]] = {
@@ -109,6 +124,7 @@ class TableSettings:
     delta_row_limit: int = DEFAULT_DELTA_ROW_LIMIT
     data_dir: str | None = None
     columns: Mapping[str, ColumnSettings] = None  # type: ignore[assignment]
+    stripe_sketches: bool = False
 
 
 def _parse(kind: str, options: Mapping[str, str], where: str = "") -> dict[str, Any]:
@@ -172,4 +188,5 @@ def resolve(options: Mapping[str, str], columns: Mapping[str, ColumnDefinition])
         delta_row_limit=parsed.get("delta_row_limit", DEFAULT_DELTA_ROW_LIMIT),
         data_dir=parsed.get("data_dir"),
         columns=cols,
+        stripe_sketches=parsed.get("stripe_sketches", False),
     )

@@ -5,7 +5,11 @@ table without WHERE or GROUP BY read the statistics a stripe keeps of each
 column (rows, NULLs, min, max) instead of its values: a stripe without
 deleted rows is answered from its catalog rows alone (its file is not
 opened), a chunk group without deleted rows from its stripe file's footer.
-What the statistics cannot answer is read and aggregated as usual: chunk
+With the table option ``stripe_sketches``, ``orochi.approx_count_distinct``
+and ``orochi.hll_agg`` of a column are answered the same way from the
+stripes' stored HyperLogLog sketches
+(:mod:`~orochi_fdw.columnar.stripe_sketches`), merged into the sketch the
+rows read build. What the statistics cannot answer is read and aggregated as usual: chunk
 groups with deleted rows, columns a stripe does not hold in their current
 type (added or retyped since), float columns holding NaN (Postgres sorts NaN
 above every number, which min / max leave out), and the delta store's rows.
@@ -18,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from orochi_fdw.bridge.batch import Batch, Column
+from orochi_fdw.columnar import stripe_sketches
 from orochi_fdw.columnar.scan import ColumnarScan
 from orochi_fdw.columnar.types import storage_kind
 from orochi_fdw.query.aggregate import _ORDERED, HashAggregator
@@ -25,12 +30,16 @@ from orochi_fdw.query.aggregate import _ORDERED, HashAggregator
 _STATS_AGGREGATES = ("count", "min", "max")
 
 
-def answerable(request: Mapping[str, Any]) -> bool:
+def answerable(request: Mapping[str, Any], sketches: bool = False) -> bool:
     """Whether statistics can answer the request (no GROUP BY; only
-    count(*), count(col), min and max of columns ordered as numbers)."""
+    count(*), count(col), min and max of columns ordered as numbers, and
+    with ``sketches`` (the table keeps stripe sketches) approx_count_distinct
+    and hll_agg that the stored sketches can answer)."""
     if request.get("group_by"):
         return False
     for a in request["aggregates"]:
+        if sketches and stripe_sketches.usable(a):
+            continue
         if a.get("schema", "pg_catalog") != "pg_catalog" or a.get("distinct") or a.get("args") \
                 or a.get("func") not in _STATS_AGGREGATES:
             return False
@@ -47,28 +56,44 @@ class _Folded:
     def __init__(self, request: Mapping[str, Any]):
         self.specs = list(request["aggregates"])
         self.values: list[Any] = [0 if a["func"] == "count" else None for a in self.specs]
+        # sketch aggregates: the merged stored sketch and its non-NULL rows
+        self.sketch = [stripe_sketches.usable(a) for a in self.specs]
+        self.counts = [0] * len(self.specs)
 
-    def usable(self, stats_of) -> bool:
+    def usable(self, stats_of, sketch_of=None) -> bool:
         """Whether every aggregate can take these rows from ``stats_of(column)``
-        ((rows, nulls, min, max, has_nan), or None when unknown)."""
-        for a in self.specs:
+        ((rows, nulls, min, max, has_nan), or None when unknown) and, for the
+        sketch aggregates, ``sketch_of(column)`` (the stored sketch or None)."""
+        for i, a in enumerate(self.specs):
             if a.get("star"):
                 continue
             st = stats_of(a["column"])
             if st is None:
                 return False
+            if self.sketch[i]:
+                if sketch_of is None or sketch_of(a["column"]) is None:
+                    return False
+                continue
             rows, nulls, lo, hi, has_nan = st
             if a["func"] != "count" and rows > nulls and (has_nan or lo is None or hi is None):
                 return False
         return True
 
-    def fold(self, rows: int, stats_of) -> None:
+    def fold(self, rows: int, stats_of, sketch_of=None) -> None:
         for i, a in enumerate(self.specs):
             if a.get("star"):
                 self.values[i] += rows
                 continue
             n, nulls, lo, hi, _nan = stats_of(a["column"])
-            if a["func"] == "count":
+            if self.sketch[i]:
+                sketch = sketch_of(a["column"])
+                if self.values[i] is None:
+                    args = list(a.get("args") or [])
+                    self.values[i] = sketch.reduced(args[0] if args else stripe_sketches.PRECISION)
+                else:
+                    self.values[i].merge(sketch)
+                self.counts[i] += n - nulls
+            elif a["func"] == "count":
                 self.values[i] += n - nulls
             elif n > nulls:
                 v, cur = (hi, self.values[i]) if a["func"] == "max" else (lo, self.values[i])
@@ -86,6 +111,7 @@ class StatisticsAggregate:
         self.agg = HashAggregator(request)
         self.folded = _Folded(request)
         self.columns = sorted(self.agg.columns)
+        self.from_sketches = 0
         self._done = False
 
     def __iter__(self) -> "StatisticsAggregate":
@@ -99,7 +125,10 @@ class StatisticsAggregate:
 
     def explain_analyze(self) -> list[str]:
         scan = getattr(self, "scan", None)
-        return [f"Groups: {self.agg.ngroups}"] + (scan.explain_analyze() if scan else [])
+        lines = [f"Groups: {self.agg.ngroups}"]
+        if any(self.folded.sketch):
+            lines.append(f"Stripes Answered From Sketches: {self.from_sketches}")
+        return lines + (scan.explain_analyze() if scan else [])
 
     def _run(self) -> Batch:
         from orochi_fdw.catalog import store
@@ -111,6 +140,9 @@ class StatisticsAggregate:
                                         missing=t.missing_values(), rowids=False)
         scan.counters.chunks = chunk_counts  # a hypertable's: none excluded
         folded = self.folded
+        sketch_columns = {a["column"] for a, s in zip(folded.specs, folded.sketch) if s}
+        stored = store.column_sketches(t.relid, [t.columns[c].attnum for c in sketch_columns]) \
+            if sketch_columns and stripes else {}
         for stripe in stripes:
             if stripe.delete_bitmap is None:
                 def stats(name, stripe=stripe):
@@ -119,9 +151,21 @@ class StatisticsAggregate:
                     if rec is None or rec.kind != storage_kind(column):
                         return None
                     return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
-                if folded.usable(stats):
-                    folded.fold(stripe.row_count, stats)
-                    scan.counters.stripes_from_stats += 1
+
+                loaded: dict[str, Any] = {}
+
+                def sketch_of(name, stripe=stripe, loaded=loaded):
+                    if name not in loaded:
+                        data = stored.get((stripe.stripe_id, t.columns[name].attnum))
+                        loaded[name] = None if data is None else \
+                            stripe_sketches.load(stripe.stripe_id, name, data)
+                    return loaded[name]
+                if folded.usable(stats, sketch_of):
+                    folded.fold(stripe.row_count, stats, sketch_of)
+                    if any(folded.sketch):
+                        self.from_sketches += 1
+                    else:
+                        scan.counters.stripes_from_stats += 1
                     continue
             scan.counters.stripes += 1
             reader = scan._open(stripe)
@@ -149,6 +193,11 @@ class StatisticsAggregate:
         for batch in t.delta.scan(self.columns, []):
             scan.counters.delta_rows += batch.nrows
             self.agg.add(batch)
+        for i, acc in enumerate(self.agg._aggs):
+            if folded.sketch[i] and folded.values[i] is not None:
+                acc.grow(1)
+                acc.states[0].merge(folded.values[i])
+                acc.counts[0] += folded.counts[i]
         return self._combined(self.agg.result())
 
     def _combined(self, rows: Batch) -> Batch:
@@ -158,6 +207,9 @@ class StatisticsAggregate:
             i = o["index"]
             col = rows.columns[o["name"]]
             a, v = self.folded.specs[i], self.folded.values[i]
+            if self.folded.sketch[i]:
+                out[o["name"]] = col  # merged into the aggregator's sketch
+                continue
             if a["func"] == "count":
                 out[o["name"]] = Column(col.kind, np.asarray(col.values) + v, col.validity)
                 continue

@@ -319,6 +319,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         for ci, (name, col) in enumerate(self.columns.items()):
             chunks = [group[ci] for group in meta.chunks]
             record.columns[col.attnum] = _column_record(col, self.kinds[name], chunks, raw[name])
+        if self.settings.stripe_sketches:
+            from orochi_fdw.columnar import stripe_sketches
+
+            stripe_sketches.build(self, record)
         if insert:
             store.insert_stripe(record)
         return record
@@ -430,7 +434,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         from statistics where they can (:mod:`~orochi_fdw.columnar.statistics`)."""
         from orochi_fdw.columnar import statistics
 
-        if quals is not None and not quals and statistics.answerable(request) \
+        if quals is not None and not quals \
+                and statistics.answerable(request, self.settings.stripe_sketches) \
                 and not sample_requested(self.relid, quals):
             return statistics.StatisticsAggregate(self, request)
         return super().aggregate(request, quals)

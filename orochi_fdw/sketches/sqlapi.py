@@ -1,9 +1,11 @@
 """SQL functions behind the sketch types and aggregates (sql/40_sketches.sql).
 
 Aggregates over heap tables get their rows from Postgres one at a time.
-Their state is a small bytea *token* naming a builder kept in this
-backend's Python (a Postgres ``internal`` state is not available to Python,
-and copying a growing bytea state on every row would be quadratic). The
+Their state is a small *token* naming a builder kept in this backend's
+Python (copying a growing bytea state on every row would be quadratic): for
+hll_agg, approx_count_distinct, tdigest_agg and approx_percentile an
+``internal`` state that is a bytea in the aggregate's memory context (the
+bridge hands it to Python as bytes), for the union aggregates a bytea. The
 plain transition functions are C (``orochi_sketch_trans``,
 pgext/sketch_agg.c): the group's first row comes here and creates the
 builder; the values of the common fixed-size types (integers, booleans,
@@ -17,6 +19,11 @@ the sketch every ``_FLUSH_ROWS`` values (HLL) or once at the end (t-digest,
 whose bytes must not depend on row order: it is built from the sorted
 values, so a group's state costs 8 bytes per non-NULL value). The final
 function builds the result and drops the builder.
+
+In parallel plans, a worker's builder is serialized (:func:`serialize`:
+the HLL sketch, or the t-digest builder's values) and the leader makes
+builders of them (:func:`deserialize`) and folds them together
+(:func:`combine`); the result is the serial one, byte for byte.
 
 As window functions the aggregates use their moving-aggregate form
 (``MSFUNC``, ``MINVFUNC``, ``MFINALFUNC``): a *window* builder keeps the
@@ -75,6 +82,15 @@ _BUF_MAGIC = b"OSB\x01"
 _BUF_HEADER = struct.Struct("<4siiiI16s")
 _KIND_INT64, _KIND_FLOAT64 = 1, 2
 
+# A state serialized for parallel aggregation (sketch_serialize): magic, kind,
+# then the HLL sketch's bytes, or a t-digest builder's parameters and values.
+_SER_MAGIC = b"OSS\x01"
+_SER_HLL, _SER_TDIGEST = 1, 2
+# Most values a t-digest state ships as values (8 bytes each, under the 1 GB
+# limit of a bytea); a larger state ships its digest, and the merged digest is
+# then close to, not the same as, the serial one.
+_SHIP_VALUES_MAX = 1 << 26
+
 
 def _buffered(state: Any) -> tuple[bytes, Any]:
     """(token, buffered values as (kind, bytes) or None) of a state."""
@@ -127,6 +143,14 @@ class _HllBuilder:
         self.flush()
         return self.sketch
 
+    def merge(self, other: "_HllBuilder") -> None:
+        """Fold another builder of the same aggregate in (parallel
+        aggregation): the sketch of the union of their values, exactly."""
+        self.sketch.merge(other.result())
+
+    def serialize(self) -> bytes:
+        return _SER_MAGIC + bytes([_SER_HLL]) + self.result().to_bytes()
+
 
 class _TDigestBuilder:
     def __init__(self, compression: int, quantiles: Any = None):
@@ -152,8 +176,43 @@ class _TDigestBuilder:
 
     def result(self) -> TDigest:
         if self.digest is not None:
+            if len(self.values):
+                self.digest.merge(TDigest.from_values(np.frombuffer(self.values, dtype=np.float64),
+                                                      self.compression))
+                self.values = array("d")
             return self.digest
         return TDigest.from_values(np.frombuffer(self.values, dtype=np.float64), self.compression)
+
+    def merge(self, other: "_TDigestBuilder") -> None:
+        """Fold another builder of the same aggregate in (parallel
+        aggregation): its values join these (the digest is built from the
+        sorted values at the end, so it is the serial one); a digest it
+        shipped instead of its values is merged."""
+        self.values.extend(other.values)
+        if other.digest is not None:
+            self.digest = other.digest if self.digest is None else self.digest.merge(other.digest)
+        if self.quantiles is None:
+            self.quantiles = other.quantiles
+
+    def serialize(self) -> bytes:
+        """Compression, quantiles, the values (up to _SHIP_VALUES_MAX: more
+        travel as their digest) and a digest."""
+        if len(self.values) > _SHIP_VALUES_MAX:
+            digest = TDigest.from_values(np.frombuffer(self.values, dtype=np.float64), self.compression)
+            self.digest = digest if self.digest is None else self.digest.merge(digest)
+            self.values = array("d")
+        digest = b"" if self.digest is None else self.digest.to_bytes()
+        q = self.quantiles
+        if q is None:
+            quant = b"\x00"
+        elif isinstance(q, list):
+            quant = b"\x02" + struct.pack(f"<I{len(q)}d", len(q),
+                                           *[math.nan if x is None else x for x in q])
+        else:
+            quant = b"\x01" + struct.pack("<d", q)
+        return b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
+                         quant, struct.pack("<Q", len(self.values)), self.values.tobytes(),
+                         struct.pack("<I", len(digest)), digest))
 
 
 def _token(state_id: int) -> bytes:
@@ -490,6 +549,98 @@ def buffer_add(token: bytes, kind: int, data: Any) -> None:
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
     builder.add_packed(kind, data)
+
+
+# ------------------------------------------------- parallel aggregation
+
+
+def _deserialize_builder(data: bytes) -> Any:
+    """The builder a serialized state describes; CorruptSketchError when
+    the bytes are not one."""
+    data = bytes(data)
+    if len(data) < 5 or data[:4] != _SER_MAGIC:
+        raise CorruptSketchError("invalid sketch aggregate state: wrong magic")
+    kind, pos = data[4], 5
+    if kind == _SER_HLL:
+        sketch = Hll.from_bytes(data[pos:])
+        builder = _HllBuilder(sketch.p)
+        builder.sketch = sketch
+        return builder
+    if kind != _SER_TDIGEST:
+        raise CorruptSketchError(f"invalid sketch aggregate state: unknown kind {kind}")
+    try:
+        (compression,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+        mode = data[pos]
+        pos += 1
+        if mode == 0:
+            quantiles = None
+        elif mode == 1:
+            (quantiles,) = struct.unpack_from("<d", data, pos)
+            pos += 8
+        elif mode == 2:
+            (n,) = struct.unpack_from("<I", data, pos)
+            quantiles = [None if math.isnan(x) else x
+                         for x in struct.unpack_from(f"<{n}d", data, pos + 4)]
+            pos += 4 + 8 * n
+        else:
+            raise CorruptSketchError("invalid sketch aggregate state: bad quantiles")
+        (n,) = struct.unpack_from("<Q", data, pos)
+        pos += 8
+        if n > (len(data) - pos) // 8:
+            raise CorruptSketchError("invalid sketch aggregate state: truncated values")
+        values = array("d")
+        values.frombytes(data[pos:pos + 8 * n])
+        pos += 8 * n
+        (m,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+    except (struct.error, IndexError):
+        raise CorruptSketchError("invalid sketch aggregate state: truncated") from None
+    if len(data) != pos + m:
+        raise CorruptSketchError("invalid sketch aggregate state: wrong length")
+    builder = _TDigestBuilder(compression, quantiles)
+    builder.values = values
+    if m:
+        builder.digest = TDigest.from_bytes(data[pos:])
+    return builder
+
+
+@sql_function("sketch_serialize")
+def serialize(state: bytes) -> bytes:
+    """A partial aggregate's state as bytes for the leader (consumes the
+    builder): the HLL sketch, or the t-digest builder's values."""
+    token, pending = _buffered(state)
+    builder = _builders.pop(token, None)
+    if builder is None:
+        raise OrochiError("sketch aggregate state is no longer available")
+    if pending is not None:
+        builder.add_packed(*pending)
+    return builder.serialize()
+
+
+@sql_function("sketch_deserialize")
+def deserialize(data: bytes, _unused: Any = None) -> bytes:
+    """A state serialized by :func:`serialize` as a new builder's token."""
+    builder = _deserialize_builder(data)
+    return _trans(None, lambda: builder, lambda b: None)
+
+
+@sql_function("sketch_combine")
+def combine(state: bytes, other: bytes) -> bytes:
+    """Fold the second state's builder into the first's (and drop it); the
+    first state's values still buffered in C stay there."""
+    token = _buffered(state)[0]
+    other_token, pending = _buffered(other)
+    builder = _builders.get(token)
+    theirs = _builders.pop(other_token, None)
+    if builder is None or theirs is None:
+        raise OrochiError("sketch aggregate state is no longer available")
+    if type(builder) is not type(theirs):
+        raise OrochiError("sketch aggregate states of different kinds cannot be combined")
+    if pending is not None:
+        theirs.add_packed(*pending)
+    builder.merge(theirs)
+    return state
 
 
 # ------------------------------------------------------------------ finals

@@ -2601,3 +2601,99 @@ LANGUAGE C VOLATILE STRICT;
 
 REVOKE ALL ON FUNCTION orochi.executor_counters() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orochi.executor_counters() TO pg_monitor;
+
+-- Sketch aggregates in parallel: hll_agg, approx_count_distinct, tdigest_agg
+-- and approx_percentile keep an internal state with combine and
+-- serialization functions.  A state's type cannot change with ALTER
+-- AGGREGATE, and dropping the aggregates would drop the views of users that
+-- call them: their pg_aggregate rows (and dependencies on their support
+-- functions) are changed in place, as CREATE AGGREGATE would have made them
+-- (a view's stored query names the aggregate, not its state type).  The
+-- bytea-state transition and final functions they used go.
+CREATE FUNCTION orochi.sketch_hll_trans(internal, anyelement)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_hll_trans(internal, anyelement, integer)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_tdigest_trans(internal, float8)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_tdigest_trans(internal, float8, integer)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_percentile_trans(internal, float8, float8)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_percentile_trans(internal, float8, float8, integer)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_percentile_trans(internal, float8, float8[])
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_percentile_trans(internal, float8, float8[], integer)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_trans' LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE FUNCTION orochi.sketch_hll_final(internal)
+RETURNS orochi.hll AS 'MODULE_PATHNAME', 'orochi_sketch_final' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_hll_count_final(internal)
+RETURNS bigint AS 'MODULE_PATHNAME', 'orochi_sketch_final' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_tdigest_final(internal)
+RETURNS orochi.tdigest AS 'MODULE_PATHNAME', 'orochi_sketch_final' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_percentile_final(internal)
+RETURNS float8 AS 'MODULE_PATHNAME', 'orochi_sketch_final' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_percentiles_final(internal)
+RETURNS float8[] AS 'MODULE_PATHNAME', 'orochi_sketch_final' LANGUAGE C VOLATILE PARALLEL SAFE;
+
+-- Parallel aggregation: a worker's state as bytes and back, and two states
+-- made one (the second's builder folded into the first's).
+CREATE FUNCTION orochi.sketch_serialize(internal)
+RETURNS bytea AS 'MODULE_PATHNAME', 'orochi_sketch_serialize' LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_deserialize(bytea, internal)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_deserialize' LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+CREATE FUNCTION orochi.sketch_combine(internal, internal)
+RETURNS internal AS 'MODULE_PATHNAME', 'orochi_sketch_combine' LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE TEMPORARY TABLE orochi_sketch_aggs (agg regprocedure, trans regprocedure, final regprocedure);
+INSERT INTO orochi_sketch_aggs VALUES
+    ('orochi.hll_agg(anyelement)', 'orochi.sketch_hll_trans(internal, anyelement)', 'orochi.sketch_hll_final(internal)'),
+    ('orochi.hll_agg(anyelement, integer)', 'orochi.sketch_hll_trans(internal, anyelement, integer)', 'orochi.sketch_hll_final(internal)'),
+    ('orochi.approx_count_distinct(anyelement)', 'orochi.sketch_hll_trans(internal, anyelement)', 'orochi.sketch_hll_count_final(internal)'),
+    ('orochi.approx_count_distinct(anyelement, integer)', 'orochi.sketch_hll_trans(internal, anyelement, integer)', 'orochi.sketch_hll_count_final(internal)'),
+    ('orochi.tdigest_agg(float8)', 'orochi.sketch_tdigest_trans(internal, float8)', 'orochi.sketch_tdigest_final(internal)'),
+    ('orochi.tdigest_agg(float8, integer)', 'orochi.sketch_tdigest_trans(internal, float8, integer)', 'orochi.sketch_tdigest_final(internal)'),
+    ('orochi.approx_percentile(float8, float8)', 'orochi.sketch_percentile_trans(internal, float8, float8)', 'orochi.sketch_percentile_final(internal)'),
+    ('orochi.approx_percentile(float8, float8, integer)', 'orochi.sketch_percentile_trans(internal, float8, float8, integer)', 'orochi.sketch_percentile_final(internal)'),
+    ('orochi.approx_percentile(float8, float8[])', 'orochi.sketch_percentile_trans(internal, float8, float8[])', 'orochi.sketch_percentiles_final(internal)'),
+    ('orochi.approx_percentile(float8, float8[], integer)', 'orochi.sketch_percentile_trans(internal, float8, float8[], integer)', 'orochi.sketch_percentiles_final(internal)');
+-- the old support functions as dependencies of the aggregates go
+DELETE FROM pg_catalog.pg_depend d
+ USING orochi_sketch_aggs a, pg_catalog.pg_aggregate g
+ WHERE g.aggfnoid = a.agg AND d.classid = 'pg_proc'::regclass AND d.objid = a.agg
+   AND d.refclassid = 'pg_proc'::regclass AND d.deptype = 'n'
+   AND d.refobjid IN (g.aggtransfn, g.aggfinalfn);
+UPDATE pg_catalog.pg_aggregate g
+   SET aggtransfn = a.trans, aggfinalfn = a.final,
+       aggcombinefn = 'orochi.sketch_combine(internal, internal)'::regprocedure,
+       aggserialfn = 'orochi.sketch_serialize(internal)'::regprocedure,
+       aggdeserialfn = 'orochi.sketch_deserialize(bytea, internal)'::regprocedure,
+       aggtranstype = 'internal'::regtype, agginitval = NULL
+  FROM orochi_sketch_aggs a
+ WHERE g.aggfnoid = a.agg;
+UPDATE pg_catalog.pg_proc p SET proparallel = 's' FROM orochi_sketch_aggs a WHERE p.oid = a.agg;
+INSERT INTO pg_catalog.pg_depend (classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype)
+SELECT DISTINCT 'pg_proc'::regclass, a.agg, 0, 'pg_proc'::regclass, f.fn, 0, 'n'
+  FROM orochi_sketch_aggs a
+ CROSS JOIN LATERAL (VALUES (a.trans::oid), (a.final::oid),
+                            ('orochi.sketch_combine(internal, internal)'::regprocedure::oid),
+                            ('orochi.sketch_serialize(internal)'::regprocedure::oid),
+                            ('orochi.sketch_deserialize(bytea, internal)'::regprocedure::oid)) f(fn);
+DROP TABLE orochi_sketch_aggs;
+DROP FUNCTION orochi.sketch_hll_trans(bytea, anyelement);
+DROP FUNCTION orochi.sketch_hll_trans(bytea, anyelement, integer);
+DROP FUNCTION orochi.sketch_tdigest_trans(bytea, float8);
+DROP FUNCTION orochi.sketch_tdigest_trans(bytea, float8, integer);
+DROP FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8);
+DROP FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8, integer);
+DROP FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[]);
+DROP FUNCTION orochi.sketch_percentile_trans(bytea, float8, float8[], integer);
+DROP FUNCTION orochi.sketch_hll_count_final(bytea);
+DROP FUNCTION orochi.sketch_percentile_final(bytea);
+DROP FUNCTION orochi.sketch_percentiles_final(bytea);
+
+-- Per-stripe HyperLogLog sketches of the columns of tables with the option
+-- stripe_sketches (orochi_fdw/columnar/stripe_sketches.py).
+ALTER TABLE orochi.columnar_stripe_columns ADD COLUMN hll bytea;

@@ -138,12 +138,23 @@ def test_bad_parameter_of_a_later_batch_state_still_reported(db):
 
 
 def test_a_forged_buffered_state_is_refused(db):
-    """An aggregate of a user's own on the buffered transition function, whose
-    initial condition looks like a buffered state with more room than its
-    bytes: a clean error, nothing written past the state."""
+    """The state is internal: a user cannot give an aggregate of their own
+    on the buffered transition function an initial condition, and one that
+    pairs the sketch final function with another transition function
+    (array_agg's, whose state is no sketch state) gets a clean error, not a
+    read of foreign memory as a sketch."""
     header = ("4f534201" "01000000" "00000000" "00000100" "14000000") + "00" * 16  # capacity 65536, no room
-    db.execute("CREATE AGGREGATE forged_hll(int8) (SFUNC = orochi.sketch_hll_trans, STYPE = bytea, "
-               f"INITCOND = '\\x{header}')")
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        db.execute("CREATE AGGREGATE forged_hll(int8) (SFUNC = orochi.sketch_hll_trans, STYPE = bytea, "
+                   f"INITCOND = '\\x{header}')")
+    db.rollback()
+    with pytest.raises(psycopg.Error):
+        db.execute("CREATE AGGREGATE forged_hll(int8) (SFUNC = orochi.sketch_hll_trans, STYPE = internal, "
+                   f"INITCOND = '\\x{header}')")
+    db.rollback()
+    db.execute("CREATE AGGREGATE forged_count(int8) (SFUNC = array_agg_transfn, STYPE = internal, "
+               "FINALFUNC = orochi.sketch_hll_count_final)")
     with pytest.raises(psycopg.errors.DataCorrupted, match="invalid sketch aggregate state"):
-        db.execute("SELECT forged_hll(g) FROM generate_series(1, 10) g")
+        db.execute("SELECT forged_count(g) FROM generate_series(1, 10) g")
+    db.rollback()
     assert db.execute("SELECT 1").fetchone() == (1,)

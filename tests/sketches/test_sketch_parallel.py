@@ -1,0 +1,247 @@
+"""Sketch aggregates on heap tables in parallel (combine, serialize and
+deserialize functions): Postgres plans a Partial Aggregate in its workers
+and a Finalize Aggregate in the leader, and the results and sketch bytes
+are those of the serial plan (an HLL merge is exact; a t-digest state ships
+its values, so the digest is built from the same sorted values)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import psycopg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orochi_fdw.sketches import sqlapi
+from orochi_fdw.sketches.hll import Hll
+from orochi_fdw.sketches.tdigest import TDigest
+
+ROWS = 80_000   # more than one buffered batch (65536 values) over the workers
+
+PARALLEL = ("SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; "
+            "SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+            "SET parallel_leader_participation = off")
+SERIAL = "SET max_parallel_workers_per_gather = 0"
+
+AGGREGATES = [
+    "orochi.approx_count_distinct(i8)",
+    "orochi.approx_count_distinct(i8, 10)",
+    "orochi.approx_count_distinct(s)",
+    "orochi.approx_count_distinct(n)",
+    "orochi.approx_count_distinct(f8)",
+    "orochi.hll_agg(i4)",
+    "orochi.hll_agg(s, 12)",
+    "orochi.hll_agg(d)",
+    "orochi.tdigest_agg(f8)",
+    "orochi.tdigest_agg(f8, 50)",
+    "orochi.approx_percentile(f8, 0.5)",
+    "orochi.approx_percentile(f8, 0.99, 200)",
+    "orochi.approx_percentile(f8, ARRAY[0, 0.25, 0.75, 1])",
+    "orochi.approx_percentile(f8, ARRAY[0.1, NULL], 30)",
+]
+
+
+@pytest.fixture(scope="module")
+def pdb(pg_cluster):
+    """One database for the module, with a heap table of ROWS rows: NULLs,
+    NaN, infinities, -0, text and numeric (the per-row path) among them."""
+    name = "sketch_parallel"
+    pg_cluster.ensure_running()
+    pg_cluster.create_database(name, True)
+    conn = pg_cluster.connect(name, autocommit=True)
+    conn.execute("CREATE TABLE h (g int, i4 int4, i8 int8, f8 float8, s text, n numeric, d date)")
+    conn.execute(f"""
+        INSERT INTO h
+        SELECT i % 3,
+               (i * 7919) % 100003,
+               CASE WHEN i % 13 = 0 THEN NULL ELSE (i::int8 * 1000000007) % 9999991 END,
+               CASE i % 4000 WHEN 0 THEN '-0'::float8 WHEN 1 THEN 'NaN' WHEN 2 THEN '-Infinity'
+                             WHEN 3 THEN NULL ELSE (i % 70001) / 3.0 END,
+               'k' || (i % 4000),
+               (i % 3000) / 100.0,
+               date '2001-01-01' + i % 5000
+        FROM generate_series(1, {ROWS}) i""")
+    conn.execute("ANALYZE h")
+    yield conn
+    conn.close()
+    pg_cluster.drop_database(name)
+
+
+def _plan(db, sql):
+    plan = db.execute(f"EXPLAIN (ANALYZE, FORMAT JSON, COSTS OFF) {sql}").fetchone()[0]
+    return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+
+
+def _nodes(plan):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _assert_parallel(db, sql):
+    """The plan has a Partial Aggregate under a Gather whose workers ran."""
+    nodes = list(_nodes(_plan(db, sql)))
+    partial = [n for n in nodes if n["Node Type"] == "Aggregate" and n.get("Partial Mode") == "Partial"]
+    gathers = [n for n in nodes if n["Node Type"].startswith("Gather")]
+    assert partial, f"no Partial Aggregate in the plan of {sql}"
+    assert gathers and gathers[0]["Workers Launched"] >= 1, f"no worker launched for {sql}"
+
+
+def _both(db, sql):
+    db.execute(SERIAL)
+    serial = db.execute(sql).fetchall()
+    db.execute(PARALLEL)
+    try:
+        _assert_parallel(db, sql)
+        parallel = db.execute(sql).fetchall()
+    finally:
+        db.execute("RESET ALL")
+    return serial, parallel
+
+
+def test_parallel_plans_equal_serial(pdb):
+    """Every parallel sketch aggregate in one query, over the whole table:
+    a Partial Aggregate with workers launched, and the same values and
+    sketch bytes as the serial plan."""
+    sql = "SELECT " + ", ".join(AGGREGATES) + " FROM h"
+    serial, parallel = _both(pdb, sql)
+    assert parallel == serial
+    assert serial[0][0] > 0 and serial[0][5] is not None
+
+
+def test_parallel_grouped_and_filtered(pdb):
+    """Groups (a partial state per group in every worker) and a filter that
+    leaves one group empty in some workers."""
+    sql = ("SELECT g, orochi.hll_agg(i8), orochi.tdigest_agg(f8), orochi.approx_percentile(f8, 0.5) "
+           "FROM h WHERE i4 % 7 <> 0 OR g = 2 GROUP BY g ORDER BY g")
+    serial, parallel = _both(pdb, sql)
+    assert parallel == serial and len(serial) == 3
+
+
+def test_parallel_against_heap_oracle(pdb):
+    """The parallel results against what Postgres computes exactly: the
+    distinct count of a column with few values (exact while the sketch is
+    sparse: at most 2048 values at p = 14) and the extreme percentiles (the digest keeps min and max)."""
+    pdb.execute(PARALLEL)
+    try:
+        _assert_parallel(pdb, "SELECT orochi.approx_count_distinct(s) FROM h")
+        got = pdb.execute("SELECT orochi.approx_count_distinct(left(s, 3)), "
+                          "orochi.approx_count_distinct(i4 % 1500), "
+                          "orochi.approx_percentile(f8, ARRAY[0, 1]) FROM h WHERE f8 <> 'NaN' "
+                          "AND f8 > '-Infinity'").fetchone()
+        exact = pdb.execute("SELECT count(DISTINCT left(s, 3)), count(DISTINCT i4 % 1500), "
+                            "ARRAY[min(f8), max(f8)] "
+                            "FROM h WHERE f8 <> 'NaN' AND f8 > '-Infinity'").fetchone()
+    finally:
+        pdb.execute("RESET ALL")
+    assert got == exact
+
+
+def test_parallel_error_and_no_state_left(pdb):
+    """A bad parameter raised inside a worker reaches the client with its
+    SQLSTATE; the leader keeps no sketch state afterwards."""
+    pdb.execute(PARALLEL)
+    try:
+        with pytest.raises(psycopg.Error) as e:
+            pdb.execute("SELECT orochi.approx_percentile(f8, 3) FROM h")
+        assert e.value.sqlstate == "22023"
+        pdb.execute("SELECT orochi.approx_count_distinct(i8), orochi.tdigest_agg(f8) FROM h").fetchone()
+    finally:
+        pdb.execute("RESET ALL")
+    assert pdb.execute("SELECT orochi.sketch_open_states()").fetchone()[0] == 0
+
+
+# ------------------------------------------------ builders, without a server
+
+
+def _builder_of(values, make):
+    b = make()
+    for v in values:
+        b.add(v)
+    return b
+
+
+def test_serialized_builders_merge_to_the_serial_sketch():
+    """Split values over builders, serialize, deserialize and merge: the HLL
+    and the t-digest (values shipped) are those of one builder."""
+    rng = np.random.default_rng(7)
+    values = rng.lognormal(size=30_000).tolist()
+    parts = [values[:1000], values[1000:17_000], values[17_000:]]
+    for make in (lambda: sqlapi._HllBuilder(11), lambda: sqlapi._TDigestBuilder(100, [0.5, None])):
+        whole = _builder_of(values, make).result().to_bytes()
+        merged = sqlapi._deserialize_builder(_builder_of(parts[0], make).serialize())
+        for part in parts[1:]:
+            merged.merge(sqlapi._deserialize_builder(_builder_of(part, make).serialize()))
+        assert merged.result().to_bytes() == whole
+    assert merged.quantiles == [0.5, None]
+
+
+def test_shipped_digests_stay_within_the_error_bound(monkeypatch):
+    """States too large to ship their values ship their digest: the merged
+    digest is not the serial one, but its quantiles stay within 1% of rank
+    of the exact ones (compression 100)."""
+    monkeypatch.setattr(sqlapi, "_SHIP_VALUES_MAX", 1000)
+    rng = np.random.default_rng(11)
+    values = rng.lognormal(size=60_000)
+    parts = np.array_split(values, 4)
+    merged = None
+    for part in parts:
+        b = sqlapi._deserialize_builder(_builder_of(part.tolist(), lambda: sqlapi._TDigestBuilder(100))
+                                        .serialize())
+        assert b.digest is not None and not len(b.values)
+        if merged is None:
+            merged = b
+        else:
+            merged.merge(b)
+    digest = merged.result()
+    serial = TDigest.from_values(values, 100)
+    assert digest.to_bytes() != serial.to_bytes()
+    ordered = np.sort(values)
+    for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+        rank = np.searchsorted(ordered, digest.quantile(q)) / len(ordered)
+        assert abs(rank - q) <= 0.01, (q, rank)
+    assert digest.quantile(0) == ordered[0] and digest.quantile(1) == ordered[-1]
+
+
+@pytest.mark.parametrize("data", [b"", b"OSS\x01", b"OSS\x01\x03", b"OSS\x01\x02\x00", b"XXXX\x01",
+                                  b"OSS\x01\x02" + b"\x64\x00\x00\x00\x00" + b"\xff" * 8])
+def test_deserialize_corrupt_states(data):
+    with pytest.raises(sqlapi.CorruptSketchError):
+        sqlapi._deserialize_builder(data)
+
+
+def test_hll_roundtrip_is_exact_sparse_and_dense():
+    """An HLL state that stays sparse in every part but not in the union
+    becomes dense on merge, as the serial sketch does."""
+    parts = [np.arange(i * 3000, (i + 1) * 3000, dtype=np.int64) for i in range(3)]
+    whole = Hll(12).add_int64(np.concatenate(parts))
+    merged = Hll(12)
+    for p in parts:
+        merged.merge(Hll.from_bytes(Hll(12).add_int64(p).to_bytes()))
+    assert merged.to_bytes() == whole.to_bytes()
+    assert not math.isnan(merged.cardinality())
+
+
+@settings(max_examples=25, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=6),
+                                 st.floats(allow_nan=True)), max_size=3000),
+       cuts=st.lists(st.integers(0, 3000), max_size=4), p=st.integers(4, 16),
+       compression=st.integers(10, 300))
+def test_split_merge_equals_whole(values, cuts, p, compression):
+    """Any split of any values over workers: the merged HLL and t-digest
+    states give the bytes one builder gives (the parallel path's exactness)."""
+    bounds = [0, *sorted(c % (len(values) + 1) for c in cuts), len(values)]
+    parts = [values[a:b] for a, b in zip(bounds, bounds[1:])]
+    floats = [float(v) for v in values if isinstance(v, float)]
+    for make, data, split in (
+            (lambda: sqlapi._HllBuilder(p), values, parts),
+            (lambda: sqlapi._TDigestBuilder(compression), floats,
+             [[float(v) for v in part if isinstance(v, float)] for part in parts])):
+        whole = _builder_of(data, make).result().to_bytes()
+        merged = sqlapi._deserialize_builder(_builder_of(split[0], make).serialize())
+        for part in split[1:]:
+            merged.merge(sqlapi._deserialize_builder(_builder_of(part, make).serialize()))
+        assert merged.result().to_bytes() == whole
