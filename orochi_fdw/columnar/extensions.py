@@ -15,7 +15,8 @@ extensions at its few seams:
   of parts the quals rule out;
 - **TRUNCATE**: :meth:`TableExtension.truncated`;
 - **the single-row INSERT fast path** (pgext/fdw_modify.c):
-  :meth:`TableExtension.fast_insert_layout` refuses it.
+  :meth:`TableExtension.fast_insert_layout` refuses it or adds what the
+  bridge needs to route a row itself.
 
 At most one extension claims a table (the first whose answer is not None).
 Nothing in :mod:`orochi_fdw.columnar` imports an extension; the package that

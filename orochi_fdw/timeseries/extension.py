@@ -56,9 +56,37 @@ class Hypertables:
     def truncated(self, table: "ColumnarTable") -> None:
         chunks.truncate_chunks(table.relid)
 
-    def fast_insert_layout(self, table: "ColumnarTable", base: Callable[[], tuple]) -> bool | None:
-        """Hypertables take the ordinary path (chunk routing)."""
-        return False if hypertable.get(table.relid) is not None else None
+    def fast_insert_layout(self, table: "ColumnarTable", base: Callable[[], tuple]) -> tuple | bool | None:
+        """The one-row INSERT fast path of a hypertable (pgext/fdw_modify.c):
+        the plain table's layout plus the time column's attnum and kind, the
+        inclusive ranges of time column values of the chunks that exist now,
+        and the key of the writers' advisory lock (hypertable.get_for_write).
+        A row in one of those chunks is written by the bridge; any other
+        takes the ordinary path, which creates its chunk (and so invalidates
+        the table's relcache entry: every backend learns the chunks again,
+        chunks.ensure_chunks). False (the ordinary path for every row) when
+        the hypertable logs invalidations for continuous aggregates or its
+        time column changed."""
+        ht = hypertable.get(table.relid)
+        if ht is None:
+            return None
+        name = _time_column(table, ht)
+        if ht.track_invalidations or name is None or table.kinds[name] not in _ROUTING_KINDS:
+            return False
+        layout = base()
+        if layout is None:
+            return False
+        kind = table.kinds[name]
+        ranges = []
+        for c in chunks.list_chunks(table.relid):
+            lo, hi = timekeys.storage_bounds(kind, c.range_start, c.range_end)
+            if lo <= hi:
+                ranges.append((int(lo), int(hi)))
+        return (*layout, int(ht.time_attnum), _ROUTING_KINDS[kind], ranges, hypertable.write_lock_key())
+
+
+#: the time column's storage kind -> its code in the fast path's layout
+_ROUTING_KINDS = {"timestamptz": "t", "timestamp": "t", "date": "d", "int16": "s", "int32": "i", "int64": "l"}
 
 
 HYPERTABLES = Hypertables()
