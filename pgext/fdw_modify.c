@@ -82,11 +82,34 @@ typedef struct OrochiModifyState
 	Oid			seq_relid;
 	AttrNumber	delta_rowid_attno;
 	AttrNumber *delta_attno;	/* per column of the table: its delta column, 0 none */
-	/* a routed table's (FastInsertRouting): the row's part is checked first */
+	/* for a row the fast path turns down after all (fast_insert_routable) */
 	ModifyTableState *mtstate;
 	bool		calls_functions_planned;
 	uint64		epoch;			/* of the FastInsertEntry the state was made from */
 } OrochiModifyState;
+
+/*
+ * A routed table (a table extension cuts its rows into parts: a hypertable's
+ * chunks; orochi_fdw/columnar/extensions.py) allows the fast path for a row
+ * that falls in a part Python knew of when it gave the layout: the layout
+ * then also names the routing column, its kind, the parts' inclusive ranges
+ * of its values, and the advisory lock writers hold (shared) against part
+ * drops.  A row whose value is NULL, infinite or in no known part takes the
+ * ordinary path (which errors, or creates the part; any change of a
+ * hypertable's catalog rows invalidates the table's relcache entry through
+ * orochi_hypertable_catalog_changed, so the layout is learned again).  After the lock the invalidation messages are read: a part dropped
+ * by a transaction that committed before the lock was granted has dropped
+ * the entry, and the row takes the ordinary path.
+ */
+typedef struct FastInsertRouting
+{
+	AttrNumber	attnum;			/* the routing column */
+	char		kind;			/* 't' timestamp(tz), 'd' date, 's' int2, 'i' int4, 'l' int8 */
+	int			nranges;
+	int64	   *lo;				/* sorted, disjoint, inclusive; in TopMemoryContext */
+	int64	   *hi;
+	int32		lock_key;		/* pg_advisory_xact_lock_shared(lock_key, relid::int4) */
+} FastInsertRouting;
 
 /*
  * The single-row INSERT fast path.
@@ -105,29 +128,6 @@ typedef struct OrochiModifyState
  * unusual (RETURNING, triggers, several rows, a table Python refused) takes
  * the ordinary path.
  */
-/*
- * A routed table (a table extension cuts its rows into parts: a hypertable's
- * chunks; orochi_fdw/columnar/extensions.py) allows the fast path for a row
- * that falls in a part Python knew of when it gave the layout: the layout
- * then also names the routing column, its kind, the parts' inclusive ranges
- * of its values, and the advisory lock writers hold (shared) against part
- * drops.  A row whose value is NULL, infinite or in no known part takes the
- * ordinary path (which errors, or creates the part; creating or dropping a
- * part invalidates the table's relcache entry, so the layout is learned
- * again).  After the lock the invalidation messages are read: a part dropped
- * by a transaction that committed before the lock was granted has dropped
- * the entry, and the row takes the ordinary path.
- */
-typedef struct FastInsertRouting
-{
-	AttrNumber	attnum;			/* the routing column */
-	char		kind;			/* 't' timestamp(tz), 'd' date, 's' int2, 'i' int4, 'l' int8 */
-	int			nranges;
-	int64	   *lo;				/* sorted, disjoint, inclusive; in TopMemoryContext */
-	int64	   *hi;
-	int32		lock_key;		/* pg_advisory_xact_lock_shared(lock_key, relid::int4) */
-} FastInsertRouting;
-
 typedef struct FastInsertEntry
 {
 	Oid			relid;			/* hash key */
