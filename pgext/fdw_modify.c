@@ -23,12 +23,19 @@
 #include "parser/parsetree.h"
 #include "access/tableam.h"
 #include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "utils/syscache.h"
 #include "executor/nodeModifyTable.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 /* a batch is handed to Python when it has this many bytes buffered */
 #define BATCH_FLUSH_BYTES (64 * 1024 * 1024)
@@ -75,7 +82,34 @@ typedef struct OrochiModifyState
 	Oid			seq_relid;
 	AttrNumber	delta_rowid_attno;
 	AttrNumber *delta_attno;	/* per column of the table: its delta column, 0 none */
+	/* for a row the fast path turns down after all (fast_insert_routable) */
+	ModifyTableState *mtstate;
+	bool		calls_functions_planned;
+	uint64		epoch;			/* of the FastInsertEntry the state was made from */
 } OrochiModifyState;
+
+/*
+ * A routed table (a table extension cuts its rows into parts: a hypertable's
+ * chunks; orochi_fdw/columnar/extensions.py) allows the fast path for a row
+ * that falls in a part Python knew of when it gave the layout: the layout
+ * then also names the routing column, its kind, the parts' inclusive ranges
+ * of its values, and the advisory lock writers hold (shared) against part
+ * drops.  A row whose value is NULL, infinite or in no known part takes the
+ * ordinary path (which errors, or creates the part; any change of a
+ * hypertable's catalog rows invalidates the table's relcache entry through
+ * orochi_hypertable_catalog_changed, so the layout is learned again).  After the lock the invalidation messages are read: a part dropped
+ * by a transaction that committed before the lock was granted has dropped
+ * the entry, and the row takes the ordinary path.
+ */
+typedef struct FastInsertRouting
+{
+	AttrNumber	attnum;			/* the routing column */
+	char		kind;			/* 't' timestamp(tz), 'd' date, 's' int2, 'i' int4, 'l' int8 */
+	int			nranges;
+	int64	   *lo;				/* sorted, disjoint, inclusive; in TopMemoryContext */
+	int64	   *hi;
+	int32		lock_key;		/* pg_advisory_xact_lock_shared(lock_key, relid::int4) */
+} FastInsertRouting;
 
 /*
  * The single-row INSERT fast path.
@@ -103,9 +137,13 @@ typedef struct FastInsertEntry
 	AttrNumber	rowid_attno;
 	int			natts;
 	AttrNumber *delta_attno;	/* in TopMemoryContext */
+	bool		routed;
+	FastInsertRouting routing;
+	uint64		epoch;			/* when it was learned (unique per backend) */
 } FastInsertEntry;
 
 static HTAB *fast_insert_cache = NULL;
+static uint64 fast_insert_epoch = 0;
 
 /*
  * The modifications under way in this backend (statements still running,
@@ -166,6 +204,19 @@ orochi_instance_for_relation(Relation rel)
 }
 
 static void
+fast_insert_entry_free(FastInsertEntry *entry)
+{
+	if (entry->delta_attno != NULL)
+		pfree(entry->delta_attno);
+	if (entry->routing.lo != NULL)
+		pfree(entry->routing.lo);
+	if (entry->routing.hi != NULL)
+		pfree(entry->routing.hi);
+	entry->delta_attno = NULL;
+	entry->routing.lo = entry->routing.hi = NULL;
+}
+
+static void
 fast_insert_invalidate(Datum arg, Oid relid)
 {
 	HASH_SEQ_STATUS status;
@@ -178,8 +229,7 @@ fast_insert_invalidate(Datum arg, Oid relid)
 	{
 		if (OidIsValid(relid) && entry->relid != relid && entry->delta_relid != relid)
 			continue;
-		if (entry->delta_attno != NULL)
-			pfree(entry->delta_attno);
+		fast_insert_entry_free(entry);
 		hash_search(fast_insert_cache, &entry->relid, HASH_REMOVE, NULL);
 	}
 }
@@ -200,16 +250,59 @@ fast_insert_lookup(Oid relid)
 }
 
 /*
+ * orochi_hypertable_catalog_changed
+ *		Trigger of orochi.hypertables and orochi.hypertable_chunks: a row of
+ *		a hypertable changed (a chunk made, dropped or compressed, invalidation
+ *		logging switched on or off, by whatever statement), so every backend
+ *		must learn the table's layout again (FastInsertRouting): its relcache
+ *		entry is invalidated, at commit for the other backends.
+ */
+PG_FUNCTION_INFO_V1(orochi_hypertable_catalog_changed);
+
+Datum
+orochi_hypertable_catalog_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	tupdesc;
+	int			attnum;
+	HeapTuple	tuples[2];
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "orochi: %s must be called as a row trigger", "orochi._hypertable_catalog_changed");
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	attnum = SPI_fnumber(tupdesc, "relid");
+	if (attnum <= 0)
+		elog(ERROR, "orochi: the table of trigger %s has no column \"relid\"", trigdata->tg_trigger->tgname);
+	tuples[0] = trigdata->tg_trigtuple;
+	tuples[1] = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : NULL;
+	for (int i = 0; i < 2; i++)
+	{
+		bool		isnull;
+		Datum		d;
+		Oid			relid;
+
+		if (tuples[i] == NULL)
+			continue;
+		d = heap_getattr(tuples[i], attnum, tupdesc, &isnull);
+		relid = isnull ? InvalidOid : DatumGetObjectId(d);
+		/* a table being dropped has gone from pg_class already */
+		if (OidIsValid(relid) && SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+			CacheInvalidateRelcacheByRelid(relid);
+	}
+	return PointerGetDatum(NULL);
+}
+
+/*
  * fast_insert_learn
  *		Ask Python whether the table allows the fast path, and its layout:
  *		None, or (delta relid, sequence relid, row id attno, {attnum: delta
  *		attno}).
  */
 static void
-fast_insert_learn(OrochiModifyState *state)
+fast_insert_learn(Relation rel, PyObject *instance)
 {
-	Oid			relid = RelationGetRelid(state->rel);
-	int			natts = state->tupdesc->natts;
+	Oid			relid = RelationGetRelid(rel);
+	int			natts = RelationGetDescr(rel)->natts;
 	PyObject   *res;
 	FastInsertEntry entry;
 	FastInsertEntry *e;
@@ -218,7 +311,7 @@ fast_insert_learn(OrochiModifyState *state)
 	memset(&entry, 0, sizeof(entry));
 	entry.relid = relid;
 	entry.natts = natts;
-	res = orochi_runtime_call("fast_insert_layout", Py_BuildValue("(O)", state->instance));
+	res = orochi_runtime_call("fast_insert_layout", Py_BuildValue("(O)", instance));
 	if (res != Py_None)
 	{
 		unsigned int delta_relid,
@@ -230,11 +323,55 @@ fast_insert_learn(OrochiModifyState *state)
 		Py_ssize_t	pos = 0;
 		AttrNumber *map = MemoryContextAllocZero(TopMemoryContext, sizeof(AttrNumber) * Max(natts, 1));
 
-		if (!PyArg_ParseTuple(res, "IIiO!", &delta_relid, &seq_relid, &rowid_attno, &PyDict_Type, &attnos))
+		int			route_attnum = 0;
+		const char *route_kind = NULL;
+		PyObject   *ranges = NULL;
+		int			lock_key = 0;
+
+		if (!PyArg_ParseTuple(res, "IIiO!|isO!i", &delta_relid, &seq_relid, &rowid_attno, &PyDict_Type, &attnos,
+							  &route_attnum, &route_kind, &PyList_Type, &ranges, &lock_key))
 		{
 			pfree(map);
 			Py_DECREF(res);
-			orochi_py_raise("fast_insert_layout must return (oid, oid, int, dict) or None");
+			orochi_py_raise("fast_insert_layout must return (oid, oid, int, dict[, int, str, list, int]) or None");
+		}
+		if (ranges != NULL)
+		{
+			Py_ssize_t	n = PyList_Size(ranges);
+			FastInsertRouting *r = &entry.routing;
+
+			if (route_attnum < 1 || route_attnum > natts || strlen(route_kind) != 1 ||
+				strchr("tdsil", route_kind[0]) == NULL)
+			{
+				pfree(map);
+				Py_DECREF(res);
+				elog(ERROR, "orochi: fast_insert_layout gave an invalid routing column");
+			}
+			entry.routed = true;
+			r->attnum = (AttrNumber) route_attnum;
+			r->kind = route_kind[0];
+			r->lock_key = (int32) lock_key;
+			r->nranges = (int) n;
+			r->lo = MemoryContextAlloc(TopMemoryContext, sizeof(int64) * Max(n, 1));
+			r->hi = MemoryContextAlloc(TopMemoryContext, sizeof(int64) * Max(n, 1));
+			for (Py_ssize_t i = 0; i < n; i++)
+			{
+				PyObject   *item = PyList_GetItem(ranges, i);
+				long long	lo,
+							hi;
+
+				if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "LL", &lo, &hi) ||
+					(i > 0 && lo <= r->hi[i - 1]) || lo > hi)
+				{
+					pfree(map);
+					fast_insert_entry_free(&entry);
+					Py_DECREF(res);
+					PyErr_Clear();
+					elog(ERROR, "orochi: fast_insert_layout gave invalid part ranges");
+				}
+				r->lo[i] = (int64) lo;
+				r->hi[i] = (int64) hi;
+			}
 		}
 		while (PyDict_Next(attnos, &pos, &key, &value))
 		{
@@ -245,6 +382,7 @@ fast_insert_learn(OrochiModifyState *state)
 				delta_attno > MaxAttrNumber)
 			{
 				pfree(map);
+				fast_insert_entry_free(&entry);
 				Py_DECREF(res);
 				PyErr_Clear();
 				elog(ERROR, "orochi: fast_insert_layout gave an invalid column map");
@@ -258,9 +396,10 @@ fast_insert_learn(OrochiModifyState *state)
 		entry.delta_attno = map;
 	}
 	Py_DECREF(res);
+	entry.epoch = ++fast_insert_epoch;
 	e = hash_search(fast_insert_cache, &relid, HASH_ENTER, &found);
-	if (found && e->delta_attno != NULL)
-		pfree(e->delta_attno);
+	if (found)
+		fast_insert_entry_free(e);
 	*e = entry;
 }
 
@@ -294,6 +433,7 @@ fast_insert_begin(Relation rel, FastInsertEntry *entry, EState *estate)
 	state->tupdesc = RelationGetDescr(rel);
 	state->operation = CMD_INSERT;
 	state->fast = true;
+	state->epoch = entry->epoch;
 	state->seq_relid = entry->seq_relid;
 	state->delta_rowid_attno = entry->rowid_attno;
 	state->delta_attno = palloc(sizeof(AttrNumber) * Max(entry->natts, 1));
@@ -339,6 +479,75 @@ fast_insert_row(OrochiModifyState *state, TupleTableSlot *slot, EState *estate)
 		recheck = ExecInsertIndexTuples(state->delta_rinfo, dslot, estate, false, false, NULL, NIL);
 		list_free(recheck);
 	}
+}
+
+/*
+ * fast_insert_routable
+ *		For a routed table: whether the row falls in a known part, with the
+ *		writers' lock taken and the table's entry still the one the state was
+ *		made from (see FastInsertRouting).  Any other row takes the ordinary
+ *		path.
+ */
+static bool
+fast_insert_routable(OrochiModifyState *state, TupleTableSlot *slot)
+{
+	FastInsertEntry *entry = fast_insert_lookup(RelationGetRelid(state->rel));
+	FastInsertRouting *r;
+	Datum		d;
+	int64		v;
+	int			lo,
+				hi;
+
+	if (entry == NULL || entry->epoch != state->epoch)
+		return false;
+	if (!entry->routed)
+		return true;
+	r = &entry->routing;
+	slot_getallattrs(slot);
+	if (slot->tts_isnull[r->attnum - 1])
+		return false;
+	d = slot->tts_values[r->attnum - 1];
+	switch (r->kind)
+	{
+		case 't':
+			v = DatumGetInt64(d);
+			if (TIMESTAMP_NOT_FINITE(v))
+				return false;
+			break;
+		case 'd':
+			if (DATE_NOT_FINITE(DatumGetDateADT(d)))
+				return false;
+			v = DatumGetDateADT(d);
+			break;
+		case 's':
+			v = DatumGetInt16(d);
+			break;
+		case 'i':
+			v = DatumGetInt32(d);
+			break;
+		default:
+			v = DatumGetInt64(d);
+			break;
+	}
+	/* the last range starting at or before v */
+	lo = 0;
+	hi = r->nranges - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (r->lo[mid] <= v)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	if (hi < 0 || v > r->hi[hi])
+		return false;
+	DirectFunctionCall2(pg_advisory_xact_lock_shared_int4, Int32GetDatum(r->lock_key),
+						Int32GetDatum((int32) RelationGetRelid(state->rel)));
+	AcceptInvalidationMessages();
+	entry = fast_insert_lookup(RelationGetRelid(state->rel));
+	return entry != NULL && entry->epoch == state->epoch;
 }
 
 static void
@@ -566,19 +775,29 @@ orochiBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *
 		return;
 	if (orochi_insert_fast_path && fast_insert_shape(mtstate, rinfo))
 	{
-		FastInsertEntry *entry = fast_insert_lookup(RelationGetRelid(rinfo->ri_RelationDesc));
+		Oid			relid = RelationGetRelid(rinfo->ri_RelationDesc);
+		FastInsertEntry *entry = fast_insert_lookup(relid);
 
+		if (entry == NULL)
+		{
+			/* learned now, this statement may take it already */
+			PyObject   *instance = orochi_instance_for_relation(rinfo->ri_RelationDesc);
+
+			fast_insert_learn(rinfo->ri_RelationDesc, instance);
+			Py_DECREF(instance);
+			entry = fast_insert_lookup(relid);
+		}
 		if (entry != NULL && entry->allowed)
 		{
-			rinfo->ri_FdwState = fast_insert_begin(rinfo->ri_RelationDesc, entry, mtstate->ps.state);
+			state = fast_insert_begin(rinfo->ri_RelationDesc, entry, mtstate->ps.state);
+			state->mtstate = mtstate;
+			state->calls_functions_planned = fdw_private != NIL &&
+				intVal(list_nth(fdw_private, FdwModifyPrivateCallsFunctions)) != 0;
+			rinfo->ri_FdwState = state;
 			return;
 		}
-		state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
-		if (entry == NULL)
-			fast_insert_learn(state);
 	}
-	else
-		state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
+	state = modify_state_create(rinfo->ri_RelationDesc, mtstate->operation, mtstate);
 	state->calls_functions = fdw_private != NIL &&
 		intVal(list_nth(fdw_private, FdwModifyPrivateCallsFunctions)) != 0;
 	rinfo->ri_FdwState = state;
@@ -709,8 +928,21 @@ orochiExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *sl
 	check_constraints(rinfo, slot, estate);
 	if (state->fast)
 	{
-		fast_insert_row(state, slot, estate);
-		return slot;
+		OrochiModifyState *slow;
+		MemoryContext oldcxt;
+
+		if (fast_insert_routable(state, slot))
+		{
+			fast_insert_row(state, slot, estate);
+			return slot;
+		}
+		/* not for the fast path after all: the ordinary path takes the row */
+		oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
+		slow = modify_state_create(state->rel, CMD_INSERT, state->mtstate);
+		MemoryContextSwitchTo(oldcxt);
+		slow->calls_functions = state->calls_functions_planned;
+		fast_insert_end(state);
+		rinfo->ri_FdwState = state = slow;
 	}
 	state->pending = true;
 	if (state->batch_mode)

@@ -139,3 +139,17 @@ $$;
 
 CREATE EVENT TRIGGER orochi_hypertables_sql_drop ON sql_drop
     EXECUTE FUNCTION orochi.hypertables_on_sql_drop();
+
+-- A change of a hypertable's catalog rows (a chunk made, dropped or
+-- compressed; invalidation logging switched on or off) invalidates the
+-- table's relcache entry: the bridge's one-row INSERT fast path routes rows
+-- into the chunks it last learned (pgext/fdw_modify.c).
+CREATE FUNCTION orochi._hypertable_catalog_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'orochi_hypertable_catalog_changed'
+LANGUAGE C;
+
+CREATE TRIGGER hypertables_changed AFTER UPDATE OR DELETE ON orochi.hypertables
+    FOR EACH ROW EXECUTE FUNCTION orochi._hypertable_catalog_changed();
+CREATE TRIGGER hypertable_chunks_changed AFTER INSERT OR UPDATE OR DELETE ON orochi.hypertable_chunks
+    FOR EACH ROW EXECUTE FUNCTION orochi._hypertable_catalog_changed();

@@ -78,6 +78,11 @@ _BUILTIN_PATHS = {"orochi_fdw.columnar.ColumnarTable": DEFAULT, "orochi_fdw.colu
                   "orochi_fdw.cluster.DistributedTable": DISTRIBUTED,
                   "orochi_fdw.cluster.table.DistributedTable": DISTRIBUTED}
 
+#: the table extensions of the columnar engine (orochi_fdw.columnar.extensions),
+#: imported before a wrapper built on it serves a table: importing one
+#: registers it
+COLUMNAR_EXTENSIONS = ("orochi_fdw.timeseries",)
+
 _declared: dict[str, DeclaredWrapper] | None = None
 _classes: dict[str, type] = {}
 
@@ -189,6 +194,9 @@ def load(option: str) -> type:
         raise WrapperError(f'wrapper "{entry.name}": module {module_name} has no class "{class_name}"')
     if not callable(getattr(cls, "execute", None)):
         raise WrapperError(f'wrapper "{entry.name}" ({entry.target}) has no execute method')
+    if any(c.__module__.startswith("orochi_fdw.columnar.") for c in cls.__mro__):
+        for name in COLUMNAR_EXTENSIONS:
+            importlib.import_module(name)
     _classes[entry.target] = cls
     return cls
 

@@ -69,8 +69,8 @@ class StatementWrites:
         self.flushed = False                          # flush() ran: rows from now on go to the delta
         self.new_rows: dict[str, list] = {}    # UPDATE's new rows, column by column
         self.new_count = 0
-        self.router = table.chunk_router()      # a hypertable's chunks, or None
-        self.new_keys: list[int] = []          # time keys of UPDATE's new rows (hypertables)
+        self.router = table.chunk_router()      # a table extension's router (columnar.extensions), or None
+        self.new_keys: list[int] = []          # routing keys of UPDATE's new rows (with a router)
         self.capture = capture.for_statement(table)  # change capture, None unless a subscription covers it
 
     # -- INSERT --------------------------------------------------------------
@@ -92,8 +92,8 @@ class StatementWrites:
         self.table.write_stripes(batch, self.router)
 
     def _route_to_delta(self, batch: "Batch") -> None:
-        """A hypertable's rows bound for the delta store: check their times
-        and create the chunk rows they fall in."""
+        """A routed table's rows bound for the delta store: check their keys
+        and make the parts they fall in exist."""
         from orochi_fdw.columnar.types import from_wire
 
         router = self.router
@@ -161,7 +161,7 @@ class StatementWrites:
     def finish(self) -> None:
         self.flush()
         if self.router is not None:
-            self.router.log_invalidation()
+            self.router.finish()
 
     def _flush_new_rows(self) -> None:
         if self.new_count:
@@ -177,7 +177,7 @@ class StatementWrites:
         if self.capture is not None:
             self.capture.deleting(self.stripe_deletes, self.delta_deletes)
         if self.router is not None:
-            self._note_deleted_times()
+            self.router.deleted(self.table, self.delta_deletes, list(self.stripe_deletes))
         if self.delta_deletes:
             gone = self.delta_deletes - self.table.delta.delete(self.delta_deletes)
             if gone:
@@ -209,22 +209,3 @@ class StatementWrites:
                 bitmap |= mine
                 store.set_deletes(stripe_id, len(bitmap), deletes.dump(bitmap))
             self.stripe_deletes = {}
-
-    def _note_deleted_times(self) -> None:
-        """The time range of the rows deleted (for the invalidation log of a
-        hypertable that tracks them): delta rows by their times, stripe rows
-        by their stripes' catalog min / max of the time column."""
-        from orochi_fdw.timeseries.chunks import stripe_key_range
-
-        router = self.router
-        if not router.hypertable.track_invalidations:
-            return
-        if self.delta_deletes:
-            for lo, hi in self.table.delta.time_range(router.hypertable.time_attnum, self.delta_deletes):
-                router.touch(router.key_of_value(lo, self.table.relname),
-                             router.key_of_value(hi, self.table.relname))
-        if self.stripe_deletes:
-            found = stripe_key_range(self.table.relid, router.hypertable.time_attnum, router.kind,
-                                     list(self.stripe_deletes))
-            if found is not None:
-                router.touch(*found)

@@ -12,9 +12,10 @@ Scans read the catalog, skip stripes and chunk groups whose min / max rule
 the quals out, decode only the columns the query needs, leave deleted rows
 out, and then read the delta store.
 
-A hypertable (:mod:`orochi_fdw.timeseries`) writes one stripe per chunk its
-rows fall in, and its scans first leave out the stripes of the chunks whose
-time range rules the quals out.
+A table extension (:mod:`~orochi_fdw.columnar.extensions`: hypertables are
+one) may route a table's rows into parts: the table then writes one stripe
+per part its rows fall in, and its scans first leave out the stripes of the
+parts the extension rules out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from orochi_fdw.bridge.batch import Batch, WireKind
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
+from orochi_fdw.columnar import extensions
 from orochi_fdw.columnar import options as opts
 from orochi_fdw.columnar import topn
 from orochi_fdw.columnar.delta import DeltaStore
@@ -40,14 +42,14 @@ from orochi_fdw.columnar.aggregate import AggregatePushdown
 from orochi_fdw.columnar.pruning import CollationInfo, bind
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import TEXT_TYPE_OIDS, from_wire, raw_size, scan_wire_kind, storage_kind
-from orochi_fdw.errors import FeatureNotSupportedError, InsufficientPrivilegeError, InvalidOptionError
+from orochi_fdw.errors import InsufficientPrivilegeError, InvalidOptionError
 from orochi_fdw.query.predicates import bind_quals
 from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
 
 if TYPE_CHECKING:  # pragma: no cover
-    from orochi_fdw.timeseries.chunks import ChunkRouter
+    from orochi_fdw.columnar.extensions import WriteRouter
 
 #: bytes per value assumed for planning when nothing is stored yet
 _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "float64": 8,
@@ -123,21 +125,28 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         """Whether the bridge may write a one-row INSERT straight into the
         delta store (no Python call per statement), and how: (delta table
         oid, row id sequence oid, ``_rowid``'s attno, {column attnum: delta
-        attno}); None when every row must come here: a subclass, a
-        hypertable (chunk routing), a database with change capture, a table
-        whose rows never go to the delta store, or columns the delta table
-        keeps as text. The bridge keeps the answer until the table's
-        relcache entry is invalidated (spi.invalidate_relcache where what
-        it depends on changes)."""
+        attno}, and what a table extension adds); None when every row must
+        come here: a subclass, a table extension that refuses it, a database
+        with change capture, a table whose rows never go to the delta store,
+        or columns the delta table keeps as text. The bridge keeps the
+        answer until the table's relcache entry is invalidated
+        (spi.invalidate_relcache where what it depends on changes)."""
         from orochi_fdw.cdc import capture
-        from orochi_fdw.timeseries import hypertable
 
         if type(self) is not ColumnarTable or self.settings.delta_row_limit < 1:
             return None
-        if capture.database_captures() or hypertable.get(self.relid) is not None:
+        if capture.database_captures():
             return None
-        self.delta.ensure()
-        return self.delta.fast_insert_layout()
+
+        def base():
+            self.delta.ensure()
+            return self.delta.fast_insert_layout()
+
+        for extension in extensions.registered():
+            layout = extension.fast_insert_layout(self, base)
+            if layout is not None:
+                return layout or None
+        return base()
 
     def update(self, oldvalues: Any, newvalues: dict[str, Any]) -> bool | None:
         """None, or False if this statement already modified the row (a join
@@ -180,39 +189,31 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         self._writes = None
         self._depth = 0
 
-    def write_stripes(self, batch: Batch, router: "ChunkRouter | None" = None) -> None:
+    def write_stripes(self, batch: Batch, router: "WriteRouter | None" = None) -> None:
         """Write a wire batch as stripe files (``stripe_row_limit`` rows each;
-        with a hypertable's ``router``, one stripe per chunk of each part)."""
+        with a table extension's ``router``, one stripe per part of each)."""
         limit = self.settings.stripe_row_limit
         for start in range(0, batch.nrows, limit):
             end = min(start + limit, batch.nrows)
             self._write_stripe(batch, start, end, router)
 
-    def chunk_router(self) -> "ChunkRouter | None":
-        """The chunk router of a statement writing into this table if it is
-        a hypertable (read in the current transaction), else None."""
-        import dataclasses
+    def chunk_router(self) -> "WriteRouter | None":
+        """The router of a statement writing into this table if a table
+        extension claims it (read in the current transaction), else None."""
+        for extension in extensions.registered():
+            router = extension.write_router(self)
+            if router is not None:
+                return router
+        return None
 
-        from orochi_fdw.timeseries import hypertable, timekeys
-        from orochi_fdw.timeseries.chunks import ChunkRouter
-
-        ht = hypertable.get_for_write(self.relid)
-        if ht is None:
-            return None
-        name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
-        if name is None or self.kinds[name] not in timekeys.TIME_TYPES.values():
-            raise FeatureNotSupportedError(
-                f'the time column "{ht.time_column}" of hypertable "{self.relname}" was dropped or changed type')
-        return ChunkRouter(dataclasses.replace(ht, time_column=name), self.kinds[name])
-
-    def write_stripes_by_chunk(self, columns: dict[str, tuple], router: "ChunkRouter | None",
+    def write_stripes_by_chunk(self, columns: dict[str, tuple], router: "WriteRouter | None",
                                insert: bool = True) -> list[tuple[store.StripeRecord, np.ndarray | None]]:
         """Write rows in storage form (every column of the table) as one
-        stripe, or, for a hypertable, one stripe per chunk the rows fall in.
+        stripe, or, with a router, one stripe per part the rows fall in.
 
         Args:
             columns: name -> (values, validity) in storage form.
-            router: the hypertable's router, or None.
+            router: the table extension's router, or None.
             insert: insert the stripes' catalog rows now (see
                 :meth:`write_stripe_columns`).
 
@@ -220,7 +221,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             (stripe record, the indices of the rows it holds or None for all).
 
         Raises:
-            NotNullViolation: a NULL time in a hypertable.
+            OrochiError: a key the router refuses (e.g. a NULL time in a hypertable).
         """
         if router is None:
             raw = {n: raw_size(v, m, self.kinds[n]) for n, (v, m) in columns.items()}
@@ -247,7 +248,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def _data_dir(self) -> str:
         return self.settings.data_dir or files.default_data_dir()
 
-    def _write_stripe(self, batch: Batch, start: int, end: int, router: "ChunkRouter | None" = None) -> None:
+    def _write_stripe(self, batch: Batch, start: int, end: int, router: "WriteRouter | None" = None) -> None:
         nrows = end - start
         if nrows <= 0:
             return
@@ -275,8 +276,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         insert its catalog rows in the current transaction (else the caller
         does, with ``store.insert_stripe``, once it knows the record is
         wanted; a file whose row is never inserted goes at the end of the
-        transaction). ``chunk_id``: the hypertable chunk every row lies in
-        (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
+        transaction). ``chunk_id``: the part (a table extension's) every row
+        lies in (the caller's promise; see :meth:`write_stripes_by_chunk`)."""
         files.require_wal()
         xid = ledger.writer_transaction_id()
         directory = files.ensure_table_dir(self._data_dir(), self.relid)
@@ -331,13 +332,13 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         """TRUNCATE: the table's stripes leave the catalog now, their files
         when the transaction commits."""
         from orochi_fdw.cdc import capture
-        from orochi_fdw.timeseries.chunks import truncate_chunks
 
         capture.truncated(self)
         stripes = store.delete_tables([self.relid])
         ledger.rows_deleted(stripes, sorted({os.path.dirname(p) for _, p in stripes}))
         self.delta.truncate()
-        truncate_chunks(self.relid)
+        for extension in extensions.registered():
+            extension.truncated(self)
 
     # ------------------------------------------------------------------ reading
 
@@ -512,26 +513,18 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
-        """Chunk exclusion: the stripes not in a chunk whose time range rules
-        the quals on the time column out, and (chunks, excluded chunks), or
-        None when the table is no hypertable."""
-        from orochi_fdw.timeseries import chunks, hypertable
-
-        if scan_cache is not None and scan_cache.get("not_hypertable"):
+        """Part exclusion by a table extension (a hypertable's chunks whose
+        time range rules the quals out): the stripes left and (parts,
+        excluded parts), or None when no extension claims the table."""
+        if scan_cache is not None and scan_cache.get("no_extension"):
             return stripes, None
-        ht = hypertable.get(self.relid, read_only=True)
-        if ht is None:
-            if scan_cache is not None:
-                scan_cache["not_hypertable"] = True
-            return stripes, None
-        name = next((n for n, c in self.columns.items() if c.attnum == ht.time_attnum), None)
-        all_chunks = chunks.list_chunks(self.relid, read_only=True)
-        if name is None or not bound:
-            return stripes, (len(all_chunks), 0)
-        excluded = chunks.excluded_chunks(name, all_chunks, bound, self.kinds[name])
-        if not excluded:
-            return stripes, (len(all_chunks), 0)
-        return [s for s in stripes if s.chunk_id not in excluded], (len(all_chunks), len(excluded))
+        for extension in extensions.registered():
+            found = extension.exclude_stripes(self, stripes, bound)
+            if found is not None:
+                return found
+        if scan_cache is not None:
+            scan_cache["no_extension"] = True
+        return stripes, None
 
     def exact_quals(self, quals: list[Qual]) -> list[bool]:
         """Quals the filter kernels apply exactly (Postgres then skips them)."""

@@ -214,6 +214,25 @@ class ChunkRouter:
         return [(ids[int(starts[part[0]])], part)
                 for part in (order[a:b] for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(order)]))]
 
+    def deleted(self, table: Any, delta_ids: set[int], stripe_ids: Sequence[int]) -> None:
+        """Note the time range of the rows a statement deletes (for the
+        invalidation log of a hypertable that tracks them): delta rows by
+        their times, stripe rows by their stripes' catalog min / max of the
+        time column."""
+        if not self.hypertable.track_invalidations:
+            return
+        if delta_ids:
+            for lo, hi in table.delta.time_range(self.hypertable.time_attnum, delta_ids):
+                self.touch(self.key_of_value(lo, table.relname), self.key_of_value(hi, table.relname))
+        if stripe_ids:
+            found = stripe_key_range(table.relid, self.hypertable.time_attnum, self.kind, list(stripe_ids))
+            if found is not None:
+                self.touch(*found)
+
+    def finish(self) -> None:
+        """The statement's end: its row of the invalidation log."""
+        self.log_invalidation()
+
     def log_invalidation(self) -> None:
         """Write the statement's row of the invalidation log if the hypertable
         tracks invalidations and the statement touched any time."""

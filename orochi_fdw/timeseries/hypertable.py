@@ -51,6 +51,18 @@ def get_for_write(relid: int) -> Hypertable | None:
     return Hypertable(int(r[0]), r[1], int(r[2]), r[3], int(r[4]), bool(r[5]))
 
 
+_write_lock_key: int | None = None
+
+
+def write_lock_key() -> int:
+    """The first key of the writers' advisory lock (the second is the
+    table's oid as int4), read once per backend."""
+    global _write_lock_key
+    if _write_lock_key is None:
+        _write_lock_key = int(spi.execute("SELECT hashtext('orochi.hypertable_write')", internal=True).scalar())
+    return _write_lock_key
+
+
 def lock_for_drop(relid: int) -> None:
     """Wait for the open writers of a hypertable and keep new ones out until
     the transaction ends (drop_chunks)."""

@@ -2697,3 +2697,17 @@ DROP FUNCTION orochi.sketch_percentiles_final(bytea);
 -- Per-stripe HyperLogLog sketches of the columns of tables with the option
 -- stripe_sketches (orochi_fdw/columnar/stripe_sketches.py).
 ALTER TABLE orochi.columnar_stripe_columns ADD COLUMN hll bytea;
+
+-- A change of a hypertable's catalog rows (a chunk made, dropped or
+-- compressed; invalidation logging switched on or off) invalidates the
+-- table's relcache entry: the bridge's one-row INSERT fast path routes rows
+-- into the chunks it last learned (pgext/fdw_modify.c).
+CREATE FUNCTION orochi._hypertable_catalog_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'orochi_hypertable_catalog_changed'
+LANGUAGE C;
+
+CREATE TRIGGER hypertables_changed AFTER UPDATE OR DELETE ON orochi.hypertables
+    FOR EACH ROW EXECUTE FUNCTION orochi._hypertable_catalog_changed();
+CREATE TRIGGER hypertable_chunks_changed AFTER INSERT OR UPDATE OR DELETE ON orochi.hypertable_chunks
+    FOR EACH ROW EXECUTE FUNCTION orochi._hypertable_catalog_changed();

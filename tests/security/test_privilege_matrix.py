@@ -461,6 +461,8 @@ EXEMPT = {
     "_file_path": "a catalog path shown as a path: the orochi.stripes view (stripes_view)",
     "_on_catalog_insert": "trigger of the catalog: create_hypertable, create_vector_index (internal inserts)",
     "_hypertable_inserted": "revoked from PUBLIC; called by the catalog's trigger: create_hypertable",
+    "_hypertable_catalog_changed": "trigger of the catalog (invalidates the hypertable's relcache entry):"
+                                   " create_hypertable, drop_chunks (internal writes)",
     "_vector_index_inserted": "revoked from PUBLIC; called by the catalog's trigger: create_vector_index",
     "_time_bucket_unsupported": "raises time_bucket's refusals: time_bucket",
     "_time_bucket_tstz_add": "inlined into time_bucket",
