@@ -2601,3 +2601,11 @@ LANGUAGE C VOLATILE STRICT;
 
 REVOKE ALL ON FUNCTION orochi.executor_counters() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orochi.executor_counters() TO pg_monitor;
+
+-- Merge a table's small vector index files (the per-stripe files written
+-- since its indexes were built) into segments; returns the files written.
+-- The table's owner only.
+CREATE FUNCTION orochi.vector_index_merge("table" regclass)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
