@@ -113,3 +113,44 @@ def test_merge_needs_the_owner(db, new_connection):
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         other.execute("SELECT orochi.vector_index_merge('m')")
     assert db.execute("SELECT orochi.vector_index_merge('m')").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.allow_backend_crash
+def test_crash_while_merging(make_cluster):
+    """kill -9 while vector_index_merge waits after writing its segment's
+    file: after restart the old files are still the index's (their rows'
+    deletion did not commit), the new file is an orphan that
+    orochi.vacuum() removes, and the merge can be made again."""
+    import glob
+
+    from orochi_fdw.testing.faults import run_until
+
+    pg = make_cluster("vmergecrash")
+    pg.create_database("c")
+    conn = pg.connect("c", autocommit=True)
+    conn.execute("SET search_path = public, orochi")
+    conn.execute(f"CREATE FOREIGN TABLE t (id int, e vector({D})) SERVER orochi"
+                 f" OPTIONS (delta_row_limit '0', stripe_row_limit '{PER_STRIPE}')")
+    X = clustered_vectors(3 * PER_STRIPE, D, seed=12, clusters=20)
+    copy_rows(conn, "t", X[:PER_STRIPE], 0)
+    conn.execute("SELECT orochi.create_vector_index('t', 'e')")
+    copy_rows(conn, "t", X[PER_STRIPE:2 * PER_STRIPE], PER_STRIPE)
+    copy_rows(conn, "t", X[2 * PER_STRIPE:], 2 * PER_STRIPE)
+    old = index_files(conn)
+    assert len(old) == 3
+    folder = os.path.dirname(old[0])
+    conn.close()
+    run_until(pg.dsn("c"), "vector_index:after_file", "SELECT orochi.vector_index_merge('t')",
+              kill=lambda: pg.kill9(kill_children=True))
+    assert len(glob.glob(os.path.join(folder, "*.vindex"))) == 4, "the segment was written before the crash"
+    pg.start()
+    with pg.connect("c", autocommit=True) as conn:
+        conn.execute("SET search_path = public, orochi")
+        assert index_files(conn) == old
+        conn.execute("SELECT orochi.vacuum()")
+        assert sorted(glob.glob(os.path.join(folder, "*.vindex"))) == old, "the orphan is collected"
+        q = X[PER_STRIPE + 7] + np.float32(0.001)
+        assert conn.execute("SELECT id FROM t ORDER BY e <-> %s LIMIT 1", [text(q)]).fetchone()[0] == PER_STRIPE + 7
+        assert conn.execute("SELECT orochi.vector_index_merge('t')").fetchone()[0] == 1
+        assert len(index_files(conn)) == 1 and glob.glob(os.path.join(folder, "*.vindex")) == index_files(conn)
