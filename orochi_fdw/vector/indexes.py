@@ -58,8 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: 128-dimension vectors (docs/vector.md, *Defaults*): a graph of M 16 over
 #: 1M clustered rows needed ef ~400 for recall@10 0.95; M 32 and
 #: ef_construction 128 cost about 1.7 times the build CPU (as much as
-#: M 16 with ef_construction 128) for a graph that reaches it at a far
-#: smaller ef
+#: M 16 with ef_construction 128) for a better graph: on 200k rows of the
+#: same data, recall@10 at ef 64 went from 0.978 to 0.999
 HNSW_DEFAULTS = {"m": 32, "ef_construction": 128}
 IVFFLAT_DEFAULTS = {"lists": 0}           # 0: rows / 1000, at least 1
 #: recall@10 the build-time check asks of the ef it records
