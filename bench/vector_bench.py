@@ -141,7 +141,7 @@ def _bench_in(pg, kind, n, d, X, Q, truth, exact_q, heap_q, efs, load_start, sta
     qps, got = run_queries(conn, "t", Q[:exact_q])
     rows.append((f"columnar, exact scan (no index; {exact_q} queries)", qps, *cpu_cells(), recall(got, truth[:exact_q]), "", ""))
     t0 = time.perf_counter()
-    conn.execute("SELECT orochi.create_vector_index('t', 'e')")      # hnsw, l2, M 16, ef_construction 64
+    conn.execute("SELECT orochi.create_vector_index('t', 'e')")      # hnsw, l2, the default M and ef_construction
     build = time.perf_counter() - t0
     size, recorded = conn.execute("SELECT sum(file_bytes), string_agg(search_ef::text, ',')"
                                   " FROM orochi.columnar_vector_index_files").fetchone()

@@ -187,6 +187,14 @@ RETURNS bigint
 AS 'MODULE_PATHNAME', 'orochi_py_call'
 LANGUAGE C VOLATILE;
 
+-- Merge a table's small vector index files (the per-stripe files written
+-- since its indexes were built) into segments; returns the files written.
+-- The table's owner only.
+CREATE FUNCTION orochi.vector_index_merge("table" regclass)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;
+
 -- The vector indexes of the tables the caller may read (SELECT on them).
 -- security_barrier: the privilege test comes before any condition of the
 -- caller's query.

@@ -375,7 +375,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return handled
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
-                limit: int | None = None, scan_cache: dict | None = None, rowids: bool = True):
+                limit: int | None = None, scan_cache: dict | None = None, rowids: bool = True,
+                stripes: tuple | None = None):
         """Scan the table.  ``scan_cache`` (the same dict at every rescan of
         one scan node) keeps the catalog's stripe list, whether the delta
         store has rows and the last decoded column chunks, so that a
@@ -383,7 +384,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         catalog nor the same chunks again; within one statement the catalog
         a scan sees does not change.  Without ``rowids`` (the plan reads no
         ctid: no UPDATE, DELETE or ``SELECT ctid``) the stripes' batches
-        carry no row ids."""
+        carry no row ids.  ``stripes`` (a plain scan: no sort keys, no
+        ``scan_cache``) is (the stripe records, whether the delta store may
+        hold rows) as the caller read them under this statement's snapshot,
+        with the catalog rows of every column the scan reads (a
+        nearest-neighbour scan's filter, from its kept records)."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
@@ -405,7 +410,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                            must_be_exact=[q.exact for q in quals])
         read = needed + sorted(exact.columns - set(needed))
         attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        if scan_cache is None:
+        if stripes is not None:
+            all_stripes = stripes[0]
+            delta = (lambda: self.delta.scan(read, quals)) if stripes[1] else None
+        elif scan_cache is None:
             all_stripes = store.table_stripes(self.relid, attnums)
             delta = lambda: self.delta.scan(read, quals)  # noqa: E731
         else:

@@ -98,6 +98,15 @@ def insert_file(index: IndexDef, stripe_id: int, path: str, file_bytes: int, row
          search_ef, build_ms, str(xid)])
 
 
+def delete_files(index_id: int, stripe_ids: list[int]) -> int:
+    """Delete the file rows of ``stripe_ids`` of an index (their files go
+    when the transaction commits and no row names them any more)."""
+    return len(spi.prepared(
+        "DELETE FROM orochi.columnar_vector_index_files WHERE index_id = $1 AND stripe_id = ANY ($2)"
+        " RETURNING stripe_id", ["bigint", "bigint[]"], internal=True).execute(
+        [int(index_id), [int(s) for s in stripe_ids]]).rows)
+
+
 def delete_indexes(relid: int, attnum: int, distance_type: str | None) -> list[int]:
     """Delete index definitions (their files' rows go with them); returns
     their ids."""

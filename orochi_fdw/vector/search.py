@@ -217,12 +217,15 @@ class KnnScan:
         q = parse_vector(self.key.value, self.dims, "query vector")
         kmetric = METRICS[self.metric]
         attnum = self.column.attnum
-        attnums = {attnum} | {table.columns[c].attnum for c in self.needed}
+        # the columns read: those returned, the searched one and the filter's
+        # (whose scan gets the same records: no catalog statement of its own)
+        attnums = {attnum} | {table.columns[c].attnum for c in self.needed} \
+            | {table.columns[q.field_name].attnum for q in self.quals if q.field_name in table.columns}
         cat, delta_rows, cached = catalog.scan_catalog(table.relid, attnums, attnum, INDEX_DISTANCE[self.metric],
                                                        table.delta.name)
         self.counters.catalog_cached = cached
         stripes = cat.stripes
-        allowed_stripes, allowed_delta = self._allowed()
+        allowed_stripes, allowed_delta = self._allowed(cat.stripes, delta_rows)
         if allowed_stripes is not None:
             stripes = [s for s in stripes if s.stripe_id in allowed_stripes]
         index = cat.index
@@ -269,14 +272,16 @@ class KnnScan:
             start += size
             size *= 4
 
-    def _allowed(self) -> tuple[dict[int, np.ndarray] | None, set[int] | None]:
+    def _allowed(self, stripes: list, delta_rows: bool) -> tuple[dict[int, np.ndarray] | None, set[int] | None]:
         """Row offsets per stripe and delta row ids that the quals allow, or
-        (None, None) without quals (every live row)."""
+        (None, None) without quals (every live row). The filter's scan reads
+        ``stripes`` (the scan's catalog records, with the quals' columns)
+        and the delta store only when ``delta_rows``."""
         if not self.quals:
             return None, None
         per_stripe: dict[int, list[np.ndarray]] = {}
         delta: set[int] = set()
-        for batch in self.table.execute(self.quals, []):
+        for batch in self.table.execute(self.quals, [], stripes=(stripes, delta_rows)):
             ids = np.asarray(batch.rowids, dtype=np.int64)
             is_delta = ids >= DELTA_ROWID_BASE
             if is_delta.any():

@@ -142,6 +142,47 @@ def drop_vector_index(rel, column: str, distance_type=None) -> int:
     return len(dropped)
 
 
+@sql_function("vector_index_merge")
+def vector_index_merge(rel) -> int:
+    """Merge the table's index files of few vectors (the per-stripe files
+    written since its indexes were built, and small segments) into segments
+    of up to ``indexes.SEGMENT_MAX_VECTORS`` vectors; returns how many files
+    were written. The table's owner only.
+
+    A stripe counts as loose when it has no file (too few vectors for one)
+    or its file indexes fewer than half a segment's vectors; the loose
+    stripes of each index are cut into runs as ``create_vector_index`` cuts
+    a table's stripes, and a run of two stripes or more that one file does
+    not already cover gets one new file:
+    its stripes' old rows deleted (their files removed when the transaction
+    commits and no row names them), the new file written and registered
+    like any index file (a crash before the commit leaves it an orphan that
+    ``orochi.vacuum()`` removes). Full segments are left as they are."""
+    if rel is None:
+        raise VectorError("table must not be NULL", "22004")
+    relid = _relid(rel)
+    check_owner(relid, "orochi.vector_index_merge")
+    open_table(relid)
+    lock_table_maintenance(relid)
+    written = 0
+    for index in catalog.table_indexes(relid, read_only=False):
+        by_stripe = catalog.index_files(index.index_id, read_only=False)
+        vectors: dict[str, int] = {}
+        for f in by_stripe.values():
+            vectors[f.file_path] = vectors.get(f.file_path, 0) + f.row_count
+        stripes = store.table_stripes(relid, [index.attnum], read_only=False)
+        loose = [s for s in stripes if s.stripe_id not in by_stripe
+                 or vectors[by_stripe[s.stripe_id].file_path] < indexes.SEGMENT_MAX_VECTORS // 2]
+        for run in indexes.segments(loose):
+            if len(run) < 2 or (all(st.stripe_id in by_stripe for st in run)
+                                and len({by_stripe[st.stripe_id].file_path for st in run}) == 1):
+                continue            # one stripe, or one file already
+            catalog.delete_files(index.index_id, [s.stripe_id for s in run if s.stripe_id in by_stripe])
+            if indexes.build_segment_index(index, run):
+                written += 1
+    return written
+
+
 @sql_function("vector_index_file_deleted")
 def vector_index_file_deleted(path: str) -> None:
     """The trigger on orochi.columnar_vector_index_files: the row of an index

@@ -2711,3 +2711,11 @@ CREATE TRIGGER hypertables_changed AFTER UPDATE OR DELETE ON orochi.hypertables
     FOR EACH ROW EXECUTE FUNCTION orochi._hypertable_catalog_changed();
 CREATE TRIGGER hypertable_chunks_changed AFTER INSERT OR UPDATE OR DELETE ON orochi.hypertable_chunks
     FOR EACH ROW EXECUTE FUNCTION orochi._hypertable_catalog_changed();
+
+-- Merge a table's small vector index files (the per-stripe files written
+-- since its indexes were built) into segments; returns the files written.
+-- The table's owner only.
+CREATE FUNCTION orochi.vector_index_merge("table" regclass)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'orochi_py_call'
+LANGUAGE C VOLATILE;

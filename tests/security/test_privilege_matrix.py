@@ -251,6 +251,7 @@ OPS = [
     Op("create_vector_index", "vector_table", "SELECT orochi.create_vector_index({t_lit}, 'e')", OWNER,
        mutates=True),
     Op("drop_vector_index", "vector_index", "SELECT orochi.drop_vector_index({t_lit}, 'e')", OWNER, mutates=True),
+    Op("vector_index_merge", "vector_index", "SELECT orochi.vector_index_merge({t_lit})", OWNER, mutates=True),
     Op("knn_select", "vector_index", "SELECT id FROM {t} ORDER BY e OPERATOR(orochi.<->) '[1,1,1]' LIMIT 3",
        READERS),
     Op("vector_insert_indexed", "vector_index",
