@@ -1645,6 +1645,49 @@ jit_ordered_clauses(PlannerInfo *root, RelOptInfo *rel, bool *ok)
 }
 
 /*
+ * add_planned_upper_path
+ *		What a planning function of the runtime (func, for messages) returned
+ *		for a GROUP BY / aggregation rel: None, or (startup_cost, total_cost,
+ *		plan, rows) with plan the text the scan hands back to Python when it
+ *		starts (the join engine's or the JIT's).  res is consumed.  Adds the
+ *		ForeignUpperPath that runs the plan; returns whether it did.
+ */
+static bool
+add_planned_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
+					   PyObject *res, const char *func, List *tlist, List *having)
+{
+	double		startup,
+				total,
+				rows;
+	char	   *plan;
+	OrochiUpperState *upper;
+
+	if (res == Py_None)
+	{
+		Py_DECREF(res);
+		return false;
+	}
+	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
+	{
+		Py_DECREF(res);
+		orochi_py_raise(psprintf("%s must return None or (startup_cost, total_cost, plan, rows)", func));
+	}
+	plan = pstrdup(plan);
+	Py_DECREF(res);
+	upper = palloc0(sizeof(OrochiUpperState));
+	upper->input_rel = input_rel;
+	upper->tlist = tlist;
+	upper->having = having;
+	upper->engine_plan = plan;
+	output_rel->fdw_private = upper;
+	elog(DEBUG1, "orochi: %s offers the aggregation at cost %.2f..%.2f, %.0f rows", func, startup, total, rows);
+	add_path(output_rel, (Path *)
+			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
+									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
+	return true;
+}
+
+/*
  * jit_upper_path
  *		Offer aggregates (without GROUP BY) over one orochi table whose WHERE
  *		clauses or aggregate arguments are expressions to the expression JIT
@@ -1665,11 +1708,6 @@ jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 	ListCell   *lc;
 	Relation	rel;
 	bool		ok;
-	double		rows,
-				startup,
-				total;
-	char	   *plan;
-	OrochiUpperState *upper;
 
 	if (!orochi_jit_enabled || output_rel->fdw_private != NULL)
 		return;
@@ -1699,27 +1737,7 @@ jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 											outputs, input_rel->tuples, input_rel->rows,
 											istate->total_cost));
 	table_close(rel, NoLock);
-	if (res == Py_None)
-	{
-		Py_DECREF(res);
-		return;
-	}
-	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
-	{
-		Py_DECREF(res);
-		orochi_py_raise("jit_aggregate must return None or (startup_cost, total_cost, plan, rows)");
-	}
-	plan = pstrdup(plan);
-	Py_DECREF(res);
-	upper = palloc0(sizeof(OrochiUpperState));
-	upper->input_rel = input_rel;
-	upper->tlist = tlist;
-	upper->having = having;
-	upper->engine_plan = plan;
-	output_rel->fdw_private = upper;
-	add_path(output_rel, (Path *)
-			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
-									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
+	add_planned_upper_path(root, input_rel, output_rel, res, "jit_aggregate", tlist, having);
 }
 
 /* ---------------------------------------------------------------------
@@ -2174,11 +2192,7 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 	PyObject   *outputs;
 	PyObject   *res;
 	ListCell   *lc;
-	double		rows,
-				startup,
-				total;
-	char	   *plan;
-	OrochiUpperState *upper;
+	double		rows;
 
 	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs ||
 		!bms_is_empty(input_rel->lateral_relids))
@@ -2212,28 +2226,7 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 	else
 		rows = 1;
 	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNd)", tree, outputs, rows));
-	if (res == Py_None)
-	{
-		Py_DECREF(res);
-		return;
-	}
-	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
-	{
-		Py_DECREF(res);
-		orochi_py_raise("engine_aggregate must return None or (startup_cost, total_cost, plan, rows)");
-	}
-	plan = pstrdup(plan);
-	Py_DECREF(res);
-	upper = palloc0(sizeof(OrochiUpperState));
-	upper->input_rel = input_rel;
-	upper->tlist = tlist;
-	upper->having = having;
-	upper->engine_plan = plan;
-	output_rel->fdw_private = upper;
-	elog(DEBUG1, "orochi: the join engine offers the aggregation at cost %.2f..%.2f, %.0f rows", startup, total, rows);
-	add_path(output_rel, (Path *)
-			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
-									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
+	add_planned_upper_path(root, input_rel, output_rel, res, "engine_aggregate", tlist, having);
 }
 
 /*
