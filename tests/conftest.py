@@ -240,6 +240,19 @@ def make_database(request, pg_cluster):
             pg_cluster.drop_database(name)
 
 
+@pytest.fixture(scope="module")
+def module_database(pg_cluster, request) -> str:
+    """Name of a database with the orochi extension shared by the tests of
+    one module (``m_<module>``, made afresh), dropped after its last test."""
+    name = "m_" + request.module.__name__.rsplit(".", 1)[-1][:50]
+    pg_cluster.ensure_running()
+    pg_cluster.drop_database(name)
+    pg_cluster.create_database(name)
+    yield name
+    pg_cluster.ensure_running()
+    pg_cluster.drop_database(name)
+
+
 @pytest.fixture
 def db_name(make_database) -> str:
     """Name of this test's fresh database, with the orochi extension created."""

@@ -26,7 +26,7 @@ import decimal
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -338,3 +338,21 @@ class Batch:
         """Rows as dicts (slow; for tests and small wrappers)."""
         lists = {name: col.to_pylist() for name, col in self.columns.items()}
         return [{name: values[i] for name, values in lists.items()} for i in range(self.nrows)]
+
+
+class CountedBatches:
+    """The batches a generator yields, and the counters it fills as it goes
+    (what EXPLAIN ANALYZE shows of a run: the join engine's, the JIT's)."""
+
+    def __init__(self, batches: Iterator[Batch], counters: dict[str, Any]) -> None:
+        self.counters = counters
+        self._gen = batches
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from orochi_fdw.bridge.api import Qual
-from orochi_fdw.bridge.batch import Batch, Column, WireKind, to_column, wire_kind_for_type
+from orochi_fdw.bridge.batch import Batch, Column, CountedBatches, WireKind, to_column, wire_kind_for_type
 from orochi_fdw.errors import DivisionByZeroError, NumericValueOutOfRangeError
 from orochi_fdw.jit import codegen, kernels
 from orochi_fdw.query import pushable as P
@@ -171,23 +171,14 @@ def _const_arg(type_oid: int, value: Any) -> Any:
     return np.int64(value)
 
 
-class Run:
+class Run(CountedBatches):
     """The iterator of a kernel's aggregation (one row), with what EXPLAIN
     ANALYZE shows: rows and batches read, seconds reading and in the kernel."""
 
     def __init__(self, prepared: Prepared) -> None:
         self.prepared = prepared
-        self.counters = {"rows": 0, "batches": 0, "read": 0.0, "kernel": 0.0}
-        self._gen = _run(prepared, self.counters)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Batch:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
+        counters: dict[str, Any] = {"rows": 0, "batches": 0, "read": 0.0, "kernel": 0.0}
+        super().__init__(_run(prepared, counters), counters)
 
     def explain_analyze(self) -> list[str]:
         c = self.counters

@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from orochi_fdw.bridge.api import ColumnDefinition, Qual
-from orochi_fdw.bridge.batch import Batch, Column, WireKind, to_column
+from orochi_fdw.bridge.batch import Batch, Column, CountedBatches, WireKind, to_column
 from orochi_fdw.errors import OrochiError
 from orochi_fdw.query import pushable
 from orochi_fdw.query.pushable import Refused, quote_ident
@@ -775,23 +775,14 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
     return EngineError(f"the join engine failed: {text}", "XX000")
 
 
-class Run:
+class Run(CountedBatches):
     """The iterator of a join the engine runs, with what EXPLAIN ANALYZE
     shows of it: the rows read from each table, the seconds spent reading
     them, in DuckDB and handing rows back."""
 
     def __init__(self, plan: dict, handles: dict[int, Any], values: list) -> None:
-        self.counters = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
-        self._gen = _run(plan, handles, self.counters, values)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Batch:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
+        counters: dict[str, Any] = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
+        super().__init__(_run(plan, handles, counters, values), counters)
 
     def explain_analyze(self) -> list[str]:
         c = self.counters

@@ -473,16 +473,22 @@ def _window(state: bytes | None) -> Any:
     return builder
 
 
-def _final(state: bytes | None) -> Any:
-    if not state:
-        return None
+def _take_builder(state: bytes) -> Any:
+    """The state's builder, taken out of the backend's table, with the values
+    still buffered in the state added."""
     token, pending = _buffered(state)
     builder = _builders.pop(token, None)
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
     if pending is not None:
         builder.add_packed(*pending)
-    return builder.result()
+    return builder
+
+
+def _final(state: bytes | None) -> Any:
+    if not state:
+        return None
+    return _take_builder(state).result()
 
 
 def _raw(value: Any) -> bytes:
@@ -609,13 +615,7 @@ def _deserialize_builder(data: bytes) -> Any:
 def serialize(state: bytes) -> bytes:
     """A partial aggregate's state as bytes for the leader (consumes the
     builder): the HLL sketch, or the t-digest builder's values."""
-    token, pending = _buffered(state)
-    builder = _builders.pop(token, None)
-    if builder is None:
-        raise OrochiError("sketch aggregate state is no longer available")
-    if pending is not None:
-        builder.add_packed(*pending)
-    return builder.serialize()
+    return _take_builder(state).serialize()
 
 
 @sql_function("sketch_deserialize")

@@ -21,17 +21,11 @@ def db_name(make_database, pg_cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def module_db(pg_cluster, request):
+def module_db(pg_cluster, module_database):
     """A database with the orochi extension shared by one test module (for
     tests that each make their own tables)."""
-    name = "m_" + request.module.__name__.rsplit(".", 1)[-1][:50]
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
-    stripes_only(pg_cluster, name)
-    yield name
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
+    stripes_only(pg_cluster, module_database)
+    return module_database
 
 
 @pytest.fixture

@@ -22,13 +22,9 @@ CONSTRAINTS = [
 
 
 @pytest.fixture(scope="module")
-def tables(pg_cluster):
+def tables(pg_cluster, module_database):
     """One database for the module; each test's ALTERs are rolled back."""
-    name = "m_check_constraints"
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
-    db = pg_cluster.connect(name, autocommit=True)
+    db = pg_cluster.connect(module_database, autocommit=True)
     db.execute("CREATE SCHEMA heap; CREATE SCHEMA col")
     db.execute("CREATE TABLE heap.t (x int, \"My Col\" text)")
     db.execute("CREATE FOREIGN TABLE col.t (x int, \"My Col\" text) SERVER orochi")
@@ -41,8 +37,6 @@ def tables(pg_cluster):
         db.execute(f"DELETE FROM {schema}.t WHERE \"My Col\" = 'gone'")
     yield db
     db.close()
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
 
 
 def _outcome(db: psycopg.Connection, statement: str) -> str:

@@ -40,11 +40,8 @@ def _fill() -> str:
 
 
 @pytest.fixture(scope="module")
-def jdb(pg_cluster):
-    name = "m_test_jit_expressions"
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
+def jdb(pg_cluster, module_database):
+    name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
         conn.execute(f"CREATE FOREIGN TABLE t ({COLUMNS}) SERVER orochi {OPTS}")
         conn.execute(f"CREATE TABLE t_h ({COLUMNS})")
@@ -70,8 +67,6 @@ def jdb(pg_cluster):
             conn.execute(f"UPDATE {target} SET i8 = i8 + 1, f8 = -f8 WHERE i2 % 4 = 1")
         conn.execute("ANALYZE")
     yield name
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
 
 
 @pytest.fixture(scope="module")

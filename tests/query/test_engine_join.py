@@ -42,11 +42,8 @@ def _fill(seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def edb(pg_cluster):
-    name = "m_test_engine_join"
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
+def edb(pg_cluster, module_database):
+    name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
         for seed, t in enumerate(TABLES):
             conn.execute(f"CREATE FOREIGN TABLE {t} ({COLUMNS}) SERVER orochi {OPTS}")
@@ -62,8 +59,6 @@ def edb(pg_cluster):
         conn.execute("INSERT INTO big SELECT i FROM generate_series(1, 20000) i")
         conn.execute("ANALYZE")
     yield name
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,8 @@ COLUMNS = "k int, g int, v text, pad text"
 
 
 @pytest.fixture(scope="module")
-def jdb(pg_cluster):
-    name = "m_test_join_params"
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
+def jdb(pg_cluster, module_database):
+    name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
         for t in ("a", "b"):
             conn.execute(f"CREATE FOREIGN TABLE {t} ({COLUMNS}) SERVER orochi {OPTS}")
@@ -47,8 +44,6 @@ def jdb(pg_cluster):
             conn.execute(f"ANALYZE {t}")
             conn.execute(f"ANALYZE {t}_h")
     yield name
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
 
 
 @pytest.fixture
