@@ -7,15 +7,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def module_db(pg_cluster, request):
+def module_db(module_database):
     """A database with the orochi extension shared by one test module."""
-    name = "m_" + request.module.__name__.rsplit(".", 1)[-1][:50]
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
-    yield name
-    pg_cluster.ensure_running()
-    pg_cluster.drop_database(name)
+    return module_database
 
 
 @pytest.fixture
