@@ -1647,14 +1647,16 @@ jit_ordered_clauses(PlannerInfo *root, RelOptInfo *rel, bool *ok)
 /*
  * add_planned_upper_path
  *		What a planning function of the runtime (func, for messages) returned
- *		for a GROUP BY / aggregation rel: None, or (startup_cost, total_cost,
- *		plan, rows) with plan the text the scan hands back to Python when it
- *		starts (the join engine's or the JIT's).  res is consumed.  Adds the
- *		ForeignUpperPath that runs the plan; returns whether it did.
+ *		for an upper rel (stage: an aggregation, an ordering, a limit): None,
+ *		or (startup_cost, total_cost, plan, rows) with plan the text the scan
+ *		hands back to Python when it starts (the join engine's or the JIT's).
+ *		res is consumed.  Adds the ForeignUpperPath that runs the plan, with
+ *		pathkeys when it returns its rows ordered; returns whether it did.
  */
 static bool
 add_planned_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
-					   PyObject *res, const char *func, List *tlist, List *having)
+					   PyObject *res, const char *func, List *tlist, List *having,
+					   UpperRelationKind stage, List *pathkeys)
 {
 	double		startup,
 				total,
@@ -1679,11 +1681,13 @@ add_planned_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *out
 	upper->tlist = tlist;
 	upper->having = having;
 	upper->engine_plan = plan;
+	upper->ordered = (pathkeys != NIL);
 	output_rel->fdw_private = upper;
-	elog(DEBUG1, "orochi: %s offers the aggregation at cost %.2f..%.2f, %.0f rows", func, startup, total, rows);
+	elog(DEBUG1, "orochi: %s offers upper stage %d at cost %.2f..%.2f, %.0f rows",
+		 func, (int) stage, startup, total, rows);
 	add_path(output_rel, (Path *)
-			 create_foreign_upper_path(root, output_rel, root->upper_targets[UPPERREL_GROUP_AGG],
-									   clamp_row_est(rows), startup, Max(total, startup), NIL, NULL, NIL));
+			 create_foreign_upper_path(root, output_rel, root->upper_targets[stage], clamp_row_est(rows),
+									   startup, Max(total, startup), pathkeys, NULL, NIL));
 	return true;
 }
 
@@ -1737,7 +1741,8 @@ jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 											outputs, input_rel->tuples, input_rel->rows,
 											istate->total_cost));
 	table_close(rel, NoLock);
-	add_planned_upper_path(root, input_rel, output_rel, res, "jit_aggregate", tlist, having);
+	add_planned_upper_path(root, input_rel, output_rel, res, "jit_aggregate", tlist, having,
+						   UPPERREL_GROUP_AGG, NIL);
 }
 
 /* ---------------------------------------------------------------------
@@ -2226,7 +2231,8 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 	else
 		rows = 1;
 	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNd)", tree, outputs, rows));
-	add_planned_upper_path(root, input_rel, output_rel, res, "engine_aggregate", tlist, having);
+	add_planned_upper_path(root, input_rel, output_rel, res, "engine_aggregate", tlist, having,
+						   UPPERREL_GROUP_AGG, NIL);
 }
 
 /*
@@ -2268,7 +2274,6 @@ engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_
 {
 	Query	   *parse = root->parse;
 	OrochiUpperState *in_upper = NULL;
-	OrochiUpperState *upper;
 	RelOptInfo *base_input = input_rel;
 	List	   *tlist;
 	List	   *having = NIL;
@@ -2280,10 +2285,6 @@ engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_
 	ListCell   *lc;
 	List	   *pathkeys = NIL;
 	Path	   *input_path = NULL;
-	double		rows,
-				startup,
-				total;
-	char	   *newplan;
 
 	if (!orochi_duckdb_join_enabled || parse->hasTargetSRFs || parse->hasWindowFuncs ||
 		parse->rowMarks != NIL || parse->distinctClause != NIL || parse->groupingSets != NIL ||
@@ -2422,30 +2423,7 @@ engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_
 	res = orochi_runtime_call("engine_order",
 							  Py_BuildValue("(sNNNddd)", plan, keys, count, offset,
 											input_path->rows, input_path->startup_cost, input_path->total_cost));
-	if (res == Py_None)
-	{
-		Py_DECREF(res);
-		return;
-	}
-	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &newplan, &rows))
-	{
-		Py_DECREF(res);
-		orochi_py_raise("engine_order must return None or (startup_cost, total_cost, plan, rows)");
-	}
-	newplan = pstrdup(newplan);
-	Py_DECREF(res);
-	upper = palloc0(sizeof(OrochiUpperState));
-	upper->input_rel = base_input;
-	upper->tlist = tlist;
-	upper->having = having;
-	upper->engine_plan = newplan;
-	upper->ordered = (pathkeys != NIL);
-	output_rel->fdw_private = upper;
-	elog(DEBUG1, "orochi: the join engine offers %s at cost %.2f..%.2f, %.0f rows",
-		 stage == UPPERREL_ORDERED ? "the ordering" : "the limit", startup, total, rows);
-	add_path(output_rel, (Path *)
-			 create_foreign_upper_path(root, output_rel, root->upper_targets[stage], clamp_row_est(rows),
-									   startup, Max(total, startup), pathkeys, NULL, NIL));
+	add_planned_upper_path(root, base_input, output_rel, res, "engine_order", tlist, having, stage, pathkeys);
 }
 
 /*

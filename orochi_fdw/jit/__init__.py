@@ -85,14 +85,11 @@ def _check_columns(handle: Any, typed: Any) -> None:
 def _prune_qual(raw: Any) -> list | None:
     """``integer column op integer constant``: a qual the scan may prune
     chunk groups with (the kernel still evaluates it)."""
-    if raw[0] != "op" or raw[2] not in P.COMPARISONS or len(raw[6]) != 2:
+    comparison = P.column_comparison(raw)
+    if comparison is None:
         return None
-    left, right = raw[6]
-    op = raw[2]
-    if left[0] == "const" and right[0] == "var":
-        left, right = right, left
-        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
-    if left[0] != "var" or right[0] != "const" or type(right[4]) is not int or left[3] not in P.INTEGER_TYPES:
+    left, op, right = comparison
+    if type(right[4]) is not int or left[3] not in P.INTEGER_TYPES:
         return None
     return [left[2], op, right[4]]
 

@@ -111,6 +111,7 @@ class _Planner:
         self.joins = 0
         self.work = 0.0
         self.descriptions: list[str] = []
+        self.where: list[str] = []
 
     @staticmethod
     def _column_sql(rti: int, attname: str) -> str:
@@ -178,13 +179,23 @@ def _declined(what: str, reason: Refused) -> None:
         pass
 
 
+def _planned_from(tree: tuple) -> tuple["_Planner", str, float, str]:
+    """A planner that has collected the join tree's inputs, and the tree's
+    FROM item: (planner, from_sql, rows, description).
+
+    Raises:
+        Refused: something in the tree the engine does not run exactly.
+    """
+    planner = _Planner()
+    planner.collect(tree)
+    from_sql, rows, description = planner.from_item(tree, True)
+    return planner, from_sql, rows, description
+
+
 def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, float] | None:
     """(startup_cost, total_cost, plan, rows) if the engine runs this join, else None."""
-    planner = _Planner()
-    planner.where = []
     try:
-        planner.collect(tree)
-        from_sql, rows, description = planner.from_item(tree, True)
+        planner, from_sql, rows, description = _planned_from(tree)
         outputs = []
         select = []
         for i, t in enumerate(targets):
@@ -229,11 +240,8 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
     """(startup_cost, total_cost, plan, rows) if the engine computes the group keys
     and aggregates ``outputs_in`` (``("group" | "aggregate", expr)``, named
     g<i> / a<i> by position) over this join, else None."""
-    planner = _Planner()
-    planner.where = []
     try:
-        planner.collect(tree)
-        from_sql, rows, description = planner.from_item(tree, True)
+        planner, from_sql, rows, description = _planned_from(tree)
         outputs = []
         select = []
         group_by = []
@@ -376,14 +384,11 @@ def _scan_qual(expr: tuple) -> list | None:
         if name not in (None, "default", "C", "POSIX"):
             return None
         return [args[0][2], ["=", True], [_encode(v) for v in values], name]
-    if expr[0] != "op" or expr[2] not in pushable.COMPARISONS or len(expr[6]) != 2:
+    comparison = pushable.column_comparison(expr)
+    if comparison is None:
         return None
-    left, right = expr[6]
-    op = expr[2]
-    if left[0] == "const" and right[0] == "var":
-        left, right = right, left
-        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
-    if left[0] != "var" or right[0] != "const" or right[4] is None:
+    left, op, right = comparison
+    if right[4] is None:
         return None
     value = right[4]
     if not isinstance(value, (int, str, decimal.Decimal, datetime.date)) or isinstance(value, (bool, datetime.datetime)):

@@ -114,6 +114,22 @@ class Refused(Exception):
     """The expression cannot be computed outside PostgreSQL with its results."""
 
 
+def column_comparison(e: tuple) -> tuple[tuple, str, tuple] | None:
+    """``column op constant`` (or ``constant op column``, turned round) as
+    (var, op, const), for the quals a columnar scan may prune with; None for
+    any other expression."""
+    if e[0] != "op" or e[2] not in COMPARISONS or len(e[6]) != 2:
+        return None
+    left, right = e[6]
+    op = e[2]
+    if left[0] == "const" and right[0] == "var":
+        left, right = right, left
+        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
+    if left[0] != "var" or right[0] != "const":
+        return None
+    return left, op, right
+
+
 def quote_ident(name: str) -> str:
     """An identifier in double quotes (DuckDB's and SQL's quoting)."""
     return '"' + name.replace('"', '""') + '"'
