@@ -365,11 +365,15 @@ def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, do
     """Merge the sorted runs ``values[bounds[i]:bounds[i + 1]]`` into ``out``
     (sorted ascending; NaN not allowed). ``bounds`` starts at 0, does not
     decrease and ends at len(values); pairs of neighbouring runs are merged
-    until one is left."""
+    until one is left, the passes alternating between ``out`` and a buffer
+    so that the last one writes ``out``."""
     cdef Py_ssize_t n = values.shape[0], k = bounds.shape[0] - 1, i, runs, w
-    cdef double *src
+    cdef int passes = 0
+    cdef const double *src
     cdef double *dst
-    cdef double *swap
+    cdef double *other
+    cdef double *tmp = NULL
+    cdef double *dest
     cdef Py_ssize_t *b
     cdef bint stopped = False
     if out.shape[0] != n:
@@ -381,19 +385,28 @@ def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, do
             raise ValueError("bounds must not decrease")
     if n == 0:
         return
-    src = <double *> malloc(n * sizeof(double))
-    dst = <double *> malloc(n * sizeof(double))
+    runs = k
+    while runs > 1:
+        runs = (runs + 1) // 2
+        passes += 1
     b = <Py_ssize_t *> malloc((k + 1) * sizeof(Py_ssize_t))
-    if src == NULL or dst == NULL or b == NULL:
-        free(src)
-        free(dst)
+    if passes > 1:
+        tmp = <double *> malloc(n * sizeof(double))
+    if b == NULL or (passes > 1 and tmp == NULL):
         free(b)
+        free(tmp)
         raise MemoryError()
+    dest = &out[0]
     with nogil:
-        memcpy(src, &values[0], n * sizeof(double))
+        if passes == 0:
+            memcpy(dest, &values[0], n * sizeof(double))
         for i in range(k + 1):
             b[i] = bounds[i]
         runs = k
+        src = &values[0]
+        # the last pass writes out: the first writes out when their number is odd
+        dst = dest if passes % 2 == 1 else tmp
+        other = tmp if passes % 2 == 1 else dest
         while runs > 1:
             if interrupted():
                 stopped = True
@@ -410,14 +423,11 @@ def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, do
                 i += 2
             b[w] = n
             runs = w
-            swap = src
             src = dst
-            dst = swap
-        if not stopped:
-            memcpy(&out[0], src, n * sizeof(double))
-    free(src)
-    free(dst)
+            dst = other
+            other = <double *> src
     free(b)
+    free(tmp)
     if stopped:
         raise_interrupt()
 
