@@ -7,13 +7,18 @@
 * ``hll_update``: fold 64-bit hashes into dense HyperLogLog registers.
 * ``tdigest_compress``: merge centroids sorted by mean into a merging
   t-digest with the k1 (arcsine) scale function.
+* ``sort_finite_float64``: the finite values of an array sorted ascending,
+  -0.0 as 0.0 (a t-digest is built from them), by an LSD radix sort.
+* ``merge_sorted_float64``: runs of sorted values merged into one sorted
+  array, pairwise (each pass streams through memory).
 
 Validation happens in Python before ``with nogil:``; the Python side in
 :mod:`orochi_fdw.sketches` is the public API.
 """
 
 from libc.stdint cimport uint8_t, uint64_t, int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from libc.stdlib cimport malloc, free
 from libc.math cimport asin, sin, M_PI
 
 import numpy as np
@@ -240,6 +245,191 @@ def tdigest_compress(const double[::1] means, const double[::1] weights, double 
         out_weights[k] = cur_w
         k += 1
     return k
+
+
+cdef enum:
+    RADIX_BITS = 11
+    RADIX_BUCKETS = 2048
+    RADIX_PASSES = 6  # 6 x 11 bits cover 64
+cdef uint64_t SIGN = 0x8000000000000000ULL
+cdef uint64_t EXP_MASK = 0x7FF0000000000000ULL
+
+
+def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
+    """Write the finite values of ``values`` to ``out`` sorted ascending,
+    -0.0 written as 0.0; returns how many were written. NaN and infinities
+    are left out. The result is numpy's ``np.sort(v[np.isfinite(v)]) + 0.0``
+    (orochi_fdw.sketches.reference.sort_finite), made by an LSD radix sort
+    of the values' bits mapped to unsigned keys that order as the numbers:
+    6 passes of 11 bits, a pass skipped when every key has the same digit."""
+    cdef Py_ssize_t i, n = values.shape[0], m = 0
+    cdef uint64_t bits, key
+    cdef uint64_t *keys
+    cdef uint64_t *tmp
+    cdef uint64_t *src
+    cdef uint64_t *dst
+    cdef uint64_t *swap
+    cdef Py_ssize_t *counts
+    cdef Py_ssize_t *pass_counts
+    cdef Py_ssize_t total, c
+    cdef int p, d, shift
+    cdef double v
+    cdef bint stopped = False
+    if out.shape[0] < n:
+        raise ValueError("out is shorter than the input")
+    if n == 0:
+        return 0
+    keys = <uint64_t *> malloc(n * sizeof(uint64_t))
+    tmp = <uint64_t *> malloc(n * sizeof(uint64_t))
+    counts = <Py_ssize_t *> malloc(RADIX_PASSES * RADIX_BUCKETS * sizeof(Py_ssize_t))
+    if keys == NULL or tmp == NULL or counts == NULL:
+        free(keys)
+        free(tmp)
+        free(counts)
+        raise MemoryError()
+    with nogil:
+        memset(counts, 0, RADIX_PASSES * RADIX_BUCKETS * sizeof(Py_ssize_t))
+        for i in range(n):
+            if (i & INTERRUPT_MASK) == 0 and interrupted():
+                stopped = True
+                break
+            v = values[i]
+            memcpy(&bits, &v, 8)
+            if (bits & EXP_MASK) == EXP_MASK:
+                continue  # NaN, +-Infinity
+            if v == 0.0:
+                bits = 0  # -0.0 is 0.0
+            key = (~bits) if (bits & SIGN) else (bits | SIGN)
+            keys[m] = key
+            m += 1
+            for p in range(RADIX_PASSES):
+                counts[p * RADIX_BUCKETS + ((key >> (p * RADIX_BITS)) & (RADIX_BUCKETS - 1))] += 1
+        src = keys
+        dst = tmp
+        p = 0
+        while not stopped and p < RADIX_PASSES:
+            shift = p * RADIX_BITS
+            pass_counts = counts + p * RADIX_BUCKETS
+            if m and pass_counts[(src[0] >> shift) & (RADIX_BUCKETS - 1)] == m:
+                p += 1
+                continue  # every key has this digit: the pass keeps the order
+            total = 0
+            for d in range(RADIX_BUCKETS):
+                c = pass_counts[d]
+                pass_counts[d] = total
+                total += c
+            for i in range(m):
+                if (i & INTERRUPT_MASK) == 0 and interrupted():
+                    stopped = True
+                    break
+                key = src[i]
+                d = (key >> shift) & (RADIX_BUCKETS - 1)
+                dst[pass_counts[d]] = key
+                pass_counts[d] += 1
+            swap = src
+            src = dst
+            dst = swap
+            p += 1
+        if not stopped:
+            for i in range(m):
+                key = src[i]
+                bits = (key & ~SIGN) if (key & SIGN) else (~key)
+                memcpy(&v, &bits, 8)
+                out[i] = v
+    free(keys)
+    free(tmp)
+    free(counts)
+    if stopped:
+        raise_interrupt()
+    return m
+
+
+cdef inline void _merge2(const double *a, Py_ssize_t na, const double *b, Py_ssize_t nb,
+                         double *out) noexcept nogil:
+    cdef Py_ssize_t i = 0, j = 0, k = 0
+    while i < na and j < nb:
+        if b[j] < a[i]:
+            out[k] = b[j]
+            j += 1
+        else:
+            out[k] = a[i]
+            i += 1
+        k += 1
+    if i < na:
+        memcpy(out + k, a + i, (na - i) * sizeof(double))
+    elif j < nb:
+        memcpy(out + k, b + j, (nb - j) * sizeof(double))
+
+
+def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, double[::1] out):
+    """Merge the sorted runs ``values[bounds[i]:bounds[i + 1]]`` into ``out``
+    (sorted ascending; NaN not allowed). ``bounds`` starts at 0, does not
+    decrease and ends at len(values); pairs of neighbouring runs are merged
+    until one is left, the passes alternating between ``out`` and a buffer
+    so that the last one writes ``out``."""
+    cdef Py_ssize_t n = values.shape[0], k = bounds.shape[0] - 1, i, runs, w
+    cdef int passes = 0
+    cdef const double *src
+    cdef double *dst
+    cdef double *other
+    cdef double *tmp = NULL
+    cdef double *dest
+    cdef Py_ssize_t *b
+    cdef bint stopped = False
+    if out.shape[0] != n:
+        raise ValueError("out must have the length of values")
+    if k < 0 or bounds[0] != 0 or bounds[k] != n:
+        raise ValueError("bounds must run from 0 to len(values)")
+    for i in range(k):
+        if bounds[i + 1] < bounds[i]:
+            raise ValueError("bounds must not decrease")
+    if n == 0:
+        return
+    runs = k
+    while runs > 1:
+        runs = (runs + 1) // 2
+        passes += 1
+    b = <Py_ssize_t *> malloc((k + 1) * sizeof(Py_ssize_t))
+    if passes > 1:
+        tmp = <double *> malloc(n * sizeof(double))
+    if b == NULL or (passes > 1 and tmp == NULL):
+        free(b)
+        free(tmp)
+        raise MemoryError()
+    dest = &out[0]
+    with nogil:
+        if passes == 0:
+            memcpy(dest, &values[0], n * sizeof(double))
+        for i in range(k + 1):
+            b[i] = bounds[i]
+        runs = k
+        src = &values[0]
+        # the last pass writes out: the first writes out when their number is odd
+        dst = dest if passes % 2 == 1 else tmp
+        other = tmp if passes % 2 == 1 else dest
+        while runs > 1:
+            if interrupted():
+                stopped = True
+                break
+            w = 0
+            i = 0
+            while i < runs:
+                if i + 1 < runs:
+                    _merge2(src + b[i], b[i + 1] - b[i], src + b[i + 1], b[i + 2] - b[i + 1], dst + b[i])
+                else:
+                    memcpy(dst + b[i], src + b[i], (b[i + 1] - b[i]) * sizeof(double))
+                b[w] = b[i]
+                w += 1
+                i += 2
+            b[w] = n
+            runs = w
+            src = dst
+            dst = other
+            other = <double *> src
+    free(b)
+    free(tmp)
+    if stopped:
+        raise_interrupt()
 
 
 def hll_update_int64(uint8_t[::1] registers, const int64_t[::1] values, int p):

@@ -3,8 +3,9 @@
 ``stripe_sketches 'true'``.
 
 A sketch is built when the stripe is written (INSERT, COPY, and the stripes
-that compaction, UPDATE and DELETE write anew), from the stripe's values as
-a scan hands them to the pushed-down aggregation, at precision
+that compaction, UPDATE and DELETE write anew), from the values handed to
+the stripe writer, in the form a scan hands them to the pushed-down
+aggregation, at precision
 :data:`PRECISION` with the hashing of ``orochi.hll_agg``: it is byte for byte
 the sketch the aggregation builds by reading the stripe. An
 ``orochi.approx_count_distinct`` or ``orochi.hll_agg`` of a column over the
@@ -44,11 +45,15 @@ def sketchable(column: Any) -> bool:
     return column.type_oid in _HASHABLE and column.type_oid not in (NUMERIC, BPCHAR)
 
 
-def build(table: Any, record: Any) -> None:
-    """Fill the ``hll`` of the sketchable columns of a stripe just written
-    (``record``, its file complete) by reading it back as a scan would."""
-    from orochi_fdw.columnar.scan import ColumnarScan
+def build(table: Any, record: Any, columns: Mapping[str, tuple]) -> None:
+    """Fill the ``hll`` of the sketchable columns of a stripe being written
+    (``record``) from ``columns``, the values just handed to the stripe
+    writer (name -> (values, validity) in storage form), put in the form a
+    scan of the stripe would hand them to the pushed-down aggregation."""
+    from orochi_fdw.bridge.batch import Batch
+    from orochi_fdw.columnar.types import storage_kind, to_wire
     from orochi_fdw.query.aggregate import HashAggregator
+    from orochi_fdw.storage.kinds import ColumnData, normalize_column
 
     names = [n for n, c in table.columns.items() if sketchable(c) and c.attnum in record.columns]
     if not names:
@@ -59,10 +64,14 @@ def build(table: Any, record: Any) -> None:
     request = {"group_by": [], "aggregates": aggregates,
                "outputs": [{"kind": "aggregate", "index": i, "name": f"s{i}", "type_oid": _BYTEA}
                            for i in range(len(names))]}
+    wire = {}
+    for name in names:
+        column = table.columns[name]
+        kind = storage_kind(column)
+        values, validity, _ = normalize_column(*columns[name], kind)
+        wire[name] = to_wire(ColumnData(values, validity), kind, column, native=True)
     agg = HashAggregator(request)
-    scan = ColumnarScan(table.relname, table.columns, [record], names, [], rowids=False)
-    for batch in scan:
-        agg.add(batch)
+    agg.add(Batch(record.row_count, wire))
     for name, acc in zip(names, agg._aggs):
         acc.grow(1)
         record.columns[table.columns[name].attnum].hll = acc.states[0].to_bytes()

@@ -323,7 +323,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if self.settings.stripe_sketches:
             from orochi_fdw.columnar import stripe_sketches
 
-            stripe_sketches.build(self, record)
+            stripe_sketches.build(self, record, columns)
         if insert:
             store.insert_stripe(record)
         return record

@@ -121,14 +121,21 @@ class Hll:
     def add_hashes(self, hashes: np.ndarray) -> "Hll":
         """Fold 64-bit hashes in; returns self."""
         hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
-        if self.registers is None:
-            merged = np.union1d(self.hashes, hashes)
-            if len(merged) <= sparse_limit(self.p):
+        limit = sparse_limit(self.p)
+        step = max(limit + 1, 1 << 15)
+        start = 0
+        # sparse: merged a slice at a time, so that a large array is not
+        # sorted whole when it makes the sketch dense within its first slice
+        while self.registers is None and start < len(hashes):
+            part = hashes[start:start + step]
+            start += len(part)
+            merged = np.union1d(self.hashes, part)
+            if len(merged) <= limit:
                 self.hashes = merged.astype(np.uint64, copy=False)
-                return self
-            self._densify(merged)
-            return self
-        K.hll_update(self.registers, hashes, self.p)
+            else:
+                self._densify(merged)
+        if start < len(hashes):
+            K.hll_update(self.registers, hashes[start:], self.p)
         return self
 
     def add_int64(self, values: np.ndarray) -> "Hll":

@@ -93,6 +93,12 @@ def hll_estimate_raw(registers: np.ndarray, p: int) -> float:
     return e
 
 
+def sort_finite(values: np.ndarray) -> np.ndarray:
+    """The finite values sorted, -0.0 as 0.0 (the kernel sort_finite_float64)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.sort(v[np.isfinite(v)]) + 0.0
+
+
 def tdigest_compress(means: np.ndarray, weights: np.ndarray, compression: float) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's one-pass merge of sorted centroids, in Python."""
     n = len(means)

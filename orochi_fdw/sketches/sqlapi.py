@@ -62,7 +62,7 @@ from orochi_fdw.sketches.hashing import (canonical, canonical_float_bits, hash_b
                                          hash_ints, hash_values)
 from orochi_fdw.sketches.hll import DEFAULT_PRECISION, Hll, check_precision
 from orochi_fdw.sketches.tdigest import (DEFAULT_COMPRESSION, TDigest, check_compression,
-                                         check_quantile)
+                                         check_quantile, merge_sorted, sort_finite)
 from orochi_fdw.sketches.tdigest import _compress as _compress_weighted
 
 
@@ -153,19 +153,25 @@ class _HllBuilder:
 
 
 class _TDigestBuilder:
+    """The values of a t-digest aggregate, kept as sorted runs (a batch the
+    C transition function hands over is sorted when it arrives, a worker's
+    values arrive merged), merged into one sorted array at the end: the
+    digest is the one :meth:`TDigest.from_values` builds of all of them."""
+
     def __init__(self, compression: int, quantiles: Any = None):
         self.compression = check_compression(compression)
         self.quantiles = quantiles
-        self.values = array("d")
+        self.runs: list[np.ndarray] = []
+        self.pending = array("d")  # values added one at a time, not sorted yet
         self.digest: TDigest | None = None
 
     def add(self, value: float) -> None:
-        self.values.append(value)
+        self.pending.append(value)
 
     def add_packed(self, kind: int, data: Any) -> None:
         if kind != _KIND_FLOAT64:
             raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
-        self.values.frombytes(data)
+        self.runs.append(sort_finite(np.frombuffer(data, dtype=np.float64)))
 
     def add_sketch(self, data: bytes) -> None:
         other = TDigest.from_bytes(_raw(data))
@@ -174,21 +180,33 @@ class _TDigestBuilder:
         else:
             self.digest.merge(other)
 
+    def count(self) -> int:
+        return sum(len(r) for r in self.runs) + len(self.pending)
+
+    def sorted_values(self) -> np.ndarray:
+        """Every value kept, sorted (and kept so, as one run)."""
+        if len(self.pending):
+            self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64)))
+            self.pending = array("d")
+        self.runs = [merge_sorted(self.runs)]
+        return self.runs[0]
+
     def result(self) -> TDigest:
+        values = self.sorted_values()
         if self.digest is not None:
-            if len(self.values):
-                self.digest.merge(TDigest.from_values(np.frombuffer(self.values, dtype=np.float64),
-                                                      self.compression))
-                self.values = array("d")
+            if len(values):
+                self.digest.merge(TDigest.from_sorted(values, self.compression))
+                self.runs = []
             return self.digest
-        return TDigest.from_values(np.frombuffer(self.values, dtype=np.float64), self.compression)
+        return TDigest.from_sorted(values, self.compression)
 
     def merge(self, other: "_TDigestBuilder") -> None:
         """Fold another builder of the same aggregate in (parallel
         aggregation): its values join these (the digest is built from the
         sorted values at the end, so it is the serial one); a digest it
         shipped instead of its values is merged."""
-        self.values.extend(other.values)
+        self.runs.extend(other.runs)
+        self.pending.extend(other.pending)
         if other.digest is not None:
             self.digest = other.digest if self.digest is None else self.digest.merge(other.digest)
         if self.quantiles is None:
@@ -197,10 +215,11 @@ class _TDigestBuilder:
     def serialize(self) -> bytes:
         """Compression, quantiles, the values (up to _SHIP_VALUES_MAX: more
         travel as their digest) and a digest."""
-        if len(self.values) > _SHIP_VALUES_MAX:
-            digest = TDigest.from_values(np.frombuffer(self.values, dtype=np.float64), self.compression)
+        values = self.sorted_values()  # sorted here, in the worker
+        if len(values) > _SHIP_VALUES_MAX:
+            digest = TDigest.from_sorted(values, self.compression)
             self.digest = digest if self.digest is None else self.digest.merge(digest)
-            self.values = array("d")
+            values = np.zeros(0, dtype=np.float64)
         digest = b"" if self.digest is None else self.digest.to_bytes()
         q = self.quantiles
         if q is None:
@@ -211,7 +230,7 @@ class _TDigestBuilder:
         else:
             quant = b"\x01" + struct.pack("<d", q)
         return b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
-                         quant, struct.pack("<Q", len(self.values)), self.values.tobytes(),
+                         quant, struct.pack("<Q", len(values)), values.tobytes(),
                          struct.pack("<I", len(digest)), digest))
 
 
@@ -595,8 +614,7 @@ def _deserialize_builder(data: bytes) -> Any:
         pos += 8
         if n > (len(data) - pos) // 8:
             raise CorruptSketchError("invalid sketch aggregate state: truncated values")
-        values = array("d")
-        values.frombytes(data[pos:pos + 8 * n])
+        values = np.frombuffer(data, dtype=np.float64, count=n, offset=pos)
         pos += 8 * n
         (m,) = struct.unpack_from("<I", data, pos)
         pos += 4
@@ -605,7 +623,11 @@ def _deserialize_builder(data: bytes) -> Any:
     if len(data) != pos + m:
         raise CorruptSketchError("invalid sketch aggregate state: wrong length")
     builder = _TDigestBuilder(compression, quantiles)
-    builder.values = values
+    if n:
+        # a worker's values, sorted there: taken as one run once checked
+        sorted_ok = bool(np.isfinite(values).all() and (values[1:] >= values[:-1]).all()
+                         and not np.signbit(values[values == 0.0]).any())
+        builder.runs.append(values.copy() if sorted_ok else sort_finite(values))
     if m:
         builder.digest = TDigest.from_bytes(data[pos:])
     return builder

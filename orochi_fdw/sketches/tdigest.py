@@ -60,6 +60,26 @@ def rank_error_bound(q: float, compression: int, n: int) -> float:
     return 2 * math.pi / compression * math.sqrt(q * (1 - q)) + 1.0 / max(n, 1)
 
 
+def sort_finite(values: Iterable[float] | np.ndarray) -> np.ndarray:
+    """The finite values sorted ascending, -0.0 as 0.0: a digest is built
+    from them, so its bytes do not depend on the order of the values."""
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    out = np.empty(len(v), dtype=np.float64)
+    return out[:K.sort_finite_float64(v, out)]
+
+
+def merge_sorted(runs: list[np.ndarray]) -> np.ndarray:
+    """Runs of values as :func:`sort_finite` gives them, merged into one."""
+    if len(runs) == 1:
+        return runs[0]
+    values = np.concatenate(runs) if runs else np.zeros(0, dtype=np.float64)
+    bounds = np.zeros(len(runs) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in runs], out=bounds[1:])
+    out = np.empty(len(values), dtype=np.float64)
+    K.merge_sorted_float64(values, bounds, out)
+    return out
+
+
 def _compress(means: np.ndarray, weights: np.ndarray, compression: int) -> tuple[np.ndarray, np.ndarray]:
     out_m = np.empty(len(means), dtype=np.float64)
     out_w = np.empty(len(means), dtype=np.float64)
@@ -85,12 +105,15 @@ class TDigest:
     def from_values(cls, values: Iterable[float] | np.ndarray,
                     compression: int = DEFAULT_COMPRESSION) -> "TDigest":
         """The digest of values (sorted, then compressed in one pass)."""
+        return cls.from_sorted(sort_finite(values), compression)
+
+    @classmethod
+    def from_sorted(cls, values: np.ndarray, compression: int = DEFAULT_COMPRESSION) -> "TDigest":
+        """The digest of values already as :func:`sort_finite` gives them."""
         digest = cls(compression)
-        v = np.asarray(values, dtype=np.float64)
-        v = np.sort(v[np.isfinite(v)]) + 0.0  # -0.0 is 0.0: the bytes do not depend on the order
-        if len(v):
-            digest.means, digest.weights = _compress(v, np.ones(len(v)), digest.compression)
-            digest.min, digest.max = float(v[0]), float(v[-1])
+        if len(values):
+            digest.means, digest.weights = _compress(values, np.ones(len(values)), digest.compression)
+            digest.min, digest.max = float(values[0]), float(values[-1])
         return digest
 
     @property

@@ -12,7 +12,7 @@ import re
 import psycopg
 import pytest
 
-COLUMNS = "g int8, i int8, s text, f float8, d date, n numeric"
+COLUMNS = "g int8, i int8, s text, f float8, d date, n numeric, b bool, t timestamptz, y bytea, r real"
 FILL = """
 INSERT INTO {t}
 SELECT g,
@@ -20,12 +20,17 @@ SELECT g,
        CASE WHEN g % 13 = 0 THEN NULL ELSE 'k' || (g % 2500) END,
        CASE g % 997 WHEN 0 THEN 'NaN' WHEN 1 THEN '-0' WHEN 2 THEN NULL ELSE (g % 40000) / 7.0 END,
        date '2020-01-01' + (g % 900)::int,
-       (g % 300) / 10.0
+       (g % 300) / 10.0,
+       CASE WHEN g % 17 = 0 THEN NULL ELSE g % 3 = 0 END,
+       timestamptz '2024-01-01 00:00+00' + (g % 5000) * interval '1 second',
+       CASE WHEN g % 19 = 0 THEN NULL ELSE decode(md5((g % 700)::text), 'hex') END,
+       CASE g % 501 WHEN 0 THEN '-0' ELSE (g % 1200) / 3.0 END
 FROM generate_series({lo}, {hi}) g
 """
 QUERY = ("SELECT orochi.approx_count_distinct(i), orochi.approx_count_distinct(s), orochi.hll_agg(f), "
          "orochi.approx_count_distinct(d, 10), orochi.hll_agg(i, 12), orochi.approx_count_distinct(g), "
-         "count(*) FROM {t}")
+         "count(*), orochi.approx_count_distinct(b), orochi.approx_count_distinct(t), "
+         "orochi.approx_count_distinct(y), orochi.approx_count_distinct(r) FROM {t}")
 TABLES = ("m", "r", "h")  # with sketches, without, heap
 
 
@@ -69,7 +74,7 @@ def test_stripe_sketches_equal_reading_the_data(db):
     assert _answered(db) == stripes
     # the stored sketches are the ones reading the stripe builds
     assert db.execute("SELECT count(*) FROM orochi.columnar_stripe_columns "
-                      "WHERE relid = 'm'::regclass AND hll IS NOT NULL").fetchone()[0] == 5 * stripes
+                      "WHERE relid = 'm'::regclass AND hll IS NOT NULL").fetchone()[0] == 9 * stripes
     assert db.execute("SELECT count(*) FROM orochi.columnar_stripe_columns "
                       "WHERE relid = 'r'::regclass AND hll IS NOT NULL").fetchone()[0] == 0
 

@@ -191,7 +191,7 @@ def test_shipped_digests_stay_within_the_error_bound(monkeypatch):
     for part in parts:
         b = sqlapi._deserialize_builder(_builder_of(part.tolist(), lambda: sqlapi._TDigestBuilder(100))
                                         .serialize())
-        assert b.digest is not None and not len(b.values)
+        assert b.digest is not None and not b.count()
         if merged is None:
             merged = b
         else:

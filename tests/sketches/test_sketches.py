@@ -187,6 +187,42 @@ def test_tdigest_compress_matches_reference():
         assert len(got.means) <= c // 2 + 4  # one centroid per unit of k, k spans c / 2
 
 
+_SPECIAL = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308,
+                     1.7976931348623157e308, -1.7976931348623157e308, 1.0, -1.0, 1.0, 3.5])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 1000, 70_000])
+def test_sort_finite_kernel_matches_reference(n):
+    """The radix sort gives numpy's sort of the finite values, -0.0 as 0.0,
+    byte for byte, whatever the mix (NaN, infinities, zeros of both signs,
+    subnormals, extremes, duplicates, values sharing their high bits)."""
+    rng = np.random.default_rng(n)
+    mixes = [rng.normal(size=n), rng.lognormal(3, 1, n), rng.integers(-3, 4, n).astype(np.float64),
+             rng.choice(_SPECIAL, n), rng.uniform(1.0, 1.0 + 1e-12, n),
+             np.frombuffer(rng.integers(0, 2**63, n, dtype=np.int64).tobytes(), dtype=np.float64)]
+    for v in mixes:
+        out = np.full(n, 7.0)
+        k = K.sort_finite_float64(v, out)
+        assert out[:k].tobytes() == R.sort_finite(v).tobytes()
+    with pytest.raises(ValueError):
+        K.sort_finite_float64(np.ones(3), np.empty(2))
+
+
+def test_merge_sorted_kernel_matches_reference():
+    rng = np.random.default_rng(7)
+    for sizes in ([], [0], [5], [3, 0, 4], [1000, 1, 0, 65536, 17], [2] * 33):
+        runs = [R.sort_finite(rng.choice(_SPECIAL, k) if i % 2 else rng.normal(size=k))
+                for i, k in enumerate(sizes)]
+        values = np.concatenate(runs) if runs else np.zeros(0)
+        bounds = np.concatenate([[0], np.cumsum([len(r) for r in runs])]).astype(np.int64)
+        out = np.empty(len(values))
+        K.merge_sorted_float64(values, bounds, out)
+        assert out.tobytes() == R.sort_finite(values).tobytes()
+    for bad in ([1, 3], [0, 2], [0, 3, 2, 3]):
+        with pytest.raises(ValueError):
+            K.merge_sorted_float64(np.arange(3.0), np.array(bad, dtype=np.int64), np.empty(3))
+
+
 def _datasets():
     rng = np.random.default_rng(42)
     return {
