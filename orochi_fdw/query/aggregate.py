@@ -695,6 +695,9 @@ class _HllAccumulator(_SketchAccumulator):
         self._hashing = hashing
         self._hll = hll
         self.p = self.args[0] if self.args else hll.DEFAULT_PRECISION
+        self.bits: np.ndarray | None = None  # see use_range
+        self.lo = 0
+        self.folded = False  # the bitmap's values are in the sketch
 
     def _new_state(self):
         return self._hll.Hll(self.p)
@@ -720,7 +723,24 @@ class _HllAccumulator(_SketchAccumulator):
             return self._hashing.canonical_float_bits(col.values)
         return np.asarray(col.values).astype(np.int64, copy=False)
 
+    def use_range(self, lo: int, hi: int) -> bool:
+        """Collect the values in [lo, hi] in a bitmap and fold each distinct
+        one into the sketch once, at the end (before any update; one group;
+        integers): the sketch depends only on the set of values it saw."""
+        if self.arg_type not in _INTS or not 0 <= hi - lo < BITMAP_MAX_RANGE:
+            return False
+        self.bits = np.zeros((hi - lo) // 64 + 1, dtype=np.uint64)
+        self.lo = int(lo)
+        return True
+
     def update(self, gids, ngroups, col, selection):
+        if self.bits is not None:
+            _added, outside = K.distinct_bitmap_update(self.bits, self.lo, col.values, col.validity,
+                                                       selection)
+            self.counts[0] += _present(col.validity, selection, len(col))
+            if outside is not None:  # beyond the statistics' range: straight into the sketch
+                self.states[0].add_int64(np.asarray(col.values)[outside != 0].astype(np.int64))
+            return
         ints = self._int64_values(col)
         if ints is not None:
             values, g = self._select(ints, col, gids, selection)
@@ -733,6 +753,9 @@ class _HllAccumulator(_SketchAccumulator):
             getattr(self.states[group], add)(v)
 
     def finish(self, ngroups):
+        if self.bits is not None and ngroups and not self.folded:
+            self.states[0].add_int64(bitmap_values(self.bits, self.lo))
+            self.folded = True
         if self.bytes_out:
             values = ["\\x" + s.to_bytes().hex() if c else None
                       for s, c in zip(self.states[:ngroups], self.counts[:ngroups])]
@@ -946,17 +969,18 @@ class HashAggregator:
     @property
     def range_columns(self) -> list[str]:
         """Integer columns whose value range :meth:`hint_ranges` can use
-        (count(DISTINCT) without GROUP BY)."""
+        (count(DISTINCT), orochi.approx_count_distinct and orochi.hll_agg
+        without GROUP BY)."""
         if self._keys:
             return []
         return sorted({acc.column for acc in self._aggs
-                       if isinstance(acc, _CountDistinct) and acc.arg_type in _INTS})
+                       if isinstance(acc, (_CountDistinct, _HllAccumulator)) and acc.arg_type in _INTS})
 
     @property
     def bitmaps(self) -> list[tuple[str, int]]:
         """The count(DISTINCT) columns kept in bitmaps, with their bits."""
         return [(acc.column, 64 * len(acc.bits)) for acc in self._aggs
-                if isinstance(acc, _CountDistinct) and acc.bits is not None]
+                if isinstance(acc, (_CountDistinct, _HllAccumulator)) and acc.bits is not None]
 
     def hint_ranges(self, ranges: Mapping[str, tuple[int, int]]) -> list[str]:
         """Before the first :meth:`add`: the least and greatest value (that
@@ -967,7 +991,7 @@ class HashAggregator:
         if self._keys:
             return taken
         for spec, acc in zip(self.request["aggregates"], self._aggs):
-            if isinstance(acc, _CountDistinct) and acc.column in ranges:
+            if isinstance(acc, (_CountDistinct, _HllAccumulator)) and acc.column in ranges:
                 lo, hi = ranges[acc.column]
                 if acc.use_range(lo, hi):
                     taken.append(acc.column)
@@ -1075,6 +1099,26 @@ def _zero_gids(n: int) -> np.ndarray:
         _ZEROS = np.zeros(max(n, 2 * len(_ZEROS)), dtype=np.int64)
         _ZEROS.flags.writeable = False
     return _ZEROS[:n]
+
+
+def bitmap_values(bits: np.ndarray, lo: int) -> np.ndarray:
+    """The int64 values whose bits are set in a distinct bitmap (bit ``j``
+    of word ``w`` is value ``lo + 64 * w + j``), ascending."""
+    words = np.ascontiguousarray(bits, dtype="<u8").view(np.uint8)
+    return np.flatnonzero(np.unpackbits(words, bitorder="little")).astype(np.int64) + lo
+
+
+def _present(validity: np.ndarray | None, selection: np.ndarray | None, nrows: int) -> int:
+    """Selected rows (of nrows) that are not NULL."""
+    if validity is None:
+        return _selected(selection, nrows)
+    valid = np.asarray(validity) != 0
+    if selection is None:
+        return int(np.count_nonzero(valid))
+    sel = np.asarray(selection)
+    if sel.dtype == np.bool_ or sel.dtype == np.uint8:
+        return int(np.count_nonzero(valid & (sel != 0)))
+    return int(np.count_nonzero(valid[sel]))
 
 
 def _selected(selection: np.ndarray | None, nrows: int) -> int:
