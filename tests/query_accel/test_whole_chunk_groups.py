@@ -109,3 +109,12 @@ def test_groups_inside_the_range_skip_the_filter(db):
     assert "Chunk Groups Passing Whole: 24" in plan, plan
     assert "Rows Removed by Orochi Filter: 99" in plan, plan
     assert db.execute(f"SELECT sum(v) FROM c WHERE {RANGE}").fetchone()[0] == sum(range(600, 3001))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from orochi_fdw.query import all_match as module
+
+    result = doctest.testmod(module)
+    assert result.attempted and not result.failed
