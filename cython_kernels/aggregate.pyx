@@ -1728,6 +1728,72 @@ def distinct_bitmap_update(uint64_t[::1] bits, int64_t lo, const int_t[::1] valu
     return added, (outside if nout else None)
 
 
+# ------------------------------------------------ GROUP BY a small integer range
+
+
+cdef int _dense_fill(int64_t* out, int64_t lo, uint64_t nslots, const int_t* values,
+                     const uint8_t* valid, Sel* sel, uint8_t* seen, Py_ssize_t* nout) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef uint64_t off
+    for k in range(sel.count):
+        if (k & INTERRUPT_MASK) == 0 and interrupted():
+            return ST_INTERRUPTED
+        i = sel_next(sel)
+        if not _present(valid, i):
+            out[k] = <int64_t>nslots
+            seen[nslots] = 1
+            continue
+        # the difference exact in unsigned arithmetic once v >= lo
+        off = <uint64_t>(<int64_t>values[i]) - <uint64_t>lo
+        if <int64_t>values[i] < lo or off >= nslots:
+            out[k] = -1
+            nout[0] += 1
+            continue
+        out[k] = <int64_t>off
+        seen[off] = 1
+    return ST_OK
+
+
+def dense_group_ids(const int_t[::1] values, int64_t lo, Py_ssize_t nslots, uint8_t[::1] seen,
+                    validity=None, selection=None):
+    """Group ids of one integer key whose values mostly lie in a small range
+    (GROUP BY a column whose range the statistics give), without hashing.
+
+    Args:
+        values: int16, int32 or int64 key values.
+        lo: the value of group 0.
+        nslots: the range's size: values ``lo .. lo + nslots - 1`` are
+            groups ``0 .. nslots - 1``; NULL is group ``nslots``.
+        seen: uint8, at least ``nslots + 1`` entries: set to 1 for every
+            group a row falls in.
+        validity: None or per-row presence.
+        selection: None, a row mask or row indices.
+
+    Returns:
+        ``(gids, outside)``: int64 group id per selected row, -1 for a value
+        outside the range (for a hash table to group); how many are -1.
+    """
+    cdef Sel sel
+    cdef const uint8_t* valid
+    cdef Py_ssize_t nrows = values.shape[0], nout = 0
+    cdef int status
+    cdef const int_t* pvalues = NULL
+    cdef cnp.ndarray gids
+    cdef int64_t* pgids
+    if nslots < 0 or seen.shape[0] < nslots + 1:
+        raise ValueError("seen needs nslots + 1 entries")
+    keep_valid = _valid_init(&valid, validity, nrows)
+    keep_sel = _sel_init(&sel, selection, nrows)
+    gids = np.empty(sel.count, dtype=np.int64)
+    pgids = <int64_t*>_data(gids)
+    if nrows:
+        pvalues = &values[0]
+    with nogil:
+        status = _dense_fill(pgids, lo, <uint64_t>nslots, pvalues, valid, &sel, &seen[0], &nout)
+    _raise_status(status)
+    return gids, nout
+
+
 # ------------------------------------------------------------ text min / max
 
 cdef inline int _bytes_cmp(const uint8_t* a, int64_t la, const uint8_t* b, int64_t lb) noexcept nogil:

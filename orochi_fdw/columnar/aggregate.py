@@ -122,5 +122,7 @@ class AggregateScan:
     def explain_analyze(self) -> list[str]:
         lines = [f"Groups: {self._agg.ngroups}"]
         lines += [f"Distinct Bitmap: {column} ({bits} bits)" for column, bits in self._agg.bitmaps]
+        if self._agg.dense_key is not None:
+            lines.append("Group Ids By Value: {} ({} values)".format(*self._agg.dense_key))
         more = getattr(self._scan, "explain_analyze", None)
         return lines + (list(more()) if more is not None else [])

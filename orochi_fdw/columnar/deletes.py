@@ -84,11 +84,15 @@ class DeletedOffsets:
         return len(self.offsets)
 
     def count_in(self, start: int, stop: int) -> int:
+        if not len(self.offsets):
+            return 0  # no deletions (most stripes): no search
         return int(np.searchsorted(self.offsets, stop) - np.searchsorted(self.offsets, start))
 
     def live_mask(self, start: int, nrows: int) -> np.ndarray | None:
         """Boolean mask of the live rows among offsets [start, start + nrows),
         or None when none of them is deleted."""
+        if not len(self.offsets):
+            return None
         lo = int(np.searchsorted(self.offsets, start))
         hi = int(np.searchsorted(self.offsets, start + nrows))
         if lo == hi:

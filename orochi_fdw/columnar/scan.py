@@ -31,6 +31,7 @@ from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
+from orochi_fdw.query.all_match import matcher
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
@@ -51,6 +52,7 @@ class ScanCounters:
     chunk_groups_skipped: int = 0
     chunk_groups_skipped_topn: int = 0  # ruled out by a top-N's threshold
     chunk_groups_from_stats: int = 0  # aggregated from the chunks' statistics, not decoded
+    chunk_groups_whole: int = 0  # passed the filter whole by their statistics (filter not decoded)
     rows: int = 0
     deleted_rows_skipped: int = 0
     delta_rows: int = 0
@@ -112,6 +114,9 @@ class ColumnarScan:
         #: a FilteredScan over this scan, whose filter chunk groups apply
         #: before their other columns are decoded (late materialization)
         self.prefilter = None
+        #: whether a chunk group's statistics show that every row passes the
+        #: prefilter (:func:`~orochi_fdw.query.all_match.matcher`; False: not made yet)
+        self._whole: Any = False
         # decoded column chunks by (stripe, chunk group, column), kept across
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
@@ -143,6 +148,8 @@ class ColumnarScan:
                             if c.chunk_groups_skipped_topn else "")
                          + (f" ({c.chunk_groups_from_stats} answered from statistics)"
                             if c.chunk_groups_from_stats else ""))
+        if c.chunk_groups_whole:
+            lines.append(f"Chunk Groups Passing Whole: {c.chunk_groups_whole}")
         if c.deleted_rows_skipped:
             lines.append(f"Deleted Rows Skipped: {c.deleted_rows_skipped}")
         if c.rowids:
@@ -278,8 +285,16 @@ class ColumnarScan:
     def _filtered_group(self, group: "ChunkGroup", pre) -> Batch | None:
         """Late materialization: the filter's columns of a chunk group are
         decoded and the filter applied first; the other needed columns are
-        decoded only if a row passes, and only its rows are kept."""
-        idx = pre.select(group.column, group.nrows)
+        decoded only if a row passes, and only its rows are kept. A group
+        whose statistics show that every row passes is taken without
+        decoding the filter's columns (unless they are needed)."""
+        if self._whole is False:
+            self._whole = matcher(pre.expr)  # once per scan
+        if self._whole is not None and self._whole(group.stats):
+            self.counters.chunk_groups_whole += 1
+            idx = np.arange(group.nrows)
+        else:
+            idx = pre.select(group.column, group.nrows)
         live = group.live()
         if live is not None:
             deleted = group.nrows - int(np.count_nonzero(live))
@@ -290,10 +305,12 @@ class ColumnarScan:
         pre.removed += group.nrows - deleted - len(idx)
         if len(idx) == 0:
             return None
+        # only the columns the filter passes on (a filter column is not decoded
+        # for a group that passes whole)
         if len(idx) == group.nrows:
-            cols = {name: group.column(name) for name in self.needed}
+            cols = {name: group.column(name) for name in pre.needed}
         else:
-            cols = {name: take(group.column(name), idx) for name in self.needed}
+            cols = {name: take(group.column(name), idx) for name in pre.needed}
         return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
 
     def _groups(self, stripe: store.StripeRecord, reader: StripeReader) -> list["ChunkGroup"]:

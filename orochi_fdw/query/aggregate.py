@@ -695,6 +695,9 @@ class _HllAccumulator(_SketchAccumulator):
         self._hashing = hashing
         self._hll = hll
         self.p = self.args[0] if self.args else hll.DEFAULT_PRECISION
+        self.bits: np.ndarray | None = None  # see use_range
+        self.lo = 0
+        self.folded = False  # the bitmap's values are in the sketch
 
     def _new_state(self):
         return self._hll.Hll(self.p)
@@ -720,7 +723,24 @@ class _HllAccumulator(_SketchAccumulator):
             return self._hashing.canonical_float_bits(col.values)
         return np.asarray(col.values).astype(np.int64, copy=False)
 
+    def use_range(self, lo: int, hi: int) -> bool:
+        """Collect the values in [lo, hi] in a bitmap and fold each distinct
+        one into the sketch once, at the end (before any update; one group;
+        integers): the sketch depends only on the set of values it saw."""
+        if self.arg_type not in _INTS or not 0 <= hi - lo < BITMAP_MAX_RANGE:
+            return False
+        self.bits = np.zeros((hi - lo) // 64 + 1, dtype=np.uint64)
+        self.lo = int(lo)
+        return True
+
     def update(self, gids, ngroups, col, selection):
+        if self.bits is not None:
+            _added, outside = K.distinct_bitmap_update(self.bits, self.lo, col.values, col.validity,
+                                                       selection)
+            self.counts[0] += _present(col.validity, selection, len(col))
+            if outside is not None:  # beyond the statistics' range: straight into the sketch
+                self.states[0].add_int64(np.asarray(col.values)[outside != 0].astype(np.int64))
+            return
         ints = self._int64_values(col)
         if ints is not None:
             values, g = self._select(ints, col, gids, selection)
@@ -733,6 +753,9 @@ class _HllAccumulator(_SketchAccumulator):
             getattr(self.states[group], add)(v)
 
     def finish(self, ngroups):
+        if self.bits is not None and ngroups and not self.folded:
+            self.states[0].add_int64(bitmap_values(self.bits, self.lo))
+            self.folded = True
         if self.bytes_out:
             values = ["\\x" + s.to_bytes().hex() if c else None
                       for s, c in zip(self.states[:ngroups], self.counts[:ngroups])]
@@ -878,6 +901,13 @@ class _DecimalMinMax(_MinMax):
         return _decimal_text(self.state[:ngroups].copy(), self._validity(ngroups), self.scale)
 
 
+#: widest range of a GROUP BY integer key grouped by value - min (flat
+#: state arrays of that many groups) instead of hashing
+DENSE_MAX_GROUPS = 1 << 16
+#: accumulators whose state is flat arrays, finished for every group by kernels
+_FLAT_ACCUMULATORS = (_Count, _CountDistinct, _IntSum, _FloatSum, _FloatAvg, _MinMax, _BoolAgg)
+
+
 def _accumulator(spec: Mapping[str, Any]) -> _Accumulator:
     func, arg = spec["func"], spec.get("arg_type_oid")
     if arg == NUMERIC and func in ("sum", "avg"):
@@ -940,34 +970,63 @@ class HashAggregator:
         for k in self._keys:
             self._expected[k.column] = k.input_kind
         self._ngroups = 0 if self._keys else 1
+        #: GROUP BY one small-range integer column (:meth:`hint_ranges`):
+        #: (lo, slots); group ids are value - lo, NULL is group ``slots``, and
+        #: values outside the range go to the hash table, their ids after those
+        self._dense: tuple[int, int] | None = None
+        self._seen: np.ndarray | None = None  # per dense group: has a row
         for acc in self._aggs:
             acc.grow(self._ngroups)
 
     @property
     def range_columns(self) -> list[str]:
         """Integer columns whose value range :meth:`hint_ranges` can use
-        (count(DISTINCT) without GROUP BY)."""
+        (count(DISTINCT), orochi.approx_count_distinct and orochi.hll_agg
+        without GROUP BY)."""
         if self._keys:
-            return []
+            return [self._keys[0].column] if self._dense_candidate() else []
         return sorted({acc.column for acc in self._aggs
-                       if isinstance(acc, _CountDistinct) and acc.arg_type in _INTS})
+                       if isinstance(acc, (_CountDistinct, _HllAccumulator)) and acc.arg_type in _INTS})
+
+    def _dense_candidate(self) -> bool:
+        """GROUP BY one plain integer column, aggregates whose states are
+        flat arrays (cheap for every group of a range)."""
+        return len(self._keys) == 1 and type(self._keys[0]) is _ColumnKey \
+            and self.request["group_by"][0].get("type_oid") in _INTS \
+            and all(type(acc) in _FLAT_ACCUMULATORS for acc in self._aggs)
+
+    @property
+    def dense_key(self) -> tuple[str, int] | None:
+        """(column, values in its range) when groups are numbered by the
+        key's value (:meth:`hint_ranges`), else None."""
+        return None if self._dense is None else (self._keys[0].column, self._dense[1])
 
     @property
     def bitmaps(self) -> list[tuple[str, int]]:
         """The count(DISTINCT) columns kept in bitmaps, with their bits."""
         return [(acc.column, 64 * len(acc.bits)) for acc in self._aggs
-                if isinstance(acc, _CountDistinct) and acc.bits is not None]
+                if isinstance(acc, (_CountDistinct, _HllAccumulator)) and acc.bits is not None]
 
     def hint_ranges(self, ranges: Mapping[str, tuple[int, int]]) -> list[str]:
         """Before the first :meth:`add`: the least and greatest value (that
-        the caller knows of) of integer columns; count(DISTINCT) of such a
-        column without GROUP BY keeps a bitmap of a small range. Values
-        outside it are still counted exactly. Returns the columns taken."""
+        the caller knows of) of integer columns; count(DISTINCT) (and the
+        HyperLogLog aggregates) of such a column without GROUP BY keeps a
+        bitmap of a small range, and GROUP BY such a column alone numbers its
+        groups by value (no hashing; aggregates of flat states). Values
+        outside the range are still aggregated exactly. Returns the columns
+        taken."""
         taken = []
         if self._keys:
+            key = self._keys[0].column
+            if self._dense_candidate() and key in ranges and self._ngroups == 0:
+                lo, hi = ranges[key]
+                if 0 <= hi - lo < DENSE_MAX_GROUPS:
+                    self._dense = (int(lo), int(hi - lo + 1))
+                    self._seen = np.zeros(hi - lo + 2, dtype=np.uint8)
+                    taken.append(key)
             return taken
         for spec, acc in zip(self.request["aggregates"], self._aggs):
-            if isinstance(acc, _CountDistinct) and acc.column in ranges:
+            if isinstance(acc, (_CountDistinct, _HllAccumulator)) and acc.column in ranges:
                 lo, hi = ranges[acc.column]
                 if acc.use_range(lo, hi):
                     taken.append(acc.column)
@@ -981,6 +1040,8 @@ class HashAggregator:
     @property
     def ngroups(self) -> int:
         """Groups so far (1 without GROUP BY)."""
+        if self._dense is not None:
+            return int(np.count_nonzero(self._seen)) + self._table.ngroups
         return self._ngroups
 
     def add(self, columns: Mapping[str, Any] | Batch, selection: np.ndarray | None = None,
@@ -1009,7 +1070,9 @@ class HashAggregator:
             nrows = len(next(iter(cols.values())))
         elif nrows is None:
             raise InvalidParameterError("a batch without columns needs its row count")
-        if self._table is not None:
+        if self._dense is not None:
+            gids = self._dense_ids(cols, selection, nrows)
+        elif self._table is not None:
             gids, _ = self._table.assign([k.key(cols) for k in self._keys], selection)
             self._ngroups = self._table.ngroups
         else:
@@ -1018,6 +1081,42 @@ class HashAggregator:
             acc.grow(self._ngroups)
             acc.update(gids, self._ngroups, None if acc.column is None else cols[acc.column],
                        selection)
+
+    def _dense_ids(self, cols: Mapping[str, Any], selection: np.ndarray | None, nrows: int) -> np.ndarray:
+        """Group ids of a batch in dense mode (see ``_dense``)."""
+        lo, slots = self._dense
+        key = self._keys[0]
+        col = cols[key.column]
+        gids, outside = K.dense_group_ids(col.values, lo, slots, self._seen, col.validity, selection)
+        if outside:
+            out = gids < 0
+            rows = np.arange(nrows) if selection is None else np.asarray(selection)
+            if rows.dtype == np.bool_ or rows.dtype == np.uint8:
+                rows = np.flatnonzero(rows)
+            hashed, _ = self._table.assign([key.key(cols)], rows[out].astype(np.int64))
+            gids[out] = hashed + (slots + 1)
+        self._ngroups = slots + 1 + self._table.ngroups
+        return gids
+
+    def _dense_result(self) -> Batch:
+        """The result in dense mode: the range's groups that have rows (in
+        key order, then NULL), then the hashed ones."""
+        lo, slots = self._dense
+        space = slots + 1 + self._table.ngroups
+        dense = np.flatnonzero(self._seen[:slots + 1])
+        rows = np.concatenate([dense, np.arange(slots + 1, space)]).astype(np.int64)
+        key = self._keys[0]
+        hashed = key.output(self._table, 0)
+        values = np.concatenate([dense + lo, np.asarray(hashed.values, dtype=np.int64)])
+        valid = np.concatenate([dense < slots, np.ones(len(hashed), dtype=bool) if hashed.validity is None
+                                else np.asarray(hashed.validity, dtype=bool)])
+        group_cols = [Column(key.output_kind, values.astype(WIRE_DTYPES[key.output_kind]),
+                             _validity_or_none(valid.astype(np.uint8)))]
+        agg_cols = [_take_rows(acc.finish(space), rows) for acc in self._aggs]
+        out = {}
+        for o in self.request["outputs"]:
+            out[o["name"]] = (group_cols if o["kind"] == "group" else agg_cols)[o["index"]]
+        return Batch(len(rows), out)
 
     def _columns(self, columns: Mapping[str, Any], nrows: int | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -1044,6 +1143,8 @@ class HashAggregator:
         Raises:
             NumericValueOutOfRangeError: an int8 sum is out of range.
         """
+        if self._dense is not None:
+            return self._dense_result()
         n = self._ngroups
         group_cols = [k.output(self._table, c) for c, k in enumerate(self._keys)]
         agg_cols = [acc.finish(n) for acc in self._aggs]
@@ -1075,6 +1176,40 @@ def _zero_gids(n: int) -> np.ndarray:
         _ZEROS = np.zeros(max(n, 2 * len(_ZEROS)), dtype=np.int64)
         _ZEROS.flags.writeable = False
     return _ZEROS[:n]
+
+
+def _take_rows(col: Column, rows: np.ndarray) -> Column:
+    """Rows ``rows`` of a result column."""
+    validity = None if col.validity is None else np.asarray(col.validity)[rows]
+    if not col.kind.is_variable_width:
+        return Column(col.kind, np.asarray(col.values)[rows], validity)
+    offsets = np.asarray(col.offsets, dtype=np.int64)
+    starts, lengths = offsets[:-1][rows], np.diff(offsets)[rows]
+    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    data = col.values if isinstance(col.values, np.ndarray) else np.frombuffer(col.values, np.uint8)
+    gather = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(int(new_offsets[-1]), dtype=np.int64)
+    return Column(col.kind, np.asarray(data, dtype=np.uint8)[gather], validity, new_offsets)
+
+
+def bitmap_values(bits: np.ndarray, lo: int) -> np.ndarray:
+    """The int64 values whose bits are set in a distinct bitmap (bit ``j``
+    of word ``w`` is value ``lo + 64 * w + j``), ascending."""
+    words = np.ascontiguousarray(bits, dtype="<u8").view(np.uint8)
+    return np.flatnonzero(np.unpackbits(words, bitorder="little")).astype(np.int64) + lo
+
+
+def _present(validity: np.ndarray | None, selection: np.ndarray | None, nrows: int) -> int:
+    """Selected rows (of nrows) that are not NULL."""
+    if validity is None:
+        return _selected(selection, nrows)
+    valid = np.asarray(validity) != 0
+    if selection is None:
+        return int(np.count_nonzero(valid))
+    sel = np.asarray(selection)
+    if sel.dtype == np.bool_ or sel.dtype == np.uint8:
+        return int(np.count_nonzero(valid & (sel != 0)))
+    return int(np.count_nonzero(valid[sel]))
 
 
 def _selected(selection: np.ndarray | None, nrows: int) -> int:

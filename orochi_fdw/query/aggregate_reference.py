@@ -261,3 +261,20 @@ def distinct_bitmap_update(bits: np.ndarray, lo: int, values: np.ndarray, validi
     before = (bits[words] & masks) != 0
     np.bitwise_or.at(bits, words, masks)
     return int(np.count_nonzero(~before)), (outside if outside.any() else None)
+
+
+def dense_group_ids(values: np.ndarray, lo: int, nslots: int, seen: np.ndarray, validity=None,
+                    selection=None) -> tuple[np.ndarray, int]:
+    """numpy reference of the kernel ``dense_group_ids``: the same group ids
+    and the same ``seen`` update, with whole-array operations (Python ints
+    for the range test, so no wrap-around)."""
+    rows = np.asarray(selected(len(values), selection), dtype=np.int64)
+    v = np.asarray(values)[rows].astype(object)
+    present = np.ones(len(rows), dtype=bool) if validity is None \
+        else np.asarray(validity, dtype=bool)[rows]
+    inside = np.array([p and lo <= int(x) < lo + nslots for x, p in zip(v, present)], dtype=bool)
+    gids = np.full(len(rows), -1, dtype=np.int64)
+    gids[~present] = nslots
+    gids[inside] = np.array([int(x) - lo for x in v[inside]], dtype=np.int64)
+    seen[gids[gids >= 0]] = 1
+    return gids, int(np.count_nonzero(gids == -1))

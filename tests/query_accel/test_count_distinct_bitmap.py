@@ -2,7 +2,10 @@
 statistics give (values outside it, as the delta store's, in the hash set):
 the kernel against its numpy reference, and the SQL answers against the
 heap table (NULLs, filters that keep nothing, deleted and updated rows,
-delta rows beyond the stripes' range, a range too wide for a bitmap)."""
+delta rows beyond the stripes' range, a range too wide for a bitmap).
+orochi.approx_count_distinct and orochi.hll_agg of such columns collect the
+distinct values in the same bitmap and fold each into the sketch once: the
+same sketch bytes as the heap table's aggregate."""
 
 from __future__ import annotations
 
@@ -115,3 +118,49 @@ def test_count_distinct_uses_a_bitmap(db):
         "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(DISTINCT a), count(DISTINCT w) FROM c").fetchall())
     assert "Distinct Bitmap: a (1024 bits)" in plan, plan
     assert "Distinct Bitmap: w" not in plan, plan
+
+
+SKETCHES = ("SELECT orochi.approx_count_distinct(a), orochi.hll_agg(b)::text, "
+            "orochi.approx_count_distinct(c, 10), orochi.hll_agg(w)::text, count(*) FROM {}")
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(parts=st.lists(st.lists(values, min_size=4, max_size=60), min_size=0, max_size=3),
+       delta=st.lists(st.tuples(small, st.integers(-10**6, 10**6), st.integers(-2**63, 2**63 - 1),
+                                st.none()), max_size=3),
+       deleted=st.one_of(st.none(), st.integers(-3, 3)), where=conditions)
+def test_hll_sketches_of_bitmaps_equal_heap(db, parts, delta, deleted, where):
+    db.execute("DROP FOREIGN TABLE IF EXISTS c; DROP TABLE IF EXISTS h")
+    db.execute(f"CREATE FOREIGN TABLE c ({COLUMNS}) SERVER orochi "
+               "OPTIONS (chunk_group_size '16', delta_row_limit '3')")
+    db.execute(f"CREATE TABLE h ({COLUMNS})")
+    for table in ("c", "h"):
+        for part in parts:
+            with db.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                for row in part:
+                    copy.write_row(row)
+        if deleted is not None:
+            db.execute(f"DELETE FROM {table} WHERE a = %s", [deleted])
+            db.execute(f"UPDATE {table} SET b = b / 2 + 1000 WHERE a = %s", [deleted + 1])
+        for row in delta:
+            db.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", row)
+    sql = SKETCHES + " WHERE " + where
+    assert db.execute(sql.format("c")).fetchall() == db.execute(sql.format("h")).fetchall(), sql
+
+
+def test_hll_sketch_uses_a_bitmap(db):
+    """More distinct values than a sparse sketch keeps (dense registers),
+    a delta row beyond the stripes' range, NULLs: the heap's sketch."""
+    db.execute("CREATE FOREIGN TABLE c (a int4) SERVER orochi OPTIONS (delta_row_limit '10')")
+    db.execute("CREATE TABLE h (a int4)")
+    for t in ("c", "h"):
+        db.execute(f"INSERT INTO {t} SELECT CASE WHEN i % 13 = 0 THEN NULL ELSE i % 5000 END "
+                   "FROM generate_series(1, 20000) i")
+        db.execute(f"INSERT INTO {t} VALUES (-7), (4999), (5000000), (NULL)")
+    for q in ("SELECT orochi.approx_count_distinct(a), orochi.hll_agg(a)::text FROM {}",
+              "SELECT orochi.approx_count_distinct(a, 8) FROM {} WHERE a > 4000"):
+        assert db.execute(q.format("c")).fetchall() == db.execute(q.format("h")).fetchall(), q
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN (ANALYZE, COSTS OFF) SELECT orochi.approx_count_distinct(a) FROM c").fetchall())
+    assert "Distinct Bitmap: a" in plan, plan
