@@ -58,6 +58,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import math
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -294,6 +295,7 @@ _COLUMN_TYPES: dict[int, tuple[str, np.dtype | None]] = {
     25: ("text", None),
     1043: ("varchar", None),
     17: ("bytea", None),
+    2950: ("uuid", None),  # prunes by its 16 bytes; filtered by Postgres
 }
 #: integer-valued kinds and the range of their stored values (infinities included)
 _INT_RANGES = {
@@ -582,6 +584,11 @@ class BoundQuals:
         """Columns the filter reads."""
         return referenced_columns(self.filter)
 
+    @property
+    def prune_columns(self) -> set[str]:
+        """Columns min/max pruning reads the statistics of."""
+        return referenced_columns(self.prune)
+
     def explain(self, verbose: bool = False) -> list[str]:
         """``Label: text`` lines for the wrapper's ``explain()``."""
         lines = []
@@ -818,6 +825,12 @@ def _bind_scalar(term: BoundReference, op: str, value: Any, collation: str | Non
         return _int_comparison(term, op, const.value, lo, hi)
     if kind in _FLOAT_KINDS:
         return _bind_float(term, op, value)
+    if kind == "uuid":
+        # uuid orders as its 16 bytes, the order of its statistics; the
+        # filter kernels do not take it, so it prunes but Postgres filters
+        if not isinstance(value, uuid.UUID):
+            raise _NotExact(f"a uuid column against a {type(value).__name__}")
+        raise _NotExact("uuid columns are filtered by Postgres", Comparison(term, op, value.bytes))
     if kind in _BYTES_KINDS:
         if kind == "bytea":
             if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -1292,9 +1305,12 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
             # NOT IN rules out a chunk only when all its values are in the
             # list, which min/max cannot tell apart from gaps between them.
             return ROWS_MIGHT_MATCH
+        # a bound may be missing (a text maximum whose truncation could not be
+        # bounded): each known bound still decides what it can (None below:
+        # no bound on that side)
         lo, hi = s.min, s.max
-        if lo is None or hi is None:
-            return ROWS_MIGHT_MATCH  # a bound is missing: nothing to compare with
+        if lo is None and hi is None:
+            return ROWS_MIGHT_MATCH  # nothing to compare with
         if _is_nan(lo) or _is_nan(hi):
             # a NaN bound orders nothing (and Postgres puts NaN above every
             # number, which a NaN max may or may not mean)
@@ -1312,22 +1328,24 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
         if isinstance(p, StartsWith):
             # values starting with the prefix form the byte range
             # [prefix, successor): disjoint from [lo, hi] -> skip
-            if hi < p.prefix:
+            if hi is not None and hi < p.prefix:
                 return ROWS_CANNOT_MATCH
             succ = _prefix_successor(p.prefix)
-            if succ is not None and lo >= succ:
+            if succ is not None and lo is not None and lo >= succ:
                 return ROWS_CANNOT_MATCH
             return ROWS_MIGHT_MATCH
         if isinstance(p, NotStartsWith):
             # every value between two that start with the prefix starts with
             # it too: then no value fails to
-            if isinstance(lo, bytes) and lo.startswith(p.prefix) and hi.startswith(p.prefix):
+            if isinstance(lo, bytes) and isinstance(hi, bytes) and lo.startswith(p.prefix) \
+                    and hi.startswith(p.prefix):
                 return ROWS_CANNOT_MATCH
             return ROWS_MIGHT_MATCH
         return ROWS_MIGHT_MATCH
 
     @staticmethod
     def _comparison(op: str, v: Any, lo: Any, hi: Any, nan: bool) -> bool:
+        """``x op v`` for some value x in [lo, hi] (a None bound: unbounded)."""
         if op == "<>":
             # only a chunk holding nothing but v could be skipped: too rare to
             # be worth the NaN and bound-exactness cases it would need
@@ -1338,18 +1356,21 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
                 return ROWS_MIGHT_MATCH if nan else ROWS_CANNOT_MATCH
             if op == ">":
                 return ROWS_CANNOT_MATCH
-            return ROWS_MIGHT_MATCH  # "<", "<=": every non-NaN value (there are some: lo, hi)
+            # "<", "<=": every non-NaN value, and there are some when a bound is known
+            return ROWS_MIGHT_MATCH
         if nan and op in (">", ">="):
             return ROWS_MIGHT_MATCH  # NaN rows are greater than every number
         if op == "=":
-            return ROWS_MIGHT_MATCH if lo <= v <= hi else ROWS_CANNOT_MATCH
-        if op == "<":
-            return ROWS_MIGHT_MATCH if lo < v else ROWS_CANNOT_MATCH
-        if op == "<=":
-            return ROWS_MIGHT_MATCH if lo <= v else ROWS_CANNOT_MATCH
-        if op == ">":
-            return ROWS_MIGHT_MATCH if hi > v else ROWS_CANNOT_MATCH
-        return ROWS_MIGHT_MATCH if hi >= v else ROWS_CANNOT_MATCH
+            ok = (lo is None or lo <= v) and (hi is None or v <= hi)
+        elif op == "<":
+            ok = lo is None or lo < v
+        elif op == "<=":
+            ok = lo is None or lo <= v
+        elif op == ">":
+            ok = hi is None or hi > v
+        else:
+            ok = hi is None or hi >= v
+        return ROWS_MIGHT_MATCH if ok else ROWS_CANNOT_MATCH
 
 
 def _prefix_successor(prefix: bytes) -> bytes | None:
@@ -1654,6 +1675,8 @@ def _render_value(term: BoundReference, v: Any) -> str:
         return _render_datetime(kind, v)
     if kind == "bytea":
         return "'\\x" + bytes(v).hex() + "'"
+    if kind == "uuid":
+        return _quote(str(uuid.UUID(bytes=bytes(v))))
     if kind in _TEXT_KINDS:
         return _quote(bytes(v).decode("utf-8", errors="replace"))
     if kind == "decimal":
