@@ -652,9 +652,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if len(kept) < len(in_chunks):
             line += f" ({len(in_chunks) - len(kept)} skipped by min/max)"
         lines.append(line)
-        pruning = [b.qual for b in bound.quals if b.prune is not ALWAYS_TRUE]
-        if pruning:
-            lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in pruning))
+        if bound.pruning:
+            lines.append("Min/Max Filter: " + " AND ".join(_describe(b.qual) for b in bound.pruning))
         lines += bound.explain(verbose)
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search

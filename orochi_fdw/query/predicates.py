@@ -589,6 +589,13 @@ class BoundQuals:
         """Columns min/max pruning reads the statistics of."""
         return referenced_columns(self.prune)
 
+    @property
+    def pruning(self) -> list[BoundQual]:
+        """The quals min/max pruning tests against bounds or NULL counts (not
+        ``<>`` nor NOT IN, which only rule out chunks of NULLs), for
+        EXPLAIN's "Min/Max Filter"."""
+        return [b for b in self.quals if visit(b.prune, _UsesBounds())]
+
     def explain(self, verbose: bool = False) -> list[str]:
         """``Label: text`` lines for the wrapper's ``explain()``."""
         lines = []
@@ -1644,6 +1651,27 @@ class _Columns(BooleanExpressionVisitor[set]):
 
     def visit_predicate(self, predicate: BoundPredicate) -> set:
         return {predicate.term.name}
+
+
+class _UsesBounds(BooleanExpressionVisitor[bool]):
+    """Whether min/max pruning may skip chunks holding non-NULL values."""
+
+    def visit_true(self) -> bool:
+        return False
+
+    def visit_false(self) -> bool:
+        return True
+
+    def visit_and(self, results: list[bool]) -> bool:
+        return any(results)
+
+    def visit_or(self, results: list[bool]) -> bool:
+        return all(results)
+
+    def visit_predicate(self, predicate: BoundPredicate) -> bool:
+        if isinstance(predicate, NotIn):
+            return False
+        return not (isinstance(predicate, Comparison) and predicate.op == "<>")
 
 
 def referenced_columns(expr: BooleanExpression) -> set[str]:
