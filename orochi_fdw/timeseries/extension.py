@@ -9,7 +9,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
 from orochi_fdw.columnar import extensions
+from orochi_fdw.columnar.scan import prune_expression
 from orochi_fdw.errors import FeatureNotSupportedError
+from orochi_fdw.query.predicates import referenced_columns
 from orochi_fdw.timeseries import chunks, hypertable, timekeys
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,15 +42,17 @@ class Hypertables:
     def exclude_stripes(self, table: "ColumnarTable", stripes: list["store.StripeRecord"], bound: Any
                         ) -> tuple[list["store.StripeRecord"], tuple[int, int]] | None:
         """Chunk exclusion: the stripes not in a chunk whose time range rules
-        the bound quals (``BoundQuals``) out, and (chunks, excluded chunks)."""
+        the bound quals (``BoundQuals``, or its prune expression; ``[]``: none)
+        out, and (chunks, excluded chunks)."""
         ht = hypertable.get(table.relid, read_only=True)
         if ht is None:
             return None
         name = _time_column(table, ht)
         all_chunks = chunks.list_chunks(table.relid, read_only=True)
-        if name is None or name not in bound.prune_columns:
+        prune = prune_expression(bound)
+        if name is None or name not in referenced_columns(prune):
             return stripes, (len(all_chunks), 0)
-        excluded = chunks.excluded_chunks(name, all_chunks, bound.prune, table.kinds[name])
+        excluded = chunks.excluded_chunks(name, all_chunks, prune, table.kinds[name])
         if not excluded:
             return stripes, (len(all_chunks), 0)
         return [s for s in stripes if s.chunk_id not in excluded], (len(all_chunks), len(excluded))
