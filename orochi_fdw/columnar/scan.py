@@ -30,8 +30,7 @@ from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
-from orochi_fdw.query.predicates import (ALWAYS_TRUE, BooleanExpression, ColumnStats, might_match,
-                                         referenced_columns)
+from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, ColumnStats, pruner, referenced_columns
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
@@ -95,8 +94,9 @@ def prune_stripes(stripes: list[store.StripeRecord], quals: Any,
     expr = prune_expression(quals)
     if expr is ALWAYS_TRUE:
         return list(stripes)
+    may_match = pruner(expr)
     return [s for s in stripes
-            if might_match(expr, lambda name, s=s: stripe_bounds(s, columns[name], name in missing))]
+            if may_match(lambda name, s=s: stripe_bounds(s, columns[name], name in missing))]
 
 
 class ColumnarScan:
@@ -325,6 +325,7 @@ class ColumnarScan:
         deleted = DeletedOffsets(stripe.delete_bitmap)
         qual_cols = {}
         prune = self.quals is not ALWAYS_TRUE
+        may_match = pruner(self.quals)
         for name in (referenced_columns(self.quals) if prune else ()):
             rec = stripe.columns.get(self.table_columns[name].attnum)
             if rec is not None and rec.kind == storage_kind(self.table_columns[name]):
@@ -337,7 +338,7 @@ class ColumnarScan:
                     ci = qual_cols.get(name)
                     return None if ci is None else meta.chunks[g][ci].stats  # a ChunkStats
 
-                if not might_match(self.quals, stats):
+                if not may_match(stats):
                     self.counters.chunk_groups_skipped += 1
                     continue
             if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \

@@ -27,7 +27,8 @@ when the qual is not exact), and ``prune``, implied by the qual (``expr``
 itself when exact, a widened range, or :data:`ALWAYS_TRUE`). Then:
 
 * :func:`might_match` (min/max pruning) says :data:`ROWS_MIGHT_MATCH` or
-  :data:`ROWS_CANNOT_MATCH` for a stripe or chunk group from its statistics;
+  :data:`ROWS_CANNOT_MATCH` for a stripe or chunk group from its statistics
+  (:func:`pruner` makes it once into a function, for a scan's many tests);
 * :func:`evaluate` runs the filter kernels on a batch and returns a uint8 row
   mask (:func:`selection` turns it into row indices);
 * :attr:`BoundQuals.exact` answers the wrapper's ``exact_quals()`` and
@@ -108,6 +109,7 @@ __all__ = [
     "bind_quals",
     "exact_quals",
     "might_match",
+    "pruner",
     "evaluate",
     "selection",
     "render",
@@ -1266,6 +1268,78 @@ def might_match(expr: BooleanExpression, stats: StatsLookup) -> bool:
     """
     lookup = stats.get if isinstance(stats, Mapping) else stats
     return visit(expr, _MinMaxEvaluator(lookup))
+
+
+Pruner = Callable[[Callable[[str], Any]], bool]
+
+
+def pruner(expr: BooleanExpression) -> Pruner:
+    """:func:`might_match` of ``expr`` made once into a function of the
+    statistics lookup, for a scan testing many stripes and chunk groups
+    (the same answers, without walking the tree each time; AND and OR stop
+    at the first deciding child).
+
+    Example:
+        >>> t = BoundReference("n", "int32", 23)
+        >>> test = pruner(And(Comparison(t, ">=", 5), Comparison(t, "<", 9)))
+        >>> test({"n": ColumnStats(10, 0, 0, 4)}.get), test({"n": ColumnStats(10, 0, 0, 6)}.get)
+        (False, True)
+    """
+    if expr is ALWAYS_TRUE or expr is ALWAYS_FALSE:
+        answer = expr is ALWAYS_TRUE
+        return lambda lookup: answer
+    if isinstance(expr, (And, Or)):
+        parts = tuple(pruner(c) for c in expr.children)
+        if isinstance(expr, And):
+            def all_may(lookup: Callable[[str], Any]) -> bool:
+                for part in parts:
+                    if not part(lookup):
+                        return ROWS_CANNOT_MATCH
+                return ROWS_MIGHT_MATCH
+            return all_may
+
+        def any_may(lookup: Callable[[str], Any]) -> bool:
+            for part in parts:
+                if part(lookup):
+                    return ROWS_MIGHT_MATCH
+            return ROWS_CANNOT_MATCH
+        return any_may
+    if isinstance(expr, Comparison) and not expr.term.is_float and expr.op != "<>":
+        return _comparison_pruner(expr.term.name, expr.op, expr.value)
+    if isinstance(expr, BoundPredicate):
+        return lambda lookup: _MinMaxEvaluator(lookup).visit_predicate(expr)
+    raise TypeError(f"not a bound expression: {expr!r}")
+
+
+def _comparison_pruner(name: str, op: str, v: Any) -> Pruner:
+    """:meth:`_MinMaxEvaluator.visit_predicate` of ``name op v`` on a column without
+    NaN (integers, times, numerics, text), unrolled: the test a scan makes
+    of most chunk groups."""
+    def may_match(lookup: Callable[[str], Any]) -> bool:
+        s = lookup(name)
+        if s is None:
+            return ROWS_MIGHT_MATCH
+        rows = getattr(s, "row_count", None)
+        nulls = getattr(s, "null_count", None)
+        if rows is not None and nulls is not None and nulls >= rows:
+            return ROWS_CANNOT_MATCH  # only NULLs
+        lo, hi = s.min, s.max
+        if lo is None and hi is None:
+            return ROWS_MIGHT_MATCH
+        if _is_nan(lo) or _is_nan(hi):
+            return ROWS_MIGHT_MATCH
+        if op == "=":
+            ok = (lo is None or lo <= v) and (hi is None or v <= hi)
+        elif op == "<":
+            ok = lo is None or lo < v
+        elif op == "<=":
+            ok = lo is None or lo <= v
+        elif op == ">":
+            ok = hi is None or hi > v
+        else:
+            ok = hi is None or hi >= v
+        return ROWS_MIGHT_MATCH if ok else ROWS_CANNOT_MATCH
+    return may_match
 
 
 def _is_nan(v: Any) -> bool:
