@@ -498,6 +498,31 @@ def text_form(value: Any) -> str | None:
     return str(value)
 
 
+#: the SQL type names of the values of a date / time column's own type
+_TIME_TYPES = {1082: ("date",), 1114: ("timestamp without time zone", "timestamp"),
+               1184: ("timestamp with time zone", "timestamptz"), 1083: ("time without time zone", "time")}
+
+
+def _own_type(column: ColumnDefinition, value: Any) -> bool:
+    """Whether a qual's value (each item of a list) is of a date or time
+    column's own type: a parameter without an explicit type takes the
+    column's, which would cut a timestamp compared with a date column to
+    its day, or drop a timestamptz's offset (numbers have explicit types;
+    other values arrive in their column's type)."""
+    names = _TIME_TYPES.get(column.type_oid)
+    if names is None or value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_own_type(column, v) for v in value)
+    if isinstance(value, SpecialValue):
+        return value.type_name in names
+    if column.type_oid == 1082:
+        return type(value) is datetime.date
+    if column.type_oid == 1083:
+        return type(value) is datetime.time and value.tzinfo is None
+    return type(value) is datetime.datetime and (value.tzinfo is not None) == (column.type_oid == 1184)
+
+
 def _param_value(value: Any) -> Any:
     """A qual value as an SPI parameter (SpecialValue, a tuple, by its text)."""
     return value.text if isinstance(value, SpecialValue) else value
@@ -641,20 +666,34 @@ class DeltaStore:
 
     # -- reading ------------------------------------------------------------
 
-    def _pushed_quals(self, quals: Sequence[Qual], first_param: int) -> tuple[list[str], list, list]:
-        """SQL conditions (on the delta table) for the quals the stripes'
-        pruning also trusts; they only pre-filter, Postgres rechecks."""
+    def _pushed_quals(self, quals: Any, first_param: int) -> tuple[list[str], list, list]:
+        """SQL conditions (on the delta table) for the quals that also prune
+        (their bound form's ``prune`` is not trivially true: the scan's one
+        binding, :meth:`ColumnarTable.bound_quals`, or raw quals bound here),
+        each as written, when its value has the column's own type (the
+        parameter's type is then the column's). They only pre-filter: the
+        filter kernels apply the exact quals to the delta rows as to the
+        stripes', and Postgres rechecks the others."""
         from orochi_fdw.bridge import runtime
-        from orochi_fdw.columnar.pruning import bind
-        from orochi_fdw.columnar.table import _collation_info
+        from orochi_fdw.query.predicates import ALWAYS_TRUE, BoundQuals
 
+        if not isinstance(quals, BoundQuals):
+            from orochi_fdw.columnar.filter import collation_policy
+            from orochi_fdw.columnar.table import _collation_info
+            from orochi_fdw.query.predicates import bind_quals
+
+            quals = bind_quals(quals, self.columns, collation_policy(_collation_info()))
         conds, params, types = [], [], []
         k = first_param
-        for q in quals:
+        for b in quals.quals:
+            q = b.qual
             column = self.columns.get(q.field_name)
-            if column is None or q.value is runtime.UNKNOWN:
+            if column is None or q.value is runtime.UNKNOWN or b.prune is ALWAYS_TRUE:
                 continue
-            if not bind([q], self.columns, _collation_info(), runtime.UNKNOWN):
+            if q.is_list_operator and not (q.operator_name == "=" and q.list_any_or_all
+                                           and isinstance(q.value, (list, tuple))):
+                continue  # only = ANY (list) is pushed
+            if not _own_type(column, q.value):
                 continue
             c = f"c{column.attnum}"
             coll = ""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from orochi_fdw.catalog import store
     from orochi_fdw.columnar.table import ColumnarTable
+    from orochi_fdw.query.predicates import BoundQuals
 
 
 class WriteRouter(Protocol):
@@ -74,10 +75,10 @@ class TableExtension(Protocol):
         """The router of a statement writing into ``table`` (read in the
         current transaction; may lock against concurrent part drops)."""
 
-    def exclude_stripes(self, table: "ColumnarTable", stripes: list["store.StripeRecord"], bound: list
+    def exclude_stripes(self, table: "ColumnarTable", stripes: list["store.StripeRecord"], bound: "BoundQuals"
                         ) -> tuple[list["store.StripeRecord"], tuple[int, int]] | None:
-        """The stripes a scan with these bound quals must read, and
-        (parts, parts excluded)."""
+        """The stripes a scan with these bound quals must read (prune with
+        ``bound.prune``), and (parts, parts excluded)."""
 
     def truncated(self, table: "ColumnarTable") -> None:
         """``table`` was truncated (its stripes and delta rows are gone)."""

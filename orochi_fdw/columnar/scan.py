@@ -28,10 +28,10 @@ from orochi_fdw.bridge.batch import Batch, Column
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
-from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
 from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.query.all_match import matcher
+from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, ColumnStats, pruner, referenced_columns
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
@@ -62,28 +62,43 @@ class ScanCounters:
     tier: TierCounters = field(default_factory=TierCounters)  # reads from object storage
 
 
-def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition, has_missing: bool = False) -> Bounds:
+def stripe_bounds(stripe: store.StripeRecord, column: ColumnDefinition, has_missing: bool = False) -> ColumnStats:
     """The catalog's statistics of a column over a stripe; a column the
     stripe does not have (added later) is NULL throughout, or, if it was
     added with a default (``has_missing``), that value (not known here)."""
     rec = stripe.columns.get(column.attnum)
     if rec is None:
-        return Bounds(stripe.row_count, 0 if has_missing else stripe.row_count)
+        return ColumnStats(stripe.row_count, 0 if has_missing else stripe.row_count)
     if rec.kind != storage_kind(column):
-        return Bounds(stripe.row_count, rec.null_count)  # type changed: only NULL counts hold
-    return Bounds(stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan)
+        return ColumnStats(stripe.row_count, rec.null_count)  # type changed: only NULL counts hold
+    return ColumnStats(stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan)
 
 
-def prune_stripes(stripes: list[store.StripeRecord], quals: list[BoundQual],
+def prune_expression(quals: Any) -> BooleanExpression:
+    """What min/max pruning tests: a bound expression (``BoundQuals.prune``),
+    or the bound quals themselves; an empty list prunes nothing."""
+    if isinstance(quals, BooleanExpression):
+        return quals
+    prune = getattr(quals, "prune", None)
+    if isinstance(prune, BooleanExpression):
+        return prune
+    if not quals:
+        return ALWAYS_TRUE
+    raise TypeError(f"not bound quals: {quals!r}")
+
+
+def prune_stripes(stripes: list[store.StripeRecord], quals: Any,
                   columns: dict[str, ColumnDefinition], missing: Mapping[str, object] = {}
                   ) -> list[store.StripeRecord]:
-    """The stripes whose catalog statistics do not rule every row out
-    (``missing``: the columns added with a default, see
-    :mod:`~orochi_fdw.columnar.missing`)."""
-    if not quals:
+    """The stripes whose catalog statistics do not rule every row out for
+    the bound quals (:func:`prune_expression`; ``missing``: the columns added
+    with a default, see :mod:`~orochi_fdw.columnar.missing`)."""
+    expr = prune_expression(quals)
+    if expr is ALWAYS_TRUE:
         return list(stripes)
+    may_match = pruner(expr)
     return [s for s in stripes
-            if might_match(quals, lambda name, s=s: stripe_bounds(s, columns[name], name in missing))]
+            if may_match(lambda name, s=s: stripe_bounds(s, columns[name], name in missing))]
 
 
 class ColumnarScan:
@@ -97,17 +112,18 @@ class ColumnarScan:
     """
 
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
-                 stripes: list[store.StripeRecord], needed: list[str], quals: list[BoundQual],
+                 stripes: list[store.StripeRecord], needed: list[str], quals: Any,
                  delta: Callable[[], Iterable[Batch]] | None = None,
                  missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None, rowids: bool = True):
         self.relname = relname
         self.rowids = rowids  # whether stripe rows get row ids
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
-        self.quals = quals
+        #: what min/max pruning tests (the bound quals' ``prune`` expression)
+        self.quals = prune_expression(quals)
         self.missing = missing  # the values of columns added with a default, for older stripes
         self.counters = ScanCounters(columns=list(self.needed))
-        kept = prune_stripes(stripes, quals, table_columns, missing)
+        kept = prune_stripes(stripes, self.quals, table_columns, missing)
         self.counters.stripes_skipped = len(stripes) - len(kept)
         self.stripes = kept
         self.delta = delta
@@ -325,22 +341,21 @@ class ColumnarScan:
                 present[name] = (rec.column_name, rec.kind)
         deleted = DeletedOffsets(stripe.delete_bitmap)
         qual_cols = {}
-        for q in self.quals:
-            rec = stripe.columns.get(self.table_columns[q.column].attnum)
-            if rec is not None and rec.kind == storage_kind(self.table_columns[q.column]):
-                qual_cols[q.column] = meta.column_index(rec.column_name)
+        prune = self.quals is not ALWAYS_TRUE
+        may_match = pruner(self.quals)
+        for name in (referenced_columns(self.quals) if prune else ()):
+            rec = stripe.columns.get(self.table_columns[name].attnum)
+            if rec is not None and rec.kind == storage_kind(self.table_columns[name]):
+                qual_cols[name] = meta.column_index(rec.column_name)
         groups = []
         for group in meta.chunk_groups:
             g = group.index
-            if self.quals:
-                def bounds(name: str, g: int = g) -> Bounds | None:
+            if prune:
+                def stats(name: str, g: int = g) -> Any:
                     ci = qual_cols.get(name)
-                    if ci is None:
-                        return None
-                    st = meta.chunks[g][ci].stats
-                    return Bounds(st.row_count, st.null_count, st.min, st.max, st.has_nan)
+                    return None if ci is None else meta.chunks[g][ci].stats  # a ChunkStats
 
-                if not might_match(self.quals, bounds):
+                if not may_match(stats):
                     self.counters.chunk_groups_skipped += 1
                     continue
             if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \

@@ -39,11 +39,11 @@ from orochi_fdw.columnar.delta import DeltaStore
 from orochi_fdw.columnar.filter import FilteredScan, collation_policy
 from orochi_fdw.columnar.modify import StatementWrites
 from orochi_fdw.columnar.aggregate import AggregatePushdown
-from orochi_fdw.columnar.pruning import CollationInfo, bind
+from orochi_fdw.columnar.pruning import CollationInfo
 from orochi_fdw.columnar.scan import ColumnarScan, prune_stripes
 from orochi_fdw.columnar.types import TEXT_TYPE_OIDS, from_wire, raw_size, scan_wire_kind, storage_kind
 from orochi_fdw.errors import InsufficientPrivilegeError, InvalidOptionError
-from orochi_fdw.query.predicates import bind_quals
+from orochi_fdw.query.predicates import ALWAYS_TRUE, BoundQuals, bind_quals
 from orochi_fdw.sketches.sampling import sample_requested, sampled_scan_if_requested
 from orochi_fdw.storage.codecs import Codec, Compression
 from orochi_fdw.storage.stripe_format import ColumnSpec, StripeWriter
@@ -405,17 +405,15 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             rows = self._rescan_from_index(quals, needed, scan_cache, rowids)
             if rows is not None:
                 return rows
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
-                           must_be_exact=[q.exact for q in quals])
-        read = needed + sorted(exact.columns - set(needed))
-        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        bound = self.bound_quals(quals, must_be_exact=[q.exact for q in quals])
+        read = needed + sorted(bound.columns - set(needed))
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[c].attnum for c in bound.prune_columns}
         if stripes is not None:
             all_stripes = stripes[0]
-            delta = (lambda: self.delta.scan(read, quals)) if stripes[1] else None
+            delta = (lambda: self.delta.scan(read, bound)) if stripes[1] else None
         elif scan_cache is None:
             all_stripes = store.table_stripes(self.relid, attnums)
-            delta = lambda: self.delta.scan(read, quals)  # noqa: E731
+            delta = lambda: self.delta.scan(read, bound)  # noqa: E731
         else:
             key = ("stripes", frozenset(attnums))
             all_stripes = scan_cache.get(key)
@@ -423,7 +421,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 all_stripes = scan_cache[key] = store.table_stripes(self.relid, attnums)
             if "delta_rows" not in scan_cache:
                 scan_cache["delta_rows"] = self.delta.count()
-            delta = (lambda: self.delta.scan(read, quals)) if scan_cache["delta_rows"] else None
+            delta = (lambda: self.delta.scan(read, bound)) if scan_cache["delta_rows"] else None
         stripes, chunk_counts = self._exclude_chunks(all_stripes, bound, scan_cache)
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=delta, missing=self.missing_values(),
@@ -432,9 +430,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         scan.counters.chunks = chunk_counts
         if scan_cache is not None:
             scan_cache["last_scan"] = scan
-        filtered = FilteredScan(scan, exact.filter, needed,
+        filtered = FilteredScan(scan, bound.filter, needed,
                                 {n: scan_wire_kind(self.columns[n]) for n in read}, self.columns,
-                                filter_columns=exact.columns)
+                                filter_columns=bound.columns)
         scan.prefilter = filtered
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
@@ -485,17 +483,15 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def _top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey], limit: int) -> topn.TopNScan:
         """ORDER BY plain columns LIMIT ``limit``: see :class:`~orochi_fdw.columnar.topn.TopNScan`
         (the bridge passes a limit only when every qual is applied here)."""
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        exact = bind_quals(quals, self.columns, collation_policy(_collation_info()),
-                           must_be_exact=[q.exact for q in quals])
+        exact = self.bound_quals(quals, must_be_exact=[q.exact for q in quals])
         read = sorted(set(needed) | set(exact.columns) | {k.attname for k in keys})
-        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
-        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), bound)
-        scan = ColumnarScan(self.relname, self.columns, stripes, read, bound, missing=self.missing_values())
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[c].attnum for c in exact.prune_columns}
+        stripes, chunk_counts = self._exclude_chunks(store.table_stripes(self.relid, attnums), exact)
+        scan = ColumnarScan(self.relname, self.columns, stripes, read, exact, missing=self.missing_values())
         scan.counters.chunks = chunk_counts
         kinds = {n: scan_wire_kind(self.columns[n]) for n in read}
         return topn.TopNScan(scan, keys, needed, limit, exact.filter, exact.columns, kinds,
-                             delta=lambda: self.delta.scan(read, quals))
+                             delta=lambda: self.delta.scan(read, exact))
 
     def _rescan_from_index(self, quals: list[Qual], needed: list[str], scan_cache: dict, rowids: bool = True):
         """A rescan answered by :mod:`orochi_fdw.query.rescan_index`, or None."""
@@ -519,7 +515,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         return rescan_index.indexed_rescan(scan_cache, quals, kinds, total,
                                            lambda qs, cols: self.execute(qs, cols, rowids=rowids), needed, limit)
 
-    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: list, scan_cache: dict | None = None
+    def _exclude_chunks(self, stripes: list[store.StripeRecord], bound: BoundQuals, scan_cache: dict | None = None
                         ) -> tuple[list[store.StripeRecord], tuple[int, int] | None]:
         """Part exclusion by a table extension (a hypertable's chunks whose
         time range rules the quals out): the stripes left and (parts,
@@ -536,16 +532,23 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     def exact_quals(self, quals: list[Qual]) -> list[bool]:
         """Quals the filter kernels apply exactly (Postgres then skips them)."""
-        return bind_quals(quals, self.columns, collation_policy(_collation_info())).exact
+        return self.bound_quals(quals).exact
+
+    def bound_quals(self, quals: list[Qual], must_be_exact: list[bool] | None = None) -> BoundQuals:
+        """The quals bound once to the table's columns: the one form that
+        prunes stripes, chunk groups and a hypertable's chunks (``prune``),
+        filters stripe and delta rows (``filter``), pre-filters the delta
+        table and writes EXPLAIN (:mod:`orochi_fdw.query.predicates`)."""
+        return bind_quals(quals, self.columns, collation_policy(_collation_info()), must_be_exact)
 
     def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        attnums = {self.columns[q.column].attnum for q in bound}
+        bound = self.bound_quals(quals)
+        attnums = {self.columns[c].attnum for c in bound.prune_columns}
         stripes = store.table_stripes(self.relid, attnums)
         total = sum(s.live_rows for s in stripes)
         kept, _ = self._exclude_chunks(stripes, bound)
         rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns, self.missing_values())) \
-            if bound else total
+            if bound.prune is not ALWAYS_TRUE else total
         rows += self.delta.count()
         return (float(rows), self._width(columns, total))
 
@@ -580,12 +583,12 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         """For planning a scan with these quals reading these columns: the
         columns read, the table's stripes, and those left after chunk
         exclusion and min/max pruning."""
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
+        bound = self.bound_quals(quals)
         read = {c for c in [*columns, *(q.field_name for q in quals)] if c in self.columns}
-        attnums = {self.columns[c].attnum for c in read} | {self.columns[q.column].attnum for q in bound}
+        attnums = {self.columns[c].attnum for c in read} | {self.columns[c].attnum for c in bound.prune_columns}
         stripes = store.table_stripes(self.relid, attnums)
         kept, _ = self._exclude_chunks(stripes, bound)
-        if bound:
+        if bound.prune is not ALWAYS_TRUE:
             kept = prune_stripes(kept, bound, self.columns, self.missing_values())
         return read, stripes, kept
 
@@ -634,8 +637,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     def explain(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 verbose: bool = False) -> list[str]:
-        bound = bind(quals, self.columns, _collation_info(), runtime.UNKNOWN)
-        attnums = {self.columns[q.column].attnum for q in bound}
+        bound = self.bound_quals(quals)
+        attnums = {self.columns[c].attnum for c in bound.prune_columns}
         stripes = store.table_stripes(self.relid, attnums)
         lines = []
         in_chunks, chunk_counts = self._exclude_chunks(stripes, bound)
@@ -649,10 +652,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         if len(kept) < len(in_chunks):
             line += f" ({len(in_chunks) - len(kept)} skipped by min/max)"
         lines.append(line)
-        if bound:
-            lines.append("Min/Max Filter: " + " AND ".join(_describe(q) for q in quals
-                                                          if q.field_name in {b.column for b in bound}))
-        lines += bind_quals(quals, self.columns, collation_policy(_collation_info())).explain(verbose)
+        if bound.pruning:
+            lines.append("Min/Max Filter: " + " AND ".join(_describe(b.qual) for b in bound.pruning))
+        lines += bound.explain(verbose)
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 

@@ -27,7 +27,8 @@ when the qual is not exact), and ``prune``, implied by the qual (``expr``
 itself when exact, a widened range, or :data:`ALWAYS_TRUE`). Then:
 
 * :func:`might_match` (min/max pruning) says :data:`ROWS_MIGHT_MATCH` or
-  :data:`ROWS_CANNOT_MATCH` for a stripe or chunk group from its statistics;
+  :data:`ROWS_CANNOT_MATCH` for a stripe or chunk group from its statistics
+  (:func:`pruner` makes it once into a function, for a scan's many tests);
 * :func:`evaluate` runs the filter kernels on a batch and returns a uint8 row
   mask (:func:`selection` turns it into row indices);
 * :attr:`BoundQuals.exact` answers the wrapper's ``exact_quals()`` and
@@ -58,6 +59,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import math
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -107,6 +109,7 @@ __all__ = [
     "bind_quals",
     "exact_quals",
     "might_match",
+    "pruner",
     "evaluate",
     "selection",
     "render",
@@ -294,6 +297,7 @@ _COLUMN_TYPES: dict[int, tuple[str, np.dtype | None]] = {
     25: ("text", None),
     1043: ("varchar", None),
     17: ("bytea", None),
+    2950: ("uuid", None),  # prunes by its 16 bytes; filtered by Postgres
 }
 #: integer-valued kinds and the range of their stored values (infinities included)
 _INT_RANGES = {
@@ -582,6 +586,18 @@ class BoundQuals:
         """Columns the filter reads."""
         return referenced_columns(self.filter)
 
+    @property
+    def prune_columns(self) -> set[str]:
+        """Columns min/max pruning reads the statistics of."""
+        return referenced_columns(self.prune)
+
+    @property
+    def pruning(self) -> list[BoundQual]:
+        """The quals min/max pruning tests against bounds or NULL counts (not
+        ``<>`` nor NOT IN, which only rule out chunks of NULLs), for
+        EXPLAIN's "Min/Max Filter"."""
+        return [b for b in self.quals if visit(b.prune, _UsesBounds())]
+
     def explain(self, verbose: bool = False) -> list[str]:
         """``Label: text`` lines for the wrapper's ``explain()``."""
         lines = []
@@ -818,6 +834,12 @@ def _bind_scalar(term: BoundReference, op: str, value: Any, collation: str | Non
         return _int_comparison(term, op, const.value, lo, hi)
     if kind in _FLOAT_KINDS:
         return _bind_float(term, op, value)
+    if kind == "uuid":
+        # uuid orders as its 16 bytes, the order of its statistics; the
+        # filter kernels do not take it, so it prunes but Postgres filters
+        if not isinstance(value, uuid.UUID):
+            raise _NotExact(f"a uuid column against a {type(value).__name__}")
+        raise _NotExact("uuid columns are filtered by Postgres", Comparison(term, op, value.bytes))
     if kind in _BYTES_KINDS:
         if kind == "bytea":
             if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -1248,6 +1270,78 @@ def might_match(expr: BooleanExpression, stats: StatsLookup) -> bool:
     return visit(expr, _MinMaxEvaluator(lookup))
 
 
+Pruner = Callable[[Callable[[str], Any]], bool]
+
+
+def pruner(expr: BooleanExpression) -> Pruner:
+    """:func:`might_match` of ``expr`` made once into a function of the
+    statistics lookup, for a scan testing many stripes and chunk groups
+    (the same answers, without walking the tree each time; AND and OR stop
+    at the first deciding child).
+
+    Example:
+        >>> t = BoundReference("n", "int32", 23)
+        >>> test = pruner(And(Comparison(t, ">=", 5), Comparison(t, "<", 9)))
+        >>> test({"n": ColumnStats(10, 0, 0, 4)}.get), test({"n": ColumnStats(10, 0, 0, 6)}.get)
+        (False, True)
+    """
+    if expr is ALWAYS_TRUE or expr is ALWAYS_FALSE:
+        answer = expr is ALWAYS_TRUE
+        return lambda lookup: answer
+    if isinstance(expr, (And, Or)):
+        parts = tuple(pruner(c) for c in expr.children)
+        if isinstance(expr, And):
+            def all_may(lookup: Callable[[str], Any]) -> bool:
+                for part in parts:
+                    if not part(lookup):
+                        return ROWS_CANNOT_MATCH
+                return ROWS_MIGHT_MATCH
+            return all_may
+
+        def any_may(lookup: Callable[[str], Any]) -> bool:
+            for part in parts:
+                if part(lookup):
+                    return ROWS_MIGHT_MATCH
+            return ROWS_CANNOT_MATCH
+        return any_may
+    if isinstance(expr, Comparison) and not expr.term.is_float and expr.op != "<>":
+        return _comparison_pruner(expr.term.name, expr.op, expr.value)
+    if isinstance(expr, BoundPredicate):
+        return lambda lookup: _MinMaxEvaluator(lookup).visit_predicate(expr)
+    raise TypeError(f"not a bound expression: {expr!r}")
+
+
+def _comparison_pruner(name: str, op: str, v: Any) -> Pruner:
+    """:meth:`_MinMaxEvaluator.visit_predicate` of ``name op v`` on a column without
+    NaN (integers, times, numerics, text), unrolled: the test a scan makes
+    of most chunk groups."""
+    def may_match(lookup: Callable[[str], Any]) -> bool:
+        s = lookup(name)
+        if s is None:
+            return ROWS_MIGHT_MATCH
+        rows = getattr(s, "row_count", None)
+        nulls = getattr(s, "null_count", None)
+        if rows is not None and nulls is not None and nulls >= rows:
+            return ROWS_CANNOT_MATCH  # only NULLs
+        lo, hi = s.min, s.max
+        if lo is None and hi is None:
+            return ROWS_MIGHT_MATCH
+        if _is_nan(lo) or _is_nan(hi):
+            return ROWS_MIGHT_MATCH
+        if op == "=":
+            ok = (lo is None or lo <= v) and (hi is None or v <= hi)
+        elif op == "<":
+            ok = lo is None or lo < v
+        elif op == "<=":
+            ok = lo is None or lo <= v
+        elif op == ">":
+            ok = hi is None or hi > v
+        else:
+            ok = hi is None or hi >= v
+        return ROWS_MIGHT_MATCH if ok else ROWS_CANNOT_MATCH
+    return may_match
+
+
 def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
@@ -1292,9 +1386,12 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
             # NOT IN rules out a chunk only when all its values are in the
             # list, which min/max cannot tell apart from gaps between them.
             return ROWS_MIGHT_MATCH
+        # a bound may be missing (a text maximum whose truncation could not be
+        # bounded): each known bound still decides what it can (None below:
+        # no bound on that side)
         lo, hi = s.min, s.max
-        if lo is None or hi is None:
-            return ROWS_MIGHT_MATCH  # a bound is missing: nothing to compare with
+        if lo is None and hi is None:
+            return ROWS_MIGHT_MATCH  # nothing to compare with
         if _is_nan(lo) or _is_nan(hi):
             # a NaN bound orders nothing (and Postgres puts NaN above every
             # number, which a NaN max may or may not mean)
@@ -1312,22 +1409,24 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
         if isinstance(p, StartsWith):
             # values starting with the prefix form the byte range
             # [prefix, successor): disjoint from [lo, hi] -> skip
-            if hi < p.prefix:
+            if hi is not None and hi < p.prefix:
                 return ROWS_CANNOT_MATCH
             succ = _prefix_successor(p.prefix)
-            if succ is not None and lo >= succ:
+            if succ is not None and lo is not None and lo >= succ:
                 return ROWS_CANNOT_MATCH
             return ROWS_MIGHT_MATCH
         if isinstance(p, NotStartsWith):
             # every value between two that start with the prefix starts with
             # it too: then no value fails to
-            if isinstance(lo, bytes) and lo.startswith(p.prefix) and hi.startswith(p.prefix):
+            if isinstance(lo, bytes) and isinstance(hi, bytes) and lo.startswith(p.prefix) \
+                    and hi.startswith(p.prefix):
                 return ROWS_CANNOT_MATCH
             return ROWS_MIGHT_MATCH
         return ROWS_MIGHT_MATCH
 
     @staticmethod
     def _comparison(op: str, v: Any, lo: Any, hi: Any, nan: bool) -> bool:
+        """``x op v`` for some value x in [lo, hi] (a None bound: unbounded)."""
         if op == "<>":
             # only a chunk holding nothing but v could be skipped: too rare to
             # be worth the NaN and bound-exactness cases it would need
@@ -1338,18 +1437,21 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
                 return ROWS_MIGHT_MATCH if nan else ROWS_CANNOT_MATCH
             if op == ">":
                 return ROWS_CANNOT_MATCH
-            return ROWS_MIGHT_MATCH  # "<", "<=": every non-NaN value (there are some: lo, hi)
+            # "<", "<=": every non-NaN value, and there are some when a bound is known
+            return ROWS_MIGHT_MATCH
         if nan and op in (">", ">="):
             return ROWS_MIGHT_MATCH  # NaN rows are greater than every number
         if op == "=":
-            return ROWS_MIGHT_MATCH if lo <= v <= hi else ROWS_CANNOT_MATCH
-        if op == "<":
-            return ROWS_MIGHT_MATCH if lo < v else ROWS_CANNOT_MATCH
-        if op == "<=":
-            return ROWS_MIGHT_MATCH if lo <= v else ROWS_CANNOT_MATCH
-        if op == ">":
-            return ROWS_MIGHT_MATCH if hi > v else ROWS_CANNOT_MATCH
-        return ROWS_MIGHT_MATCH if hi >= v else ROWS_CANNOT_MATCH
+            ok = (lo is None or lo <= v) and (hi is None or v <= hi)
+        elif op == "<":
+            ok = lo is None or lo < v
+        elif op == "<=":
+            ok = lo is None or lo <= v
+        elif op == ">":
+            ok = hi is None or hi > v
+        else:
+            ok = hi is None or hi >= v
+        return ROWS_MIGHT_MATCH if ok else ROWS_CANNOT_MATCH
 
 
 def _prefix_successor(prefix: bytes) -> bytes | None:
@@ -1625,6 +1727,27 @@ class _Columns(BooleanExpressionVisitor[set]):
         return {predicate.term.name}
 
 
+class _UsesBounds(BooleanExpressionVisitor[bool]):
+    """Whether min/max pruning may skip chunks holding non-NULL values."""
+
+    def visit_true(self) -> bool:
+        return False
+
+    def visit_false(self) -> bool:
+        return True
+
+    def visit_and(self, results: list[bool]) -> bool:
+        return any(results)
+
+    def visit_or(self, results: list[bool]) -> bool:
+        return all(results)
+
+    def visit_predicate(self, predicate: BoundPredicate) -> bool:
+        if isinstance(predicate, NotIn):
+            return False
+        return not (isinstance(predicate, Comparison) and predicate.op == "<>")
+
+
 def referenced_columns(expr: BooleanExpression) -> set[str]:
     """Names of the columns ``expr`` reads (to decode before filtering)."""
     return visit(expr, _Columns())
@@ -1654,6 +1777,8 @@ def _render_value(term: BoundReference, v: Any) -> str:
         return _render_datetime(kind, v)
     if kind == "bytea":
         return "'\\x" + bytes(v).hex() + "'"
+    if kind == "uuid":
+        return _quote(str(uuid.UUID(bytes=bytes(v))))
     if kind in _TEXT_KINDS:
         return _quote(bytes(v).decode("utf-8", errors="replace"))
     if kind == "decimal":

@@ -18,7 +18,7 @@ import numpy as np
 
 from orochi_fdw.bridge import spi
 from orochi_fdw.catalog import store
-from orochi_fdw.columnar.pruning import Bounds, BoundQual, might_match
+from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, ColumnStats, might_match
 from orochi_fdw.errors import OrochiError
 from orochi_fdw.timeseries import timekeys
 from orochi_fdw.timeseries.hypertable import Hypertable
@@ -270,23 +270,24 @@ def stripe_key_range(relid: int, time_attnum: int, kind: str, stripe_ids: Sequen
 
 # ---------------------------------------------------------------- exclusion
 
-def excluded_chunks(column: str, chunks: Sequence[Chunk], quals: Sequence[BoundQual],
+def excluded_chunks(column: str, chunks: Sequence[Chunk], prune: BooleanExpression,
                     kind: str) -> set[int]:
-    """Ids of the chunks whose time range rules out every row for the quals
-    on the time column (compared as stripe min / max are, by
-    :func:`~orochi_fdw.columnar.pruning.might_match`).
+    """Ids of the chunks whose time range rules out every row for the bound
+    quals, tested as stripe min / max are
+    (:func:`~orochi_fdw.query.predicates.might_match`), with the chunk's
+    range as the statistics of the time column and nothing known of the
+    other columns.
 
     Args:
         column: the time column's name (as the quals name it).
         chunks: the hypertable's chunks.
-        quals: bound quals (:func:`~orochi_fdw.columnar.pruning.bind`).
+        prune: the bound quals' pruning expression (``BoundQuals.prune``).
         kind: the time column's storage kind.
 
     Returns:
         The excluded chunks' ids.
     """
-    mine = [q for q in quals if q.column == column]
-    if not mine:
+    if prune is ALWAYS_TRUE:
         return set()
     out = set()
     for c in chunks:
@@ -294,8 +295,8 @@ def excluded_chunks(column: str, chunks: Sequence[Chunk], quals: Sequence[BoundQ
         if lo > hi:
             out.add(c.chunk_id)  # a date chunk shorter than a day holding no midnight
             continue
-        bounds = Bounds(1, 0, lo, hi)
-        if not might_match(mine, lambda _name, b=bounds: b):
+        stats = {column: ColumnStats(1, 0, lo, hi)}
+        if not might_match(prune, stats):
             out.add(c.chunk_id)
     return out
 

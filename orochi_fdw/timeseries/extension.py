@@ -6,10 +6,12 @@ fast path's refusal. Importing :mod:`orochi_fdw.timeseries` registers it."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from orochi_fdw.columnar import extensions
+from orochi_fdw.columnar.scan import prune_expression
 from orochi_fdw.errors import FeatureNotSupportedError
+from orochi_fdw.query.predicates import referenced_columns
 from orochi_fdw.timeseries import chunks, hypertable, timekeys
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,18 +39,20 @@ class Hypertables:
                 f'the time column "{ht.time_column}" of hypertable "{table.relname}" was dropped or changed type')
         return chunks.ChunkRouter(dataclasses.replace(ht, time_column=name), table.kinds[name])
 
-    def exclude_stripes(self, table: "ColumnarTable", stripes: list["store.StripeRecord"], bound: list
+    def exclude_stripes(self, table: "ColumnarTable", stripes: list["store.StripeRecord"], bound: Any
                         ) -> tuple[list["store.StripeRecord"], tuple[int, int]] | None:
         """Chunk exclusion: the stripes not in a chunk whose time range rules
-        the quals on the time column out, and (chunks, excluded chunks)."""
+        the bound quals (``BoundQuals``, or its prune expression; ``[]``: none)
+        out, and (chunks, excluded chunks)."""
         ht = hypertable.get(table.relid, read_only=True)
         if ht is None:
             return None
         name = _time_column(table, ht)
         all_chunks = chunks.list_chunks(table.relid, read_only=True)
-        if name is None or not bound:
+        prune = prune_expression(bound)
+        if name is None or name not in referenced_columns(prune):
             return stripes, (len(all_chunks), 0)
-        excluded = chunks.excluded_chunks(name, all_chunks, bound, table.kinds[name])
+        excluded = chunks.excluded_chunks(name, all_chunks, prune, table.kinds[name])
         if not excluded:
             return stripes, (len(all_chunks), 0)
         return [s for s in stripes if s.chunk_id not in excluded], (len(all_chunks), len(excluded))

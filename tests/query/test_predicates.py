@@ -419,6 +419,7 @@ def _check(kind, values, qs, stats, offset_us):
             assert "unknown" not in t, f"exact qual {b.qual!r} whose result depends on the collation"
     all_true = [all(t[i] is True for t in truths) for i in range(len(values))]
     verdict = P.might_match(bound.prune, {"c": stats})
+    assert P.pruner(bound.prune)({"c": stats}.get) is verdict, "the compiled pruner should answer as might_match"
     if verdict is ROWS_CANNOT_MATCH:
         hits = [values[i] for i, ok in enumerate(all_true) if ok]
         assert not hits, (f"should read: rows {hits[:3]} satisfy {list(qs)} (session offset "
@@ -827,6 +828,8 @@ def test_and_or_pruning():
     assert P.might_match(e, {"a": ColumnStats(10, 1, 6, 9)}) is ROWS_MIGHT_MATCH, "should read: NULLs"
     assert P.might_match(ALWAYS_FALSE, {}) is ROWS_CANNOT_MATCH, "should skip: false"
     assert P.might_match(ALWAYS_TRUE, {}) is ROWS_MIGHT_MATCH, "should read: true"
+    for expr, st in [(e, stats), (e, {"a": ColumnStats(10, 1, 6, 9)}), (ALWAYS_FALSE, {}), (ALWAYS_TRUE, {})]:
+        assert P.pruner(expr)(st.get) is P.might_match(expr, st), f"pruner of {P.render(expr)}"
 
 
 # ============================================================ expressions
