@@ -115,6 +115,52 @@ def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
     return cls, vals
 
 
+def _dictionary_keys(entries: Column, codes: np.ndarray, validity: np.ndarray | None,
+                     key: SortKey, entry_vals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_keys` of a text column in dictionary form (its distinct
+    values ``entries`` and a code per row): the sort values of the entries
+    (``entry_vals`` if known), picked by the codes."""
+    if entry_vals is None:
+        entry_vals = text_sort_values(entries, key.is_reversed)
+    vals = entry_vals[codes]
+    cls = np.full(len(codes), 2)
+    if validity is not None and not validity.all():
+        nulls = ~np.asarray(validity, dtype=bool)
+        cls[nulls] = 0 if key.nulls_first else 4
+        vals[nulls] = b""
+    return cls, vals
+
+
+def dictionary_take(entries: Column, codes: np.ndarray, validity: np.ndarray | None,
+                    idx: np.ndarray) -> Column:
+    """Rows ``idx`` of a column in dictionary form, as a plain column (NULLs
+    empty)."""
+    picked = codes[idx]
+    starts = entries.offsets[picked]
+    lengths = entries.offsets[picked + 1] - starts
+    valid = None
+    if validity is not None:
+        valid = np.asarray(validity, dtype=np.uint8)[idx]
+        lengths = np.where(valid != 0, lengths, 0)
+    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    src = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    return Column(entries.kind, np.asarray(entries.values)[src], valid, offsets)
+
+
+def before_threshold(keys: list[tuple[np.ndarray, np.ndarray]], threshold: list[tuple]) -> np.ndarray:
+    """Mask of the rows whose keys (:func:`_keys` per sort key) sort strictly
+    before ``threshold`` (the keys of the last candidate): the others cannot
+    improve on the candidates (a row tying with the last one on every key
+    may be left out, ties coming out in any order as in Postgres)."""
+    out = None
+    for (cls, vals), (tc, tv) in zip(reversed(keys), reversed(threshold)):
+        same_class = cls == tc
+        lt = (cls < tc) | (same_class & (vals < tv))
+        out = lt if out is None else lt | (same_class & (vals == tv) & out)
+    return out
+
+
 def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
     """Positions of the first ``limit`` rows in ``key`` order, unordered:
     whole classes while they fit, then ``np.argpartition`` inside the class
@@ -233,10 +279,11 @@ def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_n
     are neither NULL nor NaN; for text, bytes that bound them, exact or
     not); None when the statistics cannot tell."""
     best = []
+    zero = b"" if is_text else 0  # the value of a NULL's (or a NaN's) keys, as :func:`_keys` gives it
     if nulls > 0:
-        best.append((0 if key.nulls_first else 4, 0))
+        best.append((0 if key.nulls_first else 4, zero))
     if has_nan:
-        best.append((1 if key.is_reversed else 3, 0))
+        best.append((1 if key.is_reversed else 3, zero))
     if rows > nulls and not (lo is None and hi is None and has_nan):  # values other than NaN
         v = hi if key.is_reversed else lo
         if v is None:
@@ -399,44 +446,109 @@ class TopNScan:
             return None if st is None else (st.row_count, st.null_count, st.min, st.max, st.has_nan)
         return self._bounds(stats)
 
-    def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None) -> None:
+    def _dictionary(self, group, name: str):
+        """A chunk group's text column ``name`` in dictionary form, or None
+        (not a chunk group, not DICTIONARY-coded, or a changed type)."""
+        if group is None or not self.kinds.get(name, WireKind.CSTRING).is_variable_width:
+            return None
+        return group.dictionary(name)
+
+    def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None,
+                  group=None) -> bool:
         """Offer the rows of one source (``column(name)``: a column of all
-        its rows) to the candidates."""
+        its rows; ``group``: the :class:`~orochi_fdw.columnar.scan.ChunkGroup`
+        it is, if one) to the candidates: the first sort key of every row
+        first, then, for the rows not after the threshold in it, the filter
+        (dictionary-coded text columns on their codes), then the other keys;
+        only rows before the threshold on every key are kept. Whether any
+        row was."""
         first = self.keys[0]
-        cls, vals = _keys(self._normalized(first.attname, column(first.attname)), first)
-        mask = live
-        if cand.threshold is not None:
-            tc, tv = cand.threshold[0]
-            near = (cls < tc) | ((cls == tc) & (vals <= tv))
-            mask = near if mask is None else mask & near
+        single = len(self.keys) == 1
+        coded = self._dictionary(group, first.attname)
+        threshold = cand.threshold
+        if coded is not None:
+            # the threshold's test once per distinct value, then the codes pick
+            entries, codes, validity = coded
+            cls = vals = None
+            entry_vals = text_sort_values(entries, first.is_reversed)
+            mask = live
+            if threshold is not None:
+                tc, tv = threshold[0]
+                near = ((2 < tc) | ((2 == tc) & ((entry_vals < tv) if single else (entry_vals <= tv))))[codes]
+                if validity is not None:
+                    null_class = 0 if first.nulls_first else 4
+                    near = np.where(validity, near, null_class < tc or (null_class == tc and not single))
+                mask = near if mask is None else mask & near
+        else:
+            cls, vals = _keys(self._normalized(first.attname, column(first.attname)), first)
+            mask = live
+            if threshold is not None:
+                tc, tv = threshold[0]
+                # with more keys, a tie on the first is decided by the others
+                near = (cls < tc) | ((cls == tc) & ((vals < tv) if single else (vals <= tv)))
+                mask = near if mask is None else mask & near
         idx = np.arange(nrows) if mask is None else np.flatnonzero(mask)
         if len(idx) == 0:
-            return
+            return False
         whole = len(idx) == nrows
 
         def rows(name: str) -> Column:
+            d = self._dictionary(group, name)
+            if d is not None and not whole:
+                return dictionary_take(*d, idx)
             col = self._normalized(name, column(name))
             return col if whole else take(col, idx)
 
-        from orochi_fdw.query.predicates import ALWAYS_TRUE, evaluate, selection
+        from orochi_fdw.query.predicates import ALWAYS_TRUE, DictionaryColumn, evaluate, selection
+
+        def filter_column(name: str):
+            d = self._dictionary(group, name)
+            if d is None:
+                return rows(name)
+            entries, codes, validity = d
+            return DictionaryColumn(codes if whole else codes[idx], entries.offsets, entries.values,
+                                    None if validity is None else (validity if whole else validity[idx]))
 
         if self.expr is not ALWAYS_TRUE:
-            sel = selection(evaluate(self.expr, {n: rows(n) for n in self.filter_columns}, len(idx)))
+            sel = selection(evaluate(self.expr, {n: filter_column(n) for n in self.filter_columns}, len(idx)))
             self.removed += len(idx) - len(sel)
             if len(sel) == 0:
-                return
+                return False
             idx = idx[sel]
             whole = len(idx) == nrows
-        keys = [(cls[idx], vals[idx])]
+        if coded is not None:
+            keys = [_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx], first,
+                                     entry_vals)]
+        else:
+            keys = [(cls[idx], vals[idx])]
         for key in self.keys[1:]:
-            keys.append(_keys(rows(key.attname), key))
+            d = self._dictionary(group, key.attname)
+            if d is not None:
+                entries, codes, validity = d
+                keys.append(_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx],
+                                             key))
+            else:
+                keys.append(_keys(rows(key.attname), key))
+        if threshold is not None and not single:
+            keep = before_threshold(keys, threshold)
+            if not keep.all():
+                idx = idx[keep]
+                if len(idx) == 0:
+                    return False
+                keys = [(c[keep], v[keep]) for c, v in keys]
         cand.add(keys, source, idx)
+        return True
+
+    #: a limit up to which the chunk groups holding candidates stay open, their
+    #: decoded columns reused for the winners
+    HOLD_LIMIT = 64
 
     def _run(self) -> Iterator[Batch]:
         scan = self.scan
         counters = scan.counters
         cand = _Candidates(len(self.keys), self.limit)
         sources: list = []  # a DeltaBatch, or (stripe, group index, first row)
+        held: dict[int, object] = {}  # source -> its ChunkGroup, while it holds candidates
         if self.delta is not None:
             for batch in self.delta():
                 counters.delta_rows += batch.nrows
@@ -456,28 +568,51 @@ class TopNScan:
                 continue
             counters.stripes += 1
             reader = scan._open(stripe)
+            bounds: dict[int, list] = {}
+
+            def group_bounds(g) -> list:
+                b = bounds.get(g.index)
+                if b is None:
+                    b = bounds[g.index] = self._group_bounds(g)
+                return b
+
             try:
                 skip = (lambda g: cand.threshold is not None
-                        and cannot_improve(self._group_bounds(g), cand.threshold))
+                        and cannot_improve(group_bounds(g), cand.threshold))
                 for group in scan.chunk_groups(stripe, reader, skip=skip,
-                                               order=lambda g: order(self._group_bounds(g))):
+                                               order=lambda g: order(group_bounds(g))):
                     live = group.live()
                     if live is not None:
                         counters.deleted_rows_skipped += group.nrows - int(np.count_nonzero(live))
                     sources.append((stripe, group.index, group.first_row))
-                    self._consider(cand, len(sources) - 1, group.nrows, group.column, live)
+                    added = self._consider(cand, len(sources) - 1, group.nrows, group.column, live, group)
+                    if added and self.limit <= self.HOLD_LIMIT:
+                        held[len(sources) - 1] = group
+                        if len(held) > 2 * self.HOLD_LIMIT:
+                            self._release(held, cand)
             finally:
                 reader.close()
         cand.reduce()
         if cand.count == 0:
             return
-        yield self._materialize(cand, sources)
+        self._release(held, cand)
+        yield self._materialize(cand, sources, held)
 
-    def _materialize(self, cand: _Candidates, sources: list) -> Batch:
+    @staticmethod
+    def _release(held: dict, cand: _Candidates) -> None:
+        """Let go of the chunk groups no candidate comes from any more."""
+        cand.reduce()
+        keep = set(np.unique(cand.parts[0][1]).tolist()) if cand.parts else set()
+        for s in [s for s in held if s not in keep]:
+            del held[s]
+
+    def _materialize(self, cand: _Candidates, sources: list, held: dict | None = None) -> Batch:
         """The winners' rows: each needed column read once per chunk group
-        that holds a winner."""
+        that holds a winner (columns the scan decoded already are reused,
+        dictionary-coded ones gathered for the winners only)."""
         from orochi_fdw.columnar.scan import ChunkGroup
 
+        held = held or {}
         _keys_, src, pos = cand.parts[0]
         n = len(src)
         pieces: dict[str, list[Column]] = {name: [] for name in self.columns}
@@ -508,10 +643,18 @@ class TopNScan:
                 for s in group_sources:
                     _stripe, index, _first = sources[s]
                     group = ChunkGroup(self.scan, stripe, reader, present, None, meta.chunk_groups[index])
+                    old = held.get(s)
+                    if old is not None:  # what the scan decoded of it
+                        group._cols.update(old._cols)
+                        group._dicts.update(old._dicts)
                     rows = np.flatnonzero(src == s)
                     p = pos[rows]
                     for name in self.columns:
-                        pieces[name].append(take(self._normalized(name, group.column(name)), p))
+                        d = None if name in group._cols else self._dictionary(group, name)
+                        if d is not None:
+                            pieces[name].append(dictionary_take(*d, p))
+                        else:
+                            pieces[name].append(take(self._normalized(name, group.column(name)), p))
                     rowids[rows] = group.rowids(p)
                     order_parts.append(rows)
             finally:

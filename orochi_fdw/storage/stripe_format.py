@@ -41,9 +41,12 @@ from orochi_fdw.storage.codecs import (
     CODECS,
     MAX_CHUNK_ROWS,
     ChunkStats,
+    Codec,
     Compression,
+    DictionaryChunk,
     codec_valid_for,
     decode_chunk,
+    decode_dictionary_chunk,
     encode_chunk,
     resolve_compression,
 )
@@ -821,6 +824,26 @@ class StripeReader:
                 f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
         try:
             return decode_chunk(meta, data, k)
+        except CorruptDataError as exc:
+            raise CorruptDataError(
+                f"{self.path}: column {column!r}, chunk group {chunk_group}: {exc}") from exc
+
+    def read_dictionary(self, column: str, chunk_group: int) -> DictionaryChunk | None:
+        """One column chunk in its dictionary form (:func:`decode_dictionary_chunk`),
+        verified as :meth:`read_chunk` does; None, reading nothing, when the
+        chunk is not DICTIONARY-coded (or holds only NULLs)."""
+        if self._fd < 0:
+            raise InvalidParameterError("stripe reader is closed")
+        meta = self.metadata.chunk(column, chunk_group)
+        if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count:
+            return None
+        k = self._kinds[self.metadata.column_index(column)]
+        data = _read_exact(self._fd, meta.length, meta.offset, self.path)
+        if self.verify_checksums and zlib.crc32(data) != meta.crc32:
+            raise CorruptDataError(
+                f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
+        try:
+            return decode_dictionary_chunk(meta, data, k)
         except CorruptDataError as exc:
             raise CorruptDataError(
                 f"{self.path}: column {column!r}, chunk group {chunk_group}: {exc}") from exc
