@@ -13,6 +13,7 @@ particular order (as in Postgres).
 
 from __future__ import annotations
 
+import heapq
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -96,22 +97,27 @@ def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
     values = col.values
     if col.kind.is_variable_width:  # text under the C collation
         vals = text_sort_values(col, key.is_reversed)
-        cls = np.full(len(vals), 2)
+        cls = np.full(len(vals), 2, dtype=np.int8)
     elif values.dtype.kind == "f":
         nan = np.isnan(values)
-        vals = np.where(nan, 0.0, values.astype(np.float64))
+        vals = values.astype(np.float64, copy=False)
         if key.is_reversed:
             vals = -vals
-        cls = np.where(nan, 1 if key.is_reversed else 3, 2)
+        if nan.any():
+            vals = np.where(nan, 0.0, vals)
+            cls = np.where(nan, np.int8(1 if key.is_reversed else 3), np.int8(2))
+        else:
+            cls = np.full(len(values), 2, dtype=np.int8)
     else:
-        vals = values.astype(np.int64)
+        vals = values.astype(np.int64, copy=False)
         if key.is_reversed:
             vals = ~vals
-        cls = np.full(len(values), 2)
-    nulls = col.null_mask()
-    if nulls.any():
-        cls = np.where(nulls, 0 if key.nulls_first else 4, cls)
-        vals = np.where(nulls, np.zeros(1, dtype=vals.dtype)[0], vals)
+        cls = np.full(len(values), 2, dtype=np.int8)
+    if col.validity is not None:
+        nulls = col.validity == 0
+        if nulls.any():
+            cls = np.where(nulls, np.int8(0 if key.nulls_first else 4), cls)
+            vals = np.where(nulls, np.zeros(1, dtype=vals.dtype)[0], vals)
     return cls, vals
 
 
@@ -123,7 +129,7 @@ def _dictionary_keys(entries: Column, codes: np.ndarray, validity: np.ndarray | 
     if entry_vals is None:
         entry_vals = text_sort_values(entries, key.is_reversed)
     vals = entry_vals[codes]
-    cls = np.full(len(codes), 2)
+    cls = np.full(len(codes), 2, dtype=np.int8)
     if validity is not None and not validity.all():
         nulls = ~np.asarray(validity, dtype=bool)
         cls[nulls] = 0 if key.nulls_first else 4
@@ -344,6 +350,15 @@ class _Candidates:
                      np.concatenate([p[0][j][1] for p in self.parts])) for j in range(self.nkeys)]
             sources = np.concatenate([p[1] for p in self.parts])
             positions = np.concatenate([p[2] for p in self.parts])
+        if len(sources) > 4 * self.limit:
+            # many rows (a first chunk group): the ones not after the
+            # limit-th on the first key, found in linear time, then sorted
+            cls, vals = keys[0]
+            if vals.dtype.kind in "fiu" and cls.min() == cls.max():
+                kth = np.partition(vals, self.limit - 1)[self.limit - 1]
+                pick = np.flatnonzero(vals <= kth)
+                keys = [(c[pick], v[pick]) for c, v in keys]
+                sources, positions = sources[pick], positions[pick]
         order = lex_order(keys)[:self.limit]
         keys = [(c[order], v[order]) for c, v in keys]
         self.parts = [(keys, sources[order], positions[order])]
@@ -394,6 +409,7 @@ class TopNScan:
         self.removed = 0
         self._floats = [kinds[k.attname] in (WireKind.FLOAT32, WireKind.FLOAT64) for k in keys]
         self._texts = [kinds[k.attname].is_variable_width for k in keys]
+        self._stages: dict[frozenset, list] = {}
         self._rows = self._run()
 
     def __iter__(self) -> "TopNScan":
@@ -440,11 +456,38 @@ class TopNScan:
             return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
         return self._bounds(stats)
 
-    def _group_bounds(self, group) -> list[tuple | None]:
-        def stats(name):
-            st = group.stats(name)
-            return None if st is None else (st.row_count, st.null_count, st.min, st.max, st.has_nan)
-        return self._bounds(stats)
+    def _groups_bounds(self, reader, groups: list) -> list[list]:
+        """Per chunk group of one stripe (open in ``reader``), the best keys
+        its rows can have by the footer's statistics (:func:`key_bound`; None
+        for a key the stripe does not hold in its current type)."""
+        if not groups:
+            return []
+        from orochi_fdw.columnar.types import storage_kind
+
+        meta = reader.metadata
+        present = groups[0].present
+        where = []
+        for key in self.keys:
+            found = present.get(key.attname)
+            ok = found is not None and found[1] == storage_kind(self.scan.table_columns[key.attname])
+            where.append(meta.column_index(found[0]) if ok else None)
+        specs = list(zip(self.keys, self._floats, self._texts, where))
+        out = []
+        for g in groups:
+            chunks = meta.chunks[g.index]
+            bounds = []
+            for key, is_float, is_text, ci in specs:
+                if ci is None:
+                    bounds.append(None)
+                    continue
+                st = chunks[ci].stats
+                if st is None:
+                    bounds.append(None)
+                    continue
+                bounds.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
+                                        is_text=is_text))
+            out.append(bounds)
+        return out
 
     def _dictionary(self, group, name: str):
         """A chunk group's text column ``name`` in dictionary form, or None
@@ -452,6 +495,22 @@ class TopNScan:
         if group is None or not self.kinds.get(name, WireKind.CSTRING).is_variable_width:
             return None
         return group.dictionary(name)
+
+    def _filter_stages(self, coded: set[str]) -> list[tuple]:
+        """The filter as (expression, its columns) to apply one after the
+        other: the conjuncts that read only ``coded`` columns, then the
+        rest."""
+        stages = self._stages.get(frozenset(coded))
+        if stages is None:
+            from orochi_fdw.query.predicates import ALWAYS_TRUE, And, referenced_columns
+
+            children = list(self.expr.children) if isinstance(self.expr, And) else [self.expr]
+            cheap = [c for c in children if coded and referenced_columns(c) <= coded]
+            rest = [c for c in children if not (coded and referenced_columns(c) <= coded)]
+            stages = [(e, sorted(referenced_columns(e))) for e in (And(*cheap), And(*rest))
+                      if e is not ALWAYS_TRUE]
+            self._stages[frozenset(coded)] = stages
+        return stages
 
     def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None,
                   group=None) -> bool:
@@ -510,12 +569,20 @@ class TopNScan:
                                     None if validity is None else (validity if whole else validity[idx]))
 
         if self.expr is not ALWAYS_TRUE:
-            sel = selection(evaluate(self.expr, {n: filter_column(n) for n in self.filter_columns}, len(idx)))
-            self.removed += len(idx) - len(sel)
-            if len(sel) == 0:
-                return False
-            idx = idx[sel]
-            whole = len(idx) == nrows
+            # the conjuncts on dictionary-coded columns first (no decoding):
+            # the other columns are decoded only if a row passes them
+            coded_names = {n for n in self.filter_columns if self._dictionary(group, n) is not None}
+            stages = self._filter_stages(coded_names)
+            before = len(idx)
+            for expr, names in stages:
+                sel = selection(evaluate(expr, {n: filter_column(n) for n in names}, len(idx)))
+                if len(sel) == 0:
+                    self.removed += before
+                    return False
+                if len(sel) < len(idx):
+                    idx = idx[sel]
+                    whole = len(idx) == nrows
+            self.removed += before - len(idx)
         if coded is not None:
             keys = [_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx], first,
                                      entry_vals)]
@@ -561,26 +628,40 @@ class TopNScan:
             # unknown bounds first: they may hold anything
             return tuple((0,) if b is None else (1, b) for b in bounds)
 
-        stripes = sorted(scan.stripes, key=lambda s: order(self._stripe_bounds(s)))
-        for stripe in stripes:
-            if cand.threshold is not None and cannot_improve(self._stripe_bounds(stripe), cand.threshold):
-                counters.stripes_skipped_topn += 1
-                continue
-            counters.stripes += 1
-            reader = scan._open(stripe)
-            bounds: dict[int, list] = {}
-
-            def group_bounds(g) -> list:
-                b = bounds.get(g.index)
-                if b is None:
-                    b = bounds[g.index] = self._group_bounds(g)
-                return b
-
-            try:
-                skip = (lambda g: cand.threshold is not None
-                        and cannot_improve(group_bounds(g), cand.threshold))
-                for group in scan.chunk_groups(stripe, reader, skip=skip,
-                                               order=lambda g: order(group_bounds(g))):
+        # one queue, best bounds first, of the stripes not yet opened and the
+        # chunk groups of those opened (a group before a stripe of equal
+        # bounds): a stripe's groups are no better than the stripe, so the
+        # groups of every stripe come in one order
+        queue: list[tuple] = []
+        seq = 0
+        for stripe in scan.stripes:
+            queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
+            seq += 1
+        heapq.heapify(queue)
+        readers: dict[int, list] = {}  # stripe id -> [reader, groups left]
+        try:
+            while queue:
+                _order, _rank, _seq, stripe, group = heapq.heappop(queue)
+                if group is None:
+                    if cand.threshold is not None and cannot_improve(self._stripe_bounds(stripe),
+                                                                     cand.threshold):
+                        counters.stripes_skipped_topn += 1
+                        continue
+                    counters.stripes += 1
+                    reader = scan._open(stripe)
+                    groups = scan._groups(stripe, reader)
+                    readers[stripe.stripe_id] = [reader, len(groups)]
+                    for g, bounds in zip(groups, self._groups_bounds(reader, groups)):
+                        heapq.heappush(queue, (order(bounds), 0, seq, stripe, (g, bounds)))
+                        seq += 1
+                    if not groups:
+                        readers.pop(stripe.stripe_id)[0].close()
+                    continue
+                group, bounds = group
+                if cand.threshold is not None and cannot_improve(bounds, cand.threshold):
+                    counters.chunk_groups_skipped_topn += 1
+                else:
+                    counters.chunk_groups += 1
                     live = group.live()
                     if live is not None:
                         counters.deleted_rows_skipped += group.nrows - int(np.count_nonzero(live))
@@ -590,7 +671,12 @@ class TopNScan:
                         held[len(sources) - 1] = group
                         if len(held) > 2 * self.HOLD_LIMIT:
                             self._release(held, cand)
-            finally:
+                entry = readers[stripe.stripe_id]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    readers.pop(stripe.stripe_id)[0].close()
+        finally:
+            for reader, _left in readers.values():
                 reader.close()
         cand.reduce()
         if cand.count == 0:

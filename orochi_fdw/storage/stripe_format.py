@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import os
 import struct
 import tempfile
@@ -182,12 +183,19 @@ class StripeMetadata:
     file_size: int = 0
 
     def column_index(self, name: str) -> int:
-        for i, c in enumerate(self.columns):
-            if c.name == name:
-                return i
+        i = self._column_positions.get(name)
+        if i is not None:
+            return i
         raise InvalidParameterError(
             f"column {name!r} is not in stripe {self.path}; columns: "
             + ", ".join(c.name for c in self.columns))
+
+    @functools.cached_property
+    def _column_positions(self) -> dict[str, int]:
+        positions: dict[str, int] = {}
+        for i, c in enumerate(self.columns):
+            positions.setdefault(c.name, i)
+        return positions
 
     @property
     def schema(self) -> dict[str, str]:
