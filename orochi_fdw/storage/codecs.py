@@ -1092,7 +1092,7 @@ def decode_dictionary_chunk(header, payload, kind: str | Kind) -> DictionaryChun
         return None
     entries, codes = _dictionary_parts(buf, count)
     buf.done()
-    if int(codes.min()) < 0 or int(codes.max()) >= len(entries.offsets) - 1:
+    if int(codes.view(np.uint32).max()) >= len(entries.offsets) - 1:  # negative ones too
         raise CorruptDataError(f"dictionary code out of range 0..{len(entries.offsets) - 2}")
     return DictionaryChunk(entries, codes, validity)
 
