@@ -32,6 +32,7 @@ from orochi_fdw.columnar.topn import take
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.query.all_match import matcher
 from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, ColumnStats, pruner, referenced_columns
+from orochi_fdw.storage.kinds import ColumnData
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
@@ -389,7 +390,8 @@ class ChunkGroup:
     """One chunk group of a stripe a scan reads: its statistics, its live
     rows, and its columns, each decoded when first asked for."""
 
-    __slots__ = ("scan", "stripe", "reader", "present", "deleted", "index", "first_row", "nrows", "_cols")
+    __slots__ = ("scan", "stripe", "reader", "present", "deleted", "index", "first_row", "nrows", "_cols",
+                 "_dicts")
 
     def __init__(self, scan: ColumnarScan, stripe: store.StripeRecord, reader: StripeReader,
                  present: dict[str, tuple[str, str]], deleted: DeletedOffsets, group):
@@ -402,6 +404,7 @@ class ChunkGroup:
         self.first_row = group.first_row
         self.nrows = group.row_count
         self._cols: dict[str, Column] = {}
+        self._dicts: dict[str, tuple | None] = {}
 
     def stats(self, name: str):
         """The chunk's statistics of column ``name`` (a ``ChunkStats``), or
@@ -434,6 +437,34 @@ class ChunkGroup:
                             del cache[next(iter(cache))]
             self._cols[name] = col
         return col
+
+    def dictionary(self, name: str) -> tuple[Column, np.ndarray, np.ndarray | None] | None:
+        """Variable-width column ``name`` in its dictionary form, if its chunk
+        is DICTIONARY-coded and stored as the column's current type: (the
+        distinct values as a wire column, int32 code per row of the group
+        (0 for NULLs), validity or None); else None. Not decoded if
+        :meth:`column` decoded it already."""
+        if name in self._dicts:
+            return self._dicts[name]
+        found = None
+        where = self.present.get(name)
+        column = self.scan.table_columns[name]
+        read = getattr(self.reader, "read_dictionary", None)
+        kind = storage_kind(column)
+        if where is not None and where[1] == kind and kind != "char" and read is not None \
+                and name not in self._cols:
+            chunk = read(where[0], self.index)
+            if chunk is not None:
+                entries = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
+                if entries.kind.is_variable_width:
+                    codes = chunk.codes
+                    validity = chunk.validity
+                    if validity is not None:
+                        codes = np.zeros(self.nrows, dtype=np.int32)
+                        codes[validity] = chunk.codes
+                    found = (entries, codes, validity)
+        self._dicts[name] = found
+        return found
 
     def live(self) -> np.ndarray | None:
         """Mask of the rows not deleted, None when none is."""

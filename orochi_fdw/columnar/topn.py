@@ -13,6 +13,7 @@ particular order (as in Postgres).
 
 from __future__ import annotations
 
+import heapq
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -96,23 +97,74 @@ def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
     values = col.values
     if col.kind.is_variable_width:  # text under the C collation
         vals = text_sort_values(col, key.is_reversed)
-        cls = np.full(len(vals), 2)
+        cls = np.full(len(vals), 2, dtype=np.int8)
     elif values.dtype.kind == "f":
         nan = np.isnan(values)
-        vals = np.where(nan, 0.0, values.astype(np.float64))
+        vals = values.astype(np.float64, copy=False)
         if key.is_reversed:
             vals = -vals
-        cls = np.where(nan, 1 if key.is_reversed else 3, 2)
+        if nan.any():
+            vals = np.where(nan, 0.0, vals)
+            cls = np.where(nan, np.int8(1 if key.is_reversed else 3), np.int8(2))
+        else:
+            cls = np.full(len(values), 2, dtype=np.int8)
     else:
-        vals = values.astype(np.int64)
+        vals = values.astype(np.int64, copy=False)
         if key.is_reversed:
             vals = ~vals
-        cls = np.full(len(values), 2)
-    nulls = col.null_mask()
-    if nulls.any():
-        cls = np.where(nulls, 0 if key.nulls_first else 4, cls)
-        vals = np.where(nulls, np.zeros(1, dtype=vals.dtype)[0], vals)
+        cls = np.full(len(values), 2, dtype=np.int8)
+    if col.validity is not None:
+        nulls = col.validity == 0
+        if nulls.any():
+            cls = np.where(nulls, np.int8(0 if key.nulls_first else 4), cls)
+            vals = np.where(nulls, np.zeros(1, dtype=vals.dtype)[0], vals)
     return cls, vals
+
+
+def _dictionary_keys(entries: Column, codes: np.ndarray, validity: np.ndarray | None,
+                     key: SortKey, entry_vals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_keys` of a text column in dictionary form (its distinct
+    values ``entries`` and a code per row): the sort values of the entries
+    (``entry_vals`` if known), picked by the codes."""
+    if entry_vals is None:
+        entry_vals = text_sort_values(entries, key.is_reversed)
+    vals = entry_vals[codes]
+    cls = np.full(len(codes), 2, dtype=np.int8)
+    if validity is not None and not validity.all():
+        nulls = ~np.asarray(validity, dtype=bool)
+        cls[nulls] = 0 if key.nulls_first else 4
+        vals[nulls] = b""
+    return cls, vals
+
+
+def dictionary_take(entries: Column, codes: np.ndarray, validity: np.ndarray | None,
+                    idx: np.ndarray) -> Column:
+    """Rows ``idx`` of a column in dictionary form, as a plain column (NULLs
+    empty)."""
+    picked = codes[idx]
+    starts = entries.offsets[picked]
+    lengths = entries.offsets[picked + 1] - starts
+    valid = None
+    if validity is not None:
+        valid = np.asarray(validity, dtype=np.uint8)[idx]
+        lengths = np.where(valid != 0, lengths, 0)
+    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    src = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    return Column(entries.kind, np.asarray(entries.values)[src], valid, offsets)
+
+
+def before_threshold(keys: list[tuple[np.ndarray, np.ndarray]], threshold: list[tuple]) -> np.ndarray:
+    """Mask of the rows whose keys (:func:`_keys` per sort key) sort strictly
+    before ``threshold`` (the keys of the last candidate): the others cannot
+    improve on the candidates (a row tying with the last one on every key
+    may be left out, ties coming out in any order as in Postgres)."""
+    out = None
+    for (cls, vals), (tc, tv) in zip(reversed(keys), reversed(threshold)):
+        same_class = cls == tc
+        lt = (cls < tc) | (same_class & (vals < tv))
+        out = lt if out is None else lt | (same_class & (vals == tv) & out)
+    return out
 
 
 def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
@@ -233,10 +285,11 @@ def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_n
     are neither NULL nor NaN; for text, bytes that bound them, exact or
     not); None when the statistics cannot tell."""
     best = []
+    zero = b"" if is_text else 0  # the value of a NULL's (or a NaN's) keys, as :func:`_keys` gives it
     if nulls > 0:
-        best.append((0 if key.nulls_first else 4, 0))
+        best.append((0 if key.nulls_first else 4, zero))
     if has_nan:
-        best.append((1 if key.is_reversed else 3, 0))
+        best.append((1 if key.is_reversed else 3, zero))
     if rows > nulls and not (lo is None and hi is None and has_nan):  # values other than NaN
         v = hi if key.is_reversed else lo
         if v is None:
@@ -297,6 +350,15 @@ class _Candidates:
                      np.concatenate([p[0][j][1] for p in self.parts])) for j in range(self.nkeys)]
             sources = np.concatenate([p[1] for p in self.parts])
             positions = np.concatenate([p[2] for p in self.parts])
+        if len(sources) > 4 * self.limit:
+            # many rows (a first chunk group): the ones not after the
+            # limit-th on the first key, found in linear time, then sorted
+            cls, vals = keys[0]
+            if vals.dtype.kind in "fiu" and cls.min() == cls.max():
+                kth = np.partition(vals, self.limit - 1)[self.limit - 1]
+                pick = np.flatnonzero(vals <= kth)
+                keys = [(c[pick], v[pick]) for c, v in keys]
+                sources, positions = sources[pick], positions[pick]
         order = lex_order(keys)[:self.limit]
         keys = [(c[order], v[order]) for c, v in keys]
         self.parts = [(keys, sources[order], positions[order])]
@@ -347,6 +409,7 @@ class TopNScan:
         self.removed = 0
         self._floats = [kinds[k.attname] in (WireKind.FLOAT32, WireKind.FLOAT64) for k in keys]
         self._texts = [kinds[k.attname].is_variable_width for k in keys]
+        self._stages: dict[frozenset, list] = {}
         self._rows = self._run()
 
     def __iter__(self) -> "TopNScan":
@@ -393,50 +456,166 @@ class TopNScan:
             return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
         return self._bounds(stats)
 
-    def _group_bounds(self, group) -> list[tuple | None]:
-        def stats(name):
-            st = group.stats(name)
-            return None if st is None else (st.row_count, st.null_count, st.min, st.max, st.has_nan)
-        return self._bounds(stats)
+    def _groups_bounds(self, reader, groups: list) -> list[list]:
+        """Per chunk group of one stripe (open in ``reader``), the best keys
+        its rows can have by the footer's statistics (:func:`key_bound`; None
+        for a key the stripe does not hold in its current type)."""
+        if not groups:
+            return []
+        from orochi_fdw.columnar.types import storage_kind
 
-    def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None) -> None:
+        meta = reader.metadata
+        present = groups[0].present
+        where = []
+        for key in self.keys:
+            found = present.get(key.attname)
+            ok = found is not None and found[1] == storage_kind(self.scan.table_columns[key.attname])
+            where.append(meta.column_index(found[0]) if ok else None)
+        specs = list(zip(self.keys, self._floats, self._texts, where))
+        out = []
+        for g in groups:
+            chunks = meta.chunks[g.index]
+            bounds = []
+            for key, is_float, is_text, ci in specs:
+                if ci is None:
+                    bounds.append(None)
+                    continue
+                st = chunks[ci].stats
+                if st is None:
+                    bounds.append(None)
+                    continue
+                bounds.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
+                                        is_text=is_text))
+            out.append(bounds)
+        return out
+
+    def _dictionary(self, group, name: str):
+        """A chunk group's text column ``name`` in dictionary form, or None
+        (not a chunk group, not DICTIONARY-coded, or a changed type)."""
+        if group is None or not self.kinds.get(name, WireKind.CSTRING).is_variable_width:
+            return None
+        return group.dictionary(name)
+
+    def _filter_stages(self, coded: set[str]) -> list[tuple]:
+        """The filter as (expression, its columns) to apply one after the
+        other: the conjuncts that read only ``coded`` columns, then the
+        rest."""
+        stages = self._stages.get(frozenset(coded))
+        if stages is None:
+            from orochi_fdw.query.predicates import ALWAYS_TRUE, And, referenced_columns
+
+            children = list(self.expr.children) if isinstance(self.expr, And) else [self.expr]
+            cheap = [c for c in children if coded and referenced_columns(c) <= coded]
+            rest = [c for c in children if not (coded and referenced_columns(c) <= coded)]
+            stages = [(e, sorted(referenced_columns(e))) for e in (And(*cheap), And(*rest))
+                      if e is not ALWAYS_TRUE]
+            self._stages[frozenset(coded)] = stages
+        return stages
+
+    def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None,
+                  group=None) -> bool:
         """Offer the rows of one source (``column(name)``: a column of all
-        its rows) to the candidates."""
+        its rows; ``group``: the :class:`~orochi_fdw.columnar.scan.ChunkGroup`
+        it is, if one) to the candidates: the first sort key of every row
+        first, then, for the rows not after the threshold in it, the filter
+        (dictionary-coded text columns on their codes), then the other keys;
+        only rows before the threshold on every key are kept. Whether any
+        row was."""
         first = self.keys[0]
-        cls, vals = _keys(self._normalized(first.attname, column(first.attname)), first)
-        mask = live
-        if cand.threshold is not None:
-            tc, tv = cand.threshold[0]
-            near = (cls < tc) | ((cls == tc) & (vals <= tv))
-            mask = near if mask is None else mask & near
+        single = len(self.keys) == 1
+        coded = self._dictionary(group, first.attname)
+        threshold = cand.threshold
+        if coded is not None:
+            # the threshold's test once per distinct value, then the codes pick
+            entries, codes, validity = coded
+            cls = vals = None
+            entry_vals = text_sort_values(entries, first.is_reversed)
+            mask = live
+            if threshold is not None:
+                tc, tv = threshold[0]
+                near = ((2 < tc) | ((2 == tc) & ((entry_vals < tv) if single else (entry_vals <= tv))))[codes]
+                if validity is not None:
+                    null_class = 0 if first.nulls_first else 4
+                    near = np.where(validity, near, null_class < tc or (null_class == tc and not single))
+                mask = near if mask is None else mask & near
+        else:
+            cls, vals = _keys(self._normalized(first.attname, column(first.attname)), first)
+            mask = live
+            if threshold is not None:
+                tc, tv = threshold[0]
+                # with more keys, a tie on the first is decided by the others
+                near = (cls < tc) | ((cls == tc) & ((vals < tv) if single else (vals <= tv)))
+                mask = near if mask is None else mask & near
         idx = np.arange(nrows) if mask is None else np.flatnonzero(mask)
         if len(idx) == 0:
-            return
+            return False
         whole = len(idx) == nrows
 
         def rows(name: str) -> Column:
+            d = self._dictionary(group, name)
+            if d is not None and not whole:
+                return dictionary_take(*d, idx)
             col = self._normalized(name, column(name))
             return col if whole else take(col, idx)
 
-        from orochi_fdw.query.predicates import ALWAYS_TRUE, evaluate, selection
+        from orochi_fdw.query.predicates import ALWAYS_TRUE, DictionaryColumn, evaluate, selection
+
+        def filter_column(name: str):
+            d = self._dictionary(group, name)
+            if d is None:
+                return rows(name)
+            entries, codes, validity = d
+            return DictionaryColumn(codes if whole else codes[idx], entries.offsets, entries.values,
+                                    None if validity is None else (validity if whole else validity[idx]))
 
         if self.expr is not ALWAYS_TRUE:
-            sel = selection(evaluate(self.expr, {n: rows(n) for n in self.filter_columns}, len(idx)))
-            self.removed += len(idx) - len(sel)
-            if len(sel) == 0:
-                return
-            idx = idx[sel]
-            whole = len(idx) == nrows
-        keys = [(cls[idx], vals[idx])]
+            # the conjuncts on dictionary-coded columns first (no decoding):
+            # the other columns are decoded only if a row passes them
+            coded_names = {n for n in self.filter_columns if self._dictionary(group, n) is not None}
+            stages = self._filter_stages(coded_names)
+            before = len(idx)
+            for expr, names in stages:
+                sel = selection(evaluate(expr, {n: filter_column(n) for n in names}, len(idx)))
+                if len(sel) == 0:
+                    self.removed += before
+                    return False
+                if len(sel) < len(idx):
+                    idx = idx[sel]
+                    whole = len(idx) == nrows
+            self.removed += before - len(idx)
+        if coded is not None:
+            keys = [_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx], first,
+                                     entry_vals)]
+        else:
+            keys = [(cls[idx], vals[idx])]
         for key in self.keys[1:]:
-            keys.append(_keys(rows(key.attname), key))
+            d = self._dictionary(group, key.attname)
+            if d is not None:
+                entries, codes, validity = d
+                keys.append(_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx],
+                                             key))
+            else:
+                keys.append(_keys(rows(key.attname), key))
+        if threshold is not None and not single:
+            keep = before_threshold(keys, threshold)
+            if not keep.all():
+                idx = idx[keep]
+                if len(idx) == 0:
+                    return False
+                keys = [(c[keep], v[keep]) for c, v in keys]
         cand.add(keys, source, idx)
+        return True
+
+    #: a limit up to which the chunk groups holding candidates stay open, their
+    #: decoded columns reused for the winners
+    HOLD_LIMIT = 64
 
     def _run(self) -> Iterator[Batch]:
         scan = self.scan
         counters = scan.counters
         cand = _Candidates(len(self.keys), self.limit)
         sources: list = []  # a DeltaBatch, or (stripe, group index, first row)
+        held: dict[int, object] = {}  # source -> its ChunkGroup, while it holds candidates
         if self.delta is not None:
             for batch in self.delta():
                 counters.delta_rows += batch.nrows
@@ -449,35 +628,77 @@ class TopNScan:
             # unknown bounds first: they may hold anything
             return tuple((0,) if b is None else (1, b) for b in bounds)
 
-        stripes = sorted(scan.stripes, key=lambda s: order(self._stripe_bounds(s)))
-        for stripe in stripes:
-            if cand.threshold is not None and cannot_improve(self._stripe_bounds(stripe), cand.threshold):
-                counters.stripes_skipped_topn += 1
-                continue
-            counters.stripes += 1
-            reader = scan._open(stripe)
-            try:
-                skip = (lambda g: cand.threshold is not None
-                        and cannot_improve(self._group_bounds(g), cand.threshold))
-                for group in scan.chunk_groups(stripe, reader, skip=skip,
-                                               order=lambda g: order(self._group_bounds(g))):
+        # one queue, best bounds first, of the stripes not yet opened and the
+        # chunk groups of those opened (a group before a stripe of equal
+        # bounds): a stripe's groups are no better than the stripe, so the
+        # groups of every stripe come in one order
+        queue: list[tuple] = []
+        seq = 0
+        for stripe in scan.stripes:
+            queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
+            seq += 1
+        heapq.heapify(queue)
+        readers: dict[int, list] = {}  # stripe id -> [reader, groups left]
+        try:
+            while queue:
+                _order, _rank, _seq, stripe, group = heapq.heappop(queue)
+                if group is None:
+                    if cand.threshold is not None and cannot_improve(self._stripe_bounds(stripe),
+                                                                     cand.threshold):
+                        counters.stripes_skipped_topn += 1
+                        continue
+                    counters.stripes += 1
+                    reader = scan._open(stripe)
+                    groups = scan._groups(stripe, reader)
+                    readers[stripe.stripe_id] = [reader, len(groups)]
+                    for g, bounds in zip(groups, self._groups_bounds(reader, groups)):
+                        heapq.heappush(queue, (order(bounds), 0, seq, stripe, (g, bounds)))
+                        seq += 1
+                    if not groups:
+                        readers.pop(stripe.stripe_id)[0].close()
+                    continue
+                group, bounds = group
+                if cand.threshold is not None and cannot_improve(bounds, cand.threshold):
+                    counters.chunk_groups_skipped_topn += 1
+                else:
+                    counters.chunk_groups += 1
                     live = group.live()
                     if live is not None:
                         counters.deleted_rows_skipped += group.nrows - int(np.count_nonzero(live))
                     sources.append((stripe, group.index, group.first_row))
-                    self._consider(cand, len(sources) - 1, group.nrows, group.column, live)
-            finally:
+                    added = self._consider(cand, len(sources) - 1, group.nrows, group.column, live, group)
+                    if added and self.limit <= self.HOLD_LIMIT:
+                        held[len(sources) - 1] = group
+                        if len(held) > 2 * self.HOLD_LIMIT:
+                            self._release(held, cand)
+                entry = readers[stripe.stripe_id]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    readers.pop(stripe.stripe_id)[0].close()
+        finally:
+            for reader, _left in readers.values():
                 reader.close()
         cand.reduce()
         if cand.count == 0:
             return
-        yield self._materialize(cand, sources)
+        self._release(held, cand)
+        yield self._materialize(cand, sources, held)
 
-    def _materialize(self, cand: _Candidates, sources: list) -> Batch:
+    @staticmethod
+    def _release(held: dict, cand: _Candidates) -> None:
+        """Let go of the chunk groups no candidate comes from any more."""
+        cand.reduce()
+        keep = set(np.unique(cand.parts[0][1]).tolist()) if cand.parts else set()
+        for s in [s for s in held if s not in keep]:
+            del held[s]
+
+    def _materialize(self, cand: _Candidates, sources: list, held: dict | None = None) -> Batch:
         """The winners' rows: each needed column read once per chunk group
-        that holds a winner."""
+        that holds a winner (columns the scan decoded already are reused,
+        dictionary-coded ones gathered for the winners only)."""
         from orochi_fdw.columnar.scan import ChunkGroup
 
+        held = held or {}
         _keys_, src, pos = cand.parts[0]
         n = len(src)
         pieces: dict[str, list[Column]] = {name: [] for name in self.columns}
@@ -508,10 +729,18 @@ class TopNScan:
                 for s in group_sources:
                     _stripe, index, _first = sources[s]
                     group = ChunkGroup(self.scan, stripe, reader, present, None, meta.chunk_groups[index])
+                    old = held.get(s)
+                    if old is not None:  # what the scan decoded of it
+                        group._cols.update(old._cols)
+                        group._dicts.update(old._dicts)
                     rows = np.flatnonzero(src == s)
                     p = pos[rows]
                     for name in self.columns:
-                        pieces[name].append(take(self._normalized(name, group.column(name)), p))
+                        d = None if name in group._cols else self._dictionary(group, name)
+                        if d is not None:
+                            pieces[name].append(dictionary_take(*d, p))
+                        else:
+                            pieces[name].append(take(self._normalized(name, group.column(name)), p))
                     rowids[rows] = group.rowids(p)
                     order_parts.append(rows)
             finally:

@@ -31,7 +31,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import lz4.block
 import numpy as np
@@ -513,7 +513,9 @@ def _dictionary_encode(values, k: Kind, ctx: dict) -> bytes:
             + _codes_section(codes))
 
 
-def _dictionary_decode(buf: _Buf, count: int, k: Kind):
+def _dictionary_parts(buf: _Buf, count: int) -> tuple[VarBytes, np.ndarray]:
+    """The entries and the ``count`` codes of a DICTIONARY section (codes
+    not checked against the entries)."""
     (d,) = buf.unpack(_I)
     if d > count or (d == 0) != (count == 0):
         raise CorruptDataError(f"dictionary of {d} entries for {count} values")
@@ -530,7 +532,12 @@ def _dictionary_decode(buf: _Buf, count: int, k: Kind):
         codes = _rle_decode_uint(buf, count, 4).view(np.int32)
     else:
         raise CorruptDataError(f"invalid dictionary code codec {codes_codec}")
-    return _gather(VarBytes(entry_offsets, entry_data), codes)
+    return VarBytes(entry_offsets, entry_data), codes
+
+
+def _dictionary_decode(buf: _Buf, count: int, k: Kind):
+    entries, codes = _dictionary_parts(buf, count)
+    return _gather(entries, codes)
 
 
 _VECTOR_HEAD = struct.Struct("<I")
@@ -1046,6 +1053,53 @@ def decode_chunk(header, payload, kind: str | Kind) -> ColumnData:
         CorruptDataError: the header or the bytes are invalid.
     """
     k = get_kind(kind)
+    rows, nulls, spec, buf, validity = _open_chunk(header, payload, k)
+    if nulls == rows:
+        # No values: the values section is empty whatever the codec.
+        buf.done()
+        compact = (VarBytes(np.zeros(1, np.int64), np.zeros(0, np.uint8))
+                   if k.physical == "var" else np.zeros(0, dtype=k.dtype))
+    else:
+        compact = spec.decode(buf, rows - nulls, k)
+        buf.done()
+    return ColumnData(_expand(compact, validity, k, rows), validity)
+
+
+class DictionaryChunk(NamedTuple):
+    """A DICTIONARY-coded chunk as stored: ``entries`` (the distinct values),
+    ``codes`` (int32, one per non-NULL row, each an index into ``entries``)
+    and ``validity`` (as :class:`ColumnData`'s)."""
+
+    entries: VarBytes
+    codes: np.ndarray
+    validity: np.ndarray | None
+
+
+def decode_dictionary_chunk(header, payload, kind: str | Kind) -> DictionaryChunk | None:
+    """A DICTIONARY-coded chunk (see :func:`decode_chunk`) left in its
+    dictionary form, its values not gathered; None when the chunk is coded
+    otherwise or holds only NULLs.
+
+    Raises:
+        CorruptDataError: the header or the bytes are invalid.
+    """
+    k = get_kind(kind)
+    if int(header.codec) != Codec.DICTIONARY or k.physical != "var":
+        return None
+    rows, nulls, _spec, buf, validity = _open_chunk(header, payload, k)
+    count = rows - nulls
+    if count == 0:
+        return None
+    entries, codes = _dictionary_parts(buf, count)
+    buf.done()
+    if int(codes.view(np.uint32).max()) >= len(entries.offsets) - 1:  # negative ones too
+        raise CorruptDataError(f"dictionary code out of range 0..{len(entries.offsets) - 2}")
+    return DictionaryChunk(entries, codes, validity)
+
+
+def _open_chunk(header, payload, k: Kind) -> tuple:
+    """The checks of a chunk's header, then (rows, NULLs, codec spec, its
+    decompressed bytes past the validity bitmap, validity)."""
     try:
         codec = int(header.codec)
         comp = int(header.compression)
@@ -1077,12 +1131,4 @@ def decode_chunk(header, payload, kind: str | Kind) -> ColumnData:
             raise CorruptDataError(
                 f"validity bitmap has {rows - ones} NULLs, header says {nulls}")
         validity = valid.view(np.bool_)
-    if nulls == rows:
-        # No values: the values section is empty whatever the codec.
-        buf.done()
-        compact = (VarBytes(np.zeros(1, np.int64), np.zeros(0, np.uint8))
-                   if k.physical == "var" else np.zeros(0, dtype=k.dtype))
-    else:
-        compact = spec.decode(buf, rows - nulls, k)
-        buf.done()
-    return ColumnData(_expand(compact, validity, k, rows), validity)
+    return rows, nulls, spec, buf, validity

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import os
 import struct
 import tempfile
@@ -41,9 +42,12 @@ from orochi_fdw.storage.codecs import (
     CODECS,
     MAX_CHUNK_ROWS,
     ChunkStats,
+    Codec,
     Compression,
+    DictionaryChunk,
     codec_valid_for,
     decode_chunk,
+    decode_dictionary_chunk,
     encode_chunk,
     resolve_compression,
 )
@@ -179,12 +183,19 @@ class StripeMetadata:
     file_size: int = 0
 
     def column_index(self, name: str) -> int:
-        for i, c in enumerate(self.columns):
-            if c.name == name:
-                return i
+        i = self._column_positions.get(name)
+        if i is not None:
+            return i
         raise InvalidParameterError(
             f"column {name!r} is not in stripe {self.path}; columns: "
             + ", ".join(c.name for c in self.columns))
+
+    @functools.cached_property
+    def _column_positions(self) -> dict[str, int]:
+        positions: dict[str, int] = {}
+        for i, c in enumerate(self.columns):
+            positions.setdefault(c.name, i)
+        return positions
 
     @property
     def schema(self) -> dict[str, str]:
@@ -821,6 +832,26 @@ class StripeReader:
                 f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
         try:
             return decode_chunk(meta, data, k)
+        except CorruptDataError as exc:
+            raise CorruptDataError(
+                f"{self.path}: column {column!r}, chunk group {chunk_group}: {exc}") from exc
+
+    def read_dictionary(self, column: str, chunk_group: int) -> DictionaryChunk | None:
+        """One column chunk in its dictionary form (:func:`decode_dictionary_chunk`),
+        verified as :meth:`read_chunk` does; None, reading nothing, when the
+        chunk is not DICTIONARY-coded (or holds only NULLs)."""
+        if self._fd < 0:
+            raise InvalidParameterError("stripe reader is closed")
+        meta = self.metadata.chunk(column, chunk_group)
+        if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count:
+            return None
+        k = self._kinds[self.metadata.column_index(column)]
+        data = _read_exact(self._fd, meta.length, meta.offset, self.path)
+        if self.verify_checksums and zlib.crc32(data) != meta.crc32:
+            raise CorruptDataError(
+                f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
+        try:
+            return decode_dictionary_chunk(meta, data, k)
         except CorruptDataError as exc:
             raise CorruptDataError(
                 f"{self.path}: column {column!r}, chunk group {chunk_group}: {exc}") from exc

@@ -7,6 +7,7 @@ compared as raw bytes, so NaN payloads and -0.0 count.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 
@@ -432,6 +433,35 @@ def test_var_offsets_need_not_start_at_zero():
     for codec in (Codec.PLAIN, Codec.DICTIONARY):
         header, stored = C.encode_chunk(values, None, "text", codec=codec)
         assert C.decode_chunk(header, stored, "text").values.to_list() == [b"hello", b"world"]
+
+
+def test_dictionary_chunk_left_in_dictionary_form():
+    """decode_dictionary_chunk: the entries and one code per non-NULL row,
+    which pick the values decode_chunk gives; None for another codec or a
+    chunk of NULLs only; codes outside the entries are refused."""
+    words = [b"ok", b"", "\u00e9t\u00e9".encode(), b"ok", b"warn", b"", b"ok"]
+    validity = np.array([True, True, False, True, True, True, False])
+    for compression in ("none", "lz4", "zstd"):
+        header, stored = C.encode_chunk(to_var(words), validity, "text", codec=Codec.DICTIONARY,
+                                        compression=compression)
+        chunk = C.decode_dictionary_chunk(header, stored, "text")
+        assert same(chunk.validity, validity)
+        entries = chunk.entries.to_list()
+        assert len(set(entries)) == len(entries)
+        assert [entries[c] for c in chunk.codes] == [w for w, v in zip(words, validity) if v]
+        plain = C.decode_chunk(header, stored, "text").values.to_list()
+        assert [p for p, v in zip(plain, validity) if v] == [entries[c] for c in chunk.codes]
+    header, stored = C.encode_chunk(to_var(words), None, "text", codec=Codec.PLAIN, compression="none")
+    assert C.decode_dictionary_chunk(header, stored, "text") is None
+    header, stored = C.encode_chunk(to_var([b"a", b"b"]), np.zeros(2, bool), "text")
+    assert C.decode_dictionary_chunk(header, stored, "text") is None
+    # one entry, codes 0 and 1: the second is out of range
+    bad = (C._I.pack(1) + C._packed_ints(np.array([1], np.int64)) + b"a" + bytes([Codec.BITPACK])
+           + C._packed_ints(np.array([0, 1], np.int32)))
+    header, _ = C.encode_chunk(to_var([b"a", b"a"]), None, "text", codec=Codec.DICTIONARY, compression="none")
+    header = dataclasses.replace(header, stored_length=len(bad), raw_length=len(bad))
+    with pytest.raises(CorruptDataError):
+        C.decode_dictionary_chunk(header, bad, "text")
 
 
 # ------------------------------------------------------------------ stats

@@ -171,3 +171,25 @@ def test_top_n_ties_on_the_first_key_in_a_later_group(db):
     assert db.execute("SELECT * FROM c ORDER BY a DESC, b LIMIT 1").fetchall() == [(4, 1)]
     assert db.execute("SELECT * FROM c ORDER BY a DESC, b LIMIT 2").fetchall() == [(4, 1), (4, 2)]
     assert db.execute("SELECT * FROM c ORDER BY a DESC, b DESC LIMIT 1").fetchall() == [(4, 3)]
+
+
+def test_top_n_chunk_groups_of_every_stripe_in_one_order(db):
+    """The chunk groups of all stripes are read best bounds first, whatever
+    stripe they are in: the best rows of the second stripe set the
+    threshold before the first stripe's middling groups are read."""
+    db.execute("CREATE FOREIGN TABLE c (i int4, x int4) SERVER orochi "
+               "OPTIONS (chunk_group_size '100', delta_row_limit '20')")
+    db.execute("CREATE TABLE h (i int4, x int4)")
+    for t in ("c", "h"):
+        # first stripe: 0 in its first group, 21..29 in the others, the rest large
+        db.execute(f"INSERT INTO {t} SELECT i, CASE WHEN i % 100 <> 50 THEN 5000 + i WHEN i < 100 THEN 0 "
+                   f"ELSE 20 + i / 100 END FROM generate_series(0, 999) i")
+        # second stripe: 1..10 in its first group, the rest large
+        db.execute(f"INSERT INTO {t} SELECT i, CASE WHEN i < 10 THEN i + 1 ELSE 6000 + i END "
+                   f"FROM generate_series(0, 999) i")
+    q = "SELECT * FROM {} ORDER BY x LIMIT 10"
+    assert db.execute(q.format("c")).fetchall() == db.execute(q.format("h")).fetchall()
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q.format("c")).fetchall())
+    assert "Stripes Read: 2 of 2" in plan, plan
+    read = int(plan.split("Chunk Groups Read: ")[1].split(" ")[0])
+    assert read == 2, plan  # of 20 (stripe by stripe: 11)
