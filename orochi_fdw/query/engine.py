@@ -52,6 +52,12 @@ ENGINE_STARTUP_COST = 100.0
 #: per input row of a join, and per row a join produces
 ENGINE_ROW_COST = 0.002
 ENGINE_OUTPUT_ROW_COST = 0.001
+#: DuckDB reads the tables as Arrow streams, whose row counts it does not
+#: know (it takes every input for one row): its join order and build sides
+#: would be arbitrary.  The plan writes the joins in the order of
+#: PostgreSQL's tree, the side PostgreSQL estimates smaller on the right
+#: (DuckDB's build side), and DuckDB keeps that order.
+JOIN_ORDER_SETTINGS = "SET disabled_optimizers = 'join_order,build_side_probe_side'"
 #: the least memory DuckDB gets (it needs some per operator)
 MIN_MEMORY_LIMIT = 64 << 20
 
@@ -158,6 +164,11 @@ class _Planner:
             raise Refused("conditions above an outer join below another join")
         osql, orows, odesc = self.from_item(outer, False)
         isql, irows, idesc = self.from_item(inner, False)
+        if jointype == "inner" and orows < irows:
+            # DuckDB runs the joins as written (it has no row counts of the
+            # streamed inputs: JOIN_ORDER_SETTINGS), building each hash table
+            # on the right: the smaller side by PostgreSQL's estimates
+            osql, isql, outer, inner = isql, osql, inner, outer
         if inner[0] == "join":
             isql = f"({isql})"
         on = [self.translator.condition(c) for c in joinclauses]
@@ -870,6 +881,7 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> I
         try:
             cursor.execute(f"SET memory_limit = '{int(limit)}B'")
             cursor.execute("SET preserve_insertion_order = false")
+            cursor.execute(JOIN_ORDER_SETTINGS)
             _set_spilling(cursor)
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
