@@ -389,7 +389,7 @@ def _scan_qual(expr: tuple) -> list | None:
             return None
         values = args[1][4]
         if not all(v is None or (isinstance(v, (int, str, decimal.Decimal, datetime.date))
-                                 and not isinstance(v, (bool, datetime.datetime))) for v in values):
+                                 and not isinstance(v, bool)) for v in values):
             return None
         name = collation[0] if collation is not None else None
         if name not in (None, "default", "C", "POSIX"):
@@ -402,7 +402,9 @@ def _scan_qual(expr: tuple) -> list | None:
     if right[4] is None:
         return None
     value = right[4]
-    if not isinstance(value, (int, str, decimal.Decimal, datetime.date)) or isinstance(value, (bool, datetime.datetime)):
+    # (timestamps too: TPC-H's date '1995-09-01' + interval '1 month' is one,
+    # which the scan compares with a date column as PostgreSQL does)
+    if not isinstance(value, (int, str, decimal.Decimal, datetime.date)) or isinstance(value, bool):
         return None
     collation = expr[5][0] if expr[5] is not None else None
     if collation not in (None, "default", "C", "POSIX"):
