@@ -187,8 +187,6 @@ static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo 
 static List *engine_param_exprs(const char *plan);
 static void jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 						   void *extra);
-static void base_upper_fallback(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
-								void *extra);
 static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 							  void *extra);
 static void engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
@@ -1545,7 +1543,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
 	{
 		/* expressions in WHERE: the expression JIT may compute it */
-		base_upper_fallback(root, input_rel, output_rel, extra);
+		jit_upper_path(root, input_rel, output_rel, extra);
 		return;
 	}
 
@@ -1559,7 +1557,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	{
 		table_close(rel, NoLock);
 		/* expressions in aggregate arguments: the expression JIT may */
-		base_upper_fallback(root, input_rel, output_rel, extra);
+		jit_upper_path(root, input_rel, output_rel, extra);
 		return;
 	}
 	{
@@ -1572,7 +1570,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
-		base_upper_fallback(root, input_rel, output_rel, extra);
+		jit_upper_path(root, input_rel, output_rel, extra);
 		return;
 	}
 	if (!PyArg_ParseTuple(res, "ddd", &rows, &startup, &total))
@@ -1745,23 +1743,6 @@ jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 	table_close(rel, NoLock);
 	add_planned_upper_path(root, input_rel, output_rel, res, "jit_aggregate", tlist, having,
 						   UPPERREL_GROUP_AGG, NIL);
-}
-
-/*
- * base_upper_fallback
- *		An aggregation over one orochi table that the aggregate pushdown
- *		declined (expressions in WHERE, group keys or aggregate arguments):
- *		the expression JIT first (no GROUP BY), else the join engine, which
- *		runs a one-table tree as it runs a join (TPC-H Q1: GROUP BY over
- *		arithmetic on numeric columns).
- */
-static void
-base_upper_fallback(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
-{
-	jit_upper_path(root, input_rel, output_rel, extra);
-	if (output_rel->fdw_private == NULL && orochi_duckdb_join_enabled &&
-		root->parse->commandType == CMD_SELECT && root->rowMarks == NIL)
-		engine_upper_path(root, input_rel, output_rel, extra);
 }
 
 /* ---------------------------------------------------------------------

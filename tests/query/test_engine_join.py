@@ -461,26 +461,6 @@ def test_engine_join_order_by_limit_pushed(conns):
     assert "Sort" in plan or "Limit" in plan, plan
 
 
-def test_engine_single_table_aggregation(conns):
-    """A GROUP BY over one table with expressions in its aggregates (TPC-H
-    Q1's shape), which the aggregate pushdown and the JIT decline: the
-    engine runs it, answers as PostgreSQL over the same rows; off,
-    PostgreSQL aggregates."""
-    oro, heap = conns
-    query = ("SELECT x > 12345, sum(x * 2), count(*), avg(x - 3), max(x - 1) FROM {t} "
-             "WHERE x > 100 GROUP BY 1 ORDER BY 1")
-    plan = _plan(oro, query.format(t="big"))
-    assert "aggregate over big" in plan, plan
-    want = heap.execute(query.format(t="(SELECT i AS x FROM generate_series(1, 20000) i) big")).fetchall()
-    assert oro.execute(query.format(t="big")).fetchall() == want
-    oro.execute("SET orochi.duckdb_join_enabled = off")
-    try:
-        assert "Orochi Join (DuckDB)" not in _plan(oro, query.format(t="big"))
-        assert oro.execute(query.format(t="big")).fetchall() == want
-    finally:
-        oro.execute("SET orochi.duckdb_join_enabled = on")
-
-
 def test_engine_join_timestamp_restriction_filters_the_scan(conns):
     """``date_column < date + interval`` (a timestamp constant) is applied by
     the table's scan as well as by DuckDB: the engine reads only the rows
