@@ -416,7 +416,8 @@ def _qual(q: list) -> Qual:
 
 def _scan_qual(expr: tuple) -> list | None:
     """A restriction ``column op constant`` as a qual the columnar scan may
-    prune with (not exact: DuckDB applies every restriction itself)."""
+    prune with, and filter with when it applies it exactly
+    (:func:`_exact_scan_quals`; DuckDB applies every other restriction)."""
     if expr[0] == "nulltest" and expr[2][0] == "var":
         return [expr[2][2], "=" if expr[1] else "<>", None, None]
     if expr[0] == "op" and not expr[3]:
