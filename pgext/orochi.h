@@ -59,8 +59,12 @@ typedef enum OrochiWireKind
 	WIRE_UUID = 11,				/* 16 bytes */
 	WIRE_TEXT = 12,				/* offsets int64[n+1] + UTF-8 bytes */
 	WIRE_BYTEA = 13,			/* offsets int64[n+1] + raw bytes */
-	WIRE_CSTRING = 14			/* offsets + bytes, each through the type's input function */
+	WIRE_CSTRING = 14,			/* offsets + bytes, each through the type's input function */
+	WIRE_DECIMAL64 = 64			/* numeric as int64 scaled by 10^s, sent as kind 64 + s
+								 * (s 0..18); int64 max is NaN */
 } OrochiWireKind;
+
+#define WIRE_DECIMAL64_MAX_SCALE 18
 
 /* How to move values of one column (or parameter) between Postgres and Python */
 typedef struct OrochiTypeConv
@@ -142,6 +146,7 @@ typedef struct OrochiBatchReader
 	Py_buffer  *validity;
 	Py_buffer  *offsets;
 	bool	   *present;
+	int		   *scales;			/* WIRE_DECIMAL64: the values' scale */
 	/* variable-width columns built as varlenas once per batch (or NULL) */
 	Datum	  **datums;
 	char	  **varlenas;

@@ -1032,6 +1032,7 @@ wire_width(OrochiWireKind kind)
 		case WIRE_FLOAT64:
 		case WIRE_TIMESTAMP:
 		case WIRE_TIME:
+		case WIRE_DECIMAL64:
 			return 8;
 		case WIRE_INTERVAL:
 		case WIRE_UUID:
@@ -1140,6 +1141,8 @@ typmod_after_read(OrochiWireKind kind, OrochiTypeConv *conv)
 		return false;
 	if (kind == WIRE_TEXT || kind == WIRE_CSTRING || kind == WIRE_BYTEA)
 		return conv->wire == WIRE_TEXT;
+	if (kind == WIRE_DECIMAL64)
+		return false;			/* at the scale and precision of the column read */
 	return true;
 }
 
@@ -1181,6 +1184,7 @@ orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 	reader->validity = palloc0(sizeof(Py_buffer) * natts);
 	reader->offsets = palloc0(sizeof(Py_buffer) * natts);
 	reader->present = palloc0(sizeof(bool) * natts);
+	reader->scales = palloc0(sizeof(int) * natts);
 	reader->datums = palloc0(sizeof(Datum *) * natts);
 	reader->varlenas = palloc0(sizeof(char *) * natts);
 
@@ -1201,7 +1205,15 @@ orochi_batch_open(OrochiBatchReader *reader, PyObject *wire, TupleDesc tupdesc,
 		kind = PyLong_AsLong(PyTuple_GET_ITEM(col, 0));
 		if (PyErr_Occurred())
 			PyErr_Clear();
-		if (kind != conv->wire && kind != WIRE_TEXT && kind != WIRE_CSTRING)
+		if (kind >= WIRE_DECIMAL64 && kind <= WIRE_DECIMAL64 + WIRE_DECIMAL64_MAX_SCALE &&
+			conv->typoid == NUMERICOID)
+		{
+			/* scaled integers of a numeric column: made into numerics here */
+			reader->scales[i] = (int) (kind - WIRE_DECIMAL64);
+			kind = WIRE_DECIMAL64;
+			reader->allocates = true;
+		}
+		else if (kind != conv->wire && kind != WIRE_TEXT && kind != WIRE_CSTRING)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 					 errmsg("batch column \"%s\" has wire kind %ld, which does not fit type %s",
@@ -1373,6 +1385,22 @@ varwidth_to_datum(OrochiBatchReader *reader, int i, int64 r, OrochiTypeConv *con
 	}
 }
 
+/* numeric's text of a scaled int64 (int64 max: NaN) */
+static char *
+decimal64_text(int64 v, int scale)
+{
+	uint64		u = v < 0 ? -(uint64) v : (uint64) v;
+	uint64		p = 1;
+
+	if (v == PG_INT64_MAX)
+		return pstrdup("NaN");
+	for (int k = 0; k < scale; k++)
+		p *= 10;
+	if (scale == 0)
+		return psprintf("%s" UINT64_FORMAT, v < 0 ? "-" : "", u);
+	return psprintf("%s" UINT64_FORMAT ".%0*" INT64_MODIFIER "u", v < 0 ? "-" : "", u / p, scale, u % p);
+}
+
 /*
  * orochi_batch_store_row
  *		Store the reader's next row into the slot (virtual tuple).  Datums are
@@ -1471,6 +1499,25 @@ orochi_batch_store_row(OrochiBatchReader *reader, TupleTableSlot *slot, OrochiTy
 			case WIRE_UUID:
 				values[i] = PointerGetDatum(buf + r * 16);	/* no alignment needed */
 				break;
+			case WIRE_DECIMAL64:
+				{
+					int64		v = ((const int64 *) buf)[r];
+
+					/*
+					 * As numeric_in reads the value's text at that scale;
+					 * int64_div_fast_to_numeric multiplies by up to 1000
+					 * first (older minor releases of PostgreSQL 15 do so in
+					 * int64 without an overflow check): the text for values
+					 * that large.
+					 */
+					if (v > INT64CONST(999999999999999) || v < -INT64CONST(999999999999999))
+						values[i] = DirectFunctionCall3(numeric_in,
+														CStringGetDatum(decimal64_text(v, reader->scales[i])),
+														ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+					else
+						values[i] = NumericGetDatum(int64_div_fast_to_numeric(v, reader->scales[i]));
+					break;
+				}
 			case WIRE_TEXT:
 			case WIRE_BYTEA:
 			case WIRE_CSTRING:

@@ -521,13 +521,19 @@ def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:
         if coldef is None:
             raise WrapperError(f'a batch has column "{name}", which table {handle.relname} does not have')
         col = to_column(handle.kinds[name], data)
+        kind = int(col.kind)
         if col.kind is WireKind.DECIMAL64:
-            from orochi_fdw.columnar.types import decimal_to_cstring
+            from orochi_fdw.columnar.types import decimal_to_cstring, decimal_type
 
-            col = decimal_to_cstring(col, coldef)
+            ps = decimal_type(coldef)
+            if ps is None:
+                col = decimal_to_cstring(col, coldef)  # (raises: not a numeric(p, s))
+                kind = int(col.kind)
+            else:
+                kind += ps[1]  # the bridge makes the numerics: kind 64 + scale
         if len(col) != item.nrows:
             raise WrapperError(f'batch column "{name}" has {len(col)} values for {item.nrows} rows')
-        wire[coldef.attnum - 1] = (int(col.kind), col.values, col.validity, col.offsets)
+        wire[coldef.attnum - 1] = (kind, col.values, col.validity, col.offsets)
     rowids = item.rowids
     if rowids is not None:
         rowids = np.ascontiguousarray(rowids, dtype=np.int64)
@@ -868,3 +874,25 @@ def _quote_literal(value: str) -> str:
 def call_sql_function(name: str, *args: Any) -> Any:
     """orochi.<name>(args...)"""
     return sqlfunc.call(name, *args)
+
+
+#: modules that nearly every query of a columnar table imports (about 0.3 s):
+#: imported with the runtime, so that an interpreter started in the
+#: postmaster (preloading) hands them to every backend, whose first query
+#: then skips that.  None of them starts a thread (pyarrow and duckdb do:
+#: they are imported at the join engine's first run in each backend).
+PRELOADED_MODULES = ("orochi_fdw.columnar.table", "orochi_fdw.columnar.scan", "orochi_fdw.columnar.filter",
+                     "orochi_fdw.query.engine", "orochi_fdw.query.estimates", "orochi_fdw.query.aggregate")
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOADED_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported where the module is used
+            pass
+
+
+_preload()

@@ -52,6 +52,12 @@ ENGINE_STARTUP_COST = 100.0
 #: per input row of a join, and per row a join produces
 ENGINE_ROW_COST = 0.002
 ENGINE_OUTPUT_ROW_COST = 0.001
+#: DuckDB reads the tables as Arrow streams, whose row counts it does not
+#: know (it takes every input for one row): its join order and build sides
+#: would be arbitrary.  The plan writes the joins in the order of
+#: PostgreSQL's tree, the side PostgreSQL estimates smaller on the right
+#: (DuckDB's build side), and DuckDB keeps that order.
+JOIN_ORDER_SETTINGS = "SET disabled_optimizers = 'join_order,build_side_probe_side'"
 #: the least memory DuckDB gets (it needs some per operator)
 MIN_MEMORY_LIMIT = 64 << 20
 
@@ -145,8 +151,19 @@ class _Planner:
         if node[0] == "rel":
             _kind, rti, handle, clauses, rows, cost = node
             inp = self.inputs[rti]
-            conds = [self.translator.condition(c) for c in clauses]
-            inp["quals"] = [q for q in (_scan_qual(c) for c in clauses) if q is not None]
+            inp["quals"] = []
+            conds = []
+            scan_quals = [_scan_qual(c) for c in clauses]
+            exact = _exact_scan_quals(handle, scan_quals)
+            for c, q, is_exact in zip(clauses, scan_quals, exact):
+                if is_exact:
+                    # the scan applies it exactly (as for PostgreSQL's own
+                    # scans): DuckDB neither rechecks it nor reads its columns
+                    inp["quals"].append(q + [True])
+                    continue
+                conds.append(self.translator.condition(c))
+                if q is not None:
+                    inp["quals"].append(q)  # prunes (DuckDB checks it)
             source = f"{quote_ident(f'orochi_in_{rti}')} AS t{rti}"
             if conds:
                 source = f"(SELECT * FROM {source} WHERE {' AND '.join(conds)}) AS t{rti}"
@@ -158,6 +175,11 @@ class _Planner:
             raise Refused("conditions above an outer join below another join")
         osql, orows, odesc = self.from_item(outer, False)
         isql, irows, idesc = self.from_item(inner, False)
+        if jointype == "inner" and orows < irows:
+            # DuckDB runs the joins as written (it has no row counts of the
+            # streamed inputs: JOIN_ORDER_SETTINGS), building each hash table
+            # on the right: the smaller side by PostgreSQL's estimates
+            osql, isql, outer, inner = isql, osql, inner, outer
         if inner[0] == "join":
             isql = f"({isql})"
         on = [self.translator.condition(c) for c in joinclauses]
@@ -228,12 +250,19 @@ def _select_sql(select: list[str], from_sql: str, where: list[str]) -> str:
 ANTI_JOIN_MIN_FRACTION = 0.1
 #: cost of grouping, per input row
 ENGINE_GROUP_ROW_COST = 0.002
-#: an aggregation the engine runs over its join costs this fraction of the
-#: join's input scans: it saves handing every joined row back and grouping
-#: it in PostgreSQL, which the join's row estimate (often far too low for
-#: TPC-H's joins) understates; without it the two paths fall within
-#: add_path's 1% fuzz and PostgreSQL's sorted GroupAggregate wins on pathkeys
+#: an aggregation the engine runs over a tree of joins costs this fraction
+#: of the join's input scans: it saves handing every joined row back and
+#: grouping it in PostgreSQL, which the joins' row estimates (often far too
+#: low for TPC-H's: Q9's lineitem-partsupp join on two columns is estimated
+#: at 2,387 rows for 1.8 million at SF 0.3) understate; without it the two
+#: paths fall within add_path's 1% fuzz and PostgreSQL's sorted
+#: GroupAggregate, or a plan that joins the engine's rows further, wins
 ENGINE_AGGREGATE_SCAN_FRACTION = 0.97
+#: over a single join the estimate is usually right and reading the tables
+#: as Arrow batches costs about what PostgreSQL's scans of them do: the
+#: scans count in full (TPC-H Q19 ran in the engine at 1.7 times the CPU of
+#: PostgreSQL's hash join at SF 0.1)
+ENGINE_AGGREGATE_ONE_JOIN_SCAN_FRACTION = 1.0
 
 
 def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple[float, float, str, float] | None:
@@ -272,7 +301,9 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
         sql += f" GROUP BY {', '.join(group_by)}"
     planner.work += rows * ENGINE_GROUP_ROW_COST
     return _finish(planner, sql, outputs, f"aggregate over {description}", groups, groups * 0.01,
-                   aggregation=not group_by, scan_fraction=ENGINE_AGGREGATE_SCAN_FRACTION)
+                   aggregation=not group_by,
+                   scan_fraction=ENGINE_AGGREGATE_SCAN_FRACTION if planner.joins > 1
+                   else ENGINE_AGGREGATE_ONE_JOIN_SCAN_FRACTION)
 
 
 #: cost of sorting in the engine, per row and comparison
@@ -365,11 +396,32 @@ def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows
     return startup, total, json.dumps(plan), rows
 
 
+def _exact_scan_quals(handle: Any, scan_quals: list) -> list[bool]:
+    """Which of a table's restrictions (their :func:`_scan_qual` readings,
+    None for others) its scan applies exactly, by its ``exact_quals``."""
+    known = [q for q in scan_quals if q is not None]
+    if not known:
+        return [False] * len(scan_quals)
+    answers = iter(handle.instance.exact_quals([_qual(q) for q in known]))
+    return [False if q is None else bool(next(answers)) for q in scan_quals]
+
+
+def _qual(q: list) -> Qual:
+    """A plan's scan qual [column, op, value, collation(, exact)] as the scan takes it."""
+    exact = len(q) > 4 and bool(q[4])
+    if isinstance(q[1], list):
+        return Qual(q[0], tuple(q[1]), [_decode(v) for v in q[2]], q[3], exact)
+    return Qual(q[0], q[1], _decode(q[2]), q[3], exact)
+
+
 def _scan_qual(expr: tuple) -> list | None:
     """A restriction ``column op constant`` as a qual the columnar scan may
-    prune with (not exact: DuckDB applies every restriction itself)."""
+    prune with, and filter with when it applies it exactly
+    (:func:`_exact_scan_quals`; DuckDB applies every other restriction)."""
     if expr[0] == "nulltest" and expr[2][0] == "var":
         return [expr[2][2], "=" if expr[1] else "<>", None, None]
+    if expr[0] == "op" and not expr[3]:
+        return None  # (an operator of another schema: not the scan's to apply)
     if expr[0] == "saop":
         # column IN (constants): prunes as the scan's own ANY quals do
         _kind, _opno, opname, builtin, use_or, collation, args = expr
@@ -378,7 +430,7 @@ def _scan_qual(expr: tuple) -> list | None:
             return None
         values = args[1][4]
         if not all(v is None or (isinstance(v, (int, str, decimal.Decimal, datetime.date))
-                                 and not isinstance(v, (bool, datetime.datetime))) for v in values):
+                                 and not isinstance(v, bool)) for v in values):
             return None
         name = collation[0] if collation is not None else None
         if name not in (None, "default", "C", "POSIX"):
@@ -391,7 +443,9 @@ def _scan_qual(expr: tuple) -> list | None:
     if right[4] is None:
         return None
     value = right[4]
-    if not isinstance(value, (int, str, decimal.Decimal, datetime.date)) or isinstance(value, (bool, datetime.datetime)):
+    # (timestamps too: TPC-H's date '1995-09-01' + interval '1 month' is one,
+    # which the scan compares with a date column as PostgreSQL does)
+    if not isinstance(value, (int, str, decimal.Decimal, datetime.date)) or isinstance(value, bool):
         return None
     collation = expr[5][0] if expr[5] is not None else None
     if collation not in (None, "default", "C", "POSIX"):
@@ -568,8 +622,7 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None):
     names = inp["columns"]
     coldefs = [instance.columns[n] for n in names]
     kinds = [_scan_kind(c) for c in coldefs]
-    quals = [Qual(q[0], tuple(q[1]), [_decode(v) for v in q[2]], q[3], False) if isinstance(q[1], list)
-             else Qual(q[0], q[1], _decode(q[2]), q[3], False) for q in inp["quals"]]
+    quals = [_qual(q) for q in inp["quals"]]
     fields = [pa.field(n, _arrow_type(c)) for n, c in zip(names, coldefs)] or [pa.field("orochi_row", pa.bool_())]
     schema = pa.schema(fields)
     owner = threading.get_ident()
@@ -870,6 +923,7 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list) -> I
         try:
             cursor.execute(f"SET memory_limit = '{int(limit)}B'")
             cursor.execute("SET preserve_insertion_order = false")
+            cursor.execute(JOIN_ORDER_SETTINGS)
             _set_spilling(cursor)
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
@@ -918,6 +972,9 @@ def explain(plan: dict, verbose: bool) -> list[str]:
     if verbose:
         lines.append("DuckDB SQL: " + plan["sql"])
         for inp in plan["inputs"]:
-            lines.append(f"Input t{inp['rti']}: {inp['relname']} ({', '.join(inp['columns']) or 'no columns'})")
+            filtered = sum(1 for q in inp["quals"] if len(q) > 4 and q[4])
+            lines.append(f"Input t{inp['rti']}: {inp['relname']} ({', '.join(inp['columns']) or 'no columns'})"
+                         + (f", {filtered} condition{'s' if filtered > 1 else ''} applied by its scan"
+                            if filtered else ""))
     return lines
 

@@ -459,3 +459,45 @@ def test_engine_join_order_by_limit_pushed(conns):
     plan = _run_both(conns, "SELECT a.k, avg(b.n) FROM {a} a JOIN {b} b ON a.k = b.k GROUP BY 1 "
                             "ORDER BY 2 DESC, 1 LIMIT 4", ordered=True)
     assert "Sort" in plan or "Limit" in plan, plan
+
+
+def test_engine_join_timestamp_restriction_filters_the_scan(conns):
+    """``date_column < date + interval`` (a timestamp constant) is applied by
+    the table's scan as well as by DuckDB: the engine reads only the rows
+    that pass (EXPLAIN ANALYZE counts them), answers as the heap's."""
+    oro, heap = conns
+    query = ("SELECT count(*), sum(b.k) FROM {a} a JOIN {b} b ON a.k = b.k "
+             "WHERE a.d < date '2024-01-03' + interval '1 day'")
+    _run_both(conns, query)
+    passing = oro.execute("SELECT count(*) FROM a WHERE d < date '2024-01-04'").fetchone()[0]
+    total = oro.execute("SELECT count(*) FROM a").fetchone()[0]
+    assert 0 < passing < total / 4, (passing, total)
+    analyzed = "\n".join(r[0] for r in oro.execute(
+        "EXPLAIN (ANALYZE, VERBOSE) " + query.format(a="a", b="b")).fetchall())
+    assert f"a {passing:,}," in analyzed or f"a {passing:,}\n" in analyzed + "\n", analyzed
+
+
+def test_numeric_scaled_int_handback(pg_cluster, module_database):
+    """numeric(p, s) stored as scaled int64 is handed to PostgreSQL as
+    numerics made by the bridge: values near the precision's limit, NaN,
+    negative, zero at every scale, as the heap gives them (text form and
+    display scale)."""
+    with pg_cluster.connect(module_database, autocommit=True) as conn:
+        conn.execute("CREATE FOREIGN TABLE numwire (a numeric(18,2), b numeric(18,0), c numeric(18,18), "
+                     "d numeric(5,3)) SERVER orochi")
+        conn.execute("CREATE TABLE numwire_h (a numeric(18,2), b numeric(18,0), c numeric(18,18), d numeric(5,3))")
+        values = ("(9999999999999999.99, 999999999999999999, 0.999999999999999999, 99.999), "
+                  "(-9999999999999999.99, -999999999999999999, -0.000000000000000001, -0.001), "
+                  "(0, 0, 0, 0), (1000000000000000.00, 1000000000000000, 0.1, 1.5), "
+                  "(999999999999999.99, 999999999999999, -0.5, -12.34), ('NaN', 'NaN', 'NaN', 'NaN'), "
+                  "(NULL, NULL, NULL, NULL), (-1.05, -7, 0.000000000000000123, 0.010)")
+        for t in ("numwire", "numwire_h"):
+            conn.execute(f"INSERT INTO {t} VALUES {values}")
+        conn.execute("SELECT * FROM orochi.compact('numwire')")  # the rows into a stripe: scaled int64
+        analyzed = "\n".join(r[0] for r in conn.execute("EXPLAIN ANALYZE SELECT * FROM numwire").fetchall())
+        assert "Delta Rows: 0" in analyzed, analyzed
+        got = conn.execute("SELECT a::text, b::text, c::text, d::text, a = 'NaN' FROM numwire ORDER BY a, b").fetchall()
+        want = conn.execute("SELECT a::text, b::text, c::text, d::text, a = 'NaN' FROM numwire_h ORDER BY a, b").fetchall()
+        assert got == want
+        assert conn.execute("SELECT sum(a), sum(d * 2) FROM numwire WHERE a <> 'NaN'").fetchone() == \
+            conn.execute("SELECT sum(a), sum(d * 2) FROM numwire_h WHERE a <> 'NaN'").fetchone()
