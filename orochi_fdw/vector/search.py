@@ -40,7 +40,6 @@ import numpy as np
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import Qual, SortKey
 from orochi_fdw.bridge.batch import Batch, Column
-from orochi_fdw.catalog import store
 from orochi_fdw.columnar.deletes import DELTA_ROWID_BASE, STRIPE_OFFSET_BITS, DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.scan import null_column
 from orochi_fdw.columnar.topn import concat, take
@@ -75,11 +74,14 @@ def can_sort(table, key: SortKey):
     a cost below reading every row and sorting it in Postgres."""
     if not searchable(table, key):
         return []
-    _, live, _ = store.table_totals(table.relid)
-    live += table.delta.count()
-    dims = table.columns[key.attname].typmod
-    indexed = any(i.attnum == table.columns[key.attname].attnum and i.distance_type == INDEX_DISTANCE[_metric_of(key)]
-                  for i in catalog.table_indexes(table.relid))
+    column = table.columns[key.attname]
+    # the scan's catalog records (one statement, kept per backend), not
+    # three statements of their own
+    cat, delta_rows, _ = catalog.scan_catalog(table.relid, {column.attnum}, column.attnum,
+                                              INDEX_DISTANCE[_metric_of(key)], table.delta.name)
+    live = sum(s.live_rows for s in cat.stripes) + (table.delta.count() if delta_rows else 0)
+    dims = column.typmod
+    indexed = cat.index is not None
     cost = 10.0 + live * (0.0005 if indexed else dims * 0.00005)
     return ([key], cost, cost)
 
