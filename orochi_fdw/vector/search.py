@@ -108,7 +108,7 @@ class KnnCounters:
     vectors_compared: int = 0
     delta_rows: int = 0
     filtered: bool = False
-    catalog_cached: bool = False
+    catalog_cached: bool | str = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -205,7 +205,8 @@ class KnnScan:
                 + (f" ({c.exact_from_files} over index files' vectors)" if c.exact_from_files else "")
                 + f"; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
                 + (" (filtered)" if c.filtered else "")
-                + ("; catalog cached" if c.catalog_cached else "; catalog read")] + c.notes
+                + ("; catalog read" if not c.catalog_cached else "; catalog cached"
+                   + (f" ({c.catalog_cached})" if isinstance(c.catalog_cached, str) else ""))] + c.notes
 
     # ------------------------------------------------------------------
 
