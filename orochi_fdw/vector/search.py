@@ -391,7 +391,7 @@ class KnnScan:
                 if len(keys) < k and count >= size:
                     return False    # the graph reaches fewer rows than wanted (not every node is reachable)
                 if len(keys) >= k:
-                    vectors = np.ascontiguousarray(np.vstack(graph.get(stored)).astype(np.float32))
+                    vectors = np.concatenate(graph.get(stored)).astype(np.float32, copy=False).reshape(len(stored), -1)
                     dist = np.empty(len(keys), dtype=np.float64)
                     kernels.distances(vectors, q, METRICS[self.metric], dist)
                     self.counters.vectors_compared += len(keys)
