@@ -377,6 +377,14 @@ class KnnScan:
             return False
         share = nallowed / size
         count = min(size, max(k, math.ceil(k / share * 1.5) + 8))
+        if self.quals and setting <= 0 and index.index_type == "hnsw":
+            m = int({**indexes.HNSW_DEFAULTS, **index.options}["m"])
+            if max(search_ef * max(1, math.ceil(k / 10)), count) * m * 4 >= nallowed:
+                # the build-time check's cost rule: a graph search at this ef
+                # computes about as many distances as the allowed rows (a
+                # filter on a file whose check needed a large ef, as on
+                # uniform random data): reading them is exact and no dearer
+                return False
         single = members[0][0].stripe_id if len(members) == 1 else None
         allow = _KeyFilter(members)
         while True:
