@@ -1172,6 +1172,50 @@ pg_xid_is_current(PyObject *self, PyObject *arg)
 	return PyBool_FromLong(TransactionIdIsCurrentTransactionId((TransactionId) xid));
 }
 
+/*
+ * snapshot_key() -> bytes | None: what decides which row versions the active
+ * snapshot sees (its xmin, xmax, in-progress transaction ids and flags), or
+ * None when that is not all: no active MVCC snapshot, or this transaction
+ * has a transaction id (its own changes are then seen too).  Two equal keys
+ * see the same rows of every table.  Looks only at backend memory: cannot
+ * fail but for lack of Python memory.
+ */
+static PyObject *
+pg_snapshot_key(PyObject *self, PyObject *noargs)
+{
+	Snapshot	snap;
+	PyObject   *out;
+	char	   *p;
+	Size		len;
+
+	if (!postgres_usable(true))
+		return NULL;
+	if (!IsTransactionState() || !ActiveSnapshotSet() ||
+		TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		Py_RETURN_NONE;
+	snap = GetActiveSnapshot();
+	if (snap->snapshot_type != SNAPSHOT_MVCC || snap->xcnt < 0 || snap->subxcnt < 0)
+		Py_RETURN_NONE;
+	len = 4 * sizeof(uint32) + 2 + ((Size) snap->xcnt + (Size) snap->subxcnt) * sizeof(TransactionId);
+	out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t) len);
+	if (out == NULL)
+		return NULL;
+	p = PyBytes_AS_STRING(out);
+	memcpy(p, &snap->xmin, sizeof(uint32));
+	memcpy(p + 4, &snap->xmax, sizeof(uint32));
+	memcpy(p + 8, &snap->xcnt, sizeof(uint32));
+	memcpy(p + 12, &snap->subxcnt, sizeof(uint32));
+	p[16] = snap->suboverflowed ? 1 : 0;
+	p[17] = snap->takenDuringRecovery ? 1 : 0;
+	p += 18;
+	if (snap->xcnt > 0)
+		memcpy(p, snap->xip, snap->xcnt * sizeof(TransactionId));
+	p += snap->xcnt * sizeof(TransactionId);
+	if (snap->subxcnt > 0)
+		memcpy(p, snap->subxip, snap->subxcnt * sizeof(TransactionId));
+	return out;
+}
+
 static PyObject *
 pg_transaction_id(PyObject *self, PyObject *noargs)
 {
@@ -1401,6 +1445,8 @@ static PyMethodDef pg_methods[] = {
 	{"backend_info", pg_backend_info, METH_NOARGS, "facts about this backend"},
 	{"in_transaction", pg_in_transaction, METH_NOARGS, "whether a transaction is open"},
 	{"transaction_id", pg_transaction_id, METH_NOARGS, "the top-level transaction id"},
+	{"snapshot_key", pg_snapshot_key, METH_NOARGS,
+	"what decides the rows the active snapshot sees, or None"},
 	{"xid_is_current", pg_xid_is_current, METH_O,
 	 "whether an xid is this transaction's or one of its subtransactions'"},
 	{"savepoint_depth", pg_savepoint_depth, METH_NOARGS,

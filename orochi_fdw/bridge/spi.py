@@ -199,6 +199,15 @@ def transaction_id() -> int:
     return _pg().transaction_id()
 
 
+def snapshot_key() -> bytes | None:
+    """What decides which row versions the active snapshot sees (its xmin,
+    xmax and in-progress transaction ids), or None when that is not all
+    (no active snapshot, or this transaction has an id: its own changes are
+    seen too). Two statements with equal keys see the same rows of every
+    table, so a result read under one holds under the other."""
+    return _pg().snapshot_key()
+
+
 def xid_is_current(xid: int) -> bool:
     """Whether ``xid`` is this transaction's or one of its subtransactions'
     (a row whose xmin it is was written by this transaction)."""

@@ -144,9 +144,22 @@ def delete_indexes(relid: int, attnum: int, distance_type: str | None) -> list[i
 # in a transaction that itself changed the table, rolled back, or runs at
 # REPEATABLE READ.
 #
+# The identities statement itself is skipped when the statement's snapshot is
+# the one the records were last checked under (spi.snapshot_key: its xmin,
+# xmax and in-progress transaction ids, and this transaction has no id of
+# its own). Which row versions a snapshot sees depends on nothing else: a
+# commit anywhere since changes the next snapshot's xmax or in-progress
+# list, so an equal key means no transaction has finished since (a
+# read-mostly workload: queries one after another with no commit between;
+# under concurrent commits the identities are read, as before). Whether the
+# delta store had blocks is kept with it: rows written since belong to
+# transactions that snapshot does not see.
+#
 # The same statement tells whether the table's delta store has any block
 # (pg_relation_size): a table with none holds no delta row for any snapshot,
-# so its scan is skipped.
+# so its scan is skipped. (The two-argument pg_relation_size is the C
+# function; the one-argument form is a SQL function around it, whose call
+# cost a fifth of the statement.)
 
 _IDENTITIES = """
 SELECT pg_catalog.string_agg(x, ','), pg_catalog.max(d) FROM (
@@ -160,7 +173,7 @@ SELECT pg_catalog.string_agg(x, ','), pg_catalog.max(d) FROM (
     FROM orochi.columnar_vector_index_files f
    WHERE f.index_id = ANY (ARRAY(SELECT i.index_id FROM orochi.columnar_vector_indexes i WHERE i.relid = $1))
   UNION ALL
-  SELECT NULL, pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_class c
+  SELECT NULL, pg_catalog.pg_relation_size(c.oid, 'main') FROM pg_catalog.pg_class c
    WHERE c.oid = pg_catalog.to_regclass($2) AND c.relkind = 'r'
      AND c.relowner = (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'orochi')
 ) AS rows
@@ -196,33 +209,46 @@ class ScanCatalog:
             return mask
 
 
-#: (relid, attnums, attnum, distance) -> (identities, ScanCatalog); least recently used out
-_scan_catalogs: "OrderedDict[tuple, tuple[tuple, ScanCatalog]]" = OrderedDict()
+#: (relid, attnums, attnum, distance) -> (identities, ScanCatalog, the snapshot
+#: key they were last checked under, whether the delta store had blocks then);
+#: least recently used out
+_scan_catalogs: "OrderedDict[tuple, tuple]" = OrderedDict()
 SCAN_CATALOG_ENTRIES = 64
+#: what :func:`scan_catalog` says of kept records used under the snapshot
+#: they were last checked under (truthy, as "cached")
+SAME_SNAPSHOT = "same snapshot"
 
 
 def scan_catalog(relid: int, attnums: set[int], attnum: int, distance_type: str,
-                 delta_name: str) -> tuple[ScanCatalog, bool, bool]:
+                 delta_name: str) -> tuple[ScanCatalog, bool, bool | str]:
     """(the :class:`ScanCatalog` of a scan of table ``relid`` reading columns
     ``attnums``, ordering by column ``attnum`` with an index of
     ``distance_type``; whether the delta table ``delta_name`` may hold rows;
-    whether the catalog records came from this backend's copy). The copy
-    serves when the catalog rows it came from are the ones this statement's
-    snapshot sees; else the records are read anew and kept."""
+    whether the catalog records came from this backend's copy:
+    :data:`SAME_SNAPSHOT` when not even their identities were read). The
+    copy serves when the catalog rows it came from are the ones this
+    statement's snapshot sees; else the records are read anew and kept."""
     from orochi_fdw.catalog import store
 
+    key = (relid, frozenset(attnums), attnum, distance_type)
+    found = _scan_catalogs.get(key)
+    snapshot = spi.snapshot_key()
+    if found is not None and snapshot is not None and found[2] == snapshot:
+        # the snapshot the records were last checked under, to the byte:
+        # the same rows, the same answer (no statement)
+        _scan_catalogs.move_to_end(key)
+        return found[1], found[3], SAME_SNAPSHOT
     identities, delta_bytes = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
         [relid, delta_name], read_only=True).rows[0]
     delta_rows = delta_bytes is not None and int(delta_bytes) > 0
-    key = (relid, frozenset(attnums), attnum, distance_type)
-    found = _scan_catalogs.get(key)
     if found is not None and found[0] == identities:
+        _scan_catalogs[key] = (identities, found[1], snapshot, delta_rows)
         _scan_catalogs.move_to_end(key)
         return found[1], delta_rows, True
     stripes = store.table_stripes(relid, attnums)
     index = next((i for i in table_indexes(relid) if i.attnum == attnum and i.distance_type == distance_type), None)
     cat = ScanCatalog(stripes, index, index_files(index.index_id) if index is not None else {})
-    _scan_catalogs[key] = (identities, cat)
+    _scan_catalogs[key] = (identities, cat, snapshot, delta_rows)
     _scan_catalogs.move_to_end(key)
     while len(_scan_catalogs) > SCAN_CATALOG_ENTRIES:
         _scan_catalogs.popitem(last=False)

@@ -40,7 +40,6 @@ import numpy as np
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import Qual, SortKey
 from orochi_fdw.bridge.batch import Batch, Column
-from orochi_fdw.catalog import store
 from orochi_fdw.columnar.deletes import DELTA_ROWID_BASE, STRIPE_OFFSET_BITS, DeletedOffsets, stripe_rowids
 from orochi_fdw.columnar.scan import null_column
 from orochi_fdw.columnar.topn import concat, take
@@ -75,11 +74,14 @@ def can_sort(table, key: SortKey):
     a cost below reading every row and sorting it in Postgres."""
     if not searchable(table, key):
         return []
-    _, live, _ = store.table_totals(table.relid)
-    live += table.delta.count()
-    dims = table.columns[key.attname].typmod
-    indexed = any(i.attnum == table.columns[key.attname].attnum and i.distance_type == INDEX_DISTANCE[_metric_of(key)]
-                  for i in catalog.table_indexes(table.relid))
+    column = table.columns[key.attname]
+    # the scan's catalog records (one statement, kept per backend), not
+    # three statements of their own
+    cat, delta_rows, _ = catalog.scan_catalog(table.relid, {column.attnum}, column.attnum,
+                                              INDEX_DISTANCE[_metric_of(key)], table.delta.name)
+    live = sum(s.live_rows for s in cat.stripes) + (table.delta.count() if delta_rows else 0)
+    dims = column.typmod
+    indexed = cat.index is not None
     cost = 10.0 + live * (0.0005 if indexed else dims * 0.00005)
     return ([key], cost, cost)
 
@@ -106,7 +108,7 @@ class KnnCounters:
     vectors_compared: int = 0
     delta_rows: int = 0
     filtered: bool = False
-    catalog_cached: bool = False
+    catalog_cached: bool | str = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -203,7 +205,8 @@ class KnnScan:
                 + (f" ({c.exact_from_files} over index files' vectors)" if c.exact_from_files else "")
                 + f"; {c.vectors_compared} exact distances; delta rows {c.delta_rows}"
                 + (" (filtered)" if c.filtered else "")
-                + ("; catalog cached" if c.catalog_cached else "; catalog read")] + c.notes
+                + ("; catalog read" if not c.catalog_cached else "; catalog cached"
+                   + (f" ({c.catalog_cached})" if isinstance(c.catalog_cached, str) else ""))] + c.notes
 
     # ------------------------------------------------------------------
 
@@ -374,6 +377,14 @@ class KnnScan:
             return False
         share = nallowed / size
         count = min(size, max(k, math.ceil(k / share * 1.5) + 8))
+        if self.quals and setting <= 0 and index.index_type == "hnsw":
+            m = int({**indexes.HNSW_DEFAULTS, **index.options}["m"])
+            if max(search_ef * max(1, math.ceil(k / 10)), count) * m * 4 >= nallowed:
+                # the build-time check's cost rule: a graph search at this ef
+                # computes about as many distances as the allowed rows (a
+                # filter on a file whose check needed a large ef, as on
+                # uniform random data): reading them is exact and no dearer
+                return False
         single = members[0][0].stripe_id if len(members) == 1 else None
         allow = _KeyFilter(members)
         while True:
@@ -388,7 +399,7 @@ class KnnScan:
                 if len(keys) < k and count >= size:
                     return False    # the graph reaches fewer rows than wanted (not every node is reachable)
                 if len(keys) >= k:
-                    vectors = np.ascontiguousarray(np.vstack(graph.get(stored)).astype(np.float32))
+                    vectors = np.concatenate(graph.get(stored)).astype(np.float32, copy=False).reshape(len(stored), -1)
                     dist = np.empty(len(keys), dtype=np.float64)
                     kernels.distances(vectors, q, METRICS[self.metric], dist)
                     self.counters.vectors_compared += len(keys)

@@ -50,20 +50,21 @@ def _at(table: dict[int, int]):
 
 
 @pytest.mark.parametrize("table, expected", [
-    ({64: 90}, 96),                        # the target (0.97) at 64: 1.5 times that
+    ({64: 90}, 64),                        # the target (0.97) at 64: that one (no margin on top)
+    ({40: 90}, 40),                        # steps of about a quarter: 40 between 32 and 48
     ({16: 64, 256: 88}, 32),               # 0.95 at 16, never 0.97: twice 16
     ({256: 64, 1024: 80}, 512),            # 0.95 at 256: twice, within the ladder
     ({1024: 66}, 1024),                    # 0.95 only at the last ef: that one
     ({16: 63, 1024: 63}, 0),               # never 0.95: search exactly
 ])
 def test_recorded_ef(table, expected):
-    assert indexes.TARGET_RECALL == 0.97 and indexes.FALLBACK_RECALL == 0.95 and indexes.CHECK_QUERIES == 128
+    assert indexes.TARGET_RECALL == 0.97 and indexes.EF_MARGIN == 1.0 and indexes.FALLBACK_RECALL == 0.95 and indexes.CHECK_QUERIES == 128
     assert _check(_at(table)) == expected
 
 
 def test_no_ef_dearer_than_an_exact_search():
     # m 2: an ef of e costs about e * 8 distances; at 1,500 rows the ladder
-    # stops before 192, so 0.95 first reached at 96 is recorded as 128, the
+    # stops before 192, so 0.95 first reached at 96 is recorded as 160, the
     # largest ef tried (not 192)
-    assert _check(_at({96: 64}), n=1500) == 128
+    assert _check(_at({96: 64}), n=1500) == 160
     assert _check(_at({192: 90}), n=1500) == 0

@@ -221,3 +221,37 @@ def test_returned_vectors_are_the_stored_ones(db, x, index_type):
     rows = x("SELECT id, e FROM t ORDER BY e <-> %s LIMIT 6010", [text(X[0])]).fetchall()
     assert len(rows) == 6004 and rows[-1] == (9100, None), "NULL vectors last"
 
+
+
+def test_filtered_search_exact_when_the_graph_costs_as_much(db, x):
+    """A filtered query reads the allowed rows exactly (over the index
+    file's vectors) when the graph search at the file's recorded ef would
+    compute about as many distances (ef x M x 4 >= allowed rows: the
+    build-time check's own rule), and searches the graph when it is
+    cheaper or when orochi.hnsw_ef_search is set; numpy's rows when exact."""
+    X = random_vectors(8000, 8, seed=9)
+    cats = np.arange(8000) % 2
+    make_table(x, dims=8, options="delta_row_limit '0'")
+    load(db, "t", X, cats)
+    x("SELECT orochi.create_vector_index('t', 'e')")
+    x("UPDATE orochi.columnar_vector_index_files SET search_ef = 20")
+    q = X[5] + np.float32(0.01)
+
+    def how(where: str) -> str:
+        plan = [r[0] for r in x(f"EXPLAIN ANALYZE SELECT id FROM t WHERE {where} ORDER BY e <-> %s LIMIT 10",
+                                [text(q)]).fetchall()]
+        return next(p for p in plan if "stripe(s) by index" in p)
+
+    # half the rows pass: the graph is asked for 38 candidates, at ef 38, M 32:
+    # 38 * 32 * 4 = 4,864 distances for 4,000 rows allowed
+    assert "0 stripe(s) by index" in how("cat = 0") and "over index files' vectors" in how("cat = 0")
+    keep = np.flatnonzero(cats == 0)
+    assert ids(x, "SELECT id FROM t WHERE cat = 0 ORDER BY e <-> %s LIMIT 10", [text(q)]) == \
+        reference.knn(X[keep], q, 10, "l2", ids=keep).tolist()
+    # 7,000 rows pass: 26 candidates at ef 26, 3,328 distances: the graph
+    assert "1 stripe(s) by index" in how("id < 7000")
+    assert len(ids(x, "SELECT id FROM t WHERE id < 7000 ORDER BY e <-> %s LIMIT 10", [text(q)])) == 10
+    # an explicit ef is not second-guessed
+    x("SET orochi.hnsw_ef_search = 20")
+    assert "1 stripe(s) by index" in how("cat = 0")
+    x("RESET orochi.hnsw_ef_search")

@@ -3,7 +3,8 @@ delete bitmaps, the index and its files): the next query sees every change
 committed by another session, made earlier in its own transaction, or
 rolled back, and a REPEATABLE READ transaction keeps its snapshot's view
 (the cache is keyed by the catalog rows' identities under the statement's
-snapshot). EXPLAIN ANALYZE says whether the records came from the cache, so
+snapshot, or not read at all under the snapshot they were last checked
+under). EXPLAIN ANALYZE says whether the records came from the cache, so
 that the queries checked in between really are served from it."""
 
 from __future__ import annotations
@@ -122,3 +123,33 @@ def test_delta_rows_after_an_empty_delta_store(two):
     assert "delta rows 1" in how(a, q)
     b.execute("DELETE FROM t WHERE id = 50000")
     assert 50_000 not in knn(a, q)
+
+
+def test_same_snapshot_reads_no_identities(two):
+    """Under the snapshot the kept records were last checked under (a
+    REPEATABLE READ transaction that has no transaction id) not even the
+    catalog rows' identities are read: another session's commit meanwhile
+    stays unseen there and is seen by the next transaction; once the
+    transaction has written (it has an id: its own changes are seen) the
+    identities are read again."""
+    a, b, X = two
+    q = X[17] + np.float32(0.01)
+    a.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    assert knn(a, q)[0] == 17
+    assert "catalog cached (same snapshot)" in how(a, q)
+    b.execute("DELETE FROM t WHERE id = 17")
+    insert(b, near(q, 2, 30_000))
+    assert knn(a, q)[0] == 17
+    assert "(same snapshot)" in how(a, q)
+    a.execute("COMMIT")
+    got = knn(a, q)
+    assert got[:2] == [30_000, 30_001] and 17 not in got
+
+    a.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    assert knn(a, q)[0] == 30_000
+    assert "(same snapshot)" in how(a, q)
+    a.execute("DELETE FROM t WHERE id = 30000")
+    assert knn(a, q)[0] == 30_001, "the transaction's own delete is seen"
+    assert "(same snapshot)" not in how(a, q)
+    a.execute("ROLLBACK")
+    assert knn(a, q)[0] == 30_000
