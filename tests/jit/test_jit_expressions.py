@@ -342,7 +342,7 @@ def test_prepared_parameters(conns):
     for params in ((1, 0), (None, 0), (3, None), (-1000, 10)):
         # a NULL compared is a constant false: no scan at all
         check(conns, query, params, jit=params[1] is not None)
-    # a generic plan: its parameters are not constants, and the query falls back
+    # a generic plan: its parameters are the kernel's arguments (test_generic_plan_parameters)
     for c in (oro, heap):
         c.execute("SET plan_cache_mode = force_generic_plan")
     try:
