@@ -21,7 +21,8 @@ import numpy as np
 
 from orochi_fdw.bridge.api import Qual
 from orochi_fdw.bridge.batch import Batch, Column, CountedBatches, WireKind, to_column, wire_kind_for_type
-from orochi_fdw.errors import DatetimeValueOutOfRangeError, DivisionByZeroError, NumericValueOutOfRangeError
+from orochi_fdw.errors import (DatetimeValueOutOfRangeError, DivisionByZeroError, NumericValueOutOfRangeError,
+                               WrapperError)
 from orochi_fdw.jit import codegen, kernels
 from orochi_fdw.query import pushable as P
 from orochi_fdw.query.pushable import Refused
@@ -163,7 +164,7 @@ class Prepared:
         self.clauses, self.aggs = plan["clauses"], plan["aggs"]
         self.kernel = codegen.generate(self.clauses, self.aggs, {})
         if self.kernel.params != plan["params"]:
-            raise P.Refused("a plan whose parameters differ from its kernel's")
+            raise WrapperError("a JIT plan whose parameters differ from its kernel's")
         coldefs = handle.instance.columns
         self.types = [coldefs[c].type_oid for c in self.kernel.columns]
         self.consts = tuple(_const_arg(t, v) for t, v in self.kernel.constants)
@@ -180,7 +181,7 @@ class Prepared:
         """The parameters' values (``plan["params"]`` order; runtime.engine_params)."""
         values = list(values or [])
         if len(values) != len(self.kernel.params):
-            raise P.Refused(f"{len(values)} parameter values for {len(self.kernel.params)} parameters")
+            raise WrapperError(f"{len(values)} parameter values for {len(self.kernel.params)} parameters")
         self.param_args = tuple(x for key, value in zip(self.kernel.params, values)
                                 for x in _param_arg(key[2], value))
 
@@ -201,7 +202,7 @@ def _param_arg(type_oid: int, value: Any) -> tuple:
     elif type_oid in P.FLOAT_TYPES:
         value = float(value)
     elif type_oid != P.BOOL and type(value) is not int:
-        raise P.Refused(f"a parameter value {value!r} of type {type_oid}")
+        raise WrapperError(f"a parameter value {value!r} of type {type_oid}")
     return (_const_arg(type_oid, value), False)
 
 
@@ -380,6 +381,8 @@ def deparse(t: Any) -> str:
         fn, args = t[2], t[3]
         if fn in ("date2ts", "datekey"):
             return f"({deparse(args[0])})::timestamp"
+        if fn.startswith("part_"):
+            return f"date_part('{fn[len('part_'):]}', {deparse(args[0])})"
         if fn == "ts_pl":
             return f"({deparse(args[0])} + '{args[1][2]} days {args[2][2]} microseconds'::interval)"
         return f"({deparse(args[0])} {'+' if fn == 'date_pli' else '-'} {deparse(args[1])})"

@@ -78,6 +78,35 @@ _USECS_PER_DAY = 86400000000
 
 
 @numba.njit(inline="always")
+def _j2date(jd):
+    # PostgreSQL's j2date (a valid timestamp's Julian day is not negative)
+    julian = jd + 32044
+    quad = julian // 146097
+    extra = (julian - quad * 146097) * 4 + 3
+    julian += 60 + quad * 3 + extra // 146097
+    quad = julian // 1461
+    julian -= quad * 1461
+    y = julian * 4 // 1461
+    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
+    y += quad * 4
+    quad = julian * 2141 // 65536
+    return y - 4800, (quad + 10) % 12 + 1, julian - 7834 * quad // 256
+
+
+@numba.njit(inline="always")
+def _date2j(year, month, day):
+    # PostgreSQL's date2j, for years from 4713 BC (year + 4799 > 0)
+    if month > 2:
+        month += 1
+        year += 4800
+    else:
+        month += 13
+        year += 4799
+    century = year // 100
+    return year * 365 - 32167 + year // 4 - century + century // 4 + 7834 * month // 256 + day
+
+
+@numba.njit(inline="always")
 def _tdiv(a, b):
     q = a // b
     if (a % b != 0) and ((a < 0) != (b < 0)):
@@ -178,7 +207,7 @@ class _Gen:
 
     def _dt(self, type_oid, fn, args):
         """date and time functions, as PostgreSQL 15's (utils/adt/date.c,
-        timestamp.c; PostgreSQL is built with -fwrapv: its int64 sums wrap)."""
+        timestamp.c; a sum past int64 is out of range, as in 15.20)."""
         v, n, a = self._strict(type_oid, args)
         if fn in ("date_pli", "date_mii"):
             r = self.var("r")
@@ -208,6 +237,7 @@ class _Gen:
         elif fn == "ts_pl":
             # timestamp_pl_interval without months: the days by the Julian
             # day (exact: the sum must be a valid timestamp), then the time
+            # (the sum must be a valid timestamp too, not one wrapped round)
             ts, days, usecs = a
             t, o = self.var("t"), self.var("o")
             self.put(f"if {ts} == _MIN64 or {ts} == _MAX64:")
@@ -219,9 +249,37 @@ class _Gen:
             self.put(f"        if {o} or {t} < _TS_MIN or {t} >= _TS_END:")
             self.put("            return 8")
             self.put(f"    {t}, {o} = add_overflow({t}, {usecs})")
-            self.put(f"    if {t} < _TS_MIN or {t} >= _TS_END:")
+            self.put(f"    if {o} or {t} < _TS_MIN or {t} >= _TS_END:")
             self.put("        return 8")
             self.put(f"    {v} = {t}")
+        elif fn.startswith("part_"):
+            # timestamp_part: infinity is ±Infinity for the year, NULL for the others
+            field = fn[len("part_"):]
+            ts = a[0]
+            date, t, y, mo, d, r = (self.var(x) for x in ("date", "t", "y", "mo", "d", "r"))
+            self.put(f"if {ts} == _MIN64 or {ts} == _MAX64:")
+            if field == "year":
+                self.put(f"    {v} = -np.inf if {ts} == _MIN64 else np.inf")
+            else:
+                self.put(f"    {n} = True")
+            self.put("else:")
+            self.depth += 1
+            self.put(f"{date} = {ts} // _USECS_PER_DAY")
+            self.put(f"{t} = {ts} - {date} * _USECS_PER_DAY")
+            self.put(f"{y}, {mo}, {d} = _j2date({date} + 2451545)")
+            value = {
+                "year": f"{y} if {y} > 0 else {y} - 1",
+                "quarter": f"({mo} - 1) // 3 + 1",
+                "month": mo,
+                "day": d,
+                "hour": f"{t} // 3600000000",
+                "minute": f"({t} // 60000000) % 60",
+                "dow": f"({date} + 2451545 + 1) % 7",
+                "doy": f"{date} + 2451545 - _date2j({y}, 1, 1) + 1",
+            }[field]
+            self.put(f"{r} = {value}")
+            self.put(f"{v} = np.float64({r})")
+            self.depth -= 1
         else:
             raise P.Refused(f"date/time function {fn}")
         self.depth -= 1

@@ -661,6 +661,8 @@ INTERVAL = 1186
 #: the longest day part of an interval constant added in a kernel (no int32
 #: overflow of PostgreSQL's Julian day arithmetic, no int64 one of ours)
 KERNEL_MAX_INTERVAL_DAYS = 100_000_000
+#: the fields of date_part(text, timestamp) a kernel computes
+KERNEL_DATE_PARTS = ("year", "quarter", "month", "day", "hour", "minute", "dow", "doy")
 _EPOCH_DATE = datetime.date(2000, 1, 1)
 _EPOCH = datetime.datetime(2000, 1, 1)
 _USECS_PER_DAY = 86_400_000_000
@@ -733,6 +735,15 @@ def kernel_expression(e: tuple, casetest: tuple | None = None) -> tuple:
             inner = kernel_expression(args[0], casetest)
             if inner[1] in KERNEL_TYPES and inner[1] not in KERNEL_DATETIME:
                 return inner if inner[1] == result_type else ("cast", result_type, inner)
+        if builtin and name == "date_part" and result_type == FLOAT8 and len(args) == 2 \
+                and args[0][0] == "const" and args[0][1] == TEXT and isinstance(args[0][4], str):
+            # timestamp_part of fields that are arithmetic on the value itself
+            # (date_part of a date is date_part of the date as a timestamp)
+            field = args[0][4].lower()
+            inner = kernel_expression(args[1], casetest)
+            if field in KERNEL_DATE_PARTS and _kernel_type(inner) == TIMESTAMP:
+                return ("dt", FLOAT8, "part_" + field, [inner])
+            raise Refused(f"date_part of {field} of type {_kernel_type(inner)}")
         if builtin and name == "timestamp" and result_type == TIMESTAMP and len(args) == 1:
             inner = kernel_expression(args[0], casetest)
             if _kernel_type(inner) == DATE:
@@ -790,8 +801,8 @@ def _kernel_widen(t: tuple, type_oid: int) -> tuple:
 
 def _kernel_interval(t: tuple, type_oid: int, negate: bool) -> list[tuple]:
     """The (days, microseconds) constants of an interval added to a value of
-    ``type_oid`` (timestamp_mi_interval negates each part, wrapping as
-    PostgreSQL's two's complement arithmetic does); Refused unless the sum
+    ``type_oid`` (timestamp_mi_interval negates each part, -(-2^63) wrapping
+    to itself as in PostgreSQL's C); Refused unless the sum
     is exact without the time zone and the calendar: no months, and no days
     for timestamptz."""
     if t[0] != "const" or t[1] != INTERVAL:

@@ -502,7 +502,20 @@ def _dt_op(x: str) -> str:
 #: rows without the types' largest values (fewer queries that all end in an error)
 _MODERATE = "i4 BETWEEN -1000 AND 1000"
 
+DATE_PARTS = ["year", "quarter", "month", "day", "hour", "minute", "dow", "doy", "YEAR"]
+
+
+def date_parts(depth: int):
+    """date_part(field, timestamp or date): double precision"""
+    return st.tuples(st.sampled_from(DATE_PARTS), st.one_of(timestamps(depth), dates(depth))).map(
+        lambda t: f"date_part('{t[0]}', {t[1]})")
+
+
 dt_queries = st.one_of(
+    st.tuples(date_parts(1), date_parts(0), st.sampled_from(["=", "<", ">="]), st.sampled_from(
+        ["2000", "6", "1", "-4713", "'Infinity'::float8"]), st.booleans()).map(
+        lambda t: f"SELECT count({t[0]}), sum({t[0]}), min({t[0]}), max({t[0]}) FROM dt "
+                  f"WHERE {t[1]} {t[2]} {t[3]}{' AND ' + _MODERATE if t[4] else ''}"),
     st.tuples(dates(1), dt_bools(1), st.booleans()).map(
         lambda t: f"SELECT count(*), count({_dt_op(t[0])}), min({_dt_op(t[0])})::text, "
                   f"max({_dt_op(t[0])})::text FROM dt WHERE {t[1]}{' AND ' + _MODERATE if t[2] else ''}"),
@@ -540,6 +553,11 @@ def test_generated_datetime_expressions_many(conns, query):
     "SELECT count(*) FROM dt WHERE d + 0 < timestamp '2000-01-01 12:00:00' AND d - 0 >= timestamp '-infinity'",
     "SELECT count(*) FROM dt WHERE date '294277-01-01' > ts OR d > timestamp 'infinity'",
     "SELECT count(*), min(d)::text, max(ts)::text, max(tz)::text FROM dt WHERE d + 0 IS NOT NULL",
+    "SELECT sum(date_part('year', ts)), min(date_part('year', ts)), max(date_part('YEAR', d)), "
+    "count(date_part('dow', ts)), sum(date_part('doy', ts)), sum(date_part('hour', ts) * 60 "
+    "+ date_part('minute', ts)) FROM dt WHERE date_part('month', ts) = 1 OR date_part('month', ts) = 12 OR i4 = 0",
+    "SELECT count(*), sum(date_part('day', d)), avg(date_part('quarter', ts)) FROM dt "
+    "WHERE date_part('year', d) >= 2000 AND i4 BETWEEN -1000 AND 1000",
 ])
 def test_datetime_queries(conns, query):
     check(conns, query, jit="::date" not in query)

@@ -170,7 +170,10 @@ def test_date_and_time_trees():
     op("-", 1186, var("ts", P.TIMESTAMP), var("ts", P.TIMESTAMP)),
     op("+", P.TIMESTAMP, var("ts", P.TIMESTAMP), ("param", 0, 1, 1186, -1, None)),
     ("func", 1, "timestamptz", True, P.TIMESTAMPTZ, [var("d", P.DATE)]),
-    ("func", 1, "date_part", True, P.FLOAT8, [const(P.TEXT, "year"), var("ts", P.TIMESTAMP)]),
+    # date_part of a timestamptz (the time zone), of a field not computed
+    ("func", 1, "date_part", True, P.FLOAT8, [const(P.TEXT, "year"), var("tz", P.TIMESTAMPTZ)]),
+    ("func", 1, "date_part", True, P.FLOAT8, [const(P.TEXT, "epoch"), var("ts", P.TIMESTAMP)]),
+    ("func", 1, "extract", True, P.NUMERIC, [const(P.TEXT, "year"), var("ts", P.TIMESTAMP)]),
 ])
 def test_date_and_time_refused(expr):
     with pytest.raises(Refused):
