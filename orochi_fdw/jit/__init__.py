@@ -379,6 +379,8 @@ def deparse(t: Any) -> str:
         return f"${t[2][1]}"
     if kind == "dt":
         fn, args = t[2], t[3]
+        if fn == "ts_mi":
+            return f"({deparse(args[0])} - {deparse(args[1])})"
         if fn in ("date2ts", "datekey"):
             return f"({deparse(args[0])})::timestamp"
         if fn.startswith("part_"):

@@ -42,6 +42,7 @@ ERRORS = {
     8: ("22008", "timestamp out of range"),
     9: ("22008", "date out of range for timestamp"),
     10: ("22008", "cannot subtract infinite dates"),
+    11: ("22008", "cannot subtract infinite timestamps"),
 }
 _RANGE_ERROR = {P.INT2: 1, P.INT4: 2, P.INT8: 3}
 _BOUNDS = {P.INT2: (-(2**15), 2**15 - 1), P.INT4: (-(2**31), 2**31 - 1), P.INT8: (-(2**63), 2**63 - 1)}
@@ -53,7 +54,7 @@ _INTLIKE = _INT + _DATETIME
 #: numba's type of each value type in the kernel
 _NP = {P.INT2: "np.int64", P.INT4: "np.int64", P.INT8: "np.int64", P.FLOAT4: "np.float32",
        P.FLOAT8: "np.float64", P.BOOL: "np.bool_", P.DATE: "np.int64", P.TIMESTAMP: "np.int64",
-       P.TIMESTAMPTZ: "np.int64"}
+       P.TIMESTAMPTZ: "np.int64", P.INTERVAL: "np.int64"}
 #: the column's dtype in a batch
 COLUMN_DTYPES = {P.INT2: "int16", P.INT4: "int32", P.INT8: "int64", P.FLOAT4: "float32", P.FLOAT8: "float64",
                  P.DATE: "int32", P.TIMESTAMP: "int64", P.TIMESTAMPTZ: "int64"}
@@ -223,6 +224,12 @@ class _Gen:
                      f"{a[1]} == _DATE_NOBEGIN or {a[1]} == _DATE_NOEND:")
             self.put("    return 10")
             self.put(f"{v} = {a[0]} - {a[1]}")
+        elif fn == "ts_mi":
+            # timestamp_mi's microseconds (wrapping, as PostgreSQL 15's)
+            o = self.var("o")
+            self.put(f"if {a[0]} == _MIN64 or {a[0]} == _MAX64 or {a[1]} == _MIN64 or {a[1]} == _MAX64:")
+            self.put("    return 11")
+            self.put(f"{v}, {o} = sub_overflow({a[0]}, {a[1]})")
         elif fn in ("date2ts", "datekey"):
             # date2timestamp; as a key of date_cmp_timestamp_internal, a date
             # past the timestamps' range is above every finite timestamp

@@ -820,10 +820,29 @@ def _kernel_interval(t: tuple, type_oid: int, negate: bool) -> list[tuple]:
     return [("const", INT8, days), ("const", INT8, usecs)]
 
 
+def _kernel_span(t: tuple) -> tuple:
+    """An interval operand of a comparison as the int64 PostgreSQL compares
+    (interval_cmp_value): a difference of timestamps (its microseconds, as
+    justify_hours leaves the sum), or a constant; Refused otherwise."""
+    if t[0] == "dt" and t[2] == "ts_mi":
+        return ("dt", INT8, "ts_mi", t[3])
+    if t[0] == "const" and t[1] == INTERVAL:
+        months, days, usecs = t[2]
+        span = usecs + (months * 30 + days) * _USECS_PER_DAY
+        if not -(2**63) <= span < 2**63:
+            raise Refused("an interval constant beyond 64 bits of microseconds")
+        return ("const", INT8, span)
+    raise Refused("an interval that is neither a constant nor a difference of timestamps")
+
+
 def _kernel_datetime_op(opname: str, result_type: int, ops: list, types: list) -> tuple:
     """date/time operators a kernel computes as PostgreSQL (docs/jit.md)."""
     if len(ops) == 2 and opname in COMPARISONS and result_type == BOOL:
         a, b = types
+        if a == b == INTERVAL:
+            # differences of timestamps against each other or a constant, by
+            # interval_cmp_value (time + (months * 30 + days) days)
+            return ("cmp", opname, _kernel_span(ops[0]), _kernel_span(ops[1]))
         if a == b:
             return ("cmp", opname, ops[0], ops[1])
         # date against timestamp: date_cmp_timestamp_internal's order
@@ -840,6 +859,9 @@ def _kernel_datetime_op(opname: str, result_type: int, ops: list, types: list) -
         return ("dt", DATE, "date_pli" if opname == "+" else "date_mii", ops)
     if a == DATE and b == DATE and opname == "-" and result_type == INT4:
         return ("dt", INT4, "date_mi", ops)
+    if a == b and a in (TIMESTAMP, TIMESTAMPTZ) and opname == "-" and result_type == INTERVAL:
+        # timestamp_mi: an interval only compared (_kernel_span)
+        return ("dt", INTERVAL, "ts_mi", ops)
     if b == INTERVAL and opname in ("+", "-"):
         if a in (TIMESTAMP, TIMESTAMPTZ) and result_type == a:
             return ("dt", a, "ts_pl", [ops[0]] + _kernel_interval(ops[1], a, opname == "-"))

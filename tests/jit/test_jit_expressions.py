@@ -479,6 +479,11 @@ def dt_bools(depth: int):
         st.tuples(dates(depth), cmp, timestamps(depth)).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
         st.tuples(day_counts(0), cmp, st.sampled_from(["0", "i4", "-5000"])).map(
             lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        # timestamp - timestamp (an interval) against an interval
+        st.tuples(timestamps(0), timestamps(0), cmp, st.sampled_from(
+            ["interval '1 day'", "interval '-36 hours'", "interval '1 mon 2 days 00:00:00.5'",
+             "(ts - timestamp '2000-01-01')"])).map(lambda t: f"(({t[0]} - {t[1]}) {t[2]} {t[3]})"),
+        st.tuples(timestamptzs(0), cmp).map(lambda t: f"(({t[0]} - tz) {t[1]} interval '-5 hours')"),
         st.tuples(st.sampled_from(["d", "ts", "tz"]), st.booleans()).map(
             lambda t: f"({t[0]} IS {'' if t[1] else 'NOT '}NULL)"),
     )
@@ -552,6 +557,11 @@ def test_generated_datetime_expressions_many(conns, query):
     "WHERE tz > timestamptz '2001-02-03 04:05:06+05'",
     "SELECT count(*) FROM dt WHERE d + 0 < timestamp '2000-01-01 12:00:00' AND d - 0 >= timestamp '-infinity'",
     "SELECT count(*) FROM dt WHERE date '294277-01-01' > ts OR d > timestamp 'infinity'",
+    # timestamp - timestamp wraps round in PostgreSQL 15 (no overflow check)
+    "SELECT count(*), count(ts - timestamp '4714-11-24 00:00:00 BC') FROM dt WHERE i4 <> 1 AND i4 <> -1 "
+    "AND ts - timestamp '4714-11-24 00:00:00 BC' > interval '1 day'",
+    "SELECT count(*) FROM dt WHERE i4 <> 1 AND i4 <> -1 AND (tz - timestamptz '2000-01-01 00:00:00+00' "
+    "= interval '1 day -3 hours' OR ts - ts IS NULL OR ts - timestamp '2000-01-01' < interval '1 mon')",
     "SELECT count(*), min(d)::text, max(ts)::text, max(tz)::text FROM dt WHERE d + 0 IS NOT NULL",
     "SELECT sum(date_part('year', ts)), min(date_part('year', ts)), max(date_part('YEAR', d)), "
     "count(date_part('dow', ts)), sum(date_part('doy', ts)), sum(date_part('hour', ts) * 60 "
@@ -572,6 +582,8 @@ def test_datetime_queries(conns, query):
     ("SELECT count(*) FROM dt WHERE d + interval '1 hour' > timestamp '2000-01-01'",
      "date out of range for timestamp"),
     ("SELECT sum(d - date '2000-01-01') FROM dt", "cannot subtract infinite dates"),
+    ("SELECT count(*) FROM dt WHERE ts - timestamp '2000-01-01' < interval '1 day'",
+     "cannot subtract infinite timestamps"),
 ])
 def test_datetime_errors(conns, query, message):
     result = check(conns, query)
@@ -583,7 +595,8 @@ def test_datetime_errors(conns, query, message):
     "SELECT count(*) FROM dt WHERE ts + interval '1 month' > timestamp '2000-01-01' AND i4 < 1000",
     "SELECT count(*) FROM dt WHERE tz + interval '1 day' > timestamptz '2000-01-01+00' AND i4 < 1000",
     "SELECT count(*) FROM dt WHERE ts < tz AND i4 < 1000",
-    "SELECT count(*) FROM dt WHERE ts - ts > interval '1 hour'",
+    "SELECT count(*) FROM dt WHERE ts - ts > interval '1 hour' + (d - d) * interval '1 day'",
+    "SELECT count(*) FROM dt WHERE ts - timestamp '2000-01-01' > interval '100000000 years'",
 ])
 def test_datetime_fallback(conns, query):
     oro, _heap = conns

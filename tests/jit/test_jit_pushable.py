@@ -166,8 +166,9 @@ def test_date_and_time_trees():
     # timestamp against timestamptz, date against timestamptz (the time zone)
     op("<", P.BOOL, var("ts", P.TIMESTAMP), var("tz", P.TIMESTAMPTZ)),
     op("=", P.BOOL, var("d", P.DATE), var("tz", P.TIMESTAMPTZ)),
-    # an interval result; an interval parameter
-    op("-", 1186, var("ts", P.TIMESTAMP), var("ts", P.TIMESTAMP)),
+    # an interval compared with a parameter; an interval parameter added
+    op("<", P.BOOL, op("-", 1186, var("ts", P.TIMESTAMP), var("ts", P.TIMESTAMP)),
+       ("param", 0, 1, 1186, -1, None)),
     op("+", P.TIMESTAMP, var("ts", P.TIMESTAMP), ("param", 0, 1, 1186, -1, None)),
     ("func", 1, "timestamptz", True, P.TIMESTAMPTZ, [var("d", P.DATE)]),
     # date_part of a timestamptz (the time zone), of a field not computed
