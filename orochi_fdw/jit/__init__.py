@@ -350,6 +350,16 @@ _TYPE_NAMES = {P.INT2: "smallint", P.INT4: "integer", P.INT8: "bigint", P.FLOAT4
                P.TIMESTAMP: "timestamp", P.TIMESTAMPTZ: "timestamptz"}
 
 
+def _interval_text(days: int, usecs: int) -> str:
+    """An interval of days and microseconds as PostgreSQL writes it."""
+    sign = "-" if usecs < 0 else ""
+    hours, rest = divmod(abs(usecs), 3_600_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    seconds, fraction = divmod(rest, 1_000_000)
+    text = f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}" + (f".{fraction:06d}".rstrip("0") if fraction else "")
+    return f"{days} days {text}" if days else text
+
+
 def _datetime_text(type_oid: int, value: int) -> str:
     """A kernel's date or time value as text, for EXPLAIN (UTC for timestamptz)."""
     limit = 2**31 - 1 if type_oid == P.DATE else 2**63 - 1
@@ -386,7 +396,7 @@ def deparse(t: Any) -> str:
         if fn.startswith("part_"):
             return f"date_part('{fn[len('part_'):]}', {deparse(args[0])})"
         if fn == "ts_pl":
-            return f"({deparse(args[0])} + '{args[1][2]} days {args[2][2]} microseconds'::interval)"
+            return f"({deparse(args[0])} + '{_interval_text(args[1][2], args[2][2])}'::interval)"
         return f"({deparse(args[0])} {'+' if fn == 'date_pli' else '-'} {deparse(args[1])})"
     if kind == "arith":
         return f"({deparse(t[3])} {t[2]} {deparse(t[4])})"

@@ -663,6 +663,15 @@ def test_generic_plan_parameters(conns, types, query, values):
             c.execute("RESET plan_cache_mode")
 
 
+def test_datetime_explain(conns):
+    oro, _heap = conns
+    plan = _plan(oro, "SELECT count(*), max(d - 1)::text FROM dt WHERE ts - interval '1 day 00:30:00' "
+                      "> timestamp '2000-01-01' AND date_part('dow', d) = 0")
+    assert "JIT Aggregates: count(*), max((d - 1))" in plan, plan
+    assert "((ts + '-1 days -00:30:00'::interval) > '2000-01-01 00:00:00'::timestamp)" in plan, plan
+    assert "(date_part('dow', (d)::timestamp) = 0.0)" in plan, plan
+
+
 def test_initplan_parameter(conns):
     # an InitPlan's value (PARAM_EXEC) reaches the kernel as a parameter
     query = "SELECT count(*), sum(i4 + 1) FROM t WHERE i8 * 2 > (SELECT max(i4) FROM small)"
