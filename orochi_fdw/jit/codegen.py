@@ -186,6 +186,9 @@ class _Gen:
         return v, n
 
     def _const(self, type_oid, value):
+        if type_oid == P.INTERVAL:
+            # an interval is an operand of date/time arithmetic or compared, never a value
+            raise P.Refused("an interval value")
         v, n = self.var("v"), self.var("n")
         if value is None:
             self.put(f"{v} = {self._zero(type_oid)}")

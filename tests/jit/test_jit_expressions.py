@@ -597,6 +597,7 @@ def test_datetime_errors(conns, query, message):
     "SELECT count(*) FROM dt WHERE ts < tz AND i4 < 1000",
     "SELECT count(*) FROM dt WHERE ts - ts > interval '1 hour' + (d - d) * interval '1 day'",
     "SELECT count(*) FROM dt WHERE ts - timestamp '2000-01-01' > interval '100000000 years'",
+    "SELECT count(interval '1 day') FROM dt WHERE d + 1 > date '2000-01-01' AND i4 < 1000",
 ])
 def test_datetime_fallback(conns, query):
     oro, _heap = conns
