@@ -44,8 +44,9 @@ on the heap table and within 3x of DuckDB; Q6 (one device over six hours)
 under 10 ms; issue 19: the top-10 queries (Q7, Q7b, Q7c) at least 20x faster
 than on the heap table.
 
-Issue 19's expression queries (E1-E4: arithmetic, CASE and comparisons of
-columns in WHERE and in aggregate arguments) run on orochi twice more, with
+Issue 19's expression queries (E1-E5: arithmetic, CASE and comparisons of
+columns in WHERE and in aggregate arguments; E5 a time range with interval
+arithmetic) run on orochi twice more, with
 the expression JIT off (``SET orochi.jit_enabled = off``) and on: the first
 run with the JIT on compiles the kernel (or loads it from the on-disk
 cache) and is reported apart; ``--jit`` runs only these and writes
@@ -119,7 +120,7 @@ Q6_TARGET_MS = 10.0
 TOPN_QUERIES = ["Q7", "Q7b", "Q7c", "Q7d"]
 TOPN_TARGET = 20.0
 #: the expression queries (issue 19, expression JIT): orochi with the JIT off and on
-EXPRESSION_QUERIES = ["E1", "E2", "E3", "E4"]
+EXPRESSION_QUERIES = ["E1", "E2", "E3", "E4", "E5"]
 JIT_RESULTS = os.path.join(HERE, "results", "query_jit.md")
 
 
@@ -168,6 +169,9 @@ def queries(rows: int) -> list[dict]:
          "pg": "SELECT count(*) FROM {t} WHERE cpu * 2 > mem"},
         {"key": "E4", "label": "integer: sum(id*3), max WHERE id % 7 = 1",
          "pg": "SELECT sum(device_id * 3), max(device_id - 1) FROM {t} WHERE device_id % 7 = 1"},
+        {"key": "E5", "label": "timestamptz: sum(a*b) WHERE ts >= x AND ts + interval < y",
+         "pg": f"SELECT count(*), sum(cpu * mem) FROM {{t}} WHERE ts >= timestamptz '{q2_lo}' "
+               f"AND ts + interval '30 minutes' < timestamptz '{q2_hi}'"},
         {"key": "Q8", "label": "min/max of 4 columns",
          "pg": "SELECT min(cpu), max(cpu), min(mem), max(mem), min(temp), max(temp), min(ts), max(ts) FROM {t}"},
     ]
@@ -640,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated query keys to run (e.g. Q1,Q6); implies --no-write")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file and chart")
     parser.add_argument("--jit", action="store_true",
-                        help="only the expression queries (E1-E4), written to results/query_jit.md")
+                        help="only the expression queries (E1-E5), written to results/query_jit.md")
     parser.add_argument("--results", default=RESULTS, help="where to write the markdown results")
     parser.add_argument("--chart", default=CHART, help="where to write the PNG chart")
     parser.add_argument("--replot", action="store_true",

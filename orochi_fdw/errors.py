@@ -79,6 +79,12 @@ class DivisionByZeroError(OrochiError, ArithmeticError):
     sqlstate = "22012"
 
 
+class DatetimeValueOutOfRangeError(OrochiError, ArithmeticError):
+    """A date or timestamp out of its type's range, as PostgreSQL reports it."""
+
+    sqlstate = "22008"
+
+
 class InsufficientPrivilegeError(OrochiError):
     """The current role may not do what it asked: it does not own the table,
     lacks a privilege on it, or is not a superuser where one is needed

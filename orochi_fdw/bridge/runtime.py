@@ -368,11 +368,13 @@ def engine_order(plan: str, keys: list[tuple], count: int | None, offset: int | 
 def engine_params(plan: str) -> list[tuple[int, int, int, int]]:
     """The parameters a join the engine runs takes at execution:
     (kind, id, type, typmod) each; their values come as the scan's quals.
-    A JIT plan (same slot of the scan, ``{"jit": ...}``) takes none."""
+    A JIT plan (same slot of the scan, ``{"jit": ...}``) lists its own."""
     from orochi_fdw.query import engine
 
     decoded = json.loads(plan)
-    return [] if "jit" in decoded else engine.plan_params(decoded)
+    if "jit" in decoded:
+        return [tuple(p) for p in decoded.get("params", [])]
+    return engine.plan_params(decoded)
 
 
 def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinHandle:
@@ -472,7 +474,7 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     if isinstance(handle, JitHandle):
         from orochi_fdw import jit
 
-        return jit.run(handle.prepared)
+        return jit.run(handle.prepared, quals)
     if isinstance(handle, JoinHandle):
         outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)

@@ -12,6 +12,7 @@ runs as before (the aggregate pushdown's kernels, or PostgreSQL).
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from typing import Any, Iterator
@@ -20,7 +21,8 @@ import numpy as np
 
 from orochi_fdw.bridge.api import Qual
 from orochi_fdw.bridge.batch import Batch, Column, CountedBatches, WireKind, to_column, wire_kind_for_type
-from orochi_fdw.errors import DivisionByZeroError, NumericValueOutOfRangeError
+from orochi_fdw.errors import (DatetimeValueOutOfRangeError, DivisionByZeroError, NumericValueOutOfRangeError,
+                               WrapperError)
 from orochi_fdw.jit import codegen, kernels
 from orochi_fdw.query import pushable as P
 from orochi_fdw.query.pushable import Refused
@@ -35,7 +37,8 @@ KERNEL_ROW_COST = 0.00001
 KERNEL_SCAN_FRACTION = 0.8
 
 _SCAN_KINDS = {P.INT2: WireKind.INT16, P.INT4: WireKind.INT32, P.INT8: WireKind.INT64,
-               P.FLOAT4: WireKind.FLOAT32, P.FLOAT8: WireKind.FLOAT64}
+               P.FLOAT4: WireKind.FLOAT32, P.FLOAT8: WireKind.FLOAT64, P.DATE: WireKind.DATE,
+               P.TIMESTAMP: WireKind.TIMESTAMP, P.TIMESTAMPTZ: WireKind.TIMESTAMP}
 
 
 def _log(message: str) -> None:
@@ -63,7 +66,7 @@ def _columns_of(t: Any, out: set) -> None:
 def _operators(t: Any) -> int:
     if isinstance(t, (tuple, list)):
         here = 1 if t and t[0] in ("arith", "neg", "cast", "cmp", "and", "or", "not", "isnull", "case",
-                                   "coalesce") else 0
+                                   "coalesce", "dt") else 0
         return here + sum(_operators(x) for x in t)
     return 0
 
@@ -83,15 +86,31 @@ def _check_columns(handle: Any, typed: Any) -> None:
 
 
 def _prune_qual(raw: Any) -> list | None:
-    """``integer column op integer constant``: a qual the scan may prune
-    chunk groups with (the kernel still evaluates it)."""
+    """``integer column op integer constant`` (or a date / timestamp /
+    timestamptz column against a finite constant of its type): a qual the
+    scan may prune chunk groups with (the kernel still evaluates it), as
+    [attname, op, value as JSON, type]."""
     comparison = P.column_comparison(raw)
     if comparison is None:
         return None
     left, op, right = comparison
-    if type(right[4]) is not int or left[3] not in P.INTEGER_TYPES:
-        return None
-    return [left[2], op, right[4]]
+    value = right[4]
+    if type(value) is int and left[3] in P.INTEGER_TYPES:
+        return [left[2], op, value, None]
+    if left[3] == right[1] and left[3] == P.DATE and type(value) is datetime.date:
+        return [left[2], op, value.isoformat(), P.DATE]
+    if left[3] == right[1] and left[3] in (P.TIMESTAMP, P.TIMESTAMPTZ) and type(value) is datetime.datetime \
+            and (value.tzinfo is None) == (left[3] == P.TIMESTAMP):
+        return [left[2], op, value.isoformat(), left[3]]
+    return None
+
+
+def _prune_value(value: Any, type_oid: int | None) -> Any:
+    if type_oid == P.DATE:
+        return datetime.date.fromisoformat(value)
+    if type_oid in (P.TIMESTAMP, P.TIMESTAMPTZ):
+        return datetime.datetime.fromisoformat(value)
+    return value
 
 
 def plan_aggregate(handle: Any, rti: int, clauses: list, outputs: list, tuples: float, rows: float,
@@ -103,6 +122,7 @@ def plan_aggregate(handle: Any, rti: int, clauses: list, outputs: list, tuples: 
         typed_clauses, aggs = _typed(clauses, outputs)
         _check_columns(handle, (typed_clauses, aggs))
         kernel = codegen.generate(typed_clauses, aggs, {})
+        plan_text = json.dumps({"clauses": typed_clauses, "aggs": aggs})
     except Refused as reason:
         _log(f"orochi: expression JIT declined: {reason}")
         return None
@@ -121,8 +141,10 @@ def plan_aggregate(handle: Any, rti: int, clauses: list, outputs: list, tuples: 
         if q is None:
             break
         prune.append(q)
-    plan = {"jit": 1, "rti": rti, "relname": handle.relname, "clauses": clauses, "outputs": outputs,
-            "prune": prune}
+    # the typed trees (constants as the kernel takes them: JSON), and the
+    # parameters the scan evaluates when it starts (runtime.engine_params)
+    plan = {"jit": 1, "rti": rti, "relname": handle.relname, **json.loads(plan_text), "prune": prune,
+            "params": kernel.params}
     # the kernel reads what the scan reads, but no row reaches PostgreSQL and
     # no expression is evaluated there: priced below the scan it replaces
     startup = scan_cost * KERNEL_SCAN_FRACTION + tuples * KERNEL_ROW_COST
@@ -139,23 +161,49 @@ class Prepared:
     def __init__(self, plan: dict, handle: Any):
         self.plan = plan
         self.handle = handle
-        self.clauses, self.aggs = _typed(plan["clauses"], plan["outputs"])
+        self.clauses, self.aggs = plan["clauses"], plan["aggs"]
         self.kernel = codegen.generate(self.clauses, self.aggs, {})
+        if self.kernel.params != plan["params"]:
+            raise WrapperError("a JIT plan whose parameters differ from its kernel's")
         coldefs = handle.instance.columns
         self.types = [coldefs[c].type_oid for c in self.kernel.columns]
         self.consts = tuple(_const_arg(t, v) for t, v in self.kernel.constants)
+        #: the parameters' arguments (value, is NULL), set when the scan starts
+        self.param_args: tuple = tuple(x for key in self.kernel.params for x in _param_arg(key[2], None))
         sample = [0]
         for t in self.types:
             sample += [np.zeros(0, dtype=codegen.COLUMN_DTYPES[t]), np.zeros(0, dtype=np.uint8)]
         self.func, self.compile_seconds, self.compile_how = kernels.load(
-            self.kernel, tuple(sample) + self.consts + (np.zeros(max(self.kernel.n_int, 1), np.int64),
-                                                         np.zeros(max(self.kernel.n_float, 1), np.float64)))
+            self.kernel, tuple(sample) + self.consts + self.param_args +
+            (np.zeros(max(self.kernel.n_int, 1), np.int64), np.zeros(max(self.kernel.n_float, 1), np.float64)))
+
+    def bind(self, values: list | None) -> None:
+        """The parameters' values (``plan["params"]`` order; runtime.engine_params)."""
+        values = list(values or [])
+        if len(values) != len(self.kernel.params):
+            raise WrapperError(f"{len(values)} parameter values for {len(self.kernel.params)} parameters")
+        self.param_args = tuple(x for key, value in zip(self.kernel.params, values)
+                                for x in _param_arg(key[2], value))
 
     def columns(self) -> dict:
         from orochi_fdw.bridge.api import ColumnDefinition
 
-        return {f"a{i}": ColumnDefinition(column_name=f"a{i}", type_oid=out[4], attnum=i + 1)
-                for i, out in enumerate(self.plan["outputs"])}
+        return {f"a{i}": ColumnDefinition(column_name=f"a{i}", type_oid=agg[1], attnum=i + 1)
+                for i, agg in enumerate(self.aggs)}
+
+
+def _param_arg(type_oid: int, value: Any) -> tuple:
+    """A parameter's kernel arguments: its value in the kernel's type and
+    whether it is NULL."""
+    if value is None:
+        return (_const_arg(type_oid, 0), True)
+    if type_oid in P.KERNEL_DATETIME:
+        value = P.kernel_datetime_value(type_oid, value)
+    elif type_oid in P.FLOAT_TYPES:
+        value = float(value)
+    elif type_oid != P.BOOL and type(value) is not int:
+        raise WrapperError(f"a parameter value {value!r} of type {type_oid}")
+    return (_const_arg(type_oid, value), False)
 
 
 def _const_arg(type_oid: int, value: Any) -> Any:
@@ -185,6 +233,8 @@ class Run(CountedBatches):
 
 def _raise(code: int) -> None:
     sqlstate, message = codegen.ERRORS[code]
+    if sqlstate == "22008":
+        raise DatetimeValueOutOfRangeError(message)
     if sqlstate == "22012":
         raise DivisionByZeroError(message)
     raise NumericValueOutOfRangeError(message)
@@ -195,7 +245,7 @@ def _batches(prepared: Prepared) -> Iterator[tuple[int, list]]:
     instance = prepared.handle.instance
     names = prepared.kernel.columns
     kinds = [_SCAN_KINDS[t] for t in prepared.types]
-    quals = [Qual(name, op, value, None, False) for name, op, value in prepared.plan["prune"]]
+    quals = [Qual(name, op, _prune_value(value, t), None, False) for name, op, value, t in prepared.plan["prune"]]
     pending: list = []
     for item in instance.execute(quals, list(names)) or ():
         if not isinstance(item, Batch):
@@ -232,7 +282,7 @@ def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
     for n, arrays in _batches(prepared):
         t1 = clock()
         counters["read"] += t1 - t0
-        code = prepared.func(n, *arrays, *prepared.consts, ai, af)
+        code = prepared.func(n, *arrays, *prepared.consts, *prepared.param_args, ai, af)
         t0 = clock()
         counters["kernel"] += t0 - t1
         counters["rows"] += n
@@ -269,17 +319,25 @@ def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
             values.append(None if af[f] == 0 else float(af[f + 1] / af[f]))
         elif ai[s] == 0:
             values.append(None)
-        elif arg_type in codegen._INT:
+        elif arg_type in codegen._INTLIKE:
             values.append(int(ai[s + 1]))
         else:
             values.append(float(np.float32(af[f])) if arg_type == P.FLOAT4 else float(af[f]))
     columns = {}
-    for i, (out, value) in enumerate(zip(prepared.plan["outputs"], values)):
-        columns[f"a{i}"] = Column.from_pylist(wire_kind_for_type(out[4]), [value])
+    for i, (agg, value) in enumerate(zip(prepared.aggs, values)):
+        if agg[1] in _SCAN_KINDS and agg[1] in P.KERNEL_DATETIME:
+            # min / max of dates and times: PostgreSQL's own integers
+            kind = _SCAN_KINDS[agg[1]]
+            columns[f"a{i}"] = Column(kind, np.array([value or 0], dtype=codegen.COLUMN_DTYPES[agg[1]]),
+                                      None if value is not None else np.zeros(1, dtype=np.uint8))
+        else:
+            columns[f"a{i}"] = Column.from_pylist(wire_kind_for_type(agg[1]), [value])
     yield Batch(1, columns)
 
 
-def run(prepared: Prepared) -> Run:
+def run(prepared: Prepared, values: list | None = None) -> Run:
+    """The aggregation, with the parameters' values (``plan["params"]`` order)."""
+    prepared.bind(values)
     return Run(prepared)
 
 
@@ -288,7 +346,32 @@ def run(prepared: Prepared) -> Run:
 
 _OPS = {"and": " AND ", "or": " OR "}
 _TYPE_NAMES = {P.INT2: "smallint", P.INT4: "integer", P.INT8: "bigint", P.FLOAT4: "real",
-               P.FLOAT8: "double precision", P.BOOL: "boolean"}
+               P.FLOAT8: "double precision", P.BOOL: "boolean", P.DATE: "date",
+               P.TIMESTAMP: "timestamp", P.TIMESTAMPTZ: "timestamptz"}
+
+
+def _interval_text(days: int, usecs: int) -> str:
+    """An interval of days and microseconds as PostgreSQL writes it."""
+    sign = "-" if usecs < 0 else ""
+    hours, rest = divmod(abs(usecs), 3_600_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    seconds, fraction = divmod(rest, 1_000_000)
+    text = f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}" + (f".{fraction:06d}".rstrip("0") if fraction else "")
+    return f"{days} days {text}" if days else text
+
+
+def _datetime_text(type_oid: int, value: int) -> str:
+    """A kernel's date or time value as text, for EXPLAIN (UTC for timestamptz)."""
+    limit = 2**31 - 1 if type_oid == P.DATE else 2**63 - 1
+    if value in (limit, -limit - 1):
+        return "infinity" if value > 0 else "-infinity"
+    try:
+        if type_oid == P.DATE:
+            return (datetime.date(2000, 1, 1) + datetime.timedelta(days=value)).isoformat()
+        text = (datetime.datetime(2000, 1, 1) + datetime.timedelta(microseconds=value)).isoformat(" ")
+        return text + "+00" if type_oid == P.TIMESTAMPTZ else text
+    except OverflowError:
+        return f"{value} {'days' if type_oid == P.DATE else 'microseconds'} after 2000-01-01"
 
 
 def deparse(t: Any) -> str:
@@ -297,7 +380,24 @@ def deparse(t: Any) -> str:
     if kind == "col":
         return t[2]
     if kind == "const":
-        return "NULL" if t[2] is None else repr(t[2])
+        if t[2] is None:
+            return "NULL"
+        if t[1] in P.KERNEL_DATETIME:
+            return f"'{_datetime_text(t[1], t[2])}'::{_TYPE_NAMES[t[1]]}"
+        return repr(t[2])
+    if kind == "param":
+        return f"${t[2][1]}"
+    if kind == "dt":
+        fn, args = t[2], t[3]
+        if fn == "ts_mi":
+            return f"({deparse(args[0])} - {deparse(args[1])})"
+        if fn in ("date2ts", "datekey"):
+            return f"({deparse(args[0])})::timestamp"
+        if fn.startswith("part_"):
+            return f"date_part('{fn[len('part_'):]}', {deparse(args[0])})"
+        if fn == "ts_pl":
+            return f"({deparse(args[0])} + '{_interval_text(args[1][2], args[2][2])}'::interval)"
+        return f"({deparse(args[0])} {'+' if fn == 'date_pli' else '-'} {deparse(args[1])})"
     if kind == "arith":
         return f"({deparse(t[3])} {t[2]} {deparse(t[4])})"
     if kind == "neg":

@@ -38,16 +38,26 @@ ERRORS = {
     4: ("22012", "division by zero"),
     5: ("22003", "value out of range: overflow"),
     6: ("22003", "value out of range: underflow"),
+    7: ("22008", "date out of range"),
+    8: ("22008", "timestamp out of range"),
+    9: ("22008", "date out of range for timestamp"),
+    10: ("22008", "cannot subtract infinite dates"),
+    11: ("22008", "cannot subtract infinite timestamps"),
 }
 _RANGE_ERROR = {P.INT2: 1, P.INT4: 2, P.INT8: 3}
 _BOUNDS = {P.INT2: (-(2**15), 2**15 - 1), P.INT4: (-(2**31), 2**31 - 1), P.INT8: (-(2**63), 2**63 - 1)}
 _INT = (P.INT2, P.INT4, P.INT8)
 _FLOAT = (P.FLOAT4, P.FLOAT8)
+_DATETIME = (P.DATE, P.TIMESTAMP, P.TIMESTAMPTZ)
+#: the types held as int64 in a kernel and compared as integers
+_INTLIKE = _INT + _DATETIME
 #: numba's type of each value type in the kernel
 _NP = {P.INT2: "np.int64", P.INT4: "np.int64", P.INT8: "np.int64", P.FLOAT4: "np.float32",
-       P.FLOAT8: "np.float64", P.BOOL: "np.bool_"}
+       P.FLOAT8: "np.float64", P.BOOL: "np.bool_", P.DATE: "np.int64", P.TIMESTAMP: "np.int64",
+       P.TIMESTAMPTZ: "np.int64", P.INTERVAL: "np.int64"}
 #: the column's dtype in a batch
-COLUMN_DTYPES = {P.INT2: "int16", P.INT4: "int32", P.INT8: "int64", P.FLOAT4: "float32", P.FLOAT8: "float64"}
+COLUMN_DTYPES = {P.INT2: "int16", P.INT4: "int32", P.INT8: "int64", P.FLOAT4: "float32", P.FLOAT8: "float64",
+                 P.DATE: "int32", P.TIMESTAMP: "int64", P.TIMESTAMPTZ: "int64"}
 
 PRELUDE = '''\
 import numpy as np
@@ -56,6 +66,45 @@ import numba
 from orochi_fdw.jit.intrinsics import add_overflow, mul_overflow, sub_overflow  # intrinsics version 1
 
 _MIN64 = np.int64(-9223372036854775808)
+_MAX64 = np.int64(9223372036854775807)
+# PostgreSQL's date and timestamp limits (datatype/timestamp.h), since 2000-01-01
+_DATE_NOBEGIN = -2147483648
+_DATE_NOEND = 2147483647
+_DATE_MIN = -2451545
+_DATE_END = 2145031949
+_DATE_TS_END = 106751983
+_TS_MIN = -211813488000000000
+_TS_END = 9223371331200000000
+_USECS_PER_DAY = 86400000000
+
+
+@numba.njit(inline="always")
+def _j2date(jd):
+    # PostgreSQL's j2date (a valid timestamp's Julian day is not negative)
+    julian = jd + 32044
+    quad = julian // 146097
+    extra = (julian - quad * 146097) * 4 + 3
+    julian += 60 + quad * 3 + extra // 146097
+    quad = julian // 1461
+    julian -= quad * 1461
+    y = julian * 4 // 1461
+    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
+    y += quad * 4
+    quad = julian * 2141 // 65536
+    return y - 4800, (quad + 10) % 12 + 1, julian - 7834 * quad // 256
+
+
+@numba.njit(inline="always")
+def _date2j(year, month, day):
+    # PostgreSQL's date2j, for years from 4713 BC (year + 4799 > 0)
+    if month > 2:
+        month += 1
+        year += 4800
+    else:
+        month += 13
+        year += 4799
+    century = year // 100
+    return year * 365 - 32167 + year // 4 - century + century // 4 + 7834 * month // 256 + day
 
 
 @numba.njit(inline="always")
@@ -86,8 +135,11 @@ def _fle(a, b):
 class Kernel:
     """The source of a kernel and how to call it."""
 
-    def __init__(self, source: str, columns: list[str], constants: list[tuple], layout: list[dict]):
+    def __init__(self, source: str, columns: list[str], constants: list[tuple], layout: list[dict],
+                 params: list | None = None):
         self.source = source
+        #: (kind, id, type, typmod) of each parameter, in argument order (value then is-NULL of each)
+        self.params = params or []
         #: the columns, in argument order (values then validity of each)
         self.columns = columns
         #: (type, value) of each constant argument
@@ -106,6 +158,8 @@ class _Gen:
         self.column_types = column_types
         self.columns: list[str] = []
         self.constants: list[tuple] = []
+        #: the parameters, (kind, id, type, typmod) each, in argument order
+        self.params: list[list] = []
 
     def put(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
@@ -126,12 +180,15 @@ class _Gen:
             self.columns.append(attname)
         j = self.columns.index(attname)
         v, n = self.var("v"), self.var("n")
-        conv = "np.int64" if type_oid in _INT else ""
+        conv = "np.int64" if type_oid in _INTLIKE else ""
         self.put(f"{v} = {conv}(c{j}[i])")
         self.put(f"{n} = m{j}[i] == 0")
         return v, n
 
     def _const(self, type_oid, value):
+        if type_oid == P.INTERVAL:
+            # an interval is an operand of date/time arithmetic or compared, never a value
+            raise P.Refused("an interval value")
         v, n = self.var("v"), self.var("n")
         if value is None:
             self.put(f"{v} = {self._zero(type_oid)}")
@@ -140,6 +197,102 @@ class _Gen:
             self.constants.append((type_oid, value))
             self.put(f"{v} = k{len(self.constants) - 1}")
             self.put(f"{n} = False")
+        return v, n
+
+    def _param(self, type_oid, key):
+        key = list(key)
+        if key not in self.params:
+            self.params.append(key)
+        j = self.params.index(key)
+        v, n = self.var("v"), self.var("n")
+        self.put(f"{v} = p{j}")
+        self.put(f"{n} = q{j}")
+        return v, n
+
+    def _dt(self, type_oid, fn, args):
+        """date and time functions, as PostgreSQL 15's (utils/adt/date.c,
+        timestamp.c; a sum past int64 is out of range, as in 15.20)."""
+        v, n, a = self._strict(type_oid, args)
+        if fn in ("date_pli", "date_mii"):
+            r = self.var("r")
+            self.put(f"if {a[0]} == _DATE_NOBEGIN or {a[0]} == _DATE_NOEND:")
+            self.put(f"    {v} = {a[0]}")
+            self.put("else:")
+            self.put(f"    {r} = {a[0]} {'+' if fn == 'date_pli' else '-'} {a[1]}")
+            self.put(f"    if {r} < _DATE_MIN or {r} >= _DATE_END:")
+            self.put("        return 7")
+            self.put(f"    {v} = {r}")
+        elif fn == "date_mi":
+            self.put(f"if {a[0]} == _DATE_NOBEGIN or {a[0]} == _DATE_NOEND or "
+                     f"{a[1]} == _DATE_NOBEGIN or {a[1]} == _DATE_NOEND:")
+            self.put("    return 10")
+            self.put(f"{v} = {a[0]} - {a[1]}")
+        elif fn == "ts_mi":
+            # timestamp_mi's microseconds (wrapping, as PostgreSQL 15's)
+            o = self.var("o")
+            self.put(f"if {a[0]} == _MIN64 or {a[0]} == _MAX64 or {a[1]} == _MIN64 or {a[1]} == _MAX64:")
+            self.put("    return 11")
+            self.put(f"{v}, {o} = sub_overflow({a[0]}, {a[1]})")
+        elif fn in ("date2ts", "datekey"):
+            # date2timestamp; as a key of date_cmp_timestamp_internal, a date
+            # past the timestamps' range is above every finite timestamp
+            self.put(f"if {a[0]} == _DATE_NOBEGIN:")
+            self.put(f"    {v} = _MIN64")
+            self.put(f"elif {a[0]} == _DATE_NOEND:")
+            self.put(f"    {v} = _MAX64")
+            self.put(f"elif {a[0]} >= _DATE_TS_END:")
+            self.put("    return 9" if fn == "date2ts" else f"    {v} = _MAX64 - 1")
+            self.put("else:")
+            self.put(f"    {v} = {a[0]} * _USECS_PER_DAY")
+        elif fn == "ts_pl":
+            # timestamp_pl_interval without months: the days by the Julian
+            # day (exact: the sum must be a valid timestamp), then the time
+            # (the sum must be a valid timestamp too, not one wrapped round)
+            ts, days, usecs = a
+            t, o = self.var("t"), self.var("o")
+            self.put(f"if {ts} == _MIN64 or {ts} == _MAX64:")
+            self.put(f"    {v} = {ts}")
+            self.put("else:")
+            self.put(f"    {t} = {ts}")
+            self.put(f"    if {days} != 0:")
+            self.put(f"        {t}, {o} = add_overflow({ts}, {days} * _USECS_PER_DAY)")
+            self.put(f"        if {o} or {t} < _TS_MIN or {t} >= _TS_END:")
+            self.put("            return 8")
+            self.put(f"    {t}, {o} = add_overflow({t}, {usecs})")
+            self.put(f"    if {o} or {t} < _TS_MIN or {t} >= _TS_END:")
+            self.put("        return 8")
+            self.put(f"    {v} = {t}")
+        elif fn.startswith("part_"):
+            # timestamp_part: infinity is ±Infinity for the year, NULL for the others
+            field = fn[len("part_"):]
+            ts = a[0]
+            date, t, y, mo, d, r = (self.var(x) for x in ("date", "t", "y", "mo", "d", "r"))
+            self.put(f"if {ts} == _MIN64 or {ts} == _MAX64:")
+            if field == "year":
+                self.put(f"    {v} = -np.inf if {ts} == _MIN64 else np.inf")
+            else:
+                self.put(f"    {n} = True")
+            self.put("else:")
+            self.depth += 1
+            self.put(f"{date} = {ts} // _USECS_PER_DAY")
+            self.put(f"{t} = {ts} - {date} * _USECS_PER_DAY")
+            self.put(f"{y}, {mo}, {d} = _j2date({date} + 2451545)")
+            value = {
+                "year": f"{y} if {y} > 0 else {y} - 1",
+                "quarter": f"({mo} - 1) // 3 + 1",
+                "month": mo,
+                "day": d,
+                "hour": f"{t} // 3600000000",
+                "minute": f"({t} // 60000000) % 60",
+                "dow": f"({date} + 2451545 + 1) % 7",
+                "doy": f"{date} + 2451545 - _date2j({y}, 1, 1) + 1",
+            }[field]
+            self.put(f"{r} = {value}")
+            self.put(f"{v} = np.float64({r})")
+            self.depth -= 1
+        else:
+            raise P.Refused(f"date/time function {fn}")
+        self.depth -= 1
         return v, n
 
     def _strict(self, type_oid: int, args: list[tuple]) -> tuple[str, str, list[str]]:
@@ -249,7 +402,7 @@ class _Gen:
 
     def _cmp(self, op, left, right):
         v, n, (a, b) = self._strict(P.BOOL, [left, right])
-        if P._kernel_type(left) in _INT:
+        if P._kernel_type(left) in _INTLIKE:
             self.put(f"{v} = {a} {'!=' if op == '<>' else '==' if op == '=' else op} {b}")
         else:
             expr = {"=": f"_feq({a}, {b})", "<>": f"not _feq({a}, {b})", "<": f"_flt({a}, {b})",
@@ -401,7 +554,7 @@ def generate(clauses: list[tuple], aggregates: list[tuple], column_types: dict[s
                 g.put(f"af[{nf + 2}] = Sxx")
                 slot["nf"] = 3
             else:  # min / max: the state kept unless the new value is not "better"
-                if arg_type in _INT:
+                if arg_type in _INTLIKE:
                     better = f"{x} < ai[{ni + 1}]" if name == "min" else f"{x} > ai[{ni + 1}]"
                     g.put(f"if ai[{ni}] == 0 or {better}:")
                     g.put(f"    ai[{ni + 1}] = {x}")
@@ -419,8 +572,8 @@ def generate(clauses: list[tuple], aggregates: list[tuple], column_types: dict[s
         nf += slot.get("nf", 0)
         layout.append(slot)
     args = ["n"] + [f"c{j}, m{j}" for j in range(len(g.columns))] + \
-        [f"k{j}" for j in range(len(g.constants))] + ["ai", "af"]
+        [f"k{j}" for j in range(len(g.constants))] + [f"p{j}, q{j}" for j in range(len(g.params))] + ["ai", "af"]
     body = "\n".join(g.lines) if g.lines else "        pass"
     source = (PRELUDE + "\n@numba.njit(cache=CACHE, error_model=\"numpy\", nogil=True)\n"
               f"def kernel({', '.join(args)}):\n    for i in range(n):\n{body}\n    return 0\n")
-    return Kernel(source, g.columns, g.constants, layout)
+    return Kernel(source, g.columns, g.constants, layout, g.params)

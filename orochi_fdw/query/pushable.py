@@ -75,12 +75,17 @@ Compiled expression kernels over one table (:mod:`orochi_fdw.jit`) ask
 :func:`kernel_expression` and :func:`kernel_aggregate` instead: they accept
 more (``/`` and ``%`` of integers, ``+ - * /`` of floats, unary minus,
 ``CASE``, ``COALESCE``, casts among smallint, integer, bigint, real and double
-precision), over integer and float columns only, because the kernels
-reproduce PostgreSQL's own checks (overflow at the result type's bounds,
-division by zero, float overflow and underflow, NaN's order, rint in float
-to integer casts) row by row and in PostgreSQL's order of evaluation.  They
-answer a typed tree of the accepted expression (``("col", type, attname)``,
-``("const", type, value)``, ``("arith", type, op, l, r)``, ``("neg", type,
+precision), over integer, float, date, timestamp and timestamptz columns
+only, because the kernels reproduce PostgreSQL's own checks (overflow at the
+result type's bounds, division by zero, float overflow and underflow, NaN's
+order, rint in float to integer casts, the date and timestamp ranges) row by
+row and in PostgreSQL's order of evaluation; date/time arithmetic only where
+the result does not depend on the session's time zone or month lengths
+(docs/jit.md).  They answer a typed tree of the accepted expression
+(``("col", type, attname)``, ``("const", type, value)`` with dates and times
+as PostgreSQL's integers and an interval as [months, days, microseconds],
+``("param", type, [kind, id, type, typmod])``, ``("dt", type, function,
+[args])`` for date/time functions, ``("arith", type, op, l, r)``, ``("neg", type,
 x)``, ``("cast", type, x)``, ``("cmp", op, l, r)``, ``("and" | "or",
 [args])``, ``("not", x)``, ``("isnull", is_null, x)``, ``("case", type,
 [(cond, value)], default)``, ``("coalesce", type, [args])``), operands
@@ -647,8 +652,39 @@ class Translator:
 # ---------------------------------------------------------------------------
 # expressions for compiled kernels over one table (orochi_fdw.jit)
 
-KERNEL_TYPES = {INT2, INT4, INT8, FLOAT4, FLOAT8}
+KERNEL_TYPES = {INT2, INT4, INT8, FLOAT4, FLOAT8, DATE, TIMESTAMP, TIMESTAMPTZ}
 KERNEL_CASTS = {"int2": INT2, "int4": INT4, "int8": INT8, "float4": FLOAT4, "float8": FLOAT8}
+#: date and time types a kernel holds as int64: days (date) or microseconds
+#: (timestamp; timestamptz as the UTC instant) since 2000-01-01, PostgreSQL's own
+KERNEL_DATETIME = {DATE, TIMESTAMP, TIMESTAMPTZ}
+INTERVAL = 1186
+#: the longest day part of an interval constant added in a kernel (no int32
+#: overflow of PostgreSQL's Julian day arithmetic, no int64 one of ours)
+KERNEL_MAX_INTERVAL_DAYS = 100_000_000
+#: the fields of date_part(text, timestamp) a kernel computes
+KERNEL_DATE_PARTS = ("year", "quarter", "month", "day", "hour", "minute", "dow", "doy")
+_EPOCH_DATE = datetime.date(2000, 1, 1)
+_EPOCH = datetime.datetime(2000, 1, 1)
+_USECS_PER_DAY = 86_400_000_000
+
+
+def kernel_datetime_value(type_oid: int, value: Any) -> int:
+    """A date / timestamp / timestamptz value as the kernel's int64 (days or
+    microseconds since 2000-01-01; infinity as PostgreSQL's own integers),
+    or Refused."""
+    from orochi_fdw.bridge.types import SpecialValue
+
+    if isinstance(value, SpecialValue):
+        return int(value.raw)
+    if type_oid == DATE and type(value) is datetime.date:
+        return (value - _EPOCH_DATE).days
+    if type_oid in (TIMESTAMP, TIMESTAMPTZ) and type(value) is datetime.datetime \
+            and (value.tzinfo is None) == (type_oid == TIMESTAMP):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        delta = value - _EPOCH
+        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    raise Refused(f"a value of type {type_oid} that did not convert")
 
 
 def kernel_expression(e: tuple, casetest: tuple | None = None) -> tuple:
@@ -662,12 +698,26 @@ def kernel_expression(e: tuple, casetest: tuple | None = None) -> tuple:
         return ("col", type_oid, attname)
     if kind == "const":
         _k, type_oid, _typmod, _coll, value = e
+        if type_oid == INTERVAL:
+            # only as an operand of date/time arithmetic (_kernel_datetime_op)
+            if value is None or not all(hasattr(value, f) for f in ("months", "days", "microseconds")):
+                raise Refused("an interval constant that did not convert")
+            return ("const", INTERVAL, [int(value.months), int(value.days), int(value.microseconds)])
         if type_oid not in KERNEL_TYPES and type_oid != BOOL:
             raise Refused(f"a constant of type {type_oid}")
+        if type_oid in KERNEL_DATETIME:
+            return ("const", type_oid, None if value is None else kernel_datetime_value(type_oid, value))
         expected = bool if type_oid == BOOL else float if type_oid in FLOAT_TYPES else int
         if value is not None and type(value) is not expected:
             raise Refused("a constant that did not convert")
         return ("const", type_oid, value)
+    if kind == "param":
+        # $n of a generic plan, an InitPlan's value: a kernel argument given
+        # its value when the scan starts
+        _k, pkind, pid, type_oid, typmod, _coll = e
+        if type_oid not in KERNEL_TYPES and type_oid != BOOL:
+            raise Refused(f"a parameter of type {type_oid}")
+        return ("param", type_oid, [pkind, pid, type_oid, typmod])
     if kind == "casetest":
         if casetest is None:
             raise Refused("a CASE test value outside CASE")
@@ -683,8 +733,23 @@ def kernel_expression(e: tuple, casetest: tuple | None = None) -> tuple:
         _k, _fid, name, builtin, result_type, args = e
         if builtin and KERNEL_CASTS.get(name) == result_type and len(args) == 1:
             inner = kernel_expression(args[0], casetest)
-            if inner[1] in KERNEL_TYPES:
+            if inner[1] in KERNEL_TYPES and inner[1] not in KERNEL_DATETIME:
                 return inner if inner[1] == result_type else ("cast", result_type, inner)
+        if builtin and name == "date_part" and result_type == FLOAT8 and len(args) == 2 \
+                and args[0][0] == "const" and args[0][1] == TEXT and isinstance(args[0][4], str):
+            # timestamp_part of fields that are arithmetic on the value itself
+            # (date_part of a date is date_part of the date as a timestamp)
+            field = args[0][4].lower()
+            inner = kernel_expression(args[1], casetest)
+            if field in KERNEL_DATE_PARTS and _kernel_type(inner) == TIMESTAMP:
+                return ("dt", FLOAT8, "part_" + field, [inner])
+            raise Refused(f"date_part of {field} of type {_kernel_type(inner)}")
+        if builtin and name == "timestamp" and result_type == TIMESTAMP and len(args) == 1:
+            inner = kernel_expression(args[0], casetest)
+            if _kernel_type(inner) == DATE:
+                return ("dt", TIMESTAMP, "date2ts", [inner])
+            if _kernel_type(inner) == TIMESTAMP:
+                return inner
         raise Refused(f"function {name}")
     if kind == "case":
         _k, type_oid, _coll, arg, whens, default = e
@@ -734,12 +799,86 @@ def _kernel_widen(t: tuple, type_oid: int) -> tuple:
     return ("cast", type_oid, t)
 
 
+def _kernel_interval(t: tuple, type_oid: int, negate: bool) -> list[tuple]:
+    """The (days, microseconds) constants of an interval added to a value of
+    ``type_oid`` (timestamp_mi_interval negates each part, -(-2^63) wrapping
+    to itself as in PostgreSQL's C); Refused unless the sum
+    is exact without the time zone and the calendar: no months, and no days
+    for timestamptz."""
+    if t[0] != "const" or t[1] != INTERVAL:
+        raise Refused("date/time arithmetic with an interval that is not a constant")
+    months, days, usecs = t[2]
+    if months != 0:
+        raise Refused("an interval with months")
+    if days != 0 and type_oid == TIMESTAMPTZ:
+        raise Refused("an interval with days added to a timestamptz (the time zone's)")
+    if abs(days) > KERNEL_MAX_INTERVAL_DAYS:
+        raise Refused("an interval of too many days")
+    if negate:
+        days = -days
+        usecs = usecs if usecs == -(2**63) else -usecs
+    return [("const", INT8, days), ("const", INT8, usecs)]
+
+
+def _kernel_span(t: tuple) -> tuple:
+    """An interval operand of a comparison as the int64 PostgreSQL compares
+    (interval_cmp_value): a difference of timestamps (its microseconds, as
+    justify_hours leaves the sum), or a constant; Refused otherwise."""
+    if t[0] == "dt" and t[2] == "ts_mi":
+        return ("dt", INT8, "ts_mi", t[3])
+    if t[0] == "const" and t[1] == INTERVAL:
+        months, days, usecs = t[2]
+        span = usecs + (months * 30 + days) * _USECS_PER_DAY
+        if not -(2**63) <= span < 2**63:
+            raise Refused("an interval constant beyond 64 bits of microseconds")
+        return ("const", INT8, span)
+    raise Refused("an interval that is neither a constant nor a difference of timestamps")
+
+
+def _kernel_datetime_op(opname: str, result_type: int, ops: list, types: list) -> tuple:
+    """date/time operators a kernel computes as PostgreSQL (docs/jit.md)."""
+    if len(ops) == 2 and opname in COMPARISONS and result_type == BOOL:
+        a, b = types
+        if a == b == INTERVAL:
+            # differences of timestamps against each other or a constant, by
+            # interval_cmp_value (time + (months * 30 + days) days)
+            return ("cmp", opname, _kernel_span(ops[0]), _kernel_span(ops[1]))
+        if a == b:
+            return ("cmp", opname, ops[0], ops[1])
+        # date against timestamp: date_cmp_timestamp_internal's order
+        if {a, b} == {DATE, TIMESTAMP}:
+            left, right = [("dt", TIMESTAMP, "datekey", [o]) if t == DATE else o for o, t in zip(ops, types)]
+            return ("cmp", opname, left, right)
+        raise Refused(f"a comparison of types {types} (the time zone's)")
+    if len(ops) != 2:
+        raise Refused(f"operator {opname} on types {types}")
+    if opname == "+" and types[0] in (INT4, INTERVAL) and types[1] not in (INT4, INTERVAL):
+        ops, types = ops[::-1], types[::-1]  # integer + date, interval + timestamp
+    a, b = types
+    if a == DATE and b == INT4 and opname in ("+", "-") and result_type == DATE:
+        return ("dt", DATE, "date_pli" if opname == "+" else "date_mii", ops)
+    if a == DATE and b == DATE and opname == "-" and result_type == INT4:
+        return ("dt", INT4, "date_mi", ops)
+    if a == b and a in (TIMESTAMP, TIMESTAMPTZ) and opname == "-" and result_type == INTERVAL:
+        # timestamp_mi: an interval only compared (_kernel_span)
+        return ("dt", INTERVAL, "ts_mi", ops)
+    if b == INTERVAL and opname in ("+", "-"):
+        if a in (TIMESTAMP, TIMESTAMPTZ) and result_type == a:
+            return ("dt", a, "ts_pl", [ops[0]] + _kernel_interval(ops[1], a, opname == "-"))
+        if a == DATE and result_type == TIMESTAMP:
+            return ("dt", TIMESTAMP, "ts_pl", [("dt", TIMESTAMP, "date2ts", [ops[0]])]
+                    + _kernel_interval(ops[1], TIMESTAMP, opname == "-"))
+    raise Refused(f"operator {opname} on types {types}")
+
+
 def _kernel_op(e: tuple, casetest: tuple | None) -> tuple:
     _k, _opno, opname, builtin, result_type, _coll, args = e
     if not builtin:
         raise Refused(f"operator {opname}")
     ops = [kernel_expression(a, casetest) for a in args]
     types = [_kernel_type(o) for o in ops]
+    if any(t in KERNEL_DATETIME or t == INTERVAL for t in types):
+        return _kernel_datetime_op(opname, result_type, ops, types)
     fams = {family(t) for t in types}
     if len(fams) != 1 or fams - {"int", "float"}:
         raise Refused(f"operator {opname} on types {types}")

@@ -10,10 +10,12 @@ makes is checked to have been run by a kernel (EXPLAIN)."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from decimal import Decimal
 
 import psycopg
+from psycopg import sql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,6 +39,28 @@ def _fill() -> str:
             "CASE WHEN i % 13 = 0 THEN NULL ELSE ((i * 31 % 97) - 48) / 4.0 END, "
             "CASE WHEN i % 9 = 0 THEN NULL ELSE ((i * 17 % 89) - 44) / 8.0 END "
             "FROM generate_series(1, 700) i")
+
+
+DT_COLUMNS = "d date, ts timestamp, tz timestamptz, i4 integer"
+DT_EDGE_ROWS = [
+    "('infinity', 'infinity', 'infinity', 1)",
+    "('-infinity', '-infinity', '-infinity', -1)",
+    "('4713-11-24 BC', '4714-11-24 00:00:00 BC', '4714-11-24 00:00:00+00 BC', 0)",
+    "('5874897-12-31', '294276-12-31 23:59:59.999999', '294276-12-31 23:59:59.999999+00', 2147483647)",
+    "('294277-01-01', '2000-01-01 00:00:00', '2000-01-01 00:00:00+00', -2147483648)",
+    "('2000-01-01', '1999-12-31 23:59:59.999999', '1999-12-31 23:59:59.999999+00', NULL)",
+    "(NULL, NULL, NULL, NULL)",
+]
+
+
+def _fill_dt() -> str:
+    return ("SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE date '2000-01-01' + (i * 7919 % 20011 - 10000) END, "
+            "CASE WHEN i % 5 = 0 THEN NULL ELSE timestamp '2000-01-01' "
+            "+ (i * 104729 % 1000003 - 500000) * interval '1 second 7 microseconds' END, "
+            "CASE WHEN i % 11 = 0 THEN NULL ELSE timestamptz '2000-01-01 00:00:00+00' "
+            "+ (i * 7919 % 100003 - 50000) * interval '1 hour 1 microsecond' END, "
+            "CASE WHEN i % 13 = 0 THEN NULL ELSE i * 31 % 2001 - 1000 END "
+            "FROM generate_series(1, 500) i")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +89,13 @@ def jdb(pg_cluster, module_database):
             conn.execute(f"INSERT INTO {target} {_fill()}")
             conn.execute(f"DELETE FROM {target} WHERE i4 % 3 = 0")
             conn.execute(f"UPDATE {target} SET i8 = i8 + 1, f8 = -f8 WHERE i2 % 4 = 1")
+        # dates and times: the types' bounds, infinity, NULLs
+        conn.execute(f"CREATE FOREIGN TABLE dt ({DT_COLUMNS}) SERVER orochi {OPTS}")
+        conn.execute(f"CREATE TABLE dt_h ({DT_COLUMNS})")
+        for target in ("dt", "dt_h"):
+            conn.execute(f"INSERT INTO {target} {_fill_dt()}")
+            for row in DT_EDGE_ROWS:
+                conn.execute(f"INSERT INTO {target} VALUES {row}")
         conn.execute("ANALYZE")
     yield name
 
@@ -119,7 +150,7 @@ def check(conns, query: str, params=None, jit: bool = True) -> tuple:
     ran when ``jit``) and off, equals the same query over the heap table."""
     oro, heap = conns
     heap_query = query
-    for table in ("t", "small", "mod", "empty"):
+    for table in ("t", "small", "mod", "empty", "dt"):
         heap_query = heap_query.replace(f" FROM {table} ", f" FROM {table}_h ")
     expected = _run(heap, heap_query, params)
     oro.execute("SET orochi.jit_enabled = on")
@@ -311,7 +342,7 @@ def test_prepared_parameters(conns):
     for params in ((1, 0), (None, 0), (3, None), (-1000, 10)):
         # a NULL compared is a constant false: no scan at all
         check(conns, query, params, jit=params[1] is not None)
-    # a generic plan: its parameters are not constants, and the query falls back
+    # a generic plan: its parameters are the kernel's arguments (test_generic_plan_parameters)
     for c in (oro, heap):
         c.execute("SET plan_cache_mode = force_generic_plan")
     try:
@@ -369,3 +400,284 @@ def test_kernel_caches(pg_cluster, jdb, conns):
         other.execute("SET orochi.jit_optimization_level = 1")
         assert "(compiled)" in _compile_line(other, query)
         assert other.execute(query).fetchall() == oro.execute(query).fetchall()
+
+
+# ---------------------------------------------------------------------------
+# dates and times (table dt): generated expressions, errors, fallbacks
+
+DATE_CONSTS = ["date '2000-01-01'", "date '1999-12-31'", "date 'infinity'", "date '-infinity'",
+               "date '4713-11-24 BC'", "date '5874897-12-31'", "date '2010-06-15'", "NULL::date"]
+TS_CONSTS = ["timestamp '2000-01-01 00:00:00'", "timestamp '1999-12-31 23:59:59.999999'",
+             "timestamp 'infinity'", "timestamp '-infinity'", "timestamp '294276-12-31 23:59:59.999999'",
+             "timestamp '4714-11-24 00:00:00 BC'", "timestamp '2003-04-05 06:07:08.09'", "NULL::timestamp"]
+TZ_CONSTS = ["timestamptz '2000-01-01 00:00:00+00'", "timestamptz '2001-02-03 04:05:06.7+05:30'",
+             "timestamptz 'infinity'", "timestamptz '-infinity'", "NULL::timestamptz",
+             "timestamptz '294276-12-31 23:59:59.999999+00'"]
+#: intervals a kernel adds (no months; no days for timestamptz)
+DAY_INTERVALS = ["interval '1 day'", "interval '-3 days 04:05:06.789'", "interval '100000 days'",
+                 "interval '-1 microsecond'", "interval '36 hours'", "interval '-99999999 days'"]
+TIME_INTERVALS = ["interval '3 hours'", "interval '-00:00:01'", "interval '1 microsecond'",
+                  "interval '2562047788 hours'"]
+DAY_INTS = ["1", "-1", "365", "i4", "(i4 * 1000)", "2147483647"]
+
+
+def dates(depth: int):
+    leaf = st.one_of(st.just("d"), st.sampled_from(DATE_CONSTS))
+    if depth == 0:
+        return leaf
+    sub = dates(depth - 1)
+    return st.one_of(
+        leaf,
+        st.tuples(sub, st.sampled_from(["+", "-"]), st.sampled_from(DAY_INTS)).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(st.sampled_from(DAY_INTS), sub).map(lambda t: f"({t[0]} + {t[1]})"),
+        st.tuples(dt_bools(depth - 1), sub, sub).map(lambda t: f"CASE WHEN {t[0]} THEN {t[1]} ELSE {t[2]} END"),
+        st.tuples(sub, sub).map(lambda t: f"COALESCE({t[0]}, {t[1]})"),
+    )
+
+
+def timestamps(depth: int):
+    leaf = st.one_of(st.just("ts"), st.sampled_from(TS_CONSTS))
+    if depth == 0:
+        return leaf
+    sub = timestamps(depth - 1)
+    return st.one_of(
+        leaf,
+        st.tuples(sub, st.sampled_from(["+", "-"]), st.sampled_from(DAY_INTERVALS + TIME_INTERVALS)).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(dates(depth - 1), st.sampled_from(["+", "-"]), st.sampled_from(DAY_INTERVALS)).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        dates(depth - 1).map(lambda x: f"({x})::timestamp"),
+        st.tuples(sub, sub).map(lambda t: f"COALESCE({t[0]}, {t[1]})"),
+    )
+
+
+def timestamptzs(depth: int):
+    leaf = st.one_of(st.just("tz"), st.sampled_from(TZ_CONSTS))
+    if depth == 0:
+        return leaf
+    sub = timestamptzs(depth - 1)
+    return st.one_of(
+        leaf,
+        st.tuples(sub, st.sampled_from(["+", "-"]), st.sampled_from(TIME_INTERVALS)).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+    )
+
+
+def day_counts(depth: int):
+    """integers from dates: date - date"""
+    return st.tuples(dates(depth), dates(depth)).map(lambda t: f"({t[0]} - {t[1]})")
+
+
+def dt_bools(depth: int):
+    cmp = st.sampled_from(["=", "<>", "<", "<=", ">", ">="])
+    comparisons = st.one_of(
+        st.tuples(dates(depth), cmp, dates(depth)).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(timestamps(depth), cmp, timestamps(depth)).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(timestamptzs(depth), cmp, timestamptzs(depth)).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        # date against timestamp (date_cmp_timestamp)
+        st.tuples(dates(depth), cmp, timestamps(depth)).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(day_counts(0), cmp, st.sampled_from(["0", "i4", "-5000"])).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        # timestamp - timestamp (an interval) against an interval
+        st.tuples(timestamps(0), timestamps(0), cmp, st.sampled_from(
+            ["interval '1 day'", "interval '-36 hours'", "interval '1 mon 2 days 00:00:00.5'",
+             "(ts - timestamp '2000-01-01')"])).map(lambda t: f"(({t[0]} - {t[1]}) {t[2]} {t[3]})"),
+        st.tuples(timestamptzs(0), cmp).map(lambda t: f"(({t[0]} - tz) {t[1]} interval '-5 hours')"),
+        st.tuples(st.sampled_from(["d", "ts", "tz"]), st.booleans()).map(
+            lambda t: f"({t[0]} IS {'' if t[1] else 'NOT '}NULL)"),
+    )
+    if depth == 0:
+        return comparisons
+    sub = dt_bools(depth - 1)
+    return st.one_of(
+        comparisons,
+        st.tuples(sub, st.sampled_from(["AND", "OR"]), sub).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        sub.map(lambda x: f"(NOT {x})"),
+    )
+
+
+def _dt_op(x: str) -> str:
+    """An expression, never a bare column."""
+    if x.startswith(("(", "CASE", "COALESCE")):
+        return x
+    return f"({x} + 0)" if x == "d" or x.startswith("date") else f"({x} + interval '0 seconds')"
+
+
+#: rows without the types' largest values (fewer queries that all end in an error)
+_MODERATE = "i4 BETWEEN -1000 AND 1000"
+
+DATE_PARTS = ["year", "quarter", "month", "day", "hour", "minute", "dow", "doy", "YEAR"]
+
+
+def date_parts(depth: int):
+    """date_part(field, timestamp or date): double precision"""
+    return st.tuples(st.sampled_from(DATE_PARTS), st.one_of(timestamps(depth), dates(depth))).map(
+        lambda t: f"date_part('{t[0]}', {t[1]})")
+
+
+dt_queries = st.one_of(
+    st.tuples(date_parts(1), date_parts(0), st.sampled_from(["=", "<", ">="]), st.sampled_from(
+        ["2000", "6", "1", "-4713", "'Infinity'::float8"]), st.booleans()).map(
+        lambda t: f"SELECT count({t[0]}), sum({t[0]}), min({t[0]}), max({t[0]}) FROM dt "
+                  f"WHERE {t[1]} {t[2]} {t[3]}{' AND ' + _MODERATE if t[4] else ''}"),
+    st.tuples(dates(1), dt_bools(1), st.booleans()).map(
+        lambda t: f"SELECT count(*), count({_dt_op(t[0])}), min({_dt_op(t[0])})::text, "
+                  f"max({_dt_op(t[0])})::text FROM dt WHERE {t[1]}{' AND ' + _MODERATE if t[2] else ''}"),
+    st.tuples(timestamps(1), dt_bools(1), st.booleans()).map(
+        lambda t: f"SELECT count({_dt_op(t[0])}), min({_dt_op(t[0])})::text, max({_dt_op(t[0])})::text "
+                  f"FROM dt WHERE {t[1]}{' AND ' + _MODERATE if t[2] else ''}"),
+    st.tuples(timestamptzs(1), day_counts(1), dt_bools(1), st.booleans()).map(
+        lambda t: f"SELECT min({_dt_op(t[0])})::text, max({_dt_op(t[0])})::text, sum({t[1]}), avg({t[1]}), "
+                  f"max({t[1]}) FROM dt WHERE {t[2]}{' AND ' + _MODERATE if t[3] else ''}"),
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=dt_queries)
+def test_generated_datetime_expressions(conns, query):
+    check(conns, query)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=dt_queries)
+def test_generated_datetime_expressions_many(conns, query):
+    check(conns, query)
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT count(*), min(d + 1)::text, max(ts + interval '1 day')::text FROM dt "
+    "WHERE d > date '2005-01-01' AND ts < timestamp '2001-01-01'",
+    "SELECT count(*), sum(d - date '2000-01-01'), avg(d - date '2000-01-01') FROM dt "
+    "WHERE d BETWEEN date '1990-01-01' AND date '2010-12-31'",
+    "SELECT count(*) FROM dt WHERE d = ts::date OR d::timestamp > ts - interval '36 hours'",
+    "SELECT count(*), max(tz + interval '3 hours')::text, min(tz - interval '00:00:01')::text FROM dt "
+    "WHERE tz > timestamptz '2001-02-03 04:05:06+05'",
+    "SELECT count(*) FROM dt WHERE d + 0 < timestamp '2000-01-01 12:00:00' AND d - 0 >= timestamp '-infinity'",
+    "SELECT count(*) FROM dt WHERE date '294277-01-01' > ts OR d > timestamp 'infinity'",
+    # timestamp - timestamp wraps round in PostgreSQL 15 (no overflow check)
+    "SELECT count(*), count(ts - timestamp '4714-11-24 00:00:00 BC') FROM dt WHERE i4 <> 1 AND i4 <> -1 "
+    "AND ts - timestamp '4714-11-24 00:00:00 BC' > interval '1 day'",
+    "SELECT count(*) FROM dt WHERE i4 <> 1 AND i4 <> -1 AND (tz - timestamptz '2000-01-01 00:00:00+00' "
+    "= interval '1 day -3 hours' OR ts - ts IS NULL OR ts - timestamp '2000-01-01' < interval '1 mon')",
+    "SELECT count(*), min(d)::text, max(ts)::text, max(tz)::text FROM dt WHERE d + 0 IS NOT NULL",
+    "SELECT sum(date_part('year', ts)), min(date_part('year', ts)), max(date_part('YEAR', d)), "
+    "count(date_part('dow', ts)), sum(date_part('doy', ts)), sum(date_part('hour', ts) * 60 "
+    "+ date_part('minute', ts)) FROM dt WHERE date_part('month', ts) = 1 OR date_part('month', ts) = 12 OR i4 = 0",
+    "SELECT count(*), sum(date_part('day', d)), avg(date_part('quarter', ts)) FROM dt "
+    "WHERE date_part('year', d) >= 2000 AND i4 BETWEEN -1000 AND 1000",
+])
+def test_datetime_queries(conns, query):
+    check(conns, query, jit="::date" not in query)
+
+
+@pytest.mark.parametrize("query, message", [
+    ("SELECT count(*) FROM dt WHERE d + 1 > date '2000-01-01'", "date out of range"),
+    ("SELECT count(*) FROM dt WHERE d - 2147483647 > date '2000-01-01'", "date out of range"),
+    ("SELECT max(ts + interval '1 microsecond') FROM dt", "timestamp out of range"),
+    ("SELECT max(ts - interval '1 day') FROM dt", "timestamp out of range"),
+    ("SELECT max(tz - interval '1 hour') FROM dt WHERE tz > timestamptz '-infinity'", "timestamp out of range"),
+    ("SELECT count(*) FROM dt WHERE d + interval '1 hour' > timestamp '2000-01-01'",
+     "date out of range for timestamp"),
+    ("SELECT sum(d - date '2000-01-01') FROM dt", "cannot subtract infinite dates"),
+    ("SELECT count(*) FROM dt WHERE ts - timestamp '2000-01-01' < interval '1 day'",
+     "cannot subtract infinite timestamps"),
+])
+def test_datetime_errors(conns, query, message):
+    result = check(conns, query)
+    assert result == ("error", "22008", message), result
+
+
+@pytest.mark.parametrize("query", [
+    # months and time-zone-dependent arithmetic; timestamp against timestamptz
+    "SELECT count(*) FROM dt WHERE ts + interval '1 month' > timestamp '2000-01-01' AND i4 < 1000",
+    "SELECT count(*) FROM dt WHERE tz + interval '1 day' > timestamptz '2000-01-01+00' AND i4 < 1000",
+    "SELECT count(*) FROM dt WHERE ts < tz AND i4 < 1000",
+    "SELECT count(*) FROM dt WHERE ts - ts > interval '1 hour' + (d - d) * interval '1 day'",
+    "SELECT count(*) FROM dt WHERE ts - timestamp '2000-01-01' > interval '100000000 years'",
+    "SELECT count(interval '1 day') FROM dt WHERE d + 1 > date '2000-01-01' AND i4 < 1000",
+])
+def test_datetime_fallback(conns, query):
+    oro, _heap = conns
+    assert "JIT" not in _plan(oro, query)
+    check(conns, query, jit=False)
+
+
+def _explain_generic(conn, name: str, params: tuple) -> str:
+    cur = psycopg.ClientCursor(conn)
+    placeholders = ", ".join(["%s"] * len(params))
+    cur.execute(sql.SQL("EXPLAIN (COSTS OFF) EXECUTE {} ({})").format(sql.Identifier(name), sql.SQL(placeholders)),
+                params)
+    return "\n".join(r[0] for r in cur.fetchall())
+
+
+def _execute_generic(conn, name: str, params: tuple):
+    cur = psycopg.ClientCursor(conn)
+    placeholders = ", ".join(["%s"] * len(params))
+    try:
+        with conn.transaction():
+            cur.execute(sql.SQL("EXECUTE {} ({})").format(sql.Identifier(name), sql.SQL(placeholders)), params)
+            return ("ok", cur.fetchall())
+    except psycopg.Error as exc:
+        return ("error", exc.sqlstate, exc.diag.message_primary)
+
+
+GENERIC = [
+    ("int, float8",
+     "SELECT count(*), sum(i4 + $1), avg(f8 * $2) FROM {t} WHERE i8 * 2 > $1 AND f4 < $2",
+     [(1, 0.5), (None, 2.0), (3, None), (-1000, float("nan")), (2147483647, 1.0)]),
+    ("date, timestamp, timestamptz, integer",
+     "SELECT count(*), min(d + $4)::text, max(ts - interval '1 hour')::text FROM {t} "
+     "WHERE d > $1 AND ts <= $2 AND (tz IS NULL OR tz > $3) AND i4 BETWEEN -1000 AND 1000",
+     [(datetime.date(1995, 1, 1), datetime.datetime(2001, 1, 1), datetime.datetime(1999, 1, 1, tzinfo=datetime.timezone.utc), 5),
+      (None, datetime.datetime(2001, 1, 1), None, 1),
+      (datetime.date(1990, 1, 1), None, None, None),
+      (datetime.date(2100, 1, 1), datetime.datetime(2001, 1, 1), None, 0),
+      (datetime.date(1990, 1, 1), datetime.datetime(2100, 1, 1), None, 2147483647)]),
+]
+
+
+@pytest.mark.parametrize("types, query, values", GENERIC)
+def test_generic_plan_parameters(conns, types, query, values):
+    """Parameters of a generic plan are the kernel's arguments: the plan
+    shows them as $n, one kernel serves every value, NULLs as PostgreSQL."""
+    oro, heap = conns
+    table = "t" if "i8" in query else "dt"
+    name = f"jit_generic_{table}"
+    for c, t in ((oro, table), (heap, f"{table}_h")):
+        c.execute("SET plan_cache_mode = force_generic_plan")
+        c.execute(sql.SQL("PREPARE {} ({}) AS {}").format(sql.Identifier(name), sql.SQL(types),
+                                                             sql.SQL(query.format(t=t))))
+    try:
+        plan = _explain_generic(oro, name, values[0])
+        assert "JIT Aggregates" in plan and "$1" in plan, plan
+        for params in values:
+            expected = _execute_generic(heap, name, params)
+            got = _execute_generic(oro, name, params)
+            assert _same_result(got, expected), f"{params}\nJIT: {got}\nheap: {expected}"
+        assert "(backend cache)" in _explain_generic(oro, name, values[-1])
+    finally:
+        for c in (oro, heap):
+            c.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)))
+            c.execute("RESET plan_cache_mode")
+
+
+def test_datetime_explain(conns):
+    oro, _heap = conns
+    plan = _plan(oro, "SELECT count(*), max(d - 1)::text FROM dt WHERE ts - interval '1 day 00:30:00' "
+                      "> timestamp '2000-01-01' AND date_part('dow', d) = 0")
+    assert "JIT Aggregates: count(*), max((d - 1))" in plan, plan
+    assert "((ts + '-1 days -00:30:00'::interval) > '2000-01-01 00:00:00'::timestamp)" in plan, plan
+    assert "(date_part('dow', (d)::timestamp) = 0.0)" in plan, plan
+
+
+def test_initplan_parameter(conns):
+    # an InitPlan's value (PARAM_EXEC) reaches the kernel as a parameter
+    query = "SELECT count(*), sum(i4 + 1) FROM t WHERE i8 * 2 > (SELECT max(i4) FROM small)"
+    oro, _heap = conns
+    plan = _plan(oro, query)
+    assert "JIT Aggregates" in plan and "InitPlan" in plan, plan
+    check(conns, query)
+    check(conns, "SELECT count(*) FROM dt WHERE d + 1 > (SELECT min(d) FROM dt WHERE i4 = 5) AND i4 < 1000")

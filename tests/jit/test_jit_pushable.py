@@ -126,3 +126,56 @@ def test_errors_and_evaluation_order():
     code, _ai, _af = _run([], [agg("sum", P.INT8, op("+", P.INT4, var("a", P.INT4), const(P.INT4, 1)))],
                           {"a": (big, np.ones(1, np.uint8))})
     assert codegen.ERRORS[code] == ("22003", "integer out of range")
+
+
+def interval(months, days, usecs):
+    from orochi_fdw.bridge.types import Interval
+
+    return const(P.INTERVAL, Interval(months, days, usecs))
+
+
+def test_date_and_time_trees():
+    import datetime
+
+    from orochi_fdw.bridge.types import SpecialValue
+
+    # constants as PostgreSQL's integers; infinity as its raw value
+    assert P.kernel_expression(const(P.DATE, datetime.date(2000, 1, 2))) == ("const", P.DATE, 1)
+    assert P.kernel_expression(const(P.TIMESTAMPTZ, datetime.datetime(
+        2000, 1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=2))))) == \
+        ("const", P.TIMESTAMPTZ, -3_600_000_000)
+    assert P.kernel_expression(const(P.TIMESTAMP, SpecialValue("timestamp", 2**63 - 1, "infinity"))) == \
+        ("const", P.TIMESTAMP, 2**63 - 1)
+    # timestamp - interval: each part negated (the time wrapping as int64 does)
+    t = P.kernel_expression(op("-", P.TIMESTAMP, var("ts", P.TIMESTAMP), interval(0, 2, -(2**63))))
+    assert t == ("dt", P.TIMESTAMP, "ts_pl", [("col", P.TIMESTAMP, "ts"), ("const", P.INT8, -2),
+                                              ("const", P.INT8, -(2**63))])
+    # integer + date turned round; a date against a timestamp through its key
+    assert P.kernel_expression(op("+", P.DATE, const(P.INT4, 3), var("d", P.DATE)))[2] == "date_pli"
+    c = P.kernel_condition(op("<", P.BOOL, var("ts", P.TIMESTAMP), var("d", P.DATE)))
+    assert c[3] == ("dt", P.TIMESTAMP, "datekey", [("col", P.DATE, "d")])
+    # a parameter: its slot
+    assert P.kernel_expression(("param", 0, 2, P.DATE, -1, None)) == ("param", P.DATE, [0, 2, P.DATE, -1])
+
+
+@pytest.mark.parametrize("expr", [
+    # months (month lengths), days on timestamptz (the time zone), too many days
+    op("+", P.TIMESTAMP, var("ts", P.TIMESTAMP), interval(1, 0, 0)),
+    op("+", P.TIMESTAMPTZ, var("tz", P.TIMESTAMPTZ), interval(0, 1, 0)),
+    op("+", P.TIMESTAMP, var("d", P.DATE), interval(0, P.KERNEL_MAX_INTERVAL_DAYS + 1, 0)),
+    # timestamp against timestamptz, date against timestamptz (the time zone)
+    op("<", P.BOOL, var("ts", P.TIMESTAMP), var("tz", P.TIMESTAMPTZ)),
+    op("=", P.BOOL, var("d", P.DATE), var("tz", P.TIMESTAMPTZ)),
+    # an interval compared with a parameter; an interval parameter added
+    op("<", P.BOOL, op("-", 1186, var("ts", P.TIMESTAMP), var("ts", P.TIMESTAMP)),
+       ("param", 0, 1, 1186, -1, None)),
+    op("+", P.TIMESTAMP, var("ts", P.TIMESTAMP), ("param", 0, 1, 1186, -1, None)),
+    ("func", 1, "timestamptz", True, P.TIMESTAMPTZ, [var("d", P.DATE)]),
+    # date_part of a timestamptz (the time zone), of a field not computed
+    ("func", 1, "date_part", True, P.FLOAT8, [const(P.TEXT, "year"), var("tz", P.TIMESTAMPTZ)]),
+    ("func", 1, "date_part", True, P.FLOAT8, [const(P.TEXT, "epoch"), var("ts", P.TIMESTAMP)]),
+    ("func", 1, "extract", True, P.NUMERIC, [const(P.TEXT, "year"), var("ts", P.TIMESTAMP)]),
+])
+def test_date_and_time_refused(expr):
+    with pytest.raises(Refused):
+        P.kernel_expression(expr)
