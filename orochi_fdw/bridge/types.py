@@ -37,3 +37,19 @@ class SpecialValue(NamedTuple):
     @property
     def is_infinite(self) -> bool:
         return self.text in ("infinity", "-infinity")
+
+
+def j2date(jd: int) -> tuple[int, int, int]:
+    """Postgres's j2date: (year, month, day) of a Julian day (year <= 0 is
+    BC). Plain integer arithmetic, so that the expression JIT compiles it too."""
+    julian = jd + 32044
+    quad = julian // 146097
+    extra = (julian - quad * 146097) * 4 + 3
+    julian += 60 + quad * 3 + extra // 146097
+    quad = julian // 1461
+    julian -= quad * 1461
+    y = julian * 4 // 1461
+    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
+    y += quad * 4
+    quad = julian * 2141 // 65536
+    return y - 4800, (quad + 10) % 12 + 1, julian - 7834 * quad // 256

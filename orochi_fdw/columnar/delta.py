@@ -45,7 +45,7 @@ from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.api import ColumnDefinition, Qual
 from orochi_fdw.bridge.batch import (PG_EPOCH_DATE, PG_EPOCH_DATETIME, PG_EPOCH_DATETIME_UTC, WIRE_DTYPES,
                                      Batch, Column, WireKind)
-from orochi_fdw.bridge.types import Interval, SpecialValue
+from orochi_fdw.bridge.types import Interval, SpecialValue, j2date
 from orochi_fdw.columnar import missing
 from orochi_fdw.columnar.deletes import delta_rowids
 from orochi_fdw.columnar.types import wire_kind
@@ -245,26 +245,8 @@ def drop(relid: int) -> None:
 
 # ------------------------------------------------------------ wire <-> values
 
-def _j2date(jd: int) -> tuple[int, int, int]:
-    """Postgres's j2date: (year, month, day) of a Julian day (year <= 0 is BC)."""
-    julian = jd + 32044
-    quad = julian // 146097
-    extra = (julian - quad * 146097) * 4 + 3
-    julian += 60 + quad * 3 + extra // 146097
-    quad = julian // 1461
-    julian -= quad * 1461
-    y = julian * 4 // 1461
-    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
-    y += quad * 4
-    year = y - 4800
-    quad = julian * 2141 // 65536
-    day = julian - 7834 * quad // 256
-    month = (quad + 10) % 12 + 1
-    return year, month, day
-
-
 def _date_text(days: int) -> str:
-    year, month, day = _j2date(days + 2451545)
+    year, month, day = j2date(days + 2451545)
     bc = year <= 0
     return f"{(1 - year) if bc else year:04d}-{month:02d}-{day:02d}" + (" BC" if bc else "")
 

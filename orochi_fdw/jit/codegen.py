@@ -63,6 +63,7 @@ PRELUDE = '''\
 import numpy as np
 import numba
 
+from orochi_fdw.bridge.types import j2date
 from orochi_fdw.jit.intrinsics import add_overflow, mul_overflow, sub_overflow  # intrinsics version 1
 
 _MIN64 = np.int64(-9223372036854775808)
@@ -78,20 +79,8 @@ _TS_END = 9223371331200000000
 _USECS_PER_DAY = 86400000000
 
 
-@numba.njit(inline="always")
-def _j2date(jd):
-    # PostgreSQL's j2date (a valid timestamp's Julian day is not negative)
-    julian = jd + 32044
-    quad = julian // 146097
-    extra = (julian - quad * 146097) * 4 + 3
-    julian += 60 + quad * 3 + extra // 146097
-    quad = julian // 1461
-    julian -= quad * 1461
-    y = julian * 4 // 1461
-    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
-    y += quad * 4
-    quad = julian * 2141 // 65536
-    return y - 4800, (quad + 10) % 12 + 1, julian - 7834 * quad // 256
+# PostgreSQL's j2date (a valid timestamp's Julian day is not negative)
+_j2date = numba.njit(inline="always")(j2date)
 
 
 @numba.njit(inline="always")

@@ -1328,18 +1328,22 @@ def _comparison_pruner(name: str, op: str, v: Any) -> Pruner:
             return ROWS_MIGHT_MATCH
         if _is_nan(lo) or _is_nan(hi):
             return ROWS_MIGHT_MATCH
-        if op == "=":
-            ok = (lo is None or lo <= v) and (hi is None or v <= hi)
-        elif op == "<":
-            ok = lo is None or lo < v
-        elif op == "<=":
-            ok = lo is None or lo <= v
-        elif op == ">":
-            ok = hi is None or hi > v
-        else:
-            ok = hi is None or hi >= v
-        return ROWS_MIGHT_MATCH if ok else ROWS_CANNOT_MATCH
+        return ROWS_MIGHT_MATCH if _bounds_allow(op, v, lo, hi) else ROWS_CANNOT_MATCH
     return may_match
+
+
+def _bounds_allow(op: str, v: Any, lo: Any, hi: Any) -> bool:
+    """Whether a value between ``lo`` and ``hi`` (None: unknown) can satisfy
+    ``value op v``."""
+    if op == "=":
+        return (lo is None or lo <= v) and (hi is None or v <= hi)
+    if op == "<":
+        return lo is None or lo < v
+    if op == "<=":
+        return lo is None or lo <= v
+    if op == ">":
+        return hi is None or hi > v
+    return hi is None or hi >= v
 
 
 def _is_nan(v: Any) -> bool:
@@ -1441,17 +1445,7 @@ class _MinMaxEvaluator(BooleanExpressionVisitor[bool]):
             return ROWS_MIGHT_MATCH
         if nan and op in (">", ">="):
             return ROWS_MIGHT_MATCH  # NaN rows are greater than every number
-        if op == "=":
-            ok = (lo is None or lo <= v) and (hi is None or v <= hi)
-        elif op == "<":
-            ok = lo is None or lo < v
-        elif op == "<=":
-            ok = lo is None or lo <= v
-        elif op == ">":
-            ok = hi is None or hi > v
-        else:
-            ok = hi is None or hi >= v
-        return ROWS_MIGHT_MATCH if ok else ROWS_CANNOT_MATCH
+        return ROWS_MIGHT_MATCH if _bounds_allow(op, v, lo, hi) else ROWS_CANNOT_MATCH
 
 
 def _prefix_successor(prefix: bytes) -> bytes | None:

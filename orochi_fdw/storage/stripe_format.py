@@ -824,17 +824,7 @@ class StripeReader:
         """
         if self._fd < 0:
             raise InvalidParameterError("stripe reader is closed")
-        meta = self.metadata.chunk(column, chunk_group)
-        k = self._kinds[self.metadata.column_index(column)]
-        data = _read_exact(self._fd, meta.length, meta.offset, self.path)
-        if self.verify_checksums and zlib.crc32(data) != meta.crc32:
-            raise CorruptDataError(
-                f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
-        try:
-            return decode_chunk(meta, data, k)
-        except CorruptDataError as exc:
-            raise CorruptDataError(
-                f"{self.path}: column {column!r}, chunk group {chunk_group}: {exc}") from exc
+        return self._decoded(column, chunk_group, self.metadata.chunk(column, chunk_group), decode_chunk)
 
     def read_dictionary(self, column: str, chunk_group: int) -> DictionaryChunk | None:
         """One column chunk in its dictionary form (:func:`decode_dictionary_chunk`),
@@ -845,13 +835,18 @@ class StripeReader:
         meta = self.metadata.chunk(column, chunk_group)
         if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count:
             return None
+        return self._decoded(column, chunk_group, meta, decode_dictionary_chunk)
+
+    def _decoded(self, column: str, chunk_group: int, meta, decode):
+        """``decode(meta, bytes, kind)`` of one column chunk read and its
+        checksum verified; errors name the file, column and chunk group."""
         k = self._kinds[self.metadata.column_index(column)]
         data = _read_exact(self._fd, meta.length, meta.offset, self.path)
         if self.verify_checksums and zlib.crc32(data) != meta.crc32:
             raise CorruptDataError(
                 f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
         try:
-            return decode_dictionary_chunk(meta, data, k)
+            return decode(meta, data, k)
         except CorruptDataError as exc:
             raise CorruptDataError(
                 f"{self.path}: column {column!r}, chunk group {chunk_group}: {exc}") from exc
