@@ -534,8 +534,13 @@ def _md_previous(title, qs, figures, prev) -> list[str]:
 
 def write_chart(path: str, qs, figures, cpu, rows: int) -> None:
     """Grouped bars (log scale) of the three engines per query: wall-clock
-    time above, CPU time below."""
-    import matplotlib
+    time above, CPU time below. Without matplotlib, a line saying so (the
+    results file is written already)."""
+    try:
+        import matplotlib
+    except ImportError:
+        log(f"no chart written to {path}: matplotlib is not installed (pip install -r requirements-bench.txt)")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
