@@ -378,6 +378,10 @@ def measure(conn, duck1, duck2, qs: list[dict], args) -> dict:
         k = q["key"]
         wall[k], cpu[k] = {}, {}
         log(f"{k}: {q['label']}")
+        # psycopg prepares a statement run five times, and a prepared plan
+        # keeps the settings it was planned under (as in Postgres): the
+        # expression queries, timed with the JIT off and on, are not prepared
+        conn.prepare_threshold = None if k in EXPRESSION_QUERIES else 5
         plan = explain(conn, q["pg"].format(t=OROCHI))
         if "Aggregates:" in plan:
             pushed[k] = "yes"
@@ -394,11 +398,7 @@ def measure(conn, duck1, duck2, qs: list[dict], args) -> dict:
         if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
             mismatches.append(f"{k} heap (parallel) differs from heap: {diff}")
         if k in EXPRESSION_QUERIES:
-            # statements the session prepared (psycopg prepares a query run
-            # five times) keep the plan of the settings they were planned
-            # under, as in Postgres: DEALLOCATE ALL after each change
             conn.execute("SET orochi.jit_enabled = off")
-            conn.execute("DEALLOCATE ALL", prepare=False)
             wall[k]["orochi_nojit"], cpu[k]["orochi_nojit"], got = measure_pg(conn, q, OROCHI, args, "no JIT")
             if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
                 mismatches.append(f"{k} orochi without the JIT differs from heap: {diff}")
@@ -407,7 +407,6 @@ def measure(conn, duck1, duck2, qs: list[dict], args) -> dict:
             # default (compiling would not pay for one run): compile it anyway,
             # the first run compiles it (or loads it from the disk cache)
             conn.execute("SET orochi.jit_min_cost = 0")
-            conn.execute("DEALLOCATE ALL", prepare=False)
             jit_plan = explain(conn, q["pg"].format(t=OROCHI))
             pushed[k] = "JIT" if "JIT Aggregates" in jit_plan else "no JIT"
             compiled = [line for line in jit_plan.splitlines() if "JIT Compile:" in line]
@@ -416,7 +415,6 @@ def measure(conn, duck1, duck2, qs: list[dict], args) -> dict:
         if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
             mismatches.append(f"{k} orochi differs from heap: {diff}")
         conn.execute("RESET orochi.jit_min_cost")
-        conn.execute("DEALLOCATE ALL", prepare=False)
         wall[k]["duckdb"], cpu[k]["duckdb"], got = measure_duck(duck1, q, args, "duckdb")
         if (diff := same_result(got, want, q.get("compare"), q.get("approx"))) is not None:
             mismatches.append(f"{k} duckdb differs from heap: {diff}")
