@@ -11,10 +11,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from integer_kernel_helpers import DTYPES, integer_batches
+
 from orochi_fdw.kernels import aggregate as K
 from orochi_fdw.query import aggregate_reference as R
-
-DTYPES = {np.int16: (-2**15, 2**15 - 1), np.int32: (-2**31, 2**31 - 1), np.int64: (-2**63, 2**63 - 1)}
 
 
 @st.composite
@@ -24,17 +24,7 @@ def dense_inputs(draw):
     lo = draw(st.one_of(st.integers(-70, 70), st.sampled_from([lo_t, hi_t - 10, hi_t])))
     slots = draw(st.integers(0, 12))
     near = st.integers(max(lo_t, lo - 3), min(hi_t, lo + slots + 3))
-    batches = []
-    for _ in range(draw(st.integers(1, 3))):
-        values = draw(st.lists(st.one_of(near, st.sampled_from([lo_t, hi_t, 0])), max_size=40))
-        n = len(values)
-        validity = draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=n, max_size=n)))
-        selection = draw(st.one_of(
-            st.none(), st.lists(st.booleans(), min_size=n, max_size=n).map(lambda m: np.array(m, np.uint8)),
-            st.lists(st.integers(0, max(n - 1, 0)), max_size=n if n else 0, unique=True).map(
-                lambda ix: np.array(sorted(ix), np.int64))))
-        batches.append((np.array(values, dtype=dtype),
-                        None if validity is None else np.array(validity, np.uint8), selection))
+    batches = integer_batches(draw, dtype, near, 40)
     return lo, slots, batches
 
 
