@@ -124,7 +124,7 @@ def _kill_postmaster_rounds(make_cluster, kafka, topic, start_sidecar, tmp_path,
 
 
 def test_postmaster_killed_during_loading(make_cluster, kafka, topic, start_sidecar, tmp_path):
-    # enough records (40 batches) that the fourth round still finds a second batch to
+    # enough records (40 batches) that every round still finds a second batch to
     # stop at, however far the rounds before it loaded
     _kill_postmaster_rounds(make_cluster, kafka, topic, start_sidecar, tmp_path, PHASES, n=6000)
 
