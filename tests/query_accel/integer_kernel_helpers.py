@@ -28,3 +28,24 @@ def integer_batches(draw, dtype, near, max_size: int) -> list[tuple]:
         batches.append((np.array(values, dtype=dtype),
                         None if validity is None else np.array(validity, np.uint8), selection))
     return batches
+
+
+def fill_pair(db, columns: str, parts, delta, chunk: int, edit=None) -> None:
+    """A columnar table ``c`` and a heap table ``h`` (both made anew) with the
+    same rows: each of ``parts`` by one COPY (a stripe of ``c``), then
+    ``edit(table)`` (DELETE / UPDATE), then ``delta`` one INSERT per row (the
+    delta store)."""
+    db.execute("DROP FOREIGN TABLE IF EXISTS c; DROP TABLE IF EXISTS h")
+    db.execute(f"CREATE FOREIGN TABLE c ({columns}) SERVER orochi "
+               f"OPTIONS (chunk_group_size '{chunk}', delta_row_limit '3')")
+    db.execute(f"CREATE TABLE h ({columns})")
+    for table in ("c", "h"):
+        for part in parts:
+            with db.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                for row in part:
+                    copy.write_row(row)
+        if edit is not None:
+            edit(table)
+        for row in delta:
+            marks = ", ".join(["%s"] * len(row))
+            db.execute(f"INSERT INTO {table} VALUES ({marks})", row)

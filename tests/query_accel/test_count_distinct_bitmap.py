@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from integer_kernel_helpers import DTYPES, integer_batches
+from integer_kernel_helpers import DTYPES, fill_pair, integer_batches
 
 from orochi_fdw.kernels import aggregate as K
 from orochi_fdw.query import aggregate_reference as R
@@ -64,20 +64,7 @@ conditions = st.sampled_from(["true", "a > 0", "b = 7", "c IS NULL", "a = 1000",
        chunk=st.sampled_from([4, 16, 1000]), deleted=st.one_of(st.none(), st.integers(-3, 3)),
        where=conditions, param=st.sampled_from([None, "NULL", "-5", "1000"]))
 def test_count_distinct_equals_heap(db, parts, delta, chunk, deleted, where, param):
-    db.execute("DROP FOREIGN TABLE IF EXISTS c; DROP TABLE IF EXISTS h")
-    db.execute(f"CREATE FOREIGN TABLE c ({COLUMNS}) SERVER orochi "
-               f"OPTIONS (chunk_group_size '{chunk}', delta_row_limit '3')")
-    db.execute(f"CREATE TABLE h ({COLUMNS})")
-    for table in ("c", "h"):
-        for part in parts:  # one COPY each: a stripe
-            with db.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-                for row in part:
-                    copy.write_row(row)
-        if deleted is not None:
-            db.execute(f"DELETE FROM {table} WHERE a = %s", [deleted])
-            db.execute(f"UPDATE {table} SET b = b / 2 + 1000 WHERE a = %s", [deleted + 1])
-        for row in delta:  # one row per statement: the delta store
-            db.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", row)
+    fill_pair(db, COLUMNS, parts, delta, chunk, None if deleted is None else _edit(db, deleted))
     sql = QUERY + " WHERE " + where
     if param is None:
         got = db.execute(sql.format("c")).fetchall()
@@ -121,20 +108,7 @@ SKETCHES = ("SELECT orochi.approx_count_distinct(a), orochi.hll_agg(b)::text, "
                                 st.none()), max_size=3),
        deleted=st.one_of(st.none(), st.integers(-3, 3)), where=conditions)
 def test_hll_sketches_of_bitmaps_equal_heap(db, parts, delta, deleted, where):
-    db.execute("DROP FOREIGN TABLE IF EXISTS c; DROP TABLE IF EXISTS h")
-    db.execute(f"CREATE FOREIGN TABLE c ({COLUMNS}) SERVER orochi "
-               "OPTIONS (chunk_group_size '16', delta_row_limit '3')")
-    db.execute(f"CREATE TABLE h ({COLUMNS})")
-    for table in ("c", "h"):
-        for part in parts:
-            with db.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-                for row in part:
-                    copy.write_row(row)
-        if deleted is not None:
-            db.execute(f"DELETE FROM {table} WHERE a = %s", [deleted])
-            db.execute(f"UPDATE {table} SET b = b / 2 + 1000 WHERE a = %s", [deleted + 1])
-        for row in delta:
-            db.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", row)
+    fill_pair(db, COLUMNS, parts, delta, 16, None if deleted is None else _edit(db, deleted))
     sql = SKETCHES + " WHERE " + where
     assert db.execute(sql.format("c")).fetchall() == db.execute(sql.format("h")).fetchall(), sql
 
@@ -154,3 +128,11 @@ def test_hll_sketch_uses_a_bitmap(db):
     plan = "\n".join(r[0] for r in db.execute(
         "EXPLAIN (ANALYZE, COSTS OFF) SELECT orochi.approx_count_distinct(a) FROM c").fetchall())
     assert "Distinct Bitmap: a" in plan, plan
+
+
+def _edit(db, deleted: int):
+    """The DELETE and UPDATE both tables get."""
+    def edit(table):
+        db.execute(f"DELETE FROM {table} WHERE a = %s", [deleted])
+        db.execute(f"UPDATE {table} SET b = b / 2 + 1000 WHERE a = %s", [deleted + 1])
+    return edit

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from integer_kernel_helpers import DTYPES, integer_batches
+from integer_kernel_helpers import DTYPES, fill_pair, integer_batches
 
 from orochi_fdw.kernels import aggregate as K
 from orochi_fdw.query import aggregate_reference as R
@@ -61,20 +61,10 @@ conditions = st.sampled_from(["true", "k > 0", "s < 0", "f IS NULL", "k = 1000",
        chunk=st.sampled_from([4, 16, 1000]), deleted=st.one_of(st.none(), st.integers(-3, 3)),
        where=conditions)
 def test_dense_group_by_equals_heap(db, parts, delta, chunk, deleted, where):
-    db.execute("DROP FOREIGN TABLE IF EXISTS c; DROP TABLE IF EXISTS h")
-    db.execute(f"CREATE FOREIGN TABLE c ({COLUMNS}) SERVER orochi "
-               f"OPTIONS (chunk_group_size '{chunk}', delta_row_limit '3')")
-    db.execute(f"CREATE TABLE h ({COLUMNS})")
-    for table in ("c", "h"):
-        for part in parts:  # one COPY each: a stripe
-            with db.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-                for row in part:
-                    copy.write_row(row)
-        if deleted is not None:
-            db.execute(f"DELETE FROM {table} WHERE k = %s", [deleted])
-            db.execute(f"UPDATE {table} SET k = k + 100 WHERE k = %s", [deleted + 1])
-        for row in delta:  # one row per statement: the delta store
-            db.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)", row)
+    def edit(table):
+        db.execute(f"DELETE FROM {table} WHERE k = %s", [deleted])
+        db.execute(f"UPDATE {table} SET k = k + 100 WHERE k = %s", [deleted + 1])
+    fill_pair(db, COLUMNS, parts, delta, chunk, None if deleted is None else edit)
     sql = f"SELECT k, {AGGREGATES} FROM {{}} WHERE {where} GROUP BY k ORDER BY k"
     got = db.execute(sql.format("c")).fetchall()
     want = db.execute(sql.format("h")).fetchall()
