@@ -187,6 +187,8 @@ static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo 
 static List *engine_param_exprs(const char *plan);
 static void jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 						   void *extra);
+static void one_table_upper_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
+								  void *extra);
 static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 							  void *extra);
 static void engine_order_path(PlannerInfo *root, UpperRelationKind stage, RelOptInfo *input_rel,
@@ -1543,7 +1545,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (list_length(istate->quals) != list_length(input_rel->baserestrictinfo))
 	{
 		/* expressions in WHERE: the expression JIT may compute it */
-		jit_upper_path(root, input_rel, output_rel, extra);
+		one_table_upper_paths(root, input_rel, output_rel, extra);
 		return;
 	}
 
@@ -1557,7 +1559,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	{
 		table_close(rel, NoLock);
 		/* expressions in aggregate arguments: the expression JIT may */
-		jit_upper_path(root, input_rel, output_rel, extra);
+		one_table_upper_paths(root, input_rel, output_rel, extra);
 		return;
 	}
 	{
@@ -1570,7 +1572,7 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
-		jit_upper_path(root, input_rel, output_rel, extra);
+		one_table_upper_paths(root, input_rel, output_rel, extra);
 		return;
 	}
 	if (!PyArg_ParseTuple(res, "ddd", &rows, &startup, &total))
@@ -1588,6 +1590,33 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	add_path(output_rel, (Path *)
 			 create_foreign_upper_path(root, output_rel, target, clamp_row_est(rows),
 									   startup, Max(total, startup), NIL, NULL, NIL));
+}
+
+/*
+ * one_table_upper_paths
+ *		An aggregation over one orochi table that the aggregate pushdown does
+ *		not take (expressions in its WHERE clauses or arguments): the
+ *		expression JIT first (no GROUP BY, kernel types), else the join
+ *		engine over the one table (numeric arithmetic, GROUP BY), as over a
+ *		join.  Both answer from the same analysis (orochi_fdw.query.pushable).
+ */
+static void
+one_table_upper_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
+{
+	ListCell   *lc;
+
+	jit_upper_path(root, input_rel, output_rel, extra);
+	if (output_rel->fdw_private != NULL || !orochi_duckdb_join_enabled)
+		return;
+	/* row-level security and constant conditions stay in PostgreSQL */
+	foreach(lc, input_rel->baserestrictinfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (rinfo->pseudoconstant || rinfo->security_level > 0)
+			return;
+	}
+	engine_upper_path(root, input_rel, output_rel, extra);
 }
 
 /* ---------------------------------------------------------------------
@@ -2182,7 +2211,8 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 
 /*
  * engine_upper_path
- *		GROUP BY / aggregates over a join the engine runs: the group keys and
+ *		GROUP BY / aggregates over a join the engine runs, or over one table
+ *		(one_table_upper_paths): the group keys and
  *		aggregates (upper_tlist) offered to Python (engine_aggregate); if it
  *		accepts, DuckDB groups and the Agg disappears.  HAVING is checked by
  *		the scan over the groups, as for one table.

@@ -447,13 +447,16 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return statistics.StatisticsAggregate(self, request)
         return super().aggregate(request, quals)
 
-    def value_ranges(self, columns: list[str]) -> dict[str, tuple[int, int]]:
-        """The least and greatest value of integer ``columns`` over the
-        catalog statistics of every stripe that holds them in their current
-        type (a hint: the delta store's rows and stripes without statistics
-        may hold others)."""
+    def value_ranges(self, columns: list[str], exact: bool = False) -> dict[str, tuple[int, int]]:
+        """The least and greatest value of integer ``columns`` (scaled
+        integers for numerics stored as int64) over the catalog statistics
+        of every stripe that holds them in their current type: a hint, the
+        delta store's rows and stripes without statistics may hold others.
+        With ``exact``, only the columns whose every value is within: every
+        stripe has their statistics in the current type and the delta store
+        is empty (the bounds hold for this snapshot)."""
         names = [c for c in columns if c in self.columns]
-        if not names:
+        if not names or (exact and self.delta.count()):
             return {}
         stripes = store.table_stripes(self.relid, {self.columns[c].attnum for c in names})
         out = {}
@@ -465,12 +468,20 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 rec = stripe.columns.get(column.attnum)
                 if rec is None or rec.kind != kind or not isinstance(rec.min_value, int) \
                         or not isinstance(rec.max_value, int):
+                    if exact and stripe.row_count:
+                        break
                     continue
                 lo = rec.min_value if lo is None else min(lo, rec.min_value)
                 hi = rec.max_value if hi is None else max(hi, rec.max_value)
-            if lo is not None:
-                out[name] = (lo, hi)
+            else:
+                if lo is not None:
+                    out[name] = (lo, hi)
         return out
+
+    def stored_rows(self) -> int:
+        """Rows of every stripe (deleted ones included) and of the delta
+        store: at least as many as any scan of this snapshot reads."""
+        return sum(s.row_count for s in store.table_stripes(self.relid)) + self.delta.count()
 
     def _plain_top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey]) -> bool:
         """Whether the top-N scan takes these columns: not scaled numerics

@@ -113,7 +113,8 @@ _PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
 class _Planner:
     def __init__(self) -> None:
         self.inputs: dict[int, dict] = {}
-        self.translator = pushable.Translator(self._column_sql, self._column_ok)
+        self.translator = pushable.Translator(self._column_sql, self._column_ok, self._column_bound)
+        self._bounds: dict[tuple, int | None] = {}
         self.joins = 0
         self.work = 0.0
         self.descriptions: list[str] = []
@@ -134,6 +135,17 @@ class _Planner:
                 pushable.decimal64_type(coldef.type_oid, coldef.typmod) != pushable.decimal64_type(type_oid, typmod):
             return False
         return _scan_kind(coldef) is _EXPECTED_KIND.get(type_oid)
+
+    def _column_bound(self, rti: int, attname: str) -> int | None:
+        """The greatest absolute value of a numeric column (scaled), when the
+        catalog's statistics bound every row of the table."""
+        key = (rti, attname)
+        if key not in self._bounds:
+            inp = self.inputs.get(rti)
+            ranges = inp["handle"].instance.value_ranges([attname], exact=True) if inp else {}
+            lo_hi = ranges.get(attname)
+            self._bounds[key] = None if lo_hi is None else max(abs(lo_hi[0]), abs(lo_hi[1]))
+        return self._bounds[key]
 
     def collect(self, node: tuple) -> None:
         """Register every table of the tree (before translating any clause)."""
@@ -275,6 +287,10 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float) -> tuple
         select = []
         group_by = []
         tr = planner.translator
+        if tree[0] == "rel":
+            # one table: its rows bound every sum (ten times them: rows added
+            # later under a reused plan)
+            tr.max_rows = 10 * tree[2].instance.stored_rows()
         for i, (kind, expr) in enumerate(outputs_in):
             if kind == "group":
                 typed = tr.value(expr)
@@ -830,6 +846,12 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
                  "join in PostgreSQL.")
     if isinstance(exc, duckdb.OutOfRangeException):
         return EngineError("integer out of range", "22003", detail=text)
+    if isinstance(exc, duckdb.ConversionException) and "out of range" in text:
+        # a numeric column beyond the precision its statistics gave when
+        # the plan was made (pushable.Translator._narrowed): rows added since
+        return EngineError("numeric field overflow", "22003", detail=text,
+                           hint="The plan was made when the table's values were smaller; plan the "
+                                "statement again (DISCARD PLANS), or SET orochi.duckdb_join_enabled = off.")
     return EngineError(f"the join engine failed: {text}", "XX000")
 
 

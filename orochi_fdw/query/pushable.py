@@ -47,7 +47,10 @@ PostgreSQL.  What is accepted, and why it is exact:
   overflow raises an error at the same bound (SQLSTATE 22003);
 - ``+ - *`` of numerics, exact in both while the result fits 38 digits
   (PostgreSQL's display scale: max(s1, s2) for + and -, s1 + s2 for *);
-  integers become numeric through the ``numeric(int)`` cast;
+  integers become numeric through the ``numeric(int)`` cast; a numeric
+  column whose values the caller bounds (``column_bound``: the catalog's
+  min/max statistics) counts, in arithmetic, the digits those values need
+  and one more (a checked cast in DuckDB), not its declared precision;
 - aggregates: count(*), count(x), count(DISTINCT x) (equality types), sum
   and avg of integers and numerics, min and max; in PostgreSQL's result
   types (sum(int4) bigint, sum(int8) numeric, avg numeric at the scale
@@ -215,6 +218,9 @@ class Typed:
     #: a numeric expression differ in it (CASE, COALESCE: PostgreSQL keeps
     #: each branch's); its values are then DECIMAL(p, the largest scale)
     scale_sql: str | None = None
+    #: a numeric column: (rti, attname), whose known bounds may narrow its
+    #: precision in arithmetic (Translator.column_bound)
+    column: tuple | None = None
 
 
 class Translator:
@@ -223,9 +229,16 @@ class Translator:
     column's values reach the engine in that type exactly."""
 
     def __init__(self, column_sql: Callable[[int, str], str],
-                 column_ok: Callable[[int, str, int, int], bool]):
+                 column_ok: Callable[[int, str, int, int], bool],
+                 column_bound: Callable[[int, str], int | None] | None = None,
+                 max_rows: int | None = None):
         self.column_sql = column_sql
         self.column_ok = column_ok
+        #: the greatest absolute value of a numeric column as a scaled
+        #: integer, over every row the engine may read (None: not known)
+        self.column_bound = column_bound
+        #: at most this many rows reach an aggregate (None: not known)
+        self.max_rows = max_rows
         self.out = Translation()
         #: the value a simple CASE compares (CaseTestExpr), innermost last
         self._case_values: list[Typed] = []
@@ -272,7 +285,25 @@ class Translator:
             raise Refused(f"column {attname} does not reach the engine as its type")
         self.out.columns.add((rti, attname))
         return Typed(self.column_sql(rti, attname), type_oid, typmod, collation,
-                     decimal64_type(type_oid, typmod))
+                     decimal64_type(type_oid, typmod), column=(rti, attname) if type_oid == NUMERIC else None)
+
+    def _narrowed(self, t: Typed) -> Typed:
+        """A numeric column in arithmetic, at the precision its known values
+        need, with a digit to spare (DECIMAL(15,2) values below 1,000 as
+        DECIMAL(6,2)): products stay within 38 digits (and in 64 bits)
+        where the declared precisions would not.  The cast is checked in
+        DuckDB: a value beyond it (rows added since planning) is an error,
+        never a wrong result."""
+        if t.column is None or self.column_bound is None or t.decimal is None:
+            return t
+        bound = self.column_bound(*t.column)
+        if bound is None:
+            return t
+        p, sc = t.decimal
+        narrow = min(p, max(len(str(abs(int(bound)))) + 1, sc, 1))
+        if narrow >= p:
+            return t
+        return Typed(f"CAST({t.sql} AS DECIMAL({narrow},{sc}))", t.type_oid, t.typmod, t.collation, (narrow, sc))
 
     def _const(self, type_oid, typmod, collation, value) -> Typed:
         fam = family(type_oid)
@@ -381,6 +412,7 @@ class Translator:
             # s1 + s2 for *; DuckDB computes it exactly while it fits 38 digits
             if left.decimal is None or right.decimal is None:
                 raise Refused("numeric arithmetic on a value of unknown scale")
+            left, right = self._narrowed(left), self._narrowed(right)
             (p1, s1), (p2, s2) = left.decimal, right.decimal
             if opname == "*":
                 p, sc = p1 + p2, s1 + s2
@@ -610,6 +642,8 @@ class Translator:
             raise Refused(f"{name}(DISTINCT ...)")
         arg = self.expr(args[0])
         fam = family(arg.type_oid)
+        if name in ("sum", "avg") and fam == "numeric" and arg.decimal is not None:
+            self._check_sum(arg.decimal[0])
         if name == "sum":
             if arg.type_oid in (INT2, INT4) and rtype == INT8:
                 return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
@@ -644,6 +678,13 @@ class Translator:
             out = {"type_oid": rtype}
             return [f"{name}({arg.sql})"], out
         raise Refused(f"aggregate {name} of type {arg.type_oid}")
+
+    def _check_sum(self, precision: int) -> None:
+        """A sum of numerics of this precision fits DuckDB's 38 digits over
+        every row that may reach it, when that is known (else DuckDB's sum
+        is checked: an overflow is an error, 22003)."""
+        if self.max_rows is not None and precision + len(str(max(int(self.max_rows), 1))) > MAX_DECIMAL_PRECISION:
+            raise Refused("a numeric sum that may exceed 38 digits")
 
     def _unsupported(self, tag) -> Typed:
         raise Refused(f"expression node with tag {tag}")

@@ -1,0 +1,156 @@
+"""Aggregations over one columnar table that the aggregate pushdown and the
+expression JIT do not take (numeric arithmetic in the aggregates, GROUP BY
+over it: TPC-H Q1) run in the join engine over that one table, against the
+same queries over a heap table holding the same rows (the oracle): NULLs,
+conditions matching no row, NULL parameters of a generic plan, numeric
+results at PostgreSQL's display scale.
+
+Products of numeric(15, 2) columns are wider than DuckDB's 38 digits by
+their declared precision; the catalog's min/max statistics narrow each
+column to the digits its values need (and one more), when they bound every
+row: a table with rows in the delta store is not narrowed and the query
+stays in PostgreSQL."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import sql as psql
+
+COLUMNS = "g int, f char(1), p numeric(15,2), d numeric(15,2), t numeric(15,2), q numeric(15,2), k bigint"
+OPTS = "OPTIONS (stripe_row_limit '200', chunk_group_size '50', delta_row_limit '10')"
+FILL = ("SELECT i % 4, CASE WHEN i % 7 = 0 THEN NULL ELSE chr(65 + i % 3) END, "
+        "CASE WHEN i % 11 = 0 THEN NULL ELSE (i * 37 % 100000) / 4.0 END, "
+        "(i % 11) / 100.0, CASE WHEN i % 13 = 0 THEN NULL ELSE (i % 9) / 100.0 END, "
+        "i % 50 + 1, i FROM generate_series(1, 900) i")
+Q1 = ("SELECT f, g, sum(q), sum(p), sum(p * (1 - d)), sum(p * (1 - d) * (1 + t)), avg(q), avg(p), avg(d), "
+      "count(*) FROM {w} WHERE k <= {limit} GROUP BY f, g ORDER BY f, g")
+
+
+@pytest.fixture(scope="module")
+def odb(pg_cluster, module_database):
+    with pg_cluster.connect(module_database, autocommit=True) as conn:
+        for t in ("w", "wd"):
+            conn.execute(f"CREATE FOREIGN TABLE {t} ({COLUMNS}) SERVER orochi {OPTS}")
+            conn.execute(f"CREATE TABLE {t}_h ({COLUMNS})")
+            for target in (t, f"{t}_h"):
+                conn.execute(f"INSERT INTO {target} {FILL}")
+        for target in ("wd", "wd_h"):  # a row in the delta store: no bounds
+            conn.execute(f"INSERT INTO {target} VALUES (1, 'A', 9999999999999.99, 0.5, 0.5, 1, 5)")
+        conn.execute("ANALYZE")
+    yield module_database
+
+
+@pytest.fixture(scope="module")
+def conns(pg_cluster, odb):
+    oro = pg_cluster.connect(odb, autocommit=True)
+    heap = pg_cluster.connect(odb, autocommit=True)
+    for c in (oro, heap):
+        c.execute("SET max_parallel_workers_per_gather = 0")
+    # PostgreSQL's aggregation costs more than the engine's over these small tables
+    oro.execute("SET cpu_operator_cost = 1")
+    yield oro, heap
+    oro.close()
+    heap.close()
+
+
+def _plan(conn, query: str) -> str:
+    return "\n".join(r[0] for r in conn.execute("EXPLAIN (VERBOSE) " + query).fetchall())
+
+
+def _text(rows) -> list[tuple]:
+    # numerics as text: the display scale must be PostgreSQL's too
+    return [tuple(None if v is None else str(v) for v in r) for r in rows]
+
+
+def _both(conns, template: str, engine: bool | None = True, **kw) -> str:
+    """engine: whether the engine must aggregate (None: either)."""
+    oro, heap = conns
+    q_oro, q_heap = template.format(w="w", **kw), template.format(w="w_h", **kw)
+    plan = _plan(oro, q_oro)
+    if engine is not None:
+        assert ("Orochi Join (DuckDB): aggregate over w" in plan) == engine, plan
+    assert _text(oro.execute(q_oro).fetchall()) == _text(heap.execute(q_heap).fetchall()), plan
+    return plan
+
+
+@pytest.mark.parametrize("limit", [900, 450, 0])
+def test_one_table_q1_shape_in_the_engine(conns, limit):
+    """TPC-H Q1's shape: every row, some, none (no group at all; estimated
+    at one row, PostgreSQL aggregates it: a generic plan's run matching no
+    row is below)."""
+    plan = _both(conns, Q1, limit=limit, engine=True if limit else None)
+    if limit:
+        # narrowed by the statistics: p below 10,000 as DECIMAL(7,2), d below 0.1 as DECIMAL(3,2)
+        assert "AS DECIMAL(7,2)" in plan and "AS DECIMAL(3,2)" in plan, plan
+
+
+def test_one_table_without_group_by_and_nulls(conns):
+    _both(conns, "SELECT sum(p * d), avg(p * t), count(t), min(q), max(p) FROM {w}")
+    _both(conns, "SELECT sum(p * d - q * t), avg(q * t), count(*) FROM {w} WHERE f IS NULL OR t IS NULL",
+          engine=None)
+    _both(conns, "SELECT sum(p * d - q * t), count(*) FROM {w} WHERE f = 'Z'", engine=None)
+
+
+def test_one_table_parameters_generic_plan(conns):
+    """$1 under a generic plan, NULL included, and a value matching no row."""
+    oro, heap = conns
+    q = "SELECT f, sum(p * (1 - d) * (1 + t)), count(*) FROM {} WHERE q > $1 AND k < 800 GROUP BY f ORDER BY f"
+    oro.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        oro.execute(psql.SQL("PREPARE op(numeric) AS ") + psql.SQL(q).format(psql.Identifier("w")))
+        heap.execute(psql.SQL("PREPARE hp(numeric) AS ") + psql.SQL(q).format(psql.Identifier("w_h")))
+        for value in ("10", None, "1000"):
+            arg = psql.SQL("({}::numeric)").format(psql.Literal(value))
+            plan = "\n".join(r[0] for r in oro.execute(psql.SQL("EXPLAIN (VERBOSE) EXECUTE op") + arg))
+            assert "aggregate over w" in plan, plan
+            got = oro.execute(psql.SQL("EXECUTE op") + arg).fetchall()
+            assert _text(got) == _text(heap.execute(psql.SQL("EXECUTE hp") + arg).fetchall())
+            assert got or value != "10"
+    finally:
+        oro.execute("DEALLOCATE ALL")
+        heap.execute("DEALLOCATE ALL")
+        oro.execute("RESET plan_cache_mode")
+
+
+def test_one_table_unbounded_stays_in_postgres(conns):
+    """A row in the delta store: no bounds, the three-way product of
+    numeric(15,2) is 45 digits wide: PostgreSQL aggregates (a two-way one
+    still fits and runs in the engine)."""
+    oro, heap = conns
+    q = "SELECT f, sum(p * (1 - d) * (1 + t)) FROM {} GROUP BY f ORDER BY f"
+    plan = _plan(oro, q.format("wd"))
+    assert "DuckDB" not in plan, plan
+    assert _text(oro.execute(q.format("wd")).fetchall()) == _text(heap.execute(q.format("wd_h")).fetchall())
+    q2 = "SELECT f, sum(p * (1 - d)) FROM {} GROUP BY f ORDER BY f"
+    assert "aggregate over wd" in _plan(oro, q2.format("wd"))
+    assert _text(oro.execute(q2.format("wd")).fetchall()) == _text(heap.execute(q2.format("wd_h")).fetchall())
+
+
+def test_one_table_values_past_the_planned_bounds_are_an_error(pg_cluster, odb):
+    """A generic plan made when the values were small, run after a larger
+    one arrived: an error (22003), never a wrong sum."""
+    with pg_cluster.connect(odb, autocommit=True) as conn:
+        conn.execute(f"CREATE FOREIGN TABLE w2 ({COLUMNS}) SERVER orochi {OPTS}")
+        conn.execute(f"INSERT INTO w2 {FILL}")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("SET cpu_operator_cost = 1")
+        conn.execute("PREPARE o2(int) AS SELECT sum(p * (1 - d) * (1 + t)) FROM w2 WHERE k > $1")
+        assert "aggregate over w2" in "\n".join(r[0] for r in conn.execute("EXPLAIN EXECUTE o2(0)"))
+        before = conn.execute("EXECUTE o2(0)").fetchone()[0]
+        conn.execute("INSERT INTO w2 VALUES (1, 'A', 9999999999.99, 0.5, 0.5, 1, 5)")
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            conn.execute("EXECUTE o2(0)").fetchone()
+        conn.execute("DISCARD PLANS")
+        conn.execute("SET plan_cache_mode = auto")
+        after = conn.execute("SELECT sum(p * (1 - d) * (1 + t)) FROM w2 WHERE k > 0").fetchone()[0]
+        assert after > before
+
+
+def test_one_table_setting_off(conns):
+    oro, _heap = conns
+    oro.execute("SET orochi.duckdb_join_enabled = off")
+    try:
+        _both(conns, Q1, engine=False, limit=900)
+    finally:
+        oro.execute("SET orochi.duckdb_join_enabled = on")
