@@ -187,6 +187,9 @@ static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo 
 static List *engine_param_exprs(const char *plan);
 static void jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 						   void *extra);
+/* groups (PostgreSQL's estimate) from which the join engine is asked before the pushdown */
+#define ENGINE_MANY_GROUPS 10000.0
+
 static void one_table_upper_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 								  void *extra);
 static void engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
@@ -1553,6 +1556,21 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 	if (!upper_tlist(root, extra, &tlist, &having))
 		return;
 
+	/*
+	 * Many groups: the join engine groups them faster than the pushdown's
+	 * kernels and their hand-over of every group (TPC-H Q18's GROUP BY
+	 * l_orderkey, 150,000 groups at SF 0.1: 1.0 s in the pushdown, 0.17 s
+	 * in the engine with its HAVING), so it is asked first.
+	 */
+	if (parse->groupClause != NIL && orochi_duckdb_join_enabled &&
+		estimate_num_groups(root, get_sortgrouplist_exprs(parse->groupClause, parse->targetList),
+							input_rel->rows, NULL, NULL) >= ENGINE_MANY_GROUPS)
+	{
+		one_table_upper_paths(root, input_rel, output_rel, extra);
+		if (output_rel->fdw_private != NULL)
+			return;
+	}
+
 	rel = table_open(planner_rt_fetch(input_rel->relid, root)->relid, NoLock);
 	request = agg_request(tlist, RelationGetDescr(rel));
 	if (request == NULL)
@@ -2260,7 +2278,8 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 								   input_rel->rows, NULL, NULL);
 	else
 		rows = 1;
-	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNd)", tree, outputs, rows));
+	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNdN)", tree, outputs, rows,
+															   orochi_expr_list_to_py(root, having)));
 	add_planned_upper_path(root, input_rel, output_rel, res, "engine_aggregate", tlist, having,
 						   UPPERREL_GROUP_AGG, NIL);
 }

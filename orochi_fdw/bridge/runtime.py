@@ -347,12 +347,14 @@ def engine_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, f
     return engine.plan_join(tree, targets)
 
 
-def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float) -> tuple[float, float, str, float] | None:
+def engine_aggregate(tree: tuple, outputs: list[tuple], groups: float,
+                     having: list[tuple] = ()) -> tuple[float, float, str, float] | None:
     """Whether the join engine computes these group keys and aggregates
-    over a join it runs: (startup_cost, total_cost, plan, rows) if so."""
+    over a join it runs (or one table), with the HAVING conditions when it
+    can: (startup_cost, total_cost, plan, rows) if so."""
     from orochi_fdw.query import engine
 
-    return engine.plan_aggregate(tree, outputs, groups)
+    return engine.plan_aggregate(tree, outputs, groups, having)
 
 
 def engine_order(plan: str, keys: list[tuple], count: int | None, offset: int | None, rows: float,

@@ -648,14 +648,15 @@ class Translator:
             if arg.type_oid in (INT2, INT4) and rtype == INT8:
                 return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
             if arg.type_oid == INT8 and rtype == NUMERIC:
-                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,0))"], {"type_oid": NUMERIC}
+                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,0))"], {"type_oid": NUMERIC, "decimal": (38, 0)}
             if fam == "numeric" and rtype == NUMERIC and arg.decimal is not None:
                 if arg.scale_sql is not None:
                     # the sum's display scale is the largest of its inputs'
                     return ([f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))",
                              f"max(CASE WHEN {arg.sql} IS NOT NULL THEN {arg.scale_sql} END)"],
                             {"type_oid": NUMERIC, "post": "rescale"})
-                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))"], {"type_oid": NUMERIC}
+                return [f"CAST(sum({arg.sql}) AS DECIMAL(38,{arg.decimal[1]}))"], \
+                    {"type_oid": NUMERIC, "decimal": (38, arg.decimal[1])}
         if name == "avg" and rtype == NUMERIC:
             if fam == "int":
                 scale = 0
@@ -676,8 +677,20 @@ class Translator:
             if fam in ("text", "bpchar") and (collation is None or not collation[1]):
                 raise Refused(f"{name} of text under a collation other than C")
             out = {"type_oid": rtype}
+            if fam == "numeric":
+                out["decimal"] = arg.decimal
             return [f"{name}({arg.sql})"], out
         raise Refused(f"aggregate {name} of type {arg.type_oid}")
+
+    def _agg(self, fnoid, name, builtin, rtype, star, distinct, collation, args) -> Typed:
+        """An aggregate in a HAVING condition: one the engine computes whole
+        (not avg, not a sum rescaled afterwards), of a type compared here
+        as PostgreSQL compares it (no text: its collation)."""
+        items, out = self.aggregate(("agg", fnoid, name, builtin, rtype, star, distinct, collation, args))
+        if len(items) != 1 or out.get("post") or family(out["type_oid"]) not in ("int", "numeric", "date",
+                                                                                  "timestamp", "timestamptz"):
+            raise Refused(f"{name} in a condition")
+        return Typed(items[0], out["type_oid"], -1, None, out.get("decimal"))
 
     def _check_sum(self, precision: int) -> None:
         """A sum of numerics of this precision fits DuckDB's 38 digits over
