@@ -12,7 +12,9 @@ quals, sorts the parameter's column (the rows stay in place, reached
 through the permutation), and answers every later rescan by binary search.  The rows and row ids are exactly those the
 scan would have read; only integer columns are indexed (their equality is
 the numbers'), and only within ``work_mem × hash_mem_multiplier`` (as a hash
-join's table); otherwise rescans go on scanning.
+join's table); otherwise rescans go on scanning.  A scan rescanned with the
+same quals every time (no parameter) keeps, by the same rule, a copy of
+its rows (:class:`RescanCopy`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class RescanIndex:
             a == b for i, (a, b) in enumerate(zip(signature, self.signature)) if i not in varying) \
             and all(signature[i][2] == "int" for i in varying)
 
+    def describe(self) -> str:
+        return f"Rescan Index: {self.column}, {len(self.keys)} rows, {self.lookups} lookups"
+
     def lookup(self, quals) -> "IndexedRows":
         self.lookups += 1
         value = quals[self.position].value
@@ -84,13 +89,39 @@ class RescanIndex:
         return IndexedRows(self, rows)
 
 
-class IndexedRows:
-    """The iterator a rescan answered from the index returns."""
+class RescanCopy:
+    """Every row of a scan rescanned with the same quals (no parameter:
+    the inner side of a nested loop that PostgreSQL did not materialize,
+    TPC-H Q2's supplier and nation below a join it estimated at one row)."""
 
-    def __init__(self, index: RescanIndex, rows: np.ndarray):
+    def __init__(self, signature: list[tuple], columns: dict[str, Any], rowids: np.ndarray | None,
+                 needed: list[str], nrows: int):
+        self.signature = signature
+        self.columns = columns
+        self.rowids = rowids
+        self.needed = needed
+        self.nrows = nrows
+        self.lookups = 0
+
+    def fits(self, signature: list[tuple]) -> bool:
+        return signature == self.signature
+
+    def describe(self) -> str:
+        return f"Rescan Copy: {self.nrows} rows, {self.lookups} rescans"
+
+    def lookup(self, quals) -> "IndexedRows":
+        self.lookups += 1
+        return IndexedRows(self, None if self.nrows else np.zeros(0, dtype=np.int64))
+
+
+class IndexedRows:
+    """The iterator a rescan answered from the index (or the copy) returns;
+    ``rows`` None: all of them."""
+
+    def __init__(self, index: "RescanIndex | RescanCopy", rows: np.ndarray | None):
         self.index = index
         self.rows = rows
-        self.done = len(rows) == 0
+        self.done = rows is not None and len(rows) == 0
 
     def __iter__(self) -> "IndexedRows":
         return self
@@ -101,12 +132,13 @@ class IndexedRows:
         self.done = True
         ix = self.index
         rows = self.rows
+        if rows is None:
+            return Batch(ix.nrows, {n: ix.columns[n] for n in ix.needed}, ix.rowids)
         cols = {n: take(ix.columns[n], rows) for n in ix.needed}
         return Batch(len(rows), cols, None if ix.rowids is None else ix.rowids[rows])
 
     def explain_analyze(self) -> list[str]:
-        ix = self.index
-        return [f"Rescan Index: {ix.column}, {len(ix.keys)} rows, {ix.lookups} lookups"]
+        return [self.index.describe()]
 
 
 def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: int,
@@ -146,9 +178,9 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
     spent = cache.get("rows_read", 0) + cache["rescans"] * RESCAN_OVERHEAD_ROWS
     if spent < total_rows or cache["rescans"] < 4:
         return None
-    if not varying:
-        return None  # no value has changed yet: nothing to index by
     cache["rescan_index_off"] = True  # one attempt per scan
+    if not varying:
+        return _copy(cache, quals, sig, full_scan, needed, memory_limit())
     if len(varying) > 4:
         return None
     for i in varying:
@@ -162,25 +194,10 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
     limit = memory_limit()
     column = q.field_name
     read = sorted(set(needed) | {quals[i].field_name for i in varying})
-    parts: dict[str, list] = {n: [] for n in read}
-    rowids: list[np.ndarray] | None = []
-    used = 0
-    for batch in full_scan([x for i, x in enumerate(quals) if i not in varying], read):
-        if batch.nrows == 0:
-            continue
-        for n in read:
-            col = batch.columns[n]
-            parts[n].append(col)
-            used += col.values.nbytes + (0 if col.validity is None else col.validity.nbytes) \
-                + (0 if getattr(col, "offsets", None) is None else col.offsets.nbytes)
-        if rowids is not None:
-            if batch.rowids is None:
-                rowids = None
-            else:
-                rowids.append(np.asarray(batch.rowids))
-                used += batch.rowids.nbytes
-        if used > limit:
-            return None
+    got = _read_all(full_scan([x for i, x in enumerate(quals) if i not in varying], read), read, limit)
+    if got is None:
+        return None
+    parts, rowids, _rows = got
     if not parts[column]:
         keys = np.zeros(0, dtype=np.int64)
         columns: dict[str, Any] = {}
@@ -197,8 +214,52 @@ def indexed_rescan(cache: dict, quals, kinds: dict[str, WireKind], total_rows: i
         rowids = None if rowids is None else np.concatenate(rowids)
     if not columns:
         return None
-    index = RescanIndex(pos, sig, keys, columns, rowids, [n for n in needed], column, order,
+    index: RescanIndex | RescanCopy = RescanIndex(pos, sig, keys, columns, rowids, [n for n in needed], column, order,
                         [(i, quals[i].field_name) for i in others])
     cache["rescan_index"] = index
     cache.pop("rescan_index_off", None)
     return index.lookup(quals)
+
+
+def _read_all(scan, read: list[str], limit: int) -> tuple[dict[str, list], list | None, int] | None:
+    """The batches of ``scan`` as column parts, row id parts and rows, or
+    None past ``limit`` bytes."""
+    parts: dict[str, list] = {n: [] for n in read}
+    rowids: list[np.ndarray] | None = []
+    used = rows = 0
+    for batch in scan:
+        if batch.nrows == 0:
+            continue
+        rows += batch.nrows
+        for n in read:
+            col = batch.columns[n]
+            parts[n].append(col)
+            used += col.values.nbytes + (0 if col.validity is None else col.validity.nbytes) \
+                + (0 if getattr(col, "offsets", None) is None else col.offsets.nbytes)
+        if rowids is not None:
+            if batch.rowids is None:
+                rowids = None
+            else:
+                rowids.append(np.asarray(batch.rowids))
+                used += batch.rowids.nbytes
+        if used > limit:
+            return None
+    return parts, rowids, rows
+
+
+def _copy(cache: dict, quals, sig: list[tuple], full_scan: Callable[[list, list[str]], Any],
+          needed: list[str], limit: int) -> IndexedRows | None:
+    """Rescans with the same quals each time: read the rows once more, keep
+    them (within ``limit`` bytes) and answer this rescan and the next from
+    them."""
+    read = sorted(set(needed))
+    got = _read_all(full_scan(list(quals), read), read, limit)
+    if got is None:
+        return None
+    parts, rowids, rows = got
+    columns = {n: concat(parts[n]) for n in read} if rows else {}
+    copy = RescanCopy(sig, columns, None if rowids is None or not rows else np.concatenate(rowids),
+                      list(needed), rows)
+    cache["rescan_index"] = copy
+    cache.pop("rescan_index_off", None)
+    return copy.lookup(quals)

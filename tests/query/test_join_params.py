@@ -155,3 +155,20 @@ def test_rescans_answered_from_an_index(jconn):
     assert "Rescan Index: k" in inner, plan
     want = sorted(jconn.execute(query.replace(" a x", " a_h x").replace(" b y", " b_h y")).fetchall(), key=repr)
     assert sorted(jconn.execute(query).fetchall(), key=repr) == want
+
+
+def test_rescans_with_the_same_quals_answered_from_a_copy(jconn):
+    """The inner side of a nested loop without a parameter (no equality to
+    move into the scan; Material off) is rescanned with the same quals each
+    time: once that cost a full scan, the scan keeps its rows (delta store
+    rows in, deleted rows out) and hands them over again; rows too wide for
+    work_mem (64kB here) are scanned each time."""
+    for query, copied in (("SELECT x.k, y.k, y.v FROM a x JOIN b y ON y.g < x.g AND y.k > x.k WHERE x.k < 40", True),
+                          ("SELECT x.k, y.k FROM a x JOIN b y ON y.g > x.g WHERE x.k < 30 AND y.v <> 'b1'", True),
+                          ("SELECT x.k, length(y.pad) FROM a x JOIN b y ON y.g > x.g WHERE x.k < 20", False)):
+        plan = _plan(jconn, query)
+        inner = plan[plan.index("Foreign Scan on b"):]
+        assert ("Rescan Copy" in inner) == copied, plan
+        want = sorted(jconn.execute(query.replace(" a x", " a_h x").replace(" b y", " b_h y")).fetchall(),
+                      key=repr)
+        assert sorted(jconn.execute(query).fetchall(), key=repr) == want
