@@ -2278,6 +2278,9 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 								   input_rel->rows, NULL, NULL);
 	else
 		rows = 1;
+	/* the groups HAVING keeps, as PostgreSQL's own Agg counts them (cost_agg) */
+	if (having != NIL)
+		rows = clamp_row_est(rows * clauselist_selectivity(root, having, 0, JOIN_INNER, NULL));
 	res = orochi_runtime_call("engine_aggregate", Py_BuildValue("(NNdN)", tree, outputs, rows,
 															   orochi_expr_list_to_py(root, having)));
 	add_planned_upper_path(root, input_rel, output_rel, res, "engine_aggregate", tlist, having,
