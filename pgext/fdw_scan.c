@@ -2922,7 +2922,8 @@ scan_start(ForeignScanState *node, OrochiScanState *state)
 		quals = Py_NewRef(Py_None);		/* an aggregation over no rows */
 	else
 		Py_INCREF(quals);
-	if (state->scan_cache == NULL && !aggregation && state->join_tupdescs[0] == NULL)
+	/* (an aggregation's too: a correlated subquery's is rescanned per outer row) */
+	if (state->scan_cache == NULL && state->join_tupdescs[0] == NULL)
 	{
 		state->scan_cache = PyDict_New();
 		if (state->scan_cache == NULL)

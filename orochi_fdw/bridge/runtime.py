@@ -481,7 +481,11 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
         outer_quals, inner_quals = handle.split_quals(quals or [])
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
     elif isinstance(handle, AggregateHandle):
-        result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals))
+        kwargs = {}
+        if scan_cache is not None and _execute_takes(handle.instance, "scan_cache", "aggregate"):
+            # a rescanned aggregation (a correlated subquery's: TPC-H Q17, Q20)
+            kwargs["scan_cache"] = scan_cache
+        result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals), **kwargs)
     elif quals is None:
         return iter(())
     else:
@@ -496,16 +500,17 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     return iter(result if result is not None else ())
 
 
-def _execute_takes(instance: Any, name: str) -> bool:
-    """Whether the wrapper's execute() has a parameter ``name`` (by name only)."""
+def _execute_takes(instance: Any, name: str, method: str = "execute") -> bool:
+    """Whether the wrapper's execute() (or ``method``) has a parameter
+    ``name`` (by name only)."""
     cls = type(instance)
-    known = _takes_param.get((cls, name))
+    known = _takes_param.get((cls, name, method))
     if known is None:
         try:
-            params = inspect.signature(instance.execute).parameters
-        except (TypeError, ValueError):
+            params = inspect.signature(getattr(instance, method)).parameters
+        except (TypeError, ValueError, AttributeError):
             params = {}
-        known = _takes_param[(cls, name)] = name in params
+        known = _takes_param[(cls, name, method)] = name in params
     return known
 
 

@@ -72,24 +72,35 @@ class AggregatePushdown:
         cost = startup + (total - startup) / _KERNEL_SPEEDUP
         return {"rows": groups, "startup_cost": cost, "total_cost": cost + groups * 0.01}
 
-    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None) -> "AggregateScan":
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None,
+                  scan_cache: dict | None = None) -> "AggregateScan":
         """The aggregation over the rows the quals let through; ``quals`` is
-        None when none can (a comparison with NULL): the result over no rows."""
+        None when none can (a comparison with NULL): the result over no rows.
+        ``scan_cache``: the scan node's, kept across its rescans (a
+        correlated subquery's aggregation, run once per outer row), handed
+        to ``execute`` (its rescan index)."""
         agg = HashAggregator(self._with_scales(request))
         if quals is not None and agg.range_columns:
             agg.hint_ranges(self.value_ranges(agg.range_columns))
-        return AggregateScan(agg, iter(()) if quals is None else self._execute_for_aggregate(quals, sorted(agg.columns)))
+        return AggregateScan(agg, iter(()) if quals is None else
+                             self._execute_for_aggregate(quals, sorted(agg.columns), scan_cache))
 
-    def _execute_for_aggregate(self, quals: list[Qual], columns: list[str]):
+    def _execute_for_aggregate(self, quals: list[Qual], columns: list[str], scan_cache: dict | None = None):
         """The scan an aggregation folds: without row ids when the
-        wrapper's execute() can leave them out (nothing above reads them)."""
+        wrapper's execute() can leave them out (nothing above reads them),
+        with the scan node's cache when it takes one."""
         import inspect
 
         try:
-            takes = "rowids" in inspect.signature(self.execute).parameters
+            params = inspect.signature(self.execute).parameters
         except (TypeError, ValueError):
-            takes = False
-        return self.execute(quals, columns, rowids=False) if takes else self.execute(quals, columns)
+            params = {}
+        kwargs: dict[str, Any] = {}
+        if "rowids" in params:
+            kwargs["rowids"] = False
+        if scan_cache is not None and "scan_cache" in params:
+            kwargs["scan_cache"] = scan_cache
+        return self.execute(quals, columns, **kwargs)
 
     def value_ranges(self, columns: list[str]) -> dict[str, tuple[int, int]]:
         """The least and greatest value of integer ``columns`` that the

@@ -436,7 +436,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         scan.prefilter = filtered
         return sampled_scan_if_requested(self.relid, quals, filtered)  # orochi.sample
 
-    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None):
+    def aggregate(self, request: Mapping[str, Any], quals: list[Qual] | None, scan_cache: dict | None = None):
         """A pushed-down aggregation; count, min and max over the whole table
         from statistics where they can (:mod:`~orochi_fdw.columnar.statistics`)."""
         from orochi_fdw.columnar import statistics
@@ -445,7 +445,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 and statistics.answerable(request, self.settings.stripe_sketches) \
                 and not sample_requested(self.relid, quals):
             return statistics.StatisticsAggregate(self, request)
-        return super().aggregate(request, quals)
+        return super().aggregate(request, quals, scan_cache)
 
     def value_ranges(self, columns: list[str], exact: bool = False) -> dict[str, tuple[int, int]]:
         """The least and greatest value of integer ``columns`` (scaled
