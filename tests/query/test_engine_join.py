@@ -23,6 +23,8 @@ from psycopg import sql as psql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from oracle_pair_helpers import oracle_pair
+
 COLUMNS = "k int, g bigint, v text, n numeric(10,2), d date, s smallint, c char(4), t timestamp, tz timestamptz"
 OPTS = "OPTIONS (stripe_row_limit '150', chunk_group_size '50')"
 TABLES = ("a", "b", "c")
@@ -63,18 +65,12 @@ def edb(pg_cluster, module_database):
 
 @pytest.fixture(scope="module")
 def conns(pg_cluster, edb):
-    oro = pg_cluster.connect(edb, autocommit=True)
-    heap = pg_cluster.connect(edb, autocommit=True)
-    for c in (oro, heap):
-        c.execute("SET max_parallel_workers_per_gather = 0")
-        # timestamptz constants and output follow the session's time zone
-        c.execute("SET TimeZone = 'America/New_York'")
-    # PostgreSQL's own joins and grouping cost more than any plan without them
-    for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
-        oro.execute(f"SET {setting} = off")
-    yield oro, heap
-    oro.close()
-    heap.close()
+    # timestamptz constants and output follow the session's time zone
+    with oracle_pair(pg_cluster, edb, "SET TimeZone = 'America/New_York'") as (oro, heap):
+        # PostgreSQL's own joins and grouping cost more than any plan without them
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
+            oro.execute(f"SET {setting} = off")
+        yield oro, heap
 
 
 def _plan(conn, query: str) -> str:

@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql as psql
 
+from oracle_pair_helpers import oracle_pair
+
 COLUMNS = "g int, f char(1), p numeric(15,2), d numeric(15,2), t numeric(15,2), q numeric(15,2), k bigint"
 OPTS = "OPTIONS (stripe_row_limit '200', chunk_group_size '50', delta_row_limit '10')"
 FILL = ("SELECT i % 4, CASE WHEN i % 7 = 0 THEN NULL ELSE chr(65 + i % 3) END, "
@@ -50,15 +52,10 @@ def odb(pg_cluster, module_database):
 
 @pytest.fixture(scope="module")
 def conns(pg_cluster, odb):
-    oro = pg_cluster.connect(odb, autocommit=True)
-    heap = pg_cluster.connect(odb, autocommit=True)
-    for c in (oro, heap):
-        c.execute("SET max_parallel_workers_per_gather = 0")
-    # PostgreSQL's aggregation costs more than the engine's over these small tables
-    oro.execute("SET cpu_operator_cost = 10")
-    yield oro, heap
-    oro.close()
-    heap.close()
+    with oracle_pair(pg_cluster, odb) as (oro, heap):
+        # PostgreSQL's aggregation costs more than the engine's over these small tables
+        oro.execute("SET cpu_operator_cost = 10")
+        yield oro, heap
 
 
 def _plan(conn, query: str) -> str:

@@ -1,0 +1,25 @@
+"""Two sessions on one database for the differential tests of the join
+engine: one queries the orochi tables, the other the heap tables holding
+the same rows (the oracle)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def oracle_pair(pg_cluster, database: str, *settings: str) -> Iterator[tuple]:
+    """(orochi session, heap session), both without parallel workers and
+    with ``settings`` (SET statements) run in each."""
+    oro = pg_cluster.connect(database, autocommit=True)
+    heap = pg_cluster.connect(database, autocommit=True)
+    try:
+        for c in (oro, heap):
+            c.execute("SET max_parallel_workers_per_gather = 0")
+            for statement in settings:
+                c.execute(statement)
+        yield oro, heap
+    finally:
+        oro.close()
+        heap.close()
