@@ -76,6 +76,7 @@ _builders: dict[bytes, Any] = {}
 _BUF_MAGIC = b"OSB\x01"
 _BUF_HEADER = struct.Struct("<4siiiI16s")
 _KIND_INT64, _KIND_FLOAT64 = 1, 2
+_KIND_MASK = 0xFF  # above: SKETCH_KIND_KEEP, the state keeps every value
 
 # A state serialized for parallel aggregation (sketch_serialize): magic, kind,
 # then the HLL sketch's bytes, or a t-digest builder's parameters and values.
@@ -94,10 +95,14 @@ def _buffered(state: Any) -> tuple[bytes, Any]:
         return state, None
     _, kind, count, _, _, token = _BUF_HEADER.unpack_from(state)
     start = _BUF_HEADER.size
-    return token, (kind, state[start:start + 8 * count])
+    return token, (kind & _KIND_MASK, state[start:start + 8 * count])
 
 
 class _HllBuilder:
+    #: whether the C transition function should keep every value in the
+    #: state (in the aggregate's memory context) instead of flushing batches
+    keeps_values = False
+
     def __init__(self, precision: int):
         self.sketch = Hll(check_precision(precision))
         self.ints = array("q")
@@ -156,6 +161,8 @@ class _TDigestBuilder:
     sorted there). The digest is built from the runs merged
     (:meth:`TDigest.from_sorted_runs`): the one :meth:`TDigest.from_values`
     builds of all the values."""
+
+    keeps_values = True
 
     def __init__(self, compression: int, quantiles: Any = None):
         self.compression = check_compression(compression)
@@ -563,13 +570,16 @@ def tdigest_union_trans(state: bytes, sketch: bytes) -> bytes:
 
 
 @sql_function("sketch_buffer_add")
-def buffer_add(token: bytes, kind: int, data: Any) -> None:
+def buffer_add(token: bytes, kind: int, data: Any) -> bool:
     """A batch of values buffered by the C transition function (no SQL
-    function: pgext/sketch_agg.c calls it); ``data`` lives only for the call."""
+    function: pgext/sketch_agg.c calls it); ``data`` lives only for the call.
+    True tells the C side to keep the next values in the state (a t-digest
+    keeps them all until the end anyway)."""
     builder = _builders.get(bytes(token))
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
     builder.add_packed(kind, data)
+    return builder.keeps_values
 
 
 # ------------------------------------------------- parallel aggregation
