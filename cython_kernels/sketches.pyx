@@ -262,10 +262,8 @@ cdef uint64_t EXP_MASK = 0x7FF0000000000000ULL
 cdef enum:
     MSD_BITS = 16
     MSD_BUCKETS = 65536
-    MSD_MIN = 65536     # fewer values: the plain LSD sort (they fit in cache)
+    MSD_MIN = 65536     # fewer values: LSD passes alone (they fit in cache)
     SEG_BITS = 8        # LSD digits within an MSD bucket
-    SEG_BUCKETS = 256
-    SEG_PASSES = 6      # 6 x 8 bits cover the 48 bits below a 16-bit digit
     SEG_INSERTION = 32  # buckets this small: insertion sort
 
 
@@ -276,17 +274,37 @@ cdef inline double _key_value(uint64_t key) noexcept nogil:
     return v
 
 
-cdef bint _sort_segment(uint64_t *src, uint64_t *scratch, Py_ssize_t n, int low_bits,
-                        Py_ssize_t *counts, double *out) noexcept nogil:
-    """Sort keys that share every bit from ``low_bits`` up (an MSD bucket)
-    and write their values to out; ``counts`` holds SEG_PASSES *
-    SEG_BUCKETS entries, ``scratch`` n keys. Returns False if interrupted."""
-    cdef Py_ssize_t i, j, total, c
-    cdef uint64_t key
-    cdef uint64_t *dst
+cdef bint _scatter(const uint64_t *src, uint64_t *dst, Py_ssize_t n, int shift, uint64_t mask,
+                   Py_ssize_t *counts) noexcept nogil:
+    """One radix pass: counts[d] (how many keys have digit d) become the
+    bucket starts, each key goes to its bucket in order, and counts[d] ends
+    as the end of bucket d. Returns False if interrupted."""
+    cdef Py_ssize_t i, total = 0, c
+    cdef uint64_t d, key
+    for d in range(mask + 1):
+        c = counts[d]
+        counts[d] = total
+        total += c
+    for i in range(n):
+        if (i & INTERRUPT_MASK) == 0 and interrupted():
+            return False
+        key = src[i]
+        d = (key >> shift) & mask
+        dst[counts[d]] = key
+        counts[d] += 1
+    return True
+
+
+cdef bint _lsd_sort(uint64_t *src, uint64_t *scratch, Py_ssize_t n, int low_bits, int bits,
+                    Py_ssize_t *counts, double *out) noexcept nogil:
+    """Sort keys that share every bit from ``low_bits`` up by LSD passes of
+    ``bits`` bits (a pass skipped when every key has the same digit), and
+    write their values to out; ``counts`` holds ceil(low_bits / bits) <<
+    bits entries, ``scratch`` n keys. Returns False if interrupted."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t key, mask = (1ULL << bits) - 1
     cdef uint64_t *swap
-    cdef Py_ssize_t *pc
-    cdef int p, d, shift, passes = (low_bits + SEG_BITS - 1) // SEG_BITS
+    cdef int p, passes = (low_bits + bits - 1) // bits
     if n <= SEG_INSERTION or low_bits == 0:
         if low_bits:
             for i in range(1, n):
@@ -296,35 +314,20 @@ cdef bint _sort_segment(uint64_t *src, uint64_t *scratch, Py_ssize_t n, int low_
                     src[j] = src[j - 1]
                     j -= 1
                 src[j] = key
-        for i in range(n):
-            out[i] = _key_value(src[i])
-        return True
-    memset(counts, 0, passes * SEG_BUCKETS * sizeof(Py_ssize_t))
-    for i in range(n):
-        key = src[i]
-        for p in range(passes):
-            counts[p * SEG_BUCKETS + ((key >> (p * SEG_BITS)) & (SEG_BUCKETS - 1))] += 1
-    dst = scratch
-    for p in range(passes):
-        shift = p * SEG_BITS
-        pc = counts + p * SEG_BUCKETS
-        if pc[(src[0] >> shift) & (SEG_BUCKETS - 1)] == n:
-            continue  # every key has this digit
-        if interrupted():
-            return False
-        total = 0
-        for d in range(SEG_BUCKETS):
-            c = pc[d]
-            pc[d] = total
-            total += c
+    else:
+        memset(counts, 0, (<Py_ssize_t> passes << bits) * sizeof(Py_ssize_t))
         for i in range(n):
             key = src[i]
-            d = (key >> shift) & (SEG_BUCKETS - 1)
-            dst[pc[d]] = key
-            pc[d] += 1
-        swap = src
-        src = dst
-        dst = swap
+            for p in range(passes):
+                counts[(<Py_ssize_t> p << bits) + ((key >> (p * bits)) & mask)] += 1
+        for p in range(passes):
+            if counts[(<Py_ssize_t> p << bits) + ((src[0] >> (p * bits)) & mask)] == n:
+                continue  # every key has this digit: the pass keeps the order
+            if not _scatter(src, scratch, n, p * bits, mask, counts + (<Py_ssize_t> p << bits)):
+                return False
+            swap = src
+            src = scratch
+            scratch = swap
     for i in range(n):
         out[i] = _key_value(src[i])
     return True
@@ -335,22 +338,17 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
     -0.0 written as 0.0; returns how many were written. NaN and infinities
     are left out. The result is numpy's ``np.sort(v[np.isfinite(v)]) + 0.0``
     (orochi_fdw.sketches.reference.sort_finite), made by a radix sort of the
-    values' bits mapped to unsigned keys that order as the numbers. Up to
-    MSD_MIN values: LSD, 6 passes of 11 bits, a pass skipped when every key
-    has the same digit. More: one MSD pass on the 16 bits below the bits
+    values' bits mapped to unsigned keys that order as the numbers. Fewer
+    than MSD_MIN values: LSD, 6 passes of 11 bits, a pass skipped when every
+    key has the same digit. More: one MSD pass on the 16 bits below the bits
     all keys share (a bucket then fits in cache), each bucket sorted by LSD
     passes of 8 bits on the bits below."""
-    cdef Py_ssize_t i, n = values.shape[0], m = 0
+    cdef Py_ssize_t i, n = values.shape[0], m = 0, start, c, ncounts
     cdef uint64_t bits, key, kmin = 0xFFFFFFFFFFFFFFFFULL, kmax = 0
     cdef uint64_t *keys
     cdef uint64_t *tmp
-    cdef uint64_t *src
-    cdef uint64_t *dst
-    cdef uint64_t *swap
     cdef Py_ssize_t *counts
-    cdef Py_ssize_t *pass_counts
-    cdef Py_ssize_t total, c, start
-    cdef int p, d, shift, top
+    cdef int d, shift, top
     cdef double v
     cdef double *dest
     cdef bint stopped = False
@@ -359,12 +357,10 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
         raise ValueError("out is shorter than the input")
     if n == 0:
         return 0
+    ncounts = MSD_BUCKETS + (6 << SEG_BITS) if msd else RADIX_PASSES * RADIX_BUCKETS
     keys = <uint64_t *> malloc(n * sizeof(uint64_t))
     tmp = <uint64_t *> malloc(n * sizeof(uint64_t))
-    if msd:
-        counts = <Py_ssize_t *> malloc((MSD_BUCKETS + 1 + SEG_PASSES * SEG_BUCKETS) * sizeof(Py_ssize_t))
-    else:
-        counts = <Py_ssize_t *> malloc(RADIX_PASSES * RADIX_BUCKETS * sizeof(Py_ssize_t))
+    counts = <Py_ssize_t *> malloc(ncounts * sizeof(Py_ssize_t))
     if keys == NULL or tmp == NULL or counts == NULL:
         free(keys)
         free(tmp)
@@ -372,8 +368,6 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
         raise MemoryError()
     dest = &out[0]
     with nogil:
-        if not msd:
-            memset(counts, 0, RADIX_PASSES * RADIX_BUCKETS * sizeof(Py_ssize_t))
         for i in range(n):
             if (i & INTERRUPT_MASK) == 0 and interrupted():
                 stopped = True
@@ -387,72 +381,31 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
             key = (~bits) if (bits & SIGN) else (bits | SIGN)
             keys[m] = key
             m += 1
-            if msd:
-                if key < kmin:
-                    kmin = key
-                if key > kmax:
-                    kmax = key
-            else:
-                for p in range(RADIX_PASSES):
-                    counts[p * RADIX_BUCKETS + ((key >> (p * RADIX_BITS)) & (RADIX_BUCKETS - 1))] += 1
-        if msd and not stopped and m:
+            if key < kmin:
+                kmin = key
+            if key > kmax:
+                kmax = key
+        if not stopped and m and not msd:
+            stopped = not _lsd_sort(keys, tmp, m, 64, RADIX_BITS, counts, dest)
+        elif not stopped and m:
             # every key lies in [kmin, kmax]: they share the bits above the
             # highest bit in which kmin and kmax differ
             top = 63 - __builtin_clzll(kmin ^ kmax) if kmin != kmax else 0
             shift = top - MSD_BITS + 1 if top >= MSD_BITS else 0
-            memset(counts, 0, (MSD_BUCKETS + 1) * sizeof(Py_ssize_t))
+            memset(counts, 0, MSD_BUCKETS * sizeof(Py_ssize_t))
             for i in range(m):
-                counts[((keys[i] >> shift) & (MSD_BUCKETS - 1)) + 1] += 1
-            for d in range(MSD_BUCKETS):
-                counts[d + 1] += counts[d]
-            for i in range(m):
-                if (i & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
-                    break
-                key = keys[i]
-                d = (key >> shift) & (MSD_BUCKETS - 1)
-                tmp[counts[d]] = key
-                counts[d] += 1
-            # counts[d] is now the end of bucket d
+                counts[(keys[i] >> shift) & (MSD_BUCKETS - 1)] += 1
+            stopped = not _scatter(keys, tmp, m, shift, MSD_BUCKETS - 1, counts)
+            # counts[d] is now the end of bucket d; keys is scratch space
             start = 0
             d = 0
             while not stopped and d < MSD_BUCKETS:
                 c = counts[d] - start
                 if c:
-                    if not _sort_segment(tmp + start, keys + start, c, shift,
-                                         counts + MSD_BUCKETS + 1, dest + start):
-                        stopped = True
+                    stopped = not _lsd_sort(tmp + start, keys + start, c, shift, SEG_BITS,
+                                            counts + MSD_BUCKETS, dest + start)
                 start = counts[d]
                 d += 1
-        src = keys
-        dst = tmp
-        p = 0
-        while not msd and not stopped and p < RADIX_PASSES:
-            shift = p * RADIX_BITS
-            pass_counts = counts + p * RADIX_BUCKETS
-            if m and pass_counts[(src[0] >> shift) & (RADIX_BUCKETS - 1)] == m:
-                p += 1
-                continue  # every key has this digit: the pass keeps the order
-            total = 0
-            for d in range(RADIX_BUCKETS):
-                c = pass_counts[d]
-                pass_counts[d] = total
-                total += c
-            for i in range(m):
-                if (i & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
-                    break
-                key = src[i]
-                d = (key >> shift) & (RADIX_BUCKETS - 1)
-                dst[pass_counts[d]] = key
-                pass_counts[d] += 1
-            swap = src
-            src = dst
-            dst = swap
-            p += 1
-        if not msd and not stopped:
-            for i in range(m):
-                dest[i] = _key_value(src[i])
     free(keys)
     free(tmp)
     free(counts)
