@@ -559,6 +559,25 @@ cdef enum:
     LANES = 4
 
 
+cdef inline bint _lane_next(int l, Py_ssize_t k, const Py_ssize_t *lane, const double *om,
+                            const double *ow, const double *x, Py_ssize_t *cur, Py_ssize_t *nxt,
+                            Py_ssize_t *p, Py_ssize_t *e, double *m, double *w) noexcept nogil:
+    """Start lane l on its next centroid, nxt[l] (om holds its start, ow its
+    size), and find the one after; False when it has none left."""
+    cur[l] = nxt[l]
+    if cur[l] >= k:
+        return False
+    p[l] = <Py_ssize_t> om[cur[l]]
+    e[l] = p[l] + <Py_ssize_t> ow[cur[l]]
+    m[l] = x[p[l]]
+    w[l] = 1.0
+    p[l] += 1
+    nxt[l] += 1
+    while nxt[l] < k and lane[nxt[l]] != l:
+        nxt[l] += 1
+    return True
+
+
 def tdigest_compress_sorted(const double[::1] values, double compression, double[::1] out_means,
                             double[::1] out_weights) -> int:
     """``tdigest_compress(values, ones)`` of sorted values (each of weight
@@ -639,17 +658,8 @@ def tdigest_compress_sorted(const double[::1] values, double compression, double
             while nxt[l] < k and lane[nxt[l]] != l:
                 nxt[l] += 1
         for l in range(LANES):
-            cur[l] = nxt[l]
-            if cur[l] < k:
-                p[l] = <Py_ssize_t> om[cur[l]]
-                e[l] = p[l] + <Py_ssize_t> ow[cur[l]]
-                m[l] = x[p[l]]
-                w[l] = 1.0
-                p[l] += 1
+            if _lane_next(l, k, lane, om, ow, x, cur, nxt, p, e, m, w):
                 active += 1
-                nxt[l] += 1
-                while nxt[l] < k and lane[nxt[l]] != l:
-                    nxt[l] += 1
             else:
                 p[l] = e[l] = 0
         while active and not stopped:
@@ -690,17 +700,7 @@ def tdigest_compress_sorted(const double[::1] values, double compression, double
             for l in range(LANES):
                 if cur[l] < k and p[l] == e[l]:
                     om[cur[l]] = m[l]
-                    cur[l] = nxt[l]
-                    if cur[l] < k:
-                        p[l] = <Py_ssize_t> om[cur[l]]
-                        e[l] = p[l] + <Py_ssize_t> ow[cur[l]]
-                        m[l] = x[p[l]]
-                        w[l] = 1.0
-                        p[l] += 1
-                        nxt[l] += 1
-                        while nxt[l] < k and lane[nxt[l]] != l:
-                            nxt[l] += 1
-                    else:
+                    if not _lane_next(l, k, lane, om, ow, x, cur, nxt, p, e, m, w):
                         active -= 1
     free(lane)
     if stopped:
