@@ -15,9 +15,10 @@
  * values (up to SKETCH_KEEP_MAX), in the aggregate's memory context where
  * Postgres accounts for them.  The serialization, combine and final
  * functions hand the values still buffered to the builder (a memoryview)
- * before calling Python with the token.  The first row of a group goes through Python as before:
- * it creates the builder, checks the parameters (precision, compression,
- * quantiles) and ties the builder to the aggregate's memory context.
+ * before calling Python with the token.  The first row of a group goes
+ * through Python as before: it creates the builder, checks the parameters
+ * (precision, compression, quantiles) and ties the builder to the
+ * aggregate's memory context.
  *
  * Plumbing only: a value is packed as the 8 bytes Postgres already holds (an
  * integer widened to int64, a float as float8 bits, a date, time or
