@@ -110,10 +110,32 @@ def load(conn, rows: int) -> float:
     return load_heap(conn, rows)
 
 
-def _timed_value(conn, sql: str, runs: int):
-    """The median time and the first value of the query's result."""
-    seconds, rows = timed(conn, sql, runs)
-    return seconds, rows[0][0]
+def _cpu_seconds(backend: int, postmaster: int) -> float:
+    """CPU seconds (user and system) used so far by the backend and by the
+    postmaster's exited children (its parallel workers, once reaped)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def fields(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    b, pm = fields(backend), fields(postmaster)
+    return (int(b[11]) + int(b[12]) + int(pm[13]) + int(pm[14])) / ticks
+
+
+def _timed_value(conn, sql: str, runs: int, pids: tuple[int, int]):
+    """The median wall time, the median CPU time of the backend and its
+    parallel workers, and the first value of the query's result."""
+    conn.execute(sql).fetchall()  # warm
+    times, cpu, rows = [], [], None
+    for _ in range(runs):
+        time.sleep(0.1)  # the last run's workers reaped
+        c0 = _cpu_seconds(*pids)
+        t0 = time.perf_counter()
+        rows = conn.execute(sql).fetchall()
+        times.append(time.perf_counter() - t0)
+        time.sleep(0.1)
+        cpu.append(_cpu_seconds(*pids) - c0)
+    return statistics.median(times), statistics.median(cpu), rows[0][0]
 
 
 def _partial(conn, sql: str) -> bool:
@@ -145,15 +167,16 @@ def main(argv=None) -> int:
             log(f"heap loaded in {t_load:.1f} s")
             t_count, _ = timed(conn, "SELECT count(latency) FROM heap", args.runs)
             log(f"scan floor count(latency): {t_count * 1000:.0f} ms")
+            pids = (conn.execute("SELECT pg_backend_pid()").fetchone()[0], pg.postmaster_pid())
             for name, anchor_sql, orochi_sql, exact_sql in CASES:
                 conn.execute("SET max_parallel_workers_per_gather = 2")
                 plans = {k: _partial(conn, q) for k, q in (("anchor", anchor_sql), ("orochi", orochi_sql))}
-                t_anchor_par, v_anchor_par = _timed_value(conn, anchor_sql, args.runs)
-                t_orochi_par, v_orochi_par = _timed_value(conn, orochi_sql, args.runs)
+                t_anchor_par, c_anchor_par, v_anchor_par = _timed_value(conn, anchor_sql, args.runs, pids)
+                t_orochi_par, c_orochi_par, v_orochi_par = _timed_value(conn, orochi_sql, args.runs, pids)
                 conn.execute("SET max_parallel_workers_per_gather = 0")
-                t_anchor, v_anchor = _timed_value(conn, anchor_sql, args.runs)
-                t_orochi, v_orochi = _timed_value(conn, orochi_sql, args.runs)
-                t_exact, v_exact = _timed_value(conn, exact_sql, args.runs)
+                t_anchor, c_anchor, v_anchor = _timed_value(conn, anchor_sql, args.runs, pids)
+                t_orochi, c_orochi, v_orochi = _timed_value(conn, orochi_sql, args.runs, pids)
+                t_exact, _, v_exact = _timed_value(conn, exact_sql, args.runs, pids)
                 err = lambda v: f"{abs(float(v) - float(v_exact)) / abs(float(v_exact)):.3%}"  # noqa: E731
                 same = "same" if v_orochi_par == v_orochi else f"differs: {float(v_orochi_par):.6g}"
                 out.append([name, f"{t_orochi * 1000:.0f}", f"{t_anchor * 1000:.0f}",
@@ -161,6 +184,8 @@ def main(argv=None) -> int:
                             f"{t_orochi_par * 1000:.0f}" + ("" if plans["orochi"] else " (serial plan)"),
                             f"{t_anchor_par * 1000:.0f}" + ("" if plans["anchor"] else " (serial plan)"),
                             f"{t_orochi_par / t_anchor_par:.2f}x", same,
+                            f"{c_orochi * 1000:.0f} / {c_anchor * 1000:.0f}",
+                            f"{c_orochi_par * 1000:.0f} / {c_anchor_par * 1000:.0f}",
                             f"{t_exact * 1000:.0f}", f"{float(v_orochi):.6g} ({err(v_orochi)})",
                             f"{float(v_anchor):.6g} ({err(v_anchor)})", f"{float(v_exact):.6g}",
                             f"{BEFORE[name] * 1000:.0f}" if name in BEFORE and args.rows == 10_000_000 else "-"])
@@ -169,7 +194,8 @@ def main(argv=None) -> int:
                     f"exact {t_exact * 1000:.0f} ms")
     head = ["query", "orochi, 0 workers (ms)", "anchor, 0 workers (ms)", "orochi / anchor",
             "orochi, 2 workers (ms)", "anchor, 2 workers (ms)", "orochi / anchor, 2 workers",
-            "orochi 2 workers vs 0", "exact (ms)", "orochi value (error)", "anchor value (error)",
+            "orochi 2 workers vs 0", "CPU orochi / anchor, 0 workers (ms)",
+            "CPU orochi / anchor, 2 workers (ms)", "exact (ms)", "orochi value (error)", "anchor value (error)",
             "exact value", "orochi before (ms)"]
     load_end = os.getloadavg()
     load_text = (f"load average at start {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}, "
@@ -189,10 +215,15 @@ def main(argv=None) -> int:
               "log2m 11) and tdigest 1.4 (`tdigest_percentile(x, 100, q)`), the Debian packages. "
               "Orochi: `orochi.approx_count_distinct(x)` (HyperLogLog p = 14) and "
               "`orochi.approx_percentile(x, q)` (t-digest, compression 100); their transition "
-              "function buffers the values in C and hands them to the sketch in batches of 65,536; "
-              "with workers, each worker's state travels to the leader as its HLL sketch or its "
-              "t-digest values (\"orochi 2 workers vs 0\": the parallel result against the serial). "
-              "\"before\": issue 19's figures with one Python call per row.", "",
+              "function buffers the values in C and hands them to the HLL sketch in batches of "
+              "65,536, while a t-digest state keeps them all (in the aggregate's memory context) "
+              "and they are sorted once, at the end; with workers, each worker's state travels to "
+              "the leader as its HLL sketch or its t-digest values sorted in the worker (raw "
+              "float8), which the leader merges and compresses in one pass (\"orochi 2 workers vs "
+              "0\": the parallel result against the serial). "
+              "\"before\": issue 19's figures with one Python call per row. CPU: the median CPU "
+              "time (user and system) of the backend and its parallel workers, less sensitive "
+              "than the wall time to the machine's load.", "",
               *table, "",
               f"Scan floor `SELECT count(latency) FROM heap`: {t_count * 1000:.0f} ms; "
               f"heap load {t_load:.0f} s."]

@@ -11,6 +11,10 @@
   -0.0 as 0.0 (a t-digest is built from them), by an LSD radix sort.
 * ``merge_sorted_float64``: runs of sorted values merged into one sorted
   array, pairwise (each pass streams through memory).
+* ``tdigest_compress_sorted``: ``tdigest_compress`` of sorted values of
+  weight 1, the centroids' means computed several at a time.
+* ``check_sorted_finite``: whether values are as ``sort_finite_float64``
+  writes them.
 
 Validation happens in Python before ``with nogil:``; the Python side in
 :mod:`orochi_fdw.sketches` is the public API.
@@ -19,7 +23,7 @@ Validation happens in Python before ``with nogil:``; the Python side in
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
-from libc.math cimport asin, sin, M_PI
+from libc.math cimport asin, floor, sin, M_PI
 
 import numpy as np
 
@@ -255,40 +259,115 @@ cdef uint64_t SIGN = 0x8000000000000000ULL
 cdef uint64_t EXP_MASK = 0x7FF0000000000000ULL
 
 
+cdef enum:
+    MSD_BITS = 16
+    MSD_BUCKETS = 65536
+    MSD_MIN = 65536     # fewer values: LSD passes alone (they fit in cache)
+    SEG_BITS = 8        # LSD digits within an MSD bucket
+    SEG_INSERTION = 32  # buckets this small: insertion sort
+
+
+cdef inline double _key_value(uint64_t key) noexcept nogil:
+    cdef uint64_t bits = (key & ~SIGN) if (key & SIGN) else (~key)
+    cdef double v
+    memcpy(&v, &bits, 8)
+    return v
+
+
+cdef bint _scatter(const uint64_t *src, uint64_t *dst, Py_ssize_t n, int shift, uint64_t mask,
+                   Py_ssize_t *counts) noexcept nogil:
+    """One radix pass: counts[d] (how many keys have digit d) become the
+    bucket starts, each key goes to its bucket in order, and counts[d] ends
+    as the end of bucket d. Returns False if interrupted."""
+    cdef Py_ssize_t i, total = 0, c
+    cdef uint64_t d, key
+    for d in range(mask + 1):
+        c = counts[d]
+        counts[d] = total
+        total += c
+    for i in range(n):
+        if (i & INTERRUPT_MASK) == 0 and interrupted():
+            return False
+        key = src[i]
+        d = (key >> shift) & mask
+        dst[counts[d]] = key
+        counts[d] += 1
+    return True
+
+
+cdef bint _lsd_sort(uint64_t *src, uint64_t *scratch, Py_ssize_t n, int low_bits, int bits,
+                    Py_ssize_t *counts, double *out) noexcept nogil:
+    """Sort keys that share every bit from ``low_bits`` up by LSD passes of
+    ``bits`` bits (a pass skipped when every key has the same digit), and
+    write their values to out; ``counts`` holds ceil(low_bits / bits) <<
+    bits entries, ``scratch`` n keys. Returns False if interrupted."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t key, mask = (1ULL << bits) - 1
+    cdef uint64_t *swap
+    cdef int p, passes = (low_bits + bits - 1) // bits
+    if n <= SEG_INSERTION or low_bits == 0:
+        if low_bits:
+            for i in range(1, n):
+                key = src[i]
+                j = i
+                while j > 0 and src[j - 1] > key:
+                    src[j] = src[j - 1]
+                    j -= 1
+                src[j] = key
+    else:
+        memset(counts, 0, (<Py_ssize_t> passes << bits) * sizeof(Py_ssize_t))
+        for i in range(n):
+            key = src[i]
+            for p in range(passes):
+                counts[(<Py_ssize_t> p << bits) + ((key >> (p * bits)) & mask)] += 1
+        for p in range(passes):
+            if counts[(<Py_ssize_t> p << bits) + ((src[0] >> (p * bits)) & mask)] == n:
+                continue  # every key has this digit: the pass keeps the order
+            if not _scatter(src, scratch, n, p * bits, mask, counts + (<Py_ssize_t> p << bits)):
+                return False
+            swap = src
+            src = scratch
+            scratch = swap
+    for i in range(n):
+        out[i] = _key_value(src[i])
+    return True
+
+
 def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
     """Write the finite values of ``values`` to ``out`` sorted ascending,
     -0.0 written as 0.0; returns how many were written. NaN and infinities
     are left out. The result is numpy's ``np.sort(v[np.isfinite(v)]) + 0.0``
-    (orochi_fdw.sketches.reference.sort_finite), made by an LSD radix sort
-    of the values' bits mapped to unsigned keys that order as the numbers:
-    6 passes of 11 bits, a pass skipped when every key has the same digit."""
-    cdef Py_ssize_t i, n = values.shape[0], m = 0
-    cdef uint64_t bits, key
+    (orochi_fdw.sketches.reference.sort_finite), made by a radix sort of the
+    values' bits mapped to unsigned keys that order as the numbers. Fewer
+    than MSD_MIN values: LSD, 6 passes of 11 bits, a pass skipped when every
+    key has the same digit. More: one MSD pass on the 16 bits below the bits
+    all keys share (a bucket then fits in cache), each bucket sorted by LSD
+    passes of 8 bits on the bits below."""
+    cdef Py_ssize_t i, n = values.shape[0], m = 0, start, c, ncounts
+    cdef uint64_t bits, key, kmin = 0xFFFFFFFFFFFFFFFFULL, kmax = 0
     cdef uint64_t *keys
     cdef uint64_t *tmp
-    cdef uint64_t *src
-    cdef uint64_t *dst
-    cdef uint64_t *swap
     cdef Py_ssize_t *counts
-    cdef Py_ssize_t *pass_counts
-    cdef Py_ssize_t total, c
-    cdef int p, d, shift
+    cdef int d, shift, top
     cdef double v
+    cdef double *dest
     cdef bint stopped = False
+    cdef bint msd = n >= MSD_MIN
     if out.shape[0] < n:
         raise ValueError("out is shorter than the input")
     if n == 0:
         return 0
+    ncounts = MSD_BUCKETS + (6 << SEG_BITS) if msd else RADIX_PASSES * RADIX_BUCKETS
     keys = <uint64_t *> malloc(n * sizeof(uint64_t))
     tmp = <uint64_t *> malloc(n * sizeof(uint64_t))
-    counts = <Py_ssize_t *> malloc(RADIX_PASSES * RADIX_BUCKETS * sizeof(Py_ssize_t))
+    counts = <Py_ssize_t *> malloc(ncounts * sizeof(Py_ssize_t))
     if keys == NULL or tmp == NULL or counts == NULL:
         free(keys)
         free(tmp)
         free(counts)
         raise MemoryError()
+    dest = &out[0]
     with nogil:
-        memset(counts, 0, RADIX_PASSES * RADIX_BUCKETS * sizeof(Py_ssize_t))
         for i in range(n):
             if (i & INTERRUPT_MASK) == 0 and interrupted():
                 stopped = True
@@ -302,40 +381,31 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
             key = (~bits) if (bits & SIGN) else (bits | SIGN)
             keys[m] = key
             m += 1
-            for p in range(RADIX_PASSES):
-                counts[p * RADIX_BUCKETS + ((key >> (p * RADIX_BITS)) & (RADIX_BUCKETS - 1))] += 1
-        src = keys
-        dst = tmp
-        p = 0
-        while not stopped and p < RADIX_PASSES:
-            shift = p * RADIX_BITS
-            pass_counts = counts + p * RADIX_BUCKETS
-            if m and pass_counts[(src[0] >> shift) & (RADIX_BUCKETS - 1)] == m:
-                p += 1
-                continue  # every key has this digit: the pass keeps the order
-            total = 0
-            for d in range(RADIX_BUCKETS):
-                c = pass_counts[d]
-                pass_counts[d] = total
-                total += c
+            if key < kmin:
+                kmin = key
+            if key > kmax:
+                kmax = key
+        if not stopped and m and not msd:
+            stopped = not _lsd_sort(keys, tmp, m, 64, RADIX_BITS, counts, dest)
+        elif not stopped and m:
+            # every key lies in [kmin, kmax]: they share the bits above the
+            # highest bit in which kmin and kmax differ
+            top = 63 - __builtin_clzll(kmin ^ kmax) if kmin != kmax else 0
+            shift = top - MSD_BITS + 1 if top >= MSD_BITS else 0
+            memset(counts, 0, MSD_BUCKETS * sizeof(Py_ssize_t))
             for i in range(m):
-                if (i & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
-                    break
-                key = src[i]
-                d = (key >> shift) & (RADIX_BUCKETS - 1)
-                dst[pass_counts[d]] = key
-                pass_counts[d] += 1
-            swap = src
-            src = dst
-            dst = swap
-            p += 1
-        if not stopped:
-            for i in range(m):
-                key = src[i]
-                bits = (key & ~SIGN) if (key & SIGN) else (~key)
-                memcpy(&v, &bits, 8)
-                out[i] = v
+                counts[(keys[i] >> shift) & (MSD_BUCKETS - 1)] += 1
+            stopped = not _scatter(keys, tmp, m, shift, MSD_BUCKETS - 1, counts)
+            # counts[d] is now the end of bucket d; keys is scratch space
+            start = 0
+            d = 0
+            while not stopped and d < MSD_BUCKETS:
+                c = counts[d] - start
+                if c:
+                    stopped = not _lsd_sort(tmp + start, keys + start, c, shift, SEG_BITS,
+                                            counts + MSD_BUCKETS, dest + start)
+                start = counts[d]
+                d += 1
     free(keys)
     free(tmp)
     free(counts)
@@ -347,13 +417,16 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
 cdef inline void _merge2(const double *a, Py_ssize_t na, const double *b, Py_ssize_t nb,
                          double *out) noexcept nogil:
     cdef Py_ssize_t i = 0, j = 0, k = 0
+    cdef double x, y
+    cdef int t
     while i < na and j < nb:
-        if b[j] < a[i]:
-            out[k] = b[j]
-            j += 1
-        else:
-            out[k] = a[i]
-            i += 1
+        # no branch on the comparison (it cannot be predicted)
+        x = a[i]
+        y = b[j]
+        t = y < x
+        out[k] = y if t else x
+        j += t
+        i += 1 - t
         k += 1
     if i < na:
         memcpy(out + k, a + i, (na - i) * sizeof(double))
@@ -459,3 +532,177 @@ def hll_update_int64(uint8_t[::1] registers, const int64_t[::1] values, int p):
                 registers[idx] = rho
     if stopped:
         raise_interrupt()
+
+
+def check_sorted_finite(const double[::1] values) -> bool:
+    """Whether ``values`` is as sort_finite_float64 writes them: finite,
+    non-decreasing, no -0.0 (one pass, no temporary arrays)."""
+    cdef Py_ssize_t i, n = values.shape[0]
+    cdef uint64_t bits
+    cdef double v, prev
+    cdef bint ok = True
+    if n == 0:
+        return True
+    with nogil:
+        prev = values[0]
+        for i in range(n):
+            v = values[i]
+            memcpy(&bits, &v, 8)
+            if (bits & EXP_MASK) == EXP_MASK or bits == SIGN or v < prev:
+                ok = False
+                break
+            prev = v
+    return ok
+
+
+cdef enum:
+    LANES = 4
+
+
+cdef inline bint _lane_next(int l, Py_ssize_t k, const Py_ssize_t *lane, const double *om,
+                            const double *ow, const double *x, Py_ssize_t *cur, Py_ssize_t *nxt,
+                            Py_ssize_t *p, Py_ssize_t *e, double *m, double *w) noexcept nogil:
+    """Start lane l on its next centroid, nxt[l] (om holds its start, ow its
+    size), and find the one after; False when it has none left."""
+    cur[l] = nxt[l]
+    if cur[l] >= k:
+        return False
+    p[l] = <Py_ssize_t> om[cur[l]]
+    e[l] = p[l] + <Py_ssize_t> ow[cur[l]]
+    m[l] = x[p[l]]
+    w[l] = 1.0
+    p[l] += 1
+    nxt[l] += 1
+    while nxt[l] < k and lane[nxt[l]] != l:
+        nxt[l] += 1
+    return True
+
+
+def tdigest_compress_sorted(const double[::1] values, double compression, double[::1] out_means,
+                            double[::1] out_weights) -> int:
+    """``tdigest_compress(values, ones)`` of sorted values (each of weight
+    1), bit for bit, faster: with unit weights where a centroid ends depends
+    only on counts, so the centroids' bounds are found first (one step per
+    centroid), then their means, each the same running mean over its values
+    (m += (x - m) / w), LANES centroids at a time so that their divisions
+    overlap. Returns how many centroids were written."""
+    cdef Py_ssize_t n = values.shape[0], cap = out_means.shape[0], k = 0, pos = 0, i, j, c, steps
+    cdef double total, so_far = 0.0, limit, kq, f
+    cdef double norm = compression / (2.0 * M_PI)
+    cdef const double *x
+    cdef double *om
+    cdef double *ow
+    cdef double load[LANES]
+    cdef Py_ssize_t nxt[LANES]
+    cdef Py_ssize_t cur[LANES]
+    cdef Py_ssize_t p[LANES]
+    cdef Py_ssize_t e[LANES]
+    cdef double m[LANES]
+    cdef double w[LANES]
+    cdef Py_ssize_t *lane
+    cdef int l, best, active
+    cdef double m0, m1, m2, m3, w0, w1, w2, w3
+    cdef Py_ssize_t p0, p1, p2, p3
+    cdef bint stopped = False
+    if out_weights.shape[0] != cap:
+        raise ValueError("arrays of different lengths")
+    if cap < n:
+        raise ValueError("out is shorter than the input")
+    if n == 0:
+        return 0
+    lane = <Py_ssize_t *> malloc(n * sizeof(Py_ssize_t))
+    if lane == NULL:
+        raise MemoryError()
+    x = &values[0]
+    om = &out_means[0]
+    ow = &out_weights[0]
+    with nogil:
+        total = 0.0
+        for i in range(n):
+            total += 1.0
+        # bounds: tdigest_compress adds value i to the current centroid
+        # while so_far + cur_w + 1 <= limit (integers, exact in a double):
+        # the centroid takes max(1, floor(limit) - so_far) values
+        kq = norm * asin(-1.0) + 1.0
+        limit = total * (sin(kq / norm) + 1.0) / 2.0
+        while pos < n:
+            c = 1
+            f = floor(limit) - so_far
+            if f > 1.0:
+                c = <Py_ssize_t> f if f < <double> (n - pos) else n - pos
+            om[k] = <double> pos   # the centroid's start until its mean is known
+            ow[k] = <double> c
+            k += 1
+            pos += c
+            if pos < n:
+                so_far += <double> c
+                kq = norm * asin(2.0 * min(so_far / total, 1.0) - 1.0) + 1.0
+                if kq >= norm * M_PI / 2.0:
+                    limit = total
+                else:
+                    limit = total * (sin(kq / norm) + 1.0) / 2.0
+        # lanes: each centroid to the least loaded lane, in order
+        for l in range(LANES):
+            load[l] = 0.0
+        for j in range(k):
+            best = 0
+            for l in range(1, LANES):
+                if load[l] < load[best]:
+                    best = l
+            lane[j] = best
+            load[best] += ow[j]
+        # each lane's first centroid
+        active = 0
+        for l in range(LANES):
+            nxt[l] = 0
+            while nxt[l] < k and lane[nxt[l]] != l:
+                nxt[l] += 1
+        for l in range(LANES):
+            if _lane_next(l, k, lane, om, ow, x, cur, nxt, p, e, m, w):
+                active += 1
+            else:
+                p[l] = e[l] = 0
+        while active and not stopped:
+            if interrupted():
+                stopped = True
+                break
+            if active == LANES:
+                # every lane has a centroid: LANES running means side by side
+                steps = e[0] - p[0]
+                for l in range(1, LANES):
+                    if e[l] - p[l] < steps:
+                        steps = e[l] - p[l]
+                m0, m1, m2, m3 = m[0], m[1], m[2], m[3]
+                w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+                p0, p1, p2, p3 = p[0], p[1], p[2], p[3]
+                for i in range(steps):
+                    w0 += 1.0
+                    w1 += 1.0
+                    w2 += 1.0
+                    w3 += 1.0
+                    m0 += (x[p0 + i] - m0) / w0
+                    m1 += (x[p1 + i] - m1) / w1
+                    m2 += (x[p2 + i] - m2) / w2
+                    m3 += (x[p3 + i] - m3) / w3
+                m[0], m[1], m[2], m[3] = m0, m1, m2, m3
+                w[0], w[1], w[2], w[3] = w0, w1, w2, w3
+                p[0], p[1], p[2], p[3] = p0 + steps, p1 + steps, p2 + steps, p3 + steps
+            else:
+                # fewer centroids left than lanes: one lane to its centroid's end
+                for l in range(LANES):
+                    if cur[l] < k:
+                        while p[l] < e[l]:
+                            w[l] += 1.0
+                            m[l] += (x[p[l]] - m[l]) / w[l]
+                            p[l] += 1
+                        break
+            # lanes at their centroid's end: its mean, then the lane's next
+            for l in range(LANES):
+                if cur[l] < k and p[l] == e[l]:
+                    om[cur[l]] = m[l]
+                    if not _lane_next(l, k, lane, om, ow, x, cur, nxt, p, e, m, w):
+                        active -= 1
+    free(lane)
+    if stopped:
+        raise_interrupt()
+    return k

@@ -10,10 +10,15 @@
  * Calling Python for every row costs far more than the sketch itself, so
  * this transition function keeps the values of a group in the state, packed
  * as 8 bytes each, and hands them to the builder in batches of
- * SKETCH_BATCH_MAX values; the final function (Python) takes the values
- * still buffered.  The first row of a group goes through Python as before:
- * it creates the builder, checks the parameters (precision, compression,
- * quantiles) and ties the builder to the aggregate's memory context.
+ * SKETCH_BATCH_MAX values; a builder that keeps every value anyway (a
+ * t-digest's) answers the first batch so, and the state then keeps the
+ * values (up to SKETCH_KEEP_MAX), in the aggregate's memory context where
+ * Postgres accounts for them.  The serialization, combine and final
+ * functions hand the values still buffered to the builder (a memoryview)
+ * before calling Python with the token.  The first row of a group goes
+ * through Python as before: it creates the builder, checks the parameters
+ * (precision, compression, quantiles) and ties the builder to the
+ * aggregate's memory context.
  *
  * Plumbing only: a value is packed as the 8 bytes Postgres already holds (an
  * integer widened to int64, a float as float8 bits, a date, time or
@@ -56,10 +61,20 @@ extern Datum orochi_py_call(PG_FUNCTION_ARGS);
 #define SKETCH_TOKEN_MAGIC "OSK\x01"
 #define SKETCH_BATCH_MIN 64
 #define SKETCH_BATCH_MAX 65536
+/* most values a state keeps when its builder keeps them all (512 MB) */
+#define SKETCH_KEEP_MAX (1 << 26)
 
 /* what the packed values are; sqlapi.py keeps the same numbers */
 #define SKETCH_KIND_INT64 1
 #define SKETCH_KIND_FLOAT64 2
+/*
+ * Set in kind once the builder answered a batch with true (a t-digest
+ * builder, which keeps every value until the end): the state then keeps its
+ * values, in the aggregate's memory context (so that Postgres accounts for
+ * them), up to SKETCH_KEEP_MAX, and hands them over when serialized,
+ * combined or finished.
+ */
+#define SKETCH_KIND_KEEP 0x100
 
 /*
  * The bytes of a buffered state, after the varlena header (little-endian,
@@ -193,7 +208,8 @@ is_sketch_buf(struct varlena *state)
 		VARSIZE(state) < offsetof(SketchBuf, values) ||
 		memcmp(buf->magic, SKETCH_BUF_MAGIC, 4) != 0)
 		return false;
-	if (buf->capacity < SKETCH_BATCH_MIN || buf->capacity > SKETCH_BATCH_MAX ||
+	if (buf->capacity < SKETCH_BATCH_MIN ||
+		buf->capacity > ((buf->kind & SKETCH_KIND_KEEP) ? SKETCH_KEEP_MAX : SKETCH_BATCH_MAX) ||
 		buf->count < 0 || buf->count > buf->capacity ||
 		VARSIZE(state) != offsetof(SketchBuf, values) + sizeof(int64) * (Size) buf->capacity)
 		ereport(ERROR,
@@ -204,9 +220,9 @@ is_sketch_buf(struct varlena *state)
 	return true;
 }
 
-/* A state of capacity values (in the current memory context) holding buf's */
+/* An empty state of capacity values (in the current memory context) */
 static SketchBuf *
-sketch_buf_new(int capacity, int kind, Oid valtype, const char *token, const SketchBuf *from)
+sketch_buf_new(int capacity, int kind, Oid valtype, const char *token)
 {
 	Size		size = offsetof(SketchBuf, values) + sizeof(int64) * capacity;
 	SketchBuf  *buf = palloc(size);
@@ -218,11 +234,6 @@ sketch_buf_new(int capacity, int kind, Oid valtype, const char *token, const Ske
 	buf->capacity = capacity;
 	buf->valtype = valtype;
 	memcpy(buf->token, token, SKETCH_TOKEN_LEN);
-	if (from != NULL)
-	{
-		memcpy(buf->values, from->values, sizeof(int64) * from->count);
-		buf->count = from->count;
-	}
 	return buf;
 }
 
@@ -231,7 +242,8 @@ sketch_buf_new(int capacity, int kind, Oid valtype, const char *token, const Ske
  *		Hand the buffered values to the state's builder
  *		(sqlapi.buffer_add); a Python error becomes an ERROR once every
  *		reference is released (orochi_runtime_call).  The memoryview lives
- *		only for the call: Python copies what it keeps.
+ *		only for the call: Python copies what it keeps.  A builder that
+ *		answers true keeps every value: the state keeps them from then on.
  */
 static void
 sketch_flush(SketchBuf *buf)
@@ -247,8 +259,10 @@ sketch_flush(SketchBuf *buf)
 	if (view == NULL)
 		orochi_py_raise("sketch aggregate");
 	args = Py_BuildValue("(sy#iN)", "sketch_buffer_add", buf->token, (Py_ssize_t) SKETCH_TOKEN_LEN,
-						 buf->kind, view);
+						 buf->kind & ~SKETCH_KIND_KEEP, view);
 	res = orochi_runtime_call("call_sql_function", args);
+	if (res == Py_True)
+		buf->kind |= SKETCH_KIND_KEEP;
 	Py_DECREF(res);
 	buf->count = 0;
 }
@@ -277,6 +291,49 @@ sketch_state_arg(FunctionCallInfo fcinfo, int argno)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("invalid sketch aggregate state")));
 	return state;
+}
+
+/*
+ * sketch_call_with_tokens
+ *		orochi_py_call with each buffered state among the first nstates
+ *		arguments flushed to its builder and replaced, for the call, by its
+ *		token: Python gets the values through a memoryview (no copy of a
+ *		state that may hold millions of them) and the same builder.
+ */
+static Datum
+sketch_call_with_tokens(FunctionCallInfo fcinfo, int nstates)
+{
+	Datum		saved[2];
+	Datum		result;
+
+	Assert(nstates <= 2);
+	for (int i = 0; i < nstates; i++)
+	{
+		struct varlena *state = sketch_state_arg(fcinfo, i);
+
+		saved[i] = fcinfo->args[i].value;
+		if (state != NULL && is_sketch_buf(state))
+		{
+			SketchBuf  *buf = (SketchBuf *) state;
+			struct varlena *token = palloc(VARHDRSZ + SKETCH_TOKEN_LEN);
+
+			sketch_flush(buf);
+			SET_VARSIZE(token, VARHDRSZ + SKETCH_TOKEN_LEN);
+			memcpy(VARDATA(token), buf->token, SKETCH_TOKEN_LEN);
+			fcinfo->args[i].value = PointerGetDatum(token);
+		}
+	}
+	PG_TRY();
+	{
+		result = orochi_py_call(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		for (int i = 0; i < nstates; i++)
+			fcinfo->args[i].value = saved[i];
+	}
+	PG_END_TRY();
+	return result;
 }
 
 /* The aggregate's memory context, or an error outside an aggregate */
@@ -347,15 +404,17 @@ orochi_sketch_trans(PG_FUNCTION_ARGS)
 		}
 		if (buf->count == buf->capacity)
 		{
-			if (buf->capacity < SKETCH_BATCH_MAX)
-			{
-				MemoryContext old = MemoryContextSwitchTo(aggcontext);
-				SketchBuf  *grown = sketch_buf_new(Min(buf->capacity * 2, SKETCH_BATCH_MAX),
-												   buf->kind, buf->valtype, buf->token, buf);
+			int			max = (buf->kind & SKETCH_KIND_KEEP) ? SKETCH_KEEP_MAX : SKETCH_BATCH_MAX;
 
-				MemoryContextSwitchTo(old);
-				pfree(buf);
-				buf = grown;
+			if (buf->capacity < max)
+			{
+				/* in place when it can (repalloc keeps the chunk's context) */
+				int			capacity = Min(buf->capacity * 2, max);
+				Size		size = offsetof(SketchBuf, values) + sizeof(int64) * capacity;
+
+				buf = repalloc(buf, size);
+				SET_VARSIZE(buf, size);
+				buf->capacity = capacity;
 			}
 			else
 				sketch_flush(buf);
@@ -382,7 +441,7 @@ orochi_sketch_trans(PG_FUNCTION_ARGS)
 		buf = sketch_buf_new(SKETCH_BATCH_MIN,
 							 (valtype == FLOAT4OID || valtype == FLOAT8OID) ?
 							 SKETCH_KIND_FLOAT64 : SKETCH_KIND_INT64,
-							 valtype, VARDATA_ANY(t), NULL);
+							 valtype, VARDATA_ANY(t));
 		MemoryContextSwitchTo(old);
 		PG_RETURN_POINTER(buf);
 	}
@@ -402,8 +461,7 @@ Datum
 orochi_sketch_final(PG_FUNCTION_ARGS)
 {
 	(void) sketch_agg_context(fcinfo);
-	(void) sketch_state_arg(fcinfo, 0);
-	return orochi_py_call(fcinfo);
+	return sketch_call_with_tokens(fcinfo, 1);
 }
 
 /*
@@ -415,8 +473,7 @@ Datum
 orochi_sketch_serialize(PG_FUNCTION_ARGS)
 {
 	(void) sketch_agg_context(fcinfo);
-	(void) sketch_state_arg(fcinfo, 0);
-	return orochi_py_call(fcinfo);
+	return sketch_call_with_tokens(fcinfo, 1);
 }
 
 /*
@@ -466,7 +523,7 @@ orochi_sketch_combine(PG_FUNCTION_ARGS)
 	}
 	if (state == NULL)
 		PG_RETURN_POINTER(sketch_state_copy(aggcontext, other));
-	(void) orochi_py_call(fcinfo);
+	(void) sketch_call_with_tokens(fcinfo, 2);
 	fcinfo->isnull = false;
 	PG_RETURN_POINTER(state);
 }

@@ -59,16 +59,11 @@ from orochi_fdw.errors import OrochiError
 from orochi_fdw.sketches import sampling
 from orochi_fdw.sketches.errors import CorruptSketchError
 from orochi_fdw.sketches.hashing import (canonical, canonical_float_bits, hash_bytes_list,
-                                         hash_ints, hash_values)
+                                         hash_values)
 from orochi_fdw.sketches.hll import DEFAULT_PRECISION, Hll, check_precision
 from orochi_fdw.sketches.tdigest import (DEFAULT_COMPRESSION, TDigest, check_compression,
-                                         check_quantile, merge_sorted, sort_finite)
-from orochi_fdw.sketches.tdigest import _compress as _compress_weighted
-
-
-def _compress_sorted(values: np.ndarray, compression: int):
-    """Centroids of sorted finite values, as TDigest.from_values builds them."""
-    return _compress_weighted(values, np.ones(len(values)), compression)
+                                         check_quantile, check_sorted_finite, merge_sorted,
+                                         sort_finite)
 
 _FLUSH_ROWS = 65536
 _MAX_PENDING = 1_000_000
@@ -81,6 +76,7 @@ _builders: dict[bytes, Any] = {}
 _BUF_MAGIC = b"OSB\x01"
 _BUF_HEADER = struct.Struct("<4siiiI16s")
 _KIND_INT64, _KIND_FLOAT64 = 1, 2
+_KIND_MASK = 0xFF  # above: SKETCH_KIND_KEEP, the state keeps every value
 
 # A state serialized for parallel aggregation (sketch_serialize): magic, kind,
 # then the HLL sketch's bytes, or a t-digest builder's parameters and values.
@@ -99,10 +95,14 @@ def _buffered(state: Any) -> tuple[bytes, Any]:
         return state, None
     _, kind, count, _, _, token = _BUF_HEADER.unpack_from(state)
     start = _BUF_HEADER.size
-    return token, (kind, state[start:start + 8 * count])
+    return token, (kind & _KIND_MASK, state[start:start + 8 * count])
 
 
 class _HllBuilder:
+    #: whether the C transition function should keep every value in the
+    #: state (in the aggregate's memory context) instead of flushing batches
+    keeps_values = False
+
     def __init__(self, precision: int):
         self.sketch = Hll(check_precision(precision))
         self.ints = array("q")
@@ -119,21 +119,22 @@ class _HllBuilder:
 
     def add_packed(self, kind: int, data: Any) -> None:
         """Values packed by the C transition: int64 canonical forms, or
-        float8 values (canonicalized here as :func:`canonical` does)."""
+        float8 values (canonicalized here as :func:`canonical` does), folded
+        into the sketch at once (a batch is _FLUSH_ROWS values or fewer)."""
         if kind == _KIND_FLOAT64:
-            data = canonical_float_bits(np.frombuffer(data, dtype=np.float64)).tobytes()
-        elif kind != _KIND_INT64:
+            values = canonical_float_bits(np.frombuffer(data, dtype=np.float64))
+        elif kind == _KIND_INT64:
+            values = np.frombuffer(data, dtype=np.int64)
+        else:
             raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
-        self.ints.frombytes(data)
-        if len(self.ints) + len(self.blobs) >= _FLUSH_ROWS:
-            self.flush()
+        self.sketch.add_int64(values)
 
     def add_sketch(self, data: bytes) -> None:
         self.sketch.merge(Hll.from_bytes(_raw(data)))
 
     def flush(self) -> None:
         if self.ints:
-            self.sketch.add_hashes(hash_ints(np.frombuffer(self.ints, dtype=np.int64)))
+            self.sketch.add_int64(np.frombuffer(self.ints, dtype=np.int64))
             self.ints = array("q")
         if self.blobs:
             self.sketch.add_hashes(hash_bytes_list(self.blobs))
@@ -153,16 +154,21 @@ class _HllBuilder:
 
 
 class _TDigestBuilder:
-    """The values of a t-digest aggregate, kept as sorted runs (a batch the
-    C transition function hands over is sorted when it arrives, a worker's
-    values arrive merged), merged into one sorted array at the end: the
-    digest is the one :meth:`TDigest.from_values` builds of all of them."""
+    """The values of a t-digest aggregate: those this backend was given,
+    kept as they came (``pending``: the batches the C transition function
+    hands over and the values added one at a time) and sorted once, when
+    the state is serialized or finished, and sorted runs (a worker's values,
+    sorted there). The digest is built from the runs merged
+    (:meth:`TDigest.from_sorted_runs`): the one :meth:`TDigest.from_values`
+    builds of all the values."""
+
+    keeps_values = True
 
     def __init__(self, compression: int, quantiles: Any = None):
         self.compression = check_compression(compression)
         self.quantiles = quantiles
         self.runs: list[np.ndarray] = []
-        self.pending = array("d")  # values added one at a time, not sorted yet
+        self.pending = array("d")  # values as they came, not sorted yet
         self.digest: TDigest | None = None
 
     def add(self, value: float) -> None:
@@ -171,7 +177,7 @@ class _TDigestBuilder:
     def add_packed(self, kind: int, data: Any) -> None:
         if kind != _KIND_FLOAT64:
             raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
-        self.runs.append(sort_finite(np.frombuffer(data, dtype=np.float64)))
+        self.pending.frombytes(data)
 
     def add_sketch(self, data: bytes) -> None:
         other = TDigest.from_bytes(_raw(data))
@@ -183,22 +189,24 @@ class _TDigestBuilder:
     def count(self) -> int:
         return sum(len(r) for r in self.runs) + len(self.pending)
 
-    def sorted_values(self) -> np.ndarray:
-        """Every value kept, sorted (and kept so, as one run)."""
+    def _sort_pending(self) -> None:
         if len(self.pending):
             self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64)))
             self.pending = array("d")
+
+    def sorted_values(self) -> np.ndarray:
+        """Every value kept, sorted (and kept so, as one run)."""
+        self._sort_pending()
         self.runs = [merge_sorted(self.runs)]
         return self.runs[0]
 
     def result(self) -> TDigest:
-        values = self.sorted_values()
+        self._sort_pending()
+        values = TDigest.from_sorted_runs(self.runs, self.compression)
+        self.runs = []
         if self.digest is not None:
-            if len(values):
-                self.digest.merge(TDigest.from_sorted(values, self.compression))
-                self.runs = []
-            return self.digest
-        return TDigest.from_sorted(values, self.compression)
+            return self.digest.merge(values) if len(values.means) else self.digest
+        return values
 
     def merge(self, other: "_TDigestBuilder") -> None:
         """Fold another builder of the same aggregate in (parallel
@@ -230,7 +238,7 @@ class _TDigestBuilder:
         else:
             quant = b"\x01" + struct.pack("<d", q)
         return b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
-                         quant, struct.pack("<Q", len(values)), values.tobytes(),
+                         quant, struct.pack("<Q", len(values)), memoryview(values),
                          struct.pack("<I", len(digest)), digest))
 
 
@@ -425,12 +433,7 @@ class _TDigestWindow:
         if not len(self.frame):
             return None
         compression, quantiles = self.frame.first_param()
-        digest = TDigest(check_compression(compression))
-        values = self._values()
-        if len(values):
-            digest.means, digest.weights = _compress_sorted(values, digest.compression)
-            digest.min, digest.max = float(values[0]), float(values[-1])
-        return digest, quantiles
+        return TDigest.from_sorted(self._values(), check_compression(compression)), quantiles
 
 
 class _TDigestUnionWindow:
@@ -567,13 +570,16 @@ def tdigest_union_trans(state: bytes, sketch: bytes) -> bytes:
 
 
 @sql_function("sketch_buffer_add")
-def buffer_add(token: bytes, kind: int, data: Any) -> None:
+def buffer_add(token: bytes, kind: int, data: Any) -> bool:
     """A batch of values buffered by the C transition function (no SQL
-    function: pgext/sketch_agg.c calls it); ``data`` lives only for the call."""
+    function: pgext/sketch_agg.c calls it); ``data`` lives only for the call.
+    True tells the C side to keep the next values in the state (a t-digest
+    keeps them all until the end anyway)."""
     builder = _builders.get(bytes(token))
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
     builder.add_packed(kind, data)
+    return builder.keeps_values
 
 
 # ------------------------------------------------- parallel aggregation
@@ -624,10 +630,9 @@ def _deserialize_builder(data: bytes) -> Any:
         raise CorruptSketchError("invalid sketch aggregate state: wrong length")
     builder = _TDigestBuilder(compression, quantiles)
     if n:
-        # a worker's values, sorted there: taken as one run once checked
-        sorted_ok = bool(np.isfinite(values).all() and (values[1:] >= values[:-1]).all()
-                         and not np.signbit(values[values == 0.0]).any())
-        builder.runs.append(values.copy() if sorted_ok else sort_finite(values))
+        # a worker's values, sorted there: taken as one run once checked (a
+        # view of the bytes, which it keeps)
+        builder.runs.append(values if check_sorted_finite(values) else sort_finite(values))
     if m:
         builder.digest = TDigest.from_bytes(data[pos:])
     return builder

@@ -80,6 +80,12 @@ def merge_sorted(runs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def check_sorted_finite(values: np.ndarray) -> bool:
+    """Whether values are as :func:`sort_finite` gives them (finite,
+    non-decreasing, no -0.0)."""
+    return bool(K.check_sorted_finite(np.ascontiguousarray(values, dtype=np.float64)))
+
+
 def _compress(means: np.ndarray, weights: np.ndarray, compression: int) -> tuple[np.ndarray, np.ndarray]:
     out_m = np.empty(len(means), dtype=np.float64)
     out_w = np.empty(len(means), dtype=np.float64)
@@ -110,9 +116,21 @@ class TDigest:
     @classmethod
     def from_sorted(cls, values: np.ndarray, compression: int = DEFAULT_COMPRESSION) -> "TDigest":
         """The digest of values already as :func:`sort_finite` gives them."""
+        return cls.from_sorted_runs([values], compression)
+
+    @classmethod
+    def from_sorted_runs(cls, runs: list[np.ndarray],
+                         compression: int = DEFAULT_COMPRESSION) -> "TDigest":
+        """The digest of the values of runs, each as :func:`sort_finite`
+        gives them: the runs merged, then compressed in one pass (the
+        centroids :func:`_compress` makes of the values with weights 1)."""
         digest = cls(compression)
+        values = merge_sorted([np.ascontiguousarray(r, dtype=np.float64) for r in runs if len(r)])
         if len(values):
-            digest.means, digest.weights = _compress(values, np.ones(len(values)), digest.compression)
+            out_m = np.empty(len(values), dtype=np.float64)
+            out_w = np.empty(len(values), dtype=np.float64)
+            k = K.tdigest_compress_sorted(values, float(digest.compression), out_m, out_w)
+            digest.means, digest.weights = out_m[:k].copy(), out_w[:k].copy()
             digest.min, digest.max = float(values[0]), float(values[-1])
         return digest
 

@@ -158,3 +158,30 @@ def test_a_forged_buffered_state_is_refused(db):
         db.execute("SELECT forged_count(g) FROM generate_series(1, 10) g")
     db.rollback()
     assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_kept_values_are_in_the_aggregate_memory_hash_aggregation_counts(db):
+    """A t-digest state keeps its values itself past the first batch, in
+    the aggregate's memory context: hash aggregation counts them against
+    its memory limit (under 2 MB here) and spills the groups that come after
+    a group of 400,000 values (3.2 MB; a batch of 65,536 is 512 kB, which
+    spills nothing); the digests are those of the sorted plan and of the
+    per-row path."""
+    db.execute("CREATE TABLE kept (g int, v float8)")
+    db.execute("INSERT INTO kept SELECT 0, (i::int8 * 7919 % 100003) / 7.0 FROM generate_series(1, 400000) i")
+    db.execute("INSERT INTO kept SELECT 1 + i % 50, i FROM generate_series(1, 500) i")
+    sql = "SELECT g, orochi.tdigest_agg(v), orochi.approx_percentile(v, 0.3) FROM kept GROUP BY g ORDER BY g"
+    db.execute("SET max_parallel_workers_per_gather = 0; SET work_mem = '1MB'; "
+               "SET hash_mem_multiplier = 2; SET enable_sort = off")
+    try:
+        plan = "\n".join(r[0] for r in db.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}").fetchall())
+        hashed = db.execute(sql).fetchall()
+        db.execute("RESET enable_sort; SET enable_hashagg = off")
+        grouped = db.execute(sql).fetchall()
+    finally:
+        db.execute("RESET ALL")
+    assert "HashAggregate" in plan and "Disk Usage" in plan, plan
+    assert hashed == grouped and len(hashed) == 51
+    per_row = db.execute("SELECT orochi.tdigest_agg(v) OVER () FROM kept WHERE g = 0 LIMIT 1").fetchone()[0]
+    assert hashed[0][1] == per_row
+    assert _one(db, "SELECT orochi.sketch_open_states()") == 0

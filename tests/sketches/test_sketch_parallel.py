@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 
 import numpy as np
 import psycopg
@@ -15,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orochi_fdw.kernels import sketches as K
+from orochi_fdw.sketches import reference as R
 from orochi_fdw.sketches import sqlapi
 from orochi_fdw.sketches.hll import Hll
 from orochi_fdw.sketches.tdigest import TDigest
@@ -110,6 +113,35 @@ def test_parallel_plans_equal_serial(pdb):
     serial, parallel = _both(pdb, sql)
     assert parallel == serial
     assert serial[0][0] > 0 and serial[0][5] is not None
+
+
+def _digest_as_before(values, compression=100):
+    """The t-digest bytes of values as they were built before the
+    unit-weight compression: numpy's sort of the finite values, then the
+    weighted compression kernel with every weight 1."""
+    v = R.sort_finite(np.array([math.nan if x is None else x for x in values], dtype=np.float64))
+    m, w = np.empty(len(v)), np.empty(len(v))
+    k = K.tdigest_compress(v, np.ones(len(v)), compression, m, w)
+    head = struct.pack("<4sIIdd", b"OTD\x01", compression, k, v[0], v[-1])
+    return head + m[:k].tobytes() + w[:k].tobytes()
+
+
+def test_digest_bytes_serial_and_parallel_as_before(pdb):
+    """tdigest_agg's bytes, serial and parallel, by group and over the
+    whole table (NULLs, NaN, infinities and -0 among the values), are those
+    of the construction before (sort, weighted compression), byte for byte."""
+    serial, parallel = [], []
+    for sql in ("SELECT g, orochi.tdigest_agg(f8), orochi.tdigest_agg(f8, 37) FROM h GROUP BY g ORDER BY g",
+                "SELECT NULL::int, orochi.tdigest_agg(f8), orochi.tdigest_agg(f8, 37) FROM h"):
+        s, p = _both(pdb, sql)
+        serial += s
+        parallel += p
+    assert parallel == serial and len(serial) == 4
+    values = {g: [r[1] for r in pdb.execute("SELECT g, f8 FROM h").fetchall() if g is None or r[0] == g]
+              for g in (0, 1, 2, None)}
+    for g, d100, d37 in serial:
+        assert bytes(d100) == _digest_as_before(values[g])
+        assert bytes(d37) == _digest_as_before(values[g], 37)
 
 
 def test_parallel_grouped_and_filtered(pdb):

@@ -191,21 +191,59 @@ _SPECIAL = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324, -5e-32
                      1.7976931348623157e308, -1.7976931348623157e308, 1.0, -1.0, 1.0, 3.5])
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 15, 1000, 70_000])
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 1000, 65_535, 70_000, 300_000])
 def test_sort_finite_kernel_matches_reference(n):
     """The radix sort gives numpy's sort of the finite values, -0.0 as 0.0,
     byte for byte, whatever the mix (NaN, infinities, zeros of both signs,
-    subnormals, extremes, duplicates, values sharing their high bits)."""
+    subnormals, extremes, duplicates, values sharing their high bits), on
+    both of its paths (LSD below 65,536 values, an MSD pass first above)."""
     rng = np.random.default_rng(n)
     mixes = [rng.normal(size=n), rng.lognormal(3, 1, n), rng.integers(-3, 4, n).astype(np.float64),
              rng.choice(_SPECIAL, n), rng.uniform(1.0, 1.0 + 1e-12, n),
-             np.frombuffer(rng.integers(0, 2**63, n, dtype=np.int64).tobytes(), dtype=np.float64)]
+             np.frombuffer(rng.integers(0, 2**63, n, dtype=np.int64).tobytes(), dtype=np.float64),
+             np.full(n, -2.5), np.round(rng.lognormal(3, 1, n), 3),
+             np.frombuffer((rng.integers(0, 1 << 20, n, dtype=np.int64) | (1 << 62)).tobytes(),
+                           dtype=np.float64)]
     for v in mixes:
         out = np.full(n, 7.0)
         k = K.sort_finite_float64(v, out)
         assert out[:k].tobytes() == R.sort_finite(v).tobytes()
     with pytest.raises(ValueError):
         K.sort_finite_float64(np.ones(3), np.empty(2))
+
+
+@pytest.mark.parametrize("compression", [10, 37, 100, 1000])
+def test_tdigest_compress_sorted_is_compress_with_unit_weights(compression):
+    """The unit-weight compression (bounds first, several running means at
+    a time) writes the centroids tdigest_compress writes with weights 1, bit
+    for bit, and the reference's up to rounding."""
+    rng = np.random.default_rng(compression)
+    for n in (1, 2, 3, 7, 100, 1001, 50_000):
+        for v in (R.sort_finite(rng.lognormal(size=n)), np.full(n, 2.5),
+                  R.sort_finite(rng.integers(-2, 3, n).astype(np.float64)),
+                  R.sort_finite(rng.choice(_SPECIAL, n))):
+            if not len(v):
+                continue
+            m, w = np.empty(len(v)), np.empty(len(v))
+            k = K.tdigest_compress_sorted(v, compression, m, w)
+            want_m, want_w = np.empty(len(v)), np.empty(len(v))
+            j = K.tdigest_compress(v, np.ones(len(v)), compression, want_m, want_w)
+            assert m[:k].tobytes() == want_m[:j].tobytes() and w[:k].tobytes() == want_w[:j].tobytes()
+            ref_m, ref_w = R.tdigest_compress(v, np.ones(len(v)), compression)
+            assert np.array_equal(w[:k], ref_w)
+            np.testing.assert_allclose(m[:k], ref_m, rtol=1e-12)
+    with pytest.raises(ValueError):
+        K.tdigest_compress_sorted(np.ones(3), 100, np.empty(2), np.empty(2))
+    assert K.tdigest_compress_sorted(np.zeros(0), 100, np.empty(0), np.empty(0)) == 0
+
+
+def test_check_sorted_finite_kernel():
+    rng = np.random.default_rng(5)
+    v = R.sort_finite(rng.choice(_SPECIAL, 1000))
+    assert K.check_sorted_finite(v) and K.check_sorted_finite(np.zeros(0))
+    for bad in (v[::-1], np.append(v, np.nan), np.insert(v, 0, -np.inf), np.array([-0.0, 1.0]),
+                np.array([0.0, -0.0])):
+        assert not K.check_sorted_finite(np.ascontiguousarray(bad))
 
 
 def test_merge_sorted_kernel_matches_reference():
