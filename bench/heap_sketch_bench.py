@@ -32,7 +32,11 @@ tree) --install-anchors downloads the two Debian packages with
 tree's directories (``pg_config --pkglibdir``, ``--sharedir``). The tests do
 not need them.
 
-    python bench/heap_sketch_bench.py [--rows N] [--runs N] [--install-anchors] [--no-write]
+With --preload the cluster runs with ``shared_preload_libraries = 'orochi'``
+(what WAL-logged columnar files need): the interpreter and numpy are loaded
+in the postmaster, so parallel workers do not import them per query.
+
+    python bench/heap_sketch_bench.py [--rows N] [--runs N] [--install-anchors] [--no-write] [--preload]
 """
 
 from __future__ import annotations
@@ -151,6 +155,9 @@ def main(argv=None) -> int:
     ap.add_argument("--install-anchors", action="store_true",
                     help="unpack the Debian hll and tdigest packages into PG_CONFIG's tree if missing")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--preload", action="store_true",
+                    help="shared_preload_libraries = 'orochi' (the setting the WAL-logged columnar files "
+                         "need): parallel workers start with Python and numpy already imported")
     args = ap.parse_args(argv)
     if not anchors_present():
         if not args.install_anchors:
@@ -160,7 +167,8 @@ def main(argv=None) -> int:
         install_anchors()
     load_avg = os.getloadavg()
     out = []
-    with PostgresCluster("bench-heapsketch", settings=SETTINGS) as pg:
+    initdb_settings = {"shared_preload_libraries": "orochi"} if args.preload else None
+    with PostgresCluster("bench-heapsketch", initdb_settings=initdb_settings, settings=SETTINGS) as pg:
         pg.create_database("bench")
         with pg.connect("bench", autocommit=True) as conn:
             t_load = load(conn, args.rows)
@@ -207,10 +215,13 @@ def main(argv=None) -> int:
     if not args.no_write:
         md = ["# Sketch aggregates on heap tables", "",
               f"`python bench/heap_sketch_bench.py --rows {args.rows}"
-              f"{f' --runs {args.runs}' if args.runs != 3 else ''}`: {args.rows:,} rows in a heap "
+              f"{f' --runs {args.runs}' if args.runs != 3 else ''}{' --preload' if args.preload else ''}`: "
+              f"{args.rows:,} rows in a heap "
               f"table, median of {args.runs} warm runs, one session, each query with "
               f"max_parallel_workers_per_gather 0 and 2 (a Partial Aggregate in the workers; "
-              f"\"(serial plan)\" when Postgres chose none); 2-core shared machine, {load_text}.", "",
+              f"\"(serial plan)\" when Postgres chose none); "
+              f"{'orochi preloaded (shared_preload_libraries); ' if args.preload else ''}"
+              f"2-core shared machine, {load_text}.", "",
               "Anchors: postgresql-hll 2.17 (`hll_cardinality(hll_add_agg(hll_hash_bigint(x)))`, "
               "log2m 11) and tdigest 1.4 (`tdigest_percentile(x, 100, q)`), the Debian packages. "
               "Orochi: `orochi.approx_count_distinct(x)` (HyperLogLog p = 14) and "
