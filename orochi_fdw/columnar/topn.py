@@ -82,11 +82,15 @@ def text_sort_values(col: Column, reversed_: bool = False) -> np.ndarray:
     return grid.view(f"S{grid.shape[1]}").reshape(n)
 
 
+#: every byte complemented (255 - b)
+_COMPLEMENT = bytes(range(255, -1, -1))
+
+
 def text_bound(value: bytes, reversed_: bool) -> bytes:
     """A text bound of the statistics as :func:`text_sort_values` orders it."""
     if not reversed_:
         return bytes(value)
-    return bytes(255 - b for b in value) + b"\xff"
+    return bytes(value).translate(_COMPLEMENT) + b"\xff"
 
 
 def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
@@ -399,7 +403,11 @@ class TopNScan:
         self._texts = [kinds[k.attname].is_variable_width for k in keys]
         self._stages: dict[frozenset, list] = {}
         self._entry_cache: dict[tuple, np.ndarray] = {}
+        self._filter_cache: dict[tuple, tuple] = {}
         self._rows = self._run()
+        import os as _os  # DEVPROFILE
+        if _os.path.exists("/tmp/topn/profile"):  # DEVPROFILE
+            self._rows = _devprof(self._rows)  # DEVPROFILE
 
     def __iter__(self) -> "TopNScan":
         return self
@@ -472,6 +480,16 @@ class TopNScan:
                 st = chunks[ci].stats
                 if st is None:
                     bounds.append(None)
+                    continue
+                v = st.max if key.is_reversed else st.min
+                if not st.null_count and not st.has_nan and v is not None and st.row_count:
+                    # the common case of key_bound: numbers only, the least
+                    if is_text:
+                        bounds.append((2, text_bound(v, key.is_reversed)))
+                    elif is_float:
+                        bounds.append((2, -float(v) if key.is_reversed else float(v)))
+                    else:
+                        bounds.append((2, ~int(v) if key.is_reversed else int(v)))
                     continue
                 bounds.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
                                         is_text=is_text))
@@ -569,22 +587,27 @@ class TopNScan:
             out = np.where(np.asarray(null_state, dtype=bool), out, np.uint8(state))
         return out
 
-    def _near(self, group, column, threshold_key: tuple, single: bool) -> np.ndarray:
+    def _near(self, group, column, threshold_key: tuple, single: bool) -> tuple[np.ndarray, bool | None]:
         """Bool mask of the rows of one source not after the threshold on the
         first key (:meth:`_against` not 0), in as few passes over the stored
-        values as it takes."""
+        values as it takes; and whether those rows all tie with it (True),
+        none does (False), or it depends (None)."""
         key = self.keys[0]
         tc, tv = threshold_key
         d = self._dictionary(group, key.attname)
+        ties = False if single else None
         if d is not None:
             entries, codes, validity = d
-            near = (self._entry_states(entries, 0, threshold_key, single) != 0).take(codes)
+            states = self._entry_states(entries, 0, threshold_key, single)
+            near = (states != 0).take(codes)
+            if ties is None and validity is None:
+                ties = True if not (states == 2).any() else (False if not (states == 1).any() else None)
         else:
             col = self._normalized(key.attname, column(key.attname))
             values = col.values
             kind = getattr(values, "dtype", np.dtype("O")).kind
             if tc != 2 or col.kind.is_variable_width or kind not in "fiu":
-                return self._against(group, column, 0, None, threshold_key, single) != 0
+                return self._against(group, column, 0, None, threshold_key, single) != 0, ties
             if kind == "f":
                 t = np.float64(-tv if key.is_reversed else tv)
                 if key.is_reversed:  # NaN sorts before every number
@@ -604,7 +627,7 @@ class TopNScan:
                 near |= ~np.asarray(validity, dtype=bool)
             else:
                 near &= np.asarray(validity, dtype=bool)
-        return near
+        return near, ties
 
     def _key_values(self, group, column, j: int, idx: np.ndarray, whole: bool) -> tuple[np.ndarray, np.ndarray]:
         """:func:`_keys` of sort key ``j`` for the rows ``idx`` of one source
@@ -633,12 +656,10 @@ class TopNScan:
         if threshold is None:
             idx = np.arange(nrows) if live is None else np.flatnonzero(live)
         else:
-            near = self._near(group, column, threshold[0], single)
+            near, ties = self._near(group, column, threshold[0], single)
             if live is not None:
                 near &= np.asarray(live, dtype=bool)
             idx = np.flatnonzero(near)
-            if not single and len(idx):
-                tie = self._against(group, column, 0, idx, threshold[0]) == 1
         if len(idx) == 0:
             return False
         whole = len(idx) == nrows
@@ -650,8 +671,11 @@ class TopNScan:
                     return False
                 idx = idx[sel]
                 whole = len(idx) == nrows
-                if tie is not None:
-                    tie = tie[sel]
+        if threshold is not None:
+            if ties:
+                tie = np.ones(len(idx), dtype=bool)
+            elif ties is None:
+                tie = self._against(group, column, 0, idx, threshold[0]) == 1
         if tie is not None and tie.any():
             # rows tying on the first key: the later keys decide
             keep = ~tie
@@ -692,7 +716,10 @@ class TopNScan:
         before = len(idx)
         picked = None  # positions in the original idx
         for expr, names in self._filter_stages(coded_names):
-            sel = selection(evaluate(expr, {n: filter_column(n, idx, whole) for n in names}, len(idx)))
+            if len(names) == 1 and names[0] in coded_names:
+                sel = np.flatnonzero(self._coded_filter(expr, names[0], self._dictionary(group, names[0]), idx))
+            else:
+                sel = selection(evaluate(expr, {n: filter_column(n, idx, whole) for n in names}, len(idx)))
             if len(sel) == 0:
                 self.removed += before
                 return sel
@@ -702,6 +729,33 @@ class TopNScan:
                 picked = sel if picked is None else picked[sel]
         self.removed += before - len(idx)
         return picked
+
+    def _coded_filter(self, expr, name: str, coded: tuple, idx: np.ndarray) -> np.ndarray:
+        """Bool mask of the rows ``idx`` that pass ``expr`` (a filter on
+        dictionary-coded column ``name`` only): the filter's result per
+        distinct value (and for NULL) worked out once per dictionary content,
+        then picked by the rows' codes."""
+        from orochi_fdw.query.predicates import evaluate, selection
+
+        entries, codes, validity = coded
+        ck = (id(expr), entries.offsets.tobytes(), np.asarray(entries.values).tobytes())
+        found = self._filter_cache.get(ck)
+        if found is None:
+            n = len(entries.offsets) - 1
+            passing = np.zeros(n, dtype=bool)
+            passing[selection(evaluate(expr, {name: entries}, n))] = True
+            null = Column(entries.kind, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=bool),
+                          np.zeros(2, dtype=np.int64))
+            found = (passing, len(selection(evaluate(expr, {name: null}, 1))) == 1)
+            if len(self._filter_cache) > 256:
+                self._filter_cache.clear()
+            self._filter_cache[ck] = found
+        passing, null_passes = found
+        out = passing.take(codes[idx])
+        if validity is not None:
+            valid = np.asarray(validity, dtype=bool)[idx]
+            out = (out & valid) | (~valid if null_passes else False)
+        return out
 
     #: a limit up to which the chunk groups holding candidates stay open, their
     #: decoded columns reused for the winners
@@ -722,8 +776,8 @@ class TopNScan:
                 self._consider(cand, len(sources) - 1, batch.nrows, batch.columns.__getitem__, None)
 
         def order(bounds: list) -> tuple:
-            # unknown bounds first: they may hold anything
-            return tuple((0,) if b is None else (1, b) for b in bounds)
+            # unknown bounds first: they may hold anything (a bound's class is 0 to 4)
+            return tuple(bounds) if None not in bounds else tuple((-1,) if b is None else b for b in bounds)
 
         # one queue, best bounds first, of the stripes not yet opened and the
         # chunk groups of those opened (a group before a stripe of equal
@@ -855,3 +909,14 @@ class TopNScan:
         self.scan.counters.rows += n
         return Batch(n, cols, rowids=rowids)
 
+
+
+def _devprof(gen):  # DEVPROFILE
+    import cProfile, os, time  # DEVPROFILE
+    pr = cProfile.Profile()  # DEVPROFILE
+    t0 = time.perf_counter()  # DEVPROFILE
+    pr.enable()  # DEVPROFILE
+    out = list(gen)  # DEVPROFILE
+    pr.disable()  # DEVPROFILE
+    pr.dump_stats("/tmp/topn/prof.%d.%d" % (os.getpid(), int((time.perf_counter() - t0) * 1e6)))  # DEVPROFILE
+    yield from out  # DEVPROFILE
