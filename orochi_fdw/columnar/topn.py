@@ -368,7 +368,8 @@ class TopNScan:
     first by their catalog statistics, and their chunk groups likewise. Once
     ``n`` candidates are known, the keys of the ``n``-th are a threshold: a
     stripe or chunk group whose statistics show that none of its rows can
-    sort before it is skipped without reading anything. In a group that is
+    sort before it is skipped without reading anything, and so is every one
+    after it in that order (the scan stops there). In a group that is
     read, the first sort column is decoded first and only the rows not
     after the threshold in it go on to the filter and the other sort
     columns; the other columns the query wants are read at the end, for the
