@@ -404,6 +404,8 @@ class TopNScan:
         self._texts = [kinds[k.attname].is_variable_width for k in keys]
         self._stages: dict[frozenset, list] = {}
         self._entry_cache: dict[tuple, np.ndarray] = {}
+        #: the columns of fixed width (never dictionary-coded; one not in ``kinds`` is text)
+        self._fixed_columns = {n for n, k in kinds.items() if not k.is_variable_width}
         self._filter_cache: dict[tuple, tuple] = {}
         self._rows = self._run()
         import os as _os  # DEVPROFILE
@@ -500,7 +502,7 @@ class TopNScan:
     def _dictionary(self, group, name: str):
         """A chunk group's text column ``name`` in dictionary form, or None
         (not a chunk group, not DICTIONARY-coded, or a changed type)."""
-        if group is None or not self.kinds.get(name, WireKind.CSTRING).is_variable_width:
+        if group is None or name in self._fixed_columns:
             return None
         return group.dictionary(name)
 
@@ -790,7 +792,10 @@ class TopNScan:
             queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
             seq += 1
         heapq.heapify(queue)
-        readers: dict[int, list] = {}  # stripe id -> [reader, groups left]
+        # stripe id -> [reader, its chunk groups as (order, position, group,
+        # bounds) in order, how many of them went into the queue]: a stripe's
+        # next group goes in when the one before it comes out
+        readers: dict[int, list] = {}
         try:
             while queue:
                 _order, _rank, _seq, stripe, group = queue[0]
@@ -804,18 +809,22 @@ class TopNScan:
                             counters.stripes_skipped_topn += 1
                         else:
                             counters.chunk_groups_skipped_topn += 1
+                    for _reader, ranked, queued in readers.values():
+                        counters.chunk_groups_skipped_topn += len(ranked) - queued
                     break
                 heapq.heappop(queue)
                 if group is None:
                     counters.stripes += 1
                     reader = scan._open(stripe)
                     groups = scan._groups(stripe, reader, prune=False)
-                    readers[stripe.stripe_id] = [reader, len(groups)]
-                    for g, bounds in zip(groups, self._groups_bounds(reader, groups)):
-                        heapq.heappush(queue, (order(bounds), 0, seq, stripe, (g, bounds)))
-                        seq += 1
                     if not groups:
-                        readers.pop(stripe.stripe_id)[0].close()
+                        reader.close()
+                        continue
+                    ranked = sorted((order(bounds), i, g, bounds)
+                                    for i, (g, bounds) in enumerate(zip(groups, self._groups_bounds(reader, groups))))
+                    readers[stripe.stripe_id] = [reader, ranked, 1]
+                    heapq.heappush(queue, (ranked[0][0], 0, seq, stripe, ranked[0][2:]))
+                    seq += 1
                     continue
                 group, bounds = group
                 if scan.may_match(group):
@@ -830,11 +839,15 @@ class TopNScan:
                         if len(held) > 2 * self.HOLD_LIMIT:
                             self._release(held, cand)
                 entry = readers[stripe.stripe_id]
-                entry[1] -= 1
-                if entry[1] == 0:
+                reader, ranked, queued = entry
+                if queued < len(ranked):
+                    heapq.heappush(queue, (ranked[queued][0], 0, seq, stripe, ranked[queued][2:]))
+                    seq += 1
+                    entry[2] += 1
+                else:
                     readers.pop(stripe.stripe_id)[0].close()
         finally:
-            for reader, _left in readers.values():
+            for reader, _ranked, _queued in readers.values():
                 reader.close()
         cand.reduce()
         if cand.count == 0:
