@@ -286,13 +286,17 @@ def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_n
         v = hi if key.is_reversed else lo
         if v is None:
             return None
-        if is_text:
-            best.append((2, text_bound(v, key.is_reversed)))
-        elif is_float:
-            best.append((2, -float(v) if key.is_reversed else float(v)))
-        else:
-            best.append((2, ~int(v) if key.is_reversed else int(v)))
+        best.append(value_bound(key, is_float, is_text, v))
     return min(best) if best else None
+
+
+def value_bound(key: SortKey, is_float: bool, is_text: bool, v) -> tuple:
+    """The (class, value) of :func:`_keys` of a number (or text) ``v``."""
+    if is_text:
+        return 2, text_bound(v, key.is_reversed)
+    if is_float:
+        return 2, -float(v) if key.is_reversed else float(v)
+    return 2, ~int(v) if key.is_reversed else int(v)
 
 
 def cannot_improve(bounds: list[tuple | None], threshold: list[tuple]) -> bool:
@@ -487,12 +491,7 @@ class TopNScan:
                 v = st.max if key.is_reversed else st.min
                 if not st.null_count and not st.has_nan and v is not None and st.row_count:
                     # the common case of key_bound: numbers only, the least
-                    if is_text:
-                        bounds.append((2, text_bound(v, key.is_reversed)))
-                    elif is_float:
-                        bounds.append((2, -float(v) if key.is_reversed else float(v)))
-                    else:
-                        bounds.append((2, ~int(v) if key.is_reversed else int(v)))
+                    bounds.append(value_bound(key, is_float, is_text, v))
                     continue
                 bounds.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
                                         is_text=is_text))
