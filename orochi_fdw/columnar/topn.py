@@ -823,6 +823,7 @@ class TopNScan:
                                     for i, (g, bounds) in enumerate(zip(groups, self._groups_bounds(reader, groups))))
                     readers[stripe.stripe_id] = [reader, ranked, 1]
                     heapq.heappush(queue, (ranked[0][0], 0, seq, stripe, ranked[0][2:]))
+                    ranked[0] = None  # in the queue now: let it go (and what it decodes) once read
                     seq += 1
                     continue
                 group, bounds = group
@@ -841,6 +842,7 @@ class TopNScan:
                 reader, ranked, queued = entry
                 if queued < len(ranked):
                     heapq.heappush(queue, (ranked[queued][0], 0, seq, stripe, ranked[queued][2:]))
+                    ranked[queued] = None
                     seq += 1
                     entry[2] += 1
                 else:
