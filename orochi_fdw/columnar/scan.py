@@ -137,6 +137,7 @@ class ColumnarScan:
         # decoded column chunks by (stripe, chunk group, column), kept across
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
+        self._may_match: Callable | None = None  # the quals' pruner, for :meth:`may_match`
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -330,9 +331,11 @@ class ColumnarScan:
             cols = {name: take(group.column(name), idx) for name in pre.needed}
         return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
 
-    def _groups(self, stripe: store.StripeRecord, reader: StripeReader) -> list["ChunkGroup"]:
+    def _groups(self, stripe: store.StripeRecord, reader: StripeReader, prune: bool = True) -> list["ChunkGroup"]:
         """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
-        min / max do not rule out and that have a live row."""
+        min / max do not rule out (without ``prune``: left to
+        :meth:`may_match`, asked of the groups read only) and that have a
+        live row."""
         meta = reader.metadata
         # table column -> (file column, stored kind); absent columns read as NULL
         present: dict[str, tuple[str, str]] = {}
@@ -342,7 +345,7 @@ class ColumnarScan:
                 present[name] = (rec.column_name, rec.kind)
         deleted = DeletedOffsets(stripe.delete_bitmap)
         qual_cols = {}
-        prune = self.quals is not ALWAYS_TRUE
+        prune = prune and self.quals is not ALWAYS_TRUE
         may_match = pruner(self.quals)
         for name in (referenced_columns(self.quals) if prune else ()):
             rec = stripe.columns.get(self.table_columns[name].attnum)
@@ -365,6 +368,19 @@ class ColumnarScan:
                 continue  # every row deleted: nothing to decode
             groups.append(ChunkGroup(self, stripe, reader, present, deleted, group))
         return groups
+
+    def may_match(self, group: "ChunkGroup") -> bool:
+        """Whether the quals' min / max leave rows of ``group`` (one of
+        :meth:`_groups` without ``prune``) that may match; counted as skipped
+        by min / max if not."""
+        if self.quals is ALWAYS_TRUE:
+            return True
+        if self._may_match is None:
+            self._may_match = pruner(self.quals)
+        if self._may_match(group.stats):
+            return True
+        self.counters.chunk_groups_skipped += 1
+        return False
 
     def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
                      skip: Callable[["ChunkGroup"], bool] | None = None,

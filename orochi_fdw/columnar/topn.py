@@ -20,6 +20,7 @@ import numpy as np
 
 from orochi_fdw.bridge.api import SortKey
 from orochi_fdw.bridge.batch import Batch, Column, WireKind
+from orochi_fdw.query.predicates import ALWAYS_TRUE
 
 #: wire kinds whose values order as their numbers do
 ORDERABLE = {WireKind.INT16, WireKind.INT32, WireKind.INT64, WireKind.FLOAT32, WireKind.FLOAT64,
@@ -81,11 +82,15 @@ def text_sort_values(col: Column, reversed_: bool = False) -> np.ndarray:
     return grid.view(f"S{grid.shape[1]}").reshape(n)
 
 
+#: every byte complemented (255 - b)
+_COMPLEMENT = bytes(range(255, -1, -1))
+
+
 def text_bound(value: bytes, reversed_: bool) -> bytes:
     """A text bound of the statistics as :func:`text_sort_values` orders it."""
     if not reversed_:
         return bytes(value)
-    return bytes(255 - b for b in value) + b"\xff"
+    return bytes(value).translate(_COMPLEMENT) + b"\xff"
 
 
 def _keys(col: Column, key: SortKey) -> tuple[np.ndarray, np.ndarray]:
@@ -152,19 +157,6 @@ def dictionary_take(entries: Column, codes: np.ndarray, validity: np.ndarray | N
     np.cumsum(lengths, out=offsets[1:])
     src = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
     return Column(entries.kind, np.asarray(entries.values)[src], valid, offsets)
-
-
-def before_threshold(keys: list[tuple[np.ndarray, np.ndarray]], threshold: list[tuple]) -> np.ndarray:
-    """Mask of the rows whose keys (:func:`_keys` per sort key) sort strictly
-    before ``threshold`` (the keys of the last candidate): the others cannot
-    improve on the candidates (a row tying with the last one on every key
-    may be left out, ties coming out in any order as in Postgres)."""
-    out = None
-    for (cls, vals), (tc, tv) in zip(reversed(keys), reversed(threshold)):
-        same_class = cls == tc
-        lt = (cls < tc) | (same_class & (vals < tv))
-        out = lt if out is None else lt | (same_class & (vals == tv) & out)
-    return out
 
 
 def _best(col: Column, key: SortKey, limit: int) -> np.ndarray:
@@ -294,13 +286,17 @@ def key_bound(key: SortKey, is_float: bool, rows: int, nulls: int, lo, hi, has_n
         v = hi if key.is_reversed else lo
         if v is None:
             return None
-        if is_text:
-            best.append((2, text_bound(v, key.is_reversed)))
-        elif is_float:
-            best.append((2, -float(v) if key.is_reversed else float(v)))
-        else:
-            best.append((2, ~int(v) if key.is_reversed else int(v)))
+        best.append(value_bound(key, is_float, is_text, v))
     return min(best) if best else None
+
+
+def value_bound(key: SortKey, is_float: bool, is_text: bool, v) -> tuple:
+    """The (class, value) of :func:`_keys` of a number (or text) ``v``."""
+    if is_text:
+        return 2, text_bound(v, key.is_reversed)
+    if is_float:
+        return 2, -float(v) if key.is_reversed else float(v)
+    return 2, ~int(v) if key.is_reversed else int(v)
 
 
 def cannot_improve(bounds: list[tuple | None], threshold: list[tuple]) -> bool:
@@ -376,7 +372,8 @@ class TopNScan:
     first by their catalog statistics, and their chunk groups likewise. Once
     ``n`` candidates are known, the keys of the ``n``-th are a threshold: a
     stripe or chunk group whose statistics show that none of its rows can
-    sort before it is skipped without reading anything. In a group that is
+    sort before it is skipped without reading anything, and so is every one
+    after it in that order (the scan stops there). In a group that is
     read, the first sort column is decoded first and only the rows not
     after the threshold in it go on to the filter and the other sort
     columns; the other columns the query wants are read at the end, for the
@@ -410,7 +407,14 @@ class TopNScan:
         self._floats = [kinds[k.attname] in (WireKind.FLOAT32, WireKind.FLOAT64) for k in keys]
         self._texts = [kinds[k.attname].is_variable_width for k in keys]
         self._stages: dict[frozenset, list] = {}
+        self._entry_cache: dict[tuple, np.ndarray] = {}
+        #: the columns of fixed width (never dictionary-coded; one not in ``kinds`` is text)
+        self._fixed_columns = {n for n, k in kinds.items() if not k.is_variable_width}
+        self._filter_cache: dict[tuple, tuple] = {}
         self._rows = self._run()
+        import os as _os  # DEVPROFILE
+        if _os.path.exists("/tmp/topn/profile"):  # DEVPROFILE
+            self._rows = _devprof(self._rows)  # DEVPROFILE
 
     def __iter__(self) -> "TopNScan":
         return self
@@ -484,6 +488,11 @@ class TopNScan:
                 if st is None:
                     bounds.append(None)
                     continue
+                v = st.max if key.is_reversed else st.min
+                if not st.null_count and not st.has_nan and v is not None and st.row_count:
+                    # the common case of key_bound: numbers only, the least
+                    bounds.append(value_bound(key, is_float, is_text, v))
+                    continue
                 bounds.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
                                         is_text=is_text))
             out.append(bounds)
@@ -492,7 +501,7 @@ class TopNScan:
     def _dictionary(self, group, name: str):
         """A chunk group's text column ``name`` in dictionary form, or None
         (not a chunk group, not DICTIONARY-coded, or a changed type)."""
-        if group is None or not self.kinds.get(name, WireKind.CSTRING).is_variable_width:
+        if group is None or name in self._fixed_columns:
             return None
         return group.dictionary(name)
 
@@ -512,99 +521,243 @@ class TopNScan:
             self._stages[frozenset(coded)] = stages
         return stages
 
+    def _entry_states(self, entries: Column, j: int, threshold_key: tuple, single: bool) -> np.ndarray:
+        """Per distinct value of a dictionary-coded text key ``j``: 2 if it
+        sorts strictly before ``threshold_key``, 1 if it ties with it (0
+        when the limit's ties cannot improve: ``single``), else 0; kept per
+        dictionary content, since a stripe's chunk groups often share one."""
+        ck = (j, single, threshold_key, entries.offsets.tobytes(), np.asarray(entries.values).tobytes())
+        states = self._entry_cache.get(ck)
+        if states is None:
+            tc, tv = threshold_key
+            vals = text_sort_values(entries, self.keys[j].is_reversed)
+            states = np.where((2 < tc) | ((2 == tc) & (vals < tv)), 2,
+                              np.where((2 == tc) & (vals == tv) & (not single), 1, 0)).astype(np.uint8)
+            if len(self._entry_cache) > 256:
+                self._entry_cache.clear()
+            self._entry_cache[ck] = states
+        return states
+
+    def _against(self, group, column, j: int, idx: np.ndarray | None, threshold_key: tuple,
+                 single: bool = False) -> np.ndarray:
+        """Where the rows ``idx`` (None: all) of one source stand against the
+        threshold's key ``j``: uint8 2 (strictly before), 1 (tie; never with
+        ``single``, a tie on the only key not improving), 0 (after). Compares
+        the stored values (dictionary codes, numbers) with the threshold
+        rather than building the rows' sort keys."""
+        key = self.keys[j]
+        tc, tv = threshold_key
+        null_state = None
+        d = self._dictionary(group, key.attname)
+        if d is not None:
+            entries, codes, validity = d
+            states = self._entry_states(entries, j, threshold_key, single)
+            out = states[codes if idx is None else codes[idx]]
+            if validity is not None:
+                valid = validity if idx is None else validity[idx]
+                null_state = valid
+        else:
+            col = self._normalized(key.attname, column(key.attname))
+            values = col.values
+            kind = getattr(values, "dtype", np.dtype("O")).kind
+            if tc == 2 and not col.kind.is_variable_width and kind in "fiu":
+                v = values if idx is None else values[idx]
+                if kind == "f":
+                    t = np.float64(-tv if key.is_reversed else tv)
+                    # NaN: above every number (after ascending, before descending)
+                    if key.is_reversed:
+                        lt = (v > t) | np.isnan(v)
+                    else:
+                        lt = v < t
+                else:
+                    t = np.int64(~tv if key.is_reversed else tv)
+                    lt = (v > t) if key.is_reversed else (v < t)
+                out = lt.view(np.uint8) * np.uint8(2)
+                if not single:
+                    out |= (v == t).view(np.uint8)
+            else:
+                part = col if idx is None else take(col, idx)
+                cls, vals = _keys(part, key)
+                out = np.where((cls < tc) | ((cls == tc) & (vals < tv)), 2,
+                               np.where((cls == tc) & (vals == tv) & (not single), 1, 0)).astype(np.uint8)
+            if col.validity is not None:
+                null_state = col.validity if idx is None else col.validity[idx]
+        if null_state is not None and not np.all(null_state):
+            # a NULL's slot holds anything: its class decides
+            nc = 0 if key.nulls_first else 4
+            state = 2 if nc < tc else (1 if nc == tc and not single else 0)
+            out = np.where(np.asarray(null_state, dtype=bool), out, np.uint8(state))
+        return out
+
+    def _near(self, group, column, threshold_key: tuple, single: bool) -> tuple[np.ndarray, bool | None]:
+        """Bool mask of the rows of one source not after the threshold on the
+        first key (:meth:`_against` not 0), in as few passes over the stored
+        values as it takes; and whether those rows all tie with it (True),
+        none does (False), or it depends (None)."""
+        key = self.keys[0]
+        tc, tv = threshold_key
+        d = self._dictionary(group, key.attname)
+        ties = False if single else None
+        if d is not None:
+            entries, codes, validity = d
+            states = self._entry_states(entries, 0, threshold_key, single)
+            near = (states != 0).take(codes)
+            if ties is None and validity is None:
+                ties = True if not (states == 2).any() else (False if not (states == 1).any() else None)
+        else:
+            col = self._normalized(key.attname, column(key.attname))
+            values = col.values
+            kind = getattr(values, "dtype", np.dtype("O")).kind
+            if tc != 2 or col.kind.is_variable_width or kind not in "fiu":
+                return self._against(group, column, 0, None, threshold_key, single) != 0, ties
+            if kind == "f":
+                t = np.float64(-tv if key.is_reversed else tv)
+                if key.is_reversed:  # NaN sorts before every number
+                    near = ((values > t) if single else (values >= t)) | np.isnan(values)
+                else:
+                    near = (values < t) if single else (values <= t)
+            else:
+                t = np.int64(~tv if key.is_reversed else tv)
+                if key.is_reversed:
+                    near = (values > t) if single else (values >= t)
+                else:
+                    near = (values < t) if single else (values <= t)
+            validity = col.validity
+        if validity is not None and not np.all(validity):
+            nc = 0 if key.nulls_first else 4
+            if nc < tc or (nc == tc and not single):
+                near |= ~np.asarray(validity, dtype=bool)
+            else:
+                near &= np.asarray(validity, dtype=bool)
+        return near, ties
+
+    def _key_values(self, group, column, j: int, idx: np.ndarray, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_keys` of sort key ``j`` for the rows ``idx`` of one source
+        (``whole``: every row)."""
+        key = self.keys[j]
+        d = self._dictionary(group, key.attname)
+        if d is not None:
+            entries, codes, validity = d
+            return _dictionary_keys(entries, codes[idx], None if validity is None else validity[idx], key)
+        col = self._normalized(key.attname, column(key.attname))
+        return _keys(col if whole else take(col, idx), key)
+
     def _consider(self, cand: _Candidates, source: int, nrows: int, column, live: np.ndarray | None,
                   group=None) -> bool:
         """Offer the rows of one source (``column(name)``: a column of all
         its rows; ``group``: the :class:`~orochi_fdw.columnar.scan.ChunkGroup`
         it is, if one) to the candidates: the first sort key of every row
-        first, then, for the rows not after the threshold in it, the filter
-        (dictionary-coded text columns on their codes), then the other keys;
-        only rows before the threshold on every key are kept. Whether any
-        row was."""
-        first = self.keys[0]
+        against the threshold first (:meth:`_against`), then, for the rows
+        not after it, the filter (dictionary-coded text columns on their
+        codes), then the later keys for the rows tying on the first; the sort
+        keys are built for the rows kept only (those before the threshold).
+        Whether any row was."""
         single = len(self.keys) == 1
-        coded = self._dictionary(group, first.attname)
         threshold = cand.threshold
-        if coded is not None:
-            # the threshold's test once per distinct value, then the codes pick
-            entries, codes, validity = coded
-            cls = vals = None
-            entry_vals = text_sort_values(entries, first.is_reversed)
-            mask = live
-            if threshold is not None:
-                tc, tv = threshold[0]
-                near = ((2 < tc) | ((2 == tc) & ((entry_vals < tv) if single else (entry_vals <= tv))))[codes]
-                if validity is not None:
-                    null_class = 0 if first.nulls_first else 4
-                    near = np.where(validity, near, null_class < tc or (null_class == tc and not single))
-                mask = near if mask is None else mask & near
+        tie = None  # per row of idx: whether it ties with the threshold on the first key
+        if threshold is None:
+            idx = np.arange(nrows) if live is None else np.flatnonzero(live)
         else:
-            cls, vals = _keys(self._normalized(first.attname, column(first.attname)), first)
-            mask = live
-            if threshold is not None:
-                tc, tv = threshold[0]
-                # with more keys, a tie on the first is decided by the others
-                near = (cls < tc) | ((cls == tc) & ((vals < tv) if single else (vals <= tv)))
-                mask = near if mask is None else mask & near
-        idx = np.arange(nrows) if mask is None else np.flatnonzero(mask)
+            near, ties = self._near(group, column, threshold[0], single)
+            if live is not None:
+                near &= np.asarray(live, dtype=bool)
+            idx = np.flatnonzero(near)
         if len(idx) == 0:
             return False
         whole = len(idx) == nrows
 
-        def rows(name: str) -> Column:
-            d = self._dictionary(group, name)
-            if d is not None and not whole:
-                return dictionary_take(*d, idx)
-            col = self._normalized(name, column(name))
-            return col if whole else take(col, idx)
-
-        from orochi_fdw.query.predicates import ALWAYS_TRUE, DictionaryColumn, evaluate, selection
-
-        def filter_column(name: str):
-            d = self._dictionary(group, name)
-            if d is None:
-                return rows(name)
-            entries, codes, validity = d
-            return DictionaryColumn(codes if whole else codes[idx], entries.offsets, entries.values,
-                                    None if validity is None else (validity if whole else validity[idx]))
-
         if self.expr is not ALWAYS_TRUE:
-            # the conjuncts on dictionary-coded columns first (no decoding):
-            # the other columns are decoded only if a row passes them
-            coded_names = {n for n in self.filter_columns if self._dictionary(group, n) is not None}
-            stages = self._filter_stages(coded_names)
-            before = len(idx)
-            for expr, names in stages:
-                sel = selection(evaluate(expr, {n: filter_column(n) for n in names}, len(idx)))
+            sel = self._filter(group, column, idx, whole, nrows)
+            if sel is not None:
                 if len(sel) == 0:
-                    self.removed += before
                     return False
-                if len(sel) < len(idx):
-                    idx = idx[sel]
-                    whole = len(idx) == nrows
-            self.removed += before - len(idx)
-        if coded is not None:
-            keys = [_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx], first,
-                                     entry_vals)]
-        else:
-            keys = [(cls[idx], vals[idx])]
-        for key in self.keys[1:]:
-            d = self._dictionary(group, key.attname)
-            if d is not None:
-                entries, codes, validity = d
-                keys.append(_dictionary_keys(entries, codes[idx], None if validity is None else validity[idx],
-                                             key))
-            else:
-                keys.append(_keys(rows(key.attname), key))
-        if threshold is not None and not single:
-            keep = before_threshold(keys, threshold)
+                idx = idx[sel]
+                whole = len(idx) == nrows
+        if threshold is not None:
+            if ties:
+                tie = np.ones(len(idx), dtype=bool)
+            elif ties is None:
+                tie = self._against(group, column, 0, idx, threshold[0]) == 1
+        if tie is not None and tie.any():
+            # rows tying on the first key: the later keys decide
+            keep = ~tie
+            pending = np.flatnonzero(tie)
+            for j in range(1, len(self.keys)):
+                st = self._against(group, column, j, idx[pending], threshold[j])
+                keep[pending[st == 2]] = True
+                pending = pending[st == 1]
+                if len(pending) == 0:
+                    break
+            # rows still pending tie with the threshold on every key: left out
             if not keep.all():
                 idx = idx[keep]
                 if len(idx) == 0:
                     return False
-                keys = [(c[keep], v[keep]) for c, v in keys]
+                whole = False
+        keys = [self._key_values(group, column, j, idx, whole) for j in range(len(self.keys))]
         cand.add(keys, source, idx)
         return True
+
+    def _filter(self, group, column, idx: np.ndarray, whole: bool, nrows: int) -> np.ndarray | None:
+        """The positions in ``idx`` of the rows that pass the filter (None:
+        all of them): the conjuncts on dictionary-coded columns first, on
+        their codes; the other columns are decoded only if a row passes
+        them."""
+        from orochi_fdw.query.predicates import DictionaryColumn, evaluate, selection
+
+        def filter_column(name: str, idx: np.ndarray, whole: bool):
+            d = self._dictionary(group, name)
+            if d is not None:
+                entries, codes, validity = d
+                return DictionaryColumn(codes if whole else codes[idx], entries.offsets, entries.values,
+                                        None if validity is None else (validity if whole else validity[idx]))
+            col = self._normalized(name, column(name))
+            return col if whole else take(col, idx)
+
+        coded_names = {n for n in self.filter_columns if self._dictionary(group, n) is not None}
+        before = len(idx)
+        picked = None  # positions in the original idx
+        for expr, names in self._filter_stages(coded_names):
+            if len(names) == 1 and names[0] in coded_names:
+                sel = np.flatnonzero(self._coded_filter(expr, names[0], self._dictionary(group, names[0]), idx))
+            else:
+                sel = selection(evaluate(expr, {n: filter_column(n, idx, whole) for n in names}, len(idx)))
+            if len(sel) == 0:
+                self.removed += before
+                return sel
+            if len(sel) < len(idx):
+                idx = idx[sel]
+                whole = len(idx) == nrows
+                picked = sel if picked is None else picked[sel]
+        self.removed += before - len(idx)
+        return picked
+
+    def _coded_filter(self, expr, name: str, coded: tuple, idx: np.ndarray) -> np.ndarray:
+        """Bool mask of the rows ``idx`` that pass ``expr`` (a filter on
+        dictionary-coded column ``name`` only): the filter's result per
+        distinct value (and for NULL) worked out once per dictionary content,
+        then picked by the rows' codes."""
+        from orochi_fdw.query.predicates import evaluate, selection
+
+        entries, codes, validity = coded
+        ck = (id(expr), entries.offsets.tobytes(), np.asarray(entries.values).tobytes())
+        found = self._filter_cache.get(ck)
+        if found is None:
+            n = len(entries.offsets) - 1
+            passing = np.zeros(n, dtype=bool)
+            passing[selection(evaluate(expr, {name: entries}, n))] = True
+            null = Column(entries.kind, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=bool),
+                          np.zeros(2, dtype=np.int64))
+            found = (passing, len(selection(evaluate(expr, {name: null}, 1))) == 1)
+            if len(self._filter_cache) > 256:
+                self._filter_cache.clear()
+            self._filter_cache[ck] = found
+        passing, null_passes = found
+        out = passing.take(codes[idx])
+        if validity is not None:
+            valid = np.asarray(validity, dtype=bool)[idx]
+            out = (out & valid) | (~valid if null_passes else False)
+        return out
 
     #: a limit up to which the chunk groups holding candidates stay open, their
     #: decoded columns reused for the winners
@@ -625,8 +778,8 @@ class TopNScan:
                 self._consider(cand, len(sources) - 1, batch.nrows, batch.columns.__getitem__, None)
 
         def order(bounds: list) -> tuple:
-            # unknown bounds first: they may hold anything
-            return tuple((0,) if b is None else (1, b) for b in bounds)
+            # unknown bounds first: they may hold anything (a bound's class is 0 to 4)
+            return tuple(bounds) if None not in bounds else tuple((-1,) if b is None else b for b in bounds)
 
         # one queue, best bounds first, of the stripes not yet opened and the
         # chunk groups of those opened (a group before a stripe of equal
@@ -638,29 +791,43 @@ class TopNScan:
             queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
             seq += 1
         heapq.heapify(queue)
-        readers: dict[int, list] = {}  # stripe id -> [reader, groups left]
+        # stripe id -> [reader, its chunk groups as (order, position, group,
+        # bounds) in order, how many of them went into the queue]: a stripe's
+        # next group goes in when the one before it comes out
+        readers: dict[int, list] = {}
         try:
             while queue:
-                _order, _rank, _seq, stripe, group = heapq.heappop(queue)
+                _order, _rank, _seq, stripe, group = queue[0]
+                if cand.threshold is not None and cannot_improve(
+                        self._stripe_bounds(stripe) if group is None else group[1], cand.threshold):
+                    # the queue's order is the bounds' order: nothing after
+                    # this one can improve either (the threshold only gets
+                    # better)
+                    for entry in queue:
+                        if entry[4] is None:
+                            counters.stripes_skipped_topn += 1
+                        else:
+                            counters.chunk_groups_skipped_topn += 1
+                    for _reader, ranked, queued in readers.values():
+                        counters.chunk_groups_skipped_topn += len(ranked) - queued
+                    break
+                heapq.heappop(queue)
                 if group is None:
-                    if cand.threshold is not None and cannot_improve(self._stripe_bounds(stripe),
-                                                                     cand.threshold):
-                        counters.stripes_skipped_topn += 1
-                        continue
                     counters.stripes += 1
                     reader = scan._open(stripe)
-                    groups = scan._groups(stripe, reader)
-                    readers[stripe.stripe_id] = [reader, len(groups)]
-                    for g, bounds in zip(groups, self._groups_bounds(reader, groups)):
-                        heapq.heappush(queue, (order(bounds), 0, seq, stripe, (g, bounds)))
-                        seq += 1
+                    groups = scan._groups(stripe, reader, prune=False)
                     if not groups:
-                        readers.pop(stripe.stripe_id)[0].close()
+                        reader.close()
+                        continue
+                    ranked = sorted((order(bounds), i, g, bounds)
+                                    for i, (g, bounds) in enumerate(zip(groups, self._groups_bounds(reader, groups))))
+                    readers[stripe.stripe_id] = [reader, ranked, 1]
+                    heapq.heappush(queue, (ranked[0][0], 0, seq, stripe, ranked[0][2:]))
+                    ranked[0] = None  # in the queue now: let it go (and what it decodes) once read
+                    seq += 1
                     continue
                 group, bounds = group
-                if cand.threshold is not None and cannot_improve(bounds, cand.threshold):
-                    counters.chunk_groups_skipped_topn += 1
-                else:
+                if scan.may_match(group):
                     counters.chunk_groups += 1
                     live = group.live()
                     if live is not None:
@@ -672,11 +839,16 @@ class TopNScan:
                         if len(held) > 2 * self.HOLD_LIMIT:
                             self._release(held, cand)
                 entry = readers[stripe.stripe_id]
-                entry[1] -= 1
-                if entry[1] == 0:
+                reader, ranked, queued = entry
+                if queued < len(ranked):
+                    heapq.heappush(queue, (ranked[queued][0], 0, seq, stripe, ranked[queued][2:]))
+                    ranked[queued] = None
+                    seq += 1
+                    entry[2] += 1
+                else:
                     readers.pop(stripe.stripe_id)[0].close()
         finally:
-            for reader, _left in readers.values():
+            for reader, _ranked, _queued in readers.values():
                 reader.close()
         cand.reduce()
         if cand.count == 0:
@@ -751,3 +923,15 @@ class TopNScan:
         cols = {name: take(concat(parts), back) for name, parts in pieces.items()} if n else {}
         self.scan.counters.rows += n
         return Batch(n, cols, rowids=rowids)
+
+
+
+def _devprof(gen):  # DEVPROFILE
+    import cProfile, os, time  # DEVPROFILE
+    pr = cProfile.Profile()  # DEVPROFILE
+    t0 = time.perf_counter()  # DEVPROFILE
+    pr.enable()  # DEVPROFILE
+    out = list(gen)  # DEVPROFILE
+    pr.disable()  # DEVPROFILE
+    pr.dump_stats("/tmp/topn/prof.%d.%d" % (os.getpid(), int((time.perf_counter() - t0) * 1e6)))  # DEVPROFILE
+    yield from out  # DEVPROFILE

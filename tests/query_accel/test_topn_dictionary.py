@@ -24,6 +24,7 @@ values = st.tuples(statuses, kinds, st.one_of(st.none(), st.integers(-2, 2)),
 conditions = st.sampled_from([
     "true", "s = 'ok'", "s <> 'warning'", "s IN ('ok', 'é', 'nothing')", "s IS NULL", "s IS NOT NULL",
     "s > 'm'", "k = 'a' AND a > 0", "s = 'critical' AND f > 0", "(s = 'zz' OR a < 0)", "k <> 'b'",
+    "(s = 'ok' OR s IS NULL)", "NOT (s = 'ok')", "s = 'nothing' AND a > 0", "s = 'warning' AND k IS NULL",
 ])
 
 
@@ -119,3 +120,35 @@ def test_dictionary_key_and_filter_read_little(db):
         assert "(top " in plan, plan
         read = int(plan.split("Chunk Groups Read: ")[1].split(" ")[0])
         assert read <= 4, plan  # of 20
+
+
+def test_dictionary_top_n_stops_early_and_prunes_the_groups_it_reads(db):
+    """Several stripes of many chunk groups, a text key then a numeric one,
+    a filter on the coded column and one whose min / max rule out chunk
+    groups: the heap's answers; the groups the quals' statistics rule out
+    are counted as such, the others past the threshold as skipped by it,
+    and every group of the stripes opened is counted once."""
+    db.execute("CREATE FOREIGN TABLE c (id int8, status text, mem float8, temp float8) SERVER orochi "
+               "OPTIONS (chunk_group_size '100', delta_row_limit '0')")
+    db.execute("CREATE TABLE h (id int8, status text, mem float8, temp float8)")
+    for t in ("c", "h"):
+        for part in range(3):  # three stripes
+            db.execute(f"INSERT INTO {t} SELECT i, CASE WHEN i % 11 = 0 THEN NULL "
+                       f"ELSE (ARRAY['ok', 'warning', 'critical', 'offline'])[1 + i * 7 % 4] END, "
+                       f"(i * 7919 % 1000) / 10.0, CASE WHEN i % 13 = 0 THEN 'NaN' ELSE (i * 104729 % 500) / 10.0 END "
+                       f"FROM generate_series({part * 3000 + 1}, {part * 3000 + 3000}) i")
+    for q in ("SELECT * FROM {} ORDER BY status DESC, mem, id LIMIT 10",
+              "SELECT * FROM {} ORDER BY status DESC NULLS LAST, mem DESC, id LIMIT 10",
+              "SELECT * FROM {} ORDER BY status NULLS FIRST, temp DESC, id LIMIT 5",
+              "SELECT * FROM {} WHERE status = 'critical' AND mem > 50 ORDER BY temp, id DESC LIMIT 10",
+              "SELECT * FROM {} WHERE status IS NULL AND id > 4000 ORDER BY temp DESC, id LIMIT 4",
+              "SELECT * FROM {} WHERE id BETWEEN 2500 AND 6400 AND status <> 'ok' ORDER BY mem, id LIMIT 6",
+              "SELECT * FROM {} WHERE status = 'nothing' ORDER BY mem LIMIT 3"):
+        assert repr(db.execute(q.format("c")).fetchall()) == repr(db.execute(q.format("h")).fetchall()), q
+        plan = "\n".join(r[0] for r in db.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q.format("c")).fetchall())
+        groups = plan.split("Chunk Groups Read: ")[1].split("\n")[0]
+        read, total = int(groups.split(" ")[0]), int(groups.split(" of ")[1].split(" ")[0])
+        skipped = sum(int(part.split(" ")[0]) for part in groups.split("(")[1:])
+        assert read + skipped == total <= 90, plan  # the groups of the stripes opened
+        if "BETWEEN" in q:
+            assert "skipped by min/max" in groups, plan
