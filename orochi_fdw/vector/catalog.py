@@ -187,7 +187,7 @@ class ScanCatalog:
     the queries of this backend while the catalog rows it came from stay
     the same: read only."""
 
-    __slots__ = ("stripes", "by_id", "index", "files", "_masks")
+    __slots__ = ("stripes", "by_id", "index", "files", "_masks", "memo")
 
     def __init__(self, stripes: list, index: IndexDef | None, files_by_stripe: dict[int, IndexFile]) -> None:
         self.stripes = stripes
@@ -195,6 +195,9 @@ class ScanCatalog:
         self.index = index
         self.files = files_by_stripe
         self._masks: dict[int, Any] = {}
+        #: what a scan derives from these records alone (the stripes to
+        #: search through each index file, say), kept with them
+        self.memo: dict[Any, Any] = {}
 
     def live_mask(self, stripe):
         """Per row of the stripe, whether it is not deleted (None: all),
