@@ -857,3 +857,37 @@ def _vector_column(X: np.ndarray, column) -> Column:
     return Column(wire_kind(column), X.reshape(-1).view(np.uint8),
                   None, np.arange(len(X) + 1, dtype=np.int64) * width)
 
+
+
+def estimate(table, columns: list[str], selectivity: float) -> dict:
+    """``ColumnarTable.estimate`` of a scan without quals of a table with a
+    vector column, from the records the nearest-neighbour scan keeps
+    (:func:`catalog.scan_catalog`, under the same key as the scan of the
+    same columns): planning such a query made three catalog statements of
+    its own (the stripes, the delta store's count, the columns' raw bytes).
+    Without quals no stripe is left out: a table extension's part exclusion
+    (a hypertable's chunks) works from the quals, and so does min/max
+    pruning."""
+    from orochi_fdw.query import estimates
+
+    vector = next(c for c in table.columns.values() if storage_kind(c) == "vector")
+    needed = [c for c in columns if c in table.columns]
+    attnums = {table.columns[c].attnum for c in needed}
+    cat, delta_rows, _ = catalog.scan_catalog(table.relid, attnums | {vector.attnum}, vector.attnum,
+                                              "l2", table.delta.name)
+    kept = cat.stripes
+    raw = cat.memo.get("raw_bytes")
+    if raw is None:
+        raw = {}
+        for s in cat.stripes:
+            for a, rec in s.columns.items():
+                raw[a] = raw.get(a, 0) + (rec.raw_bytes or 0)
+        raw = cat.memo["raw_bytes"] = raw
+    delta = table.delta.count() if delta_rows else 0
+    stored = sum(s.live_rows for s in cat.stripes)
+    shape = estimates.ScanShape(stored + delta, stored + delta, len(kept), estimates.read_bytes(kept, attnums),
+                                len(set(needed)), 0)
+    rows = min(shape.total_rows * max(0.0, min(1.0, selectivity)), shape.scanned_rows)
+    startup, total_cost = estimates.scan_cost(shape, rows, len(needed))
+    return {"rows": rows, "width": table._width(needed, stored, raw if stored else {}),
+            "startup_cost": startup, "total_cost": total_cost, "tuples": shape.total_rows}
