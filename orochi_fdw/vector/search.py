@@ -129,15 +129,19 @@ class _Candidates:
         self.rowids: list[np.ndarray] = []
         self.dist: list[np.ndarray] = []
         self.vectors: list[np.ndarray | None] = []
+        #: whether the only part added so far is in order already
+        self.in_order = False
 
     def add(self, rowids: np.ndarray, dist: np.ndarray, limit: int | None,
             vectors: np.ndarray | None = None) -> None:
         if len(rowids) == 0:
             return
+        in_order = False
         if limit is not None and len(rowids) > limit:
             # an index's few candidates: sorted outright (their first k are
             # those of the final order); many: selected in linear time
-            keep = _order(dist, rowids)[:limit] if len(rowids) <= 1024 else _best(dist, rowids, limit)
+            in_order = len(rowids) <= 1024
+            keep = _order(dist, rowids)[:limit] if in_order else _best(dist, rowids, limit)
             rowids, dist = rowids[keep], dist[keep]
             if vectors is not None:
                 vectors = vectors[keep]
@@ -145,6 +149,7 @@ class _Candidates:
         self.dist.append(np.asarray(dist, dtype=np.float64))
         self.vectors.append(np.asarray(vectors, dtype=np.float32) if self.keep_vectors and vectors is not None
                             else None)
+        self.in_order = in_order and len(self.rowids) == 1
 
     def ordered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(row ids, distances, vectors, whether each row's vector is there),
@@ -154,6 +159,8 @@ class _Candidates:
         if len(self.rowids) == 1:
             # one part (one index file, no delta row): no concatenation
             rowids, dist, vectors = self.rowids[0], self.dist[0], self.vectors[0]
+            if self.in_order:
+                return rowids, dist, vectors, None if vectors is None else np.ones(len(rowids), dtype=bool)
             order = _order(dist, rowids)
             if vectors is None:
                 return rowids[order], dist[order], None, None
