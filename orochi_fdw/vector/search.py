@@ -670,8 +670,15 @@ _starts: dict[str, list[int]] = {}
 
 
 #: keys of stripe columns :func:`_whole_column` does not keep whole
-#: (variable width, or too large for the chunk cache)
+#: (variable width, too large for the chunk cache, or built too often)
 _not_whole: "OrderedDict[tuple, None]" = OrderedDict()
+#: how many times :func:`_whole_column` built each key: one evicted from
+#: the chunk cache and asked for again is built again, up to
+#: WHOLE_COLUMN_BUILDS times; after that its stripe column is read per
+#: chunk group (queries whose kept rows' columns are more than the cache
+#: holds would otherwise decode whole stripe columns on every query)
+_whole_builds: "OrderedDict[tuple, int]" = OrderedDict()
+WHOLE_COLUMN_BUILDS = 2
 
 
 def _whole_column(stripe, column, rec) -> Column | None:
@@ -685,6 +692,15 @@ def _whole_column(stripe, column, rec) -> Column | None:
     found = _chunks.get(key)
     if found is not None or key in _not_whole:
         return found
+    builds = _whole_builds.get(key, 0)
+    if builds >= WHOLE_COLUMN_BUILDS:
+        _not_whole[key] = None
+        if len(_not_whole) > 4096:
+            _not_whole.popitem(last=False)
+        return None
+    _whole_builds[key] = builds + 1
+    if len(_whole_builds) > 4096:
+        _whole_builds.popitem(last=False)
     groups = _chunk_groups(stripe.file_path)
     parts: list[Column] = []
     reader = None
