@@ -71,8 +71,16 @@ def exact_truth(X: np.ndarray, Q: np.ndarray, k: int) -> list[list[int]]:
 
 
 def backend_cpu(conn) -> float:
-    """CPU seconds (user + system) the connection's backend has used."""
+    """CPU seconds the connection's backend has used: from the scheduler's
+    count in nanoseconds (/proc/PID/schedstat) where the kernel keeps it,
+    else user + system time in clock ticks (10 ms: 0.05 ms a query over
+    200 queries)."""
     pid = conn.info.backend_pid
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -102,7 +110,7 @@ def run_queries(conn, table: str, Q: np.ndarray) -> tuple[float, list[list[int]]
 def cpu_cells() -> tuple[str, str]:
     """(backend CPU ms per query, QPS of one core spending backend + client CPU)."""
     total = LAST_CPU[0] + LAST_CPU[1]
-    return f"{LAST_CPU[0] * 1e3:.2f}", (f"{1.0 / total:.0f}" if total > 0 else "")
+    return f"{LAST_CPU[0] * 1e3:.3f}", (f"{1.0 / total:.0f}" if total > 0 else "")
 
 
 def how_searched(conn, table: str, q) -> str:

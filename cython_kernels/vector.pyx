@@ -84,16 +84,20 @@ cdef inline double _distance(const float* x, const float* q, Py_ssize_t d, int m
     return 1 - sim
 
 
-def _check(X, q, int metric):
-    if X.ndim != 2 or q.ndim != 1 or X.shape[1] != q.shape[0]:
-        raise ValueError(f"shapes {X.shape} and {q.shape} do not match")
+cdef int _check(Py_ssize_t rows, Py_ssize_t width, Py_ssize_t dims, int metric) except -1:
+    # the typed views fix the number of dimensions; their shapes are read
+    # as they are (an ndarray made of each view cost microseconds a call,
+    # more than the distances of an index's few candidates)
+    if width != dims:
+        raise ValueError(f"shapes ({rows}, {width}) and ({dims},) do not match")
     if not 0 <= metric <= 3:
         raise ValueError(f"unknown metric {metric}")
+    return 0
 
 
 def distances(const float[:, ::1] X, const float[::1] q, int metric, double[::1] out):
     """out[i] = distance(X[i], q) for every row of X."""
-    _check(np.asarray(X), np.asarray(q), metric)
+    _check(X.shape[0], X.shape[1], q.shape[0], metric)
     if out.shape[0] != X.shape[0]:
         raise ValueError("out must have one entry per row")
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], i
@@ -109,7 +113,7 @@ def distances_rows(const float[:, ::1] X, const int64_t[::1] rows, const float[:
                    double[::1] out):
     """out[j] = distance(X[rows[j]], q): only the rows a filter kept, or the
     candidates an index found."""
-    _check(np.asarray(X), np.asarray(q), metric)
+    _check(X.shape[0], X.shape[1], q.shape[0], metric)
     if out.shape[0] != rows.shape[0]:
         raise ValueError("out must have one entry per row index")
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = rows.shape[0], j

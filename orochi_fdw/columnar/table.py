@@ -569,6 +569,10 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         quals, the costs follow the columns read and the stripes pruning keeps."""
         from orochi_fdw.query import estimates
 
+        if not quals and self._has_vector_column():
+            from orochi_fdw.vector import search
+
+            return search.estimate(self, columns, selectivity)   # from the kept catalog records
         shape, stored_rows = self.scan_shape(quals, columns)
         needed = [c for c in columns if c in self.columns]
         rows = min(shape.total_rows * max(0.0, min(1.0, selectivity)), shape.scanned_rows)
@@ -633,8 +637,14 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                                     len(read), len(quals))
         return estimates.scan_cost(shape, rows, len(needed), estimates.RESCAN_STARTUP_COST)
 
-    def _width(self, columns: list[str], total: int) -> int:
-        stored = store.column_raw_bytes(self.relid) if total else {}
+    def _has_vector_column(self) -> bool:
+        return "vector" in self.kinds.values()
+
+    def _width(self, columns: list[str], total: int, stored: dict[int, int] | None = None) -> int:
+        """Bytes a row of ``columns`` takes (``stored``: raw bytes per
+        attnum over the table's stripes, read from the catalog when None)."""
+        if stored is None:
+            stored = store.column_raw_bytes(self.relid) if total else {}
         width = 0
         for name in columns:
             col = self.columns.get(name)

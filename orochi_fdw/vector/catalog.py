@@ -187,7 +187,7 @@ class ScanCatalog:
     the queries of this backend while the catalog rows it came from stay
     the same: read only."""
 
-    __slots__ = ("stripes", "by_id", "index", "files", "_masks")
+    __slots__ = ("stripes", "by_id", "index", "files", "_masks", "memo")
 
     def __init__(self, stripes: list, index: IndexDef | None, files_by_stripe: dict[int, IndexFile]) -> None:
         self.stripes = stripes
@@ -195,6 +195,9 @@ class ScanCatalog:
         self.index = index
         self.files = files_by_stripe
         self._masks: dict[int, Any] = {}
+        #: what a scan derives from these records alone (the stripes to
+        #: search through each index file, say), kept with them
+        self.memo: dict[Any, Any] = {}
 
     def live_mask(self, stripe):
         """Per row of the stripe, whether it is not deleted (None: all),
@@ -214,6 +217,11 @@ class ScanCatalog:
 #: least recently used out
 _scan_catalogs: "OrderedDict[tuple, tuple]" = OrderedDict()
 SCAN_CATALOG_ENTRIES = 64
+#: relid -> (the snapshot key, the identities of the table's catalog rows
+#: and whether its delta store had blocks, read under that snapshot): the
+#: keys of one table (the planner's estimate, its cost of the ordered path,
+#: the scan) share one identities statement per snapshot
+_identities: dict[int, tuple] = {}
 #: what :func:`scan_catalog` says of kept records used under the snapshot
 #: they were last checked under (truthy, as "cached")
 SAME_SNAPSHOT = "same snapshot"
@@ -238,9 +246,19 @@ def scan_catalog(relid: int, attnums: set[int], attnum: int, distance_type: str,
         # the same rows, the same answer (no statement)
         _scan_catalogs.move_to_end(key)
         return found[1], found[3], SAME_SNAPSHOT
-    identities, delta_bytes = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
-        [relid, delta_name], read_only=True).rows[0]
-    delta_rows = delta_bytes is not None and int(delta_bytes) > 0
+    last = _identities.get(relid)
+    if snapshot is not None and last is not None and last[0] == snapshot:
+        # the table's identities were read under this very snapshot (by the
+        # planner's estimate, or a scan of other columns): the same rows
+        identities, delta_rows = last[1], last[2]
+    else:
+        identities, delta_bytes = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
+            [relid, delta_name], read_only=True).rows[0]
+        delta_rows = delta_bytes is not None and int(delta_bytes) > 0
+        if snapshot is not None:
+            _identities[relid] = (snapshot, identities, delta_rows)
+            if len(_identities) > SCAN_CATALOG_ENTRIES:
+                _identities.pop(next(iter(_identities)))
     if found is not None and found[0] == identities:
         _scan_catalogs[key] = (identities, found[1], snapshot, delta_rows)
         _scan_catalogs.move_to_end(key)

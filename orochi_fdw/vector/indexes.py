@@ -429,6 +429,52 @@ def indexed_count(graph) -> int:
     return len(rows) if rows is not None else len(graph)
 
 
+def hnsw_search(graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
+    """The keys (int64) of the ``count`` nearest stored vectors to ``q``
+    (one float32 vector, contiguous) an HNSW graph finds at expansion
+    ``ef``, nearest first, on the calling thread.
+
+    Straight to the compiled index: usearch's Python ``Index.search`` costs
+    tens of microseconds a call around the search (argument checks, a
+    batch of results made and then cut to one). The expansion is set only
+    when it changes (a graph is shared by the queries of this backend)."""
+    compiled = getattr(graph, "_compiled", None)
+    if compiled is None:                       # pragma: no cover - another usearch layout
+        graph.expansion_search = ef
+        return np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64).reshape(-1)
+    if compiled.expansion_search != ef:
+        compiled.expansion_search = ef
+    keys, _, counts, _, _ = compiled.search_many(q.reshape(1, -1), count=count, exact=False, threads=1)
+    return keys[0, :int(counts[0])].view(np.int64)
+
+
+def hnsw_vectors(graph, keys: np.ndarray, dimensions: int) -> np.ndarray:
+    """The float32 vectors (len(keys) x dimensions) an HNSW graph stores
+    for ``keys`` (keys it returned)."""
+    if len(keys) == 0:
+        return np.zeros((0, dimensions), dtype=np.float32)
+    compiled = getattr(graph, "_compiled", None)
+    if compiled is None:                       # pragma: no cover - another usearch layout
+        found = graph.get(keys)
+    else:
+        found = compiled.get_many(keys.view(np.uint64), _f32())
+    if any(v is None for v in found):
+        raise VectorError("an index file returned a key it does not store")
+    return np.concatenate(found).view(np.float32).reshape(len(keys), dimensions)
+
+
+_F32 = []
+
+
+def _f32():
+    """usearch's scalar kind of float32 (looked up once)."""
+    if not _F32:
+        from usearch.index import ScalarKind
+
+        _F32.append(ScalarKind.F32)
+    return _F32[0]
+
+
 # ---------------------------------------------------------------------- the stored vectors
 
 #: files whose stored vectors this backend has mapped (the vectors of a

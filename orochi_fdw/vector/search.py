@@ -129,13 +129,19 @@ class _Candidates:
         self.rowids: list[np.ndarray] = []
         self.dist: list[np.ndarray] = []
         self.vectors: list[np.ndarray | None] = []
+        #: whether the only part added so far is in order already
+        self.in_order = False
 
     def add(self, rowids: np.ndarray, dist: np.ndarray, limit: int | None,
             vectors: np.ndarray | None = None) -> None:
         if len(rowids) == 0:
             return
+        in_order = False
         if limit is not None and len(rowids) > limit:
-            keep = _best(dist, rowids, limit)
+            # an index's few candidates: sorted outright (their first k are
+            # those of the final order); many: selected in linear time
+            in_order = len(rowids) <= 1024
+            keep = _order(dist, rowids)[:limit] if in_order else _best(dist, rowids, limit)
             rowids, dist = rowids[keep], dist[keep]
             if vectors is not None:
                 vectors = vectors[keep]
@@ -143,12 +149,22 @@ class _Candidates:
         self.dist.append(np.asarray(dist, dtype=np.float64))
         self.vectors.append(np.asarray(vectors, dtype=np.float32) if self.keep_vectors and vectors is not None
                             else None)
+        self.in_order = in_order and len(self.rowids) == 1
 
     def ordered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(row ids, distances, vectors, whether each row's vector is there),
         in order; the last two None when no vectors were kept."""
         if not self.rowids:
             return np.zeros(0, np.int64), np.zeros(0), None, None
+        if len(self.rowids) == 1:
+            # one part (one index file, no delta row): no concatenation
+            rowids, dist, vectors = self.rowids[0], self.dist[0], self.vectors[0]
+            if self.in_order:
+                return rowids, dist, vectors, None if vectors is None else np.ones(len(rowids), dtype=bool)
+            order = _order(dist, rowids)
+            if vectors is None:
+                return rowids[order], dist[order], None, None
+            return rowids[order], dist[order], vectors[order], np.ones(len(order), dtype=bool)
         rowids, dist = np.concatenate(self.rowids), np.concatenate(self.dist)
         order = _order(dist, rowids)
         if not self.keep_vectors or all(v is None for v in self.vectors):
@@ -236,28 +252,27 @@ class KnnScan:
         ef_setting, probes_setting = _settings() if files else (0, 0)
         found = _Candidates(self.dims, keep_vectors=self.limit is not None)
         k = self.limit
-        # the stripes each index file covers (one, or a segment's), in this snapshot
-        by_file: dict[str, list[tuple]] = {}
-        for stripe in stripes:
-            if k == 0:
-                break
-            if allowed_stripes is None:
-                mask = cat.live_mask(stripe)
-            else:
-                mask = self._live_mask(stripe, allowed_stripes[stripe.stripe_id])
-            nallowed = int(mask.sum()) if mask is not None else stripe.row_count
-            if nallowed == 0:
-                continue
-            file = files.get(stripe.stripe_id)
-            if file is not None:
-                by_file.setdefault(file.file_path, []).append((stripe, file, mask, nallowed))
-            else:
-                self._exact(stripe, q, kmetric, mask, found)
-        for members in by_file.values():
-            done = self._by_index(index, members, q, found,
+        if k == 0:
+            groups, exact = [], []
+        elif allowed_stripes is None:
+            # every live row: what to search depends on the catalog records
+            # only, kept with them
+            memo_key = ("groups", bool(files))
+            kept = cat.memo.get(memo_key)
+            if kept is None:
+                kept = cat.memo[memo_key] = _group_stripes(
+                    stripes, files, lambda stripe: cat.live_mask(stripe))
+            groups, exact = kept
+        else:
+            groups, exact = _group_stripes(
+                stripes, files, lambda stripe: self._live_mask(stripe, allowed_stripes[stripe.stripe_id]))
+        for stripe, mask in exact:
+            self._exact(stripe, q, kmetric, mask, found)
+        for group in groups:
+            done = self._by_index(index, group, q, found,
                                   probes_setting if index.index_type == "ivfflat" else ef_setting)
-            if not done and not self._exact_from_file(index, members, q, kmetric, found):
-                for stripe, _, mask, _ in members:
+            if not done and not self._exact_from_file(index, group.members, q, kmetric, found):
+                for stripe, _, mask, _ in group.members:
                     self._exact(stripe, q, kmetric, mask, found)
         delta_batches = self._delta(q, kmetric, allowed_delta, found) if delta_rows else []
         rowids, dist, vectors, have = found.ordered()
@@ -354,7 +369,7 @@ class KnnScan:
         found.add(rowids, dist, self.limit, vectors)
         return True
 
-    def _by_index(self, index, members, q, found, setting: int) -> bool:
+    def _by_index(self, index, group: "_FileGroup", q, found, setting: int) -> bool:
         """Search stripes through the index file they share (one stripe, or
         a segment's that this snapshot sees); False to search them exactly
         instead (the file is gone, says exact, or the filter lets too few of
@@ -364,13 +379,14 @@ class KnnScan:
         one of ``members`` and its row is allowed there (not deleted, passes
         the filter), so rows of stripes the snapshot does not see (rewritten
         by a compaction, dropped) and deleted rows are never returned."""
+        members = group.members
         file = members[0][1]
-        graph = indexes.open_index(index, file.file_path)
+        graph = indexes.open_index(index, group.path)
         search_ef = setting if setting > 0 else file.search_ef
         if graph is None or search_ef <= 0:
             return False
         k = self.limit
-        nallowed = sum(m[3] for m in members)
+        nallowed = group.nallowed
         size = indexes.indexed_count(graph)
         if k >= nallowed or nallowed < MIN_INDEX_SELECTIVITY * size:
             # every allowed row is wanted, or too few pass: reading them is exact and cheaper
@@ -385,21 +401,19 @@ class KnnScan:
                 # filter on a file whose check needed a large ef, as on
                 # uniform random data): reading them is exact and no dearer
                 return False
-        single = members[0][0].stripe_id if len(members) == 1 else None
-        allow = _KeyFilter(members)
+        single = group.single
+        allow = group.filter()
         while True:
             self.counters.index_rounds += 1
             if index.index_type == "hnsw":
-                graph.expansion_search = max(search_ef * max(1, math.ceil(k / 10)), count)
-                res = graph.search(q, count, threads=1)
-                raw = np.asarray(res.keys, dtype=np.int64).reshape(-1)
+                raw = indexes.hnsw_search(graph, q, count, max(search_ef * max(1, math.ceil(k / 10)), count))
                 rowids = _row_ids(raw, single)
                 keep = allow.mask(rowids)
                 keys, stored = rowids[keep], raw[keep]
                 if len(keys) < k and count >= size:
                     return False    # the graph reaches fewer rows than wanted (not every node is reachable)
                 if len(keys) >= k:
-                    vectors = np.concatenate(graph.get(stored)).astype(np.float32, copy=False).reshape(len(stored), -1)
+                    vectors = indexes.hnsw_vectors(graph, stored, self.dims)
                     dist = np.empty(len(keys), dtype=np.float64)
                     kernels.distances(vectors, q, METRICS[self.metric], dist)
                     self.counters.vectors_compared += len(keys)
@@ -480,6 +494,11 @@ class KnnScan:
         whole = known is not None and name in self.needed and not delta_pos and bool(known[1].all()) \
             and all((rec := by_id[sid].columns.get(self.column.attnum)) is not None and rec.kind == "vector"
                     for sid in per_stripe)
+        if whole:
+            columns = self._from_whole_columns(n, per_stripe, by_id)
+            if columns is not None:
+                columns[name] = _vector_column(known[0], self.table.columns[name])
+                return Batch(n, {c: columns[c] for c in self.needed}, rowids=rowids.copy())
         positions: list[np.ndarray] = []
         parts: list[dict[str, Column]] = []
         for sid, items in per_stripe.items():
@@ -528,15 +547,57 @@ class KnnScan:
             columns[c] = take(cols[0] if len(cols) == 1 else concat(cols), order)
         return Batch(n, columns, rowids=rowids.copy())
 
+    def _from_whole_columns(self, n: int, per_stripe: dict[int, list[tuple[int, int]]],
+                            by_id: dict) -> dict[str, Column] | None:
+        """The needed columns but the searched one of the rows ``per_stripe``
+        (stripe id -> (offset, position in the result)), when each is a
+        fixed-width column without NULLs kept whole for every stripe
+        (:func:`_whole_column`): each stripe's rows are put in place by
+        one step per column. None otherwise (read per chunk group)."""
+        columns: dict[str, Column] = {}
+        rows = [(by_id[sid], [o for o, _ in items], [i for _, i in items]) for sid, items in per_stripe.items()]
+        for name in self.needed:
+            if name == self.key.attname:
+                continue
+            column = self.table.columns[name]
+            values = kind = None
+            for stripe, offsets, positions in rows:
+                rec = stripe.columns.get(column.attnum)
+                whole = _whole_column(stripe, column, rec) if rec is not None else None
+                if whole is None or whole.validity is not None:
+                    return None
+                if values is None:
+                    values, kind = np.empty(n, dtype=whole.values.dtype), whole.kind
+                elif whole.kind != kind or whole.values.dtype != values.dtype:
+                    return None
+                values[positions] = whole.values[offsets]
+            columns[name] = Column(kind, values if values is not None else np.zeros(0))
+        return columns
+
     def _fetch(self, stripe, offsets: list[int], skip: str | None = None) -> dict[str, Column]:
         """The needed columns (but ``skip``) of rows ``offsets`` (ascending)
         of a stripe; the chunks' wire form comes from this backend's
         :data:`_chunks` when a query read them before (a stripe file never
         changes). The rows' chunk groups are found per row (a LIMIT keeps
         few rows of a stripe of many chunk groups)."""
-        needed = [n for n in self.needed if n != skip]
+        taken: dict[str, Column] = {}
+        needed = []
+        rows = None
+        for name in self.needed:
+            if name == skip:
+                continue
+            column = self.table.columns[name]
+            rec = stripe.columns.get(column.attnum)
+            whole = _whole_column(stripe, column, rec) if rec is not None else None
+            if whole is None:
+                needed.append(name)
+                continue
+            if rows is None:
+                rows = np.array(offsets, dtype=np.int64)
+            taken[name] = Column(whole.kind, whole.values[rows],
+                                 None if whole.validity is None else whole.validity[rows])
         if not needed:
-            return {}
+            return taken
         groups, starts = _chunk_groups(stripe.file_path), _group_starts(stripe.file_path)
         by_group: dict[int, list[int]] = {}
         for o in offsets:
@@ -566,7 +627,8 @@ class KnnScan:
         finally:
             if reader is not None:
                 reader.close()
-        return {n: cols[0] if len(cols) == 1 else concat(cols) for n, cols in out.items()}
+        taken.update({n: cols[0] if len(cols) == 1 else concat(cols) for n, cols in out.items()})
+        return taken
 
 
 class _ChunkCache:
@@ -605,6 +667,73 @@ _chunks = _ChunkCache(CHUNK_CACHE_BYTES)
 _groups: "OrderedDict[str, list[tuple[int, int, int]]]" = OrderedDict()
 #: stripe file -> its chunk groups' first rows
 _starts: dict[str, list[int]] = {}
+
+
+#: keys of stripe columns :func:`_whole_column` does not keep whole
+#: (variable width, too large for the chunk cache, or built too often)
+_not_whole: "OrderedDict[tuple, None]" = OrderedDict()
+#: how many times :func:`_whole_column` built each key: one evicted from
+#: the chunk cache and asked for again is built again, up to
+#: WHOLE_COLUMN_BUILDS times; after that its stripe column is read per
+#: chunk group (queries whose kept rows' columns are more than the cache
+#: holds would otherwise decode whole stripe columns on every query)
+_whole_builds: "OrderedDict[tuple, int]" = OrderedDict()
+WHOLE_COLUMN_BUILDS = 2
+
+
+def _whole_column(stripe, column, rec) -> Column | None:
+    """A fixed-width column of a stripe, every row, in wire form (its chunk
+    groups' values one after the other), kept in :data:`_chunks`: the rows
+    a LIMIT keeps are then taken by their offsets in one step, without
+    finding each row's chunk group. None for a variable-width column or
+    one too large to keep (read per chunk group instead)."""
+    kind = storage_kind(column)
+    key = ("whole", stripe.file_path, rec.column_name, kind, rec.kind, column.type_oid, column.typmod)
+    found = _chunks.get(key)
+    if found is not None or key in _not_whole:
+        return found
+    builds = _whole_builds.get(key, 0)
+    if builds >= WHOLE_COLUMN_BUILDS:
+        _not_whole[key] = None
+        if len(_not_whole) > 4096:
+            _not_whole.popitem(last=False)
+        return None
+    _whole_builds[key] = builds + 1
+    if len(_whole_builds) > 4096:
+        _whole_builds.popitem(last=False)
+    groups = _chunk_groups(stripe.file_path)
+    parts: list[Column] = []
+    reader = None
+    try:
+        for index, first, rows in groups:
+            if first != sum(len(p) for p in parts):
+                parts = []
+                break
+            wire = _chunks.get((stripe.file_path, rec.column_name, index, kind, rec.kind, column.type_oid,
+                                column.typmod))
+            if wire is None:
+                if reader is None:
+                    reader = StripeReader(stripe.file_path)
+                wire = to_wire(reader.read_chunk(rec.column_name, index), kind, column, rec.kind)
+            if wire.kind.is_variable_width or len(wire) != rows \
+                    or _wire_bytes(wire) * len(groups) > CHUNK_CACHE_BYTES // 8:
+                parts = []
+                break
+            parts.append(wire)
+    finally:
+        if reader is not None:
+            reader.close()
+    if not parts:
+        _not_whole[key] = None
+        if len(_not_whole) > 4096:
+            _not_whole.popitem(last=False)
+        return None
+    found = concat(parts) if len(parts) > 1 else parts[0]
+    if _wire_bytes(found) > CHUNK_CACHE_BYTES // 8:
+        _not_whole[key] = None
+        return None
+    _chunks.put(key, found, _wire_bytes(found))
+    return found
 
 
 def _group_starts(path: str) -> list[int]:
@@ -666,6 +795,46 @@ def _row_ids(keys: np.ndarray, single: int | None) -> np.ndarray:
     return keys
 
 
+class _FileGroup:
+    """The stripes an index file covers that a scan searches (one, or a
+    segment's that the snapshot sees), each as (stripe record, its file
+    row, its allowed rows' mask or None for all, how many are allowed)."""
+
+    __slots__ = ("path", "members", "nallowed", "single", "_filter")
+
+    def __init__(self, path: str, members: list[tuple]) -> None:
+        self.path = path
+        self.members = members
+        self.nallowed = sum(m[3] for m in members)
+        self.single = members[0][0].stripe_id if len(members) == 1 else None
+        self._filter = None
+
+    def filter(self) -> "_KeyFilter":
+        if self._filter is None:
+            self._filter = _KeyFilter(self.members)
+        return self._filter
+
+
+def _group_stripes(stripes: list, files: dict, mask_of) -> tuple[list[_FileGroup], list[tuple]]:
+    """(the stripes to search through each index file, by file; the
+    stripes without one, each with its mask) of the stripes with an
+    allowed row; ``mask_of(stripe)`` is the stripe's allowed rows (None:
+    all)."""
+    by_file: dict[str, list[tuple]] = {}
+    exact = []
+    for stripe in stripes:
+        mask = mask_of(stripe)
+        nallowed = int(mask.sum()) if mask is not None else stripe.row_count
+        if nallowed == 0:
+            continue
+        file = files.get(stripe.stripe_id)
+        if file is not None:
+            by_file.setdefault(file.file_path, []).append((stripe, file, mask, nallowed))
+        else:
+            exact.append((stripe, mask))
+    return [_FileGroup(path, members) for path, members in by_file.items()], exact
+
+
 class _KeyFilter:
     """Which row ids (an index's candidates) a search may return: a row of
     one of the stripes searched that is allowed there."""
@@ -711,3 +880,37 @@ def _vector_column(X: np.ndarray, column) -> Column:
     return Column(wire_kind(column), X.reshape(-1).view(np.uint8),
                   None, np.arange(len(X) + 1, dtype=np.int64) * width)
 
+
+
+def estimate(table, columns: list[str], selectivity: float) -> dict:
+    """``ColumnarTable.estimate`` of a scan without quals of a table with a
+    vector column, from the records the nearest-neighbour scan keeps
+    (:func:`catalog.scan_catalog`, under the same key as the scan of the
+    same columns): planning such a query made three catalog statements of
+    its own (the stripes, the delta store's count, the columns' raw bytes).
+    Without quals no stripe is left out: a table extension's part exclusion
+    (a hypertable's chunks) works from the quals, and so does min/max
+    pruning."""
+    from orochi_fdw.query import estimates
+
+    vector = next(c for c in table.columns.values() if storage_kind(c) == "vector")
+    needed = [c for c in columns if c in table.columns]
+    attnums = {table.columns[c].attnum for c in needed}
+    cat, delta_rows, _ = catalog.scan_catalog(table.relid, attnums | {vector.attnum}, vector.attnum,
+                                              "l2", table.delta.name)
+    kept = cat.stripes
+    raw = cat.memo.get("raw_bytes")
+    if raw is None:
+        raw = {}
+        for s in cat.stripes:
+            for a, rec in s.columns.items():
+                raw[a] = raw.get(a, 0) + (rec.raw_bytes or 0)
+        raw = cat.memo["raw_bytes"] = raw
+    delta = table.delta.count() if delta_rows else 0
+    stored = sum(s.live_rows for s in cat.stripes)
+    shape = estimates.ScanShape(stored + delta, stored + delta, len(kept), estimates.read_bytes(kept, attnums),
+                                len(set(needed)), 0)
+    rows = min(shape.total_rows * max(0.0, min(1.0, selectivity)), shape.scanned_rows)
+    startup, total_cost = estimates.scan_cost(shape, rows, len(needed))
+    return {"rows": rows, "width": table._width(needed, stored, raw if stored else {}),
+            "startup_cost": startup, "total_cost": total_cost, "tuples": shape.total_rows}

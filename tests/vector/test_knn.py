@@ -255,3 +255,41 @@ def test_filtered_search_exact_when_the_graph_costs_as_much(db, x):
     x("SET orochi.hnsw_ef_search = 20")
     assert "1 stripe(s) by index" in how("cat = 0")
     x("RESET orochi.hnsw_ef_search")
+
+
+def test_kept_rows_other_columns_of_every_kind(db, x):
+    """The k rows' other columns, read by offset from a stripe's column
+    kept whole (fixed width, with and without NULLs) or per chunk group
+    (text), over several stripes of several chunk groups each: each row's
+    own values, also after a DELETE and when the delta store holds rows."""
+    n = 3000
+    X = clustered_vectors(n, 8, seed=21)
+    x("CREATE FOREIGN TABLE t (id int, n int, b bigint, f float8, s text, e vector(8)) SERVER orochi"
+      " OPTIONS (delta_row_limit '0', stripe_row_limit '1000', chunk_group_size '300')")
+
+    def row(i):
+        return (i, None if i % 7 == 0 else i * 3, 10**12 + i, i / 4, None if i % 5 == 0 else f"s{i}" * (i % 4))
+
+    with db.cursor().copy("COPY t (id, n, b, f, s, e) FROM STDIN") as cp:
+        for i, v in enumerate(X):
+            cp.write_row((*row(i), text(v)))
+    x("SELECT orochi.create_vector_index('t', 'e')")
+    x("ALTER FOREIGN TABLE t OPTIONS (SET delta_row_limit '1000')")
+    x("INSERT INTO t (id, n, b, f, s, e) VALUES (%s, %s, %s, %s, %s, %s)", [*row(5000), text(X[10])])
+    rng = np.random.default_rng(3)
+    deleted = set()
+    for round_ in range(3):
+        for q in X[rng.choice(n, 8, replace=False)] + np.float32(0.01):
+            for cols in ("id, n, b, f, s", "s, id, f", "b, id"):
+                rows = x(f"SELECT {cols} FROM t ORDER BY e <-> %s LIMIT 10", [text(q)]).fetchall()
+                assert len(rows) == 10
+                names = [c.strip() for c in cols.split(",")]
+                for r in rows:
+                    got = dict(zip(names, r))
+                    i = got["id"]
+                    assert i not in deleted, "a deleted row returned"
+                    want = dict(zip(["id", "n", "b", "f", "s"], row(i)))
+                    assert got == {c: want[c] for c in names}, f"row {i}"
+        gone = [int(i) for i in rng.choice(n, 50, replace=False)]
+        x("DELETE FROM t WHERE id = ANY(%s)", [gone])
+        deleted.update(gone)

@@ -153,3 +153,31 @@ def test_same_snapshot_reads_no_identities(two):
     assert "(same snapshot)" not in how(a, q)
     a.execute("ROLLBACK")
     assert knn(a, q)[0] == 30_000
+
+
+def test_planner_estimate_sees_every_change(two):
+    """The planner's estimate of a query without quals on a table with a
+    vector column comes from the same kept records: its row count follows
+    another session's new stripe and delete, a delta-store row, and its own
+    transaction's changes and its rollback."""
+    a, b, X = two
+
+    def rows(conn) -> float:
+        plan = [r[0] for r in conn.execute("EXPLAIN " + SQL, [text(X[0])]).fetchall()]
+        scan = next(p for p in plan if "Foreign Scan" in p)
+        return float(scan.split("rows=")[1].split()[0])
+
+    assert rows(a) == N
+    knn(a, X[0])
+    insert(b, near(X[0], 1000, 10_000))                  # another session: a new stripe
+    assert rows(a) == N + 1000
+    b.execute("DELETE FROM t WHERE id < 500")
+    assert rows(a) == N + 500
+    b.execute("ALTER FOREIGN TABLE t OPTIONS (SET delta_row_limit '1000')")
+    b.execute("INSERT INTO t (id, e) VALUES (20000, %s)", [text(X[1])])   # the delta store
+    assert rows(a) == N + 501
+    a.execute("BEGIN")
+    a.execute("DELETE FROM t WHERE id >= 10000 AND id < 10100")      # its own transaction
+    assert rows(a) == N + 401
+    a.execute("ROLLBACK")
+    assert rows(a) == N + 501
