@@ -153,10 +153,11 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
     Raises CorruptDataError if the block is too short or a decoded value does
     not fit the output dtype.
     """
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast, start = 0
     cdef uint64_t mask = width_mask(width)
     cdef const uint8_t* p = _ptr(packed)
     cdef int64_t v, lo = 0, hi = 0
+    cdef bint checked
     _check_unpack_args(n, width, nb)
     if int_t is int16_t:
         lo = INT16_MIN
@@ -165,8 +166,15 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
         lo = INT32_MIN
         hi = INT32_MAX
     fast = fast_count(n, nb, width)
+    # every value base..base+mask fits the output (no wraparound): no check per value
+    checked = int_t is not int64_t and not (
+        width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
     with nogil:
-        for i in range(n):
+        if not checked:
+            for i in range(fast):
+                out[i] = <int_t><int64_t>(<uint64_t>base + get_packed_fast(p, i, width, mask))
+            start = fast
+        for i in range(start, n):
             if i < fast:
                 v = <int64_t>(<uint64_t>base + get_packed_fast(p, i, width, mask))
             elif width == 0:
