@@ -302,39 +302,26 @@ cdef extern from *:
         }
     }
 
-    static OROCHI_DECIMAL_CLONES void orochi_decimal_unpack_f64(
-        const uint8_t *p, int64_t n, int width, int64_t base, double pw, double *out)
-    {
-        uint64_t tmp[OROCHI_DECIMAL_BLOCK];
-        uint64_t mask = (((uint64_t)1) << width) - 1;
-        int64_t start, j, m;
-        for (start = 0; start < n; start += OROCHI_DECIMAL_BLOCK) {
-            m = n - start < OROCHI_DECIMAL_BLOCK ? n - start : OROCHI_DECIMAL_BLOCK;
-            orochi_unpack_magic(p, start, m, width, mask, (uint64_t)base, tmp);
-            for (j = 0; j < m; j++) {
-                double d;
-                memcpy(&d, &tmp[j], 8);
-                out[start + j] = (d - OROCHI_MAGIC) / pw;
-            }
-        }
+    /* out[i] = (T)((double)(base + field i) / pw) for the first n fields */
+    #define OROCHI_DECIMAL_UNPACK(NAME, T)                                                        \
+    static OROCHI_DECIMAL_CLONES void NAME(const uint8_t *p, int64_t n, int width, int64_t base, \
+                                           double pw, T *out)                                    \
+    {                                                                                            \
+        uint64_t tmp[OROCHI_DECIMAL_BLOCK];                                                      \
+        uint64_t mask = (((uint64_t)1) << width) - 1;                                            \
+        int64_t start, j, m;                                                                     \
+        for (start = 0; start < n; start += OROCHI_DECIMAL_BLOCK) {                              \
+            m = n - start < OROCHI_DECIMAL_BLOCK ? n - start : OROCHI_DECIMAL_BLOCK;             \
+            orochi_unpack_magic(p, start, m, width, mask, (uint64_t)base, tmp);                 \
+            for (j = 0; j < m; j++) {                                                            \
+                double d;                                                                        \
+                memcpy(&d, &tmp[j], 8);                                                          \
+                out[start + j] = (T)((d - OROCHI_MAGIC) / pw);                                   \
+            }                                                                                    \
+        }                                                                                        \
     }
-
-    static OROCHI_DECIMAL_CLONES void orochi_decimal_unpack_f32(
-        const uint8_t *p, int64_t n, int width, int64_t base, double pw, float *out)
-    {
-        uint64_t tmp[OROCHI_DECIMAL_BLOCK];
-        uint64_t mask = (((uint64_t)1) << width) - 1;
-        int64_t start, j, m;
-        for (start = 0; start < n; start += OROCHI_DECIMAL_BLOCK) {
-            m = n - start < OROCHI_DECIMAL_BLOCK ? n - start : OROCHI_DECIMAL_BLOCK;
-            orochi_unpack_magic(p, start, m, width, mask, (uint64_t)base, tmp);
-            for (j = 0; j < m; j++) {
-                double d;
-                memcpy(&d, &tmp[j], 8);
-                out[start + j] = (float)((d - OROCHI_MAGIC) / pw);
-            }
-        }
-    }
+    OROCHI_DECIMAL_UNPACK(orochi_decimal_unpack_f64, double)
+    OROCHI_DECIMAL_UNPACK(orochi_decimal_unpack_f32, float)
     """
     void orochi_decimal_unpack_f64(const uint8_t* p, int64_t n, int width, int64_t base,
                                    double pw, double* out) noexcept nogil
