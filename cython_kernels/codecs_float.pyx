@@ -22,7 +22,7 @@ from libc.string cimport memcpy
 from _typedefs cimport fbits_t, float_t
 from _bitio cimport (BitWriter, BitReader, bw_init, bw_write, bw_finish,
                      br_init, br_read, br_read1, orochi_clz64, orochi_ctz64,
-                     fast_count, get_packed, width_mask)
+                     fast_count, get_packed, width_mask, orochi_unpack_add)
 
 from orochi_fdw.errors import CorruptDataError
 
@@ -291,57 +291,6 @@ cdef extern from *:
     #define OROCHI_MAGIC 6755399441055744.0
     #define OROCHI_DECIMAL_BLOCK 512
 
-    /* Fields [start, start + m) of a width-bit (1..56) stream whose 8-byte
-       windows all lie in the buffer, plus base, in magic form (see above);
-       start is a multiple of 8. */
-    static inline void orochi_unpack_any(const uint8_t *p, int64_t start, int64_t m, int width,
-                                         uint64_t mask, uint64_t base, uint64_t *tmp)
-    {
-        int64_t j;
-        for (j = 0; j < m; j++) {
-            uint64_t bit = (uint64_t)(start + j) * (uint64_t)width, v;
-            memcpy(&v, p + (bit >> 3), 8);
-            tmp[j] = ((v >> (bit & 7)) & mask) + base + OROCHI_MAGIC_BITS;
-        }
-    }
-
-    /* The same for a width known at compile time: eight fields take W bytes,
-       so each of them sits at a constant byte offset and shift in its group. */
-    #define OROCHI_UNPACK_W(W)                                                                   \
-    static inline void orochi_unpack_w##W(const uint8_t *p, int64_t start, int64_t m,             \
-                                          uint64_t base, uint64_t *tmp)                           \
-    {                                                                                            \
-        const uint64_t mask = (((uint64_t)1) << W) - 1;                                          \
-        int64_t g;                                                                               \
-        int k;                                                                                   \
-        for (g = 0; g + 8 <= m; g += 8) {                                                        \
-            const uint8_t *q = p + (((uint64_t)(start + g) * W) >> 3);                           \
-            for (k = 0; k < 8; k++) {                                                            \
-                uint64_t v;                                                                      \
-                memcpy(&v, q + ((k * W) >> 3), 8);                                               \
-                tmp[g + k] = ((v >> ((k * W) & 7)) & mask) + base + OROCHI_MAGIC_BITS;           \
-            }                                                                                    \
-        }                                                                                        \
-        orochi_unpack_any(p, start + g, m - g, W, mask, base, tmp + g);                          \
-    }
-    /* the widths with their own unpacking loop */
-    #define OROCHI_WIDTHS(X) \
-        X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) \
-        X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) \
-        X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24) \
-        X(25) X(26) X(27) X(28) X(29) X(30) X(31) X(32)
-    OROCHI_WIDTHS(OROCHI_UNPACK_W)
-
-    static inline void orochi_unpack_magic(const uint8_t *p, int64_t start, int64_t m, int width,
-                                           uint64_t mask, uint64_t base, uint64_t *tmp)
-    {
-        switch (width) {
-    #define OROCHI_UNPACK_CASE(W) case W: orochi_unpack_w##W(p, start, m, base, tmp); return;
-        OROCHI_WIDTHS(OROCHI_UNPACK_CASE)
-        default: orochi_unpack_any(p, start, m, width, mask, base, tmp);
-        }
-    }
-
     /* out[i] = (T)((double)(base + field i) / pw) for the first n fields */
     #define OROCHI_DECIMAL_UNPACK(NAME, T)                                                        \
     static OROCHI_DECIMAL_CLONES void NAME(const uint8_t *p, int64_t n, int width, int64_t base, \
@@ -352,7 +301,7 @@ cdef extern from *:
         int64_t start, j, m;                                                                     \
         for (start = 0; start < n; start += OROCHI_DECIMAL_BLOCK) {                              \
             m = n - start < OROCHI_DECIMAL_BLOCK ? n - start : OROCHI_DECIMAL_BLOCK;             \
-            orochi_unpack_magic(p, start, m, width, mask, (uint64_t)base, tmp);                 \
+            orochi_unpack_add(p, start, m, width, mask, (uint64_t)base + OROCHI_MAGIC_BITS, tmp);                 \
             for (j = 0; j < m; j++) {                                                            \
                 double d;                                                                        \
                 memcpy(&d, &tmp[j], 8);                                                          \

@@ -531,6 +531,33 @@ def test_for_pack_all_widths(dtype, width):
     assert (back == values).all()
 
 
+def test_for_unpack_narrow_outputs_match_numpy_reference():
+    """for_unpack into int16 / int32 (blocks unpacked at once when every value
+    of base .. base + mask fits, checked value by value otherwise) equals the
+    numpy reference: the fields plus base modulo 2**64, or CorruptDataError
+    when one does not fit."""
+    rng = np.random.default_rng(31)
+    for trial in range(1500):
+        width = int(rng.integers(0, 65))
+        count = int(rng.integers(0, 1300))
+        packed = rng.integers(0, 256, (count * width + 7) // 8 + int(rng.integers(0, 9)), dtype=np.uint8).tobytes()
+        dtype = (np.int16, np.int32)[trial % 2]
+        info = np.iinfo(dtype)
+        mask = (1 << width) - 1
+        base = [int(rng.integers(-2**63, 2**63 - 1)), int(info.min) + int(rng.integers(-2, 3)),
+                int(info.max) - mask + int(rng.integers(-2, 3)), int(rng.integers(-1000, 1000))][trial % 4]
+        base = min(max(base, -2**63), 2**63 - 1)
+        fields = np.array(R.unpack_fields(packed, count, width), dtype=np.uint64) if count else np.zeros(0, np.uint64)
+        want = (fields + np.uint64(base & (2**64 - 1))).view(np.int64)
+        out = np.empty(count, dtype)
+        if ((want >= info.min) & (want <= info.max)).all():
+            ci.for_unpack(packed, base, width, out)
+            assert np.array_equal(out.astype(np.int64), want), (width, count, base)
+        else:
+            with pytest.raises(CorruptDataError):
+                ci.for_unpack(packed, base, width, out)
+
+
 def test_for_pack_rejects_values_that_do_not_fit():
     with pytest.raises(ValueError):
         ci.for_pack(np.array([0, 8], np.int32), 0, 3, np.zeros(1, np.uint8))
