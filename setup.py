@@ -71,6 +71,7 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "numpy>=1.26",
+        "isal>=1.6",
         "lz4>=4",
         "zstandard>=0.22",
         "pyroaring>=0.4",

@@ -175,3 +175,66 @@ cdef inline uint64_t get_packed_fast(const uint8_t* p, Py_ssize_t i, int width,
     cdef uint64_t v
     memcpy(&v, p + (bit >> 3), 8)
     return (v >> (bit & 7)) & mask
+
+
+# Unpacking many fields at once, for the decoders' fast paths: fields
+# [start, start + m) of a width-bit stream (width 1..56, start a multiple of 8,
+# every field's 8-byte window inside the buffer: i < fast_count(...)), each
+# plus addend modulo 2**64, into tmp.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* Fields [start, start + m) of a width-bit (1..56) stream whose 8-byte
+       windows all lie in the buffer, plus addend (mod 2**64);
+       start is a multiple of 8. */
+    static inline void orochi_unpack_any(const uint8_t *p, int64_t start, int64_t m, int width,
+                                         uint64_t mask, uint64_t addend, uint64_t *tmp)
+    {
+        int64_t j;
+        for (j = 0; j < m; j++) {
+            uint64_t bit = (uint64_t)(start + j) * (uint64_t)width, v;
+            memcpy(&v, p + (bit >> 3), 8);
+            tmp[j] = ((v >> (bit & 7)) & mask) + addend;
+        }
+    }
+
+    /* The same for a width known at compile time: eight fields take W bytes,
+       so each of them sits at a constant byte offset and shift in its group. */
+    #define OROCHI_UNPACK_W(W)                                                                   \
+    static inline void orochi_unpack_w##W(const uint8_t *p, int64_t start, int64_t m,             \
+                                          uint64_t addend, uint64_t *tmp)                           \
+    {                                                                                            \
+        const uint64_t mask = (((uint64_t)1) << W) - 1;                                          \
+        int64_t g;                                                                               \
+        int k;                                                                                   \
+        for (g = 0; g + 8 <= m; g += 8) {                                                        \
+            const uint8_t *q = p + (((uint64_t)(start + g) * W) >> 3);                           \
+            for (k = 0; k < 8; k++) {                                                            \
+                uint64_t v;                                                                      \
+                memcpy(&v, q + ((k * W) >> 3), 8);                                               \
+                tmp[g + k] = ((v >> ((k * W) & 7)) & mask) + addend;                              \
+            }                                                                                    \
+        }                                                                                        \
+        orochi_unpack_any(p, start + g, m - g, W, mask, addend, tmp + g);                          \
+    }
+    /* the widths with their own unpacking loop */
+    #define OROCHI_WIDTHS(X) \
+        X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) \
+        X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) \
+        X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24) \
+        X(25) X(26) X(27) X(28) X(29) X(30) X(31) X(32)
+    OROCHI_WIDTHS(OROCHI_UNPACK_W)
+
+    static inline void orochi_unpack_add(const uint8_t *p, int64_t start, int64_t m, int width,
+                                           uint64_t mask, uint64_t addend, uint64_t *tmp)
+    {
+        switch (width) {
+    #define OROCHI_UNPACK_CASE(W) case W: orochi_unpack_w##W(p, start, m, addend, tmp); return;
+        OROCHI_WIDTHS(OROCHI_UNPACK_CASE)
+        default: orochi_unpack_any(p, start, m, width, mask, addend, tmp);
+        }
+    }
+    """
+    void orochi_unpack_add(const uint8_t* p, int64_t start, int64_t m, int width, uint64_t mask,
+                           uint64_t addend, uint64_t* tmp) noexcept nogil

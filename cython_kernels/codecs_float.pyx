@@ -21,7 +21,8 @@ from libc.string cimport memcpy
 
 from _typedefs cimport fbits_t, float_t
 from _bitio cimport (BitWriter, BitReader, bw_init, bw_write, bw_finish,
-                     br_init, br_read, br_read1, orochi_clz64, orochi_ctz64)
+                     br_init, br_read, br_read1, orochi_clz64, orochi_ctz64,
+                     fast_count, get_packed, width_mask, orochi_unpack_add)
 
 from orochi_fdw.errors import CorruptDataError
 
@@ -260,3 +261,101 @@ def decimal_decode(const int64_t[::1] ints, int exponent, float_t[::1] out):
     with nogil:
         for i in range(n):
             out[i] = <float_t>(<double>ints[i] / p)
+
+
+# ------------------------------------------------- fused decimal unpacking
+#
+# DECIMAL over a BITPACK block decoded in one pass: each field unpacked, its
+# frame of reference added and the integer divided by 10**e, straight into the
+# output column (no int64 array in between). The result is bit for bit that of
+# for_unpack followed by decimal_decode: the same correctly rounded division
+# of the same double. The integer becomes that double exactly by the
+# magic-number conversion (v + bits(2**52 + 2**51), read as a double, minus
+# 2**52 + 2**51: exact for -2**51 <= v < 2**51, checked for the whole block
+# first), which, unlike int64 -> double, the compiler turns into vector code;
+# so is the division (a vector divide rounds each lane as the scalar one does).
+# Blocks outside that range, or of widths above 56, take the scalar path.
+# Widths 1..32 have an unpacking loop each (eight fields at constant byte
+# offsets and shifts), the others a loop computing them.
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+    #define OROCHI_DECIMAL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define OROCHI_DECIMAL_CLONES
+    #endif
+    #define OROCHI_MAGIC_BITS 0x4338000000000000ULL   /* 2**52 + 2**51 */
+    #define OROCHI_MAGIC 6755399441055744.0
+    #define OROCHI_DECIMAL_BLOCK 512
+
+    /* out[i] = (T)((double)(base + field i) / pw) for the first n fields */
+    #define OROCHI_DECIMAL_UNPACK(NAME, T)                                                        \
+    static OROCHI_DECIMAL_CLONES void NAME(const uint8_t *p, int64_t n, int width, int64_t base, \
+                                           double pw, T *out)                                    \
+    {                                                                                            \
+        uint64_t tmp[OROCHI_DECIMAL_BLOCK];                                                      \
+        uint64_t mask = (((uint64_t)1) << width) - 1;                                            \
+        int64_t start, j, m;                                                                     \
+        for (start = 0; start < n; start += OROCHI_DECIMAL_BLOCK) {                              \
+            m = n - start < OROCHI_DECIMAL_BLOCK ? n - start : OROCHI_DECIMAL_BLOCK;             \
+            orochi_unpack_add(p, start, m, width, mask, (uint64_t)base + OROCHI_MAGIC_BITS, tmp);                 \
+            for (j = 0; j < m; j++) {                                                            \
+                double d;                                                                        \
+                memcpy(&d, &tmp[j], 8);                                                          \
+                out[start + j] = (T)((d - OROCHI_MAGIC) / pw);                                   \
+            }                                                                                    \
+        }                                                                                        \
+    }
+    OROCHI_DECIMAL_UNPACK(orochi_decimal_unpack_f64, double)
+    OROCHI_DECIMAL_UNPACK(orochi_decimal_unpack_f32, float)
+    """
+    void orochi_decimal_unpack_f64(const uint8_t* p, int64_t n, int width, int64_t base,
+                                   double pw, double* out) noexcept nogil
+    void orochi_decimal_unpack_f32(const uint8_t* p, int64_t n, int width, int64_t base,
+                                   double pw, float* out) noexcept nogil
+
+#: the integers the magic-number conversion takes exactly: -2**51 <= v < 2**51
+cdef int64_t _MAGIC_LIMIT = (<int64_t>1) << 51
+
+
+def decimal_unpack(const uint8_t[::1] packed, int64_t base, int width, int exponent,
+                   float_t[::1] out):
+    """out[i] = (float_t)((double)v / 10**exponent) with v = base + field i
+    (mod 2**64) of a bit-packed block: codecs_int.for_unpack into int64 then
+    decimal_decode, fused, with the same result bit for bit.
+
+    Raises CorruptDataError for a bit width outside 0..64, a block shorter
+    than len(out) fields, or an exponent outside 0..DECIMAL_MAX_EXPONENT.
+    """
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, fast = 0
+    cdef uint64_t mask
+    cdef const uint8_t* p = NULL
+    cdef double pw
+    cdef int64_t v
+    if exponent < 0 or exponent > DECIMAL_MAX_EXPONENT:
+        raise CorruptDataError(f"decimal exponent {exponent} out of range")
+    if width < 0 or width > 64:
+        raise CorruptDataError(f"bit width {width} out of range 0..64")
+    if nb < (n * width + 7) >> 3:
+        raise CorruptDataError(f"packed block truncated: {nb} bytes for {n} x {width} bits")
+    if nb > 0:
+        p = &packed[0]
+    pw = _POW10[exponent]
+    mask = width_mask(width)
+    if 1 <= width <= 56 and -_MAGIC_LIMIT <= base <= _MAGIC_LIMIT - 1 - <int64_t>mask:
+        fast = fast_count(n, nb, width)   # fields whose 8-byte window is in the block
+    with nogil:
+        if fast > 0:
+            if float_t is double:
+                orochi_decimal_unpack_f64(p, fast, width, base, pw, &out[0])
+            else:
+                orochi_decimal_unpack_f32(p, fast, width, base, pw, &out[0])
+        for i in range(fast, n):
+            if width == 0:
+                v = base
+            else:
+                v = <int64_t>(<uint64_t>base + get_packed(p, nb, i, width, mask))
+            out[i] = <float_t>(<double>v / pw)

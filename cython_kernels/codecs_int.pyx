@@ -19,7 +19,7 @@ from libc.string cimport memcmp, memcpy, memset
 from _typedefs cimport int_t, uint_t
 from _bitio cimport (BitWriter, bw_init, bw_write, bw_finish, get_packed,
                      get_packed_fast, fast_count, width_mask, orochi_popcount64,
-                     load_le64)
+                     load_le64, orochi_unpack_add)
 
 from orochi_fdw.errors import CorruptDataError
 
@@ -153,10 +153,12 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
     Raises CorruptDataError if the block is too short or a decoded value does
     not fit the output dtype.
     """
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, j, m, bad = -1, fast, start = 0
     cdef uint64_t mask = width_mask(width)
     cdef const uint8_t* p = _ptr(packed)
     cdef int64_t v, lo = 0, hi = 0
+    cdef bint checked
+    cdef uint64_t tmp[512]
     _check_unpack_args(n, width, nb)
     if int_t is int16_t:
         lo = INT16_MIN
@@ -165,8 +167,19 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
         lo = INT32_MIN
         hi = INT32_MAX
     fast = fast_count(n, nb, width)
+    # every value base..base+mask fits the output (no wraparound): no check per value
+    checked = int_t is not int64_t and not (
+        width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
     with nogil:
-        for i in range(n):
+        if not checked:
+            # blocks of fields unpacked at once (a loop per width), then narrowed
+            while start < fast:
+                m = fast - start if fast - start < 512 else 512
+                orochi_unpack_add(p, start, m, width, mask, <uint64_t>base, tmp)
+                for j in range(m):
+                    out[start + j] = <int_t><int64_t>tmp[j]
+                start += m
+        for i in range(start, n):
             if i < fast:
                 v = <int64_t>(<uint64_t>base + get_packed_fast(p, i, width, mask))
             elif width == 0:

@@ -294,6 +294,7 @@ class ColumnarScan:
                     continue
                 cols = {name: group.column(name) for name in self.needed}
                 batch = self._apply_deletes(stripe, group.deleted, group.first_row, Batch(group.nrows, cols))
+                group.release()
                 if batch is not None:
                     self.counters.rows += batch.nrows
                     yield batch
@@ -322,6 +323,7 @@ class ColumnarScan:
             deleted = 0
         pre.removed += group.nrows - deleted - len(idx)
         if len(idx) == 0:
+            group.release()
             return None
         # only the columns the filter passes on (a filter column is not decoded
         # for a group that passes whole)
@@ -329,6 +331,7 @@ class ColumnarScan:
             cols = {name: group.column(name) for name in pre.needed}
         else:
             cols = {name: take(group.column(name), idx) for name in pre.needed}
+        group.release()
         return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
 
     def _groups(self, stripe: store.StripeRecord, reader: StripeReader, prune: bool = True) -> list["ChunkGroup"]:
@@ -481,6 +484,15 @@ class ChunkGroup:
                     found = (entries, codes, validity)
         self._dicts[name] = found
         return found
+
+    def release(self) -> None:
+        """Forget the decoded columns (the batch made of them holds them as
+        long as it lives): a stripe's plan keeps its chunk groups until the
+        stripe is read, and their columns would otherwise pile up in memory
+        (a stripe's worth of decoded columns, allocated afresh stripe after
+        stripe)."""
+        self._cols = {}
+        self._dicts = {}
 
     def live(self) -> np.ndarray | None:
         """Mask of the rows not deleted, None when none is."""

@@ -247,11 +247,15 @@ def _batches(prepared: Prepared) -> Iterator[tuple[int, list]]:
     kinds = [_SCAN_KINDS[t] for t in prepared.types]
     quals = [Qual(name, op, _prune_value(value, t), None, False) for name, op, value, t in prepared.plan["prune"]]
     pending: list = []
-    for item in instance.execute(quals, list(names)) or ():
+    # the kernel reads no row ids: the scan builds none
+    scan = instance.execute(quals, list(names), rowids=False)
+    valid: dict[int, np.ndarray] = {}  # all-valid masks by row count, shared by the batches (read-only)
+    for item in scan or ():
         if not isinstance(item, Batch):
             pending.append(item)
             continue
-        yield item.nrows, _arrays(item.nrows, [to_column(k, item.columns[n]) for n, k in zip(names, kinds)])
+        yield item.nrows, _arrays(item.nrows, [to_column(k, item.columns[n]) for n, k in zip(names, kinds)],
+                                  valid)
     if pending:
         if isinstance(pending[0], dict):
             cols = [[r.get(n) for r in pending] for n in names]
@@ -261,12 +265,22 @@ def _batches(prepared: Prepared) -> Iterator[tuple[int, list]]:
         yield len(pending), _arrays(len(pending), [Column.from_pylist(k, c) for k, c in zip(kinds, cols)])
 
 
-def _arrays(n: int, cols: list[Column]) -> list:
+def _arrays(n: int, cols: list[Column], valid: dict | None = None) -> list:
+    """[values, validity] of each column as the kernel takes them; a column
+    without NULLs gets an all-ones mask, the one of ``valid`` for ``n`` rows
+    (made once: the kernel only reads it)."""
     out = []
     for col in cols:
         out.append(np.ascontiguousarray(col.values))
-        out.append(np.ones(n, dtype=np.uint8) if col.validity is None
-                   else np.ascontiguousarray(col.validity, dtype=np.uint8))
+        if col.validity is not None:
+            out.append(np.ascontiguousarray(col.validity, dtype=np.uint8))
+            continue
+        ones = None if valid is None else valid.get(n)
+        if ones is None:
+            ones = np.ones(n, dtype=np.uint8)
+            if valid is not None:
+                valid[n] = ones
+        out.append(ones)
     return out
 
 

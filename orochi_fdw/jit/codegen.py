@@ -28,6 +28,8 @@ Constants are arguments, so one kernel serves every query of one shape.
 
 from __future__ import annotations
 
+import re
+
 from orochi_fdw.query import pushable as P
 
 #: error code -> (SQLSTATE, message), PostgreSQL's wording
@@ -562,7 +564,18 @@ def generate(clauses: list[tuple], aggregates: list[tuple], column_types: dict[s
         layout.append(slot)
     args = ["n"] + [f"c{j}, m{j}" for j in range(len(g.columns))] + \
         [f"k{j}" for j in range(len(g.constants))] + [f"p{j}, q{j}" for j in range(len(g.params))] + ["ai", "af"]
-    body = "\n".join(g.lines) if g.lines else "        pass"
+    # the aggregate states live in local variables during the loop (registers:
+    # a count's increment needs no store and no branch) and go back to ai / af
+    # at the end; a kernel that stops at an error returns its code, and the
+    # caller raises without reading them
+    body = "\n".join(_STATE.sub(lambda m: f"{m.group(1)}_{m.group(2)}", line) for line in g.lines) \
+        if g.lines else "        pass"
+    load = "".join(f"    ai_{j} = ai[{j}]\n" for j in range(ni)) + "".join(f"    af_{j} = af[{j}]\n" for j in range(nf))
+    store = "".join(f"    ai[{j}] = ai_{j}\n" for j in range(ni)) + "".join(f"    af[{j}] = af_{j}\n" for j in range(nf))
     source = (PRELUDE + "\n@numba.njit(cache=CACHE, error_model=\"numpy\", nogil=True)\n"
-              f"def kernel({', '.join(args)}):\n    for i in range(n):\n{body}\n    return 0\n")
+              f"def kernel({', '.join(args)}):\n{load}    for i in range(n):\n{body}\n{store}    return 0\n")
     return Kernel(source, g.columns, g.constants, layout, g.params)
+
+
+#: an aggregate state slot in the generated lines (``ai[3]``, ``af[0]``)
+_STATE = re.compile(r"\b(ai|af)\[(\d+)\]")

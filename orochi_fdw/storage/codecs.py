@@ -451,9 +451,15 @@ def _decimal_decode(buf: _Buf, count: int, k: Kind):
                 or (nx > 1 and not (np.diff(positions) > 0).all())):
             raise CorruptDataError("decimal exception positions out of order or range")
         raw = np.frombuffer(buf.take(nx * k.width), dtype=k.dtype)
-    ints = CODECS[sub].decode(buf, count, _INT64)
     out = np.empty(count, dtype=k.dtype)
-    _cf.decimal_decode(ints, e, out)
+    if sub == Codec.BITPACK:
+        # the usual case: unpacked, offset and scaled in one pass
+        base, width = buf.unpack(_PACK)
+        if width > 64:
+            raise CorruptDataError(f"bit width {width} out of range 0..64")
+        _cf.decimal_unpack(buf.take(_packed_len(count, width)), base, width, e, out)
+    else:
+        _cf.decimal_decode(CODECS[sub].decode(buf, count, _INT64), e, out)
     if nx:
         out[positions] = raw
     return out

@@ -31,13 +31,19 @@ import functools
 import os
 import struct
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from orochi_fdw.errors import CorruptDataError, InvalidParameterError
+
+try:
+    # ISA-L's CRC-32: the very checksum zlib computes (the format's), about ten
+    # times faster on column chunks; every chunk a scan reads is verified
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - without the optional accelerator
+    from zlib import crc32
 from orochi_fdw.storage.codecs import (
     CODECS,
     MAX_CHUNK_ROWS,
@@ -454,7 +460,7 @@ class StripeWriter:
             self._file.write(stored)
             metas.append(ChunkMeta(
                 spec.name, g, self._pos, len(stored), header.raw_length, header.row_count,
-                header.null_count, zlib.crc32(stored), header.codec, header.compression,
+                header.null_count, crc32(stored), header.codec, header.compression,
                 header.stats))
             self._pos += len(stored)
         self._group_rows.append(rows)
@@ -503,7 +509,7 @@ class StripeWriter:
             if len(footer) > MAX_FOOTER_BYTES:
                 raise InvalidParameterError("stripe footer too large; write fewer chunk groups")
             self._file.write(footer)
-            self._file.write(TRAILER.pack(len(footer), zlib.crc32(footer), FORMAT_VERSION,
+            self._file.write(TRAILER.pack(len(footer), crc32(footer), FORMAT_VERSION,
                                           0, 0, MAGIC))
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -774,7 +780,7 @@ class StripeReader:
         if flen > MAX_FOOTER_BYTES or footer_start < HEADER.size:
             raise CorruptDataError(f"{path}: footer length {flen} out of bounds")
         footer = _read_exact(self._fd, flen, footer_start, path)
-        if zlib.crc32(footer) != fcrc:
+        if crc32(footer) != fcrc:
             raise CorruptDataError(f"{path}: footer checksum mismatch")
         return _parse_footer(footer, path, size, footer_start)
 
@@ -842,7 +848,7 @@ class StripeReader:
         checksum verified; errors name the file, column and chunk group."""
         k = self._kinds[self.metadata.column_index(column)]
         data = _read_exact(self._fd, meta.length, meta.offset, self.path)
-        if self.verify_checksums and zlib.crc32(data) != meta.crc32:
+        if self.verify_checksums and crc32(data) != meta.crc32:
             raise CorruptDataError(
                 f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}")
         try:

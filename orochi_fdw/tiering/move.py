@@ -34,7 +34,6 @@ import hashlib
 import os
 import re
 import uuid
-import zlib
 from dataclasses import dataclass
 
 from orochi_fdw.bridge import spi
@@ -230,12 +229,12 @@ def verify_stripe_bytes(where: str, data: bytes, nbytes: int, md5: str | None) -
     if footer_start < sf.HEADER.size:
         raise CorruptDataError(f"{where}: footer length {flen} out of bounds")
     footer = data[footer_start:footer_start + flen]
-    if zlib.crc32(footer) != fcrc:
+    if sf.crc32(footer) != fcrc:
         raise CorruptDataError(f"{where}: footer checksum mismatch")
     meta = sf._parse_footer(footer, where, size, footer_start)
     for group in meta.chunks:
         for m in group:
-            if zlib.crc32(data[m.offset:m.offset + m.length]) != m.crc32:
+            if sf.crc32(data[m.offset:m.offset + m.length]) != m.crc32:
                 raise CorruptDataError(f"{where}: checksum mismatch in column {m.column!r}, "
                                        f"chunk group {m.chunk_group}")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import threading
-import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -305,7 +304,7 @@ class ObjectStripeReader:
             footer = tail[tail_len - sf.TRAILER.size - flen:tail_len - sf.TRAILER.size]
         else:
             footer = self._fetch(footer_start, flen)
-        if zlib.crc32(footer) != fcrc:
+        if sf.crc32(footer) != fcrc:
             raise CorruptDataError(f"{path}: footer checksum mismatch")
         if tail_len == size:  # the whole object came: check the header too
             magic, version, flags, reserved = sf.HEADER.unpack(tail[:sf.HEADER.size])
@@ -392,7 +391,7 @@ class ObjectStripeReader:
         meta = self.metadata.chunk(column, chunk_group)
         k = self._kinds[self.metadata.column_index(column)]
         data = self._chunk_bytes(meta.offset, meta.length)
-        if self.verify_checksums and zlib.crc32(data) != meta.crc32:
+        if self.verify_checksums and sf.crc32(data) != meta.crc32:
             cache.discard((self.path, meta.offset, meta.length))  # fetched again next time
             raise CorruptDataError(
                 f"{self.path}: checksum mismatch in column {column!r}, chunk group {chunk_group}",

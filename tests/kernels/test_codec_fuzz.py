@@ -55,6 +55,16 @@ def _corpus():
                 header, stored = C.encode_chunk(values, validity, kind, codec=codec,
                                                 compression=comp)
                 items.append((kind, header, stored))
+    # DECIMAL over BITPACK (decoded in one fused pass), near and beyond the
+    # range that pass converts exactly (then the scalar path)
+    rng = np.random.default_rng(3)
+    for kind in ("float32", "float64"):
+        for values in (np.round(rng.uniform(0, 100, 120), 2),
+                       np.round(rng.uniform(2.0**50, 2.0**51, 120)), np.round(rng.uniform(-4e15, 4e15, 120))):
+            values = values.astype(KINDS[kind].dtype)
+            for comp in ("none", "lz4"):
+                header, stored = C.encode_chunk(values, None, kind, codec=C.Codec.DECIMAL, compression=comp)
+                items.append((kind, header, stored))
     return items
 
 

@@ -375,3 +375,16 @@ def test_regression_reserved_header_field_is_checked(stripe):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptDataError, match="header flags"):
         StripeReader(path)
+
+
+def test_checksum_is_zlibs_crc32():
+    """The checksum the reader and writer use (ISA-L's when installed) is
+    zlib's CRC-32, the format's, on every length and buffer type."""
+    from orochi_fdw.storage import stripe_format as sf
+
+    rng = np.random.default_rng(9)
+    for n in list(range(0, 70)) + [255, 256, 4095, 4096, 17_515, 100_003]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert sf.crc32(data) == zlib.crc32(data)
+        assert sf.crc32(memoryview(data)[1:]) == zlib.crc32(data[1:])
+        assert sf.crc32(bytearray(data), 12345) == zlib.crc32(data, 12345)

@@ -1,0 +1,56 @@
+"""A columnar scan without a server, over a stripe file written here: the
+chunk groups it has passed keep none of their decoded columns (a stripe's
+plan lives until the stripe is read; its columns must not pile up)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import weakref
+
+import numpy as np
+import pytest
+
+from orochi_fdw.bridge.api import ColumnDefinition
+from orochi_fdw.catalog.store import ColumnRecord, StripeRecord
+from orochi_fdw.columnar.scan import ColumnarScan
+from orochi_fdw.storage.stripe_format import write_stripe
+
+ROWS, GROUP = 5_000, 500
+
+COLUMNS = {
+    "id": ColumnDefinition("id", 23, type_name="integer", attnum=1),
+    "x": ColumnDefinition("x", 701, type_name="double precision", attnum=2),
+}
+
+
+@pytest.fixture
+def stripe(tmp_path):
+    path = str(tmp_path / "1.1.stripe")
+    ids = np.arange(ROWS, dtype=np.int32)
+    x = np.round(np.sin(ids) * 100, 2)
+    meta = write_stripe(path, {"id": "int32", "x": "float64"}, {"id": (ids, None), "x": (x, None)},
+                        chunk_group_rows=GROUP)
+    cols = {1: ColumnRecord(1, "id", "int32", "integer", 0), 2: ColumnRecord(2, "x", "float64", "double precision", 0)}
+    record = StripeRecord(1, 1, path, ROWS, len(meta.chunk_groups), GROUP, os.path.getsize(path), 0, "auto", None, 1,
+                          cols)
+    return record, ids, x
+
+
+@pytest.mark.parametrize("rowids", [False, True])
+def test_scan_frees_the_columns_of_chunk_groups_it_passed(stripe, rowids):
+    record, ids, x = stripe
+    scan = ColumnarScan("t", COLUMNS, [record], ["id", "x"], [], rowids=rowids)
+    alive = []
+    got_ids, got_x = [], []
+    for batch in scan:
+        got_ids.append(batch.columns["id"].values.copy())
+        got_x.append(batch.columns["x"].values.copy())
+        alive.append(weakref.ref(batch.columns["x"].values))
+        del batch
+        gc.collect()
+        # the decoded columns of earlier chunk groups are gone while the stripe is still read
+        assert sum(r() is not None for r in alive[:-1]) == 0
+    assert len(alive) == ROWS // GROUP
+    assert np.array_equal(np.concatenate(got_ids), ids)
+    assert np.concatenate(got_x).tobytes() == x.tobytes()
