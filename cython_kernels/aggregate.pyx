@@ -72,7 +72,7 @@ Hashes are not keyed: adversarial keys can make probing slow, never wrong.
 """
 
 cimport numpy as cnp
-from libc.math cimport isinf, isnan, NAN
+from libc.math cimport fabs, isinf, isnan, NAN
 from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint64_t,
                           INT64_MAX, INT64_MIN)
 from libc.stdlib cimport free, realloc
@@ -1347,62 +1347,147 @@ def group_sum_float(float_t[::1] sums, int64_t[::1] counts, const int64_t[::1] g
         raise NumericValueOutOfRangeError("value out of range: overflow")
 
 
+# avg(float4|float8) fast path. Postgres's float8_accum keeps N, Sx and Sxx
+# (Youngs-Cramer) per group, but avg only returns Sx / N: Sxx serves only the
+# overflow check ("value out of range: overflow" when finite inputs make Sx or
+# Sxx infinite), nothing else reads it here. While every value folded into the
+# aggregate so far has |x| <= AVG_FAST_BOUND (or is NaN), neither can become
+# infinite for any count N <= 2^63, so a batch whose values all pass that test
+# needs only N += 1 and Sx += x, in row order (Sx bit for bit as Postgres's).
+#
+# Bound (B = 1e100; rounding to nearest is monotone, and fl(s + a) == s once
+# |s| >= 2^54 |a|, so a float sum of terms <= a stays below max(start, 2^55 a)):
+#   |Sx|  <= 2^55 B                        (< 2^64 B)
+#   |tmp| =  |x N - Sx| <= 2^63 B + 2^64 B  (< 2^65 B)
+#   each Sxx term tmp^2 / (N (N - 1)) <= 2^129 B^2, so Sxx <= 2^184 B^2 < 2^190 B^2,
+# and 2^190 B^2 ~ 1.6e257 is finite with a wide margin. NaN only makes Sx NaN
+# (as in Postgres); infinities take the exact path.
+#
+# After such batches a group's Sxx is only known to lie in [sxx, AVG_SXX_BOUND]
+# (sxx keeps the last exact value; Sxx never decreases). Should a later batch
+# need the exact path, the caller passes sxx_hi = AVG_SXX_BOUND for those
+# groups and the exact loop carries both ends with the same terms: rounding is
+# monotone, so Postgres's Sxx stays between them, and the group is exact again
+# as soon as both ends round to the same value (the first term large enough).
+cdef double _AVG_FAST_BOUND = 1e100
+AVG_FAST_BOUND = _AVG_FAST_BOUND
+AVG_SXX_BOUND = 1.5692754338466701e257  # 2^190 * 1e200, rounded up
+
+
+cdef bint _avg_batch_bounded(const float_t[::1] values, const uint8_t* valid,
+                             Sel* sel, Py_ssize_t n) noexcept nogil:
+    """Whether every selected non-NULL value is NaN or |x| <= AVG_FAST_BOUND."""
+    cdef Py_ssize_t k, i
+    cdef double v
+    cdef double worst = 0.0
+    cdef Py_ssize_t start = sel.pos
+    for k in range(n):
+        i = sel_next(sel)
+        if _present(valid, i):
+            v = fabs(<double>values[i])
+            if v > worst:
+                worst = v  # NaN never compares greater
+    sel.pos = start
+    return worst <= _AVG_FAST_BOUND
+
+
 def group_avg_float(int64_t[::1] counts, double[::1] sx, double[::1] sxx,
                     const int64_t[::1] gids, const float_t[::1] values, validity=None,
-                    selection=None):
+                    selection=None, double[::1] sxx_hi=None, bint fast=False):
     """float8_accum's transition for avg(float4|float8): N (counts), Sx, Sxx
     (Youngs-Cramer), all starting at zero; the average is Sx / N.
 
     Raises NumericValueOutOfRangeError("value out of range: overflow") where
     Postgres does: finite inputs making Sx or Sxx infinite.
+
+    fast: the caller vouches that every value folded in so far passed the
+    bound (see AVG_FAST_BOUND); then a batch within the bound only counts and
+    sums (Sxx is not updated) and True is returned; a batch beyond it is not
+    folded in and False is returned (call again without fast). sxx_hi (when
+    given): upper ends of Sxx for groups that went through fast batches
+    (sxx_hi[g] > sxx[g]); the exact loop keeps both ends.
     """
     cdef Sel sel
     cdef const uint8_t* valid = NULL
     cdef Py_ssize_t k, i, n = gids.shape[0]
     cdef Py_ssize_t cap = min(counts.shape[0], sx.shape[0], sxx.shape[0])
     cdef int64_t g
-    cdef double newval, n_old, N, Sx, Sxx, tmp
+    cdef double newval, n_old, N, Sx, Sxx, tmp, term, Hi
     cdef bint bad = False
-    cdef bint stopped = False, overflow = False
+    cdef bint stopped = False, overflow = False, has_hi = sxx_hi is not None
+    cdef bint bounded = False
+    if has_hi:
+        cap = min(cap, sxx_hi.shape[0])
     keep = _valid_init(&valid, validity, values.shape[0])
     keep_sel = _sel_init(&sel, selection, values.shape[0])
     _check_gids(n, &sel)
     with nogil:
-        for k in range(n):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                stopped = True
-                break
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>cap:
-                bad = True
-                break
-            if not _present(valid, i):
-                continue
-            newval = <double>values[i]
-            n_old = <double>counts[g]
-            N = n_old + 1.0
-            Sx = sx[g] + newval
-            Sxx = sxx[g]
-            if n_old > 0.0:
-                tmp = newval * N - Sx
-                Sxx = Sxx + tmp * tmp / (N * n_old)
-                if isinf(Sx) or isinf(Sxx):
-                    if not isinf(sx[g]) and not isinf(newval):
-                        overflow = True
-                        break
+        if fast:
+            bounded = _avg_batch_bounded(values, valid, &sel, n)
+        if bounded:
+            for k in range(n):
+                if (k & INTERRUPT_MASK) == 0 and interrupted():
+                    stopped = True
+                    break
+                i = sel_next(&sel)
+                g = gids[k]
+                if <uint64_t>g >= <uint64_t>cap:
+                    bad = True
+                    break
+                if _present(valid, i):
+                    counts[g] += 1
+                    sx[g] += <double>values[i]
+        elif not fast:
+            for k in range(n):
+                if (k & INTERRUPT_MASK) == 0 and interrupted():
+                    stopped = True
+                    break
+                i = sel_next(&sel)
+                g = gids[k]
+                if <uint64_t>g >= <uint64_t>cap:
+                    bad = True
+                    break
+                if not _present(valid, i):
+                    continue
+                newval = <double>values[i]
+                n_old = <double>counts[g]
+                N = n_old + 1.0
+                Sx = sx[g] + newval
+                Sxx = sxx[g]
+                if n_old > 0.0:
+                    tmp = newval * N - Sx
+                    term = tmp * tmp / (N * n_old)
+                    if has_hi and sxx_hi[g] > Sxx:
+                        # Sxx is only known to lie in [sxx, sxx_hi]: an overflow
+                        # of the upper end alone is taken as Postgres's (it would
+                        # need both ends to straddle DBL_MAX's rounding edge)
+                        Hi = sxx_hi[g] + term
+                        Sxx = Sxx + term
+                        if isinf(Hi) and not isinf(Sx) and not isinf(sx[g]) and not isinf(newval):
+                            overflow = True
+                            break
+                        sxx_hi[g] = Hi
+                    else:
+                        Sxx = Sxx + term
+                    if isinf(Sx) or isinf(Sxx):
+                        if not isinf(sx[g]) and not isinf(newval):
+                            overflow = True
+                            break
+                        Sxx = NAN
+                elif isnan(newval) or isinf(newval):
                     Sxx = NAN
-            elif isnan(newval) or isinf(newval):
-                Sxx = NAN
-            counts[g] += 1
-            sx[g] = Sx
-            sxx[g] = Sxx
+                counts[g] += 1
+                sx[g] = Sx
+                sxx[g] = Sxx
+                if has_hi and not sxx_hi[g] > Sxx:
+                    sxx_hi[g] = Sxx
     if stopped:
         raise_interrupt()
     if bad:
         _raise_gid()
     if overflow:
         raise NumericValueOutOfRangeError("value out of range: overflow")
+    return bounded
 
 
 cdef inline bint _pg_gt(double a, double b) noexcept nogil:

@@ -548,21 +548,37 @@ class _FloatSum(_Accumulator):
 
 
 class _FloatAvg(_Accumulator):
+    """avg(float4|float8): float8_accum's (N, Sx, Sxx). While every value so
+    far is within K.AVG_FAST_BOUND (or NaN), batches only count and sum (Sxx
+    serves only Postgres's overflow check, which such values cannot trip);
+    after the first batch beyond it, every batch takes the exact loop, with
+    Sxx of the groups summed so far known to lie in [sxx, sxx_hi]."""
+
     output_kind = WireKind.FLOAT64
 
     def __init__(self, spec):
         super().__init__(spec)
         self.sx = np.zeros(0, dtype=np.float64)
         self.sxx = np.zeros(0, dtype=np.float64)
+        self.bounded = True  # every value so far within the bound
+        self.sxx_hi: np.ndarray | None = None
 
     def grow(self, ngroups):
         super().grow(ngroups)
         self.sx = _grown(self.sx, ngroups, 0.0)
         self.sxx = _grown(self.sxx, ngroups, 0.0)
+        if self.sxx_hi is not None:
+            self.sxx_hi = _grown(self.sxx_hi, ngroups, 0.0)
 
     def update(self, gids, ngroups, col, selection):
+        if self.bounded:
+            if K.group_avg_float(self.counts, self.sx, self.sxx, gids, col.values, col.validity,
+                                 selection, fast=True):
+                return
+            self.bounded = False
+            self.sxx_hi = np.where(self.counts > 0, K.AVG_SXX_BOUND, self.sxx)
         K.group_avg_float(self.counts, self.sx, self.sxx, gids, col.values, col.validity,
-                          selection)
+                          selection, self.sxx_hi)
 
     def finish(self, ngroups):
         out = np.empty(ngroups, dtype=np.float64)

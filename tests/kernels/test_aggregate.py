@@ -424,6 +424,92 @@ def test_float_avg_matches_reference(data):
             assert same(float(out[g]), want[g])
 
 
+AVG_EDGES = [K.AVG_FAST_BOUND, -K.AVG_FAST_BOUND, math.nextafter(K.AVG_FAST_BOUND, math.inf),
+             -math.nextafter(K.AVG_FAST_BOUND, math.inf), 1e200, -1e200, 1e308, -1e308, 1e160,
+             -1e160, 1e154, math.nan, math.inf, -math.inf, 0.5, -3.25, 1e-300, 0.0, -0.0]
+
+
+def _avg_batches(batches, dtype, ng):
+    """The protocol of the avg accumulator: fast batches while they stay
+    within the bound, then the exact loop with the Sxx upper ends."""
+    counts, sx, sxx = np.zeros(ng, np.int64), np.zeros(ng), np.zeros(ng)
+    hi, fast_used = None, False
+    for values, form, mask, gids in batches:
+        arr, validity = to_array(values, dtype)
+        sel = make_selection(form, mask)
+        if hi is None:
+            if K.group_avg_float(counts, sx, sxx, gids, arr, validity, sel, fast=True):
+                fast_used = True
+                continue
+            hi = np.where(counts > 0, K.AVG_SXX_BOUND, sxx) if fast_used else sxx.copy()
+        assert not K.group_avg_float(counts, sx, sxx, gids, arr, validity, sel, hi)
+    return counts, sx
+
+
+@HYPO
+@given(st.data())
+def test_float_avg_fast_path_across_batches_matches_reference(data):
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES))
+    ng = data.draw(st.integers(1, 4))
+    edges = [v for v in AVG_EDGES if dtype == np.float64 or abs(v) < 3e38 or not math.isfinite(v)]
+    value = st.one_of(st.none(), st.sampled_from(edges), st.floats(-1e6, 1e6, width=32))
+    batches, rows = [], [[] for _ in range(ng)]
+    for _ in range(data.draw(st.integers(1, 4))):
+        n = data.draw(st.integers(0, 12))
+        values = py(data.draw(st.lists(value, min_size=n, max_size=n)), dtype)
+        form = data.draw(st.sampled_from(["none", "bool", "int32", "int64"]))
+        mask = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        if form == "none":
+            mask = [True] * n
+        picked = [i for i in range(n) if mask[i]]
+        gids = np.array(data.draw(st.lists(st.integers(0, ng - 1), min_size=len(picked),
+                                           max_size=len(picked))), dtype=np.int64)
+        for i, g in zip(picked, gids.tolist()):
+            rows[g].append(values[i])
+        batches.append((values, form, mask, gids))
+    try:
+        want = [R.avg_float(v) for v in rows]
+    except NumericValueOutOfRangeError:
+        with pytest.raises(NumericValueOutOfRangeError, match="^value out of range: overflow$"):
+            _avg_batches(batches, dtype, ng)
+        return
+    counts, sx = _avg_batches(batches, dtype, ng)
+    out, valid = np.zeros(ng), np.zeros(ng, np.uint8)
+    K.finalize_avg_float(out, valid, counts, sx)
+    for g in range(ng):
+        assert bool(valid[g]) == (want[g] is not None)
+        if want[g] is not None:
+            assert same(float(out[g]), want[g]), "Sx should be the sequential sum, bit for bit"
+
+
+def test_float_avg_fast_path_bound():
+    for values, fast in [([1e100, -1e100, math.nan], True), ([math.nextafter(1e100, 2e100)], False),
+                         ([math.inf], False), ([1e308, 1.0], False), ([3e38, -3e38], True)]:
+        counts, sx, sxx = np.zeros(1, np.int64), np.zeros(1), np.zeros(1)
+        arr = np.array(values)
+        assert K.group_avg_float(counts, sx, sxx, np.zeros(len(values), np.int64), arr,
+                                 fast=True) == fast
+        assert counts[0] == (len(values) if fast else 0), "a batch beyond the bound is not folded in"
+    # NULLs and rows not selected do not count against the bound
+    counts, sx, sxx = np.zeros(1, np.int64), np.zeros(1), np.zeros(1)
+    arr = np.array([1.0, 1e300, 2.0, 1e300])
+    assert K.group_avg_float(counts, sx, sxx, np.zeros(1, np.int64), arr,
+                             np.array([1, 0, 1, 1], np.uint8), np.array([False, True, True, False]),
+                             fast=True)
+    assert (counts[0], sx[0]) == (1, 2.0)
+    # after fast batches of +-1e100, Postgres's Sxx is ~1e200 per row, far from overflow: a
+    # later 1e153 (Sxx ~1e306) is fine, [1e154, -1e154] then overflows as in Postgres
+    big = [[1e100, -1e100] * 4, [1e153], [1e154, -1e154]]
+    with pytest.raises(NumericValueOutOfRangeError, match="^value out of range: overflow$"):
+        R.avg_float([v for b in big for v in b])
+    with pytest.raises(NumericValueOutOfRangeError, match="^value out of range: overflow$"):
+        _avg_batches([(b, "none", [True] * len(b), np.zeros(len(b), np.int64)) for b in big],
+                     np.float64, 1)
+    counts, sx = _avg_batches([(b, "none", [True] * len(b), np.zeros(len(b), np.int64))
+                               for b in big[:2]], np.float64, 1)
+    assert sx[0] / counts[0] == R.avg_float(big[0] + big[1])
+
+
 @HYPO
 @given(st.data())
 def test_min_max_match_reference(data):
