@@ -1381,6 +1381,11 @@ cdef bint _avg_batch_bounded(const float_t[::1] values, const uint8_t* valid,
     cdef double v
     cdef double worst = 0.0
     cdef Py_ssize_t start = sel.pos
+    if sel.kind == SEL_ALL and valid == NULL:
+        for k in range(n):
+            v = fabs(<double>values[k])
+            worst = v if v > worst else worst  # NaN never compares greater
+        return worst <= _AVG_FAST_BOUND
     for k in range(n):
         i = sel_next(sel)
         if _present(valid, i):
@@ -1424,7 +1429,18 @@ def group_avg_float(int64_t[::1] counts, double[::1] sx, double[::1] sxx,
     with nogil:
         if fast:
             bounded = _avg_batch_bounded(values, valid, &sel, n)
-        if bounded:
+        if bounded and sel.kind == SEL_ALL and valid == NULL:
+            for k in range(n):
+                if (k & INTERRUPT_MASK) == 0 and interrupted():
+                    stopped = True
+                    break
+                g = gids[k]
+                if <uint64_t>g >= <uint64_t>cap:
+                    bad = True
+                    break
+                counts[g] += 1
+                sx[g] += <double>values[k]
+        elif bounded:
             for k in range(n):
                 if (k & INTERRUPT_MASK) == 0 and interrupted():
                     stopped = True

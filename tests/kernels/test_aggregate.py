@@ -493,7 +493,7 @@ def test_float_avg_fast_path_bound():
     # NULLs and rows not selected do not count against the bound
     counts, sx, sxx = np.zeros(1, np.int64), np.zeros(1), np.zeros(1)
     arr = np.array([1.0, 1e300, 2.0, 1e300])
-    assert K.group_avg_float(counts, sx, sxx, np.zeros(1, np.int64), arr,
+    assert K.group_avg_float(counts, sx, sxx, np.zeros(2, np.int64), arr,
                              np.array([1, 0, 1, 1], np.uint8), np.array([False, True, True, False]),
                              fast=True)
     assert (counts[0], sx[0]) == (1, 2.0)
