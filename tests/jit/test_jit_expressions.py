@@ -105,6 +105,9 @@ def conns(pg_cluster, jdb):
     oro = pg_cluster.connect(jdb, autocommit=True)
     heap = pg_cluster.connect(jdb, autocommit=True)
     for c in (oro, heap):
+        # no statements prepared by the driver: it deallocates them all at a
+        # rollback, and with them the generic-plan tests' own PREPAREs
+        c.prepare_threshold = None
         c.execute("SET max_parallel_workers_per_gather = 0")
         c.execute("SET extra_float_digits = 3")
     oro.execute("SET orochi.jit_min_cost = 0")
@@ -315,9 +318,8 @@ def test_table_states_and_projections(conns, query):
 
 #: divisors of the constant-divisor tests: written into the kernel's source
 #: (1, 2, 7, 2^k...) or passed as arguments (0, -1, the types' bounds)
-DIVISORS = ["1", "-1", "2", "7", "-7", "64", "(-1024)", "1048576", "1048577", "0",
-            "32767", "(-32767)", "(-32768)", "2147483647", "(-2147483647)", "(-2147483648)",
-            "9223372036854775807", "(-9223372036854775807)", "(-9223372036854775807 - 1)"]
+DIVISORS = ["1", "-1", "7", "-7", "1024", "(-32768)", "1048577", "0", "(-2147483647)", "(-2147483648)",
+            "9223372036854775807", "(-9223372036854775807 - 1)"]
 
 
 @pytest.mark.parametrize("d", DIVISORS)
@@ -331,9 +333,10 @@ def test_constant_divisors(conns, d):
     # the whole table (its bounds row), then without it
     check(conns, f"SELECT {aggs} FROM t WHERE i4 % {d} <> 1 OR i4 IS NULL")
     check(conns, f"SELECT {aggs} FROM t WHERE COALESCE(i8, 0) > -9223372036854775808")
-    # a division reached by no row (NULL dividends, a branch not taken) raises nothing
-    check(conns, f"SELECT sum(i4 / {d}), count(*) FROM t WHERE i4 IS NULL AND i2 + 0 > -100")
-    check(conns, f"SELECT sum(CASE WHEN i2 > 1000 THEN i8 % {d} ELSE 1 END) FROM small")
+    if d in ("0", "-1"):
+        # a division reached by no row (NULL dividends, a branch not taken) raises nothing
+        check(conns, f"SELECT sum(i4 / {d}), count(*) FROM t WHERE i4 IS NULL AND i2 + 0 > -100")
+        check(conns, f"SELECT sum(CASE WHEN i2 > 1000 THEN i8 % {d} ELSE 1 END) FROM small")
 
 
 def test_no_error_where_postgres_skips_the_row(conns):
