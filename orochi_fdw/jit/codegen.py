@@ -23,7 +23,10 @@ evaluation, with PostgreSQL's checks:
   number; casts to integers round with rint and check the range.
 
 A kernel returns 0, or the code of the error it stopped at (:data:`ERRORS`).
-Constants are arguments, so one kernel serves every query of one shape.
+Constants are arguments, so one kernel serves every query of one shape;
+an integer divisor of ``/`` or ``%`` that is a small constant other than 0
+and -1 is written into the source instead (LLVM then divides by multiplying
+and shifting), so it is part of the kernel's cache key.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ import numpy as np
 import numba
 
 from orochi_fdw.bridge.types import j2date
-from orochi_fdw.jit.intrinsics import add_overflow, mul_overflow, sub_overflow  # intrinsics version 1
+from orochi_fdw.jit.intrinsics import add_overflow, mul_overflow, sdiv, srem, sub_overflow  # intrinsics version 2
 
 _MIN64 = np.int64(-9223372036854775808)
 _MAX64 = np.int64(9223372036854775807)
@@ -99,14 +102,6 @@ def _date2j(year, month, day):
 
 
 @numba.njit(inline="always")
-def _tdiv(a, b):
-    q = a // b
-    if (a % b != 0) and ((a < 0) != (b < 0)):
-        q += 1
-    return q
-
-
-@numba.njit(inline="always")
 def _feq(a, b):
     return np.isnan(b) if np.isnan(a) else (not np.isnan(b)) and a == b
 
@@ -121,6 +116,21 @@ def _fle(a, b):
     return np.isnan(b) or ((not np.isnan(a)) and a <= b)
 
 '''
+
+
+#: integer divisors up to this magnitude are written into a kernel's source
+#: (part of its cache key) rather than passed as arguments
+BAKED_DIVISOR_LIMIT = 2**20
+
+
+def _baked_divisor(t: tuple) -> int | None:
+    """The value of a constant integer divisor to write into the source: not
+    0 (division by zero is raised only where a row reaches it) nor -1 (the
+    out-of-range case), both left to the checks of the general path."""
+    if t[0] != "const" or t[1] not in _INT or type(t[2]) is not int:
+        return None
+    value = t[2]
+    return value if value not in (0, -1) and abs(value) <= BAKED_DIVISOR_LIMIT else None
 
 
 class Kernel:
@@ -307,6 +317,12 @@ class _Gen:
         self.put("    return 5")
 
     def _arith(self, type_oid, op, left, right):
+        if type_oid in _INT and op in ("/", "%") and _baked_divisor(right) is not None:
+            # by a constant: in the source (LLVM divides by multiplying), no check needed
+            v, n, (a,) = self._strict(type_oid, [left])
+            self.put(f"{v} = {'sdiv' if op == '/' else 'srem'}({a}, np.int64({_baked_divisor(right)}))")
+            self.depth -= 1
+            return v, n
         v, n, (a, b) = self._strict(type_oid, [left, right])
         if type_oid in _INT:
             wide = type_oid == P.INT8
@@ -329,12 +345,12 @@ class _Gen:
                 self.put(f"        return {_RANGE_ERROR[type_oid]}")
                 self.put(f"    {v} = -{a}")
                 self.put("else:")
-                self.put(f"    {v} = _tdiv({a}, {b})")
+                self.put(f"    {v} = sdiv({a}, {b})")
             else:  # %
                 self.put(f"if {b} == 0:")
                 self.put("    return 4")
                 self.put(f"if {b} != -1:")
-                self.put(f"    {v} = {a} - _tdiv({a}, {b}) * {b}")
+                self.put(f"    {v} = srem({a}, {b})")
         else:
             if op == "/":
                 self.put(f"if {b} == 0.0 and not np.isnan({a}):")

@@ -105,6 +105,9 @@ def conns(pg_cluster, jdb):
     oro = pg_cluster.connect(jdb, autocommit=True)
     heap = pg_cluster.connect(jdb, autocommit=True)
     for c in (oro, heap):
+        # no statements prepared by the driver: it deallocates them all at a
+        # rollback, and with them the generic-plan tests' own PREPAREs
+        c.prepare_threshold = None
         c.execute("SET max_parallel_workers_per_gather = 0")
         c.execute("SET extra_float_digits = 3")
     oro.execute("SET orochi.jit_min_cost = 0")
@@ -179,7 +182,7 @@ def check(conns, query: str, params=None, jit: bool = True) -> tuple:
 
 INT_COLS = ["i2", "i4", "i8"]
 FLOAT_COLS = ["f4", "f8"]
-INT_CONSTS = ["0", "1", "-1", "2", "3", "7", "-5", "100", "2147483647", "(-2147483648)",
+INT_CONSTS = ["0", "1", "-1", "2", "3", "7", "-7", "-5", "100", "1024", "2147483647", "(-2147483648)",
               "9223372036854775807", "32767::smallint", "NULL::int"]
 FLOAT_CONSTS = ["0.5::float8", "(-0.0)::float8", "'NaN'::float8", "'Infinity'::float8", "2::real",
                 "1e308::float8", "NULL::float8", "'-Infinity'::real"]
@@ -311,6 +314,29 @@ def test_errors(conns, query, sqlstate, message):
 ])
 def test_table_states_and_projections(conns, query):
     check(conns, query)
+
+
+#: divisors of the constant-divisor tests: written into the kernel's source
+#: (1, 2, 7, 2^k...) or passed as arguments (0, -1, the types' bounds)
+DIVISORS = ["1", "-1", "7", "-7", "1024", "(-32768)", "1048577", "0", "(-2147483647)", "(-2147483648)",
+            "9223372036854775807", "(-9223372036854775807 - 1)"]
+
+
+@pytest.mark.parametrize("d", DIVISORS)
+def test_constant_divisors(conns, d):
+    """/ and % by constants over smallint, integer and bigint dividends with
+    negative values, the types' bounds (INT_MIN / -1 out of range, INT_MIN
+    % -1 zero) and NULLs; division by zero only where a row reaches it."""
+    small = f"{d}::smallint" if -32768 <= eval(d) <= 32767 else d  # noqa: S307 - a literal of the list
+    aggs = (f"sum(i2 / {small}), sum(i2 % {small}), min(i2 / {d}), sum(i4 / {d}), max(i4 % {d}), "
+            f"sum(i8 / {d}), min(i8 % {d}), count(i4 % {d})")
+    # the whole table (its bounds row), then without it
+    check(conns, f"SELECT {aggs} FROM t WHERE i4 % {d} <> 1 OR i4 IS NULL")
+    check(conns, f"SELECT {aggs} FROM t WHERE COALESCE(i8, 0) > -9223372036854775808")
+    if d in ("0", "-1"):
+        # a division reached by no row (NULL dividends, a branch not taken) raises nothing
+        check(conns, f"SELECT sum(i4 / {d}), count(*) FROM t WHERE i4 IS NULL AND i2 + 0 > -100")
+        check(conns, f"SELECT sum(CASE WHEN i2 > 1000 THEN i8 % {d} ELSE 1 END) FROM small")
 
 
 def test_no_error_where_postgres_skips_the_row(conns):
@@ -636,6 +662,10 @@ GENERIC = [
       (datetime.date(1990, 1, 1), None, None, None),
       (datetime.date(2100, 1, 1), datetime.datetime(2001, 1, 1), None, 0),
       (datetime.date(1990, 1, 1), datetime.datetime(2100, 1, 1), None, 2147483647)]),
+    # divisors known at execution: arguments, checked on each row
+    ("int, bigint",
+     "SELECT count(*), sum(i4 % $1), sum(i8 / $2), min(i2 / $1), max(i4 / $1) FROM {t} WHERE i8 % $2 <> 3",
+     [(7, -7), (-1, 2), (2, -1), (0, 5), (None, 3), (-2147483648, -9223372036854775808), (64, 1)]),
 ]
 
 

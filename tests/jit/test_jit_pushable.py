@@ -5,6 +5,8 @@ check the compiled kernels against PostgreSQL)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,9 @@ def _run(clauses, aggs, columns: dict, consts=()):
     source = k.source.replace('@numba.njit(cache=CACHE, error_model="numpy", nogil=True)\n', "")
     ns: dict = {}
     exec(source.replace("@numba.njit(inline=\"always\")\n", ""), ns)  # noqa: S102
+    # LLVM's sdiv / srem (numba intrinsics), as plain Python
+    ns["sdiv"] = lambda x, y: abs(int(x)) // abs(int(y)) * (1 if (x < 0) == (y < 0) else -1)
+    ns["srem"] = lambda x, y: int(x) - ns["sdiv"](x, y) * int(y)
     args = []
     n = None
     for name in k.columns:
@@ -108,6 +113,26 @@ def test_python_semantics_of_integer_division_and_modulo():
     assert code == 0
     assert (ai[1] << 32) + ai[2] == 3 - 3 - 3 + 3
     assert (ai[4] << 32) + ai[5] == 1 - 1 + 1 - 1
+
+
+def test_constant_divisors_in_the_source():
+    a = np.array([7, -7, 0, -32768], np.int16)
+    ones = np.ones(4, np.uint8)
+    for d in (1, 2, -2, 7, -7, 1024, 2**20):
+        k = codegen.generate([], [P.kernel_aggregate(agg("sum", P.INT8, op(o, P.INT4, var("a", P.INT2), const(P.INT4, d))))
+                                  for o in ("/", "%")], {})
+        # written into the source (so part of the cache key), not an argument
+        assert k.constants == [] and re.search(rf"sdiv\(v\d+, np.int64\({d}\)\)", k.source), d
+        code, ai, _ = _run([], [agg("sum", P.INT8, op(o, P.INT4, var("a", P.INT2), const(P.INT4, d)))
+                                for o in ("/", "%")], {"a": (a, ones)})
+        assert code == 0
+        assert (ai[1] << 32) + ai[2] == sum(int(x / d) for x in a.tolist())
+        assert (ai[4] << 32) + ai[5] == sum(x - int(x / d) * d for x in a.tolist())
+    # 0, -1 and large divisors: arguments, checked on each row
+    for d in (0, -1, 2**20 + 1, -(2**31)):
+        k = codegen.generate([], [P.kernel_aggregate(agg("sum", P.INT8, op("%", P.INT4, var("a", P.INT4),
+                                                                            const(P.INT4, d))))], {})
+        assert k.constants == [(P.INT4, d)], d
 
 
 def test_errors_and_evaluation_order():
