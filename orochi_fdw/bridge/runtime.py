@@ -472,7 +472,7 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     if isinstance(handle, EngineJoinHandle):
         from orochi_fdw.query import engine
 
-        return engine.run(handle.plan, handle.tables, quals)
+        return engine.run(handle.plan, handle.tables, quals, scan_cache)
     if isinstance(handle, JitHandle):
         from orochi_fdw import jit
 
