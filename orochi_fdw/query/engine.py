@@ -49,6 +49,12 @@ from orochi_fdw.query.pushable import Refused, quote_ident
 OUTPUT_BATCH_ROWS = 65_536
 #: cost units of starting DuckDB for a query (about 2 ms at ~17 µs a unit)
 ENGINE_STARTUP_COST = 100.0
+#: the start of a run once per outer row (a correlated subquery's, a table
+#: restricted by ``column = $param``): DuckDB's parse, plan and start over
+#: its registered inputs take 15-30 ms however few rows it reads (TPC-H Q2
+#: at SF1: 747 runs of 14 ms each against 7 s for the whole query in
+#: PostgreSQL)
+ENGINE_RESCAN_COST = 900.0
 #: per input row of a join, and per row a join produces
 ENGINE_ROW_COST = 0.002
 ENGINE_OUTPUT_ROW_COST = 0.001
@@ -176,6 +182,8 @@ class _Planner:
                 conds.append(self.translator.condition(c))
                 if q is None:
                     q = _param_scan_qual(c)
+                    if q is not None:
+                        self.work += ENGINE_RESCAN_COST
                 if q is not None:
                     inp["quals"].append(q)  # prunes (DuckDB checks it)
             source = f"{quote_ident(f'orochi_in_{rti}')} AS t{rti}"
