@@ -672,15 +672,11 @@ def _param_scan_qual(expr: tuple) -> list | None:
     ``p_partkey = ps_partkey``, the outer row's value as a parameter) as a
     qual the scan prunes with once the value is known at execution
     (:func:`_run_quals`); DuckDB checks it all the same."""
-    if expr[0] != "op" or not expr[3] or expr[2] not in pushable.COMPARISONS or len(expr[6]) != 2:
+    comparison = pushable.column_comparison(expr, "param") if expr[0] == "op" and expr[3] else None
+    if comparison is None:
         return None
-    left, right = expr[6]
-    op = expr[2]
-    if left[0] == "param" and right[0] == "var":
-        left, right = right, left
-        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
-    if left[0] != "var" or right[0] != "param" or op == "<>" \
-            or pushable.family(left[3]) != "int" or pushable.family(right[3]) != "int":
+    left, op, right = comparison
+    if op == "<>" or pushable.family(left[3]) != "int" or pushable.family(right[3]) != "int":
         return None
     return [left[2], op, {"param": [right[1], right[2]]}, None]
 
