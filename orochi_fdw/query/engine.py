@@ -55,6 +55,9 @@ ENGINE_STARTUP_COST = 100.0
 #: at SF1: 747 runs of 14 ms each against 7 s for the whole query in
 #: PostgreSQL)
 ENGINE_RESCAN_COST = 900.0
+#: PostgreSQL's ParamKind of a value set during execution (an outer row's,
+#: an InitPlan's), not a statement's ``$n``
+PARAM_EXEC = 1
 #: per input row of a join, and per row a join produces
 ENGINE_ROW_COST = 0.002
 ENGINE_OUTPUT_ROW_COST = 0.001
@@ -182,8 +185,8 @@ class _Planner:
                 conds.append(self.translator.condition(c))
                 if q is None:
                     q = _param_scan_qual(c)
-                    if q is not None:
-                        self.work += ENGINE_RESCAN_COST
+                    if q is not None and q[2]["param"][0] == PARAM_EXEC:
+                        self.work += ENGINE_RESCAN_COST  # (an outer row's value)
                 if q is not None:
                     inp["quals"].append(q)  # prunes (DuckDB checks it)
             source = f"{quote_ident(f'orochi_in_{rti}')} AS t{rti}"
