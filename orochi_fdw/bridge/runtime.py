@@ -472,7 +472,7 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     if isinstance(handle, EngineJoinHandle):
         from orochi_fdw.query import engine
 
-        return engine.run(handle.plan, handle.tables, quals)
+        return engine.run(handle.plan, handle.tables, quals, scan_cache)
     if isinstance(handle, JitHandle):
         from orochi_fdw import jit
 
@@ -488,6 +488,18 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
             scan_cache["runs"] = scan_cache.get("runs", 0) + 1
             if scan_cache["runs"] > 1:
                 kwargs["scan_cache"] = scan_cache
+        if "scan_cache" in kwargs and not handle.request.get("group_by"):
+            # one row per run: kept by the runs' values, within the statement
+            # (TPC-H Q17's avg per part, asked once per lineitem row of it)
+            memo = scan_cache.setdefault("aggregate_results", {})
+            key = repr(quals)
+            rows = memo.get(key)
+            if rows is None:
+                if len(memo) >= AGGREGATE_MEMO_ENTRIES:
+                    memo.clear()
+                rows = memo[key] = list(handle.instance.aggregate(
+                    handle.request, None if quals is None else _quals(quals), **kwargs) or ())
+            return iter(rows)
         result = handle.instance.aggregate(handle.request, None if quals is None else _quals(quals), **kwargs)
     elif quals is None:
         return iter(())
@@ -501,6 +513,11 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
             kwargs["rowids"] = False
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, **kwargs)
     return iter(result if result is not None else ())
+
+
+#: the most results of a rescanned aggregation without GROUP BY kept by
+#: their parameter values
+AGGREGATE_MEMO_ENTRIES = 100_000
 
 
 def _execute_takes(instance: Any, name: str, method: str = "execute") -> bool:

@@ -122,18 +122,18 @@ class Refused(Exception):
     """The expression cannot be computed outside PostgreSQL with its results."""
 
 
-def column_comparison(e: tuple) -> tuple[tuple, str, tuple] | None:
+def column_comparison(e: tuple, other: str = "const") -> tuple[tuple, str, tuple] | None:
     """``column op constant`` (or ``constant op column``, turned round) as
     (var, op, const), for the quals a columnar scan may prune with; None for
-    any other expression."""
+    any other expression.  ``other="param"``: ``column op $param``."""
     if e[0] != "op" or e[2] not in COMPARISONS or len(e[6]) != 2:
         return None
     left, right = e[6]
     op = e[2]
-    if left[0] == "const" and right[0] == "var":
+    if left[0] == other and right[0] == "var":
         left, right = right, left
         op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
-    if left[0] != "var" or right[0] != "const":
+    if left[0] != "var" or right[0] != other:
         return None
     return left, op, right
 

@@ -431,6 +431,20 @@ def test_engine_join_initplan_parameter(conns):
     assert "InitPlan" in plan and "$0" in plan, plan
 
 
+def test_engine_join_correlated_subquery_per_outer_row(conns):
+    """A correlated subquery the engine runs once per outer row (TPC-H Q2's
+    shape): the outer row's key prunes its table's scan (its rescan index
+    once the rescans cost a full scan), a run with the values of the run
+    before hands back the same rows; outer keys that repeat, match no row
+    or are NULL."""
+    q = ("SELECT a.k, a.g, a.n FROM {a} a WHERE a.n = (SELECT min(b.n) FROM {b} b JOIN {c} c ON b.g = c.g "
+         "WHERE b.k = a.k AND c.s = 1) ORDER BY a.k, a.g, a.n")
+    plan = _run_both(conns, q, ordered=True)
+    assert "SubPlan" in plan and "Orochi Join (DuckDB): aggregate over" in plan, plan
+    _run_both(conns, "SELECT a.k, (SELECT count(*) FROM {b} b JOIN {c} c ON b.k = c.k WHERE b.g = a.g) "
+                     "FROM {a} a ORDER BY 1, 2", ordered=True)
+
+
 # ---------------------------------------------------------------- ORDER BY / LIMIT
 
 
