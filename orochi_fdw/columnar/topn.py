@@ -412,9 +412,6 @@ class TopNScan:
         self._fixed_columns = {n for n, k in kinds.items() if not k.is_variable_width}
         self._filter_cache: dict[tuple, tuple] = {}
         self._rows = self._run()
-        import os as _os  # DEVPROFILE
-        if _os.path.exists("/tmp/topn/profile"):  # DEVPROFILE
-            self._rows = _devprof(self._rows)  # DEVPROFILE
 
     def __iter__(self) -> "TopNScan":
         return self
@@ -923,15 +920,3 @@ class TopNScan:
         cols = {name: take(concat(parts), back) for name, parts in pieces.items()} if n else {}
         self.scan.counters.rows += n
         return Batch(n, cols, rowids=rowids)
-
-
-
-def _devprof(gen):  # DEVPROFILE
-    import cProfile, os, time  # DEVPROFILE
-    pr = cProfile.Profile()  # DEVPROFILE
-    t0 = time.perf_counter()  # DEVPROFILE
-    pr.enable()  # DEVPROFILE
-    out = list(gen)  # DEVPROFILE
-    pr.disable()  # DEVPROFILE
-    pr.dump_stats("/tmp/topn/prof.%d.%d" % (os.getpid(), int((time.perf_counter() - t0) * 1e6)))  # DEVPROFILE
-    yield from out  # DEVPROFILE
