@@ -302,3 +302,24 @@ class ForeignDataWrapper:
             except (TypeError, ValueError) as exc:
                 raise InvalidOptionValueError(f'invalid value for option "{name}": "{value}" ({exc})') from None
         return parsed
+
+
+_takes: dict[tuple[type, str, str, bool], bool] = {}
+
+
+def method_takes(instance: Any, name: str, method: str = "execute", any_keyword: bool = False) -> bool:
+    """Whether the wrapper's ``method`` (execute() by default) has a parameter
+    ``name`` (an Orochi addition to Multicorn's signatures), by name, or with
+    ``any_keyword`` also through ``**kwargs``; cached per class."""
+    key = (type(instance), name, method, any_keyword)
+    known = _takes.get(key)
+    if known is None:
+        import inspect
+
+        try:
+            params = inspect.signature(getattr(instance, method)).parameters
+        except (TypeError, ValueError, AttributeError):
+            params = {}
+        known = _takes[key] = name in params or (any_keyword and any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
+    return known

@@ -10,7 +10,6 @@ that took part in the transaction.
 
 from __future__ import annotations
 
-import inspect
 import json
 import traceback
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from orochi_fdw.bridge import sqlfunc, wrappers
-from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey, method_takes
 from orochi_fdw.bridge.batch import WIRE_DTYPES, Batch, Column, WireKind, to_column, wire_kind_for_type
 from orochi_fdw.errors import (FeatureNotSupportedError, InvalidOptionError, OrochiError, SPIError,
                                StatementAborted, WrapperError)
@@ -431,24 +430,6 @@ def jit_handle(plan: str, tables: dict[int, TableHandle]) -> JitHandle:
 # scanning
 
 
-_takes_limit: dict[type, bool] = {}
-
-
-def _execute_takes_limit(instance: Any) -> bool:
-    """Whether the wrapper's execute() has a ``limit`` parameter (an Orochi
-    addition to Multicorn's signature)."""
-    cls = type(instance)
-    known = _takes_limit.get(cls)
-    if known is None:
-        try:
-            params = inspect.signature(instance.execute).parameters
-        except (TypeError, ValueError):
-            params = {}
-        known = _takes_limit[cls] = "limit" in params or any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return known
-
-
 def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], sortkeys: list[tuple],
             limit: int = -1, scan_cache: dict | None = None, rowids: bool = True) -> Iterator:
     """Start a scan.  ``limit`` (when >= 0) is the most rows the query can
@@ -482,7 +463,7 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
         result = handle.instance.execute_join(handle.inner, handle.request, outer_quals, inner_quals)
     elif isinstance(handle, AggregateHandle):
         kwargs = {}
-        if scan_cache is not None and _execute_takes(handle.instance, "scan_cache", "aggregate"):
+        if scan_cache is not None and method_takes(handle.instance, "scan_cache", "aggregate"):
             # from its first rescan on (a correlated subquery's: TPC-H Q17,
             # Q20): an aggregation run once reads as it always did
             scan_cache["runs"] = scan_cache.get("runs", 0) + 1
@@ -505,11 +486,11 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
         return iter(())
     else:
         kwargs: dict[str, Any] = {}
-        if limit >= 0 and _execute_takes_limit(handle.instance):
+        if limit >= 0 and method_takes(handle.instance, "limit", any_keyword=True):
             kwargs["limit"] = limit
-        if scan_cache is not None and _execute_takes(handle.instance, "scan_cache"):
+        if scan_cache is not None and method_takes(handle.instance, "scan_cache"):
             kwargs["scan_cache"] = scan_cache
-        if not rowids and _execute_takes(handle.instance, "rowids"):
+        if not rowids and method_takes(handle.instance, "rowids"):
             kwargs["rowids"] = False
         result = handle.instance.execute(_quals(quals), columns, _sortkeys(sortkeys) or None, **kwargs)
     return iter(result if result is not None else ())
@@ -520,21 +501,6 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
 AGGREGATE_MEMO_ENTRIES = 100_000
 
 
-def _execute_takes(instance: Any, name: str, method: str = "execute") -> bool:
-    """Whether the wrapper's execute() (or ``method``) has a parameter
-    ``name`` (by name only)."""
-    cls = type(instance)
-    known = _takes_param.get((cls, name, method))
-    if known is None:
-        try:
-            params = inspect.signature(getattr(instance, method)).parameters
-        except (TypeError, ValueError, AttributeError):
-            params = {}
-        known = _takes_param[(cls, name, method)] = name in params
-    return known
-
-
-_takes_param: dict[tuple[type, str], bool] = {}
 
 
 def batch_to_wire(handle: TableHandle, item: Any) -> tuple[int, list, Any]:

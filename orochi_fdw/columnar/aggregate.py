@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from orochi_fdw.bridge.api import Qual
+from orochi_fdw.bridge.api import Qual, method_takes
 from orochi_fdw.bridge.batch import Batch
 from orochi_fdw.query.aggregate import HashAggregator, supports
 
@@ -89,16 +89,10 @@ class AggregatePushdown:
         """The scan an aggregation folds: without row ids when the
         wrapper's execute() can leave them out (nothing above reads them),
         with the scan node's cache when it takes one."""
-        import inspect
-
-        try:
-            params = inspect.signature(self.execute).parameters
-        except (TypeError, ValueError):
-            params = {}
         kwargs: dict[str, Any] = {}
-        if "rowids" in params:
+        if method_takes(self, "rowids"):
             kwargs["rowids"] = False
-        if scan_cache is not None and "scan_cache" in params:
+        if scan_cache is not None and method_takes(self, "scan_cache"):
             kwargs["scan_cache"] = scan_cache
         return self.execute(quals, columns, **kwargs)
 
