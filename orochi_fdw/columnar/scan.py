@@ -137,7 +137,7 @@ class ColumnarScan:
         # decoded column chunks by (stripe, chunk group, column), kept across
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
-        self._may_match: Callable | None = None  # the quals' pruner, for :meth:`may_match`
+        self._may_match: Callable | None = None  # the quals' pruner (:meth:`_pruner`)
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -349,7 +349,7 @@ class ColumnarScan:
         deleted = DeletedOffsets(stripe.delete_bitmap)
         qual_cols = {}
         prune = prune and self.quals is not ALWAYS_TRUE
-        may_match = pruner(self.quals)
+        may_match = self._pruner()
         for name in (referenced_columns(self.quals) if prune else ()):
             rec = stripe.columns.get(self.table_columns[name].attnum)
             if rec is not None and rec.kind == storage_kind(self.table_columns[name]):
@@ -376,14 +376,16 @@ class ColumnarScan:
         """Whether the quals' min / max leave rows of ``group`` (one of
         :meth:`_groups` without ``prune``) that may match; counted as skipped
         by min / max if not."""
-        if self.quals is ALWAYS_TRUE:
-            return True
-        if self._may_match is None:
-            self._may_match = pruner(self.quals)
-        if self._may_match(group.stats):
+        if self.quals is ALWAYS_TRUE or self._pruner()(group.stats):
             return True
         self.counters.chunk_groups_skipped += 1
         return False
+
+    def _pruner(self) -> Callable:
+        """The quals' min / max pruner, made once per scan."""
+        if self._may_match is None:
+            self._may_match = pruner(self.quals)
+        return self._may_match
 
     def chunk_groups(self, stripe: store.StripeRecord, reader: StripeReader,
                      skip: Callable[["ChunkGroup"], bool] | None = None,
