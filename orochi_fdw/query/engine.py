@@ -932,7 +932,7 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
                  "join in PostgreSQL.")
     if isinstance(exc, duckdb.OutOfRangeException):
         return EngineError("integer out of range", "22003", detail=text)
-    if isinstance(exc, duckdb.ConversionException) and "out of range" in text:
+    if isinstance(exc, duckdb.ConversionException) and "out of range" in text and "DECIMAL" in text:
         # a numeric column beyond the precision its statistics gave when
         # the plan was made (pushable.Translator._narrowed): rows added since
         return EngineError("numeric field overflow", "22003", detail=text,
