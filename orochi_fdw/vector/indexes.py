@@ -53,6 +53,7 @@ from orochi_fdw.vector.types import payload_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     from orochi_fdw.catalog.store import StripeRecord
+    from orochi_fdw.columnar.maintenance import Progress
 
 #: build options and their defaults: twice pgvector's (16, 64). Measured on
 #: 128-dimension vectors (docs/vector.md, *Defaults*): a graph of M 16 over
@@ -261,7 +262,10 @@ def calibrate_ef(graph, X: np.ndarray, keys: np.ndarray, distance_type: str, m: 
         if ef * m * 4 >= n:
             break                   # as dear as reading every vector: search exactly
         graph.expansion_search = ef
-        found = graph.search(Q, k + 1, threads=1)
+        try:
+            found = graph.search(Q, k + 1, threads=1)
+        except RuntimeError as exc:
+            raise _cancelled(exc) from None
         got = np.asarray(found.keys).reshape(nq, -1)
         recall = np.mean([len(truth[i] & set(_without(got[i].tolist(), int(keys[a]), k))) / len(truth[i])
                           for i, a in enumerate(sample)])
@@ -331,14 +335,23 @@ def segments(stripes: list["StripeRecord"], max_vectors: int = SEGMENT_MAX_VECTO
     return out
 
 
-def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"]) -> bool:
+#: vectors given to the HNSW graph per call: between calls the build shows
+#: its progress (a callback inside usearch's loop must never raise, and a
+#: cancel raises in whatever Python runs)
+ADD_SLICE_VECTORS = 10_000
+
+
+def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"],
+                        progress: "Progress | None" = None) -> bool:
     """Build, write and register one file of ``index`` over ``stripes`` (a
     segment; one stripe when a writer has just made it), in the current
     transaction: a catalog row per stripe that holds vectors, all naming the
     file. The graph's keys are the rows' row ids (stripe id and offset), so
     a search tells the stripes apart and leaves out every row of a stripe
     its snapshot does not see. False when the stripes hold too few vectors
-    to be worth a file (they are then searched exactly)."""
+    to be worth a file (they are then searched exactly). ``progress``
+    (orochi.vacuum_progress) counts the vectors added in ``rows_done``."""
+    _phase(progress, "reading vectors")
     parts, keys, members = [], [], []
     for stripe in stripes:
         X, rows = stripe_vectors(stripe, index.attnum, index.dimensions)
@@ -362,7 +375,17 @@ def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"]) 
         Index = _usearch()
         graph = Index(ndim=index.dimensions, metric=_USEARCH_METRIC[index.distance_type], dtype="f32",
                       connectivity=int(opts["m"]), expansion_add=int(opts["ef_construction"]))
-        graph.add(keys, X, threads=0)
+        _phase(progress, "building graph")
+        done = progress.state["rows_done"] if progress is not None else 0
+        for start in range(0, len(keys), ADD_SLICE_VECTORS):
+            end = min(start + ADD_SLICE_VECTORS, len(keys))
+            try:
+                graph.add(keys[start:end], X[start:end], threads=0)
+            except RuntimeError as exc:
+                raise _cancelled(exc) from None
+            if progress is not None:
+                progress.update(rows_done=done + end)
+        _phase(progress, "checking recall")
         search_ef = calibrate_ef(graph, X, keys, index.distance_type, int(opts["m"]), seed=first.stripe_id)
 
         def save(tmp: str, graph=graph, X=X, keys=keys) -> None:
@@ -371,10 +394,15 @@ def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"]) 
     else:
         from orochi_fdw.vector import ivfflat
 
+        _phase(progress, "building lists")
         ivf = ivfflat.build(X, keys, index.distance_type, int(index.options.get("lists") or 0),
                             seed=first.stripe_id)
+        if progress is not None:
+            progress.update(rows_done=progress.state["rows_done"] + len(keys))
+        _phase(progress, "checking recall")
         search_ef = ivfflat.calibrate_probes(ivf, X, index.distance_type, seed=first.stripe_id)
         save = ivf.save
+    _phase(progress, "writing file")
     ledger.file_created(os.path.join(directory, name))
     path, nbytes = _write_atomically(directory, name, save)
     fault_point("vector_index:after_file")
@@ -383,6 +411,11 @@ def build_segment_index(index: catalog.IndexDef, stripes: list["StripeRecord"]) 
         catalog.insert_file(index, stripe.stripe_id, path, nbytes if i == 0 else 0, count, search_ef,
                             build_ms, xid)
     return True
+
+
+def _phase(progress: "Progress | None", phase: str) -> None:
+    if progress is not None:
+        progress.update(force=True, phase=phase)
 
 
 def stripe_inserted(stripe: "StripeRecord") -> None:
@@ -429,6 +462,18 @@ def indexed_count(graph) -> int:
     return len(rows) if rows is not None else len(graph)
 
 
+#: what usearch raises when it sees a signal while it adds or searches: it
+#: runs Python's handler, which takes the cancel the bridge raised for it
+_USEARCH_TERMINATED = "Operation has been terminated"
+
+
+def _cancelled(exc: RuntimeError) -> BaseException:
+    """A cancel (or statement_timeout) usearch turned into its RuntimeError
+    as the KeyboardInterrupt the bridge reports with the cancel's reason;
+    any other error as it is."""
+    return KeyboardInterrupt() if str(exc) == _USEARCH_TERMINATED else exc
+
+
 def hnsw_search(graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
     """The keys (int64) of the ``count`` nearest stored vectors to ``q``
     (one float32 vector, contiguous) an HNSW graph finds at expansion
@@ -444,7 +489,10 @@ def hnsw_search(graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
         return np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64).reshape(-1)
     if compiled.expansion_search != ef:
         compiled.expansion_search = ef
-    keys, _, counts, _, _ = compiled.search_many(q.reshape(1, -1), count=count, exact=False, threads=1)
+    try:
+        keys, _, counts, _, _ = compiled.search_many(q.reshape(1, -1), count=count, exact=False, threads=1)
+    except RuntimeError as exc:
+        raise _cancelled(exc) from None
     return keys[0, :int(counts[0])].view(np.int64)
 
 

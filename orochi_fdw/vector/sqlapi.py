@@ -16,7 +16,7 @@ import re
 from orochi_fdw.bridge import privileges, spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.catalog import files, store
-from orochi_fdw.columnar.maintenance import lock_table_maintenance, open_table
+from orochi_fdw.columnar.maintenance import Progress, lock_table_maintenance, open_table
 from orochi_fdw.vector import catalog, indexes
 from orochi_fdw.vector.errors import VectorError
 from orochi_fdw.vector.types import is_vector_type
@@ -123,8 +123,24 @@ def vector_index_inserted(index_id: int) -> None:
     todo = [s for s in store.table_stripes(index.relid, [index.attnum], read_only=False) if s.stripe_id not in done]
     # one file per run of stripes (a segment): a query searches one graph
     # where it would search one per stripe
-    for segment in indexes.segments(todo):
-        indexes.build_segment_index(index, segment)
+    _build_segments(index, indexes.segments(todo), "create vector index")
+
+
+def _build_segments(index, runs: list, command: str) -> int:
+    """Build one file per run of stripes, shown in orochi.vacuum_progress
+    (stripes and vectors done); how many files were written."""
+    progress = Progress(command, index.relid)
+    written = 0
+    try:
+        progress.update(force=True, stripes_total=sum(len(run) for run in runs))
+        for run in runs:
+            if indexes.build_segment_index(index, run, progress):
+                written += 1
+            progress.update(force=True, stripes_done=progress.state["stripes_done"] + len(run))
+        progress.update(force=True, phase="committing")
+    finally:
+        progress.close()
+    return written
 
 
 @sql_function("drop_vector_index")
@@ -173,13 +189,13 @@ def vector_index_merge(rel) -> int:
         stripes = store.table_stripes(relid, [index.attnum], read_only=False)
         loose = [s for s in stripes if s.stripe_id not in by_stripe
                  or vectors[by_stripe[s.stripe_id].file_path] < indexes.SEGMENT_MAX_VECTORS // 2]
-        for run in indexes.segments(loose):
-            if len(run) < 2 or (all(st.stripe_id in by_stripe for st in run)
-                                and len({by_stripe[st.stripe_id].file_path for st in run}) == 1):
-                continue            # one stripe, or one file already
+        runs = [run for run in indexes.segments(loose)
+                if len(run) >= 2 and not (all(st.stripe_id in by_stripe for st in run)
+                                          and len({by_stripe[st.stripe_id].file_path for st in run}) == 1)]
+        # (one stripe, or one file already: left as they are)
+        for run in runs:
             catalog.delete_files(index.index_id, [s.stripe_id for s in run if s.stripe_id in by_stripe])
-            if indexes.build_segment_index(index, run):
-                written += 1
+        written += _build_segments(index, runs, "merge vector index files")
     return written
 
 
