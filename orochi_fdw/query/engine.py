@@ -29,13 +29,14 @@ from __future__ import annotations
 import ctypes
 import datetime
 import decimal
+import functools
 import json
 import os
 import signal
 import threading
 import time
 import warnings
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -120,9 +121,9 @@ _PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
 
 
 class _Planner:
-    def __init__(self) -> None:
+    def __init__(self, wide: bool = False) -> None:
         self.inputs: dict[int, dict] = {}
-        self.translator = pushable.Translator(self._column_sql, self._column_ok, self._column_bound)
+        self.translator = pushable.Translator(self._column_sql, self._column_ok, self._column_bound, wide=wide)
         self._bounds: dict[tuple, int | None] = {}
         self.joins = 0
         self.work = 0.0
@@ -226,23 +227,46 @@ def _declined(what: str, reason: Refused) -> None:
         pass
 
 
-def _planned_from(tree: tuple) -> tuple["_Planner", str, float, str]:
+def _planned_from(tree: tuple, wide: bool = False) -> tuple["_Planner", str, float, str]:
     """A planner that has collected the join tree's inputs, and the tree's
     FROM item: (planner, from_sql, rows, description).
 
     Raises:
         Refused: something in the tree the engine does not run exactly.
     """
-    planner = _Planner()
+    planner = _Planner(wide)
     planner.collect(tree)
     from_sql, rows, description = planner.from_item(tree, True)
     return planner, from_sql, rows, description
 
 
-def plan_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, float] | None:
+def _with_wide_variant(make: Callable[..., tuple | None]) -> Callable[..., tuple | None]:
+    """``make`` (a planning function answering (startup, total, plan, rows)
+    or None, with a ``wide`` keyword), whose plans that narrowed numeric
+    columns carry their ``wide`` translation too: its SQL and parameters,
+    for :func:`_run` to take when values outgrew the narrowing (a generic
+    plan reused after rows were added)."""
+
+    @functools.wraps(make)
+    def planned(*args: Any) -> tuple | None:
+        made = make(*args)
+        if made is None or '"narrowed": [[' not in made[2]:
+            return made
+        plan = json.loads(made[2])
+        wide = make(*args, wide=True)
+        if wide is not None:
+            other = json.loads(wide[2])
+            if plan_params(other) == plan_params(plan):
+                plan["wide"] = {"sql": other["sql"], "params": other["params"]}
+        return made[0], made[1], json.dumps(plan), made[3]
+    return planned
+
+
+@_with_wide_variant
+def plan_join(tree: tuple, targets: list[tuple], wide: bool = False) -> tuple[float, float, str, float] | None:
     """(startup_cost, total_cost, plan, rows) if the engine runs this join, else None."""
     try:
-        planner, from_sql, rows, description = _planned_from(tree)
+        planner, from_sql, rows, description = _planned_from(tree, wide)
         outputs = []
         select = []
         for i, t in enumerate(targets):
@@ -303,8 +327,9 @@ ENGINE_AGGREGATE_JOIN_FRACTION = 0.9
 ENGINE_AGGREGATE_ONE_JOIN_SCAN_FRACTION = 1.0
 
 
+@_with_wide_variant
 def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float,
-                   having: list[tuple] = ()) -> tuple[float, float, str, float] | None:
+                   having: list[tuple] = (), wide: bool = False) -> tuple[float, float, str, float] | None:
     """(startup_cost, total_cost, plan, rows) if the engine computes the group keys
     and aggregates ``outputs_in`` (``("group" | "aggregate", expr)``, named
     g<i> / a<i> by position) over this join (or one table), else None.  The
@@ -312,7 +337,7 @@ def plan_aggregate(tree: tuple, outputs_in: list[tuple], groups: float,
     so that only the groups that pass come back (the scan checks them again
     all the same)."""
     try:
-        planner, from_sql, rows, description = _planned_from(tree)
+        planner, from_sql, rows, description = _planned_from(tree, wide)
         outputs = []
         select = []
         group_by = []
@@ -404,17 +429,26 @@ def plan_order(plan_text: str, keys: list[tuple], count: int | None, offset: int
     except Refused as reason:
         _declined("an ordering", reason)
         return None
-    sql = f"SELECT * FROM ({plan['sql']}) AS orochi_q"
-    if plan.get("order"):
-        sql = plan["sql"]  # already ordered: only the limit is added
-    elif order:
-        sql += " ORDER BY " + ", ".join(order)
-    if count is not None:
-        plan["params"].append(int(count))
-        sql += f" LIMIT CAST(${len(plan['params'])} AS BIGINT)"
-    if offset:
-        plan["params"].append(int(offset))
-        sql += f" OFFSET CAST(${len(plan['params'])} AS BIGINT)"
+
+    def ordered(sql: str, params: list) -> str:
+        """The SQL ordered and limited (the limit's values added to ``params``)."""
+        if plan.get("order"):
+            pass  # already ordered: only the limit is added
+        elif order:
+            sql = f"SELECT * FROM ({sql}) AS orochi_q ORDER BY " + ", ".join(order)
+        else:
+            sql = f"SELECT * FROM ({sql}) AS orochi_q"
+        if count is not None:
+            params.append(int(count))
+            sql += f" LIMIT CAST(${len(params)} AS BIGINT)"
+        if offset:
+            params.append(int(offset))
+            sql += f" OFFSET CAST(${len(params)} AS BIGINT)"
+        return sql
+
+    sql = ordered(plan["sql"], plan["params"])
+    if plan.get("wide"):
+        plan["wide"]["sql"] = ordered(plan["wide"]["sql"], plan["wide"]["params"])
     out_rows = rows
     if count is not None:
         out_rows = max(min(rows - (offset or 0), count), 1.0)
@@ -456,7 +490,8 @@ def _finish(planner: "_Planner", sql: str, outputs: list, description: str, rows
         inputs.append({"rti": rti, "relname": inp["handle"].relname, "columns": sorted(used.get(rti, ())),
                        "quals": inp.get("quals", [])})
     plan = {"sql": sql, "params": [_encode(v) for v in planner.translator.out.params], "inputs": inputs,
-            "outputs": outputs, "joins": planner.joins, "description": description}
+            "outputs": outputs, "joins": planner.joins, "description": description,
+            "narrowed": planner.translator.out.narrowed}
     startup = ENGINE_STARTUP_COST + scan_cost * scan_fraction + planner.work
     total = startup + out_cost
     return startup, total, json.dumps(plan), rows
@@ -953,9 +988,12 @@ class Run(CountedBatches):
     def explain_analyze(self) -> list[str]:
         c = self.counters
         rows_in = ", ".join(f"{name} {n:,}" for name, n in c["rows_in"].items())
-        return [f"Engine Rows Read: {rows_in}",
-                f"Engine Time: reading {c['read'] * 1000:.1f} ms, DuckDB {c['engine'] * 1000:.1f} ms, "
-                f"handing back {c['output'] * 1000:.1f} ms"]
+        lines = [f"Engine Rows Read: {rows_in}",
+                 f"Engine Time: reading {c['read'] * 1000:.1f} ms, DuckDB {c['engine'] * 1000:.1f} ms, "
+                 f"handing back {c['output'] * 1000:.1f} ms"]
+        if c.get("wide"):
+            lines.append("Engine Numerics: 38 digits (values outgrew the plan's narrowed columns)")
+        return lines
 
 
 def run(plan: dict, handles: dict[int, Any], values: list | None = None, scan_cache: dict | None = None) -> Run:
@@ -1019,8 +1057,33 @@ def _params(plan: dict, values: list) -> list:
     return out
 
 
+def _outgrown(plan: dict, handles: dict[int, Any]) -> bool:
+    """Whether a value of a column the plan narrowed has more digits than
+    the narrowing holds (or the table's bounds are no longer known: rows in
+    its delta store)."""
+    by_table: dict[int, dict[str, int]] = {}
+    for rti, attname, digits in plan.get("narrowed", ()):
+        by_table.setdefault(rti, {})[attname] = min(digits, by_table.get(rti, {}).get(attname, digits))
+    for rti, columns in by_table.items():
+        ranges = handles[rti].instance.value_ranges(sorted(columns), exact=True)
+        for attname, digits in columns.items():
+            lo_hi = ranges.get(attname)
+            if lo_hi is None or len(str(max(abs(int(lo_hi[0])), abs(int(lo_hi[1]))))) > digits:
+                return True
+    return False
+
+
 def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list,
          scan_cache: dict | None = None) -> Iterator[Batch]:
+    if plan.get("narrowed") and (scan_cache is None or "narrowing_outgrown" not in scan_cache):
+        outgrown = _outgrown(plan, handles)
+        if scan_cache is not None:
+            scan_cache["narrowing_outgrown"] = outgrown   # the same answer for every rescan of the statement
+    else:
+        outgrown = bool(scan_cache and scan_cache.get("narrowing_outgrown"))
+    if outgrown and plan.get("wide"):
+        plan = {**plan, **plan["wide"]}
+        counters["wide"] = True
     params = _params(plan, values)
     by_slot = {(p["param"][0], p["param"][1]): v for p, v in zip(plan["params"], params)
                if isinstance(p, dict) and "param" in p}

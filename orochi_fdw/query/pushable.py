@@ -203,6 +203,9 @@ class Translation:
 
     params: list = field(default_factory=list)
     columns: set = field(default_factory=set)  # (rti, attname)
+    #: numeric columns narrowed in arithmetic: [rti, attname, digits]; the
+    #: SQL holds while every value of each has at most that many digits
+    narrowed: list = field(default_factory=list)
 
 
 @dataclass
@@ -231,7 +234,7 @@ class Translator:
     def __init__(self, column_sql: Callable[[int, str], str],
                  column_ok: Callable[[int, str, int, int], bool],
                  column_bound: Callable[[int, str], int | None] | None = None,
-                 max_rows: int | None = None):
+                 max_rows: int | None = None, wide: bool = False):
         self.column_sql = column_sql
         self.column_ok = column_ok
         #: the greatest absolute value of a numeric column as a scaled
@@ -239,6 +242,11 @@ class Translator:
         self.column_bound = column_bound
         #: at most this many rows reach an aggregate (None: not known)
         self.max_rows = max_rows
+        #: numeric arithmetic at DuckDB's widest decimal, whatever the
+        #: values: 38 digits, every operation checked by DuckDB (a result
+        #: beyond them is an error, 22003, never a wrong one); for values
+        #: that outgrew the narrowed columns of a plan made before them
+        self.wide = wide
         self.out = Translation()
         #: the value a simple CASE compares (CaseTestExpr), innermost last
         self._case_values: list[Typed] = []
@@ -291,18 +299,26 @@ class Translator:
         """A numeric column in arithmetic, at the precision its known values
         need, with a digit to spare (DECIMAL(15,2) values below 1,000 as
         DECIMAL(6,2)): products stay within 38 digits (and in 64 bits)
-        where the declared precisions would not.  The cast is checked in
-        DuckDB: a value beyond it (rows added since planning) is an error,
-        never a wrong result."""
-        if t.column is None or self.column_bound is None or t.decimal is None:
+        where the declared precisions would not.  Each narrowing is listed
+        in ``out.narrowed``: a plan run after larger values arrived takes
+        its ``wide`` translation instead (the engine checks the bounds when
+        a run starts).  The cast is checked in DuckDB all the same: a value
+        beyond it is an error, never a wrong result."""
+        if t.column is None or t.decimal is None:
+            return t
+        p, sc = t.decimal
+        if self.wide:
+            return Typed(f"CAST({t.sql} AS DECIMAL({MAX_DECIMAL_PRECISION},{sc}))", t.type_oid, t.typmod,
+                         t.collation, (MAX_DECIMAL_PRECISION, sc))
+        if self.column_bound is None:
             return t
         bound = self.column_bound(*t.column)
         if bound is None:
             return t
-        p, sc = t.decimal
         narrow = min(p, max(len(str(abs(int(bound)))) + 1, sc, 1))
         if narrow >= p:
             return t
+        self.out.narrowed.append([*t.column, narrow])
         return Typed(f"CAST({t.sql} AS DECIMAL({narrow},{sc}))", t.type_oid, t.typmod, t.collation, (narrow, sc))
 
     def _const(self, type_oid, typmod, collation, value) -> Typed:
@@ -420,7 +436,9 @@ class Translator:
                 sc = max(s1, s2)
                 p = max(p1 - s1, p2 - s2) + sc + 1
             if p > MAX_DECIMAL_PRECISION:
-                raise Refused("numeric arithmetic wider than 38 digits")
+                if not self.wide or sc > MAX_DECIMAL_PRECISION:
+                    raise Refused("numeric arithmetic wider than 38 digits")
+                p = MAX_DECIMAL_PRECISION
             scale_sql = None
             if left.scale_sql is not None or right.scale_sql is not None:
                 ls, rs = left.scale_sql or str(s1), right.scale_sql or str(s2)
@@ -544,7 +562,9 @@ class Translator:
         digits = max((v.decimal[0] - v.decimal[1] for v in values), default=1)
         precision = max(digits + scale, 1)
         if precision > MAX_DECIMAL_PRECISION:
-            raise Refused("a numeric CASE wider than 38 digits")
+            if not self.wide or scale > MAX_DECIMAL_PRECISION:
+                raise Refused("a numeric CASE wider than 38 digits")
+            precision = MAX_DECIMAL_PRECISION
         uniform = all(v.scale_sql is None and v.decimal[1] == scale for v in values)
         typed = Typed("", NUMERIC, -1, None, (precision, scale), None if uniform else "")
         return [f"CAST({v.sql} AS DECIMAL({precision},{scale}))" for v in values], typed
@@ -696,7 +716,8 @@ class Translator:
         """A sum of numerics of this precision fits DuckDB's 38 digits over
         every row that may reach it, when that is known (else DuckDB's sum
         is checked: an overflow is an error, 22003)."""
-        if self.max_rows is not None and precision + len(str(max(int(self.max_rows), 1))) > MAX_DECIMAL_PRECISION:
+        if not self.wide and self.max_rows is not None and \
+                precision + len(str(max(int(self.max_rows), 1))) > MAX_DECIMAL_PRECISION:
             raise Refused("a numeric sum that may exceed 38 digits")
 
     def _unsupported(self, tag) -> Typed:

@@ -511,3 +511,43 @@ def test_numeric_scaled_int_handback(pg_cluster, module_database):
         assert got == want
         assert conn.execute("SELECT sum(a), sum(d * 2) FROM numwire WHERE a <> 'NaN'").fetchone() == \
             conn.execute("SELECT sum(a), sum(d * 2) FROM numwire_h WHERE a <> 'NaN'").fetchone()
+
+
+def test_engine_join_generic_plan_after_values_outgrew_it(pg_cluster, edb):
+    """A three-way numeric(15,2) product over a join runs in the engine only
+    with its columns narrowed to the digits their values need; a generic
+    plan made then, run after far larger values arrived (in a stripe, then
+    in the delta store), answers as PostgreSQL does (the plan's wide
+    translation)."""
+    with pg_cluster.connect(edb, autocommit=True) as conn:
+        for t in ("nx", "ny"):
+            conn.execute(f"CREATE FOREIGN TABLE {t} (k int, p numeric(15,2)) SERVER orochi"
+                         " OPTIONS (delta_row_limit '0')")
+            conn.execute(f"INSERT INTO {t} SELECT i, (i % 50) * 1.25 FROM generate_series(1, 400) i")
+        conn.execute("ANALYZE nx, ny")
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
+            conn.execute(f"SET {setting} = off")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        q = ("SELECT y.k > 200 AS r, sum(x.p * y.p * y.p) FROM nx x JOIN ny y ON x.k = y.k"
+             " WHERE x.k > $1 GROUP BY 1 ORDER BY 1")
+        conn.execute(f"PREPARE nj(int) AS {q}")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN VERBOSE EXECUTE nj(0)"))
+        assert "aggregate over (nx inner join ny)" in plan and "DECIMAL(5,2)" in plan, plan
+
+        def check() -> None:
+            got = conn.execute("EXECUTE nj(0)").fetchall()
+            conn.execute("SET orochi.duckdb_join_enabled = off")
+            try:
+                want = conn.execute(q.replace("$1", "0")).fetchall()
+            finally:
+                conn.execute("SET orochi.duckdb_join_enabled = on")
+            assert got == want
+
+        check()
+        conn.execute("INSERT INTO ny VALUES (7, 9999999999999.99)")
+        check()
+        conn.execute("ALTER FOREIGN TABLE nx OPTIONS (SET delta_row_limit '100')")
+        conn.execute("INSERT INTO nx VALUES (8, 999999999.99)")
+        check()
+        conn.execute("DEALLOCATE nj")
+        conn.execute("RESET plan_cache_mode")
