@@ -2688,11 +2688,48 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 			Py_DECREF(inst);
 		}
 		Py_CLEAR(state->instance);
-		state->instance = orochi_runtime_call(strncmp(strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine)),
-													  "{\"jit\"", 6) == 0 ? "jit_handle" : "engine_join_handle",
-											  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
-																					FdwScanPrivateEngine)),
-															instances));
+		if (strncmp(strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine)), "{\"jit\"", 6) == 0)
+			state->instance = orochi_runtime_call("jit_handle",
+												  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
+																						FdwScanPrivateEngine)),
+																instances));
+		else
+		{
+			/*
+			 * The tables of the correlated subqueries it runs, which are no
+			 * scans of the join (their subplans stay in the plan, so the
+			 * executor has checked the privileges on them and locked them)
+			 */
+			const char *text = strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine));
+			PyObject   *relids = orochi_runtime_call("engine_subquery_relids", Py_BuildValue("(s)", text));
+			PyObject   *subquery_tables = PyDict_New();
+
+			if (subquery_tables == NULL || !PyList_Check(relids))
+			{
+				Py_XDECREF(subquery_tables);
+				Py_DECREF(relids);
+				Py_DECREF(instances);
+				elog(ERROR, "engine_subquery_relids must return a list");
+			}
+			for (Py_ssize_t i = 0; i < PyList_GET_SIZE(relids); i++)
+			{
+				PyObject   *key = PyList_GET_ITEM(relids, i);
+				unsigned long relid = PyLong_AsUnsignedLong(key);
+				PyObject   *inst;
+
+				if (PyErr_Occurred())
+				{
+					Py_DECREF(relids);
+					orochi_py_raise("starting a join");
+				}
+				inst = orochi_instance_for_relid((Oid) relid);
+				PyDict_SetItem(subquery_tables, key, inst);
+				Py_DECREF(inst);
+			}
+			Py_DECREF(relids);
+			state->instance = orochi_runtime_call("engine_join_handle",
+												  Py_BuildValue("(sNN)", text, instances, subquery_tables));
+		}
 	}
 	else if (state->join_tupdescs[0] != NULL)
 	{
@@ -3243,6 +3280,13 @@ orochiAnalyzeForeignTable(Relation relation, AcquireSampleRowsFunc *func, BlockN
 	*func = orochiAcquireSampleRows;
 	*totalpages = 1;
 	return true;
+}
+
+bool
+orochi_rel_is_own(RelOptInfo *rel)
+{
+	return rel->fdwroutine != NULL && rel->fdwroutine->GetForeignRelSize == orochiGetForeignRelSize &&
+		rel->fdw_private != NULL;
 }
 
 void

@@ -20,7 +20,16 @@
  *		  ("casetest", type, typmod, collation)
  *		  ("coalesce", result type, collation, [args])
  *		  ("param", kind, id, type, typmod, collation)
+ *		  ("subplan", "expr", plan id, [(varno, instance, rows, scan cost)],
+ *		   [quals], target, [(paramid, outer expression)])
  *		  ("unsupported", node tag)
+ *
+ *		  A "subplan" is a correlated scalar subquery (EXPR_SUBLINK) whose
+ *		  Query reads only orochi tables: the tables by their range table
+ *		  index in the subquery (its Vars carry that index), the WHERE
+ *		  clause's conditions, the one output, and each correlation
+ *		  parameter ($n of PARAM_EXEC in the subquery) with the outer
+ *		  expression whose value it takes.
  *
  *		  A collation travels as (name, is_c, deterministic) or None.
  *
@@ -30,6 +39,7 @@
 
 #include "access/transam.h"
 #include "catalog/pg_aggregate.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/pathnodes.h"
@@ -88,6 +98,130 @@ name_or_none(char *name)
 }
 
 static PyObject *expr_to_py(PlannerInfo *root, Node *node);
+
+/* the depth of subqueries being described (a subquery in one is declined) */
+static int	subplan_depth = 0;
+
+/*
+ * A correlated scalar subquery (see the header), or NULL with no Python
+ * error when it is not one the engine may run: only an ungrouped
+ * aggregation (one row whatever its input) over orochi tables joined in
+ * its FROM list, without row-level security, InitPlans or subqueries of its
+ * own.  Its tables stay in the plan's range table (the subplan is planned
+ * as before), so the executor checks the privileges on them as it would.
+ */
+static PyObject *
+subplan_to_py(PlannerInfo *root, SubPlan *sp)
+{
+	PlannerInfo *subroot;
+	Query	   *q;
+	PyObject   *tables,
+			   *params,
+			   *quals,
+			   *target,
+			   *res;
+	Node	   *qual_node;
+	List	   *qual_list;
+	TargetEntry *output = NULL;
+	ListCell   *lc,
+			   *la;
+
+	if (subplan_depth > 0 || sp->subLinkType != EXPR_SUBLINK || sp->useHashTable || sp->testexpr != NULL ||
+		root == NULL || root->glob == NULL || sp->plan_id < 1 ||
+		sp->plan_id > list_length(root->glob->subroots))
+		return NULL;
+	subroot = (PlannerInfo *) list_nth(root->glob->subroots, sp->plan_id - 1);
+	if (subroot == NULL || subroot->parse == NULL || subroot->init_plans != NIL)
+		return NULL;
+	q = subroot->parse;
+	if (q->commandType != CMD_SELECT || !q->hasAggs || q->groupClause != NIL || q->groupingSets != NIL ||
+		q->havingQual != NULL || q->distinctClause != NIL || q->sortClause != NIL ||
+		q->limitCount != NULL || q->limitOffset != NULL || q->setOperations != NULL ||
+		q->hasWindowFuncs || q->hasTargetSRFs || q->hasSubLinks || q->cteList != NIL ||
+		q->rowMarks != NIL || q->hasRowSecurity || q->jointree == NULL)
+		return NULL;
+	foreach(lc, q->targetList)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+		if (tle->resjunk)
+			continue;
+		if (output != NULL)
+			return NULL;
+		output = tle;
+	}
+	if (output == NULL)
+		return NULL;
+
+	tables = PyList_New(0);
+	if (tables == NULL)
+		return NULL;
+	foreach(lc, q->jointree->fromlist)
+	{
+		RangeTblRef *ref = (RangeTblRef *) lfirst(lc);
+		RangeTblEntry *rte;
+		RelOptInfo *rel;
+		PyObject   *item;
+		int			rc;
+
+		if (!IsA(ref, RangeTblRef) || ref->rtindex >= subroot->simple_rel_array_size)
+			goto declined;
+		rte = rt_fetch(ref->rtindex, q->rtable);
+		rel = subroot->simple_rel_array[ref->rtindex];
+		if (rte->rtekind != RTE_RELATION || rte->relkind != RELKIND_FOREIGN_TABLE || rte->inh ||
+			rte->securityQuals != NIL || rte->tablesample != NULL || rel == NULL ||
+			!orochi_rel_is_own(rel) || rel->cheapest_total_path == NULL)
+			goto declined;
+		item = Py_BuildValue("(iNdd)", (int) ref->rtindex, orochi_instance_for_relid(rte->relid),
+							 rel->rows, (double) rel->cheapest_total_path->total_cost);
+		rc = item ? PyList_Append(tables, item) : -1;
+		Py_XDECREF(item);
+		if (rc < 0)
+		{
+			Py_DECREF(tables);
+			return NULL;
+		}
+	}
+	qual_node = q->jointree->quals;
+	qual_list = qual_node == NULL ? NIL : IsA(qual_node, List) ? (List *) qual_node : list_make1(qual_node);
+
+	params = PyList_New(0);
+	if (params == NULL)
+	{
+		Py_DECREF(tables);
+		return NULL;
+	}
+	forboth(lc, sp->parParam, la, sp->args)
+	{
+		PyObject   *item = Py_BuildValue("(iN)", lfirst_int(lc), orochi_expr_to_py(root, (Node *) lfirst(la)));
+		int			rc = item ? PyList_Append(params, item) : -1;
+
+		Py_XDECREF(item);
+		if (rc < 0)
+		{
+			Py_DECREF(tables);
+			Py_DECREF(params);
+			return NULL;
+		}
+	}
+	subplan_depth++;
+	PG_TRY();
+	{
+		quals = orochi_expr_list_to_py(subroot, qual_list);
+		target = orochi_expr_to_py(subroot, (Node *) output->expr);
+	}
+	PG_FINALLY();
+	{
+		subplan_depth--;
+	}
+	PG_END_TRY();
+	res = Py_BuildValue("(ssiNNNN)", "subplan", "expr", sp->plan_id, tables, quals, target, params);
+	return res;
+
+declined:
+	Py_DECREF(tables);
+	return NULL;
+}
 
 PyObject *
 orochi_expr_to_py(PlannerInfo *root, Node *node)
@@ -256,6 +390,14 @@ expr_to_py(PlannerInfo *root, Node *node)
 				return Py_BuildValue("(siiIiN)", "param", (int) p->paramkind, p->paramid,
 									 (unsigned int) p->paramtype, (int) p->paramtypmod,
 									 collation_to_py(p->paramcollid));
+			}
+		case T_SubPlan:
+			{
+				PyObject   *res = subplan_to_py(root, (SubPlan *) node);
+
+				if (res != NULL || PyErr_Occurred())
+					return res;
+				break;
 			}
 		default:
 			break;
