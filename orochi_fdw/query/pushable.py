@@ -15,6 +15,8 @@ The C bridge hands expressions over as plain tuples (``pgext/py_expr.c``):
     ("casetest", type, typmod, collation)
     ("coalesce", result type, collation, [args])
     ("param", kind, id, type, typmod, collation)
+    ("subplan", "expr", plan id, [(varno, table handle, rows, cost)], [quals],
+     target, [(paramid, outer expression)])
     ("unsupported", node tag)
 
 with a collation as ``(name, is_c, deterministic)`` or None.
@@ -69,6 +71,12 @@ PostgreSQL.  What is accepted, and why it is exact:
 - parameters (``$n``, InitPlan values): slots ``{"param": [kind, id, type,
   typmod]}`` in the parameter list, given their values at execution; a
   numeric parameter only in comparisons (its scale is its value's);
+- a correlated scalar subquery (``subplan``), when the caller translates
+  one (``Translator.subquery``): its correlation parameters become the outer
+  expressions (``correlated``); inside it a numeric sum is declared at the
+  precision its values and rows need, and avg of a numeric column is
+  computed at PostgreSQL's select_div_scale in integers (``_exact_avg``), a
+  value only compared;
 - no division, no modulo, no float or date arithmetic, no other function.
 
 Values are never pasted into SQL: constants become ``$n`` parameters cast to

@@ -141,3 +141,21 @@ def test_randomized(conns, case):
         params = None
     _run_both(conns, template, params, pushed=pushed)
 
+
+
+def test_generic_plan_parameters(conns):
+    # $n inside the subquery under a generic plan: slots given their values at each execution
+    oro, heap = conns
+    for conn, (o, i, j) in ((oro, TABLES), (heap, tuple(f"{t}_h" for t in TABLES))):
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE sq(bigint, numeric) AS SELECT o.k, o.n FROM {o} o, {j} j WHERE o.k = j.k "
+                     f"AND o.n > (SELECT 0.1 * avg(i.n) FROM {i} i WHERE i.k = o.k AND i.g <> $1 AND i.m < $2)")
+    try:
+        assert "with a correlated subquery" in _plan(oro, "EXECUTE sq(1, 5)")
+        for args in ("1, 5", "0, 100", "NULL, 5", "2, NULL", "3, -1"):
+            got = sorted(oro.execute(f"EXECUTE sq({args})").fetchall(), key=repr)
+            assert got == sorted(heap.execute(f"EXECUTE sq({args})").fetchall(), key=repr), args
+    finally:
+        for conn in (oro, heap):
+            conn.execute("DEALLOCATE sq")
+            conn.execute("RESET plan_cache_mode")
