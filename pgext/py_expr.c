@@ -20,12 +20,14 @@
  *		  ("casetest", type, typmod, collation)
  *		  ("coalesce", result type, collation, [args])
  *		  ("param", kind, id, type, typmod, collation)
- *		  ("subplan", "expr", plan id, [(varno, instance, rows, scan cost)],
- *		   [quals], target, [(paramid, outer expression)])
+ *		  ("subplan", "expr" | "any" | "exists", plan id, [(varno, instance,
+ *		   rows, scan cost)], [quals], target, [(paramid, outer expression)],
+ *		   ANY's comparison or None, [its paramids])
  *		  ("unsupported", node tag)
  *
- *		  A "subplan" is a correlated scalar subquery (EXPR_SUBLINK) whose
- *		  Query reads only orochi tables: the tables by their range table
+ *		  A "subplan" is a scalar subquery (EXPR_SUBLINK: an ungrouped
+ *		  aggregation), an ANY (IN) or EXISTS subquery PostgreSQL did not
+ *		  pull up, whose Query reads only orochi tables: the tables by their range table
  *		  index in the subquery (its Vars carry that index), the WHERE
  *		  clause's conditions, the one output, and each correlation
  *		  parameter ($n of PARAM_EXEC in the subquery) with the outer
@@ -103,10 +105,10 @@ static PyObject *expr_to_py(PlannerInfo *root, Node *node);
 static int	subplan_depth = 0;
 
 /*
- * A correlated scalar subquery (see the header), or NULL with no Python
- * error when it is not one the engine may run: only an ungrouped
- * aggregation (one row whatever its input) over orochi tables joined in
- * its FROM list, without row-level security, InitPlans or subqueries of its
+ * A subquery (see the header), or NULL with no Python error when it is
+ * not one the engine may run: for a value only an ungrouped aggregation
+ * (one row whatever its input), for ANY and EXISTS no aggregation, over
+ * orochi tables joined in its FROM list, without row-level security, InitPlans or subqueries of its
  * own.  Its tables stay in the plan's range table (the subplan is planned
  * as before), so the executor checks the privileges on them as it would.
  */
@@ -126,7 +128,25 @@ subplan_to_py(PlannerInfo *root, SubPlan *sp)
 	ListCell   *lc,
 			   *la;
 
-	if (subplan_depth > 0 || sp->subLinkType != EXPR_SUBLINK || sp->useHashTable || sp->testexpr != NULL ||
+	const char *kind;
+	PyObject   *test;
+	PyObject   *test_params;
+
+	switch (sp->subLinkType)
+	{
+		case EXPR_SUBLINK:
+			kind = "expr";
+			break;
+		case ANY_SUBLINK:
+			kind = "any";
+			break;
+		case EXISTS_SUBLINK:
+			kind = "exists";
+			break;
+		default:
+			return NULL;
+	}
+	if (subplan_depth > 0 || (sp->testexpr != NULL) != (sp->subLinkType == ANY_SUBLINK) ||
 		root == NULL || root->glob == NULL || sp->plan_id < 1 ||
 		sp->plan_id > list_length(root->glob->subroots))
 		return NULL;
@@ -134,7 +154,9 @@ subplan_to_py(PlannerInfo *root, SubPlan *sp)
 	if (subroot == NULL || subroot->parse == NULL || subroot->init_plans != NIL)
 		return NULL;
 	q = subroot->parse;
-	if (q->commandType != CMD_SELECT || !q->hasAggs || q->groupClause != NIL || q->groupingSets != NIL ||
+	/* an ungrouped aggregation (one row) for a value; rows for ANY and EXISTS */
+	if (q->commandType != CMD_SELECT || q->hasAggs != (sp->subLinkType == EXPR_SUBLINK) ||
+		q->groupClause != NIL || q->groupingSets != NIL ||
 		q->havingQual != NULL || q->distinctClause != NIL || q->sortClause != NIL ||
 		q->limitCount != NULL || q->limitOffset != NULL || q->setOperations != NULL ||
 		q->hasWindowFuncs || q->hasTargetSRFs || q->hasSubLinks || q->cteList != NIL ||
@@ -150,8 +172,8 @@ subplan_to_py(PlannerInfo *root, SubPlan *sp)
 			return NULL;
 		output = tle;
 	}
-	if (output == NULL)
-		return NULL;
+	if (output == NULL && sp->subLinkType != EXISTS_SUBLINK)
+		return NULL;				/* (EXISTS's target list is emptied by the planner) */
 
 	tables = PyList_New(0);
 	if (tables == NULL)
@@ -208,14 +230,27 @@ subplan_to_py(PlannerInfo *root, SubPlan *sp)
 	PG_TRY();
 	{
 		quals = orochi_expr_list_to_py(subroot, qual_list);
-		target = orochi_expr_to_py(subroot, (Node *) output->expr);
+		target = output ? orochi_expr_to_py(subroot, (Node *) output->expr) : (Py_INCREF(Py_None), Py_None);
 	}
 	PG_FINALLY();
 	{
 		subplan_depth--;
 	}
 	PG_END_TRY();
-	res = Py_BuildValue("(ssiNNNN)", "subplan", "expr", sp->plan_id, tables, quals, target, params);
+	/* ANY's comparison (outer expression op $n, $n the subquery's output) */
+	test = sp->testexpr ? orochi_expr_to_py(root, sp->testexpr) : (Py_INCREF(Py_None), Py_None);
+	test_params = PyList_New(0);
+	if (test_params == NULL)
+		orochi_py_raise("describing a subquery");
+	foreach(lc, sp->paramIds)
+	{
+		PyObject   *id = PyLong_FromLong(lfirst_int(lc));
+
+		PyList_Append(test_params, id);
+		Py_DECREF(id);
+	}
+	res = Py_BuildValue("(ssiNNNNNN)", "subplan", kind, sp->plan_id, tables, quals, target, params, test,
+						test_params);
 	return res;
 
 declined:
@@ -397,6 +432,20 @@ expr_to_py(PlannerInfo *root, Node *node)
 
 				if (res != NULL || PyErr_Occurred())
 					return res;
+				break;
+			}
+		case T_AlternativeSubPlan:
+			{
+				/* the same answer either way (an EXISTS and its hashed ANY form): the first that describes */
+				ListCell   *lc;
+
+				foreach(lc, ((AlternativeSubPlan *) node)->subplans)
+				{
+					PyObject   *res = subplan_to_py(root, lfirst_node(SubPlan, lc));
+
+					if (res != NULL || PyErr_Occurred())
+						return res;
+				}
 				break;
 			}
 		default:

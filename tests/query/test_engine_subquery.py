@@ -159,3 +159,19 @@ def test_generic_plan_parameters(conns):
         for conn in (oro, heap):
             conn.execute("DEALLOCATE sq")
             conn.execute("RESET plan_cache_mode")
+
+
+@pytest.mark.parametrize("where", [
+    # NOT IN (never pulled up): NULLs in the list or the value make it NULL
+    "o.k NOT IN (SELECT i.k FROM {i} i WHERE i.v = 'v1')",
+    "o.g NOT IN (SELECT i.g FROM {i} i WHERE i.n > 5)",
+    "o.k NOT IN (SELECT i.k FROM {i} i WHERE i.v = 'nothing')",
+    "NOT (o.v IN (SELECT i.v FROM {i} i WHERE i.k < 3))",
+    # correlated NOT IN, IN and EXISTS under OR (not pulled up either)
+    "o.k NOT IN (SELECT i.k FROM {i} i WHERE i.g = o.g)",
+    "o.n IN (SELECT i.n FROM {i} i WHERE i.g = o.g) OR o.k IS NULL",
+    "EXISTS (SELECT 1 FROM {i} i WHERE i.k = o.k AND i.m > o.m) OR o.g = 1",
+    "NOT EXISTS (SELECT 1 FROM {i} i WHERE i.k = o.k AND i.v = j.v) OR o.g = 2",
+])
+def test_any_and_exists(conns, where):
+    _run_both(conns, f"SELECT o.k, o.g, o.v FROM {{o}} o JOIN {{j}} j ON o.k = j.k WHERE {where}")
