@@ -1294,7 +1294,7 @@ def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: lis
 def explain(plan: dict, verbose: bool) -> list[str]:
     subqueries = [inp["relname"] for inp in plan["inputs"] if "relid" in inp]
     lines = [f"Orochi Join (DuckDB): {plan['description']}"
-             + (f" with a correlated subquery over {', '.join(subqueries)}" if subqueries else "")]
+             + (f" with a subquery over {', '.join(subqueries)}" if subqueries else "")]
     if verbose:
         lines.append("DuckDB SQL: " + plan["sql"])
         for inp in plan["inputs"]:
