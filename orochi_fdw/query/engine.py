@@ -720,8 +720,11 @@ _MACROS = [
     "CREATE OR REPLACE MACRO orochi_pow10(k) AS CAST('1' || repeat('0', CAST(k AS BIGINT)) AS HUGEINT)",
     "CREATE OR REPLACE MACRO orochi_nbase_weight(digits, scale) AS "
     "CAST(floor((length(digits) - 1 - scale) / 4) AS INTEGER)",
-    "CREATE OR REPLACE MACRO orochi_nbase_lead(digits, scale) AS "
-    "CAST(substr(digits, 1, (length(digits) - 1 - scale) - 4 * orochi_nbase_weight(digits, scale) + 1) AS INTEGER)",
+    # the leading base-10000 digit: the group's decimal digits from the
+    # first one, zeros past the value's last
+    "CREATE OR REPLACE MACRO orochi_nbase_lead(digits, scale) AS CAST(substr(rpad(digits, CAST("
+    "(length(digits) - 1 - scale) - 4 * orochi_nbase_weight(digits, scale) + 1 AS INTEGER), '0'), 1, "
+    "(length(digits) - 1 - scale) - 4 * orochi_nbase_weight(digits, scale) + 1) AS INTEGER)",
     "CREATE OR REPLACE MACRO orochi_div_scale(tdigits, ndigits, s) AS least(greatest(16 - 4 * ("
     "(CASE WHEN tdigits = '' THEN 0 ELSE orochi_nbase_weight(tdigits, s) END) - orochi_nbase_weight(ndigits, 0) - "
     "(CASE WHEN (CASE WHEN tdigits = '' THEN 0 ELSE orochi_nbase_lead(tdigits, s) END) <= "

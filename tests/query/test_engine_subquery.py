@@ -183,3 +183,24 @@ def test_generic_plan_parameters(conns):
 ])
 def test_any_and_exists(conns, where):
     _run_both(conns, f"SELECT o.k, o.g, o.v FROM {{o}} o JOIN {{j}} j ON o.k = j.k WHERE {where}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(-10**20, 10**20) | st.sampled_from([0, 1, -1, 5, 9999, 10000, 123456789]),
+       st.integers(1, 10**12) | st.sampled_from([1, 2, 3, 7, 9999, 10000, 10001]),
+       st.integers(0, 6), st.integers(0, 3))
+def test_avg_macro_is_numeric_avg(total, n, scale, spare):
+    # the engine's avg of numerics (DuckDB integers) against numeric_avg's
+    # Python reading, which the aggregate pushdown's tests hold to PostgreSQL
+    from decimal import Decimal
+
+    from orochi_fdw.query import engine
+    from orochi_fdw.query.aggregate import _decimal_avg
+
+    want = Decimal(_decimal_avg(total, scale, n))
+    x = max(-want.as_tuple().exponent, 0) + spare  # (at least the result's scale)
+    got = engine.database().execute("SELECT CAST(orochi_numeric_avg(CAST($1 AS HUGEINT), CAST($2 AS BIGINT), "
+                                    "$3, $4) AS VARCHAR)", [str(total), n, scale, x]).fetchone()[0]
+    assert Decimal(got).scaleb(-x) == want
+    assert engine.database().execute("SELECT orochi_numeric_avg(CAST(0 AS HUGEINT), CAST(0 AS BIGINT), 2, 20)"
+                                     ).fetchone()[0] is None
