@@ -122,7 +122,7 @@ typedef struct OrochiPlanState
 	List	   *quals;			/* OrochiQual * */
 	Cost		startup_cost;
 	Cost		total_cost;
-	/* of the restrictions holding subqueries PostgreSQL runs per row (in both) */
+	/* of the restrictions holding subqueries, run per row (in the costs above) */
 	Cost		subplan_cost;
 	Selectivity selectivity;	/* of baserestrictinfo, Postgres's estimate */
 } OrochiPlanState;
@@ -2733,9 +2733,9 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 		else
 		{
 			/*
-			 * The tables of the correlated subqueries it runs, which are no
-			 * scans of the join (their subplans stay in the plan, so the
-			 * executor has checked the privileges on them and locked them)
+			 * The tables of the subqueries it runs, which are no scans of the
+			 * join (their subplans stay in the plan, so the executor has
+			 * checked the privileges on them and locked them)
 			 */
 			const char *text = strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine));
 			PyObject   *relids = orochi_runtime_call("engine_subquery_relids", Py_BuildValue("(s)", text));

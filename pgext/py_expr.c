@@ -27,11 +27,11 @@
  *
  *		  A "subplan" is a scalar subquery (EXPR_SUBLINK: an ungrouped
  *		  aggregation), an ANY (IN) or EXISTS subquery PostgreSQL did not
- *		  pull up, whose Query reads only orochi tables: the tables by their range table
- *		  index in the subquery (its Vars carry that index), the WHERE
- *		  clause's conditions, the one output, and each correlation
- *		  parameter ($n of PARAM_EXEC in the subquery) with the outer
- *		  expression whose value it takes.
+ *		  pull up, whose Query reads only orochi tables: the tables by
+ *		  their range table index in the subquery (its Vars carry that
+ *		  index), the WHERE clause's conditions, the one output, and each
+ *		  correlation parameter ($n of PARAM_EXEC in the subquery) with the
+ *		  outer expression whose value it takes.
  *
  *		  A collation travels as (name, is_c, deterministic) or None.
  *
@@ -108,9 +108,10 @@ static int	subplan_depth = 0;
  * A subquery (see the header), or NULL with no Python error when it is
  * not one the engine may run: for a value only an ungrouped aggregation
  * (one row whatever its input), for ANY and EXISTS no aggregation, over
- * orochi tables joined in its FROM list, without row-level security, InitPlans or subqueries of its
- * own.  Its tables stay in the plan's range table (the subplan is planned
- * as before), so the executor checks the privileges on them as it would.
+ * orochi tables joined in its FROM list, without security quals (row-level
+ * security, a security_barrier view's), InitPlans or subqueries of its own.
+ * Its tables stay in the plan's range table (the subplan is planned as
+ * before), so the executor locks them and checks the privileges on them.
  */
 static PyObject *
 subplan_to_py(PlannerInfo *root, SubPlan *sp)
@@ -127,7 +128,6 @@ subplan_to_py(PlannerInfo *root, SubPlan *sp)
 	TargetEntry *output = NULL;
 	ListCell   *lc,
 			   *la;
-
 	const char *kind;
 	PyObject   *test;
 	PyObject   *test_params;
