@@ -122,6 +122,8 @@ typedef struct OrochiPlanState
 	List	   *quals;			/* OrochiQual * */
 	Cost		startup_cost;
 	Cost		total_cost;
+	/* of the restrictions holding subqueries, run per row (in the costs above) */
+	Cost		subplan_cost;
 	Selectivity selectivity;	/* of baserestrictinfo, Postgres's estimate */
 } OrochiPlanState;
 
@@ -631,6 +633,31 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 		baserel->reltarget->width = (int) Max(width, 1);
 		state->startup_cost = startup;
 		state->total_cost = Max(total, startup);
+	}
+
+	/*
+	 * A restriction holding a subquery (SubPlan) is evaluated by PostgreSQL
+	 * row by row over the scan's rows, its subquery run each time (TPC-H
+	 * Q20's partsupp): its cost as PostgreSQL's own scans count it.  The join
+	 * engine, which runs such a subquery once for all rows, takes it out
+	 * (engine_input_to_py).
+	 */
+	{
+		List	   *subplan_clauses = NIL;
+		ListCell   *lc;
+
+		foreach(lc, baserel->baserestrictinfo)
+			if (contain_subplans((Node *) lfirst_node(RestrictInfo, lc)->clause))
+				subplan_clauses = lappend(subplan_clauses, lfirst(lc));
+		if (subplan_clauses != NIL)
+		{
+			QualCost	qc;
+
+			cost_qual_eval(&qc, subplan_clauses, root);
+			state->subplan_cost = qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
+			state->startup_cost += qc.startup;
+			state->total_cost += state->subplan_cost;
+		}
 	}
 }
 
@@ -2090,7 +2117,8 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 		}
 		PG_END_TRY();
 		return Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance, orochi_expr_list_to_py(root, clauses),
-							 rel->rows, (double) rel->cheapest_total_path->total_cost);
+							 rel->rows, (double) Max(rel->cheapest_total_path->total_cost -
+													 ((OrochiPlanState *) rel->fdw_private)->subplan_cost, 0));
 	}
 	if (IS_JOIN_REL(rel))
 	{
@@ -2166,17 +2194,24 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 
 		if (!IsA(var, Var) || var->varlevelsup != 0 || var->varattno <= 0 ||
 			!bms_is_member(var->varno, joinrel->relids))
+		{
+			elog(DEBUG1, "orochi: the join engine declined a join: an output is not a column");
 			return false;
+		}
 		tlist = lappend(tlist, makeTargetEntry((Expr *) copyObject(var), list_length(tlist) + 1,
 											   psprintf("j%d", list_length(tlist)), false));
 	}
 
 	outer = engine_input_to_py(root, outerrel);
 	if (outer == NULL)
+	{
+		elog(DEBUG1, "orochi: the join engine declined a join: its outer input is not a table or a join it runs");
 		return false;
+	}
 	inner = engine_input_to_py(root, innerrel);
 	if (inner == NULL)
 	{
+		elog(DEBUG1, "orochi: the join engine declined a join: its inner input is not a table or a join it runs");
 		Py_DECREF(outer);
 		return false;
 	}
@@ -2208,6 +2243,8 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	}
 	plan = pstrdup(plan);
 	Py_DECREF(res);
+	elog(DEBUG1, "orochi: the join engine offers a %s join at cost %.2f..%.2f, %.0f rows", jtname, startup,
+		 total, rows);
 
 	js = (OrochiJoinState *) joinrel->fdw_private;
 	if (js == NULL)
@@ -2688,11 +2725,48 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 			Py_DECREF(inst);
 		}
 		Py_CLEAR(state->instance);
-		state->instance = orochi_runtime_call(strncmp(strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine)),
-													  "{\"jit\"", 6) == 0 ? "jit_handle" : "engine_join_handle",
-											  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
-																					FdwScanPrivateEngine)),
-															instances));
+		if (strncmp(strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine)), "{\"jit\"", 6) == 0)
+			state->instance = orochi_runtime_call("jit_handle",
+												  Py_BuildValue("(sN)", strVal(list_nth(plan->fdw_private,
+																						FdwScanPrivateEngine)),
+																instances));
+		else
+		{
+			/*
+			 * The tables of the subqueries it runs, which are no scans of the
+			 * join (their subplans stay in the plan, so the executor has
+			 * checked the privileges on them and locked them)
+			 */
+			const char *text = strVal(list_nth(plan->fdw_private, FdwScanPrivateEngine));
+			PyObject   *relids = orochi_runtime_call("engine_subquery_relids", Py_BuildValue("(s)", text));
+			PyObject   *subquery_tables = PyDict_New();
+
+			if (subquery_tables == NULL || !PyList_Check(relids))
+			{
+				Py_XDECREF(subquery_tables);
+				Py_DECREF(relids);
+				Py_DECREF(instances);
+				elog(ERROR, "engine_subquery_relids must return a list");
+			}
+			for (Py_ssize_t i = 0; i < PyList_GET_SIZE(relids); i++)
+			{
+				PyObject   *key = PyList_GET_ITEM(relids, i);
+				unsigned long relid = PyLong_AsUnsignedLong(key);
+				PyObject   *inst;
+
+				if (PyErr_Occurred())
+				{
+					Py_DECREF(relids);
+					orochi_py_raise("starting a join");
+				}
+				inst = orochi_instance_for_relid((Oid) relid);
+				PyDict_SetItem(subquery_tables, key, inst);
+				Py_DECREF(inst);
+			}
+			Py_DECREF(relids);
+			state->instance = orochi_runtime_call("engine_join_handle",
+												  Py_BuildValue("(sNN)", text, instances, subquery_tables));
+		}
 	}
 	else if (state->join_tupdescs[0] != NULL)
 	{
@@ -3243,6 +3317,13 @@ orochiAnalyzeForeignTable(Relation relation, AcquireSampleRowsFunc *func, BlockN
 	*func = orochiAcquireSampleRows;
 	*totalpages = 1;
 	return true;
+}
+
+bool
+orochi_rel_is_own(RelOptInfo *rel)
+{
+	return rel->fdwroutine != NULL && rel->fdwroutine->GetForeignRelSize == orochiGetForeignRelSize &&
+		rel->fdw_private != NULL;
 }
 
 void

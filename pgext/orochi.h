@@ -196,6 +196,8 @@ extern PyObject *orochi_instance_for_relation(Relation rel);
 struct PlannerInfo;
 extern PyObject *orochi_expr_to_py(struct PlannerInfo *root, Node *node);
 extern PyObject *orochi_expr_list_to_py(struct PlannerInfo *root, List *exprs);
+/* in fdw_scan.c: whether a planner rel is a table of this wrapper */
+extern bool orochi_rel_is_own(struct RelOptInfo *rel);
 
 /* in orochi.c */
 extern bool orochi_duckdb_join_enabled;

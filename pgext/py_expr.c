@@ -20,7 +20,18 @@
  *		  ("casetest", type, typmod, collation)
  *		  ("coalesce", result type, collation, [args])
  *		  ("param", kind, id, type, typmod, collation)
+ *		  ("subplan", "expr" | "any" | "exists", plan id, [(varno, instance,
+ *		   rows, scan cost)], [quals], target, [(paramid, outer expression)],
+ *		   ANY's comparison or None, [its paramids])
  *		  ("unsupported", node tag)
+ *
+ *		  A "subplan" is a scalar subquery (EXPR_SUBLINK: an ungrouped
+ *		  aggregation), an ANY (IN) or EXISTS subquery PostgreSQL did not
+ *		  pull up, whose Query reads only orochi tables: the tables by
+ *		  their range table index in the subquery (its Vars carry that
+ *		  index), the WHERE clause's conditions, the one output, and each
+ *		  correlation parameter ($n of PARAM_EXEC in the subquery) with the
+ *		  outer expression whose value it takes.
  *
  *		  A collation travels as (name, is_c, deterministic) or None.
  *
@@ -30,6 +41,7 @@
 
 #include "access/transam.h"
 #include "catalog/pg_aggregate.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/pathnodes.h"
@@ -88,6 +100,163 @@ name_or_none(char *name)
 }
 
 static PyObject *expr_to_py(PlannerInfo *root, Node *node);
+
+/* the depth of subqueries being described (a subquery in one is declined) */
+static int	subplan_depth = 0;
+
+/*
+ * A subquery (see the header), or NULL with no Python error when it is
+ * not one the engine may run: for a value only an ungrouped aggregation
+ * (one row whatever its input), for ANY and EXISTS no aggregation, over
+ * orochi tables joined in its FROM list, without security quals (row-level
+ * security, a security_barrier view's), InitPlans or subqueries of its own.
+ * Its tables stay in the plan's range table (the subplan is planned as
+ * before), so the executor locks them and checks the privileges on them.
+ */
+static PyObject *
+subplan_to_py(PlannerInfo *root, SubPlan *sp)
+{
+	PlannerInfo *subroot;
+	Query	   *q;
+	PyObject   *tables,
+			   *params,
+			   *quals,
+			   *target,
+			   *res;
+	Node	   *qual_node;
+	List	   *qual_list;
+	TargetEntry *output = NULL;
+	ListCell   *lc,
+			   *la;
+	const char *kind;
+	PyObject   *test;
+	PyObject   *test_params;
+
+	switch (sp->subLinkType)
+	{
+		case EXPR_SUBLINK:
+			kind = "expr";
+			break;
+		case ANY_SUBLINK:
+			kind = "any";
+			break;
+		case EXISTS_SUBLINK:
+			kind = "exists";
+			break;
+		default:
+			return NULL;
+	}
+	if (subplan_depth > 0 || (sp->testexpr != NULL) != (sp->subLinkType == ANY_SUBLINK) ||
+		root == NULL || root->glob == NULL || sp->plan_id < 1 ||
+		sp->plan_id > list_length(root->glob->subroots))
+		return NULL;
+	subroot = (PlannerInfo *) list_nth(root->glob->subroots, sp->plan_id - 1);
+	if (subroot == NULL || subroot->parse == NULL || subroot->init_plans != NIL)
+		return NULL;
+	q = subroot->parse;
+	/* an ungrouped aggregation (one row) for a value; rows for ANY and EXISTS */
+	if (q->commandType != CMD_SELECT || q->hasAggs != (sp->subLinkType == EXPR_SUBLINK) ||
+		q->groupClause != NIL || q->groupingSets != NIL ||
+		q->havingQual != NULL || q->distinctClause != NIL || q->sortClause != NIL ||
+		q->limitCount != NULL || q->limitOffset != NULL || q->setOperations != NULL ||
+		q->hasWindowFuncs || q->hasTargetSRFs || q->hasSubLinks || q->cteList != NIL ||
+		q->rowMarks != NIL || q->hasRowSecurity || q->jointree == NULL)
+		return NULL;
+	foreach(lc, q->targetList)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+		if (tle->resjunk)
+			continue;
+		if (output != NULL)
+			return NULL;
+		output = tle;
+	}
+	if (output == NULL && sp->subLinkType != EXISTS_SUBLINK)
+		return NULL;				/* (EXISTS's target list is emptied by the planner) */
+
+	tables = PyList_New(0);
+	if (tables == NULL)
+		return NULL;
+	foreach(lc, q->jointree->fromlist)
+	{
+		RangeTblRef *ref = (RangeTblRef *) lfirst(lc);
+		RangeTblEntry *rte;
+		RelOptInfo *rel;
+		PyObject   *item;
+		int			rc;
+
+		if (!IsA(ref, RangeTblRef) || ref->rtindex >= subroot->simple_rel_array_size)
+			goto declined;
+		rte = rt_fetch(ref->rtindex, q->rtable);
+		rel = subroot->simple_rel_array[ref->rtindex];
+		if (rte->rtekind != RTE_RELATION || rte->relkind != RELKIND_FOREIGN_TABLE || rte->inh ||
+			rte->securityQuals != NIL || rte->tablesample != NULL || rel == NULL ||
+			!orochi_rel_is_own(rel) || rel->cheapest_total_path == NULL)
+			goto declined;
+		item = Py_BuildValue("(iNdd)", (int) ref->rtindex, orochi_instance_for_relid(rte->relid),
+							 rel->rows, (double) rel->cheapest_total_path->total_cost);
+		rc = item ? PyList_Append(tables, item) : -1;
+		Py_XDECREF(item);
+		if (rc < 0)
+		{
+			Py_DECREF(tables);
+			return NULL;
+		}
+	}
+	qual_node = q->jointree->quals;
+	qual_list = qual_node == NULL ? NIL : IsA(qual_node, List) ? (List *) qual_node : list_make1(qual_node);
+
+	params = PyList_New(0);
+	if (params == NULL)
+	{
+		Py_DECREF(tables);
+		return NULL;
+	}
+	forboth(lc, sp->parParam, la, sp->args)
+	{
+		PyObject   *item = Py_BuildValue("(iN)", lfirst_int(lc), orochi_expr_to_py(root, (Node *) lfirst(la)));
+		int			rc = item ? PyList_Append(params, item) : -1;
+
+		Py_XDECREF(item);
+		if (rc < 0)
+		{
+			Py_DECREF(tables);
+			Py_DECREF(params);
+			return NULL;
+		}
+	}
+	subplan_depth++;
+	PG_TRY();
+	{
+		quals = orochi_expr_list_to_py(subroot, qual_list);
+		target = output ? orochi_expr_to_py(subroot, (Node *) output->expr) : (Py_INCREF(Py_None), Py_None);
+	}
+	PG_FINALLY();
+	{
+		subplan_depth--;
+	}
+	PG_END_TRY();
+	/* ANY's comparison (outer expression op $n, $n the subquery's output) */
+	test = sp->testexpr ? orochi_expr_to_py(root, sp->testexpr) : (Py_INCREF(Py_None), Py_None);
+	test_params = PyList_New(0);
+	if (test_params == NULL)
+		orochi_py_raise("describing a subquery");
+	foreach(lc, sp->paramIds)
+	{
+		PyObject   *id = PyLong_FromLong(lfirst_int(lc));
+
+		PyList_Append(test_params, id);
+		Py_DECREF(id);
+	}
+	res = Py_BuildValue("(ssiNNNNNN)", "subplan", kind, sp->plan_id, tables, quals, target, params, test,
+						test_params);
+	return res;
+
+declined:
+	Py_DECREF(tables);
+	return NULL;
+}
 
 PyObject *
 orochi_expr_to_py(PlannerInfo *root, Node *node)
@@ -256,6 +425,28 @@ expr_to_py(PlannerInfo *root, Node *node)
 				return Py_BuildValue("(siiIiN)", "param", (int) p->paramkind, p->paramid,
 									 (unsigned int) p->paramtype, (int) p->paramtypmod,
 									 collation_to_py(p->paramcollid));
+			}
+		case T_SubPlan:
+			{
+				PyObject   *res = subplan_to_py(root, (SubPlan *) node);
+
+				if (res != NULL || PyErr_Occurred())
+					return res;
+				break;
+			}
+		case T_AlternativeSubPlan:
+			{
+				/* the same answer either way (an EXISTS and its hashed ANY form): the first that describes */
+				ListCell   *lc;
+
+				foreach(lc, ((AlternativeSubPlan *) node)->subplans)
+				{
+					PyObject   *res = subplan_to_py(root, lfirst_node(SubPlan, lc));
+
+					if (res != NULL || PyErr_Occurred())
+						return res;
+				}
+				break;
 			}
 		default:
 			break;

@@ -378,8 +378,18 @@ def engine_params(plan: str) -> list[tuple[int, int, int, int]]:
     return engine.plan_params(decoded)
 
 
-def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinHandle:
-    """The handle a join run by the engine works through."""
+def engine_subquery_relids(plan: str) -> list[int]:
+    """The relation OIDs of the tables a plan of the join engine reads in
+    correlated subqueries (not scans of the join: the scan opens them)."""
+    from orochi_fdw.query import engine
+
+    return engine.subquery_relids(json.loads(plan))
+
+
+def engine_join_handle(plan: str, tables: dict[int, TableHandle],
+                       subquery_tables: dict[int, TableHandle] | None = None) -> EngineJoinHandle:
+    """The handle a join run by the engine works through; ``subquery_tables``
+    the handles of the tables its correlated subqueries read, by relation OID."""
     from orochi_fdw.query import engine
 
     decoded = json.loads(plan)
@@ -388,12 +398,16 @@ def engine_join_handle(plan: str, tables: dict[int, TableHandle]) -> EngineJoinH
     # the plan names tables by their range table index at planning; the
     # executor's (a subquery's tables are renumbered when the plan's range
     # tables are flattened) keep their order
-    planned = sorted(inp["rti"] for inp in decoded["inputs"])
+    planned = sorted(inp["rti"] for inp in decoded["inputs"] if "relid" not in inp)
     given = sorted(tables)
     if len(planned) != len(given):
         raise WrapperError(f"a join planned over {len(planned)} tables runs over {len(given)}")
+    handles = {p: tables[g] for p, g in zip(planned, given)}
+    for inp in decoded["inputs"]:
+        if "relid" in inp:
+            handles[inp["rti"]] = (subquery_tables or {})[inp["relid"]]
     return EngineJoinHandle(first.relid, first.relname, first.instance, columns, len(columns), first.key,
-                            plan=decoded, tables={p: tables[g] for p, g in zip(planned, given)})
+                            plan=decoded, tables=handles)
 
 
 def jit_aggregate(handle: TableHandle, rti: int, clauses: list[tuple], outputs: list[tuple], tuples: float,

@@ -15,6 +15,8 @@ The C bridge hands expressions over as plain tuples (``pgext/py_expr.c``):
     ("casetest", type, typmod, collation)
     ("coalesce", result type, collation, [args])
     ("param", kind, id, type, typmod, collation)
+    ("subplan", "expr", plan id, [(varno, table handle, rows, cost)], [quals],
+     target, [(paramid, outer expression)])
     ("unsupported", node tag)
 
 with a collation as ``(name, is_c, deterministic)`` or None.
@@ -69,6 +71,12 @@ PostgreSQL.  What is accepted, and why it is exact:
 - parameters (``$n``, InitPlan values): slots ``{"param": [kind, id, type,
   typmod]}`` in the parameter list, given their values at execution; a
   numeric parameter only in comparisons (its scale is its value's);
+- a correlated scalar subquery (``subplan``), when the caller translates
+  one (``Translator.subquery``): its correlation parameters become the outer
+  expressions (``correlated``); inside it a numeric sum is declared at the
+  precision its values and rows need, and avg of a numeric column is
+  computed at PostgreSQL's select_div_scale in integers (``_exact_avg``), a
+  value only compared;
 - no division, no modulo, no float or date arithmetic, no other function.
 
 Values are never pasted into SQL: constants become ``$n`` parameters cast to
@@ -224,6 +232,10 @@ class Typed:
     #: a numeric column: (rti, attname), whose known bounds may narrow its
     #: precision in arithmetic (Translator.column_bound)
     column: tuple | None = None
+    #: a numeric whose display scale differs per row and is not carried
+    #: (a subquery's avg, PostgreSQL's select_div_scale): its value only
+    #: compared, never output, summed or computed with
+    compare_only: bool = False
 
 
 class Translator:
@@ -250,6 +262,14 @@ class Translator:
         self.out = Translation()
         #: the value a simple CASE compares (CaseTestExpr), innermost last
         self._case_values: list[Typed] = []
+        #: translates a correlated subquery (a "subplan" node) when set:
+        #: ``subquery(translator, *node[1:])`` -> Typed
+        self.subquery: Callable[..., Typed] | None = None
+        #: the correlation parameters of the subqueries being translated
+        #: (paramid -> the outer expression whose value it takes), innermost last
+        self._correlation: list[dict] = []
+        #: the depth of subqueries being translated
+        self.subquery_depth = 0
 
     def param(self, value: Any, sql_type: str) -> str:
         self.out.params.append(value)
@@ -272,7 +292,7 @@ class Translator:
         """An expression whose values are output (a group key): one type
         and, for numerics, one display scale."""
         t = self.expr(expr)
-        if t.type_oid == NUMERIC and (t.decimal is None or t.scale_sql is not None):
+        if t.type_oid == NUMERIC and (t.decimal is None or t.scale_sql is not None or t.compare_only):
             raise Refused("a numeric output whose values differ in display scale")
         return t
 
@@ -409,6 +429,14 @@ class Translator:
                 r_sql = f"CAST({right.sql} AS TIMESTAMP)" if rf == "date" else right.sql
                 return Typed(f"({l_sql} {opname} {r_sql})", BOOL)
             self._check_comparison(opname, left, right, collation)
+            if lf == rf == "numeric" and left.decimal is not None and right.decimal is not None and \
+                    self._compared_width(left, right) > MAX_DECIMAL_PRECISION:
+                # DuckDB compares in one DECIMAL type wide enough for both
+                # scales and integer digits: past 38 digits its cast fails;
+                # columns at the precision their known values need
+                left, right = self._narrowed(left), self._narrowed(right)
+                if self._compared_width(left, right) > MAX_DECIMAL_PRECISION:
+                    raise Refused("a numeric comparison wider than 38 digits")
             return Typed(f"({left.sql} {opname} {right.sql})", BOOL)
         if opname in ("~~", "!~~") and lf == "text" and right.type_oid == TEXT and args[1][0] == "const":
             pattern = args[1][4]
@@ -443,9 +471,15 @@ class Translator:
             if left.scale_sql is not None or right.scale_sql is not None:
                 ls, rs = left.scale_sql or str(s1), right.scale_sql or str(s2)
                 scale_sql = f"({ls} + {rs})" if opname == "*" else f"greatest({ls}, {rs})"
+            # (a value compared only stays so: its display scale is not carried)
             return Typed(f"CAST(({left.sql} {opname} {right.sql}) AS DECIMAL({p},{sc}))", NUMERIC, -1,
-                         None, (p, sc), scale_sql)
+                         None, (p, sc), scale_sql, compare_only=left.compare_only or right.compare_only)
         raise Refused(f"operator {opname} on types {left.type_oid}, {right.type_oid}")
+
+    @staticmethod
+    def _compared_width(left: Typed, right: Typed) -> int:
+        (p1, s1), (p2, s2) = left.decimal, right.decimal
+        return max(p1 - s1, p2 - s2) + max(s1, s2)
 
     def _check_comparison(self, opname: str, left: Typed, right: Typed, collation) -> None:
         lf, rf = family(left.type_oid), family(right.type_oid)
@@ -553,6 +587,8 @@ class Translator:
         for v in values:
             if family(v.type_oid) != fam or (fam == "int" and v.type_oid != result_type):
                 raise Refused("a CASE or COALESCE whose branches differ in type")
+            if v.compare_only:
+                raise Refused("a CASE or COALESCE of a value whose display scale is not known")
         if fam != "numeric":
             sql_type = column_type_sql(result_type, -1)
             return [f"CAST({v.sql} AS {sql_type})" for v in values], Typed("", result_type, -1, collation)
@@ -627,6 +663,22 @@ class Translator:
     # -- parameters ($1, an InitPlan's value): given at execution
 
     def _param(self, kind, paramid, type_oid, typmod, collation) -> Typed:
+        for depth in range(len(self._correlation) - 1, -1, -1):
+            outer = self._correlation[depth].get(paramid) if kind == PARAM_EXEC else None
+            if outer is None:
+                continue
+            # a correlated subquery's reference to the outer row: the outer
+            # expression itself (DuckDB decorrelates the subquery), outside
+            # this subquery's own parameters
+            inner = self._correlation[depth:]
+            del self._correlation[depth:]
+            try:
+                t = self.expr(outer)
+            finally:
+                self._correlation.extend(inner)
+            if t.type_oid != type_oid:
+                raise Refused("a correlation parameter of another type than its outer value")
+            return t
         fam = family(type_oid)
         if fam is None:
             raise Refused(f"a parameter of type {type_oid}")
@@ -637,6 +689,50 @@ class Translator:
             # its scale is the value's: compared by value, not computed with
             return Typed(f"${n}", NUMERIC, typmod, collation, None)
         return Typed(f"CAST(${n} AS {column_type_sql(type_oid, typmod)})", type_oid, typmod, collation)
+
+    def _subplan(self, *node) -> Typed:
+        if self.subquery is None:
+            raise Refused("a subquery")
+        return self.subquery(self, *node)
+
+    def correlated(self, params: list) -> "_Correlated":
+        """While translating a subquery: its correlation parameters (paramid,
+        outer expression) stand for the outer expressions."""
+        return _Correlated(self, {paramid: outer for paramid, outer in params})
+
+    def _exact_avg(self, arg_expr: tuple) -> Typed:
+        """avg of a numeric column inside a subquery, as PostgreSQL computes
+        it: numeric_div of the sum by the count, at the scale
+        select_div_scale picks from their base-10000 weights and leading
+        digits, rounded half away from zero (the orochi_numeric_avg macro of
+        the engine's database, in integers).  The value is held at the
+        largest of those scales that the column's bounds and ``max_rows``
+        allow (DECIMAL(p, x)); its own display scale is not carried, so it is
+        only compared."""
+        arg = self.expr(arg_expr)
+        if arg.type_oid != NUMERIC or arg.decimal is None or arg.scale_sql is not None or arg.column is None:
+            raise Refused("avg of a value that is not a numeric column")
+        if self.max_rows is None:
+            raise Refused("avg over rows of unknown number")
+        bound = self._value_bound(arg)
+        p, sc = arg.decimal
+        self._check_sum(p)
+        qweight_min = (-sc) // 4 - (len(str(max(int(self.max_rows), 1))) - 1) // 4 - 1
+        x = max(16 - 4 * qweight_min, sc)
+        digits = max(len(str(abs(int(bound)))) - sc, 1) + 1  # (rounding may carry one)
+        if digits + x > MAX_DECIMAL_PRECISION:
+            raise Refused("avg beyond 38 digits at its largest scale")
+        total = f"CAST(CAST(sum({arg.sql}) AS DECIMAL(38,{sc})) * {10 ** sc} AS HUGEINT)"
+        unit = "0." + "0" * (x - 1) + "1"
+        sql = (f"CAST(CAST(orochi_numeric_avg({total}, count({arg.sql}), {sc}, {x}) AS DECIMAL(38,0)) "
+               f"* CAST('{unit}' AS DECIMAL({x},{x})) AS DECIMAL({digits + x},{x}))")
+        return Typed(sql, NUMERIC, -1, None, (digits + x, x), compare_only=True)
+
+    def _value_bound(self, arg: Typed) -> int:
+        """The greatest absolute value (scaled) of a numeric column: its
+        known values' (column_bound), else its declared precision's."""
+        bound = self.column_bound(*arg.column) if self.column_bound is not None else None
+        return 10 ** arg.decimal[0] - 1 if bound is None else bound
 
     def aggregate(self, e: tuple) -> tuple[list[str], dict]:
         """The select items of an aggregate and how its value is made from them:
@@ -661,9 +757,20 @@ class Translator:
         if distinct or star or len(args) != 1:
             raise Refused(f"{name}(DISTINCT ...)")
         arg = self.expr(args[0])
+        if arg.compare_only:
+            raise Refused(f"{name} of a value whose display scale is not known")
         fam = family(arg.type_oid)
         if name in ("sum", "avg") and fam == "numeric" and arg.decimal is not None:
             self._check_sum(arg.decimal[0])
+        if name == "sum" and fam == "numeric" and rtype == NUMERIC and self.subquery_depth and \
+                arg.scale_sql is None and arg.decimal is not None and arg.column is not None \
+                and self.max_rows is not None:
+            # a subquery's sum of a column, at the precision its values and
+            # rows need (a checked cast): computed with where 38 digits would not be
+            sc = arg.decimal[1]
+            p = min(max(len(str(abs(int(self._value_bound(arg))) * max(int(self.max_rows), 1))) + 1, sc + 1),
+                    MAX_DECIMAL_PRECISION)
+            return [f"CAST(sum({arg.sql}) AS DECIMAL({p},{sc}))"], {"type_oid": NUMERIC, "decimal": (p, sc)}
         if name == "sum":
             if arg.type_oid in (INT2, INT4) and rtype == INT8:
                 return [f"CAST(sum({arg.sql}) AS BIGINT)"], {"type_oid": INT8}
@@ -703,9 +810,13 @@ class Translator:
         raise Refused(f"aggregate {name} of type {arg.type_oid}")
 
     def _agg(self, fnoid, name, builtin, rtype, star, distinct, collation, args) -> Typed:
-        """An aggregate in a HAVING condition: one the engine computes whole
-        (not avg, not a sum rescaled afterwards), of a type compared here
-        as PostgreSQL compares it (no text: its collation)."""
+        """An aggregate in a HAVING condition or a subquery's output: one the
+        engine computes whole (not a sum rescaled afterwards; avg only in a
+        subquery, _exact_avg), of a type compared here as PostgreSQL compares
+        it (no text: its collation)."""
+        if name == "avg" and builtin and rtype == NUMERIC and self.subquery_depth and not distinct \
+                and not star and len(args) == 1:
+            return self._exact_avg(args[0])
         items, out = self.aggregate(("agg", fnoid, name, builtin, rtype, star, distinct, collation, args))
         if len(items) != 1 or out.get("post") or family(out["type_oid"]) not in ("int", "numeric", "date",
                                                                                   "timestamp", "timestamptz"):
@@ -722,6 +833,24 @@ class Translator:
 
     def _unsupported(self, tag) -> Typed:
         raise Refused(f"expression node with tag {tag}")
+
+
+#: PostgreSQL's ParamKind of a value set during execution (PARAM_EXEC)
+PARAM_EXEC = 1
+
+
+class _Correlated:
+    def __init__(self, tr: Translator, params: dict) -> None:
+        self.tr = tr
+        self.params = params
+
+    def __enter__(self) -> None:
+        self.tr._correlation.append(self.params)
+        self.tr.subquery_depth += 1
+
+    def __exit__(self, *exc) -> None:
+        self.tr._correlation.pop()
+        self.tr.subquery_depth -= 1
 
 
 # ---------------------------------------------------------------------------

@@ -23,3 +23,15 @@ def oracle_pair(pg_cluster, database: str, *settings: str) -> Iterator[tuple]:
     finally:
         oro.close()
         heap.close()
+
+
+def create_table_pairs(conn, tables, columns: str, options: str, statements) -> None:
+    """Each of ``tables`` as an orochi table and a heap table ``<name>_h``
+    with the same rows: ``statements(seed, target)`` lists the SQL run on
+    both (the table's position as the seed)."""
+    for seed, t in enumerate(tables):
+        conn.execute(f"CREATE FOREIGN TABLE {t} ({columns}) SERVER orochi {options}")
+        conn.execute(f"CREATE TABLE {t}_h ({columns})")
+        for target in (t, f"{t}_h"):
+            for statement in statements(seed, target):
+                conn.execute(statement)

@@ -23,7 +23,7 @@ from psycopg import sql as psql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oracle_pair_helpers import oracle_pair
+from oracle_pair_helpers import create_table_pairs, oracle_pair
 
 COLUMNS = "k int, g bigint, v text, n numeric(10,2), d date, s smallint, c char(4), t timestamp, tz timestamptz"
 OPTS = "OPTIONS (stripe_row_limit '150', chunk_group_size '50')"
@@ -47,16 +47,13 @@ def _fill(seed: int) -> str:
 def edb(pg_cluster, module_database):
     name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
-        for seed, t in enumerate(TABLES):
-            conn.execute(f"CREATE FOREIGN TABLE {t} ({COLUMNS}) SERVER orochi {OPTS}")
-            conn.execute(f"CREATE TABLE {t}_h ({COLUMNS})")
-            for target in (t, f"{t}_h"):
-                conn.execute(f"INSERT INTO {target} {_fill(seed)}")
-                # rows in the delta store, deleted and updated rows
-                conn.execute(f"INSERT INTO {target} VALUES (7, 1, 'delta', 2.50, '2024-01-05', 1, 'c1 '), "
-                             f"(NULL, 2, NULL, NULL, NULL, 2, NULL)")
-                conn.execute(f"DELETE FROM {target} WHERE g = 3 AND k < 5")
-                conn.execute(f"UPDATE {target} SET v = 'upd' WHERE k = 11 AND g = 2")
+        # rows in the delta store, deleted and updated rows
+        create_table_pairs(conn, TABLES, COLUMNS, OPTS, lambda seed, target: [
+            f"INSERT INTO {target} {_fill(seed)}",
+            f"INSERT INTO {target} VALUES (7, 1, 'delta', 2.50, '2024-01-05', 1, 'c1 '), "
+            f"(NULL, 2, NULL, NULL, NULL, 2, NULL)",
+            f"DELETE FROM {target} WHERE g = 3 AND k < 5",
+            f"UPDATE {target} SET v = 'upd' WHERE k = 11 AND g = 2"])
         conn.execute("CREATE FOREIGN TABLE big (x int) SERVER orochi")
         conn.execute("INSERT INTO big SELECT i FROM generate_series(1, 20000) i")
         conn.execute("ANALYZE")
