@@ -314,14 +314,27 @@ class _Gen:
 
     def _range_check(self, type_oid: int, v: str) -> None:
         lo, hi = _BOUNDS[type_oid]
-        self.put(f"if {v} < {lo} or {v} > {hi}:")
-        self.put(f"    return {_RANGE_ERROR[type_oid]}")
+        self._check(f"{v} < {lo} or {v} > {hi}", f"({v} < {lo}) | ({v} > {hi})", _RANGE_ERROR[type_oid])
 
-    def _float_check(self, cond: str, fast_cond: str, code: int) -> None:
+    def _check(self, cond: str, fast_cond: str, code: int) -> None:
         """Return ``code`` if ``cond``; in the fast kernel, note ``fast_cond``
-        (``cond`` or more: a float error is no hazard to the rows after it)
-        in ``bad`` with no jump, the batch redone if it is set at the end."""
-        if self.fast and fast_cond.startswith("finite "):
+        (``cond`` or more) in ``bad`` with no jump, the batch redone if it is
+        set at the end: for errors after which computing on is harmless (a
+        float overflow, an integer out of its type's range or wrapped round),
+        unlike a division by zero, which is checked (and redone) before it.
+        ``fast_cond`` may also be ``finite X`` (X is infinite or NaN) or
+        ``zero X if C`` (X is zero where C holds), which a loop with float
+        sums notes in float variables instead (``chk``, ``uf``)."""
+        if self.fast and fast_cond.startswith("zero ") and self.float_sums:
+            # an underflow (a zero from non-zero operands): the least such
+            # result, zero at the end if there was one (no move of a compare
+            # to an integer register)
+            value, nonzero = fast_cond[len("zero "):].split(" if ", 1)
+            self.put(f"uf = min(uf, abs({value}) if {nonzero} else 1.0)")
+        elif self.fast and fast_cond.startswith("zero "):
+            value, nonzero = fast_cond[len("zero "):].split(" if ", 1)
+            self.put(f"bad = bad | (({value} == 0.0) & {nonzero})")
+        elif self.fast and fast_cond.startswith("finite "):
             value = fast_cond[len("finite "):]
             if self.float_sums:
                 # x * 0.0 is 0 but for an infinite or NaN x: one more float
@@ -339,7 +352,7 @@ class _Gen:
 
     def _float_overflow(self, r: str, *inputs: str) -> None:
         cond = " and ".join([f"np.isinf({r})"] + [f"not np.isinf({x})" for x in inputs])
-        self._float_check(cond, f"finite {r}", 5)
+        self._check(cond, f"finite {r}", 5)
 
     def _arith(self, type_oid, op, left, right):
         if type_oid in _INT and op in ("/", "%") and _baked_divisor(right) is not None:
@@ -360,8 +373,7 @@ class _Gen:
                     fn = {"+": "add_overflow", "-": "sub_overflow", "*": "mul_overflow"}[op]
                     o = self.var("o")
                     self.put(f"{v}, {o} = {fn}({a}, {b})")
-                    self.put(f"if {o}:")
-                    self.put("    return 3")
+                    self._check(o, o, 3)
             elif op == "/":
                 self.put(f"if {b} == 0:")
                 self.put("    return 4")
@@ -378,18 +390,18 @@ class _Gen:
                 self.put(f"    {v} = srem({a}, {b})")
         else:
             if op == "/":
-                self._float_check(f"{b} == 0.0 and not np.isnan({a})", f"{b} == 0.0", 4)
+                self._check(f"{b} == 0.0 and not np.isnan({a})", f"{b} == 0.0", 4)
             self.put(f"{v} = {a} {op} {b}")
             if op in ("+", "-", "*"):
                 self._float_overflow(v, a, b)
             else:
                 self._float_overflow(v, a)
             if op == "*":
-                self._float_check(f"{v} == 0.0 and {a} != 0.0 and {b} != 0.0",
-                                  f"({v} == 0.0) & ({a} != 0.0) & ({b} != 0.0)", 6)
+                self._check(f"{v} == 0.0 and {a} != 0.0 and {b} != 0.0",
+                            f"zero {v} if ({a} != 0.0) & ({b} != 0.0)", 6)
             elif op == "/":
-                self._float_check(f"{v} == 0.0 and {a} != 0.0 and not np.isinf({b})",
-                                  f"({v} == 0.0) & ({a} != 0.0)", 6)
+                self._check(f"{v} == 0.0 and {a} != 0.0 and not np.isinf({b})",
+                            f"zero {v} if ({a} != 0.0)", 6)
         self.depth -= 1
         return v, n
 
@@ -397,8 +409,7 @@ class _Gen:
         v, n, (a,) = self._strict(type_oid, [arg])
         self.put(f"{v} = -{a}")
         if type_oid == P.INT8:
-            self.put(f"if {a} == _MIN64:")
-            self.put("    return 3")
+            self._check(f"{a} == _MIN64", f"{a} == _MIN64", 3)
         elif type_oid in _INT:
             self._range_check(type_oid, v)
         self.depth -= 1
@@ -424,8 +435,8 @@ class _Gen:
             self.put(f"{v} = np.float64({a})")
         else:  # float8 -> float4
             self.put(f"{v} = np.float32({a})")
-            self._float_check(f"np.isinf({v}) and not np.isinf({a})", f"finite {v}", 5)
-            self._float_check(f"{v} == 0.0 and {a} != 0.0", f"({v} == 0.0) & ({a} != 0.0)", 6)
+            self._check(f"np.isinf({v}) and not np.isinf({a})", f"finite {v}", 5)
+            self._check(f"{v} == 0.0 and {a} != 0.0", f"zero {v} if ({a} != 0.0)", 6)
         self.depth -= 1
         return v, n
 
@@ -482,18 +493,23 @@ class _Gen:
     def _case(self, type_oid, pairs, default):
         v, n = self.var("v"), self.var("n")
         if self.fast:
-            # every condition and value on every row (an error is a redo), the
-            # first WHEN that holds selected: no jump on the row's data
+            # every condition and value on every row, the first WHEN that
+            # holds selected: no jump on the row's data; unless one of them
+            # has a check that stops the kernel (a division: on the rows
+            # PostgreSQL does not take there, the batch would be redone)
+            mark = (len(self.lines), len(self.columns), len(self.constants), len(self.params))
             arms = [(self.emit(cond), self.emit(value)) for cond, value in pairs]
             rv, rn = self.emit(default)
-            self.put(f"{v} = {rv}")
-            self.put(f"{n} = {rn}")
-            for (cv, cn), (rv, rn) in reversed(arms):
-                t = self.var("w")
-                self.put(f"{t} = (not {cn}) & {cv}")
-                self.put(f"{v} = {rv} if {t} else {v}")
-                self.put(f"{n} = {rn} if {t} else {n}")
-            return v, n
+            if not any(_ERROR_RETURN.search(line) for line in self.lines[mark[0]:]):
+                self.put(f"{v} = {rv}")
+                self.put(f"{n} = {rn}")
+                for (cv, cn), (rv, rn) in reversed(arms):
+                    t = self.var("w")
+                    self.put(f"{t} = (not {cn}) & {cv}")
+                    self.put(f"{v} = {rv} if {t} else {v}")
+                    self.put(f"{n} = {rn} if {t} else {n}")
+                return v, n
+            del self.lines[mark[0]:], self.columns[mark[1]:], self.constants[mark[2]:], self.params[mark[3]:]
         self.put(f"{v} = {self._zero(type_oid)}")
         self.put(f"{n} = True")
         opened = 0
@@ -667,7 +683,10 @@ def _fast_body(clauses: list[tuple], aggregates: list[tuple], column_types: dict
     for clause in clauses:
         v, n = g.emit(clause)
         g.put(f"keep = keep & (not {n}) & {v}")
-    prologue, epilogue = ["    bad = False\n    chk = 0.0\n"], [f"    if bad or chk != 0.0:\n        return {REDO}\n"]
+    # bad: a check that would raise; chk: an infinite or NaN value (x * 0.0
+    # summed); uf: the least underflowed result (see _Gen._check)
+    prologue = ["    bad = False\n    chk = 0.0\n    uf = 1.0\n"]
+    epilogue = [f"    if bad or chk != 0.0 or uf == 0.0:\n        return {REDO}\n"]
     for (name, _rtype, arg), slot in zip(aggregates, layout):
         ni, nf, arg_type = slot["i"], slot["f"], slot["arg_type"]
         if arg is None:

@@ -234,6 +234,16 @@ FAST_CASES = [
       agg("max", P.INT4, op("-", P.INT4, var("i", P.INT4), const(P.INT4, 1))),
       agg("sum", P.FLOAT4, op("*", P.FLOAT4, var("f", P.FLOAT4), var("f", P.FLOAT4))),
       agg("count", P.INT8, op("/", P.INT4, var("i", P.INT4), var("j", P.INT4)))]),
+    # CASE: arms with a division stay branches (PostgreSQL never divides by the
+    # zero the WHEN excludes), float arms are selected
+    ([op(">", P.BOOL, op("-", P.INT4, var("i", P.INT4), var("j", P.INT4)), const(P.INT4, -500))],
+     [agg("sum", P.INT8, ("case", P.INT4, None, None,
+                          [(op("<>", P.BOOL, var("j", P.INT4), const(P.INT4, 0)),
+                            op("/", P.INT4, var("i", P.INT4), var("j", P.INT4)))], var("i", P.INT4))),
+      agg("max", P.FLOAT8, ("case", P.FLOAT8, None, None,
+                            [(op(">", P.BOOL, var("x", P.FLOAT8), const(P.FLOAT8, 0.0)),
+                              op("*", P.FLOAT8, var("y", P.FLOAT8), const(P.FLOAT8, 2.0)))],
+                            op("-", P.FLOAT8, const(P.FLOAT8, 0.0), var("z", P.FLOAT8))))]),
 ]
 
 
