@@ -233,13 +233,15 @@ class Run(CountedBatches):
 
     def __init__(self, prepared: Prepared) -> None:
         self.prepared = prepared
-        counters: dict[str, Any] = {"rows": 0, "batches": 0, "fast": 0, "redone": 0, "read": 0.0, "kernel": 0.0}
+        counters: dict[str, Any] = {"rows": 0, "batches": 0, "no_nulls": 0, "fast": 0, "redone": 0,
+                                    "read": 0.0, "kernel": 0.0}
         super().__init__(_run(prepared, counters), counters)
 
     def explain_analyze(self) -> list[str]:
         c = self.counters
         return [f"JIT Rows Read: {c['rows']:,} in {c['batches']} batches",
-                f"JIT Batches Without NULLs: {c['fast']} ({c['redone']} computed again row by row)",
+                f"JIT Batches Without NULLs: {c['no_nulls']}, {c['fast']} by the fast loop "
+                f"({c['redone']} computed again row by row)",
                 f"JIT Time: reading {c['read'] * 1000:.1f} ms, kernel {c['kernel'] * 1000:.1f} ms"]
 
 
@@ -300,6 +302,33 @@ def _kernel_args(n: int, values: list, masks: list | None, ones: dict) -> list:
     return out
 
 
+class _Chooser:
+    """Which loop computes the batches without NULLs: the first
+    :data:`TRIALS` of them by each loop in turn (the fast one first; both
+    give the same results), timed, then the one that took the least time a
+    row.  The fast loop computes every expression on every row: behind a
+    filter that passes few rows the exact loop, which skips them, may be
+    the faster."""
+
+    TRIALS = 2
+
+    def __init__(self) -> None:
+        self.seconds: dict[bool, list[float]] = {True: [], False: []}
+        self.choice: bool | None = None
+
+    def use_fast(self) -> bool:
+        if self.choice is not None:
+            return self.choice
+        return len(self.seconds[True]) <= len(self.seconds[False])
+
+    def record(self, fast: bool, seconds: float, rows: int) -> None:
+        if self.choice is not None or rows == 0:
+            return
+        self.seconds[fast].append(seconds / rows)
+        if min(len(x) for x in self.seconds.values()) >= self.TRIALS:
+            self.choice = min(self.seconds[True]) <= min(self.seconds[False])
+
+
 def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
     clock = time.perf_counter
     k = prepared.kernel
@@ -311,6 +340,7 @@ def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
     ones: dict[int, np.ndarray] = {}
     tail = (*prepared.consts, *prepared.param_args, ai, af)
     row_by_row, fast = prepared.func, None
+    chooser = _Chooser()
     t0 = clock()
     for n, values, masks in _batches(prepared):
         if masks is None and fast is None:
@@ -320,15 +350,19 @@ def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
             t0 += clock() - c
         t1 = clock()
         counters["read"] += t1 - t0
-        # a batch without NULLs: the fast kernel, unless it asks for the
-        # exact one (a possible error, a non-finite sum: it stored nothing)
-        code = codegen.REDO if masks is not None else fast(n, *values, *tail)
-        if masks is None:
-            counters["fast"] += 1
+        # a batch without NULLs: the fast kernel (if it is the faster), unless
+        # it asks for the exact one (a possible error, a non-finite sum: it
+        # stored nothing)
+        use_fast = masks is None and chooser.use_fast()
+        code = fast(n, *values, *tail) if use_fast else codegen.REDO
         if code == codegen.REDO:
-            counters["redone"] += masks is None
+            counters["redone"] += use_fast
             code = row_by_row(*_kernel_args(n, values, masks, ones), *tail)
         t0 = clock()
+        if masks is None:
+            counters["no_nulls"] += 1
+            counters["fast"] += use_fast
+            chooser.record(use_fast, t0 - t1, n)
         counters["kernel"] += t0 - t1
         counters["rows"] += n
         counters["batches"] += 1
