@@ -170,12 +170,23 @@ class Prepared:
         self.consts = tuple(_const_arg(t, v) for t, v in self.kernel.constants)
         #: the parameters' arguments (value, is NULL), set when the scan starts
         self.param_args: tuple = tuple(x for key in self.kernel.params for x in _param_arg(key[2], None))
-        sample = [0]
-        for t in self.types:
-            sample += [np.zeros(0, dtype=codegen.COLUMN_DTYPES[t]), np.zeros(0, dtype=np.uint8)]
-        self.func, self.compile_seconds, self.compile_how = kernels.load(
-            self.kernel, tuple(sample) + self.consts + self.param_args +
-            (np.zeros(max(self.kernel.n_int, 1), np.int64), np.zeros(max(self.kernel.n_float, 1), np.float64)))
+        values = [np.zeros(0, dtype=codegen.COLUMN_DTYPES[t]) for t in self.types]
+        masks = [np.zeros(0, dtype=np.uint8) for _t in self.types]
+        states = (np.zeros(max(self.kernel.n_int, 1), np.int64), np.zeros(max(self.kernel.n_float, 1), np.float64))
+        tail = self.consts + self.param_args + states
+        (self.func, self._fast_func), self.compile_seconds, self.compile_how = kernels.load(
+            self.kernel, (0, *(x for pair in zip(values, masks) for x in pair)) + tail)
+        self._fast_sample: tuple | None = (0, *values) + tail
+
+    def fast_func(self) -> Any:
+        """``kernel_fast``, compiled (or loaded from a cache) at the first
+        batch without NULLs; the time it takes counts as compiling."""
+        if self._fast_sample is not None:
+            t0 = time.perf_counter()
+            self._fast_func(*self._fast_sample)
+            self.compile_seconds += time.perf_counter() - t0
+            self._fast_sample = None
+        return self._fast_func
 
     def bind(self, values: list | None) -> None:
         """The parameters' values (``plan["params"]`` order; runtime.engine_params)."""
@@ -222,12 +233,15 @@ class Run(CountedBatches):
 
     def __init__(self, prepared: Prepared) -> None:
         self.prepared = prepared
-        counters: dict[str, Any] = {"rows": 0, "batches": 0, "read": 0.0, "kernel": 0.0}
+        counters: dict[str, Any] = {"rows": 0, "batches": 0, "no_nulls": 0, "fast": 0, "redone": 0,
+                                    "read": 0.0, "kernel": 0.0}
         super().__init__(_run(prepared, counters), counters)
 
     def explain_analyze(self) -> list[str]:
         c = self.counters
         return [f"JIT Rows Read: {c['rows']:,} in {c['batches']} batches",
+                f"JIT Batches Without NULLs: {c['no_nulls']}, {c['fast']} by the fast loop "
+                f"({c['redone']} computed again row by row)",
                 f"JIT Time: reading {c['read'] * 1000:.1f} ms, kernel {c['kernel'] * 1000:.1f} ms"]
 
 
@@ -240,8 +254,9 @@ def _raise(code: int) -> None:
     raise NumericValueOutOfRangeError(message)
 
 
-def _batches(prepared: Prepared) -> Iterator[tuple[int, list]]:
-    """(rows, [values, validity] of each kernel column) of each batch the scan yields."""
+def _batches(prepared: Prepared) -> Iterator[tuple[int, list, list | None]]:
+    """(rows, values of each kernel column, their validity masks or None
+    where no column has a NULL) of each batch the scan yields."""
     instance = prepared.handle.instance
     names = prepared.kernel.columns
     kinds = [_SCAN_KINDS[t] for t in prepared.types]
@@ -249,39 +264,69 @@ def _batches(prepared: Prepared) -> Iterator[tuple[int, list]]:
     pending: list = []
     # the kernel reads no row ids: the scan builds none
     scan = instance.execute(quals, list(names), rowids=False)
-    valid: dict[int, np.ndarray] = {}  # all-valid masks by row count, shared by the batches (read-only)
     for item in scan or ():
         if not isinstance(item, Batch):
             pending.append(item)
             continue
-        yield item.nrows, _arrays(item.nrows, [to_column(k, item.columns[n]) for n, k in zip(names, kinds)],
-                                  valid)
+        yield (item.nrows, *_arrays([to_column(k, item.columns[n]) for n, k in zip(names, kinds)]))
     if pending:
         if isinstance(pending[0], dict):
             cols = [[r.get(n) for r in pending] for n in names]
         else:
             order = list(instance.columns)
             cols = [[r[order.index(n)] for r in pending] for n in names]
-        yield len(pending), _arrays(len(pending), [Column.from_pylist(k, c) for k, c in zip(kinds, cols)])
+        yield (len(pending), *_arrays([Column.from_pylist(k, c) for k, c in zip(kinds, cols)]))
 
 
-def _arrays(n: int, cols: list[Column], valid: dict | None = None) -> list:
-    """[values, validity] of each column as the kernel takes them; a column
-    without NULLs gets an all-ones mask, the one of ``valid`` for ``n`` rows
-    (made once: the kernel only reads it)."""
-    out = []
-    for col in cols:
-        out.append(np.ascontiguousarray(col.values))
-        if col.validity is not None:
-            out.append(np.ascontiguousarray(col.validity, dtype=np.uint8))
-            continue
-        ones = None if valid is None else valid.get(n)
-        if ones is None:
-            ones = np.ones(n, dtype=np.uint8)
-            if valid is not None:
-                valid[n] = ones
-        out.append(ones)
+def _arrays(cols: list[Column]) -> tuple[list, list | None]:
+    """The values of each column as the kernel takes them, and their
+    validity masks (None where no column has a NULL: the fast kernel's batch)."""
+    values = [np.ascontiguousarray(col.values) for col in cols]
+    masks = [None if col.validity is None or col.validity.all() else
+             np.ascontiguousarray(col.validity, dtype=np.uint8) for col in cols]
+    return values, None if all(m is None for m in masks) else masks
+
+
+def _kernel_args(n: int, values: list, masks: list | None, ones: dict) -> list:
+    """``kernel``'s column arguments: values and validity of each (a column
+    without NULLs gets an all-ones mask, made once per row count: the
+    kernel only reads it)."""
+    out = [n]
+    for j, v in enumerate(values):
+        m = None if masks is None else masks[j]
+        if m is None:
+            m = ones.get(n)
+            if m is None:
+                m = ones[n] = np.ones(n, dtype=np.uint8)
+        out += [v, m]
     return out
+
+
+class _Chooser:
+    """Which loop computes the batches without NULLs: the first
+    :data:`TRIALS` of them by each loop in turn (the fast one first; both
+    give the same results), timed, then the one that took the least time a
+    row.  The fast loop computes every expression on every row: behind a
+    filter that passes few rows the exact loop, which skips them, may be
+    the faster."""
+
+    TRIALS = 2
+
+    def __init__(self) -> None:
+        self.seconds: dict[bool, list[float]] = {True: [], False: []}
+        self.choice: bool | None = None
+
+    def use_fast(self) -> bool:
+        if self.choice is not None:
+            return self.choice
+        return len(self.seconds[True]) <= len(self.seconds[False])
+
+    def record(self, fast: bool, seconds: float, rows: int) -> None:
+        if self.choice is not None or rows == 0:
+            return
+        self.seconds[fast].append(seconds / rows)
+        if min(len(x) for x in self.seconds.values()) >= self.TRIALS:
+            self.choice = min(self.seconds[True]) <= min(self.seconds[False])
 
 
 def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
@@ -292,12 +337,32 @@ def _run(prepared: Prepared, counters: dict) -> Iterator[Batch]:
     # the exact integer sums, folded from the kernel's halves after each batch
     exact = {i: [0, 0] for i, slot in enumerate(k.layout)
              if slot["name"] in ("sum", "avg") and slot["arg_type"] in codegen._INT}
+    ones: dict[int, np.ndarray] = {}
+    tail = (*prepared.consts, *prepared.param_args, ai, af)
+    row_by_row, fast = prepared.func, None
+    chooser = _Chooser()
     t0 = clock()
-    for n, arrays in _batches(prepared):
+    for n, values, masks in _batches(prepared):
+        if masks is None and fast is None:
+            # compiled at the first batch without NULLs: neither reading nor the kernel's time
+            c = clock()
+            fast = prepared.fast_func()
+            t0 += clock() - c
         t1 = clock()
         counters["read"] += t1 - t0
-        code = prepared.func(n, *arrays, *prepared.consts, *prepared.param_args, ai, af)
+        # a batch without NULLs: the fast kernel (if it is the faster), unless
+        # it asks for the exact one (a possible error, a non-finite sum: it
+        # stored nothing)
+        use_fast = masks is None and chooser.use_fast()
+        code = fast(n, *values, *tail) if use_fast else codegen.REDO
+        if code == codegen.REDO:
+            counters["redone"] += use_fast
+            code = row_by_row(*_kernel_args(n, values, masks, ones), *tail)
         t0 = clock()
+        if masks is None:
+            counters["no_nulls"] += 1
+            counters["fast"] += use_fast
+            chooser.record(use_fast, t0 - t1, n)
         counters["kernel"] += t0 - t1
         counters["rows"] += n
         counters["batches"] += 1

@@ -101,19 +101,21 @@ def _date2j(year, month, day):
     return year * 365 - 32167 + year // 4 - century + century // 4 + 7834 * month // 256 + day
 
 
+# NaN equals NaN and is above every number; written with & and | (no
+# branches: LLVM makes them flag operations, a compare a row costs no jump)
 @numba.njit(inline="always")
 def _feq(a, b):
-    return np.isnan(b) if np.isnan(a) else (not np.isnan(b)) and a == b
+    return (a == b) | (np.isnan(a) & np.isnan(b))
 
 
 @numba.njit(inline="always")
 def _flt(a, b):
-    return (not np.isnan(a)) and (np.isnan(b) or a < b)
+    return (a < b) | (np.isnan(b) & (not np.isnan(a)))
 
 
 @numba.njit(inline="always")
 def _fle(a, b):
-    return np.isnan(b) or ((not np.isnan(a)) and a <= b)
+    return (a <= b) | np.isnan(b)
 
 '''
 
@@ -152,7 +154,11 @@ class Kernel:
 
 
 class _Gen:
-    def __init__(self, column_types: dict[str, int]):
+    def __init__(self, column_types: dict[str, int], fast: bool = False):
+        #: writing the fast kernel: no column has a NULL, every error is "redo"
+        self.fast = fast
+        #: the fast kernel has float sums or averages (a loop of additions in order)
+        self.float_sums = False
         self.lines: list[str] = []
         self.depth = 2
         self.n = 0
@@ -183,7 +189,7 @@ class _Gen:
         v, n = self.var("v"), self.var("n")
         conv = "np.int64" if type_oid in _INTLIKE else ""
         self.put(f"{v} = {conv}(c{j}[i])")
-        self.put(f"{n} = m{j}[i] == 0")
+        self.put(f"{n} = False" if self.fast else f"{n} = m{j}[i] == 0")
         return v, n
 
     def _const(self, type_oid, value):
@@ -308,13 +314,45 @@ class _Gen:
 
     def _range_check(self, type_oid: int, v: str) -> None:
         lo, hi = _BOUNDS[type_oid]
-        self.put(f"if {v} < {lo} or {v} > {hi}:")
-        self.put(f"    return {_RANGE_ERROR[type_oid]}")
+        self._check(f"{v} < {lo} or {v} > {hi}", f"({v} < {lo}) | ({v} > {hi})", _RANGE_ERROR[type_oid])
+
+    def _check(self, cond: str, fast_cond: str, code: int) -> None:
+        """Return ``code`` if ``cond``; in the fast kernel, note ``fast_cond``
+        (``cond`` or more) in ``bad`` with no jump, the batch redone if it is
+        set at the end: for errors after which computing on is harmless (a
+        float overflow, an integer out of its type's range or wrapped round),
+        unlike a division by zero, which is checked (and redone) before it.
+        ``fast_cond`` may also be ``finite X`` (X is infinite or NaN) or
+        ``zero X if C`` (X is zero where C holds), which a loop with float
+        sums notes in float variables instead (``chk``, ``uf``)."""
+        if self.fast and fast_cond.startswith("zero ") and self.float_sums:
+            # an underflow (a zero from non-zero operands): the least such
+            # result, zero at the end if there was one (no move of a compare
+            # to an integer register)
+            value, nonzero = fast_cond[len("zero "):].split(" if ", 1)
+            self.put(f"uf = min(uf, abs({value}) if {nonzero} else 1.0)")
+        elif self.fast and fast_cond.startswith("zero "):
+            value, nonzero = fast_cond[len("zero "):].split(" if ", 1)
+            self.put(f"bad = bad | (({value} == 0.0) & {nonzero})")
+        elif self.fast and fast_cond.startswith("finite "):
+            value = fast_cond[len("finite "):]
+            if self.float_sums:
+                # x * 0.0 is 0 but for an infinite or NaN x: one more float
+                # sum beside the aggregates' (whose order of additions keeps
+                # the loop from being vectorized anyway)
+                self.put(f"chk = chk + {value} * 0.0")
+            else:
+                # or'ed into a flag: a loop LLVM can vectorize
+                self.put(f"bad = bad | (abs({value}) == np.inf)")
+        elif self.fast:
+            self.put(f"bad = bad | ({fast_cond})")
+        else:
+            self.put(f"if {cond}:")
+            self.put(f"    return {code}")
 
     def _float_overflow(self, r: str, *inputs: str) -> None:
         cond = " and ".join([f"np.isinf({r})"] + [f"not np.isinf({x})" for x in inputs])
-        self.put(f"if {cond}:")
-        self.put("    return 5")
+        self._check(cond, f"finite {r}", 5)
 
     def _arith(self, type_oid, op, left, right):
         if type_oid in _INT and op in ("/", "%") and _baked_divisor(right) is not None:
@@ -335,8 +373,7 @@ class _Gen:
                     fn = {"+": "add_overflow", "-": "sub_overflow", "*": "mul_overflow"}[op]
                     o = self.var("o")
                     self.put(f"{v}, {o} = {fn}({a}, {b})")
-                    self.put(f"if {o}:")
-                    self.put("    return 3")
+                    self._check(o, o, 3)
             elif op == "/":
                 self.put(f"if {b} == 0:")
                 self.put("    return 4")
@@ -353,19 +390,18 @@ class _Gen:
                 self.put(f"    {v} = srem({a}, {b})")
         else:
             if op == "/":
-                self.put(f"if {b} == 0.0 and not np.isnan({a}):")
-                self.put("    return 4")
+                self._check(f"{b} == 0.0 and not np.isnan({a})", f"{b} == 0.0", 4)
             self.put(f"{v} = {a} {op} {b}")
             if op in ("+", "-", "*"):
                 self._float_overflow(v, a, b)
             else:
                 self._float_overflow(v, a)
             if op == "*":
-                self.put(f"if {v} == 0.0 and {a} != 0.0 and {b} != 0.0:")
-                self.put("    return 6")
+                self._check(f"{v} == 0.0 and {a} != 0.0 and {b} != 0.0",
+                            f"zero {v} if ({a} != 0.0) & ({b} != 0.0)", 6)
             elif op == "/":
-                self.put(f"if {v} == 0.0 and {a} != 0.0 and not np.isinf({b}):")
-                self.put("    return 6")
+                self._check(f"{v} == 0.0 and {a} != 0.0 and not np.isinf({b})",
+                            f"zero {v} if ({a} != 0.0)", 6)
         self.depth -= 1
         return v, n
 
@@ -373,8 +409,7 @@ class _Gen:
         v, n, (a,) = self._strict(type_oid, [arg])
         self.put(f"{v} = -{a}")
         if type_oid == P.INT8:
-            self.put(f"if {a} == _MIN64:")
-            self.put("    return 3")
+            self._check(f"{a} == _MIN64", f"{a} == _MIN64", 3)
         elif type_oid in _INT:
             self._range_check(type_oid, v)
         self.depth -= 1
@@ -400,10 +435,8 @@ class _Gen:
             self.put(f"{v} = np.float64({a})")
         else:  # float8 -> float4
             self.put(f"{v} = np.float32({a})")
-            self.put(f"if np.isinf({v}) and not np.isinf({a}):")
-            self.put("    return 5")
-            self.put(f"if {v} == 0.0 and {a} != 0.0:")
-            self.put("    return 6")
+            self._check(f"np.isinf({v}) and not np.isinf({a})", f"finite {v}", 5)
+            self._check(f"{v} == 0.0 and {a} != 0.0", f"zero {v} if ({a} != 0.0)", 6)
         self.depth -= 1
         return v, n
 
@@ -459,6 +492,24 @@ class _Gen:
 
     def _case(self, type_oid, pairs, default):
         v, n = self.var("v"), self.var("n")
+        if self.fast:
+            # every condition and value on every row, the first WHEN that
+            # holds selected: no jump on the row's data; unless one of them
+            # has a check that stops the kernel (a division: on the rows
+            # PostgreSQL does not take there, the batch would be redone)
+            mark = (len(self.lines), len(self.columns), len(self.constants), len(self.params))
+            arms = [(self.emit(cond), self.emit(value)) for cond, value in pairs]
+            rv, rn = self.emit(default)
+            if not any(_ERROR_RETURN.search(line) for line in self.lines[mark[0]:]):
+                self.put(f"{v} = {rv}")
+                self.put(f"{n} = {rn}")
+                for (cv, cn), (rv, rn) in reversed(arms):
+                    t = self.var("w")
+                    self.put(f"{t} = (not {cn}) & {cv}")
+                    self.put(f"{v} = {rv} if {t} else {v}")
+                    self.put(f"{n} = {rn} if {t} else {n}")
+                return v, n
+            del self.lines[mark[0]:], self.columns[mark[1]:], self.constants[mark[2]:], self.params[mark[3]:]
         self.put(f"{v} = {self._zero(type_oid)}")
         self.put(f"{n} = True")
         opened = 0
@@ -498,7 +549,10 @@ class _Gen:
 
 def generate(clauses: list[tuple], aggregates: list[tuple], column_types: dict[str, int]) -> Kernel:
     """The kernel of typed WHERE clauses (in evaluation order) and aggregates
-    (``kernel_aggregate``'s triples)."""
+    (``kernel_aggregate``'s triples): its source holds two functions,
+    ``kernel`` (every batch: PostgreSQL's order of evaluation and its errors)
+    and ``kernel_fast`` (batches whose columns have no NULL, see
+    :func:`_fast_body`)."""
     g = _Gen(column_types)
     for clause in clauses:
         v, n = g.emit(clause)
@@ -578,20 +632,114 @@ def generate(clauses: list[tuple], aggregates: list[tuple], column_types: dict[s
         ni += slot.get("ni", 0)
         nf += slot.get("nf", 0)
         layout.append(slot)
-    args = ["n"] + [f"c{j}, m{j}" for j in range(len(g.columns))] + \
-        [f"k{j}" for j in range(len(g.constants))] + [f"p{j}, q{j}" for j in range(len(g.params))] + ["ai", "af"]
+    fast, prologue, epilogue = _fast_body(clauses, aggregates, column_types, layout)
+    if (fast.columns, fast.constants, fast.params) != (g.columns, g.constants, g.params):
+        raise AssertionError("the two kernels of one query take different arguments")
+    tail = [f"k{j}" for j in range(len(g.constants))] + [f"p{j}, q{j}" for j in range(len(g.params))] + ["ai", "af"]
+    args = ["n"] + [f"c{j}, m{j}" for j in range(len(g.columns))] + tail
+    fast_args = ["n"] + [f"c{j}" for j in range(len(g.columns))] + tail
     # the aggregate states live in local variables during the loop (registers:
     # a count's increment needs no store and no branch) and go back to ai / af
     # at the end; a kernel that stops at an error returns its code, and the
     # caller raises without reading them
-    body = "\n".join(_STATE.sub(lambda m: f"{m.group(1)}_{m.group(2)}", line) for line in g.lines) \
-        if g.lines else "        pass"
     load = "".join(f"    ai_{j} = ai[{j}]\n" for j in range(ni)) + "".join(f"    af_{j} = af[{j}]\n" for j in range(nf))
     store = "".join(f"    ai[{j}] = ai_{j}\n" for j in range(ni)) + "".join(f"    af[{j}] = af_{j}\n" for j in range(nf))
-    source = (PRELUDE + "\n@numba.njit(cache=CACHE, error_model=\"numpy\", nogil=True)\n"
-              f"def kernel({', '.join(args)}):\n{load}    for i in range(n):\n{body}\n{store}    return 0\n")
+    decorator = "\n@numba.njit(cache=CACHE, error_model=\"numpy\", nogil=True)\n"
+    source = (PRELUDE + decorator + f"def kernel({', '.join(args)}):\n{load}    for i in range(n):\n"
+              f"{_locals(g.lines)}\n{store}    return 0\n\n"
+              + decorator + f"def kernel_fast({', '.join(fast_args)}):\n{load}{prologue}    for i in range(n):\n"
+              f"{_locals(fast.lines)}\n{epilogue}{store}    return 0\n")
     return Kernel(source, g.columns, g.constants, layout, g.params)
 
 
+#: what the fast kernel returns where the batch must be computed again by
+#: ``kernel`` (from the states it started with: it stored none)
+REDO = -1
+
+
+def _fast_body(clauses: list[tuple], aggregates: list[tuple], column_types: dict[str, int],
+               layout: list[dict]) -> tuple[_Gen, str, str]:
+    """The loop of ``kernel_fast``, with the lines before and after it.
+
+    It is called for a batch whose columns have no NULL (their NULL flags
+    are the constant False, which LLVM folds away), and it has no jump a
+    row's data decides beyond those inside expressions: every WHERE clause
+    is evaluated on every row and their conjunction is the row's ``keep``,
+    the aggregates' arguments are computed on every row and their states
+    updated by selecting (``s + (x if keep else -0.0)``: -0.0 is the exact
+    identity of float addition).  Whatever could be an error (a check that
+    would raise, whether or not PostgreSQL reaches that row) returns
+    :data:`REDO` instead, as do float sums and averages that are not finite
+    at the end of the batch (an overflow, or an infinite or NaN value,
+    reached them): the caller then runs ``kernel`` on the batch, which
+    raises PostgreSQL's error for the row PostgreSQL reaches first, or
+    computes the batch exactly.  The results of a batch that returns 0 are
+    ``kernel``'s, bit for bit: the same operations on the same values in the
+    same order."""
+    g = _Gen(column_types, fast=True)
+    g.float_sums = any(name in ("sum", "avg") and slot["arg_type"] in _FLOAT
+                       for (name, _rtype, _arg), slot in zip(aggregates, layout))
+    g.put("keep = True")
+    for clause in clauses:
+        v, n = g.emit(clause)
+        g.put(f"keep = keep & (not {n}) & {v}")
+    # bad: a check that would raise; chk: an infinite or NaN value (x * 0.0
+    # summed); uf: the least underflowed result (see _Gen._check)
+    prologue = ["    bad = False\n    chk = 0.0\n    uf = 1.0\n"]
+    epilogue = [f"    if bad or chk != 0.0 or uf == 0.0:\n        return {REDO}\n"]
+    for (name, _rtype, arg), slot in zip(aggregates, layout):
+        ni, nf, arg_type = slot["i"], slot["f"], slot["arg_type"]
+        if arg is None:
+            g.put(f"ai[{ni}] += np.int64(keep)")
+            continue
+        x, xn = g.emit(arg)
+        ok = g.var("ok")
+        g.put(f"{ok} = keep & (not {xn})")
+        if name == "count":
+            g.put(f"ai[{ni}] += np.int64({ok})")
+        elif name in ("sum", "avg") and arg_type in _INT:
+            g.put(f"ai[{ni}] += np.int64({ok})")
+            g.put(f"ai[{ni + 1}] += ({x} >> 32) if {ok} else 0")
+            g.put(f"ai[{ni + 2}] += ({x} & 0xFFFFFFFF) if {ok} else 0")
+        elif name == "sum":
+            t = _NP[arg_type]
+            # the first value is -0.0 + x == x: PostgreSQL's state from its first value
+            prologue.append(f"    if ai_{ni} == 0:\n        af_{nf} = -0.0\n")
+            g.put(f"af[{nf}] = {t}(af[{nf}]) + ({x} if {ok} else {t}(-0.0))")
+            g.put(f"ai[{ni}] |= np.int64({ok})")
+            epilogue.append(f"    if ai_{ni} != 0 and not np.isfinite(af_{nf}):\n        return {REDO}\n")
+        elif name == "avg":
+            # float8_accum on finite values (any other reaches Sx or Sxx)
+            xf, n0, d = g.var("x"), g.var("N"), g.var("d")
+            g.put(f"{xf} = np.float64({x})")
+            g.put(f"{n0} = af[{nf}]")
+            g.put(f"af[{nf}] = {n0} + (1.0 if {ok} else 0.0)")
+            g.put(f"af[{nf + 1}] = af[{nf + 1}] + ({xf} if {ok} else -0.0)")
+            g.put(f"{d} = {xf} * af[{nf}] - af[{nf + 1}]")
+            g.put(f"{d} = {d} * {d} / (af[{nf}] * {n0})")
+            g.put(f"af[{nf + 2}] = af[{nf + 2}] + ({d} if {ok} & ({n0} > 0.0) else 0.0)")
+            epilogue.append(f"    if not (np.isfinite(af_{nf + 1}) and np.isfinite(af_{nf + 2})):\n"
+                            f"        return {REDO}\n")
+        else:
+            if arg_type in _INTLIKE:
+                better = f"{x} < ai[{ni + 1}]" if name == "min" else f"{x} > ai[{ni + 1}]"
+                g.put(f"ai[{ni + 1}] = {x} if {ok} & ((ai[{ni}] == 0) | ({better})) else ai[{ni + 1}]")
+            else:
+                t = _NP[arg_type]
+                keep = f"_flt({t}(af[{nf}]), {x})" if name == "min" else f"_flt({x}, {t}(af[{nf}]))"
+                g.put(f"af[{nf}] = {x} if {ok} & ((ai[{ni}] == 0) | (not {keep})) else af[{nf}]")
+            g.put(f"ai[{ni}] |= np.int64({ok})")
+    g.lines = [_ERROR_RETURN.sub(f"return {REDO}", line) for line in g.lines]
+    return g, "".join(prologue), "".join(epilogue)
+
+
+def _locals(lines: list[str]) -> str:
+    """The loop's lines with the aggregate states as local variables."""
+    return "\n".join(_STATE.sub(lambda m: f"{m.group(1)}_{m.group(2)}", line) for line in lines) \
+        if lines else "        pass"
+
+
+#: an error's return in a kernel's lines
+_ERROR_RETURN = re.compile(r"return \d+$")
 #: an aggregate state slot in the generated lines (``ai[3]``, ``af[0]``)
 _STATE = re.compile(r"\b(ai|af)\[(\d+)\]")

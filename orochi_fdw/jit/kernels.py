@@ -92,9 +92,11 @@ def is_cached(kernel: Kernel) -> bool:
 
 
 def load(kernel: Kernel, sample_args: tuple) -> tuple[Any, float, str]:
-    """The compiled kernel, the seconds it took to get it and where it came
-    from ("compiled", "backend cache", "disk cache").  ``sample_args`` are
-    arguments of the right types (no rows) to compile it with."""
+    """The functions ``kernel`` (compiled) and ``kernel_fast`` (compiled
+    when first called: a scan whose batches all have NULLs never needs it),
+    the seconds it took to get them and where they came from ("compiled",
+    "backend cache", "disk cache").  ``sample_args`` are arguments of the
+    right types (no rows) to compile ``kernel`` with."""
     opt = optimization_level()
     use_cache = cache_enabled()
     k = key(kernel, opt)
@@ -108,11 +110,11 @@ def load(kernel: Kernel, sample_args: tuple) -> tuple[Any, float, str]:
     if func is None:
         namespace: dict[str, Any] = {"CACHE": False}
         exec(compile(kernel.source, f"<orochi jit kernel {k}>", "exec"), namespace)  # noqa: S102
-        func = namespace["kernel"]
-    func(*sample_args)
+        func = (namespace["kernel"], namespace["kernel_fast"])
+    func[0](*sample_args)
     seconds = time.perf_counter() - t0
     how = "compiled"
-    stats = getattr(func, "stats", None)
+    stats = getattr(func[0], "stats", None)
     if stats is not None and sum(stats.cache_hits.values()) > 0:
         how = "disk cache"
     if use_cache:
@@ -138,6 +140,6 @@ def _from_file(kernel: Kernel, k: str) -> Any:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-        return module.kernel
+        return module.kernel, module.kernel_fast
     except OSError:
         return None

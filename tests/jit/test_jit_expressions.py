@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from decimal import Decimal
 
 import psycopg
@@ -39,6 +40,18 @@ def _fill() -> str:
             "CASE WHEN i % 13 = 0 THEN NULL ELSE ((i * 31 % 97) - 48) / 4.0 END, "
             "CASE WHEN i % 9 = 0 THEN NULL ELSE ((i * 17 % 89) - 44) / 8.0 END "
             "FROM generate_series(1, 700) i")
+
+
+def _fill_no_nulls() -> str:
+    """_fill's values without its NULLs, and the edge values at row 150 (a
+    chunk group of its own among those without)."""
+    edges = [r for r in EDGE_ROWS if "NULL" not in r]
+    return ("SELECT (i * 37 % 200 - 100)::smallint, i * 7919 % 20011 - 10000, "
+            "(i::bigint * 104729) % 1000003 - 500000, ((i * 31 % 97) - 48) / 4.0, ((i * 17 % 89) - 44) / 8.0 "
+            "FROM generate_series(1, 149) i UNION ALL SELECT * FROM (VALUES " + ", ".join(edges) + ") e "
+            "UNION ALL SELECT (i * 37 % 200 - 100)::smallint, i * 7919 % 20011 - 10000, "
+            "(i::bigint * 104729) % 1000003 - 500000, ((i * 31 % 97) - 48) / 4.0, ((i * 17 % 89) - 44) / 8.0 "
+            "FROM generate_series(150, 600) i")
 
 
 DT_COLUMNS = "d date, ts timestamp, tz timestamptz, i4 integer"
@@ -74,6 +87,15 @@ def jdb(pg_cluster, module_database):
             # the edge values, and rows in the delta store (read after the stripes)
             for row in EDGE_ROWS:
                 conn.execute(f"INSERT INTO {target} VALUES {row}")
+        # no NULLs, in stripes (not the delta store): the chunk groups the
+        # fast kernel computes (the edge values among them: the batches it
+        # hands to the exact kernel)
+        conn.execute(f"CREATE FOREIGN TABLE nn ({COLUMNS}) SERVER orochi "
+                     "OPTIONS (stripe_row_limit '200', chunk_group_size '50', delta_row_limit '0')")
+        conn.execute(f"CREATE TABLE nn_h ({COLUMNS})")
+        for target in ("nn", "nn_h"):
+            conn.execute(f"INSERT INTO {target} {_fill_no_nulls()}")
+            conn.execute(f"INSERT INTO {target} VALUES " + ", ".join(r for r in EDGE_ROWS if "NULL" not in r))
         # a table whose aggregates overflow only in their arguments
         conn.execute(f"CREATE FOREIGN TABLE small ({COLUMNS}) SERVER orochi {OPTS}")
         conn.execute(f"CREATE TABLE small_h ({COLUMNS})")
@@ -148,13 +170,18 @@ def _same_result(x, y) -> bool:
         len(r) == len(s) and all(_same(a, b) for a, b in zip(r, s)) for r, s in zip(x[1], y[1]))
 
 
+def _no_nulls(query: str) -> str:
+    """The query over the table without NULLs (nn) instead of t."""
+    return re.sub(r" FROM t\b", " FROM nn", query)
+
+
 def check(conns, query: str, params=None, jit: bool = True) -> tuple:
     """The query over the orochi table t, with the JIT on (asserting a kernel
     ran when ``jit``) and off, equals the same query over the heap table."""
     oro, heap = conns
     heap_query = query
-    for table in ("t", "small", "mod", "empty", "dt"):
-        heap_query = heap_query.replace(f" FROM {table} ", f" FROM {table}_h ")
+    for table in ("t", "nn", "small", "mod", "empty", "dt"):
+        heap_query = re.sub(rf" FROM {table}\b", f" FROM {table}_h", heap_query)
     expected = _run(heap, heap_query, params)
     oro.execute("SET orochi.jit_enabled = on")
     if jit:
@@ -260,12 +287,20 @@ def test_generated_expressions(conns, query):
     check(conns, query)
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=queries)
+def test_generated_expressions_no_nulls(conns, query):
+    # the fast kernel (batches without NULLs), and the exact one where it redoes a batch
+    check(conns, _no_nulls(query))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(query=queries)
 def test_generated_expressions_many(conns, query):
     check(conns, query)
+    check(conns, _no_nulls(query))
 
 
 # ---------------------------------------------------------------------------
@@ -284,6 +319,7 @@ def test_generated_expressions_many(conns, query):
 ])
 def test_issue_queries(conns, query):
     check(conns, query)
+    check(conns, _no_nulls(query))
 
 
 @pytest.mark.parametrize("query, sqlstate, message", [
@@ -303,6 +339,9 @@ def test_issue_queries(conns, query):
 def test_errors(conns, query, sqlstate, message):
     result = check(conns, query)
     assert result[:2] == ("error", sqlstate) and result[2] == message, result
+    if " FROM t " in query:
+        # found by the fast kernel, raised by the exact one
+        check(conns, _no_nulls(query))
 
 
 @pytest.mark.parametrize("query", [
@@ -389,6 +428,21 @@ def test_explain(conns):
     assert "JIT Compile:" in plain
     analyzed = "\n".join(r[0] for r in oro.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + query))
     assert "JIT Time: reading" in analyzed and "JIT Rows Read: 41 in 1 batches" in analyzed
+    # no NULLs: the fast loop's batch
+    assert "JIT Batches Without NULLs: 1, 1 by the fast loop (0 computed again row by row)" in analyzed
+    # the chunk group with infinities and NaN: computed again by the exact loop
+    analyzed = "\n".join(r[0] for r in oro.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+                                                    "SELECT count(*) FROM nn WHERE f8 * 2 > f4"))
+    m = re.search(r"JIT Batches Without NULLs: (\d+), (\d+) by the fast loop \((\d+) computed again row by row\)",
+                  analyzed)
+    # the first batches by each loop in turn, then by the faster: the fast
+    # one's batch with an infinity redone (unless the exact loop was chosen)
+    no_nulls, fast, redone = (int(x) for x in m.groups())
+    assert no_nulls > 4 and 2 <= fast <= no_nulls - 2 and (redone >= 1 or fast == 2), analyzed
+    # a value that overflows: computed again by the exact loop, which raises
+    analyzed = _run(oro, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT sum(f8 * 1e308) FROM small "
+                         "WHERE f8 + 0 > 1")
+    assert analyzed[:2] == ("error", "22003"), analyzed
 
 
 def test_min_cost(conns):
