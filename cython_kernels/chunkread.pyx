@@ -112,6 +112,17 @@ cdef inline bint _store_int(uint8_t* out, Py_ssize_t i, int w, int64_t v) noexce
     return True
 
 
+cdef inline uint64_t _field(const uint8_t* p, Py_ssize_t size, Py_ssize_t j, int width, uint64_t mask,
+                            Py_ssize_t fast) noexcept nogil:
+    """Field j of a block of width-bit fields, size bytes long, that holds it
+    (fast: how many leading fields get_packed_fast may read, fast_count)."""
+    if j < fast:
+        return get_packed_fast(p, j, width, mask)
+    if width == 0:
+        return 0
+    return get_packed(p, size, j, width, mask)
+
+
 cdef int _unpack_ints(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int width, int64_t base,
                       int w, uint8_t* out) noexcept nogil:
     """codecs_int.for_unpack: out[i] = base + field i of a packed block of
@@ -143,10 +154,7 @@ cdef int _unpack_ints(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int width, 
                 (<int16_t*>out)[start + j] = <int16_t><int64_t>tmp[j]
         start += m
     for i in range(start, n):
-        if width == 0:
-            v = base
-        else:
-            v = <int64_t>(<uint64_t>base + get_packed(p, nb, i, width, mask))
+        v = <int64_t>(<uint64_t>base + _field(p, nb, i, width, mask, 0))
         if not _store_int(out, i, w, v):
             return -1
     return 0
@@ -206,16 +214,11 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             p += 17
             mask = width_mask(width)
             ubase = <uint64_t>base
-            fast = fast_count(m - 1, size, width) + 1
+            fast = fast_count(m - 1, size, width)
             acc = first
             for i in range(m):
                 if i > 0:
-                    if i < fast:
-                        acc = <int64_t>(<uint64_t>acc + ubase + get_packed_fast(p, i - 1, width, mask))
-                    elif width == 0:
-                        acc = <int64_t>(<uint64_t>acc + ubase)
-                    else:
-                        acc = <int64_t>(<uint64_t>acc + ubase + get_packed(p, size, i - 1, width, mask))
+                    acc = <int64_t>(<uint64_t>acc + ubase + _field(p, size, i - 1, width, mask, fast))
                 if not _store_int(out, i, w, acc):
                     return -1
             return 0
@@ -230,18 +233,13 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             p += 25
             mask = width_mask(width)
             ubase = <uint64_t>base
-            fast = fast_count(m - 2, size, width) + 2 if m > 2 else 0
+            fast = fast_count(m - 2, size, width) if m > 2 else 0
             acc = first
             for i in range(m):
                 if i == 1:
                     acc = <int64_t>(<uint64_t>acc + <uint64_t>d)
                 elif i > 1:
-                    if i < fast:
-                        d = <int64_t>(<uint64_t>d + ubase + get_packed_fast(p, i - 2, width, mask))
-                    elif width == 0:
-                        d = <int64_t>(<uint64_t>d + ubase)
-                    else:
-                        d = <int64_t>(<uint64_t>d + ubase + get_packed(p, size, i - 2, width, mask))
+                    d = <int64_t>(<uint64_t>d + ubase + _field(p, size, i - 2, width, mask, fast))
                     acc = <int64_t>(<uint64_t>acc + <uint64_t>d)
                 if not _store_int(out, i, w, acc):
                     return -1
@@ -268,8 +266,7 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             mask = width_mask(pwidth)
             prev = -1
             for i in range(nx):
-                pos = <int64_t>(<uint64_t>base + (get_packed(p + at + 9, psize, i, pwidth, mask)
-                                                  if pwidth else 0))
+                pos = <int64_t>(<uint64_t>base + _field(p + at + 9, psize, i, pwidth, mask, 0))
                 if pos <= prev or pos >= m:
                     return -1
                 prev = pos
@@ -309,10 +306,7 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             else:
                 orochi_decimal_unpack_f32(p + at + 9, fast, width, base, pw, <float*>out)
         for i in range(fast, m):
-            if width == 0:
-                v = base
-            else:
-                v = <int64_t>(<uint64_t>base + get_packed(p + at + 9, size, i, width, mask))
+            v = <int64_t>(<uint64_t>base + _field(p + at + 9, size, i, width, mask, 0))
             if w == 8:
                 (<double*>out)[i] = <double>v / pw
             else:
@@ -333,7 +327,7 @@ cdef void _decimal_exceptions(const uint8_t* p, Py_ssize_t nx, Py_ssize_t psize,
         return
     base = _rd_i64(p + 6)
     for i in range(nx):
-        pos = <int64_t>(<uint64_t>base + (get_packed(p + 6 + 9, psize, i, pwidth, mask) if pwidth else 0))
+        pos = <int64_t>(<uint64_t>base + _field(p + 6 + 9, psize, i, pwidth, mask, 0))
         memcpy(out + w * pos, p + at + w * i, <size_t>w)
 
 

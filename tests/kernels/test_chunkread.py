@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from codec_fuzz_helpers import mutate
 from orochi_fdw.errors import CorruptDataError
 from orochi_fdw.kernels import chunkread as CR
 from orochi_fdw.storage import codecs as C
@@ -271,24 +272,11 @@ def test_every_truncation_is_declined(scratch):
 @given(item=st.sampled_from(CORPUS), data=st.data())
 def test_mutated_payloads(scratch, item, data):
     kind, header, stored = item
-    mode = data.draw(st.sampled_from(["flip", "splice", "random", "extend"]))
-    buf = bytearray(stored)
-    if mode == "flip" and buf:
-        for pos in data.draw(st.lists(st.integers(0, 8 * len(buf) - 1), min_size=1, max_size=8)):
-            buf[pos >> 3] ^= 1 << (pos & 7)
-    elif mode == "splice" and buf:
-        at = data.draw(st.integers(0, len(buf) - 1))
-        chunk = data.draw(st.binary(min_size=1, max_size=16))
-        buf[at:at + len(chunk)] = chunk
-        del buf[len(stored):]
-    elif mode == "random":
-        buf = bytearray(data.draw(st.binary(max_size=len(stored) + 32)))
-    else:
-        buf += data.draw(st.binary(min_size=1, max_size=32))
+    buf = mutate(stored, data)
     h = header
     if data.draw(st.booleans()):
         h = dataclasses.replace(header, stored_length=len(buf), raw_length=len(buf))
-    _check(scratch, kind, h, bytes(buf))
+    _check(scratch, kind, h, buf)
 
 
 @FUZZ
