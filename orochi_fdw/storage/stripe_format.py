@@ -32,11 +32,13 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
+import lz4.block
 import numpy as np
 
 from orochi_fdw.errors import CorruptDataError, InvalidParameterError
+from orochi_fdw.kernels import chunkread as _cr
 
 try:
     # ISA-L's CRC-32: the very checksum zlib computes (the format's), about ten
@@ -220,6 +222,40 @@ class StripeMetadata:
         """Per chunk group statistics of one column (min, max, NULL count...)."""
         ci = self.column_index(column)
         return [group[ci].stats for group in self.chunks]
+
+    def chunk_table(self, ci: int) -> "ChunkTable":
+        """The footer entries of column ``ci``'s chunks, one array per field
+        (indexed by chunk group), as the native column reader takes them."""
+        table = self._chunk_tables.get(ci)
+        if table is None:
+            metas = [group[ci] for group in self.chunks]
+            table = self._chunk_tables[ci] = ChunkTable(
+                np.array([m.offset for m in metas], dtype=np.uint64),
+                np.array([m.length for m in metas], dtype=np.uint64),
+                np.array([m.raw_length for m in metas], dtype=np.uint64),
+                np.array([m.crc32 for m in metas], dtype=np.uint32),
+                np.array([m.codec for m in metas], dtype=np.uint8),
+                np.array([m.compression for m in metas], dtype=np.uint8),
+                np.array([m.row_count for m in metas], dtype=np.uint32),
+                np.array([m.null_count for m in metas], dtype=np.uint32))
+        return table
+
+    @functools.cached_property
+    def _chunk_tables(self) -> dict[int, "ChunkTable"]:
+        return {}
+
+
+class ChunkTable(NamedTuple):
+    """One column's footer entries as arrays (:meth:`StripeMetadata.chunk_table`)."""
+
+    offsets: np.ndarray
+    lengths: np.ndarray
+    raw_lengths: np.ndarray
+    crcs: np.ndarray
+    codecs: np.ndarray
+    compressions: np.ndarray
+    rows: np.ndarray
+    nulls: np.ndarray
 
 
 # ------------------------------------------------------------------ helpers
@@ -830,7 +866,67 @@ class StripeReader:
         """
         if self._fd < 0:
             raise InvalidParameterError("stripe reader is closed")
-        return self._decoded(column, chunk_group, self.metadata.chunk(column, chunk_group), decode_chunk)
+        meta = self.metadata.chunk(column, chunk_group)
+        k = self._kinds[self.metadata.column_index(column)]
+        if k.physical != "var":
+            # read, verified and decoded by one native call, unless it declines
+            # the chunk: then decode_chunk decodes it or says what is wrong
+            rows = meta.row_count
+            values = np.empty(rows, dtype=k.dtype)
+            valid = np.empty(rows, dtype=np.uint8)
+            if _cr.read_chunk(self._fd, crc32, self.verify_checksums, lz4.block.decompress, meta.offset,
+                              meta.length, meta.raw_length, meta.crc32, meta.codec, meta.compression, rows,
+                              meta.null_count, _cr.PHYSICALS[k.physical], k.width, values.view(np.uint8),
+                              valid):
+                return ColumnData(values, valid.view(np.bool_) if meta.null_count else None)
+        return self._decoded(column, chunk_group, meta, decode_chunk)
+
+    def read_column(self, column: str, chunk_groups: Sequence[int]
+                    ) -> tuple[ColumnData, list[int], list[int]] | None:
+        """Column ``column`` of ``chunk_groups`` (in that order) read, verified
+        and decoded in one native call, rows back to back: (the column, the
+        first row of each group and the total, each group's NULL count);
+        None, reading nothing, for a variable-width column or no group.
+        Errors as :meth:`read_chunk`'s."""
+        if self._fd < 0:
+            raise InvalidParameterError("stripe reader is closed")
+        groups = self._selection([column], chunk_groups)[1]
+        ci = self.metadata.column_index(column)
+        if self._kinds[ci].physical == "var" or not groups:
+            return None
+        values, valid, starts = self._read_column(column, ci, groups)
+        nulls = self.metadata.chunk_table(ci).nulls[groups].tolist()
+        return (ColumnData(values, valid.view(np.bool_) if any(nulls) else None),
+                starts.tolist(), nulls)
+
+    def _read_column(self, column: str, ci: int, groups: list[int]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Column ``ci`` (fixed-width) of ``groups``, rows back to back:
+        (values, validity as uint8 0/1, first row of each group and the total).
+        The chunks the native reader declines (any it cannot decode, any that
+        is not valid) go through :meth:`read_chunk`, which decodes them or
+        raises the error naming what is wrong."""
+        k = self._kinds[ci]
+        t = self.metadata.chunk_table(ci)
+        sel = np.asarray(groups, dtype=np.intp)
+        rows = t.rows[sel]
+        starts = np.zeros(len(sel) + 1, dtype=np.int64)
+        np.cumsum(rows, out=starts[1:])
+        total = int(starts[-1])
+        values = np.empty(total, dtype=k.dtype)
+        valid = np.empty(total, dtype=np.uint8)
+        status = np.empty(len(sel), dtype=np.uint8)
+        left = _cr.read_column(
+            self._fd, crc32, self.verify_checksums, lz4.block.decompress, t.offsets[sel], t.lengths[sel],
+            t.raw_lengths[sel], t.crcs[sel], t.codecs[sel], t.compressions[sel], rows, t.nulls[sel],
+            starts[:-1], _cr.PHYSICALS[k.physical], k.width, values.view(np.uint8), valid, status)
+        if left:
+            for i in np.flatnonzero(status):
+                a, b = int(starts[i]), int(starts[i + 1])
+                chunk = self.read_chunk(column, groups[i])
+                values[a:b] = chunk.values
+                valid[a:b] = 1 if chunk.validity is None else chunk.validity
+        return values, valid, starts
 
     def read_dictionary(self, column: str, chunk_group: int) -> DictionaryChunk | None:
         """One column chunk in its dictionary form (:func:`decode_dictionary_chunk`),
@@ -883,8 +979,10 @@ class StripeReader:
         names, groups = self._selection(columns, chunk_groups)
         out = {}
         for n in names:
-            k = self._kinds[self.metadata.column_index(n)]
-            out[n] = concat_columns([self.read_chunk(n, g) for g in groups], k)
+            ci = self.metadata.column_index(n)
+            k = self._kinds[ci]
+            found = self.read_column(n, groups)
+            out[n] = concat_columns([self.read_chunk(n, g) for g in groups], k) if found is None else found[0]
         return out
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from codec_fuzz_helpers import mutate
 from orochi_fdw.errors import CorruptDataError
 from orochi_fdw.storage import codecs as C
 from orochi_fdw.storage.kinds import INTERVAL_DTYPE, KINDS, UUID_DTYPE, VarBytes
@@ -121,25 +122,11 @@ def test_single_bit_flips_never_crash():
 @given(item=st.sampled_from(CORPUS), data=st.data())
 def test_mutated_payloads(item, data):
     kind, header, stored = item
-    mode = data.draw(st.sampled_from(["flip", "splice", "random", "extend"]))
-    buf = bytearray(stored)
-    if mode == "flip" and buf:
-        for pos in data.draw(st.lists(st.integers(0, 8 * len(buf) - 1), min_size=1,
-                                      max_size=8)):
-            buf[pos >> 3] ^= 1 << (pos & 7)
-    elif mode == "splice" and buf:
-        at = data.draw(st.integers(0, len(buf) - 1))
-        chunk = data.draw(st.binary(min_size=1, max_size=16))
-        buf[at:at + len(chunk)] = chunk
-        del buf[len(stored):]
-    elif mode == "random":
-        buf = bytearray(data.draw(st.binary(max_size=len(stored) + 32)))
-    else:
-        buf += data.draw(st.binary(min_size=1, max_size=32))
+    buf = mutate(stored, data)
     h = header
     if data.draw(st.booleans()):
         h = dataclasses.replace(header, stored_length=len(buf))
-    _decode_or_corrupt(h, bytes(buf), kind)
+    _decode_or_corrupt(h, buf, kind)
 
 
 @FUZZ

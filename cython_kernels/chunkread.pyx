@@ -1,0 +1,532 @@
+# Column chunk reading: a column chunk (read_chunk), or the chunks of one
+# stripe column in any number of its chunk groups (read_column), read from the
+# file, checksummed and decoded into the output array in a single call.
+#
+# Each chunk is read with pread into a scratch buffer, its CRC-32 checked (by
+# the checksum function the caller passes: the stripe format's, ISA-L's when
+# installed) and, for the common layouts of fixed-width columns, decoded here:
+# compression none or lz4 (by the decompressor the caller passes), codecs
+# PLAIN, BITPACK, DELTA, DELTA_DELTA and DECIMAL (over any integer codec but
+# RLE; over BITPACK in one fused pass), with or without
+# a validity bitmap. The byte layouts are those of docs/FORMAT.md, decoded as
+# orochi_fdw.storage.codecs.decode_chunk decodes them, bit for bit.
+#
+# A chunk this code does not decode (another codec or compression), and any
+# chunk whose bytes are not exactly valid (short read, checksum mismatch, a
+# count, width or length out of range, trailing bytes, a value out of range)
+# is declined (its rows of the output are then undefined) and marked in
+# `status`: the caller reads it again through
+# decode_chunk, which decodes it or raises the error that names what is wrong.
+# So this code never raises for bad data; it only declines it, and every check
+# decode_chunk makes is made here too before a chunk counts as decoded.
+
+from libc.errno cimport errno, EINTR
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from posix.types cimport off_t
+from posix.unistd cimport pread
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
+
+from _bitio cimport fast_count, get_packed, get_packed_fast, width_mask, orochi_unpack_add
+from _decunpack cimport orochi_decimal_unpack_f64, orochi_decimal_unpack_f32
+
+# codec and compression ids (orochi_fdw.storage.codecs.Codec / Compression)
+cdef enum:
+    C_PLAIN = 0
+    C_BITPACK = 1
+    C_DELTA = 2
+    C_DELTA_DELTA = 3
+    C_RLE = 4
+    C_GORILLA = 6
+    C_BITMAP = 7
+    C_DECIMAL = 8
+    Z_NONE = 0
+    Z_LZ4 = 1
+    MAX_EXPONENT = 18
+    MAX_CHUNK_ROWS = 1 << 22   # codecs.MAX_CHUNK_ROWS
+    MAX_RAW_LENGTH = 0x7FFFFFFF   # codecs.MAX_RAW_CHUNK_BYTES
+
+# physical kinds, as the caller numbers them
+cdef enum:
+    PHYSICAL_BOOL = 1
+    PHYSICAL_INT = 2
+    PHYSICAL_FLOAT = 3
+    PHYSICAL_FIXED = 4
+
+#: the physical kind numbers read_column takes, by Kind.physical
+PHYSICALS = {"bool": PHYSICAL_BOOL, "int": PHYSICAL_INT, "float": PHYSICAL_FLOAT,
+             "fixed": PHYSICAL_FIXED}
+
+cdef double _POW10[19]
+
+cdef void _init_pow10() noexcept:
+    cdef int e
+    cdef double p = 1.0
+    for e in range(MAX_EXPONENT + 1):
+        _POW10[e] = p          # exact in binary64: the same table codecs_float uses
+        p *= 10.0
+
+_init_pow10()
+
+#: the integers the magic-number conversion of the fused decimal decoder takes exactly
+cdef int64_t _MAGIC_LIMIT = (<int64_t>1) << 51
+
+
+cdef inline Py_ssize_t _packed_len(Py_ssize_t count, int width) noexcept nogil:
+    return (count * width + 7) >> 3
+
+
+cdef inline int64_t _rd_i64(const uint8_t* p) noexcept nogil:
+    cdef int64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+cdef inline uint32_t _rd_u32(const uint8_t* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef inline bint _store_int(uint8_t* out, Py_ssize_t i, int w, int64_t v) noexcept nogil:
+    """out[i] = v as a w-byte integer; False if v does not fit."""
+    cdef int16_t v16
+    cdef int32_t v32
+    if w == 8:
+        memcpy(out + 8 * i, &v, 8)
+    elif w == 4:
+        if v < -2147483648 or v > 2147483647:
+            return False
+        v32 = <int32_t>v
+        memcpy(out + 4 * i, &v32, 4)
+    else:
+        if v < -32768 or v > 32767:
+            return False
+        v16 = <int16_t>v
+        memcpy(out + 2 * i, &v16, 2)
+    return True
+
+
+cdef inline uint64_t _field(const uint8_t* p, Py_ssize_t size, Py_ssize_t j, int width, uint64_t mask,
+                            Py_ssize_t fast) noexcept nogil:
+    """Field j of a block of width-bit fields, size bytes long, that holds it
+    (fast: how many leading fields get_packed_fast may read, fast_count)."""
+    if j < fast:
+        return get_packed_fast(p, j, width, mask)
+    if width == 0:
+        return 0
+    return get_packed(p, size, j, width, mask)
+
+
+cdef int _unpack_ints(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int width, int64_t base,
+                      int w, uint8_t* out) noexcept nogil:
+    """codecs_int.for_unpack: out[i] = base + field i of a packed block of
+    exactly nb bytes, as w-byte integers; -1 if a value does not fit."""
+    cdef uint64_t mask = width_mask(width)
+    cdef uint64_t tmp[512]
+    cdef Py_ssize_t fast = fast_count(n, nb, width), start = 0, i, j, m
+    cdef int64_t v, lo = -32768, hi = 32767
+    cdef bint checked
+    if w == 4:
+        lo = -2147483648
+        hi = 2147483647
+    # every value base..base+mask fits the output: no check per value
+    checked = w != 8 and not (width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
+    while start < fast:
+        m = fast - start if fast - start < 512 else 512
+        orochi_unpack_add(p, start, m, width, mask, <uint64_t>base, tmp)
+        if w == 8:
+            memcpy(out + 8 * start, tmp, <size_t>(8 * m))
+        elif checked:
+            for j in range(m):
+                if not _store_int(out, start + j, w, <int64_t>tmp[j]):
+                    return -1
+        elif w == 4:
+            for j in range(m):
+                (<int32_t*>out)[start + j] = <int32_t><int64_t>tmp[j]
+        else:
+            for j in range(m):
+                (<int16_t*>out)[start + j] = <int16_t><int64_t>tmp[j]
+        start += m
+    for i in range(start, n):
+        v = <int64_t>(<uint64_t>base + _field(p, nb, i, width, mask, 0))
+        if not _store_int(out, i, w, v):
+            return -1
+    return 0
+
+
+cdef int _packed_block(const uint8_t* p, Py_ssize_t avail, Py_ssize_t count, int64_t* base,
+                       int* width, Py_ssize_t* size) noexcept nogil:
+    """The header (<qB: base, bit width) of a packed block of count fields at
+    p; its bytes follow at p + 9. -1 if it does not fit in avail bytes."""
+    if avail < 9:
+        return -1
+    base[0] = _rd_i64(p)
+    width[0] = p[8]
+    if width[0] > 64:
+        return -1
+    size[0] = _packed_len(count, width[0])
+    if size[0] > avail - 9:
+        return -1
+    return 0
+
+
+cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec, int physical,
+                        int w, uint8_t* out) noexcept nogil:
+    """Decode a values section of exactly nb bytes holding m >= 1 values into
+    out; -1 when it is not a valid encoding (or not one decoded here)."""
+    cdef int64_t base, first, d, acc, v, pos, prev
+    cdef int width, e, sub, pwidth
+    cdef Py_ssize_t size, i, nx, psize, at
+    cdef int64_t* ints
+    cdef int rc
+    cdef uint64_t mask, ubase
+    cdef double pw
+    cdef Py_ssize_t fast
+    if codec == C_PLAIN:
+        if physical == PHYSICAL_INT or physical == PHYSICAL_FLOAT or physical == PHYSICAL_BOOL \
+                or physical == PHYSICAL_FIXED:
+            if nb != m * w:
+                return -1
+            if physical == PHYSICAL_BOOL:
+                for i in range(m):
+                    if p[i] > 1:
+                        return -1
+            memcpy(out, p, <size_t>nb)
+            return 0
+        return -1
+    if physical == PHYSICAL_INT:
+        if codec == C_BITPACK:
+            if _packed_block(p, nb, m, &base, &width, &size) < 0 or 9 + size != nb:
+                return -1
+            return _unpack_ints(p + 9, size, m, width, base, w, out)
+        if codec == C_DELTA:
+            if nb < 8:
+                return -1
+            first = _rd_i64(p)
+            if _packed_block(p + 8, nb - 8, m - 1, &base, &width, &size) < 0 or 17 + size != nb:
+                return -1
+            p += 17
+            mask = width_mask(width)
+            ubase = <uint64_t>base
+            fast = fast_count(m - 1, size, width)
+            acc = first
+            for i in range(m):
+                if i > 0:
+                    acc = <int64_t>(<uint64_t>acc + ubase + _field(p, size, i - 1, width, mask, fast))
+                if not _store_int(out, i, w, acc):
+                    return -1
+            return 0
+        if codec == C_DELTA_DELTA:
+            if nb < 16:
+                return -1
+            first = _rd_i64(p)
+            d = _rd_i64(p + 8)
+            if _packed_block(p + 16, nb - 16, m - 2 if m > 2 else 0, &base, &width, &size) < 0 \
+                    or 25 + size != nb:
+                return -1
+            p += 25
+            mask = width_mask(width)
+            ubase = <uint64_t>base
+            fast = fast_count(m - 2, size, width) if m > 2 else 0
+            acc = first
+            for i in range(m):
+                if i == 1:
+                    acc = <int64_t>(<uint64_t>acc + <uint64_t>d)
+                elif i > 1:
+                    d = <int64_t>(<uint64_t>d + ubase + _field(p, size, i - 2, width, mask, fast))
+                    acc = <int64_t>(<uint64_t>acc + <uint64_t>d)
+                if not _store_int(out, i, w, acc):
+                    return -1
+            return 0
+        return -1
+    if physical == PHYSICAL_FLOAT and codec == C_DECIMAL:
+        # exponent, integer codec, exception count; [exception positions as a
+        # packed block, exception values]; the integers (here: BITPACK only)
+        if nb < 6:
+            return -1
+        e = p[0]
+        sub = p[1]
+        nx = _rd_u32(p + 2)
+        if e > MAX_EXPONENT or sub > C_RLE or nx > m or sub == C_RLE:
+            return -1
+        at = 6
+        psize = 0
+        pwidth = 0
+        pos = 0
+        if nx:
+            if _packed_block(p + at, nb - at, nx, &base, &pwidth, &psize) < 0:
+                return -1
+            # strictly increasing positions in 0..m-1 (checked before any write)
+            mask = width_mask(pwidth)
+            prev = -1
+            for i in range(nx):
+                pos = <int64_t>(<uint64_t>base + _field(p + at + 9, psize, i, pwidth, mask, 0))
+                if pos <= prev or pos >= m:
+                    return -1
+                prev = pos
+            at += 9 + psize
+            if nx * w > nb - at:
+                return -1
+            at += nx * w
+        pw = _POW10[e]
+        if sub != C_BITPACK:
+            # the integers by their codec (into out, or a scratch array for
+            # float32), then scaled: codecs_float.decimal_decode
+            ints = <int64_t*>out if w == 8 else <int64_t*>malloc(<size_t>(8 * m))
+            if ints == NULL:
+                return -1
+            rc = _decode_values(p + at, nb - at, m, sub, PHYSICAL_INT, 8, <uint8_t*>ints)
+            if rc == 0:
+                for i in range(m):
+                    if w == 8:
+                        (<double*>out)[i] = <double>ints[i] / pw
+                    else:
+                        (<float*>out)[i] = <float>(<double>ints[i] / pw)
+            if w != 8:
+                free(ints)
+            if rc < 0:
+                return -1
+            _decimal_exceptions(p, nx, psize, pwidth, w, out)
+            return 0
+        if _packed_block(p + at, nb - at, m, &base, &width, &size) < 0 or at + 9 + size != nb:
+            return -1
+        mask = width_mask(width)
+        fast = 0
+        if 1 <= width <= 56 and -_MAGIC_LIMIT <= base <= _MAGIC_LIMIT - 1 - <int64_t>mask:
+            fast = fast_count(m, size, width)
+        if fast > 0:
+            if w == 8:
+                orochi_decimal_unpack_f64(p + at + 9, fast, width, base, pw, <double*>out)
+            else:
+                orochi_decimal_unpack_f32(p + at + 9, fast, width, base, pw, <float*>out)
+        for i in range(fast, m):
+            v = <int64_t>(<uint64_t>base + _field(p + at + 9, size, i, width, mask, 0))
+            if w == 8:
+                (<double*>out)[i] = <double>v / pw
+            else:
+                (<float*>out)[i] = <float>(<double>v / pw)
+        _decimal_exceptions(p, nx, psize, pwidth, w, out)
+        return 0
+    return -1
+
+
+cdef void _decimal_exceptions(const uint8_t* p, Py_ssize_t nx, Py_ssize_t psize, int pwidth, int w,
+                              uint8_t* out) noexcept nogil:
+    """DECIMAL's exception values, stored as they are, put at their
+    positions (p: the values section; positions checked by the caller)."""
+    cdef uint64_t mask = width_mask(pwidth)
+    cdef int64_t base, pos
+    cdef Py_ssize_t i, at = 6 + 9 + psize
+    if not nx:
+        return
+    base = _rd_i64(p + 6)
+    for i in range(nx):
+        pos = <int64_t>(<uint64_t>base + _field(p + 6 + 9, psize, i, pwidth, mask, 0))
+        memcpy(out + w * pos, p + at + w * i, <size_t>w)
+
+
+cdef inline bint _codec_valid(int codec, int physical) noexcept nogil:
+    """codecs.codec_valid_for, for the fixed-width physical kinds."""
+    if codec == C_PLAIN:
+        return True
+    if codec == C_BITPACK or codec == C_DELTA or codec == C_DELTA_DELTA:
+        return physical == PHYSICAL_INT
+    if codec == C_RLE:
+        return True
+    if codec == C_GORILLA or codec == C_DECIMAL:
+        return physical == PHYSICAL_FLOAT
+    if codec == C_BITMAP:
+        return physical == PHYSICAL_BOOL
+    return False
+
+
+cdef int _decode_chunk(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t nulls, int codec,
+                       int physical, int w, uint8_t* out, uint8_t* valid) noexcept nogil:
+    """Decode one raw (decompressed) chunk payload of n rows into out (n * w
+    bytes) and valid (n bytes of 0/1); -1 when declined."""
+    cdef Py_ssize_t vb, i, j, k, rem, ones = 0, m = n - nulls
+    cdef uint8_t byte
+    if n < 1 or nulls < 0 or nulls > n or not _codec_valid(codec, physical):
+        return -1
+    if nulls == n:
+        # no values section whatever the codec
+        if nb != 0:
+            return -1
+        memset(out, 0, <size_t>(n * w))
+        memset(valid, 0, <size_t>n)
+        return 0
+    if nulls:
+        vb = (n + 7) >> 3
+        if vb > nb:
+            return -1
+        rem = n & 7
+        if rem and (p[vb - 1] >> rem) != 0:
+            return -1
+        for i in range(n):
+            byte = (p[i >> 3] >> (i & 7)) & 1
+            valid[i] = byte
+            ones += byte
+        if ones != m:
+            return -1
+        p += vb
+        nb -= vb
+    else:
+        memset(valid, 1, <size_t>n)
+    if _decode_values(p, nb, m, codec, physical, w, out) < 0:
+        return -1
+    if nulls:
+        # spread the m values over the valid rows, from the end (k <= j throughout)
+        k = m - 1
+        j = n - 1
+        while j >= 0:
+            if valid[j]:
+                if k != j:
+                    memcpy(out + w * j, out + w * k, <size_t>w)
+                k -= 1
+            else:
+                memset(out + w * j, 0, <size_t>w)
+            j -= 1
+    return 0
+
+
+cdef Py_ssize_t _max_raw_length(Py_ssize_t rows, int w) noexcept nogil:
+    # orochi_fdw.storage.codecs._max_raw_length for a fixed-width kind
+    return (rows + 7) // 8 + 64 + rows * (w + 10)
+
+
+cdef int _read_one(int fd, object checksum, bint verify, object lz4_decompress, uint64_t offset,
+                   Py_ssize_t length, Py_ssize_t raw, uint32_t crc, int codec, int compression,
+                   Py_ssize_t n, Py_ssize_t nulls, int physical, int width, uint8_t* out, uint8_t* valid,
+                   uint8_t* sp, object mv) except -2:
+    """Read (into sp, at least length bytes; mv: a memoryview of it),
+    verify and decode one chunk into out / valid: 0, or -1 when declined."""
+    cdef Py_ssize_t got = 0
+    cdef ssize_t r
+    cdef const uint8_t* dp = sp
+    cdef const uint8_t[::1] dview
+    cdef int rc
+    if n < 1 or n > MAX_CHUNK_ROWS or raw > _max_raw_length(n, width):
+        return -1
+    with nogil:
+        while got < length:
+            r = pread(fd, sp + got, <size_t>(length - got), <off_t>(offset + <uint64_t>got))
+            if r < 0 and errno == EINTR:
+                continue
+            if r <= 0:
+                break
+            got += r
+    if got != length:
+        return -1
+    if verify and checksum(mv[:length]) != crc:
+        return -1
+    if compression == Z_LZ4:
+        if raw > 255 * length + 16:
+            return -1
+        try:
+            decompressed = lz4_decompress(mv[:length], uncompressed_size=raw)
+        except Exception:  # noqa - decode_chunk reports it
+            return -1
+        if len(decompressed) != raw:
+            return -1
+        if raw:
+            dview = decompressed
+            dp = &dview[0]
+    elif compression != Z_NONE or raw != length:
+        return -1
+    with nogil:
+        rc = _decode_chunk(dp, raw, n, nulls, codec, physical, width, out, valid)
+    return rc
+
+
+cdef int _check_kind(int physical, int width) except -1:
+    if physical not in (PHYSICAL_BOOL, PHYSICAL_INT, PHYSICAL_FLOAT, PHYSICAL_FIXED) \
+            or width not in (1, 2, 4, 8, 16):
+        raise ValueError("unsupported physical kind or width")
+    return 0
+
+
+def read_chunk(int fd, object checksum, bint verify, object lz4_decompress, uint64_t offset,
+               uint64_t length, uint64_t raw_length, uint32_t crc, int codec, int compression,
+               uint32_t rows, uint32_t nulls, int physical, int width, uint8_t[::1] out,
+               uint8_t[::1] valid):
+    """Read, verify and decode one column chunk (its footer entry in the
+    arguments) into ``out`` (``rows`` values of ``width`` bytes) and ``valid``
+    (``rows`` bytes, 1 = not NULL); see :func:`read_column`. True if decoded,
+    False if left to the caller (``out`` / ``valid`` then undefined)."""
+    cdef uint8_t* sp
+    cdef Py_ssize_t cap
+    _check_kind(physical, width)
+    if out.shape[0] != <Py_ssize_t>rows * width or valid.shape[0] != rows:
+        raise ValueError("out and valid must hold rows values")
+    if rows < 1 or length > <uint64_t>MAX_RAW_LENGTH:
+        return False
+    cap = <Py_ssize_t>length
+    sp = <uint8_t*>PyMem_Malloc(cap + 8)
+    if sp == NULL:
+        raise MemoryError()
+    try:
+        mv = PyMemoryView_FromMemory(<char*>sp, cap, PyBUF_READ)
+        return _read_one(fd, checksum, verify, lz4_decompress, offset, cap, <Py_ssize_t>raw_length, crc,
+                         codec, compression, rows, nulls, physical, width, &out[0], &valid[0], sp, mv) == 0
+    finally:
+        PyMem_Free(sp)
+
+
+def read_column(int fd, object checksum, bint verify, object lz4_decompress,
+                const uint64_t[::1] offsets, const uint64_t[::1] lengths,
+                const uint64_t[::1] raw_lengths, const uint32_t[::1] crcs,
+                const uint8_t[::1] codecs, const uint8_t[::1] compressions,
+                const uint32_t[::1] rows, const uint32_t[::1] nulls, const int64_t[::1] starts,
+                int physical, int width, uint8_t[::1] out, uint8_t[::1] valid,
+                uint8_t[::1] status):
+    """Read, verify and decode column chunks i = 0..len(offsets)-1 of a stripe
+    column (their footer entries in the arrays) into ``out`` (values of
+    ``width`` bytes, chunk i's rows from row ``starts[i]``) and ``valid``
+    (one byte per row, 1 = not NULL).
+
+    ``checksum(buffer) -> int`` is the CRC-32 (checked when ``verify``);
+    ``lz4_decompress(buffer, uncompressed_size=n) -> bytes`` undoes the lz4
+    layer. Returns the number of chunks left to the caller; ``status[i]`` is
+    0 for a chunk decoded, 1 for one left (its rows of ``out`` / ``valid``
+    undefined): see the module comment.
+
+    Raises ValueError when the arrays do not agree with each other (a caller's
+    mistake, not bad data).
+    """
+    cdef Py_ssize_t nchunks = offsets.shape[0], i, total = valid.shape[0], left = 0, scratch_len = 0
+    cdef uint8_t* sp
+    _check_kind(physical, width)
+    if not (lengths.shape[0] == raw_lengths.shape[0] == crcs.shape[0] == codecs.shape[0]
+            == compressions.shape[0] == rows.shape[0] == nulls.shape[0] == starts.shape[0]
+            == status.shape[0] == nchunks):
+        raise ValueError("chunk arrays differ in length")
+    if out.shape[0] != total * width:
+        raise ValueError("out must hold len(valid) values")
+    for i in range(nchunks):
+        if starts[i] < 0 or <Py_ssize_t>rows[i] > total - starts[i]:
+            raise ValueError("chunk rows outside the output")
+        if lengths[i] <= <uint64_t>MAX_RAW_LENGTH and <Py_ssize_t>lengths[i] > scratch_len:
+            scratch_len = lengths[i]
+    sp = <uint8_t*>PyMem_Malloc(scratch_len + 8)
+    if sp == NULL:
+        raise MemoryError()
+    try:
+        mv = PyMemoryView_FromMemory(<char*>sp, scratch_len, PyBUF_READ)
+        for i in range(nchunks):
+            status[i] = 1
+            if lengths[i] > <uint64_t>MAX_RAW_LENGTH or _read_one(
+                    fd, checksum, verify, lz4_decompress, offsets[i], <Py_ssize_t>lengths[i],
+                    <Py_ssize_t>raw_lengths[i], crcs[i], codecs[i], compressions[i], rows[i], nulls[i],
+                    physical, width, &out[0] + starts[i] * width, &valid[0] + starts[i], sp, mv) < 0:
+                left += 1
+            else:
+                status[i] = 0
+    finally:
+        PyMem_Free(sp)
+    return left
