@@ -170,6 +170,7 @@ class _TDigestBuilder:
         self.runs: list[np.ndarray] = []
         self.pending = array("d")  # values as they came, not sorted yet
         self.digest: TDigest | None = None
+        self.keeping = False  # whether the C transition function keeps the values (after the first batch)
 
     def add(self, value: float) -> None:
         self.pending.append(value)
@@ -178,6 +179,22 @@ class _TDigestBuilder:
         if kind != _KIND_FLOAT64:
             raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
         self.pending.frombytes(data)
+
+    def add_batch(self, kind: int, data: Any) -> bool:
+        """A batch of the C transition function (:func:`buffer_add`; ``data``
+        lives only for the call). The first is kept as it came, and the
+        answer tells the C side to keep the next values in the state; a
+        later one is what it kept, handed over when the state is serialized,
+        combined or finished (or full): sorted at once with the values
+        pending, straight from the C buffer (no copy of it first)."""
+        if kind != _KIND_FLOAT64:
+            raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
+        if not self.keeping:
+            self.pending.frombytes(data)
+            self.keeping = True
+        else:
+            self._sort_pending(np.frombuffer(data, dtype=np.float64))
+        return True
 
     def add_sketch(self, data: bytes) -> None:
         other = TDigest.from_bytes(_raw(data))
@@ -189,9 +206,10 @@ class _TDigestBuilder:
     def count(self) -> int:
         return sum(len(r) for r in self.runs) + len(self.pending)
 
-    def _sort_pending(self) -> None:
-        if len(self.pending):
-            self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64)))
+    def _sort_pending(self, more: np.ndarray | None = None) -> None:
+        """The values pending (and ``more``) sorted into a run."""
+        if len(self.pending) or (more is not None and len(more)):
+            self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64), more))
             self.pending = array("d")
 
     def sorted_values(self) -> np.ndarray:
@@ -578,6 +596,8 @@ def buffer_add(token: bytes, kind: int, data: Any) -> bool:
     builder = _builders.get(bytes(token))
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
+    if isinstance(builder, _TDigestBuilder):
+        return builder.add_batch(kind, data)
     builder.add_packed(kind, data)
     return builder.keeps_values
 

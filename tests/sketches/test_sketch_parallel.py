@@ -211,6 +211,37 @@ def test_serialized_builders_merge_to_the_serial_sketch():
     assert merged.quantiles == [0.5, None]
 
 
+def test_batches_kept_in_c_sort_to_the_serial_sketch():
+    """The batches of the C transition function (the first kept as it came,
+    the later ones sorted at once straight from the buffer, with the values
+    added one at a time) give the digest of all the values, serialized and
+    merged too."""
+    rng = np.random.default_rng(11)
+    values = rng.lognormal(size=50_000)
+    values[::97] = np.nan
+    values[1::89] = -0.0
+    values[2::101] = np.inf
+    batches = [values[:64], values[64:30_000], values[30_000:]]
+    whole = TDigest.from_values(values, 100).to_bytes()
+    b = sqlapi._TDigestBuilder(100)
+    for i, part in enumerate(batches):
+        assert b.add_batch(2, memoryview(part.tobytes())) is True
+        if i == 1:
+            b.add(1.5)
+    assert b.keeping and len(b.runs) == 2
+    want = TDigest.from_values(np.append(values, 1.5), 100).to_bytes()
+    assert want != whole and b.result().to_bytes() == want
+    for n_parts in (1, 3):
+        merged = None
+        for chunk in np.array_split(values, n_parts):
+            w = sqlapi._TDigestBuilder(100)
+            w.add_batch(2, memoryview(chunk[:10].tobytes()))
+            w.add_batch(2, memoryview(chunk[10:].tobytes()))
+            d = sqlapi._deserialize_builder(w.serialize())
+            merged = d if merged is None else (merged.merge(d) or merged)
+        assert merged.result().to_bytes() == whole
+
+
 def test_shipped_digests_stay_within_the_error_bound(monkeypatch):
     """States too large to ship their values ship their digest: the merged
     digest is not the serial one, but its quantiles stay within 1% of rank
