@@ -11,7 +11,7 @@
   -0.0 as 0.0 (a t-digest is built from them), by an LSD radix sort.
 * ``merge_sorted_float64``: runs of sorted values merged into one sorted
   array, pairwise (each pass streams through memory); ``merge_runs_float64``
-  the same of runs held apart (no copy joining them first).
+  the same of runs held apart (no copy joining them first; three at once).
 * ``tdigest_compress_sorted``: ``tdigest_compress`` of sorted values of
   weight 1, the centroids' means computed several at a time.
 * ``check_sorted_finite``: whether values are as ``sort_finite_float64``
@@ -440,6 +440,34 @@ cdef inline void _merge2(const double *a, Py_ssize_t na, const double *b, Py_ssi
         memcpy(out + k, b + j, (nb - j) * sizeof(double))
 
 
+cdef inline void _merge3(const double *a, Py_ssize_t na, const double *b, Py_ssize_t nb,
+                         const double *c, Py_ssize_t nc, double *out) noexcept nogil:
+    """Three sorted runs merged into out, no buffer; once one is used up,
+    the other two by _merge2."""
+    cdef Py_ssize_t i = 0, j = 0, l = 0, k = 0
+    cdef double x, y, z, m
+    cdef int t1, t2
+    while i < na and j < nb and l < nc:
+        # no branch on the comparisons (they cannot be predicted)
+        x = a[i]
+        y = b[j]
+        z = c[l]
+        t1 = y < x
+        m = y if t1 else x
+        t2 = z < m
+        out[k] = z if t2 else m
+        l += t2
+        j += (1 - t2) & t1
+        i += (1 - t2) & (1 - t1)
+        k += 1
+    if i == na:
+        _merge2(b + j, nb - j, c + l, nc - l, out + k)
+    elif j == nb:
+        _merge2(a + i, na - i, c + l, nc - l, out + k)
+    else:
+        _merge2(a + i, na - i, b + j, nb - j, out + k)
+
+
 def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, double[::1] out):
     """Merge the sorted runs ``values[bounds[i]:bounds[i + 1]]`` into ``out``
     (sorted ascending; NaN not allowed). ``bounds`` starts at 0, does not
@@ -514,9 +542,9 @@ def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, do
 def merge_runs_float64(runs, double[::1] out):
     """Merge the sorted runs (a sequence of float64 arrays, each sorted
     ascending, no NaN) into ``out``, without joining them first: the two
-    shortest merged into a buffer while more than two are left (for a few
-    runs of similar lengths: one buffer pass fewer than merge_sorted_float64
-    over their concatenation), the last two into ``out``."""
+    shortest merged into a buffer while more than three are left, the last
+    three (or two) into ``out`` at once (a parallel aggregate's two or three
+    runs: one pass, no buffer)."""
     cdef Py_ssize_t k = len(runs), n = 0, i, a, b, na
     cdef const double[::1] view
     cdef const double **ptr
@@ -550,7 +578,7 @@ def merge_runs_float64(runs, double[::1] out):
             owned[na] = False
             na += 1
     with nogil:
-        while na > 2:
+        while na > 3:
             if interrupted():
                 stopped = True
                 break
@@ -584,8 +612,10 @@ def merge_runs_float64(runs, double[::1] out):
         if not stopped and not failed:
             if na == 1:
                 memcpy(&out[0], ptr[0], length[0] * sizeof(double))
-            else:
+            elif na == 2:
                 _merge2(ptr[0], length[0], ptr[1], length[1], &out[0])
+            else:
+                _merge3(ptr[0], length[0], ptr[1], length[1], ptr[2], length[2], &out[0])
         for i in range(na):
             if owned[i]:
                 free(<void *> ptr[i])

@@ -56,6 +56,7 @@ import numpy as np
 from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.errors import OrochiError
+from orochi_fdw.kernels import sketches as K
 from orochi_fdw.sketches import sampling
 from orochi_fdw.sketches.errors import CorruptSketchError
 from orochi_fdw.sketches.hashing import (canonical, canonical_float_bits, hash_bytes_list,
@@ -86,6 +87,10 @@ _SER_HLL, _SER_TDIGEST = 1, 2
 # limit of a bytea); a larger state ships its digest, and the merged digest is
 # then close to, not the same as, the serial one.
 _SHIP_VALUES_MAX = 1 << 26
+# Room (float64 slots) a run sorted from a C buffer keeps before it for the
+# serialized state's header (magic, kind, compression, up to 5 quantiles,
+# count: at most 62 bytes)
+_SER_ROOM = 8
 
 
 def _buffered(state: Any) -> tuple[bytes, Any]:
@@ -207,10 +212,24 @@ class _TDigestBuilder:
         return sum(len(r) for r in self.runs) + len(self.pending)
 
     def _sort_pending(self, more: np.ndarray | None = None) -> None:
-        """The values pending (and ``more``) sorted into a run."""
-        if len(self.pending) or (more is not None and len(more)):
-            self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64), more))
-            self.pending = array("d")
+        """The values pending (and ``more``) sorted into a run; with
+        ``more`` (values handed over by the C side, most of a state's), in
+        an array with room for the serialized state's header before the run
+        and its end after (:meth:`serialize` then writes them there, not
+        copying the values into new bytes)."""
+        if more is None:
+            if len(self.pending):
+                self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64)))
+                self.pending = array("d")
+            return
+        pending = np.frombuffer(self.pending, dtype=np.float64)
+        n = len(pending) + len(more)
+        if not n:
+            return
+        out = np.empty(_SER_ROOM + n + 1, dtype=np.float64)
+        k = K.sort_finite_float64(pending, out[_SER_ROOM:_SER_ROOM + n], np.ascontiguousarray(more))
+        self.runs.append(out[_SER_ROOM:_SER_ROOM + k])
+        self.pending = array("d")
 
     def sorted_values(self) -> np.ndarray:
         """Every value kept, sorted (and kept so, as one run)."""
@@ -255,9 +274,21 @@ class _TDigestBuilder:
                                            *[math.nan if x is None else x for x in q])
         else:
             quant = b"\x01" + struct.pack("<d", q)
-        return b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
-                         quant, struct.pack("<Q", len(values)), memoryview(values),
-                         struct.pack("<I", len(digest)), digest))
+        head = b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
+                         quant, struct.pack("<Q", len(values))))
+        base = values.base
+        if not digest and isinstance(base, np.ndarray) and base.dtype == np.float64 and base.ndim == 1 \
+                and base.flags.c_contiguous and len(values):
+            # a run sorted with room around it (_sort_pending): the header and
+            # the end written there, the bytes handed over as a view
+            raw = base.view(np.uint8)
+            start = values.ctypes.data - base.ctypes.data - len(head)
+            end = start + len(head) + values.nbytes + 4
+            if start >= 0 and end <= len(raw):
+                raw[start:start + len(head)] = np.frombuffer(head, dtype=np.uint8)
+                raw[end - 4:end] = 0  # no digest
+                return memoryview(raw[start:end])
+        return b"".join((head, memoryview(values), struct.pack("<I", len(digest)), digest))
 
 
 def _token(state_id: int) -> bytes:

@@ -234,10 +234,15 @@ def test_batches_kept_in_c_sort_to_the_serial_sketch():
     for n_parts in (1, 3):
         merged = None
         for chunk in np.array_split(values, n_parts):
-            w = sqlapi._TDigestBuilder(100)
+            w = sqlapi._TDigestBuilder(100, [0.5, None, 0.99])
             w.add_batch(2, memoryview(chunk[:10].tobytes()))
             w.add_batch(2, memoryview(chunk[10:].tobytes()))
-            d = sqlapi._deserialize_builder(w.serialize())
+            plain = sqlapi._TDigestBuilder(100, [0.5, None, 0.99])
+            plain.add_packed(2, chunk.tobytes())
+            ser = w.serialize()
+            assert isinstance(ser, memoryview)  # written around the sorted run, not copied
+            assert bytes(ser) == plain.serialize()
+            d = sqlapi._deserialize_builder(ser)
             merged = d if merged is None else (merged.merge(d) or merged)
         assert merged.result().to_bytes() == whole
 
