@@ -83,6 +83,11 @@ _KIND_MASK = 0xFF  # above: SKETCH_KIND_KEEP, the state keeps every value
 # then the HLL sketch's bytes, or a t-digest builder's parameters and values.
 _SER_MAGIC = b"OSS\x01"
 _SER_HLL, _SER_TDIGEST = 1, 2
+# A t-digest state whose values repeat (at most one distinct value in two):
+# the distinct values (float64) and how many times each comes (uint32), a
+# fraction of the bytes through the tuple queue
+_SER_TDIGEST_RUNS = 3
+_RUNS_MIN_VALUES = 1024
 # Most values a t-digest state ships as values (8 bytes each, under the 1 GB
 # limit of a bytea); a larger state ships its digest, and the merged digest is
 # then close to, not the same as, the serial one.
@@ -274,6 +279,12 @@ class _TDigestBuilder:
                                            *[math.nan if x is None else x for x in q])
         else:
             quant = b"\x01" + struct.pack("<d", q)
+        tail = struct.pack("<I", len(digest)) + digest
+        distinct = _distinct_counts(values)
+        if distinct is not None:
+            head = b"".join((_SER_MAGIC, bytes([_SER_TDIGEST_RUNS]), struct.pack("<i", self.compression),
+                             quant, struct.pack("<Q", len(distinct[0]))))
+            return b"".join((head, memoryview(distinct[0]), memoryview(distinct[1]), tail))
         head = b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
                          quant, struct.pack("<Q", len(values))))
         base = values.base
@@ -288,7 +299,24 @@ class _TDigestBuilder:
                 raw[start:start + len(head)] = np.frombuffer(head, dtype=np.uint8)
                 raw[end - 4:end] = 0  # no digest
                 return memoryview(raw[start:end])
-        return b"".join((head, memoryview(values), struct.pack("<I", len(digest)), digest))
+        return b"".join((head, memoryview(values), tail))
+
+
+def _distinct_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sorted values as their distinct values and how many times each comes
+    (uint32), when there is at most one distinct value in two; else None."""
+    n = len(values)
+    if n < _RUNS_MIN_VALUES:
+        return None
+    change = values[1:] != values[:-1]
+    d = int(np.count_nonzero(change)) + 1
+    if d > n // 2:
+        return None
+    firsts = np.empty(d, dtype=np.int64)
+    firsts[0] = 0
+    np.add(np.flatnonzero(change), 1, out=firsts[1:])
+    counts = np.diff(firsts, append=n).astype("<u4")
+    return np.ascontiguousarray(values[firsts]), counts
 
 
 def _token(state_id: int) -> bytes:
@@ -648,7 +676,7 @@ def _deserialize_builder(data: bytes) -> Any:
         builder = _HllBuilder(sketch.p)
         builder.sketch = sketch
         return builder
-    if kind != _SER_TDIGEST:
+    if kind not in (_SER_TDIGEST, _SER_TDIGEST_RUNS):
         raise CorruptSketchError(f"invalid sketch aggregate state: unknown kind {kind}")
     try:
         (compression,) = struct.unpack_from("<i", data, pos)
@@ -669,10 +697,18 @@ def _deserialize_builder(data: bytes) -> Any:
             raise CorruptSketchError("invalid sketch aggregate state: bad quantiles")
         (n,) = struct.unpack_from("<Q", data, pos)
         pos += 8
-        if n > (len(data) - pos) // 8:
+        width = 8 if kind == _SER_TDIGEST else 12  # a value, or a distinct value and its count
+        if n > (len(data) - pos) // width:
             raise CorruptSketchError("invalid sketch aggregate state: truncated values")
         values = np.frombuffer(data, dtype=np.float64, count=n, offset=pos)
         pos += 8 * n
+        if kind == _SER_TDIGEST_RUNS:
+            counts = np.frombuffer(data, dtype="<u4", count=n, offset=pos)
+            pos += 4 * n
+            if int(counts.sum(dtype=np.uint64)) > _SHIP_VALUES_MAX:
+                raise CorruptSketchError("invalid sketch aggregate state: too many values")
+            values = np.repeat(values, counts)
+            n = len(values)
         (m,) = struct.unpack_from("<I", data, pos)
         pos += 4
     except (struct.error, IndexError):

@@ -40,6 +40,7 @@ AGGREGATES = [
     "orochi.hll_agg(d)",
     "orochi.tdigest_agg(f8)",
     "orochi.tdigest_agg(f8, 50)",
+    "orochi.tdigest_agg(i4 % 997)",  # values repeating: shipped as distinct values and counts
     "orochi.approx_percentile(f8, 0.5)",
     "orochi.approx_percentile(f8, 0.99, 200)",
     "orochi.approx_percentile(f8, ARRAY[0, 0.25, 0.75, 1])",
@@ -245,6 +246,36 @@ def test_batches_kept_in_c_sort_to_the_serial_sketch():
             d = sqlapi._deserialize_builder(ser)
             merged = d if merged is None else (merged.merge(d) or merged)
         assert merged.result().to_bytes() == whole
+
+
+def test_repeated_values_ship_as_distinct_values_and_counts():
+    """A state whose values repeat travels as its distinct values and their
+    counts (a fraction of the bytes) and merges to the serial digest; counts
+    adding up to more values than a state ships are refused."""
+    rng = np.random.default_rng(12)
+    values = np.round(rng.lognormal(3, 1, 40_000), 1)
+    whole = TDigest.from_values(values, 100).to_bytes()
+    merged = None
+    for chunk in np.array_split(values, 3):
+        w = sqlapi._TDigestBuilder(100, 0.5)
+        w.add_batch(2, memoryview(chunk[:64].tobytes()))
+        w.add_batch(2, memoryview(chunk[64:].tobytes()))
+        ser = bytes(w.serialize())
+        assert ser[4] == sqlapi._SER_TDIGEST_RUNS and len(ser) < 4 * len(chunk)
+        d = sqlapi._deserialize_builder(ser)
+        assert d.quantiles == 0.5
+        merged = d if merged is None else (merged.merge(d) or merged)
+    assert merged.result().to_bytes() == whole
+    few = sqlapi._TDigestBuilder(100)
+    few.add_packed(2, np.arange(2000.0).tobytes())  # all distinct: raw values
+    assert bytes(few.serialize())[4] == sqlapi._SER_TDIGEST
+    forged = (sqlapi._SER_MAGIC + bytes([sqlapi._SER_TDIGEST_RUNS]) + struct.pack("<i", 100) + b"\x00"
+              + struct.pack("<Q", 1) + struct.pack("<d", 1.0) + struct.pack("<I", 0xFFFFFFFF)
+              + struct.pack("<I", 0))
+    with pytest.raises(sqlapi.CorruptSketchError):
+        sqlapi._deserialize_builder(forged)
+    with pytest.raises(sqlapi.CorruptSketchError):
+        sqlapi._deserialize_builder(forged[:-6])
 
 
 def test_shipped_digests_stay_within_the_error_bound(monkeypatch):
