@@ -707,7 +707,9 @@ def _deserialize_builder(data: bytes) -> Any:
             pos += 4 * n
             if int(counts.sum(dtype=np.uint64)) > _SHIP_VALUES_MAX:
                 raise CorruptSketchError("invalid sketch aggregate state: too many values")
-            values = np.repeat(values, counts)
+            # checked before they are expanded: repeating sorted values keeps them so
+            values = np.repeat(values, counts) if check_sorted_finite(values) else sort_finite(
+                np.repeat(values, counts))
             n = len(values)
         (m,) = struct.unpack_from("<I", data, pos)
         pos += 4
@@ -719,7 +721,8 @@ def _deserialize_builder(data: bytes) -> Any:
     if n:
         # a worker's values, sorted there: taken as one run once checked (a
         # view of the bytes, which it keeps)
-        builder.runs.append(values if check_sorted_finite(values) else sort_finite(values))
+        builder.runs.append(values if kind == _SER_TDIGEST_RUNS or check_sorted_finite(values)
+                            else sort_finite(values))
     if m:
         builder.digest = TDigest.from_bytes(data[pos:])
     return builder

@@ -276,6 +276,12 @@ def test_repeated_values_ship_as_distinct_values_and_counts():
         sqlapi._deserialize_builder(forged)
     with pytest.raises(sqlapi.CorruptSketchError):
         sqlapi._deserialize_builder(forged[:-6])
+    # distinct values out of order (or not finite): sorted, not trusted
+    unsorted = (sqlapi._SER_MAGIC + bytes([sqlapi._SER_TDIGEST_RUNS]) + struct.pack("<i", 100) + b"\x00"
+                + struct.pack("<Q", 3) + struct.pack("<3d", 2.0, math.nan, 1.0) + struct.pack("<3I", 2, 1, 3)
+                + struct.pack("<I", 0))
+    assert sqlapi._deserialize_builder(unsorted).result().to_bytes() == \
+        TDigest.from_values([2.0, 2.0, 1.0, 1.0, 1.0], 100).to_bytes()
 
 
 def test_shipped_digests_stay_within_the_error_bound(monkeypatch):
