@@ -178,6 +178,9 @@ class _TDigestBuilder:
         self.compression = check_compression(compression)
         self.quantiles = quantiles
         self.runs: list[np.ndarray] = []
+        # sorted runs shipped as their distinct values (strictly increasing)
+        # and counts, folded together at the distinct values (:meth:`_fold_counted`)
+        self.counted: list[tuple[np.ndarray, np.ndarray]] = []
         self.pending = array("d")  # values as they came, not sorted yet
         self.digest: TDigest | None = None
         self.keeping = False  # whether the C transition function keeps the values (after the first batch)
@@ -214,7 +217,28 @@ class _TDigestBuilder:
             self.digest.merge(other)
 
     def count(self) -> int:
-        return sum(len(r) for r in self.runs) + len(self.pending)
+        return (sum(len(r) for r in self.runs) + len(self.pending)
+                + sum(int(c.sum(dtype=np.int64)) for _d, c in self.counted))
+
+    def _fold_counted(self) -> None:
+        """The counted runs as one sorted run: their distinct values merged,
+        each one's counts added up, then expanded once (not each run
+        expanded and the whole merged value by value)."""
+        if not self.counted:
+            return
+        if len(self.counted) == 1:
+            distinct, total = self.counted[0]
+        else:
+            merged = merge_sorted([d for d, _c in self.counted])
+            first = np.empty(len(merged), dtype=bool)
+            first[:1] = True
+            np.not_equal(merged[1:], merged[:-1], out=first[1:])
+            distinct = merged[first]
+            total = np.zeros(len(distinct), dtype=np.int64)
+            for d, c in self.counted:
+                total[np.searchsorted(distinct, d)] += c  # d strictly increasing: no index twice
+        self.runs.append(np.repeat(distinct, total))
+        self.counted = []
 
     def _sort_pending(self, more: np.ndarray | None = None) -> None:
         """The values pending (and ``more``) sorted into a run; with
@@ -239,11 +263,13 @@ class _TDigestBuilder:
     def sorted_values(self) -> np.ndarray:
         """Every value kept, sorted (and kept so, as one run)."""
         self._sort_pending()
+        self._fold_counted()
         self.runs = [merge_sorted(self.runs)]
         return self.runs[0]
 
     def result(self) -> TDigest:
         self._sort_pending()
+        self._fold_counted()
         values = TDigest.from_sorted_runs(self.runs, self.compression)
         self.runs = []
         if self.digest is not None:
@@ -256,6 +282,7 @@ class _TDigestBuilder:
         sorted values at the end, so it is the serial one); a digest it
         shipped instead of its values is merged."""
         self.runs.extend(other.runs)
+        self.counted.extend(other.counted)
         self.pending.extend(other.pending)
         if other.digest is not None:
             self.digest = other.digest if self.digest is None else self.digest.merge(other.digest)
@@ -707,9 +734,10 @@ def _deserialize_builder(data: bytes) -> Any:
             pos += 4 * n
             if int(counts.sum(dtype=np.uint64)) > _SHIP_VALUES_MAX:
                 raise CorruptSketchError("invalid sketch aggregate state: too many values")
-            # checked before they are expanded: repeating sorted values keeps them so
-            values = np.repeat(values, counts) if check_sorted_finite(values) else sort_finite(
-                np.repeat(values, counts))
+            counted = len(values) < 2 or bool((values[1:] > values[:-1]).all())
+            if not (counted and check_sorted_finite(values)):
+                counted = False
+                values = sort_finite(np.repeat(values, counts))  # not as shipped: not trusted
             n = len(values)
         (m,) = struct.unpack_from("<I", data, pos)
         pos += 4
@@ -721,8 +749,13 @@ def _deserialize_builder(data: bytes) -> Any:
     if n:
         # a worker's values, sorted there: taken as one run once checked (a
         # view of the bytes, which it keeps)
-        builder.runs.append(values if kind == _SER_TDIGEST_RUNS or check_sorted_finite(values)
-                            else sort_finite(values))
+        if kind == _SER_TDIGEST_RUNS:
+            if counted:  # kept as they came (views of the bytes), expanded when folded
+                builder.counted.append((values, counts))
+            else:
+                builder.runs.append(values)
+        else:
+            builder.runs.append(values if check_sorted_finite(values) else sort_finite(values))
     if m:
         builder.digest = TDigest.from_bytes(data[pos:])
     return builder

@@ -265,7 +265,23 @@ def test_repeated_values_ship_as_distinct_values_and_counts():
         d = sqlapi._deserialize_builder(ser)
         assert d.quantiles == 0.5
         merged = d if merged is None else (merged.merge(d) or merged)
+    assert len(merged.counted) == 3 and merged.count() == len(values)
     assert merged.result().to_bytes() == whole
+    # with a run of raw values and values added one at a time beside them
+    distinct = rng.lognormal(size=3000)
+    mixed = None
+    for part in (values[:20_000], values[20_000:]):
+        w = sqlapi._TDigestBuilder(100)
+        w.add_packed(2, part.tobytes())
+        d = sqlapi._deserialize_builder(w.serialize())
+        mixed = d if mixed is None else (mixed.merge(d) or mixed)
+    raw = sqlapi._TDigestBuilder(100)
+    raw.add_packed(2, distinct.tobytes())
+    mixed.merge(sqlapi._deserialize_builder(raw.serialize()))
+    mixed.add(7.25)
+    assert len(mixed.counted) == 2 and len(mixed.runs) == 1
+    assert mixed.result().to_bytes() == TDigest.from_values(
+        np.concatenate([values, distinct, [7.25]]), 100).to_bytes()
     few = sqlapi._TDigestBuilder(100)
     few.add_packed(2, np.arange(2000.0).tobytes())  # all distinct: raw values
     assert bytes(few.serialize())[4] == sqlapi._SER_TDIGEST
