@@ -10,7 +10,8 @@
 * ``sort_finite_float64``: the finite values of an array sorted ascending,
   -0.0 as 0.0 (a t-digest is built from them), by an LSD radix sort.
 * ``merge_sorted_float64``: runs of sorted values merged into one sorted
-  array, pairwise (each pass streams through memory).
+  array, pairwise (each pass streams through memory); ``merge_runs_float64``
+  the same of runs held apart (no copy joining them first; three at once).
 * ``tdigest_compress_sorted``: ``tdigest_compress`` of sorted values of
   weight 1, the centroids' means computed several at a time.
 * ``check_sorted_finite``: whether values are as ``sort_finite_float64``
@@ -333,8 +334,10 @@ cdef bint _lsd_sort(uint64_t *src, uint64_t *scratch, Py_ssize_t n, int low_bits
     return True
 
 
-def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
-    """Write the finite values of ``values`` to ``out`` sorted ascending,
+def sort_finite_float64(const double[::1] values, double[::1] out, const double[::1] more=None) -> int:
+    """Write the finite values of ``values`` (and of ``more``, as if they
+    followed: two buffers sorted together without being joined first) to
+    ``out`` sorted ascending,
     -0.0 written as 0.0; returns how many were written. NaN and infinities
     are left out. The result is numpy's ``np.sort(v[np.isfinite(v)]) + 0.0``
     (orochi_fdw.sketches.reference.sort_finite), made by a radix sort of the
@@ -343,7 +346,8 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
     key has the same digit. More: one MSD pass on the 16 bits below the bits
     all keys share (a bucket then fits in cache), each bucket sorted by LSD
     passes of 8 bits on the bits below."""
-    cdef Py_ssize_t i, n = values.shape[0], m = 0, start, c, ncounts
+    cdef Py_ssize_t n1 = values.shape[0]
+    cdef Py_ssize_t i, n = n1 + (0 if more is None else more.shape[0]), m = 0, start, c, ncounts
     cdef uint64_t bits, key, kmin = 0xFFFFFFFFFFFFFFFFULL, kmax = 0
     cdef uint64_t *keys
     cdef uint64_t *tmp
@@ -351,6 +355,8 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
     cdef int d, shift, top
     cdef double v
     cdef double *dest
+    cdef const double *src1 = &values[0] if n1 else NULL
+    cdef const double *src2 = &more[0] if n > n1 else NULL
     cdef bint stopped = False
     cdef bint msd = n >= MSD_MIN
     if out.shape[0] < n:
@@ -372,7 +378,7 @@ def sort_finite_float64(const double[::1] values, double[::1] out) -> int:
             if (i & INTERRUPT_MASK) == 0 and interrupted():
                 stopped = True
                 break
-            v = values[i]
+            v = src1[i] if i < n1 else src2[i - n1]
             memcpy(&bits, &v, 8)
             if (bits & EXP_MASK) == EXP_MASK:
                 continue  # NaN, +-Infinity
@@ -432,6 +438,34 @@ cdef inline void _merge2(const double *a, Py_ssize_t na, const double *b, Py_ssi
         memcpy(out + k, a + i, (na - i) * sizeof(double))
     elif j < nb:
         memcpy(out + k, b + j, (nb - j) * sizeof(double))
+
+
+cdef inline void _merge3(const double *a, Py_ssize_t na, const double *b, Py_ssize_t nb,
+                         const double *c, Py_ssize_t nc, double *out) noexcept nogil:
+    """Three sorted runs merged into out, no buffer; once one is used up,
+    the other two by _merge2."""
+    cdef Py_ssize_t i = 0, j = 0, l = 0, k = 0
+    cdef double x, y, z, m
+    cdef int t1, t2
+    while i < na and j < nb and l < nc:
+        # no branch on the comparisons (they cannot be predicted)
+        x = a[i]
+        y = b[j]
+        z = c[l]
+        t1 = y < x
+        m = y if t1 else x
+        t2 = z < m
+        out[k] = z if t2 else m
+        l += t2
+        j += (1 - t2) & t1
+        i += (1 - t2) & (1 - t1)
+        k += 1
+    if i == na:
+        _merge2(b + j, nb - j, c + l, nc - l, out + k)
+    elif j == nb:
+        _merge2(a + i, na - i, c + l, nc - l, out + k)
+    else:
+        _merge2(a + i, na - i, b + j, nb - j, out + k)
 
 
 def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, double[::1] out):
@@ -501,6 +535,95 @@ def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, do
             other = <double *> src
     free(b)
     free(tmp)
+    if stopped:
+        raise_interrupt()
+
+
+def merge_runs_float64(runs, double[::1] out):
+    """Merge the sorted runs (a sequence of float64 arrays, each sorted
+    ascending, no NaN) into ``out``, without joining them first: the two
+    shortest merged into a buffer while more than three are left, the last
+    three (or two) into ``out`` at once (a parallel aggregate's two or three
+    runs: one pass, no buffer)."""
+    cdef Py_ssize_t k = len(runs), n = 0, i, a, b, na
+    cdef const double[::1] view
+    cdef const double **ptr
+    cdef Py_ssize_t *length
+    cdef bint *owned
+    cdef double *buf
+    cdef bint stopped = False, failed = False
+    views = []
+    for r in runs:
+        view = r
+        views.append(view)  # held for the call
+        n += view.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("out must have the total length of the runs")
+    if n == 0:
+        return
+    ptr = <const double **> malloc((k + 1) * sizeof(double *))
+    length = <Py_ssize_t *> malloc((k + 1) * sizeof(Py_ssize_t))
+    owned = <bint *> malloc((k + 1) * sizeof(bint))
+    if ptr == NULL or length == NULL or owned == NULL:
+        free(ptr)
+        free(length)
+        free(owned)
+        raise MemoryError()
+    na = 0
+    for i in range(k):
+        view = views[i]
+        if view.shape[0]:
+            ptr[na] = &view[0]
+            length[na] = view.shape[0]
+            owned[na] = False
+            na += 1
+    with nogil:
+        while na > 3:
+            if interrupted():
+                stopped = True
+                break
+            # the two shortest, a < b
+            a = 0 if length[0] <= length[1] else 1
+            b = 1 - a
+            for i in range(2, na):
+                if length[i] < length[a]:
+                    b = a
+                    a = i
+                elif length[i] < length[b]:
+                    b = i
+            if a > b:
+                a, b = b, a
+            buf = <double *> malloc((length[a] + length[b]) * sizeof(double))
+            if buf == NULL:
+                failed = True
+                break
+            _merge2(ptr[a], length[a], ptr[b], length[b], buf)
+            if owned[a]:
+                free(<void *> ptr[a])
+            if owned[b]:
+                free(<void *> ptr[b])
+            ptr[a] = buf
+            length[a] += length[b]
+            owned[a] = True
+            na -= 1
+            ptr[b] = ptr[na]
+            length[b] = length[na]
+            owned[b] = owned[na]
+        if not stopped and not failed:
+            if na == 1:
+                memcpy(&out[0], ptr[0], length[0] * sizeof(double))
+            elif na == 2:
+                _merge2(ptr[0], length[0], ptr[1], length[1], &out[0])
+            else:
+                _merge3(ptr[0], length[0], ptr[1], length[1], ptr[2], length[2], &out[0])
+        for i in range(na):
+            if owned[i]:
+                free(<void *> ptr[i])
+    free(ptr)
+    free(length)
+    free(owned)
+    if failed:
+        raise MemoryError()
     if stopped:
         raise_interrupt()
 

@@ -472,28 +472,34 @@ class TopNScan:
             found = present.get(key.attname)
             ok = found is not None and found[1] == storage_kind(self.scan.table_columns[key.attname])
             where.append(meta.column_index(found[0]) if ok else None)
-        specs = list(zip(self.keys, self._floats, self._texts, where))
-        out = []
-        for g in groups:
-            chunks = meta.chunks[g.index]
-            bounds = []
-            for key, is_float, is_text, ci in specs:
-                if ci is None:
-                    bounds.append(None)
-                    continue
+        rows = [meta.chunks[g.index] for g in groups]
+        columns = []  # per key, the bound of every group
+        for key, is_float, is_text, ci in zip(self.keys, self._floats, self._texts, where):
+            if ci is None:
+                columns.append([None] * len(groups))
+                continue
+            reversed_ = key.is_reversed
+            # the common case of key_bound (numbers only, the least), as value_bound makes it
+            if is_text:
+                conv = lambda v, r=reversed_: text_bound(v, r)  # noqa: E731
+            elif is_float:
+                conv = (lambda v: -float(v)) if reversed_ else float
+            else:
+                conv = (lambda v: ~int(v)) if reversed_ else int
+            col = []
+            for chunks in rows:
                 st = chunks[ci].stats
                 if st is None:
-                    bounds.append(None)
+                    col.append(None)
                     continue
-                v = st.max if key.is_reversed else st.min
-                if not st.null_count and not st.has_nan and v is not None and st.row_count:
-                    # the common case of key_bound: numbers only, the least
-                    bounds.append(value_bound(key, is_float, is_text, v))
-                    continue
-                bounds.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
-                                        is_text=is_text))
-            out.append(bounds)
-        return out
+                v = st.max if reversed_ else st.min
+                if v is not None and not st.null_count and not st.has_nan and st.row_count:
+                    col.append((2, conv(v)))
+                else:
+                    col.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
+                                         is_text=is_text))
+            columns.append(col)
+        return [list(b) for b in zip(*columns)]
 
     def _dictionary(self, group, name: str):
         """A chunk group's text column ``name`` in dictionary form, or None

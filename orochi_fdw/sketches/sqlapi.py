@@ -56,6 +56,7 @@ import numpy as np
 from orochi_fdw.bridge import spi
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.errors import OrochiError
+from orochi_fdw.kernels import sketches as K
 from orochi_fdw.sketches import sampling
 from orochi_fdw.sketches.errors import CorruptSketchError
 from orochi_fdw.sketches.hashing import (canonical, canonical_float_bits, hash_bytes_list,
@@ -82,10 +83,19 @@ _KIND_MASK = 0xFF  # above: SKETCH_KIND_KEEP, the state keeps every value
 # then the HLL sketch's bytes, or a t-digest builder's parameters and values.
 _SER_MAGIC = b"OSS\x01"
 _SER_HLL, _SER_TDIGEST = 1, 2
+# A t-digest state whose values repeat (at most one distinct value in two):
+# the distinct values (float64) and how many times each comes (uint32), a
+# fraction of the bytes through the tuple queue
+_SER_TDIGEST_RUNS = 3
+_RUNS_MIN_VALUES = 1024
 # Most values a t-digest state ships as values (8 bytes each, under the 1 GB
 # limit of a bytea); a larger state ships its digest, and the merged digest is
 # then close to, not the same as, the serial one.
 _SHIP_VALUES_MAX = 1 << 26
+# Room (float64 slots) a run sorted from a C buffer keeps before it for the
+# serialized state's header (magic, kind, compression, up to 5 quantiles,
+# count: at most 62 bytes)
+_SER_ROOM = 8
 
 
 def _buffered(state: Any) -> tuple[bytes, Any]:
@@ -168,8 +178,12 @@ class _TDigestBuilder:
         self.compression = check_compression(compression)
         self.quantiles = quantiles
         self.runs: list[np.ndarray] = []
+        # sorted runs shipped as their distinct values (strictly increasing)
+        # and counts, folded together at the distinct values (:meth:`_fold_counted`)
+        self.counted: list[tuple[np.ndarray, np.ndarray]] = []
         self.pending = array("d")  # values as they came, not sorted yet
         self.digest: TDigest | None = None
+        self.keeping = False  # whether the C transition function keeps the values (after the first batch)
 
     def add(self, value: float) -> None:
         self.pending.append(value)
@@ -179,6 +193,22 @@ class _TDigestBuilder:
             raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
         self.pending.frombytes(data)
 
+    def add_batch(self, kind: int, data: Any) -> bool:
+        """A batch of the C transition function (:func:`buffer_add`; ``data``
+        lives only for the call). The first is kept as it came, and the
+        answer tells the C side to keep the next values in the state; a
+        later one is what it kept, handed over when the state is serialized,
+        combined or finished (or full): sorted at once with the values
+        pending, straight from the C buffer (no copy of it first)."""
+        if kind != _KIND_FLOAT64:
+            raise OrochiError(f"sketch aggregate state has an unknown value kind {kind}")
+        if not self.keeping:
+            self.pending.frombytes(data)
+            self.keeping = True
+        else:
+            self._sort_pending(np.frombuffer(data, dtype=np.float64))
+        return True
+
     def add_sketch(self, data: bytes) -> None:
         other = TDigest.from_bytes(_raw(data))
         if self.digest is None:
@@ -187,21 +217,59 @@ class _TDigestBuilder:
             self.digest.merge(other)
 
     def count(self) -> int:
-        return sum(len(r) for r in self.runs) + len(self.pending)
+        return (sum(len(r) for r in self.runs) + len(self.pending)
+                + sum(int(c.sum(dtype=np.int64)) for _d, c in self.counted))
 
-    def _sort_pending(self) -> None:
-        if len(self.pending):
-            self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64)))
-            self.pending = array("d")
+    def _fold_counted(self) -> None:
+        """The counted runs as one sorted run: their distinct values merged,
+        each one's counts added up, then expanded once (not each run
+        expanded and the whole merged value by value)."""
+        if not self.counted:
+            return
+        if len(self.counted) == 1:
+            distinct, total = self.counted[0]
+        else:
+            merged = merge_sorted([d for d, _c in self.counted])
+            first = np.empty(len(merged), dtype=bool)
+            first[:1] = True
+            np.not_equal(merged[1:], merged[:-1], out=first[1:])
+            distinct = merged[first]
+            total = np.zeros(len(distinct), dtype=np.int64)
+            for d, c in self.counted:
+                total[np.searchsorted(distinct, d)] += c  # d strictly increasing: no index twice
+        self.runs.append(np.repeat(distinct, total))
+        self.counted = []
+
+    def _sort_pending(self, more: np.ndarray | None = None) -> None:
+        """The values pending (and ``more``) sorted into a run; with
+        ``more`` (values handed over by the C side, most of a state's), in
+        an array with room for the serialized state's header before the run
+        and its end after (:meth:`serialize` then writes them there, not
+        copying the values into new bytes)."""
+        if more is None:
+            if len(self.pending):
+                self.runs.append(sort_finite(np.frombuffer(self.pending, dtype=np.float64)))
+                self.pending = array("d")
+            return
+        pending = np.frombuffer(self.pending, dtype=np.float64)
+        n = len(pending) + len(more)
+        if not n:
+            return
+        out = np.empty(_SER_ROOM + n + 1, dtype=np.float64)
+        k = K.sort_finite_float64(pending, out[_SER_ROOM:_SER_ROOM + n], np.ascontiguousarray(more))
+        self.runs.append(out[_SER_ROOM:_SER_ROOM + k])
+        self.pending = array("d")
 
     def sorted_values(self) -> np.ndarray:
         """Every value kept, sorted (and kept so, as one run)."""
         self._sort_pending()
+        self._fold_counted()
         self.runs = [merge_sorted(self.runs)]
         return self.runs[0]
 
     def result(self) -> TDigest:
         self._sort_pending()
+        self._fold_counted()
         values = TDigest.from_sorted_runs(self.runs, self.compression)
         self.runs = []
         if self.digest is not None:
@@ -214,6 +282,7 @@ class _TDigestBuilder:
         sorted values at the end, so it is the serial one); a digest it
         shipped instead of its values is merged."""
         self.runs.extend(other.runs)
+        self.counted.extend(other.counted)
         self.pending.extend(other.pending)
         if other.digest is not None:
             self.digest = other.digest if self.digest is None else self.digest.merge(other.digest)
@@ -237,9 +306,44 @@ class _TDigestBuilder:
                                            *[math.nan if x is None else x for x in q])
         else:
             quant = b"\x01" + struct.pack("<d", q)
-        return b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
-                         quant, struct.pack("<Q", len(values)), memoryview(values),
-                         struct.pack("<I", len(digest)), digest))
+        tail = struct.pack("<I", len(digest)) + digest
+        distinct = _distinct_counts(values)
+        if distinct is not None:
+            head = b"".join((_SER_MAGIC, bytes([_SER_TDIGEST_RUNS]), struct.pack("<i", self.compression),
+                             quant, struct.pack("<Q", len(distinct[0]))))
+            return b"".join((head, memoryview(distinct[0]), memoryview(distinct[1]), tail))
+        head = b"".join((_SER_MAGIC, bytes([_SER_TDIGEST]), struct.pack("<i", self.compression),
+                         quant, struct.pack("<Q", len(values))))
+        base = values.base
+        if not digest and isinstance(base, np.ndarray) and base.dtype == np.float64 and base.ndim == 1 \
+                and base.flags.c_contiguous and len(values):
+            # a run sorted with room around it (_sort_pending): the header and
+            # the end written there, the bytes handed over as a view
+            raw = base.view(np.uint8)
+            start = values.ctypes.data - base.ctypes.data - len(head)
+            end = start + len(head) + values.nbytes + 4
+            if start >= 0 and end <= len(raw):
+                raw[start:start + len(head)] = np.frombuffer(head, dtype=np.uint8)
+                raw[end - 4:end] = 0  # no digest
+                return memoryview(raw[start:end])
+        return b"".join((head, memoryview(values), tail))
+
+
+def _distinct_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sorted values as their distinct values and how many times each comes
+    (uint32), when there is at most one distinct value in two; else None."""
+    n = len(values)
+    if n < _RUNS_MIN_VALUES:
+        return None
+    change = values[1:] != values[:-1]
+    d = int(np.count_nonzero(change)) + 1
+    if d > n // 2:
+        return None
+    firsts = np.empty(d, dtype=np.int64)
+    firsts[0] = 0
+    np.add(np.flatnonzero(change), 1, out=firsts[1:])
+    counts = np.diff(firsts, append=n).astype("<u4")
+    return np.ascontiguousarray(values[firsts]), counts
 
 
 def _token(state_id: int) -> bytes:
@@ -578,6 +682,8 @@ def buffer_add(token: bytes, kind: int, data: Any) -> bool:
     builder = _builders.get(bytes(token))
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
+    if isinstance(builder, _TDigestBuilder):
+        return builder.add_batch(kind, data)
     builder.add_packed(kind, data)
     return builder.keeps_values
 
@@ -597,7 +703,7 @@ def _deserialize_builder(data: bytes) -> Any:
         builder = _HllBuilder(sketch.p)
         builder.sketch = sketch
         return builder
-    if kind != _SER_TDIGEST:
+    if kind not in (_SER_TDIGEST, _SER_TDIGEST_RUNS):
         raise CorruptSketchError(f"invalid sketch aggregate state: unknown kind {kind}")
     try:
         (compression,) = struct.unpack_from("<i", data, pos)
@@ -618,10 +724,21 @@ def _deserialize_builder(data: bytes) -> Any:
             raise CorruptSketchError("invalid sketch aggregate state: bad quantiles")
         (n,) = struct.unpack_from("<Q", data, pos)
         pos += 8
-        if n > (len(data) - pos) // 8:
+        width = 8 if kind == _SER_TDIGEST else 12  # a value, or a distinct value and its count
+        if n > (len(data) - pos) // width:
             raise CorruptSketchError("invalid sketch aggregate state: truncated values")
         values = np.frombuffer(data, dtype=np.float64, count=n, offset=pos)
         pos += 8 * n
+        if kind == _SER_TDIGEST_RUNS:
+            counts = np.frombuffer(data, dtype="<u4", count=n, offset=pos)
+            pos += 4 * n
+            if int(counts.sum(dtype=np.uint64)) > _SHIP_VALUES_MAX:
+                raise CorruptSketchError("invalid sketch aggregate state: too many values")
+            counted = len(values) < 2 or bool((values[1:] > values[:-1]).all())
+            if not (counted and check_sorted_finite(values)):
+                counted = False
+                values = sort_finite(np.repeat(values, counts))  # not as shipped: not trusted
+            n = len(values)
         (m,) = struct.unpack_from("<I", data, pos)
         pos += 4
     except (struct.error, IndexError):
@@ -632,7 +749,13 @@ def _deserialize_builder(data: bytes) -> Any:
     if n:
         # a worker's values, sorted there: taken as one run once checked (a
         # view of the bytes, which it keeps)
-        builder.runs.append(values if check_sorted_finite(values) else sort_finite(values))
+        if kind == _SER_TDIGEST_RUNS:
+            if counted:  # kept as they came (views of the bytes), expanded when folded
+                builder.counted.append((values, counts))
+            else:
+                builder.runs.append(values)
+        else:
+            builder.runs.append(values if check_sorted_finite(values) else sort_finite(values))
     if m:
         builder.digest = TDigest.from_bytes(data[pos:])
     return builder

@@ -60,23 +60,28 @@ def rank_error_bound(q: float, compression: int, n: int) -> float:
     return 2 * math.pi / compression * math.sqrt(q * (1 - q)) + 1.0 / max(n, 1)
 
 
-def sort_finite(values: Iterable[float] | np.ndarray) -> np.ndarray:
+def sort_finite(values: Iterable[float] | np.ndarray, more: np.ndarray | None = None) -> np.ndarray:
     """The finite values sorted ascending, -0.0 as 0.0: a digest is built
-    from them, so its bytes do not depend on the order of the values."""
+    from them, so its bytes do not depend on the order of the values.
+    ``more``: float64 values sorted with them (two buffers, not joined
+    first)."""
     v = np.ascontiguousarray(values, dtype=np.float64)
-    out = np.empty(len(v), dtype=np.float64)
-    return out[:K.sort_finite_float64(v, out)]
+    if more is None or not len(more):
+        out = np.empty(len(v), dtype=np.float64)
+        return out[:K.sort_finite_float64(v, out)]
+    m = np.ascontiguousarray(more, dtype=np.float64)
+    out = np.empty(len(v) + len(m), dtype=np.float64)
+    return out[:K.sort_finite_float64(v, out, m)]
 
 
 def merge_sorted(runs: list[np.ndarray]) -> np.ndarray:
-    """Runs of values as :func:`sort_finite` gives them, merged into one."""
+    """Runs of values as :func:`sort_finite` gives them, merged into one
+    (straight from the runs: they are not joined first)."""
     if len(runs) == 1:
         return runs[0]
-    values = np.concatenate(runs) if runs else np.zeros(0, dtype=np.float64)
-    bounds = np.zeros(len(runs) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in runs], out=bounds[1:])
-    out = np.empty(len(values), dtype=np.float64)
-    K.merge_sorted_float64(values, bounds, out)
+    runs = [np.ascontiguousarray(r, dtype=np.float64) for r in runs]
+    out = np.empty(sum(len(r) for r in runs), dtype=np.float64)
+    K.merge_runs_float64(runs, out)
     return out
 
 

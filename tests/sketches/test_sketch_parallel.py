@@ -40,6 +40,7 @@ AGGREGATES = [
     "orochi.hll_agg(d)",
     "orochi.tdigest_agg(f8)",
     "orochi.tdigest_agg(f8, 50)",
+    "orochi.tdigest_agg(i4 % 997)",  # values repeating: shipped as distinct values and counts
     "orochi.approx_percentile(f8, 0.5)",
     "orochi.approx_percentile(f8, 0.99, 200)",
     "orochi.approx_percentile(f8, ARRAY[0, 0.25, 0.75, 1])",
@@ -209,6 +210,94 @@ def test_serialized_builders_merge_to_the_serial_sketch():
             merged.merge(sqlapi._deserialize_builder(_builder_of(part, make).serialize()))
         assert merged.result().to_bytes() == whole
     assert merged.quantiles == [0.5, None]
+
+
+def test_batches_kept_in_c_sort_to_the_serial_sketch():
+    """The batches of the C transition function (the first kept as it came,
+    the later ones sorted at once straight from the buffer, with the values
+    added one at a time) give the digest of all the values, serialized and
+    merged too."""
+    rng = np.random.default_rng(11)
+    values = rng.lognormal(size=50_000)
+    values[::97] = np.nan
+    values[1::89] = -0.0
+    values[2::101] = np.inf
+    batches = [values[:64], values[64:30_000], values[30_000:]]
+    whole = TDigest.from_values(values, 100).to_bytes()
+    b = sqlapi._TDigestBuilder(100)
+    for i, part in enumerate(batches):
+        assert b.add_batch(2, memoryview(part.tobytes())) is True
+        if i == 1:
+            b.add(1.5)
+    assert b.keeping and len(b.runs) == 2
+    want = TDigest.from_values(np.append(values, 1.5), 100).to_bytes()
+    assert want != whole and b.result().to_bytes() == want
+    for n_parts in (1, 3):
+        merged = None
+        for chunk in np.array_split(values, n_parts):
+            w = sqlapi._TDigestBuilder(100, [0.5, None, 0.99])
+            w.add_batch(2, memoryview(chunk[:10].tobytes()))
+            w.add_batch(2, memoryview(chunk[10:].tobytes()))
+            plain = sqlapi._TDigestBuilder(100, [0.5, None, 0.99])
+            plain.add_packed(2, chunk.tobytes())
+            ser = w.serialize()
+            assert isinstance(ser, memoryview)  # written around the sorted run, not copied
+            assert bytes(ser) == plain.serialize()
+            d = sqlapi._deserialize_builder(ser)
+            merged = d if merged is None else (merged.merge(d) or merged)
+        assert merged.result().to_bytes() == whole
+
+
+def test_repeated_values_ship_as_distinct_values_and_counts():
+    """A state whose values repeat travels as its distinct values and their
+    counts (a fraction of the bytes) and merges to the serial digest; counts
+    adding up to more values than a state ships are refused."""
+    rng = np.random.default_rng(12)
+    values = np.round(rng.lognormal(3, 1, 40_000), 1)
+    whole = TDigest.from_values(values, 100).to_bytes()
+    merged = None
+    for chunk in np.array_split(values, 3):
+        w = sqlapi._TDigestBuilder(100, 0.5)
+        w.add_batch(2, memoryview(chunk[:64].tobytes()))
+        w.add_batch(2, memoryview(chunk[64:].tobytes()))
+        ser = bytes(w.serialize())
+        assert ser[4] == sqlapi._SER_TDIGEST_RUNS and len(ser) < 4 * len(chunk)
+        d = sqlapi._deserialize_builder(ser)
+        assert d.quantiles == 0.5
+        merged = d if merged is None else (merged.merge(d) or merged)
+    assert len(merged.counted) == 3 and merged.count() == len(values)
+    assert merged.result().to_bytes() == whole
+    # with a run of raw values and values added one at a time beside them
+    distinct = rng.lognormal(size=3000)
+    mixed = None
+    for part in (values[:20_000], values[20_000:]):
+        w = sqlapi._TDigestBuilder(100)
+        w.add_packed(2, part.tobytes())
+        d = sqlapi._deserialize_builder(w.serialize())
+        mixed = d if mixed is None else (mixed.merge(d) or mixed)
+    raw = sqlapi._TDigestBuilder(100)
+    raw.add_packed(2, distinct.tobytes())
+    mixed.merge(sqlapi._deserialize_builder(raw.serialize()))
+    mixed.add(7.25)
+    assert len(mixed.counted) == 2 and len(mixed.runs) == 1
+    assert mixed.result().to_bytes() == TDigest.from_values(
+        np.concatenate([values, distinct, [7.25]]), 100).to_bytes()
+    few = sqlapi._TDigestBuilder(100)
+    few.add_packed(2, np.arange(2000.0).tobytes())  # all distinct: raw values
+    assert bytes(few.serialize())[4] == sqlapi._SER_TDIGEST
+    forged = (sqlapi._SER_MAGIC + bytes([sqlapi._SER_TDIGEST_RUNS]) + struct.pack("<i", 100) + b"\x00"
+              + struct.pack("<Q", 1) + struct.pack("<d", 1.0) + struct.pack("<I", 0xFFFFFFFF)
+              + struct.pack("<I", 0))
+    with pytest.raises(sqlapi.CorruptSketchError):
+        sqlapi._deserialize_builder(forged)
+    with pytest.raises(sqlapi.CorruptSketchError):
+        sqlapi._deserialize_builder(forged[:-6])
+    # distinct values out of order (or not finite): sorted, not trusted
+    unsorted = (sqlapi._SER_MAGIC + bytes([sqlapi._SER_TDIGEST_RUNS]) + struct.pack("<i", 100) + b"\x00"
+                + struct.pack("<Q", 3) + struct.pack("<3d", 2.0, math.nan, 1.0) + struct.pack("<3I", 2, 1, 3)
+                + struct.pack("<I", 0))
+    assert sqlapi._deserialize_builder(unsorted).result().to_bytes() == \
+        TDigest.from_values([2.0, 2.0, 1.0, 1.0, 1.0], 100).to_bytes()
 
 
 def test_shipped_digests_stay_within_the_error_bound(monkeypatch):

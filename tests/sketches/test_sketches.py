@@ -261,6 +261,34 @@ def test_merge_sorted_kernel_matches_reference():
             K.merge_sorted_float64(np.arange(3.0), np.array(bad, dtype=np.int64), np.empty(3))
 
 
+def test_merge_runs_kernel_matches_reference():
+    """Runs held apart (any number, empty ones, special values) merge to the
+    sort of their values, as their concatenation merges."""
+    rng = np.random.default_rng(8)
+    for sizes in ([], [0], [5], [0, 0], [3, 0, 4], [1000, 1, 0, 65536, 17], [2] * 33, [40_000, 39_000, 41_000]):
+        runs = [R.sort_finite(rng.choice(_SPECIAL, k) if i % 2 else rng.normal(size=k))
+                for i, k in enumerate(sizes)]
+        want = R.sort_finite(np.concatenate(runs) if runs else np.zeros(0))
+        out = np.full(len(want), 7.0)
+        K.merge_runs_float64(runs, out)
+        assert out.tobytes() == want.tobytes()
+    with pytest.raises(ValueError):
+        K.merge_runs_float64([np.arange(3.0)], np.empty(2))
+
+
+def test_sort_finite_kernel_of_two_buffers():
+    """Two buffers (an array and a read-only memoryview, as the C transition
+    function hands its values over) sort as their concatenation, on both
+    paths of the radix sort and with either one empty."""
+    rng = np.random.default_rng(9)
+    for n1, n2 in ((0, 0), (0, 5), (5, 0), (100, 70), (1000, 70_000)):
+        a, b = rng.choice(_SPECIAL, n1), rng.lognormal(3, 1, n2)
+        b[::7] = rng.choice(_SPECIAL, len(b[::7]))
+        out = np.full(n1 + n2, 7.0)
+        k = K.sort_finite_float64(a, out, memoryview(b.tobytes()).cast("d"))
+        assert out[:k].tobytes() == R.sort_finite(np.concatenate([a, b])).tobytes()
+
+
 def _datasets():
     rng = np.random.default_rng(42)
     return {
