@@ -78,10 +78,16 @@ def _planning_read(key: tuple, read: Any) -> Any:
     if found is not None and found[0] == snapshot:
         _planning_reads.move_to_end(key)
         return found[1]
-    value = read()
-    _planning_reads[key] = (snapshot, value)
-    if len(_planning_reads) > PLANNING_READ_ENTRIES:
-        _planning_reads.popitem(last=False)
+    return _planning_keep(key, snapshot, read())
+
+
+def _planning_keep(key: tuple, snapshot: bytes | None, value: Any) -> Any:
+    """Keep ``value`` (read under ``snapshot``) as the planning read ``key``."""
+    if snapshot is not None:
+        _planning_reads[key] = (snapshot, value)
+        _planning_reads.move_to_end(key)
+        if len(_planning_reads) > PLANNING_READ_ENTRIES:
+            _planning_reads.popitem(last=False)
     return value
 
 
@@ -404,7 +410,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None, scan_cache: dict | None = None, rowids: bool = True,
-                stripes: tuple | None = None):
+                stripes: tuple | None = None, dictionaries: frozenset = frozenset()):
         """Scan the table.  ``scan_cache`` (the same dict at every rescan of
         one scan node) keeps the catalog's stripe list, whether the delta
         store has rows and the last decoded column chunks, so that a
@@ -416,7 +422,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         ``scan_cache``) is (the stripe records, whether the delta store may
         hold rows) as the caller read them under this statement's snapshot,
         with the catalog rows of every column the scan reads (a
-        nearest-neighbour scan's filter, from its kept records)."""
+        nearest-neighbour scan's filter, from its kept records).
+        ``dictionaries``: text columns whose DICTIONARY-coded chunks the
+        batches may carry in that form (a
+        :class:`~orochi_fdw.columnar.scan.DictionaryColumn`), for a caller
+        that takes it (the join engine)."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
@@ -454,7 +464,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=delta, missing=self.missing_values(),
                             chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}),
-                            rowids=rowids)
+                            rowids=rowids,
+                            dictionaries=frozenset() if sample_requested(self.relid, quals) else dictionaries)
         scan.counters.chunks = chunk_counts
         if scan_cache is not None:
             scan_cache["last_scan"] = scan
@@ -490,7 +501,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
                 return records
             attnums = have | attnums
         attnums = frozenset(attnums)
-        return _planning_read(key, lambda: (attnums, store.table_stripes(self.relid, attnums)))[1]
+        return _planning_keep(key, snapshot, (attnums, store.table_stripes(self.relid, attnums)))[1]
 
     def _planning_delta_rows(self) -> int:
         """The delta store's rows, for planning."""

@@ -712,13 +712,20 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
     import pyarrow as pa
 
     from orochi_fdw.bridge.runtime import UNKNOWN  # noqa: F401  (the scan's module is loaded)
+    from orochi_fdw.columnar.scan import DictionaryColumn
     from orochi_fdw.columnar.types import cstring_to_decimal, decimal_type, storage_kind
 
     instance = handle.instance
     names = inp["columns"]
     coldefs = [instance.columns[n] for n in names]
     kinds = [_scan_kind(c) for c in coldefs]
-    types = [_arrow_type(c) for c in coldefs]
+    # text crosses as Arrow dictionary arrays: a DICTIONARY-coded chunk's
+    # distinct values and codes as they are (DuckDB keeps them as a
+    # dictionary vector), other batches as a dictionary of their own rows
+    texts = {n for n, k in zip(names, kinds) if k in (WireKind.TEXT, WireKind.CSTRING)
+             and coldefs[names.index(n)].type_oid in (pushable.TEXT, pushable.VARCHAR, pushable.BPCHAR)}
+    types = [pa.dictionary(pa.int32(), _arrow_type(c)) if n in texts else _arrow_type(c)
+             for n, c in zip(names, coldefs)]
     # character(n) is stored without its padding (stripes, a column's
     # missing value) and the delta store hands it over as text (bpchar::text
     # drops the padding too): the scan's batches need no trimming, only
@@ -736,9 +743,17 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
             return pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema)
         arrays = []
         for n, c, k, t, trim in zip(names, coldefs, kinds, types, trimmed):
-            col = to_column(k, columns[n]) if n in columns else _null_column(k, nrows)
+            col = columns.get(n)
+            if isinstance(col, DictionaryColumn):
+                arrays.append(_dictionary_to_arrow(col, c, nrows, t, trimmed=trim and scanned))
+                continue
+            col = to_column(k, col) if col is not None else _null_column(k, nrows)
             if col.kind is WireKind.CSTRING and decimal_type(c) is not None:
                 col = cstring_to_decimal(col, c)
+            if n in texts:
+                arrays.append(_dictionary_to_arrow(DictionaryColumn(col, None, col.validity), c, nrows, t,
+                                                   trimmed=trim and scanned))
+                continue
             arrays.append(_to_arrow(col, c, nrows, t, trimmed=trim and scanned))
         return pa.record_batch(arrays, schema=schema)
 
@@ -750,7 +765,7 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
             # parameter's column or copied once the rescans cost a full scan)
             items = iter(instance.execute(quals, names, scan_cache=scan_cache, rowids=False) or ())
         else:
-            items = iter(instance.execute(quals, names, rowids=False) or ())
+            items = iter(instance.execute(quals, names, rowids=False, dictionaries=frozenset(texts)) or ())
         while True:
             if threading.get_ident() != owner:
                 raise EngineError("the join engine read a table from another thread", "XX000")
@@ -851,6 +866,27 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int, typ=None, trimmed: bool 
     else:
         buf = pa.py_buffer(np.ascontiguousarray(values))
     return pa.Array.from_buffers(typ, n, [bitmap, buf])
+
+
+def _dictionary_to_arrow(col: Any, c: ColumnDefinition, n: int, typ, trimmed: bool):
+    """A text column as an Arrow dictionary array of type ``typ``: a
+    :class:`~orochi_fdw.columnar.scan.DictionaryColumn`'s entries and codes
+    (checked against the entries when the chunk was decoded); a column
+    without codes (a decoded chunk, delta rows) as a dictionary of its own
+    rows, in order."""
+    import pyarrow as pa
+
+    entries = col.entries
+    dictionary = _to_arrow(Column(entries.kind, entries.values, None, entries.offsets), c, len(entries.offsets) - 1,
+                           typ.value_type, trimmed)
+    codes = np.arange(n, dtype=np.int32) if col.codes is None else np.ascontiguousarray(col.codes, dtype=np.int32)
+    bitmap = None
+    if col.validity is not None:
+        valid = np.asarray(col.validity).astype(bool, copy=False)
+        if not valid.all():
+            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    indices = pa.Array.from_buffers(pa.int32(), n, [bitmap, pa.py_buffer(codes)])
+    return pa.DictionaryArray.from_arrays(indices, dictionary, safe=False)
 
 
 def _from_arrow(arr, out: dict) -> Column:
