@@ -115,9 +115,15 @@ class ColumnarScan:
     def __init__(self, relname: str, table_columns: dict[str, ColumnDefinition],
                  stripes: list[store.StripeRecord], needed: list[str], quals: Any,
                  delta: Callable[[], Iterable[Batch]] | None = None,
-                 missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None, rowids: bool = True):
+                 missing: Mapping[str, tuple] = {}, chunk_cache: dict | None = None, rowids: bool = True,
+                 dictionaries: frozenset = frozenset()):
         self.relname = relname
         self.rowids = rowids  # whether stripe rows get row ids
+        #: text columns whose DICTIONARY-coded chunks are handed over in that
+        #: form (a :class:`DictionaryColumn`), not decoded: for a consumer
+        #: that takes it (the join engine); only where nothing filters the
+        #: batch after the scan
+        self.dictionaries = dictionaries
         self.table_columns = table_columns
         self.needed = [c for c in needed if c in table_columns]
         #: what min/max pruning tests (the bound quals' ``prune`` expression)
@@ -235,7 +241,8 @@ class ColumnarScan:
         self.counters.deleted_rows_skipped += n - len(offsets)
         if len(offsets) == 0:
             return None
-        cols = {name: select_rows(col, live, offsets) for name, col in batch.columns.items()}
+        cols = {name: col.take(offsets) if isinstance(col, DictionaryColumn) else select_rows(col, live, offsets)
+                for name, col in batch.columns.items()}
         return Batch(len(offsets), cols, self._rowids(stripe.stripe_id, offsets + first_row))
 
     def _rowids(self, stripe_id: int, offsets: np.ndarray) -> np.ndarray | None:
@@ -292,7 +299,11 @@ class ColumnarScan:
                         self.counters.rows += batch.nrows
                         yield batch
                     continue
-                cols = {name: group.column(name) for name in self.needed}
+                if self.dictionaries and (pre is None or pre.expr is ALWAYS_TRUE):
+                    cols = {name: group.dictionary_column(name) if name in self.dictionaries
+                            else group.column(name) for name in self.needed}
+                else:
+                    cols = {name: group.column(name) for name in self.needed}
                 batch = self._apply_deletes(stripe, group.deleted, group.first_row, Batch(group.nrows, cols))
                 group.release()
                 if batch is not None:
@@ -327,10 +338,15 @@ class ColumnarScan:
             return None
         # only the columns the filter passes on (a filter column is not decoded
         # for a group that passes whole)
+        dicts = self.dictionaries
         if len(idx) == group.nrows:
-            cols = {name: group.column(name) for name in pre.needed}
+            cols = {name: group.dictionary_column(name) if name in dicts else group.column(name)
+                    for name in pre.needed}
         else:
-            cols = {name: take(group.column(name), idx) for name in pre.needed}
+            cols = {}
+            for name in pre.needed:
+                col = group.dictionary_column(name) if name in dicts else group.column(name)
+                cols[name] = col.take(idx) if isinstance(col, DictionaryColumn) else take(col, idx)
         group.release()
         return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
 
@@ -467,25 +483,40 @@ class ChunkGroup:
         :meth:`column` decoded it already."""
         if name in self._dicts:
             return self._dicts[name]
+        found = None if name in self._cols else self._dictionary_parts(name, chars=False)
+        self._dicts[name] = found
+        return found
+
+    def dictionary_column(self, name: str) -> "Column | DictionaryColumn":
+        """Text column ``name`` as a :class:`DictionaryColumn` when its chunk
+        is DICTIONARY-coded (character(n) too: its entries without their
+        padding, as stored), else decoded (:meth:`column`)."""
         found = None
+        if name not in self._cols and self.scan.chunk_cache is None:
+            found = self._dicts.get(name) or self._dictionary_parts(name, chars=True)
+        return self.column(name) if found is None else DictionaryColumn(*found)
+
+    def _dictionary_parts(self, name: str, chars: bool) -> tuple[Column, np.ndarray, np.ndarray | None] | None:
+        """:meth:`dictionary`'s answer, read (``chars``: of a character(n)
+        column too)."""
         where = self.present.get(name)
         column = self.scan.table_columns[name]
         read = getattr(self.reader, "read_dictionary", None)
         kind = storage_kind(column)
-        if where is not None and where[1] == kind and kind != "char" and read is not None \
-                and name not in self._cols:
-            chunk = read(where[0], self.index)
-            if chunk is not None:
-                entries = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
-                if entries.kind.is_variable_width:
-                    codes = chunk.codes
-                    validity = chunk.validity
-                    if validity is not None:
-                        codes = np.zeros(self.nrows, dtype=np.int32)
-                        codes[validity] = chunk.codes
-                    found = (entries, codes, validity)
-        self._dicts[name] = found
-        return found
+        if where is None or where[1] != kind or (kind == "char" and not chars) or read is None:
+            return None
+        chunk = read(where[0], self.index)
+        if chunk is None:
+            return None
+        entries = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
+        if not entries.kind.is_variable_width:
+            return None
+        codes = chunk.codes
+        validity = chunk.validity
+        if validity is not None:
+            codes = np.zeros(self.nrows, dtype=np.int32)
+            codes[validity] = chunk.codes
+        return entries, codes, validity
 
     def release(self) -> None:
         """Forget the decoded columns (the batch made of them holds them as
@@ -503,6 +534,23 @@ class ChunkGroup:
     def rowids(self, offsets: np.ndarray) -> np.ndarray:
         """Row ids of the group's rows at ``offsets``."""
         return stripe_rowids(self.stripe.stripe_id, np.asarray(offsets, dtype=np.int64) + self.first_row)
+
+
+class DictionaryColumn:
+    """A text column of a chunk group in its dictionary form: the distinct
+    values (a wire column), an int32 code per row (0 for NULLs, checked
+    against the entries when decoded) and the validity (None: no NULL)."""
+
+    __slots__ = ("entries", "codes", "validity")
+
+    def __init__(self, entries: Column, codes: np.ndarray, validity: np.ndarray | None):
+        self.entries = entries
+        self.codes = codes
+        self.validity = validity
+
+    def take(self, idx: np.ndarray) -> "DictionaryColumn":
+        """Rows ``idx`` (positions)."""
+        return DictionaryColumn(self.entries, self.codes[idx], None if self.validity is None else self.validity[idx])
 
 
 class FilteredBatch(Batch):

@@ -21,6 +21,7 @@ parts the extension rules out.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -55,6 +56,39 @@ if TYPE_CHECKING:  # pragma: no cover
 _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "float64": 8,
                   "date": 4, "timestamp": 8, "timestamptz": 8, "time": 8, "interval": 16,
                   "uuid": 16, **{f"decimal64_{s}": 8 for s in range(19)}}
+
+
+#: what planning read of a table's catalog (its stripe records with the
+#: catalog rows of some columns, its delta store's row count), with the
+#: snapshot it was read under (:func:`~orochi_fdw.bridge.spi.snapshot_key`):
+#: the planner asks for the same ones many times over a statement's join
+#: relations and paths (TPC-H Q8: eight tables, a few dozen times each), and
+#: a snapshot equal to the byte sees the same rows
+_planning_reads: "OrderedDict[tuple, tuple[bytes, Any]]" = OrderedDict()
+PLANNING_READ_ENTRIES = 64
+
+
+def _planning_read(key: tuple, read: Any) -> Any:
+    """``read()``, or what it answered under the same snapshot before (the
+    records are shared: planning only reads them)."""
+    snapshot = spi.snapshot_key()
+    if snapshot is None:
+        return read()
+    found = _planning_reads.get(key)
+    if found is not None and found[0] == snapshot:
+        _planning_reads.move_to_end(key)
+        return found[1]
+    return _planning_keep(key, snapshot, read())
+
+
+def _planning_keep(key: tuple, snapshot: bytes | None, value: Any) -> Any:
+    """Keep ``value`` (read under ``snapshot``) as the planning read ``key``."""
+    if snapshot is not None:
+        _planning_reads[key] = (snapshot, value)
+        _planning_reads.move_to_end(key)
+        if len(_planning_reads) > PLANNING_READ_ENTRIES:
+            _planning_reads.popitem(last=False)
+    return value
 
 
 class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
@@ -376,7 +410,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
 
     def execute(self, quals: list[Qual], columns: list[str], sortkeys: list[SortKey] | None = None,
                 limit: int | None = None, scan_cache: dict | None = None, rowids: bool = True,
-                stripes: tuple | None = None):
+                stripes: tuple | None = None, dictionaries: frozenset = frozenset()):
         """Scan the table.  ``scan_cache`` (the same dict at every rescan of
         one scan node) keeps the catalog's stripe list, whether the delta
         store has rows and the last decoded column chunks, so that a
@@ -388,7 +422,11 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         ``scan_cache``) is (the stripe records, whether the delta store may
         hold rows) as the caller read them under this statement's snapshot,
         with the catalog rows of every column the scan reads (a
-        nearest-neighbour scan's filter, from its kept records)."""
+        nearest-neighbour scan's filter, from its kept records).
+        ``dictionaries``: text columns whose DICTIONARY-coded chunks the
+        batches may carry in that form (a
+        :class:`~orochi_fdw.columnar.scan.DictionaryColumn`), for a caller
+        that takes it (the join engine)."""
         if sortkeys and sortkeys[0].function is not None:
             from orochi_fdw.vector import search
 
@@ -426,7 +464,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         scan = ColumnarScan(self.relname, self.columns, stripes, read, bound,
                             delta=delta, missing=self.missing_values(),
                             chunk_cache=None if scan_cache is None else scan_cache.setdefault("chunks", {}),
-                            rowids=rowids)
+                            rowids=rowids,
+                            dictionaries=frozenset() if sample_requested(self.relid, quals) else dictionaries)
         scan.counters.chunks = chunk_counts
         if scan_cache is not None:
             scan_cache["last_scan"] = scan
@@ -447,6 +486,27 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
             return statistics.StatisticsAggregate(self, request)
         return super().aggregate(request, quals, scan_cache)
 
+    def _planning_stripes(self, attnums: set[int]) -> list[store.StripeRecord]:
+        """The table's stripe records for planning (not to be changed), with
+        the catalog rows of at least the columns ``attnums``: those read
+        before under the same snapshot when they have them, else read again
+        with the columns of both."""
+        key = ("stripes", self.relid)
+        snapshot = spi.snapshot_key()
+        found = _planning_reads.get(key)
+        if snapshot is not None and found is not None and found[0] == snapshot:
+            have, records = found[1]
+            if attnums <= have:
+                _planning_reads.move_to_end(key)
+                return records
+            attnums = have | attnums
+        attnums = frozenset(attnums)
+        return _planning_keep(key, snapshot, (attnums, store.table_stripes(self.relid, attnums)))[1]
+
+    def _planning_delta_rows(self) -> int:
+        """The delta store's rows, for planning."""
+        return _planning_read(("delta", self.relid), self.delta.count)
+
     def value_ranges(self, columns: list[str], exact: bool = False) -> dict[str, tuple[int, int]]:
         """The least and greatest value of integer ``columns`` (scaled
         integers for numerics stored as int64) over the catalog statistics
@@ -456,9 +516,9 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         stripe has their statistics in the current type and the delta store
         is empty (the bounds hold for this snapshot)."""
         names = [c for c in columns if c in self.columns]
-        if not names or (exact and self.delta.count()):
+        if not names or (exact and self._planning_delta_rows()):
             return {}
-        stripes = store.table_stripes(self.relid, {self.columns[c].attnum for c in names})
+        stripes = self._planning_stripes({self.columns[c].attnum for c in names})
         out = {}
         for name in names:
             column = self.columns[name]
@@ -481,7 +541,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def stored_rows(self) -> int:
         """Rows of every stripe (deleted ones included) and of the delta
         store: at least as many as any scan of this snapshot reads."""
-        return sum(s.row_count for s in store.table_stripes(self.relid)) + self.delta.count()
+        return sum(s.row_count for s in self._planning_stripes(set())) + self._planning_delta_rows()
 
     def _plain_top_n(self, quals: list[Qual], needed: list[str], keys: list[SortKey]) -> bool:
         """Whether the top-N scan takes these columns: not scaled numerics
@@ -555,12 +615,12 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
     def get_rel_size(self, quals: list[Qual], columns: list[str]) -> tuple[float, int]:
         bound = self.bound_quals(quals)
         attnums = {self.columns[c].attnum for c in bound.prune_columns}
-        stripes = store.table_stripes(self.relid, attnums)
+        stripes = self._planning_stripes(attnums)
         total = sum(s.live_rows for s in stripes)
         kept, _ = self._exclude_chunks(stripes, bound)
         rows = sum(s.live_rows for s in prune_stripes(kept, bound, self.columns, self.missing_values())) \
             if bound.prune is not ALWAYS_TRUE else total
-        rows += self.delta.count()
+        rows += self._planning_delta_rows()
         return (float(rows), self._width(columns, total))
 
     def estimate(self, quals: list[Qual], columns: list[str], selectivity: float) -> dict:
@@ -586,7 +646,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         from orochi_fdw.query import estimates
 
         read, stripes, kept = self._planned_stripes(quals, columns)
-        delta = self.delta.count()
+        delta = self._planning_delta_rows()
         stored = sum(s.live_rows for s in stripes)
         scanned = sum(s.live_rows for s in kept) + delta
         shape = estimates.ScanShape(stored + delta, scanned, len(kept),
@@ -601,7 +661,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         bound = self.bound_quals(quals)
         read = {c for c in [*columns, *(q.field_name for q in quals)] if c in self.columns}
         attnums = {self.columns[c].attnum for c in read} | {self.columns[c].attnum for c in bound.prune_columns}
-        stripes = store.table_stripes(self.relid, attnums)
+        stripes = self._planning_stripes(attnums)
         kept, _ = self._exclude_chunks(stripes, bound)
         if bound.prune is not ALWAYS_TRUE:
             kept = prune_stripes(kept, bound, self.columns, self.missing_values())
@@ -630,7 +690,7 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         per_scan = min(known)
         if per_scan > estimates.PARAM_USEFUL_FRACTION * full:
             return None
-        delta = self.delta.count()
+        delta = self._planning_delta_rows()
         share = per_scan / full
         shape = estimates.ScanShape(full + delta, per_scan + delta, 1,
                                     estimates.read_bytes(kept, {self.columns[c].attnum for c in read}) * share,

@@ -918,28 +918,49 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
     import pyarrow as pa
 
     from orochi_fdw.bridge.runtime import UNKNOWN  # noqa: F401  (the scan's module is loaded)
-    from orochi_fdw.columnar.types import cstring_to_decimal, decimal_type
+    from orochi_fdw.columnar.scan import DictionaryColumn
+    from orochi_fdw.columnar.types import cstring_to_decimal, decimal_type, storage_kind
 
     instance = handle.instance
     names = inp["columns"]
     coldefs = [instance.columns[n] for n in names]
     kinds = [_scan_kind(c) for c in coldefs]
+    # text crosses as Arrow dictionary arrays: a DICTIONARY-coded chunk's
+    # distinct values and codes as they are (DuckDB keeps them as a
+    # dictionary vector), other batches as a dictionary of their own rows
+    texts = {n for n, k in zip(names, kinds) if k in (WireKind.TEXT, WireKind.CSTRING)
+             and coldefs[names.index(n)].type_oid in (pushable.TEXT, pushable.VARCHAR, pushable.BPCHAR)}
+    types = [pa.dictionary(pa.int32(), _arrow_type(c)) if n in texts else _arrow_type(c)
+             for n, c in zip(names, coldefs)]
+    # character(n) is stored without its padding (stripes, a column's
+    # missing value) and the delta store hands it over as text (bpchar::text
+    # drops the padding too): the scan's batches need no trimming, only
+    # rows handed over as Python values and bpchar without a length
+    trimmed = [c.type_oid == pushable.BPCHAR and storage_kind(c) == "char" for c in coldefs]
     if quals is None:
         quals = [_qual(q) for q in inp["quals"]]
-    fields = [pa.field(n, _arrow_type(c)) for n, c in zip(names, coldefs)] or [pa.field("orochi_row", pa.bool_())]
+    fields = [pa.field(n, t) for n, t in zip(names, types)] or [pa.field("orochi_row", pa.bool_())]
     schema = pa.schema(fields)
     owner = threading.get_ident()
     key = f"t{inp['rti']} {inp['relname']}"
 
-    def make(nrows: int, columns: dict):
+    def make(nrows: int, columns: dict, scanned: bool = True):
         if not names:
             return pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema)
         arrays = []
-        for n, c, k in zip(names, coldefs, kinds):
-            col = to_column(k, columns[n]) if n in columns else _null_column(k, nrows)
+        for n, c, k, t, trim in zip(names, coldefs, kinds, types, trimmed):
+            col = columns.get(n)
+            if isinstance(col, DictionaryColumn):
+                arrays.append(_dictionary_to_arrow(col, c, nrows, t, trimmed=trim and scanned))
+                continue
+            col = to_column(k, col) if col is not None else _null_column(k, nrows)
             if col.kind is WireKind.CSTRING and decimal_type(c) is not None:
                 col = cstring_to_decimal(col, c)
-            arrays.append(_to_arrow(col, c, nrows))
+            if n in texts:
+                arrays.append(_dictionary_to_arrow(DictionaryColumn(col, None, col.validity), c, nrows, t,
+                                                   trimmed=trim and scanned))
+                continue
+            arrays.append(_to_arrow(col, c, nrows, t, trimmed=trim and scanned))
         return pa.record_batch(arrays, schema=schema)
 
     def batches():
@@ -948,9 +969,9 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
         if scan_cache is not None:
             # (a rescan: the stripe list kept, the rows indexed by a varying
             # parameter's column or copied once the rescans cost a full scan)
-            items = iter(instance.execute(quals, names, scan_cache=scan_cache) or ())
+            items = iter(instance.execute(quals, names, scan_cache=scan_cache, rowids=False) or ())
         else:
-            items = iter(instance.execute(quals, names) or ())
+            items = iter(instance.execute(quals, names, rowids=False, dictionaries=frozenset(texts)) or ())
         while True:
             if threading.get_ident() != owner:
                 raise EngineError("the join engine read a table from another thread", "XX000")
@@ -976,7 +997,8 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
                 cols = {n: [r[order.index(n)] for r in pending_rows] for n in names}
             if counters is not None:
                 counters["rows_in"][key] = counters["rows_in"].get(key, 0) + len(pending_rows)
-            yield make(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)})
+            yield make(len(pending_rows), {n: Column.from_pylist(k, cols[n]) for n, k in zip(names, kinds)},
+                       scanned=False)
 
     if counters is not None:
         counters["rows_in"].setdefault(key, 0)
@@ -992,8 +1014,9 @@ def _arrow_type(c: ColumnDefinition):
 
     oid = c.type_oid
     if oid == pushable.NUMERIC:
+        # (the scan's scaled int64 as they are: DuckDB reads Arrow's decimal64)
         p, s = pushable.decimal64_type(oid, c.typmod)
-        return pa.decimal128(max(p, 1), s)
+        return pa.decimal64(max(p, 1), s)
     return {
         pushable.INT2: pa.int16(), pushable.INT4: pa.int32(), pushable.INT8: pa.int64(),
         pushable.BOOL: pa.bool_(), pushable.DATE: pa.date32(), pushable.TEXT: pa.large_string(),
@@ -1003,9 +1026,12 @@ def _arrow_type(c: ColumnDefinition):
     }[oid]
 
 
-def _to_arrow(col: Column, c: ColumnDefinition, n: int):
-    """One wire column as an Arrow array: fixed-width values and text are
-    wrapped without copying; validity bytes become a bitmap."""
+def _to_arrow(col: Column, c: ColumnDefinition, n: int, typ=None, trimmed: bool = False):
+    """One wire column as an Arrow array (of type ``typ``, by default
+    :func:`_arrow_type`'s): fixed-width values (numerics' scaled int64 too)
+    and text are wrapped without copying; validity bytes become a bitmap.
+    ``trimmed``: a character(n) column's values are known to have no
+    padding."""
     import pyarrow as pa
 
     bitmap = None
@@ -1013,13 +1039,14 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int):
         valid = np.asarray(col.validity).astype(bool, copy=False)
         if not valid.all():
             bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    typ = _arrow_type(c)
+    if typ is None:
+        typ = _arrow_type(c)
     kind = col.kind
     if kind in (WireKind.TEXT, WireKind.CSTRING):
         offsets = np.ascontiguousarray(col.offsets, dtype=np.int64)
         arr = pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(offsets),
                                              pa.py_buffer(np.ascontiguousarray(col.values))])
-        if c.type_oid == pushable.BPCHAR:
+        if c.type_oid == pushable.BPCHAR and not trimmed:
             import pyarrow.compute as pc
 
             arr = pc.utf8_rtrim(arr, characters=" ")  # char(n) without its padding
@@ -1028,10 +1055,12 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int):
     if kind is WireKind.BOOL:
         buf = pa.py_buffer(np.packbits(values != 0, bitorder="little"))
     elif kind is WireKind.DATE:
-        days = values.astype(np.int64) + _PG_EPOCH_DAYS
-        days[values == _INT32_MAX] = _DUCK_DATE_INFINITY
-        days[values == _INT32_MIN] = _DUCK_DATE_NINFINITY
-        buf = pa.py_buffer(days.astype(np.int32))
+        days = values.astype(np.int32, copy=True)
+        days += _PG_EPOCH_DAYS  # wraps only near the infinities, replaced here
+        if n and (values.max() > _INT32_MAX - _PG_EPOCH_DAYS or values.min() == _INT32_MIN):
+            days[values == _INT32_MAX] = _DUCK_DATE_INFINITY
+            days[values == _INT32_MIN] = _DUCK_DATE_NINFINITY
+        buf = pa.py_buffer(days)
     elif kind is WireKind.TIMESTAMP:
         v = values.astype(np.int64, copy=False)
         us = v + _PG_EPOCH_US  # wraps only at the infinities, replaced here
@@ -1039,14 +1068,31 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int):
         us[v == _INT64_MIN] = _DUCK_TS_NINFINITY
         buf = pa.py_buffer(us)
     elif kind is WireKind.DECIMAL64:
-        v = values.astype(np.int64, copy=False)
-        wide = np.empty((n, 2), dtype=np.int64)
-        wide[:, 0] = v
-        wide[:, 1] = v >> 63
-        buf = pa.py_buffer(wide)
+        buf = pa.py_buffer(np.ascontiguousarray(values, dtype=np.int64))
     else:
         buf = pa.py_buffer(np.ascontiguousarray(values))
     return pa.Array.from_buffers(typ, n, [bitmap, buf])
+
+
+def _dictionary_to_arrow(col: Any, c: ColumnDefinition, n: int, typ, trimmed: bool):
+    """A text column as an Arrow dictionary array of type ``typ``: a
+    :class:`~orochi_fdw.columnar.scan.DictionaryColumn`'s entries and codes
+    (checked against the entries when the chunk was decoded); a column
+    without codes (a decoded chunk, delta rows) as a dictionary of its own
+    rows, in order."""
+    import pyarrow as pa
+
+    entries = col.entries
+    dictionary = _to_arrow(Column(entries.kind, entries.values, None, entries.offsets), c, len(entries.offsets) - 1,
+                           typ.value_type, trimmed)
+    codes = np.arange(n, dtype=np.int32) if col.codes is None else np.ascontiguousarray(col.codes, dtype=np.int32)
+    bitmap = None
+    if col.validity is not None:
+        valid = np.asarray(col.validity).astype(bool, copy=False)
+        if not valid.all():
+            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    indices = pa.Array.from_buffers(pa.int32(), n, [bitmap, pa.py_buffer(codes)])
+    return pa.DictionaryArray.from_arrays(indices, dictionary, safe=False)
 
 
 def _from_arrow(arr, out: dict) -> Column:

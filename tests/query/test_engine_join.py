@@ -548,3 +548,37 @@ def test_engine_join_generic_plan_after_values_outgrew_it(pg_cluster, edb):
         check()
         conn.execute("DEALLOCATE nj")
         conn.execute("RESET plan_cache_mode")
+
+
+def test_text_crosses_as_dictionaries(pg_cluster, module_database):
+    """Text and character(n) columns cross to DuckDB as Arrow dictionary
+    arrays: a DICTIONARY-coded chunk's entries and codes (char(n) entries
+    stored without their padding), a chunk of distinct values and delta rows
+    as dictionaries of their own rows; NULLs, multibyte values, rows
+    filtered and deleted, against the heap."""
+    cols = "k int, s char(6), t text"
+    fill = ("SELECT i, CASE WHEN i % 7 = 0 THEN NULL ELSE (ARRAY['ab', 'é  x', 'zz ', ''])[i % 4 + 1] END, "
+            "CASE WHEN i % 5 = 0 THEN NULL WHEN i <= 100 THEN 'u' || i ELSE (ARRAY['x', 'ÿy'])[i % 2 + 1] END "
+            "FROM generate_series(1, 400) i")
+    with pg_cluster.connect(module_database, autocommit=True) as conn:
+        for t in ("dx", "dy"):
+            conn.execute(f"CREATE FOREIGN TABLE {t} ({cols}) SERVER orochi "
+                         "OPTIONS (stripe_row_limit '200', chunk_group_size '100')")
+            conn.execute(f"CREATE TABLE {t}_h ({cols})")
+            for target in (t, f"{t}_h"):
+                conn.execute(f"INSERT INTO {target} {fill}")
+                conn.execute(f"INSERT INTO {target} VALUES (3, 'zz', 'x'), (NULL, NULL, 'u7')")
+                conn.execute(f"DELETE FROM {target} WHERE k % 9 = 0")
+        conn.execute("SET enable_hashjoin = off")
+        conn.execute("SET enable_mergejoin = off")
+        conn.execute("SET enable_nestloop = off")
+        conn.execute("SET enable_hashagg = off")
+        for q in ("SELECT x.k, x.s, x.t, y.s, y.t FROM {x} x JOIN {y} y ON x.s = y.s AND x.k = y.k + 1",
+                  "SELECT x.s, y.t, count(*), min(x.t) FROM {x} x JOIN {y} y ON x.t = y.t "
+                  "WHERE x.k > 50 AND y.s <> 'ab' GROUP BY x.s, y.t",
+                  "SELECT x.t, x.s, y.k FROM {x} x LEFT JOIN {y} y ON x.t = y.t AND y.k < 30 WHERE x.k < 120"):
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q.format(x="dx", y="dy")).fetchall())
+            assert "Orochi Join (DuckDB)" in plan, plan
+            got = conn.execute(q.format(x="dx", y="dy")).fetchall()
+            want = conn.execute(q.format(x="dx_h", y="dy_h")).fetchall()
+            assert sorted(got, key=repr) == sorted(want, key=repr), q

@@ -13,6 +13,8 @@ stays in PostgreSQL."""
 
 from __future__ import annotations
 
+import decimal
+
 import psycopg
 import pytest
 from psycopg import sql as psql
@@ -207,3 +209,42 @@ def test_one_table_many_groups_in_the_engine(conns):
         assert _text(oro.execute(q.format("m")).fetchall()) == _text(heap.execute(q.format("m_h")).fetchall())
     # few groups: the pushdown
     assert "DuckDB" not in _plan(oro, "SELECT f, sum(q) FROM m GROUP BY f")
+
+
+def test_one_table_bounds_planned_again_after_a_write_in_the_transaction(pg_cluster, odb):
+    """Planning keeps the catalog it read while the snapshot is the same:
+    a row this transaction inserts (a larger value) is planned with, never
+    the bounds read before it (which would overflow the narrowed DECIMAL)."""
+    with pg_cluster.connect(odb, autocommit=True) as conn:
+        conn.execute(f"CREATE FOREIGN TABLE w3 ({COLUMNS}) SERVER orochi {OPTS}")
+        conn.execute(f"INSERT INTO w3 {FILL}")
+        conn.execute("SET cpu_operator_cost = 1")
+        q = "SELECT sum(p * (1 - d) * (1 + t)) FROM w3 WHERE k > 0"
+        conn.execute("BEGIN")
+        assert "aggregate over w3" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + q))
+        before = conn.execute(q).fetchone()[0]
+        conn.execute("INSERT INTO w3 SELECT 1, 'A', 99999999.99, 0.5, 0.5, 1, 5 FROM generate_series(1, 20)")
+        after = conn.execute(q).fetchone()[0]
+        conn.execute("COMMIT")
+        assert after == before + 20 * (decimal.Decimal("99999999.99") * decimal.Decimal("0.5") *
+                                       decimal.Decimal("1.5"))
+
+
+def test_planning_reads_of_other_columns_under_one_snapshot(pg_cluster, odb):
+    """What planning keeps of a table's catalog under one snapshot serves a
+    later statement's planning only with the columns that one asks for: a
+    restriction on a column no earlier plan read still prunes by its own
+    statistics (a stripe record without the column would read as all NULL:
+    an estimate of one row)."""
+    queries = ["SELECT g FROM w WHERE k BETWEEN 100 AND 800", "SELECT f FROM w WHERE q > 10"]
+
+    def rows(conn, q):
+        return conn.execute("EXPLAIN (FORMAT JSON) " + q).fetchone()[0][0]["Plan"]["Plan Rows"]
+
+    with pg_cluster.connect(odb, autocommit=True) as conn:
+        alone = [rows(conn, q) for q in queries]
+    with pg_cluster.connect(odb, autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # one snapshot for every statement
+        assert rows(conn, "SELECT g FROM w") >= 900
+        assert [rows(conn, q) for q in queries] == alone
+        conn.execute("COMMIT")
