@@ -32,6 +32,7 @@ import decimal
 import functools
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -272,8 +273,9 @@ class _Planner:
         start = len(tr.out.params)
         key = (id(node), tr.wide)
         found = _FROM_ITEMS.get(key)
-        if found is not None and found.node is node and (found.start == start or not found.params):
-            return found.replay(self)
+        if found is not None and found.node is node and (found.start == start or not found.params
+                                                         or found.shiftable):
+            return found.replay(self, start)
         rtis = _rtis_of(node)
         before = set(self.inputs)
         narrowed = len(tr.out.narrowed)
@@ -343,15 +345,18 @@ class _FromItem:
     added to the planner, to add again when the same node comes back."""
 
     __slots__ = ("node", "start", "item", "params", "columns", "narrowed", "quals", "added", "work",
-                 "joins", "subqueries")
+                 "joins", "subqueries", "shiftable")
 
     def __init__(self, node, start, item, params, columns, narrowed, quals, added, work, joins,
                  subqueries) -> None:
         self.node, self.start, self.item, self.params = node, start, item, params
         self.columns, self.narrowed, self.quals, self.added = columns, narrowed, quals, added
         self.work, self.joins, self.subqueries = work, joins, subqueries
+        # its SQL names its own parameters only, $<start + 1>...: they can be
+        # renumbered unless a quoted column name holds a "$"
+        self.shiftable = not any("$" in attname for _rti, attname in columns)
 
-    def replay(self, planner: "_Planner") -> tuple[str, float, str]:
+    def replay(self, planner: "_Planner", start: int) -> tuple[str, float, str]:
         if any(k in planner.inputs for k in self.added):
             raise Refused("a subquery used twice")
         for k, inp in self.added.items():
@@ -365,7 +370,15 @@ class _FromItem:
         planner.work += self.work
         planner.joins += self.joins
         planner.subqueries += self.subqueries
-        return self.item
+        if start == self.start or not self.params:
+            return self.item
+        shift = start - self.start
+        sql = _PARAM_REF.sub(lambda m: f"${int(m.group(1)) + shift}", self.item[0])
+        return sql, self.item[1], self.item[2]
+
+
+#: a parameter's reference in the engine's SQL
+_PARAM_REF = re.compile(r"\$(\d+)")
 
 
 #: translations of tree nodes by the node's identity (the bridge's objects
