@@ -125,6 +125,7 @@ typedef struct OrochiPlanState
 	/* of the restrictions holding subqueries, run per row (in the costs above) */
 	Cost		subplan_cost;
 	Selectivity selectivity;	/* of baserestrictinfo, Postgres's estimate */
+	PyObject   *engine_input;	/* engine_input_to_py's answer, once made */
 } OrochiPlanState;
 
 /* Planner state of a pushed-down aggregation, in output_rel->fdw_private */
@@ -181,6 +182,7 @@ typedef struct OrochiJoinState
 	List	   *joinclauses;	/* engine: the join's own conditions (ON) */
 	List	   *otherclauses;	/* engine: conditions applied above an outer join */
 	char	   *engine_plan;	/* engine: the plan Python made (a string) */
+	PyObject   *engine_input;	/* engine: engine_input_to_py's answer, once made */
 } OrochiJoinState;
 
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
@@ -2085,6 +2087,37 @@ engine_jointype_name(JoinType jointype)
 	}
 }
 
+static void
+engine_input_release(void *arg)
+{
+	PyObject  **slot = (PyObject **) arg;
+
+	if (*slot != NULL && orochi_python_cleanup_allowed())
+		Py_CLEAR(*slot);
+	*slot = NULL;
+}
+
+/*
+ * Keep the description of a rel (in the planner state "owner", at "slot")
+ * for the rest of the planning: every join relation above it is offered
+ * with its inputs described again, and Python recognizes the same objects
+ * (orochi_fdw/query/engine.py keeps their translation).  Released with the
+ * memory of the planner state.  Returns obj (a new reference).
+ */
+static PyObject *
+engine_input_keep(void *owner, PyObject **slot, PyObject *obj)
+{
+	MemoryContext cxt = GetMemoryChunkContext(owner);
+	MemoryContextCallback *cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
+
+	cb->func = engine_input_release;
+	cb->arg = slot;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	Py_INCREF(obj);
+	*slot = obj;
+	return obj;
+}
+
 /*
  * One input of a join the engine may run, for Python:
  *   ("rel", rti, instance, [restriction clauses], rows, scan cost)
@@ -2104,6 +2137,8 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 
 		if (rte->rtekind != RTE_RELATION || rel->fdw_private == NULL || rel->cheapest_total_path == NULL)
 			return NULL;
+		if (((OrochiPlanState *) rel->fdw_private)->engine_input != NULL)
+			return Py_NewRef(((OrochiPlanState *) rel->fdw_private)->engine_input);
 		foreach(lc, rel->baserestrictinfo)
 			clauses = lappend(clauses, lfirst_node(RestrictInfo, lc)->clause);
 		r = table_open(rte->relid, NoLock);
@@ -2116,9 +2151,18 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 			table_close(r, NoLock);
 		}
 		PG_END_TRY();
-		return Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance, orochi_expr_list_to_py(root, clauses),
-							 rel->rows, (double) Max(rel->cheapest_total_path->total_cost -
-													 ((OrochiPlanState *) rel->fdw_private)->subplan_cost, 0));
+		{
+			OrochiPlanState *ps = (OrochiPlanState *) rel->fdw_private;
+			PyObject   *input = Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance,
+											  orochi_expr_list_to_py(root, clauses), rel->rows,
+											  (double) Max(rel->cheapest_total_path->total_cost -
+														   ps->subplan_cost, 0));
+
+			if (input == NULL)
+				orochi_py_raise("describing a join input");
+			engine_input_keep(ps, &ps->engine_input, input);
+			return input;
+		}
 	}
 	if (IS_JOIN_REL(rel))
 	{
@@ -2128,6 +2172,8 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 
 		if (js == NULL || !js->engine)
 			return NULL;
+		if (js->engine_input != NULL)
+			return Py_NewRef(js->engine_input);
 		outer = engine_input_to_py(root, js->outerrel);
 		if (outer == NULL)
 			return NULL;
@@ -2137,9 +2183,16 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 			Py_DECREF(outer);
 			return NULL;
 		}
-		return Py_BuildValue("(ssNNNNd)", "join", engine_jointype_name(js->jointype), outer, inner,
-							 orochi_expr_list_to_py(root, js->joinclauses), orochi_expr_list_to_py(root, js->otherclauses),
-							 rel->rows);
+		{
+			PyObject   *input = Py_BuildValue("(ssNNNNd)", "join", engine_jointype_name(js->jointype), outer,
+											  inner, orochi_expr_list_to_py(root, js->joinclauses),
+											  orochi_expr_list_to_py(root, js->otherclauses), rel->rows);
+
+			if (input == NULL)
+				orochi_py_raise("describing a join input");
+			engine_input_keep(js, &js->engine_input, input);
+			return input;
+		}
 	}
 	return NULL;
 }
@@ -2164,6 +2217,7 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	PyObject   *targets;
 	PyObject   *outer,
 			   *inner;
+	PyObject   *tree;
 	PyObject   *res;
 	ListCell   *lc;
 	double		startup,
@@ -2225,20 +2279,25 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		PyList_Append(targets, e);
 		Py_DECREF(e);
 	}
-	res = orochi_runtime_call("engine_join",
-							  Py_BuildValue("(NN)",
-											Py_BuildValue("(ssNNNNd)", "join", jtname, outer, inner,
-														  orochi_expr_list_to_py(root, joinclauses),
-														  orochi_expr_list_to_py(root, otherclauses), joinrel->rows),
-											targets));
+	tree = Py_BuildValue("(ssNNNNd)", "join", jtname, outer, inner, orochi_expr_list_to_py(root, joinclauses),
+						 orochi_expr_list_to_py(root, otherclauses), joinrel->rows);
+	if (tree == NULL)
+	{
+		Py_DECREF(targets);
+		orochi_py_raise("describing a join");
+	}
+	Py_INCREF(tree);
+	res = orochi_runtime_call("engine_join", Py_BuildValue("(NN)", tree, targets));
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
+		Py_DECREF(tree);
 		return false;
 	}
 	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
 	{
 		Py_DECREF(res);
+		Py_DECREF(tree);
 		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan, rows)");
 	}
 	plan = pstrdup(plan);
@@ -2258,6 +2317,10 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	js->otherclauses = otherclauses;
 	js->tlist = tlist;
 	js->engine_plan = plan;
+	/* the same description as engine_input_to_py's of this join, from now on */
+	Py_CLEAR(js->engine_input);
+	engine_input_keep(js, &js->engine_input, tree);
+	Py_DECREF(tree);
 	add_path(joinrel, (Path *)
 			 create_foreign_join_path(root, joinrel, NULL, clamp_row_est(rows), startup,
 									  Max(total, startup), NIL, NULL, NULL, NIL));

@@ -704,7 +704,8 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         """Bytes a row of ``columns`` takes (``stored``: raw bytes per
         attnum over the table's stripes, read from the catalog when None)."""
         if stored is None:
-            stored = store.column_raw_bytes(self.relid) if total else {}
+            stored = _planning_read(("raw_bytes", self.relid), lambda: store.column_raw_bytes(self.relid)) \
+                if total else {}
         width = 0
         for name in columns:
             col = self.columns.get(name)

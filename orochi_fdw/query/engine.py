@@ -32,6 +32,7 @@ import decimal
 import functools
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -110,6 +111,25 @@ _EXPECTED_KIND = {
     pushable.NUMERIC: WireKind.DECIMAL64, pushable.BPCHAR: WireKind.CSTRING,
     pushable.TIMESTAMP: WireKind.TIMESTAMP, pushable.TIMESTAMPTZ: WireKind.TIMESTAMP,
 }
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_as(type_oid: int, typmod: int, wanted_typmod: int) -> bool:
+    """Whether a column of this type and modifier reaches the engine in the
+    layout an expression of ``wanted_typmod`` expects (planning asks it of the
+    same few columns for every pair of inputs offered)."""
+    if type_oid == pushable.NUMERIC and \
+            pushable.decimal64_type(type_oid, typmod) != pushable.decimal64_type(type_oid, wanted_typmod):
+        return False
+    return _scan_kind(ColumnDefinition("", type_oid, typmod)) is _EXPECTED_KIND.get(type_oid)
+
+
+def _reaches_as(coldef: ColumnDefinition, type_oid: int, typmod: int) -> bool:
+    """:func:`_stored_as` of a column of the expression's type: only built-in
+    types reach the engine, whose layout the type and modifier decide."""
+    return type_oid in _EXPECTED_KIND and _stored_as(type_oid, coldef.typmod, typmod)
+
+
 _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 #: DuckDB's infinite dates
 _DUCK_DATE_INFINITY, _DUCK_DATE_NINFINITY = 2**31 - 1, -(2**31 - 1)
@@ -143,10 +163,7 @@ class _Planner:
         coldef = inp["handle"].instance.columns.get(attname)
         if coldef is None or coldef.type_oid != type_oid:
             return False
-        if type_oid == pushable.NUMERIC and \
-                pushable.decimal64_type(coldef.type_oid, coldef.typmod) != pushable.decimal64_type(type_oid, typmod):
-            return False
-        return _scan_kind(coldef) is _EXPECTED_KIND.get(type_oid)
+        return _reaches_as(coldef, type_oid, typmod)
 
     def _column_bound(self, rti: int, attname: str) -> int | None:
         """The greatest absolute value of a numeric column (scaled), when the
@@ -246,7 +263,36 @@ class _Planner:
             self.collect(node[3])
 
     def from_item(self, node: tuple, top: bool) -> tuple[str, float, str]:
-        """(FROM clause SQL, rows, description) of a tree node."""
+        """(FROM clause SQL, rows, description) of a tree node: as translated
+        before in this planning when the bridge offers the same node again
+        (it describes each input once; every join relation above it is
+        offered with it) and its parameters come at the same positions."""
+        if not (node[0] == "rel" or not node[5]):
+            return self._from_item(node, top)  # (conditions above an outer join: only at the top)
+        tr = self.translator
+        start = len(tr.out.params)
+        key = (id(node), tr.wide)
+        found = _FROM_ITEMS.get(key)
+        if found is not None and found.node is node and (found.start == start or not found.params
+                                                         or found.shiftable):
+            return found.replay(self, start)
+        rtis = _rtis_of(node)
+        before = set(self.inputs)
+        narrowed = len(tr.out.narrowed)
+        work, joins, subqueries = self.work, self.joins, self.subqueries
+        item = self._from_item(node, top)
+        added = {k: v for k, v in self.inputs.items() if k not in before}
+        rtis |= set(added)
+        if len(_FROM_ITEMS) >= FROM_ITEM_ENTRIES:
+            _FROM_ITEMS.clear()
+        _FROM_ITEMS[key] = _FromItem(
+            node, start, item, tr.out.params[start:], {c for c in tr.out.columns if c[0] in rtis},
+            tr.out.narrowed[narrowed:], {rti: list(self.inputs[rti]["quals"]) for rti in rtis},
+            {k: {**v, "quals": []} for k, v in added.items()},
+            self.work - work, self.joins - joins, self.subqueries - subqueries)
+        return item
+
+    def _from_item(self, node: tuple, top: bool) -> tuple[str, float, str]:
         if node[0] == "rel":
             _kind, rti, handle, clauses, rows, cost = node
             inp = self.inputs[rti]
@@ -292,6 +338,57 @@ class _Planner:
         self.work += (orows + irows) * ENGINE_ROW_COST + rows * ENGINE_OUTPUT_ROW_COST
         sql = f"{osql} {_JOIN_SQL[jointype]} {isql} ON {' AND '.join(on) if on else 'TRUE'}"
         return sql, rows, f"({odesc} {jointype} join {idesc})"
+
+
+class _FromItem:
+    """A tree node's translation (:meth:`_Planner.from_item`) with what it
+    added to the planner, to add again when the same node comes back."""
+
+    __slots__ = ("node", "start", "item", "params", "columns", "narrowed", "quals", "added", "work",
+                 "joins", "subqueries", "shiftable")
+
+    def __init__(self, node, start, item, params, columns, narrowed, quals, added, work, joins,
+                 subqueries) -> None:
+        self.node, self.start, self.item, self.params = node, start, item, params
+        self.columns, self.narrowed, self.quals, self.added = columns, narrowed, quals, added
+        self.work, self.joins, self.subqueries = work, joins, subqueries
+        # its SQL names its own parameters only, $<start + 1>...: they can be
+        # renumbered unless a quoted column name holds a "$"
+        self.shiftable = not any("$" in attname for _rti, attname in columns)
+
+    def replay(self, planner: "_Planner", start: int) -> tuple[str, float, str]:
+        if any(k in planner.inputs for k in self.added):
+            raise Refused("a subquery used twice")
+        for k, inp in self.added.items():
+            planner.inputs[k] = dict(inp)
+        for rti, quals in self.quals.items():
+            planner.inputs[rti]["quals"] = list(quals)
+        out = planner.translator.out
+        out.params.extend(self.params)
+        out.columns |= self.columns
+        out.narrowed.extend(self.narrowed)
+        planner.work += self.work
+        planner.joins += self.joins
+        planner.subqueries += self.subqueries
+        if start == self.start or not self.params:
+            return self.item
+        shift = start - self.start
+        sql = _PARAM_REF.sub(lambda m: f"${int(m.group(1)) + shift}", self.item[0])
+        return sql, self.item[1], self.item[2]
+
+
+#: a parameter's reference in the engine's SQL
+_PARAM_REF = re.compile(r"\$(\d+)")
+
+
+#: translations of tree nodes by the node's identity (the bridge's objects
+#: live through one planning; each entry keeps its node alive)
+_FROM_ITEMS: dict[tuple, _FromItem] = {}
+FROM_ITEM_ENTRIES = 256
+
+
+def _rtis_of(node: tuple) -> set:
+    return {node[1]} if node[0] == "rel" else _rtis_of(node[2]) | _rtis_of(node[3])
 
 
 #: a correlated subquery's tables are named t<SUBQUERY_RTI × plan id + their
@@ -639,8 +736,26 @@ def _exact_scan_quals(handle: Any, scan_quals: list) -> list[bool]:
     known = [q for q in scan_quals if q is not None]
     if not known:
         return [False] * len(scan_quals)
-    answers = iter(handle.instance.exact_quals([_qual(q) for q in known]))
-    return [False if q is None else bool(next(answers)) for q in scan_quals]
+    instance = handle.instance
+    # the same restrictions of each table, offered again with every pair of
+    # inputs its join relations are planned from: bound once (the answer
+    # follows from the quals and the table's columns)
+    key = (id(instance), repr(known))
+    found = _EXACT_QUALS.get(key)
+    if found is not None and found[0] is instance and found[1] is instance.columns:
+        flags = found[2]
+    else:
+        flags = [bool(x) for x in instance.exact_quals([_qual(q) for q in known])]
+        if len(_EXACT_QUALS) >= EXACT_QUALS_ENTRIES:
+            _EXACT_QUALS.clear()
+        _EXACT_QUALS[key] = (instance, instance.columns, flags)
+    answers = iter(flags)
+    return [False if q is None else next(answers) for q in scan_quals]
+
+
+#: :func:`_exact_scan_quals`'s answers by table instance and quals
+_EXACT_QUALS: dict[tuple, tuple] = {}
+EXACT_QUALS_ENTRIES = 256
 
 
 def _qual(q: list) -> Qual:

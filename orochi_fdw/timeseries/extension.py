@@ -44,7 +44,10 @@ class Hypertables:
         """Chunk exclusion: the stripes not in a chunk whose time range rules
         the bound quals (``BoundQuals``, or its prune expression; ``[]``: none)
         out, and (chunks, excluded chunks)."""
-        ht = hypertable.get(table.relid, read_only=True)
+        from orochi_fdw.columnar.table import _planning_read
+
+        # (asked for each path planned over the table: read once per snapshot)
+        ht = _planning_read(("hypertable", table.relid), lambda: hypertable.get(table.relid, read_only=True))
         if ht is None:
             return None
         name = _time_column(table, ht)

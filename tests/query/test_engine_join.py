@@ -582,3 +582,29 @@ def test_text_crosses_as_dictionaries(pg_cluster, module_database):
             got = conn.execute(q.format(x="dx", y="dy")).fetchall()
             want = conn.execute(q.format(x="dx_h", y="dy_h")).fetchall()
             assert sorted(got, key=repr) == sorted(want, key=repr), q
+
+
+def test_engine_join_inputs_translated_once_per_planning(pg_cluster, module_database):
+    """Each input of a four-table tree comes back with every join relation
+    above it, its constants at other parameter positions each time (its
+    translation is kept and renumbered), and columns named with a "$" (never
+    renumbered): the rows are the heap's, run by the engine."""
+    tables = ("pf1", "pf2", "pf3", "pf4")
+    with pg_cluster.connect(module_database, autocommit=True) as conn:
+        for i, t in enumerate(tables):
+            for name, kind, server in ((t, "FOREIGN TABLE", " SERVER orochi"), (f"{t}_h", "TABLE", "")):
+                conn.execute(f'CREATE {kind} {name} (k int, "x$1" int, "x$2" int, v text){server}')
+                conn.execute(f"INSERT INTO {name} SELECT i % {7 + i}, i % 5, i % 3, 'v' || (i % 4) "
+                             "FROM generate_series(1, 300) i")
+        conn.execute("ANALYZE")
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop"):
+            conn.execute(f"SET {setting} = off")  # (small tables: the engine's path wins)
+        query = ('SELECT a.k, b."x$1", c."x$2", d.v, count(*) FROM {0} a JOIN {1} b ON a.k = b.k '
+                 'JOIN {2} c ON b."x$1" = c."x$1" JOIN {3} d ON c."x$2" = d."x$2" AND d.k = a.k '
+                 "WHERE a.v = 'v1' AND b.\"x$2\" < 2 AND c.v <> 'v3' AND d.\"x$1\" > 1 AND d.v <> 'v0' "
+                 "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query.format(*tables)).fetchall())
+        assert "Orochi Join (DuckDB)" in plan, plan
+        got = conn.execute(query.format(*tables)).fetchall()
+        assert got == conn.execute(query.format(*(f"{t}_h" for t in tables))).fetchall()
+        assert got
