@@ -17,7 +17,8 @@ from orochi_fdw.bridge.batch import Batch, Column, WireKind
 from orochi_fdw.columnar.pruning import CollationInfo
 from orochi_fdw.columnar.scan import FilteredBatch
 from orochi_fdw.columnar.topn import take
-from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, CollationPolicy, evaluate, selection
+from orochi_fdw.query.predicates import (ALWAYS_TRUE, BooleanExpression, CollationPolicy, DictionaryColumn, evaluate,
+                                         selection)
 
 
 def collation_policy(info: CollationInfo) -> CollationPolicy:
@@ -70,11 +71,18 @@ class FilteredScan:
         #: chunk group before decoding its other columns (:meth:`select`)
         self.filters = sorted(filter_columns) if filter_columns and expr is not ALWAYS_TRUE else []
 
-    def select(self, column: Any, nrows: int):
+    def select(self, column: Any, nrows: int, dictionary: Any = None):
         """Positions of the rows of ``nrows`` that pass (``column(name)``:
-        a column of all of them)."""
+        a column of all of them; ``dictionary(name)``: a text column in its
+        dictionary form, or None, which the filter evaluates once per
+        distinct value without decoding the rows)."""
         cols = {}
         for n in self.filters:
+            coded = None if dictionary is None or n in self.numeric else dictionary(n)
+            if coded is not None:
+                entries, codes, validity = coded
+                cols[n] = DictionaryColumn(codes, entries.offsets, entries.values, validity)
+                continue
             col = column(n)
             if n in self.numeric and col.kind.is_variable_width:
                 col = self._convert(n, col)

@@ -324,7 +324,7 @@ class ColumnarScan:
             self.counters.chunk_groups_whole += 1
             idx = np.arange(group.nrows)
         else:
-            idx = pre.select(group.column, group.nrows)
+            idx = pre.select(group.column, group.nrows, group.filter_dictionary)
         live = group.live()
         if live is not None:
             deleted = group.nrows - int(np.count_nonzero(live))
@@ -441,7 +441,9 @@ class ChunkGroup:
         self.first_row = group.first_row
         self.nrows = group.row_count
         self._cols: dict[str, Column] = {}
-        self._dicts: dict[str, tuple | None] = {}
+        #: dictionary forms read: by name (:meth:`dictionary`), by (name,
+        #: True) with character(n) columns too (:meth:`filter_dictionary`)
+        self._dicts: dict[Any, tuple | None] = {}
 
     def stats(self, name: str):
         """The chunk's statistics of column ``name`` (a ``ChunkStats``), or
@@ -493,8 +495,18 @@ class ChunkGroup:
         padding, as stored), else decoded (:meth:`column`)."""
         found = None
         if name not in self._cols and self.scan.chunk_cache is None:
-            found = self._dicts.get(name) or self._dictionary_parts(name, chars=True)
+            found = self._dicts.get(name) or self._dicts.get((name, True)) or self._dictionary_parts(name, chars=True)
         return self.column(name) if found is None else DictionaryColumn(*found)
+
+    def filter_dictionary(self, name: str) -> tuple[Column, np.ndarray, np.ndarray | None] | None:
+        """:meth:`dictionary`'s answer for the scan's filter, character(n)
+        columns too (their entries, like their decoded rows in a scan's
+        layout, are without padding)."""
+        key = (name, True)
+        if key not in self._dicts:
+            self._dicts[key] = None if name in self._cols else \
+                self._dicts.get(name) or self._dictionary_parts(name, chars=True)
+        return self._dicts[key]
 
     def _dictionary_parts(self, name: str, chars: bool) -> tuple[Column, np.ndarray, np.ndarray | None] | None:
         """:meth:`dictionary`'s answer, read (``chars``: of a character(n)

@@ -856,6 +856,7 @@ def database():
         db = _duckdb().connect(":memory:", config={"threads": 1})
         for macro in _MACROS:
             db.execute(macro)
+        _applied.clear()
         _database = db
     return _database
 
@@ -932,13 +933,36 @@ def _set_spilling(cursor) -> None:
     directory = os.path.abspath(os.path.join(SPILL_DIRECTORY, str(os.getpid())))
     os.makedirs(directory, exist_ok=True)
     # (DuckDB's setting is its database's, and fixed once it spilled)
-    if cursor.execute("SELECT current_setting('temp_directory')").fetchone()[0] != directory:
-        cursor.execute("SET temp_directory = $1", [directory])
-    text = spi.setting("temp_file_limit") or "-1"
-    if text.strip() != "-1":
-        cursor.execute(f"SET max_temp_directory_size = '{_setting_bytes(text, 0)}B'")
+    _apply(cursor, "temp_directory", directory, "SET temp_directory = $1", [directory])
+    text = (spi.setting("temp_file_limit") or "-1").strip()
+    if text != "-1":
+        _apply(cursor, "max_temp_directory_size", text,
+               f"SET max_temp_directory_size = '{_setting_bytes(text, 0)}B'")
     else:
-        cursor.execute("RESET max_temp_directory_size")
+        _apply(cursor, "max_temp_directory_size", text, "RESET max_temp_directory_size")
+
+
+#: the settings applied to the backend's DuckDB database (all of them the
+#: database's, not a connection's): {name: value}, so that a run sets only
+#: what changed since the run before
+_applied: dict[str, Any] = {}
+
+
+def _apply(cursor, name: str, value: Any, statement: str, params: list | None = None) -> None:
+    if _applied.get(name, _applied) != value:
+        _applied.pop(name, None)  # (unknown if the statement fails)
+        cursor.execute(statement, params)
+        _applied[name] = value
+
+
+def _configure(cursor, limit: int) -> None:
+    """The database's settings for a run: its memory limit (``limit``
+    bytes), the join order of the plan's SQL (JOIN_ORDER_SETTINGS), no
+    insertion order kept, spilling (:func:`_set_spilling`)."""
+    _apply(cursor, "memory_limit", int(limit), f"SET memory_limit = '{int(limit)}B'")
+    _apply(cursor, "preserve_insertion_order", False, "SET preserve_insertion_order = false")
+    _apply(cursor, "disabled_optimizers", JOIN_ORDER_SETTINGS, JOIN_ORDER_SETTINGS)
+    _set_spilling(cursor)
 
 
 def _interrupt_flag():
@@ -1472,10 +1496,7 @@ def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: lis
     watch = None
     try:
         try:
-            cursor.execute(f"SET memory_limit = '{int(limit)}B'")
-            cursor.execute("SET preserve_insertion_order = false")
-            cursor.execute(JOIN_ORDER_SETTINGS)
-            _set_spilling(cursor)
+            _configure(cursor, limit)
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
             del tables
