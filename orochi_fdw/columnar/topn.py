@@ -457,16 +457,17 @@ class TopNScan:
             return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
         return self._bounds(stats)
 
-    def _groups_bounds(self, reader, groups: list) -> list[list]:
-        """Per chunk group of one stripe (open in ``reader``), the best keys
-        its rows can have by the footer's statistics (:func:`key_bound`; None
-        for a key the stripe does not hold in its current type)."""
+    def _groups_bounds(self, reader, present: dict, groups: list) -> list[list]:
+        """Per chunk group of one stripe (open in ``reader``; ``groups``: their
+        footer records, ``present``: where the stripe holds each column), the
+        best keys its rows can have by the footer's statistics
+        (:func:`key_bound`; None for a key the stripe does not hold in its
+        current type)."""
         if not groups:
             return []
         from orochi_fdw.columnar.types import storage_kind
 
         meta = reader.metadata
-        present = groups[0].present
         where = []
         for key in self.keys:
             found = present.get(key.attname)
@@ -767,6 +768,8 @@ class TopNScan:
     HOLD_LIMIT = 64
 
     def _run(self) -> Iterator[Batch]:
+        from orochi_fdw.columnar.scan import ChunkGroup
+
         scan = self.scan
         counters = scan.counters
         cand = _Candidates(len(self.keys), self.limit)
@@ -794,9 +797,10 @@ class TopNScan:
             queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
             seq += 1
         heapq.heapify(queue)
-        # stripe id -> [reader, its chunk groups as (order, position, group,
-        # bounds) in order, how many of them went into the queue]: a stripe's
-        # next group goes in when the one before it comes out
+        # stripe id -> [reader, its chunk groups as (order, position, footer
+        # record, bounds) in order, how many of them went into the queue,
+        # where the stripe holds each column, its deleted offsets]: a
+        # stripe's next group goes in when the one before it comes out
         readers: dict[int, list] = {}
         try:
             while queue:
@@ -811,25 +815,28 @@ class TopNScan:
                             counters.stripes_skipped_topn += 1
                         else:
                             counters.chunk_groups_skipped_topn += 1
-                    for _reader, ranked, queued in readers.values():
+                    for _reader, ranked, queued, *_where in readers.values():
                         counters.chunk_groups_skipped_topn += len(ranked) - queued
                     break
                 heapq.heappop(queue)
                 if group is None:
                     counters.stripes += 1
                     reader = scan._open(stripe)
-                    groups = scan._groups(stripe, reader, prune=False)
+                    present, deleted, groups = scan._live_groups(stripe, reader, prune=False)
                     if not groups:
                         reader.close()
                         continue
-                    ranked = sorted((order(bounds), i, g, bounds)
-                                    for i, (g, bounds) in enumerate(zip(groups, self._groups_bounds(reader, groups))))
-                    readers[stripe.stripe_id] = [reader, ranked, 1]
+                    ranked = sorted((order(bounds), i, g, bounds) for i, (g, bounds)
+                                    in enumerate(zip(groups, self._groups_bounds(reader, present, groups))))
+                    # a group's ChunkGroup is made when it is read (most never are)
+                    readers[stripe.stripe_id] = [reader, ranked, 1, present, deleted]
                     heapq.heappush(queue, (ranked[0][0], 0, seq, stripe, ranked[0][2:]))
                     ranked[0] = None  # in the queue now: let it go (and what it decodes) once read
                     seq += 1
                     continue
-                group, bounds = group
+                info, bounds = group
+                reader, _ranked, _queued, present, deleted = readers[stripe.stripe_id]
+                group = ChunkGroup(scan, stripe, reader, present, deleted, info)
                 if scan.may_match(group):
                     counters.chunk_groups += 1
                     live = group.live()
@@ -842,7 +849,7 @@ class TopNScan:
                         if len(held) > 2 * self.HOLD_LIMIT:
                             self._release(held, cand)
                 entry = readers[stripe.stripe_id]
-                reader, ranked, queued = entry
+                reader, ranked, queued = entry[:3]
                 if queued < len(ranked):
                     heapq.heappush(queue, (ranked[queued][0], 0, seq, stripe, ranked[queued][2:]))
                     ranked[queued] = None
@@ -851,7 +858,7 @@ class TopNScan:
                 else:
                     readers.pop(stripe.stripe_id)[0].close()
         finally:
-            for reader, _ranked, _queued in readers.values():
+            for reader, *_rest in readers.values():
                 reader.close()
         cand.reduce()
         if cand.count == 0:
