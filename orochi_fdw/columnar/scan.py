@@ -355,6 +355,14 @@ class ColumnarScan:
         min / max do not rule out (without ``prune``: left to
         :meth:`may_match`, asked of the groups read only) and that have a
         live row."""
+        present, deleted, infos = self._live_groups(stripe, reader, prune)
+        return [ChunkGroup(self, stripe, reader, present, deleted, group) for group in infos]
+
+    def _live_groups(self, stripe: store.StripeRecord, reader: StripeReader, prune: bool = True) -> tuple:
+        """:meth:`_groups` before the :class:`ChunkGroup` objects are made
+        (a top-N makes those of the groups it reads only): (table column ->
+        (file column, stored kind), the stripe's deleted offsets, the groups'
+        footer records)."""
         meta = reader.metadata
         # table column -> (file column, stored kind); absent columns read as NULL
         present: dict[str, tuple[str, str]] = {}
@@ -385,8 +393,8 @@ class ColumnarScan:
                     == group.row_count:
                 self.counters.deleted_rows_skipped += group.row_count
                 continue  # every row deleted: nothing to decode
-            groups.append(ChunkGroup(self, stripe, reader, present, deleted, group))
-        return groups
+            groups.append(group)
+        return present, deleted, groups
 
     def may_match(self, group: "ChunkGroup") -> bool:
         """Whether the quals' min / max leave rows of ``group`` (one of

@@ -313,21 +313,59 @@ def cannot_improve(bounds: list[tuple | None], threshold: list[tuple]) -> bool:
     return True
 
 
+class _Threshold:
+    """The keys of the ``limit``-th candidate, those after the first worked
+    out (``fill()``) when first asked for: rows rarely tie with it on the
+    first key."""
+
+    __slots__ = ("keys", "fill", "source")
+
+    def __init__(self, keys: list, fill, source: int):
+        self.keys = keys
+        self.fill = fill
+        self.source = source
+
+    def __getitem__(self, j: int) -> tuple:
+        if self.keys[j] is None:
+            self.keys[1:] = self.fill()
+            self.fill = None
+        return self.keys[j]
+
+    def __iter__(self):
+        return (self[j] for j in range(len(self.keys)))
+
+
 class _Candidates:
     """The best rows seen so far: their keys, their source (an index into
     the scan's list of chunk groups and delta batches) and their position in
     it, cut back to ``limit`` from time to time; ``threshold`` is the keys of
-    the ``limit``-th once that many were seen."""
+    the ``limit``-th once that many were seen.
+
+    The keys after the first of a source's rows may be left to work out
+    (:meth:`add` with ``later``): they are, for the rows whose first key ties
+    with another candidate's where the order needs it, and for the
+    threshold when it is asked for them."""
 
     def __init__(self, nkeys: int, limit: int):
         self.limit = limit
         self.nkeys = nkeys
-        self.parts: list[tuple[list, np.ndarray, np.ndarray]] = []
+        # (keys, sources, positions, pending: None or, per row, whether its
+        # keys after the first are still to work out)
+        self.parts: list[tuple[list, np.ndarray, np.ndarray, np.ndarray | None]] = []
         self.count = 0
-        self.threshold: list[tuple] | None = None
+        self.threshold: list[tuple] | _Threshold | None = None
+        self._later: dict[int, object] = {}  # source -> its rows' keys after the first, given their positions
 
-    def add(self, keys: list[tuple[np.ndarray, np.ndarray]], source: int, positions: np.ndarray) -> None:
-        self.parts.append((keys, np.full(len(positions), source, dtype=np.int32), positions))
+    def add(self, keys: list[tuple[np.ndarray, np.ndarray]], source: int, positions: np.ndarray,
+            later=None) -> None:
+        """Rows of one source; ``later``: None if ``keys`` are whole, else
+        ``keys`` after the first are placeholders (class 0, value 0) and
+        ``later(positions)`` gives them."""
+        pending = None
+        if later is not None:
+            pending = np.ones(len(positions), dtype=bool)
+            self._later[source] = later
+        self.parts.append((keys, np.full(len(positions), source, dtype=np.int32), positions, pending))
         self.count += len(positions)
         # a small limit: cut back at once (cheap), so the threshold is always
         # the best known; a large one: once the excess is as large
@@ -340,12 +378,16 @@ class _Candidates:
         if not self.parts:
             return
         if len(self.parts) == 1:
-            keys, sources, positions = self.parts[0]
+            keys, sources, positions, pending = self.parts[0]
         else:
             keys = [(np.concatenate([p[0][j][0] for p in self.parts]),
                      np.concatenate([p[0][j][1] for p in self.parts])) for j in range(self.nkeys)]
             sources = np.concatenate([p[1] for p in self.parts])
             positions = np.concatenate([p[2] for p in self.parts])
+            pending = None
+            if any(p[3] is not None for p in self.parts):
+                pending = np.concatenate([np.zeros(len(p[2]), dtype=bool) if p[3] is None else p[3]
+                                          for p in self.parts])
         if len(sources) > 4 * self.limit:
             # many rows (a first chunk group): the ones not after the
             # limit-th on the first key, found in linear time, then sorted
@@ -355,13 +397,81 @@ class _Candidates:
                 pick = np.flatnonzero(vals <= kth)
                 keys = [(c[pick], v[pick]) for c, v in keys]
                 sources, positions = sources[pick], positions[pick]
+                pending = None if pending is None else pending[pick]
+        if pending is not None and pending.any():
+            self._fill_ties(keys, sources, positions, pending)
         order = lex_order(keys)[:self.limit]
         keys = [(c[order], v[order]) for c, v in keys]
-        self.parts = [(keys, sources[order], positions[order])]
+        sources, positions = sources[order], positions[order]
+        if pending is not None:
+            pending = pending[order]
+            if not pending.any():
+                pending = None
+        self.parts = [(keys, sources, positions, pending)]
         self.count = len(order)
+        if self._later:
+            waiting = set() if pending is None else set(np.unique(sources[pending]).tolist())
+            self._later = {s: f for s, f in self._later.items() if s in waiting}
         if self.count >= self.limit:
             last = self.count - 1
-            self.threshold = [(int(c[last]), v[last].item()) for c, v in keys]  # bytes for text
+            if pending is not None and pending[last]:
+                fill = self._later[int(sources[last])]
+                at = positions[last:last + 1]
+                self.threshold = _Threshold(
+                    [(int(keys[0][0][last]), keys[0][1][last].item())] + [None] * (self.nkeys - 1),
+                    lambda: [(int(c[0]), v[0].item()) for c, v in fill(at)], int(sources[last]))
+            else:
+                self.threshold = [(int(c[last]), v[last].item()) for c, v in keys]  # bytes for text
+
+    def _fill_ties(self, keys: list, sources: np.ndarray, positions: np.ndarray, pending: np.ndarray) -> None:
+        """Work out the keys after the first of the pending rows whose first
+        key ties with another row's, among the rows not after the
+        ``limit``-th on the first key (the others' later keys cannot change
+        which rows are kept, nor their order)."""
+        c0, v0 = keys[0]
+        by_first = np.lexsort([v0, c0])
+        top = by_first[min(self.limit, len(by_first)) - 1]
+        inside = by_first[:np.count_nonzero((c0 < c0[top]) | ((c0 == c0[top]) & (v0 <= v0[top])))]
+        cs, vs = c0[inside], v0[inside]
+        same = (cs[1:] == cs[:-1]) & (vs[1:] == vs[:-1])
+        if not same.any():
+            return
+        tied = np.zeros(len(inside), dtype=bool)
+        tied[1:] |= same
+        tied[:-1] |= same
+        rows = inside[tied]
+        self._fill(keys, sources, positions, pending, rows[pending[rows]])
+
+    def _fill(self, keys: list, sources: np.ndarray, positions: np.ndarray, pending: np.ndarray,
+              rows: np.ndarray) -> None:
+        """The keys after the first of ``rows`` (pending ones) worked out."""
+        for s in np.unique(sources[rows]).tolist():
+            mine = rows[sources[rows] == s]
+            for j, (c, v) in enumerate(self._later[s](positions[mine]), start=1):
+                keys[j][0][mine] = c
+                keys[j][1][mine] = v
+            pending[mine] = False
+
+    def pending_sources(self) -> list[int]:
+        """The sources whose rows have keys left to work out."""
+        return list(self._later)
+
+    def settle(self, done: set[int]) -> None:
+        """Work out the keys after the first of the pending rows of sources
+        ``done`` (and of the threshold, if one of them), which are about to
+        be closed."""
+        done = done & self._later.keys()
+        if not done:
+            return
+        for keys, sources, positions, pending in self.parts:
+            if pending is not None:
+                self._fill(keys, sources, positions, pending,
+                           np.flatnonzero(pending & np.isin(sources, list(done))))
+        thr = self.threshold
+        if isinstance(thr, _Threshold) and thr.fill is not None and thr.source in done:
+            thr[1]  # noqa: B018 - worked out now
+        for s in done:
+            del self._later[s]
 
 
 class TopNScan:
@@ -457,16 +567,17 @@ class TopNScan:
             return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
         return self._bounds(stats)
 
-    def _groups_bounds(self, reader, groups: list) -> list[list]:
-        """Per chunk group of one stripe (open in ``reader``), the best keys
-        its rows can have by the footer's statistics (:func:`key_bound`; None
-        for a key the stripe does not hold in its current type)."""
+    def _groups_bounds(self, reader, present: dict, groups: list) -> list[list]:
+        """Per chunk group of one stripe (open in ``reader``; ``groups``: their
+        footer records, ``present``: where the stripe holds each column), the
+        best keys its rows can have by the footer's statistics
+        (:func:`key_bound`; None for a key the stripe does not hold in its
+        current type)."""
         if not groups:
             return []
         from orochi_fdw.columnar.types import storage_kind
 
         meta = reader.metadata
-        present = groups[0].present
         where = []
         for key in self.keys:
             found = present.get(key.attname)
@@ -697,6 +808,17 @@ class TopNScan:
                 if len(idx) == 0:
                     return False
                 whole = False
+        if len(self.keys) > 1 and group is not None and self.limit <= self.HOLD_LIMIT \
+                and not any(self._texts[1:]):
+            # the keys after the first only when a tie on the first needs them
+            # (the group stays open while it holds candidates)
+            n = len(idx)
+            keys = [self._key_values(group, column, 0, idx, whole)] + [
+                (np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.float64 if is_float else np.int64))
+                for is_float in self._floats[1:]]
+            cand.add(keys, source, idx, lambda rows, group=group, column=column: [
+                self._key_values(group, column, j, rows, False) for j in range(1, len(self.keys))])
+            return True
         keys = [self._key_values(group, column, j, idx, whole) for j in range(len(self.keys))]
         cand.add(keys, source, idx)
         return True
@@ -767,6 +889,8 @@ class TopNScan:
     HOLD_LIMIT = 64
 
     def _run(self) -> Iterator[Batch]:
+        from orochi_fdw.columnar.scan import ChunkGroup
+
         scan = self.scan
         counters = scan.counters
         cand = _Candidates(len(self.keys), self.limit)
@@ -794,9 +918,10 @@ class TopNScan:
             queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
             seq += 1
         heapq.heapify(queue)
-        # stripe id -> [reader, its chunk groups as (order, position, group,
-        # bounds) in order, how many of them went into the queue]: a stripe's
-        # next group goes in when the one before it comes out
+        # stripe id -> [reader, its chunk groups as (order, position, footer
+        # record, bounds) in order, how many of them went into the queue,
+        # where the stripe holds each column, its deleted offsets]: a
+        # stripe's next group goes in when the one before it comes out
         readers: dict[int, list] = {}
         try:
             while queue:
@@ -811,25 +936,28 @@ class TopNScan:
                             counters.stripes_skipped_topn += 1
                         else:
                             counters.chunk_groups_skipped_topn += 1
-                    for _reader, ranked, queued in readers.values():
+                    for _reader, ranked, queued, *_where in readers.values():
                         counters.chunk_groups_skipped_topn += len(ranked) - queued
                     break
                 heapq.heappop(queue)
                 if group is None:
                     counters.stripes += 1
                     reader = scan._open(stripe)
-                    groups = scan._groups(stripe, reader, prune=False)
+                    present, deleted, groups = scan._live_groups(stripe, reader, prune=False)
                     if not groups:
                         reader.close()
                         continue
-                    ranked = sorted((order(bounds), i, g, bounds)
-                                    for i, (g, bounds) in enumerate(zip(groups, self._groups_bounds(reader, groups))))
-                    readers[stripe.stripe_id] = [reader, ranked, 1]
+                    ranked = sorted((order(bounds), i, g, bounds) for i, (g, bounds)
+                                    in enumerate(zip(groups, self._groups_bounds(reader, present, groups))))
+                    # a group's ChunkGroup is made when it is read (most never are)
+                    readers[stripe.stripe_id] = [reader, ranked, 1, present, deleted]
                     heapq.heappush(queue, (ranked[0][0], 0, seq, stripe, ranked[0][2:]))
                     ranked[0] = None  # in the queue now: let it go (and what it decodes) once read
                     seq += 1
                     continue
-                group, bounds = group
+                info, bounds = group
+                reader, _ranked, _queued, present, deleted = readers[stripe.stripe_id]
+                group = ChunkGroup(scan, stripe, reader, present, deleted, info)
                 if scan.may_match(group):
                     counters.chunk_groups += 1
                     live = group.live()
@@ -842,16 +970,19 @@ class TopNScan:
                         if len(held) > 2 * self.HOLD_LIMIT:
                             self._release(held, cand)
                 entry = readers[stripe.stripe_id]
-                reader, ranked, queued = entry
+                reader, ranked, queued = entry[:3]
                 if queued < len(ranked):
                     heapq.heappush(queue, (ranked[queued][0], 0, seq, stripe, ranked[queued][2:]))
                     ranked[queued] = None
                     seq += 1
                     entry[2] += 1
                 else:
+                    # the keys its candidates left to work out need it open
+                    cand.settle({s for s in cand.pending_sources() if sources[s][0] is stripe})
                     readers.pop(stripe.stripe_id)[0].close()
+            cand.reduce()  # before the readers close: it may work out keys left pending
         finally:
-            for reader, _ranked, _queued in readers.values():
+            for reader, *_rest in readers.values():
                 reader.close()
         cand.reduce()
         if cand.count == 0:
@@ -874,7 +1005,7 @@ class TopNScan:
         from orochi_fdw.columnar.scan import ChunkGroup
 
         held = held or {}
-        _keys_, src, pos = cand.parts[0]
+        _keys_, src, pos, _pending = cand.parts[0]
         n = len(src)
         pieces: dict[str, list[Column]] = {name: [] for name in self.columns}
         rowids = np.zeros(n, dtype=np.int64)

@@ -519,18 +519,40 @@ def _dictionary_encode(values, k: Kind, ctx: dict) -> bytes:
             + _codes_section(codes))
 
 
+#: up to this many dictionary entries, their lengths are unpacked without arrays
+_FEW_ENTRIES = 16
+
+
 def _dictionary_parts(buf: _Buf, count: int) -> tuple[VarBytes, np.ndarray]:
     """The entries and the ``count`` codes of a DICTIONARY section (codes
     not checked against the entries)."""
     (d,) = buf.unpack(_I)
     if d > count or (d == 0) != (count == 0):
         raise CorruptDataError(f"dictionary of {d} entries for {count} values")
-    lengths = _read_packed_ints(buf, d, np.int64)
-    if d and (int(lengths.min()) < 0 or int(lengths.max()) > buf.remaining()):
-        raise CorruptDataError("dictionary entry length out of range")
-    total = int(lengths.sum()) if d else 0
-    entry_data = np.frombuffer(buf.take(total), dtype=np.uint8)
-    entry_offsets = _check_lengths(lengths, total)
+    if d <= _FEW_ENTRIES:
+        # a few entries (a status, a kind): their lengths unpacked with
+        # Python ints, which for so few is several times quicker than arrays
+        base, width = buf.unpack(_PACK)
+        if width > 64:
+            raise CorruptDataError(f"bit width {width} out of range 0..64")
+        bits = int.from_bytes(buf.take(_packed_len(d, width)), "little")
+        mask = (1 << width) - 1
+        ends, total, room = [0], 0, buf.remaining()
+        for i in range(d):
+            length = (base + ((bits >> (i * width)) & mask) + (1 << 63)) % (1 << 64) - (1 << 63)  # int64, as unpacked
+            if not 0 <= length <= room:
+                raise CorruptDataError("dictionary entry length out of range")
+            total += length
+            ends.append(total)
+        entry_data = np.frombuffer(buf.take(total), dtype=np.uint8)
+        entry_offsets = np.array(ends, dtype=np.int64)
+    else:
+        lengths = _read_packed_ints(buf, d, np.int64)
+        if d and (int(lengths.min()) < 0 or int(lengths.max()) > buf.remaining()):
+            raise CorruptDataError("dictionary entry length out of range")
+        total = int(lengths.sum()) if d else 0
+        entry_data = np.frombuffer(buf.take(total), dtype=np.uint8)
+        entry_offsets = _check_lengths(lengths, total)
     (codes_codec,) = buf.unpack(struct.Struct("<B"))
     if codes_codec == Codec.BITPACK:
         codes = _read_packed_ints(buf, count, np.int32)

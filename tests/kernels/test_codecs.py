@@ -464,6 +464,32 @@ def test_dictionary_chunk_left_in_dictionary_form():
         C.decode_dictionary_chunk(header, bad, "text")
 
 
+def test_dictionary_entry_lengths_few_and_many_alike():
+    """A DICTIONARY section's entry lengths, unpacked with Python ints for a
+    few entries and with arrays for more: the same entries, and the same
+    refusal of lengths out of range (negative, past the data, too wide a
+    bit width), either way."""
+    rng = np.random.default_rng(7)
+    few = C._FEW_ENTRIES
+    for d in (1, 2, few - 1, few, few + 1, 40):
+        words = [bytes(rng.integers(97, 123, int(rng.integers(0, 9))).astype(np.uint8)) for _ in range(d)]
+        words = list(dict.fromkeys(words))
+        lengths = np.array([len(w) for w in words], np.int64)
+        codes = np.arange(len(words), dtype=np.int32)
+        section = (C._I.pack(len(words)) + C._packed_ints(lengths) + b"".join(words) + bytes([Codec.BITPACK])
+                   + C._packed_ints(codes))
+        entries, got = C._dictionary_parts(C._Buf(section), len(words))
+        assert entries.to_list() == words and same(got, codes)
+        for wrong in (lengths - 100, lengths + 1000):
+            bad = (C._I.pack(len(words)) + C._packed_ints(wrong) + b"".join(words) + bytes([Codec.BITPACK])
+                   + C._packed_ints(codes))
+            with pytest.raises(CorruptDataError):
+                C._dictionary_parts(C._Buf(bad), len(words))
+        wide = C._I.pack(len(words)) + C._PACK.pack(0, 65) + b"\0" * 64
+        with pytest.raises(CorruptDataError):
+            C._dictionary_parts(C._Buf(wide), len(words))
+
+
 # ------------------------------------------------------------------ stats
 
 def test_stats_numeric():

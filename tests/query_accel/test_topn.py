@@ -50,3 +50,27 @@ def test_explain_analyze_of_sorted_scan(tables):
         "EXPLAIN (ANALYZE, VERBOSE) SELECT id FROM m ORDER BY v DESC LIMIT 5").fetchall())
     assert "Sorted by Orochi: v DESC (top 5)" in plan, plan
     assert "Stripes Read: " in plan
+
+
+@pytest.mark.parametrize("order, limit", [
+    ("a, b DESC, id", 10), ("a DESC, b NULLS FIRST, id DESC", 64), ("b, a, id", 1), ("a, id DESC", 65),
+])
+def test_top_n_later_keys_on_first_key_ties(db, order, limit):
+    """Keys after the first are worked out only for the candidates tying on
+    the first (with each other or with the limit-th): a first key of many
+    ties across chunk groups and stripes, a filter, and limits on either side
+    of the one up to which the keys are left pending; the whole order is
+    given (the id last), so the rows are the heap's very rows."""
+    for t, kind, opts in (("m", "FOREIGN TABLE", "SERVER orochi OPTIONS (chunk_group_size '100', delta_row_limit '20')"),
+                          ("h", "TABLE", "")):
+        db.execute(f"CREATE {kind} {t} (id int8, a int4, b float8, s text) {opts}")
+        for lo in (1, 1501, 3001):  # a stripe each
+            db.execute(f"INSERT INTO {t} SELECT i, (i * 7) % 13, CASE WHEN i % 11 = 0 THEN NULL "
+                       f"WHEN i % 17 = 0 THEN 'NaN'::float8 ELSE (i * 31) % 29 END, "
+                       f"CASE WHEN i % 3 = 0 THEN 'x' ELSE 'y' END "
+                       f"FROM generate_series({lo}, {lo + 1499}) i")
+    for where in ("", "WHERE s = 'x' AND id % 5 <> 0"):
+        q = f"SELECT id, a, b, s FROM {{}} {where} ORDER BY {order} LIMIT {limit}"
+        got = db.execute(q.format("m")).fetchall()
+        assert [tuple(map(str, r)) for r in got] == \
+            [tuple(map(str, r)) for r in db.execute(q.format("h")).fetchall()], q
