@@ -2287,7 +2287,18 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		orochi_py_raise("describing a join");
 	}
 	Py_INCREF(tree);
-	res = orochi_runtime_call("engine_join", Py_BuildValue("(NN)", tree, targets));
+	PG_TRY();
+	{
+		res = orochi_runtime_call("engine_join", Py_BuildValue("(NN)", tree, targets));
+	}
+	PG_CATCH();
+	{
+		/* the reference kept for js->engine_input */
+		if (orochi_python_cleanup_allowed())
+			Py_DECREF(tree);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (res == Py_None)
 	{
 		Py_DECREF(res);
@@ -2820,6 +2831,8 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 				if (PyErr_Occurred())
 				{
 					Py_DECREF(relids);
+					Py_DECREF(subquery_tables);
+					Py_DECREF(instances);
 					orochi_py_raise("starting a join");
 				}
 				inst = orochi_instance_for_relid((Oid) relid);

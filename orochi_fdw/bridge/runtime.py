@@ -405,7 +405,10 @@ def engine_join_handle(plan: str, tables: dict[int, TableHandle],
     handles = {p: tables[g] for p, g in zip(planned, given)}
     for inp in decoded["inputs"]:
         if "relid" in inp:
-            handles[inp["rti"]] = (subquery_tables or {})[inp["relid"]]
+            handle = (subquery_tables or {}).get(inp["relid"])
+            if handle is None:
+                raise WrapperError(f"a join planned with a subquery over table {inp['relid']} runs without it")
+            handles[inp["rti"]] = handle
     return EngineJoinHandle(first.relid, first.relname, first.instance, columns, len(columns), first.key,
                             plan=decoded, tables=handles)
 

@@ -984,7 +984,6 @@ class TopNScan:
         finally:
             for reader, *_rest in readers.values():
                 reader.close()
-        cand.reduce()
         if cand.count == 0:
             return
         self._release(held, cand)

@@ -1173,11 +1173,7 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int, typ=None, trimmed: bool 
     padding."""
     import pyarrow as pa
 
-    bitmap = None
-    if col.validity is not None:
-        valid = np.asarray(col.validity).astype(bool, copy=False)
-        if not valid.all():
-            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    bitmap = _arrow_bitmap(col.validity)
     if typ is None:
         typ = _arrow_type(c)
     kind = col.kind
@@ -1213,6 +1209,16 @@ def _to_arrow(col: Column, c: ColumnDefinition, n: int, typ=None, trimmed: bool 
     return pa.Array.from_buffers(typ, n, [bitmap, buf])
 
 
+def _arrow_bitmap(validity):
+    """Validity bytes as an Arrow validity bitmap, or None when every value is there."""
+    import pyarrow as pa
+
+    if validity is None:
+        return None
+    valid = np.asarray(validity).astype(bool, copy=False)
+    return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
 def _dictionary_to_arrow(col: Any, c: ColumnDefinition, n: int, typ, trimmed: bool):
     """A text column as an Arrow dictionary array of type ``typ``: a
     :class:`~orochi_fdw.columnar.scan.DictionaryColumn`'s entries and codes
@@ -1225,12 +1231,7 @@ def _dictionary_to_arrow(col: Any, c: ColumnDefinition, n: int, typ, trimmed: bo
     dictionary = _to_arrow(Column(entries.kind, entries.values, None, entries.offsets), c, len(entries.offsets) - 1,
                            typ.value_type, trimmed)
     codes = np.arange(n, dtype=np.int32) if col.codes is None else np.ascontiguousarray(col.codes, dtype=np.int32)
-    bitmap = None
-    if col.validity is not None:
-        valid = np.asarray(col.validity).astype(bool, copy=False)
-        if not valid.all():
-            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    indices = pa.Array.from_buffers(pa.int32(), n, [bitmap, pa.py_buffer(codes)])
+    indices = pa.Array.from_buffers(pa.int32(), n, [_arrow_bitmap(col.validity), pa.py_buffer(codes)])
     return pa.DictionaryArray.from_arrays(indices, dictionary, safe=False)
 
 
@@ -1419,7 +1420,8 @@ def _outgrown(plan: dict, handles: dict[int, Any]) -> bool:
     its delta store)."""
     by_table: dict[int, dict[str, int]] = {}
     for rti, attname, digits in plan.get("narrowed", ()):
-        by_table.setdefault(rti, {})[attname] = min(digits, by_table.get(rti, {}).get(attname, digits))
+        columns = by_table.setdefault(rti, {})
+        columns[attname] = min(digits, columns.get(attname, digits))
     for rti, columns in by_table.items():
         ranges = handles[rti].instance.value_ranges(sorted(columns), exact=True)
         for attname, digits in columns.items():
@@ -1431,15 +1433,16 @@ def _outgrown(plan: dict, handles: dict[int, Any]) -> bool:
 
 def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list,
          scan_cache: dict | None = None) -> Iterator[Batch]:
-    if plan.get("narrowed") and (scan_cache is None or "narrowing_outgrown" not in scan_cache):
-        outgrown = _outgrown(plan, handles)
-        if scan_cache is not None:
-            scan_cache["narrowing_outgrown"] = outgrown   # the same answer for every rescan of the statement
-    else:
-        outgrown = bool(scan_cache and scan_cache.get("narrowing_outgrown"))
-    if outgrown and plan.get("wide"):
-        plan = {**plan, **plan["wide"]}
-        counters["wide"] = True
+    if plan.get("wide"):
+        # (asked once for every rescan of the statement)
+        outgrown = None if scan_cache is None else scan_cache.get("narrowing_outgrown")
+        if outgrown is None:
+            outgrown = _outgrown(plan, handles)
+            if scan_cache is not None:
+                scan_cache["narrowing_outgrown"] = outgrown
+        if outgrown:
+            plan = {**plan, **plan["wide"]}
+            counters["wide"] = True
     params = _params(plan, values)
     by_slot = {(p["param"][0], p["param"][1]): v for p, v in zip(plan["params"], params)
                if isinstance(p, dict) and "param" in p}

@@ -730,9 +730,14 @@ class Translator:
 
     def _value_bound(self, arg: Typed) -> int:
         """The greatest absolute value (scaled) of a numeric column: its
-        known values' (column_bound), else its declared precision's."""
-        bound = self.column_bound(*arg.column) if self.column_bound is not None else None
-        return 10 ** arg.decimal[0] - 1 if bound is None else bound
+        known values' (column_bound; listed in ``out.narrowed``, as
+        :meth:`_narrowed` lists its narrowings), else, and in the wide
+        translation, its declared precision's."""
+        bound = None if self.wide or self.column_bound is None else self.column_bound(*arg.column)
+        if bound is None:
+            return 10 ** arg.decimal[0] - 1
+        self.out.narrowed.append([*arg.column, len(str(abs(int(bound))))])
+        return bound
 
     def aggregate(self, e: tuple) -> tuple[list[str], dict]:
         """The select items of an aggregate and how its value is made from them:

@@ -904,7 +904,7 @@ class StripeReader:
         """Column ``ci`` (fixed-width) of ``groups``, rows back to back:
         (values, validity as uint8 0/1, first row of each group and the total).
         The chunks the native reader declines (any it cannot decode, any that
-        is not valid) go through :meth:`read_chunk`, which decodes them or
+        is not valid) go through :func:`decode_chunk`, which decodes them or
         raises the error naming what is wrong."""
         k = self._kinds[ci]
         t = self.metadata.chunk_table(ci)
@@ -923,7 +923,8 @@ class StripeReader:
         if left:
             for i in np.flatnonzero(status):
                 a, b = int(starts[i]), int(starts[i + 1])
-                chunk = self.read_chunk(column, groups[i])
+                # (declined natively already: straight to decode_chunk)
+                chunk = self._decoded(column, groups[i], self.metadata.chunk(column, groups[i]), decode_chunk)
                 values[a:b] = chunk.values
                 valid[a:b] = 1 if chunk.validity is None else chunk.validity
         return values, valid, starts

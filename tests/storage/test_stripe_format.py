@@ -290,6 +290,33 @@ def test_native_and_python_decoding_agree(stripe):
                 assert whole.values.tobytes() == parts[2].values.tobytes() + parts[0].values.tobytes()
 
 
+def test_native_reader_decodes_its_layouts_itself(stripe, monkeypatch):
+    """The fixed-width chunks coded PLAIN, BITPACK, DELTA or DELTA_DELTA,
+    uncompressed or lz4, are decoded by the native call alone: with the
+    Python decoder made to fail, they still read (chunk by chunk and in
+    bulk), so the comparison above is not of decode_chunk with itself."""
+    from orochi_fdw.storage import stripe_format
+    from orochi_fdw.storage.codecs import Codec, Compression
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("decode_chunk called for a layout the native reader decodes")
+
+    path, _, meta = stripe
+    native = [(c.name, g) for c in meta.columns if KINDS[c.kind].physical != "var"
+              for g in range(len(meta.chunk_groups))
+              if meta.chunk(c.name, g).codec in (Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA)
+              and meta.chunk(c.name, g).compression in (Compression.NONE, Compression.LZ4)]
+    assert native, "the fixture has no chunk of the native reader's layouts"
+    monkeypatch.setattr(stripe_format, "decode_chunk", refuse)
+    with StripeReader(path) as r:
+        for name, g in native:
+            assert len(r.read_chunk(name, g).values) == meta.chunk_groups[g].row_count
+        for name in sorted({name for name, _g in native}):
+            groups = [g for n, g in native if n == name]
+            assert len(r.read([name], chunk_groups=groups)[name].values) == \
+                sum(meta.chunk_groups[g].row_count for g in groups)
+
+
 @pytest.mark.parametrize("column", ["c_float64", "c_int32", "c_timestamptz", "c_bool"])
 def test_undecodable_chunk_reports_the_decoders_error(stripe, column):
     """A chunk whose checksum matches but whose bytes do not decode: the
