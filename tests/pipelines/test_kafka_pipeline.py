@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from pipeline_harness import create_pipeline, dead_letters, pipeline_row, positions, run_batches, run_one_batch
+from pipeline_harness import (create_pipeline, dead_letters, pipeline_row, positions, run_batches, run_one_batch,
+                              wait_until)
 
 UTC = datetime.timezone.utc
 BASE = datetime.datetime(2024, 1, 1, tzinfo=UTC)
@@ -44,9 +45,12 @@ def test_json_records_of_several_partitions_load_once(db, db_dsn, kafka, topic, 
     rows = db.execute("SELECT id, ts, device, value, ok FROM m ORDER BY id").fetchall()
     assert rows == expected_rows(recs)
     assert positions(db, pid) == {"0": 1000, "1": 1000, "2": 1000}
+    # running, no sidecar has it now: the worker's claim goes with its
+    # session, which ends just after the connection closes
+    wait_until(lambda: pipeline_row(db, pid)["status"] == "starting", what="the claim to be released")
     view = pipeline_row(db, pid)
     assert view["rows_loaded"] == 3000 and view["errors"] == 0 and view["lag"] == 0
-    assert view["status"] == "starting"  # running, no sidecar has it now
+    assert view["status"] == "starting"
     assert view["last_batch_at"] is not None and view["bytes_loaded"] == sum(len(json.dumps(r)) for r in recs)
 
     # more records later: only those are loaded
