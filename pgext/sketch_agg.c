@@ -46,6 +46,7 @@
 
 #include "catalog/pg_type_d.h"
 #include "datatype/timestamp.h"
+#include "miscadmin.h"
 #include "utils/date.h"
 #include "utils/timestamp.h"
 
@@ -238,33 +239,88 @@ sketch_buf_new(int capacity, int kind, Oid valtype, const char *token)
 }
 
 /*
+ * sketch_release_view
+ *		Release the memoryview over a state's values once Python returned:
+ *		whatever Python still holds of it can then no longer reach memory the
+ *		aggregate moves (repalloc) or frees.  False when something still
+ *		exports its buffer (an array over the values kept past the call).
+ *		Raises nothing: it runs while an ERROR unwinds too.
+ */
+static bool
+sketch_release_view(PyObject *view)
+{
+	PyObject   *res = PyObject_CallMethod(view, "release", NULL);
+	bool		released = (res != NULL);
+
+	Py_XDECREF(res);
+	if (!released)
+		PyErr_Clear();
+	Py_DECREF(view);
+	return released;
+}
+
+/*
  * sketch_flush
  *		Hand the buffered values to the state's builder
- *		(sqlapi.buffer_add); a Python error becomes an ERROR once every
- *		reference is released (orochi_runtime_call).  The memoryview lives
- *		only for the call: Python copies what it keeps.  A builder that
- *		answers true keeps every value: the state keeps them from then on.
+ *		(sqlapi.buffer_add).  The memoryview lives only for the call: it is
+ *		released once Python returned, on an error too (after the exception,
+ *		and the frames of its traceback that may hold arrays over the values,
+ *		are gone), and Python copies what it keeps.  A Python error, or a
+ *		Postgres error that Python caught, becomes an ERROR once every
+ *		reference is released.  A builder that answers true keeps every
+ *		value: the state keeps them from then on.  The state is updated
+ *		before the interrupts are checked, so that it never hands the same
+ *		values over twice.
  */
 static void
 sketch_flush(SketchBuf *buf)
 {
+	PyObject   *func;
 	PyObject   *view;
 	PyObject   *args;
-	PyObject   *res;
+	PyObject   *res = NULL;
 
 	if (buf->count == 0)
 		return;
+	func = orochi_runtime_func("call_sql_function");
 	view = PyMemoryView_FromMemory((char *) buf->values, (Py_ssize_t) sizeof(int64) * buf->count,
 								   PyBUF_READ);
 	if (view == NULL)
+	{
+		Py_DECREF(func);
 		orochi_py_raise("sketch aggregate");
-	args = Py_BuildValue("(sy#iN)", "sketch_buffer_add", buf->token, (Py_ssize_t) SKETCH_TOKEN_LEN,
+	}
+	args = Py_BuildValue("(sy#iO)", "sketch_buffer_add", buf->token, (Py_ssize_t) SKETCH_TOKEN_LEN,
 						 buf->kind & ~SKETCH_KIND_KEEP, view);
-	res = orochi_runtime_call("call_sql_function", args);
+	if (args != NULL)
+	{
+		res = orochi_py_invoke(func, args, NULL);
+		Py_DECREF(args);
+	}
+	Py_DECREF(func);
+	if (res == NULL || orochi_error_pending())
+	{
+		Py_XDECREF(res);
+		PG_TRY();
+		{
+			orochi_py_raise("sketch aggregate");
+		}
+		PG_CATCH();
+		{
+			(void) sketch_release_view(view);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 	if (res == Py_True)
 		buf->kind |= SKETCH_KIND_KEEP;
 	Py_DECREF(res);
 	buf->count = 0;
+	if (!sketch_release_view(view))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("sketch aggregate builder kept a reference to the buffered values")));
+	CHECK_FOR_INTERRUPTS();
 }
 
 /*
@@ -303,28 +359,30 @@ sketch_state_arg(FunctionCallInfo fcinfo, int argno)
 static Datum
 sketch_call_with_tokens(FunctionCallInfo fcinfo, int nstates)
 {
-	Datum		saved[2];
+	Datum		saved[2] = {0, 0};
 	Datum		result;
 
 	Assert(nstates <= 2);
 	for (int i = 0; i < nstates; i++)
-	{
-		struct varlena *state = sketch_state_arg(fcinfo, i);
-
 		saved[i] = fcinfo->args[i].value;
-		if (state != NULL && is_sketch_buf(state))
-		{
-			SketchBuf  *buf = (SketchBuf *) state;
-			struct varlena *token = palloc(VARHDRSZ + SKETCH_TOKEN_LEN);
-
-			sketch_flush(buf);
-			SET_VARSIZE(token, VARHDRSZ + SKETCH_TOKEN_LEN);
-			memcpy(VARDATA(token), buf->token, SKETCH_TOKEN_LEN);
-			fcinfo->args[i].value = PointerGetDatum(token);
-		}
-	}
+	/* the flushes too: an ERROR in one leaves the arguments as they were */
 	PG_TRY();
 	{
+		for (int i = 0; i < nstates; i++)
+		{
+			struct varlena *state = sketch_state_arg(fcinfo, i);
+
+			if (state != NULL && is_sketch_buf(state))
+			{
+				SketchBuf  *buf = (SketchBuf *) state;
+				struct varlena *token = palloc(VARHDRSZ + SKETCH_TOKEN_LEN);
+
+				sketch_flush(buf);
+				SET_VARSIZE(token, VARHDRSZ + SKETCH_TOKEN_LEN);
+				memcpy(VARDATA(token), buf->token, SKETCH_TOKEN_LEN);
+				fcinfo->args[i].value = PointerGetDatum(token);
+			}
+		}
 		result = orochi_py_call(fcinfo);
 	}
 	PG_FINALLY();

@@ -38,6 +38,9 @@ The points:
 ``cdc:after_emit``                 a write to a captured orochi table emitted
                                    its change message, its transaction not
                                    committed
+``sketch:flush``                   a sketch aggregate hands the values its state
+                                   buffered to Python (a full batch, or before
+                                   its final, serialize or combine function)
 ``vector_index:after_file``        a vector index file is complete (written,
                                    fsynced, linked, logged), its catalog rows
                                    not yet inserted

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from orochi_fdw.bridge import spi
+from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.sqlfunc import sql_function
 from orochi_fdw.errors import OrochiError
 from orochi_fdw.kernels import sketches as K
@@ -679,6 +680,7 @@ def buffer_add(token: bytes, kind: int, data: Any) -> bool:
     function: pgext/sketch_agg.c calls it); ``data`` lives only for the call.
     True tells the C side to keep the next values in the state (a t-digest
     keeps them all until the end anyway)."""
+    fault_point("sketch:flush")
     builder = _builders.get(bytes(token))
     if builder is None:
         raise OrochiError("sketch aggregate state is no longer available")
