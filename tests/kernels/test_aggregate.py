@@ -430,20 +430,17 @@ AVG_EDGES = [K.AVG_FAST_BOUND, -K.AVG_FAST_BOUND, math.nextafter(K.AVG_FAST_BOUN
 
 
 def _avg_batches(batches, dtype, ng):
-    """The protocol of the avg accumulator: fast batches while they stay
-    within the bound, then the exact loop with the Sxx upper ends."""
-    counts, sx, sxx = np.zeros(ng, np.int64), np.zeros(ng), np.zeros(ng)
-    hi, fast_used = None, False
+    """The batches through the avg accumulator itself (fast batches while
+    they stay within the bound, then the exact loop with the Sxx upper
+    ends): the result column."""
+    kind = WireKind.FLOAT64 if dtype == np.float64 else WireKind.FLOAT32
+    acc = driver_module._FloatAvg({"func": "avg", "column": "x",
+                                   "arg_type_oid": 701 if kind == WireKind.FLOAT64 else 700})
+    acc.grow(ng)
     for values, form, mask, gids in batches:
         arr, validity = to_array(values, dtype)
-        sel = make_selection(form, mask)
-        if hi is None:
-            if K.group_avg_float(counts, sx, sxx, gids, arr, validity, sel, fast=True):
-                fast_used = True
-                continue
-            hi = np.where(counts > 0, K.AVG_SXX_BOUND, sxx) if fast_used else sxx.copy()
-        assert not K.group_avg_float(counts, sx, sxx, gids, arr, validity, sel, hi)
-    return counts, sx
+        acc.update(gids, ng, Column(kind, arr, validity), make_selection(form, mask))
+    return acc.finish(ng)
 
 
 @HYPO
@@ -473,9 +470,9 @@ def test_float_avg_fast_path_across_batches_matches_reference(data):
         with pytest.raises(NumericValueOutOfRangeError, match="^value out of range: overflow$"):
             _avg_batches(batches, dtype, ng)
         return
-    counts, sx = _avg_batches(batches, dtype, ng)
-    out, valid = np.zeros(ng), np.zeros(ng, np.uint8)
-    K.finalize_avg_float(out, valid, counts, sx)
+    col = _avg_batches(batches, dtype, ng)
+    out = col.values
+    valid = np.ones(ng, np.uint8) if col.validity is None else col.validity
     for g in range(ng):
         assert bool(valid[g]) == (want[g] is not None)
         if want[g] is not None:
@@ -505,9 +502,9 @@ def test_float_avg_fast_path_bound():
     with pytest.raises(NumericValueOutOfRangeError, match="^value out of range: overflow$"):
         _avg_batches([(b, "none", [True] * len(b), np.zeros(len(b), np.int64)) for b in big],
                      np.float64, 1)
-    counts, sx = _avg_batches([(b, "none", [True] * len(b), np.zeros(len(b), np.int64))
-                               for b in big[:2]], np.float64, 1)
-    assert sx[0] / counts[0] == R.avg_float(big[0] + big[1])
+    col = _avg_batches([(b, "none", [True] * len(b), np.zeros(len(b), np.int64))
+                        for b in big[:2]], np.float64, 1)
+    assert col.values[0] == R.avg_float(big[0] + big[1])
 
 
 @HYPO
