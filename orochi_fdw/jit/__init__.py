@@ -185,6 +185,9 @@ class Prepared:
             t0 = time.perf_counter()
             self._fast_func(*self._fast_sample)
             self.compile_seconds += time.perf_counter() - t0
+            stats = getattr(self._fast_func, "stats", None)
+            if stats is not None and not sum(stats.cache_hits.values()) and sum(stats.cache_misses.values()):
+                self.compile_how = "compiled"  # the exact loop came from a cache, this one did not
             self._fast_sample = None
         return self._fast_func
 

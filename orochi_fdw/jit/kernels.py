@@ -77,18 +77,41 @@ def _set_opt(opt: int) -> None:
     config.OPT = level(opt) if level is not None else opt
 
 
+#: the kernel's two loops, ``kernel_fast`` compiled at its first batch without NULLs
+_LOOPS = ("kernel", "kernel_fast")
+
+
+def _compiled(func: Any) -> bool:
+    """Whether a numba function has machine code in this backend."""
+    return bool(getattr(func, "signatures", ()))
+
+
+def _on_disk(k: str) -> set[str]:
+    """The loops of kernel ``k`` whose machine code numba's cache holds
+    (index files ``k_<key>.<loop>-<line>.py<version>.nbi``)."""
+    prefix = f"k_{k}."
+    try:
+        names = os.listdir(os.path.join(cache_directory(), "__pycache__"))
+    except OSError:
+        return set()
+    return {f[len(prefix):].partition("-")[0] for f in names if f.startswith(prefix) and f.endswith(".nbi")}
+
+
 def is_cached(kernel: Kernel) -> bool:
-    """Whether the kernel needs no compiling: in this backend, or on disk."""
+    """Whether the kernel needs no compiling: each of its loops compiled in
+    this backend or on disk."""
     if not cache_enabled():
         return False
     k = key(kernel, optimization_level())
-    if k in _memory:
-        return True
-    pycache = os.path.join(cache_directory(), "__pycache__")
-    try:
-        return any(f.startswith(f"k_{k}.") and f.endswith(".nbi") for f in os.listdir(pycache))
-    except OSError:
-        return False
+    disk: set[str] | None = None
+    for name, func in zip(_LOOPS, _memory.get(k, (None, None))):
+        if func is not None and _compiled(func):
+            continue
+        if disk is None:
+            disk = _on_disk(k)
+        if name not in disk:
+            return False
+    return True
 
 
 def load(kernel: Kernel, sample_args: tuple) -> tuple[Any, float, str]:

@@ -289,3 +289,32 @@ def test_fast_kernel_is_the_exact_kernel_or_redoes(case):
         assert code == 0 and fast_code == 0
         assert (fi == ai).all() and ff.tobytes() == af.tobytes(), (cols, ai, fi, af, ff)
     assert computed > 0 and redone > 0
+
+
+def test_is_cached_only_when_both_loops_are(tmp_path, monkeypatch):
+    """A kernel counts as cached (planned below orochi.jit_min_cost) only once
+    kernel_fast, compiled at the first batch without NULLs, is too: in the
+    backend or in numba's disk cache."""
+    from orochi_fdw.jit import kernels
+
+    monkeypatch.setattr(kernels, "cache_directory", lambda: str(tmp_path))
+    monkeypatch.setattr(kernels, "_memory", {})
+    # a shape no other test compiles (its own module name in the cache directory)
+    k = codegen.generate([P.kernel_condition(op(">", P.BOOL, var("x", P.FLOAT8), const(P.FLOAT8, 0.25)))],
+                         [P.kernel_aggregate(agg("count", P.INT8, star=True))], {})
+    values, mask = np.zeros(0, np.float64), np.zeros(0, np.uint8)
+    tail = tuple(np.float64(v) for _t, v in k.constants) + (
+        np.zeros(max(k.n_int, 1), np.int64), np.zeros(max(k.n_float, 1), np.float64))
+    assert not kernels.is_cached(k)
+    (_exact, fast), _seconds, how = kernels.load(k, (0, values, mask) + tail)
+    assert how == "compiled"
+    assert not kernels.is_cached(k)  # kernel_fast not compiled yet
+    monkeypatch.setattr(kernels, "_memory", {})  # a new backend: the disk cache has the exact loop only
+    assert not kernels.is_cached(k)
+    fast(0, values, *tail)
+    assert kernels.is_cached(k)  # on disk
+    monkeypatch.setattr(kernels, "cache_directory", lambda: str(tmp_path / "gone"))
+    (_exact, fast), _seconds, _how = kernels.load(k, (0, values, mask) + tail)
+    assert not kernels.is_cached(k)
+    fast(0, values, *tail)
+    assert kernels.is_cached(k)  # in the backend
