@@ -9,9 +9,10 @@
   t-digest with the k1 (arcsine) scale function.
 * ``sort_finite_float64``: the finite values of an array sorted ascending,
   -0.0 as 0.0 (a t-digest is built from them), by an LSD radix sort.
-* ``merge_sorted_float64``: runs of sorted values merged into one sorted
-  array, pairwise (each pass streams through memory); ``merge_runs_float64``
-  the same of runs held apart (no copy joining them first; three at once).
+* ``merge_runs_float64``: runs of sorted values, held apart, merged into
+  one sorted array (no copy joining them first; three at once).
+* ``distinct_counts_float64``: sorted values as their distinct values and
+  how many times each comes (a t-digest state ships repeating values so).
 * ``tdigest_compress_sorted``: ``tdigest_compress`` of sorted values of
   weight 1, the centroids' means computed several at a time.
 * ``check_sorted_finite``: whether values are as ``sort_finite_float64``
@@ -21,7 +22,7 @@ Validation happens in Python before ``with nogil:``; the Python side in
 :mod:`orochi_fdw.sketches` is the public API.
 """
 
-from libc.stdint cimport uint8_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.math cimport asin, floor, sin, M_PI
@@ -468,75 +469,41 @@ cdef inline void _merge3(const double *a, Py_ssize_t na, const double *b, Py_ssi
         _merge2(a + i, na - i, b + j, nb - j, out + k)
 
 
-def merge_sorted_float64(const double[::1] values, const int64_t[::1] bounds, double[::1] out):
-    """Merge the sorted runs ``values[bounds[i]:bounds[i + 1]]`` into ``out``
-    (sorted ascending; NaN not allowed). ``bounds`` starts at 0, does not
-    decrease and ends at len(values); pairs of neighbouring runs are merged
-    until one is left, the passes alternating between ``out`` and a buffer
-    so that the last one writes ``out``."""
-    cdef Py_ssize_t n = values.shape[0], k = bounds.shape[0] - 1, i, runs, w
-    cdef int passes = 0
-    cdef const double *src
-    cdef double *dst
-    cdef double *other
-    cdef double *tmp = NULL
-    cdef double *dest
-    cdef Py_ssize_t *b
+def distinct_counts_float64(const double[::1] values, double[::1] out_values,
+                            uint32_t[::1] out_counts) -> int:
+    """Sorted ``values`` as their distinct values (``out_values``) and how
+    many times each comes (``out_counts``), in one pass; returns how many
+    distinct values there are, or -1 once there are more than the outputs
+    hold (the pass stops there)."""
+    cdef Py_ssize_t n = values.shape[0], d = 0, i, first = 0
+    cdef Py_ssize_t cap = min(out_values.shape[0], out_counts.shape[0])
     cdef bint stopped = False
-    if out.shape[0] != n:
-        raise ValueError("out must have the length of values")
-    if k < 0 or bounds[0] != 0 or bounds[k] != n:
-        raise ValueError("bounds must run from 0 to len(values)")
-    for i in range(k):
-        if bounds[i + 1] < bounds[i]:
-            raise ValueError("bounds must not decrease")
+    if n > 0xFFFFFFFF:
+        raise ValueError("too many values for 32-bit counts")
     if n == 0:
-        return
-    runs = k
-    while runs > 1:
-        runs = (runs + 1) // 2
-        passes += 1
-    b = <Py_ssize_t *> malloc((k + 1) * sizeof(Py_ssize_t))
-    if passes > 1:
-        tmp = <double *> malloc(n * sizeof(double))
-    if b == NULL or (passes > 1 and tmp == NULL):
-        free(b)
-        free(tmp)
-        raise MemoryError()
-    dest = &out[0]
+        return 0
+    if cap == 0:
+        return -1
     with nogil:
-        if passes == 0:
-            memcpy(dest, &values[0], n * sizeof(double))
-        for i in range(k + 1):
-            b[i] = bounds[i]
-        runs = k
-        src = &values[0]
-        # the last pass writes out: the first writes out when their number is odd
-        dst = dest if passes % 2 == 1 else tmp
-        other = tmp if passes % 2 == 1 else dest
-        while runs > 1:
-            if interrupted():
+        out_values[0] = values[0]
+        for i in range(1, n):
+            if (i & INTERRUPT_MASK) == 0 and interrupted():
                 stopped = True
                 break
-            w = 0
-            i = 0
-            while i < runs:
-                if i + 1 < runs:
-                    _merge2(src + b[i], b[i + 1] - b[i], src + b[i + 1], b[i + 2] - b[i + 1], dst + b[i])
-                else:
-                    memcpy(dst + b[i], src + b[i], (b[i + 1] - b[i]) * sizeof(double))
-                b[w] = b[i]
-                w += 1
-                i += 2
-            b[w] = n
-            runs = w
-            src = dst
-            dst = other
-            other = <double *> src
-    free(b)
-    free(tmp)
+            if values[i] != values[i - 1]:
+                out_counts[d] = <uint32_t> (i - first)
+                d += 1
+                if d == cap:
+                    d = -1
+                    break
+                out_values[d] = values[i]
+                first = i
+        if d >= 0 and not stopped:
+            out_counts[d] = <uint32_t> (n - first)
+            d += 1
     if stopped:
         raise_interrupt()
+    return d
 
 
 def merge_runs_float64(runs, double[::1] out):

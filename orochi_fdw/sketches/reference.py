@@ -99,6 +99,16 @@ def sort_finite(values: np.ndarray) -> np.ndarray:
     return np.sort(v[np.isfinite(v)]) + 0.0
 
 
+def distinct_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values as their distinct values and how many times each comes
+    (uint32; the kernel distinct_counts_float64)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not len(v):
+        return v[:0], np.zeros(0, dtype="<u4")
+    firsts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
+    return v[firsts], np.diff(firsts, append=len(v)).astype("<u4")
+
+
 def tdigest_compress(means: np.ndarray, weights: np.ndarray, compression: float) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's one-pass merge of sorted centroids, in Python."""
     n = len(means)

@@ -336,15 +336,11 @@ def _distinct_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
     n = len(values)
     if n < _RUNS_MIN_VALUES:
         return None
-    change = values[1:] != values[:-1]
-    d = int(np.count_nonzero(change)) + 1
-    if d > n // 2:
+    distinct, counts = np.empty(n // 2, dtype=np.float64), np.empty(n // 2, dtype="<u4")
+    d = K.distinct_counts_float64(values, distinct, counts)
+    if d < 0:
         return None
-    firsts = np.empty(d, dtype=np.int64)
-    firsts[0] = 0
-    np.add(np.flatnonzero(change), 1, out=firsts[1:])
-    counts = np.diff(firsts, append=n).astype("<u4")
-    return np.ascontiguousarray(values[firsts]), counts
+    return distinct[:d], counts[:d]
 
 
 def _token(state_id: int) -> bytes:

@@ -246,19 +246,22 @@ def test_check_sorted_finite_kernel():
         assert not K.check_sorted_finite(np.ascontiguousarray(bad))
 
 
-def test_merge_sorted_kernel_matches_reference():
-    rng = np.random.default_rng(7)
-    for sizes in ([], [0], [5], [3, 0, 4], [1000, 1, 0, 65536, 17], [2] * 33):
-        runs = [R.sort_finite(rng.choice(_SPECIAL, k) if i % 2 else rng.normal(size=k))
-                for i, k in enumerate(sizes)]
-        values = np.concatenate(runs) if runs else np.zeros(0)
-        bounds = np.concatenate([[0], np.cumsum([len(r) for r in runs])]).astype(np.int64)
-        out = np.empty(len(values))
-        K.merge_sorted_float64(values, bounds, out)
-        assert out.tobytes() == R.sort_finite(values).tobytes()
-    for bad in ([1, 3], [0, 2], [0, 3, 2, 3]):
-        with pytest.raises(ValueError):
-            K.merge_sorted_float64(np.arange(3.0), np.array(bad, dtype=np.int64), np.empty(3))
+def test_distinct_counts_kernel_matches_reference():
+    """Sorted values as distinct values and counts, one pass; -1 once more
+    distinct values come than the outputs hold."""
+    rng = np.random.default_rng(6)
+    for n, k in ((0, 1), (1, 1), (5, 1), (1000, 3), (70_000, 997), (3000, 3000)):
+        v = R.sort_finite(rng.integers(0, k, n).astype(np.float64))
+        want_values, want_counts = R.distinct_counts(v)
+        for cap in (len(want_values), len(want_values) + 5):
+            out_v, out_c = np.full(cap, 7.0), np.zeros(cap, dtype="<u4")
+            d = K.distinct_counts_float64(v, out_v, out_c)
+            assert d == len(want_values)
+            assert out_v[:d].tobytes() == want_values.tobytes()
+            assert out_c[:d].tobytes() == want_counts.tobytes()
+        if len(want_values):
+            cap = len(want_values) - 1
+            assert K.distinct_counts_float64(v, np.empty(cap), np.empty(cap, dtype="<u4")) == -1
 
 
 def test_merge_runs_kernel_matches_reference():
