@@ -21,13 +21,13 @@ parts the extension rules out.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
+from orochi_fdw.catalog.snapshots import SnapshotReads
 from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.batch import Batch, WireKind
 from orochi_fdw.catalog import files, store
@@ -59,36 +59,15 @@ _DEFAULT_WIDTH = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float32": 4, "
 
 
 #: what planning read of a table's catalog (its stripe records with the
-#: catalog rows of some columns, its delta store's row count), with the
-#: snapshot it was read under (:func:`~orochi_fdw.bridge.spi.snapshot_key`):
-#: the planner asks for the same ones many times over a statement's join
-#: relations and paths (TPC-H Q8: eight tables, a few dozen times each), and
-#: a snapshot equal to the byte sees the same rows
-_planning_reads: "OrderedDict[tuple, tuple[bytes, Any]]" = OrderedDict()
-PLANNING_READ_ENTRIES = 64
+#: catalog rows of some columns, its delta store's row count), for the rest
+#: of the snapshot
+_planning_reads = SnapshotReads(64)
 
 
 def _planning_read(key: tuple, read: Any) -> Any:
     """``read()``, or what it answered under the same snapshot before (the
     records are shared: planning only reads them)."""
-    snapshot = spi.snapshot_key()
-    if snapshot is None:
-        return read()
-    found = _planning_reads.get(key)
-    if found is not None and found[0] == snapshot:
-        _planning_reads.move_to_end(key)
-        return found[1]
-    return _planning_keep(key, snapshot, read())
-
-
-def _planning_keep(key: tuple, snapshot: bytes | None, value: Any) -> Any:
-    """Keep ``value`` (read under ``snapshot``) as the planning read ``key``."""
-    if snapshot is not None:
-        _planning_reads[key] = (snapshot, value)
-        _planning_reads.move_to_end(key)
-        if len(_planning_reads) > PLANNING_READ_ENTRIES:
-            _planning_reads.popitem(last=False)
-    return value
+    return _planning_reads.read(key, read)
 
 
 class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
@@ -493,15 +472,14 @@ class ColumnarTable(AggregatePushdown, ForeignDataWrapper):
         with the columns of both."""
         key = ("stripes", self.relid)
         snapshot = spi.snapshot_key()
-        found = _planning_reads.get(key)
-        if snapshot is not None and found is not None and found[0] == snapshot:
-            have, records = found[1]
+        found = _planning_reads.get(key, snapshot)
+        if found is not None:
+            have, records = found
             if attnums <= have:
-                _planning_reads.move_to_end(key)
                 return records
             attnums = have | attnums
         attnums = frozenset(attnums)
-        return _planning_keep(key, snapshot, (attnums, store.table_stripes(self.relid, attnums)))[1]
+        return _planning_reads.put(key, snapshot, (attnums, store.table_stripes(self.relid, attnums)))[1]
 
     def _planning_delta_rows(self) -> int:
         """The delta store's rows, for planning."""

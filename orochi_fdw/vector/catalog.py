@@ -23,6 +23,7 @@ from typing import Any
 
 from orochi_fdw.bridge import spi
 from orochi_fdw.catalog import files
+from orochi_fdw.catalog.snapshots import SnapshotReads
 
 
 @dataclass(frozen=True)
@@ -217,11 +218,11 @@ class ScanCatalog:
 #: least recently used out
 _scan_catalogs: "OrderedDict[tuple, tuple]" = OrderedDict()
 SCAN_CATALOG_ENTRIES = 64
-#: relid -> (the snapshot key, the identities of the table's catalog rows
-#: and whether its delta store had blocks, read under that snapshot): the
+#: relid -> (the identities of the table's catalog rows, whether its delta
+#: store had blocks), for the rest of the snapshot they were read under: the
 #: keys of one table (the planner's estimate, its cost of the ordered path,
 #: the scan) share one identities statement per snapshot
-_identities: dict[int, tuple] = {}
+_identities = SnapshotReads(SCAN_CATALOG_ENTRIES)
 #: what :func:`scan_catalog` says of kept records used under the snapshot
 #: they were last checked under (truthy, as "cached")
 SAME_SNAPSHOT = "same snapshot"
@@ -246,19 +247,16 @@ def scan_catalog(relid: int, attnums: set[int], attnum: int, distance_type: str,
         # the same rows, the same answer (no statement)
         _scan_catalogs.move_to_end(key)
         return found[1], found[3], SAME_SNAPSHOT
-    last = _identities.get(relid)
-    if snapshot is not None and last is not None and last[0] == snapshot:
-        # the table's identities were read under this very snapshot (by the
-        # planner's estimate, or a scan of other columns): the same rows
-        identities, delta_rows = last[1], last[2]
+    # the table's identities may have been read under this very snapshot (by
+    # the planner's estimate, or a scan of other columns): the same rows
+    last = _identities.get(relid, snapshot)
+    if last is not None:
+        identities, delta_rows = last
     else:
         identities, delta_bytes = spi.prepared(_IDENTITIES, ["oid", "text"], internal=True).execute(
             [relid, delta_name], read_only=True).rows[0]
         delta_rows = delta_bytes is not None and int(delta_bytes) > 0
-        if snapshot is not None:
-            _identities[relid] = (snapshot, identities, delta_rows)
-            if len(_identities) > SCAN_CATALOG_ENTRIES:
-                _identities.pop(next(iter(_identities)))
+        _identities.put(relid, snapshot, (identities, delta_rows))
     if found is not None and found[0] == identities:
         _scan_catalogs[key] = (identities, found[1], snapshot, delta_rows)
         _scan_catalogs.move_to_end(key)
