@@ -277,9 +277,7 @@ cdef struct Sel:
     Py_ssize_t nrows      # rows in the batch
     Py_ssize_t count      # selected rows
     Py_ssize_t pos        # cursor: next selection position (or mask row)
-    const uint8_t* mask
-    const int32_t* idx32
-    const int64_t* idx64
+    const void* data      # the mask (uint8), or the indexes (int32 or int64)
 
 
 cdef inline Py_ssize_t sel_next(Sel* s) noexcept nogil:
@@ -290,11 +288,11 @@ cdef inline Py_ssize_t sel_next(Sel* s) noexcept nogil:
         return p
     if s.kind == SEL_IDX64:
         s.pos = p + 1
-        return <Py_ssize_t>s.idx64[p]
+        return <Py_ssize_t>(<const int64_t*>s.data)[p]
     if s.kind == SEL_IDX32:
         s.pos = p + 1
-        return <Py_ssize_t>s.idx32[p]
-    while s.mask[p] == 0:
+        return <Py_ssize_t>(<const int32_t*>s.data)[p]
+    while (<const uint8_t*>s.data)[p] == 0:
         p += 1
     s.pos = p + 1
     return p
@@ -321,7 +319,7 @@ cdef object _sel_init(Sel* s, object selection, Py_ssize_t nrows):
             raise ValueError(f"selection mask has {a.shape[0]} entries for {nrows} rows")
         a = a.view(np.uint8)
         s.kind = SEL_MASK
-        s.mask = <const uint8_t*>_data(a)
+        s.data = _data(a)
         s.count = np.count_nonzero(a)
         return a
     if a.dtype == np.int64 or a.dtype == np.int32:
@@ -330,10 +328,10 @@ cdef object _sel_init(Sel* s, object selection, Py_ssize_t nrows):
         s.count = a.shape[0]
         if a.dtype == np.int64:
             s.kind = SEL_IDX64
-            s.idx64 = <const int64_t*>_data(a)
+            s.data = _data(a)
         else:
             s.kind = SEL_IDX32
-            s.idx32 = <const int32_t*>_data(a)
+            s.data = _data(a)
         return a
     raise ValueError(f"a selection must be a bool/uint8 mask or int32/int64 indices, not {a.dtype}")
 
@@ -367,6 +365,58 @@ cdef int _check_gids(Py_ssize_t ngids, Sel* s) except -1:
 
 cdef int _raise_gid() except -1:
     raise ValueError("group id out of range of the state arrays")
+
+
+# The loop the grouped kernels share: for the k-th selected row, its batch row
+# and group id, checked against the state arrays, and whether it is NULL.
+cdef struct GroupRows:
+    Sel sel
+    const uint8_t* valid  # NULL: every row present
+    const int64_t* gids   # one per selected row
+    Py_ssize_t cap        # group ids must be below this
+
+
+cdef enum:
+    ROW_SKIP = 0  # NULL: nothing to fold in
+    ROW_TAKE = 1
+    ROW_BAD = 2   # group id out of range of the state arrays
+    ROW_STOP = 3  # interrupted
+
+
+cdef GroupRows _group_rows(list keep, const int64_t[::1] gids, Py_ssize_t cap, object validity,
+                           object selection, Py_ssize_t nrows) except *:
+    """The rows of a batch of nrows rows, the arrays to keep alive added to
+    keep (returned by value: a kernel's copy never escapes, so the compiler
+    keeps its fields in registers)."""
+    cdef GroupRows r
+    keep.append(_valid_init(&r.valid, validity, nrows))
+    keep.append(_sel_init(&r.sel, selection, nrows))
+    _check_gids(gids.shape[0], &r.sel)
+    r.gids = &gids[0] if gids.shape[0] else NULL
+    r.cap = cap
+    return r
+
+
+cdef inline int _group_row(GroupRows* r, Py_ssize_t k, Py_ssize_t* i, int64_t* g) noexcept nogil:
+    """The k-th selected row (call for k = 0, 1, ... in turn): its batch
+    row i and group g, and whether to fold it in (ROW_TAKE), skip it
+    (ROW_SKIP) or stop (ROW_BAD, ROW_STOP: :func:`_rows_end` raises)."""
+    if (k & INTERRUPT_MASK) == 0 and interrupted():
+        return ROW_STOP
+    i[0] = sel_next(&r.sel)
+    g[0] = r.gids[k]
+    if <uint64_t>g[0] >= <uint64_t>r.cap:
+        return ROW_BAD
+    return ROW_TAKE if _present(r.valid, i[0]) else ROW_SKIP
+
+
+cdef int _rows_end(int status) except -1:
+    """Raise what stopped a loop of :func:`_group_row`."""
+    if status == ROW_STOP:
+        raise_interrupt()
+    if status == ROW_BAD:
+        _raise_gid()
+    return 0
 
 
 # ------------------------------------------------------------ growable arrays
@@ -1224,43 +1274,32 @@ cdef class GroupTable:
 def group_count(int64_t[::1] counts, const int64_t[::1] gids, validity=None, selection=None):
     """counts[g] += 1 per selected row of group g (``count(*)``), or per
     selected row whose validity is nonzero (``count(col)``)."""
-    cdef Sel sel
-    cdef const uint8_t* valid = NULL
+    cdef GroupRows rows
     cdef Py_ssize_t k, i, n = gids.shape[0], cap = counts.shape[0]
     cdef int64_t g
-    cdef bint bad = False
-    cdef bint stopped = False
+    cdef int status = ROW_TAKE
     if validity is None:
         with nogil:
             for k in range(n):
                 if (k & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
+                    status = ROW_STOP
                     break
                 g = gids[k]
                 if <uint64_t>g >= <uint64_t>cap:
-                    bad = True
+                    status = ROW_BAD
                     break
                 counts[g] += 1
     else:
-        keep = _valid_init(&valid, validity, len(validity))
-        keep_sel = _sel_init(&sel, selection, len(validity))
-        _check_gids(n, &sel)
+        keep = []
+        rows = _group_rows(keep, gids, cap, validity, selection, len(validity))
         with nogil:
             for k in range(n):
-                if (k & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
-                    break
-                i = sel_next(&sel)
-                g = gids[k]
-                if <uint64_t>g >= <uint64_t>cap:
-                    bad = True
-                    break
-                if valid[i]:
+                status = _group_row(&rows, k, &i, &g)
+                if status == ROW_TAKE:
                     counts[g] += 1
-    if stopped:
-        raise_interrupt()
-    if bad:
-        _raise_gid()
+                elif status != ROW_SKIP:
+                    break
+    _rows_end(status)
 
 
 def group_sum_int(int64_t[::1] sums, int64_t[::1] carries, int64_t[::1] counts,
@@ -1272,35 +1311,25 @@ def group_sum_int(int64_t[::1] sums, int64_t[::1] carries, int64_t[::1] counts,
 
     State arrays start at zero. Used for sum and avg of int2/int4/int8.
     """
-    cdef Sel sel
-    cdef const uint8_t* valid = NULL
+    cdef GroupRows rows
     cdef Py_ssize_t k, i, n = gids.shape[0]
-    cdef Py_ssize_t cap = min(sums.shape[0], carries.shape[0], counts.shape[0])
     cdef int64_t g, v
-    cdef bint bad = False
-    cdef bint stopped = False
-    keep = _valid_init(&valid, validity, values.shape[0])
-    keep_sel = _sel_init(&sel, selection, values.shape[0])
-    _check_gids(n, &sel)
+    cdef int status = ROW_TAKE
+    keep = []
+    rows = _group_rows(keep, gids, min(sums.shape[0], carries.shape[0], counts.shape[0]),
+                       validity, selection, values.shape[0])
     with nogil:
         for k in range(n):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                stopped = True
+            status = _group_row(&rows, k, &i, &g)
+            if status != ROW_TAKE:
+                if status == ROW_SKIP:
+                    continue
                 break
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>cap:
-                bad = True
-                break
-            if _present(valid, i):
-                v = <int64_t>values[i]
-                if orochi_add_overflow_i64(sums[g], v, &sums[g]):
-                    carries[g] += 1 if v >= 0 else -1
-                counts[g] += 1
-    if stopped:
-        raise_interrupt()
-    if bad:
-        _raise_gid()
+            v = <int64_t>values[i]
+            if orochi_add_overflow_i64(sums[g], v, &sums[g]):
+                carries[g] += 1 if v >= 0 else -1
+            counts[g] += 1
+    _rows_end(status)
 
 
 def group_sum_float(float_t[::1] sums, int64_t[::1] counts, const int64_t[::1] gids,
@@ -1310,39 +1339,31 @@ def group_sum_float(float_t[::1] sums, int64_t[::1] counts, const int64_t[::1] g
     sums must start at -0.0. Raises NumericValueOutOfRangeError("value out of
     range: overflow") when two finite values add up to an infinity.
     """
-    cdef Sel sel
-    cdef const uint8_t* valid = NULL
-    cdef Py_ssize_t k, i, n = gids.shape[0], cap = min(sums.shape[0], counts.shape[0])
+    cdef GroupRows rows
+    cdef Py_ssize_t k, i, n = gids.shape[0]
     cdef int64_t g
     cdef float_t s, v, t
-    cdef bint bad = False
-    cdef bint stopped = False, overflow = False
-    keep = _valid_init(&valid, validity, values.shape[0])
-    keep_sel = _sel_init(&sel, selection, values.shape[0])
-    _check_gids(n, &sel)
+    cdef int status = ROW_TAKE
+    cdef bint overflow = False
+    keep = []
+    rows = _group_rows(keep, gids, min(sums.shape[0], counts.shape[0]), validity, selection,
+                       values.shape[0])
     with nogil:
         for k in range(n):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                stopped = True
+            status = _group_row(&rows, k, &i, &g)
+            if status != ROW_TAKE:
+                if status == ROW_SKIP:
+                    continue
                 break
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>cap:
-                bad = True
+            v = values[i]
+            s = sums[g]
+            t = s + v
+            if isinf(t) and not isinf(s) and not isinf(v):
+                overflow = True
                 break
-            if _present(valid, i):
-                v = values[i]
-                s = sums[g]
-                t = s + v
-                if isinf(t) and not isinf(s) and not isinf(v):
-                    overflow = True
-                    break
-                sums[g] = t
-                counts[g] += 1
-    if stopped:
-        raise_interrupt()
-    if bad:
-        _raise_gid()
+            sums[g] = t
+            counts[g] += 1
+    _rows_end(status)
     if overflow:
         raise NumericValueOutOfRangeError("value out of range: overflow")
 
@@ -1375,24 +1396,23 @@ AVG_SXX_BOUND = 1.5692754338466701e257  # 2^190 * 1e200, rounded up
 
 
 cdef bint _avg_batch_bounded(const float_t[::1] values, const uint8_t* valid,
-                             Sel* sel, Py_ssize_t n) noexcept nogil:
-    """Whether every selected non-NULL value is NaN or |x| <= AVG_FAST_BOUND."""
+                             Sel sel, Py_ssize_t n) noexcept nogil:
+    """Whether every selected non-NULL value is NaN or |x| <= AVG_FAST_BOUND
+    (``sel`` a copy: the caller's cursor stays where it is)."""
     cdef Py_ssize_t k, i
     cdef double v
     cdef double worst = 0.0
-    cdef Py_ssize_t start = sel.pos
     if sel.kind == SEL_ALL and valid == NULL:
         for k in range(n):
             v = fabs(<double>values[k])
             worst = v if v > worst else worst  # NaN never compares greater
         return worst <= _AVG_FAST_BOUND
     for k in range(n):
-        i = sel_next(sel)
+        i = sel_next(&sel)
         if _present(valid, i):
             v = fabs(<double>values[i])
             if v > worst:
                 worst = v  # NaN never compares greater
-    sel.pos = start
     return worst <= _AVG_FAST_BOUND
 
 
@@ -1412,59 +1432,47 @@ def group_avg_float(int64_t[::1] counts, double[::1] sx, double[::1] sxx,
     given): upper ends of Sxx for groups that went through fast batches
     (sxx_hi[g] > sxx[g]); the exact loop keeps both ends.
     """
-    cdef Sel sel
-    cdef const uint8_t* valid = NULL
+    cdef GroupRows rows
     cdef Py_ssize_t k, i, n = gids.shape[0]
     cdef Py_ssize_t cap = min(counts.shape[0], sx.shape[0], sxx.shape[0])
     cdef int64_t g
     cdef double newval, n_old, N, Sx, Sxx, tmp, term, Hi
-    cdef bint bad = False
-    cdef bint stopped = False, overflow = False, has_hi = sxx_hi is not None
+    cdef int status = ROW_TAKE
+    cdef bint overflow = False, has_hi = sxx_hi is not None
     cdef bint bounded = False
     if has_hi:
         cap = min(cap, sxx_hi.shape[0])
-    keep = _valid_init(&valid, validity, values.shape[0])
-    keep_sel = _sel_init(&sel, selection, values.shape[0])
-    _check_gids(n, &sel)
+    keep = []
+    rows = _group_rows(keep, gids, cap, validity, selection, values.shape[0])
     with nogil:
         if fast:
-            bounded = _avg_batch_bounded(values, valid, &sel, n)
-        if bounded and sel.kind == SEL_ALL and valid == NULL:
+            bounded = _avg_batch_bounded(values, rows.valid, rows.sel, n)
+        if bounded and rows.sel.kind == SEL_ALL and rows.valid == NULL:
             for k in range(n):
                 if (k & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
+                    status = ROW_STOP
                     break
                 g = gids[k]
                 if <uint64_t>g >= <uint64_t>cap:
-                    bad = True
+                    status = ROW_BAD
                     break
                 counts[g] += 1
                 sx[g] += <double>values[k]
         elif bounded:
             for k in range(n):
-                if (k & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
-                    break
-                i = sel_next(&sel)
-                g = gids[k]
-                if <uint64_t>g >= <uint64_t>cap:
-                    bad = True
-                    break
-                if _present(valid, i):
+                status = _group_row(&rows, k, &i, &g)
+                if status == ROW_TAKE:
                     counts[g] += 1
                     sx[g] += <double>values[i]
+                elif status != ROW_SKIP:
+                    break
         elif not fast:
             for k in range(n):
-                if (k & INTERRUPT_MASK) == 0 and interrupted():
-                    stopped = True
+                status = _group_row(&rows, k, &i, &g)
+                if status != ROW_TAKE:
+                    if status == ROW_SKIP:
+                        continue
                     break
-                i = sel_next(&sel)
-                g = gids[k]
-                if <uint64_t>g >= <uint64_t>cap:
-                    bad = True
-                    break
-                if not _present(valid, i):
-                    continue
                 newval = <double>values[i]
                 n_old = <double>counts[g]
                 N = n_old + 1.0
@@ -1497,10 +1505,7 @@ def group_avg_float(int64_t[::1] counts, double[::1] sx, double[::1] sxx,
                 sxx[g] = Sxx
                 if has_hi and not sxx_hi[g] > Sxx:
                     sxx_hi[g] = Sxx
-    if stopped:
-        raise_interrupt()
-    if bad:
-        _raise_gid()
+    _rows_end(status)
     if overflow:
         raise NumericValueOutOfRangeError("value out of range: overflow")
     return bounded
@@ -1531,28 +1536,21 @@ def group_minmax(minmax_t[::1] state, int64_t[::1] counts, const int64_t[::1] gi
     Floats follow Postgres's float order (NaN largest) and, on ties, the later
     row wins, as in float8larger/float8smaller.
     """
-    cdef Sel sel
-    cdef const uint8_t* valid = NULL
-    cdef Py_ssize_t k, i, n = gids.shape[0], cap = min(state.shape[0], counts.shape[0])
+    cdef GroupRows rows
+    cdef Py_ssize_t k, i, n = gids.shape[0]
     cdef int64_t g
     cdef minmax_t v
-    cdef bint bad = False
-    cdef bint stopped = False
-    keep = _valid_init(&valid, validity, values.shape[0])
-    keep_sel = _sel_init(&sel, selection, values.shape[0])
-    _check_gids(n, &sel)
+    cdef int status = ROW_TAKE
+    keep = []
+    rows = _group_rows(keep, gids, min(state.shape[0], counts.shape[0]), validity, selection,
+                       values.shape[0])
     with nogil:
         for k in range(n):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                stopped = True
+            status = _group_row(&rows, k, &i, &g)
+            if status != ROW_TAKE:
+                if status == ROW_SKIP:
+                    continue
                 break
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>cap:
-                bad = True
-                break
-            if not _present(valid, i):
-                continue
             v = values[i]
             if counts[g] == 0:
                 state[g] = v
@@ -1568,38 +1566,28 @@ def group_minmax(minmax_t[::1] state, int64_t[::1] counts, const int64_t[::1] gi
             elif v < state[g]:
                 state[g] = v
             counts[g] += 1
-    if stopped:
-        raise_interrupt()
-    if bad:
-        _raise_gid()
+    _rows_end(status)
 
 
 def group_bool(uint8_t[::1] state, int64_t[::1] counts, const int64_t[::1] gids,
                const uint8_t[::1] values, bint is_and, validity=None, selection=None):
     """bool_and (is_and) or bool_or of each group's non-NULL values into
     state (0/1); counts[g] (starting at 0) says whether state[g] is set."""
-    cdef Sel sel
-    cdef const uint8_t* valid = NULL
-    cdef Py_ssize_t k, i, n = gids.shape[0], cap = min(state.shape[0], counts.shape[0])
+    cdef GroupRows rows
+    cdef Py_ssize_t k, i, n = gids.shape[0]
     cdef int64_t g
     cdef uint8_t b
-    cdef bint bad = False
-    cdef bint stopped = False
-    keep = _valid_init(&valid, validity, values.shape[0])
-    keep_sel = _sel_init(&sel, selection, values.shape[0])
-    _check_gids(n, &sel)
+    cdef int status = ROW_TAKE
+    keep = []
+    rows = _group_rows(keep, gids, min(state.shape[0], counts.shape[0]), validity, selection,
+                       values.shape[0])
     with nogil:
         for k in range(n):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                stopped = True
+            status = _group_row(&rows, k, &i, &g)
+            if status != ROW_TAKE:
+                if status == ROW_SKIP:
+                    continue
                 break
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>cap:
-                bad = True
-                break
-            if not _present(valid, i):
-                continue
             b = 1 if values[i] != 0 else 0
             if counts[g] == 0:
                 state[g] = b
@@ -1608,10 +1596,7 @@ def group_bool(uint8_t[::1] state, int64_t[::1] counts, const int64_t[::1] gids,
             else:
                 state[g] = state[g] | b
             counts[g] += 1
-    if stopped:
-        raise_interrupt()
-    if bad:
-        _raise_gid()
+    _rows_end(status)
 
 
 # ------------------------------------------------------------ count(DISTINCT)
@@ -1728,15 +1713,14 @@ cdef class DistinctCounter:
         cdef uint64_t x, raw
         cdef bint created
         cdef int r
+        cdef GroupRows rows
+        rows.sel, rows.valid, rows.gids, rows.cap = sel, ki.valid, gids, cap
         for k in range(sel.count):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                return ST_INTERRUPTED
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>cap:
-                return 1
-            if not _present(ki.valid, i):
-                continue
+            r = _group_row(&rows, k, &i, &g)
+            if r != ROW_TAKE:
+                if r == ROW_SKIP:
+                    continue
+                return ST_INTERRUPTED if r == ROW_STOP else 1
             if ki.form != FORM_FIXED:
                 id = _bytes_id(&self.values, ki, i, &created)
                 if id < 0:
@@ -1992,19 +1976,17 @@ cdef class TextExtremes:
         cdef const uint8_t* q
         cdef int c, sign = 1 if self.is_max else -1
         cdef I64Vec touched
-        cdef int status = ST_OK
+        cdef int status = ST_OK, r
+        cdef GroupRows rows
+        rows.sel, rows.valid, rows.gids, rows.cap = sel, ki.valid, gids, ngroups
         memset(&touched, 0, sizeof(I64Vec))
         for k in range(sel.count):
-            if (k & INTERRUPT_MASK) == 0 and interrupted():
-                status = ST_INTERRUPTED  # best[] is reset below
+            r = _group_row(&rows, k, &i, &g)
+            if r != ROW_TAKE:
+                if r == ROW_SKIP:
+                    continue
+                status = ST_INTERRUPTED if r == ROW_STOP else 1  # best[] is reset below
                 break
-            i = sel_next(&sel)
-            g = gids[k]
-            if <uint64_t>g >= <uint64_t>ngroups:
-                status = 1
-                break
-            if not _present(ki.valid, i):
-                continue
             len_new = _row_bytes(ki, i, &p)
             if len_new < 0:
                 status = ST_BADCODE
