@@ -531,12 +531,7 @@ class ChunkGroup:
         entries = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
         if not entries.kind.is_variable_width:
             return None
-        codes = chunk.codes
-        validity = chunk.validity
-        if validity is not None:
-            codes = np.zeros(self.nrows, dtype=np.int32)
-            codes[validity] = chunk.codes
-        return entries, codes, validity
+        return entries, chunk.codes, chunk.validity
 
     def release(self) -> None:
         """Forget the decoded columns (the batch made of them holds them as

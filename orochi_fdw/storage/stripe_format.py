@@ -936,8 +936,17 @@ class StripeReader:
         if self._fd < 0:
             raise InvalidParameterError("stripe reader is closed")
         meta = self.metadata.chunk(column, chunk_group)
-        if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count:
+        if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count \
+                or self._kinds[self.metadata.column_index(column)].physical != "var":
             return None
+        # read, verified and decoded by one native call, unless it declines
+        # the chunk: then decode_dictionary_chunk decodes it or says what is wrong
+        found = _cr.read_dictionary(self._fd, crc32, self.verify_checksums, lz4.block.decompress, meta.offset,
+                                    meta.length, meta.raw_length, meta.crc32, meta.codec, meta.compression,
+                                    meta.row_count, meta.null_count)
+        if found is not None:
+            offsets, data, codes, validity = found
+            return DictionaryChunk(VarBytes(offsets, data), codes, validity)
         return self._decoded(column, chunk_group, meta, decode_dictionary_chunk)
 
     def _decoded(self, column: str, chunk_group: int, meta, decode):
