@@ -1,6 +1,8 @@
 # Column chunk reading: a column chunk (read_chunk), or the chunks of one
 # stripe column in any number of its chunk groups (read_column), read from the
-# file, checksummed and decoded into the output array in a single call.
+# file, checksummed and decoded into the output array in a single call; a
+# DICTIONARY-coded text chunk likewise into its dictionary form
+# (read_dictionary, at the end).
 #
 # Each chunk is read with pread into a scratch buffer, its CRC-32 checked (by
 # the checksum function the caller passes: the stripe format's, ISA-L's when
@@ -11,12 +13,13 @@
 # a validity bitmap. The byte layouts are those of docs/FORMAT.md, decoded as
 # orochi_fdw.storage.codecs.decode_chunk decodes them, bit for bit.
 #
-# A chunk this code does not decode (another codec or compression), and any
-# chunk whose bytes are not exactly valid (short read, checksum mismatch, a
-# count, width or length out of range, trailing bytes, a value out of range)
-# is declined (its rows of the output are then undefined) and marked in
-# `status`: the caller reads it again through
-# decode_chunk, which decodes it or raises the error that names what is wrong.
+# A chunk this code does not decode (another codec or compression: declined
+# before it is read), and any chunk whose bytes are not exactly valid (short
+# read, checksum mismatch, a count, width or length out of range, trailing
+# bytes, a value out of range) is declined (its rows of the output are then
+# undefined) and marked in `status`: the caller reads it through decode_chunk,
+# which decodes it or raises the error that names what is wrong. The integer
+# decoding cores are codecs_int's (_intdecode.pxd).
 # So this code never raises for bad data; it only declines it, and every check
 # decode_chunk makes is made here too before a chunk counts as decoded.
 
