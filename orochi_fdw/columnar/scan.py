@@ -151,6 +151,8 @@ class ColumnarScan:
         self.chunk_cache = chunk_cache
         self._may_match: Callable | None = None  # the quals' pruner (:meth:`_pruner`)
         self._qual_columns: list[str] | None = None  # the columns the quals read (:meth:`may_match`)
+        #: id(footer) -> (footer, where the stripe holds each column, its answers) (:meth:`may_match`)
+        self._match_answers: dict[int, tuple] = {}
         #: the small dictionaries read, as wire columns, by (text column, with
         #: character(n), offsets, bytes): one object per content
         self._entries: dict[tuple, Column] = {}
@@ -415,15 +417,20 @@ class ColumnarScan:
             return True
         # the answer depends on the footer's statistics only: kept with it,
         # per group, for the scans of the same quals after this one
-        if self._qual_columns is None:
-            self._qual_columns = sorted(referenced_columns(self.quals))
-        key = ("may match", self.quals) + tuple(
-            (group.present.get(name), storage_kind(self.table_columns[name])) for name in self._qual_columns)
         meta = group.reader.metadata
-        try:
-            answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
-        except TypeError:  # a value that does not hash
-            answers = [None] * len(meta.chunk_groups)
+        known = self._match_answers.get(id(meta))
+        if known is not None and known[0] is meta and known[1] is group.present:
+            answers = known[2]
+        else:
+            if self._qual_columns is None:
+                self._qual_columns = sorted(referenced_columns(self.quals))
+            key = ("may match", self.quals) + tuple(
+                (group.present.get(name), storage_kind(self.table_columns[name])) for name in self._qual_columns)
+            try:
+                answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
+            except TypeError:  # a value that does not hash
+                answers = [None] * len(meta.chunk_groups)
+            self._match_answers[id(meta)] = (meta, group.present, answers)
         ok = answers[group.index]
         if ok is None:
             ok = answers[group.index] = self._pruner()(group.stats)

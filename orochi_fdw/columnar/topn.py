@@ -555,6 +555,8 @@ class TopNScan:
         self._filter_cache: dict[tuple, tuple] = {}
         #: id(entries) -> (entries, expression, its _filter_cache value)
         self._filter_known: dict[int, tuple] = {}
+        #: id(expression) -> (expression, {a text value: whether it passes}, whether NULL passes)
+        self._value_answers: dict[int, tuple] = {}
         self._rows = self._run()
 
     def __iter__(self) -> "TopNScan":
@@ -902,11 +904,31 @@ class TopNScan:
             found = self._filter_cache.get(ck)
         if found is None:
             n = len(entries.offsets) - 1
-            passing = np.zeros(n, dtype=bool)
-            passing[selection(evaluate(expr, {name: entries}, n))] = True
-            null = Column(entries.kind, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=bool),
-                          np.zeros(2, dtype=np.int64))
-            found = (passing, len(selection(evaluate(expr, {name: null}, 1))) == 1)
+            answers = self._value_answers.get(id(expr))
+            if answers is None or answers[0] is not expr:
+                null = Column(entries.kind, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=bool),
+                              np.zeros(2, dtype=np.int64))
+                answers = self._value_answers[id(expr)] = (
+                    expr, {}, len(selection(evaluate(expr, {name: null}, 1))) == 1)
+            by_value = answers[1]
+            if n <= 64:
+                # a few distinct values (in another order, or some new): each
+                # one's answer is kept, so that only new values are evaluated
+                offs = entries.offsets.tolist()
+                data = np.asarray(entries.values).tobytes()
+                values = [data[offs[i]:offs[i + 1]] for i in range(n)]
+                new = [v for v in dict.fromkeys(values) if v not in by_value]
+                if new:
+                    new_offsets = np.zeros(len(new) + 1, dtype=np.int64)
+                    np.cumsum([len(v) for v in new], out=new_offsets[1:])
+                    col = Column(entries.kind, np.frombuffer(b"".join(new), dtype=np.uint8), None, new_offsets)
+                    mask = evaluate(expr, {name: col}, len(new))
+                    by_value.update(zip(new, mask.astype(bool).tolist()))
+                passing = np.array([by_value[v] for v in values], dtype=bool)
+            else:
+                passing = np.zeros(n, dtype=bool)
+                passing[selection(evaluate(expr, {name: entries}, n))] = True
+            found = (passing, answers[2])
             if len(self._filter_cache) > 256:
                 self._filter_cache.clear()
             self._filter_cache[ck] = found
