@@ -1,6 +1,8 @@
 # Column chunk reading: a column chunk (read_chunk), or the chunks of one
 # stripe column in any number of its chunk groups (read_column), read from the
-# file, checksummed and decoded into the output array in a single call.
+# file, checksummed and decoded into the output array in a single call; a
+# DICTIONARY-coded text chunk likewise into its dictionary form
+# (read_dictionary, at the end).
 #
 # Each chunk is read with pread into a scratch buffer, its CRC-32 checked (by
 # the checksum function the caller passes: the stripe format's, ISA-L's when
@@ -11,12 +13,13 @@
 # a validity bitmap. The byte layouts are those of docs/FORMAT.md, decoded as
 # orochi_fdw.storage.codecs.decode_chunk decodes them, bit for bit.
 #
-# A chunk this code does not decode (another codec or compression), and any
-# chunk whose bytes are not exactly valid (short read, checksum mismatch, a
-# count, width or length out of range, trailing bytes, a value out of range)
-# is declined (its rows of the output are then undefined) and marked in
-# `status`: the caller reads it again through
-# decode_chunk, which decodes it or raises the error that names what is wrong.
+# A chunk this code does not decode (another codec or compression: declined
+# before it is read), and any chunk whose bytes are not exactly valid (short
+# read, checksum mismatch, a count, width or length out of range, trailing
+# bytes, a value out of range) is declined (its rows of the output are then
+# undefined) and marked in `status`: the caller reads it through decode_chunk,
+# which decodes it or raises the error that names what is wrong. The integer
+# decoding cores are codecs_int's (_intdecode.pxd).
 # So this code never raises for bad data; it only declines it, and every check
 # decode_chunk makes is made here too before a chunk counts as decoded.
 
@@ -26,13 +29,20 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.types cimport off_t
 from posix.unistd cimport pread
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
 
 cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
     int PyBUF_READ
 
-from _bitio cimport fast_count, get_packed, get_packed_fast, width_mask, orochi_unpack_add
+from _bitio cimport fast_count, width_mask
+from _intdecode cimport packed_field, packed_len, store_int, unpack_delta, unpack_dod, unpack_for
 from _decunpack cimport orochi_decimal_unpack_f64, orochi_decimal_unpack_f32
 
 # codec and compression ids (orochi_fdw.storage.codecs.Codec / Compression)
@@ -42,6 +52,7 @@ cdef enum:
     C_DELTA = 2
     C_DELTA_DELTA = 3
     C_RLE = 4
+    C_DICTIONARY = 5
     C_GORILLA = 6
     C_BITMAP = 7
     C_DECIMAL = 8
@@ -77,10 +88,6 @@ _init_pow10()
 cdef int64_t _MAGIC_LIMIT = (<int64_t>1) << 51
 
 
-cdef inline Py_ssize_t _packed_len(Py_ssize_t count, int width) noexcept nogil:
-    return (count * width + 7) >> 3
-
-
 cdef inline int64_t _rd_i64(const uint8_t* p) noexcept nogil:
     cdef int64_t v
     memcpy(&v, p, 8)
@@ -93,73 +100,6 @@ cdef inline uint32_t _rd_u32(const uint8_t* p) noexcept nogil:
     return v
 
 
-cdef inline bint _store_int(uint8_t* out, Py_ssize_t i, int w, int64_t v) noexcept nogil:
-    """out[i] = v as a w-byte integer; False if v does not fit."""
-    cdef int16_t v16
-    cdef int32_t v32
-    if w == 8:
-        memcpy(out + 8 * i, &v, 8)
-    elif w == 4:
-        if v < -2147483648 or v > 2147483647:
-            return False
-        v32 = <int32_t>v
-        memcpy(out + 4 * i, &v32, 4)
-    else:
-        if v < -32768 or v > 32767:
-            return False
-        v16 = <int16_t>v
-        memcpy(out + 2 * i, &v16, 2)
-    return True
-
-
-cdef inline uint64_t _field(const uint8_t* p, Py_ssize_t size, Py_ssize_t j, int width, uint64_t mask,
-                            Py_ssize_t fast) noexcept nogil:
-    """Field j of a block of width-bit fields, size bytes long, that holds it
-    (fast: how many leading fields get_packed_fast may read, fast_count)."""
-    if j < fast:
-        return get_packed_fast(p, j, width, mask)
-    if width == 0:
-        return 0
-    return get_packed(p, size, j, width, mask)
-
-
-cdef int _unpack_ints(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int width, int64_t base,
-                      int w, uint8_t* out) noexcept nogil:
-    """codecs_int.for_unpack: out[i] = base + field i of a packed block of
-    exactly nb bytes, as w-byte integers; -1 if a value does not fit."""
-    cdef uint64_t mask = width_mask(width)
-    cdef uint64_t tmp[512]
-    cdef Py_ssize_t fast = fast_count(n, nb, width), start = 0, i, j, m
-    cdef int64_t v, lo = -32768, hi = 32767
-    cdef bint checked
-    if w == 4:
-        lo = -2147483648
-        hi = 2147483647
-    # every value base..base+mask fits the output: no check per value
-    checked = w != 8 and not (width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
-    while start < fast:
-        m = fast - start if fast - start < 512 else 512
-        orochi_unpack_add(p, start, m, width, mask, <uint64_t>base, tmp)
-        if w == 8:
-            memcpy(out + 8 * start, tmp, <size_t>(8 * m))
-        elif checked:
-            for j in range(m):
-                if not _store_int(out, start + j, w, <int64_t>tmp[j]):
-                    return -1
-        elif w == 4:
-            for j in range(m):
-                (<int32_t*>out)[start + j] = <int32_t><int64_t>tmp[j]
-        else:
-            for j in range(m):
-                (<int16_t*>out)[start + j] = <int16_t><int64_t>tmp[j]
-        start += m
-    for i in range(start, n):
-        v = <int64_t>(<uint64_t>base + _field(p, nb, i, width, mask, 0))
-        if not _store_int(out, i, w, v):
-            return -1
-    return 0
-
-
 cdef int _packed_block(const uint8_t* p, Py_ssize_t avail, Py_ssize_t count, int64_t* base,
                        int* width, Py_ssize_t* size) noexcept nogil:
     """The header (<qB: base, bit width) of a packed block of count fields at
@@ -170,7 +110,7 @@ cdef int _packed_block(const uint8_t* p, Py_ssize_t avail, Py_ssize_t count, int
     width[0] = p[8]
     if width[0] > 64:
         return -1
-    size[0] = _packed_len(count, width[0])
+    size[0] = packed_len(count, width[0])
     if size[0] > avail - 9:
         return -1
     return 0
@@ -204,24 +144,14 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
         if codec == C_BITPACK:
             if _packed_block(p, nb, m, &base, &width, &size) < 0 or 9 + size != nb:
                 return -1
-            return _unpack_ints(p + 9, size, m, width, base, w, out)
+            return 0 if unpack_for(p + 9, size, m, width, base, w, out) < 0 else -1
         if codec == C_DELTA:
             if nb < 8:
                 return -1
             first = _rd_i64(p)
             if _packed_block(p + 8, nb - 8, m - 1, &base, &width, &size) < 0 or 17 + size != nb:
                 return -1
-            p += 17
-            mask = width_mask(width)
-            ubase = <uint64_t>base
-            fast = fast_count(m - 1, size, width)
-            acc = first
-            for i in range(m):
-                if i > 0:
-                    acc = <int64_t>(<uint64_t>acc + ubase + _field(p, size, i - 1, width, mask, fast))
-                if not _store_int(out, i, w, acc):
-                    return -1
-            return 0
+            return 0 if unpack_delta(p + 17, size, m, first, width, base, w, out) < 0 else -1
         if codec == C_DELTA_DELTA:
             if nb < 16:
                 return -1
@@ -230,20 +160,7 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             if _packed_block(p + 16, nb - 16, m - 2 if m > 2 else 0, &base, &width, &size) < 0 \
                     or 25 + size != nb:
                 return -1
-            p += 25
-            mask = width_mask(width)
-            ubase = <uint64_t>base
-            fast = fast_count(m - 2, size, width) if m > 2 else 0
-            acc = first
-            for i in range(m):
-                if i == 1:
-                    acc = <int64_t>(<uint64_t>acc + <uint64_t>d)
-                elif i > 1:
-                    d = <int64_t>(<uint64_t>d + ubase + _field(p, size, i - 2, width, mask, fast))
-                    acc = <int64_t>(<uint64_t>acc + <uint64_t>d)
-                if not _store_int(out, i, w, acc):
-                    return -1
-            return 0
+            return 0 if unpack_dod(p + 25, size, m, first, d, width, base, w, out) < 0 else -1
         return -1
     if physical == PHYSICAL_FLOAT and codec == C_DECIMAL:
         # exponent, integer codec, exception count; [exception positions as a
@@ -266,7 +183,7 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             mask = width_mask(pwidth)
             prev = -1
             for i in range(nx):
-                pos = <int64_t>(<uint64_t>base + _field(p + at + 9, psize, i, pwidth, mask, 0))
+                pos = <int64_t>(<uint64_t>base + packed_field(p + at + 9, psize, i, pwidth, mask, 0))
                 if pos <= prev or pos >= m:
                     return -1
                 prev = pos
@@ -306,7 +223,7 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             else:
                 orochi_decimal_unpack_f32(p + at + 9, fast, width, base, pw, <float*>out)
         for i in range(fast, m):
-            v = <int64_t>(<uint64_t>base + _field(p + at + 9, size, i, width, mask, 0))
+            v = <int64_t>(<uint64_t>base + packed_field(p + at + 9, size, i, width, mask, 0))
             if w == 8:
                 (<double*>out)[i] = <double>v / pw
             else:
@@ -327,7 +244,7 @@ cdef void _decimal_exceptions(const uint8_t* p, Py_ssize_t nx, Py_ssize_t psize,
         return
     base = _rd_i64(p + 6)
     for i in range(nx):
-        pos = <int64_t>(<uint64_t>base + _field(p + 6 + 9, psize, i, pwidth, mask, 0))
+        pos = <int64_t>(<uint64_t>base + packed_field(p + 6 + 9, psize, i, pwidth, mask, 0))
         memcpy(out + w * pos, p + at + w * i, <size_t>w)
 
 
@@ -344,6 +261,16 @@ cdef inline bint _codec_valid(int codec, int physical) noexcept nogil:
     if codec == C_BITMAP:
         return physical == PHYSICAL_BOOL
     return False
+
+
+cdef inline bint _decoded_here(int codec, int physical) noexcept nogil:
+    """Whether _decode_values decodes codec's values of physical kind (a
+    DECIMAL over RLE it declines only once read)."""
+    if codec == C_PLAIN:
+        return True
+    if codec == C_BITPACK or codec == C_DELTA or codec == C_DELTA_DELTA:
+        return physical == PHYSICAL_INT
+    return codec == C_DECIMAL and physical == PHYSICAL_FLOAT
 
 
 cdef int _decode_chunk(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t nulls, int codec,
@@ -400,19 +327,23 @@ cdef Py_ssize_t _max_raw_length(Py_ssize_t rows, int w) noexcept nogil:
     return (rows + 7) // 8 + 64 + rows * (w + 10)
 
 
-cdef int _read_one(int fd, object checksum, bint verify, object lz4_decompress, uint64_t offset,
-                   Py_ssize_t length, Py_ssize_t raw, uint32_t crc, int codec, int compression,
-                   Py_ssize_t n, Py_ssize_t nulls, int physical, int width, uint8_t* out, uint8_t* valid,
-                   uint8_t* sp, object mv) except -2:
-    """Read (into sp, at least length bytes; mv: a memoryview of it),
-    verify and decode one chunk into out / valid: 0, or -1 when declined."""
+cdef const uint8_t* _bytes_of(object buf) except NULL:
+    """The bytes of a non-empty buffer (lz4's output: a bytes object)."""
+    cdef const uint8_t[::1] view
+    if PyBytes_CheckExact(buf):
+        return <const uint8_t*>PyBytes_AS_STRING(buf)
+    view = buf
+    return &view[0]   # (the caller keeps buf alive)
+
+
+cdef object _fetch(int fd, object checksum, bint verify, object lz4_decompress, uint64_t offset,
+                   Py_ssize_t length, Py_ssize_t raw, uint32_t crc, int compression, uint8_t* sp, object mv):
+    """Read a chunk's length bytes into sp (mv: a memoryview of it), verify
+    its checksum and undo its compression (none or lz4): True when its raw
+    bytes are those in sp, the decompressed bytes, or None when declined
+    (short read, checksum mismatch, lengths that do not agree)."""
     cdef Py_ssize_t got = 0
     cdef ssize_t r
-    cdef const uint8_t* dp = sp
-    cdef const uint8_t[::1] dview
-    cdef int rc
-    if n < 1 or n > MAX_CHUNK_ROWS or raw > _max_raw_length(n, width):
-        return -1
     with nogil:
         while got < length:
             r = pread(fd, sp + got, <size_t>(length - got), <off_t>(offset + <uint64_t>got))
@@ -422,23 +353,41 @@ cdef int _read_one(int fd, object checksum, bint verify, object lz4_decompress, 
                 break
             got += r
     if got != length:
-        return -1
+        return None
     if verify and checksum(mv[:length]) != crc:
-        return -1
+        return None
     if compression == Z_LZ4:
         if raw > 255 * length + 16:
-            return -1
+            return None
         try:
             decompressed = lz4_decompress(mv[:length], uncompressed_size=raw)
-        except Exception:  # noqa - decode_chunk reports it
-            return -1
+        except Exception:  # noqa - the Python decoder reports it
+            return None
         if len(decompressed) != raw:
-            return -1
-        if raw:
-            dview = decompressed
-            dp = &dview[0]
-    elif compression != Z_NONE or raw != length:
+            return None
+        return decompressed
+    if compression != Z_NONE or raw != length:
+        return None
+    return True
+
+
+cdef int _read_one(int fd, object checksum, bint verify, object lz4_decompress, uint64_t offset,
+                   Py_ssize_t length, Py_ssize_t raw, uint32_t crc, int codec, int compression,
+                   Py_ssize_t n, Py_ssize_t nulls, int physical, int width, uint8_t* out, uint8_t* valid,
+                   uint8_t* sp, object mv) except -2:
+    """Read (into sp, at least length bytes; mv: a memoryview of it),
+    verify and decode one chunk into out / valid: 0, or -1 when declined."""
+    cdef const uint8_t* dp = sp
+    cdef int rc
+    if n < 1 or n > MAX_CHUNK_ROWS or raw > _max_raw_length(n, width) \
+            or (compression != Z_NONE and compression != Z_LZ4) \
+            or not _codec_valid(codec, physical) or (nulls != n and not _decoded_here(codec, physical)):
+        return -1   # (declined before reading: the caller reads it)
+    got = _fetch(fd, checksum, verify, lz4_decompress, offset, length, raw, crc, compression, sp, mv)
+    if got is None:
         return -1
+    if got is not True and raw:
+        dp = _bytes_of(got)
     with nogil:
         rc = _decode_chunk(dp, raw, n, nulls, codec, physical, width, out, valid)
     return rc
@@ -530,3 +479,172 @@ def read_column(int fd, object checksum, bint verify, object lz4_decompress,
     finally:
         PyMem_Free(sp)
     return left
+
+
+# ------------------------------------------------------------ dictionary chunks
+#
+# A DICTIONARY-coded chunk of a variable-width column (docs/FORMAT.md): after
+# the validity bitmap, u32 d, the d entries' lengths as a packed block and
+# their bytes, then the codes of the non-NULL rows: a codec byte and a packed
+# block (BITPACK) or u32 r, r u32 run values and their lengths as a packed
+# block (RLE). Read into its dictionary form, as
+# orochi_fdw.storage.codecs.decode_dictionary_chunk reads it.
+
+cdef object _dictionary_parts(const uint8_t* p, Py_ssize_t nb, Py_ssize_t rows, Py_ssize_t nulls):
+    """The dictionary form of a raw (decompressed) DICTIONARY payload of rows
+    rows, nulls of them NULL (0 <= nulls < rows): (entry offsets, entry
+    bytes, an int32 code per row (0 for NULLs), validity as bool or None),
+    or None when not exactly valid."""
+    cdef Py_ssize_t count = rows - nulls, vb, i, j, k, at, size, room, ones = 0, r, pos
+    cdef int64_t base, length, total = 0, run
+    cdef int width, rem
+    cdef uint32_t d, v
+    cdef uint64_t mask
+    cdef uint8_t byte
+    cdef const uint8_t* lp
+    cdef const uint8_t* rv
+    cdef uint8_t* valid_v = NULL
+    cdef int64_t* offsets_v
+    cdef int32_t* codes
+    cdef cnp.ndarray valid, offsets, data, codes_arr
+    cdef cnp.npy_intp dim
+    cdef bint bad = False
+    valid = None
+    if nulls:
+        vb = (rows + 7) >> 3
+        if vb > nb:
+            return None
+        rem = rows & 7
+        if rem and (p[vb - 1] >> rem) != 0:
+            return None
+        dim = rows
+        valid = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT8, 0)
+        valid_v = <uint8_t*>cnp.PyArray_DATA(valid)
+        for i in range(rows):
+            byte = (p[i >> 3] >> (i & 7)) & 1
+            valid_v[i] = byte
+            ones += byte
+        if ones != count:
+            return None
+        p += vb
+        nb -= vb
+    if nb < 4:
+        return None
+    d = _rd_u32(p)
+    if d == 0 or d > count:
+        return None
+    if _packed_block(p + 4, nb - 4, d, &base, &width, &size) < 0:
+        return None
+    lp = p + 4 + 9
+    at = 4 + 9 + size
+    room = nb - at
+    # the entries: each length in 0..room, all of them within room
+    dim = d + 1
+    offsets = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_INT64, 0)
+    offsets_v = <int64_t*>cnp.PyArray_DATA(offsets)
+    offsets_v[0] = 0
+    mask = width_mask(width)
+    for i in range(d):
+        length = <int64_t>(<uint64_t>base + packed_field(lp, size, i, width, mask, 0))
+        if length < 0 or length > room:
+            return None
+        total += length
+        offsets_v[i + 1] = total
+    if total > room - 1:   # (and the codes' codec byte after them)
+        return None
+    dim = total
+    data = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_UINT8, 0)
+    if total:
+        memcpy(cnp.PyArray_DATA(data), p + at, <size_t>total)
+    at += total
+    dim = rows
+    codes_arr = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_INT32, 0)
+    codes = <int32_t*>cnp.PyArray_DATA(codes_arr)
+    if p[at] == C_BITPACK:
+        at += 1
+        if _packed_block(p + at, nb - at, count, &base, &width, &size) < 0 or at + 9 + size != nb:
+            return None
+        with nogil:
+            bad = unpack_for(p + at + 9, size, count, width, base, 4, <uint8_t*>codes) >= 0
+            if not bad:
+                for i in range(count):
+                    if <uint32_t>codes[i] >= d:
+                        bad = True
+                        break
+        if bad:
+            return None
+    elif p[at] == C_RLE:
+        at += 1
+        if nb - at < 4:
+            return None
+        r = _rd_u32(p + at)
+        at += 4
+        if r == 0 or r > count or 4 * r > nb - at:
+            return None
+        rv = p + at
+        at += 4 * r
+        if _packed_block(p + at, nb - at, r, &base, &width, &size) < 0 or at + 9 + size != nb:
+            return None
+        lp = p + at + 9
+        mask = width_mask(width)
+        pos = 0
+        with nogil:
+            for i in range(r):
+                run = <int64_t>(<uint64_t>base + packed_field(lp, size, i, width, mask, 0))
+                v = _rd_u32(rv + 4 * i)
+                if run < 1 or run > count - pos or v >= d:
+                    bad = True
+                    break
+                for j in range(pos, pos + run):
+                    codes[j] = <int32_t>v
+                pos += run
+        if bad or pos != count:
+            return None
+    else:
+        return None
+    if nulls:
+        # spread the codes over the valid rows, from the end (k <= j throughout)
+        k = count - 1
+        j = rows - 1
+        while j >= 0:
+            if valid_v[j]:
+                codes[j] = codes[k]
+                k -= 1
+            else:
+                codes[j] = 0
+            j -= 1
+        return offsets, data, codes_arr, valid.view(np.bool_)
+    return offsets, data, codes_arr, None
+
+
+def read_dictionary(int fd, object checksum, bint verify, object lz4_decompress, uint64_t offset,
+                    uint64_t length, uint64_t raw_length, uint32_t crc, int codec, int compression,
+                    uint32_t rows, uint32_t nulls):
+    """Read, verify and decode one DICTIONARY-coded chunk of a variable-width
+    column (its footer entry in the arguments) into its dictionary form:
+    ``(entry offsets int64, entry bytes uint8, codes int32, validity)``, a
+    code per row (0 for a NULL one) and the validity as bool (None: no
+    NULL); or None when left to the caller: a chunk coded otherwise, of
+    NULLs only, compressed by zstd, or not exactly valid (see the module
+    comment; ``checksum`` and ``lz4_decompress`` as :func:`read_column`'s)."""
+    cdef uint8_t* sp
+    cdef Py_ssize_t cap, raw
+    cdef const uint8_t* dp
+    if codec != C_DICTIONARY or rows < 1 or rows > MAX_CHUNK_ROWS or nulls >= rows \
+            or length > <uint64_t>MAX_RAW_LENGTH or raw_length > <uint64_t>MAX_RAW_LENGTH \
+            or (compression != Z_NONE and compression != Z_LZ4):
+        return None
+    cap = <Py_ssize_t>length
+    raw = <Py_ssize_t>raw_length
+    sp = <uint8_t*>PyMem_Malloc(cap + 8)
+    if sp == NULL:
+        raise MemoryError()
+    try:
+        mv = PyMemoryView_FromMemory(<char*>sp, cap, PyBUF_READ)
+        got = _fetch(fd, checksum, verify, lz4_decompress, offset, cap, raw, crc, compression, sp, mv)
+        if got is None or raw == 0:
+            return None
+        dp = sp if got is True else _bytes_of(got)
+        return _dictionary_parts(dp, raw, rows, nulls)
+    finally:
+        PyMem_Free(sp)

@@ -11,34 +11,27 @@
 #   arrays; sizes are validated before the nogil section; a decoder that finds
 #   bad data inside its loop leaves the loop and raises CorruptDataError.
 
-from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint16_t,
-                          uint32_t, uint64_t, INT16_MIN, INT16_MAX, INT32_MIN,
-                          INT32_MAX)
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from _typedefs cimport int_t, uint_t
-from _bitio cimport (BitWriter, bw_init, bw_write, bw_finish, get_packed,
-                     get_packed_fast, fast_count, width_mask, orochi_popcount64,
-                     load_le64, orochi_unpack_add)
+from _bitio cimport BitWriter, bw_init, bw_write, bw_finish, width_mask, orochi_popcount64
+from _intdecode cimport packed_len, unpack_delta, unpack_dod, unpack_for
 
 from orochi_fdw.errors import CorruptDataError
-
-
-cdef inline Py_ssize_t _packed_size(Py_ssize_t count, int width) noexcept nogil:
-    return (count * width + 7) >> 3
 
 
 def packed_size(Py_ssize_t count, int width):
     """Bytes needed for `count` fields of `width` bits."""
     if count < 0 or width < 0 or width > 64:
         raise ValueError("invalid count or width")
-    return _packed_size(count, width)
+    return packed_len(count, width)
 
 
 cdef int _check_pack_args(Py_ssize_t count, int width, Py_ssize_t out_len) except -1:
     if width < 0 or width > 64:
         raise ValueError(f"bit width {width} out of range 0..64")
-    if out_len < _packed_size(count, width):
+    if out_len < packed_len(count, width):
         raise ValueError("output buffer too small for packed data")
     return 0
 
@@ -46,7 +39,7 @@ cdef int _check_pack_args(Py_ssize_t count, int width, Py_ssize_t out_len) excep
 cdef int _check_unpack_args(Py_ssize_t count, int width, Py_ssize_t nbytes) except -1:
     if width < 0 or width > 64:
         raise CorruptDataError(f"bit width {width} out of range 0..64")
-    if nbytes < _packed_size(count, width):
+    if nbytes < packed_len(count, width):
         raise CorruptDataError(
             f"packed block truncated: {nbytes} bytes for {count} x {width} bits")
     return 0
@@ -153,44 +146,11 @@ def for_unpack(const uint8_t[::1] packed, int64_t base, int width, int_t[::1] ou
     Raises CorruptDataError if the block is too short or a decoded value does
     not fit the output dtype.
     """
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, j, m, bad = -1, fast, start = 0
-    cdef uint64_t mask = width_mask(width)
-    cdef const uint8_t* p = _ptr(packed)
-    cdef int64_t v, lo = 0, hi = 0
-    cdef bint checked
-    cdef uint64_t tmp[512]
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], bad = -1
     _check_unpack_args(n, width, nb)
-    if int_t is int16_t:
-        lo = INT16_MIN
-        hi = INT16_MAX
-    elif int_t is int32_t:
-        lo = INT32_MIN
-        hi = INT32_MAX
-    fast = fast_count(n, nb, width)
-    # every value base..base+mask fits the output (no wraparound): no check per value
-    checked = int_t is not int64_t and not (
-        width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
-    with nogil:
-        if not checked:
-            # blocks of fields unpacked at once (a loop per width), then narrowed
-            while start < fast:
-                m = fast - start if fast - start < 512 else 512
-                orochi_unpack_add(p, start, m, width, mask, <uint64_t>base, tmp)
-                for j in range(m):
-                    out[start + j] = <int_t><int64_t>tmp[j]
-                start += m
-        for i in range(start, n):
-            if i < fast:
-                v = <int64_t>(<uint64_t>base + get_packed_fast(p, i, width, mask))
-            elif width == 0:
-                v = base
-            else:
-                v = <int64_t>(<uint64_t>base + get_packed(p, nb, i, width, mask))
-            if int_t is not int64_t:
-                if v < lo or v > hi:
-                    bad = i
-                    break
-            out[i] = <int_t>v
+    if n:
+        with nogil:
+            bad = unpack_for(_ptr(packed), nb, n, width, base, sizeof(int_t), <uint8_t*>&out[0])
     if bad >= 0:
         raise CorruptDataError(f"decoded value out of range at position {bad}")
 
@@ -226,36 +186,12 @@ def delta_pack(const int_t[::1] values, int64_t base, int width, uint8_t[::1] ou
 def delta_unpack(const uint8_t[::1] packed, int64_t first, int64_t base, int width,
                  int_t[::1] out):
     """out[0] = first; out[i] = out[i-1] + base + field (i-1), mod 2**64."""
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast
-    cdef uint64_t mask = width_mask(width), acc, ubase = <uint64_t>base
-    cdef const uint8_t* p = _ptr(packed)
-    cdef int64_t v, lo = 0, hi = 0
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], bad = -1
     if n == 0:
         return
     _check_unpack_args(n - 1, width, nb)
-    if int_t is int16_t:
-        lo = INT16_MIN
-        hi = INT16_MAX
-    elif int_t is int32_t:
-        lo = INT32_MIN
-        hi = INT32_MAX
-    fast = fast_count(n - 1, nb, width) + 1
     with nogil:
-        acc = <uint64_t>first
-        for i in range(n):
-            if i > 0:
-                if i < fast:
-                    acc += ubase + get_packed_fast(p, i - 1, width, mask)
-                elif width == 0:
-                    acc += ubase
-                else:
-                    acc += ubase + get_packed(p, nb, i - 1, width, mask)
-            v = <int64_t>acc
-            if int_t is not int64_t:
-                if v < lo or v > hi:
-                    bad = i
-                    break
-            out[i] = <int_t>v
+        bad = unpack_delta(_ptr(packed), nb, n, first, width, base, sizeof(int_t), <uint8_t*>&out[0])
     if bad >= 0:
         raise CorruptDataError(f"decoded value out of range at position {bad}")
 
@@ -292,41 +228,13 @@ def dod_pack(const int_t[::1] values, int64_t base, int width, uint8_t[::1] out)
 def dod_unpack(const uint8_t[::1] packed, int64_t first, int64_t first_delta,
                int64_t base, int width, int_t[::1] out):
     """Inverse of dod_pack given the first value and the first delta."""
-    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], i, bad = -1, fast = 0
-    cdef uint64_t mask = width_mask(width), acc, d, ubase = <uint64_t>base
-    cdef const uint8_t* p = _ptr(packed)
-    cdef int64_t v, lo = 0, hi = 0
+    cdef Py_ssize_t n = out.shape[0], nb = packed.shape[0], bad = -1
     if n == 0:
         return
     _check_unpack_args(n - 2 if n > 2 else 0, width, nb)
-    if n > 2:
-        fast = fast_count(n - 2, nb, width) + 2
-    if int_t is int16_t:
-        lo = INT16_MIN
-        hi = INT16_MAX
-    elif int_t is int32_t:
-        lo = INT32_MIN
-        hi = INT32_MAX
     with nogil:
-        acc = <uint64_t>first
-        d = <uint64_t>first_delta
-        for i in range(n):
-            if i == 1:
-                acc += d
-            elif i > 1:
-                if i < fast:
-                    d += ubase + get_packed_fast(p, i - 2, width, mask)
-                elif width == 0:
-                    d += ubase
-                else:
-                    d += ubase + get_packed(p, nb, i - 2, width, mask)
-                acc += d
-            v = <int64_t>acc
-            if int_t is not int64_t:
-                if v < lo or v > hi:
-                    bad = i
-                    break
-            out[i] = <int_t>v
+        bad = unpack_dod(_ptr(packed), nb, n, first, first_delta, width, base, sizeof(int_t),
+                         <uint8_t*>&out[0])
     if bad >= 0:
         raise CorruptDataError(f"decoded value out of range at position {bad}")
 

@@ -80,8 +80,7 @@ class FilteredScan:
         for n in self.filters:
             coded = None if dictionary is None or n in self.numeric else dictionary(n)
             if coded is not None:
-                entries, codes, validity = coded
-                cols[n] = DictionaryColumn(codes, entries.offsets, entries.values, validity)
+                cols[n] = DictionaryColumn(*coded)
                 continue
             col = column(n)
             if n in self.numeric and col.kind.is_variable_width:

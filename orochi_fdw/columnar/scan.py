@@ -28,10 +28,11 @@ from orochi_fdw.bridge.batch import Batch, Column
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
-from orochi_fdw.columnar.topn import take
+from orochi_fdw.columnar.topn import dictionary_take, take
 from orochi_fdw.columnar.types import storage_kind, to_wire
 from orochi_fdw.query.all_match import matcher
-from orochi_fdw.query.predicates import ALWAYS_TRUE, BooleanExpression, ColumnStats, pruner, referenced_columns
+from orochi_fdw.query.predicates import (ALWAYS_TRUE, BooleanExpression, ColumnStats, DictionaryColumn, pruner,
+                                         referenced_columns)
 from orochi_fdw.storage.kinds import ColumnData
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
@@ -39,6 +40,11 @@ from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_strip
 
 #: decoded column chunks a scan keeps for its rescans
 CHUNK_CACHE_ENTRIES = 32
+#: dictionaries of up to this many bytes are kept by a scan, one wire column
+#: per content (:meth:`ChunkGroup.dictionary`) ...
+DICTIONARY_REUSE_BYTES = 4096
+#: ... the most recent this many
+DICTIONARY_REUSE_ENTRIES = 64
 
 
 @dataclass
@@ -144,6 +150,12 @@ class ColumnarScan:
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
         self._may_match: Callable | None = None  # the quals' pruner (:meth:`_pruner`)
+        self._qual_columns: list[str] | None = None  # the columns the quals read (:meth:`may_match`)
+        #: id(footer) -> (footer, where the stripe holds each column, its answers) (:meth:`may_match`)
+        self._match_answers: dict[int, tuple] = {}
+        #: the small dictionaries read, as wire columns, by (text column, with
+        #: character(n), offsets, bytes): one object per content
+        self._entries: dict[tuple, Column] = {}
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -339,14 +351,15 @@ class ColumnarScan:
         # only the columns the filter passes on (a filter column is not decoded
         # for a group that passes whole)
         dicts = self.dictionaries
-        if len(idx) == group.nrows:
-            cols = {name: group.dictionary_column(name) if name in dicts else group.column(name)
-                    for name in pre.needed}
-        else:
-            cols = {}
-            for name in pre.needed:
-                col = group.dictionary_column(name) if name in dicts else group.column(name)
-                cols[name] = col.take(idx) if isinstance(col, DictionaryColumn) else take(col, idx)
+        rows = None if len(idx) == group.nrows else idx
+        cols = {}
+        for name in pre.needed:
+            if name in dicts:
+                col = group.dictionary_column(name)
+                cols[name] = col if rows is None else col.take(rows) if isinstance(col, DictionaryColumn) \
+                    else take(col, rows)
+            else:
+                cols[name] = group.rows(name, rows)
         group.release()
         return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
 
@@ -400,7 +413,28 @@ class ColumnarScan:
         """Whether the quals' min / max leave rows of ``group`` (one of
         :meth:`_groups` without ``prune``) that may match; counted as skipped
         by min / max if not."""
-        if self.quals is ALWAYS_TRUE or self._pruner()(group.stats):
+        if self.quals is ALWAYS_TRUE:
+            return True
+        # the answer depends on the footer's statistics only: kept with it,
+        # per group, for the scans of the same quals after this one
+        meta = group.reader.metadata
+        known = self._match_answers.get(id(meta))
+        if known is not None and known[0] is meta and known[1] is group.present:
+            answers = known[2]
+        else:
+            if self._qual_columns is None:
+                self._qual_columns = sorted(referenced_columns(self.quals))
+            key = ("may match", self.quals) + tuple(
+                (group.present.get(name), storage_kind(self.table_columns[name])) for name in self._qual_columns)
+            try:
+                answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
+            except TypeError:  # a value that does not hash
+                answers = [None] * len(meta.chunk_groups)
+            self._match_answers[id(meta)] = (meta, group.present, answers)
+        ok = answers[group.index]
+        if ok is None:
+            ok = answers[group.index] = self._pruner()(group.stats)
+        if ok:
             return True
         self.counters.chunk_groups_skipped += 1
         return False
@@ -485,6 +519,16 @@ class ChunkGroup:
             self._cols[name] = col
         return col
 
+    def rows(self, name: str, idx: np.ndarray | None) -> Column:
+        """Column ``name`` at rows ``idx`` (None: every row of the group):
+        gathered from its dictionary form if that was read (for a filter:
+        the chunk is not read again), else decoded (:meth:`column`)."""
+        found = None if name in self._cols else self._dicts.get((name, True)) or self._dicts.get(name)
+        if found is not None:
+            return dictionary_take(*found, np.arange(self.nrows) if idx is None else idx)
+        col = self.column(name)
+        return col if idx is None else take(col, idx)
+
     def dictionary(self, name: str) -> tuple[Column, np.ndarray, np.ndarray | None] | None:
         """Variable-width column ``name`` in its dictionary form, if its chunk
         is DICTIONARY-coded and stored as the column's current type: (the
@@ -528,15 +572,23 @@ class ChunkGroup:
         chunk = read(where[0], self.index)
         if chunk is None:
             return None
-        entries = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
+        offsets, data = chunk.entries
+        if len(data) > DICTIONARY_REUSE_BYTES:
+            entries = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
+        else:
+            # chunk groups often share their (small) dictionary: a scan makes
+            # one wire column of each, so that what its consumers work out
+            # from one (a filter's answer per entry) they may keep by identity
+            known = self.scan._entries
+            key = (name, chars, offsets.tobytes(), data.tobytes())
+            entries = known.get(key)
+            if entries is None:
+                entries = known[key] = to_wire(ColumnData(chunk.entries, None), kind, column, native=True)
+                if len(known) > DICTIONARY_REUSE_ENTRIES:
+                    del known[next(iter(known))]
         if not entries.kind.is_variable_width:
             return None
-        codes = chunk.codes
-        validity = chunk.validity
-        if validity is not None:
-            codes = np.zeros(self.nrows, dtype=np.int32)
-            codes[validity] = chunk.codes
-        return entries, codes, validity
+        return entries, chunk.codes, chunk.validity
 
     def release(self) -> None:
         """Forget the decoded columns (the batch made of them holds them as
@@ -554,23 +606,6 @@ class ChunkGroup:
     def rowids(self, offsets: np.ndarray) -> np.ndarray:
         """Row ids of the group's rows at ``offsets``."""
         return stripe_rowids(self.stripe.stripe_id, np.asarray(offsets, dtype=np.int64) + self.first_row)
-
-
-class DictionaryColumn:
-    """A text column of a chunk group in its dictionary form: the distinct
-    values (a wire column), an int32 code per row (0 for NULLs, checked
-    against the entries when decoded) and the validity (None: no NULL)."""
-
-    __slots__ = ("entries", "codes", "validity")
-
-    def __init__(self, entries: Column, codes: np.ndarray, validity: np.ndarray | None):
-        self.entries = entries
-        self.codes = codes
-        self.validity = validity
-
-    def take(self, idx: np.ndarray) -> "DictionaryColumn":
-        """Rows ``idx`` (positions)."""
-        return DictionaryColumn(self.entries, self.codes[idx], None if self.validity is None else self.validity[idx])
 
 
 class FilteredBatch(Batch):

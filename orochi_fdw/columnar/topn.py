@@ -299,6 +299,38 @@ def value_bound(key: SortKey, is_float: bool, is_text: bool, v) -> tuple:
     return 2, ~int(v) if key.is_reversed else int(v)
 
 
+def _bounds_order(bounds: list) -> tuple:
+    """A sort key of the bounds of a stripe or chunk group: unknown bounds
+    first, as they may hold anything (a bound's class is 0 to 4)."""
+    return tuple(bounds) if None not in bounds else tuple((-1,) if b is None else b for b in bounds)
+
+
+def _column_bounds(meta, ci: int, key: SortKey, is_float: bool, is_text: bool) -> list[tuple | None]:
+    """The bound (:func:`key_bound`) of sort key ``key`` over each chunk group
+    of a stripe (``meta``: its footer) by the statistics of column ``ci``."""
+    reversed_ = key.is_reversed
+    # the common case of key_bound (numbers only, the least), as value_bound makes it
+    if is_text:
+        conv = lambda v: text_bound(v, reversed_)  # noqa: E731
+    elif is_float:
+        conv = (lambda v: -float(v)) if reversed_ else float
+    else:
+        conv = (lambda v: ~int(v)) if reversed_ else int
+    out: list[tuple | None] = []
+    for chunks in meta.chunks:
+        st = chunks[ci].stats
+        if st is None:
+            out.append(None)
+            continue
+        v = st.max if reversed_ else st.min
+        if v is not None and not st.null_count and not st.has_nan and st.row_count:
+            out.append((2, conv(v)))
+        else:
+            out.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
+                                 is_text=is_text))
+    return out
+
+
 def cannot_improve(bounds: list[tuple | None], threshold: list[tuple]) -> bool:
     """Whether rows whose keys are each at least ``bounds`` (per key, None:
     unknown) can be left out when the candidates are full up to
@@ -521,6 +553,10 @@ class TopNScan:
         #: the columns of fixed width (never dictionary-coded; one not in ``kinds`` is text)
         self._fixed_columns = {n for n, k in kinds.items() if not k.is_variable_width}
         self._filter_cache: dict[tuple, tuple] = {}
+        #: id(entries) -> (entries, expression, its _filter_cache value)
+        self._filter_known: dict[int, tuple] = {}
+        #: id(expression) -> (expression, {a text value: whether it passes}, whether NULL passes)
+        self._value_answers: dict[int, tuple] = {}
         self._rows = self._run()
 
     def __iter__(self) -> "TopNScan":
@@ -567,6 +603,23 @@ class TopNScan:
             return stripe.row_count, rec.null_count, rec.min_value, rec.max_value, rec.has_nan
         return self._bounds(stats)
 
+    def _ranked(self, reader, present: dict, groups: list) -> list:
+        """The chunk groups ``groups`` of one stripe (as :meth:`_groups_bounds`
+        takes them), best bounds first, as (order, position, footer record,
+        bounds); worked out once per footer and sort (a new list each time)."""
+        from orochi_fdw.columnar.types import storage_kind
+
+        meta = reader.metadata
+        where = tuple(None if (found := present.get(k.attname)) is None
+                      or found[1] != storage_kind(self.scan.table_columns[k.attname]) else found[0]
+                      for k in self.keys)
+        shape = tuple((w, k.is_reversed, k.nulls_first, f, t)
+                      for w, k, f, t in zip(where, self.keys, self._floats, self._texts))
+        return list(meta.derived(
+            ("topn ranked", shape, tuple(g.index for g in groups)),
+            lambda: sorted((_bounds_order(bounds), i, g, bounds) for i, (g, bounds)
+                           in enumerate(zip(groups, self._groups_bounds(reader, present, groups))))))
+
     def _groups_bounds(self, reader, present: dict, groups: list) -> list[list]:
         """Per chunk group of one stripe (open in ``reader``; ``groups``: their
         footer records, ``present``: where the stripe holds each column), the
@@ -578,39 +631,17 @@ class TopNScan:
         from orochi_fdw.columnar.types import storage_kind
 
         meta = reader.metadata
-        where = []
-        for key in self.keys:
+        columns = []  # per key, the bound of every group of the stripe
+        for key, is_float, is_text in zip(self.keys, self._floats, self._texts):
             found = present.get(key.attname)
-            ok = found is not None and found[1] == storage_kind(self.scan.table_columns[key.attname])
-            where.append(meta.column_index(found[0]) if ok else None)
-        rows = [meta.chunks[g.index] for g in groups]
-        columns = []  # per key, the bound of every group
-        for key, is_float, is_text, ci in zip(self.keys, self._floats, self._texts, where):
-            if ci is None:
-                columns.append([None] * len(groups))
+            if found is None or found[1] != storage_kind(self.scan.table_columns[key.attname]):
+                columns.append(None)
                 continue
-            reversed_ = key.is_reversed
-            # the common case of key_bound (numbers only, the least), as value_bound makes it
-            if is_text:
-                conv = lambda v, r=reversed_: text_bound(v, r)  # noqa: E731
-            elif is_float:
-                conv = (lambda v: -float(v)) if reversed_ else float
-            else:
-                conv = (lambda v: ~int(v)) if reversed_ else int
-            col = []
-            for chunks in rows:
-                st = chunks[ci].stats
-                if st is None:
-                    col.append(None)
-                    continue
-                v = st.max if reversed_ else st.min
-                if v is not None and not st.null_count and not st.has_nan and st.row_count:
-                    col.append((2, conv(v)))
-                else:
-                    col.append(key_bound(key, is_float, st.row_count, st.null_count, st.min, st.max, st.has_nan,
-                                         is_text=is_text))
-            columns.append(col)
-        return [list(b) for b in zip(*columns)]
+            ci = meta.column_index(found[0])
+            # worked out once per footer (footers are cached across scans)
+            columns.append(meta.derived(("topn bounds", ci, key.is_reversed, key.nulls_first, is_float, is_text),
+                                        lambda: _column_bounds(meta, ci, key, is_float, is_text)))
+        return [[None if col is None else col[g.index] for col in columns] for g in groups]
 
     def _dictionary(self, group, name: str):
         """A chunk group's text column ``name`` in dictionary form, or None
@@ -833,9 +864,8 @@ class TopNScan:
         def filter_column(name: str, idx: np.ndarray, whole: bool):
             d = self._dictionary(group, name)
             if d is not None:
-                entries, codes, validity = d
-                return DictionaryColumn(codes if whole else codes[idx], entries.offsets, entries.values,
-                                        None if validity is None else (validity if whole else validity[idx]))
+                col = DictionaryColumn(*d)
+                return col if whole else col.take(idx)
             col = self._normalized(name, column(name))
             return col if whole else take(col, idx)
 
@@ -865,18 +895,47 @@ class TopNScan:
         from orochi_fdw.query.predicates import evaluate, selection
 
         entries, codes, validity = coded
-        ck = (id(expr), entries.offsets.tobytes(), np.asarray(entries.values).tobytes())
-        found = self._filter_cache.get(ck)
+        known = self._filter_known.get(id(entries))
+        hit = known is not None and known[0] is entries and known[1] is expr
+        if hit:
+            found = known[2]  # the scan hands out one object per small dictionary
+        else:
+            ck = (id(expr), entries.offsets.tobytes(), np.asarray(entries.values).tobytes())
+            found = self._filter_cache.get(ck)
         if found is None:
             n = len(entries.offsets) - 1
-            passing = np.zeros(n, dtype=bool)
-            passing[selection(evaluate(expr, {name: entries}, n))] = True
-            null = Column(entries.kind, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=bool),
-                          np.zeros(2, dtype=np.int64))
-            found = (passing, len(selection(evaluate(expr, {name: null}, 1))) == 1)
+            answers = self._value_answers.get(id(expr))
+            if answers is None or answers[0] is not expr:
+                null = Column(entries.kind, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=bool),
+                              np.zeros(2, dtype=np.int64))
+                answers = self._value_answers[id(expr)] = (
+                    expr, {}, len(selection(evaluate(expr, {name: null}, 1))) == 1)
+            by_value = answers[1]
+            if n <= 64:
+                # a few distinct values (in another order, or some new): each
+                # one's answer is kept, so that only new values are evaluated
+                offs = entries.offsets.tolist()
+                data = np.asarray(entries.values).tobytes()
+                values = [data[offs[i]:offs[i + 1]] for i in range(n)]
+                new = [v for v in dict.fromkeys(values) if v not in by_value]
+                if new:
+                    new_offsets = np.zeros(len(new) + 1, dtype=np.int64)
+                    np.cumsum([len(v) for v in new], out=new_offsets[1:])
+                    col = Column(entries.kind, np.frombuffer(b"".join(new), dtype=np.uint8), None, new_offsets)
+                    mask = evaluate(expr, {name: col}, len(new))
+                    by_value.update(zip(new, mask.astype(bool).tolist()))
+                passing = np.array([by_value[v] for v in values], dtype=bool)
+            else:
+                passing = np.zeros(n, dtype=bool)
+                passing[selection(evaluate(expr, {name: entries}, n))] = True
+            found = (passing, answers[2])
             if len(self._filter_cache) > 256:
                 self._filter_cache.clear()
             self._filter_cache[ck] = found
+        if not hit:
+            if len(self._filter_known) > 256:
+                self._filter_known.clear()
+            self._filter_known[id(entries)] = (entries, expr, found)
         passing, null_passes = found
         out = passing.take(codes[idx])
         if validity is not None:
@@ -904,10 +963,6 @@ class TopNScan:
                 sources.append(batch)
                 self._consider(cand, len(sources) - 1, batch.nrows, batch.columns.__getitem__, None)
 
-        def order(bounds: list) -> tuple:
-            # unknown bounds first: they may hold anything (a bound's class is 0 to 4)
-            return tuple(bounds) if None not in bounds else tuple((-1,) if b is None else b for b in bounds)
-
         # one queue, best bounds first, of the stripes not yet opened and the
         # chunk groups of those opened (a group before a stripe of equal
         # bounds): a stripe's groups are no better than the stripe, so the
@@ -915,7 +970,7 @@ class TopNScan:
         queue: list[tuple] = []
         seq = 0
         for stripe in scan.stripes:
-            queue.append((order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
+            queue.append((_bounds_order(self._stripe_bounds(stripe)), 1, seq, stripe, None))
             seq += 1
         heapq.heapify(queue)
         # stripe id -> [reader, its chunk groups as (order, position, footer
@@ -947,8 +1002,7 @@ class TopNScan:
                     if not groups:
                         reader.close()
                         continue
-                    ranked = sorted((order(bounds), i, g, bounds) for i, (g, bounds)
-                                    in enumerate(zip(groups, self._groups_bounds(reader, present, groups))))
+                    ranked = self._ranked(reader, present, groups)
                     # a group's ChunkGroup is made when it is read (most never are)
                     readers[stripe.stripe_id] = [reader, ranked, 1, present, deleted]
                     heapq.heappush(queue, (ranked[0][0], 0, seq, stripe, ranked[0][2:]))

@@ -18,3 +18,8 @@ def read_column(fd: int, checksum: Callable[[Any], int], verify: bool, lz4_decom
                 rows: npt.NDArray[np.uint32], nulls: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64],
                 physical: int, width: int, out: npt.NDArray[np.uint8], valid: npt.NDArray[np.uint8],
                 status: npt.NDArray[np.uint8]) -> int: ...
+def read_dictionary(fd: int, checksum: Callable[[Any], int], verify: bool, lz4_decompress: Callable[..., bytes],
+                    offset: int, length: int, raw_length: int, crc: int, codec: int, compression: int,
+                    rows: int, nulls: int
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int32],
+                               npt.NDArray[np.bool_] | None] | None: ...

@@ -1463,25 +1463,25 @@ def _prefix_successor(prefix: bytes) -> bytes | None:
 # ------------------------------------------------------- kernel evaluation
 
 
-@dataclass(frozen=True)
 class DictionaryColumn:
-    """A dictionary-encoded text / bytea column, filtered without decoding:
-    each predicate runs once per dictionary entry, then the codes pick.
+    """A text (or bytea) column in dictionary form, as a columnar scan reads
+    a DICTIONARY-coded chunk: its distinct values ``entries`` (a wire column
+    without NULLs), an int32 ``codes`` per row, each an index into
+    ``entries`` (0 for a NULL row; None: row i is entry i), and ``validity``
+    (nonzero where a row has a value; None: no NULL). Filtered without
+    decoding it: each predicate runs once per entry, then the codes pick."""
 
-    Attributes:
-        codes: int32 dictionary indexes.
-        entry_offsets: int64 offsets (entries + 1) into ``entry_data``.
-        entry_data: uint8 bytes of the entries.
-        validity: nonzero where a row has a value (None: no NULL).
-        compact: True when ``codes`` holds one code per non-NULL row only, as
-            the stripe format stores them; False for one code per row.
-    """
+    __slots__ = ("entries", "codes", "validity")
 
-    codes: np.ndarray
-    entry_offsets: np.ndarray
-    entry_data: np.ndarray
-    validity: np.ndarray | None = None
-    compact: bool = False
+    def __init__(self, entries: Column, codes: np.ndarray | None, validity: np.ndarray | None = None):
+        self.entries = entries
+        self.codes = codes
+        self.validity = validity
+
+    def take(self, idx: np.ndarray) -> "DictionaryColumn":
+        """Rows ``idx`` (positions)."""
+        codes = np.asarray(idx, dtype=np.int32) if self.codes is None else self.codes[idx]
+        return DictionaryColumn(self.entries, codes, None if self.validity is None else self.validity[idx])
 
 
 BatchColumn = Union[Column, DictionaryColumn, np.ndarray]
@@ -1682,16 +1682,16 @@ class _KernelEvaluator:
 
     def _dictionary(self, p: BoundPredicate, col: DictionaryColumn, out: np.ndarray, combine: int) -> None:
         # once per entry (entries are never NULL) ...
-        d = len(col.entry_offsets) - 1
+        entries = col.entries
+        d = len(entries.offsets) - 1
         entry_mask = np.empty(d, dtype=np.uint8)
-        self._bytes(p, col.entry_offsets, col.entry_data, None, entry_mask, _kf.COMBINE_SET)
+        data = entries.values if isinstance(entries.values, np.ndarray) else np.frombuffer(entries.values, np.uint8)
+        self._bytes(p, entries.offsets, data, None, entry_mask, _kf.COMBINE_SET)
         # ... then per row, through the codes
-        validity = _validity_u8(col.validity)
-        codes = np.ascontiguousarray(col.codes, dtype=np.int32)
-        if col.compact:
-            _kf.dict_filter_compact(codes, entry_mask, validity, out, combine)
-        else:
-            _kf.dict_filter(codes, entry_mask, validity, out, combine)
+        codes = np.arange(d, dtype=np.int32) if col.codes is None else np.ascontiguousarray(col.codes, dtype=np.int32)
+        if len(codes) != self._n:
+            raise InvalidParameterError(f"column {p.term.name!r} does not have {self._n} rows")
+        _kf.dict_filter(codes, entry_mask, _validity_u8(col.validity), out, combine)
 
 
 def _var_items(p: In | NotIn) -> tuple[np.ndarray, np.ndarray]:

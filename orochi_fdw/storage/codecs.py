@@ -1095,8 +1095,8 @@ def decode_chunk(header, payload, kind: str | Kind) -> ColumnData:
 
 class DictionaryChunk(NamedTuple):
     """A DICTIONARY-coded chunk as stored: ``entries`` (the distinct values),
-    ``codes`` (int32, one per non-NULL row, each an index into ``entries``)
-    and ``validity`` (as :class:`ColumnData`'s)."""
+    ``codes`` (int32, one per row, each an index into ``entries``; 0 for a
+    NULL row) and ``validity`` (as :class:`ColumnData`'s)."""
 
     entries: VarBytes
     codes: np.ndarray
@@ -1122,6 +1122,10 @@ def decode_dictionary_chunk(header, payload, kind: str | Kind) -> DictionaryChun
     buf.done()
     if int(codes.view(np.uint32).max()) >= len(entries.offsets) - 1:  # negative ones too
         raise CorruptDataError(f"dictionary code out of range 0..{len(entries.offsets) - 2}")
+    if validity is not None:
+        per_row = np.zeros(rows, dtype=np.int32)
+        per_row[validity] = codes
+        codes = per_row
     return DictionaryChunk(entries, codes, validity)
 
 

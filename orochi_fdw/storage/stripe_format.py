@@ -32,7 +32,7 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import lz4.block
 import numpy as np
@@ -176,6 +176,10 @@ class ChunkGroupInfo:
     row_count: int
 
 
+#: values a stripe's metadata keeps for its readers (:meth:`StripeMetadata.derived`)
+DERIVED_ENTRIES = 32
+
+
 @dataclass(frozen=True)
 class StripeMetadata:
     """Everything the footer of a stripe file says."""
@@ -242,6 +246,25 @@ class StripeMetadata:
 
     @functools.cached_property
     def _chunk_tables(self) -> dict[int, "ChunkTable"]:
+        return {}
+
+    def derived(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, worked out from this footer alone, kept with it (the
+        footer is cached across readers) under ``key``, a hashable tuple
+        whose first item names what it is: the bounds of a top-N's keys per
+        chunk group (:mod:`~orochi_fdw.columnar.topn`), the chunk groups a
+        filter's min / max leave (:mod:`~orochi_fdw.columnar.scan`). The
+        most recent :data:`DERIVED_ENTRIES` are kept."""
+        memo = self._derived
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = make()
+            if len(memo) > DERIVED_ENTRIES:
+                del memo[next(iter(memo))]
+        return found
+
+    @functools.cached_property
+    def _derived(self) -> dict:
         return {}
 
 
@@ -936,8 +959,17 @@ class StripeReader:
         if self._fd < 0:
             raise InvalidParameterError("stripe reader is closed")
         meta = self.metadata.chunk(column, chunk_group)
-        if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count:
+        if int(meta.codec) != Codec.DICTIONARY or meta.null_count == meta.row_count \
+                or self._kinds[self.metadata.column_index(column)].physical != "var":
             return None
+        # read, verified and decoded by one native call, unless it declines
+        # the chunk: then decode_dictionary_chunk decodes it or says what is wrong
+        found = _cr.read_dictionary(self._fd, crc32, self.verify_checksums, lz4.block.decompress, meta.offset,
+                                    meta.length, meta.raw_length, meta.crc32, meta.codec, meta.compression,
+                                    meta.row_count, meta.null_count)
+        if found is not None:
+            offsets, data, codes, validity = found
+            return DictionaryChunk(VarBytes(offsets, data), codes, validity)
         return self._decoded(column, chunk_group, meta, decode_dictionary_chunk)
 
     def _decoded(self, column: str, chunk_group: int, meta, decode):

@@ -289,3 +289,163 @@ def test_mutated_headers(scratch, item, data):
     if field in ("codec", "compression"):
         value &= 0xFF
     _check(scratch, kind, dataclasses.replace(header, **{field: value}), stored)
+
+
+# ------------------------------------------------------------ dictionary chunks
+
+def _text_values(n: int, distinct: int, seed: int = 0):
+    """n text values drawn from ``distinct`` words (one empty), as (offsets, data)."""
+    rng = np.random.default_rng(seed)
+    words = [b""] + [("w%d\u00e9" % i).encode() * (1 + i % 3) for i in range(1, distinct)]
+    picks = rng.integers(0, distinct, n)
+    if seed % 2:
+        picks = np.sort(picks)   # long runs: codes coded RLE
+    lengths = np.array([len(words[i]) for i in picks], dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(words[i] for i in picks), dtype=np.uint8).copy()
+
+
+def _dictionary_corpus():
+    items = []
+    for seed, (n, distinct) in enumerate(((200, 4), (200, 4), (300, 40), (301, 40), (9, 1), (64, 17))):
+        values = _text_values(n, distinct, seed)
+        for validity in (None, np.arange(n) % 7 != 3):
+            for comp in ("none", "lz4", "zstd"):
+                items.append(C.encode_chunk(values, validity, "text", codec=C.Codec.DICTIONARY, compression=comp))
+    return items
+
+
+DICTIONARY_CORPUS = _dictionary_corpus()
+
+
+def _native_dictionary(fd, header, stored, verify=True, crc=None):
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, stored, 5)
+    return CR.read_dictionary(fd, zlib.crc32, verify, lz4.block.decompress, 5, len(stored), header.raw_length,
+                              zlib.crc32(stored) if crc is None else crc, header.codec, header.compression,
+                              header.row_count, header.null_count)
+
+
+def _check_dictionary(fd, header, stored):
+    """The native dictionary reader decodes only what the reference
+    (decode_dictionary_chunk) decodes, to the same dictionary form."""
+    if not (0 <= header.row_count < 2**32 and 0 <= header.null_count < 2**32 and 0 <= header.raw_length < 2**64
+            and 0 <= header.codec < 256 and 0 <= header.compression < 256) or header.row_count > 5000:
+        return None
+    got = _native_dictionary(fd, header, stored, verify=False)
+    try:
+        ref = C.decode_dictionary_chunk(header, stored, "text")
+    except CorruptDataError:
+        ref = None
+    if got is not None:
+        assert ref is not None, header
+        offsets, data, codes, validity = got
+        assert offsets.tolist() == ref.entries.offsets.tolist()
+        assert data.tobytes() == ref.entries.data.tobytes()
+        assert codes.dtype == np.int32 and codes.tolist() == ref.codes.tolist()
+        assert (validity is None) == (ref.validity is None)
+        if validity is not None:
+            assert validity.dtype == np.bool_ and validity.tolist() == ref.validity.tolist()
+    return got
+
+
+def _codes_codec(header, stored, d: int, entry_bytes: int) -> int:
+    """The codec of a DICTIONARY chunk's codes (its byte after the entries)."""
+    raw = stored if header.compression == C.Compression.NONE else \
+        lz4.block.decompress(stored, uncompressed_size=header.raw_length)
+    at = (header.row_count + 7) // 8 if header.null_count else 0
+    width = raw[at + 4 + 8]
+    return raw[at + 4 + 9 + (d * width + 7) // 8 + entry_bytes]
+
+
+def test_dictionary_corpus_matches_the_reference(scratch):
+    """Every DICTIONARY chunk of none / lz4 compression read natively, to the
+    dictionary form of decode_dictionary_chunk and the values of
+    decode_chunk; zstd and other codecs declined without being read."""
+    codes_codecs = set()
+    for header, stored in DICTIONARY_CORPUS:
+        got = _check_dictionary(scratch, header, stored)
+        assert (got is None) == (header.compression == C.Compression.ZSTD), header
+        if got is None:
+            continue
+        offsets, data, codes, validity = got
+        plain = C.decode_chunk(header, stored, "text").values.to_list()
+        entries = [data[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+        assert [entries[c] if validity is None or validity[i] else b"" for i, c in enumerate(codes)] == plain
+        codes_codecs.add(_codes_codec(header, stored, len(entries), len(data)))
+    assert codes_codecs == {C.Codec.BITPACK, C.Codec.RLE}
+    plain_header, plain = C.encode_chunk(_text_values(50, 4), None, "text", codec=C.Codec.PLAIN, compression="none")
+    os.ftruncate(scratch, 0)   # (nothing in the file: declined before any read)
+    assert CR.read_dictionary(scratch, zlib.crc32, True, lz4.block.decompress, 0, len(plain), plain_header.raw_length,
+                              0, plain_header.codec, 0, 50, 0) is None
+
+
+def test_dictionary_checksum_and_short_reads(scratch):
+    header, stored = DICTIONARY_CORPUS[1]
+    assert _native_dictionary(scratch, header, stored) is not None
+    assert _native_dictionary(scratch, header, stored, crc=zlib.crc32(stored) ^ 1) is None
+    assert _native_dictionary(scratch, header, stored, verify=False, crc=zlib.crc32(stored) ^ 1) is not None
+    os.ftruncate(scratch, 5 + len(stored) - 1)
+    assert CR.read_dictionary(scratch, zlib.crc32, False, lz4.block.decompress, 5, len(stored), header.raw_length,
+                              0, header.codec, header.compression, header.row_count, header.null_count) is None
+
+
+def test_dictionary_every_truncation_is_declined(scratch):
+    for header, stored in DICTIONARY_CORPUS[::5]:
+        for cut in range(0, len(stored), max(1, len(stored) // 30)):
+            _check_dictionary(scratch, header, stored[:cut])
+            _check_dictionary(scratch, dataclasses.replace(header, stored_length=cut, raw_length=cut), stored[:cut])
+
+
+@FUZZ
+@given(item=st.sampled_from(DICTIONARY_CORPUS), data=st.data())
+def test_dictionary_mutated_payloads(scratch, item, data):
+    header, stored = item
+    buf = mutate(stored, data)
+    if data.draw(st.booleans()):
+        header = dataclasses.replace(header, stored_length=len(buf), raw_length=len(buf))
+    _check_dictionary(scratch, header, buf)
+
+
+@FUZZ
+@given(item=st.sampled_from(DICTIONARY_CORPUS), data=st.data())
+def test_dictionary_mutated_headers(scratch, item, data):
+    header, stored = item
+    field = data.draw(st.sampled_from(["codec", "compression", "row_count", "null_count", "raw_length"]))
+    value = data.draw(st.one_of(st.integers(0, 400), st.integers(0, 2**32 - 1), st.just(C.MAX_CHUNK_ROWS + 1)))
+    if field in ("codec", "compression"):
+        value &= 0xFF
+    _check_dictionary(scratch, dataclasses.replace(header, **{field: value}), stored)
+
+
+def test_chunks_of_other_codecs_are_declined_unread(scratch):
+    """A chunk whose codec (or compression) the native reader does not
+    decode is declined before it is read or checksummed: the caller reads it
+    once, through the Python decoder."""
+    calls = []
+
+    def checksum(buf):
+        calls.append(len(buf))
+        return zlib.crc32(buf)
+
+    kind = "int64"
+    rle = C.encode_chunk(np.repeat(np.arange(5), 40).astype(np.int64), None, kind, codec=C.Codec.RLE,
+                         compression="none")
+    zstd = C.encode_chunk(np.tile(np.arange(10), 30).astype(np.int64), None, kind, codec=C.Codec.PLAIN,
+                          compression="zstd")
+    assert rle[0].codec == C.Codec.RLE and zstd[0].compression == C.Compression.ZSTD
+    plain = C.encode_chunk(_values(kind, 300), None, kind, codec=C.Codec.PLAIN, compression="none")
+    for (h, s), read in ((rle, False), (zstd, False), (plain, True)):
+        calls.clear()
+        os.ftruncate(scratch, 0)
+        os.pwrite(scratch, s, 0)
+        out, valid = np.empty(h.row_count, np.int64), np.empty(h.row_count, np.uint8)
+        done = CR.read_chunk(scratch, checksum, True, lz4.block.decompress, 0, len(s), h.raw_length, zlib.crc32(s),
+                             h.codec, h.compression, h.row_count, 0, CR.PHYSICALS["int"], 8, out.view(np.uint8), valid)
+        assert done == read and bool(calls) == read
+    header, stored = DICTIONARY_CORPUS[2]   # zstd
+    calls.clear()
+    assert CR.read_dictionary(scratch, checksum, True, lz4.block.decompress, 0, len(stored), header.raw_length, 0,
+                              header.codec, header.compression, header.row_count, header.null_count) is None
+    assert not calls

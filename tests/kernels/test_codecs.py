@@ -436,8 +436,8 @@ def test_var_offsets_need_not_start_at_zero():
 
 
 def test_dictionary_chunk_left_in_dictionary_form():
-    """decode_dictionary_chunk: the entries and one code per non-NULL row,
-    which pick the values decode_chunk gives; None for another codec or a
+    """decode_dictionary_chunk: the entries and one code per row (0 for a
+    NULL one), which pick the values decode_chunk gives; None for another codec or a
     chunk of NULLs only; codes outside the entries are refused."""
     words = [b"ok", b"", "\u00e9t\u00e9".encode(), b"ok", b"warn", b"", b"ok"]
     validity = np.array([True, True, False, True, True, True, False])
@@ -448,9 +448,10 @@ def test_dictionary_chunk_left_in_dictionary_form():
         assert same(chunk.validity, validity)
         entries = chunk.entries.to_list()
         assert len(set(entries)) == len(entries)
-        assert [entries[c] for c in chunk.codes] == [w for w, v in zip(words, validity) if v]
+        assert len(chunk.codes) == len(words) and not chunk.codes[~validity].any()
+        assert [entries[c] for c in chunk.codes[validity]] == [w for w, v in zip(words, validity) if v]
         plain = C.decode_chunk(header, stored, "text").values.to_list()
-        assert [p for p, v in zip(plain, validity) if v] == [entries[c] for c in chunk.codes]
+        assert [p for p, v in zip(plain, validity) if v] == [entries[c] for c in chunk.codes[validity]]
     header, stored = C.encode_chunk(to_var(words), None, "text", codec=Codec.PLAIN, compression="none")
     assert C.decode_dictionary_chunk(header, stored, "text") is None
     header, stored = C.encode_chunk(to_var([b"a", b"b"]), np.zeros(2, bool), "text")

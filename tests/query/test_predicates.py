@@ -912,8 +912,9 @@ def test_dictionary_columns_filter_on_codes():
     codes = np.array([0, 1, 2, 3, 0, 1], np.int32)
     validity = np.array([1, 1, 0, 1, 1, 1], np.uint8)
     decoded = [entries[c] if v else None for c, v in zip(codes, validity)]
-    full = P.DictionaryColumn(codes, eo, ed, validity)
-    compact = P.DictionaryColumn(codes[validity != 0], eo, ed, validity, compact=True)
+    full = P.DictionaryColumn(Column(WireKind.TEXT, ed, None, eo), codes, validity)
+    # no codes: row i is entry i
+    own = P.DictionaryColumn(Column(WireKind.TEXT, ed, None, eo), None, validity[:4])
     plain = batch_column("text", decoded)
     cols = {"c": coldef("text")}
     for q in [Qual("c", "~~", "ap%", "C"), Qual("c", "=", "banana", "C"), Qual("c", ">", "b", "C"),
@@ -922,7 +923,9 @@ def test_dictionary_columns_filter_on_codes():
         f = P.bind_quals([q], cols).filter
         want = P.evaluate(f, {"c": plain}, 6).tolist()
         assert P.evaluate(f, {"c": full}, 6).tolist() == want, q
-        assert P.evaluate(f, {"c": compact}, 6).tolist() == want, q
+        assert P.evaluate(f, {"c": full.take(np.array([5, 2, 0]))}, 3).tolist() == [want[5], want[2], want[0]], q
+        own_plain = batch_column("text", [e if v else None for e, v in zip(entries, validity[:4])])
+        assert P.evaluate(f, {"c": own}, 4).tolist() == P.evaluate(f, {"c": own_plain}, 4).tolist(), q
 
 
 def test_evaluate_errors_and_out():

@@ -317,6 +317,51 @@ def test_native_reader_decodes_its_layouts_itself(stripe, monkeypatch):
                 sum(meta.chunk_groups[g].row_count for g in groups)
 
 
+def test_dictionary_chunks_read_natively(stripe, monkeypatch):
+    """read_dictionary of the DICTIONARY-coded text chunks: the native
+    reader's dictionary form, with the Python decoder made to fail, is the
+    values decode_chunk gives; a damaged one is refused with the decoder's
+    error (naming file, column and chunk group), never read wrong."""
+    from orochi_fdw.storage import stripe_format
+    from orochi_fdw.storage.codecs import Codec
+
+    path, columns, meta = stripe
+    coded = [(c.name, g) for c in meta.columns if c.kind in ("text", "varchar", "bytea")
+             for g in range(len(meta.chunk_groups)) if meta.chunk(c.name, g).codec == Codec.DICTIONARY]
+    assert coded, "the fixture has no DICTIONARY chunk"
+    with StripeReader(path) as r:
+        want = {(name, g): r.read_chunk(name, g) for name, g in coded}
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("decode_dictionary_chunk called for a chunk the native reader decodes")
+
+    with monkeypatch.context() as m:
+        m.setattr(stripe_format, "decode_dictionary_chunk", refuse)
+        with StripeReader(path) as r:
+            for (name, g), plain in want.items():
+                chunk = r.read_dictionary(name, g)
+                entries = chunk.entries.to_list()
+                valid = np.ones(len(chunk.codes), bool) if chunk.validity is None else chunk.validity
+                assert [entries[c] if v else None for c, v in zip(chunk.codes, valid)] == \
+                    plain.values.to_list(plain.validity)
+    name, g = coded[0]
+    chunk_meta = meta.chunk(name, g)
+    data = bytearray(open(path, "rb").read())
+    data[chunk_meta.offset + chunk_meta.length // 2] ^= 0x5A
+    open(path, "wb").write(bytes(data))
+    with StripeReader(path, verify_checksums=False) as r:
+        try:
+            chunk = r.read_dictionary(name, g)
+        except CorruptDataError as exc:
+            assert f"column {name!r}, chunk group {g}" in str(exc)
+        else:  # the damage decodes (a byte of an entry): to what the Python decoder gives
+            monkeypatch.setattr(stripe_format._cr, "read_dictionary", lambda *a: None)
+            ref = r.read_dictionary(name, g)
+            assert chunk.entries.to_list() == ref.entries.to_list() and (chunk.codes == ref.codes).all()
+    with StripeReader(path) as r, pytest.raises(CorruptDataError, match="checksum mismatch"):
+        r.read_dictionary(name, g)
+
+
 @pytest.mark.parametrize("column", ["c_float64", "c_int32", "c_timestamptz", "c_bool"])
 def test_undecodable_chunk_reports_the_decoders_error(stripe, column):
     """A chunk whose checksum matches but whose bytes do not decode: the
