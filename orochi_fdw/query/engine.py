@@ -1543,7 +1543,9 @@ def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: lis
                                        caches.get(inp["rti"]))
               for inp in plan["inputs"]}
     names = [o["name"] for o in plan["outputs"]]
-    limit = memory_limit(plan["joins"])
+    # (a correlated subquery's tables are joined too, once DuckDB decorrelates it)
+    joins = max(plan["joins"], len(plan["inputs"]) - 1)
+    limit = memory_limit(joins)
     flag = _interrupt_flag()
     cursor = database().cursor()
     watch = None
@@ -1552,7 +1554,7 @@ def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: lis
             # (the time counted as reading: the scans' and the Arrow arrays')
             t0 = clock()
             read0 = counters["read"]
-            streamed = _read_inputs(tables, hash_memory(plan["joins"]),
+            streamed = _read_inputs(tables, hash_memory(joins),
                                     {inp["rti"]: _stored_rows(handles[inp["rti"]]) * max(len(inp["columns"]), 1)
                                      for inp in plan["inputs"]})
             counters["read"] = read0 + clock() - t0
