@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from oracle_pair_helpers import create_table_pairs, oracle_pair
+from oracle_pair_helpers import create_table_pairs, engine_pair
 from orochi_fdw.query import engine
 
 COLUMNS = "k bigint, g int, v text"
@@ -37,7 +37,7 @@ QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def rdb(pg_cluster, module_database):
+def conns(pg_cluster, module_database):
     with pg_cluster.connect(module_database, autocommit=True) as conn:
         create_table_pairs(conn, ("l",), COLUMNS, OPTS, lambda _seed, t: [
             f"INSERT INTO {t} SELECT CASE WHEN i % 97 = 0 THEN NULL ELSE i % 500 END, i % 100, 'l' || (i % 7) "
@@ -46,15 +46,8 @@ def rdb(pg_cluster, module_database):
             f"INSERT INTO {t} SELECT CASE WHEN i % 13 = 0 THEN NULL ELSE i * {seed + 3} END, i % 5, "
             f"'{t[0]}' || (i % 3) FROM generate_series(1, 200) i"])
         conn.execute("ANALYZE")
-    yield module_database
-
-
-@pytest.fixture(scope="module")
-def conns(pg_cluster, rdb):
-    with oracle_pair(pg_cluster, rdb) as (oro, heap):
-        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
-            oro.execute(f"SET {setting} = off")
-        yield oro, heap
+    with engine_pair(pg_cluster, module_database) as pair:
+        yield pair
 
 
 def _analyze(conn, q: str) -> str:
