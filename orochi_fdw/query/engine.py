@@ -13,7 +13,7 @@ At execution each table is read by its ordinary columnar scan (the same
 stripes, delete bitmaps, delta store and snapshot as any scan of it; simple
 restrictions also prune stripes there), its decoded column batches handed
 to DuckDB as Arrow arrays (numbers and text without copying): read ahead
-while they fit in the joins' work_mem (DuckDB then knows the row counts and
+while they fit in one hash table's work_mem (DuckDB then knows the row counts and
 chooses the join order), streamed as DuckDB pulls them past that, the SQL
 run on a cursor of a per-backend in-memory DuckDB database
 (one thread by default; spilling under the data directory's pgsql_tmp), and
@@ -1554,12 +1554,16 @@ def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: lis
             # (the time counted as reading: the scans' and the Arrow arrays')
             t0 = clock()
             read0 = counters["read"]
-            streamed = _read_inputs(tables, hash_memory(joins),
-                                    {inp["rti"]: _stored_rows(handles[inp["rti"]]) * max(len(inp["columns"]), 1)
-                                     for inp in plan["inputs"]})
+            # (one input: no join order to choose, its stream as it is; the
+            # budget, one hash table's memory: reading more ahead costs more
+            # than DuckDB's join order gains, TPC-H Q8, Q9, Q17 at SF1)
+            streamed = list(tables) if len(tables) < 2 else _read_inputs(
+                tables, hash_memory(1),
+                {inp["rti"]: _stored_rows(handles[inp["rti"]]) * max(len(inp["columns"]), 1) for inp in plan["inputs"]})
             counters["read"] = read0 + clock() - t0
-            by_rti = {inp["rti"]: inp for inp in plan["inputs"]}
-            counters["streamed"] = [f"t{rti} {by_rti[rti]['relname']}" for rti in streamed]
+            if len(tables) > 1:
+                by_rti = {inp["rti"]: inp for inp in plan["inputs"]}
+                counters["streamed"] = [f"t{rti} {by_rti[rti]['relname']}" for rti in streamed]
             _configure(cursor, limit, own_order=not streamed)
             for rti, table in tables.items():
                 cursor.register(f"orochi_in_{rti}", table)
