@@ -25,6 +25,17 @@ def oracle_pair(pg_cluster, database: str, *settings: str) -> Iterator[tuple]:
         heap.close()
 
 
+@contextmanager
+def engine_pair(pg_cluster, database: str, *settings: str) -> Iterator[tuple]:
+    """:func:`oracle_pair` with PostgreSQL's own joins and hashed grouping
+    costing more than any plan without them in the orochi session, so that
+    the join engine's path is taken whenever it is offered."""
+    with oracle_pair(pg_cluster, database, *settings) as (oro, heap):
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
+            oro.execute(f"SET {setting} = off")
+        yield oro, heap
+
+
 def create_table_pairs(conn, tables, columns: str, options: str, statements) -> None:
     """Each of ``tables`` as an orochi table and a heap table ``<name>_h``
     with the same rows: ``statements(seed, target)`` lists the SQL run on

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oracle_pair_helpers import create_table_pairs, oracle_pair
+from oracle_pair_helpers import create_table_pairs, engine_pair
 
 COLUMNS = "k int, g bigint, n numeric(10,2), m numeric(12,3), v text, d date"
 OPTS = "OPTIONS (stripe_row_limit '150', chunk_group_size '50')"
@@ -47,10 +47,8 @@ def sdb(pg_cluster, module_database):
 
 @pytest.fixture(scope="module")
 def conns(pg_cluster, sdb):
-    with oracle_pair(pg_cluster, sdb) as (oro, heap):
-        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
-            oro.execute(f"SET {setting} = off")
-        yield oro, heap
+    with engine_pair(pg_cluster, sdb) as pair:
+        yield pair
 
 
 def _plan(conn, query: str, params=None) -> str:
