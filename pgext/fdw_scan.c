@@ -183,6 +183,7 @@ typedef struct OrochiJoinState
 	List	   *otherclauses;	/* engine: conditions applied above an outer join */
 	char	   *engine_plan;	/* engine: the plan Python made (a string) */
 	PyObject   *engine_input;	/* engine: engine_input_to_py's answer, once made */
+	Cost		engine_total;	/* engine: the total cost of that plan */
 } OrochiJoinState;
 
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
@@ -1933,9 +1934,11 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 				startup,
 				total;
 
-	/* the join engine first, for every pair of inputs until one is accepted */
-	if (joinrel->fdw_private != NULL && ((OrochiJoinState *) joinrel->fdw_private)->engine)
-		return;
+	/*
+	 * The join engine first, for every pair of inputs: it keeps the pair
+	 * whose tree it runs cheapest (the rows each of its joins takes in and
+	 * produces, as PostgreSQL's own join search weighs its orders).
+	 */
 	if (engine_join_path(root, joinrel, outerrel, innerrel, jointype, extra))
 		return;
 	if (joinrel->fdw_private != NULL)
@@ -2202,8 +2205,10 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
  *		Offer a join whose inputs are orochi tables, or joins the engine
  *		accepted, to Python (engine_join): it decides whether every
  *		condition and output can run in DuckDB exactly as in Postgres, and
- *		at what cost; Postgres's row estimate is the path's.  True if a path
- *		was added.
+ *		at what cost; Postgres's row estimate is the path's.  Every pair of
+ *		inputs of the join relation is offered: the cheapest tree is kept
+ *		(the description of the join relation from then on).  True if the
+ *		engine runs the join (a path added now, or for a cheaper pair before).
  */
 static bool
 engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
@@ -2287,9 +2292,12 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		orochi_py_raise("describing a join");
 	}
 	Py_INCREF(tree);
+	js = (OrochiJoinState *) joinrel->fdw_private;
 	PG_TRY();
 	{
-		res = orochi_runtime_call("engine_join", Py_BuildValue("(NN)", tree, targets));
+		res = orochi_runtime_call("engine_join",
+								  Py_BuildValue("(NNO)", tree, targets,
+												js != NULL && js->engine ? js->engine_input : Py_None));
 	}
 	PG_CATCH();
 	{
@@ -2303,7 +2311,8 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	{
 		Py_DECREF(res);
 		Py_DECREF(tree);
-		return false;
+		/* declined, or no cheaper than the pair kept */
+		return js != NULL && js->engine;
 	}
 	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
 	{
@@ -2311,12 +2320,18 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		Py_DECREF(tree);
 		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan, rows)");
 	}
+	if (js != NULL && js->engine && total >= js->engine_total)
+	{
+		/* another pair of the same inputs gave a cheaper tree: kept */
+		Py_DECREF(res);
+		Py_DECREF(tree);
+		return true;
+	}
 	plan = pstrdup(plan);
 	Py_DECREF(res);
 	elog(DEBUG1, "orochi: the join engine offers a %s join at cost %.2f..%.2f, %.0f rows", jtname, startup,
 		 total, rows);
 
-	js = (OrochiJoinState *) joinrel->fdw_private;
 	if (js == NULL)
 		js = joinrel->fdw_private = palloc0(sizeof(OrochiJoinState));
 	js->accepted = true;
@@ -2328,6 +2343,7 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	js->otherclauses = otherclauses;
 	js->tlist = tlist;
 	js->engine_plan = plan;
+	js->engine_total = Max(total, startup);
 	/* the same description as engine_input_to_py's of this join, from now on */
 	Py_CLEAR(js->engine_input);
 	engine_input_keep(js, &js->engine_input, tree);

@@ -335,7 +335,7 @@ class _Planner:
         if otherclauses:
             self.where = [self.translator.condition(c) for c in otherclauses]
         self.joins += 1
-        self.work += (orows + irows) * ENGINE_ROW_COST + rows * ENGINE_OUTPUT_ROW_COST
+        self.work += _join_work(orows, irows, rows)
         sql = f"{osql} {_JOIN_SQL[jointype]} {isql} ON {' AND '.join(on) if on else 'TRUE'}"
         return sql, rows, f"({odesc} {jointype} join {idesc})"
 
@@ -515,6 +515,24 @@ def plan_join(tree: tuple, targets: list[tuple], wide: bool = False) -> tuple[fl
         outer = tree[2]
         rows = max(rows, (outer[4] if outer[0] == "rel" else outer[6]) * ANTI_JOIN_MIN_FRACTION)
     return _finish(planner, sql, outputs, description, rows, rows * 0.01)
+
+
+def tree_work(node: tuple) -> float:
+    """What the joins of a tree cost the engine (the rows each takes in and
+    produces, as :meth:`_Planner._from_item` counts them): what differs
+    between the trees of the pairs of inputs of one join relation (the same
+    tables, restrictions and conditions)."""
+    if node[0] == "rel":
+        return 0.0
+    outer, inner = node[2], node[3]
+    orows = outer[4] if outer[0] == "rel" else outer[6]
+    irows = inner[4] if inner[0] == "rel" else inner[6]
+    return tree_work(outer) + tree_work(inner) + _join_work(orows, irows, node[6])
+
+
+def _join_work(orows: float, irows: float, rows: float) -> float:
+    """What one join costs the engine: the rows it takes in and produces."""
+    return (orows + irows) * ENGINE_ROW_COST + rows * ENGINE_OUTPUT_ROW_COST
 
 
 def _select_sql(select: list[str], from_sql: str, where: list[str]) -> str:

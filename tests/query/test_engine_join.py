@@ -15,6 +15,7 @@ one: enable_hashagg is off, and enable_sort for those queries)."""
 from __future__ import annotations
 
 import datetime
+import re
 from decimal import Decimal
 
 import psycopg
@@ -605,6 +606,39 @@ def test_engine_join_inputs_translated_once_per_planning(pg_cluster, module_data
                  "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query.format(*tables)).fetchall())
         assert "Orochi Join (DuckDB)" in plan, plan
+        got = conn.execute(query.format(*tables)).fetchall()
+        assert got == conn.execute(query.format(*(f"{t}_h" for t in tables))).fetchall()
+        assert got
+
+
+def test_engine_join_keeps_the_cheapest_pair_of_inputs(pg_cluster, module_database):
+    """A join relation of three tables is offered as each pair of its
+    inputs: the engine keeps the tree whose joins take in and produce the
+    fewest rows (the small dimension joined first, as PostgreSQL's own plan
+    does), not the first pair offered (the big table joined first); the
+    ungrouped aggregate of an InitPlan over the same join runs in the
+    engine too.  The rows are the heap's."""
+    with pg_cluster.connect(module_database, autocommit=True) as conn:
+        for suffix, kind, server in (("", "FOREIGN TABLE", " SERVER orochi"), ("_h", "TABLE", "")):
+            conn.execute(f"CREATE {kind} cp_big{suffix} (s int, q int, c numeric(12, 2)){server}")
+            conn.execute(f"CREATE {kind} cp_mid{suffix} (id int, n int){server}")
+            conn.execute(f"CREATE {kind} cp_small{suffix} (id int, name text){server}")
+            conn.execute(f"INSERT INTO cp_big{suffix} SELECT i % 500, i % 97, (i % 1000) / 7.0 "
+                         "FROM generate_series(1, 20000) i")
+            conn.execute(f"INSERT INTO cp_mid{suffix} SELECT i, i % 25 FROM generate_series(0, 499) i")
+            conn.execute(f"INSERT INTO cp_small{suffix} SELECT i, 'n' || i FROM generate_series(0, 24) i")
+        conn.execute("ANALYZE")
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop"):
+            conn.execute(f"SET {setting} = off")  # (small tables: PostgreSQL's joins would win)
+        query = ("SELECT b.s, sum(b.c * b.q) FROM {0} b, {1} m, {2} t "
+                 "WHERE b.s = m.id AND m.n = t.id AND t.name = 'n3' GROUP BY b.s "
+                 "HAVING sum(b.c * b.q) > (SELECT sum(b2.c * b2.q) * 0.05 FROM {0} b2, {1} m2, {2} t2 "
+                 "WHERE b2.s = m2.id AND m2.n = t2.id AND t2.name = 'n3') ORDER BY 2 DESC, 1")
+        tables = ("cp_big", "cp_mid", "cp_small")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query.format(*tables)).fetchall())
+        init = plan.split("InitPlan", 1)[1]
+        assert "Orochi Join (DuckDB): aggregate over" in init, plan
+        assert re.search(r"\((cp_mid inner join cp_small|cp_small inner join cp_mid)\)", init), plan
         got = conn.execute(query.format(*tables)).fetchall()
         assert got == conn.execute(query.format(*(f"{t}_h" for t in tables))).fetchall()
         assert got
