@@ -122,8 +122,12 @@ typedef struct OrochiPlanState
 	List	   *quals;			/* OrochiQual * */
 	Cost		startup_cost;
 	Cost		total_cost;
-	/* of the restrictions holding subqueries, run per row (in the costs above) */
-	Cost		subplan_cost;
+	/*
+	 * What PostgreSQL's evaluation of the restrictions the scan does not
+	 * take costs (in the costs above): those holding subqueries, run per
+	 * row, and the others over the rows the scan hands over for them
+	 */
+	Cost		local_cost;
 	Selectivity selectivity;	/* of baserestrictinfo, Postgres's estimate */
 	PyObject   *engine_input;	/* engine_input_to_py's answer, once made */
 } OrochiPlanState;
@@ -574,6 +578,8 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	PyObject   *args;
 	PyObject   *res;
 	ListCell   *lc;
+	List	   *pushed = NIL;
+	List	   *local = NIL;
 
 	/*
 	 * SELECT ... FOR UPDATE / SHARE: Postgres would mark the rows with a copy
@@ -602,7 +608,12 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
 		q = extract_qual(root, rinfo, baserel->relid, NULL);
 		if (q)
+		{
 			state->quals = lappend(state->quals, q);
+			pushed = lappend(pushed, rinfo);
+		}
+		else if (!contain_subplans((Node *) rinfo->clause))
+			local = lappend(local, rinfo);
 	}
 
 	/*
@@ -639,6 +650,29 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	}
 
 	/*
+	 * The restrictions the scan does not take (expressions: TPC-H Q22's
+	 * substring(c_phone from 1 for 2) IN (...)) PostgreSQL evaluates over
+	 * every row the scan hands over, the rows that pass the others: their
+	 * evaluation, and the hand-over of the rows they then remove (the costs
+	 * above count the rows that pass them all), as PostgreSQL's own scans
+	 * count them.  The join engine, which evaluates them in DuckDB, takes
+	 * this out (engine_input_to_py).
+	 */
+	if (local != NIL)
+	{
+		QualCost	qc;
+		double		handed = baserel->tuples;
+
+		if (pushed != NIL)
+			handed *= clauselist_selectivity(root, pushed, 0, JOIN_INNER, NULL);
+		handed = Max(handed, baserel->rows);
+		cost_qual_eval(&qc, local, root);
+		state->local_cost = qc.startup + qc.per_tuple * handed + (handed - baserel->rows) * cpu_tuple_cost;
+		state->startup_cost += qc.startup;
+		state->total_cost += state->local_cost;
+	}
+
+	/*
 	 * A restriction holding a subquery (SubPlan) is evaluated by PostgreSQL
 	 * row by row over the scan's rows, its subquery run each time (TPC-H
 	 * Q20's partsupp): its cost as PostgreSQL's own scans count it.  The join
@@ -657,9 +691,9 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 			QualCost	qc;
 
 			cost_qual_eval(&qc, subplan_clauses, root);
-			state->subplan_cost = qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
+			state->local_cost += qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
 			state->startup_cost += qc.startup;
-			state->total_cost += state->subplan_cost;
+			state->total_cost += qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
 		}
 	}
 }
@@ -2159,7 +2193,7 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 			PyObject   *input = Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance,
 											  orochi_expr_list_to_py(root, clauses), rel->rows,
 											  (double) Max(rel->cheapest_total_path->total_cost -
-														   ps->subplan_cost, 0));
+														   ps->local_cost, 0));
 
 			if (input == NULL)
 				orochi_py_raise("describing a join input");
