@@ -335,7 +335,7 @@ class _Planner:
         if otherclauses:
             self.where = [self.translator.condition(c) for c in otherclauses]
         self.joins += 1
-        self.work += _join_work(orows, irows, rows)
+        self.work += _join_work(_tree_rows(outer), _tree_rows(inner), _tree_rows(node))
         sql = f"{osql} {_JOIN_SQL[jointype]} {isql} ON {' AND '.join(on) if on else 'TRUE'}"
         return sql, rows, f"({odesc} {jointype} join {idesc})"
 
@@ -507,14 +507,29 @@ def plan_join(tree: tuple, targets: list[tuple], wide: bool = False) -> tuple[fl
         # engine's path counts at least a tenth of its smaller side
         sides = [n[4] if n[0] == "rel" else n[6] for n in (tree[2], tree[3])]
         rows = max(rows, min(sides) * SUBQUERY_MIN_FRACTION)
-    if tree[1] == "anti":
-        # PostgreSQL's estimate of an anti join whose clauses hold for nearly
-        # every pair (TPC-H Q21: same order, other supplier) is often 1 row,
-        # and the plan above then rescans other tables once per row; the
-        # engine's path counts at least a tenth of its outer side
-        outer = tree[2]
-        rows = max(rows, (outer[4] if outer[0] == "rel" else outer[6]) * ANTI_JOIN_MIN_FRACTION)
+    # (an anti join's floor, wherever it is in the tree)
+    rows = max(rows, _tree_rows(tree))
     return _finish(planner, sql, outputs, description, rows, rows * 0.01)
+
+
+def _tree_rows(node: tuple) -> float:
+    """The rows of a tree node: PostgreSQL's estimate, but an anti join
+    counts at least a tenth of its outer side (PostgreSQL's estimate of an
+    anti join whose clauses hold for nearly every pair, TPC-H Q21's same
+    order and other supplier, is often 1 row, and a plan above it then
+    rescans other tables once per row), and a join above such an input
+    scales PostgreSQL's estimate as that input's rows were scaled (Q21's
+    anti join then joined to supplier: 1 row estimated)."""
+    if node[0] == "rel":
+        return node[4]
+    outer, inner = node[2], node[3]
+    rows = node[6]
+    for side in (outer, inner):
+        estimated = side[4] if side[0] == "rel" else side[6]
+        rows *= max(_tree_rows(side) / max(estimated, 1.0), 1.0)
+    if node[1] == "anti":
+        rows = max(rows, _tree_rows(outer) * ANTI_JOIN_MIN_FRACTION)
+    return rows
 
 
 def tree_work(node: tuple) -> float:
@@ -524,10 +539,8 @@ def tree_work(node: tuple) -> float:
     tables, restrictions and conditions)."""
     if node[0] == "rel":
         return 0.0
-    outer, inner = node[2], node[3]
-    orows = outer[4] if outer[0] == "rel" else outer[6]
-    irows = inner[4] if inner[0] == "rel" else inner[6]
-    return tree_work(outer) + tree_work(inner) + _join_work(orows, irows, node[6])
+    return (tree_work(node[2]) + tree_work(node[3])
+            + _join_work(_tree_rows(node[2]), _tree_rows(node[3]), _tree_rows(node)))
 
 
 def _join_work(orows: float, irows: float, rows: float) -> float:

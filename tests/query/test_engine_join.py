@@ -642,3 +642,23 @@ def test_engine_join_keeps_the_cheapest_pair_of_inputs(pg_cluster, module_databa
         got = conn.execute(query.format(*tables)).fetchall()
         assert got == conn.execute(query.format(*(f"{t}_h" for t in tables))).fetchall()
         assert got
+
+
+def test_engine_tree_rows_floor_anti_joins_wherever_they_are():
+    """An anti join counts at least a tenth of its outer side, and a join
+    above it scales PostgreSQL's estimate as much (TPC-H Q21's anti join of
+    lineitem then joined to supplier: 1 row estimated at each), so that the
+    cheapest pair of inputs is not the one whose estimates are the lowest."""
+    from orochi_fdw.query import engine
+
+    def rel(rti, rows):
+        return ("rel", rti, None, [], rows, 100.0)
+
+    anti = ("join", "anti", rel(1, 200_000.0), rel(2, 6_000_000.0), [], [], 1.0)
+    assert engine._tree_rows(anti) == 20_000.0
+    above = ("join", "inner", anti, rel(3, 400.0), [], [], 1.0)
+    assert engine._tree_rows(above) == 20_000.0
+    plain = ("join", "inner", rel(1, 200_000.0), rel(3, 400.0), [], [], 8_000.0)
+    assert engine._tree_rows(plain) == 8_000.0
+    assert engine.tree_work(above) > engine.tree_work(("join", "inner", rel(1, 200_000.0), rel(3, 400.0), [],
+                                                       [], 1.0))
