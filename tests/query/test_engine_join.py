@@ -662,3 +662,23 @@ def test_engine_tree_rows_floor_anti_joins_wherever_they_are():
     assert engine._tree_rows(plain) == 8_000.0
     assert engine.tree_work(above) > engine.tree_work(("join", "inner", rel(1, 200_000.0), rel(3, 400.0), [],
                                                        [], 1.0))
+
+
+def test_engine_tree_ranking_distrusts_joins_on_several_columns():
+    """Trees are ranked with an inner join on two or more conditions
+    counting at least its larger input (PostgreSQL multiplies the columns'
+    selectivities: TPC-H Q9's lineitem-partsupp join), so joining the two
+    largest tables first does not look cheapest; one condition keeps
+    PostgreSQL's estimate."""
+    from orochi_fdw.query import engine
+
+    def rel(rti, rows):
+        return ("rel", rti, None, [], rows, 100.0)
+
+    two = ("join", "inner", rel(1, 6_000_000.0), rel(2, 800_000.0), [("c1",), ("c2",)], [], 100.0)
+    one = ("join", "inner", rel(1, 6_000_000.0), rel(3, 20_000.0), [("c1",)], [], 120_000.0)
+    assert engine._ranked_rows(two) == 6_000_000.0 and engine._tree_rows(two) == 100.0
+    assert engine._ranked_rows(one) == 120_000.0
+    first_big = ("join", "inner", two, rel(3, 20_000.0), [("c3",)], [], 1.0)
+    first_small = ("join", "inner", one, rel(2, 800_000.0), [("c2",), ("c4",)], [], 1.0)
+    assert engine.tree_work(first_small) < engine.tree_work(first_big)
