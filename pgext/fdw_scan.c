@@ -122,8 +122,12 @@ typedef struct OrochiPlanState
 	List	   *quals;			/* OrochiQual * */
 	Cost		startup_cost;
 	Cost		total_cost;
-	/* of the restrictions holding subqueries, run per row (in the costs above) */
-	Cost		subplan_cost;
+	/*
+	 * What PostgreSQL's evaluation of the restrictions the scan does not
+	 * take costs (in the costs above): those holding subqueries, run per
+	 * row, and the others over the rows the scan hands over for them
+	 */
+	Cost		local_cost;
 	Selectivity selectivity;	/* of baserestrictinfo, Postgres's estimate */
 	PyObject   *engine_input;	/* engine_input_to_py's answer, once made */
 } OrochiPlanState;
@@ -183,6 +187,7 @@ typedef struct OrochiJoinState
 	List	   *otherclauses;	/* engine: conditions applied above an outer join */
 	char	   *engine_plan;	/* engine: the plan Python made (a string) */
 	PyObject   *engine_input;	/* engine: engine_input_to_py's answer, once made */
+	Cost		engine_total;	/* engine: the total cost of that plan */
 } OrochiJoinState;
 
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
@@ -573,6 +578,8 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	PyObject   *args;
 	PyObject   *res;
 	ListCell   *lc;
+	List	   *pushed = NIL;
+	List	   *local = NIL;
 
 	/*
 	 * SELECT ... FOR UPDATE / SHARE: Postgres would mark the rows with a copy
@@ -601,7 +608,12 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
 		q = extract_qual(root, rinfo, baserel->relid, NULL);
 		if (q)
+		{
 			state->quals = lappend(state->quals, q);
+			pushed = lappend(pushed, rinfo);
+		}
+		else if (!contain_subplans((Node *) rinfo->clause))
+			local = lappend(local, rinfo);
 	}
 
 	/*
@@ -638,6 +650,29 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	}
 
 	/*
+	 * The restrictions the scan does not take (expressions: TPC-H Q22's
+	 * substring(c_phone from 1 for 2) IN (...)) PostgreSQL evaluates over
+	 * every row the scan hands over, the rows that pass the others: their
+	 * evaluation, and the hand-over of the rows they then remove (the costs
+	 * above count the rows that pass them all), as PostgreSQL's own scans
+	 * count them.  The join engine, which evaluates them in DuckDB, takes
+	 * this out (engine_input_to_py).
+	 */
+	if (local != NIL)
+	{
+		QualCost	qc;
+		double		handed = baserel->tuples;
+
+		if (pushed != NIL)
+			handed *= clauselist_selectivity(root, pushed, 0, JOIN_INNER, NULL);
+		handed = Max(handed, baserel->rows);
+		cost_qual_eval(&qc, local, root);
+		state->local_cost = qc.startup + qc.per_tuple * handed + (handed - baserel->rows) * cpu_tuple_cost;
+		state->startup_cost += qc.startup;
+		state->total_cost += state->local_cost;
+	}
+
+	/*
 	 * A restriction holding a subquery (SubPlan) is evaluated by PostgreSQL
 	 * row by row over the scan's rows, its subquery run each time (TPC-H
 	 * Q20's partsupp): its cost as PostgreSQL's own scans count it.  The join
@@ -656,9 +691,9 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 			QualCost	qc;
 
 			cost_qual_eval(&qc, subplan_clauses, root);
-			state->subplan_cost = qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
+			state->local_cost += qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
 			state->startup_cost += qc.startup;
-			state->total_cost += state->subplan_cost;
+			state->total_cost += qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
 		}
 	}
 }
@@ -1933,9 +1968,11 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 				startup,
 				total;
 
-	/* the join engine first, for every pair of inputs until one is accepted */
-	if (joinrel->fdw_private != NULL && ((OrochiJoinState *) joinrel->fdw_private)->engine)
-		return;
+	/*
+	 * The join engine first, for every pair of inputs: it keeps the pair
+	 * whose tree it runs cheapest (the rows each of its joins takes in and
+	 * produces, as PostgreSQL's own join search weighs its orders).
+	 */
 	if (engine_join_path(root, joinrel, outerrel, innerrel, jointype, extra))
 		return;
 	if (joinrel->fdw_private != NULL)
@@ -2156,7 +2193,7 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 			PyObject   *input = Py_BuildValue("(siNNdd)", "rel", (int) rel->relid, instance,
 											  orochi_expr_list_to_py(root, clauses), rel->rows,
 											  (double) Max(rel->cheapest_total_path->total_cost -
-														   ps->subplan_cost, 0));
+														   ps->local_cost, 0));
 
 			if (input == NULL)
 				orochi_py_raise("describing a join input");
@@ -2202,8 +2239,10 @@ engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
  *		Offer a join whose inputs are orochi tables, or joins the engine
  *		accepted, to Python (engine_join): it decides whether every
  *		condition and output can run in DuckDB exactly as in Postgres, and
- *		at what cost; Postgres's row estimate is the path's.  True if a path
- *		was added.
+ *		at what cost; Postgres's row estimate is the path's.  Every pair of
+ *		inputs of the join relation is offered: the cheapest tree is kept
+ *		(the description of the join relation from then on).  True if the
+ *		engine runs the join (a path added now, or for a cheaper pair before).
  */
 static bool
 engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
@@ -2287,9 +2326,12 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		orochi_py_raise("describing a join");
 	}
 	Py_INCREF(tree);
+	js = (OrochiJoinState *) joinrel->fdw_private;
 	PG_TRY();
 	{
-		res = orochi_runtime_call("engine_join", Py_BuildValue("(NN)", tree, targets));
+		res = orochi_runtime_call("engine_join",
+								  Py_BuildValue("(NNO)", tree, targets,
+												js != NULL && js->engine ? js->engine_input : Py_None));
 	}
 	PG_CATCH();
 	{
@@ -2303,7 +2345,8 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	{
 		Py_DECREF(res);
 		Py_DECREF(tree);
-		return false;
+		/* declined, or no cheaper than the pair kept */
+		return js != NULL && js->engine;
 	}
 	if (!PyArg_ParseTuple(res, "ddsd", &startup, &total, &plan, &rows))
 	{
@@ -2311,12 +2354,18 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 		Py_DECREF(tree);
 		orochi_py_raise("engine_join must return None or (startup_cost, total_cost, plan, rows)");
 	}
+	if (js != NULL && js->engine && total >= js->engine_total)
+	{
+		/* another pair of the same inputs gave a cheaper tree: kept */
+		Py_DECREF(res);
+		Py_DECREF(tree);
+		return true;
+	}
 	plan = pstrdup(plan);
 	Py_DECREF(res);
 	elog(DEBUG1, "orochi: the join engine offers a %s join at cost %.2f..%.2f, %.0f rows", jtname, startup,
 		 total, rows);
 
-	js = (OrochiJoinState *) joinrel->fdw_private;
 	if (js == NULL)
 		js = joinrel->fdw_private = palloc0(sizeof(OrochiJoinState));
 	js->accepted = true;
@@ -2328,6 +2377,7 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 	js->otherclauses = otherclauses;
 	js->tlist = tlist;
 	js->engine_plan = plan;
+	js->engine_total = Max(total, startup);
 	/* the same description as engine_input_to_py's of this join, from now on */
 	Py_CLEAR(js->engine_input);
 	engine_input_keep(js, &js->engine_input, tree);

@@ -338,11 +338,16 @@ def join_handle(outer: TableHandle, inner: TableHandle, request: dict, sides: li
                       inner=inner.instance, request=request, sides=list(sides))
 
 
-def engine_join(tree: tuple, targets: list[tuple]) -> tuple[float, float, str, float] | None:
+def engine_join(tree: tuple, targets: list[tuple], kept: tuple | None = None
+                ) -> tuple[float, float, str, float] | None:
     """Whether the join engine runs this join (orochi_fdw.query.engine):
-    (startup_cost, total_cost, plan, rows) if so."""
+    (startup_cost, total_cost, plan, rows) if so.  ``kept``: the tree of
+    another pair of inputs of the same join relation the engine accepted
+    before; None when this tree is no cheaper to run (that one stays)."""
     from orochi_fdw.query import engine
 
+    if kept is not None and engine.tree_work(tree) >= engine.tree_work(kept):
+        return None
     return engine.plan_join(tree, targets)
 
 

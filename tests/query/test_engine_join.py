@@ -15,6 +15,7 @@ one: enable_hashagg is off, and enable_sort for those queries)."""
 from __future__ import annotations
 
 import datetime
+import re
 from decimal import Decimal
 
 import psycopg
@@ -608,3 +609,76 @@ def test_engine_join_inputs_translated_once_per_planning(pg_cluster, module_data
         got = conn.execute(query.format(*tables)).fetchall()
         assert got == conn.execute(query.format(*(f"{t}_h" for t in tables))).fetchall()
         assert got
+
+
+def test_engine_join_keeps_the_cheapest_pair_of_inputs(pg_cluster, module_database):
+    """A join relation of three tables is offered as each pair of its
+    inputs: the engine keeps the tree whose joins take in and produce the
+    fewest rows (the small dimension joined first, as PostgreSQL's own plan
+    does), not the first pair offered (the big table joined first); the
+    ungrouped aggregate of an InitPlan over the same join runs in the
+    engine too.  The rows are the heap's."""
+    with pg_cluster.connect(module_database, autocommit=True) as conn:
+        for suffix, kind, server in (("", "FOREIGN TABLE", " SERVER orochi"), ("_h", "TABLE", "")):
+            conn.execute(f"CREATE {kind} cp_big{suffix} (s int, q int, c numeric(12, 2)){server}")
+            conn.execute(f"CREATE {kind} cp_mid{suffix} (id int, n int){server}")
+            conn.execute(f"CREATE {kind} cp_small{suffix} (id int, name text){server}")
+            conn.execute(f"INSERT INTO cp_big{suffix} SELECT i % 500, i % 97, (i % 1000) / 7.0 "
+                         "FROM generate_series(1, 20000) i")
+            conn.execute(f"INSERT INTO cp_mid{suffix} SELECT i, i % 25 FROM generate_series(0, 499) i")
+            conn.execute(f"INSERT INTO cp_small{suffix} SELECT i, 'n' || i FROM generate_series(0, 24) i")
+        conn.execute("ANALYZE")
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop"):
+            conn.execute(f"SET {setting} = off")  # (small tables: PostgreSQL's joins would win)
+        query = ("SELECT b.s, sum(b.c * b.q) FROM {0} b, {1} m, {2} t "
+                 "WHERE b.s = m.id AND m.n = t.id AND t.name = 'n3' GROUP BY b.s "
+                 "HAVING sum(b.c * b.q) > (SELECT sum(b2.c * b2.q) * 0.05 FROM {0} b2, {1} m2, {2} t2 "
+                 "WHERE b2.s = m2.id AND m2.n = t2.id AND t2.name = 'n3') ORDER BY 2 DESC, 1")
+        tables = ("cp_big", "cp_mid", "cp_small")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query.format(*tables)).fetchall())
+        init = plan.split("InitPlan", 1)[1]
+        assert "Orochi Join (DuckDB): aggregate over" in init, plan
+        assert re.search(r"\((cp_mid inner join cp_small|cp_small inner join cp_mid)\)", init), plan
+        got = conn.execute(query.format(*tables)).fetchall()
+        assert got == conn.execute(query.format(*(f"{t}_h" for t in tables))).fetchall()
+        assert got
+
+
+def test_engine_tree_rows_floor_anti_joins_wherever_they_are():
+    """An anti join counts at least a tenth of its outer side, and a join
+    above it scales PostgreSQL's estimate as much (TPC-H Q21's anti join of
+    lineitem then joined to supplier: 1 row estimated at each), so that the
+    cheapest pair of inputs is not the one whose estimates are the lowest."""
+    from orochi_fdw.query import engine
+
+    def rel(rti, rows):
+        return ("rel", rti, None, [], rows, 100.0)
+
+    anti = ("join", "anti", rel(1, 200_000.0), rel(2, 6_000_000.0), [], [], 1.0)
+    assert engine._tree_rows(anti) == 20_000.0
+    above = ("join", "inner", anti, rel(3, 400.0), [], [], 1.0)
+    assert engine._tree_rows(above) == 20_000.0
+    plain = ("join", "inner", rel(1, 200_000.0), rel(3, 400.0), [], [], 8_000.0)
+    assert engine._tree_rows(plain) == 8_000.0
+    assert engine.tree_work(above) > engine.tree_work(("join", "inner", rel(1, 200_000.0), rel(3, 400.0), [],
+                                                       [], 1.0))
+
+
+def test_engine_tree_ranking_distrusts_joins_on_several_columns():
+    """Trees are ranked with an inner join on two or more conditions
+    counting at least its larger input (PostgreSQL multiplies the columns'
+    selectivities: TPC-H Q9's lineitem-partsupp join), so joining the two
+    largest tables first does not look cheapest; one condition keeps
+    PostgreSQL's estimate."""
+    from orochi_fdw.query import engine
+
+    def rel(rti, rows):
+        return ("rel", rti, None, [], rows, 100.0)
+
+    two = ("join", "inner", rel(1, 6_000_000.0), rel(2, 800_000.0), [("c1",), ("c2",)], [], 100.0)
+    one = ("join", "inner", rel(1, 6_000_000.0), rel(3, 20_000.0), [("c1",)], [], 120_000.0)
+    assert engine._ranked_rows(two) == 6_000_000.0 and engine._tree_rows(two) == 100.0
+    assert engine._ranked_rows(one) == 120_000.0
+    first_big = ("join", "inner", two, rel(3, 20_000.0), [("c3",)], [], 1.0)
+    first_small = ("join", "inner", one, rel(2, 800_000.0), [("c2",), ("c4",)], [], 1.0)
+    assert engine.tree_work(first_small) < engine.tree_work(first_big)

@@ -198,6 +198,29 @@ def test_one_table_having_in_the_engine(conns):
     _both(conns, "SELECT f, sum(p * d) FROM {w} GROUP BY f HAVING sum(q) > 1e9 ORDER BY f")
 
 
+def test_one_table_having_with_a_parameter_in_the_engine(conns):
+    """A HAVING comparing with a prepared statement's parameter under a
+    generic plan goes into DuckDB's SQL as a parameter: NULL keeps no group,
+    a value above every sum none, another the heap's groups (NULL sums
+    included in neither)."""
+    oro, heap = conns
+    q = "SELECT k, sum(q), count(q) FROM {} GROUP BY k HAVING sum(q) > $1 ORDER BY k"
+    try:
+        for conn, t in ((oro, "m"), (heap, "m_h")):
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.execute(f"PREPARE hp(numeric) AS {q.format(t)}")
+        plan = "\n".join(r[0] for r in oro.execute("EXPLAIN (VERBOSE) EXECUTE hp(1)").fetchall())
+        assert "aggregate over m" in plan and "HAVING" in plan.split("DuckDB SQL:")[1], plan
+        for value in ("NULL", "1e9", "20", "12.125", "-1"):
+            got = _text(oro.execute(f"EXECUTE hp({value})").fetchall())
+            assert got == _text(heap.execute(f"EXECUTE hp({value})").fetchall()), value
+            assert bool(got) == (value not in ("NULL", "1e9")), value
+    finally:
+        for conn in (oro, heap):
+            conn.execute("DEALLOCATE ALL")
+            conn.execute("RESET plan_cache_mode")
+
+
 def test_one_table_many_groups_in_the_engine(conns):
     """GROUP BY with many groups (by PostgreSQL's estimate): the engine is
     asked before the aggregate pushdown, with the HAVING."""
