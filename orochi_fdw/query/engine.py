@@ -528,48 +528,57 @@ def _tree_rows(node: tuple) -> float:
     rescans other tables once per row), and a join above such an input
     scales PostgreSQL's estimate as that input's rows were scaled (Q21's
     anti join then joined to supplier: 1 row estimated)."""
-    if node[0] == "rel":
-        return node[4]
-    outer, inner = node[2], node[3]
-    rows = node[6]
-    for side in (outer, inner):
-        estimated = side[4] if side[0] == "rel" else side[6]
-        rows *= max(_tree_rows(side) / max(estimated, 1.0), 1.0)
-    if node[1] == "anti":
-        rows = max(rows, _tree_rows(outer) * ANTI_JOIN_MIN_FRACTION)
-    return rows
+    return _node_rows(node, {})[0]
 
 
-def tree_work(node: tuple) -> float:
+def tree_work(node: tuple, memo: dict | None = None) -> float:
     """What the joins of a tree cost the engine (the rows each takes in and
     produces): what differs between the trees of the pairs of inputs of one
     join relation (the same tables, restrictions and conditions), to rank
-    them (:func:`_ranked_rows`); the tree must also cost less by
+    them (:func:`_node_rows`' ranked rows); the tree must also cost less by
     PostgreSQL's estimates to be kept (the path's cost)."""
     if node[0] == "rel":
         return 0.0
-    return (tree_work(node[2]) + tree_work(node[3])
-            + _join_work(_ranked_rows(node[2]), _ranked_rows(node[3]), _ranked_rows(node)))
+    memo = {} if memo is None else memo
+    return (tree_work(node[2], memo) + tree_work(node[3], memo)
+            + _join_work(_node_rows(node[2], memo)[1], _node_rows(node[3], memo)[1],
+                         _node_rows(node, memo)[1]))
 
 
-def _ranked_rows(node: tuple) -> float:
-    """The rows of a tree node for ranking trees: :func:`_tree_rows`, but an
-    inner join on two or more conditions at least its larger input's (each
-    row of it finding one match, as on a composite key), and a join above
-    it scaled as much: PostgreSQL's estimate of a join on several columns
-    multiplies their selectivities as if independent (TPC-H Q9's lineitem
-    and partsupp on part and supplier: 2,387 rows for 1.8 million at SF
-    0.3), and a tree joining those first looks cheapest while it joins the
-    two largest tables in full (Q9 at SF1: 3.1-3.9 s, against 0.45-0.7 s
-    joining part's few rows to lineitem first)."""
+def _node_rows(node: tuple, memo: dict) -> tuple[float, float]:
+    """(:func:`_tree_rows`, ranked rows) of a tree node, each subtree worked
+    out once (``memo``, by the node's identity, for one walk of one tree).
+
+    The ranked rows rank trees: the tree rows, but an inner join on two or
+    more conditions at least its larger input's (each row of it finding one
+    match, as on a composite key), and a join above it scaled as much:
+    PostgreSQL's estimate of a join on several columns multiplies their
+    selectivities as if independent (TPC-H Q9's lineitem and partsupp on
+    part and supplier: 2,387 rows for 1.8 million at SF 0.3), and a tree
+    joining those first looks cheapest while it joins the two largest
+    tables in full (Q9 at SF1: 3.1-3.9 s, against 0.45-0.7 s joining part's
+    few rows to lineitem first)."""
+    got = memo.get(id(node))
+    if got is not None:
+        return got
     if node[0] == "rel":
-        return node[4]
-    rows = _tree_rows(node)
-    for side in (node[2], node[3]):
-        rows *= max(_ranked_rows(side) / max(_tree_rows(side), 1.0), 1.0)
-    if node[1] == "inner" and len(node[4]) >= 2:
-        rows = max(rows, _ranked_rows(node[2]), _ranked_rows(node[3]))
-    return rows
+        got = (node[4], node[4])
+    else:
+        sides = [(side, *_node_rows(side, memo)) for side in (node[2], node[3])]
+        rows = node[6]
+        for side, tree, _ranked in sides:
+            estimated = side[4] if side[0] == "rel" else side[6]
+            rows *= max(tree / max(estimated, 1.0), 1.0)
+        if node[1] == "anti":
+            rows = max(rows, sides[0][1] * ANTI_JOIN_MIN_FRACTION)
+        ranked = rows
+        for _side, tree, side_ranked in sides:
+            ranked *= max(side_ranked / max(tree, 1.0), 1.0)
+        if node[1] == "inner" and len(node[4]) >= 2:
+            ranked = max(ranked, sides[0][2], sides[1][2])
+        got = (rows, ranked)
+    memo[id(node)] = got
+    return got
 
 
 def _join_work(orows: float, irows: float, rows: float) -> float:

@@ -677,8 +677,8 @@ def test_engine_tree_ranking_distrusts_joins_on_several_columns():
 
     two = ("join", "inner", rel(1, 6_000_000.0), rel(2, 800_000.0), [("c1",), ("c2",)], [], 100.0)
     one = ("join", "inner", rel(1, 6_000_000.0), rel(3, 20_000.0), [("c1",)], [], 120_000.0)
-    assert engine._ranked_rows(two) == 6_000_000.0 and engine._tree_rows(two) == 100.0
-    assert engine._ranked_rows(one) == 120_000.0
+    assert engine._node_rows(two, {}) == (100.0, 6_000_000.0)
+    assert engine._node_rows(one, {})[1] == 120_000.0
     first_big = ("join", "inner", two, rel(3, 20_000.0), [("c3",)], [], 1.0)
     first_small = ("join", "inner", one, rel(2, 800_000.0), [("c2",), ("c4",)], [], 1.0)
     assert engine.tree_work(first_small) < engine.tree_work(first_big)
