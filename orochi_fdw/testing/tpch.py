@@ -309,10 +309,14 @@ def create_tables(conn, schema: str, orochi: bool) -> None:
 
 
 def load_postgres(conn, paths: dict[str, str] | None, schema: str, *, orochi: bool = False,
-                  source_schema: str | None = None, analyze: bool = True) -> None:
+                  source_schema: str | None = None, analyze: bool = True, compact: bool = False) -> None:
     """Create the eight tables in ``schema`` and fill them: from the CSV
     files (COPY), or with ``INSERT ... SELECT`` from the same tables in
-    ``source_schema``; then ANALYZE.  ``conn`` is an autocommit connection."""
+    ``source_schema``; with ``compact`` (orochi tables) the rows a load left
+    in the delta store (a table of at most ``delta_row_limit`` rows: TPC-H's
+    supplier, nation and region) folded into stripes by ``orochi.compact``,
+    as after a bulk load; then ANALYZE.  ``conn`` is an autocommit
+    connection."""
     create_tables(conn, schema, orochi)
     for table, _columns in SCHEMA:
         name = sql.Identifier(schema, table)
@@ -328,6 +332,10 @@ def load_postgres(conn, paths: dict[str, str] | None, schema: str, *, orochi: bo
                             if not chunk:
                                 break
                             copy.write(chunk)
+        if orochi and compact:
+            conn.execute("SELECT orochi.compact(c.oid) FROM pg_class c JOIN pg_namespace n "
+                         "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                         [schema, table])
         if analyze:
             conn.execute(sql.SQL("ANALYZE {}").format(name))
 
