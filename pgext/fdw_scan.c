@@ -580,6 +580,7 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	ListCell   *lc;
 	List	   *pushed = NIL;
 	List	   *local = NIL;
+	List	   *subplan_clauses = NIL;
 
 	/*
 	 * SELECT ... FOR UPDATE / SHARE: Postgres would mark the rows with a copy
@@ -603,16 +604,19 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	foreach(lc, baserel->baserestrictinfo)
 	{
 		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+		bool		subplan = contain_subplans((Node *) rinfo->clause);
 		OrochiQual *q;
 
 		pull_varattnos((Node *) rinfo->clause, baserel->relid, &state->needed);
 		q = extract_qual(root, rinfo, baserel->relid, NULL);
+		if (subplan)
+			subplan_clauses = lappend(subplan_clauses, rinfo);
 		if (q)
 		{
 			state->quals = lappend(state->quals, q);
 			pushed = lappend(pushed, rinfo);
 		}
-		else if (!contain_subplans((Node *) rinfo->clause))
+		else if (!subplan)
 			local = lappend(local, rinfo);
 	}
 
@@ -679,22 +683,16 @@ orochiGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntable
 	 * engine, which runs such a subquery once for all rows, takes it out
 	 * (engine_input_to_py).
 	 */
+	if (subplan_clauses != NIL)
 	{
-		List	   *subplan_clauses = NIL;
-		ListCell   *lc;
+		QualCost	qc;
+		Cost		cost;
 
-		foreach(lc, baserel->baserestrictinfo)
-			if (contain_subplans((Node *) lfirst_node(RestrictInfo, lc)->clause))
-				subplan_clauses = lappend(subplan_clauses, lfirst(lc));
-		if (subplan_clauses != NIL)
-		{
-			QualCost	qc;
-
-			cost_qual_eval(&qc, subplan_clauses, root);
-			state->local_cost += qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
-			state->startup_cost += qc.startup;
-			state->total_cost += qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
-		}
+		cost_qual_eval(&qc, subplan_clauses, root);
+		cost = qc.startup + qc.per_tuple * Max(baserel->tuples, baserel->rows);
+		state->local_cost += cost;
+		state->startup_cost += qc.startup;
+		state->total_cost += cost;
 	}
 }
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from orochi_fdw.bridge import runtime, spi
 from orochi_fdw.bridge.api import ColumnDefinition, ForeignDataWrapper, Qual, SortKey
-from orochi_fdw.catalog.snapshots import SnapshotReads
 from orochi_fdw.bridge.faults import fault_point
 from orochi_fdw.bridge.batch import Batch, WireKind
 from orochi_fdw.catalog import files, store
+from orochi_fdw.catalog.snapshots import SnapshotReads
 from orochi_fdw.catalog.errors import StorageIOError
 from orochi_fdw.catalog.ledger import ledger
 from orochi_fdw.columnar import extensions

@@ -506,6 +506,10 @@ class _Candidates:
             del self._later[s]
 
 
+#: the filter answers a top-N keeps per distinct text value, at most
+VALUE_ANSWERS = 4096
+
+
 class TopNScan:
     """``ORDER BY`` plain columns ``LIMIT n`` over a columnar scan, reading
     as little as it can.
@@ -918,6 +922,9 @@ class TopNScan:
                 data = np.asarray(entries.values).tobytes()
                 values = [data[offs[i]:offs[i + 1]] for i in range(n)]
                 new = [v for v in dict.fromkeys(values) if v not in by_value]
+                if len(by_value) + len(new) > VALUE_ANSWERS:
+                    by_value.clear()  # (many distinct values over the groups: start again)
+                    new = list(dict.fromkeys(values))
                 if new:
                     new_offsets = np.zeros(len(new) + 1, dtype=np.int64)
                     np.cumsum([len(v) for v in new], out=new_offsets[1:])
