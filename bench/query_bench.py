@@ -114,7 +114,6 @@ HEAP, OROCHI, DUCK = "metrics_heap", "metrics_orochi", "metrics"
 
 #: the query keys that are aggregations
 AGGREGATE_QUERIES = ["Q1", "Q2", "Q3", "Q4a", "Q4b", "Q5", "Q5b", "Q8"]
-Q6_TARGET_MS = 10.0
 #: issue 19: every query on orochi at most 1.5 x (DuckDB + 10 ms)
 DUCKDB_FACTOR = 1.5
 DUCKDB_SLACK_MS = 10.0
@@ -557,7 +556,6 @@ def write_chart(path: str, qs, figures, cpu, rows: int) -> None:
                         rotation=90)
         ax.set_yscale("log")
         ax.set_ylim(bottom=min(0.5, min(vals_all) / 2), top=max(vals_all) * 12)
-        ax.axhline(Q6_TARGET_MS, color="#d62728", linewidth=0.8, linestyle=":", label="10 ms (Q6 target)")
         ax.set_ylabel(ylabel + "\n(log scale; lower is better)")
         ax.set_xticks(x)
         ax.set_xticklabels([f"{q['key']}\n" + textwrap.fill(q["label"], 14) for q in qs], fontsize=8)
