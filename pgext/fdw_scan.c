@@ -190,10 +190,23 @@ typedef struct OrochiJoinState
 	Cost		engine_total;	/* engine: the total cost of that plan */
 } OrochiJoinState;
 
+/*
+ * Planner state of a subquery (an RTE_SUBQUERY rel: GROUP BY and HAVING,
+ * as PostgreSQL leaves IN (SELECT ... GROUP BY ...) in the join tree) whose
+ * aggregation the engine runs, in rel->fdw_private: the rel then carries
+ * the server of its tables, so that the joins above it are offered to the
+ * engine with it as an input (orochi_subquery_rel_pathlist).
+ */
+typedef struct OrochiSubqueryState
+{
+	PyObject   *engine_input;	/* its description: engine_input_to_py's answer */
+} OrochiSubqueryState;
+
 static ForeignScan *join_plan(RelOptInfo *joinrel, List *tlist, Plan *outer_plan);
 static bool engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 							 RelOptInfo *innerrel, JoinType jointype, JoinPathExtraData *extra);
 static List *engine_param_exprs(const char *plan);
+static void engine_plan_subqueries(PlannerInfo *root, Relids relids);
 static void jit_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_rel,
 						   void *extra);
 /* groups (PostgreSQL's estimate) from which the join engine is asked before the pushdown */
@@ -1045,13 +1058,19 @@ orochiGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	int			limit = -1;
 
 	if (IS_JOIN_REL(baserel))
+	{
+		engine_plan_subqueries(root, baserel->relids);
 		return join_plan(baserel, tlist, outer_plan);
+	}
 	if (upper && upper->engine_plan != NULL)
+	{
+		engine_plan_subqueries(root, upper->input_rel->relids);
 		return make_foreignscan(tlist, (List *) copyObject(upper->having), 0,
 								engine_param_exprs(upper->engine_plan),
 								lappend(list_make5(NIL, NIL, NIL, makeInteger(-1), NIL),
 										makeString(upper->engine_plan)),
 								upper->tlist, NIL, outer_plan);
+	}
 	if (upper)
 		foreigntableid = planner_rt_fetch(upper->input_rel->relid, root)->relid;
 
@@ -1602,7 +1621,8 @@ orochiGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage, RelOptInf
 		engine_upper_path(root, input_rel, output_rel, extra);
 		return;
 	}
-	if (input_rel->reloptkind != RELOPT_BASEREL || istate == NULL || input_rel->lateral_relids != NULL)
+	if (input_rel->reloptkind != RELOPT_BASEREL || input_rel->rtekind != RTE_RELATION || istate == NULL ||
+		input_rel->lateral_relids != NULL)
 		return;
 	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs)
 		return;
@@ -1979,7 +1999,8 @@ orochiGetForeignJoinPaths(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *ou
 	joinrel->fdw_private = js;
 	if (jtname == NULL || root->parse->commandType != CMD_SELECT || root->rowMarks != NIL)
 		return;
-	if (outerrel->reloptkind != RELOPT_BASEREL || innerrel->reloptkind != RELOPT_BASEREL)
+	if (outerrel->reloptkind != RELOPT_BASEREL || innerrel->reloptkind != RELOPT_BASEREL ||
+		outerrel->rtekind != RTE_RELATION || innerrel->rtekind != RTE_RELATION)
 		return;
 	if (!quals_all_described(outerrel, jointype == JOIN_RIGHT || jointype == JOIN_FULL) ||
 		!quals_all_described(innerrel, jointype == JOIN_LEFT || jointype == JOIN_FULL))
@@ -2157,11 +2178,23 @@ engine_input_keep(void *owner, PyObject **slot, PyObject *obj)
  * One input of a join the engine may run, for Python:
  *   ("rel", rti, instance, [restriction clauses], rows, scan cost)
  *   ("join", jointype, outer, inner, [join clauses], [other clauses], rows)
+ *   ("subquery", rti, (its input, [("group" | "aggregate", expr)], [HAVING],
+ *    [(output position, index of its group key)]), [restriction clauses],
+ *    rows, cost): see orochi_subquery_rel_pathlist
  * or NULL when the input is not one (a join the engine did not accept).
  */
 static PyObject *
 engine_input_to_py(PlannerInfo *root, RelOptInfo *rel)
 {
+	if (rel->reloptkind == RELOPT_BASEREL && rel->rtekind == RTE_SUBQUERY)
+	{
+		OrochiSubqueryState *ss = (OrochiSubqueryState *) rel->fdw_private;
+
+		if (ss == NULL || rel->fdwroutine == NULL ||
+			rel->fdwroutine->GetForeignRelSize != orochiGetForeignRelSize || ss->engine_input == NULL)
+			return NULL;
+		return Py_NewRef(ss->engine_input);
+	}
 	if (rel->reloptkind == RELOPT_BASEREL)
 	{
 		RangeTblEntry *rte = planner_rt_fetch(rel->relid, root);
@@ -2444,6 +2477,209 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 															   orochi_expr_list_to_py(root, having)));
 	add_planned_upper_path(root, input_rel, output_rel, res, "engine_aggregate", tlist, having,
 						   UPPERREL_GROUP_AGG, NIL);
+}
+
+/* ---------------------------------------------------------------------
+ * Subqueries as inputs of the join engine
+ * ---------------------------------------------------------------------
+ */
+static set_rel_pathlist_hook_type prev_set_rel_pathlist = NULL;
+
+/*
+ * The rel a subquery aggregates (its scan/join rel) when the engine may
+ * take it as an input: an orochi table whose restrictions are its own (no
+ * row-level security, no constant conditions: those stay in PostgreSQL, as
+ * for an aggregation over one table), or a join the engine runs; else NULL.
+ */
+static RelOptInfo *
+subquery_input_rel(PlannerInfo *subroot)
+{
+	RelOptInfo *rel;
+	ListCell   *lc;
+
+	if (bms_membership(subroot->all_baserels) == BMS_MULTIPLE)
+	{
+		rel = find_join_rel(subroot, subroot->all_baserels);
+		if (rel == NULL || rel->fdw_private == NULL || !((OrochiJoinState *) rel->fdw_private)->engine)
+			return NULL;
+		return rel;
+	}
+	if (bms_membership(subroot->all_baserels) != BMS_SINGLETON)
+		return NULL;
+	rel = find_base_rel(subroot, bms_singleton_member(subroot->all_baserels));
+	if (!orochi_rel_is_own(rel) || rel->reloptkind != RELOPT_BASEREL)
+		return NULL;
+	foreach(lc, rel->baserestrictinfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (rinfo->pseudoconstant || rinfo->security_level > 0)
+			return NULL;
+	}
+	return rel;
+}
+
+/*
+ * orochi_subquery_rel_pathlist
+ *		A subquery of the join tree (an RTE_SUBQUERY rel) aggregating an
+ *		orochi table or a join the engine runs (GROUP BY, HAVING: TPC-H
+ *		Q18's IN (SELECT l_orderkey ... HAVING sum(l_quantity) > 300), read
+ *		by the outer query through its group keys: described for Python
+ *		(its input, group keys and aggregates as an aggregation over it is
+ *		offered to the engine, its HAVING, the group key each output read
+ *		is), and
+ *		given the server and wrapper of its tables, so that PostgreSQL
+ *		offers the joins above it to GetForeignJoinPaths: the engine then
+ *		runs the subquery as a derived table of the join's SQL.  Anything
+ *		else of the subquery (DISTINCT, LIMIT, window functions, sublinks,
+ *		outer references, ORDER BY) leaves it to PostgreSQL.
+ */
+static void
+orochi_subquery_rel_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, RangeTblEntry *rte)
+{
+	PlannerInfo *subroot = rel->subroot;
+	Query	   *sub;
+	RelOptInfo *final;
+	GroupPathExtraData extra;
+	List	   *tlist;
+	List	   *having;
+	RelOptInfo *base;
+	Bitmapset  *needed = NULL;
+	PyObject   *tree;
+	PyObject   *outputs;
+	PyObject   *columns;
+	PyObject   *input;
+	List	   *clauses = NIL;
+	ListCell   *lc;
+	int			k;
+	OrochiSubqueryState *ss;
+
+	if (prev_set_rel_pathlist)
+		prev_set_rel_pathlist(root, rel, rti, rte);
+	if (rte->rtekind != RTE_SUBQUERY || rel->reloptkind != RELOPT_BASEREL || subroot == NULL ||
+		!orochi_duckdb_join_enabled || root->parse->commandType != CMD_SELECT || root->rowMarks != NIL ||
+		!bms_is_empty(rel->lateral_relids) || IS_DUMMY_REL(rel) || rel->fdw_private != NULL ||
+		OidIsValid(rel->serverid) || bms_membership(root->all_baserels) != BMS_MULTIPLE)
+		return;
+	sub = subroot->parse;
+	if (sub->commandType != CMD_SELECT || sub->groupClause == NIL || sub->groupingSets != NIL ||
+		sub->hasSubLinks || sub->hasWindowFuncs || sub->hasTargetSRFs || sub->hasDistinctOn ||
+		sub->distinctClause != NIL || sub->sortClause != NIL || sub->limitCount != NULL ||
+		sub->limitOffset != NULL || sub->setOperations != NULL || sub->rowMarks != NIL ||
+		sub->cteList != NIL || sub->hasRecursive || sub->hasModifyingCTE || subroot->init_plans != NIL ||
+		subroot->plan_params != NIL || !bms_is_empty(subroot->outer_params))
+		return;
+	final = fetch_upper_rel(subroot, UPPERREL_FINAL, NULL);
+	/* the rel whose server and wrapper it takes: its table, or their join */
+	base = subquery_input_rel(subroot);
+	memset(&extra, 0, sizeof(extra));
+	extra.havingQual = (Node *) sub->havingQual;
+	if (base == NULL || final->cheapest_total_path == NULL || !upper_tlist(subroot, &extra, &tlist, &having))
+	{
+		elog(DEBUG1, "orochi: a subquery is no join engine input: not an aggregation over orochi tables the engine reads");
+		return;
+	}
+	if (!OidIsValid(base->serverid) || base->fdwroutine == NULL ||
+		base->fdwroutine->GetForeignRelSize != orochiGetForeignRelSize)
+		return;
+	/* its outputs the query reads (and its restrictions): group keys only */
+	pull_varattnos((Node *) rel->reltarget->exprs, rel->relid, &needed);
+	foreach(lc, rel->baserestrictinfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (rinfo->pseudoconstant || rinfo->security_level > 0)
+			return;
+		pull_varattnos((Node *) rinfo->clause, rel->relid, &needed);
+		clauses = lappend(clauses, rinfo->clause);
+	}
+	columns = PyList_New(0);
+	if (columns == NULL)
+		orochi_py_raise("describing a subquery");
+	k = -1;
+	while ((k = bms_next_member(needed, k)) >= 0)
+	{
+		AttrNumber	attno = k + FirstLowInvalidHeapAttributeNumber;
+		TargetEntry *tle = attno > 0 ? get_tle_by_resno(sub->targetList, attno) : NULL;
+		int			found = -1;
+		PyObject   *c;
+
+		if (tle != NULL && !tle->resjunk && tle->ressortgroupref != 0)
+			foreach(lc, tlist)
+				if (lfirst_node(TargetEntry, lc)->ressortgroupref == tle->ressortgroupref)
+				{
+					found = foreach_current_index(lc);
+					break;
+				}
+		if (found < 0)
+		{
+			Py_DECREF(columns);
+			elog(DEBUG1, "orochi: a subquery is no join engine input: an output it gives is not a group key");
+			return;
+		}
+		c = Py_BuildValue("(ii)", (int) attno, found);
+		PyList_Append(columns, c);
+		Py_DECREF(c);
+	}
+	tree = engine_input_to_py(subroot, base);
+	if (tree == NULL)
+	{
+		Py_DECREF(columns);
+		return;
+	}
+	outputs = PyList_New(0);
+	if (outputs == NULL)
+		orochi_py_raise("describing a subquery");
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		PyObject   *o = Py_BuildValue("(sN)", tle->ressortgroupref ? "group" : "aggregate",
+									  orochi_expr_to_py(subroot, (Node *) tle->expr));
+
+		PyList_Append(outputs, o);
+		Py_DECREF(o);
+	}
+	input = Py_BuildValue("(si(NNNN)Ndd)", "subquery", (int) rti, tree, outputs,
+						  orochi_expr_list_to_py(subroot, having), columns,
+						  orochi_expr_list_to_py(root, clauses), rel->rows,
+						  (double) final->cheapest_total_path->total_cost);
+	if (input == NULL)
+		orochi_py_raise("describing a subquery");
+	ss = palloc0(sizeof(OrochiSubqueryState));
+	engine_input_keep(ss, &ss->engine_input, input);
+	Py_DECREF(input);
+	rel->fdw_private = ss;
+	rel->serverid = base->serverid;
+	rel->fdwroutine = base->fdwroutine;
+	elog(DEBUG1, "orochi: a subquery is a join engine input");
+}
+
+/*
+ * The subqueries among a plan's relids that the engine runs (their plans
+ * are not in the plan tree): marked unplanned, so that their tables enter
+ * the plan's range table all the same (set_plan_references' dead
+ * subqueries), checked for privileges and locked by the executor as every
+ * table of a statement is.
+ */
+static void
+engine_plan_subqueries(PlannerInfo *root, Relids relids)
+{
+	int			rti = -1;
+
+	while ((rti = bms_next_member(relids, rti)) >= 0)
+	{
+		RelOptInfo *rel = rti < root->simple_rel_array_size ? root->simple_rel_array[rti] : NULL;
+
+		if (rel != NULL && rel->rtekind == RTE_SUBQUERY && rel->reloptkind == RELOPT_BASEREL)
+			rel->subroot = NULL;
+	}
+}
+
+void
+orochi_install_planner_hooks(void)
+{
+	prev_set_rel_pathlist = set_rel_pathlist_hook;
+	set_rel_pathlist_hook = orochi_subquery_rel_pathlist;
 }
 
 /*
@@ -2761,6 +2997,20 @@ scan_state_reset_callback(void *arg)
 	Py_CLEAR(state->scan_cache);
 }
 
+/*
+ * The next table among a scan's relids after rti (bms_next_member's
+ * protocol): a join the engine runs may cover subqueries too, whose own
+ * tables its plan names (engine_subquery_relids).
+ */
+static int
+next_table_rti(EState *estate, Relids relids, int rti)
+{
+	while ((rti = bms_next_member(relids, rti)) >= 0)
+		if (exec_rt_fetch(rti, estate)->rtekind == RTE_RELATION)
+			break;
+	return rti;
+}
+
 static void
 orochiBeginForeignScan(ForeignScanState *node, int eflags)
 {
@@ -2782,7 +3032,8 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 	else if (list_length(plan->fdw_private) > FdwScanPrivateEngine)
 	{
 		/* a join run by the engine: rows are the join's, j<i> */
-		state->rel = ExecGetRangeTableRelation(node->ss.ps.state, bms_next_member(plan->fs_relids, -1));
+		state->rel = ExecGetRangeTableRelation(node->ss.ps.state, next_table_rti(node->ss.ps.state,
+																				   plan->fs_relids, -1));
 		state->tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
 	}
 	else if (list_length(plan->fdw_private) > FdwScanPrivateJoin)
@@ -2837,7 +3088,7 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 
 		if (instances == NULL)
 			orochi_py_raise("starting a join");
-		while ((rti = bms_next_member(plan->fs_relids, rti)) >= 0)
+		while ((rti = next_table_rti(node->ss.ps.state, plan->fs_relids, rti)) >= 0)
 		{
 			PyObject   *key = PyLong_FromLong(rti);
 			PyObject   *inst = orochi_instance_for_relation(ExecGetRangeTableRelation(node->ss.ps.state, rti));
@@ -3447,7 +3698,7 @@ bool
 orochi_rel_is_own(RelOptInfo *rel)
 {
 	return rel->fdwroutine != NULL && rel->fdwroutine->GetForeignRelSize == orochiGetForeignRelSize &&
-		rel->fdw_private != NULL;
+		rel->rtekind == RTE_RELATION && rel->fdw_private != NULL;
 }
 
 void

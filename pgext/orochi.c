@@ -203,6 +203,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("orochi");
 	orochi_register_callbacks();
 	orochi_install_hooks();
+	orochi_install_planner_hooks();
 	if (process_shared_preload_libraries_in_progress)
 		orochi_python_preload();
 }

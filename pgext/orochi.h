@@ -211,6 +211,7 @@ extern void orochi_modify_subxact_callback(SubXactEvent event, SubTransactionId 
 
 /* in hooks.c */
 extern void orochi_install_hooks(void);
+extern void orochi_install_planner_hooks(void);
 extern bool orochi_function_sees_writes(Oid funcid);
 extern bool orochi_is_orochi_table(Oid relid);
 

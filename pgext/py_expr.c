@@ -7,7 +7,8 @@
  *		  translation does not know becomes ("unsupported", tag), which
  *		  Python refuses.
  *
- *		  ("var", rti, attname, type, typmod, collation)
+ *		  ("var", rti, attname, type, typmod, collation)  (a subquery's
+ *		   output: attname "c<its position>")
  *		  ("const", type, typmod, collation, value)
  *		  ("op", opno, opname, builtin, result type, input collation, [args])
  *		  ("bool", "and" | "or" | "not", [args])
@@ -285,6 +286,14 @@ expr_to_py(PlannerInfo *root, Node *node)
 					var->varno > root->simple_rel_array_size)
 					break;
 				rte = planner_rt_fetch(var->varno, root);
+				if (rte->rtekind == RTE_SUBQUERY)
+				{
+					/* a subquery's output, named by its position (a join engine input) */
+					return Py_BuildValue("(siNIiN)", "var", (int) var->varno,
+										 orochi_cstring_to_py(psprintf("c%d", var->varattno)),
+										 (unsigned int) var->vartype, (int) var->vartypmod,
+										 collation_to_py(var->varcollid));
+				}
 				if (rte->rtekind != RTE_RELATION)
 					break;
 				attname = get_attname(rte->relid, var->varattno, false);

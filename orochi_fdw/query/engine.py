@@ -159,12 +159,17 @@ class _Planner:
         self.work = 0.0
         self.descriptions: list[str] = []
         self.where: list[str] = []
+        #: the subqueries taken as inputs (derived tables t<rti>): their
+        #: columns c<position> by name, as (type, typmod)
+        self.derived: dict[int, dict[str, tuple[int, int]]] = {}
 
     @staticmethod
     def _column_sql(rti: int, attname: str) -> str:
         return f"t{rti}.{quote_ident(attname)}"
 
     def _column_ok(self, rti: int, attname: str, type_oid: int, typmod: int) -> bool:
+        if rti in self.derived:
+            return self.derived[rti].get(attname) == (type_oid, typmod)
         inp = self.inputs.get(rti)
         if inp is None:
             return False
@@ -260,7 +265,10 @@ class _Planner:
                               compare_only=value.compare_only)
 
     def collect(self, node: tuple) -> None:
-        """Register every table of the tree (before translating any clause)."""
+        """Register every table of the tree (before translating any clause;
+        a subquery's, when its derived table is translated)."""
+        if node[0] == "subquery":
+            return
         if node[0] == "rel":
             _kind, rti, handle, clauses, rows, cost = node
             if not _columnar(handle):
@@ -275,7 +283,7 @@ class _Planner:
         before in this planning when the bridge offers the same node again
         (it describes each input once; every join relation above it is
         offered with it) and its parameters come at the same positions."""
-        if not (node[0] == "rel" or not node[5]):
+        if node[0] == "join" and node[5]:
             return self._from_item(node, top)  # (conditions above an outer join: only at the top)
         tr = self.translator
         start = len(tr.out.params)
@@ -286,6 +294,7 @@ class _Planner:
             return found.replay(self, start)
         rtis = _rtis_of(node)
         before = set(self.inputs)
+        before_derived = set(self.derived)
         narrowed = len(tr.out.narrowed)
         work, joins, subqueries = self.work, self.joins, self.subqueries
         item = self._from_item(node, top)
@@ -297,10 +306,13 @@ class _Planner:
             node, start, item, tr.out.params[start:], {c for c in tr.out.columns if c[0] in rtis},
             tr.out.narrowed[narrowed:], {rti: list(self.inputs[rti]["quals"]) for rti in rtis},
             {k: {**v, "quals": []} for k, v in added.items()},
-            self.work - work, self.joins - joins, self.subqueries - subqueries)
+            self.work - work, self.joins - joins, self.subqueries - subqueries,
+            {k: v for k, v in self.derived.items() if k not in before_derived})
         return item
 
     def _from_item(self, node: tuple, top: bool) -> tuple[str, float, str]:
+        if node[0] == "subquery":
+            return self._derived(node)
         if node[0] == "rel":
             _kind, rti, handle, clauses, rows, cost = node
             inp = self.inputs[rti]
@@ -348,27 +360,97 @@ class _Planner:
         return sql, rows, f"({odesc} {jointype} join {idesc})"
 
 
+    def _derived(self, node: tuple) -> tuple[str, float, str]:
+        """A subquery of the join tree (GROUP BY and HAVING over orochi
+        tables, the engine's aggregation in its own plan) as a derived table
+        t<rti>: the aggregation translated here over its own tables
+        (numbered t<SUBQUERY_RTI × (DERIVED_PLAN_BASE + rti) + their range
+        table index in the subquery>, read by the scan as a correlated
+        subquery's are), its HAVING in DuckDB's SQL (every condition, or the
+        subquery is refused: nothing checks them after), the group keys the
+        query reads named c<their position in the subquery>, and the
+        subquery rel's own restrictions over them."""
+        _kind, rti, (tree, outputs_in, having, columns), clauses, rows, _cost = node
+        if rti in self.derived:
+            raise Refused("a subquery used twice")
+        base = SUBQUERY_RTI * (DERIVED_PLAN_BASE + rti)
+        keys = {r: base + r for r in _rtis_of(tree)}
+        if not keys or any(k in self.inputs for k in keys.values()):
+            raise Refused("a subquery used twice")
+        tree = _renumbered_tree(tree, keys)
+        outputs_in, having = _renumbered(outputs_in, keys), _renumbered(having, keys)
+        self.collect(tree)
+        max_rows = 1
+        for k in keys.values():
+            inp = self.inputs[k]
+            inp["relid"] = inp["handle"].relid  # (its tables: opened by the scan)
+            max_rows *= 10 * max(int(inp["handle"].instance.stored_rows()), 1)
+        tr = self.translator
+        saved_where, saved_rows, subqueries = self.where, tr.max_rows, self.subqueries
+        self.where = []
+        try:
+            from_sql, in_rows, description = self.from_item(tree, True)
+            where = self.where
+            tr.max_rows = max_rows
+            select, group_by, keys_typed = [], [], {}
+            for i, (kind, expr) in enumerate(outputs_in):
+                if kind == "group":
+                    typed = tr.value(expr)
+                    if typed.type_oid not in _OUTPUT_TYPES:
+                        raise Refused(f"a group key of type {typed.type_oid}")
+                    keys_typed[i] = typed
+                    group_by.append(str(len(select) + 1))
+                    select.append(typed.sql)
+            if not group_by:
+                raise Refused("a subquery without group keys")
+            named = {}
+            for attno, index in columns:
+                typed = keys_typed.get(index)
+                if typed is None:
+                    raise Refused("a subquery output that is not a group key")
+                name = f"c{attno}"
+                named[name] = (typed.type_oid, typed.typmod)
+                select.append(f"CAST({typed.sql} AS {pushable.column_type_sql(typed.type_oid, typed.typmod)})"
+                              f" AS {quote_ident(name)}")
+            conditions = [tr.condition(c) for c in having]
+            if self.subqueries != subqueries:
+                raise Refused("a subquery in a subquery taken as an input")
+        finally:
+            self.where, tr.max_rows = saved_where, saved_rows
+        sql = _select_sql(select, from_sql, where) + f" GROUP BY {', '.join(group_by)}"
+        if conditions:
+            sql += f" HAVING {' AND '.join(conditions)}"
+        self.derived[rti] = named
+        self.work += in_rows * ENGINE_GROUP_ROW_COST
+        source = f"({sql}) AS t{rti}"
+        if clauses:
+            source = (f"(SELECT * FROM {source} WHERE {' AND '.join(tr.condition(c) for c in clauses)})"
+                      f" AS t{rti}")
+        return source, rows, f"subquery (aggregate over {description})"
+
+
 class _FromItem:
     """A tree node's translation (:meth:`_Planner.from_item`) with what it
     added to the planner, to add again when the same node comes back."""
 
     __slots__ = ("node", "start", "item", "params", "columns", "narrowed", "quals", "added", "work",
-                 "joins", "subqueries", "shiftable")
+                 "joins", "subqueries", "derived", "shiftable")
 
     def __init__(self, node, start, item, params, columns, narrowed, quals, added, work, joins,
-                 subqueries) -> None:
+                 subqueries, derived) -> None:
         self.node, self.start, self.item, self.params = node, start, item, params
         self.columns, self.narrowed, self.quals, self.added = columns, narrowed, quals, added
-        self.work, self.joins, self.subqueries = work, joins, subqueries
+        self.work, self.joins, self.subqueries, self.derived = work, joins, subqueries, derived
         # its SQL names its own parameters only, $<start + 1>...: they can be
         # renumbered unless a quoted column name holds a "$"
         self.shiftable = not any("$" in attname for _rti, attname in columns)
 
     def replay(self, planner: "_Planner", start: int) -> tuple[str, float, str]:
-        if any(k in planner.inputs for k in self.added):
+        if any(k in planner.inputs for k in self.added) or any(k in planner.derived for k in self.derived):
             raise Refused("a subquery used twice")
         for k, inp in self.added.items():
             planner.inputs[k] = dict(inp)
+        planner.derived.update(self.derived)
         for rti, quals in self.quals.items():
             planner.inputs[rti]["quals"] = list(quals)
         out = planner.translator.out
@@ -396,12 +478,33 @@ FROM_ITEM_ENTRIES = 256
 
 
 def _rtis_of(node: tuple) -> set:
+    """The tables of a tree node (a subquery's are added when translated)."""
+    if node[0] == "subquery":
+        return set()
     return {node[1]} if node[0] == "rel" else _rtis_of(node[2]) | _rtis_of(node[3])
 
 
 #: a correlated subquery's tables are named t<SUBQUERY_RTI × plan id + their
 #: range table index in the subquery> (apart from the join's own)
 SUBQUERY_RTI = 1_000_000
+
+
+#: a subquery taken as a join input (a derived table) numbers its tables as
+#: a correlated subquery of this plan id would: DERIVED_PLAN_BASE + its rti
+DERIVED_PLAN_BASE = 1_000_000
+
+
+def _renumbered_tree(node: tuple, keys: dict[int, int]) -> tuple:
+    """A subquery's join tree with its tables' range table indexes replaced
+    by the engine's names for them (``keys``)."""
+    if node[0] == "rel":
+        _kind, rti, handle, clauses, rows, cost = node
+        return ("rel", keys[rti], handle, _renumbered(clauses, keys), rows, cost)
+    if node[0] == "join":
+        _kind, jointype, outer, inner, joinclauses, otherclauses, rows = node
+        return ("join", jointype, _renumbered_tree(outer, keys), _renumbered_tree(inner, keys),
+                _renumbered(joinclauses, keys), _renumbered(otherclauses, keys), rows)
+    raise Refused("a subquery taken as an input within another")
 
 
 def _renumbered(e: Any, keys: dict[int, int]) -> Any:
@@ -513,7 +616,7 @@ def plan_join(tree: tuple, targets: list[tuple], wide: bool = False) -> tuple[fl
         # ps_supplycost = (SELECT min(...)): 1 row of 160,000 at SF1), and
         # the plan above then rescans other tables once per row; the
         # engine's path counts at least a tenth of its smaller side
-        sides = [n[4] if n[0] == "rel" else n[6] for n in (tree[2], tree[3])]
+        sides = [n[6] if n[0] == "join" else n[4] for n in (tree[2], tree[3])]
         rows = max(rows, min(sides) * SUBQUERY_MIN_FRACTION)
     # (an anti join's floor, wherever it is in the tree)
     rows = max(rows, _tree_rows(tree))
@@ -537,7 +640,7 @@ def tree_work(node: tuple, memo: dict | None = None) -> float:
     join relation (the same tables, restrictions and conditions), to rank
     them (:func:`_node_rows`' ranked rows); the tree must also cost less by
     PostgreSQL's estimates to be kept (the path's cost)."""
-    if node[0] == "rel":
+    if node[0] != "join":
         return 0.0
     memo = {} if memo is None else memo
     return (tree_work(node[2], memo) + tree_work(node[3], memo)
@@ -561,13 +664,13 @@ def _node_rows(node: tuple, memo: dict) -> tuple[float, float]:
     got = memo.get(id(node))
     if got is not None:
         return got
-    if node[0] == "rel":
+    if node[0] != "join":
         got = (node[4], node[4])
     else:
         sides = [(side, *_node_rows(side, memo)) for side in (node[2], node[3])]
         rows = node[6]
         for side, tree, _ranked in sides:
-            estimated = side[4] if side[0] == "rel" else side[6]
+            estimated = side[6] if side[0] == "join" else side[4]
             rows *= max(tree / max(estimated, 1.0), 1.0)
         if node[1] == "anti":
             rows = max(rows, sides[0][1] * ANTI_JOIN_MIN_FRACTION)

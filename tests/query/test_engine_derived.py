@@ -1,0 +1,105 @@
+"""Subqueries of the join tree as inputs of the join engine (TPC-H Q18's
+shape): ``x IN (SELECT k FROM t GROUP BY k HAVING ...)``, which PostgreSQL
+pulls up into a semi join with the subquery, and GROUP BY subqueries in
+FROM, run as a derived table of the join's DuckDB SQL over engine-read
+scans of the subquery's tables, against the same queries over heap tables
+holding the same rows (the oracle): NULL keys (a NULL group, NULL outer
+keys), HAVING over NULL aggregates, a subquery matching no row, duplicates
+in the subquery's output (one key of two grouped), prepared-statement
+parameters inside the subquery; and what stays in PostgreSQL (a subquery
+over a heap table, LIMIT, DISTINCT, a window function, a HAVING the engine
+does not translate)."""
+
+from __future__ import annotations
+
+import pytest
+
+from oracle_pair_helpers import create_table_pairs, engine_pair
+
+COLUMNS = "k int, g bigint, n numeric(10,2), v text"
+OPTS = "OPTIONS (stripe_row_limit '150', chunk_group_size '50')"
+TABLES = ("o", "i", "j")
+
+
+def _fill(seed: int, rows: int) -> str:
+    return (f"SELECT CASE WHEN x % {7 + seed} = 0 THEN NULL ELSE (x * {seed + 3}) % {23 + seed} END, "
+            f"(x % {4 + seed})::bigint, "
+            f"CASE WHEN x % {3 + seed} = 0 THEN NULL ELSE ((x % 17) * 1.25 - 5)::numeric(10,2) END, "
+            f"CASE WHEN x % 5 = 0 THEN NULL ELSE 'v' || (x % 6) END "
+            f"FROM generate_series(1, {rows}) x")
+
+
+@pytest.fixture(scope="module")
+def ddb(pg_cluster, module_database):
+    name = module_database
+    with pg_cluster.connect(name, autocommit=True) as conn:
+        create_table_pairs(conn, TABLES, COLUMNS, OPTS, lambda seed, target: [
+            f"INSERT INTO {target} {_fill(seed, 240 + 60 * seed)}",
+            f"INSERT INTO {target} VALUES (7, 1, 2.50, 'delta'), (NULL, 2, NULL, NULL), (40, 9, 99.99, 'only')"])
+        conn.execute("ANALYZE")
+    yield name
+
+
+@pytest.fixture(scope="module")
+def conns(pg_cluster, ddb):
+    with engine_pair(pg_cluster, ddb) as pair:
+        yield pair
+
+
+def _run_both(conns, template: str, params=None, derived: bool = True) -> str:
+    oro, heap = conns
+    q_oro = template.format(**{t: t for t in TABLES})
+    q_heap = template.format(**{t: f"{t}_h" for t in TABLES})
+    plan = "\n".join(r[0] for r in oro.execute("EXPLAIN (VERBOSE) " + q_oro, params).fetchall())
+    if derived:
+        assert "subquery (aggregate over" in plan and "with a subquery over i" in plan, plan
+    else:
+        assert "subquery (aggregate over" not in plan, plan
+    got = sorted(oro.execute(q_oro, params).fetchall(), key=repr)
+    want = sorted(heap.execute(q_heap, params).fetchall(), key=repr)
+    assert got == want, (q_oro, plan)
+    return plan
+
+
+@pytest.mark.parametrize("having", ["sum(i.n) > 10", "sum(i.n) IS NULL", "count(*) > 3 AND max(i.n) < 8",
+                                    "sum(i.n) > 100000"])
+def test_in_group_by_having(conns, having):
+    # NULL keys on both sides, groups whose sum is NULL, a subquery matching no row
+    _run_both(conns, "SELECT o.k, o.g, j.v FROM {o} o, {j} j WHERE o.k = j.k AND o.k IN "
+                     f"(SELECT i.k FROM {{i}} i GROUP BY i.k HAVING {having})")
+
+
+def test_duplicate_keys(conns):
+    # the subquery's output has duplicates (grouped by two keys, one output)
+    _run_both(conns, "SELECT o.k, o.n FROM {o} o, {j} j WHERE o.g = j.g AND o.k IN "
+                     "(SELECT i.k FROM {i} i WHERE i.v IS NOT NULL GROUP BY i.k, i.g HAVING count(*) >= 2)")
+
+
+def test_q18_shape(conns):
+    _run_both(conns, "SELECT o.k, o.g, sum(j.n) FROM {o} o, {j} j WHERE o.k = j.k AND o.k IN "
+                     "(SELECT i.k FROM {i} i GROUP BY i.k HAVING sum(i.n) > 5) "
+                     "GROUP BY o.k, o.g ORDER BY o.k DESC, o.g LIMIT 7")
+
+
+def test_derived_table(conns):
+    # a GROUP BY subquery in FROM: an inner join with it, its outputs read
+    _run_both(conns, "SELECT o.k, s.g, o.v FROM {o} o, "
+                     "(SELECT i.k, i.g FROM {i} i GROUP BY i.g, i.k HAVING count(i.n) > 1) s "
+                     "WHERE o.k = s.k AND s.g < 3")
+
+
+def test_prepared_parameters(conns):
+    _run_both(conns, "SELECT o.k, j.g FROM {o} o, {j} j WHERE o.k = j.k AND o.k IN "
+                     "(SELECT i.k FROM {i} i WHERE i.v <> %s GROUP BY i.k HAVING sum(i.n) > %s)", ("v1", 3))
+
+
+@pytest.mark.parametrize("subquery", [
+    "SELECT k FROM i_h GROUP BY k HAVING sum(n) > 10",  # a heap table
+    "SELECT i.k FROM {i} i GROUP BY i.k ORDER BY i.k LIMIT 5",
+    "SELECT DISTINCT i.k FROM {i} i WHERE i.n > 1",
+    "SELECT i.k FROM (SELECT k, row_number() OVER (ORDER BY n) r FROM {i}) i GROUP BY i.k HAVING max(r) > 20",
+    "SELECT i.k FROM {i} i GROUP BY i.k HAVING min(i.v) > 'v2'",  # text under the default collation
+])
+def test_stays_in_postgres(conns, subquery):
+    _run_both(conns, f"SELECT o.k, j.v FROM {{o}} o, {{j}} j WHERE o.k = j.k AND o.k IN ({subquery})",
+              derived=False)
