@@ -2556,7 +2556,9 @@ orochi_subquery_rel_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, Rang
 
 	if (prev_set_rel_pathlist)
 		prev_set_rel_pathlist(root, rel, rti, rte);
-	if (rte->rtekind != RTE_SUBQUERY || rel->reloptkind != RELOPT_BASEREL || subroot == NULL ||
+	/* (a security-barrier view's conditions run before any of the query's: PostgreSQL's) */
+	if (rte->rtekind != RTE_SUBQUERY || rte->security_barrier || rel->reloptkind != RELOPT_BASEREL ||
+		subroot == NULL ||
 		!orochi_duckdb_join_enabled || root->parse->commandType != CMD_SELECT || root->rowMarks != NIL ||
 		!bms_is_empty(rel->lateral_relids) || IS_DUMMY_REL(rel) || rel->fdw_private != NULL ||
 		OidIsValid(rel->serverid) || bms_membership(root->all_baserels) != BMS_MULTIPLE)

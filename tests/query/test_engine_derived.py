@@ -12,6 +12,7 @@ does not translate)."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from oracle_pair_helpers import create_table_pairs, engine_pair
@@ -103,3 +104,48 @@ def test_prepared_parameters(conns):
 def test_stays_in_postgres(conns, subquery):
     _run_both(conns, f"SELECT o.k, j.v FROM {{o}} o, {{j}} j WHERE o.k = j.k AND o.k IN ({subquery})",
               derived=False)
+
+
+def test_privileges_on_the_subquery_table(pg_cluster, ddb):
+    # the subquery's table is no scan of the join: the executor checks the
+    # privileges on it all the same (a plan made before the REVOKE too)
+    query = "SELECT o.k FROM o, j WHERE o.k = j.k AND o.k IN (SELECT i.k FROM i GROUP BY i.k HAVING count(*) > 1)"
+    with pg_cluster.connect(ddb, autocommit=True) as conn:
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
+            conn.execute(f"SET {setting} = off")
+        conn.execute("CREATE ROLE derived_reader")
+        conn.execute("GRANT SELECT ON o, j, i TO derived_reader")
+        conn.execute("SET ROLE derived_reader")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query).fetchall())
+        assert "with a subquery over i" in plan, plan
+        conn.execute(f"PREPARE q AS {query}")
+        expected = conn.execute("EXECUTE q").fetchall()
+        assert expected
+        conn.execute("RESET ROLE")
+        conn.execute("REVOKE SELECT ON i FROM derived_reader")
+        conn.execute("SET ROLE derived_reader")
+        for statement in (query, "EXECUTE q"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match='table i'):
+                conn.execute(statement)
+        conn.execute("RESET ROLE")
+
+
+def test_generic_plan(conns):
+    # a plan made once for every value of the subquery's parameters
+    oro, heap = conns
+    query = ("SELECT o.k, j.v FROM {o} o, {j} j WHERE o.k = j.k AND o.k IN "
+             "(SELECT i.k FROM {i} i WHERE i.g <> $2 GROUP BY i.k HAVING sum(i.n) > $1)")
+    for conn, names in ((oro, TABLES), (heap, [f"{t}_h" for t in TABLES])):
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE g(numeric, bigint) AS " + query.format(**dict(zip(TABLES, names))))
+    try:
+        plan = "\n".join(r[0] for r in oro.execute("EXPLAIN EXECUTE g(1, 0)").fetchall())
+        assert "with a subquery over i" in plan, plan
+        for values in ((1, 0), (8, 2), (None, 1), (-100, None), (100000, 3)):
+            execute = f"EXECUTE g({', '.join('NULL' if v is None else str(v) for v in values)})"
+            assert sorted(oro.execute(execute).fetchall(), key=repr) == \
+                sorted(heap.execute(execute).fetchall(), key=repr), values
+    finally:
+        for conn in (oro, heap):
+            conn.execute("DEALLOCATE g")
+            conn.execute("RESET plan_cache_mode")
