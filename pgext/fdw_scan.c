@@ -2420,6 +2420,30 @@ engine_join_path(PlannerInfo *root, RelOptInfo *joinrel, RelOptInfo *outerrel,
 }
 
 /*
+ * The group keys and aggregates of an aggregation (upper_tlist's) for the
+ * engine: [("group" | "aggregate", expr)], in the tlist's order.
+ */
+static PyObject *
+aggregation_outputs_to_py(PlannerInfo *root, List *tlist)
+{
+	PyObject   *outputs = PyList_New(0);
+	ListCell   *lc;
+
+	if (outputs == NULL)
+		orochi_py_raise("describing an aggregation");
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		PyObject   *o = Py_BuildValue("(sN)", tle->ressortgroupref ? "group" : "aggregate",
+									  orochi_expr_to_py(root, (Node *) tle->expr));
+
+		PyList_Append(outputs, o);
+		Py_DECREF(o);
+	}
+	return outputs;
+}
+
+/*
  * engine_upper_path
  *		GROUP BY / aggregates over a join the engine runs, or over one table
  *		(one_table_upper_paths): the group keys and
@@ -2436,7 +2460,6 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 	PyObject   *tree;
 	PyObject   *outputs;
 	PyObject   *res;
-	ListCell   *lc;
 	double		rows;
 
 	if (parse->groupingSets != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs ||
@@ -2453,18 +2476,7 @@ engine_upper_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *output_r
 		elog(DEBUG1, "orochi: the join engine declined an aggregation: its input is not a join the engine runs");
 		return;
 	}
-	outputs = PyList_New(0);
-	if (outputs == NULL)
-		orochi_py_raise("describing an aggregation");
-	foreach(lc, tlist)
-	{
-		TargetEntry *tle = lfirst_node(TargetEntry, lc);
-		PyObject   *o = Py_BuildValue("(sN)", tle->ressortgroupref ? "group" : "aggregate",
-									  orochi_expr_to_py(root, (Node *) tle->expr));
-
-		PyList_Append(outputs, o);
-		Py_DECREF(o);
-	}
+	outputs = aggregation_outputs_to_py(root, tlist);
 	if (parse->groupClause != NIL)
 		rows = estimate_num_groups(root, get_sortgrouplist_exprs(parse->groupClause, parse->targetList),
 								   input_rel->rows, NULL, NULL);
@@ -2629,18 +2641,7 @@ orochi_subquery_rel_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, Rang
 		Py_DECREF(columns);
 		return;
 	}
-	outputs = PyList_New(0);
-	if (outputs == NULL)
-		orochi_py_raise("describing a subquery");
-	foreach(lc, tlist)
-	{
-		TargetEntry *tle = lfirst_node(TargetEntry, lc);
-		PyObject   *o = Py_BuildValue("(sN)", tle->ressortgroupref ? "group" : "aggregate",
-									  orochi_expr_to_py(subroot, (Node *) tle->expr));
-
-		PyList_Append(outputs, o);
-		Py_DECREF(o);
-	}
+	outputs = aggregation_outputs_to_py(subroot, tlist);
 	input = Py_BuildValue("(si(NNNN)Ndd)", "subquery", (int) rti, tree, outputs,
 						  orochi_expr_list_to_py(subroot, having), columns,
 						  orochi_expr_list_to_py(root, clauses), rel->rows,

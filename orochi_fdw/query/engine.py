@@ -389,7 +389,8 @@ class _Planner:
         saved_where, saved_rows, subqueries = self.where, tr.max_rows, self.subqueries
         self.where = []
         try:
-            from_sql, in_rows, description = self.from_item(tree, True)
+            # (the renumbered tree is made anew each time: not kept by from_item)
+            from_sql, in_rows, description = self._from_item(tree, True)
             where = self.where
             tr.max_rows = max_rows
             select, group_by, keys_typed = [], [], {}

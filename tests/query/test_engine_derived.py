@@ -15,28 +15,17 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from oracle_pair_helpers import create_table_pairs, engine_pair
+from oracle_pair_helpers import (SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, SUBQUERY_TABLES, create_table_pairs,
+                                 engine_pair, subquery_table_statements)
 
-COLUMNS = "k int, g bigint, n numeric(10,2), v text"
-OPTS = "OPTIONS (stripe_row_limit '150', chunk_group_size '50')"
-TABLES = ("o", "i", "j")
-
-
-def _fill(seed: int, rows: int) -> str:
-    return (f"SELECT CASE WHEN x % {7 + seed} = 0 THEN NULL ELSE (x * {seed + 3}) % {23 + seed} END, "
-            f"(x % {4 + seed})::bigint, "
-            f"CASE WHEN x % {3 + seed} = 0 THEN NULL ELSE ((x % 17) * 1.25 - 5)::numeric(10,2) END, "
-            f"CASE WHEN x % 5 = 0 THEN NULL ELSE 'v' || (x % 6) END "
-            f"FROM generate_series(1, {rows}) x")
+TABLES = SUBQUERY_TABLES
 
 
 @pytest.fixture(scope="module")
 def ddb(pg_cluster, module_database):
     name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
-        create_table_pairs(conn, TABLES, COLUMNS, OPTS, lambda seed, target: [
-            f"INSERT INTO {target} {_fill(seed, 240 + 60 * seed)}",
-            f"INSERT INTO {target} VALUES (7, 1, 2.50, 'delta'), (NULL, 2, NULL, NULL), (40, 9, 99.99, 'only')"])
+        create_table_pairs(conn, TABLES, SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, subquery_table_statements)
         conn.execute("ANALYZE")
     yield name
 
@@ -87,6 +76,13 @@ def test_derived_table(conns):
     _run_both(conns, "SELECT o.k, s.g, o.v FROM {o} o, "
                      "(SELECT i.k, i.g FROM {i} i GROUP BY i.g, i.k HAVING count(i.n) > 1) s "
                      "WHERE o.k = s.k AND s.g < 3")
+
+
+def test_left_join(conns):
+    # the subquery on the nullable side: its restriction applies before the join
+    _run_both(conns, "SELECT o.k, o.g, s.k, s.g FROM {o} o LEFT JOIN "
+                     "(SELECT i.k, i.g FROM {i} i GROUP BY i.k, i.g HAVING sum(i.n) > 2) s "
+                     "ON o.k = s.k AND o.g = s.g WHERE o.v <> 'v3'")
 
 
 def test_prepared_parameters(conns):

@@ -15,32 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oracle_pair_helpers import create_table_pairs, engine_pair
+from oracle_pair_helpers import (SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, SUBQUERY_TABLES, create_table_pairs,
+                                 engine_pair, subquery_table_statements)
 
-COLUMNS = "k int, g bigint, n numeric(10,2), m numeric(12,3), v text, d date"
-OPTS = "OPTIONS (stripe_row_limit '150', chunk_group_size '50')"
-TABLES = ("o", "i", "j")
-
-
-def _fill(seed: int, rows: int) -> str:
-    return (f"SELECT CASE WHEN x % {7 + seed} = 0 THEN NULL ELSE (x * {seed + 3}) % {19 + seed} END, "
-            f"(x % {4 + seed})::bigint, "
-            f"CASE WHEN x % 11 = 0 THEN NULL ELSE ((x % 17) * 1.25 - 5)::numeric(10,2) END, "
-            f"CASE WHEN x % 13 = 0 THEN NULL ELSE ((x * 7) % 31 / 3.0)::numeric(12,3) END, "
-            f"CASE WHEN x % 5 = 0 THEN NULL ELSE 'v' || (x % 6) END, "
-            f"date '2024-01-01' + (x % 29) "
-            f"FROM generate_series(1, {rows}) x")
+TABLES = SUBQUERY_TABLES
 
 
 @pytest.fixture(scope="module")
 def sdb(pg_cluster, module_database):
     name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
-        create_table_pairs(conn, TABLES, COLUMNS, OPTS, lambda seed, target: [
-            f"INSERT INTO {target} {_fill(seed, 260 + 70 * seed)}",
-            f"INSERT INTO {target} VALUES (7, 1, 2.50, 1.001, 'delta', '2024-01-05'), "
-            f"(NULL, 2, NULL, NULL, NULL, NULL), (40, 9, 99.99, 0.001, 'only', '2024-02-01')",
-            f"DELETE FROM {target} WHERE g = 3 AND k < 5"])
+        create_table_pairs(conn, TABLES, SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, subquery_table_statements)
         conn.execute("ANALYZE")
     yield name
 
