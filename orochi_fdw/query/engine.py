@@ -359,11 +359,10 @@ class _Planner:
         sql = f"{osql} {_JOIN_SQL[jointype]} {isql} ON {' AND '.join(on) if on else 'TRUE'}"
         return sql, rows, f"({odesc} {jointype} join {idesc})"
 
-
     def _derived(self, node: tuple) -> tuple[str, float, str]:
-        """A subquery of the join tree (GROUP BY and HAVING over orochi
-        tables, the engine's aggregation in its own plan) as a derived table
-        t<rti>: the aggregation translated here over its own tables
+        """A subquery of the join tree (GROUP BY and HAVING over an orochi
+        table or a join the engine runs) as a derived table t<rti>: the
+        aggregation translated here over its own tables
         (numbered t<SUBQUERY_RTI × (DERIVED_PLAN_BASE + rti) + their range
         table index in the subquery>, read by the scan as a correlated
         subquery's are), its HAVING in DuckDB's SQL (every condition, or the
