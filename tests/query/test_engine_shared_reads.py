@@ -181,3 +181,30 @@ def test_statement_that_writes_shares_nothing(conns):
             results.append(sorted(conn.execute(template.format(**names, v="'v1'")).fetchall(), key=repr))
             raise psycopg.Rollback()
     assert results[0] == results[1]
+
+
+def test_rescanned_with_new_parameters(conns):
+    # a self-join run once per outer row: one side restricted by the outer
+    # row's value (its rows change with each rescan), the other not; the
+    # query's own join reads the table too
+    plan = _same(conns, "SELECT x.g, (SELECT count(*) FROM {o} a JOIN {o} b ON a.k = b.k WHERE a.g = x.g), "
+                        "(SELECT sum(b.n) FROM {o} a JOIN {o} b ON a.k = b.g WHERE a.g = x.g + 1) "
+                        "FROM (SELECT DISTINCT o.g FROM {o} o JOIN {j} j ON o.k = j.k) x")
+    assert "kept for another join of the statement" in plan, plan
+    assert _shared_reads(conns[0]) == NONE_KEPT
+
+
+def test_parallel_plan(conns):
+    oro, heap = conns
+    for c in conns:
+        for setting in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0",
+                        "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0"):
+            c.execute(f"SET {setting}")
+    try:
+        _same(conns, INITPLAN + " UNION ALL SELECT h.k, h.n FROM o_h h WHERE h.g = 1", v="'v2'")
+    finally:
+        for c in conns:
+            c.execute("RESET ALL")
+            c.execute("SET max_parallel_workers_per_gather = 0")
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
+            oro.execute(f"SET {setting} = off")
