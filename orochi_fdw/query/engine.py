@@ -1178,23 +1178,32 @@ class _Statement:
     gone with them (the statement's end, or its abort: the scans' memory
     context callbacks drop the handles)."""
 
-    __slots__ = ("reads", "kept", "__weakref__")
+    __slots__ = ("reads", "kept", "settled", "__weakref__")
 
     def __init__(self) -> None:
         self.reads: dict[tuple, _SharedRead] = {}
         self.kept = 0  # bytes of the tables kept for runs to come
+        self.settled = False  # (:func:`_settle`, at its first run)
 
 
 class _SharedRead:
     """One table as several inputs of a statement read it: the union of
     their columns, the scan's exact quals (``exact``), the pruning quals
     they all have (``pruning``, JSON), the inputs yet to take it
-    (``waiting``: (join, rti)); ``table`` once read and kept."""
+    (``waiting``: (join, rti)); ``table`` once read and kept.  ``extra``:
+    the exact quals of inputs with more of them than ``exact`` (read from
+    this table filtered: :func:`_settle`), by input; ``into``: the entry
+    this one's inputs were moved to."""
 
-    __slots__ = ("relname", "exact", "pruning", "columns", "waiting", "table", "size", "declined", "reader")
+    __slots__ = ("relname", "relid", "coldefs", "exact", "pruning", "columns", "waiting", "table", "size",
+                 "declined", "reader", "extra", "into")
 
-    def __init__(self, relname: str, exact: list) -> None:
+    def __init__(self, relname: str, relid: int, coldefs: dict, exact: list) -> None:
         self.relname = relname
+        self.relid = relid
+        self.coldefs = coldefs
+        self.extra: dict[tuple, list] = {}
+        self.into: _SharedRead | None = None
         self.exact = exact
         self.pruning: set | None = None
         self.columns: set = set()
@@ -1242,17 +1251,126 @@ def share_reads(plan: dict, handles: dict[int, Any], statement: tuple | None) ->
     for inp in plan["inputs"]:
         if any(isinstance(q[2], dict) and "param" in q[2] for q in inp["quals"]):
             continue
+        handle = handles[inp["rti"]]
         exact = [q for q in inp["quals"] if _exact(q)]
-        key = (handles[inp["rti"]].relid, _quals_key(exact))
+        key = (handle.relid, _quals_key(exact))
         shared = stmt.reads.get(key)
         if shared is None:
-            shared = stmt.reads[key] = _SharedRead(inp["relname"], exact)
+            shared = stmt.reads[key] = _SharedRead(inp["relname"], handle.relid, handle.instance.columns, exact)
         pruning = {json.dumps(q) for q in inp["quals"] if not _exact(q)}
         shared.pruning = pruning if shared.pruning is None else shared.pruning & pruning
         shared.columns.update(inp["columns"])
         shared.waiting.add((join, inp["rti"]))
         out[inp["rti"]] = shared
     return out
+
+
+#: what :func:`_arrow_filter` applies exactly as the scan does: comparisons
+#: of integers, numerics and dates with a value of the column's own type
+_FILTER_TYPES = {pushable.INT2, pushable.INT4, pushable.INT8, pushable.NUMERIC, pushable.DATE}
+_FILTER_OPS = {"=": "equal", "<>": "not_equal", "<": "less", "<=": "less_equal", ">": "greater",
+               ">=": "greater_equal"}
+
+
+def _filter_values(q: list, coldefs: dict) -> list | None:
+    """A qual's values as Arrow scalars of its column's type (none for a
+    NULL test), or None when :func:`_arrow_filter` cannot apply it."""
+    import pyarrow as pa
+
+    c = coldefs.get(q[0])
+    if c is None:
+        return None
+    if q[2] is None and q[1] in ("=", "<>"):
+        return []  # IS NULL, IS NOT NULL
+    if c.type_oid not in _FILTER_TYPES:
+        return None
+    if isinstance(q[1], list):
+        if q[1] != ["=", True] or not isinstance(q[2], list):
+            return None
+        values = [_decode(v) for v in q[2] if v is not None]
+    elif q[1] in _FILTER_OPS:
+        values = [_decode(q[2])]
+    else:
+        return None
+    typ = _arrow_type(c)
+    out = []
+    for v in values:
+        if c.type_oid == pushable.DATE:
+            ok = type(v) is datetime.date
+        elif c.type_oid == pushable.NUMERIC:
+            ok = type(v) is int or (isinstance(v, decimal.Decimal) and v.is_finite())
+        else:
+            ok = type(v) is int
+        if not ok:
+            return None
+        try:
+            scalar = pa.scalar(v, typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            return None  # (a value the column's type cannot hold exactly)
+        if scalar.as_py() != v:
+            return None
+        out.append(scalar)
+    return out
+
+
+def _arrow_filter(table, quals: list[list], coldefs: dict):
+    """The rows of ``table`` that pass ``quals`` (exact quals that
+    :func:`_filter_values` takes), NULLs passing no comparison, as the scan
+    applies them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = None
+    for q in quals:
+        col = table[q[0]]
+        values = _filter_values(q, coldefs)
+        if values is None:
+            raise EngineError(f"the join engine cannot filter {q[0]} {q[1]} {q[2]!r}", "XX000")
+        if q[2] is None:
+            m = pc.is_null(col) if q[1] == "=" else pc.is_valid(col)
+        elif isinstance(q[1], list):
+            m = pc.is_in(col, value_set=pa.array([v.as_py() for v in values], col.type), skip_nulls=True)
+        else:
+            m = getattr(pc, _FILTER_OPS[q[1]])(col, values[0])
+        mask = m if mask is None else pc.and_kleene(mask, m)
+    return table if mask is None else table.filter(mask)
+
+
+def _settle(stmt: _Statement) -> None:
+    """Before the first run of a statement (every join registered): an
+    entry whose exact quals include all of another's over the same table,
+    and whose inputs read no column that other does not (its extra quals'
+    included), is read from the other's table with its extra quals applied
+    to it (:func:`_arrow_filter`): the other reads those rows anyway, and
+    filtering them costs less than reading them again (TPC-H Q22's
+    customer, ``c_acctbal > 0`` in the InitPlan only)."""
+    stmt.settled = True
+    entries = list(stmt.reads.values())
+    for narrow in entries:
+        mine = {json.dumps(q) for q in narrow.exact}
+        for broad in entries:
+            theirs = {json.dumps(q) for q in broad.exact}
+            if broad is narrow or broad.into is not None or broad.relid != narrow.relid or not theirs < mine:
+                continue
+            extra = [q for q in narrow.exact if json.dumps(q) not in theirs]
+            if not narrow.columns | {q[0] for q in extra} <= broad.columns \
+                    or any(_filter_values(q, broad.coldefs) is None for q in extra):
+                continue
+            for consumer in narrow.waiting:
+                broad.extra[consumer] = extra + narrow.extra.get(consumer, [])
+            broad.waiting |= narrow.waiting
+            broad.pruning = (broad.pruning or set()) & (narrow.pruning or set())
+            narrow.waiting = set()
+            narrow.into = broad
+            break
+
+
+def _entry(shared: dict, rti: int) -> "_SharedRead | None":
+    """The entry an input reads from (after :func:`_settle`)."""
+    entry = shared.get(rti)
+    while entry is not None and entry.into is not None:
+        entry = entry.into
+    return entry
 
 
 def shared_reads() -> tuple[int, int]:
@@ -1285,12 +1403,18 @@ def _plan_reads(plan: dict, handles: dict[int, Any], by_slot: dict, caches: dict
     statement read for them."""
     groups: dict[tuple, list[tuple[dict, list]]] = {}
     join = shared.get("join")
+    statement = shared.get("statement")
+    if statement is not None and not statement.settled:
+        _settle(statement)
     for inp in plan["inputs"]:
         rti = inp["rti"]
         quals = _run_quals(inp, by_slot)
         exact_key = _quals_key([q for q in quals if _exact(q)])
-        entry = shared.get(rti)
-        if entry is not None and (join, rti) in entry.waiting and not entry.declined                 and exact_key == _quals_key(entry.exact) and set(inp["columns"]) <= entry.columns:
+        entry = _entry(shared, rti)
+        extra = entry.extra.get((join, rti), []) if entry is not None else []
+        if entry is not None and (join, rti) in entry.waiting and not entry.declined \
+                and exact_key == _quals_key(entry.exact + extra) \
+                and set(inp["columns"]) | {q[0] for q in extra} <= entry.columns:
             key: tuple = ("statement", id(entry))
         elif rti in caches or "off" in shared:
             key = ("own", rti)  # (a rescan: its scan's cache)
@@ -1301,7 +1425,7 @@ def _plan_reads(plan: dict, handles: dict[int, Any], by_slot: dict, caches: dict
     for key, members in groups.items():
         first, quals = members[0]
         if key[0] == "statement":
-            entry = shared[first["rti"]]
+            entry = _entry(shared, first["rti"])
             read = _Read([m[0]["rti"] for m in members],
                          {**first, "columns": sorted(entry.columns), "quals": entry.quals()}, entry)
             if entry.table is not None:
@@ -1810,31 +1934,40 @@ def _open_reads(plan: dict, handles: dict[int, Any], counters: dict, by_slot: di
     statement = shared.get("statement")
     for i, read in enumerate(reads):
         entry = read.shared
-        first = read.rtis[0]
+        # (inputs with more exact quals than the read: its rows that pass them)
+        extras = {rti: entry.extra.get((join, rti)) for rti in read.rtis} if entry is not None else {}
         if i in streamed_reads:
             if entry is not None:
                 entry.declined = True  # (a stream is never shared)
-            tables[first] = pending[i]
-            streamed.append(first)
-            for rti in read.rtis[1:]:
-                # (each other input as it would have read on its own)
-                inp = by_rti[rti]
-                tables[rti] = _arrow_input(handles[rti], inp, counters, [_qual(q) for q in _run_quals(inp, by_slot)])
+            plain = [rti for rti in read.rtis if not extras.get(rti)]
+            for rti in read.rtis:
+                if plain and rti == plain[0]:
+                    tables[rti] = pending[i]
+                else:
+                    # (each other input as it would have read on its own)
+                    inp = by_rti[rti]
+                    tables[rti] = _arrow_input(handles[rti], inp, counters,
+                                               [_qual(q) for q in _run_quals(inp, by_slot)])
                 streamed.append(rti)
             continue
         table = read.source if read.taken else pending[i]
-        for rti in read.rtis:
-            tables[rti] = table
-        names = [f"t{rti} {by_rti[rti]['relname']}" for rti in read.rtis]
-        for name in names if read.taken else names[1:]:
-            counters["rows_in"][name] = table.num_rows
-        for name in names:
-            others = [n.split(" ")[0] for n in names if n != name]
+        names = {rti: f"t{rti} {by_rti[rti]['relname']}" for rti in read.rtis}
+        for rti, name in names.items():
+            extra = extras.get(rti)
+            tables[rti] = _arrow_filter(table, extra, entry.coldefs) if extra else table
+            if extra or read.taken or rti != read.rtis[0]:
+                counters["rows_in"][name] = tables[rti].num_rows
+            notes = []
             if read.taken:
-                counters["shared"][name] = "read by another join of the statement" + (
-                    f" as {entry.reader}" if entry.reader != name else "")
-            elif others:
-                counters["shared"][name] = f"read once with {', '.join(others)}"
+                notes.append("read by another join of the statement"
+                             + (f" as {entry.reader}" if entry.reader != name else ""))
+            elif len(names) > 1:
+                notes.append("read once with " + ", ".join(f"t{r}" for r in read.rtis if r != rti))
+            if extra:
+                notes.append(f"{len(extra)} of its conditions applied to the rows read")
+            if notes:
+                counters["shared"][name] = ", ".join(notes)
+        names = list(names.values())
         if read.keep:
             size = table.get_total_buffer_size()
             if statement.kept + size <= budget:

@@ -208,3 +208,18 @@ def test_parallel_plan(conns):
             c.execute("SET max_parallel_workers_per_gather = 0")
         for setting in ("enable_hashjoin", "enable_mergejoin", "enable_nestloop", "enable_hashagg"):
             oro.execute(f"SET {setting} = off")
+
+
+@pytest.mark.parametrize("extra, merged", [
+    ("o2.n > 0.00", True), ("o2.n >= -1.25 AND o2.g IN (1, 3)", True), ("o2.n IS NOT NULL", True),
+    ("o2.k < 20", True), ("o2.n > 0.001", False), ("o2.v = 'v1'", False)])
+def test_initplan_with_more_conditions(conns, extra, merged):
+    # Q22's shape: the InitPlan's input has a condition the query's has not;
+    # read once (the query's rows), the condition applied to them, where an
+    # Arrow comparison gives the scan's answers (integers, numerics, dates)
+    plan = _same(conns, "SELECT o.k, o.n, o.g FROM {o} o WHERE o.n > (SELECT avg(o2.n) FROM {o} o2 "
+                        "JOIN {j} j2 ON o2.g = j2.g WHERE " + extra + ") "
+                        "AND NOT EXISTS (SELECT 1 FROM {j} j WHERE j.k = o.k)")
+    assert plan.count("Orochi Join (DuckDB)") == 2, plan
+    assert ("conditions applied to the rows read" in plan) == merged, plan
+    assert _shared_reads(conns[0]) == NONE_KEPT
