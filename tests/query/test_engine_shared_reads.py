@@ -13,7 +13,7 @@ import pytest
 
 from oracle_pair_helpers import create_table_pairs, engine_pair
 
-COLUMNS = "k int, g bigint, n numeric(10,2), v text"
+COLUMNS = "k int, g bigint, n numeric(10,2), v text, d date"
 OPTS = "OPTIONS (stripe_row_limit '200', chunk_group_size '50')"
 TABLES = ("o", "j")
 
@@ -26,7 +26,8 @@ def _fill(seed: int, rows: int) -> str:
     return (f"SELECT CASE WHEN x % {7 + seed} = 0 THEN NULL ELSE (x * {seed + 3}) % {41 + seed} END, "
             f"(x % {5 + seed})::bigint, "
             f"CASE WHEN x % 11 = 0 THEN NULL ELSE ((x % 17) * 1.25 - 5)::numeric(10,2) END, "
-            f"CASE WHEN x % 5 = 0 THEN NULL ELSE 'v' || (x % 4) END "
+            f"CASE WHEN x % 5 = 0 THEN NULL ELSE 'v' || (x % 4) END, "
+            f"CASE WHEN x % 9 = 0 THEN NULL ELSE date '2024-01-01' + (x % 29) END "
             f"FROM generate_series(1, {rows}) x")
 
 
@@ -169,7 +170,7 @@ def test_setting_off(conns):
 
 def test_statement_that_writes_shares_nothing(conns):
     oro, heap = conns
-    template = ("WITH added AS (INSERT INTO {o} SELECT k + 1, g, n, v FROM {o} WHERE k = 5 RETURNING k) "
+    template = ("WITH added AS (INSERT INTO {o} SELECT k + 1, g, n, v, d FROM {o} WHERE k = 5 RETURNING k) "
                 + INITPLAN.replace("SELECT o.k,", "SELECT (SELECT count(*) FROM added), o.k,", 1))
     with oro.transaction():
         plan = _analyze(oro, template.format(o="o", j="j", v="'v1'"))
@@ -212,12 +213,13 @@ def test_parallel_plan(conns):
 
 @pytest.mark.parametrize("extra, merged", [
     ("o2.n > 0.00", True), ("o2.n >= -1.25 AND o2.g IN (1, 3)", True), ("o2.n IS NOT NULL", True),
-    ("o2.k < 20", True), ("o2.n > 0.001", False), ("o2.v = 'v1'", False)])
+    ("o2.k < 20", True), ("o2.d >= date '2024-01-10' AND o2.k IN (3, NULL, 12)", True),
+    ("o2.n > 0.001", False), ("o2.v = 'v1'", False)])
 def test_initplan_with_more_conditions(conns, extra, merged):
     # Q22's shape: the InitPlan's input has a condition the query's has not;
     # read once (the query's rows), the condition applied to them, where an
     # Arrow comparison gives the scan's answers (integers, numerics, dates)
-    plan = _same(conns, "SELECT o.k, o.n, o.g FROM {o} o WHERE o.n > (SELECT avg(o2.n) FROM {o} o2 "
+    plan = _same(conns, "SELECT o.k, o.n, o.g, o.d FROM {o} o WHERE o.n > (SELECT avg(o2.n) FROM {o} o2 "
                         "JOIN {j} j2 ON o2.g = j2.g WHERE " + extra + ") "
                         "AND NOT EXISTS (SELECT 1 FROM {j} j WHERE j.k = o.k)")
     assert plan.count("Orochi Join (DuckDB)") == 2, plan
