@@ -225,3 +225,25 @@ def test_initplan_with_more_conditions(conns, extra, merged):
     assert plan.count("Orochi Join (DuckDB)") == 2, plan
     assert ("conditions applied to the rows read" in plan) == merged, plan
     assert _shared_reads(conns[0]) == NONE_KEPT
+
+
+def test_function_writing_between_the_runs(conns):
+    # the query's run reads o (kept for the InitPlan), then each row calls a
+    # function that inserts into o before the InitPlan runs: the statement's
+    # scans see its snapshot, as the heap's do
+    oro, heap = conns
+    results = []
+    for conn, (o, j), explained in ((oro, ("o", "j"), True), (oro, ("o", "j"), False),
+                                    (heap, ("o_h", "j_h"), False)):
+        with conn.transaction():
+            conn.execute(f"CREATE FUNCTION add_row_{o}() RETURNS int LANGUAGE plpgsql VOLATILE AS $$ "
+                         f"BEGIN INSERT INTO {o} VALUES (1000, 1, 999.00, 'v1', NULL); RETURN 0; END $$")
+            q = (f"SELECT o.k, add_row_{o}(), (SELECT max(o2.n) FROM {o} o2 JOIN {j} j2 ON o2.g = j2.g "
+                 f"WHERE j2.v = 'v1') FROM {o} o JOIN {j} j ON o.g = j.g WHERE j.v = 'v1'")
+            if explained:
+                plan = _analyze(conn, q)
+                assert "kept for another join of the statement" in plan, plan
+            else:
+                results.append(sorted(conn.execute(q).fetchall(), key=repr))
+            raise psycopg.Rollback()
+    assert results[0] == results[1]
