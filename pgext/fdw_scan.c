@@ -3014,6 +3014,28 @@ next_table_rti(EState *estate, Relids relids, int rti)
 	return rti;
 }
 
+/*
+ * Which statement a join run by the engine belongs to, for the tables the
+ * engine reads once for several of its joins (Python decides which): its
+ * executor state (alive while the statement runs, so no other statement
+ * running has the same) and the snapshot every scan of it reads under;
+ * None when the statement writes (the engine then reads each input on its
+ * own) or is only explained.
+ */
+static PyObject *
+engine_statement(ForeignScanState *node, int eflags)
+{
+	EState	   *estate = node->ss.ps.state;
+	Snapshot	snap = estate->es_snapshot;
+
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) || estate->es_plannedstmt == NULL ||
+		estate->es_plannedstmt->commandType != CMD_SELECT || estate->es_plannedstmt->hasModifyingCTE ||
+		estate->es_plannedstmt->rowMarks != NIL || snap == NULL || snap->snapshot_type != SNAPSHOT_MVCC)
+		Py_RETURN_NONE;
+	return Py_BuildValue("(KkkI)", (unsigned long long) (uintptr_t) estate, (unsigned long) snap->xmin,
+						 (unsigned long) snap->xmax, (unsigned int) snap->curcid);
+}
+
 static void
 orochiBeginForeignScan(ForeignScanState *node, int eflags)
 {
@@ -3143,7 +3165,8 @@ orochiBeginForeignScan(ForeignScanState *node, int eflags)
 			}
 			Py_DECREF(relids);
 			state->instance = orochi_runtime_call("engine_join_handle",
-												  Py_BuildValue("(sNN)", text, instances, subquery_tables));
+												  Py_BuildValue("(sNNN)", text, instances, subquery_tables,
+																engine_statement(node, eflags)));
 		}
 	}
 	else if (state->join_tupdescs[0] != NULL)

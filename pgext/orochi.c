@@ -31,6 +31,9 @@ bool		orochi_insert_fast_path = true;
 bool		orochi_fence_writes = false;
 char	   *orochi_trusted_wrappers = NULL;
 
+/* read by Python (orochi_fdw.query.engine) through current_setting() */
+static bool orochi_duckdb_shared_reads = true;
+
 /* read by Python (orochi_fdw.cluster) through current_setting() */
 static int	orochi_node_connect_timeout = 5000;
 static char *orochi_fault_points = NULL;
@@ -128,6 +131,17 @@ _PG_init(void)
 							 "Only joins whose every condition and output DuckDB computes "
 							 "exactly as PostgreSQL does are offered (docs/query.md).",
 							 &orochi_duckdb_join_enabled,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("orochi.duckdb_shared_reads",
+							 "Reads a table once for the join engine's inputs of a statement "
+							 "that read it with the same conditions.",
+							 "Within one join (a self-join, a correlated subquery over a table "
+							 "of the join) and across a statement's joins (an InitPlan's and the "
+							 "query's), within the inputs' work_mem (docs/query.md).",
+							 &orochi_duckdb_shared_reads,
 							 true,
 							 PGC_USERSET,
 							 0,

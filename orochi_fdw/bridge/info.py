@@ -17,3 +17,8 @@ def python_info():
     yield ("orochi_version", orochi_fdw.__version__)
     yield ("orochi_path", orochi_fdw.__file__)
     yield ("numpy_version", numpy.__version__)
+    engine = sys.modules.get("orochi_fdw.query.engine")
+    statements, kept = engine.shared_reads() if engine is not None else (0, 0)
+    # (the statements running whose engine joins read a table once for
+    # several of them, and the bytes kept for their runs to come)
+    yield ("join_engine_shared_reads", f"{statements} statements, {kept} bytes")

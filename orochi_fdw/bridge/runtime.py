@@ -113,6 +113,7 @@ class EngineJoinHandle(TableHandle):
 
     plan: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
+    shared: dict = field(default_factory=dict)
 
 
 def _describe_output(request: dict, kind: str, index: int) -> str:
@@ -392,9 +393,12 @@ def engine_subquery_relids(plan: str) -> list[int]:
 
 
 def engine_join_handle(plan: str, tables: dict[int, TableHandle],
-                       subquery_tables: dict[int, TableHandle] | None = None) -> EngineJoinHandle:
+                       subquery_tables: dict[int, TableHandle] | None = None,
+                       statement: tuple | None = None) -> EngineJoinHandle:
     """The handle a join run by the engine works through; ``subquery_tables``
-    the handles of the tables its correlated subqueries read, by relation OID."""
+    the handles of the tables its correlated subqueries read, by relation OID;
+    ``statement`` says which statement it runs in (None: one that writes),
+    whose joins may read a table once for all of them."""
     from orochi_fdw.query import engine
 
     decoded = json.loads(plan)
@@ -415,7 +419,7 @@ def engine_join_handle(plan: str, tables: dict[int, TableHandle],
                 raise WrapperError(f"a join planned with a subquery over table {inp['relid']} runs without it")
             handles[inp["rti"]] = handle
     return EngineJoinHandle(first.relid, first.relname, first.instance, columns, len(columns), first.key,
-                            plan=decoded, tables=handles)
+                            plan=decoded, tables=handles, shared=engine.share_reads(decoded, handles, statement))
 
 
 def jit_aggregate(handle: TableHandle, rti: int, clauses: list[tuple], outputs: list[tuple], tuples: float,
@@ -475,7 +479,7 @@ def execute(handle: TableHandle, quals: list[tuple] | None, columns: list[str], 
     if isinstance(handle, EngineJoinHandle):
         from orochi_fdw.query import engine
 
-        return engine.run(handle.plan, handle.tables, quals, scan_cache)
+        return engine.run(handle.plan, handle.tables, quals, scan_cache, handle.shared)
     if isinstance(handle, JitHandle):
         from orochi_fdw import jit
 

@@ -40,6 +40,7 @@ import signal
 import threading
 import time
 import warnings
+import weakref
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -1145,16 +1146,16 @@ def _configure(cursor, limit: int, own_order: bool = False) -> None:
     _set_spilling(cursor)
 
 
-def _read_inputs(tables: dict[int, Any], budget: int, sizes: dict[int, int]) -> list[int]:
+def _read_inputs(tables: dict[Any, Any], budget: int, sizes: dict[Any, int], used: int = 0) -> list:
     """Read the inputs (Arrow readers, ``tables``) into Arrow tables before
     the run, the smallest (``sizes``: values a scan reads at most) first,
-    while their buffers together stay within ``budget`` bytes: DuckDB then
-    knows every input's row count (JOIN_ORDER_SETTINGS).  The input that
-    would pass the budget and those after it stay streams (what was read of
-    it handed over first); answers those streamed inputs."""
+    while their buffers together (with ``used`` bytes of inputs read
+    before) stay within ``budget`` bytes: DuckDB then knows every input's
+    row count (JOIN_ORDER_SETTINGS).  The input that would pass the budget
+    and those after it stay streams (what was read of it handed over
+    first); answers those streamed inputs."""
     import pyarrow as pa
 
-    used = 0
     order = sorted(tables, key=lambda k: sizes.get(k, 0))
     for i, rti in enumerate(order):
         reader = tables[rti]
@@ -1236,10 +1237,10 @@ def _param_scan_qual(expr: tuple) -> list | None:
     return [left[2], op, {"param": [right[1], right[2]]}, None]
 
 
-def _run_quals(inp: dict, params: dict) -> list[Qual]:
-    """An input's scan quals at execution: a parameter's value in place of
-    its slot; a qual over a NULL value left out (DuckDB's condition then
-    holds for no row)."""
+def _run_quals(inp: dict, params: dict) -> list[list]:
+    """An input's scan quals at execution (as the plan writes them): a
+    parameter's value in place of its slot; a qual over a NULL value left
+    out (DuckDB's condition then holds for no row)."""
     quals = []
     for q in inp["quals"]:
         if isinstance(q[2], dict) and "param" in q[2]:
@@ -1247,8 +1248,304 @@ def _run_quals(inp: dict, params: dict) -> list[Qual]:
             if type(value) is not int:
                 continue
             q = [q[0], q[1], value, q[3]]
-        quals.append(_qual(q))
+        quals.append(q)
     return quals
+
+
+def _exact(q: list) -> bool:
+    """Whether the scan applies a plan's qual exactly (DuckDB does not check it)."""
+    return len(q) > 4 and bool(q[4])
+
+
+def _quals_key(quals: list[list]) -> str:
+    return json.dumps(sorted(json.dumps(q) for q in quals))
+
+
+# ---------------------------------------------------------------------------
+# a table read once for several inputs
+#
+# Several inputs of one run (a self-join, a correlated subquery over a table
+# of the join: TPC-H Q2, Q17, Q21) or of the runs of one statement (an
+# InitPlan's and the query's: Q11, Q15) often read the same table with the
+# same quals.  Such a table is read once, the union of the inputs' columns
+# with the quals its scan applies exactly (the same for all of them) and
+# the pruning quals they all have (DuckDB checks those anyway), into one
+# Arrow table registered under each input's name; for the runs that come
+# later it is kept (within the budget of the inputs read ahead) until they
+# took it.  A table read as a stream (past that budget) is not shared.
+
+
+class _Statement:
+    """The tables the engine joins of one statement read, by (relation,
+    quals the scan applies exactly): kept by the joins' handles only, so
+    gone with them (the statement's end, or its abort: the scans' memory
+    context callbacks drop the handles)."""
+
+    __slots__ = ("reads", "kept", "settled", "__weakref__")
+
+    def __init__(self) -> None:
+        self.reads: dict[tuple, _SharedRead] = {}
+        self.kept = 0  # bytes of the tables kept for runs to come
+        self.settled = False  # (:func:`_settle`, at its first run)
+
+
+class _SharedRead:
+    """One table as several inputs of a statement read it: the union of
+    their columns, the scan's exact quals (``exact``), the pruning quals
+    they all have (``pruning``, JSON), the inputs yet to take it
+    (``waiting``: (join, rti)); ``table`` once read and kept.  ``extra``:
+    the exact quals of inputs with more of them than ``exact`` (read from
+    this table filtered: :func:`_settle`), by input; ``into``: the entry
+    this one's inputs were moved to."""
+
+    __slots__ = ("relname", "relid", "coldefs", "exact", "pruning", "columns", "waiting", "table", "size",
+                 "declined", "reader", "extra", "into")
+
+    def __init__(self, relname: str, relid: int, coldefs: dict, exact: list) -> None:
+        self.relname = relname
+        self.relid = relid
+        self.coldefs = coldefs
+        self.extra: dict[tuple, list] = {}
+        self.into: _SharedRead | None = None
+        self.exact = exact
+        self.pruning: set | None = None
+        self.columns: set = set()
+        self.waiting: set = set()
+        self.table = None
+        self.size = 0
+        self.declined = False  # streamed or past the budget: each input reads on its own
+        self.reader = ""  # the input that read it (EXPLAIN ANALYZE)
+
+    def quals(self) -> list[list]:
+        return self.exact + [json.loads(q) for q in sorted(self.pruning or ())]
+
+    def release(self, statement: _Statement) -> None:
+        if self.table is not None:
+            statement.kept -= self.size
+            self.table = None
+
+
+#: the statements running (their executor states: C's engine_statement)
+#: whose engine joins share reads, weakly (each lives as long as its joins)
+_STATEMENTS: "weakref.WeakValueDictionary[tuple, _Statement]" = weakref.WeakValueDictionary()
+_JOIN_IDS = itertools.count(1)
+
+
+def share_reads(plan: dict, handles: dict[int, Any], statement: tuple | None) -> dict:
+    """Register a join's inputs with its statement's shared reads, when its
+    scan begins (every scan of a statement begins before any runs: an
+    InitPlan's, a subquery's and the query's): {"join": its id,
+    "statement": the statement's reads, rti: _SharedRead} for each input
+    whose quals are known before it runs (none over a parameter).  An
+    empty dict for a statement that writes (``statement`` None): its
+    joins share reads within a run only; {"off": True} with
+    orochi.duckdb_shared_reads off (none shared)."""
+    from orochi_fdw.bridge import spi
+
+    if spi.setting("orochi.duckdb_shared_reads") == "off":
+        return {"off": True}
+    if statement is None:
+        return {}
+    stmt = _STATEMENTS.get(statement)
+    if stmt is None:
+        stmt = _STATEMENTS[statement] = _Statement()
+    join = next(_JOIN_IDS)
+    out: dict[Any, Any] = {"join": join, "statement": stmt}
+    for inp in plan["inputs"]:
+        if any(isinstance(q[2], dict) and "param" in q[2] for q in inp["quals"]):
+            continue
+        handle = handles[inp["rti"]]
+        exact = [q for q in inp["quals"] if _exact(q)]
+        key = (handle.relid, _quals_key(exact))
+        shared = stmt.reads.get(key)
+        if shared is None:
+            shared = stmt.reads[key] = _SharedRead(inp["relname"], handle.relid, handle.instance.columns, exact)
+        pruning = {json.dumps(q) for q in inp["quals"] if not _exact(q)}
+        shared.pruning = pruning if shared.pruning is None else shared.pruning & pruning
+        shared.columns.update(inp["columns"])
+        shared.waiting.add((join, inp["rti"]))
+        out[inp["rti"]] = shared
+    return out
+
+
+#: what :func:`_arrow_filter` applies exactly as the scan does: comparisons
+#: of integers, numerics and dates with a value of the column's own type
+_FILTER_TYPES = {pushable.INT2, pushable.INT4, pushable.INT8, pushable.NUMERIC, pushable.DATE}
+_FILTER_OPS = {"=": "equal", "<>": "not_equal", "<": "less", "<=": "less_equal", ">": "greater",
+               ">=": "greater_equal"}
+
+
+def _filter_values(q: list, coldefs: dict) -> list | None:
+    """A qual's values as Arrow scalars of its column's type (none for a
+    NULL test), or None when :func:`_arrow_filter` cannot apply it."""
+    import pyarrow as pa
+
+    c = coldefs.get(q[0])
+    if c is None:
+        return None
+    if q[2] is None and q[1] in ("=", "<>"):
+        return []  # IS NULL, IS NOT NULL
+    if c.type_oid not in _FILTER_TYPES:
+        return None
+    if isinstance(q[1], list):
+        if q[1] != ["=", True] or not isinstance(q[2], list):
+            return None
+        values = [_decode(v) for v in q[2] if v is not None]
+    elif q[1] in _FILTER_OPS:
+        values = [_decode(q[2])]
+    else:
+        return None
+    typ = _arrow_type(c)
+    out = []
+    for v in values:
+        if c.type_oid == pushable.DATE:
+            ok = type(v) is datetime.date
+        elif c.type_oid == pushable.NUMERIC:
+            ok = type(v) is int or (isinstance(v, decimal.Decimal) and v.is_finite())
+        else:
+            ok = type(v) is int
+        if not ok:
+            return None
+        try:
+            scalar = pa.scalar(v, typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            return None  # (a value the column's type cannot hold exactly)
+        if scalar.as_py() != v:
+            return None
+        out.append(scalar)
+    return out
+
+
+def _arrow_filter(table, quals: list[list], coldefs: dict):
+    """The rows of ``table`` that pass ``quals`` (exact quals that
+    :func:`_filter_values` takes), NULLs passing no comparison, as the scan
+    applies them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = None
+    for q in quals:
+        col = table[q[0]]
+        values = _filter_values(q, coldefs)
+        if values is None:
+            raise EngineError(f"the join engine cannot filter {q[0]} {q[1]} {q[2]!r}", "XX000")
+        if q[2] is None:
+            m = pc.is_null(col) if q[1] == "=" else pc.is_valid(col)
+        elif isinstance(q[1], list):
+            m = pc.is_in(col, value_set=pa.array([v.as_py() for v in values], col.type), skip_nulls=True)
+        else:
+            m = getattr(pc, _FILTER_OPS[q[1]])(col, values[0])
+        mask = m if mask is None else pc.and_kleene(mask, m)
+    return table if mask is None else table.filter(mask)
+
+
+def _settle(stmt: _Statement) -> None:
+    """Before the first run of a statement (every join registered): an
+    entry whose exact quals include all of another's over the same table,
+    and whose inputs read no column that other does not (its extra quals'
+    included), is read from the other's table with its extra quals applied
+    to it (:func:`_arrow_filter`): the other reads those rows anyway, and
+    filtering them costs less than reading them again (TPC-H Q22's
+    customer, ``c_acctbal > 0`` in the InitPlan only)."""
+    stmt.settled = True
+    entries = list(stmt.reads.values())
+    for narrow in entries:
+        mine = {json.dumps(q) for q in narrow.exact}
+        for broad in entries:
+            theirs = {json.dumps(q) for q in broad.exact}
+            if broad is narrow or broad.into is not None or broad.relid != narrow.relid or not theirs < mine:
+                continue
+            extra = [q for q in narrow.exact if json.dumps(q) not in theirs]
+            if not narrow.columns | {q[0] for q in extra} <= broad.columns \
+                    or any(_filter_values(q, broad.coldefs) is None for q in extra):
+                continue
+            for consumer in narrow.waiting:
+                broad.extra[consumer] = extra + narrow.extra.get(consumer, [])
+            broad.waiting |= narrow.waiting
+            broad.pruning = (broad.pruning or set()) & (narrow.pruning or set())
+            narrow.waiting = set()
+            narrow.into = broad
+            break
+
+
+def _entry(shared: dict, rti: int) -> "_SharedRead | None":
+    """The entry an input reads from (after :func:`_settle`)."""
+    entry = shared.get(rti)
+    while entry is not None and entry.into is not None:
+        entry = entry.into
+    return entry
+
+
+def shared_reads() -> tuple[int, int]:
+    """(statements with shared reads, bytes of tables kept for them): none
+    once the statements ended."""
+    statements = list(_STATEMENTS.values())
+    return len(statements), sum(s.kept for s in statements)
+
+
+class _Read:
+    """One scan of a run, for the inputs ``rtis`` (one, or several over the
+    same table with the same exact quals); ``source``: an Arrow reader, or
+    the table another run read (``taken``)."""
+
+    __slots__ = ("rtis", "inp", "shared", "keep", "source", "taken")
+
+    def __init__(self, rtis: list[int], inp: dict, shared: _SharedRead | None = None) -> None:
+        self.rtis = rtis
+        self.inp = inp
+        self.shared = shared
+        self.keep = False
+        self.source = None
+        self.taken = False
+
+
+def _plan_reads(plan: dict, handles: dict[int, Any], by_slot: dict, caches: dict, shared: dict) -> list[_Read]:
+    """The scans of a run: one per input, but one for the inputs over the
+    same table with the same exact quals (the union of their columns, the
+    pruning quals they all have), or the table an earlier run of the
+    statement read for them."""
+    groups: dict[tuple, list[tuple[dict, list]]] = {}
+    join = shared.get("join")
+    statement = shared.get("statement")
+    if statement is not None and not statement.settled:
+        _settle(statement)
+    for inp in plan["inputs"]:
+        rti = inp["rti"]
+        quals = _run_quals(inp, by_slot)
+        exact_key = _quals_key([q for q in quals if _exact(q)])
+        entry = _entry(shared, rti)
+        extra = entry.extra.get((join, rti), []) if entry is not None else []
+        if entry is not None and (join, rti) in entry.waiting and not entry.declined \
+                and exact_key == _quals_key(entry.exact + extra) \
+                and set(inp["columns"]) | {q[0] for q in extra} <= entry.columns:
+            key: tuple = ("statement", id(entry))
+        elif rti in caches or "off" in shared:
+            key = ("own", rti)  # (a rescan: its scan's cache)
+        else:
+            key = (handles[rti].relid, exact_key)
+        groups.setdefault(key, []).append((inp, quals))
+    reads = []
+    for key, members in groups.items():
+        first, quals = members[0]
+        if key[0] == "statement":
+            entry = _entry(shared, first["rti"])
+            read = _Read([m[0]["rti"] for m in members],
+                         {**first, "columns": sorted(entry.columns), "quals": entry.quals()}, entry)
+            if entry.table is not None:
+                read.source, read.taken = entry.table, True
+            else:
+                # the first of the statement's runs to read it: kept for the others
+                read.keep = bool(entry.waiting - {(join, rti) for rti in read.rtis})
+        elif len(members) > 1:
+            common = set.intersection(*({json.dumps(q) for q in m[1] if not _exact(q)} for m in members))
+            columns = sorted(set().union(*(m[0]["columns"] for m in members)))
+            read = _Read([m[0]["rti"] for m in members],
+                         {**first, "columns": columns,
+                          "quals": [q for q in quals if _exact(q)] + [json.loads(q) for q in sorted(common)]})
+        else:
+            read = _Read([first["rti"]], {**first, "quals": quals})
+        reads.append(read)
+    return reads
 
 
 def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: list[Qual] | None = None,
@@ -1542,13 +1839,17 @@ class Run(CountedBatches):
     shows of it: the rows read from each table, the seconds spent reading
     them, in DuckDB and handing rows back."""
 
-    def __init__(self, plan: dict, handles: dict[int, Any], values: list, scan_cache: dict | None = None) -> None:
-        counters: dict[str, Any] = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0}
-        super().__init__(_run(plan, handles, counters, values, scan_cache), counters)
+    def __init__(self, plan: dict, handles: dict[int, Any], values: list, scan_cache: dict | None = None,
+                 shared: dict | None = None) -> None:
+        counters: dict[str, Any] = {"read": 0.0, "engine": 0.0, "output": 0.0, "rows_in": {}, "rows_out": 0,
+                                    "shared": {}}
+        super().__init__(_run(plan, handles, counters, values, scan_cache, shared or {}), counters)
 
     def explain_analyze(self) -> list[str]:
         c = self.counters
-        rows_in = ", ".join(f"{name} {n:,}" for name, n in c["rows_in"].items())
+        notes = c.get("shared", {})
+        rows_in = ", ".join(f"{name} {n:,}" + (f" ({notes[name]})" if name in notes else "")
+                            for name, n in c["rows_in"].items())
         lines = [f"Engine Rows Read: {rows_in}",
                  f"Engine Time: reading {c['read'] * 1000:.1f} ms, DuckDB {c['engine'] * 1000:.1f} ms, "
                  f"handing back {c['output'] * 1000:.1f} ms"]
@@ -1561,11 +1862,13 @@ class Run(CountedBatches):
         return lines
 
 
-def run(plan: dict, handles: dict[int, Any], values: list | None = None, scan_cache: dict | None = None) -> Run:
+def run(plan: dict, handles: dict[int, Any], values: list | None = None, scan_cache: dict | None = None,
+        shared: dict | None = None) -> Run:
     """Execute a planned join: read the tables, run the SQL, yield batches.
     ``values``: the parameters' values (:func:`plan_params` order);
-    ``scan_cache``: a dict kept across the rescans of the plan node."""
-    return Run(plan, handles, values or [], scan_cache)
+    ``scan_cache``: a dict kept across the rescans of the plan node;
+    ``shared``: :func:`share_reads`'s answer for the join."""
+    return Run(plan, handles, values or [], scan_cache, shared)
 
 
 def plan_params(plan: dict) -> list[tuple[int, int, int, int]]:
@@ -1640,7 +1943,7 @@ def _outgrown(plan: dict, handles: dict[int, Any]) -> bool:
 
 
 def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list,
-         scan_cache: dict | None = None) -> Iterator[Batch]:
+         scan_cache: dict | None = None, shared: dict | None = None) -> Iterator[Batch]:
     if plan.get("wide"):
         # (asked once for every rescan of the statement)
         outgrown = None if scan_cache is None else scan_cache.get("narrowing_outgrown")
@@ -1674,7 +1977,7 @@ def _run(plan: dict, handles: dict[int, Any], counters: dict, values: list,
         kept: list | None = []
     else:
         key, kept = None, None
-    for batch in _run_engine(plan, handles, counters, params, by_slot, caches):
+    for batch in _run_engine(plan, handles, counters, params, by_slot, caches, shared or {}):
         if kept is not None:
             kept.append(batch)
             if len(kept) > 1 or batch.nrows > MEMO_MAX_ROWS:
@@ -1700,12 +2003,94 @@ def _stored_rows(handle: Any) -> int:
     return int(stored_rows()) if stored_rows is not None else 0
 
 
+def _open_reads(plan: dict, handles: dict[int, Any], counters: dict, by_slot: dict, caches: dict,
+                shared: dict) -> tuple[dict[int, Any], list[int]]:
+    """The inputs of a run by rti (Arrow tables read ahead or readers), and
+    those streamed.  The inputs are read ahead while they fit in one hash
+    table's memory (the budget: reading more ahead costs more than DuckDB's
+    join order gains, TPC-H Q8, Q9, Q17 at SF1), but for one input alone
+    (no join order to choose: its stream as it is) unless it is read for
+    another input too (of this run: registered twice; or of a later run of
+    the statement: kept)."""
+    reads = _plan_reads(plan, handles, by_slot, caches, shared)
+    by_rti = {inp["rti"]: inp for inp in plan["inputs"]}
+    for rti, inp in by_rti.items():
+        counters["rows_in"].setdefault(f"t{rti} {inp['relname']}", 0)  # (EXPLAIN's order)
+    budget = hash_memory(1)
+    used = 0
+    for read in reads:
+        if read.taken:
+            used += read.shared.size
+        else:
+            read.source = _arrow_input(handles[read.rtis[0]], read.inp, counters,
+                                       [_qual(q) for q in read.inp["quals"]], caches.get(read.rtis[0]))
+    pending = {i: r.source for i, r in enumerate(reads) if not r.taken}
+    if len(reads) < 2 and not any(r.keep or len(r.rtis) > 1 for r in reads):
+        streamed_reads = list(pending)
+    else:
+        streamed_reads = _read_inputs(pending, budget, {
+            i: _stored_rows(handles[reads[i].rtis[0]]) * max(len(reads[i].inp["columns"]), 1)
+            for i in pending}, used)
+    tables: dict[int, Any] = {}
+    streamed: list[int] = []
+    join = shared.get("join")
+    statement = shared.get("statement")
+    for i, read in enumerate(reads):
+        entry = read.shared
+        # (inputs with more exact quals than the read: its rows that pass them)
+        extras = {rti: entry.extra.get((join, rti)) for rti in read.rtis} if entry is not None else {}
+        if i in streamed_reads:
+            if entry is not None:
+                entry.declined = True  # (a stream is never shared)
+            plain = [rti for rti in read.rtis if not extras.get(rti)]
+            for rti in read.rtis:
+                if plain and rti == plain[0]:
+                    tables[rti] = pending[i]
+                else:
+                    # (each other input as it would have read on its own)
+                    inp = by_rti[rti]
+                    tables[rti] = _arrow_input(handles[rti], inp, counters,
+                                               [_qual(q) for q in _run_quals(inp, by_slot)])
+                streamed.append(rti)
+            continue
+        table = read.source if read.taken else pending[i]
+        names = {rti: f"t{rti} {by_rti[rti]['relname']}" for rti in read.rtis}
+        for rti, name in names.items():
+            extra = extras.get(rti)
+            tables[rti] = _arrow_filter(table, extra, entry.coldefs) if extra else table
+            if extra or read.taken or rti != read.rtis[0]:
+                counters["rows_in"][name] = tables[rti].num_rows
+            notes = []
+            if read.taken:
+                notes.append("read by another join of the statement"
+                             + (f" as {entry.reader}" if entry.reader != name else ""))
+            elif len(names) > 1:
+                notes.append("read once with " + ", ".join(f"t{r}" for r in read.rtis if r != rti))
+            if extra:
+                notes.append(f"{len(extra)} of its conditions applied to the rows read")
+            if notes:
+                counters["shared"][name] = ", ".join(notes)
+        names = list(names.values())
+        if read.keep:
+            size = table.get_total_buffer_size()
+            if statement.kept + size <= budget:
+                entry.table, entry.size, entry.reader = table, size, names[0]
+                statement.kept += size
+                counters["shared"][names[0]] = ", ".join(
+                    filter(None, [counters["shared"].get(names[0]), "kept for another join of the statement"]))
+            else:
+                entry.declined = True
+    for read in reads:
+        if read.shared is not None:
+            read.shared.waiting -= {(join, rti) for rti in read.rtis}
+            if not read.shared.waiting:
+                read.shared.release(statement)  # (the last input that needed it took it)
+    return tables, streamed
+
+
 def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: list, by_slot: dict,
-                caches: dict) -> Iterator[Batch]:
+                caches: dict, shared: dict) -> Iterator[Batch]:
     clock = time.perf_counter
-    tables = {inp["rti"]: _arrow_input(handles[inp["rti"]], inp, counters, _run_quals(inp, by_slot),
-                                       caches.get(inp["rti"]))
-              for inp in plan["inputs"]}
     names = [o["name"] for o in plan["outputs"]]
     # (a correlated subquery's tables are joined too, once DuckDB decorrelates it)
     joins = max(plan["joins"], len(plan["inputs"]) - 1)
@@ -1718,12 +2103,7 @@ def _run_engine(plan: dict, handles: dict[int, Any], counters: dict, params: lis
             # (the time counted as reading: the scans' and the Arrow arrays')
             t0 = clock()
             read0 = counters["read"]
-            # (one input: no join order to choose, its stream as it is; the
-            # budget, one hash table's memory: reading more ahead costs more
-            # than DuckDB's join order gains, TPC-H Q8, Q9, Q17 at SF1)
-            streamed = list(tables) if len(tables) < 2 else _read_inputs(
-                tables, hash_memory(1),
-                {inp["rti"]: _stored_rows(handles[inp["rti"]]) * max(len(inp["columns"]), 1) for inp in plan["inputs"]})
+            tables, streamed = _open_reads(plan, handles, counters, by_slot, caches, shared)
             counters["read"] = read0 + clock() - t0
             if len(tables) > 1:
                 by_rti = {inp["rti"]: inp for inp in plan["inputs"]}
