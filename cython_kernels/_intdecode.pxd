@@ -63,6 +63,10 @@ cdef inline Py_ssize_t unpack_for(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n,
         hi = 2147483647
     # every value base..base+mask fits the output: no check per value
     checked = w != 8 and not (width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
+    if w == 8 and (<size_t>out) % 8 == 0:
+        # 64-bit values into an aligned output: unpacked straight into it
+        orochi_unpack_add(p, 0, fast, width, mask, <uint64_t>base, <uint64_t*>out)
+        start = fast
     while start < fast:
         # blocks of fields unpacked at once (a loop per width), then narrowed
         m = fast - start if fast - start < 512 else 512
@@ -90,10 +94,28 @@ cdef inline Py_ssize_t unpack_delta(const uint8_t* p, Py_ssize_t nb, Py_ssize_t 
                                     int64_t base, int w, uint8_t* out) noexcept nogil:
     """Delta: value 0 = first, value i = value i-1 + base + field i-1."""
     cdef uint64_t mask = width_mask(width), ubase = <uint64_t>base, acc = <uint64_t>first
-    cdef Py_ssize_t fast = fast_count(n - 1, nb, width) if n > 1 else 0, i
-    for i in range(n):
-        if i > 0:
-            acc += ubase + packed_field(p, nb, i - 1, width, mask, fast)
+    cdef uint64_t tmp[512]
+    cdef Py_ssize_t fast = fast_count(n - 1, nb, width) if n > 1 else 0, i, j, m, start = 0
+    if n < 1:
+        return -1
+    if not store_int(out, 0, w, <int64_t>acc):
+        return 0
+    while start < fast:
+        # blocks of deltas unpacked at once (base added), then summed
+        m = fast - start if fast - start < 512 else 512
+        orochi_unpack_add(p, start, m, width, mask, ubase, tmp)
+        if w == 8:
+            for j in range(m):
+                acc += tmp[j]
+                memcpy(out + 8 * (start + j + 1), &acc, 8)
+        else:
+            for j in range(m):
+                acc += tmp[j]
+                if not store_int(out, start + j + 1, w, <int64_t>acc):
+                    return start + j + 1
+        start += m
+    for i in range(start + 1, n):
+        acc += ubase + packed_field(p, nb, i - 1, width, mask, 0)
         if not store_int(out, i, w, <int64_t>acc):
             return i
     return -1
@@ -106,13 +128,30 @@ cdef inline Py_ssize_t unpack_dod(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n,
     each delta = the delta before + base + field i-2."""
     cdef uint64_t mask = width_mask(width), ubase = <uint64_t>base, acc = <uint64_t>first
     cdef uint64_t d = <uint64_t>first_delta
-    cdef Py_ssize_t fast = fast_count(n - 2, nb, width) if n > 2 else 0, i
-    for i in range(n):
-        if i == 1:
+    cdef uint64_t tmp[512]
+    cdef Py_ssize_t fast = fast_count(n - 2, nb, width) if n > 2 else 0, i, j, m, start = 0
+    if n < 1:
+        return -1
+    if not store_int(out, 0, w, <int64_t>acc):
+        return 0
+    if n < 2:
+        return -1
+    acc += d
+    if not store_int(out, 1, w, <int64_t>acc):
+        return 1
+    while start < fast:
+        # blocks of second differences unpacked at once (base added), then summed twice
+        m = fast - start if fast - start < 512 else 512
+        orochi_unpack_add(p, start, m, width, mask, ubase, tmp)
+        for j in range(m):
+            d += tmp[j]
             acc += d
-        elif i > 1:
-            d += ubase + packed_field(p, nb, i - 2, width, mask, fast)
-            acc += d
+            if not store_int(out, start + j + 2, w, <int64_t>acc):
+                return start + j + 2
+        start += m
+    for i in range(start + 2, n):
+        d += ubase + packed_field(p, nb, i - 2, width, mask, 0)
+        acc += d
         if not store_int(out, i, w, <int64_t>acc):
             return i
     return -1

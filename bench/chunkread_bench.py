@@ -1,0 +1,119 @@
+"""Column chunk read benchmark: the read layer of a columnar scan alone,
+from "these chunk groups of this stripe are wanted" to decoded arrays.
+
+One stripe of lineitem-like columns (--rows rows, 10,000-row chunk groups;
+the codecs the writer picks: BITPACK integers, a date and a sorted key coded
+RLE, a DECIMAL float), page-cached, read every column of every chunk group:
+
+- "group by group": ``StripeReader.read_chunk`` per column per chunk group
+  (the scan's read before runs);
+- "runs of N": ``StripeReader.column_runs`` read N consecutive chunk groups
+  per call (the scan's :class:`~orochi_fdw.columnar.scan.StripeRuns`).
+
+Figures are column chunks (one column of one 10,000-row chunk group) per
+second on one core, best of --repeat runs, checksums verified.
+
+    python bench/chunkread_bench.py [--rows 1000000] [--repeat 5]
+
+Prints the table and writes bench/results/chunkread.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from orochi_fdw.storage.stripe_format import StripeReader, StripeWriter
+
+try:
+    from orochi_fdw.storage.stripe_format import RunBuffers
+except ImportError:  # a release without run reads: group by group only
+    RunBuffers = None
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "chunkread.md")
+
+
+def make_columns(n: int, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "l_quantity (int64 1..50)": ("int64", rng.integers(1, 51, n)),
+        "l_extendedprice (int64 cents)": ("int64", rng.integers(90_000, 10_000_000, n)),
+        "l_discount (int64 0..10)": ("int64", rng.integers(0, 11, n)),
+        "l_shipdate (date, sorted)": ("date", np.sort(rng.integers(8_000, 10_500, n)).astype(np.int32)),
+        "l_orderkey (int32, runs of ~4)": ("int32", (np.arange(n) // 4).astype(np.int32)),
+        "l_tax (float64, 2 decimals)": ("float64", np.round(rng.random(n) * 0.08, 2)),
+    }
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--results", default=RESULTS, help="where to write the markdown results")
+    args = ap.parse_args()
+    cols = make_columns(args.rows)
+    names = {title: f"c{i}" for i, title in enumerate(cols)}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "s.stripe")
+        with StripeWriter(path, {names[t]: kind for t, (kind, _v) in cols.items()}) as w:
+            w.write_batch({names[t]: (v, None) for t, (_k, v) in cols.items()})
+        lines = []
+        with StripeReader(path) as r:
+            groups = list(range(len(r.chunk_groups)))
+            for title, (kind, _v) in cols.items():
+                c = names[title]
+                codec = r.metadata.chunk(c, 0).codec
+
+                def by_group(c=c):
+                    for g in groups:
+                        r.read_chunk(c, g)
+
+                row = [title, f"{codec}", len(groups) / best(by_group, args.repeat)]
+                for n in (4, 16):
+                    if not hasattr(r, "column_runs"):   # (a release without run reads)
+                        row.append(float("nan"))
+                        continue
+                    runs = r.column_runs(c, groups, RunBuffers())
+
+                    def by_runs(runs=runs, n=n):
+                        for lo in range(0, len(groups), n):
+                            runs.read(lo, min(lo + n, len(groups)))
+
+                    row.append(len(groups) / best(by_runs, args.repeat))
+                lines.append(row)
+    load = os.getloadavg()
+    head = f"{'column':<32}{'codec':>6}{'group by group':>16}{'runs of 4':>12}{'runs of 16':>12}"
+    print(f"{args.rows:,} rows, 10,000-row chunk groups; column chunks per second, one core, best of "
+          f"{args.repeat}; load average {load[0]:.2f}")
+    print(head)
+    print("-" * len(head))
+    for title, codec, a, b, c in lines:
+        print(f"{title:<32}{codec:>6}{a:>16,.0f}{b:>12,.0f}{c:>12,.0f}")
+    with open(args.results, "w") as f:
+        f.write("# Column chunk reads\n\n")
+        f.write(f"`python bench/chunkread_bench.py --rows {args.rows} --repeat {args.repeat}`, "
+                f"{datetime.date.today()}, one core, load average {load[0]:.2f}. Column chunks "
+                "(one column of one 10,000-row chunk group) read, checksummed and decoded per second; "
+                "codec ids of docs/FORMAT.md (1 BITPACK, 4 RLE, 8 DECIMAL).\n\n")
+        f.write("| column | codec | group by group | runs of 4 | runs of 16 |\n|---|---:|---:|---:|---:|\n")
+        for title, codec, a, b, c in lines:
+            f.write(f"| {title} | {codec} | {a:,.0f} | {b:,.0f} | {c:,.0f} |\n")
+
+
+if __name__ == "__main__":
+    main()
