@@ -7,8 +7,9 @@ RLE, a DECIMAL float), page-cached, read every column of every chunk group:
 
 - "group by group": ``StripeReader.read_chunk`` per column per chunk group
   (the scan's read before runs);
-- "runs of N": ``StripeReader.column_runs`` read N consecutive chunk groups
-  per call (the scan's :class:`~orochi_fdw.columnar.scan.StripeRuns`).
+- "runs of N": ``StripeReader.read_column`` of N consecutive chunk groups
+  per call, rows back to back (fewer calls; a scan still reads group by
+  group: see docs/columnar.md).
 
 Figures are column chunks (one column of one 10,000-row chunk group) per
 second on one core, best of --repeat runs, checksums verified.
@@ -29,11 +30,6 @@ import time
 import numpy as np
 
 from orochi_fdw.storage.stripe_format import StripeReader, StripeWriter
-
-try:
-    from orochi_fdw.storage.stripe_format import RunBuffers
-except ImportError:  # a release without run reads: group by group only
-    RunBuffers = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "chunkread.md")
@@ -85,14 +81,9 @@ def main() -> None:
 
                 row = [title, f"{codec}", len(groups) / best(by_group, args.repeat)]
                 for n in (4, 16):
-                    if not hasattr(r, "column_runs"):   # (a release without run reads)
-                        row.append(float("nan"))
-                        continue
-                    runs = r.column_runs(c, groups, RunBuffers())
-
-                    def by_runs(runs=runs, n=n):
+                    def by_runs(c=c, n=n):
                         for lo in range(0, len(groups), n):
-                            runs.read(lo, min(lo + n, len(groups)))
+                            r.read_column(c, groups[lo:lo + n])
 
                     row.append(len(groups) / best(by_runs, args.repeat))
                 lines.append(row)

@@ -34,14 +34,12 @@ from orochi_fdw.query.all_match import matcher
 from orochi_fdw.query.predicates import (ALWAYS_TRUE, BooleanExpression, ColumnStats, DictionaryColumn, pruner,
                                          referenced_columns)
 from orochi_fdw.storage.kinds import ColumnData
-from orochi_fdw.storage.stripe_format import RunBuffers, StripeReader
+from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
 
 #: decoded column chunks a scan keeps for its rescans
 CHUNK_CACHE_ENTRIES = 32
-#: chunk groups a scan reads of a column in one call at most (:class:`StripeRuns`)
-RUN_GROUPS = 16
 #: dictionaries of up to this many bytes are kept by a scan, one wire column
 #: per content (:meth:`ChunkGroup.dictionary`) ...
 DICTIONARY_REUSE_BYTES = 4096
@@ -158,8 +156,6 @@ class ColumnarScan:
         #: the small dictionaries read, as wire columns, by (text column, with
         #: character(n), offsets, bytes): one object per content
         self._entries: dict[tuple, Column] = {}
-        #: the buffers the stripes' runs of fixed-width columns are read into (:class:`StripeRuns`)
-        self.run_buffers = RunBuffers()
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -295,7 +291,6 @@ class ColumnarScan:
         reader = self._open(stripe)
         try:
             groups = self._groups(stripe, reader)
-            StripeRuns.attach(reader, groups, self.run_buffers)
             start = getattr(reader, "start_prefetch", None)
             if start is not None:  # a stripe in object storage: fetch what is read, in parallel
                 start([(group.present[name][0], group.index) for group in groups for name in self.needed
@@ -475,7 +470,7 @@ class ChunkGroup:
     rows, and its columns, each decoded when first asked for."""
 
     __slots__ = ("scan", "stripe", "reader", "present", "deleted", "index", "first_row", "nrows", "_cols",
-                 "_dicts", "runs")
+                 "_dicts")
 
     def __init__(self, scan: ColumnarScan, stripe: store.StripeRecord, reader: StripeReader,
                  present: dict[str, tuple[str, str]], deleted: DeletedOffsets, group):
@@ -491,9 +486,6 @@ class ChunkGroup:
         #: dictionary forms read: by name (:meth:`dictionary`), by (name,
         #: True) with character(n) columns too (:meth:`filter_dictionary`)
         self._dicts: dict[Any, tuple | None] = {}
-        #: the fixed-width columns of this group and those read after it in
-        #: the same stripe, read a run of groups at a time (None: group by group)
-        self.runs: StripeRuns | None = None
 
     def stats(self, name: str):
         """The chunk's statistics of column ``name`` (a ``ChunkStats``), or
@@ -518,13 +510,8 @@ class ChunkGroup:
                 col = None if cache is None else cache.get(key)
                 if col is None:
                     file_column, stored_kind = self.present[name]
-                    kind = storage_kind(column)
-                    runs = self.runs
-                    if runs is not None and stored_kind == kind:
-                        col = runs.column(name, file_column, kind, column, self.index)
-                    if col is None:
-                        col = to_wire(self.reader.read_chunk(file_column, self.index), kind, column, stored_kind,
-                                      native=True)
+                    col = to_wire(self.reader.read_chunk(file_column, self.index), storage_kind(column),
+                                  column, stored_kind, native=True)
                     if cache is not None:
                         cache[key] = col
                         if len(cache) > CHUNK_CACHE_ENTRIES:
@@ -619,73 +606,6 @@ class ChunkGroup:
     def rowids(self, offsets: np.ndarray) -> np.ndarray:
         """Row ids of the group's rows at ``offsets``."""
         return stripe_rowids(self.stripe.stripe_id, np.asarray(offsets, dtype=np.int64) + self.first_row)
-
-
-class StripeRuns:
-    """The fixed-width columns of the chunk groups a scan reads from one
-    stripe (in the order it reads them), each read a run of consecutive
-    groups at a time (:class:`~orochi_fdw.storage.stripe_format.ColumnRuns`)
-    and handed out group by group as views of the run: one native call for
-    many groups, not one per group.
-
-    A column's first run is its group alone; each next run, asked for when
-    a group past the last run wants the column, is twice as long (up to
-    :data:`RUN_GROUPS` groups): a column every group reads (a filter's)
-    takes a few calls per stripe, one that only some groups read (late
-    materialization) is read ahead at most as far as it was read. Only the
-    current run of each column is held."""
-
-    __slots__ = ("reader", "groups", "buffers", "positions", "_runs")
-
-    def __init__(self, reader: StripeReader, groups: list[int], buffers: RunBuffers) -> None:
-        self.reader = reader
-        self.groups = groups
-        self.buffers = buffers
-        self.positions = {g: i for i, g in enumerate(groups)}
-        #: table column -> [ColumnRuns or None, lo, hi, wire column of the run,
-        #: first row of each group, NULL counts, decoded flags, next run length]
-        self._runs: dict[str, list] = {}
-
-    @staticmethod
-    def attach(reader, groups: list["ChunkGroup"], buffers: RunBuffers) -> None:
-        """Give ``groups`` (of one stripe, open in ``reader``, in the order
-        they are read) their runs, read into ``buffers``, if the reader
-        reads runs."""
-        if len(groups) > 1 and isinstance(reader, StripeReader):
-            runs = StripeRuns(reader, [g.index for g in groups], buffers)
-            for g in groups:
-                g.runs = runs
-
-    def column(self, name: str, file_column: str, kind: str, column: ColumnDefinition,
-               index: int) -> Column | None:
-        """Column ``name`` (stored as ``file_column``, of storage kind
-        ``kind``) of chunk group ``index``, or None when not read here (a
-        variable-width column, a chunk the native reader declines: the
-        caller reads it alone)."""
-        run = self._runs.get(name)
-        if run is None:
-            runs = self.reader.column_runs(file_column, self.groups, self.buffers)
-            run = self._runs[name] = [runs, 0, 0, None, None, None, None, 1]
-        runs, lo, hi, wire, starts, nulls, decoded, step = run
-        if runs is None:
-            return None
-        pos = self.positions[index]
-        if not lo <= pos < hi:
-            # the run before is dropped first: its buffers are taken back
-            # unless what was handed out of it still lives
-            run[3] = wire = None
-            self.buffers.reclaim()
-            lo, hi = pos, min(pos + step, len(self.groups))
-            step = min(2 * step, RUN_GROUPS)
-            # (its buffers made to hold the next run too, to be read into them)
-            values, valid, starts, nulls, decoded = runs.read(lo, hi, step)
-            wire = to_wire(ColumnData(values, valid.view(np.bool_)), kind, column, native=True)
-            run[1:] = [lo, hi, wire, starts, nulls, decoded, step]
-        i = pos - lo
-        if not decoded[i]:
-            return None
-        a, b = starts[i], starts[i + 1]
-        return Column(wire.kind, wire.values[a:b], wire.validity[a:b] if nulls[i] else None)
 
 
 class FilteredBatch(Batch):

@@ -30,7 +30,6 @@ import errno
 import functools
 import os
 import struct
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -766,6 +765,9 @@ def _read_exact(fd: int, n: int, offset: int, path: str) -> bytes:
     return data
 
 
+#: the native reader's number of each fixed-width physical kind
+_PHYSICALS = _cr.PHYSICALS
+
 #: parsed footers kept per process (least recently used dropped first)
 FOOTER_CACHE_ENTRIES = 4096
 _FOOTER_CACHE: "collections.OrderedDict[tuple, StripeMetadata]" = collections.OrderedDict()
@@ -892,7 +894,8 @@ class StripeReader:
             raise InvalidParameterError("stripe reader is closed")
         meta = self.metadata.chunk(column, chunk_group)
         k = self._kinds[self.metadata.column_index(column)]
-        if k.physical != "var":
+        physical = _PHYSICALS.get(k.physical)
+        if physical is not None:
             # read, verified and decoded by one native call, unless it declines
             # the chunk: then decode_chunk decodes it or says what is wrong
             rows = meta.row_count
@@ -900,7 +903,7 @@ class StripeReader:
             valid = np.empty(rows, dtype=np.uint8)
             if _cr.read_chunk(self._fd, crc32, self.verify_checksums, lz4.block.decompress, meta.offset,
                               meta.length, meta.raw_length, meta.crc32, meta.codec, meta.compression, rows,
-                              meta.null_count, _cr.PHYSICALS[k.physical], k.width, values.view(np.uint8),
+                              meta.null_count, physical, k.width, values.view(np.uint8),
                               valid):
                 return ColumnData(values, valid.view(np.bool_) if meta.null_count else None)
         return self._decoded(column, chunk_group, meta, decode_chunk)
@@ -930,55 +933,28 @@ class StripeReader:
         The chunks the native reader declines (any it cannot decode, any that
         is not valid) go through :func:`decode_chunk`, which decodes them or
         raises the error naming what is wrong."""
+        k = self._kinds[ci]
         t = self.metadata.chunk_table(ci)
         sel = np.asarray(groups, dtype=np.intp)
-        values, valid, starts, status = self._read_chunks(ci, ChunkTable(*(a[sel] for a in t)))
-        for i in np.flatnonzero(status):
-            a, b = int(starts[i]), int(starts[i + 1])
-            # (declined natively already: straight to decode_chunk)
-            chunk = self._decoded(column, groups[i], self.metadata.chunk(column, groups[i]), decode_chunk)
-            values[a:b] = chunk.values
-            valid[a:b] = 1 if chunk.validity is None else chunk.validity
-        return values, valid, starts
-
-    def _read_chunks(self, ci: int, t: "ChunkTable", buffers: "RunBuffers | None" = None, room: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The chunks of column ``ci`` (fixed-width) whose footer entries
-        are ``t``, read, verified and decoded natively, rows back to back:
-        (values, validity as uint8 0/1, first row of each chunk and the
-        total, status: nonzero for a chunk declined, its rows undefined);
-        into buffers of ``buffers`` if given (a new one made for ``room``
-        rows if more), else new arrays."""
-        k = self._kinds[ci]
-        starts = np.zeros(len(t.rows) + 1, dtype=np.int64)
-        np.cumsum(t.rows, out=starts[1:])
+        rows = t.rows[sel]
+        starts = np.zeros(len(sel) + 1, dtype=np.int64)
+        np.cumsum(rows, out=starts[1:])
         total = int(starts[-1])
-        if buffers is None:
-            values = np.empty(total, dtype=k.dtype)
-            valid = np.empty(total, dtype=np.uint8)
-        else:
-            room = max(room, total)
-            values = buffers.take(total * k.width, room * k.width)[:total * k.width].view(k.dtype)
-            valid = buffers.take(total, room)[:total]
-        status = np.empty(len(t.rows), dtype=np.uint8)
-        _cr.read_column(
-            self._fd, crc32, self.verify_checksums, lz4.block.decompress, t.offsets, t.lengths, t.raw_lengths,
-            t.crcs, t.codecs, t.compressions, t.rows, t.nulls, starts[:-1], _cr.PHYSICALS[k.physical], k.width,
-            values.view(np.uint8), valid, status)
-        return values, valid, starts, status
-
-    def column_runs(self, column: str, chunk_groups: Sequence[int], buffers: "RunBuffers | None" = None
-                    ) -> "ColumnRuns | None":
-        """Column ``column`` of ``chunk_groups`` (in that order), to be read a
-        run of consecutive ones at a time (:class:`ColumnRuns`, into
-        ``buffers`` if given); None for a variable-width column."""
-        if self._fd < 0:
-            raise InvalidParameterError("stripe reader is closed")
-        groups = self._selection([column], chunk_groups)[1]
-        ci = self.metadata.column_index(column)
-        if self._kinds[ci].physical == "var":
-            return None
-        return ColumnRuns(self, ci, groups, buffers)
+        values = np.empty(total, dtype=k.dtype)
+        valid = np.empty(total, dtype=np.uint8)
+        status = np.empty(len(sel), dtype=np.uint8)
+        left = _cr.read_column(
+            self._fd, crc32, self.verify_checksums, lz4.block.decompress, t.offsets[sel], t.lengths[sel],
+            t.raw_lengths[sel], t.crcs[sel], t.codecs[sel], t.compressions[sel], rows, t.nulls[sel],
+            starts[:-1], _cr.PHYSICALS[k.physical], k.width, values.view(np.uint8), valid, status)
+        if left:
+            for i in np.flatnonzero(status):
+                a, b = int(starts[i]), int(starts[i + 1])
+                # (declined natively already: straight to decode_chunk)
+                chunk = self._decoded(column, groups[i], self.metadata.chunk(column, groups[i]), decode_chunk)
+                values[a:b] = chunk.values
+                valid[a:b] = 1 if chunk.validity is None else chunk.validity
+        return values, valid, starts
 
     def read_dictionary(self, column: str, chunk_group: int) -> DictionaryChunk | None:
         """One column chunk in its dictionary form (:func:`decode_dictionary_chunk`),
@@ -1045,86 +1021,6 @@ class StripeReader:
             found = self.read_column(n, groups)
             out[n] = concat_columns([self.read_chunk(n, g) for g in groups], k) if found is None else found[0]
         return out
-
-
-class ColumnRuns:
-    """One fixed-width column of a list of chunk groups of a stripe
-    (:meth:`StripeReader.column_runs`), read a run of consecutive groups of
-    the list at a time, in one native call: fewer calls than one per chunk
-    group, and no more memory than the run asks for.
-
-    A chunk the native reader declines (a codec it does not decode, bytes
-    not exactly valid) is not decoded here: :meth:`read` marks it, and the
-    caller reads that chunk group alone (:meth:`StripeReader.read_chunk`),
-    which decodes it or raises the error naming the file, column and chunk
-    group, when (and if) it needs it."""
-
-    __slots__ = ("reader", "ci", "groups", "table", "buffers")
-
-    def __init__(self, reader: StripeReader, ci: int, groups: list[int], buffers: "RunBuffers | None" = None
-                 ) -> None:
-        self.reader = reader
-        self.ci = ci
-        self.groups = groups
-        #: where the runs are read into (None: new arrays each)
-        self.buffers = buffers
-        t = reader.metadata.chunk_table(ci)
-        sel = np.asarray(groups, dtype=np.intp)
-        #: the footer entries of the groups, in their order
-        self.table = ChunkTable(*(a[sel] for a in t))
-
-    def read(self, lo: int, hi: int, room: int = 0) -> tuple[np.ndarray, np.ndarray, list[int], list[int], list[bool]]:
-        """Groups ``groups[lo:hi]``, rows back to back: (values, validity as
-        uint8 0/1, the first row of each group and the total, each group's
-        NULL count, whether each was decoded: False for one declined, its
-        rows undefined). ``room``: a new buffer holds the rows of that many
-        groups from ``lo`` (a longer run to come may reuse it)."""
-        if self.reader._fd < 0:
-            raise InvalidParameterError("stripe reader is closed")
-        rows = int(self.table.rows[lo:lo + room].sum()) if room > hi - lo else 0
-        values, valid, starts, status = self.reader._read_chunks(
-            self.ci, ChunkTable(*(a[lo:hi] for a in self.table)), self.buffers, rows)
-        return values, valid, starts.tolist(), self.table.nulls[lo:hi].tolist(), (status == 0).tolist()
-
-
-class RunBuffers:
-    """Byte buffers that run reads (:class:`ColumnRuns`) decode into, taken
-    back once no array made from them is left: a scan that drops each run
-    before reading the next (a filter's columns) reuses the same memory
-    instead of having new pages mapped and zeroed run after run. At most
-    ``limit`` buffers are kept; they go when the object goes."""
-
-    __slots__ = ("free", "used", "limit")
-
-    def __init__(self, limit: int = 8) -> None:
-        self.free: list[np.ndarray] = []
-        self.used: list[np.ndarray] = []
-        self.limit = limit
-
-    def take(self, nbytes: int, room: int = 0) -> np.ndarray:
-        """A uint8 buffer of at least ``nbytes`` bytes (of ``room`` bytes
-        if made anew and that is more)."""
-        if len(self.used) >= 2 * self.limit:
-            self.reclaim()
-        best = None
-        for i, b in enumerate(self.free):
-            if len(b) >= nbytes and (best is None or len(b) < len(self.free[best])):
-                best = i
-        buf = self.free.pop(best) if best is not None else np.empty(max(nbytes, room, 1), dtype=np.uint8)
-        self.used.append(buf)
-        return buf
-
-    def reclaim(self) -> None:
-        """Take back the buffers no array refers to any more (numpy views
-        refer to the buffer they view: while one lives, so does a reference)."""
-        keep = []
-        for buf in self.used:
-            # references: the list, the loop variable and getrefcount's argument
-            (self.free if sys.getrefcount(buf) <= 3 else keep).append(buf)
-        self.used = keep
-        if len(self.free) > self.limit:
-            self.free.sort(key=len)
-            del self.free[:len(self.free) - self.limit]
 
 
 def read_stripe_metadata(path, ) -> StripeMetadata:

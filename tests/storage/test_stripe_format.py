@@ -18,7 +18,6 @@ from orochi_fdw.storage.kinds import INTERVAL_DTYPE, KINDS, UUID_DTYPE, VarBytes
 from orochi_fdw.storage.stripe_format import (
     MAGIC,
     ColumnSpec,
-    RunBuffers,
     StripeReader,
     StripeWriter,
     read_stripe_metadata,
@@ -381,72 +380,6 @@ def test_undecodable_chunk_reports_the_decoders_error(stripe, column):
         with pytest.raises(CorruptDataError, match="file ends early"):
             os.truncate(path, m.offset + m.length // 2)
             r.read_chunk(column, 2)
-
-
-def test_column_runs_read_as_chunk_by_chunk(stripe):
-    """Runs of consecutive chunk groups of a list (any order) read in one
-    call give each group's rows as read_chunk gives them; a chunk the native
-    reader declines (zstd here, or damaged) is only marked, the caller
-    reads it alone, which raises the error naming it."""
-    path, _, meta = stripe
-    groups = [2, 0, 1]
-    with StripeReader(path) as r:
-        for c in meta.columns:
-            runs = r.column_runs(c.name, groups, RunBuffers())
-            if KINDS[c.kind].physical == "var":
-                assert runs is None
-                continue
-            for lo, hi in ((0, 3), (1, 3), (2, 3), (0, 1)):
-                values, valid, starts, nulls, decoded = runs.read(lo, hi)
-                assert len(decoded) == hi - lo and len(starts) == hi - lo + 1
-                for i, g in enumerate(groups[lo:hi]):
-                    m = meta.chunk(c.name, g)
-                    # (GORILLA and BITMAP are the Python decoder's)
-                    assert decoded[i] == (m.codec not in (Codec.GORILLA, Codec.BITMAP)), (c.name, g)
-                    if not decoded[i]:
-                        continue
-                    ref = r.read_chunk(c.name, g)
-                    a, b = starts[i], starts[i + 1]
-                    assert values[a:b].tobytes() == ref.values.tobytes()
-                    assert nulls[i] == meta.chunk(c.name, g).null_count
-                    assert (valid[a:b] == (1 if ref.validity is None else ref.validity)).all()
-    zpath = path.parent / "zstd.orc"
-    pattern = np.tile(np.random.default_rng(5).integers(0, 2**60, 50), 60)
-    zmeta = write_stripe(zpath, {"v": "int64"}, {"v": (pattern, None)}, chunk_group_rows=1000, compression="zstd")
-    assert {zmeta.chunk("v", g).compression for g in range(3)} == {Compression.ZSTD}
-    m = meta.chunk("c_int64", 1)
-    with open(path, "r+b") as f:
-        f.seek(m.offset + m.length // 2)
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0x10]))
-    with StripeReader(zpath) as z, StripeReader(path) as r:
-        assert z.column_runs("v", [0, 1, 2]).read(0, 3)[4] == [False] * 3
-        assert z.read_chunk("v", 1).values.tolist() == pattern[1000:2000].tolist()
-        assert r.column_runs("c_int64", [0, 1, 2]).read(0, 3)[4] == [True, False, True]
-        with pytest.raises(CorruptDataError, match="checksum mismatch in column 'c_int64', chunk group 1"):
-            r.read_chunk("c_int64", 1)
-
-
-def test_run_buffers_are_reused_only_when_nothing_views_them(stripe):
-    path, _, meta = stripe
-    buffers = RunBuffers()
-    with StripeReader(path) as r:
-        runs = r.column_runs("c_int64", [0, 1, 2], buffers)
-        first = runs.read(0, 2)[0]
-        kept = first[:10].copy()
-        view = first[:10]
-        del first
-        buffers.reclaim()   # a view lives: its buffer is not taken back
-        assert not any(np.shares_memory(view, b) for b in buffers.free)
-        second = runs.read(0, 2)[0]
-        assert view.tobytes() == kept.tobytes() and not np.shares_memory(view, second)
-        held = [id(b) for b in buffers.used if np.shares_memory(view, b)]
-        del view, second
-        buffers.reclaim()
-        assert not buffers.used and held[0] in [id(b) for b in buffers.free]
-        again = runs.read(0, 2)[0]
-        assert len(buffers.used) == 2 and any(np.shares_memory(again, b) for b in buffers.used)
 
 
 @pytest.mark.parametrize("damage", ["magic", "version", "trailer", "footer", "truncate",
