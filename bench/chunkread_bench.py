@@ -3,7 +3,7 @@ from "these chunk groups of this stripe are wanted" to decoded arrays.
 
 One stripe of lineitem-like columns (--rows rows, 10,000-row chunk groups;
 the codecs the writer picks: BITPACK integers, a date and a sorted key coded
-RLE, a DECIMAL float), page-cached, read every column of every chunk group:
+RLE, random keys in short runs coded RLE, a DECIMAL float), page-cached, read every column of every chunk group:
 
 - "group by group": ``StripeReader.read_chunk`` per column per chunk group
   (the scan's read before runs);
@@ -14,9 +14,10 @@ RLE, a DECIMAL float), page-cached, read every column of every chunk group:
 Figures are column chunks (one column of one 10,000-row chunk group) per
 second on one core, best of --repeat runs, checksums verified.
 
-    python bench/chunkread_bench.py [--rows 1000000] [--repeat 5]
+    python bench/chunkread_bench.py [--rows 1000000] [--repeat 5] [--title T] [--append]
 
-Prints the table and writes bench/results/chunkread.md.
+Prints the table and writes bench/results/chunkread.md (``--append``: adds
+its table, e.g. of another release's package read with the same script).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def make_columns(n: int, seed: int = 1) -> dict:
         "l_shipdate (date, sorted)": ("date", np.sort(rng.integers(8_000, 10_500, n)).astype(np.int32)),
         "l_orderkey (int32, runs of ~4)": ("int32", (np.arange(n) // 4).astype(np.int32)),
         "l_tax (float64, 2 decimals)": ("float64", np.round(rng.random(n) * 0.08, 2)),
+        "o_custkey (int64, runs of 1-7)": ("int64", np.repeat(rng.integers(0, 10**9, n // 2),
+                                                              rng.integers(1, 8, n // 2))[:n]),
     }
 
 
@@ -61,6 +64,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--results", default=RESULTS, help="where to write the markdown results")
+    ap.add_argument("--title", default="", help="a heading for this run's table (which code it read with)")
+    ap.add_argument("--append", action="store_true", help="add this run's table to the results file")
     args = ap.parse_args()
     cols = make_columns(args.rows)
     names = {title: f"c{i}" for i, title in enumerate(cols)}
@@ -95,15 +100,19 @@ def main() -> None:
     print("-" * len(head))
     for title, codec, a, b, c in lines:
         print(f"{title:<32}{codec:>6}{a:>16,.0f}{b:>12,.0f}{c:>12,.0f}")
-    with open(args.results, "w") as f:
-        f.write("# Column chunk reads\n\n")
+    with open(args.results, "a" if args.append else "w") as f:
+        if not args.append:
+            f.write("# Column chunk reads\n\n")
+        if args.title:
+            f.write(f"## {args.title}\n\n")
         f.write(f"`python bench/chunkread_bench.py --rows {args.rows} --repeat {args.repeat}`, "
                 f"{datetime.date.today()}, one core, load average {load[0]:.2f}. Column chunks "
                 "(one column of one 10,000-row chunk group) read, checksummed and decoded per second; "
-                "codec ids of docs/FORMAT.md (1 BITPACK, 4 RLE, 8 DECIMAL).\n\n")
+                "codec ids of docs/FORMAT.md (1 BITPACK, 2 DELTA, 4 RLE, 8 DECIMAL).\n\n")
         f.write("| column | codec | group by group | runs of 4 | runs of 16 |\n|---|---:|---:|---:|---:|\n")
         for title, codec, a, b, c in lines:
             f.write(f"| {title} | {codec} | {a:,.0f} | {b:,.0f} | {c:,.0f} |\n")
+        f.write("\n")
 
 
 if __name__ == "__main__":

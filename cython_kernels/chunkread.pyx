@@ -41,7 +41,7 @@ cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
     int PyBUF_READ
 
-from _bitio cimport fast_count, width_mask
+from _bitio cimport fast_count, orochi_unpack_add, width_mask
 from _intdecode cimport packed_field, packed_len, store_int, unpack_delta, unpack_dod, unpack_for
 from _decunpack cimport orochi_decimal_unpack_f64, orochi_decimal_unpack_f32
 
@@ -240,8 +240,9 @@ cdef int _decode_rle(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int physical
     """RLE (codecs._rle_decode): u32 r, r run values of w bytes, their
     lengths as a packed block; each length >= 1, together exactly m; for
     bool each run value 0 or 1. -1 when not exactly that."""
-    cdef Py_ssize_t r, size, i, pos = 0, j
+    cdef Py_ssize_t r, size, i, pos = 0, j, k, nl, fast
     cdef int64_t base, length
+    cdef uint64_t lengths[512]
     cdef int width
     cdef uint64_t mask
     cdef const uint8_t* rv
@@ -261,31 +262,52 @@ cdef int _decode_rle(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int physical
         return -1
     lp = rv + r * w + 9
     mask = width_mask(width)
-    for i in range(r):
-        length = <int64_t>(<uint64_t>base + packed_field(lp, size, i, width, mask, 0))
-        if length < 1 or length > m - pos:
-            return -1
-        if w == 8:
-            memcpy(&v8, rv + 8 * i, 8)
-            for j in range(pos, pos + length):
-                (<uint64_t*>out)[j] = v8
-        elif w == 4:
-            memcpy(&v4, rv + 4 * i, 4)
-            for j in range(pos, pos + length):
-                (<uint32_t*>out)[j] = v4
-        elif w == 2:
-            memcpy(&v2, rv + 2 * i, 2)
-            for j in range(pos, pos + length):
-                (<uint16_t*>out)[j] = v2
-        elif w == 1:
-            v1 = rv[i]
-            if physical == PHYSICAL_BOOL and v1 > 1:
-                return -1
-            memset(out + pos, v1, <size_t>length)
+    fast = fast_count(r, size, width)
+    i = 0
+    while i < r:
+        # the run lengths: blocks unpacked at once where they may be, else one by one
+        if i < fast:
+            nl = fast - i if fast - i < 512 else 512
+            orochi_unpack_add(lp, i, nl, width, mask, <uint64_t>base, lengths)
         else:
-            for j in range(pos, pos + length):
-                memcpy(out + w * j, rv + w * i, <size_t>w)
-        pos += length
+            nl = 1
+            lengths[0] = <uint64_t>base + packed_field(lp, size, i, width, mask, 0)
+        for k in range(nl):
+            length = <int64_t>lengths[k]
+            if length < 1 or length > m - pos:
+                return -1
+            # a short run as eight values at once, when they fit (the next
+            # runs overwrite those past it): no loop whose end is mispredicted
+            if w == 8:
+                memcpy(&v8, rv + 8 * i, 8)
+                if length <= 8 and pos + 8 <= m:
+                    for j in range(8):
+                        (<uint64_t*>out)[pos + j] = v8
+                else:
+                    for j in range(pos, pos + length):
+                        (<uint64_t*>out)[j] = v8
+            elif w == 4:
+                memcpy(&v4, rv + 4 * i, 4)
+                if length <= 8 and pos + 8 <= m:
+                    for j in range(8):
+                        (<uint32_t*>out)[pos + j] = v4
+                else:
+                    for j in range(pos, pos + length):
+                        (<uint32_t*>out)[j] = v4
+            elif w == 2:
+                memcpy(&v2, rv + 2 * i, 2)
+                for j in range(pos, pos + length):
+                    (<uint16_t*>out)[j] = v2
+            elif w == 1:
+                v1 = rv[i]
+                if physical == PHYSICAL_BOOL and v1 > 1:
+                    return -1
+                memset(out + pos, v1, <size_t>length)
+            else:
+                for j in range(pos, pos + length):
+                    memcpy(out + w * j, rv + w * i, <size_t>w)
+            pos += length
+            i += 1
     return 0 if pos == m else -1
 
 

@@ -80,7 +80,8 @@ def _corpus():
     # runs (RLE's values: each width, booleans, runs of one row, one run)
     for kind in KINDS_READ:
         values = _values(kind, 150, seed=5)
-        for picks in (np.repeat(np.arange(15), 10), np.repeat([0, 3, 3, 7], [1, 100, 48, 1]), np.zeros(150, int)):
+        for picks in (np.repeat(np.arange(15), 10), np.repeat([0, 3, 3, 7], [1, 100, 48, 1]), np.zeros(150, int),
+                      np.repeat(np.arange(60), [1, 2, 3, 4, 5] * 12)[:150]):
             for validity in (None, np.arange(150) % 13 != 1):
                 items.append((kind, *C.encode_chunk(values[picks], validity, kind, codec=C.Codec.RLE,
                                                     compression="none")))
