@@ -63,6 +63,10 @@ cdef inline Py_ssize_t unpack_for(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n,
         hi = 2147483647
     # every value base..base+mask fits the output: no check per value
     checked = w != 8 and not (width < 63 and lo <= base and base <= hi and <int64_t>mask <= hi - base)
+    if w == 8 and (<size_t>out) % 8 == 0:
+        # 64-bit values into an aligned output: unpacked straight into it
+        orochi_unpack_add(p, 0, fast, width, mask, <uint64_t>base, <uint64_t*>out)
+        start = fast
     while start < fast:
         # blocks of fields unpacked at once (a loop per width), then narrowed
         m = fast - start if fast - start < 512 else 512
@@ -86,17 +90,55 @@ cdef inline Py_ssize_t unpack_for(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n,
     return -1
 
 
-cdef inline Py_ssize_t unpack_delta(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int64_t first, int width,
-                                    int64_t base, int w, uint8_t* out) noexcept nogil:
-    """Delta: value 0 = first, value i = value i-1 + base + field i-1."""
-    cdef uint64_t mask = width_mask(width), ubase = <uint64_t>base, acc = <uint64_t>first
-    cdef Py_ssize_t fast = fast_count(n - 1, nb, width) if n > 1 else 0, i
-    for i in range(n):
-        if i > 0:
-            acc += ubase + packed_field(p, nb, i - 1, width, mask, fast)
+cdef inline Py_ssize_t _unpack_sums(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t lead, uint64_t acc,
+                                    uint64_t d, bint twice, int width, int64_t base, int w,
+                                    uint8_t* out) noexcept nogil:
+    """Values lead..n-1 (those before stored by the caller, the last of
+    them acc): field i - lead plus base added to acc (``twice``: to the
+    running delta d, then d to acc)."""
+    cdef uint64_t mask = width_mask(width), ubase = <uint64_t>base, v
+    cdef uint64_t tmp[512]
+    cdef Py_ssize_t fast = fast_count(n - lead, nb, width) if n > lead else 0, i, j, m, start = 0
+    while start < fast:
+        # blocks of fields unpacked at once (base added), then summed
+        m = fast - start if fast - start < 512 else 512
+        orochi_unpack_add(p, start, m, width, mask, ubase, tmp)
+        if twice:
+            for j in range(m):
+                d += tmp[j]
+                acc += d
+                tmp[j] = acc
+        else:
+            for j in range(m):
+                acc += tmp[j]
+                tmp[j] = acc
+        if w == 8:
+            memcpy(out + 8 * (start + lead), tmp, <size_t>(8 * m))
+        else:
+            for j in range(m):
+                if not store_int(out, start + j + lead, w, <int64_t>tmp[j]):
+                    return start + j + lead
+        start += m
+    for i in range(start + lead, n):
+        v = ubase + packed_field(p, nb, i - lead, width, mask, 0)
+        if twice:
+            d += v
+            acc += d
+        else:
+            acc += v
         if not store_int(out, i, w, <int64_t>acc):
             return i
     return -1
+
+
+cdef inline Py_ssize_t unpack_delta(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int64_t first, int width,
+                                    int64_t base, int w, uint8_t* out) noexcept nogil:
+    """Delta: value 0 = first, value i = value i-1 + base + field i-1."""
+    if n < 1:
+        return -1
+    if not store_int(out, 0, w, first):
+        return 0
+    return _unpack_sums(p, nb, n, 1, <uint64_t>first, 0, False, width, base, w, out)
 
 
 cdef inline Py_ssize_t unpack_dod(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n, int64_t first,
@@ -104,15 +146,13 @@ cdef inline Py_ssize_t unpack_dod(const uint8_t* p, Py_ssize_t nb, Py_ssize_t n,
                                   uint8_t* out) noexcept nogil:
     """Delta-of-delta: value 0 = first, value 1 = first + first_delta, then
     each delta = the delta before + base + field i-2."""
-    cdef uint64_t mask = width_mask(width), ubase = <uint64_t>base, acc = <uint64_t>first
-    cdef uint64_t d = <uint64_t>first_delta
-    cdef Py_ssize_t fast = fast_count(n - 2, nb, width) if n > 2 else 0, i
-    for i in range(n):
-        if i == 1:
-            acc += d
-        elif i > 1:
-            d += ubase + packed_field(p, nb, i - 2, width, mask, fast)
-            acc += d
-        if not store_int(out, i, w, <int64_t>acc):
-            return i
-    return -1
+    cdef uint64_t acc = <uint64_t>first + <uint64_t>first_delta
+    if n < 1:
+        return -1
+    if not store_int(out, 0, w, first):
+        return 0
+    if n < 2:
+        return -1
+    if not store_int(out, 1, w, <int64_t>acc):
+        return 1
+    return _unpack_sums(p, nb, n, 2, acc, <uint64_t>first_delta, True, width, base, w, out)

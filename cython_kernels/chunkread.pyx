@@ -8,8 +8,8 @@
 # the checksum function the caller passes: the stripe format's, ISA-L's when
 # installed) and, for the common layouts of fixed-width columns, decoded here:
 # compression none or lz4 (by the decompressor the caller passes), codecs
-# PLAIN, BITPACK, DELTA, DELTA_DELTA and DECIMAL (over any integer codec but
-# RLE; over BITPACK in one fused pass), with or without
+# PLAIN, BITPACK, DELTA, DELTA_DELTA, RLE and DECIMAL (over any integer codec;
+# over BITPACK in one fused pass), with or without
 # a validity bitmap. The byte layouts are those of docs/FORMAT.md, decoded as
 # orochi_fdw.storage.codecs.decode_chunk decodes them, bit for bit.
 #
@@ -24,7 +24,7 @@
 # decode_chunk makes is made here too before a chunk counts as decoded.
 
 from libc.errno cimport errno, EINTR
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.types cimport off_t
@@ -41,7 +41,7 @@ cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
     int PyBUF_READ
 
-from _bitio cimport fast_count, width_mask
+from _bitio cimport fast_count, orochi_unpack_add, width_mask
 from _intdecode cimport packed_field, packed_len, store_int, unpack_delta, unpack_dod, unpack_for
 from _decunpack cimport orochi_decimal_unpack_f64, orochi_decimal_unpack_f32
 
@@ -140,6 +140,8 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
             memcpy(out, p, <size_t>nb)
             return 0
         return -1
+    if codec == C_RLE:
+        return _decode_rle(p, nb, m, physical, w, out)
     if physical == PHYSICAL_INT:
         if codec == C_BITPACK:
             if _packed_block(p, nb, m, &base, &width, &size) < 0 or 9 + size != nb:
@@ -170,7 +172,7 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
         e = p[0]
         sub = p[1]
         nx = _rd_u32(p + 2)
-        if e > MAX_EXPONENT or sub > C_RLE or nx > m or sub == C_RLE:
+        if e > MAX_EXPONENT or sub > C_RLE or nx > m:
             return -1
         at = 6
         psize = 0
@@ -233,6 +235,82 @@ cdef int _decode_values(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int codec
     return -1
 
 
+cdef int _decode_rle(const uint8_t* p, Py_ssize_t nb, Py_ssize_t m, int physical, int w,
+                     uint8_t* out) noexcept nogil:
+    """RLE (codecs._rle_decode): u32 r, r run values of w bytes, their
+    lengths as a packed block; each length >= 1, together exactly m; for
+    bool each run value 0 or 1. -1 when not exactly that."""
+    cdef Py_ssize_t r, size, i, pos = 0, j, k, nl, fast
+    cdef int64_t base, length
+    cdef uint64_t lengths[512]
+    cdef int width
+    cdef uint64_t mask
+    cdef const uint8_t* rv
+    cdef const uint8_t* lp
+    cdef uint64_t v8
+    cdef uint32_t v4
+    cdef uint16_t v2
+    cdef uint8_t v1
+    if nb < 4:
+        return -1
+    r = _rd_u32(p)
+    if r < 1 or r > m or r * w > nb - 4:
+        return -1
+    rv = p + 4
+    if _packed_block(rv + r * w, nb - 4 - r * w, r, &base, &width, &size) < 0 \
+            or 4 + r * w + 9 + size != nb:
+        return -1
+    lp = rv + r * w + 9
+    mask = width_mask(width)
+    fast = fast_count(r, size, width)
+    i = 0
+    while i < r:
+        # the run lengths: blocks unpacked at once where they may be, else one by one
+        if i < fast:
+            nl = fast - i if fast - i < 512 else 512
+            orochi_unpack_add(lp, i, nl, width, mask, <uint64_t>base, lengths)
+        else:
+            nl = 1
+            lengths[0] = <uint64_t>base + packed_field(lp, size, i, width, mask, 0)
+        for k in range(nl):
+            length = <int64_t>lengths[k]
+            if length < 1 or length > m - pos:
+                return -1
+            # a short run as eight values at once, when they fit (the next
+            # runs overwrite those past it): no loop whose end is mispredicted
+            if w == 8:
+                memcpy(&v8, rv + 8 * i, 8)
+                if length <= 8 and pos + 8 <= m:
+                    for j in range(8):
+                        (<uint64_t*>out)[pos + j] = v8
+                else:
+                    for j in range(pos, pos + length):
+                        (<uint64_t*>out)[j] = v8
+            elif w == 4:
+                memcpy(&v4, rv + 4 * i, 4)
+                if length <= 8 and pos + 8 <= m:
+                    for j in range(8):
+                        (<uint32_t*>out)[pos + j] = v4
+                else:
+                    for j in range(pos, pos + length):
+                        (<uint32_t*>out)[j] = v4
+            elif w == 2:
+                memcpy(&v2, rv + 2 * i, 2)
+                for j in range(pos, pos + length):
+                    (<uint16_t*>out)[j] = v2
+            elif w == 1:
+                v1 = rv[i]
+                if physical == PHYSICAL_BOOL and v1 > 1:
+                    return -1
+                memset(out + pos, v1, <size_t>length)
+            else:
+                for j in range(pos, pos + length):
+                    memcpy(out + w * j, rv + w * i, <size_t>w)
+            pos += length
+            i += 1
+    return 0 if pos == m else -1
+
+
 cdef void _decimal_exceptions(const uint8_t* p, Py_ssize_t nx, Py_ssize_t psize, int pwidth, int w,
                               uint8_t* out) noexcept nogil:
     """DECIMAL's exception values, stored as they are, put at their
@@ -264,9 +342,8 @@ cdef inline bint _codec_valid(int codec, int physical) noexcept nogil:
 
 
 cdef inline bint _decoded_here(int codec, int physical) noexcept nogil:
-    """Whether _decode_values decodes codec's values of physical kind (a
-    DECIMAL over RLE it declines only once read)."""
-    if codec == C_PLAIN:
+    """Whether _decode_values decodes codec's values of physical kind."""
+    if codec == C_PLAIN or codec == C_RLE:
         return True
     if codec == C_BITPACK or codec == C_DELTA or codec == C_DELTA_DELTA:
         return physical == PHYSICAL_INT

@@ -765,6 +765,9 @@ def _read_exact(fd: int, n: int, offset: int, path: str) -> bytes:
     return data
 
 
+#: the native reader's number of each fixed-width physical kind
+_PHYSICALS = _cr.PHYSICALS
+
 #: parsed footers kept per process (least recently used dropped first)
 FOOTER_CACHE_ENTRIES = 4096
 _FOOTER_CACHE: "collections.OrderedDict[tuple, StripeMetadata]" = collections.OrderedDict()
@@ -891,7 +894,8 @@ class StripeReader:
             raise InvalidParameterError("stripe reader is closed")
         meta = self.metadata.chunk(column, chunk_group)
         k = self._kinds[self.metadata.column_index(column)]
-        if k.physical != "var":
+        physical = _PHYSICALS.get(k.physical)
+        if physical is not None:
             # read, verified and decoded by one native call, unless it declines
             # the chunk: then decode_chunk decodes it or says what is wrong
             rows = meta.row_count
@@ -899,7 +903,7 @@ class StripeReader:
             valid = np.empty(rows, dtype=np.uint8)
             if _cr.read_chunk(self._fd, crc32, self.verify_checksums, lz4.block.decompress, meta.offset,
                               meta.length, meta.raw_length, meta.crc32, meta.codec, meta.compression, rows,
-                              meta.null_count, _cr.PHYSICALS[k.physical], k.width, values.view(np.uint8),
+                              meta.null_count, physical, k.width, values.view(np.uint8),
                               valid):
                 return ColumnData(values, valid.view(np.bool_) if meta.null_count else None)
         return self._decoded(column, chunk_group, meta, decode_chunk)

@@ -291,8 +291,8 @@ def test_native_and_python_decoding_agree(stripe):
 
 
 def test_native_reader_decodes_its_layouts_itself(stripe, monkeypatch):
-    """The fixed-width chunks coded PLAIN, BITPACK, DELTA or DELTA_DELTA,
-    uncompressed or lz4, are decoded by the native call alone: with the
+    """The fixed-width chunks coded PLAIN, BITPACK, DELTA, DELTA_DELTA or
+    RLE, uncompressed or lz4, are decoded by the native call alone: with the
     Python decoder made to fail, they still read (chunk by chunk and in
     bulk), so the comparison above is not of decode_chunk with itself."""
     from orochi_fdw.storage import stripe_format
@@ -304,7 +304,7 @@ def test_native_reader_decodes_its_layouts_itself(stripe, monkeypatch):
     path, _, meta = stripe
     native = [(c.name, g) for c in meta.columns if KINDS[c.kind].physical != "var"
               for g in range(len(meta.chunk_groups))
-              if meta.chunk(c.name, g).codec in (Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA)
+              if meta.chunk(c.name, g).codec in (Codec.PLAIN, Codec.BITPACK, Codec.DELTA, Codec.DELTA_DELTA, Codec.RLE)
               and meta.chunk(c.name, g).compression in (Compression.NONE, Compression.LZ4)]
     assert native, "the fixture has no chunk of the native reader's layouts"
     monkeypatch.setattr(stripe_format, "decode_chunk", refuse)
