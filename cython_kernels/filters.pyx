@@ -31,7 +31,7 @@
 #   lanes into four bytes), else plain loops also built for SSE4.2 (GCC's
 #   target_clones). Every other loop is Cython.
 
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp, memcpy, memset
 
@@ -1057,3 +1057,48 @@ def mask_to_indices(const uint8_t[::1] mask, index_t[::1] out):
         _raise(err, 0)
     return k
 
+
+
+ctypedef fused word_t:
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+def compress(const uint8_t[::1] mask, const word_t[::1] values, word_t[::1] out):
+    """Write ``values`` of the rows whose byte of ``mask`` is nonzero, in
+    order, into ``out`` (at least :func:`count_selected` entries); return
+    how many were written. Values are moved as words of their width (a
+    column of any fixed-width dtype viewed as the unsigned integer of its
+    size): a selection and a gather in one pass, without branches on the
+    mask (every value is written, the position advanced where it passes).
+
+    Raises:
+        ValueError: ``values`` and ``mask`` differ in length, or ``out``
+            is too small.
+    """
+    cdef Py_ssize_t n = mask.shape[0], cap = out.shape[0], i, k = 0, count
+    cdef const uint8_t* m
+    if values.shape[0] != n:
+        raise ValueError(f"{values.shape[0]} values for a mask of {n} rows")
+    if n == 0:
+        return 0
+    m = &mask[0]
+    with nogil:
+        count = orochi_count_nonzero(m, n)
+    if count > cap:
+        _raise(ERR_CAPACITY, 0)
+    if count == 0:
+        return 0
+    with nogil:
+        if count == n:
+            memcpy(&out[0], &values[0], <size_t> n * sizeof(word_t))
+            k = n
+        else:
+            for i in range(n):
+                out[k] = values[i]  # k < count here: in bounds
+                k += m[i] != 0
+                if k == count:
+                    break
+    return k

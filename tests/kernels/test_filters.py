@@ -422,6 +422,32 @@ def test_selection(n, density, idx_dtype):
             F.mask_to_indices(mask, np.empty(len(expected) - 1, idx_dtype))
 
 
+def compress_ref(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The values of the rows whose mask byte is nonzero, in order."""
+    return values[mask != 0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 9, 1000, 4099])
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.int64, np.float64],
+                         ids=lambda d: np.dtype(d).name)
+def test_compress_matches_reference(n, density, dtype):
+    rng = np.random.default_rng(n + 17)
+    mask = ((rng.random(n) < density) * rng.choice(np.array([1, 2, 255], np.uint8), n)).astype(np.uint8)
+    values = random_values(rng, dtype, n)
+    word = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    expected = compress_ref(mask, values)
+    out = np.full(len(expected) + 3, 7, dtype)  # room to spare: nothing past the kept rows is written
+    assert F.compress(mask, values.view(word), out.view(word)) == len(expected)
+    assert np.array_equal(out[:len(expected)].view(word), expected.view(word))  # bit for bit (NaN too)
+    assert np.all(out[len(expected):] == 7)
+    if len(expected):
+        with pytest.raises(ValueError):
+            F.compress(mask, values.view(word), np.empty(len(expected) - 1, word))
+    with pytest.raises(ValueError):
+        F.compress(mask, np.zeros(n + 1, word), np.empty(n + 1, word))
+
+
 def test_portable_loops_match_the_avx2_ones(tmp_path):
     """The 32/64-bit comparison loops have an AVX2 version and a portable
     one; run the comparisons again in a process that is denied AVX2 and
