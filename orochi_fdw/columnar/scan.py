@@ -723,20 +723,16 @@ def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None
     return Column(col.kind, values[gather], validity, new_offsets)
 
 
-#: the unsigned integer dtype of each fixed width, as which :func:`compress_rows` moves values
-_WORDS = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
-
-
 def compress_rows(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
     """``values`` (fixed-width, any dtype) at the rows where the uint8
     ``mask`` is nonzero, written into ``out`` (as many entries, ``values``'
-    dtype): one pass of the ``compress`` kernel for the widths of machine
-    words, numpy's boolean indexing for the others."""
-    word = _WORDS.get(values.dtype.itemsize)
-    if word is None or values.dtype.hasobject:
+    dtype): one pass of the ``compress`` kernel for values of 1, 2, 4 or 8
+    bytes, numpy's boolean indexing for the others."""
+    width = values.dtype.itemsize
+    if width not in (1, 2, 4, 8) or values.dtype.hasobject:
         out[...] = values[mask.view(np.bool_)]
         return
-    compress(mask, np.ascontiguousarray(values).view(word), out.view(word))
+    compress(mask, np.ascontiguousarray(values).view(np.uint8), out.view(np.uint8), width)
 
 
 class _Run:
@@ -797,7 +793,7 @@ class _Run:
                 if mask is None:
                     validity[at:end] = v
                 else:
-                    compress(mask, np.ascontiguousarray(v), validity[at:end])
+                    compress(mask, np.ascontiguousarray(v), validity[at:end], 1)
             elif validity is not None:
                 validity[at:end] = 1
         for name, col in picked.items():

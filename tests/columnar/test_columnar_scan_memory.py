@@ -1,6 +1,7 @@
 """A columnar scan without a server, over a stripe file written here: the
 chunk groups it has passed keep none of their decoded columns (a stripe's
-plan lives until the stripe is read; its columns must not pile up)."""
+plan lives until the stripe is read; its columns must not pile up), and
+its batches of several groups hold no more than their rows."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def test_scan_frees_the_columns_of_chunk_groups_it_passed(stripe, rowids):
         gc.collect()
         # the decoded columns of earlier chunk groups are gone while the stripe is still read
         assert sum(r() is not None for r in alive[:-1]) == 0
-    assert len(alive) == ROWS // GROUP
+    # one group's rows first, then twice as many as the batch before (the rest of the stripe last)
+    assert [len(i) for i in got_ids] == [GROUP, 2 * GROUP, 4 * GROUP, ROWS - 7 * GROUP]
     assert np.array_equal(np.concatenate(got_ids), ids)
     assert np.concatenate(got_x).tobytes() == x.tobytes()

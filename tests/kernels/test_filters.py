@@ -435,17 +435,36 @@ def test_compress_matches_reference(n, density, dtype):
     rng = np.random.default_rng(n + 17)
     mask = ((rng.random(n) < density) * rng.choice(np.array([1, 2, 255], np.uint8), n)).astype(np.uint8)
     values = random_values(rng, dtype, n)
-    word = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    width = np.dtype(dtype).itemsize
     expected = compress_ref(mask, values)
     out = np.full(len(expected) + 3, 7, dtype)  # room to spare: nothing past the kept rows is written
-    assert F.compress(mask, values.view(word), out.view(word)) == len(expected)
-    assert np.array_equal(out[:len(expected)].view(word), expected.view(word))  # bit for bit (NaN too)
+    assert F.compress(mask, values.view(np.uint8), out.view(np.uint8), width) == len(expected)
+    assert out[:len(expected)].tobytes() == expected.tobytes()  # bit for bit (NaN too)
     assert np.all(out[len(expected):] == 7)
     if len(expected):
         with pytest.raises(ValueError):
-            F.compress(mask, values.view(word), np.empty(len(expected) - 1, word))
+            F.compress(mask, values.view(np.uint8), np.empty((len(expected) - 1) * width, np.uint8), width)
     with pytest.raises(ValueError):
-        F.compress(mask, np.zeros(n + 1, word), np.empty(n + 1, word))
+        F.compress(mask, np.zeros((n + 1) * width, np.uint8), np.empty((n + 1) * width, np.uint8), width)
+    with pytest.raises(ValueError):
+        F.compress(mask, values.view(np.uint8), out.view(np.uint8), 3)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_compress_runs_of_kept_rows(width):
+    """Masks of runs (eight rows all kept, none kept, mixed) and of a last
+    kept row anywhere: the stretches copied whole, skipped, and the end."""
+    rng = np.random.default_rng(width)
+    for n in (8, 63, 64, 1000):
+        for _ in range(20):
+            mask = np.repeat(rng.random(n // 4 + 1) < 0.5, 4)[:n].astype(np.uint8)
+            mask[rng.integers(0, n, n // 10)] ^= 1
+            mask[rng.integers(0, n):] = 0
+            values = np.frombuffer(rng.bytes(n * width), np.uint8)
+            expected = compress_ref(mask, values.reshape(n, width))
+            out = np.zeros(len(expected) * width, np.uint8)
+            assert F.compress(mask, values, out, width) == len(expected)
+            assert out.tobytes() == expected.tobytes()
 
 
 def test_portable_loops_match_the_avx2_ones(tmp_path):
