@@ -16,7 +16,8 @@ filter columns are decoded first and its other columns only if a row
 passes (late materialization). The kept rows of consecutive chunk groups of
 a stripe go into one batch of up to :data:`RUN_ROWS` rows, a fixed-width
 column's written straight into the batch's array (the ``compress`` kernel:
-selection and gather in one pass). :meth:`ColumnarScan.chunk_groups` hands out
+selection and gather in one pass); a large group whose every row is kept is
+a batch of its own (its decoded columns, not copied). :meth:`ColumnarScan.chunk_groups` hands out
 the chunk groups themselves (:class:`ChunkGroup`, columns decoded on
 demand) to the top-N scan and to answers from statistics."""
 
@@ -48,6 +49,11 @@ from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_strip
 #: the scan's consumers do per batch (Arrow arrays, rows handed to
 #: PostgreSQL) is done once per this many rows, not per chunk group
 RUN_ROWS = 65536
+
+#: a chunk group of at least this many rows all kept is a batch of its own:
+#: its decoded columns handed on as they are (gathering them into a larger
+#: batch would copy them)
+WHOLE_GROUP_ROWS = 8192
 
 #: decoded column chunks a scan keeps for its rescans
 CHUNK_CACHE_ENTRIES = 32
@@ -321,7 +327,8 @@ class ColumnarScan:
         (a column of another layout than the batch's starts a new one).
         A scan's first batch holds one group's rows, the next ones twice as
         many as the one before, up to RUN_ROWS: a scan stopped early (a
-        LIMIT) reads no more groups than before."""
+        LIMIT) reads no more groups than before. A group of at least
+        WHOLE_GROUP_ROWS rows all kept is a batch of its own, not copied."""
         pre = self.prefilter
         filtering = pre is not None and bool(pre.filters)
         dicts = self.dictionaries if filtering or pre is None or pre.expr is ALWAYS_TRUE else frozenset()
@@ -340,6 +347,17 @@ class ColumnarScan:
                     group.release()
                     continue
                 full, picked = self._group_columns(group, needed, dicts, mask)
+                if mask is None and k >= WHOLE_GROUP_ROWS:
+                    # every row kept: the group's columns handed on as they are, not copied
+                    if run is not None:
+                        yield self._batch(run, filtering)
+                        run = None
+                    cols = {name: full[name] if name in full else picked[name] for name in needed}
+                    rowids = self._rowids(stripe.stripe_id, np.arange(group.first_row, group.first_row + k))
+                    group.release()
+                    self.counters.rows += k
+                    yield (FilteredBatch if filtering else Batch)(k, cols, rowids)
+                    continue
                 if run is not None and not run.accepts(full, picked, k):
                     yield self._batch(run, filtering)
                     run = None
