@@ -126,8 +126,8 @@ def prune_stripes(stripes: list[store.StripeRecord], quals: Any,
 
 
 class ColumnarScan:
-    """The iterator ``ColumnarTable.execute`` returns: yields
-    :class:`Batch` es of the kept rows of runs of chunk groups of a stripe
+    """The iterator ``ColumnarTable.execute`` returns: yields batches
+    (:class:`Batch`) of the kept rows of runs of chunk groups of a stripe
     (up to :data:`RUN_ROWS` rows; one per stripe when no column is
     needed), with only the needed columns.
 
@@ -168,9 +168,9 @@ class ColumnarScan:
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
         self._may_match: Callable | None = None  # the quals' pruner (:meth:`_pruner`)
-        self._qual_columns: list[str] | None = None  # the columns the quals read (:meth:`may_match`)
-        #: id(footer) -> (footer, where the stripe holds each column, its answers) (:meth:`may_match`)
-        self._match_answers: dict[int, tuple] = {}
+        #: (test, id(footer)) -> (footer, where the stripe holds each column, its answers)
+        #: (:meth:`_footer_answers`)
+        self._match_answers: dict[tuple, tuple] = {}
         #: the small dictionaries read, as wire columns, by (text column, with
         #: character(n), offsets, bytes): one object per content
         self._entries: dict[tuple, Column] = {}
@@ -392,7 +392,13 @@ class ColumnarScan:
         if pre is not None:
             if self._whole is False:
                 self._whole = matcher(pre.expr)  # once per scan
-            if self._whole is not None and self._whole(group.stats):
+            whole = False
+            if self._whole is not None:
+                answers = self._footer_answers("whole", pre.expr, group.reader.metadata, group.present)
+                whole = answers[group.index]
+                if whole is None:
+                    whole = answers[group.index] = bool(self._whole(group.stats))
+            if whole:
                 self.counters.chunk_groups_whole += 1
             else:
                 mask = pre.mask(group.column, n, group.filter_dictionary)
@@ -468,15 +474,19 @@ class ColumnarScan:
             rec = stripe.columns.get(self.table_columns[name].attnum)
             if rec is not None and rec.kind == storage_kind(self.table_columns[name]):
                 qual_cols[name] = meta.column_index(rec.column_name)
+        answers = self._footer_answers("may match", self.quals, meta, present) if prune else None
         groups = []
         for group in meta.chunk_groups:
             g = group.index
             if prune:
-                def stats(name: str, g: int = g) -> Any:
-                    ci = qual_cols.get(name)
-                    return None if ci is None else meta.chunks[g][ci].stats  # a ChunkStats
+                ok = answers[g]
+                if ok is None:
+                    def stats(name: str, g: int = g) -> Any:
+                        ci = qual_cols.get(name)
+                        return None if ci is None else meta.chunks[g][ci].stats  # a ChunkStats
 
-                if not may_match(stats):
+                    ok = answers[g] = bool(may_match(stats))
+                if not ok:
                     self.counters.chunk_groups_skipped += 1
                     continue
             if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
@@ -492,22 +502,7 @@ class ColumnarScan:
         by min / max if not."""
         if self.quals is ALWAYS_TRUE:
             return True
-        # the answer depends on the footer's statistics only: kept with it,
-        # per group, for the scans of the same quals after this one
-        meta = group.reader.metadata
-        known = self._match_answers.get(id(meta))
-        if known is not None and known[0] is meta and known[1] is group.present:
-            answers = known[2]
-        else:
-            if self._qual_columns is None:
-                self._qual_columns = sorted(referenced_columns(self.quals))
-            key = ("may match", self.quals) + tuple(
-                (group.present.get(name), storage_kind(self.table_columns[name])) for name in self._qual_columns)
-            try:
-                answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
-            except TypeError:  # a value that does not hash
-                answers = [None] * len(meta.chunk_groups)
-            self._match_answers[id(meta)] = (meta, group.present, answers)
+        answers = self._footer_answers("may match", self.quals, group.reader.metadata, group.present)
         ok = answers[group.index]
         if ok is None:
             ok = answers[group.index] = self._pruner()(group.stats)
@@ -515,6 +510,25 @@ class ColumnarScan:
             return True
         self.counters.chunk_groups_skipped += 1
         return False
+
+    def _footer_answers(self, what: str, expr: BooleanExpression, meta: Any, present: dict) -> list:
+        """What a test of ``expr`` on chunk statistics (``what``: "may
+        match", the quals' min / max; "whole", every row passes) answered
+        per chunk group of the footer ``meta`` (None: not asked yet). The
+        answers depend on the footer's statistics only: kept with it (cached
+        across queries), for the scans of the same expression after this
+        one, under the stored kinds of the columns it reads (``present``)."""
+        known = self._match_answers.get((what, id(meta)))
+        if known is not None and known[0] is meta and known[1] is present:
+            return known[2]
+        key = (what, expr) + tuple((present.get(name), storage_kind(self.table_columns[name]))
+                                   for name in sorted(referenced_columns(expr)))
+        try:
+            answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
+        except TypeError:  # a value that does not hash
+            answers = [None] * len(meta.chunk_groups)
+        self._match_answers[(what, id(meta))] = (meta, present, answers)
+        return answers
 
     def _pruner(self) -> Callable:
         """The quals' min / max pruner, made once per scan."""
