@@ -353,7 +353,8 @@ class ColumnarScan:
                         yield self._batch(run, filtering)
                         run = None
                     cols = {name: full[name] if name in full else picked[name] for name in needed}
-                    rowids = self._rowids(stripe.stripe_id, np.arange(group.first_row, group.first_row + k))
+                    rowids = self._rowids(stripe.stripe_id, np.arange(group.first_row, group.first_row + k)) \
+                        if self.rowids else None
                     group.release()
                     self.counters.rows += k
                     yield (FilteredBatch if filtering else Batch)(k, cols, rowids)
@@ -425,10 +426,11 @@ class ColumnarScan:
         full: dict[str, Column] = {}
         picked: dict[str, Any] = {}
         idx = None
+        read = group._dicts  # the dictionary forms read (for the filter)
         for name in needed:
             if name in dicts:
                 col = group.dictionary_column(name)
-            elif name not in group._cols and (group._dicts.get((name, True)) or group._dicts.get(name)):
+            elif read and name not in group._cols and (read.get((name, True)) or read.get(name)):
                 # its dictionary form was read for the filter: the kept rows decoded from it
                 if idx is None:
                     idx = np.arange(group.nrows) if mask is None else selection(mask, np.int64)
@@ -436,7 +438,7 @@ class ColumnarScan:
                 continue
             else:
                 col = group.column(name)
-            if isinstance(col, DictionaryColumn) or col.kind.is_variable_width:
+            if isinstance(col, DictionaryColumn) or col.offsets is not None:  # variable-width
                 if mask is not None:
                     if idx is None:
                         idx = selection(mask, np.int64)
