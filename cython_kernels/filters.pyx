@@ -31,7 +31,7 @@
 #   lanes into four bytes), else plain loops also built for SSE4.2 (GCC's
 #   target_clones). Every other loop is Cython.
 
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp, memcpy, memset
 
@@ -1057,3 +1057,90 @@ def mask_to_indices(const uint8_t[::1] mask, index_t[::1] out):
         _raise(err, 0)
     return k
 
+
+
+ctypedef fused word_t:
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline Py_ssize_t _compress_words(const uint8_t* m, Py_ssize_t n, word_t* v, word_t* out,
+                                       Py_ssize_t count) noexcept nogil:
+    """The values of the rows whose mask byte is nonzero into ``out``,
+    ``count`` of them (the number of nonzero bytes), eight rows at a time:
+    none kept, skipped; all kept (bytes of 1), copied; else every value
+    written and the position advanced where the row is kept (no branch on
+    the mask) while eight more values fit in ``out``, the rows kept only
+    near its end (``out`` needs no more than ``count`` entries)."""
+    cdef Py_ssize_t i = 0, k = 0, b
+    cdef uint64_t w
+    while i + 8 <= n:
+        memcpy(&w, m + i, 8)
+        if w == 0:
+            pass
+        elif w == <uint64_t> 0x0101010101010101 and k + 8 <= count:
+            memcpy(out + k, v + i, 8 * sizeof(word_t))
+            k += 8
+        elif k + 8 <= count:
+            for b in range(8):
+                out[k] = v[i + b]
+                k += m[i + b] != 0
+        else:
+            for b in range(8):
+                if m[i + b]:
+                    out[k] = v[i + b]
+                    k += 1
+        i += 8
+    while i < n:
+        if m[i]:
+            out[k] = v[i]
+            k += 1
+        i += 1
+    return k
+
+
+def compress(const uint8_t[::1] mask, const uint8_t[::1] values, uint8_t[::1] out, int width):
+    """Write the values of the rows whose byte of ``mask`` is nonzero, in
+    order, into ``out``; return how many were written. ``values`` and
+    ``out`` are the bytes of columns of values ``width`` bytes wide (1, 2, 4
+    or 8: a column of any such dtype viewed as bytes; ``out`` of at least
+    :func:`count_selected` values): a selection and a gather in one pass.
+
+    Raises:
+        ValueError: another width, ``values`` not of one value per row of
+            ``mask``, or ``out`` too small.
+    """
+    cdef Py_ssize_t n = mask.shape[0], count = 0, k = 0
+    cdef const uint8_t* m
+    cdef uint8_t* v
+    cdef uint8_t* o
+    if width != 1 and width != 2 and width != 4 and width != 8:
+        raise ValueError(f"values of {width} bytes")
+    if values.shape[0] != n * width:
+        raise ValueError(f"{values.shape[0]} bytes of values for a mask of {n} rows of {width} bytes")
+    if n == 0:
+        return 0
+    m = &mask[0]
+    with nogil:
+        count = orochi_count_nonzero(m, n)
+    if count * width > out.shape[0]:
+        _raise(ERR_CAPACITY, 0)
+    if count == 0:
+        return 0
+    v = <uint8_t*> &values[0]  # read only
+    o = &out[0]
+    with nogil:
+        if count == n:
+            memcpy(o, v, <size_t> (n * width))
+            k = n
+        elif width == 1:
+            k = _compress_words(m, n, v, o, count)
+        elif width == 2:
+            k = _compress_words(m, n, <uint16_t*> v, <uint16_t*> o, count)
+        elif width == 4:
+            k = _compress_words(m, n, <uint32_t*> v, <uint32_t*> o, count)
+        else:
+            k = _compress_words(m, n, <uint64_t*> v, <uint64_t*> o, count)
+    return k

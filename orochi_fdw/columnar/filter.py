@@ -54,7 +54,8 @@ class FilteredScan:
         columns: the table's columns (numeric text, from the delta store,
             becomes DECIMAL64 at its column's scale).
         filter_columns: the columns the filter reads, when the scan may
-            apply it to a chunk group before decoding the others.
+            apply it to a chunk group before decoding the others
+            (:meth:`mask`).
     """
 
     def __init__(self, scan: Any, expr: BooleanExpression, needed: list[str],
@@ -71,8 +72,8 @@ class FilteredScan:
         #: chunk group before decoding its other columns (:meth:`select`)
         self.filters = sorted(filter_columns) if filter_columns and expr is not ALWAYS_TRUE else []
 
-    def select(self, column: Any, nrows: int, dictionary: Any = None):
-        """Positions of the rows of ``nrows`` that pass (``column(name)``:
+    def mask(self, column: Any, nrows: int, dictionary: Any = None) -> np.ndarray:
+        """The rows of ``nrows`` that pass, as a uint8 mask (``column(name)``:
         a column of all of them; ``dictionary(name)``: a text column in its
         dictionary form, or None, which the filter evaluates once per
         distinct value without decoding the rows)."""
@@ -86,7 +87,7 @@ class FilteredScan:
             if n in self.numeric and col.kind.is_variable_width:
                 col = self._convert(n, col)
             cols[n] = col
-        return selection(evaluate(self.expr, cols, nrows), np.int64)
+        return evaluate(self.expr, cols, nrows)
 
     def _convert(self, name: str, col: Column) -> Column:
         kind = self.numeric[name]

@@ -6,13 +6,18 @@ Every batch carries row ids (``Batch.rowids``, see
 is made without (``rowids=False``: aggregations, and plans that read no
 ctid); the delta store's batches always have them. Deleted rows are
 left out by the live mask of each chunk group (``DeletedOffsets.live_mask``,
-applied in :meth:`ColumnarScan._apply_deletes` and, with a filter, in
-:meth:`ColumnarScan._filtered_group`); the delta store's rows come last, as extra batches of
-the same layout, from :meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`.
+applied in :meth:`ColumnarScan._kept`, with the filter's mask if any, and in
+:meth:`ColumnarScan._apply_deletes` for a scan of no column); the delta
+store's rows come last, as extra batches of the same layout, from
+:meth:`~orochi_fdw.columnar.delta.DeltaStore.scan`.
 
 With a filter the table applies exactly (``prefilter``), a chunk group's
 filter columns are decoded first and its other columns only if a row
-passes (late materialization). :meth:`ColumnarScan.chunk_groups` hands out
+passes (late materialization). The kept rows of consecutive chunk groups of
+a stripe go into one batch of up to :data:`RUN_ROWS` rows, a fixed-width
+column's written straight into the batch's array (the ``compress`` kernel:
+selection and gather in one pass); a large group whose every row is kept is
+a batch of its own (its decoded columns, not copied). :meth:`ColumnarScan.chunk_groups` hands out
 the chunk groups themselves (:class:`ChunkGroup`, columns decoded on
 demand) to the top-N scan and to answers from statistics."""
 
@@ -28,15 +33,27 @@ from orochi_fdw.bridge.batch import Batch, Column
 from orochi_fdw.catalog import files, store
 from orochi_fdw.catalog.errors import MissingStripeFileError, StorageIOError
 from orochi_fdw.columnar.deletes import DeletedOffsets, stripe_rowids
-from orochi_fdw.columnar.topn import dictionary_take, take
+from orochi_fdw.columnar.topn import concat, dictionary_take, take
 from orochi_fdw.columnar.types import storage_kind, to_wire
+from orochi_fdw.kernels.filters import compress, count_selected
 from orochi_fdw.query.all_match import matcher
 from orochi_fdw.query.predicates import (ALWAYS_TRUE, BooleanExpression, ColumnStats, DictionaryColumn, pruner,
-                                         referenced_columns)
+                                         referenced_columns, selection)
 from orochi_fdw.storage.kinds import ColumnData
 from orochi_fdw.storage.stripe_format import StripeReader
 from orochi_fdw.tiering.objects import TierCounters, footer_estimate, open_stripe, prefetch_footers
 
+
+#: rows of a batch of a scan at most: the kept rows of consecutive chunk
+#: groups of a stripe are written into one batch's arrays, so that what
+#: the scan's consumers do per batch (Arrow arrays, rows handed to
+#: PostgreSQL) is done once per this many rows, not per chunk group
+RUN_ROWS = 65536
+
+#: a chunk group of at least this many rows all kept is a batch of its own:
+#: its decoded columns handed on as they are (gathering them into a larger
+#: batch would copy them)
+WHOLE_GROUP_ROWS = 8192
 
 #: decoded column chunks a scan keeps for its rescans
 CHUNK_CACHE_ENTRIES = 32
@@ -109,8 +126,9 @@ def prune_stripes(stripes: list[store.StripeRecord], quals: Any,
 
 
 class ColumnarScan:
-    """The iterator ``ColumnarTable.execute`` returns: yields one
-    :class:`Batch` per chunk group read (per stripe when no column is
+    """The iterator ``ColumnarTable.execute`` returns: yields batches
+    (:class:`Batch`) of the kept rows of runs of chunk groups of a stripe
+    (up to :data:`RUN_ROWS` rows; one per stripe when no column is
     needed), with only the needed columns.
 
     The stripe list is read from the catalog when the scan is created, before
@@ -150,12 +168,14 @@ class ColumnarScan:
         # the rescans of one scan node (the most recent CHUNK_CACHE_ENTRIES)
         self.chunk_cache = chunk_cache
         self._may_match: Callable | None = None  # the quals' pruner (:meth:`_pruner`)
-        self._qual_columns: list[str] | None = None  # the columns the quals read (:meth:`may_match`)
-        #: id(footer) -> (footer, where the stripe holds each column, its answers) (:meth:`may_match`)
-        self._match_answers: dict[int, tuple] = {}
+        #: (test, id(footer)) -> (footer, where the stripe holds each column, its answers)
+        #: (:meth:`_footer_answers`)
+        self._match_answers: dict[tuple, tuple] = {}
         #: the small dictionaries read, as wire columns, by (text column, with
         #: character(n), offsets, bytes): one object per content
         self._entries: dict[tuple, Column] = {}
+        #: the capacity of the scan's last batch, in rows (:meth:`_emit`)
+        self._run_rows = 0
         self._iter = self._batches()
 
     def __iter__(self) -> "ColumnarScan":
@@ -301,67 +321,132 @@ class ColumnarScan:
             raise
 
     def _emit(self, stripe: store.StripeRecord, plan: "ColumnarScan._Plan") -> Iterator[Batch]:
+        """The batches of a stripe's chunk groups: each group's kept rows
+        (filtered, deleted ones left out) written into the arrays of a
+        batch of up to RUN_ROWS rows, the next group's when they are full
+        (a column of another layout than the batch's starts a new one).
+        A scan's first batch holds one group's rows, the next ones twice as
+        many as the one before, up to RUN_ROWS: a scan stopped early (a
+        LIMIT) reads no more groups than before. A group of at least
+        WHOLE_GROUP_ROWS rows all kept is a batch of its own, not copied."""
         pre = self.prefilter
+        filtering = pre is not None and bool(pre.filters)
+        dicts = self.dictionaries if filtering or pre is None or pre.expr is ALWAYS_TRUE else frozenset()
+        needed = pre.needed if filtering else self.needed
+        remaining = sum(group.nrows for group in plan.groups)
+        run: _Run | None = None
         try:
             for group in plan.groups:
+                if run is not None and run.nrows >= run.capacity:
+                    yield self._batch(run, filtering)  # full: handed on before the next group is read
+                    run = None
                 self.counters.chunk_groups += 1
-                if pre is not None and pre.filters:
-                    batch = self._filtered_group(group, pre)
-                    if batch is not None:
-                        self.counters.rows += batch.nrows
-                        yield batch
+                remaining -= group.nrows
+                mask, k = self._kept(group, pre if filtering else None)
+                if k == 0:
+                    group.release()
                     continue
-                if self.dictionaries and (pre is None or pre.expr is ALWAYS_TRUE):
-                    cols = {name: group.dictionary_column(name) if name in self.dictionaries
-                            else group.column(name) for name in self.needed}
-                else:
-                    cols = {name: group.column(name) for name in self.needed}
-                batch = self._apply_deletes(stripe, group.deleted, group.first_row, Batch(group.nrows, cols))
+                full, picked = self._group_columns(group, needed, dicts, mask)
+                if mask is None and k >= WHOLE_GROUP_ROWS:
+                    # every row kept: the group's columns handed on as they are, not copied
+                    if run is not None:
+                        yield self._batch(run, filtering)
+                        run = None
+                    cols = {name: full[name] if name in full else picked[name] for name in needed}
+                    rowids = self._rowids(stripe.stripe_id, np.arange(group.first_row, group.first_row + k)) \
+                        if self.rowids else None
+                    group.release()
+                    self.counters.rows += k
+                    yield (FilteredBatch if filtering else Batch)(k, cols, rowids)
+                    continue
+                if run is not None and not run.accepts(full, picked, k):
+                    yield self._batch(run, filtering)
+                    run = None
+                if run is None:
+                    # the first batch of a scan is one group's (a LIMIT reads
+                    # no more), each next one up to twice the size of the one before
+                    self._run_rows = min(RUN_ROWS, max(2 * self._run_rows, k))
+                    run = _Run(max(k, min(self._run_rows, k + remaining)))
+                run.add(full, picked, mask, k)
+                if self.rowids:
+                    offsets = np.arange(group.nrows) if mask is None else selection(mask, np.int64)
+                    run.rowids.append(self._rowids(stripe.stripe_id, offsets + group.first_row))
                 group.release()
-                if batch is not None:
-                    self.counters.rows += batch.nrows
-                    yield batch
+            if run is not None:
+                yield self._batch(run, filtering)
         finally:
             plan.reader.close()
 
-    def _filtered_group(self, group: "ChunkGroup", pre) -> Batch | None:
-        """Late materialization: the filter's columns of a chunk group are
-        decoded and the filter applied first; the other needed columns are
-        decoded only if a row passes, and only its rows are kept. A group
-        whose statistics show that every row passes is taken without
-        decoding the filter's columns (unless they are needed)."""
-        if self._whole is False:
-            self._whole = matcher(pre.expr)  # once per scan
-        if self._whole is not None and self._whole(group.stats):
-            self.counters.chunk_groups_whole += 1
-            idx = np.arange(group.nrows)
-        else:
-            idx = pre.select(group.column, group.nrows, group.filter_dictionary)
+    def _batch(self, run: "_Run", filtering: bool) -> Batch:
+        batch = run.batch(FilteredBatch if filtering else Batch)
+        self.counters.rows += batch.nrows
+        return batch
+
+    def _kept(self, group: "ChunkGroup", pre) -> tuple[np.ndarray | None, int]:
+        """The rows of ``group`` a scan passes on: (a uint8 mask, None when
+        every row is kept; how many), the filter ``pre`` applied (None: no
+        filter) and deleted rows left out. Late materialization: only the
+        filter's columns are decoded for it; a group whose statistics show
+        that every row passes is taken without decoding them."""
+        n = group.nrows
+        mask = None
+        if pre is not None:
+            if self._whole is False:
+                self._whole = matcher(pre.expr)  # once per scan
+            whole = False
+            if self._whole is not None:
+                answers = self._footer_answers("whole", pre.expr, group.reader.metadata, group.present)
+                whole = answers[group.index]
+                if whole is None:
+                    whole = answers[group.index] = bool(self._whole(group.stats))
+            if whole:
+                self.counters.chunk_groups_whole += 1
+            else:
+                mask = pre.mask(group.column, n, group.filter_dictionary)
         live = group.live()
+        deleted = 0
         if live is not None:
-            deleted = group.nrows - int(np.count_nonzero(live))
+            live = live.view(np.uint8)
+            deleted = n - count_selected(live)
             self.counters.deleted_rows_skipped += deleted
-            idx = idx[live[idx]]
-        else:
-            deleted = 0
-        pre.removed += group.nrows - deleted - len(idx)
-        if len(idx) == 0:
-            group.release()
-            return None
-        # only the columns the filter passes on (a filter column is not decoded
-        # for a group that passes whole)
-        dicts = self.dictionaries
-        rows = None if len(idx) == group.nrows else idx
-        cols = {}
-        for name in pre.needed:
+            if mask is None:
+                mask = live
+            else:
+                np.bitwise_and(mask, live, out=mask)
+        k = n if mask is None else count_selected(mask)
+        if pre is not None:
+            pre.removed += n - deleted - k
+        return (None if k == n else mask), k
+
+    def _group_columns(self, group: "ChunkGroup", needed: list[str], dicts: frozenset,
+                       mask: np.ndarray | None) -> tuple[dict, dict]:
+        """The ``needed`` columns of ``group``: (fixed-width columns of
+        every row, for the run to gather the kept rows of; the others,
+        variable-width and dictionary forms, at the kept rows already)."""
+        full: dict[str, Column] = {}
+        picked: dict[str, Any] = {}
+        idx = None
+        read = group._dicts  # the dictionary forms read (for the filter)
+        for name in needed:
             if name in dicts:
                 col = group.dictionary_column(name)
-                cols[name] = col if rows is None else col.take(rows) if isinstance(col, DictionaryColumn) \
-                    else take(col, rows)
+            elif read and name not in group._cols and (read.get((name, True)) or read.get(name)):
+                # its dictionary form was read for the filter: the kept rows decoded from it
+                if idx is None:
+                    idx = np.arange(group.nrows) if mask is None else selection(mask, np.int64)
+                picked[name] = group.rows(name, idx)
+                continue
             else:
-                cols[name] = group.rows(name, rows)
-        group.release()
-        return FilteredBatch(len(idx), cols, self._rowids(group.stripe.stripe_id, idx + group.first_row))
+                col = group.column(name)
+            if isinstance(col, DictionaryColumn) or col.offsets is not None:  # variable-width
+                if mask is not None:
+                    if idx is None:
+                        idx = selection(mask, np.int64)
+                    col = col.take(idx) if isinstance(col, DictionaryColumn) else take(col, idx)
+                picked[name] = col
+            else:
+                full[name] = col
+        return full, picked
 
     def _groups(self, stripe: store.StripeRecord, reader: StripeReader, prune: bool = True) -> list["ChunkGroup"]:
         """The chunk groups of ``stripe`` (open in ``reader``) that the quals'
@@ -391,15 +476,19 @@ class ColumnarScan:
             rec = stripe.columns.get(self.table_columns[name].attnum)
             if rec is not None and rec.kind == storage_kind(self.table_columns[name]):
                 qual_cols[name] = meta.column_index(rec.column_name)
+        answers = self._footer_answers("may match", self.quals, meta, present) if prune else None
         groups = []
         for group in meta.chunk_groups:
             g = group.index
             if prune:
-                def stats(name: str, g: int = g) -> Any:
-                    ci = qual_cols.get(name)
-                    return None if ci is None else meta.chunks[g][ci].stats  # a ChunkStats
+                ok = answers[g]
+                if ok is None:
+                    def stats(name: str, g: int = g) -> Any:
+                        ci = qual_cols.get(name)
+                        return None if ci is None else meta.chunks[g][ci].stats  # a ChunkStats
 
-                if not may_match(stats):
+                    ok = answers[g] = bool(may_match(stats))
+                if not ok:
                     self.counters.chunk_groups_skipped += 1
                     continue
             if deleted and deleted.count_in(group.first_row, group.first_row + group.row_count) \
@@ -415,22 +504,7 @@ class ColumnarScan:
         by min / max if not."""
         if self.quals is ALWAYS_TRUE:
             return True
-        # the answer depends on the footer's statistics only: kept with it,
-        # per group, for the scans of the same quals after this one
-        meta = group.reader.metadata
-        known = self._match_answers.get(id(meta))
-        if known is not None and known[0] is meta and known[1] is group.present:
-            answers = known[2]
-        else:
-            if self._qual_columns is None:
-                self._qual_columns = sorted(referenced_columns(self.quals))
-            key = ("may match", self.quals) + tuple(
-                (group.present.get(name), storage_kind(self.table_columns[name])) for name in self._qual_columns)
-            try:
-                answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
-            except TypeError:  # a value that does not hash
-                answers = [None] * len(meta.chunk_groups)
-            self._match_answers[id(meta)] = (meta, group.present, answers)
+        answers = self._footer_answers("may match", self.quals, group.reader.metadata, group.present)
         ok = answers[group.index]
         if ok is None:
             ok = answers[group.index] = self._pruner()(group.stats)
@@ -438,6 +512,25 @@ class ColumnarScan:
             return True
         self.counters.chunk_groups_skipped += 1
         return False
+
+    def _footer_answers(self, what: str, expr: BooleanExpression, meta: Any, present: dict) -> list:
+        """What a test of ``expr`` on chunk statistics (``what``: "may
+        match", the quals' min / max; "whole", every row passes) answered
+        per chunk group of the footer ``meta`` (None: not asked yet). The
+        answers depend on the footer's statistics only: kept with it (cached
+        across queries), for the scans of the same expression after this
+        one, under the stored kinds of the columns it reads (``present``)."""
+        known = self._match_answers.get((what, id(meta)))
+        if known is not None and known[0] is meta and known[1] is present:
+            return known[2]
+        key = (what, expr) + tuple((present.get(name), storage_kind(self.table_columns[name]))
+                                   for name in sorted(referenced_columns(expr)))
+        try:
+            answers = meta.derived(key, lambda: [None] * len(meta.chunk_groups))
+        except TypeError:  # a value that does not hash
+            answers = [None] * len(meta.chunk_groups)
+        self._match_answers[(what, id(meta))] = (meta, present, answers)
+        return answers
 
     def _pruner(self) -> Callable:
         """The quals' min / max pruner, made once per scan."""
@@ -662,3 +755,126 @@ def select_rows(col: Column, mask: np.ndarray, indices: np.ndarray | None = None
     gather = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
     values = col.values if isinstance(col.values, np.ndarray) else np.frombuffer(col.values, np.uint8)
     return Column(col.kind, values[gather], validity, new_offsets)
+
+
+def compress_rows(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
+    """``values`` (fixed-width, any dtype) at the rows where the uint8
+    ``mask`` is nonzero, written into ``out`` (as many entries, ``values``'
+    dtype): one pass of the ``compress`` kernel for values of 1, 2, 4 or 8
+    bytes, numpy's boolean indexing for the others."""
+    width = values.dtype.itemsize
+    if width not in (1, 2, 4, 8) or values.dtype.hasobject:
+        out[...] = values[mask.view(np.bool_)]
+        return
+    compress(mask, np.ascontiguousarray(values).view(np.uint8), out.view(np.uint8), width)
+
+
+class _Run:
+    """The kept rows of consecutive chunk groups of a stripe, gathered into
+    one batch of at most ``capacity`` rows: a fixed-width column's kept
+    values written straight into the batch's array (no array per group),
+    other columns (variable-width, dictionary forms: at their kept rows
+    already) joined when the batch is made (:meth:`batch`)."""
+
+    __slots__ = ("capacity", "nrows", "fixed", "parts", "rowids")
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.nrows = 0
+        #: fixed-width column -> [kind, values array, validity array or None]
+        self.fixed: dict[str, list] = {}
+        #: other column -> its groups' kept rows
+        self.parts: dict[str, list] = {}
+        self.rowids: list[np.ndarray] = []
+
+    def accepts(self, full: dict, picked: dict, k: int) -> bool:
+        """Whether a group's columns (:meth:`ColumnarScan._group_columns`),
+        ``k`` kept rows, go into this batch: they fit, in the same layouts."""
+        if self.nrows + k > self.capacity:
+            return False
+        if self.nrows == 0:
+            return True
+        for name, col in full.items():
+            known = self.fixed.get(name)
+            if known is None or known[0] is not col.kind or known[1].dtype != col.values.dtype:
+                return False
+        for name, col in picked.items():
+            known = self.parts.get(name)
+            if known is None or type(known[0]) is not type(col) or (
+                    isinstance(col, Column) and known[0].kind is not col.kind):
+                return False
+        return True
+
+    def add(self, full: dict, picked: dict, mask: np.ndarray | None, k: int) -> None:
+        """A group's columns (its ``k`` kept rows: where ``mask`` is nonzero,
+        None: all)."""
+        at, end = self.nrows, self.nrows + k
+        for name, col in full.items():
+            known = self.fixed.get(name)
+            values = np.asarray(col.values)
+            if known is None:
+                known = self.fixed[name] = [col.kind, np.empty(self.capacity, dtype=values.dtype), None]
+            if mask is None:
+                known[1][at:end] = values
+            else:
+                compress_rows(mask, values, known[1][at:end])
+            validity = known[2]
+            if col.validity is not None:
+                if validity is None:
+                    validity = known[2] = np.ones(self.capacity, dtype=np.uint8)
+                v = np.asarray(col.validity)
+                v = v.view(np.uint8) if v.dtype == np.bool_ else v.astype(np.uint8, copy=False)
+                if mask is None:
+                    validity[at:end] = v
+                else:
+                    compress(mask, np.ascontiguousarray(v), validity[at:end], 1)
+            elif validity is not None:
+                validity[at:end] = 1
+        for name, col in picked.items():
+            self.parts.setdefault(name, []).append(col)
+        self.nrows = end
+
+    def batch(self, batch_type: type) -> Batch:
+        """The batch made of the groups added (a ``batch_type``)."""
+        n = self.nrows
+        # arrays much larger than their rows are copied to their size (a
+        # selective filter's batch keeps no capacity's worth of memory)
+        trim = n * 4 < self.capacity
+        cols: dict[str, Any] = {}
+        for name, (kind, values, validity) in self.fixed.items():
+            values = values[:n].copy() if trim else values[:n]
+            if validity is not None:
+                validity = validity[:n].copy() if trim else validity[:n]
+            cols[name] = Column(kind, values, validity)
+        for name, parts in self.parts.items():
+            cols[name] = parts[0] if len(parts) == 1 else \
+                _join_dictionaries(parts) if isinstance(parts[0], DictionaryColumn) else concat(parts)
+        rowids = None
+        if self.rowids:
+            rowids = self.rowids[0] if len(self.rowids) == 1 else np.concatenate(self.rowids)
+        return batch_type(n, cols, rowids)
+
+
+def _join_dictionaries(parts: list[DictionaryColumn]) -> DictionaryColumn:
+    """Text columns in dictionary form, one after the other: one entries
+    column when they share it (a scan keeps one object per small
+    dictionary), else their entries one after the other, the codes of
+    each shifted past the entries before it."""
+    def rows(p: DictionaryColumn) -> int:
+        return len(p.entries.offsets) - 1 if p.codes is None else len(p.codes)
+
+    def codes(p: DictionaryColumn) -> np.ndarray:
+        return np.arange(rows(p), dtype=np.int32) if p.codes is None else np.asarray(p.codes, dtype=np.int32)
+
+    validity = None
+    if any(p.validity is not None for p in parts):
+        validity = np.concatenate([np.ones(rows(p), np.uint8) if p.validity is None
+                                   else np.asarray(p.validity).astype(np.uint8, copy=False) for p in parts])
+    first = parts[0].entries
+    if all(p.entries is first for p in parts):
+        return DictionaryColumn(first, np.concatenate([codes(p) for p in parts]), validity)
+    shifted, base = [], 0
+    for p in parts:
+        shifted.append(codes(p) + np.int32(base))
+        base += len(p.entries.offsets) - 1
+    return DictionaryColumn(concat([p.entries for p in parts]), np.concatenate(shifted), validity)

@@ -1583,18 +1583,20 @@ def _arrow_input(handle: Any, inp: dict, counters: dict | None = None, quals: li
     schema = pa.schema(fields)
     owner = threading.get_ident()
     key = f"t{inp['rti']} {inp['relname']}"
+    # what each batch's columns are made with, worked out once
+    layouts = list(zip(names, coldefs, kinds, types, trimmed, [decimal_type(c) is not None for c in coldefs]))
 
     def make(nrows: int, columns: dict, scanned: bool = True):
         if not names:
             return pa.record_batch([pa.array(np.zeros(nrows, dtype=bool))], schema=schema)
         arrays = []
-        for n, c, k, t, trim in zip(names, coldefs, kinds, types, trimmed):
+        for n, c, k, t, trim, dec in layouts:
             col = columns.get(n)
             if isinstance(col, DictionaryColumn):
                 arrays.append(_dictionary_to_arrow(col, c, nrows, t, trimmed=trim and scanned))
                 continue
             col = to_column(k, col) if col is not None else _null_column(k, nrows)
-            if col.kind is WireKind.CSTRING and decimal_type(c) is not None:
+            if dec and col.kind is WireKind.CSTRING:
                 col = cstring_to_decimal(col, c)
             if n in texts:
                 arrays.append(_dictionary_to_arrow(DictionaryColumn(col, None, col.validity), c, nrows, t,

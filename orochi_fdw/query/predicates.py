@@ -1597,8 +1597,7 @@ class _KernelEvaluator:
             else:
                 np.logical_or(out, tmp, out=out.view(np.bool_))
             return
-        children = list(expr.children)
-        steps = self._pair_ranges(children) if inner == _kf.COMBINE_AND else [(c,) for c in children]
+        steps = _and_steps(expr) if inner == _kf.COMBINE_AND else [(c,) for c in expr.children]
         mode = combine
         for i, step in enumerate(steps):
             if len(step) == 2:
@@ -1692,6 +1691,23 @@ class _KernelEvaluator:
         if len(codes) != self._n:
             raise InvalidParameterError(f"column {p.term.name!r} does not have {self._n} rows")
         _kf.dict_filter(codes, entry_mask, _validity_u8(col.validity), out, combine)
+
+
+#: the steps of AND expressions evaluated lately (:func:`_and_steps`), by id
+_AND_STEPS: dict[int, tuple] = {}
+
+
+def _and_steps(expr: _Junction) -> list[tuple]:
+    """:meth:`_KernelEvaluator._pair_ranges` of an AND's children, worked
+    out once per expression (a scan evaluates one per chunk group)."""
+    known = _AND_STEPS.get(id(expr))
+    if known is not None and known[0] is expr:
+        return known[1]
+    steps = _KernelEvaluator._pair_ranges(list(expr.children))
+    if len(_AND_STEPS) >= 256:
+        _AND_STEPS.clear()
+    _AND_STEPS[id(expr)] = (expr, steps)
+    return steps
 
 
 def _var_items(p: In | NotIn) -> tuple[np.ndarray, np.ndarray]:

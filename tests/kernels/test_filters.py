@@ -422,6 +422,51 @@ def test_selection(n, density, idx_dtype):
             F.mask_to_indices(mask, np.empty(len(expected) - 1, idx_dtype))
 
 
+def compress_ref(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The values of the rows whose mask byte is nonzero, in order."""
+    return values[mask != 0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 9, 1000, 4099])
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.int64, np.float64],
+                         ids=lambda d: np.dtype(d).name)
+def test_compress_matches_reference(n, density, dtype):
+    rng = np.random.default_rng(n + 17)
+    mask = ((rng.random(n) < density) * rng.choice(np.array([1, 2, 255], np.uint8), n)).astype(np.uint8)
+    values = random_values(rng, dtype, n)
+    width = np.dtype(dtype).itemsize
+    expected = compress_ref(mask, values)
+    out = np.full(len(expected) + 3, 7, dtype)  # room to spare: nothing past the kept rows is written
+    assert F.compress(mask, values.view(np.uint8), out.view(np.uint8), width) == len(expected)
+    assert out[:len(expected)].tobytes() == expected.tobytes()  # bit for bit (NaN too)
+    assert np.all(out[len(expected):] == 7)
+    if len(expected):
+        with pytest.raises(ValueError):
+            F.compress(mask, values.view(np.uint8), np.empty((len(expected) - 1) * width, np.uint8), width)
+    with pytest.raises(ValueError):
+        F.compress(mask, np.zeros((n + 1) * width, np.uint8), np.empty((n + 1) * width, np.uint8), width)
+    with pytest.raises(ValueError):
+        F.compress(mask, values.view(np.uint8), out.view(np.uint8), 3)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_compress_runs_of_kept_rows(width):
+    """Masks of runs (eight rows all kept, none kept, mixed) and of a last
+    kept row anywhere: the stretches copied whole, skipped, and the end."""
+    rng = np.random.default_rng(width)
+    for n in (8, 63, 64, 1000):
+        for _ in range(20):
+            mask = np.repeat(rng.random(n // 4 + 1) < 0.5, 4)[:n].astype(np.uint8)
+            mask[rng.integers(0, n, n // 10)] ^= 1
+            mask[rng.integers(0, n):] = 0
+            values = np.frombuffer(rng.bytes(n * width), np.uint8)
+            expected = compress_ref(mask, values.reshape(n, width))
+            out = np.zeros(len(expected) * width, np.uint8)
+            assert F.compress(mask, values, out, width) == len(expected)
+            assert out.tobytes() == expected.tobytes()
+
+
 def test_portable_loops_match_the_avx2_ones(tmp_path):
     """The 32/64-bit comparison loops have an AVX2 version and a portable
     one; run the comparisons again in a process that is denied AVX2 and
