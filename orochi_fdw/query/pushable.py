@@ -122,6 +122,8 @@ FLOAT_TYPES = {FLOAT4: "FLOAT", FLOAT8: "DOUBLE"}
 COMPARISONS = {"=", "<>", "<", "<=", ">", ">="}
 ARITHMETIC = {"+", "-", "*"}
 MAX_DECIMAL64_PRECISION = 18
+#: the type modifier of char(1) and varchar(1): a length of 1 plus VARHDRSZ
+ONE_CHARACTER_TYPMOD = 5
 #: DuckDB's widest DECIMAL
 MAX_DECIMAL_PRECISION = 38
 
@@ -295,6 +297,22 @@ class Translator:
         if t.type_oid == NUMERIC and (t.decimal is None or t.scale_sql is not None or t.compare_only):
             raise Refused("a numeric output whose values differ in display scale")
         return t
+
+    def group_key(self, expr: tuple, typed: Typed) -> tuple[str, str] | None:
+        """(select SQL, GROUP BY SQL) of a group key DuckDB groups faster
+        by another expression than by its value, else None (grouped by the
+        value itself).  A text column of at most one character (char(1),
+        varchar(1)) is grouped by its character's code point (``ord``: -1
+        for the empty string, NULL for NULL, one code point per value, so
+        the groups are the same), its value made again from it (``chr``):
+        DuckDB groups integers several times faster than strings it has no
+        statistics of (TPC-H Q1's l_returnflag, l_linestatus at SF1: 184 ms
+        of DuckDB's CPU grouped by the strings, 80 ms by code points)."""
+        if expr[0] != "var" or family(typed.type_oid) not in ("text", "bpchar") or \
+                typed.typmod != ONE_CHARACTER_TYPMOD:
+            return None
+        key = f"ord({typed.sql})"
+        return f"(CASE WHEN {key} < 0 THEN '' ELSE chr({key}) END)", key
 
     # -- nodes
 

@@ -271,3 +271,28 @@ def test_planning_reads_of_other_columns_under_one_snapshot(pg_cluster, odb):
         assert rows(conn, "SELECT g FROM w") >= 900
         assert [rows(conn, q) for q in queries] == alone
         conn.execute("COMMIT")
+
+
+def test_one_table_one_character_group_keys(pg_cluster, odb):
+    """char(1) and varchar(1) group keys go to DuckDB grouped by their
+    character's code point (``ord``) and made again from it: the empty
+    value (char(1) ' ' without its padding, varchar ''), characters of
+    two and three bytes, NULL, each its own group, as in PostgreSQL; with
+    a HAVING naming the column the keys stay the values."""
+    with oracle_pair(pg_cluster, odb) as (oro, heap):
+        oro.execute("SET cpu_operator_cost = 10")
+        for conn, kind in ((oro, "FOREIGN TABLE"), (heap, "TABLE")):
+            server = f" SERVER orochi {OPTS}" if kind == "FOREIGN TABLE" else ""
+            conn.execute(f"CREATE {kind} c1{'' if server else '_h'} (a char(1), b varchar(1), q numeric(15,2))"
+                         + server)
+            conn.execute(f"INSERT INTO c1{'' if server else '_h'} SELECT (ARRAY[' ', 'A', 'é', '€', NULL])[1 + i % 5], "
+                         "(ARRAY['', 'z', 'ß', NULL])[1 + i % 4], i / 4.0 FROM generate_series(1, 400) i")
+            conn.execute(f"ANALYZE c1{'' if server else '_h'}")
+        for q in ("SELECT a, b, sum(q * 2), count(*) FROM {} GROUP BY a, b ORDER BY a, b",
+                  "SELECT b, a, sum(q * 2) FROM {} GROUP BY b, a HAVING b <> 'z' OR sum(q) > 1000 ORDER BY b, a"):
+            plan = _plan(oro, q.format("c1"))
+            assert "aggregate over c1" in plan, plan
+            assert ("ord(" in plan) == ("HAVING" not in q), plan
+            got = oro.execute(q.format("c1")).fetchall()
+            assert got == heap.execute(q.format("c1_h")).fetchall(), plan
+            assert len(got) == 20 or "HAVING" in q
