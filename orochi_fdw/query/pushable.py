@@ -52,7 +52,11 @@ PostgreSQL.  What is accepted, and why it is exact:
   integers become numeric through the ``numeric(int)`` cast; a numeric
   column whose values the caller bounds (``column_bound``: the catalog's
   min/max statistics) counts, in arithmetic, the digits those values need
-  and one more (a checked cast in DuckDB), not its declared precision;
+  and one more (a checked cast in DuckDB; in a sum's or avg's argument,
+  DuckDB's own decimal types where they compute it exactly:
+  ``Translator._native_arithmetic``), not its declared precision; a text
+  group key of at most one character is grouped by its code point
+  (``Translator.group_key``);
 - aggregates: count(*), count(x), count(DISTINCT x) (equality types), sum
   and avg of integers and numerics, min and max; in PostgreSQL's result
   types (sum(int4) bigint, sum(int8) numeric, avg numeric at the scale
