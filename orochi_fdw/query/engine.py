@@ -1436,11 +1436,14 @@ def _engine_error(exc: BaseException, limit: int, watch: _Watch | None) -> BaseE
             hint="The limit is work_mem × hash_mem_multiplier per join, beyond which it spills up to "
                  "temp_file_limit; raise work_mem, or SET orochi.duckdb_join_enabled = off to run the "
                  "join in PostgreSQL.")
-    if isinstance(exc, duckdb.OutOfRangeException):
+    if isinstance(exc, duckdb.OutOfRangeException) and "DECIMAL" not in text:
         return EngineError("integer out of range", "22003", detail=text)
-    if isinstance(exc, duckdb.ConversionException) and "out of range" in text and "DECIMAL" in text:
+    if (isinstance(exc, duckdb.ConversionException) and "out of range" in text and "DECIMAL" in text) or \
+            isinstance(exc, duckdb.OutOfRangeException):
         # a numeric column beyond the precision its statistics gave when
-        # the plan was made (pushable.Translator._narrowed): rows added since
+        # the plan was made (pushable.Translator._narrowed; a product of
+        # DuckDB's own types past 18 digits, Translator._native_arithmetic):
+        # rows added since
         return EngineError("numeric field overflow", "22003", detail=text,
                            hint="The plan was made when the table's values were smaller; plan the "
                                 "statement again (DISCARD PLANS), or SET orochi.duckdb_join_enabled = off.")
