@@ -307,6 +307,10 @@ class Translator:
         t = self.expr(expr)
         if t.type_oid == NUMERIC and (t.decimal is None or t.scale_sql is not None or t.compare_only):
             raise Refused("a numeric output whose values differ in display scale")
+        if family(t.type_oid) in ("text", "bpchar") and (t.collation is None or not t.collation[2]):
+            # (a group key: PostgreSQL groups the values its collation calls
+            # equal, DuckDB equal bytes)
+            raise Refused("a text value under a nondeterministic collation")
         return t
 
     def group_key(self, expr: tuple, typed: Typed) -> tuple[str, str] | None:

@@ -309,3 +309,22 @@ def test_one_table_products_past_18_digits(conns):
     plan = _both(conns, "SELECT g, sum(p * p * p), avg(p * p * d), sum(p * p + q * d), avg(p * p - t) "
                         "FROM {w} GROUP BY g ORDER BY g")
     assert 'sum((t1."p" * t1."p"))' not in plan and "AS DECIMAL(14,4)" in plan, plan
+
+
+def test_one_table_group_key_under_a_nondeterministic_collation(pg_cluster, odb):
+    """A text group key under a nondeterministic collation ('a' and 'A'
+    equal) stays in PostgreSQL: DuckDB would group by the bytes."""
+    with oracle_pair(pg_cluster, odb) as (oro, heap):
+        oro.execute("SET cpu_operator_cost = 10")
+        for conn, name, server in ((oro, "cc", f" SERVER orochi {OPTS}"), (heap, "cc_h", "")):
+            conn.execute("CREATE COLLATION IF NOT EXISTS ci "
+                         "(provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+            kind = "FOREIGN TABLE" if server else "TABLE"
+            conn.execute(f"CREATE {kind} {name} (a char(1) COLLATE ci, b text COLLATE ci, q numeric(15,2))"
+                         + server)
+            conn.execute(f"INSERT INTO {name} SELECT (ARRAY['a', 'A'])[1 + i % 2], (ARRAY['x', 'X'])[1 + i % 2], "
+                         "i / 4.0 FROM generate_series(1, 400) i")
+            conn.execute(f"ANALYZE {name}")
+        for q in ("SELECT count(*) FROM (SELECT a, sum(q * 2) FROM {} GROUP BY a) s",
+                  "SELECT count(*) FROM (SELECT b, sum(q * 2) FROM {} GROUP BY b) s"):
+            assert oro.execute(q.format("cc")).fetchall() == heap.execute(q.format("cc_h")).fetchall() == [(1,)]
