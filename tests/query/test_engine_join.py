@@ -530,7 +530,9 @@ def test_engine_join_generic_plan_after_values_outgrew_it(pg_cluster, edb):
              " WHERE x.k > $1 GROUP BY 1 ORDER BY 1")
         conn.execute(f"PREPARE nj(int) AS {q}")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN VERBOSE EXECUTE nj(0)"))
-        assert "aggregate over (nx inner join ny)" in plan and "DECIMAL(5,2)" in plan, plan
+        # (narrowed to 5 digits, the product's 15 fit DuckDB's own checked
+        # 64-bit products: no cast per value)
+        assert "aggregate over (nx inner join ny)" in plan and 'sum(((t1."p" * t2."p") * t2."p"))' in plan, plan
 
         def check() -> None:
             got = conn.execute("EXECUTE nj(0)").fetchall()
