@@ -71,3 +71,9 @@ def subquery_table_statements(seed: int, target: str) -> list[str]:
             f"(NULL, 2, NULL, NULL, NULL, NULL), (40, 9, 99.99, 0.001, 'only', '2024-02-01'), "
             f"(41, 9, NULL, NULL, 'only', NULL)",
             f"DELETE FROM {target} WHERE g = 3 AND k < 5"]
+
+
+def create_subquery_tables(conn) -> None:
+    """The subquery tests' tables (o, i, j) and their heap twins, analyzed."""
+    create_table_pairs(conn, SUBQUERY_TABLES, SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, subquery_table_statements)
+    conn.execute("ANALYZE")

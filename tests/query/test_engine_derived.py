@@ -15,8 +15,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from oracle_pair_helpers import (SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, SUBQUERY_TABLES, create_table_pairs,
-                                 engine_pair, subquery_table_statements)
+from oracle_pair_helpers import SUBQUERY_TABLES, create_subquery_tables, engine_pair
 
 TABLES = SUBQUERY_TABLES
 
@@ -25,8 +24,7 @@ TABLES = SUBQUERY_TABLES
 def ddb(pg_cluster, module_database):
     name = module_database
     with pg_cluster.connect(name, autocommit=True) as conn:
-        create_table_pairs(conn, TABLES, SUBQUERY_COLUMNS, SUBQUERY_TABLE_OPTIONS, subquery_table_statements)
-        conn.execute("ANALYZE")
+        create_subquery_tables(conn)
     yield name
 
 
