@@ -70,6 +70,14 @@ def test_round_trip_on_seaweedfs(db, seaweed):
     round_trip(db, seaweed, "orochi-tier-weed")
 
 
+def stripe_bytes(db) -> int:
+    """orochi.table_size('m') without its delta store: the heap relation's
+    pages may change between two readings (autovacuum, a free space map
+    made), its stripe files only by what moves them."""
+    return db.execute("SELECT orochi.table_size('m') - coalesce(pg_total_relation_size("
+                      "to_regclass('orochi.columnar_delta_' || 'm'::regclass::oid)), 0)").fetchone()[0]
+
+
 def round_trip(db, s3, bucket):
     setup_tables(db)
     db.execute("SELECT orochi.compact('m')")
@@ -86,10 +94,10 @@ def round_trip(db, s3, bucket):
     for sid, p in local.items():
         full = db.execute("SELECT orochi._file_path(%s)", (p,)).fetchone()[0]
         digests[sid] = hashlib.sha256(db.execute("SELECT pg_read_binary_file(%s)", (full,)).fetchone()[0]).hexdigest()
-    size_before = db.execute("SELECT orochi.table_size('m')").fetchone()[0]
+    size_before = stripe_bytes(db)
     assert db.execute("SELECT orochi.tier_chunk(%s, 'cold')", (first,)).fetchone()[0] == first
     moved = db.execute("SELECT cold_bytes FROM orochi.chunks WHERE chunk_name = %s", (first,)).fetchone()[0]
-    assert moved > 0 and db.execute("SELECT orochi.table_size('m')").fetchone()[0] == size_before - moved
+    assert moved > 0 and stripe_bytes(db) == size_before - moved
     cold = stripe_files(db, first)
     assert set(cold) == set(local) and all(p.startswith("tier:") for p in cold.values())
     assert len(objects(s3, bucket)) == len(local)
