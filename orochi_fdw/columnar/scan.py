@@ -426,11 +426,10 @@ class ColumnarScan:
         full: dict[str, Column] = {}
         picked: dict[str, Any] = {}
         idx = None
-        read = group._dicts  # the dictionary forms read (for the filter)
         for name in needed:
             if name in dicts:
                 col = group.dictionary_column(name)
-            elif read and name not in group._cols and (read.get((name, True)) or read.get(name)):
+            elif group.dictionary_read(name) is not None:
                 # its dictionary form was read for the filter: the kept rows decoded from it
                 if idx is None:
                     idx = np.arange(group.nrows) if mask is None else selection(mask, np.int64)
@@ -612,11 +611,18 @@ class ChunkGroup:
             self._cols[name] = col
         return col
 
+    def dictionary_read(self, name: str) -> tuple | None:
+        """Column ``name``'s dictionary form if a filter read it and the
+        column was not decoded (:meth:`rows` gathers from it), else None."""
+        if name in self._cols:
+            return None
+        return self._dicts.get((name, True)) or self._dicts.get(name)
+
     def rows(self, name: str, idx: np.ndarray | None) -> Column:
         """Column ``name`` at rows ``idx`` (None: every row of the group):
         gathered from its dictionary form if that was read (for a filter:
         the chunk is not read again), else decoded (:meth:`column`)."""
-        found = None if name in self._cols else self._dicts.get((name, True)) or self._dicts.get(name)
+        found = self.dictionary_read(name)
         if found is not None:
             return dictionary_take(*found, np.arange(self.nrows) if idx is None else idx)
         col = self.column(name)
@@ -827,7 +833,7 @@ class _Run:
                 if mask is None:
                     validity[at:end] = v
                 else:
-                    compress(mask, np.ascontiguousarray(v), validity[at:end], 1)
+                    compress_rows(mask, v, validity[at:end])
             elif validity is not None:
                 validity[at:end] = 1
         for name, col in picked.items():
