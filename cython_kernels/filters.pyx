@@ -943,58 +943,6 @@ def dict_filter(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
         _raise(ERR_CODE, bad)
 
 
-def dict_filter_compact(const int32_t[::1] codes, const uint8_t[::1] entry_mask,
-                        const uint8_t[::1] validity, uint8_t[::1] out, int combine=CMB_SET):
-    """As :func:`dict_filter` for codes as the stripe format stores them: one
-    code per non-NULL row, in row order (``len(codes)`` = rows that are
-    present; ``validity`` None means every row is).
-
-    Raises:
-        CorruptDataError: a code outside the dictionary, or a count of codes
-            that does not match the validity.
-    """
-    cdef Py_ssize_t n = out.shape[0], d = entry_mask.shape[0], ncodes = codes.shape[0]
-    cdef Py_ssize_t i = 0, m, j, k = 0, bad = -1
-    cdef const uint8_t* valid = _vptr(validity)
-    cdef uint8_t tmp[BLOCK]
-    cdef uint8_t* t
-    cdef uint64_t code
-    _check_common(n, n, validity, 0 if validity is None else validity.shape[0], combine)
-    if validity is None and ncodes != n:
-        from orochi_fdw.errors import CorruptDataError
-        raise CorruptDataError(f"{ncodes} dictionary codes for {n} rows")
-    if n == 0:
-        return
-    with nogil:
-        while i < n and bad < 0 and not interrupted():
-            m = n - i if n - i < BLOCK else BLOCK
-            t = &out[i] if combine == CMB_SET else tmp
-            for j in range(m):
-                if valid != NULL and valid[i + j] == 0:
-                    t[j] = 0
-                    continue
-                if k >= ncodes:
-                    bad = i + j
-                    break
-                code = <uint64_t><int64_t>codes[k]
-                k += 1
-                if code >= <uint64_t>d:
-                    bad = i + j
-                    break
-                t[j] = entry_mask[code] != 0
-            if bad >= 0:
-                break
-            _finish_block(&out[i], t, NULL, m, combine)
-            i += m
-    if i < n and bad < 0:
-        raise_interrupt()
-    if bad >= 0:
-        _raise(ERR_CODE, bad)
-    if k != ncodes:
-        from orochi_fdw.errors import CorruptDataError
-        raise CorruptDataError(f"{ncodes} dictionary codes for {k} non-NULL rows")
-
-
 # --------------------------------------------------------------- selection
 
 ctypedef fused index_t:

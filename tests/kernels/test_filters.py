@@ -380,10 +380,6 @@ def test_dict_filter_matches_decoded():
     out = np.empty(n, np.uint8)
     F.dict_filter(codes, entry_mask, validity, out)
     assert np.array_equal(out, expected)
-    compact = codes[validity != 0]
-    out2 = np.empty(n, np.uint8)
-    F.dict_filter_compact(compact, entry_mask, validity, out2)
-    assert np.array_equal(out2, expected)
     out3 = np.ones(n, np.uint8)
     F.dict_filter(codes, entry_mask, None, out3, F.COMBINE_AND)
     assert np.array_equal(out3, entry_mask[codes])
@@ -398,10 +394,6 @@ def test_dict_filter_bad_codes():
     # a NULL row's code is not looked at
     F.dict_filter(np.array([0, 99, 1], np.int32), np.ones(2, np.uint8), np.array([1, 0, 1], np.uint8), out)
     assert out.tolist() == [1, 0, 1]
-    with pytest.raises(CorruptDataError):   # too few codes for the present rows
-        F.dict_filter_compact(np.array([0], np.int32), np.ones(2, np.uint8), np.array([1, 0, 1], np.uint8), out)
-    with pytest.raises(CorruptDataError):   # too many
-        F.dict_filter_compact(np.array([0, 1, 1], np.int32), np.ones(2, np.uint8), np.array([1, 0, 1], np.uint8), out)
 
 
 # ---------------------------------------------------------------- selection
